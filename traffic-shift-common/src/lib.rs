@@ -1,0 +1,263 @@
+//! Types shared by the kernel programs (`traffic-shift-ebpf`) and the agent.
+//!
+//! Every map key and value is `#[repr(C)]` with explicit padding and a size
+//! assertion. Byte order is stated on each field. Strings never reach the
+//! kernel: user space turns hosts, subsets and endpoints into dense ids and
+//! precomputes the selection table the kernel only indexes.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Names of the maps, as the kernel object declares them and as they are
+/// pinned under the agent's bpffs directory.
+pub mod map_names {
+    pub const SERVICES: &str = "TS_SERVICES";
+    pub const ROUTES: &str = "TS_ROUTES";
+    pub const CURSORS: &str = "TS_CURSORS";
+    pub const ORIG_DST: &str = "TS_ORIG_DST";
+    pub const EVENTS: &str = "TS_EVENTS";
+    /// Every map, in the order the agent pins them.
+    pub const ALL: [&str; 5] = [SERVICES, ROUTES, CURSORS, ORIG_DST, EVENTS];
+}
+
+/// Address family tags used in keys (not the kernel's `AF_*` values, which
+/// differ between the two families' struct layouts we care about).
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// Destinations (weighted subsets) a single route can name.
+pub const MAX_DESTS: usize = 16;
+/// Endpoints a single route can hold across all its destinations.
+pub const MAX_BACKENDS: usize = 64;
+/// Slots in a route's selection table. A power of two, so the kernel bounds an
+/// index with a mask the verifier understands.
+pub const MAX_SLOTS: usize = 1 << 16;
+/// Routes the kernel can hold at once (`TS_ROUTES` / `TS_CURSORS` size).
+pub const MAX_ROUTES: u32 = 1024;
+/// Service address:port entries (`TS_SERVICES` size).
+pub const MAX_SERVICES: u32 = 4096;
+/// Open redirected connections whose original destination is remembered for
+/// `getpeername` (`TS_ORIG_DST` size; LRU, so the oldest are evicted first).
+pub const MAX_ORIG_DST: u32 = 65536;
+
+/// How a route picks the destination (subset) of a new connection.
+pub mod select {
+    /// Deterministic and smooth: a shared per-route cursor walks the slot
+    /// table, so over any window of N connections each destination gets its
+    /// share to within one connection.
+    pub const SMOOTH: u32 = 0;
+    /// `loadBalancer.simple: RANDOM`: a random slot, so random by weight.
+    pub const RANDOM: u32 = 1;
+    /// `loadBalancer.consistentHash.useSourceIp`: the slot is a hash of the
+    /// client's source address (of its network namespace when the socket is
+    /// not bound yet); the table is a weighted rendezvous table, so growing one
+    /// destination only moves clients onto it.
+    pub const SOURCE_HASH: u32 = 2;
+}
+
+/// Key of `TS_SERVICES`: a service address and port a route covers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct ServiceKey {
+    /// Address in network byte order, 32-bit words as in `bpf_sock_addr.user_ip6`.
+    /// IPv4 uses word 0 only; the others are zero.
+    pub addr: [u32; 4],
+    /// Port in network byte order.
+    pub port: u16,
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<ServiceKey>() == 20);
+
+/// Value of `TS_SERVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct ServiceValue {
+    /// Key into `TS_ROUTES` and index into `TS_CURSORS`.
+    pub route_id: u32,
+    /// Dense id of the service (host + port), for metrics.
+    pub service_id: u32,
+}
+const _: () = assert!(size_of::<ServiceValue>() == 8);
+
+/// One destination (a subset of a host) of a route.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Dest {
+    /// Index of its first endpoint in `RouteTable::backends`.
+    pub first_backend: u16,
+    /// Number of endpoints; 0 means the subset has none and connections fail
+    /// at once (refused), never hang.
+    pub n_backends: u16,
+    /// How an endpoint of this destination is picked: a `select::*` value
+    /// (smooth is round robin here).
+    pub endpoint_select: u32,
+}
+const _: () = assert!(size_of::<Dest>() == 8);
+
+/// One endpoint a connection may be rewritten to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Backend {
+    /// Address in network byte order, as `ServiceKey::addr`.
+    pub addr: [u32; 4],
+    /// Port in network byte order.
+    pub port: u16,
+    /// `FAMILY_V4` or `FAMILY_V6`; always the family of the service address.
+    pub family: u8,
+    pub _pad: u8,
+    /// Dense id of the endpoint, for metrics.
+    pub endpoint_id: u32,
+}
+const _: () = assert!(size_of::<Backend>() == 24);
+
+/// Value of `TS_ROUTES`: everything one route needs to pick a backend. User
+/// space replaces it with ONE map update, so a connection never sees a
+/// half-written table (the map is `BPF_F_NO_PREALLOC`: a replaced element is
+/// freed after an RCU grace period, never reused under a reader).
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct RouteTable {
+    /// A `select::*` value.
+    pub mode: u32,
+    /// Slots in use in `slots` (1..=`MAX_SLOTS`).
+    pub n_slots: u32,
+    /// Destinations in use in `dests`.
+    pub n_dests: u32,
+    /// Endpoints in use in `backends`.
+    pub n_backends: u32,
+    pub dests: [Dest; MAX_DESTS],
+    pub backends: [Backend; MAX_BACKENDS],
+    /// Each slot names a destination (index into `dests`).
+    pub slots: [u8; MAX_SLOTS],
+}
+const _: () = assert!(size_of::<RouteTable>() == 16 + 8 * MAX_DESTS + 24 * MAX_BACKENDS + MAX_SLOTS);
+
+/// Value of `TS_CURSORS` (indexed by route id): the smooth selection cursors.
+/// Kept apart from the table so a weight change keeps the sequence position.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct RouteCursor {
+    /// Next slot of the route's table (taken with an atomic add).
+    pub next_slot: u64,
+    /// Next endpoint per destination (round robin inside a subset).
+    pub next_backend: [u64; MAX_DESTS],
+}
+const _: () = assert!(size_of::<RouteCursor>() == 8 + 8 * MAX_DESTS);
+
+/// Value of `TS_ORIG_DST` (key: socket cookie): the service address a
+/// connection asked for, returned by `getpeername`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct OrigDst {
+    /// Address in network byte order, as `ServiceKey::addr`.
+    pub addr: [u32; 4],
+    /// Port in network byte order.
+    pub port: u16,
+    pub family: u8,
+    pub _pad: u8,
+    pub route_id: u32,
+    pub endpoint_id: u32,
+}
+const _: () = assert!(size_of::<OrigDst>() == 28);
+
+/// What a program did with a connection: an index into the per-CPU
+/// `TS_EVENTS` array. Counted for every program run, so every fallback and
+/// every refusal has a number.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// connect: rewritten to an endpoint.
+    Rewritten = 0,
+    /// connect: not TCP, left alone.
+    NotTcp = 1,
+    /// connect: destination is not a service address, left alone.
+    NotService = 2,
+    /// connect: service known but its route table is missing (should not
+    /// happen: user space writes routes before services). Left alone.
+    NoRoute = 3,
+    /// connect: the chosen subset has no endpoint; refused.
+    NoEndpoint = 4,
+    /// connect: the table points outside itself (corrupt); refused.
+    BadTable = 5,
+    /// connect: endpoint family differs from the socket's; refused.
+    FamilyMismatch = 6,
+    /// connect: the original destination could not be stored for
+    /// getpeername; the connection proceeds, getpeername shows the endpoint.
+    OrigDstFull = 7,
+    /// getpeername: the service address was returned.
+    PeerRestored = 8,
+    /// getpeername: not a redirected socket, left alone.
+    PeerUntouched = 9,
+}
+
+impl Event {
+    pub const COUNT: u32 = 10;
+    pub const ALL: [Event; Self::COUNT as usize] = [
+        Event::Rewritten,
+        Event::NotTcp,
+        Event::NotService,
+        Event::NoRoute,
+        Event::NoEndpoint,
+        Event::BadTable,
+        Event::FamilyMismatch,
+        Event::OrigDstFull,
+        Event::PeerRestored,
+        Event::PeerUntouched,
+    ];
+
+    /// Label value used in metrics and `status`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Event::Rewritten => "rewritten",
+            Event::NotTcp => "not_tcp",
+            Event::NotService => "not_service",
+            Event::NoRoute => "no_route",
+            Event::NoEndpoint => "no_endpoint",
+            Event::BadTable => "bad_table",
+            Event::FamilyMismatch => "family_mismatch",
+            Event::OrigDstFull => "orig_dst_full",
+            Event::PeerRestored => "peer_restored",
+            Event::PeerUntouched => "peer_untouched",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all of these are #[repr(C)], contain only integers and arrays of
+    // integers, and have no implicit padding (bytemuck::Pod derive checks it).
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::ServiceValue {}
+    unsafe impl aya::Pod for super::RouteTable {}
+    unsafe impl aya::Pod for super::RouteCursor {}
+    unsafe impl aya::Pod for super::OrigDst {}
+}
+
+/// The hash of a client identity (source address words, or the netns cookie
+/// split in two words) used by `select::SOURCE_HASH`. Shared so user space
+/// and tests can predict the kernel's choice. A murmur3-style finalizer over
+/// each word: cheap, branch-free and well mixed in the low bits the kernel
+/// masks with.
+#[inline(always)]
+pub const fn source_hash(words: [u32; 4]) -> u32 {
+    let mut h: u32 = 0x9e37_79b9;
+    let mut i = 0;
+    while i < 4 {
+        h ^= words[i];
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^= h >> 16;
+        i += 1;
+    }
+    h
+}

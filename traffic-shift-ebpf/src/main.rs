@@ -1,0 +1,25 @@
+//! traffic-shift kernel programs.
+//!
+//! | file | hook | minimum kernel |
+//! |---|---|---|
+//! | `connect.rs` | cgroup `connect4`/`connect6`, `getpeername4`/`getpeername6` | 5.8 (getpeername hooks; `bpf_set_retval` 5.18) |
+//!
+//! Every entry point is thin: it calls a `try_*` function that returns
+//! `Result<Event, Event>`, counts the event in `TS_EVENTS` and returns an
+//! explicit verdict.
+#![no_std]
+#![no_main]
+#![feature(asm_experimental_arch)]
+
+mod connect;
+mod maps;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
