@@ -57,7 +57,7 @@ pub mod select {
 
 /// Key of `TS_SERVICES`: a service address and port a route covers.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct ServiceKey {
     /// Address in network byte order, 32-bit words as in `bpf_sock_addr.user_ip6`.
@@ -67,7 +67,7 @@ pub struct ServiceKey {
     pub port: u16,
     /// `FAMILY_V4` or `FAMILY_V6`.
     pub family: u8,
-    pub _pad: u8,
+    pub pad: u8,
 }
 const _: () = assert!(size_of::<ServiceKey>() == 20);
 
@@ -110,7 +110,7 @@ pub struct Backend {
     pub port: u16,
     /// `FAMILY_V4` or `FAMILY_V6`; always the family of the service address.
     pub family: u8,
-    pub _pad: u8,
+    pub pad: u8,
     /// Dense id of the endpoint, for metrics.
     pub endpoint_id: u32,
 }
@@ -137,7 +137,8 @@ pub struct RouteTable {
     /// Each slot names a destination (index into `dests`).
     pub slots: [u8; MAX_SLOTS],
 }
-const _: () = assert!(size_of::<RouteTable>() == 16 + 8 * MAX_DESTS + 24 * MAX_BACKENDS + MAX_SLOTS);
+const _: () =
+    assert!(size_of::<RouteTable>() == 16 + 8 * MAX_DESTS + 24 * MAX_BACKENDS + MAX_SLOTS);
 
 /// Value of `TS_CURSORS` (indexed by route id): the smooth selection cursors.
 /// Kept apart from the table so a weight change keeps the sequence position.
@@ -163,7 +164,7 @@ pub struct OrigDst {
     /// Port in network byte order.
     pub port: u16,
     pub family: u8,
-    pub _pad: u8,
+    pub pad: u8,
     pub route_id: u32,
     pub endpoint_id: u32,
 }
@@ -247,6 +248,10 @@ mod user {
 /// and tests can predict the kernel's choice. A murmur3-style finalizer over
 /// each word: cheap, branch-free and well mixed in the low bits the kernel
 /// masks with.
+#[expect(
+    clippy::inline_always,
+    reason = "called from eBPF programs, where it must be inlined"
+)]
 #[inline(always)]
 pub const fn source_hash(words: [u32; 4]) -> u32 {
     let mut h: u32 = 0x9e37_79b9;

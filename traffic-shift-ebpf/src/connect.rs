@@ -123,15 +123,43 @@ unsafe fn destination(sa: *const bpf_sock_addr, family: Family) -> (ServiceKey, 
     let port = unsafe { (*sa).user_port } as u16;
     match family {
         Family::V4 => (
-            ServiceKey { addr: [unsafe { (*sa).user_ip4 }, 0, 0, 0], port, family: FAMILY_V4, _pad: 0 },
+            ServiceKey {
+                addr: [unsafe { (*sa).user_ip4 }, 0, 0, 0],
+                port,
+                family: FAMILY_V4,
+                pad: 0,
+            },
             false,
         ),
         Family::V6 => {
-            let w = unsafe { [(*sa).user_ip6[0], (*sa).user_ip6[1], (*sa).user_ip6[2], (*sa).user_ip6[3]] };
+            let w = unsafe {
+                [
+                    (*sa).user_ip6[0],
+                    (*sa).user_ip6[1],
+                    (*sa).user_ip6[2],
+                    (*sa).user_ip6[3],
+                ]
+            };
             if w[0] == 0 && w[1] == 0 && w[2] == V4_MAPPED_WORD2 {
-                (ServiceKey { addr: [w[3], 0, 0, 0], port, family: FAMILY_V4, _pad: 0 }, true)
+                (
+                    ServiceKey {
+                        addr: [w[3], 0, 0, 0],
+                        port,
+                        family: FAMILY_V4,
+                        pad: 0,
+                    },
+                    true,
+                )
             } else {
-                (ServiceKey { addr: w, port, family: FAMILY_V6, _pad: 0 }, false)
+                (
+                    ServiceKey {
+                        addr: w,
+                        port,
+                        family: FAMILY_V6,
+                        pad: 0,
+                    },
+                    false,
+                )
             }
         }
     }
@@ -166,7 +194,7 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<Event, Event> {
         addr: key.addr,
         port: key.port,
         family: key.family,
-        _pad: 0,
+        pad: 0,
         route_id,
         endpoint_id: backend.endpoint_id,
     };
@@ -187,7 +215,11 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<Event, Event> {
         }
         (*sa).user_port = u32::from(backend.port);
     }
-    Ok(if stored { Event::Rewritten } else { Event::OrigDstFull })
+    Ok(if stored {
+        Event::Rewritten
+    } else {
+        Event::OrigDstFull
+    })
 }
 
 /// Who the client is, for `select::SOURCE_HASH`: its bound source address
@@ -201,7 +233,12 @@ fn client_identity(ctx: &SockAddrContext, family: Family) -> [u32; 4] {
         let words = unsafe {
             match family {
                 Family::V4 => [(*sk).src_ip4, 0, 0, 0],
-                Family::V6 => [(*sk).src_ip6[0], (*sk).src_ip6[1], (*sk).src_ip6[2], (*sk).src_ip6[3]],
+                Family::V6 => [
+                    (*sk).src_ip6[0],
+                    (*sk).src_ip6[1],
+                    (*sk).src_ip6[2],
+                    (*sk).src_ip6[3],
+                ],
             }
         };
         if words != [0; 4] {
