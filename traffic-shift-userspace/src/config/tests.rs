@@ -1,0 +1,1105 @@
+//! Parse, validate and resolve, end to end, on YAML as users write it.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use super::{ConfigError, Resource, RulesFile, load_dir, parse_file, resolve};
+use crate::model::{Endpoint, RoutingModel, Selection, TcpRoute};
+
+/// The example the project ships in `rules/tcp-echo/`.
+const TCP_ECHO: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcp-echo}
+spec:
+  hosts: [tcp-echo.local]
+  addresses: [127.100.0.1]
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {tcp: 19001}, labels: {app: tcp-echo, version: v1}}
+  - {address: 127.0.0.1, ports: {tcp: 19002}, labels: {app: tcp-echo, version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo-destination}
+spec:
+  host: tcp-echo.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo}
+spec:
+  hosts: [tcp-echo.local]
+  tcp:
+  - match: [{port: 9000}]
+    route:
+    - destination: {host: tcp-echo.local, port: {number: 9000}, subset: v1}
+      weight: 80
+    - destination: {host: tcp-echo.local, port: {number: 9000}, subset: v2}
+      weight: 20
+";
+
+/// The `ServiceEntry` and `DestinationRule` of [`TCP_ECHO`], without its
+/// `VirtualService`, for tests that bring their own.
+fn tcp_echo_service() -> &'static str {
+    let end = TCP_ECHO
+        .match_indices("---\n")
+        .nth(1)
+        .map(|(at, _)| at)
+        .expect("TCP_ECHO has three documents");
+    &TCP_ECHO[..end]
+}
+
+const FILE: &str = "rules/tcp-echo/tcp-echo.yaml";
+
+fn parse(text: &str) -> RulesFile {
+    parse_file(Path::new(FILE), text)
+        .unwrap_or_else(|error| panic!("expected the rules to parse, got: {error}"))
+}
+
+fn parse_error(text: &str) -> ConfigError {
+    match parse_file(Path::new(FILE), text) {
+        Ok(file) => panic!(
+            "expected a parse error, got {} resources",
+            file.resources.len()
+        ),
+        Err(error) => error,
+    }
+}
+
+/// Parses each text as its own file (`rules/0.yaml`, ...) and resolves them.
+fn resolve_texts(texts: &[&str]) -> Result<RoutingModel, ConfigError> {
+    let files: Vec<RulesFile> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            parse_file(&PathBuf::from(format!("rules/{i}.yaml")), text).unwrap_or_else(|error| {
+                panic!("expected file {i} to parse, got: {error}");
+            })
+        })
+        .collect();
+    resolve(&files)
+}
+
+fn resolve_ok(texts: &[&str]) -> RoutingModel {
+    resolve_texts(texts).unwrap_or_else(|error| panic!("expected the rules to resolve: {error}"))
+}
+
+fn resolve_error(texts: &[&str]) -> ConfigError {
+    match resolve_texts(texts) {
+        Ok(model) => panic!("expected a resolve error, got {model:?}"),
+        Err(error) => error,
+    }
+}
+
+/// The 1-based line of the first line of `text` that contains `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|line| line.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} is not in the text"))
+        + 1
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().expect("a socket address literal")
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+fn only_route(model: &RoutingModel) -> &TcpRoute {
+    assert_eq!(
+        model.routes.len(),
+        1,
+        "expected exactly one route, got {:#?}",
+        model.routes
+    );
+    &model.routes[0]
+}
+
+fn assert_error(
+    error: &ConfigError,
+    document: usize,
+    field: &str,
+    line: Option<usize>,
+    message: &str,
+) {
+    assert_eq!(error.document, Some(document), "document of: {error}");
+    assert_eq!(error.field.to_string(), field, "field path of: {error}");
+    assert_eq!(error.line, line, "line of: {error}");
+    assert!(
+        error.message.contains(message),
+        "expected the message to contain {message:?}, got: {error}"
+    );
+}
+
+#[test]
+fn tcp_echo_example_resolves_to_one_weighted_route() {
+    let model = resolve(&[parse(TCP_ECHO)]).expect("the shipped example resolves");
+    let route = only_route(&model);
+    let endpoint = |port: u16, version: &str| Endpoint {
+        addr: SocketAddr::new([127, 0, 0, 1].into(), port),
+        labels: labels(&[("app", "tcp-echo"), ("version", version)]),
+    };
+    assert_eq!(route.key, "default/tcp-echo/tcp[0]/port 9000", "route key");
+    assert_eq!(route.source, FILE, "route source is the file");
+    assert_eq!(route.service_host, "tcp-echo.local", "service host");
+    assert_eq!(route.service_port, 9000, "service port");
+    assert_eq!(route.listeners, [addr("127.100.0.1:9000")], "listeners");
+    assert_eq!(
+        route.selection,
+        Selection::Smooth,
+        "no loadBalancer: Smooth"
+    );
+    let summary: Vec<_> = route
+        .destinations
+        .iter()
+        .map(|d| {
+            (
+                d.host.as_str(),
+                d.subset.as_deref(),
+                d.weight,
+                d.endpoint_selection,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("tcp-echo.local", Some("v1"), 80, Selection::Smooth),
+            ("tcp-echo.local", Some("v2"), 20, Selection::Smooth),
+        ],
+        "destinations in the order written, with their weights"
+    );
+    assert_eq!(
+        route.destinations[0].endpoints,
+        [endpoint(19001, "v1")],
+        "subset v1: the version=v1 endpoint, at its port named tcp"
+    );
+    assert_eq!(
+        route.destinations[1].endpoints,
+        [endpoint(19002, "v2")],
+        "subset v2: the version=v2 endpoint, at its port named tcp"
+    );
+}
+
+#[test]
+fn all_three_api_versions_are_accepted_and_others_refused() {
+    let expected = resolve(&[parse(TCP_ECHO)]).expect("the shipped example resolves");
+    for version in ["v1", "v1beta1", "v1alpha3"] {
+        let text = TCP_ECHO.replace(
+            "networking.istio.io/v1\n",
+            &format!("networking.istio.io/{version}\n"),
+        );
+        let model = resolve(&[parse(&text)])
+            .unwrap_or_else(|error| panic!("apiVersion {version} should resolve: {error}"));
+        assert_eq!(
+            model, expected,
+            "apiVersion {version} gives the same model as v1"
+        );
+    }
+    let text = TCP_ECHO.replacen("networking.istio.io/v1\n", "networking.istio.io/v2\n", 1);
+    let error = parse_error(&text);
+    assert_error(
+        &error,
+        1,
+        "apiVersion",
+        Some(1),
+        "\"networking.istio.io/v2\"",
+    );
+}
+
+#[test]
+fn unsupported_kind_is_named() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: a}\nspec: {}\n";
+    let error = parse_error(text);
+    assert_error(&error, 1, "kind", Some(2), "unsupported kind \"Sidecar\"");
+    assert!(
+        error.resource.is_none(),
+        "an unknown kind names no resource: {error}"
+    );
+}
+
+#[test]
+fn multi_document_files_keep_order_and_count_empty_documents() {
+    let text = format!("# leading comment\n---\n---\n{TCP_ECHO}---\n");
+    let file = parse(&text);
+    let found: Vec<(&str, &str, usize)> = file
+        .resources
+        .iter()
+        .map(|r| (r.kind(), r.name(), r.source().document))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("ServiceEntry", "tcp-echo", 2),
+            ("DestinationRule", "tcp-echo-destination", 3),
+            ("VirtualService", "tcp-echo", 4),
+        ],
+        "resources in document order; the empty first document counts, the trailing one too"
+    );
+    assert!(
+        file.resources.iter().all(|r| r.namespace() == "default"),
+        "namespace defaults to default"
+    );
+    let error = parse_error(&text.replace("weight: 20", "weight: -5"));
+    assert_eq!(
+        error.line,
+        Some(line_of(&text, "weight: 20")),
+        "lines count from the top of the file, not the document: {error}"
+    );
+}
+
+#[test]
+fn negative_weight_names_file_document_path_and_line() {
+    let text = TCP_ECHO.replace("weight: 20", "weight: -5");
+    let error = parse_error(&text);
+    let line = line_of(&text, "weight: -5");
+    assert_error(
+        &error,
+        3,
+        "spec.tcp[0].route[1].weight",
+        Some(line),
+        "weight -5 < 0",
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{FILE}: document 3 (VirtualService default/tcp-echo), spec.tcp[0].route[1].weight, \
+             line {line}: weight -5 < 0"
+        ),
+        "the whole one-line message"
+    );
+}
+
+#[test]
+fn unknown_field_typo_names_path_and_line() {
+    let text = TCP_ECHO.replace("      weight: 20", "      weigth: 20");
+    let error = parse_error(&text);
+    assert_error(
+        &error,
+        3,
+        "spec.tcp[0].route[1].weigth",
+        Some(line_of(&text, "weigth")),
+        "unknown field `weigth`",
+    );
+    let text = TCP_ECHO.replace(
+        "metadata: {name: tcp-echo-destination}",
+        "metadata: {name: a, namspace: b}",
+    );
+    let error = parse_error(&text);
+    assert_error(
+        &error,
+        2,
+        "metadata.namspace",
+        Some(line_of(&text, "namspace")),
+        "unknown field `namspace`",
+    );
+}
+
+#[test]
+fn ignored_istio_fields_are_accepted() {
+    let text = TCP_ECHO
+        .replace(
+            "  hosts: [tcp-echo.local]\n  tcp:",
+            "  hosts: [tcp-echo.local]\n  exportTo: [\".\"]\n  http:\n  - route: [{destination: {host: x}}]\n  tcp:",
+        )
+        .replace(
+            "  host: tcp-echo.local\n",
+            "  host: tcp-echo.local\n  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: 1}}\n    outlierDetection: {consecutive5xxErrors: 5}\n",
+        );
+    resolve(&[parse(&text)]).unwrap_or_else(|error| panic!("ignored fields should pass: {error}"));
+}
+
+#[test]
+fn yaml_syntax_error_gives_the_parser_line() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: a\n    namespace: b\n";
+    let error = parse_error(text);
+    assert_eq!(error.document, Some(1), "document of: {error}");
+    assert_eq!(error.line, Some(5), "the line libyaml reports: {error}");
+    assert!(
+        error.resource.is_none(),
+        "no resource for a syntax error: {error}"
+    );
+    assert!(
+        error.message.starts_with("invalid YAML"),
+        "message: {error}"
+    );
+    let text = format!("{TCP_ECHO}---\nkind: [unclosed\n");
+    let error = parse_error(&text);
+    assert_eq!(
+        error.document,
+        Some(4),
+        "the fourth document is broken: {error}"
+    );
+}
+
+#[test]
+fn missing_destination_host_is_refused() {
+    let vs = TCP_ECHO.replace(
+        "{host: tcp-echo.local, port: {number: 9000}, subset: v2}",
+        "{host: tcp-echo.remote, port: {number: 9000}, subset: v2}",
+    );
+    let error = resolve_error(&[&vs]);
+    assert_error(
+        &error,
+        3,
+        "spec.tcp[0].route[1].destination.host",
+        Some(line_of(&vs, "tcp-echo.remote")),
+        "referenced host not found: \"tcp-echo.remote\"; define a ServiceEntry with hosts: \
+         [tcp-echo.remote] or fix the host",
+    );
+    let vs = TCP_ECHO.replace(
+        "  hosts: [tcp-echo.local]\n  tcp:",
+        "  hosts: [other.local]\n  tcp:",
+    );
+    let error = resolve_error(&[&vs]);
+    assert_error(
+        &error,
+        3,
+        "spec.hosts[0]",
+        Some(line_of(&vs, "other.local")),
+        "referenced host not found: \"other.local\"",
+    );
+}
+
+#[test]
+fn missing_subset_is_refused() {
+    let text = TCP_ECHO.replace("subset: v2}", "subset: v3}");
+    let error = resolve_error(&[&text]);
+    assert_error(
+        &error,
+        3,
+        "spec.tcp[0].route[1].destination.subset",
+        Some(line_of(&text, "subset: v3")),
+        "subset \"v3\" not found in DestinationRule default/tcp-echo-destination",
+    );
+    // No DestinationRule at all for the host.
+    let without_rule: String = TCP_ECHO
+        .split("---\n")
+        .filter(|document| !document.contains("kind: DestinationRule"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let error = resolve_error(&[&without_rule]);
+    assert!(
+        error.message.contains(
+            "subset \"v1\" not found: there is no DestinationRule for host tcp-echo.local"
+        ),
+        "expected a missing DestinationRule message, got: {error}"
+    );
+}
+
+#[test]
+fn short_names_match_in_their_namespace() {
+    let fqdn_service = tcp_echo_service()
+        .replace(
+            "hosts: [tcp-echo.local]",
+            "hosts: [tcp-echo.shop.svc.cluster.local]",
+        )
+        .replace(
+            "metadata: {name: tcp-echo}",
+            "metadata: {name: tcp-echo, namespace: shop}",
+        )
+        .replace("host: tcp-echo.local", "host: tcp-echo")
+        .replace(
+            "metadata: {name: tcp-echo-destination}",
+            "metadata: {name: tcp-echo-destination, namespace: shop}",
+        );
+    let vs = |namespace: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp-echo, namespace: {namespace}}}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - route:
+    - destination: {{host: tcp-echo, subset: v1}}
+"
+        )
+    };
+    let model = resolve_ok(&[&fqdn_service, &vs("shop")]);
+    let route = only_route(&model);
+    assert_eq!(route.key, "shop/tcp-echo/tcp[0]/port 9000", "route key");
+    assert_eq!(
+        route.service_host, "tcp-echo.shop.svc.cluster.local",
+        "the service host as its ServiceEntry writes it"
+    );
+    assert_eq!(
+        route.destinations[0].endpoints.len(),
+        1,
+        "the short-named DestinationRule's subset v1 selects one endpoint"
+    );
+    assert_eq!(
+        route.destinations[0].host, "tcp-echo.shop.svc.cluster.local",
+        "a destination names its host as the ServiceEntry writes it"
+    );
+    // In another namespace the short name means another host.
+    let error = resolve_error(&[&fqdn_service, &vs("web")]);
+    assert!(
+        error
+            .message
+            .contains("referenced host not found: \"tcp-echo\""),
+        "a short name does not reach another namespace: {error}"
+    );
+    // The ServiceEntry may use the short name too (same namespace).
+    let short_service = fqdn_service.replace(
+        "hosts: [tcp-echo.shop.svc.cluster.local]",
+        "hosts: [tcp-echo]",
+    );
+    let model = resolve_ok(&[&short_service, &vs("shop")]);
+    assert_eq!(
+        only_route(&model).service_host,
+        "tcp-echo",
+        "short ServiceEntry host"
+    );
+}
+
+#[test]
+fn load_balancer_maps_to_selection() {
+    let with_policy = |top: &str, subset: &str| {
+        TCP_ECHO
+            .replace(
+                "  host: tcp-echo.local\n",
+                &format!("  host: tcp-echo.local\n  trafficPolicy:\n    loadBalancer: {top}\n"),
+            )
+            .replace(
+                "  - {name: v1, labels: {version: v1}}\n",
+                &format!("  - name: v1\n    labels: {{version: v1}}\n{subset}"),
+            )
+    };
+    let subset_random = "    trafficPolicy: {loadBalancer: {simple: RANDOM}}\n";
+    let cases = [
+        (
+            "{simple: RANDOM}",
+            "",
+            Selection::Random,
+            Selection::Random,
+            Selection::Random,
+        ),
+        (
+            "{simple: ROUND_ROBIN}",
+            "",
+            Selection::Smooth,
+            Selection::Smooth,
+            Selection::Smooth,
+        ),
+        (
+            "{simple: LEAST_REQUEST}",
+            "",
+            Selection::Smooth,
+            Selection::Smooth,
+            Selection::Smooth,
+        ),
+        (
+            "{consistentHash: {useSourceIp: true}}",
+            "",
+            Selection::SourceHash,
+            Selection::SourceHash,
+            Selection::SourceHash,
+        ),
+        (
+            "{consistentHash: {useSourceIp: true, maglev: {tableSize: 65537}}}",
+            subset_random,
+            Selection::SourceHash,
+            Selection::Random,
+            Selection::SourceHash,
+        ),
+    ];
+    for (top, subset, selection, v1, v2) in cases {
+        let text = with_policy(top, subset);
+        let model = resolve(&[parse(&text)])
+            .unwrap_or_else(|error| panic!("loadBalancer {top} should resolve: {error}"));
+        let route = only_route(&model);
+        assert_eq!(route.selection, selection, "route selection for {top}");
+        assert_eq!(
+            (
+                route.destinations[0].endpoint_selection,
+                route.destinations[1].endpoint_selection
+            ),
+            (v1, v2),
+            "endpoint selection of v1 (subset policy {subset:?}) and v2 for {top}"
+        );
+    }
+}
+
+#[test]
+fn http_only_load_balancers_are_refused_for_tcp_routes() {
+    let cases = [
+        (
+            "{simple: PASSTHROUGH}",
+            "spec.trafficPolicy.loadBalancer.simple",
+            "PASSTHROUGH is not supported for TCP routes",
+        ),
+        (
+            "{consistentHash: {httpHeaderName: x-user}}",
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpHeaderName",
+            "consistentHash.httpHeaderName hashes an HTTP request property",
+        ),
+        (
+            "{consistentHash: {httpCookie: {name: user, ttl: 0s}}}",
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie",
+            "useSourceIp: true",
+        ),
+    ];
+    for (policy, field, message) in cases {
+        let text = TCP_ECHO.replace(
+            "  host: tcp-echo.local\n",
+            &format!("  host: tcp-echo.local\n  trafficPolicy:\n    loadBalancer: {policy}\n"),
+        );
+        let error = resolve_error(&[&text]);
+        assert_error(
+            &error,
+            2,
+            field,
+            Some(line_of(&text, "loadBalancer")),
+            message,
+        );
+    }
+}
+
+#[test]
+fn weights_default_by_destination_count() {
+    let vs = |route: &str| {
+        format!(
+            "{}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp-echo}}
+spec:
+  hosts: [tcp-echo.local]
+  tcp:
+  - route:
+{route}",
+            tcp_echo_service()
+        )
+    };
+    let cases = [
+        (
+            "one destination, no weight",
+            "    - destination: {host: tcp-echo.local}\n",
+            vec![1],
+        ),
+        (
+            "one destination, weight 0",
+            "    - destination: {host: tcp-echo.local}\n      weight: 0\n",
+            vec![1],
+        ),
+        (
+            "one destination, weight 7",
+            "    - destination: {host: tcp-echo.local}\n      weight: 7\n",
+            vec![7],
+        ),
+        (
+            "several, one omitted",
+            "    - destination: {host: tcp-echo.local, subset: v1}\n      weight: 1000\n    - destination: {host: tcp-echo.local, subset: v2}\n",
+            vec![1000, 0],
+        ),
+    ];
+    for (case, route, weights) in cases {
+        let model = resolve(&[parse(&vs(route))])
+            .unwrap_or_else(|error| panic!("{case}: should resolve: {error}"));
+        let got: Vec<u32> = only_route(&model)
+            .destinations
+            .iter()
+            .map(|d| d.weight)
+            .collect();
+        assert_eq!(got, weights, "{case}: weights in the model");
+    }
+    let all_zero = vs(
+        "    - destination: {host: tcp-echo.local, subset: v1}\n    - destination: {host: tcp-echo.local, subset: v2}\n      weight: 0\n",
+    );
+    let error = parse_error(&all_zero);
+    assert_error(
+        &error,
+        3,
+        "spec.tcp[0].route",
+        Some(line_of(&all_zero, "  - route:")),
+        "total destination weight = 0",
+    );
+    let error = parse_error(&vs("    - weight: 5\n"));
+    assert_error(
+        &error,
+        3,
+        "spec.tcp[0].route[0]",
+        Some(line_of(&vs("    - weight: 5\n"), "weight: 5")),
+        "destination is required",
+    );
+}
+
+#[test]
+fn service_addresses_accept_single_address_cidrs_only() {
+    let cases = [
+        ("127.100.0.1/32", Ok(addr("127.100.0.1:9000"))),
+        ("fd00::1/128", Ok(addr("[fd00::1]:9000"))),
+        (
+            "10.0.0.0/24",
+            Err("CIDR 10.0.0.0/24 covers more than one address"),
+        ),
+        ("10.0.0.0/33", Err("10.0.0.0/33 is not a valid CIDR block")),
+        ("not-an-ip", Err("not-an-ip is not a valid IP")),
+    ];
+    for (address, expected) in cases {
+        let text = TCP_ECHO.replace(
+            "addresses: [127.100.0.1]",
+            &format!("addresses: [\"{address}\"]"),
+        );
+        match (parse_file(Path::new(FILE), &text), expected) {
+            (Ok(file), Ok(listener)) => {
+                let model = resolve(&[file]).unwrap_or_else(|error| panic!("{address}: {error}"));
+                assert_eq!(
+                    only_route(&model).listeners,
+                    [listener],
+                    "listener of {address}"
+                );
+            }
+            (Err(error), Err(message)) => {
+                assert_error(
+                    &error,
+                    1,
+                    "spec.addresses[0]",
+                    Some(line_of(&text, "addresses:")),
+                    message,
+                );
+            }
+            (got, expected) => panic!("{address}: expected {expected:?}, got {got:?}"),
+        }
+    }
+    let text = TCP_ECHO
+        .replace("addresses: [127.100.0.1]", "addresses: [10.0.0.0/24]")
+        .replace("resolution: STATIC", "resolution: DNS");
+    let error = parse_error(&text);
+    assert!(
+        error
+            .message
+            .contains("CIDR addresses are allowed only for NONE/STATIC resolution types"),
+        "CIDR with DNS resolution: {error}"
+    );
+}
+
+#[test]
+fn duplicate_and_invalid_subset_names_are_refused() {
+    let cases = [
+        (
+            "{name: v1, labels: {version: v2}}",
+            "spec.subsets[1].name",
+            "duplicate subset names: v1",
+        ),
+        (
+            "{name: \"\", labels: {version: v2}}",
+            "spec.subsets[1].name",
+            "subset name cannot be empty",
+        ),
+        (
+            "{labels: {version: v2}}",
+            "spec.subsets[1].name",
+            "subset name cannot be empty",
+        ),
+        (
+            "{name: V2, labels: {version: v2}}",
+            "spec.subsets[1].name",
+            "subset name is invalid: V2",
+        ),
+    ];
+    for (subset, field, message) in cases {
+        let text = TCP_ECHO.replace("{name: v2, labels: {version: v2}}", subset);
+        let error = parse_error(&text);
+        assert_error(&error, 2, field, Some(line_of(&text, subset)), message);
+    }
+}
+
+#[test]
+fn wildcard_host_is_refused_for_mesh_and_allowed_for_gateways() {
+    let mesh = TCP_ECHO.replace(
+        "  hosts: [tcp-echo.local]\n  tcp:",
+        "  hosts: [\"*\"]\n  tcp:",
+    );
+    let error = parse_error(&mesh);
+    assert_error(
+        &error,
+        3,
+        "spec.hosts[0]",
+        Some(line_of(&mesh, "\"*\"")),
+        "wildcard host * is not allowed for virtual services bound to the mesh gateway",
+    );
+    let explicit_mesh = mesh.replace("  tcp:", "  gateways: [mesh, tcp-echo-gateway]\n  tcp:");
+    assert!(
+        parse_file(Path::new(FILE), &explicit_mesh).is_err(),
+        "gateways listing mesh is mesh-bound"
+    );
+    let gateway = mesh.replace("  tcp:", "  gateways: [tcp-echo-gateway]\n  tcp:");
+    let model = resolve(&[parse(&gateway)])
+        .unwrap_or_else(|error| panic!("gateway-bound * is legal: {error}"));
+    assert!(
+        model.routes.is_empty(),
+        "a gateway-bound VirtualService makes no kernel route yet"
+    );
+}
+
+#[test]
+fn per_resource_validation_messages() {
+    let cases = [
+        (
+            "duplicate VS hosts",
+            TCP_ECHO.replace(
+                "  hosts: [tcp-echo.local]\n  tcp:",
+                "  hosts: [tcp-echo.local, tcp-echo.local]\n  tcp:",
+            ),
+            "spec.hosts[1]",
+            "duplicate hosts in virtual service: tcp-echo.local & tcp-echo.local",
+        ),
+        (
+            "match port 0",
+            TCP_ECHO.replace("{port: 9000}", "{port: 0}"),
+            "spec.tcp[0].match[0].port",
+            "port number 0 must be in the range 1..65535",
+        ),
+        (
+            "destination port too big",
+            TCP_ECHO.replace(
+                "port: {number: 9000}, subset: v2",
+                "port: {number: 70000}, subset: v2",
+            ),
+            "spec.tcp[0].route[1].destination.port.number",
+            "port number 70000 must be in the range 1..65535",
+        ),
+        (
+            "no route",
+            TCP_ECHO.replace(
+                "  - match: [{port: 9000}]\n    route:",
+                "  - match: [{port: 9000}]\n    route: []\n    x-route:",
+            ),
+            "spec.tcp[0].x-route",
+            "unknown field `x-route`",
+        ),
+        (
+            "hostname endpoint with DNS",
+            TCP_ECHO
+                .replace("resolution: STATIC", "resolution: DNS")
+                .replace(
+                    "{address: 127.0.0.1, ports: {tcp: 19002}",
+                    "{address: echo.example.com, ports: {tcp: 19002}",
+                ),
+            "spec.endpoints[1].address",
+            "is a host name and the kernel path does not resolve names",
+        ),
+        (
+            "endpoint port name unknown",
+            TCP_ECHO.replace("ports: {tcp: 19002}", "ports: {tpc: 19002}"),
+            "spec.endpoints[1].ports.tpc",
+            "endpoint port name \"tpc\" is not defined by the service entry",
+        ),
+        (
+            "bad resolution",
+            TCP_ECHO.replace("resolution: STATIC", "resolution: STATICK"),
+            "spec.resolution",
+            "unknown variant `STATICK`",
+        ),
+        (
+            "weight not a number",
+            TCP_ECHO.replace("weight: 20", "weight: twenty"),
+            "spec.tcp[0].route[1].weight",
+            "invalid type: string \"twenty\"",
+        ),
+    ];
+    for (case, text, field, message) in cases {
+        let error = parse_error(&text);
+        assert_eq!(error.field.to_string(), field, "{case}: field of {error}");
+        assert!(
+            error.message.contains(message),
+            "{case}: expected {message:?} in: {error}"
+        );
+        assert!(
+            error.line.is_some(),
+            "{case}: every field here is written, so has a line: {error}"
+        );
+    }
+}
+
+#[test]
+fn gateways_are_validated() {
+    let gateway = |servers: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n{servers}"
+        )
+    };
+    let valid = "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n";
+    let file = parse(&gateway(valid));
+    let Resource::Gateway(parsed) = &file.resources[0] else {
+        panic!("expected a Gateway, got {:?}", file.resources[0]);
+    };
+    assert_eq!(parsed.servers[0].port.number, 31400, "server port");
+    let cases = [
+        (
+            "    []\n",
+            "spec.servers",
+            "gateway must have at least one server",
+        ),
+        (
+            "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: []\n",
+            "spec.servers[0].hosts",
+            "server config must contain at least one host",
+        ),
+        (
+            "  - port: {number: 31400, protocol: TCP}\n    hosts: [a]\n",
+            "spec.servers[0].port.name",
+            "port name must be set",
+        ),
+        (
+            "  - port: {number: 31400, name: tcp, protocol: SCTP}\n    hosts: [a]\n",
+            "spec.servers[0].port.protocol",
+            "invalid protocol \"SCTP\"",
+        ),
+        (
+            "  - port: {number: 1, name: tcp, protocol: TCP}\n    hosts: [a]\n  - port: {number: 2, name: tcp, protocol: TCP}\n    hosts: [b]\n",
+            "spec.servers[1].port.name",
+            "port names in servers must be unique: duplicate name tcp",
+        ),
+    ];
+    for (servers, field, message) in cases {
+        let error = parse_error(&gateway(servers));
+        assert_error(&error, 1, field, error.line, message);
+        assert!(error.line.is_some(), "{field}: a line: {error}");
+    }
+}
+
+#[test]
+fn two_routes_for_one_service_address_are_refused() {
+    let other = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo-canary}
+spec:
+  hosts: [tcp-echo.local]
+  tcp:
+  - route:
+    - destination: {host: tcp-echo.local, subset: v2}
+";
+    let error = resolve_error(&[TCP_ECHO, other]);
+    assert_eq!(
+        error.file,
+        Path::new("rules/1.yaml"),
+        "the later file is at fault: {error}"
+    );
+    assert_error(
+        &error,
+        1,
+        "spec.tcp[0]",
+        Some(7),
+        "service address 127.100.0.1:9000 is already routed by VirtualService default/tcp-echo \
+         (rules/0.yaml document 3) tcp[0]",
+    );
+}
+
+#[test]
+fn endpoint_ports_target_ports_and_workload_entries() {
+    let text = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db}
+spec:
+  hosts: [db.local]
+  addresses: [\"fd00::10\", 127.100.0.2]
+  ports:
+  - {number: 5432, name: pg, protocol: TCP, targetPort: 15432}
+  - {number: 8080, name: http, protocol: HTTP}
+  resolution: STATIC
+  workloadSelector:
+    labels: {app: db}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: db-1}
+spec: {address: 10.0.0.1, labels: {app: db, role: primary}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: db-2}
+spec: {address: 10.0.0.2, labels: {app: db}, ports: {pg: 6432}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: db-elsewhere, namespace: other}
+spec: {address: 10.0.0.3, labels: {app: db}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db.local]
+  tcp:
+  - route:
+    - destination: {host: db.local}
+";
+    let model = resolve(&[parse(text)]).unwrap_or_else(|error| panic!("should resolve: {error}"));
+    let route = only_route(&model);
+    assert_eq!(
+        route.key, "default/db/tcp[0]/port 5432",
+        "the HTTP port gets no tcp route"
+    );
+    assert_eq!(
+        route.listeners,
+        [addr("[fd00::10]:5432"), addr("127.100.0.2:5432")],
+        "every address x the port, in the order written"
+    );
+    let endpoints: Vec<SocketAddr> = route.destinations[0]
+        .endpoints
+        .iter()
+        .map(|e| e.addr)
+        .collect();
+    assert_eq!(
+        endpoints,
+        [addr("10.0.0.1:15432"), addr("10.0.0.2:6432")],
+        "WorkloadEntries of the namespace: targetPort, unless the entry names its own port"
+    );
+}
+
+#[test]
+fn port_matches_and_destination_ports_are_checked() {
+    let without_endpoints = |resolution: &str| {
+        let start = TCP_ECHO
+            .find("  endpoints:\n")
+            .expect("TCP_ECHO has endpoints");
+        let end = TCP_ECHO.find("---\n").expect("TCP_ECHO has documents");
+        format!("{}{}", &TCP_ECHO[..start], &TCP_ECHO[end..])
+            .replace("resolution: STATIC", &format!("resolution: {resolution}"))
+    };
+    let cases = [
+        (
+            without_endpoints("NONE"),
+            "spec.tcp[0].route[0].destination.host",
+            "has resolution NONE, which forwards connections to the address the client dialed",
+        ),
+        (
+            without_endpoints("DNS"),
+            "spec.tcp[0].route[0].destination.host",
+            "resolves its hosts by DNS, which the kernel path does not do",
+        ),
+        (
+            TCP_ECHO.replace("[{port: 9000}]", "[{port: 9001}]"),
+            "spec.tcp[0].match[0].port",
+            "port 9001 is not a port of tcp-echo.local (ports: 9000)",
+        ),
+        (
+            TCP_ECHO.replace(
+                "port: {number: 9000}, subset: v2",
+                "port: {number: 9001}, subset: v2",
+            ),
+            "spec.tcp[0].route[1].destination.port.number",
+            "port 9001 is not a port of tcp-echo.local (ports: 9000)",
+        ),
+        (
+            TCP_ECHO.replace("[{port: 9000}]", "[{port: 9000, sourceLabels: {app: web}}]"),
+            "spec.tcp[0].match[0].sourceLabels",
+            "match sourceLabels is not supported by the kernel path yet",
+        ),
+        (
+            TCP_ECHO.replace("name: tcp, protocol: TCP", "name: tcp, protocol: HTTP"),
+            "spec.tcp[0].match[0].port",
+            "port 9000 of tcp-echo.local is HTTP: tcp rules apply to TCP ports",
+        ),
+        (
+            TCP_ECHO
+                .replace("name: tcp, protocol: TCP", "name: tcp, protocol: HTTP")
+                .replace("  - match: [{port: 9000}]\n    route:", "  - route:"),
+            "spec.tcp[0]",
+            "this tcp rule covers no port: tcp-echo.local has no TCP port (ports: 9000 HTTP)",
+        ),
+        (
+            TCP_ECHO.replace("  addresses: [127.100.0.1]\n", ""),
+            "spec.addresses",
+            "service tcp-echo.local has no addresses: the kernel path rewrites connections to a \
+             service address; add spec.addresses",
+        ),
+    ];
+    for (text, field, message) in cases {
+        let error = resolve_error(&[&text]);
+        assert_eq!(error.field.to_string(), field, "field of: {error}");
+        assert!(
+            error.message.contains(message),
+            "expected {message:?} in: {error}"
+        );
+    }
+}
+
+#[test]
+fn http_only_virtual_services_make_no_route() {
+    let text = TCP_ECHO.replace(
+        "  tcp:\n  - match: [{port: 9000}]\n    route:\n",
+        "  http:\n  - route:\n",
+    );
+    let model = resolve(&[parse(&text)]).unwrap_or_else(|error| panic!("should resolve: {error}"));
+    assert!(
+        model.routes.is_empty(),
+        "http rules are not implemented: no route, got {model:?}"
+    );
+}
+
+#[test]
+fn duplicate_resource_names_are_refused() {
+    let error = resolve_error(&[TCP_ECHO, TCP_ECHO]);
+    assert_eq!(
+        error.file,
+        Path::new("rules/1.yaml"),
+        "the later file: {error}"
+    );
+    assert_error(
+        &error,
+        1,
+        "metadata.name",
+        Some(3),
+        "ServiceEntry default/tcp-echo is defined twice, also in rules/0.yaml document 1",
+    );
+}
+
+#[test]
+fn load_dir_reads_yaml_files_sorted_and_reports_bad_ones() {
+    let dir = std::env::temp_dir().join(format!("traffic-shift-config-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("create a temp dir");
+    let write =
+        |name: &str, text: &str| fs::write(dir.join(name), text).expect("write a rules file");
+    write("b.yml", tcp_echo_service());
+    write("a.yaml", "# nothing yet\n");
+    write("c.yaml", "kind: [\n");
+    write(".hidden.yaml", "kind: [\n");
+    write("notes.txt", "kind: [\n");
+    fs::create_dir_all(dir.join("sub.yaml")).expect("create a directory named like a file");
+
+    let (files, errors) = load_dir(&dir);
+    let names: Vec<_> = files
+        .iter()
+        .map(|file| {
+            file.path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(names, ["a.yaml", "b.yml"], "parsed files, sorted by name");
+    assert_eq!(files[1].resources.len(), 2, "b.yml holds two resources");
+    assert_eq!(errors.len(), 1, "one error, for c.yaml: {errors:?}");
+    assert_eq!(
+        errors[0].file,
+        dir.join("c.yaml"),
+        "the error names the file"
+    );
+    assert_eq!(errors[0].line, Some(2), "and the line: {}", errors[0]);
+
+    let (files, errors) = load_dir(&dir.join("missing"));
+    assert!(
+        files.is_empty() && errors.len() == 1,
+        "a missing directory is one error: {errors:?}"
+    );
+    fs::remove_dir_all(&dir).expect("remove the temp dir");
+}

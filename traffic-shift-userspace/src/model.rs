@@ -1,0 +1,73 @@
+//! The validated routing model: what the rules say, with every name resolved.
+//! Produced by `config`, consumed by `compile`. Strings stay here; the
+//! kernel only ever sees the ids `compile` derives from them.
+
+use std::{collections::BTreeMap, net::SocketAddr};
+
+/// How one choice (a destination of a route, or an endpoint of a
+/// destination) is made for a new connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Selection {
+    /// Default (`loadBalancer` absent, `UNSPECIFIED`, `ROUND_ROBIN`,
+    /// `LEAST_REQUEST`): deterministic and smooth.
+    #[default]
+    Smooth,
+    /// `loadBalancer.simple: RANDOM`.
+    Random,
+    /// `loadBalancer.consistentHash.useSourceIp: true`.
+    SourceHash,
+}
+
+/// Everything the kernel needs, resolved from all rule files together.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutingModel {
+    /// In a stable order (sorted by `key`).
+    pub routes: Vec<TcpRoute>,
+}
+
+/// One VirtualService `tcp[]` rule, for one service port. A rule that covers
+/// several ports of a service becomes one `TcpRoute` per port (each port's
+/// endpoints can listen on a different target port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpRoute {
+    /// Stable identity across reloads, e.g. `default/tcp-echo/tcp[0]/port 9000`.
+    /// A weight change keeps the key, so it is one atomic update of the same route.
+    pub key: String,
+    /// Where it came from, for messages: `rules/tcp-echo/vs-20-v2.yaml`.
+    pub source: String,
+    /// The service host the connection was meant for (`tcp-echo.local`).
+    pub service_host: String,
+    /// The service port number this route is for.
+    pub service_port: u16,
+    /// Every service address:port this route covers (ServiceEntry
+    /// `addresses` x this port). All of one family or mixed; the compiler
+    /// pairs each with endpoints of the same family.
+    pub listeners: Vec<SocketAddr>,
+    /// How the destination (subset) is chosen: from the DestinationRule of
+    /// the first destination's host, top-level `trafficPolicy.loadBalancer`.
+    pub selection: Selection,
+    /// Weighted destinations, in the order written. Weights are relative;
+    /// a single destination with no weight gets weight 1 (all traffic).
+    pub destinations: Vec<Destination>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub host: String,
+    /// `None`: every endpoint of the host.
+    pub subset: Option<String>,
+    pub weight: u32,
+    /// How an endpoint of this destination is chosen: the subset's
+    /// `trafficPolicy.loadBalancer`, else the rule's, else Smooth.
+    pub endpoint_selection: Selection,
+    /// The endpoints the subset's labels select, with the port resolved for
+    /// this route's service port. Empty is legal (Istio warns, IST0173):
+    /// connections that pick it are refused at once.
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub labels: BTreeMap<String, String>,
+}
