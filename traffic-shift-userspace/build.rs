@@ -1,0 +1,19 @@
+//! Builds the kernel programs (`traffic-shift-ebpf`) for bpfel with aya-build;
+//! the object lands in `$OUT_DIR/traffic-shift` and is embedded by
+//! `datapath.rs`.
+use std::path::Path;
+
+fn main() -> anyhow::Result<()> {
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let ebpf_dir = Path::new(&manifest_dir).join("../traffic-shift-ebpf");
+    let ebpf_dir = ebpf_dir.canonicalize()?;
+    let root_dir = ebpf_dir.to_str().expect("workspace path is UTF-8");
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: "traffic-shift-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
+        aya_build::Toolchain::default(),
+    )
+}

@@ -1,0 +1,310 @@
+//! The agent: keeps the kernel in step with a rules directory.
+//!
+//! Files are accepted or refused whole. The accepted set is what the kernel
+//! holds; a refused file (syntax, validation, a reference the other files do
+//! not satisfy, a kernel limit) is logged as one line and the previous
+//! version of that file stays in force.
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use notify::Watcher as _;
+use tokio::sync::mpsc;
+
+use crate::{
+    compile::{self, Compiled},
+    config::{self, RulesFile},
+    datapath::{Datapath, DatapathError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("cannot watch rules directory {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("rules directory {path}: {source}")]
+    RulesDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write events file {path}: {source}")]
+    Events {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct AgentOptions {
+    pub rules: PathBuf,
+    pub cgroup: PathBuf,
+    pub bpffs: PathBuf,
+    /// JSON lines, one per file accepted or refused (for scripts and tests).
+    pub events: Option<PathBuf>,
+}
+
+/// A file as last seen on disk: its text, or gone.
+type Snapshot = BTreeMap<PathBuf, String>;
+
+struct Agent {
+    datapath: Datapath,
+    rules: PathBuf,
+    /// Files in force, with the text they were accepted from.
+    accepted: BTreeMap<PathBuf, (String, RulesFile)>,
+    /// Last refused version of a file (`None`: its removal was refused), so a
+    /// refusal is reported once, not on every rescan.
+    refused: BTreeMap<PathBuf, Option<String>>,
+    events: Option<std::fs::File>,
+    generation: u64,
+}
+
+/// Runs until SIGINT or SIGTERM; then detaches and removes the pins.
+pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
+    let rules = options
+        .rules
+        .canonicalize()
+        .map_err(|source| AgentError::RulesDir {
+            path: options.rules.clone(),
+            source,
+        })?;
+    let events = match &options.events {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| AgentError::Events {
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let datapath = Datapath::load(&options.cgroup, &options.bpffs)?;
+    tracing::info!(cgroup = %options.cgroup.display(), pins = %datapath.pin_dir().display(), "programs attached");
+    let mut agent = Agent {
+        datapath,
+        rules: rules.clone(),
+        accepted: BTreeMap::new(),
+        refused: BTreeMap::new(),
+        events,
+        generation: 0,
+    };
+
+    let (tx, mut rx) = mpsc::channel::<()>(16);
+    let mut watcher = notify::recommended_watcher(move |_event| {
+        let _ = tx.try_send(());
+    })
+    .map_err(|source| AgentError::Watch {
+        path: rules.clone(),
+        source,
+    })?;
+    watcher
+        .watch(&rules, notify::RecursiveMode::NonRecursive)
+        .map_err(|source| AgentError::Watch {
+            path: rules.clone(),
+            source,
+        })?;
+
+    agent.rescan();
+    tracing::info!(rules = %agent.rules.display(), files = agent.accepted.len(), "serving; watching for changes");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail");
+    // Safety net for missed inotify events (e.g. a directory replaced whole).
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            Some(()) = rx.recv() => {
+                // Let an editor's write-rename sequence finish, then take it whole.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while rx.try_recv().is_ok() {}
+                agent.rescan();
+            }
+            _ = tick.tick() => agent.rescan(),
+        }
+    }
+    tracing::info!("stopping: detaching programs and removing pins");
+    drop(agent);
+    Ok(())
+}
+
+impl Agent {
+    /// Reads the directory and brings in every change it can. When something
+    /// went in, files refused earlier get another chance (a VirtualService
+    /// may have waited for its ServiceEntry).
+    fn rescan(&mut self) {
+        let refused_before: Vec<PathBuf> = self.refused.keys().cloned().collect();
+        if self.rescan_once() && !refused_before.is_empty() {
+            for path in refused_before {
+                self.refused.remove(&path);
+            }
+            self.rescan_once();
+        }
+    }
+
+    /// One pass; returns whether anything was applied.
+    fn rescan_once(&mut self) -> bool {
+        let disk = match read_rules_dir(&self.rules) {
+            Ok(disk) => disk,
+            Err(err) => {
+                tracing::error!(rules = %self.rules.display(), %err, "cannot read rules directory; keeping the rules in force");
+                return false;
+            }
+        };
+        let mut pending: Vec<(PathBuf, Option<String>)> = Vec::new();
+        for (path, text) in &disk {
+            let unchanged = self.accepted.get(path).is_some_and(|(t, _)| t == text);
+            let known_bad = self
+                .refused
+                .get(path)
+                .is_some_and(|t| t.as_ref() == Some(text));
+            if !unchanged && !known_bad {
+                pending.push((path.clone(), Some(text.clone())));
+            }
+        }
+        for path in self.accepted.keys() {
+            if !disk.contains_key(path) && self.refused.get(path) != Some(&None) {
+                pending.push((path.clone(), None));
+            }
+        }
+        if pending.is_empty() {
+            return false;
+        }
+        // Parse errors are final for this version of the file.
+        let mut candidates = Vec::new();
+        for (path, text) in pending {
+            match text {
+                None => candidates.push((path, None)),
+                Some(text) => match config::parse_file(&path, &text) {
+                    Ok(file) => candidates.push((path, Some((text, file)))),
+                    Err(err) => self.refuse(&path, Some(text), &err.to_string()),
+                },
+            }
+        }
+        // All changes together first (files that depend on each other arrive
+        // together); if that fails, one at a time until nothing more goes in.
+        if candidates.len() > 1 && self.try_apply(&candidates).is_ok() {
+            return true;
+        }
+        let mut applied = false;
+        loop {
+            let mut progress = false;
+            let mut left = Vec::new();
+            for candidate in candidates {
+                match self.try_apply(std::slice::from_ref(&candidate)) {
+                    Ok(()) => {
+                        progress = true;
+                        applied = true;
+                    }
+                    Err(err) => left.push((candidate, err)),
+                }
+            }
+            if !progress || left.is_empty() {
+                for ((path, change), err) in left {
+                    self.refuse(&path, change.map(|(text, _)| text), &err);
+                }
+                return applied;
+            }
+            candidates = left.into_iter().map(|(c, _)| c).collect();
+        }
+    }
+
+    /// Applies the changes if the whole resulting rule set is valid and fits.
+    fn try_apply(
+        &mut self,
+        changes: &[(PathBuf, Option<(String, RulesFile)>)],
+    ) -> Result<(), String> {
+        let mut next = self.accepted.clone();
+        for (path, change) in changes {
+            match change {
+                Some((text, file)) => next.insert(path.clone(), (text.clone(), file.clone())),
+                None => next.remove(path),
+            };
+        }
+        let files: Vec<RulesFile> = next.values().map(|(_, f)| f.clone()).collect();
+        let model = config::resolve(&files).map_err(|e| e.to_string())?;
+        let compiled: Compiled = compile::compile(&model).map_err(|e| e.to_string())?;
+        match self.datapath.apply(&compiled) {
+            Ok(report) => {
+                self.accepted = next;
+                self.generation += 1;
+                for (path, change) in changes {
+                    self.refused.remove(path);
+                    let what = if change.is_some() {
+                        "applied"
+                    } else {
+                        "removed"
+                    };
+                    tracing::info!(file = %path.display(), generation = self.generation, ?report, "{what}");
+                    self.event(path, what, None);
+                }
+                for route in compiled.routes.values() {
+                    tracing::debug!(route = %route.key, split = %route.summary, "route in force");
+                }
+                Ok(())
+            }
+            Err(err) => {
+                // The kernel refused a write part-way (e.g. out of memory).
+                // Our record of it is kept exact by `apply`; report and keep
+                // the previous file set as the one in force.
+                Err(format!("kernel update failed: {err}"))
+            }
+        }
+    }
+
+    fn refuse(&mut self, path: &Path, text: Option<String>, err: &str) {
+        let what = if text.is_some() {
+            "refused"
+        } else {
+            "removal refused"
+        };
+        tracing::error!("{what}: {err}; the previous rules stay in force");
+        self.event(path, what, Some(err));
+        self.refused.insert(path.to_owned(), text);
+    }
+
+    fn event(&mut self, path: &Path, result: &str, error: Option<&str>) {
+        if let Some(file) = &mut self.events {
+            let line = serde_json::json!({
+                "generation": self.generation,
+                "file": path.file_name().map(|n| n.to_string_lossy()),
+                "result": result,
+                "error": error,
+            });
+            let _ = writeln!(file, "{line}");
+        }
+    }
+}
+
+/// Every rules file directly in `dir` (as `config::load_dir` sees them), with its text.
+fn read_rules_dir(dir: &Path) -> std::io::Result<Snapshot> {
+    let mut files = Snapshot::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if !config::is_rules_file(&path) {
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                files.insert(path, text);
+            }
+            // Removed between read_dir and read: it is gone.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(files)
+}

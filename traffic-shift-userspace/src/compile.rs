@@ -1,0 +1,503 @@
+//! Model -> kernel map entries.
+//!
+//! `compile` turns the resolved [`RoutingModel`] into the exact values the
+//! kernel maps will hold: one [`RouteTable`] per (route, address family) and
+//! the service keys that point at it. It is pure, so it is unit-tested here
+//! and the datapath only has to diff and write.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+};
+
+use traffic_shift_common::{
+    Backend, Dest, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_DESTS, MAX_ROUTES, MAX_SERVICES,
+    MAX_SLOTS, RouteTable, ServiceKey, select,
+};
+
+use crate::model::{RoutingModel, Selection, TcpRoute};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "{route} (from {source_file}): {what} is {count}, the kernel table holds at most {max}; split the route or reduce it"
+    )]
+    TooMany {
+        route: String,
+        source_file: String,
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error(
+        "{count} {what} in all rules, the kernel maps hold at most {max}; remove rules or split them across nodes"
+    )]
+    MapFull {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error(
+        "service address {listener} is covered by both {first} and {second}; keep one route per service address and port"
+    )]
+    Conflict {
+        listener: SocketAddr,
+        first: String,
+        second: String,
+    },
+}
+
+/// What one kernel route holds.
+#[derive(Clone)]
+pub struct KernelRoute {
+    /// `TcpRoute::key` plus the family, e.g. `default/tcp-echo/tcp[0]/port 9000 ipv4`.
+    pub key: String,
+    /// Service keys (address:port) that point at this route.
+    pub listeners: Vec<ServiceKey>,
+    pub service_id: u32,
+    pub table: Box<RouteTable>,
+    /// For logs and status: `subset weight` per destination, in table order.
+    pub summary: String,
+}
+
+impl fmt::Debug for KernelRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KernelRoute")
+            .field("key", &self.key)
+            .field("listeners", &self.listeners.len())
+            .field("summary", &self.summary)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything the kernel should hold, by route key.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    pub routes: BTreeMap<String, KernelRoute>,
+}
+
+/// Compiles the model. Fails as a whole: nothing partial reaches the kernel.
+pub fn compile(model: &RoutingModel) -> Result<Compiled, CompileError> {
+    let mut endpoint_ids: BTreeMap<SocketAddr, u32> = BTreeMap::new();
+    for route in &model.routes {
+        for dest in &route.destinations {
+            for ep in &dest.endpoints {
+                let next = u32::try_from(endpoint_ids.len()).unwrap_or(u32::MAX);
+                endpoint_ids.entry(ep.addr).or_insert(next);
+            }
+        }
+    }
+    let mut service_ids: BTreeMap<(&str, u16), u32> = BTreeMap::new();
+    let mut owner: BTreeMap<SocketAddr, &str> = BTreeMap::new();
+    let mut compiled = Compiled::default();
+    let mut n_services = 0;
+    for route in &model.routes {
+        let next = u32::try_from(service_ids.len()).unwrap_or(u32::MAX);
+        let service_id = *service_ids
+            .entry((&route.service_host, route.service_port))
+            .or_insert(next);
+        for listener in &route.listeners {
+            if let Some(first) = owner.insert(*listener, &route.key) {
+                return Err(CompileError::Conflict {
+                    listener: *listener,
+                    first: first.to_owned(),
+                    second: route.key.clone(),
+                });
+            }
+        }
+        for family in [FAMILY_V4, FAMILY_V6] {
+            let listeners: Vec<ServiceKey> = route
+                .listeners
+                .iter()
+                .filter(|l| family_of(l.ip()) == family)
+                .map(|l| service_key(*l))
+                .collect();
+            if listeners.is_empty() {
+                continue;
+            }
+            n_services += listeners.len();
+            let kernel = kernel_route(route, family, listeners, service_id, &endpoint_ids)?;
+            compiled.routes.insert(kernel.key.clone(), kernel);
+        }
+    }
+    if compiled.routes.len() > MAX_ROUTES as usize {
+        return Err(CompileError::MapFull {
+            what: "routes (per address family)",
+            count: compiled.routes.len(),
+            max: MAX_ROUTES as usize,
+        });
+    }
+    if n_services > MAX_SERVICES as usize {
+        return Err(CompileError::MapFull {
+            what: "service addresses",
+            count: n_services,
+            max: MAX_SERVICES as usize,
+        });
+    }
+    Ok(compiled)
+}
+
+fn kernel_route(
+    route: &TcpRoute,
+    family: u8,
+    listeners: Vec<ServiceKey>,
+    service_id: u32,
+    endpoint_ids: &BTreeMap<SocketAddr, u32>,
+) -> Result<KernelRoute, CompileError> {
+    let too_many = |what, count, max| CompileError::TooMany {
+        route: route.key.clone(),
+        source_file: route.source.clone(),
+        what,
+        count,
+        max,
+    };
+    if route.destinations.len() > MAX_DESTS {
+        return Err(too_many(
+            "destinations",
+            route.destinations.len(),
+            MAX_DESTS,
+        ));
+    }
+    let mut table: Box<RouteTable> = bytemuck::zeroed_box();
+    let mut summary = Vec::new();
+    let mut n_backends = 0usize;
+    for (i, dest) in route.destinations.iter().enumerate() {
+        let endpoints: Vec<_> = dest
+            .endpoints
+            .iter()
+            .filter(|e| family_of(e.addr.ip()) == family)
+            .collect();
+        if n_backends + endpoints.len() > MAX_BACKENDS {
+            return Err(too_many(
+                "endpoints",
+                n_backends + endpoints.len(),
+                MAX_BACKENDS,
+            ));
+        }
+        table.dests[i] = Dest {
+            first_backend: u16::try_from(n_backends).expect("bounded by MAX_BACKENDS"),
+            n_backends: u16::try_from(endpoints.len()).expect("bounded by MAX_BACKENDS"),
+            endpoint_select: selection_code(dest.endpoint_selection),
+        };
+        for ep in endpoints {
+            let key = service_key(ep.addr);
+            table.backends[n_backends] = Backend {
+                addr: key.addr,
+                port: key.port,
+                family,
+                pad: 0,
+                endpoint_id: endpoint_ids[&ep.addr],
+            };
+            n_backends += 1;
+        }
+        summary.push(format!(
+            "{} {}",
+            dest.subset.as_deref().unwrap_or(&dest.host),
+            dest.weight
+        ));
+    }
+    table.mode = selection_code(route.selection);
+    table.n_dests = u32::try_from(route.destinations.len()).expect("bounded by MAX_DESTS");
+    table.n_backends = u32::try_from(n_backends).expect("bounded by MAX_BACKENDS");
+    let weights: Vec<u32> = route.destinations.iter().map(|d| d.weight).collect();
+    let slots = match route.selection {
+        Selection::Smooth | Selection::Random => smooth_sequence(&weights),
+        Selection::SourceHash => {
+            let ids: Vec<u64> = route
+                .destinations
+                .iter()
+                .map(|d| stable_id(&format!("{}/{}", d.host, d.subset.as_deref().unwrap_or(""))))
+                .collect();
+            rendezvous_table(&weights, &ids)
+        }
+    };
+    table.n_slots = u32::try_from(slots.len()).expect("bounded by MAX_SLOTS");
+    table.slots[..slots.len()].copy_from_slice(&slots);
+    Ok(KernelRoute {
+        key: format!(
+            "{} {}",
+            route.key,
+            if family == FAMILY_V4 { "ipv4" } else { "ipv6" }
+        ),
+        listeners,
+        service_id,
+        table,
+        summary: summary.join(", "),
+    })
+}
+
+fn selection_code(selection: Selection) -> u32 {
+    match selection {
+        Selection::Smooth => select::SMOOTH,
+        Selection::Random => select::RANDOM,
+        Selection::SourceHash => select::SOURCE_HASH,
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are IPv4 to the kernel programs.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+fn family_of(ip: IpAddr) -> u8 {
+    if canonical(ip).is_ipv4() {
+        FAMILY_V4
+    } else {
+        FAMILY_V6
+    }
+}
+
+/// The kernel's key for a socket address: network byte order throughout,
+/// IPv4 (and IPv4-mapped IPv6) in word 0.
+pub fn service_key(addr: SocketAddr) -> ServiceKey {
+    let (words, family) = match canonical(addr.ip()) {
+        IpAddr::V4(v4) => ([u32::from_ne_bytes(v4.octets()), 0, 0, 0], FAMILY_V4),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let word = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            ([word(0), word(4), word(8), word(12)], FAMILY_V6)
+        }
+    };
+    ServiceKey {
+        addr: words,
+        port: addr.port().to_be(),
+        family,
+        pad: 0,
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Reduces weights to at most `MAX_SLOTS` slots in total: exact when the
+/// reduced total fits (any realistic split: 80/20 is 5 slots, 33/67 is 100),
+/// else apportioned by largest remainder with at least one slot for every
+/// non-zero weight.
+fn slot_counts(weights: &[u32]) -> Vec<u64> {
+    let g = weights.iter().fold(0u64, |g, &w| gcd(g, u64::from(w)));
+    if g == 0 {
+        return vec![0; weights.len()];
+    }
+    let reduced: Vec<u64> = weights.iter().map(|&w| u64::from(w) / g).collect();
+    let total: u64 = reduced.iter().sum();
+    let max = MAX_SLOTS as u64;
+    if total <= max {
+        return reduced;
+    }
+    let nonzero = reduced.iter().filter(|&&w| w > 0).count() as u64;
+    let budget = max - nonzero;
+    let mut counts: Vec<u64> = reduced
+        .iter()
+        .map(|&w| u64::from(w > 0) + w * budget / total)
+        .collect();
+    let mut rest: Vec<(u64, usize)> = reduced
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| (w * budget % total, i))
+        .collect();
+    rest.sort_unstable_by(|a, b| b.cmp(a));
+    let used: u64 = counts.iter().sum();
+    for &(_, i) in rest.iter().take(usize::try_from(max - used).unwrap_or(0)) {
+        counts[i] += 1;
+    }
+    counts
+}
+
+/// The smooth sequence: destination `i` appears `counts[i]` times in a cycle,
+/// each slot going to the destination furthest behind its share (nginx's
+/// smooth weighted round robin). Every prefix is within one connection of
+/// each share, so every window is within one too (for windows whose ideal
+/// share is whole).
+pub fn smooth_sequence(weights: &[u32]) -> Vec<u8> {
+    let counts = slot_counts(weights);
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        // All weights zero cannot pass validation; keep the kernel safe anyway.
+        return vec![0];
+    }
+    let total = i64::try_from(total).expect("bounded by MAX_SLOTS");
+    let counts: Vec<i64> = counts
+        .iter()
+        .map(|&c| i64::try_from(c).expect("bounded"))
+        .collect();
+    let mut current = vec![0i64; counts.len()];
+    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..counts.len() {
+            current[i] += counts[i];
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(u8::try_from(best).expect("bounded by MAX_DESTS"));
+    }
+    out
+}
+
+/// Weighted rendezvous (highest random weight) table over `MAX_SLOTS` hash
+/// buckets: bucket `b` goes to the destination with the highest
+/// `-w / ln(u(b, dest))`. Raising one weight raises only that destination's
+/// scores, so buckets only ever move TO it: clients on a growing canary stay
+/// there, and only the share that changed moves.
+pub fn rendezvous_table(weights: &[u32], dest_ids: &[u64]) -> Vec<u8> {
+    (0..MAX_SLOTS as u64)
+        .map(|bucket| {
+            let mut best = (f64::NEG_INFINITY, 0u8);
+            for (i, (&w, &id)) in weights.iter().zip(dest_ids).enumerate() {
+                if w == 0 {
+                    continue;
+                }
+                let h = splitmix64(id ^ splitmix64(bucket));
+                // Uniform in (0, 1), never 0 or 1.
+                #[expect(clippy::cast_precision_loss, reason = "53 bits of hash are plenty")]
+                let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                let score = -f64::from(w) / u.ln();
+                if score > best.0 {
+                    best = (score, u8::try_from(i).expect("bounded by MAX_DESTS"));
+                }
+            }
+            best.1
+        })
+        .collect()
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A hash of a name that stays the same across runs and builds (FNV-1a).
+fn stable_id(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::naive_bytecount,
+    reason = "test arithmetic on small counts"
+)]
+mod tests {
+    use super::*;
+
+    fn window_counts(seq: &[u8], start: usize, len: usize, dest: u8) -> usize {
+        (start..start + len)
+            .filter(|&k| seq[k % seq.len()] == dest)
+            .count()
+    }
+
+    #[test]
+    fn smooth_80_20_every_window_is_exact() {
+        let seq = smooth_sequence(&[80, 20]);
+        assert_eq!(seq.len(), 5, "80/20 reduces to a cycle of 5");
+        for start in 0..seq.len() {
+            assert_eq!(
+                window_counts(&seq, start, 100, 1),
+                20,
+                "window of 100 from {start}"
+            );
+            assert_eq!(
+                window_counts(&seq, start, 1000, 1),
+                200,
+                "window of 1000 from {start}"
+            );
+        }
+    }
+
+    #[test]
+    fn smooth_windows_within_one_for_many_splits() {
+        for weights in [
+            vec![1, 1],
+            vec![33, 67],
+            vec![10, 20, 70],
+            vec![1, 999],
+            vec![5, 5, 5, 85],
+            vec![700, 300],
+        ] {
+            let seq = smooth_sequence(&weights);
+            let total: u32 = weights.iter().sum();
+            for (d, &w) in weights.iter().enumerate() {
+                let d = u8::try_from(d).unwrap();
+                for len in [10usize, 100, 1000] {
+                    let ideal = len as f64 * f64::from(w) / f64::from(total);
+                    for start in 0..seq.len() {
+                        let got = window_counts(&seq, start, len, d) as f64;
+                        assert!(
+                            (got - ideal).abs() < 2.0,
+                            "{weights:?} dest {d} window {len}@{start}: {got} vs {ideal}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn huge_totals_are_apportioned_and_keep_small_weights() {
+        let seq = smooth_sequence(&[1_000_000, 1, 999_999]);
+        assert!(seq.len() <= MAX_SLOTS);
+        assert!(
+            seq.contains(&1),
+            "a non-zero weight keeps at least one slot"
+        );
+        let share = seq.iter().filter(|&&d| d == 0).count() as f64 / seq.len() as f64;
+        assert!((share - 0.5).abs() < 0.001, "share of the first {share}");
+    }
+
+    #[test]
+    fn zero_weight_gets_nothing() {
+        let seq = smooth_sequence(&[0, 3]);
+        assert!(seq.iter().all(|&d| d == 1));
+    }
+
+    #[test]
+    fn rendezvous_follows_weights_and_only_moves_to_the_grown_destination() {
+        let ids = [stable_id("tcp-echo/v1"), stable_id("tcp-echo/v2")];
+        let before = rendezvous_table(&[80, 20], &ids);
+        let after = rendezvous_table(&[50, 50], &ids);
+        let share = |t: &[u8]| t.iter().filter(|&&d| d == 1).count() as f64 / t.len() as f64;
+        // 65536 buckets: the standard deviation of the share is about 0.16%.
+        assert!(
+            (share(&before) - 0.2).abs() < 0.01,
+            "v2 share at 20: {}",
+            share(&before)
+        );
+        assert!(
+            (share(&after) - 0.5).abs() < 0.01,
+            "v2 share at 50: {}",
+            share(&after)
+        );
+        let left_v2 = before
+            .iter()
+            .zip(&after)
+            .filter(|&(&b, &a)| b == 1 && a != 1)
+            .count();
+        assert_eq!(left_v2, 0, "no bucket on v2 leaves it when v2 grows");
+        let moved = before.iter().zip(&after).filter(|&(&b, &a)| b != a).count() as f64
+            / before.len() as f64;
+        assert!((moved - 0.3).abs() < 0.01, "about 30% move, got {moved}");
+    }
+
+    #[test]
+    fn service_key_is_network_order() {
+        let k = service_key("127.100.0.1:9000".parse().unwrap());
+        assert_eq!(k.addr[0].to_ne_bytes(), [127, 100, 0, 1]);
+        assert_eq!(k.port.to_ne_bytes(), [0x23, 0x28]);
+        assert_eq!(k.family, FAMILY_V4);
+        let k6 = service_key("[fd00:7473::1]:9000".parse().unwrap());
+        assert_eq!(k6.addr[0].to_ne_bytes(), [0xfd, 0, 0x74, 0x73]);
+        assert_eq!(k6.addr[3].to_ne_bytes(), [0, 0, 0, 1]);
+        assert_eq!(k6.family, FAMILY_V6);
+    }
+}

@@ -1,0 +1,372 @@
+//! The kernel side, through aya: load the programs, attach them to a cgroup,
+//! pin the maps, and reconcile map contents with what `compile` produced.
+//!
+//! Writes are ordered so that every connection sees a consistent state: a
+//! route table is written before any service key points at it, and removed
+//! only after no key does. Replacing a table is one map update.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs::File,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, MapError, PerCpuArray},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError},
+};
+use traffic_shift_common::{Event, RouteTable, ServiceKey, ServiceValue, map_names};
+
+use crate::compile::Compiled;
+
+/// The kernel programs, built by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/traffic-shift"));
+
+/// Program names in the object and the hooks they attach to.
+const PROGRAMS: [&str; 4] = [
+    "ts_connect4",
+    "ts_connect6",
+    "ts_getpeername4",
+    "ts_getpeername6",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error(
+        "{path} is not a bpffs mount; run `mount -t bpf bpf /sys/fs/bpf` (cargo xtask setup does it)"
+    )]
+    NoBpffs { path: PathBuf },
+    #[error("cannot use pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another traffic-shift agent holds {path}; stop it, or give this one its own --bpffs directory"
+    )]
+    Busy { path: PathBuf },
+    #[error("cannot open cgroup {path}: {source}; pass a cgroup v2 directory with --cgroup")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "loading the kernel programs failed (are you root, on a kernel >= 5.18 with BTF?): {0}"
+    )]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("pinning map {name} at {path}: {source}")]
+    Pin {
+        name: &'static str,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("no free route id: {0} routes loaded")]
+    NoRouteId(usize),
+}
+
+/// What one route holds in the kernel now.
+struct LoadedRoute {
+    id: u32,
+    table: Box<RouteTable>,
+}
+
+/// Counts of what an apply changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub routes_added: usize,
+    pub routes_changed: usize,
+    pub routes_removed: usize,
+    pub services_written: usize,
+    pub services_removed: usize,
+}
+
+impl ApplyReport {
+    pub fn is_noop(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+pub struct Datapath {
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    routes: HashMap<MapData, u32, RouteTable>,
+    events: PerCpuArray<MapData, u64>,
+    loaded_routes: BTreeMap<String, LoadedRoute>,
+    loaded_services: BTreeMap<ServiceKey, ServiceValue>,
+    pin_dir: PathBuf,
+    /// Owns the programs and their cgroup links: dropping it detaches them.
+    _ebpf: Ebpf,
+    /// flock on the pin directory: one agent per directory.
+    _lock: File,
+}
+
+impl Datapath {
+    /// Loads the programs, attaches them to `cgroup` and pins the maps under
+    /// `pin_dir` (created; must be inside a bpffs mount).
+    pub fn load(cgroup: &Path, pin_dir: &Path) -> Result<Self, DatapathError> {
+        let parent = pin_dir.parent().unwrap_or(Path::new("/"));
+        if !is_bpffs(parent) {
+            return Err(DatapathError::NoBpffs {
+                path: parent.to_owned(),
+            });
+        }
+        let pin_err = |source| DatapathError::PinDir {
+            path: pin_dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(pin_dir).map_err(pin_err)?;
+        let lock = File::open(pin_dir).map_err(pin_err)?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(DatapathError::Busy {
+                path: pin_dir.to_owned(),
+            });
+        }
+        // A previous agent that was killed left its pins: nothing is attached
+        // any more (links die with the process), so start clean.
+        remove_pins(pin_dir);
+
+        let cgroup_file = File::open(cgroup).map_err(|source| DatapathError::Cgroup {
+            path: cgroup.to_owned(),
+            source,
+        })?;
+        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+        for name in map_names::ALL {
+            let map = ebpf.map(name).ok_or(DatapathError::Map {
+                name,
+                source: MapError::InvalidName {
+                    name: name.to_owned(),
+                },
+            })?;
+            let path = pin_dir.join(name);
+            map.pin(&path)
+                .map_err(|source| DatapathError::Pin { name, path, source })?;
+        }
+        for name in PROGRAMS {
+            let program: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::Program {
+                    name,
+                    source: ProgramError::UnexpectedProgramType,
+                })?
+                .try_into()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+            program
+                .attach(&cgroup_file, CgroupAttachMode::Single)
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        let services = take_map(&mut ebpf, map_names::SERVICES)?;
+        let routes = take_map(&mut ebpf, map_names::ROUTES)?;
+        let events = take_map(&mut ebpf, map_names::EVENTS)?;
+        Ok(Self {
+            services,
+            routes,
+            events,
+            loaded_routes: BTreeMap::new(),
+            loaded_services: BTreeMap::new(),
+            pin_dir: pin_dir.to_owned(),
+            _ebpf: ebpf,
+            _lock: lock,
+        })
+    }
+
+    /// Makes the kernel hold exactly `compiled`: new and changed route tables
+    /// first (one update each), then service keys, then removals.
+    pub fn apply(&mut self, compiled: &Compiled) -> Result<ApplyReport, DatapathError> {
+        let mut report = ApplyReport::default();
+        let map_err = |name| move |source| DatapathError::Map { name, source };
+
+        let mut desired_services = BTreeMap::new();
+        for (key, route) in &compiled.routes {
+            let id = match self.loaded_routes.get(key) {
+                Some(loaded)
+                    if bytemuck::bytes_of(&*loaded.table) == bytemuck::bytes_of(&*route.table) =>
+                {
+                    loaded.id
+                }
+                Some(loaded) => {
+                    let id = loaded.id;
+                    self.routes
+                        .insert(id, *route.table, 0)
+                        .map_err(map_err(map_names::ROUTES))?;
+                    report.routes_changed += 1;
+                    self.loaded_routes.insert(
+                        key.clone(),
+                        LoadedRoute {
+                            id,
+                            table: route.table.clone(),
+                        },
+                    );
+                    id
+                }
+                None => {
+                    let id = self.free_route_id()?;
+                    self.routes
+                        .insert(id, *route.table, 0)
+                        .map_err(map_err(map_names::ROUTES))?;
+                    report.routes_added += 1;
+                    self.loaded_routes.insert(
+                        key.clone(),
+                        LoadedRoute {
+                            id,
+                            table: route.table.clone(),
+                        },
+                    );
+                    id
+                }
+            };
+            for listener in &route.listeners {
+                desired_services.insert(
+                    *listener,
+                    ServiceValue {
+                        route_id: id,
+                        service_id: route.service_id,
+                    },
+                );
+            }
+        }
+        for (key, value) in &desired_services {
+            if self.loaded_services.get(key) != Some(value) {
+                self.services
+                    .insert(key, value, 0)
+                    .map_err(map_err(map_names::SERVICES))?;
+                self.loaded_services.insert(*key, *value);
+                report.services_written += 1;
+            }
+        }
+        let stale: Vec<ServiceKey> = self
+            .loaded_services
+            .keys()
+            .filter(|k| !desired_services.contains_key(k))
+            .copied()
+            .collect();
+        for key in stale {
+            self.services
+                .remove(&key)
+                .map_err(map_err(map_names::SERVICES))?;
+            self.loaded_services.remove(&key);
+            report.services_removed += 1;
+        }
+        let gone: Vec<String> = self
+            .loaded_routes
+            .keys()
+            .filter(|k| !compiled.routes.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            let id = self.loaded_routes[&key].id;
+            self.routes
+                .remove(&id)
+                .map_err(map_err(map_names::ROUTES))?;
+            self.loaded_routes.remove(&key);
+            report.routes_removed += 1;
+        }
+        Ok(report)
+    }
+
+    fn free_route_id(&self) -> Result<u32, DatapathError> {
+        let used: BTreeSet<u32> = self.loaded_routes.values().map(|r| r.id).collect();
+        (0..traffic_shift_common::MAX_ROUTES)
+            .find(|id| !used.contains(id))
+            .ok_or(DatapathError::NoRouteId(used.len()))
+    }
+
+    /// Event counters summed over CPUs, indexed by `Event`.
+    pub fn events(&self) -> Result<Vec<(Event, u64)>, DatapathError> {
+        Event::ALL
+            .iter()
+            .map(|&event| {
+                let per_cpu =
+                    self.events
+                        .get(&(event as u32), 0)
+                        .map_err(|source| DatapathError::Map {
+                            name: map_names::EVENTS,
+                            source,
+                        })?;
+                Ok((event, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+}
+
+impl Drop for Datapath {
+    /// Detaching happens when `_ebpf` drops (the links go with it); the pins
+    /// would keep the maps alive, so remove them: a stopped agent leaves
+    /// nothing behind.
+    fn drop(&mut self) {
+        remove_pins(&self.pin_dir);
+        let _ = std::fs::remove_dir(&self.pin_dir);
+    }
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DatapathError::Map {
+        name,
+        source: MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    })?;
+    T::try_from(map).map_err(|source| DatapathError::Map { name, source })
+}
+
+fn remove_pins(pin_dir: &Path) {
+    for name in map_names::ALL {
+        let path = pin_dir.join(name);
+        if path.exists()
+            && let Err(err) = std::fs::remove_file(&path)
+        {
+            tracing::warn!(path = %path.display(), %err, "could not remove pinned map");
+        }
+    }
+}
+
+/// Whether `path` is on a bpffs mount (`BPF_FS_MAGIC`).
+fn is_bpffs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs fills the zeroed struct we pass; the path is a valid C string.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) == 0 && stat.f_type == BPF_FS_MAGIC }
+}
+
+/// The cgroup v2 root of this machine: `/sys/fs/cgroup/unified` on hybrid
+/// setups, `/sys/fs/cgroup` on unified ones.
+pub fn default_cgroup() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}

@@ -1,0 +1,13 @@
+//! traffic-shift: Istio traffic shifting decided in the kernel.
+//!
+//! The flow, one module per stage: [`config`] (YAML -> validated
+//! [`model`]) -> [`compile`] (model -> kernel map entries) -> [`datapath`]
+//! (aya: load, attach, pin, write maps); [`agent`] keeps the kernel in step
+//! with a rules directory; [`cli`] holds the commands that need no agent.
+
+pub mod agent;
+pub mod cli;
+pub mod compile;
+pub mod config;
+pub mod datapath;
+pub mod model;
