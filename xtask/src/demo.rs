@@ -1,0 +1,211 @@
+//! `cargo xtask run`: two tcp-echo backends (v1 "one", v2 "two") and the agent
+//! in the foreground, like Istio's tcp-echo traffic-shifting task.
+
+use std::{
+    ffi::OsString,
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicI32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use rustix::process::{Pid, Signal, kill_process};
+use signal_hook::{
+    consts::{SIGHUP, SIGINT, SIGTERM},
+    iterator::Signals,
+};
+
+use crate::cmd;
+
+/// The backends: (prefix, port); v1 answers `one ...`, v2 `two ...`.
+const BACKENDS: [(&str, u16); 2] = [("one", 19001), ("two", 19002)];
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Build and run with the release profile (`target/release`).
+    #[arg(long)]
+    pub release: bool,
+    /// Rules directory the agent reads (`*.yaml` directly in it). Default: `rules/tcp-echo`
+    /// in the workspace; a relative path is taken from the current directory.
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+    /// Extra arguments for `traffic-shift run`, after `--`. Example: `-- --help`.
+    #[arg(last = true)]
+    pub agent_args: Vec<OsString>,
+}
+
+/// The absolute rules directory; checked before anything is built.
+pub fn rules_dir(root: &Path, args: &RunArgs) -> Result<PathBuf> {
+    let rules = match &args.rules {
+        Some(dir) => {
+            std::path::absolute(dir).with_context(|| format!("bad --rules {}", dir.display()))?
+        }
+        None => root.join("rules/tcp-echo"),
+    };
+    ensure!(
+        rules.is_dir(),
+        "rules directory {} does not exist",
+        rules.display()
+    );
+    Ok(rules)
+}
+
+pub fn run(root: &Path, args: &RunArgs, rules: &Path) -> Result<()> {
+    let bin = crate::profile_dir(root, args.release);
+    let ipv6 = TcpListener::bind("[::1]:0").is_ok();
+    if !ipv6 {
+        eprintln!("run: no IPv6 loopback here; the backends listen on 127.0.0.1 only");
+    }
+
+    let mut backends = Backends(Vec::new());
+    for (prefix, port) in BACKENDS {
+        let mut c = Command::new(bin.join("tcp-echo"));
+        c.args(["--listen", &format!("127.0.0.1:{port}")]);
+        if ipv6 {
+            c.args(["--listen", &format!("[::1]:{port}")]);
+        }
+        c.args(["--prefix", prefix]);
+        eprintln!("+ {} &", cmd::show(&c));
+        let child = c
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.join("tcp-echo").display()))?;
+        backends.0.push(child);
+    }
+    backends.wait_ready(ipv6)?;
+    print_howto(root, &bin, rules);
+
+    let mut agent = Command::new(bin.join("traffic-shift"));
+    agent
+        .arg("run")
+        .arg("--rules")
+        .arg(rules)
+        .args(&args.agent_args)
+        .current_dir(root);
+    let shown = cmd::show(&agent);
+    // Outlive Ctrl-C: the terminal sends SIGINT to the agent too (same process group),
+    // so we wait for it to finish, then stop the backends. SIGTERM/SIGHUP sent to us
+    // alone are forwarded to the agent as SIGTERM.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let agent_pid = Arc::new(AtomicI32::new(0));
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot handle signals")?;
+    let signal_handle = signals.handle();
+    std::thread::spawn({
+        let (interrupted, agent_pid) = (Arc::clone(&interrupted), Arc::clone(&agent_pid));
+        move || {
+            for sig in signals.forever() {
+                interrupted.store(true, Ordering::SeqCst);
+                if sig != SIGINT
+                    && let Some(pid) = Pid::from_raw(agent_pid.load(Ordering::SeqCst))
+                {
+                    let _ = kill_process(pid, Signal::Term);
+                }
+            }
+        }
+    });
+    eprintln!("+ {shown}");
+    let mut child = agent
+        .spawn()
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    agent_pid.store(
+        Pid::from_child(&child).as_raw_nonzero().get(),
+        Ordering::SeqCst,
+    );
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{shown}`"))?;
+    signal_handle.close();
+    drop(backends);
+    if status.success() || interrupted.load(Ordering::SeqCst) {
+        eprintln!("run: agent stopped ({status}); backends stopped");
+        Ok(())
+    } else {
+        bail!("`{shown}` failed ({status}); backends stopped")
+    }
+}
+
+/// The backend processes; stopped (SIGTERM, then SIGKILL) on every exit path.
+struct Backends(Vec<Child>);
+
+impl Backends {
+    /// Waits until every backend accepts connections, or fails if one exits.
+    fn wait_ready(&mut self, ipv6: bool) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (prefix, port) in BACKENDS {
+            let mut addrs = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+            if ipv6 {
+                addrs.push(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)));
+            }
+            for addr in addrs {
+                while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+                    // self.0[i] was started for BACKENDS[i].
+                    for (child, (who, its_port)) in self.0.iter_mut().zip(BACKENDS) {
+                        if let Some(status) = child.try_wait()? {
+                            bail!(
+                                "tcp-echo {who} exited ({status}) before listening; is port {its_port} \
+                                 taken (a backend of an earlier run)? `ss -ltnp 'sport = :{its_port}'`"
+                            );
+                        }
+                    }
+                    ensure!(
+                        Instant::now() < deadline,
+                        "tcp-echo {prefix} not listening on {addr} after 10 s"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        for child in &self.0 {
+            if let Some(pid) = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)) {
+                let _ = kill_process(pid, Signal::Term);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for child in &mut self.0 {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn print_howto(root: &Path, bin: &Path, rules: &Path) {
+    let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+    let (bin, rules) = (rel(bin), rel(rules));
+    let one = "exec 3<>/dev/tcp/127.100.0.1/9000; echo hello >&3; head -1 <&3; exec 3<&-";
+    println!(
+        r#"
+== traffic-shift demo ==========================================================
+service  tcp-echo.local = 127.100.0.1:9000 and [fd00:7473::1]:9000 ({rules}/*.yaml)
+v1       {bin}/tcp-echo --prefix one on 127.0.0.1:19001, [::1]:19001
+v2       {bin}/tcp-echo --prefix two on 127.0.0.1:19002, [::1]:19002
+
+In another shell, in {root}:
+  # one connection; all traffic goes to v1 at first, so it answers "one hello"
+  {one}
+  # the same over IPv6
+  python3 -c 'import socket; s = socket.create_connection(("fd00:7473::1", 9000)); s.sendall(b"hello\n"); print(s.recv(100).decode(), end="")'
+  # count the answers of 100 connections
+  for i in $(seq 100); do exec 3<>/dev/tcp/127.100.0.1/9000; echo hi >&3; head -1 <&3; exec 3<&-; done | sort | uniq -c
+  # shift 20% to v2, then all of it, then back (the agent reloads {rules}/*.yaml)
+  cp {rules}/examples/vs-20-v2.yaml {rules}/virtual-service.yaml
+  cp {rules}/examples/vs-all-v2.yaml {rules}/virtual-service.yaml
+  cp {rules}/examples/vs-all-v1.yaml {rules}/virtual-service.yaml
+Ctrl-C stops the agent, then the backends.
+================================================================================
+"#,
+        root = root.display()
+    );
+}

@@ -1,0 +1,166 @@
+//! `cargo xtask <cmd>`: orchestration for traffic-shift (setup, build, run, test).
+//!
+//! It never compiles eBPF itself: `traffic-shift-userspace/build.rs` does that
+//! with aya-build. Every command that changes something is printed as
+//! `+ cmd args` before it runs.
+#![forbid(unsafe_code)]
+
+mod clean;
+mod cmd;
+mod demo;
+mod setup;
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, Result, ensure};
+use clap::{Parser, Subcommand};
+
+use crate::setup::Need;
+
+#[derive(Debug, Parser)]
+#[command(about = "Build, run and test traffic-shift")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install what is missing (nightly rust-src, bpf-linker 0.10.4, bpftool, ip),
+    /// mount bpffs and find the cgroup v2 root. Idempotent.
+    Setup,
+    /// Setup, then build the agent, tcp-echo and the test helpers.
+    Build {
+        /// Build with the release profile (`target/release`).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, start the two tcp-echo backends and run the agent in the foreground.
+    /// Example: `cargo xtask run --release --rules rules/tcp-echo`.
+    Run(demo::RunArgs),
+    /// Setup, lint gates (fmt, clippy), build, then every test (needs root).
+    /// Example: `cargo xtask test -- connect -- --nocapture`.
+    Test {
+        /// Passed to `cargo test` after `--workspace --exclude traffic-shift-ebpf`:
+        /// a test name filter, then `-- <args>` for the test binaries.
+        #[arg(last = true)]
+        cargo_test_args: Vec<OsString>,
+    },
+    /// Remove leftovers of killed test runs: netns, cgroups and bpffs dirs named `ts-test-*`.
+    CleanTestState,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}`: the context chain on one line, no backtrace even with RUST_BACKTRACE.
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let root = workspace_root();
+    match cli.cmd {
+        Cmd::Setup => setup::setup(Need::Runtime).map(drop),
+        Cmd::Build { release } => {
+            setup::setup(Need::Build)?;
+            build(&root, release)
+        }
+        Cmd::Run(args) => {
+            let rules = demo::rules_dir(&root, &args)?;
+            setup::setup(Need::Runtime)?;
+            build(&root, args.release)?;
+            demo::run(&root, &args, &rules)
+        }
+        Cmd::Test { cargo_test_args } => test(&root, &cargo_test_args),
+        Cmd::CleanTestState => clean::clean_test_state(),
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest dir.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// `target/<profile>`, honouring `CARGO_TARGET_DIR`.
+fn profile_dir(root: &Path, release: bool) -> PathBuf {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d));
+    target.join(if release { "release" } else { "debug" })
+}
+
+/// `cargo` in the workspace root: the one that runs us (same toolchain) if known.
+fn cargo(root: &Path) -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root);
+    c
+}
+
+/// Builds both agent binaries and the test crate's helper binaries, if it has any
+/// (`--bins` on a crate without binaries is a no-op).
+fn build(root: &Path, release: bool) -> Result<()> {
+    let profile: &[&str] = if release { &["--release"] } else { &[] };
+    cmd::run(
+        cargo(root)
+            .args(["build", "-p", "traffic-shift-userspace"])
+            .args(profile),
+    )?;
+    cmd::run(
+        cargo(root)
+            .args(["build", "-p", "traffic-shift-tests", "--bins"])
+            .args(profile),
+    )
+}
+
+fn test(root: &Path, cargo_test_args: &[OsString]) -> Result<()> {
+    ensure!(
+        setup::is_root(),
+        "xtask test must run as root: the tests attach eBPF programs (cgroup connect4/6) and create \
+         cgroups and network namespaces. Run e.g. `sudo -E env PATH=\"$PATH\" cargo xtask test`."
+    );
+    setup::setup(Need::Runtime)?;
+    step("lint gate rustfmt", "run `cargo fmt --all`", || {
+        cmd::run(cargo(root).args(["fmt", "--all", "--", "--check"]))
+    })?;
+    // `--workspace` would also build the eBPF crate for the host, which cannot work
+    // (it is `no_std` for bpfel; aya-build builds it). Default members leave it out too.
+    step("lint gate clippy", "fix the warnings above", || {
+        cmd::run(
+            cargo(root)
+                .args(["clippy", "--workspace", "--exclude", "traffic-shift-ebpf"])
+                .args(["--all-targets", "--", "-D", "warnings"]),
+        )
+    })?;
+    step("build", "see the compiler errors above", || {
+        build(root, false)
+    })?;
+    let bin = profile_dir(root, false);
+    step("tests", "see the failing tests above", || {
+        cmd::run(
+            cargo(root)
+                .args(["test", "--workspace", "--exclude", "traffic-shift-ebpf"])
+                .args(cargo_test_args)
+                .env("TRAFFIC_SHIFT_BIN", bin.join("traffic-shift"))
+                .env("TCP_ECHO_BIN", bin.join("tcp-echo")),
+        )
+    })?;
+    println!("xtask test: all steps passed");
+    Ok(())
+}
+
+/// Runs one named step of `xtask test`, saying which one failed.
+fn step(name: &str, fix: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("xtask test: {name}");
+    f().with_context(|| format!("xtask test: {name} failed ({fix})"))
+}

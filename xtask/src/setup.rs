@@ -1,0 +1,194 @@
+//! `cargo xtask setup`: install what is missing, say what is installed, and be
+//! quiet (one `ok` line) when everything is already there. See KERNEL-NOTES.md.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::cmd;
+
+/// bpf-linker 0.10.4 loads rustc's own LLVM 22; newer releases need LLVM 23.
+const BPF_LINKER_VERSION: &str = "0.10.4";
+const LLVM_MAJOR: &str = "22";
+const BPFFS: &str = "/sys/fs/bpf";
+/// Where a cgroup v2 hierarchy is looked for, in this order.
+const CGROUP2_CANDIDATES: [&str; 2] = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"];
+
+/// What the caller is about to do: building needs only the toolchain, so the
+/// root-only system steps merely warn; running and testing need them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    Build,
+    Runtime,
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Runs every step; returns the cgroup v2 root when the system steps succeeded.
+pub fn setup(need: Need) -> Result<Option<PathBuf>> {
+    let mut ok = Vec::new();
+    nightly_rust_src(&mut ok)?;
+    bpf_linker(&mut ok)?;
+    let cgroup = match system(&mut ok) {
+        Ok(cgroup) => Some(cgroup),
+        Err(e) if need == Need::Build => {
+            eprintln!("setup: warning: {e:#} (not needed to build; needed to run and test)");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    println!("setup: ok: {}", ok.join(", "));
+    Ok(cgroup)
+}
+
+/// aya-build compiles the eBPF crate with `rustup run nightly cargo -Z build-std=core`.
+fn nightly_rust_src(ok: &mut Vec<String>) -> Result<()> {
+    // Never let a probe install the newest nightly: its LLVM would not match bpf-linker.
+    let rustup = |args: &[&str]| {
+        let mut c = Command::new("rustup");
+        c.args(args).env("RUSTUP_AUTO_INSTALL", "0");
+        c
+    };
+    let Some(version) = cmd::probe(&mut rustup(&["run", "nightly", "rustc", "-vV"])) else {
+        bail!(
+            "no working `nightly` toolchain in rustup: aya-build builds the eBPF programs with it. \
+             Install a nightly whose LLVM is {LLVM_MAJOR} (e.g. 1.97.0-nightly 2026-05-19) as `nightly`; \
+             do not `rustup update nightly` (newer nightlies use LLVM 23)"
+        );
+    };
+    let llvm = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .unwrap_or("unknown");
+    ensure!(
+        llvm.split('.').next() == Some(LLVM_MAJOR),
+        "the nightly toolchain uses LLVM {llvm} but bpf-linker {BPF_LINKER_VERSION} needs LLVM {LLVM_MAJOR} \
+         (newer bpf-linker needs LLVM 23, not available here): install a nightly with LLVM {LLVM_MAJOR} as `nightly`"
+    );
+    let installed = cmd::probe(&mut rustup(&[
+        "+nightly",
+        "component",
+        "list",
+        "--installed",
+    ]))
+    .context("`rustup +nightly component list --installed` failed")?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        println!(
+            "setup: installing rust-src for nightly (aya-build rebuilds `core` for bpfel from it)"
+        );
+        cmd::run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    ok.push(format!("nightly (LLVM {llvm}) with rust-src"));
+    Ok(())
+}
+
+fn bpf_linker(ok: &mut Vec<String>) -> Result<()> {
+    let wanted = format!("bpf-linker {BPF_LINKER_VERSION}");
+    let found =
+        || cmd::probe(Command::new("bpf-linker").arg("--version")).map(|v| v.trim().to_owned());
+    let before = found();
+    if before.as_deref() != Some(wanted.as_str()) {
+        let was = before.map_or_else(|| "not found".to_owned(), |v| format!("found {v}"));
+        println!(
+            "setup: installing {wanted} ({was}; it uses rustc's LLVM {LLVM_MAJOR}, newer ones need LLVM 23)"
+        );
+        let root = crate::workspace_root();
+        cmd::run(crate::cargo(&root).args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+        ]))?;
+        let after = found();
+        ensure!(
+            after.as_deref() == Some(wanted.as_str()),
+            "installed {wanted}, but `bpf-linker --version` now gives {}: put ~/.cargo/bin \
+             first on PATH",
+            after.as_deref().unwrap_or("nothing (not on PATH)")
+        );
+        if crate::profile_dir(&root, false)
+            .parent()
+            .is_some_and(Path::exists)
+        {
+            println!(
+                "setup: note: eBPF objects linked by the old bpf-linker are not relinked by itself; \
+                 `touch traffic-shift-ebpf/src/main.rs` to rebuild them"
+            );
+        }
+    }
+    ok.push(wanted);
+    Ok(())
+}
+
+/// Root-only steps: tools, bpffs, cgroup v2. Returns the cgroup v2 root.
+fn system(ok: &mut Vec<String>) -> Result<PathBuf> {
+    let missing: Vec<&str> = ["bpftool", "ip"]
+        .into_iter()
+        .filter(|p| cmd::find_program(p).is_none())
+        .collect();
+    if !missing.is_empty() {
+        let what = missing.join(" and ");
+        ensure!(
+            is_root(),
+            "{what} missing and not root: run `sudo apt-get update && sudo apt-get install -y bpftool iproute2`"
+        );
+        println!("setup: installing bpftool and iproute2 with apt-get ({what} missing)");
+        cmd::run(Command::new("apt-get").arg("update"))?;
+        cmd::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "bpftool", "iproute2"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    ok.push("bpftool and ip present".into());
+
+    if !is_mounted(BPFFS, "bpf")? {
+        ensure!(
+            is_root(),
+            "bpffs is not mounted at {BPFFS} and not root: run `sudo mount -t bpf bpf {BPFFS}`"
+        );
+        println!("setup: mounting bpffs at {BPFFS} (it is not mounted at boot here)");
+        cmd::run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))?;
+    }
+    ok.push(format!("bpffs at {BPFFS}"));
+
+    let cgroup = cgroup2_root()?;
+    ok.push(format!("cgroup v2 at {}", cgroup.display()));
+    Ok(cgroup)
+}
+
+/// The cgroup v2 root: the first of [`CGROUP2_CANDIDATES`] mounted as `cgroup2`.
+pub fn cgroup2_root() -> Result<PathBuf> {
+    for dir in CGROUP2_CANDIDATES {
+        if is_mounted(dir, "cgroup2")? {
+            return Ok(dir.into());
+        }
+    }
+    bail!(
+        "no cgroup v2 hierarchy at {}: the agent attaches connect4/6 to a cgroup v2. As root: \
+         `mkdir -p /sys/fs/cgroup/unified && mount -t cgroup2 none /sys/fs/cgroup/unified`",
+        CGROUP2_CANDIDATES.join(" or ")
+    )
+}
+
+/// Whether a filesystem of type `fstype` is mounted at `dir` (per /proc/self/mounts).
+pub fn is_mounted(dir: &str, fstype: &str) -> Result<bool> {
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    Ok(mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        fields.next() == Some(dir) && fields.next() == Some(fstype)
+    }))
+}
