@@ -1,0 +1,171 @@
+//! Test client, run by the end-to-end tests inside a test's network
+//! namespace and cgroup (so the connect hooks apply to it). It reads one
+//! command per line on stdin and answers one JSON line on stdout:
+//!
+//! - `burst TARGET N [SRC]`: N sequential connections; each sends `hello`
+//!   and reads the answer's first word (`one`, `two`). Optional source IP.
+//! - `sources TARGET FIRST_SRC N_SOURCES REPEAT`: REPEAT connections from each
+//!   of N_SOURCES consecutive IPv4 source addresses starting at FIRST_SRC.
+//! - `hold TARGET N`: opens N connections, asks each once, keeps them open.
+//! - `held`: asks every held connection again.
+//! - `peer TARGET`: one connection: its getpeername and the backend's
+//!   `whoami` answer.
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use socket2::{Domain, Protocol, Socket, Type};
+
+fn main() {
+    let mut held: Vec<BufReader<TcpStream>> = Vec::new();
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    for line in stdin.lock().lines() {
+        let line = line.expect("stdin");
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let reply = match args.as_slice() {
+            ["burst", target, n, rest @ ..] => burst(
+                parse(target),
+                n.parse().expect("N"),
+                rest.first().map(|s| parse_ip(s)),
+            ),
+            ["sources", target, first, n, repeat] => sources(
+                parse(target),
+                parse_ip(first),
+                n.parse().expect("N"),
+                repeat.parse().expect("REPEAT"),
+            ),
+            ["hold", target, n] => {
+                let mut answers = Vec::new();
+                for _ in 0..n.parse::<usize>().expect("N") {
+                    match connect(parse(target), None)
+                        .and_then(|mut c| ask(&mut c, "hello").map(|a| (c, a)))
+                    {
+                        Ok((c, a)) => {
+                            answers.push(Value::from(a));
+                            held.push(c);
+                        }
+                        Err(e) => answers.push(json!({ "error": e.to_string() })),
+                    }
+                }
+                json!({ "answers": answers })
+            }
+            ["held"] => {
+                let answers: Vec<Value> = held
+                    .iter_mut()
+                    .map(|c| match ask(c, "again") {
+                        Ok(a) => Value::from(a),
+                        Err(e) => json!({ "error": e.to_string() }),
+                    })
+                    .collect();
+                json!({ "answers": answers })
+            }
+            ["peer", target] => match connect(parse(target), None) {
+                Ok(mut c) => {
+                    let peer = c
+                        .get_ref()
+                        .peer_addr()
+                        .map_or_else(|e| e.to_string(), |a| a.to_string());
+                    let whoami = ask_line(&mut c, "whoami").unwrap_or_else(|e| e.to_string());
+                    json!({ "peername": peer, "whoami": whoami })
+                }
+                Err(e) => json!({ "error": e.to_string() }),
+            },
+            _ => json!({ "error": format!("unknown command: {line}") }),
+        };
+        writeln!(stdout, "{reply}").expect("stdout");
+        stdout.flush().expect("stdout");
+    }
+}
+
+fn parse(target: &str) -> SocketAddr {
+    target
+        .parse()
+        .unwrap_or_else(|e| panic!("target {target}: {e}"))
+}
+
+fn parse_ip(ip: &str) -> IpAddr {
+    ip.parse().unwrap_or_else(|e| panic!("ip {ip}: {e}"))
+}
+
+fn connect(target: SocketAddr, source: Option<IpAddr>) -> std::io::Result<BufReader<TcpStream>> {
+    let stream = match source {
+        None => TcpStream::connect_timeout(&target, Duration::from_secs(5))?,
+        Some(src) => {
+            let socket = Socket::new(
+                Domain::for_address(target),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )?;
+            socket.bind(&SocketAddr::new(src, 0).into())?;
+            socket.connect_timeout(&target.into(), Duration::from_secs(5))?;
+            socket.into()
+        }
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(BufReader::new(stream))
+}
+
+fn ask_line(conn: &mut BufReader<TcpStream>, what: &str) -> std::io::Result<String> {
+    conn.get_mut().write_all(format!("{what}\n").as_bytes())?;
+    let mut line = String::new();
+    if conn.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed by peer",
+        ));
+    }
+    Ok(line.trim_end().to_owned())
+}
+
+/// The first word of the backend's answer: its version prefix.
+fn ask(conn: &mut BufReader<TcpStream>, what: &str) -> std::io::Result<String> {
+    let line = ask_line(conn, what)?;
+    Ok(line.split_whitespace().next().unwrap_or("").to_owned())
+}
+
+fn once(target: SocketAddr, source: Option<IpAddr>) -> Result<String, String> {
+    connect(target, source)
+        .and_then(|mut c| ask(&mut c, "hello"))
+        .map_err(|e| e.to_string())
+}
+
+fn burst(target: SocketAddr, n: usize, source: Option<IpAddr>) -> Value {
+    let mut answers: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sequence = String::new();
+    let mut errors = Vec::new();
+    for _ in 0..n {
+        match once(target, source) {
+            Ok(a) => {
+                sequence.push(a.chars().next().unwrap_or('?'));
+                *answers.entry(a).or_default() += 1;
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    json!({ "answers": answers, "sequence": sequence, "errors": errors })
+}
+
+fn sources(target: SocketAddr, first: IpAddr, n: u32, repeat: usize) -> Value {
+    let IpAddr::V4(first) = first else {
+        panic!("sources takes an IPv4 first source")
+    };
+    let mut per_source = serde_json::Map::new();
+    for i in 0..n {
+        let src = Ipv4Addr::from(u32::from(first) + i);
+        let answers: Vec<Value> = (0..repeat)
+            .map(|_| match once(target, Some(IpAddr::V4(src))) {
+                Ok(a) => Value::from(a),
+                Err(e) => json!({ "error": e }),
+            })
+            .collect();
+        per_source.insert(src.to_string(), Value::from(answers));
+    }
+    json!({ "per_source": per_source })
+}

@@ -1,0 +1,443 @@
+//! Harness for the end-to-end tests: every test gets its own network
+//! namespace, child cgroup, bpffs pin directory, demo backends and agent,
+//! all behind guards that clean up on drop, panics included.
+//!
+//! The binaries under test come from `TRAFFIC_SHIFT_BIN` and `TCP_ECHO_BIN`
+//! (`cargo xtask test` sets them), else from the target directory next to
+//! this test executable.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    io::{BufRead as _, BufReader, Write as _},
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Panics with a clear message unless running as root: these tests attach
+/// eBPF programs and create namespaces; they never skip.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the end-to-end tests attach eBPF programs and create network namespaces: run them as root (`sudo cargo xtask test`)"
+    );
+}
+
+/// A unique name for this test's resources: `ts-test-<test>-<pid>`.
+pub fn unique_name(test: &str) -> String {
+    format!("ts-test-{test}-{}", std::process::id())
+}
+
+fn binary(var: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/<test-exe> -> target/<profile>/<name>
+    let exe = std::env::current_exe().expect("current exe");
+    let candidate = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(name));
+    match candidate {
+        Some(path) if path.exists() => path,
+        _ => panic!(
+            "{name} not found: set {var} or run the tests with `cargo xtask test`, which builds it"
+        ),
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with loopback up. Deleted on drop.
+pub struct Netns {
+    pub name: String,
+    file: File,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> Self {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        run(Command::new("ip").args(["netns", "add", name]));
+        run(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]));
+        let file = File::open(format!("/var/run/netns/{name}")).expect("open netns file");
+        Self {
+            name: name.to_owned(),
+            file,
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A child cgroup of the cgroup v2 root. Removed on drop (after the
+/// processes in it were killed by their own guards).
+pub struct Cgroup {
+    pub path: PathBuf,
+}
+
+impl Cgroup {
+    pub fn new(name: &str) -> Self {
+        let root = traffic_shift_userspace::datapath::default_cgroup().expect("a cgroup v2 mount");
+        let path = root.join(name);
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Self { path }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.path).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Spawns `cmd` inside `netns` and, if given, `cgroup`.
+fn spawn_in(cmd: &mut Command, netns: &Netns, cgroup: Option<&Cgroup>) -> Child {
+    let ns_fd = netns.file.as_raw_fd();
+    let procs = cgroup.map(|c| {
+        CString::new(c.path.join("cgroup.procs").to_str().expect("utf-8 path")).expect("no NUL")
+    });
+    // SAFETY: only async-signal-safe libc calls between fork and exec; the
+    // C string was built before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(procs) = &procs {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                libc::close(fd);
+                if !ok {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+}
+
+/// A process killed on drop.
+pub struct Process {
+    pub child: Child,
+    pub what: String,
+}
+
+impl Process {
+    /// Sends SIGTERM and waits up to 5 s, then SIGKILL.
+    pub fn stop(&mut self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A demo backend (`tcp-echo`) in the test's namespace, answering `<prefix> <line>`.
+pub fn echo_backend(netns: &Netns, prefix: &str, listen: &[&str]) -> Process {
+    let mut cmd = Command::new(binary("TCP_ECHO_BIN", "tcp-echo"));
+    for addr in listen {
+        cmd.args(["--listen", addr]);
+    }
+    cmd.args(["--prefix", prefix])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = spawn_in(&mut cmd, netns, None);
+    // It logs one line once every listener is bound.
+    let stderr = child.stderr.take().expect("piped");
+    let mut line = String::new();
+    BufReader::new(stderr)
+        .read_line(&mut line)
+        .expect("tcp-echo stderr");
+    assert!(
+        line.contains("listening"),
+        "tcp-echo {prefix} did not start: {line}"
+    );
+    Process {
+        child,
+        what: format!("tcp-echo {prefix}"),
+    }
+}
+
+/// The agent under test, with its rules directory and events file.
+pub struct Agent {
+    pub process: Process,
+    pub rules: PathBuf,
+    pub events: PathBuf,
+    pub log: PathBuf,
+    seen_events: usize,
+}
+
+impl Agent {
+    /// Starts `traffic-shift run` on `rules` (a directory the test owns) for
+    /// `cgroup`, and waits until every initial file was applied or refused.
+    pub fn start(name: &str, rules: &Path, cgroup: &Cgroup, expect_files: usize) -> Self {
+        let state = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).expect("state dir");
+        let events = state.join("events.jsonl");
+        let log = state.join("agent.log");
+        let mut cmd = Command::new(binary("TRAFFIC_SHIFT_BIN", "traffic-shift"));
+        cmd.args(["run", "--rules"])
+            .arg(rules)
+            .arg("--cgroup")
+            .arg(&cgroup.path)
+            .arg("--bpffs")
+            .arg(format!("/sys/fs/bpf/{name}"))
+            .arg("--events")
+            .arg(&events)
+            .env("TRAFFIC_SHIFT_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log file"));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn agent: {e}"));
+        let mut agent = Self {
+            process: Process {
+                child,
+                what: "agent".into(),
+            },
+            rules: rules.to_owned(),
+            events,
+            log,
+            seen_events: 0,
+        };
+        let initial = agent.wait_events(expect_files);
+        assert!(
+            initial.iter().all(|e| e["result"] == "applied"),
+            "initial rules not all applied: {initial:?}\nagent log:\n{}",
+            agent.log_text()
+        );
+        agent
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (up to 5 s) for `n` new events and returns them.
+    pub fn wait_events(&mut self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&self.events).unwrap_or_default();
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("event JSON"))
+                .collect();
+            if lines.len() >= self.seen_events + n {
+                let new = lines[self.seen_events..self.seen_events + n].to_vec();
+                self.seen_events += n;
+                return new;
+            }
+            if let Ok(Some(status)) = self.process.child.try_wait() {
+                panic!(
+                    "agent exited ({status}) while waiting for events:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited 5 s for {n} agent event(s), have {:?}\nagent log:\n{}",
+                &lines[self.seen_events..],
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Writes a rules file (atomically, as an operator's tooling would) and
+    /// waits for the agent to apply or refuse it; returns the event.
+    pub fn write_rules(&mut self, file: &str, text: &str) -> Value {
+        let tmp = self.rules.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text).expect("write rules");
+        std::fs::rename(&tmp, self.rules.join(file)).expect("rename rules");
+        let event = self.wait_events(1).remove(0);
+        assert_eq!(event["file"], file, "event for another file: {event}");
+        event
+    }
+}
+
+/// The test client (`ts-client`) in the test's namespace and cgroup.
+pub struct Client {
+    process: Process,
+    stdin: ChildStdin,
+    replies: mpsc::Receiver<String>,
+}
+
+impl Client {
+    pub fn start(netns: &Netns, cgroup: &Cgroup) -> Self {
+        let mut cmd = Command::new(binary("TS_CLIENT_BIN", "ts-client"));
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = spawn_in(&mut cmd, netns, Some(cgroup));
+        let stdin = child.stdin.take().expect("piped");
+        let stdout: ChildStdout = child.stdout.take().expect("piped");
+        let (tx, replies) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            process: Process {
+                child,
+                what: "ts-client".into(),
+            },
+            stdin,
+            replies,
+        }
+    }
+
+    /// Sends one command and returns its JSON answer.
+    pub fn call(&mut self, command: &str) -> Value {
+        writeln!(self.stdin, "{command}").expect("ts-client stdin");
+        let line = self
+            .replies
+            .recv_timeout(Duration::from_mins(2))
+            .unwrap_or_else(|e| panic!("ts-client gave no answer to `{command}`: {e}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("ts-client answer {line}: {e}"))
+    }
+
+    /// `burst`: returns (count answering `one`, count answering `two`) and
+    /// asserts there were no errors and no other answers.
+    pub fn burst(&mut self, target: &str, n: usize) -> (u64, u64) {
+        let reply = self.call(&format!("burst {target} {n}"));
+        assert_eq!(
+            reply["errors"].as_array().map(Vec::len),
+            Some(0),
+            "connection errors: {reply}"
+        );
+        let one = reply["answers"]["one"].as_u64().unwrap_or(0);
+        let two = reply["answers"]["two"].as_u64().unwrap_or(0);
+        assert_eq!(one + two, n as u64, "answers other than one/two: {reply}");
+        (one, two)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+}
+
+/// Everything one test needs: namespace, cgroup, v1/v2 backends, rules
+/// directory, agent and client. Drop order (fields in declaration order)
+/// stops the client and agent before removing the cgroup and namespace.
+pub struct Scenario {
+    pub client: Client,
+    pub agent: Agent,
+    pub backends: Vec<Process>,
+    pub cgroup: Cgroup,
+    pub netns: Netns,
+    pub rules_dir: PathBuf,
+}
+
+/// The repository's `rules/` directory.
+pub fn repo_rules() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")
+}
+
+/// A file of the shipped tcp-echo example, e.g. `examples/vs-20-v2.yaml`.
+pub fn tcp_echo_rule(file: &str) -> String {
+    let path = repo_rules().join("tcp-echo").join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+impl Scenario {
+    /// tcp-echo v1 on 127.0.0.1:19001 and [::1]:19001, v2 on :19002, the
+    /// shipped ServiceEntry and DestinationRule, and `virtual_service` as
+    /// `virtual-service.yaml`.
+    pub fn tcp_echo(test: &str, virtual_service: &str) -> Self {
+        Self::tcp_echo_with(test, &[("virtual-service.yaml", virtual_service)])
+    }
+
+    /// Like `tcp_echo`, with the DestinationRule and VirtualService files given.
+    pub fn tcp_echo_with(test: &str, files: &[(&str, &str)]) -> Self {
+        require_root();
+        let name = unique_name(test);
+        let netns = Netns::new(&name);
+        let cgroup = Cgroup::new(&name);
+        let backends = vec![
+            echo_backend(&netns, "one", &["127.0.0.1:19001", "[::1]:19001"]),
+            echo_backend(&netns, "two", &["127.0.0.1:19002", "[::1]:19002"]),
+        ];
+        let rules_dir = std::env::temp_dir().join(format!("{name}-rules"));
+        let _ = std::fs::remove_dir_all(&rules_dir);
+        std::fs::create_dir_all(&rules_dir).expect("rules dir");
+        let mut all: Vec<(&str, String)> = vec![
+            ("service-entry.yaml", tcp_echo_rule("service-entry.yaml")),
+            (
+                "destination-rule.yaml",
+                tcp_echo_rule("destination-rule.yaml"),
+            ),
+        ];
+        for (file, text) in files {
+            all.retain(|(f, _)| f != file);
+            all.push((file, (*text).to_owned()));
+        }
+        for (file, text) in &all {
+            std::fs::write(rules_dir.join(file), text).expect("write rules");
+        }
+        let agent = Agent::start(&name, &rules_dir, &cgroup, all.len());
+        let client = Client::start(&netns, &cgroup);
+        Self {
+            client,
+            agent,
+            backends,
+            cgroup,
+            netns,
+            rules_dir,
+        }
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.rules_dir);
+    }
+}
+
+/// The IPv4 and IPv6 service addresses of the shipped tcp-echo example.
+pub const SERVICE_V4: &str = "127.100.0.1:9000";
+pub const SERVICE_V6: &str = "[fd00:7473::1]:9000";

@@ -1,0 +1,358 @@
+//! End-to-end: the connect-time path (cgroup connect4/6 + getpeername4/6)
+//! with the real agent, real backends and real sockets, each test in its own
+//! network namespace and child cgroup. Run as root (`cargo xtask test`).
+
+use serde_json::Value;
+use traffic_shift_tests::{SERVICE_V4, SERVICE_V6, Scenario, tcp_echo_rule};
+
+const ALL_V1: &str = "examples/vs-all-v1.yaml";
+const V2_20: &str = "examples/vs-20-v2.yaml";
+const ALL_V2: &str = "examples/vs-all-v2.yaml";
+
+/// The 80/20 VirtualService with a DestinationRule load balancer policy.
+fn destination_rule(policy: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata:
+  name: tcp-echo-destination
+spec:
+  host: tcp-echo.local
+  trafficPolicy:
+    loadBalancer:
+{policy}
+  subsets:
+  - name: v1
+    labels: {{version: v1}}
+  - name: v2
+    labels: {{version: v2}}
+"
+    )
+}
+
+fn virtual_service(v1: i64, v2: i64) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: tcp-echo
+spec:
+  hosts:
+  - tcp-echo.local
+  tcp:
+  - match:
+    - port: 9000
+    route:
+    - destination:
+        host: tcp-echo.local
+        port:
+          number: 9000
+        subset: v1
+      weight: {v1}
+    - destination:
+        host: tcp-echo.local
+        port:
+          number: 9000
+        subset: v2
+      weight: {v2}
+"
+    )
+}
+
+#[test]
+fn all_v1_answers_one_100_of_100() {
+    let mut s = Scenario::tcp_echo("all-v1", &tcp_echo_rule(ALL_V1));
+    let (one, two) = s.client.burst(SERVICE_V4, 100);
+    assert_eq!(
+        (one, two),
+        (100, 0),
+        "all-v1: every new connection answers `one`"
+    );
+}
+
+#[test]
+fn split_80_20_is_exact_in_the_default_mode() {
+    let mut s = Scenario::tcp_echo("split-smooth", &tcp_echo_rule(V2_20));
+    // Any 100 consecutive connections: 20 +- 1 to v2.
+    let (_, two) = s.client.burst(SERVICE_V4, 100);
+    assert!(
+        (19..=21).contains(&two),
+        "100 connections at 80/20: v2 got {two}, want 20 +- 1"
+    );
+    let (one, two) = s.client.burst(SERVICE_V4, 1000);
+    println!("smooth 80/20 over 1000 connections: one={one} two={two}");
+    assert!(
+        (199..=201).contains(&two),
+        "1000 connections at 80/20: v2 got {two}, want 200 +- 1"
+    );
+}
+
+#[test]
+fn split_80_20_random_follows_the_weights() {
+    let mut s = Scenario::tcp_echo_with(
+        "split-random",
+        &[
+            (
+                "destination-rule.yaml",
+                &destination_rule("      simple: RANDOM"),
+            ),
+            ("virtual-service.yaml", &tcp_echo_rule(V2_20)),
+        ],
+    );
+    let (one, two) = s.client.burst(SERVICE_V4, 1000);
+    println!("RANDOM 80/20 over 1000 connections: one={one} two={two}");
+    // Binomial(1000, 0.2): mean 200, sd 12.6; +-5 sd (false failure ~ 6e-7).
+    assert!(
+        (137..=263).contains(&two),
+        "RANDOM 80/20: v2 got {two} of 1000, want 200 +- 63 (5 sd)"
+    );
+    // And it is not the smooth sequence in disguise: some v2 answers come in a row.
+    let reply = s.client.call(&format!("burst {SERVICE_V4} 200"));
+    let sequence = reply["sequence"].as_str().expect("sequence");
+    assert!(
+        sequence.contains("tt") || sequence.contains("ttt"),
+        "RANDOM should produce adjacent v2 picks: {sequence}"
+    );
+}
+
+/// Per source address: the set of answers it got.
+fn answers_by_source(reply: &Value) -> Vec<(String, Vec<String>)> {
+    reply["per_source"]
+        .as_object()
+        .expect("per_source")
+        .iter()
+        .map(|(src, answers)| {
+            let answers = answers
+                .as_array()
+                .expect("answers")
+                .iter()
+                .map(|a| {
+                    a.as_str()
+                        .unwrap_or_else(|| panic!("{src}: connection failed: {a}"))
+                        .to_owned()
+                })
+                .collect();
+            (src.clone(), answers)
+        })
+        .collect()
+}
+
+#[test]
+fn consistent_hash_is_sticky_and_grows_without_moving_v2_clients() {
+    const SOURCES: usize = 1000;
+    let mut s = Scenario::tcp_echo_with(
+        "hash",
+        &[
+            (
+                "destination-rule.yaml",
+                &destination_rule("      consistentHash:\n        useSourceIp: true"),
+            ),
+            ("virtual-service.yaml", &virtual_service(80, 20)),
+        ],
+    );
+    let before = answers_by_source(
+        &s.client
+            .call(&format!("sources {SERVICE_V4} 127.1.0.1 {SOURCES} 2")),
+    );
+    for (src, answers) in &before {
+        assert!(
+            answers.iter().all(|a| a == &answers[0]),
+            "source {src} got different answers: {answers:?}"
+        );
+    }
+    let on_v2 = |by: &[(String, Vec<String>)]| by.iter().filter(|(_, a)| a[0] == "two").count();
+    let v2_before = on_v2(&before);
+    // The shares follow the weights: Binomial(1000, 0.2), mean 200, sd 12.6; +-5 sd.
+    assert!(
+        (137..=263).contains(&v2_before),
+        "hash 80/20: {v2_before} of {SOURCES} sources on v2, want 200 +- 63"
+    );
+
+    let event = s
+        .agent
+        .write_rules("virtual-service.yaml", &virtual_service(50, 50));
+    assert_eq!(event["result"], "applied", "50/50: {event}");
+    let after = answers_by_source(
+        &s.client
+            .call(&format!("sources {SERVICE_V4} 127.1.0.1 {SOURCES} 2")),
+    );
+    for ((src, a), (_, b)) in before.iter().zip(&after) {
+        assert!(
+            b.iter().all(|x| x == &b[0]),
+            "source {src} not sticky at 50/50: {b:?}"
+        );
+        assert!(
+            !(a[0] == "two" && b[0] != "two"),
+            "source {src} was on v2 at 20% and left it at 50%"
+        );
+    }
+    let v2_after = on_v2(&after);
+    let moved = v2_after - v2_before;
+    println!("hash: v2 sources {v2_before} -> {v2_after} of {SOURCES}; moved {moved}");
+    // About 30% of clients move: Binomial(1000, 0.3), mean 300, sd 14.5; +-5 sd.
+    assert!(
+        (228..=372).contains(&moved),
+        "raising v2 20 -> 50 moved {moved} of {SOURCES} sources, want 300 +- 72"
+    );
+    // Binomial(1000, 0.5): mean 500, sd 15.8; +-5 sd.
+    assert!(
+        (421..=579).contains(&v2_after),
+        "hash 50/50: {v2_after} of {SOURCES} sources on v2, want 500 +- 79"
+    );
+}
+
+#[test]
+fn shift_keeps_held_connections_on_their_backend() {
+    let mut s = Scenario::tcp_echo("held", &tcp_echo_rule(ALL_V1));
+    let held = s.client.call(&format!("hold {SERVICE_V4} 10"));
+    assert_eq!(
+        held["answers"],
+        serde_json::json!(vec!["one"; 10]),
+        "held connections start on v1: {held}"
+    );
+
+    let event = s
+        .agent
+        .write_rules("virtual-service.yaml", &tcp_echo_rule(ALL_V2));
+    assert_eq!(event["result"], "applied", "all-v2: {event}");
+    let (one, two) = s.client.burst(SERVICE_V4, 20);
+    assert_eq!(
+        (one, two),
+        (0, 20),
+        "after the shift every new connection answers `two`"
+    );
+    let again = s.client.call("held");
+    assert_eq!(
+        again["answers"],
+        serde_json::json!(vec!["one"; 10]),
+        "held connections stay on v1 and open: {again}"
+    );
+}
+
+#[test]
+fn getpeername_shows_the_service_and_other_addresses_are_untouched() {
+    let mut s = Scenario::tcp_echo("peer", &tcp_echo_rule(ALL_V1));
+    let peer = s.client.call(&format!("peer {SERVICE_V4}"));
+    assert_eq!(
+        peer["peername"], SERVICE_V4,
+        "getpeername returns the service address: {peer}"
+    );
+    let whoami = peer["whoami"].as_str().expect("whoami");
+    assert!(
+        whoami.starts_with("one ") && whoami.contains("local=127.0.0.1:19001"),
+        "the backend is v1's endpoint: {whoami}"
+    );
+
+    // A direct connection to v2's endpoint is not a service address: untouched.
+    let direct = s.client.call("peer 127.0.0.1:19002");
+    assert_eq!(direct["peername"], "127.0.0.1:19002", "{direct}");
+    assert!(
+        direct["whoami"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("two ")),
+        "{direct}"
+    );
+    // The service address on another port is not covered: refused by the kernel, not rewritten.
+    let other_port = s.client.call("burst 127.100.0.1:9001 1");
+    assert_eq!(
+        other_port["errors"].as_array().map(Vec::len),
+        Some(1),
+        "nothing listens on :9001: {other_port}"
+    );
+}
+
+#[test]
+fn ipv6_service_address_is_rewritten_too() {
+    let mut s = Scenario::tcp_echo("ipv6", &tcp_echo_rule(V2_20));
+    let (_, two) = s.client.burst(SERVICE_V6, 100);
+    assert!((19..=21).contains(&two), "IPv6 80/20: v2 got {two} of 100");
+    let peer = s.client.call(&format!("peer {SERVICE_V6}"));
+    assert_eq!(
+        peer["peername"], SERVICE_V6,
+        "getpeername6 returns the service address: {peer}"
+    );
+    assert!(
+        peer["whoami"]
+            .as_str()
+            .is_some_and(|w| w.contains("local=[::1]:1900")),
+        "an IPv6 endpoint answered: {peer}"
+    );
+}
+
+#[test]
+fn a_bad_file_leaves_the_previous_rules_in_force() {
+    let mut s = Scenario::tcp_echo("bad-file", &tcp_echo_rule(V2_20));
+
+    let negative = virtual_service(120, -20);
+    let event = s.agent.write_rules("virtual-service.yaml", &negative);
+    assert_eq!(
+        event["result"], "refused",
+        "negative weight must be refused: {event}"
+    );
+    let error = event["error"].as_str().expect("error text");
+    let weight_line = negative
+        .lines()
+        .position(|l| l.contains("weight: -20"))
+        .expect("line")
+        + 1;
+    for part in [
+        "virtual-service.yaml",
+        "document 1",
+        "spec.tcp[0].route[1].weight",
+        &format!("line {weight_line}"),
+        "-20",
+    ] {
+        assert!(error.contains(part), "the error names {part:?}: {error}");
+    }
+    let (_, two) = s.client.burst(SERVICE_V4, 100);
+    assert!(
+        (19..=21).contains(&two),
+        "80/20 still in force after the refused file: v2 got {two} of 100"
+    );
+
+    let missing_subset = tcp_echo_rule(ALL_V2).replace("subset: v2", "subset: v3");
+    let event = s.agent.write_rules("virtual-service.yaml", &missing_subset);
+    assert_eq!(
+        event["result"], "refused",
+        "unknown subset must be refused: {event}"
+    );
+    assert!(
+        event["error"].as_str().is_some_and(|e| e.contains("v3")),
+        "the error names the subset: {event}"
+    );
+
+    let broken = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x\n";
+    let event = s.agent.write_rules("virtual-service.yaml", broken);
+    assert_eq!(
+        event["result"], "refused",
+        "YAML syntax error must be refused: {event}"
+    );
+
+    let (_, two) = s.client.burst(SERVICE_V4, 100);
+    assert!(
+        (19..=21).contains(&two),
+        "80/20 still in force: v2 got {two} of 100"
+    );
+
+    // A good file after bad ones goes in.
+    let event = s
+        .agent
+        .write_rules("virtual-service.yaml", &tcp_echo_rule(ALL_V2));
+    assert_eq!(event["result"], "applied", "{event}");
+    assert_eq!(s.client.burst(SERVICE_V4, 20), (0, 20));
+}
+
+#[test]
+fn removing_the_virtual_service_stops_rewriting() {
+    let mut s = Scenario::tcp_echo("remove", &tcp_echo_rule(ALL_V1));
+    assert_eq!(s.client.burst(SERVICE_V4, 5), (5, 0));
+    std::fs::remove_file(s.agent.rules.join("virtual-service.yaml")).expect("remove");
+    let event = s.agent.wait_events(1).remove(0);
+    assert_eq!(event["result"], "removed", "{event}");
+    let reply = s.client.call(&format!("burst {SERVICE_V4} 1"));
+    assert_eq!(
+        reply["errors"].as_array().map(Vec::len),
+        Some(1),
+        "no route: the service address itself has no listener: {reply}"
+    );
+}
