@@ -261,9 +261,11 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let text = std::fs::read_to_string(&self.events).unwrap_or_default();
-            let lines: Vec<Value> = text
+            // Only whole lines: the agent may be writing the next one.
+            let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+            let lines: Vec<Value> = complete
                 .lines()
-                .map(|l| serde_json::from_str(l).expect("event JSON"))
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("event {l}: {e}")))
                 .collect();
             if lines.len() >= self.seen_events + n {
                 let new = lines[self.seen_events..self.seen_events + n].to_vec();
@@ -291,8 +293,16 @@ impl Agent {
     pub fn write_rules(&mut self, file: &str, text: &str) -> Value {
         let tmp = self.rules.join(format!(".{file}.tmp"));
         std::fs::write(&tmp, text).expect("write rules");
+        let written = Instant::now();
         std::fs::rename(&tmp, self.rules.join(file)).expect("rename rules");
         let event = self.wait_events(1).remove(0);
+        // Reported, not asserted: the agent applies within a second (inotify,
+        // with a one-second rescan as the safety net); wait_events allows 5 s.
+        println!(
+            "{file}: {} {} ms after the write",
+            event["result"],
+            written.elapsed().as_millis()
+        );
         assert_eq!(event["file"], file, "event for another file: {event}");
         event
     }

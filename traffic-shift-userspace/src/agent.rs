@@ -13,7 +13,7 @@ use std::{
 };
 
 use notify::Watcher as _;
-use tokio::sync::mpsc;
+use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use crate::{
     compile::{self, Compiled},
@@ -37,6 +37,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot handle signals: {0}")]
+    Signal(#[source] std::io::Error),
     #[error("cannot write events file {path}: {source}")]
     Events {
         path: PathBuf,
@@ -119,13 +121,16 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     agent.rescan();
     tracing::info!(rules = %agent.rules.display(), files = agent.accepted.len(), "serving; watching for changes");
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler cannot fail");
+    // Created once, before the loop: a signal stream made per iteration
+    // would miss a signal that arrives while a rescan runs.
+    let signal = |kind| tokio::signal::unix::signal(kind).map_err(AgentError::Signal);
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     // Safety net for missed inotify events (e.g. a directory replaced whole).
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             Some(()) = rx.recv() => {
                 // Let an editor's write-rename sequence finish, then take it whole.
@@ -241,18 +246,32 @@ impl Agent {
             Ok(report) => {
                 self.accepted = next;
                 self.generation += 1;
+                let names: Vec<String> = changes.iter().map(|(path, _)| file_name(path)).collect();
+                tracing::info!(
+                    generation = self.generation,
+                    files = %names.join(" "),
+                    routes_added = report.routes_added.len(),
+                    routes_changed = report.routes_changed.len(),
+                    routes_removed = report.routes_removed.len(),
+                    "rules applied"
+                );
+                for key in report.routes_added.iter().chain(&report.routes_changed) {
+                    tracing::info!(route = %key, split = %compiled.routes[key].summary, "route in force");
+                }
+                for key in &report.routes_removed {
+                    tracing::info!(route = %key, "route removed");
+                }
                 for (path, change) in changes {
                     self.refused.remove(path);
-                    let what = if change.is_some() {
-                        "applied"
-                    } else {
-                        "removed"
-                    };
-                    tracing::info!(file = %path.display(), generation = self.generation, ?report, "{what}");
-                    self.event(path, what, None);
-                }
-                for route in compiled.routes.values() {
-                    tracing::debug!(route = %route.key, split = %route.summary, "route in force");
+                    self.event(
+                        path,
+                        if change.is_some() {
+                            "applied"
+                        } else {
+                            "removed"
+                        },
+                        None,
+                    );
                 }
                 Ok(())
             }
@@ -271,7 +290,7 @@ impl Agent {
         } else {
             "removal refused"
         };
-        tracing::error!("{what}: {err}; the previous rules stay in force");
+        tracing::error!(file = %file_name(path), "{what}: {err}; the previous rules stay in force");
         self.event(path, what, Some(err));
         self.refused.insert(path.to_owned(), text);
     }
@@ -280,13 +299,21 @@ impl Agent {
         if let Some(file) = &mut self.events {
             let line = serde_json::json!({
                 "generation": self.generation,
-                "file": path.file_name().map(|n| n.to_string_lossy()),
+                "file": file_name(path),
                 "result": result,
                 "error": error,
             });
-            let _ = writeln!(file, "{line}");
+            // One write per line, so a reader never sees half a line.
+            let _ = file.write_all(format!("{line}\n").as_bytes());
         }
     }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// Every rules file directly in `dir` (as `config::load_dir` sees them), with its text.

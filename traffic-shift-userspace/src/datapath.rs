@@ -87,20 +87,14 @@ struct LoadedRoute {
     table: Box<RouteTable>,
 }
 
-/// Counts of what an apply changed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What an apply changed, by route key.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ApplyReport {
-    pub routes_added: usize,
-    pub routes_changed: usize,
-    pub routes_removed: usize,
+    pub routes_added: Vec<String>,
+    pub routes_changed: Vec<String>,
+    pub routes_removed: Vec<String>,
     pub services_written: usize,
     pub services_removed: usize,
-}
-
-impl ApplyReport {
-    pub fn is_noop(&self) -> bool {
-        *self == Self::default()
-    }
 }
 
 pub struct Datapath {
@@ -208,7 +202,7 @@ impl Datapath {
                     self.routes
                         .insert(id, *route.table, 0)
                         .map_err(map_err(map_names::ROUTES))?;
-                    report.routes_changed += 1;
+                    report.routes_changed.push(key.clone());
                     self.loaded_routes.insert(
                         key.clone(),
                         LoadedRoute {
@@ -223,7 +217,7 @@ impl Datapath {
                     self.routes
                         .insert(id, *route.table, 0)
                         .map_err(map_err(map_names::ROUTES))?;
-                    report.routes_added += 1;
+                    report.routes_added.push(key.clone());
                     self.loaded_routes.insert(
                         key.clone(),
                         LoadedRoute {
@@ -278,7 +272,7 @@ impl Datapath {
                 .remove(&id)
                 .map_err(map_err(map_names::ROUTES))?;
             self.loaded_routes.remove(&key);
-            report.routes_removed += 1;
+            report.routes_removed.push(key.clone());
         }
         Ok(report)
     }
