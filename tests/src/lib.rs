@@ -170,6 +170,27 @@ impl Process {
     }
 }
 
+impl Process {
+    /// Sends `signal` and waits up to 5 s for a clean exit; panics otherwise.
+    pub fn signal_and_wait(&mut self, signal: libc::c_int) -> std::process::ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, signal) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within 5 s of signal {signal}",
+                self.what
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         self.stop();
@@ -207,6 +228,8 @@ pub struct Agent {
     pub process: Process,
     pub rules: PathBuf,
     pub events: PathBuf,
+    /// Its `--bpffs` pin directory.
+    pub bpffs: PathBuf,
     pub log: PathBuf,
     seen_events: usize,
 }
@@ -219,6 +242,7 @@ impl Agent {
         let _ = std::fs::remove_dir_all(&state);
         std::fs::create_dir_all(&state).expect("state dir");
         let events = state.join("events.jsonl");
+        let bpffs = PathBuf::from(format!("/sys/fs/bpf/{name}"));
         let log = state.join("agent.log");
         let mut cmd = Command::new(binary("TRAFFIC_SHIFT_BIN", "traffic-shift"));
         cmd.args(["run", "--rules"])
@@ -226,7 +250,7 @@ impl Agent {
             .arg("--cgroup")
             .arg(&cgroup.path)
             .arg("--bpffs")
-            .arg(format!("/sys/fs/bpf/{name}"))
+            .arg(&bpffs)
             .arg("--events")
             .arg(&events)
             .env("TRAFFIC_SHIFT_LOG", "debug")
@@ -240,6 +264,7 @@ impl Agent {
             },
             rules: rules.to_owned(),
             events,
+            bpffs,
             log,
             seen_events: 0,
         };
@@ -250,6 +275,11 @@ impl Agent {
             agent.log_text()
         );
         agent
+    }
+
+    /// The directory holding the agent's log and events file.
+    pub fn state_dir(&self) -> &Path {
+        self.log.parent().expect("log is inside the state dir")
     }
 
     pub fn log_text(&self) -> String {
@@ -305,6 +335,20 @@ impl Agent {
         );
         assert_eq!(event["file"], file, "event for another file: {event}");
         event
+    }
+}
+
+impl Drop for Agent {
+    /// Keeps the log and events of a failed test for reading; removes them otherwise.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "agent log and events kept in {}",
+                self.state_dir().display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(self.state_dir());
+        }
     }
 }
 

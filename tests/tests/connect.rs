@@ -356,3 +356,60 @@ fn removing_the_virtual_service_stops_rewriting() {
         "no route: the service address itself has no listener: {reply}"
     );
 }
+
+#[test]
+fn a_subset_without_endpoints_refuses_at_once() {
+    let rule = destination_rule("      simple: ROUND_ROBIN").replace(
+        "  - name: v2\n",
+        "  - name: v3\n    labels: {version: v3}\n  - name: v2\n",
+    );
+    let vs = tcp_echo_rule(ALL_V2).replace("subset: v2", "subset: v3");
+    let mut s = Scenario::tcp_echo_with(
+        "no-endpoint",
+        &[
+            ("destination-rule.yaml", &rule),
+            ("virtual-service.yaml", &vs),
+        ],
+    );
+    let reply = s.client.call(&format!("burst {SERVICE_V4} 3"));
+    let errors = reply["errors"].as_array().expect("errors");
+    assert_eq!(
+        errors.len(),
+        3,
+        "every connection to an empty subset fails: {reply}"
+    );
+    for e in errors {
+        assert!(
+            e.as_str().is_some_and(|e| e.contains("refused")),
+            "refused (ECONNREFUSED), not left hanging: {e}"
+        );
+    }
+}
+
+#[test]
+fn stopping_the_agent_detaches_and_removes_its_pins() {
+    let mut s = Scenario::tcp_echo("stop", &tcp_echo_rule(ALL_V1));
+    assert_eq!(s.client.burst(SERVICE_V4, 5), (5, 0));
+    assert!(
+        s.agent.bpffs.is_dir(),
+        "maps pinned under {}",
+        s.agent.bpffs.display()
+    );
+    let status = s.agent.process.signal_and_wait(libc::SIGINT);
+    assert!(
+        status.success(),
+        "Ctrl-C is a clean stop: {status}\n{}",
+        s.agent.log_text()
+    );
+    assert!(
+        !s.agent.bpffs.exists(),
+        "pins removed: {} still exists",
+        s.agent.bpffs.display()
+    );
+    let reply = s.client.call(&format!("burst {SERVICE_V4} 1"));
+    assert_eq!(
+        reply["errors"].as_array().map(Vec::len),
+        Some(1),
+        "programs detached: the service address is no longer rewritten: {reply}"
+    );
+}

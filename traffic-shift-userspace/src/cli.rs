@@ -79,3 +79,78 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
     }
     Ok(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn rules(dir: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../rules")
+            .join(dir)
+    }
+
+    fn run(paths: &[PathBuf]) -> (bool, String) {
+        let mut out = Vec::new();
+        let ok = validate(paths, &mut out).expect("writing to a Vec");
+        (ok, String::from_utf8(out).expect("UTF-8 output"))
+    }
+
+    #[test]
+    fn the_shipped_tcp_echo_rules_are_valid() {
+        let (ok, out) = run(&[rules("tcp-echo")]);
+        assert!(ok, "rules/tcp-echo must validate:\n{out}");
+        assert!(
+            out.contains("route default/tcp-echo/tcp[0]/port 9000"),
+            "{out}"
+        );
+        assert!(out.contains("127.100.0.1:9000"), "{out}");
+        assert!(
+            out.contains("subset v1 weight 1: 127.0.0.1:19001 [::1]:19001"),
+            "{out}"
+        );
+        assert!(out.ends_with("valid: 3 files, 1 routes\n"), "{out}");
+    }
+
+    #[test]
+    fn each_example_virtual_service_is_valid_with_the_service_and_rule() {
+        for example in ["vs-all-v1.yaml", "vs-20-v2.yaml", "vs-all-v2.yaml"] {
+            let (ok, out) = run(&[
+                rules("tcp-echo/service-entry.yaml"),
+                rules("tcp-echo/destination-rule.yaml"),
+                rules("tcp-echo/examples").join(example),
+            ]);
+            assert!(ok, "{example}:\n{out}");
+        }
+    }
+
+    #[test]
+    fn a_bad_file_is_one_refused_line_with_file_path_and_line() {
+        let dir = std::env::temp_dir().join(format!("ts-validate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let vs =
+            std::fs::read_to_string(rules("tcp-echo/examples/vs-20-v2.yaml")).expect("example");
+        let bad = dir.join("vs.yaml");
+        std::fs::write(&bad, vs.replace("weight: 20", "weight: -20")).expect("write");
+        let (ok, out) = run(&[
+            rules("tcp-echo/service-entry.yaml"),
+            rules("tcp-echo/destination-rule.yaml"),
+            bad,
+        ]);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert!(!ok, "a negative weight is refused:\n{out}");
+        assert_eq!(out.lines().count(), 1, "one line: {out}");
+        for part in [
+            "refused: ",
+            "vs.yaml",
+            "document 1",
+            "spec.tcp[0].route[1].weight",
+            "line ",
+            "weight -20 < 0",
+        ] {
+            assert!(out.contains(part), "names {part:?}: {out}");
+        }
+    }
+}
