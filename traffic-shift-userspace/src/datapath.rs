@@ -191,43 +191,33 @@ impl Datapath {
 
         let mut desired_services = BTreeMap::new();
         for (key, route) in &compiled.routes {
-            let id = match self.loaded_routes.get(key) {
-                Some(loaded)
-                    if bytemuck::bytes_of(&*loaded.table) == bytemuck::bytes_of(&*route.table) =>
-                {
-                    loaded.id
-                }
-                Some(loaded) => {
-                    let id = loaded.id;
-                    self.routes
-                        .insert(id, *route.table, 0)
-                        .map_err(map_err(map_names::ROUTES))?;
-                    report.routes_changed.push(key.clone());
-                    self.loaded_routes.insert(
-                        key.clone(),
-                        LoadedRoute {
-                            id,
-                            table: route.table.clone(),
-                        },
-                    );
-                    id
-                }
-                None => {
-                    let id = self.free_route_id()?;
-                    self.routes
-                        .insert(id, *route.table, 0)
-                        .map_err(map_err(map_names::ROUTES))?;
-                    report.routes_added.push(key.clone());
-                    self.loaded_routes.insert(
-                        key.clone(),
-                        LoadedRoute {
-                            id,
-                            table: route.table.clone(),
-                        },
-                    );
-                    id
-                }
+            let loaded = self.loaded_routes.get(key);
+            let unchanged = loaded.is_some_and(|l| {
+                bytemuck::bytes_of(&*l.table) == bytemuck::bytes_of(&*route.table)
+            });
+            let id = match loaded {
+                Some(l) => l.id,
+                None => self.free_route_id()?,
             };
+            if !unchanged {
+                // One update replaces the whole table (by reference: it is 67 KB).
+                self.routes
+                    .insert(id, route.table.as_ref(), 0)
+                    .map_err(map_err(map_names::ROUTES))?;
+                let list = if loaded.is_some() {
+                    &mut report.routes_changed
+                } else {
+                    &mut report.routes_added
+                };
+                list.push(key.clone());
+                self.loaded_routes.insert(
+                    key.clone(),
+                    LoadedRoute {
+                        id,
+                        table: route.table.clone(),
+                    },
+                );
+            }
             for listener in &route.listeners {
                 desired_services.insert(
                     *listener,
