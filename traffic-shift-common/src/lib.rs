@@ -16,8 +16,12 @@ pub mod map_names {
     pub const CURSORS: &str = "TS_CURSORS";
     pub const ORIG_DST: &str = "TS_ORIG_DST";
     pub const EVENTS: &str = "TS_EVENTS";
+    pub const GATEWAYS: &str = "TS_GATEWAYS";
+    pub const SOCKETS: &str = "TS_SOCKETS";
     /// Every map, in the order the agent pins them.
-    pub const ALL: [&str; 5] = [SERVICES, ROUTES, CURSORS, ORIG_DST, EVENTS];
+    pub const ALL: [&str; 7] = [
+        SERVICES, ROUTES, CURSORS, ORIG_DST, EVENTS, GATEWAYS, SOCKETS,
+    ];
 }
 
 /// Address family tags used in keys (not the kernel's `AF_*` values, which
@@ -36,6 +40,10 @@ pub const MAX_SLOTS: usize = 1 << 16;
 pub const MAX_ROUTES: u32 = 1024;
 /// Service address:port entries (`TS_SERVICES` size).
 pub const MAX_SERVICES: u32 = 4096;
+/// Gateway address:port entries (`TS_GATEWAYS` size).
+pub const MAX_GATEWAYS: u32 = 1024;
+/// Endpoint listening sockets the gateway can hand connections to (`TS_SOCKETS` size).
+pub const MAX_SOCKETS: u32 = 4096;
 /// Open redirected connections whose original destination is remembered for
 /// `getpeername` (`TS_ORIG_DST` size; LRU, so the oldest are evicted first).
 pub const MAX_ORIG_DST: u32 = 65536;
@@ -55,7 +63,10 @@ pub mod select {
     pub const SOURCE_HASH: u32 = 2;
 }
 
-/// Key of `TS_SERVICES`: a service address and port a route covers.
+/// Key of `TS_SERVICES` (a service address and port a mesh route covers),
+/// of `TS_GATEWAYS` (an address and port a gateway route accepts on; the
+/// zero address means any local address of the family) and of `TS_SOCKETS`
+/// (an endpoint address and port, whose listening socket the map holds).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
@@ -198,10 +209,20 @@ pub enum Event {
     PeerRestored = 8,
     /// getpeername: not a redirected socket, left alone.
     PeerUntouched = 9,
+    /// sk_lookup: handed to the chosen endpoint's listening socket.
+    GatewayAssigned = 10,
+    /// sk_lookup: the chosen endpoint had no socket; handed to another
+    /// endpoint of the same subset.
+    GatewayFallback = 11,
+    /// sk_lookup: no endpoint of the chosen subset has a socket (or the
+    /// subset has no endpoint); refused with a reset.
+    GatewayNoSocket = 12,
+    /// sk_lookup: not a gateway address:port, passed to the normal lookup.
+    GatewayPass = 13,
 }
 
 impl Event {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 14;
     pub const ALL: [Event; Self::COUNT as usize] = [
         Event::Rewritten,
         Event::NotTcp,
@@ -213,6 +234,10 @@ impl Event {
         Event::OrigDstFull,
         Event::PeerRestored,
         Event::PeerUntouched,
+        Event::GatewayAssigned,
+        Event::GatewayFallback,
+        Event::GatewayNoSocket,
+        Event::GatewayPass,
     ];
 
     /// Label value used in metrics and `status`.
@@ -228,6 +253,10 @@ impl Event {
             Event::OrigDstFull => "orig_dst_full",
             Event::PeerRestored => "peer_restored",
             Event::PeerUntouched => "peer_untouched",
+            Event::GatewayAssigned => "gateway_assigned",
+            Event::GatewayFallback => "gateway_fallback",
+            Event::GatewayNoSocket => "gateway_no_socket",
+            Event::GatewayPass => "gateway_pass",
         }
     }
 }

@@ -9,57 +9,16 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::bpf_sock_addr,
-    helpers::generated::{
-        bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_set_retval,
-    },
+    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use traffic_shift_common::{
-    Backend, Event, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_DESTS, MAX_SLOTS, OrigDst, RouteTable,
-    ServiceKey, select, source_hash,
+use traffic_shift_common::{Event, FAMILY_V4, FAMILY_V6, OrigDst, ServiceKey};
+
+use crate::{
+    maps::{TS_ORIG_DST, TS_ROUTES, TS_SERVICES, count},
+    select::pick,
 };
-
-use crate::maps::{TS_CURSORS, TS_ORIG_DST, TS_ROUTES, TS_SERVICES, count};
-
-/// Atomic fetch-and-add (`BPF_ATOMIC | BPF_FETCH`, kernel 5.12).
-///
-/// Inline asm because aya-build compiles for `--cpu generic` (v1), where
-/// LLVM lowers `atomicrmw add` to the old XADD without a result and refuses
-/// to use it: "Invalid usage of the XADD return value". The kernel runs the
-/// v3 instruction fine.
-#[inline(always)]
-unsafe fn fetch_add(counter: *mut u64) -> u64 {
-    let mut value: u64 = 1;
-    unsafe {
-        core::arch::asm!(
-            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
-            p = in(reg) counter,
-            v = inout(reg) value,
-            options(nostack),
-        );
-    }
-    value
-}
-
-/// `value & mask`, done in the program whatever LLVM knows about `value`.
-///
-/// LLVM drops a mask it can prove redundant (e.g. after `x % n` with
-/// `n <= MAX_SLOTS`), but the verifier does not track bounds through `%`:
-/// "math between map_value pointer and register with unbounded min value is
-/// not allowed". An AND with a known constant gives the verifier the bound.
-#[inline(always)]
-fn bound(value: u64, mask: u64) -> usize {
-    let mut value = value;
-    // SAFETY: a register-only AND.
-    unsafe {
-        core::arch::asm!("{v} &= {m}", v = inout(reg) value, m = in(reg) mask, options(pure, nomem, nostack));
-    }
-    // Again in Rust, so LLVM knows the bound too and drops the index check
-    // (a panic path ends the program without an exit: "last insn is not an
-    // exit or jmp").
-    (value & mask) as usize
-}
 
 const IPPROTO_TCP: u32 = 6;
 const ECONNREFUSED: i32 = 111;
@@ -184,7 +143,7 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<Event, Event> {
         return Ok(Event::NoRoute);
     };
     let client = client_identity(ctx, family);
-    let backend = pick(route, route_id, client)?;
+    let backend = pick(route, route_id, client)?.backend;
     if backend.family != key.family {
         return Err(Event::FamilyMismatch);
     }
@@ -251,54 +210,6 @@ fn client_identity(ctx: &SockAddrContext, family: Family) -> [u32; 4] {
     }
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     [netns as u32, (netns >> 32) as u32, 0, 1]
-}
-
-/// Picks the backend: a destination from the slot table, then an endpoint
-/// of that destination.
-#[inline(always)]
-fn pick(route: &RouteTable, route_id: u32, client: [u32; 4]) -> Result<&Backend, Event> {
-    let n_slots = route.n_slots;
-    if n_slots == 0 || n_slots as usize > MAX_SLOTS {
-        return Err(Event::BadTable);
-    }
-    let hash = source_hash(client);
-    let cursor = TS_CURSORS.get_ptr_mut(route_id);
-    let slot = match route.mode {
-        select::RANDOM => (unsafe { bpf_get_prandom_u32() }) % n_slots,
-        select::SOURCE_HASH => hash % n_slots,
-        _ => match cursor {
-            // SAFETY: array values live as long as the map; the atomic add
-            // (BPF_ATOMIC | BPF_FETCH) makes every connection take its own slot.
-            Some(c) => (unsafe { fetch_add(&raw mut (*c).next_slot) } % u64::from(n_slots)) as u32,
-            None => return Err(Event::BadTable),
-        },
-    };
-    let dest_index = route.slots[bound(u64::from(slot), MAX_SLOTS as u64 - 1)] as usize;
-    if dest_index >= route.n_dests as usize {
-        return Err(Event::BadTable);
-    }
-    let dest_index = bound(dest_index as u64, MAX_DESTS as u64 - 1);
-    let dest = &route.dests[dest_index];
-    let n = u32::from(dest.n_backends);
-    if n == 0 {
-        return Err(Event::NoEndpoint);
-    }
-    let k = match dest.endpoint_select {
-        select::RANDOM => (unsafe { bpf_get_prandom_u32() }) % n,
-        select::SOURCE_HASH => source_hash([hash, 0x5bd1_e995, 0, 0]) % n,
-        _ => match cursor {
-            Some(c) => {
-                let next = unsafe { fetch_add(&raw mut (*c).next_backend[dest_index]) };
-                (next % u64::from(n)) as u32
-            }
-            None => return Err(Event::BadTable),
-        },
-    };
-    let index = u32::from(dest.first_backend) + k;
-    if index >= route.n_backends {
-        return Err(Event::BadTable);
-    }
-    Ok(&route.backends[bound(u64::from(index), MAX_BACKENDS as u64 - 1)])
 }
 
 #[inline(always)]

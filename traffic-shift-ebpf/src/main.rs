@@ -3,6 +3,8 @@
 //! | file | hook | minimum kernel |
 //! |---|---|---|
 //! | `connect.rs` | cgroup `connect4`/`connect6`, `getpeername4`/`getpeername6` | 5.8 (getpeername hooks; `bpf_set_retval` 5.18) |
+//! | `sk_lookup.rs` | `sk_lookup`, per network namespace | 5.9 |
+//! | `select.rs` | backend selection shared by both | 5.12 (atomic fetch-add) |
 //!
 //! Every entry point is thin: it calls a `try_*` function that returns
 //! `Result<Event, Event>`, counts the event in `TS_EVENTS` and returns an
@@ -13,6 +15,8 @@
 
 mod connect;
 mod maps;
+mod select;
+mod sk_lookup;
 
 #[cfg(not(test))]
 #[panic_handler]

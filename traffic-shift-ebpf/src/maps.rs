@@ -4,12 +4,12 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, SockHash},
     macros::btf_map,
 };
 use traffic_shift_common::{
-    Event, MAX_ORIG_DST, MAX_ROUTES, MAX_SERVICES, OrigDst, RouteCursor, RouteTable, ServiceKey,
-    ServiceValue,
+    Event, MAX_GATEWAYS, MAX_ORIG_DST, MAX_ROUTES, MAX_SERVICES, MAX_SOCKETS, OrigDst, RouteCursor,
+    RouteTable, ServiceKey, ServiceValue,
 };
 
 /// Service address:port -> the route that covers it.
@@ -50,3 +50,14 @@ pub fn count(event: Event) {
         unsafe { *counter += 1 };
     }
 }
+
+/// Gateway address:port -> the route that serves it (`ServiceValue`). The
+/// zero address stands for any local address of the family.
+#[btf_map]
+pub static TS_GATEWAYS: HashMap<ServiceKey, ServiceValue, { MAX_GATEWAYS as usize }> =
+    HashMap::new();
+
+/// Endpoint address:port -> its listening socket (a duplicate the agent took
+/// from the backend process with pidfd_getfd).
+#[btf_map]
+pub static TS_SOCKETS: SockHash<ServiceKey, { MAX_SOCKETS as usize }> = SockHash::new();
