@@ -35,6 +35,14 @@ pub struct TcpRoute {
     pub key: String,
     /// Where it came from, for messages: `rules/tcp-echo/vs-20-v2.yaml`.
     pub source: String,
+    /// `None`: a mesh route (clients on the node connecting to a service
+    /// address; the connect-time path). `Some("<ns>/<gateway>")`: a gateway
+    /// route (connections arriving on the node at a Gateway server port; the
+    /// `sk_lookup` path). For a gateway route `listeners` holds the
+    /// addresses the server accepts on: its `bind` address, or the
+    /// unspecified addresses `0.0.0.0:<port>` and `[::]:<port>` for "any
+    /// local address".
+    pub gateway: Option<String>,
     /// The service host the connection was meant for (`tcp-echo.local`).
     pub service_host: String,
     /// The service port number this route is for.

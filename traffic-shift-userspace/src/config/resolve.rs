@@ -10,10 +10,19 @@
 //! `*.suffix` applies to a host when no rule names that host exactly.
 //! `exportTo` is not implemented: every resource is visible everywhere, so
 //! a host has one `ServiceEntry` and one `DestinationRule` at most.
+//!
+//! Gateway routes: a `tcp` rule applies to a Gateway the `VirtualService`'s
+//! `gateways` names (or, for one match, the match's `gateways`, which
+//! override the top-level list), and routes the Gateway's servers on the
+//! ports its matches name, else on every server port that is not HTTP. A
+//! server is routed when one of its hosts admits the `VirtualService`;
+//! there, the `VirtualService` hosts need not be `ServiceEntry` hosts (they
+//! are the names clients use), only destination hosts must. The Gateway
+//! `selector` is not used: every Gateway is served on this node.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
 use tracing::{debug, warn};
@@ -22,8 +31,8 @@ use super::{
     RulesFile,
     error::{ConfigError, FieldPath, Segment},
     resource::{
-        DestinationRule, HashKey, L4Match, LbPolicy, LoadBalancer, Resolution, Resource,
-        RouteDestination, ServiceEntry, ServicePort, SimpleLb, Source, Subset, TcpRule,
+        DestinationRule, Gateway, HashKey, L4Match, LbPolicy, LoadBalancer, Resolution, Resource,
+        RouteDestination, Server, ServiceEntry, ServicePort, SimpleLb, Source, Subset, TcpRule,
         VirtualService, WorkloadEndpoint, WorkloadEntry, fp, host_matches,
     },
 };
@@ -36,37 +45,25 @@ pub fn resolve(files: &[RulesFile]) -> Result<RoutingModel, ConfigError> {
     let catalog = Catalog::new(&resources)?;
 
     let mut routes = Vec::new();
-    let mut claims: HashMap<SocketAddr, Claim> = HashMap::new();
+    // Mesh routes and gateway routes go to different kernel maps, so they
+    // never conflict with each other.
+    let mut mesh_claims: HashMap<SocketAddr, Claim> = HashMap::new();
+    let mut gateway_claims: HashMap<SocketAddr, Claim> = HashMap::new();
     for resource in &resources {
         let Resource::VirtualService(vs) = resource else {
             continue;
         };
-        if !vs.binds_mesh() {
-            debug!(
-                virtual_service = %vs.source.id(),
-                "bound to gateways only; gateway routes are not implemented yet"
-            );
-            continue;
-        }
-        for (rule, route) in catalog.routes_of(vs)? {
-            for listener in &route.listeners {
-                let claim = Claim {
-                    source: &vs.source,
-                    rule,
-                };
-                if let Some(other) = claims.insert(*listener, claim) {
-                    return Err(vs.source.error(
-                        fp!("spec.tcp[{rule}]"),
-                        format!(
-                            "service address {listener} is already routed by {} tcp[{}]: a \
-                             service address and port takes one TCP route; merge the two rules \
-                             or remove one",
-                            other.source.describe(),
-                            other.rule
-                        ),
-                    ));
-                }
+        let bindings = catalog.bindings(vs)?;
+        if vs.binds_mesh() {
+            for (rule, route) in catalog.routes_of(vs)? {
+                claim(&mut mesh_claims, vs, rule, &route)?;
+                routes.push(route);
             }
+        } else {
+            debug!(virtual_service = %vs.source.id(), "bound to gateways only: no mesh route");
+        }
+        for (rule, route) in catalog.gateway_routes_of(vs, &bindings)? {
+            claim(&mut gateway_claims, vs, rule, &route)?;
             routes.push(route);
         }
     }
@@ -74,10 +71,50 @@ pub fn resolve(files: &[RulesFile]) -> Result<RoutingModel, ConfigError> {
     Ok(RoutingModel { routes })
 }
 
-/// Which rule routes a service address already.
+/// Which rule routes a service address (or gateway listener) already.
 struct Claim<'a> {
     source: &'a Source,
     rule: usize,
+    gateway: Option<String>,
+}
+
+/// Records that rule `rule` of `vs` routes the listeners of `route`; one
+/// route per address and port (per kernel map: `claims` is the mesh's or
+/// the gateways').
+fn claim<'a>(
+    claims: &mut HashMap<SocketAddr, Claim<'a>>,
+    vs: &'a VirtualService,
+    rule: usize,
+    route: &TcpRoute,
+) -> Result<(), ConfigError> {
+    for listener in &route.listeners {
+        let claim = Claim {
+            source: &vs.source,
+            rule,
+            gateway: route.gateway.clone(),
+        };
+        let Some(other) = claims.insert(*listener, claim) else {
+            continue;
+        };
+        let message = match (&route.gateway, &other.gateway) {
+            (Some(gateway), Some(other_gateway)) => format!(
+                "gateway {gateway} listener {listener} is already routed by {} tcp[{}] (gateway \
+                 {other_gateway}): an address and port where gateways accept takes one TCP \
+                 route; merge the two rules, remove one, or bind the servers to different \
+                 addresses",
+                other.source.describe(),
+                other.rule
+            ),
+            _ => format!(
+                "service address {listener} is already routed by {} tcp[{}]: a service address \
+                 and port takes one TCP route; merge the two rules or remove one",
+                other.source.describe(),
+                other.rule
+            ),
+        };
+        return Err(vs.source.error(fp!("spec.tcp[{rule}]"), message));
+    }
+    Ok(())
 }
 
 /// Two resources of one kind may not share a namespace and name.
@@ -135,6 +172,46 @@ impl Service<'_> {
 struct Catalog<'a> {
     services: Vec<Service<'a>>,
     rules: Vec<(&'a DestinationRule, String)>,
+    gateways: Vec<&'a Gateway>,
+}
+
+/// The gateways a `VirtualService` binds, resolved.
+struct Bindings<'a> {
+    /// Its top-level `gateways`, `mesh` left out.
+    top: Vec<&'a Gateway>,
+    /// `matches[i][k]`: the `gateways` of `tcp[i].match[k]` (`mesh` left
+    /// out); `None` when the match lists none and so inherits `top`.
+    matches: Vec<Vec<Option<Vec<&'a Gateway>>>>,
+    /// Every gateway above, once, in the order first written.
+    all: Vec<&'a Gateway>,
+}
+
+impl Bindings<'_> {
+    /// The matches of rule `i` that apply to `gateway`; `None` when the rule
+    /// does not apply to it. Like [`mesh_matches`], an empty list means the
+    /// rule has no match (it applies to every port).
+    fn matches<'r>(
+        &self,
+        i: usize,
+        rule: &'r TcpRule,
+        gateway: &Gateway,
+    ) -> Option<Vec<(usize, &'r L4Match)>> {
+        let names = |list: &[&Gateway]| list.iter().any(|g| std::ptr::eq(*g, gateway));
+        let top = names(&self.top);
+        if rule.matches.is_empty() {
+            return top.then(Vec::new);
+        }
+        let matches: Vec<(usize, &L4Match)> = rule
+            .matches
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| match &self.matches[i][*k] {
+                Some(list) => names(list),
+                None => top,
+            })
+            .collect();
+        (!matches.is_empty()).then_some(matches)
+    }
 }
 
 impl<'a> Catalog<'a> {
@@ -149,6 +226,7 @@ impl<'a> Catalog<'a> {
 
         let mut services: Vec<Service> = Vec::new();
         let mut rules: Vec<(&DestinationRule, String)> = Vec::new();
+        let mut gateways: Vec<&Gateway> = Vec::new();
         for resource in resources {
             match resource {
                 Resource::ServiceEntry(entry) => {
@@ -184,10 +262,85 @@ impl<'a> Catalog<'a> {
                     }
                     rules.push((rule, host));
                 }
+                Resource::Gateway(gateway) => gateways.push(gateway),
                 _ => {}
             }
         }
-        Ok(Self { services, rules })
+        Ok(Self {
+            services,
+            rules,
+            gateways,
+        })
+    }
+
+    /// The Gateway a `VirtualService` in `namespace` names `written`
+    /// (`name`, `namespace/name`, `./name`, or the legacy
+    /// `name.namespace[.svc.cluster.local]`); `None` for `mesh`. A name that
+    /// matches no Gateway is an error (IST0101) at `path`.
+    fn gateway(
+        &self,
+        vs: &VirtualService,
+        path: FieldPath,
+        written: &str,
+    ) -> Result<Option<&'a Gateway>, ConfigError> {
+        if written == "mesh" {
+            return Ok(None);
+        }
+        let (namespace, name) = gateway_name(written, &vs.source.namespace);
+        self.gateways
+            .iter()
+            .find(|gateway| gateway.source.namespace == namespace && gateway.source.name == name)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| {
+                vs.source.error(
+                    path,
+                    format!(
+                        "referenced gateway not found: {written:?}; define a Gateway \
+                         {namespace}/{name} or fix the name (a name without a namespace is a \
+                         Gateway in the VirtualService's namespace, {})",
+                        vs.source.namespace
+                    ),
+                )
+            })
+    }
+
+    /// Every gateway `vs` names, top-level and per match, resolved.
+    fn bindings(&self, vs: &VirtualService) -> Result<Bindings<'a>, ConfigError> {
+        let mut all: Vec<&Gateway> = Vec::new();
+        let mut resolve = |path: FieldPath, written: &str| -> Result<_, ConfigError> {
+            let gateway = self.gateway(vs, path, written)?;
+            if let Some(gateway) = gateway
+                && !all.iter().any(|g| std::ptr::eq(*g, gateway))
+            {
+                all.push(gateway);
+            }
+            Ok(gateway)
+        };
+        let mut top = Vec::new();
+        for (g, written) in vs.gateways.iter().enumerate() {
+            top.extend(resolve(fp!("spec.gateways[{g}]"), written)?);
+        }
+        let mut matches = Vec::with_capacity(vs.tcp.len());
+        for (i, rule) in vs.tcp.iter().enumerate() {
+            let mut per_match = Vec::with_capacity(rule.matches.len());
+            for (k, m) in rule.matches.iter().enumerate() {
+                if m.gateways.is_empty() {
+                    per_match.push(None);
+                    continue;
+                }
+                let mut list = Vec::new();
+                for (g, written) in m.gateways.iter().enumerate() {
+                    list.extend(resolve(
+                        fp!("spec.tcp[{i}].match[{k}].gateways[{g}]"),
+                        written,
+                    )?);
+                }
+                per_match.push(Some(list));
+            }
+            matches.push(per_match);
+        }
+        Ok(Bindings { top, matches, all })
     }
 
     /// The service of a destination host.
@@ -336,7 +489,126 @@ impl<'a> Catalog<'a> {
         };
 
         let namespace = &vs.source.namespace;
-        let selection = match self.rule(&rule.route[0].host, namespace) {
+        let (selection, destinations) = self.destinations(vs, i, rule, Some(port))?;
+        Ok(Some(TcpRoute {
+            key: format!("{namespace}/{}/tcp[{i}]/port {port}", vs.source.name),
+            source: vs.source.file.display().to_string(),
+            gateway: None,
+            service_host: service_host.to_owned(),
+            service_port: port,
+            listeners,
+            selection,
+            destinations,
+        }))
+    }
+
+    /// The gateway routes of `vs`: for each gateway it binds, each rule
+    /// that applies to that gateway, one route per server port; each with
+    /// its rule index.
+    fn gateway_routes_of(
+        &self,
+        vs: &VirtualService,
+        bindings: &Bindings<'a>,
+    ) -> Result<Vec<(usize, TcpRoute)>, ConfigError> {
+        let mut routes = Vec::new();
+        for gateway in &bindings.all {
+            // Per gateway, the first rule that matches a port wins.
+            let mut claimed: BTreeMap<u16, usize> = BTreeMap::new();
+            for (i, rule) in vs.tcp.iter().enumerate() {
+                let Some(matches) = bindings.matches(i, rule, gateway) else {
+                    continue;
+                };
+                let ports = gateway_ports(vs, i, rule, &matches, gateway, &claimed)?;
+                for port in ports {
+                    claimed.insert(port, i);
+                    if let Some(route) = self.gateway_route(vs, i, rule, gateway, port)? {
+                        routes.push((i, route));
+                    }
+                }
+            }
+        }
+        Ok(routes)
+    }
+
+    /// One gateway route: rule `i` of `vs` for the TCP servers of `gateway`
+    /// on `port`; `None` when no such server's hosts match the
+    /// `VirtualService`'s (Istio builds no route for them either).
+    fn gateway_route(
+        &self,
+        vs: &VirtualService,
+        i: usize,
+        rule: &TcpRule,
+        gateway: &Gateway,
+        port: u16,
+    ) -> Result<Option<TcpRoute>, ConfigError> {
+        let gateway_id = format!("{}/{}", gateway.source.namespace, gateway.source.name);
+        let servers: Vec<&Server> = gateway
+            .servers
+            .iter()
+            .filter(|server| {
+                server.port.number == port && server.port.protocol.takes_gateway_tcp_routes()
+            })
+            .collect();
+        let mut listeners = Vec::new();
+        for server in servers
+            .iter()
+            .filter(|server| server_takes(server, gateway, vs))
+        {
+            let addresses = match server.bind {
+                Some(bind) => vec![bind],
+                None => vec![
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                ],
+            };
+            for address in addresses {
+                let listener = SocketAddr::new(address, port);
+                if !listeners.contains(&listener) {
+                    listeners.push(listener);
+                }
+            }
+        }
+        if listeners.is_empty() {
+            warn!(
+                virtual_service = %vs.source.id(),
+                rule = i,
+                gateway = %gateway_id,
+                port,
+                vs_hosts = %vs.hosts.join(", "),
+                server_hosts = %list(servers.iter().flat_map(|server| &server.hosts)),
+                "no host of the gateway's server matches the VirtualService's hosts: no route \
+                 for this server"
+            );
+            return Ok(None);
+        }
+
+        let (selection, destinations) = self.destinations(vs, i, rule, None)?;
+        Ok(Some(TcpRoute {
+            key: format!(
+                "{}/{}/tcp[{i}]/gateway {gateway_id} port {port}",
+                vs.source.namespace, vs.source.name
+            ),
+            source: vs.source.file.display().to_string(),
+            gateway: Some(gateway_id),
+            service_host: destinations[0].host.clone(),
+            service_port: port,
+            listeners,
+            selection,
+            destinations,
+        }))
+    }
+
+    /// The selection and destinations of rule `i`, for service port
+    /// `service_port` (`None` for a gateway route: a gateway port is no port
+    /// of the destination service).
+    fn destinations(
+        &self,
+        vs: &VirtualService,
+        i: usize,
+        rule: &TcpRule,
+        service_port: Option<u16>,
+    ) -> Result<(Selection, Vec<Destination>), ConfigError> {
+        let selection = match self.rule(&rule.route[0].host, &vs.source.namespace) {
             Some(dr) => match &dr.load_balancer {
                 Some(lb) => selection(lb, dr, vs, i)?,
                 None => Selection::default(),
@@ -348,28 +620,20 @@ impl<'a> Catalog<'a> {
             .route
             .iter()
             .enumerate()
-            .map(|(j, destination)| self.destination(vs, i, j, destination, port, several))
+            .map(|(j, destination)| self.destination(vs, i, j, destination, service_port, several))
             .collect::<Result<Vec<_>, _>>()?;
-
-        Ok(Some(TcpRoute {
-            key: format!("{namespace}/{}/tcp[{i}]/port {port}", vs.source.name),
-            source: vs.source.file.display().to_string(),
-            service_host: service_host.to_owned(),
-            service_port: port,
-            listeners,
-            selection,
-            destinations,
-        }))
+        Ok((selection, destinations))
     }
 
-    /// `route[j]` of rule `i`, for service port `port`.
+    /// `route[j]` of rule `i`, for service port `port` (see
+    /// [`Catalog::destinations`]).
     fn destination(
         &self,
         vs: &VirtualService,
         i: usize,
         j: usize,
         destination: &RouteDestination,
-        port: u16,
+        port: Option<u16>,
         several: bool,
     ) -> Result<Destination, ConfigError> {
         let base = fp!("spec.tcp[{i}].route[{j}].destination");
@@ -499,24 +763,7 @@ fn rule_ports(
     selected: &[(&Service, &str)],
     claimed: &BTreeMap<u16, usize>,
 ) -> Result<BTreeSet<u16>, ConfigError> {
-    for (k, m) in matches {
-        let base = fp!("spec.tcp[{i}].match[{k}]");
-        let unsupported = [
-            ("sourceLabels", !m.source_labels.is_empty()),
-            ("sourceNamespace", m.source_namespace.is_some()),
-            ("destinationSubnets", !m.destination_subnets.is_empty()),
-            ("sourceSubnet", m.source_subnet.is_some()),
-        ];
-        if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
-            return Err(vs.source.error(
-                base.key(field),
-                format!(
-                    "match {field} is not supported by the kernel path yet, which would apply \
-                     the rule to every connection: remove it (or bind this match to gateways)"
-                ),
-            ));
-        }
-    }
+    check_matches_supported(vs, i, matches)?;
 
     let tcp_ports: BTreeSet<u16> = selected
         .iter()
@@ -594,6 +841,162 @@ fn rule_ports(
     Ok(ports)
 }
 
+/// The match fields the kernel path cannot honour yet are refused, since
+/// ignoring them would widen the rule.
+fn check_matches_supported(
+    vs: &VirtualService,
+    i: usize,
+    matches: &[(usize, &L4Match)],
+) -> Result<(), ConfigError> {
+    for (k, m) in matches {
+        let base = fp!("spec.tcp[{i}].match[{k}]");
+        let unsupported = [
+            ("sourceLabels", !m.source_labels.is_empty()),
+            ("sourceNamespace", m.source_namespace.is_some()),
+            ("destinationSubnets", !m.destination_subnets.is_empty()),
+            ("sourceSubnet", m.source_subnet.is_some()),
+        ];
+        if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
+            return Err(vs.source.error(
+                base.key(field),
+                format!(
+                    "match {field} is not supported by the kernel path yet, which would apply \
+                     the rule to every connection: remove it"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The server ports of `gateway` rule `i` routes, in order, leaving out
+/// those an earlier rule of the same `VirtualService` routes on this
+/// gateway (first match wins): the ports its matches name, else every
+/// server port that takes TCP routes.
+fn gateway_ports(
+    vs: &VirtualService,
+    i: usize,
+    rule: &TcpRule,
+    matches: &[(usize, &L4Match)],
+    gateway: &Gateway,
+    claimed: &BTreeMap<u16, usize>,
+) -> Result<BTreeSet<u16>, ConfigError> {
+    check_matches_supported(vs, i, matches)?;
+    let gateway_id = gateway.source.id();
+    let tcp_ports: BTreeSet<u16> = gateway
+        .servers
+        .iter()
+        .filter(|server| server.port.protocol.takes_gateway_tcp_routes())
+        .map(|server| server.port.number)
+        .collect();
+    let server_list = || {
+        list(
+            gateway
+                .servers
+                .iter()
+                .map(|s| format!("{} {}", s.port.number, s.port.protocol.name())),
+        )
+    };
+
+    if rule.matches.is_empty() || matches.iter().any(|(_, m)| m.port.is_none()) {
+        if tcp_ports.is_empty() {
+            warn!(
+                virtual_service = %vs.source.id(),
+                rule = i,
+                gateway = %gateway_id,
+                servers = %server_list(),
+                "the gateway has no TCP server (tcp rules apply to TCP, TLS and MONGO servers): \
+                 no route for this rule on it"
+            );
+            return Ok(BTreeSet::new());
+        }
+        let ports: BTreeSet<u16> = tcp_ports
+            .into_iter()
+            .filter(|port| !claimed.contains_key(port))
+            .collect();
+        if ports.is_empty() {
+            warn!(
+                virtual_service = %vs.source.id(),
+                rule = i,
+                gateway = %gateway_id,
+                "tcp rule is unreachable (IST0130): earlier rules route all the gateway's ports"
+            );
+        }
+        return Ok(ports);
+    }
+
+    let mut ports = BTreeSet::new();
+    for (k, m) in matches {
+        let Some(port) = m.port else { continue };
+        let path = fp!("spec.tcp[{i}].match[{k}].port");
+        if !tcp_ports.contains(&port) {
+            let message = match gateway.servers.iter().find(|s| s.port.number == port) {
+                Some(server) => format!(
+                    "port {port} of {gateway_id} is {}: tcp rules apply to TCP, TLS and \
+                     MONGO servers; route it with an http rule, or set the server's protocol to \
+                     TCP",
+                    server.port.protocol.name()
+                ),
+                None => format!(
+                    "{gateway_id} has no server on port {port} (servers: {}): use one of \
+                     its ports, or add a server for port {port} to the Gateway",
+                    server_list()
+                ),
+            };
+            return Err(vs.source.error(path, message));
+        }
+        if let Some(earlier) = claimed.get(&port) {
+            return Err(vs.source.error(
+                path,
+                format!(
+                    "port {port} of {gateway_id} is already routed by tcp[{earlier}] of \
+                     this VirtualService, so this match never applies (first match wins): \
+                     remove it"
+                ),
+            ));
+        }
+        ports.insert(port);
+    }
+    Ok(ports)
+}
+
+/// Whether a Gateway server exposes `vs`: a server host
+/// (`[namespace/]dnsName`) admits the `VirtualService`'s namespace (`*`
+/// any, `.` the Gateway's) and its name overlaps a `VirtualService` host
+/// (either covers the other, as Istio's `host.Name.Matches`).
+fn server_takes(server: &Server, gateway: &Gateway, vs: &VirtualService) -> bool {
+    let vs_namespace = vs.source.namespace.as_str();
+    let gateway_namespace = gateway.source.namespace.as_str();
+    server.hosts.iter().any(|written| {
+        let (namespace, name) = written.split_once('/').unwrap_or(("*", written));
+        let admitted = match namespace {
+            "*" => true,
+            "." => vs_namespace == gateway_namespace,
+            namespace => vs_namespace == namespace,
+        };
+        let name = canonical(name, gateway_namespace);
+        admitted
+            && vs.hosts.iter().any(|host| {
+                let host = canonical(host, vs_namespace);
+                host_matches(&host, &name) || host_matches(&name, &host)
+            })
+    })
+}
+
+/// `(namespace, name)` of a Gateway reference written in a
+/// `VirtualService` of `namespace` (Istio's `resolveGatewayName`).
+fn gateway_name<'w>(written: &'w str, namespace: &'w str) -> (&'w str, &'w str) {
+    match written.split_once('/') {
+        Some((".", name)) => (namespace, name),
+        Some((ns, name)) => (ns, name),
+        // Legacy: `name.namespace.svc.cluster.local` or `name.namespace`.
+        None => match written.split_once('.') {
+            Some((name, rest)) => (rest.split('.').next().unwrap_or(rest), name),
+            None => (namespace, written),
+        },
+    }
+}
+
 /// The kernel path needs endpoints it can pick from.
 fn check_endpoints_source(
     vs: &VirtualService,
@@ -664,13 +1067,15 @@ fn find_subset<'d>(
 }
 
 /// Which port of the destination service a connection to service port
-/// `service_port` goes to.
+/// `service_port` goes to: the port the destination names, else
+/// `service_port` if the service has it, else the service's only port.
+/// `service_port` is `None` for a gateway route.
 fn destination_port<'s>(
     vs: &VirtualService,
     base: &FieldPath,
     service: &Service<'s>,
     written: Option<u16>,
-    service_port: u16,
+    service_port: Option<u16>,
 ) -> Result<&'s ServicePort, ConfigError> {
     let ports = &service.entry.ports;
     let host = &service.entry.hosts[0];
@@ -688,7 +1093,7 @@ fn destination_port<'s>(
                 )
             });
     }
-    if let Some(port) = ports.iter().find(|port| port.number == service_port) {
+    if let Some(port) = service_port.and_then(|number| ports.iter().find(|p| p.number == number)) {
         return Ok(port);
     }
     match ports.as_slice() {
@@ -700,9 +1105,11 @@ fn destination_port<'s>(
         _ => Err(vs.source.error(
             base.clone(),
             format!(
-                "service {host} has several ports (ports: {}) and none is {service_port}: set \
-                 destination.port.number",
-                service.port_list()
+                "service {host} has several ports (ports: {}){}: set destination.port.number",
+                service.port_list(),
+                service_port
+                    .map(|number| format!(" and none is {number}"))
+                    .unwrap_or_default()
             ),
         )),
     }

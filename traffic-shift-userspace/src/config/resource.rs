@@ -256,6 +256,23 @@ impl Protocol {
     pub fn takes_tcp_routes(self) -> bool {
         !self.is_http_or_tls() && self != Self::Udp
     }
+
+    /// Whether `tcp` rules apply to a Gateway server of this protocol: TCP,
+    /// TLS, MONGO (and REDIS, MYSQL: Istio builds a TCP filter chain for every
+    /// server that is not HTTP); not the HTTP family (HTTP, HTTPS, HTTP2,
+    /// GRPC, GRPC-WEB: `http` rules), nor UDP.
+    pub fn takes_gateway_tcp_routes(self) -> bool {
+        !matches!(
+            self,
+            Self::Http
+                | Self::Https
+                | Self::Grpc
+                | Self::GrpcWeb
+                | Self::Http2
+                | Self::HttpProxy
+                | Self::Udp
+        )
+    }
 }
 
 pub type Labels = BTreeMap<String, String>;
@@ -405,8 +422,11 @@ pub struct Gateway {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Server {
     pub port: GatewayPort,
+    /// `[namespace/]dnsName`, as written (`namespace` is `*`, `.` or a
+    /// namespace name).
     pub hosts: Vec<String>,
-    pub bind: Option<String>,
+    /// The address the server accepts on; `None`: any local address.
+    pub bind: Option<IpAddr>,
     pub default_endpoint: Option<String>,
     pub name: Option<String>,
 }
@@ -1256,6 +1276,26 @@ fn gateway(source: Source, spec: dto::GatewaySpec) -> Result<Gateway, ConfigErro
                 "server config must contain at least one host",
             ));
         }
+        for (h, host) in hosts.iter().enumerate() {
+            validate_server_host(host)
+                .map_err(|message| source.error(fp!("spec.servers[{i}].hosts[{h}]"), message))?;
+        }
+        let bind = server
+            .bind
+            .filter(|bind| !bind.is_empty())
+            .map(|bind| {
+                bind.parse::<IpAddr>().map_err(|_| {
+                    source.error(
+                        fp!("spec.servers[{i}].bind"),
+                        format!(
+                            "bind {bind:?} is not an IP address: the kernel path accepts on an \
+                             IPv4 or IPv6 address (unix domain sockets are not supported); \
+                             remove bind to accept on every local address"
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
         let Some(port) = server.port else {
             return Err(source.error(fp!("spec.servers[{i}].port"), "port is required"));
         };
@@ -1302,7 +1342,7 @@ fn gateway(source: Source, spec: dto::GatewaySpec) -> Result<Gateway, ConfigErro
                 target_port,
             },
             hosts,
-            bind: server.bind,
+            bind,
             default_endpoint: server.default_endpoint,
             name: server.name,
         });
@@ -1324,6 +1364,29 @@ fn port_number(source: &Source, path: FieldPath, number: i64) -> Result<u16, Con
                 format!("port number {number} must be in the range 1..65535"),
             )
         })
+}
+
+/// A Gateway server host: `[namespace/]dnsName` (Istio's
+/// `validateNamespaceSlashWildcardHostname`).
+fn validate_server_host(host: &str) -> Result<(), String> {
+    let name = match host.split_once('/') {
+        Some((namespace, name)) => {
+            if !(namespace == "*" || namespace == "." || is_dns1123_label(namespace)) {
+                return Err(format!(
+                    "invalid namespace value {namespace:?} in host {host:?}: use *, . or a \
+                     namespace name before the /"
+                ));
+            }
+            name
+        }
+        None => host,
+    };
+    if name.contains('/') {
+        return Err(format!(
+            "host {host:?} must be of the form namespace/dnsName"
+        ));
+    }
+    validate_domain(name)
 }
 
 /// Whether `pattern` (a host, `*`, or `*.suffix`) covers `host`.

@@ -61,6 +61,70 @@ fn tcp_echo_service() -> &'static str {
 
 const FILE: &str = "rules/tcp-echo/tcp-echo.yaml";
 
+/// Istio's TCP Traffic Shifting task, as written: its Gateway, and its
+/// `VirtualService` routing to the service of [`tcp_echo_service`].
+const TCP_ECHO_GATEWAY: &str = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tcp-echo-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: [\"*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo}
+spec:
+  hosts: [\"*\"]
+  gateways: [tcp-echo-gateway]
+  tcp:
+  - match: [{port: 31400}]
+    route:
+    - destination: {host: tcp-echo.local, port: {number: 9000}, subset: v1}
+      weight: 80
+    - destination: {host: tcp-echo.local, port: {number: 9000}, subset: v2}
+      weight: 20
+";
+
+/// A Gateway `name` (`name` or `namespace/name`) with these `servers`
+/// (YAML list items, indented by two).
+fn gateway_doc(name: &str, servers: &str) -> String {
+    let metadata = match name.split_once('/') {
+        Some((namespace, name)) => format!("{{name: {name}, namespace: {namespace}}}"),
+        None => format!("{{name: {name}}}"),
+    };
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {metadata}\nspec:\n  \
+         selector: {{istio: ingressgateway}}\n  servers:\n{servers}"
+    )
+}
+
+/// A `VirtualService` `name` with `hosts` and `gateways` (flow lists) and
+/// `tcp` (YAML list items, indented by two).
+fn virtual_service_doc(name: &str, hosts: &str, gateways: &str, tcp: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\n\
+         spec:\n  hosts: {hosts}\n  gateways: {gateways}\n  tcp:\n{tcp}"
+    )
+}
+
+/// `(key, gateway, listeners)` of each route, in model order.
+fn route_summary(model: &RoutingModel) -> Vec<(&str, Option<&str>, Vec<SocketAddr>)> {
+    model
+        .routes
+        .iter()
+        .map(|route| {
+            (
+                route.key.as_str(),
+                route.gateway.as_deref(),
+                route.listeners.clone(),
+            )
+        })
+        .collect()
+}
+
 fn parse(text: &str) -> RulesFile {
     parse_file(Path::new(FILE), text)
         .unwrap_or_else(|error| panic!("expected the rules to parse, got: {error}"))
@@ -741,11 +805,558 @@ fn wildcard_host_is_refused_for_mesh_and_allowed_for_gateways() {
         "gateways listing mesh is mesh-bound"
     );
     let gateway = mesh.replace("  tcp:", "  gateways: [tcp-echo-gateway]\n  tcp:");
-    let model = resolve(&[parse(&gateway)])
-        .unwrap_or_else(|error| panic!("gateway-bound * is legal: {error}"));
+    let server = "  - port: {number: 9000, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n";
+    let model = resolve_ok(&[&gateway, &gateway_doc("tcp-echo-gateway", server)]);
+    assert_eq!(
+        route_summary(&model),
+        [(
+            "default/tcp-echo/tcp[0]/gateway default/tcp-echo-gateway port 9000",
+            Some("default/tcp-echo-gateway"),
+            vec![addr("0.0.0.0:9000"), addr("[::]:9000")],
+        )],
+        "a gateway-bound * makes a gateway route, and no mesh route"
+    );
+}
+
+#[test]
+fn tcp_traffic_shifting_gateway_resolves_to_one_gateway_route() {
+    let model = resolve_ok(&[tcp_echo_service(), TCP_ECHO_GATEWAY]);
+    let route = only_route(&model);
+    let endpoint = |port: u16, version: &str| Endpoint {
+        addr: SocketAddr::new([127, 0, 0, 1].into(), port),
+        labels: labels(&[("app", "tcp-echo"), ("version", version)]),
+    };
+    assert_eq!(
+        route.key, "default/tcp-echo/tcp[0]/gateway default/tcp-echo-gateway port 31400",
+        "route key"
+    );
+    assert_eq!(
+        route.source, "rules/1.yaml",
+        "route source is the VirtualService's file"
+    );
+    assert_eq!(
+        route.gateway.as_deref(),
+        Some("default/tcp-echo-gateway"),
+        "a gateway route names its gateway"
+    );
+    assert_eq!(
+        route.service_host, "tcp-echo.local",
+        "the first destination's host"
+    );
+    assert_eq!(route.service_port, 31400, "the gateway server port");
+    assert_eq!(
+        route.listeners,
+        [addr("0.0.0.0:31400"), addr("[::]:31400")],
+        "no bind: any local address, both families"
+    );
+    assert_eq!(
+        route.selection,
+        Selection::Smooth,
+        "no loadBalancer: Smooth"
+    );
+    let summary: Vec<_> = route
+        .destinations
+        .iter()
+        .map(|d| {
+            (
+                d.host.as_str(),
+                d.subset.as_deref(),
+                d.weight,
+                d.endpoints.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "tcp-echo.local",
+                Some("v1"),
+                80,
+                vec![endpoint(19001, "v1")]
+            ),
+            (
+                "tcp-echo.local",
+                Some("v2"),
+                20,
+                vec![endpoint(19002, "v2")]
+            ),
+        ],
+        "destinations in the order written, endpoints at the port of service port 9000"
+    );
+    // One file, as the Istio task applies it, gives the same route.
+    let together = format!("{}---\n{TCP_ECHO_GATEWAY}", tcp_echo_service());
+    let model = resolve(&[parse(&together)]).expect("the task's YAML in one file resolves");
+    assert_eq!(
+        route_summary(&model),
+        [(
+            "default/tcp-echo/tcp[0]/gateway default/tcp-echo-gateway port 31400",
+            Some("default/tcp-echo-gateway"),
+            vec![addr("0.0.0.0:31400"), addr("[::]:31400")],
+        )],
+        "one file"
+    );
+    // No port on the destination: the service's only port.
+    let portless = TCP_ECHO_GATEWAY.replace("port: {number: 9000}, ", "");
+    let model = resolve_ok(&[tcp_echo_service(), &portless]);
+    let ports: Vec<u16> = only_route(&model).destinations[1]
+        .endpoints
+        .iter()
+        .map(|e| e.addr.port())
+        .collect();
+    assert_eq!(
+        ports,
+        [19002],
+        "the only port of tcp-echo.local, 9000, named tcp"
+    );
+}
+
+#[test]
+fn mesh_and_gateway_binding_gives_a_mesh_and_a_gateway_route() {
+    let vs = TCP_ECHO.replace(
+        "  tcp:\n  - match: [{port: 9000}]\n    route:",
+        "  gateways: [mesh, tcp-echo-gateway]\n  tcp:\n  - route:",
+    );
+    let gateway = TCP_ECHO_GATEWAY
+        .split("---\n")
+        .next()
+        .expect("TCP_ECHO_GATEWAY starts with its Gateway");
+    let model = resolve_ok(&[&vs, gateway]);
+    assert_eq!(
+        route_summary(&model),
+        [
+            (
+                "default/tcp-echo/tcp[0]/gateway default/tcp-echo-gateway port 31400",
+                Some("default/tcp-echo-gateway"),
+                vec![addr("0.0.0.0:31400"), addr("[::]:31400")],
+            ),
+            (
+                "default/tcp-echo/tcp[0]/port 9000",
+                None,
+                vec![addr("127.100.0.1:9000")],
+            ),
+        ],
+        "both routes, sorted by key"
+    );
+    assert_eq!(
+        model.routes[0].destinations, model.routes[1].destinations,
+        "the same destinations and endpoints on both paths"
+    );
+    // The match port of TCP_ECHO (9000) is no server port of the gateway.
+    let vs = TCP_ECHO.replace("  tcp:", "  gateways: [mesh, tcp-echo-gateway]\n  tcp:");
+    let error = resolve_error(&[&vs, gateway]);
+    assert_error(
+        &error,
+        3,
+        "spec.tcp[0].match[0].port",
+        Some(line_of(&vs, "{port: 9000}")),
+        "Gateway default/tcp-echo-gateway has no server on port 9000 (servers: 31400 TCP)",
+    );
+}
+
+#[test]
+fn gateway_server_bind_is_the_only_listener() {
+    let bound = |address: &str| {
+        TCP_ECHO_GATEWAY.replace(
+            "    hosts: [\"*\"]\n---",
+            &format!("    hosts: [\"*\"]\n    bind: {address}\n---"),
+        )
+    };
+    for (address, listener) in [
+        ("127.0.0.10", "127.0.0.10:31400"),
+        ("\"fd00::10\"", "[fd00::10]:31400"),
+    ] {
+        let model = resolve_ok(&[tcp_echo_service(), &bound(address)]);
+        assert_eq!(
+            only_route(&model).listeners,
+            [addr(listener)],
+            "bind {address}: that address only"
+        );
+    }
+    let error = parse_error(&bound("unix:///var/run/gw.sock"));
+    assert_error(
+        &error,
+        1,
+        "spec.servers[0].bind",
+        Some(line_of(&bound("unix:///var/run/gw.sock"), "bind:")),
+        "bind \"unix:///var/run/gw.sock\" is not an IP address",
+    );
+
+    // Another gateway on the same port, bound to an address: a different
+    // listener, so legal (the kernel tries the exact address first).
+    let other = format!(
+        "{}---\n{}",
+        gateway_doc(
+            "bound-gateway",
+            "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n    bind: 127.0.0.10\n",
+        ),
+        virtual_service_doc(
+            "tcp-echo-bound",
+            "[\"*\"]",
+            "[bound-gateway]",
+            "  - route: [{destination: {host: tcp-echo.local, subset: v2}}]\n",
+        )
+    );
+    let model = resolve_ok(&[tcp_echo_service(), TCP_ECHO_GATEWAY, &other]);
+    assert_eq!(
+        route_summary(&model),
+        [
+            (
+                "default/tcp-echo-bound/tcp[0]/gateway default/bound-gateway port 31400",
+                Some("default/bound-gateway"),
+                vec![addr("127.0.0.10:31400")],
+            ),
+            (
+                "default/tcp-echo/tcp[0]/gateway default/tcp-echo-gateway port 31400",
+                Some("default/tcp-echo-gateway"),
+                vec![addr("0.0.0.0:31400"), addr("[::]:31400")],
+            ),
+        ],
+        "a bound and an unbound server on one port"
+    );
+
+    // A gateway listener on a service address and port: a gateway route
+    // and a mesh route never conflict (different kernel maps).
+    let on_service_address = format!(
+        "{}---\n{}",
+        gateway_doc(
+            "service-address",
+            "  - port: {number: 9000, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n    bind: 127.100.0.1\n",
+        ),
+        virtual_service_doc(
+            "tcp-echo",
+            "[tcp-echo.local]",
+            "[mesh, service-address]",
+            "  - route: [{destination: {host: tcp-echo.local, subset: v1}}]\n",
+        )
+    );
+    let model = resolve_ok(&[tcp_echo_service(), &on_service_address]);
+    let listeners: Vec<_> = route_summary(&model)
+        .into_iter()
+        .map(|(_, gateway, listeners)| (gateway, listeners))
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            (
+                Some("default/service-address"),
+                vec![addr("127.100.0.1:9000")]
+            ),
+            (None, vec![addr("127.100.0.1:9000")]),
+        ],
+        "one address and port, on both paths"
+    );
+}
+
+#[test]
+fn missing_gateway_is_refused() {
+    let gateway_only = |gateways: &str| TCP_ECHO_GATEWAY.replace("[tcp-echo-gateway]", gateways);
+    let cases = [
+        (
+            "[tcp-echo-gatway]",
+            "spec.gateways[0]",
+            "tcp-echo-gatway",
+            "default/tcp-echo-gatway",
+        ),
+        (
+            "[tcp-echo-gateway, istio-system/tcp-echo-gateway]",
+            "spec.gateways[1]",
+            "istio-system/tcp-echo-gateway",
+            "istio-system/tcp-echo-gateway",
+        ),
+    ];
+    for (gateways, field, written, resolved) in cases {
+        let text = gateway_only(gateways);
+        let error = resolve_error(&[tcp_echo_service(), &text]);
+        assert_error(
+            &error,
+            2,
+            field,
+            Some(line_of(&text, "  gateways:")),
+            &format!("referenced gateway not found: {written:?}; define a Gateway {resolved}"),
+        );
+    }
+    let text = TCP_ECHO_GATEWAY.replace("[{port: 31400}]", "[{port: 31400, gateways: [other]}]");
+    let error = resolve_error(&[tcp_echo_service(), &text]);
+    assert_error(
+        &error,
+        2,
+        "spec.tcp[0].match[0].gateways[0]",
+        Some(line_of(&text, "gateways: [other]")),
+        "referenced gateway not found: \"other\"",
+    );
+
+    // The other ways to name it: `./name`, `namespace/name`, the legacy FQDN.
+    let in_namespace = TCP_ECHO_GATEWAY.replacen(
+        "metadata: {name: tcp-echo-gateway}",
+        "metadata: {name: tcp-echo-gateway, namespace: istio-system}",
+        1,
+    );
+    for gateways in [
+        "[istio-system/tcp-echo-gateway]",
+        "[tcp-echo-gateway.istio-system.svc.cluster.local]",
+    ] {
+        let model = resolve_ok(&[
+            tcp_echo_service(),
+            &in_namespace.replace("[tcp-echo-gateway]", gateways),
+        ]);
+        assert_eq!(
+            only_route(&model).gateway.as_deref(),
+            Some("istio-system/tcp-echo-gateway"),
+            "gateways: {gateways}"
+        );
+    }
+    let model = resolve_ok(&[tcp_echo_service(), &gateway_only("[./tcp-echo-gateway]")]);
+    assert_eq!(
+        only_route(&model).gateway.as_deref(),
+        Some("default/tcp-echo-gateway"),
+        "./name is the VirtualService's namespace"
+    );
+}
+
+#[test]
+fn gateway_match_ports_are_checked() {
+    let with_servers = |servers: &str| {
+        let start = TCP_ECHO_GATEWAY.find("  - port:").expect("a server");
+        let end = TCP_ECHO_GATEWAY.find("---\n").expect("two documents");
+        format!(
+            "{}{servers}{}",
+            &TCP_ECHO_GATEWAY[..start],
+            &TCP_ECHO_GATEWAY[end..]
+        )
+    };
+    let cases = [
+        (
+            TCP_ECHO_GATEWAY.replace("[{port: 31400}]", "[{port: 31401}]"),
+            "Gateway default/tcp-echo-gateway has no server on port 31401 (servers: 31400 TCP): \
+             use one of its ports, or add a server for port 31401 to the Gateway",
+        ),
+        (
+            with_servers(
+                "  - port: {number: 31400, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n",
+            ),
+            "port 31400 of Gateway default/tcp-echo-gateway is HTTP: tcp rules apply to TCP, TLS \
+             and MONGO servers",
+        ),
+    ];
+    for (text, message) in cases {
+        let error = resolve_error(&[tcp_echo_service(), &text]);
+        assert_error(
+            &error,
+            2,
+            "spec.tcp[0].match[0].port",
+            Some(line_of(&text, "{port: 314")),
+            message,
+        );
+    }
+    // An earlier rule routes the port on this gateway: first match wins.
+    let text = TCP_ECHO_GATEWAY.replace(
+        "  tcp:\n",
+        "  tcp:\n  - route: [{destination: {host: tcp-echo.local, subset: v1}}]\n",
+    );
+    let error = resolve_error(&[tcp_echo_service(), &text]);
+    assert_error(
+        &error,
+        2,
+        "spec.tcp[1].match[0].port",
+        Some(line_of(&text, "{port: 31400}")),
+        "port 31400 of Gateway default/tcp-echo-gateway is already routed by tcp[0]",
+    );
+    // And the match fields the kernel path cannot honour.
+    let text = TCP_ECHO_GATEWAY.replace(
+        "[{port: 31400}]",
+        "[{port: 31400, sourceSubnet: 10.0.0.0/8}]",
+    );
+    let error = resolve_error(&[tcp_echo_service(), &text]);
+    assert_eq!(
+        error.field.to_string(),
+        "spec.tcp[0].match[0].sourceSubnet",
+        "field of: {error}"
+    );
+}
+
+#[test]
+fn match_level_gateways_override_the_top_level_list() {
+    let gateway = TCP_ECHO_GATEWAY
+        .split("---\n")
+        .next()
+        .expect("TCP_ECHO_GATEWAY starts with its Gateway");
+    let vs = virtual_service_doc(
+        "tcp-echo",
+        "[tcp-echo.local]",
+        "[mesh, tcp-echo-gateway]",
+        "  - match: [{port: 9000, gateways: [mesh]}]
+    route: [{destination: {host: tcp-echo.local, subset: v1}}]
+  - match: [{gateways: [tcp-echo-gateway]}]
+    route: [{destination: {host: tcp-echo.local, subset: v2}}]
+",
+    );
+    let model = resolve_ok(&[tcp_echo_service(), gateway, &vs]);
+    let subsets: Vec<_> = model
+        .routes
+        .iter()
+        .map(|route| (route.key.as_str(), route.destinations[0].subset.as_deref()))
+        .collect();
+    assert_eq!(
+        subsets,
+        [
+            ("default/tcp-echo/tcp[0]/port 9000", Some("v1")),
+            (
+                "default/tcp-echo/tcp[1]/gateway default/tcp-echo-gateway port 31400",
+                Some("v2")
+            ),
+        ],
+        "tcp[0] for the mesh only (its port 9000 is no gateway port), tcp[1] for the gateway only"
+    );
+    // A match may name a gateway the top-level list (here: mesh, by
+    // default) does not.
+    let vs = vs.replace("  gateways: [mesh, tcp-echo-gateway]\n", "");
+    let model = resolve_ok(&[tcp_echo_service(), gateway, &vs]);
+    assert_eq!(
+        model
+            .routes
+            .iter()
+            .map(|r| r.key.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "default/tcp-echo/tcp[0]/port 9000",
+            "default/tcp-echo/tcp[1]/gateway default/tcp-echo-gateway port 31400",
+        ],
+        "the same routes without a top-level gateways list"
+    );
+    // A match that lists only mesh applies to no gateway.
+    let vs = TCP_ECHO_GATEWAY.replace("[{port: 31400}]", "[{port: 31400, gateways: [mesh]}]");
+    let model = resolve_ok(&[tcp_echo_service(), &vs]);
+    assert!(
+        model.routes.iter().all(|route| route.gateway.is_none()),
+        "a match bound to mesh only makes no gateway route: {model:?}"
+    );
+}
+
+#[test]
+fn http_gateway_servers_get_no_tcp_route() {
+    let servers = "  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [\"*\"]
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [\"*\"]
+  - port: {number: 8443, name: grpc, protocol: GRPC}
+    hosts: [\"*\"]
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: [\"*\"]
+  - port: {number: 27017, name: mongo, protocol: MONGO}
+    hosts: [\"*\"]
+  - port: {number: 15443, name: tls, protocol: TLS}
+    hosts: [\"*\"]
+";
+    let vs = virtual_service_doc(
+        "tcp-echo",
+        "[\"*\"]",
+        "[tcp-echo-gateway]",
+        "  - route: [{destination: {host: tcp-echo.local, subset: v1}}]\n",
+    );
+    let model = resolve_ok(&[
+        tcp_echo_service(),
+        &gateway_doc("tcp-echo-gateway", servers),
+        &vs,
+    ]);
+    let ports: Vec<u16> = model.routes.iter().map(|r| r.service_port).collect();
+    assert_eq!(
+        ports,
+        [15443, 27017, 31400],
+        "TCP, MONGO and TLS servers; not HTTP, HTTPS, GRPC"
+    );
+    let http_only = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
+    let model = resolve_ok(&[
+        tcp_echo_service(),
+        &gateway_doc("tcp-echo-gateway", http_only),
+        &vs,
+    ]);
     assert!(
         model.routes.is_empty(),
-        "a gateway-bound VirtualService makes no kernel route yet"
+        "an HTTP-only gateway: no TCP route, and no error: {model:?}"
+    );
+}
+
+#[test]
+fn gateway_server_hosts_select_virtual_services() {
+    let cases = [
+        ("[\"*\"]", true),
+        ("[\"*.example.com\"]", true),
+        ("[tcp-echo.example.com]", true),
+        ("[\"*/tcp-echo.example.com\"]", true),
+        ("[\"./tcp-echo.example.com\"]", true),
+        ("[\"default/*\"]", true),
+        ("[\"web/*\"]", false),
+        ("[other.example.com]", false),
+        ("[\"*.example.org\"]", false),
+    ];
+    let vs = virtual_service_doc(
+        "tcp-echo",
+        "[tcp-echo.example.com]",
+        "[tcp-echo-gateway]",
+        "  - route: [{destination: {host: tcp-echo.local, subset: v1}}]\n",
+    );
+    for (hosts, routed) in cases {
+        let servers =
+            format!("  - port: {{number: 31400, name: tcp, protocol: TCP}}\n    hosts: {hosts}\n");
+        let model = resolve_ok(&[
+            tcp_echo_service(),
+            &gateway_doc("tcp-echo-gateway", &servers),
+            &vs,
+        ]);
+        assert_eq!(
+            model.routes.len(),
+            usize::from(routed),
+            "server hosts {hosts} and VirtualService host tcp-echo.example.com"
+        );
+    }
+    let servers = "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: [\"a/b/c\"]\n";
+    let error = parse_error(&gateway_doc("tcp-echo-gateway", servers));
+    assert_eq!(
+        error.field.to_string(),
+        "spec.servers[0].hosts[0]",
+        "field of: {error}"
+    );
+}
+
+#[test]
+fn two_gateway_routes_on_one_port_are_refused() {
+    let canary = virtual_service_doc(
+        "tcp-echo-canary",
+        "[tcp-echo.example.com]",
+        "[tcp-echo-gateway]",
+        "  - route: [{destination: {host: tcp-echo.local, subset: v2}}]\n",
+    );
+    let error = resolve_error(&[tcp_echo_service(), TCP_ECHO_GATEWAY, &canary]);
+    assert_eq!(
+        error.file,
+        Path::new("rules/2.yaml"),
+        "the later file is at fault: {error}"
+    );
+    assert_error(
+        &error,
+        1,
+        "spec.tcp[0]",
+        Some(line_of(&canary, "  - route:")),
+        "gateway default/tcp-echo-gateway listener 0.0.0.0:31400 is already routed by \
+         VirtualService default/tcp-echo (rules/1.yaml document 2) tcp[0] (gateway \
+         default/tcp-echo-gateway)",
+    );
+    // Two gateways with a server on one port, each bound by a VirtualService.
+    let other = format!(
+        "{}---\n{}",
+        gateway_doc(
+            "other-gateway",
+            "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n",
+        ),
+        canary.replace("[tcp-echo-gateway]", "[other-gateway]")
+    );
+    let error = resolve_error(&[tcp_echo_service(), TCP_ECHO_GATEWAY, &other]);
+    assert!(
+        error
+            .message
+            .contains("gateway default/other-gateway listener 0.0.0.0:31400 is already routed by"),
+        "another gateway on the same port: {error}"
     );
 }
 
