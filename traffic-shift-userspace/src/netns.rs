@@ -1,0 +1,85 @@
+//! Facts about a network namespace, gathered from a short-lived thread that
+//! enters it (namespaces are per thread: never `setns` a tokio worker).
+
+use std::{
+    collections::HashSet,
+    fs::File,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd as _,
+    path::Path,
+};
+
+/// The addresses of every interface in the network namespace at `netns`
+/// (e.g. `/proc/self/ns/net`, `/var/run/netns/NAME`).
+pub fn local_addresses(netns: &Path) -> std::io::Result<HashSet<IpAddr>> {
+    let netns = File::open(netns)?;
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with a namespace fd we own.
+        if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        interface_addresses()
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("the netns thread panicked"))?
+}
+
+/// Whether `ip` belongs to this node as `local` describes it: any loopback
+/// address (all of 127.0.0.0/8 is local on Linux) or an interface address.
+pub fn is_local<S: std::hash::BuildHasher>(local: &HashSet<IpAddr, S>, ip: IpAddr) -> bool {
+    ip.is_loopback() || local.contains(&ip)
+}
+
+fn interface_addresses() -> std::io::Result<HashSet<IpAddr>> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&raw mut list) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut addresses = HashSet::new();
+    let mut cursor = list;
+    while !cursor.is_null() {
+        // SAFETY: a node of the list getifaddrs returned; its ifa_addr is
+        // null or points to a sockaddr of the family it names.
+        unsafe {
+            let addr = (*cursor).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = addr.cast::<libc::sockaddr_in>().read_unaligned();
+                        addresses
+                            .insert(IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = addr.cast::<libc::sockaddr_in6>().read_unaligned();
+                        addresses.insert(IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            cursor = (*cursor).ifa_next;
+        }
+    }
+    // SAFETY: the list getifaddrs allocated, freed once.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(addresses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_local_here() {
+        let local = local_addresses(Path::new("/proc/self/ns/net")).expect("own netns");
+        assert!(is_local(&local, "127.0.0.1".parse().unwrap()));
+        assert!(
+            is_local(&local, "127.100.0.1".parse().unwrap()),
+            "all of 127/8 is local"
+        );
+        assert!(
+            !is_local(&local, "192.0.2.1".parse().unwrap()),
+            "TEST-NET-1 is nobody's address"
+        );
+    }
+}
