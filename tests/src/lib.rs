@@ -237,7 +237,13 @@ pub struct Agent {
 impl Agent {
     /// Starts `traffic-shift run` on `rules` (a directory the test owns) for
     /// `cgroup`, and waits until every initial file was applied or refused.
-    pub fn start(name: &str, rules: &Path, cgroup: &Cgroup, expect_files: usize) -> Self {
+    pub fn start(
+        name: &str,
+        rules: &Path,
+        cgroup: &Cgroup,
+        netns: &Netns,
+        expect_files: usize,
+    ) -> Self {
         let state = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&state);
         std::fs::create_dir_all(&state).expect("state dir");
@@ -251,6 +257,8 @@ impl Agent {
             .arg(&cgroup.path)
             .arg("--bpffs")
             .arg(&bpffs)
+            .arg("--netns")
+            .arg(format!("/var/run/netns/{}", netns.name))
             .arg("--events")
             .arg(&events)
             .env("TRAFFIC_SHIFT_LOG", "debug")
@@ -360,10 +368,12 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn start(netns: &Netns, cgroup: &Cgroup) -> Self {
+    /// In `netns`, and in `cgroup` when given (the connect-time hooks apply
+    /// only there; a remote client of the gateway has none).
+    pub fn start(netns: &Netns, cgroup: Option<&Cgroup>) -> Self {
         let mut cmd = Command::new(binary("TS_CLIENT_BIN", "ts-client"));
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-        let mut child = spawn_in(&mut cmd, netns, Some(cgroup));
+        let mut child = spawn_in(&mut cmd, netns, cgroup);
         let stdin = child.stdin.take().expect("piped");
         let stdout: ChildStdout = child.stdout.take().expect("piped");
         let (tx, replies) = mpsc::channel();
@@ -465,6 +475,7 @@ impl Scenario {
                 "destination-rule.yaml",
                 tcp_echo_rule("destination-rule.yaml"),
             ),
+            ("gateway.yaml", tcp_echo_rule("gateway.yaml")),
         ];
         for (file, text) in files {
             all.retain(|(f, _)| f != file);
@@ -473,8 +484,8 @@ impl Scenario {
         for (file, text) in &all {
             std::fs::write(rules_dir.join(file), text).expect("write rules");
         }
-        let agent = Agent::start(&name, &rules_dir, &cgroup, all.len());
-        let client = Client::start(&netns, &cgroup);
+        let agent = Agent::start(&name, &rules_dir, &cgroup, &netns, all.len());
+        let client = Client::start(&netns, Some(&cgroup));
         Self {
             client,
             agent,
@@ -489,6 +500,60 @@ impl Scenario {
 impl Drop for Scenario {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.rules_dir);
+    }
+}
+
+/// A client network namespace joined to a node namespace by a veth pair:
+/// the node is 198.18.0.1/24 (RFC 2544 benchmarking range, only ever inside
+/// these namespaces), the client 198.18.0.2/24. Deleted on drop.
+pub struct RemoteClient {
+    pub client: Client,
+    pub netns: Netns,
+}
+
+/// The node's address on the veth, as the remote client reaches it.
+pub const NODE_ADDR: &str = "198.18.0.1";
+pub const REMOTE_CLIENT_ADDR: &str = "198.18.0.2";
+
+impl RemoteClient {
+    pub fn start(node: &Netns) -> Self {
+        let netns = Netns::new(&format!("{}-c", node.name));
+        run(Command::new("ip").args([
+            "-n",
+            &node.name,
+            "link",
+            "add",
+            "ts-node",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ts-client",
+            "netns",
+            &netns.name,
+        ]));
+        run(Command::new("ip").args([
+            "-n",
+            &node.name,
+            "addr",
+            "add",
+            &format!("{NODE_ADDR}/24"),
+            "dev",
+            "ts-node",
+        ]));
+        run(Command::new("ip").args(["-n", &node.name, "link", "set", "ts-node", "up"]));
+        run(Command::new("ip").args([
+            "-n",
+            &netns.name,
+            "addr",
+            "add",
+            &format!("{REMOTE_CLIENT_ADDR}/24"),
+            "dev",
+            "ts-client",
+        ]));
+        run(Command::new("ip").args(["-n", &netns.name, "link", "set", "ts-client", "up"]));
+        let client = Client::start(&netns, None);
+        Self { client, netns }
     }
 }
 

@@ -8,6 +8,7 @@
 use std::{
     collections::BTreeMap,
     io::Write as _,
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -15,10 +16,13 @@ use std::{
 use notify::Watcher as _;
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
+use traffic_shift_common::ServiceKey;
+
 use crate::{
     compile::{self, Compiled},
     config::{self, RulesFile},
     datapath::{Datapath, DatapathError},
+    sockets,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,8 @@ pub struct AgentOptions {
     pub rules: PathBuf,
     pub cgroup: PathBuf,
     pub bpffs: PathBuf,
+    /// The network namespace the gateway (`sk_lookup`) serves, as a file.
+    pub netns: PathBuf,
     /// JSON lines, one per file accepted or refused (for scripts and tests).
     pub events: Option<PathBuf>,
 }
@@ -68,10 +74,23 @@ struct Agent {
     refused: BTreeMap<PathBuf, Option<String>>,
     events: Option<std::fs::File>,
     generation: u64,
+    netns: PathBuf,
+    /// Endpoints of gateway routes: their listening sockets are wanted.
+    gateway_endpoints: BTreeMap<ServiceKey, SocketAddr>,
+    /// Sockets registered for them: endpoint -> socket inode, so a backend
+    /// restarted with a new socket is noticed.
+    registered: BTreeMap<ServiceKey, u64>,
 }
 
 /// Runs until SIGINT or SIGTERM; then detaches and removes the pins.
 pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
+    // First of all, and once: a signal that arrives while the programs load
+    // or the first rules apply must stop the agent cleanly, not kill it
+    // with its programs attached; and a stream made per loop iteration would
+    // miss a signal that arrives during a rescan.
+    let signal = |kind| tokio::signal::unix::signal(kind).map_err(AgentError::Signal);
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     let rules = options
         .rules
         .canonicalize()
@@ -92,8 +111,13 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         ),
         None => None,
     };
-    let datapath = Datapath::load(&options.cgroup, &options.bpffs)?;
-    tracing::info!(cgroup = %options.cgroup.display(), pins = %datapath.pin_dir().display(), "programs attached");
+    let datapath = Datapath::load(&options.cgroup, &options.netns, &options.bpffs)?;
+    tracing::info!(
+        cgroup = %options.cgroup.display(),
+        netns = %options.netns.display(),
+        pins = %datapath.pin_dir().display(),
+        "programs attached"
+    );
     let mut agent = Agent {
         datapath,
         rules: rules.clone(),
@@ -101,6 +125,9 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         refused: BTreeMap::new(),
         events,
         generation: 0,
+        netns: options.netns.clone(),
+        gateway_endpoints: BTreeMap::new(),
+        registered: BTreeMap::new(),
     };
 
     let (tx, mut rx) = mpsc::channel::<()>(16);
@@ -119,15 +146,13 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         })?;
 
     agent.rescan();
+    agent.register_sockets();
     tracing::info!(rules = %agent.rules.display(), files = agent.accepted.len(), "serving; watching for changes");
 
-    // Created once, before the loop: a signal stream made per iteration
-    // would miss a signal that arrives while a rescan runs.
-    let signal = |kind| tokio::signal::unix::signal(kind).map_err(AgentError::Signal);
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     // Safety net for missed inotify events (e.g. a directory replaced whole).
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Endpoint sockets: a restarted backend is registered again within this.
+    let mut socket_tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -139,6 +164,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 agent.rescan();
             }
             _ = tick.tick() => agent.rescan(),
+            _ = socket_tick.tick() => agent.register_sockets(),
         }
     }
     tracing::info!("stopping: detaching programs and removing pins");
@@ -241,7 +267,20 @@ impl Agent {
         }
         let files: Vec<RulesFile> = next.values().map(|(_, f)| f.clone()).collect();
         let model = config::resolve(&files).map_err(|e| e.to_string())?;
-        let compiled: Compiled = compile::compile(&model).map_err(|e| e.to_string())?;
+        let local = crate::netns::local_addresses(&self.netns)
+            .map_err(|e| format!("cannot list the addresses of {}: {e}", self.netns.display()))?;
+        let compiled: Compiled = compile::compile(&model, &|ip| crate::netns::is_local(&local, ip))
+            .map_err(|e| e.to_string())?;
+        // Sockets of new gateway endpoints go in before the tables that
+        // point at them: the first connection after the change finds them.
+        let wanted: BTreeMap<ServiceKey, SocketAddr> = model
+            .routes
+            .iter()
+            .filter(|r| r.gateway.is_some())
+            .flat_map(|r| r.destinations.iter().flat_map(|d| &d.endpoints))
+            .map(|e| (compile::service_key(e.addr), e.addr))
+            .collect();
+        self.sync_sockets(&wanted, false);
         match self.datapath.apply(&compiled) {
             Ok(report) => {
                 self.accepted = next;
@@ -261,6 +300,8 @@ impl Agent {
                 for key in &report.routes_removed {
                     tracing::info!(route = %key, "route removed");
                 }
+                self.gateway_endpoints = wanted;
+                self.register_sockets();
                 for (path, change) in changes {
                     self.refused.remove(path);
                     self.event(
@@ -280,6 +321,76 @@ impl Agent {
                 // Our record of it is kept exact by `apply`; report and keep
                 // the previous file set as the one in force.
                 Err(format!("kernel update failed: {err}"))
+            }
+        }
+    }
+
+    /// Finds the listening socket of every gateway endpoint and registers a
+    /// duplicate of it (pidfd_getfd) for the gateway; a backend that
+    /// restarted with a new socket gets the new one registered. A socket the
+    /// backend closed leaves the kernel map by itself.
+    fn register_sockets(&mut self) {
+        let wanted = self.gateway_endpoints.clone();
+        self.sync_sockets(&wanted, true);
+    }
+
+    /// Registers the sockets of `wanted` endpoints; with `remove_stale`,
+    /// also unregisters endpoints no longer wanted.
+    fn sync_sockets(&mut self, wanted: &BTreeMap<ServiceKey, SocketAddr>, remove_stale: bool) {
+        if remove_stale {
+            let stale: Vec<ServiceKey> = self
+                .registered
+                .keys()
+                .filter(|k| !wanted.contains_key(k))
+                .copied()
+                .collect();
+            for key in stale {
+                self.datapath.unregister_socket(&key);
+                self.registered.remove(&key);
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let in_map = self.datapath.registered_sockets();
+        // One read of the socket tables and one walk of /proc for all of them.
+        let addrs: Vec<SocketAddr> = wanted.values().copied().collect();
+        let mut found = match sockets::find_listeners(&addrs, sockets::Netns::Path(&self.netns)) {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(%err, "cannot look for the endpoints' listening sockets");
+                return;
+            }
+        };
+        for (&key, &addr) in wanted {
+            match found.remove(&addr) {
+                Some(listener)
+                    if self.registered.get(&key) == Some(&listener.inode)
+                        && in_map.contains(&key) => {}
+                Some(listener) => {
+                    let result = sockets::duplicate(&listener, addr)
+                        .map_err(|e| e.to_string())
+                        .and_then(|fd| {
+                            self.datapath
+                                .register_socket(key, &fd)
+                                .map_err(|e| e.to_string())
+                        });
+                    match result {
+                        Ok(()) => {
+                            tracing::info!(endpoint = %addr, pid = listener.pid, inode = listener.inode, "endpoint socket registered");
+                            self.registered.insert(key, listener.inode);
+                        }
+                        Err(err) => {
+                            tracing::warn!(endpoint = %addr, pid = listener.pid, %err, "cannot register the endpoint's socket");
+                        }
+                    }
+                }
+                None => {
+                    if self.registered.remove(&key).is_some() {
+                        self.datapath.unregister_socket(&key);
+                        tracing::warn!(endpoint = %addr, "endpoint has no listening socket any more: missing");
+                    }
+                }
             }
         }
     }

@@ -30,7 +30,10 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
         match config::resolve(&files)
             .map_err(|e| e.to_string())
             .and_then(|model| {
-                compile::compile(&model)
+                let local =
+                    crate::netns::local_addresses(std::path::Path::new("/proc/self/ns/net"))
+                        .unwrap_or_default();
+                compile::compile(&model, &|ip| crate::netns::is_local(&local, ip))
                     .map(|c| (model, c))
                     .map_err(|e| e.to_string())
             }) {
@@ -111,7 +114,14 @@ mod tests {
             out.contains("subset v1 weight 1: 127.0.0.1:19001 [::1]:19001"),
             "{out}"
         );
-        assert!(out.ends_with("valid: 3 files, 1 routes\n"), "{out}");
+        assert!(
+            out.contains(
+                "route default/tcp-echo/tcp[0]/gateway default/tcp-echo-gateway port 31400"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("0.0.0.0:31400 [::]:31400"), "{out}");
+        assert!(out.ends_with("valid: 4 files, 2 routes\n"), "{out}");
     }
 
     #[test]
@@ -120,6 +130,7 @@ mod tests {
             let (ok, out) = run(&[
                 rules("tcp-echo/service-entry.yaml"),
                 rules("tcp-echo/destination-rule.yaml"),
+                rules("tcp-echo/gateway.yaml"),
                 rules("tcp-echo/examples").join(example),
             ]);
             assert!(ok, "{example}:\n{out}");

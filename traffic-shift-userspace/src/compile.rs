@@ -46,6 +46,14 @@ pub enum CompileError {
         first: String,
         second: String,
     },
+    #[error(
+        "{route} (from {source_file}): endpoint {endpoint} is not on this node; the sk_lookup gateway hands connections only to local listening sockets (the XDP gateway for remote endpoints is not built yet): bind the route to mesh or use a local endpoint"
+    )]
+    RemoteEndpoint {
+        route: String,
+        source_file: String,
+        endpoint: SocketAddr,
+    },
 }
 
 /// What one kernel route holds.
@@ -53,8 +61,12 @@ pub enum CompileError {
 pub struct KernelRoute {
     /// `TcpRoute::key` plus the family, e.g. `default/tcp-echo/tcp[0]/port 9000 ipv4`.
     pub key: String,
-    /// Service keys (address:port) that point at this route.
+    /// Keys (address:port) that point at this route: service addresses in
+    /// `TS_SERVICES` for a mesh route, gateway addresses in `TS_GATEWAYS`
+    /// (zero address: any) for a gateway route.
     pub listeners: Vec<ServiceKey>,
+    /// A gateway route (the `sk_lookup` path) rather than a mesh one.
+    pub gateway: bool,
     pub service_id: u32,
     pub table: Box<RouteTable>,
     /// For logs and status: `subset weight` per destination, in table order.
@@ -78,7 +90,12 @@ pub struct Compiled {
 }
 
 /// Compiles the model. Fails as a whole: nothing partial reaches the kernel.
-pub fn compile(model: &RoutingModel) -> Result<Compiled, CompileError> {
+/// `is_local` says whether an address belongs to this node (the gateway's
+/// network namespace): gateway routes can only reach local endpoints.
+pub fn compile(
+    model: &RoutingModel,
+    is_local: &dyn Fn(IpAddr) -> bool,
+) -> Result<Compiled, CompileError> {
     let mut endpoint_ids: BTreeMap<SocketAddr, u32> = BTreeMap::new();
     for route in &model.routes {
         for dest in &route.destinations {
@@ -89,7 +106,8 @@ pub fn compile(model: &RoutingModel) -> Result<Compiled, CompileError> {
         }
     }
     let mut service_ids: BTreeMap<(&str, u16), u32> = BTreeMap::new();
-    let mut owner: BTreeMap<SocketAddr, &str> = BTreeMap::new();
+    // Mesh and gateway listeners live in different maps: they never conflict.
+    let mut owner: BTreeMap<(bool, SocketAddr), &str> = BTreeMap::new();
     let mut compiled = Compiled::default();
     let mut n_services = 0;
     for route in &model.routes {
@@ -97,8 +115,22 @@ pub fn compile(model: &RoutingModel) -> Result<Compiled, CompileError> {
         let service_id = *service_ids
             .entry((&route.service_host, route.service_port))
             .or_insert(next);
+        if route.gateway.is_some() {
+            let remote = route
+                .destinations
+                .iter()
+                .flat_map(|d| &d.endpoints)
+                .find(|e| !is_local(e.addr.ip()));
+            if let Some(endpoint) = remote {
+                return Err(CompileError::RemoteEndpoint {
+                    route: route.key.clone(),
+                    source_file: route.source.clone(),
+                    endpoint: endpoint.addr,
+                });
+            }
+        }
         for listener in &route.listeners {
-            if let Some(first) = owner.insert(*listener, &route.key) {
+            if let Some(first) = owner.insert((route.gateway.is_some(), *listener), &route.key) {
                 return Err(CompileError::Conflict {
                     listener: *listener,
                     first: first.to_owned(),
@@ -215,6 +247,7 @@ fn kernel_route(
     table.n_slots = u32::try_from(slots.len()).expect("bounded by MAX_SLOTS");
     table.slots[..slots.len()].copy_from_slice(&slots);
     Ok(KernelRoute {
+        gateway: route.gateway.is_some(),
         key: format!(
             "{} {}",
             route.key,
@@ -499,5 +532,63 @@ mod tests {
         assert_eq!(k6.addr[0].to_ne_bytes(), [0xfd, 0, 0x74, 0x73]);
         assert_eq!(k6.addr[3].to_ne_bytes(), [0, 0, 0, 1]);
         assert_eq!(k6.family, FAMILY_V6);
+    }
+}
+
+#[cfg(test)]
+mod gateway_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::{Destination, Endpoint};
+
+    fn gateway_route(endpoint: &str) -> RoutingModel {
+        RoutingModel {
+            routes: vec![TcpRoute {
+                key: "default/tcp-echo/tcp[0]/gateway default/gw port 31400".into(),
+                source: "gw.yaml".into(),
+                gateway: Some("default/gw".into()),
+                service_host: "tcp-echo.local".into(),
+                service_port: 31400,
+                listeners: vec!["0.0.0.0:31400".parse().unwrap()],
+                selection: Selection::Smooth,
+                destinations: vec![Destination {
+                    host: "tcp-echo.local".into(),
+                    subset: Some("v1".into()),
+                    weight: 1,
+                    endpoint_selection: Selection::Smooth,
+                    endpoints: vec![Endpoint {
+                        addr: endpoint.parse().unwrap(),
+                        labels: BTreeMap::new(),
+                    }],
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_gateway_route_to_a_remote_endpoint_is_refused_naming_it() {
+        let err = compile(&gateway_route("192.0.2.10:9000"), &|ip| ip.is_loopback()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("192.0.2.10:9000") && text.contains("not on this node"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_gateway_route_to_a_local_endpoint_goes_to_the_gateway_map_with_the_any_address() {
+        let compiled =
+            compile(&gateway_route("127.0.0.1:19001"), &|ip| ip.is_loopback()).expect("compiles");
+        let route = compiled.routes.values().next().expect("one route");
+        assert!(route.gateway);
+        assert_eq!(
+            route.listeners,
+            vec![service_key("0.0.0.0:31400".parse().unwrap())]
+        );
+        assert_eq!(
+            route.listeners[0].addr, [0; 4],
+            "the zero address stands for any local address"
+        );
     }
 }

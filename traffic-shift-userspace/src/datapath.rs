@@ -14,8 +14,8 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError},
+    maps::{HashMap, MapData, MapError, PerCpuArray, SockHash},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SkLookup},
 };
 use traffic_shift_common::{Event, RouteTable, ServiceKey, ServiceValue, map_names};
 
@@ -48,6 +48,14 @@ pub enum DatapathError {
         "another traffic-shift agent holds {path}; stop it, or give this one its own --bpffs directory"
     )]
     Busy { path: PathBuf },
+    #[error(
+        "cannot open network namespace {path}: {source}; pass a netns file with --netns (e.g. /var/run/netns/NAME)"
+    )]
+    Netns {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open cgroup {path}: {source}; pass a cgroup v2 directory with --cgroup")]
     Cgroup {
         path: PathBuf,
@@ -93,16 +101,20 @@ pub struct ApplyReport {
     pub routes_added: Vec<String>,
     pub routes_changed: Vec<String>,
     pub routes_removed: Vec<String>,
-    pub services_written: usize,
-    pub services_removed: usize,
+    /// Service and gateway keys written and removed.
+    pub keys_written: usize,
+    pub keys_removed: usize,
 }
 
 pub struct Datapath {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
+    gateways: HashMap<MapData, ServiceKey, ServiceValue>,
+    sockets: SockHash<MapData, ServiceKey>,
     routes: HashMap<MapData, u32, RouteTable>,
     events: PerCpuArray<MapData, u64>,
     loaded_routes: BTreeMap<String, LoadedRoute>,
     loaded_services: BTreeMap<ServiceKey, ServiceValue>,
+    loaded_gateways: BTreeMap<ServiceKey, ServiceValue>,
     pin_dir: PathBuf,
     /// Owns the programs and their cgroup links: dropping it detaches them.
     _ebpf: Ebpf,
@@ -111,9 +123,11 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    /// Loads the programs, attaches them to `cgroup` and pins the maps under
-    /// `pin_dir` (created; must be inside a bpffs mount).
-    pub fn load(cgroup: &Path, pin_dir: &Path) -> Result<Self, DatapathError> {
+    /// Loads the programs, attaches the connect-time ones to `cgroup` and
+    /// the gateway (`sk_lookup`) to the network namespace `netns` (a file
+    /// such as `/proc/self/ns/net`), and pins the maps under `pin_dir`
+    /// (created; must be inside a bpffs mount).
+    pub fn load(cgroup: &Path, netns: &Path, pin_dir: &Path) -> Result<Self, DatapathError> {
         let parent = pin_dir.parent().unwrap_or(Path::new("/"));
         if !is_bpffs(parent) {
             return Err(DatapathError::NoBpffs {
@@ -138,6 +152,10 @@ impl Datapath {
 
         let cgroup_file = File::open(cgroup).map_err(|source| DatapathError::Cgroup {
             path: cgroup.to_owned(),
+            source,
+        })?;
+        let netns_file = File::open(netns).map_err(|source| DatapathError::Netns {
+            path: netns.to_owned(),
             source,
         })?;
         let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
@@ -168,11 +186,31 @@ impl Datapath {
                 .attach(&cgroup_file, CgroupAttachMode::Single)
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
+        let name = "ts_sk_lookup";
+        let program: &mut SkLookup = ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::Program {
+                name,
+                source: ProgramError::UnexpectedProgramType,
+            })?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        program
+            .load()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        program
+            .attach(&netns_file)
+            .map_err(|source| DatapathError::Program { name, source })?;
         let services = take_map(&mut ebpf, map_names::SERVICES)?;
+        let gateways = take_map(&mut ebpf, map_names::GATEWAYS)?;
+        let sockets = take_map(&mut ebpf, map_names::SOCKETS)?;
         let routes = take_map(&mut ebpf, map_names::ROUTES)?;
         let events = take_map(&mut ebpf, map_names::EVENTS)?;
         Ok(Self {
             services,
+            gateways,
+            sockets,
+            loaded_gateways: BTreeMap::new(),
             routes,
             events,
             loaded_routes: BTreeMap::new(),
@@ -190,6 +228,7 @@ impl Datapath {
         let map_err = |name| move |source| DatapathError::Map { name, source };
 
         let mut desired_services = BTreeMap::new();
+        let mut desired_gateways = BTreeMap::new();
         for (key, route) in &compiled.routes {
             let loaded = self.loaded_routes.get(key);
             let unchanged = loaded.is_some_and(|l| {
@@ -218,8 +257,13 @@ impl Datapath {
                     },
                 );
             }
+            let desired = if route.gateway {
+                &mut desired_gateways
+            } else {
+                &mut desired_services
+            };
             for listener in &route.listeners {
-                desired_services.insert(
+                desired.insert(
                     *listener,
                     ServiceValue {
                         route_id: id,
@@ -228,27 +272,23 @@ impl Datapath {
                 );
             }
         }
-        for (key, value) in &desired_services {
-            if self.loaded_services.get(key) != Some(value) {
-                self.services
-                    .insert(key, value, 0)
-                    .map_err(map_err(map_names::SERVICES))?;
-                self.loaded_services.insert(*key, *value);
-                report.services_written += 1;
-            }
-        }
-        let stale: Vec<ServiceKey> = self
-            .loaded_services
-            .keys()
-            .filter(|k| !desired_services.contains_key(k))
-            .copied()
-            .collect();
-        for key in stale {
-            self.services
-                .remove(&key)
-                .map_err(map_err(map_names::SERVICES))?;
-            self.loaded_services.remove(&key);
-            report.services_removed += 1;
+        for (map, loaded, desired, name) in [
+            (
+                &mut self.services,
+                &mut self.loaded_services,
+                &desired_services,
+                map_names::SERVICES,
+            ),
+            (
+                &mut self.gateways,
+                &mut self.loaded_gateways,
+                &desired_gateways,
+                map_names::GATEWAYS,
+            ),
+        ] {
+            let (written, removed) = sync_keys(map, loaded, desired).map_err(map_err(name))?;
+            report.keys_written += written;
+            report.keys_removed += removed;
         }
         let gone: Vec<String> = self
             .loaded_routes
@@ -272,6 +312,33 @@ impl Datapath {
         (0..traffic_shift_common::MAX_ROUTES)
             .find(|id| !used.contains(id))
             .ok_or(DatapathError::NoRouteId(used.len()))
+    }
+
+    /// Puts `socket` (a listening socket) into the gateway's socket map for
+    /// the endpoint `key`, replacing any socket it had. The map holds its own
+    /// reference: the caller may close its fd, and when the backend closes
+    /// the socket the kernel removes the entry by itself.
+    pub fn register_socket(
+        &mut self,
+        key: ServiceKey,
+        socket: &impl std::os::fd::AsRawFd,
+    ) -> Result<(), DatapathError> {
+        self.sockets
+            .insert(key, socket.as_raw_fd(), 0)
+            .map_err(|source| DatapathError::Map {
+                name: map_names::SOCKETS,
+                source,
+            })
+    }
+
+    /// Removes the endpoint's socket, if any.
+    pub fn unregister_socket(&mut self, key: &ServiceKey) {
+        let _ = self.sockets.remove(key);
+    }
+
+    /// Endpoints that have a socket in the gateway's map now.
+    pub fn registered_sockets(&self) -> BTreeSet<ServiceKey> {
+        self.sockets.keys().filter_map(Result::ok).collect()
     }
 
     /// Event counters summed over CPUs, indexed by `Event`.
@@ -304,6 +371,34 @@ impl Drop for Datapath {
         remove_pins(&self.pin_dir);
         let _ = std::fs::remove_dir(&self.pin_dir);
     }
+}
+
+/// Makes `map` hold exactly `desired`, writing only what differs from
+/// `loaded` (our record of the map, kept exact even when a write fails).
+/// Returns (keys written, keys removed).
+fn sync_keys(
+    map: &mut HashMap<MapData, ServiceKey, ServiceValue>,
+    loaded: &mut BTreeMap<ServiceKey, ServiceValue>,
+    desired: &BTreeMap<ServiceKey, ServiceValue>,
+) -> Result<(usize, usize), MapError> {
+    let mut written = 0;
+    for (key, value) in desired {
+        if loaded.get(key) != Some(value) {
+            map.insert(key, value, 0)?;
+            loaded.insert(*key, *value);
+            written += 1;
+        }
+    }
+    let stale: Vec<ServiceKey> = loaded
+        .keys()
+        .filter(|k| !desired.contains_key(k))
+        .copied()
+        .collect();
+    for key in &stale {
+        map.remove(key)?;
+        loaded.remove(key);
+    }
+    Ok((written, stale.len()))
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>

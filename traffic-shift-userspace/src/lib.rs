@@ -11,3 +11,5 @@ pub mod compile;
 pub mod config;
 pub mod datapath;
 pub mod model;
+pub mod netns;
+pub mod sockets;

@@ -36,6 +36,11 @@ enum Command {
         /// Where the maps are pinned (inside a bpffs mount); one agent per directory.
         #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/traffic-shift")]
         bpffs: PathBuf,
+        /// The network namespace whose incoming connections the gateway
+        /// (sk_lookup) routes, as a file. Default: the agent's own.
+        /// Example: `/var/run/netns/node`.
+        #[arg(long, value_name = "PATH", default_value = "/proc/self/ns/net")]
+        netns: PathBuf,
         /// Append one JSON line per file applied or refused. Example: `/run/traffic-shift/events.jsonl`.
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
@@ -73,6 +78,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             rules,
             cgroup,
             bpffs,
+            netns,
             events,
         } => {
             let cgroup = match cgroup {
@@ -88,6 +94,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 rules,
                 cgroup,
                 bpffs,
+                netns,
                 events,
             }))?;
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,194 @@
+//! End-to-end: the ingress gateway (sk_lookup) as in Istio's TCP Traffic
+//! Shifting task: a Gateway with a TCP server on port 31400 and the
+//! tcp-echo VirtualService bound to it. A client in its own network
+//! namespace reaches the node over a veth pair; the agent hands each new
+//! connection straight to the listening socket of a local tcp-echo backend,
+//! found in the backend's process and duplicated with pidfd_getfd.
+
+use std::time::{Duration, Instant};
+
+use traffic_shift_tests::{
+    NODE_ADDR, REMOTE_CLIENT_ADDR, RemoteClient, Scenario, echo_backend, tcp_echo_rule,
+};
+
+const ALL_V1: &str = "examples/vs-all-v1.yaml";
+const V2_20: &str = "examples/vs-20-v2.yaml";
+const ALL_V2: &str = "examples/vs-all-v2.yaml";
+
+fn gateway() -> String {
+    format!("{NODE_ADDR}:31400")
+}
+
+/// (answers `one`, answers `two`, connection errors) of `n` connections.
+fn burst(
+    client: &mut traffic_shift_tests::Client,
+    target: &str,
+    n: usize,
+) -> (u64, u64, Vec<String>) {
+    let reply = client.call(&format!("burst {target} {n}"));
+    let count = |k: &str| reply["answers"][k].as_u64().unwrap_or(0);
+    let errors: Vec<String> = reply["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e.as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        count("one") + count("two") + errors.len() as u64,
+        n as u64,
+        "unexpected answers: {reply}"
+    );
+    (count("one"), count("two"), errors)
+}
+
+#[test]
+fn the_seed_loop_through_the_gateway() {
+    let mut s = Scenario::tcp_echo("gw-seed", &tcp_echo_rule(ALL_V1));
+    let mut remote = RemoteClient::start(&s.netns);
+    // Istio's task: `for i in {1..20}; do ... nc $INGRESS_HOST $TCP_INGRESS_PORT; done`
+    let (one, two, errors) = burst(&mut remote.client, &gateway(), 20);
+    assert_eq!(
+        (one, two, errors.len()),
+        (20, 0, 0),
+        "all-v1 through the gateway: {errors:?}"
+    );
+
+    let event = s
+        .agent
+        .write_rules("virtual-service.yaml", &tcp_echo_rule(V2_20));
+    assert_eq!(event["result"], "applied", "{event}");
+    let (one, two, errors) = burst(&mut remote.client, &gateway(), 1000);
+    println!("gateway smooth 80/20 over 1000 connections: one={one} two={two}");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        (199..=201).contains(&two),
+        "gateway 80/20: v2 got {two} of 1000, want 200 +- 1"
+    );
+}
+
+#[test]
+fn the_backend_sees_the_client_address() {
+    let s = Scenario::tcp_echo("gw-peer", &tcp_echo_rule(ALL_V1));
+    let mut remote = RemoteClient::start(&s.netns);
+    let peer = remote.client.call(&format!("peer {}", gateway()));
+    let whoami = peer["whoami"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no answer: {peer}"));
+    assert!(whoami.starts_with("one "), "v1 answered: {whoami}");
+    assert!(
+        whoami.contains(&format!("peer={REMOTE_CLIENT_ADDR}:")),
+        "no NAT: the backend sees the client's own address: {whoami}"
+    );
+    assert_eq!(
+        peer["peername"],
+        gateway(),
+        "the client sees the gateway address: {peer}"
+    );
+}
+
+#[test]
+fn held_gateway_connections_keep_their_backend_across_a_shift() {
+    let mut s = Scenario::tcp_echo("gw-held", &tcp_echo_rule(ALL_V1));
+    let mut remote = RemoteClient::start(&s.netns);
+    let held = remote.client.call(&format!("hold {} 10", gateway()));
+    assert_eq!(
+        held["answers"],
+        serde_json::json!(vec!["one"; 10]),
+        "{held}"
+    );
+    let event = s
+        .agent
+        .write_rules("virtual-service.yaml", &tcp_echo_rule(ALL_V2));
+    assert_eq!(event["result"], "applied", "{event}");
+    let (one, two, errors) = burst(&mut remote.client, &gateway(), 20);
+    assert_eq!(
+        (one, two, errors.len()),
+        (0, 20, 0),
+        "new connections follow the shift: {errors:?}"
+    );
+    let again = remote.client.call("held");
+    assert_eq!(
+        again["answers"],
+        serde_json::json!(vec!["one"; 10]),
+        "held connections stay on v1: {again}"
+    );
+}
+
+#[test]
+fn a_port_without_a_rule_reaches_whatever_listens_there() {
+    let s = Scenario::tcp_echo("gw-pass", &tcp_echo_rule(ALL_V1));
+    let _other = echo_backend(&s.netns, "three", &["0.0.0.0:31401"]);
+    let mut remote = RemoteClient::start(&s.netns);
+    let peer = remote.client.call(&format!("peer {NODE_ADDR}:31401"));
+    assert!(
+        peer["whoami"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("three ")),
+        "port 31401 has no gateway rule: its own listener answers: {peer}"
+    );
+}
+
+#[test]
+fn a_restarted_backend_is_registered_again_and_the_gap_is_refused_not_hung() {
+    let mut s = Scenario::tcp_echo("gw-restart", &tcp_echo_rule(V2_20));
+    let mut remote = RemoteClient::start(&s.netns);
+    let (_, two, errors) = burst(&mut remote.client, &gateway(), 100);
+    assert_eq!(
+        (two, errors.len()),
+        (20, 0),
+        "80/20 before the restart: {errors:?}"
+    );
+
+    // v2 goes away: its listening socket closes and leaves the kernel map.
+    let v2 = s.backends.remove(1);
+    drop(v2);
+    let started = Instant::now();
+    let (one, two, errors) = burst(&mut remote.client, &gateway(), 100);
+    let gap = started.elapsed();
+    println!(
+        "gateway with v2 down: one={one} two={two} refused={} in {gap:?}",
+        errors.len()
+    );
+    assert_eq!(
+        (one, two),
+        (80, 0),
+        "v1's share is served, v2 has no socket: {errors:?}"
+    );
+    assert_eq!(errors.len(), 20, "v2's share is refused");
+    for e in &errors {
+        assert!(
+            e.contains("refused"),
+            "refused at once (reset), never left hanging: {e}"
+        );
+    }
+
+    // v2 comes back with a new socket: the agent registers it.
+    let restarted = Instant::now();
+    s.backends.push(echo_backend(
+        &s.netns,
+        "two",
+        &["127.0.0.1:19002", "[::1]:19002"],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, two, errors) = burst(&mut remote.client, &gateway(), 5);
+        if two > 0 && errors.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "v2 not reachable 5 s after its restart:\n{}",
+            s.agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "v2 reachable again {:?} after its restart",
+        restarted.elapsed()
+    );
+    let (_, two, errors) = burst(&mut remote.client, &gateway(), 100);
+    assert!(
+        errors.is_empty() && (19..=21).contains(&two),
+        "80/20 again: two={two} {errors:?}"
+    );
+}
