@@ -230,6 +230,7 @@ pub struct Agent {
     pub events: PathBuf,
     /// Its `--bpffs` pin directory.
     pub bpffs: PathBuf,
+    pub status_file: PathBuf,
     pub log: PathBuf,
     seen_events: usize,
 }
@@ -249,6 +250,7 @@ impl Agent {
         std::fs::create_dir_all(&state).expect("state dir");
         let events = state.join("events.jsonl");
         let bpffs = PathBuf::from(format!("/sys/fs/bpf/{name}"));
+        let status_file = state.join("status.json");
         let log = state.join("agent.log");
         let mut cmd = Command::new(binary("TRAFFIC_SHIFT_BIN", "traffic-shift"));
         cmd.args(["run", "--rules"])
@@ -261,6 +263,8 @@ impl Agent {
             .arg(format!("/var/run/netns/{}", netns.name))
             .arg("--events")
             .arg(&events)
+            .arg("--status-file")
+            .arg(&status_file)
             .env("TRAFFIC_SHIFT_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("log file"));
@@ -273,6 +277,7 @@ impl Agent {
             rules: rules.to_owned(),
             events,
             bpffs,
+            status_file,
             log,
             seen_events: 0,
         };
@@ -283,6 +288,38 @@ impl Agent {
             agent.log_text()
         );
         agent
+    }
+
+    /// `traffic-shift status` for this agent: its whole output.
+    pub fn status(&self) -> String {
+        let out = Command::new(binary("TRAFFIC_SHIFT_BIN", "traffic-shift"))
+            .arg("status")
+            .arg("--status-file")
+            .arg(&self.status_file)
+            .output()
+            .expect("run traffic-shift status");
+        assert!(
+            out.status.success(),
+            "traffic-shift status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 status")
+    }
+
+    /// Waits (up to 5 s) until `status` output satisfies `ready`; returns it.
+    pub fn wait_status(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let status = self.status();
+            if ready(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "status never showed {what}:\n{status}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The directory holding the agent's log and events file.

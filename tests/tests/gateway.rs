@@ -139,6 +139,15 @@ fn a_restarted_backend_is_registered_again_and_the_gap_is_refused_not_hung() {
         "80/20 before the restart: {errors:?}"
     );
 
+    let status = s.agent.wait_status("v2 registered", |t| {
+        endpoint_state(t, "127.0.0.1:19002") == Some("registered")
+    });
+    assert_eq!(
+        endpoint_state(&status, "127.0.0.1:19001"),
+        Some("registered"),
+        "{status}"
+    );
+
     // v2 goes away: its listening socket closes and leaves the kernel map.
     let v2 = s.backends.remove(1);
     drop(v2);
@@ -161,6 +170,10 @@ fn a_restarted_backend_is_registered_again_and_the_gap_is_refused_not_hung() {
             "refused at once (reset), never left hanging: {e}"
         );
     }
+
+    s.agent.wait_status("v2 missing", |t| {
+        endpoint_state(t, "127.0.0.1:19002") == Some("missing")
+    });
 
     // v2 comes back with a new socket: the agent registers it.
     let restarted = Instant::now();
@@ -191,4 +204,26 @@ fn a_restarted_backend_is_registered_again_and_the_gap_is_refused_not_hung() {
         errors.is_empty() && (19..=21).contains(&two),
         "80/20 again: two={two} {errors:?}"
     );
+    let status = s.agent.wait_status("v2 registered again", |t| {
+        endpoint_state(t, "127.0.0.1:19002") == Some("registered")
+    });
+    let refused: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("gateway_no_socket"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no gateway_no_socket counter in status:\n{status}"));
+    assert!(
+        refused >= 20,
+        "the 20 refusals are counted by reason (gateway_no_socket = {refused}):\n{status}"
+    );
+}
+
+/// The SOCKET column of `status` for a gateway endpoint.
+fn endpoint_state<'a>(status: &'a str, endpoint: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| {
+        let mut cols = l.split_whitespace();
+        (cols.next() == Some(endpoint))
+            .then(|| cols.next())
+            .flatten()
+    })
 }

@@ -57,6 +57,9 @@ pub struct AgentOptions {
     pub bpffs: PathBuf,
     /// The network namespace the gateway (`sk_lookup`) serves, as a file.
     pub netns: PathBuf,
+    /// Where `traffic-shift status` reads the agent's state (JSON, replaced
+    /// whole on every change).
+    pub status_file: PathBuf,
     /// JSON lines, one per file accepted or refused (for scripts and tests).
     pub events: Option<PathBuf>,
 }
@@ -77,9 +80,14 @@ struct Agent {
     netns: PathBuf,
     /// Endpoints of gateway routes: their listening sockets are wanted.
     gateway_endpoints: BTreeMap<ServiceKey, SocketAddr>,
-    /// Sockets registered for them: endpoint -> socket inode, so a backend
-    /// restarted with a new socket is noticed.
-    registered: BTreeMap<ServiceKey, u64>,
+    /// Sockets registered for them: endpoint -> (socket inode, owner pid),
+    /// so a backend restarted with a new socket is noticed.
+    registered: BTreeMap<ServiceKey, (u64, u32)>,
+    /// Route key -> its split, as last applied.
+    splits: BTreeMap<String, String>,
+    status_file: PathBuf,
+    /// The status last written, to write only changes.
+    last_status: String,
 }
 
 /// Runs until SIGINT or SIGTERM; then detaches and removes the pins.
@@ -128,6 +136,9 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         netns: options.netns.clone(),
         gateway_endpoints: BTreeMap::new(),
         registered: BTreeMap::new(),
+        splits: BTreeMap::new(),
+        status_file: options.status_file.clone(),
+        last_status: String::new(),
     };
 
     let (tx, mut rx) = mpsc::channel::<()>(16);
@@ -147,6 +158,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
 
     agent.rescan();
     agent.register_sockets();
+    agent.write_status();
     tracing::info!(rules = %agent.rules.display(), files = agent.accepted.len(), "serving; watching for changes");
 
     // Safety net for missed inotify events (e.g. a directory replaced whole).
@@ -166,8 +178,10 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             _ = tick.tick() => agent.rescan(),
             _ = socket_tick.tick() => agent.register_sockets(),
         }
+        agent.write_status();
     }
     tracing::info!("stopping: detaching programs and removing pins");
+    let _ = std::fs::remove_file(&agent.status_file);
     drop(agent);
     Ok(())
 }
@@ -300,6 +314,11 @@ impl Agent {
                 for key in &report.routes_removed {
                     tracing::info!(route = %key, "route removed");
                 }
+                self.splits = compiled
+                    .routes
+                    .iter()
+                    .map(|(k, r)| (k.clone(), r.summary.clone()))
+                    .collect();
                 self.gateway_endpoints = wanted;
                 self.register_sockets();
                 for (path, change) in changes {
@@ -365,7 +384,7 @@ impl Agent {
         for (&key, &addr) in wanted {
             match found.remove(&addr) {
                 Some(listener)
-                    if self.registered.get(&key) == Some(&listener.inode)
+                    if self.registered.get(&key).map(|r| r.0) == Some(listener.inode)
                         && in_map.contains(&key) => {}
                 Some(listener) => {
                     let result = sockets::duplicate(&listener, addr)
@@ -378,7 +397,7 @@ impl Agent {
                     match result {
                         Ok(()) => {
                             tracing::info!(endpoint = %addr, pid = listener.pid, inode = listener.inode, "endpoint socket registered");
-                            self.registered.insert(key, listener.inode);
+                            self.registered.insert(key, (listener.inode, listener.pid));
                         }
                         Err(err) => {
                             tracing::warn!(endpoint = %addr, pid = listener.pid, %err, "cannot register the endpoint's socket");
@@ -391,6 +410,53 @@ impl Agent {
                         tracing::warn!(endpoint = %addr, "endpoint has no listening socket any more: missing");
                     }
                 }
+            }
+        }
+    }
+
+    /// Writes the status file if anything in it changed (atomically: a
+    /// reader sees the old or the new file, never half of one).
+    fn write_status(&mut self) {
+        let endpoints: Vec<serde_json::Value> = self
+            .gateway_endpoints
+            .iter()
+            .map(|(key, addr)| match self.registered.get(key) {
+                Some(&(inode, pid)) => serde_json::json!({"endpoint": addr.to_string(), "state": "registered", "pid": pid, "inode": inode}),
+                None => serde_json::json!({"endpoint": addr.to_string(), "state": "missing"}),
+            })
+            .collect();
+        let events: serde_json::Map<String, serde_json::Value> = match self.datapath.events() {
+            Ok(events) => events
+                .into_iter()
+                .map(|(e, n)| (e.name().to_owned(), n.into()))
+                .collect(),
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the kernel event counters");
+                serde_json::Map::new()
+            }
+        };
+        let status = serde_json::json!({
+            "generation": self.generation,
+            "rules": self.rules.display().to_string(),
+            "routes": self.splits.iter().map(|(k, v)| serde_json::json!({"route": k, "split": v})).collect::<Vec<_>>(),
+            "gateway_endpoints": endpoints,
+            "events": events,
+        })
+        .to_string();
+        if status == self.last_status {
+            return;
+        }
+        let tmp = self.status_file.with_extension("tmp");
+        let result = self
+            .status_file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, &status))
+            .and_then(|()| std::fs::rename(&tmp, &self.status_file));
+        match result {
+            Ok(()) => self.last_status = status,
+            Err(err) => {
+                tracing::warn!(file = %self.status_file.display(), %err, "cannot write the status file");
             }
         }
     }

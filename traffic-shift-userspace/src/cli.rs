@@ -83,6 +83,81 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
     Ok(false)
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(
+        "cannot read {path}: {source}; is the agent running (`traffic-shift run`), with this --status-file?"
+    )]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not an agent status file: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] std::io::Error),
+}
+
+/// `status`: the agent's routes, gateway endpoints and kernel counters, as
+/// tables that stay readable at 80 columns.
+pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<(), StatusError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StatusError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let status: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| StatusError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+    let str_of = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    writeln!(
+        out,
+        "rules {} (generation {})",
+        str_of(&status["rules"]),
+        status["generation"]
+    )?;
+    // A route key can be long: key on one line, its split below, so the
+    // table stays readable at 80 columns.
+    writeln!(out, "\nROUTE\n    SPLIT (destination weight, ...)")?;
+    for route in status["routes"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{}\n    {}",
+            str_of(&route["route"]),
+            str_of(&route["split"])
+        )?;
+    }
+    let endpoints = status["gateway_endpoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !endpoints.is_empty() {
+        writeln!(out, "\n{:<40} {:<11} PID", "GATEWAY ENDPOINT", "SOCKET")?;
+        for e in &endpoints {
+            let pid = e["pid"]
+                .as_u64()
+                .map_or_else(|| "-".to_owned(), |p| p.to_string());
+            writeln!(
+                out,
+                "{:<40} {:<11} {pid}",
+                str_of(&e["endpoint"]),
+                str_of(&e["state"])
+            )?;
+        }
+    }
+    writeln!(out, "\n{:<24} COUNT", "KERNEL EVENT")?;
+    for (name, count) in status["events"].as_object().into_iter().flatten() {
+        writeln!(out, "{name:<24} {count}")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

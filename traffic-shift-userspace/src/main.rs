@@ -6,6 +6,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use traffic_shift_userspace::{agent, cli, datapath};
 
+const DEFAULT_STATUS_FILE: &str = "/run/traffic-shift/status.json";
+
 #[derive(Parser)]
 #[command(
     name = "traffic-shift",
@@ -41,9 +43,19 @@ enum Command {
         /// Example: `/var/run/netns/node`.
         #[arg(long, value_name = "PATH", default_value = "/proc/self/ns/net")]
         netns: PathBuf,
+        /// Where the agent keeps its status for `traffic-shift status`.
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_STATUS_FILE)]
+        status_file: PathBuf,
         /// Append one JSON line per file applied or refused. Example: `/run/traffic-shift/events.jsonl`.
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
+    },
+    /// Show what the running agent has in force: routes and their splits,
+    /// gateway endpoints (registered or missing) and the kernel's counters.
+    Status {
+        /// The agent's status file (its --status-file).
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_STATUS_FILE)]
+        status_file: PathBuf,
     },
     /// Check rule files offline, exactly as the agent would, and print the
     /// routes they make. Exit code 1 if any file is refused.
@@ -79,6 +91,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             cgroup,
             bpffs,
             netns,
+            status_file,
             events,
         } => {
             let cgroup = match cgroup {
@@ -95,8 +108,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 cgroup,
                 bpffs,
                 netns,
+                status_file,
                 events,
             }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { status_file } => {
+            let mut stdout = std::io::stdout().lock();
+            cli::status(&status_file, &mut stdout)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { paths } => {

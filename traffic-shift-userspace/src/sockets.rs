@@ -1170,13 +1170,139 @@ time.sleep(3600)
 
         let v6only = Backend::spawn(&[], "6", "::", 0, "");
         let a4 = SocketAddr::from(([127, 0, 0, 1], v6only.port));
-        // The table cannot tell, so find says yes, but the socket takes no IPv4.
-        let found = find(a4).expect("the tables show [::] for the port");
-        assert!(matches!(
-            duplicate(&found, a4),
-            Err(SocketError::NotDualStack { .. })
-        ));
+        // sock_diag reports IPV6_V6ONLY: not found for IPv4.
+        assert_eq!(
+            find(a4),
+            None,
+            "an IPv6-only [::] socket cannot serve 127.0.0.1"
+        );
         assert!(take_listener(a4, Netns::Current).unwrap().is_none());
+        // With the /proc fallback find cannot tell; duplicate refuses it.
+        let found = find(SocketAddr::from((Ipv6Addr::LOCALHOST, v6only.port)))
+            .expect("expected the [::] listener for [::1]");
+        let err = duplicate(&found, a4).unwrap_err();
+        assert!(matches!(err, SocketError::NotDualStack { .. }), "got {err}");
+    }
+
+    #[test]
+    fn sock_diag_agrees_with_proc_tables() {
+        require_root();
+        let netns = TestNetns::new();
+        for (addr, dev) in [("10.1.2.3/32", "lo"), ("2001:db8::1234:5678/128", "lo")] {
+            ip(&["-n", &netns.name, "addr", "add", addr, "dev", dev, "nodad"]);
+        }
+        let exec = ["ip", "netns", "exec", netns.name.as_str()];
+        let backends = [
+            Backend::spawn(&exec, "4", "10.1.2.3", 0, "established"),
+            Backend::spawn(&exec, "4", "0.0.0.0", 0, ""),
+            Backend::spawn(&exec, "6", "2001:db8::1234:5678", 0, ""),
+            Backend::spawn(&exec, "6", "::ffff:10.1.2.3", 0, "dualstack"),
+            Backend::spawn(&exec, "6", "::", 0, "dualstack"),
+            Backend::spawn(&exec, "6", "::", 0, ""),
+        ];
+        let ns = File::open(netns.path()).unwrap();
+        let both = Families { v4: true, v6: true };
+        let (from_diag, from_proc) = std::thread::spawn(move || {
+            rustix::thread::move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
+                .unwrap();
+            (
+                diag::dump_listening(both).expect("expected sock_diag to work on this kernel"),
+                read_tables(Path::new("/proc/thread-self/net"), both).unwrap(),
+            )
+        })
+        .join()
+        .unwrap();
+        let key = |l: &Listening| (l.local, l.inode);
+        let mut diag_keys: Vec<_> = from_diag.iter().map(key).collect();
+        let mut proc_keys: Vec<_> = from_proc.iter().map(key).collect();
+        diag_keys.sort_unstable();
+        proc_keys.sort_unstable();
+        assert_eq!(diag_keys, proc_keys, "sock_diag and /proc disagree");
+        assert_eq!(
+            diag_keys.len(),
+            backends.len(),
+            "one listener per backend: {diag_keys:?}"
+        );
+
+        let v6only = |port: u16| {
+            from_diag
+                .iter()
+                .find(|l| l.local.port() == port)
+                .unwrap_or_else(|| panic!("expected a listener on port {port}"))
+                .v6only
+        };
+        assert_eq!(v6only(backends[0].port), None, "IPv4 has no IPV6_V6ONLY");
+        assert_eq!(v6only(backends[2].port), Some(true));
+        assert_eq!(v6only(backends[3].port), Some(false));
+        assert_eq!(v6only(backends[4].port), Some(false));
+        assert_eq!(v6only(backends[5].port), Some(true));
+    }
+
+    /// A reply message: `nlmsghdr` (type, seq) then `payload` (x86: little endian).
+    fn nlmsg(kind: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(16 + payload.len()).unwrap();
+        let mut msg = Vec::new();
+        msg.extend(len.to_le_bytes());
+        msg.extend(kind.to_le_bytes());
+        msg.extend(2_u16.to_le_bytes()); // NLM_F_MULTI
+        msg.extend(seq.to_le_bytes());
+        msg.extend(0_u32.to_le_bytes());
+        msg.extend(payload);
+        msg
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn parses_sock_diag_replies() {
+        // struct inet_diag_msg for 10.1.2.3:8080, LISTEN, inode 286434.
+        let mut v4 = vec![2, 0x0A, 0, 0, 0x1F, 0x90, 0, 0, 10, 1, 2, 3];
+        v4.resize(68, 0);
+        v4.extend(286_434_u32.to_le_bytes());
+        // [2001:db8::1234:5678]:443, inode 7, then INET_DIAG_SKV6ONLY = 1
+        // (len 5, type 11, padded to 8).
+        let mut v6 = vec![10, 0x0A, 0, 0, 0x01, 0xBB, 0, 0];
+        v6.extend("2001:db8::1234:5678".parse::<Ipv6Addr>().unwrap().octets());
+        v6.resize(68, 0);
+        v6.extend(7_u32.to_le_bytes());
+        v6.extend([5, 0, 11, 0, 1, 0, 0, 0]);
+
+        let mut data = nlmsg(20, 1, &v4);
+        data.extend(nlmsg(20, 9, &v4)); // another dump's: skipped
+        data.extend(nlmsg(20, 1, &v6));
+        let mut out = Vec::new();
+        assert!(
+            !diag::parse_replies(&data, 1, &mut out).unwrap(),
+            "not done yet"
+        );
+        data = nlmsg(3, 1, &0_i32.to_le_bytes());
+        assert!(
+            diag::parse_replies(&data, 1, &mut out).unwrap(),
+            "NLMSG_DONE ends the dump"
+        );
+        assert_eq!(
+            out,
+            [
+                Listening {
+                    local: addr("10.1.2.3:8080"),
+                    inode: 286_434,
+                    v6only: None
+                },
+                Listening {
+                    local: addr("[2001:db8::1234:5678]:443"),
+                    inode: 7,
+                    v6only: Some(true)
+                },
+            ]
+        );
+
+        // NLMSG_ERROR -ENOENT (no tcp_diag): an error the caller falls back on.
+        let mut error = (-2_i32).to_le_bytes().to_vec();
+        error.extend(&diag::request(2, 1)[..16]);
+        let err = diag::parse_replies(&nlmsg(2, 1, &error), 1, &mut out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        // Truncated data is an error, not a panic.
+        assert!(diag::parse_replies(&nlmsg(20, 1, &v4)[..40], 1, &mut out).is_err());
+        assert!(diag::parse_replies(&nlmsg(20, 1, &v4[..50]), 1, &mut out).is_err());
     }
 
     #[test]

@@ -197,6 +197,10 @@ In another shell, in {root}:
   {one}
   # the same over IPv6
   python3 -c 'import socket; s = socket.create_connection(("fd00:7473::1", 9000)); s.sendall(b"hello\n"); print(s.recv(100).decode(), end="")'
+  # through the ingress gateway (port 31400, any local address; sk_lookup hands it to v1's socket)
+  exec 3<>/dev/tcp/127.0.0.1/31400; echo hello >&3; head -1 <&3; exec 3<&-
+  # what the agent has in force: routes, gateway endpoint sockets, kernel counters
+  {bin}/traffic-shift status
   # count the answers of 100 connections
   for i in $(seq 100); do exec 3<>/dev/tcp/127.100.0.1/9000; echo hi >&3; head -1 <&3; exec 3<&-; done | sort | uniq -c
   # shift 20% to v2, then all of it, then back (the agent reloads {rules}/*.yaml)
