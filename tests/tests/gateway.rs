@@ -207,11 +207,7 @@ fn a_restarted_backend_is_registered_again_and_the_gap_is_refused_not_hung() {
     let status = s.agent.wait_status("v2 registered again", |t| {
         endpoint_state(t, "127.0.0.1:19002") == Some("registered")
     });
-    let refused: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("gateway_no_socket"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no gateway_no_socket counter in status:\n{status}"));
+    let refused = counter(&status, "gateway_no_socket");
     assert!(
         refused >= 20,
         "the 20 refusals are counted by reason (gateway_no_socket = {refused}):\n{status}"
@@ -226,4 +222,54 @@ fn endpoint_state<'a>(status: &'a str, endpoint: &str) -> Option<&'a str> {
             .then(|| cols.next())
             .flatten()
     })
+}
+
+#[test]
+fn an_endpoint_without_a_socket_falls_back_to_another_of_its_subset() {
+    // v1 has two endpoints; nothing listens on the second (127.0.0.1:19003).
+    let service_entry = tcp_echo_rule("service-entry.yaml").replace(
+        "  - address: 127.0.0.1\n    ports: {tcp: 19002}",
+        "  - address: 127.0.0.1\n    ports: {tcp: 19003}\n    labels: {app: tcp-echo, version: v1}\n  - address: 127.0.0.1\n    ports: {tcp: 19002}",
+    );
+    assert!(
+        service_entry.contains("19003"),
+        "the shipped ServiceEntry changed shape:\n{service_entry}"
+    );
+    let s = Scenario::tcp_echo_with(
+        "gw-fallback",
+        &[
+            ("service-entry.yaml", &service_entry),
+            ("virtual-service.yaml", &tcp_echo_rule(ALL_V1)),
+        ],
+    );
+    let mut remote = RemoteClient::start(&s.netns);
+    let (one, two, errors) = burst(&mut remote.client, &gateway(), 40);
+    assert_eq!(
+        (one, two, errors.len()),
+        (40, 0, 0),
+        "v1's live endpoint takes all of v1's connections: {errors:?}"
+    );
+    // The status file follows the kernel counters every 250 ms.
+    let status = s
+        .agent
+        .wait_status("the fallbacks", |t| counter(t, "gateway_fallback") >= 20);
+    assert_eq!(
+        endpoint_state(&status, "127.0.0.1:19003"),
+        Some("missing"),
+        "{status}"
+    );
+    let fallbacks = counter(&status, "gateway_fallback");
+    // Round robin over the two endpoints: every second connection picks 19003.
+    assert_eq!(
+        fallbacks, 20,
+        "half the connections fell back, counted by reason:\n{status}"
+    );
+}
+
+fn counter(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} counter in status:\n{status}"))
 }
