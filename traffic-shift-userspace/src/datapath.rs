@@ -170,37 +170,18 @@ impl Datapath {
             map.pin(&path)
                 .map_err(|source| DatapathError::Pin { name, path, source })?;
         }
+        let err = |name| move |source| DatapathError::Program { name, source };
         for name in PROGRAMS {
-            let program: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or(DatapathError::Program {
-                    name,
-                    source: ProgramError::UnexpectedProgramType,
-                })?
-                .try_into()
-                .map_err(|source| DatapathError::Program { name, source })?;
-            program
-                .load()
-                .map_err(|source| DatapathError::Program { name, source })?;
+            let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            program.load().map_err(err(name))?;
             program
                 .attach(&cgroup_file, CgroupAttachMode::Single)
-                .map_err(|source| DatapathError::Program { name, source })?;
+                .map_err(err(name))?;
         }
         let name = "ts_sk_lookup";
-        let program: &mut SkLookup = ebpf
-            .program_mut(name)
-            .ok_or(DatapathError::Program {
-                name,
-                source: ProgramError::UnexpectedProgramType,
-            })?
-            .try_into()
-            .map_err(|source| DatapathError::Program { name, source })?;
-        program
-            .load()
-            .map_err(|source| DatapathError::Program { name, source })?;
-        program
-            .attach(&netns_file)
-            .map_err(|source| DatapathError::Program { name, source })?;
+        let program: &mut SkLookup = program(&mut ebpf, name)?;
+        program.load().map_err(err(name))?;
+        program.attach(&netns_file).map_err(err(name))?;
         let services = take_map(&mut ebpf, map_names::SERVICES)?;
         let gateways = take_map(&mut ebpf, map_names::GATEWAYS)?;
         let sockets = take_map(&mut ebpf, map_names::SOCKETS)?;
@@ -399,6 +380,20 @@ fn sync_keys(
         loaded.remove(key);
     }
     Ok((written, stale.len()))
+}
+
+/// The program `name` of the object, as its type `P`.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DatapathError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::Program {
+            name,
+            source: ProgramError::UnexpectedProgramType,
+        })?
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
