@@ -6,7 +6,7 @@
 //! version of that file stays in force.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     io::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -80,9 +80,9 @@ struct Agent {
     netns: PathBuf,
     /// Endpoints of gateway routes: their listening sockets are wanted.
     gateway_endpoints: BTreeMap<ServiceKey, SocketAddr>,
-    /// Sockets registered for them: endpoint -> (socket inode, owner pid),
-    /// so a backend restarted with a new socket is noticed.
-    registered: BTreeMap<ServiceKey, (u64, u32)>,
+    /// Sockets registered for them, so a backend restarted with a new
+    /// socket (another inode) is noticed.
+    registered: BTreeMap<ServiceKey, sockets::Listener>,
     /// Route key -> its split, as last applied.
     splits: BTreeMap<String, String>,
     status_file: PathBuf,
@@ -374,7 +374,16 @@ impl Agent {
         let in_map = self.datapath.registered_sockets();
         // One read of the socket tables and one walk of /proc for all of them.
         let addrs: Vec<SocketAddr> = wanted.values().copied().collect();
-        let mut found = match sockets::find_listeners(&addrs, sockets::Netns::Path(&self.netns)) {
+        let known: HashMap<SocketAddr, sockets::Listener> = wanted
+            .iter()
+            .filter(|(key, _)| in_map.contains(key))
+            .filter_map(|(key, addr)| self.registered.get(key).map(|l| (*addr, l.clone())))
+            .collect();
+        let mut found = match sockets::find_listeners_known(
+            &addrs,
+            sockets::Netns::Path(&self.netns),
+            &known,
+        ) {
             Ok(found) => found,
             Err(err) => {
                 tracing::warn!(%err, "cannot look for the endpoints' listening sockets");
@@ -384,7 +393,7 @@ impl Agent {
         for (&key, &addr) in wanted {
             match found.remove(&addr) {
                 Some(listener)
-                    if self.registered.get(&key).map(|r| r.0) == Some(listener.inode)
+                    if self.registered.get(&key).map(|r| r.inode) == Some(listener.inode)
                         && in_map.contains(&key) => {}
                 Some(listener) => {
                     let result = sockets::duplicate(&listener, addr)
@@ -397,7 +406,7 @@ impl Agent {
                     match result {
                         Ok(()) => {
                             tracing::info!(endpoint = %addr, pid = listener.pid, inode = listener.inode, "endpoint socket registered");
-                            self.registered.insert(key, (listener.inode, listener.pid));
+                            self.registered.insert(key, listener.clone());
                         }
                         Err(err) => {
                             tracing::warn!(endpoint = %addr, pid = listener.pid, %err, "cannot register the endpoint's socket");
@@ -421,7 +430,7 @@ impl Agent {
             .gateway_endpoints
             .iter()
             .map(|(key, addr)| match self.registered.get(key) {
-                Some(&(inode, pid)) => serde_json::json!({"endpoint": addr.to_string(), "state": "registered", "pid": pid, "inode": inode}),
+                Some(l) => serde_json::json!({"endpoint": addr.to_string(), "state": "registered", "pid": l.pid, "inode": l.inode}),
                 None => serde_json::json!({"endpoint": addr.to_string(), "state": "missing"}),
             })
             .collect();

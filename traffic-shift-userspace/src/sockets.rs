@@ -180,6 +180,18 @@ pub fn find_listeners(
     addrs: &[SocketAddr],
     netns: Netns<'_>,
 ) -> Result<HashMap<SocketAddr, Listener>, SocketError> {
+    find_listeners_known(addrs, netns, &HashMap::<_, _>::new())
+}
+
+/// [`find_listeners`], reusing `known` listeners: an address whose best
+/// listening socket is still the known one (same inode) keeps its known
+/// [`Listener`] without the walk of every process's fds, so a periodic
+/// check costs one socket listing while nothing changes.
+pub fn find_listeners_known<S: std::hash::BuildHasher>(
+    addrs: &[SocketAddr],
+    netns: Netns<'_>,
+    known: &HashMap<SocketAddr, Listener, S>,
+) -> Result<HashMap<SocketAddr, Listener>, SocketError> {
     if addrs.is_empty() {
         return Ok(HashMap::new());
     }
@@ -208,8 +220,24 @@ pub fn find_listeners(
             candidates.insert(addr, found);
         }
     }
+    let mut settled = HashMap::new();
+    candidates.retain(|addr, found| {
+        let best = found.iter().map(|&(rank, _)| rank).min();
+        let still_known = known.get(addr).filter(|k| {
+            found
+                .iter()
+                .any(|&(rank, inode)| Some(rank) == best && inode == k.inode)
+        });
+        match still_known {
+            Some(listener) => {
+                settled.insert(*addr, listener.clone());
+                false
+            }
+            None => true,
+        }
+    });
     if candidates.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(settled);
     }
     let wanted: HashSet<u64> = candidates.values().flatten().map(|&(_, i)| i).collect();
     let owners = find_owners(&wanted)?;
@@ -225,6 +253,7 @@ pub fn find_listeners(
                 .min()
                 .map(|(_, pid, fd, inode)| (addr, Listener { pid, fd, inode }))
         })
+        .chain(settled)
         .collect())
 }
 
@@ -1058,6 +1087,43 @@ time.sleep(3600)
         let found = find(SocketAddr::from(([127, 0, 0, 1], backend.port)))
             .expect("expected the backend listening on 127.0.0.1");
         assert_holds(&found, &backend);
+    }
+
+    #[test]
+    fn a_known_listener_with_the_same_inode_is_reused_without_the_walk() {
+        require_root();
+        let backend = Backend::spawn(&[], "4", "127.0.0.1", 0, "");
+        let addr = SocketAddr::from(([127, 0, 0, 1], backend.port));
+        let real = find(addr).expect("the backend listens");
+        // A known entry with the real inode but a pid/fd no walk could
+        // produce: returned as is, so no walk happened for it.
+        let marker = Listener {
+            pid: 0,
+            fd: -1,
+            inode: real.inode,
+        };
+        let known = HashMap::from([(addr, marker.clone())]);
+        let found = find_listeners_known(&[addr], Netns::Current, &known).expect("lookup");
+        assert_eq!(
+            found.get(&addr),
+            Some(&marker),
+            "same inode: the known listener is kept"
+        );
+        // A stale inode (the backend restarted) means a real lookup.
+        let stale = HashMap::from([(
+            addr,
+            Listener {
+                pid: 0,
+                fd: -1,
+                inode: real.inode + 1,
+            },
+        )]);
+        let found = find_listeners_known(&[addr], Netns::Current, &stale).expect("lookup");
+        assert_eq!(
+            found.get(&addr),
+            Some(&real),
+            "another inode: the owner is looked up again"
+        );
     }
 
     #[test]
