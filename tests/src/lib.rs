@@ -365,7 +365,7 @@ impl Agent {
 
     /// Writes a rules file (atomically, as an operator's tooling would) and
     /// waits for the agent to apply or refuse it; returns the event.
-    pub fn write_rules(&mut self, file: &str, text: &str) -> Value {
+    pub fn write_rules(&mut self, file: &str, text: impl AsRef<[u8]>) -> Value {
         let tmp = self.rules.join(format!(".{file}.tmp"));
         std::fs::write(&tmp, text).expect("write rules");
         let written = Instant::now();

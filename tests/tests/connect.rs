@@ -170,7 +170,7 @@ fn consistent_hash_is_sticky_and_grows_without_moving_v2_clients() {
 
     let event = s
         .agent
-        .write_rules("virtual-service.yaml", &virtual_service(50, 50));
+        .write_rules("virtual-service.yaml", virtual_service(50, 50));
     assert_eq!(event["result"], "applied", "50/50: {event}");
     let after = answers_by_source(
         &s.client
@@ -213,7 +213,7 @@ fn shift_keeps_held_connections_on_their_backend() {
 
     let event = s
         .agent
-        .write_rules("virtual-service.yaml", &tcp_echo_rule(ALL_V2));
+        .write_rules("virtual-service.yaml", tcp_echo_rule(ALL_V2));
     assert_eq!(event["result"], "applied", "all-v2: {event}");
     let (one, two) = s.client.burst(SERVICE_V4, 20);
     assert_eq!(
@@ -337,7 +337,7 @@ fn a_bad_file_leaves_the_previous_rules_in_force() {
     // A good file after bad ones goes in.
     let event = s
         .agent
-        .write_rules("virtual-service.yaml", &tcp_echo_rule(ALL_V2));
+        .write_rules("virtual-service.yaml", tcp_echo_rule(ALL_V2));
     assert_eq!(event["result"], "applied", "{event}");
     assert_eq!(s.client.burst(SERVICE_V4, 20), (0, 20));
 }
@@ -411,5 +411,61 @@ fn stopping_the_agent_detaches_and_removes_its_pins() {
         reply["errors"].as_array().map(Vec::len),
         Some(1),
         "programs detached: the service address is no longer rewritten: {reply}"
+    );
+}
+
+#[test]
+fn hostile_files_are_refused_and_the_agent_keeps_serving() {
+    let mut s = Scenario::tcp_echo("hostile", &tcp_echo_rule(V2_20));
+    let deep_block: String = (0..3000)
+        .map(|i| " ".repeat(i % 200 + i / 200) + "a:\n")
+        .collect();
+    let hostile: Vec<(&str, String)> = vec![
+        (
+            "deep-flow.yaml",
+            format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+        ),
+        ("deep-block.yaml", deep_block),
+        ("big.yaml", format!("# {}\n", "x".repeat(10 << 20))),
+        (
+            "nul.yaml",
+            "apiVersion: networking.istio.io/v1\0\0\nkind: VirtualService\n".to_owned(),
+        ),
+        (
+            "duplicate-keys.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nkind: Gateway\n".to_owned(),
+        ),
+        (
+            "not-istio.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\n".to_owned(),
+        ),
+    ];
+    for (file, text) in &hostile {
+        let event = s.agent.write_rules(file, text);
+        assert_eq!(
+            event["result"], "refused",
+            "{file} must be refused: {event}"
+        );
+        let error = event["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(file) && error.lines().count() == 1,
+            "{file}: one line naming the file: {error}"
+        );
+    }
+    let event = s.agent.write_rules(
+        "latin1.yaml",
+        b"apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: caf\xe9}\n",
+    );
+    assert_eq!(event["result"], "refused", "{event}");
+    assert!(
+        event["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not UTF-8")),
+        "{event}"
+    );
+    let (_, two) = s.client.burst(SERVICE_V4, 100);
+    assert!(
+        (19..=21).contains(&two),
+        "the agent is up and 80/20 is still in force: v2 got {two} of 100"
     );
 }

@@ -55,7 +55,7 @@ fn the_seed_loop_through_the_gateway() {
 
     let event = s
         .agent
-        .write_rules("virtual-service.yaml", &tcp_echo_rule(V2_20));
+        .write_rules("virtual-service.yaml", tcp_echo_rule(V2_20));
     assert_eq!(event["result"], "applied", "{event}");
     let (one, two, errors) = burst(&mut remote.client, &gateway(), 1000);
     println!("gateway smooth 80/20 over 1000 connections: one={one} two={two}");
@@ -98,7 +98,7 @@ fn held_gateway_connections_keep_their_backend_across_a_shift() {
     );
     let event = s
         .agent
-        .write_rules("virtual-service.yaml", &tcp_echo_rule(ALL_V2));
+        .write_rules("virtual-service.yaml", tcp_echo_rule(ALL_V2));
     assert_eq!(event["result"], "applied", "{event}");
     let (one, two, errors) = burst(&mut remote.client, &gateway(), 20);
     assert_eq!(

@@ -64,8 +64,8 @@ pub struct AgentOptions {
     pub events: Option<PathBuf>,
 }
 
-/// A file as last seen on disk: its text, or gone.
-type Snapshot = BTreeMap<PathBuf, String>;
+/// The rules files on disk: each one's text, or why it cannot be read.
+type Snapshot = BTreeMap<PathBuf, Result<String, String>>;
 
 struct Agent {
     datapath: Datapath,
@@ -211,6 +211,22 @@ impl Agent {
         };
         let mut pending: Vec<(PathBuf, Option<String>)> = Vec::new();
         for (path, text) in &disk {
+            // An unreadable file is tracked by its error, so it is reported
+            // once, not on every rescan.
+            let text = match text {
+                Ok(text) => text,
+                Err(error) => {
+                    let marker = format!("\0unreadable: {error}");
+                    if self
+                        .refused
+                        .get(path)
+                        .is_none_or(|t| t.as_ref() != Some(&marker))
+                    {
+                        self.refuse(path, Some(marker), error);
+                    }
+                    continue;
+                }
+            };
             let unchanged = self.accepted.get(path).is_some_and(|(t, _)| t == text);
             let known_bad = self
                 .refused
@@ -510,13 +526,17 @@ fn read_rules_dir(dir: &Path) -> std::io::Result<Snapshot> {
         if !config::is_rules_file(&path) {
             continue;
         }
-        match std::fs::read_to_string(&path) {
+        match config::read_rules_file(&path) {
             Ok(text) => {
-                files.insert(path, text);
+                files.insert(path, Ok(text));
             }
             // Removed between read_dir and read: it is gone.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err),
+            Err(_) if !path.exists() => {}
+            // Too big, not UTF-8, unreadable: refused like a file that does
+            // not parse, and the others still go in.
+            Err(err) => {
+                files.insert(path, Err(err.to_string()));
+            }
         }
     }
     Ok(files)

@@ -17,12 +17,9 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
             files.extend(ok);
             errors.extend(bad.into_iter().map(|e| e.to_string()));
         } else {
-            match std::fs::read_to_string(path) {
-                Ok(text) => match config::parse_file(path, &text) {
-                    Ok(file) => files.push(file),
-                    Err(err) => errors.push(err.to_string()),
-                },
-                Err(err) => errors.push(format!("{}: {err}", path.display())),
+            match config::read_rules_file(path).and_then(|text| config::parse_file(path, &text)) {
+                Ok(file) => files.push(file),
+                Err(err) => errors.push(err.to_string()),
             }
         }
     }

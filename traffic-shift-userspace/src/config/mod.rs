@@ -53,6 +53,7 @@ pub struct RulesFile {
 /// Parses every document of one rules file (`path` is for messages).
 /// Empty documents are skipped; the first error ends the parse.
 pub fn parse_file(path: &Path, text: &str) -> Result<RulesFile, ConfigError> {
+    check_limits(path, text)?;
     let lines = lines::index_documents(text);
     let mut resources = Vec::new();
     for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
@@ -84,6 +85,140 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RulesFile, ConfigError> {
     })
 }
 
+/// The largest rules file accepted. Istio resources are small; a bigger file
+/// is a mistake (or an attack), refused before it costs memory and time.
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+/// The deepest nesting of mappings and sequences accepted. Istio resources
+/// nest about ten levels; past this, parsers recurse and paths grow without
+/// bound.
+pub const MAX_DEPTH: usize = 64;
+
+/// Refuses a file too big or nested too deep, before any recursive parse:
+/// one streaming pass over the YAML events, stopped at the first excess.
+fn check_limits(path: &Path, text: &str) -> Result<(), ConfigError> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(ConfigError::file(
+            path,
+            format!(
+                "the file is {} bytes, more than the {MAX_FILE_BYTES} bytes a rules file may have; split it into several files",
+                text.len()
+            ),
+        ));
+    }
+    // Flow collections (`[[[[...`) first, on the raw text: YAML scanners
+    // slow down quadratically on them long before they emit an event.
+    if let Some(line) = flow_too_deep(text) {
+        return Err(ConfigError {
+            line: Some(line),
+            ..ConfigError::file(
+                path,
+                format!(
+                    "[ ] and {{ }} nest deeper than {MAX_DEPTH} levels; no Istio resource does: this is not a rules file"
+                ),
+            )
+        });
+    }
+    let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        // Syntax errors are reported by the real parse, with its message.
+        let Ok((event, mark)) = parser.next_token() else {
+            return Ok(());
+        };
+        match event {
+            yaml_rust2::parser::Event::MappingStart(..)
+            | yaml_rust2::parser::Event::SequenceStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(ConfigError {
+                        line: Some(mark.line()),
+                        ..ConfigError::file(
+                            path,
+                            format!(
+                                "mappings and lists nest deeper than {MAX_DEPTH} levels; no Istio resource does: this is not a rules file"
+                            ),
+                        )
+                    });
+                }
+            }
+            yaml_rust2::parser::Event::MappingEnd | yaml_rust2::parser::Event::SequenceEnd => {
+                depth = depth.saturating_sub(1);
+            }
+            yaml_rust2::parser::Event::StreamEnd => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+/// Reads a rules file, at most `MAX_FILE_BYTES` (+1, to tell it is over)
+/// of it, so a huge file costs no more memory than that. Not UTF-8: an
+/// error saying so.
+pub fn read_rules_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .map_err(|error| ConfigError::file(path, format!("cannot read the file: {error}")))?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(ConfigError::file(
+            path,
+            format!(
+                "the file is more than the {MAX_FILE_BYTES} bytes a rules file may have; split it into several files"
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|error| {
+        ConfigError::file(
+            path,
+            format!(
+                "the file is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+                error.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// The line where `[`/`{` nesting first exceeds `MAX_DEPTH`, outside quoted
+/// strings and comments. Conservative: brackets inside plain scalars count
+/// too, which no real rule nests 64 deep.
+fn flow_too_deep(text: &str) -> Option<usize> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut chars = text.chars().peekable();
+    let mut previous = '\n';
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '#' if previous.is_whitespace() => {
+                while chars.peek().is_some_and(|&c| c != '\n') {
+                    chars.next();
+                }
+            }
+            '"' | '\'' => {
+                while let Some(q) = chars.next() {
+                    match q {
+                        '\n' => line += 1,
+                        '\\' if c == '"' => {
+                            chars.next();
+                        }
+                        q if q == c => break,
+                        _ => {}
+                    }
+                }
+            }
+            '[' | '{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(line);
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = c;
+    }
+    None
+}
+
 /// Reads and parses every `*.yaml` / `*.yml` file directly in `dir` (sorted
 /// by name; not recursive; hidden files skipped). Returns all files that
 /// parsed, and the errors of those that did not (one error per bad file).
@@ -113,9 +248,7 @@ pub fn load_dir(dir: &Path) -> (Vec<RulesFile>, Vec<ConfigError>) {
     paths.retain(|path| is_rules_file(path));
     paths.sort();
     for path in paths {
-        let parsed = fs::read_to_string(&path)
-            .map_err(|error| ConfigError::file(&path, format!("cannot read the file: {error}")))
-            .and_then(|text| parse_file(&path, &text));
+        let parsed = read_rules_file(&path).and_then(|text| parse_file(&path, &text));
         match parsed {
             Ok(file) => files.push(file),
             Err(error) => errors.push(error),

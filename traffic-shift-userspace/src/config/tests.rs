@@ -1714,3 +1714,51 @@ fn load_dir_reads_yaml_files_sorted_and_reports_bad_ones() {
     );
     fs::remove_dir_all(&dir).expect("remove the temp dir");
 }
+
+/// Hostile input is refused with a clear error before it can cost the agent
+/// its stack, its memory or its time.
+#[test]
+fn oversized_and_too_deep_files_are_refused_before_parsing() {
+    let path = Path::new("hostile.yaml");
+    let cases: Vec<(&str, String, &str, Option<usize>)> = vec![
+        (
+            "a 5 MB file",
+            format!("# {}\n{TCP_ECHO}", "x".repeat(5 << 20)),
+            "bytes, more than the 4194304",
+            None,
+        ),
+        (
+            "100000 nested flow lists",
+            format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+            "nest deeper than 64",
+            Some(1),
+        ),
+        (
+            "500 nested block mappings",
+            (0..500).map(|i| " ".repeat(i) + "a:\n").collect(),
+            "nest deeper than 64",
+            Some(65),
+        ),
+        (
+            "500 nested block lists",
+            (0..500).map(|i| " ".repeat(i) + "- \n").collect(),
+            "nest deeper than 64",
+            Some(65),
+        ),
+    ];
+    for (what, text, message, line) in cases {
+        let err = parse_file(path, &text).expect_err(what);
+        assert!(err.to_string().contains(message), "{what}: {err}");
+        assert_eq!(err.line, line, "{what}: {err}");
+    }
+    // Brackets inside quoted strings and comments do not count as nesting.
+    let quoted = format!("# {}\n{TCP_ECHO}", "[".repeat(100));
+    let quoted = quoted.replace(
+        "name: tcp-echo}",
+        &format!(
+            "name: tcp-echo, annotations: {{x: \"{}\"}}}}",
+            "[".repeat(100)
+        ),
+    );
+    parse_file(path, &quoted).expect("brackets in comments and quoted strings are not nesting");
+}
