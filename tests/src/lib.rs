@@ -384,8 +384,12 @@ impl Agent {
 }
 
 impl Drop for Agent {
-    /// Keeps the log and events of a failed test for reading; removes them otherwise.
+    /// Stops the agent; removes its pins if it could not (it crashed or was
+    /// killed), so a failed test leaves nothing in bpffs; keeps the log and
+    /// events of a failed test for reading and removes them otherwise.
     fn drop(&mut self) {
+        self.process.stop();
+        let _ = std::fs::remove_dir_all(&self.bpffs);
         if std::thread::panicking() {
             eprintln!(
                 "agent log and events kept in {}",

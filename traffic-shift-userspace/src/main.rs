@@ -115,7 +115,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Status { status_file } => {
             let mut stdout = std::io::stdout().lock();
-            cli::status(&status_file, &mut stdout)?;
+            match cli::status(&status_file, &mut stdout) {
+                // `traffic-shift status | head`: the reader left; not an error.
+                Err(cli::StatusError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                result => result?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { paths } => {
