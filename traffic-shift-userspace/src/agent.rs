@@ -41,6 +41,10 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "no cgroup v2 mount found; mount one (mount -t cgroup2 none /sys/fs/cgroup) or pass --cgroup"
+    )]
+    NoCgroup2,
     #[error("cannot handle signals: {0}")]
     Signal(#[source] std::io::Error),
     #[error("cannot write events file {path}: {source}")]
@@ -51,16 +55,36 @@ pub enum AgentError {
     },
 }
 
+/// Where `traffic-shift run` keeps its status and `traffic-shift status`
+/// reads it, unless told otherwise.
+pub const DEFAULT_STATUS_FILE: &str = "/run/traffic-shift/status.json";
+
+/// `traffic-shift run`'s options.
+#[derive(Debug, clap::Args)]
 pub struct AgentOptions {
+    /// Directory of Istio YAML files (*.yaml, *.yml; not recursive). Example: `rules/tcp-echo`.
+    #[arg(long, value_name = "DIR")]
     pub rules: PathBuf,
-    pub cgroup: PathBuf,
+    /// cgroup v2 directory whose processes get the routing (and all its
+    /// descendants). Default: the cgroup v2 root, i.e. every process on the node.
+    /// Example: `/sys/fs/cgroup/unified/my-app`.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Where the maps are pinned (inside a bpffs mount); one agent per directory.
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/traffic-shift")]
     pub bpffs: PathBuf,
-    /// The network namespace the gateway (`sk_lookup`) serves, as a file.
+    /// The network namespace whose incoming connections the gateway
+    /// (sk_lookup) routes, as a file. Default: the agent's own.
+    /// Example: `/var/run/netns/node`.
+    #[arg(long, value_name = "PATH", default_value = "/proc/self/ns/net")]
     pub netns: PathBuf,
-    /// Where `traffic-shift status` reads the agent's state (JSON, replaced
-    /// whole on every change).
+    /// Where the agent keeps its status for `traffic-shift status` (JSON,
+    /// replaced whole on every change).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_STATUS_FILE)]
     pub status_file: PathBuf,
-    /// JSON lines, one per file accepted or refused (for scripts and tests).
+    /// Append one JSON line per file applied or refused (for scripts and
+    /// tests). Example: `/run/traffic-shift/events.jsonl`.
+    #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
 }
 
@@ -119,9 +143,13 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         ),
         None => None,
     };
-    let datapath = Datapath::load(&options.cgroup, &options.netns, &options.bpffs)?;
+    let cgroup = match &options.cgroup {
+        Some(cgroup) => cgroup.clone(),
+        None => crate::datapath::default_cgroup().ok_or(AgentError::NoCgroup2)?,
+    };
+    let datapath = Datapath::load(&cgroup, &options.netns, &options.bpffs)?;
     tracing::info!(
-        cgroup = %options.cgroup.display(),
+        cgroup = %cgroup.display(),
         netns = %options.netns.display(),
         pins = %datapath.pin_dir().display(),
         "programs attached"

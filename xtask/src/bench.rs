@@ -97,7 +97,7 @@ fn install_proxies() -> (Option<PathBuf>, Option<PathBuf>, Vec<String>) {
     for (name, found) in [("haproxy", h.is_some()), ("nginx", n.is_some())] {
         if !found {
             let why = format!("{name}: not installed and `apt-get install` failed");
-            println!("bench: skipping contender {why}");
+            println!("bench: contender left out: {why}");
             skipped.push(why);
         }
     }
@@ -269,7 +269,7 @@ fn run(
                     "{}: {} does not answer ({r})",
                     contender.name, contender.target
                 );
-                println!("bench: skipping contender {why}");
+                println!("bench: contender left out: {why}");
                 skipped.push(why);
             }
         }

@@ -59,7 +59,7 @@ pub fn clean_test_state() -> Result<()> {
                 }
             }
         }
-        Err(e) => eprintln!("clean-test-state: skipping cgroups: {e:#}"),
+        Err(e) => eprintln!("clean-test-state: cgroups not cleaned: {e:#}"),
     }
 
     // Pinned maps, programs and links.
