@@ -53,6 +53,14 @@ fn binary(var: &str, name: &str) -> PathBuf {
     }
 }
 
+/// Runs the `traffic-shift` binary under test with `args`.
+pub fn traffic_shift(args: &[&str]) -> std::process::Output {
+    Command::new(binary("TRAFFIC_SHIFT_BIN", "traffic-shift"))
+        .args(args)
+        .output()
+        .expect("run traffic-shift")
+}
+
 fn run(cmd: &mut Command) {
     let out = cmd
         .output()
@@ -155,6 +163,10 @@ pub struct Process {
 impl Process {
     /// Sends SIGTERM and waits up to 5 s, then SIGKILL.
     pub fn stop(&mut self) {
+        // Already reaped: its pid may belong to another process by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid, libc::SIGTERM) };

@@ -3,7 +3,7 @@
 //! network namespace and child cgroup. Run as root (`cargo xtask test`).
 
 use serde_json::Value;
-use traffic_shift_tests::{SERVICE_V4, SERVICE_V6, Scenario, tcp_echo_rule};
+use traffic_shift_tests::{SERVICE_V4, SERVICE_V6, Scenario, tcp_echo_rule, traffic_shift};
 
 const ALL_V1: &str = "examples/vs-all-v1.yaml";
 const V2_20: &str = "examples/vs-20-v2.yaml";
@@ -467,5 +467,51 @@ fn hostile_files_are_refused_and_the_agent_keeps_serving() {
     assert!(
         (19..=21).contains(&two),
         "the agent is up and 80/20 is still in force: v2 got {two} of 100"
+    );
+}
+
+#[test]
+fn unload_removes_what_a_killed_agent_left_and_waits_for_a_running_one() {
+    let mut s = Scenario::tcp_echo("unload", &tcp_echo_rule(ALL_V1));
+    let bpffs = s.agent.bpffs.to_str().expect("UTF-8 path").to_owned();
+    let busy = traffic_shift(&["unload", "--bpffs", &bpffs]);
+    assert!(
+        !busy.status.success(),
+        "unload must refuse while the agent runs"
+    );
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        stderr.contains("another traffic-shift agent holds"),
+        "says why: {stderr}"
+    );
+    assert_eq!(
+        s.client.burst(SERVICE_V4, 5),
+        (5, 0),
+        "the refused unload changed nothing"
+    );
+
+    let status = s.agent.process.signal_and_wait(libc::SIGKILL);
+    assert!(!status.success(), "killed: {status}");
+    assert!(
+        s.agent.bpffs.join("TS_ROUTES").exists(),
+        "a killed agent leaves its pins"
+    );
+    let out = traffic_shift(&["unload", "--bpffs", &bpffs]);
+    assert!(
+        out.status.success(),
+        "unload after kill -9: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("TS_ROUTES") && stdout.contains(&format!("removed {bpffs}")),
+        "lists what it removed: {stdout}"
+    );
+    assert!(!s.agent.bpffs.exists(), "nothing left under {bpffs}");
+    let again = traffic_shift(&["unload", "--bpffs", &bpffs]);
+    assert!(again.status.success(), "unload is idempotent");
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("nothing pinned"),
+        "{again:?}"
     );
 }

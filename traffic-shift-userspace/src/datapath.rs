@@ -139,13 +139,7 @@ impl Datapath {
             source,
         };
         std::fs::create_dir_all(pin_dir).map_err(pin_err)?;
-        let lock = File::open(pin_dir).map_err(pin_err)?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(DatapathError::Busy {
-                path: pin_dir.to_owned(),
-            });
-        }
+        let lock = lock_pin_dir(pin_dir)?;
         // A previous agent that was killed left its pins: nothing is attached
         // any more (links die with the process), so start clean.
         remove_pins(pin_dir);
@@ -407,6 +401,44 @@ where
         },
     })?;
     T::try_from(map).map_err(|source| DatapathError::Map { name, source })
+}
+
+/// Takes the pin directory's lock (flock): one agent per directory.
+fn lock_pin_dir(pin_dir: &Path) -> Result<File, DatapathError> {
+    let lock = File::open(pin_dir).map_err(|source| DatapathError::PinDir {
+        path: pin_dir.to_owned(),
+        source,
+    })?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(DatapathError::Busy {
+            path: pin_dir.to_owned(),
+        });
+    }
+    Ok(lock)
+}
+
+/// `traffic-shift unload`: removes everything pinned under `pin_dir` (what
+/// an agent that was killed left behind) and the directory itself. Refused
+/// while an agent holds the directory. Returns the paths removed.
+pub fn unload(pin_dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
+    if !pin_dir.exists() {
+        return Ok(Vec::new());
+    }
+    let _lock = lock_pin_dir(pin_dir)?;
+    let pin_err = |source| DatapathError::PinDir {
+        path: pin_dir.to_owned(),
+        source,
+    };
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(pin_dir).map_err(pin_err)? {
+        let path = entry.map_err(pin_err)?.path();
+        std::fs::remove_file(&path).map_err(pin_err)?;
+        removed.push(path);
+    }
+    std::fs::remove_dir(pin_dir).map_err(pin_err)?;
+    removed.push(pin_dir.to_owned());
+    Ok(removed)
 }
 
 fn remove_pins(pin_dir: &Path) {

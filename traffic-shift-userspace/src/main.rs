@@ -31,6 +31,13 @@ enum Command {
         #[arg(long, value_name = "FILE", default_value = agent::DEFAULT_STATUS_FILE)]
         status_file: PathBuf,
     },
+    /// Remove everything the agent pinned (maps left by an agent that was
+    /// killed). Refused while an agent runs on that directory.
+    Unload {
+        /// The agent's pin directory (its --bpffs).
+        #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/traffic-shift")]
+        bpffs: PathBuf,
+    },
     /// Check rule files offline, exactly as the agent would, and print the
     /// routes they make. Exit code 1 if any file is refused.
     Validate {
@@ -74,6 +81,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 // `traffic-shift status | head`: the reader left; not an error.
                 Err(cli::StatusError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
                 result => result?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Unload { bpffs } => {
+            let removed = traffic_shift_userspace::datapath::unload(&bpffs)?;
+            if removed.is_empty() {
+                println!("nothing pinned under {}", bpffs.display());
+            }
+            for path in removed {
+                println!("removed {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }
