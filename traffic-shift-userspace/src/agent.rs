@@ -184,8 +184,8 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             source,
         })?;
 
+    // The first apply registers the gateway endpoints' sockets too.
     agent.rescan();
-    agent.register_sockets();
     agent.write_status();
     tracing::info!(rules = %agent.rules.display(), files = agent.accepted.len(), "serving; watching for changes");
 
@@ -325,10 +325,9 @@ impl Agent {
         }
         let files: Vec<RulesFile> = next.values().map(|(_, f)| f.clone()).collect();
         let model = config::resolve(&files).map_err(|e| e.to_string())?;
-        let local = crate::netns::local_addresses(&self.netns)
+        let is_local = crate::netns::is_local_in(&self.netns)
             .map_err(|e| format!("cannot list the addresses of {}: {e}", self.netns.display()))?;
-        let compiled: Compiled = compile::compile(&model, &|ip| crate::netns::is_local(&local, ip))
-            .map_err(|e| e.to_string())?;
+        let compiled: Compiled = compile::compile(&model, &is_local).map_err(|e| e.to_string())?;
         // Sockets of new gateway endpoints go in before the tables that
         // point at them: the first connection after the change finds them.
         let wanted: BTreeMap<ServiceKey, SocketAddr> = model
@@ -439,24 +438,25 @@ impl Agent {
                 Some(listener)
                     if self.registered.get(&key).map(|r| r.inode) == Some(listener.inode)
                         && in_map.contains(&key) => {}
-                Some(listener) => {
-                    let result = sockets::duplicate(&listener, addr)
-                        .map_err(|e| e.to_string())
-                        .and_then(|fd| {
-                            self.datapath
-                                .register_socket(key, &fd)
-                                .map_err(|e| e.to_string())
-                        });
-                    match result {
+                Some(listener) => match sockets::duplicate(&listener, addr) {
+                    Ok(fd) => match self.datapath.register_socket(key, &fd) {
                         Ok(()) => {
                             tracing::info!(endpoint = %addr, pid = listener.pid, inode = listener.inode, "endpoint socket registered");
                             self.registered.insert(key, listener.clone());
                         }
                         Err(err) => {
-                            tracing::warn!(endpoint = %addr, pid = listener.pid, %err, "cannot register the endpoint's socket");
+                            tracing::warn!(endpoint = %addr, %err, "cannot register the endpoint's socket");
                         }
+                    },
+                    // The backend closed or replaced the socket since the
+                    // scan (it is restarting): the next tick sees the new one.
+                    Err(err) if err.is_race() => {
+                        tracing::debug!(endpoint = %addr, %err, "listener changed during the scan");
                     }
-                }
+                    Err(err) => {
+                        tracing::warn!(endpoint = %addr, pid = listener.pid, %err, "cannot take the endpoint's socket");
+                    }
+                },
                 None => {
                     if self.registered.remove(&key).is_some() {
                         self.datapath.unregister_socket(&key);

@@ -27,10 +27,9 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
         match config::resolve(&files)
             .map_err(|e| e.to_string())
             .and_then(|model| {
-                let local =
-                    crate::netns::local_addresses(std::path::Path::new("/proc/self/ns/net"))
-                        .unwrap_or_default();
-                compile::compile(&model, &|ip| crate::netns::is_local(&local, ip))
+                let is_local = crate::netns::is_local_in(std::path::Path::new("/proc/self/ns/net"))
+                    .map_err(|e| format!("cannot list this node's addresses: {e}"))?;
+                compile::compile(&model, &is_local)
                     .map(|c| (model, c))
                     .map_err(|e| e.to_string())
             }) {

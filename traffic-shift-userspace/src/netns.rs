@@ -9,9 +9,17 @@ use std::{
     path::Path,
 };
 
-/// The addresses of every interface in the network namespace at `netns`
-/// (e.g. `/proc/self/ns/net`, `/var/run/netns/NAME`).
-pub fn local_addresses(netns: &Path) -> std::io::Result<HashSet<IpAddr>> {
+/// Whether an address belongs to the node as the network namespace at
+/// `netns` (e.g. `/proc/self/ns/net`, `/var/run/netns/NAME`) sees it: any
+/// loopback address (all of 127.0.0.0/8 is local on Linux) or an address
+/// of one of its interfaces, as they are now.
+pub fn is_local_in(netns: &Path) -> std::io::Result<impl Fn(IpAddr) -> bool + use<>> {
+    let local = local_addresses(netns)?;
+    Ok(move |ip: IpAddr| ip.is_loopback() || local.contains(&ip))
+}
+
+/// The addresses of every interface in the network namespace at `netns`.
+fn local_addresses(netns: &Path) -> std::io::Result<HashSet<IpAddr>> {
     let netns = File::open(netns)?;
     std::thread::spawn(move || {
         // SAFETY: setns on this thread only, with a namespace fd we own.
@@ -22,12 +30,6 @@ pub fn local_addresses(netns: &Path) -> std::io::Result<HashSet<IpAddr>> {
     })
     .join()
     .map_err(|_| std::io::Error::other("the netns thread panicked"))?
-}
-
-/// Whether `ip` belongs to this node as `local` describes it: any loopback
-/// address (all of 127.0.0.0/8 is local on Linux) or an interface address.
-pub fn is_local<S: std::hash::BuildHasher>(local: &HashSet<IpAddr, S>, ip: IpAddr) -> bool {
-    ip.is_loopback() || local.contains(&ip)
 }
 
 fn interface_addresses() -> std::io::Result<HashSet<IpAddr>> {
@@ -71,14 +73,14 @@ mod tests {
 
     #[test]
     fn loopback_is_local_here() {
-        let local = local_addresses(Path::new("/proc/self/ns/net")).expect("own netns");
-        assert!(is_local(&local, "127.0.0.1".parse().unwrap()));
+        let is_local = is_local_in(Path::new("/proc/self/ns/net")).expect("own netns");
+        assert!(is_local("127.0.0.1".parse().unwrap()));
         assert!(
-            is_local(&local, "127.100.0.1".parse().unwrap()),
+            is_local("127.100.0.1".parse().unwrap()),
             "all of 127/8 is local"
         );
         assert!(
-            !is_local(&local, "192.0.2.1".parse().unwrap()),
+            !is_local("192.0.2.1".parse().unwrap()),
             "TEST-NET-1 is nobody's address"
         );
     }

@@ -23,8 +23,8 @@
 //! `::` that is not IPV6_V6ONLY (Go's `net.Listen("tcp", ":80")` makes one).
 //! sock_diag reports IPV6_V6ONLY; the `/proc` tables do not, so with them
 //! [`find_listeners`] may return an IPv6-only socket for an IPv4 address:
-//! [`duplicate`] refuses it with [`SocketError::NotDualStack`] and
-//! [`take_listener`] then answers `None`. Among sockets of the same rank, the
+//! [`duplicate`] refuses it with [`SocketError::NotDualStack`], and the
+//! caller treats the address as having no listener. Among sockets of the same rank, the
 //! one whose holder has the lowest pid wins (the original process, not a
 //! forked worker), then the lowest fd.
 #![forbid(unsafe_code)]
@@ -36,7 +36,7 @@ use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::{
-        fd::{AsFd as _, BorrowedFd, OwnedFd},
+        fd::{AsFd as _, OwnedFd},
         unix::ffi::OsStrExt as _,
     },
     path::{Path, PathBuf},
@@ -51,10 +51,6 @@ use rustix::{
 
 /// `st` of a LISTEN socket in `/proc/net/tcp` (`TCP_LISTEN` in the kernel).
 const TCP_LISTEN: u8 = 0x0A;
-
-/// How often [`take_listener`] scans again when the socket changed between
-/// the scan and the duplication.
-const TAKE_ATTEMPTS: usize = 3;
 
 /// A listening TCP socket found in some process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,38 +331,6 @@ pub fn duplicate(listener: &Listener, addr: SocketAddr) -> Result<OwnedFd, Socke
         return Err(SocketError::NotDualStack { pid, fd, addr });
     }
     Ok(dup)
-}
-
-/// The socket cookie (SO_COOKIE) of a socket: the key that identifies a
-/// socket to BPF and in bpftool. Every descriptor of one socket has the same
-/// cookie.
-pub fn cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
-    Ok(sockopt::get_socket_cookie(fd)?)
-}
-
-/// Convenience: find + duplicate; None if nobody listens. Scans again (up to
-/// three times in all) when the socket changed between scan and duplication.
-pub fn take_listener(
-    addr: SocketAddr,
-    netns: Netns<'_>,
-) -> Result<Option<(Listener, OwnedFd)>, SocketError> {
-    let mut attempt = 1;
-    loop {
-        let Some(listener) = find_listener(addr, netns)? else {
-            return Ok(None);
-        };
-        match duplicate(&listener, addr) {
-            Ok(fd) => return Ok(Some((listener, fd))),
-            // Only with the /proc fallback: only IPv6 sockets were
-            // candidates (they rank last) and the best takes no IPv4.
-            Err(SocketError::NotDualStack { .. }) => return Ok(None),
-            Err(e) if e.is_race() && attempt < TAKE_ATTEMPTS => {
-                tracing::debug!(%addr, error = %e, "listener changed during the scan, scanning again");
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Rank from which an IPv6 socket serves an IPv4 address (it must not be
@@ -813,7 +777,7 @@ mod tests {
     use std::{
         io::{BufRead as _, BufReader, Read as _},
         net::TcpStream,
-        os::fd::{AsFd as _, AsRawFd as _},
+        os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
         process::{Child, Command, Stdio},
         sync::{
             OnceLock,
@@ -825,6 +789,42 @@ mod tests {
     use rustix::event::{PollFd, PollFlags};
 
     use super::*;
+
+    /// How often [`take_listener`] scans again when the socket changed
+    /// between the scan and the duplication.
+    const TAKE_ATTEMPTS: usize = 3;
+
+    /// The socket cookie (SO_COOKIE) of a socket: the key that identifies a
+    /// socket to BPF and in bpftool. Every descriptor of one socket has the same
+    /// cookie.
+    fn cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
+        Ok(sockopt::get_socket_cookie(fd)?)
+    }
+
+    /// Convenience: find + duplicate; None if nobody listens. Scans again (up to
+    /// three times in all) when the socket changed between scan and duplication.
+    fn take_listener(
+        addr: SocketAddr,
+        netns: Netns<'_>,
+    ) -> Result<Option<(Listener, OwnedFd)>, SocketError> {
+        let mut attempt = 1;
+        loop {
+            let Some(listener) = find_listener(addr, netns)? else {
+                return Ok(None);
+            };
+            match duplicate(&listener, addr) {
+                Ok(fd) => return Ok(Some((listener, fd))),
+                // Only with the /proc fallback: only IPv6 sockets were
+                // candidates (they rank last) and the best takes no IPv4.
+                Err(SocketError::NotDualStack { .. }) => return Ok(None),
+                Err(e) if e.is_race() && attempt < TAKE_ATTEMPTS => {
+                    tracing::debug!(%addr, error = %e, "listener changed during the scan, scanning again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 
     /// Panics unless root: the tests read other processes' fds, take their
     /// sockets and create network namespaces. They never skip.
