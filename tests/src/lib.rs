@@ -461,16 +461,28 @@ impl Client {
     /// `burst`: returns (count answering `one`, count answering `two`) and
     /// asserts there were no errors and no other answers.
     pub fn burst(&mut self, target: &str, n: usize) -> (u64, u64) {
-        let reply = self.call(&format!("burst {target} {n}"));
-        assert_eq!(
-            reply["errors"].as_array().map(Vec::len),
-            Some(0),
-            "connection errors: {reply}"
-        );
-        let one = reply["answers"]["one"].as_u64().unwrap_or(0);
-        let two = reply["answers"]["two"].as_u64().unwrap_or(0);
-        assert_eq!(one + two, n as u64, "answers other than one/two: {reply}");
+        let (one, two, errors) = self.burst_with_errors(target, n);
+        assert!(errors.is_empty(), "connection errors: {errors:?}");
         (one, two)
+    }
+
+    /// `burst`: (answers `one`, answers `two`, connection errors), asserting
+    /// there were no other answers.
+    pub fn burst_with_errors(&mut self, target: &str, n: usize) -> (u64, u64, Vec<String>) {
+        let reply = self.call(&format!("burst {target} {n}"));
+        let count = |k: &str| reply["answers"][k].as_u64().unwrap_or(0);
+        let errors: Vec<String> = reply["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .map(|e| e.as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(
+            count("one") + count("two") + errors.len() as u64,
+            n as u64,
+            "unexpected answers: {reply}"
+        );
+        (count("one"), count("two"), errors)
     }
 
     pub fn pid(&self) -> u32 {

@@ -19,34 +19,12 @@ fn gateway() -> String {
     format!("{NODE_ADDR}:31400")
 }
 
-/// (answers `one`, answers `two`, connection errors) of `n` connections.
-fn burst(
-    client: &mut traffic_shift_tests::Client,
-    target: &str,
-    n: usize,
-) -> (u64, u64, Vec<String>) {
-    let reply = client.call(&format!("burst {target} {n}"));
-    let count = |k: &str| reply["answers"][k].as_u64().unwrap_or(0);
-    let errors: Vec<String> = reply["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .map(|e| e.as_str().unwrap_or_default().to_owned())
-        .collect();
-    assert_eq!(
-        count("one") + count("two") + errors.len() as u64,
-        n as u64,
-        "unexpected answers: {reply}"
-    );
-    (count("one"), count("two"), errors)
-}
-
 #[test]
 fn the_seed_loop_through_the_gateway() {
     let mut s = Scenario::tcp_echo("gw-seed", &tcp_echo_rule(ALL_V1));
     let mut remote = RemoteClient::start(&s.netns);
     // Istio's task: `for i in {1..20}; do ... nc $INGRESS_HOST $TCP_INGRESS_PORT; done`
-    let (one, two, errors) = burst(&mut remote.client, &gateway(), 20);
+    let (one, two, errors) = remote.client.burst_with_errors(&gateway(), 20);
     assert_eq!(
         (one, two, errors.len()),
         (20, 0, 0),
@@ -57,7 +35,7 @@ fn the_seed_loop_through_the_gateway() {
         .agent
         .write_rules("virtual-service.yaml", tcp_echo_rule(V2_20));
     assert_eq!(event["result"], "applied", "{event}");
-    let (one, two, errors) = burst(&mut remote.client, &gateway(), 1000);
+    let (one, two, errors) = remote.client.burst_with_errors(&gateway(), 1000);
     println!("gateway smooth 80/20 over 1000 connections: one={one} two={two}");
     assert!(errors.is_empty(), "{errors:?}");
     assert!(
@@ -100,7 +78,7 @@ fn held_gateway_connections_keep_their_backend_across_a_shift() {
         .agent
         .write_rules("virtual-service.yaml", tcp_echo_rule(ALL_V2));
     assert_eq!(event["result"], "applied", "{event}");
-    let (one, two, errors) = burst(&mut remote.client, &gateway(), 20);
+    let (one, two, errors) = remote.client.burst_with_errors(&gateway(), 20);
     assert_eq!(
         (one, two, errors.len()),
         (0, 20, 0),
@@ -132,7 +110,7 @@ fn a_port_without_a_rule_reaches_whatever_listens_there() {
 fn a_restarted_backend_is_registered_again_and_the_gap_is_refused_not_hung() {
     let mut s = Scenario::tcp_echo("gw-restart", &tcp_echo_rule(V2_20));
     let mut remote = RemoteClient::start(&s.netns);
-    let (_, two, errors) = burst(&mut remote.client, &gateway(), 100);
+    let (_, two, errors) = remote.client.burst_with_errors(&gateway(), 100);
     assert_eq!(
         (two, errors.len()),
         (20, 0),
@@ -152,7 +130,7 @@ fn a_restarted_backend_is_registered_again_and_the_gap_is_refused_not_hung() {
     let v2 = s.backends.remove(1);
     drop(v2);
     let started = Instant::now();
-    let (one, two, errors) = burst(&mut remote.client, &gateway(), 100);
+    let (one, two, errors) = remote.client.burst_with_errors(&gateway(), 100);
     let gap = started.elapsed();
     println!(
         "gateway with v2 down: one={one} two={two} refused={} in {gap:?}",
@@ -184,7 +162,7 @@ fn a_restarted_backend_is_registered_again_and_the_gap_is_refused_not_hung() {
     ));
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (_, two, errors) = burst(&mut remote.client, &gateway(), 5);
+        let (_, two, errors) = remote.client.burst_with_errors(&gateway(), 5);
         if two > 0 && errors.is_empty() {
             break;
         }
@@ -199,7 +177,7 @@ fn a_restarted_backend_is_registered_again_and_the_gap_is_refused_not_hung() {
         "v2 reachable again {:?} after its restart",
         restarted.elapsed()
     );
-    let (_, two, errors) = burst(&mut remote.client, &gateway(), 100);
+    let (_, two, errors) = remote.client.burst_with_errors(&gateway(), 100);
     assert!(
         errors.is_empty() && (19..=21).contains(&two),
         "80/20 again: two={two} {errors:?}"
@@ -243,7 +221,7 @@ fn an_endpoint_without_a_socket_falls_back_to_another_of_its_subset() {
         ],
     );
     let mut remote = RemoteClient::start(&s.netns);
-    let (one, two, errors) = burst(&mut remote.client, &gateway(), 40);
+    let (one, two, errors) = remote.client.burst_with_errors(&gateway(), 40);
     assert_eq!(
         (one, two, errors.len()),
         (40, 0, 0),
