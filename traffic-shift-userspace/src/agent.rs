@@ -22,7 +22,9 @@ use crate::{
     compile::{self, Compiled},
     config::{self, RulesFile},
     datapath::{Datapath, DatapathError},
+    model::RoutingModel,
     sockets,
+    status::{DestinationStatus, EndpointStatus, GatewayEndpoint, RouteStatus, Status},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +109,8 @@ struct Agent {
     /// Sockets registered for them, so a backend restarted with a new
     /// socket (another inode) is noticed.
     registered: BTreeMap<ServiceKey, sockets::Listener>,
-    /// Route key -> its split, as last applied.
-    splits: BTreeMap<String, String>,
+    /// The model in force.
+    model: RoutingModel,
     status_file: PathBuf,
     /// The status last written, to write only changes.
     last_status: String,
@@ -164,7 +166,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         netns: options.netns.clone(),
         gateway_endpoints: BTreeMap::new(),
         registered: BTreeMap::new(),
-        splits: BTreeMap::new(),
+        model: RoutingModel::default(),
         status_file: options.status_file.clone(),
         last_status: String::new(),
     };
@@ -357,11 +359,7 @@ impl Agent {
                 for key in &report.routes_removed {
                     tracing::info!(route = %key, "route removed");
                 }
-                self.splits = compiled
-                    .routes
-                    .iter()
-                    .map(|(k, r)| (k.clone(), r.summary.clone()))
-                    .collect();
+                self.model = model;
                 self.gateway_endpoints = wanted;
                 self.register_sockets();
                 for (path, change) in changes {
@@ -467,47 +465,113 @@ impl Agent {
         }
     }
 
-    /// Writes the status file if anything in it changed (atomically: a
-    /// reader sees the old or the new file, never half of one).
-    fn write_status(&mut self) {
-        let endpoints: Vec<serde_json::Value> = self
+    /// The status as of now (see [`crate::status`]).
+    fn status(&self) -> Status {
+        let gateway_endpoints = self
             .gateway_endpoints
             .iter()
             .map(|(key, addr)| match self.registered.get(key) {
-                Some(l) => serde_json::json!({"endpoint": addr.to_string(), "state": "registered", "pid": l.pid, "inode": l.inode}),
-                None => serde_json::json!({"endpoint": addr.to_string(), "state": "missing"}),
+                Some(l) => GatewayEndpoint {
+                    endpoint: addr.to_string(),
+                    state: "registered".into(),
+                    pid: Some(l.pid),
+                    inode: Some(l.inode),
+                },
+                None => GatewayEndpoint {
+                    endpoint: addr.to_string(),
+                    state: "missing".into(),
+                    pid: None,
+                    inode: None,
+                },
             })
             .collect();
-        let events: serde_json::Map<String, serde_json::Value> = match self.datapath.events() {
+        let events = match self.datapath.events() {
             Ok(events) => events
                 .into_iter()
-                .map(|(e, n)| (e.name().to_owned(), n.into()))
+                .map(|(e, n)| (e.name().to_owned(), n))
                 .collect(),
             Err(err) => {
                 tracing::warn!(%err, "cannot read the kernel event counters");
-                serde_json::Map::new()
+                BTreeMap::new()
             }
         };
-        let status = serde_json::json!({
-            "generation": self.generation,
-            "rules": self.rules.display().to_string(),
-            "routes": self.splits.iter().map(|(k, v)| serde_json::json!({"route": k, "split": v})).collect::<Vec<_>>(),
-            "gateway_endpoints": endpoints,
-            "events": events,
-        })
-        .to_string();
-        if status == self.last_status {
+        let routes = self
+            .model
+            .routes
+            .iter()
+            .map(|route| RouteStatus {
+                route: route.key.clone(),
+                kind: route
+                    .gateway
+                    .as_ref()
+                    .map_or_else(|| "mesh".to_owned(), |g| format!("gateway {g}")),
+                service: format!("{}:{}", route.service_host, route.service_port),
+                destinations: route
+                    .destinations
+                    .iter()
+                    .map(|dest| DestinationStatus {
+                        host: dest.host.clone(),
+                        subset: dest.subset.clone(),
+                        weight: dest.weight,
+                        endpoints: dest
+                            .endpoints
+                            .iter()
+                            .map(|ep| EndpointStatus {
+                                address: ep.addr.to_string(),
+                                state: if route.gateway.is_some() {
+                                    self.socket_state(ep.addr).to_owned()
+                                } else {
+                                    "ok".to_owned()
+                                },
+                                ..EndpointStatus::default()
+                            })
+                            .collect(),
+                        ..DestinationStatus::default()
+                    })
+                    .collect(),
+            })
+            .collect();
+        Status {
+            generation: self.generation,
+            rules: self.rules.display().to_string(),
+            taken_at_ms: 0,
+            routes,
+            gateway_endpoints,
+            events,
+        }
+    }
+
+    /// `registered` or `missing`: whether the gateway holds the endpoint's socket.
+    fn socket_state(&self, addr: SocketAddr) -> &'static str {
+        if self.registered.contains_key(&compile::service_key(addr)) {
+            "registered"
+        } else {
+            "missing"
+        }
+    }
+
+    /// Writes the status file if anything in it changed (atomically: a
+    /// reader sees the old or the new file, never half of one).
+    fn write_status(&mut self) {
+        let mut status = self.status();
+        // Compared without the time, so an idle agent does not rewrite it.
+        let text = serde_json::to_string(&status).expect("status serializes");
+        if text == self.last_status {
             return;
         }
+        status.taken_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let stamped = serde_json::to_string(&status).expect("status serializes");
         let tmp = self.status_file.with_extension("tmp");
         let result = self
             .status_file
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&tmp, &status))
+            .and_then(|()| std::fs::write(&tmp, &stamped))
             .and_then(|()| std::fs::rename(&tmp, &self.status_file));
         match result {
-            Ok(()) => self.last_status = status,
+            Ok(()) => self.last_status = text,
             Err(err) => {
                 tracing::warn!(file = %self.status_file.display(), %err, "cannot write the status file");
             }

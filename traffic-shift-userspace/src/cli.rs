@@ -106,49 +106,36 @@ pub fn status(path: &std::path::Path, out: &mut impl Write) -> Result<(), Status
         path: path.to_owned(),
         source,
     })?;
-    let status: serde_json::Value =
+    let status: crate::status::Status =
         serde_json::from_str(&text).map_err(|source| StatusError::Parse {
             path: path.to_owned(),
             source,
         })?;
-    let str_of = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
     writeln!(
         out,
         "rules {} (generation {})",
-        str_of(&status["rules"]),
-        status["generation"]
+        status.rules, status.generation
     )?;
     // A route key can be long: key on one line, its split below, so the
     // table stays readable at 80 columns.
     writeln!(out, "\nROUTE\n    SPLIT (destination weight, ...)")?;
-    for route in status["routes"].as_array().into_iter().flatten() {
-        writeln!(
-            out,
-            "{}\n    {}",
-            str_of(&route["route"]),
-            str_of(&route["split"])
-        )?;
+    for route in &status.routes {
+        let split: Vec<String> = route
+            .destinations
+            .iter()
+            .map(|d| format!("{} {}", d.subset.as_deref().unwrap_or(&d.host), d.weight))
+            .collect();
+        writeln!(out, "{}\n    {}", route.route, split.join(", "))?;
     }
-    let endpoints = status["gateway_endpoints"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if !endpoints.is_empty() {
+    if !status.gateway_endpoints.is_empty() {
         writeln!(out, "\n{:<40} {:<11} PID", "GATEWAY ENDPOINT", "SOCKET")?;
-        for e in &endpoints {
-            let pid = e["pid"]
-                .as_u64()
-                .map_or_else(|| "-".to_owned(), |p| p.to_string());
-            writeln!(
-                out,
-                "{:<40} {:<11} {pid}",
-                str_of(&e["endpoint"]),
-                str_of(&e["state"])
-            )?;
+        for e in &status.gateway_endpoints {
+            let pid = e.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+            writeln!(out, "{:<40} {:<11} {pid}", e.endpoint, e.state)?;
         }
     }
     writeln!(out, "\n{:<24} COUNT", "KERNEL EVENT")?;
-    for (name, count) in status["events"].as_object().into_iter().flatten() {
+    for (name, count) in &status.events {
         writeln!(out, "{name:<24} {count}")?;
     }
     Ok(())

@@ -13,3 +13,4 @@ pub mod datapath;
 pub mod model;
 pub mod netns;
 pub mod sockets;
+pub mod status;

@@ -1,0 +1,86 @@
+//! What the running agent reports about itself: the routes in force, each
+//! destination's configured weight and the connections observed for it,
+//! the gateway endpoints' sockets and the kernel's event counters.
+//!
+//! The agent writes it as JSON (`--status-file`, replaced whole); `traffic-shift
+//! status` reads it and renders it. The types are the contract between the two.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The agent's status at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// How many rule sets the agent applied since it started.
+    pub generation: u64,
+    /// The rules directory.
+    pub rules: String,
+    /// When the agent took this status (Unix time, milliseconds).
+    pub taken_at_ms: u64,
+    /// In route-key order.
+    pub routes: Vec<RouteStatus>,
+    /// Endpoints of gateway routes and their listening sockets.
+    pub gateway_endpoints: Vec<GatewayEndpoint>,
+    /// Kernel event counters (`traffic_shift_common::Event` names), summed
+    /// over CPUs, since the programs were loaded.
+    pub events: BTreeMap<String, u64>,
+}
+
+/// One route of the model (both address families together).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    /// `TcpRoute::key`, e.g. `default/tcp-echo/tcp[0]/port 9000`.
+    pub route: String,
+    /// `mesh`, or `gateway <namespace>/<name>`.
+    pub kind: String,
+    /// The service the route is for: `host:port`.
+    pub service: String,
+    /// In the order the VirtualService writes them.
+    pub destinations: Vec<DestinationStatus>,
+}
+
+/// One weighted destination of a route, with what was observed for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationStatus {
+    pub host: String,
+    /// `None`: every endpoint of the host.
+    pub subset: Option<String>,
+    /// Istio's weight as written (relative: its share is weight / sum).
+    pub weight: u32,
+    /// Connections opened to its endpoints over the last 60 seconds.
+    pub connections_last_minute: u64,
+    /// Connections opened to its endpoints since the agent started.
+    pub connections_total: u64,
+    /// Connections to its endpoints that failed to connect (refused, timed
+    /// out), over the last 60 seconds.
+    pub failed_last_minute: u64,
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+/// One endpoint of a destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointStatus {
+    /// `ip:port` (`[ip]:port` for IPv6).
+    pub address: String,
+    /// `ok`, `failing` (its recent connections failed), and for gateway
+    /// routes `registered` / `missing` (whether its listening socket is held).
+    pub state: String,
+    pub connections_last_minute: u64,
+    pub connections_total: u64,
+    /// Failed connects since the agent started.
+    pub failed_total: u64,
+}
+
+/// A gateway endpoint and the listening socket the gateway hands
+/// connections to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayEndpoint {
+    /// `ip:port`.
+    pub endpoint: String,
+    /// `registered` or `missing`.
+    pub state: String,
+    /// The backend process that owns the socket, when registered.
+    pub pid: Option<u32>,
+    pub inode: Option<u64>,
+}
