@@ -210,7 +210,14 @@ impl Drop for Process {
 }
 
 /// A demo backend (`tcp-echo`) in the test's namespace, answering `<prefix> <line>`.
-pub fn echo_backend(netns: &Netns, prefix: &str, listen: &[&str]) -> Process {
+/// A tcp-echo backend in `netns`, and in `cgroup` when given (then the
+/// agent's sock_ops sees its accepted connections: the gateway's counters).
+pub fn echo_backend(
+    netns: &Netns,
+    cgroup: Option<&Cgroup>,
+    prefix: &str,
+    listen: &[&str],
+) -> Process {
     let mut cmd = Command::new(binary("TCP_ECHO_BIN", "tcp-echo"));
     for addr in listen {
         cmd.args(["--listen", addr]);
@@ -218,7 +225,7 @@ pub fn echo_backend(netns: &Netns, prefix: &str, listen: &[&str]) -> Process {
     cmd.args(["--prefix", prefix])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = spawn_in(&mut cmd, netns, None);
+    let mut child = spawn_in(&mut cmd, netns, cgroup);
     // It logs one line once every listener is bound.
     let stderr = child.stderr.take().expect("piped");
     let mut line = String::new();
@@ -277,6 +284,7 @@ impl Agent {
             .arg(&events)
             .arg("--status-file")
             .arg(&status_file)
+            .args(["--metrics-addr", "127.0.0.1:0", "--bpf-log-level", "debug"])
             .env("TRAFFIC_SHIFT_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("log file"));
@@ -300,6 +308,46 @@ impl Agent {
             agent.log_text()
         );
         agent
+    }
+
+    /// Where the agent serves `/metrics` (it picked a free port; the status
+    /// file says which).
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        let status = self.status_json();
+        status["metrics"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no metrics address in the status file: {status}"))
+    }
+
+    /// The agent's status file, parsed.
+    pub fn status_json(&self) -> Value {
+        let text = std::fs::read_to_string(&self.status_file).expect("status file");
+        serde_json::from_str(&text).expect("status JSON")
+    }
+
+    /// The agent's `/metrics` page.
+    pub fn metrics(&self) -> String {
+        let (code, body) = http_get(self.metrics_addr(), "/metrics");
+        assert_eq!(code, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// Polls `/metrics` (up to 5 s) until `ready`; returns the page.
+    pub fn wait_metrics(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let page = self.metrics();
+            if ready(&page) {
+                return page;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} in /metrics:\n{page}\nagent log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// `traffic-shift status` for this agent: its whole output.
@@ -528,8 +576,18 @@ impl Scenario {
         let netns = Netns::new(&name);
         let cgroup = Cgroup::new(&name);
         let backends = vec![
-            echo_backend(&netns, "one", &["127.0.0.1:19001", "[::1]:19001"]),
-            echo_backend(&netns, "two", &["127.0.0.1:19002", "[::1]:19002"]),
+            echo_backend(
+                &netns,
+                Some(&cgroup),
+                "one",
+                &["127.0.0.1:19001", "[::1]:19001"],
+            ),
+            echo_backend(
+                &netns,
+                Some(&cgroup),
+                "two",
+                &["127.0.0.1:19002", "[::1]:19002"],
+            ),
         ];
         let rules_dir = std::env::temp_dir().join(format!("{name}-rules"));
         let _ = std::fs::remove_dir_all(&rules_dir);
@@ -625,3 +683,50 @@ impl RemoteClient {
 /// The IPv4 and IPv6 service addresses of the shipped tcp-echo example.
 pub const SERVICE_V4: &str = "127.100.0.1:9000";
 pub const SERVICE_V6: &str = "[fd00:7473::1]:9000";
+
+/// A plain HTTP/1.0 GET: (status code, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    (code, body.to_owned())
+}
+
+/// The sum of every sample of metric `name` (the full sample name, e.g.
+/// `istio_tcp_connections_opened_total`) whose labels include all of
+/// `labels`, in a Prometheus text page. Counters and gauges here are whole
+/// numbers.
+pub fn metric(page: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (sample, label_text) = series.split_once('{').unwrap_or((series, "}"));
+            if sample != name {
+                return None;
+            }
+            labels
+                .iter()
+                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+                .then(|| {
+                    value
+                        .parse::<u64>()
+                        .unwrap_or_else(|e| panic!("{name}: value {value} is not a count: {e}"))
+                })
+        })
+        .sum()
+}

@@ -95,7 +95,7 @@ fn held_gateway_connections_keep_their_backend_across_a_shift() {
 #[test]
 fn a_port_without_a_rule_reaches_whatever_listens_there() {
     let s = Scenario::tcp_echo("gw-pass", &tcp_echo_rule(ALL_V1));
-    let _other = echo_backend(&s.netns, "three", &["0.0.0.0:31401"]);
+    let _other = echo_backend(&s.netns, None, "three", &["0.0.0.0:31401"]);
     let mut remote = RemoteClient::start(&s.netns);
     let peer = remote.client.call(&format!("peer {NODE_ADDR}:31401"));
     assert!(
@@ -157,6 +157,7 @@ fn a_restarted_backend_is_registered_again_and_the_gap_is_refused_not_hung() {
     let restarted = Instant::now();
     s.backends.push(echo_backend(
         &s.netns,
+        Some(&s.cgroup),
         "two",
         &["127.0.0.1:19002", "[::1]:19002"],
     ));

@@ -14,13 +14,24 @@ pub mod map_names {
     pub const SERVICES: &str = "TS_SERVICES";
     pub const ROUTES: &str = "TS_ROUTES";
     pub const CURSORS: &str = "TS_CURSORS";
-    pub const ORIG_DST: &str = "TS_ORIG_DST";
     pub const EVENTS: &str = "TS_EVENTS";
     pub const GATEWAYS: &str = "TS_GATEWAYS";
     pub const SOCKETS: &str = "TS_SOCKETS";
-    /// Every map, in the order the agent pins them.
-    pub const ALL: [&str; 7] = [
-        SERVICES, ROUTES, CURSORS, ORIG_DST, EVENTS, GATEWAYS, SOCKETS,
+    pub const STATS: &str = "TS_STATS";
+    pub const GATEWAY_FLOWS: &str = "TS_GATEWAY_FLOWS";
+    /// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`): not listable, so
+    /// not pinned.
+    pub const CONNS: &str = "TS_CONNS";
+    /// Every map the agent pins, in the order it pins them.
+    pub const ALL: [&str; 8] = [
+        SERVICES,
+        ROUTES,
+        CURSORS,
+        EVENTS,
+        GATEWAYS,
+        SOCKETS,
+        STATS,
+        GATEWAY_FLOWS,
     ];
 }
 
@@ -44,9 +55,13 @@ pub const MAX_SERVICES: u32 = 4096;
 pub const MAX_GATEWAYS: u32 = 1024;
 /// Endpoint listening sockets the gateway can hand connections to (`TS_SOCKETS` size).
 pub const MAX_SOCKETS: u32 = 4096;
-/// Open redirected connections whose original destination is remembered for
-/// `getpeername` (`TS_ORIG_DST` size; LRU, so the oldest are evicted first).
-pub const MAX_ORIG_DST: u32 = 65536;
+/// Counter slots (`TS_STATS` size): one per (route, destination, endpoint)
+/// in force, plus retired ones whose connections may still close.
+pub const MAX_STATS: u32 = 4096;
+/// Gateway connections between the SYN (`sk_lookup` picked the endpoint) and
+/// the accept (`sock_ops` moves the pick onto the socket). LRU: a SYN whose
+/// handshake never completes ages out.
+pub const MAX_GATEWAY_FLOWS: u32 = 65536;
 
 /// How a route picks the destination (subset) of a new connection.
 pub mod select {
@@ -122,8 +137,9 @@ pub struct Backend {
     /// `FAMILY_V4` or `FAMILY_V6`; always the family of the service address.
     pub family: u8,
     pub pad: u8,
-    /// Dense id of the endpoint, for metrics.
-    pub endpoint_id: u32,
+    /// Its counters' slot in `TS_STATS` (stable while the route, the
+    /// destination and the endpoint stay in the rules).
+    pub stat_id: u32,
 }
 const _: () = assert!(size_of::<Backend>() == 24);
 
@@ -164,22 +180,96 @@ pub struct RouteCursor {
 }
 const _: () = assert!(size_of::<RouteCursor>() == 8 + 8 * MAX_DESTS);
 
-/// Value of `TS_ORIG_DST` (key: socket cookie): the service address a
-/// connection asked for, returned by `getpeername`.
+/// Value of `TS_CONNS`, the socket-local storage of a connection
+/// traffic-shift routed: what `getpeername` must show and where its
+/// counters go. Freed by the kernel with the socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
-pub struct OrigDst {
-    /// Address in network byte order, as `ServiceKey::addr`.
+pub struct ConnState {
+    /// Request bytes (client to endpoint) already added to `TS_STATS`.
+    pub reported_request: u64,
+    /// Response bytes (endpoint to client) already added to `TS_STATS`.
+    pub reported_response: u64,
+    /// When the bytes were last added (`bpf_ktime_get_ns`).
+    pub reported_at_ns: u64,
+    /// The service address the client asked for, as `ServiceKey::addr`
+    /// (zero for a gateway connection: nothing to restore).
     pub addr: [u32; 4],
-    /// Port in network byte order.
+    /// Its port, network byte order.
     pub port: u16,
+    /// `FAMILY_V4` / `FAMILY_V6`; 0 on a gateway connection.
     pub family: u8,
-    pub pad: u8,
+    /// `conn_flags::*`.
+    pub flags: u8,
+    /// Index into `TS_STATS`.
+    pub stat_id: u32,
     pub route_id: u32,
-    pub endpoint_id: u32,
+    pub pad: u32,
 }
-const _: () = assert!(size_of::<OrigDst>() == 28);
+const _: () = assert!(size_of::<ConnState>() == 56);
+
+/// `ConnState::flags`.
+pub mod conn_flags {
+    /// The server side of a gateway connection (bytes it receives are the
+    /// request), not a client's connection to a service address.
+    pub const GATEWAY: u8 = 1;
+    /// The handshake completed.
+    pub const ESTABLISHED: u8 = 2;
+    /// A retransmission timer expired for good: the connect timed out.
+    pub const TIMED_OUT: u8 = 4;
+    /// Closed and counted; nothing more to add.
+    pub const CLOSED: u8 = 8;
+    /// The peer's FIN arrived (it takes one byte of sequence space, which
+    /// the kernel's byte counters include and ours must not).
+    pub const PEER_FIN: u8 = 16;
+    /// This side sent its FIN.
+    pub const OUR_FIN: u8 = 32;
+}
+
+/// Value of per-CPU `TS_STATS` (index: stat id, one per route destination
+/// endpoint): the connections and bytes `sock_ops` observed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct EndpointStats {
+    /// Connects started (SYN sent) on the mesh path; connections accepted
+    /// on the gateway path.
+    pub opened: u64,
+    pub established: u64,
+    /// Every opened connection once it is gone, failed ones included.
+    pub closed: u64,
+    /// The endpoint answered the SYN with a reset.
+    pub failed_refused: u64,
+    /// The SYN retransmissions ran out.
+    pub failed_timeout: u64,
+    /// Any other end before the handshake (ICMP error, the client gave up).
+    pub failed_other: u64,
+    /// Bytes from client to endpoint (Istio's `received` bytes), counted as
+    /// acknowledged or received, at close and about every second while open.
+    pub request_bytes: u64,
+    /// Bytes from endpoint to client (Istio's `sent` bytes).
+    pub response_bytes: u64,
+}
+const _: () = assert!(size_of::<EndpointStats>() == 64);
+
+/// Key of `TS_GATEWAY_FLOWS`: a connection's 4-tuple as the server side
+/// sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FlowKey {
+    /// Local (gateway) address, as `ServiceKey::addr`.
+    pub local: [u32; 4],
+    /// Remote (client) address.
+    pub remote: [u32; 4],
+    /// Ports in network byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub family: u8,
+    pub pad: [u8; 3],
+}
+const _: () = assert!(size_of::<FlowKey>() == 40);
 
 /// What a program did with a connection: an index into the per-CPU
 /// `TS_EVENTS` array. Counted for every program run, so every fallback and
@@ -202,9 +292,9 @@ pub enum Event {
     BadTable = 5,
     /// connect: endpoint family differs from the socket's; refused.
     FamilyMismatch = 6,
-    /// connect: the original destination could not be stored for
-    /// getpeername; the connection proceeds, getpeername shows the endpoint.
-    OrigDstFull = 7,
+    /// connect: no socket storage for the connection (out of memory): it
+    /// proceeds, but getpeername shows the endpoint and it is not counted.
+    ConnStateFull = 7,
     /// getpeername: the service address was returned.
     PeerRestored = 8,
     /// getpeername: not a redirected socket, left alone.
@@ -217,12 +307,25 @@ pub enum Event {
     /// sk_lookup: no endpoint of the chosen subset has a socket (or the
     /// subset has no endpoint); refused with a reset.
     GatewayNoSocket = 12,
-    /// sk_lookup: not a gateway address:port, passed to the normal lookup.
+    /// sk_lookup: not TCP to a gateway address:port, passed to the normal lookup.
     GatewayPass = 13,
+    /// sk_lookup: the pick could not be remembered for sock_ops (the flow
+    /// table refused it); the connection proceeds uncounted.
+    GatewayFlowFull = 14,
+    /// sock_ops: a routed connection was accepted or started (counted).
+    ConnTracked = 15,
+    /// sock_ops: a gateway connection was accepted but its socket storage
+    /// could not be made; it proceeds uncounted.
+    SockOpsNoStorage = 16,
+    /// sock_ops: the connection's stat id is outside `TS_STATS` (corrupt).
+    BadStatId = 17,
+    /// sk_lookup: gateway key known but its route table is missing (should
+    /// not happen); passed to the normal lookup.
+    GatewayNoRoute = 18,
 }
 
 impl Event {
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 19;
     pub const ALL: [Event; Self::COUNT as usize] = [
         Event::Rewritten,
         Event::NotTcp,
@@ -231,13 +334,18 @@ impl Event {
         Event::NoEndpoint,
         Event::BadTable,
         Event::FamilyMismatch,
-        Event::OrigDstFull,
+        Event::ConnStateFull,
         Event::PeerRestored,
         Event::PeerUntouched,
         Event::GatewayAssigned,
         Event::GatewayFallback,
         Event::GatewayNoSocket,
         Event::GatewayPass,
+        Event::GatewayFlowFull,
+        Event::ConnTracked,
+        Event::SockOpsNoStorage,
+        Event::BadStatId,
+        Event::GatewayNoRoute,
     ];
 
     /// Label value used in metrics and `status`.
@@ -250,13 +358,41 @@ impl Event {
             Event::NoEndpoint => "no_endpoint",
             Event::BadTable => "bad_table",
             Event::FamilyMismatch => "family_mismatch",
-            Event::OrigDstFull => "orig_dst_full",
+            Event::ConnStateFull => "conn_state_full",
             Event::PeerRestored => "peer_restored",
             Event::PeerUntouched => "peer_untouched",
             Event::GatewayAssigned => "gateway_assigned",
             Event::GatewayFallback => "gateway_fallback",
             Event::GatewayNoSocket => "gateway_no_socket",
             Event::GatewayPass => "gateway_pass",
+            Event::GatewayFlowFull => "gateway_flow_full",
+            Event::ConnTracked => "conn_tracked",
+            Event::SockOpsNoStorage => "sock_ops_no_storage",
+            Event::BadStatId => "bad_stat_id",
+            Event::GatewayNoRoute => "gateway_no_route",
+        }
+    }
+
+    /// The program that counts it (`connect`, `getpeername`, `sk_lookup`,
+    /// `sock_ops`), a metrics label.
+    pub const fn program(self) -> &'static str {
+        match self {
+            Event::Rewritten
+            | Event::NotTcp
+            | Event::NotService
+            | Event::NoRoute
+            | Event::NoEndpoint
+            | Event::BadTable
+            | Event::FamilyMismatch
+            | Event::ConnStateFull => "connect",
+            Event::PeerRestored | Event::PeerUntouched => "getpeername",
+            Event::GatewayAssigned
+            | Event::GatewayFallback
+            | Event::GatewayNoSocket
+            | Event::GatewayPass
+            | Event::GatewayFlowFull
+            | Event::GatewayNoRoute => "sk_lookup",
+            Event::ConnTracked | Event::SockOpsNoStorage | Event::BadStatId => "sock_ops",
         }
     }
 }
@@ -281,7 +417,9 @@ mod user {
     unsafe impl aya::Pod for super::ServiceValue {}
     unsafe impl aya::Pod for super::RouteTable {}
     unsafe impl aya::Pod for super::RouteCursor {}
-    unsafe impl aya::Pod for super::OrigDst {}
+    unsafe impl aya::Pod for super::ConnState {}
+    unsafe impl aya::Pod for super::EndpointStats {}
+    unsafe impl aya::Pod for super::FlowKey {}
 }
 
 /// The hash of a client identity (source address words, or the netns cookie

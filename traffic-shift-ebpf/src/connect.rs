@@ -9,14 +9,15 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::bpf_sock_addr,
-    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
+    helpers::generated::{bpf_get_netns_cookie, bpf_set_retval},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use traffic_shift_common::{Event, FAMILY_V4, FAMILY_V6, OrigDst, ServiceKey};
+use aya_log_ebpf::{debug, warn};
+use traffic_shift_common::{ConnState, Event, FAMILY_V4, FAMILY_V6, ServiceKey};
 
 use crate::{
-    maps::{TS_ORIG_DST, TS_ROUTES, TS_SERVICES, count},
+    maps::{TS_ROUTES, TS_SERVICES, conn_state, count},
     select::pick,
 };
 
@@ -143,21 +144,51 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<Event, Event> {
         return Ok(Event::NoRoute);
     };
     let client = client_identity(ctx, family);
-    let backend = pick(route, route_id, client)?.backend;
+    let backend = match pick(route, route_id, client) {
+        Ok(picked) => picked.backend,
+        Err(event) => {
+            debug!(
+                ctx,
+                "connect: route {} refused, event {}", route_id, event as u32
+            );
+            return Err(event);
+        }
+    };
     if backend.family != key.family {
+        warn!(
+            ctx,
+            "connect: route {} endpoint family differs from the socket's", route_id
+        );
         return Err(Event::FamilyMismatch);
     }
+    debug!(
+        ctx,
+        "connect: route {} -> stat {}", route_id, backend.stat_id
+    );
 
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let orig = OrigDst {
+    // Remembered on the socket itself, for getpeername and for sock_ops
+    // (which counts the connection against the endpoint's stat id).
+    let state = ConnState {
+        reported_request: 0,
+        reported_response: 0,
+        reported_at_ns: 0,
         addr: key.addr,
         port: key.port,
         family: key.family,
-        pad: 0,
+        flags: 0,
+        stat_id: backend.stat_id,
         route_id,
-        endpoint_id: backend.endpoint_id,
+        pad: 0,
     };
-    let stored = TS_ORIG_DST.insert(cookie, orig, 0).is_ok();
+    // SAFETY: `sk` is always set for sock_addr programs.
+    let sk = unsafe { (*sa).__bindgen_anon_1.sk };
+    let slot = conn_state(sk, Some(&state));
+    let stored = !slot.is_null();
+    if stored {
+        // A socket that connects again (after a failed attempt) starts over.
+        // SAFETY: a non-null storage pointer is valid for the program run.
+        unsafe { *slot = state };
+    }
 
     // SAFETY: user_ip4/user_ip6/user_port are writable in connect hooks;
     // 4-byte stores as the verifier requires.
@@ -177,7 +208,7 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<Event, Event> {
     Ok(if stored {
         Event::Rewritten
     } else {
-        Event::OrigDstFull
+        Event::ConnStateFull
     })
 }
 
@@ -214,12 +245,15 @@ fn client_identity(ctx: &SockAddrContext, family: Family) -> [u32; 4] {
 
 #[inline(always)]
 fn try_getpeername(ctx: &SockAddrContext, family: Family) -> Event {
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    // SAFETY: values are plain data written whole by connect.
-    let Some(orig) = (unsafe { TS_ORIG_DST.get(&cookie) }) else {
-        return Event::PeerUntouched;
-    };
     let sa = ctx.sock_addr;
+    // SAFETY: `sk` is always set for sock_addr programs.
+    let state = conn_state(unsafe { (*sa).__bindgen_anon_1.sk }, None);
+    if state.is_null() {
+        return Event::PeerUntouched;
+    }
+    // SAFETY: non-null storage is valid for the program run; copied out
+    // because sock_ops on another CPU may update the byte counters.
+    let orig = unsafe { *state };
     unsafe {
         match family {
             Family::V4 => {

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `connect.rs` | cgroup `connect4`/`connect6`, `getpeername4`/`getpeername6` | 5.8 (getpeername hooks; `bpf_set_retval` 5.18) |
 //! | `sk_lookup.rs` | `sk_lookup`, per network namespace | 5.9 |
+//! | `sock_ops.rs` | `sock_ops` on the connect cgroup: per-endpoint connection and byte counters | 5.10 (`bpf_sk_storage_get` from sock_addr) |
 //! | `select.rs` | backend selection shared by both | 5.12 (atomic fetch-add) |
 //!
 //! Every entry point is thin: it calls a `try_*` function that returns
@@ -17,6 +18,7 @@ mod connect;
 mod maps;
 mod select;
 mod sk_lookup;
+mod sock_ops;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -2,14 +2,17 @@
 //! prints field names. Field byte orders are documented on the types in
 //! `traffic-shift-common`.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, SockHash},
+    bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_sock},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, SkStorage, SockHash},
+    helpers::generated::bpf_sk_storage_get,
     macros::btf_map,
 };
 use traffic_shift_common::{
-    Event, MAX_GATEWAYS, MAX_ORIG_DST, MAX_ROUTES, MAX_SERVICES, MAX_SOCKETS, OrigDst, RouteCursor,
-    RouteTable, ServiceKey, ServiceValue,
+    ConnState, EndpointStats, Event, FlowKey, MAX_GATEWAY_FLOWS, MAX_GATEWAYS, MAX_ROUTES,
+    MAX_SERVICES, MAX_SOCKETS, MAX_STATS, RouteCursor, RouteTable, ServiceKey, ServiceValue,
 };
 
 /// Service address:port -> the route that covers it.
@@ -32,10 +35,58 @@ pub static TS_ROUTES: HashMap<
 #[btf_map]
 pub static TS_CURSORS: Array<RouteCursor, { MAX_ROUTES as usize }> = Array::new();
 
-/// Socket cookie -> the service address the socket connected to, for
-/// getpeername. LRU: entries of long-closed sockets age out.
+/// Socket -> what traffic-shift knows of the connection (the service
+/// address for getpeername, its counters' slot). Socket-local storage: no
+/// lookup by key, no eviction, freed with the socket.
 #[btf_map]
-pub static TS_ORIG_DST: LruHashMap<u64, OrigDst, { MAX_ORIG_DST as usize }> = LruHashMap::new();
+pub static TS_CONNS: SkStorage<ConnState> = SkStorage::new();
+
+/// The connection state of socket `sk`; with `init`, created from it when
+/// the socket has none. Null when there is none (or no memory for one).
+#[inline(always)]
+pub fn conn_state(sk: *mut bpf_sock, init: Option<&ConnState>) -> *mut ConnState {
+    // sock_ops' `sk` may be null (the verifier insists on the check).
+    if sk.is_null() {
+        return core::ptr::null_mut();
+    }
+    let (value, flags) = match init {
+        Some(v) => (
+            core::ptr::from_ref(v).cast_mut().cast::<c_void>(),
+            u64::from(BPF_SK_STORAGE_GET_F_CREATE),
+        ),
+        None => (core::ptr::null_mut(), 0),
+    };
+    // The map's address is what the loader relocates to the map.
+    let map = (&raw const TS_CONNS).cast_mut().cast::<c_void>();
+    // SAFETY: `sk` is a non-null socket from the program context; `value`
+    // is null or a valid ConnState.
+    unsafe { bpf_sk_storage_get(map, sk.cast(), value, flags) }.cast::<ConnState>()
+}
+
+/// Stat id -> connections and bytes observed, per CPU.
+#[btf_map]
+pub static TS_STATS: PerCpuArray<EndpointStats, { MAX_STATS as usize }> = PerCpuArray::new();
+
+/// Gateway 4-tuple -> the stat id `sk_lookup` picked, until `sock_ops`
+/// sees the accepted socket.
+#[btf_map]
+pub static TS_GATEWAY_FLOWS: LruHashMap<FlowKey, u32, { MAX_GATEWAY_FLOWS as usize }> =
+    LruHashMap::new();
+
+/// `*counter += n`, atomically: a program on this CPU may be interrupted by
+/// one from softirq (sock_ops runs in both) that adds to the same slot.
+#[inline(always)]
+pub fn add(counter: *mut u64, n: u64) {
+    // SAFETY: `counter` points into a map value, valid for the program run.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {v}",
+            p = in(reg) counter,
+            v = in(reg) n,
+            options(nostack),
+        );
+    }
+}
 
 /// `Event` -> how many times it happened, per CPU.
 #[btf_map]
@@ -45,9 +96,7 @@ pub static TS_EVENTS: PerCpuArray<u64, { Event::COUNT as usize }> = PerCpuArray:
 #[inline(always)]
 pub fn count(event: Event) {
     if let Some(counter) = TS_EVENTS.get_ptr_mut(event as u32) {
-        // SAFETY: per-CPU slot, and programs do not nest on one CPU for
-        // these hooks; a pointer from a successful lookup is valid.
-        unsafe { *counter += 1 };
+        add(counter, 1);
     }
 }
 

@@ -13,10 +13,12 @@ use aya_ebpf::{
     macros::sk_lookup,
     programs::SkLookupContext,
 };
-use traffic_shift_common::{Backend, Event, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, ServiceKey};
+use traffic_shift_common::{
+    Backend, Event, FAMILY_V4, FAMILY_V6, FlowKey, MAX_BACKENDS, ServiceKey,
+};
 
 use crate::{
-    maps::{TS_GATEWAYS, TS_ROUTES, TS_SOCKETS, count},
+    maps::{TS_GATEWAY_FLOWS, TS_GATEWAYS, TS_ROUTES, TS_SOCKETS, count},
     select::{bound, pick},
 };
 
@@ -44,7 +46,7 @@ fn try_sk_lookup(ctx: &SkLookupContext) -> Result<Event, Event> {
     let l = ctx.lookup;
     // SAFETY: the context pointer is valid for the whole program run.
     if unsafe { (*l).protocol } != IPPROTO_TCP {
-        return Ok(Event::NotTcp);
+        return Ok(Event::GatewayPass);
     }
     // Each field read once, as its own load from the context pointer: the
     // verifier refuses a load through a derived pointer ("dereference of
@@ -53,6 +55,9 @@ fn try_sk_lookup(ctx: &SkLookupContext) -> Result<Event, Event> {
     let field = |f: *const u32| unsafe { core::ptr::read_volatile(f) };
     // local_port is in host byte order here (unlike sock_addr's user_port).
     let port = (field(unsafe { &raw const (*l).local_port }) as u16).to_be();
+    // remote_port is a network-order 16-bit field.
+    // SAFETY: as above.
+    let remote_port = unsafe { core::ptr::read_volatile(&raw const (*l).remote_port) };
     let (key, client) = match field(unsafe { &raw const (*l).family }) {
         AF_INET => (
             ServiceKey {
@@ -104,11 +109,20 @@ fn try_sk_lookup(ctx: &SkLookupContext) -> Result<Event, Event> {
     let route_id = gateway.route_id;
     // SAFETY: TS_ROUTES is BPF_F_NO_PREALLOC (see connect.rs).
     let Some(route) = (unsafe { TS_ROUTES.get(&route_id) }) else {
-        return Ok(Event::NoRoute);
+        return Ok(Event::GatewayNoRoute);
+    };
+    // sock_ops counts the accepted connection against the endpoint it got.
+    let flow = FlowKey {
+        local: key.addr,
+        remote: client,
+        local_port: port,
+        remote_port,
+        family: key.family,
+        pad: [0; 3],
     };
     let picked = pick(route, route_id, client).map_err(|_| Event::GatewayNoSocket)?;
     if assign(ctx, picked.backend) {
-        return Ok(Event::GatewayAssigned);
+        return Ok(remember(&flow, picked.backend, Event::GatewayAssigned));
     }
     // The picked endpoint has no socket: any registered one of the subset.
     let first = u64::from(picked.dest.first_backend);
@@ -119,10 +133,20 @@ fn try_sk_lookup(ctx: &SkLookupContext) -> Result<Event, Event> {
         }
         let backend = &route.backends[bound(first + i, MAX_BACKENDS as u64 - 1)];
         if assign(ctx, backend) {
-            return Ok(Event::GatewayFallback);
+            return Ok(remember(&flow, backend, Event::GatewayFallback));
         }
     }
     Err(Event::GatewayNoSocket)
+}
+
+/// Remembers which endpoint the flow went to, for sock_ops; `event` unless
+/// that fails.
+#[inline(always)]
+fn remember(flow: &FlowKey, backend: &Backend, event: Event) -> Event {
+    match TS_GATEWAY_FLOWS.insert(flow, backend.stat_id, 0) {
+        Ok(()) => event,
+        Err(_) => Event::GatewayFlowFull,
+    }
 }
 
 /// Hands the connection to `backend`'s listening socket, if registered.

@@ -16,14 +16,18 @@ use std::{
 use notify::Watcher as _;
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
-use traffic_shift_common::ServiceKey;
+use std::sync::{Arc, Mutex};
+
+use traffic_shift_common::{EndpointStats, ServiceKey};
 
 use crate::{
     compile::{self, Compiled},
     config::{self, RulesFile},
-    datapath::{Datapath, DatapathError},
+    datapath::{BpfLogLevel, Datapath, DatapathError},
+    metrics::{self, Exporter, Shared, SlotInfo},
     model::RoutingModel,
     sockets,
+    stats::StatIds,
     status::{DestinationStatus, EndpointStatus, GatewayEndpoint, RouteStatus, Status},
 };
 
@@ -49,6 +53,12 @@ pub enum AgentError {
     NoCgroup2,
     #[error("cannot handle signals: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("cannot serve metrics on {addr}: {source}; pick another --metrics-addr")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write events file {path}: {source}")]
     Events {
         path: PathBuf,
@@ -88,6 +98,14 @@ pub struct AgentOptions {
     /// tests). Example: `/run/traffic-shift/events.jsonl`.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+    /// Where `/metrics` (Prometheus) is served. Loopback only by default;
+    /// port 0 picks a free port (the status file says which).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15090")]
+    pub metrics_addr: SocketAddr,
+    /// The most verbose kernel log lines (aya-log) passed to the log
+    /// output; fixed when the programs load, so disabled levels cost nothing.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub bpf_log_level: BpfLogLevel,
 }
 
 /// The rules files on disk: each one's text, or why it cannot be read.
@@ -114,6 +132,13 @@ struct Agent {
     status_file: PathBuf,
     /// The status last written, to write only changes.
     last_status: String,
+    /// Counter slots of the rules in force (and retired ones).
+    stat_ids: StatIds,
+    /// Per-second samples of every slot's counters, the last minute of them.
+    history: std::collections::VecDeque<(std::time::Instant, BTreeMap<u32, EndpointStats>)>,
+    /// What the metrics exporter needs from the agent.
+    metrics: Arc<Mutex<Shared>>,
+    metrics_addr: SocketAddr,
 }
 
 /// Runs until SIGINT or SIGTERM; then detaches and removes the pins.
@@ -132,24 +157,24 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             path: options.rules.clone(),
             source,
         })?;
-    let events = match &options.events {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| AgentError::Events {
-                    path: path.clone(),
-                    source,
-                })?,
-        ),
-        None => None,
-    };
+    let events = options.events.as_deref().map(open_events).transpose()?;
     let cgroup = match &options.cgroup {
         Some(cgroup) => cgroup.clone(),
         None => crate::datapath::default_cgroup().ok_or(AgentError::NoCgroup2)?,
     };
-    let datapath = Datapath::load(&cgroup, &options.netns, &options.bpffs)?;
+    let mut datapath = Datapath::load(
+        &cgroup,
+        &options.netns,
+        &options.bpffs,
+        options.bpf_log_level,
+    )?;
+    if let Some(logger) = datapath.take_logger() {
+        tokio::spawn(forward_kernel_logs(logger));
+    }
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (metrics_server, metrics_addr) =
+        start_metrics(&datapath, options.metrics_addr, Arc::clone(&shared)).await?;
+    tracing::info!(addr = %metrics_addr, "serving /metrics");
     tracing::info!(
         cgroup = %cgroup.display(),
         netns = %options.netns.display(),
@@ -169,6 +194,10 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         model: RoutingModel::default(),
         status_file: options.status_file.clone(),
         last_status: String::new(),
+        stat_ids: StatIds::default(),
+        history: std::collections::VecDeque::new(),
+        metrics: shared,
+        metrics_addr,
     };
 
     let (tx, mut rx) = mpsc::channel::<()>(16);
@@ -188,6 +217,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
 
     // The first apply registers the gateway endpoints' sockets too.
     agent.rescan();
+    agent.sample();
     agent.write_status();
     tracing::info!(rules = %agent.rules.display(), files = agent.accepted.len(), "serving; watching for changes");
 
@@ -205,11 +235,15 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 while rx.try_recv().is_ok() {}
                 agent.rescan();
             }
-            _ = tick.tick() => agent.rescan(),
+            _ = tick.tick() => {
+                agent.rescan();
+                agent.sample();
+            }
             _ = socket_tick.tick() => agent.register_sockets(),
         }
         agent.write_status();
     }
+    metrics_server.abort();
     tracing::info!("stopping: detaching programs and removing pins");
     let _ = std::fs::remove_file(&agent.status_file);
     drop(agent);
@@ -329,7 +363,8 @@ impl Agent {
         let model = config::resolve(&files).map_err(|e| e.to_string())?;
         let is_local = crate::netns::is_local_in(&self.netns)
             .map_err(|e| format!("cannot list the addresses of {}: {e}", self.netns.display()))?;
-        let compiled: Compiled = compile::compile(&model, &is_local).map_err(|e| e.to_string())?;
+        let compiled: Compiled =
+            compile::compile(&model, &is_local, &self.stat_ids).map_err(|e| e.to_string())?;
         // Sockets of new gateway endpoints go in before the tables that
         // point at them: the first connection after the change finds them.
         let wanted: BTreeMap<ServiceKey, SocketAddr> = model
@@ -360,6 +395,8 @@ impl Agent {
                     tracing::info!(route = %key, "route removed");
                 }
                 self.model = model;
+                self.stat_ids = compiled.stat_ids;
+                self.publish();
                 self.gateway_endpoints = wanted;
                 self.register_sockets();
                 for (path, change) in changes {
@@ -465,6 +502,121 @@ impl Agent {
         }
     }
 
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tells the metrics exporter about the rules just applied: the labels
+    /// of every counter slot, the configured weights.
+    fn publish(&mut self) {
+        let ids: BTreeMap<_, _> = self
+            .stat_ids
+            .iter()
+            .map(|(k, id)| (k.clone(), id))
+            .collect();
+        let mut slots = std::mem::take(&mut self.shared().slots);
+        // Slots reused for another endpoint lose their old labels.
+        slots.retain(|id, _| ids.values().any(|v| v == id));
+        let mut weights = BTreeMap::new();
+        for route in &self.model.routes {
+            for dest in &route.destinations {
+                let mut version = None;
+                for ep in &dest.endpoints {
+                    let labels = metrics::istio_labels(route, dest, ep);
+                    version = Some(labels.get("destination_version").to_owned());
+                    if let Some(&id) = ids.get(&compile::stat_key(route, dest, ep.addr)) {
+                        slots.insert(
+                            id,
+                            SlotInfo {
+                                labels,
+                                endpoint: ep.addr,
+                            },
+                        );
+                    }
+                }
+                let version = version
+                    .or_else(|| dest.subset.clone())
+                    .unwrap_or_else(|| "unknown".to_owned());
+                *weights
+                    .entry((route.key.clone(), dest.host.clone(), version))
+                    .or_default() += dest.weight;
+            }
+        }
+        let generation = self.generation;
+        let mut shared = self.shared();
+        shared.slots = slots;
+        shared.weights = weights;
+        shared.generation = generation;
+        shared.rules_applied += 1;
+    }
+
+    /// Every second: takes a sample of the counters (for the last-minute
+    /// figures of `status`) and tells the exporter how full the maps are
+    /// and which gateway sockets are held.
+    fn sample(&mut self) {
+        let now = std::time::Instant::now();
+        let counters = self.datapath.counters();
+        let sample: BTreeMap<u32, EndpointStats> = self
+            .stat_ids
+            .iter()
+            .filter_map(|(_, id)| counters.stats(id).ok().map(|s| (id, s)))
+            .collect();
+        self.history.push_back((now, sample));
+        while self
+            .history
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_mins(1))
+        {
+            self.history.pop_front();
+        }
+        let fill = self.datapath.fill();
+        let mut registered = BTreeMap::new();
+        for route in self.model.routes.iter().filter(|r| r.gateway.is_some()) {
+            for dest in &route.destinations {
+                for ep in &dest.endpoints {
+                    let labels = metrics::istio_labels(route, dest, ep);
+                    registered.insert(
+                        (
+                            dest.host.clone(),
+                            labels.get("destination_version").to_owned(),
+                            ep.addr.to_string(),
+                        ),
+                        self.registered.contains_key(&compile::service_key(ep.addr)),
+                    );
+                }
+            }
+        }
+        let mut shared = self.shared();
+        shared.map_fill = fill;
+        shared.registered = registered;
+    }
+
+    /// A slot's counters now, and how much they grew over the last minute
+    /// (since the oldest sample kept).
+    fn observed(&self, id: Option<u32>) -> (EndpointStats, EndpointStats) {
+        let Some(id) = id else {
+            return Default::default();
+        };
+        let get = |sample: Option<&(std::time::Instant, BTreeMap<u32, EndpointStats>)>| {
+            sample
+                .and_then(|(_, s)| s.get(&id).copied())
+                .unwrap_or_default()
+        };
+        let now = get(self.history.back());
+        let then = get(self.history.front());
+        let delta = EndpointStats {
+            opened: now.opened.saturating_sub(then.opened),
+            established: now.established.saturating_sub(then.established),
+            failed_refused: now.failed_refused.saturating_sub(then.failed_refused),
+            failed_timeout: now.failed_timeout.saturating_sub(then.failed_timeout),
+            failed_other: now.failed_other.saturating_sub(then.failed_other),
+            ..EndpointStats::default()
+        };
+        (now, delta)
+    }
+
     /// The status as of now (see [`crate::status`]).
     fn status(&self) -> Status {
         let gateway_endpoints = self
@@ -485,7 +637,7 @@ impl Agent {
                 },
             })
             .collect();
-        let events = match self.datapath.events() {
+        let events = match self.datapath.counters().events() {
             Ok(events) => events
                 .into_iter()
                 .map(|(e, n)| (e.name().to_owned(), n))
@@ -495,6 +647,11 @@ impl Agent {
                 BTreeMap::new()
             }
         };
+        let ids: BTreeMap<_, _> = self
+            .stat_ids
+            .iter()
+            .map(|(k, id)| (k.clone(), id))
+            .collect();
         let routes = self
             .model
             .routes
@@ -509,25 +666,7 @@ impl Agent {
                 destinations: route
                     .destinations
                     .iter()
-                    .map(|dest| DestinationStatus {
-                        host: dest.host.clone(),
-                        subset: dest.subset.clone(),
-                        weight: dest.weight,
-                        endpoints: dest
-                            .endpoints
-                            .iter()
-                            .map(|ep| EndpointStatus {
-                                address: ep.addr.to_string(),
-                                state: if route.gateway.is_some() {
-                                    self.socket_state(ep.addr).to_owned()
-                                } else {
-                                    "ok".to_owned()
-                                },
-                                ..EndpointStatus::default()
-                            })
-                            .collect(),
-                        ..DestinationStatus::default()
-                    })
+                    .map(|dest| self.destination_status(route, dest, &ids))
                     .collect(),
             })
             .collect();
@@ -538,6 +677,49 @@ impl Agent {
             routes,
             gateway_endpoints,
             events,
+            metrics: Some(self.metrics_addr.to_string()),
+        }
+    }
+
+    /// One destination of a route, with what was observed for it.
+    fn destination_status(
+        &self,
+        route: &crate::model::TcpRoute,
+        dest: &crate::model::Destination,
+        ids: &BTreeMap<crate::stats::StatKey, u32>,
+    ) -> DestinationStatus {
+        let failed = |s: &EndpointStats| s.failed_refused + s.failed_timeout + s.failed_other;
+        let endpoints: Vec<EndpointStatus> = dest
+            .endpoints
+            .iter()
+            .map(|ep| {
+                let id = ids.get(&compile::stat_key(route, dest, ep.addr)).copied();
+                let (total, minute) = self.observed(id);
+                let state = if route.gateway.is_some() {
+                    self.socket_state(ep.addr)
+                } else if failed(&minute) > 0 && minute.established == 0 {
+                    "failing"
+                } else {
+                    "ok"
+                };
+                EndpointStatus {
+                    address: ep.addr.to_string(),
+                    state: state.to_owned(),
+                    connections_last_minute: minute.opened,
+                    connections_total: total.opened,
+                    failed_total: failed(&total),
+                    failed_last_minute: failed(&minute),
+                }
+            })
+            .collect();
+        DestinationStatus {
+            host: dest.host.clone(),
+            subset: dest.subset.clone(),
+            weight: dest.weight,
+            connections_last_minute: endpoints.iter().map(|e| e.connections_last_minute).sum(),
+            connections_total: endpoints.iter().map(|e| e.connections_total).sum(),
+            failed_last_minute: endpoints.iter().map(|e| e.failed_last_minute).sum(),
+            endpoints,
         }
     }
 
@@ -585,6 +767,7 @@ impl Agent {
             "removal refused"
         };
         tracing::error!(file = %file_name(path), "{what}: {err}; the previous rules stay in force");
+        self.shared().apply_errors += 1;
         self.event(path, what, Some(err));
         self.refused.insert(path.to_owned(), text);
     }
@@ -600,6 +783,55 @@ impl Agent {
             // One write per line, so a reader never sees half a line.
             let _ = file.write_all(format!("{line}\n").as_bytes());
         }
+    }
+}
+
+/// Opens the `--events` file for appending.
+fn open_events(path: &Path) -> Result<std::fs::File, AgentError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| AgentError::Events {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Serves `/metrics` on `addr`: returns the server task and the address it
+/// listens on (port 0 picks one).
+async fn start_metrics(
+    datapath: &Datapath,
+    addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+) -> Result<(tokio::task::JoinHandle<()>, SocketAddr), AgentError> {
+    let exporter = Arc::new(Exporter::new(datapath.counters_reader()?, shared));
+    let err = |source| AgentError::Metrics { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    Ok((tokio::spawn(metrics::serve(listener, exporter)), bound))
+}
+
+/// Passes the kernel's log lines (aya-log) to the log output as they come.
+async fn forward_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring buffer's fd for its whole life and
+    // always returns that fd; the AsyncFd owns the logger.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(err) => {
+            tracing::warn!(err = %err, "cannot follow kernel log lines");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
     }
 }
 

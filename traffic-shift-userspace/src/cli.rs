@@ -29,7 +29,7 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
             .and_then(|model| {
                 let is_local = crate::netns::is_local_in(std::path::Path::new("/proc/self/ns/net"))
                     .map_err(|e| format!("cannot list this node's addresses: {e}"))?;
-                compile::compile(&model, &is_local)
+                compile::compile(&model, &is_local, &crate::stats::StatIds::default())
                     .map(|c| (model, c))
                     .map_err(|e| e.to_string())
             }) {

@@ -16,10 +16,15 @@ use traffic_shift_common::{
     MAX_SLOTS, RouteTable, ServiceKey, select,
 };
 
-use crate::model::{RoutingModel, Selection, TcpRoute};
+use crate::{
+    model::{RoutingModel, Selection, TcpRoute},
+    stats::{StatIds, StatKey, StatsFull},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
+    #[error(transparent)]
+    Stats(#[from] StatsFull),
     #[error(
         "{route} (from {source_file}): {what} is {count}, the kernel table holds at most {max}; split the route or reduce it"
     )]
@@ -87,28 +92,29 @@ impl fmt::Debug for KernelRoute {
 #[derive(Debug, Default)]
 pub struct Compiled {
     pub routes: BTreeMap<String, KernelRoute>,
+    /// The counter slots, with the ones to zero before the tables go in.
+    pub stat_ids: StatIds,
 }
 
 /// Compiles the model. Fails as a whole: nothing partial reaches the kernel.
 /// `is_local` says whether an address belongs to this node (the gateway's
 /// network namespace): gateway routes can only reach local endpoints.
+/// `stat_ids` are the counter slots in force; the result carries them
+/// updated for this model (keep them if it is applied).
 pub fn compile(
     model: &RoutingModel,
     is_local: &dyn Fn(IpAddr) -> bool,
+    stat_ids: &StatIds,
 ) -> Result<Compiled, CompileError> {
-    let mut endpoint_ids: BTreeMap<SocketAddr, u32> = BTreeMap::new();
-    for route in &model.routes {
-        for dest in &route.destinations {
-            for ep in &dest.endpoints {
-                let next = u32::try_from(endpoint_ids.len()).unwrap_or(u32::MAX);
-                endpoint_ids.entry(ep.addr).or_insert(next);
-            }
-        }
-    }
+    let mut stat_ids = stat_ids.clone();
+    let endpoint_ids = stat_ids.assign(&stat_keys(model))?;
     let mut service_ids: BTreeMap<(&str, u16), u32> = BTreeMap::new();
     // Mesh and gateway listeners live in different maps: they never conflict.
     let mut owner: BTreeMap<(bool, SocketAddr), &str> = BTreeMap::new();
-    let mut compiled = Compiled::default();
+    let mut compiled = Compiled {
+        routes: BTreeMap::new(),
+        stat_ids,
+    };
     let mut n_services = 0;
     for route in &model.routes {
         let next = u32::try_from(service_ids.len()).unwrap_or(u32::MAX);
@@ -175,7 +181,7 @@ fn kernel_route(
     family: u8,
     listeners: Vec<ServiceKey>,
     service_id: u32,
-    endpoint_ids: &BTreeMap<SocketAddr, u32>,
+    endpoint_ids: &BTreeMap<StatKey, u32>,
 ) -> Result<KernelRoute, CompileError> {
     let too_many = |what, count, max| CompileError::TooMany {
         route: route.key.clone(),
@@ -219,7 +225,7 @@ fn kernel_route(
                 port: key.port,
                 family,
                 pad: 0,
-                endpoint_id: endpoint_ids[&ep.addr],
+                stat_id: endpoint_ids[&stat_key(route, dest, ep.addr)],
             };
             n_backends += 1;
         }
@@ -258,6 +264,33 @@ fn kernel_route(
         table,
         summary: summary.join(", "),
     })
+}
+
+/// The counter slot of one endpoint of one destination of a route.
+pub fn stat_key(
+    route: &TcpRoute,
+    dest: &crate::model::Destination,
+    endpoint: SocketAddr,
+) -> StatKey {
+    StatKey {
+        route: route.key.clone(),
+        host: dest.host.clone(),
+        subset: dest.subset.clone(),
+        endpoint,
+    }
+}
+
+/// Every counter slot the model needs.
+fn stat_keys(model: &RoutingModel) -> std::collections::BTreeSet<StatKey> {
+    model
+        .routes
+        .iter()
+        .flat_map(|r| {
+            r.destinations
+                .iter()
+                .flat_map(move |d| d.endpoints.iter().map(move |e| stat_key(r, d, e.addr)))
+        })
+        .collect()
 }
 
 fn selection_code(selection: Selection) -> u32 {
@@ -568,7 +601,12 @@ mod gateway_tests {
 
     #[test]
     fn a_gateway_route_to_a_remote_endpoint_is_refused_naming_it() {
-        let err = compile(&gateway_route("192.0.2.10:9000"), &|ip| ip.is_loopback()).unwrap_err();
+        let err = compile(
+            &gateway_route("192.0.2.10:9000"),
+            &|ip| ip.is_loopback(),
+            &StatIds::default(),
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("192.0.2.10:9000") && text.contains("not on this node"),
@@ -578,8 +616,12 @@ mod gateway_tests {
 
     #[test]
     fn a_gateway_route_to_a_local_endpoint_goes_to_the_gateway_map_with_the_any_address() {
-        let compiled =
-            compile(&gateway_route("127.0.0.1:19001"), &|ip| ip.is_loopback()).expect("compiles");
+        let compiled = compile(
+            &gateway_route("127.0.0.1:19001"),
+            &|ip| ip.is_loopback(),
+            &StatIds::default(),
+        )
+        .expect("compiles");
         let route = compiled.routes.values().next().expect("one route");
         assert!(route.gateway);
         assert_eq!(

@@ -14,10 +14,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, SockHash},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SkLookup},
+    maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuValues, SockHash},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SkLookup, SockOps},
 };
-use traffic_shift_common::{Event, RouteTable, ServiceKey, ServiceValue, map_names};
+use traffic_shift_common::{
+    EndpointStats, Event, FlowKey, RouteTable, ServiceKey, ServiceValue, map_names,
+};
 
 use crate::compile::Compiled;
 
@@ -85,6 +87,8 @@ pub enum DatapathError {
         #[source]
         source: aya::pin::PinError,
     },
+    #[error("cannot count the possible CPUs ({0}): {1}")]
+    Cpus(&'static str, #[source] std::io::Error),
     #[error("no free route id: {0} routes loaded")]
     NoRouteId(usize),
 }
@@ -112,7 +116,12 @@ pub struct Datapath {
     gateways: HashMap<MapData, ServiceKey, ServiceValue>,
     sockets: SockHash<MapData, ServiceKey>,
     routes: HashMap<MapData, u32, RouteTable>,
-    events: PerCpuArray<MapData, u64>,
+    counters: KernelCounters,
+    gateway_flows: HashMap<MapData, FlowKey, u32>,
+    /// Possible CPUs: the length of a per-CPU value.
+    n_cpus: usize,
+    /// Kernel log lines (aya-log), until the agent takes the reader.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     loaded_routes: BTreeMap<String, LoadedRoute>,
     loaded_services: BTreeMap<ServiceKey, ServiceValue>,
     loaded_gateways: BTreeMap<ServiceKey, ServiceValue>,
@@ -128,7 +137,12 @@ impl Datapath {
     /// the gateway (`sk_lookup`) to the network namespace `netns` (a file
     /// such as `/proc/self/ns/net`), and pins the maps under `pin_dir`
     /// (created; must be inside a bpffs mount).
-    pub fn load(cgroup: &Path, netns: &Path, pin_dir: &Path) -> Result<Self, DatapathError> {
+    pub fn load(
+        cgroup: &Path,
+        netns: &Path,
+        pin_dir: &Path,
+        log_level: BpfLogLevel,
+    ) -> Result<Self, DatapathError> {
         let parent = pin_dir.parent().unwrap_or(Path::new("/"));
         if !is_bpffs(parent) {
             return Err(DatapathError::NoBpffs {
@@ -153,7 +167,19 @@ impl Datapath {
             path: netns.to_owned(),
             source,
         })?;
-        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+        // The level is a load-time constant: the verifier removes the
+        // logging of disabled levels, so they cost nothing.
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &(log_level as u8), true)
+            .load(EBPF_OBJECT)?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(err) => {
+                tracing::warn!(%err, "kernel log lines will not be shown");
+                None
+            }
+        };
+        let n_cpus = aya::util::nr_cpus().map_err(|(what, e)| DatapathError::Cpus(what, e))?;
         for name in map_names::ALL {
             let map = ebpf.map(name).ok_or(DatapathError::Map {
                 name,
@@ -173,6 +199,12 @@ impl Datapath {
                 .attach(&cgroup_file, CgroupAttachMode::Single)
                 .map_err(err(name))?;
         }
+        let name = "ts_sock_ops";
+        let sock_ops: &mut SockOps = program(&mut ebpf, name)?;
+        sock_ops.load().map_err(err(name))?;
+        sock_ops
+            .attach(&cgroup_file, CgroupAttachMode::Single)
+            .map_err(err(name))?;
         let name = "ts_sk_lookup";
         let program: &mut SkLookup = program(&mut ebpf, name)?;
         program.load().map_err(err(name))?;
@@ -181,14 +213,21 @@ impl Datapath {
         let gateways = take_map(&mut ebpf, map_names::GATEWAYS)?;
         let sockets = take_map(&mut ebpf, map_names::SOCKETS)?;
         let routes = take_map(&mut ebpf, map_names::ROUTES)?;
-        let events = take_map(&mut ebpf, map_names::EVENTS)?;
+        let counters = KernelCounters {
+            events: take_map(&mut ebpf, map_names::EVENTS)?,
+            stats: take_map(&mut ebpf, map_names::STATS)?,
+        };
+        let gateway_flows = take_map(&mut ebpf, map_names::GATEWAY_FLOWS)?;
         Ok(Self {
+            counters,
+            gateway_flows,
+            n_cpus,
+            logger,
             services,
             gateways,
             sockets,
             loaded_gateways: BTreeMap::new(),
             routes,
-            events,
             loaded_routes: BTreeMap::new(),
             loaded_services: BTreeMap::new(),
             pin_dir: pin_dir.to_owned(),
@@ -203,6 +242,16 @@ impl Datapath {
         let mut report = ApplyReport::default();
         let map_err = |name| move |source| DatapathError::Map { name, source };
 
+        // Counter slots taken over from endpoints that left the rules start
+        // from zero, before any table points at them.
+        for &id in compiled.stat_ids.recycled() {
+            let zero = PerCpuValues::try_from(vec![EndpointStats::default(); self.n_cpus])
+                .map_err(|e| DatapathError::Cpus("per-CPU value", e))?;
+            self.counters
+                .stats
+                .set(id, zero, 0)
+                .map_err(map_err(map_names::STATS))?;
+        }
         let mut desired_services = BTreeMap::new();
         let mut desired_gateways = BTreeMap::new();
         for (key, route) in &compiled.routes {
@@ -315,21 +364,62 @@ impl Datapath {
         self.sockets.keys().filter_map(Result::ok).collect()
     }
 
-    /// Event counters summed over CPUs, indexed by `Event`.
-    pub fn events(&self) -> Result<Vec<(Event, u64)>, DatapathError> {
-        Event::ALL
-            .iter()
-            .map(|&event| {
-                let per_cpu =
-                    self.events
-                        .get(&(event as u32), 0)
-                        .map_err(|source| DatapathError::Map {
-                            name: map_names::EVENTS,
-                            source,
-                        })?;
-                Ok((event, per_cpu.iter().sum()))
-            })
-            .collect()
+    /// The kernel's counters.
+    pub fn counters(&self) -> &KernelCounters {
+        &self.counters
+    }
+
+    /// A second reader of the kernel's counters (the pinned maps opened
+    /// again), for the metrics server's thread.
+    pub fn counters_reader(&self) -> Result<KernelCounters, DatapathError> {
+        fn open<V: aya::Pod>(
+            pin_dir: &Path,
+            name: &'static str,
+        ) -> Result<PerCpuArray<MapData, V>, DatapathError> {
+            let data = MapData::from_pin(pin_dir.join(name))
+                .map_err(|source| DatapathError::Map { name, source })?;
+            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))
+                .map_err(|source| DatapathError::Map { name, source })
+        }
+        Ok(KernelCounters {
+            events: open(&self.pin_dir, map_names::EVENTS)?,
+            stats: open(&self.pin_dir, map_names::STATS)?,
+        })
+    }
+
+    /// How full each map is: (name, entries, capacity). Counted from our
+    /// own record where we write the map, from the kernel otherwise.
+    pub fn fill(&self) -> Vec<(&'static str, usize, u32)> {
+        use traffic_shift_common as c;
+        vec![
+            (
+                map_names::SERVICES,
+                self.loaded_services.len(),
+                c::MAX_SERVICES,
+            ),
+            (
+                map_names::GATEWAYS,
+                self.loaded_gateways.len(),
+                c::MAX_GATEWAYS,
+            ),
+            (map_names::ROUTES, self.loaded_routes.len(), c::MAX_ROUTES),
+            (
+                map_names::SOCKETS,
+                self.sockets.keys().count(),
+                c::MAX_SOCKETS,
+            ),
+            (
+                map_names::GATEWAY_FLOWS,
+                self.gateway_flows.keys().count(),
+                c::MAX_GATEWAY_FLOWS,
+            ),
+        ]
+    }
+
+    /// The reader of the kernel's log lines (once): poll it for readability
+    /// and `flush()` it to emit them through `log` (and so `tracing`).
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -400,6 +490,67 @@ where
         },
     })?;
     T::try_from(map).map_err(|source| DatapathError::Map { name, source })
+}
+
+/// The kernel's per-CPU counters: events by kind, connections and bytes by
+/// counter slot.
+pub struct KernelCounters {
+    events: PerCpuArray<MapData, u64>,
+    stats: PerCpuArray<MapData, EndpointStats>,
+}
+
+impl KernelCounters {
+    /// Event counters summed over CPUs, in `Event::ALL` order.
+    pub fn events(&self) -> Result<Vec<(Event, u64)>, DatapathError> {
+        Event::ALL
+            .iter()
+            .map(|&event| {
+                let per_cpu =
+                    self.events
+                        .get(&(event as u32), 0)
+                        .map_err(|source| DatapathError::Map {
+                            name: map_names::EVENTS,
+                            source,
+                        })?;
+                Ok((event, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// The counters of slot `id`, summed over CPUs.
+    pub fn stats(&self, id: u32) -> Result<EndpointStats, DatapathError> {
+        let per_cpu = self
+            .stats
+            .get(&id, 0)
+            .map_err(|source| DatapathError::Map {
+                name: map_names::STATS,
+                source,
+            })?;
+        Ok(per_cpu
+            .iter()
+            .fold(EndpointStats::default(), |a, c| EndpointStats {
+                opened: a.opened + c.opened,
+                established: a.established + c.established,
+                closed: a.closed + c.closed,
+                failed_refused: a.failed_refused + c.failed_refused,
+                failed_timeout: a.failed_timeout + c.failed_timeout,
+                failed_other: a.failed_other + c.failed_other,
+                request_bytes: a.request_bytes + c.request_bytes,
+                response_bytes: a.response_bytes + c.response_bytes,
+            }))
+    }
+}
+
+/// `--bpf-log-level`: the most verbose kernel log line kept (aya-log levels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[repr(u8)]
+pub enum BpfLogLevel {
+    Off = 0,
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+    Trace = 5,
 }
 
 /// Takes the pin directory's lock (flock): one agent per directory.

@@ -25,6 +25,9 @@ pub struct Status {
     /// Kernel event counters (`traffic_shift_common::Event` names), summed
     /// over CPUs, since the programs were loaded.
     pub events: BTreeMap<String, u64>,
+    /// Where the agent serves `/metrics` (`ip:port`).
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 /// One route of the model (both address families together).
@@ -70,6 +73,9 @@ pub struct EndpointStatus {
     pub connections_total: u64,
     /// Failed connects since the agent started.
     pub failed_total: u64,
+    /// Failed connects over the last 60 seconds.
+    #[serde(default)]
+    pub failed_last_minute: u64,
 }
 
 /// A gateway endpoint and the listening socket the gateway hands

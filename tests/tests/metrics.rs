@@ -1,0 +1,204 @@
+//! Observability end to end: the kernel's sock_ops counters reach
+//! `/metrics` under Istio's metric and label names, for the connect-time
+//! path and the gateway, failures included. As root, each test in its own
+//! network namespace and cgroup.
+
+use traffic_shift_tests::{RemoteClient, SERVICE_V4, Scenario, metric, tcp_echo_rule};
+
+const OPENED: &str = "istio_tcp_connections_opened_total";
+const CLOSED: &str = "istio_tcp_connections_closed_total";
+const SENT: &str = "istio_tcp_sent_bytes_total";
+const RECEIVED: &str = "istio_tcp_received_bytes_total";
+/// `hello\n` asked, `one hello\n` / `two hello\n` answered.
+const REQUEST: u64 = 6;
+const RESPONSE: u64 = 10;
+
+fn version(v: &str) -> [(&'static str, &str); 2] {
+    [
+        ("destination_version", v),
+        ("destination_service", "tcp-echo.local"),
+    ]
+}
+
+#[test]
+fn connections_and_bytes_per_version_at_80_20() {
+    let mut s = Scenario::tcp_echo("metrics-split", &tcp_echo_rule("examples/vs-20-v2.yaml"));
+    let (one, two) = s.client.burst(SERVICE_V4, 1000);
+    assert_eq!((one, two), (800, 200), "the smooth split itself");
+    // Every connection closed on the client side once its answer came;
+    // the last ones finish closing (TIME_WAIT) within moments.
+    let page = s.agent.wait_metrics("1000 connections closed", |p| {
+        metric(p, CLOSED, &[("destination_service", "tcp-echo.local")]) >= 1000
+    });
+    for (v, n) in [("v1", 800), ("v2", 200)] {
+        let labels = version(v);
+        assert_eq!(metric(&page, OPENED, &labels), n, "{v} opened:\n{page}");
+        assert_eq!(metric(&page, CLOSED, &labels), n, "{v} closed:\n{page}");
+        assert_eq!(
+            metric(&page, RECEIVED, &labels),
+            n * REQUEST,
+            "{v}: bytes the destination received (the requests):\n{page}"
+        );
+        assert_eq!(
+            metric(&page, SENT, &labels),
+            n * RESPONSE,
+            "{v}: bytes the destination sent (the answers):\n{page}"
+        );
+    }
+    // Istio's labels, with Istio's values where the node knows them.
+    for label in [
+        "reporter=\"source\"",
+        "destination_service_name=\"tcp-echo\"",
+        "destination_service_namespace=\"default\"",
+        "destination_workload=\"tcp-echo-v1\"",
+        "destination_app=\"tcp-echo\"",
+        "request_protocol=\"tcp\"",
+        "response_flags=\"-\"",
+    ] {
+        assert!(
+            page.lines()
+                .any(|l| l.starts_with(OPENED) && l.contains(label)),
+            "{OPENED} carries {label}:\n{page}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &page,
+            "traffic_shift_kernel_events_total",
+            &[("event", "rewritten")]
+        ),
+        1000,
+        "every connect rewritten:\n{page}"
+    );
+    assert_eq!(
+        metric(
+            &page,
+            "traffic_shift_kernel_events_total",
+            &[("program", "sock_ops"), ("event", "conn_tracked")]
+        ),
+        1000,
+        "every connection followed by sock_ops:\n{page}"
+    );
+    assert_eq!(
+        metric(
+            &page,
+            "traffic_shift_route_weight",
+            &[("destination_version", "v2")]
+        ),
+        20 * 2,
+        "configured weight of v2 on the mesh and gateway routes:\n{page}"
+    );
+    assert!(metric(&page, "traffic_shift_rules_applied_total", &[]) >= 1);
+    assert!(
+        page.contains("traffic_shift_map_entries{map=\"TS_SERVICES\"} 2"),
+        "two service addresses (IPv4, IPv6):\n{page}"
+    );
+}
+
+#[test]
+fn a_backend_that_refuses_shows_as_failed_connections_with_the_reason() {
+    // v2's endpoint is a port nothing listens on: its connects get a reset.
+    let service_entry = tcp_echo_rule("service-entry.yaml").replace("19002", "19009");
+    assert!(
+        service_entry.contains("19009"),
+        "shipped ServiceEntry changed shape"
+    );
+    let mut s = Scenario::tcp_echo_with(
+        "metrics-refused",
+        &[
+            ("service-entry.yaml", &service_entry),
+            (
+                "virtual-service.yaml",
+                &tcp_echo_rule("examples/vs-20-v2.yaml"),
+            ),
+        ],
+    );
+    let (one, two, errors) = s.client.burst_with_errors(SERVICE_V4, 100);
+    assert_eq!((one, two, errors.len()), (80, 0, 20), "{errors:?}");
+    let failed = "traffic_shift_connections_failed_total";
+    let page = s.agent.wait_metrics("20 refused", |p| {
+        metric(p, failed, &[("reason", "refused")]) >= 20
+    });
+    assert_eq!(
+        metric(
+            &page,
+            failed,
+            &[
+                ("destination_version", "v2"),
+                ("endpoint", "127.0.0.1:19009"),
+                ("reason", "refused")
+            ]
+        ),
+        20,
+        "{page}"
+    );
+    assert_eq!(metric(&page, failed, &[("reason", "timeout")]), 0, "{page}");
+    assert_eq!(
+        metric(&page, failed, &[("destination_version", "v1")]),
+        0,
+        "{page}"
+    );
+    // Istio's view: opened, then closed with Envoy's upstream-failure flag.
+    assert_eq!(metric(&page, OPENED, &version("v2")), 20, "{page}");
+    assert_eq!(
+        metric(
+            &page,
+            CLOSED,
+            &[("destination_version", "v2"), ("response_flags", "UF")]
+        ),
+        20,
+        "{page}"
+    );
+    // And in status (sampled every second): the endpoint is failing, its
+    // failures counted.
+    let v2_of = |status: &serde_json::Value| {
+        status["routes"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["kind"] == "mesh"))
+            .map(|mesh| mesh["destinations"][1].clone())
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut status = s.agent.status_json();
+    while v2_of(&status)["failed_last_minute"] != 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        status = s.agent.status_json();
+    }
+    let v2 = v2_of(&status);
+    assert_eq!(v2["subset"], "v2", "{status}");
+    assert_eq!(v2["failed_last_minute"], 20, "{status}");
+    assert_eq!(v2["endpoints"][0]["state"], "failing", "{status}");
+    assert_eq!(v2["endpoints"][0]["failed_total"], 20, "{status}");
+}
+
+#[test]
+fn the_gateway_path_is_counted_per_version() {
+    let s = Scenario::tcp_echo("metrics-gateway", &tcp_echo_rule("examples/vs-20-v2.yaml"));
+    let mut remote = RemoteClient::start(&s.netns);
+    let gateway = format!("{}:31400", traffic_shift_tests::NODE_ADDR);
+    let (one, two, errors) = remote.client.burst_with_errors(&gateway, 100);
+    assert_eq!((one, two, errors.len()), (80, 20, 0), "{errors:?}");
+    let page = s.agent.wait_metrics("100 gateway connections closed", |p| {
+        metric(p, CLOSED, &[("source_workload", "tcp-echo-gateway")]) >= 100
+    });
+    for (v, n) in [("v1", 80), ("v2", 20)] {
+        let labels = [
+            ("source_workload", "tcp-echo-gateway"),
+            ("destination_version", v),
+        ];
+        assert_eq!(metric(&page, OPENED, &labels), n, "{v}:\n{page}");
+        assert_eq!(
+            metric(&page, RECEIVED, &labels),
+            n * REQUEST,
+            "{v}:\n{page}"
+        );
+        assert_eq!(metric(&page, SENT, &labels), n * RESPONSE, "{v}:\n{page}");
+    }
+    // The mesh route saw none of them: the backends' sockets are not the
+    // client's, and nothing is counted twice.
+    assert_eq!(
+        metric(&page, OPENED, &[("source_workload", "unknown")]),
+        0,
+        "{page}"
+    );
+}

@@ -1,0 +1,492 @@
+//! `/metrics`: Prometheus text (OpenMetrics) with Istio's standard TCP
+//! metrics, so dashboards and alerts built on Istio keep working, plus the
+//! agent's own.
+//!
+//! Kernel counters are read at scrape time from the maps (per-CPU values
+//! summed), so a scrape is never older than the kernel. What only the agent
+//! knows (labels of each counter slot, rules applied, socket registration)
+//! it publishes into [`Shared`] as it changes.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Bytes, service::service_fn};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use traffic_shift_common::{EndpointStats, Event};
+
+use crate::{
+    datapath::KernelCounters,
+    model::{Destination, Endpoint, TcpRoute},
+};
+
+/// Istio's label names and values for a destination endpoint, in Istio's
+/// order. Values Istio takes from Kubernetes that a node does not have are
+/// `unknown`, as Istio reports them when it cannot tell.
+pub fn istio_labels(route: &TcpRoute, dest: &Destination, endpoint: &Endpoint) -> IstioLabels {
+    let route_namespace = route.key.split('/').next().unwrap_or("default").to_owned();
+    // `name.namespace.svc.<domain>` names its namespace; other hosts (a
+    // ServiceEntry's `tcp-echo.local`) belong to the rule's namespace.
+    let mut parts = dest.host.split('.');
+    let name = parts.next().unwrap_or(&dest.host).to_owned();
+    let namespace = match (parts.next(), parts.next()) {
+        (Some(ns), Some("svc")) => ns.to_owned(),
+        _ => route_namespace,
+    };
+    let label = |k: &str| endpoint.labels.get(k).cloned();
+    let unknown = || "unknown".to_owned();
+    let app = label("app").unwrap_or_else(unknown);
+    let version = label("version")
+        .or_else(|| label("app.kubernetes.io/version"))
+        .unwrap_or_else(unknown);
+    let workload = match (label("app"), label("version")) {
+        (Some(app), Some(version)) => format!("{app}-{version}"),
+        (Some(app), None) => app,
+        _ => unknown(),
+    };
+    let canonical_service = label("service.istio.io/canonical-name")
+        .or_else(|| label("app"))
+        .unwrap_or_else(|| name.clone());
+    let canonical_revision = label("service.istio.io/canonical-revision")
+        .or_else(|| label("version"))
+        .unwrap_or_else(|| "latest".to_owned());
+    let (source_workload, source_namespace) = match &route.gateway {
+        Some(gateway) => {
+            let (ns, name) = gateway.split_once('/').unwrap_or(("default", gateway));
+            (name.to_owned(), ns.to_owned())
+        }
+        None => (unknown(), unknown()),
+    };
+    IstioLabels(vec![
+        ("reporter", "source".to_owned()),
+        ("source_workload", source_workload.clone()),
+        ("source_workload_namespace", source_namespace),
+        ("source_principal", unknown()),
+        ("source_app", unknown()),
+        ("source_version", unknown()),
+        ("source_canonical_service", source_workload),
+        ("source_canonical_revision", "latest".to_owned()),
+        ("source_cluster", unknown()),
+        ("destination_workload", workload),
+        ("destination_workload_namespace", namespace.clone()),
+        ("destination_principal", unknown()),
+        ("destination_app", app),
+        ("destination_version", version),
+        ("destination_service", dest.host.clone()),
+        ("destination_service_name", name),
+        ("destination_service_namespace", namespace),
+        ("destination_canonical_service", canonical_service),
+        ("destination_canonical_revision", canonical_revision),
+        ("destination_cluster", unknown()),
+        ("request_protocol", "tcp".to_owned()),
+        ("connection_security_policy", unknown()),
+    ])
+}
+
+/// Label pairs in a fixed order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IstioLabels(pub Vec<(&'static str, String)>);
+
+impl IstioLabels {
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or("unknown", |(_, v)| v.as_str())
+    }
+
+    fn with(&self, name: &'static str, value: &str) -> Vec<(&'static str, String)> {
+        let mut labels = self.0.clone();
+        labels.push((name, value.to_owned()));
+        labels
+    }
+}
+
+/// One counter slot as the metrics see it.
+#[derive(Clone, Debug)]
+pub struct SlotInfo {
+    pub labels: IstioLabels,
+    pub endpoint: SocketAddr,
+}
+
+/// What the agent publishes for the exporter.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Stat id -> its labels; slots of endpoints that left the rules stay
+    /// (their closing connections still count) until the slot is reused.
+    pub slots: BTreeMap<u32, SlotInfo>,
+    pub rules_applied: u64,
+    pub apply_errors: u64,
+    pub generation: u64,
+    /// (map, entries, max entries).
+    pub map_fill: Vec<(&'static str, usize, u32)>,
+    /// Gateway endpoints: (service, version, endpoint) -> socket registered.
+    pub registered: BTreeMap<(String, String, String), bool>,
+    /// (route, service, version) -> configured weight.
+    pub weights: BTreeMap<(String, String, String), u32>,
+}
+
+/// The Prometheus collector: kernel counters at scrape time, labelled from
+/// [`Shared`].
+pub struct Exporter {
+    pub shared: Arc<Mutex<Shared>>,
+    kernel: Mutex<KernelCounters>,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter").finish_non_exhaustive()
+    }
+}
+
+impl Exporter {
+    pub fn new(kernel: KernelCounters, shared: Arc<Mutex<Shared>>) -> Self {
+        Self {
+            shared,
+            kernel: Mutex::new(kernel),
+        }
+    }
+
+    /// The whole exposition, as served on `/metrics`.
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Arc::clone(self)));
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &BTreeMap<Labels, u64>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in values {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &BTreeMap<Labels, i64>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in values {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Exporter {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let shared = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kernel = self
+            .kernel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        encode_connections(&mut encoder, &shared, &kernel)?;
+        encode_events(&mut encoder, &kernel)?;
+        drop(kernel);
+        encode_agent(&mut encoder, &shared)
+    }
+}
+
+/// Istio's TCP metrics and the failed connects, from the per-slot counters.
+fn encode_connections(
+    encoder: &mut DescriptorEncoder,
+    shared: &Shared,
+    kernel: &KernelCounters,
+) -> Result<(), std::fmt::Error> {
+    {
+        let mut opened = BTreeMap::new();
+        let mut closed = BTreeMap::new();
+        let mut sent = BTreeMap::new();
+        let mut received = BTreeMap::new();
+        let mut failed = BTreeMap::new();
+        for (&id, slot) in &shared.slots {
+            let Ok(s) = kernel.stats(id) else { continue };
+            let EndpointStats {
+                opened: n_opened,
+                closed: n_closed,
+                failed_refused,
+                failed_timeout,
+                failed_other,
+                request_bytes,
+                response_bytes,
+                ..
+            } = s;
+            let n_failed = failed_refused + failed_timeout + failed_other;
+            *opened
+                .entry(slot.labels.with("response_flags", "-"))
+                .or_default() += n_opened;
+            *closed
+                .entry(slot.labels.with("response_flags", "-"))
+                .or_default() += n_closed.saturating_sub(n_failed);
+            if n_failed > 0 {
+                // Envoy's flag for a failed upstream connect.
+                *closed
+                    .entry(slot.labels.with("response_flags", "UF"))
+                    .or_default() += n_failed;
+            }
+            *sent
+                .entry(slot.labels.with("response_flags", "-"))
+                .or_default() += response_bytes;
+            *received
+                .entry(slot.labels.with("response_flags", "-"))
+                .or_default() += request_bytes;
+            for (reason, n) in [
+                ("refused", failed_refused),
+                ("timeout", failed_timeout),
+                ("other", failed_other),
+            ] {
+                let labels = vec![
+                    (
+                        "destination_service",
+                        slot.labels.get("destination_service").to_owned(),
+                    ),
+                    (
+                        "destination_version",
+                        slot.labels.get("destination_version").to_owned(),
+                    ),
+                    ("endpoint", slot.endpoint.to_string()),
+                    ("reason", reason.to_owned()),
+                ];
+                *failed.entry(labels).or_default() += n;
+            }
+        }
+        counters(
+            encoder,
+            "istio_tcp_connections_opened",
+            "Connections opened to a destination (Istio standard metric)",
+            &opened,
+        )?;
+        counters(
+            encoder,
+            "istio_tcp_connections_closed",
+            "Connections closed, failed connects included with response_flags UF (Istio standard metric)",
+            &closed,
+        )?;
+        counters(
+            encoder,
+            "istio_tcp_sent_bytes",
+            "Bytes sent by the destination to the client (response) (Istio standard metric)",
+            &sent,
+        )?;
+        counters(
+            encoder,
+            "istio_tcp_received_bytes",
+            "Bytes received by the destination from the client (request) (Istio standard metric)",
+            &received,
+        )?;
+        counters(
+            encoder,
+            "traffic_shift_connections_failed",
+            "Connects to an endpoint that failed, by reason (refused: reset; timeout: SYN retries ran out; other)",
+            &failed,
+        )
+    }
+}
+
+/// The kernel programs' event counters (drops and fallbacks by reason).
+fn encode_events(
+    encoder: &mut DescriptorEncoder,
+    kernel: &KernelCounters,
+) -> Result<(), std::fmt::Error> {
+    {
+        let events: BTreeMap<Labels, u64> = kernel
+            .events()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(event, n): (Event, u64)| {
+                (
+                    vec![
+                        ("program", event.program().to_owned()),
+                        ("event", event.name().to_owned()),
+                    ],
+                    n,
+                )
+            })
+            .collect();
+        counters(
+            encoder,
+            "traffic_shift_kernel_events",
+            "What the kernel programs did with connections, by program and event (drops and fallbacks by reason)",
+            &events,
+        )
+    }
+}
+
+/// What only the agent knows: rules, map fill, sockets, weights.
+fn encode_agent(encoder: &mut DescriptorEncoder, shared: &Shared) -> Result<(), std::fmt::Error> {
+    {
+        let one = |v: u64| BTreeMap::from([(Labels::new(), v)]);
+        counters(
+            encoder,
+            "traffic_shift_rules_applied",
+            "Rule sets applied",
+            &one(shared.rules_applied),
+        )?;
+        counters(
+            encoder,
+            "traffic_shift_apply_errors",
+            "Rule files refused (the previous rules stayed in force)",
+            &one(shared.apply_errors),
+        )?;
+        let gauge =
+            |v: u64| BTreeMap::from([(Labels::new(), i64::try_from(v).unwrap_or(i64::MAX))]);
+        gauges(
+            encoder,
+            "traffic_shift_rules_generation",
+            "Generation of the rules in force",
+            &gauge(shared.generation),
+        )?;
+        let entries = shared
+            .map_fill
+            .iter()
+            .map(|(map, n, _)| {
+                (
+                    vec![("map", (*map).to_owned())],
+                    i64::try_from(*n).unwrap_or(i64::MAX),
+                )
+            })
+            .collect();
+        gauges(
+            encoder,
+            "traffic_shift_map_entries",
+            "Entries in a kernel map",
+            &entries,
+        )?;
+        let max = shared
+            .map_fill
+            .iter()
+            .map(|(map, _, max)| (vec![("map", (*map).to_owned())], i64::from(*max)))
+            .collect();
+        gauges(
+            encoder,
+            "traffic_shift_map_max_entries",
+            "Capacity of a kernel map",
+            &max,
+        )?;
+        let registered = shared
+            .registered
+            .iter()
+            .map(|((service, version, endpoint), up)| {
+                (
+                    vec![
+                        ("destination_service", service.clone()),
+                        ("destination_version", version.clone()),
+                        ("endpoint", endpoint.clone()),
+                    ],
+                    i64::from(*up),
+                )
+            })
+            .collect();
+        gauges(
+            encoder,
+            "traffic_shift_endpoint_registered",
+            "Whether the gateway holds the endpoint's listening socket (1) or not (0)",
+            &registered,
+        )?;
+        let weights = shared
+            .weights
+            .iter()
+            .map(|((route, service, version), w)| {
+                (
+                    vec![
+                        ("route", route.clone()),
+                        ("destination_service", service.clone()),
+                        ("destination_version", version.clone()),
+                    ],
+                    i64::from(*w),
+                )
+            })
+            .collect();
+        gauges(
+            encoder,
+            "traffic_shift_route_weight",
+            "Configured weight of a route's destination (relative: its share is weight / sum)",
+            &weights,
+        )?;
+        Ok(())
+    }
+}
+
+/// Serves `/metrics` (and `/stats/prometheus`, Envoy's path) on `listener`
+/// until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, exporter: Arc<Exporter>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::warn!(%err, "metrics: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let exporter = Arc::clone(&exporter);
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let exporter = Arc::clone(&exporter);
+                async move { Ok::<_, std::convert::Infallible>(respond(&request, &exporter)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(io, service);
+            if let Err(err) = conn.await {
+                tracing::debug!(%err, "metrics: connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(
+    request: &Request<hyper::body::Incoming>,
+    exporter: &Arc<Exporter>,
+) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&hyper::Method::GET, "/metrics" | "/stats/prometheus") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            exporter.render(),
+        ),
+        (&hyper::Method::GET, _) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: the metrics are at /metrics\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
