@@ -91,6 +91,55 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Runs `f` on a thread that joined this namespace (a namespace is per
+    /// thread; sockets made there stay in it).
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: setns on this thread only, with a netns fd we own.
+                    let rc = unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(
+                        rc,
+                        0,
+                        "setns into {}: {}",
+                        self.name,
+                        std::io::Error::last_os_error()
+                    );
+                    f()
+                })
+                .join()
+                .expect("netns thread")
+        })
+    }
+
+    /// Sets a `net.*` sysctl of this namespace, e.g. `("ipv4/tcp_syn_retries", "1")`.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.run_in(|| {
+            let path = format!("/proc/sys/net/{key}");
+            std::fs::write(&path, value).unwrap_or_else(|e| panic!("write {path}: {e}"));
+        });
+    }
+
+    /// A listening socket on `addr` in this namespace that never accepts,
+    /// with its accept queue already full: every further SYN is dropped, so
+    /// a connect to it times out.
+    pub fn black_hole(&self, addr: std::net::SocketAddr) -> (socket2::Socket, socket2::Socket) {
+        self.run_in(|| {
+            let domain = socket2::Domain::for_address(addr);
+            let listener =
+                socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+            listener.bind(&addr.into()).expect("bind");
+            // Backlog 0 holds one connection; this one fills it.
+            listener.listen(0).expect("listen");
+            let filler = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+            filler.connect(&addr.into()).expect("fill the accept queue");
+            (listener, filler)
+        })
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip")
@@ -263,6 +312,7 @@ impl Agent {
         cgroup: &Cgroup,
         netns: &Netns,
         expect_files: usize,
+        extra_args: &[&str],
     ) -> Self {
         let state = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&state);
@@ -284,7 +334,13 @@ impl Agent {
             .arg(&events)
             .arg("--status-file")
             .arg(&status_file)
-            .args(["--metrics-addr", "127.0.0.1:0", "--bpf-log-level", "debug"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(if extra_args.contains(&"--bpf-log-level") {
+                &[][..]
+            } else {
+                &["--bpf-log-level", "debug"][..]
+            })
+            .args(extra_args)
             .env("TRAFFIC_SHIFT_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("log file"));
@@ -571,6 +627,11 @@ impl Scenario {
 
     /// Like `tcp_echo`, with the DestinationRule and VirtualService files given.
     pub fn tcp_echo_with(test: &str, files: &[(&str, &str)]) -> Self {
+        Self::tcp_echo_opts(test, files, &[])
+    }
+
+    /// Like `tcp_echo_with`, with extra `traffic-shift run` arguments.
+    pub fn tcp_echo_opts(test: &str, files: &[(&str, &str)], agent_args: &[&str]) -> Self {
         require_root();
         let name = unique_name(test);
         let netns = Netns::new(&name);
@@ -607,7 +668,7 @@ impl Scenario {
         for (file, text) in &all {
             std::fs::write(rules_dir.join(file), text).expect("write rules");
         }
-        let agent = Agent::start(&name, &rules_dir, &cgroup, &netns, all.len());
+        let agent = Agent::start(&name, &rules_dir, &cgroup, &netns, all.len(), agent_args);
         let client = Client::start(&netns, Some(&cgroup));
         Self {
             client,

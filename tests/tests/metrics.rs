@@ -172,6 +172,100 @@ fn a_backend_that_refuses_shows_as_failed_connections_with_the_reason() {
 }
 
 #[test]
+fn a_backend_that_never_answers_shows_as_timed_out() {
+    // v2's endpoint drops every SYN (full accept queue); the namespace
+    // gives up after one retransmission (~3 s) instead of six (~2 min).
+    let service_entry = tcp_echo_rule("service-entry.yaml").replace("19002", "19008");
+    let mut s = Scenario::tcp_echo_with(
+        "metrics-timeout",
+        &[
+            ("service-entry.yaml", &service_entry),
+            (
+                "virtual-service.yaml",
+                &tcp_echo_rule("examples/vs-20-v2.yaml"),
+            ),
+        ],
+    );
+    s.netns.sysctl("ipv4/tcp_syn_retries", "1");
+    let _black_hole = s.netns.black_hole("127.0.0.1:19008".parse().expect("addr"));
+    // 80/20 is exact over every 5 connections: one goes to v2.
+    let (one, two, errors) = s.client.burst_with_errors(SERVICE_V4, 5);
+    assert_eq!((one, two, errors.len()), (4, 0, 1), "{errors:?}");
+    let failed = "traffic_shift_connections_failed_total";
+    let page = s.agent.wait_metrics("1 timed out", |p| {
+        metric(p, failed, &[("reason", "timeout")]) >= 1
+    });
+    assert_eq!(
+        metric(
+            &page,
+            failed,
+            &[("destination_version", "v2"), ("reason", "timeout")]
+        ),
+        1,
+        "{page}"
+    );
+    assert_eq!(metric(&page, failed, &[("reason", "refused")]), 0, "{page}");
+}
+
+#[test]
+fn open_connections_report_their_bytes_about_every_second() {
+    let mut s = Scenario::tcp_echo("metrics-long", &tcp_echo_rule("examples/vs-all-v1.yaml"));
+    let held = s.client.call(&format!("hold {SERVICE_V4} 1"));
+    assert_eq!(held["answers"][0], "one", "{held}");
+    // The next exchange more than a second later is reported while the
+    // connection stays open: `again\n` is 6 more request bytes.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let again = s.client.call("held");
+    assert_eq!(again["answers"][0], "one", "{again}");
+    let page = s.agent.wait_metrics("the second request's bytes", |p| {
+        metric(p, RECEIVED, &version("v1")) >= 2 * REQUEST
+    });
+    assert_eq!(
+        metric(&page, RECEIVED, &version("v1")),
+        2 * REQUEST,
+        "{page}"
+    );
+    assert!(metric(&page, SENT, &version("v1")) >= RESPONSE, "{page}");
+    assert_eq!(
+        metric(&page, CLOSED, &version("v1")),
+        0,
+        "still open:\n{page}"
+    );
+}
+
+#[test]
+fn kernel_log_lines_follow_the_bpf_log_level() {
+    let all_v1 = tcp_echo_rule("examples/vs-all-v1.yaml");
+    let mut s = Scenario::tcp_echo("metrics-log-debug", &all_v1);
+    s.client.burst(SERVICE_V4, 3);
+    let line = "traffic_shift::connect: connect: route";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while s.agent.log_text().matches(line).count() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        s.agent.log_text().matches(line).count(),
+        3,
+        "--bpf-log-level debug: one kernel line per connect in the agent's log:\n{}",
+        s.agent.log_text()
+    );
+    drop(s);
+
+    let mut s = Scenario::tcp_echo_opts(
+        "metrics-log-info",
+        &[("virtual-service.yaml", &all_v1)],
+        &["--bpf-log-level", "info"],
+    );
+    s.client.burst(SERVICE_V4, 3);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !s.agent.log_text().contains(line),
+        "--bpf-log-level info: the kernel's debug lines are compiled out:\n{}",
+        s.agent.log_text()
+    );
+}
+
+#[test]
 fn the_gateway_path_is_counted_per_version() {
     let s = Scenario::tcp_echo("metrics-gateway", &tcp_echo_rule("examples/vs-20-v2.yaml"));
     let mut remote = RemoteClient::start(&s.netns);
