@@ -3,7 +3,7 @@
 //! network namespace and child cgroup. Run as root (`cargo xtask test`).
 
 use serde_json::Value;
-use traffic_shift_tests::{SERVICE_V4, SERVICE_V6, Scenario, tcp_echo_rule, traffic_shift};
+use traffic_shift_tests::{SERVICE_V4, SERVICE_V6, Scenario, metric, tcp_echo_rule, traffic_shift};
 
 const ALL_V1: &str = "examples/vs-all-v1.yaml";
 const V2_20: &str = "examples/vs-20-v2.yaml";
@@ -332,6 +332,17 @@ fn a_bad_file_leaves_the_previous_rules_in_force() {
     assert!(
         (19..=21).contains(&two),
         "80/20 still in force: v2 got {two} of 100"
+    );
+    let page = s.agent.metrics();
+    assert_eq!(
+        metric(&page, "traffic_shift_apply_errors_total", &[]),
+        3,
+        "three refusals counted:\n{page}"
+    );
+    assert_eq!(
+        metric(&page, "traffic_shift_rules_applied_total", &[]),
+        1,
+        "nothing applied since the first rules:\n{page}"
     );
 
     // A good file after bad ones goes in.
