@@ -5,6 +5,10 @@
 //! The binaries under test come from `TRAFFIC_SHIFT_BIN` and `TCP_ECHO_BIN`
 //! (`cargo xtask test` sets them), else from the target directory next to
 //! this test executable.
+//!
+//! [`prometheus`] runs a real Prometheus server for the metrics tests.
+
+pub mod prometheus;
 
 use std::{
     ffi::CString,
