@@ -6,8 +6,10 @@
 //! (`cargo xtask test` sets them), else from the target directory next to
 //! this test executable.
 //!
-//! [`prometheus`] runs a real Prometheus server for the metrics tests.
+//! [`prometheus`] runs a real Prometheus server for the metrics tests;
+//! [`dashboard`] turns the Grafana dashboard into the queries it sends.
 
+pub mod dashboard;
 pub mod prometheus;
 
 use std::{
