@@ -5,6 +5,12 @@
 //! The binaries under test come from `TRAFFIC_SHIFT_BIN` and `TCP_ECHO_BIN`
 //! (`cargo xtask test` sets them), else from the target directory next to
 //! this test executable.
+//!
+//! [`prometheus`] runs a real Prometheus server for the metrics tests;
+//! [`dashboard`] turns the Grafana dashboard into the queries it sends.
+
+pub mod dashboard;
+pub mod prometheus;
 
 use std::{
     ffi::CString,

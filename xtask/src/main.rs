@@ -31,8 +31,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Install what is missing (nightly rust-src, bpf-linker 0.10.4, bpftool, ip),
-    /// mount bpffs and find the cgroup v2 root. Idempotent.
+    /// Install what is missing (nightly rust-src, bpf-linker 0.10.4, bpftool, ip, and
+    /// Debian's prometheus for the metrics tests), mount bpffs and find the cgroup v2
+    /// root. Idempotent.
     Setup,
     /// Setup, then build the agent, tcp-echo and the test helpers.
     Build {
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let root = workspace_root();
     match cli.cmd {
-        Cmd::Setup => setup::setup(Need::Runtime).map(drop),
+        Cmd::Setup => setup::setup(Need::Test).map(drop),
         Cmd::Build { release } => {
             setup::setup(Need::Build)?;
             build(&root, release)
@@ -139,7 +140,7 @@ fn test(root: &Path, cargo_test_args: &[OsString]) -> Result<()> {
         "xtask test must run as root: the tests attach eBPF programs (cgroup connect4/6) and create \
          cgroups and network namespaces. Run e.g. `sudo -E env PATH=\"$PATH\" cargo xtask test`."
     );
-    setup::setup(Need::Runtime)?;
+    setup::setup(Need::Test)?;
     step("lint gate rustfmt", "run `cargo fmt --all`", || {
         cmd::run(cargo(root).args(["fmt", "--all", "--", "--check"]))
     })?;

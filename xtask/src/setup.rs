@@ -14,15 +14,23 @@ use crate::cmd;
 const BPF_LINKER_VERSION: &str = "0.10.4";
 const LLVM_MAJOR: &str = "22";
 const BPFFS: &str = "/sys/fs/bpf";
+/// Debian's Prometheus server: the metrics tests run their own instance of it
+/// (`tests/src/prometheus.rs`), never the system service.
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+/// Debian's hook that `invoke-rc.d` (and so every package's postinst) asks before
+/// starting a service; exit code 101 means "not allowed".
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 /// Where a cgroup v2 hierarchy is looked for, in this order.
 const CGROUP2_CANDIDATES: [&str; 2] = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"];
 
 /// What the caller is about to do: building needs only the toolchain, so the
-/// root-only system steps merely warn; running and testing need them.
+/// root-only system steps merely warn; running needs them; testing also needs
+/// the Prometheus server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
     Build,
     Runtime,
+    Test,
 }
 
 pub fn is_root() -> bool {
@@ -34,7 +42,8 @@ pub fn setup(need: Need) -> Result<Option<PathBuf>> {
     let mut ok = Vec::new();
     nightly_rust_src(&mut ok)?;
     bpf_linker(&mut ok)?;
-    let cgroup = match system(&mut ok) {
+    let mut apt = Apt::default();
+    let cgroup = match system(&mut apt, &mut ok) {
         Ok(cgroup) => Some(cgroup),
         Err(e) if need == Need::Build => {
             eprintln!("setup: warning: {e:#} (not needed to build; needed to run and test)");
@@ -42,6 +51,9 @@ pub fn setup(need: Need) -> Result<Option<PathBuf>> {
         }
         Err(e) => return Err(e),
     };
+    if need == Need::Test {
+        prometheus(&mut apt, &mut ok)?;
+    }
     println!("setup: ok: {}", ok.join(", "));
     Ok(cgroup)
 }
@@ -133,7 +145,7 @@ fn bpf_linker(ok: &mut Vec<String>) -> Result<()> {
 }
 
 /// Root-only steps: tools, bpffs, cgroup v2. Returns the cgroup v2 root.
-fn system(ok: &mut Vec<String>) -> Result<PathBuf> {
+fn system(apt: &mut Apt, ok: &mut Vec<String>) -> Result<PathBuf> {
     let missing: Vec<&str> = ["bpftool", "ip"]
         .into_iter()
         .filter(|p| cmd::find_program(p).is_none())
@@ -145,12 +157,7 @@ fn system(ok: &mut Vec<String>) -> Result<PathBuf> {
             "{what} missing and not root: run `sudo apt-get update && sudo apt-get install -y bpftool iproute2`"
         );
         println!("setup: installing bpftool and iproute2 with apt-get ({what} missing)");
-        cmd::run(Command::new("apt-get").arg("update"))?;
-        cmd::run(
-            Command::new("apt-get")
-                .args(["install", "-y", "bpftool", "iproute2"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
+        apt.install(&["bpftool", "iproute2"])?;
     }
     ok.push("bpftool and ip present".into());
 
@@ -191,4 +198,158 @@ pub fn is_mounted(dir: &str, fstype: &str) -> Result<bool> {
         let mut fields = line.split_whitespace().skip(1);
         fields.next() == Some(dir) && fields.next() == Some(fstype)
     }))
+}
+
+/// Debian's `prometheus` package, for the metrics tests, without its service.
+///
+/// The tests start their own `/usr/bin/prometheus` on a free loopback port with a
+/// temporary config and data directory, so a system service could not disturb them.
+/// We still keep it from running: the package's postinst would start it on :9090
+/// scraping itself every 15 s, which costs CPU and disk on a small shared machine and
+/// holds the port an operator's own Prometheus (README: "Metrics and dashboard") would
+/// use. Nothing else on this machine asked for that service: we install the package
+/// only for its binary. So: no service start during the install (a temporary
+/// `policy-rc.d` that says no), and not at the next boot (`systemctl disable` when
+/// systemd runs, else `update-rc.d disable`). `--no-install-recommends` leaves out
+/// prometheus-node-exporter, another service and 30 packages. All of this happens
+/// only when the binary is missing; a machine that has it is left as it is. (An
+/// administrator's own `policy-rc.d` is obeyed; if it allows starts on a machine
+/// without systemd, the service may run: harmless to the tests, which use their port.)
+fn prometheus(apt: &mut Apt, ok: &mut Vec<String>) -> Result<()> {
+    if !Path::new(PROMETHEUS).exists() {
+        ensure!(
+            is_root(),
+            "{PROMETHEUS} missing and not root (the metrics tests run it): run `sudo cargo xtask setup`, \
+             or `sudo apt-get install -y --no-install-recommends prometheus`"
+        );
+        println!(
+            "setup: installing Debian's prometheus package with apt-get ({PROMETHEUS} missing; the \
+             metrics tests run their own instance), without starting or enabling its system service \
+             (`systemctl enable --now prometheus` if you want it)"
+        );
+        {
+            let _no_start = NoServiceStart::new()?;
+            apt.install(&["--no-install-recommends", "prometheus"])?;
+        }
+        if Path::new("/run/systemd/system").exists() {
+            cmd::run(Command::new("systemctl").args(["disable", "--now", "prometheus"]))?;
+        } else if Path::new("/etc/init.d/prometheus").exists() {
+            cmd::run(Command::new("update-rc.d").args(["prometheus", "disable"]))?;
+        }
+        ensure!(
+            Path::new(PROMETHEUS).exists(),
+            "apt-get installed prometheus but {PROMETHEUS} is still missing"
+        );
+    }
+    let version = cmd::probe(Command::new(PROMETHEUS).arg("--version"))
+        .and_then(|v| {
+            // "prometheus, version 2.42.0+ds (branch: ..., revision: ...)"
+            let first = v.lines().next()?.to_owned();
+            first.split_whitespace().nth(2).map(str::to_owned)
+        })
+        .with_context(|| {
+            format!("`{PROMETHEUS} --version` failed: reinstall the prometheus package")
+        })?;
+    ok.push(format!("prometheus {version}"));
+    Ok(())
+}
+
+/// `apt-get install`, with one `apt-get update` before the first install of a run.
+#[derive(Default)]
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    fn install(&mut self, args: &[&str]) -> Result<()> {
+        if !self.updated {
+            cmd::run(Command::new("apt-get").arg("update"))?;
+            self.updated = true;
+        }
+        cmd::run(
+            Command::new("apt-get")
+                .args(["install", "-y"])
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    }
+}
+
+/// While alive, package scripts may not start services: a `policy-rc.d` that exits 101,
+/// removed on drop. An existing `policy-rc.d` is the administrator's (Docker images ship
+/// one that refuses everything) and is left alone.
+struct NoServiceStart {
+    /// The file we wrote, to remove on drop; `None` when one was there already.
+    created: Option<PathBuf>,
+}
+
+impl NoServiceStart {
+    fn new() -> Result<Self> {
+        Self::at(Path::new(POLICY_RC_D))
+    }
+
+    fn at(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        if path.exists() {
+            return Ok(Self { created: None });
+        }
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# traffic-shift xtask setup: no service starts while it installs packages.\nexit 101\n",
+        )
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)))
+        .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self {
+            created: Some(path.to_owned()),
+        })
+    }
+}
+
+impl Drop for NoServiceStart {
+    fn drop(&mut self) {
+        if let Some(path) = &self.created
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            eprintln!(
+                "setup: warning: could not remove {} (ours, temporary): {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::NoServiceStart;
+
+    #[test]
+    fn policy_rc_d_refuses_while_alive_and_an_existing_one_stays() {
+        let dir = std::env::temp_dir().join(format!("xtask-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy-rc.d");
+        {
+            let _guard = NoServiceStart::at(&path).unwrap();
+            let status = Command::new(&path)
+                .args(["prometheus", "start"])
+                .status()
+                .unwrap();
+            assert_eq!(
+                status.code(),
+                Some(101),
+                "invoke-rc.d reads 101 as: do not start"
+            );
+        }
+        assert!(!path.exists(), "ours is removed on drop");
+
+        std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        drop(NoServiceStart::at(&path).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "#!/bin/sh\nexit 0\n",
+            "the administrator's is left alone"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
