@@ -193,9 +193,20 @@ fn a_restarted_backend_is_registered_again_and_the_gap_is_refused_not_hung() {
     );
 }
 
-/// The SOCKET column of `status` for a gateway endpoint.
+/// The lines of one section of `status` (`GATEWAY ENDPOINT`, `KERNEL
+/// EVENTS`): from its header line to the next blank line.
+fn section<'a>(status: &'a str, header: &str) -> impl Iterator<Item = &'a str> {
+    status
+        .lines()
+        .skip_while(move |l| !l.starts_with(header))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+}
+
+/// The SOCKET column of `status` for a gateway endpoint (the routes above
+/// list the same address with its state per route: `ok` on a mesh route).
 fn endpoint_state<'a>(status: &'a str, endpoint: &str) -> Option<&'a str> {
-    status.lines().find_map(|l| {
+    section(status, "GATEWAY ENDPOINT").find_map(|l| {
         let mut cols = l.split_whitespace();
         (cols.next() == Some(endpoint))
             .then(|| cols.next())
@@ -245,10 +256,16 @@ fn an_endpoint_without_a_socket_falls_back_to_another_of_its_subset() {
     );
 }
 
+/// A kernel counter of `status`: its name, then its count (several to a
+/// line on a wide terminal).
 fn counter(status: &str, name: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|n| n.trim().parse().ok())
+    section(status, "KERNEL EVENTS")
+        .find_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words
+                .chunks(2)
+                .find(|pair| pair[0] == name)
+                .and_then(|pair| pair.get(1)?.parse().ok())
+        })
         .unwrap_or_else(|| panic!("no {name} counter in status:\n{status}"))
 }

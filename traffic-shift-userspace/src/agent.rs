@@ -732,13 +732,21 @@ impl Agent {
         }
     }
 
-    /// Writes the status file if anything in it changed (atomically: a
+    /// Writes the status file if anything in it changed, or every
+    /// [`HEARTBEAT_MS`](crate::status::HEARTBEAT_MS) anyway, so `status`
+    /// can tell a running agent from a file left behind (atomically: a
     /// reader sees the old or the new file, never half of one).
     fn write_status(&mut self) {
         let mut status = self.status();
-        // Compared without the time, so an idle agent does not rewrite it.
+        // Compared without the time, so an idle agent only rewrites it for the heartbeat.
         let text = serde_json::to_string(&status).expect("status serializes");
-        if text == self.last_status {
+        let heartbeat = Duration::from_millis(crate::status::HEARTBEAT_MS);
+        let fresh = std::fs::metadata(&self.status_file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < heartbeat);
+        if text == self.last_status && fresh {
             return;
         }
         status.taken_at_ms = std::time::SystemTime::now()

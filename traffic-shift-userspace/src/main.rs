@@ -1,6 +1,6 @@
 //! `traffic-shift`: the node agent and its CLI.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use traffic_shift_userspace::{agent, cli};
@@ -24,12 +24,26 @@ enum Command {
     /// Run the agent: attach the kernel programs, apply every YAML file in
     /// --rules and follow its changes until Ctrl-C.
     Run(agent::AgentOptions),
-    /// Show what the running agent has in force: routes and their splits,
-    /// gateway endpoints (registered or missing) and the kernel's counters.
+    /// Show what the running agent has in force: per route, each
+    /// destination's weight, its connections in the last minute and in
+    /// total, its observed share and its endpoints' state; then the gateway
+    /// endpoints (registered or missing) and the kernel's counters.
     Status {
         /// The agent's status file (its --status-file).
         #[arg(long, value_name = "FILE", default_value = agent::DEFAULT_STATUS_FILE)]
         status_file: PathBuf,
+        /// Redraw it live, like `top`, until Ctrl-C; a missing file is
+        /// shown as an error and read again.
+        #[arg(short, long)]
+        watch: bool,
+        /// Seconds between redraws with --watch, fractions allowed.
+        /// Example: `--interval 0.5`.
+        #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval, requires = "watch")]
+        interval: Duration,
+        /// Columns to fit, at least 20. Default: the terminal's width, else
+        /// $COLUMNS, else 80. Example: `--width 100`.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(20..))]
+        width: Option<u16>,
     },
     /// Remove everything the agent pinned (maps left by an agent that was
     /// killed). Refused while an agent runs on that directory.
@@ -75,14 +89,36 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             runtime.block_on(agent::run(options))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { status_file } => {
+        Command::Status {
+            status_file,
+            watch,
+            interval,
+            width,
+        } => {
+            let width = width.map(usize::from);
             let mut stdout = std::io::stdout().lock();
-            match cli::status(&status_file, &mut stdout) {
+            let result = if watch {
+                let in_place = std::io::IsTerminal::is_terminal(&stdout);
+                let mut terminal = cli::Terminal::new(width)?;
+                cli::watch(&status_file, interval, in_place, &mut terminal, &mut stdout)
+                    .map_err(cli::StatusError::Write)
+            } else {
+                let columns = std::env::var("COLUMNS").ok();
+                let width = cli::resolve_width(width, cli::terminal_size().0, columns.as_deref());
+                cli::status(&status_file, width, cli::now_ms(), &mut stdout)
+            };
+            match result {
                 // `traffic-shift status | head`: the reader left; not an error.
-                Err(cli::StatusError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                result => result?,
+                Err(cli::StatusError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    Ok(ExitCode::SUCCESS)
+                }
+                // Its message already names the cause: not `{:#}`, which repeats it.
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    Ok(ExitCode::FAILURE)
+                }
+                Ok(()) => Ok(ExitCode::SUCCESS),
             }
-            Ok(ExitCode::SUCCESS)
         }
         Command::Unload { bpffs } => {
             let removed = traffic_shift_userspace::datapath::unload(&bpffs)?;
@@ -103,4 +139,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `--interval`: seconds, 0.1 to 3600.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds, e.g. 1 or 0.5"))?;
+    if !(0.1..=3600.0).contains(&secs) {
+        return Err(format!("{secs} s is out of range: 0.1 to 3600"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }

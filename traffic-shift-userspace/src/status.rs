@@ -3,11 +3,20 @@
 //! the gateway endpoints' sockets and the kernel's event counters.
 //!
 //! The agent writes it as JSON (`--status-file`, replaced whole); `traffic-shift
-//! status` reads it and renders it. The types are the contract between the two.
+//! status` reads it and renders it ([`render`]). The types are the contract
+//! between the two.
+
+mod render;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use self::render::{STALE_AFTER_MS, render, render_message};
+
+/// The agent rewrites the status file at least this often, changed or not,
+/// so a reader can tell a live agent from a file left behind.
+pub const HEARTBEAT_MS: u64 = 2_000;
 
 /// The agent's status at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
