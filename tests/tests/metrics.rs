@@ -149,6 +149,19 @@ fn a_backend_that_refuses_shows_as_failed_connections_with_the_reason() {
         20,
         "{page}"
     );
+    let healthy = "traffic_shift_endpoint_healthy";
+    let page = s.agent.wait_metrics("v2's endpoint unhealthy", |p| {
+        p.lines().any(|l| {
+            l.starts_with(healthy)
+                && l.contains("endpoint=\"127.0.0.1:19009\"")
+                && l.ends_with(" 0")
+        })
+    });
+    assert_eq!(
+        metric(&page, healthy, &[("endpoint", "127.0.0.1:19001")]),
+        1,
+        "{page}"
+    );
     // And in status (sampled every second): the endpoint is failing, its
     // failures counted.
     let v2_of = |status: &serde_json::Value| {

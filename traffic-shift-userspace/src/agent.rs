@@ -572,6 +572,26 @@ impl Agent {
             self.history.pop_front();
         }
         let fill = self.datapath.fill();
+        let ids: BTreeMap<_, _> = self
+            .stat_ids
+            .iter()
+            .map(|(k, id)| (k.clone(), id))
+            .collect();
+        let mut healthy = BTreeMap::new();
+        for route in &self.model.routes {
+            for dest in &route.destinations {
+                for ep in &dest.endpoints {
+                    let id = ids.get(&compile::stat_key(route, dest, ep.addr)).copied();
+                    let version = metrics::istio_labels(route, dest, ep)
+                        .get("destination_version")
+                        .to_owned();
+                    let up = !is_failing(&self.observed(id).1);
+                    *healthy
+                        .entry((dest.host.clone(), version, ep.addr.to_string()))
+                        .or_insert(true) &= up;
+                }
+            }
+        }
         let mut registered = BTreeMap::new();
         for route in self.model.routes.iter().filter(|r| r.gateway.is_some()) {
             for dest in &route.destinations {
@@ -591,6 +611,7 @@ impl Agent {
         let mut shared = self.shared();
         shared.map_fill = fill;
         shared.registered = registered;
+        shared.healthy = healthy;
     }
 
     /// A slot's counters now, and how much they grew over the last minute
@@ -697,7 +718,7 @@ impl Agent {
                 let (total, minute) = self.observed(id);
                 let state = if route.gateway.is_some() {
                     self.socket_state(ep.addr)
-                } else if failed(&minute) > 0 && minute.established == 0 {
+                } else if is_failing(&minute) {
                     "failing"
                 } else {
                     "ok"
@@ -792,6 +813,13 @@ impl Agent {
             let _ = file.write_all(format!("{line}\n").as_bytes());
         }
     }
+}
+
+/// Whether an endpoint's connects over a period all failed (some did, none
+/// completed its handshake).
+fn is_failing(period: &EndpointStats) -> bool {
+    period.failed_refused + period.failed_timeout + period.failed_other > 0
+        && period.established == 0
 }
 
 /// Opens the `--events` file for appending.

@@ -132,6 +132,9 @@ pub struct Shared {
     pub registered: BTreeMap<(String, String, String), bool>,
     /// (route, service, version) -> configured weight.
     pub weights: BTreeMap<(String, String, String), u32>,
+    /// (service, version, endpoint) -> healthy: not every connect of the
+    /// last minute failed (passive: observed connections, no probes).
+    pub healthy: BTreeMap<(String, String, String), bool>,
 }
 
 /// The Prometheus collector: kernel counters at scrape time, labelled from
@@ -217,94 +220,92 @@ fn encode_connections(
     shared: &Shared,
     kernel: &KernelCounters,
 ) -> Result<(), std::fmt::Error> {
-    {
-        let mut opened = BTreeMap::new();
-        let mut closed = BTreeMap::new();
-        let mut sent = BTreeMap::new();
-        let mut received = BTreeMap::new();
-        let mut failed = BTreeMap::new();
-        for (&id, slot) in &shared.slots {
-            let Ok(s) = kernel.stats(id) else { continue };
-            let EndpointStats {
-                opened: n_opened,
-                closed: n_closed,
-                failed_refused,
-                failed_timeout,
-                failed_other,
-                request_bytes,
-                response_bytes,
-                ..
-            } = s;
-            let n_failed = failed_refused + failed_timeout + failed_other;
-            *opened
-                .entry(slot.labels.with("response_flags", "-"))
-                .or_default() += n_opened;
+    let mut opened = BTreeMap::new();
+    let mut closed = BTreeMap::new();
+    let mut sent = BTreeMap::new();
+    let mut received = BTreeMap::new();
+    let mut failed = BTreeMap::new();
+    for (&id, slot) in &shared.slots {
+        let Ok(s) = kernel.stats(id) else { continue };
+        let EndpointStats {
+            opened: n_opened,
+            closed: n_closed,
+            failed_refused,
+            failed_timeout,
+            failed_other,
+            request_bytes,
+            response_bytes,
+            ..
+        } = s;
+        let n_failed = failed_refused + failed_timeout + failed_other;
+        *opened
+            .entry(slot.labels.with("response_flags", "-"))
+            .or_default() += n_opened;
+        *closed
+            .entry(slot.labels.with("response_flags", "-"))
+            .or_default() += n_closed.saturating_sub(n_failed);
+        if n_failed > 0 {
+            // Envoy's flag for a failed upstream connect.
             *closed
-                .entry(slot.labels.with("response_flags", "-"))
-                .or_default() += n_closed.saturating_sub(n_failed);
-            if n_failed > 0 {
-                // Envoy's flag for a failed upstream connect.
-                *closed
-                    .entry(slot.labels.with("response_flags", "UF"))
-                    .or_default() += n_failed;
-            }
-            *sent
-                .entry(slot.labels.with("response_flags", "-"))
-                .or_default() += response_bytes;
-            *received
-                .entry(slot.labels.with("response_flags", "-"))
-                .or_default() += request_bytes;
-            for (reason, n) in [
-                ("refused", failed_refused),
-                ("timeout", failed_timeout),
-                ("other", failed_other),
-            ] {
-                let labels = vec![
-                    (
-                        "destination_service",
-                        slot.labels.get("destination_service").to_owned(),
-                    ),
-                    (
-                        "destination_version",
-                        slot.labels.get("destination_version").to_owned(),
-                    ),
-                    ("endpoint", slot.endpoint.to_string()),
-                    ("reason", reason.to_owned()),
-                ];
-                *failed.entry(labels).or_default() += n;
-            }
+                .entry(slot.labels.with("response_flags", "UF"))
+                .or_default() += n_failed;
         }
-        counters(
-            encoder,
-            "istio_tcp_connections_opened",
-            "Connections opened to a destination (Istio standard metric)",
-            &opened,
-        )?;
-        counters(
-            encoder,
-            "istio_tcp_connections_closed",
-            "Connections closed, failed connects included with response_flags UF (Istio standard metric)",
-            &closed,
-        )?;
-        counters(
-            encoder,
-            "istio_tcp_sent_bytes",
-            "Bytes sent by the destination to the client (response) (Istio standard metric)",
-            &sent,
-        )?;
-        counters(
-            encoder,
-            "istio_tcp_received_bytes",
-            "Bytes received by the destination from the client (request) (Istio standard metric)",
-            &received,
-        )?;
-        counters(
-            encoder,
-            "traffic_shift_connections_failed",
-            "Connects to an endpoint that failed, by reason (refused: reset; timeout: SYN retries ran out; other)",
-            &failed,
-        )
+        *sent
+            .entry(slot.labels.with("response_flags", "-"))
+            .or_default() += response_bytes;
+        *received
+            .entry(slot.labels.with("response_flags", "-"))
+            .or_default() += request_bytes;
+        for (reason, n) in [
+            ("refused", failed_refused),
+            ("timeout", failed_timeout),
+            ("other", failed_other),
+        ] {
+            let labels = vec![
+                (
+                    "destination_service",
+                    slot.labels.get("destination_service").to_owned(),
+                ),
+                (
+                    "destination_version",
+                    slot.labels.get("destination_version").to_owned(),
+                ),
+                ("endpoint", slot.endpoint.to_string()),
+                ("reason", reason.to_owned()),
+            ];
+            *failed.entry(labels).or_default() += n;
+        }
     }
+    counters(
+        encoder,
+        "istio_tcp_connections_opened",
+        "Connections opened to a destination (Istio standard metric)",
+        &opened,
+    )?;
+    counters(
+        encoder,
+        "istio_tcp_connections_closed",
+        "Connections closed, failed connects included with response_flags UF (Istio standard metric)",
+        &closed,
+    )?;
+    counters(
+        encoder,
+        "istio_tcp_sent_bytes",
+        "Bytes sent by the destination to the client (response) (Istio standard metric)",
+        &sent,
+    )?;
+    counters(
+        encoder,
+        "istio_tcp_received_bytes",
+        "Bytes received by the destination from the client (request) (Istio standard metric)",
+        &received,
+    )?;
+    counters(
+        encoder,
+        "traffic_shift_connections_failed",
+        "Connects to an endpoint that failed, by reason (refused: reset; timeout: SYN retries ran out; other)",
+        &failed,
+    )
 }
 
 /// The kernel programs' event counters (drops and fallbacks by reason).
@@ -312,123 +313,138 @@ fn encode_events(
     encoder: &mut DescriptorEncoder,
     kernel: &KernelCounters,
 ) -> Result<(), std::fmt::Error> {
-    {
-        let events: BTreeMap<Labels, u64> = kernel
-            .events()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(event, n): (Event, u64)| {
-                (
-                    vec![
-                        ("program", event.program().to_owned()),
-                        ("event", event.name().to_owned()),
-                    ],
-                    n,
-                )
-            })
-            .collect();
-        counters(
-            encoder,
-            "traffic_shift_kernel_events",
-            "What the kernel programs did with connections, by program and event (drops and fallbacks by reason)",
-            &events,
-        )
-    }
+    let events: BTreeMap<Labels, u64> = kernel
+        .events()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(event, n): (Event, u64)| {
+            (
+                vec![
+                    ("program", event.program().to_owned()),
+                    ("event", event.name().to_owned()),
+                ],
+                n,
+            )
+        })
+        .collect();
+    counters(
+        encoder,
+        "traffic_shift_kernel_events",
+        "What the kernel programs did with connections, by program and event (drops and fallbacks by reason)",
+        &events,
+    )
 }
 
 /// What only the agent knows: rules, map fill, sockets, weights.
 fn encode_agent(encoder: &mut DescriptorEncoder, shared: &Shared) -> Result<(), std::fmt::Error> {
-    {
-        let one = |v: u64| BTreeMap::from([(Labels::new(), v)]);
-        counters(
-            encoder,
-            "traffic_shift_rules_applied",
-            "Rule sets applied",
-            &one(shared.rules_applied),
-        )?;
-        counters(
-            encoder,
-            "traffic_shift_apply_errors",
-            "Rule files refused (the previous rules stayed in force)",
-            &one(shared.apply_errors),
-        )?;
-        let gauge =
-            |v: u64| BTreeMap::from([(Labels::new(), i64::try_from(v).unwrap_or(i64::MAX))]);
-        gauges(
-            encoder,
-            "traffic_shift_rules_generation",
-            "Generation of the rules in force",
-            &gauge(shared.generation),
-        )?;
-        let entries = shared
-            .map_fill
-            .iter()
-            .map(|(map, n, _)| {
-                (
-                    vec![("map", (*map).to_owned())],
-                    i64::try_from(*n).unwrap_or(i64::MAX),
-                )
-            })
-            .collect();
-        gauges(
-            encoder,
-            "traffic_shift_map_entries",
-            "Entries in a kernel map",
-            &entries,
-        )?;
-        let max = shared
-            .map_fill
-            .iter()
-            .map(|(map, _, max)| (vec![("map", (*map).to_owned())], i64::from(*max)))
-            .collect();
-        gauges(
-            encoder,
-            "traffic_shift_map_max_entries",
-            "Capacity of a kernel map",
-            &max,
-        )?;
-        let registered = shared
-            .registered
-            .iter()
-            .map(|((service, version, endpoint), up)| {
-                (
-                    vec![
-                        ("destination_service", service.clone()),
-                        ("destination_version", version.clone()),
-                        ("endpoint", endpoint.clone()),
-                    ],
-                    i64::from(*up),
-                )
-            })
-            .collect();
-        gauges(
-            encoder,
-            "traffic_shift_endpoint_registered",
-            "Whether the gateway holds the endpoint's listening socket (1) or not (0)",
-            &registered,
-        )?;
-        let weights = shared
-            .weights
-            .iter()
-            .map(|((route, service, version), w)| {
-                (
-                    vec![
-                        ("route", route.clone()),
-                        ("destination_service", service.clone()),
-                        ("destination_version", version.clone()),
-                    ],
-                    i64::from(*w),
-                )
-            })
-            .collect();
-        gauges(
-            encoder,
-            "traffic_shift_route_weight",
-            "Configured weight of a route's destination (relative: its share is weight / sum)",
-            &weights,
-        )?;
-        Ok(())
-    }
+    let one = |v: u64| BTreeMap::from([(Labels::new(), v)]);
+    counters(
+        encoder,
+        "traffic_shift_rules_applied",
+        "Rule sets applied",
+        &one(shared.rules_applied),
+    )?;
+    counters(
+        encoder,
+        "traffic_shift_apply_errors",
+        "Rule files refused (the previous rules stayed in force)",
+        &one(shared.apply_errors),
+    )?;
+    let gauge = |v: u64| BTreeMap::from([(Labels::new(), i64::try_from(v).unwrap_or(i64::MAX))]);
+    gauges(
+        encoder,
+        "traffic_shift_rules_generation",
+        "Generation of the rules in force",
+        &gauge(shared.generation),
+    )?;
+    let entries = shared
+        .map_fill
+        .iter()
+        .map(|(map, n, _)| {
+            (
+                vec![("map", (*map).to_owned())],
+                i64::try_from(*n).unwrap_or(i64::MAX),
+            )
+        })
+        .collect();
+    gauges(
+        encoder,
+        "traffic_shift_map_entries",
+        "Entries in a kernel map",
+        &entries,
+    )?;
+    let max = shared
+        .map_fill
+        .iter()
+        .map(|(map, _, max)| (vec![("map", (*map).to_owned())], i64::from(*max)))
+        .collect();
+    gauges(
+        encoder,
+        "traffic_shift_map_max_entries",
+        "Capacity of a kernel map",
+        &max,
+    )?;
+    let registered = shared
+        .registered
+        .iter()
+        .map(|((service, version, endpoint), up)| {
+            (
+                vec![
+                    ("destination_service", service.clone()),
+                    ("destination_version", version.clone()),
+                    ("endpoint", endpoint.clone()),
+                ],
+                i64::from(*up),
+            )
+        })
+        .collect();
+    let healthy = shared
+        .healthy
+        .iter()
+        .map(|((service, version, endpoint), up)| {
+            (
+                vec![
+                    ("destination_service", service.clone()),
+                    ("destination_version", version.clone()),
+                    ("endpoint", endpoint.clone()),
+                ],
+                i64::from(*up),
+            )
+        })
+        .collect();
+    gauges(
+        encoder,
+        "traffic_shift_endpoint_healthy",
+        "0 when every connect to the endpoint in the last minute failed, else 1 (observed, not probed)",
+        &healthy,
+    )?;
+    gauges(
+        encoder,
+        "traffic_shift_endpoint_registered",
+        "Whether the gateway holds the endpoint's listening socket (1) or not (0)",
+        &registered,
+    )?;
+    let weights = shared
+        .weights
+        .iter()
+        .map(|((route, service, version), w)| {
+            (
+                vec![
+                    ("route", route.clone()),
+                    ("destination_service", service.clone()),
+                    ("destination_version", version.clone()),
+                ],
+                i64::from(*w),
+            )
+        })
+        .collect();
+    gauges(
+        encoder,
+        "traffic_shift_route_weight",
+        "Configured weight of a route's destination (relative: its share is weight / sum)",
+        &weights,
+    )?;
+    Ok(())
 }
 
 /// Serves `/metrics` (and `/stats/prometheus`, Envoy's path) on `listener`
