@@ -3,11 +3,14 @@
 
 use std::{io::Write, path::PathBuf};
 
-use crate::{compile, config};
+use crate::{compile, config, model::RoutingModel};
 
-/// `validate -f PATH...`: parses, resolves and compiles the files together;
-/// prints every refusal as one line, or the routes they make. Returns
-/// whether everything was valid.
+/// `validate -f PATH...`: parses, resolves and compiles the files together,
+/// as the agent would; prints each warning as a `warning: ` line, then the
+/// routes, or every refusal as a `refused: ` line (all errors of every
+/// document of every file, and those across files). The files that parse
+/// are resolved even when others do not, as the agent would apply them.
+/// Returns whether everything was valid (warnings do not count).
 pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
@@ -15,25 +18,37 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
         if path.is_dir() {
             let (ok, bad) = config::load_dir(path);
             files.extend(ok);
-            errors.extend(bad.into_iter().map(|e| e.to_string()));
+            errors.extend(bad.iter().map(ToString::to_string));
         } else {
-            match config::read_rules_file(path).and_then(|text| config::parse_file(path, &text)) {
+            match config::read_rules_file(path)
+                .map_err(|error| vec![error])
+                .and_then(|text| config::parse_file_all(path, &text))
+            {
                 Ok(file) => files.push(file),
-                Err(err) => errors.push(err.to_string()),
+                Err(bad) => errors.extend(bad.iter().map(ToString::to_string)),
             }
         }
     }
+    let (model, warnings) = config::resolve_all(&files);
+    for warning in files.iter().flat_map(|file| &file.warnings) {
+        writeln!(out, "warning: {warning}")?;
+    }
+    for warning in &warnings {
+        writeln!(out, "warning: {warning}")?;
+    }
+    let model = match model {
+        Ok(model) => model,
+        Err(bad) => {
+            errors.extend(bad.iter().map(ToString::to_string));
+            RoutingModel::default()
+        }
+    };
     if errors.is_empty() {
-        match config::resolve(&files)
-            .map_err(|e| e.to_string())
-            .and_then(|model| {
-                let is_local = crate::netns::is_local_in(std::path::Path::new("/proc/self/ns/net"))
-                    .map_err(|e| format!("cannot list this node's addresses: {e}"))?;
-                compile::compile(&model, &is_local)
-                    .map(|c| (model, c))
-                    .map_err(|e| e.to_string())
-            }) {
-            Ok((model, _)) => {
+        match crate::netns::is_local_in(std::path::Path::new("/proc/self/ns/net"))
+            .map_err(|e| format!("cannot list this node's addresses: {e}"))
+            .and_then(|is_local| compile::compile(&model, &is_local).map_err(|e| e.to_string()))
+        {
+            Ok(_) => {
                 for route in &model.routes {
                     let listeners: Vec<String> =
                         route.listeners.iter().map(ToString::to_string).collect();
