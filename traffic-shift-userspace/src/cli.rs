@@ -211,6 +211,63 @@ mod tests {
     }
 
     #[test]
+    fn validate_lists_every_error_of_every_file_and_the_warnings() {
+        let dir = std::env::temp_dir().join(format!("ts-validate-all-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let vs =
+            std::fs::read_to_string(rules("tcp-echo/examples/vs-20-v2.yaml")).expect("example");
+        // Two errors in one document, and a weight total that only warns.
+        let two_errors = dir.join("vs.yaml");
+        std::fs::write(
+            &two_errors,
+            vs.replace("weight: 20", "weight: -20")
+                .replace("subset: v1", "subset: V_1"),
+        )
+        .expect("write");
+        let bad_gateway = dir.join("gateway.yaml");
+        let gateway = std::fs::read_to_string(rules("tcp-echo/gateway.yaml")).expect("gateway");
+        std::fs::write(&bad_gateway, gateway.replace("number: 31400", "number: 0")).expect("write");
+        let warns = dir.join("vs-warn.yaml");
+        std::fs::write(&warns, vs.replace("weight: 20", "weight: 70")).expect("write");
+
+        let (ok, out) = run(&[
+            rules("tcp-echo/service-entry.yaml"),
+            rules("tcp-echo/destination-rule.yaml"),
+            bad_gateway,
+            two_errors,
+        ]);
+        assert!(!ok, "refused:\n{out}");
+        let refused: Vec<&str> = out.lines().filter(|l| l.starts_with("refused: ")).collect();
+        assert_eq!(refused.len(), 3, "three errors in two files:\n{out}");
+        for part in [
+            "gateway.yaml: document 1 (Gateway default/tcp-echo-gateway): spec.servers[0].port.number: port number 0 must be in the range 1..65535 (line ",
+            "vs.yaml: document 1 (VirtualService default/tcp-echo): spec.tcp[0].route[0].destination.subset: subset name is invalid: V_1 (line ",
+            "vs.yaml: document 1 (VirtualService default/tcp-echo): spec.tcp[0].route[1].weight: weight -20 < 0 (line ",
+        ] {
+            assert!(out.contains(part), "names {part:?}:\n{out}");
+        }
+
+        let (ok, out) = run(&[
+            rules("tcp-echo/service-entry.yaml"),
+            rules("tcp-echo/destination-rule.yaml"),
+            rules("tcp-echo/gateway.yaml"),
+            warns,
+        ]);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert!(ok, "a warning does not refuse:\n{out}");
+        let first = out.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("warning: ")
+                && first.contains("spec.tcp[0].route: total destination weight is 150, not 100: weights are relative, so the destinations get 80/150, 70/150 of the connections"),
+            "the warning line first:\n{out}"
+        );
+        assert!(
+            out.contains("subset v2 weight 70"),
+            "applied as written:\n{out}"
+        );
+    }
+
+    #[test]
     fn a_bad_file_is_one_refused_line_with_file_path_and_line() {
         let dir = std::env::temp_dir().join(format!("ts-validate-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");

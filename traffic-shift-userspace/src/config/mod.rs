@@ -29,6 +29,8 @@ mod policy;
 mod resolve;
 mod resource;
 #[cfg(test)]
+mod rules_tests;
+#[cfg(test)]
 mod tests;
 mod values;
 

@@ -349,13 +349,16 @@ pub enum EndpointAddress {
     Name(String),
     /// `unix://<path>`: legal Istio, refused by `resolve` likewise.
     Unix(String),
+    /// No address, with a `network`: reached through that network's
+    /// gateway in Istio; refused by `resolve` likewise.
+    Unset,
 }
 
 impl EndpointAddress {
     pub fn ip(&self) -> Option<IpAddr> {
         match self {
             Self::Ip(ip) => Some(*ip),
-            Self::Name(_) | Self::Unix(_) => None,
+            Self::Name(_) | Self::Unix(_) | Self::Unset => None,
         }
     }
 }
@@ -366,6 +369,7 @@ impl fmt::Display for EndpointAddress {
             Self::Ip(ip) => write!(f, "{ip}"),
             Self::Name(name) => f.write_str(name),
             Self::Unix(path) => write!(f, "unix://{path}"),
+            Self::Unset => f.write_str("(no address)"),
         }
     }
 }
@@ -1269,64 +1273,7 @@ fn workload_endpoint(
     service: Option<(Resolution, &[&str])>,
 ) -> Option<WorkloadEndpoint> {
     let errors_before = cx.errors.len();
-    let written = endpoint.address.unwrap_or_default();
-    let address = if written.is_empty() {
-        match &endpoint.network {
-            Some(network) if !network.is_empty() => {
-                cx.warn(
-                    base.key("address"),
-                    format!("address is unset with network {network:?}"),
-                );
-            }
-            _ => cx.error(
-                base.key("address"),
-                "address is required: set the endpoint's IP address",
-            ),
-        }
-        None
-    } else if let Some(path) = written.strip_prefix("unix://") {
-        if let Err(message) = unix_address(path) {
-            cx.error(base.key("address"), message);
-        }
-        if endpoint
-            .ports
-            .as_ref()
-            .is_some_and(|ports| !ports.is_empty())
-        {
-            cx.error(
-                base.key("ports"),
-                format!("unix endpoint {written} must not include ports"),
-            );
-        }
-        if let Some((_, names)) = service
-            && names.len() != 1
-        {
-            cx.error(
-                base.key("address"),
-                "exactly 1 service port required for unix endpoints",
-            );
-        }
-        Some(EndpointAddress::Unix(path.to_owned()))
-    } else if let Ok(ip) = written.parse() {
-        Some(EndpointAddress::Ip(ip))
-    } else if matches!(service, Some((Resolution::Static, _))) {
-        cx.error(
-            base.key("address"),
-            format!(
-                "endpoint address {written:?} is not a valid IP address: with resolution STATIC \
-                 endpoints are IP addresses"
-            ),
-        );
-        None
-    } else if validate_fqdn(&written).is_err() {
-        cx.error(
-            base.key("address"),
-            format!("endpoint address {written:?} is not a valid FQDN or an IP address"),
-        );
-        None
-    } else {
-        Some(EndpointAddress::Name(written))
-    };
+    let address = endpoint_address(cx, base, &endpoint, service);
 
     let mut ports = BTreeMap::new();
     for (name, number) in endpoint.ports.unwrap_or_default() {
@@ -1371,6 +1318,77 @@ fn workload_endpoint(
     })
 }
 
+/// An endpoint's `address`: an IP, a DNS name (not with STATIC), a unix
+/// socket, or none (with a `network`).
+fn endpoint_address(
+    cx: &mut Check,
+    base: &FieldPath,
+    endpoint: &dto::WorkloadEntrySpec,
+    service: Option<(Resolution, &[&str])>,
+) -> Option<EndpointAddress> {
+    let written = endpoint.address.clone().unwrap_or_default();
+    if written.is_empty() {
+        match &endpoint.network {
+            Some(network) if !network.is_empty() => {
+                cx.warn(
+                    base.key("address"),
+                    format!("address is unset with network {network:?}"),
+                );
+                Some(EndpointAddress::Unset)
+            }
+            _ => {
+                cx.error(
+                    base.key("address"),
+                    "address is required: set the endpoint's IP address",
+                );
+                None
+            }
+        }
+    } else if let Some(path) = written.strip_prefix("unix://") {
+        if let Err(message) = unix_address(path) {
+            cx.error(base.key("address"), message);
+        }
+        if endpoint
+            .ports
+            .as_ref()
+            .is_some_and(|ports| !ports.is_empty())
+        {
+            cx.error(
+                base.key("ports"),
+                format!("unix endpoint {written} must not include ports"),
+            );
+        }
+        if let Some((_, names)) = service
+            && names.len() != 1
+        {
+            cx.error(
+                base.key("address"),
+                "exactly 1 service port required for unix endpoints",
+            );
+        }
+        Some(EndpointAddress::Unix(path.to_owned()))
+    } else if let Ok(ip) = written.parse() {
+        Some(EndpointAddress::Ip(ip))
+    } else if matches!(service, Some((Resolution::Static, _))) {
+        cx.error(
+            base.key("address"),
+            format!(
+                "endpoint address {written:?} is not a valid IP address: with resolution STATIC \
+                 endpoints are IP addresses"
+            ),
+        );
+        None
+    } else if validate_fqdn(&written).is_err() {
+        cx.error(
+            base.key("address"),
+            format!("endpoint address {written:?} is not a valid FQDN or an IP address"),
+        );
+        None
+    } else {
+        Some(EndpointAddress::Name(written))
+    }
+}
+
 /// Istio's `ValidateUnixAddress` (the part after `unix://`).
 fn unix_address(path: &str) -> Result<(), String> {
     if path.is_empty() {
@@ -1387,9 +1405,9 @@ fn workload_entry(source: Source, spec: dto::WorkloadEntrySpec) -> Parsed {
     let mut cx = Check::new(&source);
     let endpoint = workload_endpoint(&mut cx, &fp!("spec"), spec, None);
     let warnings = cx.finish()?;
-    let Some(endpoint) = endpoint else {
-        unreachable!("an endpoint without errors is valid")
-    };
+    // `workload_endpoint` records an error whenever it gives `None`.
+    let endpoint = endpoint
+        .ok_or_else(|| vec![source.error(fp!("spec"), "invalid WorkloadEntry: fix its address")])?;
     Ok((
         Resource::WorkloadEntry(WorkloadEntry { source, endpoint }),
         warnings,
