@@ -8,8 +8,8 @@
 //! written. `ServiceEntry` hosts are always taken as written. So a
 //! `VirtualService` host `tcp-echo` in `default` means the `ServiceEntry`
 //! host `tcp-echo.default.svc.cluster.local`, and a `ServiceEntry` host
-//! `tcp-echo` is reached only by that name written with a dot... which it
-//! has not: write `ServiceEntry` hosts in full. A `VirtualService` host
+//! written `tcp-echo` matches no short name (as in Istio): write
+//! `ServiceEntry` hosts in full. A `VirtualService` host
 //! `*.suffix` selects every `ServiceEntry` host that ends in `.suffix`; a
 //! `DestinationRule` host `*.suffix` applies to a host when no rule names
 //! that host exactly. `exportTo` is checked, not applied: every resource is
