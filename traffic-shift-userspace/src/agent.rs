@@ -314,7 +314,12 @@ impl Agent {
             match text {
                 None => candidates.push((path, None)),
                 Some(text) => match config::parse_file(&path, &text) {
-                    Ok(file) => candidates.push((path, Some((text, file)))),
+                    Ok(file) => {
+                        for warning in &file.warnings {
+                            tracing::warn!(file = %file_name(&path), "{warning}");
+                        }
+                        candidates.push((path, Some((text, file))));
+                    }
                     Err(err) => self.refuse(&path, Some(text), &err.to_string()),
                 },
             }

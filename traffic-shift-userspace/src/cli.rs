@@ -7,11 +7,14 @@ use std::{
     time::Duration,
 };
 
-use crate::{compile, config, status::Status};
+use crate::{compile, config, model::RoutingModel, status::Status};
 
-/// `validate -f PATH...`: parses, resolves and compiles the files together;
-/// prints every refusal as one line, or the routes they make. Returns
-/// whether everything was valid.
+/// `validate -f PATH...`: parses, resolves and compiles the files together,
+/// as the agent would; prints each warning as a `warning: ` line, then the
+/// routes, or every refusal as a `refused: ` line (all errors of every
+/// document of every file, and those across files). The files that parse
+/// are resolved even when others do not, as the agent would apply them.
+/// Returns whether everything was valid (warnings do not count).
 pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
@@ -19,25 +22,39 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
         if path.is_dir() {
             let (ok, bad) = config::load_dir(path);
             files.extend(ok);
-            errors.extend(bad.into_iter().map(|e| e.to_string()));
+            errors.extend(bad.iter().map(ToString::to_string));
         } else {
-            match config::read_rules_file(path).and_then(|text| config::parse_file(path, &text)) {
+            match config::read_rules_file(path)
+                .map_err(|error| vec![error])
+                .and_then(|text| config::parse_file_all(path, &text))
+            {
                 Ok(file) => files.push(file),
-                Err(err) => errors.push(err.to_string()),
+                Err(bad) => errors.extend(bad.iter().map(ToString::to_string)),
             }
         }
     }
+    let (model, warnings) = config::resolve_all(&files);
+    for warning in files.iter().flat_map(|file| &file.warnings) {
+        writeln!(out, "warning: {warning}")?;
+    }
+    for warning in &warnings {
+        writeln!(out, "warning: {warning}")?;
+    }
+    let model = match model {
+        Ok(model) => model,
+        Err(bad) => {
+            errors.extend(bad.iter().map(ToString::to_string));
+            RoutingModel::default()
+        }
+    };
     if errors.is_empty() {
-        match config::resolve(&files)
-            .map_err(|e| e.to_string())
-            .and_then(|model| {
-                let is_local = crate::netns::is_local_in(std::path::Path::new("/proc/self/ns/net"))
-                    .map_err(|e| format!("cannot list this node's addresses: {e}"))?;
+        match crate::netns::is_local_in(std::path::Path::new("/proc/self/ns/net"))
+            .map_err(|e| format!("cannot list this node's addresses: {e}"))
+            .and_then(|is_local| {
                 compile::compile(&model, &is_local, &crate::stats::StatIds::default())
-                    .map(|c| (model, c))
                     .map_err(|e| e.to_string())
             }) {
-            Ok((model, _)) => {
+            Ok(_) => {
                 for route in &model.routes {
                     let listeners: Vec<String> =
                         route.listeners.iter().map(ToString::to_string).collect();
@@ -355,6 +372,63 @@ mod tests {
             ]);
             assert!(ok, "{example}:\n{out}");
         }
+    }
+
+    #[test]
+    fn validate_lists_every_error_of_every_file_and_the_warnings() {
+        let dir = std::env::temp_dir().join(format!("ts-validate-all-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let vs =
+            std::fs::read_to_string(rules("tcp-echo/examples/vs-20-v2.yaml")).expect("example");
+        // Two errors in one document, and a weight total that only warns.
+        let two_errors = dir.join("vs.yaml");
+        std::fs::write(
+            &two_errors,
+            vs.replace("weight: 20", "weight: -20")
+                .replace("subset: v1", "subset: V_1"),
+        )
+        .expect("write");
+        let bad_gateway = dir.join("gateway.yaml");
+        let gateway = std::fs::read_to_string(rules("tcp-echo/gateway.yaml")).expect("gateway");
+        std::fs::write(&bad_gateway, gateway.replace("number: 31400", "number: 0")).expect("write");
+        let warns = dir.join("vs-warn.yaml");
+        std::fs::write(&warns, vs.replace("weight: 20", "weight: 70")).expect("write");
+
+        let (ok, out) = run(&[
+            rules("tcp-echo/service-entry.yaml"),
+            rules("tcp-echo/destination-rule.yaml"),
+            bad_gateway,
+            two_errors,
+        ]);
+        assert!(!ok, "refused:\n{out}");
+        let refused: Vec<&str> = out.lines().filter(|l| l.starts_with("refused: ")).collect();
+        assert_eq!(refused.len(), 3, "three errors in two files:\n{out}");
+        for part in [
+            "gateway.yaml: document 1 (Gateway default/tcp-echo-gateway): spec.servers[0].port.number: port number 0 must be in the range 1..65535 (line ",
+            "vs.yaml: document 1 (VirtualService default/tcp-echo): spec.tcp[0].route[0].destination.subset: subset name is invalid: V_1 (line ",
+            "vs.yaml: document 1 (VirtualService default/tcp-echo): spec.tcp[0].route[1].weight: weight -20 < 0 (line ",
+        ] {
+            assert!(out.contains(part), "names {part:?}:\n{out}");
+        }
+
+        let (ok, out) = run(&[
+            rules("tcp-echo/service-entry.yaml"),
+            rules("tcp-echo/destination-rule.yaml"),
+            rules("tcp-echo/gateway.yaml"),
+            warns,
+        ]);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert!(ok, "a warning does not refuse:\n{out}");
+        let first = out.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("warning: ")
+                && first.contains("spec.tcp[0].route: total destination weight is 150, not 100: weights are relative, so the destinations get 80/150, 70/150 of the connections"),
+            "the warning line first:\n{out}"
+        );
+        assert!(
+            out.contains("subset v2 weight 70"),
+            "applied as written:\n{out}"
+        );
     }
 
     #[test]

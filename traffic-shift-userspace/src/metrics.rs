@@ -384,46 +384,7 @@ fn encode_agent(encoder: &mut DescriptorEncoder, shared: &Shared) -> Result<(), 
         "Capacity of a kernel map",
         &max,
     )?;
-    let registered = shared
-        .registered
-        .iter()
-        .map(|((service, version, endpoint), up)| {
-            (
-                vec![
-                    ("destination_service", service.clone()),
-                    ("destination_version", version.clone()),
-                    ("endpoint", endpoint.clone()),
-                ],
-                i64::from(*up),
-            )
-        })
-        .collect();
-    let healthy = shared
-        .healthy
-        .iter()
-        .map(|((service, version, endpoint), up)| {
-            (
-                vec![
-                    ("destination_service", service.clone()),
-                    ("destination_version", version.clone()),
-                    ("endpoint", endpoint.clone()),
-                ],
-                i64::from(*up),
-            )
-        })
-        .collect();
-    gauges(
-        encoder,
-        "traffic_shift_endpoint_healthy",
-        "0 when every connect to the endpoint in the last minute failed, else 1 (observed, not probed)",
-        &healthy,
-    )?;
-    gauges(
-        encoder,
-        "traffic_shift_endpoint_registered",
-        "Whether the gateway holds the endpoint's listening socket (1) or not (0)",
-        &registered,
-    )?;
+    encode_endpoints(encoder, shared)?;
     let weights = shared
         .weights
         .iter()
@@ -445,6 +406,40 @@ fn encode_agent(encoder: &mut DescriptorEncoder, shared: &Shared) -> Result<(), 
         &weights,
     )?;
     Ok(())
+}
+
+/// Per gateway/route endpoint: health as observed, socket registration.
+fn encode_endpoints(
+    encoder: &mut DescriptorEncoder,
+    shared: &Shared,
+) -> Result<(), std::fmt::Error> {
+    let by_endpoint = |values: &BTreeMap<(String, String, String), bool>| {
+        values
+            .iter()
+            .map(|((service, version, endpoint), up)| {
+                (
+                    vec![
+                        ("destination_service", service.clone()),
+                        ("destination_version", version.clone()),
+                        ("endpoint", endpoint.clone()),
+                    ],
+                    i64::from(*up),
+                )
+            })
+            .collect()
+    };
+    gauges(
+        encoder,
+        "traffic_shift_endpoint_healthy",
+        "0 when every connect to the endpoint in the last minute failed, else 1 (observed, not probed)",
+        &by_endpoint(&shared.healthy),
+    )?;
+    gauges(
+        encoder,
+        "traffic_shift_endpoint_registered",
+        "Whether the gateway holds the endpoint's listening socket (1) or not (0)",
+        &by_endpoint(&shared.registered),
+    )
 }
 
 /// Serves `/metrics` (and `/stats/prometheus`, Envoy's path) on `listener`

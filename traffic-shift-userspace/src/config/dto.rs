@@ -60,7 +60,7 @@ pub struct ServiceEntrySpec {
     pub resolution: Option<Resolution>,
     pub endpoints: Option<Vec<WorkloadEntrySpec>>,
     pub workload_selector: Option<WorkloadSelector>,
-    pub export_to: Option<IgnoredAny>,
+    pub export_to: Option<Vec<String>>,
     pub subject_alt_names: Option<IgnoredAny>,
 }
 
@@ -98,7 +98,7 @@ pub struct DestinationRuleSpec {
     pub host: Option<String>,
     pub traffic_policy: Option<TrafficPolicy>,
     pub subsets: Option<Vec<Subset>>,
-    pub export_to: Option<IgnoredAny>,
+    pub export_to: Option<Vec<String>>,
     pub workload_selector: Option<IgnoredAny>,
 }
 
@@ -106,13 +106,23 @@ pub struct DestinationRuleSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TrafficPolicy {
     pub load_balancer: Option<LoadBalancer>,
-    pub connection_pool: Option<IgnoredAny>,
-    pub outlier_detection: Option<IgnoredAny>,
+    pub connection_pool: Option<ConnectionPool>,
+    pub outlier_detection: Option<OutlierDetection>,
     pub tls: Option<IgnoredAny>,
-    pub port_level_settings: Option<IgnoredAny>,
+    pub port_level_settings: Option<Vec<PortTrafficPolicy>>,
     pub tunnel: Option<IgnoredAny>,
     pub proxy_protocol: Option<IgnoredAny>,
     pub retry_budget: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PortTrafficPolicy {
+    pub port: Option<PortSelector>,
+    pub load_balancer: Option<LoadBalancer>,
+    pub connection_pool: Option<ConnectionPool>,
+    pub outlier_detection: Option<OutlierDetection>,
+    pub tls: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +131,7 @@ pub struct LoadBalancer {
     pub simple: Option<SimpleLb>,
     pub consistent_hash: Option<ConsistentHash>,
     pub locality_lb_setting: Option<IgnoredAny>,
+    pub zone_aware_lb_setting: Option<IgnoredAny>,
     pub warmup_duration_secs: Option<IgnoredAny>,
     pub warmup: Option<IgnoredAny>,
 }
@@ -129,12 +140,28 @@ pub struct LoadBalancer {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConsistentHash {
     pub http_header_name: Option<String>,
-    pub http_cookie: Option<IgnoredAny>,
+    pub http_cookie: Option<HttpCookie>,
     pub use_source_ip: Option<bool>,
     pub http_query_parameter_name: Option<String>,
     pub ring_hash: Option<RingHash>,
     pub maglev: Option<Maglev>,
     pub minimum_ring_size: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpCookie {
+    pub name: Option<String>,
+    pub path: Option<String>,
+    pub ttl: Option<String>,
+    pub attributes: Option<Vec<CookieAttribute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CookieAttribute {
+    pub name: Option<String>,
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +178,77 @@ pub struct Maglev {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConnectionPool {
+    pub tcp: Option<TcpSettings>,
+    pub http: Option<HttpSettings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TcpSettings {
+    pub max_connections: Option<i64>,
+    pub connect_timeout: Option<String>,
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    pub max_connection_duration: Option<String>,
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TcpKeepalive {
+    pub probes: Option<i64>,
+    pub time: Option<String>,
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpSettings {
+    pub http1_max_pending_requests: Option<i64>,
+    pub http2_max_requests: Option<i64>,
+    pub max_requests_per_connection: Option<i64>,
+    pub max_retries: Option<i64>,
+    pub idle_timeout: Option<String>,
+    pub h2_upgrade_policy: Option<H2UpgradePolicy>,
+    pub use_client_protocol: Option<bool>,
+    pub max_concurrent_streams: Option<i64>,
+    pub http2_keep_alive: Option<Http2KeepAlive>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum H2UpgradePolicy {
+    #[default]
+    Default,
+    DoNotUpgrade,
+    Upgrade,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Http2KeepAlive {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutlierDetection {
+    pub consecutive_errors: Option<i64>,
+    pub split_external_local_origin_errors: Option<bool>,
+    pub consecutive_local_origin_failures: Option<i64>,
+    pub consecutive_gateway_errors: Option<i64>,
+    pub consecutive_5xx_errors: Option<i64>,
+    pub interval: Option<String>,
+    pub base_ejection_time: Option<String>,
+    pub max_ejection_percent: Option<i64>,
+    pub min_health_percent: Option<i64>,
+    #[serde(rename = "outlierDetectionHttpErrorCodes")]
+    pub http_error_codes: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Subset {
     pub name: Option<String>,
     pub labels: Option<Labels>,
@@ -163,9 +261,9 @@ pub struct VirtualServiceSpec {
     pub hosts: Option<Vec<String>>,
     pub gateways: Option<Vec<String>>,
     pub tcp: Option<Vec<TcpRoute>>,
-    pub http: Option<IgnoredAny>,
-    pub tls: Option<IgnoredAny>,
-    pub export_to: Option<IgnoredAny>,
+    pub http: Option<Vec<HttpRoute>>,
+    pub tls: Option<Vec<TlsRoute>>,
+    pub export_to: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,7 +319,7 @@ pub struct Server {
     pub port: Option<GatewayPort>,
     pub bind: Option<String>,
     pub hosts: Option<Vec<String>>,
-    pub tls: Option<IgnoredAny>,
+    pub tls: Option<ServerTls>,
     pub default_endpoint: Option<String>,
     pub name: Option<String>,
 }
@@ -233,4 +331,252 @@ pub struct GatewayPort {
     pub protocol: Option<String>,
     pub name: Option<String>,
     pub target_port: Option<i64>,
+}
+
+/// A Gateway server's `tls`: what the checks need is typed, the rest is
+/// accepted and ignored (the kernel path does not terminate TLS).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServerTls {
+    pub https_redirect: Option<bool>,
+    pub mode: Option<ServerTlsMode>,
+    pub server_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
+    pub ca_crl: Option<String>,
+    pub credential_name: Option<String>,
+    pub credential_names: Option<Vec<String>>,
+    pub ca_cert_credential_name: Option<String>,
+    pub tls_certificates: Option<Vec<IgnoredAny>>,
+    pub subject_alt_names: Option<IgnoredAny>,
+    pub verify_certificate_spki: Option<IgnoredAny>,
+    pub verify_certificate_hash: Option<IgnoredAny>,
+    pub min_protocol_version: Option<IgnoredAny>,
+    pub max_protocol_version: Option<IgnoredAny>,
+    pub cipher_suites: Option<IgnoredAny>,
+    pub insecure_skip_verify: Option<IgnoredAny>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerTlsMode {
+    #[default]
+    Passthrough,
+    Simple,
+    Mutual,
+    AutoPassthrough,
+    IstioMutual,
+    OptionalMutual,
+}
+
+/// `exact`, `prefix` or `regex` (one of them); all absent is `{}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StringMatch {
+    pub exact: Option<String>,
+    pub prefix: Option<String>,
+    pub regex: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Percent {
+    pub value: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRoute {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matches: Option<Vec<HttpMatchRequest>>,
+    pub route: Option<Vec<HttpRouteDestination>>,
+    pub redirect: Option<HttpRedirect>,
+    pub direct_response: Option<HttpDirectResponse>,
+    pub delegate: Option<Delegate>,
+    pub rewrite: Option<HttpRewrite>,
+    pub timeout: Option<String>,
+    pub retries: Option<HttpRetry>,
+    pub fault: Option<HttpFaultInjection>,
+    pub mirror: Option<Destination>,
+    pub mirrors: Option<Vec<HttpMirrorPolicy>>,
+    pub mirror_percent: Option<i64>,
+    pub mirror_percentage: Option<Percent>,
+    pub cors_policy: Option<CorsPolicy>,
+    pub headers: Option<Headers>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpMatchRequest {
+    pub name: Option<String>,
+    pub uri: Option<StringMatch>,
+    pub scheme: Option<StringMatch>,
+    pub method: Option<StringMatch>,
+    pub authority: Option<StringMatch>,
+    /// A `null` value is kept, to be refused with Istio's message.
+    pub headers: Option<BTreeMap<String, Option<StringMatch>>>,
+    pub port: Option<i64>,
+    pub source_labels: Option<Labels>,
+    pub gateways: Option<Vec<String>>,
+    pub query_params: Option<BTreeMap<String, Option<StringMatch>>>,
+    pub ignore_uri_case: Option<bool>,
+    pub without_headers: Option<BTreeMap<String, Option<StringMatch>>>,
+    pub source_namespace: Option<String>,
+    pub stat_prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRouteDestination {
+    pub destination: Option<Destination>,
+    pub weight: Option<i64>,
+    pub headers: Option<Headers>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Headers {
+    pub request: Option<HeaderOperations>,
+    pub response: Option<HeaderOperations>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderOperations {
+    pub set: Option<BTreeMap<String, String>>,
+    pub add: Option<BTreeMap<String, String>>,
+    pub remove: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRedirect {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub port: Option<i64>,
+    pub derive_port: Option<DerivePort>,
+    pub scheme: Option<String>,
+    pub redirect_code: Option<i64>,
+    pub prefix_rewrite: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DerivePort {
+    FromProtocolDefault,
+    FromRequestPort,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpDirectResponse {
+    pub status: Option<i64>,
+    pub body: Option<HttpBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpBody {
+    pub string: Option<String>,
+    /// Base64, as protobuf JSON writes bytes.
+    pub bytes: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Delegate {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRewrite {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegexRewrite {
+    #[serde(rename = "match")]
+    pub pattern: Option<String>,
+    pub rewrite: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRetry {
+    pub attempts: Option<i64>,
+    pub per_try_timeout: Option<String>,
+    pub retry_on: Option<String>,
+    pub retry_remote_localities: Option<bool>,
+    pub retry_ignore_previous_hosts: Option<bool>,
+    pub backoff: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpFaultInjection {
+    pub delay: Option<FaultDelay>,
+    pub abort: Option<FaultAbort>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FaultDelay {
+    pub percent: Option<i64>,
+    pub fixed_delay: Option<String>,
+    pub exponential_delay: Option<String>,
+    pub percentage: Option<Percent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FaultAbort {
+    pub http_status: Option<i64>,
+    pub grpc_status: Option<String>,
+    pub http2_error: Option<String>,
+    pub percentage: Option<Percent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpMirrorPolicy {
+    pub destination: Option<Destination>,
+    pub percentage: Option<Percent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CorsPolicy {
+    pub allow_origin: Option<Vec<String>>,
+    pub allow_origins: Option<Vec<StringMatch>>,
+    pub allow_methods: Option<Vec<String>>,
+    pub allow_headers: Option<Vec<String>>,
+    pub expose_headers: Option<Vec<String>>,
+    pub max_age: Option<String>,
+    pub allow_credentials: Option<bool>,
+    pub unmatched_preflights: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsRoute {
+    #[serde(rename = "match")]
+    pub matches: Option<Vec<TlsMatch>>,
+    pub route: Option<Vec<RouteDestination>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsMatch {
+    pub sni_hosts: Option<Vec<String>>,
+    pub destination_subnets: Option<Vec<String>>,
+    pub port: Option<i64>,
+    pub source_labels: Option<Labels>,
+    pub gateways: Option<Vec<String>>,
+    pub source_namespace: Option<String>,
 }

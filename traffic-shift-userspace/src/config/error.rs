@@ -1,8 +1,8 @@
 //! The one error type of `config`, and the field paths it points at.
 
 use std::{
-    fmt::{self, Display},
-    path::PathBuf,
+    fmt::{self, Display, Write as _},
+    path::{Path, PathBuf},
 };
 
 /// One step of a [`FieldPath`]: a mapping key or a sequence index.
@@ -123,12 +123,12 @@ impl Display for ResourceId {
 /// A rules file that cannot be used, and where and why.
 ///
 /// Displays as one line:
-/// `<file>: document <n> (<Kind> <namespace>/<name>), <field.path>, line <L>: <message>`,
+/// `<file>: document <n> (<Kind> <namespace>/<name>): <field.path>: <message> (line <L>)`,
 /// leaving out the parts that are not known (the resource of a document
 /// that does not parse, the line of a value the parser did not place, the
 /// document of a file that cannot be read).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.render())]
+#[error("{}", render(&self.file, self.document, self.resource.as_deref(), &self.field, self.line, &self.message))]
 pub struct ConfigError {
     /// The rules file, as given to `parse_file` / found by `load_dir`.
     pub file: PathBuf,
@@ -157,28 +157,66 @@ impl ConfigError {
             message: one_line(message.into()),
         }
     }
+}
 
-    fn render(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(document) = self.document {
-            match &self.resource {
-                Some(resource) => parts.push(format!("document {document} ({resource})")),
-                None => parts.push(format!("document {document}")),
+/// Something legal that is probably not what was meant (Istio's warnings:
+/// weights that do not add up to 100, a subset that selects no endpoint, a
+/// rule that is never reached). The rules are applied all the same.
+///
+/// Displays like [`ConfigError`]:
+/// `<file>: document <n> (<Kind> <namespace>/<name>): <field.path>: <message> (line <L>)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub file: PathBuf,
+    pub document: Option<usize>,
+    pub resource: Option<Box<ResourceId>>,
+    pub field: FieldPath,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&render(
+            &self.file,
+            self.document,
+            self.resource.as_deref(),
+            &self.field,
+            self.line,
+            &self.message,
+        ))
+    }
+}
+
+/// `<file>: document <n> (<resource>): <field>: <message> (line <L>)`, the
+/// unknown parts left out.
+fn render(
+    file: &Path,
+    document: Option<usize>,
+    resource: Option<&ResourceId>,
+    field: &FieldPath,
+    line: Option<usize>,
+    message: &str,
+) -> String {
+    let mut out = format!("{}: ", file.display());
+    if let Some(document) = document {
+        match resource {
+            Some(resource) => {
+                let _ = write!(out, "document {document} ({resource}): ");
+            }
+            None => {
+                let _ = write!(out, "document {document}: ");
             }
         }
-        if !self.field.is_root() {
-            parts.push(self.field.to_string());
-        }
-        if let Some(line) = self.line {
-            parts.push(format!("line {line}"));
-        }
-        let file = self.file.display();
-        if parts.is_empty() {
-            format!("{file}: {}", self.message)
-        } else {
-            format!("{file}: {}: {}", parts.join(", "), self.message)
-        }
     }
+    if !field.is_root() {
+        let _ = write!(out, "{field}: ");
+    }
+    out.push_str(message);
+    if let Some(line) = line {
+        let _ = write!(out, " (line {line})");
+    }
+    out
 }
 
 /// Messages from other libraries may span lines; an error is one line.
@@ -231,8 +269,8 @@ mod tests {
         let cases = [
             (
                 full.clone(),
-                "rules/a.yaml: document 3 (VirtualService default/tcp-echo), \
-                 spec.tcp[0].route[1].weight, line 27: weight -5 < 0",
+                "rules/a.yaml: document 3 (VirtualService default/tcp-echo): \
+                 spec.tcp[0].route[1].weight: weight -5 < 0 (line 27)",
             ),
             (
                 ConfigError {
@@ -240,14 +278,14 @@ mod tests {
                     field: FieldPath::root(),
                     ..full.clone()
                 },
-                "rules/a.yaml: document 3, line 27: weight -5 < 0",
+                "rules/a.yaml: document 3: weight -5 < 0 (line 27)",
             ),
             (
                 ConfigError {
                     line: None,
                     ..full.clone()
                 },
-                "rules/a.yaml: document 3 (VirtualService default/tcp-echo), \
+                "rules/a.yaml: document 3 (VirtualService default/tcp-echo): \
                  spec.tcp[0].route[1].weight: weight -5 < 0",
             ),
             (

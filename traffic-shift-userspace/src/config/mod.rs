@@ -3,23 +3,36 @@
 //! Three steps, each with errors that name the file, the document, the
 //! resource, the field (`spec.tcp[0].route[1].weight`) and its line:
 //!
-//! 1. [`parse_file`]: each YAML document through serde into the DTOs of
+//! 1. [`parse_file_all`]: each YAML document through serde into the DTOs of
 //!    `dto` (strict: a misspelt field is an error), then checked on its own
-//!    into a [`Resource`] (Istio's validation, Istio's messages).
+//!    into a [`Resource`] (Istio's validation, Istio's messages). Every
+//!    error of every document is reported; a file with one is refused
+//!    whole. [`parse_file`] gives the first error only.
 //! 2. [`load_dir`]: every rules file of a directory.
-//! 3. [`resolve`]: the checks across resources (hosts, subsets, ports, one
-//!    route per service address), and the [`RoutingModel`].
+//! 3. [`resolve_all`]: the checks across resources (hosts, subsets, ports,
+//!    one route per service address), and the [`RoutingModel`];
+//!    [`resolve`] gives the first error only.
+//!
+//! Warnings ([`Warning`]: legal, but probably not what was meant, as
+//! Istio's validation and `istioctl analyze` warn) never refuse anything:
+//! a file's are in [`RulesFile::warnings`], those across files come with
+//! [`resolve_all`]'s result.
 //!
 //! Lines: serde does not place valid values, so `lines` indexes each
 //! document's field paths by line with a second, event-level parse.
 
 mod dto;
 mod error;
+mod http;
 mod lines;
+mod policy;
 mod resolve;
 mod resource;
 #[cfg(test)]
+mod rules_tests;
+#[cfg(test)]
 mod tests;
+mod values;
 
 use std::{
     fs,
@@ -28,14 +41,23 @@ use std::{
 };
 
 use serde::Deserialize;
-use tracing::debug;
 
 pub use self::{
-    error::{ConfigError, FieldPath, ResourceId, Segment},
-    resolve::resolve,
+    error::{ConfigError, FieldPath, ResourceId, Segment, Warning},
+    http::{
+        AbortError, CorsPolicy, DelayKind, Delegate, DerivePort, DirectBody, DirectResponse, Fault,
+        FaultAbort, FaultDelay, HeaderOperations, Headers, HttpMatch, HttpRedirect,
+        HttpRouteDestination, HttpRule, Mirror, RedirectPort, Retries, Rewrite, StringMatch,
+        TlsMatch, TlsRule,
+    },
+    policy::{
+        ConnectionPool, H2UpgradePolicy, HashKey, HttpCookie, HttpSettings, LbPolicy, LoadBalancer,
+        OutlierDetection, PortTrafficPolicy, TcpKeepalive, TcpSettings, TrafficPolicy,
+    },
+    resolve::{resolve, resolve_all},
     resource::{
-        API_VERSIONS, DestinationRule, Gateway, GatewayPort, HashKey, KINDS, L4Match, Labels,
-        LbPolicy, LoadBalancer, Location, Protocol, Resolution, Resource, RouteDestination, Server,
+        API_VERSIONS, DestinationRule, EndpointAddress, Gateway, GatewayPort, KINDS, L4Match,
+        Labels, Location, Protocol, Resolution, Resource, RouteDestination, Server, ServerTlsMode,
         ServiceEntry, ServicePort, SimpleLb, Source, Subset, TcpRule, VirtualService,
         WorkloadEndpoint, WorkloadEntry,
     },
@@ -48,41 +70,64 @@ use crate::model::RoutingModel;
 pub struct RulesFile {
     pub path: PathBuf,
     pub resources: Vec<Resource>,
+    /// What Istio would warn about in these documents (deprecated fields,
+    /// weights that do not add up to 100, rules never reached, ...): the
+    /// file is valid all the same. For the agent to log.
+    pub warnings: Vec<Warning>,
 }
 
-/// Parses every document of one rules file (`path` is for messages).
-/// Empty documents are skipped; the first error ends the parse.
+/// Parses every document of one rules file (`path` is for messages): the
+/// file, or its first error. See [`parse_file_all`].
 pub fn parse_file(path: &Path, text: &str) -> Result<RulesFile, ConfigError> {
-    check_limits(path, text)?;
+    parse_file_all(path, text).map_err(|mut errors| errors.swap_remove(0))
+}
+
+/// Parses every document of one rules file (`path` is for messages): the
+/// file, or every error of every document, in file order (never an empty
+/// list). Empty documents are skipped. A YAML syntax error ends the parse
+/// (the documents after it cannot be told apart); every other error is
+/// one document's, and the next documents are checked all the same.
+pub fn parse_file_all(path: &Path, text: &str) -> Result<RulesFile, Vec<ConfigError>> {
+    check_limits(path, text).map_err(|error| vec![error])?;
     let lines = lines::index_documents(text);
     let mut resources = Vec::new();
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
     for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let number = i + 1;
-        // The iterator keeps yielding the same error: stop at the first.
-        let value = serde_yaml_ng::Value::deserialize(document).map_err(|error| ConfigError {
-            document: Some(number),
-            line: error.location().map(|location| location.line()),
-            ..ConfigError::file(path, format!("invalid YAML: {error}"))
-        })?;
+        let value = match serde_yaml_ng::Value::deserialize(document) {
+            Ok(value) => value,
+            Err(error) => {
+                // The iterator keeps yielding the same error: stop at the first.
+                errors.push(ConfigError {
+                    document: Some(number),
+                    line: error.location().map(|location| location.line()),
+                    ..ConfigError::file(path, format!("invalid YAML: {error}"))
+                });
+                break;
+            }
+        };
         if value.is_null() {
             continue;
         }
         let index = Arc::new(lines.get(i).cloned().unwrap_or_default());
-        let resource = resource::parse_document(path, number, value, &index)?;
-        if let Resource::VirtualService(vs) = &resource
-            && (vs.has_http || vs.has_tls)
-        {
-            debug!(
-                virtual_service = %vs.source.id(),
-                "http and tls rules are not implemented yet: ignored"
-            );
+        match resource::parse_document(path, number, value, &index) {
+            Ok((resource, found)) => {
+                resources.push(resource);
+                warnings.extend(found);
+            }
+            Err(found) => errors.extend(found),
         }
-        resources.push(resource);
     }
-    Ok(RulesFile {
-        path: path.to_owned(),
-        resources,
-    })
+    if errors.is_empty() {
+        Ok(RulesFile {
+            path: path.to_owned(),
+            resources,
+            warnings,
+        })
+    } else {
+        Err(errors)
+    }
 }
 
 /// The largest rules file accepted. Istio resources are small; a bigger file
@@ -221,7 +266,8 @@ fn flow_too_deep(text: &str) -> Option<usize> {
 
 /// Reads and parses every `*.yaml` / `*.yml` file directly in `dir` (sorted
 /// by name; not recursive; hidden files skipped). Returns all files that
-/// parsed, and the errors of those that did not (one error per bad file).
+/// parsed, and the errors of those that did not (all errors of each bad
+/// file, as [`parse_file_all`]).
 pub fn load_dir(dir: &Path) -> (Vec<RulesFile>, Vec<ConfigError>) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
@@ -248,10 +294,12 @@ pub fn load_dir(dir: &Path) -> (Vec<RulesFile>, Vec<ConfigError>) {
     paths.retain(|path| is_rules_file(path));
     paths.sort();
     for path in paths {
-        let parsed = read_rules_file(&path).and_then(|text| parse_file(&path, &text));
+        let parsed = read_rules_file(&path)
+            .map_err(|error| vec![error])
+            .and_then(|text| parse_file_all(&path, &text));
         match parsed {
             Ok(file) => files.push(file),
-            Err(error) => errors.push(error),
+            Err(found) => errors.extend(found),
         }
     }
     (files, errors)

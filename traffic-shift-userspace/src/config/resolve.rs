@@ -1,15 +1,20 @@
 //! Cross-resource checks, and the [`RoutingModel`] they resolve to.
 //!
-//! Host matching, kept simple: a host written without a dot is a short
-//! name, read as `<host>.<namespace>.svc.cluster.local` in the namespace of
-//! the resource that writes it (Istio's rule); every other host is compared
-//! as written. So a `VirtualService` host `tcp-echo` in `default` matches a
-//! `ServiceEntry` host `tcp-echo.default.svc.cluster.local`, or `tcp-echo`
-//! in `default`. A `VirtualService` host `*.suffix` selects every
-//! `ServiceEntry` host that ends in `.suffix`; a `DestinationRule` host
-//! `*.suffix` applies to a host when no rule names that host exactly.
-//! `exportTo` is not implemented: every resource is visible everywhere, so
-//! a host has one `ServiceEntry` and one `DestinationRule` at most.
+//! Host names, as Istio resolves them (`ResolveShortnameToFQDN`): a host
+//! without a dot that a `VirtualService` (its `hosts`, its destinations) or
+//! a `DestinationRule` writes is a short name, read as
+//! `<host>.<namespace>.svc.cluster.local` in the namespace of the resource
+//! that writes it; `*`, IP addresses and names with a dot are taken as
+//! written. `ServiceEntry` hosts are always taken as written. So a
+//! `VirtualService` host `tcp-echo` in `default` means the `ServiceEntry`
+//! host `tcp-echo.default.svc.cluster.local`, and a `ServiceEntry` host
+//! written `tcp-echo` matches no short name (as in Istio): write
+//! `ServiceEntry` hosts in full. A `VirtualService` host
+//! `*.suffix` selects every `ServiceEntry` host that ends in `.suffix`; a
+//! `DestinationRule` host `*.suffix` applies to a host when no rule names
+//! that host exactly. `exportTo` is checked, not applied: every resource is
+//! visible everywhere, so a host has one `ServiceEntry` and one
+//! `DestinationRule` at most.
 //!
 //! Gateway routes: a `tcp` rule applies to a Gateway the `VirtualService`'s
 //! `gateways` names (or, for one match, the match's `gateways`, which
@@ -19,30 +24,51 @@
 //! there, the `VirtualService` hosts need not be `ServiceEntry` hosts (they
 //! are the names clients use), only destination hosts must. The Gateway
 //! `selector` is not used: every Gateway is served on this node.
+//!
+//! `http` rules are checked (their hosts, subsets and gateways must exist)
+//! and not applied: a warning says so. `tls` rules are refused.
+//!
+//! Every error is collected (per destination, per rule, per resource), so
+//! `validate` lists them all.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use tracing::{debug, warn};
-
 use super::{
     RulesFile,
-    error::{ConfigError, FieldPath, Segment},
+    error::{ConfigError, FieldPath, Segment, Warning},
+    policy::{HashKey, LbPolicy, LoadBalancer},
     resource::{
-        DestinationRule, Gateway, HashKey, L4Match, LbPolicy, LoadBalancer, Resolution, Resource,
-        RouteDestination, Server, ServiceEntry, ServicePort, SimpleLb, Source, Subset, TcpRule,
-        VirtualService, WorkloadEndpoint, WorkloadEntry, fp, host_matches,
+        DestinationRule, EndpointAddress, Gateway, L4Match, Resolution, Resource, RouteDestination,
+        Server, ServiceEntry, ServicePort, SimpleLb, Source, Subset, TcpRule, VirtualService,
+        WorkloadEndpoint, WorkloadEntry, fp, host_matches,
     },
 };
 use crate::model::{Destination, Endpoint, RoutingModel, Selection, TcpRoute};
 
-/// Cross-resource validation and resolution over the given files together.
+/// Cross-resource validation and resolution over the given files together:
+/// the model, or the first error. Warnings are logged (`tracing`); see
+/// [`resolve_all`] to have them, and every error.
 pub fn resolve(files: &[RulesFile]) -> Result<RoutingModel, ConfigError> {
+    let (model, warnings) = resolve_all(files);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    model.map_err(|mut errors| errors.swap_remove(0))
+}
+
+/// Cross-resource validation and resolution over the given files together:
+/// the model, or every error found (never an empty list); and the warnings
+/// across resources (a subset that selects no endpoint, a rule never
+/// reached, `http` rules not applied), with or without errors. The files'
+/// own warnings are in [`RulesFile::warnings`].
+pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
     let resources: Vec<&Resource> = files.iter().flat_map(|file| &file.resources).collect();
-    check_unique_names(&resources)?;
-    let catalog = Catalog::new(&resources)?;
+    let mut sink = Sink::default();
+    check_unique_names(&resources, &mut sink);
+    let catalog = Catalog::new(&resources, &mut sink);
 
     let mut routes = Vec::new();
     // Mesh routes and gateway routes go to different kernel maps, so they
@@ -53,22 +79,60 @@ pub fn resolve(files: &[RulesFile]) -> Result<RoutingModel, ConfigError> {
         let Resource::VirtualService(vs) = resource else {
             continue;
         };
-        let bindings = catalog.bindings(vs)?;
+        for i in 0..vs.tls.len() {
+            sink.errors.push(vs.source.error(
+                fp!("spec.tls[{i}]"),
+                "tls rules are not supported yet: the kernel path does not read the SNI of a \
+                 connection; route the port with a tcp rule instead",
+            ));
+        }
+        catalog.check_http(vs, &mut sink);
+        let bindings = catalog.bindings(vs, &mut sink);
         if vs.binds_mesh() {
-            for (rule, route) in catalog.routes_of(vs)? {
-                claim(&mut mesh_claims, vs, rule, &route)?;
+            for (rule, route) in catalog.routes_of(vs, &mut sink) {
+                claim(&mut mesh_claims, vs, rule, &route, &mut sink);
                 routes.push(route);
             }
-        } else {
-            debug!(virtual_service = %vs.source.id(), "bound to gateways only: no mesh route");
         }
-        for (rule, route) in catalog.gateway_routes_of(vs, &bindings)? {
-            claim(&mut gateway_claims, vs, rule, &route)?;
+        for (rule, route) in catalog.gateway_routes_of(vs, &bindings, &mut sink) {
+            claim(&mut gateway_claims, vs, rule, &route, &mut sink);
             routes.push(route);
         }
     }
-    routes.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(RoutingModel { routes })
+    let Sink { errors, warnings } = sink;
+    let warnings = unique(warnings);
+    if errors.is_empty() {
+        routes.sort_by(|a, b| a.key.cmp(&b.key));
+        (Ok(RoutingModel { routes }), warnings)
+    } else {
+        (Err(unique(errors)), warnings)
+    }
+}
+
+/// What the checks found so far.
+#[derive(Default)]
+struct Sink {
+    errors: Vec<ConfigError>,
+    warnings: Vec<Warning>,
+}
+
+impl Sink {
+    /// The value, or `None` with its errors recorded.
+    fn take<T>(&mut self, result: Result<T, Vec<ConfigError>>) -> Option<T> {
+        result.map_err(|errors| self.errors.extend(errors)).ok()
+    }
+}
+
+/// `items` without repeats, in order: a rule resolved for several ports
+/// or gateways finds the same problem each time.
+fn unique<T: PartialEq>(items: Vec<T>) -> Vec<T> {
+    let mut kept: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        if !kept.contains(&item) {
+            kept.push(item);
+        }
+    }
+    kept
 }
 
 /// Which rule routes a service address (or gateway listener) already.
@@ -86,7 +150,8 @@ fn claim<'a>(
     vs: &'a VirtualService,
     rule: usize,
     route: &TcpRoute,
-) -> Result<(), ConfigError> {
+    sink: &mut Sink,
+) {
     for listener in &route.listeners {
         let claim = Claim {
             source: &vs.source,
@@ -112,19 +177,20 @@ fn claim<'a>(
                 other.rule
             ),
         };
-        return Err(vs.source.error(fp!("spec.tcp[{rule}]"), message));
+        sink.errors
+            .push(vs.source.error(fp!("spec.tcp[{rule}]"), message));
+        return;
     }
-    Ok(())
 }
 
 /// Two resources of one kind may not share a namespace and name.
-fn check_unique_names(resources: &[&Resource]) -> Result<(), ConfigError> {
+fn check_unique_names(resources: &[&Resource], sink: &mut Sink) {
     let mut seen: HashMap<(&str, &str, &str), &Source> = HashMap::new();
     for resource in resources {
         let source = resource.source();
         let key = (source.kind, source.namespace.as_str(), source.name.as_str());
-        if let Some(first) = seen.insert(key, source) {
-            return Err(source.error(
+        if let Some(first) = seen.get(&key) {
+            sink.errors.push(source.error(
                 fp!("metadata.name"),
                 format!(
                     "{} is defined twice, also in {} document {}: names are unique per kind and \
@@ -134,14 +200,18 @@ fn check_unique_names(resources: &[&Resource]) -> Result<(), ConfigError> {
                     first.document
                 ),
             ));
+        } else {
+            seen.insert(key, source);
         }
     }
-    Ok(())
 }
 
-/// A host as it is compared: short names completed with the namespace.
-fn canonical(host: &str, namespace: &str) -> String {
-    if host.contains('.') || host.starts_with('*') {
+/// A host a `VirtualService` or `DestinationRule` in `namespace` writes,
+/// as Istio resolves it (`ResolveShortnameToFQDN`): a short name (no dot)
+/// is `<host>.<namespace>.svc.cluster.local`; `*`, IP addresses and names
+/// with a dot are as written.
+pub fn qualify(host: &str, namespace: &str) -> String {
+    if host == "*" || host.contains('.') || host.parse::<IpAddr>().is_ok() {
         host.to_owned()
     } else {
         format!("{host}.{namespace}.svc.cluster.local")
@@ -150,8 +220,8 @@ fn canonical(host: &str, namespace: &str) -> String {
 
 struct Service<'a> {
     entry: &'a ServiceEntry,
-    /// `(as written, canonical)`, in the order written.
-    hosts: Vec<(&'a str, String)>,
+    /// As written (Istio does not qualify ServiceEntry hosts), in order.
+    hosts: Vec<&'a str>,
     /// The selected `WorkloadEntries`' endpoints, then its own.
     endpoints: Vec<&'a WorkloadEndpoint>,
 }
@@ -215,7 +285,7 @@ impl Bindings<'_> {
 }
 
 impl<'a> Catalog<'a> {
-    fn new(resources: &[&'a Resource]) -> Result<Self, ConfigError> {
+    fn new(resources: &[&'a Resource], sink: &mut Sink) -> Self {
         let workloads: Vec<&WorkloadEntry> = resources
             .iter()
             .filter_map(|resource| match resource {
@@ -231,50 +301,54 @@ impl<'a> Catalog<'a> {
             match resource {
                 Resource::ServiceEntry(entry) => {
                     let service = Service::new(entry, &workloads);
-                    for (i, (host, canonical)) in service.hosts.iter().enumerate() {
-                        if let Some(other) = services
-                            .iter()
-                            .find(|other| other.hosts.iter().any(|(_, c)| c == canonical))
+                    let mut duplicate = false;
+                    for (i, host) in service.hosts.iter().enumerate() {
+                        if let Some(other) =
+                            services.iter().find(|other| other.hosts.contains(host))
                         {
-                            return Err(entry.source.error(
+                            sink.errors.push(entry.source.error(
                                 fp!("spec.hosts[{i}]"),
                                 format!(
                                     "host {host} is also defined by {}: one ServiceEntry per \
-                                     host (exportTo is not implemented); merge them",
+                                     host (exportTo is not applied); merge them",
                                     other.entry.source.describe()
                                 ),
                             ));
+                            duplicate = true;
                         }
                     }
-                    services.push(service);
+                    if !duplicate {
+                        services.push(service);
+                    }
                 }
                 Resource::DestinationRule(rule) => {
-                    let host = canonical(&rule.host, &rule.source.namespace);
+                    let host = qualify(&rule.host, &rule.source.namespace);
                     if let Some((other, _)) = rules.iter().find(|(_, h)| *h == host) {
-                        return Err(rule.source.error(
+                        sink.errors.push(rule.source.error(
                             fp!("spec.host"),
                             format!(
-                                "host {} already has {}: merge the two DestinationRules into one",
-                                rule.host,
+                                "host {host} already has {}: merge the two DestinationRules into \
+                                 one",
                                 other.source.describe()
                             ),
                         ));
+                    } else {
+                        rules.push((rule, host));
                     }
-                    rules.push((rule, host));
                 }
                 Resource::Gateway(gateway) => gateways.push(gateway),
                 _ => {}
             }
         }
-        Ok(Self {
+        Self {
             services,
             rules,
             gateways,
-        })
+        }
     }
 
     /// The Gateway a `VirtualService` in `namespace` names `written`
-    /// (`name`, `namespace/name`, `./name`, or the legacy
+    /// (`name`, `namespace/name`, or the legacy
     /// `name.namespace[.svc.cluster.local]`); `None` for `mesh`. A name that
     /// matches no Gateway is an error (IST0101) at `path`.
     fn gateway(
@@ -305,21 +379,28 @@ impl<'a> Catalog<'a> {
             })
     }
 
-    /// Every gateway `vs` names, top-level and per match, resolved.
-    fn bindings(&self, vs: &VirtualService) -> Result<Bindings<'a>, ConfigError> {
+    /// Every gateway `vs` names, top-level and per `tcp` match, resolved;
+    /// names that match no Gateway are recorded and left out.
+    fn bindings(&self, vs: &VirtualService, sink: &mut Sink) -> Bindings<'a> {
         let mut all: Vec<&Gateway> = Vec::new();
-        let mut resolve = |path: FieldPath, written: &str| -> Result<_, ConfigError> {
-            let gateway = self.gateway(vs, path, written)?;
+        let mut resolve = |path: FieldPath, written: &str, sink: &mut Sink| {
+            let gateway = match self.gateway(vs, path, written) {
+                Ok(gateway) => gateway,
+                Err(error) => {
+                    sink.errors.push(error);
+                    None
+                }
+            };
             if let Some(gateway) = gateway
                 && !all.iter().any(|g| std::ptr::eq(*g, gateway))
             {
                 all.push(gateway);
             }
-            Ok(gateway)
+            gateway
         };
         let mut top = Vec::new();
         for (g, written) in vs.gateways.iter().enumerate() {
-            top.extend(resolve(fp!("spec.gateways[{g}]"), written)?);
+            top.extend(resolve(fp!("spec.gateways[{g}]"), written, sink));
         }
         let mut matches = Vec::with_capacity(vs.tcp.len());
         for (i, rule) in vs.tcp.iter().enumerate() {
@@ -334,41 +415,107 @@ impl<'a> Catalog<'a> {
                     list.extend(resolve(
                         fp!("spec.tcp[{i}].match[{k}].gateways[{g}]"),
                         written,
-                    )?);
+                        sink,
+                    ));
                 }
                 per_match.push(Some(list));
             }
             matches.push(per_match);
         }
-        Ok(Bindings { top, matches, all })
+        Bindings { top, matches, all }
     }
 
-    /// The service of a destination host.
+    /// The `http` rules of `vs`: what they name must exist (destination
+    /// hosts and subsets, mirrors, match gateways), and a warning that they
+    /// are not applied.
+    fn check_http(&self, vs: &VirtualService, sink: &mut Sink) {
+        if vs.http.is_empty() {
+            return;
+        }
+        let namespace = &vs.source.namespace;
+        for (i, rule) in vs.http.iter().enumerate() {
+            for (k, m) in rule.matches.iter().enumerate() {
+                for (g, written) in m.gateways.iter().enumerate() {
+                    let path = fp!("spec.http[{i}].match[{k}].gateways[{g}]");
+                    if let Err(error) = self.gateway(vs, path, written) {
+                        sink.errors.push(error);
+                    }
+                }
+            }
+            let destinations = rule
+                .route
+                .iter()
+                .enumerate()
+                .map(|(j, route)| {
+                    (
+                        fp!("spec.http[{i}].route[{j}].destination"),
+                        &route.destination,
+                    )
+                })
+                .chain(
+                    rule.mirror
+                        .iter()
+                        .map(|mirror| (fp!("spec.http[{i}].mirror"), &mirror.destination)),
+                )
+                .chain(rule.mirrors.iter().enumerate().map(|(j, mirror)| {
+                    (
+                        fp!("spec.http[{i}].mirrors[{j}].destination"),
+                        &mirror.destination,
+                    )
+                }));
+            for (base, destination) in destinations {
+                let host = &destination.host;
+                if self.service(host, namespace).is_none() {
+                    sink.errors.push(vs.source.error(
+                        base.key("host"),
+                        format!(
+                            "referenced host not found: {host:?}; define a ServiceEntry with \
+                             hosts: [{}] or fix the host",
+                            qualify(host, namespace)
+                        ),
+                    ));
+                    continue;
+                }
+                if let Some(name) = &destination.subset
+                    && let Err(error) =
+                        find_subset(vs, &base, host, name, self.rule(host, namespace))
+                {
+                    sink.errors.push(error);
+                }
+            }
+        }
+        sink.warnings.push(vs.source.warning(
+            fp!("spec.http"),
+            "http rules are checked but not applied yet: the kernel path routes TCP \
+             connections (tcp rules); connections to HTTP ports are not routed",
+        ));
+    }
+
     /// The service of a destination host, with its host as the
     /// `ServiceEntry` writes it.
     fn service(&self, host: &str, namespace: &str) -> Option<(&Service<'a>, &'a str)> {
-        let host = canonical(host, namespace);
+        let host = qualify(host, namespace);
         self.services.iter().find_map(|service| {
             service
                 .hosts
                 .iter()
-                .find(|(_, c)| *c == host)
-                .map(|(written, _)| (service, *written))
+                .find(|written| **written == host)
+                .map(|written| (service, *written))
         })
     }
 
     /// The services a `VirtualService` host selects, each with its host
     /// that matched.
     fn select(&self, pattern: &str, namespace: &str) -> Vec<(&Service<'a>, &'a str)> {
-        let pattern = canonical(pattern, namespace);
+        let pattern = qualify(pattern, namespace);
         self.services
             .iter()
             .filter_map(|service| {
                 service
                     .hosts
                     .iter()
-                    .find(|(_, c)| host_matches(&pattern, c))
-                    .map(|(host, _)| (service, *host))
+                    .find(|host| host_matches(&pattern, host))
+                    .map(|host| (service, *host))
             })
             .collect()
     }
@@ -376,7 +523,7 @@ impl<'a> Catalog<'a> {
     /// The `DestinationRule` of a host: the one naming it, else the most
     /// specific wildcard one.
     fn rule(&self, host: &str, namespace: &str) -> Option<&'a DestinationRule> {
-        let host = canonical(host, namespace);
+        let host = qualify(host, namespace);
         self.rules
             .iter()
             .find(|(_, h)| *h == host)
@@ -389,27 +536,31 @@ impl<'a> Catalog<'a> {
             .map(|(rule, _)| *rule)
     }
 
-    /// The routes of a mesh-bound `VirtualService`, each with its rule index.
-    fn routes_of(&self, vs: &VirtualService) -> Result<Vec<(usize, TcpRoute)>, ConfigError> {
+    /// The routes of a mesh-bound `VirtualService`, each with its rule
+    /// index; the errors of the rules that cannot be routed are recorded.
+    fn routes_of(&self, vs: &VirtualService, sink: &mut Sink) -> Vec<(usize, TcpRoute)> {
         let namespace = &vs.source.namespace;
         let applies: Vec<Option<Vec<(usize, &L4Match)>>> =
             vs.tcp.iter().map(mesh_matches).collect();
         if applies.iter().all(Option::is_none) {
-            return Ok(Vec::new());
+            return Vec::new();
         }
 
         // The services the hosts select, once each, in the order written.
         let mut selected: Vec<(&Service, &str)> = Vec::new();
+        let mut missing = false;
         for (h, host) in vs.hosts.iter().enumerate() {
             let found = self.select(host, namespace);
             if found.is_empty() {
-                return Err(vs.source.error(
+                sink.errors.push(vs.source.error(
                     fp!("spec.hosts[{h}]"),
                     format!(
                         "referenced host not found: {host:?}; define a ServiceEntry with hosts: \
-                         [{host}] or fix the host"
+                         [{}] or fix the host",
+                        qualify(host, namespace)
                     ),
                 ));
+                missing = true;
             }
             for (service, matched) in found {
                 if !selected.iter().any(|(s, ..)| std::ptr::eq(*s, service)) {
@@ -417,37 +568,54 @@ impl<'a> Catalog<'a> {
                 }
             }
         }
+        if missing {
+            // The ports of the rules depend on every host's service.
+            return Vec::new();
+        }
 
         let mut claimed: BTreeMap<u16, usize> = BTreeMap::new();
         let mut routes = Vec::new();
         for (i, (rule, matches)) in vs.tcp.iter().zip(applies).enumerate() {
             let Some(matches) = matches else {
-                debug!(virtual_service = %vs.source.id(), rule = i, "tcp rule does not apply to mesh");
                 continue;
             };
-            let ports = rule_ports(vs, i, rule, &matches, &selected, &claimed)?;
+            let Some(ports) = sink.take(
+                rule_ports(vs, i, rule, &matches, &selected, &claimed).map_err(|error| vec![error]),
+            ) else {
+                continue;
+            };
             if ports.is_empty() {
-                warn!(
-                    virtual_service = %vs.source.id(),
-                    rule = i,
-                    "tcp rule is unreachable (IST0130): earlier rules route all its ports"
-                );
+                sink.warnings.push(vs.source.warning(
+                    fp!("spec.tcp[{i}]"),
+                    format!(
+                        "virtualService rule #{i} not used (IST0130): earlier rules route all its \
+                         ports"
+                    ),
+                ));
                 continue;
             }
             let mut built = 0;
+            let mut failed = false;
             for port in &ports {
                 claimed.insert(*port, i);
-                if let Some(route) = self.route(vs, i, rule, *port, &selected)? {
-                    routes.push((i, route));
-                    built += 1;
+                match self.route(vs, i, rule, *port, &selected, &mut sink.warnings) {
+                    Ok(Some(route)) => {
+                        routes.push((i, route));
+                        built += 1;
+                    }
+                    Ok(None) => {}
+                    Err(errors) => {
+                        sink.errors.extend(errors);
+                        failed = true;
+                    }
                 }
             }
-            if built == 0 {
+            if built == 0 && !failed {
                 let (service, host) = selected
                     .iter()
                     .find(|(service, ..)| ports.iter().any(|p| service.tcp_port(*p).is_some()))
                     .unwrap_or(&selected[0]);
-                return Err(service.entry.source.error(
+                sink.errors.push(service.entry.source.error(
                     fp!("spec.addresses"),
                     format!(
                         "service {host} has no addresses: the kernel path rewrites connections \
@@ -457,7 +625,7 @@ impl<'a> Catalog<'a> {
                 ));
             }
         }
-        Ok(routes)
+        routes
     }
 
     /// One route: rule `i` of `vs` for service port `port`; `None` when no
@@ -469,7 +637,8 @@ impl<'a> Catalog<'a> {
         rule: &TcpRule,
         port: u16,
         selected: &[(&Service, &str)],
-    ) -> Result<Option<TcpRoute>, ConfigError> {
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Option<TcpRoute>, Vec<ConfigError>> {
         let mut listeners = Vec::new();
         let mut service_host = None;
         for (service, host) in selected {
@@ -489,7 +658,7 @@ impl<'a> Catalog<'a> {
         };
 
         let namespace = &vs.source.namespace;
-        let (selection, destinations) = self.destinations(vs, i, rule, Some(port))?;
+        let (selection, destinations) = self.destinations(vs, i, rule, Some(port), warnings)?;
         Ok(Some(TcpRoute {
             key: format!("{namespace}/{}/tcp[{i}]/port {port}", vs.source.name),
             source: vs.source.file.display().to_string(),
@@ -504,12 +673,14 @@ impl<'a> Catalog<'a> {
 
     /// The gateway routes of `vs`: for each gateway it binds, each rule
     /// that applies to that gateway, one route per server port; each with
-    /// its rule index.
+    /// its rule index. The errors of rules that cannot be routed are
+    /// recorded.
     fn gateway_routes_of(
         &self,
         vs: &VirtualService,
         bindings: &Bindings<'a>,
-    ) -> Result<Vec<(usize, TcpRoute)>, ConfigError> {
+        sink: &mut Sink,
+    ) -> Vec<(usize, TcpRoute)> {
         let mut routes = Vec::new();
         for gateway in &bindings.all {
             // Per gateway, the first rule that matches a port wins.
@@ -518,16 +689,21 @@ impl<'a> Catalog<'a> {
                 let Some(matches) = bindings.matches(i, rule, gateway) else {
                     continue;
                 };
-                let ports = gateway_ports(vs, i, rule, &matches, gateway, &claimed)?;
+                let ports =
+                    gateway_ports(vs, i, rule, &matches, gateway, &claimed, &mut sink.warnings);
+                let Some(ports) = sink.take(ports.map_err(|error| vec![error])) else {
+                    continue;
+                };
                 for port in ports {
                     claimed.insert(port, i);
-                    if let Some(route) = self.gateway_route(vs, i, rule, gateway, port)? {
+                    let route = self.gateway_route(vs, i, rule, gateway, port, &mut sink.warnings);
+                    if let Some(Some(route)) = sink.take(route) {
                         routes.push((i, route));
                     }
                 }
             }
         }
-        Ok(routes)
+        routes
     }
 
     /// One gateway route: rule `i` of `vs` for the TCP servers of `gateway`
@@ -540,7 +716,8 @@ impl<'a> Catalog<'a> {
         rule: &TcpRule,
         gateway: &Gateway,
         port: u16,
-    ) -> Result<Option<TcpRoute>, ConfigError> {
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Option<TcpRoute>, Vec<ConfigError>> {
         let gateway_id = format!("{}/{}", gateway.source.namespace, gateway.source.name);
         let servers: Vec<&Server> = gateway
             .servers
@@ -569,20 +746,19 @@ impl<'a> Catalog<'a> {
             }
         }
         if listeners.is_empty() {
-            warn!(
-                virtual_service = %vs.source.id(),
-                rule = i,
-                gateway = %gateway_id,
-                port,
-                vs_hosts = %vs.hosts.join(", "),
-                server_hosts = %list(servers.iter().flat_map(|server| &server.hosts)),
-                "no host of the gateway's server matches the VirtualService's hosts: no route \
-                 for this server"
-            );
+            warnings.push(vs.source.warning(
+                fp!("spec.tcp[{i}]"),
+                format!(
+                    "no host of gateway {gateway_id}'s server on port {port} ({}) matches the \
+                     VirtualService's hosts ({}): no route for this server",
+                    list(servers.iter().flat_map(|server| &server.hosts)),
+                    vs.hosts.join(", ")
+                ),
+            ));
             return Ok(None);
         }
 
-        let (selection, destinations) = self.destinations(vs, i, rule, None)?;
+        let (selection, destinations) = self.destinations(vs, i, rule, None, warnings)?;
         Ok(Some(TcpRoute {
             key: format!(
                 "{}/{}/tcp[{i}]/gateway {gateway_id} port {port}",
@@ -600,33 +776,51 @@ impl<'a> Catalog<'a> {
 
     /// The selection and destinations of rule `i`, for service port
     /// `service_port` (`None` for a gateway route: a gateway port is no port
-    /// of the destination service).
+    /// of the destination service). Every destination's errors.
     fn destinations(
         &self,
         vs: &VirtualService,
         i: usize,
         rule: &TcpRule,
         service_port: Option<u16>,
-    ) -> Result<(Selection, Vec<Destination>), ConfigError> {
-        let selection = match self.rule(&rule.route[0].host, &vs.source.namespace) {
-            Some(dr) => match &dr.load_balancer {
-                Some(lb) => selection(lb, dr, vs, i)?,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<(Selection, Vec<Destination>), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let first = &rule.route[0];
+        let selection = match self.rule(&first.host, &vs.source.namespace) {
+            Some(dr) => match dr
+                .traffic_policy
+                .load_balancer_for(first.port.or(service_port))
+            {
+                Some(lb) => selection(lb, dr, vs, i).unwrap_or_else(|error| {
+                    errors.push(error);
+                    Selection::default()
+                }),
                 None => Selection::default(),
             },
             None => Selection::default(),
         };
         let several = rule.route.len() > 1;
-        let destinations = rule
-            .route
-            .iter()
-            .enumerate()
-            .map(|(j, destination)| self.destination(vs, i, j, destination, service_port, several))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((selection, destinations))
+        let mut destinations = Vec::with_capacity(rule.route.len());
+        for (j, destination) in rule.route.iter().enumerate() {
+            match self.destination(vs, i, j, destination, service_port, several, warnings) {
+                Ok(destination) => destinations.push(destination),
+                Err(error) => errors.push(error),
+            }
+        }
+        if errors.is_empty() {
+            Ok((selection, destinations))
+        } else {
+            Err(errors)
+        }
     }
 
     /// `route[j]` of rule `i`, for service port `port` (see
     /// [`Catalog::destinations`]).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, all of it context"
+    )]
     fn destination(
         &self,
         vs: &VirtualService,
@@ -635,6 +829,7 @@ impl<'a> Catalog<'a> {
         destination: &RouteDestination,
         port: Option<u16>,
         several: bool,
+        warnings: &mut Vec<Warning>,
     ) -> Result<Destination, ConfigError> {
         let base = fp!("spec.tcp[{i}].route[{j}].destination");
         let namespace = &vs.source.namespace;
@@ -644,7 +839,8 @@ impl<'a> Catalog<'a> {
                 base.key("host"),
                 format!(
                     "referenced host not found: {host:?}; define a ServiceEntry with hosts: \
-                     [{host}] or fix the host"
+                     [{}] or fix the host",
+                    qualify(host, namespace)
                 ),
             ));
         };
@@ -658,19 +854,29 @@ impl<'a> Catalog<'a> {
         let target = destination_port(vs, &base, service, destination.port, port)?;
 
         let wanted = subset.map(|subset| &subset.labels);
-        let endpoints = service
-            .endpoints
-            .iter()
-            .filter(|endpoint| {
-                wanted.is_none_or(|wanted| {
-                    wanted
-                        .iter()
-                        .all(|(key, value)| endpoint.labels.get(key) == Some(value))
-                })
+        let mut endpoints = Vec::new();
+        for endpoint in service.endpoints.iter().filter(|endpoint| {
+            wanted.is_none_or(|wanted| {
+                wanted
+                    .iter()
+                    .all(|(key, value)| endpoint.labels.get(key) == Some(value))
             })
-            .map(|endpoint| Endpoint {
+        }) {
+            let EndpointAddress::Ip(address) = endpoint.address else {
+                return Err(vs.source.error(
+                    base.key("host"),
+                    format!(
+                        "endpoint {} of {service_host} ({}) is not an IP address: the kernel \
+                         path connects to IP addresses and does not resolve names; list IP \
+                         endpoints",
+                        endpoint.address,
+                        service.entry.source.describe()
+                    ),
+                ));
+            };
+            endpoints.push(Endpoint {
                 addr: SocketAddr::new(
-                    endpoint.address,
+                    address,
                     endpoint
                         .ports
                         .get(&target.name)
@@ -679,20 +885,28 @@ impl<'a> Catalog<'a> {
                         .unwrap_or(target.number),
                 ),
                 labels: endpoint.labels.clone(),
-            })
-            .collect::<Vec<_>>();
+            });
+        }
         if endpoints.is_empty() {
-            warn!(
-                virtual_service = %vs.source.id(),
-                host = %host,
-                subset = ?destination.subset,
-                "destination selects no endpoint (IST0173): its connections will be refused"
-            );
+            let (field, what) = match &destination.subset {
+                Some(subset) => (
+                    base.key("subset"),
+                    format!("subset {subset} of {service_host}"),
+                ),
+                None => (base.key("host"), format!("service {service_host}")),
+            };
+            warnings.push(vs.source.warning(
+                field,
+                format!(
+                    "{what} selects no endpoint (IST0173): its connections will be refused; \
+                     check the subset's labels against the endpoints'"
+                ),
+            ));
         }
 
         let lb = subset
-            .and_then(|subset| subset.load_balancer.as_ref())
-            .or_else(|| dr.and_then(|dr| dr.load_balancer.as_ref()));
+            .and_then(|subset| subset.traffic_policy.load_balancer_for(Some(target.number)))
+            .or_else(|| dr.and_then(|dr| dr.traffic_policy.load_balancer_for(Some(target.number))));
         let endpoint_selection = match (lb, dr) {
             (Some(lb), Some(dr)) => selection(lb, dr, vs, i)?,
             _ => Selection::default(),
@@ -713,11 +927,7 @@ impl<'a> Catalog<'a> {
 
 impl<'a> Service<'a> {
     fn new(entry: &'a ServiceEntry, workloads: &[&'a WorkloadEntry]) -> Self {
-        let hosts = entry
-            .hosts
-            .iter()
-            .map(|host| (host.as_str(), canonical(host, &entry.source.namespace)))
-            .collect();
+        let hosts = entry.hosts.iter().map(String::as_str).collect();
         let mut endpoints: Vec<&WorkloadEndpoint> = Vec::new();
         if let Some(selector) = &entry.workload_selector {
             endpoints.extend(
@@ -741,8 +951,6 @@ impl<'a> Service<'a> {
     }
 }
 
-/// The matches of a rule that apply to mesh clients; `None` when the rule
-/// does not apply to them (it has matches, all bound to gateways).
 fn mesh_matches(rule: &TcpRule) -> Option<Vec<(usize, &L4Match)>> {
     let matches: Vec<(usize, &L4Match)> = rule
         .matches
@@ -880,6 +1088,7 @@ fn gateway_ports(
     matches: &[(usize, &L4Match)],
     gateway: &Gateway,
     claimed: &BTreeMap<u16, usize>,
+    warnings: &mut Vec<Warning>,
 ) -> Result<BTreeSet<u16>, ConfigError> {
     check_matches_supported(vs, i, matches)?;
     let gateway_id = gateway.source.id();
@@ -900,14 +1109,14 @@ fn gateway_ports(
 
     if rule.matches.is_empty() || matches.iter().any(|(_, m)| m.port.is_none()) {
         if tcp_ports.is_empty() {
-            warn!(
-                virtual_service = %vs.source.id(),
-                rule = i,
-                gateway = %gateway_id,
-                servers = %server_list(),
-                "the gateway has no TCP server (tcp rules apply to TCP, TLS and MONGO servers): \
-                 no route for this rule on it"
-            );
+            warnings.push(vs.source.warning(
+                fp!("spec.tcp[{i}]"),
+                format!(
+                    "{gateway_id} has no TCP server (servers: {}; tcp rules apply to TCP, TLS \
+                     and MONGO servers): no route for this rule on it",
+                    server_list()
+                ),
+            ));
             return Ok(BTreeSet::new());
         }
         let ports: BTreeSet<u16> = tcp_ports
@@ -915,12 +1124,13 @@ fn gateway_ports(
             .filter(|port| !claimed.contains_key(port))
             .collect();
         if ports.is_empty() {
-            warn!(
-                virtual_service = %vs.source.id(),
-                rule = i,
-                gateway = %gateway_id,
-                "tcp rule is unreachable (IST0130): earlier rules route all the gateway's ports"
-            );
+            warnings.push(vs.source.warning(
+                fp!("spec.tcp[{i}]"),
+                format!(
+                    "virtualService rule #{i} not used on {gateway_id} (IST0130): earlier rules \
+                     route all the gateway's ports"
+                ),
+            ));
         }
         return Ok(ports);
     }
@@ -974,10 +1184,10 @@ fn server_takes(server: &Server, gateway: &Gateway, vs: &VirtualService) -> bool
             "." => vs_namespace == gateway_namespace,
             namespace => vs_namespace == namespace,
         };
-        let name = canonical(name, gateway_namespace);
+        let name = qualify(name, gateway_namespace);
         admitted
             && vs.hosts.iter().any(|host| {
-                let host = canonical(host, vs_namespace);
+                let host = qualify(host, vs_namespace);
                 host_matches(&host, &name) || host_matches(&name, &host)
             })
     })

@@ -13,10 +13,14 @@ use std::{
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_yaml_ng::Value;
 
+pub use super::dto::ServerTlsMode;
 use super::{
     dto,
-    error::{ConfigError, FieldPath, ResourceId, one_line},
+    error::{ConfigError, FieldPath, ResourceId, Warning, one_line},
+    http::{self, HttpRule, TlsRule},
     lines::LineIndex,
+    policy::{self, TrafficPolicy},
+    values,
 };
 
 /// The `apiVersion`s accepted, newest first.
@@ -82,6 +86,18 @@ impl Source {
         }
     }
 
+    /// A warning about `path` of this resource.
+    pub fn warning(&self, path: FieldPath, message: impl Into<String>) -> Warning {
+        Warning {
+            file: self.file.clone(),
+            document: Some(self.document),
+            resource: Some(Box::new(self.id())),
+            line: self.line(&path),
+            field: path,
+            message: one_line(message.into()),
+        }
+    }
+
     /// For messages that name another resource:
     /// `VirtualService default/a (rules/a.yaml document 3)`.
     pub fn describe(&self) -> String {
@@ -108,6 +124,10 @@ impl fmt::Debug for Source {
 
 /// One validated Istio resource.
 #[derive(Clone, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a few resources per file, kept in a Vec: boxing would only add indirection"
+)]
 pub enum Resource {
     ServiceEntry(ServiceEntry),
     DestinationRule(DestinationRule),
@@ -251,6 +271,22 @@ impl Protocol {
         )
     }
 
+    /// Istio's `IsHTTP`.
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            Self::Http | Self::Http2 | Self::HttpProxy | Self::Grpc | Self::GrpcWeb
+        )
+    }
+
+    /// Istio's `IsTCP`.
+    pub fn is_tcp(self) -> bool {
+        matches!(
+            self,
+            Self::Tcp | Self::Https | Self::Tls | Self::Mongo | Self::Redis | Self::Mysql
+        )
+    }
+
     /// Whether `VirtualService` `tcp` rules apply to a port of this protocol:
     /// not to HTTP-family or TLS ports (`http`/`tls` rules), nor UDP ones.
     pub fn takes_tcp_routes(self) -> bool {
@@ -280,6 +316,7 @@ pub type Labels = BTreeMap<String, String>;
 #[derive(Clone, Debug)]
 pub struct ServiceEntry {
     pub source: Source,
+    /// As written: Istio does not qualify ServiceEntry hosts.
     pub hosts: Vec<String>,
     /// `/32` and `/128` CIDRs are read as their address.
     pub addresses: Vec<IpAddr>,
@@ -290,6 +327,8 @@ pub struct ServiceEntry {
     /// `workloadSelector.labels`: `WorkloadEntries` of the same namespace
     /// whose labels include these are endpoints too.
     pub workload_selector: Option<Labels>,
+    /// `exportTo`, checked; not applied (every resource is visible to all).
+    pub export_to: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -300,10 +339,45 @@ pub struct ServicePort {
     pub target_port: Option<u16>,
 }
 
+/// Where an endpoint is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointAddress {
+    Ip(IpAddr),
+    /// A DNS name (resolution `DNS`, or a `WorkloadEntry`): legal Istio,
+    /// refused by `resolve` when a route would need it (the kernel path
+    /// does not resolve names).
+    Name(String),
+    /// `unix://<path>`: legal Istio, refused by `resolve` likewise.
+    Unix(String),
+    /// No address, with a `network`: reached through that network's
+    /// gateway in Istio; refused by `resolve` likewise.
+    Unset,
+}
+
+impl EndpointAddress {
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Self::Ip(ip) => Some(*ip),
+            Self::Name(_) | Self::Unix(_) | Self::Unset => None,
+        }
+    }
+}
+
+impl fmt::Display for EndpointAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(ip) => write!(f, "{ip}"),
+            Self::Name(name) => f.write_str(name),
+            Self::Unix(path) => write!(f, "unix://{path}"),
+            Self::Unset => f.write_str("(no address)"),
+        }
+    }
+}
+
 /// A `ServiceEntry` endpoint or a `WorkloadEntry` spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkloadEndpoint {
-    pub address: IpAddr,
+    pub address: EndpointAddress,
     /// Service port name -> this endpoint's port.
     pub ports: BTreeMap<String, u16>,
     pub labels: Labels,
@@ -323,55 +397,39 @@ pub struct WorkloadEntry {
 #[derive(Clone, Debug)]
 pub struct DestinationRule {
     pub source: Source,
+    /// As written; `resolve` qualifies a short name with the namespace.
     pub host: String,
-    /// `spec.trafficPolicy.loadBalancer`.
-    pub load_balancer: Option<LoadBalancer>,
+    /// `spec.trafficPolicy`.
+    pub traffic_policy: TrafficPolicy,
     pub subsets: Vec<Subset>,
+    /// `exportTo`, checked; not applied (every resource is visible to all).
+    pub export_to: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
 pub struct Subset {
     pub name: String,
+    /// Empty: every endpoint of the host (Istio requires no labels).
     pub labels: Labels,
-    /// The subset's `trafficPolicy.loadBalancer`, which overrides the rule's.
-    pub load_balancer: Option<LoadBalancer>,
-}
-
-/// A `loadBalancer` setting and where it is written, since whether it can
-/// be used depends on the route that uses it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoadBalancer {
-    pub policy: LbPolicy,
-    /// The field that chose the policy (`...loadBalancer.simple`,
-    /// `...loadBalancer.consistentHash.useSourceIp`).
-    pub path: FieldPath,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LbPolicy {
-    Simple(SimpleLb),
-    ConsistentHash(HashKey),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HashKey {
-    SourceIp,
-    HttpHeaderName(String),
-    HttpCookie,
-    HttpQueryParameterName(String),
+    /// The subset's `trafficPolicy`, which overrides the rule's.
+    pub traffic_policy: TrafficPolicy,
 }
 
 #[derive(Clone, Debug)]
 pub struct VirtualService {
     pub source: Source,
+    /// As written; `resolve` qualifies short names with the namespace.
     /// Empty for a delegate.
     pub hosts: Vec<String>,
     /// Empty means `mesh`.
     pub gateways: Vec<String>,
     pub tcp: Vec<TcpRule>,
-    /// `http` / `tls` rules are accepted and not implemented yet.
-    pub has_http: bool,
-    pub has_tls: bool,
+    /// Modelled and checked; not applied yet (no L7 proxy).
+    pub http: Vec<HttpRule>,
+    /// Modelled and checked; refused by `resolve` (not supported yet).
+    pub tls: Vec<TlsRule>,
+    /// `exportTo`, checked; not applied (every resource is visible to all).
+    pub export_to: Vec<String>,
 }
 
 impl VirtualService {
@@ -403,8 +461,10 @@ pub struct L4Match {
     pub source_namespace: Option<String>,
 }
 
+/// A destination of a route (or a mirror, without weight).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteDestination {
+    /// As written; `resolve` qualifies a short name with the namespace.
     pub host: String,
     pub subset: Option<String>,
     pub port: Option<u16>,
@@ -429,6 +489,8 @@ pub struct Server {
     pub bind: Option<IpAddr>,
     pub default_endpoint: Option<String>,
     pub name: Option<String>,
+    /// `tls.mode`, when `tls` is set.
+    pub tls_mode: Option<ServerTlsMode>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -436,8 +498,255 @@ pub struct GatewayPort {
     pub number: u16,
     pub name: String,
     pub protocol: Protocol,
-    pub target_port: Option<u16>,
 }
+
+/// The checks of one document (or of one `resolve`): errors do not stop
+/// them, so that every error is reported at once. Istio's validation works
+/// the same way (`AppendValidation`).
+pub(super) struct Check<'s> {
+    source: &'s Source,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<Warning>,
+}
+
+impl<'s> Check<'s> {
+    pub fn new(source: &'s Source) -> Self {
+        Self {
+            source,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    pub fn error(&mut self, path: FieldPath, message: impl Into<String>) {
+        self.errors.push(self.source.error(path, message));
+    }
+
+    pub fn warn(&mut self, path: FieldPath, message: impl Into<String>) {
+        self.warnings.push(self.source.warning(path, message));
+    }
+
+    /// The value, or `None` with the message recorded at `path`.
+    pub fn ok<T>(&mut self, path: FieldPath, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.error(path, message)).ok()
+    }
+
+    /// Istio's `ValidatePort`.
+    pub fn port(&mut self, path: FieldPath, number: i64) -> Option<u16> {
+        self.ok(path, port_number(number))
+    }
+
+    /// Every label of a `labels` / `sourceLabels` / selector map.
+    pub fn labels(&mut self, path: &FieldPath, labels: &Labels) {
+        for (key, value) in labels {
+            if let Err(message) = values::label(key, value) {
+                self.error(path.key(key), message);
+            }
+        }
+    }
+
+    /// Istio's `validateGatewayNames`: `name`, `namespace/name`, or the
+    /// legacy `name.namespace[.svc.cluster.local]` (a warning).
+    pub fn gateway_names(&mut self, path: &FieldPath, names: &[String]) {
+        for (g, name) in names.iter().enumerate() {
+            let path = path.index(g);
+            match name.split_once('/') {
+                None => {
+                    if let Some((gateway, rest)) = name.split_once('.') {
+                        let namespace = rest.split('.').next().unwrap_or(rest);
+                        self.warn(
+                            path.clone(),
+                            format!(
+                                "using legacy gatewayName format {name:?}; prefer the \
+                                 <namespace>/<name> format: \"{namespace}/{gateway}\""
+                            ),
+                        );
+                    }
+                    if let Err(message) = validate_fqdn(name) {
+                        self.error(path, message);
+                    }
+                }
+                Some((namespace, gateway)) => {
+                    if namespace.is_empty() || gateway.is_empty() {
+                        self.error(
+                            path.clone(),
+                            "config namespace and gateway name cannot be empty",
+                        );
+                    }
+                    if !values::is_dns1123_label_any_case(namespace) {
+                        self.error(
+                            path.clone(),
+                            format!(
+                                "invalid value for namespace: {namespace:?}: write \
+                                 <namespace>/<name>, or the name alone for a Gateway in this \
+                                 namespace"
+                            ),
+                        );
+                    }
+                    if !values::is_dns1123_label_any_case(gateway) {
+                        self.error(path, format!("invalid value for gateway name: {gateway:?}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A route's `destination` (`path` is the `destination` field), Istio's
+    /// `validateDestination`; `weight` is left `None`.
+    pub fn destination(
+        &mut self,
+        path: &FieldPath,
+        destination: dto::Destination,
+    ) -> Option<RouteDestination> {
+        let errors_before = self.errors.len();
+        let host = destination.host.unwrap_or_default();
+        if host == "*" {
+            self.error(
+                path.key("host"),
+                "invalid destination host *: name the ServiceEntry host to route to",
+            );
+        } else if host.is_empty() {
+            self.error(
+                path.key("host"),
+                "empty domain name not allowed: set destination.host to a ServiceEntry host",
+            );
+        } else if let Err(message) = validate_domain(&host) {
+            self.error(path.key("host"), message);
+        }
+        let subset = destination.subset.filter(|subset| !subset.is_empty());
+        if let Some(subset) = &subset
+            && !values::is_dns1123_label_any_case(subset)
+        {
+            self.error(
+                path.key("subset"),
+                format!("subset name is invalid: {subset}"),
+            );
+        }
+        let port = destination.port.and_then(|port| {
+            self.port(
+                path.key("port").key("number"),
+                port.number.unwrap_or_default(),
+            )
+        });
+        (self.errors.len() == errors_before).then_some(RouteDestination {
+            host,
+            subset,
+            port,
+            weight: None,
+        })
+    }
+
+    /// A route entry's `weight` (`path` is the entry): `Ok(None)` when
+    /// absent; `Err(())` when invalid, and recorded.
+    pub fn weight(&mut self, path: &FieldPath, weight: Option<i64>) -> Result<Option<u32>, ()> {
+        let Some(weight) = weight else {
+            return Ok(None);
+        };
+        match u32::try_from(weight) {
+            Ok(weight) if i32::try_from(weight).is_ok() => Ok(Some(weight)),
+            _ => {
+                self.error(path.key("weight"), weight_message(weight));
+                Err(())
+            }
+        }
+    }
+
+    /// Istio's weight total rule, and our warnings about it: several
+    /// destinations may not all weigh 0; weights are relative (since Istio
+    /// 1.15), so a total other than 100 is applied and reported.
+    /// `weights[j]` is `weight()` of `route[j]`, for every entry.
+    pub fn total_weight(&mut self, path: &FieldPath, weights: &[Result<Option<u32>, ()>]) {
+        // An invalid weight is reported already; a total without it would
+        // be wrong.
+        let Ok(weights) = weights.iter().copied().collect::<Result<Vec<_>, ()>>() else {
+            return;
+        };
+        let total: u64 = weights.iter().map(|w| u64::from(w.unwrap_or(0))).sum();
+        match weights.as_slice() {
+            [Some(weight)] if *weight != 100 => self.warn(
+                path.index(0).key("weight"),
+                format!(
+                    "weight {weight} of the only destination is ignored: one destination gets \
+                     all the traffic"
+                ),
+            ),
+            [] | [_] => {}
+            _ if total == 0 => self.error(
+                path.clone(),
+                "total destination weight = 0: give at least one destination a weight above 0",
+            ),
+            _ if total > u64::from(u32::MAX) => self.error(
+                path.clone(),
+                format!(
+                    "total destination weight {total} is too large: weights are relative, scale \
+                     them down"
+                ),
+            ),
+            _ if total != 100 => {
+                let shares: Vec<String> = weights
+                    .iter()
+                    .map(|w| format!("{}/{total}", w.unwrap_or(0)))
+                    .collect();
+                self.warn(
+                    path.clone(),
+                    format!(
+                        "total destination weight is {total}, not 100: weights are relative, so \
+                         the destinations get {} of the connections",
+                        shares.join(", ")
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// The `route` of a `tcp` or `tls` rule (`path` is the `route` field).
+    pub fn route_destinations(
+        &mut self,
+        path: &FieldPath,
+        routes: Vec<dto::RouteDestination>,
+    ) -> Vec<RouteDestination> {
+        let mut weights = Vec::with_capacity(routes.len());
+        let mut valid = Vec::with_capacity(routes.len());
+        for (j, route) in routes.into_iter().enumerate() {
+            let entry = path.index(j);
+            let weight = self.weight(&entry, route.weight);
+            weights.push(weight);
+            let Some(destination) = route.destination else {
+                self.error(entry, "destination is required");
+                continue;
+            };
+            if let Some(mut destination) = self.destination(&entry.key("destination"), destination)
+            {
+                destination.weight = weight.ok().flatten();
+                valid.push(destination);
+            }
+        }
+        self.total_weight(path, &weights);
+        valid
+    }
+
+    /// Records `exportTo`'s problems (Istio's `validateExportTo`).
+    fn export_to(&mut self, export_to: &[String], is_service_entry: bool) {
+        let namespace = self.source.namespace.clone();
+        for (i, message) in values::export_to(&namespace, export_to, is_service_entry) {
+            self.error(fp!("spec.exportTo[{i}]"), message);
+        }
+    }
+
+    /// The errors, or the warnings when there is none.
+    fn finish(self) -> Result<Vec<Warning>, Vec<ConfigError>> {
+        if self.errors.is_empty() {
+            Ok(self.warnings)
+        } else {
+            Err(self.errors)
+        }
+    }
+}
+
+/// What one document gave: its resource and its warnings, or its errors
+/// (all of them).
+pub(super) type Parsed = Result<(Resource, Vec<Warning>), Vec<ConfigError>>;
 
 /// Parses one non-empty YAML document into a validated resource.
 pub(super) fn parse_document(
@@ -445,7 +754,7 @@ pub(super) fn parse_document(
     document: usize,
     mut value: Value,
     lines: &Arc<LineIndex>,
-) -> Result<Resource, ConfigError> {
+) -> Parsed {
     let mut place = Place {
         file,
         document,
@@ -453,39 +762,24 @@ pub(super) fn parse_document(
         lines,
     };
     if !value.is_mapping() {
-        return Err(place.error(
+        return Err(vec![place.error(
             FieldPath::root(),
             "a document must be a mapping: one Istio resource with apiVersion, kind, metadata \
              and spec",
-        ));
+        )]);
     }
-    value
-        .apply_merge()
-        .map_err(|error| place.error(FieldPath::root(), format!("invalid YAML merge: {error}")))?;
+    value.apply_merge().map_err(|error| {
+        vec![place.error(FieldPath::root(), format!("invalid YAML merge: {error}"))]
+    })?;
 
-    let api_version = required_str(&place, &value, "apiVersion")?;
-    if !API_VERSIONS.contains(&api_version) {
-        return Err(place.error(
-            fp!("apiVersion"),
-            format!(
-                "unsupported apiVersion {api_version:?}: use networking.istio.io/v1 \
-                 (v1beta1 and v1alpha3 are accepted too)"
-            ),
-        ));
-    }
-    let kind = required_str(&place, &value, "kind")?;
-    let Some(kind) = KINDS.into_iter().find(|known| *known == kind) else {
-        return Err(place.error(
-            fp!("kind"),
-            format!(
-                "unsupported kind {kind:?}: expected one of {}",
-                KINDS.join(", ")
-            ),
-        ));
-    };
+    let api_version = required_str(&place, &value, "apiVersion").map_err(|error| vec![error])?;
+    let kind = required_str(&place, &value, "kind").map_err(|error| vec![error])?;
+    let known_kind = KINDS.into_iter().find(|known| *known == kind);
     // For the messages of what follows, if the name can be read at all.
     let metadata = value.get("metadata");
-    if let Some(name) = metadata.and_then(|m| m.get("name")).and_then(Value::as_str) {
+    if let Some(kind) = known_kind
+        && let Some(name) = metadata.and_then(|m| m.get("name")).and_then(Value::as_str)
+    {
         let namespace = metadata
             .and_then(|m| m.get("namespace"))
             .and_then(Value::as_str)
@@ -496,27 +790,50 @@ pub(super) fn parse_document(
             name: name.to_owned(),
         }));
     }
+    let mut errors = Vec::new();
+    if !API_VERSIONS.contains(&api_version) {
+        errors.push(place.error(
+            fp!("apiVersion"),
+            format!(
+                "unsupported apiVersion {api_version:?}: use networking.istio.io/v1 \
+                 (v1beta1 and v1alpha3 are accepted too)"
+            ),
+        ));
+    }
+    let Some(kind) = known_kind else {
+        errors.push(place.error(
+            fp!("kind"),
+            format!(
+                "unsupported kind {kind:?}: expected one of {}",
+                KINDS.join(", ")
+            ),
+        ));
+        return Err(errors);
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
 
     match kind {
         "ServiceEntry" => {
             let (source, spec) = typed(&place, kind, value, lines)?;
-            service_entry(source, spec).map(Resource::ServiceEntry)
+            service_entry(source, spec)
         }
         "DestinationRule" => {
             let (source, spec) = typed(&place, kind, value, lines)?;
-            destination_rule(source, spec).map(Resource::DestinationRule)
+            destination_rule(source, spec)
         }
         "VirtualService" => {
             let (source, spec) = typed(&place, kind, value, lines)?;
-            virtual_service(source, spec).map(Resource::VirtualService)
+            virtual_service(source, spec)
         }
         "Gateway" => {
             let (source, spec) = typed(&place, kind, value, lines)?;
-            gateway(source, spec).map(Resource::Gateway)
+            gateway(source, spec)
         }
         _ => {
             let (source, spec) = typed(&place, kind, value, lines)?;
-            workload_entry(source, spec).map(Resource::WorkloadEntry)
+            workload_entry(source, spec)
         }
     }
 }
@@ -560,23 +877,21 @@ fn typed<S: DeserializeOwned>(
     kind: &'static str,
     value: Value,
     lines: &Arc<LineIndex>,
-) -> Result<(Source, S), ConfigError> {
+) -> Result<(Source, S), Vec<ConfigError>> {
     let document: dto::Document<S> = serde_path_to_error::deserialize(value).map_err(|error| {
         let path = FieldPath::from(error.path());
-        place.error(path, serde_message(&error.into_inner()))
+        vec![place.error(path, serde_message(&error.into_inner()))]
     })?;
     let metadata = document.metadata;
-    let name = match metadata.name {
-        Some(name) if !name.is_empty() => name,
-        _ => {
-            return Err(place.error(
-                fp!("metadata.name"),
-                "metadata.name is required: name the resource",
-            ));
-        }
-    };
-    if !is_dns1123_subdomain(&name) {
-        return Err(place.error(
+    let mut errors = Vec::new();
+    let name = metadata.name.unwrap_or_default();
+    if name.is_empty() {
+        errors.push(place.error(
+            fp!("metadata.name"),
+            "metadata.name is required: name the resource",
+        ));
+    } else if !is_dns1123_subdomain(&name) {
+        errors.push(place.error(
             fp!("metadata.name"),
             format!(
                 "metadata.name {name:?} is not a valid name: use lower-case letters, digits, '-' \
@@ -586,13 +901,16 @@ fn typed<S: DeserializeOwned>(
     }
     let namespace = metadata.namespace.unwrap_or_else(|| "default".to_owned());
     if !is_dns1123_label(&namespace) {
-        return Err(place.error(
+        errors.push(place.error(
             fp!("metadata.namespace"),
             format!(
                 "metadata.namespace {namespace:?} is not a valid namespace: use at most 63 \
                  lower-case letters, digits and '-', starting and ending with a letter or digit"
             ),
         ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
     }
     let source = Source {
         kind,
@@ -617,88 +935,230 @@ fn serde_message(error: &serde_yaml_ng::Error) -> String {
     }
 }
 
-fn service_entry(source: Source, spec: dto::ServiceEntrySpec) -> Result<ServiceEntry, ConfigError> {
+/// Istio's `ValidateServiceEntry`.
+fn service_entry(source: Source, spec: dto::ServiceEntrySpec) -> Parsed {
+    let mut cx = Check::new(&source);
     let resolution = spec.resolution.unwrap_or_default();
-    let hosts = spec.hosts.unwrap_or_default();
-    if hosts.is_empty() {
-        return Err(source.error(
-            fp!("spec.hosts"),
-            "service entry must have at least one host: add spec.hosts",
-        ));
-    }
-    for (i, host) in hosts.iter().enumerate() {
-        if host == "*" {
-            return Err(source.error(
-                fp!("spec.hosts[{i}]"),
-                "invalid host *: a ServiceEntry names its hosts",
-            ));
+    let location = spec.location.unwrap_or_default();
+
+    let workload_selector = spec.workload_selector.map(|selector| {
+        let labels = selector.labels.unwrap_or_default();
+        for (key, value) in &labels {
+            let path = fp!("spec.workloadSelector.labels").key(key);
+            if key.is_empty() {
+                cx.error(
+                    path,
+                    format!("empty key is not supported in selector: \"{key}={value}\""),
+                );
+            } else if key.contains('*') || value.contains('*') {
+                cx.error(
+                    path,
+                    format!("wildcard is not supported in selector: \"{key}={value}\""),
+                );
+            }
         }
-        validate_domain(host).map_err(|message| source.error(fp!("spec.hosts[{i}]"), message))?;
-    }
-
-    let addresses = spec
-        .addresses
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, address)| {
-            service_address(address, resolution)
-                .map_err(|message| source.error(fp!("spec.addresses[{i}]"), message))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-
-    let ports = service_ports(&source, spec.ports.unwrap_or_default())?;
-
-    let endpoints = spec.endpoints.unwrap_or_default();
-    if spec.workload_selector.is_some() && !endpoints.is_empty() {
-        return Err(source.error(
+        if labels.is_empty() {
+            cx.warn(
+                fp!("spec.workloadSelector"),
+                "service entry: workload selector specified without labels, will be applied to \
+                 all services in namespace",
+            );
+        }
+        labels
+    });
+    if workload_selector.is_some() && spec.endpoints.is_some() {
+        cx.error(
             fp!("spec.workloadSelector"),
             "only one of WorkloadSelector or Endpoints is allowed in Service Entry",
+        );
+    }
+
+    let hosts = spec.hosts.unwrap_or_default();
+    if hosts.is_empty() {
+        cx.error(
+            fp!("spec.hosts"),
+            "service entry must have at least one host: add spec.hosts",
+        );
+    }
+    for (i, host) in hosts.iter().enumerate() {
+        let path = fp!("spec.hosts[{i}]");
+        if host == "*" {
+            cx.error(path, "invalid host *: a ServiceEntry names its hosts");
+            continue;
+        }
+        if let Err(message) = validate_domain(host) {
+            cx.error(path, message);
+        } else if resolution != Resolution::DynamicDns && is_partial_wildcard(host) {
+            cx.warn(path, format!("partial wildcard {host:?} not allowed"));
+        }
+    }
+
+    let written_addresses = spec.addresses.unwrap_or_default();
+    let mut addresses = Vec::new();
+    for (i, address) in written_addresses.iter().enumerate() {
+        addresses.extend(cx.ok(
+            fp!("spec.addresses[{i}]"),
+            service_address(address, resolution),
         ));
     }
-    if resolution == Resolution::None && !endpoints.is_empty() {
-        return Err(source.error(
-            fp!("spec.endpoints"),
-            "no endpoints should be provided for resolution type none: use resolution: STATIC",
-        ));
-    }
-    let port_names: Vec<&str> = ports.iter().map(|port| port.name.as_str()).collect();
-    let endpoints = endpoints
-        .into_iter()
-        .enumerate()
-        .map(|(i, endpoint)| {
-            workload_endpoint(
-                &source,
-                &fp!("spec.endpoints[{i}]"),
-                endpoint,
-                Some((resolution, &port_names)),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+
+    let ports = service_ports(&mut cx, spec.ports.unwrap_or_default());
+
+    let endpoints = resolution_rules(
+        &mut cx,
+        resolution,
+        &hosts,
+        &written_addresses,
+        &ports,
+        spec.endpoints.unwrap_or_default(),
+        workload_selector.is_some(),
+    );
 
     // Istio: plain TCP cannot tell the hosts apart.
     if resolution != Resolution::None
         && hosts.len() > 1
         && ports.iter().any(|port| !port.protocol.is_http_or_tls())
     {
-        return Err(source.error(
+        cx.error(
             fp!("spec.hosts"),
             "multiple hosts provided with non-HTTP, non-TLS ports: use one ServiceEntry per host",
-        ));
+        );
+    }
+    let export_to = spec.export_to.unwrap_or_default();
+    cx.export_to(&export_to, true);
+
+    let warnings = cx.finish()?;
+    Ok((
+        Resource::ServiceEntry(ServiceEntry {
+            source,
+            hosts,
+            addresses,
+            ports,
+            location,
+            resolution,
+            endpoints,
+            workload_selector,
+            export_to,
+        }),
+        warnings,
+    ))
+}
+
+/// The rules that depend on `resolution` (Istio's switch on it), and the
+/// endpoints.
+fn resolution_rules(
+    cx: &mut Check,
+    resolution: Resolution,
+    hosts: &[String],
+    written_addresses: &[String],
+    ports: &[ServicePort],
+    written_endpoints: Vec<dto::WorkloadEntrySpec>,
+    has_selector: bool,
+) -> Vec<WorkloadEndpoint> {
+    let port_names: Vec<&str> = ports.iter().map(|port| port.name.as_str()).collect();
+    let mut endpoints = Vec::new();
+    match resolution {
+        Resolution::None => {
+            if !written_endpoints.is_empty() {
+                cx.error(
+                    fp!("spec.endpoints"),
+                    "no endpoints should be provided for resolution type none: use resolution: \
+                     STATIC",
+                );
+            }
+            if has_selector {
+                cx.warn(
+                    fp!("spec.workloadSelector"),
+                    "workloadSelector should not be set when resolution mode is NONE",
+                );
+            }
+        }
+        Resolution::Static | Resolution::Dns | Resolution::DnsRoundRobin => {
+            if resolution != Resolution::Static && written_endpoints.is_empty() {
+                for (i, host) in hosts.iter().enumerate() {
+                    if let Err(message) = validate_fqdn(host) {
+                        cx.error(
+                            fp!("spec.hosts[{i}]"),
+                            format!(
+                                "hosts must be FQDN or contain only prefix wildcards if no \
+                                 endpoints are provided for resolution mode {}, {message}",
+                                resolution.name()
+                            ),
+                        );
+                        break;
+                    }
+                }
+            }
+            if resolution == Resolution::DnsRoundRobin && written_endpoints.len() > 1 {
+                cx.error(
+                    fp!("spec.endpoints"),
+                    "there must only be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN",
+                );
+            }
+            for (i, endpoint) in written_endpoints.into_iter().enumerate() {
+                endpoints.extend(workload_endpoint(
+                    cx,
+                    &fp!("spec.endpoints[{i}]"),
+                    endpoint,
+                    Some((resolution, &port_names)),
+                ));
+            }
+            if resolution != Resolution::Static
+                && !written_addresses.is_empty()
+                && hosts.len() > 1
+                && ports.iter().any(|port| port.protocol.is_tcp())
+            {
+                cx.warn(
+                    fp!("spec.hosts"),
+                    "service entry can not have more than one host specified simultaneously \
+                     with address and tcp port",
+                );
+            }
+        }
+        Resolution::DynamicDns => {
+            for (i, host) in hosts.iter().enumerate() {
+                if !host.starts_with('*') {
+                    cx.error(
+                        fp!("spec.hosts[{i}]"),
+                        "host must be wildcarded for resolution mode DYNAMIC_DNS",
+                    );
+                }
+            }
+            if !written_addresses.is_empty() {
+                cx.error(
+                    fp!("spec.addresses"),
+                    "addresses cannot be set for resolution type DYNAMIC_DNS. HTTP route \
+                     domains will only be generated from the hosts field values",
+                );
+            }
+            if !written_endpoints.is_empty() {
+                cx.error(
+                    fp!("spec.endpoints"),
+                    "endpoints cannot be set for resolution type DYNAMIC_DNS. Destination IP \
+                     address determined from hosts field values",
+                );
+            }
+            for (i, port) in ports.iter().enumerate() {
+                if !matches!(
+                    port.protocol,
+                    Protocol::Http | Protocol::Tls | Protocol::Grpc | Protocol::Http2
+                ) {
+                    cx.error(
+                        fp!("spec.ports[{i}].protocol"),
+                        "only HTTP, TLS, GRPC, and HTTP2 protocols are supported for resolution \
+                         type DYNAMIC_DNS",
+                    );
+                }
+            }
+        }
     }
 
-    Ok(ServiceEntry {
-        source,
-        hosts,
-        addresses,
-        ports,
-        location: spec.location.unwrap_or_default(),
-        resolution,
-        endpoints,
-        workload_selector: spec
-            .workload_selector
-            .map(|selector| selector.labels.unwrap_or_default()),
-    })
+    endpoints
+}
+
+/// Istio's `ValidatePartialWildCard`: `*` only as the whole first label.
+fn is_partial_wildcard(host: &str) -> bool {
+    host.contains('*') && host.len() != 1 && !host.starts_with("*.")
 }
 
 /// A `ServiceEntry` address: an IP, or a CIDR that is one address.
@@ -735,7 +1195,7 @@ fn parse_cidr(ip: &str, prefix: &str) -> Option<(IpAddr, u8)> {
 }
 
 /// An IP or CIDR, as `destinationSubnets` takes (Istio's `ValidateIPSubnet`).
-fn validate_subnet(subnet: &str) -> Result<(), String> {
+pub(super) fn validate_subnet(subnet: &str) -> Result<(), String> {
     match subnet.split_once('/') {
         Some((ip, prefix)) => parse_cidr(ip, prefix)
             .map(|_| ())
@@ -747,80 +1207,73 @@ fn validate_subnet(subnet: &str) -> Result<(), String> {
     }
 }
 
-fn service_ports(
-    source: &Source,
-    ports: Vec<dto::ServicePort>,
-) -> Result<Vec<ServicePort>, ConfigError> {
+fn service_ports(cx: &mut Check, ports: Vec<dto::ServicePort>) -> Vec<ServicePort> {
     let mut names = BTreeSet::new();
     let mut numbers = BTreeSet::new();
     let mut valid = Vec::with_capacity(ports.len());
     for (i, port) in ports.into_iter().enumerate() {
-        let number = port_number(
-            source,
-            fp!("spec.ports[{i}].number"),
-            port.number.unwrap_or(0),
-        )?;
+        let number = cx.port(fp!("spec.ports[{i}].number"), port.number.unwrap_or(0));
         let name = port.name.unwrap_or_default();
-        if !is_dns1123_label(&name) {
-            return Err(source.error(
-                fp!("spec.ports[{i}].name"),
-                format!(
-                    "invalid port name: {name}: name the port with lower-case letters, digits \
-                     and '-' (endpoints map port names to their ports)"
-                ),
-            ));
-        }
         if !names.insert(name.clone()) {
-            return Err(source.error(
+            cx.error(
                 fp!("spec.ports[{i}].name"),
                 format!("service entry port name {name:?} already defined"),
-            ));
+            );
+        } else if !values::is_dns1123_label_any_case(&name) {
+            cx.error(
+                fp!("spec.ports[{i}].name"),
+                format!(
+                    "invalid port name: {name}: name the port with letters, digits and '-' \
+                     (endpoints map port names to their ports)"
+                ),
+            );
         }
-        if !numbers.insert(number) {
-            return Err(source.error(
+        if let Some(number) = number
+            && !numbers.insert(number)
+        {
+            cx.error(
                 fp!("spec.ports[{i}].number"),
                 format!("service entry port {number} already defined"),
-            ));
+            );
         }
         let protocol_name = port.protocol.unwrap_or_default();
-        let Some(protocol) = Protocol::parse(&protocol_name) else {
-            return Err(source.error(
+        let protocol = Protocol::parse(&protocol_name);
+        if protocol.is_none() {
+            cx.error(
                 fp!("spec.ports[{i}].protocol"),
                 format!(
                     "unsupported protocol: {protocol_name}: use one of {}",
                     Protocol::NAMES.map(|(name, _)| name).join(", ")
                 ),
-            ));
-        };
+            );
+        }
         let target_port = match port.target_port {
             None | Some(0) => None,
-            Some(target) => Some(port_number(
-                source,
-                fp!("spec.ports[{i}].targetPort"),
-                target,
-            )?),
+            Some(target) => cx.port(fp!("spec.ports[{i}].targetPort"), target),
         };
-        valid.push(ServicePort {
-            number,
-            name,
-            protocol,
-            target_port,
-        });
+        if let (Some(number), Some(protocol)) = (number, protocol) {
+            valid.push(ServicePort {
+                number,
+                name,
+                protocol,
+                target_port,
+            });
+        }
     }
-    Ok(valid)
+    valid
 }
 
 /// A `ServiceEntry` endpoint (`service` = its resolution and port names)
-/// or a `WorkloadEntry` spec (`service` = `None`).
+/// or a `WorkloadEntry` spec (`service` = `None`): Istio's
+/// `validateWorkloadEntry`.
 fn workload_endpoint(
-    source: &Source,
+    cx: &mut Check,
     base: &FieldPath,
     endpoint: dto::WorkloadEntrySpec,
     service: Option<(Resolution, &[&str])>,
-) -> Result<WorkloadEndpoint, ConfigError> {
-    let address = endpoint.address.unwrap_or_default();
-    let address = endpoint_address(&address, service.map(|(resolution, _)| resolution))
-        .map_err(|message| source.error(base.key("address"), message))?;
+) -> Option<WorkloadEndpoint> {
+    let errors_before = cx.errors.len();
+    let address = endpoint_address(cx, base, &endpoint, service);
 
     let mut ports = BTreeMap::new();
     for (name, number) in endpoint.ports.unwrap_or_default() {
@@ -828,31 +1281,36 @@ fn workload_endpoint(
         if let Some((_, names)) = service
             && !names.contains(&name.as_str())
         {
-            return Err(source.error(
-                path,
+            cx.error(
+                path.clone(),
                 format!(
-                    "endpoint port name {name:?} is not defined by the service entry: use one \
-                     of its port names ({})",
+                    "endpoint port {number} is not defined by the service entry: port name \
+                     {name:?} is none of its port names ({})",
                     names.join(", ")
                 ),
-            ));
+            );
         }
-        let number = port_number(source, path, number)?;
-        ports.insert(name, number);
+        if !values::is_dns1123_label_any_case(&name) {
+            cx.error(path.clone(), format!("invalid port name: {name}"));
+        }
+        if let Some(number) = cx.port(path, number) {
+            ports.insert(name, number);
+        }
     }
+    let labels = endpoint.labels.unwrap_or_default();
+    cx.labels(&base.key("labels"), &labels);
 
-    let weight = endpoint
-        .weight
-        .map(|weight| {
-            u32::try_from(weight)
-                .map_err(|_| source.error(base.key("weight"), weight_message(weight)))
-        })
-        .transpose()?;
+    let weight = endpoint.weight.and_then(|weight| {
+        u32::try_from(weight)
+            .map_err(|_| cx.error(base.key("weight"), weight_message(weight)))
+            .ok()
+    });
 
-    Ok(WorkloadEndpoint {
+    let address = address.filter(|_| cx.errors.len() == errors_before)?;
+    Some(WorkloadEndpoint {
         address,
         ports,
-        labels: endpoint.labels.unwrap_or_default(),
+        labels,
         network: endpoint.network,
         locality: endpoint.locality,
         weight,
@@ -860,385 +1318,334 @@ fn workload_endpoint(
     })
 }
 
-/// An endpoint address must be an IP here: the kernel path does not resolve
-/// names. `resolution` is the `ServiceEntry`'s, `None` for a `WorkloadEntry`.
-fn endpoint_address(address: &str, resolution: Option<Resolution>) -> Result<IpAddr, String> {
-    if address.is_empty() {
-        return Err("address is required: set the endpoint's IP address".to_owned());
-    }
-    if let Ok(ip) = address.parse() {
-        return Ok(ip);
-    }
-    if address.starts_with("unix://") {
-        return Err(format!(
-            "{address}: unix domain socket endpoints are not supported by the kernel path; use \
-             an IP address"
-        ));
-    }
-    match resolution {
-        Some(Resolution::Static) => Err(format!(
-            "{address} is not a valid IP: with resolution STATIC endpoints are IP addresses"
-        )),
-        Some(resolution) => Err(format!(
-            "endpoint address {address:?} is a host name and the kernel path does not resolve \
-             names (resolution {}): list its IP addresses as endpoints, with resolution: STATIC",
-            resolution.name()
-        )),
-        None => Err(format!(
-            "address {address:?} is a host name and the kernel path does not resolve names: use \
-             the workload's IP address"
-        )),
+/// An endpoint's `address`: an IP, a DNS name (not with STATIC), a unix
+/// socket, or none (with a `network`).
+fn endpoint_address(
+    cx: &mut Check,
+    base: &FieldPath,
+    endpoint: &dto::WorkloadEntrySpec,
+    service: Option<(Resolution, &[&str])>,
+) -> Option<EndpointAddress> {
+    let written = endpoint.address.clone().unwrap_or_default();
+    if written.is_empty() {
+        match &endpoint.network {
+            Some(network) if !network.is_empty() => {
+                cx.warn(
+                    base.key("address"),
+                    format!("address is unset with network {network:?}"),
+                );
+                Some(EndpointAddress::Unset)
+            }
+            _ => {
+                cx.error(
+                    base.key("address"),
+                    "address is required: set the endpoint's IP address",
+                );
+                None
+            }
+        }
+    } else if let Some(path) = written.strip_prefix("unix://") {
+        if let Err(message) = unix_address(path) {
+            cx.error(base.key("address"), message);
+        }
+        if endpoint
+            .ports
+            .as_ref()
+            .is_some_and(|ports| !ports.is_empty())
+        {
+            cx.error(
+                base.key("ports"),
+                format!("unix endpoint {written} must not include ports"),
+            );
+        }
+        if let Some((_, names)) = service
+            && names.len() != 1
+        {
+            cx.error(
+                base.key("address"),
+                "exactly 1 service port required for unix endpoints",
+            );
+        }
+        Some(EndpointAddress::Unix(path.to_owned()))
+    } else if let Ok(ip) = written.parse() {
+        Some(EndpointAddress::Ip(ip))
+    } else if matches!(service, Some((Resolution::Static, _))) {
+        cx.error(
+            base.key("address"),
+            format!(
+                "endpoint address {written:?} is not a valid IP address: with resolution STATIC \
+                 endpoints are IP addresses"
+            ),
+        );
+        None
+    } else if validate_fqdn(&written).is_err() {
+        cx.error(
+            base.key("address"),
+            format!("endpoint address {written:?} is not a valid FQDN or an IP address"),
+        );
+        None
+    } else {
+        Some(EndpointAddress::Name(written))
     }
 }
 
-fn workload_entry(
-    source: Source,
-    spec: dto::WorkloadEntrySpec,
-) -> Result<WorkloadEntry, ConfigError> {
-    let endpoint = workload_endpoint(&source, &fp!("spec"), spec, None)?;
-    Ok(WorkloadEntry { source, endpoint })
+/// Istio's `ValidateUnixAddress` (the part after `unix://`).
+fn unix_address(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("unix address must not be empty".to_owned());
+    }
+    if path.starts_with('@') || (path.starts_with('/') && !path.ends_with('/')) {
+        Ok(())
+    } else {
+        Err(format!("{path} is not an absolute path to a file"))
+    }
 }
 
-fn destination_rule(
-    source: Source,
-    spec: dto::DestinationRuleSpec,
-) -> Result<DestinationRule, ConfigError> {
+fn workload_entry(source: Source, spec: dto::WorkloadEntrySpec) -> Parsed {
+    let mut cx = Check::new(&source);
+    let endpoint = workload_endpoint(&mut cx, &fp!("spec"), spec, None);
+    let warnings = cx.finish()?;
+    // `workload_endpoint` records an error whenever it gives `None`.
+    let endpoint = endpoint
+        .ok_or_else(|| vec![source.error(fp!("spec"), "invalid WorkloadEntry: fix its address")])?;
+    Ok((
+        Resource::WorkloadEntry(WorkloadEntry { source, endpoint }),
+        warnings,
+    ))
+}
+
+/// Istio's `ValidateDestinationRule`.
+fn destination_rule(source: Source, spec: dto::DestinationRuleSpec) -> Parsed {
+    let mut cx = Check::new(&source);
     let host = spec.host.unwrap_or_default();
     if host.is_empty() {
-        return Err(source.error(
+        cx.error(
             fp!("spec.host"),
             "empty domain name not allowed: set spec.host to the ServiceEntry host this rule is for",
-        ));
+        );
+    } else if let Err(message) = validate_domain(&host) {
+        cx.error(fp!("spec.host"), message);
     }
-    validate_domain(&host).map_err(|message| source.error(fp!("spec.host"), message))?;
-    let load_balancer =
-        parse_load_balancer(&source, &fp!("spec.trafficPolicy"), spec.traffic_policy)?;
+    let traffic_policy =
+        policy::traffic_policy(&mut cx, &fp!("spec.trafficPolicy"), spec.traffic_policy);
 
     let mut names = BTreeSet::new();
     let mut subsets = Vec::new();
     for (i, subset) in spec.subsets.unwrap_or_default().into_iter().enumerate() {
         let name = subset.name.unwrap_or_default();
         let name_path = fp!("spec.subsets[{i}].name");
-        if name.is_empty() {
-            return Err(source.error(name_path, "subset name cannot be empty"));
-        }
-        if !is_dns1123_label(&name) {
-            return Err(source.error(
+        if !names.insert(name.clone()) {
+            cx.error(name_path, format!("duplicate subset names: {name}"));
+        } else if name.is_empty() {
+            cx.error(name_path, "subset name cannot be empty");
+        } else if !values::is_dns1123_label_any_case(&name) {
+            cx.error(
                 name_path,
                 format!(
-                    "subset name is invalid: {name}: use lower-case letters, digits and '-', \
-                     starting and ending with a letter or digit"
+                    "subset name is invalid: {name}: use letters, digits and '-', starting and \
+                     ending with a letter or digit"
                 ),
-            ));
+            );
         }
-        if !names.insert(name.clone()) {
-            return Err(source.error(name_path, format!("duplicate subset names: {name}")));
-        }
-        let load_balancer = parse_load_balancer(
-            &source,
+        let labels = subset.labels.unwrap_or_default();
+        cx.labels(&fp!("spec.subsets[{i}].labels"), &labels);
+        let traffic_policy = policy::traffic_policy(
+            &mut cx,
             &fp!("spec.subsets[{i}].trafficPolicy"),
             subset.traffic_policy,
-        )?;
+        );
         subsets.push(Subset {
             name,
-            labels: subset.labels.unwrap_or_default(),
-            load_balancer,
+            labels,
+            traffic_policy,
         });
     }
-    Ok(DestinationRule {
-        source,
-        host,
-        load_balancer,
-        subsets,
-    })
+    let export_to = spec.export_to.unwrap_or_default();
+    cx.export_to(&export_to, false);
+    let warnings = cx.finish()?;
+    Ok((
+        Resource::DestinationRule(DestinationRule {
+            source,
+            host,
+            traffic_policy,
+            subsets,
+            export_to,
+        }),
+        warnings,
+    ))
 }
 
-/// `<policy>.loadBalancer`; whether a TCP route can use it is `resolve`'s call.
-fn parse_load_balancer(
-    source: &Source,
-    policy: &FieldPath,
-    traffic_policy: Option<dto::TrafficPolicy>,
-) -> Result<Option<LoadBalancer>, ConfigError> {
-    let Some(lb) = traffic_policy.and_then(|policy| policy.load_balancer) else {
-        return Ok(None);
-    };
-    let base = policy.key("loadBalancer");
-    match (lb.simple, lb.consistent_hash) {
-        (Some(_), Some(_)) => Err(source.error(
-            base,
-            "set either simple or consistentHash in loadBalancer, not both",
-        )),
-        (Some(simple), None) => Ok(Some(LoadBalancer {
-            policy: LbPolicy::Simple(simple),
-            path: base.key("simple"),
-        })),
-        (None, Some(hash)) => consistent_hash(source, &base.key("consistentHash"), hash).map(Some),
-        // Only settings we ignore (localityLbSetting, warmup).
-        (None, None) => Ok(None),
-    }
-}
-
-fn consistent_hash(
-    source: &Source,
-    base: &FieldPath,
-    hash: dto::ConsistentHash,
-) -> Result<LoadBalancer, ConfigError> {
-    let mut keys = Vec::new();
-    if hash.use_source_ip == Some(true) {
-        keys.push(("useSourceIp", HashKey::SourceIp));
-    }
-    if let Some(name) = hash.http_header_name {
-        keys.push(("httpHeaderName", HashKey::HttpHeaderName(name)));
-    }
-    if hash.http_cookie.is_some() {
-        keys.push(("httpCookie", HashKey::HttpCookie));
-    }
-    if let Some(name) = hash.http_query_parameter_name {
-        keys.push((
-            "httpQueryParameterName",
-            HashKey::HttpQueryParameterName(name),
-        ));
-    }
-    if hash.ring_hash.is_some() && hash.maglev.is_some() {
-        return Err(source.error(base.clone(), "set either ringHash or maglev, not both"));
-    }
-    if let Some(size) = hash.maglev.and_then(|maglev| maglev.table_size)
-        && !(size > 1 && size < 5_000_011 && is_prime(size))
-    {
-        return Err(source.error(
-            base.key("maglev").key("tableSize"),
-            format!("maglev tableSize {size} must be a prime number less than 5000011"),
-        ));
-    }
-    let ring_sizes = [
-        (
-            base.key("ringHash").key("minimumRingSize"),
-            hash.ring_hash.and_then(|ring| ring.minimum_ring_size),
-        ),
-        (base.key("minimumRingSize"), hash.minimum_ring_size),
-    ];
-    for (path, size) in ring_sizes {
-        if let Some(size) = size
-            && size < 0
-        {
-            return Err(source.error(path, format!("minimumRingSize {size} < 0")));
-        }
-    }
-    match keys.len() {
-        0 => Err(source.error(
-            base.clone(),
-            "consistentHash needs a hash key: set useSourceIp: true (the one a TCP route can \
-             use), httpHeaderName, httpCookie or httpQueryParameterName",
-        )),
-        1 => {
-            let (field, key) = keys.remove(0);
-            Ok(LoadBalancer {
-                policy: LbPolicy::ConsistentHash(key),
-                path: base.key(field),
-            })
-        }
-        _ => Err(source.error(
-            base.key(keys[1].0),
-            format!(
-                "consistentHash takes one hash key, and {} and {} are both set: keep one",
-                keys[0].0, keys[1].0
-            ),
-        )),
-    }
-}
-
-fn is_prime(n: i64) -> bool {
-    n >= 2 && (2..=n.isqrt()).all(|d| n % d != 0)
-}
-
-fn virtual_service(
-    source: Source,
-    spec: dto::VirtualServiceSpec,
-) -> Result<VirtualService, ConfigError> {
+/// Istio's `ValidateVirtualService`.
+fn virtual_service(source: Source, spec: dto::VirtualServiceSpec) -> Parsed {
+    let mut cx = Check::new(&source);
     let hosts = spec.hosts.unwrap_or_default();
     let gateways = spec.gateways.unwrap_or_default();
     let tcp = spec.tcp.unwrap_or_default();
-    let (has_http, has_tls) = (spec.http.is_some(), spec.tls.is_some());
+    let http = spec.http.unwrap_or_default();
+    let tls = spec.tls.unwrap_or_default();
 
-    if hosts.is_empty() && (!gateways.is_empty() || !tcp.is_empty() || has_tls) {
-        return Err(source.error(
-            fp!("spec.hosts"),
-            "delegate virtual service must have no gateways/tls route/tcp route specified: a \
-             VirtualService without hosts is a delegate; add spec.hosts",
-        ));
+    if hosts.is_empty() {
+        // A delegate.
+        let delegate_rules = [
+            (!gateways.is_empty(), "gateways", "gateways"),
+            (!tls.is_empty(), "tls", "tls route"),
+            (!tcp.is_empty(), "tcp", "tcp route"),
+        ];
+        for (set, field, what) in delegate_rules {
+            if set {
+                cx.error(
+                    fp!("spec.{field}"),
+                    format!(
+                        "delegate virtual service must have no {what} specified: a \
+                         VirtualService without hosts is a delegate; add spec.hosts"
+                    ),
+                );
+            }
+        }
     }
-    if !has_http && tcp.is_empty() && !has_tls {
-        return Err(source.error(
+    cx.gateway_names(&fp!("spec.gateways"), &gateways);
+    let mesh = binds_mesh(&gateways);
+    let sni = tls.iter().any(|rule| {
+        rule.matches
+            .iter()
+            .flatten()
+            .any(|m| m.sni_hosts.as_ref().is_some_and(|hosts| !hosts.is_empty()))
+    });
+
+    virtual_service_hosts(&mut cx, &hosts, mesh, sni);
+    if http.is_empty() && tcp.is_empty() && tls.is_empty() {
+        cx.error(
             fp!("spec"),
             "http, tcp or tls must be provided in virtual service",
-        ));
+        );
     }
-    let mesh = binds_mesh(&gateways);
-    for (i, host) in hosts.iter().enumerate() {
-        if host == "*" {
-            if mesh {
-                return Err(source.error(
-                    fp!("spec.hosts[{i}]"),
-                    "wildcard host * is not allowed for virtual services bound to the mesh \
-                     gateway: name the service hosts, or bind the rules to gateways only",
-                ));
-            }
-        } else if host.parse::<IpAddr>().is_err() {
-            validate_domain(host)
-                .map_err(|message| source.error(fp!("spec.hosts[{i}]"), message))?;
-        }
-        if let Some(earlier) = hosts[..i]
-            .iter()
-            .find(|earlier| host_matches(earlier, host) || host_matches(host, earlier))
-        {
-            return Err(source.error(
-                fp!("spec.hosts[{i}]"),
-                format!("duplicate hosts in virtual service: {earlier} & {host}"),
-            ));
-        }
-    }
-    for (i, gateway) in gateways.iter().enumerate() {
-        if gateway.is_empty() {
-            return Err(source.error(
-                fp!("spec.gateways[{i}]"),
-                "gateway name must not be empty: name a Gateway, or mesh",
-            ));
-        }
-    }
-    let tcp = tcp
+
+    let context = http::Context {
+        hosts: &hosts,
+        gateway_only: !mesh,
+        delegate: hosts.is_empty(),
+    };
+    let http: Vec<HttpRule> = http
         .into_iter()
         .enumerate()
-        .map(|(i, rule)| tcp_rule(&source, i, rule))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(VirtualService {
-        source,
-        hosts,
-        gateways,
-        tcp,
-        has_http,
-        has_tls,
-    })
+        .filter_map(|(i, rule)| http::http_rule(&mut cx, &context, i, rule))
+        .collect();
+    let tls: Vec<TlsRule> = tls
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, rule)| http::tls_rule(&mut cx, &context, i, rule))
+        .collect();
+    let tcp: Vec<TcpRule> = tcp
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, rule)| tcp_rule(&mut cx, i, rule))
+        .collect();
+    http::unreachable_http_rules(&mut cx, &http);
+    let export_to = spec.export_to.unwrap_or_default();
+    cx.export_to(&export_to, false);
+
+    let warnings = cx.finish()?;
+    Ok((
+        Resource::VirtualService(VirtualService {
+            source,
+            hosts,
+            gateways,
+            tcp,
+            http,
+            tls,
+            export_to,
+        }),
+        warnings,
+    ))
 }
 
-fn tcp_rule(source: &Source, i: usize, rule: dto::TcpRoute) -> Result<TcpRule, ConfigError> {
+/// The `hosts` of a `VirtualService`: valid (an IP too), `*` only for
+/// gateways, no two overlapping.
+fn virtual_service_hosts(cx: &mut Check, hosts: &[String], mesh: bool, sni: bool) {
+    let mut all_hosts_valid = true;
+    for (i, host) in hosts.iter().enumerate() {
+        let path = fp!("spec.hosts[{i}]");
+        let valid = if !mesh && sni && host.starts_with("outbound_") {
+            // AUTO_PASSTHROUGH's generated names: outbound_.<port>_._.<host>.
+            Ok(())
+        } else {
+            validate_domain(host)
+        };
+        match valid {
+            Err(message) if host.parse::<IpAddr>().is_err() => {
+                cx.error(path, message);
+                all_hosts_valid = false;
+            }
+            Ok(()) if mesh && host == "*" => {
+                cx.error(
+                    path,
+                    "wildcard host * is not allowed for virtual services bound to the mesh \
+                     gateway: name the service hosts, or bind the rules to gateways only",
+                );
+                all_hosts_valid = false;
+            }
+            Ok(()) | Err(_) => {}
+        }
+    }
+    if all_hosts_valid {
+        for (j, host) in hosts.iter().enumerate() {
+            if let Some(earlier) = hosts[..j]
+                .iter()
+                .find(|earlier| host_matches(earlier, host) || host_matches(host, earlier))
+            {
+                cx.error(
+                    fp!("spec.hosts[{j}]"),
+                    format!("duplicate hosts in virtual service: {earlier} & {host}"),
+                );
+            }
+        }
+    }
+}
+
+/// Istio's `validateTCPRoute`.
+fn tcp_rule(cx: &mut Check, i: usize, rule: dto::TcpRoute) -> Option<TcpRule> {
+    let errors_before = cx.errors.len();
     let mut matches = Vec::new();
     for (k, m) in rule.matches.unwrap_or_default().into_iter().enumerate() {
         let base = fp!("spec.tcp[{i}].match[{k}]");
         let port = m
             .port
-            .map(|port| port_number(source, base.key("port"), port))
-            .transpose()?;
+            .filter(|port| *port != 0)
+            .and_then(|port| cx.port(base.key("port"), port));
         let destination_subnets = m.destination_subnets.unwrap_or_default();
         for (s, subnet) in destination_subnets.iter().enumerate() {
-            validate_subnet(subnet).map_err(|message| {
-                source.error(base.key("destinationSubnets").index(s), message)
-            })?;
+            let _ = cx.ok(
+                base.key("destinationSubnets").index(s),
+                validate_subnet(subnet),
+            );
         }
-        if let Some(subnet) = &m.source_subnet {
-            validate_subnet(subnet)
-                .map_err(|message| source.error(base.key("sourceSubnet"), message))?;
+        let source_subnet = m.source_subnet.filter(|subnet| !subnet.is_empty());
+        if let Some(subnet) = &source_subnet {
+            let _ = cx.ok(base.key("sourceSubnet"), validate_subnet(subnet));
         }
+        let source_labels = m.source_labels.unwrap_or_default();
+        cx.labels(&base.key("sourceLabels"), &source_labels);
+        let gateways = m.gateways.unwrap_or_default();
+        cx.gateway_names(&base.key("gateways"), &gateways);
         matches.push(L4Match {
             port,
             destination_subnets,
-            source_subnet: m.source_subnet,
-            source_labels: m.source_labels.unwrap_or_default(),
-            gateways: m.gateways.unwrap_or_default(),
-            source_namespace: m.source_namespace,
+            source_subnet,
+            source_labels,
+            gateways,
+            source_namespace: m.source_namespace.filter(|namespace| !namespace.is_empty()),
         });
     }
 
     let routes = rule.route.unwrap_or_default();
     if routes.is_empty() {
-        return Err(source.error(
+        cx.error(
             fp!("spec.tcp[{i}].route"),
             "TCP route is required: list at least one destination",
-        ));
+        );
     }
-    let route = routes
-        .into_iter()
-        .enumerate()
-        .map(|(j, destination)| {
-            route_destination(source, &fp!("spec.tcp[{i}].route[{j}]"), destination)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let total: u64 = route
-        .iter()
-        .map(|destination| u64::from(destination.weight.unwrap_or(0)))
-        .sum();
-    if route.len() > 1 && total == 0 {
-        return Err(source.error(
-            fp!("spec.tcp[{i}].route"),
-            "total destination weight = 0: give at least one destination a weight above 0",
-        ));
-    }
-    if total > u64::from(u32::MAX) {
-        return Err(source.error(
-            fp!("spec.tcp[{i}].route"),
-            format!("total destination weight {total} is too large: weights are relative, scale them down"),
-        ));
-    }
-    Ok(TcpRule { matches, route })
-}
-
-fn route_destination(
-    source: &Source,
-    base: &FieldPath,
-    route: dto::RouteDestination,
-) -> Result<RouteDestination, ConfigError> {
-    let Some(destination) = route.destination else {
-        return Err(source.error(base.clone(), "destination is required"));
-    };
-    let host_path = base.key("destination").key("host");
-    let host = destination.host.unwrap_or_default();
-    if host.is_empty() {
-        return Err(source.error(
-            host_path,
-            "empty domain name not allowed: set destination.host to a ServiceEntry host",
-        ));
-    }
-    if host == "*" {
-        return Err(source.error(
-            host_path,
-            "invalid destination host *: name the ServiceEntry host to route to",
-        ));
-    }
-    validate_domain(&host).map_err(|message| source.error(host_path, message))?;
-    let subset = destination.subset.filter(|subset| !subset.is_empty());
-    if let Some(subset) = &subset
-        && !is_dns1123_label(subset)
-    {
-        return Err(source.error(
-            base.key("destination").key("subset"),
-            format!("subset name is invalid: {subset}"),
-        ));
-    }
-    let port = destination
-        .port
-        .and_then(|port| port.number)
-        .map(|number| {
-            port_number(
-                source,
-                base.key("destination").key("port").key("number"),
-                number,
-            )
-        })
-        .transpose()?;
-    let weight = route
-        .weight
-        .map(|weight| {
-            u32::try_from(weight)
-                .ok()
-                .filter(|weight| i32::try_from(*weight).is_ok())
-                .ok_or_else(|| source.error(base.key("weight"), weight_message(weight)))
-        })
-        .transpose()?;
-    Ok(RouteDestination {
-        host,
-        subset,
-        port,
-        weight,
-    })
+    let route = cx.route_destinations(&fp!("spec.tcp[{i}].route"), routes);
+    (cx.errors.len() == errors_before).then_some(TcpRule { matches, route })
 }
 
 fn weight_message(weight: i64) -> String {
@@ -1252,141 +1659,265 @@ fn weight_message(weight: i64) -> String {
     }
 }
 
-fn gateway(source: Source, spec: dto::GatewaySpec) -> Result<Gateway, ConfigError> {
+/// Istio's `ValidateGateway`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one server's checks, in Istio's order, with what each check needs"
+)]
+fn gateway(source: Source, spec: dto::GatewaySpec) -> Parsed {
+    let mut cx = Check::new(&source);
     if !is_dns1123_label(&source.name) {
-        return Err(source.error(
+        cx.error(
             fp!("metadata.name"),
             format!(
                 "invalid gateway name: {:?}: a Gateway name has no dots",
                 source.name
             ),
-        ));
+        );
     }
+    let selector = spec.selector.unwrap_or_default();
+    cx.labels(&fp!("spec.selector"), &selector);
     let servers = spec.servers.unwrap_or_default();
     if servers.is_empty() {
-        return Err(source.error(fp!("spec.servers"), "gateway must have at least one server"));
+        cx.error(fp!("spec.servers"), "gateway must have at least one server");
     }
     let mut port_names = BTreeSet::new();
     let mut valid = Vec::with_capacity(servers.len());
     for (i, server) in servers.into_iter().enumerate() {
+        let errors_before = cx.errors.len();
         let hosts = server.hosts.unwrap_or_default();
         if hosts.is_empty() {
-            return Err(source.error(
+            cx.error(
                 fp!("spec.servers[{i}].hosts"),
                 "server config must contain at least one host",
-            ));
+            );
         }
         for (h, host) in hosts.iter().enumerate() {
-            validate_server_host(host)
-                .map_err(|message| source.error(fp!("spec.servers[{i}].hosts[{h}]"), message))?;
+            if let Err(message) = validate_server_host(host) {
+                cx.error(fp!("spec.servers[{i}].hosts[{h}]"), message);
+            }
         }
         let bind = server
             .bind
             .filter(|bind| !bind.is_empty())
-            .map(|bind| {
-                bind.parse::<IpAddr>().map_err(|_| {
-                    source.error(
-                        fp!("spec.servers[{i}].bind"),
+            .and_then(|bind| {
+                cx.ok(
+                    fp!("spec.servers[{i}].bind"),
+                    bind.parse::<IpAddr>().map_err(|_| {
                         format!(
                             "bind {bind:?} is not an IP address: the kernel path accepts on an \
                              IPv4 or IPv6 address (unix domain sockets are not supported); \
                              remove bind to accept on every local address"
-                        ),
-                    )
-                })
-            })
-            .transpose()?;
+                        )
+                    }),
+                )
+            });
         let Some(port) = server.port else {
-            return Err(source.error(fp!("spec.servers[{i}].port"), "port is required"));
+            cx.error(fp!("spec.servers[{i}].port"), "port is required");
+            continue;
         };
         let protocol_name = port.protocol.unwrap_or_default();
-        let protocol = Protocol::parse(&protocol_name)
-            .filter(|protocol| *protocol != Protocol::Unspecified)
-            .ok_or_else(|| {
-                source.error(
-                    fp!("spec.servers[{i}].port.protocol"),
-                    format!(
-                        "invalid protocol {protocol_name:?}, supported protocols are HTTP, \
-                         HTTPS, HTTP2, GRPC, GRPC-WEB, MONGO, REDIS, MYSQL, TCP, TLS"
-                    ),
-                )
-            })?;
-        let number = port_number(
-            &source,
+        let protocol =
+            Protocol::parse(&protocol_name).filter(|protocol| *protocol != Protocol::Unspecified);
+        if protocol.is_none() {
+            cx.error(
+                fp!("spec.servers[{i}].port.protocol"),
+                format!(
+                    "invalid protocol {protocol_name:?}, supported protocols are HTTP, HTTPS, \
+                     HTTP2, GRPC, GRPC-WEB, MONGO, REDIS, MYSQL, TCP, TLS"
+                ),
+            );
+        }
+        let number = cx.port(
             fp!("spec.servers[{i}].port.number"),
             port.number.unwrap_or(0),
-        )?;
+        );
+        if port.target_port.is_some_and(|target| target > 0) {
+            cx.error(
+                fp!("spec.servers[{i}].port.targetPort"),
+                "targetPort has no impact on Gateways: remove it",
+            );
+        }
         let name = port.name.unwrap_or_default();
         if name.is_empty() {
-            return Err(source.error(fp!("spec.servers[{i}].port.name"), "port name must be set"));
-        }
-        if !port_names.insert(name.clone()) {
-            return Err(source.error(
+            cx.error(fp!("spec.servers[{i}].port.name"), "port name must be set");
+        } else if !port_names.insert(name.clone()) {
+            cx.error(
                 fp!("spec.servers[{i}].port.name"),
                 format!("port names in servers must be unique: duplicate name {name}"),
-            ));
+            );
         }
-        let target_port = match port.target_port {
-            None | Some(0) => None,
-            Some(target) => Some(port_number(
-                &source,
-                fp!("spec.servers[{i}].port.targetPort"),
-                target,
-            )?),
-        };
-        valid.push(Server {
-            port: GatewayPort {
-                number,
-                name,
-                protocol,
-                target_port,
-            },
-            hosts,
-            bind,
-            default_endpoint: server.default_endpoint,
-            name: server.name,
-        });
+        let tls_mode = server_tls(&mut cx, i, protocol, server.tls);
+        if let (Some(number), Some(protocol)) = (number, protocol)
+            && cx.errors.len() == errors_before
+        {
+            valid.push(Server {
+                port: GatewayPort {
+                    number,
+                    name,
+                    protocol,
+                },
+                hosts,
+                bind,
+                default_endpoint: server.default_endpoint,
+                name: server.name,
+                tls_mode,
+            });
+        }
     }
-    Ok(Gateway {
-        source,
-        selector: spec.selector.unwrap_or_default(),
-        servers: valid,
-    })
+    let warnings = cx.finish()?;
+    Ok((
+        Resource::Gateway(Gateway {
+            source,
+            selector,
+            servers: valid,
+        }),
+        warnings,
+    ))
 }
 
-fn port_number(source: &Source, path: FieldPath, number: i64) -> Result<u16, ConfigError> {
+/// A server's `tls` against its protocol (Istio's `validateServer` and the
+/// main rules of `validateTLSOptions`); its mode.
+fn server_tls(
+    cx: &mut Check,
+    i: usize,
+    protocol: Option<Protocol>,
+    tls: Option<dto::ServerTls>,
+) -> Option<ServerTlsMode> {
+    let path = fp!("spec.servers[{i}].tls");
+    let is_tls = matches!(protocol, Some(Protocol::Https | Protocol::Tls));
+    let is_http = protocol.is_some_and(Protocol::is_http);
+    let Some(tls) = tls else {
+        if is_tls {
+            cx.error(
+                path,
+                "server must have TLS settings for HTTPS/TLS protocols: add tls: {mode: ...}",
+            );
+        }
+        return None;
+    };
+    let mode = tls.mode.unwrap_or_default();
+    let set = |value: &Option<String>| value.as_deref().is_some_and(|value| !value.is_empty());
+    let has_certificates = set(&tls.server_certificate)
+        || set(&tls.private_key)
+        || set(&tls.ca_certificates)
+        || set(&tls.credential_name);
+    if protocol.is_some() && !is_tls {
+        let passthrough = matches!(
+            mode,
+            ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
+        );
+        if !is_http {
+            cx.error(
+                path.clone(),
+                "server cannot have TLS settings for non HTTPS/TLS ports",
+            );
+        } else if !passthrough || has_certificates {
+            cx.error(
+                path.clone(),
+                "server cannot have TLS settings for plain text HTTP ports",
+            );
+        }
+    }
+    if tls.https_redirect == Some(true) && !is_http {
+        cx.warn(
+            path.key("httpsRedirect"),
+            "tls.httpsRedirect should only be used with http servers",
+        );
+    }
+    let credential = set(&tls.credential_name)
+        || tls
+            .credential_names
+            .as_ref()
+            .is_some_and(|names| !names.is_empty());
+    let certificates_listed = tls
+        .tls_certificates
+        .as_ref()
+        .is_some_and(|certificates| !certificates.is_empty());
+    match mode {
+        ServerTlsMode::IstioMutual => {
+            for (field, value) in [
+                ("serverCertificate", &tls.server_certificate),
+                ("privateKey", &tls.private_key),
+                ("caCertificates", &tls.ca_certificates),
+                ("credentialName", &tls.credential_name),
+            ] {
+                if set(value) {
+                    cx.error(
+                        path.key(field),
+                        format!("ISTIO_MUTUAL TLS cannot have associated {field}"),
+                    );
+                }
+            }
+        }
+        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+            if !credential && !certificates_listed =>
+        {
+            let prefix = if mode == ServerTlsMode::Simple {
+                "SIMPLE TLS"
+            } else {
+                "MUTUAL TLS"
+            };
+            if !set(&tls.server_certificate) {
+                cx.error(
+                    path.clone(),
+                    format!("{prefix} requires a server certificate"),
+                );
+            }
+            if !set(&tls.private_key) {
+                cx.error(path.clone(), format!("{prefix} requires a private key"));
+            }
+            if mode != ServerTlsMode::Simple && !set(&tls.ca_certificates) {
+                cx.error(path, format!("{prefix} requires a client CA bundle"));
+            }
+        }
+        _ => {}
+    }
+    Some(mode)
+}
+
+/// Istio's `ValidatePort`.
+fn port_number(number: i64) -> Result<u16, String> {
     u16::try_from(number)
         .ok()
         .filter(|number| *number != 0)
-        .ok_or_else(|| {
-            source.error(
-                path,
-                format!("port number {number} must be in the range 1..65535"),
-            )
-        })
+        .ok_or_else(|| format!("port number {number} must be in the range 1..65535"))
 }
 
 /// A Gateway server host: `[namespace/]dnsName` (Istio's
-/// `validateNamespaceSlashWildcardHostname`).
+/// `ValidateNamespaceSlashWildcardHostname` for gateways).
 fn validate_server_host(host: &str) -> Result<(), String> {
     let name = match host.split_once('/') {
         Some((namespace, name)) => {
-            if !(namespace == "*" || namespace == "." || is_dns1123_label(namespace)) {
+            if namespace.is_empty() || name.is_empty() {
+                return Err("config namespace and dnsName in host entry cannot be empty".to_owned());
+            }
+            if !(namespace == "*"
+                || namespace == "."
+                || values::is_dns1123_label_any_case(namespace))
+            {
                 return Err(format!(
-                    "invalid namespace value {namespace:?} in host {host:?}: use *, . or a \
-                     namespace name before the /"
+                    "invalid namespace value {namespace:?} in gateway: use *, . or a namespace \
+                     name before the /"
                 ));
             }
             name
         }
         None => host,
     };
-    if name.contains('/') {
+    if name != "*" && !name.contains('.') {
         return Err(format!(
-            "host {host:?} must be of the form namespace/dnsName"
+            "short names (non FQDN) are not allowed: {name:?}; write the full host name, as \
+             {name}.<namespace>.svc.cluster.local"
         ));
     }
-    validate_domain(name)
+    if validate_domain(name).is_err() && name.parse::<IpAddr>().is_err() {
+        return validate_domain(name);
+    }
+    if is_partial_wildcard(name) {
+        return Err(format!("partial wildcard {name:?} not allowed"));
+    }
+    Ok(())
 }
 
 /// Whether `pattern` (a host, `*`, or `*.suffix`) covers `host`.
@@ -1401,29 +1932,49 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
 }
 
 /// Istio's `ValidateWildcardDomain`: a DNS name, `*` allowed as (part of)
-/// the first label.
-fn validate_domain(domain: &str) -> Result<(), String> {
-    if domain.is_empty() {
-        return Err("empty domain name not allowed".to_owned());
-    }
-    if domain.len() > 255 {
-        return Err(format!("domain name {domain:?} too long (max 255)"));
-    }
+/// the first label (`*`, `*.example.com`, `*-foo.example.com`).
+pub(super) fn validate_domain(domain: &str) -> Result<(), String> {
+    dns_preconditions(domain)?;
     let (first, rest) = domain
         .split_once('.')
         .map_or((domain, None), |(first, rest)| (first, Some(rest)));
-    let first_ok = first == "*" || is_dns1123_label(first.strip_prefix('*').unwrap_or(first));
+    let unstarred = first
+        .strip_prefix("*-")
+        .or_else(|| first.strip_prefix('*'))
+        .unwrap_or(first);
+    let first_ok = first == "*" || values::is_dns1123_label_any_case(unstarred);
     if !first_ok {
         return Err(format!(
             "domain name {domain:?} invalid (label {first:?} invalid)"
         ));
     }
-    let Some(rest) = rest else {
-        return Ok(());
-    };
-    let labels: Vec<&str> = rest.split('.').collect();
+    match rest {
+        None => Ok(()),
+        Some(rest) => dns_labels(domain, rest),
+    }
+}
+
+/// Istio's `ValidateFQDN`: a DNS name without wildcard.
+pub(super) fn validate_fqdn(domain: &str) -> Result<(), String> {
+    dns_preconditions(domain)?;
+    dns_labels(domain, domain)
+}
+
+fn dns_preconditions(domain: &str) -> Result<(), String> {
+    if domain.len() > 255 {
+        return Err(format!("domain name {domain:?} too long (max 255)"));
+    }
+    if domain.is_empty() {
+        return Err("empty domain name not allowed".to_owned());
+    }
+    Ok(())
+}
+
+/// Istio's `ValidateDNS1123Labels` of `labels`, a part of `domain`.
+fn dns_labels(domain: &str, labels: &str) -> Result<(), String> {
+    let labels: Vec<&str> = labels.split('.').collect();
     let top = labels.last().copied().unwrap_or_default();
-    if !top.is_empty() && top.bytes().all(|b| b.is_ascii_digit()) {
+    if top.parse::<i64>().is_ok() {
         return Err(format!(
             "domain name {domain:?} invalid (top level domain {top:?} cannot be all-numeric)"
         ));
@@ -1433,7 +1984,7 @@ fn validate_domain(domain: &str) -> Result<(), String> {
         if i + 1 == labels.len() && label.is_empty() {
             break;
         }
-        if !is_dns1123_label(label) {
+        if !values::is_dns1123_label_any_case(label) {
             return Err(format!(
                 "domain name {domain:?} invalid (label {label:?} invalid)"
             ));
@@ -1473,7 +2024,11 @@ mod tests {
             ("*", true),
             ("istio.io.", true),
             ("", false),
-            ("Tcp-Echo.local", false),
+            // Istio's labels are case-insensitive.
+            ("Tcp-Echo.local", true),
+            ("*-echo.local", true),
+            ("*echo.local", true),
+            ("tcp_echo.local", false),
             ("a..b", false),
             ("1.2.3.4", false),
             ("a.*.b", false),
@@ -1531,7 +2086,7 @@ mod tests {
 
     #[test]
     fn primes() {
-        let primes: Vec<i64> = (0..30).filter(|n| is_prime(*n)).collect();
+        let primes: Vec<i64> = (0..30).filter(|n| policy::is_prime(*n)).collect();
         assert_eq!(
             primes,
             [2, 3, 5, 7, 11, 13, 17, 19, 23, 29],

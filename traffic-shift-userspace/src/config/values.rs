@@ -1,0 +1,720 @@
+//! Checks of single values, as Istio's validation makes them
+//! (`istio/istio` `pkg/config/validation/validation.go` and
+//! `validation/agent/validation.go`): durations, percentages, regexes,
+//! labels, header names and values, `exportTo`. Each returns Istio's
+//! message, with a hint of what to write where Istio gives none.
+
+use std::time::Duration;
+
+use super::resource::is_dns1123_label;
+
+/// Parses a duration as Istio reads it from YAML: Go's `time.ParseDuration`
+/// syntax (`10s`, `1.5s`, `250ms`, `1m30s`, `2h`; units `ns`, `us`, `µs`,
+/// `ms`, `s`, `m`, `h`), which the CRDs check with CEL's `duration()`.
+/// `(negative, magnitude)`; `None` for text that is no duration.
+fn parse_go_duration(text: &str) -> Option<(bool, Duration)> {
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Some((false, Duration::ZERO));
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty() {
+            return None;
+        }
+        let units = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(units);
+        let nanos_per_unit: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return None,
+        };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().ok()?
+        };
+        let mut value = whole.checked_mul(nanos_per_unit)?;
+        // The fraction, to the nanosecond (Go rounds down too).
+        let mut scale = nanos_per_unit;
+        for digit in fraction.bytes().take(30) {
+            scale /= 10;
+            value += u128::from(digit - b'0') * scale;
+        }
+        total = total.checked_add(value)?;
+        rest = next;
+    }
+    // Go's limit: about 290 years.
+    let nanos = u64::try_from(total)
+        .ok()
+        .filter(|n| i64::try_from(*n).is_ok())?;
+    Some((negative && nanos != 0, Duration::from_nanos(nanos)))
+}
+
+/// A duration field (`timeout`, `interval`, ...): Go syntax, at least 1ms,
+/// whole milliseconds (Istio's `ValidateDuration`; the CRDs say "must be a
+/// valid duration greater than 1ms").
+pub fn duration(text: &str) -> Result<Duration, String> {
+    match parse_go_duration(text) {
+        None => Err(format!(
+            "invalid duration {text:?}: write a number and a unit, as 10s, 1.5s, 250ms or 1m30s \
+             (units ns, us, ms, s, m, h)"
+        )),
+        Some((true, _)) => Err(format!(
+            "duration must be greater than 1ms (it is {text}, negative)"
+        )),
+        Some((false, duration)) if duration < Duration::from_millis(1) => {
+            Err(format!("duration must be greater than 1ms (it is {text})"))
+        }
+        Some((false, duration)) if duration.subsec_nanos() % 1_000_000 != 0 => Err(format!(
+            "only durations to ms precision are supported ({text})"
+        )),
+        Some((false, duration)) => Ok(duration),
+    }
+}
+
+/// A duration where `0s` turns the feature off (TCP `idleTimeout`).
+pub fn duration_or_zero(text: &str) -> Result<Duration, String> {
+    match parse_go_duration(text) {
+        Some((_, Duration::ZERO)) => Ok(Duration::ZERO),
+        _ => duration(text),
+    }
+}
+
+/// Istio's `ValidatePercent`: an integer percentage.
+pub fn percent(value: i64) -> Result<u32, String> {
+    u32::try_from(value)
+        .ok()
+        .filter(|value| *value <= 100)
+        .ok_or_else(|| format!("percentage {value} is not in range 0..100"))
+}
+
+/// Istio's `validatePercentage` for a `Percent` (`{value: 0.5}`).
+pub fn percentage(value: f64) -> Result<f64, String> {
+    if !(0.0..=100.0).contains(&value) || (value > 0.0 && value < 0.0001) {
+        Err(format!(
+            "percentage {value} is neither 0.0, nor in range [0.0001, 100.0]"
+        ))
+    } else {
+        Ok(value)
+    }
+}
+
+/// The longest regex Istio accepts (Envoy's RE2 program size limit,
+/// approximated by length).
+pub const MAX_REGEX_LEN: usize = 1024;
+/// Bound on the compiled size of a regex, so a short pattern that expands
+/// (`(a{100}){100}`) costs no more than this to check, nor to use later.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Istio's `validateStringRegexp`: at most 1024 characters, and valid RE2
+/// syntax (checked with the `regex` crate, whose syntax is RE2's: no
+/// look-around, no back-references), compiled within [`REGEX_SIZE_LIMIT`].
+/// `where_` names the field in the message, as Istio does.
+pub fn regex(pattern: &str, where_: &str) -> Result<(), String> {
+    if pattern.len() > MAX_REGEX_LEN {
+        return Err(format!(
+            "{where_:?}: regex is too large, max length allowed is {MAX_REGEX_LEN}"
+        ));
+    }
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .nest_limit(64)
+        .build()
+        .map(|_| ())
+        .map_err(|error| {
+            let error = match error {
+                regex::Error::CompiledTooBig(limit) => {
+                    format!("the compiled regex is larger than {limit} bytes")
+                }
+                error => error.to_string(),
+            };
+            format!(
+                "{where_:?}: {}; Istio uses RE2 style regex-based match \
+                 (https://github.com/google/re2/wiki/Syntax)",
+                super::error::one_line(error)
+            )
+        })
+}
+
+/// Kubernetes label rules, as Istio's `labels.Instance.Validate` applies
+/// them to `labels`, `sourceLabels` and selectors: the key, then the value.
+pub fn label(key: &str, value: &str) -> Result<(), String> {
+    label_key(key)?;
+    if !value.is_empty() && !is_qualified_name(value) {
+        return Err(format!("invalid tag value: {value:?}"));
+    }
+    Ok(())
+}
+
+fn label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        if prefix.is_empty() || !prefix.split('.').all(is_dns1123_label_any_case) {
+            return Err(format!("invalid tag key: {key:?}"));
+        }
+        if prefix.len() > 253 {
+            return Err(format!("invalid tag key: {key:?} (DNS prefix is too long)"));
+        }
+    }
+    if !is_qualified_name(name) {
+        return Err(format!("invalid tag key: {key:?}"));
+    }
+    if name.len() > 63 {
+        return Err(format!("invalid tag key: {key:?} (name is too long)"));
+    }
+    Ok(())
+}
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`.
+fn is_qualified_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Istio's `labels.IsDNS1123Label`: like Kubernetes', but upper case is
+/// allowed.
+pub fn is_dns1123_label_any_case(label: &str) -> bool {
+    is_dns1123_label(&label.to_ascii_lowercase())
+}
+
+/// The request header names a match may test (Istio's
+/// `ValidateHTTPHeaderNameOrJwtClaimRoute`): an RFC 7230 token, a
+/// pseudo-header, or a JWT claim (`@request.auth.claims.<name>`).
+pub fn header_match_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("header name cannot be empty".to_owned());
+    }
+    if is_jwt_claim(name)
+        || matches!(
+            name,
+            ":method" | ":scheme" | ":authority" | ":path" | ":status"
+        )
+    {
+        return Ok(());
+    }
+    if !name.bytes().all(is_tchar) {
+        return Err(format!("header name {name} is not a valid header name"));
+    }
+    Ok(())
+}
+
+/// `@request.auth.claims.<name>` (or `@request.auth.claims[<name>]`): only
+/// Istio gateways route on these.
+pub fn is_jwt_claim(name: &str) -> bool {
+    name.strip_prefix("@request.auth.claims")
+        .is_some_and(|rest| rest.len() > 1 && (rest.starts_with('.') || rest.starts_with('[')))
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A header a request `set`/`add` may name (Istio's
+/// `ValidateHTTPHeaderWithAuthorityOperationName`): not a pseudo-header nor
+/// `host`, except the authority (`:authority`, `host`).
+pub fn request_header_write(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("header name cannot be empty".to_owned());
+    }
+    let authority = name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host");
+    if is_internal_header(name) && !authority {
+        return Err(format!(
+            "invalid header {name:?}: header cannot have \":\" prefix"
+        ));
+    }
+    Ok(())
+}
+
+/// A header that `remove`, or a response `set`/`add`, may name (Istio's
+/// `ValidateHTTPHeaderOperationName`).
+pub fn header_operation(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("header name cannot be empty".to_owned());
+    }
+    if name.eq_ignore_ascii_case("host") {
+        return Err(format!("invalid header {name:?}: cannot set Host header"));
+    }
+    if is_internal_header(name) {
+        return Err(format!(
+            "invalid header {name:?}: header cannot have \":\" prefix"
+        ));
+    }
+    Ok(())
+}
+
+fn is_internal_header(name: &str) -> bool {
+    name.starts_with(':') || name.eq_ignore_ascii_case("host")
+}
+
+/// Istio's `ValidateHTTPHeaderValue`: no control characters but tab, and
+/// Envoy's `%VARIABLE%` / `%VARIABLE(args)%` syntax, `%%` for a `%`.
+pub fn header_value(value: &str) -> Result<(), String> {
+    if value
+        .chars()
+        .any(|c| (c.is_ascii_control() && c != '\t') || c == '\u{7f}')
+    {
+        return Err(format!("header value configuration {value} is invalid"));
+    }
+    header_value_format(value).map_err(|message| {
+        format!("header value configuration: invalid header configuration. {message}")
+    })
+}
+
+/// The state machine of Istio's `validateHeaderValue` (Envoy's
+/// substitution format parser).
+fn header_value_format(value: &str) -> Result<(), String> {
+    #[derive(PartialEq)]
+    enum State {
+        Literal,
+        VariableName,
+        ExpectArray,
+        ExpectString,
+        String,
+        ExpectDelimiterOrEnd,
+        ExpectArgsEnd,
+        ExpectVariableEnd,
+    }
+    let bytes = value.as_bytes();
+    let mut state = State::Literal;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let ch = bytes[pos];
+        let has_next = pos + 1 < bytes.len();
+        match state {
+            State::Literal => {
+                if ch == b'%' {
+                    if !has_next {
+                        return Err("Un-escaped %".to_owned());
+                    }
+                    if bytes[pos + 1] == b'%' {
+                        pos += 1;
+                    } else {
+                        state = State::VariableName;
+                    }
+                }
+            }
+            State::VariableName => {
+                if ch == b'%' {
+                    state = State::Literal;
+                } else if ch == b'(' {
+                    state = State::ExpectArray;
+                }
+            }
+            State::ExpectArray => {
+                if ch == b'[' {
+                    state = State::ExpectString;
+                } else if ch != b' ' {
+                    state = State::String;
+                }
+            }
+            State::ExpectDelimiterOrEnd => {
+                if ch == b',' {
+                    state = State::ExpectString;
+                } else if ch == b']' {
+                    state = State::ExpectArgsEnd;
+                } else if ch != b' ' {
+                    return Err("Expecting ',', ']', or whitespace".to_owned());
+                }
+            }
+            State::ExpectString => {
+                if ch == b'"' {
+                    state = State::String;
+                } else if ch != b' ' {
+                    return Err("Expecting '\"'".to_owned());
+                }
+            }
+            State::String => {
+                if ch == b'\\' {
+                    if !has_next {
+                        return Err("Un-terminated backslash in JSON string".to_owned());
+                    }
+                    pos += 1;
+                } else if ch == b')' {
+                    state = State::ExpectVariableEnd;
+                } else if ch == b'"' {
+                    state = State::ExpectDelimiterOrEnd;
+                }
+            }
+            State::ExpectArgsEnd => {
+                if ch == b')' {
+                    state = State::ExpectVariableEnd;
+                } else if ch != b' ' {
+                    return Err("Expecting ')' or whitespace".to_owned());
+                }
+            }
+            State::ExpectVariableEnd => {
+                if ch == b'%' {
+                    state = State::Literal;
+                } else if ch != b' ' {
+                    return Err("Expecting '%' or whitespace after".to_owned());
+                }
+            }
+        }
+        pos += 1;
+    }
+    if state == State::Literal {
+        Ok(())
+    } else {
+        Err(format!("Un-terminated variable expression '{value}'"))
+    }
+}
+
+/// Istio's `validateExportTo`: `.` (this namespace), `*` (all), `~` (none,
+/// ServiceEntry only) or namespace names; no duplicates; `*` and `~` alone.
+/// Returns every problem, each with the index it is about.
+pub fn export_to(
+    namespace: &str,
+    export_to: &[String],
+    is_service_entry: bool,
+) -> Vec<(usize, String)> {
+    let mut problems = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, entry) in export_to.iter().enumerate() {
+        let key = if entry == "." {
+            namespace
+        } else {
+            entry.as_str()
+        };
+        if seen.contains(&key) {
+            problems.push((
+                i,
+                if key == entry {
+                    format!("duplicate entries in exportTo for entry {entry}")
+                } else {
+                    format!("duplicate entries in exportTo: . and current namespace {namespace}")
+                },
+            ));
+            continue;
+        }
+        let valid = key == "*" || (key == "~" && is_service_entry) || is_dns1123_label(key);
+        if valid {
+            seen.push(key);
+        } else {
+            problems.push((
+                i,
+                format!(
+                    "only .,*, or a valid DNS 1123 label is allowed as exportTo entry (got {entry:?})"
+                ),
+            ));
+        }
+    }
+    if seen.contains(&"*") && export_to.len() > 1 {
+        problems.push((
+            0,
+            "cannot have both public (*) and non-public exportTo values for a resource".to_owned(),
+        ));
+    }
+    if seen.contains(&"~") && export_to.len() > 1 {
+        problems.push((
+            0,
+            "cannot export service entry to no one (~) and someone".to_owned(),
+        ));
+    }
+    problems
+}
+
+/// The `retryOn` policies Envoy knows (Istio's `supportedRetryOnPolicies`);
+/// an HTTP status code is accepted too.
+const RETRY_ON: [&str; 16] = [
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "envoy-ratelimited",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// One `retryOn` entry.
+pub fn retry_on(policy: &str) -> Result<(), String> {
+    let status = policy
+        .parse::<u16>()
+        .ok()
+        .filter(|code| is_http_status(*code));
+    if status.is_some() || RETRY_ON.contains(&policy) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{policy:?} is not a valid retryOn policy: use {} or an HTTP status code",
+            RETRY_ON.join(", ")
+        ))
+    }
+}
+
+/// The codes Go's `http.StatusText` names.
+fn is_http_status(code: u16) -> bool {
+    matches!(
+        code,
+        100..=103
+            | 200..=208
+            | 226
+            | 300..=305
+            | 307
+            | 308
+            | 400..=418
+            | 421..=426
+            | 428
+            | 429
+            | 431
+            | 451
+            | 500..=508
+            | 510
+            | 511
+    )
+}
+
+/// The gRPC status names Istio accepts for an abort fault.
+pub const GRPC_STATUS: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_go_syntax() {
+        let cases = [
+            ("10s", Ok(Duration::from_secs(10))),
+            ("1.5s", Ok(Duration::from_millis(1500))),
+            ("250ms", Ok(Duration::from_millis(250))),
+            ("1m30s", Ok(Duration::from_secs(90))),
+            ("2h", Ok(Duration::from_hours(2))),
+            ("1ms", Ok(Duration::from_millis(1))),
+            ("0.001s", Ok(Duration::from_millis(1))),
+            (
+                "500us",
+                Err("duration must be greater than 1ms (it is 500us)"),
+            ),
+            ("0s", Err("duration must be greater than 1ms (it is 0s)")),
+            (
+                "1500us",
+                Err("only durations to ms precision are supported (1500us)"),
+            ),
+            (
+                "-1s",
+                Err("duration must be greater than 1ms (it is -1s, negative)"),
+            ),
+            ("10", Err("invalid duration \"10\"")),
+            ("10 s", Err("invalid duration \"10 s\"")),
+            ("s", Err("invalid duration \"s\"")),
+            ("1d", Err("invalid duration \"1d\"")),
+            ("", Err("invalid duration \"\"")),
+            ("99999999999h", Err("invalid duration \"99999999999h\"")),
+        ];
+        for (text, expected) in cases {
+            match (duration(text), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text:?}"),
+                (Err(got), Err(want)) => {
+                    assert!(
+                        got.starts_with(want),
+                        "{text:?}: {got:?} should start with {want:?}"
+                    );
+                }
+                (got, want) => panic!("{text:?}: got {got:?}, expected {want:?}"),
+            }
+        }
+        assert_eq!(
+            duration_or_zero("0s"),
+            Ok(Duration::ZERO),
+            "0s turns idleTimeout off"
+        );
+    }
+
+    #[test]
+    fn regexes_must_be_re2_and_bounded() {
+        assert_eq!(
+            regex("^/api/v[0-9]+/.*$", "uri"),
+            Ok(()),
+            "an ordinary regex"
+        );
+        let error = regex("(?<=a)b", "uri").expect_err("look-behind is not RE2");
+        assert!(error.starts_with("\"uri\": "), "{error}");
+        assert!(
+            error.ends_with(
+                "Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            regex(&"a".repeat(1025), "uri"),
+            Err("\"uri\": regex is too large, max length allowed is 1024".to_owned()),
+            "over 1024 characters"
+        );
+    }
+
+    #[test]
+    fn hostile_regexes_are_refused_quickly() {
+        // Short patterns whose compiled program explodes: refused by the
+        // size limit, not compiled for seconds or gigabytes.
+        let started = std::time::Instant::now();
+        for pattern in [
+            "(a{1000}){1000}",
+            "((((a{100}){100}){100}){100})",
+            "[\\p{L}\\p{N}]{5000}",
+            "(?:(?:(?:(?:(?:(?:x*)*)*)*)*)*)*y",
+        ] {
+            match regex(pattern, "uri") {
+                Ok(()) => {}
+                Err(error) => assert!(
+                    error.contains("larger than") || error.contains("exceeds"),
+                    "{pattern}: refused for its size, got {error}"
+                ),
+            }
+        }
+        let error = regex("(a{1000}){1000}", "uri").expect_err("a million states");
+        assert!(
+            error.contains("the compiled regex is larger than"),
+            "{error}"
+        );
+        let deep = format!("{}a{}", "(".repeat(200), ")".repeat(200));
+        assert!(
+            regex(&deep, "uri").is_err(),
+            "nesting deeper than 64 is refused"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "checking hostile regexes took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn labels_follow_kubernetes() {
+        for (key, value, ok) in [
+            ("app", "tcp-echo", true),
+            ("version", "", true),
+            ("app.kubernetes.io/name", "x", true),
+            ("Version", "V1", true),
+            ("-app", "x", false),
+            ("app", "v1 beta", false),
+            ("a/b/c", "x", false),
+            ("", "x", false),
+        ] {
+            assert_eq!(
+                label(key, value).is_ok(),
+                ok,
+                "{key}={value}: {:?}",
+                label(key, value)
+            );
+        }
+        assert_eq!(
+            label("app", "-x"),
+            Err("invalid tag value: \"-x\"".to_owned())
+        );
+        assert_eq!(
+            label("a b", "x"),
+            Err("invalid tag key: \"a b\"".to_owned())
+        );
+    }
+
+    #[test]
+    fn header_values_use_envoy_syntax() {
+        for (value, ok) in [
+            ("foo", true),
+            ("%HOSTNAME%", true),
+            ("100%%", true),
+            ("prefix %HOSTNAME% suffix", true),
+            ("%REQ(x-foo)%", true),
+            ("abc%123", false),
+            ("%START_TIME%%", false),
+            ("a\nb", false),
+        ] {
+            assert_eq!(
+                header_value(value).is_ok(),
+                ok,
+                "{value:?}: {:?}",
+                header_value(value)
+            );
+        }
+    }
+
+    #[test]
+    fn export_to_entries() {
+        let entries = |list: &[&str]| list.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>();
+        assert!(export_to("default", &entries(&["."]), false).is_empty());
+        assert!(export_to("default", &entries(&[".", "istio-system"]), false).is_empty());
+        assert_eq!(
+            export_to("default", &entries(&["default", "."]), false),
+            [(
+                1,
+                "duplicate entries in exportTo: . and current namespace default".to_owned()
+            )]
+        );
+        assert_eq!(
+            export_to("default", &entries(&["*", "a"]), false),
+            [(
+                0,
+                "cannot have both public (*) and non-public exportTo values for a resource"
+                    .to_owned()
+            )]
+        );
+        assert_eq!(
+            export_to("default", &entries(&["~"]), false).len(),
+            1,
+            "~ is for ServiceEntries"
+        );
+        assert!(export_to("default", &entries(&["~"]), true).is_empty());
+    }
+
+    #[test]
+    fn retry_on_policies() {
+        assert_eq!(retry_on("5xx"), Ok(()));
+        assert_eq!(retry_on("503"), Ok(()));
+        assert!(retry_on("599").is_err(), "no such status");
+        assert!(retry_on("5XX").is_err(), "case matters");
+    }
+}
