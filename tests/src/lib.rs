@@ -307,6 +307,9 @@ pub struct Agent {
     pub status_file: PathBuf,
     pub log: PathBuf,
     seen_events: usize,
+    cgroup: PathBuf,
+    netns: String,
+    expect_files: usize,
 }
 
 impl Agent {
@@ -323,23 +326,46 @@ impl Agent {
         let state = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&state);
         std::fs::create_dir_all(&state).expect("state dir");
-        let events = state.join("events.jsonl");
-        let bpffs = PathBuf::from(format!("/sys/fs/bpf/{name}"));
-        let status_file = state.join("status.json");
-        let log = state.join("agent.log");
+        let mut agent = Self {
+            process: Process {
+                child: Command::new("true").spawn().expect("spawn true"),
+                what: "agent".into(),
+            },
+            rules: rules.to_owned(),
+            events: state.join("events.jsonl"),
+            bpffs: PathBuf::from(format!("/sys/fs/bpf/{name}")),
+            status_file: state.join("status.json"),
+            log: state.join("agent.log"),
+            seen_events: 0,
+            cgroup: cgroup.path.clone(),
+            netns: netns.name.clone(),
+            expect_files,
+        };
+        agent.spawn(extra_args);
+        agent
+    }
+
+    /// Starts the agent again on the same rules, pins and files (after the
+    /// test stopped or killed it), and waits for its first apply.
+    pub fn restart(&mut self, extra_args: &[&str]) {
+        self.process.stop();
+        self.spawn(extra_args);
+    }
+
+    fn spawn(&mut self, extra_args: &[&str]) {
         let mut cmd = Command::new(binary("TRAFFIC_SHIFT_BIN", "traffic-shift"));
         cmd.args(["run", "--rules"])
-            .arg(rules)
+            .arg(&self.rules)
             .arg("--cgroup")
-            .arg(&cgroup.path)
+            .arg(&self.cgroup)
             .arg("--bpffs")
-            .arg(&bpffs)
+            .arg(&self.bpffs)
             .arg("--netns")
-            .arg(format!("/var/run/netns/{}", netns.name))
+            .arg(format!("/var/run/netns/{}", self.netns))
             .arg("--events")
-            .arg(&events)
+            .arg(&self.events)
             .arg("--status-file")
-            .arg(&status_file)
+            .arg(&self.status_file)
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(if extra_args.contains(&"--bpf-log-level") {
                 &[][..]
@@ -349,27 +375,20 @@ impl Agent {
             .args(extra_args)
             .env("TRAFFIC_SHIFT_LOG", "debug")
             .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("log file"));
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn agent: {e}"));
-        let mut agent = Self {
-            process: Process {
-                child,
-                what: "agent".into(),
-            },
-            rules: rules.to_owned(),
-            events,
-            bpffs,
-            status_file,
-            log,
-            seen_events: 0,
-        };
-        let initial = agent.wait_events(expect_files);
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .expect("log file"),
+            );
+        self.process.child = cmd.spawn().unwrap_or_else(|e| panic!("spawn agent: {e}"));
+        let initial = self.wait_events(self.expect_files);
         assert!(
             initial.iter().all(|e| e["result"] == "applied"),
             "initial rules not all applied: {initial:?}\nagent log:\n{}",
-            agent.log_text()
+            self.log_text()
         );
-        agent
     }
 
     /// Where the agent serves `/metrics` (it picked a free port; the status
@@ -528,6 +547,8 @@ pub struct Client {
     process: Process,
     stdin: ChildStdin,
     replies: mpsc::Receiver<String>,
+    /// An answer taken by `answered` before the test asked for it.
+    early: Option<String>,
 }
 
 impl Client {
@@ -555,17 +576,40 @@ impl Client {
             },
             stdin,
             replies,
+            early: None,
         }
     }
 
     /// Sends one command and returns its JSON answer.
     pub fn call(&mut self, command: &str) -> Value {
+        self.send(command);
+        self.answer(command)
+    }
+
+    /// Sends a command without waiting: the test does something else while
+    /// it runs, then takes the answer with `answer`.
+    pub fn send(&mut self, command: &str) {
         writeln!(self.stdin, "{command}").expect("ts-client stdin");
-        let line = self
-            .replies
-            .recv_timeout(Duration::from_mins(2))
-            .unwrap_or_else(|e| panic!("ts-client gave no answer to `{command}`: {e}"));
+    }
+
+    /// The answer to the command sent last (waits up to 2 minutes).
+    pub fn answer(&mut self, command: &str) -> Value {
+        let line = match self.early.take() {
+            Some(line) => line,
+            None => self
+                .replies
+                .recv_timeout(Duration::from_mins(2))
+                .unwrap_or_else(|e| panic!("ts-client gave no answer to `{command}`: {e}")),
+        };
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("ts-client answer {line}: {e}"))
+    }
+
+    /// Whether the answer to the command sent last is already there.
+    pub fn answered(&mut self) -> bool {
+        if self.early.is_none() {
+            self.early = self.replies.try_recv().ok();
+        }
+        self.early.is_some()
     }
 
     /// `burst`: returns (count answering `one`, count answering `two`) and

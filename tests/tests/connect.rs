@@ -398,34 +398,6 @@ fn a_subset_without_endpoints_refuses_at_once() {
 }
 
 #[test]
-fn stopping_the_agent_detaches_and_removes_its_pins() {
-    let mut s = Scenario::tcp_echo("stop", &tcp_echo_rule(ALL_V1));
-    assert_eq!(s.client.burst(SERVICE_V4, 5), (5, 0));
-    assert!(
-        s.agent.bpffs.is_dir(),
-        "maps pinned under {}",
-        s.agent.bpffs.display()
-    );
-    let status = s.agent.process.signal_and_wait(libc::SIGINT);
-    assert!(
-        status.success(),
-        "Ctrl-C is a clean stop: {status}\n{}",
-        s.agent.log_text()
-    );
-    assert!(
-        !s.agent.bpffs.exists(),
-        "pins removed: {} still exists",
-        s.agent.bpffs.display()
-    );
-    let reply = s.client.call(&format!("burst {SERVICE_V4} 1"));
-    assert_eq!(
-        reply["errors"].as_array().map(Vec::len),
-        Some(1),
-        "programs detached: the service address is no longer rewritten: {reply}"
-    );
-}
-
-#[test]
 fn hostile_files_are_refused_and_the_agent_keeps_serving() {
     let mut s = Scenario::tcp_echo("hostile", &tcp_echo_rule(V2_20));
     let deep_block: String = (0..3000)

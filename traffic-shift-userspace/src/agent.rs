@@ -106,6 +106,12 @@ pub struct AgentOptions {
     /// output; fixed when the programs load, so disabled levels cost nothing.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub bpf_log_level: BpfLogLevel,
+    /// On Ctrl-C/SIGTERM, detach the programs and remove every pin (as
+    /// `traffic-shift unload`). Without it the datapath stays pinned and
+    /// keeps steering new connections while no agent runs; the next agent
+    /// on the same --bpffs adopts it without a gap.
+    #[arg(long)]
+    pub unload_on_exit: bool,
 }
 
 /// The rules files on disk: each one's text, or why it cannot be read.
@@ -141,7 +147,8 @@ struct Agent {
     metrics_addr: SocketAddr,
 }
 
-/// Runs until SIGINT or SIGTERM; then detaches and removes the pins.
+/// Runs until SIGINT or SIGTERM; then leaves the datapath pinned (or, with
+/// `--unload-on-exit`, detaches it and removes the pins).
 pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     // First of all, and once: a signal that arrives while the programs load
     // or the first rules apply must stop the agent cleanly, not kill it
@@ -168,6 +175,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         &options.bpffs,
         options.bpf_log_level,
     )?;
+    datapath.set_unload_on_drop(options.unload_on_exit);
     if let Some(logger) = datapath.take_logger() {
         tokio::spawn(forward_kernel_logs(logger));
     }
@@ -244,7 +252,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         agent.write_status();
     }
     metrics_server.abort();
-    tracing::info!("stopping: detaching programs and removing pins");
+    log_stop(&options);
     let _ = std::fs::remove_file(&agent.status_file);
     drop(agent);
     Ok(())
@@ -825,6 +833,18 @@ impl Agent {
 fn is_failing(period: &EndpointStats) -> bool {
     period.failed_refused + period.failed_timeout + period.failed_other > 0
         && period.established == 0
+}
+
+/// Says what stopping leaves behind.
+fn log_stop(options: &AgentOptions) {
+    if options.unload_on_exit {
+        tracing::info!("stopping: detaching programs and removing pins");
+    } else {
+        tracing::info!(
+            pins = %options.bpffs.display(),
+            "stopping; the datapath stays pinned and keeps steering new connections (the next agent adopts it; `traffic-shift unload` removes it)"
+        );
+    }
 }
 
 /// Opens the `--events` file for appending.

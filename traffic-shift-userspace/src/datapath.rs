@@ -8,7 +8,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs::File,
-    os::fd::AsRawFd as _,
+    os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
 };
 
@@ -80,7 +80,14 @@ pub enum DatapathError {
         #[source]
         source: MapError,
     },
-    #[error("pinning map {name} at {path}: {source}")]
+    #[error("pinned link of {name} at {path}: {source}")]
+    Link {
+        name: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pinning {name} at {path}: {source}")]
     Pin {
         name: &'static str,
         path: PathBuf,
@@ -123,6 +130,13 @@ pub struct Datapath {
     /// Kernel log lines (aya-log), until the agent takes the reader.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     loaded_routes: BTreeMap<String, LoadedRoute>,
+    /// Route tables a previous agent left (id -> used bytes) that no route
+    /// of ours has taken over yet; removed once no key points at them.
+    adopted_routes: BTreeMap<u32, Vec<u8>>,
+    /// Whether the maps were a previous agent's.
+    adopted: bool,
+    /// Remove every pin (detaching the programs) when dropped.
+    unload_on_drop: bool,
     loaded_services: BTreeMap<ServiceKey, ServiceValue>,
     loaded_gateways: BTreeMap<ServiceKey, ServiceValue>,
     pin_dir: PathBuf,
@@ -155,23 +169,32 @@ impl Datapath {
         };
         std::fs::create_dir_all(pin_dir).map_err(pin_err)?;
         let lock = lock_pin_dir(pin_dir)?;
-        // A previous agent that was killed left its pins: nothing is attached
-        // any more (links die with the process), so start clean.
-        remove_pins(pin_dir);
+        // What a previous agent left pinned is kept and adopted: its maps
+        // (routes, counters, the sockets of open connections) go on, and
+        // its links get our programs swapped in. Maps of another layout
+        // (an incompatible upgrade) cannot be: those start over.
+        let adopted = match pinned_maps_compatible(pin_dir) {
+            Ok(adopted) => adopted,
+            Err(reason) => {
+                tracing::warn!(
+                    pins = %pin_dir.display(),
+                    "pinned maps are from an incompatible version ({reason}): starting them over; open connections are not affected, their getpeername and counters are"
+                );
+                remove_map_pins(pin_dir);
+                false
+            }
+        };
 
-        let cgroup_file = File::open(cgroup).map_err(|source| DatapathError::Cgroup {
-            path: cgroup.to_owned(),
-            source,
-        })?;
-        let netns_file = File::open(netns).map_err(|source| DatapathError::Netns {
-            path: netns.to_owned(),
-            source,
-        })?;
+        let level = log_level as u8;
+        let mut loader = EbpfLoader::new();
         // The level is a load-time constant: the verifier removes the
         // logging of disabled levels, so they cost nothing.
-        let mut ebpf = EbpfLoader::new()
-            .override_global(aya_log::LEVEL, &(log_level as u8), true)
-            .load(EBPF_OBJECT)?;
+        loader.override_global(aya_log::LEVEL, &level, true);
+        // Each map is opened from its pin when there is one, else created and pinned.
+        for name in map_names::ALL.iter().chain(&[map_names::CONNS]) {
+            loader.map_pin_path(name, pin_dir.join(name));
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
             Err(err) => {
@@ -180,45 +203,47 @@ impl Datapath {
             }
         };
         let n_cpus = aya::util::nr_cpus().map_err(|(what, e)| DatapathError::Cpus(what, e))?;
-        for name in map_names::ALL {
-            let map = ebpf.map(name).ok_or(DatapathError::Map {
-                name,
-                source: MapError::InvalidName {
-                    name: name.to_owned(),
-                },
-            })?;
-            let path = pin_dir.join(name);
-            map.pin(&path)
-                .map_err(|source| DatapathError::Pin { name, path, source })?;
+        let links = attach(&mut ebpf, pin_dir, cgroup, netns)?;
+        if adopted || links.updated > 0 {
+            tracing::info!(
+                maps_adopted = adopted,
+                links_updated = links.updated,
+                links_replaced = links.replaced,
+                "adopted the pinned datapath: our programs swapped in, maps kept"
+            );
         }
-        let err = |name| move |source| DatapathError::Program { name, source };
-        for name in PROGRAMS {
-            let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-            program.load().map_err(err(name))?;
-            program
-                .attach(&cgroup_file, CgroupAttachMode::Single)
-                .map_err(err(name))?;
-        }
-        let name = "ts_sock_ops";
-        let sock_ops: &mut SockOps = program(&mut ebpf, name)?;
-        sock_ops.load().map_err(err(name))?;
-        sock_ops
-            .attach(&cgroup_file, CgroupAttachMode::Single)
-            .map_err(err(name))?;
-        let name = "ts_sk_lookup";
-        let program: &mut SkLookup = program(&mut ebpf, name)?;
-        program.load().map_err(err(name))?;
-        program.attach(&netns_file).map_err(err(name))?;
         let services = take_map(&mut ebpf, map_names::SERVICES)?;
         let gateways = take_map(&mut ebpf, map_names::GATEWAYS)?;
         let sockets = take_map(&mut ebpf, map_names::SOCKETS)?;
-        let routes = take_map(&mut ebpf, map_names::ROUTES)?;
+        let routes: HashMap<MapData, u32, RouteTable> = take_map(&mut ebpf, map_names::ROUTES)?;
         let counters = KernelCounters {
             events: take_map(&mut ebpf, map_names::EVENTS)?,
             stats: take_map(&mut ebpf, map_names::STATS)?,
         };
         let gateway_flows = take_map(&mut ebpf, map_names::GATEWAY_FLOWS)?;
+        // What the maps hold already (adopted), so the first apply writes
+        // only what differs.
+        let read_keys = |map: &HashMap<MapData, ServiceKey, ServiceValue>, name| {
+            map.iter()
+                .collect::<Result<BTreeMap<_, _>, _>>()
+                .map_err(|source| DatapathError::Map { name, source })
+        };
+        let loaded_services = read_keys(&services, map_names::SERVICES)?;
+        let loaded_gateways = read_keys(&gateways, map_names::GATEWAYS)?;
+        let adopted_routes = routes
+            .iter()
+            .map(|entry| {
+                entry.map(|(id, table): (u32, RouteTable)| (id, table.used_bytes().to_vec()))
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()
+            .map_err(|source| DatapathError::Map {
+                name: map_names::ROUTES,
+                source,
+            })?;
         Ok(Self {
+            adopted_routes,
+            adopted,
+            unload_on_drop: false,
             counters,
             gateway_flows,
             n_cpus,
@@ -226,10 +251,10 @@ impl Datapath {
             services,
             gateways,
             sockets,
-            loaded_gateways: BTreeMap::new(),
+            loaded_gateways,
             routes,
             loaded_routes: BTreeMap::new(),
-            loaded_services: BTreeMap::new(),
+            loaded_services,
             pin_dir: pin_dir.to_owned(),
             _ebpf: ebpf,
             _lock: lock,
@@ -255,6 +280,9 @@ impl Datapath {
         let mut desired_services = BTreeMap::new();
         let mut desired_gateways = BTreeMap::new();
         for (key, route) in &compiled.routes {
+            if !self.loaded_routes.contains_key(key) {
+                self.take_over_adopted(key, route);
+            }
             let loaded = self.loaded_routes.get(key);
             let unchanged = loaded.is_some_and(|l| l.table == route.table.used_bytes());
             let id = match loaded {
@@ -327,11 +355,61 @@ impl Datapath {
             self.loaded_routes.remove(&key);
             report.routes_removed.push(key.clone());
         }
+        // A previous agent's tables no key points at any more.
+        while let Some((&id, _)) = self.adopted_routes.first_key_value() {
+            self.routes
+                .remove(&id)
+                .map_err(map_err(map_names::ROUTES))?;
+            self.adopted_routes.remove(&id);
+            report
+                .routes_removed
+                .push(format!("route id {id} (from the previous agent)"));
+        }
         Ok(report)
     }
 
+    /// A route a previous agent left in the kernel exactly as we would
+    /// write it (its listeners point at a table with the same bytes) is
+    /// ours without a write: a restart with unchanged rules changes nothing.
+    fn take_over_adopted(&mut self, key: &str, route: &crate::compile::KernelRoute) {
+        let loaded = if route.gateway {
+            &self.loaded_gateways
+        } else {
+            &self.loaded_services
+        };
+        let Some(id) = route
+            .listeners
+            .iter()
+            .find_map(|l| loaded.get(l).map(|v| v.route_id))
+        else {
+            return;
+        };
+        if self.adopted_routes.get(&id).map(Vec::as_slice) == Some(route.table.used_bytes()) {
+            let table = self.adopted_routes.remove(&id).unwrap_or_default();
+            self.loaded_routes
+                .insert(key.to_owned(), LoadedRoute { id, table });
+        }
+    }
+
+    /// Whether the maps were a previous agent's (kept across its restart).
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Whether dropping this removes every pin, detaching the programs
+    /// (`run --unload-on-exit`), instead of leaving the datapath in place
+    /// for the next agent.
+    pub fn set_unload_on_drop(&mut self, unload: bool) {
+        self.unload_on_drop = unload;
+    }
+
     fn free_route_id(&self) -> Result<u32, DatapathError> {
-        let used: BTreeSet<u32> = self.loaded_routes.values().map(|r| r.id).collect();
+        let used: BTreeSet<u32> = self
+            .loaded_routes
+            .values()
+            .map(|r| r.id)
+            .chain(self.adopted_routes.keys().copied())
+            .collect();
         (0..traffic_shift_common::MAX_ROUTES)
             .find(|id| !used.contains(id))
             .ok_or(DatapathError::NoRouteId(used.len()))
@@ -428,13 +506,213 @@ impl Datapath {
 }
 
 impl Drop for Datapath {
-    /// Detaching happens when `_ebpf` drops (the links go with it); the pins
-    /// would keep the maps alive, so remove them: a stopped agent leaves
-    /// nothing behind.
+    /// By default nothing: the pinned links keep the programs attached and
+    /// the pinned maps keep their state, so traffic is steered while no
+    /// agent runs and the next one adopts it. With `unload_on_drop`, every
+    /// pin goes and the programs detach: nothing is left behind.
     fn drop(&mut self) {
-        remove_pins(&self.pin_dir);
-        let _ = std::fs::remove_dir(&self.pin_dir);
+        if self.unload_on_drop {
+            if let Err(err) = remove_all_pins(&self.pin_dir) {
+                tracing::warn!(pins = %self.pin_dir.display(), %err, "could not remove every pin; `traffic-shift unload` finishes it");
+            }
+            let _ = std::fs::remove_dir(&self.pin_dir);
+        }
     }
+}
+
+/// Gives every program a link: the pinned one a previous agent left
+/// (our program swapped in), or a new one, pinned.
+fn attach(
+    ebpf: &mut Ebpf,
+    pin_dir: &Path,
+    cgroup: &Path,
+    netns: &Path,
+) -> Result<LinkReport, DatapathError> {
+    let cgroup_file = File::open(cgroup).map_err(|source| DatapathError::Cgroup {
+        path: cgroup.to_owned(),
+        source,
+    })?;
+    let netns_file = File::open(netns).map_err(|source| DatapathError::Netns {
+        path: netns.to_owned(),
+        source,
+    })?;
+    let cgroup_id = crate::pins::target_id(cgroup).map_err(|source| DatapathError::Cgroup {
+        path: cgroup.to_owned(),
+        source,
+    })?;
+    let netns_id = crate::pins::target_id(netns).map_err(|source| DatapathError::Netns {
+        path: netns.to_owned(),
+        source,
+    })?;
+    let mut links = LinkReport::default();
+    let err = |name| move |source| DatapathError::Program { name, source };
+    for name in PROGRAMS {
+        let program: &mut CgroupSockAddr = program(ebpf, name)?;
+        program.load().map_err(err(name))?;
+        let prog_fd = program.fd().map_err(err(name))?.as_fd();
+        if !links.adopt(pin_dir, name, prog_fd, cgroup_id)? {
+            let id = program
+                .attach(&cgroup_file, CgroupAttachMode::Single)
+                .map_err(err(name))?;
+            let link = program.take_link(id).map_err(err(name))?;
+            pin_link(pin_dir, name, link)?;
+        }
+    }
+    let name = "ts_sock_ops";
+    let sock_ops: &mut SockOps = program(ebpf, name)?;
+    sock_ops.load().map_err(err(name))?;
+    let prog_fd = sock_ops.fd().map_err(err(name))?.as_fd();
+    if !links.adopt(pin_dir, name, prog_fd, cgroup_id)? {
+        let id = sock_ops
+            .attach(&cgroup_file, CgroupAttachMode::Single)
+            .map_err(err(name))?;
+        let link = sock_ops.take_link(id).map_err(err(name))?;
+        pin_link(pin_dir, name, link)?;
+    }
+    let name = "ts_sk_lookup";
+    let sk_lookup: &mut SkLookup = program(ebpf, name)?;
+    sk_lookup.load().map_err(err(name))?;
+    let prog_fd = sk_lookup.fd().map_err(err(name))?.as_fd();
+    if !links.adopt(pin_dir, name, prog_fd, netns_id)? {
+        let id = sk_lookup.attach(&netns_file).map_err(err(name))?;
+        let link = sk_lookup.take_link(id).map_err(err(name))?;
+        pin_link(pin_dir, name, link)?;
+    }
+    Ok(links)
+}
+
+/// What `Datapath::load` did with the links it found pinned.
+#[derive(Default)]
+struct LinkReport {
+    /// Pinned links (ours, on the same cgroup/netns) given our program.
+    updated: usize,
+    /// Pinned links attached elsewhere (another --cgroup/--netns): removed.
+    replaced: usize,
+}
+
+impl LinkReport {
+    /// If `pin_dir` holds a link for program `name` attached to `target`
+    /// (a cgroup id or netns inode), swaps `program` in (one atomic link
+    /// update) and returns true. A link attached elsewhere is unpinned
+    /// (which detaches it) and false returned: attach a new one.
+    fn adopt(
+        &mut self,
+        pin_dir: &Path,
+        name: &'static str,
+        program: std::os::fd::BorrowedFd<'_>,
+        target: u64,
+    ) -> Result<bool, DatapathError> {
+        let path = link_pin(pin_dir, name);
+        if !path.exists() {
+            return Ok(false);
+        }
+        let link_err = |source| DatapathError::Link {
+            name,
+            path: path.clone(),
+            source,
+        };
+        let link = crate::pins::obj_get(&path).map_err(link_err)?;
+        let info = crate::pins::link_target(link.as_fd()).map_err(link_err)?;
+        if info.target != target {
+            std::fs::remove_file(&path).map_err(link_err)?;
+            self.replaced += 1;
+            return Ok(false);
+        }
+        crate::pins::link_update(link.as_fd(), program).map_err(link_err)?;
+        self.updated += 1;
+        Ok(true)
+    }
+}
+
+/// Where program `name`'s link is pinned.
+fn link_pin(pin_dir: &Path, name: &str) -> PathBuf {
+    pin_dir.join(format!("link_{name}"))
+}
+
+/// Pins a freshly attached link, so it outlives this process.
+fn pin_link<L>(pin_dir: &Path, name: &'static str, link: L) -> Result<(), DatapathError>
+where
+    L: TryInto<aya::programs::links::FdLink>,
+    L::Error: std::error::Error + Send + Sync + 'static,
+{
+    let path = link_pin(pin_dir, name);
+    let fd_link: aya::programs::links::FdLink =
+        link.try_into().map_err(|source| DatapathError::Link {
+            name,
+            path: path.clone(),
+            source: std::io::Error::other(source),
+        })?;
+    fd_link
+        .pin(&path)
+        .map_err(|source| DatapathError::Pin { name, path, source })?;
+    Ok(())
+}
+
+/// Whether the maps pinned in `pin_dir` can be adopted: `Ok(true)` when
+/// every one is there with the layout this build expects, `Ok(false)` when
+/// none is, `Err(why)` otherwise.
+fn pinned_maps_compatible(pin_dir: &Path) -> Result<bool, String> {
+    let object = aya_obj::Object::parse(EBPF_OBJECT)
+        .map_err(|e| format!("cannot parse our own object: {e}"))?;
+    let names: Vec<&str> = map_names::ALL
+        .iter()
+        .chain(&[map_names::CONNS])
+        .copied()
+        .collect();
+    let present = names.iter().filter(|n| pin_dir.join(n).exists()).count();
+    if present == 0 {
+        return Ok(false);
+    }
+    for name in names {
+        let path = pin_dir.join(name);
+        let want = object
+            .maps
+            .get(name)
+            .ok_or_else(|| format!("our object has no map {name}"))?;
+        let have = aya::maps::MapInfo::from_pin(&path).map_err(|e| format!("{name}: {e}"))?;
+        let (w, h) = (
+            (
+                want.key_size(),
+                want.value_size(),
+                want.max_entries(),
+                want.map_flags(),
+            ),
+            (
+                have.key_size(),
+                have.value_size(),
+                have.max_entries(),
+                have.map_flags(),
+            ),
+        );
+        if w != h {
+            return Err(format!(
+                "{name}: key/value size, max entries, flags {h:?}, this build wants {w:?}"
+            ));
+        }
+    }
+    Ok(true)
+}
+
+fn remove_map_pins(pin_dir: &Path) {
+    for name in map_names::ALL.iter().chain(&[map_names::CONNS]) {
+        let _ = std::fs::remove_file(pin_dir.join(name));
+    }
+}
+
+/// Removes every pin in `pin_dir`: links (detaching their programs) first,
+/// then maps. Returns the paths removed.
+fn remove_all_pins(pin_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths = std::fs::read_dir(pin_dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<PathBuf>>>()?;
+    paths.sort_by_key(|p| {
+        !p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+    });
+    for path in &paths {
+        std::fs::remove_file(path)?;
+    }
+    Ok(paths)
 }
 
 /// Makes `map` hold exactly `desired`, writing only what differs from
@@ -580,26 +858,10 @@ pub fn unload(pin_dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
         path: pin_dir.to_owned(),
         source,
     };
-    let mut removed = Vec::new();
-    for entry in std::fs::read_dir(pin_dir).map_err(pin_err)? {
-        let path = entry.map_err(pin_err)?.path();
-        std::fs::remove_file(&path).map_err(pin_err)?;
-        removed.push(path);
-    }
+    let mut removed = remove_all_pins(pin_dir).map_err(pin_err)?;
     std::fs::remove_dir(pin_dir).map_err(pin_err)?;
     removed.push(pin_dir.to_owned());
     Ok(removed)
-}
-
-fn remove_pins(pin_dir: &Path) {
-    for name in map_names::ALL {
-        let path = pin_dir.join(name);
-        if path.exists()
-            && let Err(err) = std::fs::remove_file(&path)
-        {
-            tracing::warn!(path = %path.display(), %err, "could not remove pinned map");
-        }
-    }
 }
 
 /// Whether `path` is on a bpffs mount (`BPF_FS_MAGIC`).

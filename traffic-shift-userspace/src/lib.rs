@@ -13,6 +13,7 @@ pub mod datapath;
 pub mod metrics;
 pub mod model;
 pub mod netns;
+pub mod pins;
 pub mod sockets;
 pub mod stats;
 pub mod status;

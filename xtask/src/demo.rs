@@ -84,6 +84,8 @@ pub fn run(root: &Path, args: &RunArgs, rules: &Path) -> Result<()> {
         .arg("run")
         .arg("--rules")
         .arg(rules)
+        // The demo's backends stop with it: leave nothing steering to them.
+        .arg("--unload-on-exit")
         .args(&args.agent_args)
         .current_dir(root);
     let shown = cmd::show(&agent);

@@ -1,0 +1,236 @@
+//! Agent restarts and upgrades: the datapath is pinned (programs through
+//! their links, maps), so it keeps steering while no agent runs, and the
+//! next agent adopts it. As root, each test in its own netns and cgroup.
+
+use std::path::Path;
+
+use traffic_shift_tests::{SERVICE_V4, Scenario, tcp_echo_rule, traffic_shift};
+use traffic_shift_userspace::pins;
+
+const V2_20: &str = "examples/vs-20-v2.yaml";
+
+/// The program ids behind the agent's pinned links, by link pin name.
+fn link_programs(bpffs: &Path) -> Vec<(String, u32)> {
+    let mut links: Vec<(String, u32)> = std::fs::read_dir(bpffs)
+        .expect("pin dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+        })
+        .map(|p| {
+            let fd = pins::obj_get(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let info = pins::link_target(std::os::fd::AsFd::as_fd(&fd)).expect("link info");
+            (
+                p.file_name().expect("name").to_string_lossy().into_owned(),
+                info.program_id,
+            )
+        })
+        .collect();
+    links.sort();
+    links
+}
+
+#[test]
+fn a_stopped_agent_leaves_the_datapath_steering_and_the_next_adopts_it() {
+    let mut s = Scenario::tcp_echo("stop-keep", &tcp_echo_rule(V2_20));
+    assert_eq!(s.client.burst(SERVICE_V4, 100), (80, 20));
+    let before = link_programs(&s.agent.bpffs);
+    assert_eq!(
+        before.len(),
+        6,
+        "six pinned links (connect4/6, getpeername4/6, sock_ops, sk_lookup): {before:?}"
+    );
+
+    let status = s.agent.process.signal_and_wait(libc::SIGINT);
+    assert!(status.success(), "Ctrl-C is a clean stop: {status}");
+    assert!(
+        s.agent.log_text().contains("the datapath stays pinned"),
+        "says so:\n{}",
+        s.agent.log_text()
+    );
+    assert_eq!(
+        s.client.burst(SERVICE_V4, 100),
+        (80, 20),
+        "no agent: the kernel keeps the split, exact"
+    );
+
+    s.agent.restart(&[]);
+    let log = s.agent.log_text();
+    assert!(
+        log.contains("adopted the pinned datapath") && log.contains("maps_adopted=true"),
+        "the new agent adopts the maps and links:\n{log}"
+    );
+    assert!(
+        log.contains("routes_added=0 routes_changed=0 routes_removed=0"),
+        "same rules: not one route table rewritten:\n{log}"
+    );
+    assert_eq!(s.client.burst(SERVICE_V4, 100), (80, 20));
+    assert_eq!(
+        link_programs(&s.agent.bpffs).len(),
+        6,
+        "the same six links, now running the new agent's programs"
+    );
+}
+
+#[test]
+fn ctrl_c_with_unload_on_exit_detaches_and_removes_every_pin() {
+    let mut s = Scenario::tcp_echo_opts(
+        "stop-unload",
+        &[(
+            "virtual-service.yaml",
+            &tcp_echo_rule("examples/vs-all-v1.yaml"),
+        )],
+        &["--unload-on-exit"],
+    );
+    assert_eq!(s.client.burst(SERVICE_V4, 5), (5, 0));
+    let status = s.agent.process.signal_and_wait(libc::SIGINT);
+    assert!(status.success(), "Ctrl-C is a clean stop: {status}");
+    assert!(
+        !s.agent.bpffs.exists(),
+        "pins removed: {} still exists",
+        s.agent.bpffs.display()
+    );
+    let reply = s.client.call(&format!("burst {SERVICE_V4} 1"));
+    assert_eq!(
+        reply["errors"].as_array().map(Vec::len),
+        Some(1),
+        "programs detached: the service address is no longer rewritten: {reply}"
+    );
+}
+
+/// Starts a long burst, runs `restart` while it is under way, and returns
+/// the burst's (one, two, errors).
+fn burst_across(
+    s: &mut Scenario,
+    n: u32,
+    restart: impl FnOnce(&mut Scenario),
+) -> (u64, u64, Vec<String>) {
+    let command = format!("burst {SERVICE_V4} {n}");
+    s.client.send(&command);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let began = std::time::Instant::now();
+    restart(s);
+    eprintln!("restarted in {:?} while the burst ran", began.elapsed());
+    assert!(
+        !s.client.answered(),
+        "the burst of {n} ended before the new agent was up: make it longer"
+    );
+    let reply = s.client.answer(&command);
+    let count = |k: &str| reply["answers"][k].as_u64().unwrap_or(0);
+    let errors = reply["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e.as_str().unwrap_or_default().to_owned())
+        .collect();
+    (count("one"), count("two"), errors)
+}
+
+#[test]
+fn kill_9_and_restart_under_load_loses_no_connection() {
+    let mut s = Scenario::tcp_echo("restart-load", &tcp_echo_rule(V2_20));
+    let n: u32 = 5_000;
+    let started = std::time::Instant::now();
+    let (one, two, errors) = burst_across(&mut s, n, |s| {
+        let status = s.agent.process.signal_and_wait(libc::SIGKILL);
+        assert!(!status.success(), "killed");
+        s.agent.restart(&[]);
+    });
+    let rate = f64::from(n) / started.elapsed().as_secs_f64();
+    eprintln!("{n} connections at {rate:.0}/s across kill -9 and restart");
+    assert!(
+        errors.is_empty(),
+        "{} failed: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert_eq!(one + two, u64::from(n));
+    // The smooth cursor lives in a pinned map: the sequence goes on.
+    assert_eq!((one, two), (4_000, 1_000), "80/20 exact across the restart");
+}
+
+#[test]
+fn an_upgrade_swaps_the_programs_in_under_load() {
+    let mut s = Scenario::tcp_echo("upgrade-load", &tcp_echo_rule(V2_20));
+    let before = link_programs(&s.agent.bpffs);
+    let n: u32 = 5_000;
+    // "Build B": programs loaded with another log level are other
+    // programs (another .rodata), swapped into the same links.
+    let (one, two, errors) = burst_across(&mut s, n, |s| {
+        s.agent.process.signal_and_wait(libc::SIGTERM);
+        s.agent.restart(&["--bpf-log-level", "warn"]);
+    });
+    assert!(
+        errors.is_empty(),
+        "{} failed: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert_eq!((one, two), (4_000, 1_000), "80/20 exact across the upgrade");
+    let after = link_programs(&s.agent.bpffs);
+    assert_eq!(before.len(), after.len());
+    for ((link, old), (_, new)) in before.iter().zip(&after) {
+        assert_ne!(old, new, "{link}: the new program is behind the link");
+    }
+    let bpffs = s.agent.bpffs.to_str().expect("UTF-8").to_owned();
+    s.agent.process.signal_and_wait(libc::SIGTERM);
+    let maps: Vec<String> = std::fs::read_dir(&s.agent.bpffs)
+        .expect("pins")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("TS_"))
+        })
+        .map(|p| {
+            let out = std::process::Command::new("bpftool")
+                .args(["-j", "map", "show", "pinned"])
+                .arg(&p)
+                .output()
+                .expect("bpftool (cargo xtask setup installs it)");
+            let info: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+            info["id"].to_string()
+        })
+        .collect();
+    assert_eq!(maps.len(), 9, "{maps:?}");
+    let out = traffic_shift(&["unload", "--bpffs", &bpffs]);
+    assert!(out.status.success(), "{out:?}");
+    // Nothing of ours is left in the kernel (freed after an RCU grace period).
+    let exists = |kind: &str, id: &str| {
+        std::process::Command::new("bpftool")
+            .args([kind, "show", "id", id])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let left = || -> Vec<String> {
+        after
+            .iter()
+            .map(|(_, id)| id.to_string())
+            .filter(|id| exists("prog", id))
+            .map(|id| format!("prog {id}"))
+            .chain(
+                maps.iter()
+                    .filter(|id| exists("map", id))
+                    .map(|id| format!("map {id}")),
+            )
+            .collect()
+    };
+    while !left().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        left().is_empty(),
+        "still in the kernel after unload: {:?}",
+        left()
+    );
+    let reply = s.client.call(&format!("burst {SERVICE_V4} 1"));
+    assert_eq!(
+        reply["errors"].as_array().map(Vec::len),
+        Some(1),
+        "unload detached everything: {reply}"
+    );
+}

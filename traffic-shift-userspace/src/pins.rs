@@ -1,0 +1,102 @@
+//! What aya does not offer for keeping a datapath across agent restarts:
+//! opening pinned links, asking what a link is attached to, and swapping
+//! the program behind a link in one step (`BPF_LINK_UPDATE`, kernel 5.7 for
+//! cgroup links, 5.9 for netns links), as raw `bpf(2)` calls.
+
+use std::{
+    ffi::CString,
+    io,
+    os::{
+        fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+};
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+
+/// `bpf(cmd, attr, size)` over an attribute block of plain words.
+fn bpf(cmd: libc::c_long, attr: &mut [u64]) -> io::Result<libc::c_long> {
+    let size = std::mem::size_of_val(attr);
+    // SAFETY: `attr` is a zero-padded buffer at least as large as the
+    // attribute struct of `cmd`; the kernel reads/writes within `size`.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), size) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Opens a pinned object (a link here) by its bpffs path.
+pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // union bpf_attr for BPF_OBJ_GET: { u64 pathname; u32 bpf_fd; u32 file_flags; }
+    let mut attr = [0u64; 4];
+    attr[0] = c_path.as_ptr() as u64;
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    let fd = i32::try_from(fd).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    // SAFETY: the kernel returned a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Replaces the program behind `link` with `program`, atomically: every
+/// hook run sees the old program or the new one.
+pub fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> {
+    // { u32 link_fd; u32 new_prog_fd; u32 flags; u32 old_prog_fd; }
+    let mut attr = [0u64; 4];
+    attr[0] = u64::from(fd_u32(link)?) | (u64::from(fd_u32(program)?) << 32);
+    bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
+}
+
+fn fd_u32(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    u32::try_from(fd.as_raw_fd()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// What a link is attached to, as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkTarget {
+    /// `BPF_LINK_TYPE_*`: 3 cgroup, 5 netns.
+    pub link_type: u32,
+    pub program_id: u32,
+    /// The cgroup id (cgroup links) or the netns inode (netns links).
+    pub target: u64,
+}
+
+pub const LINK_TYPE_CGROUP: u32 = 3;
+pub const LINK_TYPE_NETNS: u32 = 5;
+
+/// `BPF_OBJ_GET_INFO_BY_FD` on a link.
+pub fn link_target(link: BorrowedFd<'_>) -> io::Result<LinkTarget> {
+    // struct bpf_link_info { u32 type; u32 id; u32 prog_id; union (8-aligned,
+    // at 16) { cgroup: { u64 cgroup_id; u32 attach_type; } netns: { u32
+    // netns_ino; u32 attach_type; } ... } }
+    let mut info = [0u64; 16];
+    // { u32 bpf_fd; u32 info_len; u64 info; }
+    let mut attr = [0u64; 2];
+    attr[0] = u64::from(fd_u32(link)?) | ((std::mem::size_of_val(&info) as u64) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let link_type = (info[0] & 0xffff_ffff) as u32;
+    let program_id = (info[1] & 0xffff_ffff) as u32;
+    let target = match link_type {
+        LINK_TYPE_NETNS => info[2] & 0xffff_ffff,
+        _ => info[2],
+    };
+    Ok(LinkTarget {
+        link_type,
+        program_id,
+        target,
+    })
+}
+
+/// The id the kernel gives a cgroup v2 directory (its inode number) or a
+/// network namespace file (the namespace's inode): what `link_target`
+/// reports for links attached there.
+pub fn target_id(path: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(std::fs::metadata(path)?.ino())
+}
