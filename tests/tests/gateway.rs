@@ -225,12 +225,14 @@ fn an_endpoint_without_a_socket_falls_back_to_another_of_its_subset() {
         service_entry.contains("19003"),
         "the shipped ServiceEntry changed shape:\n{service_entry}"
     );
-    let s = Scenario::tcp_echo_with(
+    let s = Scenario::tcp_echo_opts(
         "gw-fallback",
         &[
             ("service-entry.yaml", &service_entry),
             ("virtual-service.yaml", &tcp_echo_rule(ALL_V1)),
         ],
+        // A dead endpoint on purpose: no probes taking it out first.
+        &["--health-interval", "0"],
     );
     let mut remote = RemoteClient::start(&s.netns);
     let (one, two, errors) = remote.client.burst_with_errors(&gateway(), 40);

@@ -103,7 +103,7 @@ fn a_backend_that_refuses_shows_as_failed_connections_with_the_reason() {
         service_entry.contains("19009"),
         "shipped ServiceEntry changed shape"
     );
-    let mut s = Scenario::tcp_echo_with(
+    let mut s = Scenario::tcp_echo_opts(
         "metrics-refused",
         &[
             ("service-entry.yaml", &service_entry),
@@ -112,6 +112,8 @@ fn a_backend_that_refuses_shows_as_failed_connections_with_the_reason() {
                 &tcp_echo_rule("examples/vs-20-v2.yaml"),
             ),
         ],
+        // A dead endpoint on purpose: no probes taking it out first.
+        &["--health-interval", "0"],
     );
     let (one, two, errors) = s.client.burst_with_errors(SERVICE_V4, 100);
     assert_eq!((one, two, errors.len()), (80, 0, 20), "{errors:?}");
@@ -189,7 +191,7 @@ fn a_backend_that_never_answers_shows_as_timed_out() {
     // v2's endpoint drops every SYN (full accept queue); the namespace
     // gives up after one retransmission (~3 s) instead of six (~2 min).
     let service_entry = tcp_echo_rule("service-entry.yaml").replace("19002", "19008");
-    let mut s = Scenario::tcp_echo_with(
+    let mut s = Scenario::tcp_echo_opts(
         "metrics-timeout",
         &[
             ("service-entry.yaml", &service_entry),
@@ -198,6 +200,8 @@ fn a_backend_that_never_answers_shows_as_timed_out() {
                 &tcp_echo_rule("examples/vs-20-v2.yaml"),
             ),
         ],
+        // A dead endpoint on purpose: no probes taking it out first.
+        &["--health-interval", "0"],
     );
     s.netns.sysctl("ipv4/tcp_syn_retries", "1");
     let _black_hole = s.netns.black_hole("127.0.0.1:19008".parse().expect("addr"));

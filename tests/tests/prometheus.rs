@@ -24,7 +24,7 @@ fn prometheus_sees_the_split_and_every_dashboard_query_has_data() {
         service_entry.contains("19007"),
         "the shipped ServiceEntry changed shape:\n{service_entry}"
     );
-    let mut s = Scenario::tcp_echo_with(
+    let mut s = Scenario::tcp_echo_opts(
         "prometheus",
         &[
             ("service-entry.yaml", &service_entry),
@@ -33,6 +33,8 @@ fn prometheus_sees_the_split_and_every_dashboard_query_has_data() {
                 &tcp_echo_rule("examples/vs-20-v2.yaml"),
             ),
         ],
+        // A dead endpoint on purpose: no probes taking it out first.
+        &["--health-interval", "0"],
     );
     let agent = s.agent.metrics_addr();
     let prometheus = Prometheus::start(&[agent]);

@@ -6,7 +6,7 @@
 //! version of that file stays in force.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     io::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -53,6 +53,12 @@ pub enum AgentError {
     NoCgroup2,
     #[error("cannot handle signals: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("cannot use network namespace {path} for health probes: {source}")]
+    Netns {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot serve metrics on {addr}: {source}; pick another --metrics-addr")]
     Metrics {
         addr: SocketAddr,
@@ -112,6 +118,8 @@ pub struct AgentOptions {
     /// on the same --bpffs adopts it without a gap.
     #[arg(long)]
     pub unload_on_exit: bool,
+    #[command(flatten)]
+    pub health: crate::health::HealthOptions,
 }
 
 /// The rules files on disk: each one's text, or why it cannot be read.
@@ -145,6 +153,12 @@ struct Agent {
     /// What the metrics exporter needs from the agent.
     metrics: Arc<Mutex<Shared>>,
     metrics_addr: SocketAddr,
+    /// Active probes (`None` with --health-interval 0).
+    prober: Option<crate::health::Prober>,
+    /// Endpoints whose probes failed: out of the selection tables.
+    unhealthy: BTreeSet<SocketAddr>,
+    /// Endpoints ejected by outlier detection.
+    outliers: crate::health::Outliers,
 }
 
 /// Runs until SIGINT or SIGTERM; then leaves the datapath pinned (or, with
@@ -169,16 +183,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         Some(cgroup) => cgroup.clone(),
         None => crate::datapath::default_cgroup().ok_or(AgentError::NoCgroup2)?,
     };
-    let mut datapath = Datapath::load(
-        &cgroup,
-        &options.netns,
-        &options.bpffs,
-        options.bpf_log_level,
-    )?;
-    datapath.set_unload_on_drop(options.unload_on_exit);
-    if let Some(logger) = datapath.take_logger() {
-        tokio::spawn(forward_kernel_logs(logger));
-    }
+    let datapath = load_datapath(&options, &cgroup)?;
     let shared = Arc::new(Mutex::new(Shared::default()));
     let (metrics_server, metrics_addr) =
         start_metrics(&datapath, options.metrics_addr, Arc::clone(&shared)).await?;
@@ -206,6 +211,9 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         history: std::collections::VecDeque::new(),
         metrics: shared,
         metrics_addr,
+        prober: start_prober(&options)?,
+        unhealthy: BTreeSet::new(),
+        outliers: crate::health::Outliers::default(),
     };
 
     let (tx, mut rx) = mpsc::channel::<()>(16);
@@ -248,6 +256,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 agent.sample();
             }
             _ = socket_tick.tick() => agent.register_sockets(),
+            Some(verdict) = next_verdict(&mut agent.prober) => agent.health_changed(verdict),
         }
         agent.write_status();
     }
@@ -376,8 +385,8 @@ impl Agent {
         let model = config::resolve(&files).map_err(|e| e.to_string())?;
         let is_local = crate::netns::is_local_in(&self.netns)
             .map_err(|e| format!("cannot list the addresses of {}: {e}", self.netns.display()))?;
-        let compiled: Compiled =
-            compile::compile(&model, &is_local, &self.stat_ids).map_err(|e| e.to_string())?;
+        let compiled: Compiled = compile::compile(&self.usable(&model), &is_local, &self.stat_ids)
+            .map_err(|e| e.to_string())?;
         // Sockets of new gateway endpoints go in before the tables that
         // point at them: the first connection after the change finds them.
         let wanted: BTreeMap<ServiceKey, SocketAddr> = model
@@ -410,6 +419,9 @@ impl Agent {
                 self.model = model;
                 self.stat_ids = compiled.stat_ids;
                 self.publish();
+                if let Some(prober) = &self.prober {
+                    prober.set_targets(self.endpoints());
+                }
                 self.gateway_endpoints = wanted;
                 self.register_sockets();
                 for (path, change) in changes {
@@ -515,6 +527,72 @@ impl Agent {
         }
     }
 
+    /// Every endpoint of the rules in force.
+    fn endpoints(&self) -> BTreeSet<SocketAddr> {
+        self.model
+            .routes
+            .iter()
+            .flat_map(|r| &r.destinations)
+            .flat_map(|d| &d.endpoints)
+            .map(|e| e.addr)
+            .collect()
+    }
+
+    /// `model` without the endpoints that are unhealthy or ejected: what
+    /// the selection tables may pick.
+    fn usable(&self, model: &RoutingModel) -> RoutingModel {
+        let mut usable = model.clone();
+        for dest in usable.routes.iter_mut().flat_map(|r| &mut r.destinations) {
+            dest.endpoints.retain(|e| !self.excluded(e.addr));
+        }
+        usable
+    }
+
+    fn excluded(&self, endpoint: SocketAddr) -> bool {
+        self.unhealthy.contains(&endpoint) || self.outliers.is_ejected(&endpoint)
+    }
+
+    /// A probe verdict changed: the tables follow.
+    fn health_changed(&mut self, verdict: crate::health::Verdict) {
+        if verdict.healthy {
+            self.unhealthy.remove(&verdict.endpoint);
+            tracing::info!(endpoint = %verdict.endpoint, "endpoint healthy again: back in the selection");
+        } else {
+            self.unhealthy.insert(verdict.endpoint);
+            tracing::warn!(endpoint = %verdict.endpoint, "endpoint unhealthy (probes failed): out of the selection; its share goes to the others of its subset");
+        }
+        self.reapply();
+    }
+
+    /// Compiles the rules in force again (after a health change) and writes
+    /// what differs.
+    fn reapply(&mut self) {
+        let is_local = match crate::netns::is_local_in(&self.netns) {
+            Ok(is_local) => is_local,
+            Err(err) => {
+                tracing::warn!(%err, "cannot list local addresses; the tables keep the previous health");
+                return;
+            }
+        };
+        let result = compile::compile(&self.usable(&self.model), &is_local, &self.stat_ids)
+            .map_err(|e| e.to_string())
+            .and_then(|compiled| {
+                self.datapath
+                    .apply(&compiled)
+                    .map(|report| (compiled, report))
+                    .map_err(|e| e.to_string())
+            });
+        match result {
+            Ok((compiled, report)) => {
+                self.stat_ids = compiled.stat_ids;
+                for key in &report.routes_changed {
+                    tracing::info!(route = %key, split = %compiled.routes[key].summary, "route tables follow endpoint health");
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot update the tables for the endpoints' health"),
+        }
+    }
+
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.metrics
             .lock()
@@ -577,6 +655,7 @@ impl Agent {
             .filter_map(|(_, id)| counters.stats(id).ok().map(|s| (id, s)))
             .collect();
         self.history.push_back((now, sample));
+        self.detect_outliers(now);
         while self
             .history
             .front()
@@ -598,7 +677,7 @@ impl Agent {
                     let version = metrics::istio_labels(route, dest, ep)
                         .get("destination_version")
                         .to_owned();
-                    let up = !is_failing(&self.observed(id).1);
+                    let up = !is_failing(&self.observed(id).1) && !self.excluded(ep.addr);
                     *healthy
                         .entry((dest.host.clone(), version, ep.addr.to_string()))
                         .or_insert(true) &= up;
@@ -625,6 +704,74 @@ impl Agent {
         shared.map_fill = fill;
         shared.registered = registered;
         shared.healthy = healthy;
+    }
+
+    /// Outlier detection over the last second's counters: endpoints whose
+    /// connects keep failing are ejected (within `maxEjectionPercent`),
+    /// and come back when their ejection is over.
+    fn detect_outliers(&mut self, now: std::time::Instant) {
+        let n = self.history.len();
+        if n < 2 {
+            return;
+        }
+        let (before, last) = (&self.history[n - 2].1, &self.history[n - 1].1);
+        let ids: BTreeMap<_, _> = self
+            .stat_ids
+            .iter()
+            .map(|(k, id)| (k.clone(), id))
+            .collect();
+        // (destination's endpoints, its policy, per endpoint: established, failed)
+        let mut observed = Vec::new();
+        for route in &self.model.routes {
+            for dest in &route.destinations {
+                let Some(policy) = dest.outlier else { continue };
+                let deltas: Vec<(SocketAddr, u64, u64)> = dest
+                    .endpoints
+                    .iter()
+                    .map(|ep| {
+                        let id = ids.get(&compile::stat_key(route, dest, ep.addr));
+                        let get = |s: &BTreeMap<u32, EndpointStats>| {
+                            id.and_then(|id| s.get(id)).copied().unwrap_or_default()
+                        };
+                        let (a, b) = (get(before), get(last));
+                        let failed = |s: &EndpointStats| {
+                            s.failed_refused + s.failed_timeout + s.failed_other
+                        };
+                        (
+                            ep.addr,
+                            b.established.saturating_sub(a.established),
+                            failed(&b).saturating_sub(failed(&a)),
+                        )
+                    })
+                    .collect();
+                observed.push((policy, deltas));
+            }
+        }
+        let mut changed = false;
+        for (policy, deltas) in observed {
+            let max = (deltas.len() * policy.max_ejection_percent as usize / 100).max(1);
+            let mut ejected = deltas
+                .iter()
+                .filter(|(e, _, _)| self.outliers.is_ejected(e))
+                .count();
+            for (endpoint, established, failed) in deltas {
+                if self
+                    .outliers
+                    .observe(endpoint, established, failed, &policy, ejected < max, now)
+                {
+                    ejected += 1;
+                    changed = true;
+                    tracing::warn!(%endpoint, consecutive_failures = policy.consecutive_failures, "outlier: endpoint ejected; its share goes to the others of its subset");
+                }
+            }
+        }
+        for endpoint in self.outliers.expire(now) {
+            changed = true;
+            tracing::info!(%endpoint, "outlier ejection over: back in the selection");
+        }
+        if changed {
+            self.reapply();
+        }
     }
 
     /// A slot's counters now, and how much they grew over the last minute
@@ -729,7 +876,11 @@ impl Agent {
             .map(|ep| {
                 let id = ids.get(&compile::stat_key(route, dest, ep.addr)).copied();
                 let (total, minute) = self.observed(id);
-                let state = if route.gateway.is_some() {
+                let state = if self.unhealthy.contains(&ep.addr) {
+                    "unhealthy"
+                } else if self.outliers.is_ejected(&ep.addr) {
+                    "ejected"
+                } else if route.gateway.is_some() {
                     self.socket_state(ep.addr)
                 } else if is_failing(&minute) {
                     "failing"
@@ -833,6 +984,44 @@ impl Agent {
 fn is_failing(period: &EndpointStats) -> bool {
     period.failed_refused + period.failed_timeout + period.failed_other > 0
         && period.established == 0
+}
+
+/// Loads and attaches (or adopts) the datapath, and follows its log lines.
+fn load_datapath(options: &AgentOptions, cgroup: &Path) -> Result<Datapath, AgentError> {
+    let mut datapath = Datapath::load(
+        cgroup,
+        &options.netns,
+        &options.bpffs,
+        options.bpf_log_level,
+    )?;
+    datapath.set_unload_on_drop(options.unload_on_exit);
+    if let Some(logger) = datapath.take_logger() {
+        tokio::spawn(forward_kernel_logs(logger));
+    }
+    Ok(datapath)
+}
+
+/// Active health checks, unless --health-interval is 0.
+fn start_prober(options: &AgentOptions) -> Result<Option<crate::health::Prober>, AgentError> {
+    if options.health.health_interval.is_zero() {
+        return Ok(None);
+    }
+    crate::health::Prober::start(options.netns.clone(), options.health.clone())
+        .map(Some)
+        .map_err(|source| AgentError::Netns {
+            path: options.netns.clone(),
+            source,
+        })
+}
+
+/// The next probe verdict, or never when active checks are off.
+async fn next_verdict(
+    prober: &mut Option<crate::health::Prober>,
+) -> Option<crate::health::Verdict> {
+    match prober {
+        Some(prober) => prober.verdicts.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Says what stopping leaves behind.

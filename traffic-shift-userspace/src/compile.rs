@@ -586,6 +586,7 @@ mod gateway_tests {
                 listeners: vec!["0.0.0.0:31400".parse().unwrap()],
                 selection: Selection::Smooth,
                 destinations: vec![Destination {
+                    outlier: None,
                     host: "tcp-echo.local".into(),
                     subset: Some("v1".into()),
                     weight: 1,

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod datapath;
+pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod netns;

@@ -68,10 +68,30 @@ pub struct Destination {
     /// How an endpoint of this destination is chosen: the subset's
     /// `trafficPolicy.loadBalancer`, else the rule's, else Smooth.
     pub endpoint_selection: Selection,
+    /// DestinationRule `outlierDetection` (the subset's, else the rule's):
+    /// endpoints whose connects keep failing are ejected for a while.
+    pub outlier: Option<Outlier>,
     /// The endpoints the subset's labels select, with the port resolved for
     /// this route's service port. Empty is legal (Istio warns, IST0173):
     /// connections that pick it are refused at once.
     pub endpoints: Vec<Endpoint>,
+}
+
+/// Outlier detection as it applies to TCP: Envoy counts a failed connect
+/// as a gateway error (local origin errors are not split by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outlier {
+    /// Consecutive failed connects that eject an endpoint
+    /// (`consecutiveGatewayErrors`, else `consecutive5xxErrors`; 0: never).
+    pub consecutive_failures: u32,
+    /// How often ejections are evaluated (`interval`).
+    pub interval: std::time::Duration,
+    /// An ejection lasts this times the number of times the endpoint was
+    /// ejected (`baseEjectionTime`).
+    pub base_ejection_time: std::time::Duration,
+    /// At most this share of a destination's endpoints is ejected at once;
+    /// at least one may always be, as in Envoy (`maxEjectionPercent`).
+    pub max_ejection_percent: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -36,6 +36,18 @@ impl TrafficPolicy {
         })
         .or(self.load_balancer.as_ref())
     }
+
+    /// The `outlierDetection` in force for destination port `port`: the
+    /// port's own setting, else the policy's.
+    pub fn outlier_detection_for(&self, port: Option<u16>) -> Option<&OutlierDetection> {
+        port.and_then(|port| {
+            self.port_level_settings
+                .iter()
+                .find(|settings| settings.port == port)
+                .and_then(|settings| settings.outlier_detection.as_ref())
+        })
+        .or(self.outlier_detection.as_ref())
+    }
 }
 
 /// A `portLevelSettings` entry.

@@ -46,7 +46,7 @@ use super::{
         WorkloadEndpoint, WorkloadEntry, fp, host_matches,
     },
 };
-use crate::model::{Destination, Endpoint, RoutingModel, Selection, TcpRoute};
+use crate::model::{Destination, Endpoint, Outlier, RoutingModel, Selection, TcpRoute};
 
 /// Cross-resource validation and resolution over the given files together:
 /// the model, or the first error. Warnings are logged (`tracing`); see
@@ -915,11 +915,13 @@ impl<'a> Catalog<'a> {
             None | Some(0) if !several => 1,
             weight => weight.unwrap_or(0),
         };
+        let outlier = outlier(subset, dr, target.number);
         Ok(Destination {
             host: service_host.to_owned(),
             subset: destination.subset.clone(),
             weight,
             endpoint_selection,
+            outlier,
             endpoints,
         })
     }
@@ -949,6 +951,25 @@ impl<'a> Service<'a> {
             endpoints,
         }
     }
+}
+
+/// The `outlierDetection` in force for a destination (its subset's, else
+/// its rule's), as it applies to TCP: a failed connect is a gateway error.
+fn outlier(subset: Option<&Subset>, dr: Option<&DestinationRule>, port: u16) -> Option<Outlier> {
+    subset
+        .and_then(|subset| subset.traffic_policy.outlier_detection_for(Some(port)))
+        .or_else(|| dr.and_then(|dr| dr.traffic_policy.outlier_detection_for(Some(port))))
+        .map(|od| Outlier {
+            consecutive_failures: if od.split_external_local_origin_errors {
+                od.consecutive_local_origin_failures.unwrap_or(5)
+            } else {
+                od.consecutive_gateway_errors
+                    .unwrap_or(od.consecutive_5xx_errors)
+            },
+            interval: od.interval,
+            base_ejection_time: od.base_ejection_time,
+            max_ejection_percent: od.max_ejection_percent,
+        })
 }
 
 fn mesh_matches(rule: &TcpRule) -> Option<Vec<(usize, &L4Match)>> {
