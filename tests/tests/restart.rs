@@ -234,3 +234,42 @@ fn an_upgrade_swaps_the_programs_in_under_load() {
         "unload detached everything: {reply}"
     );
 }
+
+#[test]
+fn rules_over_a_map_limit_are_refused_whole_naming_the_flag() {
+    // all-v1 needs 4 counter slots (mesh and gateway route, v1's IPv4 and
+    // IPv6 endpoints); 80/20 needs 8.
+    let mut s = Scenario::tcp_echo_opts(
+        "limits",
+        &[(
+            "virtual-service.yaml",
+            &tcp_echo_rule("examples/vs-all-v1.yaml"),
+        )],
+        &["--max-counters", "6"],
+    );
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(s.agent.bpffs.join("TS_STATS"))
+        .output()
+        .expect("bpftool (cargo xtask setup installs it)");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    assert_eq!(
+        info["max_entries"], 6,
+        "the map is sized by the flag: {info}"
+    );
+
+    let event = s
+        .agent
+        .write_rules("virtual-service.yaml", tcp_echo_rule(V2_20));
+    assert_eq!(event["result"], "refused", "{event}");
+    let error = event["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("at most 6") && error.contains("--max-counters"),
+        "names the limit and the flag: {error}"
+    );
+    assert_eq!(
+        s.client.burst(SERVICE_V4, 20),
+        (20, 0),
+        "the previous rules stay in force, untouched"
+    );
+}

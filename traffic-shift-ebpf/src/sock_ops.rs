@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use traffic_shift_common::{
-    ConnState, EndpointStats, Event, FAMILY_V4, FAMILY_V6, FlowKey, MAX_STATS, conn_flags,
+    ConnState, EndpointStats, Event, FAMILY_V4, FAMILY_V6, FlowKey, conn_flags,
 };
 
 use crate::maps::{TS_GATEWAY_FLOWS, TS_STATS, add, conn_state, count};
@@ -175,11 +175,12 @@ fn routed(ops: *mut bpf_sock_ops) -> Option<*mut ConnState> {
 fn stats(state: *mut ConnState) -> Option<*mut EndpointStats> {
     // SAFETY: non-null storage is valid for the program run.
     let id = unsafe { (*state).stat_id };
-    if id >= MAX_STATS {
+    // The map's size is set at load time (--max-counters): it bounds the id.
+    let stats = TS_STATS.get_ptr_mut(id);
+    if stats.is_none() {
         count(Event::BadStatId);
-        return None;
     }
-    TS_STATS.get_ptr_mut(id)
+    stats
 }
 
 /// Counts the handshake and starts the per-RTT byte reports, from the

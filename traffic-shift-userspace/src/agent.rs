@@ -120,6 +120,8 @@ pub struct AgentOptions {
     pub unload_on_exit: bool,
     #[command(flatten)]
     pub health: crate::health::HealthOptions,
+    #[command(flatten)]
+    pub limits: crate::limits::Limits,
 }
 
 /// The rules files on disk: each one's text, or why it cannot be read.
@@ -148,6 +150,7 @@ struct Agent {
     last_status: String,
     /// Counter slots of the rules in force (and retired ones).
     stat_ids: StatIds,
+    limits: crate::limits::Limits,
     /// Per-second samples of every slot's counters, the last minute of them.
     history: std::collections::VecDeque<(std::time::Instant, BTreeMap<u32, EndpointStats>)>,
     /// What the metrics exporter needs from the agent.
@@ -207,7 +210,8 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         model: RoutingModel::default(),
         status_file: options.status_file.clone(),
         last_status: String::new(),
-        stat_ids: StatIds::default(),
+        stat_ids: StatIds::with_capacity(options.limits.max_counters),
+        limits: options.limits,
         history: std::collections::VecDeque::new(),
         metrics: shared,
         metrics_addr,
@@ -385,8 +389,13 @@ impl Agent {
         let model = config::resolve(&files).map_err(|e| e.to_string())?;
         let is_local = crate::netns::is_local_in(&self.netns)
             .map_err(|e| format!("cannot list the addresses of {}: {e}", self.netns.display()))?;
-        let compiled: Compiled = compile::compile(&self.usable(&model), &is_local, &self.stat_ids)
-            .map_err(|e| e.to_string())?;
+        let compiled: Compiled = compile::compile(
+            &self.usable(&model),
+            &is_local,
+            &self.stat_ids,
+            &self.limits,
+        )
+        .map_err(|e| e.to_string())?;
         // Sockets of new gateway endpoints go in before the tables that
         // point at them: the first connection after the change finds them.
         let wanted: BTreeMap<ServiceKey, SocketAddr> = model
@@ -574,14 +583,19 @@ impl Agent {
                 return;
             }
         };
-        let result = compile::compile(&self.usable(&self.model), &is_local, &self.stat_ids)
-            .map_err(|e| e.to_string())
-            .and_then(|compiled| {
-                self.datapath
-                    .apply(&compiled)
-                    .map(|report| (compiled, report))
-                    .map_err(|e| e.to_string())
-            });
+        let result = compile::compile(
+            &self.usable(&self.model),
+            &is_local,
+            &self.stat_ids,
+            &self.limits,
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|compiled| {
+            self.datapath
+                .apply(&compiled)
+                .map(|report| (compiled, report))
+                .map_err(|e| e.to_string())
+        });
         match result {
             Ok((compiled, report)) => {
                 self.stat_ids = compiled.stat_ids;
@@ -993,6 +1007,7 @@ fn load_datapath(options: &AgentOptions, cgroup: &Path) -> Result<Datapath, Agen
         &options.netns,
         &options.bpffs,
         options.bpf_log_level,
+        &options.limits,
     )?;
     datapath.set_unload_on_drop(options.unload_on_exit);
     if let Some(logger) = datapath.take_logger() {

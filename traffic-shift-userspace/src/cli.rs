@@ -51,8 +51,13 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
         match crate::netns::is_local_in(std::path::Path::new("/proc/self/ns/net"))
             .map_err(|e| format!("cannot list this node's addresses: {e}"))
             .and_then(|is_local| {
-                compile::compile(&model, &is_local, &crate::stats::StatIds::default())
-                    .map_err(|e| e.to_string())
+                compile::compile(
+                    &model,
+                    &is_local,
+                    &crate::stats::StatIds::default(),
+                    &crate::limits::Limits::default(),
+                )
+                .map_err(|e| e.to_string())
             }) {
             Ok(_) => {
                 for route in &model.routes {

@@ -12,11 +12,12 @@ use std::{
 };
 
 use traffic_shift_common::{
-    Backend, Dest, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_DESTS, MAX_ROUTES, MAX_SERVICES,
-    MAX_SLOTS, RouteTable, ServiceKey, select,
+    Backend, Dest, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_DESTS, MAX_SLOTS, RouteTable,
+    ServiceKey, select,
 };
 
 use crate::{
+    limits::Limits,
     model::{RoutingModel, Selection, TcpRoute},
     stats::{StatIds, StatKey, StatsFull},
 };
@@ -36,12 +37,13 @@ pub enum CompileError {
         max: usize,
     },
     #[error(
-        "{count} {what} in all rules, the kernel maps hold at most {max}; remove rules or split them across nodes"
+        "{count} {what} in all rules, the kernel holds at most {max}; raise {flag} (traffic-shift run) or remove rules"
     )]
     MapFull {
         what: &'static str,
         count: usize,
         max: usize,
+        flag: &'static str,
     },
     #[error(
         "service address {listener} is covered by both {first} and {second}; keep one route per service address and port"
@@ -105,6 +107,7 @@ pub fn compile(
     model: &RoutingModel,
     is_local: &dyn Fn(IpAddr) -> bool,
     stat_ids: &StatIds,
+    limits: &Limits,
 ) -> Result<Compiled, CompileError> {
     let mut stat_ids = stat_ids.clone();
     let endpoint_ids = stat_ids.assign(&stat_keys(model))?;
@@ -159,21 +162,67 @@ pub fn compile(
             compiled.routes.insert(kernel.key.clone(), kernel);
         }
     }
-    if compiled.routes.len() > MAX_ROUTES as usize {
-        return Err(CompileError::MapFull {
-            what: "routes (per address family)",
-            count: compiled.routes.len(),
-            max: MAX_ROUTES as usize,
-        });
-    }
-    if n_services > MAX_SERVICES as usize {
-        return Err(CompileError::MapFull {
-            what: "service addresses",
-            count: n_services,
-            max: MAX_SERVICES as usize,
-        });
-    }
+    check_limits(model, &compiled, n_services, limits)?;
     Ok(compiled)
+}
+
+/// Whether what the rules need fits the kernel maps' sizes.
+fn check_limits(
+    model: &RoutingModel,
+    compiled: &Compiled,
+    n_services: usize,
+    limits: &Limits,
+) -> Result<(), CompileError> {
+    let n_gateways: usize = compiled
+        .routes
+        .values()
+        .filter(|r| r.gateway)
+        .map(|r| r.listeners.len())
+        .sum();
+    let gateway_endpoints: std::collections::BTreeSet<SocketAddr> = model
+        .routes
+        .iter()
+        .filter(|r| r.gateway.is_some())
+        .flat_map(|r| &r.destinations)
+        .flat_map(|d| &d.endpoints)
+        .map(|e| e.addr)
+        .collect();
+    for (what, count, max, flag) in [
+        (
+            "routes (per address family)",
+            compiled.routes.len(),
+            limits.max_routes,
+            "--max-routes",
+        ),
+        (
+            "service addresses",
+            n_services - n_gateways,
+            limits.max_services,
+            "--max-services",
+        ),
+        (
+            "gateway addresses",
+            n_gateways,
+            limits.max_gateways,
+            "--max-gateways",
+        ),
+        (
+            "gateway endpoints",
+            gateway_endpoints.len(),
+            limits.max_gateway_endpoints,
+            "--max-gateway-endpoints",
+        ),
+    ] {
+        if count > max as usize {
+            return Err(CompileError::MapFull {
+                what,
+                count,
+                max: max as usize,
+                flag,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn kernel_route(
@@ -606,6 +655,7 @@ mod gateway_tests {
             &gateway_route("192.0.2.10:9000"),
             &|ip| ip.is_loopback(),
             &StatIds::default(),
+            &Limits::default(),
         )
         .unwrap_err();
         let text = err.to_string();
@@ -621,6 +671,7 @@ mod gateway_tests {
             &gateway_route("127.0.0.1:19001"),
             &|ip| ip.is_loopback(),
             &StatIds::default(),
+            &Limits::default(),
         )
         .expect("compiles");
         let route = compiled.routes.values().next().expect("one route");
@@ -633,5 +684,50 @@ mod gateway_tests {
             route.listeners[0].addr, [0; 4],
             "the zero address stands for any local address"
         );
+    }
+
+    #[test]
+    fn rules_over_a_map_size_are_refused_naming_the_flag() {
+        let model = gateway_route("127.0.0.1:19001");
+        let local = |ip: IpAddr| ip.is_loopback();
+        for (limits, flag) in [
+            (
+                Limits {
+                    max_gateways: 0,
+                    ..Limits::default()
+                },
+                "--max-gateways",
+            ),
+            (
+                Limits {
+                    max_routes: 0,
+                    ..Limits::default()
+                },
+                "--max-routes",
+            ),
+            (
+                Limits {
+                    max_gateway_endpoints: 0,
+                    ..Limits::default()
+                },
+                "--max-gateway-endpoints",
+            ),
+        ] {
+            let err = compile(&model, &local, &StatIds::default(), &limits).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("at most 0") && text.contains(flag),
+                "{flag}: {text}"
+            );
+        }
+        let err = compile(
+            &model,
+            &local,
+            &StatIds::with_capacity(0),
+            &Limits::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--max-counters"), "{err}");
     }
 }

@@ -135,6 +135,7 @@ pub struct Datapath {
     adopted_routes: BTreeMap<u32, Vec<u8>>,
     /// Whether the maps were a previous agent's.
     adopted: bool,
+    limits: crate::limits::Limits,
     /// Remove every pin (detaching the programs) when dropped.
     unload_on_drop: bool,
     loaded_services: BTreeMap<ServiceKey, ServiceValue>,
@@ -156,6 +157,7 @@ impl Datapath {
         netns: &Path,
         pin_dir: &Path,
         log_level: BpfLogLevel,
+        limits: &crate::limits::Limits,
     ) -> Result<Self, DatapathError> {
         let parent = pin_dir.parent().unwrap_or(Path::new("/"));
         if !is_bpffs(parent) {
@@ -173,7 +175,7 @@ impl Datapath {
         // (routes, counters, the sockets of open connections) go on, and
         // its links get our programs swapped in. Maps of another layout
         // (an incompatible upgrade) cannot be: those start over.
-        let adopted = match pinned_maps_compatible(pin_dir) {
+        let adopted = match pinned_maps_compatible(pin_dir, limits) {
             Ok(adopted) => adopted,
             Err(reason) => {
                 tracing::warn!(
@@ -193,6 +195,9 @@ impl Datapath {
         // Each map is opened from its pin when there is one, else created and pinned.
         for name in map_names::ALL.iter().chain(&[map_names::CONNS]) {
             loader.map_pin_path(name, pin_dir.join(name));
+        }
+        for (name, size) in limits.map_sizes() {
+            loader.map_max_entries(name, size);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -241,6 +246,7 @@ impl Datapath {
                 source,
             })?;
         Ok(Self {
+            limits: *limits,
             adopted_routes,
             adopted,
             unload_on_drop: false,
@@ -410,7 +416,7 @@ impl Datapath {
             .map(|r| r.id)
             .chain(self.adopted_routes.keys().copied())
             .collect();
-        (0..traffic_shift_common::MAX_ROUTES)
+        (0..self.limits.max_routes)
             .find(|id| !used.contains(id))
             .ok_or(DatapathError::NoRouteId(used.len()))
     }
@@ -468,28 +474,32 @@ impl Datapath {
     /// How full each map is: (name, entries, capacity). Counted from our
     /// own record where we write the map, from the kernel otherwise.
     pub fn fill(&self) -> Vec<(&'static str, usize, u32)> {
-        use traffic_shift_common as c;
+        let l = &self.limits;
         vec![
             (
                 map_names::SERVICES,
                 self.loaded_services.len(),
-                c::MAX_SERVICES,
+                l.max_services,
             ),
             (
                 map_names::GATEWAYS,
                 self.loaded_gateways.len(),
-                c::MAX_GATEWAYS,
+                l.max_gateways,
             ),
-            (map_names::ROUTES, self.loaded_routes.len(), c::MAX_ROUTES),
+            (
+                map_names::ROUTES,
+                self.loaded_routes.len() + self.adopted_routes.len(),
+                l.max_routes,
+            ),
             (
                 map_names::SOCKETS,
                 self.sockets.keys().count(),
-                c::MAX_SOCKETS,
+                l.max_gateway_endpoints,
             ),
             (
                 map_names::GATEWAY_FLOWS,
                 self.gateway_flows.keys().count(),
-                c::MAX_GATEWAY_FLOWS,
+                l.max_pending_gateway_connections,
             ),
         ]
     }
@@ -651,7 +661,7 @@ where
 /// Whether the maps pinned in `pin_dir` can be adopted: `Ok(true)` when
 /// every one is there with the layout this build expects, `Ok(false)` when
 /// none is, `Err(why)` otherwise.
-fn pinned_maps_compatible(pin_dir: &Path) -> Result<bool, String> {
+fn pinned_maps_compatible(pin_dir: &Path, limits: &crate::limits::Limits) -> Result<bool, String> {
     let object = aya_obj::Object::parse(EBPF_OBJECT)
         .map_err(|e| format!("cannot parse our own object: {e}"))?;
     let names: Vec<&str> = map_names::ALL
@@ -670,11 +680,12 @@ fn pinned_maps_compatible(pin_dir: &Path) -> Result<bool, String> {
             .get(name)
             .ok_or_else(|| format!("our object has no map {name}"))?;
         let have = aya::maps::MapInfo::from_pin(&path).map_err(|e| format!("{name}: {e}"))?;
+        let max_entries = limits.size_of(name).unwrap_or_else(|| want.max_entries());
         let (w, h) = (
             (
                 want.key_size(),
                 want.value_size(),
-                want.max_entries(),
+                max_entries,
                 want.map_flags(),
             ),
             (

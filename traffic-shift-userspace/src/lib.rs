@@ -11,6 +11,7 @@ pub mod compile;
 pub mod config;
 pub mod datapath;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod netns;

@@ -23,7 +23,7 @@ struct Cli {
 enum Command {
     /// Run the agent: attach the kernel programs, apply every YAML file in
     /// --rules and follow its changes until Ctrl-C.
-    Run(agent::AgentOptions),
+    Run(Box<agent::AgentOptions>),
     /// Show what the running agent has in force: per route, each
     /// destination's weight, its connections in the last minute and in
     /// total, its observed share and its endpoints' state; then the gateway
@@ -86,7 +86,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            runtime.block_on(agent::run(options))?;
+            runtime.block_on(agent::run(*options))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status {

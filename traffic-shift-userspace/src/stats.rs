@@ -28,7 +28,7 @@ pub struct StatKey {
 /// No slot left: every one counts an endpoint in force.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{wanted} route endpoints in all rules, the kernel counts at most {max}; remove rules or split them across nodes"
+    "{wanted} route endpoints in all rules, the kernel counts at most {max}; raise --max-counters (traffic-shift run) or remove rules"
 )]
 pub struct StatsFull {
     pub wanted: usize,
