@@ -474,6 +474,11 @@ impl Agent {
 
     /// Waits (up to 5 s) for `n` new events and returns them.
     pub fn wait_events(&mut self, n: usize) -> Vec<Value> {
+        self.wait_events_polling(n, Duration::from_millis(10))
+    }
+
+    /// `wait_events`, reading the events file every `poll`.
+    pub fn wait_events_polling(&mut self, n: usize, poll: Duration) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let text = std::fs::read_to_string(&self.events).unwrap_or_default();
@@ -500,7 +505,7 @@ impl Agent {
                 &lines[self.seen_events..],
                 self.log_text()
             );
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(poll);
         }
     }
 
@@ -522,6 +527,46 @@ impl Agent {
         assert_eq!(event["file"], file, "event for another file: {event}");
         event
     }
+
+    /// Like `write_rules`, and says when (see [`monotonic_ns`]): the new
+    /// rules cannot be in force before `renamed_ns`, taken just before the
+    /// file is renamed into place, and are in force by `seen_ns`, when the
+    /// event was read (the agent writes it after the map update). The events
+    /// file is read every millisecond, so `seen_ns` is late by at most that.
+    pub fn write_rules_timed(&mut self, file: &str, text: impl AsRef<[u8]>) -> TimedWrite {
+        let tmp = self.rules.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text).expect("write rules");
+        let renamed_ns = monotonic_ns();
+        std::fs::rename(&tmp, self.rules.join(file)).expect("rename rules");
+        let event = self
+            .wait_events_polling(1, Duration::from_millis(1))
+            .remove(0);
+        let seen_ns = monotonic_ns();
+        assert_eq!(event["file"], file, "event for another file: {event}");
+        TimedWrite {
+            event,
+            renamed_ns,
+            seen_ns,
+        }
+    }
+}
+
+/// A rules file written, its event, and when (`Agent::write_rules_timed`).
+pub struct TimedWrite {
+    pub event: Value,
+    /// Just before the rename: the old rules were in force until at least here.
+    pub renamed_ns: u64,
+    /// When the event was read: the new rules were in force from here on.
+    pub seen_ns: u64,
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds, the clock of `ts-client`'s `stream`:
+/// one clock for every process on the host.
+pub fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let secs = u64::try_from(now.tv_sec).expect("monotonic time is positive");
+    let nanos = u64::try_from(now.tv_nsec).expect("nanoseconds are positive");
+    secs * 1_000_000_000 + nanos
 }
 
 impl Drop for Agent {
@@ -642,6 +687,57 @@ impl Client {
     pub fn pid(&self) -> u32 {
         self.process.child.id()
     }
+
+    /// `stream_start`: connections to `target` back to back, in the
+    /// background, until `stream_stop`.
+    pub fn stream_start(&mut self, target: &str) {
+        let reply = self.call(&format!("stream_start {target}"));
+        assert!(reply["started"].is_u64(), "stream_start: {reply}");
+    }
+
+    /// `stream_count`: how many connections of the stream that started at or
+    /// after `since_ns` (see [`monotonic_ns`]) are done so far.
+    pub fn stream_count(&mut self, since_ns: u64) -> u64 {
+        let reply = self.call(&format!("stream_count {since_ns}"));
+        reply["count"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("stream_count: {reply}"))
+    }
+
+    /// `stream_stop`: every connection of the stream, in the order made.
+    pub fn stream_stop(&mut self) -> Vec<Streamed> {
+        let reply = self.call("stream_stop");
+        reply["connections"]
+            .as_array()
+            .unwrap_or_else(|| panic!("stream_stop: {reply}"))
+            .iter()
+            .map(|c| Streamed {
+                start_ns: c["start_ns"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("no start_ns: {c}")),
+                connected_ns: c["connected_ns"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("no connected_ns: {c}")),
+                answer: match (c["answer"].as_str(), c["error"].as_str()) {
+                    (Some(a), None) => Ok(a.to_owned()),
+                    (None, Some(e)) => Err(e.to_owned()),
+                    _ => panic!("neither answer nor error: {c}"),
+                },
+            })
+            .collect()
+    }
+}
+
+/// One connection of a `stream`.
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    /// Just before `connect` (see [`monotonic_ns`]).
+    pub start_ns: u64,
+    /// Just after `connect` returned (or failed): the connect hook chose the
+    /// backend between `start_ns` and this.
+    pub connected_ns: u64,
+    /// The backend's first word (`one`, `two`), or the connection's error.
+    pub answer: Result<String, String>,
 }
 
 /// Everything one test needs: namespace, cgroup, v1/v2 backends, rules

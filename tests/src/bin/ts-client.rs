@@ -10,12 +10,27 @@
 //! - `held`: asks every held connection again.
 //! - `peer TARGET`: one connection: its getpeername and the backend's
 //!   `whoami` answer.
+//! - `stream_start TARGET`: starts opening connections back to back on a
+//!   thread of its own (each as in `burst`) until `stream_stop`; the other
+//!   commands keep working meanwhile. Answers at once.
+//! - `stream_count SINCE_NS`: how many connections of the stream that
+//!   started at or after SINCE_NS (`CLOCK_MONOTONIC`) are done so far.
+//! - `stream_stop`: stops the stream and answers every connection it made,
+//!   in order: `start_ns` just before `connect` and `connected_ns` just
+//!   after it returned (`CLOCK_MONOTONIC`, the clock of
+//!   `traffic_shift_tests::monotonic_ns`: the connect hook ran between the
+//!   two), and its `answer` or `error` (then `connected_ns` is when it failed).
 #![forbid(unsafe_code)]
 
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Write},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
     time::Duration,
 };
 
@@ -24,6 +39,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 fn main() {
     let mut held: Vec<BufReader<TcpStream>> = Vec::new();
+    let mut stream: Option<Stream> = None;
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     for line in stdin.lock().lines() {
@@ -76,6 +92,22 @@ fn main() {
                     json!({ "peername": peer, "whoami": whoami })
                 }
                 Err(e) => json!({ "error": e.to_string() }),
+            },
+            ["stream_start", target] => {
+                if stream.is_some() {
+                    json!({ "error": "a stream is already running" })
+                } else {
+                    stream = Some(Stream::start(parse(target)));
+                    json!({ "started": monotonic_ns() })
+                }
+            }
+            ["stream_count", since] => match &stream {
+                Some(s) => json!({ "count": s.count_since(since.parse().expect("SINCE_NS")) }),
+                None => json!({ "error": "no stream is running" }),
+            },
+            ["stream_stop"] => match stream.take() {
+                Some(s) => s.stop(),
+                None => json!({ "error": "no stream is running" }),
             },
             _ => json!({ "error": format!("unknown command: {line}") }),
         };
@@ -168,4 +200,87 @@ fn sources(target: SocketAddr, first: IpAddr, n: u32, repeat: usize) -> Value {
         per_source.insert(src.to_string(), Value::from(answers));
     }
     json!({ "per_source": per_source })
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the
+/// host, so the test can place these times among its own.
+fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let secs = u64::try_from(now.tv_sec).expect("monotonic time is positive");
+    let nanos = u64::try_from(now.tv_nsec).expect("nanoseconds are positive");
+    secs * 1_000_000_000 + nanos
+}
+
+/// Connections opened back to back until stopped (`stream_start`).
+struct Stream {
+    stop: Arc<AtomicBool>,
+    /// Every connection made so far, in order.
+    made: Arc<Mutex<Vec<Streamed>>>,
+    thread: JoinHandle<()>,
+}
+
+/// One connection of a stream.
+struct Streamed {
+    /// Just before `connect`.
+    start_ns: u64,
+    /// Just after `connect` returned.
+    connected_ns: u64,
+    answer: Result<String, String>,
+}
+
+impl Stream {
+    fn start(target: SocketAddr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let made = Arc::new(Mutex::new(Vec::new()));
+        let thread = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            let made = Arc::clone(&made);
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let start_ns = monotonic_ns();
+                    let connected = connect(target, None);
+                    let connected_ns = monotonic_ns();
+                    let answer = connected
+                        .and_then(|mut c| ask(&mut c, "hello"))
+                        .map_err(|e| e.to_string());
+                    made.lock().expect("stream lock").push(Streamed {
+                        start_ns,
+                        connected_ns,
+                        answer,
+                    });
+                }
+            }
+        });
+        Self { stop, made, thread }
+    }
+
+    /// How many connections started at or after `since_ns` are done.
+    fn count_since(&self, since_ns: u64) -> usize {
+        let made = self.made.lock().expect("stream lock");
+        made.iter()
+            .rev()
+            .take_while(|c| c.start_ns >= since_ns)
+            .count()
+    }
+
+    fn stop(self) -> Value {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("stream thread");
+        let made = std::mem::take(&mut *self.made.lock().expect("stream lock"));
+        let connections: Vec<Value> = made
+            .into_iter()
+            .map(|c| {
+                let (key, value) = match c.answer {
+                    Ok(a) => ("answer", a),
+                    Err(e) => ("error", e),
+                };
+                json!({
+                    "start_ns": c.start_ns,
+                    "connected_ns": c.connected_ns,
+                    key: value,
+                })
+            })
+            .collect();
+        json!({ "stopped": monotonic_ns(), "connections": connections })
+    }
 }
