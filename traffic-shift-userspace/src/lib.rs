@@ -3,8 +3,10 @@
 //! The flow, one module per stage: [`config`] (YAML -> validated
 //! [`model`]) -> [`compile`] (model -> kernel map entries) -> [`datapath`]
 //! (aya: load, attach, pin, write maps); [`agent`] keeps the kernel in step
-//! with a rules directory; [`cli`] holds the commands that need no agent.
+//! with a rules directory; [`cli`] holds the commands that need no agent;
+//! [`admin`] is the socket the commands that need it use.
 
+pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod compile;
