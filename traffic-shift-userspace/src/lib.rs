@@ -3,11 +3,12 @@
 //! The flow, one module per stage: [`config`] (YAML -> validated
 //! [`model`]) -> [`compile`] (model -> kernel map entries) -> [`datapath`]
 //! (aya: load, attach, pin, write maps); [`agent`] keeps the kernel in step
-//! with a rules directory; [`cli`] holds the commands that need no agent;
-//! [`admin`] is the socket the commands that need it use.
+//! with a rules directory and the resources [`applied`] over its [`admin`]
+//! socket; [`cli`] holds the commands that need no agent.
 
 pub mod admin;
 pub mod agent;
+pub mod applied;
 pub mod cli;
 pub mod compile;
 pub mod config;
