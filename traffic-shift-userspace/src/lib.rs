@@ -4,7 +4,8 @@
 //! [`model`]) -> [`compile`] (model -> kernel map entries) -> [`datapath`]
 //! (aya: load, attach, pin, write maps); [`agent`] keeps the kernel in step
 //! with a rules directory and the resources [`applied`] over its [`admin`]
-//! socket; [`cli`] holds the commands that need no agent.
+//! socket; [`cli`] holds the commands that need no agent, [`ctl`] those
+//! that talk to it.
 
 pub mod admin;
 pub mod agent;
@@ -12,6 +13,7 @@ pub mod applied;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod ctl;
 pub mod datapath;
 pub mod health;
 pub mod metrics;
