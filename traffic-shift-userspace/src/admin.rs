@@ -381,19 +381,12 @@ async fn serve(mut stream: UnixStream, calls: mpsc::Sender<Call>) {
         Err(err) => Response::Error {
             message: format!("cannot read the client's credentials: {err}"),
         },
-        Ok(cred) if cred.uid() != 0 => {
-            tracing::warn!(
-                uid = cred.uid(),
-                pid,
-                "admin socket: refused a client that is not root"
-            );
-            Response::Error {
-                message: format!(
-                    "permission denied: the agent takes admin requests from root (uid 0) only, and this client runs as uid {}; run it as root, e.g. with sudo",
-                    cred.uid()
-                ),
-            }
-        }
+        Ok(cred) if cred.uid() != 0 => Response::Error {
+            message: format!(
+                "permission denied: the agent takes admin requests from root (uid 0) only, and this client runs as uid {}; run it as root, e.g. with sudo",
+                cred.uid()
+            ),
+        },
         Ok(_) => match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
             Err(_) => Response::Error {
                 message: format!(
