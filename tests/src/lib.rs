@@ -61,10 +61,15 @@ fn binary(var: &str, name: &str) -> PathBuf {
 
 /// Runs the `traffic-shift` binary under test with `args`.
 pub fn traffic_shift(args: &[&str]) -> std::process::Output {
-    Command::new(binary("TRAFFIC_SHIFT_BIN", "traffic-shift"))
+    Command::new(traffic_shift_bin())
         .args(args)
         .output()
         .expect("run traffic-shift")
+}
+
+/// The `traffic-shift` binary under test.
+pub fn traffic_shift_bin() -> PathBuf {
+    binary("TRAFFIC_SHIFT_BIN", "traffic-shift")
 }
 
 fn run(cmd: &mut Command) {
@@ -306,6 +311,10 @@ pub struct Agent {
     pub bpffs: PathBuf,
     pub status_file: PathBuf,
     pub log: PathBuf,
+    /// Its `--admin-socket`.
+    pub admin_socket: PathBuf,
+    /// Its `--state-dir` (the applied resources).
+    pub applied_dir: PathBuf,
     seen_events: usize,
     cgroup: PathBuf,
     netns: String,
@@ -336,6 +345,8 @@ impl Agent {
             bpffs: PathBuf::from(format!("/sys/fs/bpf/{name}")),
             status_file: state.join("status.json"),
             log: state.join("agent.log"),
+            admin_socket: state.join("admin.sock"),
+            applied_dir: state.join("applied"),
             seen_events: 0,
             cgroup: cgroup.path.clone(),
             netns: netns.name.clone(),
@@ -353,7 +364,7 @@ impl Agent {
     }
 
     fn spawn(&mut self, extra_args: &[&str]) {
-        let mut cmd = Command::new(binary("TRAFFIC_SHIFT_BIN", "traffic-shift"));
+        let mut cmd = Command::new(traffic_shift_bin());
         cmd.args(["run", "--rules"])
             .arg(&self.rules)
             .arg("--cgroup")
@@ -366,6 +377,10 @@ impl Agent {
             .arg(&self.events)
             .arg("--status-file")
             .arg(&self.status_file)
+            .arg("--admin-socket")
+            .arg(&self.admin_socket)
+            .arg("--state-dir")
+            .arg(&self.applied_dir)
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(if extra_args.contains(&"--bpf-log-level") {
                 &[][..]
@@ -389,6 +404,55 @@ impl Agent {
             "initial rules not all applied: {initial:?}\nagent log:\n{}",
             self.log_text()
         );
+        self.wait_admin();
+    }
+
+    /// Waits (up to 5 s) until the agent answers on its admin socket (its
+    /// loop runs, the applied resources are restored).
+    fn wait_admin(&mut self) {
+        use traffic_shift_userspace::admin;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match admin::call(&self.admin_socket, &admin::Request::Version) {
+                Ok(admin::Response::Version { .. }) => return,
+                Ok(other) => panic!("the agent answered version with {other:?}"),
+                Err(err) => {
+                    if let Ok(Some(status)) = self.process.child.try_wait() {
+                        panic!("agent exited ({status}) at start:\n{}", self.log_text());
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "no answer on {} after 5 s ({err}):\n{}",
+                        self.admin_socket.display(),
+                        self.log_text()
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    /// Runs `traffic-shift ARGS --admin-socket <this agent's>`, with
+    /// `stdin` as its standard input.
+    pub fn ctl_with_input(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        let mut child = Command::new(traffic_shift_bin())
+            .args(args)
+            .arg("--admin-socket")
+            .arg(&self.admin_socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run traffic-shift");
+        let mut input = child.stdin.take().expect("piped");
+        input.write_all(stdin).expect("write stdin");
+        drop(input);
+        child.wait_with_output().expect("traffic-shift output")
+    }
+
+    /// Runs `traffic-shift ARGS --admin-socket <this agent's>`.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        self.ctl_with_input(args, b"")
     }
 
     /// Where the agent serves `/metrics` (it picked a free port; the status
@@ -778,6 +842,28 @@ impl Scenario {
 
     /// Like `tcp_echo_with`, with extra `traffic-shift run` arguments.
     pub fn tcp_echo_opts(test: &str, files: &[(&str, &str)], agent_args: &[&str]) -> Self {
+        let mut all: Vec<(&str, String)> = vec![
+            ("service-entry.yaml", tcp_echo_rule("service-entry.yaml")),
+            (
+                "destination-rule.yaml",
+                tcp_echo_rule("destination-rule.yaml"),
+            ),
+            ("gateway.yaml", tcp_echo_rule("gateway.yaml")),
+        ];
+        for (file, text) in files {
+            all.retain(|(f, _)| f != file);
+            all.push((file, (*text).to_owned()));
+        }
+        Self::build(test, &all, agent_args)
+    }
+
+    /// The tcp-echo backends and an agent (with `agent_args`) on an empty
+    /// rules directory: the rules come with `traffic-shift apply`.
+    pub fn tcp_echo_backends(test: &str, agent_args: &[&str]) -> Self {
+        Self::build(test, &[], agent_args)
+    }
+
+    fn build(test: &str, files: &[(&str, String)], agent_args: &[&str]) -> Self {
         require_root();
         let name = unique_name(test);
         let netns = Netns::new(&name);
@@ -799,22 +885,10 @@ impl Scenario {
         let rules_dir = std::env::temp_dir().join(format!("{name}-rules"));
         let _ = std::fs::remove_dir_all(&rules_dir);
         std::fs::create_dir_all(&rules_dir).expect("rules dir");
-        let mut all: Vec<(&str, String)> = vec![
-            ("service-entry.yaml", tcp_echo_rule("service-entry.yaml")),
-            (
-                "destination-rule.yaml",
-                tcp_echo_rule("destination-rule.yaml"),
-            ),
-            ("gateway.yaml", tcp_echo_rule("gateway.yaml")),
-        ];
         for (file, text) in files {
-            all.retain(|(f, _)| f != file);
-            all.push((file, (*text).to_owned()));
-        }
-        for (file, text) in &all {
             std::fs::write(rules_dir.join(file), text).expect("write rules");
         }
-        let agent = Agent::start(&name, &rules_dir, &cgroup, &netns, all.len(), agent_args);
+        let agent = Agent::start(&name, &rules_dir, &cgroup, &netns, files.len(), agent_args);
         let client = Client::start(&netns, Some(&cgroup));
         Self {
             client,

@@ -4,6 +4,9 @@
 //! holds; a refused file (syntax, validation, a reference the other files do
 //! not satisfy, a kernel limit) is logged as one line and the previous
 //! version of that file stays in force.
+//!
+//! Resources applied over the admin socket (`traffic-shift apply`, see
+//! `control`) are in force together with the directory's files.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -20,7 +23,10 @@ use std::sync::{Arc, Mutex};
 
 use traffic_shift_common::{EndpointStats, ServiceKey};
 
+mod control;
+
 use crate::{
+    admin, applied,
     compile::{self, Compiled},
     config::{self, RulesFile},
     datapath::{BpfLogLevel, Datapath, DatapathError},
@@ -71,6 +77,10 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    State(#[from] applied::StateError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
 }
 
 /// Where `traffic-shift run` keeps its status and `traffic-shift status`
@@ -122,6 +132,15 @@ pub struct AgentOptions {
     pub health: crate::health::HealthOptions,
     #[command(flatten)]
     pub limits: crate::limits::Limits,
+    /// Where `traffic-shift apply|delete|get|version` reach the agent: a
+    /// Unix socket the agent creates, mode 0600, root only.
+    #[arg(long, value_name = "PATH", default_value = admin::DEFAULT_SOCKET)]
+    pub admin_socket: PathBuf,
+    /// Where the resources applied with `traffic-shift apply` are kept
+    /// (`applied.yaml`), to be restored when the agent starts again. One
+    /// agent per directory.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/traffic-shift")]
+    pub state_dir: PathBuf,
 }
 
 /// The rules files on disk: each one's text, or why it cannot be read.
@@ -162,6 +181,8 @@ struct Agent {
     unhealthy: BTreeSet<SocketAddr>,
     /// Endpoints ejected by outlier detection.
     outliers: crate::health::Outliers,
+    /// Resources applied over the admin socket, in force with the files.
+    applied: applied::Store,
 }
 
 /// Runs until SIGINT or SIGTERM; then leaves the datapath pinned (or, with
@@ -182,6 +203,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             source,
         })?;
     let events = options.events.as_deref().map(open_events).transpose()?;
+    let (applied, admin_server, mut admin_calls) = control::open(&options)?;
     let cgroup = match &options.cgroup {
         Some(cgroup) => cgroup.clone(),
         None => crate::datapath::default_cgroup().ok_or(AgentError::NoCgroup2)?,
@@ -218,6 +240,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         prober: start_prober(&options)?,
         unhealthy: BTreeSet::new(),
         outliers: crate::health::Outliers::default(),
+        applied,
     };
 
     let (tx, mut rx) = mpsc::channel::<()>(16);
@@ -237,6 +260,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
 
     // The first apply registers the gateway endpoints' sockets too.
     agent.rescan();
+    agent.restore_applied(&admin_server);
     agent.sample();
     agent.write_status();
     tracing::info!(rules = %agent.rules.display(), files = agent.accepted.len(), "serving; watching for changes");
@@ -261,6 +285,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             }
             _ = socket_tick.tick() => agent.register_sockets(),
             Some(verdict) = next_verdict(&mut agent.prober) => agent.health_changed(verdict),
+            Some(call) = admin_calls.recv() => agent.serve_admin(call),
         }
         agent.write_status();
     }
@@ -385,8 +410,32 @@ impl Agent {
                 None => next.remove(path),
             };
         }
-        let files: Vec<RulesFile> = next.values().map(|(_, f)| f.clone()).collect();
+        // The applied resources first: a rules file that repeats one of
+        // them is the one refused.
+        let mut files: Vec<RulesFile> = vec![self.applied.rules_file()];
+        files.extend(next.values().map(|(_, f)| f.clone()));
         let model = config::resolve(&files).map_err(|e| e.to_string())?;
+        let names: Vec<String> = changes.iter().map(|(path, _)| file_name(path)).collect();
+        self.install(model, &names.join(" "))?;
+        self.accepted = next;
+        for (path, change) in changes {
+            self.refused.remove(path);
+            self.event(
+                path,
+                if change.is_some() {
+                    "applied"
+                } else {
+                    "removed"
+                },
+                None,
+            );
+        }
+        Ok(())
+    }
+
+    /// Compiles `model` and writes it to the kernel in one update; then it
+    /// is the model in force. `what` names the change in the log.
+    fn install(&mut self, model: RoutingModel, what: &str) -> Result<(), String> {
         let is_local = crate::netns::is_local_in(&self.netns)
             .map_err(|e| format!("cannot list the addresses of {}: {e}", self.netns.display()))?;
         let compiled: Compiled = compile::compile(
@@ -408,12 +457,10 @@ impl Agent {
         self.sync_sockets(&wanted, false);
         match self.datapath.apply(&compiled) {
             Ok(report) => {
-                self.accepted = next;
                 self.generation += 1;
-                let names: Vec<String> = changes.iter().map(|(path, _)| file_name(path)).collect();
                 tracing::info!(
                     generation = self.generation,
-                    files = %names.join(" "),
+                    files = %what,
                     routes_added = report.routes_added.len(),
                     routes_changed = report.routes_changed.len(),
                     routes_removed = report.routes_removed.len(),
@@ -433,18 +480,6 @@ impl Agent {
                 }
                 self.gateway_endpoints = wanted;
                 self.register_sockets();
-                for (path, change) in changes {
-                    self.refused.remove(path);
-                    self.event(
-                        path,
-                        if change.is_some() {
-                            "applied"
-                        } else {
-                            "removed"
-                        },
-                        None,
-                    );
-                }
                 Ok(())
             }
             Err(err) => {

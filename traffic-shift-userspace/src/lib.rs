@@ -3,12 +3,17 @@
 //! The flow, one module per stage: [`config`] (YAML -> validated
 //! [`model`]) -> [`compile`] (model -> kernel map entries) -> [`datapath`]
 //! (aya: load, attach, pin, write maps); [`agent`] keeps the kernel in step
-//! with a rules directory; [`cli`] holds the commands that need no agent.
+//! with a rules directory and the resources [`applied`] over its [`admin`]
+//! socket; [`cli`] holds the commands that need no agent, [`ctl`] those
+//! that talk to it.
 
+pub mod admin;
 pub mod agent;
+pub mod applied;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod ctl;
 pub mod datapath;
 pub mod health;
 pub mod limits;

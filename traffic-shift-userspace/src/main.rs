@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use traffic_shift_userspace::{agent, cli};
+use traffic_shift_userspace::{admin, agent, cli, ctl};
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +59,86 @@ enum Command {
         #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
     },
+    #[command(flatten)]
+    Agent(AgentCommand),
+}
+
+/// The commands that talk to the running agent over its admin socket.
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Create or update the resources of rule files in the running agent,
+    /// all or nothing: the agent checks the whole resulting rule set and
+    /// puts it in force in one update, or refuses it with every error.
+    /// Prints `virtualservice/tcp-echo created|configured|unchanged`. Exit
+    /// code 1 if refused, 3 if the agent is not running.
+    Apply {
+        /// Files, directories (their *.yaml files) or `-` (standard input).
+        /// Example: `-f rules/tcp-echo/examples/vs-20-v2.yaml`.
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+        /// Check with the agent (everything but the kernel update) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+    /// Remove resources applied with `apply`, all or nothing, named by the
+    /// kind, metadata.name and metadata.namespace of the files' documents.
+    /// Refused if the rest of the rules need one of them.
+    Delete {
+        /// Files, directories (their *.yaml files) or `-`. Example: `-f vs.yaml`.
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+        /// Skip resources that are not applied instead of refusing.
+        #[arg(long)]
+        ignore_not_found: bool,
+        /// Check with the agent and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+    /// List the resources in force (applied, and from the rules directory).
+    /// Example: `get vs`, `get virtualservice tcp-echo -o yaml`, `get dr -A -o wide`.
+    Get {
+        /// virtualservice (vs), destinationrule (dr), gateway (gw),
+        /// serviceentry (se) or workloadentry (we); plurals too.
+        #[arg(value_name = "KIND")]
+        kind: String,
+        /// Only this resource (exit code 1 if there is none).
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// Output format: a table (default), `wide` (with each resource's
+        /// source: `apply` or its rules file), `yaml` (takes `apply -f -`),
+        /// `json`, `name`.
+        #[arg(short, long, value_name = "FORMAT")]
+        output: Option<ctl::Output>,
+        /// The namespace to list.
+        #[arg(short, long, value_name = "NAMESPACE", default_value = "default")]
+        namespace: String,
+        /// List every namespace.
+        #[arg(short = 'A', long, conflicts_with = "namespace")]
+        all_namespaces: bool,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+    /// Print the client's version and the running agent's (exit code 3 if
+    /// it is not running).
+    Version {
+        /// Only the client's.
+        #[arg(long)]
+        client: bool,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+}
+
+/// Where the agent's admin socket is.
+#[derive(clap::Args)]
+struct AdminSocket {
+    /// The agent's admin socket (its --admin-socket).
+    #[arg(long, value_name = "PATH", env = "TRAFFIC_SHIFT_ADMIN_SOCKET", default_value = admin::DEFAULT_SOCKET)]
+    admin_socket: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -138,7 +218,84 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Agent(command) => agent_command(command),
     }
+}
+
+/// The commands that talk to the agent over its admin socket.
+fn agent_command(command: AgentCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AgentCommand::Apply {
+            paths,
+            dry_run,
+            socket,
+        } => {
+            let request = |files| admin::Request::Apply { files, dry_run };
+            change(&socket.admin_socket, request, &paths)
+        }
+        AgentCommand::Delete {
+            paths,
+            ignore_not_found,
+            dry_run,
+            socket,
+        } => {
+            let request = |files| admin::Request::Delete {
+                files,
+                ignore_not_found,
+                dry_run,
+            };
+            change(&socket.admin_socket, request, &paths)
+        }
+        AgentCommand::Get {
+            kind,
+            name,
+            output,
+            namespace,
+            all_namespaces,
+            socket,
+        } => {
+            let selector = ctl::Selector {
+                kind,
+                name,
+                namespace: (!all_namespaces).then_some(namespace),
+            };
+            let code = ctl::get(
+                &socket.admin_socket,
+                &selector,
+                output.unwrap_or_default(),
+                cli::now_ms(),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )?;
+            Ok(ExitCode::from(code))
+        }
+        AgentCommand::Version { client, socket } => {
+            let code = ctl::version(
+                &socket.admin_socket,
+                client,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )?;
+            Ok(ExitCode::from(code))
+        }
+    }
+}
+
+/// `apply` / `delete`.
+fn change(
+    socket: &std::path::Path,
+    request: impl FnOnce(Vec<admin::FileText>) -> admin::Request,
+    paths: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    let code = ctl::change(
+        socket,
+        request,
+        paths,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )?;
+    Ok(ExitCode::from(code))
 }
 
 /// `--interval`: seconds, 0.1 to 3600.
