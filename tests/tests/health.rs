@@ -88,6 +88,9 @@ fn a_dead_endpoint_leaves_the_selection_within_two_intervals_and_rejoins() {
     let second = echo_backend(&s.netns, Some(&s.cgroup), "one", &["127.0.0.1:19003"]);
     let took = wait_state(&s, "127.0.0.1:19003", "ok", Duration::from_secs(3));
     eprintln!("back in the selection after {took:?}");
+    // Counts in the status are sampled every second: let one sample pass
+    // so `before` includes the first burst.
+    std::thread::sleep(Duration::from_millis(1100));
     let before = endpoint(&s.agent.status_json(), "127.0.0.1:19003")["connections_total"]
         .as_u64()
         .unwrap_or(0);
