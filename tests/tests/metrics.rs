@@ -95,16 +95,16 @@ fn connections_and_bytes_per_version_at_80_20() {
     );
 }
 
-#[test]
-fn a_backend_that_refuses_shows_as_failed_connections_with_the_reason() {
-    // v2's endpoint is a port nothing listens on: its connects get a reset.
-    let service_entry = tcp_echo_rule("service-entry.yaml").replace("19002", "19009");
+/// 80/20 with v2's IPv4 endpoint moved to `port` (where the test puts
+/// nothing, or a black hole), and no probes taking it out first.
+fn dead_v2(test: &str, port: u16) -> Scenario {
+    let service_entry = tcp_echo_rule("service-entry.yaml").replace("19002", &port.to_string());
     assert!(
-        service_entry.contains("19009"),
+        service_entry.contains(&port.to_string()),
         "shipped ServiceEntry changed shape"
     );
-    let mut s = Scenario::tcp_echo_opts(
-        "metrics-refused",
+    Scenario::tcp_echo_opts(
+        test,
         &[
             ("service-entry.yaml", &service_entry),
             (
@@ -112,9 +112,14 @@ fn a_backend_that_refuses_shows_as_failed_connections_with_the_reason() {
                 &tcp_echo_rule("examples/vs-20-v2.yaml"),
             ),
         ],
-        // A dead endpoint on purpose: no probes taking it out first.
         &["--health-interval", "0"],
-    );
+    )
+}
+
+#[test]
+fn a_backend_that_refuses_shows_as_failed_connections_with_the_reason() {
+    // v2's endpoint is a port nothing listens on: its connects get a reset.
+    let mut s = dead_v2("metrics-refused", 19009);
     let (one, two, errors) = s.client.burst_with_errors(SERVICE_V4, 100);
     assert_eq!((one, two, errors.len()), (80, 0, 20), "{errors:?}");
     let failed = "traffic_shift_connections_failed_total";
@@ -190,19 +195,7 @@ fn a_backend_that_refuses_shows_as_failed_connections_with_the_reason() {
 fn a_backend_that_never_answers_shows_as_timed_out() {
     // v2's endpoint drops every SYN (full accept queue); the namespace
     // gives up after one retransmission (~3 s) instead of six (~2 min).
-    let service_entry = tcp_echo_rule("service-entry.yaml").replace("19002", "19008");
-    let mut s = Scenario::tcp_echo_opts(
-        "metrics-timeout",
-        &[
-            ("service-entry.yaml", &service_entry),
-            (
-                "virtual-service.yaml",
-                &tcp_echo_rule("examples/vs-20-v2.yaml"),
-            ),
-        ],
-        // A dead endpoint on purpose: no probes taking it out first.
-        &["--health-interval", "0"],
-    );
+    let mut s = dead_v2("metrics-timeout", 19008);
     s.netns.sysctl("ipv4/tcp_syn_retries", "1");
     let _black_hole = s.netns.black_hole("127.0.0.1:19008".parse().expect("addr"));
     // 80/20 is exact over every 5 connections: one goes to v2.

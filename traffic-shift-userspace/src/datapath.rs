@@ -556,38 +556,29 @@ fn attach(
     })?;
     let mut links = LinkReport::default();
     let err = |name| move |source| DatapathError::Program { name, source };
+    // Load program `name` of type `$ty`; adopt its pinned link if there is
+    // one on `$target`, else attach it with `$attach` and pin the link.
+    macro_rules! link {
+        ($ty:ty, $name:expr, $target:expr, |$p:ident| $attach:expr) => {{
+            let name = $name;
+            let $p: &mut $ty = program(ebpf, name)?;
+            $p.load().map_err(err(name))?;
+            let prog_fd = $p.fd().map_err(err(name))?.as_fd();
+            if !links.adopt(pin_dir, name, prog_fd, $target)? {
+                let id = $attach.map_err(err(name))?;
+                let link = $p.take_link(id).map_err(err(name))?;
+                pin_link(pin_dir, name, link)?;
+            }
+        }};
+    }
     for name in PROGRAMS {
-        let program: &mut CgroupSockAddr = program(ebpf, name)?;
-        program.load().map_err(err(name))?;
-        let prog_fd = program.fd().map_err(err(name))?.as_fd();
-        if !links.adopt(pin_dir, name, prog_fd, cgroup_id)? {
-            let id = program
-                .attach(&cgroup_file, CgroupAttachMode::Single)
-                .map_err(err(name))?;
-            let link = program.take_link(id).map_err(err(name))?;
-            pin_link(pin_dir, name, link)?;
-        }
+        link!(CgroupSockAddr, name, cgroup_id, |p| p
+            .attach(&cgroup_file, CgroupAttachMode::Single));
     }
-    let name = "ts_sock_ops";
-    let sock_ops: &mut SockOps = program(ebpf, name)?;
-    sock_ops.load().map_err(err(name))?;
-    let prog_fd = sock_ops.fd().map_err(err(name))?.as_fd();
-    if !links.adopt(pin_dir, name, prog_fd, cgroup_id)? {
-        let id = sock_ops
-            .attach(&cgroup_file, CgroupAttachMode::Single)
-            .map_err(err(name))?;
-        let link = sock_ops.take_link(id).map_err(err(name))?;
-        pin_link(pin_dir, name, link)?;
-    }
-    let name = "ts_sk_lookup";
-    let sk_lookup: &mut SkLookup = program(ebpf, name)?;
-    sk_lookup.load().map_err(err(name))?;
-    let prog_fd = sk_lookup.fd().map_err(err(name))?.as_fd();
-    if !links.adopt(pin_dir, name, prog_fd, netns_id)? {
-        let id = sk_lookup.attach(&netns_file).map_err(err(name))?;
-        let link = sk_lookup.take_link(id).map_err(err(name))?;
-        pin_link(pin_dir, name, link)?;
-    }
+    link!(SockOps, "ts_sock_ops", cgroup_id, |p| p
+        .attach(&cgroup_file, CgroupAttachMode::Single));
+    link!(SkLookup, "ts_sk_lookup", netns_id, |p| p
+        .attach(&netns_file));
     Ok(links)
 }
 

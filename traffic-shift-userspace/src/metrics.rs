@@ -17,8 +17,8 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Bytes, service::service_fn};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
 use traffic_shift_common::{EndpointStats, Event};
@@ -171,17 +171,32 @@ impl Exporter {
 
 type Labels = Vec<(&'static str, String)>;
 
+/// One metric family: `name` with a sample per label set, each made by
+/// `metric` from its value.
+fn family<V: Copy, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &BTreeMap<Labels, V>,
+    metric: impl Fn(V) -> M,
+) -> Result<(), std::fmt::Error> {
+    let Some(kind) = values.values().next().map(|v| metric(*v).metric_type()) else {
+        return Ok(());
+    };
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in values {
+        metric(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
 fn counters(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     values: &BTreeMap<Labels, u64>,
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, value) in values {
-        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
-    }
-    Ok(())
+    family(encoder, name, help, values, ConstCounter::new)
 }
 
 fn gauges(
@@ -190,11 +205,7 @@ fn gauges(
     help: &str,
     values: &BTreeMap<Labels, i64>,
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, value) in values {
-        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
-    }
-    Ok(())
+    family(encoder, name, help, values, ConstGauge::new)
 }
 
 impl Collector for Exporter {
