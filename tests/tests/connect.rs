@@ -230,6 +230,48 @@ fn shift_keeps_held_connections_on_their_backend() {
 }
 
 #[test]
+fn removing_a_subset_and_its_endpoints_leaves_their_open_connections_alone() {
+    let mut s = Scenario::tcp_echo("removed", &tcp_echo_rule(V2_20));
+    let held = s.client.call(&format!("hold {SERVICE_V4} 10"));
+    let expected = held["answers"].clone();
+    let twos = expected
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|x| *x == "two").count());
+    assert_eq!(twos, 2, "80/20: two of ten held on v2: {held}");
+
+    // v2 goes away in the order that keeps every step valid: the route,
+    // the subset, then its endpoints.
+    let steps = [
+        ("virtual-service.yaml", tcp_echo_rule(ALL_V1)),
+        (
+            "destination-rule.yaml",
+            tcp_echo_rule("destination-rule.yaml")
+                .replace("  - name: v2\n    labels:\n      version: v2\n", ""),
+        ),
+        (
+            "service-entry.yaml",
+            tcp_echo_rule("service-entry.yaml")
+                .replace("  - address: 127.0.0.1\n    ports: {tcp: 19002}\n    labels: {app: tcp-echo, version: v2}\n", "")
+                .replace("  - address: ::1\n    ports: {tcp: 19002}\n    labels: {app: tcp-echo, version: v2}\n", ""),
+        ),
+    ];
+    for (file, text) in steps {
+        assert!(
+            !text.contains("version: v2") || file == "virtual-service.yaml",
+            "{file} still names v2:\n{text}"
+        );
+        let event = s.agent.write_rules(file, text);
+        assert_eq!(event["result"], "applied", "{file}: {event}");
+    }
+    assert_eq!(s.client.burst(SERVICE_V4, 20), (20, 0));
+    let again = s.client.call("held");
+    assert_eq!(
+        again["answers"], expected,
+        "open connections to the removed subset keep working: {again}"
+    );
+}
+
+#[test]
 fn getpeername_shows_the_service_and_other_addresses_are_untouched() {
     let mut s = Scenario::tcp_echo("peer", &tcp_echo_rule(ALL_V1));
     let peer = s.client.call(&format!("peer {SERVICE_V4}"));
