@@ -229,18 +229,9 @@ fn shift_keeps_held_connections_on_their_backend() {
     );
 }
 
-#[test]
-fn removing_a_subset_and_its_endpoints_leaves_their_open_connections_alone() {
-    let mut s = Scenario::tcp_echo("removed", &tcp_echo_rule(V2_20));
-    let held = s.client.call(&format!("hold {SERVICE_V4} 10"));
-    let expected = held["answers"].clone();
-    let twos = expected
-        .as_array()
-        .map_or(0, |a| a.iter().filter(|x| *x == "two").count());
-    assert_eq!(twos, 2, "80/20: two of ten held on v2: {held}");
-
-    // v2 goes away in the order that keeps every step valid: the route,
-    // the subset, then its endpoints.
+/// v2 leaves the rules in the order that keeps every step valid: the
+/// route, the subset, then its endpoints.
+fn remove_v2(s: &mut Scenario) {
     let steps = [
         ("virtual-service.yaml", tcp_echo_rule(ALL_V1)),
         (
@@ -263,12 +254,68 @@ fn removing_a_subset_and_its_endpoints_leaves_their_open_connections_alone() {
         let event = s.agent.write_rules(file, text);
         assert_eq!(event["result"], "applied", "{file}: {event}");
     }
+}
+
+/// Holds 10 connections at 80/20; returns their answers (2 `two`).
+fn hold_ten(s: &mut Scenario) -> serde_json::Value {
+    let held = s.client.call(&format!("hold {SERVICE_V4} 10"));
+    let answers = held["answers"].clone();
+    let twos = answers
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|x| *x == "two").count());
+    assert_eq!(twos, 2, "80/20: two of ten held on v2: {held}");
+    answers
+}
+
+#[test]
+fn removing_a_subset_and_its_endpoints_leaves_their_open_connections_alone() {
+    let mut s = Scenario::tcp_echo("removed", &tcp_echo_rule(V2_20));
+    let expected = hold_ten(&mut s);
+    remove_v2(&mut s);
     assert_eq!(s.client.burst(SERVICE_V4, 20), (20, 0));
     let again = s.client.call("held");
     assert_eq!(
         again["answers"], expected,
         "open connections to the removed subset keep working: {again}"
     );
+}
+
+#[test]
+fn drain_timeout_closes_the_connections_of_removed_endpoints_only() {
+    let mut s = Scenario::tcp_echo_opts(
+        "drain",
+        &[("virtual-service.yaml", &tcp_echo_rule(V2_20))],
+        &["--drain-timeout", "1s"],
+    );
+    let expected = hold_ten(&mut s);
+    remove_v2(&mut s);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !s.agent.log_text().contains("drain timeout: closed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no drain within 5 s:\n{}",
+            s.agent.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = s.agent.log_text();
+    assert!(log.contains("closed=2"), "the two v2 connections:\n{log}");
+    let again = s.client.call("held");
+    for (before, now) in expected
+        .as_array()
+        .expect("answers")
+        .iter()
+        .zip(again["answers"].as_array().expect("answers"))
+    {
+        if before == "two" {
+            assert!(
+                now.get("error").is_some(),
+                "a connection to the removed v2 is closed: {again}"
+            );
+        } else {
+            assert_eq!(now, before, "v1's connections are untouched: {again}");
+        }
+    }
 }
 
 #[test]

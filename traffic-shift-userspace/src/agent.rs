@@ -132,6 +132,11 @@ pub struct AgentOptions {
     pub health: crate::health::HealthOptions,
     #[command(flatten)]
     pub limits: crate::limits::Limits,
+    /// Close the connections routed to an endpoint this long after it left
+    /// the rules (found in the --netns namespace; the log says how many).
+    /// Default: never, they finish on their own.
+    #[arg(long, value_name = "DURATION", value_parser = crate::health::parse_duration)]
+    pub drain_timeout: Option<Duration>,
     /// Where `traffic-shift apply|delete|get|version` reach the agent: a
     /// Unix socket the agent creates, mode 0600, root only.
     #[arg(long, value_name = "PATH", default_value = admin::DEFAULT_SOCKET)]
@@ -183,6 +188,10 @@ struct Agent {
     outliers: crate::health::Outliers,
     /// Resources applied over the admin socket, in force with the files.
     applied: applied::Store,
+    drain_timeout: Option<Duration>,
+    /// Counter slots of endpoints that left the rules, and since when: their
+    /// connections are closed after --drain-timeout.
+    draining: BTreeMap<u32, std::time::Instant>,
 }
 
 /// Runs until SIGINT or SIGTERM; then leaves the datapath pinned (or, with
@@ -241,6 +250,8 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         unhealthy: BTreeSet::new(),
         outliers: crate::health::Outliers::default(),
         applied,
+        drain_timeout: options.drain_timeout,
+        draining: BTreeMap::new(),
     };
 
     let (tx, mut rx) = mpsc::channel::<()>(16);
@@ -474,6 +485,7 @@ impl Agent {
                 }
                 self.model = model;
                 self.stat_ids = compiled.stat_ids;
+                self.track_removed();
                 self.publish();
                 if let Some(prober) = &self.prober {
                     prober.set_targets(self.endpoints());
@@ -705,6 +717,7 @@ impl Agent {
             .collect();
         self.history.push_back((now, sample));
         self.detect_outliers(now);
+        self.drain(now);
         while self
             .history
             .front()
@@ -753,6 +766,60 @@ impl Agent {
         shared.map_fill = fill;
         shared.registered = registered;
         shared.healthy = healthy;
+    }
+
+    /// Notes the counter slots whose endpoints left the rules (a health
+    /// exclusion does not count: those connections are not cut).
+    fn track_removed(&mut self) {
+        if self.drain_timeout.is_none() {
+            return;
+        }
+        let live = compile::stat_keys(&self.model);
+        let now = std::time::Instant::now();
+        for (key, id) in self.stat_ids.iter() {
+            if live.contains(key) {
+                self.draining.remove(&id);
+            } else {
+                self.draining.entry(id).or_insert(now);
+            }
+        }
+    }
+
+    /// Closes the routed connections of endpoints that left the rules more
+    /// than --drain-timeout ago.
+    fn drain(&mut self, now: std::time::Instant) {
+        let Some(timeout) = self.drain_timeout else {
+            return;
+        };
+        let due: BTreeSet<u32> = self
+            .draining
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let endpoints: Vec<String> = self
+            .stat_ids
+            .iter()
+            .filter(|(_, id)| due.contains(id))
+            .map(|(key, _)| key.endpoint.to_string())
+            .collect();
+        match crate::drain::close_routed(&self.netns, self.datapath.conns_fd(), &due) {
+            Ok(closed) => tracing::info!(
+                closed,
+                endpoints = %endpoints.join(" "),
+                timeout = ?timeout,
+                "drain timeout: closed the connections still open to endpoints removed from the rules"
+            ),
+            Err(err) => {
+                tracing::warn!(%err, endpoints = %endpoints.join(" "), "drain timeout: cannot close the connections of removed endpoints");
+            }
+        }
+        for id in due {
+            self.draining.remove(&id);
+        }
     }
 
     /// Outlier detection over the last second's counters: endpoints whose

@@ -330,7 +330,7 @@ pub fn stat_key(
 }
 
 /// Every counter slot the model needs.
-fn stat_keys(model: &RoutingModel) -> std::collections::BTreeSet<StatKey> {
+pub fn stat_keys(model: &RoutingModel) -> std::collections::BTreeSet<StatKey> {
     model
         .routes
         .iter()

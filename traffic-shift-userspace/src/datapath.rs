@@ -135,6 +135,8 @@ pub struct Datapath {
     adopted_routes: BTreeMap<u32, Vec<u8>>,
     /// Whether the maps were a previous agent's.
     adopted: bool,
+    /// `TS_CONNS` (socket storage), for `--drain-timeout`'s sock_diag queries.
+    conns: MapData,
     limits: crate::limits::Limits,
     /// Remove every pin (detaching the programs) when dropped.
     unload_on_drop: bool,
@@ -226,26 +228,16 @@ impl Datapath {
             stats: take_map(&mut ebpf, map_names::STATS)?,
         };
         let gateway_flows = take_map(&mut ebpf, map_names::GATEWAY_FLOWS)?;
-        // What the maps hold already (adopted), so the first apply writes
-        // only what differs.
-        let read_keys = |map: &HashMap<MapData, ServiceKey, ServiceValue>, name| {
-            map.iter()
-                .collect::<Result<BTreeMap<_, _>, _>>()
-                .map_err(|source| DatapathError::Map { name, source })
-        };
-        let loaded_services = read_keys(&services, map_names::SERVICES)?;
-        let loaded_gateways = read_keys(&gateways, map_names::GATEWAYS)?;
-        let adopted_routes = routes
-            .iter()
-            .map(|entry| {
-                entry.map(|(id, table): (u32, RouteTable)| (id, table.used_bytes().to_vec()))
-            })
-            .collect::<Result<BTreeMap<_, _>, _>>()
-            .map_err(|source| DatapathError::Map {
-                name: map_names::ROUTES,
+        let (loaded_services, loaded_gateways, adopted_routes) =
+            read_back(&services, &gateways, &routes)?;
+        let conns = MapData::from_pin(pin_dir.join(map_names::CONNS)).map_err(|source| {
+            DatapathError::Map {
+                name: map_names::CONNS,
                 source,
-            })?;
+            }
+        })?;
         Ok(Self {
+            conns,
             limits: *limits,
             adopted_routes,
             adopted,
@@ -395,6 +387,11 @@ impl Datapath {
             self.loaded_routes
                 .insert(key.to_owned(), LoadedRoute { id, table });
         }
+    }
+
+    /// `TS_CONNS`, the socket storage of routed connections.
+    pub fn conns_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.conns.fd().as_fd()
     }
 
     /// Whether the maps were a previous agent's (kept across its restart).
@@ -819,6 +816,43 @@ impl KernelCounters {
                 response_bytes: a.response_bytes + c.response_bytes,
             }))
     }
+}
+
+/// What the maps hold already (adopted from a previous agent), so the first
+/// apply writes only what differs: service keys, gateway keys, and route
+/// tables by id (their used bytes).
+#[expect(
+    clippy::type_complexity,
+    reason = "three plain maps, named at the call"
+)]
+fn read_back(
+    services: &HashMap<MapData, ServiceKey, ServiceValue>,
+    gateways: &HashMap<MapData, ServiceKey, ServiceValue>,
+    routes: &HashMap<MapData, u32, RouteTable>,
+) -> Result<
+    (
+        BTreeMap<ServiceKey, ServiceValue>,
+        BTreeMap<ServiceKey, ServiceValue>,
+        BTreeMap<u32, Vec<u8>>,
+    ),
+    DatapathError,
+> {
+    let read_keys = |map: &HashMap<MapData, ServiceKey, ServiceValue>, name| {
+        map.iter()
+            .collect::<Result<BTreeMap<_, _>, _>>()
+            .map_err(|source| DatapathError::Map { name, source })
+    };
+    let loaded_services = read_keys(services, map_names::SERVICES)?;
+    let loaded_gateways = read_keys(gateways, map_names::GATEWAYS)?;
+    let adopted_routes = routes
+        .iter()
+        .map(|entry| entry.map(|(id, table): (u32, RouteTable)| (id, table.used_bytes().to_vec())))
+        .collect::<Result<BTreeMap<_, _>, _>>()
+        .map_err(|source| DatapathError::Map {
+            name: map_names::ROUTES,
+            source,
+        })?;
+    Ok((loaded_services, loaded_gateways, adopted_routes))
 }
 
 /// `--bpf-log-level`: the most verbose kernel log line kept (aya-log levels).

@@ -15,6 +15,7 @@ pub mod compile;
 pub mod config;
 pub mod ctl;
 pub mod datapath;
+pub mod drain;
 pub mod health;
 pub mod limits;
 pub mod metrics;

@@ -1,0 +1,249 @@
+//! `--drain-timeout`: closing the connections traffic-shift routed to an
+//! endpoint that left the rules, once their grace period is over.
+//!
+//! The routed connections are found with a `NETLINK_SOCK_DIAG` dump that
+//! asks for each socket's `TS_CONNS` storage (`INET_DIAG_REQ_SK_BPF_STORAGES`,
+//! kernel 5.2): the storage names the counter slot, i.e. the (route,
+//! destination, endpoint) the connection was routed to, so connections that
+//! reached the same backend some other way are never touched. They are
+//! closed with `SOCK_DESTROY` (as `ss -K`; `CONFIG_INET_DIAG_DESTROY`): the
+//! local side sees `ECONNABORTED`, the peer a reset. Layouts from the UAPI
+//! headers `linux/netlink.h`, `linux/inet_diag.h`, `linux/sock_diag.h`.
+
+use std::{
+    collections::BTreeSet,
+    fs::File,
+    io,
+    os::fd::{AsRawFd as _, BorrowedFd},
+    path::Path,
+};
+
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, netlink};
+use traffic_shift_common::ConnState;
+
+const NLMSG_HDRLEN: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const SOCK_DESTROY: u16 = 21;
+const IPPROTO_TCP: u8 = 6;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const NLA_F_NESTED: u16 = 0x8000;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+/// Request attribute: the sk storage maps whose values to report.
+const INET_DIAG_REQ_SK_BPF_STORAGES: u16 = 2;
+const SK_DIAG_BPF_STORAGE_REQ_MAP_FD: u16 = 1;
+/// Reply attributes.
+const INET_DIAG_SK_BPF_STORAGES: u16 = 20;
+const SK_DIAG_BPF_STORAGE: u16 = 1;
+const SK_DIAG_BPF_STORAGE_MAP_VALUE: u16 = 3;
+/// `inet_diag_req_v2` without attributes.
+const REQ_LEN: usize = 56;
+/// `inet_diag_msg` without attributes; its `inet_diag_sockid` is at 4..52.
+const MSG_LEN: usize = 72;
+/// TCP states of open connections (not LISTEN, not TIME_WAIT: those have
+/// no storage), as the bit mask `idiag_states`.
+const OPEN_STATES: u32 =
+    (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 11);
+
+/// A connection traffic-shift routed: its socket's identity for
+/// `SOCK_DESTROY` and its counter slot.
+#[derive(Clone, Debug)]
+pub struct Routed {
+    family: u8,
+    /// `struct inet_diag_sockid`, as the dump gave it (cookie included).
+    id: [u8; 48],
+    pub stat_id: u32,
+}
+
+/// Closes, in the network namespace at `netns`, every routed connection
+/// counted in one of `stat_ids`; `conns` is the `TS_CONNS` map. Returns how
+/// many were closed.
+pub fn close_routed(
+    netns: &Path,
+    conns: BorrowedFd<'_>,
+    stat_ids: &BTreeSet<u32>,
+) -> io::Result<usize> {
+    let ns = File::open(netns)?;
+    let map_fd = u32::try_from(conns.as_raw_fd()).map_err(io::Error::other)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns on this scoped thread only, with a namespace
+                // fd we own; netlink sockets report on their creator's netns.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let sock = rustix::net::socket_with(
+                    AddressFamily::NETLINK,
+                    SocketType::DGRAM,
+                    SocketFlags::CLOEXEC,
+                    Some(netlink::SOCK_DIAG),
+                )?;
+                let mut closed = 0;
+                for (family, seq) in [(AF_INET, 1), (AF_INET6, 2)] {
+                    for routed in dump(&sock, family, seq, map_fd)? {
+                        if stat_ids.contains(&routed.stat_id) && destroy(&sock, &routed, seq + 10)?
+                        {
+                            closed += 1;
+                        }
+                    }
+                }
+                Ok(closed)
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn header(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32) {
+    buf.extend_from_slice(&[0; 4]); // length, set at the end
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0_u32.to_ne_bytes());
+}
+
+fn finish(mut buf: Vec<u8>) -> Vec<u8> {
+    let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+    buf[0..4].copy_from_slice(&len.to_ne_bytes());
+    buf
+}
+
+/// The open TCP sockets of `family` that have `TS_CONNS` storage.
+fn dump(
+    sock: &impl rustix::fd::AsFd,
+    family: u8,
+    seq: u32,
+    map_fd: u32,
+) -> io::Result<Vec<Routed>> {
+    let mut req = Vec::with_capacity(NLMSG_HDRLEN + REQ_LEN + 12);
+    header(
+        &mut req,
+        SOCK_DIAG_BY_FAMILY,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+    );
+    let mut body = [0_u8; REQ_LEN];
+    body[0] = family;
+    body[1] = IPPROTO_TCP;
+    body[4..8].copy_from_slice(&OPEN_STATES.to_ne_bytes());
+    req.extend_from_slice(&body);
+    // INET_DIAG_REQ_SK_BPF_STORAGES { SK_DIAG_BPF_STORAGE_REQ_MAP_FD: fd }
+    req.extend_from_slice(&12_u16.to_ne_bytes());
+    req.extend_from_slice(&(INET_DIAG_REQ_SK_BPF_STORAGES | NLA_F_NESTED).to_ne_bytes());
+    req.extend_from_slice(&8_u16.to_ne_bytes());
+    req.extend_from_slice(&SK_DIAG_BPF_STORAGE_REQ_MAP_FD.to_ne_bytes());
+    req.extend_from_slice(&map_fd.to_ne_bytes());
+    rustix::net::send(sock, &finish(req), SendFlags::empty())?;
+    let mut buf = vec![0_u8; 64 * 1024];
+    let mut out = Vec::new();
+    loop {
+        let len = rustix::net::recv(sock, &mut buf, RecvFlags::TRUNC)?;
+        let mut data = buf
+            .get(..len)
+            .ok_or_else(|| io::Error::other("sock_diag reply truncated"))?;
+        while data.len() >= NLMSG_HDRLEN {
+            let msg_len = usize::try_from(u32_at(data, 0)).unwrap_or(usize::MAX);
+            if msg_len < NLMSG_HDRLEN || msg_len > data.len() {
+                return Err(io::Error::other("malformed sock_diag reply"));
+            }
+            let payload = &data[NLMSG_HDRLEN..msg_len];
+            if u32_at(data, 8) == seq {
+                match u16_at(data, 4) {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        return Err(errno(payload)
+                            .unwrap_or_else(|| io::Error::other("sock_diag dump failed")));
+                    }
+                    SOCK_DIAG_BY_FAMILY => out.extend(parse(payload)),
+                    _ => {}
+                }
+            }
+            data = &data[align4(msg_len).min(data.len())..];
+        }
+    }
+}
+
+/// One `inet_diag_msg` with a `TS_CONNS` value among its attributes.
+fn parse(msg: &[u8]) -> Option<Routed> {
+    if msg.len() < MSG_LEN {
+        return None;
+    }
+    let id: [u8; 48] = msg[4..52].try_into().ok()?;
+    let storages = attribute(&msg[MSG_LEN..], INET_DIAG_SK_BPF_STORAGES)?;
+    let storage = attribute(storages, SK_DIAG_BPF_STORAGE)?;
+    let value = attribute(storage, SK_DIAG_BPF_STORAGE_MAP_VALUE)?;
+    let state: ConnState =
+        bytemuck::try_pod_read_unaligned(value.get(..size_of::<ConnState>())?).ok()?;
+    Some(Routed {
+        family: msg[0],
+        id,
+        stat_id: state.stat_id,
+    })
+}
+
+/// The payload of the first attribute of type `kind` in `attrs`.
+fn attribute(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
+    while attrs.len() >= 4 {
+        let len = usize::from(u16_at(attrs, 0));
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if u16_at(attrs, 2) & NLA_TYPE_MASK == kind {
+            return Some(&attrs[4..len]);
+        }
+        attrs = &attrs[align4(len).min(attrs.len())..];
+    }
+    None
+}
+
+/// `SOCK_DESTROY` of one socket; false when it was gone already.
+fn destroy(sock: &impl rustix::fd::AsFd, routed: &Routed, seq: u32) -> io::Result<bool> {
+    let mut req = Vec::with_capacity(NLMSG_HDRLEN + REQ_LEN);
+    header(&mut req, SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, seq);
+    let mut body = [0_u8; REQ_LEN];
+    body[0] = routed.family;
+    body[1] = IPPROTO_TCP;
+    body[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+    body[8..56].copy_from_slice(&routed.id);
+    req.extend_from_slice(&body);
+    rustix::net::send(sock, &finish(req), SendFlags::empty())?;
+    let mut buf = [0_u8; 4096];
+    loop {
+        let len = rustix::net::recv(sock, &mut buf, RecvFlags::empty())?;
+        let data = &buf[..len.min(buf.len())];
+        if data.len() >= NLMSG_HDRLEN + 4
+            && u32_at(data, 8) == seq
+            && u16_at(data, 4) == NLMSG_ERROR
+        {
+            return match errno(&data[NLMSG_HDRLEN..]) {
+                None => Ok(true),
+                Some(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+                Some(e) => Err(e),
+            };
+        }
+    }
+}
+
+/// The error of an `NLMSG_ERROR` payload; `None` for an acknowledgement.
+fn errno(payload: &[u8]) -> Option<io::Error> {
+    let code = i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?);
+    (code < 0).then(|| io::Error::from_raw_os_error(-code))
+}
+
+fn align4(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
