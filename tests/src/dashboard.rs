@@ -66,6 +66,10 @@ pub const METRICS: &[(&str, &[&str])] = &[
         &["destination_service", "destination_version", "endpoint"],
     ),
     (
+        "traffic_shift_endpoint_healthy",
+        &["destination_service", "destination_version", "endpoint"],
+    ),
+    (
         "traffic_shift_route_weight",
         &["route", "destination_service", "destination_version"],
     ),

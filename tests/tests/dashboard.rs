@@ -274,6 +274,11 @@ fn exposition(n: u64) -> String {
             registered,
         );
         bare(
+            "traffic_shift_endpoint_healthy",
+            &format!(r#"{svc},destination_version="{version}",endpoint="{endpoint}""#),
+            1,
+        );
+        bare(
             "traffic_shift_route_weight",
             &format!(r#"route="default/tcp-echo tcp[0]",{svc},destination_version="{version}""#),
             weight,

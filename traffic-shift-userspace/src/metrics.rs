@@ -358,7 +358,7 @@ fn encode_agent(encoder: &mut DescriptorEncoder, shared: &Shared) -> Result<(), 
     counters(
         encoder,
         "traffic_shift_apply_errors",
-        "Rule files refused (the previous rules stayed in force)",
+        "Rule files and apply/delete requests refused (the previous rules stayed in force)",
         &one(shared.apply_errors),
     )?;
     let gauge = |v: u64| BTreeMap::from([(Labels::new(), i64::try_from(v).unwrap_or(i64::MAX))]);

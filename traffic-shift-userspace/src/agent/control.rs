@@ -72,6 +72,7 @@ impl Agent {
                 "admin request refused: {}",
                 errors.join("; ")
             );
+            self.shared().apply_errors += 1;
         }
         call.reply(response);
     }
