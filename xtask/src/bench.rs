@@ -1,7 +1,7 @@
 //! `cargo xtask bench [--quick]`: new-TCP-connection rate and latency through
 //! traffic-shift's two paths (connect-time rewrite, sk_lookup gateway) side by
-//! side with the backend reached directly and, when installable, haproxy and
-//! nginx as user-space proxies. Everything runs in a network namespace and a
+//! side with the backend reached directly and, when installable, haproxy, nginx
+//! and Envoy (configured as Istio configures it) as user-space proxies. Everything runs in a network namespace and a
 //! child cgroup of our own; timings are reported, never asserted.
 
 use std::{
@@ -31,6 +31,9 @@ const CONCURRENCY: [u32; 3] = [1, 16, 64];
 const GOAL: f64 = 0.97;
 const HAPROXY_ADDR: &str = "127.0.0.1:19100";
 const NGINX_ADDR: &str = "127.0.0.1:19101";
+const ENVOY_ADDR: &str = "127.0.0.1:19102";
+/// Worker threads (processes for nginx) of every user-space proxy.
+const PROXY_THREADS: u32 = 2;
 
 /// One thing a client connects to.
 struct Contender {
@@ -58,7 +61,18 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     let cgroup_root = setup::setup(setup::Need::Runtime)?.context("no cgroup v2 root")?;
     crate::build(root, true)?;
     let bin = crate::profile_dir(root, true);
-    let proxies = install_proxies();
+    let mut proxies = install_proxies();
+    match setup::envoy(bin.parent().expect("target/release has a parent")) {
+        Ok(envoy) => {
+            let version = setup::envoy_version(&envoy).unwrap_or_else(|| "?".into());
+            println!("bench: envoy {version}: {}", envoy.display());
+            proxies.envoy = Some(envoy);
+        }
+        Err(why) => {
+            println!("bench: contender left out: envoy: {why}");
+            proxies.skipped.push(("envoy", why));
+        }
+    }
 
     let interrupted = Arc::new(AtomicBool::new(false));
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot handle signals")?;
@@ -76,13 +90,26 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     result
 }
 
+/// The user-space proxies found, and those left out with the reason.
+#[derive(Default)]
+struct Proxies {
+    haproxy: Option<PathBuf>,
+    nginx: Option<PathBuf>,
+    envoy: Option<PathBuf>,
+    skipped: Vec<(&'static str, String)>,
+}
+
 /// Installs haproxy and nginx (stream module) if missing; `None` with the reason printed
 /// when one is not available: that contender is skipped, the bench goes on.
-fn install_proxies() -> (Option<PathBuf>, Option<PathBuf>, Vec<String>) {
+fn install_proxies() -> Proxies {
     let find = || (cmd::find_program("haproxy"), cmd::find_program("nginx"));
     let (h, n) = find();
     if h.is_some() && n.is_some() {
-        return (h, n, Vec::new());
+        return Proxies {
+            haproxy: h,
+            nginx: n,
+            ..Proxies::default()
+        };
     }
     println!("bench: installing haproxy and nginx-full (the user-space proxies compared against)");
     if let Err(e) = cmd::run(
@@ -96,12 +123,17 @@ fn install_proxies() -> (Option<PathBuf>, Option<PathBuf>, Vec<String>) {
     let mut skipped = Vec::new();
     for (name, found) in [("haproxy", h.is_some()), ("nginx", n.is_some())] {
         if !found {
-            let why = format!("{name}: not installed and `apt-get install` failed");
-            println!("bench: contender left out: {why}");
-            skipped.push(why);
+            let why = "not installed and `apt-get install` failed".to_owned();
+            println!("bench: contender left out: {name}: {why}");
+            skipped.push((name, why));
         }
     }
-    (h, n, skipped)
+    Proxies {
+        haproxy: h,
+        nginx: n,
+        envoy: None,
+        skipped,
+    }
 }
 
 #[allow(clippy::too_many_lines)]
@@ -110,7 +142,7 @@ fn run(
     bin: &Path,
     cgroup_root: &Path,
     quick: bool,
-    (haproxy, nginx, skipped_install): (Option<PathBuf>, Option<PathBuf>, Vec<String>),
+    proxies: Proxies,
     interrupted: &AtomicBool,
 ) -> Result<()> {
     let name = format!("ts-bench-{}", std::process::id());
@@ -197,7 +229,7 @@ fn run(
             in_cgroup: false,
         },
     ];
-    if let Some(haproxy) = haproxy {
+    if let Some(haproxy) = proxies.haproxy {
         let cfg = tmp.0.join("haproxy.cfg");
         fs::write(&cfg, haproxy_config())?;
         let mut c = netns.exec(haproxy);
@@ -209,7 +241,7 @@ fn run(
             in_cgroup: false,
         });
     }
-    if let Some(nginx) = nginx {
+    if let Some(nginx) = proxies.nginx {
         let cfg = tmp.0.join("nginx.conf");
         fs::write(&cfg, nginx_config(&tmp.0))?;
         let mut c = netns.exec(nginx);
@@ -228,6 +260,24 @@ fn run(
             in_cgroup: false,
         });
     }
+    let envoy_log = tmp.0.join("envoy.log");
+    if let Some(envoy) = proxies.envoy {
+        let cfg = tmp.0.join("envoy.yaml");
+        fs::write(&cfg, envoy_config())?;
+        let mut c = netns.exec(envoy);
+        c.arg("--config-path")
+            .arg(&cfg)
+            .args(["--concurrency", &PROXY_THREADS.to_string()])
+            .args(["--disable-hot-restart", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&envoy_log)?);
+        procs.spawn("envoy", &mut c)?;
+        contenders.push(Contender {
+            name: "envoy",
+            target: ENVOY_ADDR,
+            in_cgroup: false,
+        });
+    }
 
     let client = |contender: &Contender, concurrency: u32, secs: f64, warm: f64| {
         client_run(
@@ -243,9 +293,10 @@ fn run(
     // Smoke check (this also waits for the proxies to listen): a contender that does not
     // answer is dropped with the reason, the bench goes on.
     let mut ready = Vec::new();
-    let mut skipped: Vec<String> = skipped_install;
+    let mut skipped = proxies.skipped;
     for contender in contenders {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // Envoy takes a few seconds to start on a busy 2-CPU machine.
+        let deadline = Instant::now() + Duration::from_secs(10);
         let reason = loop {
             match client(&contender, 1, 0.1, 0.0) {
                 Ok(r) if r.connections > 0 && r.errors == 0 => break None,
@@ -265,22 +316,25 @@ fn run(
                 bail!("the direct backend does not answer: {r}")
             }
             Some(r) => {
-                let why = format!(
-                    "{}: {} does not answer ({r})",
-                    contender.name, contender.target
-                );
-                println!("bench: contender left out: {why}");
-                skipped.push(why);
+                let mut why = format!("{} does not answer ({r})", contender.target);
+                if let Some(status) = procs.exited(contender.name) {
+                    let _ = write!(why, "; it exited ({status})");
+                }
+                if contender.name == "envoy" {
+                    let log = fs::read_to_string(&envoy_log).unwrap_or_default();
+                    if let Some(last) = log.lines().rev().find(|l| !l.trim().is_empty()) {
+                        let _ = write!(why, "; its log ends: {}", last.trim());
+                    }
+                }
+                println!("bench: contender left out: {}: {why}", contender.name);
+                skipped.push((contender.name, why));
             }
         }
     }
     let contenders = ready;
 
-    let mut header = machine_header(&netns.name, quick, reps, duration);
+    let header = machine_header(&netns.name, quick, reps, duration);
     eprintln!("bench: {header}");
-    for s in &skipped {
-        let _ = write!(header, "\n\nskipped: {s}");
-    }
     let mut rows: Vec<Vec<Row>> = CONCURRENCY
         .iter()
         .map(|_| contenders.iter().map(|_| Row::default()).collect())
@@ -308,7 +362,7 @@ fn run(
     // Everything measured: stop the proxies, the agent and the backends now.
     drop(procs);
 
-    let (table, json, goals) = report(&header, &contenders, &rows);
+    let (table, json, goals) = report(&header, &contenders, &rows, &skipped);
     println!("\n{table}\n{goals}");
     let out = root.join("bench/results");
     fs::create_dir_all(&out)?;
@@ -434,7 +488,12 @@ fn median(v: &[f64]) -> f64 {
 }
 
 /// The markdown table (with the header), the JSON document and the goal lines.
-fn report(header: &str, contenders: &[Contender], rows: &[Vec<Row>]) -> (String, String, String) {
+fn report(
+    header: &str,
+    contenders: &[Contender],
+    rows: &[Vec<Row>],
+    skipped: &[(&str, String)],
+) -> (String, String, String) {
     let mut md = format!(
         "{header}\n\n| scenario | concurrency | contender | conn/s | vs direct | p50 µs | p99 µs | errors |\n\
          |---|---:|---|---:|---:|---:|---:|---:|\n"
@@ -469,12 +528,40 @@ fn report(header: &str, contenders: &[Contender], rows: &[Vec<Row>]) -> (String,
             }
         }
     }
+    // A contender that could not run still gets its row, with the reason and no number.
+    for (name, why) in skipped {
+        let _ = writeln!(
+            md,
+            "| {SCENARIO} | all | {name}: unavailable ({}) | - | - | - | - | - |",
+            why.replace('|', "\\|")
+        );
+        json_rows.push(format!(
+            "    {{\"scenario\": \"{SCENARIO}\", \"contender\": \"{name}\", \"unavailable\": \"{}\"}}",
+            json_escape(why)
+        ));
+    }
     let json = format!(
         "{{\n  \"header\": \"{}\",\n  \"goal_ratio_to_direct\": {GOAL},\n  \"results\": [\n{}\n  ]\n}}\n",
-        header.replace('\\', "\\\\").replace('"', "\\\""),
+        json_escape(header),
         json_rows.join(",\n")
     );
     (md, json, goals)
+}
+
+/// `s` as the inside of a JSON string.
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// One line naming the machine, the date and the run's settings.
@@ -509,7 +596,7 @@ fn machine_header(netns: &str, quick: bool, reps: u32, duration: f64) -> String 
 
 fn haproxy_config() -> String {
     format!(
-        "global\n    nbthread 2\n    maxconn 4096\n\
+        "global\n    nbthread {PROXY_THREADS}\n    maxconn 4096\n\
          defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
          frontend tcp_echo\n    bind {HAPROXY_ADDR}\n    default_backend tcp_echo\n\
          backend tcp_echo\n    balance roundrobin\n    \
@@ -521,11 +608,40 @@ fn nginx_config(dir: &Path) -> String {
     let dir = dir.display();
     format!(
         "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
-         worker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log warn;\n\
+         worker_processes {PROXY_THREADS};\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log warn;\n\
          events {{ worker_connections 4096; }}\n\
          stream {{\n    upstream tcp_echo {{\n        server 127.0.0.1:19001 weight=80;\n        \
          server 127.0.0.1:19002 weight=20;\n    }}\n    \
          server {{\n        listen {NGINX_ADDR};\n        proxy_pass tcp_echo;\n    }}\n}}\n"
+    )
+}
+
+/// Envoy as Istio programs it for a TCP route with an 80/20 split: a listener whose
+/// `tcp_proxy` filter picks one of two clusters per connection by `weighted_clusters`,
+/// clusters named `outbound|<port>|<subset>|<host>`, each with its one static endpoint,
+/// and circuit-breaker limits raised to Istio's (Envoy's default is 1024 connections).
+fn envoy_config() -> String {
+    let cluster = |subset: &str, port: u16| {
+        format!(
+            "  - name: \"outbound|9000|{subset}|tcp-echo.local\"\n    type: STATIC\n    connect_timeout: 10s\n    \
+             circuit_breakers:\n      thresholds:\n      - max_connections: 4294967295\n        \
+             max_pending_requests: 4294967295\n        max_requests: 4294967295\n        max_retries: 4294967295\n    \
+             load_assignment:\n      cluster_name: \"outbound|9000|{subset}|tcp-echo.local\"\n      endpoints:\n      \
+             - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: \
+             {{address: 127.0.0.1, port_value: {port}}}\n"
+        )
+    };
+    let (host, port) = ENVOY_ADDR.split_once(':').expect("host:port");
+    format!(
+        "static_resources:\n  listeners:\n  - name: tcp_echo\n    address:\n      socket_address: \
+         {{address: {host}, port_value: {port}}}\n    filter_chains:\n    - filters:\n      \
+         - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \
+         \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          \
+         stat_prefix: \"outbound|9000||tcp-echo.local\"\n          weighted_clusters:\n            clusters:\n            \
+         - {{name: \"outbound|9000|v1|tcp-echo.local\", weight: 80}}\n            \
+         - {{name: \"outbound|9000|v2|tcp-echo.local\", weight: 20}}\n  clusters:\n{}{}",
+        cluster("v1", 19001),
+        cluster("v2", 19002)
     )
 }
 
@@ -622,6 +738,14 @@ impl Processes {
             .with_context(|| format!("cannot start {what}: `{}`", cmd::show(c)))?;
         self.0.push((what.to_owned(), child));
         Ok(&mut self.0.last_mut().expect("just pushed").1)
+    }
+}
+
+impl Processes {
+    /// The exit status of the process started as `what`, if it has exited.
+    fn exited(&mut self, what: &str) -> Option<std::process::ExitStatus> {
+        let (_, child) = self.0.iter_mut().find(|(w, _)| w == what)?;
+        child.try_wait().ok().flatten()
     }
 }
 
