@@ -399,11 +399,15 @@ fn run(
             })
         };
         for (scenario, target, reason) in [
-            (SCENARIO, contender.target, wait_answers(conn_check)),
+            (
+                SCENARIO,
+                contender.target,
+                wait_answers(conn_check, || procs.exited(contender.name).is_some()),
+            ),
             (
                 STREAM_SCENARIO,
                 contender.stream_target,
-                wait_answers(stream_check),
+                wait_answers(stream_check, || procs.exited(contender.name).is_some()),
             ),
         ] {
             let Some(r) = reason else {
@@ -537,8 +541,12 @@ fn wait_applied(events: &Path, files: usize, log: &Path, procs: &mut Processes) 
 }
 
 /// Retries `check` every 100 ms for up to 10 s (Envoy takes a few seconds to start on a
-/// busy 2-CPU machine) until it gives `Ok(None)`; else the last reason it failed.
-fn wait_answers(mut check: impl FnMut() -> Result<Option<String>>) -> Option<String> {
+/// busy 2-CPU machine) until it gives `Ok(None)`; else the last reason it failed. Gives
+/// up at once when `exited` says the contender's process is gone.
+fn wait_answers(
+    mut check: impl FnMut() -> Result<Option<String>>,
+    mut exited: impl FnMut() -> bool,
+) -> Option<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let why = match check() {
@@ -546,7 +554,7 @@ fn wait_answers(mut check: impl FnMut() -> Result<Option<String>>) -> Option<Str
             Ok(Some(why)) => why,
             Err(e) => format!("{e:#}"),
         };
-        if Instant::now() >= deadline {
+        if Instant::now() >= deadline || exited() {
             return Some(why);
         }
         std::thread::sleep(Duration::from_millis(100));
