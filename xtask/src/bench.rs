@@ -1,8 +1,9 @@
-//! `cargo xtask bench [--quick]`: new-TCP-connection rate and latency through
-//! traffic-shift's two paths (connect-time rewrite, sk_lookup gateway) side by
-//! side with the backend reached directly and, when installable, haproxy and
-//! nginx as user-space proxies. Everything runs in a network namespace and a
-//! child cgroup of our own; timings are reported, never asserted.
+//! `cargo xtask bench [--quick]`: new-TCP-connection rate and latency (scenario 1)
+//! and the throughput of one long TCP stream (scenario 2) through traffic-shift's
+//! two paths (connect-time rewrite, sk_lookup gateway) side by side with the
+//! backend reached directly and, when installable, haproxy, nginx and Envoy
+//! (configured as Istio configures it) as user-space proxies. Everything runs in a
+//! network namespace and a child cgroup of our own; timings are reported, never asserted.
 
 use std::{
     fmt::Write as _,
@@ -27,15 +28,55 @@ use signal_hook::{
 use crate::{cmd, setup};
 
 const SCENARIO: &str = "new TCP connections";
+const STREAM_SCENARIO: &str = "one long TCP stream";
 const CONCURRENCY: [u32; 3] = [1, 16, 64];
+/// For both scenarios: once connected, neither traffic-shift path touches the packets,
+/// so a stream should go as fast as to the backend directly.
 const GOAL: f64 = 0.97;
 const HAPROXY_ADDR: &str = "127.0.0.1:19100";
 const NGINX_ADDR: &str = "127.0.0.1:19101";
+const ENVOY_ADDR: &str = "127.0.0.1:19102";
+const HAPROXY_STREAM_ADDR: &str = "127.0.0.1:19110";
+const NGINX_STREAM_ADDR: &str = "127.0.0.1:19111";
+const ENVOY_STREAM_ADDR: &str = "127.0.0.1:19112";
+
+/// A service the rules and every proxy split 80/20 between a v1 and a v2 port of 127.0.0.1.
+struct Split {
+    /// Proxy config names (haproxy frontend/backend, nginx upstream, Envoy listener).
+    name: &'static str,
+    /// The ServiceEntry host and port (Envoy's cluster names, as Istio makes them).
+    host: &'static str,
+    port: u16,
+    v1: u16,
+    v2: u16,
+}
+
+/// Scenario 1's backends: the two tcp-echo servers (rules/tcp-echo).
+const ECHO: Split = Split {
+    name: "tcp_echo",
+    host: "tcp-echo.local",
+    port: 9000,
+    v1: 19001,
+    v2: 19002,
+};
+/// Scenario 2's backends: two `ts-bench --sink` receivers (bench/rules/bulk-sink.yaml).
+const SINK: Split = Split {
+    name: "bulk_sink",
+    host: "bulk-sink.local",
+    port: 9100,
+    v1: 19201,
+    v2: 19202,
+};
+/// Worker threads (processes for nginx) of every user-space proxy.
+const PROXY_THREADS: u32 = 2;
 
 /// One thing a client connects to.
 struct Contender {
     name: &'static str,
+    /// Scenario 1's address (tcp-echo behind it).
     target: &'static str,
+    /// Scenario 2's address (the sinks behind it).
+    stream_target: &'static str,
     /// The client must be in the agent's cgroup (connect-time rewrite).
     in_cgroup: bool,
 }
@@ -49,6 +90,20 @@ struct Row {
     errors: u64,
 }
 
+/// Scenario 2's median over repetitions of one contender.
+#[derive(Default)]
+struct StreamRow {
+    gbit_per_sec: Vec<f64>,
+    errors: u64,
+}
+
+/// A contender left out of a scenario, with the reason.
+struct Skipped {
+    scenario: &'static str,
+    name: &'static str,
+    why: String,
+}
+
 pub fn bench(root: &Path, quick: bool) -> Result<()> {
     ensure!(
         setup::is_root(),
@@ -58,7 +113,18 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     let cgroup_root = setup::setup(setup::Need::Runtime)?.context("no cgroup v2 root")?;
     crate::build(root, true)?;
     let bin = crate::profile_dir(root, true);
-    let proxies = install_proxies();
+    let mut proxies = install_proxies();
+    match setup::envoy(bin.parent().expect("target/release has a parent")) {
+        Ok(envoy) => {
+            let version = setup::envoy_version(&envoy).unwrap_or_else(|| "?".into());
+            println!("bench: envoy {version}: {}", envoy.display());
+            proxies.envoy = Some(envoy);
+        }
+        Err(why) => {
+            println!("bench: contender left out: envoy: {why}");
+            proxies.skipped.push(("envoy", why));
+        }
+    }
 
     let interrupted = Arc::new(AtomicBool::new(false));
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot handle signals")?;
@@ -76,13 +142,26 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     result
 }
 
+/// The user-space proxies found, and those left out with the reason.
+#[derive(Default)]
+struct Proxies {
+    haproxy: Option<PathBuf>,
+    nginx: Option<PathBuf>,
+    envoy: Option<PathBuf>,
+    skipped: Vec<(&'static str, String)>,
+}
+
 /// Installs haproxy and nginx (stream module) if missing; `None` with the reason printed
 /// when one is not available: that contender is skipped, the bench goes on.
-fn install_proxies() -> (Option<PathBuf>, Option<PathBuf>, Vec<String>) {
+fn install_proxies() -> Proxies {
     let find = || (cmd::find_program("haproxy"), cmd::find_program("nginx"));
     let (h, n) = find();
     if h.is_some() && n.is_some() {
-        return (h, n, Vec::new());
+        return Proxies {
+            haproxy: h,
+            nginx: n,
+            ..Proxies::default()
+        };
     }
     println!("bench: installing haproxy and nginx-full (the user-space proxies compared against)");
     if let Err(e) = cmd::run(
@@ -96,12 +175,17 @@ fn install_proxies() -> (Option<PathBuf>, Option<PathBuf>, Vec<String>) {
     let mut skipped = Vec::new();
     for (name, found) in [("haproxy", h.is_some()), ("nginx", n.is_some())] {
         if !found {
-            let why = format!("{name}: not installed and `apt-get install` failed");
-            println!("bench: contender left out: {why}");
-            skipped.push(why);
+            let why = "not installed and `apt-get install` failed".to_owned();
+            println!("bench: contender left out: {name}: {why}");
+            skipped.push((name, why));
         }
     }
-    (h, n, skipped)
+    Proxies {
+        haproxy: h,
+        nginx: n,
+        envoy: None,
+        skipped,
+    }
 }
 
 #[allow(clippy::too_many_lines)]
@@ -110,7 +194,7 @@ fn run(
     bin: &Path,
     cgroup_root: &Path,
     quick: bool,
-    (haproxy, nginx, skipped_install): (Option<PathBuf>, Option<PathBuf>, Vec<String>),
+    proxies: Proxies,
     interrupted: &AtomicBool,
 ) -> Result<()> {
     let name = format!("ts-bench-{}", std::process::id());
@@ -126,7 +210,12 @@ fn run(
     // The rules, with the 80/20 VirtualService in force.
     let rules = tmp.0.join("rules");
     fs::create_dir(&rules)?;
-    let mut rule_files = 0;
+    // Scenario 2's service, bulk-sink.local, next to tcp-echo.local.
+    fs::copy(
+        root.join("bench/rules/bulk-sink.yaml"),
+        rules.join("bulk-sink.yaml"),
+    )?;
+    let mut rule_files = 1;
     for entry in fs::read_dir(root.join("rules/tcp-echo"))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "yaml") {
@@ -157,6 +246,21 @@ fn run(
             "tcp-echo {prefix} did not start: {line}"
         );
     }
+    for port in [SINK.v1, SINK.v2] {
+        let mut c = netns.exec(bin.join("ts-bench"));
+        c.args(["--sink", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = procs.spawn(&format!("sink {port}"), &mut c)?;
+        let mut line = String::new();
+        if let Some(stderr) = child.stderr.take() {
+            BufReader::new(stderr).read_line(&mut line)?;
+        }
+        ensure!(
+            line.contains("listening"),
+            "ts-bench --sink 127.0.0.1:{port} did not start: {line}"
+        );
+    }
 
     let events = tmp.0.join("events.jsonl");
     let agent_log = tmp.0.join("agent.log");
@@ -184,20 +288,23 @@ fn run(
         Contender {
             name: "direct",
             target: "127.0.0.1:19001",
+            stream_target: "127.0.0.1:19201",
             in_cgroup: false,
         },
         Contender {
             name: "connect-time",
             target: "127.100.0.1:9000",
+            stream_target: "127.100.0.2:9100",
             in_cgroup: true,
         },
         Contender {
             name: "gateway",
             target: "127.0.0.1:31400",
+            stream_target: "127.0.0.1:31401",
             in_cgroup: false,
         },
     ];
-    if let Some(haproxy) = haproxy {
+    if let Some(haproxy) = proxies.haproxy {
         let cfg = tmp.0.join("haproxy.cfg");
         fs::write(&cfg, haproxy_config())?;
         let mut c = netns.exec(haproxy);
@@ -206,10 +313,11 @@ fn run(
         contenders.push(Contender {
             name: "haproxy",
             target: HAPROXY_ADDR,
+            stream_target: HAPROXY_STREAM_ADDR,
             in_cgroup: false,
         });
     }
-    if let Some(nginx) = nginx {
+    if let Some(nginx) = proxies.nginx {
         let cfg = tmp.0.join("nginx.conf");
         fs::write(&cfg, nginx_config(&tmp.0))?;
         let mut c = netns.exec(nginx);
@@ -225,6 +333,26 @@ fn run(
         contenders.push(Contender {
             name: "nginx",
             target: NGINX_ADDR,
+            stream_target: NGINX_STREAM_ADDR,
+            in_cgroup: false,
+        });
+    }
+    let envoy_log = tmp.0.join("envoy.log");
+    if let Some(envoy) = proxies.envoy {
+        let cfg = tmp.0.join("envoy.yaml");
+        fs::write(&cfg, envoy_config())?;
+        let mut c = netns.exec(envoy);
+        c.arg("--config-path")
+            .arg(&cfg)
+            .args(["--concurrency", &PROXY_THREADS.to_string()])
+            .args(["--disable-hot-restart", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&envoy_log)?);
+        procs.spawn("envoy", &mut c)?;
+        contenders.push(Contender {
+            name: "envoy",
+            target: ENVOY_ADDR,
+            stream_target: ENVOY_STREAM_ADDR,
             in_cgroup: false,
         });
     }
@@ -240,58 +368,103 @@ fn run(
             warm,
         )
     };
-    // Smoke check (this also waits for the proxies to listen): a contender that does not
-    // answer is dropped with the reason, the bench goes on.
-    let mut ready = Vec::new();
-    let mut skipped: Vec<String> = skipped_install;
-    for contender in contenders {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let reason = loop {
-            match client(&contender, 1, 0.1, 0.0) {
-                Ok(r) if r.connections > 0 && r.errors == 0 => break None,
-                Ok(r) if Instant::now() >= deadline => {
-                    break Some(format!(
-                        "{} connections, {} errors",
-                        r.connections, r.errors
-                    ));
-                }
-                Err(e) if Instant::now() >= deadline => break Some(format!("{e:#}")),
-                _ => std::thread::sleep(Duration::from_millis(100)),
-            }
+    let stream = |contender: &Contender, secs: f64, warm: f64| {
+        stream_run(bin, &netns.name, &cgroup.0, contender, secs, warm)
+    };
+    // Smoke check per scenario (this also waits for the proxies to listen): a contender
+    // that does not answer is left out of that scenario with the reason, the bench goes on.
+    let mut skipped: Vec<Skipped> = proxies
+        .skipped
+        .into_iter()
+        .flat_map(|(name, why)| {
+            [SCENARIO, STREAM_SCENARIO].map(|scenario| Skipped {
+                scenario,
+                name,
+                why: why.clone(),
+            })
+        })
+        .collect();
+    let (mut ready, mut stream_ready) = (Vec::new(), Vec::new());
+    for contender in &contenders {
+        let conn_check = || {
+            client(contender, 1, 0.1, 0.0).map(|r| {
+                (r.connections == 0 || r.errors > 0)
+                    .then(|| format!("{} connections, {} errors", r.connections, r.errors))
+            })
         };
-        match reason {
-            None => ready.push(contender),
-            Some(r) if contender.name == "direct" => {
-                bail!("the direct backend does not answer: {r}")
+        let stream_check = || {
+            stream(contender, 0.1, 0.0).map(|r| {
+                (r.bytes == 0 || r.errors > 0)
+                    .then(|| format!("{} bytes sent, {} errors", r.bytes, r.errors))
+            })
+        };
+        for (scenario, target, reason) in [
+            (
+                SCENARIO,
+                contender.target,
+                wait_answers(conn_check, || procs.exited(contender.name).is_some()),
+            ),
+            (
+                STREAM_SCENARIO,
+                contender.stream_target,
+                wait_answers(stream_check, || procs.exited(contender.name).is_some()),
+            ),
+        ] {
+            let Some(r) = reason else {
+                if scenario == SCENARIO {
+                    ready.push(contender);
+                } else {
+                    stream_ready.push(contender);
+                }
+                continue;
+            };
+            ensure!(
+                contender.name != "direct",
+                "{scenario}: the direct backend {target} does not answer: {r}"
+            );
+            let mut why = format!("{target} does not answer ({r})");
+            if let Some(status) = procs.exited(contender.name) {
+                let _ = write!(why, "; it exited ({status})");
             }
-            Some(r) => {
-                let why = format!(
-                    "{}: {} does not answer ({r})",
-                    contender.name, contender.target
-                );
-                println!("bench: contender left out: {why}");
-                skipped.push(why);
+            if contender.name == "envoy" {
+                let log = fs::read_to_string(&envoy_log).unwrap_or_default();
+                if let Some(last) = log.lines().rev().find(|l| !l.trim().is_empty()) {
+                    let _ = write!(why, "; its log ends: {}", last.trim());
+                }
             }
+            println!(
+                "bench: contender left out of {scenario}: {}: {why}",
+                contender.name
+            );
+            skipped.push(Skipped {
+                scenario,
+                name: contender.name,
+                why,
+            });
         }
     }
-    let contenders = ready;
 
-    let mut header = machine_header(&netns.name, quick, reps, duration);
+    let header = machine_header(&netns.name, quick, reps, duration);
     eprintln!("bench: {header}");
-    for s in &skipped {
-        let _ = write!(header, "\n\nskipped: {s}");
-    }
     let mut rows: Vec<Vec<Row>> = CONCURRENCY
         .iter()
-        .map(|_| contenders.iter().map(|_| Row::default()).collect())
+        .map(|_| ready.iter().map(|_| Row::default()).collect())
         .collect();
+    let mut stream_rows: Vec<StreamRow> =
+        stream_ready.iter().map(|_| StreamRow::default()).collect();
+    let check_interrupted = || {
+        ensure!(
+            !interrupted.load(Ordering::SeqCst),
+            "interrupted; cleaned up"
+        );
+        Ok(())
+    };
+    // Interleaved: every cell once per repetition, so a slow phase of the machine
+    // spreads over all contenders instead of hitting one.
     for rep in 1..=reps {
         for (ci, &concurrency) in CONCURRENCY.iter().enumerate() {
-            for (ki, contender) in contenders.iter().enumerate() {
-                ensure!(
-                    !interrupted.load(Ordering::SeqCst),
-                    "interrupted; cleaned up"
-                );
+            for (ki, contender) in ready.iter().enumerate() {
+                check_interrupted()?;
                 let r = client(contender, concurrency, duration, warmup)?;
                 eprintln!(
                     "bench: rep {rep}/{reps} c={concurrency:<2} {:<12} {:>8.0} conn/s p50 {:>5} µs p99 {:>6} µs errors {}",
@@ -304,11 +477,26 @@ fn run(
                 row.errors += r.errors;
             }
         }
+        for (ki, contender) in stream_ready.iter().enumerate() {
+            check_interrupted()?;
+            let r = stream(contender, duration, warmup)?;
+            eprintln!(
+                "bench: rep {rep}/{reps} stream {:<12} {:>7.2} Gbit/s errors {}",
+                contender.name, r.gbit_per_sec, r.errors
+            );
+            stream_rows[ki].gbit_per_sec.push(r.gbit_per_sec);
+            stream_rows[ki].errors += r.errors;
+        }
     }
     // Everything measured: stop the proxies, the agent and the backends now.
     drop(procs);
 
-    let (table, json, goals) = report(&header, &contenders, &rows);
+    let (table, json, goals) = report(
+        &header,
+        (&ready, &rows),
+        (&stream_ready, &stream_rows),
+        &skipped,
+    );
     println!("\n{table}\n{goals}");
     let out = root.join("bench/results");
     fs::create_dir_all(&out)?;
@@ -352,6 +540,27 @@ fn wait_applied(events: &Path, files: usize, log: &Path, procs: &mut Processes) 
     }
 }
 
+/// Retries `check` every 100 ms for up to 10 s (Envoy takes a few seconds to start on a
+/// busy 2-CPU machine) until it gives `Ok(None)`; else the last reason it failed. Gives
+/// up at once when `exited` says the contender's process is gone.
+fn wait_answers(
+    mut check: impl FnMut() -> Result<Option<String>>,
+    mut exited: impl FnMut() -> bool,
+) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let why = match check() {
+            Ok(None) => return None,
+            Ok(Some(why)) => why,
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline || exited() {
+            return Some(why);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// One ts-bench result.
 struct Sample {
     connections: u64,
@@ -361,36 +570,29 @@ struct Sample {
     errors: u64,
 }
 
-/// Runs ts-bench in the namespace (and in the cgroup when the contender needs it).
+/// Runs ts-bench in the namespace (and in the cgroup when the contender needs it) and
+/// returns its one line of output.
 /// `ip netns exec` remounts /sys, so the cgroup is joined before: the shell writes
 /// its own pid to cgroup.procs, then execs `ip netns exec`; membership survives exec.
-fn client_run(
+fn ts_bench(
     bin: &Path,
     netns: &str,
     cgroup: &Path,
-    contender: &Contender,
-    concurrency: u32,
-    secs: f64,
-    warmup: f64,
-) -> Result<Sample> {
-    let mut c = if contender.in_cgroup {
+    in_cgroup: bool,
+    args: &[&str],
+) -> Result<String> {
+    let mut c = if in_cgroup {
         let mut c = Command::new("sh");
         c.arg("-c")
             .arg(r#"echo $$ > "$0" && exec ip netns exec "$@""#)
             .arg(cgroup.join("cgroup.procs"));
         c
     } else {
-        Command::new("ip")
-    };
-    if !contender.in_cgroup {
+        let mut c = Command::new("ip");
         c.args(["netns", "exec"]);
-    }
-    c.arg(netns)
-        .arg(bin.join("ts-bench"))
-        .args(["--target", contender.target])
-        .args(["--concurrency", &concurrency.to_string()])
-        .args(["--duration", &secs.to_string()])
-        .args(["--warmup", &warmup.to_string()]);
+        c
+    };
+    c.arg(netns).arg(bin.join("ts-bench")).args(args);
     let shown = cmd::show(&c);
     let out = c
         .output()
@@ -401,7 +603,35 @@ fn client_run(
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    let line = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Scenario 1: `concurrency` clients opening connections to `contender.target`.
+fn client_run(
+    bin: &Path,
+    netns: &str,
+    cgroup: &Path,
+    contender: &Contender,
+    concurrency: u32,
+    secs: f64,
+    warmup: f64,
+) -> Result<Sample> {
+    let line = ts_bench(
+        bin,
+        netns,
+        cgroup,
+        contender.in_cgroup,
+        &[
+            "--target",
+            contender.target,
+            "--concurrency",
+            &concurrency.to_string(),
+            "--duration",
+            &secs.to_string(),
+            "--warmup",
+            &warmup.to_string(),
+        ],
+    )?;
     let field = |key: &str| {
         json_number(&line, key).with_context(|| format!("no {key} in ts-bench output {line}"))
     };
@@ -411,6 +641,49 @@ fn client_run(
         conn_per_sec: field("conn_per_sec")?,
         p50_us: field("p50_us")?,
         p99_us: field("p99_us")?,
+        errors: field("errors")? as u64,
+    })
+}
+
+/// One scenario 2 result.
+struct StreamSample {
+    bytes: u64,
+    gbit_per_sec: f64,
+    errors: u64,
+}
+
+/// Scenario 2: one connection to `contender.stream_target`, written to for the duration.
+fn stream_run(
+    bin: &Path,
+    netns: &str,
+    cgroup: &Path,
+    contender: &Contender,
+    secs: f64,
+    warmup: f64,
+) -> Result<StreamSample> {
+    let line = ts_bench(
+        bin,
+        netns,
+        cgroup,
+        contender.in_cgroup,
+        &[
+            "--mode",
+            "stream",
+            "--target",
+            contender.stream_target,
+            "--duration",
+            &secs.to_string(),
+            "--warmup",
+            &warmup.to_string(),
+        ],
+    )?;
+    let field = |key: &str| {
+        json_number(&line, key).with_context(|| format!("no {key} in ts-bench output {line}"))
+    };
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(StreamSample {
+        bytes: field("bytes")? as u64,
+        gbit_per_sec: field("gbit_per_sec")?,
         errors: field("errors")? as u64,
     })
 }
@@ -433,14 +706,28 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// The markdown table (with the header), the JSON document and the goal lines.
-fn report(header: &str, contenders: &[Contender], rows: &[Vec<Row>]) -> (String, String, String) {
+/// The markdown tables (with the header), the JSON document and the goal lines.
+fn report(
+    header: &str,
+    (contenders, rows): (&[&Contender], &[Vec<Row>]),
+    (stream_contenders, stream_rows): (&[&Contender], &[StreamRow]),
+    skipped: &[Skipped],
+) -> (String, String, String) {
     let mut md = format!(
         "{header}\n\n| scenario | concurrency | contender | conn/s | vs direct | p50 µs | p99 µs | errors |\n\
          |---|---:|---|---:|---:|---:|---:|---:|\n"
     );
     let mut json_rows = Vec::new();
     let mut goals = String::new();
+    let mut goal = |what: &str, name: &str, cell: &str, ratio: f64| {
+        if name == "connect-time" || name == "gateway" {
+            let met = if ratio >= GOAL { "met" } else { "not met" };
+            let _ = writeln!(
+                goals,
+                "goal: {what} >= {GOAL} of direct: {name:<12} {cell}: {ratio:.3} {met}"
+            );
+        }
+    };
     for (ci, concurrency) in CONCURRENCY.iter().enumerate() {
         let direct = median(&rows[ci][0].conn_per_sec);
         for (ki, contender) in contenders.iter().enumerate() {
@@ -459,22 +746,100 @@ fn report(header: &str, contenders: &[Contender], rows: &[Vec<Row>]) -> (String,
                  \"p50_us\": {p50:.0}, \"p99_us\": {p99:.0}, \"errors\": {}, \"conn_per_sec_reps\": {:?}}}",
                 contender.name, contender.target, row.errors, row.conn_per_sec
             ));
-            if contender.name == "connect-time" || contender.name == "gateway" {
-                let met = if ratio >= GOAL { "met" } else { "not met" };
-                let _ = writeln!(
-                    goals,
-                    "goal: connection rate >= {GOAL} of direct: {:<12} concurrency {concurrency:<2}: {ratio:.3} {met}",
-                    contender.name
-                );
-            }
+            goal(
+                "connection rate",
+                contender.name,
+                &format!("concurrency {concurrency:<2}"),
+                ratio,
+            );
         }
     }
+    unavailable(
+        &mut md,
+        &mut json_rows,
+        skipped,
+        SCENARIO,
+        "all | ",
+        "- | - | - | - | - |",
+    );
+    let _ = write!(
+        md,
+        "\n| scenario | contender | Gbit/s | vs direct | errors |\n|---|---|---:|---:|---:|\n"
+    );
+    let direct = stream_rows
+        .first()
+        .map_or(f64::NAN, |r| median(&r.gbit_per_sec));
+    for (contender, row) in stream_contenders.iter().zip(stream_rows) {
+        let gbit = median(&row.gbit_per_sec);
+        let ratio = gbit / direct;
+        let _ = writeln!(
+            md,
+            "| {STREAM_SCENARIO} | {} | {gbit:.2} | {ratio:.3} | {} |",
+            contender.name, row.errors
+        );
+        json_rows.push(format!(
+            "    {{\"scenario\": \"{STREAM_SCENARIO}\", \"contender\": \"{}\", \"target\": \"{}\", \
+             \"gbit_per_sec\": {gbit:.3}, \"ratio_to_direct\": {ratio:.4}, \"errors\": {}, \
+             \"gbit_per_sec_reps\": {:?}}}",
+            contender.name, contender.stream_target, row.errors, row.gbit_per_sec
+        ));
+        goal("stream throughput", contender.name, "one stream    ", ratio);
+    }
+    unavailable(
+        &mut md,
+        &mut json_rows,
+        skipped,
+        STREAM_SCENARIO,
+        "",
+        "- | - | - |",
+    );
+
     let json = format!(
         "{{\n  \"header\": \"{}\",\n  \"goal_ratio_to_direct\": {GOAL},\n  \"results\": [\n{}\n  ]\n}}\n",
-        header.replace('\\', "\\\\").replace('"', "\\\""),
+        json_escape(header),
         json_rows.join(",\n")
     );
     (md, json, goals)
+}
+
+/// A contender that could not run still gets its row, with the reason and no number.
+fn unavailable(
+    md: &mut String,
+    json_rows: &mut Vec<String>,
+    skipped: &[Skipped],
+    scenario: &str,
+    columns_before: &str,
+    dashes: &str,
+) {
+    for s in skipped.iter().filter(|s| s.scenario == scenario) {
+        let _ = writeln!(
+            md,
+            "| {scenario} | {columns_before}{}: unavailable ({}) | {dashes}",
+            s.name,
+            s.why.replace('|', "\\|")
+        );
+        json_rows.push(format!(
+            "    {{\"scenario\": \"{scenario}\", \"contender\": \"{}\", \"unavailable\": \"{}\"}}",
+            s.name,
+            json_escape(&s.why)
+        ));
+    }
+}
+
+/// `s` as the inside of a JSON string.
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// One line naming the machine, the date and the run's settings.
@@ -508,25 +873,81 @@ fn machine_header(netns: &str, quick: bool, reps: u32, duration: f64) -> String 
 }
 
 fn haproxy_config() -> String {
-    format!(
-        "global\n    nbthread 2\n    maxconn 4096\n\
-         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
-         frontend tcp_echo\n    bind {HAPROXY_ADDR}\n    default_backend tcp_echo\n\
-         backend tcp_echo\n    balance roundrobin\n    \
-         server one 127.0.0.1:19001 weight 80\n    server two 127.0.0.1:19002 weight 20\n"
-    )
+    let mut cfg = format!(
+        "global\n    nbthread {PROXY_THREADS}\n    maxconn 4096\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n"
+    );
+    for (split, listen) in [(ECHO, HAPROXY_ADDR), (SINK, HAPROXY_STREAM_ADDR)] {
+        let Split { name, v1, v2, .. } = split;
+        let _ = write!(
+            cfg,
+            "frontend {name}\n    bind {listen}\n    default_backend {name}\n\
+             backend {name}\n    balance roundrobin\n    \
+             server v1 127.0.0.1:{v1} weight 80\n    server v2 127.0.0.1:{v2} weight 20\n"
+        );
+    }
+    cfg
 }
 
 fn nginx_config(dir: &Path) -> String {
     let dir = dir.display();
-    format!(
+    let mut cfg = format!(
         "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
-         worker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log warn;\n\
-         events {{ worker_connections 4096; }}\n\
-         stream {{\n    upstream tcp_echo {{\n        server 127.0.0.1:19001 weight=80;\n        \
-         server 127.0.0.1:19002 weight=20;\n    }}\n    \
-         server {{\n        listen {NGINX_ADDR};\n        proxy_pass tcp_echo;\n    }}\n}}\n"
-    )
+         worker_processes {PROXY_THREADS};\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log warn;\n\
+         events {{ worker_connections 4096; }}\nstream {{\n"
+    );
+    for (split, listen) in [(ECHO, NGINX_ADDR), (SINK, NGINX_STREAM_ADDR)] {
+        let Split { name, v1, v2, .. } = split;
+        let _ = write!(
+            cfg,
+            "    upstream {name} {{\n        server 127.0.0.1:{v1} weight=80;\n        \
+             server 127.0.0.1:{v2} weight=20;\n    }}\n    \
+             server {{\n        listen {listen};\n        proxy_pass {name};\n    }}\n"
+        );
+    }
+    cfg.push_str("}\n");
+    cfg
+}
+
+/// Envoy as Istio programs it for a TCP route with an 80/20 split: a listener whose
+/// `tcp_proxy` filter picks one of two clusters per connection by `weighted_clusters`,
+/// clusters named `outbound|<port>|<subset>|<host>`, each with its one static endpoint,
+/// and circuit-breaker limits raised to Istio's (Envoy's default is 1024 connections).
+fn envoy_config() -> String {
+    let mut listeners = String::new();
+    let mut clusters = String::new();
+    for (split, listen) in [(ECHO, ENVOY_ADDR), (SINK, ENVOY_STREAM_ADDR)] {
+        let Split {
+            name,
+            host,
+            port,
+            v1,
+            v2,
+        } = split;
+        let (address, listen_port) = listen.split_once(':').expect("host:port");
+        let _ = write!(
+            listeners,
+            "  - name: {name}\n    address:\n      socket_address: \
+             {{address: {address}, port_value: {listen_port}}}\n    filter_chains:\n    - filters:\n      \
+             - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \
+             \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          \
+             stat_prefix: \"outbound|{port}||{host}\"\n          weighted_clusters:\n            clusters:\n            \
+             - {{name: \"outbound|{port}|v1|{host}\", weight: 80}}\n            \
+             - {{name: \"outbound|{port}|v2|{host}\", weight: 20}}\n"
+        );
+        for (subset, endpoint) in [("v1", v1), ("v2", v2)] {
+            let _ = write!(
+                clusters,
+                "  - name: \"outbound|{port}|{subset}|{host}\"\n    type: STATIC\n    connect_timeout: 10s\n    \
+                 circuit_breakers:\n      thresholds:\n      - max_connections: 4294967295\n        \
+                 max_pending_requests: 4294967295\n        max_requests: 4294967295\n        max_retries: 4294967295\n    \
+                 load_assignment:\n      cluster_name: \"outbound|{port}|{subset}|{host}\"\n      endpoints:\n      \
+                 - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: \
+                 {{address: 127.0.0.1, port_value: {endpoint}}}\n"
+            );
+        }
+    }
+    format!("static_resources:\n  listeners:\n{listeners}  clusters:\n{clusters}")
 }
 
 /// The bench's temp dir (rules, agent log and events, proxy configs). Removed on drop.
@@ -625,6 +1046,14 @@ impl Processes {
     }
 }
 
+impl Processes {
+    /// The exit status of the process started as `what`, if it has exited.
+    fn exited(&mut self, what: &str) -> Option<std::process::ExitStatus> {
+        let (_, child) = self.0.iter_mut().find(|(w, _)| w == what)?;
+        child.try_wait().ok().flatten()
+    }
+}
+
 impl Drop for Processes {
     fn drop(&mut self) {
         while let Some((what, mut child)) = self.0.pop() {
@@ -641,5 +1070,62 @@ impl Drop for Processes {
             }
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SCENARIO, STREAM_SCENARIO, Skipped, envoy_config, json_escape, unavailable};
+
+    #[test]
+    fn envoy_splits_each_service_80_20_over_istio_named_clusters() {
+        let cfg = envoy_config();
+        for host in ["tcp-echo.local", "bulk-sink.local"] {
+            for (subset, weight) in [("v1", 80), ("v2", 20)] {
+                let name = format!(
+                    "outbound|{}|{subset}|{host}",
+                    if host == "tcp-echo.local" { 9000 } else { 9100 }
+                );
+                assert!(
+                    cfg.contains(&format!("{{name: \"{name}\", weight: {weight}}}")),
+                    "a weighted_clusters entry {name} weight {weight} expected in:\n{cfg}"
+                );
+                assert!(
+                    cfg.contains(&format!("  - name: \"{name}\"\n    type: STATIC")),
+                    "a cluster {name} expected in:\n{cfg}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unavailable_contender_gets_a_row_without_numbers() {
+        let skipped = [Skipped {
+            scenario: STREAM_SCENARIO,
+            name: "envoy",
+            why: "`pip install` failed: \"no | network\"".into(),
+        }];
+        let (mut md, mut json) = (String::new(), Vec::new());
+        unavailable(&mut md, &mut json, &skipped, SCENARIO, "all | ", "- |");
+        assert!(md.is_empty() && json.is_empty(), "other scenario: no row");
+        unavailable(
+            &mut md,
+            &mut json,
+            &skipped,
+            STREAM_SCENARIO,
+            "",
+            "- | - | - |",
+        );
+        assert_eq!(
+            md,
+            "| one long TCP stream | envoy: unavailable (`pip install` failed: \"no \\| network\") | - | - | - |\n"
+        );
+        assert_eq!(
+            json,
+            [
+                "    {\"scenario\": \"one long TCP stream\", \"contender\": \"envoy\", \"unavailable\": \"`pip install` failed: \\\"no | network\\\"\"}"
+            ]
+        );
+        assert_eq!(json_escape("a\\b\nc"), "a\\\\b\\u000ac");
     }
 }

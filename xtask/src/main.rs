@@ -52,11 +52,13 @@ enum Cmd {
         #[arg(last = true)]
         cargo_test_args: Vec<OsString>,
     },
-    /// Benchmark new-connection rate and latency (needs root): the backend directly vs.
-    /// the connect-time rewrite, the sk_lookup gateway, haproxy and nginx, in a netns of
-    /// its own. Results go to `bench/results/latest.{md,json}`.
+    /// Benchmark new-connection rate and latency, and one long stream's throughput (needs
+    /// root): the backend directly vs. the connect-time rewrite, the sk_lookup gateway,
+    /// haproxy, nginx and Envoy, in a netns of its own. Results go to
+    /// `bench/results/latest.{md,json}`.
     Bench {
-        /// One repetition of 1 s per cell instead of three of 3 s (under a minute).
+        /// One repetition of 1 s per cell instead of three of 3 s (under a minute once
+        /// built and installed).
         #[arg(long)]
         quick: bool,
     },

