@@ -279,6 +279,14 @@ fn run(
         .arg(tmp.0.join("status.json"))
         .arg("--events")
         .arg(&events)
+        // Its own of everything a node-wide agent also uses, so the bench
+        // runs beside one (`cargo xtask run`) without touching it.
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .arg("--admin-socket")
+        .arg(tmp.0.join("admin.sock"))
+        .arg("--state-dir")
+        .arg(tmp.0.join("state"))
+        .arg("--unload-on-exit")
         .stdout(Stdio::null())
         .stderr(fs::File::create(&agent_log)?);
     procs.spawn("agent", &mut agent)?;
