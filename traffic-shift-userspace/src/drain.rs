@@ -21,19 +21,17 @@ use std::{
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, netlink};
 use traffic_shift_common::ConnState;
 
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
+use crate::sockets::diag::{
+    NLA_TYPE_MASK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN,
+    SOCK_DIAG_BY_FAMILY, align4, u16_at, u32_at,
+};
+
 const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const SOCK_DESTROY: u16 = 21;
 const IPPROTO_TCP: u8 = 6;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 /// Request attribute: the sk storage maps whose values to report.
 const INET_DIAG_REQ_SK_BPF_STORAGES: u16 = 2;
 const SK_DIAG_BPF_STORAGE_REQ_MAP_FD: u16 = 1;
@@ -234,16 +232,4 @@ fn destroy(sock: &impl rustix::fd::AsFd, routed: &Routed, seq: u32) -> io::Resul
 fn errno(payload: &[u8]) -> Option<io::Error> {
     let code = i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?);
     (code < 0).then(|| io::Error::from_raw_os_error(-code))
-}
-
-fn align4(len: usize) -> usize {
-    (len + 3) & !3
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }

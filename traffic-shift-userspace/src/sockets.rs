@@ -517,7 +517,7 @@ fn list_listening_in(path: &Path, families: Families) -> Result<Vec<Listening>, 
 /// (`ss -tln` does the same). Layouts from the kernel UAPI headers
 /// `linux/netlink.h`, `linux/sock_diag.h` and `linux/inet_diag.h`; netlink
 /// headers are in host byte order, ports and addresses in network order.
-mod diag {
+pub(crate) mod diag {
     use std::{
         io,
         net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -527,14 +527,14 @@ mod diag {
 
     use super::{Families, Listening, TCP_LISTEN};
 
-    const NLMSG_HDRLEN: usize = 16;
-    const NLMSG_ERROR: u16 = 2;
-    const NLMSG_DONE: u16 = 3;
-    const NLM_F_REQUEST: u16 = 0x1;
+    pub(crate) const NLMSG_HDRLEN: usize = 16;
+    pub(crate) const NLMSG_ERROR: u16 = 2;
+    pub(crate) const NLMSG_DONE: u16 = 3;
+    pub(crate) const NLM_F_REQUEST: u16 = 0x1;
     /// NLM_F_ROOT | NLM_F_MATCH.
-    const NLM_F_DUMP: u16 = 0x300;
+    pub(crate) const NLM_F_DUMP: u16 = 0x300;
     /// `sock_diag.h`: the message type of requests and replies.
-    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    pub(crate) const SOCK_DIAG_BY_FAMILY: u16 = 20;
     const AF_INET: u8 = 2;
     const AF_INET6: u8 = 10;
     const IPPROTO_TCP: u8 = 6;
@@ -550,7 +550,7 @@ mod diag {
     /// for every IPv6 socket in LISTEN or CLOSE.
     const INET_DIAG_SKV6ONLY: u16 = 11;
     /// `nla_type` flags (NLA_F_NESTED, NLA_F_NET_BYTEORDER) cleared.
-    const NLA_TYPE_MASK: u16 = 0x3fff;
+    pub(crate) const NLA_TYPE_MASK: u16 = 0x3fff;
     /// The kernel's dump messages are at most 32 KiB (netlink_dump).
     const RECV_BUF: usize = 64 * 1024;
 
@@ -676,15 +676,15 @@ mod diag {
         })
     }
 
-    fn align4(len: usize) -> usize {
+    pub(crate) fn align4(len: usize) -> usize {
         (len + 3) & !3
     }
 
-    fn u16_at(b: &[u8], at: usize) -> u16 {
+    pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
         u16::from_ne_bytes([b[at], b[at + 1]])
     }
 
-    fn u32_at(b: &[u8], at: usize) -> u32 {
+    pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
         u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
     }
 
