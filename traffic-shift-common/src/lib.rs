@@ -19,11 +19,11 @@ pub mod map_names {
     pub const SOCKETS: &str = "TS_SOCKETS";
     pub const STATS: &str = "TS_STATS";
     pub const GATEWAY_FLOWS: &str = "TS_GATEWAY_FLOWS";
-    /// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`): not listable, so
-    /// not pinned.
+    /// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`): pinned like the
+    /// others, though bpftool cannot list it.
     pub const CONNS: &str = "TS_CONNS";
     /// Every map the agent pins, in the order it pins them.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         SERVICES,
         ROUTES,
         CURSORS,
@@ -32,6 +32,7 @@ pub mod map_names {
         SOCKETS,
         STATS,
         GATEWAY_FLOWS,
+        CONNS,
     ];
 }
 
@@ -252,6 +253,13 @@ pub struct EndpointStats {
     pub response_bytes: u64,
 }
 const _: () = assert!(size_of::<EndpointStats>() == 64);
+
+impl EndpointStats {
+    /// Connects that failed, whatever the reason.
+    pub const fn failed(&self) -> u64 {
+        self.failed_refused + self.failed_timeout + self.failed_other
+    }
+}
 
 /// Key of `TS_GATEWAY_FLOWS`: a connection's 4-tuple as the server side
 /// sees it.

@@ -660,17 +660,23 @@ impl Agent {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The counter slot of an endpoint of a route's destination.
+    fn slot(
+        &self,
+        route: &crate::model::TcpRoute,
+        dest: &crate::model::Destination,
+        ep: &crate::model::Endpoint,
+    ) -> Option<u32> {
+        self.stat_ids.get(&compile::stat_key(route, dest, ep.addr))
+    }
+
     /// Tells the metrics exporter about the rules just applied: the labels
     /// of every counter slot, the configured weights.
     fn publish(&mut self) {
-        let ids: BTreeMap<_, _> = self
-            .stat_ids
-            .iter()
-            .map(|(k, id)| (k.clone(), id))
-            .collect();
+        let live: BTreeSet<u32> = self.stat_ids.iter().map(|(_, id)| id).collect();
         let mut slots = std::mem::take(&mut self.shared().slots);
         // Slots reused for another endpoint lose their old labels.
-        slots.retain(|id, _| ids.values().any(|v| v == id));
+        slots.retain(|id, _| live.contains(id));
         let mut weights = BTreeMap::new();
         for route in &self.model.routes {
             for dest in &route.destinations {
@@ -678,7 +684,7 @@ impl Agent {
                 for ep in &dest.endpoints {
                     let labels = metrics::istio_labels(route, dest, ep);
                     version = Some(labels.get("destination_version").to_owned());
-                    if let Some(&id) = ids.get(&compile::stat_key(route, dest, ep.addr)) {
+                    if let Some(id) = self.slot(route, dest, ep) {
                         slots.insert(
                             id,
                             SlotInfo {
@@ -726,20 +732,13 @@ impl Agent {
             self.history.pop_front();
         }
         let fill = self.datapath.fill();
-        let ids: BTreeMap<_, _> = self
-            .stat_ids
-            .iter()
-            .map(|(k, id)| (k.clone(), id))
-            .collect();
         let mut healthy = BTreeMap::new();
         for route in &self.model.routes {
             for dest in &route.destinations {
                 for ep in &dest.endpoints {
-                    let id = ids.get(&compile::stat_key(route, dest, ep.addr)).copied();
-                    let version = metrics::istio_labels(route, dest, ep)
-                        .get("destination_version")
-                        .to_owned();
-                    let up = !is_failing(&self.observed(id).1) && !self.excluded(ep.addr);
+                    let version = metrics::destination_version(ep);
+                    let up = !is_failing(&self.observed(self.slot(route, dest, ep)).1)
+                        && !self.excluded(ep.addr);
                     *healthy
                         .entry((dest.host.clone(), version, ep.addr.to_string()))
                         .or_insert(true) &= up;
@@ -750,11 +749,10 @@ impl Agent {
         for route in self.model.routes.iter().filter(|r| r.gateway.is_some()) {
             for dest in &route.destinations {
                 for ep in &dest.endpoints {
-                    let labels = metrics::istio_labels(route, dest, ep);
                     registered.insert(
                         (
                             dest.host.clone(),
-                            labels.get("destination_version").to_owned(),
+                            metrics::destination_version(ep),
                             ep.addr.to_string(),
                         ),
                         self.registered.contains_key(&compile::service_key(ep.addr)),
@@ -831,11 +829,6 @@ impl Agent {
             return;
         }
         let (before, last) = (&self.history[n - 2].1, &self.history[n - 1].1);
-        let ids: BTreeMap<_, _> = self
-            .stat_ids
-            .iter()
-            .map(|(k, id)| (k.clone(), id))
-            .collect();
         // (destination's endpoints, its policy, per endpoint: established, failed)
         let mut observed = Vec::new();
         for route in &self.model.routes {
@@ -845,18 +838,15 @@ impl Agent {
                     .endpoints
                     .iter()
                     .map(|ep| {
-                        let id = ids.get(&compile::stat_key(route, dest, ep.addr));
+                        let id = self.slot(route, dest, ep);
                         let get = |s: &BTreeMap<u32, EndpointStats>| {
-                            id.and_then(|id| s.get(id)).copied().unwrap_or_default()
+                            id.and_then(|id| s.get(&id)).copied().unwrap_or_default()
                         };
                         let (a, b) = (get(before), get(last));
-                        let failed = |s: &EndpointStats| {
-                            s.failed_refused + s.failed_timeout + s.failed_other
-                        };
                         (
                             ep.addr,
                             b.established.saturating_sub(a.established),
-                            failed(&b).saturating_sub(failed(&a)),
+                            b.failed().saturating_sub(a.failed()),
                         )
                     })
                     .collect();
@@ -944,11 +934,6 @@ impl Agent {
                 BTreeMap::new()
             }
         };
-        let ids: BTreeMap<_, _> = self
-            .stat_ids
-            .iter()
-            .map(|(k, id)| (k.clone(), id))
-            .collect();
         let routes = self
             .model
             .routes
@@ -963,7 +948,7 @@ impl Agent {
                 destinations: route
                     .destinations
                     .iter()
-                    .map(|dest| self.destination_status(route, dest, &ids))
+                    .map(|dest| self.destination_status(route, dest))
                     .collect(),
             })
             .collect();
@@ -983,15 +968,12 @@ impl Agent {
         &self,
         route: &crate::model::TcpRoute,
         dest: &crate::model::Destination,
-        ids: &BTreeMap<crate::stats::StatKey, u32>,
     ) -> DestinationStatus {
-        let failed = |s: &EndpointStats| s.failed_refused + s.failed_timeout + s.failed_other;
         let endpoints: Vec<EndpointStatus> = dest
             .endpoints
             .iter()
             .map(|ep| {
-                let id = ids.get(&compile::stat_key(route, dest, ep.addr)).copied();
-                let (total, minute) = self.observed(id);
+                let (total, minute) = self.observed(self.slot(route, dest, ep));
                 let state = if self.unhealthy.contains(&ep.addr) {
                     "unhealthy"
                 } else if self.outliers.is_ejected(&ep.addr) {
@@ -1008,8 +990,8 @@ impl Agent {
                     state: state.to_owned(),
                     connections_last_minute: minute.opened,
                     connections_total: total.opened,
-                    failed_total: failed(&total),
-                    failed_last_minute: failed(&minute),
+                    failed_total: total.failed(),
+                    failed_last_minute: minute.failed(),
                 }
             })
             .collect();
@@ -1098,8 +1080,7 @@ impl Agent {
 /// Whether an endpoint's connects over a period all failed (some did, none
 /// completed its handshake).
 fn is_failing(period: &EndpointStats) -> bool {
-    period.failed_refused + period.failed_timeout + period.failed_other > 0
-        && period.established == 0
+    period.failed() > 0 && period.established == 0
 }
 
 /// Loads and attaches (or adopts) the datapath, and follows its log lines.

@@ -44,9 +44,7 @@ pub fn istio_labels(route: &TcpRoute, dest: &Destination, endpoint: &Endpoint) -
     let label = |k: &str| endpoint.labels.get(k).cloned();
     let unknown = || "unknown".to_owned();
     let app = label("app").unwrap_or_else(unknown);
-    let version = label("version")
-        .or_else(|| label("app.kubernetes.io/version"))
-        .unwrap_or_else(unknown);
+    let version = destination_version(endpoint);
     let workload = match (label("app"), label("version")) {
         (Some(app), Some(version)) => format!("{app}-{version}"),
         (Some(app), None) => app,
@@ -89,6 +87,17 @@ pub fn istio_labels(route: &TcpRoute, dest: &Destination, endpoint: &Endpoint) -
         ("request_protocol", "tcp".to_owned()),
         ("connection_security_policy", unknown()),
     ])
+}
+
+/// Istio's `destination_version` of an endpoint: its workload's `version`
+/// label (else `app.kubernetes.io/version`), else `unknown`.
+pub fn destination_version(endpoint: &Endpoint) -> String {
+    endpoint
+        .labels
+        .get("version")
+        .or_else(|| endpoint.labels.get("app.kubernetes.io/version"))
+        .cloned()
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Label pairs in a fixed order.
@@ -248,7 +257,7 @@ fn encode_connections(
             response_bytes,
             ..
         } = s;
-        let n_failed = failed_refused + failed_timeout + failed_other;
+        let n_failed = s.failed();
         *opened
             .entry(slot.labels.with("response_flags", "-"))
             .or_default() += n_opened;

@@ -123,6 +123,11 @@ impl StatIds {
         &self.recycled
     }
 
+    /// The slot of `key`, if it has one (in force or retired).
+    pub fn get(&self, key: &StatKey) -> Option<u32> {
+        self.ids.get(key).copied()
+    }
+
     /// Every key with a slot, in force or retired.
     pub fn iter(&self) -> impl Iterator<Item = (&StatKey, u32)> {
         self.ids.iter().map(|(k, &id)| (k, id))
