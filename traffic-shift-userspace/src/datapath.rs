@@ -195,7 +195,7 @@ impl Datapath {
         // logging of disabled levels, so they cost nothing.
         loader.override_global(aya_log::LEVEL, &level, true);
         // Each map is opened from its pin when there is one, else created and pinned.
-        for name in map_names::ALL.iter().chain(&[map_names::CONNS]) {
+        for name in map_names::ALL {
             loader.map_pin_path(name, pin_dir.join(name));
         }
         for (name, size) in limits.map_sizes() {
@@ -650,17 +650,13 @@ where
 /// every one is there with the layout this build expects, `Ok(false)` when
 /// none is, `Err(why)` otherwise.
 fn pinned_maps_compatible(pin_dir: &Path, limits: &crate::limits::Limits) -> Result<bool, String> {
-    let object = aya_obj::Object::parse(EBPF_OBJECT)
-        .map_err(|e| format!("cannot parse our own object: {e}"))?;
-    let names: Vec<&str> = map_names::ALL
-        .iter()
-        .chain(&[map_names::CONNS])
-        .copied()
-        .collect();
+    let names = map_names::ALL;
     let present = names.iter().filter(|n| pin_dir.join(n).exists()).count();
     if present == 0 {
         return Ok(false);
     }
+    let object = aya_obj::Object::parse(EBPF_OBJECT)
+        .map_err(|e| format!("cannot parse our own object: {e}"))?;
     for name in names {
         let path = pin_dir.join(name);
         let want = object
@@ -693,7 +689,7 @@ fn pinned_maps_compatible(pin_dir: &Path, limits: &crate::limits::Limits) -> Res
 }
 
 fn remove_map_pins(pin_dir: &Path) {
-    for name in map_names::ALL.iter().chain(&[map_names::CONNS]) {
+    for name in map_names::ALL {
         let _ = std::fs::remove_file(pin_dir.join(name));
     }
 }

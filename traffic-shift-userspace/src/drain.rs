@@ -12,7 +12,6 @@
 
 use std::{
     collections::BTreeSet,
-    fs::File,
     io,
     os::fd::{AsRawFd as _, BorrowedFd},
     path::Path,
@@ -66,35 +65,24 @@ pub fn close_routed(
     conns: BorrowedFd<'_>,
     stat_ids: &BTreeSet<u32>,
 ) -> io::Result<usize> {
-    let ns = File::open(netns)?;
     let map_fd = u32::try_from(conns.as_raw_fd()).map_err(io::Error::other)?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: setns on this scoped thread only, with a namespace
-                // fd we own; netlink sockets report on their creator's netns.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
+    // Netlink sockets report on the namespace they were made in.
+    crate::netns::run_in(netns, || {
+        let sock = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC,
+            Some(netlink::SOCK_DIAG),
+        )?;
+        let mut closed = 0;
+        for (family, seq) in [(AF_INET, 1), (AF_INET6, 2)] {
+            for routed in dump(&sock, family, seq, map_fd)? {
+                if stat_ids.contains(&routed.stat_id) && destroy(&sock, &routed, seq + 10)? {
+                    closed += 1;
                 }
-                let sock = rustix::net::socket_with(
-                    AddressFamily::NETLINK,
-                    SocketType::DGRAM,
-                    SocketFlags::CLOEXEC,
-                    Some(netlink::SOCK_DIAG),
-                )?;
-                let mut closed = 0;
-                for (family, seq) in [(AF_INET, 1), (AF_INET6, 2)] {
-                    for routed in dump(&sock, family, seq, map_fd)? {
-                        if stat_ids.contains(&routed.stat_id) && destroy(&sock, &routed, seq + 10)?
-                        {
-                            closed += 1;
-                        }
-                    }
-                }
-                Ok(closed)
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }
+        }
+        Ok(closed)
     })
 }
 

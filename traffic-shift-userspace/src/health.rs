@@ -123,13 +123,17 @@ async fn probe_loop(
             .clone();
         state.retain(|e, _| endpoints.contains(e));
         let timeout = options.health_timeout;
-        let probes = endpoints.iter().map(|&endpoint| async move {
-            let ok = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(endpoint))
-                .await
-                .is_ok_and(|r| r.is_ok());
-            (endpoint, ok)
-        });
-        for (endpoint, ok) in futures_join_all(probes).await {
+        // Every probe at once; verdicts are per endpoint, so order is moot.
+        let mut probes = tokio::task::JoinSet::new();
+        for endpoint in endpoints {
+            probes.spawn(async move {
+                let ok = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(endpoint))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+                (endpoint, ok)
+            });
+        }
+        while let Some(Ok((endpoint, ok))) = probes.join_next().await {
             let (fails, oks, healthy) = state.entry(endpoint).or_insert((0, 0, true));
             if ok {
                 *fails = 0;
@@ -157,24 +161,6 @@ async fn probe_loop(
             }
         }
     }
-}
-
-/// Runs every probe at once and collects the results in order.
-async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let mut set = tokio::task::JoinSet::new();
-    for (i, f) in futures.enumerate() {
-        set.spawn(async move { (i, f.await) });
-    }
-    let mut out: Vec<(usize, F::Output)> = Vec::new();
-    while let Some(Ok(result)) = set.join_next().await {
-        out.push(result);
-    }
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Outlier ejection: endpoints whose connects keep failing, per the

@@ -20,16 +20,29 @@ pub fn is_local_in(netns: &Path) -> std::io::Result<impl Fn(IpAddr) -> bool + us
 
 /// The addresses of every interface in the network namespace at `netns`.
 fn local_addresses(netns: &Path) -> std::io::Result<HashSet<IpAddr>> {
+    run_in(netns, interface_addresses)
+}
+
+/// Runs `f` on a short-lived thread that joined the network namespace at
+/// `netns`: sockets it makes (netlink ones included) belong to that
+/// namespace.
+pub fn run_in<T: Send>(
+    netns: &Path,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
     let netns = File::open(netns)?;
-    std::thread::spawn(move || {
-        // SAFETY: setns on this thread only, with a namespace fd we own.
-        if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        interface_addresses()
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns on this thread only, with a namespace fd we own.
+                if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                f()
+            })
+            .join()
+            .map_err(|_| std::io::Error::other("the netns thread panicked"))?
     })
-    .join()
-    .map_err(|_| std::io::Error::other("the netns thread panicked"))?
 }
 
 fn interface_addresses() -> std::io::Result<HashSet<IpAddr>> {
