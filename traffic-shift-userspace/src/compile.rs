@@ -646,6 +646,7 @@ mod gateway_tests {
                     }],
                 }],
             }],
+            http: Vec::new(),
         }
     }
 

@@ -2,7 +2,11 @@
 //! Produced by `config`, consumed by `compile`. Strings stay here; the
 //! kernel only ever sees the ids `compile` derives from them.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+pub use crate::config::http::{
+    DirectResponse, Fault, Headers, HttpMatch, HttpRedirect, Retries, Rewrite, StringMatch,
+};
 
 /// How one choice (a destination of a route, or an endpoint of a
 /// destination) is made for a new connection.
@@ -19,10 +23,13 @@ pub enum Selection {
 }
 
 /// Everything the kernel needs, resolved from all rule files together.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RoutingModel {
     /// In a stable order (sorted by `key`).
     pub routes: Vec<TcpRoute>,
+    /// What the L7 proxy serves (VirtualService `http` rules), sorted by
+    /// `key`.
+    pub http: Vec<HttpListener>,
 }
 
 /// One VirtualService `tcp[]` rule, for one service port. A rule that covers
@@ -98,4 +105,118 @@ pub struct Outlier {
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub labels: BTreeMap<String, String>,
+}
+
+/// Where the L7 proxy takes HTTP requests: one service port of the mesh, or
+/// one Gateway server port.
+///
+/// Mesh (`gateway: None`): clients on the node connecting to one of
+/// `listeners` (the ServiceEntry `addresses` x an HTTP port) are sent to the
+/// proxy by the connect-time hook, and the proxy serves them with this
+/// listener's `virtual_hosts`. Gateway (`Some("<ns>/<gateway>")`): the proxy
+/// listens on `listeners` itself (the server's `bind` address, or
+/// `0.0.0.0:<port>` and `[::]:<port>`), in the agent's `--netns`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpListener {
+    /// Stable identity across reloads: `mesh reviews.default.svc.cluster.local:9080`,
+    /// `gateway default/bookinfo-gateway port 8080`.
+    pub key: String,
+    pub gateway: Option<String>,
+    /// The port the client connected to (the service port, or the gateway
+    /// server port): what `match[].port` compares.
+    pub port: u16,
+    pub listeners: Vec<SocketAddr>,
+    /// Chosen by the request's authority (`Host` or `:authority`, port
+    /// removed, case-insensitive) as Envoy does: a domain equal to it, else
+    /// the longest `*.suffix` it ends with, else `*`; none: 404. A mesh
+    /// listener has exactly one, which takes every request whatever its
+    /// authority (the client chose the service by its address).
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// The `http` rules of one VirtualService, for one listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VirtualHost {
+    /// `<namespace>/<name>` of the VirtualService.
+    pub virtual_service: String,
+    /// The file it came from, for messages.
+    pub source: String,
+    /// The VirtualService `hosts` as authorities match them (lowercase;
+    /// `*`, `*.suffix` or a name).
+    pub domains: Vec<String>,
+    /// In the order written: the first whose `matches` admit the request
+    /// serves it; none: 404 (`NR`).
+    pub routes: Vec<HttpRoute>,
+}
+
+/// One `http[]` rule, every host and subset resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpRoute {
+    /// `default/reviews/http[1]`: identity in metrics and messages.
+    pub key: String,
+    pub name: Option<String>,
+    /// OR'ed, each AND'ed within; empty: every request. Regexes are valid
+    /// RE2 (checked) and must match the whole value, as Envoy's do.
+    /// `match[].port` is kept (compare with [`HttpListener::port`]);
+    /// `gateways` and `sourceLabels`/`sourceNamespace` were applied or
+    /// refused by `resolve`.
+    pub matches: Vec<HttpMatch>,
+    /// Weighted destinations (relative weights, a single destination gets
+    /// weight 1). Empty only with `redirect` or `direct_response`.
+    pub destinations: Vec<HttpDestination>,
+    /// How a request picks one of `destinations`: the DestinationRule
+    /// `loadBalancer` of the first destination's host.
+    pub selection: HttpSelection,
+    pub redirect: Option<HttpRedirect>,
+    pub direct_response: Option<DirectResponse>,
+    pub rewrite: Option<Rewrite>,
+    /// Whole-request timeout; `None`: none (Istio's default for HTTP routes).
+    pub timeout: Option<Duration>,
+    /// As written, or Istio's default when absent (2 attempts on
+    /// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
+    /// (503)); `attempts: 0`: none.
+    pub retries: Retries,
+    pub fault: Option<Fault>,
+    /// `mirror` (with `mirrorPercentage`) or `mirrors`.
+    pub mirrors: Vec<HttpMirror>,
+    /// Applied to every request/response of the rule, after the
+    /// destination's own.
+    pub headers: Headers,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpDestination {
+    pub destination: Destination,
+    /// The ServiceEntry port's protocol is `HTTP2` or `GRPC`: upstream
+    /// connections speak HTTP/2 cleartext (prior knowledge); else HTTP/1.1.
+    pub http2: bool,
+    /// Header changes for this destination only.
+    pub headers: Headers,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpMirror {
+    pub destination: Destination,
+    /// As [`HttpDestination::http2`].
+    pub http2: bool,
+    /// Of the requests, 0.0..=100.0 (absent in the rules: 100).
+    pub percentage: f64,
+}
+
+/// How a request picks its destination (and, for hashing, keeps picking
+/// the same one while the weights stay).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum HttpSelection {
+    /// Deterministic and smooth, per route, as the kernel path.
+    #[default]
+    Smooth,
+    Random,
+    /// `consistentHash.useSourceIp`: the client's address.
+    SourceIp,
+    /// `consistentHash.httpHeaderName`.
+    Header(String),
+    /// `consistentHash.httpCookie.name`.
+    Cookie(String),
+    /// `consistentHash.httpQueryParameterName`.
+    QueryParameter(String),
 }

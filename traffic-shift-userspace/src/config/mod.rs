@@ -23,7 +23,7 @@
 
 mod dto;
 mod error;
-mod http;
+pub mod http;
 mod lines;
 mod policy;
 mod resolve;
