@@ -592,13 +592,26 @@ impl Agent {
         }
     }
 
-    /// Every endpoint of the rules in force.
-    fn endpoints(&self) -> BTreeSet<SocketAddr> {
-        self.model
+    /// Every endpoint of the rules in force, and how to probe it: endpoints
+    /// of HTTP routes with an HTTP GET.
+    fn endpoints(&self) -> BTreeMap<SocketAddr, crate::health::Probe> {
+        let mut endpoints: BTreeMap<SocketAddr, crate::health::Probe> = self
+            .model
             .destinations()
             .flat_map(|d| &d.endpoints)
-            .map(|e| e.addr)
-            .collect()
+            .map(|e| (e.addr, crate::health::Probe::Tcp))
+            .collect();
+        for dest in self.model.http_destinations() {
+            for endpoint in &dest.endpoints {
+                endpoints.insert(
+                    endpoint.addr,
+                    crate::health::Probe::Http {
+                        authority: dest.host.clone(),
+                    },
+                );
+            }
+        }
+        endpoints
     }
 
     /// `model` without the endpoints that are unhealthy or ejected: what

@@ -36,8 +36,15 @@ impl RoutingModel {
     /// Every destination: of the TCP routes, then of the HTTP routes and
     /// their mirrors.
     pub fn destinations(&self) -> impl Iterator<Item = &Destination> {
-        let http = self
-            .http
+        self.routes
+            .iter()
+            .flat_map(|r| &r.destinations)
+            .chain(self.http_destinations())
+    }
+
+    /// The destinations of the HTTP routes and their mirrors.
+    pub fn http_destinations(&self) -> impl Iterator<Item = &Destination> {
+        self.http
             .iter()
             .flat_map(|l| &l.virtual_hosts)
             .flat_map(|v| &v.routes)
@@ -46,8 +53,7 @@ impl RoutingModel {
                     .iter()
                     .map(|d| &d.destination)
                     .chain(r.mirrors.iter().map(|m| &m.destination))
-            });
-        self.routes.iter().flat_map(|r| &r.destinations).chain(http)
+            })
     }
 
     /// [`RoutingModel::destinations`], to change them.
