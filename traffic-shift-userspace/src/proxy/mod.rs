@@ -337,6 +337,28 @@ impl Proxy {
         target: &Target,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
+        // hyper bounds what it buffers, but a head that arrived in one read
+        // can exceed it: refuse it here too, as Envoy does (431).
+        let head: usize = request.uri().to_string().len()
+            + request
+                .headers()
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
+        if head > self.options.max_header_bytes {
+            return self.local(
+                &IstioLabels::default(),
+                start,
+                LocalReply::new(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "-",
+                    format!(
+                        "request headers too large: {head} bytes, at most {}\n",
+                        self.options.max_header_bytes
+                    ),
+                ),
+            );
+        }
         let config = Arc::clone(&self.config.borrow());
         let listener = match target {
             Target::Gateway(key) => config.by_key(key),
