@@ -28,7 +28,7 @@ mod rewrite;
 mod tests;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -56,14 +56,14 @@ pub use self::{
     stats::{EndpointOutcomes, RequestMetrics},
 };
 use self::{
-    routes::{Config, Host, MatchedUri, RequestView, Route},
+    routes::{Config, MatchedUri, RequestView, Route},
     select::RouteState,
     stats::Outcomes,
 };
 use crate::{
-    config::http::AbortError,
+    config::http::{AbortError, DelayKind},
     metrics::{IstioLabels, Reporter},
-    model::{Destination, Endpoint, HttpListener, HttpSelection},
+    model::{Destination, Endpoint, HttpDestination, HttpListener, HttpSelection},
 };
 
 /// The body of every response the proxy sends.
@@ -349,7 +349,7 @@ impl Proxy {
             return self.local(
                 &IstioLabels::default(),
                 start,
-                LocalReply::new(
+                &LocalReply::new(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "-",
                     format!(
@@ -373,7 +373,7 @@ impl Proxy {
             return self.local(
                 &IstioLabels::default(),
                 start,
-                LocalReply::new(
+                &LocalReply::new(
                     StatusCode::NOT_FOUND,
                     "NR",
                     format!("no route: no HTTP rules for {what}\n"),
@@ -387,14 +387,14 @@ impl Proxy {
         };
         let no_route = |why: String| {
             (
-                reporter.labels(None, &Default::default()),
+                reporter.labels(None, &BTreeMap::new()),
                 LocalReply::new(StatusCode::NOT_FOUND, "NR", format!("no route: {why}\n")),
             )
         };
         let authority = authority(&request);
         let Some(host) = listener.host(&authority) else {
             let (labels, reply) = no_route(format!("no virtual host for authority {authority:?}"));
-            return self.local(&labels, start, reply);
+            return self.local(&labels, start, &reply);
         };
         let view = RequestView {
             method: request.method(),
@@ -410,50 +410,45 @@ impl Proxy {
                 request.method(),
                 request.uri().path()
             ));
-            return self.local(&labels, start, reply);
+            return self.local(&labels, start, &reply);
         };
         let reporter = Reporter {
             route_key: &route.model.key,
             ..reporter
         };
-        self.routed(
-            request,
+        let cx = Routed {
             peer,
-            listener.port,
-            host,
+            port: listener.port,
             route,
-            &matched,
-            &authority,
+            matched,
+            authority,
             reporter,
             start,
-        )
-        .await
+        };
+        let request = match self.answer_locally(&cx, request).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
+        self.routed(&cx, request).await
     }
 
-    /// A request its route was found for.
-    #[expect(clippy::too_many_arguments, reason = "one request's context")]
-    async fn routed(
+    /// Fault injection, `redirect`, `direct_response`: the answers a route
+    /// gives without an upstream (`Err`); else the request back.
+    async fn answer_locally(
         &self,
+        cx: &Routed<'_>,
         request: Request<Incoming>,
-        peer: SocketAddr,
-        port: u16,
-        _host: &Host,
-        route: &Route,
-        matched: &MatchedUri,
-        authority: &str,
-        reporter: Reporter<'_>,
-        start: Instant,
-    ) -> Response<ProxyBody> {
-        let model = &route.model;
+    ) -> Result<Request<Incoming>, Response<ProxyBody>> {
+        let model = &cx.route.model;
         let first_host = model
             .destinations
             .first()
             .map(|d| d.destination.host.as_str());
-        let unrouted = || reporter.labels(first_host, &Default::default());
+        let labels = || cx.reporter.labels(first_host, &BTreeMap::new());
         if let Some(fault) = &model.fault {
             if let Some(delay) = &fault.delay
                 && select::chance(delay.percentage.unwrap_or(100.0))
-                && let crate::config::http::DelayKind::Fixed(duration) = delay.delay
+                && let DelayKind::Fixed(duration) = delay.delay
             {
                 tokio::time::sleep(duration).await;
             }
@@ -461,15 +456,15 @@ impl Proxy {
                 && let Some(error) = &abort.error
                 && select::chance(abort.percentage.unwrap_or(100.0))
             {
-                return self.local(&unrouted(), start, fault_abort(error));
+                return Err(self.local(&labels(), cx.start, &fault_abort(error)));
             }
         }
-        if let Some(redirect) = &model.redirect {
+        let mut response = if let Some(redirect) = &model.redirect {
             let location = rewrite::redirect_location(
                 redirect,
-                matched,
-                authority,
-                port,
+                &cx.matched,
+                &cx.authority,
+                cx.port,
                 request.uri().path(),
                 request.uri().query(),
             );
@@ -479,90 +474,54 @@ impl Proxy {
             if let Ok(location) = HeaderValue::from_str(&location) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
-            rewrite::apply_headers(response.headers_mut(), &model.headers.response);
-            self.metrics
-                .record(&unrouted(), status.as_u16(), "-", start.elapsed());
-            return response;
-        }
-        if let Some(direct) = &model.direct_response {
+            response
+        } else if let Some(direct) = &model.direct_response {
             let status = StatusCode::from_u16(direct.status).unwrap_or(StatusCode::OK);
-            let mut response = full_response(
+            full_response(
                 status,
                 Bytes::from(rewrite::direct_body(direct.body.as_ref())),
-            );
-            rewrite::apply_headers(response.headers_mut(), &model.headers.response);
-            self.metrics
-                .record(&unrouted(), status.as_u16(), "-", start.elapsed());
-            return response;
-        }
-        if model.destinations.is_empty() {
-            return self.local(
-                &unrouted(),
-                start,
-                LocalReply::new(
+            )
+        } else if model.destinations.is_empty() {
+            return Err(self.local(
+                &labels(),
+                cx.start,
+                &LocalReply::new(
                     StatusCode::NOT_FOUND,
                     "NR",
                     "no route: the rule has no destination\n",
                 ),
-            );
-        }
+            ));
+        } else {
+            return Ok(request);
+        };
+        rewrite::apply_headers(response.headers_mut(), &model.headers.response);
+        self.metrics.record(
+            &labels(),
+            response.status().as_u16(),
+            "-",
+            cx.start.elapsed(),
+        );
+        Err(response)
+    }
 
-        let hash = request_hash(&model.selection, &request, peer);
-        let index = route.slots.pick(&model.selection, &route.state, hash);
-        let chosen = &model.destinations[index.min(model.destinations.len() - 1)];
+    /// A request that goes to a destination of its route.
+    async fn routed(&self, cx: &Routed<'_>, request: Request<Incoming>) -> Response<ProxyBody> {
+        let model = &cx.route.model;
+        let hash = request_hash(&model.selection, &request, cx.peer);
+        let index = cx.route.slots.pick(&model.selection, &cx.route.state, hash);
+        let index = index.min(model.destinations.len() - 1);
+        let chosen = &model.destinations[index];
         let dest = &chosen.destination;
 
         let (parts, body) = request.into_parts();
         let body = match self.read_body(body).await {
             Ok(body) => body,
             Err(reply) => {
-                return self.local(
-                    &reporter.labels(Some(&dest.host), &Default::default()),
-                    start,
-                    reply,
-                );
+                let labels = cx.reporter.labels(Some(&dest.host), &BTreeMap::new());
+                return self.local(&labels, cx.start, &reply);
             }
         };
-        let mut headers = parts.headers;
-        strip_hop_by_hop(&mut headers);
-        let mut authority = authority.to_owned();
-        if let Some(rewritten) = model.rewrite.as_ref().and_then(|r| r.authority.clone()) {
-            authority = rewritten;
-        }
-        if let Ok(value) = HeaderValue::from_str(&authority) {
-            headers.insert(header::HOST, value);
-        }
-        append_forwarded_for(&mut headers, peer);
-        if !headers.contains_key("x-forwarded-proto") {
-            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        }
-        rewrite::apply_headers(&mut headers, &chosen.headers.request);
-        rewrite::apply_headers(&mut headers, &model.headers.request);
-        let path_and_query = model
-            .rewrite
-            .as_ref()
-            .and_then(|r| {
-                rewrite::rewrite_path(
-                    r,
-                    route.uri_regex.as_ref(),
-                    matched,
-                    parts.uri.path(),
-                    parts.uri.query(),
-                )
-            })
-            .unwrap_or_else(|| {
-                parts
-                    .uri
-                    .path_and_query()
-                    .map_or_else(|| "/".to_owned(), ToString::to_string)
-            });
-        let outgoing = Outgoing {
-            method: parts.method,
-            path_and_query,
-            headers,
-            body,
-        };
-
+        let (outgoing, authority) = outgoing(cx, chosen, parts, body);
         for mirror in &model.mirrors {
             if select::chance(mirror.percentage) {
                 self.mirror(
@@ -576,28 +535,24 @@ impl Proxy {
         }
 
         let (response, endpoint, flags) = self
-            .forward(route, index, chosen.http2, &outgoing, peer, start)
+            .forward(cx.route, index, chosen.http2, &outgoing, cx.peer, cx.start)
             .await;
-        let labels = reporter.labels(
-            Some(&dest.host),
-            endpoint.map_or(&Default::default(), |e| &e.labels),
-        );
-        let mut response = match response {
-            Ok(response) => response,
-            Err(reply) => {
-                let mut response = reply_response(&reply);
-                rewrite::apply_headers(response.headers_mut(), &chosen.headers.response);
-                rewrite::apply_headers(response.headers_mut(), &model.headers.response);
-                self.metrics
-                    .record(&labels, reply.status.as_u16(), reply.flags, start.elapsed());
-                return response;
+        let no_labels = BTreeMap::new();
+        let labels = cx
+            .reporter
+            .labels(Some(&dest.host), endpoint.map_or(&no_labels, |e| &e.labels));
+        let (mut response, code) = match response {
+            Ok(mut response) => {
+                strip_hop_by_hop(response.headers_mut());
+                let code = response.status().as_u16();
+                (response, code)
             }
+            Err(reply) => (reply_response(&reply), reply.status.as_u16()),
         };
-        strip_hop_by_hop(response.headers_mut());
         rewrite::apply_headers(response.headers_mut(), &chosen.headers.response);
         rewrite::apply_headers(response.headers_mut(), &model.headers.response);
         self.metrics
-            .record(&labels, response.status().as_u16(), flags, start.elapsed());
+            .record(&labels, code, flags, cx.start.elapsed());
         response
     }
 
@@ -790,12 +745,79 @@ impl Proxy {
         &self,
         labels: &IstioLabels,
         start: Instant,
-        reply: LocalReply,
+        reply: &LocalReply,
     ) -> Response<ProxyBody> {
         self.metrics
             .record(labels, reply.status.as_u16(), reply.flags, start.elapsed());
-        reply_response(&reply)
+        reply_response(reply)
     }
+}
+
+/// A request's route and what the route's actions need of it.
+struct Routed<'a> {
+    peer: SocketAddr,
+    /// The listener's port.
+    port: u16,
+    route: &'a Route,
+    matched: MatchedUri,
+    /// As the client sent it.
+    authority: String,
+    reporter: Reporter<'a>,
+    start: Instant,
+}
+
+/// The request as it goes to `chosen`: hop-by-hop headers removed,
+/// authority kept (or rewritten), `x-forwarded-*` set, header operations
+/// (the destination's, then the route's) and uri rewrite applied. Returns
+/// it with the authority it carries.
+fn outgoing(
+    cx: &Routed<'_>,
+    chosen: &HttpDestination,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> (Outgoing, String) {
+    let model = &cx.route.model;
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    let authority = model
+        .rewrite
+        .as_ref()
+        .and_then(|r| r.authority.clone())
+        .unwrap_or_else(|| cx.authority.clone());
+    if let Ok(value) = HeaderValue::from_str(&authority) {
+        headers.insert(header::HOST, value);
+    }
+    append_forwarded_for(&mut headers, cx.peer);
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    rewrite::apply_headers(&mut headers, &chosen.headers.request);
+    rewrite::apply_headers(&mut headers, &model.headers.request);
+    let path_and_query = model
+        .rewrite
+        .as_ref()
+        .and_then(|r| {
+            rewrite::rewrite_path(
+                r,
+                cx.route.uri_regex.as_ref(),
+                &cx.matched,
+                parts.uri.path(),
+                parts.uri.query(),
+            )
+        })
+        .unwrap_or_else(|| {
+            parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), ToString::to_string)
+        });
+    let outgoing = Outgoing {
+        method: parts.method,
+        path_and_query,
+        headers,
+        body,
+    };
+    (outgoing, authority)
 }
 
 /// What one upstream attempt gave.
@@ -838,7 +860,7 @@ impl Attempt {
                 (has("5xx") && status >= 500)
                     || (has("gateway-error") && (502..=504).contains(&status))
                     || (has("retriable-4xx") && status == 409)
-                    || retry_on.iter().any(|p| p.parse::<u16>() == Ok(status))
+                    || retriable_status_codes(retry_on).any(|code| code == status)
                     || matches!(
                         grpc,
                         Some(1) if has("cancelled")
@@ -850,6 +872,16 @@ impl Attempt {
             }
         }
     }
+}
+
+/// The status codes `retryOn` lists; `retriable-status-codes` alone means
+/// 503 (what Istio's default policy lists).
+fn retriable_status_codes(retry_on: &[String]) -> impl Iterator<Item = u16> + '_ {
+    let listed = retry_on.iter().filter_map(|p| p.parse::<u16>().ok());
+    let default = (retry_on.iter().any(|p| p == "retriable-status-codes")
+        && !retry_on.iter().any(|p| p.parse::<u16>().is_ok()))
+    .then_some(503);
+    listed.chain(default)
 }
 
 /// The request as it goes upstream (body buffered, so it can be sent again
@@ -1058,10 +1090,10 @@ fn reply_response(reply: &LocalReply) -> Response<ProxyBody> {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    if let Some(code) = reply.body.strip_prefix("fault filter abort: grpc-status ") {
-        if let Ok(value) = HeaderValue::from_str(code.trim()) {
-            response.headers_mut().insert("grpc-status", value);
-        }
+    if let Some(code) = reply.body.strip_prefix("fault filter abort: grpc-status ")
+        && let Ok(value) = HeaderValue::from_str(code.trim())
+    {
+        response.headers_mut().insert("grpc-status", value);
     }
     response
 }

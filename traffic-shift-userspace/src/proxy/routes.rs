@@ -120,7 +120,7 @@ impl Route {
         };
         let mut matches = Vec::with_capacity(model.matches.len());
         for m in &model.matches {
-            let matcher = |value: &Option<StringMatch>, ignore_case: bool| {
+            let optional = |value: &Option<StringMatch>, ignore_case: bool| {
                 value
                     .as_ref()
                     .map(|v| Matcher::build(v, ignore_case, &regex))
@@ -135,10 +135,10 @@ impl Route {
                     .collect::<Result<Vec<_>, RegexError>>()
             };
             matches.push(Match {
-                uri: matcher(&m.uri, m.ignore_uri_case)?,
-                scheme: matcher(&m.scheme, false)?,
-                method: matcher(&m.method, false)?,
-                authority: matcher(&m.authority, false)?,
+                uri: optional(&m.uri, m.ignore_uri_case)?,
+                scheme: optional(&m.scheme, false)?,
+                method: optional(&m.method, false)?,
+                authority: optional(&m.authority, false)?,
                 headers: named(&m.headers)?,
                 query_params: m
                     .query_params
@@ -270,10 +270,11 @@ impl Match {
             None => Some(MatchedUri::root(r.uri.path())),
             Some(m) => {
                 let path = r.uri.path();
-                m.test(path).then(|| match m {
+                let matched = match m {
                     Matcher::Prefix { prefix, .. } => MatchedUri::Prefix(prefix.len()),
                     _ => MatchedUri::Whole,
-                })
+                };
+                m.test(path).then_some(matched)
             }
         }
     }
@@ -367,10 +368,7 @@ impl Listener {
             return self.hosts.first();
         }
         let host = strip_port(authority).to_ascii_lowercase();
-        let exact = self
-            .hosts
-            .iter()
-            .find(|h| h.model.domains.iter().any(|d| *d == host));
+        let exact = self.hosts.iter().find(|h| h.model.domains.contains(&host));
         if exact.is_some() {
             return exact;
         }

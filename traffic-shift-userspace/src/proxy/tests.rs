@@ -1,7 +1,7 @@
 //! The proxy end to end on loopback: real sockets, in-process `http-echo`
 //! backends, a real hyper client.
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr, sync::Arc, time::Duration};
 
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, body::Bytes};
@@ -230,23 +230,20 @@ async fn uri_prefix_and_regex_matches_pick_their_routes() {
         ("/ap", None),
     ] {
         let answer = get(&c, p.addr, path, &[]).await;
-        match want {
-            Some(version) => {
-                assert_eq!(answer.status, 200, "{path}: {}", answer.body);
-                assert_eq!(answer.version(), version, "{path} went to the wrong route");
-            }
-            None => {
-                assert_eq!(
-                    answer.status, 404,
-                    "{path} must match no route: {}",
-                    answer.body
-                );
-                assert!(
-                    answer.body.contains("no route"),
-                    "404 body names the cause: {}",
-                    answer.body
-                );
-            }
+        if let Some(version) = want {
+            assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+            assert_eq!(answer.version(), version, "{path} went to the wrong route");
+        } else {
+            assert_eq!(
+                answer.status, 404,
+                "{path} must match no route: {}",
+                answer.body
+            );
+            assert!(
+                answer.body.contains("no route"),
+                "404 body names the cause: {}",
+                answer.body
+            );
         }
     }
 }
@@ -611,7 +608,10 @@ async fn bad_input_is_refused_without_a_crash() {
         answer.starts_with("HTTP/1.1 431"),
         "oversized headers: {answer:?}"
     );
-    let many: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let many = (0..200).fold(String::new(), |mut all, i| {
+        let _ = write!(all, "x-h{i}: v\r\n");
+        all
+    });
     let answer = raw(
         p.addr,
         format!("GET / HTTP/1.1\r\nhost: x\r\n{many}\r\n").as_bytes(),
@@ -792,4 +792,193 @@ async fn metrics_count_requests_per_version_and_code() {
         "{text}"
     );
     assert!(text.contains("le=\"0.5\""), "Istio's buckets: {text}");
+}
+
+#[tokio::test]
+async fn redirect_and_direct_response_as_istio() {
+    let mut redirect = route(0, vec![uri(StringMatch::Prefix("/old/".into()))], vec![]);
+    redirect.redirect = Some(crate::model::HttpRedirect {
+        uri: None,
+        prefix_rewrite: Some("/new/".into()),
+        authority: Some("shop.example".into()),
+        port: None,
+        scheme: None,
+        redirect_code: 308,
+    });
+    let mut direct = route(1, vec![uri(StringMatch::Exact("/health".into()))], vec![]);
+    direct.direct_response = Some(crate::model::DirectResponse {
+        status: 418,
+        body: Some(crate::config::http::DirectBody::String("teapot\n".into())),
+    });
+    let p = start(vec![redirect, direct]).await;
+    let request = Request::get(format!("http://{}/old/page?q=1", p.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), 308);
+    assert_eq!(
+        response.headers()["location"],
+        "http://shop.example/new/page?q=1"
+    );
+    let answer = get(&client(), p.addr, "/health", &[]).await;
+    assert_eq!((answer.status, answer.body.as_str()), (418, "teapot\n"));
+}
+
+#[tokio::test]
+async fn virtual_host_by_authority_and_h2_upstream() {
+    let (v1, v2) = (backend("v1").await, backend("v2").await);
+    let mut h2 = route(1, vec![], vec![destination("v2", 1, &[&v2])]);
+    h2.destinations[0].http2 = true;
+    let mut l = listener(vec![route(0, vec![], vec![destination("v1", 1, &[&v1])])]);
+    l.virtual_hosts[0].domains = vec!["reviews.example".into()];
+    l.virtual_hosts.push(VirtualHost {
+        virtual_service: "default/wild".into(),
+        source: "rules/wild.yaml".into(),
+        domains: vec!["*.example".into()],
+        routes: vec![h2],
+    });
+    let p = start(vec![]).await;
+    p.proxy.update(vec![l]).unwrap();
+    let c = client();
+    let answer = get(&c, p.addr, "/", &[("host", "Reviews.Example:8080")]).await;
+    assert_eq!(
+        answer.version(),
+        "v1",
+        "exact domain, case and port ignored"
+    );
+    let answer = get(&c, p.addr, "/", &[("host", "ratings.example")]).await;
+    assert_eq!(answer.version(), "v2", "wildcard domain: {}", answer.body);
+    assert_eq!(answer.json["protocol"], "HTTP/2.0", "h2c upstream");
+    let answer = get(&c, p.addr, "/", &[("host", "other.org")]).await;
+    assert_eq!(answer.status, 404, "no virtual host: {}", answer.body);
+}
+
+#[tokio::test]
+async fn consistent_hash_by_header_keeps_a_user_on_one_version() {
+    let (v1, v2) = (backend("v1").await, backend("v2").await);
+    let mut r = route(
+        0,
+        vec![],
+        vec![destination("v1", 50, &[&v1]), destination("v2", 50, &[&v2])],
+    );
+    r.selection = HttpSelection::Header("x-user".into());
+    let p = start(vec![r]).await;
+    let c = client();
+    let mut per_version = BTreeMap::<String, usize>::new();
+    for user in 0..200 {
+        let user = format!("user-{user}");
+        let first = get(&c, p.addr, "/", &[("x-user", &user)]).await;
+        for _ in 0..3 {
+            let again = get(&c, p.addr, "/", &[("x-user", &user)]).await;
+            assert_eq!(again.version(), first.version(), "{user} moved");
+        }
+        *per_version.entry(first.version().to_owned()).or_default() += 1;
+    }
+    // Binomial(200, 0.5): sd 7.1; 100 +- 35 is ~5 sigma.
+    let v1_users = per_version.get("v1").copied().unwrap_or(0);
+    assert!(
+        (65..=135).contains(&v1_users),
+        "50/50 by user gave v1 {v1_users} of 200 users"
+    );
+}
+
+#[tokio::test]
+async fn mesh_connections_are_served_by_their_original_destination() {
+    let (v1, v2) = (backend("v1").await, backend("v2").await);
+    let service: SocketAddr = "10.96.0.10:9080".parse().unwrap();
+    let other: SocketAddr = "10.96.0.11:9080".parse().unwrap();
+    let mesh = |key: &str, addr: SocketAddr, dest: Destination| HttpListener {
+        key: key.into(),
+        gateway: None,
+        port: 9080,
+        listeners: vec![addr],
+        virtual_hosts: vec![VirtualHost {
+            virtual_service: "default/reviews".into(),
+            source: "rules/reviews.yaml".into(),
+            domains: vec!["reviews".into()],
+            routes: vec![route(0, vec![], vec![dest])],
+        }],
+    };
+    let proxy = Proxy::new(Options::default());
+    proxy
+        .update(vec![
+            mesh("mesh reviews:9080", service, destination("v1", 1, &[&v1])),
+            mesh("mesh other:9080", other, destination("v2", 1, &[&v2])),
+        ])
+        .unwrap();
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    // Stands in for the kernel's record, by client port mod 3 (Linux gives
+    // connect() even ports): 1 connected to `service`, 2 to `other`, 0 to
+    // an address the proxy does not know.
+    let original_dst: super::OriginalDst =
+        Arc::new(move |peer: SocketAddr, _local| match peer.port() {
+            p if p % 3 == 0 => None,
+            p if p % 3 == 1 => Some(service),
+            _ => Some(other),
+        });
+    let task = tokio::spawn(Arc::clone(&proxy).serve_mesh(socket, original_dst));
+    let mut seen = BTreeMap::<(bool, String), usize>::new();
+    for _ in 0..40 {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let port = stream.local_addr().unwrap().port();
+        let io = TokioIo::new(stream);
+        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(io).await else {
+            continue;
+        };
+        tokio::spawn(conn);
+        // Any authority: the address chose the service.
+        let request = Request::get("/")
+            .header("host", "anything")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        match sender.send_request(request).await {
+            Ok(response) => {
+                assert_ne!(
+                    port % 3,
+                    0,
+                    "a connection with no original destination was served"
+                );
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let version = json["version"].as_str().unwrap().to_owned();
+                let want = if port % 3 == 1 { "v1" } else { "v2" };
+                assert_eq!(version, want, "client port {port}");
+                *seen.entry((true, version)).or_default() += 1;
+            }
+            Err(_) => {
+                assert_eq!(port % 3, 0, "client port {port} was refused");
+                *seen.entry((false, String::new())).or_default() += 1;
+            }
+        }
+    }
+    task.abort();
+    assert!(
+        seen.keys().filter(|(served, _)| *served).count() == 2,
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn ignore_uri_case_and_regex_rewrite() {
+    let v1 = backend("v1").await;
+    let mut r = route(
+        0,
+        vec![HttpMatch {
+            uri: Some(StringMatch::Prefix("/Service/".into())),
+            ignore_uri_case: true,
+            ..HttpMatch::default()
+        }],
+        vec![destination("v1", 1, &[&v1])],
+    );
+    r.rewrite = Some(Rewrite {
+        uri: None,
+        authority: None,
+        uri_regex: Some(("^/service/([^/]+)(/.*)$".into(), "\\2/instance/\\1".into())),
+    });
+    let p = start(vec![r]).await;
+    let answer = get(&client(), p.addr, "/SERVICE/x", &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let answer = get(&client(), p.addr, "/service/foo/v1/api?a=b", &[]).await;
+    assert_eq!(answer.json["path"], "/v1/api/instance/foo?a=b");
 }
