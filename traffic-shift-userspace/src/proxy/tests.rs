@@ -932,31 +932,25 @@ async fn mesh_connections_are_served_by_their_original_destination() {
             .header("host", "anything")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        match sender.send_request(request).await {
-            Ok(response) => {
-                assert_ne!(
-                    port % 3,
-                    0,
-                    "a connection with no original destination was served"
-                );
-                let body = response.into_body().collect().await.unwrap().to_bytes();
-                let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                let version = json["version"].as_str().unwrap().to_owned();
-                let want = if port % 3 == 1 { "v1" } else { "v2" };
-                assert_eq!(version, want, "client port {port}");
-                *seen.entry((true, version)).or_default() += 1;
-            }
-            Err(_) => {
-                assert_eq!(port % 3, 0, "client port {port} was refused");
-                *seen.entry((false, String::new())).or_default() += 1;
-            }
+        if let Ok(response) = sender.send_request(request).await {
+            assert_ne!(
+                port % 3,
+                0,
+                "a connection with no original destination was served"
+            );
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let version = json["version"].as_str().unwrap().to_owned();
+            let want = if port % 3 == 1 { "v1" } else { "v2" };
+            assert_eq!(version, want, "client port {port}");
+            *seen.entry((true, version)).or_default() += 1;
+        } else {
+            assert_eq!(port % 3, 0, "client port {port} was refused");
+            *seen.entry((false, String::new())).or_default() += 1;
         }
     }
     task.abort();
-    assert!(
-        seen.keys().filter(|(served, _)| *served).count() == 2,
-        "{seen:?}"
-    );
+    assert_eq!(seen.len(), 3, "served v1, v2, and refused: {seen:?}");
 }
 
 #[tokio::test]
@@ -981,4 +975,41 @@ async fn ignore_uri_case_and_regex_rewrite() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     let answer = get(&client(), p.addr, "/service/foo/v1/api?a=b", &[]).await;
     assert_eq!(answer.json["path"], "/v1/api/instance/foo?a=b");
+}
+
+#[tokio::test]
+async fn slow_clients_are_bounded_in_number_and_time() {
+    let v1 = backend("v1").await;
+    let options = Options {
+        request_header_timeout: Duration::from_millis(500),
+        max_connections: 20,
+        ..Options::default()
+    };
+    let p = start_with(
+        vec![route(0, vec![], vec![destination("v1", 1, &[&v1])])],
+        options,
+    )
+    .await;
+    // 20 slow clients, each holding a partial request head.
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(p.addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // One more is closed at once, unanswered.
+    let answer = raw(p.addr, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(answer.is_empty(), "over the connection bound: {answer:?}");
+    // The slow ones are timed out, which frees their places.
+    for mut stream in slow {
+        let mut buf = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a slow client was not timed out");
+    }
+    assert_eq!(get(&client(), p.addr, "/", &[]).await.status, 200);
 }
