@@ -17,8 +17,9 @@ use tracing_subscriber::EnvFilter;
 use traffic_shift_userspace::proxy::echo::{self, Echo};
 
 /// HTTP echo server: `http-echo --listen 127.0.0.1:19080 --version v1 --name reviews`.
+/// (`--version` names the backend's version, so clap's own flag is off.)
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(disable_version_flag = true)]
 struct Args {
     /// Address to listen on, IPv4 or IPv6, repeatable; port 0 picks a free port
     /// (the log line shows it). Example: `127.0.0.1:19080` or `[::1]:19080`.
@@ -71,4 +72,30 @@ async fn serve_until_signal() -> Result<()> {
     }
     tracing::info!("http-echo {} {} stopping", args.name, args.version);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Args;
+
+    #[test]
+    fn arguments_are_consistent_and_parse() {
+        Args::command().debug_assert();
+        let args = Args::try_parse_from([
+            "http-echo",
+            "--listen",
+            "127.0.0.1:0",
+            "--version",
+            "v2",
+            "--name",
+            "reviews",
+        ])
+        .expect("parses");
+        assert_eq!(
+            (args.version.as_str(), args.name.as_str()),
+            ("v2", "reviews")
+        );
+    }
 }

@@ -1003,7 +1003,7 @@ fn request_hash(
 }
 
 /// Removes the headers that describe one connection (RFC 9110 7.6.1), and
-/// those the `Connection` header names.
+/// those the `Connection` header names; `te: trailers` stays (gRPC needs it).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -1015,6 +1015,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
+    let trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     for name in [
         "connection",
         "keep-alive",
@@ -1025,6 +1028,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         "trailer",
     ] {
         headers.remove(name);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
