@@ -541,18 +541,34 @@ impl Proxy {
         let labels = cx
             .reporter
             .labels(Some(&dest.host), endpoint.map_or(&no_labels, |e| &e.labels));
-        let (mut response, code) = match response {
+        let mut response = match response {
             Ok(mut response) => {
                 strip_hop_by_hop(response.headers_mut());
-                let code = response.status().as_u16();
-                (response, code)
+                // Counted when the body has gone to the client (or the
+                // client left): Istio's duration is the whole exchange.
+                let done = Recorded {
+                    metrics: Arc::clone(&self.metrics),
+                    labels,
+                    code: response.status().as_u16(),
+                    flags,
+                    start: cx.start,
+                };
+                response.map(|body| {
+                    body.map_frame(move |frame| {
+                        let _ = &done;
+                        frame
+                    })
+                    .boxed()
+                })
             }
-            Err(reply) => (reply_response(&reply), reply.status.as_u16()),
+            Err(reply) => {
+                self.metrics
+                    .record(&labels, reply.status.as_u16(), flags, cx.start.elapsed());
+                reply_response(&reply)
+            }
         };
         rewrite::apply_headers(response.headers_mut(), &chosen.headers.response);
         rewrite::apply_headers(response.headers_mut(), &model.headers.response);
-        self.metrics
-            .record(&labels, code, flags, cx.start.elapsed());
         response
     }
 
@@ -750,6 +766,22 @@ impl Proxy {
         self.metrics
             .record(labels, reply.status.as_u16(), reply.flags, start.elapsed());
         reply_response(reply)
+    }
+}
+
+/// Records a request in the metrics when dropped (with the response body).
+struct Recorded {
+    metrics: Arc<RequestMetrics>,
+    labels: IstioLabels,
+    code: u16,
+    flags: &'static str,
+    start: Instant,
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        self.metrics
+            .record(&self.labels, self.code, self.flags, self.start.elapsed());
     }
 }
 

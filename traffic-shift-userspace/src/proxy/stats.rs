@@ -72,7 +72,7 @@ impl RequestMetrics {
         );
         registry.register(
             "istio_request_duration_milliseconds",
-            "Request duration until the response headers, in milliseconds (Istio standard metric)",
+            "Request duration, until the response body was sent, in milliseconds (Istio standard metric)",
             self.duration.clone(),
         );
     }

@@ -753,10 +753,30 @@ async fn metrics_count_requests_per_version_and_code() {
     }
     get(&c, p.addr, "/status/500", &[]).await;
     get(&c, p.addr, "/missing", &[]).await;
-    let mut registry = prometheus_client::registry::Registry::default();
-    p.proxy.metrics().register(&mut registry);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let render = || {
+        let mut registry = prometheus_client::registry::Registry::default();
+        p.proxy.metrics().register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    };
+    // A proxied request is counted once its body has gone out, which can
+    // be just after the client read it: wait (bounded) for all 12.
+    let mut text = render();
+    for _ in 0..100 {
+        if text.contains("istio_request_duration_milliseconds_count") {
+            let total: u64 = text
+                .lines()
+                .filter(|l| l.starts_with("istio_request_duration_milliseconds_count{"))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+                .sum();
+            if total == 12 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text = render();
+    }
     let count = |version: &str, code: &str, flags: &str| -> u64 {
         text.lines()
             .filter(|l| {
