@@ -347,7 +347,7 @@ impl Proxy {
                 .sum::<usize>();
         if head > self.options.max_header_bytes {
             return self.local(
-                &IstioLabels::default(),
+                &unknown_labels(),
                 start,
                 &LocalReply::new(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -371,7 +371,7 @@ impl Proxy {
             };
             tracing::warn!("L7 proxy: no HTTP rules for {what} any more; request refused");
             return self.local(
-                &IstioLabels::default(),
+                &unknown_labels(),
                 start,
                 &LocalReply::new(
                     StatusCode::NOT_FOUND,
@@ -767,6 +767,16 @@ impl Proxy {
             .record(labels, reply.status.as_u16(), reply.flags, start.elapsed());
         reply_response(reply)
     }
+}
+
+/// Istio's labels for a request refused before any rule applied to it.
+fn unknown_labels() -> IstioLabels {
+    Reporter {
+        route_key: "",
+        gateway: None,
+        protocol: "http",
+    }
+    .labels(None, &BTreeMap::new())
 }
 
 /// Records a request in the metrics when dropped (with the response body).
