@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use traffic_shift_common::{EndpointStats, ServiceKey};
 
 mod control;
+mod l7;
 
 use crate::{
     admin, applied,
@@ -68,6 +69,15 @@ pub enum AgentError {
     #[error("cannot serve metrics on {addr}: {source}; pick another --metrics-addr")]
     Metrics {
         addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the L7 proxy cannot listen on port {port} of 127.0.0.1 in {netns}: {source}; pick another --proxy-port"
+    )]
+    Proxy {
+        port: u16,
+        netns: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -182,6 +192,8 @@ struct Agent {
     limits: crate::limits::Limits,
     /// Where the L7 proxy takes mesh HTTP connections.
     proxy_addrs: compile::ProxyAddrs,
+    /// The L7 proxy's sockets and configuration.
+    l7: l7::L7,
     /// Per-second samples of every slot's counters, the last minute of them.
     history: std::collections::VecDeque<(std::time::Instant, BTreeMap<u32, EndpointStats>)>,
     /// What the metrics exporter needs from the agent.
@@ -226,8 +238,25 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     };
     let datapath = load_datapath(&options, &cgroup)?;
     let shared = Arc::new(Mutex::new(Shared::default()));
-    let (metrics_server, metrics_addr) =
-        start_metrics(&datapath, options.metrics_addr, Arc::clone(&shared)).await?;
+    let proxy = crate::proxy::Proxy::new(crate::proxy::Options::default());
+    let l7 = l7::L7::start(
+        Arc::clone(&proxy),
+        &options.netns,
+        options.proxy_port,
+        datapath.proxy_flows()?,
+    )
+    .map_err(|source| AgentError::Proxy {
+        port: options.proxy_port,
+        netns: options.netns.clone(),
+        source,
+    })?;
+    let (metrics_server, metrics_addr) = start_metrics(
+        &datapath,
+        options.metrics_addr,
+        Arc::clone(&shared),
+        proxy.metrics(),
+    )
+    .await?;
     tracing::info!(addr = %metrics_addr, "serving /metrics");
     tracing::info!(
         cgroup = %cgroup.display(),
@@ -250,7 +279,8 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         last_status: String::new(),
         stat_ids: StatIds::with_capacity(options.limits.max_counters),
         limits: options.limits,
-        proxy_addrs: compile::ProxyAddrs::loopback(options.proxy_port),
+        proxy_addrs: l7.addrs,
+        l7,
         history: std::collections::VecDeque::new(),
         metrics: shared,
         metrics_addr,
@@ -465,6 +495,9 @@ impl Agent {
             &self.proxy_addrs,
         )
         .map_err(|e| e.to_string())?;
+        // The proxy's new gateway sockets are bound before anything changes:
+        // a port that cannot be refuses the rules.
+        let bound = self.l7.bind(&model)?;
         // Sockets of new gateway endpoints go in before the tables that
         // point at them: the first connection after the change finds them.
         let wanted: BTreeMap<ServiceKey, SocketAddr> = model
@@ -492,6 +525,8 @@ impl Agent {
                 for key in &report.routes_removed {
                     tracing::info!(route = %key, "route removed");
                 }
+                let usable = self.usable(&model);
+                self.l7.commit(bound, &usable)?;
                 self.model = model;
                 self.stat_ids = compiled.stat_ids;
                 self.track_removed();
@@ -667,6 +702,9 @@ impl Agent {
         match result {
             Ok((compiled, report)) => {
                 self.stat_ids = compiled.stat_ids;
+                if let Err(err) = self.l7.update(&self.usable(&self.model)) {
+                    tracing::warn!(%err, "the L7 proxy keeps its previous endpoints");
+                }
                 for key in &report.routes_changed {
                     tracing::info!(route = %key, split = %compiled.routes[key].summary, "route tables follow endpoint health");
                 }
@@ -1173,8 +1211,10 @@ async fn start_metrics(
     datapath: &Datapath,
     addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
+    requests: Arc<crate::proxy::RequestMetrics>,
 ) -> Result<(tokio::task::JoinHandle<()>, SocketAddr), AgentError> {
     let exporter = Arc::new(Exporter::new(datapath.counters_reader()?, shared));
+    exporter.add_requests(requests);
     let err = |source| AgentError::Metrics { addr, source };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
     let bound = listener.local_addr().map_err(err)?;

@@ -342,11 +342,7 @@ fn kernel_route(
     let slots = match route.selection {
         Selection::Smooth | Selection::Random => smooth_sequence(&weights),
         Selection::SourceHash => {
-            let ids: Vec<u64> = route
-                .destinations
-                .iter()
-                .map(|d| stable_id(&format!("{}/{}", d.host, d.subset.as_deref().unwrap_or(""))))
-                .collect();
+            let ids: Vec<u64> = route.destinations.iter().map(destination_id).collect();
             rendezvous_table(&weights, &ids)
         }
     };
@@ -593,6 +589,16 @@ pub fn rendezvous_table(weights: &[u32], dest_ids: &[u64]) -> Vec<u8> {
             best.1
         })
         .collect()
+}
+
+/// A destination's identity in [`rendezvous_table`] (the same on the TCP
+/// path and in the L7 proxy, so a client hashes to the same subset).
+pub fn destination_id(dest: &crate::model::Destination) -> u64 {
+    stable_id(&format!(
+        "{}/{}",
+        dest.host,
+        dest.subset.as_deref().unwrap_or("")
+    ))
 }
 
 fn splitmix64(mut x: u64) -> u64 {

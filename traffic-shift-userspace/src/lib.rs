@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod pins;
+pub mod proxy;
 pub mod sockets;
 pub mod stats;
 pub mod status;

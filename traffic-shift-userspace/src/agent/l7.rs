@@ -22,7 +22,7 @@ use crate::{
     datapath::ProxyFlows,
     model::RoutingModel,
     netns::listen_in,
-    proxy::Proxy,
+    proxy::{OriginalDst, Proxy},
 };
 
 /// Gateway sockets bound for rules not yet in force.
@@ -51,8 +51,7 @@ impl L7 {
     ) -> std::io::Result<Self> {
         let mut addrs = ProxyAddrs::loopback(port);
         let flows = Arc::new(flows);
-        let original_dst: Arc<dyn Fn(SocketAddr, SocketAddr) -> Option<SocketAddr> + Send + Sync> =
-            Arc::new(move |peer, local| flows.take(peer, local));
+        let original_dst: OriginalDst = Arc::new(move |peer, local| flows.take(peer, local));
         let mut mesh = Vec::new();
         for addr in [&mut addrs.v4, &mut addrs.v6] {
             let listener = match listen_in(netns, *addr) {
@@ -104,13 +103,16 @@ impl L7 {
     /// the ones no longer needed, and gives the proxy `usable` (the model
     /// without the endpoints health took out). Requests in flight finish
     /// on the configuration they started with.
-    pub fn commit(&mut self, bound: Bound, usable: &RoutingModel) {
-        self.proxy.update(usable.http.clone());
+    pub fn commit(&mut self, bound: Bound, usable: &RoutingModel) -> Result<(), String> {
+        self.proxy
+            .update(usable.http.clone())
+            .map_err(|e| format!("the L7 proxy refused the http rules: {e}"))?;
         for (addr, key, socket) in bound.0 {
             match tokio::net::TcpListener::from_std(socket) {
                 Ok(socket) => {
                     tracing::info!(%addr, listener = %key, "L7 proxy: gateway listener open");
-                    let task = tokio::spawn(Arc::clone(&self.proxy).serve_gateway(socket, key.clone()));
+                    let task =
+                        tokio::spawn(Arc::clone(&self.proxy).serve_gateway(socket, key.clone()));
                     self.gateways.insert(addr, (key, task));
                 }
                 Err(err) => tracing::error!(%addr, %err, "L7 proxy: cannot serve a gateway socket"),
@@ -130,11 +132,12 @@ impl L7 {
             }
             keep
         });
+        Ok(())
     }
 
     /// Endpoint health changed: the proxy picks from `usable` now.
-    pub fn update(&self, usable: &RoutingModel) {
-        self.proxy.update(usable.http.clone());
+    pub fn update(&self, usable: &RoutingModel) -> Result<(), crate::proxy::RegexError> {
+        self.proxy.update(usable.http.clone())
     }
 
     pub fn proxy(&self) -> &Arc<Proxy> {
@@ -144,7 +147,11 @@ impl L7 {
 
 impl Drop for L7 {
     fn drop(&mut self) {
-        for task in self.mesh.iter().chain(self.gateways.values().map(|(_, t)| t)) {
+        for task in self
+            .mesh
+            .iter()
+            .chain(self.gateways.values().map(|(_, t)| t))
+        {
             task.abort();
         }
     }
