@@ -254,6 +254,36 @@ mod tests {
     }
 
     #[test]
+    fn random_follows_weights() {
+        let route = route(&[80, 20], HttpSelection::Random);
+        let slots = Slots::build(&route);
+        let state = RouteState::default();
+        let second = (0..10_000)
+            .filter(|_| slots.pick(&route.selection, &state, None) == 1)
+            .count();
+        // Binomial sd for 10000 x 0.2 is 40; 4 sigma is 160.
+        assert!(
+            (1840..=2160).contains(&second),
+            "80/20 at random gave {second} of 10000 to the second"
+        );
+    }
+
+    #[test]
+    fn source_ip_hash_is_the_kernel_hash_of_the_client_address() {
+        let client: SocketAddr = "10.1.2.3:40000".parse().unwrap();
+        let other_port: SocketAddr = "10.1.2.3:40002".parse().unwrap();
+        assert_eq!(
+            client_hash(client),
+            client_hash(other_port),
+            "the port does not count"
+        );
+        assert_eq!(
+            client_hash(client),
+            source_hash([u32::from_ne_bytes([10, 1, 2, 3]), 0, 0, 0])
+        );
+    }
+
+    #[test]
     fn chance_bounds() {
         assert!((0..1000).all(|_| chance(100.0)));
         assert!((0..1000).all(|_| !chance(0.0)));
