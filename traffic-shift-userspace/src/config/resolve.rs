@@ -103,13 +103,7 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
     let warnings = unique(warnings);
     if errors.is_empty() {
         routes.sort_by(|a, b| a.key.cmp(&b.key));
-        (
-            Ok(RoutingModel {
-                routes,
-                http: Vec::new(),
-            }),
-            warnings,
-        )
+        (Ok(RoutingModel { routes, http: Vec::new() }), warnings)
     } else {
         (Err(unique(errors)), warnings)
     }
