@@ -10,6 +10,7 @@
 //! [`dashboard`] turns the Grafana dashboard into the queries it sends.
 
 pub mod dashboard;
+pub mod http_client;
 pub mod prometheus;
 
 use std::{
@@ -299,6 +300,39 @@ pub fn echo_backend(
     Process {
         child,
         what: format!("tcp-echo {prefix}"),
+    }
+}
+
+/// A demo HTTP backend (`http-echo`) in `netns` (and `cgroup`): it answers
+/// every request with a JSON body naming `name` and `version`.
+pub fn http_backend(
+    netns: &Netns,
+    cgroup: Option<&Cgroup>,
+    name: &str,
+    version: &str,
+    listen: &[&str],
+) -> Process {
+    let mut cmd = Command::new(binary("HTTP_ECHO_BIN", "http-echo"));
+    for addr in listen {
+        cmd.args(["--listen", addr]);
+    }
+    cmd.args(["--name", name, "--version", version])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = spawn_in(&mut cmd, netns, cgroup);
+    // It logs one line once every listener is bound.
+    let stderr = child.stderr.take().expect("piped");
+    let mut line = String::new();
+    BufReader::new(stderr)
+        .read_line(&mut line)
+        .expect("http-echo stderr");
+    assert!(
+        line.contains("listening"),
+        "http-echo {name} {version} did not start: {line}"
+    );
+    Process {
+        child,
+        what: format!("http-echo {name} {version}"),
     }
 }
 
@@ -827,6 +861,12 @@ pub fn tcp_echo_rule(file: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A file of the shipped bookinfo example, e.g. `examples/vs-reviews-50-v3.yaml`.
+pub fn bookinfo_rule(file: &str) -> String {
+    let path = repo_rules().join("bookinfo").join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 impl Scenario {
     /// tcp-echo v1 on 127.0.0.1:19001 and [::1]:19001, v2 on :19002, the
     /// shipped ServiceEntry and DestinationRule, and `virtual_service` as
@@ -864,24 +904,63 @@ impl Scenario {
     }
 
     fn build(test: &str, files: &[(&str, String)], agent_args: &[&str]) -> Self {
+        Self::build_with(test, files, agent_args, |netns, cgroup| {
+            vec![
+                echo_backend(
+                    netns,
+                    Some(cgroup),
+                    "one",
+                    &["127.0.0.1:19001", "[::1]:19001"],
+                ),
+                echo_backend(
+                    netns,
+                    Some(cgroup),
+                    "two",
+                    &["127.0.0.1:19002", "[::1]:19002"],
+                ),
+            ]
+        })
+    }
+
+    /// Bookinfo's reviews: `http-echo` v1, v2 and v3 on 127.0.0.1:19081,
+    /// :19082 and :19083, the shipped ServiceEntry, DestinationRule and
+    /// gateway files, with `files` added or replacing them (e.g.
+    /// `virtual-service.yaml`), and an agent with `agent_args`.
+    pub fn bookinfo(test: &str, files: &[(&str, &str)], agent_args: &[&str]) -> Self {
+        let mut all: Vec<(&str, String)> = [
+            "service-entry.yaml",
+            "destination-rule.yaml",
+            "gateway.yaml",
+        ]
+        .into_iter()
+        .map(|file| (file, bookinfo_rule(file)))
+        .collect();
+        for (file, text) in files {
+            all.retain(|(f, _)| f != file);
+            all.push((file, (*text).to_owned()));
+        }
+        Self::build_with(test, &all, agent_args, |netns, cgroup| {
+            ["v1", "v2", "v3"]
+                .into_iter()
+                .zip(["127.0.0.1:19081", "127.0.0.1:19082", "127.0.0.1:19083"])
+                .map(|(version, addr)| {
+                    http_backend(netns, Some(cgroup), "reviews", version, &[addr])
+                })
+                .collect()
+        })
+    }
+
+    fn build_with(
+        test: &str,
+        files: &[(&str, String)],
+        agent_args: &[&str],
+        backends: impl FnOnce(&Netns, &Cgroup) -> Vec<Process>,
+    ) -> Self {
         require_root();
         let name = unique_name(test);
         let netns = Netns::new(&name);
         let cgroup = Cgroup::new(&name);
-        let backends = vec![
-            echo_backend(
-                &netns,
-                Some(&cgroup),
-                "one",
-                &["127.0.0.1:19001", "[::1]:19001"],
-            ),
-            echo_backend(
-                &netns,
-                Some(&cgroup),
-                "two",
-                &["127.0.0.1:19002", "[::1]:19002"],
-            ),
-        ];
+        let backends = backends(&netns, &cgroup);
         let rules_dir = std::env::temp_dir().join(format!("{name}-rules"));
         let _ = std::fs::remove_dir_all(&rules_dir);
         std::fs::create_dir_all(&rules_dir).expect("rules dir");

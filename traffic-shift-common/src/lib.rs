@@ -22,8 +22,9 @@ pub mod map_names {
     /// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`): pinned like the
     /// others, though bpftool cannot list it.
     pub const CONNS: &str = "TS_CONNS";
+    pub const PROXY_FLOWS: &str = "TS_PROXY_FLOWS";
     /// Every map the agent pins, in the order it pins them.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         SERVICES,
         ROUTES,
         CURSORS,
@@ -33,6 +34,7 @@ pub mod map_names {
         STATS,
         GATEWAY_FLOWS,
         CONNS,
+        PROXY_FLOWS,
     ];
 }
 
@@ -63,6 +65,9 @@ pub const MAX_STATS: u32 = 4096;
 /// the accept (`sock_ops` moves the pick onto the socket). LRU: a SYN whose
 /// handshake never completes ages out.
 pub const MAX_GATEWAY_FLOWS: u32 = 65536;
+/// Default size of `TS_PROXY_FLOWS` (connections handed to the L7 proxy
+/// and not yet accepted by it; LRU).
+pub const MAX_PROXY_FLOWS: u32 = 65536;
 
 /// How a route picks the destination (subset) of a new connection.
 pub mod select {
@@ -137,12 +142,21 @@ pub struct Backend {
     pub port: u16,
     /// `FAMILY_V4` or `FAMILY_V6`; always the family of the service address.
     pub family: u8,
-    pub pad: u8,
+    /// `backend_flags::*`.
+    pub flags: u8,
     /// Its counters' slot in `TS_STATS` (stable while the route, the
     /// destination and the endpoint stay in the rules).
     pub stat_id: u32,
 }
 const _: () = assert!(size_of::<Backend>() == 24);
+
+/// `Backend::flags`.
+pub mod backend_flags {
+    /// The agent's L7 proxy, not an endpoint: the connection's service
+    /// address is recorded for the proxy (`TS_PROXY_FLOWS`) and its
+    /// counters are the proxy's business (per request), not `TS_STATS`'.
+    pub const PROXY: u8 = 1;
+}
 
 /// Value of `TS_ROUTES`: everything one route needs to pick a backend. User
 /// space replaces it with ONE map update, so a connection never sees a
@@ -226,6 +240,8 @@ pub mod conn_flags {
     pub const PEER_FIN: u8 = 16;
     /// This side sent its FIN.
     pub const OUR_FIN: u8 = 32;
+    /// Sent to the L7 proxy (`backend_flags::PROXY`): not counted here.
+    pub const PROXIED: u8 = 64;
 }
 
 /// Value of per-CPU `TS_STATS` (index: stat id, one per route destination
@@ -262,7 +278,9 @@ impl EndpointStats {
 }
 
 /// Key of `TS_GATEWAY_FLOWS`: a connection's 4-tuple as the server side
-/// sees it.
+/// sees it. Also the key of `TS_PROXY_FLOWS`, there as the CLIENT sees
+/// it (local: the client's address, remote: the proxy's): the value is the
+/// service address (`ServiceKey`) the client connected to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
@@ -330,10 +348,13 @@ pub enum Event {
     /// sk_lookup: gateway key known but its route table is missing (should
     /// not happen); passed to the normal lookup.
     GatewayNoRoute = 18,
+    /// sock_ops: a connection sent to the L7 proxy; its service address
+    /// recorded for the proxy.
+    ProxyHandoff = 19,
 }
 
 impl Event {
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
     pub const ALL: [Event; Self::COUNT as usize] = [
         Event::Rewritten,
         Event::NotTcp,
@@ -354,6 +375,7 @@ impl Event {
         Event::SockOpsNoStorage,
         Event::BadStatId,
         Event::GatewayNoRoute,
+        Event::ProxyHandoff,
     ];
 
     /// Label value used in metrics and `status`.
@@ -378,6 +400,7 @@ impl Event {
             Event::SockOpsNoStorage => "sock_ops_no_storage",
             Event::BadStatId => "bad_stat_id",
             Event::GatewayNoRoute => "gateway_no_route",
+            Event::ProxyHandoff => "proxy_handoff",
         }
     }
 
@@ -400,7 +423,10 @@ impl Event {
             | Event::GatewayPass
             | Event::GatewayFlowFull
             | Event::GatewayNoRoute => "sk_lookup",
-            Event::ConnTracked | Event::SockOpsNoStorage | Event::BadStatId => "sock_ops",
+            Event::ConnTracked
+            | Event::SockOpsNoStorage
+            | Event::BadStatId
+            | Event::ProxyHandoff => "sock_ops",
         }
     }
 }

@@ -14,7 +14,9 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use aya_log_ebpf::{debug, warn};
-use traffic_shift_common::{ConnState, Event, FAMILY_V4, FAMILY_V6, ServiceKey};
+use traffic_shift_common::{
+    ConnState, Event, FAMILY_V4, FAMILY_V6, ServiceKey, backend_flags, conn_flags,
+};
 
 use crate::{
     maps::{TS_ROUTES, TS_SERVICES, conn_state, count},
@@ -175,7 +177,11 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<Event, Event> {
         addr: key.addr,
         port: key.port,
         family: key.family,
-        flags: 0,
+        flags: if backend.flags & backend_flags::PROXY != 0 {
+            conn_flags::PROXIED
+        } else {
+            0
+        },
         stat_id: backend.stat_id,
         route_id,
         pad: 0,

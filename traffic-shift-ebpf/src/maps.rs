@@ -11,8 +11,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use traffic_shift_common::{
-    ConnState, EndpointStats, Event, FlowKey, MAX_GATEWAY_FLOWS, MAX_GATEWAYS, MAX_ROUTES,
-    MAX_SERVICES, MAX_SOCKETS, MAX_STATS, RouteCursor, RouteTable, ServiceKey, ServiceValue,
+    ConnState, EndpointStats, Event, FlowKey, MAX_GATEWAY_FLOWS, MAX_GATEWAYS, MAX_PROXY_FLOWS,
+    MAX_ROUTES, MAX_SERVICES, MAX_SOCKETS, MAX_STATS, RouteCursor, RouteTable, ServiceKey,
+    ServiceValue,
 };
 
 /// Service address:port -> the route that covers it.
@@ -110,3 +111,11 @@ pub static TS_GATEWAYS: HashMap<ServiceKey, ServiceValue, { MAX_GATEWAYS as usiz
 /// from the backend process with pidfd_getfd).
 #[btf_map]
 pub static TS_SOCKETS: SockHash<ServiceKey, { MAX_SOCKETS as usize }> = SockHash::new();
+
+/// A connection sent to the L7 proxy, keyed by its 4-tuple as the client
+/// sees it -> the service address:port it connected to. Written by
+/// `sock_ops` when the connect starts; the proxy reads and deletes it when
+/// it accepts the connection.
+#[btf_map]
+pub static TS_PROXY_FLOWS: LruHashMap<FlowKey, ServiceKey, { MAX_PROXY_FLOWS as usize }> =
+    LruHashMap::new();

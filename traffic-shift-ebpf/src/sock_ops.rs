@@ -22,10 +22,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use traffic_shift_common::{
-    ConnState, EndpointStats, Event, FAMILY_V4, FAMILY_V6, FlowKey, conn_flags,
+    ConnState, EndpointStats, Event, FAMILY_V4, FAMILY_V6, FlowKey, ServiceKey, conn_flags,
 };
 
-use crate::maps::{TS_GATEWAY_FLOWS, TS_STATS, add, conn_state, count};
+use crate::maps::{TS_GATEWAY_FLOWS, TS_PROXY_FLOWS, TS_STATS, add, conn_state, count};
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -48,7 +48,13 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Option<Event> {
     let ops = ctx.ops;
     match ctx.op() {
         BPF_SOCK_OPS_TCP_CONNECT_CB => {
-            let state = routed(ops)?;
+            let state = conn_state(sk(ops), None);
+            if state.is_null() {
+                return None;
+            }
+            if unsafe { (*state).flags } & conn_flags::PROXIED != 0 {
+                return proxy_handoff(ctx, state);
+            }
             let stats = stats(state)?;
             add(unsafe { &raw mut (*stats).opened }, 1);
             // Failures are seen at the state change, timeouts at the RTO.
@@ -163,11 +169,31 @@ fn sk(ops: *mut bpf_sock_ops) -> *mut aya_ebpf::bindings::bpf_sock {
     unsafe { (*ops).__bindgen_anon_2.sk }
 }
 
-/// The connection state of a routed socket; `None` for any other socket.
+/// The connection state of a routed socket; `None` for any other socket,
+/// and for one sent to the L7 proxy (the proxy counts requests).
 #[inline(always)]
 fn routed(ops: *mut bpf_sock_ops) -> Option<*mut ConnState> {
     let state = conn_state(sk(ops), None);
-    (!state.is_null()).then_some(state)
+    // SAFETY: non-null storage is valid for the program run.
+    (!state.is_null() && unsafe { (*state).flags } & conn_flags::PROXIED == 0).then_some(state)
+}
+
+/// A connect to the L7 proxy is starting (its source port is bound): the
+/// proxy will look the service address up by this 4-tuple when it accepts.
+#[inline(always)]
+fn proxy_handoff(ctx: &SockOpsContext, state: *mut ConnState) -> Option<Event> {
+    let flow = flow_key(ctx)?;
+    // SAFETY: non-null storage is valid for the program run.
+    let service = unsafe {
+        ServiceKey {
+            addr: (*state).addr,
+            port: (*state).port,
+            family: (*state).family,
+            pad: 0,
+        }
+    };
+    let _ = TS_PROXY_FLOWS.insert(&flow, &service, 0);
+    Some(Event::ProxyHandoff)
 }
 
 /// This CPU's counters of the connection's endpoint.
@@ -250,8 +276,9 @@ fn report_bytes(ops: *mut bpf_sock_ops, state: *mut ConnState, now: u64) {
     }
 }
 
-/// The accepted socket's 4-tuple, as `sk_lookup` keyed it: IPv4 (also when
-/// a dual-stack socket took it as IPv4-mapped) in word 0, network order.
+/// The socket's 4-tuple, local and remote as this socket sees them (for an
+/// accepted socket, as `sk_lookup` keyed it): IPv4 (also when a dual-stack
+/// socket uses it IPv4-mapped) in word 0, network order.
 #[inline(always)]
 fn flow_key(ctx: &SockOpsContext) -> Option<FlowKey> {
     // local_port is in host order; remote_port holds the network-order port

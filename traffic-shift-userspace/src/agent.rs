@@ -146,6 +146,11 @@ pub struct AgentOptions {
     /// agent per directory.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/traffic-shift")]
     pub state_dir: PathBuf,
+    /// The port where the L7 proxy takes connections to HTTP service
+    /// addresses (the connect-time hook sends them there), on 127.0.0.1
+    /// and ::1 in the --netns namespace. Default: Istio's outbound port.
+    #[arg(long, value_name = "PORT", default_value_t = compile::ProxyAddrs::DEFAULT_PORT)]
+    pub proxy_port: u16,
 }
 
 /// The rules files on disk: each one's text, or why it cannot be read.
@@ -175,6 +180,8 @@ struct Agent {
     /// Counter slots of the rules in force (and retired ones).
     stat_ids: StatIds,
     limits: crate::limits::Limits,
+    /// Where the L7 proxy takes mesh HTTP connections.
+    proxy_addrs: compile::ProxyAddrs,
     /// Per-second samples of every slot's counters, the last minute of them.
     history: std::collections::VecDeque<(std::time::Instant, BTreeMap<u32, EndpointStats>)>,
     /// What the metrics exporter needs from the agent.
@@ -243,6 +250,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         last_status: String::new(),
         stat_ids: StatIds::with_capacity(options.limits.max_counters),
         limits: options.limits,
+        proxy_addrs: compile::ProxyAddrs::loopback(options.proxy_port),
         history: std::collections::VecDeque::new(),
         metrics: shared,
         metrics_addr,
@@ -454,6 +462,7 @@ impl Agent {
             &is_local,
             &self.stat_ids,
             &self.limits,
+            &self.proxy_addrs,
         )
         .map_err(|e| e.to_string())?;
         // Sockets of new gateway endpoints go in before the tables that
@@ -583,22 +592,33 @@ impl Agent {
         }
     }
 
-    /// Every endpoint of the rules in force.
-    fn endpoints(&self) -> BTreeSet<SocketAddr> {
-        self.model
-            .routes
-            .iter()
-            .flat_map(|r| &r.destinations)
+    /// Every endpoint of the rules in force, and how to probe it: endpoints
+    /// of HTTP routes with an HTTP GET.
+    fn endpoints(&self) -> BTreeMap<SocketAddr, crate::health::Probe> {
+        let mut endpoints: BTreeMap<SocketAddr, crate::health::Probe> = self
+            .model
+            .destinations()
             .flat_map(|d| &d.endpoints)
-            .map(|e| e.addr)
-            .collect()
+            .map(|e| (e.addr, crate::health::Probe::Tcp))
+            .collect();
+        for dest in self.model.http_destinations() {
+            for endpoint in &dest.endpoints {
+                endpoints.insert(
+                    endpoint.addr,
+                    crate::health::Probe::Http {
+                        authority: dest.host.clone(),
+                    },
+                );
+            }
+        }
+        endpoints
     }
 
     /// `model` without the endpoints that are unhealthy or ejected: what
     /// the selection tables may pick.
     fn usable(&self, model: &RoutingModel) -> RoutingModel {
         let mut usable = model.clone();
-        for dest in usable.routes.iter_mut().flat_map(|r| &mut r.destinations) {
+        for dest in usable.destinations_mut() {
             dest.endpoints.retain(|e| !self.excluded(e.addr));
         }
         usable
@@ -635,6 +655,7 @@ impl Agent {
             &is_local,
             &self.stat_ids,
             &self.limits,
+            &self.proxy_addrs,
         )
         .map_err(|e| e.to_string())
         .and_then(|compiled| {

@@ -56,6 +56,7 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
                     &is_local,
                     &crate::stats::StatIds::default(),
                     &crate::limits::Limits::default(),
+                    &compile::ProxyAddrs::default(),
                 )
                 .map_err(|e| e.to_string())
             }) {
@@ -72,27 +73,18 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
                         route.selection
                     )?;
                     for dest in &route.destinations {
-                        let endpoints: Vec<String> =
-                            dest.endpoints.iter().map(|e| e.addr.to_string()).collect();
-                        writeln!(
-                            out,
-                            "  {} subset {} weight {}: {}",
-                            dest.host,
-                            dest.subset.as_deref().unwrap_or("-"),
-                            dest.weight,
-                            if endpoints.is_empty() {
-                                "no endpoints (connections refused)".to_owned()
-                            } else {
-                                endpoints.join(" ")
-                            }
-                        )?;
+                        write_destination(out, "  ", dest)?;
                     }
+                }
+                for listener in &model.http {
+                    write_http_listener(out, listener)?;
                 }
                 writeln!(
                     out,
-                    "valid: {} files, {} routes",
+                    "valid: {} files, {} routes, {} http listeners",
                     files.len(),
-                    model.routes.len()
+                    model.routes.len(),
+                    model.http.len()
                 )?;
                 return Ok(true);
             }
@@ -103,6 +95,71 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
         writeln!(out, "refused: {err}")?;
     }
     Ok(false)
+}
+
+/// `  host subset v1 weight 80: 127.0.0.1:19001 ...`
+fn write_destination(
+    out: &mut impl std::io::Write,
+    indent: &str,
+    dest: &crate::model::Destination,
+) -> std::io::Result<()> {
+    let endpoints: Vec<String> = dest.endpoints.iter().map(|e| e.addr.to_string()).collect();
+    writeln!(
+        out,
+        "{indent}{} subset {} weight {}: {}",
+        dest.host,
+        dest.subset.as_deref().unwrap_or("-"),
+        dest.weight,
+        if endpoints.is_empty() {
+            "no endpoints (refused)".to_owned()
+        } else {
+            endpoints.join(" ")
+        }
+    )
+}
+
+/// An HTTP listener, its virtual hosts and their routes, for `validate`.
+fn write_http_listener(
+    out: &mut impl std::io::Write,
+    listener: &crate::model::HttpListener,
+) -> std::io::Result<()> {
+    let listeners: Vec<String> = listener.listeners.iter().map(ToString::to_string).collect();
+    writeln!(
+        out,
+        "http {}: {} -> L7 proxy",
+        listener.key,
+        listeners.join(" ")
+    )?;
+    for vhost in &listener.virtual_hosts {
+        writeln!(
+            out,
+            "  virtual host {} ({}, {})",
+            vhost.domains.join(" "),
+            vhost.virtual_service,
+            vhost.source
+        )?;
+        for route in &vhost.routes {
+            writeln!(
+                out,
+                "    {} ({} match{}) -> {:?}",
+                route.key,
+                route.matches.len(),
+                if route.matches.len() == 1 { "" } else { "es" },
+                route.selection
+            )?;
+            for dest in &route.destinations {
+                write_destination(out, "      ", &dest.destination)?;
+            }
+            for mirror in &route.mirrors {
+                write_destination(
+                    out,
+                    &format!("      mirror {}% ", mirror.percentage),
+                    &mirror.destination,
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

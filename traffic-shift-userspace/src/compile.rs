@@ -13,12 +13,12 @@ use std::{
 
 use traffic_shift_common::{
     Backend, Dest, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_DESTS, MAX_SLOTS, RouteTable,
-    ServiceKey, select,
+    ServiceKey, backend_flags, select,
 };
 
 use crate::{
     limits::Limits,
-    model::{RoutingModel, Selection, TcpRoute},
+    model::{HttpListener, RoutingModel, Selection, TcpRoute},
     stats::{StatIds, StatKey, StatsFull},
 };
 
@@ -98,16 +98,45 @@ pub struct Compiled {
     pub stat_ids: StatIds,
 }
 
+/// Where the L7 proxy takes the connections the connect-time hook sends it
+/// (mesh HTTP services), per address family of the service address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxyAddrs {
+    pub v4: SocketAddr,
+    pub v6: SocketAddr,
+}
+
+impl ProxyAddrs {
+    /// The default port, Istio's outbound capture port.
+    pub const DEFAULT_PORT: u16 = 15001;
+
+    /// Loopback addresses on `port`.
+    pub fn loopback(port: u16) -> Self {
+        Self {
+            v4: SocketAddr::from(([127, 0, 0, 1], port)),
+            v6: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        }
+    }
+}
+
+impl Default for ProxyAddrs {
+    fn default() -> Self {
+        Self::loopback(Self::DEFAULT_PORT)
+    }
+}
+
 /// Compiles the model. Fails as a whole: nothing partial reaches the kernel.
 /// `is_local` says whether an address belongs to this node (the gateway's
 /// network namespace): gateway routes can only reach local endpoints.
 /// `stat_ids` are the counter slots in force; the result carries them
-/// updated for this model (keep them if it is applied).
+/// updated for this model (keep them if it is applied). Connections to
+/// the service addresses of mesh HTTP listeners go to `proxy`.
 pub fn compile(
     model: &RoutingModel,
     is_local: &dyn Fn(IpAddr) -> bool,
     stat_ids: &StatIds,
     limits: &Limits,
+    proxy: &ProxyAddrs,
 ) -> Result<Compiled, CompileError> {
     let mut stat_ids = stat_ids.clone();
     let endpoint_ids = stat_ids.assign(&stat_keys(model))?;
@@ -160,6 +189,28 @@ pub fn compile(
             n_services += listeners.len();
             let kernel = kernel_route(route, family, listeners, service_id, &endpoint_ids)?;
             compiled.routes.insert(kernel.key.clone(), kernel);
+        }
+    }
+    for listener in model.http.iter().filter(|l| l.gateway.is_none()) {
+        for addr in &listener.listeners {
+            if let Some(first) = owner.insert((false, *addr), &listener.key) {
+                return Err(CompileError::Conflict {
+                    listener: *addr,
+                    first: first.to_owned(),
+                    second: listener.key.clone(),
+                });
+            }
+        }
+        let next = u32::try_from(service_ids.len()).unwrap_or(u32::MAX);
+        let service_id = *service_ids
+            .entry((&listener.key, listener.port))
+            .or_insert(next);
+        for (family, to) in [(FAMILY_V4, proxy.v4), (FAMILY_V6, proxy.v6)] {
+            let kernel = proxy_route(listener, family, to, service_id);
+            if !kernel.listeners.is_empty() {
+                n_services += kernel.listeners.len();
+                compiled.routes.insert(kernel.key.clone(), kernel);
+            }
         }
     }
     check_limits(model, &compiled, n_services, limits)?;
@@ -273,7 +324,7 @@ fn kernel_route(
                 addr: key.addr,
                 port: key.port,
                 family,
-                pad: 0,
+                flags: 0,
                 stat_id: endpoint_ids[&stat_key(route, dest, ep.addr)],
             };
             n_backends += 1;
@@ -309,6 +360,53 @@ fn kernel_route(
         table,
         summary: summary.join(", "),
     })
+}
+
+/// The kernel route of a mesh HTTP listener, for one family: its service
+/// addresses of that family all go to the proxy at `to`.
+fn proxy_route(
+    listener: &HttpListener,
+    family: u8,
+    to: SocketAddr,
+    service_id: u32,
+) -> KernelRoute {
+    let listeners: Vec<ServiceKey> = listener
+        .listeners
+        .iter()
+        .filter(|l| family_of(l.ip()) == family)
+        .map(|l| service_key(*l))
+        .collect();
+    let mut table: Box<RouteTable> = bytemuck::zeroed_box();
+    let to = service_key(to);
+    table.mode = select::SMOOTH;
+    table.n_dests = 1;
+    table.n_backends = 1;
+    table.n_slots = 1;
+    table.dests[0] = Dest {
+        first_backend: 0,
+        n_backends: 1,
+        endpoint_select: select::SMOOTH,
+    };
+    table.backends[0] = Backend {
+        addr: to.addr,
+        port: to.port,
+        family,
+        flags: backend_flags::PROXY,
+        // Never read: sock_ops leaves proxied connections to the proxy.
+        stat_id: u32::MAX,
+    };
+    KernelRoute {
+        key: format!(
+            "{} {}",
+            listener.key,
+            if family == FAMILY_V4 { "ipv4" } else { "ipv6" }
+        ),
+        listeners,
+        gateway: false,
+        service_id,
+        table,
+        summary: "L7 proxy".to_owned(),
+    }
 }
 
 /// The counter slot of one endpoint of one destination of a route.
@@ -378,6 +476,20 @@ pub fn service_key(addr: SocketAddr) -> ServiceKey {
         port: addr.port().to_be(),
         family,
         pad: 0,
+    }
+}
+
+/// The socket address of a kernel key ([`service_key`] undone).
+pub fn socket_addr(key: &ServiceKey) -> SocketAddr {
+    let port = u16::from_be(key.port);
+    if key.family == FAMILY_V4 {
+        SocketAddr::from((key.addr[0].to_ne_bytes(), port))
+    } else {
+        let mut octets = [0u8; 16];
+        for (chunk, word) in octets.chunks_exact_mut(4).zip(key.addr) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        SocketAddr::from((octets, port))
     }
 }
 
@@ -624,6 +736,19 @@ mod tests {
 }
 
 #[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn socket_addr_undoes_service_key() {
+        for addr in ["127.100.0.1:9000", "[fd00:7473::1]:9000", "[::1]:15001"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_eq!(socket_addr(&service_key(addr)), addr);
+        }
+    }
+}
+
+#[cfg(test)]
 mod gateway_tests {
     use std::collections::BTreeMap;
 
@@ -663,6 +788,7 @@ mod gateway_tests {
             &|ip| ip.is_loopback(),
             &StatIds::default(),
             &Limits::default(),
+            &ProxyAddrs::default(),
         )
         .unwrap_err();
         let text = err.to_string();
@@ -679,6 +805,7 @@ mod gateway_tests {
             &|ip| ip.is_loopback(),
             &StatIds::default(),
             &Limits::default(),
+            &ProxyAddrs::default(),
         )
         .expect("compiles");
         let route = compiled.routes.values().next().expect("one route");
@@ -720,7 +847,14 @@ mod gateway_tests {
                 "--max-gateway-endpoints",
             ),
         ] {
-            let err = compile(&model, &local, &StatIds::default(), &limits).unwrap_err();
+            let err = compile(
+                &model,
+                &local,
+                &StatIds::default(),
+                &limits,
+                &ProxyAddrs::default(),
+            )
+            .unwrap_err();
             let text = err.to_string();
             assert!(
                 text.contains("at most 0") && text.contains(flag),
@@ -732,6 +866,7 @@ mod gateway_tests {
             &local,
             &StatIds::with_capacity(0),
             &Limits::default(),
+            &ProxyAddrs::default(),
         )
         .unwrap_err()
         .to_string();

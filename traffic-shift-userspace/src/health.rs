@@ -1,5 +1,6 @@
-//! Endpoint health: active TCP connect probes, and outlier ejection from
-//! the failed connects the kernel counts.
+//! Endpoint health: active probes (a TCP connect; for the endpoints of HTTP
+//! routes an HTTP GET, healthy on 200-399 as a Kubernetes `httpGet`
+//! probe), and outlier ejection from the failed connects the kernel counts.
 //!
 //! An endpoint that is unhealthy or ejected leaves the selection tables
 //! (its destination's share goes to the endpoints left); a destination
@@ -8,7 +9,7 @@
 //! on a thread of their own that joined it.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     net::SocketAddr,
     os::fd::AsRawFd as _,
     path::PathBuf,
@@ -21,11 +22,12 @@ use tokio::sync::mpsc;
 /// `traffic-shift run`'s health-check options.
 #[derive(Clone, Debug, clap::Args)]
 pub struct HealthOptions {
-    /// How often every endpoint gets a TCP connect probe; 0 turns active
-    /// checks off (outlier detection from DestinationRules still applies).
+    /// How often every endpoint gets a probe (a TCP connect; an HTTP GET
+    /// for endpoints of HTTP routes); 0 turns active checks off (outlier
+    /// detection from DestinationRules still applies).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub health_interval: Duration,
-    /// How long a probe's connect may take.
+    /// How long a probe may take (connect, and for HTTP the answer's status line).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub health_timeout: Duration,
     /// Consecutive failed probes that make an endpoint unhealthy.
@@ -34,6 +36,19 @@ pub struct HealthOptions {
     /// Consecutive good probes that make it healthy again.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub health_healthy_threshold: u32,
+    /// The path HTTP probes ask for (`GET PATH`, `Host` the service's host);
+    /// a status of 200-399 is healthy.
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub health_http_path: String,
+}
+
+/// How an endpoint is probed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Probe {
+    /// A TCP connect that completes.
+    Tcp,
+    /// `GET <--health-http-path>` with this `Host`, answered 200-399.
+    Http { authority: String },
 }
 
 /// `500ms`, `2s`, `1m`, or plain seconds.
@@ -62,14 +77,14 @@ pub struct Verdict {
 
 /// The probing thread's handle: set what to probe, receive verdict changes.
 pub struct Prober {
-    targets: Arc<Mutex<BTreeSet<SocketAddr>>>,
+    targets: Arc<Mutex<BTreeMap<SocketAddr, Probe>>>,
     pub verdicts: mpsc::UnboundedReceiver<Verdict>,
 }
 
 impl Prober {
     /// Starts probing from network namespace `netns` (a file).
     pub fn start(netns: PathBuf, options: HealthOptions) -> std::io::Result<Self> {
-        let targets = Arc::new(Mutex::new(BTreeSet::new()));
+        let targets = Arc::new(Mutex::new(BTreeMap::new()));
         let (tx, verdicts) = mpsc::unbounded_channel();
         let ns = std::fs::File::open(&netns)?;
         let shared = Arc::clone(&targets);
@@ -97,8 +112,8 @@ impl Prober {
         Ok(Self { targets, verdicts })
     }
 
-    /// The endpoints to probe from now on.
-    pub fn set_targets(&self, endpoints: BTreeSet<SocketAddr>) {
+    /// The endpoints to probe from now on, and how.
+    pub fn set_targets(&self, endpoints: BTreeMap<SocketAddr, Probe>) {
         *self
             .targets
             .lock()
@@ -107,7 +122,7 @@ impl Prober {
 }
 
 async fn probe_loop(
-    targets: &Mutex<BTreeSet<SocketAddr>>,
+    targets: &Mutex<BTreeMap<SocketAddr, Probe>>,
     tx: &mpsc::UnboundedSender<Verdict>,
     options: &HealthOptions,
 ) {
@@ -121,15 +136,16 @@ async fn probe_loop(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        state.retain(|e, _| endpoints.contains(e));
+        state.retain(|e, _| endpoints.contains_key(e));
         let timeout = options.health_timeout;
         // Every probe at once; verdicts are per endpoint, so order is moot.
         let mut probes = tokio::task::JoinSet::new();
-        for endpoint in endpoints {
+        for (endpoint, probe) in endpoints {
+            let path = options.health_http_path.clone();
             probes.spawn(async move {
-                let ok = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(endpoint))
+                let ok = tokio::time::timeout(timeout, check(endpoint, &probe, &path))
                     .await
-                    .is_ok_and(|r| r.is_ok());
+                    .unwrap_or(false);
                 (endpoint, ok)
             });
         }
@@ -161,6 +177,34 @@ async fn probe_loop(
             }
         }
     }
+}
+
+/// One probe of `endpoint`: whether it passed.
+async fn check(endpoint: SocketAddr, probe: &Probe, path: &str) -> bool {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(endpoint).await else {
+        return false;
+    };
+    let Probe::Http { authority } = probe else {
+        return true;
+    };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: traffic-shift-health\r\nconnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut status_line = String::new();
+    let mut reader = tokio::io::BufReader::new(stream);
+    if reader.read_line(&mut status_line).await.is_err() {
+        return false;
+    }
+    // `HTTP/1.1 200 OK`
+    status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok())
+        .is_some_and(|code| (200..400).contains(&code))
 }
 
 /// Outlier ejection: endpoints whose connects keep failing, per the
@@ -229,6 +273,54 @@ impl Outliers {
 mod tests {
     use super::*;
     use crate::model::Outlier;
+
+    /// A server on loopback answering every connection with `status_line`
+    /// (after reading the request head); `None`: closing at once.
+    async fn server(status_line: Option<&'static str>) -> SocketAddr {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut head = [0u8; 1024];
+                let _ = conn.read(&mut head).await;
+                if let Some(line) = status_line {
+                    let _ = conn
+                        .write_all(format!("{line}\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                        .await;
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn http_probes_pass_on_200_to_399_like_kubernetes() {
+        let http = |authority: &str| Probe::Http {
+            authority: authority.to_owned(),
+        };
+        for (line, healthy) in [
+            (Some("HTTP/1.1 200 OK"), true),
+            (Some("HTTP/1.1 302 Found"), true),
+            (Some("HTTP/1.1 404 Not Found"), false),
+            (Some("HTTP/1.1 503 Service Unavailable"), false),
+            (None, false),
+        ] {
+            let addr = server(line).await;
+            assert_eq!(
+                check(addr, &http("reviews"), "/").await,
+                healthy,
+                "{line:?}"
+            );
+            // A TCP probe only needs the connect.
+            assert!(check(addr, &Probe::Tcp, "/").await);
+        }
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        assert!(!check(closed, &Probe::Tcp, "/").await);
+    }
 
     #[test]
     fn durations_parse_like_istio_writes_them() {

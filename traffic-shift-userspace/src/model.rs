@@ -32,6 +32,50 @@ pub struct RoutingModel {
     pub http: Vec<HttpListener>,
 }
 
+impl RoutingModel {
+    /// Every destination: of the TCP routes, then of the HTTP routes and
+    /// their mirrors.
+    pub fn destinations(&self) -> impl Iterator<Item = &Destination> {
+        self.routes
+            .iter()
+            .flat_map(|r| &r.destinations)
+            .chain(self.http_destinations())
+    }
+
+    /// The destinations of the HTTP routes and their mirrors.
+    pub fn http_destinations(&self) -> impl Iterator<Item = &Destination> {
+        self.http
+            .iter()
+            .flat_map(|l| &l.virtual_hosts)
+            .flat_map(|v| &v.routes)
+            .flat_map(|r| {
+                r.destinations
+                    .iter()
+                    .map(|d| &d.destination)
+                    .chain(r.mirrors.iter().map(|m| &m.destination))
+            })
+    }
+
+    /// [`RoutingModel::destinations`], to change them.
+    pub fn destinations_mut(&mut self) -> impl Iterator<Item = &mut Destination> {
+        let http = self
+            .http
+            .iter_mut()
+            .flat_map(|l| &mut l.virtual_hosts)
+            .flat_map(|v| &mut v.routes)
+            .flat_map(|r| {
+                r.destinations
+                    .iter_mut()
+                    .map(|d| &mut d.destination)
+                    .chain(r.mirrors.iter_mut().map(|m| &mut m.destination))
+            });
+        self.routes
+            .iter_mut()
+            .flat_map(|r| &mut r.destinations)
+            .chain(http)
+    }
+}
+
 /// One VirtualService `tcp[]` rule, for one service port. A rule that covers
 /// several ports of a service becomes one `TcpRoute` per port (each port's
 /// endpoints can listen on a different target port).
@@ -190,6 +234,10 @@ pub struct HttpDestination {
     /// The ServiceEntry port's protocol is `HTTP2` or `GRPC`: upstream
     /// connections speak HTTP/2 cleartext (prior knowledge); else HTTP/1.1.
     pub http2: bool,
+    /// How a request picks an endpoint of the destination (the subset's
+    /// `loadBalancer`, else the rule's); `destination.endpoint_selection`
+    /// is its TCP reading, without the HTTP hash keys.
+    pub endpoint_selection: HttpSelection,
     /// Header changes for this destination only.
     pub headers: Headers,
 }

@@ -45,6 +45,36 @@ pub fn run_in<T: Send>(
     })
 }
 
+/// A TCP socket listening on `addr` in the network namespace at `netns`
+/// (close-on-exec, non-blocking, `SO_REUSEADDR`; an IPv6 one is IPv6-only,
+/// so `0.0.0.0:P` and `[::]:P` can both be bound).
+pub fn listen_in(
+    netns: &Path,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<std::net::TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    run_in(netns, || {
+        let family = if addr.is_ipv4() {
+            AddressFamily::INET
+        } else {
+            AddressFamily::INET6
+        };
+        let fd = rustix::net::socket_with(
+            family,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        sockopt::set_socket_reuseaddr(&fd, true)?;
+        if addr.is_ipv6() {
+            sockopt::set_ipv6_v6only(&fd, true)?;
+        }
+        rustix::net::bind(&fd, &addr)?;
+        rustix::net::listen(&fd, 4096)?;
+        Ok(std::net::TcpListener::from(fd))
+    })
+}
+
 fn interface_addresses() -> std::io::Result<HashSet<IpAddr>> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `list`, freed below with freeifaddrs.

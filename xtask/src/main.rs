@@ -165,7 +165,8 @@ fn test(root: &Path, cargo_test_args: &[OsString]) -> Result<()> {
                 .args(["test", "--workspace", "--exclude", "traffic-shift-ebpf"])
                 .args(cargo_test_args)
                 .env("TRAFFIC_SHIFT_BIN", bin.join("traffic-shift"))
-                .env("TCP_ECHO_BIN", bin.join("tcp-echo")),
+                .env("TCP_ECHO_BIN", bin.join("tcp-echo"))
+                .env("HTTP_ECHO_BIN", bin.join("http-echo")),
         )
     })?;
     println!("xtask test: all steps passed");

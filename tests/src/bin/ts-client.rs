@@ -15,6 +15,12 @@
 //!   commands keep working meanwhile. Answers at once.
 //! - `stream_count SINCE_NS`: how many connections of the stream that
 //!   started at or after SINCE_NS (`CLOCK_MONOTONIC`) are done so far.
+//! - `http TARGET PATH N CONNS keepalive|close [NAME:VALUE ...]`: N GET
+//!   requests over CONNS connections in parallel (keep-alive: each
+//!   connection reused; close: one per request); which backend answered
+//!   (`Response::answer`), status codes, errors.
+//! - `http_stream_start TARGET PATH CONNS`: CONNS keep-alive clients asking
+//!   back to back until `http_stream_stop`, which answers their totals.
 //! - `stream_stop`: stops the stream and answers every connection it made,
 //!   in order: `start_ns` just before `connect` and `connected_ns` just
 //!   after it returned (`CLOCK_MONOTONIC`, the clock of
@@ -40,6 +46,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 fn main() {
     let mut held: Vec<BufReader<TcpStream>> = Vec::new();
     let mut stream: Option<Stream> = None;
+    let mut http_stream: Option<HttpStream> = None;
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     for line in stdin.lock().lines() {
@@ -104,6 +111,30 @@ fn main() {
             ["stream_count", since] => match &stream {
                 Some(s) => json!({ "count": s.count_since(since.parse().expect("SINCE_NS")) }),
                 None => json!({ "error": "no stream is running" }),
+            },
+            ["http", target, path, n, conns, mode, headers @ ..] => http(
+                parse(target),
+                path,
+                n.parse().expect("N"),
+                conns.parse().expect("CONNS"),
+                *mode == "keepalive",
+                headers,
+            ),
+            ["http_stream_start", target, path, conns] => {
+                if http_stream.is_some() {
+                    json!({ "error": "an http stream is already running" })
+                } else {
+                    http_stream = Some(HttpStream::start(
+                        parse(target),
+                        path,
+                        conns.parse().expect("CONNS"),
+                    ));
+                    json!({ "started": monotonic_ns() })
+                }
+            }
+            ["http_stream_stop"] => match http_stream.take() {
+                Some(s) => s.stop(),
+                None => json!({ "error": "no http stream is running" }),
             },
             ["stream_stop"] => match stream.take() {
                 Some(s) => s.stop(),
@@ -282,5 +313,160 @@ impl Stream {
             })
             .collect();
         json!({ "stopped": monotonic_ns(), "connections": connections })
+    }
+}
+
+/// What many requests got: per backend, per status, the errors.
+#[derive(Default)]
+struct Tally {
+    answers: BTreeMap<String, u64>,
+    status: BTreeMap<u16, u64>,
+    errors: Vec<String>,
+    connections: u64,
+    requests: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        for (k, v) in other.answers {
+            *self.answers.entry(k).or_default() += v;
+        }
+        for (k, v) in other.status {
+            *self.status.entry(k).or_default() += v;
+        }
+        self.errors.extend(other.errors);
+        self.connections += other.connections;
+        self.requests += other.requests;
+    }
+
+    fn json(&self) -> Value {
+        let status: BTreeMap<String, u64> = self
+            .status
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        json!({
+            "answers": self.answers,
+            "status": status,
+            "errors": self.errors.iter().take(20).collect::<Vec<_>>(),
+            "failed": self.errors.len(),
+            "connections": self.connections,
+            "requests": self.requests,
+        })
+    }
+}
+
+/// `n` requests on one client's connection(s), counted into a tally.
+fn http_client(
+    target: SocketAddr,
+    path: &str,
+    n: usize,
+    keep_alive: bool,
+    headers: &[(String, String)],
+    stop: Option<&AtomicBool>,
+) -> Tally {
+    use traffic_shift_tests::http_client::Conn;
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut tally = Tally::default();
+    let mut conn: Option<Conn> = None;
+    let mut i = 0;
+    while i < n && !stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+        i += 1;
+        tally.requests += 1;
+        if conn.as_ref().is_none_or(|c| !c.reusable()) {
+            match Conn::connect(target) {
+                Ok(c) => {
+                    tally.connections += 1;
+                    conn = Some(c);
+                }
+                Err(e) => {
+                    tally.errors.push(format!("connect: {e}"));
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        match c.request("GET", path, &headers, b"", keep_alive) {
+            Ok(response) => {
+                *tally.status.entry(response.status).or_default() += 1;
+                *tally.answers.entry(response.answer()).or_default() += 1;
+                if response.status >= 500 {
+                    tally
+                        .errors
+                        .push(format!("{} {}", response.status, response.text().trim()));
+                }
+            }
+            Err(e) => {
+                tally.errors.push(format!("request: {e}"));
+                conn = None;
+            }
+        }
+    }
+    tally
+}
+
+fn http(
+    target: SocketAddr,
+    path: &str,
+    n: usize,
+    conns: usize,
+    keep_alive: bool,
+    headers: &[&str],
+) -> Value {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|h| {
+            let (k, v) = h.split_once(':').expect("headers are NAME:VALUE");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    let conns = conns.max(1);
+    let mut total = Tally::default();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..conns)
+            .map(|k| {
+                let share = n / conns + usize::from(k < n % conns);
+                let headers = &headers;
+                scope.spawn(move || http_client(target, path, share, keep_alive, headers, None))
+            })
+            .collect();
+        for handle in handles {
+            total.add(handle.join().expect("http client thread"));
+        }
+    });
+    total.json()
+}
+
+/// Keep-alive clients asking back to back until stopped.
+struct HttpStream {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Tally>>,
+}
+
+impl HttpStream {
+    fn start(target: SocketAddr, path: &str, conns: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..conns)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                let path = path.to_owned();
+                std::thread::spawn(move || {
+                    http_client(target, &path, usize::MAX, true, &[], Some(&stop))
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    fn stop(self) -> Value {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = Tally::default();
+        for thread in self.threads {
+            total.add(thread.join().expect("http stream thread"));
+        }
+        total.json()
     }
 }

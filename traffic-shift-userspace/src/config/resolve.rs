@@ -25,8 +25,8 @@
 //! are the names clients use), only destination hosts must. The Gateway
 //! `selector` is not used: every Gateway is served on this node.
 //!
-//! `http` rules are checked (their hosts, subsets and gateways must exist)
-//! and not applied: a warning says so. `tls` rules are refused.
+//! `http` rules become the L7 proxy's listeners ([`http`]); `tls` rules
+//! are refused.
 //!
 //! Every error is collected (per destination, per rule, per resource), so
 //! `validate` lists them all.
@@ -47,6 +47,8 @@ use super::{
     },
 };
 use crate::model::{Destination, Endpoint, Outlier, RoutingModel, Selection, TcpRoute};
+
+mod http;
 
 /// Cross-resource validation and resolution over the given files together:
 /// the model, or the first error. Warnings are logged (`tracing`); see
@@ -71,6 +73,7 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
     let catalog = Catalog::new(&resources, &mut sink);
 
     let mut routes = Vec::new();
+    let mut http = BTreeMap::new();
     // Mesh routes and gateway routes go to different kernel maps, so they
     // never conflict with each other.
     let mut mesh_claims: HashMap<SocketAddr, Claim> = HashMap::new();
@@ -88,6 +91,7 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
         }
         catalog.check_http(vs, &mut sink);
         let bindings = catalog.bindings(vs, &mut sink);
+        catalog.http_listeners(vs, &bindings.top, &mut http, &mut sink);
         if vs.binds_mesh() {
             for (rule, route) in catalog.routes_of(vs, &mut sink) {
                 claim(&mut mesh_claims, vs, rule, &route, &mut sink);
@@ -103,7 +107,13 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
     let warnings = unique(warnings);
     if errors.is_empty() {
         routes.sort_by(|a, b| a.key.cmp(&b.key));
-        (Ok(RoutingModel { routes, http: Vec::new() }), warnings)
+        (
+            Ok(RoutingModel {
+                routes,
+                http: http.into_values().collect(),
+            }),
+            warnings,
+        )
     } else {
         (Err(unique(errors)), warnings)
     }
@@ -231,7 +241,7 @@ impl Service<'_> {
         self.entry
             .ports
             .iter()
-            .find(|port| port.number == number && port.protocol.takes_tcp_routes())
+            .find(|port| port.number == number && port.effective_protocol().takes_tcp_routes())
     }
 
     fn port_list(&self) -> String {
@@ -484,11 +494,6 @@ impl<'a> Catalog<'a> {
                 }
             }
         }
-        sink.warnings.push(vs.source.warning(
-            fp!("spec.http"),
-            "http rules are checked but not applied yet: the kernel path routes TCP \
-             connections (tcp rules); connections to HTTP ports are not routed",
-        ));
     }
 
     /// The service of a destination host, with its host as the
@@ -792,7 +797,7 @@ impl<'a> Catalog<'a> {
                 .traffic_policy
                 .load_balancer_for(first.port.or(service_port))
             {
-                Some(lb) => selection(lb, dr, vs, i).unwrap_or_else(|error| {
+                Some(lb) => selection(lb, dr, vs, &format!("tcp[{i}]")).unwrap_or_else(|error| {
                     errors.push(error);
                     Selection::default()
                 }),
@@ -803,8 +808,12 @@ impl<'a> Catalog<'a> {
         let several = rule.route.len() > 1;
         let mut destinations = Vec::with_capacity(rule.route.len());
         for (j, destination) in rule.route.iter().enumerate() {
-            match self.destination(vs, i, j, destination, service_port, several, warnings) {
-                Ok(destination) => destinations.push(destination),
+            let at = At {
+                base: fp!("spec.tcp[{i}].route[{j}].destination"),
+                rule: format!("tcp[{i}]"),
+            };
+            match self.destination(vs, &at, destination, service_port, several, warnings) {
+                Ok((destination, ..)) => destinations.push(destination),
                 Err(error) => errors.push(error),
             }
         }
@@ -815,23 +824,19 @@ impl<'a> Catalog<'a> {
         }
     }
 
-    /// `route[j]` of rule `i`, for service port `port` (see
-    /// [`Catalog::destinations`]).
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call site, all of it context"
-    )]
+    /// A destination of a rule, for service port `port` (see
+    /// [`Catalog::destinations`]), with the service port it reaches and
+    /// the `loadBalancer` that picks its endpoints.
     fn destination(
         &self,
         vs: &VirtualService,
-        i: usize,
-        j: usize,
+        at: &At,
         destination: &RouteDestination,
         port: Option<u16>,
         several: bool,
         warnings: &mut Vec<Warning>,
-    ) -> Result<Destination, ConfigError> {
-        let base = fp!("spec.tcp[{i}].route[{j}].destination");
+    ) -> Result<(Destination, &'a ServicePort, Option<&'a LoadBalancer>), ConfigError> {
+        let base = at.base.clone();
         let namespace = &vs.source.namespace;
         let host = &destination.host;
         let Some((service, service_host)) = self.service(host, namespace) else {
@@ -908,7 +913,7 @@ impl<'a> Catalog<'a> {
             .and_then(|subset| subset.traffic_policy.load_balancer_for(Some(target.number)))
             .or_else(|| dr.and_then(|dr| dr.traffic_policy.load_balancer_for(Some(target.number))));
         let endpoint_selection = match (lb, dr) {
-            (Some(lb), Some(dr)) => selection(lb, dr, vs, i)?,
+            (Some(lb), Some(dr)) if at.rule.starts_with("tcp") => selection(lb, dr, vs, &at.rule)?,
             _ => Selection::default(),
         };
         let weight = match destination.weight {
@@ -916,14 +921,18 @@ impl<'a> Catalog<'a> {
             weight => weight.unwrap_or(0),
         };
         let outlier = outlier(subset, dr, target.number);
-        Ok(Destination {
-            host: service_host.to_owned(),
-            subset: destination.subset.clone(),
-            weight,
-            endpoint_selection,
-            outlier,
-            endpoints,
-        })
+        Ok((
+            Destination {
+                host: service_host.to_owned(),
+                subset: destination.subset.clone(),
+                weight,
+                endpoint_selection,
+                outlier,
+                endpoints,
+            },
+            target,
+            lb,
+        ))
     }
 }
 
@@ -997,7 +1006,7 @@ fn rule_ports(
     let tcp_ports: BTreeSet<u16> = selected
         .iter()
         .flat_map(|(service, ..)| &service.entry.ports)
-        .filter(|port| port.protocol.takes_tcp_routes())
+        .filter(|port| port.effective_protocol().takes_tcp_routes())
         .map(|port| port.number)
         .collect();
     if rule.matches.is_empty() || matches.iter().any(|(_, m)| m.port.is_none()) {
@@ -1012,7 +1021,7 @@ fn rule_ports(
                         selected
                             .iter()
                             .flat_map(|(s, ..)| &s.entry.ports)
-                            .map(|p| format!("{} {}", p.number, p.protocol.name()))
+                            .map(|p| format!("{} {}", p.number, p.effective_protocol().name()))
                     )
                 ),
             ));
@@ -1041,7 +1050,7 @@ fn rule_ports(
                 Some((p, host)) => format!(
                     "port {port} of {host} is {}: tcp rules apply to TCP ports; route it with \
                      an http or tls rule, or set the port's protocol to TCP",
-                    p.protocol.name()
+                    p.effective_protocol().name()
                 ),
                 None => format!(
                     "port {port} is not a port of {hosts} (ports: {}): use one of them, or add \
@@ -1346,12 +1355,21 @@ fn destination_port<'s>(
     }
 }
 
-/// The `Selection` of a `loadBalancer` setting, for a TCP route.
+/// Where in a `VirtualService` a destination is written, for messages.
+struct At {
+    /// `spec.tcp[0].route[1].destination`.
+    base: FieldPath,
+    /// `tcp[0]`, `http[2]`.
+    rule: String,
+}
+
+/// The `Selection` of a `loadBalancer` setting, for a TCP route (`rule`
+/// names it: `tcp[0]`).
 fn selection(
     lb: &LoadBalancer,
     dr: &DestinationRule,
     vs: &VirtualService,
-    rule: usize,
+    rule: &str,
 ) -> Result<Selection, ConfigError> {
     let problem = match &lb.policy {
         LbPolicy::Simple(
@@ -1382,7 +1400,7 @@ fn selection(
     };
     Err(dr.source.error(
         lb.path.clone(),
-        format!("{problem} (used by {} tcp[{rule}])", vs.source.id()),
+        format!("{problem} (used by {} {rule})", vs.source.id()),
     ))
 }
 

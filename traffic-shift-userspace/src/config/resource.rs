@@ -339,6 +339,19 @@ pub struct ServicePort {
     pub target_port: Option<u16>,
 }
 
+impl ServicePort {
+    /// The protocol as Istio reads it: `protocol` when given, else the
+    /// port name's prefix (`http`, `http-web`, `grpc-api`: Istio's port
+    /// naming convention), else unspecified (plain TCP here).
+    pub fn effective_protocol(&self) -> Protocol {
+        if self.protocol != Protocol::Unspecified {
+            return self.protocol;
+        }
+        let prefix = self.name.split('-').next().unwrap_or_default();
+        Protocol::parse(prefix).unwrap_or(Protocol::Unspecified)
+    }
+}
+
 /// Where an endpoint is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EndpointAddress {

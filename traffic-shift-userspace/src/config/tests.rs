@@ -1773,3 +1773,139 @@ fn oversized_and_too_deep_files_are_refused_before_parsing() {
     );
     parse_file(path, &quoted).expect("brackets in comments and quoted strings are not nesting");
 }
+
+// --- http rules -> the L7 proxy's listeners ---
+
+const BOOKINFO_SE: &str = include_str!("../../../rules/bookinfo/service-entry.yaml");
+const BOOKINFO_DR: &str = include_str!("../../../rules/bookinfo/destination-rule.yaml");
+const BOOKINFO_GW: &str = include_str!("../../../rules/bookinfo/gateway.yaml");
+const BOOKINFO_50_V3: &str = include_str!("../../../rules/bookinfo/examples/vs-reviews-50-v3.yaml");
+const BOOKINFO_JASON: &str =
+    include_str!("../../../rules/bookinfo/examples/vs-reviews-jason-v2.yaml");
+
+fn http_listener<'m>(model: &'m RoutingModel, key: &str) -> &'m crate::model::HttpListener {
+    model
+        .http
+        .iter()
+        .find(|l| l.key == key)
+        .unwrap_or_else(|| panic!("no http listener {key}: {:#?}", model.http))
+}
+
+#[test]
+fn bookinfo_reviews_resolves_to_a_mesh_listener_and_a_gateway_one() {
+    let model = resolve_ok(&[BOOKINFO_SE, BOOKINFO_DR, BOOKINFO_GW, BOOKINFO_50_V3]);
+    assert!(model.routes.is_empty(), "no TCP route: {:#?}", model.routes);
+    let mesh = http_listener(&model, "mesh reviews.default.svc.cluster.local:9080");
+    assert_eq!(mesh.gateway, None);
+    assert_eq!(mesh.port, 9080);
+    assert_eq!(
+        mesh.listeners,
+        vec![addr("127.101.0.1:9080"), addr("[fd00:7473::2]:9080")]
+    );
+    let [vhost] = mesh.virtual_hosts.as_slice() else {
+        panic!("one virtual host: {:#?}", mesh.virtual_hosts)
+    };
+    assert_eq!(vhost.virtual_service, "default/reviews");
+    let [route] = vhost.routes.as_slice() else {
+        panic!("one route: {:#?}", vhost.routes)
+    };
+    assert_eq!(route.key, "default/reviews/http[0]");
+    let split: Vec<(Option<&str>, u32, Vec<SocketAddr>)> = route
+        .destinations
+        .iter()
+        .map(|d| {
+            (
+                d.destination.subset.as_deref(),
+                d.destination.weight,
+                d.destination.endpoints.iter().map(|e| e.addr).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        split,
+        vec![
+            (Some("v1"), 50, vec![addr("127.0.0.1:19081")]),
+            (Some("v3"), 50, vec![addr("127.0.0.1:19083")]),
+        ]
+    );
+    // Istio's default retry policy applies when the rule has none.
+    assert_eq!(route.retries.attempts, 2);
+    assert!(
+        route
+            .retries
+            .retry_on
+            .iter()
+            .any(|r| r == "connect-failure")
+    );
+
+    let gateway = http_listener(&model, "gateway default/bookinfo-gateway port 8080");
+    assert_eq!(gateway.gateway.as_deref(), Some("default/bookinfo-gateway"));
+    assert_eq!(
+        gateway.listeners,
+        vec![addr("0.0.0.0:8080"), addr("[::]:8080")]
+    );
+    assert_eq!(gateway.virtual_hosts[0].domains, vec!["*".to_owned()]);
+    assert_eq!(gateway.virtual_hosts[0].routes[0].matches.len(), 1);
+}
+
+#[test]
+fn request_routing_keeps_the_rules_in_order() {
+    let model = resolve_ok(&[BOOKINFO_SE, BOOKINFO_DR, BOOKINFO_GW, BOOKINFO_JASON]);
+    let mesh = http_listener(&model, "mesh reviews.default.svc.cluster.local:9080");
+    let routes = &mesh.virtual_hosts[0].routes;
+    assert_eq!(routes.len(), 2);
+    assert_eq!(
+        routes[0].matches[0].headers.get("end-user"),
+        Some(&crate::model::StringMatch::Exact("jason".into()))
+    );
+    assert_eq!(
+        routes[0].destinations[0].destination.subset.as_deref(),
+        Some("v2")
+    );
+    assert!(routes[1].matches.is_empty());
+    assert_eq!(
+        routes[1].destinations[0].destination.subset.as_deref(),
+        Some("v1")
+    );
+}
+
+#[test]
+fn a_port_named_http_without_protocol_is_http_as_in_istio() {
+    let se = BOOKINFO_SE.replace("    protocol: HTTP\n", "");
+    let model = resolve_ok(&[&se, BOOKINFO_DR, BOOKINFO_50_V3]);
+    http_listener(&model, "mesh reviews.default.svc.cluster.local:9080");
+    // And so tcp rules do not apply to it.
+    let tcp = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  tcp:\n  - match: [{port: 9080}]\n    route: [{destination: {host: reviews, subset: v1}}]\n";
+    let error = resolve_error(&[&se, BOOKINFO_DR, tcp]);
+    assert!(
+        error
+            .to_string()
+            .contains("port 9080 of reviews.default.svc.cluster.local is HTTP"),
+        "{error}"
+    );
+}
+
+#[test]
+fn http_matches_the_node_cannot_honour_are_refused() {
+    let vs = BOOKINFO_JASON.replace(
+        "    - headers:\n",
+        "    - sourceLabels: {app: productpage}\n      headers:\n",
+    );
+    let error = resolve_error(&[BOOKINFO_SE, BOOKINFO_DR, &vs]);
+    let text = error.to_string();
+    assert!(
+        text.contains("spec.http[0].match[0].sourceLabels") && text.contains("not supported"),
+        "{text}"
+    );
+}
+
+#[test]
+fn two_virtual_services_for_one_http_service_port_are_refused() {
+    let other = BOOKINFO_50_V3.replace("name: reviews\nspec", "name: reviews-2\nspec");
+    let error = resolve_error(&[BOOKINFO_SE, BOOKINFO_DR, BOOKINFO_50_V3, &other]);
+    let text = error.to_string();
+    assert!(
+        text.contains("already routed by VirtualService default/reviews"),
+        "{text}"
+    );
+}

@@ -1,0 +1,151 @@
+//! The agent's side of the L7 proxy: its sockets and its configuration.
+//!
+//! Mesh: one listener per address family on loopback in the `--netns`
+//! namespace (`--proxy-port`), where the connect-time hook sends clients
+//! of HTTP service addresses; the proxy asks `TS_PROXY_FLOWS` which service
+//! each accepted connection was for. Gateway: one listener per address a
+//! Gateway HTTP server accepts on, bound before the rules that need it go
+//! in force (a port that cannot be bound refuses the rules, the previous
+//! ones stay), closed when no rule needs it any more.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tokio::task::JoinHandle;
+
+use crate::{
+    compile::ProxyAddrs,
+    datapath::ProxyFlows,
+    model::RoutingModel,
+    netns::listen_in,
+    proxy::Proxy,
+};
+
+/// Gateway sockets bound for rules not yet in force.
+pub struct Bound(Vec<(SocketAddr, String, std::net::TcpListener)>);
+
+pub struct L7 {
+    proxy: Arc<Proxy>,
+    netns: PathBuf,
+    /// Where mesh connections reach the proxy (the kernel tables say so).
+    pub addrs: ProxyAddrs,
+    mesh: Vec<JoinHandle<()>>,
+    /// Gateway listener address -> its listener's key and the task serving it.
+    gateways: BTreeMap<SocketAddr, (String, JoinHandle<()>)>,
+}
+
+impl L7 {
+    /// Binds the mesh listeners on `port` (0: a free one per family) and
+    /// starts serving them. An address family without loopback in the
+    /// namespace is left out, with a warning: its HTTP service addresses
+    /// then refuse connections.
+    pub fn start(
+        proxy: Arc<Proxy>,
+        netns: &Path,
+        port: u16,
+        flows: ProxyFlows,
+    ) -> std::io::Result<Self> {
+        let mut addrs = ProxyAddrs::loopback(port);
+        let flows = Arc::new(flows);
+        let original_dst: Arc<dyn Fn(SocketAddr, SocketAddr) -> Option<SocketAddr> + Send + Sync> =
+            Arc::new(move |peer, local| flows.take(peer, local));
+        let mut mesh = Vec::new();
+        for addr in [&mut addrs.v4, &mut addrs.v6] {
+            let listener = match listen_in(netns, *addr) {
+                Ok(listener) => listener,
+                Err(err) if addr.is_ipv6() => {
+                    tracing::warn!(%addr, %err, "L7 proxy: no IPv6 loopback; IPv6 HTTP service addresses will refuse connections");
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            *addr = listener.local_addr()?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            mesh.push(tokio::spawn(
+                Arc::clone(&proxy).serve_mesh(listener, Arc::clone(&original_dst)),
+            ));
+            tracing::info!(%addr, "L7 proxy: taking connections to HTTP service addresses");
+        }
+        Ok(Self {
+            proxy,
+            netns: netns.to_owned(),
+            addrs,
+            mesh,
+            gateways: BTreeMap::new(),
+        })
+    }
+
+    /// Binds the gateway listeners `model` needs that are not bound yet.
+    pub fn bind(&self, model: &RoutingModel) -> Result<Bound, String> {
+        let mut bound = Vec::new();
+        for listener in model.http.iter().filter(|l| l.gateway.is_some()) {
+            for addr in &listener.listeners {
+                if self.gateways.contains_key(addr) {
+                    continue;
+                }
+                let socket = listen_in(&self.netns, *addr).map_err(|err| {
+                    format!(
+                        "{}: cannot listen on {addr}: {err}; free the port or bind the Gateway \
+                         server to another address",
+                        listener.key
+                    )
+                })?;
+                bound.push((*addr, listener.key.clone(), socket));
+            }
+        }
+        Ok(Bound(bound))
+    }
+
+    /// The rules in force changed: serves the new gateway sockets, closes
+    /// the ones no longer needed, and gives the proxy `usable` (the model
+    /// without the endpoints health took out). Requests in flight finish
+    /// on the configuration they started with.
+    pub fn commit(&mut self, bound: Bound, usable: &RoutingModel) {
+        self.proxy.update(usable.http.clone());
+        for (addr, key, socket) in bound.0 {
+            match tokio::net::TcpListener::from_std(socket) {
+                Ok(socket) => {
+                    tracing::info!(%addr, listener = %key, "L7 proxy: gateway listener open");
+                    let task = tokio::spawn(Arc::clone(&self.proxy).serve_gateway(socket, key.clone()));
+                    self.gateways.insert(addr, (key, task));
+                }
+                Err(err) => tracing::error!(%addr, %err, "L7 proxy: cannot serve a gateway socket"),
+            }
+        }
+        let wanted: std::collections::BTreeSet<SocketAddr> = usable
+            .http
+            .iter()
+            .filter(|l| l.gateway.is_some())
+            .flat_map(|l| l.listeners.iter().copied())
+            .collect();
+        self.gateways.retain(|addr, (key, task)| {
+            let keep = wanted.contains(addr);
+            if !keep {
+                task.abort();
+                tracing::info!(%addr, listener = %key, "L7 proxy: gateway listener closed");
+            }
+            keep
+        });
+    }
+
+    /// Endpoint health changed: the proxy picks from `usable` now.
+    pub fn update(&self, usable: &RoutingModel) {
+        self.proxy.update(usable.http.clone());
+    }
+
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
+    }
+}
+
+impl Drop for L7 {
+    fn drop(&mut self) {
+        for task in self.mesh.iter().chain(self.gateways.values().map(|(_, t)| t)) {
+            task.abort();
+        }
+    }
+}
