@@ -513,6 +513,7 @@ impl Proxy {
         let chosen = &model.destinations[index];
         let dest = &chosen.destination;
 
+        let endpoint_hash = request_hash(&chosen.endpoint_selection, &request, cx.peer);
         let (parts, body) = request.into_parts();
         let body = match self.read_body(body).await {
             Ok(body) => body,
@@ -535,7 +536,7 @@ impl Proxy {
         }
 
         let (response, endpoint, flags) = self
-            .forward(cx.route, index, chosen.http2, &outgoing, cx.peer, cx.start)
+            .forward(cx.route, index, endpoint_hash, &outgoing, cx.start)
             .await;
         let no_labels = BTreeMap::new();
         let labels = cx
@@ -572,16 +573,16 @@ impl Proxy {
         response
     }
 
-    /// Sends the request to an endpoint of destination `index`, with the
-    /// route's timeout and retries. Returns the answer (or the local error
+    /// Sends the request to an endpoint of destination `index` (picked by
+    /// its `endpoint_selection`, `endpoint_hash` the request's key for it),
+    /// with the route's timeout and retries. Returns the answer (or the local error
     /// reply), the endpoint that gave it, and the response flags.
     async fn forward<'r>(
         &self,
         route: &'r Route,
         index: usize,
-        http2: bool,
+        endpoint_hash: Option<u32>,
         outgoing: &Outgoing,
-        peer: SocketAddr,
         start: Instant,
     ) -> (
         Result<Response<ProxyBody>, LocalReply>,
@@ -589,14 +590,21 @@ impl Proxy {
         &'static str,
     ) {
         let model = &route.model;
-        let dest = &model.destinations[index].destination;
+        let chosen = &model.destinations[index];
+        let (dest, http2) = (&chosen.destination, chosen.http2);
         let retries = &model.retries;
         let deadline = model.timeout.map(|timeout| start + timeout);
         let attempts = retries.attempts.saturating_add(1);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Some(endpoint) = select::endpoint(dest, index, &route.state, peer) else {
+            let Some(endpoint) = select::endpoint(
+                dest,
+                &chosen.endpoint_selection,
+                index,
+                &route.state,
+                endpoint_hash,
+            ) else {
                 return (
                     Err(LocalReply::new(
                         StatusCode::SERVICE_UNAVAILABLE,

@@ -15,7 +15,7 @@ use traffic_shift_common::{MAX_DESTS, source_hash};
 
 use crate::{
     compile,
-    model::{Destination, Endpoint, HttpRoute, HttpSelection, Selection},
+    model::{Destination, Endpoint, HttpRoute, HttpSelection},
 };
 
 /// Selection cursors of one route, kept by route key across updates (as
@@ -91,25 +91,29 @@ impl Slots {
 }
 
 /// An endpoint of destination `index` of a route, chosen as the kernel
-/// does: round robin on the route's per-destination cursor, at random, or
-/// by the client's address hash. `None`: the destination has no endpoint.
+/// does: round robin on the route's per-destination cursor (`Smooth`), at
+/// random, or by the request's consistent-hash key `hash` (the client's
+/// address hash for `SourceIp`, as the kernel's; `None` when the request
+/// lacks the key: at random, as Envoy). `None`: the destination has no
+/// endpoint.
 pub fn endpoint<'a>(
     dest: &'a Destination,
+    selection: &HttpSelection,
     index: usize,
     state: &RouteState,
-    client: SocketAddr,
+    hash: Option<u32>,
 ) -> Option<&'a Endpoint> {
     let n = dest.endpoints.len();
     if n == 0 {
         return None;
     }
-    let k = match dest.endpoint_selection {
-        Selection::Smooth => {
+    let k = match (selection, hash) {
+        (HttpSelection::Smooth, _) => {
             let next = state.next_endpoint[index % MAX_DESTS].fetch_add(1, Ordering::Relaxed);
             usize::try_from(next % n as u64).unwrap_or(0)
         }
-        Selection::Random => random_u32() as usize % n,
-        Selection::SourceHash => source_hash([client_hash(client), 0x5bd1_e995, 0, 0]) as usize % n,
+        (HttpSelection::Random, _) | (_, None) => random_u32() as usize % n,
+        (_, Some(hash)) => source_hash([hash, 0x5bd1_e995, 0, 0]) as usize % n,
     };
     dest.endpoints.get(k)
 }
@@ -162,7 +166,7 @@ pub fn chance(percentage: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{HttpDestination, Retries};
+    use crate::model::{HttpDestination, Retries, Selection};
 
     fn route(weights: &[u32], selection: HttpSelection) -> HttpRoute {
         HttpRoute {
@@ -182,6 +186,7 @@ mod tests {
                         endpoints: Vec::new(),
                     },
                     http2: false,
+                    endpoint_selection: HttpSelection::Smooth,
                     headers: crate::model::Headers::default(),
                 })
                 .collect(),
