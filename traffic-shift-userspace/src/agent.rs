@@ -194,6 +194,8 @@ struct Agent {
     proxy_addrs: compile::ProxyAddrs,
     /// The L7 proxy's sockets and configuration.
     l7: l7::L7,
+    /// The proxy's per-endpoint request outcomes at the last sample.
+    http_outcomes: BTreeMap<SocketAddr, crate::proxy::EndpointOutcomes>,
     /// Per-second samples of every slot's counters, the last minute of them.
     history: std::collections::VecDeque<(std::time::Instant, BTreeMap<u32, EndpointStats>)>,
     /// What the metrics exporter needs from the agent.
@@ -281,6 +283,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         limits: options.limits,
         proxy_addrs: l7.addrs,
         l7,
+        http_outcomes: BTreeMap::new(),
         history: std::collections::VecDeque::new(),
         metrics: shared,
         metrics_addr,
@@ -912,6 +915,37 @@ impl Agent {
                 observed.push((policy, deltas));
             }
         }
+        // Requests the L7 proxy sent: a 5xx (or a failed connect, a reset,
+        // a timeout) is a failure, any other answer a success.
+        let outcomes = self.l7.proxy().endpoint_outcomes();
+        for dest in self.model.http_destinations() {
+            let Some(policy) = dest.outlier else { continue };
+            let deltas = dest
+                .endpoints
+                .iter()
+                .map(|ep| {
+                    let now = outcomes.get(&ep.addr).copied().unwrap_or_default();
+                    let then = self
+                        .http_outcomes
+                        .get(&ep.addr)
+                        .copied()
+                        .unwrap_or_default();
+                    let (requests, errors) = (
+                        now.requests.saturating_sub(then.requests),
+                        now.errors_5xx.saturating_sub(then.errors_5xx),
+                    );
+                    // A success in the period breaks the streak; the failures
+                    // after it are the proxy's consecutive count.
+                    if requests > errors {
+                        (ep.addr, 1, u64::from(now.consecutive_5xx))
+                    } else {
+                        (ep.addr, 0, errors)
+                    }
+                })
+                .collect();
+            observed.push((policy, deltas));
+        }
+        self.http_outcomes = outcomes;
         let mut changed = false;
         for (policy, deltas) in observed {
             let max = (deltas.len() * policy.max_ejection_percent as usize / 100).max(1);

@@ -420,7 +420,10 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("0.0.0.0:31400 [::]:31400"), "{out}");
-        assert!(out.ends_with("valid: 4 files, 2 routes\n"), "{out}");
+        assert!(
+            out.ends_with("valid: 4 files, 2 routes, 0 http listeners\n"),
+            "{out}"
+        );
     }
 
     #[test]

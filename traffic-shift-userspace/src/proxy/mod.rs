@@ -512,8 +512,8 @@ impl Proxy {
         let index = index.min(model.destinations.len() - 1);
         let chosen = &model.destinations[index];
         let dest = &chosen.destination;
-        let endpoint_hash = request_hash(&chosen.endpoint_selection, &request, cx.peer);
 
+        let endpoint_hash = request_hash(&chosen.endpoint_selection, &request, cx.peer);
         let (parts, body) = request.into_parts();
         let body = match self.read_body(body).await {
             Ok(body) => body,
@@ -573,8 +573,9 @@ impl Proxy {
         response
     }
 
-    /// Sends the request to an endpoint of destination `index`, with the
-    /// route's timeout and retries. Returns the answer (or the local error
+    /// Sends the request to an endpoint of destination `index` (picked by
+    /// its `endpoint_selection`, `endpoint_hash` the request's key for it),
+    /// with the route's timeout and retries. Returns the answer (or the local error
     /// reply), the endpoint that gave it, and the response flags.
     async fn forward<'r>(
         &self,
@@ -600,9 +601,9 @@ impl Proxy {
             let Some(endpoint) = select::endpoint(
                 dest,
                 &chosen.endpoint_selection,
-                endpoint_hash,
                 index,
                 &route.state,
+                endpoint_hash,
             ) else {
                 return (
                     Err(LocalReply::new(

@@ -416,3 +416,160 @@ pub fn strip_port(authority: &str) -> &str {
         _ => authority,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use hyper::header::HeaderValue;
+
+    use super::*;
+    use crate::model::{Headers, HttpMatch, Retries};
+
+    fn route(key: &str, matches: Vec<HttpMatch>) -> HttpRoute {
+        HttpRoute {
+            key: key.into(),
+            name: None,
+            matches,
+            destinations: Vec::new(),
+            selection: crate::model::HttpSelection::Smooth,
+            redirect: None,
+            direct_response: None,
+            rewrite: None,
+            timeout: None,
+            retries: Retries {
+                attempts: 0,
+                per_try_timeout: None,
+                retry_on: Vec::new(),
+                retry_remote_localities: None,
+                retry_ignore_previous_hosts: None,
+                backoff: None,
+            },
+            fault: None,
+            mirrors: Vec::new(),
+            headers: Headers::default(),
+        }
+    }
+
+    fn host(name: &str, domains: &[&str], routes: Vec<HttpRoute>) -> VirtualHost {
+        VirtualHost {
+            virtual_service: name.into(),
+            source: "test".into(),
+            domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+            routes,
+        }
+    }
+
+    fn config(gateway: Option<&str>, hosts: Vec<VirtualHost>) -> Config {
+        Config::build(
+            vec![HttpListener {
+                key: "l".into(),
+                gateway: gateway.map(str::to_owned),
+                port: 8080,
+                listeners: vec!["127.100.0.9:8080".parse().unwrap()],
+                virtual_hosts: hosts,
+            }],
+            |_| Arc::default(),
+        )
+        .unwrap()
+    }
+
+    fn chosen<'a>(config: &'a Config, authority: &str) -> Option<&'a str> {
+        config
+            .by_key("l")
+            .unwrap()
+            .host(authority)
+            .map(|h| h.model.virtual_service.as_str())
+    }
+
+    #[test]
+    fn virtual_host_exact_then_longest_suffix_then_any() {
+        let c = config(
+            Some("default/gw"),
+            vec![
+                host("any", &["*"], vec![]),
+                host("example", &["*.example.com"], vec![]),
+                host("shop", &["*.shop.example.com"], vec![]),
+                host("exact", &["www.shop.example.com"], vec![]),
+            ],
+        );
+        assert_eq!(chosen(&c, "WWW.shop.example.com:8080"), Some("exact"));
+        assert_eq!(chosen(&c, "api.shop.example.com"), Some("shop"));
+        assert_eq!(chosen(&c, "api.example.com"), Some("example"));
+        assert_eq!(chosen(&c, "example.com"), Some("any"));
+        let no_any = config(Some("default/gw"), vec![host("a", &["a.test"], vec![])]);
+        assert_eq!(chosen(&no_any, "b.test"), None);
+        // A mesh listener's one virtual host takes every authority.
+        let mesh = config(None, vec![host("m", &["reviews"], vec![])]);
+        assert_eq!(chosen(&mesh, "10.0.0.1:9080"), Some("m"));
+        assert!(mesh.by_addr("127.100.0.9:8080".parse().unwrap()).is_some());
+        assert!(
+            mesh.by_addr("[::ffff:127.100.0.9]:8080".parse().unwrap())
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn first_matching_route_wins_and_fields_are_anded() {
+        let both = HttpMatch {
+            uri: Some(StringMatch::Prefix("/api".into())),
+            headers: BTreeMap::from([("x-a".to_owned(), StringMatch::Regex("1|2".into()))]),
+            port: Some(8080),
+            ..HttpMatch::default()
+        };
+        let other_port = HttpMatch {
+            port: Some(9090),
+            ..HttpMatch::default()
+        };
+        let c = config(
+            Some("default/gw"),
+            vec![host(
+                "h",
+                &["*"],
+                vec![
+                    route("r0", vec![other_port]),
+                    route("r1", vec![both]),
+                    route("r2", vec![]),
+                ],
+            )],
+        );
+        let host = c.by_key("l").unwrap().host("x").unwrap();
+        let pick = |path: &str, header: Option<&str>| {
+            let uri: Uri = path.parse().unwrap();
+            let mut headers = HeaderMap::new();
+            if let Some(v) = header {
+                headers.append("x-a", HeaderValue::from_str(v).unwrap());
+            }
+            let view = RequestView {
+                method: &Method::GET,
+                uri: &uri,
+                headers: &headers,
+                authority: "x",
+                port: 8080,
+            };
+            host.route(&view).map(|(r, m)| (r.model.key.clone(), m))
+        };
+        assert_eq!(
+            pick("/api/v1", Some("2")),
+            Some(("r1".into(), MatchedUri::Prefix(4)))
+        );
+        // The regex must match the whole value.
+        assert_eq!(pick("/api/v1", Some("12")).unwrap().0, "r2");
+        assert_eq!(pick("/api/v1", None).unwrap().0, "r2");
+        assert_eq!(
+            pick("/other", Some("1")),
+            Some(("r2".into(), MatchedUri::Prefix(1)))
+        );
+    }
+
+    #[test]
+    fn authorities_and_queries() {
+        assert_eq!(strip_port("a.example:8080"), "a.example");
+        assert_eq!(strip_port("a.example"), "a.example");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("::1"), "::1");
+        assert_eq!(query_param("a=1&b=2&b=3", "b"), Some("2".into()));
+        assert_eq!(query_param("flag&a=1", "flag"), Some(String::new()));
+        assert_eq!(query_param("a=1", "c"), None);
+    }
+}

@@ -90,33 +90,30 @@ impl Slots {
     }
 }
 
-/// An endpoint of destination `index` of a route, by the destination's
-/// `selection`: round robin on the route's per-destination cursor (as the
-/// kernel does), at random, or by the request's `hash` (its client
-/// address, header, cookie or query parameter; round robin when the
-/// request has no such key). `None`: the destination has no endpoint.
+/// An endpoint of destination `index` of a route, chosen as the kernel
+/// does: round robin on the route's per-destination cursor (`Smooth`), at
+/// random, or by the request's consistent-hash key `hash` (the client's
+/// address hash for `SourceIp`, as the kernel's; `None` when the request
+/// lacks the key: at random, as Envoy). `None`: the destination has no
+/// endpoint.
 pub fn endpoint<'a>(
     dest: &'a Destination,
     selection: &HttpSelection,
-    hash: Option<u32>,
     index: usize,
     state: &RouteState,
+    hash: Option<u32>,
 ) -> Option<&'a Endpoint> {
     let n = dest.endpoints.len();
     if n == 0 {
         return None;
     }
-    let rotate = || {
-        let next = state.next_endpoint[index % MAX_DESTS].fetch_add(1, Ordering::Relaxed);
-        usize::try_from(next % n as u64).unwrap_or(0)
-    };
     let k = match (selection, hash) {
-        (HttpSelection::Random, _) => random_u32() as usize % n,
-        // The same spread of a client's hash as the TCP path's SOURCE_HASH.
-        (HttpSelection::SourceIp, Some(h)) => source_hash([h, 0x5bd1_e995, 0, 0]) as usize % n,
-        (_, Some(h)) => h as usize % n,
-        // Smooth, or a hash key the request does not carry: round robin.
-        (_, None) => rotate(),
+        (HttpSelection::Smooth, _) => {
+            let next = state.next_endpoint[index % MAX_DESTS].fetch_add(1, Ordering::Relaxed);
+            usize::try_from(next % n as u64).unwrap_or(0)
+        }
+        (HttpSelection::Random, _) | (_, None) => random_u32() as usize % n,
+        (_, Some(hash)) => source_hash([hash, 0x5bd1_e995, 0, 0]) as usize % n,
     };
     dest.endpoints.get(k)
 }
@@ -169,8 +166,7 @@ pub fn chance(percentage: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Selection;
-    use crate::model::{HttpDestination, Retries};
+    use crate::model::{HttpDestination, Retries, Selection};
 
     fn route(weights: &[u32], selection: HttpSelection) -> HttpRoute {
         HttpRoute {
@@ -259,6 +255,36 @@ mod tests {
         assert!(
             (1840..=2160).contains(&second),
             "80/20 by hash gave {second} of 10000 to the second"
+        );
+    }
+
+    #[test]
+    fn random_follows_weights() {
+        let route = route(&[80, 20], HttpSelection::Random);
+        let slots = Slots::build(&route);
+        let state = RouteState::default();
+        let second = (0..10_000)
+            .filter(|_| slots.pick(&route.selection, &state, None) == 1)
+            .count();
+        // Binomial sd for 10000 x 0.2 is 40; 4 sigma is 160.
+        assert!(
+            (1840..=2160).contains(&second),
+            "80/20 at random gave {second} of 10000 to the second"
+        );
+    }
+
+    #[test]
+    fn source_ip_hash_is_the_kernel_hash_of_the_client_address() {
+        let client: SocketAddr = "10.1.2.3:40000".parse().unwrap();
+        let other_port: SocketAddr = "10.1.2.3:40002".parse().unwrap();
+        assert_eq!(
+            client_hash(client),
+            client_hash(other_port),
+            "the port does not count"
+        );
+        assert_eq!(
+            client_hash(client),
+            source_hash([u32::from_ne_bytes([10, 1, 2, 3]), 0, 0, 0])
         );
     }
 

@@ -73,7 +73,7 @@ fn to(dests: Vec<Destination>) -> Vec<HttpDestination> {
         .map(|destination| HttpDestination {
             destination,
             http2: false,
-            endpoint_selection: crate::model::HttpSelection::Smooth,
+            endpoint_selection: HttpSelection::Smooth,
             headers: Headers::default(),
         })
         .collect()
@@ -1033,4 +1033,49 @@ async fn slow_clients_are_bounded_in_number_and_time() {
         assert!(read.is_ok(), "a slow client was not timed out");
     }
     assert_eq!(get(&client(), p.addr, "/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn endpoint_selection_by_header_and_round_robin() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let mut hashed = route(
+        0,
+        vec![uri(StringMatch::Prefix("/hashed".into()))],
+        vec![destination("v1", 1, &[&a, &b])],
+    );
+    hashed.destinations[0].endpoint_selection = HttpSelection::Header("x-user".into());
+    let round_robin = route(1, vec![], vec![destination("v1", 1, &[&a, &b])]);
+    let p = start(vec![hashed, round_robin]).await;
+    let c = client();
+    let mut users_on_a = 0;
+    for user in 0..50 {
+        let user = format!("user-{user}");
+        let first = get(&c, p.addr, "/hashed", &[("x-user", &user)]).await;
+        for _ in 0..3 {
+            let again = get(&c, p.addr, "/hashed", &[("x-user", &user)]).await;
+            assert_eq!(again.version(), first.version(), "{user} moved endpoint");
+        }
+        users_on_a += usize::from(first.version() == "a");
+    }
+    assert!(
+        (1..50).contains(&users_on_a),
+        "users spread over both: {users_on_a} of 50 on a"
+    );
+    // Round robin: strictly alternating.
+    let versions: Vec<String> = sequential_versions(&c, p.addr, 10).await;
+    for pair in versions.windows(2) {
+        assert_ne!(pair[0], pair[1], "round robin alternates: {versions:?}");
+    }
+}
+
+async fn sequential_versions(
+    c: &Client<HttpConnector, Full<Bytes>>,
+    proxy: SocketAddr,
+    n: usize,
+) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(get(c, proxy, "/", &[]).await.version().to_owned());
+    }
+    out
 }
