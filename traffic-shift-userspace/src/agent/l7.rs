@@ -1,5 +1,9 @@
 //! The agent's side of the L7 proxy: its sockets and its configuration.
 //!
+//! The proxy runs on a tokio runtime of its own whose threads joined the
+//! `--netns` namespace, so its upstream connections leave from there, as
+//! its listeners accept there (the agent's own threads may be elsewhere).
+//!
 //! Mesh: one listener per address family on loopback in the `--netns`
 //! namespace (`--proxy-port`), where the connect-time hook sends clients
 //! of HTTP service addresses; the proxy asks `TS_PROXY_FLOWS` which service
@@ -15,7 +19,9 @@ use std::{
     sync::Arc,
 };
 
-use tokio::task::JoinHandle;
+use std::os::fd::AsRawFd as _;
+
+use tokio::{runtime::Runtime, task::JoinHandle};
 
 use crate::{
     compile::ProxyAddrs,
@@ -29,6 +35,8 @@ use crate::{
 pub struct Bound(Vec<(SocketAddr, String, std::net::TcpListener)>);
 
 pub struct L7 {
+    /// `None` only while dropping.
+    runtime: Option<Runtime>,
     proxy: Arc<Proxy>,
     netns: PathBuf,
     /// Where mesh connections reach the proxy (the kernel tables say so).
@@ -49,6 +57,7 @@ impl L7 {
         port: u16,
         flows: ProxyFlows,
     ) -> std::io::Result<Self> {
+        let runtime = runtime_in(netns)?;
         let mut addrs = ProxyAddrs::loopback(port);
         let flows = Arc::new(flows);
         let original_dst: OriginalDst = Arc::new(move |peer, local| flows.take(peer, local));
@@ -63,13 +72,17 @@ impl L7 {
                 Err(err) => return Err(err),
             };
             *addr = listener.local_addr()?;
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            mesh.push(tokio::spawn(
-                Arc::clone(&proxy).serve_mesh(listener, Arc::clone(&original_dst)),
-            ));
+            let listener = {
+                let _runtime = runtime.enter();
+                tokio::net::TcpListener::from_std(listener)?
+            };
+            mesh.push(
+                runtime.spawn(Arc::clone(&proxy).serve_mesh(listener, Arc::clone(&original_dst))),
+            );
             tracing::info!(%addr, "L7 proxy: taking connections to HTTP service addresses");
         }
         Ok(Self {
+            runtime: Some(runtime),
             proxy,
             netns: netns.to_owned(),
             addrs,
@@ -107,12 +120,17 @@ impl L7 {
         self.proxy
             .update(usable.http.clone())
             .map_err(|e| format!("the L7 proxy refused the http rules: {e}"))?;
+        let runtime = self.runtime.as_ref().expect("set until dropped");
         for (addr, key, socket) in bound.0 {
-            match tokio::net::TcpListener::from_std(socket) {
+            let socket = {
+                let _runtime = runtime.enter();
+                tokio::net::TcpListener::from_std(socket)
+            };
+            match socket {
                 Ok(socket) => {
                     tracing::info!(%addr, listener = %key, "L7 proxy: gateway listener open");
                     let task =
-                        tokio::spawn(Arc::clone(&self.proxy).serve_gateway(socket, key.clone()));
+                        runtime.spawn(Arc::clone(&self.proxy).serve_gateway(socket, key.clone()));
                     self.gateways.insert(addr, (key, task));
                 }
                 Err(err) => tracing::error!(%addr, %err, "L7 proxy: cannot serve a gateway socket"),
@@ -145,6 +163,24 @@ impl L7 {
     }
 }
 
+/// A runtime whose every thread joined the network namespace at `netns`.
+fn runtime_in(netns: &Path) -> std::io::Result<Runtime> {
+    let namespace = Arc::new(std::fs::File::open(netns)?);
+    let path = netns.to_owned();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("l7-proxy")
+        .enable_all()
+        .on_thread_start(move || {
+            // SAFETY: setns on this new thread only, with a namespace fd the
+            // closure keeps open.
+            if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                tracing::error!(netns = %path.display(), err = %std::io::Error::last_os_error(), "L7 proxy thread cannot join the namespace; its upstream connections will fail");
+            }
+        })
+        .build()
+}
+
 impl Drop for L7 {
     fn drop(&mut self) {
         for task in self
@@ -153,6 +189,10 @@ impl Drop for L7 {
             .chain(self.gateways.values().map(|(_, t)| t))
         {
             task.abort();
+        }
+        // Dropped from the agent's async context: a runtime may not block there.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
