@@ -5,7 +5,7 @@
 //! backends answer with their version.
 
 use serde_json::Value;
-use traffic_shift_tests::{Scenario, bookinfo_rule};
+use traffic_shift_tests::{Scenario, bookinfo_rule, metric};
 
 /// The reviews service address (ServiceEntry `addresses`, port 9080).
 const REVIEWS: &str = "127.101.0.1:9080";
@@ -71,6 +71,29 @@ fn reviews_shift_from_v1_to_v3_and_jason_gets_v2() {
     let (v1, v3) = (count(&reply, "v1"), count(&reply, "v3"));
     assert_eq!(v1 + v3, 1000, "{reply}");
     assert!(v3.abs_diff(500) <= 1, "50/50 over 1000: v3 {v3}, {reply}");
+    // The same split on /metrics, as Istio names it (v3 had no request
+    // before this step).
+    let page = s.agent.metrics();
+    let v3_labels = [
+        ("destination_service", "reviews.default.svc.cluster.local"),
+        ("destination_version", "v3"),
+        ("response_code", "200"),
+        ("request_protocol", "http"),
+    ];
+    assert_eq!(
+        metric(&page, "istio_requests_total", &v3_labels),
+        v3,
+        "{page}"
+    );
+    assert_eq!(
+        metric(
+            &page,
+            "istio_request_duration_milliseconds_count",
+            &v3_labels
+        ),
+        v3,
+        "{page}"
+    );
 
     // All to v3.
     set_route(&mut s, "examples/vs-reviews-v3.yaml");
@@ -136,4 +159,143 @@ fn a_weight_change_under_100_keepalive_clients_fails_no_request() {
     // Keep-alive held: about one connection per client (a reconnect would
     // show here as more).
     assert_eq!(totals["connections"], 100, "{totals}");
+}
+
+/// A VirtualService for reviews with one rule per feature under test.
+const FEATURES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - name: abort-10
+    match:
+    - uri: {prefix: /abort}
+    fault:
+      abort: {percentage: {value: 10}, httpStatus: 418}
+    route:
+    - destination: {host: reviews, subset: v1}
+  - name: delay
+    match:
+    - uri: {prefix: /slow}
+    fault:
+      delay: {percentage: {value: 100}, fixedDelay: 300ms}
+    route:
+    - destination: {host: reviews, subset: v1}
+  - name: timeout
+    match:
+    - uri: {regex: "/delay/[0-9]+"}
+    timeout: 200ms
+    retries: {attempts: 0}
+    route:
+    - destination: {host: reviews, subset: v1}
+  - name: rewrite
+    match:
+    - uri: {prefix: /old}
+      method: {exact: GET}
+    rewrite: {uri: /new, authority: reviews.internal}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - name: retry
+    match:
+    - uri: {prefix: /retry}
+    retries: {attempts: 2, retryOn: 5xx}
+    route:
+    - destination: {host: reviews, subset: v3}
+  - name: mirror
+    match:
+    - uri: {prefix: /mirror}
+    route:
+    - destination: {host: reviews, subset: v1}
+    mirror: {host: reviews, subset: v2}
+    mirrorPercentage: {value: 100}
+"#;
+
+fn direct(s: &Scenario, addr: &str, path: &str) -> traffic_shift_tests::http_client::Response {
+    let addr: std::net::SocketAddr = addr.parse().expect("address");
+    s.netns
+        .run_in(|| traffic_shift_tests::http_client::get(addr, path, &[]))
+        .unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"))
+}
+
+fn mirrored_count(s: &Scenario) -> u64 {
+    direct(s, "127.0.0.1:19082", "/count").json().expect("json")["count"]
+        .as_u64()
+        .expect("count")
+}
+
+#[test]
+fn faults_timeouts_rewrites_retries_and_mirrors_through_the_agent() {
+    let mut s = Scenario::bookinfo(
+        "http-features",
+        &[("virtual-service.yaml", FEATURES)],
+        &["--health-interval", "0"],
+    );
+
+    // Abort 10% over 1000 requests: binomial(1000, 0.1) has sigma 9.5, so
+    // 100 +- 40 is over 4 sigma; the rest reach v1.
+    let reply = s
+        .client
+        .call(&format!("http {REVIEWS} /abort 1000 4 keepalive"));
+    let aborted = reply["status"]["418"].as_u64().unwrap_or(0);
+    assert!(
+        aborted.abs_diff(100) <= 40,
+        "10% abort: {aborted} of 1000: {reply}"
+    );
+    assert_eq!(count(&reply, "v1") + aborted, 1000, "{reply}");
+
+    // A fixed delay of 300 ms: the answer comes, after at least that long.
+    let started = std::time::Instant::now();
+    let reply = s.client.call(&format!("http {REVIEWS} /slow 1 1 close"));
+    assert_eq!(count(&reply, "v1"), 1, "{reply}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(300),
+        "delay fault"
+    );
+
+    // A backend slower than the route's timeout: 504.
+    let reply = s
+        .client
+        .call(&format!("http {REVIEWS} /delay/1000 2 1 close"));
+    assert_eq!(reply["status"]["504"], 2, "timeout: {reply}");
+
+    // Rewrite: v2 sees /new and the rewritten authority.
+    let rewritten = s
+        .client
+        .call(&format!("http {REVIEWS} /old/page 1 1 close"));
+    assert_eq!(count(&rewritten, "v2"), 1, "{rewritten}");
+    let body = &rewritten["last"];
+    assert_eq!(body["path"], "/new/page", "prefix /old rewritten: {body}");
+    assert_eq!(body["authority"], "reviews.internal", "{body}");
+
+    // Retries: v3 fails its next request with 503; the retry gets a 200.
+    let armed = direct(&s, "127.0.0.1:19083", "/fail/1");
+    assert_eq!(armed.status, 200, "{}", armed.text());
+    let reply = s.client.call(&format!("http {REVIEWS} /retry 1 1 close"));
+    assert_eq!(
+        reply["status"]["200"], 1,
+        "one 503 retried into a 200: {reply}"
+    );
+    assert_eq!(count(&reply, "v3"), 1, "{reply}");
+
+    // Mirror: every request to v1 is copied to v2 (fire and forget).
+    let before = mirrored_count(&s);
+    let reply = s
+        .client
+        .call(&format!("http {REVIEWS} /mirror 20 2 keepalive"));
+    assert_eq!(count(&reply, "v1"), 20, "{reply}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while mirrored_count(&s) < before + 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(mirrored_count(&s), before + 20, "mirror copies at v2");
+
+    // Unknown paths fall to no rule: 404 from the proxy.
+    let reply = s
+        .client
+        .call(&format!("http {REVIEWS} /nothing 3 1 keepalive"));
+    assert_eq!(reply["status"]["404"], 3, "{reply}");
 }

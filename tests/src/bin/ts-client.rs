@@ -324,6 +324,8 @@ struct Tally {
     errors: Vec<String>,
     connections: u64,
     requests: u64,
+    /// The body of the last response (JSON, or a string).
+    last: Value,
 }
 
 impl Tally {
@@ -337,6 +339,9 @@ impl Tally {
         self.errors.extend(other.errors);
         self.connections += other.connections;
         self.requests += other.requests;
+        if !other.last.is_null() {
+            self.last = other.last;
+        }
     }
 
     fn json(&self) -> Value {
@@ -352,6 +357,7 @@ impl Tally {
             "failed": self.errors.len(),
             "connections": self.connections,
             "requests": self.requests,
+            "last": self.last,
         })
     }
 }
@@ -393,6 +399,7 @@ fn http_client(
             Ok(response) => {
                 *tally.status.entry(response.status).or_default() += 1;
                 *tally.answers.entry(response.answer()).or_default() += 1;
+                tally.last = response.json().unwrap_or_else(|| response.text().into());
                 if response.status >= 500 {
                     tally
                         .errors
