@@ -1,5 +1,7 @@
-//! `cargo xtask run`: two tcp-echo backends (v1 "one", v2 "two") and the agent
-//! in the foreground, like Istio's tcp-echo traffic-shifting task.
+//! `cargo xtask run`: the demo backends (tcp-echo v1 "one" and v2 "two", as
+//! Istio's TCP Traffic Shifting task; Bookinfo's reviews v1, v2, v3 as
+//! `http-echo`) and the agent in the foreground, on `rules/tcp-echo` or
+//! `--rules rules/bookinfo`.
 
 use std::{
     ffi::OsString,
@@ -22,8 +24,55 @@ use signal_hook::{
 
 use crate::cmd;
 
-/// The backends: (prefix, port); v1 answers `one ...`, v2 `two ...`.
-const BACKENDS: [(&str, u16); 2] = [("one", 19001), ("two", 19002)];
+/// A demo backend: what it is, its program, its arguments, its port, and
+/// whether it listens on IPv6 loopback too.
+struct Backend {
+    what: &'static str,
+    program: &'static str,
+    args: &'static [&'static str],
+    port: u16,
+    ipv6: bool,
+}
+
+/// tcp-echo v1 answers `one ...`, v2 `two ...`; the reviews answer JSON
+/// naming their version.
+const BACKENDS: [Backend; 5] = [
+    Backend {
+        what: "tcp-echo one",
+        program: "tcp-echo",
+        args: &["--prefix", "one"],
+        port: 19001,
+        ipv6: true,
+    },
+    Backend {
+        what: "tcp-echo two",
+        program: "tcp-echo",
+        args: &["--prefix", "two"],
+        port: 19002,
+        ipv6: true,
+    },
+    Backend {
+        what: "reviews v1",
+        program: "http-echo",
+        args: &["--name", "reviews", "--version", "v1"],
+        port: 19081,
+        ipv6: false,
+    },
+    Backend {
+        what: "reviews v2",
+        program: "http-echo",
+        args: &["--name", "reviews", "--version", "v2"],
+        port: 19082,
+        ipv6: false,
+    },
+    Backend {
+        what: "reviews v3",
+        program: "http-echo",
+        args: &["--name", "reviews", "--version", "v3"],
+        port: 19083,
+        ipv6: false,
+    },
+];
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -63,17 +112,17 @@ pub fn run(root: &Path, args: &RunArgs, rules: &Path) -> Result<()> {
     }
 
     let mut backends = Backends(Vec::new());
-    for (prefix, port) in BACKENDS {
-        let mut c = Command::new(bin.join("tcp-echo"));
-        c.args(["--listen", &format!("127.0.0.1:{port}")]);
-        if ipv6 {
-            c.args(["--listen", &format!("[::1]:{port}")]);
+    for b in &BACKENDS {
+        let mut c = Command::new(bin.join(b.program));
+        c.args(["--listen", &format!("127.0.0.1:{}", b.port)]);
+        if ipv6 && b.ipv6 {
+            c.args(["--listen", &format!("[::1]:{}", b.port)]);
         }
-        c.args(["--prefix", prefix]);
+        c.args(b.args);
         eprintln!("+ {} &", cmd::show(&c));
         let child = c
             .spawn()
-            .with_context(|| format!("cannot start {}", bin.join("tcp-echo").display()))?;
+            .with_context(|| format!("cannot start {}", bin.join(b.program).display()))?;
         backends.0.push(child);
     }
     backends.wait_ready(ipv6)?;
@@ -137,25 +186,28 @@ impl Backends {
     /// Waits until every backend accepts connections, or fails if one exits.
     fn wait_ready(&mut self, ipv6: bool) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        for (prefix, port) in BACKENDS {
-            let mut addrs = vec![SocketAddr::from(([127, 0, 0, 1], port))];
-            if ipv6 {
-                addrs.push(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)));
+        for b in &BACKENDS {
+            let mut addrs = vec![SocketAddr::from(([127, 0, 0, 1], b.port))];
+            if ipv6 && b.ipv6 {
+                addrs.push(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, b.port)));
             }
             for addr in addrs {
                 while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
                     // self.0[i] was started for BACKENDS[i].
-                    for (child, (who, its_port)) in self.0.iter_mut().zip(BACKENDS) {
+                    for (child, other) in self.0.iter_mut().zip(&BACKENDS) {
                         if let Some(status) = child.try_wait()? {
                             bail!(
-                                "tcp-echo {who} exited ({status}) before listening; is port {its_port} \
-                                 taken (a backend of an earlier run)? `ss -ltnp 'sport = :{its_port}'`"
+                                "{} exited ({status}) before listening; is port {port} taken (a \
+                                 backend of an earlier run)? `ss -ltnp 'sport = :{port}'`",
+                                other.what,
+                                port = other.port,
                             );
                         }
                     }
                     ensure!(
                         Instant::now() < deadline,
-                        "tcp-echo {prefix} not listening on {addr} after 10 s"
+                        "{} not listening on {addr} after 10 s",
+                        b.what
                     );
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -184,6 +236,10 @@ impl Drop for Backends {
 }
 
 fn print_howto(root: &Path, bin: &Path, rules: &Path) {
+    if rules.ends_with("bookinfo") {
+        print_bookinfo_howto(root, bin, rules);
+        return;
+    }
     let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
     let (bin, rules) = (rel(bin), rel(rules));
     let one = "exec 3<>/dev/tcp/127.100.0.1/9000; echo hello >&3; head -1 <&3; exec 3<&-";
@@ -209,6 +265,39 @@ In another shell, in {root}:
   cp {rules}/examples/vs-20-v2.yaml {rules}/virtual-service.yaml
   cp {rules}/examples/vs-all-v2.yaml {rules}/virtual-service.yaml
   cp {rules}/examples/vs-all-v1.yaml {rules}/virtual-service.yaml
+Ctrl-C stops the agent, then the backends.
+================================================================================
+"#,
+        root = root.display()
+    );
+}
+
+fn print_bookinfo_howto(root: &Path, bin: &Path, rules: &Path) {
+    let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+    let (bin, rules) = (rel(bin), rel(rules));
+    println!(
+        r#"
+== traffic-shift demo: Bookinfo reviews (HTTP) =================================
+service  reviews.default.svc.cluster.local = http://127.101.0.1:9080 ({rules}/*.yaml)
+         the kernel sends each connection to the agent's L7 proxy (127.0.0.1:15001),
+         which routes every request by the VirtualService's http rules
+v1/v2/v3 {bin}/http-echo --name reviews --version vN on 127.0.0.1:19081/19082/19083
+gateway  http://127.0.0.1:8080/reviews/... (Gateway bookinfo-gateway, any local address)
+
+In another shell, in {root}:
+  curl -s http://127.101.0.1:9080/reviews/1; echo      # {{"version":"v1",...}}: all to v1 at first
+  # count the versions of 100 requests
+  for i in $(seq 100); do curl -s http://127.101.0.1:9080/reviews/1 | grep -o '"version":"v[0-9]"'; done | sort | uniq -c
+  # 50% to v3, then all of it (Istio's HTTP Traffic Shifting task)
+  cp {rules}/examples/vs-reviews-50-v3.yaml {rules}/virtual-service.yaml
+  cp {rules}/examples/vs-reviews-v3.yaml {rules}/virtual-service.yaml
+  # request routing: the user jason gets v2, everyone else v1
+  cp {rules}/examples/vs-reviews-jason-v2.yaml {rules}/virtual-service.yaml
+  curl -s -H 'end-user: jason' http://127.101.0.1:9080/reviews/1; echo
+  # through the gateway port
+  curl -s http://127.0.0.1:8080/reviews/1; echo
+  # requests per version, as Istio names them
+  curl -s http://127.0.0.1:15090/metrics | grep '^istio_requests_total'
 Ctrl-C stops the agent, then the backends.
 ================================================================================
 "#,

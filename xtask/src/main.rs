@@ -41,7 +41,7 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Build, start the two tcp-echo backends and run the agent in the foreground.
+    /// Build, start the demo backends (tcp-echo, http-echo) and run the agent in the foreground.
     /// Example: `cargo xtask run --release --rules rules/tcp-echo`.
     Run(demo::RunArgs),
     /// Setup, lint gates (fmt, clippy), build, then every test (needs root).
