@@ -5,6 +5,7 @@
 //! stays a plain std program that runs inside a test's cgroup.
 
 use std::{
+    fmt::Write as _,
     io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpStream},
     time::Duration,
@@ -87,13 +88,13 @@ impl Conn {
         let mut head = format!("{method} {path} HTTP/1.1\r\n");
         if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
             let peer = self.stream.get_ref().peer_addr()?;
-            head.push_str(&format!("host: {peer}\r\n"));
+            let _ = write!(head, "host: {peer}\r\n");
         }
         for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
+            let _ = write!(head, "{name}: {value}\r\n");
         }
         if !body.is_empty() || method == "POST" || method == "PUT" {
-            head.push_str(&format!("content-length: {}\r\n", body.len()));
+            let _ = write!(head, "content-length: {}\r\n", body.len());
         }
         if !keep_alive {
             head.push_str("connection: close\r\n");

@@ -190,8 +190,6 @@ struct Agent {
     /// Counter slots of the rules in force (and retired ones).
     stat_ids: StatIds,
     limits: crate::limits::Limits,
-    /// Where the L7 proxy takes mesh HTTP connections.
-    proxy_addrs: compile::ProxyAddrs,
     /// The L7 proxy's sockets and configuration.
     l7: l7::L7,
     /// The proxy's per-endpoint request outcomes at the last sample.
@@ -240,26 +238,8 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     };
     let datapath = load_datapath(&options, &cgroup)?;
     let shared = Arc::new(Mutex::new(Shared::default()));
-    let proxy = crate::proxy::Proxy::new(crate::proxy::Options::default());
-    let l7 = l7::L7::start(
-        Arc::clone(&proxy),
-        &options.netns,
-        options.proxy_port,
-        datapath.proxy_flows()?,
-    )
-    .map_err(|source| AgentError::Proxy {
-        port: options.proxy_port,
-        netns: options.netns.clone(),
-        source,
-    })?;
-    let (metrics_server, metrics_addr) = start_metrics(
-        &datapath,
-        options.metrics_addr,
-        Arc::clone(&shared),
-        proxy.metrics(),
-    )
-    .await?;
-    tracing::info!(addr = %metrics_addr, "serving /metrics");
+    let (l7, metrics_server, metrics_addr) =
+        start_l7_and_metrics(&options, &datapath, Arc::clone(&shared)).await?;
     tracing::info!(
         cgroup = %cgroup.display(),
         netns = %options.netns.display(),
@@ -281,7 +261,6 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         last_status: String::new(),
         stat_ids: StatIds::with_capacity(options.limits.max_counters),
         limits: options.limits,
-        proxy_addrs: l7.addrs,
         l7,
         http_outcomes: BTreeMap::new(),
         history: std::collections::VecDeque::new(),
@@ -495,7 +474,7 @@ impl Agent {
             &is_local,
             &self.stat_ids,
             &self.limits,
-            &self.proxy_addrs,
+            &self.l7.addrs,
         )
         .map_err(|e| e.to_string())?;
         // The proxy's new gateway sockets are bound before anything changes:
@@ -693,7 +672,7 @@ impl Agent {
             &is_local,
             &self.stat_ids,
             &self.limits,
-            &self.proxy_addrs,
+            &self.l7.addrs,
         )
         .map_err(|e| e.to_string())
         .and_then(|compiled| {
@@ -1241,6 +1220,30 @@ fn open_events(path: &Path) -> Result<std::fs::File, AgentError> {
 
 /// Serves `/metrics` on `addr`: returns the server task and the address it
 /// listens on (port 0 picks one).
+/// The L7 proxy on its listeners, and `/metrics` (with its request metrics).
+async fn start_l7_and_metrics(
+    options: &AgentOptions,
+    datapath: &Datapath,
+    shared: Arc<Mutex<Shared>>,
+) -> Result<(l7::L7, tokio::task::JoinHandle<()>, SocketAddr), AgentError> {
+    let proxy = crate::proxy::Proxy::new(crate::proxy::Options::default());
+    let requests = proxy.metrics();
+    let l7 = l7::L7::start(
+        proxy,
+        &options.netns,
+        options.proxy_port,
+        datapath.proxy_flows()?,
+    )
+    .map_err(|source| AgentError::Proxy {
+        port: options.proxy_port,
+        netns: options.netns.clone(),
+        source,
+    })?;
+    let (server, addr) = start_metrics(datapath, options.metrics_addr, shared, requests).await?;
+    tracing::info!(%addr, "serving /metrics");
+    Ok((l7, server, addr))
+}
+
 async fn start_metrics(
     datapath: &Datapath,
     addr: SocketAddr,

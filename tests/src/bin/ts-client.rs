@@ -120,18 +120,12 @@ fn main() {
                 *mode == "keepalive",
                 headers,
             ),
-            ["http_stream_start", target, path, conns] => {
-                if http_stream.is_some() {
-                    json!({ "error": "an http stream is already running" })
-                } else {
-                    http_stream = Some(HttpStream::start(
-                        parse(target),
-                        path,
-                        conns.parse().expect("CONNS"),
-                    ));
-                    json!({ "started": monotonic_ns() })
-                }
-            }
+            ["http_stream_start", target, path, conns] => start_http_stream(
+                &mut http_stream,
+                parse(target),
+                path,
+                conns.parse().expect("CONNS"),
+            ),
             ["http_stream_stop"] => match http_stream.take() {
                 Some(s) => s.stop(),
                 None => json!({ "error": "no http stream is running" }),
@@ -476,4 +470,17 @@ impl HttpStream {
         }
         total.json()
     }
+}
+
+fn start_http_stream(
+    slot: &mut Option<HttpStream>,
+    target: SocketAddr,
+    path: &str,
+    conns: usize,
+) -> Value {
+    if slot.is_some() {
+        return json!({ "error": "an http stream is already running" });
+    }
+    *slot = Some(HttpStream::start(target, path, conns));
+    json!({ "started": monotonic_ns() })
 }

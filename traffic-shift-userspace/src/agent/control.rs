@@ -174,7 +174,7 @@ impl Agent {
             &is_local,
             &self.stat_ids,
             &self.limits,
-            &self.proxy_addrs,
+            &self.l7.addrs,
         )
         .map(drop)
         .map_err(|e| e.to_string())
