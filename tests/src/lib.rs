@@ -72,6 +72,12 @@ pub fn traffic_shift_bin() -> PathBuf {
     binary("TRAFFIC_SHIFT_BIN", "traffic-shift")
 }
 
+/// Build B of the agent for the upgrade test: other kernel bytecode, the
+/// same maps (`cargo xtask test` builds it, see its `upgrade_build_b`).
+pub fn traffic_shift_bin_b() -> PathBuf {
+    binary("TRAFFIC_SHIFT_BIN_B", "build-b/traffic-shift")
+}
+
 fn run(cmd: &mut Command) {
     let out = cmd
         .output()
@@ -359,12 +365,21 @@ impl Agent {
     /// Starts the agent again on the same rules, pins and files (after the
     /// test stopped or killed it), and waits for its first apply.
     pub fn restart(&mut self, extra_args: &[&str]) {
+        self.restart_binary(&traffic_shift_bin(), extra_args);
+    }
+
+    /// `restart`, running the agent binary `bin` (another build).
+    pub fn restart_binary(&mut self, bin: &Path, extra_args: &[&str]) {
         self.process.stop();
-        self.spawn(extra_args);
+        self.spawn_binary(bin, extra_args);
     }
 
     fn spawn(&mut self, extra_args: &[&str]) {
-        let mut cmd = Command::new(traffic_shift_bin());
+        self.spawn_binary(&traffic_shift_bin(), extra_args);
+    }
+
+    fn spawn_binary(&mut self, bin: &Path, extra_args: &[&str]) {
+        let mut cmd = Command::new(bin);
         cmd.args(["run", "--rules"])
             .arg(&self.rules)
             .arg("--cgroup")
