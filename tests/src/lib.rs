@@ -321,6 +321,9 @@ pub struct Agent {
     pub admin_socket: PathBuf,
     /// Its `--state-dir` (the applied resources).
     pub applied_dir: PathBuf,
+    /// How long `wait_events` waits: 5 s unless a test that feeds big
+    /// files to the debug build says otherwise.
+    pub event_timeout: Duration,
     seen_events: usize,
     cgroup: PathBuf,
     netns: String,
@@ -353,6 +356,7 @@ impl Agent {
             log: state.join("agent.log"),
             admin_socket: state.join("admin.sock"),
             applied_dir: state.join("applied"),
+            event_timeout: Duration::from_secs(5),
             seen_events: 0,
             cgroup: cgroup.path.clone(),
             netns: netns.name.clone(),
@@ -551,14 +555,14 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits (up to 5 s) for `n` new events and returns them.
+    /// Waits (up to `event_timeout`) for `n` new events and returns them.
     pub fn wait_events(&mut self, n: usize) -> Vec<Value> {
         self.wait_events_polling(n, Duration::from_millis(10))
     }
 
     /// `wait_events`, reading the events file every `poll`.
     pub fn wait_events_polling(&mut self, n: usize, poll: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + self.event_timeout;
         loop {
             let text = std::fs::read_to_string(&self.events).unwrap_or_default();
             // Only whole lines: the agent may be writing the next one.
@@ -580,7 +584,8 @@ impl Agent {
             }
             assert!(
                 Instant::now() < deadline,
-                "waited 5 s for {n} agent event(s), have {:?}\nagent log:\n{}",
+                "waited {:?} for {n} agent event(s), have {:?}\nagent log:\n{}",
+                self.event_timeout,
                 &lines[self.seen_events..],
                 self.log_text()
             );

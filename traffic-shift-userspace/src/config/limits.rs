@@ -62,6 +62,21 @@ pub fn check_limits(path: &Path, text: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// `errors`, the first [`MAX_ERRORS`] of them and a line saying how many
+/// more there are.
+pub(super) fn capped(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    if errors.len() > MAX_ERRORS {
+        let more = errors.len() - MAX_ERRORS;
+        let next = errors.swap_remove(MAX_ERRORS);
+        errors.truncate(MAX_ERRORS);
+        errors.push(ConfigError::file(
+            next.file,
+            format!("and {more} more errors, not listed; fix these first"),
+        ));
+    }
+    errors
+}
+
 fn too_many_nodes(path: &Path, line: Option<usize>) -> ConfigError {
     ConfigError {
         line,

@@ -105,7 +105,7 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
         routes.sort_by(|a, b| a.key.cmp(&b.key));
         (Ok(RoutingModel { routes }), warnings)
     } else {
-        (Err(unique(errors)), warnings)
+        (Err(super::limits::capped(unique(errors))), warnings)
     }
 }
 
