@@ -9,6 +9,7 @@ mod bench;
 mod clean;
 mod cmd;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -62,6 +63,11 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Fuzz the config parsing (and every other target in `fuzz/fuzz_targets/`)
+    /// with cargo-fuzz and libFuzzer on nightly, a bounded time per target;
+    /// installs cargo-fuzz if missing. A crash fails, naming the saved input.
+    /// Example: `cargo xtask fuzz --time 60 rules-file`.
+    Fuzz(fuzz::FuzzArgs),
     /// Remove leftovers of killed test runs: netns, cgroups and bpffs dirs named `ts-test-*`.
     CleanTestState,
 }
@@ -94,6 +100,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Test { cargo_test_args } => test(&root, &cargo_test_args),
         Cmd::Bench { quick } => bench::bench(&root, quick),
+        Cmd::Fuzz(args) => {
+            setup::setup(Need::Build)?;
+            fuzz::fuzz(&root, &args)
+        }
         Cmd::CleanTestState => clean::clean_test_state(),
     }
 }

@@ -156,6 +156,12 @@ pub fn read_rules_file(path: &Path) -> Result<String, ConfigError> {
     fs::File::open(path)
         .and_then(|file| file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes))
         .map_err(|error| ConfigError::file(path, format!("cannot read the file: {error}")))?;
+    rules_text(path, bytes)
+}
+
+/// A rules file's bytes as text, as [`read_rules_file`] takes them: not
+/// more than `MAX_FILE_BYTES`, UTF-8.
+pub fn rules_text(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
     if bytes.len() > MAX_FILE_BYTES {
         return Err(ConfigError::file(
             path,
