@@ -169,12 +169,15 @@ fn feed(s: &mut Scenario, corpus: &[(String, Vec<u8>)], round: usize, apply: boo
     );
 }
 
+/// Rounds after the first.
+const ROUNDS: usize = 3;
+
 #[test]
 fn hostile_files_are_refused_the_split_stays_and_memory_stays_bounded() {
     let mut s = Scenario::tcp_echo("hostile", &tcp_echo_rule(V2_20));
     // The debug build takes seconds to parse and resolve the thousand
     // documents (the release build a tenth of that).
-    s.agent.event_timeout = std::time::Duration::from_secs(60);
+    s.agent.event_timeout = std::time::Duration::from_mins(1);
     let corpus = corpus();
     let pid = s.agent.process.child.id();
     let start = memory_kib(pid);
@@ -182,7 +185,6 @@ fn hostile_files_are_refused_the_split_stays_and_memory_stays_bounded() {
     let first = memory_kib(pid);
     // Again through the rules directory, where the agent keeps state per
     // file (apply keeps nothing of a refused request).
-    const ROUNDS: usize = 3;
     let mut rounds = Vec::new();
     for round in 1..=ROUNDS {
         feed(&mut s, &corpus, round, false);

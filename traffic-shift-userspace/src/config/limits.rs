@@ -344,11 +344,12 @@ mod tests {
             "*x,".repeat(1000)
         ));
         // Billion laughs: ten times more per level, 430 bytes.
-        let mut laughs = String::from("l0: &l0 [x,x,x,x,x,x,x,x,x,x]\n");
-        for i in 1..9 {
-            let refs = vec![format!("*l{}", i - 1); 10].join(",");
-            laughs += &format!("l{i}: &l{i} [{refs}]\n");
-        }
+        let laughs: String = std::iter::once("l0: &l0 [x,x,x,x,x,x,x,x,x,x]\n".to_owned())
+            .chain((1..9).map(|i| {
+                let refs = vec![format!("*l{}", i - 1); 10].join(",");
+                format!("l{i}: &l{i} [{refs}]\n")
+            }))
+            .collect();
         refused_for_nodes(&laughs);
     }
 
