@@ -176,7 +176,7 @@ const ROUNDS: usize = 3;
 fn hostile_files_are_refused_the_split_stays_and_memory_stays_bounded() {
     let mut s = Scenario::tcp_echo("hostile", &tcp_echo_rule(V2_20));
     // The debug build takes seconds to parse and resolve the thousand
-    // documents (the release build a tenth of that).
+    // documents and the 4 MiB file.
     s.agent.event_timeout = std::time::Duration::from_mins(1);
     let corpus = corpus();
     let pid = s.agent.process.child.id();
