@@ -12,6 +12,12 @@ fn main() -> anyhow::Result<()> {
         [aya_build::Package {
             name: "traffic-shift-ebpf",
             root_dir,
+            // Build B of the upgrade test: see the eBPF crate's `build-b`.
+            features: if std::env::var_os("CARGO_FEATURE_EBPF_BUILD_B").is_some() {
+                &["build-b"]
+            } else {
+                &[]
+            },
             ..Default::default()
         }],
         aya_build::Toolchain::default(),

@@ -73,6 +73,12 @@ pub fn traffic_shift_bin() -> PathBuf {
     binary("TRAFFIC_SHIFT_BIN", "traffic-shift")
 }
 
+/// Build B of the agent for the upgrade test: other kernel bytecode, the
+/// same maps (`cargo xtask test` builds it, see its `upgrade_build_b`).
+pub fn traffic_shift_bin_b() -> PathBuf {
+    binary("TRAFFIC_SHIFT_BIN_B", "build-b/traffic-shift")
+}
+
 fn run(cmd: &mut Command) {
     let out = cmd
         .output()
@@ -349,6 +355,9 @@ pub struct Agent {
     pub admin_socket: PathBuf,
     /// Its `--state-dir` (the applied resources).
     pub applied_dir: PathBuf,
+    /// How long `wait_events` waits: 5 s unless a test that feeds big
+    /// files to the debug build says otherwise.
+    pub event_timeout: Duration,
     seen_events: usize,
     cgroup: PathBuf,
     netns: String,
@@ -381,6 +390,7 @@ impl Agent {
             log: state.join("agent.log"),
             admin_socket: state.join("admin.sock"),
             applied_dir: state.join("applied"),
+            event_timeout: Duration::from_secs(5),
             seen_events: 0,
             cgroup: cgroup.path.clone(),
             netns: netns.name.clone(),
@@ -393,12 +403,21 @@ impl Agent {
     /// Starts the agent again on the same rules, pins and files (after the
     /// test stopped or killed it), and waits for its first apply.
     pub fn restart(&mut self, extra_args: &[&str]) {
+        self.restart_binary(&traffic_shift_bin(), extra_args);
+    }
+
+    /// `restart`, running the agent binary `bin` (another build).
+    pub fn restart_binary(&mut self, bin: &Path, extra_args: &[&str]) {
         self.process.stop();
-        self.spawn(extra_args);
+        self.spawn_binary(bin, extra_args);
     }
 
     fn spawn(&mut self, extra_args: &[&str]) {
-        let mut cmd = Command::new(traffic_shift_bin());
+        self.spawn_binary(&traffic_shift_bin(), extra_args);
+    }
+
+    fn spawn_binary(&mut self, bin: &Path, extra_args: &[&str]) {
+        let mut cmd = Command::new(bin);
         cmd.args(["run", "--rules"])
             .arg(&self.rules)
             .arg("--cgroup")
@@ -570,14 +589,14 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits (up to 5 s) for `n` new events and returns them.
+    /// Waits (up to `event_timeout`) for `n` new events and returns them.
     pub fn wait_events(&mut self, n: usize) -> Vec<Value> {
         self.wait_events_polling(n, Duration::from_millis(10))
     }
 
     /// `wait_events`, reading the events file every `poll`.
     pub fn wait_events_polling(&mut self, n: usize, poll: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + self.event_timeout;
         loop {
             let text = std::fs::read_to_string(&self.events).unwrap_or_default();
             // Only whole lines: the agent may be writing the next one.
@@ -599,7 +618,8 @@ impl Agent {
             }
             assert!(
                 Instant::now() < deadline,
-                "waited 5 s for {n} agent event(s), have {:?}\nagent log:\n{}",
+                "waited {:?} for {n} agent event(s), have {:?}\nagent log:\n{}",
+                self.event_timeout,
                 &lines[self.seen_events..],
                 self.log_text()
             );

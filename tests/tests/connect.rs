@@ -487,62 +487,6 @@ fn a_subset_without_endpoints_refuses_at_once() {
 }
 
 #[test]
-fn hostile_files_are_refused_and_the_agent_keeps_serving() {
-    let mut s = Scenario::tcp_echo("hostile", &tcp_echo_rule(V2_20));
-    let deep_block: String = (0..3000)
-        .map(|i| " ".repeat(i % 200 + i / 200) + "a:\n")
-        .collect();
-    let hostile: Vec<(&str, String)> = vec![
-        (
-            "deep-flow.yaml",
-            format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
-        ),
-        ("deep-block.yaml", deep_block),
-        ("big.yaml", format!("# {}\n", "x".repeat(10 << 20))),
-        (
-            "nul.yaml",
-            "apiVersion: networking.istio.io/v1\0\0\nkind: VirtualService\n".to_owned(),
-        ),
-        (
-            "duplicate-keys.yaml",
-            "apiVersion: networking.istio.io/v1\nkind: Gateway\nkind: Gateway\n".to_owned(),
-        ),
-        (
-            "not-istio.yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\n".to_owned(),
-        ),
-    ];
-    for (file, text) in &hostile {
-        let event = s.agent.write_rules(file, text);
-        assert_eq!(
-            event["result"], "refused",
-            "{file} must be refused: {event}"
-        );
-        let error = event["error"].as_str().unwrap_or_default();
-        assert!(
-            error.contains(file) && error.lines().count() == 1,
-            "{file}: one line naming the file: {error}"
-        );
-    }
-    let event = s.agent.write_rules(
-        "latin1.yaml",
-        b"apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: caf\xe9}\n",
-    );
-    assert_eq!(event["result"], "refused", "{event}");
-    assert!(
-        event["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("not UTF-8")),
-        "{event}"
-    );
-    let (_, two) = s.client.burst(SERVICE_V4, 100);
-    assert!(
-        (19..=21).contains(&two),
-        "the agent is up and 80/20 is still in force: v2 got {two} of 100"
-    );
-}
-
-#[test]
 fn unload_removes_what_a_killed_agent_left_and_waits_for_a_running_one() {
     let mut s = Scenario::tcp_echo("unload", &tcp_echo_rule(ALL_V1));
     let bpffs = s.agent.bpffs.to_str().expect("UTF-8 path").to_owned();

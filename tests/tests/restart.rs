@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use traffic_shift_tests::{SERVICE_V4, Scenario, tcp_echo_rule, traffic_shift};
+use traffic_shift_tests::{
+    SERVICE_V4, Scenario, tcp_echo_rule, traffic_shift, traffic_shift_bin_b,
+};
 use traffic_shift_userspace::pins;
 
 const V2_20: &str = "examples/vs-20-v2.yaml";
@@ -151,32 +153,22 @@ fn kill_9_and_restart_under_load_loses_no_connection() {
     assert_eq!((one, two), (4_000, 1_000), "80/20 exact across the restart");
 }
 
-#[test]
-fn an_upgrade_swaps_the_programs_in_under_load() {
-    let mut s = Scenario::tcp_echo("upgrade-load", &tcp_echo_rule(V2_20));
-    let before = link_programs(&s.agent.bpffs);
-    let n: u32 = 5_000;
-    // "Build B": programs loaded with another log level are other
-    // programs (another .rodata), swapped into the same links.
-    let (one, two, errors) = burst_across(&mut s, n, |s| {
-        s.agent.process.signal_and_wait(libc::SIGTERM);
-        s.agent.restart(&["--bpf-log-level", "warn"]);
-    });
-    assert!(
-        errors.is_empty(),
-        "{} failed: {:?}",
-        errors.len(),
-        errors.first()
-    );
-    assert_eq!((one, two), (4_000, 1_000), "80/20 exact across the upgrade");
-    let after = link_programs(&s.agent.bpffs);
-    assert_eq!(before.len(), after.len());
-    for ((link, old), (_, new)) in before.iter().zip(&after) {
-        assert_ne!(old, new, "{link}: the new program is behind the link");
+/// `bpftool -j ARGS`, parsed.
+fn bpftool(args: &[&str], path: Option<&Path>) -> serde_json::Value {
+    let mut cmd = std::process::Command::new("bpftool");
+    cmd.arg("-j").args(args);
+    if let Some(path) = path {
+        cmd.arg(path);
     }
-    let bpffs = s.agent.bpffs.to_str().expect("UTF-8").to_owned();
-    s.agent.process.signal_and_wait(libc::SIGTERM);
-    let maps: Vec<String> = std::fs::read_dir(&s.agent.bpffs)
+    let out = cmd
+        .output()
+        .expect("bpftool (cargo xtask setup installs it)");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?}: {out:?}: {e}"))
+}
+
+/// The ids of the agent's pinned maps, by pin name.
+fn map_ids(bpffs: &Path) -> Vec<(String, u64)> {
+    let mut maps: Vec<(String, u64)> = std::fs::read_dir(bpffs)
         .expect("pins")
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -185,17 +177,70 @@ fn an_upgrade_swaps_the_programs_in_under_load() {
                 .is_some_and(|n| n.to_string_lossy().starts_with("TS_"))
         })
         .map(|p| {
-            let out = std::process::Command::new("bpftool")
-                .args(["-j", "map", "show", "pinned"])
-                .arg(&p)
-                .output()
-                .expect("bpftool (cargo xtask setup installs it)");
-            let info: serde_json::Value =
-                serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{out:?}: {e}"));
-            info["id"].to_string()
+            let info = bpftool(&["map", "show", "pinned"], Some(&p));
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            (name, info["id"].as_u64().expect("map id"))
         })
         .collect();
-    assert_eq!(maps.len(), 9, "{maps:?}");
+    maps.sort();
+    maps
+}
+
+/// A program's tag: the hash of its instructions (map references left out).
+fn prog_tag(id: u32) -> String {
+    let info = bpftool(&["prog", "show", "id", &id.to_string()], None);
+    info["tag"].as_str().expect("tag").to_owned()
+}
+
+#[test]
+fn an_upgrade_to_another_build_swaps_the_programs_in_under_load_and_keeps_the_maps() {
+    let mut s = Scenario::tcp_echo("upgrade-load", &tcp_echo_rule(V2_20));
+    let before = link_programs(&s.agent.bpffs);
+    let tags_a: Vec<String> = before.iter().map(|(_, id)| prog_tag(*id)).collect();
+    let maps_a = map_ids(&s.agent.bpffs);
+    assert_eq!(maps_a.len(), 9, "{maps_a:?}");
+    let n: u32 = 5_000;
+    // Build B (cargo xtask test builds it): the same agent with one more
+    // instruction in each kernel program, so other bytecode, same maps.
+    let build_b = traffic_shift_bin_b();
+    let (one, two, errors) = burst_across(&mut s, n, |s| {
+        s.agent.process.signal_and_wait(libc::SIGTERM);
+        s.agent.restart_binary(&build_b, &[]);
+    });
+    assert!(
+        errors.is_empty(),
+        "{} failed: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert_eq!((one, two), (4_000, 1_000), "80/20 exact across the upgrade");
+    let log = s.agent.log_text();
+    assert!(
+        log.contains("adopted the pinned datapath") && log.contains("maps_adopted=true"),
+        "build B adopts build A's maps and links:\n{log}"
+    );
+    let after = link_programs(&s.agent.bpffs);
+    assert_eq!(
+        before.iter().map(|(link, _)| link).collect::<Vec<_>>(),
+        after.iter().map(|(link, _)| link).collect::<Vec<_>>(),
+        "the same pinned links"
+    );
+    for (((link, old), (_, new)), tag_a) in before.iter().zip(&after).zip(&tags_a) {
+        assert_ne!(old, new, "{link}: a new program is behind the link");
+        let tag_b = prog_tag(*new);
+        assert!(
+            !tags_a.contains(&tag_b),
+            "{link}: runs a program of build B (tag {tag_b}), not one of build A ({tag_a}, all: {tags_a:?})"
+        );
+    }
+    assert_eq!(
+        map_ids(&s.agent.bpffs),
+        maps_a,
+        "build B uses build A's maps (same ids): nothing was copied or reset"
+    );
+    let bpffs = s.agent.bpffs.to_str().expect("UTF-8").to_owned();
+    s.agent.process.signal_and_wait(libc::SIGTERM);
+    let maps: Vec<String> = maps_a.iter().map(|(_, id)| id.to_string()).collect();
     let out = traffic_shift(&["unload", "--bpffs", &bpffs]);
     assert!(out.status.success(), "{out:?}");
     // Nothing of ours is left in the kernel (freed after an RCU grace period).
@@ -247,12 +292,10 @@ fn rules_over_a_map_limit_are_refused_whole_naming_the_flag() {
         )],
         &["--max-counters", "6"],
     );
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "map", "show", "pinned"])
-        .arg(s.agent.bpffs.join("TS_STATS"))
-        .output()
-        .expect("bpftool (cargo xtask setup installs it)");
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    let info = bpftool(
+        &["map", "show", "pinned"],
+        Some(&s.agent.bpffs.join("TS_STATS")),
+    );
     assert_eq!(
         info["max_entries"], 6,
         "the map is sized by the flag: {info}"

@@ -89,6 +89,19 @@ pub fn add(counter: *mut u64, n: u64) {
     }
 }
 
+/// Build B of the upgrade test: an instruction no other build has
+/// (`r = 0xb`, its result unused), in every program (they all count), so
+/// its programs' bytecode and `bpftool prog` tags differ from build A's,
+/// maps unchanged. Build A (every real build) has nothing here.
+#[inline(always)]
+fn build_mark() {
+    #[cfg(feature = "build-b")]
+    // SAFETY: a move of an immediate into a scratch register.
+    unsafe {
+        core::arch::asm!("{r} = 0xb", r = out(reg) _, options(nomem, nostack));
+    }
+}
+
 /// `Event` -> how many times it happened, per CPU.
 #[btf_map]
 pub static TS_EVENTS: PerCpuArray<u64, { Event::COUNT as usize }> = PerCpuArray::new();
@@ -96,6 +109,7 @@ pub static TS_EVENTS: PerCpuArray<u64, { Event::COUNT as usize }> = PerCpuArray:
 /// Counts one event on this CPU.
 #[inline(always)]
 pub fn count(event: Event) {
+    build_mark();
     if let Some(counter) = TS_EVENTS.get_ptr_mut(event as u32) {
         add(counter, 1);
     }

@@ -350,6 +350,13 @@ impl Agent {
                 return false;
             }
         };
+        // A refused file that is gone is forgotten (with its text, up to
+        // 4 MiB): files come and go under new names, memory must not grow.
+        // A refused removal stays until the removal goes through.
+        let accepted = &self.accepted;
+        self.refused.retain(|path, text| {
+            disk.contains_key(path) || (text.is_none() && accepted.contains_key(path))
+        });
         let mut pending: Vec<(PathBuf, Option<String>)> = Vec::new();
         for (path, text) in &disk {
             // An unreadable file is tracked by its error, so it is reported

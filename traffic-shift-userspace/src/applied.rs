@@ -361,13 +361,9 @@ pub fn plan_delete(
         let at = |document: usize, message: String| {
             format!("{}: document {document}: {message}", file.path)
         };
-        if file.text.len() > config::MAX_FILE_BYTES {
-            errors.push(format!(
-                "{}: the file is {} bytes, more than the {} bytes a rules file may have",
-                file.path,
-                file.text.len(),
-                config::MAX_FILE_BYTES
-            ));
+        // Size, depth and alias expansion, as for apply.
+        if let Err(error) = config::check_limits(Path::new(&file.path), &file.text) {
+            errors.push(error.to_string());
             continue;
         }
         for (i, document) in serde_yaml_ng::Deserializer::from_str(&file.text).enumerate() {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod ctl;
 pub mod datapath;
 pub mod drain;
+pub mod fuzzing;
 pub mod health;
 pub mod limits;
 pub mod metrics;

@@ -9,6 +9,7 @@ mod bench;
 mod clean;
 mod cmd;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -62,6 +63,11 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Fuzz the config parsing (and every other target in `fuzz/fuzz_targets/`)
+    /// with cargo-fuzz and libFuzzer on nightly, a bounded time per target;
+    /// installs cargo-fuzz if missing. A crash fails, naming the saved input.
+    /// Example: `cargo xtask fuzz --time 60 rules-file`.
+    Fuzz(fuzz::FuzzArgs),
     /// Remove leftovers of killed test runs: netns, cgroups and bpffs dirs named `ts-test-*`.
     CleanTestState,
 }
@@ -94,6 +100,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Test { cargo_test_args } => test(&root, &cargo_test_args),
         Cmd::Bench { quick } => bench::bench(&root, quick),
+        Cmd::Fuzz(args) => {
+            setup::setup(Need::Build)?;
+            fuzz::fuzz(&root, &args)
+        }
         Cmd::CleanTestState => clean::clean_test_state(),
     }
 }
@@ -136,6 +146,31 @@ fn build(root: &Path, release: bool) -> Result<()> {
     )
 }
 
+/// Build B of the upgrade test (`tests/tests/restart.rs`): the agent built
+/// again with the `ebpf-build-b` feature (other kernel bytecode, the same
+/// maps), copied to `target/debug/build-b/traffic-shift`. The feature gives
+/// its crate and build script their own artifacts, so A and B stay compiled
+/// side by side: B costs one more compile of the agent crate when it changed
+/// and, once per target dir, one more eBPF build (about 3 min on 2 cores).
+fn upgrade_build_b(root: &Path) -> Result<PathBuf> {
+    cmd::run(cargo(root).args([
+        "build",
+        "-p",
+        "traffic-shift-userspace",
+        "--bin",
+        "traffic-shift",
+        "--features",
+        "ebpf-build-b",
+    ]))?;
+    let dir = profile_dir(root, false);
+    let b = dir.join("build-b");
+    std::fs::create_dir_all(&b).with_context(|| format!("mkdir {}", b.display()))?;
+    let b = b.join("traffic-shift");
+    std::fs::copy(dir.join("traffic-shift"), &b)
+        .with_context(|| format!("copy build B to {}", b.display()))?;
+    Ok(b)
+}
+
 fn test(root: &Path, cargo_test_args: &[OsString]) -> Result<()> {
     ensure!(
         setup::is_root(),
@@ -155,16 +190,25 @@ fn test(root: &Path, cargo_test_args: &[OsString]) -> Result<()> {
                 .args(["--all-targets", "--", "-D", "warnings"]),
         )
     })?;
+    let mut build_b = PathBuf::new();
     step("build", "see the compiler errors above", || {
+        // B first: building A after it puts A back at target/debug/traffic-shift.
+        build_b = upgrade_build_b(root)?;
         build(root, false)
     })?;
     let bin = profile_dir(root, false);
+    ensure!(
+        std::fs::read(bin.join("traffic-shift"))? != std::fs::read(&build_b)?,
+        "build B of the upgrade test ({}) is the same binary as build A",
+        build_b.display()
+    );
     step("tests", "see the failing tests above", || {
         cmd::run(
             cargo(root)
                 .args(["test", "--workspace", "--exclude", "traffic-shift-ebpf"])
                 .args(cargo_test_args)
                 .env("TRAFFIC_SHIFT_BIN", bin.join("traffic-shift"))
+                .env("TRAFFIC_SHIFT_BIN_B", &build_b)
                 .env("TCP_ECHO_BIN", bin.join("tcp-echo"))
                 .env("HTTP_ECHO_BIN", bin.join("http-echo")),
         )

@@ -24,6 +24,7 @@
 mod dto;
 mod error;
 pub mod http;
+mod limits;
 mod lines;
 mod policy;
 mod resolve;
@@ -50,6 +51,7 @@ pub use self::{
         HttpRouteDestination, HttpRule, Mirror, RedirectPort, Retries, Rewrite, StringMatch,
         TlsMatch, TlsRule,
     },
+    limits::{MAX_DEPTH, MAX_ERRORS, MAX_FILE_BYTES, MAX_NODES, check_limits},
     policy::{
         ConnectionPool, H2UpgradePolicy, HashKey, HttpCookie, HttpSettings, LbPolicy, LoadBalancer,
         OutlierDetection, PortTrafficPolicy, TcpKeepalive, TcpSettings, TrafficPolicy,
@@ -86,7 +88,9 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RulesFile, ConfigError> {
 /// file, or every error of every document, in file order (never an empty
 /// list). Empty documents are skipped. A YAML syntax error ends the parse
 /// (the documents after it cannot be told apart); every other error is
-/// one document's, and the next documents are checked all the same.
+/// one document's, and the next documents are checked all the same, up to
+/// [`MAX_ERRORS`]. The file is refused first if over a limit (see
+/// [`check_limits`]).
 pub fn parse_file_all(path: &Path, text: &str) -> Result<RulesFile, Vec<ConfigError>> {
     check_limits(path, text).map_err(|error| vec![error])?;
     let lines = lines::index_documents(text);
@@ -95,6 +99,19 @@ pub fn parse_file_all(path: &Path, text: &str) -> Result<RulesFile, Vec<ConfigEr
     let mut errors = Vec::new();
     for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let number = i + 1;
+        if errors.len() >= MAX_ERRORS {
+            errors.truncate(MAX_ERRORS);
+            errors.push(ConfigError {
+                document: Some(number),
+                ..ConfigError::file(
+                    path,
+                    format!(
+                        "more than {MAX_ERRORS} errors: the rest of the file (from this document on) is not checked; fix these first"
+                    ),
+                )
+            });
+            break;
+        }
         let value = match serde_yaml_ng::Value::deserialize(document) {
             Ok(value) => value,
             Err(error) => {
@@ -130,71 +147,6 @@ pub fn parse_file_all(path: &Path, text: &str) -> Result<RulesFile, Vec<ConfigEr
     }
 }
 
-/// The largest rules file accepted. Istio resources are small; a bigger file
-/// is a mistake (or an attack), refused before it costs memory and time.
-pub const MAX_FILE_BYTES: usize = 4 << 20;
-/// The deepest nesting of mappings and sequences accepted. Istio resources
-/// nest about ten levels; past this, parsers recurse and paths grow without
-/// bound.
-pub const MAX_DEPTH: usize = 64;
-
-/// Refuses a file too big or nested too deep, before any recursive parse:
-/// one streaming pass over the YAML events, stopped at the first excess.
-fn check_limits(path: &Path, text: &str) -> Result<(), ConfigError> {
-    if text.len() > MAX_FILE_BYTES {
-        return Err(ConfigError::file(
-            path,
-            format!(
-                "the file is {} bytes, more than the {MAX_FILE_BYTES} bytes a rules file may have; split it into several files",
-                text.len()
-            ),
-        ));
-    }
-    // Flow collections (`[[[[...`) first, on the raw text: YAML scanners
-    // slow down quadratically on them long before they emit an event.
-    if let Some(line) = flow_too_deep(text) {
-        return Err(ConfigError {
-            line: Some(line),
-            ..ConfigError::file(
-                path,
-                format!(
-                    "[ ] and {{ }} nest deeper than {MAX_DEPTH} levels; no Istio resource does: this is not a rules file"
-                ),
-            )
-        });
-    }
-    let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
-    let mut depth = 0usize;
-    loop {
-        // Syntax errors are reported by the real parse, with its message.
-        let Ok((event, mark)) = parser.next_token() else {
-            return Ok(());
-        };
-        match event {
-            yaml_rust2::parser::Event::MappingStart(..)
-            | yaml_rust2::parser::Event::SequenceStart(..) => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(ConfigError {
-                        line: Some(mark.line()),
-                        ..ConfigError::file(
-                            path,
-                            format!(
-                                "mappings and lists nest deeper than {MAX_DEPTH} levels; no Istio resource does: this is not a rules file"
-                            ),
-                        )
-                    });
-                }
-            }
-            yaml_rust2::parser::Event::MappingEnd | yaml_rust2::parser::Event::SequenceEnd => {
-                depth = depth.saturating_sub(1);
-            }
-            yaml_rust2::parser::Event::StreamEnd => return Ok(()),
-            _ => {}
-        }
-    }
-}
-
 /// Reads a rules file, at most `MAX_FILE_BYTES` (+1, to tell it is over)
 /// of it, so a huge file costs no more memory than that. Not UTF-8: an
 /// error saying so.
@@ -204,6 +156,12 @@ pub fn read_rules_file(path: &Path) -> Result<String, ConfigError> {
     fs::File::open(path)
         .and_then(|file| file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes))
         .map_err(|error| ConfigError::file(path, format!("cannot read the file: {error}")))?;
+    rules_text(path, bytes)
+}
+
+/// A rules file's bytes as text, as [`read_rules_file`] takes them: not
+/// more than `MAX_FILE_BYTES`, UTF-8.
+pub fn rules_text(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
     if bytes.len() > MAX_FILE_BYTES {
         return Err(ConfigError::file(
             path,
@@ -221,47 +179,6 @@ pub fn read_rules_file(path: &Path) -> Result<String, ConfigError> {
             ),
         )
     })
-}
-
-/// The line where `[`/`{` nesting first exceeds `MAX_DEPTH`, outside quoted
-/// strings and comments. Conservative: brackets inside plain scalars count
-/// too, which no real rule nests 64 deep.
-fn flow_too_deep(text: &str) -> Option<usize> {
-    let (mut depth, mut line) = (0usize, 1usize);
-    let mut chars = text.chars().peekable();
-    let mut previous = '\n';
-    while let Some(c) = chars.next() {
-        match c {
-            '\n' => line += 1,
-            '#' if previous.is_whitespace() => {
-                while chars.peek().is_some_and(|&c| c != '\n') {
-                    chars.next();
-                }
-            }
-            '"' | '\'' => {
-                while let Some(q) = chars.next() {
-                    match q {
-                        '\n' => line += 1,
-                        '\\' if c == '"' => {
-                            chars.next();
-                        }
-                        q if q == c => break,
-                        _ => {}
-                    }
-                }
-            }
-            '[' | '{' => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Some(line);
-                }
-            }
-            ']' | '}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        previous = c;
-    }
-    None
 }
 
 /// Reads and parses every `*.yaml` / `*.yml` file directly in `dir` (sorted

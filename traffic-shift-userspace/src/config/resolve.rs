@@ -115,7 +115,7 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
             warnings,
         )
     } else {
-        (Err(unique(errors)), warnings)
+        (Err(super::limits::capped(unique(errors))), warnings)
     }
 }
 
