@@ -88,7 +88,17 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RulesFile, ConfigError> {
 /// (the documents after it cannot be told apart); every other error is
 /// one document's, and the next documents are checked all the same.
 pub fn parse_file_all(path: &Path, text: &str) -> Result<RulesFile, Vec<ConfigError>> {
-    check_limits(path, text).map_err(|error| vec![error])?;
+    parse_file_all_up_to(path, text, MAX_FILE_BYTES)
+}
+
+/// [`parse_file_all`] for a file that may have up to `max_bytes` (the
+/// agent's own state file, [`MAX_STATE_BYTES`]).
+pub fn parse_file_all_up_to(
+    path: &Path,
+    text: &str,
+    max_bytes: usize,
+) -> Result<RulesFile, Vec<ConfigError>> {
+    check_limits(path, text, max_bytes).map_err(|error| vec![error])?;
     let lines = lines::index_documents(text);
     let mut resources = Vec::new();
     let mut warnings = Vec::new();
@@ -133,6 +143,10 @@ pub fn parse_file_all(path: &Path, text: &str) -> Result<RulesFile, Vec<ConfigEr
 /// The largest rules file accepted. Istio resources are small; a bigger file
 /// is a mistake (or an attack), refused before it costs memory and time.
 pub const MAX_FILE_BYTES: usize = 4 << 20;
+/// The largest state file (the applied set) the agent reads back: it holds
+/// what many requests applied (each up to 8 MiB, in files up to
+/// `MAX_FILE_BYTES`), so 10 000 services take it past `MAX_FILE_BYTES`.
+pub const MAX_STATE_BYTES: usize = 64 << 20;
 /// The deepest nesting of mappings and sequences accepted. Istio resources
 /// nest about ten levels; past this, parsers recurse and paths grow without
 /// bound.
@@ -140,12 +154,12 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Refuses a file too big or nested too deep, before any recursive parse:
 /// one streaming pass over the YAML events, stopped at the first excess.
-fn check_limits(path: &Path, text: &str) -> Result<(), ConfigError> {
-    if text.len() > MAX_FILE_BYTES {
+fn check_limits(path: &Path, text: &str, max_bytes: usize) -> Result<(), ConfigError> {
+    if text.len() > max_bytes {
         return Err(ConfigError::file(
             path,
             format!(
-                "the file is {} bytes, more than the {MAX_FILE_BYTES} bytes a rules file may have; split it into several files",
+                "the file is {} bytes, more than the {max_bytes} bytes a rules file may have; split it into several files",
                 text.len()
             ),
         ));
@@ -199,16 +213,21 @@ fn check_limits(path: &Path, text: &str) -> Result<(), ConfigError> {
 /// of it, so a huge file costs no more memory than that. Not UTF-8: an
 /// error saying so.
 pub fn read_rules_file(path: &Path) -> Result<String, ConfigError> {
+    read_file_up_to(path, MAX_FILE_BYTES)
+}
+
+/// [`read_rules_file`] for a file that may have up to `max_bytes`.
+pub fn read_file_up_to(path: &Path, max_bytes: usize) -> Result<String, ConfigError> {
     use std::io::Read as _;
     let mut bytes = Vec::new();
     fs::File::open(path)
-        .and_then(|file| file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .and_then(|file| file.take(max_bytes as u64 + 1).read_to_end(&mut bytes))
         .map_err(|error| ConfigError::file(path, format!("cannot read the file: {error}")))?;
-    if bytes.len() > MAX_FILE_BYTES {
+    if bytes.len() > max_bytes {
         return Err(ConfigError::file(
             path,
             format!(
-                "the file is more than the {MAX_FILE_BYTES} bytes a rules file may have; split it into several files"
+                "the file is more than the {max_bytes} bytes a rules file may have; split it into several files"
             ),
         ));
     }
