@@ -484,7 +484,7 @@ pub fn render(entries: &Entries) -> String {
 /// The applied set from the state file's text (`path` for messages), or
 /// every error.
 pub fn parse_state(path: &Path, text: &str, mtime_ms: u64) -> Result<Entries, Vec<String>> {
-    let file = config::parse_file_all(path, text)
+    let file = config::parse_file_all_up_to(path, text, config::MAX_STATE_BYTES)
         .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let documents = documents(text);
     let mut entries = Entries::new();
@@ -614,7 +614,7 @@ impl Store {
             path: path.clone(),
             errors,
         };
-        let entries = match config::read_rules_file(&path) {
+        let entries = match config::read_file_up_to(&path, config::MAX_STATE_BYTES) {
             Ok(text) => {
                 let mtime_ms = std::fs::metadata(&path)
                     .and_then(|m| m.modified())

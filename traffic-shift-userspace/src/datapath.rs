@@ -101,6 +101,26 @@ pub enum DatapathError {
     NoRouteId(usize),
 }
 
+/// Route ids to hand out: those below `max` not in `used`, lowest first.
+struct FreeRouteIds {
+    used: BTreeSet<u32>,
+    next: u32,
+    max: u32,
+}
+
+impl FreeRouteIds {
+    fn take(&mut self) -> Result<u32, DatapathError> {
+        while self.next < self.max {
+            let id = self.next;
+            self.next += 1;
+            if self.used.insert(id) {
+                return Ok(id);
+            }
+        }
+        Err(DatapathError::NoRouteId(self.used.len()))
+    }
+}
+
 /// What one route holds in the kernel now: its id and the used bytes of its
 /// table (enough to tell a change, without a 67 KB copy per route).
 struct LoadedRoute {
@@ -278,6 +298,7 @@ impl Datapath {
         }
         let mut desired_services = BTreeMap::new();
         let mut desired_gateways = BTreeMap::new();
+        let mut free_ids = None;
         for (key, route) in &compiled.routes {
             if !self.loaded_routes.contains_key(key) {
                 self.take_over_adopted(key, route);
@@ -286,7 +307,9 @@ impl Datapath {
             let unchanged = loaded.is_some_and(|l| l.table == route.table.used_bytes());
             let id = match loaded {
                 Some(l) => l.id,
-                None => self.free_route_id()?,
+                None => free_ids
+                    .get_or_insert_with(|| self.free_route_ids())
+                    .take()?,
             };
             if !unchanged {
                 // One update replaces the whole table (by reference: it is 67 KB).
@@ -407,16 +430,20 @@ impl Datapath {
         self.unload_on_drop = unload;
     }
 
-    fn free_route_id(&self) -> Result<u32, DatapathError> {
-        let used: BTreeSet<u32> = self
-            .loaded_routes
-            .values()
-            .map(|r| r.id)
-            .chain(self.adopted_routes.keys().copied())
-            .collect();
-        (0..self.limits.max_routes)
-            .find(|id| !used.contains(id))
-            .ok_or(DatapathError::NoRouteId(used.len()))
+    /// The route ids no route holds now, handed out lowest first: built
+    /// once per apply (once per new route made adding 10 000 routes take
+    /// minutes).
+    fn free_route_ids(&self) -> FreeRouteIds {
+        FreeRouteIds {
+            used: self
+                .loaded_routes
+                .values()
+                .map(|r| r.id)
+                .chain(self.adopted_routes.keys().copied())
+                .collect(),
+            next: 0,
+            max: self.limits.max_routes,
+        }
     }
 
     /// Puts `socket` (a listening socket) into the gateway's socket map for
@@ -963,4 +990,21 @@ pub fn default_cgroup() -> Option<PathBuf> {
         }
         left.split_whitespace().nth(4).map(PathBuf::from)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FreeRouteIds;
+
+    #[test]
+    fn free_route_ids_are_the_unused_ones_lowest_first_up_to_the_limit() {
+        let mut ids = FreeRouteIds {
+            used: [0, 1, 3, 6].into_iter().collect(),
+            next: 0,
+            max: 7,
+        };
+        let taken: Vec<u32> = std::iter::from_fn(|| ids.take().ok()).collect();
+        assert_eq!(taken, [2, 4, 5]);
+        assert!(ids.take().is_err(), "all 7 in use");
+    }
 }

@@ -17,7 +17,7 @@ use crate::config::{self, MAX_ERRORS};
 /// line saying there are more), each one line naming the file.
 pub fn rules_file(data: &[u8]) {
     let path = Path::new("fuzz.yaml");
-    let Ok(text) = config::rules_text(path, data.to_vec()) else {
+    let Ok(text) = config::rules_text(path, data.to_vec(), config::MAX_FILE_BYTES) else {
         return;
     };
     let errors = match config::parse_file_all(path, &text) {

@@ -27,15 +27,23 @@ use signal_hook::{
 
 use crate::{cmd, setup};
 
+mod rule_change;
+mod scale;
+mod split;
+
 const SCENARIO: &str = "new TCP connections";
 const STREAM_SCENARIO: &str = "one long TCP stream";
 const CONCURRENCY: [u32; 3] = [1, 16, 64];
+/// Scenario 6 measures the connect-time rate at this concurrency.
+const SCALE_CONCURRENCY: u32 = 16;
 /// For both scenarios: once connected, neither traffic-shift path touches the packets,
 /// so a stream should go as fast as to the backend directly.
 const GOAL: f64 = 0.97;
 const HAPROXY_ADDR: &str = "127.0.0.1:19100";
 const NGINX_ADDR: &str = "127.0.0.1:19101";
 const ENVOY_ADDR: &str = "127.0.0.1:19102";
+/// haproxy's `balance random` split of tcp-echo (scenario 4).
+const HAPROXY_RANDOM_ADDR: &str = "127.0.0.1:19103";
 const HAPROXY_STREAM_ADDR: &str = "127.0.0.1:19110";
 const NGINX_STREAM_ADDR: &str = "127.0.0.1:19111";
 const ENVOY_STREAM_ADDR: &str = "127.0.0.1:19112";
@@ -215,7 +223,12 @@ fn run(
         root.join("bench/rules/bulk-sink.yaml"),
         rules.join("bulk-sink.yaml"),
     )?;
-    let mut rule_files = 1;
+    // Scenario 4's tcp-echo split by RANDOM.
+    fs::copy(
+        root.join("bench/rules/tcp-echo-random.yaml"),
+        rules.join("tcp-echo-random.yaml"),
+    )?;
+    let mut rule_files = 2;
     for entry in fs::read_dir(root.join("rules/tcp-echo"))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "yaml") {
@@ -287,10 +300,28 @@ fn run(
         .arg("--state-dir")
         .arg(tmp.0.join("state"))
         .arg("--unload-on-exit")
+        // Room for scenario 6's 10 000 services (each a route, a service
+        // address and two counter slots) beside the bench's own.
+        .args(["--max-services", "16384", "--max-routes", "16384"])
+        .args(["--max-counters", "32768"])
         .stdout(Stdio::null())
         .stderr(fs::File::create(&agent_log)?);
     procs.spawn("agent", &mut agent)?;
     wait_applied(&events, rule_files, &agent_log, &mut procs)?;
+    let agent_pid = procs.pid("agent").context("the agent's pid")?;
+    let admin_socket = tmp.0.join("admin.sock");
+    // Scenario 5's service, put in force with `apply` (all to v1).
+    let change_rules = root.join("bench/rules/rule-change");
+    rule_change::admin(
+        bin,
+        &admin_socket,
+        "apply",
+        &[
+            &change_rules.join("service.yaml"),
+            &change_rules.join("vs-v1.yaml"),
+        ],
+    )?;
+    let scale_files = scale::generate(&tmp.0.join("scale"), scale::LEVELS[2])?;
 
     let mut contenders = vec![
         Contender {
@@ -496,6 +527,243 @@ fn run(
             stream_rows[ki].errors += r.errors;
         }
     }
+
+    // Scenario 4: split accuracy, through every contender that splits 80/20.
+    let count_run = |target: &str, in_cgroup: bool, n: u64, c: u32| {
+        let line = ts_bench(
+            bin,
+            &netns.name,
+            &cgroup.0,
+            in_cgroup,
+            &[
+                "--target",
+                target,
+                "--count",
+                &n.to_string(),
+                "--concurrency",
+                &c.to_string(),
+            ],
+        )?;
+        split::Sample::parse(&line)
+    };
+    let proxies_out: Vec<Skipped> = skipped
+        .iter()
+        .filter(|s| s.scenario == SCENARIO)
+        .map(|s| Skipped {
+            scenario: split::SCENARIO,
+            name: s.name,
+            why: s.why.clone(),
+        })
+        .collect();
+    skipped.extend(proxies_out);
+    skipped.push(Skipped {
+        scenario: split::REQUESTS_SCENARIO,
+        name: "every contender",
+        why: "L7 proxy not built yet".into(),
+    });
+    let mut splitters = Vec::new();
+    for s in split::splitters(&ready) {
+        let check = || {
+            count_run(s.target, s.in_cgroup, 10, 1).map(|r| {
+                (r.answered < 10 || r.errors > 0)
+                    .then(|| format!("{} of 10 answered, {} errors", r.answered, r.errors))
+            })
+        };
+        match wait_answers(check, || false) {
+            None => splitters.push(s),
+            Some(why) => skipped.push(Skipped {
+                scenario: split::SCENARIO,
+                name: s.name,
+                why: format!("{} does not answer ({why})", s.target),
+            }),
+        }
+    }
+    let mut split_cells: Vec<Vec<Vec<split::Cell>>> = split::COUNTS
+        .iter()
+        .map(|_| {
+            split::CONCURRENCY
+                .iter()
+                .map(|_| splitters.iter().map(|_| split::Cell::default()).collect())
+                .collect()
+        })
+        .collect();
+    let split_reps = if quick { 1 } else { 5 };
+    for rep in 1..=split_reps {
+        for (i, &n) in split::COUNTS.iter().enumerate() {
+            for (j, &c) in split::CONCURRENCY.iter().enumerate() {
+                for (k, s) in splitters.iter().enumerate() {
+                    check_interrupted()?;
+                    let r = count_run(s.target, s.in_cgroup, n, c)?;
+                    eprintln!(
+                        "bench: rep {rep}/{split_reps} split n={n:<4} c={c} {:<38} v2 {:>4} of {:>4} off by {:.1} errors {}",
+                        s.name,
+                        r.two,
+                        r.answered,
+                        r.off_by(),
+                        r.errors
+                    );
+                    split_cells[i][j][k].samples.push(r);
+                }
+            }
+        }
+    }
+
+    // Scenario 5: a rule change, seen by a client connecting back to back.
+    let mut ts_client = rule_change::TsClient::start(client_command(
+        bin,
+        "ts-client",
+        &netns.name,
+        &cgroup.0,
+        true,
+    ))?;
+    let switches = if quick { 2 } else { 10 };
+    let mut changes = Vec::new();
+    for k in 0..switches {
+        check_interrupted()?;
+        let to = if k % 2 == 0 { "v2" } else { "v1" };
+        let ch = rule_change::switch(&mut ts_client, bin, &admin_socket, &change_rules, to)?;
+        eprintln!(
+            "bench: rule change {}/{switches} to {to}: apply {:.1} ms, first {to} connection {} ms after it returned, {} old-rule after, one connection every {:.0} µs",
+            k + 1,
+            ch.apply_ms,
+            ch.first_new_ms
+                .map_or_else(|| "never".into(), |ms| format!("{ms:.2}")),
+            ch.stale,
+            ch.period_us
+        );
+        changes.push(ch);
+    }
+    drop(ts_client);
+
+    // Scenario 6 (and 5's apply of 10 000 services): the maps filled in steps.
+    let connect_time = ready
+        .iter()
+        .find(|c| c.name == "connect-time")
+        .context("the connect-time path did not answer")?;
+    let status_text = fs::read_to_string(tmp.0.join("status.json")).unwrap_or_default();
+    let metrics_addr = serde_json::from_str::<serde_json::Value>(&status_text)
+        .ok()
+        .and_then(|v| v.get("metrics")?.as_str().map(str::to_owned));
+    let base_services = cmd::probe(
+        Command::new(bin.join("traffic-shift"))
+            .args(["get", "serviceentry", "-A", "-o", "name", "--admin-socket"])
+            .arg(&admin_socket),
+    )
+    .map_or(0, |out| out.lines().count());
+    let extra: &[usize] = if quick {
+        &scale::QUICK_LEVELS
+    } else {
+        &scale::LEVELS
+    };
+    let mut levels: Vec<scale::Level> = extra.iter().map(|_| scale::Level::default()).collect();
+    let mut applies = scale::Applies::default();
+    let measure = |level: &mut scale::Level| -> Result<()> {
+        check_interrupted()?;
+        let (cpu0, t0) = (scale::cpu_time(agent_pid), Instant::now());
+        let r = client(connect_time, SCALE_CONCURRENCY, duration, warmup)?;
+        let (cpu1, wall) = (scale::cpu_time(agent_pid), t0.elapsed());
+        level.conn_per_sec.push(r.conn_per_sec);
+        level.errors += r.errors;
+        if let (Some(a), Some(b)) = (cpu0, cpu1) {
+            level
+                .agent_cpu
+                .push(b.saturating_sub(a).as_secs_f64() / wall.as_secs_f64() * 100.0);
+        }
+        level.rss_mib.extend(scale::rss_mib(agent_pid));
+        if let Some(addr) = &metrics_addr {
+            let (took, bytes) = scale::scrape(addr)?;
+            level.scrape_ms.push(took.as_secs_f64() * 1e3);
+            level.scrape_bytes = bytes;
+        }
+        eprintln!(
+            "bench: scale {:>6} conn/s, agent RSS {:.0} MiB, CPU {:.1}%, scrape {:.1} ms",
+            r.conn_per_sec,
+            level.rss_mib.last().unwrap_or(&f64::NAN),
+            level.agent_cpu.last().unwrap_or(&f64::NAN),
+            level.scrape_ms.last().unwrap_or(&f64::NAN),
+        );
+        Ok(())
+    };
+    // One pass: the apply of 10 000 services takes most of a minute on a busy 2-CPU
+    // machine, and the whole run must stay under 15 minutes.
+    let scale_reps = 1;
+    let services_in_force = || {
+        cmd::probe(
+            Command::new(bin.join("traffic-shift"))
+                .args(["get", "serviceentry", "-A", "-o", "name", "--admin-socket"])
+                .arg(&admin_socket),
+        )
+        .map(|out| out.lines().count())
+    };
+    for rep in 1..=scale_reps {
+        for (level, &n) in levels.iter_mut().zip(extra) {
+            // The generated files hold 1 000 services each.
+            let files: Vec<&Path> = scale_files[..n / 1000]
+                .iter()
+                .map(PathBuf::as_path)
+                .collect();
+            let last = n == extra[extra.len() - 1];
+            if n > 0 {
+                let start = Instant::now();
+                let took = match rule_change::admin(bin, &admin_socket, "apply", &files) {
+                    Ok(took) => took,
+                    // `traffic-shift apply` waits 60 s for the answer; the agent goes on.
+                    // Then the time is until `get` lists them all (it answers once
+                    // the apply is done: requests are served one at a time).
+                    Err(e) if format!("{e:#}").contains("did not answer") => {
+                        eprintln!("bench: {e:#}; waiting for the agent to finish");
+                        while services_in_force() != Some(base_services + n) {
+                            ensure!(
+                                start.elapsed() < Duration::from_mins(5),
+                                "the apply of {n} services is not in force after 300 s"
+                            );
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        start.elapsed()
+                    }
+                    Err(e) => return Err(e),
+                };
+                if last {
+                    applies.apply_s.push(took.as_secs_f64());
+                }
+                eprintln!(
+                    "bench: rep {rep}/{scale_reps} scale: apply of {n} services took {:.2} s",
+                    took.as_secs_f64()
+                );
+            }
+            eprintln!(
+                "bench: rep {rep}/{scale_reps} scale: {} services",
+                base_services + n
+            );
+            measure(level)?;
+            if n > 0 {
+                let start = Instant::now();
+                let took = match rule_change::admin(bin, &admin_socket, "delete", &files) {
+                    Ok(took) => took,
+                    Err(e) if format!("{e:#}").contains("did not answer") => {
+                        eprintln!("bench: {e:#}; waiting for the agent to finish");
+                        while services_in_force() != Some(base_services) {
+                            ensure!(
+                                start.elapsed() < Duration::from_mins(5),
+                                "the delete of {n} services is not done after 300 s"
+                            );
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        start.elapsed()
+                    }
+                    Err(e) => return Err(e),
+                };
+                if last {
+                    applies.delete_s.push(took.as_secs_f64());
+                }
+                eprintln!(
+                    "bench: rep {rep}/{scale_reps} scale: delete of {n} services took {:.2} s",
+                    took.as_secs_f64()
+                );
+            }
+        }
+    }
+
     // Everything measured: stop the proxies, the agent and the backends now.
     drop(procs);
 
@@ -504,6 +772,20 @@ fn run(
         (&ready, &rows),
         (&stream_ready, &stream_rows),
         &skipped,
+        |md, json_rows, goals| {
+            split::report(&splitters, &split_cells, &skipped, md, json_rows, goals);
+            rule_change::report(&changes, md, json_rows, goals);
+            scale::report(
+                base_services,
+                SCALE_CONCURRENCY,
+                extra,
+                &levels,
+                &applies,
+                md,
+                json_rows,
+                goals,
+            );
+        },
     );
     println!("\n{table}\n{goals}");
     let out = root.join("bench/results");
@@ -589,18 +871,8 @@ fn ts_bench(
     in_cgroup: bool,
     args: &[&str],
 ) -> Result<String> {
-    let mut c = if in_cgroup {
-        let mut c = Command::new("sh");
-        c.arg("-c")
-            .arg(r#"echo $$ > "$0" && exec ip netns exec "$@""#)
-            .arg(cgroup.join("cgroup.procs"));
-        c
-    } else {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec"]);
-        c
-    };
-    c.arg(netns).arg(bin.join("ts-bench")).args(args);
+    let mut c = client_command(bin, "ts-bench", netns, cgroup, in_cgroup);
+    c.args(args);
     let shown = cmd::show(&c);
     let out = c
         .output()
@@ -612,6 +884,30 @@ fn ts_bench(
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The command running `program` (of `bin`) in the namespace, and in the cgroup if
+/// `in_cgroup` (see [`ts_bench`]).
+fn client_command(
+    bin: &Path,
+    program: &str,
+    netns: &str,
+    cgroup: &Path,
+    in_cgroup: bool,
+) -> Command {
+    let mut c = if in_cgroup {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(r#"echo $$ > "$0" && exec ip netns exec "$@""#)
+            .arg(cgroup.join("cgroup.procs"));
+        c
+    } else {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec"]);
+        c
+    };
+    c.arg(netns).arg(bin.join(program));
+    c
 }
 
 /// Scenario 1: `concurrency` clients opening connections to `contender.target`.
@@ -720,6 +1016,7 @@ fn report(
     (contenders, rows): (&[&Contender], &[Vec<Row>]),
     (stream_contenders, stream_rows): (&[&Contender], &[StreamRow]),
     skipped: &[Skipped],
+    more: impl FnOnce(&mut String, &mut Vec<String>, &mut String),
 ) -> (String, String, String) {
     let mut md = format!(
         "{header}\n\n| scenario | concurrency | contender | conn/s | vs direct | p50 µs | p99 µs | errors |\n\
@@ -802,6 +1099,7 @@ fn report(
         "- | - | - |",
     );
 
+    more(&mut md, &mut json_rows, &mut goals);
     let json = format!(
         "{{\n  \"header\": \"{}\",\n  \"goal_ratio_to_direct\": {GOAL},\n  \"results\": [\n{}\n  ]\n}}\n",
         json_escape(header),
@@ -894,6 +1192,13 @@ fn haproxy_config() -> String {
              server v1 127.0.0.1:{v1} weight 80\n    server v2 127.0.0.1:{v2} weight 20\n"
         );
     }
+    let Split { v1, v2, .. } = ECHO;
+    let _ = write!(
+        cfg,
+        "frontend tcp_echo_random\n    bind {HAPROXY_RANDOM_ADDR}\n    default_backend tcp_echo_random\n\
+         backend tcp_echo_random\n    balance random\n    \
+         server v1 127.0.0.1:{v1} weight 80\n    server v2 127.0.0.1:{v2} weight 20\n"
+    );
     cfg
 }
 
@@ -1055,6 +1360,11 @@ impl Processes {
 }
 
 impl Processes {
+    /// The pid of the process started as `what`.
+    fn pid(&self, what: &str) -> Option<u32> {
+        self.0.iter().find(|(w, _)| w == what).map(|(_, c)| c.id())
+    }
+
     /// The exit status of the process started as `what`, if it has exited.
     fn exited(&mut self, what: &str) -> Option<std::process::ExitStatus> {
         let (_, child) = self.0.iter_mut().find(|(w, _)| w == what)?;

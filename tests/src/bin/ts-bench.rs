@@ -3,8 +3,12 @@
 //! - connections (default): C threads, each in a loop: connect, write `hello\n`, read
 //!   the reply line, close. Counts completed connections, records each one's latency
 //!   (connect to reply) and prints one JSON line:
-//!   `{"target","concurrency","connections","seconds","conn_per_sec","p50_us","p99_us","errors"}`.
-//!   `ts-bench --target ADDR --concurrency C --duration SECS [--warmup SECS]`
+//!   `{"target","concurrency","connections","seconds","conn_per_sec","p50_us","p99_us","errors",
+//!   "one","two"}`, where `one` and `two` count the replies by their first word (tcp-echo's
+//!   v1 answers `one ...`, v2 `two ...`).
+//!   `ts-bench --target ADDR --concurrency C --duration SECS [--warmup SECS]`, or
+//!   `--count N` instead of a duration: exactly N connections (the threads share them),
+//!   no warmup; for the split accuracy of a proxy or rule.
 //! - stream: one connection, written to in 128 KiB chunks for the whole run; prints
 //!   `{"target","mode","bytes","seconds","gbit_per_sec","errors"}` (bytes accepted by the
 //!   kernel after the warmup: at most the socket buffers, a few MB, more than delivered).
@@ -21,6 +25,10 @@ use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -36,6 +44,8 @@ struct Args {
     concurrency: usize,
     duration: Duration,
     warmup: Duration,
+    /// `--count N`: N connections in all, rather than for `duration`.
+    count: Option<u64>,
 }
 
 enum Mode {
@@ -49,6 +59,7 @@ fn parse_args() -> Result<Mode, String> {
     let mut concurrency = 1;
     let mut duration = Duration::from_secs(3);
     let mut warmup = Duration::ZERO;
+    let mut count = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -76,6 +87,15 @@ fn parse_args() -> Result<Mode, String> {
             }
             "--duration" => duration = secs(&value)?,
             "--warmup" => warmup = secs(&value)?,
+            "--count" => {
+                count = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("bad --count {value}: a number > 0"))?,
+                );
+            }
             "--mode" => match value.as_str() {
                 "connections" => stream = false,
                 "stream" => stream = true,
@@ -96,6 +116,7 @@ fn parse_args() -> Result<Mode, String> {
         concurrency,
         duration,
         warmup,
+        count,
     }))
 }
 
@@ -105,7 +126,8 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!(
                 "ts-bench: {e}\nusage: ts-bench [--mode connections|stream] --target ADDR \
-                 [--concurrency C] --duration SECS [--warmup SECS]\n       ts-bench --sink ADDR"
+                 [--concurrency C] (--duration SECS [--warmup SECS] | --count N)\n       \
+                 ts-bench --sink ADDR"
             );
             return ExitCode::from(2);
         }
@@ -116,13 +138,19 @@ fn main() -> ExitCode {
         Mode::Client(args) => args,
     };
     let start = Instant::now();
-    let measure_from = start + args.warmup;
-    let until = measure_from + args.duration;
+    let (measure_from, budget) = match args.count {
+        Some(n) => (start, Budget::Count(Arc::new(AtomicU64::new(n)))),
+        None => (
+            start + args.warmup,
+            Budget::Until(start + args.warmup + args.duration),
+        ),
+    };
     let target = SockAddr::from(args.target);
     let threads: Vec<_> = (0..args.concurrency)
         .map(|_| {
             let target = target.clone();
-            std::thread::spawn(move || worker(&target, measure_from, until))
+            let budget = budget.clone();
+            std::thread::spawn(move || worker(&target, measure_from, &budget))
         })
         .collect();
     let mut total = Stats::new();
@@ -130,9 +158,13 @@ fn main() -> ExitCode {
         total.merge(&t.join().expect("worker thread panicked"));
     }
     // The last connection of a thread may end a little after `until`.
-    let seconds = total.last_end.map_or(args.duration, |end| {
-        end.saturating_duration_since(measure_from)
-            .max(args.duration)
+    let least = if args.count.is_some() {
+        Duration::ZERO
+    } else {
+        args.duration
+    };
+    let seconds = total.last_end.map_or(least, |end| {
+        end.saturating_duration_since(measure_from).max(least)
     });
     let secs = seconds.as_secs_f64();
     #[allow(clippy::cast_precision_loss)] // counts far below 2^52
@@ -148,9 +180,30 @@ fn main() -> ExitCode {
             "p50_us": total.hist.percentile(0.50),
             "p99_us": total.hist.percentile(0.99),
             "errors": total.errors,
+            "one": total.one,
+            "two": total.two,
         })
     );
     ExitCode::SUCCESS
+}
+
+/// How long the workers go on: until a time, or until they made N connections together.
+#[derive(Clone)]
+enum Budget {
+    Until(Instant),
+    Count(Arc<AtomicU64>),
+}
+
+impl Budget {
+    /// Whether one more connection is to be made (and, for a count, takes it).
+    fn one_more(&self) -> bool {
+        match self {
+            Self::Until(until) => Instant::now() < *until,
+            Self::Count(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+        }
+    }
 }
 
 /// Receives streams until killed: one thread per connection, reading and discarding.
@@ -239,6 +292,9 @@ fn stream(args: &Args) -> ExitCode {
 struct Stats {
     connections: u64,
     errors: u64,
+    /// Replies whose first word is `one` (tcp-echo v1) and `two` (v2).
+    one: u64,
+    two: u64,
     last_end: Option<Instant>,
     hist: Histogram,
 }
@@ -248,6 +304,8 @@ impl Stats {
         Self {
             connections: 0,
             errors: 0,
+            one: 0,
+            two: 0,
             last_end: None,
             hist: Histogram::new(),
         }
@@ -256,19 +314,18 @@ impl Stats {
     fn merge(&mut self, other: &Self) {
         self.connections += other.connections;
         self.errors += other.errors;
+        self.one += other.one;
+        self.two += other.two;
         self.last_end = self.last_end.max(other.last_end);
         self.hist.merge(&other.hist);
     }
 }
 
-fn worker(target: &SockAddr, measure_from: Instant, until: Instant) -> Stats {
+fn worker(target: &SockAddr, measure_from: Instant, budget: &Budget) -> Stats {
     let mut stats = Stats::new();
     let mut buf = [0u8; 256];
-    loop {
+    while budget.one_more() {
         let begin = Instant::now();
-        if begin >= until {
-            break;
-        }
         let ok = one_connection(target, &mut buf).is_ok();
         let end = Instant::now();
         if begin < measure_from {
@@ -276,6 +333,11 @@ fn worker(target: &SockAddr, measure_from: Instant, until: Instant) -> Stats {
         }
         if ok {
             stats.connections += 1;
+            if buf.starts_with(b"one ") {
+                stats.one += 1;
+            } else if buf.starts_with(b"two ") {
+                stats.two += 1;
+            }
             stats.hist.record(end.duration_since(begin));
         } else {
             stats.errors += 1;

@@ -510,3 +510,45 @@ fn timestamps_as_kubernetes_writes_them() {
         assert_eq!(parse_timestamp(bad), None, "{bad:?}");
     }
 }
+
+/// 12 000 services applied (in files of 4 MiB at most, as `apply` takes them) make a
+/// state file over 4 MiB (10 000 with their VirtualServices do too, as the bench
+/// applies them): it reads back at the next start all the same.
+#[test]
+fn a_state_file_over_the_rules_file_limit_reads_back() {
+    let services = |from: usize, to: usize| {
+        let mut text = String::new();
+        for i in from..to {
+            text.push_str(&format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{i:05}}}\n\
+                 spec: {{hosts: [svc-{i:05}.bench.local], addresses: [127.101.{}.{}], \
+                 ports: [{{number: 9000, name: tcp, protocol: TCP}}], resolution: STATIC, \
+                 endpoints: [{{address: 127.0.0.1, ports: {{tcp: 19001}}}}]}}\n",
+                i / 250,
+                i % 250 + 1
+            ));
+        }
+        text
+    };
+    let files: Vec<FileText> = (0..12)
+        .map(|f| {
+            file(
+                &format!("services-{f}.yaml"),
+                &services(f * 1000, (f + 1) * 1000),
+            )
+        })
+        .collect();
+    assert!(files.iter().all(|f| f.text.len() < config::MAX_FILE_BYTES));
+    let entries = applied(&files);
+    let dir = StateDir::new("big");
+    let mut store = Store::open(&dir.0).expect("a new state directory");
+    store.replace(entries).expect("persist");
+    let size = std::fs::metadata(store.path()).expect("state file").len();
+    assert!(
+        size > config::MAX_FILE_BYTES as u64,
+        "{size} bytes: the case this test is about"
+    );
+    drop(store);
+    let store = Store::open(&dir.0).expect("the agent starts with it");
+    assert_eq!(store.entries().len(), 12_000);
+}

@@ -18,6 +18,11 @@ use super::ConfigError;
 /// The largest rules file accepted. Istio resources are small; a bigger file
 /// is a mistake (or an attack), refused before it costs memory and time.
 pub const MAX_FILE_BYTES: usize = 4 << 20;
+/// The largest state file (the applied set) the agent reads back: it holds
+/// what many requests applied (each up to 8 MiB, in files up to
+/// `MAX_FILE_BYTES`), so 10 000 services take it past `MAX_FILE_BYTES`. Its
+/// node limit grows with it (`MAX_NODES` per `MAX_FILE_BYTES`).
+pub const MAX_STATE_BYTES: usize = 64 << 20;
 /// The deepest nesting of mappings and sequences accepted. Istio resources
 /// nest about ten levels; past this, parsers recurse and paths grow without
 /// bound.
@@ -34,11 +39,18 @@ pub const MAX_ERRORS: usize = 100;
 /// Refuses a file over one of the limits above, before any recursive
 /// parse. Syntax errors are not reported here but by the real parse.
 pub fn check_limits(path: &Path, text: &str) -> Result<(), ConfigError> {
-    if text.len() > MAX_FILE_BYTES {
+    check_limits_up_to(path, text, MAX_FILE_BYTES)
+}
+
+/// [`check_limits`] for a file that may have up to `max_bytes` (the agent's
+/// own state file), and as many more nodes.
+pub fn check_limits_up_to(path: &Path, text: &str, max_bytes: usize) -> Result<(), ConfigError> {
+    let max_nodes = MAX_NODES * (max_bytes / MAX_FILE_BYTES).max(1);
+    if text.len() > max_bytes {
         return Err(ConfigError::file(
             path,
             format!(
-                "the file is {} bytes, more than the {MAX_FILE_BYTES} bytes a rules file may have; split it into several files",
+                "the file is {} bytes, more than the {max_bytes} bytes a rules file may have; split it into several files",
                 text.len()
             ),
         ));
@@ -56,9 +68,9 @@ pub fn check_limits(path: &Path, text: &str) -> Result<(), ConfigError> {
             )
         });
     }
-    match stream_events(path, text)? {
+    match stream_events(path, text, max_nodes)? {
         Streamed::Whole => Ok(()),
-        Streamed::SyntaxError => count_with_serde(path, text),
+        Streamed::SyntaxError => count_with_serde(path, text, max_nodes),
     }
 }
 
@@ -77,13 +89,13 @@ pub(super) fn capped(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
     errors
 }
 
-fn too_many_nodes(path: &Path, line: Option<usize>) -> ConfigError {
+fn too_many_nodes(path: &Path, line: Option<usize>, max_nodes: usize) -> ConfigError {
     ConfigError {
         line,
         ..ConfigError::file(
             path,
             format!(
-                "more than {MAX_NODES} YAML nodes (values, with each *alias counted as what it \
+                "more than {max_nodes} YAML nodes (values, with each *alias counted as what it \
                  stands for); no set of Istio resources needs that many in one file: split it \
                  into several files, or do not repeat big anchors"
             ),
@@ -99,7 +111,7 @@ enum Streamed {
 }
 
 /// The streaming pass: depth and node count, aliases expanded by size.
-fn stream_events(path: &Path, text: &str) -> Result<Streamed, ConfigError> {
+fn stream_events(path: &Path, text: &str, max_nodes: usize) -> Result<Streamed, ConfigError> {
     use yaml_rust2::parser::Event;
 
     let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
@@ -149,8 +161,8 @@ fn stream_events(path: &Path, text: &str) -> Result<Streamed, ConfigError> {
             Event::StreamEnd => return Ok(Streamed::Whole),
             _ => {}
         }
-        if nodes > MAX_NODES {
-            return Err(too_many_nodes(path, Some(mark.line())));
+        if nodes > max_nodes {
+            return Err(too_many_nodes(path, Some(mark.line()), max_nodes));
         }
     }
 }
@@ -158,14 +170,14 @@ fn stream_events(path: &Path, text: &str) -> Result<Streamed, ConfigError> {
 /// The node count as `serde_yaml_ng` expands it, for the files the
 /// streaming pass could not read to the end. Builds nothing; stops at the
 /// limit or at the first syntax error (the real parse reports it).
-fn count_with_serde(path: &Path, text: &str) -> Result<(), ConfigError> {
-    let budget = Cell::new(MAX_NODES);
+fn count_with_serde(path: &Path, text: &str, max_nodes: usize) -> Result<(), ConfigError> {
+    let budget = Cell::new(max_nodes);
     for document in serde_yaml_ng::Deserializer::from_str(text) {
         if Budget(&budget).take::<serde_yaml_ng::Error>().is_err()
             || Budget(&budget).deserialize(document).is_err()
         {
             return if budget.get() == 0 {
-                Err(too_many_nodes(path, None))
+                Err(too_many_nodes(path, None, max_nodes))
             } else {
                 Ok(())
             };
@@ -363,14 +375,24 @@ mod tests {
             "a,".repeat(1000),
             "*x,".repeat(1000)
         );
-        let error = count_with_serde(path, &bomb).expect_err("refused");
+        let error = count_with_serde(path, &bomb, MAX_NODES).expect_err("refused");
         assert!(error.message.starts_with("more than"), "{error}");
-        count_with_serde(path, &"---\na: [b, c]\n".repeat(MAX_NODES / 6 - 1)).expect(
+        count_with_serde(
+            path,
+            &"---\na: [b, c]\n".repeat(MAX_NODES / 6 - 1),
+            MAX_NODES,
+        )
+        .expect(
             "just under the limit: six nodes a document (itself, the mapping, a, the list, b, c)",
         );
-        count_with_serde(path, &"---\na: [b, c]\n".repeat(MAX_NODES / 6 + 1))
-            .expect_err("just over");
-        count_with_serde(path, "a: [\n").expect("syntax errors are for the real parse to report");
+        count_with_serde(
+            path,
+            &"---\na: [b, c]\n".repeat(MAX_NODES / 6 + 1),
+            MAX_NODES,
+        )
+        .expect_err("just over");
+        count_with_serde(path, "a: [\n", MAX_NODES)
+            .expect("syntax errors are for the real parse to report");
     }
 
     #[test]

@@ -51,7 +51,10 @@ pub use self::{
         HttpRouteDestination, HttpRule, Mirror, RedirectPort, Retries, Rewrite, StringMatch,
         TlsMatch, TlsRule,
     },
-    limits::{MAX_DEPTH, MAX_ERRORS, MAX_FILE_BYTES, MAX_NODES, check_limits},
+    limits::{
+        MAX_DEPTH, MAX_ERRORS, MAX_FILE_BYTES, MAX_NODES, MAX_STATE_BYTES, check_limits,
+        check_limits_up_to,
+    },
     policy::{
         ConnectionPool, H2UpgradePolicy, HashKey, HttpCookie, HttpSettings, LbPolicy, LoadBalancer,
         OutlierDetection, PortTrafficPolicy, TcpKeepalive, TcpSettings, TrafficPolicy,
@@ -92,7 +95,17 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RulesFile, ConfigError> {
 /// [`MAX_ERRORS`]. The file is refused first if over a limit (see
 /// [`check_limits`]).
 pub fn parse_file_all(path: &Path, text: &str) -> Result<RulesFile, Vec<ConfigError>> {
-    check_limits(path, text).map_err(|error| vec![error])?;
+    parse_file_all_up_to(path, text, MAX_FILE_BYTES)
+}
+
+/// [`parse_file_all`] for a file that may have up to `max_bytes` (the
+/// agent's own state file, [`MAX_STATE_BYTES`]).
+pub fn parse_file_all_up_to(
+    path: &Path,
+    text: &str,
+    max_bytes: usize,
+) -> Result<RulesFile, Vec<ConfigError>> {
+    check_limits_up_to(path, text, max_bytes).map_err(|error| vec![error])?;
     let lines = lines::index_documents(text);
     let mut resources = Vec::new();
     let mut warnings = Vec::new();
@@ -151,22 +164,27 @@ pub fn parse_file_all(path: &Path, text: &str) -> Result<RulesFile, Vec<ConfigEr
 /// of it, so a huge file costs no more memory than that. Not UTF-8: an
 /// error saying so.
 pub fn read_rules_file(path: &Path) -> Result<String, ConfigError> {
+    read_file_up_to(path, MAX_FILE_BYTES)
+}
+
+/// [`read_rules_file`] for a file that may have up to `max_bytes`.
+pub fn read_file_up_to(path: &Path, max_bytes: usize) -> Result<String, ConfigError> {
     use std::io::Read as _;
     let mut bytes = Vec::new();
     fs::File::open(path)
-        .and_then(|file| file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .and_then(|file| file.take(max_bytes as u64 + 1).read_to_end(&mut bytes))
         .map_err(|error| ConfigError::file(path, format!("cannot read the file: {error}")))?;
-    rules_text(path, bytes)
+    rules_text(path, bytes, max_bytes)
 }
 
 /// A rules file's bytes as text, as [`read_rules_file`] takes them: not
-/// more than `MAX_FILE_BYTES`, UTF-8.
-pub fn rules_text(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
-    if bytes.len() > MAX_FILE_BYTES {
+/// more than `max_bytes`, UTF-8.
+pub fn rules_text(path: &Path, bytes: Vec<u8>, max_bytes: usize) -> Result<String, ConfigError> {
+    if bytes.len() > max_bytes {
         return Err(ConfigError::file(
             path,
             format!(
-                "the file is more than the {MAX_FILE_BYTES} bytes a rules file may have; split it into several files"
+                "the file is more than the {max_bytes} bytes a rules file may have; split it into several files"
             ),
         ));
     }

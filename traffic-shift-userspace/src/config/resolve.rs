@@ -251,7 +251,14 @@ impl Service<'_> {
 
 struct Catalog<'a> {
     services: Vec<Service<'a>>,
+    /// Each `services` host (as written) to its index: lookups by exact host
+    /// stay constant-time with thousands of services.
+    by_host: HashMap<&'a str, usize>,
     rules: Vec<(&'a DestinationRule, String)>,
+    /// Each `rules` host (qualified) to its index.
+    rule_by_host: HashMap<String, usize>,
+    /// The indexes of the `rules` whose host is a wildcard, in order.
+    wildcard_rules: Vec<usize>,
     gateways: Vec<&'a Gateway>,
 }
 
@@ -305,7 +312,9 @@ impl<'a> Catalog<'a> {
             .collect();
 
         let mut services: Vec<Service> = Vec::new();
+        let mut by_host: HashMap<&str, usize> = HashMap::new();
         let mut rules: Vec<(&DestinationRule, String)> = Vec::new();
+        let mut rule_by_host: HashMap<String, usize> = HashMap::new();
         let mut gateways: Vec<&Gateway> = Vec::new();
         for resource in resources {
             match resource {
@@ -313,9 +322,7 @@ impl<'a> Catalog<'a> {
                     let service = Service::new(entry, &workloads);
                     let mut duplicate = false;
                     for (i, host) in service.hosts.iter().enumerate() {
-                        if let Some(other) =
-                            services.iter().find(|other| other.hosts.contains(host))
-                        {
+                        if let Some(other) = by_host.get(host).map(|&k| &services[k]) {
                             sink.errors.push(entry.source.error(
                                 fp!("spec.hosts[{i}]"),
                                 format!(
@@ -328,12 +335,15 @@ impl<'a> Catalog<'a> {
                         }
                     }
                     if !duplicate {
+                        for host in &service.hosts {
+                            by_host.insert(*host, services.len());
+                        }
                         services.push(service);
                     }
                 }
                 Resource::DestinationRule(rule) => {
                     let host = qualify(&rule.host, &rule.source.namespace);
-                    if let Some((other, _)) = rules.iter().find(|(_, h)| *h == host) {
+                    if let Some((other, _)) = rule_by_host.get(&host).map(|&k| &rules[k]) {
                         sink.errors.push(rule.source.error(
                             fp!("spec.host"),
                             format!(
@@ -343,6 +353,7 @@ impl<'a> Catalog<'a> {
                             ),
                         ));
                     } else {
+                        rule_by_host.insert(host.clone(), rules.len());
                         rules.push((rule, host));
                     }
                 }
@@ -350,9 +361,15 @@ impl<'a> Catalog<'a> {
                 _ => {}
             }
         }
+        let wildcard_rules = (0..rules.len())
+            .filter(|&k| rules[k].1.starts_with('*'))
+            .collect();
         Self {
             services,
+            by_host,
             rules,
+            rule_by_host,
+            wildcard_rules,
             gateways,
         }
     }
@@ -500,19 +517,20 @@ impl<'a> Catalog<'a> {
     /// `ServiceEntry` writes it.
     fn service(&self, host: &str, namespace: &str) -> Option<(&Service<'a>, &'a str)> {
         let host = qualify(host, namespace);
-        self.services.iter().find_map(|service| {
-            service
-                .hosts
-                .iter()
-                .find(|written| **written == host)
-                .map(|written| (service, *written))
-        })
+        let &k = self.by_host.get(host.as_str())?;
+        let service = &self.services[k];
+        let written = service.hosts.iter().find(|written| **written == host)?;
+        Some((service, *written))
     }
 
     /// The services a `VirtualService` host selects, each with its host
     /// that matched.
     fn select(&self, pattern: &str, namespace: &str) -> Vec<(&Service<'a>, &'a str)> {
         let pattern = qualify(pattern, namespace);
+        if !pattern.starts_with('*') {
+            // Not a wildcard: only the service with that very host matches.
+            return self.service(&pattern, namespace).into_iter().collect();
+        }
         self.services
             .iter()
             .filter_map(|service| {
@@ -529,13 +547,13 @@ impl<'a> Catalog<'a> {
     /// specific wildcard one.
     fn rule(&self, host: &str, namespace: &str) -> Option<&'a DestinationRule> {
         let host = qualify(host, namespace);
-        self.rules
-            .iter()
-            .find(|(_, h)| *h == host)
+        let exact = self.rule_by_host.get(&host).map(|&k| &self.rules[k]);
+        exact
             .or_else(|| {
-                self.rules
+                self.wildcard_rules
                     .iter()
-                    .filter(|(_, h)| h.starts_with('*') && host_matches(h, &host))
+                    .map(|&k| &self.rules[k])
+                    .filter(|(_, h)| host_matches(h, &host))
                     .max_by_key(|(_, h)| h.len())
             })
             .map(|(rule, _)| *rule)

@@ -1159,3 +1159,65 @@ spec:
           against the endpoints' (line 26)"]
     );
 }
+
+/// Thousands of services, each with its VirtualService and DestinationRule, plus a
+/// wildcard DestinationRule: each route finds its own service and rule (hosts are
+/// looked up by name, not by a walk over every service per route).
+#[test]
+fn many_services_each_route_to_their_own() {
+    let doc = |kind: &str, name: String, spec: String| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: {kind}\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+        )
+    };
+    let mut text = String::new();
+    for i in 0..3000 {
+        let host = format!("svc-{i}.bench.local");
+        text.push_str(&doc(
+            "ServiceEntry",
+            format!("svc-{i}"),
+            format!(
+                "  hosts: [{host}]\n  addresses: [127.101.{}.{}]\n  ports: [{{number: 9000, name: tcp, protocol: TCP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {}}}}}]\n",
+                i / 250,
+                i % 250 + 1,
+                10_000 + i
+            ),
+        ));
+        text.push_str(&doc(
+            "VirtualService",
+            format!("svc-{i}"),
+            format!("  hosts: [{host}]\n  tcp:\n  - route:\n    - destination: {{host: {host}}}\n"),
+        ));
+        if i % 2 == 0 {
+            text.push_str(&doc(
+                "DestinationRule",
+                format!("svc-{i}"),
+                format!("  host: {host}\n  trafficPolicy: {{loadBalancer: {{simple: RANDOM}}}}\n"),
+            ));
+        }
+    }
+    text.push_str(&doc(
+        "DestinationRule",
+        "wildcard".into(),
+        "  host: \"*.bench.local\"\n  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}\n".into(),
+    ));
+    let (model, _) = resolve_all(&[accepted(&text)]);
+    let model = model.expect("resolves");
+    assert_eq!(model.routes.len(), 3000);
+    for route in &model.routes {
+        let i: u16 = route
+            .service_host
+            .strip_prefix("svc-")
+            .and_then(|h| h.strip_suffix(".bench.local"))
+            .and_then(|n| n.parse().ok())
+            .expect("a generated host");
+        let endpoint = &route.destinations[0].endpoints[0];
+        assert_eq!(endpoint.addr.port(), 10_000 + i, "{}", route.key);
+        let expected = if i % 2 == 0 {
+            crate::model::Selection::Random
+        } else {
+            crate::model::Selection::SourceHash
+        };
+        assert_eq!(route.selection, expected, "{}", route.key);
+    }
+}
