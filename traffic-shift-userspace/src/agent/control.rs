@@ -169,9 +169,15 @@ impl Agent {
     fn check(&self, model: &RoutingModel) -> Result<(), String> {
         let is_local = crate::netns::is_local_in(&self.netns)
             .map_err(|e| format!("cannot list the addresses of {}: {e}", self.netns.display()))?;
-        compile::compile(&self.usable(model), &is_local, &self.stat_ids, &self.limits)
-            .map(drop)
-            .map_err(|e| e.to_string())
+        compile::compile(
+            &self.usable(model),
+            &is_local,
+            self.xdp,
+            &self.stat_ids,
+            &self.limits,
+        )
+        .map(drop)
+        .map_err(|e| e.to_string())
     }
 
     /// At start, after the first rescan: if no rules file went in (none, or
