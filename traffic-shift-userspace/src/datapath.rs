@@ -716,7 +716,7 @@ fn attach_xdp(
             path: path.clone(),
             source,
         })?;
-        tracing::info!(%iface, mode, "XDP gateway attached ({mode} mode)");
+        tracing::info!(%iface, mode, "XDP gateway attached");
     }
     Ok(())
 }
