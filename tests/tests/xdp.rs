@@ -314,6 +314,63 @@ fn xdp_gateway_seed_shift_and_held_connections() {
         opened_v2 >= 220,
         "v2's connections through XDP are counted: {opened_v2}"
     );
+    let v2_flows = metric(
+        &page,
+        "traffic_shift_xdp_flows_total",
+        &[("destination_version", "v2")],
+    );
+    assert_eq!(v2_flows, opened_v2, "XDP flows of v2: {page}");
+    for direction in ["request", "response"] {
+        let packets = metric(
+            &page,
+            "traffic_shift_xdp_packets_total",
+            &[("destination_version", "v2"), ("direction", direction)],
+        );
+        // SYN, ACK, data, FIN, ACK at least, each way, per connection.
+        assert!(
+            packets >= 3 * v2_flows,
+            "{direction} packets of v2: {packets} for {v2_flows} flows"
+        );
+    }
+    // The XDP drop reasons (`Event::is_drop`): none, except that the first
+    // SYN toward an endpoint whose link-layer address the node has not
+    // resolved yet is dropped (the client retransmits it; the agent's
+    // health probes resolve the endpoints), at most once per endpoint.
+    let dropped = |event: &str| {
+        metric(
+            &page,
+            "traffic_shift_kernel_events_total",
+            &[("program", "xdp"), ("event", event)],
+        )
+    };
+    for event in [
+        "xdp_no_endpoint",
+        "xdp_no_port",
+        "xdp_flow_full",
+        "xdp_no_route",
+    ] {
+        assert_eq!(dropped(event), 0, "{event}: {page}");
+    }
+    assert!(dropped("xdp_no_neighbour") <= 2, "{page}");
+
+    // A restarted agent adopts the pinned XDP links: held connections and
+    // new ones carry on.
+    t.agent.restart(&["--xdp-iface", "ts-node,xb1,xb2"]);
+    assert!(
+        t.agent
+            .log_text()
+            .contains("XDP gateway: adopted the pinned link"),
+        "{}",
+        t.agent.log_text()
+    );
+    let again = t.remote.client.call("held");
+    assert_eq!(
+        again["answers"],
+        serde_json::json!(vec!["one"; 10]),
+        "{again}"
+    );
+    let (one, two) = t.remote.client.burst(&gateway(), 20);
+    assert_eq!((one, two), (0, 20), "after the restart");
 }
 
 /// A 64-bit checksum of a byte stream read whole, word by word.

@@ -703,6 +703,7 @@ impl Agent {
                             SlotInfo {
                                 labels,
                                 endpoint: ep.addr,
+                                route: route.key.clone(),
                             },
                         );
                     }

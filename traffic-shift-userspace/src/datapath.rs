@@ -18,7 +18,7 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SkLookup, SockOps, Xdp},
 };
 use traffic_shift_common::{
-    EndpointStats, Event, FlowKey, RouteTable, ServiceKey, ServiceValue, map_names,
+    EndpointStats, Event, FlowKey, RouteTable, ServiceKey, ServiceValue, XdpStats, map_names,
 };
 
 use crate::compile::Compiled;
@@ -262,6 +262,7 @@ impl Datapath {
         let counters = KernelCounters {
             events: take_map(&mut ebpf, map_names::EVENTS)?,
             stats: take_map(&mut ebpf, map_names::STATS)?,
+            xdp_stats: take_map(&mut ebpf, map_names::XDP_STATS)?,
         };
         let gateway_flows = take_map(&mut ebpf, map_names::GATEWAY_FLOWS)?;
         let (loaded_services, loaded_gateways, adopted_routes) =
@@ -312,6 +313,12 @@ impl Datapath {
                 .stats
                 .set(id, zero, 0)
                 .map_err(map_err(map_names::STATS))?;
+            let zero = PerCpuValues::try_from(vec![XdpStats::default(); self.n_cpus])
+                .map_err(|e| DatapathError::Cpus("per-CPU value", e))?;
+            self.counters
+                .xdp_stats
+                .set(id, zero, 0)
+                .map_err(map_err(map_names::XDP_STATS))?;
         }
         let mut desired_services = BTreeMap::new();
         let mut desired_gateways = BTreeMap::new();
@@ -514,6 +521,7 @@ impl Datapath {
         Ok(KernelCounters {
             events: open(&self.pin_dir, map_names::EVENTS)?,
             stats: open(&self.pin_dir, map_names::STATS)?,
+            xdp_stats: open(&self.pin_dir, map_names::XDP_STATS)?,
         })
     }
 
@@ -917,6 +925,7 @@ where
 pub struct KernelCounters {
     events: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, EndpointStats>,
+    xdp_stats: PerCpuArray<MapData, XdpStats>,
 }
 
 impl KernelCounters {
@@ -935,6 +944,24 @@ impl KernelCounters {
                 Ok((event, per_cpu.iter().sum()))
             })
             .collect()
+    }
+
+    /// The XDP gateway's counters of slot `id`, summed over CPUs.
+    pub fn xdp_stats(&self, id: u32) -> Result<XdpStats, DatapathError> {
+        let per_cpu = self
+            .xdp_stats
+            .get(&id, 0)
+            .map_err(|source| DatapathError::Map {
+                name: map_names::XDP_STATS,
+                source,
+            })?;
+        Ok(per_cpu.iter().fold(XdpStats::default(), |a, c| XdpStats {
+            request_packets: a.request_packets + c.request_packets,
+            request_bytes: a.request_bytes + c.request_bytes,
+            response_packets: a.response_packets + c.response_packets,
+            response_bytes: a.response_bytes + c.response_bytes,
+            flows: a.flows + c.flows,
+        }))
     }
 
     /// The counters of slot `id`, summed over CPUs.
