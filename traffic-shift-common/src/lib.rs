@@ -657,6 +657,10 @@ const _: () = assert!(size_of::<XdpStats>() == 40);
     clippy::inline_always,
     reason = "called from eBPF programs, where it must be inlined"
 )]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the sum is folded below 2^16 first"
+)]
 #[inline(always)]
 pub const fn csum_replace(check: u16, old: &[u32], new: &[u32]) -> u16 {
     let mut sum: u64 = (!check) as u64;
@@ -672,4 +676,53 @@ pub const fn csum_replace(check: u16, old: &[u32], new: &[u32]) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csum_replace;
+
+    /// The one's complement checksum of `words` (16-bit halves), computed
+    /// from scratch.
+    fn full(words: &[u32]) -> u16 {
+        let mut sum: u64 = words
+            .iter()
+            .map(|w| u64::from(w & 0xffff) + u64::from(w >> 16))
+            .sum();
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(u16::try_from(sum).unwrap())
+    }
+
+    #[test]
+    fn incremental_update_equals_a_full_recomputation() {
+        let mut x: u32 = 0x1234_5678;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for _ in 0..10_000 {
+            let mut words = [0u32; 12];
+            for w in &mut words {
+                *w = next();
+            }
+            let check = full(&words);
+            let old = [words[3], words[7]];
+            let new = [next(), if next() % 4 == 0 { 0xffff_ffff } else { next() }];
+            words[3] = new[0];
+            words[7] = new[1];
+            let updated = csum_replace(check, &old, &new);
+            // 0x0000 and 0xffff are the same one's complement number.
+            let want = full(&words);
+            assert!(
+                updated == want
+                    || (updated == 0 && want == 0xffff)
+                    || (updated == 0xffff && want == 0),
+                "{updated:#06x} vs {want:#06x}"
+            );
+        }
+    }
 }

@@ -250,13 +250,7 @@ impl Datapath {
         let gateways = take_map(&mut ebpf, map_names::GATEWAYS)?;
         let xdp_gateways: HashMap<MapData, ServiceKey, ServiceValue> =
             take_map(&mut ebpf, map_names::XDP_GATEWAYS)?;
-        let loaded_xdp_gateways = xdp_gateways
-            .iter()
-            .collect::<Result<BTreeMap<_, _>, _>>()
-            .map_err(|source| DatapathError::Map {
-                name: map_names::XDP_GATEWAYS,
-                source,
-            })?;
+        let loaded_xdp_gateways = read_keys(&xdp_gateways, map_names::XDP_GATEWAYS)?;
         let sockets = take_map(&mut ebpf, map_names::SOCKETS)?;
         let routes: HashMap<MapData, u32, RouteTable> = take_map(&mut ebpf, map_names::ROUTES)?;
         let counters = KernelCounters {
@@ -307,22 +301,10 @@ impl Datapath {
         // Counter slots taken over from endpoints that left the rules start
         // from zero, before any table points at them.
         for &id in compiled.stat_ids.recycled() {
-            let zero = PerCpuValues::try_from(vec![EndpointStats::default(); self.n_cpus])
-                .map_err(|e| DatapathError::Cpus("per-CPU value", e))?;
-            self.counters
-                .stats
-                .set(id, zero, 0)
-                .map_err(map_err(map_names::STATS))?;
-            let zero = PerCpuValues::try_from(vec![XdpStats::default(); self.n_cpus])
-                .map_err(|e| DatapathError::Cpus("per-CPU value", e))?;
-            self.counters
-                .xdp_stats
-                .set(id, zero, 0)
-                .map_err(map_err(map_names::XDP_STATS))?;
+            self.zero_slot(id)?;
         }
-        let mut desired_services = BTreeMap::new();
-        let mut desired_gateways = BTreeMap::new();
-        let mut desired_xdp_gateways = BTreeMap::new();
+        // Desired keys of TS_SERVICES, TS_GATEWAYS, TS_XDP_GATEWAYS.
+        let mut desired: [BTreeMap<ServiceKey, ServiceValue>; 3] = Default::default();
         for (key, route) in &compiled.routes {
             if !self.loaded_routes.contains_key(key) {
                 self.take_over_adopted(key, route);
@@ -352,15 +334,10 @@ impl Datapath {
                     },
                 );
             }
-            let desired = if route.xdp {
-                &mut desired_xdp_gateways
-            } else if route.gateway {
-                &mut desired_gateways
-            } else {
-                &mut desired_services
-            };
+            // An XDP route is a gateway route: 0 mesh, 1 sk_lookup, 2 XDP.
+            let map = usize::from(route.gateway) + usize::from(route.xdp);
             for listener in &route.listeners {
-                desired.insert(
+                desired[map].insert(
                     *listener,
                     ServiceValue {
                         route_id: id,
@@ -373,19 +350,19 @@ impl Datapath {
             (
                 &mut self.services,
                 &mut self.loaded_services,
-                &desired_services,
+                &desired[0],
                 map_names::SERVICES,
             ),
             (
                 &mut self.gateways,
                 &mut self.loaded_gateways,
-                &desired_gateways,
+                &desired[1],
                 map_names::GATEWAYS,
             ),
             (
                 &mut self.xdp_gateways,
                 &mut self.loaded_xdp_gateways,
-                &desired_xdp_gateways,
+                &desired[2],
                 map_names::XDP_GATEWAYS,
             ),
         ] {
@@ -418,6 +395,23 @@ impl Datapath {
                 .push(format!("route id {id} (from the previous agent)"));
         }
         Ok(report)
+    }
+
+    /// Zeroes counter slot `id` (connections, bytes, XDP packets).
+    fn zero_slot(&mut self, id: u32) -> Result<(), DatapathError> {
+        let map_err = |name| move |source| DatapathError::Map { name, source };
+        let zero = PerCpuValues::try_from(vec![EndpointStats::default(); self.n_cpus])
+            .map_err(|e| DatapathError::Cpus("per-CPU value", e))?;
+        self.counters
+            .stats
+            .set(id, zero, 0)
+            .map_err(map_err(map_names::STATS))?;
+        let zero = PerCpuValues::try_from(vec![XdpStats::default(); self.n_cpus])
+            .map_err(|e| DatapathError::Cpus("per-CPU value", e))?;
+        self.counters
+            .xdp_stats
+            .set(id, zero, 0)
+            .map_err(map_err(map_names::XDP_STATS))
     }
 
     /// A route a previous agent left in the kernel exactly as we would
@@ -1007,11 +1001,6 @@ fn read_back(
     ),
     DatapathError,
 > {
-    let read_keys = |map: &HashMap<MapData, ServiceKey, ServiceValue>, name| {
-        map.iter()
-            .collect::<Result<BTreeMap<_, _>, _>>()
-            .map_err(|source| DatapathError::Map { name, source })
-    };
     let loaded_services = read_keys(services, map_names::SERVICES)?;
     let loaded_gateways = read_keys(gateways, map_names::GATEWAYS)?;
     let adopted_routes = routes
@@ -1023,6 +1012,16 @@ fn read_back(
             source,
         })?;
     Ok((loaded_services, loaded_gateways, adopted_routes))
+}
+
+/// What a map of service or gateway keys holds.
+fn read_keys(
+    map: &HashMap<MapData, ServiceKey, ServiceValue>,
+    name: &'static str,
+) -> Result<BTreeMap<ServiceKey, ServiceValue>, DatapathError> {
+    map.iter()
+        .collect::<Result<BTreeMap<_, _>, _>>()
+        .map_err(|source| DatapathError::Map { name, source })
 }
 
 /// `--bpf-log-level`: the most verbose kernel log line kept (aya-log levels).

@@ -68,8 +68,8 @@ fn ip(args: &[&str]) {
 }
 
 impl Topology {
-    fn new() -> Self {
-        let name = format!("ts-xdp-unit-{}", std::process::id());
+    fn new(test: &str) -> Self {
+        let name = format!("ts-xdp-{test}-{}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         ip(&["netns", "add", &name]);
         let n = name.as_str();
@@ -159,8 +159,8 @@ fn model(weights: [u32; 2]) -> RoutingModel {
 /// The loaded program and its maps (fresh, unpinned).
 struct Loaded {
     ebpf: aya::Ebpf,
-    ingress_c0: u32,
-    ingress_b0: u32,
+    client_side: u32,
+    backend_side: u32,
 }
 
 impl Loaded {
@@ -274,16 +274,16 @@ fn self_map(loaded: &mut Loaded) -> &mut aya::maps::Map {
 }
 
 /// Runs `f` with the program loaded inside the test's namespace.
-fn with_program(f: impl FnOnce(&mut Loaded) + Send) {
+fn with_program(test: &str, f: impl FnOnce(&mut Loaded) + Send) {
     assert_eq!(
         // SAFETY: no preconditions.
         unsafe { libc::geteuid() },
         0,
         "the XDP tests load eBPF programs and create a network namespace: run them as root"
     );
-    let topo = Topology::new();
-    let ingress_c0 = topo.ifindex("c0");
-    let ingress_b0 = topo.ifindex("b0");
+    let topo = Topology::new(test);
+    let client_side = topo.ifindex("c0");
+    let backend_side = topo.ifindex("b0");
     crate::netns::run_in(&topo.path(), || {
         std::fs::write("/proc/sys/net/ipv4/conf/all/forwarding", "1")?;
         let ebpf = EbpfLoader::new()
@@ -291,8 +291,8 @@ fn with_program(f: impl FnOnce(&mut Loaded) + Send) {
             .expect("load the object");
         let mut loaded = Loaded {
             ebpf,
-            ingress_c0,
-            ingress_b0,
+            client_side,
+            backend_side,
         };
         let prog: &mut Xdp = loaded
             .ebpf
@@ -412,7 +412,7 @@ fn expect_forwarded(
     backend: ([u8; 4], [u8; 6]),
 ) -> u16 {
     let input = build(seg);
-    let (verdict, out) = loaded.run(&input, loaded.ingress_c0);
+    let (verdict, out) = loaded.run(&input, loaded.client_side);
     assert_eq!(
         verdict, XDP_REDIRECT,
         "{what}: redirected to the endpoint side"
@@ -439,8 +439,8 @@ fn expect_forwarded(
 }
 
 #[test]
-fn xdp_gateway_table() {
-    with_program(|loaded| {
+fn xdp_gateway_flows() {
+    with_program("flows", |loaded| {
         let compiled = loaded.set_route([80, 20]);
         let stat_v1 = compiled.routes.values().next().unwrap().table.backends[0].stat_id;
 
@@ -466,7 +466,7 @@ fn xdp_gateway_table() {
             payload: b"",
         };
         let input = build(&reply);
-        let (verdict, out) = loaded.run(&input, loaded.ingress_b0);
+        let (verdict, out) = loaded.run(&input, loaded.backend_side);
         assert_eq!(verdict, XDP_REDIRECT, "reply redirected to the client side");
         let want = Seg {
             smac: NODE_C_MAC,
@@ -540,7 +540,7 @@ fn xdp_gateway_table() {
         let late = build(&idle_client);
         let before = loaded.flows().len();
         assert_eq!(
-            loaded.run(&late, loaded.ingress_c0),
+            loaded.run(&late, loaded.client_side),
             (XDP_PASS, late.clone()),
             "a packet of an idle-expired flow passes untouched"
         );
@@ -549,7 +549,13 @@ fn xdp_gateway_table() {
             before - 2,
             "both of its entries are gone"
         );
+    });
+}
 
+#[test]
+fn xdp_gateway_passes_what_it_does_not_serve() {
+    with_program("passes", |loaded| {
+        loaded.set_route([80, 20]);
         // Packets that must pass untouched.
         let mut passes: Vec<(&str, Vec<u8>)> = Vec::new();
         let mut other_port = client_seg(CLIENT, CLIENT_MAC, 40002, "S", b"");
@@ -596,7 +602,7 @@ fn xdp_gateway_table() {
         passes.push(("ARP", arp));
         for (what, packet) in passes {
             let before = loaded.flows().len();
-            let (verdict, out) = loaded.run(&packet, loaded.ingress_c0);
+            let (verdict, out) = loaded.run(&packet, loaded.client_side);
             assert_eq!(verdict, XDP_PASS, "{what}: passed");
             assert_eq!(out, packet, "{what}: untouched");
             assert_eq!(loaded.flows().len(), before, "{what}: no flow made");
