@@ -9,9 +9,10 @@
 //!   -> gateway becomes node -> endpoint, and the endpoint's answers to the
 //!   node become gateway -> client again.
 //! - Every later packet of either direction follows its entry, so a weight
-//!   change never moves an open connection. A FIN or RST shortens the
-//!   entry's life to `XDP_CLOSING_TIMEOUT_NS` of silence; any entry ends
-//!   after `XDP_IDLE_TIMEOUT_NS` of silence.
+//!   change never moves an open connection. A RST ends the flow (after it
+//!   is forwarded); a FIN shortens its entries' life to
+//!   `XDP_CLOSING_TIMEOUT_NS` of silence; any entry ends after
+//!   `XDP_IDLE_TIMEOUT_NS` of silence.
 //! - The next hop (interface, MAC addresses, and the node's source address
 //!   toward the endpoint) comes from `bpf_fib_lookup`; the packet leaves by
 //!   `XDP_TX` (same interface) or `XDP_REDIRECT`.
@@ -474,11 +475,19 @@ fn follow(
         }
     }
     account(packet, nat);
-    // SAFETY: the entry is valid for the run; concurrent writers (other
-    // CPUs with packets of the same flow) write the same kind of values.
-    unsafe {
-        (*entry).last_seen_ns = now;
-        (*entry).flags = flags;
+    if packet.tcp_flags & TCP_RST != 0 {
+        // A reset ends the flow at once (the reset itself is forwarded):
+        // its source port is free for the next flow.
+        let reverse = nat.reverse_key();
+        let _ = TS_XDP_FLOWS.remove(&reverse);
+        let _ = TS_XDP_FLOWS.remove(&packet.key);
+    } else {
+        // SAFETY: the entry is valid for the run; concurrent writers (other
+        // CPUs with packets of the same flow) write the same kind of values.
+        unsafe {
+            (*entry).last_seen_ns = now;
+            (*entry).flags = flags;
+        }
     }
     let event = if reply {
         Event::XdpReply

@@ -518,6 +518,13 @@ fn xdp_gateway_flows() {
             (V1, V1_MAC),
         );
         assert_eq!(loaded.stats(stat_v1).closed, 1, "the reset closes the flow");
+        assert!(
+            !loaded
+                .flows()
+                .iter()
+                .any(|(k, _)| k.src[0] == u32::from_ne_bytes(CLIENT) && k.sport == 40000u16.to_be()),
+            "the reset removed the flow's entries"
+        );
         expect_forwarded(
             loaded,
             "SYN on the 4-tuple of a reset flow",
