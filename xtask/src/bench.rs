@@ -27,6 +27,8 @@ use signal_hook::{
 
 use crate::{cmd, setup};
 
+mod xdp;
+
 const SCENARIO: &str = "new TCP connections";
 const STREAM_SCENARIO: &str = "one long TCP stream";
 const CONCURRENCY: [u32; 3] = [1, 16, 64];
@@ -104,7 +106,7 @@ struct Skipped {
     why: String,
 }
 
-pub fn bench(root: &Path, quick: bool) -> Result<()> {
+pub fn bench(root: &Path, quick: bool, xdp: bool) -> Result<()> {
     ensure!(
         setup::is_root(),
         "xtask bench must run as root: it attaches eBPF programs and creates a network namespace \
@@ -113,6 +115,9 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     let cgroup_root = setup::setup(setup::Need::Runtime)?.context("no cgroup v2 root")?;
     crate::build(root, true)?;
     let bin = crate::profile_dir(root, true);
+    if xdp {
+        return xdp::run(root, &bin, &cgroup_root, quick);
+    }
     let mut proxies = install_proxies();
     match setup::envoy(bin.parent().expect("target/release has a parent")) {
         Ok(envoy) => {

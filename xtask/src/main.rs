@@ -61,6 +61,11 @@ enum Cmd {
         /// built and installed).
         #[arg(long)]
         quick: bool,
+        /// Scenario 7 only: the XDP gateway (endpoints on other hosts) against Linux
+        /// forwarding with iptables DNAT, in a topology of four namespaces; results in
+        /// `bench/results/xdp-latest.md`.
+        #[arg(long)]
+        xdp: bool,
     },
     /// Remove leftovers of killed test runs: netns, cgroups and bpffs dirs named `ts-test-*`.
     CleanTestState,
@@ -93,7 +98,7 @@ fn run(cli: Cli) -> Result<()> {
             demo::run(&root, &args, &rules)
         }
         Cmd::Test { cargo_test_args } => test(&root, &cargo_test_args),
-        Cmd::Bench { quick } => bench::bench(&root, quick),
+        Cmd::Bench { quick, xdp } => bench::bench(&root, quick, xdp),
         Cmd::CleanTestState => clean::clean_test_state(),
     }
 }
