@@ -356,7 +356,9 @@ pub enum Event {
     /// xdp: an IPv4 fragment: passed untouched (the gateway translates
     /// whole segments only; TCP sets DF).
     XdpFragment = 25,
-    /// xdp: dropped: the chosen subset has no endpoint (or the table is bad).
+    /// xdp: the chosen subset has no endpoint (none healthy, none of the
+    /// packet's family, or a bad table): the SYN is passed to the node's
+    /// stack, which answers it with a reset.
     XdpNoEndpoint = 26,
     /// xdp: dropped: no free source port toward the endpoint.
     XdpNoPort = 27,
@@ -488,11 +490,7 @@ impl Event {
     pub const fn is_drop(self) -> bool {
         matches!(
             self,
-            Event::XdpNoEndpoint
-                | Event::XdpNoPort
-                | Event::XdpFlowFull
-                | Event::XdpNoRoute
-                | Event::XdpNoNeighbour
+            Event::XdpNoPort | Event::XdpFlowFull | Event::XdpNoRoute | Event::XdpNoNeighbour
         )
     }
 }

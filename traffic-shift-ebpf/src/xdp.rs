@@ -320,11 +320,17 @@ fn new_flow(
     let Some(route) = (unsafe { TS_ROUTES.get(&route_id) }) else {
         return Ok((xdp_action::XDP_PASS, Event::XdpPass));
     };
-    let backend = pick(route, route_id, packet.key.src)
-        .map_err(|_| Event::XdpNoEndpoint)?
-        .backend;
+    // No endpoint (the subset has none, or none healthy; or none of the
+    // packet's family): the node's stack answers the SYN with a reset (no
+    // socket listens there), so the client fails at once, as on the other
+    // paths, instead of retrying a dropped SYN.
+    let no_endpoint = Ok((xdp_action::XDP_PASS, Event::XdpNoEndpoint));
+    let Ok(picked) = pick(route, route_id, packet.key.src) else {
+        return no_endpoint;
+    };
+    let backend = picked.backend;
     if backend.family != packet.family {
-        return Err(Event::XdpNoEndpoint);
+        return no_endpoint;
     }
     let stat_id = backend.stat_id;
     // Its large locals live in a per-CPU map: on the stack they would take

@@ -165,8 +165,12 @@ struct Loaded {
 
 impl Loaded {
     fn set_route(&mut self, weights: [u32; 2]) -> compile::Compiled {
+        self.set_model(&model(weights))
+    }
+
+    fn set_model(&mut self, model: &RoutingModel) -> compile::Compiled {
         let compiled = compile::compile(
-            &model(weights),
+            model,
             &|_| false,
             true,
             &StatIds::default(),
@@ -608,11 +612,24 @@ fn xdp_gateway_passes_what_it_does_not_serve() {
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         passes.push(("ARP", arp));
         for (what, packet) in passes {
-            let before = loaded.flows().len();
-            let (verdict, out) = loaded.run(&packet, loaded.client_side);
-            assert_eq!(verdict, XDP_PASS, "{what}: passed");
-            assert_eq!(out, packet, "{what}: untouched");
-            assert_eq!(loaded.flows().len(), before, "{what}: no flow made");
+            passes_untouched(loaded, what, &packet);
         }
+
+        // A SYN whose subset has no endpoint left goes to the node's stack
+        // (which resets it), untouched.
+        let mut empty = model([0, 100]);
+        empty.routes[0].destinations[1].endpoints.clear();
+        loaded.set_model(&empty);
+        let syn = build(&client_seg(CLIENT, CLIENT_MAC, 40005, "S", b""));
+        passes_untouched(loaded, "a SYN to a subset with no endpoint", &syn);
     });
+}
+
+/// `packet` from the client side passes untouched and makes no flow.
+fn passes_untouched(loaded: &mut Loaded, what: &str, packet: &[u8]) {
+    let before = loaded.flows().len();
+    let (verdict, out) = loaded.run(packet, loaded.client_side);
+    assert_eq!(verdict, XDP_PASS, "{what}: passed");
+    assert_eq!(out, packet, "{what}: untouched");
+    assert_eq!(loaded.flows().len(), before, "{what}: no flow made");
 }
