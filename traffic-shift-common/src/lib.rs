@@ -23,8 +23,11 @@ pub mod map_names {
     /// others, though bpftool cannot list it.
     pub const CONNS: &str = "TS_CONNS";
     pub const PROXY_FLOWS: &str = "TS_PROXY_FLOWS";
+    pub const XDP_GATEWAYS: &str = "TS_XDP_GATEWAYS";
+    pub const XDP_FLOWS: &str = "TS_XDP_FLOWS";
+    pub const XDP_STATS: &str = "TS_XDP_STATS";
     /// Every map the agent pins, in the order it pins them.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 13] = [
         SERVICES,
         ROUTES,
         CURSORS,
@@ -35,6 +38,9 @@ pub mod map_names {
         GATEWAY_FLOWS,
         CONNS,
         PROXY_FLOWS,
+        XDP_GATEWAYS,
+        XDP_FLOWS,
+        XDP_STATS,
     ];
 }
 
@@ -348,13 +354,50 @@ pub enum Event {
     /// sk_lookup: gateway key known but its route table is missing (should
     /// not happen); passed to the normal lookup.
     GatewayNoRoute = 18,
+    /// xdp: a SYN to a gateway address:port got an endpoint, a source port
+    /// and a conntrack entry, and was forwarded.
+    XdpNewFlow = 19,
+    /// xdp: a packet of a known flow, client to endpoint, forwarded.
+    XdpForward = 20,
+    /// xdp: a packet of a known flow, endpoint to client, forwarded.
+    XdpReply = 21,
+    /// xdp: not TCP to a gateway address:port nor of a known flow: passed
+    /// untouched.
+    XdpPass = 22,
+    /// xdp: a packet to a gateway address:port that is not a SYN and has no
+    /// live flow (idle timeout, reset): passed to the stack, which answers
+    /// with a reset.
+    XdpUnknownFlow = 23,
+    /// xdp: headers the program does not parse (truncated, IPv4 options,
+    /// IPv6 extension headers, VLAN tags): passed untouched.
+    XdpUnparsed = 24,
+    /// xdp: an IPv4 fragment: passed untouched (the gateway translates
+    /// whole segments only; TCP sets DF).
+    XdpFragment = 25,
+    /// xdp: the chosen subset has no endpoint (none healthy, none of the
+    /// packet's family, or a bad table): the SYN is passed to the node's
+    /// stack, which answers it with a reset.
+    XdpNoEndpoint = 26,
+    /// xdp: dropped: no free source port toward the endpoint.
+    XdpNoPort = 27,
+    /// xdp: dropped: the conntrack entry could not be written.
+    XdpFlowFull = 28,
+    /// xdp: dropped: no route to the endpoint or client (`bpf_fib_lookup`
+    /// failed, or forwarding is disabled on the interface).
+    XdpNoRoute = 29,
+    /// xdp: dropped: the next hop's link-layer address is not resolved yet
+    /// (the client retransmits; the agent's health probes keep it resolved).
+    XdpNoNeighbour = 30,
+    /// xdp: the TTL / hop limit ran out: passed to the stack, which sends
+    /// the ICMP error.
+    XdpTtlExceeded = 31,
     /// sock_ops: a connection sent to the L7 proxy; its service address
     /// recorded for the proxy.
-    ProxyHandoff = 19,
+    ProxyHandoff = 32,
 }
 
 impl Event {
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 33;
     pub const ALL: [Event; Self::COUNT as usize] = [
         Event::Rewritten,
         Event::NotTcp,
@@ -375,6 +418,19 @@ impl Event {
         Event::SockOpsNoStorage,
         Event::BadStatId,
         Event::GatewayNoRoute,
+        Event::XdpNewFlow,
+        Event::XdpForward,
+        Event::XdpReply,
+        Event::XdpPass,
+        Event::XdpUnknownFlow,
+        Event::XdpUnparsed,
+        Event::XdpFragment,
+        Event::XdpNoEndpoint,
+        Event::XdpNoPort,
+        Event::XdpFlowFull,
+        Event::XdpNoRoute,
+        Event::XdpNoNeighbour,
+        Event::XdpTtlExceeded,
         Event::ProxyHandoff,
     ];
 
@@ -400,6 +456,19 @@ impl Event {
             Event::SockOpsNoStorage => "sock_ops_no_storage",
             Event::BadStatId => "bad_stat_id",
             Event::GatewayNoRoute => "gateway_no_route",
+            Event::XdpNewFlow => "xdp_new_flow",
+            Event::XdpForward => "xdp_forward",
+            Event::XdpReply => "xdp_reply",
+            Event::XdpPass => "xdp_pass",
+            Event::XdpUnknownFlow => "xdp_unknown_flow",
+            Event::XdpUnparsed => "xdp_unparsed",
+            Event::XdpFragment => "xdp_fragment",
+            Event::XdpNoEndpoint => "xdp_no_endpoint",
+            Event::XdpNoPort => "xdp_no_port",
+            Event::XdpFlowFull => "xdp_flow_full",
+            Event::XdpNoRoute => "xdp_no_route",
+            Event::XdpNoNeighbour => "xdp_no_neighbour",
+            Event::XdpTtlExceeded => "xdp_ttl_exceeded",
             Event::ProxyHandoff => "proxy_handoff",
         }
     }
@@ -427,7 +496,28 @@ impl Event {
             | Event::SockOpsNoStorage
             | Event::BadStatId
             | Event::ProxyHandoff => "sock_ops",
+            Event::XdpNewFlow
+            | Event::XdpForward
+            | Event::XdpReply
+            | Event::XdpPass
+            | Event::XdpUnknownFlow
+            | Event::XdpUnparsed
+            | Event::XdpFragment
+            | Event::XdpNoEndpoint
+            | Event::XdpNoPort
+            | Event::XdpFlowFull
+            | Event::XdpNoRoute
+            | Event::XdpNoNeighbour
+            | Event::XdpTtlExceeded => "xdp",
         }
+    }
+
+    /// Whether the program dropped the packet (an XDP drop reason).
+    pub const fn is_drop(self) -> bool {
+        matches!(
+            self,
+            Event::XdpNoPort | Event::XdpFlowFull | Event::XdpNoRoute | Event::XdpNoNeighbour
+        )
     }
 }
 
@@ -454,6 +544,9 @@ mod user {
     unsafe impl aya::Pod for super::ConnState {}
     unsafe impl aya::Pod for super::EndpointStats {}
     unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::NatKey {}
+    unsafe impl aya::Pod for super::NatEntry {}
+    unsafe impl aya::Pod for super::XdpStats {}
 }
 
 /// The hash of a client identity (source address words, or the netns cookie
@@ -478,4 +571,182 @@ pub const fn source_hash(words: [u32; 4]) -> u32 {
         i += 1;
     }
     h
+}
+
+/// Conntrack entries of the XDP gateway (`TS_XDP_FLOWS` size): two per
+/// flow (one per direction). LRU: the least recently used go first.
+pub const MAX_XDP_FLOWS: u32 = 1 << 18;
+/// Source ports the XDP gateway gives its flows toward an endpoint (source
+/// NAT to the node's address): above Linux's default ephemeral range
+/// (32768-60999), so they never collide with the node's own connections.
+pub const XDP_SNAT_PORT_MIN: u16 = 61000;
+pub const XDP_SNAT_PORTS: u32 = 65536 - XDP_SNAT_PORT_MIN as u32;
+/// A flow no packet has used for this long is over (its entries and
+/// source port are free to reuse).
+pub const XDP_IDLE_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
+/// Once a FIN or RST has been seen on a flow, it is over after this much
+/// silence (the last ACKs of the close still pass).
+pub const XDP_CLOSING_TIMEOUT_NS: u64 = 10 * 1_000_000_000;
+
+/// Key of `TS_XDP_FLOWS`: one direction of a flow, as its packets carry it
+/// (client -> gateway address, or endpoint -> node address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct NatKey {
+    /// Addresses in network byte order, as `ServiceKey::addr`.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Ports in network byte order.
+    pub sport: u16,
+    pub dport: u16,
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    pub pad: [u8; 3],
+}
+const _: () = assert!(size_of::<NatKey>() == 40);
+
+/// Value of `TS_XDP_FLOWS`: what a packet of that direction is rewritten to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct NatEntry {
+    /// New source and destination addresses, network byte order.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// New ports, network byte order.
+    pub sport: u16,
+    pub dport: u16,
+    /// The endpoint's counters (`TS_STATS`, `TS_XDP_STATS`).
+    pub stat_id: u32,
+    /// When a packet last used it (`bpf_ktime_get_ns`).
+    pub last_seen_ns: u64,
+    /// `nat_flags::*`.
+    pub flags: u8,
+    pub family: u8,
+    pub pad: [u8; 6],
+}
+const _: () = assert!(size_of::<NatEntry>() == 56);
+
+impl NatEntry {
+    /// The key of the other direction's entry: the packet this one
+    /// produces, answered.
+    pub const fn reverse_key(&self) -> NatKey {
+        NatKey {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            family: self.family,
+            pad: [0; 3],
+        }
+    }
+}
+
+/// `NatEntry::flags`.
+pub mod nat_flags {
+    /// Endpoint -> client (the reply direction).
+    pub const REPLY: u8 = 1;
+    /// A FIN went this way.
+    pub const FIN: u8 = 2;
+    /// The endpoint answered the SYN (counted as established once).
+    pub const ESTABLISHED: u8 = 4;
+    /// The flow was counted closed.
+    pub const CLOSED: u8 = 8;
+}
+
+/// Value of per-CPU `TS_XDP_STATS` (index: stat id): packets and bytes the
+/// XDP gateway forwarded for one endpoint. Connections and payload bytes go
+/// to `TS_STATS` as on the other paths.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct XdpStats {
+    /// Client -> endpoint packets and their bytes (whole frames).
+    pub request_packets: u64,
+    pub request_bytes: u64,
+    /// Endpoint -> client.
+    pub response_packets: u64,
+    pub response_bytes: u64,
+    /// Flows started (SYNs given this endpoint).
+    pub flows: u64,
+}
+const _: () = assert!(size_of::<XdpStats>() == 40);
+
+/// One's complement checksum update (RFC 1624, eqn. 3) for 32-bit words
+/// `old` replaced by `new`: `HC' = ~(~HC + ~m + m')`, 16 bits at a time.
+/// Byte-order agnostic: `check` and the words must be read from the packet
+/// the same way (here: native loads of network-order bytes).
+#[expect(
+    clippy::inline_always,
+    reason = "called from eBPF programs, where it must be inlined"
+)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the sum is folded below 2^16 first"
+)]
+#[inline(always)]
+pub const fn csum_replace(check: u16, old: &[u32], new: &[u32]) -> u16 {
+    let mut sum: u64 = (!check) as u64;
+    let mut i = 0;
+    while i < old.len() {
+        sum += (!old[i] & 0xffff) as u64 + (!old[i] >> 16) as u64;
+        sum += (new[i] & 0xffff) as u64 + (new[i] >> 16) as u64;
+        i += 1;
+    }
+    // Four folds bring any sum of up to 2^32 terms below 2^16.
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csum_replace;
+
+    /// The one's complement checksum of `words` (16-bit halves), computed
+    /// from scratch.
+    fn full(words: &[u32]) -> u16 {
+        let mut sum: u64 = words
+            .iter()
+            .map(|w| u64::from(w & 0xffff) + u64::from(w >> 16))
+            .sum();
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(u16::try_from(sum).unwrap())
+    }
+
+    #[test]
+    fn incremental_update_equals_a_full_recomputation() {
+        let mut x: u32 = 0x1234_5678;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for _ in 0..10_000 {
+            let mut words = [0u32; 12];
+            for w in &mut words {
+                *w = next();
+            }
+            let check = full(&words);
+            let old = [words[3], words[7]];
+            let new = [next(), if next() % 4 == 0 { 0xffff_ffff } else { next() }];
+            words[3] = new[0];
+            words[7] = new[1];
+            let updated = csum_replace(check, &old, &new);
+            // 0x0000 and 0xffff are the same one's complement number.
+            let want = full(&words);
+            assert!(
+                updated == want
+                    || (updated == 0 && want == 0xffff)
+                    || (updated == 0xffff && want == 0),
+                "{updated:#06x} vs {want:#06x}"
+            );
+        }
+    }
 }

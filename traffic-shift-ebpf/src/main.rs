@@ -5,6 +5,7 @@
 //! | `connect.rs` | cgroup `connect4`/`connect6`, `getpeername4`/`getpeername6` | 5.8 (getpeername hooks; `bpf_set_retval` 5.18) |
 //! | `sk_lookup.rs` | `sk_lookup`, per network namespace | 5.9 |
 //! | `sock_ops.rs` | `sock_ops` on the connect cgroup: per-endpoint connection and byte counters | 5.10 (`bpf_sk_storage_get` from sock_addr) |
+//! | `xdp.rs` | XDP on `--xdp-iface`: the gateway for endpoints on other hosts (conntrack, NAT, `bpf_fib_lookup`) | 6.7 (`BPF_FIB_LOOKUP_SRC`) |
 //! | `select.rs` | backend selection shared by both | 5.12 (atomic fetch-add) |
 //!
 //! Every entry point is thin: it calls a `try_*` function that returns
@@ -19,6 +20,7 @@ mod maps;
 mod select;
 mod sk_lookup;
 mod sock_ops;
+mod xdp;
 
 #[cfg(not(test))]
 #[panic_handler]

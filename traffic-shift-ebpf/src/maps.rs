@@ -12,8 +12,8 @@ use aya_ebpf::{
 };
 use traffic_shift_common::{
     ConnState, EndpointStats, Event, FlowKey, MAX_GATEWAY_FLOWS, MAX_GATEWAYS, MAX_PROXY_FLOWS,
-    MAX_ROUTES, MAX_SERVICES, MAX_SOCKETS, MAX_STATS, RouteCursor, RouteTable, ServiceKey,
-    ServiceValue,
+    MAX_ROUTES, MAX_SERVICES, MAX_SOCKETS, MAX_STATS, MAX_XDP_FLOWS, NatEntry, NatKey, RouteCursor,
+    RouteTable, ServiceKey, ServiceValue, XdpStats,
 };
 
 /// Service address:port -> the route that covers it.
@@ -133,3 +133,19 @@ pub static TS_SOCKETS: SockHash<ServiceKey, { MAX_SOCKETS as usize }> = SockHash
 #[btf_map]
 pub static TS_PROXY_FLOWS: LruHashMap<FlowKey, ServiceKey, { MAX_PROXY_FLOWS as usize }> =
     LruHashMap::new();
+
+/// Gateway address:port served by the XDP gateway (endpoints on other
+/// hosts) -> its route. The zero address stands for any address.
+#[btf_map]
+pub static TS_XDP_GATEWAYS: HashMap<ServiceKey, ServiceValue, { MAX_GATEWAYS as usize }> =
+    HashMap::new();
+
+/// The XDP gateway's conntrack: one entry per direction of each flow
+/// (client -> gateway, endpoint -> node), what its packets become. LRU.
+#[btf_map]
+pub static TS_XDP_FLOWS: LruHashMap<NatKey, NatEntry, { MAX_XDP_FLOWS as usize }> =
+    LruHashMap::new();
+
+/// Stat id -> packets and bytes the XDP gateway forwarded, per CPU.
+#[btf_map]
+pub static TS_XDP_STATS: PerCpuArray<XdpStats, { MAX_STATS as usize }> = PerCpuArray::new();

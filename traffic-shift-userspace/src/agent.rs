@@ -116,6 +116,12 @@ pub struct AgentOptions {
     /// Example: `/var/run/netns/node`.
     #[arg(long, value_name = "PATH", default_value = "/proc/self/ns/net")]
     pub netns: PathBuf,
+    /// Interfaces (of the --netns namespace) where the XDP gateway serves
+    /// gateway routes whose endpoints are on other hosts: packet-level load
+    /// balancing with conntrack and NAT. Repeat or separate with commas.
+    /// Without it such routes are refused. Example: `--xdp-iface eth0`.
+    #[arg(long, value_name = "IFACE", value_delimiter = ',')]
+    pub xdp_iface: Vec<String>,
     /// Where the agent keeps its status for `traffic-shift status` (JSON,
     /// replaced whole on every change).
     #[arg(long, value_name = "FILE", default_value = DEFAULT_STATUS_FILE)]
@@ -177,6 +183,8 @@ struct Agent {
     events: Option<std::fs::File>,
     generation: u64,
     netns: PathBuf,
+    /// `--xdp-iface` was given: gateway routes to other hosts go to XDP.
+    xdp: bool,
     /// Endpoints of gateway routes: their listening sockets are wanted.
     gateway_endpoints: BTreeMap<ServiceKey, SocketAddr>,
     /// Sockets registered for them, so a backend restarted with a new
@@ -254,6 +262,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         events,
         generation: 0,
         netns: options.netns.clone(),
+        xdp: !options.xdp_iface.is_empty(),
         gateway_endpoints: BTreeMap::new(),
         registered: BTreeMap::new(),
         model: RoutingModel::default(),
@@ -488,6 +497,7 @@ impl Agent {
         let compiled: Compiled = compile::compile(
             &self.usable(&model),
             &is_local,
+            self.xdp,
             &self.stat_ids,
             &self.limits,
             &self.l7.addrs,
@@ -503,6 +513,8 @@ impl Agent {
             .iter()
             .filter(|r| r.gateway.is_some())
             .flat_map(|r| r.destinations.iter().flat_map(|d| &d.endpoints))
+            // Endpoints on other hosts are the XDP gateway's: no socket.
+            .filter(|e| is_local(e.addr.ip()))
             .map(|e| (compile::service_key(e.addr), e.addr))
             .collect();
         self.sync_sockets(&wanted, false);
@@ -686,6 +698,7 @@ impl Agent {
         let result = compile::compile(
             &self.usable(&self.model),
             &is_local,
+            self.xdp,
             &self.stat_ids,
             &self.limits,
             &self.l7.addrs,
@@ -747,6 +760,7 @@ impl Agent {
                             SlotInfo {
                                 labels,
                                 endpoint: ep.addr,
+                                route: route.key.clone(),
                             },
                         );
                     }
@@ -805,7 +819,12 @@ impl Agent {
         let mut registered = BTreeMap::new();
         for route in self.model.routes.iter().filter(|r| r.gateway.is_some()) {
             for dest in &route.destinations {
-                for ep in &dest.endpoints {
+                // Only the sk_lookup gateway's endpoints have sockets.
+                let key = |ep: &&crate::model::Endpoint| {
+                    self.gateway_endpoints
+                        .contains_key(&compile::service_key(ep.addr))
+                };
+                for ep in dest.endpoints.iter().filter(key) {
                     registered.insert(
                         (
                             dest.host.clone(),
@@ -1176,6 +1195,7 @@ fn load_datapath(options: &AgentOptions, cgroup: &Path) -> Result<Datapath, Agen
     let mut datapath = Datapath::load(
         cgroup,
         &options.netns,
+        &options.xdp_iface,
         &options.bpffs,
         options.bpf_log_level,
         &options.limits,

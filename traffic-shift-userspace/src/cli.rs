@@ -51,9 +51,11 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
         match crate::netns::is_local_in(std::path::Path::new("/proc/self/ns/net"))
             .map_err(|e| format!("cannot list this node's addresses: {e}"))
             .and_then(|is_local| {
+                // Offline: as an agent run with --xdp-iface would take them.
                 compile::compile(
                     &model,
                     &is_local,
+                    true,
                     &crate::stats::StatIds::default(),
                     &crate::limits::Limits::default(),
                     &compile::ProxyAddrs::default(),

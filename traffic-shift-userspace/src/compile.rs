@@ -54,12 +54,21 @@ pub enum CompileError {
         second: String,
     },
     #[error(
-        "{route} (from {source_file}): endpoint {endpoint} is not on this node; the sk_lookup gateway hands connections only to local listening sockets (the XDP gateway for remote endpoints is not built yet): bind the route to mesh or use a local endpoint"
+        "{route} (from {source_file}): endpoint {endpoint} is not on this node; the sk_lookup gateway hands connections only to local listening sockets: pass --xdp-iface (traffic-shift run) to serve endpoints on other hosts with the XDP gateway, bind the route to mesh, or use a local endpoint"
     )]
     RemoteEndpoint {
         route: String,
         source_file: String,
         endpoint: SocketAddr,
+    },
+    #[error(
+        "{route} (from {source_file}): endpoint {local} is on this node and {remote} is not; a gateway route goes either to local listening sockets (sk_lookup) or to other hosts (XDP), not both: split the subsets into two routes"
+    )]
+    MixedEndpoints {
+        route: String,
+        source_file: String,
+        local: SocketAddr,
+        remote: SocketAddr,
     },
 }
 
@@ -72,8 +81,11 @@ pub struct KernelRoute {
     /// `TS_SERVICES` for a mesh route, gateway addresses in `TS_GATEWAYS`
     /// (zero address: any) for a gateway route.
     pub listeners: Vec<ServiceKey>,
-    /// A gateway route (the `sk_lookup` path) rather than a mesh one.
+    /// A gateway route (the `sk_lookup` or XDP path) rather than a mesh one.
     pub gateway: bool,
+    /// A gateway route to endpoints on other hosts: its listeners go to
+    /// `TS_XDP_GATEWAYS` (the XDP gateway), not `TS_GATEWAYS`.
+    pub xdp: bool,
     pub service_id: u32,
     pub table: Box<RouteTable>,
     /// For logs and status: `subset weight` per destination, in table order.
@@ -127,13 +139,16 @@ impl Default for ProxyAddrs {
 
 /// Compiles the model. Fails as a whole: nothing partial reaches the kernel.
 /// `is_local` says whether an address belongs to this node (the gateway's
-/// network namespace): gateway routes can only reach local endpoints.
+/// network namespace): a gateway route to local endpoints goes to the
+/// `sk_lookup` gateway; one to endpoints on other hosts to the XDP gateway
+/// when `xdp` (`--xdp-iface` given), else it is refused.
 /// `stat_ids` are the counter slots in force; the result carries them
 /// updated for this model (keep them if it is applied). Connections to
 /// the service addresses of mesh HTTP listeners go to `proxy`.
 pub fn compile(
     model: &RoutingModel,
     is_local: &dyn Fn(IpAddr) -> bool,
+    xdp: bool,
     stat_ids: &StatIds,
     limits: &Limits,
     proxy: &ProxyAddrs,
@@ -148,24 +163,22 @@ pub fn compile(
         stat_ids,
     };
     let mut n_services = 0;
+    let mut socket_endpoints = std::collections::BTreeSet::new();
     for route in &model.routes {
         let next = u32::try_from(service_ids.len()).unwrap_or(u32::MAX);
         let service_id = *service_ids
             .entry((&route.service_host, route.service_port))
             .or_insert(next);
-        if route.gateway.is_some() {
-            let remote = route
-                .destinations
-                .iter()
-                .flat_map(|d| &d.endpoints)
-                .find(|e| !is_local(e.addr.ip()));
-            if let Some(endpoint) = remote {
-                return Err(CompileError::RemoteEndpoint {
-                    route: route.key.clone(),
-                    source_file: route.source.clone(),
-                    endpoint: endpoint.addr,
-                });
-            }
+        let remote = gateway_placement(route, is_local, xdp)?;
+        if route.gateway.is_some() && !remote {
+            // The sk_lookup gateway holds these endpoints' sockets.
+            socket_endpoints.extend(
+                route
+                    .destinations
+                    .iter()
+                    .flat_map(|d| &d.endpoints)
+                    .map(|e| e.addr),
+            );
         }
         for listener in &route.listeners {
             if let Some(first) = owner.insert((route.gateway.is_some(), *listener), &route.key) {
@@ -187,7 +200,8 @@ pub fn compile(
                 continue;
             }
             n_services += listeners.len();
-            let kernel = kernel_route(route, family, listeners, service_id, &endpoint_ids)?;
+            let mut kernel = kernel_route(route, family, listeners, service_id, &endpoint_ids)?;
+            kernel.xdp = remote;
             compiled.routes.insert(kernel.key.clone(), kernel);
         }
     }
@@ -213,15 +227,47 @@ pub fn compile(
             }
         }
     }
-    check_limits(model, &compiled, n_services, limits)?;
+    check_limits(&compiled, n_services, &socket_endpoints, limits)?;
     Ok(compiled)
+}
+
+/// Whether a gateway route goes to the XDP gateway (its endpoints are on
+/// other hosts) rather than to `sk_lookup` (all local); false for a mesh route.
+fn gateway_placement(
+    route: &TcpRoute,
+    is_local: &dyn Fn(IpAddr) -> bool,
+    xdp: bool,
+) -> Result<bool, CompileError> {
+    if route.gateway.is_none() {
+        return Ok(false);
+    }
+    let endpoints = || route.destinations.iter().flat_map(|d| &d.endpoints);
+    let Some(remote) = endpoints().find(|e| !is_local(e.addr.ip())) else {
+        return Ok(false);
+    };
+    if !xdp {
+        return Err(CompileError::RemoteEndpoint {
+            route: route.key.clone(),
+            source_file: route.source.clone(),
+            endpoint: remote.addr,
+        });
+    }
+    if let Some(local) = endpoints().find(|e| is_local(e.addr.ip())) {
+        return Err(CompileError::MixedEndpoints {
+            route: route.key.clone(),
+            source_file: route.source.clone(),
+            local: local.addr,
+            remote: remote.addr,
+        });
+    }
+    Ok(true)
 }
 
 /// Whether what the rules need fits the kernel maps' sizes.
 fn check_limits(
-    model: &RoutingModel,
     compiled: &Compiled,
     n_services: usize,
+    gateway_endpoints: &std::collections::BTreeSet<SocketAddr>,
     limits: &Limits,
 ) -> Result<(), CompileError> {
     let n_gateways: usize = compiled
@@ -230,14 +276,6 @@ fn check_limits(
         .filter(|r| r.gateway)
         .map(|r| r.listeners.len())
         .sum();
-    let gateway_endpoints: std::collections::BTreeSet<SocketAddr> = model
-        .routes
-        .iter()
-        .filter(|r| r.gateway.is_some())
-        .flat_map(|r| &r.destinations)
-        .flat_map(|d| &d.endpoints)
-        .map(|e| e.addr)
-        .collect();
     for (what, count, max, flag) in [
         (
             "routes (per address family)",
@@ -350,6 +388,7 @@ fn kernel_route(
     table.slots[..slots.len()].copy_from_slice(&slots);
     Ok(KernelRoute {
         gateway: route.gateway.is_some(),
+        xdp: false,
         key: format!(
             "{} {}",
             route.key,
@@ -403,6 +442,7 @@ fn proxy_route(
         ),
         listeners,
         gateway: false,
+        xdp: false,
         service_id,
         table,
         summary: "L7 proxy".to_owned(),
@@ -786,6 +826,7 @@ mod gateway_tests {
         let err = compile(
             &gateway_route("192.0.2.10:9000"),
             &|ip| ip.is_loopback(),
+            false,
             &StatIds::default(),
             &Limits::default(),
             &ProxyAddrs::default(),
@@ -793,8 +834,61 @@ mod gateway_tests {
         .unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains("192.0.2.10:9000") && text.contains("not on this node"),
+            text.contains("192.0.2.10:9000")
+                && text.contains("not on this node")
+                && text.contains("--xdp-iface"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn with_xdp_a_gateway_route_to_remote_endpoints_goes_to_the_xdp_gateway() {
+        let compiled = compile(
+            &gateway_route("192.0.2.10:9000"),
+            &|ip| ip.is_loopback(),
+            true,
+            &StatIds::default(),
+            &Limits::default(),
+        )
+        .expect("compiles");
+        let route = compiled.routes.values().next().expect("one route");
+        assert!(route.gateway && route.xdp);
+        assert_eq!(route.table.n_backends, 1);
+        assert_eq!(
+            route.table.backends[0].addr,
+            service_key("192.0.2.10:9000".parse().unwrap()).addr
+        );
+        // A local route stays on sk_lookup even with --xdp-iface.
+        let local = compile(
+            &gateway_route("127.0.0.1:19001"),
+            &|ip| ip.is_loopback(),
+            true,
+            &StatIds::default(),
+            &Limits::default(),
+        )
+        .expect("compiles");
+        assert!(!local.routes.values().next().unwrap().xdp);
+    }
+
+    #[test]
+    fn a_gateway_route_mixing_local_and_remote_endpoints_is_refused() {
+        let mut model = gateway_route("192.0.2.10:9000");
+        model.routes[0].destinations[0].endpoints.push(Endpoint {
+            addr: "127.0.0.1:19001".parse().unwrap(),
+            labels: BTreeMap::new(),
+        });
+        let err = compile(
+            &model,
+            &|ip| ip.is_loopback(),
+            true,
+            &StatIds::default(),
+            &Limits::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("127.0.0.1:19001") && err.contains("192.0.2.10:9000"),
+            "{err}"
         );
     }
 
@@ -803,6 +897,7 @@ mod gateway_tests {
         let compiled = compile(
             &gateway_route("127.0.0.1:19001"),
             &|ip| ip.is_loopback(),
+            false,
             &StatIds::default(),
             &Limits::default(),
             &ProxyAddrs::default(),
@@ -850,6 +945,7 @@ mod gateway_tests {
             let err = compile(
                 &model,
                 &local,
+                false,
                 &StatIds::default(),
                 &limits,
                 &ProxyAddrs::default(),
@@ -864,6 +960,7 @@ mod gateway_tests {
         let err = compile(
             &model,
             &local,
+            false,
             &StatIds::with_capacity(0),
             &Limits::default(),
             &ProxyAddrs::default(),

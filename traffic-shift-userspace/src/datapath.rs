@@ -16,13 +16,16 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuValues, SockHash},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SkLookup, SockOps},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SkLookup, SockOps, Xdp},
 };
 use traffic_shift_common::{
-    EndpointStats, Event, FlowKey, RouteTable, ServiceKey, ServiceValue, map_names,
+    EndpointStats, Event, FlowKey, RouteTable, ServiceKey, ServiceValue, XdpStats, map_names,
 };
 
 use crate::compile::Compiled;
+
+#[cfg(test)]
+mod xdp_tests;
 
 /// The kernel programs, built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/traffic-shift"));
@@ -83,7 +86,7 @@ pub enum DatapathError {
     },
     #[error("pinned link of {name} at {path}: {source}")]
     Link {
-        name: &'static str,
+        name: String,
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -99,6 +102,24 @@ pub enum DatapathError {
     Cpus(&'static str, #[source] std::io::Error),
     #[error("no free route id: {0} routes loaded")]
     NoRouteId(usize),
+    #[error(
+        "--xdp-iface {iface}: {source}; name an interface of the --netns namespace (`ip link` there lists them)"
+    )]
+    XdpIface {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "--xdp-iface {iface}: IPv4 forwarding is off there, and the XDP gateway forwards packets (bpf_fib_lookup refuses otherwise); turn it on in the --netns namespace: sysctl -w net.ipv4.conf.all.forwarding=1"
+    )]
+    XdpForwardingOff { iface: String },
+    #[error("attaching the XDP gateway to {iface}: {source}")]
+    XdpAttach {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Route ids to hand out: those below `max` not in `used`, lowest first.
@@ -142,6 +163,8 @@ pub struct ApplyReport {
 pub struct Datapath {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     gateways: HashMap<MapData, ServiceKey, ServiceValue>,
+    /// `TS_XDP_GATEWAYS`: gateway keys of routes to endpoints on other hosts.
+    xdp_gateways: HashMap<MapData, ServiceKey, ServiceValue>,
     sockets: SockHash<MapData, ServiceKey>,
     routes: HashMap<MapData, u32, RouteTable>,
     counters: KernelCounters,
@@ -163,6 +186,7 @@ pub struct Datapath {
     unload_on_drop: bool,
     loaded_services: BTreeMap<ServiceKey, ServiceValue>,
     loaded_gateways: BTreeMap<ServiceKey, ServiceValue>,
+    loaded_xdp_gateways: BTreeMap<ServiceKey, ServiceValue>,
     pin_dir: PathBuf,
     /// Owns the programs and their cgroup links: dropping it detaches them.
     _ebpf: Ebpf,
@@ -174,10 +198,12 @@ impl Datapath {
     /// Loads the programs, attaches the connect-time ones to `cgroup` and
     /// the gateway (`sk_lookup`) to the network namespace `netns` (a file
     /// such as `/proc/self/ns/net`), and pins the maps under `pin_dir`
-    /// (created; must be inside a bpffs mount).
+    /// (created; must be inside a bpffs mount). The XDP gateway is attached
+    /// to each interface of `xdp_ifaces` (in `netns`).
     pub fn load(
         cgroup: &Path,
         netns: &Path,
+        xdp_ifaces: &[String],
         pin_dir: &Path,
         log_level: BpfLogLevel,
         limits: &crate::limits::Limits,
@@ -231,7 +257,8 @@ impl Datapath {
             }
         };
         let n_cpus = aya::util::nr_cpus().map_err(|(what, e)| DatapathError::Cpus(what, e))?;
-        let links = attach(&mut ebpf, pin_dir, cgroup, netns)?;
+        let mut links = attach(&mut ebpf, pin_dir, cgroup, netns)?;
+        attach_xdp(&mut ebpf, pin_dir, netns, xdp_ifaces, &mut links)?;
         if adopted || links.updated > 0 {
             tracing::info!(
                 maps_adopted = adopted,
@@ -242,11 +269,15 @@ impl Datapath {
         }
         let services = take_map(&mut ebpf, map_names::SERVICES)?;
         let gateways = take_map(&mut ebpf, map_names::GATEWAYS)?;
+        let xdp_gateways: HashMap<MapData, ServiceKey, ServiceValue> =
+            take_map(&mut ebpf, map_names::XDP_GATEWAYS)?;
+        let loaded_xdp_gateways = read_keys(&xdp_gateways, map_names::XDP_GATEWAYS)?;
         let sockets = take_map(&mut ebpf, map_names::SOCKETS)?;
         let routes: HashMap<MapData, u32, RouteTable> = take_map(&mut ebpf, map_names::ROUTES)?;
         let counters = KernelCounters {
             events: take_map(&mut ebpf, map_names::EVENTS)?,
             stats: take_map(&mut ebpf, map_names::STATS)?,
+            xdp_stats: take_map(&mut ebpf, map_names::XDP_STATS)?,
         };
         let gateway_flows = take_map(&mut ebpf, map_names::GATEWAY_FLOWS)?;
         let (loaded_services, loaded_gateways, adopted_routes) =
@@ -269,8 +300,10 @@ impl Datapath {
             logger,
             services,
             gateways,
+            xdp_gateways,
             sockets,
             loaded_gateways,
+            loaded_xdp_gateways,
             routes,
             loaded_routes: BTreeMap::new(),
             loaded_services,
@@ -289,15 +322,10 @@ impl Datapath {
         // Counter slots taken over from endpoints that left the rules start
         // from zero, before any table points at them.
         for &id in compiled.stat_ids.recycled() {
-            let zero = PerCpuValues::try_from(vec![EndpointStats::default(); self.n_cpus])
-                .map_err(|e| DatapathError::Cpus("per-CPU value", e))?;
-            self.counters
-                .stats
-                .set(id, zero, 0)
-                .map_err(map_err(map_names::STATS))?;
+            self.zero_slot(id)?;
         }
-        let mut desired_services = BTreeMap::new();
-        let mut desired_gateways = BTreeMap::new();
+        // Desired keys of TS_SERVICES, TS_GATEWAYS, TS_XDP_GATEWAYS.
+        let mut desired: [BTreeMap<ServiceKey, ServiceValue>; 3] = Default::default();
         let mut free_ids = None;
         for (key, route) in &compiled.routes {
             if !self.loaded_routes.contains_key(key) {
@@ -330,13 +358,10 @@ impl Datapath {
                     },
                 );
             }
-            let desired = if route.gateway {
-                &mut desired_gateways
-            } else {
-                &mut desired_services
-            };
+            // An XDP route is a gateway route: 0 mesh, 1 sk_lookup, 2 XDP.
+            let map = usize::from(route.gateway) + usize::from(route.xdp);
             for listener in &route.listeners {
-                desired.insert(
+                desired[map].insert(
                     *listener,
                     ServiceValue {
                         route_id: id,
@@ -349,14 +374,20 @@ impl Datapath {
             (
                 &mut self.services,
                 &mut self.loaded_services,
-                &desired_services,
+                &desired[0],
                 map_names::SERVICES,
             ),
             (
                 &mut self.gateways,
                 &mut self.loaded_gateways,
-                &desired_gateways,
+                &desired[1],
                 map_names::GATEWAYS,
+            ),
+            (
+                &mut self.xdp_gateways,
+                &mut self.loaded_xdp_gateways,
+                &desired[2],
+                map_names::XDP_GATEWAYS,
             ),
         ] {
             let (written, removed) = sync_keys(map, loaded, desired).map_err(map_err(name))?;
@@ -390,11 +421,30 @@ impl Datapath {
         Ok(report)
     }
 
+    /// Zeroes counter slot `id` (connections, bytes, XDP packets).
+    fn zero_slot(&mut self, id: u32) -> Result<(), DatapathError> {
+        let map_err = |name| move |source| DatapathError::Map { name, source };
+        let zero = PerCpuValues::try_from(vec![EndpointStats::default(); self.n_cpus])
+            .map_err(|e| DatapathError::Cpus("per-CPU value", e))?;
+        self.counters
+            .stats
+            .set(id, zero, 0)
+            .map_err(map_err(map_names::STATS))?;
+        let zero = PerCpuValues::try_from(vec![XdpStats::default(); self.n_cpus])
+            .map_err(|e| DatapathError::Cpus("per-CPU value", e))?;
+        self.counters
+            .xdp_stats
+            .set(id, zero, 0)
+            .map_err(map_err(map_names::XDP_STATS))
+    }
+
     /// A route a previous agent left in the kernel exactly as we would
     /// write it (its listeners point at a table with the same bytes) is
     /// ours without a write: a restart with unchanged rules changes nothing.
     fn take_over_adopted(&mut self, key: &str, route: &crate::compile::KernelRoute) {
-        let loaded = if route.gateway {
+        let loaded = if route.xdp {
+            &self.loaded_xdp_gateways
+        } else if route.gateway {
             &self.loaded_gateways
         } else {
             &self.loaded_services
@@ -493,6 +543,7 @@ impl Datapath {
         Ok(KernelCounters {
             events: open(&self.pin_dir, map_names::EVENTS)?,
             stats: open(&self.pin_dir, map_names::STATS)?,
+            xdp_stats: open(&self.pin_dir, map_names::XDP_STATS)?,
         })
     }
 
@@ -521,6 +572,11 @@ impl Datapath {
             (
                 map_names::GATEWAYS,
                 self.loaded_gateways.len(),
+                l.max_gateways,
+            ),
+            (
+                map_names::XDP_GATEWAYS,
+                self.loaded_xdp_gateways.len(),
                 l.max_gateways,
             ),
             (
@@ -619,6 +675,99 @@ fn attach(
     Ok(links)
 }
 
+/// Prefix of the pinned XDP links' names (`link_ts_xdp_<iface>`).
+const XDP_LINK_PREFIX: &str = "ts_xdp_";
+
+/// The XDP gateway on each of `ifaces` (interfaces of `netns`): the pinned
+/// link a previous agent left there (our program swapped in), else a new
+/// one, native mode where the driver has it, generic otherwise, pinned.
+/// Pinned XDP links of interfaces no longer listed are removed (detached).
+/// The program is loaded only when there is an interface to serve.
+fn attach_xdp(
+    ebpf: &mut Ebpf,
+    pin_dir: &Path,
+    netns: &Path,
+    ifaces: &[String],
+    links: &mut LinkReport,
+) -> Result<(), DatapathError> {
+    let wanted: BTreeSet<String> = ifaces.iter().map(|i| xdp_link_name(i)).collect();
+    if let Ok(entries) = std::fs::read_dir(pin_dir) {
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(name) = file.strip_prefix("link_") else {
+                continue;
+            };
+            if name.starts_with(XDP_LINK_PREFIX) && !wanted.contains(name) {
+                tracing::info!(link = %file, "XDP gateway detached from an interface no longer listed in --xdp-iface");
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    if ifaces.is_empty() {
+        return Ok(());
+    }
+    let name = "ts_xdp";
+    let err = |source| DatapathError::Program { name, source };
+    let xdp: &mut Xdp = program(ebpf, name)?;
+    xdp.load().map_err(err)?;
+    let prog_fd = xdp.fd().map_err(err)?.as_fd();
+    for iface in ifaces {
+        let iface_err = |source| DatapathError::XdpIface {
+            iface: iface.clone(),
+            source,
+        };
+        let (ifindex, forwarding) = crate::netns::run_in(netns, || {
+            let c_name = std::ffi::CString::new(iface.as_str())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            // SAFETY: a valid NUL-terminated name.
+            let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+            if index == 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let forwarding =
+                std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"))?;
+            Ok((index, forwarding.trim() == "1"))
+        })
+        .map_err(iface_err)?;
+        if !forwarding {
+            return Err(DatapathError::XdpForwardingOff {
+                iface: iface.clone(),
+            });
+        }
+        let link_name = xdp_link_name(iface);
+        if links.adopt(pin_dir, &link_name, prog_fd, u64::from(ifindex))? {
+            tracing::info!(%iface, "XDP gateway: adopted the pinned link");
+            continue;
+        }
+        let attach_err = |source| DatapathError::XdpAttach {
+            iface: iface.clone(),
+            source,
+        };
+        let (link, mode) = crate::netns::run_in(netns, || {
+            crate::pins::xdp_link_create(prog_fd, ifindex, crate::pins::XDP_FLAGS_DRV_MODE)
+                .map(|link| (link, "native"))
+                .or_else(|_| {
+                    crate::pins::xdp_link_create(prog_fd, ifindex, crate::pins::XDP_FLAGS_SKB_MODE)
+                        .map(|link| (link, "generic"))
+                })
+        })
+        .map_err(attach_err)?;
+        let path = link_pin(pin_dir, &link_name);
+        crate::pins::obj_pin(link.as_fd(), &path).map_err(|source| DatapathError::Link {
+            name: link_name.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        tracing::info!(%iface, mode, "XDP gateway attached");
+    }
+    Ok(())
+}
+
+/// The pinned link name of the XDP gateway on `iface` (bpffs names hold no dot).
+fn xdp_link_name(iface: &str) -> String {
+    format!("{XDP_LINK_PREFIX}{}", iface.replace('.', "_"))
+}
+
 /// What `Datapath::load` did with the links it found pinned.
 #[derive(Default)]
 struct LinkReport {
@@ -636,7 +785,7 @@ impl LinkReport {
     fn adopt(
         &mut self,
         pin_dir: &Path,
-        name: &'static str,
+        name: &str,
         program: std::os::fd::BorrowedFd<'_>,
         target: u64,
     ) -> Result<bool, DatapathError> {
@@ -645,7 +794,7 @@ impl LinkReport {
             return Ok(false);
         }
         let link_err = |source| DatapathError::Link {
-            name,
+            name: name.to_owned(),
             path: path.clone(),
             source,
         };
@@ -676,7 +825,7 @@ where
     let path = link_pin(pin_dir, name);
     let fd_link: aya::programs::links::FdLink =
         link.try_into().map_err(|source| DatapathError::Link {
-            name,
+            name: name.to_owned(),
             path: path.clone(),
             source: std::io::Error::other(source),
         })?;
@@ -841,6 +990,7 @@ impl ProxyFlows {
 pub struct KernelCounters {
     events: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, EndpointStats>,
+    xdp_stats: PerCpuArray<MapData, XdpStats>,
 }
 
 impl KernelCounters {
@@ -859,6 +1009,24 @@ impl KernelCounters {
                 Ok((event, per_cpu.iter().sum()))
             })
             .collect()
+    }
+
+    /// The XDP gateway's counters of slot `id`, summed over CPUs.
+    pub fn xdp_stats(&self, id: u32) -> Result<XdpStats, DatapathError> {
+        let per_cpu = self
+            .xdp_stats
+            .get(&id, 0)
+            .map_err(|source| DatapathError::Map {
+                name: map_names::XDP_STATS,
+                source,
+            })?;
+        Ok(per_cpu.iter().fold(XdpStats::default(), |a, c| XdpStats {
+            request_packets: a.request_packets + c.request_packets,
+            request_bytes: a.request_bytes + c.request_bytes,
+            response_packets: a.response_packets + c.response_packets,
+            response_bytes: a.response_bytes + c.response_bytes,
+            flows: a.flows + c.flows,
+        }))
     }
 
     /// The counters of slot `id`, summed over CPUs.
@@ -904,11 +1072,6 @@ fn read_back(
     ),
     DatapathError,
 > {
-    let read_keys = |map: &HashMap<MapData, ServiceKey, ServiceValue>, name| {
-        map.iter()
-            .collect::<Result<BTreeMap<_, _>, _>>()
-            .map_err(|source| DatapathError::Map { name, source })
-    };
     let loaded_services = read_keys(services, map_names::SERVICES)?;
     let loaded_gateways = read_keys(gateways, map_names::GATEWAYS)?;
     let adopted_routes = routes
@@ -920,6 +1083,16 @@ fn read_back(
             source,
         })?;
     Ok((loaded_services, loaded_gateways, adopted_routes))
+}
+
+/// What a map of service or gateway keys holds.
+fn read_keys(
+    map: &HashMap<MapData, ServiceKey, ServiceValue>,
+    name: &'static str,
+) -> Result<BTreeMap<ServiceKey, ServiceValue>, DatapathError> {
+    map.iter()
+        .collect::<Result<BTreeMap<_, _>, _>>()
+        .map_err(|source| DatapathError::Map { name, source })
 }
 
 /// `--bpf-log-level`: the most verbose kernel log line kept (aya-log levels).

@@ -3,7 +3,8 @@
 //! the flag that raises it.
 
 use traffic_shift_common::{
-    MAX_GATEWAY_FLOWS, MAX_GATEWAYS, MAX_ROUTES, MAX_SERVICES, MAX_SOCKETS, MAX_STATS, map_names,
+    MAX_GATEWAY_FLOWS, MAX_GATEWAYS, MAX_ROUTES, MAX_SERVICES, MAX_SOCKETS, MAX_STATS,
+    MAX_XDP_FLOWS, map_names,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::Args)]
@@ -26,6 +27,9 @@ pub struct Limits {
     /// Gateway connections between SYN and accept (TS_GATEWAY_FLOWS, LRU).
     #[arg(long, value_name = "N", default_value_t = MAX_GATEWAY_FLOWS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_pending_gateway_connections: u32,
+    /// Conntrack entries of the XDP gateway, two per flow (TS_XDP_FLOWS, LRU).
+    #[arg(long, value_name = "N", default_value_t = MAX_XDP_FLOWS, value_parser = clap::value_parser!(u32).range(2..))]
+    pub max_xdp_flows: u32,
 }
 
 impl Default for Limits {
@@ -37,13 +41,14 @@ impl Default for Limits {
             max_gateway_endpoints: MAX_SOCKETS,
             max_counters: MAX_STATS,
             max_pending_gateway_connections: MAX_GATEWAY_FLOWS,
+            max_xdp_flows: MAX_XDP_FLOWS,
         }
     }
 }
 
 impl Limits {
     /// Each sized map and its size.
-    pub fn map_sizes(&self) -> [(&'static str, u32); 7] {
+    pub fn map_sizes(&self) -> [(&'static str, u32); 10] {
         [
             (map_names::ROUTES, self.max_routes),
             (map_names::CURSORS, self.max_routes),
@@ -55,6 +60,9 @@ impl Limits {
                 map_names::GATEWAY_FLOWS,
                 self.max_pending_gateway_connections,
             ),
+            (map_names::XDP_GATEWAYS, self.max_gateways),
+            (map_names::XDP_FLOWS, self.max_xdp_flows),
+            (map_names::XDP_STATS, self.max_counters),
         ]
     }
 

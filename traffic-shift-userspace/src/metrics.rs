@@ -21,7 +21,7 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use traffic_shift_common::{EndpointStats, Event};
+use traffic_shift_common::{EndpointStats, Event, XdpStats};
 
 use crate::{
     datapath::KernelCounters,
@@ -165,6 +165,8 @@ impl IstioLabels {
 pub struct SlotInfo {
     pub labels: IstioLabels,
     pub endpoint: SocketAddr,
+    /// `TcpRoute::key` of the route the slot belongs to.
+    pub route: String,
 }
 
 /// What the agent publishes for the exporter.
@@ -288,6 +290,7 @@ impl Collector for Exporter {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         encode_connections(&mut encoder, &shared, &kernel)?;
         encode_events(&mut encoder, &kernel)?;
+        encode_xdp(&mut encoder, &shared, &kernel)?;
         drop(kernel);
         encode_agent(&mut encoder, &shared)
     }
@@ -384,6 +387,71 @@ fn encode_connections(
         "traffic_shift_connections_failed",
         "Connects to an endpoint that failed, by reason (refused: reset; timeout: SYN retries ran out; other)",
         &failed,
+    )
+}
+
+/// The XDP gateway's packets, bytes (whole frames) and flows per route and
+/// endpoint, by direction. Slots the XDP gateway never used are left out.
+/// Its drops are `traffic_shift_kernel_events_total{program="xdp"}`.
+fn encode_xdp(
+    encoder: &mut DescriptorEncoder,
+    shared: &Shared,
+    kernel: &KernelCounters,
+) -> Result<(), std::fmt::Error> {
+    let mut packets = BTreeMap::new();
+    let mut bytes = BTreeMap::new();
+    let mut flows = BTreeMap::new();
+    for (&id, slot) in &shared.slots {
+        let Ok(x) = kernel.xdp_stats(id) else {
+            continue;
+        };
+        if x == XdpStats::default() {
+            continue;
+        }
+        let labels = |direction: Option<&str>| {
+            let mut labels = vec![
+                ("route", slot.route.clone()),
+                (
+                    "destination_service",
+                    slot.labels.get("destination_service").to_owned(),
+                ),
+                (
+                    "destination_version",
+                    slot.labels.get("destination_version").to_owned(),
+                ),
+                ("endpoint", slot.endpoint.to_string()),
+            ];
+            if let Some(d) = direction {
+                labels.push(("direction", d.to_owned()));
+            }
+            labels
+        };
+        for (direction, n_packets, n_bytes) in [
+            ("request", x.request_packets, x.request_bytes),
+            ("response", x.response_packets, x.response_bytes),
+        ] {
+            *packets.entry(labels(Some(direction))).or_default() += n_packets;
+            *bytes.entry(labels(Some(direction))).or_default() += n_bytes;
+        }
+        *flows.entry(labels(None)).or_default() += x.flows;
+    }
+    counters(
+        encoder,
+        "traffic_shift_xdp_packets",
+        "Packets the XDP gateway forwarded, per route and endpoint, by direction (request: client to endpoint)",
+        &packets,
+    )?;
+    counters(
+        encoder,
+        "traffic_shift_xdp_bytes",
+        "Bytes (whole frames) the XDP gateway forwarded, per route and endpoint, by direction",
+        &bytes,
+    )?;
+    counters(
+        encoder,
+        "traffic_shift_xdp_flows",
+        "Flows (SYNs given an endpoint) the XDP gateway started, per route and endpoint",
+        &flows,
     )
 }
 

@@ -16,6 +16,13 @@ use std::{
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_LINK_CREATE: libc::c_long = 28;
+/// `enum bpf_attach_type`: BPF_XDP.
+const BPF_XDP: u64 = 37;
+/// XDP attach modes (`if_link.h`).
+pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
 /// `bpf(cmd, attr, size)` over an attribute block of plain words.
 fn bpf(cmd: libc::c_long, attr: &mut [u64]) -> io::Result<libc::c_long> {
@@ -52,6 +59,32 @@ pub fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<
     bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
 }
 
+/// Attaches the XDP `program` to interface `ifindex` (of the calling
+/// thread's network namespace) with a link, in `mode` (one of the
+/// `XDP_FLAGS_*_MODE`); the link detaches when its last reference (this fd,
+/// a pin) goes.
+pub fn xdp_link_create(program: BorrowedFd<'_>, ifindex: u32, mode: u32) -> io::Result<OwnedFd> {
+    // link_create: { u32 prog_fd; u32 target_ifindex; u32 attach_type; u32 flags; }
+    let mut attr = [0u64; 8];
+    attr[0] = u64::from(fd_u32(program)?) | (u64::from(ifindex) << 32);
+    attr[1] = BPF_XDP | (u64::from(mode) << 32);
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    let fd = i32::try_from(fd).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    // SAFETY: the kernel returned a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Pins the object `fd` (a link here) at `path` in a bpffs mount.
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // { u64 pathname; u32 bpf_fd; u32 file_flags; }
+    let mut attr = [0u64; 4];
+    attr[0] = c_path.as_ptr() as u64;
+    attr[1] = u64::from(fd_u32(fd)?);
+    bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
+}
+
 fn fd_u32(fd: BorrowedFd<'_>) -> io::Result<u32> {
     u32::try_from(fd.as_raw_fd()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
@@ -59,15 +92,17 @@ fn fd_u32(fd: BorrowedFd<'_>) -> io::Result<u32> {
 /// What a link is attached to, as the kernel reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkTarget {
-    /// `BPF_LINK_TYPE_*`: 3 cgroup, 5 netns.
+    /// `BPF_LINK_TYPE_*`: 3 cgroup, 5 netns, 6 xdp.
     pub link_type: u32,
     pub program_id: u32,
-    /// The cgroup id (cgroup links) or the netns inode (netns links).
+    /// The cgroup id (cgroup links), the netns inode (netns links) or the
+    /// interface index (xdp links).
     pub target: u64,
 }
 
 pub const LINK_TYPE_CGROUP: u32 = 3;
 pub const LINK_TYPE_NETNS: u32 = 5;
+pub const LINK_TYPE_XDP: u32 = 6;
 
 /// `BPF_OBJ_GET_INFO_BY_FD` on a link.
 pub fn link_target(link: BorrowedFd<'_>) -> io::Result<LinkTarget> {
@@ -83,7 +118,7 @@ pub fn link_target(link: BorrowedFd<'_>) -> io::Result<LinkTarget> {
     let link_type = (info[0] & 0xffff_ffff) as u32;
     let program_id = (info[1] & 0xffff_ffff) as u32;
     let target = match link_type {
-        LINK_TYPE_NETNS => info[2] & 0xffff_ffff,
+        LINK_TYPE_NETNS | LINK_TYPE_XDP => info[2] & 0xffff_ffff,
         _ => info[2],
     };
     Ok(LinkTarget {

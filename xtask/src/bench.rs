@@ -30,6 +30,7 @@ use crate::{cmd, setup};
 mod rule_change;
 mod scale;
 mod split;
+mod xdp;
 
 const SCENARIO: &str = "new TCP connections";
 const STREAM_SCENARIO: &str = "one long TCP stream";
@@ -112,7 +113,7 @@ struct Skipped {
     why: String,
 }
 
-pub fn bench(root: &Path, quick: bool) -> Result<()> {
+pub fn bench(root: &Path, quick: bool, xdp: bool) -> Result<()> {
     ensure!(
         setup::is_root(),
         "xtask bench must run as root: it attaches eBPF programs and creates a network namespace \
@@ -121,6 +122,9 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     let cgroup_root = setup::setup(setup::Need::Runtime)?.context("no cgroup v2 root")?;
     crate::build(root, true)?;
     let bin = crate::profile_dir(root, true);
+    if xdp {
+        return xdp::run(root, &bin, &cgroup_root, quick);
+    }
     let mut proxies = install_proxies();
     match setup::envoy(bin.parent().expect("target/release has a parent")) {
         Ok(envoy) => {

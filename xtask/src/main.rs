@@ -62,6 +62,11 @@ enum Cmd {
         /// built and installed).
         #[arg(long)]
         quick: bool,
+        /// Scenario 7 only: the XDP gateway (endpoints on other hosts) against Linux
+        /// forwarding with iptables DNAT, in a topology of four namespaces; results in
+        /// `bench/results/xdp-latest.md`.
+        #[arg(long)]
+        xdp: bool,
     },
     /// Fuzz the config parsing (and every other target in `fuzz/fuzz_targets/`)
     /// with cargo-fuzz and libFuzzer on nightly, a bounded time per target;
@@ -99,7 +104,7 @@ fn run(cli: Cli) -> Result<()> {
             demo::run(&root, &args, &rules)
         }
         Cmd::Test { cargo_test_args } => test(&root, &cargo_test_args),
-        Cmd::Bench { quick } => bench::bench(&root, quick),
+        Cmd::Bench { quick, xdp } => bench::bench(&root, quick, xdp),
         Cmd::Fuzz(args) => {
             setup::setup(Need::Build)?;
             fuzz::fuzz(&root, &args)

@@ -172,6 +172,7 @@ impl Agent {
         compile::compile(
             &self.usable(model),
             &is_local,
+            self.xdp,
             &self.stat_ids,
             &self.limits,
             &self.l7.addrs,

@@ -1,0 +1,663 @@
+//! XDP (kernel 5.9 for the link, 6.7 for `BPF_FIB_LOOKUP_SRC`): the gateway
+//! for endpoints on other hosts. Packet-level L4 load balancing with
+//! conntrack and NAT, as Katran does but with source NAT instead of
+//! encapsulation, so backends need no configuration.
+//!
+//! - A SYN to a gateway address:port (`TS_XDP_GATEWAYS`) gets an endpoint
+//!   from its route's table (the same `pick` as every other path), a source
+//!   port toward it and two conntrack entries (`TS_XDP_FLOWS`, LRU): client
+//!   -> gateway becomes node -> endpoint, and the endpoint's answers to the
+//!   node become gateway -> client again.
+//! - Every later packet of either direction follows its entry, so a weight
+//!   change never moves an open connection. A RST ends the flow (after it
+//!   is forwarded); a FIN shortens its entries' life to
+//!   `XDP_CLOSING_TIMEOUT_NS` of silence; any entry ends after
+//!   `XDP_IDLE_TIMEOUT_NS` of silence.
+//! - The next hop (interface, MAC addresses, and the node's source address
+//!   toward the endpoint) comes from `bpf_fib_lookup`; the packet leaves by
+//!   `XDP_TX` (same interface) or `XDP_REDIRECT`.
+//!
+//! Everything else passes untouched: other protocols, other addresses,
+//! headers the program does not parse (IPv4 options, IPv6 extension
+//! headers, VLAN tags, truncated packets) and IPv4 fragments. A packet is
+//! only dropped for a reason counted in `TS_EVENTS` (`Event::is_drop`).
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{
+        BPF_ANY, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SRC,
+        BPF_NOEXIST, bpf_fib_lookup, xdp_action,
+    },
+    helpers::generated::{
+        bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect,
+    },
+    macros::{map, xdp},
+    maps::PerCpuArray,
+    programs::XdpContext,
+};
+use traffic_shift_common::{
+    EndpointStats, Event, FAMILY_V4, FAMILY_V6, MAX_STATS, NatEntry, NatKey, ServiceKey,
+    XDP_CLOSING_TIMEOUT_NS, XDP_IDLE_TIMEOUT_NS, XDP_SNAT_PORT_MIN, XDP_SNAT_PORTS, XdpStats,
+    csum_replace, nat_flags,
+};
+
+use crate::{
+    maps::{TS_ROUTES, TS_STATS, TS_XDP_FLOWS, TS_XDP_GATEWAYS, TS_XDP_STATS, add, count},
+    select::pick,
+};
+
+/// `new_flow`'s working space (see there).
+#[repr(C)]
+pub struct Scratch {
+    fib: bpf_fib_lookup,
+    forward: NatEntry,
+    reply: NatEntry,
+}
+
+/// One `Scratch` per CPU. Not pinned: nothing in it outlives a program run.
+#[map]
+static TS_XDP_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPV4_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const TCP_HLEN: usize = 20;
+const IPPROTO_TCP: u8 = 6;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// Source ports tried for a new flow before giving up (`XdpNoPort`).
+const PORT_TRIES: u32 = 8;
+
+#[xdp]
+pub fn ts_xdp(ctx: XdpContext) -> u32 {
+    let (action, event) = match try_xdp(&ctx) {
+        Ok(verdict) => verdict,
+        Err(event) if event.is_drop() => (xdp_action::XDP_DROP, event),
+        // The TTL ran out: the stack sends the ICMP error.
+        Err(event) => (xdp_action::XDP_PASS, event),
+    };
+    count(event);
+    action
+}
+
+/// Where the headers are and what they say.
+struct Packet {
+    /// The IP header's offset is always `ETH_HLEN`; the TCP header's.
+    l4: usize,
+    family: u8,
+    key: NatKey,
+    tcp_flags: u8,
+    /// Whole frame length, for the packet/byte counters.
+    frame_len: u64,
+    /// TCP payload bytes (what `TS_STATS` counts).
+    payload_len: u64,
+}
+
+/// The packet's start and end, loaded from the context with volatile
+/// reads: otherwise LLVM passes the 32-bit fields instead of the context
+/// to the non-inlined functions, and the verifier refuses the result:
+/// "R2 pointer arithmetic with <<= operator prohibited".
+#[inline(always)]
+fn bounds(ctx: &XdpContext) -> (usize, usize) {
+    // SAFETY: the context pointer is valid for the program run.
+    unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*ctx.ctx).data) as usize,
+            core::ptr::read_volatile(&raw const (*ctx.ctx).data_end) as usize,
+        )
+    }
+}
+
+/// Bounds-checked pointer to `T` at `offset` in the packet.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    let (start, end) = bounds(ctx);
+    if start + offset + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+/// Reads a `T` (unaligned) at `offset`, bounds-checked.
+#[inline(always)]
+fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+    // SAFETY: `ptr_at` checked the bounds.
+    ptr_at::<T>(ctx, offset).map(|p| unsafe { p.read_unaligned() })
+}
+
+#[inline(always)]
+fn write<T: Copy>(ctx: &XdpContext, offset: usize, value: T) {
+    if let Some(p) = ptr_at::<T>(ctx, offset) {
+        // SAFETY: `ptr_at` checked the bounds.
+        unsafe { p.write_unaligned(value) }
+    }
+}
+
+#[inline(always)]
+fn try_xdp(ctx: &XdpContext) -> Result<(u32, Event), Event> {
+    let pass = |event| Ok((xdp_action::XDP_PASS, event));
+    // Filled in place: a returned Packet is one more copy on the stack.
+    let mut packet = Packet {
+        l4: 0,
+        family: 0,
+        key: NatKey {
+            src: [0; 4],
+            dst: [0; 4],
+            sport: 0,
+            dport: 0,
+            family: 0,
+            pad: [0; 3],
+        },
+        tcp_flags: 0,
+        frame_len: 0,
+        payload_len: 0,
+    };
+    match parse(ctx, &mut packet) {
+        Ok(true) => {}
+        Ok(false) => return pass(Event::XdpPass),
+        Err(event) => return pass(event),
+    }
+    // SAFETY: the bpf helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let syn = packet.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if let Some(entry) = TS_XDP_FLOWS.get_ptr_mut(&packet.key) {
+        // SAFETY: LRU values stay valid for the program run.
+        let (flags, last_seen) = unsafe { ((*entry).flags, (*entry).last_seen_ns) };
+        // A SYN after a close (or on a dead entry) is a new connection on
+        // the same 4-tuple; a SYN on a live one is a retransmission.
+        let reused = syn && flags & (nat_flags::FIN | nat_flags::REPLY) == nat_flags::FIN;
+        if !expired(flags, last_seen, now) && !reused {
+            return follow(ctx, &packet, entry, now);
+        }
+        // SAFETY: as above.
+        let _ = TS_XDP_FLOWS.remove(&unsafe { (*entry).reverse_key() });
+        let _ = TS_XDP_FLOWS.remove(&packet.key);
+        if flags & nat_flags::REPLY != 0 {
+            return pass(Event::XdpUnknownFlow);
+        }
+    }
+    let addr = ServiceKey {
+        addr: packet.key.dst,
+        port: packet.key.dport,
+        family: packet.family,
+        pad: 0,
+    };
+    let any = ServiceKey {
+        addr: [0; 4],
+        ..addr
+    };
+    // SAFETY: entries are replaced, not written in place, by user space.
+    let Some(gateway) = (unsafe {
+        TS_XDP_GATEWAYS
+            .get(&addr)
+            .or_else(|| TS_XDP_GATEWAYS.get(&any))
+    }) else {
+        return pass(Event::XdpPass);
+    };
+    if !syn {
+        return pass(Event::XdpUnknownFlow);
+    }
+    new_flow(ctx, &packet, gateway.route_id, now)
+}
+
+/// Parses Ethernet, IPv4 or IPv6, and TCP into `out`. `Ok(false)`: not TCP over IP;
+/// `Err(event)`: IP that the program does not handle (passed). Not
+/// inlined: its header copies get their own frame (the BPF stack limit is
+/// 512 bytes for the deepest chain of calls).
+#[inline(never)]
+fn parse(ctx: &XdpContext, out: &mut Packet) -> Result<bool, Event> {
+    let (start, end) = bounds(ctx);
+    let frame_len = (end - start) as u64;
+    let Some(ethertype) = read::<u16>(ctx, 12) else {
+        return Err(Event::XdpUnparsed);
+    };
+    let ethertype = u16::from_be(ethertype);
+    let (family, l4, addrs, ip_payload) = match ethertype {
+        ETH_P_IP => {
+            let Some(ip) = read::<[u8; IPV4_HLEN]>(ctx, ETH_HLEN) else {
+                return Err(Event::XdpUnparsed);
+            };
+            if ip[9] != IPPROTO_TCP {
+                return Ok(false);
+            }
+            if ip[0] != 0x45 {
+                // IPv4 options or a bad version/length.
+                return Err(Event::XdpUnparsed);
+            }
+            // More fragments, or an offset: a fragment.
+            if ip[6] & 0x3f != 0 || ip[7] != 0 {
+                return Err(Event::XdpFragment);
+            }
+            let total = u16::from_be_bytes([ip[2], ip[3]]) as u64;
+            if total < (IPV4_HLEN + TCP_HLEN) as u64 || ETH_HLEN as u64 + total > frame_len {
+                return Err(Event::XdpUnparsed);
+            }
+            let word = |i: usize| u32::from_ne_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]);
+            (
+                FAMILY_V4,
+                ETH_HLEN + IPV4_HLEN,
+                ([word(12), 0, 0, 0], [word(16), 0, 0, 0]),
+                total - IPV4_HLEN as u64,
+            )
+        }
+        ETH_P_IPV6 => {
+            let Some(ip) = read::<[u32; IPV6_HLEN / 4]>(ctx, ETH_HLEN) else {
+                return Err(Event::XdpUnparsed);
+            };
+            let b = ip[1].to_ne_bytes();
+            if b[2] != IPPROTO_TCP {
+                // Another protocol, or an extension header first.
+                return Ok(false);
+            }
+            let payload = u16::from_be_bytes([b[0], b[1]]) as u64;
+            if payload < TCP_HLEN as u64 || (ETH_HLEN + IPV6_HLEN) as u64 + payload > frame_len {
+                return Err(Event::XdpUnparsed);
+            }
+            (
+                FAMILY_V6,
+                ETH_HLEN + IPV6_HLEN,
+                ([ip[2], ip[3], ip[4], ip[5]], [ip[6], ip[7], ip[8], ip[9]]),
+                payload,
+            )
+        }
+        _ => return Ok(false),
+    };
+    let Some(tcp) = read::<[u8; TCP_HLEN]>(ctx, l4) else {
+        return Err(Event::XdpUnparsed);
+    };
+    let data_offset = u64::from(tcp[12] >> 4) * 4;
+    if data_offset < TCP_HLEN as u64 || data_offset > ip_payload {
+        return Err(Event::XdpUnparsed);
+    }
+    *out = Packet {
+        l4,
+        family,
+        key: NatKey {
+            src: addrs.0,
+            dst: addrs.1,
+            sport: u16::from_ne_bytes([tcp[0], tcp[1]]),
+            dport: u16::from_ne_bytes([tcp[2], tcp[3]]),
+            family,
+            pad: [0; 3],
+        },
+        tcp_flags: tcp[13],
+        frame_len,
+        payload_len: ip_payload - data_offset,
+    };
+    Ok(true)
+}
+
+/// Whether an entry with `flags`, last used at `last_seen`, is over.
+#[inline(always)]
+fn expired(flags: u8, last_seen: u64, now: u64) -> bool {
+    let timeout = if flags & nat_flags::FIN != 0 {
+        XDP_CLOSING_TIMEOUT_NS
+    } else {
+        XDP_IDLE_TIMEOUT_NS
+    };
+    now.wrapping_sub(last_seen) > timeout
+}
+
+/// A SYN to a gateway: endpoint, source port, entries, then forward.
+/// Not inlined (nor is `follow`): each gets its own stack frame, where
+/// inlined together they exceed the 512-byte BPF stack.
+#[inline(never)]
+fn new_flow(
+    ctx: &XdpContext,
+    packet: &Packet,
+    route_id: u32,
+    now: u64,
+) -> Result<(u32, Event), Event> {
+    // SAFETY: TS_ROUTES is BPF_F_NO_PREALLOC (see connect.rs).
+    let Some(route) = (unsafe { TS_ROUTES.get(&route_id) }) else {
+        return Ok((xdp_action::XDP_PASS, Event::XdpPass));
+    };
+    // No endpoint (the subset has none, or none healthy; or none of the
+    // packet's family): the node's stack answers the SYN with a reset (no
+    // socket listens there), so the client fails at once, as on the other
+    // paths, instead of retrying a dropped SYN.
+    let no_endpoint = Ok((xdp_action::XDP_PASS, Event::XdpNoEndpoint));
+    let Ok(picked) = pick(route, route_id, packet.key.src) else {
+        return no_endpoint;
+    };
+    let backend = picked.backend;
+    if backend.family != packet.family {
+        return no_endpoint;
+    }
+    let stat_id = backend.stat_id;
+    // Its large locals live in a per-CPU map: on the stack they would take
+    // the chain of calls past 512 bytes ("combined stack size of 2 calls
+    // is 640. Too large").
+    let Some(scratch) = TS_XDP_SCRATCH.get_ptr_mut(0) else {
+        return Err(Event::XdpFlowFull);
+    };
+    // SAFETY: this CPU's value, valid for the run; XDP does not nest on a CPU.
+    let Scratch {
+        fib,
+        forward,
+        reply,
+    } = unsafe { &mut *scratch };
+    // The node's address toward the endpoint, and the next hop.
+    fib_params(fib, packet.family, packet.key.src, backend.addr);
+    let hop = next_hop(ctx, fib, BPF_FIB_LOOKUP_SRC)?;
+    let node = if packet.family == FAMILY_V4 {
+        // SAFETY: the union member of the family we asked for.
+        [unsafe { fib.__bindgen_anon_3.ipv4_src }, 0, 0, 0]
+    } else {
+        // SAFETY: as above.
+        unsafe { fib.__bindgen_anon_3.ipv6_src }
+    };
+    *forward = NatEntry {
+        src: node,
+        dst: backend.addr,
+        sport: 0,
+        dport: backend.port,
+        stat_id,
+        last_seen_ns: now,
+        flags: 0,
+        family: packet.family,
+        pad: [0; 6],
+    };
+    *reply = NatEntry {
+        src: packet.key.dst,
+        dst: packet.key.src,
+        sport: packet.key.dport,
+        dport: packet.key.sport,
+        stat_id,
+        last_seen_ns: now,
+        flags: nat_flags::REPLY,
+        family: packet.family,
+        pad: [0; 6],
+    };
+    // A source port toward this endpoint that no live flow holds: the
+    // reply entry's key (endpoint -> node:port) must be free. Written
+    // with NOEXIST, so two CPUs never take the same one.
+    // SAFETY: the bpf helper has no preconditions.
+    let start = unsafe { bpf_get_prandom_u32() };
+    let mut found = false;
+    for i in 0..PORT_TRIES {
+        let port = XDP_SNAT_PORT_MIN + (start.wrapping_add(i * 7919) % XDP_SNAT_PORTS) as u16;
+        forward.sport = port.to_be();
+        let key = forward.reverse_key();
+        let flags = match TS_XDP_FLOWS.get_ptr(&key) {
+            None => u64::from(BPF_NOEXIST),
+            // SAFETY: LRU values stay valid for the program run.
+            Some(old) => {
+                let (flags, last_seen) = unsafe { ((*old).flags, (*old).last_seen_ns) };
+                if !expired(flags, last_seen, now) {
+                    continue;
+                }
+                // A dead flow's port: its forward entry goes too.
+                let _ = TS_XDP_FLOWS.remove(&unsafe { (*old).reverse_key() });
+                u64::from(BPF_ANY)
+            }
+        };
+        if TS_XDP_FLOWS.insert(&key, &*reply, flags).is_ok() {
+            found = true;
+            break;
+        }
+    }
+    if !found {
+        return Err(Event::XdpNoPort);
+    }
+    if TS_XDP_FLOWS
+        .insert(&packet.key, &*forward, u64::from(BPF_ANY))
+        .is_err()
+    {
+        let _ = TS_XDP_FLOWS.remove(&forward.reverse_key());
+        return Err(Event::XdpFlowFull);
+    }
+    if let Some(s) = stats(stat_id) {
+        // SAFETY: a per-CPU map value, valid for the run.
+        unsafe { add(&raw mut (*s).opened, 1) };
+    }
+    if let Some(x) = xdp_stats(stat_id) {
+        // SAFETY: a per-CPU map value, valid for the run.
+        unsafe { add(&raw mut (*x).flows, 1) };
+    }
+    rewrite(ctx, packet, forward, fib)?;
+    account(packet, forward);
+    Ok((hop.action(ctx), Event::XdpNewFlow))
+}
+
+/// A packet of a known flow: rewrite by its entry, keep the counters.
+#[inline(never)]
+fn follow(
+    ctx: &XdpContext,
+    packet: &Packet,
+    entry: *mut NatEntry,
+    now: u64,
+) -> Result<(u32, Event), Event> {
+    // SAFETY: LRU values stay valid for the program run.
+    let nat = unsafe { &*entry };
+    // SAFETY: an all-zero bpf_fib_lookup is valid (plain integers).
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib_params(&mut fib, nat.family, nat.src, nat.dst);
+    let hop = next_hop(ctx, &mut fib, 0)?;
+    rewrite(ctx, packet, nat, &fib)?;
+    let mut flags = nat.flags;
+    let reply = flags & nat_flags::REPLY != 0;
+    let stat = stats(nat.stat_id);
+    if reply && flags & nat_flags::ESTABLISHED == 0 {
+        if packet.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+            flags |= nat_flags::ESTABLISHED;
+            if let Some(s) = stat {
+                // SAFETY: a per-CPU map value, valid for the run.
+                unsafe { add(&raw mut (*s).established, 1) };
+            }
+        } else if packet.tcp_flags & TCP_RST != 0 {
+            // The endpoint refused the connection: outlier detection counts it.
+            if let Some(s) = stat {
+                // SAFETY: a per-CPU map value, valid for the run.
+                unsafe { add(&raw mut (*s).failed_refused, 1) };
+            }
+        }
+    }
+    if packet.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        flags |= nat_flags::FIN;
+        // Closed once both ways have sent a FIN, or at a reset.
+        let other = TS_XDP_FLOWS.get_ptr_mut(&nat.reverse_key());
+        let done = packet.tcp_flags & TCP_RST != 0
+            // SAFETY: LRU values stay valid for the program run.
+            || other.is_some_and(|o| unsafe { (*o).flags } & nat_flags::FIN != 0);
+        if done && flags & nat_flags::CLOSED == 0 {
+            flags |= nat_flags::CLOSED;
+            if let Some(o) = other {
+                // SAFETY: as above; a racing writer only repeats the flag.
+                unsafe { (*o).flags |= nat_flags::CLOSED | nat_flags::FIN };
+            }
+            if let Some(s) = stat {
+                // SAFETY: a per-CPU map value, valid for the run.
+                unsafe { add(&raw mut (*s).closed, 1) };
+            }
+        }
+    }
+    account(packet, nat);
+    if packet.tcp_flags & TCP_RST != 0 {
+        // A reset ends the flow at once (the reset itself is forwarded):
+        // its source port is free for the next flow.
+        let reverse = nat.reverse_key();
+        let _ = TS_XDP_FLOWS.remove(&reverse);
+        let _ = TS_XDP_FLOWS.remove(&packet.key);
+    } else {
+        // SAFETY: the entry is valid for the run; concurrent writers (other
+        // CPUs with packets of the same flow) write the same kind of values.
+        unsafe {
+            (*entry).last_seen_ns = now;
+            (*entry).flags = flags;
+        }
+    }
+    let event = if reply {
+        Event::XdpReply
+    } else {
+        Event::XdpForward
+    };
+    Ok((hop.action(ctx), event))
+}
+
+/// Counts the packet against its endpoint.
+#[inline(always)]
+fn account(packet: &Packet, nat: &NatEntry) {
+    let reply = nat.flags & nat_flags::REPLY != 0;
+    if let Some(s) = stats(nat.stat_id) {
+        // SAFETY: a per-CPU map value, valid for the run.
+        let bytes = unsafe {
+            if reply {
+                &raw mut (*s).response_bytes
+            } else {
+                &raw mut (*s).request_bytes
+            }
+        };
+        add(bytes, packet.payload_len);
+    }
+    if let Some(x) = xdp_stats(nat.stat_id) {
+        // SAFETY: as above.
+        let (packets, bytes) = unsafe {
+            if reply {
+                (&raw mut (*x).response_packets, &raw mut (*x).response_bytes)
+            } else {
+                (&raw mut (*x).request_packets, &raw mut (*x).request_bytes)
+            }
+        };
+        add(packets, 1);
+        add(bytes, packet.frame_len);
+    }
+}
+
+#[inline(always)]
+fn stats(id: u32) -> Option<*mut EndpointStats> {
+    if id >= MAX_STATS {
+        return None;
+    }
+    TS_STATS.get_ptr_mut(id)
+}
+
+#[inline(always)]
+fn xdp_stats(id: u32) -> Option<*mut XdpStats> {
+    TS_XDP_STATS.get_ptr_mut(id)
+}
+
+/// Sets `fib` up for a lookup of `src` -> `dst` (all other fields zero).
+#[inline(always)]
+fn fib_params(fib: &mut bpf_fib_lookup, family: u8, src: [u32; 4], dst: [u32; 4]) {
+    // SAFETY: an all-zero bpf_fib_lookup is valid (plain integers).
+    *fib = unsafe { core::mem::zeroed() };
+    fib.l4_protocol = IPPROTO_TCP;
+    if family == FAMILY_V4 {
+        fib.family = AF_INET;
+        fib.__bindgen_anon_3.ipv4_src = src[0];
+        fib.__bindgen_anon_4.ipv4_dst = dst[0];
+    } else {
+        fib.family = AF_INET6;
+        fib.__bindgen_anon_3.ipv6_src = src;
+        fib.__bindgen_anon_4.ipv6_dst = dst;
+    }
+}
+
+/// Where the rewritten packet leaves.
+struct Hop {
+    ifindex: u32,
+}
+
+impl Hop {
+    /// `XDP_TX` back out of the interface it came in on, else a redirect.
+    #[inline(always)]
+    fn action(&self, ctx: &XdpContext) -> u32 {
+        if self.ifindex as usize == ctx.ingress_ifindex() {
+            xdp_action::XDP_TX
+        } else {
+            // SAFETY: the bpf helper has no preconditions.
+            unsafe { bpf_redirect(self.ifindex, 0) as u32 }
+        }
+    }
+}
+
+#[inline(always)]
+fn next_hop(ctx: &XdpContext, fib: &mut bpf_fib_lookup, flags: u32) -> Result<Hop, Event> {
+    fib.ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: `fib` is a valid bpf_fib_lookup of the size passed.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            core::ptr::from_mut(fib),
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            flags,
+        )
+    };
+    match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => Ok(Hop {
+            ifindex: fib.ifindex,
+        }),
+        BPF_FIB_LKUP_RET_NO_NEIGH => Err(Event::XdpNoNeighbour),
+        _ => Err(Event::XdpNoRoute),
+    }
+}
+
+/// Rewrites addresses, ports, TTL and MAC addresses, with incremental
+/// checksum updates (IPv4 header, TCP over its pseudo-header).
+#[inline(never)]
+fn rewrite(
+    ctx: &XdpContext,
+    packet: &Packet,
+    nat: &NatEntry,
+    fib: &bpf_fib_lookup,
+) -> Result<(), Event> {
+    let l4 = packet.l4;
+    let Some(tcp_check) = read::<u16>(ctx, l4 + 16) else {
+        return Err(Event::XdpUnparsed);
+    };
+    let old_ports = u32::from(packet.key.sport) | (u32::from(packet.key.dport) << 16);
+    let new_ports = u32::from(nat.sport) | (u32::from(nat.dport) << 16);
+    let k = &packet.key;
+    if packet.family == FAMILY_V4 {
+        let Some(ttl_proto) = read::<u16>(ctx, ETH_HLEN + 8) else {
+            return Err(Event::XdpUnparsed);
+        };
+        let [ttl, proto] = ttl_proto.to_ne_bytes();
+        if ttl <= 1 {
+            return Err(Event::XdpTtlExceeded);
+        }
+        let Some(ip_check) = read::<u16>(ctx, ETH_HLEN + 10) else {
+            return Err(Event::XdpUnparsed);
+        };
+        let new_ttl = u16::from_ne_bytes([ttl - 1, proto]);
+        let ip_check = csum_replace(ip_check, &k.src[..1], &nat.src[..1]);
+        let ip_check = csum_replace(ip_check, &k.dst[..1], &nat.dst[..1]);
+        let ip_check = csum_replace(ip_check, &[u32::from(ttl_proto)], &[u32::from(new_ttl)]);
+        let tcp_check = csum_replace(tcp_check, &k.src[..1], &nat.src[..1]);
+        let tcp_check = csum_replace(tcp_check, &k.dst[..1], &nat.dst[..1]);
+        let tcp_check = csum_replace(tcp_check, &[old_ports], &[new_ports]);
+        write(ctx, ETH_HLEN + 8, new_ttl);
+        write(ctx, ETH_HLEN + 10, ip_check);
+        write(ctx, ETH_HLEN + 12, nat.src[0]);
+        write(ctx, ETH_HLEN + 16, nat.dst[0]);
+        write(ctx, l4 + 16, tcp_check);
+    } else {
+        let Some(hop_limit) = read::<u8>(ctx, ETH_HLEN + 7) else {
+            return Err(Event::XdpUnparsed);
+        };
+        if hop_limit <= 1 {
+            return Err(Event::XdpTtlExceeded);
+        }
+        let tcp_check = csum_replace(tcp_check, &k.src, &nat.src);
+        let tcp_check = csum_replace(tcp_check, &k.dst, &nat.dst);
+        let tcp_check = csum_replace(tcp_check, &[old_ports], &[new_ports]);
+        write(ctx, ETH_HLEN + 7, hop_limit - 1);
+        write(ctx, ETH_HLEN + 8, nat.src);
+        write(ctx, ETH_HLEN + 24, nat.dst);
+        write(ctx, l4 + 16, tcp_check);
+    }
+    write(ctx, l4, nat.sport);
+    write(ctx, l4 + 2, nat.dport);
+    write(ctx, 0, fib.dmac);
+    write(ctx, 6, fib.smac);
+    Ok(())
+}

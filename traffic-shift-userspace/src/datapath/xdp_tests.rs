@@ -1,0 +1,635 @@
+//! The XDP gateway program run on packets with `BPF_PROG_TEST_RUN`,
+//! table-driven in the style of Katran's fixtures: each case is a packet in,
+//! the verdict and the packet out (bytes compared with a rewrite computed
+//! here independently: headers parsed and checksums recomputed in full by
+//! etherparse, never incrementally as the kernel does).
+//!
+//! The program runs in a network namespace of its own with two veth pairs,
+//! addresses, static neighbours and forwarding on, so `bpf_fib_lookup`
+//! answers as it would on a node. Needs root.
+
+use std::{
+    net::Ipv4Addr,
+    os::fd::{AsFd as _, AsRawFd as _},
+    process::Command,
+};
+
+use aya::{
+    EbpfLoader,
+    maps::{HashMap, PerCpuArray},
+    programs::Xdp,
+};
+use etherparse::{Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, TcpHeader};
+use traffic_shift_common::{
+    EndpointStats, NatEntry, NatKey, RouteTable, ServiceKey, ServiceValue, XDP_SNAT_PORT_MIN,
+    map_names,
+};
+
+use super::EBPF_OBJECT;
+use crate::{
+    compile,
+    limits::Limits,
+    model::{Destination, Endpoint, RoutingModel, Selection, TcpRoute},
+    stats::StatIds,
+};
+
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
+const CLIENT2_MAC: [u8; 6] = [2, 0, 0, 0, 1, 3];
+const NODE_C_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
+const NODE_B_MAC: [u8; 6] = [2, 0, 0, 0, 2, 1];
+const V1_MAC: [u8; 6] = [2, 0, 0, 0, 2, 2];
+const V2_MAC: [u8; 6] = [2, 0, 0, 0, 2, 3];
+
+const CLIENT: [u8; 4] = [10, 0, 1, 2];
+const CLIENT2: [u8; 4] = [10, 0, 1, 3];
+const GATEWAY: [u8; 4] = [10, 0, 1, 1];
+const NODE_B: [u8; 4] = [10, 0, 2, 1];
+const V1: [u8; 4] = [10, 0, 2, 2];
+const V2: [u8; 4] = [10, 0, 2, 3];
+const GW_PORT: u16 = 31400;
+const EP_PORT: u16 = 9000;
+
+/// The namespace: `c0` (client side, 10.0.1.1) and `b0` (endpoint side,
+/// 10.0.2.1), each a veth whose peer stays in the namespace.
+struct Topology {
+    name: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Topology {
+    fn new(test: &str) -> Self {
+        let name = format!("ts-xdp-{test}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let n = name.as_str();
+        for (dev, peer, mac, addr) in [
+            ("c0", "c1", "02:00:00:00:01:01", "10.0.1.1/24"),
+            ("b0", "b1", "02:00:00:00:02:01", "10.0.2.1/24"),
+        ] {
+            ip(&[
+                "-n", n, "link", "add", dev, "address", mac, "type", "veth", "peer", "name", peer,
+            ]);
+            ip(&["-n", n, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", n, "link", "set", dev, "up"]);
+            ip(&["-n", n, "link", "set", peer, "up"]);
+        }
+        for (addr, mac, dev) in [
+            ("10.0.1.2", "02:00:00:00:01:02", "c0"),
+            ("10.0.1.3", "02:00:00:00:01:03", "c0"),
+            ("10.0.2.2", "02:00:00:00:02:02", "b0"),
+            ("10.0.2.3", "02:00:00:00:02:03", "b0"),
+        ] {
+            ip(&[
+                "-n",
+                n,
+                "neigh",
+                "add",
+                addr,
+                "lladdr",
+                mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ]);
+        }
+        Self { name }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        format!("/var/run/netns/{}", self.name).into()
+    }
+
+    fn ifindex(&self, dev: &str) -> u32 {
+        crate::netns::run_in(&self.path(), || {
+            let name = std::ffi::CString::new(dev).expect("name");
+            // SAFETY: a valid NUL-terminated name.
+            Ok(unsafe { libc::if_nametoindex(name.as_ptr()) })
+        })
+        .expect("ifindex")
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// One gateway route 80/20 over v1 (10.0.2.2) and v2 (10.0.2.3).
+fn model(weights: [u32; 2]) -> RoutingModel {
+    let dest = |subset: &str, weight, addr: [u8; 4]| Destination {
+        host: "tcp-echo.remote".into(),
+        subset: Some(subset.into()),
+        weight,
+        endpoint_selection: Selection::Smooth,
+        outlier: None,
+        endpoints: vec![Endpoint {
+            addr: (Ipv4Addr::from(addr), EP_PORT).into(),
+            labels: std::collections::BTreeMap::new(),
+        }],
+    };
+    RoutingModel {
+        routes: vec![TcpRoute {
+            key: "default/tcp-echo/tcp[0]/gateway default/gw port 31400".into(),
+            source: "xdp_tests".into(),
+            gateway: Some("default/gw".into()),
+            service_host: "tcp-echo.remote".into(),
+            service_port: GW_PORT,
+            listeners: vec![(Ipv4Addr::from(GATEWAY), GW_PORT).into()],
+            selection: Selection::Smooth,
+            destinations: vec![dest("v1", weights[0], V1), dest("v2", weights[1], V2)],
+        }],
+    }
+}
+
+/// The loaded program and its maps (fresh, unpinned).
+struct Loaded {
+    ebpf: aya::Ebpf,
+    client_side: u32,
+    backend_side: u32,
+}
+
+impl Loaded {
+    fn set_route(&mut self, weights: [u32; 2]) -> compile::Compiled {
+        self.set_model(&model(weights))
+    }
+
+    fn set_model(&mut self, model: &RoutingModel) -> compile::Compiled {
+        let compiled = compile::compile(
+            model,
+            &|_| false,
+            true,
+            &StatIds::default(),
+            &Limits::default(),
+        )
+        .expect("compiles");
+        let route = compiled.routes.values().next().expect("one route");
+        assert!(route.xdp, "a route to other hosts goes to XDP");
+        let mut routes: HashMap<_, u32, RouteTable> =
+            HashMap::try_from(self.ebpf.map_mut(map_names::ROUTES).expect("routes")).unwrap();
+        routes.insert(0, route.table.as_ref(), 0).expect("route");
+        let mut gateways: HashMap<_, ServiceKey, ServiceValue> = HashMap::try_from(
+            self.ebpf
+                .map_mut(map_names::XDP_GATEWAYS)
+                .expect("gateways"),
+        )
+        .unwrap();
+        for key in &route.listeners {
+            gateways
+                .insert(
+                    key,
+                    ServiceValue {
+                        route_id: 0,
+                        service_id: 0,
+                    },
+                    0,
+                )
+                .expect("gateway");
+        }
+        compiled
+    }
+
+    fn flows(&self) -> Vec<(NatKey, NatEntry)> {
+        let flows: HashMap<_, NatKey, NatEntry> =
+            HashMap::try_from(self.ebpf.map(map_names::XDP_FLOWS).expect("flows")).unwrap();
+        flows.iter().map(Result::unwrap).collect()
+    }
+
+    fn stats(&self, id: u32) -> EndpointStats {
+        let stats: PerCpuArray<_, EndpointStats> =
+            PerCpuArray::try_from(self.ebpf.map(map_names::STATS).expect("stats")).unwrap();
+        stats
+            .get(&id, 0)
+            .unwrap()
+            .iter()
+            .fold(EndpointStats::default(), |a, c| EndpointStats {
+                opened: a.opened + c.opened,
+                established: a.established + c.established,
+                closed: a.closed + c.closed,
+                request_bytes: a.request_bytes + c.request_bytes,
+                response_bytes: a.response_bytes + c.response_bytes,
+                ..a
+            })
+    }
+
+    /// BPF_PROG_TEST_RUN: the verdict and the packet as the program left it.
+    fn run(&mut self, packet: &[u8], ingress: u32) -> (u32, Vec<u8>) {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut("ts_xdp")
+            .expect("program")
+            .try_into()
+            .unwrap();
+        let fd = prog.fd().expect("fd").as_fd().as_raw_fd();
+        let mut out = vec![0u8; packet.len() + 256];
+        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
+        let mut ctx = [0u32; 6];
+        ctx[1] = u32::try_from(packet.len()).unwrap();
+        ctx[3] = ingress;
+        // union bpf_attr, test: { u32 prog_fd, retval, data_size_in,
+        // data_size_out; u64 data_in, data_out; u32 repeat, duration,
+        // ctx_size_in, ctx_size_out; u64 ctx_in, ctx_out; u32 flags, cpu, batch_size }
+        let mut attr = [0u64; 10];
+        attr[0] = u64::try_from(fd).unwrap();
+        attr[1] = packet.len() as u64 | ((out.len() as u64) << 32);
+        attr[2] = packet.as_ptr() as u64;
+        attr[3] = out.as_mut_ptr() as u64;
+        attr[4] = 1;
+        attr[5] = std::mem::size_of_val(&ctx) as u64;
+        attr[6] = ctx.as_ptr() as u64;
+        // SAFETY: attr describes buffers that outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                10, // BPF_PROG_TEST_RUN
+                attr.as_mut_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "BPF_PROG_TEST_RUN: {}",
+            std::io::Error::last_os_error()
+        );
+        let retval = (attr[0] >> 32) as u32;
+        let size_out = (attr[1] >> 32) as usize;
+        out.truncate(size_out);
+        (retval, out)
+    }
+}
+
+fn self_map(loaded: &mut Loaded) -> &mut aya::maps::Map {
+    loaded.ebpf.map_mut(map_names::XDP_FLOWS).expect("flows")
+}
+
+/// Runs `f` with the program loaded inside the test's namespace.
+fn with_program(test: &str, f: impl FnOnce(&mut Loaded) + Send) {
+    assert_eq!(
+        // SAFETY: no preconditions.
+        unsafe { libc::geteuid() },
+        0,
+        "the XDP tests load eBPF programs and create a network namespace: run them as root"
+    );
+    let topo = Topology::new(test);
+    let client_side = topo.ifindex("c0");
+    let backend_side = topo.ifindex("b0");
+    crate::netns::run_in(&topo.path(), || {
+        std::fs::write("/proc/sys/net/ipv4/conf/all/forwarding", "1")?;
+        let ebpf = EbpfLoader::new()
+            .load(EBPF_OBJECT)
+            .expect("load the object");
+        let mut loaded = Loaded {
+            ebpf,
+            client_side,
+            backend_side,
+        };
+        let prog: &mut Xdp = loaded
+            .ebpf
+            .program_mut("ts_xdp")
+            .expect("program")
+            .try_into()
+            .unwrap();
+        prog.load().expect("the verifier accepts ts_xdp");
+        f(&mut loaded);
+        Ok(())
+    })
+    .expect("netns");
+}
+
+/// A TCP segment.
+struct Seg {
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    flags: &'static str,
+    payload: &'static [u8],
+}
+
+fn build(s: &Seg) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(s.smac, s.dmac)
+        .ipv4(s.src, s.dst, 64)
+        .tcp(s.sport, s.dport, 1000, 64240);
+    let b = match s.flags {
+        "S" => b.syn(),
+        "SA" => b.syn().ack(1001),
+        "A" => b.ack(1001),
+        "R" => b.rst(),
+        "FA" => b.fin().ack(1001),
+        other => panic!("flags {other}"),
+    };
+    let mut out = Vec::new();
+    b.write(&mut out, s.payload).expect("build");
+    out
+}
+
+/// What the gateway must make of `input`: new MACs, addresses and ports,
+/// TTL one less, checksums computed from scratch.
+fn rewritten(input: &[u8], want: &Seg) -> Vec<u8> {
+    let (mut eth, rest) = Ethernet2Header::from_slice(input).expect("eth");
+    let (mut ipv4, rest) = Ipv4Header::from_slice(rest).expect("ipv4");
+    let (mut tcp, payload) = TcpHeader::from_slice(rest).expect("tcp");
+    eth.source = want.smac;
+    eth.destination = want.dmac;
+    ipv4.source = want.src;
+    ipv4.destination = want.dst;
+    ipv4.time_to_live -= 1;
+    ipv4.header_checksum = ipv4.calc_header_checksum();
+    tcp.source_port = want.sport;
+    tcp.destination_port = want.dport;
+    tcp.checksum = tcp.calc_checksum_ipv4(&ipv4, payload).expect("checksum");
+    let mut out = eth.to_bytes().to_vec();
+    out.extend_from_slice(&ipv4.to_bytes());
+    out.extend_from_slice(&tcp.to_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Checks the checksums of a packet as a receiver would.
+fn assert_checksums_valid(what: &str, packet: &[u8]) {
+    let (_, rest) = Ethernet2Header::from_slice(packet).expect("eth");
+    let (ipv4, rest) = Ipv4Header::from_slice(rest).expect("ipv4");
+    assert_eq!(ipv4.protocol, IpNumber::TCP);
+    let (tcp, payload) = TcpHeader::from_slice(rest).expect("tcp");
+    assert_eq!(
+        ipv4.header_checksum,
+        ipv4.calc_header_checksum(),
+        "{what}: IPv4 header checksum"
+    );
+    assert_eq!(
+        tcp.checksum,
+        tcp.calc_checksum_ipv4(&ipv4, payload).unwrap(),
+        "{what}: TCP checksum"
+    );
+}
+
+fn tcp_ports(packet: &[u8]) -> (u16, u16) {
+    let l4 = &packet[34..];
+    (
+        u16::from_be_bytes([l4[0], l4[1]]),
+        u16::from_be_bytes([l4[2], l4[3]]),
+    )
+}
+
+fn client_seg(
+    src: [u8; 4],
+    smac: [u8; 6],
+    sport: u16,
+    flags: &'static str,
+    payload: &'static [u8],
+) -> Seg {
+    Seg {
+        smac,
+        dmac: NODE_C_MAC,
+        src,
+        dst: GATEWAY,
+        sport,
+        dport: GW_PORT,
+        flags,
+        payload,
+    }
+}
+
+/// Forwards client -> gateway `seg` and checks it went to `backend` with
+/// every byte as expected; returns the node's source port toward it.
+fn expect_forwarded(
+    loaded: &mut Loaded,
+    what: &str,
+    seg: &Seg,
+    backend: ([u8; 4], [u8; 6]),
+) -> u16 {
+    let input = build(seg);
+    let (verdict, out) = loaded.run(&input, loaded.client_side);
+    assert_eq!(
+        verdict, XDP_REDIRECT,
+        "{what}: redirected to the endpoint side"
+    );
+    let (snat_port, dport) = tcp_ports(&out);
+    assert_eq!(dport, EP_PORT, "{what}: endpoint port");
+    assert!(
+        snat_port >= XDP_SNAT_PORT_MIN,
+        "{what}: source port {snat_port} in the SNAT range"
+    );
+    let want = Seg {
+        smac: NODE_B_MAC,
+        dmac: backend.1,
+        src: NODE_B,
+        dst: backend.0,
+        sport: snat_port,
+        dport: EP_PORT,
+        flags: seg.flags,
+        payload: seg.payload,
+    };
+    assert_eq!(out, rewritten(&input, &want), "{what}: rewritten bytes");
+    assert_checksums_valid(what, &out);
+    snat_port
+}
+
+#[test]
+fn xdp_gateway_flows() {
+    with_program("flows", |loaded| {
+        let compiled = loaded.set_route([80, 20]);
+        let stat_v1 = compiled.routes.values().next().unwrap().table.backends[0].stat_id;
+
+        // A SYN to the gateway: v1 (the smooth table's first slot).
+        let syn = client_seg(CLIENT, CLIENT_MAC, 40000, "S", b"");
+        let port1 = expect_forwarded(loaded, "SYN to the gateway", &syn, (V1, V1_MAC));
+        assert_eq!(loaded.flows().len(), 2, "one entry per direction");
+        assert_eq!(loaded.stats(stat_v1).opened, 1, "v1 counts the flow");
+
+        // A retransmitted SYN keeps its endpoint and port.
+        let again = expect_forwarded(loaded, "SYN retransmitted", &syn, (V1, V1_MAC));
+        assert_eq!(again, port1);
+
+        // The endpoint's SYN-ACK gets the reverse translation, out of c0.
+        let reply = Seg {
+            smac: V1_MAC,
+            dmac: NODE_B_MAC,
+            src: V1,
+            dst: NODE_B,
+            sport: EP_PORT,
+            dport: port1,
+            flags: "SA",
+            payload: b"",
+        };
+        let input = build(&reply);
+        let (verdict, out) = loaded.run(&input, loaded.backend_side);
+        assert_eq!(verdict, XDP_REDIRECT, "reply redirected to the client side");
+        let want = Seg {
+            smac: NODE_C_MAC,
+            dmac: CLIENT_MAC,
+            src: GATEWAY,
+            dst: CLIENT,
+            sport: GW_PORT,
+            dport: 40000,
+            flags: "SA",
+            payload: b"",
+        };
+        assert_eq!(out, rewritten(&input, &want), "reply rewritten bytes");
+        assert_checksums_valid("reply", &out);
+        assert_eq!(loaded.stats(stat_v1).established, 1);
+
+        // All weight to v2: the open flow stays on v1, new ones go to v2.
+        loaded.set_route([0, 100]);
+        let data = client_seg(CLIENT, CLIENT_MAC, 40000, "A", b"hello, gateway");
+        let kept = expect_forwarded(loaded, "data after a weight change", &data, (V1, V1_MAC));
+        assert_eq!(kept, port1, "the flow keeps its source port");
+        assert_eq!(
+            loaded.stats(stat_v1).request_bytes,
+            14,
+            "payload bytes counted"
+        );
+
+        // Two clients with the same source port to the same endpoint get
+        // different source ports toward it.
+        let a = expect_forwarded(
+            loaded,
+            "SYN of client 1 after the change",
+            &client_seg(CLIENT, CLIENT_MAC, 40001, "S", b""),
+            (V2, V2_MAC),
+        );
+        let b = expect_forwarded(
+            loaded,
+            "SYN of client 2, same source port",
+            &client_seg(CLIENT2, CLIENT2_MAC, 40001, "S", b""),
+            (V2, V2_MAC),
+        );
+        assert_ne!(a, b, "two flows to one endpoint never share a source port");
+
+        // A reset ends the flow: counted closed, and a new SYN on the same
+        // 4-tuple is a new connection (on v2 now).
+        expect_forwarded(
+            loaded,
+            "RST from the client",
+            &client_seg(CLIENT, CLIENT_MAC, 40000, "R", b""),
+            (V1, V1_MAC),
+        );
+        assert_eq!(loaded.stats(stat_v1).closed, 1, "the reset closes the flow");
+        assert!(
+            !loaded
+                .flows()
+                .iter()
+                .any(|(k, _)| k.src[0] == u32::from_ne_bytes(CLIENT) && k.sport == 40000u16.to_be()),
+            "the reset removed the flow's entries"
+        );
+        expect_forwarded(
+            loaded,
+            "SYN on the 4-tuple of a reset flow",
+            &syn,
+            (V2, V2_MAC),
+        );
+
+        // An idle flow ends: its next packet is unknown, passed as is, and
+        // its entries go.
+        let idle_client = client_seg(CLIENT2, CLIENT2_MAC, 40001, "A", b"late");
+        {
+            let mut flows: HashMap<_, NatKey, NatEntry> =
+                HashMap::try_from(self_map(loaded)).unwrap();
+            let entries: Vec<(NatKey, NatEntry)> = flows.iter().map(Result::unwrap).collect();
+            for (k, mut v) in entries {
+                v.last_seen_ns = 0;
+                flows.insert(k, v, 0).unwrap();
+            }
+        }
+        let late = build(&idle_client);
+        let before = loaded.flows().len();
+        assert_eq!(
+            loaded.run(&late, loaded.client_side),
+            (XDP_PASS, late.clone()),
+            "a packet of an idle-expired flow passes untouched"
+        );
+        assert_eq!(
+            loaded.flows().len(),
+            before - 2,
+            "both of its entries are gone"
+        );
+    });
+}
+
+#[test]
+fn xdp_gateway_passes_what_it_does_not_serve() {
+    with_program("passes", |loaded| {
+        loaded.set_route([80, 20]);
+        // Packets that must pass untouched.
+        let mut passes: Vec<(&str, Vec<u8>)> = Vec::new();
+        let mut other_port = client_seg(CLIENT, CLIENT_MAC, 40002, "S", b"");
+        other_port.dport = 22;
+        passes.push((
+            "TCP to another port of the gateway address",
+            build(&other_port),
+        ));
+        passes.push((
+            "an ACK to the gateway without a flow",
+            build(&client_seg(CLIENT, CLIENT_MAC, 40003, "A", b"x")),
+        ));
+        let mut udp = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, NODE_C_MAC)
+            .ipv4(CLIENT, GATEWAY, 64)
+            .udp(40000, GW_PORT)
+            .write(&mut udp, b"udp")
+            .unwrap();
+        passes.push(("UDP to the gateway port", udp));
+        let syn2 = build(&client_seg(CLIENT, CLIENT_MAC, 40004, "S", b"abcdefgh"));
+        let mut fragment = syn2.clone();
+        fragment[20] = 0x20; // More fragments.
+        passes.push(("an IPv4 first fragment", fragment));
+        let mut later = syn2.clone();
+        later[21] = 0x10; // Offset 16 bytes.
+        passes.push(("an IPv4 later fragment", later));
+        let mut options = syn2.clone();
+        options[14] = 0x46; // IHL 6: options.
+        passes.push(("IPv4 with options", options));
+        let mut short_ihl = syn2.clone();
+        short_ihl[14] = 0x44; // IHL 4: malformed.
+        passes.push(("IPv4 with IHL 4", short_ihl));
+        let mut long_total = syn2.clone();
+        long_total[16] = 0x40; // Total length past the frame.
+        passes.push(("IPv4 total length past the frame", long_total));
+        let mut bad_offset = syn2.clone();
+        bad_offset[46] = 0xf0; // TCP data offset 60 bytes, past the segment.
+        passes.push(("TCP data offset past the segment", bad_offset));
+        passes.push(("truncated TCP header", syn2[..40].to_vec()));
+        passes.push(("truncated IPv4 header", syn2[..24].to_vec()));
+        passes.push(("Ethernet header only", syn2[..14].to_vec()));
+        let mut arp = syn2[..42].to_vec();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        passes.push(("ARP", arp));
+        for (what, packet) in passes {
+            passes_untouched(loaded, what, &packet);
+        }
+
+        // A SYN whose subset has no endpoint left goes to the node's stack
+        // (which resets it), untouched.
+        let mut empty = model([0, 100]);
+        empty.routes[0].destinations[1].endpoints.clear();
+        loaded.set_model(&empty);
+        let syn = build(&client_seg(CLIENT, CLIENT_MAC, 40005, "S", b""));
+        passes_untouched(loaded, "a SYN to a subset with no endpoint", &syn);
+    });
+}
+
+/// `packet` from the client side passes untouched and makes no flow.
+fn passes_untouched(loaded: &mut Loaded, what: &str, packet: &[u8]) {
+    let before = loaded.flows().len();
+    let (verdict, out) = loaded.run(packet, loaded.client_side);
+    assert_eq!(verdict, XDP_PASS, "{what}: passed");
+    assert_eq!(out, packet, "{what}: untouched");
+    assert_eq!(loaded.flows().len(), before, "{what}: no flow made");
+}

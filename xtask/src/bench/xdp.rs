@@ -1,0 +1,263 @@
+//! `cargo xtask bench --xdp`: scenario 7, the XDP gateway (endpoints on other
+//! hosts) against Linux's own forwarding with iptables DNAT + MASQUERADE, in the
+//! same topology, in one run:
+//!
+//! ```text
+//!  client 198.18.0.2 ──veth── 198.18.0.1 node ──veth── 198.19.1.2 v1 (tcp-echo, sink)
+//!                                             ──veth── 198.19.2.2 v2 (tcp-echo, sink)
+//! ```
+//!
+//! Both contenders do the same thing: new connections to 198.18.0.1:31400 go 80/20 to
+//! v1/v2 port 19001, connections to :31401 to v1's sink on 19100, destination NAT to the
+//! backend and source NAT to the node's address toward it. Measured from the client:
+//! new connections per second (`ts-bench`, concurrency 16), one long stream's
+//! throughput, and the packet rate the node forwarded during that stream (packets
+//! received on its three interfaces per second).
+
+use std::{fs, path::Path, process::Command};
+
+use anyhow::{Context, Result};
+
+use super::{BpffsDir, CgroupDir, Netns, Processes, TempDir, json_number, ts_bench, wait_applied};
+use crate::cmd;
+
+/// One contender's numbers.
+struct Row {
+    contender: &'static str,
+    conn_per_sec: f64,
+    p99_us: f64,
+    conn_errors: f64,
+    gbit_per_sec: f64,
+    packets_per_sec: f64,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    cmd::run(Command::new("ip").args(args))
+}
+
+/// `sh -c SCRIPT` inside `netns` (sysctl, ethtool, iptables).
+fn sh_in(netns: &Netns, script: &str) -> Result<()> {
+    cmd::run(netns.exec("sh").args(["-c", script]))
+}
+
+/// Installs the Debian packages `programs` come from, if a program is missing.
+fn install(programs: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = programs
+        .iter()
+        .filter(|(program, _)| cmd::find_program(program).is_none())
+        .map(|(_, package)| *package)
+        .collect();
+    if !missing.is_empty() {
+        cmd::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing),
+        )?;
+    }
+    Ok(())
+}
+
+/// Packets received on the node's three interfaces so far.
+fn node_rx_packets(node: &Netns) -> Result<u64> {
+    let mut total = 0;
+    for iface in ["ts-node", "xb1", "xb2"] {
+        let out = node
+            .exec("cat")
+            .arg(format!("/sys/class/net/{iface}/statistics/rx_packets"))
+            .output()?;
+        total += String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .with_context(|| format!("rx_packets of {iface}"))?;
+    }
+    Ok(total)
+}
+
+pub fn run(root: &Path, bin: &Path, cgroup_root: &Path, quick: bool) -> Result<()> {
+    install(&[("iptables", "iptables"), ("ethtool", "ethtool")])?;
+    let name = format!("ts-bxdp-{}", std::process::id());
+    let (duration, warmup) = if quick { (1.0, 0.2) } else { (5.0, 0.5) };
+    let tmp = TempDir::new(std::env::temp_dir().join(&name))?;
+    let node = Netns::new(&name)?;
+    let client = Netns::new(&format!("{name}-c"))?;
+    let b1 = Netns::new(&format!("{name}-b1"))?;
+    let b2 = Netns::new(&format!("{name}-b2"))?;
+    let cgroup = CgroupDir::new(cgroup_root.join(&name))?;
+    let bpffs = BpffsDir(std::path::PathBuf::from(format!("/sys/fs/bpf/{name}")));
+    let mut procs = Processes(Vec::new());
+
+    // Links and addresses; on the hosts' ends transmit checksum offload off (XDP
+    // cannot update a partial checksum) and GRO on (NAPI, which XDP_REDIRECT into a
+    // veth needs).
+    for (host, node_if, host_if, node_addr, host_addr) in [
+        (
+            &client,
+            "ts-node",
+            "ts-client",
+            "198.18.0.1/24",
+            "198.18.0.2/24",
+        ),
+        (&b1, "xb1", "eth0", "198.19.1.1/24", "198.19.1.2/24"),
+        (&b2, "xb2", "eth0", "198.19.2.1/24", "198.19.2.2/24"),
+    ] {
+        ip(&[
+            "-n", &node.name, "link", "add", node_if, "type", "veth", "peer", "name", host_if,
+            "netns", &host.name,
+        ])?;
+        ip(&["-n", &node.name, "addr", "add", node_addr, "dev", node_if])?;
+        ip(&["-n", &node.name, "link", "set", node_if, "up"])?;
+        ip(&["-n", &host.name, "addr", "add", host_addr, "dev", host_if])?;
+        ip(&["-n", &host.name, "link", "set", host_if, "up"])?;
+        sh_in(
+            host,
+            &format!("ethtool -K {host_if} tx off gro on >/dev/null"),
+        )?;
+    }
+    sh_in(&node, "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")?;
+
+    for (host, prefix, addr) in [(&b1, "one", "198.19.1.2"), (&b2, "two", "198.19.2.2")] {
+        let mut c = host.exec(bin.join("tcp-echo"));
+        c.args(["--listen", &format!("{addr}:19001"), "--prefix", prefix])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        procs.spawn(&format!("tcp-echo {prefix}"), &mut c)?;
+        let mut c = host.exec(bin.join("ts-bench"));
+        c.args(["--sink", &format!("{addr}:19100")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        procs.spawn(&format!("sink {prefix}"), &mut c)?;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let measure = |contender: &'static str| -> Result<Row> {
+        let conn = ts_bench(
+            bin,
+            &client.name,
+            &cgroup.0,
+            false,
+            &[
+                "--target",
+                "198.18.0.1:31400",
+                "--concurrency",
+                "16",
+                "--duration",
+                &duration.to_string(),
+                "--warmup",
+                &warmup.to_string(),
+            ],
+        )?;
+        let before = node_rx_packets(&node)?;
+        let started = std::time::Instant::now();
+        let stream = ts_bench(
+            bin,
+            &client.name,
+            &cgroup.0,
+            false,
+            &[
+                "--mode",
+                "stream",
+                "--target",
+                "198.18.0.1:31401",
+                "--duration",
+                &duration.to_string(),
+                "--warmup",
+                "0",
+            ],
+        )?;
+        let elapsed = started.elapsed().as_secs_f64();
+        #[expect(clippy::cast_precision_loss, reason = "packet counts fit in f64")]
+        let packets_per_sec = (node_rx_packets(&node)? - before) as f64 / elapsed;
+        let field = |line: &str, key: &str| {
+            json_number(line, key).with_context(|| format!("no {key} in ts-bench output {line}"))
+        };
+        Ok(Row {
+            contender,
+            conn_per_sec: field(&conn, "conn_per_sec")?,
+            p99_us: field(&conn, "p99_us")?,
+            conn_errors: field(&conn, "errors")?,
+            gbit_per_sec: field(&stream, "gbit_per_sec")?,
+            packets_per_sec,
+        })
+    };
+
+    // Contender 1: the XDP gateway.
+    let rules = tmp.0.join("rules");
+    fs::create_dir(&rules)?;
+    fs::copy(
+        root.join("bench/rules/xdp/service.yaml"),
+        rules.join("service.yaml"),
+    )?;
+    let events = tmp.0.join("events.jsonl");
+    let log = tmp.0.join("agent.log");
+    let mut c = Command::new(bin.join("traffic-shift"));
+    c.args(["run", "--rules"])
+        .arg(&rules)
+        .arg("--cgroup")
+        .arg(&cgroup.0)
+        .arg("--bpffs")
+        .arg(&bpffs.0)
+        .args(["--netns", &format!("/var/run/netns/{}", node.name)])
+        .args(["--xdp-iface", "ts-node,xb1,xb2"])
+        .arg("--events")
+        .arg(&events)
+        .arg("--status-file")
+        .arg(tmp.0.join("status.json"))
+        .arg("--admin-socket")
+        .arg(tmp.0.join("admin.sock"))
+        .arg("--state-dir")
+        .arg(tmp.0.join("state"))
+        .args(["--metrics-addr", "127.0.0.1:0", "--unload-on-exit"])
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log)?);
+    procs.spawn("agent", &mut c)?;
+    wait_applied(&events, 1, &log, &mut procs)?;
+    // The health probes resolve the backends' MAC addresses.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mode = fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains("XDP gateway attached"))
+        .map(|l| l.rsplit("mode=").next().unwrap_or("?").trim().to_owned())
+        .unwrap_or_else(|| "?".into());
+    let xdp = measure("xdp")?;
+    // The agent unloads on SIGTERM (--unload-on-exit): XDP detached.
+    let (_, mut agent) = procs.0.pop().expect("the agent");
+    if let Some(pid) = rustix::process::Pid::from_raw(i32::try_from(agent.id()).unwrap_or(0)) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::Term);
+    }
+    agent.wait()?;
+
+    // Contender 2: Linux forwarding with iptables DNAT (80/20 by nth) and MASQUERADE.
+    sh_in(
+        &node,
+        "iptables -t nat -A PREROUTING -p tcp -d 198.18.0.1 --dport 31400 \
+           -m statistic --mode nth --every 5 --packet 0 -j DNAT --to-destination 198.19.2.2:19001 && \
+         iptables -t nat -A PREROUTING -p tcp -d 198.18.0.1 --dport 31400 \
+           -j DNAT --to-destination 198.19.1.2:19001 && \
+         iptables -t nat -A PREROUTING -p tcp -d 198.18.0.1 --dport 31401 \
+           -j DNAT --to-destination 198.19.1.2:19100 && \
+         iptables -t nat -A POSTROUTING -o xb+ -j MASQUERADE",
+    )?;
+    let linux = measure("iptables DNAT")?;
+
+    let mut md = format!(
+        "Scenario 7: XDP gateway vs Linux forwarding (iptables DNAT + MASQUERADE), one run, \
+         {duration} s per cell; XDP {mode} mode on veth; kernel {}\n\n\
+         | contender | conn/s (c=16) | p99 µs | conn errors | stream Gbit/s | forwarded packets/s (stream) |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+        fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    for r in [&xdp, &linux] {
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} |\n",
+            r.contender, r.conn_per_sec, r.p99_us, r.conn_errors, r.gbit_per_sec, r.packets_per_sec
+        ));
+    }
+    println!("{md}");
+    let out = root.join("bench/results/xdp-latest.md");
+    fs::write(&out, &md).with_context(|| format!("write {}", out.display()))?;
+    drop(procs);
+    Ok(())
+}
