@@ -849,6 +849,7 @@ mod gateway_tests {
             true,
             &StatIds::default(),
             &Limits::default(),
+            &ProxyAddrs::default(),
         )
         .expect("compiles");
         let route = compiled.routes.values().next().expect("one route");
@@ -865,6 +866,7 @@ mod gateway_tests {
             true,
             &StatIds::default(),
             &Limits::default(),
+            &ProxyAddrs::default(),
         )
         .expect("compiles");
         assert!(!local.routes.values().next().unwrap().xdp);
@@ -883,6 +885,7 @@ mod gateway_tests {
             true,
             &StatIds::default(),
             &Limits::default(),
+            &ProxyAddrs::default(),
         )
         .unwrap_err()
         .to_string();

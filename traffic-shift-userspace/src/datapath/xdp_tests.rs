@@ -8,6 +8,7 @@
 //! addresses, static neighbours and forwarding on, so `bpf_fib_lookup`
 //! answers as it would on a node. Needs root.
 
+use crate::compile::ProxyAddrs;
 use std::{
     net::Ipv4Addr,
     os::fd::{AsFd as _, AsRawFd as _},
@@ -153,6 +154,7 @@ fn model(weights: [u32; 2]) -> RoutingModel {
             selection: Selection::Smooth,
             destinations: vec![dest("v1", weights[0], V1), dest("v2", weights[1], V2)],
         }],
+        http: Vec::new(),
     }
 }
 
@@ -175,6 +177,7 @@ impl Loaded {
             true,
             &StatIds::default(),
             &Limits::default(),
+            &ProxyAddrs::default(),
         )
         .expect("compiles");
         let route = compiled.routes.values().next().expect("one route");
