@@ -195,7 +195,11 @@ fn an_upgrade_swaps_the_programs_in_under_load() {
             info["id"].to_string()
         })
         .collect();
-    assert_eq!(maps.len(), 9, "{maps:?}");
+    assert_eq!(
+        maps.len(),
+        12,
+        "every pinned map (map_names::ALL): {maps:?}"
+    );
     let out = traffic_shift(&["unload", "--bpffs", &bpffs]);
     assert!(out.status.success(), "{out:?}");
     // Nothing of ours is left in the kernel (freed after an RCU grace period).
