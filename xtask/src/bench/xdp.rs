@@ -14,7 +14,7 @@
 //! throughput, and the packet rate the node forwarded during that stream (packets
 //! received on its three interfaces per second).
 
-use std::{fs, path::Path, process::Command};
+use std::{fmt::Write as _, fs, path::Path, process::Command};
 
 use anyhow::{Context, Result};
 
@@ -86,47 +86,9 @@ pub fn run(root: &Path, bin: &Path, cgroup_root: &Path, quick: bool) -> Result<(
     let bpffs = BpffsDir(std::path::PathBuf::from(format!("/sys/fs/bpf/{name}")));
     let mut procs = Processes(Vec::new());
 
-    // Links and addresses; on the hosts' ends transmit checksum offload off (XDP
-    // cannot update a partial checksum) and GRO on (NAPI, which XDP_REDIRECT into a
-    // veth needs).
-    for (host, node_if, host_if, node_addr, host_addr) in [
-        (
-            &client,
-            "ts-node",
-            "ts-client",
-            "198.18.0.1/24",
-            "198.18.0.2/24",
-        ),
-        (&b1, "xb1", "eth0", "198.19.1.1/24", "198.19.1.2/24"),
-        (&b2, "xb2", "eth0", "198.19.2.1/24", "198.19.2.2/24"),
-    ] {
-        ip(&[
-            "-n", &node.name, "link", "add", node_if, "type", "veth", "peer", "name", host_if,
-            "netns", &host.name,
-        ])?;
-        ip(&["-n", &node.name, "addr", "add", node_addr, "dev", node_if])?;
-        ip(&["-n", &node.name, "link", "set", node_if, "up"])?;
-        ip(&["-n", &host.name, "addr", "add", host_addr, "dev", host_if])?;
-        ip(&["-n", &host.name, "link", "set", host_if, "up"])?;
-        sh_in(
-            host,
-            &format!("ethtool -K {host_if} tx off gro on >/dev/null"),
-        )?;
-    }
-    sh_in(&node, "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")?;
+    link_hosts(&node, [&client, &b1, &b2])?;
 
-    for (host, prefix, addr) in [(&b1, "one", "198.19.1.2"), (&b2, "two", "198.19.2.2")] {
-        let mut c = host.exec(bin.join("tcp-echo"));
-        c.args(["--listen", &format!("{addr}:19001"), "--prefix", prefix])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        procs.spawn(&format!("tcp-echo {prefix}"), &mut c)?;
-        let mut c = host.exec(bin.join("ts-bench"));
-        c.args(["--sink", &format!("{addr}:19100")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        procs.spawn(&format!("sink {prefix}"), &mut c)?;
-    }
+    start_backends(bin, [&b1, &b2], &mut procs)?;
     std::thread::sleep(std::time::Duration::from_millis(300));
 
     let measure = |contender: &'static str| -> Result<Row> {
@@ -187,38 +149,17 @@ pub fn run(root: &Path, bin: &Path, cgroup_root: &Path, quick: bool) -> Result<(
         root.join("bench/rules/xdp/service.yaml"),
         rules.join("service.yaml"),
     )?;
-    let events = tmp.0.join("events.jsonl");
-    let log = tmp.0.join("agent.log");
-    let mut c = Command::new(bin.join("traffic-shift"));
-    c.args(["run", "--rules"])
-        .arg(&rules)
-        .arg("--cgroup")
-        .arg(&cgroup.0)
-        .arg("--bpffs")
-        .arg(&bpffs.0)
-        .args(["--netns", &format!("/var/run/netns/{}", node.name)])
-        .args(["--xdp-iface", "ts-node,xb1,xb2"])
-        .arg("--events")
-        .arg(&events)
-        .arg("--status-file")
-        .arg(tmp.0.join("status.json"))
-        .arg("--admin-socket")
-        .arg(tmp.0.join("admin.sock"))
-        .arg("--state-dir")
-        .arg(tmp.0.join("state"))
-        .args(["--metrics-addr", "127.0.0.1:0", "--unload-on-exit"])
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(&log)?);
-    procs.spawn("agent", &mut c)?;
-    wait_applied(&events, 1, &log, &mut procs)?;
+    let log = start_agent(bin, &tmp, &cgroup, &bpffs, &node, &rules, &mut procs)?;
     // The health probes resolve the backends' MAC addresses.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let mode = fs::read_to_string(&log)
         .unwrap_or_default()
         .lines()
         .find(|l| l.contains("XDP gateway attached"))
-        .map(|l| l.rsplit("mode=").next().unwrap_or("?").trim().to_owned())
-        .unwrap_or_else(|| "?".into());
+        .map_or_else(
+            || "?".into(),
+            |l| l.rsplit("mode=").next().unwrap_or("?").trim().to_owned(),
+        );
     let xdp = measure("xdp")?;
     // The agent unloads on SIGTERM (--unload-on-exit): XDP detached.
     let (_, mut agent) = procs.0.pop().expect("the agent");
@@ -240,6 +181,46 @@ pub fn run(root: &Path, bin: &Path, cgroup_root: &Path, quick: bool) -> Result<(
     )?;
     let linux = measure("iptables DNAT")?;
 
+    report(root, duration, &mode, &[&xdp, &linux])?;
+    drop(procs);
+    Ok(())
+}
+
+/// Joins the client and the two backend hosts to the node, each by a veth pair.
+fn link_hosts(node: &Netns, hosts: [&Netns; 3]) -> Result<()> {
+    // Links and addresses; on the hosts' ends transmit checksum offload off (XDP
+    // cannot update a partial checksum) and GRO on (NAPI, which XDP_REDIRECT into a
+    // veth needs).
+    let [client, b1, b2] = hosts;
+    for (host, node_if, host_if, node_addr, host_addr) in [
+        (
+            client,
+            "ts-node",
+            "ts-client",
+            "198.18.0.1/24",
+            "198.18.0.2/24",
+        ),
+        (b1, "xb1", "eth0", "198.19.1.1/24", "198.19.1.2/24"),
+        (b2, "xb2", "eth0", "198.19.2.1/24", "198.19.2.2/24"),
+    ] {
+        ip(&[
+            "-n", &node.name, "link", "add", node_if, "type", "veth", "peer", "name", host_if,
+            "netns", &host.name,
+        ])?;
+        ip(&["-n", &node.name, "addr", "add", node_addr, "dev", node_if])?;
+        ip(&["-n", &node.name, "link", "set", node_if, "up"])?;
+        ip(&["-n", &host.name, "addr", "add", host_addr, "dev", host_if])?;
+        ip(&["-n", &host.name, "link", "set", host_if, "up"])?;
+        sh_in(
+            host,
+            &format!("ethtool -K {host_if} tx off gro on >/dev/null"),
+        )?;
+    }
+    sh_in(node, "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding")
+}
+
+/// Prints the table and writes it to `bench/results/xdp-latest.md`.
+fn report(root: &Path, duration: f64, mode: &str, rows: &[&Row]) -> Result<()> {
     let mut md = format!(
         "Scenario 7: XDP gateway vs Linux forwarding (iptables DNAT + MASQUERADE), one run, \
          {duration} s per cell; XDP {mode} mode on veth; kernel {}\n\n\
@@ -249,15 +230,71 @@ pub fn run(root: &Path, bin: &Path, cgroup_root: &Path, quick: bool) -> Result<(
             .unwrap_or_default()
             .trim()
     );
-    for r in [&xdp, &linux] {
-        md.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} |\n",
+    for r in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} |",
             r.contender, r.conn_per_sec, r.p99_us, r.conn_errors, r.gbit_per_sec, r.packets_per_sec
-        ));
+        );
     }
     println!("{md}");
     let out = root.join("bench/results/xdp-latest.md");
     fs::write(&out, &md).with_context(|| format!("write {}", out.display()))?;
-    drop(procs);
+    Ok(())
+}
+
+/// Starts the agent with the XDP gateway on the node's three interfaces and waits
+/// until it applied the rules; returns its log file.
+fn start_agent(
+    bin: &Path,
+    tmp: &TempDir,
+    cgroup: &CgroupDir,
+    bpffs: &BpffsDir,
+    node: &Netns,
+    rules: &Path,
+    procs: &mut Processes,
+) -> Result<std::path::PathBuf> {
+    let events = tmp.0.join("events.jsonl");
+    let log = tmp.0.join("agent.log");
+    let mut c = Command::new(bin.join("traffic-shift"));
+    c.args(["run", "--rules"])
+        .arg(rules)
+        .arg("--cgroup")
+        .arg(&cgroup.0)
+        .arg("--bpffs")
+        .arg(&bpffs.0)
+        .args(["--netns", &format!("/var/run/netns/{}", node.name)])
+        .args(["--xdp-iface", "ts-node,xb1,xb2"])
+        .arg("--events")
+        .arg(&events)
+        .arg("--status-file")
+        .arg(tmp.0.join("status.json"))
+        .arg("--admin-socket")
+        .arg(tmp.0.join("admin.sock"))
+        .arg("--state-dir")
+        .arg(tmp.0.join("state"))
+        .args(["--metrics-addr", "127.0.0.1:0", "--unload-on-exit"])
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log)?);
+    procs.spawn("agent", &mut c)?;
+    wait_applied(&events, 1, &log, procs)?;
+    Ok(log)
+}
+
+/// tcp-echo (19001) and a byte sink (19100) on each backend host.
+fn start_backends(bin: &Path, hosts: [&Netns; 2], procs: &mut Processes) -> Result<()> {
+    let [b1, b2] = hosts;
+    for (host, prefix, addr) in [(b1, "one", "198.19.1.2"), (b2, "two", "198.19.2.2")] {
+        let mut c = host.exec(bin.join("tcp-echo"));
+        c.args(["--listen", &format!("{addr}:19001"), "--prefix", prefix])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        procs.spawn(&format!("tcp-echo {prefix}"), &mut c)?;
+        let mut c = host.exec(bin.join("ts-bench"));
+        c.args(["--sink", &format!("{addr}:19100")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        procs.spawn(&format!("sink {prefix}"), &mut c)?;
+    }
     Ok(())
 }
