@@ -323,16 +323,8 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 agent.rescan();
                 agent.sample();
             }
-            _ = socket_tick.tick() => {
-                // The status shows which endpoint sockets are registered, nothing
-                // else this changes: with 10 000 services it is 5 MB to render,
-                // so not four times a second for nothing.
-                let before: Vec<ServiceKey> = agent.registered.keys().copied().collect();
-                agent.register_sockets();
-                if agent.registered.keys().eq(before.iter()) {
-                    continue;
-                }
-            }
+            // No status to write unless a socket came or went (see there).
+            _ = socket_tick.tick() => if !agent.register_sockets_changed() { continue },
             Some(verdict) = next_verdict(&mut agent.prober) => agent.health_changed(verdict),
             Some(call) = admin_calls.recv() => agent.serve_admin(call),
         }
@@ -561,6 +553,16 @@ impl Agent {
     /// duplicate of it (pidfd_getfd) for the gateway; a backend that
     /// restarted with a new socket gets the new one registered. A socket the
     /// backend closed leaves the kernel map by itself.
+    /// [`Self::register_sockets`]; whether the registered endpoints changed.
+    /// The status shows which endpoint sockets are registered and nothing
+    /// else this changes: with 10 000 services it is 5 MB to render, so not
+    /// four times a second for nothing.
+    fn register_sockets_changed(&mut self) -> bool {
+        let before: Vec<ServiceKey> = self.registered.keys().copied().collect();
+        self.register_sockets();
+        !self.registered.keys().eq(before.iter())
+    }
+
     fn register_sockets(&mut self) {
         let wanted = self.gateway_endpoints.clone();
         self.sync_sockets(&wanted, true);

@@ -1,4 +1,4 @@
-use std::os::unix::fs::PermissionsExt as _;
+use std::{fmt::Write as _, os::unix::fs::PermissionsExt as _};
 
 use super::*;
 
@@ -519,14 +519,15 @@ fn a_state_file_over_the_rules_file_limit_reads_back() {
     let services = |from: usize, to: usize| {
         let mut text = String::new();
         for i in from..to {
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{i:05}}}\n\
                  spec: {{hosts: [svc-{i:05}.bench.local], addresses: [127.101.{}.{}], \
                  ports: [{{number: 9000, name: tcp, protocol: TCP}}], resolution: STATIC, \
                  endpoints: [{{address: 127.0.0.1, ports: {{tcp: 19001}}}}]}}\n",
                 i / 250,
                 i % 250 + 1
-            ));
+            );
         }
         text
     };

@@ -1171,7 +1171,7 @@ fn many_services_each_route_to_their_own() {
         )
     };
     let mut text = String::new();
-    for i in 0..3000 {
+    for i in 0..3000_u16 {
         let host = format!("svc-{i}.bench.local");
         text.push_str(&doc(
             "ServiceEntry",
@@ -1188,7 +1188,7 @@ fn many_services_each_route_to_their_own() {
             format!("svc-{i}"),
             format!("  hosts: [{host}]\n  tcp:\n  - route:\n    - destination: {{host: {host}}}\n"),
         ));
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             text.push_str(&doc(
                 "DestinationRule",
                 format!("svc-{i}"),
@@ -1213,7 +1213,7 @@ fn many_services_each_route_to_their_own() {
             .expect("a generated host");
         let endpoint = &route.destinations[0].endpoints[0];
         assert_eq!(endpoint.addr.port(), 10_000 + i, "{}", route.key);
-        let expected = if i % 2 == 0 {
+        let expected = if i.is_multiple_of(2) {
             crate::model::Selection::Random
         } else {
             crate::model::Selection::SourceHash
