@@ -201,11 +201,12 @@ fn hostile_files_are_refused_the_split_stays_and_memory_stays_bounded() {
     // rounds parse the same sizes under new names and the files are
     // removed after each: the memory is reused, not added to. Kept texts of
     // removed files would add ~6 MiB a round (the 4 MiB, the 1.2 MB and the
-    // 0.7 MB files): 16 MiB over three rounds catches that and leaves the
-    // allocator its slack (measured: +5.5 MiB).
+    // 0.7 MB files; measured: +26 to +31 MiB over three rounds): 22 MiB
+    // catches that and leaves the allocator its slack (measured: +5.5 MiB
+    // quiet, +15.7 MiB at load 24).
     let (rss_growth, hwm_growth) = (last.0.saturating_sub(first.0), last.1 - first.1);
     assert!(
-        hwm_growth < 16 << 10 && rss_growth < 16 << 10,
+        hwm_growth < 22 << 10 && rss_growth < 22 << 10,
         "memory grew over {ROUNDS} rounds of the same corpus: VmRSS +{rss_growth} KiB, VmHWM +{hwm_growth} KiB ({first:?} -> {last:?})"
     );
     // The peak itself: the agent at start plus one parse bounded by

@@ -198,7 +198,11 @@ fn an_upgrade_to_another_build_swaps_the_programs_in_under_load_and_keeps_the_ma
     let before = link_programs(&s.agent.bpffs);
     let tags_a: Vec<String> = before.iter().map(|(_, id)| prog_tag(*id)).collect();
     let maps_a = map_ids(&s.agent.bpffs);
-    assert_eq!(maps_a.len(), 13, "every pinned map (map_names::ALL): {maps_a:?}");
+    assert_eq!(
+        maps_a.len(),
+        13,
+        "every pinned map (map_names::ALL): {maps_a:?}"
+    );
     let n: u32 = 5_000;
     // Build B (cargo xtask test builds it): the same agent with one more
     // instruction in each kernel program, so other bytecode, same maps.

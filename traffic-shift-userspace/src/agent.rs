@@ -283,20 +283,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         draining: BTreeMap::new(),
     };
 
-    let (tx, mut rx) = mpsc::channel::<()>(16);
-    let mut watcher = notify::recommended_watcher(move |_event| {
-        let _ = tx.try_send(());
-    })
-    .map_err(|source| AgentError::Watch {
-        path: rules.clone(),
-        source,
-    })?;
-    watcher
-        .watch(&rules, notify::RecursiveMode::NonRecursive)
-        .map_err(|source| AgentError::Watch {
-            path: rules.clone(),
-            source,
-        })?;
+    let (_watcher, mut rx) = watch_rules(&rules)?;
 
     // The first apply registers the gateway endpoints' sockets too.
     agent.rescan();
@@ -1258,6 +1245,26 @@ fn open_events(path: &Path) -> Result<std::fs::File, AgentError> {
 
 /// Serves `/metrics` on `addr`: returns the server task and the address it
 /// listens on (port 0 picks one).
+/// Watches the rules directory: a message on the channel per change (the
+/// watcher stops when dropped).
+fn watch_rules(
+    rules: &Path,
+) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), AgentError> {
+    let (tx, rx) = mpsc::channel::<()>(16);
+    let err = |source| AgentError::Watch {
+        path: rules.to_owned(),
+        source,
+    };
+    let mut watcher = notify::recommended_watcher(move |_event| {
+        let _ = tx.try_send(());
+    })
+    .map_err(err)?;
+    watcher
+        .watch(rules, notify::RecursiveMode::NonRecursive)
+        .map_err(err)?;
+    Ok((watcher, rx))
+}
+
 /// The L7 proxy on its listeners, and `/metrics` (with its request metrics).
 async fn start_l7_and_metrics(
     options: &AgentOptions,
