@@ -66,6 +66,7 @@ pub use self::{
         ServiceEntry, ServicePort, SimpleLb, Source, Subset, TcpRule, VirtualService,
         WorkloadEndpoint, WorkloadEntry,
     },
+    values::GRPC_STATUS,
 };
 #[cfg(doc)]
 use crate::model::RoutingModel;

@@ -493,14 +493,7 @@ impl<'a> Catalog<'a> {
             for (base, destination) in destinations {
                 let host = &destination.host;
                 if self.service(host, namespace).is_none() {
-                    sink.errors.push(vs.source.error(
-                        base.key("host"),
-                        format!(
-                            "referenced host not found: {host:?}; define a ServiceEntry with \
-                             hosts: [{}] or fix the host",
-                            qualify(host, namespace)
-                        ),
-                    ));
+                    sink.errors.push(host_not_found(vs, base.key("host"), host));
                     continue;
                 }
                 if let Some(name) = &destination.subset
@@ -575,14 +568,8 @@ impl<'a> Catalog<'a> {
         for (h, host) in vs.hosts.iter().enumerate() {
             let found = self.select(host, namespace);
             if found.is_empty() {
-                sink.errors.push(vs.source.error(
-                    fp!("spec.hosts[{h}]"),
-                    format!(
-                        "referenced host not found: {host:?}; define a ServiceEntry with hosts: \
-                         [{}] or fix the host",
-                        qualify(host, namespace)
-                    ),
-                ));
+                sink.errors
+                    .push(host_not_found(vs, fp!("spec.hosts[{h}]"), host));
                 missing = true;
             }
             for (service, matched) in found {
@@ -858,14 +845,7 @@ impl<'a> Catalog<'a> {
         let namespace = &vs.source.namespace;
         let host = &destination.host;
         let Some((service, service_host)) = self.service(host, namespace) else {
-            return Err(vs.source.error(
-                base.key("host"),
-                format!(
-                    "referenced host not found: {host:?}; define a ServiceEntry with hosts: \
-                     [{}] or fix the host",
-                    qualify(host, namespace)
-                ),
-            ));
+            return Err(host_not_found(vs, base.key("host"), host));
         };
         check_endpoints_source(vs, &base, service)?;
 
@@ -1420,6 +1400,18 @@ fn selection(
         lb.path.clone(),
         format!("{problem} (used by {} {rule})", vs.source.id()),
     ))
+}
+
+/// A host a `VirtualService` names that no `ServiceEntry` defines (IST0101).
+fn host_not_found(vs: &VirtualService, path: FieldPath, host: &str) -> ConfigError {
+    vs.source.error(
+        path,
+        format!(
+            "referenced host not found: {host:?}; define a ServiceEntry with hosts: [{}] or fix \
+             the host",
+            qualify(host, &vs.source.namespace)
+        ),
+    )
 }
 
 fn list<T: ToString>(items: impl Iterator<Item = T>) -> String {

@@ -1096,27 +1096,6 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     }
 }
 
-/// gRPC status codes by name (the order of their numbers).
-const GRPC_CODES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 fn fault_abort(error: &AbortError) -> LocalReply {
     match error {
         AbortError::HttpStatus(status) => LocalReply::new(
@@ -1125,7 +1104,10 @@ fn fault_abort(error: &AbortError) -> LocalReply {
             "fault filter abort\n",
         ),
         AbortError::GrpcStatus(name) => {
-            let code = GRPC_CODES.iter().position(|c| c == name).unwrap_or(2);
+            let code = crate::config::GRPC_STATUS
+                .iter()
+                .position(|c| c == name)
+                .unwrap_or(2);
             LocalReply {
                 status: StatusCode::OK,
                 flags: "FI",

@@ -26,7 +26,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use super::{At, Catalog, Sink, qualify, server_takes};
+use super::{At, Catalog, Sink, host_not_found, qualify, server_takes};
 use crate::{
     config::{
         error::{ConfigError, FieldPath},
@@ -184,14 +184,8 @@ impl<'a> Catalog<'a> {
         for (h, host) in vs.hosts.iter().enumerate() {
             let found = self.select(host, namespace);
             if found.is_empty() {
-                sink.errors.push(vs.source.error(
-                    fp!("spec.hosts[{h}]"),
-                    format!(
-                        "referenced host not found: {host:?}; define a ServiceEntry with hosts: \
-                         [{}] or fix the host",
-                        qualify(host, namespace)
-                    ),
-                ));
+                sink.errors
+                    .push(host_not_found(vs, fp!("spec.hosts[{h}]"), host));
             }
             for (service, service_host) in found {
                 let http_ports: Vec<&ServicePort> = service
