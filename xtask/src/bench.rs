@@ -563,7 +563,7 @@ fn run(
     skipped.push(Skipped {
         scenario: split::REQUESTS_SCENARIO,
         name: "every contender",
-        why: "L7 proxy not built yet".into(),
+        why: "the HTTP scenarios of the bench are not written yet".into(),
     });
     let mut splitters = Vec::new();
     for s in split::splitters(&ready) {
