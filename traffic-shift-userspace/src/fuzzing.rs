@@ -41,6 +41,49 @@ pub fn rules_file(data: &[u8]) {
     }
 }
 
+/// The rules the `http-route` target matches requests against: Bookinfo's
+/// reviews with one rule per kind of match (and rewrites), resolved as the
+/// agent resolves them.
+const HTTP_ROUTE_RULES: &str = include_str!("../../fuzz/http-route-rules.yaml");
+
+/// An HTTP request head (`METHOD URI` line, then `name: value` lines) as
+/// the proxy routes it over [`HTTP_ROUTE_RULES`]: listener, virtual host,
+/// first admitting route, rewrite. Promises: no panic, whatever the bytes
+/// (regexes, query strings, authorities, case folding, prefix rewrites),
+/// and the same answer twice.
+pub fn http_route(data: &[u8]) {
+    use std::sync::OnceLock;
+    static LISTENERS: OnceLock<Vec<crate::model::HttpListener>> = OnceLock::new();
+    let listeners = LISTENERS.get_or_init(|| {
+        let file = config::parse_file(Path::new("http-route-rules.yaml"), HTTP_ROUTE_RULES)
+            .expect("the target's rules parse");
+        config::resolve(&[file])
+            .expect("the target's rules resolve")
+            .http
+    });
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.lines();
+    let Some((method, uri)) = lines.next().and_then(|l| l.split_once(' ')) else {
+        return;
+    };
+    let mut builder = hyper::Request::builder().method(method).uri(uri.trim());
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            builder = builder.header(name.trim(), value.trim());
+        }
+    }
+    let Ok(request) = builder.body(()) else {
+        return;
+    };
+    for listener in listeners {
+        let first = crate::proxy::route_for(listeners, &listener.key, &request)
+            .expect("the target's regexes compile");
+        let again = crate::proxy::route_for(listeners, &listener.key, &request)
+            .expect("the target's regexes compile");
+        assert_eq!(first, again, "routing is a function of the request");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
@@ -72,6 +115,18 @@ mod tests {
         for seed in seeds {
             let data = std::fs::read(&seed).expect("read seed");
             super::rules_file(&data);
+        }
+    }
+
+    /// The seeds of the `http-route` target, and what they route to.
+    #[test]
+    fn the_http_route_target_passes_its_seeds() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let seeds = files(&root.join("fuzz/seeds/http-route"));
+        assert!(seeds.len() >= 5, "seeds missing: {seeds:?}");
+        for seed in seeds {
+            let data = std::fs::read(&seed).expect("read seed");
+            super::http_route(&data);
         }
     }
 }

@@ -103,6 +103,54 @@ impl Default for Options {
     }
 }
 
+/// Which route of `listeners` a request takes, as the proxy decides it
+/// (listener by key, virtual host by authority, first route whose matches
+/// admit it), and the path it is sent with after the route's rewrite: for
+/// the fuzz target and tests. `Err`: the rules' regexes do not compile.
+pub fn route_for(
+    listeners: &[HttpListener],
+    key: &str,
+    request: &Request<()>,
+) -> Result<Option<(String, String)>, RegexError> {
+    let config = Config::build(listeners.to_vec(), |_| Arc::default())?;
+    let Some(listener) = config.by_key(key) else {
+        return Ok(None);
+    };
+    let authority = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| {
+            request
+                .uri()
+                .authority()
+                .map(hyper::http::uri::Authority::as_str)
+        })
+        .unwrap_or("");
+    let view = RequestView {
+        method: request.method(),
+        uri: request.uri(),
+        headers: request.headers(),
+        authority,
+        port: listener.port,
+    };
+    let Some((route, matched)) = listener.host(authority).and_then(|host| host.route(&view)) else {
+        return Ok(None);
+    };
+    let path = match &route.model.rewrite {
+        Some(rewrite) => rewrite::rewrite_path(
+            rewrite,
+            route.uri_regex.as_ref(),
+            &matched,
+            request.uri().path(),
+            request.uri().query(),
+        ),
+        None => None,
+    }
+    .unwrap_or_else(|| request.uri().path().to_owned());
+    Ok(Some((route.model.key.clone(), path)))
+}
+
 /// The address a mesh client connected to, from the accepted connection's
 /// (peer, local) addresses.
 pub type OriginalDst = Arc<dyn Fn(SocketAddr, SocketAddr) -> Option<SocketAddr> + Send + Sync>;
