@@ -473,8 +473,9 @@ impl Agent {
     fn install(&mut self, model: RoutingModel, what: &str) -> Result<(), String> {
         let is_local = crate::netns::is_local_in(&self.netns)
             .map_err(|e| format!("cannot list the addresses of {}: {e}", self.netns.display()))?;
+        let usable = self.usable(&model);
         let compiled: Compiled = compile::compile(
-            &self.usable(&model),
+            &usable,
             &is_local,
             self.xdp,
             &self.stat_ids,
@@ -514,7 +515,6 @@ impl Agent {
                 for key in &report.routes_removed {
                     tracing::info!(route = %key, "route removed");
                 }
-                let usable = self.usable(&model);
                 self.l7.commit(bound, &usable)?;
                 self.model = model;
                 self.stat_ids = compiled.stat_ids;
@@ -684,8 +684,9 @@ impl Agent {
                 return;
             }
         };
+        let usable = self.usable(&self.model);
         let result = compile::compile(
-            &self.usable(&self.model),
+            &usable,
             &is_local,
             self.xdp,
             &self.stat_ids,
@@ -702,7 +703,7 @@ impl Agent {
         match result {
             Ok((compiled, report)) => {
                 self.stat_ids = compiled.stat_ids;
-                if let Err(err) = self.l7.update(&self.usable(&self.model)) {
+                if let Err(err) = self.l7.update(&usable) {
                     tracing::warn!(%err, "the L7 proxy keeps its previous endpoints");
                 }
                 for key in &report.routes_changed {

@@ -180,15 +180,12 @@ pub fn compile(
                     .map(|e| e.addr),
             );
         }
-        for listener in &route.listeners {
-            if let Some(first) = owner.insert((route.gateway.is_some(), *listener), &route.key) {
-                return Err(CompileError::Conflict {
-                    listener: *listener,
-                    first: first.to_owned(),
-                    second: route.key.clone(),
-                });
-            }
-        }
+        claim(
+            &mut owner,
+            route.gateway.is_some(),
+            &route.listeners,
+            &route.key,
+        )?;
         for family in [FAMILY_V4, FAMILY_V6] {
             let listeners: Vec<ServiceKey> = route
                 .listeners
@@ -206,15 +203,7 @@ pub fn compile(
         }
     }
     for listener in model.http.iter().filter(|l| l.gateway.is_none()) {
-        for addr in &listener.listeners {
-            if let Some(first) = owner.insert((false, *addr), &listener.key) {
-                return Err(CompileError::Conflict {
-                    listener: *addr,
-                    first: first.to_owned(),
-                    second: listener.key.clone(),
-                });
-            }
-        }
+        claim(&mut owner, false, &listener.listeners, &listener.key)?;
         let next = u32::try_from(service_ids.len()).unwrap_or(u32::MAX);
         let service_id = *service_ids
             .entry((&listener.key, listener.port))
@@ -261,6 +250,26 @@ fn gateway_placement(
         });
     }
     Ok(true)
+}
+
+/// Records that route `key` takes `listeners` (in the gateway maps or the
+/// mesh's): one route per address and port of a map.
+fn claim<'m>(
+    owner: &mut BTreeMap<(bool, SocketAddr), &'m str>,
+    gateway: bool,
+    listeners: &[SocketAddr],
+    key: &'m str,
+) -> Result<(), CompileError> {
+    for listener in listeners {
+        if let Some(first) = owner.insert((gateway, *listener), key) {
+            return Err(CompileError::Conflict {
+                listener: *listener,
+                first: first.to_owned(),
+                second: key.to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether what the rules need fits the kernel maps' sizes.
