@@ -285,28 +285,14 @@ pub fn echo_backend(
     prefix: &str,
     listen: &[&str],
 ) -> Process {
-    let mut cmd = Command::new(binary("TCP_ECHO_BIN", "tcp-echo"));
-    for addr in listen {
-        cmd.args(["--listen", addr]);
-    }
-    cmd.args(["--prefix", prefix])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = spawn_in(&mut cmd, netns, cgroup);
-    // It logs one line once every listener is bound.
-    let stderr = child.stderr.take().expect("piped");
-    let mut line = String::new();
-    BufReader::new(stderr)
-        .read_line(&mut line)
-        .expect("tcp-echo stderr");
-    assert!(
-        line.contains("listening"),
-        "tcp-echo {prefix} did not start: {line}"
-    );
-    Process {
-        child,
-        what: format!("tcp-echo {prefix}"),
-    }
+    demo_backend(
+        binary("TCP_ECHO_BIN", "tcp-echo"),
+        &["--prefix", prefix],
+        listen,
+        netns,
+        cgroup,
+        format!("tcp-echo {prefix}"),
+    )
 }
 
 /// A demo HTTP backend (`http-echo`) in `netns` (and `cgroup`): it answers
@@ -318,28 +304,39 @@ pub fn http_backend(
     version: &str,
     listen: &[&str],
 ) -> Process {
-    let mut cmd = Command::new(binary("HTTP_ECHO_BIN", "http-echo"));
+    demo_backend(
+        binary("HTTP_ECHO_BIN", "http-echo"),
+        &["--name", name, "--version", version],
+        listen,
+        netns,
+        cgroup,
+        format!("http-echo {name} {version}"),
+    )
+}
+
+/// Starts a demo backend (`program args --listen ADDR...`) and waits for the
+/// line it logs once every listener is bound.
+fn demo_backend(
+    program: PathBuf,
+    args: &[&str],
+    listen: &[&str],
+    netns: &Netns,
+    cgroup: Option<&Cgroup>,
+    what: String,
+) -> Process {
+    let mut cmd = Command::new(program);
     for addr in listen {
         cmd.args(["--listen", addr]);
     }
-    cmd.args(["--name", name, "--version", version])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = spawn_in(&mut cmd, netns, cgroup);
-    // It logs one line once every listener is bound.
     let stderr = child.stderr.take().expect("piped");
     let mut line = String::new();
     BufReader::new(stderr)
         .read_line(&mut line)
-        .expect("http-echo stderr");
-    assert!(
-        line.contains("listening"),
-        "http-echo {name} {version} did not start: {line}"
-    );
-    Process {
-        child,
-        what: format!("http-echo {name} {version}"),
-    }
+        .unwrap_or_else(|e| panic!("{what} stderr: {e}"));
+    assert!(line.contains("listening"), "{what} did not start: {line}");
+    Process { child, what }
 }
 
 /// The agent under test, with its rules directory and events file.

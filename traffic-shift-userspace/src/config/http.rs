@@ -134,7 +134,8 @@ pub struct Rewrite {
     pub uri_regex: Option<(String, String)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Default`: no retries (`attempts: 0`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Retries {
     /// 0 disables retries.
     pub attempts: u32,

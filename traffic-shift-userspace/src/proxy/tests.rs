@@ -79,17 +79,6 @@ fn to(dests: Vec<Destination>) -> Vec<HttpDestination> {
         .collect()
 }
 
-fn no_retries() -> Retries {
-    Retries {
-        attempts: 0,
-        per_try_timeout: None,
-        retry_on: Vec::new(),
-        retry_remote_localities: None,
-        retry_ignore_previous_hosts: None,
-        backoff: None,
-    }
-}
-
 fn route(i: usize, matches: Vec<HttpMatch>, dests: Vec<Destination>) -> HttpRoute {
     HttpRoute {
         key: format!("default/reviews/http[{i}]"),
@@ -101,7 +90,7 @@ fn route(i: usize, matches: Vec<HttpMatch>, dests: Vec<Destination>) -> HttpRout
         direct_response: None,
         rewrite: None,
         timeout: None,
-        retries: no_retries(),
+        retries: Retries::default(),
         fault: None,
         mirrors: Vec::new(),
         headers: Headers::default(),
@@ -482,7 +471,7 @@ async fn retries_turn_an_upstream_503_into_200() {
         ]
         .map(String::from)
         .to_vec(),
-        ..no_retries()
+        ..Retries::default()
     };
     let p = start(vec![r]).await;
     v1.echo.fail_next(1);
@@ -491,7 +480,7 @@ async fn retries_turn_an_upstream_503_into_200() {
     assert_eq!(v1.echo.requests(), 2, "one failed attempt, one retry");
     // Without retries the 503 goes through.
     let mut r = route(0, vec![], vec![destination("v1", 1, &[&v1])]);
-    r.retries = no_retries();
+    r.retries = Retries::default();
     p.proxy.update(vec![listener(vec![r])]).unwrap();
     v1.echo.fail_next(1);
     assert_eq!(get(&client(), p.addr, "/", &[]).await.status, 503);

@@ -55,7 +55,6 @@ enum Binding<'g> {
 pub fn default_retries() -> Retries {
     Retries {
         attempts: 2,
-        per_try_timeout: None,
         retry_on: [
             "connect-failure",
             "refused-stream",
@@ -65,9 +64,7 @@ pub fn default_retries() -> Retries {
         ]
         .map(str::to_owned)
         .to_vec(),
-        retry_remote_localities: None,
-        retry_ignore_previous_hosts: None,
-        backoff: None,
+        ..Retries::default()
     }
 }
 
