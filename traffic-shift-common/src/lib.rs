@@ -531,6 +531,16 @@ impl RouteTable {
             core::mem::offset_of!(RouteTable, slots) + (self.n_slots as usize).min(MAX_SLOTS);
         &bytemuck::bytes_of(self)[..used]
     }
+
+    /// Makes this table the one whose [`Self::used_bytes`] are `used`: those
+    /// bytes, then zeros (as a table built from scratch). `used` longer than a
+    /// table is cut.
+    pub fn set_used_bytes(&mut self, used: &[u8]) {
+        let bytes = bytemuck::bytes_of_mut(self);
+        let n = used.len().min(bytes.len());
+        bytes[..n].copy_from_slice(&used[..n]);
+        bytes[n..].fill(0);
+    }
 }
 
 #[cfg(feature = "user")]

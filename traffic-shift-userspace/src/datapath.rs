@@ -327,12 +327,14 @@ impl Datapath {
         // Desired keys of TS_SERVICES, TS_GATEWAYS, TS_XDP_GATEWAYS.
         let mut desired: [BTreeMap<ServiceKey, ServiceValue>; 3] = Default::default();
         let mut free_ids = None;
+        // The one whole table written at a time (67 KB).
+        let mut scratch: Option<Box<RouteTable>> = None;
         for (key, route) in &compiled.routes {
             if !self.loaded_routes.contains_key(key) {
                 self.take_over_adopted(key, route);
             }
             let loaded = self.loaded_routes.get(key);
-            let unchanged = loaded.is_some_and(|l| l.table == route.table.used_bytes());
+            let unchanged = loaded.is_some_and(|l| l.table == route.table.as_bytes());
             let id = match loaded {
                 Some(l) => l.id,
                 None => free_ids
@@ -341,8 +343,10 @@ impl Datapath {
             };
             if !unchanged {
                 // One update replaces the whole table (by reference: it is 67 KB).
+                let table = scratch.get_or_insert_with(bytemuck::zeroed_box);
+                route.table.write_to(table);
                 self.routes
-                    .insert(id, route.table.as_ref(), 0)
+                    .insert(id, table.as_ref(), 0)
                     .map_err(map_err(map_names::ROUTES))?;
                 let list = if loaded.is_some() {
                     &mut report.routes_changed
@@ -354,7 +358,7 @@ impl Datapath {
                     key.clone(),
                     LoadedRoute {
                         id,
-                        table: route.table.used_bytes().to_vec(),
+                        table: route.table.as_bytes().to_vec(),
                     },
                 );
             }
@@ -456,7 +460,7 @@ impl Datapath {
         else {
             return;
         };
-        if self.adopted_routes.get(&id).map(Vec::as_slice) == Some(route.table.used_bytes()) {
+        if self.adopted_routes.get(&id).map(Vec::as_slice) == Some(route.table.as_bytes()) {
             let table = self.adopted_routes.remove(&id).unwrap_or_default();
             self.loaded_routes
                 .insert(key.to_owned(), LoadedRoute { id, table });

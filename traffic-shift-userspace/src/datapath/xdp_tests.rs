@@ -184,7 +184,9 @@ impl Loaded {
         assert!(route.xdp, "a route to other hosts goes to XDP");
         let mut routes: HashMap<_, u32, RouteTable> =
             HashMap::try_from(self.ebpf.map_mut(map_names::ROUTES).expect("routes")).unwrap();
-        routes.insert(0, route.table.as_ref(), 0).expect("route");
+        routes
+            .insert(0, route.table.to_table().as_ref(), 0)
+            .expect("route");
         let mut gateways: HashMap<_, ServiceKey, ServiceValue> = HashMap::try_from(
             self.ebpf
                 .map_mut(map_names::XDP_GATEWAYS)
@@ -445,11 +447,17 @@ fn expect_forwarded(
     snat_port
 }
 
+/// The counter slot of the (one) route's first endpoint.
+fn first_stat_id(compiled: &crate::compile::Compiled) -> u32 {
+    let route = compiled.routes.values().next().expect("a route");
+    route.table.to_table().backends[0].stat_id
+}
+
 #[test]
 fn xdp_gateway_flows() {
     with_program("flows", |loaded| {
         let compiled = loaded.set_route([80, 20]);
-        let stat_v1 = compiled.routes.values().next().unwrap().table.backends[0].stat_id;
+        let stat_v1 = first_stat_id(&compiled);
 
         // A SYN to the gateway: v1 (the smooth table's first slot).
         let syn = client_seg(CLIENT, CLIENT_MAC, 40000, "S", b"");
