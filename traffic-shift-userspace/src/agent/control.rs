@@ -75,6 +75,7 @@ impl Agent {
             self.shared().apply_errors += 1;
         }
         call.reply(response);
+        release_freed_memory();
     }
 
     /// The rules file that defines `key`, if the rules directory does.
@@ -232,7 +233,7 @@ impl Agent {
                 name: key.name.clone(),
                 source: "apply".to_owned(),
                 created_ms: Some(entry.created_ms),
-                document: entry.document.clone(),
+                document: entry.document.to_json(),
             })
             .collect();
         for (path, (text, file)) in &self.accepted {
@@ -263,5 +264,16 @@ impl Agent {
             (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind))
         });
         Response::Resources { items }
+    }
+}
+
+/// Gives the heap's free pages back to the kernel. An `apply` of 10 000
+/// services parses, resolves and compiles the whole rule set a few times
+/// over; glibc keeps what that freed (RSS stayed at the peak, ~2x what the
+/// agent holds), so the agent returns it once the request is answered.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks and trims glibc's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -145,7 +145,7 @@ fn apply_creates_configures_and_leaves_unchanged() {
         name: "tcp-echo".into(),
     };
     assert_eq!(
-        first.entries[&vs_key].document["metadata"]["creationTimestamp"],
+        first.entries[&vs_key].document.to_json()["metadata"]["creationTimestamp"],
         "2026-11-18T11:06:40Z"
     );
 
@@ -173,7 +173,8 @@ fn apply_creates_configures_and_leaves_unchanged() {
     let vs = &shifted.entries[&vs_key];
     assert_eq!(vs.created_ms, T0, "configured keeps the creation time");
     assert_eq!(
-        vs.document["spec"]["tcp"][0]["route"][1]["weight"], 20,
+        vs.document.to_json()["spec"]["tcp"][0]["route"][1]["weight"],
+        20,
         "the new document is stored"
     );
 }
@@ -184,7 +185,7 @@ fn what_get_prints_applies_back_as_unchanged() {
     // `get -o yaml` of everything, and kubectl's output with what the API server adds.
     let items: Vec<String> = entries
         .values()
-        .map(|e| serde_yaml_ng::to_string(&e.document).expect("YAML"))
+        .map(|e| serde_yaml_ng::to_string(&e.document.to_json()).expect("YAML"))
         .collect();
     let mut kubectl = items[3].replace(
         "metadata:\n",
