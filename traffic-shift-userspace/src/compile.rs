@@ -104,8 +104,8 @@ impl fmt::Debug for KernelRoute {
 
 /// A route's table as user space keeps it: the bytes in use
 /// ([`RouteTable::used_bytes`], 1.7 KB for a smooth 80/20 table), not the
-/// 67 KB the kernel's map value has. 10 000 routes held whole were 670 MB of
-/// the agent's memory, and the allocator kept it after the apply.
+/// whole value the kernel's map holds (5.8 KB; it was 67 KB when 10 000
+/// routes held whole took 670 MB of the agent's memory).
 #[derive(Clone, PartialEq, Eq)]
 pub struct TableBytes(Box<[u8]>);
 
@@ -779,14 +779,15 @@ mod tests {
         let before = rendezvous_table(&[80, 20], &ids);
         let after = rendezvous_table(&[50, 50], &ids);
         let share = |t: &[u8]| t.iter().filter(|&&d| d == 1).count() as f64 / t.len() as f64;
-        // 65536 buckets: the standard deviation of the share is about 0.16%.
+        // 4096 buckets: the standard deviation of the share is about 0.6%
+        // (at 20%) and 0.8% (at 50%); 2% is 3 of those.
         assert!(
-            (share(&before) - 0.2).abs() < 0.01,
+            (share(&before) - 0.2).abs() < 0.02,
             "v2 share at 20: {}",
             share(&before)
         );
         assert!(
-            (share(&after) - 0.5).abs() < 0.01,
+            (share(&after) - 0.5).abs() < 0.02,
             "v2 share at 50: {}",
             share(&after)
         );
@@ -798,7 +799,7 @@ mod tests {
         assert_eq!(left_v2, 0, "no bucket on v2 leaves it when v2 grows");
         let moved = before.iter().zip(&after).filter(|&(&b, &a)| b != a).count() as f64
             / before.len() as f64;
-        assert!((moved - 0.3).abs() < 0.01, "about 30% move, got {moved}");
+        assert!((moved - 0.3).abs() < 0.02, "about 30% move, got {moved}");
     }
 
     #[test]

@@ -143,7 +143,7 @@ impl FreeRouteIds {
 }
 
 /// What one route holds in the kernel now: its id and the used bytes of its
-/// table (enough to tell a change, without a 67 KB copy per route).
+/// table (enough to tell a change, without a whole copy per route).
 struct LoadedRoute {
     id: u32,
     table: Vec<u8>,
@@ -342,7 +342,7 @@ impl Datapath {
                     .take()?,
             };
             if !unchanged {
-                // One update replaces the whole table (by reference: it is 67 KB).
+                // One update replaces the whole table (by reference: it is 5.8 KB).
                 let table = scratch.get_or_insert_with(bytemuck::zeroed_box);
                 route.table.write_to(table);
                 self.routes
