@@ -8,6 +8,16 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = Path::new(&manifest_dir).join("../traffic-shift-ebpf");
     let ebpf_dir = ebpf_dir.canonicalize()?;
     let root_dir = ebpf_dir.to_str().expect("workspace path is UTF-8");
+    // aya-build watches the eBPF crate only; the kernel programs also compile
+    // the shared types, and a stale object with another map layout fails to
+    // load ("invalid value size"). Watch them too.
+    println!(
+        "cargo:rerun-if-changed={}",
+        Path::new(&manifest_dir)
+            .join("../traffic-shift-common")
+            .canonicalize()?
+            .display()
+    );
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "traffic-shift-ebpf",
