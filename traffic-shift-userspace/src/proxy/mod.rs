@@ -58,7 +58,7 @@ pub use self::{
 use self::{
     routes::{Config, MatchedUri, RequestView, Route},
     select::RouteState,
-    stats::Outcomes,
+    stats::{Handles, Outcomes},
 };
 use crate::{
     config::http::{AbortError, DelayKind},
@@ -488,11 +488,6 @@ impl Proxy {
         request: Request<Incoming>,
     ) -> Result<Request<Incoming>, Response<ProxyBody>> {
         let model = &cx.route.model;
-        let first_host = model
-            .destinations
-            .first()
-            .map(|d| d.destination.host.as_str());
-        let labels = || cx.reporter.labels(first_host, &BTreeMap::new());
         if let Some(fault) = &model.fault {
             if let Some(delay) = &fault.delay
                 && select::chance(delay.percentage.unwrap_or(100.0))
@@ -504,7 +499,7 @@ impl Proxy {
                 && let Some(error) = &abort.error
                 && select::chance(abort.percentage.unwrap_or(100.0))
             {
-                return Err(self.local(&labels(), cx.start, &fault_abort(error)));
+                return Err(self.route_local(cx, None, &fault_abort(error)));
             }
         }
         let mut response = if let Some(redirect) = &model.redirect {
@@ -530,9 +525,9 @@ impl Proxy {
                 Bytes::from(rewrite::direct_body(direct.body.as_ref())),
             )
         } else if model.destinations.is_empty() {
-            return Err(self.local(
-                &labels(),
-                cx.start,
+            return Err(self.route_local(
+                cx,
+                None,
                 &LocalReply::new(
                     StatusCode::NOT_FOUND,
                     "NR",
@@ -543,12 +538,8 @@ impl Proxy {
             return Ok(request);
         };
         rewrite::apply_headers(response.headers_mut(), &model.headers.response);
-        self.metrics.record(
-            &labels(),
-            response.status().as_u16(),
-            "-",
-            cx.start.elapsed(),
-        );
+        self.handles(cx, None, None, response.status().as_u16(), "-")
+            .record(cx.start.elapsed());
         Err(response)
     }
 
@@ -559,16 +550,12 @@ impl Proxy {
         let index = cx.route.slots.pick(&model.selection, &cx.route.state, hash);
         let index = index.min(model.destinations.len() - 1);
         let chosen = &model.destinations[index];
-        let dest = &chosen.destination;
 
         let endpoint_hash = request_hash(&chosen.endpoint_selection, &request, cx.peer);
         let (parts, body) = request.into_parts();
         let body = match self.read_body(body).await {
             Ok(body) => body,
-            Err(reply) => {
-                let labels = cx.reporter.labels(Some(&dest.host), &BTreeMap::new());
-                return self.local(&labels, cx.start, &reply);
-            }
+            Err(reply) => return self.route_local(cx, Some(index), &reply),
         };
         let (outgoing, authority) = outgoing(cx, chosen, parts, body);
         for mirror in &model.mirrors {
@@ -586,20 +573,18 @@ impl Proxy {
         let (response, endpoint, flags) = self
             .forward(cx.route, index, endpoint_hash, &outgoing, cx.start)
             .await;
-        let no_labels = BTreeMap::new();
-        let labels = cx
-            .reporter
-            .labels(Some(&dest.host), endpoint.map_or(&no_labels, |e| &e.labels));
+        let code = match &response {
+            Ok(response) => response.status().as_u16(),
+            Err(reply) => reply.status.as_u16(),
+        };
+        let handles = self.handles(cx, Some(index), endpoint, code, flags);
         let mut response = match response {
             Ok(mut response) => {
                 strip_hop_by_hop(response.headers_mut());
                 // Counted when the body has gone to the client (or the
                 // client left): Istio's duration is the whole exchange.
                 let done = Recorded {
-                    metrics: Arc::clone(&self.metrics),
-                    labels,
-                    code: response.status().as_u16(),
-                    flags,
+                    handles,
                     start: cx.start,
                 };
                 response.map(|body| {
@@ -611,8 +596,7 @@ impl Proxy {
                 })
             }
             Err(reply) => {
-                self.metrics
-                    .record(&labels, reply.status.as_u16(), flags, cx.start.elapsed());
+                handles.record(cx.start.elapsed());
                 reply_response(&reply)
             }
         };
@@ -813,6 +797,42 @@ impl Proxy {
         }
     }
 
+    /// The series of `cx`'s route a request counts in: destination `dest`
+    /// (`None`: the route answered itself; labelled with its first
+    /// destination's host), the `endpoint` reached, `code` and `flags`.
+    fn handles(
+        &self,
+        cx: &Routed<'_>,
+        dest: Option<usize>,
+        endpoint: Option<&Endpoint>,
+        code: u16,
+        flags: &'static str,
+    ) -> Handles {
+        let key = (dest, endpoint.map(|e| e.addr), code, flags);
+        cx.route.series.get(key, &self.metrics, || {
+            let destinations = &cx.route.model.destinations;
+            let host = destinations
+                .get(dest.unwrap_or(0))
+                .map(|d| d.destination.host.as_str());
+            let no_labels = BTreeMap::new();
+            cx.reporter
+                .labels(host, endpoint.map_or(&no_labels, |e| &e.labels))
+        })
+    }
+
+    /// A reply of the proxy's own to a request of `cx`'s route, counted in
+    /// its metrics.
+    fn route_local(
+        &self,
+        cx: &Routed<'_>,
+        dest: Option<usize>,
+        reply: &LocalReply,
+    ) -> Response<ProxyBody> {
+        self.handles(cx, dest, None, reply.status.as_u16(), reply.flags)
+            .record(cx.start.elapsed());
+        reply_response(reply)
+    }
+
     fn local(
         &self,
         labels: &IstioLabels,
@@ -837,17 +857,13 @@ fn unknown_labels() -> IstioLabels {
 
 /// Records a request in the metrics when dropped (with the response body).
 struct Recorded {
-    metrics: Arc<RequestMetrics>,
-    labels: IstioLabels,
-    code: u16,
-    flags: &'static str,
+    handles: Handles,
     start: Instant,
 }
 
 impl Drop for Recorded {
     fn drop(&mut self) {
-        self.metrics
-            .record(&self.labels, self.code, self.flags, self.start.elapsed());
+        self.handles.record(self.start.elapsed());
     }
 }
 

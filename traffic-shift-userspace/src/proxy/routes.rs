@@ -7,7 +7,10 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 use hyper::{HeaderMap, Method, Uri};
 use regex::{Regex, RegexBuilder};
 
-use super::select::{RouteState, Slots};
+use super::{
+    select::{RouteState, Slots},
+    stats::SeriesCache,
+};
 use crate::model::{HttpListener, HttpRoute, StringMatch, VirtualHost};
 
 /// A bound on the compiled size of one regex (as `config` checks them).
@@ -107,6 +110,8 @@ pub struct Route {
     pub uri_regex: Option<(Regex, String)>,
     pub slots: Slots,
     pub state: Arc<RouteState>,
+    /// Its request metrics' series.
+    pub series: SeriesCache,
 }
 
 impl Route {
@@ -166,6 +171,7 @@ impl Route {
             matches,
             uri_regex,
             state,
+            series: SeriesCache::default(),
         })
     }
 
