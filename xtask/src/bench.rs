@@ -165,8 +165,19 @@ struct Proxies {
 }
 
 /// Installs haproxy and nginx (stream module) if missing; `None` with the reason printed
-/// when one is not available: that contender is skipped, the bench goes on.
+/// when one is not available: that contender is skipped, the bench goes on. Also wrk,
+/// scenario 3's check of the load client (without it, that row is left out).
 fn install_proxies() -> Proxies {
+    if cmd::find_program("wrk").is_none() {
+        println!("bench: installing wrk (to check the HTTP load client against)");
+        if let Err(e) = cmd::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "wrk"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        ) {
+            eprintln!("bench: {e:#}");
+        }
+    }
     let find = || (cmd::find_program("haproxy"), cmd::find_program("nginx"));
     let (h, n) = find();
     if h.is_some() && n.is_some() {

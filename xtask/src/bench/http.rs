@@ -165,6 +165,7 @@ pub fn run(
     } else {
         (3, 3.0, 0.5)
     };
+    let began = Instant::now();
     let contenders = ready(env, proxies, skipped)?;
     let wrk = cmd::find_program("wrk");
     if wrk.is_none() {
@@ -209,6 +210,10 @@ pub fn run(
     }
 
     let (splitters, split_cells) = split_half(env, proxies, skipped, check_interrupted)?;
+    eprintln!(
+        "bench: the HTTP scenarios took {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
     Ok(Results {
         contenders,
         rows,
