@@ -2,8 +2,10 @@
 //! and the throughput of one long TCP stream (scenario 2) through traffic-shift's
 //! two paths (connect-time rewrite, sk_lookup gateway) side by side with the
 //! backend reached directly and, when installable, haproxy, nginx and Envoy
-//! (configured as Istio configures it) as user-space proxies. Everything runs in a
-//! network namespace and a child cgroup of our own; timings are reported, never asserted.
+//! (configured as Istio configures it) as user-space proxies. The other scenarios are
+//! in the submodules: HTTP requests through the L7 proxy (3, `http.rs`), split accuracy
+//! (4, `split.rs`), rule change (5), scale (6) and the XDP gateway (7). Everything runs in
+//! a network namespace and a child cgroup of our own; timings are reported, never asserted.
 
 use std::{
     fmt::Write as _,
