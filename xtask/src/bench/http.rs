@@ -8,8 +8,8 @@
 //! haproxy in HTTP mode and nginx's http upstream, each with 2 worker threads (the L7
 //! proxy's runtime has 2). The load client is `ts-bench --mode http|http-close`, which
 //! also counts the answers by version: each contender's run must split 50/50.
-//! `wrk` (when installed) measures the direct backend too, as a check that ts-bench
-//! is not the bottleneck.
+//! In the full run `wrk` (when installed) measures the direct backend too, as a check
+//! that ts-bench is not the bottleneck.
 //!
 //! And the HTTP half of scenario 4 (split accuracy, 80/20, per request): the L7 proxy
 //! by default (smooth) selection and RANDOM, Envoy, haproxy roundrobin and random,
