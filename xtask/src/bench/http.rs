@@ -3,7 +3,8 @@
 //! to one `http-echo` backend and through every contender splitting 50/50 between two
 //! (v1 and v2, the same two processes for all): traffic-shift's L7 proxy on the mesh
 //! path (a client in the agent's cgroup connects to the service address
-//! `127.100.0.5:8000`, connect4 hands the connection to the proxy), Envoy (HTTP
+//! `127.100.0.5:8000`, connect4 hands the connection to the proxy; the goal is about
+//! this path) and on a Gateway port (`127.0.0.1:18080`, the proxy's own listener), Envoy (HTTP
 //! connection manager, a route with `weighted_clusters` as Istio configures it),
 //! haproxy in HTTP mode and nginx's http upstream, each with 2 worker threads (the L7
 //! proxy's runtime has 2). The load client is `ts-bench --mode http|http-close`, which
@@ -66,6 +67,8 @@ const PORT: u16 = 8000;
 const MESH_EVEN: &str = "127.100.0.5:8000";
 const MESH_SPLIT: &str = "127.100.0.6:8000";
 const MESH_RANDOM: &str = "127.100.0.7:8000";
+/// The Gateway port bound to http-echo.local's 50/50 split (the L7 proxy listens there).
+const GATEWAY_EVEN: &str = "127.0.0.1:18080";
 const HAPROXY_EVEN: &str = "127.0.0.1:19120";
 const HAPROXY_SPLIT: &str = "127.0.0.1:19121";
 const HAPROXY_RANDOM: &str = "127.0.0.1:19122";
@@ -190,7 +193,7 @@ pub fn run(
                 check_interrupted()?;
                 let s = http_run(env, c, mode.flag, CONCURRENCY, duration, warmup)?;
                 eprintln!(
-                    "bench: rep {rep}/{reps} http {:<17} {:<16} {:>7.0} req/s p50 {:>5} µs p99 {:>6} µs errors {} v1 {} v2 {} client CPU {:.0}%",
+                    "bench: rep {rep}/{reps} http {:<17} {:<24} {:>7.0} req/s p50 {:>5} µs p99 {:>6} µs errors {} v1 {} v2 {} client CPU {:.0}%",
                     mode.name,
                     c.name,
                     s.req_per_sec,
@@ -208,7 +211,7 @@ pub fn run(
             check_interrupted()?;
             let s = wrk_run(env, wrk, DIRECT, duration + warmup)?;
             eprintln!(
-                "bench: rep {rep}/{reps} http keep-alive       direct (wrk)     {:>7.0} req/s p50 {:>5.0} µs p99 {:>6.0} µs errors {}",
+                "bench: rep {rep}/{reps} http keep-alive       direct (wrk)             {:>7.0} req/s p50 {:>5.0} µs p99 {:>6.0} µs errors {}",
                 s.req_per_sec, s.p50_us, s.p99_us, s.errors
             );
             wrk_samples.push(s);
@@ -239,9 +242,14 @@ fn ready(env: &Env, proxies: &[&str], skipped: &mut Vec<Skipped>) -> Result<Vec<
             in_cgroup: false,
         },
         Contender {
-            name: "traffic-shift L7",
+            name: "traffic-shift L7 mesh",
             target: MESH_EVEN,
             in_cgroup: true,
+        },
+        Contender {
+            name: "traffic-shift L7 gateway",
+            target: GATEWAY_EVEN,
+            in_cgroup: false,
         },
     ];
     for (name, target) in [
@@ -518,7 +526,7 @@ impl Results {
                     let ok = (f.share - 0.5).abs() <= SHARE_TOLERANCE && f.other == 0;
                     let _ = writeln!(
                         goals,
-                        "check: {:<16} splits 50/50 ({}): v2 share {:.3} of {} answers, {} by neither: {}",
+                        "check: {:<24} splits 50/50 ({}): v2 share {:.3} of {} answers, {} by neither: {}",
                         c.name,
                         mode.name,
                         f.share,
@@ -579,7 +587,7 @@ impl Results {
                 .position(|c| c.name == name)
                 .map(|k| &figures[k])
         };
-        let Some(ours) = at("traffic-shift L7") else {
+        let Some(ours) = at("traffic-shift L7 mesh") else {
             let _ = writeln!(
                 goals,
                 "goal: L7 req/s >= {GOAL_VS_BEST}x the best proxy ({}): not met (the L7 path did not answer)",
