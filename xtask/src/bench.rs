@@ -2,8 +2,10 @@
 //! and the throughput of one long TCP stream (scenario 2) through traffic-shift's
 //! two paths (connect-time rewrite, sk_lookup gateway) side by side with the
 //! backend reached directly and, when installable, haproxy, nginx and Envoy
-//! (configured as Istio configures it) as user-space proxies. Everything runs in a
-//! network namespace and a child cgroup of our own; timings are reported, never asserted.
+//! (configured as Istio configures it) as user-space proxies. The other scenarios are
+//! in the submodules: HTTP requests through the L7 proxy (3, `http.rs`), split accuracy
+//! (4, `split.rs`), rule change (5), scale (6) and the XDP gateway (7). Everything runs in
+//! a network namespace and a child cgroup of our own; timings are reported, never asserted.
 
 use std::{
     fmt::Write as _,
@@ -27,6 +29,7 @@ use signal_hook::{
 
 use crate::{cmd, setup};
 
+mod http;
 mod rule_change;
 mod scale;
 mod split;
@@ -164,8 +167,19 @@ struct Proxies {
 }
 
 /// Installs haproxy and nginx (stream module) if missing; `None` with the reason printed
-/// when one is not available: that contender is skipped, the bench goes on.
+/// when one is not available: that contender is skipped, the bench goes on. Also wrk,
+/// scenario 3's check of the load client (without it, that row is left out).
 fn install_proxies() -> Proxies {
+    if cmd::find_program("wrk").is_none() {
+        println!("bench: installing wrk (to check the HTTP load client against)");
+        if let Err(e) = cmd::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "wrk"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        ) {
+            eprintln!("bench: {e:#}");
+        }
+    }
     let find = || (cmd::find_program("haproxy"), cmd::find_program("nginx"));
     let (h, n) = find();
     if h.is_some() && n.is_some() {
@@ -232,7 +246,12 @@ fn run(
         root.join("bench/rules/tcp-echo-random.yaml"),
         rules.join("tcp-echo-random.yaml"),
     )?;
-    let mut rule_files = 2;
+    // Scenarios 3 and 4's HTTP services, served by the agent's L7 proxy.
+    fs::copy(
+        root.join("bench/rules/http-echo.yaml"),
+        rules.join("http-echo.yaml"),
+    )?;
+    let mut rule_files = 3;
     for entry in fs::read_dir(root.join("rules/tcp-echo"))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "yaml") {
@@ -249,34 +268,20 @@ fn run(
         let mut c = netns.exec(bin.join("tcp-echo"));
         c.args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--listen", &format!("[::1]:{port}")])
-            .args(["--prefix", prefix])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let child = procs.spawn(&format!("tcp-echo {prefix}"), &mut c)?;
-        // It logs one line once every listener is bound.
-        let mut line = String::new();
-        if let Some(stderr) = child.stderr.take() {
-            BufReader::new(stderr).read_line(&mut line)?;
-        }
-        ensure!(
-            line.contains("listening"),
-            "tcp-echo {prefix} did not start: {line}"
-        );
+            .args(["--prefix", prefix]);
+        procs.spawn_listening(&format!("tcp-echo {prefix}"), &mut c)?;
     }
     for port in [SINK.v1, SINK.v2] {
         let mut c = netns.exec(bin.join("ts-bench"));
-        c.args(["--sink", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let child = procs.spawn(&format!("sink {port}"), &mut c)?;
-        let mut line = String::new();
-        if let Some(stderr) = child.stderr.take() {
-            BufReader::new(stderr).read_line(&mut line)?;
-        }
-        ensure!(
-            line.contains("listening"),
-            "ts-bench --sink 127.0.0.1:{port} did not start: {line}"
-        );
+        c.args(["--sink", &format!("127.0.0.1:{port}")]);
+        procs.spawn_listening(&format!("ts-bench --sink 127.0.0.1:{port}"), &mut c)?;
+    }
+    for (version, port) in [("v1", http::V1), ("v2", http::V2)] {
+        let mut c = netns.exec(bin.join("http-echo"));
+        c.args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--version", version, "--name", "http-echo"])
+            .env("RUST_LOG", "warn,http_echo=info");
+        procs.spawn_listening(&format!("http-echo {version}"), &mut c)?;
     }
 
     let events = tmp.0.join("events.jsonl");
@@ -400,6 +405,11 @@ fn run(
         });
     }
 
+    let proxy_names: Vec<&str> = contenders
+        .iter()
+        .map(|c| c.name)
+        .filter(|n| ["haproxy", "nginx", "envoy"].contains(n))
+        .collect();
     let client = |contender: &Contender, concurrency: u32, secs: f64, warm: f64| {
         client_run(
             bin,
@@ -420,7 +430,13 @@ fn run(
         .skipped
         .into_iter()
         .flat_map(|(name, why)| {
-            [SCENARIO, STREAM_SCENARIO].map(|scenario| Skipped {
+            [
+                SCENARIO,
+                STREAM_SCENARIO,
+                http::SCENARIO,
+                split::REQUESTS_SCENARIO,
+            ]
+            .map(|scenario| Skipped {
                 scenario,
                 name,
                 why: why.clone(),
@@ -533,15 +549,15 @@ fn run(
     }
 
     // Scenario 4: split accuracy, through every contender that splits 80/20.
-    let count_run = |target: &str, in_cgroup: bool, n: u64, c: u32| {
+    let mut count_run = |s: &split::Splitter, n: u64, c: u32| {
         let line = ts_bench(
             bin,
             &netns.name,
             &cgroup.0,
-            in_cgroup,
+            s.in_cgroup,
             &[
                 "--target",
-                target,
+                s.target,
                 "--count",
                 &n.to_string(),
                 "--concurrency",
@@ -560,57 +576,34 @@ fn run(
         })
         .collect();
     skipped.extend(proxies_out);
-    skipped.push(Skipped {
-        scenario: split::REQUESTS_SCENARIO,
-        name: "every contender",
-        why: "the HTTP scenarios of the bench are not written yet".into(),
-    });
-    let mut splitters = Vec::new();
-    for s in split::splitters(&ready) {
-        let check = || {
-            count_run(s.target, s.in_cgroup, 10, 1).map(|r| {
-                (r.answered < 10 || r.errors > 0)
-                    .then(|| format!("{} of 10 answered, {} errors", r.answered, r.errors))
-            })
-        };
-        match wait_answers(check, || false) {
-            None => splitters.push(s),
-            Some(why) => skipped.push(Skipped {
-                scenario: split::SCENARIO,
-                name: s.name,
-                why: format!("{} does not answer ({why})", s.target),
-            }),
-        }
-    }
-    let mut split_cells: Vec<Vec<Vec<split::Cell>>> = split::COUNTS
-        .iter()
-        .map(|_| {
-            split::CONCURRENCY
-                .iter()
-                .map(|_| splitters.iter().map(|_| split::Cell::default()).collect())
-                .collect()
-        })
-        .collect();
+    let splitters = split::ready(
+        split::splitters(&ready),
+        split::SCENARIO,
+        &mut count_run,
+        &mut skipped,
+    );
     let split_reps = if quick { 1 } else { 5 };
-    for rep in 1..=split_reps {
-        for (i, &n) in split::COUNTS.iter().enumerate() {
-            for (j, &c) in split::CONCURRENCY.iter().enumerate() {
-                for (k, s) in splitters.iter().enumerate() {
-                    check_interrupted()?;
-                    let r = count_run(s.target, s.in_cgroup, n, c)?;
-                    eprintln!(
-                        "bench: rep {rep}/{split_reps} split n={n:<4} c={c} {:<38} v2 {:>4} of {:>4} off by {:.1} errors {}",
-                        s.name,
-                        r.two,
-                        r.answered,
-                        r.off_by(),
-                        r.errors
-                    );
-                    split_cells[i][j][k].samples.push(r);
-                }
-            }
-        }
-    }
+    let split_cells = split::measure(
+        &splitters,
+        split_reps,
+        "connections",
+        &mut count_run,
+        &check_interrupted,
+    )?;
+
+    // Scenario 3 and the HTTP half of 4.
+    let http_results = http::run(
+        &http::Env {
+            bin,
+            netns: &netns.name,
+            cgroup: &cgroup.0,
+            quick,
+            envoy_log: &envoy_log,
+        },
+        &proxy_names,
+        &mut skipped,
+        &check_interrupted,
+    )?;
 
     // Scenario 5: a rule change, seen by a client connecting back to back.
     let mut ts_client = rule_change::TsClient::start(client_command(
@@ -777,7 +770,16 @@ fn run(
         (&stream_ready, &stream_rows),
         &skipped,
         |md, json_rows, goals| {
-            split::report(&splitters, &split_cells, &skipped, md, json_rows, goals);
+            split::report(
+                split::SCENARIO,
+                &splitters,
+                &split_cells,
+                &skipped,
+                md,
+                json_rows,
+                goals,
+            );
+            http_results.report(&skipped, md, json_rows, goals);
             rule_change::report(&changes, md, json_rows, goals);
             scale::report(
                 base_services,
@@ -1203,11 +1205,12 @@ fn haproxy_config() -> String {
          backend tcp_echo_random\n    balance random\n    \
          server v1 127.0.0.1:{v1} weight 80\n    server v2 127.0.0.1:{v2} weight 20\n"
     );
+    cfg.push_str(&http::haproxy_config());
     cfg
 }
 
-fn nginx_config(dir: &Path) -> String {
-    let dir = dir.display();
+fn nginx_config(path: &Path) -> String {
+    let dir = path.display();
     let mut cfg = format!(
         "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
          worker_processes {PROXY_THREADS};\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log warn;\n\
@@ -1223,6 +1226,7 @@ fn nginx_config(dir: &Path) -> String {
         );
     }
     cfg.push_str("}\n");
+    cfg.push_str(&http::nginx_config(path));
     cfg
 }
 
@@ -1253,18 +1257,29 @@ fn envoy_config() -> String {
              - {{name: \"outbound|{port}|v2|{host}\", weight: 20}}\n"
         );
         for (subset, endpoint) in [("v1", v1), ("v2", v2)] {
-            let _ = write!(
-                clusters,
-                "  - name: \"outbound|{port}|{subset}|{host}\"\n    type: STATIC\n    connect_timeout: 10s\n    \
-                 circuit_breakers:\n      thresholds:\n      - max_connections: 4294967295\n        \
-                 max_pending_requests: 4294967295\n        max_requests: 4294967295\n        max_retries: 4294967295\n    \
-                 load_assignment:\n      cluster_name: \"outbound|{port}|{subset}|{host}\"\n      endpoints:\n      \
-                 - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: \
-                 {{address: 127.0.0.1, port_value: {endpoint}}}\n"
-            );
+            clusters.push_str(&envoy_cluster(
+                &format!("outbound|{port}|{subset}|{host}"),
+                endpoint,
+            ));
         }
     }
+    let (http_listeners, http_clusters) = http::envoy_config();
+    listeners.push_str(&http_listeners);
+    clusters.push_str(&http_clusters);
     format!("static_resources:\n  listeners:\n{listeners}  clusters:\n{clusters}")
+}
+
+/// One cluster as Istio makes it for a subset: static, its one endpoint on 127.0.0.1,
+/// circuit-breaker limits raised to Istio's (Envoy's default is 1024 connections).
+fn envoy_cluster(name: &str, endpoint: u16) -> String {
+    format!(
+        "  - name: \"{name}\"\n    type: STATIC\n    connect_timeout: 10s\n    \
+         circuit_breakers:\n      thresholds:\n      - max_connections: 4294967295\n        \
+         max_pending_requests: 4294967295\n        max_requests: 4294967295\n        max_retries: 4294967295\n    \
+         load_assignment:\n      cluster_name: \"{name}\"\n      endpoints:\n      \
+         - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: \
+         {{address: 127.0.0.1, port_value: {endpoint}}}\n"
+    )
 }
 
 /// The bench's temp dir (rules, agent log and events, proxy configs). Removed on drop.
@@ -1364,6 +1379,18 @@ impl Processes {
 }
 
 impl Processes {
+    /// Starts a backend that logs one line on stderr once it listens, and waits for it.
+    fn spawn_listening(&mut self, what: &str, c: &mut Command) -> Result<()> {
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        let child = self.spawn(what, c)?;
+        let mut line = String::new();
+        if let Some(stderr) = child.stderr.take() {
+            BufReader::new(stderr).read_line(&mut line)?;
+        }
+        ensure!(line.contains("listening"), "{what} did not start: {line}");
+        Ok(())
+    }
+
     /// The pid of the process started as `what`.
     fn pid(&self, what: &str) -> Option<u32> {
         self.0.iter().find(|(w, _)| w == what).map(|(_, c)| c.id())

@@ -1,4 +1,4 @@
-//! Load client for `cargo xtask bench`, in one of three modes:
+//! Load client for `cargo xtask bench`, in one of four modes:
 //!
 //! - connections (default): C threads, each in a loop: connect, write `hello\n`, read
 //!   the reply line, close. Counts completed connections, records each one's latency
@@ -13,6 +13,17 @@
 //!   `{"target","mode","bytes","seconds","gbit_per_sec","errors"}` (bytes accepted by the
 //!   kernel after the warmup: at most the socket buffers, a few MB, more than delivered).
 //!   `ts-bench --mode stream --target ADDR --duration SECS [--warmup SECS]`
+//! - http, http-close: C threads, each sending `GET / HTTP/1.1` requests one after the
+//!   other, over one kept-alive connection per thread (http; a new connection when the
+//!   server closes one) or a new connection per request with `Connection: close`
+//!   (http-close). A request counts when a 200 answer with its whole `Content-Length`
+//!   body arrived; its latency is from the write of the request (from the connect in
+//!   http-close) to the body's last byte. Prints
+//!   `{"target","mode","concurrency","requests","seconds","req_per_sec","p50_us","p99_us",
+//!   "errors","one","two","client_cpu_s"}`, where `one` and `two` count the answers whose
+//!   JSON `version` is `v1` and `v2` (http-echo's), and `client_cpu_s` is this process's
+//!   CPU time (to show whether the client is the bottleneck).
+//!   `ts-bench --mode http --target ADDR [--concurrency C] (--duration SECS [--warmup SECS] | --count N)`
 //! - sink: the receiving end of a stream. Accepts on ADDR, reads and discards each
 //!   connection's bytes until it closes, until killed. `ts-bench --sink ADDR`
 //!
@@ -38,8 +49,18 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 /// The byte stream's write size (iperf3's default for TCP) and the sink's read size.
 const CHUNK: usize = 128 * 1024;
 
+#[derive(Clone, Copy, PartialEq)]
+enum ClientMode {
+    Connections,
+    Stream,
+    /// `close`: `Connection: close`, one connection per request.
+    Http {
+        close: bool,
+    },
+}
+
 struct Args {
-    stream: bool,
+    mode: ClientMode,
     target: SocketAddr,
     concurrency: usize,
     duration: Duration,
@@ -55,7 +76,7 @@ enum Mode {
 
 fn parse_args() -> Result<Mode, String> {
     let mut target = None;
-    let mut stream = false;
+    let mut mode = ClientMode::Connections;
     let mut concurrency = 1;
     let mut duration = Duration::from_secs(3);
     let mut warmup = Duration::ZERO;
@@ -96,11 +117,19 @@ fn parse_args() -> Result<Mode, String> {
                         .ok_or_else(|| format!("bad --count {value}: a number > 0"))?,
                 );
             }
-            "--mode" => match value.as_str() {
-                "connections" => stream = false,
-                "stream" => stream = true,
-                _ => return Err(format!("bad --mode {value}: connections or stream")),
-            },
+            "--mode" => {
+                mode = match value.as_str() {
+                    "connections" => ClientMode::Connections,
+                    "stream" => ClientMode::Stream,
+                    "http" => ClientMode::Http { close: false },
+                    "http-close" => ClientMode::Http { close: true },
+                    _ => {
+                        return Err(format!(
+                            "bad --mode {value}: connections, stream, http or http-close"
+                        ));
+                    }
+                };
+            }
             "--sink" => {
                 return value
                     .parse()
@@ -111,7 +140,7 @@ fn parse_args() -> Result<Mode, String> {
         }
     }
     Ok(Mode::Client(Args {
-        stream,
+        mode,
         target: target.ok_or("--target ADDR is required")?,
         concurrency,
         duration,
@@ -125,7 +154,7 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             eprintln!(
-                "ts-bench: {e}\nusage: ts-bench [--mode connections|stream] --target ADDR \
+                "ts-bench: {e}\nusage: ts-bench [--mode connections|stream|http|http-close] --target ADDR \
                  [--concurrency C] (--duration SECS [--warmup SECS] | --count N)\n       \
                  ts-bench --sink ADDR"
             );
@@ -134,8 +163,12 @@ fn main() -> ExitCode {
     };
     let args = match args {
         Mode::Sink(addr) => return sink(addr),
-        Mode::Client(args) if args.stream => return stream(&args),
+        Mode::Client(args) if args.mode == ClientMode::Stream => return stream(&args),
         Mode::Client(args) => args,
+    };
+    let http = match args.mode {
+        ClientMode::Http { close } => Some(close),
+        _ => None,
     };
     let start = Instant::now();
     let (measure_from, budget) = match args.count {
@@ -150,7 +183,16 @@ fn main() -> ExitCode {
         .map(|_| {
             let target = target.clone();
             let budget = budget.clone();
-            std::thread::spawn(move || worker(&target, measure_from, &budget))
+            std::thread::spawn(move || match http {
+                Some(close) => {
+                    let mut conn = HttpConn::new(target, close);
+                    worker(measure_from, &budget, |_| conn.request())
+                }
+                None => worker(measure_from, &budget, |buf| {
+                    one_connection(&target, buf)?;
+                    Ok(Answer::from_first_word(buf))
+                }),
+            })
         })
         .collect();
     let mut total = Stats::new();
@@ -169,6 +211,26 @@ fn main() -> ExitCode {
     let secs = seconds.as_secs_f64();
     #[allow(clippy::cast_precision_loss)] // counts far below 2^52
     let rate = total.connections as f64 / secs;
+    if let Some(close) = http {
+        println!(
+            "{}",
+            json!({
+                "target": args.target.to_string(),
+                "mode": if close { "http-close" } else { "http" },
+                "concurrency": args.concurrency,
+                "requests": total.connections,
+                "seconds": (secs * 1000.0).round() / 1000.0,
+                "req_per_sec": rate.round(),
+                "p50_us": total.hist.percentile(0.50),
+                "p99_us": total.hist.percentile(0.99),
+                "errors": total.errors,
+                "one": total.one,
+                "two": total.two,
+                "client_cpu_s": cpu_seconds(),
+            })
+        );
+        return ExitCode::SUCCESS;
+    }
     println!(
         "{}",
         json!({
@@ -321,22 +383,62 @@ impl Stats {
     }
 }
 
-fn worker(target: &SockAddr, measure_from: Instant, budget: &Budget) -> Stats {
+/// Which backend answered.
+enum Answer {
+    One,
+    Two,
+    Other,
+}
+
+impl Answer {
+    /// tcp-echo's reply: `one ...` (v1) or `two ...` (v2).
+    fn from_first_word(reply: &[u8]) -> Self {
+        if reply.starts_with(b"one ") {
+            Self::One
+        } else if reply.starts_with(b"two ") {
+            Self::Two
+        } else {
+            Self::Other
+        }
+    }
+
+    /// http-echo's JSON answer: its top-level `"version"` (the last one: the echoed
+    /// request headers come before it, keys sorted) is `v1` or `v2`.
+    fn from_version(body: &[u8]) -> Self {
+        const KEY: &[u8] = b"\"version\":\"";
+        let Some(at) = body.windows(KEY.len()).rposition(|w| w == KEY) else {
+            return Self::Other;
+        };
+        match body.get(at + KEY.len()..at + KEY.len() + 3) {
+            Some(b"v1\"") => Self::One,
+            Some(b"v2\"") => Self::Two,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Runs `one` (a connection, or a request) until the budget is spent; `one` gets a
+/// buffer for the reply and says who answered.
+fn worker(
+    measure_from: Instant,
+    budget: &Budget,
+    mut one: impl FnMut(&mut [u8]) -> std::io::Result<Answer>,
+) -> Stats {
     let mut stats = Stats::new();
     let mut buf = [0u8; 256];
     while budget.one_more() {
         let begin = Instant::now();
-        let ok = one_connection(target, &mut buf).is_ok();
+        let answer = one(&mut buf);
         let end = Instant::now();
         if begin < measure_from {
             continue;
         }
-        if ok {
+        if let Ok(answer) = answer {
             stats.connections += 1;
-            if buf.starts_with(b"one ") {
-                stats.one += 1;
-            } else if buf.starts_with(b"two ") {
-                stats.two += 1;
+            match answer {
+                Answer::One => stats.one += 1,
+                Answer::Two => stats.two += 1,
+                Answer::Other => {}
             }
             stats.hist.record(end.duration_since(begin));
         } else {
@@ -349,7 +451,8 @@ fn worker(target: &SockAddr, measure_from: Instant, budget: &Budget) -> Stats {
     stats
 }
 
-fn one_connection(target: &SockAddr, buf: &mut [u8]) -> std::io::Result<()> {
+/// A connected socket for a short-lived client connection.
+fn connect(target: &SockAddr) -> std::io::Result<TcpStream> {
     let domain = if target.is_ipv6() {
         Domain::IPV6
     } else {
@@ -362,8 +465,13 @@ fn one_connection(target: &SockAddr, buf: &mut [u8]) -> std::io::Result<()> {
     // ~28k by default) within seconds and connect() would fail with EADDRNOTAVAIL.
     socket.set_linger(Some(Duration::ZERO))?;
     socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+    socket.set_tcp_nodelay(true)?;
     socket.connect(target)?;
-    let mut stream = TcpStream::from(socket);
+    Ok(TcpStream::from(socket))
+}
+
+fn one_connection(target: &SockAddr, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut stream = connect(target)?;
     stream.write_all(b"hello\n")?;
     let mut filled = 0;
     loop {
@@ -379,6 +487,135 @@ fn one_connection(target: &SockAddr, buf: &mut [u8]) -> std::io::Result<()> {
             return Err(std::io::ErrorKind::InvalidData.into());
         }
     }
+}
+
+/// One thread's HTTP/1.1 client: its kept-alive connection (none in http-close mode),
+/// the request bytes and a fixed buffer for the answer.
+struct HttpConn {
+    target: SockAddr,
+    close: bool,
+    stream: Option<TcpStream>,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl HttpConn {
+    /// The largest answer read: http-echo's JSON echo of a short request is ~400 bytes.
+    const MAX_ANSWER: usize = 16 * 1024;
+
+    fn new(target: SockAddr, close: bool) -> Self {
+        let host = target
+            .as_socket()
+            .map_or_else(String::new, |a| a.to_string());
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ts-bench\r\n{}\r\n",
+            if close { "Connection: close\r\n" } else { "" }
+        )
+        .into_bytes();
+        Self {
+            target,
+            close,
+            stream: None,
+            request,
+            buf: vec![0; Self::MAX_ANSWER],
+        }
+    }
+
+    /// One request and its whole answer. On any error the connection is dropped (the
+    /// next request opens a new one).
+    fn request(&mut self) -> std::io::Result<Answer> {
+        let result = self.exchange();
+        if result.is_err() || self.close {
+            self.stream = None;
+        }
+        result
+    }
+
+    fn exchange(&mut self) -> std::io::Result<Answer> {
+        use std::io::{Error, ErrorKind};
+        let stream = match &mut self.stream {
+            Some(s) => s,
+            None => self.stream.insert(connect(&self.target)?),
+        };
+        stream.write_all(&self.request)?;
+        let mut filled = 0;
+        let (head_len, body_len, server_closes) = loop {
+            let n = stream.read(&mut self.buf[filled..])?;
+            if n == 0 {
+                return Err(ErrorKind::UnexpectedEof.into());
+            }
+            filled += n;
+            if let Some(head) = parse_head(&self.buf[..filled])? {
+                break head;
+            }
+            if filled == self.buf.len() {
+                return Err(Error::new(ErrorKind::InvalidData, "answer head too long"));
+            }
+        };
+        let end = head_len + body_len;
+        if end > self.buf.len() {
+            return Err(Error::new(ErrorKind::InvalidData, "answer too long"));
+        }
+        while filled < end {
+            let n = stream.read(&mut self.buf[filled..end])?;
+            if n == 0 {
+                return Err(ErrorKind::UnexpectedEof.into());
+            }
+            filled += n;
+        }
+        if server_closes {
+            self.stream = None;
+        }
+        Ok(Answer::from_version(&self.buf[head_len..end]))
+    }
+}
+
+/// An answer's head, once whole: its length, the body's `Content-Length`, and whether
+/// the server closes the connection after it. Anything but `200` is an error.
+fn parse_head(buf: &[u8]) -> std::io::Result<Option<(usize, usize, bool)>> {
+    use std::io::{Error, ErrorKind};
+    let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..at])
+        .map_err(|_| Error::new(ErrorKind::InvalidData, "answer head not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    let code = status.get(8..).unwrap_or_default().trim_start();
+    if !(status.starts_with("HTTP/1.") && code.starts_with("200")) {
+        return Err(Error::other(format!("answer {status:?}")));
+    }
+    let (mut length, mut closes) = (None, false);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse().ok();
+        } else if name.eq_ignore_ascii_case("connection") {
+            closes = value.eq_ignore_ascii_case("close");
+        }
+    }
+    let length = length
+        .ok_or_else(|| Error::new(ErrorKind::InvalidData, "answer without Content-Length"))?;
+    Ok(Some((at + 4, length, closes)))
+}
+
+/// This process's CPU time (user + system, all threads), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    // Fields 14 and 15 (utime, stime), in clock ticks of 1/100 s (USER_HZ on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    #[allow(clippy::cast_precision_loss)] // ticks far below 2^52
+    let secs = ticks as f64 / 100.0;
+    secs
 }
 
 /// Log-linear latency histogram in microseconds: exact below 128 µs, then 64
@@ -458,7 +695,31 @@ impl Histogram {
 
 #[cfg(test)]
 mod tests {
-    use super::Histogram;
+    use super::{Answer, Histogram, parse_head};
+
+    #[test]
+    fn http_answers_are_parsed_and_counted_by_version() {
+        let head =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nContent-Length: 42\r\n\r\n{";
+        assert_eq!(parse_head(&head[..20]).unwrap(), None, "head not whole yet");
+        assert_eq!(parse_head(head).unwrap(), Some((head.len() - 1, 42, false)));
+        let closing = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(parse_head(closing).unwrap(), Some((closing.len(), 0, true)));
+        assert!(
+            parse_head(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n").is_err()
+        );
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
+        let body = br#"{"headers":{"x":"\"version\":\"v2\""},"service":"s","version":"v1"}"#;
+        assert!(matches!(Answer::from_version(body), Answer::One));
+        assert!(matches!(
+            Answer::from_version(br#"{"version":"v2"}"#),
+            Answer::Two
+        ));
+        assert!(matches!(
+            Answer::from_version(br#"{"version":"v3"}"#),
+            Answer::Other
+        ));
+    }
 
     #[test]
     fn histogram_buckets_round_trip() {

@@ -1,8 +1,9 @@
-//! Scenario 4, split accuracy: N new connections (10, 100, 1000) through each
-//! contender that splits 80/20, at concurrency 1 and 8; each reply says which backend
-//! answered (tcp-echo v1 `one ...`, v2 `two ...`). Reported: how far the v2 count is
-//! from exact (`|v2 - 0.2 * answered|`), median and worst over the repetitions, and the
-//! worst per 100 connections.
+//! Scenario 4, split accuracy: N new connections, or N HTTP requests (10, 100, 1000)
+//! through each contender that splits 80/20, at concurrency 1 and 8; each reply says
+//! which backend answered (tcp-echo v1 `one ...`, v2 `two ...`; http-echo's `version`).
+//! Reported: how far the v2 count is from exact (`|v2 - 0.2 * answered|`), median and
+//! worst over the repetitions, and the worst per 100. The TCP half's splitters are
+//! here, the HTTP half's in `http.rs`; the measuring and the report are shared.
 
 use std::fmt::Write as _;
 
@@ -10,7 +11,7 @@ use anyhow::{Context as _, Result};
 
 use super::{
     Contender, ENVOY_ADDR, HAPROXY_ADDR, HAPROXY_RANDOM_ADDR, NGINX_ADDR, Skipped, json_number,
-    median,
+    median, wait_answers,
 };
 
 pub const SCENARIO: &str = "split accuracy, TCP connections";
@@ -67,7 +68,78 @@ pub fn splitters(ready: &[&Contender]) -> Vec<Splitter> {
     out
 }
 
-/// One `ts-bench --count` run: answered connections, of them by v2, errors.
+/// Of `candidates`, those that answer 10 of 10 (waiting for them as scenario 1 does);
+/// the others are added to `skipped` for `scenario` with the reason.
+pub fn ready(
+    candidates: Vec<Splitter>,
+    scenario: &'static str,
+    count_run: &mut impl FnMut(&Splitter, u64, u32) -> Result<Sample>,
+    skipped: &mut Vec<Skipped>,
+) -> Vec<Splitter> {
+    let mut out = Vec::new();
+    for s in candidates {
+        let check = || {
+            count_run(&s, 10, 1).map(|r| {
+                (r.answered < 10 || r.errors > 0)
+                    .then(|| format!("{} of 10 answered, {} errors", r.answered, r.errors))
+            })
+        };
+        match wait_answers(check, || false) {
+            None => out.push(s),
+            Some(why) => skipped.push(Skipped {
+                scenario,
+                name: s.name,
+                why: format!("{} does not answer ({why})", s.target),
+            }),
+        }
+    }
+    out
+}
+
+/// `cells[i][j][k]`: `COUNTS[i]`, `CONCURRENCY[j]`, splitter k.
+pub type Cells = Vec<Vec<Vec<Cell>>>;
+
+/// Every (count, concurrency, splitter) once per repetition, interleaved; `cells[i][j][k]`:
+/// `COUNTS[i]`, `CONCURRENCY[j]`, `splitters[k]`. `what` names the unit in the log.
+pub fn measure(
+    splitters: &[Splitter],
+    reps: u32,
+    what: &str,
+    count_run: &mut impl FnMut(&Splitter, u64, u32) -> Result<Sample>,
+    check_interrupted: &impl Fn() -> Result<()>,
+) -> Result<Cells> {
+    let mut cells: Vec<Vec<Vec<Cell>>> = COUNTS
+        .iter()
+        .map(|_| {
+            CONCURRENCY
+                .iter()
+                .map(|_| splitters.iter().map(|_| Cell::default()).collect())
+                .collect()
+        })
+        .collect();
+    for rep in 1..=reps {
+        for (i, &n) in COUNTS.iter().enumerate() {
+            for (j, &c) in CONCURRENCY.iter().enumerate() {
+                for (k, s) in splitters.iter().enumerate() {
+                    check_interrupted()?;
+                    let r = count_run(s, n, c)?;
+                    eprintln!(
+                        "bench: rep {rep}/{reps} split {what} n={n:<4} c={c} {:<38} v2 {:>4} of {:>4} off by {:.1} errors {}",
+                        s.name,
+                        r.two,
+                        r.answered,
+                        r.off_by(),
+                        r.errors
+                    );
+                    cells[i][j][k].samples.push(r);
+                }
+            }
+        }
+    }
+    Ok(cells)
+}
+
+/// One `ts-bench --count` run: answered connections (or requests), of them by v2, errors.
 pub struct Sample {
     pub answered: u64,
     pub two: u64,
@@ -79,9 +151,11 @@ impl Sample {
         let field = |key: &str| {
             json_number(line, key).with_context(|| format!("no {key} in ts-bench output {line}"))
         };
+        // `requests` in ts-bench's HTTP modes.
+        let answered = field("connections").or_else(|_| field("requests"))?;
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         Ok(Self {
-            answered: field("connections")? as u64,
+            answered: answered as u64,
             two: field("two")? as u64,
             errors: field("errors")? as u64,
         })
@@ -109,9 +183,10 @@ pub struct Cell {
     pub samples: Vec<Sample>,
 }
 
-/// The markdown table, JSON rows and goal lines of the scenario. `cells[i][j][k]`:
-/// `COUNTS[i]`, `CONCURRENCY[j]`, `splitters[k]`.
+/// The markdown table, JSON rows and goal lines of `scenario` ([`SCENARIO`] or
+/// [`REQUESTS_SCENARIO`]). `cells[i][j][k]`: `COUNTS[i]`, `CONCURRENCY[j]`, `splitters[k]`.
 pub fn report(
+    scenario: &'static str,
     splitters: &[Splitter],
     cells: &[Vec<Vec<Cell>>],
     skipped: &[Skipped],
@@ -119,9 +194,14 @@ pub fn report(
     json_rows: &mut Vec<String>,
     goals: &mut String,
 ) {
+    let unit = if scenario == SCENARIO {
+        "connections"
+    } else {
+        "requests"
+    };
     let _ = write!(
         md,
-        "\n| scenario | connections | concurrency | contender | v2, median | off by, median | off by, worst | worst per 100 | errors |\n\
+        "\n| scenario | {unit} | concurrency | contender | v2, median | off by, median | off by, worst | worst per 100 | errors |\n\
          |---|---:|---:|---|---:|---:|---:|---:|---:|\n"
     );
     for (i, n) in COUNTS.iter().enumerate() {
@@ -140,11 +220,11 @@ pub fn report(
                 let (v2, off) = (median(&twos), median(&offs));
                 let _ = writeln!(
                     md,
-                    "| {SCENARIO} | {n} | {c} | {} | {v2:.0} | {off:.1} | {worst:.1} | {worst_per_100:.2} | {errors} |",
+                    "| {scenario} | {n} | {c} | {} | {v2:.0} | {off:.1} | {worst:.1} | {worst_per_100:.2} | {errors} |",
                     s.name
                 );
                 json_rows.push(format!(
-                    "    {{\"scenario\": \"{SCENARIO}\", \"connections\": {n}, \"concurrency\": {c}, \
+                    "    {{\"scenario\": \"{scenario}\", \"{unit}\": {n}, \"concurrency\": {c}, \
                      \"contender\": \"{}\", \"target\": \"{}\", \"v2_median\": {v2}, \"off_by_median\": {off}, \
                      \"off_by_worst\": {worst}, \"worst_per_100\": {worst_per_100:.3}, \"errors\": {errors}, \
                      \"v2_reps\": {:?}, \"answered_reps\": {:?}}}",
@@ -161,7 +241,7 @@ pub fn report(
                     };
                     let _ = writeln!(
                         goals,
-                        "goal: split within {GOAL_PER_100} connection per 100 of exact: {:<36} {n:>4} connections, concurrency {c}: worst {worst:.1} off ({worst_per_100:.2} per 100) {met}",
+                        "goal: split within {GOAL_PER_100} per 100 of exact: {:<36} {n:>4} {unit}, concurrency {c}: worst {worst:.1} off ({worst_per_100:.2} per 100) {met}",
                         s.name
                     );
                 }
@@ -172,15 +252,7 @@ pub fn report(
         md,
         json_rows,
         skipped,
-        SCENARIO,
-        "all | all | ",
-        "- | - | - | - | - |",
-    );
-    super::unavailable(
-        md,
-        json_rows,
-        skipped,
-        REQUESTS_SCENARIO,
+        scenario,
         "all | all | ",
         "- | - | - | - | - |",
     );
