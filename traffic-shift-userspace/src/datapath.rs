@@ -720,7 +720,7 @@ fn attach_xdp(
             iface: iface.clone(),
             source,
         };
-        let (ifindex, forwarding) = crate::netns::run_in(netns, || {
+        let (ifindex, forwarding, forwarding6) = crate::netns::run_in(netns, || {
             let c_name = std::ffi::CString::new(iface.as_str())
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
             // SAFETY: a valid NUL-terminated name.
@@ -730,13 +730,24 @@ fn attach_xdp(
             }
             let forwarding =
                 std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"))?;
-            Ok((index, forwarding.trim() == "1"))
+            // Absent when IPv6 is disabled on the interface.
+            let forwarding6 =
+                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{iface}/forwarding"))
+                    .unwrap_or_default();
+            Ok((index, forwarding.trim() == "1", forwarding6.trim() == "1"))
         })
         .map_err(iface_err)?;
         if !forwarding {
             return Err(DatapathError::XdpForwardingOff {
                 iface: iface.clone(),
             });
+        }
+        if !forwarding6 {
+            // Not an error: a node may serve IPv4 gateways only.
+            tracing::warn!(
+                %iface,
+                "XDP gateway: IPv6 forwarding is off there, so IPv6 gateway traffic is dropped (xdp_no_route; bpf_fib_lookup refuses); to serve IPv6 gateways turn it on in the --netns namespace: sysctl -w net.ipv6.conf.all.forwarding=1"
+            );
         }
         let link_name = xdp_link_name(iface);
         if links.adopt(pin_dir, &link_name, prog_fd, u64::from(ifindex))? {

@@ -656,6 +656,12 @@ fn flows(loaded: &mut Loaded, f: &Family) {
     );
     assert_ne!(a, b, "two flows to one endpoint never share a source port");
 
+    flows_end(loaded, f, stat_v1);
+}
+
+/// The end of `flows`: a reset, and an idle timeout.
+fn flows_end(loaded: &mut Loaded, f: &Family, stat_v1: u32) {
+    let syn = client_seg(f, false, 40000, "S", b"");
     // A reset ends the flow: counted closed, and a new SYN on the same
     // 4-tuple is a new connection (on v2 now).
     expect_forwarded(
