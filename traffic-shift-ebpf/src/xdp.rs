@@ -81,6 +81,13 @@ const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
+/// The source NAT port range: the first port and how many (set at load
+/// time, `XDP_SNAT_MIN_GLOBAL` and `XDP_SNAT_COUNT_GLOBAL` in common).
+#[unsafe(no_mangle)]
+static TS_XDP_SNAT_MIN: u16 = XDP_SNAT_PORT_MIN;
+#[unsafe(no_mangle)]
+static TS_XDP_SNAT_COUNT: u32 = XDP_SNAT_PORTS;
+
 /// Source ports tried for a new flow before giving up (`XdpNoPort`).
 const PORT_TRIES: u32 = 8;
 
@@ -409,9 +416,17 @@ fn new_flow(
     // with NOEXIST, so two CPUs never take the same one.
     // SAFETY: the bpf helper has no preconditions.
     let start = unsafe { bpf_get_prandom_u32() };
+    // SAFETY: load-time constants; volatile, or the compiler would fold
+    // in the defaults.
+    let (first, count) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const TS_XDP_SNAT_MIN),
+            core::ptr::read_volatile(&raw const TS_XDP_SNAT_COUNT).max(1),
+        )
+    };
     let mut found = false;
     for i in 0..PORT_TRIES {
-        let port = XDP_SNAT_PORT_MIN + (start.wrapping_add(i * 7919) % XDP_SNAT_PORTS) as u16;
+        let port = first.wrapping_add((start.wrapping_add(i * 7919) % count) as u16);
         forward.sport = port.to_be();
         let key = forward.reverse_key();
         let flags = match TS_XDP_FLOWS.get_ptr(&key) {

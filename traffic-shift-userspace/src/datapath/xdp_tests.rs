@@ -26,7 +26,7 @@ use traffic_shift_common::{
     map_names,
 };
 
-use super::EBPF_OBJECT;
+use super::{EBPF_OBJECT, SnatPorts, SnatPortsError};
 use crate::{
     compile,
     limits::Limits,
@@ -34,6 +34,7 @@ use crate::{
     stats::StatIds,
 };
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
@@ -345,6 +346,11 @@ fn self_map(loaded: &mut Loaded) -> &mut aya::maps::Map {
 
 /// Runs `f` with the program loaded inside the test's namespace.
 fn with_program(test: &str, f: impl FnOnce(&mut Loaded) + Send) {
+    with_program_ports(test, SnatPorts::default(), f);
+}
+
+/// `with_program`, the program giving flows source ports from `ports`.
+fn with_program_ports(test: &str, ports: SnatPorts, f: impl FnOnce(&mut Loaded) + Send) {
     assert_eq!(
         // SAFETY: no preconditions.
         unsafe { libc::geteuid() },
@@ -357,9 +363,10 @@ fn with_program(test: &str, f: impl FnOnce(&mut Loaded) + Send) {
     crate::netns::run_in(&topo.path(), || {
         std::fs::write("/proc/sys/net/ipv4/conf/all/forwarding", "1")?;
         std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
-        let ebpf = EbpfLoader::new()
-            .load(EBPF_OBJECT)
-            .expect("load the object");
+        let globals = ports.globals();
+        let mut object = EbpfLoader::new();
+        super::set_snat_ports(&mut object, &globals);
+        let ebpf = object.load(EBPF_OBJECT).expect("load the object");
         let mut loaded = Loaded {
             ebpf,
             client_side,
@@ -902,4 +909,64 @@ fn passes_untouched(loaded: &mut Loaded, what: &str, packet: &[u8]) {
     assert_eq!(verdict, XDP_PASS, "{what}: passed");
     assert_eq!(out, packet, "{what}: untouched");
     assert_eq!(loaded.flows().len(), before, "{what}: no flow made");
+}
+
+/// `--xdp-snat-ports 40000-40003`: flows get those four ports, each its
+/// own; a fifth flow to the same endpoint finds none and is dropped
+/// (`xdp_no_port`; the client retries later), making no flow.
+#[test]
+fn xdp_gateway_snat_port_range() {
+    let ports: SnatPorts = "40000-40003".parse().expect("a range");
+    with_program_ports("snatports", ports, |loaded| {
+        let f = &V4;
+        loaded.set_route(f, [100, 0]);
+        let mut seen = std::collections::BTreeSet::new();
+        for sport in 41000..41004 {
+            let syn = client_seg(f, false, sport, "S", b"");
+            let input = build(&syn);
+            let (verdict, out) = loaded.run(&input, loaded.client_side);
+            assert_eq!(verdict, XDP_REDIRECT, "SYN from port {sport}");
+            let (snat, _) = tcp_ports(&out);
+            assert!(
+                (40000..=40003).contains(&snat),
+                "source port {snat} in --xdp-snat-ports 40000-40003"
+            );
+            seen.insert(snat);
+        }
+        assert_eq!(seen.len(), 4, "four flows, four ports: {seen:?}");
+        let before = loaded.flows().len();
+        let fifth = build(&client_seg(f, false, 41004, "S", b""));
+        let (verdict, _) = loaded.run(&fifth, loaded.client_side);
+        assert_eq!(verdict, XDP_DROP, "no port left: the SYN is dropped");
+        assert_eq!(loaded.flows().len(), before, "and makes no flow");
+    });
+}
+
+#[test]
+fn snat_ports_parse_and_refuse_with_a_clear_error() {
+    assert_eq!(
+        "61000-65535".parse::<SnatPorts>().unwrap(),
+        SnatPorts::default()
+    );
+    assert_eq!(
+        "1024-1024".parse::<SnatPorts>().unwrap(),
+        SnatPorts {
+            low: 1024,
+            high: 1024
+        }
+    );
+    for (text, want) in [
+        ("61000", "is not LOW-HIGH"),
+        ("61000-70000", "is not LOW-HIGH"),
+        ("a-b", "is not LOW-HIGH"),
+        ("65535-61000", "LOW is above HIGH"),
+        ("80-90", "starts below 1024"),
+    ] {
+        let err: SnatPortsError = text.parse::<SnatPorts>().unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(text) && message.contains(want),
+            "{text}: {message}"
+        );
+    }
 }
