@@ -7,6 +7,11 @@
 //!                                198.19.2.1 ──veth── 198.19.2.2 backend v2 (tcp-echo "two")
 //! ```
 //!
+//! Every link has IPv6 too (unique local addresses that exist only in
+//! these namespaces): client fd00:18::2, node fd00:18::1, backends
+//! fd00:19:N::2 behind fd00:19:N::1. The gateway listens on both families;
+//! each endpoint is in the ServiceEntry with both addresses.
+//!
 //! Real TCP connections from the client to the node's gateway port are
 //! load balanced at packet level to the backends (destination and source
 //! NAT: the backends answer the node, which translates back). Forwarding is
@@ -65,6 +70,21 @@ fn ethtool_set(netns: &Netns, iface: &str, cmd: u32, on: bool) {
     });
 }
 
+/// Adds IPv6 `addr` to `iface` in `netns`, usable at once (no duplicate
+/// address detection).
+fn add_v6(netns: &Netns, iface: &str, addr: &str) {
+    ip(&[
+        "-n",
+        &netns.name,
+        "addr",
+        "add",
+        addr,
+        "dev",
+        iface,
+        "nodad",
+    ]);
+}
+
 /// A backend host: its namespace joined to the node by a veth pair
 /// (`node_if` in the node), tcp-echo on `addr:19001`.
 struct Backend {
@@ -97,6 +117,7 @@ fn backend(node: &Netns, name: &str, node_if: &str, subnet: u8, prefix: &str) ->
         "dev",
         node_if,
     ]);
+    add_v6(node, node_if, &format!("fd00:19:{subnet}::1/64"));
     ip(&["-n", &node.name, "link", "set", node_if, "up"]);
     ip(&[
         "-n",
@@ -107,10 +128,19 @@ fn backend(node: &Netns, name: &str, node_if: &str, subnet: u8, prefix: &str) ->
         "dev",
         "eth0",
     ]);
+    add_v6(&netns, "eth0", &format!("fd00:19:{subnet}::2/64"));
     ip(&["-n", &netns.name, "link", "set", "eth0", "up"]);
     ethtool_set(&netns, "eth0", ETHTOOL_STXCSUM, false);
     ethtool_set(&netns, "eth0", ETHTOOL_SGRO, true);
-    let echo = echo_backend(&netns, None, prefix, &[&format!("198.19.{subnet}.2:19001")]);
+    let echo = echo_backend(
+        &netns,
+        None,
+        prefix,
+        &[
+            &format!("198.19.{subnet}.2:19001"),
+            &format!("[fd00:19:{subnet}::2]:19001"),
+        ],
+    );
     Backend { _echo: echo, netns }
 }
 
@@ -131,6 +161,12 @@ spec:
     ports: {tcp: 19001, bulk: 19100}
     labels: {version: v1}
   - address: 198.19.2.2
+    ports: {tcp: 19001, bulk: 19100}
+    labels: {version: v2}
+  - address: fd00:19:1::2
+    ports: {tcp: 19001, bulk: 19100}
+    labels: {version: v1}
+  - address: fd00:19:2::2
     ports: {tcp: 19001, bulk: 19100}
     labels: {version: v2}
 ---
@@ -203,7 +239,10 @@ fn topology(test: &str, weights: (u32, u32)) -> Topology {
     let name = unique_name(test);
     let node = Netns::new(&name);
     node.sysctl("ipv4/conf/all/forwarding", "1");
+    node.sysctl("ipv6/conf/all/forwarding", "1");
     let remote = RemoteClient::start(&node);
+    add_v6(&node, "ts-node", &format!("{NODE_ADDR6}/64"));
+    add_v6(&remote.netns, "ts-client", "fd00:18::2/64");
     ethtool_set(&remote.netns, "ts-client", ETHTOOL_STXCSUM, false);
     ethtool_set(&remote.netns, "ts-client", ETHTOOL_SGRO, true);
     let v1 = backend(&node, &format!("{name}-b1"), "xb1", 1, "one");
@@ -236,6 +275,9 @@ fn topology(test: &str, weights: (u32, u32)) -> Topology {
         rules_dir,
     }
 }
+
+/// The node's IPv6 address on the client's link.
+const NODE_ADDR6: &str = "fd00:18::1";
 
 fn gateway() -> String {
     format!("{NODE_ADDR}:31400")
@@ -315,6 +357,64 @@ fn xdp_gateway_seed_shift_and_held_connections() {
     );
     let (one, two) = t.remote.client.burst(&gateway(), 20);
     assert_eq!((one, two), (0, 20), "after the restart");
+}
+
+/// The seed's shift over IPv6: the same route's IPv6 table (the
+/// endpoints' IPv6 addresses), its own smooth sequence.
+#[test]
+fn xdp_gateway_ipv6_shift_and_held_connections() {
+    let mut t = topology("xdp-v6", (100, 0));
+    let gateway = format!("[{NODE_ADDR6}]:31400");
+    let (one, two, errors) = t.remote.client.burst_with_errors(&gateway, 20);
+    assert_eq!(
+        (one, two, errors.len()),
+        (20, 0, 0),
+        "all to v1 over IPv6 through the XDP gateway: {errors:?}\n{}",
+        t.agent.log_text()
+    );
+    let held = t.remote.client.call(&format!("hold {gateway} 10"));
+    assert_eq!(
+        held["answers"],
+        serde_json::json!(vec!["one"; 10]),
+        "{held}"
+    );
+    let event = t
+        .agent
+        .write_rules("virtual-service.yaml", virtual_service(80, 20));
+    assert_eq!(event["result"], "applied", "{event}");
+    let (one, two, errors) = t.remote.client.burst_with_errors(&gateway, 1000);
+    println!("XDP gateway over IPv6, smooth 80/20 over 1000 connections: one={one} two={two}");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        (199..=201).contains(&two),
+        "XDP gateway over IPv6 80/20: v2 got {two} of 1000, want 200 +- 1 (smooth selection)"
+    );
+    let event = t
+        .agent
+        .write_rules("virtual-service.yaml", virtual_service(0, 100));
+    assert_eq!(event["result"], "applied", "{event}");
+    let again = t.remote.client.call("held");
+    assert_eq!(
+        again["answers"],
+        serde_json::json!(vec!["one"; 10]),
+        "held IPv6 connections stay on v1 after all weight went to v2: {again}"
+    );
+    let (one, two) = t.remote.client.burst(&gateway, 20);
+    assert_eq!(
+        (one, two),
+        (0, 20),
+        "new IPv6 connections follow the new weights"
+    );
+    let page = t.agent.metrics();
+    let v2_flows = metric(
+        &page,
+        "traffic_shift_xdp_flows_total",
+        &[("destination_version", "v2")],
+    );
+    assert!(
+        v2_flows >= 220,
+        "the IPv6 flows are XDP flows: {v2_flows} to v2\n{page}"
+    );
 }
 
 /// The XDP path's counters after the seed test's 1050 connections (220 of

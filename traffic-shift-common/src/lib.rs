@@ -593,8 +593,15 @@ pub const MAX_XDP_FLOWS: u32 = 1 << 18;
 /// Source ports the XDP gateway gives its flows toward an endpoint (source
 /// NAT to the node's address): above Linux's default ephemeral range
 /// (32768-60999), so they never collide with the node's own connections.
+/// The default; `--xdp-snat-ports` sets the range at load time through the
+/// program's globals `XDP_SNAT_MIN_GLOBAL` and `XDP_SNAT_COUNT_GLOBAL`.
 pub const XDP_SNAT_PORT_MIN: u16 = 61000;
-pub const XDP_SNAT_PORTS: u32 = 65536 - XDP_SNAT_PORT_MIN as u32;
+pub const XDP_SNAT_PORT_MAX: u16 = 65535;
+pub const XDP_SNAT_PORTS: u32 = XDP_SNAT_PORT_MAX as u32 + 1 - XDP_SNAT_PORT_MIN as u32;
+/// The XDP program's global holding the first source port (u16).
+pub const XDP_SNAT_MIN_GLOBAL: &str = "TS_XDP_SNAT_MIN";
+/// The XDP program's global holding the number of source ports (u32, >= 1).
+pub const XDP_SNAT_COUNT_GLOBAL: &str = "TS_XDP_SNAT_COUNT";
 /// A flow no packet has used for this long is over (its entries and
 /// source port are free to reuse).
 pub const XDP_IDLE_TIMEOUT_NS: u64 = 300 * 1_000_000_000;

@@ -65,6 +65,14 @@ const IPV4_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const TCP_HLEN: usize = 20;
 const IPPROTO_TCP: u8 = 6;
+// IPv6 extension headers (RFC 8200 4.1; 139 HIP, 140 Shim6, 253/254
+// experimental, written as numbers below).
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+const IPPROTO_MH: u8 = 135;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
@@ -72,6 +80,13 @@ const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
+
+/// The source NAT port range: the first port and how many (set at load
+/// time, `XDP_SNAT_MIN_GLOBAL` and `XDP_SNAT_COUNT_GLOBAL` in common).
+#[unsafe(no_mangle)]
+static TS_XDP_SNAT_MIN: u16 = XDP_SNAT_PORT_MIN;
+#[unsafe(no_mangle)]
+static TS_XDP_SNAT_COUNT: u32 = XDP_SNAT_PORTS;
 
 /// Source ports tried for a new flow before giving up (`XdpNoPort`).
 const PORT_TRIES: u32 = 8;
@@ -95,6 +110,8 @@ struct Packet {
     family: u8,
     key: NatKey,
     tcp_flags: u8,
+    /// IPv4 TTL or IPv6 hop limit.
+    ttl: u8,
     /// Whole frame length, for the packet/byte counters.
     frame_len: u64,
     /// TCP payload bytes (what `TS_STATS` counts).
@@ -157,6 +174,7 @@ fn try_xdp(ctx: &XdpContext) -> Result<(u32, Event), Event> {
             pad: [0; 3],
         },
         tcp_flags: 0,
+        ttl: 0,
         frame_len: 0,
         payload_len: 0,
     };
@@ -220,7 +238,7 @@ fn parse(ctx: &XdpContext, out: &mut Packet) -> Result<bool, Event> {
         return Err(Event::XdpUnparsed);
     };
     let ethertype = u16::from_be(ethertype);
-    let (family, l4, addrs, ip_payload) = match ethertype {
+    let (family, l4, addrs, ip_payload, ttl) = match ethertype {
         ETH_P_IP => {
             let Some(ip) = read::<[u8; IPV4_HLEN]>(ctx, ETH_HLEN) else {
                 return Err(Event::XdpUnparsed);
@@ -246,16 +264,25 @@ fn parse(ctx: &XdpContext, out: &mut Packet) -> Result<bool, Event> {
                 ETH_HLEN + IPV4_HLEN,
                 ([word(12), 0, 0, 0], [word(16), 0, 0, 0]),
                 total - IPV4_HLEN as u64,
+                ip[8],
             )
         }
         ETH_P_IPV6 => {
             let Some(ip) = read::<[u32; IPV6_HLEN / 4]>(ctx, ETH_HLEN) else {
                 return Err(Event::XdpUnparsed);
             };
+            if ip[0].to_ne_bytes()[0] >> 4 != 6 {
+                return Err(Event::XdpUnparsed);
+            }
             let b = ip[1].to_ne_bytes();
-            if b[2] != IPPROTO_TCP {
-                // Another protocol, or an extension header first.
-                return Ok(false);
+            match b[2] {
+                IPPROTO_TCP => {}
+                // Extension headers are not walked: a fragment (the
+                // fragment header) and any other passes to the stack.
+                IPPROTO_FRAGMENT => return Err(Event::XdpFragment),
+                IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_MH
+                | 139 | 140 | 253 | 254 => return Err(Event::XdpUnparsed),
+                _ => return Ok(false),
             }
             let payload = u16::from_be_bytes([b[0], b[1]]) as u64;
             if payload < TCP_HLEN as u64 || (ETH_HLEN + IPV6_HLEN) as u64 + payload > frame_len {
@@ -266,6 +293,7 @@ fn parse(ctx: &XdpContext, out: &mut Packet) -> Result<bool, Event> {
                 ETH_HLEN + IPV6_HLEN,
                 ([ip[2], ip[3], ip[4], ip[5]], [ip[6], ip[7], ip[8], ip[9]]),
                 payload,
+                b[3],
             )
         }
         _ => return Ok(false),
@@ -289,6 +317,7 @@ fn parse(ctx: &XdpContext, out: &mut Packet) -> Result<bool, Event> {
             pad: [0; 3],
         },
         tcp_flags: tcp[13],
+        ttl,
         frame_len,
         payload_len: ip_payload - data_offset,
     };
@@ -316,6 +345,11 @@ fn new_flow(
     route_id: u32,
     now: u64,
 ) -> Result<(u32, Event), Event> {
+    // Before anything is made for the flow (`rewrite` checks it too late):
+    // the stack answers with the ICMP error.
+    if packet.ttl <= 1 {
+        return Err(Event::XdpTtlExceeded);
+    }
     // SAFETY: TS_ROUTES is BPF_F_NO_PREALLOC (see connect.rs).
     let Some(route) = (unsafe { TS_ROUTES.get(&route_id) }) else {
         return Ok((xdp_action::XDP_PASS, Event::XdpPass));
@@ -382,9 +416,17 @@ fn new_flow(
     // with NOEXIST, so two CPUs never take the same one.
     // SAFETY: the bpf helper has no preconditions.
     let start = unsafe { bpf_get_prandom_u32() };
+    // SAFETY: load-time constants; volatile, or the compiler would fold
+    // in the defaults.
+    let (first, count) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const TS_XDP_SNAT_MIN),
+            core::ptr::read_volatile(&raw const TS_XDP_SNAT_COUNT).max(1),
+        )
+    };
     let mut found = false;
     for i in 0..PORT_TRIES {
-        let port = XDP_SNAT_PORT_MIN + (start.wrapping_add(i * 7919) % XDP_SNAT_PORTS) as u16;
+        let port = first.wrapping_add((start.wrapping_add(i * 7919) % count) as u16);
         forward.sport = port.to_be();
         let key = forward.reverse_key();
         let flags = match TS_XDP_FLOWS.get_ptr(&key) {

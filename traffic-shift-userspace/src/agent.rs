@@ -126,6 +126,13 @@ pub struct AgentOptions {
     /// Without it such routes are refused. Example: `--xdp-iface eth0`.
     #[arg(long, value_name = "IFACE", value_delimiter = ',')]
     pub xdp_iface: Vec<String>,
+    /// The source ports the XDP gateway gives its flows toward endpoints
+    /// (source NAT to the node's address), LOW-HIGH, both included. Keep
+    /// it clear of the node's ephemeral range (net.ipv4.ip_local_port_range,
+    /// 32768-60999 by default): a port in both could meet a connection of
+    /// the node's own. Example: `--xdp-snat-ports 50000-59999`.
+    #[arg(long, value_name = "LOW-HIGH", default_value = "61000-65535")]
+    pub xdp_snat_ports: crate::datapath::SnatPorts,
     /// Where the agent keeps its status for `traffic-shift status` (JSON,
     /// replaced whole on every change).
     #[arg(long, value_name = "FILE", default_value = DEFAULT_STATUS_FILE)]
@@ -1210,6 +1217,7 @@ fn load_datapath(options: &AgentOptions, cgroup: &Path) -> Result<Datapath, Agen
         cgroup,
         &options.netns,
         &options.xdp_iface,
+        options.xdp_snat_ports,
         &options.bpffs,
         options.bpf_log_level,
         &options.limits,

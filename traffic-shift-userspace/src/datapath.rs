@@ -19,7 +19,8 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SkLookup, SockOps, Xdp},
 };
 use traffic_shift_common::{
-    EndpointStats, Event, FlowKey, RouteTable, ServiceKey, ServiceValue, XdpStats, map_names,
+    EndpointStats, Event, FlowKey, RouteTable, ServiceKey, ServiceValue, XDP_SNAT_COUNT_GLOBAL,
+    XDP_SNAT_MIN_GLOBAL, XDP_SNAT_PORT_MAX, XDP_SNAT_PORT_MIN, XdpStats, map_names,
 };
 
 use crate::compile::Compiled;
@@ -37,6 +38,62 @@ const PROGRAMS: [&str; 4] = [
     "ts_getpeername4",
     "ts_getpeername6",
 ];
+
+/// The source ports the XDP gateway gives its flows toward an endpoint
+/// (`--xdp-snat-ports LOW-HIGH`, both included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnatPorts {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl Default for SnatPorts {
+    fn default() -> Self {
+        Self {
+            low: XDP_SNAT_PORT_MIN,
+            high: XDP_SNAT_PORT_MAX,
+        }
+    }
+}
+
+impl std::fmt::Display for SnatPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.low, self.high)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnatPortsError {
+    #[error("`{0}` is not LOW-HIGH: write two port numbers joined by a dash, e.g. 61000-65535")]
+    Syntax(String),
+    #[error("`{0}`: LOW is above HIGH; write the range low to high, e.g. 61000-65535")]
+    Reversed(String),
+    #[error(
+        "`{0}`: the range starts below 1024, among the ports of the node's own services; use ports from 1024 up, above the node's ephemeral range (net.ipv4.ip_local_port_range), e.g. 61000-65535"
+    )]
+    Privileged(String),
+}
+
+impl std::str::FromStr for SnatPorts {
+    type Err = SnatPortsError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let syntax = || SnatPortsError::Syntax(text.to_owned());
+        let (low, high) = text.split_once('-').ok_or_else(syntax)?;
+        let port = |p: &str| p.trim().parse::<u16>().map_err(|_| syntax());
+        let ports = Self {
+            low: port(low)?,
+            high: port(high)?,
+        };
+        if ports.low > ports.high {
+            return Err(SnatPortsError::Reversed(text.to_owned()));
+        }
+        if ports.low < 1024 {
+            return Err(SnatPortsError::Privileged(text.to_owned()));
+        }
+        Ok(ports)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -194,16 +251,39 @@ pub struct Datapath {
     _lock: File,
 }
 
+/// The XDP program's source port range as its globals hold it.
+pub(crate) struct SnatGlobals {
+    first: u16,
+    count: u32,
+}
+
+impl SnatPorts {
+    pub(crate) fn globals(self) -> SnatGlobals {
+        SnatGlobals {
+            first: self.low,
+            count: u32::from(self.high) - u32::from(self.low) + 1,
+        }
+    }
+}
+
+/// Sets the XDP program's source port range (load-time constants).
+pub(crate) fn set_snat_ports<'a>(loader: &mut EbpfLoader<'a>, globals: &'a SnatGlobals) {
+    loader.override_global(XDP_SNAT_MIN_GLOBAL, &globals.first, true);
+    loader.override_global(XDP_SNAT_COUNT_GLOBAL, &globals.count, true);
+}
+
 impl Datapath {
     /// Loads the programs, attaches the connect-time ones to `cgroup` and
     /// the gateway (`sk_lookup`) to the network namespace `netns` (a file
     /// such as `/proc/self/ns/net`), and pins the maps under `pin_dir`
     /// (created; must be inside a bpffs mount). The XDP gateway is attached
-    /// to each interface of `xdp_ifaces` (in `netns`).
+    /// to each interface of `xdp_ifaces` (in `netns`), giving its flows
+    /// source ports from `snat_ports`.
     pub fn load(
         cgroup: &Path,
         netns: &Path,
         xdp_ifaces: &[String],
+        snat_ports: SnatPorts,
         pin_dir: &Path,
         log_level: BpfLogLevel,
         limits: &crate::limits::Limits,
@@ -237,10 +317,12 @@ impl Datapath {
         };
 
         let level = log_level as u8;
+        let snat = snat_ports.globals();
         let mut loader = EbpfLoader::new();
         // The level is a load-time constant: the verifier removes the
         // logging of disabled levels, so they cost nothing.
         loader.override_global(aya_log::LEVEL, &level, true);
+        set_snat_ports(&mut loader, &snat);
         // Each map is opened from its pin when there is one, else created and pinned.
         for name in map_names::ALL {
             loader.map_pin_path(name, pin_dir.join(name));
@@ -720,7 +802,7 @@ fn attach_xdp(
             iface: iface.clone(),
             source,
         };
-        let (ifindex, forwarding) = crate::netns::run_in(netns, || {
+        let (ifindex, forwarding, forwarding6) = crate::netns::run_in(netns, || {
             let c_name = std::ffi::CString::new(iface.as_str())
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
             // SAFETY: a valid NUL-terminated name.
@@ -730,13 +812,24 @@ fn attach_xdp(
             }
             let forwarding =
                 std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"))?;
-            Ok((index, forwarding.trim() == "1"))
+            // Absent when IPv6 is disabled on the interface.
+            let forwarding6 =
+                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{iface}/forwarding"))
+                    .unwrap_or_default();
+            Ok((index, forwarding.trim() == "1", forwarding6.trim() == "1"))
         })
         .map_err(iface_err)?;
         if !forwarding {
             return Err(DatapathError::XdpForwardingOff {
                 iface: iface.clone(),
             });
+        }
+        if !forwarding6 {
+            // Not an error: a node may serve IPv4 gateways only.
+            tracing::warn!(
+                %iface,
+                "XDP gateway: IPv6 forwarding is off there, so IPv6 gateway traffic is dropped (xdp_no_route; bpf_fib_lookup refuses); to serve IPv6 gateways turn it on in the --netns namespace: sysctl -w net.ipv6.conf.all.forwarding=1"
+            );
         }
         let link_name = xdp_link_name(iface);
         if links.adopt(pin_dir, &link_name, prog_fd, u64::from(ifindex))? {
