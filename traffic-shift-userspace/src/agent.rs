@@ -320,6 +320,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 while rx.try_recv().is_ok() {}
                 agent.rescan();
+                control::release_freed_memory();
                 true
             }
             _ = tick.tick() => {
