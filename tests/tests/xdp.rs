@@ -283,42 +283,35 @@ fn gateway() -> String {
     format!("{NODE_ADDR}:31400")
 }
 
-#[test]
-fn xdp_gateway_seed_shift_and_held_connections() {
-    let mut t = topology("xdp-seed", (100, 0));
-    let log = t.agent.log_text();
-    assert!(
-        log.contains("XDP gateway attached") && log.contains("mode=\"native\""),
-        "the log says where and in which mode XDP runs:\n{log}"
-    );
-    let (one, two, errors) = t.remote.client.burst_with_errors(&gateway(), 20);
+/// The seed's shift through the XDP gateway at `gateway` (`family` for
+/// messages), from all to v1: 10 connections held, 80/20 exact over 1000
+/// new ones, then all to v2 while the held ones stay on v1.
+fn seed_shift(t: &mut Topology, gateway: &str, family: &str) {
+    let (one, two, errors) = t.remote.client.burst_with_errors(gateway, 20);
     assert_eq!(
         (one, two, errors.len()),
         (20, 0, 0),
-        "all to v1 through the XDP gateway: {errors:?}\n{}",
+        "all to v1 over {family} through the XDP gateway: {errors:?}\n{}",
         t.agent.log_text()
     );
-
     // Connections held open across the shift keep their backend.
-    let held = t.remote.client.call(&format!("hold {} 10", gateway()));
+    let held = t.remote.client.call(&format!("hold {gateway} 10"));
     assert_eq!(
         held["answers"],
         serde_json::json!(vec!["one"; 10]),
         "{held}"
     );
-
     let event = t
         .agent
         .write_rules("virtual-service.yaml", virtual_service(80, 20));
     assert_eq!(event["result"], "applied", "{event}");
-    let (one, two, errors) = t.remote.client.burst_with_errors(&gateway(), 1000);
-    println!("XDP gateway smooth 80/20 over 1000 connections: one={one} two={two}");
+    let (one, two, errors) = t.remote.client.burst_with_errors(gateway, 1000);
+    println!("XDP gateway over {family}, smooth 80/20 over 1000 connections: one={one} two={two}");
     assert!(errors.is_empty(), "{errors:?}");
     assert!(
         (199..=201).contains(&two),
-        "XDP gateway 80/20: v2 got {two} of 1000, want 200 +- 1 (smooth selection)"
+        "XDP gateway over {family} 80/20: v2 got {two} of 1000, want 200 +- 1 (smooth selection)"
     );
-
     let event = t
         .agent
         .write_rules("virtual-service.yaml", virtual_service(0, 100));
@@ -327,14 +320,25 @@ fn xdp_gateway_seed_shift_and_held_connections() {
     assert_eq!(
         again["answers"],
         serde_json::json!(vec!["one"; 10]),
-        "held connections stay on v1 after all weight went to v2: {again}"
+        "held {family} connections stay on v1 after all weight went to v2: {again}"
     );
-    let (one, two) = t.remote.client.burst(&gateway(), 20);
+    let (one, two) = t.remote.client.burst(gateway, 20);
     assert_eq!(
         (one, two),
         (0, 20),
-        "new connections follow the new weights"
+        "new {family} connections follow the new weights"
     );
+}
+
+#[test]
+fn xdp_gateway_seed_shift_and_held_connections() {
+    let mut t = topology("xdp-seed", (100, 0));
+    let log = t.agent.log_text();
+    assert!(
+        log.contains("XDP gateway attached") && log.contains("mode=\"native\""),
+        "the log says where and in which mode XDP runs:\n{log}"
+    );
+    seed_shift(&mut t, &gateway(), "IPv4");
 
     // The counters of the XDP path are on /metrics.
     assert_xdp_counters(&t.agent.metrics());
@@ -365,46 +369,7 @@ fn xdp_gateway_seed_shift_and_held_connections() {
 fn xdp_gateway_ipv6_shift_and_held_connections() {
     let mut t = topology("xdp-v6", (100, 0));
     let gateway = format!("[{NODE_ADDR6}]:31400");
-    let (one, two, errors) = t.remote.client.burst_with_errors(&gateway, 20);
-    assert_eq!(
-        (one, two, errors.len()),
-        (20, 0, 0),
-        "all to v1 over IPv6 through the XDP gateway: {errors:?}\n{}",
-        t.agent.log_text()
-    );
-    let held = t.remote.client.call(&format!("hold {gateway} 10"));
-    assert_eq!(
-        held["answers"],
-        serde_json::json!(vec!["one"; 10]),
-        "{held}"
-    );
-    let event = t
-        .agent
-        .write_rules("virtual-service.yaml", virtual_service(80, 20));
-    assert_eq!(event["result"], "applied", "{event}");
-    let (one, two, errors) = t.remote.client.burst_with_errors(&gateway, 1000);
-    println!("XDP gateway over IPv6, smooth 80/20 over 1000 connections: one={one} two={two}");
-    assert!(errors.is_empty(), "{errors:?}");
-    assert!(
-        (199..=201).contains(&two),
-        "XDP gateway over IPv6 80/20: v2 got {two} of 1000, want 200 +- 1 (smooth selection)"
-    );
-    let event = t
-        .agent
-        .write_rules("virtual-service.yaml", virtual_service(0, 100));
-    assert_eq!(event["result"], "applied", "{event}");
-    let again = t.remote.client.call("held");
-    assert_eq!(
-        again["answers"],
-        serde_json::json!(vec!["one"; 10]),
-        "held IPv6 connections stay on v1 after all weight went to v2: {again}"
-    );
-    let (one, two) = t.remote.client.burst(&gateway, 20);
-    assert_eq!(
-        (one, two),
-        (0, 20),
-        "new IPv6 connections follow the new weights"
-    );
+    seed_shift(&mut t, &gateway, "IPv6");
     let page = t.agent.metrics();
     let v2_flows = metric(
         &page,
