@@ -27,7 +27,7 @@ use std::{
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd as _,
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use traffic_shift_tests::{
@@ -361,6 +361,70 @@ fn xdp_gateway_seed_shift_and_held_connections() {
     );
     let (one, two) = t.remote.client.burst(&gateway(), 20);
     assert_eq!((one, two), (0, 20), "after the restart");
+}
+
+/// Health as on the other paths: a second v1 endpoint on the v1 host (its
+/// tcp-echo answers `two`, so the client tells the two apart) shares v1's
+/// connections by round robin; when its process dies the probes take it
+/// out of the XDP route's table and the other endpoint gets every
+/// connection, none refused; when it answers again it is back.
+#[test]
+fn xdp_gateway_follows_endpoint_health() {
+    let mut t = topology("xdp-health", (100, 0));
+    let second_addr = "198.19.1.2:19003";
+    let second = echo_backend(&t.v1.netns, None, "two", &[second_addr]);
+    let v1 = "  - address: 198.19.1.2\n    ports: {tcp: 19001, bulk: 19100}\n    labels: {version: v1}\n";
+    assert!(SERVICE_ENTRY.contains(v1), "the v1 endpoint as written");
+    let two_v1 = format!(
+        "{v1}  - address: 198.19.1.2\n    ports: {{tcp: 19003, bulk: 19103}}\n    labels: {{version: v1}}\n"
+    );
+    let event = t
+        .agent
+        .write_rules("service.yaml", SERVICE_ENTRY.replace(v1, &two_v1));
+    assert_eq!(event["result"], "applied", "{event}");
+    assert_eq!(
+        t.remote.client.burst(&gateway(), 20),
+        (10, 10),
+        "round robin over v1's two endpoints"
+    );
+
+    drop(second);
+    let wait_log = |t: &Topology, what: &str| {
+        let start = Instant::now();
+        let line = format!("endpoint={second_addr}");
+        while !t
+            .agent
+            .log_text()
+            .lines()
+            .any(|l| l.contains(what) && l.ends_with(&line))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no {what:?} for {second_addr}:\n{}",
+                t.agent.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        start.elapsed()
+    };
+    let took = wait_log(&t, "endpoint unhealthy");
+    eprintln!("dead endpoint out of the XDP route after {took:?}");
+    let (one, two, errors) = t.remote.client.burst_with_errors(&gateway(), 100);
+    assert_eq!(
+        (one, two, errors.len()),
+        (100, 0, 0),
+        "every connection to v1's live endpoint: {errors:?}"
+    );
+
+    let second = echo_backend(&t.v1.netns, None, "two", &[second_addr]);
+    let took = wait_log(&t, "healthy again");
+    eprintln!("back in the XDP route after {took:?}");
+    assert_eq!(
+        t.remote.client.burst(&gateway(), 20),
+        (10, 10),
+        "round robin again"
+    );
+    drop(second);
 }
 
 /// The seed's shift over IPv6: the same route's IPv6 table (the
