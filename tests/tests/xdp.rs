@@ -235,6 +235,11 @@ impl Drop for Topology {
 }
 
 fn topology(test: &str, weights: (u32, u32)) -> Topology {
+    topology_with(test, weights, &[])
+}
+
+/// The topology, the agent run with `agent_args` too.
+fn topology_with(test: &str, weights: (u32, u32), agent_args: &[&str]) -> Topology {
     require_root();
     let name = unique_name(test);
     let node = Netns::new(&name);
@@ -263,7 +268,7 @@ fn topology(test: &str, weights: (u32, u32)) -> Topology {
         &cgroup,
         &node,
         2,
-        &["--xdp-iface", "ts-node,xb1,xb2"],
+        &[&["--xdp-iface", "ts-node,xb1,xb2"], agent_args].concat(),
     );
     Topology {
         agent,
@@ -363,24 +368,61 @@ fn xdp_gateway_seed_shift_and_held_connections() {
     assert_eq!((one, two), (0, 20), "after the restart");
 }
 
-/// Health as on the other paths: a second v1 endpoint on the v1 host (its
-/// tcp-echo answers `two`, so the client tells the two apart) shares v1's
+/// A second v1 endpoint on the v1 host, port 19003 (nothing listens there
+/// unless a test starts it).
+const SECOND_V1: &str = "198.19.1.2:19003";
+
+/// The topology's rules with [`SECOND_V1`] in v1, and `traffic_policy`
+/// (YAML under the DestinationRule's `trafficPolicy:`, if any).
+fn rules_with_second_v1(traffic_policy: Option<&str>) -> String {
+    let v1 = "  - address: 198.19.1.2\n    ports: {tcp: 19001, bulk: 19100}\n    labels: {version: v1}\n";
+    let host = "  host: tcp-echo.remote\n";
+    assert!(
+        SERVICE_ENTRY.contains(v1) && SERVICE_ENTRY.contains(host),
+        "the rules as written"
+    );
+    let two_v1 = format!(
+        "{v1}  - address: 198.19.1.2\n    ports: {{tcp: 19003, bulk: 19103}}\n    labels: {{version: v1}}\n"
+    );
+    let policy = traffic_policy.map_or_else(String::new, |p| format!("  trafficPolicy:\n{p}"));
+    SERVICE_ENTRY
+        .replace(v1, &two_v1)
+        .replace(host, &format!("{host}{policy}"))
+}
+
+/// Waits (up to 10 s) for a log line with `what` about `endpoint`; returns
+/// how long it took.
+fn wait_log(t: &Topology, what: &str, endpoint: &str) -> Duration {
+    let start = Instant::now();
+    let tail = format!("endpoint={endpoint}");
+    while !t
+        .agent
+        .log_text()
+        .lines()
+        .any(|l| l.contains(what) && (l.ends_with(&tail) || l.contains(&format!("{tail} "))))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no {what:?} for {endpoint}:\n{}",
+            t.agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// Health as on the other paths: a second v1 endpoint (its tcp-echo
+/// answers `two`, so the client tells the two apart) shares v1's
 /// connections by round robin; when its process dies the probes take it
 /// out of the XDP route's table and the other endpoint gets every
 /// connection, none refused; when it answers again it is back.
 #[test]
 fn xdp_gateway_follows_endpoint_health() {
     let mut t = topology("xdp-health", (100, 0));
-    let second_addr = "198.19.1.2:19003";
-    let second = echo_backend(&t.v1.netns, None, "two", &[second_addr]);
-    let v1 = "  - address: 198.19.1.2\n    ports: {tcp: 19001, bulk: 19100}\n    labels: {version: v1}\n";
-    assert!(SERVICE_ENTRY.contains(v1), "the v1 endpoint as written");
-    let two_v1 = format!(
-        "{v1}  - address: 198.19.1.2\n    ports: {{tcp: 19003, bulk: 19103}}\n    labels: {{version: v1}}\n"
-    );
+    let second = echo_backend(&t.v1.netns, None, "two", &[SECOND_V1]);
     let event = t
         .agent
-        .write_rules("service.yaml", SERVICE_ENTRY.replace(v1, &two_v1));
+        .write_rules("service.yaml", rules_with_second_v1(None));
     assert_eq!(event["result"], "applied", "{event}");
     assert_eq!(
         t.remote.client.burst(&gateway(), 20),
@@ -389,25 +431,7 @@ fn xdp_gateway_follows_endpoint_health() {
     );
 
     drop(second);
-    let wait_log = |t: &Topology, what: &str| {
-        let start = Instant::now();
-        let line = format!("endpoint={second_addr}");
-        while !t
-            .agent
-            .log_text()
-            .lines()
-            .any(|l| l.contains(what) && l.ends_with(&line))
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "no {what:?} for {second_addr}:\n{}",
-                t.agent.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        start.elapsed()
-    };
-    let took = wait_log(&t, "endpoint unhealthy");
+    let took = wait_log(&t, "endpoint unhealthy", SECOND_V1);
     eprintln!("dead endpoint out of the XDP route after {took:?}");
     let (one, two, errors) = t.remote.client.burst_with_errors(&gateway(), 100);
     assert_eq!(
@@ -416,8 +440,8 @@ fn xdp_gateway_follows_endpoint_health() {
         "every connection to v1's live endpoint: {errors:?}"
     );
 
-    let second = echo_backend(&t.v1.netns, None, "two", &[second_addr]);
-    let took = wait_log(&t, "healthy again");
+    let second = echo_backend(&t.v1.netns, None, "two", &[SECOND_V1]);
+    let took = wait_log(&t, "healthy again", SECOND_V1);
     eprintln!("back in the XDP route after {took:?}");
     assert_eq!(
         t.remote.client.burst(&gateway(), 20),
@@ -425,6 +449,30 @@ fn xdp_gateway_follows_endpoint_health() {
         "round robin again"
     );
     drop(second);
+}
+
+/// Outlier detection as on the other paths: with active checks off, the
+/// resets the XDP program sees coming back for a new flow's SYN count as
+/// failed connects, and 3 in a row eject the endpoint.
+#[test]
+fn xdp_gateway_ejects_an_endpoint_whose_connects_fail() {
+    let mut t = topology_with("xdp-outlier", (100, 0), &["--health-interval", "0"]);
+    let policy = "    outlierDetection:\n      consecutiveGatewayErrors: 3\n      interval: 1s\n      baseEjectionTime: 30s\n      maxEjectionPercent: 50\n";
+    let event = t
+        .agent
+        .write_rules("service.yaml", rules_with_second_v1(Some(policy)));
+    assert_eq!(event["result"], "applied", "{event}");
+    // Nothing listens on the second endpoint: every other connect is refused.
+    let (one, _, errors) = t.remote.client.burst_with_errors(&gateway(), 10);
+    assert_eq!((one, errors.len()), (5, 5), "{errors:?}");
+    let took = wait_log(&t, "outlier: endpoint ejected", SECOND_V1);
+    eprintln!("ejected {took:?} after the burst");
+    let (one, two, errors) = t.remote.client.burst_with_errors(&gateway(), 100);
+    assert_eq!(
+        (one, two, errors.len()),
+        (100, 0, 0),
+        "the ejected endpoint gets nothing: {errors:?}"
+    );
 }
 
 /// The seed's shift over IPv6: the same route's IPv6 table (the

@@ -516,6 +516,23 @@ impl Agent {
             .map(|e| (compile::service_key(e.addr), e.addr))
             .collect();
         self.sync_sockets(&wanted, false);
+        if self.xdp {
+            // The XDP program cannot resolve a next hop's MAC address (it
+            // drops the packet, `xdp_no_neighbour`): have the stack resolve
+            // the XDP endpoints' before their tables go in, whether or not
+            // health probes run.
+            let remote: BTreeSet<std::net::IpAddr> = model
+                .routes
+                .iter()
+                .filter(|r| r.gateway.is_some())
+                .flat_map(|r| r.destinations.iter().flat_map(|d| &d.endpoints))
+                .map(|e| e.addr.ip())
+                .filter(|ip| !is_local(*ip))
+                .collect();
+            if let Err(err) = crate::netns::resolve_neighbours(&self.netns, &remote) {
+                tracing::warn!(%err, "cannot resolve the XDP endpoints' next hops; their first SYNs may be dropped");
+            }
+        }
         match self.datapath.apply(&compiled) {
             Ok(report) => {
                 self.generation += 1;

@@ -110,6 +110,30 @@ fn interface_addresses() -> std::io::Result<HashSet<IpAddr>> {
     Ok(addresses)
 }
 
+/// Makes the stack of the namespace at `netns` resolve the link-layer
+/// address of the next hop toward each of `addrs`: one empty UDP datagram
+/// to the discard port (9) each, which the kernel holds until the
+/// neighbour answers (the endpoint may answer port-unreachable; that is
+/// all). Returns once the datagrams are queued, not resolved.
+pub fn resolve_neighbours<'a>(
+    netns: &Path,
+    addrs: impl IntoIterator<Item = &'a IpAddr> + Send,
+) -> std::io::Result<()> {
+    run_in(netns, || {
+        for addr in addrs {
+            let any: IpAddr = if addr.is_ipv4() {
+                Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                Ipv6Addr::UNSPECIFIED.into()
+            };
+            let socket = std::net::UdpSocket::bind((any, 0))?;
+            // Unreachable or refused destinations are the probes' business.
+            let _ = socket.send_to(&[], (*addr, 9));
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
