@@ -124,7 +124,8 @@ impl TableBytes {
         table.set_used_bytes(&self.0);
     }
 
-    /// The whole table, as the kernel's map holds it.
+    /// The whole table, as the kernel's map holds it (tests look into it).
+    #[cfg(test)]
     pub fn to_table(&self) -> Box<RouteTable> {
         let mut table: Box<RouteTable> = bytemuck::zeroed_box();
         self.write_to(&mut table);

@@ -75,7 +75,6 @@ impl Agent {
             self.shared().apply_errors += 1;
         }
         call.reply(response);
-        release_freed_memory();
     }
 
     /// The rules file that defines `key`, if the rules directory does.
@@ -264,17 +263,5 @@ impl Agent {
             (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind))
         });
         Response::Resources { items }
-    }
-}
-
-/// Gives the heap's free pages back to the kernel. An `apply` of 10 000
-/// services parses, resolves and compiles the whole rule set a few times
-/// over; glibc keeps what that freed (RSS stayed at the peak, ~2x what the
-/// agent holds), so the agent returns it once a request is answered or a
-/// change of the rules directory handled.
-pub(super) fn release_freed_memory() {
-    // SAFETY: malloc_trim only walks and trims glibc's own arenas.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
