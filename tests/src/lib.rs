@@ -174,7 +174,7 @@ pub struct Cgroup {
 
 impl Cgroup {
     pub fn new(name: &str) -> Self {
-        let root = traffic_shift_userspace::datapath::default_cgroup().expect("a cgroup v2 mount");
+        let root = traffic_shift_datapath::default_cgroup().expect("a cgroup v2 mount");
         let path = root.join(name);
         let _ = std::fs::remove_dir(&path);
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
@@ -460,7 +460,7 @@ impl Agent {
     /// Waits (up to 5 s) until the agent answers on its admin socket (its
     /// loop runs, the applied resources are restored).
     fn wait_admin(&mut self) {
-        use traffic_shift_userspace::admin;
+        use traffic_shift_agent::admin;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match admin::call(&self.admin_socket, &admin::Request::Version) {

@@ -10,8 +10,8 @@
 
 use std::path::Path;
 
+use traffic_shift_agent::admin;
 use traffic_shift_tests::{SERVICE_V4, Scenario, tcp_echo_rule};
-use traffic_shift_userspace::admin;
 
 const V2_20: &str = "examples/vs-20-v2.yaml";
 
@@ -61,7 +61,7 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
             ("deep-block.yaml".to_owned(), deep_block),
             (
                 "many-documents.yaml".to_owned(),
-                "---\n".repeat(traffic_shift_userspace::config::MAX_NODES + 1),
+                "---\n".repeat(traffic_shift_config::MAX_NODES + 1),
             ),
             ("many-valid-looking-documents.yaml".to_owned(), conflicting),
             // Just under 4 MiB, refused once parsed: the agent keeps such a
@@ -139,7 +139,7 @@ fn feed(s: &mut Scenario, corpus: &[(String, Vec<u8>)], round: usize, apply: boo
             "{name}: errors that name the file, one short line each:\n{stderr:.2000}"
         );
         assert!(
-            stderr.lines().count() <= traffic_shift_userspace::config::MAX_ERRORS + 2,
+            stderr.lines().count() <= traffic_shift_config::MAX_ERRORS + 2,
             "{name}: a bounded list of errors, not one per document:\n{stderr:.2000}"
         );
         assert_80_20(s, &format!("apply -f {name}"));

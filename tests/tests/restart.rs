@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
+use traffic_shift_datapath::pins;
 use traffic_shift_tests::{
     SERVICE_V4, Scenario, tcp_echo_rule, traffic_shift, traffic_shift_bin_b,
 };
-use traffic_shift_userspace::pins;
 
 const V2_20: &str = "examples/vs-20-v2.yaml";
 

@@ -19,8 +19,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use traffic_shift_datapath::compile::smooth_sequence;
 use traffic_shift_tests::{Client, SERVICE_V4, Scenario, Streamed, monotonic_ns, tcp_echo_rule};
-use traffic_shift_userspace::compile::smooth_sequence;
 
 /// Connections opened before the shift and kept open through it.
 const HELD: usize = 20;

@@ -548,6 +548,11 @@ impl RouteTable {
 }
 
 #[cfg(feature = "user")]
+extern crate std;
+#[cfg(feature = "user")]
+pub mod tables;
+
+#[cfg(feature = "user")]
 mod user {
     // SAFETY: all of these are #[repr(C)], contain only integers and arrays of
     // integers, and have no implicit padding (bytemuck::Pod derive checks it).

@@ -1,3 +1,3 @@
-//! Empty library target: lets `traffic-shift-userspace` list this crate as a
+//! Empty library target: lets `traffic-shift-datapath` list this crate as a
 //! build dependency, so cargo rebuilds the agent when the kernel code changes.
 #![no_std]

@@ -1,6 +1,6 @@
 //! `cargo xtask <cmd>`: orchestration for traffic-shift (setup, build, run, test).
 //!
-//! It never compiles eBPF itself: `traffic-shift-userspace/build.rs` does that
+//! It never compiles eBPF itself: `traffic-shift-datapath/build.rs` does that
 //! with aya-build. Every command that changes something is printed as
 //! `+ cmd args` before it runs.
 #![forbid(unsafe_code)]
@@ -141,7 +141,7 @@ fn build(root: &Path, release: bool) -> Result<()> {
     let profile: &[&str] = if release { &["--release"] } else { &[] };
     cmd::run(
         cargo(root)
-            .args(["build", "-p", "traffic-shift-userspace"])
+            .args(["build", "-p", "traffic-shift-agent"])
             .args(profile),
     )?;
     cmd::run(
@@ -161,7 +161,7 @@ fn upgrade_build_b(root: &Path) -> Result<PathBuf> {
     cmd::run(cargo(root).args([
         "build",
         "-p",
-        "traffic-shift-userspace",
+        "traffic-shift-agent",
         "--bin",
         "traffic-shift",
         "--features",

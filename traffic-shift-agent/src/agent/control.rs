@@ -1,0 +1,271 @@
+//! The agent's side of the admin socket ([`crate::admin`]): `apply`,
+//! `delete`, `get` and `version`, answered in the agent loop, so they are
+//! serialized with each other and with the rescans of the rules directory.
+//!
+//! `apply` and `delete` change the applied set ([`crate::applied`]) all or
+//! nothing: the whole resulting rule set (the rules directory's files and
+//! the applied set) is resolved and compiled first, and refused with every
+//! error; then the new applied set is persisted, then written to the
+//! kernel in one update (if the kernel refuses, the state file is put back).
+//! A change is answered only once it is persisted and in force.
+
+use std::path::Path;
+
+use tokio::sync::mpsc;
+
+use traffic_shift_datapath::compile;
+
+use traffic_shift_config as config;
+
+use traffic_shift_config::model::RoutingModel;
+
+use crate::{
+    admin::{AdminServer, Call, FileText, Item, Request, Response},
+    applied::{self, Key, Plan},
+};
+
+use super::{Agent, AgentError, AgentOptions};
+
+/// At start, before the kernel is touched (a state file that cannot be
+/// read stops the start there): the applied set from `--state-dir`, and
+/// the admin socket, served from now on (requests wait for the loop).
+pub(super) fn open(
+    options: &AgentOptions,
+) -> Result<(applied::Store, AdminServer, mpsc::Receiver<Call>), AgentError> {
+    let store = applied::Store::open(&options.state_dir)?;
+    let (server, calls) = AdminServer::bind(&options.admin_socket)?;
+    Ok((store, server, calls))
+}
+
+impl Agent {
+    /// Answers one admin request.
+    pub(super) fn serve_admin(&mut self, call: Call) {
+        let response = match &call.request {
+            Request::Apply { files, dry_run } => {
+                let plan = applied::plan_apply(
+                    self.applied.entries(),
+                    files,
+                    |key| self.directory_owner(key),
+                    crate::cli::now_ms(),
+                );
+                self.change_applied(plan, files, *dry_run)
+            }
+            Request::Delete {
+                files,
+                ignore_not_found,
+                dry_run,
+            } => {
+                let plan = applied::plan_delete(
+                    self.applied.entries(),
+                    files,
+                    |key| self.directory_owner(key),
+                    *ignore_not_found,
+                );
+                self.change_applied(plan, files, *dry_run)
+            }
+            Request::Get { kind } => self.resources(kind.as_deref()),
+            Request::Version => Response::Version {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+        };
+        if let Response::Refused { errors } = &response {
+            tracing::warn!(
+                command = call.request.name(),
+                pid = call.pid,
+                errors = errors.len(),
+                "admin request refused: {}",
+                errors.join("; ")
+            );
+            self.shared().apply_errors += 1;
+        }
+        call.reply(response);
+    }
+
+    /// The rules file that defines `key`, if the rules directory does.
+    fn directory_owner(&self, key: &Key) -> Option<String> {
+        self.accepted.iter().find_map(|(path, (_, file))| {
+            file.resources
+                .iter()
+                .any(|r| Key::of(r) == *key)
+                .then(|| path.display().to_string())
+        })
+    }
+
+    /// Puts a planned applied set in force, or says why not.
+    fn change_applied(
+        &mut self,
+        plan: Result<Plan, Vec<String>>,
+        files: &[FileText],
+        dry_run: bool,
+    ) -> Response {
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(errors) => return Response::Refused { errors },
+        };
+        let mut rules = vec![applied::rules_file(self.applied.path(), &plan.entries)];
+        rules.extend(self.accepted.values().map(|(_, file)| file.clone()));
+        let (model, across) = config::resolve_all(&rules);
+        let mut warnings = plan.warnings.clone();
+        // Only those about the files given: the rest of the rules' warnings
+        // are the agent log's.
+        warnings.extend(
+            across
+                .iter()
+                .filter(|w| files.iter().any(|f| Path::new(&f.path) == w.file))
+                .map(ToString::to_string),
+        );
+        let model = match model {
+            Ok(model) => model,
+            Err(errors) => {
+                return Response::Refused {
+                    errors: errors.iter().map(ToString::to_string).collect(),
+                };
+            }
+        };
+        if let Err(error) = self.check(&model) {
+            return Response::Refused {
+                errors: vec![error],
+            };
+        }
+        if dry_run || !plan.changes_anything() {
+            return Response::Changed {
+                changes: plan.changes,
+                warnings,
+                dry_run,
+            };
+        }
+        let previous = self.applied.entries().clone();
+        if let Err(err) = self.applied.replace(plan.entries) {
+            return Response::Refused {
+                errors: vec![format!("{err}; nothing was applied")],
+            };
+        }
+        let what = applied::names(&plan.changes);
+        if let Err(error) = self.install(model, &what) {
+            // The kernel keeps the rules in force before: so does the file.
+            if let Err(err) = self.applied.replace(previous) {
+                tracing::error!(%err, "cannot put the state file back after a failed kernel update: it holds resources that are not in force");
+            }
+            return Response::Refused {
+                errors: vec![error],
+            };
+        }
+        for change in &plan.changes {
+            tracing::info!(
+                resource = %applied::display_name(&change.kind, &change.name),
+                namespace = %change.namespace,
+                "{}", change.action.as_str()
+            );
+        }
+        // Rules files refused before may go in now (one may have waited
+        // for a ServiceEntry just applied).
+        self.refused.clear();
+        self.rescan();
+        Response::Changed {
+            changes: plan.changes,
+            warnings,
+            dry_run,
+        }
+    }
+
+    /// Whether `model` compiles for this node (what `install` checks before
+    /// it writes to the kernel).
+    fn check(&self, model: &RoutingModel) -> Result<(), String> {
+        let is_local = traffic_shift_datapath::netns::is_local_in(&self.netns)
+            .map_err(|e| format!("cannot list the addresses of {}: {e}", self.netns.display()))?;
+        compile::compile(
+            &self.usable(model),
+            &is_local,
+            self.xdp,
+            &self.stat_ids,
+            &self.limits,
+            &self.l7.addrs,
+        )
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+
+    /// At start, after the first rescan: if no rules file went in (none, or
+    /// all refused), the applied set has not either; put it in force alone.
+    pub(super) fn restore_applied(&mut self, server: &AdminServer) {
+        tracing::info!(
+            socket = %server.path().display(),
+            state = %self.applied.path().display(),
+            applied = self.applied.entries().len(),
+            "admin socket ready"
+        );
+        if self.applied.entries().is_empty() || self.generation > 0 {
+            return;
+        }
+        let rules = vec![self.applied.rules_file()];
+        let result = config::resolve_all(&rules)
+            .0
+            .map_err(|errors| {
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .and_then(|model| self.install(model, "applied (restored)"));
+        match result {
+            Ok(()) => tracing::info!(
+                file = %self.applied.path().display(),
+                resources = self.applied.entries().len(),
+                "applied resources restored"
+            ),
+            Err(err) => tracing::error!(
+                file = %self.applied.path().display(),
+                "the applied resources cannot be put in force: {err}; fix the rules directory, or `traffic-shift delete` them"
+            ),
+        }
+    }
+
+    /// `get`: the resources in force, of `kind` or all, sorted by
+    /// namespace, name and kind.
+    fn resources(&self, kind: Option<&str>) -> Response {
+        let wanted = |k: &str| kind.is_none_or(|kind| kind == k);
+        let mut items: Vec<Item> = self
+            .applied
+            .entries()
+            .iter()
+            .filter(|(key, _)| wanted(key.kind))
+            .map(|(key, entry)| Item {
+                kind: key.kind.to_owned(),
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                source: "apply".to_owned(),
+                created_ms: Some(entry.created_ms),
+                document: entry.document.to_json(),
+            })
+            .collect();
+        for (path, (text, file)) in &self.accepted {
+            let documents = applied::documents(text);
+            let modified = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            for resource in file.resources.iter().filter(|r| wanted(r.kind())) {
+                let document = documents
+                    .get(resource.source().document - 1)
+                    .cloned()
+                    .flatten()
+                    .and_then(|d| applied::normalize(d, resource.namespace()).ok())
+                    .unwrap_or_default();
+                items.push(Item {
+                    kind: resource.kind().to_owned(),
+                    namespace: resource.namespace().to_owned(),
+                    name: resource.name().to_owned(),
+                    source: path.display().to_string(),
+                    created_ms: modified,
+                    document,
+                });
+            }
+        }
+        items.sort_by(|a, b| {
+            (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind))
+        });
+        Response::Resources { items }
+    }
+}

@@ -1,0 +1,787 @@
+//! Resources applied with `traffic-shift apply`: kind names as the CLI
+//! takes them, what `apply` / `delete` would change ([`plan_apply`],
+//! [`plan_delete`]: pure, so they are tested without an agent), and the
+//! [`Store`] that persists the applied set under `--state-dir`.
+//!
+//! A resource is identified by (kind, namespace, name), as in Kubernetes.
+//! The agent's rules in force are the rules directory's files and the
+//! applied set together, resolved as one; each resource has one owner:
+//! `apply` and `delete` refuse a resource the rules directory defines, and
+//! a rules file that defines an applied resource is refused like any file
+//! that does not resolve (the resource stays as applied).
+//!
+//! Persistence: the applied set is one multi-document YAML file,
+//! `<state-dir>/applied.yaml`, itself a valid rules file (`traffic-shift
+//! validate -f` reads it), each document as `get -o yaml` shows it
+//! (`metadata.creationTimestamp` set). It is replaced whole on every
+//! change: written to a temporary file, fsynced, renamed over the old one,
+//! and the directory fsynced; a crash leaves the old set or the new one.
+//! At start the agent reads it before its first apply; if it cannot be
+//! read or parsed the agent refuses to start (see [`StateError::Corrupt`]).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    fs::File,
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use serde_json::Value as Json;
+use serde_yaml_ng::Value as Yaml;
+
+use traffic_shift_config::{self as config, FieldPath, Resource, RulesFile};
+
+use crate::admin::{Action, Change, FileText};
+
+/// The names of a kind on the command line: `get vs`, `get virtualservices`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KindNames {
+    /// The Istio kind, as in `kind:`.
+    pub kind: &'static str,
+    /// kubectl's resource name, also how `apply` names a resource
+    /// (`virtualservice/tcp-echo`).
+    pub singular: &'static str,
+    pub plural: &'static str,
+    /// Istio's short name.
+    pub short: &'static str,
+}
+
+/// Every kind, in the order `unknown kind` lists them.
+pub const KIND_NAMES: [KindNames; 5] = [
+    KindNames {
+        kind: "VirtualService",
+        singular: "virtualservice",
+        plural: "virtualservices",
+        short: "vs",
+    },
+    KindNames {
+        kind: "DestinationRule",
+        singular: "destinationrule",
+        plural: "destinationrules",
+        short: "dr",
+    },
+    KindNames {
+        kind: "Gateway",
+        singular: "gateway",
+        plural: "gateways",
+        short: "gw",
+    },
+    KindNames {
+        kind: "ServiceEntry",
+        singular: "serviceentry",
+        plural: "serviceentries",
+        short: "se",
+    },
+    KindNames {
+        kind: "WorkloadEntry",
+        singular: "workloadentry",
+        plural: "workloadentries",
+        short: "we",
+    },
+];
+
+/// A resource type the CLI does not know.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown resource type {0:?}: use one of {list}", list = kind_list())]
+pub struct UnknownKind(pub String);
+
+fn kind_list() -> String {
+    KIND_NAMES
+        .iter()
+        .map(|k| format!("{} ({})", k.singular, k.short))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A kind as written on the command line, in any case: the Istio kind,
+/// kubectl's singular or plural, the short name, or any of these with
+/// `.networking.istio.io`.
+pub fn parse_kind(text: &str) -> Result<KindNames, UnknownKind> {
+    let lower = text.to_ascii_lowercase();
+    let name = lower.strip_suffix(".networking.istio.io").unwrap_or(&lower);
+    KIND_NAMES
+        .into_iter()
+        .find(|k| [k.singular, k.plural, k.short].contains(&name))
+        .ok_or_else(|| UnknownKind(text.to_owned()))
+}
+
+/// The names of an Istio kind (one of [`config::KINDS`]).
+pub fn names_of(kind: &str) -> Option<KindNames> {
+    KIND_NAMES.into_iter().find(|k| k.kind == kind)
+}
+
+/// kubectl's name of a resource, as `apply` prints it: `virtualservice/tcp-echo`.
+pub fn display_name(kind: &str, name: &str) -> String {
+    let singular = names_of(kind).map_or_else(|| kind.to_ascii_lowercase(), |k| k.singular.into());
+    format!("{singular}/{name}")
+}
+
+/// What identifies a resource.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Key {
+    pub fn of(resource: &Resource) -> Self {
+        Self {
+            kind: resource.kind(),
+            namespace: resource.namespace().to_owned(),
+            name: resource.name().to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    /// `VirtualService default/tcp-echo`, as errors name resources.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// The YAML documents of a text, by position: `documents(text)[n - 1]` is
+/// document `n` as `config` numbers them (`None`: empty). Stops at a
+/// syntax error (`config` has refused such a text already).
+pub fn documents(text: &str) -> Vec<Option<Yaml>> {
+    use serde::Deserialize as _;
+    let mut documents = Vec::new();
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
+        match Yaml::deserialize(document) {
+            Ok(Yaml::Null) => documents.push(None),
+            Ok(value) => documents.push(Some(value)),
+            Err(_) => break,
+        }
+    }
+    documents
+}
+
+/// The `metadata` fields Kubernetes sets: not part of what is applied, so
+/// `kubectl get -o yaml` output applies as `unchanged`.
+const SERVER_FIELDS: [&str; 7] = [
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+];
+
+/// A document as it is stored and shown: merge keys (`<<`) expanded, as
+/// JSON (keys sorted, as kubectl prints them), `metadata.namespace` written
+/// out, and without what Kubernetes sets (`status`, [`SERVER_FIELDS`]).
+pub fn normalize(mut document: Yaml, namespace: &str) -> Result<Json, String> {
+    document
+        .apply_merge()
+        .map_err(|e| format!("invalid YAML merge: {e}"))?;
+    let mut json = serde_json::to_value(&document)
+        .map_err(|e| format!("the document cannot be stored as JSON: {e}"))?;
+    let Some(object) = json.as_object_mut() else {
+        return Err("a document must be a mapping".into());
+    };
+    object.remove("status");
+    let metadata = object
+        .entry("metadata")
+        .or_insert_with(|| Json::Object(serde_json::Map::new()));
+    if let Some(metadata) = metadata.as_object_mut() {
+        for field in SERVER_FIELDS {
+            metadata.remove(field);
+        }
+        metadata.insert("namespace".into(), Json::String(namespace.into()));
+    }
+    Ok(json)
+}
+
+/// A stored document, kept as compact JSON text: a few hundred bytes where
+/// the parsed tree took ~5 KB (10 000 applied services held 100 MB of trees).
+/// It is parsed again only to be shown or compared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document(Box<str>);
+
+impl Document {
+    pub fn new(json: &Json) -> Self {
+        Self(json.to_string().into())
+    }
+
+    pub fn to_json(&self) -> Json {
+        serde_json::from_str(&self.0).expect("the text of a JSON value parses")
+    }
+}
+
+/// One applied resource.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// As [`normalize`] makes it, with `metadata.creationTimestamp`.
+    pub document: Document,
+    pub resource: Resource,
+    /// When it was first applied, Unix milliseconds.
+    pub created_ms: u64,
+}
+
+/// The applied set.
+pub type Entries = BTreeMap<Key, Entry>;
+
+/// What an `apply` or `delete` would make of the applied set.
+#[derive(Debug)]
+pub struct Plan {
+    /// The applied set afterwards.
+    pub entries: Entries,
+    /// Each resource named, in the order the files name them.
+    pub changes: Vec<Change>,
+    /// The warnings of the files' documents (each on its own; those across
+    /// resources come when the whole set is resolved).
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Whether anything is created, configured or deleted.
+    pub fn changes_anything(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::Unchanged)
+    }
+}
+
+fn change(key: &Key, action: Action) -> Change {
+    Change {
+        kind: key.kind.to_owned(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        action,
+    }
+}
+
+/// `apply`: every document of every file parsed and checked on its own
+/// (every error of every file is reported), then each resource created,
+/// configured (its document differs) or left unchanged. Refused: a resource
+/// given twice, or one the rules directory defines (`owner` names the
+/// file). The result still has to be resolved with the rest of the rules.
+pub fn plan_apply(
+    current: &Entries,
+    files: &[FileText],
+    owner: impl Fn(&Key) -> Option<String>,
+    now_ms: u64,
+) -> Result<Plan, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut entries = current.clone();
+    let mut changes = Vec::new();
+    let mut seen: BTreeMap<Key, config::Source> = BTreeMap::new();
+    for file in files {
+        let path = Path::new(&file.path);
+        let parsed = match config::parse_file_all(path, &file.text) {
+            Ok(parsed) => parsed,
+            Err(found) => {
+                errors.extend(found.iter().map(ToString::to_string));
+                continue;
+            }
+        };
+        warnings.extend(parsed.warnings.iter().map(ToString::to_string));
+        let documents = documents(&file.text);
+        for resource in parsed.resources {
+            let source = resource.source().clone();
+            let key = Key::of(&resource);
+            if let Some(first) = seen.get(&key) {
+                errors.push(
+                    source
+                        .error(
+                            FieldPath::parse("metadata.name"),
+                            format!(
+                                "{key} is given twice, also in {} document {}: apply one of them",
+                                first.file.display(),
+                                first.document
+                            ),
+                        )
+                        .to_string(),
+                );
+                continue;
+            }
+            seen.insert(key.clone(), source.clone());
+            if let Some(file) = owner(&key) {
+                errors.push(
+                    source
+                        .error(
+                            FieldPath::root(),
+                            format!(
+                                "{key} is defined in the rules directory ({file}): change it there, or remove it from there to manage it with apply"
+                            ),
+                        )
+                        .to_string(),
+                );
+                continue;
+            }
+            let document = documents
+                .get(source.document - 1)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| "the document cannot be read again".to_owned())
+                .and_then(|document| normalize(document, &key.namespace));
+            let document = match document {
+                Ok(document) => document,
+                Err(message) => {
+                    errors.push(source.error(FieldPath::root(), message).to_string());
+                    continue;
+                }
+            };
+            let (action, created_ms) = match current.get(&key) {
+                None => (Action::Created, now_ms),
+                Some(old) if same_document(old.document.to_json(), &document) => {
+                    changes.push(change(&key, Action::Unchanged));
+                    continue;
+                }
+                Some(old) => (Action::Configured, old.created_ms),
+            };
+            changes.push(change(&key, action));
+            entries.insert(
+                key,
+                Entry {
+                    document: Document::new(&with_timestamp(document, created_ms)),
+                    resource,
+                    created_ms,
+                },
+            );
+        }
+    }
+    if errors.is_empty() && changes.is_empty() {
+        errors.push("no objects passed to apply: the files hold no Istio resource".to_owned());
+    }
+    if errors.is_empty() {
+        Ok(Plan {
+            entries,
+            changes,
+            warnings,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// `delete`: the resources the files name (by kind, `metadata.name` and
+/// `metadata.namespace`; the specs are not checked, as kubectl does not),
+/// removed from the applied set. Refused: a resource the rules directory
+/// defines, or one not applied (unless `ignore_not_found`).
+pub fn plan_delete(
+    current: &Entries,
+    files: &[FileText],
+    owner: impl Fn(&Key) -> Option<String>,
+    ignore_not_found: bool,
+) -> Result<Plan, Vec<String>> {
+    use serde::Deserialize as _;
+    let mut errors = Vec::new();
+    let mut entries = current.clone();
+    let mut changes = Vec::new();
+    for file in files {
+        let at = |document: usize, message: String| {
+            format!("{}: document {document}: {message}", file.path)
+        };
+        // Size, depth and alias expansion, as for apply.
+        if let Err(error) = config::check_limits(Path::new(&file.path), &file.text) {
+            errors.push(error.to_string());
+            continue;
+        }
+        for (i, document) in serde_yaml_ng::Deserializer::from_str(&file.text).enumerate() {
+            let number = i + 1;
+            let value = match Yaml::deserialize(document) {
+                Ok(Yaml::Null) => continue,
+                Ok(value) => value,
+                Err(err) => {
+                    errors.push(at(number, format!("invalid YAML: {err}")));
+                    break;
+                }
+            };
+            let field = |path: &[&str]| {
+                path.iter()
+                    .try_fold(&value, |v, key| v.get(*key))
+                    .and_then(Yaml::as_str)
+            };
+            let kind =
+                field(&["kind"]).and_then(|k| config::KINDS.into_iter().find(|known| *known == k));
+            let (Some(kind), Some(name)) = (kind, field(&["metadata", "name"])) else {
+                errors.push(at(
+                    number,
+                    format!(
+                        "kind (one of {}) and metadata.name are needed to delete a resource",
+                        config::KINDS.join(", ")
+                    ),
+                ));
+                continue;
+            };
+            let key = Key {
+                kind,
+                namespace: field(&["metadata", "namespace"])
+                    .unwrap_or("default")
+                    .to_owned(),
+                name: name.to_owned(),
+            };
+            let at = |message: String| at(number, format!("({key}): {message}"));
+            if let Some(owner) = owner(&key) {
+                errors.push(at(format!(
+                    "it is defined in the rules directory ({owner}), not applied: remove it there"
+                )));
+            } else if entries.remove(&key).is_some() {
+                changes.push(change(&key, Action::Deleted));
+            } else if changes
+                .iter()
+                .any(|c| c.kind == key.kind && c.namespace == key.namespace && c.name == key.name)
+            {
+                // Named twice: deleted once.
+            } else if !ignore_not_found {
+                errors.push(at(format!(
+                    "not found: it is not applied (`traffic-shift get {} -n {}` lists what is)",
+                    names_of(kind).map_or(kind, |k| k.short),
+                    key.namespace
+                )));
+            }
+        }
+    }
+    if errors.is_empty() && changes.is_empty() && !ignore_not_found {
+        errors.push("no objects passed to delete: the files hold no Istio resource".to_owned());
+    }
+    if errors.is_empty() {
+        Ok(Plan {
+            entries,
+            changes,
+            warnings: Vec::new(),
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Whether two stored documents say the same, their creation time aside.
+fn same_document(mut stored: Json, new: &Json) -> bool {
+    if let Some(metadata) = stored.get_mut("metadata").and_then(Json::as_object_mut) {
+        metadata.remove("creationTimestamp");
+    }
+    stored == *new
+}
+
+fn with_timestamp(mut document: Json, created_ms: u64) -> Json {
+    if let Some(metadata) = document.get_mut("metadata").and_then(Json::as_object_mut) {
+        metadata.insert(
+            "creationTimestamp".into(),
+            Json::String(format_timestamp(created_ms)),
+        );
+    }
+    document
+}
+
+/// The applied set as one rules file for `config::resolve_all`.
+pub fn rules_file(path: &Path, entries: &Entries) -> RulesFile {
+    RulesFile {
+        path: path.to_owned(),
+        resources: entries.values().map(|e| e.resource.clone()).collect(),
+        warnings: Vec::new(),
+    }
+}
+
+/// The state file's first lines.
+const HEADER: &str = "# Istio resources applied with `traffic-shift apply`, in force together with the\n\
+# rules directory. Written by the agent (write, fsync, rename) on every apply and\n\
+# delete and read when it starts; do not edit it while the agent runs.\n";
+
+/// The applied set as the state file's text: [`HEADER`], then each
+/// document, sorted by kind, namespace and name.
+pub fn render(entries: &Entries) -> String {
+    let mut text = HEADER.to_owned();
+    for entry in entries.values() {
+        text.push_str("---\n");
+        text.push_str(
+            &serde_yaml_ng::to_string(&entry.document.to_json())
+                .expect("JSON values serialize as YAML"),
+        );
+    }
+    text
+}
+
+/// The applied set from the state file's text (`path` for messages), or
+/// every error.
+pub fn parse_state(path: &Path, text: &str, mtime_ms: u64) -> Result<Entries, Vec<String>> {
+    let file = config::parse_file_all_up_to(path, text, config::MAX_STATE_BYTES)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let documents = documents(text);
+    let mut entries = Entries::new();
+    let mut errors = Vec::new();
+    for resource in file.resources {
+        let source = resource.source().clone();
+        let key = Key::of(&resource);
+        let Some(Some(raw)) = documents.get(source.document - 1) else {
+            errors.push(
+                source
+                    .error(FieldPath::root(), "the document cannot be read again")
+                    .to_string(),
+            );
+            continue;
+        };
+        let created_ms = raw
+            .get("metadata")
+            .and_then(|m| m.get("creationTimestamp"))
+            .and_then(Yaml::as_str)
+            .and_then(parse_timestamp)
+            .unwrap_or(mtime_ms);
+        let document = match normalize(raw.clone(), &key.namespace) {
+            Ok(document) => Document::new(&with_timestamp(document, created_ms)),
+            Err(message) => {
+                errors.push(source.error(FieldPath::root(), message).to_string());
+                continue;
+            }
+        };
+        if entries.contains_key(&key) {
+            errors.push(
+                source
+                    .error(
+                        FieldPath::parse("metadata.name"),
+                        format!("{key} is in the file twice"),
+                    )
+                    .to_string(),
+            );
+            continue;
+        }
+        entries.insert(
+            key,
+            Entry {
+                document,
+                resource,
+                created_ms,
+            },
+        );
+    }
+    if errors.is_empty() {
+        Ok(entries)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Why the applied set cannot be read or kept.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot use the state directory {dir}: {source}")]
+    Dir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another agent uses the state directory {dir}; stop it, or give this one another --state-dir"
+    )]
+    Locked { dir: PathBuf },
+    /// The agent refuses to start rather than start without the applied
+    /// resources: that would remove routes that were in force, silently.
+    #[error(
+        "the state file {path} cannot be used, so the agent does not start (it would drop the resources applied with `traffic-shift apply`): {errors}; repair it (`traffic-shift validate -f {path}` lists what is wrong) or move it away to start without those resources",
+        errors = errors.join("; ")
+    )]
+    Corrupt { path: PathBuf, errors: Vec<String> },
+    #[error("cannot write the state file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The applied set and its file, locked for one agent.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    entries: Entries,
+    /// Holds the directory's lock (flock) while the agent runs.
+    _lock: File,
+}
+
+impl Store {
+    /// The state file's name in the state directory.
+    pub const FILE: &str = "applied.yaml";
+
+    /// Opens `dir` (created, root-only, if missing), locks it for this
+    /// agent, and reads the applied set (none if there is no state file).
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let dir_error = |source| StateError::Dir {
+            dir: dir.to_owned(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(dir_error)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join(".lock"))
+            .map_err(dir_error)?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(StateError::Locked {
+                    dir: dir.to_owned(),
+                });
+            }
+            Err(err) => return Err(dir_error(err.into())),
+        }
+        let path = dir.join(Self::FILE);
+        let corrupt = |errors| StateError::Corrupt {
+            path: path.clone(),
+            errors,
+        };
+        let entries = match config::read_file_up_to(&path, config::MAX_STATE_BYTES) {
+            Ok(text) => {
+                let mtime_ms = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .map_or(0, system_ms);
+                parse_state(&path, &text, mtime_ms).map_err(corrupt)?
+            }
+            Err(_) if !path.exists() => Entries::new(),
+            Err(err) => return Err(corrupt(vec![err.to_string()])),
+        };
+        Ok(Self {
+            path,
+            entries,
+            _lock: lock,
+        })
+    }
+
+    /// The state file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn entries(&self) -> &Entries {
+        &self.entries
+    }
+
+    /// The applied set as one rules file, for resolving with the rules directory.
+    pub fn rules_file(&self) -> RulesFile {
+        rules_file(&self.path, &self.entries)
+    }
+
+    /// Persists `entries` (atomically: write, fsync, rename, fsync the
+    /// directory), then makes them the applied set, as read back from the
+    /// file's text (messages about them then name the state file and its
+    /// lines, as after a restart).
+    pub fn replace(&mut self, entries: Entries) -> Result<(), StateError> {
+        let text = render(&entries);
+        write_atomic(&self.path, &text).map_err(|source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.entries = match parse_state(&self.path, &text, 0) {
+            Ok(read_back) => read_back,
+            Err(errors) => {
+                // Cannot happen (the documents were parsed before); the
+                // set is right all the same, only its messages name the
+                // files it came from.
+                tracing::warn!(file = %self.path.display(), ?errors, "the state file does not read back");
+                entries
+            }
+        };
+        Ok(())
+    }
+}
+
+/// Replaces `path` with `text` so that a crash at any point leaves the old
+/// file or the new one, whole.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    // The rename is durable once the directory is.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
+}
+
+fn system_ms(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Unix milliseconds as Kubernetes writes timestamps: `2026-11-23T15:32:07Z`.
+pub fn format_timestamp(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX));
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// [`format_timestamp`]'s text (fractions of a second allowed) back to
+/// Unix milliseconds.
+pub fn parse_timestamp(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(str::parse::<i64>);
+    let (year, month, day) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
+    let (time, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut time = time.splitn(3, ':').map(str::parse::<u64>);
+    let (h, m, s) = (time.next()?.ok()?, time.next()?.ok()?, time.next()?.ok()?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let millis = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<3}")[..3].parse::<u64>().ok()?
+    };
+    let days = u64::try_from(days_from_civil(year, month, day)).ok()?;
+    Some(((days * 86_400 + h * 3600 + m * 60 + s) * 1000) + millis)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// (year, month, day) to days since 1970-01-01 (`days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The keys named by a set of changes, for logs.
+pub fn names(changes: &[Change]) -> String {
+    let set: BTreeSet<String> = changes
+        .iter()
+        .map(|c| display_name(&c.kind, &c.name))
+        .collect();
+    set.into_iter().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests;

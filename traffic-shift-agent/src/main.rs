@@ -1,0 +1,310 @@
+//! `traffic-shift`: the node agent and its CLI.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use traffic_shift_agent::{admin, agent, cli, ctl};
+
+#[derive(Parser)]
+#[command(
+    name = "traffic-shift",
+    version,
+    about = "Istio traffic shifting in the kernel: weighted TCP routes picked at connect() time"
+)]
+struct Cli {
+    /// Log filter, as RUST_LOG: `info`, `debug`, `traffic_shift_datapath=debug`.
+    #[arg(long, global = true, env = "TRAFFIC_SHIFT_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: attach the kernel programs, apply every YAML file in
+    /// --rules and follow its changes until Ctrl-C.
+    Run(Box<agent::AgentOptions>),
+    /// Show what the running agent has in force: per route, each
+    /// destination's weight, its connections in the last minute and in
+    /// total, its observed share and its endpoints' state; then the gateway
+    /// endpoints (registered or missing) and the kernel's counters.
+    Status {
+        /// The agent's status file (its --status-file).
+        #[arg(long, value_name = "FILE", default_value = agent::DEFAULT_STATUS_FILE)]
+        status_file: PathBuf,
+        /// Redraw it live, like `top`, until Ctrl-C; a missing file is
+        /// shown as an error and read again.
+        #[arg(short, long)]
+        watch: bool,
+        /// Seconds between redraws with --watch, fractions allowed.
+        /// Example: `--interval 0.5`.
+        #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval, requires = "watch")]
+        interval: Duration,
+        /// Columns to fit, at least 20. Default: the terminal's width, else
+        /// $COLUMNS, else 80. Example: `--width 100`.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(20..))]
+        width: Option<u16>,
+    },
+    /// Remove everything the agent pinned (maps left by an agent that was
+    /// killed). Refused while an agent runs on that directory.
+    Unload {
+        /// The agent's pin directory (its --bpffs).
+        #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/traffic-shift")]
+        bpffs: PathBuf,
+    },
+    /// Check rule files offline, exactly as the agent would, and print the
+    /// routes they make. Exit code 1 if any file is refused.
+    Validate {
+        /// Files or directories (their *.yaml files) to check together. Example: `-f rules/tcp-echo`.
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+    },
+    #[command(flatten)]
+    Agent(AgentCommand),
+}
+
+/// The commands that talk to the running agent over its admin socket.
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Create or update the resources of rule files in the running agent,
+    /// all or nothing: the agent checks the whole resulting rule set and
+    /// puts it in force in one update, or refuses it with every error.
+    /// Prints `virtualservice/tcp-echo created|configured|unchanged`. Exit
+    /// code 1 if refused, 3 if the agent is not running.
+    Apply {
+        /// Files, directories (their *.yaml files) or `-` (standard input).
+        /// Example: `-f rules/tcp-echo/examples/vs-20-v2.yaml`.
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+        /// Check with the agent (everything but the kernel update) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+    /// Remove resources applied with `apply`, all or nothing, named by the
+    /// kind, metadata.name and metadata.namespace of the files' documents.
+    /// Refused if the rest of the rules need one of them.
+    Delete {
+        /// Files, directories (their *.yaml files) or `-`. Example: `-f vs.yaml`.
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+        /// Skip resources that are not applied instead of refusing.
+        #[arg(long)]
+        ignore_not_found: bool,
+        /// Check with the agent and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+    /// List the resources in force (applied, and from the rules directory).
+    /// Example: `get vs`, `get virtualservice tcp-echo -o yaml`, `get dr -A -o wide`.
+    Get {
+        /// virtualservice (vs), destinationrule (dr), gateway (gw),
+        /// serviceentry (se) or workloadentry (we); plurals too.
+        #[arg(value_name = "KIND")]
+        kind: String,
+        /// Only this resource (exit code 1 if there is none).
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// Output format: a table (default), `wide` (with each resource's
+        /// source: `apply` or its rules file), `yaml` (takes `apply -f -`),
+        /// `json`, `name`.
+        #[arg(short, long, value_name = "FORMAT")]
+        output: Option<ctl::Output>,
+        /// The namespace to list.
+        #[arg(short, long, value_name = "NAMESPACE", default_value = "default")]
+        namespace: String,
+        /// List every namespace.
+        #[arg(short = 'A', long, conflicts_with = "namespace")]
+        all_namespaces: bool,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+    /// Print the client's version and the running agent's (exit code 3 if
+    /// it is not running).
+    Version {
+        /// Only the client's.
+        #[arg(long)]
+        client: bool,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+}
+
+/// Where the agent's admin socket is.
+#[derive(clap::Args)]
+struct AdminSocket {
+    /// The agent's admin socket (its --admin-socket).
+    #[arg(long, value_name = "PATH", env = "TRAFFIC_SHIFT_ADMIN_SOCKET", default_value = admin::DEFAULT_SOCKET)]
+    admin_socket: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run(options) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(agent::run(*options))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status {
+            status_file,
+            watch,
+            interval,
+            width,
+        } => {
+            let width = width.map(usize::from);
+            let mut stdout = std::io::stdout().lock();
+            let result = if watch {
+                let in_place = std::io::IsTerminal::is_terminal(&stdout);
+                let mut terminal = cli::Terminal::new(width)?;
+                cli::watch(&status_file, interval, in_place, &mut terminal, &mut stdout)
+                    .map_err(cli::StatusError::Write)
+            } else {
+                let columns = std::env::var("COLUMNS").ok();
+                let width = cli::resolve_width(width, cli::terminal_size().0, columns.as_deref());
+                cli::status(&status_file, width, cli::now_ms(), &mut stdout)
+            };
+            match result {
+                // `traffic-shift status | head`: the reader left; not an error.
+                Err(cli::StatusError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    Ok(ExitCode::SUCCESS)
+                }
+                // Its message already names the cause: not `{:#}`, which repeats it.
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    Ok(ExitCode::FAILURE)
+                }
+                Ok(()) => Ok(ExitCode::SUCCESS),
+            }
+        }
+        Command::Unload { bpffs } => {
+            let removed = traffic_shift_datapath::unload(&bpffs)?;
+            if removed.is_empty() {
+                println!("nothing pinned under {}", bpffs.display());
+            }
+            for path in removed {
+                println!("removed {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { paths } => {
+            let mut stdout = std::io::stdout().lock();
+            Ok(if cli::validate(&paths, &mut stdout)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Agent(command) => agent_command(command),
+    }
+}
+
+/// The commands that talk to the agent over its admin socket.
+fn agent_command(command: AgentCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AgentCommand::Apply {
+            paths,
+            dry_run,
+            socket,
+        } => {
+            let request = |files| admin::Request::Apply { files, dry_run };
+            change(&socket.admin_socket, request, &paths)
+        }
+        AgentCommand::Delete {
+            paths,
+            ignore_not_found,
+            dry_run,
+            socket,
+        } => {
+            let request = |files| admin::Request::Delete {
+                files,
+                ignore_not_found,
+                dry_run,
+            };
+            change(&socket.admin_socket, request, &paths)
+        }
+        AgentCommand::Get {
+            kind,
+            name,
+            output,
+            namespace,
+            all_namespaces,
+            socket,
+        } => {
+            let selector = ctl::Selector {
+                kind,
+                name,
+                namespace: (!all_namespaces).then_some(namespace),
+            };
+            let code = ctl::get(
+                &socket.admin_socket,
+                &selector,
+                output.unwrap_or_default(),
+                cli::now_ms(),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )?;
+            Ok(ExitCode::from(code))
+        }
+        AgentCommand::Version { client, socket } => {
+            let code = ctl::version(
+                &socket.admin_socket,
+                client,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )?;
+            Ok(ExitCode::from(code))
+        }
+    }
+}
+
+/// `apply` / `delete`.
+fn change(
+    socket: &std::path::Path,
+    request: impl FnOnce(Vec<admin::FileText>) -> admin::Request,
+    paths: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    let code = ctl::change(
+        socket,
+        request,
+        paths,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )?;
+    Ok(ExitCode::from(code))
+}
+
+/// `--interval`: seconds, 0.1 to 3600.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds, e.g. 1 or 0.5"))?;
+    if !(0.1..=3600.0).contains(&secs) {
+        return Err(format!("{secs} s is out of range: 0.1 to 3600"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}

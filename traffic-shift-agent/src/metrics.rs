@@ -1,0 +1,519 @@
+//! `/metrics`: Prometheus text (OpenMetrics) with Istio's standard TCP
+//! metrics (and the L7 proxy's request metrics), so dashboards and alerts built on Istio keep working, plus the
+//! agent's own.
+//!
+//! Kernel counters are read at scrape time from the maps (per-CPU values
+//! summed), so a scrape is never older than the kernel. What only the agent
+//! knows (labels of each counter slot, rules applied, socket registration)
+//! it publishes into [`Shared`] as it changes.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Bytes, service::service_fn};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use traffic_shift_common::{EndpointStats, Event, XdpStats};
+
+use traffic_shift_datapath::KernelCounters;
+
+use traffic_shift_config::labels::IstioLabels;
+
+use traffic_shift_proxy::RequestMetrics;
+
+/// One counter slot as the metrics see it.
+#[derive(Clone, Debug)]
+pub struct SlotInfo {
+    pub labels: IstioLabels,
+    pub endpoint: SocketAddr,
+    /// `TcpRoute::key` of the route the slot belongs to.
+    pub route: String,
+}
+
+/// What the agent publishes for the exporter.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Stat id -> its labels; slots of endpoints that left the rules stay
+    /// (their closing connections still count) until the slot is reused.
+    pub slots: BTreeMap<u32, SlotInfo>,
+    pub rules_applied: u64,
+    pub apply_errors: u64,
+    pub generation: u64,
+    /// (map, entries, max entries).
+    pub map_fill: Vec<(&'static str, usize, u32)>,
+    /// Gateway endpoints: (service, version, endpoint) -> socket registered.
+    pub registered: BTreeMap<(String, String, String), bool>,
+    /// (route, service, version) -> configured weight.
+    pub weights: BTreeMap<(String, String, String), u32>,
+    /// (service, version, endpoint) -> healthy: not every connect of the
+    /// last minute failed (passive: observed connections, no probes).
+    pub healthy: BTreeMap<(String, String, String), bool>,
+}
+
+/// The Prometheus collector: kernel counters at scrape time, labelled from
+/// [`Shared`].
+pub struct Exporter {
+    pub shared: Arc<Mutex<Shared>>,
+    kernel: Mutex<KernelCounters>,
+    /// The L7 proxy's request metrics, once [`Exporter::add_requests`] gave them.
+    requests: Mutex<Option<Arc<RequestMetrics>>>,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter").finish_non_exhaustive()
+    }
+}
+
+impl Exporter {
+    pub fn new(kernel: KernelCounters, shared: Arc<Mutex<Shared>>) -> Self {
+        Self {
+            shared,
+            kernel: Mutex::new(kernel),
+            requests: Mutex::new(None),
+        }
+    }
+
+    /// Serves the L7 proxy's request metrics on `/metrics` too.
+    pub fn add_requests(&self, metrics: Arc<RequestMetrics>) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(metrics);
+    }
+
+    /// The whole exposition, as served on `/metrics`.
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Arc::clone(self)));
+        if let Some(requests) = &*self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            requests.register(&mut registry);
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One metric family: `name` with a sample per label set, each made by
+/// `metric` from its value.
+fn family<V: Copy, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &BTreeMap<Labels, V>,
+    metric: impl Fn(V) -> M,
+) -> Result<(), std::fmt::Error> {
+    let Some(kind) = values.values().next().map(|v| metric(*v).metric_type()) else {
+        return Ok(());
+    };
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in values {
+        metric(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &BTreeMap<Labels, u64>,
+) -> Result<(), std::fmt::Error> {
+    family(encoder, name, help, values, ConstCounter::new)
+}
+
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &BTreeMap<Labels, i64>,
+) -> Result<(), std::fmt::Error> {
+    family(encoder, name, help, values, ConstGauge::new)
+}
+
+impl Collector for Exporter {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let shared = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kernel = self
+            .kernel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        encode_connections(&mut encoder, &shared, &kernel)?;
+        encode_events(&mut encoder, &kernel)?;
+        encode_xdp(&mut encoder, &shared, &kernel)?;
+        drop(kernel);
+        encode_agent(&mut encoder, &shared)
+    }
+}
+
+/// Istio's TCP metrics and the failed connects, from the per-slot counters.
+fn encode_connections(
+    encoder: &mut DescriptorEncoder,
+    shared: &Shared,
+    kernel: &KernelCounters,
+) -> Result<(), std::fmt::Error> {
+    let mut opened = BTreeMap::new();
+    let mut closed = BTreeMap::new();
+    let mut sent = BTreeMap::new();
+    let mut received = BTreeMap::new();
+    let mut failed = BTreeMap::new();
+    for (&id, slot) in &shared.slots {
+        let Ok(s) = kernel.stats(id) else { continue };
+        let EndpointStats {
+            opened: n_opened,
+            closed: n_closed,
+            failed_refused,
+            failed_timeout,
+            failed_other,
+            request_bytes,
+            response_bytes,
+            ..
+        } = s;
+        let n_failed = s.failed();
+        *opened
+            .entry(slot.labels.with("response_flags", "-"))
+            .or_default() += n_opened;
+        *closed
+            .entry(slot.labels.with("response_flags", "-"))
+            .or_default() += n_closed.saturating_sub(n_failed);
+        if n_failed > 0 {
+            // Envoy's flag for a failed upstream connect.
+            *closed
+                .entry(slot.labels.with("response_flags", "UF"))
+                .or_default() += n_failed;
+        }
+        *sent
+            .entry(slot.labels.with("response_flags", "-"))
+            .or_default() += response_bytes;
+        *received
+            .entry(slot.labels.with("response_flags", "-"))
+            .or_default() += request_bytes;
+        for (reason, n) in [
+            ("refused", failed_refused),
+            ("timeout", failed_timeout),
+            ("other", failed_other),
+        ] {
+            let labels = vec![
+                (
+                    "destination_service",
+                    slot.labels.get("destination_service").to_owned(),
+                ),
+                (
+                    "destination_version",
+                    slot.labels.get("destination_version").to_owned(),
+                ),
+                ("endpoint", slot.endpoint.to_string()),
+                ("reason", reason.to_owned()),
+            ];
+            *failed.entry(labels).or_default() += n;
+        }
+    }
+    counters(
+        encoder,
+        "istio_tcp_connections_opened",
+        "Connections opened to a destination (Istio standard metric)",
+        &opened,
+    )?;
+    counters(
+        encoder,
+        "istio_tcp_connections_closed",
+        "Connections closed, failed connects included with response_flags UF (Istio standard metric)",
+        &closed,
+    )?;
+    counters(
+        encoder,
+        "istio_tcp_sent_bytes",
+        "Bytes sent by the destination to the client (response) (Istio standard metric)",
+        &sent,
+    )?;
+    counters(
+        encoder,
+        "istio_tcp_received_bytes",
+        "Bytes received by the destination from the client (request) (Istio standard metric)",
+        &received,
+    )?;
+    counters(
+        encoder,
+        "traffic_shift_connections_failed",
+        "Connects to an endpoint that failed, by reason (refused: reset; timeout: SYN retries ran out; other)",
+        &failed,
+    )
+}
+
+/// The XDP gateway's packets, bytes (whole frames) and flows per route and
+/// endpoint, by direction. Slots the XDP gateway never used are left out.
+/// Its drops are `traffic_shift_kernel_events_total{program="xdp"}`.
+fn encode_xdp(
+    encoder: &mut DescriptorEncoder,
+    shared: &Shared,
+    kernel: &KernelCounters,
+) -> Result<(), std::fmt::Error> {
+    let mut packets = BTreeMap::new();
+    let mut bytes = BTreeMap::new();
+    let mut flows = BTreeMap::new();
+    for (&id, slot) in &shared.slots {
+        let Ok(x) = kernel.xdp_stats(id) else {
+            continue;
+        };
+        if x == XdpStats::default() {
+            continue;
+        }
+        let labels = |direction: Option<&str>| {
+            let mut labels = vec![
+                ("route", slot.route.clone()),
+                (
+                    "destination_service",
+                    slot.labels.get("destination_service").to_owned(),
+                ),
+                (
+                    "destination_version",
+                    slot.labels.get("destination_version").to_owned(),
+                ),
+                ("endpoint", slot.endpoint.to_string()),
+            ];
+            if let Some(d) = direction {
+                labels.push(("direction", d.to_owned()));
+            }
+            labels
+        };
+        for (direction, n_packets, n_bytes) in [
+            ("request", x.request_packets, x.request_bytes),
+            ("response", x.response_packets, x.response_bytes),
+        ] {
+            *packets.entry(labels(Some(direction))).or_default() += n_packets;
+            *bytes.entry(labels(Some(direction))).or_default() += n_bytes;
+        }
+        *flows.entry(labels(None)).or_default() += x.flows;
+    }
+    counters(
+        encoder,
+        "traffic_shift_xdp_packets",
+        "Packets the XDP gateway forwarded, per route and endpoint, by direction (request: client to endpoint)",
+        &packets,
+    )?;
+    counters(
+        encoder,
+        "traffic_shift_xdp_bytes",
+        "Bytes (whole frames) the XDP gateway forwarded, per route and endpoint, by direction",
+        &bytes,
+    )?;
+    counters(
+        encoder,
+        "traffic_shift_xdp_flows",
+        "Flows (SYNs given an endpoint) the XDP gateway started, per route and endpoint",
+        &flows,
+    )
+}
+
+/// The kernel programs' event counters (drops and fallbacks by reason).
+fn encode_events(
+    encoder: &mut DescriptorEncoder,
+    kernel: &KernelCounters,
+) -> Result<(), std::fmt::Error> {
+    let events: BTreeMap<Labels, u64> = kernel
+        .events()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(event, n): (Event, u64)| {
+            (
+                vec![
+                    ("program", event.program().to_owned()),
+                    ("event", event.name().to_owned()),
+                ],
+                n,
+            )
+        })
+        .collect();
+    counters(
+        encoder,
+        "traffic_shift_kernel_events",
+        "What the kernel programs did with connections, by program and event (drops and fallbacks by reason)",
+        &events,
+    )
+}
+
+/// What only the agent knows: rules, map fill, sockets, weights.
+fn encode_agent(encoder: &mut DescriptorEncoder, shared: &Shared) -> Result<(), std::fmt::Error> {
+    let one = |v: u64| BTreeMap::from([(Labels::new(), v)]);
+    counters(
+        encoder,
+        "traffic_shift_rules_applied",
+        "Rule sets applied",
+        &one(shared.rules_applied),
+    )?;
+    counters(
+        encoder,
+        "traffic_shift_apply_errors",
+        "Rule files and apply/delete requests refused (the previous rules stayed in force)",
+        &one(shared.apply_errors),
+    )?;
+    let gauge = |v: u64| BTreeMap::from([(Labels::new(), i64::try_from(v).unwrap_or(i64::MAX))]);
+    gauges(
+        encoder,
+        "traffic_shift_rules_generation",
+        "Generation of the rules in force",
+        &gauge(shared.generation),
+    )?;
+    let entries = shared
+        .map_fill
+        .iter()
+        .map(|(map, n, _)| {
+            (
+                vec![("map", (*map).to_owned())],
+                i64::try_from(*n).unwrap_or(i64::MAX),
+            )
+        })
+        .collect();
+    gauges(
+        encoder,
+        "traffic_shift_map_entries",
+        "Entries in a kernel map",
+        &entries,
+    )?;
+    let max = shared
+        .map_fill
+        .iter()
+        .map(|(map, _, max)| (vec![("map", (*map).to_owned())], i64::from(*max)))
+        .collect();
+    gauges(
+        encoder,
+        "traffic_shift_map_max_entries",
+        "Capacity of a kernel map",
+        &max,
+    )?;
+    encode_endpoints(encoder, shared)?;
+    let weights = shared
+        .weights
+        .iter()
+        .map(|((route, service, version), w)| {
+            (
+                vec![
+                    ("route", route.clone()),
+                    ("destination_service", service.clone()),
+                    ("destination_version", version.clone()),
+                ],
+                i64::from(*w),
+            )
+        })
+        .collect();
+    gauges(
+        encoder,
+        "traffic_shift_route_weight",
+        "Configured weight of a route's destination (relative: its share is weight / sum)",
+        &weights,
+    )?;
+    Ok(())
+}
+
+/// Per gateway/route endpoint: health as observed, socket registration.
+fn encode_endpoints(
+    encoder: &mut DescriptorEncoder,
+    shared: &Shared,
+) -> Result<(), std::fmt::Error> {
+    let by_endpoint = |values: &BTreeMap<(String, String, String), bool>| {
+        values
+            .iter()
+            .map(|((service, version, endpoint), up)| {
+                (
+                    vec![
+                        ("destination_service", service.clone()),
+                        ("destination_version", version.clone()),
+                        ("endpoint", endpoint.clone()),
+                    ],
+                    i64::from(*up),
+                )
+            })
+            .collect()
+    };
+    gauges(
+        encoder,
+        "traffic_shift_endpoint_healthy",
+        "0 when every connect to the endpoint in the last minute failed, else 1 (observed, not probed)",
+        &by_endpoint(&shared.healthy),
+    )?;
+    gauges(
+        encoder,
+        "traffic_shift_endpoint_registered",
+        "Whether the gateway holds the endpoint's listening socket (1) or not (0)",
+        &by_endpoint(&shared.registered),
+    )
+}
+
+/// Serves `/metrics` (and `/stats/prometheus`, Envoy's path) on `listener`
+/// until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, exporter: Arc<Exporter>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::warn!(%err, "metrics: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let exporter = Arc::clone(&exporter);
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let exporter = Arc::clone(&exporter);
+                async move { Ok::<_, std::convert::Infallible>(respond(&request, &exporter)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(io, service);
+            if let Err(err) = conn.await {
+                tracing::debug!(%err, "metrics: connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(
+    request: &Request<hyper::body::Incoming>,
+    exporter: &Arc<Exporter>,
+) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&hyper::Method::GET, "/metrics" | "/stats/prometheus") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            exporter.render(),
+        ),
+        (&hyper::Method::GET, _) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: the metrics are at /metrics\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}

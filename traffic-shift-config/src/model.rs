@@ -1,0 +1,270 @@
+//! The validated routing model: what the rules say, with every name resolved.
+//! Produced by `config`, consumed by `compile`. Strings stay here; the
+//! kernel only ever sees the ids `compile` derives from them.
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+pub use crate::http::{
+    DirectResponse, Fault, Headers, HttpMatch, HttpRedirect, Retries, Rewrite, StringMatch,
+};
+
+/// How one choice (a destination of a route, or an endpoint of a
+/// destination) is made for a new connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Selection {
+    /// Default (`loadBalancer` absent, `UNSPECIFIED`, `ROUND_ROBIN`,
+    /// `LEAST_REQUEST`): deterministic and smooth.
+    #[default]
+    Smooth,
+    /// `loadBalancer.simple: RANDOM`.
+    Random,
+    /// `loadBalancer.consistentHash.useSourceIp: true`.
+    SourceHash,
+}
+
+/// Everything the kernel needs, resolved from all rule files together.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RoutingModel {
+    /// In a stable order (sorted by `key`).
+    pub routes: Vec<TcpRoute>,
+    /// What the L7 proxy serves (VirtualService `http` rules), sorted by
+    /// `key`.
+    pub http: Vec<HttpListener>,
+}
+
+impl RoutingModel {
+    /// Every destination: of the TCP routes, then of the HTTP routes and
+    /// their mirrors.
+    pub fn destinations(&self) -> impl Iterator<Item = &Destination> {
+        self.routes
+            .iter()
+            .flat_map(|r| &r.destinations)
+            .chain(self.http_destinations())
+    }
+
+    /// The destinations of the HTTP routes and their mirrors.
+    pub fn http_destinations(&self) -> impl Iterator<Item = &Destination> {
+        self.http
+            .iter()
+            .flat_map(|l| &l.virtual_hosts)
+            .flat_map(|v| &v.routes)
+            .flat_map(|r| {
+                r.destinations
+                    .iter()
+                    .map(|d| &d.destination)
+                    .chain(r.mirrors.iter().map(|m| &m.destination))
+            })
+    }
+
+    /// [`RoutingModel::destinations`], to change them.
+    pub fn destinations_mut(&mut self) -> impl Iterator<Item = &mut Destination> {
+        let http = self
+            .http
+            .iter_mut()
+            .flat_map(|l| &mut l.virtual_hosts)
+            .flat_map(|v| &mut v.routes)
+            .flat_map(|r| {
+                r.destinations
+                    .iter_mut()
+                    .map(|d| &mut d.destination)
+                    .chain(r.mirrors.iter_mut().map(|m| &mut m.destination))
+            });
+        self.routes
+            .iter_mut()
+            .flat_map(|r| &mut r.destinations)
+            .chain(http)
+    }
+}
+
+/// One VirtualService `tcp[]` rule, for one service port. A rule that covers
+/// several ports of a service becomes one `TcpRoute` per port (each port's
+/// endpoints can listen on a different target port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpRoute {
+    /// Stable identity across reloads, e.g. `default/tcp-echo/tcp[0]/port 9000`.
+    /// A weight change keeps the key, so it is one atomic update of the same route.
+    pub key: String,
+    /// Where it came from, for messages: `rules/tcp-echo/vs-20-v2.yaml`.
+    pub source: String,
+    /// `None`: a mesh route (clients on the node connecting to a service
+    /// address; the connect-time path). `Some("<ns>/<gateway>")`: a gateway
+    /// route (connections arriving on the node at a Gateway server port; the
+    /// `sk_lookup` path). For a gateway route `listeners` holds the
+    /// addresses the server accepts on: its `bind` address, or the
+    /// unspecified addresses `0.0.0.0:<port>` and `[::]:<port>` for "any
+    /// local address".
+    pub gateway: Option<String>,
+    /// The service host the connection was meant for (`tcp-echo.local`).
+    pub service_host: String,
+    /// The service port number this route is for.
+    pub service_port: u16,
+    /// Every service address:port this route covers (ServiceEntry
+    /// `addresses` x this port). All of one family or mixed; the compiler
+    /// pairs each with endpoints of the same family.
+    pub listeners: Vec<SocketAddr>,
+    /// How the destination (subset) is chosen: from the DestinationRule of
+    /// the first destination's host, top-level `trafficPolicy.loadBalancer`.
+    pub selection: Selection,
+    /// Weighted destinations, in the order written. Weights are relative;
+    /// a single destination with no weight gets weight 1 (all traffic).
+    pub destinations: Vec<Destination>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub host: String,
+    /// `None`: every endpoint of the host.
+    pub subset: Option<String>,
+    pub weight: u32,
+    /// How an endpoint of this destination is chosen: the subset's
+    /// `trafficPolicy.loadBalancer`, else the rule's, else Smooth.
+    pub endpoint_selection: Selection,
+    /// DestinationRule `outlierDetection` (the subset's, else the rule's):
+    /// endpoints whose connects keep failing are ejected for a while.
+    pub outlier: Option<Outlier>,
+    /// The endpoints the subset's labels select, with the port resolved for
+    /// this route's service port. Empty is legal (Istio warns, IST0173):
+    /// connections that pick it are refused at once.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Outlier detection as it applies to TCP: Envoy counts a failed connect
+/// as a gateway error (local origin errors are not split by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outlier {
+    /// Consecutive failed connects that eject an endpoint
+    /// (`consecutiveGatewayErrors`, else `consecutive5xxErrors`; 0: never).
+    pub consecutive_failures: u32,
+    /// How often ejections are evaluated (`interval`).
+    pub interval: std::time::Duration,
+    /// An ejection lasts this times the number of times the endpoint was
+    /// ejected (`baseEjectionTime`).
+    pub base_ejection_time: std::time::Duration,
+    /// At most this share of a destination's endpoints is ejected at once;
+    /// at least one may always be, as in Envoy (`maxEjectionPercent`).
+    pub max_ejection_percent: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where the L7 proxy takes HTTP requests: one service port of the mesh, or
+/// one Gateway server port.
+///
+/// Mesh (`gateway: None`): clients on the node connecting to one of
+/// `listeners` (the ServiceEntry `addresses` x an HTTP port) are sent to the
+/// proxy by the connect-time hook, and the proxy serves them with this
+/// listener's `virtual_hosts`. Gateway (`Some("<ns>/<gateway>")`): the proxy
+/// listens on `listeners` itself (the server's `bind` address, or
+/// `0.0.0.0:<port>` and `[::]:<port>`), in the agent's `--netns`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpListener {
+    /// Stable identity across reloads: `mesh reviews.default.svc.cluster.local:9080`,
+    /// `gateway default/bookinfo-gateway port 8080`.
+    pub key: String,
+    pub gateway: Option<String>,
+    /// The port the client connected to (the service port, or the gateway
+    /// server port): what `match[].port` compares.
+    pub port: u16,
+    pub listeners: Vec<SocketAddr>,
+    /// Chosen by the request's authority (`Host` or `:authority`, port
+    /// removed, case-insensitive) as Envoy does: a domain equal to it, else
+    /// the longest `*.suffix` it ends with, else `*`; none: 404. A mesh
+    /// listener has exactly one, which takes every request whatever its
+    /// authority (the client chose the service by its address).
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// The `http` rules of one VirtualService, for one listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VirtualHost {
+    /// `<namespace>/<name>` of the VirtualService.
+    pub virtual_service: String,
+    /// The file it came from, for messages.
+    pub source: String,
+    /// The VirtualService `hosts` as authorities match them (lowercase;
+    /// `*`, `*.suffix` or a name).
+    pub domains: Vec<String>,
+    /// In the order written: the first whose `matches` admit the request
+    /// serves it; none: 404 (`NR`).
+    pub routes: Vec<HttpRoute>,
+}
+
+/// One `http[]` rule, every host and subset resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpRoute {
+    /// `default/reviews/http[1]`: identity in metrics and messages.
+    pub key: String,
+    pub name: Option<String>,
+    /// OR'ed, each AND'ed within; empty: every request. Regexes are valid
+    /// RE2 (checked) and must match the whole value, as Envoy's do.
+    /// `match[].port` is kept (compare with [`HttpListener::port`]);
+    /// `gateways` and `sourceLabels`/`sourceNamespace` were applied or
+    /// refused by `resolve`.
+    pub matches: Vec<HttpMatch>,
+    /// Weighted destinations (relative weights, a single destination gets
+    /// weight 1). Empty only with `redirect` or `direct_response`.
+    pub destinations: Vec<HttpDestination>,
+    /// How a request picks one of `destinations`: the DestinationRule
+    /// `loadBalancer` of the first destination's host.
+    pub selection: HttpSelection,
+    pub redirect: Option<HttpRedirect>,
+    pub direct_response: Option<DirectResponse>,
+    pub rewrite: Option<Rewrite>,
+    /// Whole-request timeout; `None`: none (Istio's default for HTTP routes).
+    pub timeout: Option<Duration>,
+    /// As written, or Istio's default when absent (2 attempts on
+    /// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
+    /// (503)); `attempts: 0`: none.
+    pub retries: Retries,
+    pub fault: Option<Fault>,
+    /// `mirror` (with `mirrorPercentage`) or `mirrors`.
+    pub mirrors: Vec<HttpMirror>,
+    /// Applied to every request/response of the rule, after the
+    /// destination's own.
+    pub headers: Headers,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpDestination {
+    pub destination: Destination,
+    /// The ServiceEntry port's protocol is `HTTP2` or `GRPC`: upstream
+    /// connections speak HTTP/2 cleartext (prior knowledge); else HTTP/1.1.
+    pub http2: bool,
+    /// How a request picks an endpoint of the destination (the subset's
+    /// `loadBalancer`, else the rule's); `destination.endpoint_selection`
+    /// is its TCP reading, without the HTTP hash keys.
+    pub endpoint_selection: HttpSelection,
+    /// Header changes for this destination only.
+    pub headers: Headers,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpMirror {
+    pub destination: Destination,
+    /// As [`HttpDestination::http2`].
+    pub http2: bool,
+    /// Of the requests, 0.0..=100.0 (absent in the rules: 100).
+    pub percentage: f64,
+}
+
+/// How a request picks its destination (and, for hashing, keeps picking
+/// the same one while the weights stay).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum HttpSelection {
+    /// Deterministic and smooth, per route, as the kernel path.
+    #[default]
+    Smooth,
+    Random,
+    /// `consistentHash.useSourceIp`: the client's address.
+    SourceIp,
+    /// `consistentHash.httpHeaderName`.
+    Header(String),
+    /// `consistentHash.httpCookie.name`.
+    Cookie(String),
+    /// `consistentHash.httpQueryParameterName`.
+    QueryParameter(String),
+}

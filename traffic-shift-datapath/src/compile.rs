@@ -1,0 +1,904 @@
+//! Model -> kernel map entries.
+//!
+//! `compile` turns the resolved [`RoutingModel`] into the exact values the
+//! kernel maps will hold: one [`RouteTable`] per (route, address family) and
+//! the service keys that point at it. It is pure, so it is unit-tested here
+//! and the datapath only has to diff and write.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+};
+
+use traffic_shift_common::{
+    Backend, Dest, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_DESTS, RouteTable, ServiceKey,
+    backend_flags, select,
+};
+
+use traffic_shift_common::tables::canonical;
+pub use traffic_shift_common::tables::{
+    rendezvous_table, service_key, smooth_sequence, socket_addr,
+};
+
+use traffic_shift_config::model::{HttpListener, RoutingModel, Selection, TcpRoute};
+
+use crate::{
+    limits::Limits,
+    stats::{StatIds, StatKey, StatsFull},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Stats(#[from] StatsFull),
+    #[error(
+        "{route} (from {source_file}): {what} is {count}, the kernel table holds at most {max}; split the route or reduce it"
+    )]
+    TooMany {
+        route: String,
+        source_file: String,
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error(
+        "{count} {what} in all rules, the kernel holds at most {max}; raise {flag} (traffic-shift run) or remove rules"
+    )]
+    MapFull {
+        what: &'static str,
+        count: usize,
+        max: usize,
+        flag: &'static str,
+    },
+    #[error(
+        "service address {listener} is covered by both {first} and {second}; keep one route per service address and port"
+    )]
+    Conflict {
+        listener: SocketAddr,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "{route} (from {source_file}): endpoint {endpoint} is not on this node; the sk_lookup gateway hands connections only to local listening sockets: pass --xdp-iface (traffic-shift run) to serve endpoints on other hosts with the XDP gateway, bind the route to mesh, or use a local endpoint"
+    )]
+    RemoteEndpoint {
+        route: String,
+        source_file: String,
+        endpoint: SocketAddr,
+    },
+    #[error(
+        "{route} (from {source_file}): endpoint {local} is on this node and {remote} is not; a gateway route goes either to local listening sockets (sk_lookup) or to other hosts (XDP), not both: split the subsets into two routes"
+    )]
+    MixedEndpoints {
+        route: String,
+        source_file: String,
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+}
+
+/// What one kernel route holds.
+#[derive(Clone)]
+pub struct KernelRoute {
+    /// `TcpRoute::key` plus the family, e.g. `default/tcp-echo/tcp[0]/port 9000 ipv4`.
+    pub key: String,
+    /// Keys (address:port) that point at this route: service addresses in
+    /// `TS_SERVICES` for a mesh route, gateway addresses in `TS_GATEWAYS`
+    /// (zero address: any) for a gateway route.
+    pub listeners: Vec<ServiceKey>,
+    /// A gateway route (the `sk_lookup` or XDP path) rather than a mesh one.
+    pub gateway: bool,
+    /// A gateway route to endpoints on other hosts: its listeners go to
+    /// `TS_XDP_GATEWAYS` (the XDP gateway), not `TS_GATEWAYS`.
+    pub xdp: bool,
+    pub service_id: u32,
+    pub table: TableBytes,
+    /// For logs and status: `subset weight` per destination, in table order.
+    pub summary: String,
+}
+
+impl fmt::Debug for KernelRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KernelRoute")
+            .field("key", &self.key)
+            .field("listeners", &self.listeners.len())
+            .field("summary", &self.summary)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A route's table as user space keeps it: the bytes in use
+/// ([`RouteTable::used_bytes`], 1.7 KB for a smooth 80/20 table), not the
+/// whole value the kernel's map holds (5.8 KB; it was 67 KB when 10 000
+/// routes held whole took 670 MB of the agent's memory).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TableBytes(Box<[u8]>);
+
+impl TableBytes {
+    pub fn new(table: &RouteTable) -> Self {
+        Self(table.used_bytes().into())
+    }
+
+    /// What `used_bytes` of the whole table are.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Fills `table` (a scratch value, reused across routes) with this one.
+    pub fn write_to(&self, table: &mut RouteTable) {
+        table.set_used_bytes(&self.0);
+    }
+
+    /// The whole table, as the kernel's map holds it (tests look into it).
+    #[cfg(test)]
+    pub fn to_table(&self) -> Box<RouteTable> {
+        let mut table: Box<RouteTable> = bytemuck::zeroed_box();
+        self.write_to(&mut table);
+        table
+    }
+}
+
+/// Everything the kernel should hold, by route key.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    pub routes: BTreeMap<String, KernelRoute>,
+    /// The counter slots, with the ones to zero before the tables go in.
+    pub stat_ids: StatIds,
+}
+
+/// Where the L7 proxy takes the connections the connect-time hook sends it
+/// (mesh HTTP services), per address family of the service address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxyAddrs {
+    pub v4: SocketAddr,
+    pub v6: SocketAddr,
+}
+
+impl ProxyAddrs {
+    /// The default port, Istio's outbound capture port.
+    pub const DEFAULT_PORT: u16 = 15001;
+
+    /// Loopback addresses on `port`.
+    pub fn loopback(port: u16) -> Self {
+        Self {
+            v4: SocketAddr::from(([127, 0, 0, 1], port)),
+            v6: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        }
+    }
+}
+
+impl Default for ProxyAddrs {
+    fn default() -> Self {
+        Self::loopback(Self::DEFAULT_PORT)
+    }
+}
+
+/// Compiles the model. Fails as a whole: nothing partial reaches the kernel.
+/// `is_local` says whether an address belongs to this node (the gateway's
+/// network namespace): a gateway route to local endpoints goes to the
+/// `sk_lookup` gateway; one to endpoints on other hosts to the XDP gateway
+/// when `xdp` (`--xdp-iface` given), else it is refused.
+/// `stat_ids` are the counter slots in force; the result carries them
+/// updated for this model (keep them if it is applied). Connections to
+/// the service addresses of mesh HTTP listeners go to `proxy`.
+pub fn compile(
+    model: &RoutingModel,
+    is_local: &dyn Fn(IpAddr) -> bool,
+    xdp: bool,
+    stat_ids: &StatIds,
+    limits: &Limits,
+    proxy: &ProxyAddrs,
+) -> Result<Compiled, CompileError> {
+    let mut stat_ids = stat_ids.clone();
+    let endpoint_ids = stat_ids.assign(&stat_keys(model))?;
+    let mut service_ids: BTreeMap<(&str, u16), u32> = BTreeMap::new();
+    // Mesh and gateway listeners live in different maps: they never conflict.
+    let mut owner: BTreeMap<(bool, SocketAddr), &str> = BTreeMap::new();
+    let mut compiled = Compiled {
+        routes: BTreeMap::new(),
+        stat_ids,
+    };
+    let mut n_services = 0;
+    let mut socket_endpoints = std::collections::BTreeSet::new();
+    for route in &model.routes {
+        let next = u32::try_from(service_ids.len()).unwrap_or(u32::MAX);
+        let service_id = *service_ids
+            .entry((&route.service_host, route.service_port))
+            .or_insert(next);
+        let remote = gateway_placement(route, is_local, xdp)?;
+        if route.gateway.is_some() && !remote {
+            // The sk_lookup gateway holds these endpoints' sockets.
+            socket_endpoints.extend(
+                route
+                    .destinations
+                    .iter()
+                    .flat_map(|d| &d.endpoints)
+                    .map(|e| e.addr),
+            );
+        }
+        claim(
+            &mut owner,
+            route.gateway.is_some(),
+            &route.listeners,
+            &route.key,
+        )?;
+        for family in [FAMILY_V4, FAMILY_V6] {
+            let listeners: Vec<ServiceKey> = route
+                .listeners
+                .iter()
+                .filter(|l| family_of(l.ip()) == family)
+                .map(|l| service_key(*l))
+                .collect();
+            if listeners.is_empty() {
+                continue;
+            }
+            n_services += listeners.len();
+            let mut kernel = kernel_route(route, family, listeners, service_id, &endpoint_ids)?;
+            kernel.xdp = remote;
+            compiled.routes.insert(kernel.key.clone(), kernel);
+        }
+    }
+    for listener in model.http.iter().filter(|l| l.gateway.is_none()) {
+        claim(&mut owner, false, &listener.listeners, &listener.key)?;
+        let next = u32::try_from(service_ids.len()).unwrap_or(u32::MAX);
+        let service_id = *service_ids
+            .entry((&listener.key, listener.port))
+            .or_insert(next);
+        for (family, to) in [(FAMILY_V4, proxy.v4), (FAMILY_V6, proxy.v6)] {
+            let kernel = proxy_route(listener, family, to, service_id);
+            if !kernel.listeners.is_empty() {
+                n_services += kernel.listeners.len();
+                compiled.routes.insert(kernel.key.clone(), kernel);
+            }
+        }
+    }
+    check_limits(&compiled, n_services, &socket_endpoints, limits)?;
+    Ok(compiled)
+}
+
+/// Whether a gateway route goes to the XDP gateway (its endpoints are on
+/// other hosts) rather than to `sk_lookup` (all local); false for a mesh route.
+fn gateway_placement(
+    route: &TcpRoute,
+    is_local: &dyn Fn(IpAddr) -> bool,
+    xdp: bool,
+) -> Result<bool, CompileError> {
+    if route.gateway.is_none() {
+        return Ok(false);
+    }
+    let endpoints = || route.destinations.iter().flat_map(|d| &d.endpoints);
+    let Some(remote) = endpoints().find(|e| !is_local(e.addr.ip())) else {
+        return Ok(false);
+    };
+    if !xdp {
+        return Err(CompileError::RemoteEndpoint {
+            route: route.key.clone(),
+            source_file: route.source.clone(),
+            endpoint: remote.addr,
+        });
+    }
+    if let Some(local) = endpoints().find(|e| is_local(e.addr.ip())) {
+        return Err(CompileError::MixedEndpoints {
+            route: route.key.clone(),
+            source_file: route.source.clone(),
+            local: local.addr,
+            remote: remote.addr,
+        });
+    }
+    Ok(true)
+}
+
+/// Records that route `key` takes `listeners` (in the gateway maps or the
+/// mesh's): one route per address and port of a map.
+fn claim<'m>(
+    owner: &mut BTreeMap<(bool, SocketAddr), &'m str>,
+    gateway: bool,
+    listeners: &[SocketAddr],
+    key: &'m str,
+) -> Result<(), CompileError> {
+    for listener in listeners {
+        if let Some(first) = owner.insert((gateway, *listener), key) {
+            return Err(CompileError::Conflict {
+                listener: *listener,
+                first: first.to_owned(),
+                second: key.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether what the rules need fits the kernel maps' sizes.
+fn check_limits(
+    compiled: &Compiled,
+    n_services: usize,
+    gateway_endpoints: &std::collections::BTreeSet<SocketAddr>,
+    limits: &Limits,
+) -> Result<(), CompileError> {
+    let n_gateways: usize = compiled
+        .routes
+        .values()
+        .filter(|r| r.gateway)
+        .map(|r| r.listeners.len())
+        .sum();
+    for (what, count, max, flag) in [
+        (
+            "routes (per address family)",
+            compiled.routes.len(),
+            limits.max_routes,
+            "--max-routes",
+        ),
+        (
+            "service addresses",
+            n_services - n_gateways,
+            limits.max_services,
+            "--max-services",
+        ),
+        (
+            "gateway addresses",
+            n_gateways,
+            limits.max_gateways,
+            "--max-gateways",
+        ),
+        (
+            "gateway endpoints",
+            gateway_endpoints.len(),
+            limits.max_gateway_endpoints,
+            "--max-gateway-endpoints",
+        ),
+    ] {
+        if count > max as usize {
+            return Err(CompileError::MapFull {
+                what,
+                count,
+                max: max as usize,
+                flag,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn kernel_route(
+    route: &TcpRoute,
+    family: u8,
+    listeners: Vec<ServiceKey>,
+    service_id: u32,
+    endpoint_ids: &BTreeMap<StatKey, u32>,
+) -> Result<KernelRoute, CompileError> {
+    let too_many = |what, count, max| CompileError::TooMany {
+        route: route.key.clone(),
+        source_file: route.source.clone(),
+        what,
+        count,
+        max,
+    };
+    if route.destinations.len() > MAX_DESTS {
+        return Err(too_many(
+            "destinations",
+            route.destinations.len(),
+            MAX_DESTS,
+        ));
+    }
+    let mut table: Box<RouteTable> = bytemuck::zeroed_box();
+    let mut summary = Vec::new();
+    let mut n_backends = 0usize;
+    for (i, dest) in route.destinations.iter().enumerate() {
+        let endpoints: Vec<_> = dest
+            .endpoints
+            .iter()
+            .filter(|e| family_of(e.addr.ip()) == family)
+            .collect();
+        if n_backends + endpoints.len() > MAX_BACKENDS {
+            return Err(too_many(
+                "endpoints",
+                n_backends + endpoints.len(),
+                MAX_BACKENDS,
+            ));
+        }
+        table.dests[i] = Dest {
+            first_backend: u16::try_from(n_backends).expect("bounded by MAX_BACKENDS"),
+            n_backends: u16::try_from(endpoints.len()).expect("bounded by MAX_BACKENDS"),
+            endpoint_select: selection_code(dest.endpoint_selection),
+        };
+        for ep in endpoints {
+            let key = service_key(ep.addr);
+            table.backends[n_backends] = Backend {
+                addr: key.addr,
+                port: key.port,
+                family,
+                flags: 0,
+                stat_id: endpoint_ids[&stat_key(route, dest, ep.addr)],
+            };
+            n_backends += 1;
+        }
+        summary.push(format!(
+            "{} {}",
+            dest.subset.as_deref().unwrap_or(&dest.host),
+            dest.weight
+        ));
+    }
+    table.mode = selection_code(route.selection);
+    table.n_dests = u32::try_from(route.destinations.len()).expect("bounded by MAX_DESTS");
+    table.n_backends = u32::try_from(n_backends).expect("bounded by MAX_BACKENDS");
+    let weights: Vec<u32> = route.destinations.iter().map(|d| d.weight).collect();
+    let slots = match route.selection {
+        Selection::Smooth | Selection::Random => smooth_sequence(&weights),
+        Selection::SourceHash => {
+            let ids: Vec<u64> = route.destinations.iter().map(destination_id).collect();
+            rendezvous_table(&weights, &ids)
+        }
+    };
+    table.n_slots = u32::try_from(slots.len()).expect("bounded by MAX_SLOTS");
+    table.slots[..slots.len()].copy_from_slice(&slots);
+    Ok(KernelRoute {
+        gateway: route.gateway.is_some(),
+        xdp: false,
+        key: format!(
+            "{} {}",
+            route.key,
+            if family == FAMILY_V4 { "ipv4" } else { "ipv6" }
+        ),
+        listeners,
+        service_id,
+        table: TableBytes::new(&table),
+        summary: summary.join(", "),
+    })
+}
+
+/// The kernel route of a mesh HTTP listener, for one family: its service
+/// addresses of that family all go to the proxy at `to`.
+fn proxy_route(
+    listener: &HttpListener,
+    family: u8,
+    to: SocketAddr,
+    service_id: u32,
+) -> KernelRoute {
+    let listeners: Vec<ServiceKey> = listener
+        .listeners
+        .iter()
+        .filter(|l| family_of(l.ip()) == family)
+        .map(|l| service_key(*l))
+        .collect();
+    let mut table: Box<RouteTable> = bytemuck::zeroed_box();
+    let to = service_key(to);
+    table.mode = select::SMOOTH;
+    table.n_dests = 1;
+    table.n_backends = 1;
+    table.n_slots = 1;
+    table.dests[0] = Dest {
+        first_backend: 0,
+        n_backends: 1,
+        endpoint_select: select::SMOOTH,
+    };
+    table.backends[0] = Backend {
+        addr: to.addr,
+        port: to.port,
+        family,
+        flags: backend_flags::PROXY,
+        // Never read: sock_ops leaves proxied connections to the proxy.
+        stat_id: u32::MAX,
+    };
+    KernelRoute {
+        key: format!(
+            "{} {}",
+            listener.key,
+            if family == FAMILY_V4 { "ipv4" } else { "ipv6" }
+        ),
+        listeners,
+        gateway: false,
+        xdp: false,
+        service_id,
+        table: TableBytes::new(&table),
+        summary: "L7 proxy".to_owned(),
+    }
+}
+
+/// The counter slot of one endpoint of one destination of a route.
+pub fn stat_key(
+    route: &TcpRoute,
+    dest: &traffic_shift_config::model::Destination,
+    endpoint: SocketAddr,
+) -> StatKey {
+    StatKey {
+        route: route.key.clone(),
+        host: dest.host.clone(),
+        subset: dest.subset.clone(),
+        endpoint,
+    }
+}
+
+/// Every counter slot the model needs.
+pub fn stat_keys(model: &RoutingModel) -> std::collections::BTreeSet<StatKey> {
+    model
+        .routes
+        .iter()
+        .flat_map(|r| {
+            r.destinations
+                .iter()
+                .flat_map(move |d| d.endpoints.iter().map(move |e| stat_key(r, d, e.addr)))
+        })
+        .collect()
+}
+
+fn selection_code(selection: Selection) -> u32 {
+    match selection {
+        Selection::Smooth => select::SMOOTH,
+        Selection::Random => select::RANDOM,
+        Selection::SourceHash => select::SOURCE_HASH,
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are IPv4 to the kernel programs.
+fn family_of(ip: IpAddr) -> u8 {
+    if canonical(ip).is_ipv4() {
+        FAMILY_V4
+    } else {
+        FAMILY_V6
+    }
+}
+
+#[cfg(test)]
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::naive_bytecount,
+    reason = "test arithmetic on small counts"
+)]
+mod tests {
+    use super::*;
+
+    fn window_counts(seq: &[u8], start: usize, len: usize, dest: u8) -> usize {
+        (start..start + len)
+            .filter(|&k| seq[k % seq.len()] == dest)
+            .count()
+    }
+
+    #[test]
+    fn smooth_80_20_every_window_is_exact() {
+        let seq = smooth_sequence(&[80, 20]);
+        assert_eq!(seq.len(), 5, "80/20 reduces to a cycle of 5");
+        for start in 0..seq.len() {
+            assert_eq!(
+                window_counts(&seq, start, 100, 1),
+                20,
+                "window of 100 from {start}"
+            );
+            assert_eq!(
+                window_counts(&seq, start, 1000, 1),
+                200,
+                "window of 1000 from {start}"
+            );
+        }
+    }
+
+    #[test]
+    fn smooth_windows_within_one_for_many_splits() {
+        for weights in [
+            vec![1, 1],
+            vec![33, 67],
+            vec![10, 20, 70],
+            vec![1, 999],
+            vec![5, 5, 5, 85],
+            vec![700, 300],
+        ] {
+            let seq = smooth_sequence(&weights);
+            let total: u32 = weights.iter().sum();
+            for (d, &w) in weights.iter().enumerate() {
+                let d = u8::try_from(d).unwrap();
+                for len in [10usize, 100, 1000] {
+                    let ideal = len as f64 * f64::from(w) / f64::from(total);
+                    for start in 0..seq.len() {
+                        let got = window_counts(&seq, start, len, d) as f64;
+                        assert!(
+                            (got - ideal).abs() < 2.0,
+                            "{weights:?} dest {d} window {len}@{start}: {got} vs {ideal}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn huge_totals_are_apportioned_and_keep_small_weights() {
+        let seq = smooth_sequence(&[1_000_000, 1, 999_999]);
+        assert!(seq.len() <= traffic_shift_common::MAX_SLOTS);
+        assert!(
+            seq.contains(&1),
+            "a non-zero weight keeps at least one slot"
+        );
+        let share = seq.iter().filter(|&&d| d == 0).count() as f64 / seq.len() as f64;
+        assert!((share - 0.5).abs() < 0.001, "share of the first {share}");
+    }
+
+    #[test]
+    fn zero_weight_gets_nothing() {
+        let seq = smooth_sequence(&[0, 3]);
+        assert!(seq.iter().all(|&d| d == 1));
+    }
+
+    #[test]
+    fn rendezvous_follows_weights_and_only_moves_to_the_grown_destination() {
+        let ids = [
+            traffic_shift_common::tables::destination_id("tcp-echo", Some("v1")),
+            traffic_shift_common::tables::destination_id("tcp-echo", Some("v2")),
+        ];
+        let before = rendezvous_table(&[80, 20], &ids);
+        let after = rendezvous_table(&[50, 50], &ids);
+        let share = |t: &[u8]| t.iter().filter(|&&d| d == 1).count() as f64 / t.len() as f64;
+        // 4096 buckets: the standard deviation of the share is about 0.6%
+        // (at 20%) and 0.8% (at 50%); 2% is 3 of those.
+        assert!(
+            (share(&before) - 0.2).abs() < 0.02,
+            "v2 share at 20: {}",
+            share(&before)
+        );
+        assert!(
+            (share(&after) - 0.5).abs() < 0.02,
+            "v2 share at 50: {}",
+            share(&after)
+        );
+        let left_v2 = before
+            .iter()
+            .zip(&after)
+            .filter(|&(&b, &a)| b == 1 && a != 1)
+            .count();
+        assert_eq!(left_v2, 0, "no bucket on v2 leaves it when v2 grows");
+        let moved = before.iter().zip(&after).filter(|&(&b, &a)| b != a).count() as f64
+            / before.len() as f64;
+        assert!((moved - 0.3).abs() < 0.02, "about 30% move, got {moved}");
+    }
+
+    #[test]
+    fn service_key_is_network_order() {
+        let k = service_key("127.100.0.1:9000".parse().unwrap());
+        assert_eq!(k.addr[0].to_ne_bytes(), [127, 100, 0, 1]);
+        assert_eq!(k.port.to_ne_bytes(), [0x23, 0x28]);
+        assert_eq!(k.family, FAMILY_V4);
+        let k6 = service_key("[fd00:7473::1]:9000".parse().unwrap());
+        assert_eq!(k6.addr[0].to_ne_bytes(), [0xfd, 0, 0x74, 0x73]);
+        assert_eq!(k6.addr[3].to_ne_bytes(), [0, 0, 0, 1]);
+        assert_eq!(k6.family, FAMILY_V6);
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn socket_addr_undoes_service_key() {
+        for addr in ["127.100.0.1:9000", "[fd00:7473::1]:9000", "[::1]:15001"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_eq!(socket_addr(&service_key(addr)), addr);
+        }
+    }
+}
+
+#[cfg(test)]
+mod gateway_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use traffic_shift_config::model::{Destination, Endpoint};
+
+    fn gateway_route(endpoint: &str) -> RoutingModel {
+        RoutingModel {
+            routes: vec![TcpRoute {
+                key: "default/tcp-echo/tcp[0]/gateway default/gw port 31400".into(),
+                source: "gw.yaml".into(),
+                gateway: Some("default/gw".into()),
+                service_host: "tcp-echo.local".into(),
+                service_port: 31400,
+                listeners: vec!["0.0.0.0:31400".parse().unwrap()],
+                selection: Selection::Smooth,
+                destinations: vec![Destination {
+                    outlier: None,
+                    host: "tcp-echo.local".into(),
+                    subset: Some("v1".into()),
+                    weight: 1,
+                    endpoint_selection: Selection::Smooth,
+                    endpoints: vec![Endpoint {
+                        addr: endpoint.parse().unwrap(),
+                        labels: BTreeMap::new(),
+                    }],
+                }],
+            }],
+            http: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_gateway_route_to_a_remote_endpoint_is_refused_naming_it() {
+        let err = compile(
+            &gateway_route("192.0.2.10:9000"),
+            &|ip| ip.is_loopback(),
+            false,
+            &StatIds::default(),
+            &Limits::default(),
+            &ProxyAddrs::default(),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("192.0.2.10:9000")
+                && text.contains("not on this node")
+                && text.contains("--xdp-iface"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn with_xdp_a_gateway_route_to_remote_endpoints_goes_to_the_xdp_gateway() {
+        let compiled = compile(
+            &gateway_route("192.0.2.10:9000"),
+            &|ip| ip.is_loopback(),
+            true,
+            &StatIds::default(),
+            &Limits::default(),
+            &ProxyAddrs::default(),
+        )
+        .expect("compiles");
+        let route = compiled.routes.values().next().expect("one route");
+        assert!(route.gateway && route.xdp);
+        let table = route.table.to_table();
+        assert_eq!(table.n_backends, 1);
+        assert_eq!(
+            table.backends[0].addr,
+            service_key("192.0.2.10:9000".parse().unwrap()).addr
+        );
+        // A local route stays on sk_lookup even with --xdp-iface.
+        let local = compile(
+            &gateway_route("127.0.0.1:19001"),
+            &|ip| ip.is_loopback(),
+            true,
+            &StatIds::default(),
+            &Limits::default(),
+            &ProxyAddrs::default(),
+        )
+        .expect("compiles");
+        assert!(!local.routes.values().next().unwrap().xdp);
+    }
+
+    #[test]
+    fn a_table_kept_as_its_used_bytes_writes_back_whole() {
+        let mut model = gateway_route("192.0.2.10:9000");
+        let route = &mut model.routes[0];
+        let mut v2 = route.destinations[0].clone();
+        v2.subset = Some("v2".into());
+        route.destinations[0].weight = 80;
+        v2.weight = 20;
+        route.destinations.push(v2);
+        let compiled = compile(
+            &model,
+            &|_| false,
+            true,
+            &StatIds::default(),
+            &Limits::default(),
+            &ProxyAddrs::default(),
+        )
+        .expect("compiles");
+        let kept = &compiled.routes.values().next().expect("one route").table;
+        assert!(
+            kept.as_bytes().len() < 2 * 1024,
+            "an 80/20 table keeps {} bytes",
+            kept.as_bytes().len()
+        );
+        let whole = kept.to_table();
+        assert_eq!((whole.n_slots, whole.n_dests), (5, 2));
+        assert_eq!(&whole.slots[..5], &[0, 0, 1, 0, 0]);
+        // A scratch table that held a longer one before comes out the same.
+        let mut scratch: Box<RouteTable> = bytemuck::zeroed_box();
+        scratch.slots.fill(7);
+        kept.write_to(&mut scratch);
+        assert!(bytemuck::bytes_of(scratch.as_ref()) == bytemuck::bytes_of(whole.as_ref()));
+    }
+
+    #[test]
+    fn a_gateway_route_mixing_local_and_remote_endpoints_is_refused() {
+        let mut model = gateway_route("192.0.2.10:9000");
+        model.routes[0].destinations[0].endpoints.push(Endpoint {
+            addr: "127.0.0.1:19001".parse().unwrap(),
+            labels: BTreeMap::new(),
+        });
+        let err = compile(
+            &model,
+            &|ip| ip.is_loopback(),
+            true,
+            &StatIds::default(),
+            &Limits::default(),
+            &ProxyAddrs::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("127.0.0.1:19001") && err.contains("192.0.2.10:9000"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_gateway_route_to_a_local_endpoint_goes_to_the_gateway_map_with_the_any_address() {
+        let compiled = compile(
+            &gateway_route("127.0.0.1:19001"),
+            &|ip| ip.is_loopback(),
+            false,
+            &StatIds::default(),
+            &Limits::default(),
+            &ProxyAddrs::default(),
+        )
+        .expect("compiles");
+        let route = compiled.routes.values().next().expect("one route");
+        assert!(route.gateway);
+        assert_eq!(
+            route.listeners,
+            vec![service_key("0.0.0.0:31400".parse().unwrap())]
+        );
+        assert_eq!(
+            route.listeners[0].addr, [0; 4],
+            "the zero address stands for any local address"
+        );
+    }
+
+    #[test]
+    fn rules_over_a_map_size_are_refused_naming_the_flag() {
+        let model = gateway_route("127.0.0.1:19001");
+        let local = |ip: IpAddr| ip.is_loopback();
+        for (limits, flag) in [
+            (
+                Limits {
+                    max_gateways: 0,
+                    ..Limits::default()
+                },
+                "--max-gateways",
+            ),
+            (
+                Limits {
+                    max_routes: 0,
+                    ..Limits::default()
+                },
+                "--max-routes",
+            ),
+            (
+                Limits {
+                    max_gateway_endpoints: 0,
+                    ..Limits::default()
+                },
+                "--max-gateway-endpoints",
+            ),
+        ] {
+            let err = compile(
+                &model,
+                &local,
+                false,
+                &StatIds::default(),
+                &limits,
+                &ProxyAddrs::default(),
+            )
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("at most 0") && text.contains(flag),
+                "{flag}: {text}"
+            );
+        }
+        let err = compile(
+            &model,
+            &local,
+            false,
+            &StatIds::with_capacity(0),
+            &Limits::default(),
+            &ProxyAddrs::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--max-counters"), "{err}");
+    }
+}
+
+/// A destination's identity in [`rendezvous_table`]: the same on the TCP
+/// path and in the L7 proxy.
+pub fn destination_id(dest: &traffic_shift_config::model::Destination) -> u64 {
+    traffic_shift_common::tables::destination_id(&dest.host, dest.subset.as_deref())
+}
