@@ -66,6 +66,16 @@ use traffic_shift_config::{
     model::{Destination, Endpoint, HttpDestination, HttpListener, HttpSelection},
 };
 
+/// A configuration built by [`Proxy::prepare`], served by [`Proxy::install`].
+#[derive(Debug)]
+pub struct Prepared {
+    config: Config,
+    /// Selection cursors of the routes in it, by route key.
+    states: HashMap<String, Arc<RouteState>>,
+    /// Every endpoint it can send to.
+    endpoints: HashSet<SocketAddr>,
+}
+
 /// The body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -228,9 +238,20 @@ impl Proxy {
         })
     }
 
-    /// Replaces the whole configuration at once. Requests in flight finish
-    /// on the one they started with. On error the previous one stays.
+    /// Replaces the whole configuration at once: [`Proxy::prepare`] then
+    /// [`Proxy::install`]. Requests in flight finish on the one they
+    /// started with. On error the previous one stays.
     pub fn update(&self, listeners: Vec<HttpListener>) -> Result<(), RegexError> {
+        let prepared = self.prepare(listeners)?;
+        self.install(prepared);
+        Ok(())
+    }
+
+    /// Builds the configuration for `listeners` without serving it yet: the
+    /// step that can fail, taken before anything else of a rules change
+    /// (the kernel tables) is touched. Routes that stay keep their
+    /// selection cursors.
+    pub fn prepare(&self, listeners: Vec<HttpListener>) -> Result<Prepared, RegexError> {
         let endpoints: HashSet<SocketAddr> = listeners
             .iter()
             .flat_map(|l| &l.virtual_hosts)
@@ -243,7 +264,7 @@ impl Proxy {
             })
             .flat_map(|d| d.endpoints.iter().map(|e| e.addr))
             .collect();
-        let mut states = self
+        let states = self
             .states
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -253,18 +274,33 @@ impl Proxy {
             kept.insert(route.key.clone(), Arc::clone(&state));
             state
         })?;
-        *states = kept;
-        drop(states);
+        Ok(Prepared {
+            config,
+            states: kept,
+            endpoints,
+        })
+    }
+
+    /// Serves a configuration [`Proxy::prepare`] built; cannot fail.
+    pub fn install(&self, prepared: Prepared) {
+        let Prepared {
+            config,
+            states,
+            endpoints,
+        } = prepared;
+        *self
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = states;
         self.outcomes.retain(&endpoints);
         tracing::info!(
             listeners = config.listeners.len(),
             "L7 proxy configuration updated"
         );
         self.config.send_replace(Arc::new(config));
-        Ok(())
     }
 
-    /// The request metrics, for [`traffic_shift_config::labels::Exporter::add_requests`].
+    /// The request metrics, for the agent's metrics exporter.
     pub fn metrics(&self) -> Arc<RequestMetrics> {
         Arc::clone(&self.metrics)
     }

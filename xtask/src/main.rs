@@ -138,12 +138,20 @@ fn cargo(root: &Path) -> Command {
 /// Builds both agent binaries and the test crate's helper binaries, if it has any
 /// (`--bins` on a crate without binaries is a no-op).
 fn build(root: &Path, release: bool) -> Result<()> {
+    build_with(root, release, &[])
+}
+
+/// `build`, the agent with `features` (the tests' agent has `failpoints`).
+fn build_with(root: &Path, release: bool, features: &[&str]) -> Result<()> {
     let profile: &[&str] = if release { &["--release"] } else { &[] };
-    cmd::run(
-        cargo(root)
-            .args(["build", "-p", "traffic-shift-agent"])
-            .args(profile),
-    )?;
+    let mut agent = cargo(root);
+    agent
+        .args(["build", "-p", "traffic-shift-agent"])
+        .args(profile);
+    if !features.is_empty() {
+        agent.args(["--features", &features.join(",")]);
+    }
+    cmd::run(&mut agent)?;
     cmd::run(
         cargo(root)
             .args(["build", "-p", "traffic-shift-tests", "--bins"])
@@ -198,8 +206,9 @@ fn test(root: &Path, cargo_test_args: &[OsString]) -> Result<()> {
     let mut build_b = PathBuf::new();
     step("build", "see the compiler errors above", || {
         // B first: building A after it puts A back at target/debug/traffic-shift.
+        // A has the failpoints (`run --failpoint`) the all-or-nothing tests use.
         build_b = upgrade_build_b(root)?;
-        build(root, false)
+        build_with(root, false, &["failpoints"])
     })?;
     let bin = profile_dir(root, false);
     ensure!(

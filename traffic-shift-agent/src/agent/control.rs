@@ -13,11 +13,7 @@ use std::path::Path;
 
 use tokio::sync::mpsc;
 
-use traffic_shift_datapath::compile;
-
 use traffic_shift_config as config;
-
-use traffic_shift_config::model::RoutingModel;
 
 use crate::{
     admin::{AdminServer, Call, FileText, Item, Request, Response},
@@ -43,7 +39,7 @@ impl Agent {
         let response = match &call.request {
             Request::Apply { files, dry_run } => {
                 let plan = applied::plan_apply(
-                    self.applied.entries(),
+                    self.sources.applied.entries(),
                     files,
                     |key| self.directory_owner(key),
                     crate::cli::now_ms(),
@@ -56,7 +52,7 @@ impl Agent {
                 dry_run,
             } => {
                 let plan = applied::plan_delete(
-                    self.applied.entries(),
+                    self.sources.applied.entries(),
                     files,
                     |key| self.directory_owner(key),
                     *ignore_not_found,
@@ -76,14 +72,14 @@ impl Agent {
                 "admin request refused: {}",
                 errors.join("; ")
             );
-            self.shared().apply_errors += 1;
+            self.observer.shared().apply_errors += 1;
         }
         call.reply(response);
     }
 
     /// The rules file that defines `key`, if the rules directory does.
     fn directory_owner(&self, key: &Key) -> Option<String> {
-        self.accepted.iter().find_map(|(path, (_, file))| {
+        self.sources.accepted.iter().find_map(|(path, (_, file))| {
             file.resources
                 .iter()
                 .any(|r| Key::of(r) == *key)
@@ -102,8 +98,11 @@ impl Agent {
             Ok(plan) => plan,
             Err(errors) => return Response::Refused { errors },
         };
-        let mut rules = vec![applied::rules_file(self.applied.path(), &plan.entries)];
-        rules.extend(self.accepted.values().map(|(_, file)| file.clone()));
+        let mut rules = vec![applied::rules_file(
+            self.sources.applied.path(),
+            &plan.entries,
+        )];
+        rules.extend(self.sources.accepted.values().map(|(_, file)| file.clone()));
         let (model, across) = config::resolve_all(&rules);
         let mut warnings = plan.warnings.clone();
         // Only those about the files given: the rest of the rules' warnings
@@ -124,7 +123,7 @@ impl Agent {
         };
         if let Err(error) = self.check(&model) {
             return Response::Refused {
-                errors: vec![error],
+                errors: vec![error.to_string()],
             };
         }
         if dry_run || !plan.changes_anything() {
@@ -134,8 +133,8 @@ impl Agent {
                 dry_run,
             };
         }
-        let previous = self.applied.entries().clone();
-        if let Err(err) = self.applied.replace(plan.entries) {
+        let previous = self.sources.applied.entries().clone();
+        if let Err(err) = self.sources.applied.replace(plan.entries) {
             return Response::Refused {
                 errors: vec![format!("{err}; nothing was applied")],
             };
@@ -143,11 +142,11 @@ impl Agent {
         let what = applied::names(&plan.changes);
         if let Err(error) = self.install(model, &what) {
             // The kernel keeps the rules in force before: so does the file.
-            if let Err(err) = self.applied.replace(previous) {
+            if let Err(err) = self.sources.applied.replace(previous) {
                 tracing::error!(%err, "cannot put the state file back after a failed kernel update: it holds resources that are not in force");
             }
             return Response::Refused {
-                errors: vec![error],
+                errors: vec![error.to_string()],
             };
         }
         for change in &plan.changes {
@@ -159,7 +158,7 @@ impl Agent {
         }
         // Rules files refused before may go in now (one may have waited
         // for a ServiceEntry just applied).
-        self.refused.clear();
+        self.sources.refused.clear();
         self.rescan();
         Response::Changed {
             changes: plan.changes,
@@ -168,36 +167,19 @@ impl Agent {
         }
     }
 
-    /// Whether `model` compiles for this node (what `install` checks before
-    /// it writes to the kernel).
-    fn check(&self, model: &RoutingModel) -> Result<(), String> {
-        let is_local = traffic_shift_datapath::netns::is_local_in(&self.netns)
-            .map_err(|e| format!("cannot list the addresses of {}: {e}", self.netns.display()))?;
-        compile::compile(
-            &self.usable(model),
-            &is_local,
-            self.xdp,
-            &self.stat_ids,
-            &self.limits,
-            &self.l7.addrs,
-        )
-        .map(drop)
-        .map_err(|e| e.to_string())
-    }
-
     /// At start, after the first rescan: if no rules file went in (none, or
     /// all refused), the applied set has not either; put it in force alone.
     pub(super) fn restore_applied(&mut self, server: &AdminServer) {
         tracing::info!(
             socket = %server.path().display(),
-            state = %self.applied.path().display(),
-            applied = self.applied.entries().len(),
+            state = %self.sources.applied.path().display(),
+            applied = self.sources.applied.entries().len(),
             "admin socket ready"
         );
-        if self.applied.entries().is_empty() || self.generation > 0 {
+        if self.sources.applied.entries().is_empty() || self.generation > 0 {
             return;
         }
-        let rules = vec![self.applied.rules_file()];
+        let rules = vec![self.sources.applied.rules_file()];
         let result = config::resolve_all(&rules)
             .0
             .map_err(|errors| {
@@ -207,15 +189,18 @@ impl Agent {
                     .collect::<Vec<_>>()
                     .join("; ")
             })
-            .and_then(|model| self.install(model, "applied (restored)"));
+            .and_then(|model| {
+                self.install(model, "applied (restored)")
+                    .map_err(|err| err.to_string())
+            });
         match result {
             Ok(()) => tracing::info!(
-                file = %self.applied.path().display(),
-                resources = self.applied.entries().len(),
+                file = %self.sources.applied.path().display(),
+                resources = self.sources.applied.entries().len(),
                 "applied resources restored"
             ),
             Err(err) => tracing::error!(
-                file = %self.applied.path().display(),
+                file = %self.sources.applied.path().display(),
                 "the applied resources cannot be put in force: {err}; fix the rules directory, or `traffic-shift delete` them"
             ),
         }
@@ -226,6 +211,7 @@ impl Agent {
     fn resources(&self, kind: Option<&str>) -> Response {
         let wanted = |k: &str| kind.is_none_or(|kind| kind == k);
         let mut items: Vec<Item> = self
+            .sources
             .applied
             .entries()
             .iter()
@@ -239,7 +225,7 @@ impl Agent {
                 document: entry.document.to_json(),
             })
             .collect();
-        for (path, (text, file)) in &self.accepted {
+        for (path, (text, file)) in &self.sources.accepted {
             let documents = applied::documents(text);
             let modified = std::fs::metadata(path)
                 .and_then(|m| m.modified())

@@ -13,7 +13,7 @@
 //! ones stay), closed when no rule needs it any more.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -22,19 +22,21 @@ use std::{
 use std::os::fd::AsRawFd as _;
 
 use tokio::{runtime::Runtime, task::JoinHandle};
-
-use traffic_shift_datapath::compile::ProxyAddrs;
-
-use traffic_shift_datapath::ProxyFlows;
-
 use traffic_shift_config::model::RoutingModel;
+use traffic_shift_datapath::{ProxyFlows, compile::ProxyAddrs, netns::listen_in};
+use traffic_shift_proxy::{OriginalDst, Prepared, Proxy};
 
-use traffic_shift_datapath::netns::listen_in;
+use super::error::L7Error;
 
-use traffic_shift_proxy::{OriginalDst, Proxy};
-
-/// Gateway sockets bound for rules not yet in force.
-pub struct Bound(Vec<(SocketAddr, String, std::net::TcpListener)>);
+/// A rules change on the proxy's side, prepared but not served yet.
+pub struct Plan {
+    /// Gateway sockets bound for rules not yet in force.
+    bound: Vec<(SocketAddr, String, std::net::TcpListener)>,
+    /// The proxy's new configuration.
+    proxy: Prepared,
+    /// The gateway listener addresses the rules need.
+    wanted: BTreeSet<SocketAddr>,
+}
 
 pub struct L7 {
     /// `None` only while dropping.
@@ -93,37 +95,66 @@ impl L7 {
         })
     }
 
-    /// Binds the gateway listeners `model` needs that are not bound yet.
-    pub fn bind(&self, model: &RoutingModel) -> Result<Bound, String> {
+    /// Everything of a rules change that can fail on the proxy's side, with
+    /// nothing served yet: binds the gateway listeners `model` needs that
+    /// are not bound yet, and builds the proxy's configuration from
+    /// `usable` (the model without the endpoints health took out).
+    pub fn prepare(&self, model: &RoutingModel, usable: &RoutingModel) -> Result<Plan, L7Error> {
         let mut bound = Vec::new();
         for listener in model.http.iter().filter(|l| l.gateway.is_some()) {
             for addr in &listener.listeners {
                 if self.gateways.contains_key(addr) {
                     continue;
                 }
-                let socket = listen_in(&self.netns, *addr).map_err(|err| {
-                    format!(
-                        "{}: cannot listen on {addr}: {err}; free the port or bind the Gateway \
-                         server to another address",
-                        listener.key
-                    )
+                let socket = listen_in(&self.netns, *addr).map_err(|source| L7Error::Bind {
+                    listener: listener.key.clone(),
+                    addr: *addr,
+                    source,
                 })?;
                 bound.push((*addr, listener.key.clone(), socket));
             }
         }
-        Ok(Bound(bound))
+        let proxy = self.prepare_update(usable)?;
+        let wanted = usable
+            .http
+            .iter()
+            .filter(|l| l.gateway.is_some())
+            .flat_map(|l| l.listeners.iter().copied())
+            .collect();
+        Ok(Plan {
+            bound,
+            proxy,
+            wanted,
+        })
     }
 
-    /// The rules in force changed: serves the new gateway sockets, closes
-    /// the ones no longer needed, and gives the proxy `usable` (the model
-    /// without the endpoints health took out). Requests in flight finish
-    /// on the configuration they started with.
-    pub fn commit(&mut self, bound: Bound, usable: &RoutingModel) -> Result<(), String> {
-        self.proxy
-            .update(usable.http.clone())
-            .map_err(|e| format!("the L7 proxy refused the http rules: {e}"))?;
+    /// The proxy's configuration for `usable`, not served yet.
+    pub fn prepare_update(&self, usable: &RoutingModel) -> Result<Prepared, L7Error> {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("l7-prepare", |arg| Err(L7Error::Injected(
+            arg.unwrap_or_else(|| "injected".to_owned())
+        )));
+        Ok(self.proxy.prepare(usable.http.clone())?)
+    }
+
+    /// Serves a configuration [`Self::prepare_update`] built (endpoint
+    /// health changed). Requests in flight finish on the one they started with.
+    pub fn install(&self, prepared: Prepared) {
+        self.proxy.install(prepared);
+    }
+
+    /// The rules in force changed: serves what [`Self::prepare`] made
+    /// (the new configuration and gateway sockets) and closes the listeners
+    /// no longer needed. Cannot fail: it runs after the kernel took the change.
+    pub fn commit(&mut self, plan: Plan) {
+        let Plan {
+            bound,
+            proxy,
+            wanted,
+        } = plan;
+        self.proxy.install(proxy);
         let runtime = self.runtime.as_ref().expect("set until dropped");
-        for (addr, key, socket) in bound.0 {
+        for (addr, key, socket) in bound {
             let socket = {
                 let _runtime = runtime.enter();
                 tokio::net::TcpListener::from_std(socket)
@@ -138,12 +169,6 @@ impl L7 {
                 Err(err) => tracing::error!(%addr, %err, "L7 proxy: cannot serve a gateway socket"),
             }
         }
-        let wanted: std::collections::BTreeSet<SocketAddr> = usable
-            .http
-            .iter()
-            .filter(|l| l.gateway.is_some())
-            .flat_map(|l| l.listeners.iter().copied())
-            .collect();
         self.gateways.retain(|addr, (key, task)| {
             let keep = wanted.contains(addr);
             if !keep {
@@ -152,12 +177,6 @@ impl L7 {
             }
             keep
         });
-        Ok(())
-    }
-
-    /// Endpoint health changed: the proxy picks from `usable` now.
-    pub fn update(&self, usable: &RoutingModel) -> Result<(), traffic_shift_proxy::RegexError> {
-        self.proxy.update(usable.http.clone())
     }
 
     pub fn proxy(&self) -> &Arc<Proxy> {

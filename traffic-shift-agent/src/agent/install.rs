@@ -1,0 +1,83 @@
+//! Putting a resolved model in force, all or nothing, kernel and proxy
+//! together:
+//!
+//! 1. everything that can refuse the change runs first and changes
+//!    nothing: the kernel tables compiled for this node
+//!    ([`Kernel::plan`](super::kernel::Kernel::plan)), the L7 proxy's
+//!    gateway sockets bound and its configuration built
+//!    ([`L7::prepare`](super::l7::L7::prepare));
+//! 2. the kernel is written in one update (the only step left that can
+//!    fail: then nothing else changes);
+//! 3. the proxy serves its new configuration (cannot fail), and the rest
+//!    of the agent (health probes, drain, metrics) follows the new model.
+
+use traffic_shift_config::model::RoutingModel;
+
+use super::{Agent, error::InstallError};
+
+impl Agent {
+    /// Puts `model` in force; `what` names the change in the log. On error
+    /// the rules in force before stay, in the kernel and in the proxy.
+    pub(super) fn install(&mut self, model: RoutingModel, what: &str) -> Result<(), InstallError> {
+        let usable = self.health.usable(&model);
+        let kernel = self.kernel.plan(&model, &usable, &self.l7.addrs)?;
+        let l7 = self.l7.prepare(&model, &usable)?;
+        let report = self.kernel.write(&kernel)?;
+        self.l7.commit(l7);
+        self.generation += 1;
+        tracing::info!(
+            generation = self.generation,
+            files = %what,
+            routes_added = report.routes_added.len(),
+            routes_changed = report.routes_changed.len(),
+            routes_removed = report.routes_removed.len(),
+            "rules applied"
+        );
+        for key in report.routes_added.iter().chain(&report.routes_changed) {
+            tracing::info!(route = %key, split = %kernel.compiled.routes[key].summary, "route in force");
+        }
+        for key in &report.routes_removed {
+            tracing::info!(route = %key, "route removed");
+        }
+        self.kernel.adopt(kernel);
+        self.model = model;
+        self.drain.track_removed(&self.model, &self.kernel.stat_ids);
+        self.publish();
+        self.health.follow(&self.model);
+        Ok(())
+    }
+
+    /// Whether `model` can be put in force on this node (everything
+    /// [`Self::install`] checks before it writes to the kernel but binding
+    /// sockets), for `apply --dry-run` and the admin socket's checks.
+    pub(super) fn check(&self, model: &RoutingModel) -> Result<(), InstallError> {
+        let usable = self.health.usable(model);
+        self.kernel.compile(&usable, &self.l7.addrs)?;
+        Ok(())
+    }
+
+    /// Endpoint health changed: the rules in force compiled again without
+    /// the endpoints health took out, and what differs written; the proxy
+    /// follows once the kernel did.
+    pub(super) fn reapply(&mut self) {
+        let usable = self.health.usable(&self.model);
+        let result = self
+            .kernel
+            .compile(&usable, &self.l7.addrs)
+            .and_then(|compiled| Ok((compiled, self.l7.prepare_update(&usable)?)))
+            .and_then(|(compiled, proxy)| {
+                let report = self.kernel.apply(&compiled)?;
+                Ok((compiled, report, proxy))
+            });
+        match result {
+            Ok((compiled, report, proxy)) => {
+                self.kernel.stat_ids = compiled.stat_ids;
+                self.l7.install(proxy);
+                for key in &report.routes_changed {
+                    tracing::info!(route = %key, split = %compiled.routes[key].summary, "route tables follow endpoint health");
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot update the tables for the endpoints' health"),
+        }
+    }
+}

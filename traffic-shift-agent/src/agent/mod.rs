@@ -1,0 +1,225 @@
+//! The agent: keeps the kernel and the L7 proxy in step with the rules.
+//!
+//! Stages, one job each, owned by [`Agent`]:
+//! - [`sources`]: the rules directory's files (each accepted or refused
+//!   whole; a refused file leaves its previous version in force) and the
+//!   resources applied over the admin socket ([`control`]);
+//! - [`install`]: a resolved model put in force, all or nothing, kernel
+//!   and proxy together;
+//! - [`kernel`]: the datapath and the gateway endpoints' sockets;
+//! - [`l7`]: the L7 proxy's listeners and configuration;
+//! - [`health`]: endpoints out of the selection (probes, outlier detection);
+//! - [`observe`]: counter samples, the metrics exporter's labels, the status file;
+//! - [`drain`]: closing connections to endpoints that left the rules.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::signal::unix::SignalKind;
+use traffic_shift_config::model::RoutingModel;
+use traffic_shift_datapath::Datapath;
+
+mod control;
+mod drain;
+mod error;
+mod health;
+mod install;
+mod kernel;
+mod l7;
+mod observe;
+mod options;
+mod sources;
+
+use self::{
+    drain::Drain,
+    health::Health,
+    kernel::Kernel,
+    observe::Observer,
+    sources::{Sources, open_events, watch_rules},
+};
+pub use self::{
+    error::{AgentError, ApplyError, InstallError, L7Error},
+    options::{AgentOptions, DEFAULT_STATUS_FILE},
+};
+use crate::metrics::{self, Exporter, Shared};
+
+/// The agent's state: its stages, the model in force and its generation.
+struct Agent {
+    sources: Sources,
+    kernel: Kernel,
+    l7: l7::L7,
+    health: Health,
+    observer: Observer,
+    drain: Drain,
+    /// The model in force.
+    model: RoutingModel,
+    /// Rules changes put in force so far.
+    generation: u64,
+}
+
+/// Runs until SIGINT or SIGTERM; then leaves the datapath pinned (or, with
+/// `--unload-on-exit`, detaches it and removes the pins).
+pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
+    // First of all, and once: a signal that arrives while the programs load
+    // or the first rules apply must stop the agent cleanly, not kill it
+    // with its programs attached; and a stream made per loop iteration would
+    // miss a signal that arrives during a rescan.
+    let signal = |kind| tokio::signal::unix::signal(kind).map_err(AgentError::Signal);
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let rules = options
+        .rules
+        .canonicalize()
+        .map_err(|source| AgentError::RulesDir {
+            path: options.rules.clone(),
+            source,
+        })?;
+    let events = options.events.as_deref().map(open_events).transpose()?;
+    let (applied, admin_server, mut admin_calls) = control::open(&options)?;
+    #[cfg(feature = "failpoints")]
+    for failpoint in &options.failpoint {
+        let (name, actions) = failpoint.split_once('=').unwrap_or((failpoint, ""));
+        fail::cfg(name, actions).map_err(AgentError::Failpoint)?;
+    }
+    let cgroup = match &options.cgroup {
+        Some(cgroup) => cgroup.clone(),
+        None => traffic_shift_datapath::default_cgroup().ok_or(AgentError::NoCgroup2)?,
+    };
+    let datapath = kernel::load(&options, &cgroup)?;
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (l7, metrics_server, metrics_addr) =
+        start_l7_and_metrics(&options, &datapath, Arc::clone(&shared)).await?;
+    tracing::info!(
+        cgroup = %cgroup.display(),
+        netns = %options.netns.display(),
+        pins = %datapath.pin_dir().display(),
+        "programs attached"
+    );
+    let mut agent = Agent {
+        sources: Sources {
+            rules: rules.clone(),
+            accepted: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            events,
+            applied,
+        },
+        kernel: Kernel::new(datapath, &options),
+        l7,
+        health: Health::start(&options)?,
+        observer: Observer::new(shared, metrics_addr, options.status_file.clone()),
+        drain: Drain::new(options.drain_timeout),
+        model: RoutingModel::default(),
+        generation: 0,
+    };
+
+    let (_watcher, mut rx) = watch_rules(&rules)?;
+
+    // The first apply registers the gateway endpoints' sockets too.
+    agent.rescan();
+    agent.restore_applied(&admin_server);
+    agent.sample();
+    agent.write_status(true);
+    tracing::info!(rules = %agent.sources.rules.display(), files = agent.sources.accepted.len(), "serving; watching for changes");
+
+    // Safety net for missed inotify events (e.g. a directory replaced whole).
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Endpoint sockets: a restarted backend is registered again within this.
+    let mut socket_tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        // An event writes the status at once; the tick only when due.
+        let event = tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            Some(()) = rx.recv() => {
+                // Let an editor's write-rename sequence finish, then take it whole.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while rx.try_recv().is_ok() {}
+                agent.rescan();
+                true
+            }
+            _ = tick.tick() => {
+                agent.rescan();
+                agent.sample();
+                false
+            }
+            // No status to write unless a socket came or went (see there).
+            _ = socket_tick.tick() => if agent.kernel.register_sockets_changed() { true } else { continue },
+            Some(verdict) = agent.health.next_verdict() => { agent.health_changed(verdict); true }
+            Some(call) = admin_calls.recv() => { agent.serve_admin(call); true }
+        };
+        agent.write_status(event);
+        if event {
+            release_freed_memory();
+        }
+    }
+    metrics_server.abort();
+    log_stop(&options);
+    let _ = std::fs::remove_file(&agent.observer.status_file);
+    drop(agent);
+    Ok(())
+}
+
+/// Says what stopping leaves behind.
+fn log_stop(options: &AgentOptions) {
+    if options.unload_on_exit {
+        tracing::info!("stopping: detaching programs and removing pins");
+    } else {
+        tracing::info!(
+            pins = %options.bpffs.display(),
+            "stopping; the datapath stays pinned and keeps steering new connections (the next agent adopts it; `traffic-shift unload` removes it)"
+        );
+    }
+}
+
+/// The L7 proxy on its listeners, and `/metrics` (with its request metrics).
+async fn start_l7_and_metrics(
+    options: &AgentOptions,
+    datapath: &Datapath,
+    shared: Arc<Mutex<Shared>>,
+) -> Result<(l7::L7, tokio::task::JoinHandle<()>, SocketAddr), AgentError> {
+    let proxy = traffic_shift_proxy::Proxy::new(traffic_shift_proxy::Options::default());
+    let requests = proxy.metrics();
+    let l7 = l7::L7::start(
+        proxy,
+        &options.netns,
+        options.proxy_port,
+        datapath.proxy_flows()?,
+    )
+    .map_err(|source| AgentError::Proxy {
+        port: options.proxy_port,
+        netns: options.netns.clone(),
+        source,
+    })?;
+    let (server, addr) = start_metrics(datapath, options.metrics_addr, shared, requests).await?;
+    tracing::info!(%addr, "serving /metrics");
+    Ok((l7, server, addr))
+}
+
+async fn start_metrics(
+    datapath: &Datapath,
+    addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    requests: Arc<traffic_shift_proxy::RequestMetrics>,
+) -> Result<(tokio::task::JoinHandle<()>, SocketAddr), AgentError> {
+    let exporter = Arc::new(Exporter::new(datapath.counters_reader()?, shared));
+    exporter.add_requests(requests);
+    let err = |source| AgentError::Metrics { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    Ok((tokio::spawn(metrics::serve(listener, exporter)), bound))
+}
+
+/// Gives the heap's free pages back to the kernel. An `apply` of 10 000
+/// services parses, resolves and compiles the whole rule set a few times
+/// over; glibc keeps what that freed (RSS stayed at the peak, ~2x what the
+/// agent holds), so the agent returns it once it has handled an event.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks and trims glibc's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -1,0 +1,329 @@
+//! What the agent tells operators: the per-second samples of the kernel's
+//! counters (for the last-minute figures), what the metrics exporter
+//! needs to label them, and the status file `traffic-shift status` reads.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use traffic_shift_common::EndpointStats;
+use traffic_shift_config::labels;
+
+use super::{Agent, health::is_failing};
+use crate::{
+    metrics::{Shared, SlotInfo},
+    status::{DestinationStatus, EndpointStatus, RouteStatus, Status},
+};
+
+/// The longest the counters' tick lets the status file wait (a large rule
+/// set's status is costly to build): half of what readers call stale.
+const STATUS_MAX_WAIT: Duration = Duration::from_millis(crate::status::STALE_AFTER_MS / 2);
+
+pub struct Observer {
+    /// Per-second samples of every slot's counters, the last minute of them.
+    pub history: VecDeque<(Instant, BTreeMap<u32, EndpointStats>)>,
+    /// What the metrics exporter needs from the agent.
+    metrics: Arc<Mutex<Shared>>,
+    metrics_addr: SocketAddr,
+    pub status_file: PathBuf,
+    /// The status last written, to write only changes.
+    last_status: String,
+    /// When the status was last built, and what building it cost.
+    status_built: Option<(Instant, Duration)>,
+}
+
+impl Observer {
+    pub fn new(
+        metrics: Arc<Mutex<Shared>>,
+        metrics_addr: SocketAddr,
+        status_file: PathBuf,
+    ) -> Self {
+        Self {
+            history: VecDeque::new(),
+            metrics,
+            metrics_addr,
+            status_file,
+            last_status: String::new(),
+            status_built: None,
+        }
+    }
+
+    pub fn shared(&self) -> MutexGuard<'_, Shared> {
+        self.metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot's counters now, and how much they grew over the last minute
+    /// (since the oldest sample kept).
+    pub fn observed(&self, id: Option<u32>) -> (EndpointStats, EndpointStats) {
+        let Some(id) = id else {
+            return Default::default();
+        };
+        let get = |sample: Option<&(Instant, BTreeMap<u32, EndpointStats>)>| {
+            sample
+                .and_then(|(_, s)| s.get(&id).copied())
+                .unwrap_or_default()
+        };
+        let now = get(self.history.back());
+        let then = get(self.history.front());
+        let delta = EndpointStats {
+            opened: now.opened.saturating_sub(then.opened),
+            established: now.established.saturating_sub(then.established),
+            failed_refused: now.failed_refused.saturating_sub(then.failed_refused),
+            failed_timeout: now.failed_timeout.saturating_sub(then.failed_timeout),
+            failed_other: now.failed_other.saturating_sub(then.failed_other),
+            ..EndpointStats::default()
+        };
+        (now, delta)
+    }
+}
+
+impl Agent {
+    /// Tells the metrics exporter about the rules just applied: the labels
+    /// of every counter slot, the configured weights.
+    pub(super) fn publish(&mut self) {
+        let live: BTreeSet<u32> = self.kernel.stat_ids.iter().map(|(_, id)| id).collect();
+        let mut slots = std::mem::take(&mut self.observer.shared().slots);
+        // Slots reused for another endpoint lose their old labels.
+        slots.retain(|id, _| live.contains(id));
+        let mut weights = BTreeMap::new();
+        for route in &self.model.routes {
+            for dest in &route.destinations {
+                let mut version = None;
+                for ep in &dest.endpoints {
+                    let labels = labels::istio_labels(route, dest, ep);
+                    version = Some(labels.get("destination_version").to_owned());
+                    if let Some(id) = self.kernel.slot(route, dest, ep) {
+                        slots.insert(
+                            id,
+                            SlotInfo {
+                                labels,
+                                endpoint: ep.addr,
+                                route: route.key.clone(),
+                            },
+                        );
+                    }
+                }
+                let version = version
+                    .or_else(|| dest.subset.clone())
+                    .unwrap_or_else(|| "unknown".to_owned());
+                *weights
+                    .entry((route.key.clone(), dest.host.clone(), version))
+                    .or_default() += dest.weight;
+            }
+        }
+        let generation = self.generation;
+        let mut shared = self.observer.shared();
+        shared.slots = slots;
+        shared.weights = weights;
+        shared.generation = generation;
+        shared.rules_applied += 1;
+    }
+
+    /// Every second: takes a sample of the counters (for the last-minute
+    /// figures of `status`) and tells the exporter how full the maps are
+    /// and which gateway sockets are held.
+    pub(super) fn sample(&mut self) {
+        let now = Instant::now();
+        let counters = self.kernel.datapath.counters();
+        let sample: BTreeMap<u32, EndpointStats> = self
+            .kernel
+            .stat_ids
+            .iter()
+            .filter_map(|(_, id)| counters.stats(id).ok().map(|s| (id, s)))
+            .collect();
+        self.observer.history.push_back((now, sample));
+        self.detect_outliers(now);
+        self.drain.run(now, &self.kernel);
+        while self
+            .observer
+            .history
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_mins(1))
+        {
+            self.observer.history.pop_front();
+        }
+        let fill = self.kernel.datapath.fill();
+        let mut healthy = BTreeMap::new();
+        for route in &self.model.routes {
+            for dest in &route.destinations {
+                for ep in &dest.endpoints {
+                    let version = labels::destination_version(ep);
+                    let up =
+                        !is_failing(&self.observer.observed(self.kernel.slot(route, dest, ep)).1)
+                            && !self.health.excluded(ep.addr);
+                    *healthy
+                        .entry((dest.host.clone(), version, ep.addr.to_string()))
+                        .or_insert(true) &= up;
+                }
+            }
+        }
+        let mut registered = BTreeMap::new();
+        for route in self.model.routes.iter().filter(|r| r.gateway.is_some()) {
+            for dest in &route.destinations {
+                // Only the sk_lookup gateway's endpoints have sockets.
+                for ep in dest
+                    .endpoints
+                    .iter()
+                    .filter(|ep| self.kernel.is_gateway_endpoint(ep.addr))
+                {
+                    registered.insert(
+                        (
+                            dest.host.clone(),
+                            labels::destination_version(ep),
+                            ep.addr.to_string(),
+                        ),
+                        self.kernel.has_socket(ep.addr),
+                    );
+                }
+            }
+        }
+        let mut shared = self.observer.shared();
+        shared.map_fill = fill;
+        shared.registered = registered;
+        shared.healthy = healthy;
+    }
+
+    /// The status as of now (see [`crate::status`]).
+    fn status(&self) -> Status {
+        let gateway_endpoints = self.kernel.gateway_status();
+        let events = match self.kernel.datapath.counters().events() {
+            Ok(events) => events
+                .into_iter()
+                .map(|(e, n)| (e.name().to_owned(), n))
+                .collect(),
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the kernel event counters");
+                BTreeMap::new()
+            }
+        };
+        let routes = self
+            .model
+            .routes
+            .iter()
+            .map(|route| RouteStatus {
+                route: route.key.clone(),
+                kind: route
+                    .gateway
+                    .as_ref()
+                    .map_or_else(|| "mesh".to_owned(), |g| format!("gateway {g}")),
+                service: format!("{}:{}", route.service_host, route.service_port),
+                destinations: route
+                    .destinations
+                    .iter()
+                    .map(|dest| self.destination_status(route, dest))
+                    .collect(),
+            })
+            .collect();
+        Status {
+            generation: self.generation,
+            rules: self.sources.rules.display().to_string(),
+            taken_at_ms: 0,
+            routes,
+            gateway_endpoints,
+            events,
+            metrics: Some(self.observer.metrics_addr.to_string()),
+        }
+    }
+
+    /// One destination of a route, with what was observed for it.
+    fn destination_status(
+        &self,
+        route: &traffic_shift_config::model::TcpRoute,
+        dest: &traffic_shift_config::model::Destination,
+    ) -> DestinationStatus {
+        let endpoints: Vec<EndpointStatus> = dest
+            .endpoints
+            .iter()
+            .map(|ep| {
+                let (total, minute) = self.observer.observed(self.kernel.slot(route, dest, ep));
+                let state = if let Some(state) = self.health.state(ep.addr) {
+                    state
+                } else if route.gateway.is_some() {
+                    if self.kernel.has_socket(ep.addr) {
+                        "registered"
+                    } else {
+                        "missing"
+                    }
+                } else if is_failing(&minute) {
+                    "failing"
+                } else {
+                    "ok"
+                };
+                EndpointStatus {
+                    address: ep.addr.to_string(),
+                    state: state.to_owned(),
+                    connections_last_minute: minute.opened,
+                    connections_total: total.opened,
+                    failed_total: total.failed(),
+                    failed_last_minute: minute.failed(),
+                }
+            })
+            .collect();
+        DestinationStatus {
+            host: dest.host.clone(),
+            subset: dest.subset.clone(),
+            weight: dest.weight,
+            connections_last_minute: endpoints.iter().map(|e| e.connections_last_minute).sum(),
+            connections_total: endpoints.iter().map(|e| e.connections_total).sum(),
+            failed_last_minute: endpoints.iter().map(|e| e.failed_last_minute).sum(),
+            endpoints,
+        }
+    }
+
+    /// Writes the status file if anything in it changed, or every
+    /// [`HEARTBEAT_MS`](crate::status::HEARTBEAT_MS) anyway, so `status`
+    /// can tell a running agent from a file left behind (atomically: a
+    /// reader sees the old or the new file, never half of one).
+    ///
+    /// After an `event` (rules, health, sockets, an admin request) at once;
+    /// else (the counters' tick) when due: building it takes ~0.1 ms per
+    /// route (0.7 s at 10 000 routes, which took a whole CPU every second),
+    /// so it waits 20 times what it cost, at most `STATUS_MAX_WAIT`
+    /// (under the readers' stale mark).
+    pub(super) fn write_status(&mut self, event: bool) {
+        let now = Instant::now();
+        if let Some((built, cost)) = self.observer.status_built
+            && !event
+            && now.duration_since(built) < (cost * 20).min(STATUS_MAX_WAIT)
+        {
+            return;
+        }
+        let mut status = self.status();
+        // Compared without the time, so an idle agent only rewrites it for the heartbeat.
+        let text = serde_json::to_string(&status).expect("status serializes");
+        self.observer.status_built = Some((now, now.elapsed()));
+        let heartbeat = Duration::from_millis(crate::status::HEARTBEAT_MS);
+        let fresh = std::fs::metadata(&self.observer.status_file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < heartbeat);
+        if text == self.observer.last_status && fresh {
+            return;
+        }
+        status.taken_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let stamped = serde_json::to_string(&status).expect("status serializes");
+        let tmp = self.observer.status_file.with_extension("tmp");
+        let result = self
+            .observer
+            .status_file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, &stamped))
+            .and_then(|()| std::fs::rename(&tmp, &self.observer.status_file));
+        match result {
+            Ok(()) => self.observer.last_status = text,
+            Err(err) => {
+                tracing::warn!(file = %self.observer.status_file.display(), %err, "cannot write the status file");
+            }
+        }
+    }
+}

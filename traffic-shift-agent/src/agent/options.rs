@@ -1,0 +1,96 @@
+//! `traffic-shift run`'s options.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use traffic_shift_datapath::{BpfLogLevel, compile};
+
+use crate::admin;
+
+/// Where `traffic-shift run` keeps its status and `traffic-shift status`
+/// reads it, unless told otherwise.
+pub const DEFAULT_STATUS_FILE: &str = "/run/traffic-shift/status.json";
+
+/// `traffic-shift run`'s options.
+#[derive(Debug, clap::Args)]
+pub struct AgentOptions {
+    /// Directory of Istio YAML files (*.yaml, *.yml; not recursive). Example: `rules/tcp-echo`.
+    #[arg(long, value_name = "DIR")]
+    pub rules: PathBuf,
+    /// cgroup v2 directory whose processes get the routing (and all its
+    /// descendants). Default: the cgroup v2 root, i.e. every process on the node.
+    /// Example: `/sys/fs/cgroup/unified/my-app`.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Where the maps are pinned (inside a bpffs mount); one agent per directory.
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/traffic-shift")]
+    pub bpffs: PathBuf,
+    /// The network namespace whose incoming connections the gateway
+    /// (sk_lookup) routes, as a file. Default: the agent's own.
+    /// Example: `/var/run/netns/node`.
+    #[arg(long, value_name = "PATH", default_value = "/proc/self/ns/net")]
+    pub netns: PathBuf,
+    /// Interfaces (of the --netns namespace) where the XDP gateway serves
+    /// gateway routes whose endpoints are on other hosts: packet-level load
+    /// balancing with conntrack and NAT. Repeat or separate with commas.
+    /// Without it such routes are refused. Example: `--xdp-iface eth0`.
+    #[arg(long, value_name = "IFACE", value_delimiter = ',')]
+    pub xdp_iface: Vec<String>,
+    /// The source ports the XDP gateway gives its flows toward endpoints
+    /// (source NAT to the node's address), LOW-HIGH, both included. Keep
+    /// it clear of the node's ephemeral range (net.ipv4.ip_local_port_range,
+    /// 32768-60999 by default): a port in both could meet a connection of
+    /// the node's own. Example: `--xdp-snat-ports 50000-59999`.
+    #[arg(long, value_name = "LOW-HIGH", default_value = "61000-65535")]
+    pub xdp_snat_ports: traffic_shift_datapath::SnatPorts,
+    /// Where the agent keeps its status for `traffic-shift status` (JSON,
+    /// replaced whole on every change).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_STATUS_FILE)]
+    pub status_file: PathBuf,
+    /// Append one JSON line per file applied or refused (for scripts and
+    /// tests). Example: `/run/traffic-shift/events.jsonl`.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Where `/metrics` (Prometheus) is served. Loopback only by default;
+    /// port 0 picks a free port (the status file says which).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15090")]
+    pub metrics_addr: SocketAddr,
+    /// The most verbose kernel log lines (aya-log) passed to the log
+    /// output; fixed when the programs load, so disabled levels cost nothing.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub bpf_log_level: BpfLogLevel,
+    /// On Ctrl-C/SIGTERM, detach the programs and remove every pin (as
+    /// `traffic-shift unload`). Without it the datapath stays pinned and
+    /// keeps steering new connections while no agent runs; the next agent
+    /// on the same --bpffs adopts it without a gap.
+    #[arg(long)]
+    pub unload_on_exit: bool,
+    #[command(flatten)]
+    pub health: crate::health::HealthOptions,
+    #[command(flatten)]
+    pub limits: traffic_shift_datapath::limits::Limits,
+    /// Close the connections routed to an endpoint this long after it left
+    /// the rules (found in the --netns namespace; the log says how many).
+    /// Default: never, they finish on their own.
+    #[arg(long, value_name = "DURATION", value_parser = crate::health::parse_duration)]
+    pub drain_timeout: Option<Duration>,
+    /// Where `traffic-shift apply|delete|get|version` reach the agent: a
+    /// Unix socket the agent creates, mode 0600, root only.
+    #[arg(long, value_name = "PATH", default_value = admin::DEFAULT_SOCKET)]
+    pub admin_socket: PathBuf,
+    /// Where the resources applied with `traffic-shift apply` are kept
+    /// (`applied.yaml`), to be restored when the agent starts again. One
+    /// agent per directory.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/traffic-shift")]
+    pub state_dir: PathBuf,
+    /// The port where the L7 proxy takes connections to HTTP service
+    /// addresses (the connect-time hook sends them there), on 127.0.0.1
+    /// and ::1 in the --netns namespace. Default: Istio's outbound port.
+    #[arg(long, value_name = "PORT", default_value_t = compile::ProxyAddrs::DEFAULT_PORT)]
+    pub proxy_port: u16,
+    /// Fault injection for the tests (built with the `failpoints` feature
+    /// only): `NAME=ACTIONS` in the `fail` crate's syntax, e.g.
+    /// `l7-prepare=1*off->return` (the first L7 step passes, later ones fail).
+    #[cfg(feature = "failpoints")]
+    #[arg(long, value_name = "NAME=ACTIONS", hide = true)]
+    pub failpoint: Vec<String>,
+}

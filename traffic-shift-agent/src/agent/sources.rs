@@ -1,0 +1,282 @@
+//! The rules' sources: the files of the rules directory (each accepted or
+//! refused whole, as it changes) and the resources applied over the admin
+//! socket, in force together.
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use notify::Watcher as _;
+use tokio::sync::mpsc;
+use traffic_shift_config::{self as config, RulesFile};
+
+use super::{Agent, AgentError, error::ApplyError};
+use crate::applied;
+
+/// The rules files on disk: each one's text, or why it cannot be read.
+type Snapshot = BTreeMap<PathBuf, Result<String, String>>;
+
+pub struct Sources {
+    /// The rules directory (canonical).
+    pub rules: PathBuf,
+    /// Files in force, with the text they were accepted from.
+    pub accepted: BTreeMap<PathBuf, (String, RulesFile)>,
+    /// Last refused version of a file (`None`: its removal was refused), so a
+    /// refusal is reported once, not on every rescan.
+    pub refused: BTreeMap<PathBuf, Option<String>>,
+    /// `--events`: one JSON line per file applied or refused.
+    pub events: Option<std::fs::File>,
+    /// Resources applied over the admin socket, in force with the files.
+    pub applied: applied::Store,
+}
+
+impl Agent {
+    /// Reads the directory and brings in every change it can. When something
+    /// went in, files refused earlier get another chance (a VirtualService
+    /// may have waited for its ServiceEntry).
+    pub(super) fn rescan(&mut self) {
+        let refused_before: Vec<PathBuf> = self.sources.refused.keys().cloned().collect();
+        if self.rescan_once() && !refused_before.is_empty() {
+            for path in refused_before {
+                self.sources.refused.remove(&path);
+            }
+            self.rescan_once();
+        }
+    }
+
+    /// One pass; returns whether anything was applied.
+    fn rescan_once(&mut self) -> bool {
+        let disk = match read_rules_dir(&self.sources.rules) {
+            Ok(disk) => disk,
+            Err(err) => {
+                tracing::error!(rules = %self.sources.rules.display(), %err, "cannot read rules directory; keeping the rules in force");
+                return false;
+            }
+        };
+        // A refused file that is gone is forgotten (with its text, up to
+        // 4 MiB): files come and go under new names, memory must not grow.
+        // A refused removal stays until the removal goes through.
+        let accepted = &self.sources.accepted;
+        self.sources.refused.retain(|path, text| {
+            disk.contains_key(path) || (text.is_none() && accepted.contains_key(path))
+        });
+        let mut pending: Vec<(PathBuf, Option<String>)> = Vec::new();
+        for (path, text) in &disk {
+            // An unreadable file is tracked by its error, so it is reported
+            // once, not on every rescan.
+            let text = match text {
+                Ok(text) => text,
+                Err(error) => {
+                    let marker = format!("\0unreadable: {error}");
+                    if self
+                        .sources
+                        .refused
+                        .get(path)
+                        .is_none_or(|t| t.as_ref() != Some(&marker))
+                    {
+                        self.refuse(path, Some(marker), error);
+                    }
+                    continue;
+                }
+            };
+            let unchanged = self
+                .sources
+                .accepted
+                .get(path)
+                .is_some_and(|(t, _)| t == text);
+            let known_bad = self
+                .sources
+                .refused
+                .get(path)
+                .is_some_and(|t| t.as_ref() == Some(text));
+            if !unchanged && !known_bad {
+                pending.push((path.clone(), Some(text.clone())));
+            }
+        }
+        for path in self.sources.accepted.keys() {
+            if !disk.contains_key(path) && self.sources.refused.get(path) != Some(&None) {
+                pending.push((path.clone(), None));
+            }
+        }
+        if pending.is_empty() {
+            return false;
+        }
+        // Parse errors are final for this version of the file.
+        let mut candidates = Vec::new();
+        for (path, text) in pending {
+            match text {
+                None => candidates.push((path, None)),
+                Some(text) => match config::parse_file(&path, &text) {
+                    Ok(file) => {
+                        for warning in &file.warnings {
+                            tracing::warn!(file = %file_name(&path), "{warning}");
+                        }
+                        candidates.push((path, Some((text, file))));
+                    }
+                    Err(err) => self.refuse(&path, Some(text), &err.to_string()),
+                },
+            }
+        }
+        // All changes together first (files that depend on each other arrive
+        // together); if that fails, one at a time until nothing more goes in.
+        if candidates.len() > 1 && self.try_apply(&candidates).is_ok() {
+            return true;
+        }
+        let mut applied = false;
+        loop {
+            let mut progress = false;
+            let mut left = Vec::new();
+            for candidate in candidates {
+                match self.try_apply(std::slice::from_ref(&candidate)) {
+                    Ok(()) => {
+                        progress = true;
+                        applied = true;
+                    }
+                    Err(err) => left.push((candidate, err)),
+                }
+            }
+            if !progress || left.is_empty() {
+                for ((path, change), err) in left {
+                    self.refuse(&path, change.map(|(text, _)| text), &err.to_string());
+                }
+                return applied;
+            }
+            candidates = left.into_iter().map(|(c, _)| c).collect();
+        }
+    }
+
+    /// Applies the changes if the whole resulting rule set is valid and fits.
+    fn try_apply(
+        &mut self,
+        changes: &[(PathBuf, Option<(String, RulesFile)>)],
+    ) -> Result<(), ApplyError> {
+        let mut next = self.sources.accepted.clone();
+        for (path, change) in changes {
+            match change {
+                Some((text, file)) => next.insert(path.clone(), (text.clone(), file.clone())),
+                None => next.remove(path),
+            };
+        }
+        // The applied resources first: a rules file that repeats one of
+        // them is the one refused.
+        let mut files: Vec<RulesFile> = vec![self.sources.applied.rules_file()];
+        files.extend(next.values().map(|(_, f)| f.clone()));
+        let model = config::resolve(&files)?;
+        let names: Vec<String> = changes.iter().map(|(path, _)| file_name(path)).collect();
+        self.install(model, &names.join(" "))?;
+        self.sources.accepted = next;
+        for (path, change) in changes {
+            self.sources.refused.remove(path);
+            self.event(
+                path,
+                if change.is_some() {
+                    "applied"
+                } else {
+                    "removed"
+                },
+                None,
+            );
+        }
+        Ok(())
+    }
+
+    fn refuse(&mut self, path: &Path, text: Option<String>, err: &str) {
+        let what = if text.is_some() {
+            "refused"
+        } else {
+            "removal refused"
+        };
+        tracing::error!(file = %file_name(path), "{what}: {err}; the previous rules stay in force");
+        self.observer.shared().apply_errors += 1;
+        self.event(path, what, Some(err));
+        self.sources.refused.insert(path.to_owned(), text);
+    }
+
+    fn event(&mut self, path: &Path, result: &str, error: Option<&str>) {
+        if let Some(file) = &mut self.sources.events {
+            let line = serde_json::json!({
+                "generation": self.generation,
+                "file": file_name(path),
+                "result": result,
+                "error": error,
+            });
+            // One write per line, so a reader never sees half a line.
+            let _ = file.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+}
+
+/// Opens the `--events` file for appending.
+pub(super) fn open_events(path: &Path) -> Result<std::fs::File, AgentError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| AgentError::Events {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Watches the rules directory: a message on the channel per change (the
+/// watcher stops when dropped).
+pub(super) fn watch_rules(
+    rules: &Path,
+) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), AgentError> {
+    let (tx, rx) = mpsc::channel::<()>(16);
+    let err = |source| AgentError::Watch {
+        path: rules.to_owned(),
+        source,
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        use notify::event::{AccessKind, AccessMode, EventKind};
+        // inotify reports opens and reads too, the agent's own among them:
+        // each rescan woke the next one (and rewrote the status), forever.
+        // A file closed after writing is a change; other accesses are not.
+        if let Ok(event) = &event
+            && let EventKind::Access(kind) = event.kind
+            && kind != AccessKind::Close(AccessMode::Write)
+        {
+            return;
+        }
+        let _ = tx.try_send(());
+    })
+    .map_err(err)?;
+    watcher
+        .watch(rules, notify::RecursiveMode::NonRecursive)
+        .map_err(err)?;
+    Ok((watcher, rx))
+}
+
+pub(super) fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Every rules file directly in `dir` (as `config::load_dir` sees them), with its text.
+fn read_rules_dir(dir: &Path) -> std::io::Result<Snapshot> {
+    let mut files = Snapshot::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if !config::is_rules_file(&path) {
+            continue;
+        }
+        match config::read_rules_file(&path) {
+            Ok(text) => {
+                files.insert(path, Ok(text));
+            }
+            // Removed between read_dir and read: it is gone.
+            Err(_) if !path.exists() => {}
+            // Too big, not UTF-8, unreadable: refused like a file that does
+            // not parse, and the others still go in.
+            Err(err) => {
+                files.insert(path, Err(err.to_string()));
+            }
+        }
+    }
+    Ok(files)
+}
