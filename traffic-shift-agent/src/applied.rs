@@ -171,17 +171,25 @@ const SERVER_FIELDS: [&str; 7] = [
     "managedFields",
 ];
 
+/// A document that cannot be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("invalid YAML merge: {0}")]
+    Merge(#[source] serde_yaml_ng::Error),
+    #[error("the document cannot be stored as JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("a document must be a mapping")]
+    NotAMapping,
+}
+
 /// A document as it is stored and shown: merge keys (`<<`) expanded, as
 /// JSON (keys sorted, as kubectl prints them), `metadata.namespace` written
 /// out, and without what Kubernetes sets (`status`, [`SERVER_FIELDS`]).
-pub fn normalize(mut document: Yaml, namespace: &str) -> Result<Json, String> {
-    document
-        .apply_merge()
-        .map_err(|e| format!("invalid YAML merge: {e}"))?;
-    let mut json = serde_json::to_value(&document)
-        .map_err(|e| format!("the document cannot be stored as JSON: {e}"))?;
+pub fn normalize(mut document: Yaml, namespace: &str) -> Result<Json, NormalizeError> {
+    document.apply_merge().map_err(NormalizeError::Merge)?;
+    let mut json = serde_json::to_value(&document).map_err(NormalizeError::Json)?;
     let Some(object) = json.as_object_mut() else {
-        return Err("a document must be a mapping".into());
+        return Err(NormalizeError::NotAMapping);
     };
     object.remove("status");
     let metadata = object
@@ -317,7 +325,9 @@ pub fn plan_apply(
                 .cloned()
                 .flatten()
                 .ok_or_else(|| "the document cannot be read again".to_owned())
-                .and_then(|document| normalize(document, &key.namespace));
+                .and_then(|document| {
+                    normalize(document, &key.namespace).map_err(|err| err.to_string())
+                });
             let document = match document {
                 Ok(document) => document,
                 Err(message) => {
@@ -523,8 +533,8 @@ pub fn parse_state(path: &Path, text: &str, mtime_ms: u64) -> Result<Entries, Ve
             .unwrap_or(mtime_ms);
         let document = match normalize(raw.clone(), &key.namespace) {
             Ok(document) => Document::new(&with_timestamp(document, created_ms)),
-            Err(message) => {
-                errors.push(source.error(FieldPath::root(), message).to_string());
+            Err(err) => {
+                errors.push(source.error(FieldPath::root(), err.to_string()).to_string());
                 continue;
             }
         };

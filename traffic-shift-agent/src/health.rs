@@ -51,21 +51,43 @@ pub enum Probe {
     Http { authority: String },
 }
 
+/// A duration flag that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    #[error("{text:?} is not a duration like 500ms, 2s or 1m")]
+    NotANumber { text: String },
+    #[error("{text:?}: unit must be ms, s or m")]
+    Unit { text: String },
+    #[error("{text:?}: {source}")]
+    OutOfRange {
+        text: String,
+        #[source]
+        source: std::time::TryFromFloatSecsError,
+    },
+}
+
 /// `500ms`, `2s`, `1m`, or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map_or((text, "s"), |i| text.split_at(i));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 2s or 1m"))?;
+    let value: f64 = number.parse().map_err(|_| DurationError::NotANumber {
+        text: text.to_owned(),
+    })?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: unit must be ms, s or m")),
+        _ => {
+            return Err(DurationError::Unit {
+                text: text.to_owned(),
+            });
+        }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    Duration::try_from_secs_f64(seconds).map_err(|source| DurationError::OutOfRange {
+        text: text.to_owned(),
+        source,
+    })
 }
 
 /// A change of an endpoint's probe verdict.
@@ -324,10 +346,10 @@ mod tests {
 
     #[test]
     fn durations_parse_like_istio_writes_them() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_mins(1)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("500ms").ok(), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s").ok(), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m").ok(), Some(Duration::from_mins(1)));
+        assert_eq!(parse_duration("3").ok(), Some(Duration::from_secs(3)));
         assert!(parse_duration("2h").is_err());
         assert!(parse_duration("x").is_err());
     }

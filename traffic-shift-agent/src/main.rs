@@ -298,13 +298,22 @@ fn change(
     Ok(ExitCode::from(code))
 }
 
+/// A `--interval` that does not parse.
+#[derive(Debug, thiserror::Error)]
+enum IntervalError {
+    #[error("{0:?} is not a number of seconds, e.g. 1 or 0.5")]
+    NotANumber(String),
+    #[error("{0} s is out of range: 0.1 to 3600")]
+    OutOfRange(f64),
+}
+
 /// `--interval`: seconds, 0.1 to 3600.
-fn parse_interval(text: &str) -> Result<Duration, String> {
+fn parse_interval(text: &str) -> Result<Duration, IntervalError> {
     let secs: f64 = text
         .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds, e.g. 1 or 0.5"))?;
+        .map_err(|_| IntervalError::NotANumber(text.to_owned()))?;
     if !(0.1..=3600.0).contains(&secs) {
-        return Err(format!("{secs} s is out of range: 0.1 to 3600"));
+        return Err(IntervalError::OutOfRange(secs));
     }
     Ok(Duration::from_secs_f64(secs))
 }
