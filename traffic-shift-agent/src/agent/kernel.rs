@@ -79,10 +79,18 @@ impl Kernel {
         usable: &RoutingModel,
         proxy: &ProxyAddrs,
     ) -> Result<Compiled, InstallError> {
-        let is_local = self.is_local()?;
+        self.compile_with(usable, proxy, &self.is_local()?)
+    }
+
+    fn compile_with(
+        &self,
+        usable: &RoutingModel,
+        proxy: &ProxyAddrs,
+        is_local: &impl Fn(IpAddr) -> bool,
+    ) -> Result<Compiled, InstallError> {
         Ok(compile::compile(
             usable,
-            &is_local,
+            is_local,
             self.xdp,
             &self.stat_ids,
             &self.limits,
@@ -99,14 +107,7 @@ impl Kernel {
         proxy: &ProxyAddrs,
     ) -> Result<Plan, InstallError> {
         let is_local = self.is_local()?;
-        let compiled = compile::compile(
-            usable,
-            &is_local,
-            self.xdp,
-            &self.stat_ids,
-            &self.limits,
-            proxy,
-        )?;
+        let compiled = self.compile_with(usable, proxy, &is_local)?;
         // Gateway endpoints on this node are handed sockets (sk_lookup);
         // those on other hosts are the XDP gateway's.
         let (local, remote): (Vec<SocketAddr>, Vec<SocketAddr>) = model
