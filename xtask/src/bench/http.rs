@@ -38,7 +38,7 @@ const GOAL_VS_BEST: f64 = 1.2;
 /// A contender's v2 share over a scenario 3 run must be 50 % within this (thousands
 /// of requests; Envoy's weighted clusters pick at random: one standard deviation is
 /// 0.5 % at 10 000 requests).
-const SHARE_TOLERANCE: f64 = 0.05;
+pub const SHARE_TOLERANCE: f64 = 0.05;
 
 /// An HTTP service the proxies split between v1 and v2, with its weights.
 struct Service {

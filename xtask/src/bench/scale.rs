@@ -86,6 +86,13 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 
 /// One GET of `/metrics` at `addr`: its time and size.
 pub fn scrape(addr: &str) -> Result<(Duration, usize)> {
+    let (took, body) = get_metrics(addr)?;
+    Ok((took, body.len()))
+}
+
+/// One GET of `/metrics` at `addr`: its time and the whole answer (status line,
+/// headers and the page).
+pub fn get_metrics(addr: &str) -> Result<(Duration, Vec<u8>)> {
     let start = Instant::now();
     let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -98,7 +105,7 @@ pub fn scrape(addr: &str) -> Result<(Duration, usize)> {
         "GET /metrics at {addr}: {}",
         String::from_utf8_lossy(&body[..body.len().min(200)])
     );
-    Ok((took, body.len()))
+    Ok((took, body))
 }
 
 /// The measurements of one level, one per repetition.
