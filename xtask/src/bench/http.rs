@@ -21,9 +21,12 @@ use std::{fmt::Write as _, path::Path, process::Command, time::Instant};
 use anyhow::{Context as _, Result};
 
 use super::{
-    PROXY_THREADS, Skipped, cmd, envoy_cluster, json_number, median, split, ts_bench, unavailable,
-    wait_answers,
+    client::{json_number, ts_bench, wait_answers},
+    proxies::{PROXY_THREADS, envoy_cluster},
+    report::{Skipped, median, unavailable},
+    split,
 };
+use crate::cmd;
 
 pub const SCENARIO: &str = "HTTP requests";
 /// http-echo v1 and v2 (bench/rules/http-echo.yaml).

@@ -26,7 +26,11 @@ use std::{fmt::Write as _, fs, path::Path, process::Command};
 
 use anyhow::{Context, Result};
 
-use super::{BpffsDir, CgroupDir, Netns, Processes, TempDir, json_number, ts_bench, wait_applied};
+use super::{
+    agent::wait_applied,
+    client::{json_number, ts_bench},
+    guards::{BpffsDir, CgroupDir, Netns, Processes, TempDir},
+};
 use crate::cmd;
 
 mod check;

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use super::super::{http::SHARE_TOLERANCE, json_number, scale};
+use super::super::{client::json_number, http::SHARE_TOLERANCE, scale};
 
 /// The route of 31400 splits 80/20 (bench/rules/xdp/service.yaml): v2's share.
 const V2_SHARE: f64 = 0.2;
