@@ -162,6 +162,8 @@ pub fn measure(
         .collect();
     let mut stream_rows: Vec<StreamRow> =
         stream_ready.iter().map(|_| StreamRow::default()).collect();
+    // Interleaved: every cell once per repetition, so a slow phase of the machine
+    // spreads over all contenders instead of hitting one.
     for rep in 1..=reps {
         for (ci, &concurrency) in CONCURRENCY.iter().enumerate() {
             for (ki, contender) in ready.iter().enumerate() {
