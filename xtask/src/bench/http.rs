@@ -21,9 +21,12 @@ use std::{fmt::Write as _, path::Path, process::Command, time::Instant};
 use anyhow::{Context as _, Result};
 
 use super::{
-    PROXY_THREADS, Skipped, cmd, envoy_cluster, json_number, median, split, ts_bench, unavailable,
-    wait_answers,
+    client::{json_number, ts_bench, wait_answers},
+    proxies::{PROXY_THREADS, envoy_cluster},
+    report::{Skipped, median, unavailable},
+    split,
 };
+use crate::cmd;
 
 pub const SCENARIO: &str = "HTTP requests";
 /// http-echo v1 and v2 (bench/rules/http-echo.yaml).
@@ -38,7 +41,7 @@ const GOAL_VS_BEST: f64 = 1.2;
 /// A contender's v2 share over a scenario 3 run must be 50 % within this (thousands
 /// of requests; Envoy's weighted clusters pick at random: one standard deviation is
 /// 0.5 % at 10 000 requests).
-const SHARE_TOLERANCE: f64 = 0.05;
+pub const SHARE_TOLERANCE: f64 = 0.05;
 
 /// An HTTP service the proxies split between v1 and v2, with its weights.
 struct Service {

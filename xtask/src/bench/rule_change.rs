@@ -20,7 +20,10 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 
-use super::median;
+use super::{
+    client::{Clients, client_command},
+    report::median,
+};
 use crate::cmd;
 
 pub const SCENARIO: &str = "rule change";
@@ -178,6 +181,58 @@ pub fn switch(
         period_us: median(&gaps),
         errors,
     })
+}
+
+/// Puts scenario 5's service in force with `apply` (all to v1).
+pub fn put_in_force(bin: &Path, admin_socket: &Path, change_rules: &Path) -> Result<()> {
+    admin(
+        bin,
+        admin_socket,
+        "apply",
+        &[
+            &change_rules.join("service.yaml"),
+            &change_rules.join("vs-v1.yaml"),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Scenario 5's switches (10; 2 with `--quick`), alternately to v2 and to v1, by
+/// `traffic-shift apply` of `change_rules`' VirtualServices, seen by a ts-client in
+/// the agent's cgroup connecting back to back.
+pub fn run(
+    clients: Clients<'_>,
+    admin_socket: &Path,
+    change_rules: &Path,
+    quick: bool,
+    check_interrupted: &impl Fn() -> Result<()>,
+) -> Result<Vec<Change>> {
+    let mut ts_client = TsClient::start(client_command(
+        clients.bin,
+        "ts-client",
+        clients.netns,
+        clients.cgroup,
+        true,
+    ))?;
+    let switches = if quick { 2 } else { 10 };
+    let mut changes = Vec::new();
+    for k in 0..switches {
+        check_interrupted()?;
+        let to = if k % 2 == 0 { "v2" } else { "v1" };
+        let ch = switch(&mut ts_client, clients.bin, admin_socket, change_rules, to)?;
+        eprintln!(
+            "bench: rule change {}/{switches} to {to}: apply {:.1} ms, first {to} connection {} ms after it returned, {} old-rule after, one connection every {:.0} µs",
+            k + 1,
+            ch.apply_ms,
+            ch.first_new_ms
+                .map_or_else(|| "never".into(), |ms| format!("{ms:.2}")),
+            ch.stale,
+            ch.period_us
+        );
+        changes.push(ch);
+    }
+    drop(ts_client);
+    Ok(changes)
 }
 
 pub fn report(

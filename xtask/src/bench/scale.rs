@@ -12,12 +12,14 @@ use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
     path::{Path, PathBuf},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, ensure};
 
-use super::median;
+use super::{agent::Agent, client::Clients, report::median, rule_change, tcp::Contender};
+use crate::cmd;
 
 pub const SCENARIO: &str = "scale";
 /// Generated services per file (a rules file may have 4 MiB; 1 000 take ~0.5 MB).
@@ -29,6 +31,177 @@ pub const LEVELS: [usize; 3] = [0, 1000, 10_000];
 pub const QUICK_LEVELS: [usize; 2] = [0, 1000];
 /// The goal: the connection rate at 10 000 services within 5% of the rate without.
 const GOAL: f64 = 0.95;
+
+/// Scenario 6 measures the connect-time rate at this concurrency.
+pub const CONCURRENCY: u32 = 16;
+
+/// What scenario 6 needs of the bench's setup.
+pub struct Env<'a> {
+    pub clients: Clients<'a>,
+    /// The connect-time path to tcp-echo, measured at each level.
+    pub connect_time: &'a Contender,
+    pub agent: &'a Agent,
+    /// The generated services ([`generate`]), 1 000 per file.
+    pub files: &'a [PathBuf],
+    pub quick: bool,
+    pub duration: f64,
+    pub warmup: f64,
+}
+
+impl Env<'_> {
+    /// How many ServiceEntries the agent has (`traffic-shift get`), if it answers.
+    fn services(&self) -> Option<usize> {
+        cmd::probe(
+            Command::new(self.clients.bin.join("traffic-shift"))
+                .args(["get", "serviceentry", "-A", "-o", "name", "--admin-socket"])
+                .arg(&self.agent.admin_socket),
+        )
+        .map(|out| out.lines().count())
+    }
+
+    /// `traffic-shift apply|delete` of `files`: its time. `traffic-shift apply`
+    /// waits 60 s for the answer; the agent goes on. Then the time is until `get`
+    /// lists `expect` services (it answers once the apply is done: requests are
+    /// served one at a time), or `not_done` fails after 5 minutes.
+    fn admin(
+        &self,
+        verb: &str,
+        files: &[&Path],
+        expect: usize,
+        not_done: &str,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        match rule_change::admin(self.clients.bin, &self.agent.admin_socket, verb, files) {
+            Ok(took) => Ok(took),
+            Err(e) if format!("{e:#}").contains("did not answer") => {
+                eprintln!("bench: {e:#}; waiting for the agent to finish");
+                while self.services() != Some(expect) {
+                    ensure!(start.elapsed() < Duration::from_mins(5), "{not_done}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Ok(start.elapsed())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What scenario 6 measured, for its report.
+pub struct Results {
+    pub base_services: usize,
+    pub extra: &'static [usize],
+    pub levels: Vec<Level>,
+    pub applies: Applies,
+}
+
+impl Results {
+    /// The table, JSON rows and goal line of scenario 6 (and 5's apply of 10 000).
+    pub fn report(&self, md: &mut String, json_rows: &mut Vec<String>, goals: &mut String) {
+        report(
+            self.base_services,
+            CONCURRENCY,
+            self.extra,
+            &self.levels,
+            &self.applies,
+            md,
+            json_rows,
+            goals,
+        );
+    }
+}
+
+/// Scenario 6 (and 5's apply of 10 000 services): the maps filled in steps, the
+/// connect-time rate and the agent's footprint measured at each.
+pub fn run(env: &Env<'_>, check_interrupted: &impl Fn() -> Result<()>) -> Result<Results> {
+    let status_text = fs::read_to_string(&env.agent.status).unwrap_or_default();
+    let metrics_addr = serde_json::from_str::<serde_json::Value>(&status_text)
+        .ok()
+        .and_then(|v| v.get("metrics")?.as_str().map(str::to_owned));
+    let base_services = env.services().unwrap_or(0);
+    let extra: &'static [usize] = if env.quick { &QUICK_LEVELS } else { &LEVELS };
+    let mut levels: Vec<Level> = extra.iter().map(|_| Level::default()).collect();
+    let mut applies = Applies::default();
+    let measure = |level: &mut Level| -> Result<()> {
+        check_interrupted()?;
+        let (cpu0, t0) = (cpu_time(env.agent.pid), Instant::now());
+        let r = env
+            .clients
+            .conn(env.connect_time, CONCURRENCY, env.duration, env.warmup)?;
+        let (cpu1, wall) = (cpu_time(env.agent.pid), t0.elapsed());
+        level.conn_per_sec.push(r.conn_per_sec);
+        level.errors += r.errors;
+        if let (Some(a), Some(b)) = (cpu0, cpu1) {
+            level
+                .agent_cpu
+                .push(b.saturating_sub(a).as_secs_f64() / wall.as_secs_f64() * 100.0);
+        }
+        level.rss_mib.extend(rss_mib(env.agent.pid));
+        if let Some(addr) = &metrics_addr {
+            let (took, bytes) = scrape(addr)?;
+            level.scrape_ms.push(took.as_secs_f64() * 1e3);
+            level.scrape_bytes = bytes;
+        }
+        eprintln!(
+            "bench: scale {:>6} conn/s, agent RSS {:.0} MiB, CPU {:.1}%, scrape {:.1} ms",
+            r.conn_per_sec,
+            level.rss_mib.last().unwrap_or(&f64::NAN),
+            level.agent_cpu.last().unwrap_or(&f64::NAN),
+            level.scrape_ms.last().unwrap_or(&f64::NAN),
+        );
+        Ok(())
+    };
+    // One pass: the apply of 10 000 services takes most of a minute on a busy 2-CPU
+    // machine, and the whole run must stay under 15 minutes.
+    let scale_reps = 1;
+    for rep in 1..=scale_reps {
+        for (level, &n) in levels.iter_mut().zip(extra) {
+            // The generated files hold 1 000 services each.
+            let files: Vec<&Path> = env.files[..n / 1000].iter().map(PathBuf::as_path).collect();
+            let last = n == extra[extra.len() - 1];
+            if n > 0 {
+                let took = env.admin(
+                    "apply",
+                    &files,
+                    base_services + n,
+                    &format!("the apply of {n} services is not in force after 300 s"),
+                )?;
+                if last {
+                    applies.apply_s.push(took.as_secs_f64());
+                }
+                eprintln!(
+                    "bench: rep {rep}/{scale_reps} scale: apply of {n} services took {:.2} s",
+                    took.as_secs_f64()
+                );
+            }
+            eprintln!(
+                "bench: rep {rep}/{scale_reps} scale: {} services",
+                base_services + n
+            );
+            measure(level)?;
+            if n > 0 {
+                let took = env.admin(
+                    "delete",
+                    &files,
+                    base_services,
+                    &format!("the delete of {n} services is not done after 300 s"),
+                )?;
+                if last {
+                    applies.delete_s.push(took.as_secs_f64());
+                }
+                eprintln!(
+                    "bench: rep {rep}/{scale_reps} scale: delete of {n} services took {:.2} s",
+                    took.as_secs_f64()
+                );
+            }
+        }
+    }
+    Ok(Results {
+        base_services,
+        extra,
+        levels,
+        applies,
+    })
+}
 
 /// Writes `n` services in files of `PER_FILE` under `dir`: `svc-NNNNN.bench.local`
 /// at 127.101.x.y:9000, each with the two tcp-echo endpoints (health probes go to
@@ -86,6 +259,13 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 
 /// One GET of `/metrics` at `addr`: its time and size.
 pub fn scrape(addr: &str) -> Result<(Duration, usize)> {
+    let (took, body) = get_metrics(addr)?;
+    Ok((took, body.len()))
+}
+
+/// One GET of `/metrics` at `addr`: its time and the whole answer (status line,
+/// headers and the page).
+pub fn get_metrics(addr: &str) -> Result<(Duration, Vec<u8>)> {
     let start = Instant::now();
     let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -98,7 +278,7 @@ pub fn scrape(addr: &str) -> Result<(Duration, usize)> {
         "GET /metrics at {addr}: {}",
         String::from_utf8_lossy(&body[..body.len().min(200)])
     );
-    Ok((took, body.len()))
+    Ok((took, body))
 }
 
 /// The measurements of one level, one per repetition.

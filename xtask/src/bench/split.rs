@@ -10,8 +10,10 @@ use std::fmt::Write as _;
 use anyhow::{Context as _, Result};
 
 use super::{
-    Contender, ENVOY_ADDR, HAPROXY_ADDR, HAPROXY_RANDOM_ADDR, NGINX_ADDR, Skipped, json_number,
-    median, wait_answers,
+    client::{Clients, json_number, ts_bench, wait_answers},
+    proxies::{ENVOY_ADDR, HAPROXY_ADDR, HAPROXY_RANDOM_ADDR, NGINX_ADDR},
+    report::{Skipped, median},
+    tcp::{self, Contender},
 };
 
 pub const SCENARIO: &str = "split accuracy, TCP connections";
@@ -98,6 +100,55 @@ pub fn ready(
 
 /// `cells[i][j][k]`: `COUNTS[i]`, `CONCURRENCY[j]`, splitter k.
 pub type Cells = Vec<Vec<Vec<Cell>>>;
+
+/// Scenario 4's TCP half: of the splitters behind the contenders `answered` in
+/// scenario 1, those that answer (the proxies left out of scenario 1 are left out
+/// here too), and their cells.
+pub fn tcp_half(
+    clients: Clients<'_>,
+    answered: &[&Contender],
+    quick: bool,
+    skipped: &mut Vec<Skipped>,
+    check_interrupted: &impl Fn() -> Result<()>,
+) -> Result<(Vec<Splitter>, Cells)> {
+    let mut count_run = |s: &Splitter, n: u64, c: u32| {
+        let line = ts_bench(
+            clients.bin,
+            clients.netns,
+            clients.cgroup,
+            s.in_cgroup,
+            &[
+                "--target",
+                s.target,
+                "--count",
+                &n.to_string(),
+                "--concurrency",
+                &c.to_string(),
+            ],
+        )?;
+        Sample::parse(&line)
+    };
+    let proxies_out: Vec<Skipped> = skipped
+        .iter()
+        .filter(|s| s.scenario == tcp::SCENARIO)
+        .map(|s| Skipped {
+            scenario: SCENARIO,
+            name: s.name,
+            why: s.why.clone(),
+        })
+        .collect();
+    skipped.extend(proxies_out);
+    let splitters = ready(splitters(answered), SCENARIO, &mut count_run, skipped);
+    let split_reps = if quick { 1 } else { 5 };
+    let split_cells = measure(
+        &splitters,
+        split_reps,
+        "connections",
+        &mut count_run,
+        check_interrupted,
+    )?;
+    Ok((splitters, split_cells))
+}
 
 /// Every (count, concurrency, splitter) once per repetition, interleaved; `cells[i][j][k]`:
 /// `COUNTS[i]`, `CONCURRENCY[j]`, `splitters[k]`. `what` names the unit in the log.
@@ -248,7 +299,7 @@ pub fn report(
             }
         }
     }
-    super::unavailable(
+    super::report::unavailable(
         md,
         json_rows,
         skipped,

@@ -18,13 +18,25 @@
 //! A third row separates the cost of XDP on veth from the gateway's own work:
 //! iptables DNAT again (on ports 31500/31501, which no route takes) while the agent's
 //! program stays attached to the same interfaces and passes every packet to the stack.
+//!
+//! The `xdp` row is checked (`check.rs`): its connections must be the XDP program's
+//! own flows, split 80/20, or the bench fails.
 
 use std::{fmt::Write as _, fs, path::Path, process::Command};
 
 use anyhow::{Context, Result};
 
-use super::{BpffsDir, CgroupDir, Netns, Processes, TempDir, json_number, ts_bench, wait_applied};
+use super::{
+    agent::wait_applied,
+    client::{json_number, ts_bench},
+    guards::{BpffsDir, CgroupDir, Netns, Processes, TempDir},
+};
 use crate::cmd;
+
+mod check;
+
+/// Clients of the connection cell.
+const CONCURRENCY: u32 = 16;
 
 /// One contender's numbers.
 struct Row {
@@ -113,8 +125,8 @@ pub fn run(root: &Path, bin: &Path, cgroup_root: &Path, quick: bool) -> Result<(
     start_backends(bin, [&b1, &b2], &mut procs)?;
     std::thread::sleep(std::time::Duration::from_millis(300));
 
-    let measure = |contender: &'static str, ports: [u16; 2]| -> Result<Row> {
-        let [conn_target, stream_target] = ports.map(|p| format!("198.18.0.1:{p}"));
+    // The connection cell: ts-bench's line and the client's SYN retransmissions.
+    let conn_cell = |port: u16| -> Result<(String, u64)> {
         let syn_before = syn_retransmits(&client)?;
         let conn = ts_bench(
             bin,
@@ -123,16 +135,21 @@ pub fn run(root: &Path, bin: &Path, cgroup_root: &Path, quick: bool) -> Result<(
             false,
             &[
                 "--target",
-                &conn_target,
+                &format!("198.18.0.1:{port}"),
                 "--concurrency",
-                "16",
+                &CONCURRENCY.to_string(),
                 "--duration",
                 &duration.to_string(),
                 "--warmup",
                 &warmup.to_string(),
             ],
         )?;
-        let syn_retrans = syn_retransmits(&client)? - syn_before;
+        Ok((conn, syn_retransmits(&client)? - syn_before))
+    };
+    // A row: its connection cell's results, then the stream cell to `stream_port`.
+    let measure = |contender: &'static str, conn: (String, u64), stream_port: u16| -> Result<Row> {
+        let (conn, syn_retrans) = conn;
+        let stream_target = format!("198.18.0.1:{stream_port}");
         let before = node_rx_packets(&node)?;
         let started = std::time::Instant::now();
         let stream = ts_bench(
@@ -169,41 +186,61 @@ pub fn run(root: &Path, bin: &Path, cgroup_root: &Path, quick: bool) -> Result<(
     };
 
     // Contender 1: the XDP gateway.
-    let rules = tmp.0.join("rules");
-    fs::create_dir(&rules)?;
-    fs::copy(
-        root.join("bench/rules/xdp/service.yaml"),
-        rules.join("service.yaml"),
-    )?;
-    let log = start_agent(bin, &tmp, &cgroup, &bpffs, &node, &rules, &mut procs)?;
+    let log = start_agent(root, bin, &tmp, &cgroup, &bpffs, &node, &mut procs)?;
     // The health probes resolve the backends' MAC addresses.
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let mode = fs::read_to_string(&log)
+    let mode = attach_mode(&log);
+    // The xdp row's connections must be the XDP program's flows, split 80/20.
+    let (conn, checks) = check::checked(&tmp.0.join("status.json"), warmup, CONCURRENCY, || {
+        conn_cell(31400)
+    })?;
+    print!("{checks}");
+    let xdp = measure("xdp", conn, 31401)?;
+
+    // Contender 2: Linux forwarding with iptables DNAT (80/20 by nth) and MASQUERADE,
+    // on ports no route takes; run once with the XDP program attached and passing
+    // these packets (3), once without (2).
+    iptables_dnat(&node)?;
+    let linux_xdp_pass = measure(
+        "iptables DNAT, XDP attached (passes)",
+        conn_cell(31500)?,
+        31501,
+    )?;
+    stop_agent(&mut procs)?;
+
+    let linux = measure("iptables DNAT", conn_cell(31500)?, 31501)?;
+
+    report(
+        root,
+        duration,
+        &mode,
+        &[&xdp, &linux, &linux_xdp_pass],
+        &checks,
+    )?;
+    drop(procs);
+    Ok(())
+}
+
+/// The XDP mode the agent's log says it attached in (`?` if it does not say).
+fn attach_mode(log: &Path) -> String {
+    fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
         .find(|l| l.contains("XDP gateway attached"))
         .map_or_else(
             || "?".into(),
             |l| l.rsplit("mode=").next().unwrap_or("?").trim().to_owned(),
-        );
-    let xdp = measure("xdp", [31400, 31401])?;
+        )
+}
 
-    // Contender 2: Linux forwarding with iptables DNAT (80/20 by nth) and MASQUERADE,
-    // on ports no route takes; run once with the XDP program attached and passing
-    // these packets (3), once without (2).
-    iptables_dnat(&node)?;
-    let linux_xdp_pass = measure("iptables DNAT, XDP attached (passes)", [31500, 31501])?;
-    // The agent unloads on SIGTERM (--unload-on-exit): XDP detached.
+/// Stops the agent, the last process started. It unloads on SIGTERM
+/// (--unload-on-exit): XDP detached.
+fn stop_agent(procs: &mut Processes) -> Result<()> {
     let (_, mut agent) = procs.0.pop().expect("the agent");
     if let Some(pid) = rustix::process::Pid::from_raw(i32::try_from(agent.id()).unwrap_or(0)) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::Term);
     }
     agent.wait()?;
-
-    let linux = measure("iptables DNAT", [31500, 31501])?;
-
-    report(root, duration, &mode, &[&xdp, &linux, &linux_xdp_pass])?;
-    drop(procs);
     Ok(())
 }
 
@@ -255,7 +292,7 @@ fn link_hosts(node: &Netns, hosts: [&Netns; 3]) -> Result<()> {
 }
 
 /// Prints the table and writes it to `bench/results/xdp-latest.md`.
-fn report(root: &Path, duration: f64, mode: &str, rows: &[&Row]) -> Result<()> {
+fn report(root: &Path, duration: f64, mode: &str, rows: &[&Row], checks: &str) -> Result<()> {
     let mut md = format!(
         "Scenario 7: XDP gateway vs Linux forwarding (iptables DNAT + MASQUERADE), one run, \
          {duration} s per cell; XDP {mode} mode on veth; kernel {}\n\n\
@@ -278,28 +315,36 @@ fn report(root: &Path, duration: f64, mode: &str, rows: &[&Row]) -> Result<()> {
             r.packets_per_sec
         );
     }
+    md.push('\n');
+    md.push_str(checks);
     println!("{md}");
     let out = root.join("bench/results/xdp-latest.md");
     fs::write(&out, &md).with_context(|| format!("write {}", out.display()))?;
     Ok(())
 }
 
-/// Starts the agent with the XDP gateway on the node's three interfaces and waits
-/// until it applied the rules; returns its log file.
+/// Starts the agent with the XDP gateway on the node's three interfaces, on a copy of
+/// `bench/rules/xdp/`, and waits until it applied the rules; returns its log file.
 fn start_agent(
+    root: &Path,
     bin: &Path,
     tmp: &TempDir,
     cgroup: &CgroupDir,
     bpffs: &BpffsDir,
     node: &Netns,
-    rules: &Path,
     procs: &mut Processes,
 ) -> Result<std::path::PathBuf> {
+    let rules = tmp.0.join("rules");
+    fs::create_dir(&rules)?;
+    fs::copy(
+        root.join("bench/rules/xdp/service.yaml"),
+        rules.join("service.yaml"),
+    )?;
     let events = tmp.0.join("events.jsonl");
     let log = tmp.0.join("agent.log");
     let mut c = Command::new(bin.join("traffic-shift"));
     c.args(["run", "--rules"])
-        .arg(rules)
+        .arg(&rules)
         .arg("--cgroup")
         .arg(&cgroup.0)
         .arg("--bpffs")

@@ -1,0 +1,49 @@
+//! Mirroring: a copy of a request sent to each mirror destination its route
+//! picks (by the mirror's percentage), not waited for, its answer dropped.
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::header::{self, HeaderValue};
+use traffic_shift_config::model::Destination;
+
+use crate::{Proxy, forward::Outgoing, routes, select};
+
+impl Proxy {
+    /// Sends a copy of the request to a mirror destination, not waiting
+    /// for it; its answer is dropped. The authority gets `-shadow`, as
+    /// Envoy marks mirrored requests.
+    pub(crate) fn mirror(
+        &self,
+        outgoing: &Outgoing,
+        authority: &str,
+        dest: &Destination,
+        http2: bool,
+        timeout: Option<Duration>,
+    ) {
+        let n = dest.endpoints.len();
+        if n == 0 {
+            return;
+        }
+        let endpoint = dest.endpoints[select::random_u32() as usize % n].addr;
+        let mut copy = outgoing.clone();
+        let host = routes::strip_port(authority);
+        let shadow = format!("{host}-shadow{}", &authority[host.len()..]);
+        if let Ok(value) = HeaderValue::from_str(&shadow) {
+            copy.headers.insert(header::HOST, value);
+        }
+        let request = copy.to_request(endpoint, http2);
+        let client = self.upstream.client(http2).clone();
+        let timeout = timeout.unwrap_or(Duration::from_secs(30));
+        tokio::spawn(async move {
+            match tokio::time::timeout(timeout, client.request(request)).await {
+                Ok(Ok(response)) => {
+                    // Read the answer so the connection goes back to the pool.
+                    let _ = response.into_body().collect().await;
+                }
+                Ok(Err(err)) => tracing::debug!(%endpoint, %err, "L7 proxy: mirror request failed"),
+                Err(_) => tracing::debug!(%endpoint, "L7 proxy: mirror request timed out"),
+            }
+        });
+    }
+}

@@ -1,0 +1,198 @@
+//! The server: the proxy's listeners (a Gateway server's socket, served with
+//! that listener's rules; or the one the kernel redirects mesh connections to,
+//! served by the address the client connected to), accepting, and serving each
+//! client connection with hyper, HTTP/1.1 or HTTP/2 cleartext by its first
+//! bytes, within the limits of [`Options`].
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper::{Request, body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::Proxy;
+
+/// Limits and timeouts of the proxy.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// A client connection must send a whole request head within this
+    /// (also: the first bytes of a new connection, and a request body
+    /// between its chunks); else it is closed.
+    pub request_header_timeout: Duration,
+    /// The largest request head (HTTP/1.1 read buffer; HTTP/2 header list),
+    /// as Envoy's `max_request_headers_kb` (60 KiB). At least 8192.
+    pub max_header_bytes: usize,
+    /// The most request headers (Envoy's `max_request_headers_count`).
+    pub max_headers: usize,
+    /// Request bodies are buffered (for retries and mirrors) up to this;
+    /// a longer one gets 413.
+    pub max_body_bytes: usize,
+    /// Client connections at once; more are closed when accepted.
+    pub max_connections: usize,
+    /// Upstream connect timeout (Istio's `connectTimeout` default, 10s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            request_header_timeout: Duration::from_secs(10),
+            max_header_bytes: 60 << 10,
+            max_headers: 100,
+            max_body_bytes: 1 << 20,
+            max_connections: 10_000,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The address a mesh client connected to, from the accepted connection's
+/// (peer, local) addresses.
+pub type OriginalDst = Arc<dyn Fn(SocketAddr, SocketAddr) -> Option<SocketAddr> + Send + Sync>;
+
+/// Which listener serves a connection.
+#[derive(Debug)]
+pub(crate) enum Target {
+    Gateway(String),
+    Mesh(SocketAddr),
+}
+
+impl Proxy {
+    /// Serves connections accepted on a Gateway server socket with the
+    /// listener of `key` (looked up in the configuration of each request).
+    /// Runs until the task is dropped.
+    pub async fn serve_gateway(self: Arc<Self>, listener: TcpListener, key: String) {
+        let target = Arc::new(Target::Gateway(key));
+        loop {
+            let Some((stream, peer)) = accept(&listener).await else {
+                continue;
+            };
+            tokio::spawn(Arc::clone(&self).connection(stream, peer, Arc::clone(&target)));
+        }
+    }
+
+    /// Serves connections the kernel redirected to the proxy: each is
+    /// served with the listener whose `listeners` hold the address
+    /// `original_dst` says the client connected to. A connection whose
+    /// address is unknown is closed, with a log line.
+    pub async fn serve_mesh(self: Arc<Self>, listener: TcpListener, original_dst: OriginalDst) {
+        loop {
+            let Some((stream, peer)) = accept(&listener).await else {
+                continue;
+            };
+            let local = match stream.local_addr() {
+                Ok(local) => local,
+                Err(err) => {
+                    tracing::debug!(%err, %peer, "L7 proxy: no local address, connection closed");
+                    continue;
+                }
+            };
+            let Some(service) = original_dst(peer, local) else {
+                tracing::warn!(
+                    %peer, %local,
+                    "L7 proxy: no original destination for a redirected connection (not a mesh service address?), connection closed"
+                );
+                continue;
+            };
+            let target = Arc::new(Target::Mesh(service));
+            tokio::spawn(Arc::clone(&self).connection(stream, peer, target));
+        }
+    }
+
+    /// One client connection: HTTP/2 if it opens with the h2 preface, else
+    /// HTTP/1.1.
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, target: Arc<Target>) {
+        let Ok(_permit) = Arc::clone(&self.connections).try_acquire_owned() else {
+            tracing::warn!(
+                %peer,
+                max = self.options.max_connections,
+                "L7 proxy: too many client connections, connection closed"
+            );
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let h2 = match tokio::time::timeout(
+            self.options.request_header_timeout,
+            starts_with_h2_preface(&stream),
+        )
+        .await
+        {
+            Ok(Ok(h2)) => h2,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, %err, "L7 proxy: client connection failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "L7 proxy: client sent nothing in time, connection closed");
+                return;
+            }
+        };
+        let proxy = Arc::clone(&self);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let proxy = Arc::clone(&proxy);
+            let target = Arc::clone(&target);
+            async move { Ok::<_, Infallible>(proxy.handle(request, peer, &target).await) }
+        });
+        let io = TokioIo::new(stream);
+        let result = if h2 {
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(
+                    u32::try_from(self.options.max_header_bytes).unwrap_or(u32::MAX),
+                )
+                .max_concurrent_streams(256)
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .serve_connection(io, service)
+                .await
+        } else {
+            hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.options.request_header_timeout)
+                .max_buf_size(self.options.max_header_bytes.max(8192))
+                .max_headers(self.options.max_headers)
+                .serve_connection(io, service)
+                .await
+        };
+        if let Err(err) = result {
+            tracing::debug!(%peer, %err, "L7 proxy: client connection ended with an error");
+        }
+    }
+}
+
+/// Accepts one connection; on error (e.g. out of file descriptors) waits a
+/// little, so a persistent error does not spin.
+async fn accept(listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(conn) => Some(conn),
+        Err(err) => {
+            tracing::warn!(%err, "L7 proxy: accept failed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits for the first bytes of a connection and tells whether they are
+/// the HTTP/2 preface (without consuming them).
+async fn starts_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before a request",
+            ));
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A partial preface: wait for the rest.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

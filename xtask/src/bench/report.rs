@@ -1,0 +1,167 @@
+//! What the reports of scenarios 1 to 6 share: the row of a contender left out, JSON
+//! strings, the median, and the header naming the machine and the run.
+
+use std::{fmt::Write as _, fs, path::Path, process::Command};
+
+use anyhow::Result;
+
+use crate::cmd;
+
+/// A contender left out of a scenario, with the reason.
+pub struct Skipped {
+    pub scenario: &'static str,
+    pub name: &'static str,
+    pub why: String,
+}
+
+impl Skipped {
+    /// The contenders left out before the run (not installable), each from every one
+    /// of `scenarios`.
+    pub fn of_every(
+        left_out: Vec<(&'static str, String)>,
+        scenarios: [&'static str; 4],
+    ) -> Vec<Self> {
+        left_out
+            .into_iter()
+            .flat_map(|(name, why)| {
+                scenarios.map(|scenario| Skipped {
+                    scenario,
+                    name,
+                    why: why.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Prints the tables and goal lines, and writes them to `bench/results/latest.md`,
+/// and the JSON document to `latest.json`.
+pub fn write(root: &Path, table: &str, json: &str, goals: &str) -> Result<()> {
+    println!("\n{table}\n{goals}");
+    let out = root.join("bench/results");
+    fs::create_dir_all(&out)?;
+    fs::write(out.join("latest.md"), format!("{table}\n{goals}"))?;
+    fs::write(out.join("latest.json"), json)?;
+    println!(
+        "bench: wrote {} and latest.json",
+        out.join("latest.md").display()
+    );
+    Ok(())
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => f64::midpoint(v[n / 2 - 1], v[n / 2]),
+    }
+}
+
+/// A contender that could not run still gets its row, with the reason and no number.
+pub fn unavailable(
+    md: &mut String,
+    json_rows: &mut Vec<String>,
+    skipped: &[Skipped],
+    scenario: &str,
+    columns_before: &str,
+    dashes: &str,
+) {
+    for s in skipped.iter().filter(|s| s.scenario == scenario) {
+        let _ = writeln!(
+            md,
+            "| {scenario} | {columns_before}{}: unavailable ({}) | {dashes}",
+            s.name,
+            s.why.replace('|', "\\|")
+        );
+        json_rows.push(format!(
+            "    {{\"scenario\": \"{scenario}\", \"contender\": \"{}\", \"unavailable\": \"{}\"}}",
+            s.name,
+            json_escape(&s.why)
+        ));
+    }
+}
+
+/// `s` as the inside of a JSON string.
+pub fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One line naming the machine, the date and the run's settings.
+pub fn machine_header(netns: &str, quick: bool, reps: u32, duration: f64) -> String {
+    let probe = |c: &mut Command| cmd::probe(c).map_or_else(|| "?".into(), |s| s.trim().to_owned());
+    let kernel = probe(Command::new("uname").arg("-r"));
+    let date = probe(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let ports = probe(Command::new("ip").args([
+        "netns",
+        "exec",
+        netns,
+        "cat",
+        "/proc/sys/net/ipv4/ip_local_port_range",
+    ]))
+    .replace('\t', "-");
+    format!(
+        "traffic-shift bench, {date}: kernel {kernel}, {cpus} CPUs ({model}); {} run: {reps} repetition(s) of \
+         {duration} s per cell, median shown; client ephemeral ports {ports} (SO_LINGER 0, no TIME_WAIT)",
+        if quick { "--quick" } else { "full" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Skipped, json_escape, unavailable};
+    use crate::bench::tcp::{SCENARIO, STREAM_SCENARIO};
+
+    #[test]
+    fn an_unavailable_contender_gets_a_row_without_numbers() {
+        let skipped = [Skipped {
+            scenario: STREAM_SCENARIO,
+            name: "envoy",
+            why: "`pip install` failed: \"no | network\"".into(),
+        }];
+        let (mut md, mut json) = (String::new(), Vec::new());
+        unavailable(&mut md, &mut json, &skipped, SCENARIO, "all | ", "- |");
+        assert!(md.is_empty() && json.is_empty(), "other scenario: no row");
+        unavailable(
+            &mut md,
+            &mut json,
+            &skipped,
+            STREAM_SCENARIO,
+            "",
+            "- | - | - |",
+        );
+        assert_eq!(
+            md,
+            "| one long TCP stream | envoy: unavailable (`pip install` failed: \"no \\| network\") | - | - | - |\n"
+        );
+        assert_eq!(
+            json,
+            [
+                "    {\"scenario\": \"one long TCP stream\", \"contender\": \"envoy\", \"unavailable\": \"`pip install` failed: \\\"no | network\\\"\"}"
+            ]
+        );
+        assert_eq!(json_escape("a\\b\nc"), "a\\\\b\\u000ac");
+    }
+}
