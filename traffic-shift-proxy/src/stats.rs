@@ -46,7 +46,7 @@ fn duration_histogram() -> Histogram {
 
 /// `istio_requests_total` and `istio_request_duration_milliseconds`, by
 /// Istio's labels plus `response_code` and `response_flags`. Live metrics:
-/// [`traffic_shift_config::labels::Exporter`] registers them in each scrape's registry.
+/// the agent's metrics exporter registers them in each scrape's registry.
 #[derive(Debug)]
 pub struct RequestMetrics {
     requests: Family<Labels, Counter>,
