@@ -10,10 +10,10 @@ use std::{
     sync::Arc,
 };
 
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
-pub use super::dto::ServerTlsMode;
+pub use super::dto::{Location, Resolution, ServerTlsMode, SimpleLb};
 use super::{
     dto,
     error::{ConfigError, FieldPath, ResourceId, Warning, one_line},
@@ -159,49 +159,6 @@ impl Resource {
     pub fn namespace(&self) -> &str {
         &self.source().namespace
     }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Location {
-    #[default]
-    MeshExternal,
-    MeshInternal,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Resolution {
-    /// Connections go to the address the client dialed.
-    #[default]
-    None,
-    Static,
-    Dns,
-    DnsRoundRobin,
-    DynamicDns,
-}
-
-impl Resolution {
-    fn name(self) -> &'static str {
-        match self {
-            Self::None => "NONE",
-            Self::Static => "STATIC",
-            Self::Dns => "DNS",
-            Self::DnsRoundRobin => "DNS_ROUND_ROBIN",
-            Self::DynamicDns => "DYNAMIC_DNS",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SimpleLb {
-    Unspecified,
-    Random,
-    Passthrough,
-    RoundRobin,
-    LeastRequest,
-    LeastConn,
 }
 
 /// A port protocol, as Istio spells them (case-insensitive in the YAML).
