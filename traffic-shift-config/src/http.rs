@@ -10,7 +10,8 @@ use std::{collections::BTreeMap, time::Duration};
 use super::{
     dto,
     error::FieldPath,
-    resource::{Check, Labels, RouteDestination, host_matches, validate_domain},
+    names::{host_matches, is_dns1123_label_any_case, validate_domain},
+    resource::{Check, Labels, RouteDestination},
     values,
 };
 
@@ -311,7 +312,7 @@ pub(super) fn http_rule(
             );
         }
         if let Some(namespace) = &delegate.namespace
-            && !values::is_dns1123_label_any_case(namespace)
+            && !is_dns1123_label_any_case(namespace)
         {
             cx.error(
                 base.key("delegate").key("namespace"),
@@ -655,7 +656,7 @@ fn http_match(
     cx.gateway_names(&base.key("gateways"), &gateways);
     let source_namespace = m.source_namespace.filter(|namespace| !namespace.is_empty());
     if let Some(namespace) = &source_namespace
-        && !values::is_dns1123_label_any_case(namespace)
+        && !is_dns1123_label_any_case(namespace)
     {
         cx.error(
             base.key("sourceNamespace"),
@@ -1221,7 +1222,7 @@ pub(super) fn tls_rule(
         for (s, subnet) in destination_subnets.iter().enumerate() {
             let _ = cx.ok(
                 path.key("destinationSubnets").index(s),
-                super::resource::validate_subnet(subnet),
+                crate::names::validate_subnet(subnet),
             );
         }
         let port = m

@@ -28,6 +28,7 @@ pub mod labels;
 mod limits;
 mod lines;
 pub mod model;
+mod names;
 mod policy;
 mod resolve;
 mod resource;

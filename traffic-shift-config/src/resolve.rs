@@ -39,11 +39,12 @@ use std::{
 use super::{
     RulesFile,
     error::{ConfigError, FieldPath, Segment, Warning},
+    names::host_matches,
     policy::{HashKey, LbPolicy, LoadBalancer},
     resource::{
         DestinationRule, EndpointAddress, Gateway, L4Match, Resolution, Resource, RouteDestination,
         Server, ServiceEntry, ServicePort, SimpleLb, Source, Subset, TcpRule, VirtualService,
-        WorkloadEndpoint, WorkloadEntry, fp, host_matches,
+        WorkloadEndpoint, WorkloadEntry, fp,
     },
 };
 use crate::model::{Destination, Endpoint, Outlier, RoutingModel, Selection, TcpRoute};

@@ -19,6 +19,11 @@ use super::{
     error::{ConfigError, FieldPath, ResourceId, Warning, one_line},
     http::{self, HttpRule, TlsRule},
     lines::LineIndex,
+    names::{
+        host_matches, is_dns1123_label, is_dns1123_label_any_case, is_dns1123_subdomain,
+        is_partial_wildcard, parse_cidr, port_number, validate_domain, validate_fqdn,
+        validate_subnet,
+    },
     policy::{self, TrafficPolicy},
     values,
 };
@@ -543,7 +548,7 @@ impl<'s> Check<'s> {
                             "config namespace and gateway name cannot be empty",
                         );
                     }
-                    if !values::is_dns1123_label_any_case(namespace) {
+                    if !is_dns1123_label_any_case(namespace) {
                         self.error(
                             path.clone(),
                             format!(
@@ -553,7 +558,7 @@ impl<'s> Check<'s> {
                             ),
                         );
                     }
-                    if !values::is_dns1123_label_any_case(gateway) {
+                    if !is_dns1123_label_any_case(gateway) {
                         self.error(path, format!("invalid value for gateway name: {gateway:?}"));
                     }
                 }
@@ -585,7 +590,7 @@ impl<'s> Check<'s> {
         }
         let subset = destination.subset.filter(|subset| !subset.is_empty());
         if let Some(subset) = &subset
-            && !values::is_dns1123_label_any_case(subset)
+            && !is_dns1123_label_any_case(subset)
         {
             self.error(
                 path.key("subset"),
@@ -1126,11 +1131,6 @@ fn resolution_rules(
     endpoints
 }
 
-/// Istio's `ValidatePartialWildCard`: `*` only as the whole first label.
-fn is_partial_wildcard(host: &str) -> bool {
-    host.contains('*') && host.len() != 1 && !host.starts_with("*.")
-}
-
 /// A `ServiceEntry` address: an IP, or a CIDR that is one address.
 fn service_address(address: &str, resolution: Resolution) -> Result<IpAddr, String> {
     let Some((ip, prefix)) = address.split_once('/') else {
@@ -1157,26 +1157,6 @@ fn service_address(address: &str, resolution: Resolution) -> Result<IpAddr, Stri
     }
 }
 
-fn parse_cidr(ip: &str, prefix: &str) -> Option<(IpAddr, u8)> {
-    let ip: IpAddr = ip.parse().ok()?;
-    let prefix: u8 = prefix.parse().ok()?;
-    let full = if ip.is_ipv4() { 32 } else { 128 };
-    (prefix <= full).then_some((ip, prefix))
-}
-
-/// An IP or CIDR, as `destinationSubnets` takes (Istio's `ValidateIPSubnet`).
-pub(super) fn validate_subnet(subnet: &str) -> Result<(), String> {
-    match subnet.split_once('/') {
-        Some((ip, prefix)) => parse_cidr(ip, prefix)
-            .map(|_| ())
-            .ok_or_else(|| format!("{subnet} is not a valid CIDR block")),
-        None => subnet
-            .parse::<IpAddr>()
-            .map(|_| ())
-            .map_err(|_| format!("{subnet} is not a valid IP")),
-    }
-}
-
 fn service_ports(cx: &mut Check, ports: Vec<dto::ServicePort>) -> Vec<ServicePort> {
     let mut names = BTreeSet::new();
     let mut numbers = BTreeSet::new();
@@ -1189,7 +1169,7 @@ fn service_ports(cx: &mut Check, ports: Vec<dto::ServicePort>) -> Vec<ServicePor
                 fp!("spec.ports[{i}].name"),
                 format!("service entry port name {name:?} already defined"),
             );
-        } else if !values::is_dns1123_label_any_case(&name) {
+        } else if !is_dns1123_label_any_case(&name) {
             cx.error(
                 fp!("spec.ports[{i}].name"),
                 format!(
@@ -1260,7 +1240,7 @@ fn workload_endpoint(
                 ),
             );
         }
-        if !values::is_dns1123_label_any_case(&name) {
+        if !is_dns1123_label_any_case(&name) {
             cx.error(path.clone(), format!("invalid port name: {name}"));
         }
         if let Some(number) = cx.port(path, number) {
@@ -1408,7 +1388,7 @@ fn destination_rule(source: Source, spec: dto::DestinationRuleSpec) -> Parsed {
             cx.error(name_path, format!("duplicate subset names: {name}"));
         } else if name.is_empty() {
             cx.error(name_path, "subset name cannot be empty");
-        } else if !values::is_dns1123_label_any_case(&name) {
+        } else if !is_dns1123_label_any_case(&name) {
             cx.error(
                 name_path,
                 format!(
@@ -1846,14 +1826,6 @@ fn server_tls(
     Some(mode)
 }
 
-/// Istio's `ValidatePort`.
-fn port_number(number: i64) -> Result<u16, String> {
-    u16::try_from(number)
-        .ok()
-        .filter(|number| *number != 0)
-        .ok_or_else(|| format!("port number {number} must be in the range 1..65535"))
-}
-
 /// A Gateway server host: `[namespace/]dnsName` (Istio's
 /// `ValidateNamespaceSlashWildcardHostname` for gateways).
 fn validate_server_host(host: &str) -> Result<(), String> {
@@ -1862,10 +1834,7 @@ fn validate_server_host(host: &str) -> Result<(), String> {
             if namespace.is_empty() || name.is_empty() {
                 return Err("config namespace and dnsName in host entry cannot be empty".to_owned());
             }
-            if !(namespace == "*"
-                || namespace == "."
-                || values::is_dns1123_label_any_case(namespace))
-            {
+            if !(namespace == "*" || namespace == "." || is_dns1123_label_any_case(namespace)) {
                 return Err(format!(
                     "invalid namespace value {namespace:?} in gateway: use *, . or a namespace \
                      name before the /"
@@ -1890,147 +1859,9 @@ fn validate_server_host(host: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `pattern` (a host, `*`, or `*.suffix`) covers `host`.
-pub fn host_matches(pattern: &str, host: &str) -> bool {
-    if pattern == host || pattern == "*" {
-        return true;
-    }
-    match pattern.strip_prefix('*') {
-        Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
-        None => false,
-    }
-}
-
-/// Istio's `ValidateWildcardDomain`: a DNS name, `*` allowed as (part of)
-/// the first label (`*`, `*.example.com`, `*-foo.example.com`).
-pub(super) fn validate_domain(domain: &str) -> Result<(), String> {
-    dns_preconditions(domain)?;
-    let (first, rest) = domain
-        .split_once('.')
-        .map_or((domain, None), |(first, rest)| (first, Some(rest)));
-    let unstarred = first
-        .strip_prefix("*-")
-        .or_else(|| first.strip_prefix('*'))
-        .unwrap_or(first);
-    let first_ok = first == "*" || values::is_dns1123_label_any_case(unstarred);
-    if !first_ok {
-        return Err(format!(
-            "domain name {domain:?} invalid (label {first:?} invalid)"
-        ));
-    }
-    match rest {
-        None => Ok(()),
-        Some(rest) => dns_labels(domain, rest),
-    }
-}
-
-/// Istio's `ValidateFQDN`: a DNS name without wildcard.
-pub(super) fn validate_fqdn(domain: &str) -> Result<(), String> {
-    dns_preconditions(domain)?;
-    dns_labels(domain, domain)
-}
-
-fn dns_preconditions(domain: &str) -> Result<(), String> {
-    if domain.len() > 255 {
-        return Err(format!("domain name {domain:?} too long (max 255)"));
-    }
-    if domain.is_empty() {
-        return Err("empty domain name not allowed".to_owned());
-    }
-    Ok(())
-}
-
-/// Istio's `ValidateDNS1123Labels` of `labels`, a part of `domain`.
-fn dns_labels(domain: &str, labels: &str) -> Result<(), String> {
-    let labels: Vec<&str> = labels.split('.').collect();
-    let top = labels.last().copied().unwrap_or_default();
-    if top.parse::<i64>().is_ok() {
-        return Err(format!(
-            "domain name {domain:?} invalid (top level domain {top:?} cannot be all-numeric)"
-        ));
-    }
-    for (i, label) in labels.iter().enumerate() {
-        // A trailing dot (`istio.io.`) is allowed.
-        if i + 1 == labels.len() && label.is_empty() {
-            break;
-        }
-        if !values::is_dns1123_label_any_case(label) {
-            return Err(format!(
-                "domain name {domain:?} invalid (label {label:?} invalid)"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// RFC 1123 label, as Kubernetes checks it: 1-63 of `[a-z0-9-]`, starting
-/// and ending with a letter or digit.
-pub fn is_dns1123_label(label: &str) -> bool {
-    let bytes = label.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-}
-
-/// RFC 1123 subdomain: labels joined by `.`, at most 253 bytes.
-pub fn is_dns1123_subdomain(name: &str) -> bool {
-    name.len() <= 253 && name.split('.').all(is_dns1123_label)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn domains() {
-        let cases = [
-            ("tcp-echo.local", true),
-            ("tcp-echo", true),
-            ("*.local", true),
-            ("*", true),
-            ("istio.io.", true),
-            ("", false),
-            // Istio's labels are case-insensitive.
-            ("Tcp-Echo.local", true),
-            ("*-echo.local", true),
-            ("*echo.local", true),
-            ("tcp_echo.local", false),
-            ("a..b", false),
-            ("1.2.3.4", false),
-            ("a.*.b", false),
-        ];
-        for (domain, valid) in cases {
-            assert_eq!(
-                validate_domain(domain).is_ok(),
-                valid,
-                "{domain:?} should be {}",
-                if valid { "valid" } else { "refused" }
-            );
-        }
-    }
-
-    #[test]
-    fn host_patterns() {
-        let cases = [
-            ("a.local", "a.local", true),
-            ("*.local", "a.local", true),
-            ("*", "a.local", true),
-            ("*.local", "local", false),
-            ("a.local", "b.local", false),
-            ("*.local", "a.remote", false),
-        ];
-        for (pattern, host, expected) in cases {
-            assert_eq!(
-                host_matches(pattern, host),
-                expected,
-                "does {pattern:?} cover {host:?}"
-            );
-        }
-    }
 
     #[test]
     fn protocols_are_case_insensitive_and_tcp_rules_skip_http_and_tls() {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::resource::is_dns1123_label;
+use crate::names::{is_dns1123_label, is_dns1123_label_any_case};
 
 /// Parses a duration as Istio reads it from YAML: Go's `time.ParseDuration`
 /// syntax (`10s`, `1.5s`, `250ms`, `1m30s`, `2h`; units `ns`, `us`, `µs`,
@@ -197,12 +197,6 @@ fn is_qualified_name(name: &str) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// Istio's `labels.IsDNS1123Label`: like Kubernetes', but upper case is
-/// allowed.
-pub fn is_dns1123_label_any_case(label: &str) -> bool {
-    is_dns1123_label(&label.to_ascii_lowercase())
 }
 
 /// The request header names a match may test (Istio's
