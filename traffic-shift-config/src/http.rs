@@ -8,10 +8,11 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use super::{
+    check::Check,
+    common::{Labels, RouteDestination},
     dto,
     error::FieldPath,
     names::{host_matches, is_dns1123_label_any_case, validate_domain},
-    resource::{Check, Labels, RouteDestination},
     values,
 };
 

@@ -21,6 +21,8 @@
 //! Lines: serde does not place valid values, so `lines` indexes each
 //! document's field paths by line with a second, event-level parse.
 
+mod check;
+mod common;
 mod dto;
 mod error;
 pub mod http;
@@ -34,6 +36,7 @@ mod resolve;
 mod resource;
 #[cfg(test)]
 mod rules_tests;
+mod source;
 #[cfg(test)]
 mod tests;
 mod values;
@@ -47,6 +50,8 @@ use std::{
 use serde::Deserialize;
 
 pub use self::{
+    common::{API_VERSIONS, KINDS, Labels, Protocol, RouteDestination},
+    dto::{Location, Resolution, SimpleLb},
     error::{ConfigError, FieldPath, ResourceId, Segment, Warning},
     http::{
         AbortError, CorsPolicy, DelayKind, Delegate, DerivePort, DirectBody, DirectResponse, Fault,
@@ -64,11 +69,11 @@ pub use self::{
     },
     resolve::{resolve, resolve_all},
     resource::{
-        API_VERSIONS, DestinationRule, EndpointAddress, Gateway, GatewayPort, KINDS, L4Match,
-        Labels, Location, Protocol, Resolution, Resource, RouteDestination, Server, ServerTlsMode,
-        ServiceEntry, ServicePort, SimpleLb, Source, Subset, TcpRule, VirtualService,
+        DestinationRule, EndpointAddress, Gateway, GatewayPort, L4Match, Resource, Server,
+        ServerTlsMode, ServiceEntry, ServicePort, Subset, TcpRule, VirtualService,
         WorkloadEndpoint, WorkloadEntry,
     },
+    source::Source,
     values::GRPC_STATUS,
 };
 #[cfg(doc)]

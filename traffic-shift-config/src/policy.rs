@@ -6,11 +6,7 @@
 
 use std::time::Duration;
 
-use super::{
-    dto,
-    error::FieldPath,
-    resource::{Check, SimpleLb},
-};
+use super::{check::Check, dto, dto::SimpleLb, error::FieldPath};
 
 pub use super::dto::H2UpgradePolicy;
 
@@ -614,4 +610,17 @@ fn parse_outlier_detection(
         min_health_percent,
         http_error_codes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn primes() {
+        let primes: Vec<i64> = (0..30).filter(|n| super::is_prime(*n)).collect();
+        assert_eq!(
+            primes,
+            [2, 3, 5, 7, 11, 13, 17, 19, 23, 29],
+            "primes below 30"
+        );
+    }
 }

@@ -38,14 +38,16 @@ use std::{
 
 use super::{
     RulesFile,
-    error::{ConfigError, FieldPath, Segment, Warning},
+    common::RouteDestination,
+    dto::{Resolution, SimpleLb},
+    error::{ConfigError, FieldPath, Segment, Warning, fp},
     names::host_matches,
     policy::{HashKey, LbPolicy, LoadBalancer},
     resource::{
-        DestinationRule, EndpointAddress, Gateway, L4Match, Resolution, Resource, RouteDestination,
-        Server, ServiceEntry, ServicePort, SimpleLb, Source, Subset, TcpRule, VirtualService,
-        WorkloadEndpoint, WorkloadEntry, fp,
+        DestinationRule, EndpointAddress, Gateway, L4Match, Resource, Server, ServiceEntry,
+        ServicePort, Subset, TcpRule, VirtualService, WorkloadEndpoint, WorkloadEntry,
     },
+    source::Source,
 };
 use crate::model::{Destination, Endpoint, Outlier, RoutingModel, Selection, TcpRoute};
 

@@ -28,17 +28,16 @@ use std::{
 
 use super::{At, Catalog, Sink, host_not_found, qualify, server_takes};
 use crate::{
-    error::{ConfigError, FieldPath},
+    common::{Protocol, RouteDestination},
+    dto::SimpleLb,
+    error::{ConfigError, FieldPath, fp},
     http::{HttpMatch, HttpRule, Retries},
     model::{
         Destination, HttpDestination, HttpListener, HttpMirror, HttpRoute, HttpSelection,
         VirtualHost,
     },
     policy::{HashKey, LbPolicy, LoadBalancer},
-    resource::{
-        DestinationRule, Gateway, Protocol, RouteDestination, ServicePort, SimpleLb,
-        VirtualService, fp,
-    },
+    resource::{DestinationRule, Gateway, ServicePort, VirtualService},
 };
 
 /// Where a rule is being resolved for.
