@@ -11,6 +11,10 @@ use crate::{
     values,
 };
 
+/// What the checks of one resource gave: it and its warnings, or its
+/// errors (all of them).
+pub(crate) type Checked<T> = Result<(T, Vec<Warning>), Vec<ConfigError>>;
+
 /// The checks of one document (or of one `resolve`): errors do not stop
 /// them, so that every error is reported at once. Istio's validation works
 /// the same way (`AppendValidation`).

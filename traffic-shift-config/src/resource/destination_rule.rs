@@ -3,9 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{Parsed, Resource};
 use crate::{
-    check::Check,
+    check::{Check, Checked},
     common::Labels,
     dto,
     error::fp,
@@ -36,7 +35,7 @@ pub struct Subset {
 }
 
 /// Istio's `ValidateDestinationRule`.
-pub(super) fn validate(source: Source, spec: dto::DestinationRuleSpec) -> Parsed {
+pub(super) fn validate(source: Source, spec: dto::DestinationRuleSpec) -> Checked<DestinationRule> {
     let mut cx = Check::new(&source);
     let host = spec.host.unwrap_or_default();
     if host.is_empty() {
@@ -85,13 +84,13 @@ pub(super) fn validate(source: Source, spec: dto::DestinationRuleSpec) -> Parsed
     cx.export_to(&export_to, false);
     let warnings = cx.finish()?;
     Ok((
-        Resource::DestinationRule(DestinationRule {
+        DestinationRule {
             source,
             host,
             traffic_policy,
             subsets,
             export_to,
-        }),
+        },
         warnings,
     ))
 }

@@ -3,10 +3,9 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use super::{Parsed, Resource};
 pub use crate::dto::ServerTlsMode;
 use crate::{
-    check::Check,
+    check::{Check, Checked},
     common::{Labels, Protocol},
     dto,
     error::fp,
@@ -47,7 +46,7 @@ pub struct GatewayPort {
     clippy::too_many_lines,
     reason = "one server's checks, in Istio's order, with what each check needs"
 )]
-pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Parsed {
+pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Checked<Gateway> {
     let mut cx = Check::new(&source);
     if !is_dns1123_label(&source.name) {
         cx.error(
@@ -150,11 +149,11 @@ pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Parsed {
     }
     let warnings = cx.finish()?;
     Ok((
-        Resource::Gateway(Gateway {
+        Gateway {
             source,
             selector,
             servers: valid,
-        }),
+        },
         warnings,
     ))
 }

@@ -21,11 +21,7 @@ pub use self::{
     virtual_service::{L4Match, TcpRule, VirtualService},
     workload_entry::{EndpointAddress, WorkloadEndpoint, WorkloadEntry},
 };
-use crate::{
-    error::{ConfigError, Warning},
-    lines::LineIndex,
-    source::Source,
-};
+use crate::{check::Checked, lines::LineIndex, source::Source};
 
 /// One validated Istio resource.
 #[derive(Clone, Debug)]
@@ -68,7 +64,7 @@ impl Resource {
 
 /// What one document gave: its resource and its warnings, or its errors
 /// (all of them).
-pub(crate) type Parsed = Result<(Resource, Vec<Warning>), Vec<ConfigError>>;
+pub(crate) type Parsed = Checked<Resource>;
 
 /// Parses one non-empty YAML document into a validated resource.
 pub(crate) fn parse_document(
@@ -82,22 +78,26 @@ pub(crate) fn parse_document(
         "ServiceEntry" => {
             let (source, spec) = document::typed(&place, kind, value, lines)?;
             service_entry::validate(source, spec)
+                .map(|(r, warnings)| (Resource::ServiceEntry(r), warnings))
         }
         "DestinationRule" => {
             let (source, spec) = document::typed(&place, kind, value, lines)?;
             destination_rule::validate(source, spec)
+                .map(|(r, warnings)| (Resource::DestinationRule(r), warnings))
         }
         "VirtualService" => {
             let (source, spec) = document::typed(&place, kind, value, lines)?;
             virtual_service::validate(source, spec)
+                .map(|(r, warnings)| (Resource::VirtualService(r), warnings))
         }
         "Gateway" => {
             let (source, spec) = document::typed(&place, kind, value, lines)?;
-            gateway::validate(source, spec)
+            gateway::validate(source, spec).map(|(r, warnings)| (Resource::Gateway(r), warnings))
         }
         _ => {
             let (source, spec) = document::typed(&place, kind, value, lines)?;
             workload_entry::validate(source, spec)
+                .map(|(r, warnings)| (Resource::WorkloadEntry(r), warnings))
         }
     }
 }

@@ -3,12 +3,9 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use super::{
-    Parsed, Resource,
-    workload_entry::{WorkloadEndpoint, workload_endpoint},
-};
+use super::workload_entry::{WorkloadEndpoint, workload_endpoint};
 use crate::{
-    check::Check,
+    check::{Check, Checked},
     common::{Labels, Protocol},
     dto::{self, Location, Resolution},
     error::fp,
@@ -58,7 +55,7 @@ impl ServicePort {
 }
 
 /// Istio's `ValidateServiceEntry`.
-pub(super) fn validate(source: Source, spec: dto::ServiceEntrySpec) -> Parsed {
+pub(super) fn validate(source: Source, spec: dto::ServiceEntrySpec) -> Checked<ServiceEntry> {
     let mut cx = Check::new(&source);
     let resolution = spec.resolution.unwrap_or_default();
     let location = spec.location.unwrap_or_default();
@@ -151,7 +148,7 @@ pub(super) fn validate(source: Source, spec: dto::ServiceEntrySpec) -> Parsed {
 
     let warnings = cx.finish()?;
     Ok((
-        Resource::ServiceEntry(ServiceEntry {
+        ServiceEntry {
             source,
             hosts,
             addresses,
@@ -161,7 +158,7 @@ pub(super) fn validate(source: Source, spec: dto::ServiceEntrySpec) -> Parsed {
             endpoints,
             workload_selector,
             export_to,
-        }),
+        },
         warnings,
     ))
 }

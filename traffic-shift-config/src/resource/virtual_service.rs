@@ -4,9 +4,8 @@
 
 use std::net::IpAddr;
 
-use super::{Parsed, Resource};
 use crate::{
-    check::Check,
+    check::{Check, Checked},
     common::{Labels, RouteDestination},
     dto,
     error::fp,
@@ -62,7 +61,7 @@ pub struct L4Match {
 }
 
 /// Istio's `ValidateVirtualService`.
-pub(super) fn validate(source: Source, spec: dto::VirtualServiceSpec) -> Parsed {
+pub(super) fn validate(source: Source, spec: dto::VirtualServiceSpec) -> Checked<VirtualService> {
     let mut cx = Check::new(&source);
     let hosts = spec.hosts.unwrap_or_default();
     let gateways = spec.gateways.unwrap_or_default();
@@ -132,7 +131,7 @@ pub(super) fn validate(source: Source, spec: dto::VirtualServiceSpec) -> Parsed 
 
     let warnings = cx.finish()?;
     Ok((
-        Resource::VirtualService(VirtualService {
+        VirtualService {
             source,
             hosts,
             gateways,
@@ -140,7 +139,7 @@ pub(super) fn validate(source: Source, spec: dto::VirtualServiceSpec) -> Parsed 
             http,
             tls,
             export_to,
-        }),
+        },
         warnings,
     ))
 }

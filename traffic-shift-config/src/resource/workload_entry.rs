@@ -3,9 +3,8 @@
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
-use super::{Parsed, Resource};
 use crate::{
-    check::{Check, weight_message},
+    check::{Check, Checked, weight_message},
     common::Labels,
     dto::{self, Resolution},
     error::{FieldPath, fp},
@@ -206,15 +205,12 @@ fn unix_address(path: &str) -> Result<(), String> {
     }
 }
 
-pub(super) fn validate(source: Source, spec: dto::WorkloadEntrySpec) -> Parsed {
+pub(super) fn validate(source: Source, spec: dto::WorkloadEntrySpec) -> Checked<WorkloadEntry> {
     let mut cx = Check::new(&source);
     let endpoint = workload_endpoint(&mut cx, &fp!("spec"), spec, None);
     let warnings = cx.finish()?;
     // `workload_endpoint` records an error whenever it gives `None`.
     let endpoint = endpoint
         .ok_or_else(|| vec![source.error(fp!("spec"), "invalid WorkloadEntry: fix its address")])?;
-    Ok((
-        Resource::WorkloadEntry(WorkloadEntry { source, endpoint }),
-        warnings,
-    ))
+    Ok((WorkloadEntry { source, endpoint }, warnings))
 }
