@@ -15,7 +15,7 @@ use crate::{
 /// errors (all of them).
 pub(crate) type Checked<T> = Result<(T, Vec<Warning>), Vec<ConfigError>>;
 
-/// The checks of one document (or of one `resolve`): errors do not stop
+/// The checks of one document: errors do not stop
 /// them, so that every error is reported at once. Istio's validation works
 /// the same way (`AppendValidation`).
 pub(crate) struct Check<'s> {

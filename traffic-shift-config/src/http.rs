@@ -1,9 +1,9 @@
 //! VirtualService `http[]` and `tls[]` rules: modelled and checked as
 //! Istio's `validateHTTPRoute` / `validateTLSRoute` do
 //! (`istio/istio` `pkg/config/validation/virtualservice.go`,
-//! `validation.go`). The kernel path routes neither yet: `resolve` checks
-//! what `http` rules reference and warns that they are not applied, and
-//! refuses `tls` rules.
+//! `validation.go`). `resolve` turns `http` rules into the listeners of
+//! the L7 proxy (`traffic-shift-proxy`), which serves them per request; it
+//! refuses `tls` rules (nothing reads SNI yet).
 
 use std::{collections::BTreeMap, time::Duration};
 

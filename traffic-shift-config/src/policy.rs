@@ -1,8 +1,9 @@
 //! DestinationRule `trafficPolicy`, top-level, per subset and per port:
 //! `loadBalancer`, `connectionPool`, `outlierDetection`,
 //! `portLevelSettings`, checked as Istio's `validateTrafficPolicy` does.
-//! The kernel path uses `loadBalancer` (see `resolve`); the rest is
-//! modelled for the proxy to come.
+//! `resolve` applies `loadBalancer` (the kernel path and the L7 proxy pick
+//! endpoints with it) and `outlierDetection` (endpoint ejection);
+//! `connectionPool` is modelled and checked, not applied.
 
 use std::time::Duration;
 

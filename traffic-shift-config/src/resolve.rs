@@ -67,7 +67,7 @@ pub fn resolve(files: &[RulesFile]) -> Result<RoutingModel, ConfigError> {
 /// Cross-resource validation and resolution over the given files together:
 /// the model, or every error found (never an empty list); and the warnings
 /// across resources (a subset that selects no endpoint, a rule never
-/// reached, `http` rules not applied), with or without errors. The files'
+/// reached), with or without errors. The files'
 /// own warnings are in [`RulesFile::warnings`].
 pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
     let resources: Vec<&Resource> = files.iter().flat_map(|file| &file.resources).collect();
@@ -456,8 +456,7 @@ impl<'a> Catalog<'a> {
     }
 
     /// The `http` rules of `vs`: what they name must exist (destination
-    /// hosts and subsets, mirrors, match gateways), and a warning that they
-    /// are not applied.
+    /// hosts and subsets, mirrors, match gateways).
     fn check_http(&self, vs: &VirtualService, sink: &mut Sink) {
         if vs.http.is_empty() {
             return;

@@ -23,7 +23,8 @@ pub struct VirtualService {
     /// Empty means `mesh`.
     pub gateways: Vec<String>,
     pub tcp: Vec<TcpRule>,
-    /// Modelled and checked; not applied yet (no L7 proxy).
+    /// Served per request by the L7 proxy (`traffic-shift-proxy`):
+    /// `resolve` turns them into its listeners.
     pub http: Vec<HttpRule>,
     /// Modelled and checked; refused by `resolve` (not supported yet).
     pub tls: Vec<TlsRule>,
