@@ -26,7 +26,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use super::{At, Catalog, Sink, host_not_found, qualify, server_takes};
+use super::{At, Sink, catalog::Catalog, gateway::server_takes, host_not_found, qualify};
 use crate::{
     common::{Protocol, RouteDestination},
     dto::SimpleLb,
