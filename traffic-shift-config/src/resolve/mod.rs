@@ -43,8 +43,8 @@ use std::{
 
 use self::catalog::Catalog;
 use super::{
-    RulesFile,
     error::{ConfigError, FieldPath, Warning, fp},
+    file::RulesFile,
     resource::{Resource, VirtualService},
     source::Source,
 };
@@ -121,7 +121,7 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
             warnings,
         )
     } else {
-        (Err(super::limits::capped(unique(errors))), warnings)
+        (Err(crate::limits::capped(unique(errors))), warnings)
     }
 }
 
