@@ -9,16 +9,13 @@ use std::{
 
 use serde::Deserialize;
 
+#[cfg(doc)]
+use crate::limits::{MAX_STATE_BYTES, check_limits};
 use crate::{
     error::{ConfigError, Warning},
     limits::{MAX_ERRORS, MAX_FILE_BYTES, check_limits_up_to},
     lines,
     resource::{self, Resource},
-};
-#[cfg(doc)]
-use crate::{
-    limits::{MAX_STATE_BYTES, check_limits},
-    resolve::resolve_all,
 };
 
 /// One parsed rules file: its resources in document order.
