@@ -2,6 +2,8 @@
 //! checks every kind shares (ports, labels, gateway names, destinations,
 //! weights, `exportTo`).
 
+use std::fmt;
+
 use crate::{
     common::{Labels, RouteDestination},
     dto,
@@ -33,17 +35,20 @@ impl<'s> Check<'s> {
         }
     }
 
-    pub fn error(&mut self, path: FieldPath, message: impl Into<String>) {
-        self.errors.push(self.source.error(path, message));
+    /// Records an error: a message, or a typed error's `Display`.
+    pub fn error(&mut self, path: FieldPath, message: impl fmt::Display) {
+        self.errors
+            .push(self.source.error(path, message.to_string()));
     }
 
-    pub fn warn(&mut self, path: FieldPath, message: impl Into<String>) {
-        self.warnings.push(self.source.warning(path, message));
+    pub fn warn(&mut self, path: FieldPath, message: impl fmt::Display) {
+        self.warnings
+            .push(self.source.warning(path, message.to_string()));
     }
 
     /// The value, or `None` with the message recorded at `path`.
-    pub fn ok<T>(&mut self, path: FieldPath, result: Result<T, String>) -> Option<T> {
-        result.map_err(|message| self.error(path, message)).ok()
+    pub fn ok<T, E: fmt::Display>(&mut self, path: FieldPath, result: Result<T, E>) -> Option<T> {
+        result.map_err(|error| self.error(path, error)).ok()
     }
 
     /// Istio's `ValidatePort`.

@@ -5,6 +5,35 @@
 
 use std::net::IpAddr;
 
+/// A DNS name Istio refuses (`validate_domain`, `validate_fqdn`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("domain name {domain:?} too long (max 255)")]
+    TooLong { domain: String },
+    #[error("empty domain name not allowed")]
+    Empty,
+    #[error("domain name {domain:?} invalid (label {label:?} invalid)")]
+    Label { domain: String, label: String },
+    #[error("domain name {domain:?} invalid (top level domain {top:?} cannot be all-numeric)")]
+    NumericTopLevel { domain: String, top: String },
+}
+
+/// Neither an IP nor a CIDR block (`validate_subnet`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubnetError {
+    #[error("{subnet} is not a valid CIDR block")]
+    Cidr { subnet: String },
+    #[error("{subnet} is not a valid IP")]
+    Ip { subnet: String },
+}
+
+/// A port number outside 1..65535 (`port_number`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("port number {number} must be in the range 1..65535")]
+pub struct PortError {
+    pub number: i64,
+}
+
 /// Istio's `ValidatePartialWildCard`: `*` only as the whole first label.
 pub fn is_partial_wildcard(host: &str) -> bool {
     host.contains('*') && host.len() != 1 && !host.starts_with("*.")
@@ -18,24 +47,28 @@ pub fn parse_cidr(ip: &str, prefix: &str) -> Option<(IpAddr, u8)> {
 }
 
 /// An IP or CIDR, as `destinationSubnets` takes (Istio's `ValidateIPSubnet`).
-pub fn validate_subnet(subnet: &str) -> Result<(), String> {
+pub fn validate_subnet(subnet: &str) -> Result<(), SubnetError> {
     match subnet.split_once('/') {
         Some((ip, prefix)) => parse_cidr(ip, prefix)
             .map(|_| ())
-            .ok_or_else(|| format!("{subnet} is not a valid CIDR block")),
+            .ok_or_else(|| SubnetError::Cidr {
+                subnet: subnet.to_owned(),
+            }),
         None => subnet
             .parse::<IpAddr>()
             .map(|_| ())
-            .map_err(|_| format!("{subnet} is not a valid IP")),
+            .map_err(|_| SubnetError::Ip {
+                subnet: subnet.to_owned(),
+            }),
     }
 }
 
 /// Istio's `ValidatePort`.
-pub fn port_number(number: i64) -> Result<u16, String> {
+pub fn port_number(number: i64) -> Result<u16, PortError> {
     u16::try_from(number)
         .ok()
         .filter(|number| *number != 0)
-        .ok_or_else(|| format!("port number {number} must be in the range 1..65535"))
+        .ok_or(PortError { number })
 }
 
 /// Whether `pattern` (a host, `*`, or `*.suffix`) covers `host`.
@@ -51,7 +84,7 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
 
 /// Istio's `ValidateWildcardDomain`: a DNS name, `*` allowed as (part of)
 /// the first label (`*`, `*.example.com`, `*-foo.example.com`).
-pub fn validate_domain(domain: &str) -> Result<(), String> {
+pub fn validate_domain(domain: &str) -> Result<(), DomainError> {
     dns_preconditions(domain)?;
     let (first, rest) = domain
         .split_once('.')
@@ -62,9 +95,10 @@ pub fn validate_domain(domain: &str) -> Result<(), String> {
         .unwrap_or(first);
     let first_ok = first == "*" || is_dns1123_label_any_case(unstarred);
     if !first_ok {
-        return Err(format!(
-            "domain name {domain:?} invalid (label {first:?} invalid)"
-        ));
+        return Err(DomainError::Label {
+            domain: domain.to_owned(),
+            label: first.to_owned(),
+        });
     }
     match rest {
         None => Ok(()),
@@ -73,29 +107,32 @@ pub fn validate_domain(domain: &str) -> Result<(), String> {
 }
 
 /// Istio's `ValidateFQDN`: a DNS name without wildcard.
-pub fn validate_fqdn(domain: &str) -> Result<(), String> {
+pub fn validate_fqdn(domain: &str) -> Result<(), DomainError> {
     dns_preconditions(domain)?;
     dns_labels(domain, domain)
 }
 
-fn dns_preconditions(domain: &str) -> Result<(), String> {
+fn dns_preconditions(domain: &str) -> Result<(), DomainError> {
     if domain.len() > 255 {
-        return Err(format!("domain name {domain:?} too long (max 255)"));
+        return Err(DomainError::TooLong {
+            domain: domain.to_owned(),
+        });
     }
     if domain.is_empty() {
-        return Err("empty domain name not allowed".to_owned());
+        return Err(DomainError::Empty);
     }
     Ok(())
 }
 
 /// Istio's `ValidateDNS1123Labels` of `labels`, a part of `domain`.
-fn dns_labels(domain: &str, labels: &str) -> Result<(), String> {
+fn dns_labels(domain: &str, labels: &str) -> Result<(), DomainError> {
     let labels: Vec<&str> = labels.split('.').collect();
     let top = labels.last().copied().unwrap_or_default();
     if top.parse::<i64>().is_ok() {
-        return Err(format!(
-            "domain name {domain:?} invalid (top level domain {top:?} cannot be all-numeric)"
-        ));
+        return Err(DomainError::NumericTopLevel {
+            domain: domain.to_owned(),
+            top: top.to_owned(),
+        });
     }
     for (i, label) in labels.iter().enumerate() {
         // A trailing dot (`istio.io.`) is allowed.
@@ -103,9 +140,10 @@ fn dns_labels(domain: &str, labels: &str) -> Result<(), String> {
             break;
         }
         if !is_dns1123_label_any_case(label) {
-            return Err(format!(
-                "domain name {domain:?} invalid (label {label:?} invalid)"
-            ));
+            return Err(DomainError::Label {
+                domain: domain.to_owned(),
+                label: (*label).to_owned(),
+            });
         }
     }
     Ok(())

@@ -9,7 +9,10 @@ use crate::{
     common::{Labels, Protocol},
     dto,
     error::fp,
-    names::{is_dns1123_label, is_dns1123_label_any_case, is_partial_wildcard, validate_domain},
+    names::{
+        DomainError, is_dns1123_label, is_dns1123_label_any_case, is_partial_wildcard,
+        validate_domain,
+    },
     source::Source,
 };
 
@@ -85,13 +88,8 @@ pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Checked<Gatewa
             .and_then(|bind| {
                 cx.ok(
                     fp!("spec.servers[{i}].bind"),
-                    bind.parse::<IpAddr>().map_err(|_| {
-                        format!(
-                            "bind {bind:?} is not an IP address: the kernel path accepts on an \
-                             IPv4 or IPv6 address (unix domain sockets are not supported); \
-                             remove bind to accept on every local address"
-                        )
-                    }),
+                    bind.parse::<IpAddr>()
+                        .map_err(|_| BindError { bind: bind.clone() }),
                 )
             });
         let Some(port) = server.port else {
@@ -258,35 +256,68 @@ fn server_tls(
     Some(mode)
 }
 
+/// A Gateway server host Istio refuses (`validate_server_host`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServerHostError {
+    #[error("config namespace and dnsName in host entry cannot be empty")]
+    EmptyPart,
+    #[error(
+        "invalid namespace value {namespace:?} in gateway: use *, . or a namespace name before \
+         the /"
+    )]
+    Namespace { namespace: String },
+    #[error(
+        "short names (non FQDN) are not allowed: {name:?}; write the full host name, as \
+         {name}.<namespace>.svc.cluster.local"
+    )]
+    ShortName { name: String },
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("partial wildcard {name:?} not allowed")]
+    PartialWildcard { name: String },
+}
+
+/// A `bind` that is no IP address.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "bind {bind:?} is not an IP address: the kernel path accepts on an IPv4 or IPv6 address \
+     (unix domain sockets are not supported); remove bind to accept on every local address"
+)]
+pub struct BindError {
+    pub bind: String,
+}
+
 /// A Gateway server host: `[namespace/]dnsName` (Istio's
 /// `ValidateNamespaceSlashWildcardHostname` for gateways).
-fn validate_server_host(host: &str) -> Result<(), String> {
+fn validate_server_host(host: &str) -> Result<(), ServerHostError> {
     let name = match host.split_once('/') {
         Some((namespace, name)) => {
             if namespace.is_empty() || name.is_empty() {
-                return Err("config namespace and dnsName in host entry cannot be empty".to_owned());
+                return Err(ServerHostError::EmptyPart);
             }
             if !(namespace == "*" || namespace == "." || is_dns1123_label_any_case(namespace)) {
-                return Err(format!(
-                    "invalid namespace value {namespace:?} in gateway: use *, . or a namespace \
-                     name before the /"
-                ));
+                return Err(ServerHostError::Namespace {
+                    namespace: namespace.to_owned(),
+                });
             }
             name
         }
         None => host,
     };
     if name != "*" && !name.contains('.') {
-        return Err(format!(
-            "short names (non FQDN) are not allowed: {name:?}; write the full host name, as \
-             {name}.<namespace>.svc.cluster.local"
-        ));
+        return Err(ServerHostError::ShortName {
+            name: name.to_owned(),
+        });
     }
-    if validate_domain(name).is_err() && name.parse::<IpAddr>().is_err() {
-        return validate_domain(name);
+    if let Err(error) = validate_domain(name)
+        && name.parse::<IpAddr>().is_err()
+    {
+        return Err(error.into());
     }
     if is_partial_wildcard(name) {
-        return Err(format!("partial wildcard {name:?} not allowed"));
+        return Err(ServerHostError::PartialWildcard {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }

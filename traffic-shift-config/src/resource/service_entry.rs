@@ -275,29 +275,46 @@ fn resolution_rules(
     endpoints
 }
 
+/// A `ServiceEntry` address Istio (or the kernel path) refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceAddressError {
+    #[error("{address} is not a valid IP: use an IPv4 or IPv6 address")]
+    Ip { address: String },
+    #[error("{address} is not a valid CIDR block")]
+    Cidr { address: String },
+    #[error(
+        "CIDR addresses are allowed only for NONE/STATIC resolution types: write {ip} without \
+         /{prefix}"
+    )]
+    CidrResolution { ip: IpAddr, prefix: u8 },
+    #[error(
+        "CIDR {address} covers more than one address, which the kernel path does not support \
+         yet: list the service addresses one by one (a /{full} is one address)"
+    )]
+    CidrRange { address: String, full: u8 },
+}
+
 /// A `ServiceEntry` address: an IP, or a CIDR that is one address.
-fn service_address(address: &str, resolution: Resolution) -> Result<IpAddr, String> {
+fn service_address(address: &str, resolution: Resolution) -> Result<IpAddr, ServiceAddressError> {
     let Some((ip, prefix)) = address.split_once('/') else {
-        return address
-            .parse()
-            .map_err(|_| format!("{address} is not a valid IP: use an IPv4 or IPv6 address"));
+        return address.parse().map_err(|_| ServiceAddressError::Ip {
+            address: address.to_owned(),
+        });
     };
-    let (ip, prefix) =
-        parse_cidr(ip, prefix).ok_or_else(|| format!("{address} is not a valid CIDR block"))?;
+    let (ip, prefix) = parse_cidr(ip, prefix).ok_or_else(|| ServiceAddressError::Cidr {
+        address: address.to_owned(),
+    })?;
     if !matches!(resolution, Resolution::None | Resolution::Static) {
-        return Err(format!(
-            "CIDR addresses are allowed only for NONE/STATIC resolution types: write {ip} \
-             without /{prefix}"
-        ));
+        return Err(ServiceAddressError::CidrResolution { ip, prefix });
     }
     let full = if ip.is_ipv4() { 32 } else { 128 };
     if prefix == full {
         Ok(ip)
     } else {
-        Err(format!(
-            "CIDR {address} covers more than one address, which the kernel path does not \
-             support yet: list the service addresses one by one (a /{full} is one address)"
-        ))
+        Err(ServiceAddressError::CidrRange {
+            address: address.to_owned(),
+            full,
+        })
     }
 }
 

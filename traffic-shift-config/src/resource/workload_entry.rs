@@ -193,15 +193,26 @@ fn endpoint_address(
     }
 }
 
+/// A `unix://` address Istio refuses (`unix_address`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnixAddressError {
+    #[error("unix address must not be empty")]
+    Empty,
+    #[error("{path} is not an absolute path to a file")]
+    NotAbsolute { path: String },
+}
+
 /// Istio's `ValidateUnixAddress` (the part after `unix://`).
-fn unix_address(path: &str) -> Result<(), String> {
+fn unix_address(path: &str) -> Result<(), UnixAddressError> {
     if path.is_empty() {
-        return Err("unix address must not be empty".to_owned());
+        return Err(UnixAddressError::Empty);
     }
     if path.starts_with('@') || (path.starts_with('/') && !path.ends_with('/')) {
         Ok(())
     } else {
-        Err(format!("{path} is not an absolute path to a file"))
+        Err(UnixAddressError::NotAbsolute {
+            path: path.to_owned(),
+        })
     }
 }
 
