@@ -40,7 +40,9 @@ fn header_operations(
             } else {
                 values::header_operation(name)
             };
-            if let Err(message) = name_check.and_then(|()| values::header_value(value)) {
+            if let Err(message) = name_check {
+                cx.error(path, message);
+            } else if let Err(message) = values::header_value(value) {
                 cx.error(path, message);
             }
         }
