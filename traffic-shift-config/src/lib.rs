@@ -11,7 +11,7 @@
 //! 2. [`load_dir`]: every rules file of a directory.
 //! 3. [`resolve_all`]: the checks across resources (hosts, subsets, ports,
 //!    one route per service address), and the [`RoutingModel`];
-//!    [`resolve`] gives the first error only.
+//!    [`resolve()`] gives the first error only.
 //!
 //! Warnings ([`Warning`]: legal, but probably not what was meant, as
 //! Istio's validation and `istioctl analyze` warn) never refuse anything:
@@ -20,6 +20,37 @@
 //!
 //! Lines: serde does not place valid values, so `lines` indexes each
 //! document's field paths by line with a second, event-level parse.
+//!
+//! # Modules
+//!
+//! In dependency order: each module uses only those above it (`lib` only
+//! declares and re-exports).
+//!
+//! - `dto`: the YAML as written (serde shapes, strict), and the enums the
+//!   DTOs deserialize (`Location`, `Resolution`, `SimpleLb`, ...).
+//! - `error`: [`ConfigError`], [`Warning`], [`FieldPath`] and `fp!`.
+//! - `names`: checks of DNS labels and names, host patterns, subnets, ports.
+//! - `common`: names and types several kinds share ([`API_VERSIONS`],
+//!   [`KINDS`], [`Protocol`], [`Labels`], [`RouteDestination`]).
+//! - `lines`: field path -> line, per document (a second, event-level parse).
+//! - `source`: [`Source`], where a resource came from, for its messages.
+//! - `values`: checks of single values (durations, regexes, labels, headers,
+//!   `exportTo`, `retryOn`).
+//! - `check`: `Check`, the collector of one document's errors and warnings,
+//!   with the checks every kind shares.
+//! - `limits`: size, depth and node limits of a file, before it is parsed.
+//! - [`http`]: VirtualService `http` and `tls` rules, checked (`types`,
+//!   `route`, `matches`, `headers`, `fault`, `reply`, `tls`).
+//! - `policy`: DestinationRule `trafficPolicy`, checked.
+//! - `resource`: [`Resource`], one module per kind (`service_entry`,
+//!   `workload_entry`, `destination_rule`, `virtual_service`, `gateway`),
+//!   the envelope in `document`.
+//! - `file`: one rules file read and parsed ([`RulesFile`]), a directory.
+//! - [`model`]: the validated [`RoutingModel`] the datapath and the L7 proxy
+//!   consume.
+//! - [`labels`]: Istio's metric labels for a destination of the model.
+//! - `resolve`: the checks across resources -> the model (`catalog`, `tcp`,
+//!   `gateway`, `destination`, `http`).
 
 mod check;
 mod common;
