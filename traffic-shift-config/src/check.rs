@@ -17,9 +17,9 @@ use crate::{
 /// errors (all of them).
 pub(crate) type Checked<T> = Result<(T, Vec<Warning>), Vec<ConfigError>>;
 
-/// The checks of one document: errors do not stop
-/// them, so that every error is reported at once. Istio's validation works
-/// the same way (`AppendValidation`).
+/// The checks of one document: errors do not stop them, so that every
+/// error is reported at once. Istio's validation works the same way
+/// (`AppendValidation`).
 pub(crate) struct Check<'s> {
     source: &'s Source,
     pub errors: Vec<ConfigError>,
