@@ -13,8 +13,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, de::IgnoredAny};
 
-use super::resource::{Location, Resolution, SimpleLb};
-
 pub type Labels = BTreeMap<String, String>;
 
 /// Every document: the Kubernetes envelope around a spec.
@@ -62,6 +60,49 @@ pub struct ServiceEntrySpec {
     pub workload_selector: Option<WorkloadSelector>,
     pub export_to: Option<Vec<String>>,
     pub subject_alt_names: Option<IgnoredAny>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Location {
+    #[default]
+    MeshExternal,
+    MeshInternal,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Resolution {
+    /// Connections go to the address the client dialed.
+    #[default]
+    None,
+    Static,
+    Dns,
+    DnsRoundRobin,
+    DynamicDns,
+}
+
+impl Resolution {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::None => "NONE",
+            Self::Static => "STATIC",
+            Self::Dns => "DNS",
+            Self::DnsRoundRobin => "DNS_ROUND_ROBIN",
+            Self::DynamicDns => "DYNAMIC_DNS",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SimpleLb {
+    Unspecified,
+    Random,
+    Passthrough,
+    RoundRobin,
+    LeastRequest,
+    LeastConn,
 }
 
 #[derive(Debug, Deserialize)]

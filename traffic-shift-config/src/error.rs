@@ -228,6 +228,14 @@ pub(super) fn one_line(message: String) -> String {
     }
 }
 
+/// A path in kubectl form, with `format!` arguments: `fp!("spec.tcp[{i}]")`.
+macro_rules! fp {
+    ($($arg:tt)*) => {
+        $crate::error::FieldPath::parse(&format!($($arg)*))
+    };
+}
+pub(crate) use fp;
+
 #[cfg(test)]
 mod tests {
     use super::*;

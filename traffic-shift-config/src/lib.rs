@@ -11,7 +11,7 @@
 //! 2. [`load_dir`]: every rules file of a directory.
 //! 3. [`resolve_all`]: the checks across resources (hosts, subsets, ports,
 //!    one route per service address), and the [`RoutingModel`];
-//!    [`resolve`] gives the first error only.
+//!    [`resolve()`] gives the first error only.
 //!
 //! Warnings ([`Warning`]: legal, but probably not what was meant, as
 //! Istio's validation and `istioctl analyze` warn) never refuse anything:
@@ -20,33 +20,67 @@
 //!
 //! Lines: serde does not place valid values, so `lines` indexes each
 //! document's field paths by line with a second, event-level parse.
+//!
+//! # Modules
+//!
+//! In dependency order: each module uses only those above it (`lib` only
+//! declares and re-exports).
+//!
+//! - `dto`: the YAML as written (serde shapes, strict), and the enums the
+//!   DTOs deserialize (`Location`, `Resolution`, `SimpleLb`, ...).
+//! - `error`: [`ConfigError`], [`Warning`], [`FieldPath`] and `fp!`.
+//! - `names`: checks of DNS labels and names, host patterns, subnets, ports.
+//! - `common`: names and types several kinds share ([`API_VERSIONS`],
+//!   [`KINDS`], [`Protocol`], [`Labels`], [`RouteDestination`]).
+//! - `lines`: field path -> line, per document (a second, event-level parse).
+//! - `source`: [`Source`], where a resource came from, for its messages.
+//! - `values`: checks of single values (durations, regexes, labels, headers,
+//!   `exportTo`, `retryOn`).
+//! - `check`: `Check`, the collector of one document's errors and warnings,
+//!   with the checks every kind shares.
+//! - `limits`: size, depth and node limits of a file, before it is parsed.
+//! - [`http`]: VirtualService `http` and `tls` rules, checked (`types`,
+//!   `route`, `matches`, `headers`, `fault`, `reply`, `tls`).
+//! - `policy`: DestinationRule `trafficPolicy`, checked.
+//! - `resource`: [`Resource`], one module per kind (`service_entry`,
+//!   `workload_entry`, `destination_rule`, `virtual_service`, `gateway`),
+//!   the envelope in `document`.
+//! - `file`: one rules file read and parsed ([`RulesFile`]), a directory.
+//! - [`model`]: the validated [`RoutingModel`] the datapath and the L7 proxy
+//!   consume.
+//! - [`labels`]: Istio's metric labels for a destination of the model.
+//! - `resolve`: the checks across resources -> the model (`catalog`, `tcp`,
+//!   `gateway`, `destination`, `http`).
 
+mod check;
+mod common;
 mod dto;
 mod error;
+mod file;
 pub mod http;
 pub mod labels;
 mod limits;
 mod lines;
 pub mod model;
+mod names;
 mod policy;
 mod resolve;
 mod resource;
 #[cfg(test)]
 mod rules_tests;
+mod source;
 #[cfg(test)]
 mod tests;
 mod values;
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
-
-use serde::Deserialize;
-
 pub use self::{
+    common::{API_VERSIONS, KINDS, Labels, Protocol, RouteDestination},
+    dto::{Location, Resolution, SimpleLb},
     error::{ConfigError, FieldPath, ResourceId, Segment, Warning},
+    file::{
+        RulesFile, is_rules_file, load_dir, parse_file, parse_file_all, parse_file_all_up_to,
+        read_file_up_to, read_rules_file, rules_text,
+    },
     http::{
         AbortError, CorsPolicy, DelayKind, Delegate, DerivePort, DirectBody, DirectResponse, Fault,
         FaultAbort, FaultDelay, HeaderOperations, Headers, HttpMatch, HttpRedirect,
@@ -63,195 +97,12 @@ pub use self::{
     },
     resolve::{resolve, resolve_all},
     resource::{
-        API_VERSIONS, DestinationRule, EndpointAddress, Gateway, GatewayPort, KINDS, L4Match,
-        Labels, Location, Protocol, Resolution, Resource, RouteDestination, Server, ServerTlsMode,
-        ServiceEntry, ServicePort, SimpleLb, Source, Subset, TcpRule, VirtualService,
+        DestinationRule, EndpointAddress, Gateway, GatewayPort, L4Match, Resource, Server,
+        ServerTlsMode, ServiceEntry, ServicePort, Subset, TcpRule, VirtualService,
         WorkloadEndpoint, WorkloadEntry,
     },
+    source::Source,
     values::GRPC_STATUS,
 };
 #[cfg(doc)]
 use crate::model::RoutingModel;
-
-/// One parsed rules file: its resources in document order.
-#[derive(Clone, Debug)]
-pub struct RulesFile {
-    pub path: PathBuf,
-    pub resources: Vec<Resource>,
-    /// What Istio would warn about in these documents (deprecated fields,
-    /// weights that do not add up to 100, rules never reached, ...): the
-    /// file is valid all the same. For the agent to log.
-    pub warnings: Vec<Warning>,
-}
-
-/// Parses every document of one rules file (`path` is for messages): the
-/// file, or its first error. See [`parse_file_all`].
-pub fn parse_file(path: &Path, text: &str) -> Result<RulesFile, ConfigError> {
-    parse_file_all(path, text).map_err(|mut errors| errors.swap_remove(0))
-}
-
-/// Parses every document of one rules file (`path` is for messages): the
-/// file, or every error of every document, in file order (never an empty
-/// list). Empty documents are skipped. A YAML syntax error ends the parse
-/// (the documents after it cannot be told apart); every other error is
-/// one document's, and the next documents are checked all the same, up to
-/// [`MAX_ERRORS`]. The file is refused first if over a limit (see
-/// [`check_limits`]).
-pub fn parse_file_all(path: &Path, text: &str) -> Result<RulesFile, Vec<ConfigError>> {
-    parse_file_all_up_to(path, text, MAX_FILE_BYTES)
-}
-
-/// [`parse_file_all`] for a file that may have up to `max_bytes` (the
-/// agent's own state file, [`MAX_STATE_BYTES`]).
-pub fn parse_file_all_up_to(
-    path: &Path,
-    text: &str,
-    max_bytes: usize,
-) -> Result<RulesFile, Vec<ConfigError>> {
-    check_limits_up_to(path, text, max_bytes).map_err(|error| vec![error])?;
-    let lines = lines::index_documents(text);
-    let mut resources = Vec::new();
-    let mut warnings = Vec::new();
-    let mut errors = Vec::new();
-    for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let number = i + 1;
-        if errors.len() >= MAX_ERRORS {
-            errors.truncate(MAX_ERRORS);
-            errors.push(ConfigError {
-                document: Some(number),
-                ..ConfigError::file(
-                    path,
-                    format!(
-                        "more than {MAX_ERRORS} errors: the rest of the file (from this document on) is not checked; fix these first"
-                    ),
-                )
-            });
-            break;
-        }
-        let value = match serde_yaml_ng::Value::deserialize(document) {
-            Ok(value) => value,
-            Err(error) => {
-                // The iterator keeps yielding the same error: stop at the first.
-                errors.push(ConfigError {
-                    document: Some(number),
-                    line: error.location().map(|location| location.line()),
-                    ..ConfigError::file(path, format!("invalid YAML: {error}"))
-                });
-                break;
-            }
-        };
-        if value.is_null() {
-            continue;
-        }
-        let index = Arc::new(lines.get(i).cloned().unwrap_or_default());
-        match resource::parse_document(path, number, value, &index) {
-            Ok((resource, found)) => {
-                resources.push(resource);
-                warnings.extend(found);
-            }
-            Err(found) => errors.extend(found),
-        }
-    }
-    if errors.is_empty() {
-        Ok(RulesFile {
-            path: path.to_owned(),
-            resources,
-            warnings,
-        })
-    } else {
-        Err(errors)
-    }
-}
-
-/// Reads a rules file, at most `MAX_FILE_BYTES` (+1, to tell it is over)
-/// of it, so a huge file costs no more memory than that. Not UTF-8: an
-/// error saying so.
-pub fn read_rules_file(path: &Path) -> Result<String, ConfigError> {
-    read_file_up_to(path, MAX_FILE_BYTES)
-}
-
-/// [`read_rules_file`] for a file that may have up to `max_bytes`.
-pub fn read_file_up_to(path: &Path, max_bytes: usize) -> Result<String, ConfigError> {
-    use std::io::Read as _;
-    let mut bytes = Vec::new();
-    fs::File::open(path)
-        .and_then(|file| file.take(max_bytes as u64 + 1).read_to_end(&mut bytes))
-        .map_err(|error| ConfigError::file(path, format!("cannot read the file: {error}")))?;
-    rules_text(path, bytes, max_bytes)
-}
-
-/// A rules file's bytes as text, as [`read_rules_file`] takes them: not
-/// more than `max_bytes`, UTF-8.
-pub fn rules_text(path: &Path, bytes: Vec<u8>, max_bytes: usize) -> Result<String, ConfigError> {
-    if bytes.len() > max_bytes {
-        return Err(ConfigError::file(
-            path,
-            format!(
-                "the file is more than the {max_bytes} bytes a rules file may have; split it into several files"
-            ),
-        ));
-    }
-    String::from_utf8(bytes).map_err(|error| {
-        ConfigError::file(
-            path,
-            format!(
-                "the file is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
-                error.utf8_error().valid_up_to()
-            ),
-        )
-    })
-}
-
-/// Reads and parses every `*.yaml` / `*.yml` file directly in `dir` (sorted
-/// by name; not recursive; hidden files skipped). Returns all files that
-/// parsed, and the errors of those that did not (all errors of each bad
-/// file, as [`parse_file_all`]).
-pub fn load_dir(dir: &Path) -> (Vec<RulesFile>, Vec<ConfigError>) {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) => {
-            errors.push(ConfigError::file(
-                dir,
-                format!("cannot read the rules directory: {error}"),
-            ));
-            return (files, errors);
-        }
-    };
-    let mut paths = Vec::new();
-    for entry in entries {
-        match entry {
-            Ok(entry) => paths.push(entry.path()),
-            Err(error) => errors.push(ConfigError::file(
-                dir,
-                format!("cannot list the rules directory: {error}"),
-            )),
-        }
-    }
-    paths.retain(|path| is_rules_file(path));
-    paths.sort();
-    for path in paths {
-        let parsed = read_rules_file(&path)
-            .map_err(|error| vec![error])
-            .and_then(|text| parse_file_all(&path, &text));
-        match parsed {
-            Ok(file) => files.push(file),
-            Err(found) => errors.extend(found),
-        }
-    }
-    (files, errors)
-}
-
-/// A visible `*.yaml` / `*.yml` file (or a link to one: Kubernetes mounts
-/// `ConfigMap`s as links).
-pub fn is_rules_file(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
-        return false;
-    };
-    let yaml = path
-        .extension()
-        .and_then(|ext| ext.to_str())
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("yaml") || ext.eq_ignore_ascii_case("yml"));
-    !name.starts_with('.') && yaml && path.is_file()
-}

@@ -13,7 +13,7 @@ use std::{cell::Cell, fmt, path::Path};
 
 use serde::de::{self, DeserializeSeed, Visitor};
 
-use super::ConfigError;
+use crate::error::ConfigError;
 
 /// The largest rules file accepted. Istio resources are small; a bigger file
 /// is a mistake (or an attack), refused before it costs memory and time.

@@ -1,6 +1,7 @@
 //! The validated routing model: what the rules say, with every name resolved.
-//! Produced by `config`, consumed by `compile`. Strings stay here; the
-//! kernel only ever sees the ids `compile` derives from them.
+//! Produced by `resolve`, consumed by the datapath's `compile` and by the L7
+//! proxy. Strings stay here; the kernel only ever sees the ids `compile`
+//! derives from them.
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 

@@ -1,16 +1,13 @@
 //! DestinationRule `trafficPolicy`, top-level, per subset and per port:
 //! `loadBalancer`, `connectionPool`, `outlierDetection`,
 //! `portLevelSettings`, checked as Istio's `validateTrafficPolicy` does.
-//! The kernel path uses `loadBalancer` (see `resolve`); the rest is
-//! modelled for the proxy to come.
+//! `resolve` applies `loadBalancer` (the kernel path and the L7 proxy pick
+//! endpoints with it) and `outlierDetection` (endpoint ejection);
+//! `connectionPool` is modelled and checked, not applied.
 
 use std::time::Duration;
 
-use super::{
-    dto,
-    error::FieldPath,
-    resource::{Check, SimpleLb},
-};
+use super::{check::Check, dto, dto::SimpleLb, error::FieldPath};
 
 pub use super::dto::H2UpgradePolicy;
 
@@ -614,4 +611,17 @@ fn parse_outlier_detection(
         min_health_percent,
         http_error_codes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn primes() {
+        let primes: Vec<i64> = (0..30).filter(|n| super::is_prime(*n)).collect();
+        assert_eq!(
+            primes,
+            [2, 3, 5, 7, 11, 13, 17, 19, 23, 29],
+            "primes below 30"
+        );
+    }
 }

@@ -6,7 +6,127 @@
 
 use std::time::Duration;
 
-use super::resource::is_dns1123_label;
+use crate::names::{is_dns1123_label, is_dns1123_label_any_case};
+
+/// A duration Istio refuses (`duration`, `duration_or_zero`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error(
+        "invalid duration {text:?}: write a number and a unit, as 10s, 1.5s, 250ms or 1m30s \
+         (units ns, us, ms, s, m, h)"
+    )]
+    Syntax { text: String },
+    #[error("duration must be greater than 1ms (it is {text}, negative)")]
+    Negative { text: String },
+    #[error("duration must be greater than 1ms (it is {text})")]
+    BelowMillisecond { text: String },
+    #[error("only durations to ms precision are supported ({text})")]
+    SubMillisecond { text: String },
+}
+
+/// An integer percentage over 100 or negative (`percent`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("percentage {value} is not in range 0..100")]
+pub struct PercentError {
+    pub value: i64,
+}
+
+/// A `Percent` value out of range (`percentage`).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("percentage {value} is neither 0.0, nor in range [0.0001, 100.0]")]
+pub struct PercentageError {
+    pub value: f64,
+}
+
+/// A regex Istio refuses (`regex`); `where_` is Istio's name of the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegexError {
+    #[error("{where_:?}: regex is too large, max length allowed is {MAX_REGEX_LEN}")]
+    TooLong { where_: String },
+    #[error(
+        "{where_:?}: {reason}; Istio uses RE2 style regex-based match \
+         (https://github.com/google/re2/wiki/Syntax)"
+    )]
+    Invalid { where_: String, reason: String },
+}
+
+/// What is wrong with a label key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LabelKeyProblem {
+    Invalid,
+    PrefixTooLong,
+    NameTooLong,
+}
+
+impl LabelKeyProblem {
+    fn hint(self) -> &'static str {
+        match self {
+            Self::Invalid => "",
+            Self::PrefixTooLong => " (DNS prefix is too long)",
+            Self::NameTooLong => " (name is too long)",
+        }
+    }
+}
+
+/// A label Kubernetes refuses (`label`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    #[error("invalid tag key: {key:?}{}", kind.hint())]
+    Key { key: String, kind: LabelKeyProblem },
+    #[error("invalid tag value: {value:?}")]
+    Value { value: String },
+}
+
+/// A header name a match or a header operation may not use.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderNameError {
+    #[error("header name cannot be empty")]
+    Empty,
+    #[error("header name {name} is not a valid header name")]
+    Invalid { name: String },
+    #[error("invalid header {name:?}: header cannot have \":\" prefix")]
+    Pseudo { name: String },
+    #[error("invalid header {name:?}: cannot set Host header")]
+    Host { name: String },
+}
+
+/// A header value Istio refuses (`header_value`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderValueError {
+    #[error("header value configuration {value} is invalid")]
+    Control { value: String },
+    #[error("header value configuration: invalid header configuration. {0}")]
+    Format(HeaderFormatError),
+}
+
+/// Where Envoy's substitution format parser stops (`header_value`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderFormatError {
+    #[error("Un-escaped %")]
+    UnescapedPercent,
+    #[error("Expecting ',', ']', or whitespace")]
+    ExpectDelimiterOrEnd,
+    #[error("Expecting '\"'")]
+    ExpectString,
+    #[error("Un-terminated backslash in JSON string")]
+    UnterminatedBackslash,
+    #[error("Expecting ')' or whitespace")]
+    ExpectArgsEnd,
+    #[error("Expecting '%' or whitespace after")]
+    ExpectVariableEnd,
+    #[error("Un-terminated variable expression '{value}'")]
+    UnterminatedVariable { value: String },
+}
+
+/// A `retryOn` entry Envoy does not know (`retry_on`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{policy:?} is not a valid retryOn policy: use {} or an HTTP status code",
+    RETRY_ON.join(", ")
+)]
+pub struct RetryOnError {
+    pub policy: String,
+}
 
 /// Parses a duration as Istio reads it from YAML: Go's `time.ParseDuration`
 /// syntax (`10s`, `1.5s`, `250ms`, `1m30s`, `2h`; units `ns`, `us`, `µs`,
@@ -72,27 +192,23 @@ fn parse_go_duration(text: &str) -> Option<(bool, Duration)> {
 /// A duration field (`timeout`, `interval`, ...): Go syntax, at least 1ms,
 /// whole milliseconds (Istio's `ValidateDuration`; the CRDs say "must be a
 /// valid duration greater than 1ms").
-pub fn duration(text: &str) -> Result<Duration, String> {
+pub fn duration(text: &str) -> Result<Duration, DurationError> {
+    let owned = || text.to_owned();
     match parse_go_duration(text) {
-        None => Err(format!(
-            "invalid duration {text:?}: write a number and a unit, as 10s, 1.5s, 250ms or 1m30s \
-             (units ns, us, ms, s, m, h)"
-        )),
-        Some((true, _)) => Err(format!(
-            "duration must be greater than 1ms (it is {text}, negative)"
-        )),
+        None => Err(DurationError::Syntax { text: owned() }),
+        Some((true, _)) => Err(DurationError::Negative { text: owned() }),
         Some((false, duration)) if duration < Duration::from_millis(1) => {
-            Err(format!("duration must be greater than 1ms (it is {text})"))
+            Err(DurationError::BelowMillisecond { text: owned() })
         }
-        Some((false, duration)) if duration.subsec_nanos() % 1_000_000 != 0 => Err(format!(
-            "only durations to ms precision are supported ({text})"
-        )),
+        Some((false, duration)) if duration.subsec_nanos() % 1_000_000 != 0 => {
+            Err(DurationError::SubMillisecond { text: owned() })
+        }
         Some((false, duration)) => Ok(duration),
     }
 }
 
 /// A duration where `0s` turns the feature off (TCP `idleTimeout`).
-pub fn duration_or_zero(text: &str) -> Result<Duration, String> {
+pub fn duration_or_zero(text: &str) -> Result<Duration, DurationError> {
     match parse_go_duration(text) {
         Some((_, Duration::ZERO)) => Ok(Duration::ZERO),
         _ => duration(text),
@@ -100,19 +216,17 @@ pub fn duration_or_zero(text: &str) -> Result<Duration, String> {
 }
 
 /// Istio's `ValidatePercent`: an integer percentage.
-pub fn percent(value: i64) -> Result<u32, String> {
+pub fn percent(value: i64) -> Result<u32, PercentError> {
     u32::try_from(value)
         .ok()
         .filter(|value| *value <= 100)
-        .ok_or_else(|| format!("percentage {value} is not in range 0..100"))
+        .ok_or(PercentError { value })
 }
 
 /// Istio's `validatePercentage` for a `Percent` (`{value: 0.5}`).
-pub fn percentage(value: f64) -> Result<f64, String> {
+pub fn percentage(value: f64) -> Result<f64, PercentageError> {
     if !(0.0..=100.0).contains(&value) || (value > 0.0 && value < 0.0001) {
-        Err(format!(
-            "percentage {value} is neither 0.0, nor in range [0.0001, 100.0]"
-        ))
+        Err(PercentageError { value })
     } else {
         Ok(value)
     }
@@ -129,11 +243,11 @@ pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// syntax (checked with the `regex` crate, whose syntax is RE2's: no
 /// look-around, no back-references), compiled within [`REGEX_SIZE_LIMIT`].
 /// `where_` names the field in the message, as Istio does.
-pub fn regex(pattern: &str, where_: &str) -> Result<(), String> {
+pub fn regex(pattern: &str, where_: &str) -> Result<(), RegexError> {
     if pattern.len() > MAX_REGEX_LEN {
-        return Err(format!(
-            "{where_:?}: regex is too large, max length allowed is {MAX_REGEX_LEN}"
-        ));
+        return Err(RegexError::TooLong {
+            where_: where_.to_owned(),
+        });
     }
     regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
@@ -148,42 +262,47 @@ pub fn regex(pattern: &str, where_: &str) -> Result<(), String> {
                 }
                 error => error.to_string(),
             };
-            format!(
-                "{where_:?}: {}; Istio uses RE2 style regex-based match \
-                 (https://github.com/google/re2/wiki/Syntax)",
-                super::error::one_line(error)
-            )
+            RegexError::Invalid {
+                where_: where_.to_owned(),
+                reason: crate::error::one_line(error),
+            }
         })
 }
 
 /// Kubernetes label rules, as Istio's `labels.Instance.Validate` applies
 /// them to `labels`, `sourceLabels` and selectors: the key, then the value.
-pub fn label(key: &str, value: &str) -> Result<(), String> {
+pub fn label(key: &str, value: &str) -> Result<(), LabelError> {
     label_key(key)?;
     if !value.is_empty() && !is_qualified_name(value) {
-        return Err(format!("invalid tag value: {value:?}"));
+        return Err(LabelError::Value {
+            value: value.to_owned(),
+        });
     }
     Ok(())
 }
 
-fn label_key(key: &str) -> Result<(), String> {
+fn label_key(key: &str) -> Result<(), LabelError> {
+    let error = |kind| LabelError::Key {
+        key: key.to_owned(),
+        kind,
+    };
     let (prefix, name) = match key.rsplit_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
     if let Some(prefix) = prefix {
         if prefix.is_empty() || !prefix.split('.').all(is_dns1123_label_any_case) {
-            return Err(format!("invalid tag key: {key:?}"));
+            return Err(error(LabelKeyProblem::Invalid));
         }
         if prefix.len() > 253 {
-            return Err(format!("invalid tag key: {key:?} (DNS prefix is too long)"));
+            return Err(error(LabelKeyProblem::PrefixTooLong));
         }
     }
     if !is_qualified_name(name) {
-        return Err(format!("invalid tag key: {key:?}"));
+        return Err(error(LabelKeyProblem::Invalid));
     }
     if name.len() > 63 {
-        return Err(format!("invalid tag key: {key:?} (name is too long)"));
+        return Err(error(LabelKeyProblem::NameTooLong));
     }
     Ok(())
 }
@@ -199,18 +318,12 @@ fn is_qualified_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// Istio's `labels.IsDNS1123Label`: like Kubernetes', but upper case is
-/// allowed.
-pub fn is_dns1123_label_any_case(label: &str) -> bool {
-    is_dns1123_label(&label.to_ascii_lowercase())
-}
-
 /// The request header names a match may test (Istio's
 /// `ValidateHTTPHeaderNameOrJwtClaimRoute`): an RFC 7230 token, a
 /// pseudo-header, or a JWT claim (`@request.auth.claims.<name>`).
-pub fn header_match_name(name: &str) -> Result<(), String> {
+pub fn header_match_name(name: &str) -> Result<(), HeaderNameError> {
     if name.is_empty() {
-        return Err("header name cannot be empty".to_owned());
+        return Err(HeaderNameError::Empty);
     }
     if is_jwt_claim(name)
         || matches!(
@@ -221,7 +334,9 @@ pub fn header_match_name(name: &str) -> Result<(), String> {
         return Ok(());
     }
     if !name.bytes().all(is_tchar) {
-        return Err(format!("header name {name} is not a valid header name"));
+        return Err(HeaderNameError::Invalid {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -240,32 +355,34 @@ fn is_tchar(b: u8) -> bool {
 /// A header a request `set`/`add` may name (Istio's
 /// `ValidateHTTPHeaderWithAuthorityOperationName`): not a pseudo-header nor
 /// `host`, except the authority (`:authority`, `host`).
-pub fn request_header_write(name: &str) -> Result<(), String> {
+pub fn request_header_write(name: &str) -> Result<(), HeaderNameError> {
     if name.is_empty() {
-        return Err("header name cannot be empty".to_owned());
+        return Err(HeaderNameError::Empty);
     }
     let authority = name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host");
     if is_internal_header(name) && !authority {
-        return Err(format!(
-            "invalid header {name:?}: header cannot have \":\" prefix"
-        ));
+        return Err(HeaderNameError::Pseudo {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
 
 /// A header that `remove`, or a response `set`/`add`, may name (Istio's
 /// `ValidateHTTPHeaderOperationName`).
-pub fn header_operation(name: &str) -> Result<(), String> {
+pub fn header_operation(name: &str) -> Result<(), HeaderNameError> {
     if name.is_empty() {
-        return Err("header name cannot be empty".to_owned());
+        return Err(HeaderNameError::Empty);
     }
     if name.eq_ignore_ascii_case("host") {
-        return Err(format!("invalid header {name:?}: cannot set Host header"));
+        return Err(HeaderNameError::Host {
+            name: name.to_owned(),
+        });
     }
     if is_internal_header(name) {
-        return Err(format!(
-            "invalid header {name:?}: header cannot have \":\" prefix"
-        ));
+        return Err(HeaderNameError::Pseudo {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -276,21 +393,21 @@ fn is_internal_header(name: &str) -> bool {
 
 /// Istio's `ValidateHTTPHeaderValue`: no control characters but tab, and
 /// Envoy's `%VARIABLE%` / `%VARIABLE(args)%` syntax, `%%` for a `%`.
-pub fn header_value(value: &str) -> Result<(), String> {
+pub fn header_value(value: &str) -> Result<(), HeaderValueError> {
     if value
         .chars()
         .any(|c| (c.is_ascii_control() && c != '\t') || c == '\u{7f}')
     {
-        return Err(format!("header value configuration {value} is invalid"));
+        return Err(HeaderValueError::Control {
+            value: value.to_owned(),
+        });
     }
-    header_value_format(value).map_err(|message| {
-        format!("header value configuration: invalid header configuration. {message}")
-    })
+    header_value_format(value).map_err(HeaderValueError::Format)
 }
 
 /// The state machine of Istio's `validateHeaderValue` (Envoy's
 /// substitution format parser).
-fn header_value_format(value: &str) -> Result<(), String> {
+fn header_value_format(value: &str) -> Result<(), HeaderFormatError> {
     #[derive(PartialEq)]
     enum State {
         Literal,
@@ -312,7 +429,7 @@ fn header_value_format(value: &str) -> Result<(), String> {
             State::Literal => {
                 if ch == b'%' {
                     if !has_next {
-                        return Err("Un-escaped %".to_owned());
+                        return Err(HeaderFormatError::UnescapedPercent);
                     }
                     if bytes[pos + 1] == b'%' {
                         pos += 1;
@@ -341,20 +458,20 @@ fn header_value_format(value: &str) -> Result<(), String> {
                 } else if ch == b']' {
                     state = State::ExpectArgsEnd;
                 } else if ch != b' ' {
-                    return Err("Expecting ',', ']', or whitespace".to_owned());
+                    return Err(HeaderFormatError::ExpectDelimiterOrEnd);
                 }
             }
             State::ExpectString => {
                 if ch == b'"' {
                     state = State::String;
                 } else if ch != b' ' {
-                    return Err("Expecting '\"'".to_owned());
+                    return Err(HeaderFormatError::ExpectString);
                 }
             }
             State::String => {
                 if ch == b'\\' {
                     if !has_next {
-                        return Err("Un-terminated backslash in JSON string".to_owned());
+                        return Err(HeaderFormatError::UnterminatedBackslash);
                     }
                     pos += 1;
                 } else if ch == b')' {
@@ -367,14 +484,14 @@ fn header_value_format(value: &str) -> Result<(), String> {
                 if ch == b')' {
                     state = State::ExpectVariableEnd;
                 } else if ch != b' ' {
-                    return Err("Expecting ')' or whitespace".to_owned());
+                    return Err(HeaderFormatError::ExpectArgsEnd);
                 }
             }
             State::ExpectVariableEnd => {
                 if ch == b'%' {
                     state = State::Literal;
                 } else if ch != b' ' {
-                    return Err("Expecting '%' or whitespace after".to_owned());
+                    return Err(HeaderFormatError::ExpectVariableEnd);
                 }
             }
         }
@@ -383,7 +500,9 @@ fn header_value_format(value: &str) -> Result<(), String> {
     if state == State::Literal {
         Ok(())
     } else {
-        Err(format!("Un-terminated variable expression '{value}'"))
+        Err(HeaderFormatError::UnterminatedVariable {
+            value: value.to_owned(),
+        })
     }
 }
 
@@ -463,7 +582,7 @@ const RETRY_ON: [&str; 16] = [
 ];
 
 /// One `retryOn` entry.
-pub fn retry_on(policy: &str) -> Result<(), String> {
+pub fn retry_on(policy: &str) -> Result<(), RetryOnError> {
     let status = policy
         .parse::<u16>()
         .ok()
@@ -471,10 +590,9 @@ pub fn retry_on(policy: &str) -> Result<(), String> {
     if status.is_some() || RETRY_ON.contains(&policy) {
         Ok(())
     } else {
-        Err(format!(
-            "{policy:?} is not a valid retryOn policy: use {} or an HTTP status code",
-            RETRY_ON.join(", ")
-        ))
+        Err(RetryOnError {
+            policy: policy.to_owned(),
+        })
     }
 }
 
@@ -556,7 +674,7 @@ mod tests {
             ("99999999999h", Err("invalid duration \"99999999999h\"")),
         ];
         for (text, expected) in cases {
-            match (duration(text), expected) {
+            match (duration(text).map_err(|error| error.to_string()), expected) {
                 (Ok(got), Ok(want)) => assert_eq!(got, want, "{text:?}"),
                 (Err(got), Err(want)) => {
                     assert!(
@@ -581,7 +699,9 @@ mod tests {
             Ok(()),
             "an ordinary regex"
         );
-        let error = regex("(?<=a)b", "uri").expect_err("look-behind is not RE2");
+        let error = regex("(?<=a)b", "uri")
+            .expect_err("look-behind is not RE2")
+            .to_string();
         assert!(error.starts_with("\"uri\": "), "{error}");
         assert!(
             error.ends_with(
@@ -590,7 +710,7 @@ mod tests {
             "{error}"
         );
         assert_eq!(
-            regex(&"a".repeat(1025), "uri"),
+            regex(&"a".repeat(1025), "uri").map_err(|error| error.to_string()),
             Err("\"uri\": regex is too large, max length allowed is 1024".to_owned()),
             "over 1024 characters"
         );
@@ -607,7 +727,7 @@ mod tests {
             "[\\p{L}\\p{N}]{5000}",
             "(?:(?:(?:(?:(?:(?:x*)*)*)*)*)*)*y",
         ] {
-            match regex(pattern, "uri") {
+            match regex(pattern, "uri").map_err(|error| error.to_string()) {
                 Ok(()) => {}
                 Err(error) => assert!(
                     error.contains("larger than") || error.contains("exceeds"),
@@ -615,7 +735,9 @@ mod tests {
                 ),
             }
         }
-        let error = regex("(a{1000}){1000}", "uri").expect_err("a million states");
+        let error = regex("(a{1000}){1000}", "uri")
+            .expect_err("a million states")
+            .to_string();
         assert!(
             error.contains("the compiled regex is larger than"),
             "{error}"
@@ -652,11 +774,11 @@ mod tests {
             );
         }
         assert_eq!(
-            label("app", "-x"),
+            label("app", "-x").map_err(|error| error.to_string()),
             Err("invalid tag value: \"-x\"".to_owned())
         );
         assert_eq!(
-            label("a b", "x"),
+            label("a b", "x").map_err(|error| error.to_string()),
             Err("invalid tag key: \"a b\"".to_owned())
         );
     }

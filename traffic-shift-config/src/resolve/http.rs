@@ -26,19 +26,18 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use super::{At, Catalog, Sink, host_not_found, qualify, server_takes};
+use super::{At, Sink, catalog::Catalog, gateway::server_takes, host_not_found, qualify};
 use crate::{
-    error::{ConfigError, FieldPath},
+    common::{Protocol, RouteDestination},
+    dto::SimpleLb,
+    error::{ConfigError, FieldPath, fp},
     http::{HttpMatch, HttpRule, Retries},
     model::{
         Destination, HttpDestination, HttpListener, HttpMirror, HttpRoute, HttpSelection,
         VirtualHost,
     },
     policy::{HashKey, LbPolicy, LoadBalancer},
-    resource::{
-        DestinationRule, Gateway, Protocol, RouteDestination, ServicePort, SimpleLb,
-        VirtualService, fp,
-    },
+    resource::{DestinationRule, Gateway, ServicePort, VirtualService},
 };
 
 /// Where a rule is being resolved for.

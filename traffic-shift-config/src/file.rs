@@ -1,0 +1,202 @@
+//! One rules file: read (at most so many bytes, UTF-8), every document
+//! parsed (limits, line index, then `resource`), and a directory of them.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use serde::Deserialize;
+
+#[cfg(doc)]
+use crate::limits::{MAX_STATE_BYTES, check_limits};
+use crate::{
+    error::{ConfigError, Warning},
+    limits::{MAX_ERRORS, MAX_FILE_BYTES, check_limits_up_to},
+    lines,
+    resource::{self, Resource},
+};
+
+/// One parsed rules file: its resources in document order.
+#[derive(Clone, Debug)]
+pub struct RulesFile {
+    pub path: PathBuf,
+    pub resources: Vec<Resource>,
+    /// What Istio would warn about in these documents (deprecated fields,
+    /// weights that do not add up to 100, rules never reached, ...): the
+    /// file is valid all the same. For the agent to log.
+    pub warnings: Vec<Warning>,
+}
+
+/// Parses every document of one rules file (`path` is for messages): the
+/// file, or its first error. See [`parse_file_all`].
+pub fn parse_file(path: &Path, text: &str) -> Result<RulesFile, ConfigError> {
+    parse_file_all(path, text).map_err(|mut errors| errors.swap_remove(0))
+}
+
+/// Parses every document of one rules file (`path` is for messages): the
+/// file, or every error of every document, in file order (never an empty
+/// list). Empty documents are skipped. A YAML syntax error ends the parse
+/// (the documents after it cannot be told apart); every other error is
+/// one document's, and the next documents are checked all the same, up to
+/// [`MAX_ERRORS`]. The file is refused first if over a limit (see
+/// [`check_limits`]).
+pub fn parse_file_all(path: &Path, text: &str) -> Result<RulesFile, Vec<ConfigError>> {
+    parse_file_all_up_to(path, text, MAX_FILE_BYTES)
+}
+
+/// [`parse_file_all`] for a file that may have up to `max_bytes` (the
+/// agent's own state file, [`MAX_STATE_BYTES`]).
+pub fn parse_file_all_up_to(
+    path: &Path,
+    text: &str,
+    max_bytes: usize,
+) -> Result<RulesFile, Vec<ConfigError>> {
+    check_limits_up_to(path, text, max_bytes).map_err(|error| vec![error])?;
+    let lines = lines::index_documents(text);
+    let mut resources = Vec::new();
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
+    for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let number = i + 1;
+        if errors.len() >= MAX_ERRORS {
+            errors.truncate(MAX_ERRORS);
+            errors.push(ConfigError {
+                document: Some(number),
+                ..ConfigError::file(
+                    path,
+                    format!(
+                        "more than {MAX_ERRORS} errors: the rest of the file (from this document on) is not checked; fix these first"
+                    ),
+                )
+            });
+            break;
+        }
+        let value = match serde_yaml_ng::Value::deserialize(document) {
+            Ok(value) => value,
+            Err(error) => {
+                // The iterator keeps yielding the same error: stop at the first.
+                errors.push(ConfigError {
+                    document: Some(number),
+                    line: error.location().map(|location| location.line()),
+                    ..ConfigError::file(path, format!("invalid YAML: {error}"))
+                });
+                break;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        let index = Arc::new(lines.get(i).cloned().unwrap_or_default());
+        match resource::parse_document(path, number, value, &index) {
+            Ok((resource, found)) => {
+                resources.push(resource);
+                warnings.extend(found);
+            }
+            Err(found) => errors.extend(found),
+        }
+    }
+    if errors.is_empty() {
+        Ok(RulesFile {
+            path: path.to_owned(),
+            resources,
+            warnings,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads a rules file, at most `MAX_FILE_BYTES` (+1, to tell it is over)
+/// of it, so a huge file costs no more memory than that. Not UTF-8: an
+/// error saying so.
+pub fn read_rules_file(path: &Path) -> Result<String, ConfigError> {
+    read_file_up_to(path, MAX_FILE_BYTES)
+}
+
+/// [`read_rules_file`] for a file that may have up to `max_bytes`.
+pub fn read_file_up_to(path: &Path, max_bytes: usize) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|file| file.take(max_bytes as u64 + 1).read_to_end(&mut bytes))
+        .map_err(|error| ConfigError::file(path, format!("cannot read the file: {error}")))?;
+    rules_text(path, bytes, max_bytes)
+}
+
+/// A rules file's bytes as text, as [`read_rules_file`] takes them: not
+/// more than `max_bytes`, UTF-8.
+pub fn rules_text(path: &Path, bytes: Vec<u8>, max_bytes: usize) -> Result<String, ConfigError> {
+    if bytes.len() > max_bytes {
+        return Err(ConfigError::file(
+            path,
+            format!(
+                "the file is more than the {max_bytes} bytes a rules file may have; split it into several files"
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|error| {
+        ConfigError::file(
+            path,
+            format!(
+                "the file is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+                error.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Reads and parses every `*.yaml` / `*.yml` file directly in `dir` (sorted
+/// by name; not recursive; hidden files skipped). Returns all files that
+/// parsed, and the errors of those that did not (all errors of each bad
+/// file, as [`parse_file_all`]).
+pub fn load_dir(dir: &Path) -> (Vec<RulesFile>, Vec<ConfigError>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            errors.push(ConfigError::file(
+                dir,
+                format!("cannot read the rules directory: {error}"),
+            ));
+            return (files, errors);
+        }
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) => paths.push(entry.path()),
+            Err(error) => errors.push(ConfigError::file(
+                dir,
+                format!("cannot list the rules directory: {error}"),
+            )),
+        }
+    }
+    paths.retain(|path| is_rules_file(path));
+    paths.sort();
+    for path in paths {
+        let parsed = read_rules_file(&path)
+            .map_err(|error| vec![error])
+            .and_then(|text| parse_file_all(&path, &text));
+        match parsed {
+            Ok(file) => files.push(file),
+            Err(found) => errors.extend(found),
+        }
+    }
+    (files, errors)
+}
+
+/// A visible `*.yaml` / `*.yml` file (or a link to one: Kubernetes mounts
+/// `ConfigMap`s as links).
+pub fn is_rules_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+        return false;
+    };
+    let yaml = path
+        .extension()
+        .and_then(|ext| ext.to_str())
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("yaml") || ext.eq_ignore_ascii_case("yml"));
+    !name.starts_with('.') && yaml && path.is_file()
+}

@@ -1,0 +1,379 @@
+//! What the resources define, indexed for the lookups of `resolve`: the
+//! services (each `ServiceEntry` with the `WorkloadEntries` it selects), the
+//! `DestinationRule` of a host, the Gateways a `VirtualService` binds.
+
+use std::collections::HashMap;
+
+use super::{Sink, destination::find_subset, host_not_found, list, qualify};
+use crate::{
+    error::{ConfigError, FieldPath, fp},
+    names::host_matches,
+    resource::{
+        DestinationRule, Gateway, L4Match, Resource, ServiceEntry, ServicePort, TcpRule,
+        VirtualService, WorkloadEndpoint, WorkloadEntry,
+    },
+};
+
+pub(super) struct Service<'a> {
+    pub(super) entry: &'a ServiceEntry,
+    /// As written (Istio does not qualify ServiceEntry hosts), in order.
+    pub(super) hosts: Vec<&'a str>,
+    /// The selected `WorkloadEntries`' endpoints, then its own.
+    pub(super) endpoints: Vec<&'a WorkloadEndpoint>,
+}
+
+impl Service<'_> {
+    pub(super) fn tcp_port(&self, number: u16) -> Option<&ServicePort> {
+        self.entry
+            .ports
+            .iter()
+            .find(|port| port.number == number && port.effective_protocol().takes_tcp_routes())
+    }
+
+    pub(super) fn port_list(&self) -> String {
+        list(self.entry.ports.iter().map(|port| port.number))
+    }
+}
+
+pub(super) struct Catalog<'a> {
+    pub(super) services: Vec<Service<'a>>,
+    /// Each `services` host (as written) to its index: lookups by exact host
+    /// stay constant-time with thousands of services.
+    pub(super) by_host: HashMap<&'a str, usize>,
+    pub(super) rules: Vec<(&'a DestinationRule, String)>,
+    /// Each `rules` host (qualified) to its index.
+    pub(super) rule_by_host: HashMap<String, usize>,
+    /// The indexes of the `rules` whose host is a wildcard, in order.
+    pub(super) wildcard_rules: Vec<usize>,
+    pub(super) gateways: Vec<&'a Gateway>,
+}
+
+/// The gateways a `VirtualService` binds, resolved.
+pub(super) struct Bindings<'a> {
+    /// Its top-level `gateways`, `mesh` left out.
+    pub(super) top: Vec<&'a Gateway>,
+    /// `matches[i][k]`: the `gateways` of `tcp[i].match[k]` (`mesh` left
+    /// out); `None` when the match lists none and so inherits `top`.
+    pub(super) matches: Vec<Vec<Option<Vec<&'a Gateway>>>>,
+    /// Every gateway above, once, in the order first written.
+    pub(super) all: Vec<&'a Gateway>,
+}
+
+impl Bindings<'_> {
+    /// The matches of rule `i` that apply to `gateway`; `None` when the rule
+    /// does not apply to it. Like `tcp::mesh_matches`, an empty list means the
+    /// rule has no match (it applies to every port).
+    pub(super) fn matches<'r>(
+        &self,
+        i: usize,
+        rule: &'r TcpRule,
+        gateway: &Gateway,
+    ) -> Option<Vec<(usize, &'r L4Match)>> {
+        let names = |list: &[&Gateway]| list.iter().any(|g| std::ptr::eq(*g, gateway));
+        let top = names(&self.top);
+        if rule.matches.is_empty() {
+            return top.then(Vec::new);
+        }
+        let matches: Vec<(usize, &L4Match)> = rule
+            .matches
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| match &self.matches[i][*k] {
+                Some(list) => names(list),
+                None => top,
+            })
+            .collect();
+        (!matches.is_empty()).then_some(matches)
+    }
+}
+
+impl<'a> Service<'a> {
+    pub(super) fn new(entry: &'a ServiceEntry, workloads: &[&'a WorkloadEntry]) -> Self {
+        let hosts = entry.hosts.iter().map(String::as_str).collect();
+        let mut endpoints: Vec<&WorkloadEndpoint> = Vec::new();
+        if let Some(selector) = &entry.workload_selector {
+            endpoints.extend(
+                workloads
+                    .iter()
+                    .filter(|workload| {
+                        workload.source.namespace == entry.source.namespace
+                            && selector.iter().all(|(key, value)| {
+                                workload.endpoint.labels.get(key) == Some(value)
+                            })
+                    })
+                    .map(|workload| &workload.endpoint),
+            );
+        }
+        endpoints.extend(&entry.endpoints);
+        Self {
+            entry,
+            hosts,
+            endpoints,
+        }
+    }
+}
+
+/// `(namespace, name)` of a Gateway reference written in a
+/// `VirtualService` of `namespace` (Istio's `resolveGatewayName`).
+fn gateway_name<'w>(written: &'w str, namespace: &'w str) -> (&'w str, &'w str) {
+    match written.split_once('/') {
+        Some((".", name)) => (namespace, name),
+        Some((ns, name)) => (ns, name),
+        // Legacy: `name.namespace.svc.cluster.local` or `name.namespace`.
+        None => match written.split_once('.') {
+            Some((name, rest)) => (rest.split('.').next().unwrap_or(rest), name),
+            None => (namespace, written),
+        },
+    }
+}
+
+impl<'a> Catalog<'a> {
+    pub(super) fn new(resources: &[&'a Resource], sink: &mut Sink) -> Self {
+        let workloads: Vec<&WorkloadEntry> = resources
+            .iter()
+            .filter_map(|resource| match resource {
+                Resource::WorkloadEntry(entry) => Some(entry),
+                _ => None,
+            })
+            .collect();
+
+        let mut services: Vec<Service> = Vec::new();
+        let mut by_host: HashMap<&str, usize> = HashMap::new();
+        let mut rules: Vec<(&DestinationRule, String)> = Vec::new();
+        let mut rule_by_host: HashMap<String, usize> = HashMap::new();
+        let mut gateways: Vec<&Gateway> = Vec::new();
+        for resource in resources {
+            match resource {
+                Resource::ServiceEntry(entry) => {
+                    let service = Service::new(entry, &workloads);
+                    let mut duplicate = false;
+                    for (i, host) in service.hosts.iter().enumerate() {
+                        if let Some(other) = by_host.get(host).map(|&k| &services[k]) {
+                            sink.errors.push(entry.source.error(
+                                fp!("spec.hosts[{i}]"),
+                                format!(
+                                    "host {host} is also defined by {}: one ServiceEntry per \
+                                     host (exportTo is not applied); merge them",
+                                    other.entry.source.describe()
+                                ),
+                            ));
+                            duplicate = true;
+                        }
+                    }
+                    if !duplicate {
+                        for host in &service.hosts {
+                            by_host.insert(*host, services.len());
+                        }
+                        services.push(service);
+                    }
+                }
+                Resource::DestinationRule(rule) => {
+                    let host = qualify(&rule.host, &rule.source.namespace);
+                    if let Some((other, _)) = rule_by_host.get(&host).map(|&k| &rules[k]) {
+                        sink.errors.push(rule.source.error(
+                            fp!("spec.host"),
+                            format!(
+                                "host {host} already has {}: merge the two DestinationRules into \
+                                 one",
+                                other.source.describe()
+                            ),
+                        ));
+                    } else {
+                        rule_by_host.insert(host.clone(), rules.len());
+                        rules.push((rule, host));
+                    }
+                }
+                Resource::Gateway(gateway) => gateways.push(gateway),
+                _ => {}
+            }
+        }
+        let wildcard_rules = (0..rules.len())
+            .filter(|&k| rules[k].1.starts_with('*'))
+            .collect();
+        Self {
+            services,
+            by_host,
+            rules,
+            rule_by_host,
+            wildcard_rules,
+            gateways,
+        }
+    }
+
+    /// The Gateway a `VirtualService` in `namespace` names `written`
+    /// (`name`, `namespace/name`, or the legacy
+    /// `name.namespace[.svc.cluster.local]`); `None` for `mesh`. A name that
+    /// matches no Gateway is an error (IST0101) at `path`.
+    pub(super) fn gateway(
+        &self,
+        vs: &VirtualService,
+        path: FieldPath,
+        written: &str,
+    ) -> Result<Option<&'a Gateway>, ConfigError> {
+        if written == "mesh" {
+            return Ok(None);
+        }
+        let (namespace, name) = gateway_name(written, &vs.source.namespace);
+        self.gateways
+            .iter()
+            .find(|gateway| gateway.source.namespace == namespace && gateway.source.name == name)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| {
+                vs.source.error(
+                    path,
+                    format!(
+                        "referenced gateway not found: {written:?}; define a Gateway \
+                         {namespace}/{name} or fix the name (a name without a namespace is a \
+                         Gateway in the VirtualService's namespace, {})",
+                        vs.source.namespace
+                    ),
+                )
+            })
+    }
+
+    /// Every gateway `vs` names, top-level and per `tcp` match, resolved;
+    /// names that match no Gateway are recorded and left out.
+    pub(super) fn bindings(&self, vs: &VirtualService, sink: &mut Sink) -> Bindings<'a> {
+        let mut all: Vec<&Gateway> = Vec::new();
+        let mut resolve = |path: FieldPath, written: &str, sink: &mut Sink| {
+            let gateway = match self.gateway(vs, path, written) {
+                Ok(gateway) => gateway,
+                Err(error) => {
+                    sink.errors.push(error);
+                    None
+                }
+            };
+            if let Some(gateway) = gateway
+                && !all.iter().any(|g| std::ptr::eq(*g, gateway))
+            {
+                all.push(gateway);
+            }
+            gateway
+        };
+        let mut top = Vec::new();
+        for (g, written) in vs.gateways.iter().enumerate() {
+            top.extend(resolve(fp!("spec.gateways[{g}]"), written, sink));
+        }
+        let mut matches = Vec::with_capacity(vs.tcp.len());
+        for (i, rule) in vs.tcp.iter().enumerate() {
+            let mut per_match = Vec::with_capacity(rule.matches.len());
+            for (k, m) in rule.matches.iter().enumerate() {
+                if m.gateways.is_empty() {
+                    per_match.push(None);
+                    continue;
+                }
+                let mut list = Vec::new();
+                for (g, written) in m.gateways.iter().enumerate() {
+                    list.extend(resolve(
+                        fp!("spec.tcp[{i}].match[{k}].gateways[{g}]"),
+                        written,
+                        sink,
+                    ));
+                }
+                per_match.push(Some(list));
+            }
+            matches.push(per_match);
+        }
+        Bindings { top, matches, all }
+    }
+
+    /// The `http` rules of `vs`: what they name must exist (destination
+    /// hosts and subsets, mirrors, match gateways).
+    pub(super) fn check_http(&self, vs: &VirtualService, sink: &mut Sink) {
+        if vs.http.is_empty() {
+            return;
+        }
+        let namespace = &vs.source.namespace;
+        for (i, rule) in vs.http.iter().enumerate() {
+            for (k, m) in rule.matches.iter().enumerate() {
+                for (g, written) in m.gateways.iter().enumerate() {
+                    let path = fp!("spec.http[{i}].match[{k}].gateways[{g}]");
+                    if let Err(error) = self.gateway(vs, path, written) {
+                        sink.errors.push(error);
+                    }
+                }
+            }
+            let destinations = rule
+                .route
+                .iter()
+                .enumerate()
+                .map(|(j, route)| {
+                    (
+                        fp!("spec.http[{i}].route[{j}].destination"),
+                        &route.destination,
+                    )
+                })
+                .chain(
+                    rule.mirror
+                        .iter()
+                        .map(|mirror| (fp!("spec.http[{i}].mirror"), &mirror.destination)),
+                )
+                .chain(rule.mirrors.iter().enumerate().map(|(j, mirror)| {
+                    (
+                        fp!("spec.http[{i}].mirrors[{j}].destination"),
+                        &mirror.destination,
+                    )
+                }));
+            for (base, destination) in destinations {
+                let host = &destination.host;
+                if self.service(host, namespace).is_none() {
+                    sink.errors.push(host_not_found(vs, base.key("host"), host));
+                    continue;
+                }
+                if let Some(name) = &destination.subset
+                    && let Err(error) =
+                        find_subset(vs, &base, host, name, self.rule(host, namespace))
+                {
+                    sink.errors.push(error);
+                }
+            }
+        }
+    }
+
+    /// The service of a destination host, with its host as the
+    /// `ServiceEntry` writes it.
+    pub(super) fn service(&self, host: &str, namespace: &str) -> Option<(&Service<'a>, &'a str)> {
+        let host = qualify(host, namespace);
+        let &k = self.by_host.get(host.as_str())?;
+        let service = &self.services[k];
+        let written = service.hosts.iter().find(|written| **written == host)?;
+        Some((service, *written))
+    }
+
+    /// The services a `VirtualService` host selects, each with its host
+    /// that matched.
+    pub(super) fn select(&self, pattern: &str, namespace: &str) -> Vec<(&Service<'a>, &'a str)> {
+        let pattern = qualify(pattern, namespace);
+        if !pattern.starts_with('*') {
+            // Not a wildcard: only the service with that very host matches.
+            return self.service(&pattern, namespace).into_iter().collect();
+        }
+        self.services
+            .iter()
+            .filter_map(|service| {
+                service
+                    .hosts
+                    .iter()
+                    .find(|host| host_matches(&pattern, host))
+                    .map(|host| (service, *host))
+            })
+            .collect()
+    }
+
+    /// The `DestinationRule` of a host: the one naming it, else the most
+    /// specific wildcard one.
+    pub(super) fn rule(&self, host: &str, namespace: &str) -> Option<&'a DestinationRule> {
+        let host = qualify(host, namespace);
+        let exact = self.rule_by_host.get(&host).map(|&k| &self.rules[k]);
+        exact
+            .or_else(|| {
+                self.wildcard_rules
+                    .iter()
+                    .map(|&k| &self.rules[k])
+                    .filter(|(_, h)| host_matches(h, &host))
+                    .max_by_key(|(_, h)| h.len())
+            })
+            .map(|(rule, _)| *rule)
+    }
+}

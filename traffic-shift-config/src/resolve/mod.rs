@@ -1,0 +1,262 @@
+//! Cross-resource checks, and the [`RoutingModel`] they resolve to.
+//!
+//! Host names, as Istio resolves them (`ResolveShortnameToFQDN`): a host
+//! without a dot that a `VirtualService` (its `hosts`, its destinations) or
+//! a `DestinationRule` writes is a short name, read as
+//! `<host>.<namespace>.svc.cluster.local` in the namespace of the resource
+//! that writes it; `*`, IP addresses and names with a dot are taken as
+//! written. `ServiceEntry` hosts are always taken as written. So a
+//! `VirtualService` host `tcp-echo` in `default` means the `ServiceEntry`
+//! host `tcp-echo.default.svc.cluster.local`, and a `ServiceEntry` host
+//! written `tcp-echo` matches no short name (as in Istio): write
+//! `ServiceEntry` hosts in full. A `VirtualService` host
+//! `*.suffix` selects every `ServiceEntry` host that ends in `.suffix`; a
+//! `DestinationRule` host `*.suffix` applies to a host when no rule names
+//! that host exactly. `exportTo` is checked, not applied: every resource is
+//! visible everywhere, so a host has one `ServiceEntry` and one
+//! `DestinationRule` at most.
+//!
+//! Gateway routes: a `tcp` rule applies to a Gateway the `VirtualService`'s
+//! `gateways` names (or, for one match, the match's `gateways`, which
+//! override the top-level list), and routes the Gateway's servers on the
+//! ports its matches name, else on every server port that is not HTTP. A
+//! server is routed when one of its hosts admits the `VirtualService`;
+//! there, the `VirtualService` hosts need not be `ServiceEntry` hosts (they
+//! are the names clients use), only destination hosts must. The Gateway
+//! `selector` is not used: every Gateway is served on this node.
+//!
+//! `http` rules become the L7 proxy's listeners ([`http`]); `tls` rules
+//! are refused.
+//!
+//! Every error is collected (per destination, per rule, per resource), so
+//! `validate` lists them all.
+//!
+//! Here: the entry points, one route per listener, unique names. The
+//! lookups are in `catalog`, mesh `tcp` routes in `tcp`, Gateway `tcp`
+//! routes in `gateway`, a route's destinations in `destination`, `http`
+//! rules in `http`.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
+};
+
+use self::catalog::Catalog;
+use super::{
+    error::{ConfigError, FieldPath, Warning, fp},
+    file::RulesFile,
+    resource::{Resource, VirtualService},
+    source::Source,
+};
+use crate::model::{RoutingModel, TcpRoute};
+
+mod catalog;
+mod destination;
+mod gateway;
+mod http;
+mod tcp;
+
+/// Cross-resource validation and resolution over the given files together:
+/// the model, or the first error. Warnings are logged (`tracing`); see
+/// [`resolve_all`] to have them, and every error.
+pub fn resolve(files: &[RulesFile]) -> Result<RoutingModel, ConfigError> {
+    let (model, warnings) = resolve_all(files);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    model.map_err(|mut errors| errors.swap_remove(0))
+}
+
+/// Cross-resource validation and resolution over the given files together:
+/// the model, or every error found (never an empty list); and the warnings
+/// across resources (a subset that selects no endpoint, a rule never
+/// reached), with or without errors. The files'
+/// own warnings are in [`RulesFile::warnings`].
+pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
+    let resources: Vec<&Resource> = files.iter().flat_map(|file| &file.resources).collect();
+    let mut sink = Sink::default();
+    check_unique_names(&resources, &mut sink);
+    let catalog = Catalog::new(&resources, &mut sink);
+
+    let mut routes = Vec::new();
+    let mut http = BTreeMap::new();
+    // Mesh routes and gateway routes go to different kernel maps, so they
+    // never conflict with each other.
+    let mut mesh_claims: HashMap<SocketAddr, Claim> = HashMap::new();
+    let mut gateway_claims: HashMap<SocketAddr, Claim> = HashMap::new();
+    for resource in &resources {
+        let Resource::VirtualService(vs) = resource else {
+            continue;
+        };
+        for i in 0..vs.tls.len() {
+            sink.errors.push(vs.source.error(
+                fp!("spec.tls[{i}]"),
+                "tls rules are not supported yet: the kernel path does not read the SNI of a \
+                 connection; route the port with a tcp rule instead",
+            ));
+        }
+        catalog.check_http(vs, &mut sink);
+        let bindings = catalog.bindings(vs, &mut sink);
+        catalog.http_listeners(vs, &bindings.top, &mut http, &mut sink);
+        if vs.binds_mesh() {
+            for (rule, route) in catalog.routes_of(vs, &mut sink) {
+                claim(&mut mesh_claims, vs, rule, &route, &mut sink);
+                routes.push(route);
+            }
+        }
+        for (rule, route) in catalog.gateway_routes_of(vs, &bindings, &mut sink) {
+            claim(&mut gateway_claims, vs, rule, &route, &mut sink);
+            routes.push(route);
+        }
+    }
+    let Sink { errors, warnings } = sink;
+    let warnings = unique(warnings);
+    if errors.is_empty() {
+        routes.sort_by(|a, b| a.key.cmp(&b.key));
+        (
+            Ok(RoutingModel {
+                routes,
+                http: http.into_values().collect(),
+            }),
+            warnings,
+        )
+    } else {
+        (Err(crate::limits::capped(unique(errors))), warnings)
+    }
+}
+
+/// What the checks found so far.
+#[derive(Default)]
+struct Sink {
+    errors: Vec<ConfigError>,
+    warnings: Vec<Warning>,
+}
+
+impl Sink {
+    /// The value, or `None` with its errors recorded.
+    fn take<T>(&mut self, result: Result<T, Vec<ConfigError>>) -> Option<T> {
+        result.map_err(|errors| self.errors.extend(errors)).ok()
+    }
+}
+
+/// `items` without repeats, in order: a rule resolved for several ports
+/// or gateways finds the same problem each time.
+fn unique<T: PartialEq>(items: Vec<T>) -> Vec<T> {
+    let mut kept: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        if !kept.contains(&item) {
+            kept.push(item);
+        }
+    }
+    kept
+}
+
+/// Which rule routes a service address (or gateway listener) already.
+struct Claim<'a> {
+    source: &'a Source,
+    rule: usize,
+    gateway: Option<String>,
+}
+
+/// Records that rule `rule` of `vs` routes the listeners of `route`; one
+/// route per address and port (per kernel map: `claims` is the mesh's or
+/// the gateways').
+fn claim<'a>(
+    claims: &mut HashMap<SocketAddr, Claim<'a>>,
+    vs: &'a VirtualService,
+    rule: usize,
+    route: &TcpRoute,
+    sink: &mut Sink,
+) {
+    for listener in &route.listeners {
+        let claim = Claim {
+            source: &vs.source,
+            rule,
+            gateway: route.gateway.clone(),
+        };
+        let Some(other) = claims.insert(*listener, claim) else {
+            continue;
+        };
+        let message = match (&route.gateway, &other.gateway) {
+            (Some(gateway), Some(other_gateway)) => format!(
+                "gateway {gateway} listener {listener} is already routed by {} tcp[{}] (gateway \
+                 {other_gateway}): an address and port where gateways accept takes one TCP \
+                 route; merge the two rules, remove one, or bind the servers to different \
+                 addresses",
+                other.source.describe(),
+                other.rule
+            ),
+            _ => format!(
+                "service address {listener} is already routed by {} tcp[{}]: a service address \
+                 and port takes one TCP route; merge the two rules or remove one",
+                other.source.describe(),
+                other.rule
+            ),
+        };
+        sink.errors
+            .push(vs.source.error(fp!("spec.tcp[{rule}]"), message));
+        return;
+    }
+}
+
+/// Two resources of one kind may not share a namespace and name.
+fn check_unique_names(resources: &[&Resource], sink: &mut Sink) {
+    let mut seen: HashMap<(&str, &str, &str), &Source> = HashMap::new();
+    for resource in resources {
+        let source = resource.source();
+        let key = (source.kind, source.namespace.as_str(), source.name.as_str());
+        if let Some(first) = seen.get(&key) {
+            sink.errors.push(source.error(
+                fp!("metadata.name"),
+                format!(
+                    "{} is defined twice, also in {} document {}: names are unique per kind and \
+                     namespace; rename or remove one",
+                    source.id(),
+                    first.file.display(),
+                    first.document
+                ),
+            ));
+        } else {
+            seen.insert(key, source);
+        }
+    }
+}
+
+/// A host a `VirtualService` or `DestinationRule` in `namespace` writes,
+/// as Istio resolves it (`ResolveShortnameToFQDN`): a short name (no dot)
+/// is `<host>.<namespace>.svc.cluster.local`; `*`, IP addresses and names
+/// with a dot are as written.
+pub fn qualify(host: &str, namespace: &str) -> String {
+    if host == "*" || host.contains('.') || host.parse::<IpAddr>().is_ok() {
+        host.to_owned()
+    } else {
+        format!("{host}.{namespace}.svc.cluster.local")
+    }
+}
+
+/// Where in a `VirtualService` a destination is written, for messages.
+struct At {
+    /// `spec.tcp[0].route[1].destination`.
+    base: FieldPath,
+    /// `tcp[0]`, `http[2]`.
+    rule: String,
+}
+
+/// A host a `VirtualService` names that no `ServiceEntry` defines (IST0101).
+fn host_not_found(vs: &VirtualService, path: FieldPath, host: &str) -> ConfigError {
+    vs.source.error(
+        path,
+        format!(
+            "referenced host not found: {host:?}; define a ServiceEntry with hosts: [{}] or fix \
+             the host",
+            qualify(host, &vs.source.namespace)
+        ),
+    )
+}
+
+fn list<T: ToString>(items: impl Iterator<Item = T>) -> String {
+    items
+        .map(|item| item.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

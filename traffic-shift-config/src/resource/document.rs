@@ -1,0 +1,185 @@
+//! A document's envelope before its kind's checks: a mapping, with a known
+//! `apiVersion` and `kind`; then the serde pass into the kind's spec, and
+//! `metadata` (name, namespace).
+
+use std::{path::Path, sync::Arc};
+
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+
+use crate::{
+    common::{API_VERSIONS, KINDS},
+    dto,
+    error::{ConfigError, FieldPath, ResourceId, fp, one_line},
+    lines::LineIndex,
+    names::{is_dns1123_label, is_dns1123_subdomain},
+    source::Source,
+};
+
+/// The envelope of one non-empty YAML document: a mapping with a known
+/// `apiVersion` and `kind`. Its place (for messages), its kind, the
+/// document with its merges applied.
+pub(super) fn envelope<'a>(
+    file: &'a Path,
+    document: usize,
+    mut value: Value,
+    lines: &'a LineIndex,
+) -> Result<(Place<'a>, &'static str, Value), Vec<ConfigError>> {
+    let mut place = Place {
+        file,
+        document,
+        resource: None,
+        lines,
+    };
+    if !value.is_mapping() {
+        return Err(vec![place.error(
+            FieldPath::root(),
+            "a document must be a mapping: one Istio resource with apiVersion, kind, metadata \
+             and spec",
+        )]);
+    }
+    value.apply_merge().map_err(|error| {
+        vec![place.error(FieldPath::root(), format!("invalid YAML merge: {error}"))]
+    })?;
+
+    let api_version = required_str(&place, &value, "apiVersion").map_err(|error| vec![error])?;
+    let kind = required_str(&place, &value, "kind").map_err(|error| vec![error])?;
+    let known_kind = KINDS.into_iter().find(|known| *known == kind);
+    // For the messages of what follows, if the name can be read at all.
+    let metadata = value.get("metadata");
+    if let Some(kind) = known_kind
+        && let Some(name) = metadata.and_then(|m| m.get("name")).and_then(Value::as_str)
+    {
+        let namespace = metadata
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        place.resource = Some(Box::new(ResourceId {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }));
+    }
+    let mut errors = Vec::new();
+    if !API_VERSIONS.contains(&api_version) {
+        errors.push(place.error(
+            fp!("apiVersion"),
+            format!(
+                "unsupported apiVersion {api_version:?}: use networking.istio.io/v1 \
+                 (v1beta1 and v1alpha3 are accepted too)"
+            ),
+        ));
+    }
+    let Some(kind) = known_kind else {
+        errors.push(place.error(
+            fp!("kind"),
+            format!(
+                "unsupported kind {kind:?}: expected one of {}",
+                KINDS.join(", ")
+            ),
+        ));
+        return Err(errors);
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    Ok((place, kind, value))
+}
+
+/// Where a document is, before it is known to be a valid resource.
+pub(super) struct Place<'a> {
+    file: &'a Path,
+    document: usize,
+    resource: Option<Box<ResourceId>>,
+    lines: &'a LineIndex,
+}
+
+impl Place<'_> {
+    fn error(&self, path: FieldPath, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            document: Some(self.document),
+            resource: self.resource.clone(),
+            line: self.lines.line(&path),
+            field: path,
+            message: one_line(message.into()),
+        }
+    }
+}
+
+fn required_str<'v>(place: &Place, value: &'v Value, key: &str) -> Result<&'v str, ConfigError> {
+    match value.get(key) {
+        None | Some(Value::Null) => Err(place.error(
+            FieldPath::root(),
+            format!("{key} is required: every document needs apiVersion, kind, metadata and spec"),
+        )),
+        Some(field) => field
+            .as_str()
+            .ok_or_else(|| place.error(fp!("{key}"), format!("{key} must be a string"))),
+    }
+}
+
+/// The serde pass over the document, then `metadata`.
+pub(super) fn typed<S: DeserializeOwned>(
+    place: &Place,
+    kind: &'static str,
+    value: Value,
+    lines: &Arc<LineIndex>,
+) -> Result<(Source, S), Vec<ConfigError>> {
+    let document: dto::Document<S> = serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = FieldPath::from(error.path());
+        vec![place.error(path, serde_message(&error.into_inner()))]
+    })?;
+    let metadata = document.metadata;
+    let mut errors = Vec::new();
+    let name = metadata.name.unwrap_or_default();
+    if name.is_empty() {
+        errors.push(place.error(
+            fp!("metadata.name"),
+            "metadata.name is required: name the resource",
+        ));
+    } else if !is_dns1123_subdomain(&name) {
+        errors.push(place.error(
+            fp!("metadata.name"),
+            format!(
+                "metadata.name {name:?} is not a valid name: use lower-case letters, digits, '-' \
+                 and '.', starting and ending with a letter or digit"
+            ),
+        ));
+    }
+    let namespace = metadata.namespace.unwrap_or_else(|| "default".to_owned());
+    if !is_dns1123_label(&namespace) {
+        errors.push(place.error(
+            fp!("metadata.namespace"),
+            format!(
+                "metadata.namespace {namespace:?} is not a valid namespace: use at most 63 \
+                 lower-case letters, digits and '-', starting and ending with a letter or digit"
+            ),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let source = Source {
+        kind,
+        name,
+        namespace,
+        file: place.file.to_owned(),
+        document: place.document,
+        lines: Arc::clone(lines),
+    };
+    Ok((source, document.spec))
+}
+
+/// serde's message, with a hint where serde gives none.
+fn serde_message(error: &serde_yaml_ng::Error) -> String {
+    let message = error.to_string();
+    if message.starts_with("unknown field") {
+        format!("{message}: fix the spelling or remove the field")
+    } else if message.starts_with("unknown variant") {
+        format!("{message}: use one of these values")
+    } else {
+        message
+    }
+}

@@ -1,0 +1,103 @@
+//! Validated resources: what one YAML document says, checked on its own.
+//! One module per kind; `document` reads the envelope every kind shares.
+//! The checks that need other resources (hosts, subsets, listeners) are in
+//! `resolve`.
+
+mod destination_rule;
+mod document;
+mod gateway;
+mod service_entry;
+mod virtual_service;
+mod workload_entry;
+
+use std::{path::Path, sync::Arc};
+
+use serde_yaml_ng::Value;
+
+pub use self::{
+    destination_rule::{DestinationRule, Subset},
+    gateway::{Gateway, GatewayPort, Server, ServerTlsMode},
+    service_entry::{ServiceEntry, ServicePort},
+    virtual_service::{L4Match, TcpRule, VirtualService},
+    workload_entry::{EndpointAddress, WorkloadEndpoint, WorkloadEntry},
+};
+use crate::{check::Checked, lines::LineIndex, source::Source};
+
+/// One validated Istio resource.
+#[derive(Clone, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a few resources per file, kept in a Vec: boxing would only add indirection"
+)]
+pub enum Resource {
+    ServiceEntry(ServiceEntry),
+    DestinationRule(DestinationRule),
+    VirtualService(VirtualService),
+    Gateway(Gateway),
+    WorkloadEntry(WorkloadEntry),
+}
+
+impl Resource {
+    pub fn source(&self) -> &Source {
+        match self {
+            Self::ServiceEntry(r) => &r.source,
+            Self::DestinationRule(r) => &r.source,
+            Self::VirtualService(r) => &r.source,
+            Self::Gateway(r) => &r.source,
+            Self::WorkloadEntry(r) => &r.source,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.source().kind
+    }
+
+    pub fn name(&self) -> &str {
+        &self.source().name
+    }
+
+    /// `metadata.namespace`, `default` when absent.
+    pub fn namespace(&self) -> &str {
+        &self.source().namespace
+    }
+}
+
+/// What one document gave: its resource and its warnings, or its errors
+/// (all of them).
+pub(crate) type Parsed = Checked<Resource>;
+
+/// Parses one non-empty YAML document into a validated resource.
+pub(crate) fn parse_document(
+    file: &Path,
+    document: usize,
+    value: Value,
+    lines: &Arc<LineIndex>,
+) -> Parsed {
+    let (place, kind, value) = document::envelope(file, document, value, lines)?;
+    match kind {
+        "ServiceEntry" => {
+            let (source, spec) = document::typed(&place, kind, value, lines)?;
+            service_entry::validate(source, spec)
+                .map(|(r, warnings)| (Resource::ServiceEntry(r), warnings))
+        }
+        "DestinationRule" => {
+            let (source, spec) = document::typed(&place, kind, value, lines)?;
+            destination_rule::validate(source, spec)
+                .map(|(r, warnings)| (Resource::DestinationRule(r), warnings))
+        }
+        "VirtualService" => {
+            let (source, spec) = document::typed(&place, kind, value, lines)?;
+            virtual_service::validate(source, spec)
+                .map(|(r, warnings)| (Resource::VirtualService(r), warnings))
+        }
+        "Gateway" => {
+            let (source, spec) = document::typed(&place, kind, value, lines)?;
+            gateway::validate(source, spec).map(|(r, warnings)| (Resource::Gateway(r), warnings))
+        }
+        _ => {
+            let (source, spec) = document::typed(&place, kind, value, lines)?;
+            workload_entry::validate(source, spec)
+                .map(|(r, warnings)| (Resource::WorkloadEntry(r), warnings))
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Where a resource came from ([`Source`]): its kind, name and namespace,
+//! its file and document, to report errors and warnings at a field's line.
+
+use std::{fmt, path::PathBuf, sync::Arc};
+
+use crate::{
+    error::{ConfigError, FieldPath, ResourceId, Warning, one_line},
+    lines::LineIndex,
+};
+
+/// Where a resource came from, to report errors at a field's line.
+#[derive(Clone)]
+pub struct Source {
+    pub kind: &'static str,
+    pub name: String,
+    pub namespace: String,
+    pub file: PathBuf,
+    /// 1-based, empty documents included.
+    pub document: usize,
+    pub(crate) lines: Arc<LineIndex>,
+}
+
+impl Source {
+    pub fn id(&self) -> ResourceId {
+        ResourceId {
+            kind: self.kind,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// The 1-based line of `path` in the file (or of its nearest enclosing
+    /// field that is written there).
+    pub fn line(&self, path: &FieldPath) -> Option<usize> {
+        self.lines.line(path)
+    }
+
+    /// An error about `path` of this resource.
+    pub fn error(&self, path: FieldPath, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            document: Some(self.document),
+            resource: Some(Box::new(self.id())),
+            line: self.line(&path),
+            field: path,
+            message: one_line(message.into()),
+        }
+    }
+
+    /// A warning about `path` of this resource.
+    pub fn warning(&self, path: FieldPath, message: impl Into<String>) -> Warning {
+        Warning {
+            file: self.file.clone(),
+            document: Some(self.document),
+            resource: Some(Box::new(self.id())),
+            line: self.line(&path),
+            field: path,
+            message: one_line(message.into()),
+        }
+    }
+
+    /// For messages that name another resource:
+    /// `VirtualService default/a (rules/a.yaml document 3)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({} document {})",
+            self.id(),
+            self.file.display(),
+            self.document
+        )
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("namespace", &self.namespace)
+            .field("file", &self.file)
+            .field("document", &self.document)
+            .finish_non_exhaustive()
+    }
+}
