@@ -26,7 +26,8 @@ use traffic_shift_common::{
     map_names,
 };
 
-use super::{EBPF_OBJECT, SnatPorts, SnatPortsError};
+use super::SnatPorts;
+use crate::EBPF_OBJECT;
 use traffic_shift_config::model::{Destination, Endpoint, RoutingModel, Selection, TcpRoute};
 
 use crate::{compile, limits::Limits, stats::StatIds};
@@ -937,33 +938,4 @@ fn xdp_gateway_snat_port_range() {
         assert_eq!(verdict, XDP_DROP, "no port left: the SYN is dropped");
         assert_eq!(loaded.flows().len(), before, "and makes no flow");
     });
-}
-
-#[test]
-fn snat_ports_parse_and_refuse_with_a_clear_error() {
-    assert_eq!(
-        "61000-65535".parse::<SnatPorts>().unwrap(),
-        SnatPorts::default()
-    );
-    assert_eq!(
-        "1024-1024".parse::<SnatPorts>().unwrap(),
-        SnatPorts {
-            low: 1024,
-            high: 1024
-        }
-    );
-    for (text, want) in [
-        ("61000", "is not LOW-HIGH"),
-        ("61000-70000", "is not LOW-HIGH"),
-        ("a-b", "is not LOW-HIGH"),
-        ("65535-61000", "LOW is above HIGH"),
-        ("80-90", "starts below 1024"),
-    ] {
-        let err: SnatPortsError = text.parse::<SnatPorts>().unwrap_err();
-        let message = err.to_string();
-        assert!(
-            message.contains(text) && message.contains(want),
-            "{text}: {message}"
-        );
-    }
 }
