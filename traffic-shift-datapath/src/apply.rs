@@ -25,7 +25,9 @@ impl FreeRouteIds {
                 return Ok(id);
             }
         }
-        Err(DatapathError::NoRouteId(self.used.len()))
+        Err(DatapathError::NoRouteId {
+            loaded: self.used.len(),
+        })
     }
 }
 

@@ -64,10 +64,14 @@ pub enum DatapathError {
         #[source]
         source: aya::pin::PinError,
     },
-    #[error("cannot count the possible CPUs ({0}): {1}")]
-    Cpus(&'static str, #[source] std::io::Error),
-    #[error("no free route id: {0} routes loaded")]
-    NoRouteId(usize),
+    #[error("cannot count the possible CPUs ({what}): {source}")]
+    Cpus {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no free route id: {loaded} routes loaded")]
+    NoRouteId { loaded: usize },
     #[error(
         "--xdp-iface {iface}: {source}; name an interface of the --netns namespace (`ip link` there lists them)"
     )]

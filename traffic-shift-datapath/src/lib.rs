@@ -14,8 +14,8 @@
 //! - `attach`: the cgroup and `sk_lookup` programs attached, or their pinned
 //!   links adopted (our program swapped in).
 //! - `xdp`: the XDP gateway attached per interface, [`SnatPorts`].
-//! - `adopt`: whether a previous agent's pinned maps fit this build, and
-//!   reading back what they hold.
+//! - `adopt`: whether a previous agent's pinned maps fit this build (if not,
+//!   `IncompatibleMaps` says why), and reading back what they hold.
 //! - `apply`: [`Datapath::apply`] (route tables and keys reconciled with
 //!   [`compile::Compiled`], [`ApplyReport`]), gateway socket registration,
 //!   map fill.

@@ -99,7 +99,8 @@ impl Datapath {
                 None
             }
         };
-        let n_cpus = aya::util::nr_cpus().map_err(|(what, e)| DatapathError::Cpus(what, e))?;
+        let n_cpus =
+            aya::util::nr_cpus().map_err(|(what, source)| DatapathError::Cpus { what, source })?;
         let mut links = attach(&mut ebpf, pin_dir, cgroup, netns)?;
         attach_xdp(&mut ebpf, pin_dir, netns, xdp_ifaces, &mut links)?;
         if adopted || links.updated > 0 {

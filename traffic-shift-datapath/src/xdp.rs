@@ -42,21 +42,23 @@ impl std::fmt::Display for SnatPorts {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnatPortsError {
-    #[error("`{0}` is not LOW-HIGH: write two port numbers joined by a dash, e.g. 61000-65535")]
-    Syntax(String),
-    #[error("`{0}`: LOW is above HIGH; write the range low to high, e.g. 61000-65535")]
-    Reversed(String),
+    #[error("`{text}` is not LOW-HIGH: write two port numbers joined by a dash, e.g. 61000-65535")]
+    Syntax { text: String },
+    #[error("`{text}`: LOW is above HIGH; write the range low to high, e.g. 61000-65535")]
+    Reversed { text: String },
     #[error(
-        "`{0}`: the range starts below 1024, among the ports of the node's own services; use ports from 1024 up, above the node's ephemeral range (net.ipv4.ip_local_port_range), e.g. 61000-65535"
+        "`{text}`: the range starts below 1024, among the ports of the node's own services; use ports from 1024 up, above the node's ephemeral range (net.ipv4.ip_local_port_range), e.g. 61000-65535"
     )]
-    Privileged(String),
+    Privileged { text: String },
 }
 
 impl std::str::FromStr for SnatPorts {
     type Err = SnatPortsError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let syntax = || SnatPortsError::Syntax(text.to_owned());
+        let syntax = || SnatPortsError::Syntax {
+            text: text.to_owned(),
+        };
         let (low, high) = text.split_once('-').ok_or_else(syntax)?;
         let port = |p: &str| p.trim().parse::<u16>().map_err(|_| syntax());
         let ports = Self {
@@ -64,10 +66,14 @@ impl std::str::FromStr for SnatPorts {
             high: port(high)?,
         };
         if ports.low > ports.high {
-            return Err(SnatPortsError::Reversed(text.to_owned()));
+            return Err(SnatPortsError::Reversed {
+                text: text.to_owned(),
+            });
         }
         if ports.low < 1024 {
-            return Err(SnatPortsError::Privileged(text.to_owned()));
+            return Err(SnatPortsError::Privileged {
+                text: text.to_owned(),
+            });
         }
         Ok(ports)
     }
