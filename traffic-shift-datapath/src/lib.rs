@@ -29,6 +29,17 @@
 //! sockets for `sk_lookup`), [`drain`] (`--drain-timeout`), [`netns`]
 //! (facts gathered inside a network namespace), [`pins`] (raw `bpf(2)`
 //! calls on pinned links).
+//!
+//! # Tests that need root
+//!
+//! Loading eBPF programs, taking other processes' sockets and entering
+//! network namespaces need root, so the unit tests that do so need it too.
+//! They are in modules named `root_tests` (`xdp::root_tests`,
+//! `sockets::root_tests`, `netns::root_tests`) and start with
+//! `test_root::require_root`: run as another user they fail with a message
+//! saying so, they never skip. `cargo xtask test` runs them as root; as
+//! another user, `cargo test -p traffic-shift-datapath -- --skip root_tests`
+//! runs the others, which need no privilege.
 
 use std::{collections::BTreeMap, fs::File, path::PathBuf};
 
@@ -53,6 +64,8 @@ mod counters;
 mod error;
 mod load;
 mod proxy_flows;
+#[cfg(test)]
+mod test_root;
 mod unload;
 mod xdp;
 

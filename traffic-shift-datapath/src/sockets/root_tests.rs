@@ -1,3 +1,10 @@
+//! Finding and taking the listening sockets of real processes (python
+//! backends), in this network namespace and in test namespaces.
+//!
+//! Needs root: the tests read other processes' fds, take their sockets with
+//! `pidfd_getfd` and create network namespaces. Each starts with
+//! [`require_root`] and fails without root; none skips.
+
 use std::{
     collections::HashMap,
     fs::{self, File},
@@ -63,9 +70,8 @@ fn take_listener(
 /// Panics unless root: the tests read other processes' fds, take their
 /// sockets and create network namespaces. They never skip.
 fn require_root() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "the sockets tests take other processes' sockets and create network namespaces: run them as root through `cargo xtask test`"
+    crate::test_root::require_root(
+        "the sockets tests take other processes' sockets and create network namespaces",
     );
 }
 

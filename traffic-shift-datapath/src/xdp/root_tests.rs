@@ -6,7 +6,12 @@
 //!
 //! The program runs in a network namespace of its own with two veth pairs,
 //! addresses, static neighbours and forwarding on, so `bpf_fib_lookup`
-//! answers as it would on a node. Needs root.
+//! answers as it would on a node.
+//!
+//! Needs root: the tests load the eBPF object and create a network
+//! namespace. Each loads the program through `with_program_ports`, which
+//! calls [`require_root`](crate::test_root::require_root) first and fails
+//! without root; none skips.
 
 use crate::compile::ProxyAddrs;
 use std::{
@@ -349,11 +354,8 @@ fn with_program(test: &str, f: impl FnOnce(&mut Loaded) + Send) {
 
 /// `with_program`, the program giving flows source ports from `ports`.
 fn with_program_ports(test: &str, ports: SnatPorts, f: impl FnOnce(&mut Loaded) + Send) {
-    assert_eq!(
-        // SAFETY: no preconditions.
-        unsafe { libc::geteuid() },
-        0,
-        "the XDP tests load eBPF programs and create a network namespace: run them as root"
+    crate::test_root::require_root(
+        "the XDP tests load eBPF programs and create a network namespace",
     );
     let topo = Topology::new(test);
     let client_side = topo.ifindex("c0");
