@@ -92,23 +92,18 @@ impl Datapath {
     /// Zeroes counter slot `id` (connections, bytes, XDP packets).
     pub(crate) fn zero_slot(&mut self, id: u32) -> Result<(), DatapathError> {
         let map_err = |name| move |source| DatapathError::Map { name, source };
-        let zero = PerCpuValues::try_from(vec![EndpointStats::default(); self.n_cpus]).map_err(
-            |source| DatapathError::Cpus {
-                what: "per-CPU value",
-                source,
-            },
-        )?;
+        let cpus_err = |source| DatapathError::Cpus {
+            what: "per-CPU value",
+            source,
+        };
+        let zero = PerCpuValues::try_from(vec![EndpointStats::default(); self.n_cpus])
+            .map_err(cpus_err)?;
         self.counters
             .stats
             .set(id, zero, 0)
             .map_err(map_err(map_names::STATS))?;
         let zero =
-            PerCpuValues::try_from(vec![XdpStats::default(); self.n_cpus]).map_err(|source| {
-                DatapathError::Cpus {
-                    what: "per-CPU value",
-                    source,
-                }
-            })?;
+            PerCpuValues::try_from(vec![XdpStats::default(); self.n_cpus]).map_err(cpus_err)?;
         self.counters
             .xdp_stats
             .set(id, zero, 0)

@@ -65,7 +65,7 @@ pub struct Listener {
 }
 
 /// Which network namespace to search: the agent's own, or the one at a path
-/// (e.g. /var/run/netns/x or /proc/<pid>/ns/net).
+/// (e.g. `/var/run/netns/x` or `/proc/<pid>/ns/net`).
 #[derive(Debug, Clone, Copy)]
 pub enum Netns<'a> {
     /// The namespace of the calling thread (network namespaces are per thread).
