@@ -1,6 +1,6 @@
 //! Builds the kernel programs (`traffic-shift-ebpf`) for bpfel with aya-build;
 //! the object lands in `$OUT_DIR/traffic-shift` and is embedded by
-//! `datapath.rs`.
+//! `lib.rs` (`EBPF_OBJECT`).
 use std::path::Path;
 
 fn main() -> anyhow::Result<()> {

@@ -134,12 +134,19 @@ pub fn resolve_neighbours<'a>(
     })
 }
 
+/// Needs root: entering a network namespace, even the one the test is in
+/// already, takes CAP_SYS_ADMIN (setns). Each test starts with
+/// [`require_root`](crate::test_root::require_root) and fails without root;
+/// none skips.
 #[cfg(test)]
-mod tests {
+mod root_tests {
     use super::*;
 
     #[test]
     fn loopback_is_local_here() {
+        crate::test_root::require_root(
+            "the netns tests enter a network namespace (setns needs CAP_SYS_ADMIN)",
+        );
         let is_local = is_local_in(Path::new("/proc/self/ns/net")).expect("own netns");
         assert!(is_local("127.0.0.1".parse().unwrap()));
         assert!(

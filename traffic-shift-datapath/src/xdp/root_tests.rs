@@ -6,7 +6,12 @@
 //!
 //! The program runs in a network namespace of its own with two veth pairs,
 //! addresses, static neighbours and forwarding on, so `bpf_fib_lookup`
-//! answers as it would on a node. Needs root.
+//! answers as it would on a node.
+//!
+//! Needs root: the tests load the eBPF object and create a network
+//! namespace. Each loads the program through `with_program_ports`, which
+//! calls [`require_root`](crate::test_root::require_root) first and fails
+//! without root; none skips.
 
 use crate::compile::ProxyAddrs;
 use std::{
@@ -26,7 +31,8 @@ use traffic_shift_common::{
     map_names,
 };
 
-use super::{EBPF_OBJECT, SnatPorts, SnatPortsError};
+use super::SnatPorts;
+use crate::EBPF_OBJECT;
 use traffic_shift_config::model::{Destination, Endpoint, RoutingModel, Selection, TcpRoute};
 
 use crate::{compile, limits::Limits, stats::StatIds};
@@ -348,11 +354,8 @@ fn with_program(test: &str, f: impl FnOnce(&mut Loaded) + Send) {
 
 /// `with_program`, the program giving flows source ports from `ports`.
 fn with_program_ports(test: &str, ports: SnatPorts, f: impl FnOnce(&mut Loaded) + Send) {
-    assert_eq!(
-        // SAFETY: no preconditions.
-        unsafe { libc::geteuid() },
-        0,
-        "the XDP tests load eBPF programs and create a network namespace: run them as root"
+    crate::test_root::require_root(
+        "the XDP tests load eBPF programs and create a network namespace",
     );
     let topo = Topology::new(test);
     let client_side = topo.ifindex("c0");
@@ -937,33 +940,4 @@ fn xdp_gateway_snat_port_range() {
         assert_eq!(verdict, XDP_DROP, "no port left: the SYN is dropped");
         assert_eq!(loaded.flows().len(), before, "and makes no flow");
     });
-}
-
-#[test]
-fn snat_ports_parse_and_refuse_with_a_clear_error() {
-    assert_eq!(
-        "61000-65535".parse::<SnatPorts>().unwrap(),
-        SnatPorts::default()
-    );
-    assert_eq!(
-        "1024-1024".parse::<SnatPorts>().unwrap(),
-        SnatPorts {
-            low: 1024,
-            high: 1024
-        }
-    );
-    for (text, want) in [
-        ("61000", "is not LOW-HIGH"),
-        ("61000-70000", "is not LOW-HIGH"),
-        ("a-b", "is not LOW-HIGH"),
-        ("65535-61000", "LOW is above HIGH"),
-        ("80-90", "starts below 1024"),
-    ] {
-        let err: SnatPortsError = text.parse::<SnatPorts>().unwrap_err();
-        let message = err.to_string();
-        assert!(
-            message.contains(text) && message.contains(want),
-            "{text}: {message}"
-        );
-    }
 }

@@ -1,0 +1,290 @@
+//! Writing the maps: [`Datapath::apply`] reconciles route tables and
+//! service/gateway keys with what `compile` produced; the gateway's socket
+//! map; how full the maps are.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aya::maps::{HashMap, MapData, MapError};
+use traffic_shift_common::{RouteTable, ServiceKey, ServiceValue, map_names};
+
+use crate::{Datapath, DatapathError, compile::Compiled};
+
+/// Route ids to hand out: those below `max` not in `used`, lowest first.
+struct FreeRouteIds {
+    used: BTreeSet<u32>,
+    next: u32,
+    max: u32,
+}
+
+impl FreeRouteIds {
+    fn take(&mut self) -> Result<u32, DatapathError> {
+        while self.next < self.max {
+            let id = self.next;
+            self.next += 1;
+            if self.used.insert(id) {
+                return Ok(id);
+            }
+        }
+        Err(DatapathError::NoRouteId {
+            loaded: self.used.len(),
+        })
+    }
+}
+
+/// What one route holds in the kernel now: its id and the used bytes of its
+/// table (enough to tell a change, without a whole copy per route).
+pub(crate) struct LoadedRoute {
+    pub(crate) id: u32,
+    pub(crate) table: Vec<u8>,
+}
+
+/// What an apply changed, by route key.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub routes_added: Vec<String>,
+    pub routes_changed: Vec<String>,
+    pub routes_removed: Vec<String>,
+    /// Service and gateway keys written and removed.
+    pub keys_written: usize,
+    pub keys_removed: usize,
+}
+
+impl Datapath {
+    /// Makes the kernel hold exactly `compiled`: new and changed route tables
+    /// first (one update each), then service keys, then removals.
+    pub fn apply(&mut self, compiled: &Compiled) -> Result<ApplyReport, DatapathError> {
+        let mut report = ApplyReport::default();
+        let map_err = |name| move |source| DatapathError::Map { name, source };
+
+        // Counter slots taken over from endpoints that left the rules start
+        // from zero, before any table points at them.
+        for &id in compiled.stat_ids.recycled() {
+            self.zero_slot(id)?;
+        }
+        // Desired keys of TS_SERVICES, TS_GATEWAYS, TS_XDP_GATEWAYS.
+        let mut desired: [BTreeMap<ServiceKey, ServiceValue>; 3] = Default::default();
+        let mut free_ids = None;
+        // The one whole table written at a time (67 KB).
+        let mut scratch: Option<Box<RouteTable>> = None;
+        for (key, route) in &compiled.routes {
+            if !self.loaded_routes.contains_key(key) {
+                self.take_over_adopted(key, route);
+            }
+            let loaded = self.loaded_routes.get(key);
+            let unchanged = loaded.is_some_and(|l| l.table == route.table.as_bytes());
+            let id = match loaded {
+                Some(l) => l.id,
+                None => free_ids
+                    .get_or_insert_with(|| self.free_route_ids())
+                    .take()?,
+            };
+            if !unchanged {
+                // One update replaces the whole table (by reference: it is 5.8 KB).
+                let table = scratch.get_or_insert_with(bytemuck::zeroed_box);
+                route.table.write_to(table);
+                self.routes
+                    .insert(id, table.as_ref(), 0)
+                    .map_err(map_err(map_names::ROUTES))?;
+                let list = if loaded.is_some() {
+                    &mut report.routes_changed
+                } else {
+                    &mut report.routes_added
+                };
+                list.push(key.clone());
+                self.loaded_routes.insert(
+                    key.clone(),
+                    LoadedRoute {
+                        id,
+                        table: route.table.as_bytes().to_vec(),
+                    },
+                );
+            }
+            // An XDP route is a gateway route: 0 mesh, 1 sk_lookup, 2 XDP.
+            let map = usize::from(route.gateway) + usize::from(route.xdp);
+            for listener in &route.listeners {
+                desired[map].insert(
+                    *listener,
+                    ServiceValue {
+                        route_id: id,
+                        service_id: route.service_id,
+                    },
+                );
+            }
+        }
+        for (map, loaded, desired, name) in [
+            (
+                &mut self.services,
+                &mut self.loaded_services,
+                &desired[0],
+                map_names::SERVICES,
+            ),
+            (
+                &mut self.gateways,
+                &mut self.loaded_gateways,
+                &desired[1],
+                map_names::GATEWAYS,
+            ),
+            (
+                &mut self.xdp_gateways,
+                &mut self.loaded_xdp_gateways,
+                &desired[2],
+                map_names::XDP_GATEWAYS,
+            ),
+        ] {
+            let (written, removed) = sync_keys(map, loaded, desired).map_err(map_err(name))?;
+            report.keys_written += written;
+            report.keys_removed += removed;
+        }
+        let gone: Vec<String> = self
+            .loaded_routes
+            .keys()
+            .filter(|k| !compiled.routes.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            let id = self.loaded_routes[&key].id;
+            self.routes
+                .remove(&id)
+                .map_err(map_err(map_names::ROUTES))?;
+            self.loaded_routes.remove(&key);
+            report.routes_removed.push(key.clone());
+        }
+        // A previous agent's tables no key points at any more.
+        while let Some((&id, _)) = self.adopted_routes.first_key_value() {
+            self.routes
+                .remove(&id)
+                .map_err(map_err(map_names::ROUTES))?;
+            self.adopted_routes.remove(&id);
+            report
+                .routes_removed
+                .push(format!("route id {id} (from the previous agent)"));
+        }
+        Ok(report)
+    }
+
+    /// The route ids no route holds now, handed out lowest first: built
+    /// once per apply (once per new route made adding 10 000 routes take
+    /// minutes).
+    fn free_route_ids(&self) -> FreeRouteIds {
+        FreeRouteIds {
+            used: self
+                .loaded_routes
+                .values()
+                .map(|r| r.id)
+                .chain(self.adopted_routes.keys().copied())
+                .collect(),
+            next: 0,
+            max: self.limits.max_routes,
+        }
+    }
+
+    /// Puts `socket` (a listening socket) into the gateway's socket map for
+    /// the endpoint `key`, replacing any socket it had. The map holds its own
+    /// reference: the caller may close its fd, and when the backend closes
+    /// the socket the kernel removes the entry by itself.
+    pub fn register_socket(
+        &mut self,
+        key: ServiceKey,
+        socket: &impl std::os::fd::AsRawFd,
+    ) -> Result<(), DatapathError> {
+        self.sockets
+            .insert(key, socket.as_raw_fd(), 0)
+            .map_err(|source| DatapathError::Map {
+                name: map_names::SOCKETS,
+                source,
+            })
+    }
+
+    /// Removes the endpoint's socket, if any.
+    pub fn unregister_socket(&mut self, key: &ServiceKey) {
+        let _ = self.sockets.remove(key);
+    }
+
+    /// Endpoints that have a socket in the gateway's map now.
+    pub fn registered_sockets(&self) -> BTreeSet<ServiceKey> {
+        self.sockets.keys().filter_map(Result::ok).collect()
+    }
+
+    /// How full each map is: (name, entries, capacity). Counted from our
+    /// own record where we write the map, from the kernel otherwise.
+    pub fn fill(&self) -> Vec<(&'static str, usize, u32)> {
+        let l = &self.limits;
+        vec![
+            (
+                map_names::SERVICES,
+                self.loaded_services.len(),
+                l.max_services,
+            ),
+            (
+                map_names::GATEWAYS,
+                self.loaded_gateways.len(),
+                l.max_gateways,
+            ),
+            (
+                map_names::XDP_GATEWAYS,
+                self.loaded_xdp_gateways.len(),
+                l.max_gateways,
+            ),
+            (
+                map_names::ROUTES,
+                self.loaded_routes.len() + self.adopted_routes.len(),
+                l.max_routes,
+            ),
+            (
+                map_names::SOCKETS,
+                self.sockets.keys().count(),
+                l.max_gateway_endpoints,
+            ),
+            (
+                map_names::GATEWAY_FLOWS,
+                self.gateway_flows.keys().count(),
+                l.max_pending_gateway_connections,
+            ),
+        ]
+    }
+}
+
+/// Makes `map` hold exactly `desired`, writing only what differs from
+/// `loaded` (our record of the map, kept exact even when a write fails).
+/// Returns (keys written, keys removed).
+fn sync_keys(
+    map: &mut HashMap<MapData, ServiceKey, ServiceValue>,
+    loaded: &mut BTreeMap<ServiceKey, ServiceValue>,
+    desired: &BTreeMap<ServiceKey, ServiceValue>,
+) -> Result<(usize, usize), MapError> {
+    let mut written = 0;
+    for (key, value) in desired {
+        if loaded.get(key) != Some(value) {
+            map.insert(key, value, 0)?;
+            loaded.insert(*key, *value);
+            written += 1;
+        }
+    }
+    let stale: Vec<ServiceKey> = loaded
+        .keys()
+        .filter(|k| !desired.contains_key(k))
+        .copied()
+        .collect();
+    for key in &stale {
+        map.remove(key)?;
+        loaded.remove(key);
+    }
+    Ok((written, stale.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FreeRouteIds;
+
+    #[test]
+    fn free_route_ids_are_the_unused_ones_lowest_first_up_to_the_limit() {
+        let mut ids = FreeRouteIds {
+            used: [0, 1, 3, 6].into_iter().collect(),
+            next: 0,
+            max: 7,
+        };
+        let taken: Vec<u32> = std::iter::from_fn(|| ids.take().ok()).collect();
+        assert_eq!(taken, [2, 4, 5]);
+        assert!(ids.take().is_err(), "all 7 in use");
+    }
+}

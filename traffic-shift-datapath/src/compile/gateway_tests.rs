@@ -1,0 +1,220 @@
+//! Gateway routes compiled: which map (mesh, sk_lookup, XDP) their keys go
+//! to, local and remote endpoints, map sizes. Pure: no root needed.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use traffic_shift_config::model::{Destination, Endpoint};
+
+fn gateway_route(endpoint: &str) -> RoutingModel {
+    RoutingModel {
+        routes: vec![TcpRoute {
+            key: "default/tcp-echo/tcp[0]/gateway default/gw port 31400".into(),
+            source: "gw.yaml".into(),
+            gateway: Some("default/gw".into()),
+            service_host: "tcp-echo.local".into(),
+            service_port: 31400,
+            listeners: vec!["0.0.0.0:31400".parse().unwrap()],
+            selection: Selection::Smooth,
+            destinations: vec![Destination {
+                outlier: None,
+                host: "tcp-echo.local".into(),
+                subset: Some("v1".into()),
+                weight: 1,
+                endpoint_selection: Selection::Smooth,
+                endpoints: vec![Endpoint {
+                    addr: endpoint.parse().unwrap(),
+                    labels: BTreeMap::new(),
+                }],
+            }],
+        }],
+        http: Vec::new(),
+    }
+}
+
+#[test]
+fn a_gateway_route_to_a_remote_endpoint_is_refused_naming_it() {
+    let err = compile(
+        &gateway_route("192.0.2.10:9000"),
+        &|ip| ip.is_loopback(),
+        false,
+        &StatIds::default(),
+        &Limits::default(),
+        &ProxyAddrs::default(),
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("192.0.2.10:9000")
+            && text.contains("not on this node")
+            && text.contains("--xdp-iface"),
+        "{text}"
+    );
+}
+
+#[test]
+fn with_xdp_a_gateway_route_to_remote_endpoints_goes_to_the_xdp_gateway() {
+    let compiled = compile(
+        &gateway_route("192.0.2.10:9000"),
+        &|ip| ip.is_loopback(),
+        true,
+        &StatIds::default(),
+        &Limits::default(),
+        &ProxyAddrs::default(),
+    )
+    .expect("compiles");
+    let route = compiled.routes.values().next().expect("one route");
+    assert!(route.gateway && route.xdp);
+    let table = route.table.to_table();
+    assert_eq!(table.n_backends, 1);
+    assert_eq!(
+        table.backends[0].addr,
+        service_key("192.0.2.10:9000".parse().unwrap()).addr
+    );
+    // A local route stays on sk_lookup even with --xdp-iface.
+    let local = compile(
+        &gateway_route("127.0.0.1:19001"),
+        &|ip| ip.is_loopback(),
+        true,
+        &StatIds::default(),
+        &Limits::default(),
+        &ProxyAddrs::default(),
+    )
+    .expect("compiles");
+    assert!(!local.routes.values().next().unwrap().xdp);
+}
+
+#[test]
+fn a_table_kept_as_its_used_bytes_writes_back_whole() {
+    let mut model = gateway_route("192.0.2.10:9000");
+    let route = &mut model.routes[0];
+    let mut v2 = route.destinations[0].clone();
+    v2.subset = Some("v2".into());
+    route.destinations[0].weight = 80;
+    v2.weight = 20;
+    route.destinations.push(v2);
+    let compiled = compile(
+        &model,
+        &|_| false,
+        true,
+        &StatIds::default(),
+        &Limits::default(),
+        &ProxyAddrs::default(),
+    )
+    .expect("compiles");
+    let kept = &compiled.routes.values().next().expect("one route").table;
+    assert!(
+        kept.as_bytes().len() < 2 * 1024,
+        "an 80/20 table keeps {} bytes",
+        kept.as_bytes().len()
+    );
+    let whole = kept.to_table();
+    assert_eq!((whole.n_slots, whole.n_dests), (5, 2));
+    assert_eq!(&whole.slots[..5], &[0, 0, 1, 0, 0]);
+    // A scratch table that held a longer one before comes out the same.
+    let mut scratch: Box<RouteTable> = bytemuck::zeroed_box();
+    scratch.slots.fill(7);
+    kept.write_to(&mut scratch);
+    assert!(bytemuck::bytes_of(scratch.as_ref()) == bytemuck::bytes_of(whole.as_ref()));
+}
+
+#[test]
+fn a_gateway_route_mixing_local_and_remote_endpoints_is_refused() {
+    let mut model = gateway_route("192.0.2.10:9000");
+    model.routes[0].destinations[0].endpoints.push(Endpoint {
+        addr: "127.0.0.1:19001".parse().unwrap(),
+        labels: BTreeMap::new(),
+    });
+    let err = compile(
+        &model,
+        &|ip| ip.is_loopback(),
+        true,
+        &StatIds::default(),
+        &Limits::default(),
+        &ProxyAddrs::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("127.0.0.1:19001") && err.contains("192.0.2.10:9000"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_gateway_route_to_a_local_endpoint_goes_to_the_gateway_map_with_the_any_address() {
+    let compiled = compile(
+        &gateway_route("127.0.0.1:19001"),
+        &|ip| ip.is_loopback(),
+        false,
+        &StatIds::default(),
+        &Limits::default(),
+        &ProxyAddrs::default(),
+    )
+    .expect("compiles");
+    let route = compiled.routes.values().next().expect("one route");
+    assert!(route.gateway);
+    assert_eq!(
+        route.listeners,
+        vec![service_key("0.0.0.0:31400".parse().unwrap())]
+    );
+    assert_eq!(
+        route.listeners[0].addr, [0; 4],
+        "the zero address stands for any local address"
+    );
+}
+
+#[test]
+fn rules_over_a_map_size_are_refused_naming_the_flag() {
+    let model = gateway_route("127.0.0.1:19001");
+    let local = |ip: IpAddr| ip.is_loopback();
+    for (limits, flag) in [
+        (
+            Limits {
+                max_gateways: 0,
+                ..Limits::default()
+            },
+            "--max-gateways",
+        ),
+        (
+            Limits {
+                max_routes: 0,
+                ..Limits::default()
+            },
+            "--max-routes",
+        ),
+        (
+            Limits {
+                max_gateway_endpoints: 0,
+                ..Limits::default()
+            },
+            "--max-gateway-endpoints",
+        ),
+    ] {
+        let err = compile(
+            &model,
+            &local,
+            false,
+            &StatIds::default(),
+            &limits,
+            &ProxyAddrs::default(),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("at most 0") && text.contains(flag),
+            "{flag}: {text}"
+        );
+    }
+    let err = compile(
+        &model,
+        &local,
+        false,
+        &StatIds::with_capacity(0),
+        &Limits::default(),
+        &ProxyAddrs::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--max-counters"), "{err}");
+}

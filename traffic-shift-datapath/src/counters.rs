@@ -1,0 +1,136 @@
+//! The kernel's per-CPU counters read (summed over CPUs) and counter
+//! slots zeroed.
+
+use std::path::Path;
+
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray, PerCpuValues},
+};
+use traffic_shift_common::{EndpointStats, Event, XdpStats, map_names};
+
+use crate::{Datapath, DatapathError, load::take_map};
+
+/// The kernel's per-CPU counters: events by kind, connections and bytes by
+/// counter slot.
+pub struct KernelCounters {
+    events: PerCpuArray<MapData, u64>,
+    stats: PerCpuArray<MapData, EndpointStats>,
+    xdp_stats: PerCpuArray<MapData, XdpStats>,
+}
+
+impl KernelCounters {
+    /// The counter maps of a freshly loaded object.
+    pub(crate) fn take(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
+        Ok(Self {
+            events: take_map(ebpf, map_names::EVENTS)?,
+            stats: take_map(ebpf, map_names::STATS)?,
+            xdp_stats: take_map(ebpf, map_names::XDP_STATS)?,
+        })
+    }
+
+    /// Event counters summed over CPUs, in `Event::ALL` order.
+    pub fn events(&self) -> Result<Vec<(Event, u64)>, DatapathError> {
+        Event::ALL
+            .iter()
+            .map(|&event| {
+                let per_cpu =
+                    self.events
+                        .get(&(event as u32), 0)
+                        .map_err(|source| DatapathError::Map {
+                            name: map_names::EVENTS,
+                            source,
+                        })?;
+                Ok((event, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// The XDP gateway's counters of slot `id`, summed over CPUs.
+    pub fn xdp_stats(&self, id: u32) -> Result<XdpStats, DatapathError> {
+        let per_cpu = self
+            .xdp_stats
+            .get(&id, 0)
+            .map_err(|source| DatapathError::Map {
+                name: map_names::XDP_STATS,
+                source,
+            })?;
+        Ok(per_cpu.iter().fold(XdpStats::default(), |a, c| XdpStats {
+            request_packets: a.request_packets + c.request_packets,
+            request_bytes: a.request_bytes + c.request_bytes,
+            response_packets: a.response_packets + c.response_packets,
+            response_bytes: a.response_bytes + c.response_bytes,
+            flows: a.flows + c.flows,
+        }))
+    }
+
+    /// The counters of slot `id`, summed over CPUs.
+    pub fn stats(&self, id: u32) -> Result<EndpointStats, DatapathError> {
+        let per_cpu = self
+            .stats
+            .get(&id, 0)
+            .map_err(|source| DatapathError::Map {
+                name: map_names::STATS,
+                source,
+            })?;
+        Ok(per_cpu
+            .iter()
+            .fold(EndpointStats::default(), |a, c| EndpointStats {
+                opened: a.opened + c.opened,
+                established: a.established + c.established,
+                closed: a.closed + c.closed,
+                failed_refused: a.failed_refused + c.failed_refused,
+                failed_timeout: a.failed_timeout + c.failed_timeout,
+                failed_other: a.failed_other + c.failed_other,
+                request_bytes: a.request_bytes + c.request_bytes,
+                response_bytes: a.response_bytes + c.response_bytes,
+            }))
+    }
+}
+
+impl Datapath {
+    /// Zeroes counter slot `id` (connections, bytes, XDP packets).
+    pub(crate) fn zero_slot(&mut self, id: u32) -> Result<(), DatapathError> {
+        let map_err = |name| move |source| DatapathError::Map { name, source };
+        let cpus_err = |source| DatapathError::Cpus {
+            what: "per-CPU value",
+            source,
+        };
+        let zero = PerCpuValues::try_from(vec![EndpointStats::default(); self.n_cpus])
+            .map_err(cpus_err)?;
+        self.counters
+            .stats
+            .set(id, zero, 0)
+            .map_err(map_err(map_names::STATS))?;
+        let zero =
+            PerCpuValues::try_from(vec![XdpStats::default(); self.n_cpus]).map_err(cpus_err)?;
+        self.counters
+            .xdp_stats
+            .set(id, zero, 0)
+            .map_err(map_err(map_names::XDP_STATS))
+    }
+
+    /// The kernel's counters.
+    pub fn counters(&self) -> &KernelCounters {
+        &self.counters
+    }
+
+    /// A second reader of the kernel's counters (the pinned maps opened
+    /// again), for the metrics server's thread.
+    pub fn counters_reader(&self) -> Result<KernelCounters, DatapathError> {
+        fn open<V: aya::Pod>(
+            pin_dir: &Path,
+            name: &'static str,
+        ) -> Result<PerCpuArray<MapData, V>, DatapathError> {
+            let data = MapData::from_pin(pin_dir.join(name))
+                .map_err(|source| DatapathError::Map { name, source })?;
+            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))
+                .map_err(|source| DatapathError::Map { name, source })
+        }
+        Ok(KernelCounters {
+            events: open(&self.pin_dir, map_names::EVENTS)?,
+            stats: open(&self.pin_dir, map_names::STATS)?,
+            xdp_stats: open(&self.pin_dir, map_names::XDP_STATS)?,
+        })
+    }
+}
