@@ -27,6 +27,7 @@ use crate::compile::Compiled;
 
 pub mod compile;
 pub mod drain;
+pub mod inspect;
 pub mod limits;
 pub mod netns;
 pub mod pins;
@@ -559,6 +560,14 @@ impl Datapath {
     /// `TS_CONNS`, the socket storage of routed connections.
     pub fn conns_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.conns.fd().as_fd()
+    }
+
+    /// Route id (`TS_ROUTES` key) and kernel route key (`KernelRoute::key`)
+    /// of every route this agent wrote, for naming ids (`traffic-shift maps`).
+    pub fn route_ids(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.loaded_routes
+            .iter()
+            .map(|(key, l)| (l.id, key.as_str()))
     }
 
     /// Whether the maps were a previous agent's (kept across its restart).
