@@ -1095,6 +1095,28 @@ impl Agent {
                     .collect(),
             })
             .collect();
+        let kernel_routes = self
+            .datapath
+            .route_ids()
+            .map(|(id, key)| (id, key.to_owned()))
+            .collect();
+        let counter_slots = self
+            .stat_ids
+            .iter()
+            .filter(|(_, id)| !self.stat_ids.is_retired(*id))
+            .map(|(key, id)| {
+                let destination = match &key.subset {
+                    Some(subset) => format!("{}/{subset}", key.host),
+                    None => key.host.clone(),
+                };
+                let slot = crate::status::CounterSlot {
+                    route: key.route.clone(),
+                    destination,
+                    endpoint: key.endpoint.to_string(),
+                };
+                (id, slot)
+            })
+            .collect();
         Status {
             generation: self.generation,
             rules: self.rules.display().to_string(),
@@ -1103,6 +1125,8 @@ impl Agent {
             gateway_endpoints,
             events,
             metrics: Some(self.metrics_addr.to_string()),
+            kernel_routes,
+            counter_slots,
         }
     }
 
