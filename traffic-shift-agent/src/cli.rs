@@ -194,11 +194,13 @@ pub enum StatusError {
 /// `maps [NAME]`: the maps pinned under `bpffs` (or the one named),
 /// decoded ([`traffic_shift_datapath::inspect`]), route ids and counter
 /// slots named from the agent's status file. Without the file (no agent
-/// running) the ids are printed alone; the returned note says why.
+/// running) the ids are printed alone; the returned note says why. The
+/// routed connections (`TS_CONNS`) are those of the namespace at `netns`.
 pub fn maps(
     bpffs: &Path,
     name: Option<&str>,
     status_file: &Path,
+    netns: &Path,
     out: &mut impl Write,
 ) -> Result<Option<String>, MapsError> {
     let (names, note) = match read_status(status_file) {
@@ -208,7 +210,7 @@ pub fn maps(
             Some(format!("ids are not named: {err}")),
         ),
     };
-    let text = inspect::render(bpffs, name, &names)?;
+    let text = inspect::render(bpffs, name, &names, netns)?;
     out.write_all(text.as_bytes())?;
     Ok(note)
 }

@@ -70,6 +70,10 @@ enum Command {
         /// The agent's status file (its --status-file), for the names of ids.
         #[arg(long, value_name = "FILE", default_value = agent::DEFAULT_STATUS_FILE)]
         status_file: PathBuf,
+        /// The network namespace whose routed connections TS_CONNS lists
+        /// (found through their sockets). Example: `--netns /var/run/netns/blue`.
+        #[arg(long, value_name = "FILE", default_value = "/proc/self/ns/net")]
+        netns: PathBuf,
     },
     /// Check rule files offline, exactly as the agent would, and print the
     /// routes they make. Exit code 1 if any file is refused.
@@ -233,9 +237,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             name,
             bpffs,
             status_file,
+            netns,
         } => {
             let mut stdout = std::io::stdout().lock();
-            match cli::maps(&bpffs, name.as_deref(), &status_file, &mut stdout) {
+            match cli::maps(&bpffs, name.as_deref(), &status_file, &netns, &mut stdout) {
                 Ok(note) => {
                     if let Some(note) = note {
                         eprintln!("note: {note}");

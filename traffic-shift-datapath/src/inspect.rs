@@ -20,8 +20,8 @@ use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, SockHash};
 use bytemuck::Pod;
 use traffic_shift_common::{
     Addr, ConnState, EndpointStats, Event, FAMILY_V4, FAMILY_V6, FlowKey, NatEntry, NatKey,
-    RouteCursor, RouteTable, ServiceKey, ServiceValue, XdpStats, backend_flags, map_names,
-    nat_flags, select, tables::ip_addr,
+    RouteCursor, RouteTable, ServiceKey, ServiceValue, XdpStats, backend_flags, conn_flags,
+    map_names, nat_flags, select, tables::ip_addr,
 };
 
 /// What each map holds, one line, in the order the agent pins them.
@@ -54,7 +54,7 @@ pub const MAPS: [(&str, &str); 13] = [
     ),
     (
         map_names::CONNS,
-        "socket-local storage of routed connections (not listable by key)",
+        "routed connections open in the network namespace (--netns), from their socket-local storage",
     ),
     (
         map_names::PROXY_FLOWS,
@@ -142,6 +142,14 @@ pub enum InspectError {
     Read {
         name: &'static str,
         source: MapError,
+    },
+    #[error(
+        "TS_CONNS: cannot list the sockets of the network namespace {}: {source}",
+        netns.display()
+    )]
+    SocketDump {
+        netns: PathBuf,
+        source: std::io::Error,
     },
     #[error(transparent)]
     Layout(#[from] LayoutError),
@@ -424,33 +432,61 @@ pub fn xdp_flow(key: &[u8], value: &[u8], names: &Names) -> Result<String, Layou
     ))
 }
 
-/// One routed connection's `TS_CONNS` value (from a socket dump): what
-/// `getpeername` returns and where it is counted.
-pub fn conn(value: &[u8], names: &Names) -> Result<String, LayoutError> {
+/// One routed connection: its socket's two ends (from a socket dump) and
+/// its `TS_CONNS` value: what `getpeername` returns, where it is counted.
+/// A client's socket reads `client -> endpoint`; the server side of a
+/// gateway connection `endpoint <- client`.
+pub fn conn(
+    local: SocketAddr,
+    remote: SocketAddr,
+    value: &[u8],
+    names: &Names,
+) -> Result<String, LayoutError> {
     let c: ConnState = pod(value, "a connection state")?;
-    let service = if c.family == 0 {
-        "gateway connection".to_owned()
+    let mut flags = Vec::new();
+    for (bit, name) in [
+        (conn_flags::ESTABLISHED, "established"),
+        (conn_flags::TIMED_OUT, "timed out"),
+        (conn_flags::OUR_FIN, "fin sent"),
+        (conn_flags::PEER_FIN, "fin received"),
+        (conn_flags::CLOSED, "closed"),
+        (conn_flags::PROXIED, "to the L7 proxy"),
+    ] {
+        if c.flags & bit != 0 {
+            flags.push(name);
+        }
+    }
+    let flags = if flags.is_empty() {
+        String::new()
     } else {
-        format!("service {}", key_endpoint_of(&c))
+        format!(", {}", flags.join(", "))
     };
-    Ok(format!(
-        "{service}, {}, {}, reported bytes request {} response {}, flags {:#04x}",
-        names.route(c.route_id),
-        names.slot(c.stat_id),
-        c.reported_request,
-        c.reported_response,
-        c.flags
-    ))
-}
-
-fn key_endpoint_of(c: &ConnState) -> String {
-    endpoint(&c.addr, c.port, c.family)
+    Ok(if c.flags & conn_flags::GATEWAY != 0 {
+        format!(
+            "{local} <- {remote}: gateway, {}{flags}",
+            names.slot(c.stat_id)
+        )
+    } else {
+        format!(
+            "{local} -> {remote}: service {}, {}, {}{flags}",
+            endpoint(&c.addr, c.port, c.family),
+            names.route(c.route_id),
+            names.slot(c.stat_id)
+        )
+    })
 }
 
 /// Every map (or just `only`) under `pin_dir`, decoded: a heading per map
 /// (its name, what it holds, how many entries in use), then one line per
 /// entry, indented.
-pub fn render(pin_dir: &Path, only: Option<&str>, names: &Names) -> Result<String, InspectError> {
+/// `netns` is where `TS_CONNS`' connections are looked for (socket-local
+/// storage has no keys: its values are reached through the sockets).
+pub fn render(
+    pin_dir: &Path,
+    only: Option<&str>,
+    names: &Names,
+    netns: &Path,
+) -> Result<String, InspectError> {
     let selected: Vec<(&'static str, &'static str)> = match only {
         None => MAPS.to_vec(),
         Some(name) => {
@@ -472,14 +508,11 @@ pub fn render(pin_dir: &Path, only: Option<&str>, names: &Names) -> Result<Strin
         if i > 0 {
             out.push('\n');
         }
-        if name == map_names::CONNS {
-            // Socket-local storage has no keys to walk: its values are
-            // reached through the sockets. Opening it checks it is there.
-            open(pin_dir, name)?;
-            let _ = writeln!(out, "{name}: {about}");
-            continue;
-        }
-        let entries = read(pin_dir, name, names)?;
+        let entries = if name == map_names::CONNS {
+            conns(pin_dir, names, netns)?
+        } else {
+            read(pin_dir, name, names)?
+        };
         let n = entries.len();
         let _ = writeln!(
             out,
@@ -536,6 +569,30 @@ fn per_cpu_entries<const V: usize>(
     let map: PerCpuArray<MapData, [u8; V]> = PerCpuArray::try_from(map).map_err(read)?;
     map.iter()
         .map(|values| values.map(|v| v.to_vec()).map_err(read))
+        .collect()
+}
+
+/// The connections with a `TS_CONNS` value among the sockets of `netns`.
+fn conns(pin_dir: &Path, names: &Names, netns: &Path) -> Result<Vec<Vec<String>>, InspectError> {
+    let name = map_names::CONNS;
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|source| InspectError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    let fd = std::os::fd::AsFd::as_fd(data.fd());
+    let mut routed =
+        crate::drain::routed(netns, fd).map_err(|source| InspectError::SocketDump {
+            netns: netns.to_owned(),
+            source,
+        })?;
+    routed.sort_by_key(|r| (r.local(), r.remote()));
+    routed
+        .iter()
+        .map(|r| {
+            let line = conn(r.local(), r.remote(), bytemuck::bytes_of(&r.state), names)?;
+            Ok(vec![line])
+        })
         .collect()
 }
 
@@ -836,6 +893,42 @@ mod tests {
     }
 
     #[test]
+    fn a_routed_connection_shows_its_service_route_and_slot() {
+        let service = key("127.100.0.1:9000");
+        let state = ConnState {
+            reported_request: 3,
+            reported_response: 7,
+            reported_at_ns: 0,
+            addr: service.addr,
+            port: service.port,
+            family: service.family,
+            flags: conn_flags::ESTABLISHED,
+            stat_id: 7,
+            route_id: 3,
+            pad: 0,
+        };
+        let (client, ep) = (
+            "127.0.0.1:40000".parse().unwrap(),
+            "127.0.0.1:9001".parse().unwrap(),
+        );
+        assert_eq!(
+            conn(client, ep, bytemuck::bytes_of(&state), &names()).unwrap(),
+            "127.0.0.1:40000 -> 127.0.0.1:9001: service 127.100.0.1:9000, route 3 (default/tcp-echo/tcp[0]/port 9000 ipv4), slot 7 (tcp-echo.local/v1 127.0.0.1:9001), established"
+        );
+        let gateway = ConnState {
+            addr: [0; 16],
+            port: 0,
+            family: 0,
+            flags: conn_flags::GATEWAY | conn_flags::ESTABLISHED | conn_flags::PEER_FIN,
+            ..state
+        };
+        assert_eq!(
+            conn(ep, client, bytemuck::bytes_of(&gateway), &names()).unwrap(),
+            "127.0.0.1:9001 <- 127.0.0.1:40000: gateway, slot 7 (tcp-echo.local/v1 127.0.0.1:9001), established, fin received"
+        );
+    }
+
+    #[test]
     fn the_zero_gateway_address_and_a_socket_key() {
         let any = key("0.0.0.0:31400");
         assert_eq!(socket(bytemuck::bytes_of(&any)).unwrap(), "0.0.0.0:31400");
@@ -849,6 +942,7 @@ mod tests {
             Path::new("/nonexistent"),
             Some("TS_NOPE"),
             &Names::default(),
+            Path::new("/proc/self/ns/net"),
         )
         .unwrap_err()
         .to_string();
