@@ -823,7 +823,42 @@ pub const fn csum_replace(check: u16, old: &[u32], new: &[u32]) -> u16 {
 
 #[cfg(test)]
 mod tests {
-    use super::csum_replace;
+    use super::{
+        FAMILY_V4, NatEntry, NatKey, addr_from_ip4, addr_from_words, addr_words, csum_replace,
+    };
+
+    #[test]
+    fn addresses_are_the_kernels_words_reinterpreted_not_swapped() {
+        // 127.100.0.1 as the kernel holds it in `user_ip4`: network order.
+        let word = u32::from_ne_bytes([127, 100, 0, 1]);
+        let addr = addr_from_ip4(word);
+        assert_eq!(addr, [127, 100, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(addr_words(addr), [word, 0, 0, 0]);
+        let words = [1, 2, 3, 0xdead_beef];
+        assert_eq!(addr_words(addr_from_words(words)), words);
+
+        let key = NatKey {
+            src: addr,
+            dst: addr_from_words(words),
+            sport: 0,
+            dport: 0,
+            family: FAMILY_V4,
+            pad: [0; 3],
+        };
+        assert_eq!(key.addr_words(), (&[word, 0, 0, 0], &words));
+        let entry = NatEntry {
+            src: key.dst,
+            dst: key.src,
+            sport: 0,
+            dport: 0,
+            stat_id: 0,
+            last_seen_ns: 0,
+            flags: 0,
+            family: FAMILY_V4,
+            pad: [0; 6],
+        };
+        assert_eq!(entry.addr_words(), (&words, &[word, 0, 0, 0]));
+    }
 
     /// The one's complement checksum of `words` (16-bit halves), computed
     /// from scratch.
