@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use traffic_shift_datapath::compile;
+use traffic_shift_datapath::{compile, inspect};
 
 use traffic_shift_config as config;
 
@@ -191,6 +191,57 @@ pub enum StatusError {
 }
 
 /// Reads and parses the agent's status file.
+/// `maps [NAME]`: the maps pinned under `bpffs` (or the one named),
+/// decoded ([`traffic_shift_datapath::inspect`]), route ids and counter
+/// slots named from the agent's status file. Without the file (no agent
+/// running) the ids are printed alone; the returned note says why. The
+/// routed connections (`TS_CONNS`) are those of the namespace at `netns`.
+pub fn maps(
+    bpffs: &Path,
+    name: Option<&str>,
+    status_file: &Path,
+    netns: &Path,
+    out: &mut impl Write,
+) -> Result<Option<String>, MapsError> {
+    let (names, note) = match read_status(status_file) {
+        Ok(status) => (names(&status), None),
+        Err(err) => (
+            inspect::Names::default(),
+            Some(format!("ids are not named: {err}")),
+        ),
+    };
+    let text = inspect::render(bpffs, name, &names, netns)?;
+    out.write_all(text.as_bytes())?;
+    Ok(note)
+}
+
+/// The names of kernel ids the agent reports in its status.
+pub fn names(status: &Status) -> inspect::Names {
+    inspect::Names {
+        routes: status.kernel_routes.clone(),
+        slots: status
+            .counter_slots
+            .iter()
+            .map(|(&id, slot)| {
+                let name = inspect::SlotName {
+                    route: slot.route.clone(),
+                    destination: slot.destination.clone(),
+                    endpoint: slot.endpoint.clone(),
+                };
+                (id, name)
+            })
+            .collect(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error(transparent)]
+    Inspect(#[from] inspect::InspectError),
+    #[error(transparent)]
+    Write(#[from] std::io::Error),
+}
+
 pub fn read_status(path: &Path) -> Result<Status, StatusError> {
     let text = std::fs::read_to_string(path).map_err(|source| StatusError::Read {
         path: path.to_owned(),

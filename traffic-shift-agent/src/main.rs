@@ -52,6 +52,29 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/traffic-shift")]
         bpffs: PathBuf,
     },
+    /// Print the pinned BPF maps decoded, as `cilium bpf lb list` does:
+    /// addresses dotted, ports in host order, route ids and counter slots
+    /// with their names (from the agent's status file, when it is there),
+    /// per-CPU counters summed. Reads the pins: works with or without a
+    /// running agent. Example: `traffic-shift maps services`.
+    Maps {
+        /// Only this map: TS_SERVICES, TS_ROUTES, TS_CURSORS, TS_EVENTS,
+        /// TS_GATEWAYS, TS_SOCKETS, TS_STATS, TS_GATEWAY_FLOWS, TS_CONNS,
+        /// TS_PROXY_FLOWS, TS_XDP_GATEWAYS, TS_XDP_FLOWS, TS_XDP_STATS (any
+        /// case, `TS_` optional). Default: all of them.
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// The agent's pin directory (its --bpffs).
+        #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/traffic-shift")]
+        bpffs: PathBuf,
+        /// The agent's status file (its --status-file), for the names of ids.
+        #[arg(long, value_name = "FILE", default_value = agent::DEFAULT_STATUS_FILE)]
+        status_file: PathBuf,
+        /// The network namespace whose routed connections TS_CONNS lists
+        /// (found through their sockets). Example: `--netns /var/run/netns/blue`.
+        #[arg(long, value_name = "FILE", default_value = "/proc/self/ns/net")]
+        netns: PathBuf,
+    },
     /// Check rule files offline, exactly as the agent would, and print the
     /// routes they make. Exit code 1 if any file is refused.
     Validate {
@@ -209,6 +232,29 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("removed {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Maps {
+            name,
+            bpffs,
+            status_file,
+            netns,
+        } => {
+            let mut stdout = std::io::stdout().lock();
+            match cli::maps(&bpffs, name.as_deref(), &status_file, &netns, &mut stdout) {
+                Ok(note) => {
+                    if let Some(note) = note {
+                        eprintln!("note: {note}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(cli::MapsError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Validate { paths } => {
             let mut stdout = std::io::stdout().lock();

@@ -37,6 +37,25 @@ pub struct Status {
     /// Where the agent serves `/metrics` (`ip:port`).
     #[serde(default)]
     pub metrics: Option<String>,
+    /// Kernel route ids (`TS_ROUTES` keys) -> the kernel route, e.g.
+    /// `default/tcp-echo/tcp[0]/port 9000 ipv4`: names for `traffic-shift maps`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kernel_routes: BTreeMap<u32, String>,
+    /// Counter slots (`TS_STATS` indexes) in use -> what each counts:
+    /// names for `traffic-shift maps`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counter_slots: BTreeMap<u32, CounterSlot>,
+}
+
+/// What a counter slot counts: one endpoint of one route's destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterSlot {
+    /// `TcpRoute::key`, as `RouteStatus::route`.
+    pub route: String,
+    /// `host/subset`, or the host when the destination names no subset.
+    pub destination: String,
+    /// `ip:port` (`[ip]:port` for IPv6).
+    pub endpoint: String,
 }
 
 /// One route of the model (both address families together).

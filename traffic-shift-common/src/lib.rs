@@ -94,17 +94,59 @@ pub mod select {
     pub const SOURCE_HASH: u32 = 2;
 }
 
+/// An address as map keys and values hold it: 16 bytes in network order,
+/// so `bpftool map dump` prints it in its natural order (`127.100.0.1` is
+/// `[127,100,0,1,0,...]`). IPv4 uses the first 4 bytes; the others are zero.
+/// The same bytes as the kernel's 32-bit words (`bpf_sock_addr.user_ip6`):
+/// [`addr_from_words`] and [`addr_words`] convert, for free.
+pub type Addr = [u8; 16];
+
+/// The address whose bytes are `words` (network-order 32-bit words, as the
+/// kernel's contexts hold addresses): a reinterpretation, no byte swap.
+#[expect(
+    clippy::inline_always,
+    reason = "called from eBPF programs, where it must be inlined"
+)]
+#[inline(always)]
+pub const fn addr_from_words(words: [u32; 4]) -> Addr {
+    // SAFETY: both are 16 bytes of plain integers; every bit pattern is valid.
+    unsafe { core::mem::transmute::<[u32; 4], Addr>(words) }
+}
+
+/// The network-order 32-bit words of `addr` ([`addr_from_words`] undone).
+#[expect(
+    clippy::inline_always,
+    reason = "called from eBPF programs, where it must be inlined"
+)]
+#[inline(always)]
+pub const fn addr_words(addr: Addr) -> [u32; 4] {
+    // SAFETY: as in `addr_from_words`.
+    unsafe { core::mem::transmute::<Addr, [u32; 4]>(addr) }
+}
+
+/// The address of an IPv4 word (network order, as `bpf_sock_addr.user_ip4`).
+#[expect(
+    clippy::inline_always,
+    reason = "called from eBPF programs, where it must be inlined"
+)]
+#[inline(always)]
+pub const fn addr_from_ip4(word: u32) -> Addr {
+    addr_from_words([word, 0, 0, 0])
+}
+
 /// Key of `TS_SERVICES` (a service address and port a mesh route covers),
 /// of `TS_GATEWAYS` (an address and port a gateway route accepts on; the
 /// zero address means any local address of the family) and of `TS_SOCKETS`
 /// (an endpoint address and port, whose listening socket the map holds).
-#[repr(C)]
+///
+/// `align(4)`: the layout (and alignment) it had when `addr` was `[u32; 4]`,
+/// so the programs still move the address as four 32-bit words.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct ServiceKey {
-    /// Address in network byte order, 32-bit words as in `bpf_sock_addr.user_ip6`.
-    /// IPv4 uses word 0 only; the others are zero.
-    pub addr: [u32; 4],
+    /// Address, network byte order ([`Addr`]).
+    pub addr: Addr,
     /// Port in network byte order.
     pub port: u16,
     /// `FAMILY_V4` or `FAMILY_V6`.
@@ -112,6 +154,7 @@ pub struct ServiceKey {
     pub pad: u8,
 }
 const _: () = assert!(size_of::<ServiceKey>() == 20);
+const _: () = assert!(core::mem::align_of::<ServiceKey>() == 4);
 
 /// Value of `TS_SERVICES`.
 #[repr(C)]
@@ -146,8 +189,8 @@ const _: () = assert!(size_of::<Dest>() == 8);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct Backend {
-    /// Address in network byte order, as `ServiceKey::addr`.
-    pub addr: [u32; 4],
+    /// Address, network byte order ([`Addr`]).
+    pub addr: Addr,
     /// Port in network byte order.
     pub port: u16,
     /// `FAMILY_V4` or `FAMILY_V6`; always the family of the service address.
@@ -220,7 +263,7 @@ pub struct ConnState {
     pub reported_at_ns: u64,
     /// The service address the client asked for, as `ServiceKey::addr`
     /// (zero for a gateway connection: nothing to restore).
-    pub addr: [u32; 4],
+    pub addr: Addr,
     /// Its port, network byte order.
     pub port: u16,
     /// `FAMILY_V4` / `FAMILY_V6`; 0 on a gateway connection.
@@ -291,14 +334,14 @@ impl EndpointStats {
 /// sees it. Also the key of `TS_PROXY_FLOWS`, there as the CLIENT sees
 /// it (local: the client's address, remote: the proxy's): the value is the
 /// service address (`ServiceKey`) the client connected to.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct FlowKey {
     /// Local (gateway) address, as `ServiceKey::addr`.
-    pub local: [u32; 4],
+    pub local: Addr,
     /// Remote (client) address.
-    pub remote: [u32; 4],
+    pub remote: Addr,
     /// Ports in network byte order.
     pub local_port: u16,
     pub remote_port: u16,
@@ -306,6 +349,7 @@ pub struct FlowKey {
     pub pad: [u8; 3],
 }
 const _: () = assert!(size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::align_of::<FlowKey>() == 4);
 
 /// What a program did with a connection: an index into the per-CPU
 /// `TS_EVENTS` array. Counted for every program run, so every fallback and
@@ -616,13 +660,13 @@ pub const XDP_CLOSING_TIMEOUT_NS: u64 = 10 * 1_000_000_000;
 
 /// Key of `TS_XDP_FLOWS`: one direction of a flow, as its packets carry it
 /// (client -> gateway address, or endpoint -> node address).
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct NatKey {
     /// Addresses in network byte order, as `ServiceKey::addr`.
-    pub src: [u32; 4],
-    pub dst: [u32; 4],
+    pub src: Addr,
+    pub dst: Addr,
     /// Ports in network byte order.
     pub sport: u16,
     pub dport: u16,
@@ -631,6 +675,39 @@ pub struct NatKey {
     pub pad: [u8; 3],
 }
 const _: () = assert!(size_of::<NatKey>() == 40);
+const _: () = assert!(core::mem::align_of::<NatKey>() == 4);
+
+/// `addr` read in place as network-order words (what checksums are
+/// computed over), with no copy: the XDP program's stack has no room for
+/// one. Only for fields 4-aligned in a 4-aligned struct (asserted below).
+#[expect(
+    clippy::inline_always,
+    reason = "called from eBPF programs, where it must be inlined"
+)]
+#[expect(
+    clippy::cast_ptr_alignment,
+    reason = "only called on 4-aligned fields, asserted where it is used"
+)]
+#[inline(always)]
+const fn words_in_place(addr: &Addr) -> &[u32; 4] {
+    // SAFETY: 16 bytes of plain integers; callers pass 4-aligned fields.
+    unsafe { &*core::ptr::from_ref(addr).cast::<[u32; 4]>() }
+}
+
+impl NatKey {
+    /// `src` and `dst` as network-order words, in place.
+    #[expect(
+        clippy::inline_always,
+        reason = "called from eBPF programs, where it must be inlined"
+    )]
+    #[inline(always)]
+    pub const fn addr_words(&self) -> (&[u32; 4], &[u32; 4]) {
+        (words_in_place(&self.src), words_in_place(&self.dst))
+    }
+}
+const _: () = assert!(
+    core::mem::offset_of!(NatKey, src) % 4 == 0 && core::mem::offset_of!(NatKey, dst) % 4 == 0
+);
 
 /// Value of `TS_XDP_FLOWS`: what a packet of that direction is rewritten to.
 #[repr(C)]
@@ -638,8 +715,8 @@ const _: () = assert!(size_of::<NatKey>() == 40);
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct NatEntry {
     /// New source and destination addresses, network byte order.
-    pub src: [u32; 4],
-    pub dst: [u32; 4],
+    pub src: Addr,
+    pub dst: Addr,
     /// New ports, network byte order.
     pub sport: u16,
     pub dport: u16,
@@ -654,7 +731,23 @@ pub struct NatEntry {
 }
 const _: () = assert!(size_of::<NatEntry>() == 56);
 
+const _: () = assert!(
+    core::mem::align_of::<NatEntry>() >= 4
+        && core::mem::offset_of!(NatEntry, src) % 4 == 0
+        && core::mem::offset_of!(NatEntry, dst) % 4 == 0
+);
+
 impl NatEntry {
+    /// `src` and `dst` as network-order words, in place.
+    #[expect(
+        clippy::inline_always,
+        reason = "called from eBPF programs, where it must be inlined"
+    )]
+    #[inline(always)]
+    pub const fn addr_words(&self) -> (&[u32; 4], &[u32; 4]) {
+        (words_in_place(&self.src), words_in_place(&self.dst))
+    }
+
     /// The key of the other direction's entry: the packet this one
     /// produces, answered.
     pub const fn reverse_key(&self) -> NatKey {
@@ -730,7 +823,42 @@ pub const fn csum_replace(check: u16, old: &[u32], new: &[u32]) -> u16 {
 
 #[cfg(test)]
 mod tests {
-    use super::csum_replace;
+    use super::{
+        FAMILY_V4, NatEntry, NatKey, addr_from_ip4, addr_from_words, addr_words, csum_replace,
+    };
+
+    #[test]
+    fn addresses_are_the_kernels_words_reinterpreted_not_swapped() {
+        // 127.100.0.1 as the kernel holds it in `user_ip4`: network order.
+        let word = u32::from_ne_bytes([127, 100, 0, 1]);
+        let addr = addr_from_ip4(word);
+        assert_eq!(addr, [127, 100, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(addr_words(addr), [word, 0, 0, 0]);
+        let words = [1, 2, 3, 0xdead_beef];
+        assert_eq!(addr_words(addr_from_words(words)), words);
+
+        let key = NatKey {
+            src: addr,
+            dst: addr_from_words(words),
+            sport: 0,
+            dport: 0,
+            family: FAMILY_V4,
+            pad: [0; 3],
+        };
+        assert_eq!(key.addr_words(), (&[word, 0, 0, 0], &words));
+        let entry = NatEntry {
+            src: key.dst,
+            dst: key.src,
+            sport: 0,
+            dport: 0,
+            stat_id: 0,
+            last_seen_ns: 0,
+            flags: 0,
+            family: FAMILY_V4,
+            pad: [0; 6],
+        };
+        assert_eq!(entry.addr_words(), (&words, &[word, 0, 0, 0]));
+    }
 
     /// The one's complement checksum of `words` (16-bit halves), computed
     /// from scratch.

@@ -9,7 +9,7 @@ use std::{
     vec::Vec,
 };
 
-use crate::{FAMILY_V4, FAMILY_V6, MAX_SLOTS, ServiceKey};
+use crate::{Addr, FAMILY_V4, FAMILY_V6, MAX_SLOTS, ServiceKey};
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it maps.
 pub fn canonical(ip: IpAddr) -> IpAddr {
@@ -20,36 +20,40 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The kernel's key for a socket address: network byte order throughout,
-/// IPv4 (and IPv4-mapped IPv6) in word 0.
+/// IPv4 (and IPv4-mapped IPv6) in the first 4 bytes of the address.
 pub fn service_key(addr: SocketAddr) -> ServiceKey {
-    let (words, family) = match canonical(addr.ip()) {
-        IpAddr::V4(v4) => ([u32::from_ne_bytes(v4.octets()), 0, 0, 0], FAMILY_V4),
+    let mut bytes = [0u8; 16];
+    let family = match canonical(addr.ip()) {
+        IpAddr::V4(v4) => {
+            bytes[..4].copy_from_slice(&v4.octets());
+            FAMILY_V4
+        }
         IpAddr::V6(v6) => {
-            let o = v6.octets();
-            let word = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-            ([word(0), word(4), word(8), word(12)], FAMILY_V6)
+            bytes = v6.octets();
+            FAMILY_V6
         }
     };
     ServiceKey {
-        addr: words,
+        addr: bytes,
         port: addr.port().to_be(),
         family,
         pad: 0,
     }
 }
 
+/// The address of key bytes `addr` in `family` (`FAMILY_V4`: the first 4
+/// bytes; anything else is read as IPv6).
+pub fn ip_addr(addr: &Addr, family: u8) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
+    } else {
+        IpAddr::from(*addr)
+    }
+}
+
 /// The socket address of a kernel key ([`service_key`] undone).
 pub fn socket_addr(key: &ServiceKey) -> SocketAddr {
-    let port = u16::from_be(key.port);
-    if key.family == FAMILY_V4 {
-        SocketAddr::from((key.addr[0].to_ne_bytes(), port))
-    } else {
-        let mut octets = [0u8; 16];
-        for (chunk, word) in octets.chunks_exact_mut(4).zip(key.addr) {
-            chunk.copy_from_slice(&word.to_ne_bytes());
-        }
-        SocketAddr::from((octets, port))
-    }
+    SocketAddr::new(ip_addr(&key.addr, key.family), u16::from_be(key.port))
 }
 
 fn gcd(a: u64, b: u64) -> u64 {

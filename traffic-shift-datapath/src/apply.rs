@@ -50,6 +50,14 @@ pub struct ApplyReport {
 }
 
 impl Datapath {
+    /// Route id (`TS_ROUTES` key) and kernel route key (`KernelRoute::key`)
+    /// of every route this agent wrote, for naming ids (`traffic-shift maps`).
+    pub fn route_ids(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.loaded_routes
+            .iter()
+            .map(|(key, l)| (l.id, key.as_str()))
+    }
+
     /// Makes the kernel hold exactly `compiled`: new and changed route tables
     /// first (one update each), then service keys, then removals.
     pub fn apply(&mut self, compiled: &Compiled) -> Result<ApplyReport, DatapathError> {

@@ -659,13 +659,23 @@ mod tests {
     #[test]
     fn service_key_is_network_order() {
         let k = service_key("127.100.0.1:9000".parse().unwrap());
-        assert_eq!(k.addr[0].to_ne_bytes(), [127, 100, 0, 1]);
+        assert_eq!(k.addr, [127, 100, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(k.port.to_ne_bytes(), [0x23, 0x28]);
         assert_eq!(k.family, FAMILY_V4);
         let k6 = service_key("[fd00:7473::1]:9000".parse().unwrap());
-        assert_eq!(k6.addr[0].to_ne_bytes(), [0xfd, 0, 0x74, 0x73]);
-        assert_eq!(k6.addr[3].to_ne_bytes(), [0, 0, 0, 1]);
+        assert_eq!(
+            k6.addr,
+            [0xfd, 0, 0x74, 0x73, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+        );
         assert_eq!(k6.family, FAMILY_V6);
+        // The same bytes as the kernel's network-order words.
+        assert_eq!(
+            traffic_shift_common::addr_words(k.addr)[0],
+            u32::from_ne_bytes([127, 100, 0, 1])
+        );
+        let mapped = service_key("[::ffff:127.100.0.1]:9000".parse().unwrap());
+        assert_eq!(mapped, k, "IPv4-mapped IPv6 is the IPv4 key");
+        assert_eq!(socket_addr(&k6), "[fd00:7473::1]:9000".parse().unwrap());
     }
 }
 

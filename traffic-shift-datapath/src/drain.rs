@@ -13,6 +13,7 @@
 use std::{
     collections::BTreeSet,
     io,
+    net::{IpAddr, SocketAddr},
     os::fd::{AsRawFd as _, BorrowedFd},
     path::Path,
 };
@@ -55,6 +56,50 @@ pub struct Routed {
     /// `struct inet_diag_sockid`, as the dump gave it (cookie included).
     id: [u8; 48],
     pub stat_id: u32,
+    /// The socket's `TS_CONNS` value.
+    pub state: ConnState,
+}
+
+impl Routed {
+    /// The socket's local address (`inet_diag_sockid`: ports in network
+    /// order at 0 and 2, addresses at 4 and 20, IPv4 in the first 4 bytes).
+    pub fn local(&self) -> SocketAddr {
+        self.end(0, 4)
+    }
+
+    /// Its peer's address.
+    pub fn remote(&self) -> SocketAddr {
+        self.end(2, 20)
+    }
+
+    fn end(&self, port_at: usize, addr_at: usize) -> SocketAddr {
+        let port = u16::from_be_bytes([self.id[port_at], self.id[port_at + 1]]);
+        let addr: [u8; 16] = self.id[addr_at..addr_at + 16].try_into().unwrap_or([0; 16]);
+        let ip = if self.family == AF_INET {
+            IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
+        } else {
+            traffic_shift_common::tables::canonical(IpAddr::from(addr))
+        };
+        SocketAddr::new(ip, port)
+    }
+}
+
+/// Every open TCP connection in the network namespace at `netns` that has
+/// a value in `conns` (the `TS_CONNS` map): what `traffic-shift maps`
+/// lists, the map itself having no keys to walk.
+pub fn routed(netns: &Path, conns: BorrowedFd<'_>) -> io::Result<Vec<Routed>> {
+    let map_fd = u32::try_from(conns.as_raw_fd()).map_err(io::Error::other)?;
+    crate::netns::run_in(netns, || {
+        let sock = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC,
+            Some(netlink::SOCK_DIAG),
+        )?;
+        let mut all = dump(&sock, AF_INET, 1, map_fd)?;
+        all.extend(dump(&sock, AF_INET6, 2, map_fd)?);
+        Ok(all)
+    })
 }
 
 /// Closes, in the network namespace at `netns`, every routed connection
@@ -170,6 +215,7 @@ fn parse(msg: &[u8]) -> Option<Routed> {
         family: msg[0],
         id,
         stat_id: state.stat_id,
+        state,
     })
 }
 

@@ -51,6 +51,7 @@ use traffic_shift_common::{FlowKey, RouteTable, ServiceKey, ServiceValue};
 
 pub mod compile;
 pub mod drain;
+pub mod inspect;
 pub mod limits;
 pub mod netns;
 pub mod pins;

@@ -15,7 +15,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, warn};
 use traffic_shift_common::{
-    ConnState, Event, FAMILY_V4, FAMILY_V6, ServiceKey, backend_flags, conn_flags,
+    ConnState, Event, FAMILY_V4, FAMILY_V6, ServiceKey, addr_from_ip4, addr_from_words, addr_words,
+    backend_flags, conn_flags,
 };
 
 use crate::{
@@ -86,7 +87,7 @@ unsafe fn destination(sa: *const bpf_sock_addr, family: Family) -> (ServiceKey, 
     match family {
         Family::V4 => (
             ServiceKey {
-                addr: [unsafe { (*sa).user_ip4 }, 0, 0, 0],
+                addr: addr_from_ip4(unsafe { (*sa).user_ip4 }),
                 port,
                 family: FAMILY_V4,
                 pad: 0,
@@ -105,7 +106,7 @@ unsafe fn destination(sa: *const bpf_sock_addr, family: Family) -> (ServiceKey, 
             if w[0] == 0 && w[1] == 0 && w[2] == V4_MAPPED_WORD2 {
                 (
                     ServiceKey {
-                        addr: [w[3], 0, 0, 0],
+                        addr: addr_from_ip4(w[3]),
                         port,
                         family: FAMILY_V4,
                         pad: 0,
@@ -115,7 +116,7 @@ unsafe fn destination(sa: *const bpf_sock_addr, family: Family) -> (ServiceKey, 
             } else {
                 (
                     ServiceKey {
-                        addr: w,
+                        addr: addr_from_words(w),
                         port,
                         family: FAMILY_V6,
                         pad: 0,
@@ -198,15 +199,16 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<Event, Event> {
 
     // SAFETY: user_ip4/user_ip6/user_port are writable in connect hooks;
     // 4-byte stores as the verifier requires.
+    let words = addr_words(backend.addr);
     unsafe {
         match (family, mapped) {
-            (Family::V4, _) => (*sa).user_ip4 = backend.addr[0],
-            (Family::V6, true) => (*sa).user_ip6[3] = backend.addr[0],
+            (Family::V4, _) => (*sa).user_ip4 = words[0],
+            (Family::V6, true) => (*sa).user_ip6[3] = words[0],
             (Family::V6, false) => {
-                (*sa).user_ip6[0] = backend.addr[0];
-                (*sa).user_ip6[1] = backend.addr[1];
-                (*sa).user_ip6[2] = backend.addr[2];
-                (*sa).user_ip6[3] = backend.addr[3];
+                (*sa).user_ip6[0] = words[0];
+                (*sa).user_ip6[1] = words[1];
+                (*sa).user_ip6[2] = words[2];
+                (*sa).user_ip6[3] = words[3];
             }
         }
         (*sa).user_port = u32::from(backend.port);
@@ -260,25 +262,26 @@ fn try_getpeername(ctx: &SockAddrContext, family: Family) -> Event {
     // SAFETY: non-null storage is valid for the program run; copied out
     // because sock_ops on another CPU may update the byte counters.
     let orig = unsafe { *state };
+    let words = addr_words(orig.addr);
     unsafe {
         match family {
             Family::V4 => {
                 if orig.family != FAMILY_V4 {
                     return Event::PeerUntouched;
                 }
-                (*sa).user_ip4 = orig.addr[0];
+                (*sa).user_ip4 = words[0];
             }
             Family::V6 => {
                 if orig.family == FAMILY_V4 {
                     (*sa).user_ip6[0] = 0;
                     (*sa).user_ip6[1] = 0;
                     (*sa).user_ip6[2] = V4_MAPPED_WORD2;
-                    (*sa).user_ip6[3] = orig.addr[0];
+                    (*sa).user_ip6[3] = words[0];
                 } else if orig.family == FAMILY_V6 {
-                    (*sa).user_ip6[0] = orig.addr[0];
-                    (*sa).user_ip6[1] = orig.addr[1];
-                    (*sa).user_ip6[2] = orig.addr[2];
-                    (*sa).user_ip6[3] = orig.addr[3];
+                    (*sa).user_ip6[0] = words[0];
+                    (*sa).user_ip6[1] = words[1];
+                    (*sa).user_ip6[2] = words[2];
+                    (*sa).user_ip6[3] = words[3];
                 } else {
                     return Event::PeerUntouched;
                 }

@@ -14,7 +14,8 @@ use aya_ebpf::{
     programs::SkLookupContext,
 };
 use traffic_shift_common::{
-    Backend, Event, FAMILY_V4, FAMILY_V6, FlowKey, MAX_BACKENDS, ServiceKey,
+    Backend, Event, FAMILY_V4, FAMILY_V6, FlowKey, MAX_BACKENDS, ServiceKey, addr_from_ip4,
+    addr_from_words,
 };
 
 use crate::{
@@ -61,7 +62,7 @@ fn try_sk_lookup(ctx: &SkLookupContext) -> Result<Event, Event> {
     let (key, client) = match field(unsafe { &raw const (*l).family }) {
         AF_INET => (
             ServiceKey {
-                addr: [field(unsafe { &raw const (*l).local_ip4 }), 0, 0, 0],
+                addr: addr_from_ip4(field(unsafe { &raw const (*l).local_ip4 })),
                 port,
                 family: FAMILY_V4,
                 pad: 0,
@@ -87,7 +88,7 @@ fn try_sk_lookup(ctx: &SkLookupContext) -> Result<Event, Event> {
             };
             (
                 ServiceKey {
-                    addr: local,
+                    addr: addr_from_words(local),
                     port,
                     family: FAMILY_V6,
                     pad: 0,
@@ -99,7 +100,7 @@ fn try_sk_lookup(ctx: &SkLookupContext) -> Result<Event, Event> {
     };
     // The exact address first, then "any local address" of the family.
     let any = ServiceKey {
-        addr: [0; 4],
+        addr: [0; 16],
         ..key
     };
     // SAFETY: entries are replaced, not written in place, by user space.
@@ -114,7 +115,7 @@ fn try_sk_lookup(ctx: &SkLookupContext) -> Result<Event, Event> {
     // sock_ops counts the accepted connection against the endpoint it got.
     let flow = FlowKey {
         local: key.addr,
-        remote: client,
+        remote: addr_from_words(client),
         local_port: port,
         remote_port,
         family: key.family,

@@ -22,7 +22,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use traffic_shift_common::{
-    ConnState, EndpointStats, Event, FAMILY_V4, FAMILY_V6, FlowKey, ServiceKey, conn_flags,
+    ConnState, EndpointStats, Event, FAMILY_V4, FAMILY_V6, FlowKey, ServiceKey, addr_from_words,
+    conn_flags,
 };
 
 use crate::maps::{TS_GATEWAY_FLOWS, TS_PROXY_FLOWS, TS_STATS, add, conn_state, count};
@@ -76,7 +77,7 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Option<Event> {
                 reported_request: 0,
                 reported_response: 0,
                 reported_at_ns: 0,
-                addr: [0; 4],
+                addr: [0; 16],
                 port: 0,
                 family: 0,
                 flags: conn_flags::GATEWAY,
@@ -303,8 +304,8 @@ fn flow_key(ctx: &SockOpsContext) -> Option<FlowKey> {
         _ => return None,
     };
     Some(FlowKey {
-        local,
-        remote,
+        local: addr_from_words(local),
+        remote: addr_from_words(remote),
         local_port,
         remote_port,
         family,

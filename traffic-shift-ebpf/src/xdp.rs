@@ -38,7 +38,7 @@ use aya_ebpf::{
 use traffic_shift_common::{
     EndpointStats, Event, FAMILY_V4, FAMILY_V6, MAX_STATS, NatEntry, NatKey, ServiceKey,
     XDP_CLOSING_TIMEOUT_NS, XDP_IDLE_TIMEOUT_NS, XDP_SNAT_PORT_MIN, XDP_SNAT_PORTS, XdpStats,
-    csum_replace, nat_flags,
+    addr_from_words, addr_words, csum_replace, nat_flags,
 };
 
 use crate::{
@@ -166,8 +166,8 @@ fn try_xdp(ctx: &XdpContext) -> Result<(u32, Event), Event> {
         l4: 0,
         family: 0,
         key: NatKey {
-            src: [0; 4],
-            dst: [0; 4],
+            src: [0; 16],
+            dst: [0; 16],
             sport: 0,
             dport: 0,
             family: 0,
@@ -209,7 +209,7 @@ fn try_xdp(ctx: &XdpContext) -> Result<(u32, Event), Event> {
         pad: 0,
     };
     let any = ServiceKey {
-        addr: [0; 4],
+        addr: [0; 16],
         ..addr
     };
     // SAFETY: entries are replaced, not written in place, by user space.
@@ -309,8 +309,8 @@ fn parse(ctx: &XdpContext, out: &mut Packet) -> Result<bool, Event> {
         l4,
         family,
         key: NatKey {
-            src: addrs.0,
-            dst: addrs.1,
+            src: addr_from_words(addrs.0),
+            dst: addr_from_words(addrs.1),
             sport: u16::from_ne_bytes([tcp[0], tcp[1]]),
             dport: u16::from_ne_bytes([tcp[2], tcp[3]]),
             family,
@@ -359,7 +359,7 @@ fn new_flow(
     // socket listens there), so the client fails at once, as on the other
     // paths, instead of retrying a dropped SYN.
     let no_endpoint = Ok((xdp_action::XDP_PASS, Event::XdpNoEndpoint));
-    let Ok(picked) = pick(route, route_id, packet.key.src) else {
+    let Ok(picked) = pick(route, route_id, addr_words(packet.key.src)) else {
         return no_endpoint;
     };
     let backend = picked.backend;
@@ -390,7 +390,7 @@ fn new_flow(
         unsafe { fib.__bindgen_anon_3.ipv6_src }
     };
     *forward = NatEntry {
-        src: node,
+        src: addr_from_words(node),
         dst: backend.addr,
         sport: 0,
         dport: backend.port,
@@ -589,7 +589,13 @@ fn xdp_stats(id: u32) -> Option<*mut XdpStats> {
 
 /// Sets `fib` up for a lookup of `src` -> `dst` (all other fields zero).
 #[inline(always)]
-fn fib_params(fib: &mut bpf_fib_lookup, family: u8, src: [u32; 4], dst: [u32; 4]) {
+fn fib_params(
+    fib: &mut bpf_fib_lookup,
+    family: u8,
+    src: traffic_shift_common::Addr,
+    dst: traffic_shift_common::Addr,
+) {
+    let (src, dst) = (addr_words(src), addr_words(dst));
     // SAFETY: an all-zero bpf_fib_lookup is valid (plain integers).
     *fib = unsafe { core::mem::zeroed() };
     fib.l4_protocol = IPPROTO_TCP;
@@ -659,6 +665,8 @@ fn rewrite(
     let old_ports = u32::from(packet.key.sport) | (u32::from(packet.key.dport) << 16);
     let new_ports = u32::from(nat.sport) | (u32::from(nat.dport) << 16);
     let k = &packet.key;
+    let (k_src, k_dst) = k.addr_words();
+    let (nat_src, nat_dst) = nat.addr_words();
     if packet.family == FAMILY_V4 {
         let Some(ttl_proto) = read::<u16>(ctx, ETH_HLEN + 8) else {
             return Err(Event::XdpUnparsed);
@@ -671,16 +679,16 @@ fn rewrite(
             return Err(Event::XdpUnparsed);
         };
         let new_ttl = u16::from_ne_bytes([ttl - 1, proto]);
-        let ip_check = csum_replace(ip_check, &k.src[..1], &nat.src[..1]);
-        let ip_check = csum_replace(ip_check, &k.dst[..1], &nat.dst[..1]);
+        let ip_check = csum_replace(ip_check, &k_src[..1], &nat_src[..1]);
+        let ip_check = csum_replace(ip_check, &k_dst[..1], &nat_dst[..1]);
         let ip_check = csum_replace(ip_check, &[u32::from(ttl_proto)], &[u32::from(new_ttl)]);
-        let tcp_check = csum_replace(tcp_check, &k.src[..1], &nat.src[..1]);
-        let tcp_check = csum_replace(tcp_check, &k.dst[..1], &nat.dst[..1]);
+        let tcp_check = csum_replace(tcp_check, &k_src[..1], &nat_src[..1]);
+        let tcp_check = csum_replace(tcp_check, &k_dst[..1], &nat_dst[..1]);
         let tcp_check = csum_replace(tcp_check, &[old_ports], &[new_ports]);
         write(ctx, ETH_HLEN + 8, new_ttl);
         write(ctx, ETH_HLEN + 10, ip_check);
-        write(ctx, ETH_HLEN + 12, nat.src[0]);
-        write(ctx, ETH_HLEN + 16, nat.dst[0]);
+        write(ctx, ETH_HLEN + 12, nat_src[0]);
+        write(ctx, ETH_HLEN + 16, nat_dst[0]);
         write(ctx, l4 + 16, tcp_check);
     } else {
         let Some(hop_limit) = read::<u8>(ctx, ETH_HLEN + 7) else {
@@ -689,12 +697,12 @@ fn rewrite(
         if hop_limit <= 1 {
             return Err(Event::XdpTtlExceeded);
         }
-        let tcp_check = csum_replace(tcp_check, &k.src, &nat.src);
-        let tcp_check = csum_replace(tcp_check, &k.dst, &nat.dst);
+        let tcp_check = csum_replace(tcp_check, k_src, nat_src);
+        let tcp_check = csum_replace(tcp_check, k_dst, nat_dst);
         let tcp_check = csum_replace(tcp_check, &[old_ports], &[new_ports]);
         write(ctx, ETH_HLEN + 7, hop_limit - 1);
-        write(ctx, ETH_HLEN + 8, nat.src);
-        write(ctx, ETH_HLEN + 24, nat.dst);
+        write(ctx, ETH_HLEN + 8, *nat_src);
+        write(ctx, ETH_HLEN + 24, *nat_dst);
         write(ctx, l4 + 16, tcp_check);
     }
     write(ctx, l4, nat.sport);

@@ -11,7 +11,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use traffic_shift_common::{MAX_DESTS, source_hash};
+use traffic_shift_common::{MAX_DESTS, addr_words, source_hash};
 
 use traffic_shift_common::tables::{self, rendezvous_table, service_key, smooth_sequence};
 use traffic_shift_config::model::{Destination, Endpoint, HttpRoute, HttpSelection};
@@ -122,7 +122,7 @@ pub fn endpoint<'a>(
 /// network order), so a client's consistent-hash choice is the same on the
 /// TCP path and here.
 pub fn client_hash(client: SocketAddr) -> u32 {
-    source_hash(service_key(client).addr)
+    source_hash(addr_words(service_key(client).addr))
 }
 
 /// The hash of a header, cookie or query parameter value.

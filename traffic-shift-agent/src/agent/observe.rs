@@ -220,6 +220,29 @@ impl Agent {
                     .collect(),
             })
             .collect();
+        let kernel_routes = self
+            .kernel
+            .datapath
+            .route_ids()
+            .map(|(id, key)| (id, key.to_owned()))
+            .collect();
+        let stat_ids = &self.kernel.stat_ids;
+        let counter_slots = stat_ids
+            .iter()
+            .filter(|(_, id)| !stat_ids.is_retired(*id))
+            .map(|(key, id)| {
+                let destination = match &key.subset {
+                    Some(subset) => format!("{}/{subset}", key.host),
+                    None => key.host.clone(),
+                };
+                let slot = crate::status::CounterSlot {
+                    route: key.route.clone(),
+                    destination,
+                    endpoint: key.endpoint.to_string(),
+                };
+                (id, slot)
+            })
+            .collect();
         Status {
             generation: self.generation,
             rules: self.sources.rules.display().to_string(),
@@ -228,6 +251,8 @@ impl Agent {
             gateway_endpoints,
             events,
             metrics: Some(self.observer.metrics_addr.to_string()),
+            kernel_routes,
+            counter_slots,
         }
     }
 

@@ -159,7 +159,7 @@ fn a_gateway_route_to_a_local_endpoint_goes_to_the_gateway_map_with_the_any_addr
         vec![service_key("0.0.0.0:31400".parse().unwrap())]
     );
     assert_eq!(
-        route.listeners[0].addr, [0; 4],
+        route.listeners[0].addr, [0; 16],
         "the zero address stands for any local address"
     );
 }

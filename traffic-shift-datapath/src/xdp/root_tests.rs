@@ -571,7 +571,7 @@ fn first_stat_id(compiled: &crate::compile::Compiled) -> u32 {
 }
 
 /// An address as the maps hold it (`NatKey::src`).
-fn map_addr(ip: IpAddr) -> [u32; 4] {
+fn map_addr(ip: IpAddr) -> traffic_shift_common::Addr {
     compile::service_key((ip, 0).into()).addr
 }
 

@@ -146,10 +146,8 @@ fn sample() -> Status {
                 inode: Some(77_002),
             },
         ],
-        events: events
-            .into_iter()
-            .map(|(name, count)| (name.to_owned(), count))
-            .collect(),
+        events: events.into_iter().map(|(n, c)| (n.to_owned(), c)).collect(),
+        ..Status::default()
     }
 }
 
