@@ -35,7 +35,7 @@ use std::{
 pub use agent::{Agent, TimedWrite};
 pub use cgroup::Cgroup;
 pub use client::{Client, Streamed, http_get};
-pub use exposition::metric;
+pub use exposition::{metric, try_metric};
 pub use netns::{NODE_ADDR, Netns, REMOTE_CLIENT_ADDR, RemoteClient};
 pub use process::{Process, echo_backend, http_backend};
 pub use scenario::{SERVICE_V4, SERVICE_V6, Scenario, bookinfo_rule, repo_rules, tcp_echo_rule};
