@@ -267,7 +267,16 @@ fn kernel_log_lines_follow_the_bpf_log_level() {
         &["--bpf-log-level", "info"],
     );
     s.client.burst(SERVICE_V4, 3);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The kernel ran the connect program of all three connects (its counter
+    // comes after the line it would log), and the agent answered a scrape
+    // since: a debug line, had it been compiled in, would be in the log.
+    s.agent.wait_metrics("the three connects rewritten", |p| {
+        metric(
+            p,
+            "traffic_shift_kernel_events_total",
+            &[("program", "connect"), ("event", "rewritten")],
+        ) >= 3
+    });
     assert!(
         !s.agent.log_text().contains(line),
         "--bpf-log-level info: the kernel's debug lines are compiled out:\n{}",
