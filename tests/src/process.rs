@@ -97,9 +97,9 @@ impl Drop for Process {
     }
 }
 
-/// A demo backend (`tcp-echo`) in the test's namespace, answering `<prefix> <line>`.
-/// A tcp-echo backend in `netns`, and in `cgroup` when given (then the
-/// agent's sock_ops sees its accepted connections: the gateway's counters).
+/// A demo backend (`tcp-echo`) answering `<prefix> <line>`, in `netns`, and
+/// in `cgroup` when given (then the agent's sock_ops sees its accepted
+/// connections: the gateway's counters).
 pub fn echo_backend(
     netns: &Netns,
     cgroup: Option<&Cgroup>,

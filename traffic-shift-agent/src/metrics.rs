@@ -6,6 +6,10 @@
 //! summed), so a scrape is never older than the kernel. What only the agent
 //! knows (labels of each counter slot, rules applied, socket registration)
 //! it publishes into [`Shared`] as it changes.
+//!
+//! [`FAMILIES`] is the one list of the families served (name, type, help):
+//! the exporter names each family from its constant, and the dashboard test
+//! reads the list.
 
 use std::{
     collections::BTreeMap,
