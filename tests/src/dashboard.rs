@@ -3,8 +3,10 @@
 //! its template variables, with the variables substituted, and a small PromQL
 //! scanner that lists the metric and label names a query uses.
 //!
-//! Also the metrics contract: [`METRICS`], the only metrics the dashboard may use,
-//! with their labels, as the agent exports them on `--metrics-addr`.
+//! Also the metrics contract: [`exported_samples`], the only metrics the dashboard
+//! may use, with their labels: the families from the agent's own list
+//! ([`FAMILIES`], which its exporter names them from), the labels from
+//! [`FAMILY_LABELS`].
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -12,6 +14,7 @@ use std::{
 };
 
 use serde_json::Value;
+use traffic_shift_agent::metrics::{FAMILIES, Family, FamilyType};
 
 /// Istio's standard labels of its TCP metrics, as the agent sets them.
 pub const ISTIO_LABELS: &[&str] = &[
@@ -40,14 +43,19 @@ pub const ISTIO_LABELS: &[&str] = &[
     "connection_security_policy",
 ];
 
-/// Every metric the agent exports, with its labels. The dashboard uses no other.
-pub const METRICS: &[(&str, &[&str])] = &[
-    ("istio_tcp_connections_opened_total", ISTIO_LABELS),
-    ("istio_tcp_connections_closed_total", ISTIO_LABELS),
-    ("istio_tcp_sent_bytes_total", ISTIO_LABELS),
-    ("istio_tcp_received_bytes_total", ISTIO_LABELS),
+/// The labels of every family the agent exports, by family name (as in
+/// [`traffic_shift_agent::metrics::FAMILIES`], the one list of exported
+/// families). A family the agent adds without an entry here fails
+/// [`exported_samples`], so the dashboard test names it.
+pub const FAMILY_LABELS: &[(&str, &[&str])] = &[
+    ("istio_tcp_connections_opened", ISTIO_LABELS),
+    ("istio_tcp_connections_closed", ISTIO_LABELS),
+    ("istio_tcp_sent_bytes", ISTIO_LABELS),
+    ("istio_tcp_received_bytes", ISTIO_LABELS),
+    ("istio_requests", HTTP_LABELS),
+    ("istio_request_duration_milliseconds", HTTP_LABELS),
     (
-        "traffic_shift_connections_failed_total",
+        "traffic_shift_connections_failed",
         &[
             "destination_service",
             "destination_version",
@@ -55,9 +63,20 @@ pub const METRICS: &[(&str, &[&str])] = &[
             "reason",
         ],
     ),
-    ("traffic_shift_kernel_events_total", &["program", "event"]),
-    ("traffic_shift_rules_applied_total", &[]),
-    ("traffic_shift_apply_errors_total", &[]),
+    ("traffic_shift_kernel_events", &["program", "event"]),
+    ("traffic_shift_xdp_packets", XDP_DIRECTION_LABELS),
+    ("traffic_shift_xdp_bytes", XDP_DIRECTION_LABELS),
+    (
+        "traffic_shift_xdp_flows",
+        &[
+            "route",
+            "destination_service",
+            "destination_version",
+            "endpoint",
+        ],
+    ),
+    ("traffic_shift_rules_applied", &[]),
+    ("traffic_shift_apply_errors", &[]),
     ("traffic_shift_rules_generation", &[]),
     ("traffic_shift_map_entries", &["map"]),
     ("traffic_shift_map_max_entries", &["map"]),
@@ -74,6 +93,98 @@ pub const METRICS: &[(&str, &[&str])] = &[
         &["route", "destination_service", "destination_version"],
     ),
 ];
+
+/// Istio's labels of its HTTP metrics: the TCP ones and the response code.
+pub const HTTP_LABELS: &[&str] = &[
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_cluster",
+    "request_protocol",
+    "response_flags",
+    "connection_security_policy",
+    "response_code",
+];
+
+/// The XDP gateway's packet and byte counters.
+pub const XDP_DIRECTION_LABELS: &[&str] = &[
+    "route",
+    "destination_service",
+    "destination_version",
+    "endpoint",
+    "direction",
+];
+
+/// Exported families the dashboard deliberately does not show, with the
+/// reason. Every other family must be on it.
+pub const NOT_ON_DASHBOARD: &[(&str, &str)] = &[];
+
+/// One sample name the agent exports, e.g. `istio_tcp_connections_opened_total`.
+#[derive(Clone, Debug)]
+pub struct ExportedSample {
+    /// Its family, from the agent's list.
+    pub family: Family,
+    /// Its labels (a histogram's `_bucket` adds `le`).
+    pub labels: Vec<&'static str>,
+}
+
+/// Every sample name the agent exports, from the agent's list of families
+/// ([`FAMILIES`]) and the labels of [`FAMILY_LABELS`]. The dashboard uses no
+/// other. Panics on a family without labels here, or labels of a family the
+/// agent does not export.
+pub fn exported_samples() -> BTreeMap<String, ExportedSample> {
+    for (name, _) in FAMILY_LABELS {
+        assert!(
+            FAMILIES.iter().any(|f| f.name == *name),
+            "FAMILY_LABELS names `{name}`, which the agent does not export (traffic_shift_agent::metrics::FAMILIES)"
+        );
+    }
+    let mut out = BTreeMap::new();
+    for family in FAMILIES {
+        let labels = FAMILY_LABELS
+            .iter()
+            .find(|(name, _)| *name == family.name)
+            .map_or_else(
+                || {
+                    panic!(
+                        "the agent exports `{}` ({:?}), which has no labels in tests/src/dashboard.rs FAMILY_LABELS",
+                        family.name, family.kind
+                    )
+                },
+                |(_, labels)| *labels,
+            );
+        for sample in family.sample_names() {
+            let mut labels = labels.to_vec();
+            if family.kind == FamilyType::Histogram && sample.ends_with("_bucket") {
+                labels.push("le");
+            }
+            out.insert(
+                sample,
+                ExportedSample {
+                    family: *family,
+                    labels,
+                },
+            );
+        }
+    }
+    out
+}
 
 /// Labels Prometheus adds to every scraped series.
 pub const TARGET_LABELS: &[&str] = &["job", "instance"];

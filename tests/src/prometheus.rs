@@ -284,6 +284,22 @@ impl Prometheus {
         );
     }
 
+    /// Waits (up to 10 s) for a scrape of `target` later than the last one
+    /// made before the call: what it scrapes was on `/metrics` after the call.
+    pub fn wait_for_next_scrape(&self, target: SocketAddr) {
+        let last = format!(r#"timestamp(up{{instance="{target}"}})"#);
+        let before = self
+            .query(&last)
+            .first()
+            .map_or_else(|| panic!("{target} was never scraped"), |s| s.value);
+        self.wait_until(
+            &last,
+            &format!("a scrape of {target} after {before}"),
+            |s| s.first().is_some_and(|s| s.value > before),
+            Duration::from_secs(10),
+        );
+    }
+
     /// The scrape targets' state (`/api/v1/targets`), one line each: for messages.
     pub fn targets(&self) -> String {
         let Ok((200, text)) = self.http("GET", "/api/v1/targets", None) else {

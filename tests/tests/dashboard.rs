@@ -13,11 +13,12 @@ use std::{
 };
 
 use serde_json::Value;
+use traffic_shift_agent::metrics::FAMILIES;
 use traffic_shift_tests::{
     dashboard::{
-        ALL, DashboardQuery, ISTIO_LABELS, METRICS, TARGET_LABELS, TEST_INTERVAL, all_panels,
-        dashboard_queries, legend_labels, load, promql_names, raw_queries, repo_dashboard,
-        substitute, variables,
+        ALL, DashboardQuery, ISTIO_LABELS, NOT_ON_DASHBOARD, TARGET_LABELS, TEST_INTERVAL,
+        all_panels, dashboard_queries, exported_samples, legend_labels, load, promql_names,
+        raw_queries, repo_dashboard, substitute, variables,
     },
     prometheus::{Prometheus, Sample},
 };
@@ -91,7 +92,7 @@ fn dashboard_is_an_importable_grafana_dashboard() {
 fn dashboard_uses_only_the_exported_metrics_and_their_labels() {
     let d = load(&repo_dashboard());
     let queries = raw_queries(&d);
-    let known: BTreeMap<&str, &[&str]> = METRICS.iter().copied().collect();
+    let known = exported_samples();
     for q in &queries {
         let expr = substituted(&d, q);
         let names = promql_names(&expr);
@@ -102,13 +103,13 @@ fn dashboard_uses_only_the_exported_metrics_and_their_labels() {
         );
         let mut labels: BTreeSet<&str> = TARGET_LABELS.iter().copied().collect();
         for m in &names.metrics {
-            let metric_labels = known.get(m.as_str()).unwrap_or_else(|| {
+            let sample = known.get(m.as_str()).unwrap_or_else(|| {
                 panic!(
                     "{}: `{m}` is not a metric the agent exports (in `{expr}`)",
                     q.panel
                 )
             });
-            labels.extend(metric_labels.iter().copied());
+            labels.extend(sample.labels.iter().copied());
         }
         for l in names.labels.iter().cloned().chain(legend_labels(&q.legend)) {
             assert!(
@@ -120,13 +121,38 @@ fn dashboard_uses_only_the_exported_metrics_and_their_labels() {
             );
         }
     }
-    // Every exported metric is on the dashboard.
+    // Every exported family is on the dashboard, or listed as deliberately not.
     let used: BTreeSet<String> = queries
         .iter()
         .flat_map(|q| promql_names(&substituted(&d, q)).metrics)
         .collect();
-    for (m, _) in METRICS {
-        assert!(used.contains(*m), "no panel shows {m}");
+    for family in FAMILIES {
+        let shown = family.sample_names().iter().any(|m| used.contains(m));
+        match NOT_ON_DASHBOARD
+            .iter()
+            .find(|(name, _)| *name == family.name)
+        {
+            Some((_, reason)) => {
+                assert!(!reason.trim().is_empty(), "{}: no reason", family.name);
+                assert!(
+                    !shown,
+                    "{} is on the dashboard and listed as not on it",
+                    family.name
+                );
+            }
+            None => assert!(
+                shown,
+                "no panel shows {} ({:?}): add one, or list it in NOT_ON_DASHBOARD with the reason",
+                family.name,
+                family.sample_names()
+            ),
+        }
+    }
+    for (name, _) in NOT_ON_DASHBOARD {
+        assert!(
+            FAMILIES.iter().any(|f| f.name == *name),
+            "NOT_ON_DASHBOARD names {name}, which the agent does not export"
+        );
     }
     assert!(ISTIO_LABELS.contains(&"destination_version"));
 }
@@ -248,6 +274,7 @@ fn exposition(n: u64) -> String {
             per_scrape * n,
         );
     }
+    http_and_xdp(&mut t, n);
     let mut bare = |metric: &str, labels: &str, v: u64| {
         let _ = if labels.is_empty() {
             writeln!(t, "{metric} {v}")
@@ -285,6 +312,60 @@ fn exposition(n: u64) -> String {
         );
     }
     t
+}
+
+/// The L7 proxy's and the XDP gateway's families in scrape `n`, both 80/20.
+fn http_and_xdp(t: &mut String, n: u64) {
+    let mut line = |metric: &str, labels: &str, v: u64| {
+        let _ = writeln!(t, "{metric}{{{labels}}} {v}");
+    };
+    let svc = r#"destination_service="tcp-echo.local""#;
+    // HTTP through the L7 proxy, 80/20: every request took 10 to 25 ms.
+    for (version, per_scrape) in [("v1", 8), ("v2", 2)] {
+        let labels = istio(version, "-")
+            .replace("request_protocol=\"tcp\"", "request_protocol=\"http\"")
+            + ",response_code=\"200\"";
+        line("istio_requests_total", &labels, per_scrape * n);
+        for (le, count) in [("10", 0), ("25", per_scrape * n), ("+Inf", per_scrape * n)] {
+            line(
+                "istio_request_duration_milliseconds_bucket",
+                &format!("{labels},le=\"{le}\""),
+                count,
+            );
+        }
+        line(
+            "istio_request_duration_milliseconds_sum",
+            &labels,
+            20 * per_scrape * n,
+        );
+        line(
+            "istio_request_duration_milliseconds_count",
+            &labels,
+            per_scrape * n,
+        );
+    }
+    // The XDP gateway, 80/20 of its flows; 3 packets of 100 bytes per flow each way.
+    for (version, endpoint, per_scrape) in
+        [("v1", "127.0.0.1:19001", 8), ("v2", "127.0.0.1:19002", 2)]
+    {
+        let labels = format!(
+            r#"route="default/tcp-echo tcp[0]",{svc},destination_version="{version}",endpoint="{endpoint}""#
+        );
+        line("traffic_shift_xdp_flows_total", &labels, per_scrape * n);
+        for direction in ["request", "response"] {
+            let labels = format!(r#"{labels},direction="{direction}""#);
+            line(
+                "traffic_shift_xdp_packets_total",
+                &labels,
+                3 * per_scrape * n,
+            );
+            line(
+                "traffic_shift_xdp_bytes_total",
+                &labels,
+                300 * per_scrape * n,
+            );
+        }
+    }
 }
 
 /// The samples of the panel titled `panel`, target with a legend starting with `legend`.
@@ -379,6 +460,7 @@ fn dashboard_queries_compute_the_panels_from_scraped_metrics() {
         ]),
         "drops and fallbacks, without `rewritten`"
     );
+    check_http_and_xdp_panels(&prometheus, &d, &queries);
     let uf = by_version(&panel_samples(
         &prometheus,
         &d,
@@ -390,5 +472,42 @@ fn dashboard_queries_compute_the_panels_from_scraped_metrics() {
         uf.keys().collect::<Vec<_>>(),
         ["v1"],
         "UF only on v1: {uf:?}"
+    );
+}
+
+/// The HTTP split and p99, and the XDP flow split.
+fn check_http_and_xdp_panels(prometheus: &Prometheus, d: &Value, queries: &[DashboardQuery]) {
+    let http = by_version(&panel_samples(
+        prometheus,
+        d,
+        queries,
+        "HTTP request rate by version",
+        "",
+    ));
+    assert_near(
+        "HTTP requests v1 / v2",
+        http.get("v1").zip(http.get("v2")).map(|(a, b)| a / b),
+        4.0,
+    );
+    let p99 = by_version(&panel_samples(
+        prometheus,
+        d,
+        queries,
+        "HTTP request duration p99",
+        "",
+    ));
+    // Every request in the (10, 25] ms bucket: 10 + 0.99 * 15.
+    assert_near("HTTP p99 v1 ms", p99.get("v1").copied(), 24.85);
+    let flows = by_version(&panel_samples(
+        prometheus,
+        d,
+        queries,
+        "XDP gateway: new flows",
+        "",
+    ));
+    assert_near(
+        "XDP flows v1 / v2",
+        flows.get("v1").zip(flows.get("v2")).map(|(a, b)| a / b),
+        4.0,
     );
 }

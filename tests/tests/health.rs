@@ -54,6 +54,32 @@ fn wait_state(s: &Scenario, addr: &str, state: &str, limit: Duration) -> Duratio
     }
 }
 
+/// Waits (up to `limit`) until the status's counts of the mesh route, all
+/// endpoints together, reach `n` connections; returns that status.
+fn wait_mesh_connections(s: &Scenario, n: u64, limit: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let status = s.agent.status_json();
+        let total: u64 = status["routes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["kind"] == "mesh")
+            .flat_map(|r| r["destinations"].as_array().into_iter().flatten())
+            .flat_map(|d| d["endpoints"].as_array().into_iter().flatten())
+            .filter_map(|e| e["connections_total"].as_u64())
+            .sum();
+        if total >= n {
+            return status;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the status counts {total} of the mesh route's {n} connections after {limit:?}: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 const INTERVAL: &str = "200ms";
 
 #[test]
@@ -88,10 +114,11 @@ fn a_dead_endpoint_leaves_the_selection_within_two_intervals_and_rejoins() {
     let second = echo_backend(&s.netns, Some(&s.cgroup), "one", &["127.0.0.1:19003"]);
     let took = wait_state(&s, "127.0.0.1:19003", "ok", Duration::from_secs(3));
     eprintln!("back in the selection after {took:?}");
-    // Counts in the status are sampled every second: let one sample pass
-    // so `before` includes the first burst.
-    std::thread::sleep(Duration::from_millis(1100));
-    let before = endpoint(&s.agent.status_json(), "127.0.0.1:19003")["connections_total"]
+    // Counts in the status are sampled every second: wait for the sample
+    // that holds every connection made so far (10 + 100), so `before`
+    // includes the first burst.
+    let status = wait_mesh_connections(&s, 10 + 100, Duration::from_secs(3));
+    let before = endpoint(&status, "127.0.0.1:19003")["connections_total"]
         .as_u64()
         .unwrap_or(0);
     assert_eq!(s.client.burst(SERVICE_V4, 20), (20, 0));

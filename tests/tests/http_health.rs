@@ -125,10 +125,21 @@ fn http_probes_take_an_endpoint_out_and_bring_it_back() {
         &["--health-interval", "200ms", "--health-timeout", "500ms"],
     );
     let _second = second_v1(&s);
-    // Let the first probes see both up.
-    std::thread::sleep(Duration::from_millis(600));
-    let reply = requests(&mut s, 20);
-    assert_eq!(reply["answers"]["v1-b"], 10, "{reply}");
+    // The probes may have taken the second endpoint out before it started:
+    // wait until they see both up, i.e. round robin gives it half again.
+    let start = Instant::now();
+    loop {
+        let reply = requests(&mut s, 20);
+        if reply["answers"]["v1-b"] == 10 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the second endpoint not in the selection after 5 s: {reply}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("both up after {:?}", start.elapsed());
 
     // Its GET / now answers 503: unhealthy after 2 probes (~0.4 s).
     fail_next(&s, 100_000);

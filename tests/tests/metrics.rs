@@ -3,7 +3,10 @@
 //! path and the gateway, failures included. As root, each test in its own
 //! network namespace and cgroup.
 
-use traffic_shift_tests::{RemoteClient, SERVICE_V4, Scenario, metric, tcp_echo_rule};
+use traffic_shift_agent::metrics::{FAMILIES, FamilyType, REQUEST_DURATION_MILLISECONDS, REQUESTS};
+use traffic_shift_tests::{
+    RemoteClient, SERVICE_V4, Scenario, bookinfo_rule, metric, tcp_echo_rule,
+};
 
 const OPENED: &str = "istio_tcp_connections_opened_total";
 const CLOSED: &str = "istio_tcp_connections_closed_total";
@@ -267,7 +270,16 @@ fn kernel_log_lines_follow_the_bpf_log_level() {
         &["--bpf-log-level", "info"],
     );
     s.client.burst(SERVICE_V4, 3);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The kernel ran the connect program of all three connects (its counter
+    // comes after the line it would log), and the agent answered a scrape
+    // since: a debug line, had it been compiled in, would be in the log.
+    s.agent.wait_metrics("the three connects rewritten", |p| {
+        metric(
+            p,
+            "traffic_shift_kernel_events_total",
+            &[("program", "connect"), ("event", "rewritten")],
+        ) >= 3
+    });
     assert!(
         !s.agent.log_text().contains(line),
         "--bpf-log-level info: the kernel's debug lines are compiled out:\n{}",
@@ -305,4 +317,56 @@ fn the_gateway_path_is_counted_per_version() {
         0,
         "{page}"
     );
+}
+
+/// The agent's list of families (`traffic_shift_agent::metrics::FAMILIES`,
+/// which the dashboard test reads) is what a real agent serves: every
+/// family on `/metrics` is in it, with its type and help. Bookinfo, so the
+/// L7 proxy's families are there too.
+#[test]
+fn every_family_served_is_in_the_agents_list() {
+    let mut s = Scenario::bookinfo(
+        "metrics-families",
+        &[(
+            "virtual-service.yaml",
+            &bookinfo_rule("virtual-service.yaml"),
+        )],
+        &[],
+    );
+    let reply = s
+        .client
+        .call("http 127.101.0.1:9080 /reviews/1 2 1 keepalive");
+    assert_eq!(reply["failed"], 0, "{reply}");
+    let page = s.agent.metrics();
+    let mut served = Vec::new();
+    for line in page.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
+        let family = FAMILIES
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("/metrics serves {name}, which is not in FAMILIES:\n{page}"));
+        let want = match family.kind {
+            FamilyType::Counter => "counter",
+            FamilyType::Gauge => "gauge",
+            FamilyType::Histogram => "histogram",
+        };
+        assert_eq!(kind, want, "{name}");
+        let help = page
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("# HELP {name} ")))
+            .unwrap_or_else(|| panic!("no # HELP for {name}"));
+        // The registry ends the L7 proxy's help with a period.
+        assert_eq!(help.trim_end_matches('.'), family.help, "{name}");
+        served.push(name);
+    }
+    for family in [REQUESTS, REQUEST_DURATION_MILLISECONDS] {
+        assert!(
+            served.contains(&family.name),
+            "{} served after two requests:\n{page}",
+            family.name
+        );
+    }
 }

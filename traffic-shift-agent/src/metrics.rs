@@ -6,6 +6,10 @@
 //! summed), so a scrape is never older than the kernel. What only the agent
 //! knows (labels of each counter slot, rules applied, socket registration)
 //! it publishes into [`Shared`] as it changes.
+//!
+//! [`FAMILIES`] is the one list of the families served (name, type, help):
+//! the exporter names each family from its constant, and the dashboard test
+//! reads the list.
 
 use std::{
     collections::BTreeMap,
@@ -28,6 +32,162 @@ use traffic_shift_datapath::KernelCounters;
 use traffic_shift_config::labels::IstioLabels;
 
 use traffic_shift_proxy::RequestMetrics;
+
+/// How Prometheus types a family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FamilyType {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric family the agent exports on `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Family {
+    /// As registered: the name on the family's `# TYPE` line. A counter's
+    /// samples add `_total`; a histogram's `_bucket`, `_sum` and `_count`.
+    pub name: &'static str,
+    pub kind: FamilyType,
+    pub help: &'static str,
+}
+
+impl Family {
+    /// The names its samples carry, as a query names them.
+    pub fn sample_names(&self) -> Vec<String> {
+        match self.kind {
+            FamilyType::Counter => vec![format!("{}_total", self.name)],
+            FamilyType::Gauge => vec![self.name.to_owned()],
+            FamilyType::Histogram => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|suffix| format!("{}{suffix}", self.name))
+                .collect(),
+        }
+    }
+}
+
+pub const TCP_CONNECTIONS_OPENED: Family = Family {
+    name: "istio_tcp_connections_opened",
+    kind: FamilyType::Counter,
+    help: "Connections opened to a destination (Istio standard metric)",
+};
+pub const TCP_CONNECTIONS_CLOSED: Family = Family {
+    name: "istio_tcp_connections_closed",
+    kind: FamilyType::Counter,
+    help: "Connections closed, failed connects included with response_flags UF (Istio standard metric)",
+};
+pub const TCP_SENT_BYTES: Family = Family {
+    name: "istio_tcp_sent_bytes",
+    kind: FamilyType::Counter,
+    help: "Bytes sent by the destination to the client (response) (Istio standard metric)",
+};
+pub const TCP_RECEIVED_BYTES: Family = Family {
+    name: "istio_tcp_received_bytes",
+    kind: FamilyType::Counter,
+    help: "Bytes received by the destination from the client (request) (Istio standard metric)",
+};
+/// Registered by the L7 proxy ([`RequestMetrics::register`]); the test
+/// below holds its name, type and help to this entry.
+pub const REQUESTS: Family = Family {
+    name: "istio_requests",
+    kind: FamilyType::Counter,
+    help: "Requests served by the L7 proxy (Istio standard metric)",
+};
+/// Registered by the L7 proxy, like [`REQUESTS`].
+pub const REQUEST_DURATION_MILLISECONDS: Family = Family {
+    name: "istio_request_duration_milliseconds",
+    kind: FamilyType::Histogram,
+    help: "Request duration, until the response body was sent, in milliseconds (Istio standard metric)",
+};
+pub const CONNECTIONS_FAILED: Family = Family {
+    name: "traffic_shift_connections_failed",
+    kind: FamilyType::Counter,
+    help: "Connects to an endpoint that failed, by reason (refused: reset; timeout: SYN retries ran out; other)",
+};
+pub const KERNEL_EVENTS: Family = Family {
+    name: "traffic_shift_kernel_events",
+    kind: FamilyType::Counter,
+    help: "What the kernel programs did with connections, by program and event (drops and fallbacks by reason)",
+};
+pub const XDP_PACKETS: Family = Family {
+    name: "traffic_shift_xdp_packets",
+    kind: FamilyType::Counter,
+    help: "Packets the XDP gateway forwarded, per route and endpoint, by direction (request: client to endpoint)",
+};
+pub const XDP_BYTES: Family = Family {
+    name: "traffic_shift_xdp_bytes",
+    kind: FamilyType::Counter,
+    help: "Bytes (whole frames) the XDP gateway forwarded, per route and endpoint, by direction",
+};
+pub const XDP_FLOWS: Family = Family {
+    name: "traffic_shift_xdp_flows",
+    kind: FamilyType::Counter,
+    help: "Flows (SYNs given an endpoint) the XDP gateway started, per route and endpoint",
+};
+pub const RULES_APPLIED: Family = Family {
+    name: "traffic_shift_rules_applied",
+    kind: FamilyType::Counter,
+    help: "Rule sets applied",
+};
+pub const APPLY_ERRORS: Family = Family {
+    name: "traffic_shift_apply_errors",
+    kind: FamilyType::Counter,
+    help: "Rule files and apply/delete requests refused (the previous rules stayed in force)",
+};
+pub const RULES_GENERATION: Family = Family {
+    name: "traffic_shift_rules_generation",
+    kind: FamilyType::Gauge,
+    help: "Generation of the rules in force",
+};
+pub const MAP_ENTRIES: Family = Family {
+    name: "traffic_shift_map_entries",
+    kind: FamilyType::Gauge,
+    help: "Entries in a kernel map",
+};
+pub const MAP_MAX_ENTRIES: Family = Family {
+    name: "traffic_shift_map_max_entries",
+    kind: FamilyType::Gauge,
+    help: "Capacity of a kernel map",
+};
+pub const ENDPOINT_HEALTHY: Family = Family {
+    name: "traffic_shift_endpoint_healthy",
+    kind: FamilyType::Gauge,
+    help: "0 when every connect to the endpoint in the last minute failed, else 1 (observed, not probed)",
+};
+pub const ENDPOINT_REGISTERED: Family = Family {
+    name: "traffic_shift_endpoint_registered",
+    kind: FamilyType::Gauge,
+    help: "Whether the gateway holds the endpoint's listening socket (1) or not (0)",
+};
+pub const ROUTE_WEIGHT: Family = Family {
+    name: "traffic_shift_route_weight",
+    kind: FamilyType::Gauge,
+    help: "Configured weight of a route's destination (relative: its share is weight / sum)",
+};
+
+/// Every family the agent exports, in the order of the exposition: the one
+/// list that the exporter names its families from and that the dashboard
+/// test checks the dashboard against.
+pub const FAMILIES: &[Family] = &[
+    TCP_CONNECTIONS_OPENED,
+    TCP_CONNECTIONS_CLOSED,
+    TCP_SENT_BYTES,
+    TCP_RECEIVED_BYTES,
+    CONNECTIONS_FAILED,
+    KERNEL_EVENTS,
+    XDP_PACKETS,
+    XDP_BYTES,
+    XDP_FLOWS,
+    RULES_APPLIED,
+    APPLY_ERRORS,
+    RULES_GENERATION,
+    MAP_ENTRIES,
+    MAP_MAX_ENTRIES,
+    ENDPOINT_HEALTHY,
+    ENDPOINT_REGISTERED,
+    ROUTE_WEIGHT,
+    REQUESTS,
+    REQUEST_DURATION_MILLISECONDS,
+];
 
 /// One counter slot as the metrics see it.
 #[derive(Clone, Debug)]
@@ -114,15 +274,14 @@ type Labels = Vec<(&'static str, String)>;
 /// `metric` from its value.
 fn family<V: Copy, M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
+    exported: &Family,
     values: &BTreeMap<Labels, V>,
     metric: impl Fn(V) -> M,
 ) -> Result<(), std::fmt::Error> {
     let Some(kind) = values.values().next().map(|v| metric(*v).metric_type()) else {
         return Ok(());
     };
-    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    let mut family = encoder.encode_descriptor(exported.name, exported.help, None, kind)?;
     for (labels, value) in values {
         metric(*value).encode(family.encode_family(labels)?)?;
     }
@@ -131,20 +290,20 @@ fn family<V: Copy, M: EncodeMetric>(
 
 fn counters(
     encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
+    exported: &Family,
     values: &BTreeMap<Labels, u64>,
 ) -> Result<(), std::fmt::Error> {
-    family(encoder, name, help, values, ConstCounter::new)
+    debug_assert_eq!(exported.kind, FamilyType::Counter, "{}", exported.name);
+    family(encoder, exported, values, ConstCounter::new)
 }
 
 fn gauges(
     encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
+    exported: &Family,
     values: &BTreeMap<Labels, i64>,
 ) -> Result<(), std::fmt::Error> {
-    family(encoder, name, help, values, ConstGauge::new)
+    debug_assert_eq!(exported.kind, FamilyType::Gauge, "{}", exported.name);
+    family(encoder, exported, values, ConstGauge::new)
 }
 
 impl Collector for Exporter {
@@ -227,36 +386,11 @@ fn encode_connections(
             *failed.entry(labels).or_default() += n;
         }
     }
-    counters(
-        encoder,
-        "istio_tcp_connections_opened",
-        "Connections opened to a destination (Istio standard metric)",
-        &opened,
-    )?;
-    counters(
-        encoder,
-        "istio_tcp_connections_closed",
-        "Connections closed, failed connects included with response_flags UF (Istio standard metric)",
-        &closed,
-    )?;
-    counters(
-        encoder,
-        "istio_tcp_sent_bytes",
-        "Bytes sent by the destination to the client (response) (Istio standard metric)",
-        &sent,
-    )?;
-    counters(
-        encoder,
-        "istio_tcp_received_bytes",
-        "Bytes received by the destination from the client (request) (Istio standard metric)",
-        &received,
-    )?;
-    counters(
-        encoder,
-        "traffic_shift_connections_failed",
-        "Connects to an endpoint that failed, by reason (refused: reset; timeout: SYN retries ran out; other)",
-        &failed,
-    )
+    counters(encoder, &TCP_CONNECTIONS_OPENED, &opened)?;
+    counters(encoder, &TCP_CONNECTIONS_CLOSED, &closed)?;
+    counters(encoder, &TCP_SENT_BYTES, &sent)?;
+    counters(encoder, &TCP_RECEIVED_BYTES, &received)?;
+    counters(encoder, &CONNECTIONS_FAILED, &failed)
 }
 
 /// The XDP gateway's packets, bytes (whole frames) and flows per route and
@@ -304,24 +438,9 @@ fn encode_xdp(
         }
         *flows.entry(labels(None)).or_default() += x.flows;
     }
-    counters(
-        encoder,
-        "traffic_shift_xdp_packets",
-        "Packets the XDP gateway forwarded, per route and endpoint, by direction (request: client to endpoint)",
-        &packets,
-    )?;
-    counters(
-        encoder,
-        "traffic_shift_xdp_bytes",
-        "Bytes (whole frames) the XDP gateway forwarded, per route and endpoint, by direction",
-        &bytes,
-    )?;
-    counters(
-        encoder,
-        "traffic_shift_xdp_flows",
-        "Flows (SYNs given an endpoint) the XDP gateway started, per route and endpoint",
-        &flows,
-    )
+    counters(encoder, &XDP_PACKETS, &packets)?;
+    counters(encoder, &XDP_BYTES, &bytes)?;
+    counters(encoder, &XDP_FLOWS, &flows)
 }
 
 /// The kernel programs' event counters (drops and fallbacks by reason).
@@ -343,36 +462,16 @@ fn encode_events(
             )
         })
         .collect();
-    counters(
-        encoder,
-        "traffic_shift_kernel_events",
-        "What the kernel programs did with connections, by program and event (drops and fallbacks by reason)",
-        &events,
-    )
+    counters(encoder, &KERNEL_EVENTS, &events)
 }
 
 /// What only the agent knows: rules, map fill, sockets, weights.
 fn encode_agent(encoder: &mut DescriptorEncoder, shared: &Shared) -> Result<(), std::fmt::Error> {
     let one = |v: u64| BTreeMap::from([(Labels::new(), v)]);
-    counters(
-        encoder,
-        "traffic_shift_rules_applied",
-        "Rule sets applied",
-        &one(shared.rules_applied),
-    )?;
-    counters(
-        encoder,
-        "traffic_shift_apply_errors",
-        "Rule files and apply/delete requests refused (the previous rules stayed in force)",
-        &one(shared.apply_errors),
-    )?;
+    counters(encoder, &RULES_APPLIED, &one(shared.rules_applied))?;
+    counters(encoder, &APPLY_ERRORS, &one(shared.apply_errors))?;
     let gauge = |v: u64| BTreeMap::from([(Labels::new(), i64::try_from(v).unwrap_or(i64::MAX))]);
-    gauges(
-        encoder,
-        "traffic_shift_rules_generation",
-        "Generation of the rules in force",
-        &gauge(shared.generation),
-    )?;
+    gauges(encoder, &RULES_GENERATION, &gauge(shared.generation))?;
     let entries = shared
         .map_fill
         .iter()
@@ -383,23 +482,13 @@ fn encode_agent(encoder: &mut DescriptorEncoder, shared: &Shared) -> Result<(), 
             )
         })
         .collect();
-    gauges(
-        encoder,
-        "traffic_shift_map_entries",
-        "Entries in a kernel map",
-        &entries,
-    )?;
+    gauges(encoder, &MAP_ENTRIES, &entries)?;
     let max = shared
         .map_fill
         .iter()
         .map(|(map, _, max)| (vec![("map", (*map).to_owned())], i64::from(*max)))
         .collect();
-    gauges(
-        encoder,
-        "traffic_shift_map_max_entries",
-        "Capacity of a kernel map",
-        &max,
-    )?;
+    gauges(encoder, &MAP_MAX_ENTRIES, &max)?;
     encode_endpoints(encoder, shared)?;
     let weights = shared
         .weights
@@ -415,12 +504,7 @@ fn encode_agent(encoder: &mut DescriptorEncoder, shared: &Shared) -> Result<(), 
             )
         })
         .collect();
-    gauges(
-        encoder,
-        "traffic_shift_route_weight",
-        "Configured weight of a route's destination (relative: its share is weight / sum)",
-        &weights,
-    )?;
+    gauges(encoder, &ROUTE_WEIGHT, &weights)?;
     Ok(())
 }
 
@@ -444,16 +528,10 @@ fn encode_endpoints(
             })
             .collect()
     };
+    gauges(encoder, &ENDPOINT_HEALTHY, &by_endpoint(&shared.healthy))?;
     gauges(
         encoder,
-        "traffic_shift_endpoint_healthy",
-        "0 when every connect to the endpoint in the last minute failed, else 1 (observed, not probed)",
-        &by_endpoint(&shared.healthy),
-    )?;
-    gauges(
-        encoder,
-        "traffic_shift_endpoint_registered",
-        "Whether the gateway holds the endpoint's listening socket (1) or not (0)",
+        &ENDPOINT_REGISTERED,
         &by_endpoint(&shared.registered),
     )
 }
@@ -516,4 +594,73 @@ fn respond(
         hyper::header::HeaderValue::from_static(content_type),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `# TYPE` and `# HELP` lines of an exposition: name -> (type, help).
+    fn descriptors(text: &str) -> BTreeMap<String, (String, String)> {
+        let mut out: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
+                out.entry(name.to_owned()).or_default().0 = kind.to_owned();
+            } else if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').expect("# HELP name help");
+                // `Registry::register` ends the help with a period.
+                out.entry(name.to_owned()).or_default().1 = help.trim_end_matches('.').to_owned();
+            }
+        }
+        out
+    }
+
+    fn type_name(kind: FamilyType) -> &'static str {
+        match kind {
+            FamilyType::Counter => "counter",
+            FamilyType::Gauge => "gauge",
+            FamilyType::Histogram => "histogram",
+        }
+    }
+
+    /// The L7 proxy names its two families itself: they must be the list's.
+    #[test]
+    fn the_proxy_registers_the_listed_request_families() {
+        let mut registry = Registry::default();
+        let requests = RequestMetrics::default();
+        // A family shows once it has a series.
+        let labels = IstioLabels(vec![("destination_version", "v1".to_owned())]);
+        requests.record(&labels, 200, "-", std::time::Duration::from_millis(1));
+        requests.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        let want: BTreeMap<String, (String, String)> = [REQUESTS, REQUEST_DURATION_MILLISECONDS]
+            .iter()
+            .map(|f| {
+                (
+                    f.name.to_owned(),
+                    (type_name(f.kind).to_owned(), f.help.to_owned()),
+                )
+            })
+            .collect();
+        assert_eq!(descriptors(&text), want, "{text}");
+    }
+
+    #[test]
+    fn families_are_listed_once() {
+        let mut names: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), FAMILIES.len(), "a family listed twice");
+        assert_eq!(
+            REQUEST_DURATION_MILLISECONDS.sample_names(),
+            [
+                "istio_request_duration_milliseconds_bucket",
+                "istio_request_duration_milliseconds_sum",
+                "istio_request_duration_milliseconds_count"
+            ]
+        );
+        assert_eq!(REQUESTS.sample_names(), ["istio_requests_total"]);
+    }
 }
