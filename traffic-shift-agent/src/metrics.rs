@@ -33,37 +33,9 @@ use traffic_shift_config::labels::IstioLabels;
 
 use traffic_shift_proxy::RequestMetrics;
 
-/// How Prometheus types a family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FamilyType {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// One metric family the agent exports on `/metrics`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Family {
-    /// As registered: the name on the family's `# TYPE` line. A counter's
-    /// samples add `_total`; a histogram's `_bucket`, `_sum` and `_count`.
-    pub name: &'static str,
-    pub kind: FamilyType,
-    pub help: &'static str,
-}
-
-impl Family {
-    /// The names its samples carry, as a query names them.
-    pub fn sample_names(&self) -> Vec<String> {
-        match self.kind {
-            FamilyType::Counter => vec![format!("{}_total", self.name)],
-            FamilyType::Gauge => vec![self.name.to_owned()],
-            FamilyType::Histogram => ["_bucket", "_sum", "_count"]
-                .iter()
-                .map(|suffix| format!("{}{suffix}", self.name))
-                .collect(),
-        }
-    }
-}
+pub use traffic_shift_config::labels::{Family, FamilyType};
+/// Registered by the L7 proxy, which names them from these constants.
+pub use traffic_shift_proxy::{REQUEST_DURATION_MILLISECONDS, REQUESTS};
 
 pub const TCP_CONNECTIONS_OPENED: Family = Family {
     name: "istio_tcp_connections_opened",
@@ -84,19 +56,6 @@ pub const TCP_RECEIVED_BYTES: Family = Family {
     name: "istio_tcp_received_bytes",
     kind: FamilyType::Counter,
     help: "Bytes received by the destination from the client (request) (Istio standard metric)",
-};
-/// Registered by the L7 proxy ([`RequestMetrics::register`]); the test
-/// below holds its name, type and help to this entry.
-pub const REQUESTS: Family = Family {
-    name: "istio_requests",
-    kind: FamilyType::Counter,
-    help: "Requests served by the L7 proxy (Istio standard metric)",
-};
-/// Registered by the L7 proxy, like [`REQUESTS`].
-pub const REQUEST_DURATION_MILLISECONDS: Family = Family {
-    name: "istio_request_duration_milliseconds",
-    kind: FamilyType::Histogram,
-    help: "Request duration, until the response body was sent, in milliseconds (Istio standard metric)",
 };
 pub const CONNECTIONS_FAILED: Family = Family {
     name: "traffic_shift_connections_failed",

@@ -1,8 +1,8 @@
 //! Istio's standard metric labels (`reporter`, `source_*`, `destination_*`,
 //! `request_protocol`, ...) for a destination of the routing model, in
 //! Istio's order, so dashboards and alerts built on Istio's metrics keep
-//! working. Shared by the agent's TCP metrics and the L7 proxy's request
-//! metrics.
+//! working; and the descriptor of a metric family ([`Family`]). Shared by
+//! the agent's TCP metrics and the L7 proxy's request metrics.
 
 use std::collections::BTreeMap;
 
@@ -137,5 +137,38 @@ impl IstioLabels {
         let mut labels = self.0.clone();
         labels.push((name, value.to_owned()));
         labels
+    }
+}
+
+/// How Prometheus types a family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FamilyType {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric family served on the agent's `/metrics`: the agent's list
+/// (`traffic_shift_agent::metrics::FAMILIES`) names each one once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Family {
+    /// As registered: the name on the family's `# TYPE` line. A counter's
+    /// samples add `_total`; a histogram's `_bucket`, `_sum` and `_count`.
+    pub name: &'static str,
+    pub kind: FamilyType,
+    pub help: &'static str,
+}
+
+impl Family {
+    /// The names its samples carry, as a query names them.
+    pub fn sample_names(&self) -> Vec<String> {
+        match self.kind {
+            FamilyType::Counter => vec![format!("{}_total", self.name)],
+            FamilyType::Gauge => vec![self.name.to_owned()],
+            FamilyType::Histogram => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|suffix| format!("{}{suffix}", self.name))
+                .collect(),
+        }
     }
 }

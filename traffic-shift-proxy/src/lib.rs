@@ -62,7 +62,7 @@ pub use self::{
     request::route_for,
     routes::RegexError,
     server::{Options, OriginalDst},
-    stats::{EndpointOutcomes, RequestMetrics},
+    stats::{EndpointOutcomes, REQUEST_DURATION_MILLISECONDS, REQUESTS, RequestMetrics},
 };
 
 /// A configuration built by [`Proxy::prepare`], served by [`Proxy::install`].

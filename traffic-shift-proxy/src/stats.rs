@@ -13,7 +13,20 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use traffic_shift_config::labels::IstioLabels;
+use traffic_shift_config::labels::{self, FamilyType, IstioLabels};
+
+/// Istio's `istio_requests_total`, as the proxy registers it.
+pub const REQUESTS: labels::Family = labels::Family {
+    name: "istio_requests",
+    kind: FamilyType::Counter,
+    help: "Requests served by the L7 proxy (Istio standard metric)",
+};
+/// Istio's `istio_request_duration_milliseconds`, as the proxy registers it.
+pub const REQUEST_DURATION_MILLISECONDS: labels::Family = labels::Family {
+    name: "istio_request_duration_milliseconds",
+    kind: FamilyType::Histogram,
+    help: "Request duration, until the response body was sent, in milliseconds (Istio standard metric)",
+};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -65,14 +78,10 @@ impl Default for RequestMetrics {
 impl RequestMetrics {
     /// Adds both families to a scrape's registry.
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(REQUESTS.name, REQUESTS.help, self.requests.clone());
         registry.register(
-            "istio_requests",
-            "Requests served by the L7 proxy (Istio standard metric)",
-            self.requests.clone(),
-        );
-        registry.register(
-            "istio_request_duration_milliseconds",
-            "Request duration, until the response body was sent, in milliseconds (Istio standard metric)",
+            REQUEST_DURATION_MILLISECONDS.name,
+            REQUEST_DURATION_MILLISECONDS.help,
             self.duration.clone(),
         );
     }
