@@ -26,6 +26,8 @@ const ETCDCTL: &str = "/usr/bin/etcdctl";
 /// The protobuf compiler: the `etcd-client` crate generates its gRPC code with it
 /// when it builds (traffic-shift-store).
 const PROTOC: &str = "/usr/bin/protoc";
+/// Protobuf's well-known types (`libprotobuf-dev`), which etcd's .proto files import.
+const PROTO_DESCRIPTOR: &str = "/usr/include/google/protobuf/descriptor.proto";
 /// Debian's hook that `invoke-rc.d` (and so every package's postinst) asks before
 /// starting a service; exit code 101 means "not allowed".
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
@@ -54,7 +56,7 @@ pub fn setup(need: Need) -> Result<Option<PathBuf>> {
     let mut apt = Apt::default();
     match protoc(&mut apt, &mut ok) {
         Ok(()) => {}
-        Err(e) if need == Need::Build && cmd::find_program("protoc").is_some() => {
+        Err(e) if need == Need::Build && Path::new(PROTO_DESCRIPTOR).exists() => {
             eprintln!("setup: warning: {e:#}");
         }
         Err(e) => return Err(e),
@@ -271,19 +273,26 @@ fn prometheus(apt: &mut Apt, ok: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// Debian's `protobuf-compiler`: `protoc`, which the `etcd-client` crate's build
-/// script runs (traffic-shift-store). Installed when missing, also for a build.
+/// Debian's `protobuf-compiler` (`protoc`, which the `etcd-client` crate's build
+/// script runs for traffic-shift-store) and `libprotobuf-dev` (the well-known
+/// types etcd's .proto files import). Installed when missing, also for a build.
 fn protoc(apt: &mut Apt, ok: &mut Vec<String>) -> Result<()> {
-    if cmd::find_program("protoc").is_none() {
+    if cmd::find_program("protoc").is_none() || !Path::new(PROTO_DESCRIPTOR).exists() {
         ensure!(
             is_root(),
-            "protoc missing and not root (the etcd client crate generates its gRPC code with it): \
-             run `sudo cargo xtask setup`, or `sudo apt-get install -y protobuf-compiler`"
+            "protoc or {PROTO_DESCRIPTOR} missing and not root (the etcd client crate generates its \
+             gRPC code with them): run `sudo cargo xtask setup`, or \
+             `sudo apt-get install -y protobuf-compiler libprotobuf-dev`"
         );
         println!(
-            "setup: installing Debian's protobuf-compiler with apt-get ({PROTOC} missing; the etcd client crate needs it to build)"
+            "setup: installing Debian's protobuf-compiler and libprotobuf-dev with apt-get ({PROTOC} \
+             or {PROTO_DESCRIPTOR} missing; the etcd client crate needs them to build)"
         );
-        apt.install(&["--no-install-recommends", "protobuf-compiler"])?;
+        apt.install(&[
+            "--no-install-recommends",
+            "protobuf-compiler",
+            "libprotobuf-dev",
+        ])?;
     }
     let version = cmd::probe(Command::new("protoc").arg("--version"))
         .map(|v| v.trim().to_owned())
