@@ -346,7 +346,10 @@ mod tests {
 
     #[test]
     fn durations_parse_like_istio_writes_them() {
-        assert_eq!(parse_duration("500ms").ok(), Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_duration("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
         assert_eq!(parse_duration("2s").ok(), Some(Duration::from_secs(2)));
         assert_eq!(parse_duration("1m").ok(), Some(Duration::from_mins(1)));
         assert_eq!(parse_duration("3").ok(), Some(Duration::from_secs(3)));
