@@ -60,6 +60,8 @@ pub enum StoreError {
         "etcd compacted its history past revision {from} (oldest kept: {compacted}): the watch cannot resume; list again"
     )]
     Compacted { from: i64, compacted: i64 },
+    #[error("etcd did not answer within {0:?}; check that its members run and are reachable")]
+    Timeout(Duration),
     #[error("the watch on {prefix} ended ({reason}); list again")]
     WatchEnded { prefix: String, reason: String },
     /// Another writer committed between this change's validation and its

@@ -102,6 +102,9 @@ impl Agent {
             self.sources.applied.path(),
             &plan.entries,
         )];
+        if let Some(fleet) = &self.sources.fleet {
+            rules.push(fleet.file.clone());
+        }
         rules.extend(self.sources.accepted.values().map(|(_, file)| file.clone()));
         let (model, across) = config::resolve_all(&rules);
         let mut warnings = plan.warnings.clone();
@@ -179,7 +182,7 @@ impl Agent {
         if self.sources.applied.entries().is_empty() || self.generation > 0 {
             return;
         }
-        let rules = vec![self.sources.applied.rules_file()];
+        let rules = self.sources.base_files();
         let result = config::resolve_all(&rules)
             .0
             .map_err(|errors| {
