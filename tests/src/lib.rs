@@ -10,6 +10,8 @@
 //! [`dashboard`] turns the Grafana dashboard into the queries it sends.
 
 pub mod dashboard;
+pub mod etcd;
+pub mod fleet;
 pub mod http_client;
 pub mod prometheus;
 
