@@ -106,6 +106,33 @@ impl EtcdCluster {
         });
     }
 
+    /// Stops every member (SIGTERM); their data stays.
+    pub fn stop_all(&mut self) {
+        for member in &mut self.members {
+            if let Some(mut process) = member.process.take() {
+                process.stop();
+            }
+        }
+    }
+
+    /// Starts every stopped member again on its data, and waits until the
+    /// cluster answers.
+    pub fn restart_all(&mut self) {
+        let initial = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for i in 0..self.members.len() {
+            if self.members[i].process.is_none() {
+                // The token and cluster state are read from the data dir now.
+                self.spawn(i, &initial, "restarted");
+            }
+        }
+        self.wait_ready();
+    }
+
     /// `etcd://127.0.0.1:P0,127.0.0.1:P1,...`
     pub fn url(&self) -> String {
         format!(
