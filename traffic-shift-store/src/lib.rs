@@ -168,10 +168,10 @@ pub struct NodeStatus {
     pub node: String,
     /// The store revision in force on this node (0: none yet).
     pub revision: i64,
-    /// `accepted`: `revision` is in force; `refused`: a later revision,
+    /// `starting`: nothing from the store in force yet; `accepted`:
+    /// `revision` is in force; `refused`: a later revision,
     /// `refused_revision`, could not be put in force (see `error`), and
-    /// the rules of `revision` stay; `disconnected`: etcd was unreachable
-    /// for a while (this status is written once it is back).
+    /// the rules of `revision` stay.
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused_revision: Option<i64>,
