@@ -95,6 +95,16 @@ fn seed_shift_through_the_store_splits_exactly_on_every_node() {
             elapsed.as_millis()
         );
     }
+    // Each agent lists what it has from the store, with the key as the source.
+    let wide = fleet.nodes[0].agent.ctl(&["get", "vs", "-o", "wide"]);
+    let wide = text(&wide.stdout);
+    assert!(
+        wide.contains(&format!(
+            "etcd:{}/resources/VirtualService/default/tcp-echo",
+            fleet.prefix
+        )),
+        "get vs -o wide on node-0:\n{wide}"
+    );
     let rows = fleet.nodes_table();
     assert_eq!(rows.len(), 3, "get nodes: {rows:?}");
     for row in &rows {

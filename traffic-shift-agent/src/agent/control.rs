@@ -2,6 +2,9 @@
 //! `delete`, `get` and `version`, answered in the agent loop, so they are
 //! serialized with each other and with the rescans of the rules directory.
 //!
+//! `get` lists the store's resources too (`--store`), each with its key as
+//! its source.
+//!
 //! `apply` and `delete` change the applied set ([`crate::applied`]) all or
 //! nothing: the whole resulting rule set (the rules directory's files and
 //! the applied set) is resolved and compiled first, and refused with every
@@ -228,6 +231,27 @@ impl Agent {
                 document: entry.document.to_json(),
             })
             .collect();
+        if let Some(fleet) = &self.sources.fleet {
+            items.extend(
+                fleet
+                    .entries
+                    .iter()
+                    .filter(|(key, _)| wanted(key.kind))
+                    .map(|(key, entry)| Item {
+                        kind: key.kind.to_owned(),
+                        namespace: key.namespace.clone(),
+                        name: key.name.clone(),
+                        source: crate::fleet::source_path(
+                            &fleet.prefix,
+                            &crate::fleet::store_key(key),
+                        )
+                        .display()
+                        .to_string(),
+                        created_ms: Some(entry.created_ms),
+                        document: entry.document.to_json(),
+                    }),
+            );
+        }
         for (path, (text, file)) in &self.sources.accepted {
             let documents = applied::documents(text);
             let modified = std::fs::metadata(path)

@@ -97,7 +97,8 @@ pub enum StoreEvent {
 pub struct Fleet {
     pub url: String,
     pub prefix: String,
-    /// The store's set in force, as one rules file, and its revision.
+    /// The store's set in force (for `get`), as one rules file, and its revision.
+    pub entries: crate::applied::Entries,
     pub file: RulesFile,
     pub revision: i64,
     /// The last revision refused, and why.
@@ -149,7 +150,8 @@ pub async fn start(
         Fleet {
             url: url.to_string(),
             prefix: prefix.to_owned(),
-            file: fleet::rules_file(prefix, &applied_none()),
+            entries: crate::applied::Entries::new(),
+            file: fleet::rules_file(prefix, &crate::applied::Entries::new()),
             revision: 0,
             refused: None,
             connected: false,
@@ -157,10 +159,6 @@ pub async fn start(
         },
         rx,
     ))
-}
-
-fn applied_none() -> crate::applied::Entries {
-    crate::applied::Entries::new()
 }
 
 /// Lists, then follows the changes, sending the whole set after each; on
@@ -287,9 +285,9 @@ impl Agent {
             resources: (*resources).clone(),
         };
         let result = fleet::entries(&prefix, &listing)
-            .map(|entries| fleet::rules_file(&prefix, &entries))
             .map_err(|errors| errors.join("; "))
-            .and_then(|file| {
+            .and_then(|entries| {
+                let file = fleet::rules_file(&prefix, &entries);
                 let mut files = vec![self.sources.applied.rules_file(), file.clone()];
                 // The directory's files after: one that repeats a stored
                 // resource makes the store's revision refused here.
@@ -297,11 +295,12 @@ impl Agent {
                 let model = traffic_shift_config::resolve(&files).map_err(|e| e.to_string())?;
                 self.install(model, &format!("store revision {revision}"))
                     .map_err(|e| e.to_string())?;
-                Ok(file)
+                Ok((entries, file))
             });
         let fleet = self.sources.fleet.as_mut().expect("checked above");
         match result {
-            Ok(file) => {
+            Ok((entries, file)) => {
+                fleet.entries = entries;
                 fleet.file = file;
                 fleet.revision = revision;
                 fleet.refused = None;
