@@ -13,6 +13,7 @@
 //! - [`client`]: the test client `ts-client`, and a plain HTTP GET;
 //! - [`scenario`]: all of the above for one test, from the shipped examples;
 //! - [`exposition`]: reading samples from a `/metrics` page;
+//! - [`etcd`]: a real etcd cluster on loopback; [`fleet`]: etcd and several agents;
 //! - [`prometheus`] runs a real Prometheus server for the metrics tests;
 //!   [`dashboard`] turns the Grafana dashboard into the queries it sends.
 
@@ -20,7 +21,9 @@ pub mod agent;
 pub mod cgroup;
 pub mod client;
 pub mod dashboard;
+pub mod etcd;
 pub mod exposition;
+pub mod fleet;
 pub mod http_client;
 pub mod netns;
 pub mod process;

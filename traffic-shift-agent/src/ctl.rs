@@ -125,7 +125,11 @@ fn unreachable(err: &ClientError, stderr: &mut dyn Write) -> std::io::Result<u8>
 }
 
 /// Prints an answer that is not the one expected (a refusal, an error).
-fn refused(response: Response, what: &str, stderr: &mut dyn Write) -> std::io::Result<u8> {
+pub(crate) fn refused(
+    response: Response,
+    what: &str,
+    stderr: &mut dyn Write,
+) -> std::io::Result<u8> {
     match response {
         Response::Refused { errors } => {
             for error in &errors {
@@ -227,6 +231,19 @@ pub fn get(
         Ok(Response::Resources { items }) => items,
         Ok(other) => return refused(other, "get", stderr),
     };
+    show(kind, selector, items, output, now_ms, stdout, stderr)
+}
+
+/// Prints the resources of `items` that `selector` picks, as `get` does.
+pub fn show(
+    kind: KindNames,
+    selector: &Selector,
+    items: Vec<Item>,
+    output: Output,
+    now_ms: u64,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> std::io::Result<u8> {
     let items: Vec<Item> = items
         .into_iter()
         .filter(|i| i.kind == kind.kind)

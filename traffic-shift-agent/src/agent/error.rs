@@ -18,6 +18,8 @@ pub enum AgentError {
         #[source]
         source: notify::Error,
     },
+    #[error("{0}")]
+    Store(#[source] traffic_shift_store::StoreError),
     #[error("rules directory {path}: {source}")]
     RulesDir {
         path: PathBuf,

@@ -43,6 +43,7 @@ impl Agent {
         self.model = model;
         self.drain.track_removed(&self.model, &self.kernel.stat_ids);
         self.publish();
+        self.publish_node_status();
         self.health.follow(&self.model);
         Ok(())
     }

@@ -33,6 +33,7 @@ mod l7;
 mod observe;
 mod options;
 mod sources;
+mod store;
 
 use self::{
     drain::Drain,
@@ -73,11 +74,14 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let rules = options
         .rules
-        .canonicalize()
-        .map_err(|source| AgentError::RulesDir {
-            path: options.rules.clone(),
-            source,
-        })?;
+        .as_ref()
+        .map(|rules| {
+            rules.canonicalize().map_err(|source| AgentError::RulesDir {
+                path: rules.clone(),
+                source,
+            })
+        })
+        .transpose()?;
     let events = options.events.as_deref().map(open_events).transpose()?;
     let (applied, admin_server, mut admin_calls) = control::open(&options)?;
     #[cfg(feature = "failpoints")]
@@ -99,6 +103,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         pins = %datapath.pin_dir().display(),
         "programs attached"
     );
+    let (fleet, mut store_events) = store::open(&options).await.map_err(AgentError::Store)?;
     let mut agent = Agent {
         sources: Sources {
             rules: rules.clone(),
@@ -106,6 +111,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             refused: BTreeMap::new(),
             events,
             applied,
+            fleet,
         },
         kernel: Kernel::new(datapath, &options),
         l7,
@@ -116,14 +122,15 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         generation: 0,
     };
 
-    let (_watcher, mut rx) = watch_rules(&rules)?;
+    let (_watcher, mut rx) = watch_rules(rules.as_deref())?;
 
     // The first apply registers the gateway endpoints' sockets too.
     agent.rescan();
     agent.restore_applied(&admin_server);
     agent.sample();
     agent.write_status(true);
-    tracing::info!(rules = %agent.sources.rules.display(), files = agent.sources.accepted.len(), "serving; watching for changes");
+    agent.publish_node_status();
+    tracing::info!(rules = %agent.rules_description(), files = agent.sources.accepted.len(), "serving; watching for changes");
 
     // Safety net for missed inotify events (e.g. a directory replaced whole).
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -150,6 +157,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             _ = socket_tick.tick() => if agent.kernel.register_sockets_changed() { true } else { continue },
             Some(verdict) = agent.health.next_verdict() => { agent.health_changed(verdict); true }
             Some(call) = admin_calls.recv() => { agent.serve_admin(call); true }
+            Some(event) = next_store_event(&mut store_events) => { agent.store_event(event); true }
         };
         agent.write_status(event);
         if event {
@@ -161,6 +169,25 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     let _ = std::fs::remove_file(&agent.observer.status_file);
     drop(agent);
     Ok(())
+}
+
+/// The next event of the store's follower; never, without a store.
+async fn next_store_event(
+    events: &mut Option<tokio::sync::mpsc::Receiver<store::StoreEvent>>,
+) -> Option<store::StoreEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// This host's name: the node's name in the store unless `--node` says.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Says what stopping leaves behind.

@@ -245,7 +245,7 @@ impl Agent {
             .collect();
         Status {
             generation: self.generation,
-            rules: self.sources.rules.display().to_string(),
+            rules: self.rules_description(),
             taken_at_ms: 0,
             routes,
             gateway_endpoints,
@@ -350,5 +350,29 @@ impl Agent {
                 tracing::warn!(file = %self.observer.status_file.display(), %err, "cannot write the status file");
             }
         }
+    }
+}
+
+impl Agent {
+    /// Where the rules come from, for the status: the directory, the store
+    /// (its revision in force, whether it is reachable), or both.
+    pub(super) fn rules_description(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(rules) = &self.sources.rules {
+            parts.push(rules.display().to_string());
+        }
+        if let Some(fleet) = &self.sources.fleet {
+            parts.push(format!(
+                "{} revision {}{}",
+                fleet.url,
+                fleet.revision,
+                if fleet.connected {
+                    ""
+                } else {
+                    " (disconnected)"
+                }
+            ));
+        }
+        parts.join(" + ")
     }
 }

@@ -14,8 +14,24 @@ pub const DEFAULT_STATUS_FILE: &str = "/run/traffic-shift/status.json";
 #[derive(Debug, clap::Args)]
 pub struct AgentOptions {
     /// Directory of Istio YAML files (*.yaml, *.yml; not recursive). Example: `rules/tcp-echo`.
-    #[arg(long, value_name = "DIR")]
-    pub rules: PathBuf,
+    /// Required unless --store is given.
+    #[arg(long, value_name = "DIR", required_unless_present = "store")]
+    pub rules: Option<PathBuf>,
+    /// Take rules from the fleet's etcd too (list, then watch; each etcd
+    /// revision put in force whole), and report this node's status there.
+    /// Example: `etcd://10.0.0.1:2379,10.0.0.2:2379`.
+    #[arg(
+        long,
+        value_name = "etcd://HOST:PORT[,...]",
+        env = "TRAFFIC_SHIFT_STORE"
+    )]
+    pub store: Option<traffic_shift_store::StoreUrl>,
+    /// The prefix of the fleet's keys in etcd.
+    #[arg(long, value_name = "PREFIX", default_value = traffic_shift_store::DEFAULT_PREFIX, requires = "store")]
+    pub store_prefix: String,
+    /// This node's name in the store (`traffic-shift get nodes`). Default: the host name.
+    #[arg(long, value_name = "NAME", requires = "store")]
+    pub node: Option<String>,
     /// cgroup v2 directory whose processes get the routing (and all its
     /// descendants). Default: the cgroup v2 root, i.e. every process on the node.
     /// Example: `/sys/fs/cgroup/unified/my-app`.

@@ -19,8 +19,8 @@ use crate::applied;
 type Snapshot = BTreeMap<PathBuf, Result<String, String>>;
 
 pub struct Sources {
-    /// The rules directory (canonical).
-    pub rules: PathBuf,
+    /// The rules directory (canonical), if any.
+    pub rules: Option<PathBuf>,
     /// Files in force, with the text they were accepted from.
     pub accepted: BTreeMap<PathBuf, (String, RulesFile)>,
     /// Last refused version of a file (`None`: its removal was refused), so a
@@ -30,6 +30,21 @@ pub struct Sources {
     pub events: Option<std::fs::File>,
     /// Resources applied over the admin socket, in force with the files.
     pub applied: applied::Store,
+    /// The fleet's store (`--store`), its set in force with the others.
+    pub fleet: Option<super::store::Fleet>,
+}
+
+impl Sources {
+    /// The rules in force that are not the directory's: the applied set
+    /// first (a rules file that repeats one of them is the one refused),
+    /// then the store's.
+    pub fn base_files(&self) -> Vec<RulesFile> {
+        let mut files = vec![self.applied.rules_file()];
+        if let Some(fleet) = &self.fleet {
+            files.push(fleet.file.clone());
+        }
+        files
+    }
 }
 
 impl Agent {
@@ -48,10 +63,13 @@ impl Agent {
 
     /// One pass; returns whether anything was applied.
     fn rescan_once(&mut self) -> bool {
-        let disk = match read_rules_dir(&self.sources.rules) {
+        let Some(rules) = &self.sources.rules else {
+            return false;
+        };
+        let disk = match read_rules_dir(rules) {
             Ok(disk) => disk,
             Err(err) => {
-                tracing::error!(rules = %self.sources.rules.display(), %err, "cannot read rules directory; keeping the rules in force");
+                tracing::error!(rules = %rules.display(), %err, "cannot read rules directory; keeping the rules in force");
                 return false;
             }
         };
@@ -159,9 +177,9 @@ impl Agent {
                 None => next.remove(path),
             };
         }
-        // The applied resources first: a rules file that repeats one of
-        // them is the one refused.
-        let mut files: Vec<RulesFile> = vec![self.sources.applied.rules_file()];
+        // The applied and stored resources first: a rules file that
+        // repeats one of them is the one refused.
+        let mut files: Vec<RulesFile> = self.sources.base_files();
         files.extend(next.values().map(|(_, f)| f.clone()));
         let model = config::resolve(&files)?;
         let names: Vec<String> = changes.iter().map(|(path, _)| file_name(path)).collect();
@@ -221,11 +239,14 @@ pub(super) fn open_events(path: &Path) -> Result<std::fs::File, AgentError> {
 }
 
 /// Watches the rules directory: a message on the channel per change (the
-/// watcher stops when dropped).
+/// watcher stops when dropped). No directory: a channel nobody sends on.
 pub(super) fn watch_rules(
-    rules: &Path,
-) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), AgentError> {
+    rules: Option<&Path>,
+) -> Result<(Option<notify::RecommendedWatcher>, mpsc::Receiver<()>), AgentError> {
     let (tx, rx) = mpsc::channel::<()>(16);
+    let Some(rules) = rules else {
+        return Ok((None, rx));
+    };
     let err = |source| AgentError::Watch {
         path: rules.to_owned(),
         source,
@@ -247,7 +268,7 @@ pub(super) fn watch_rules(
     watcher
         .watch(rules, notify::RecursiveMode::NonRecursive)
         .map_err(err)?;
-    Ok((watcher, rx))
+    Ok((Some(watcher), rx))
 }
 
 pub(super) fn file_name(path: &Path) -> String {

@@ -1,0 +1,200 @@
+//! A real etcd cluster for the fleet tests: Debian's `etcd` (3.4; `cargo
+//! xtask setup` installs it), N members on loopback, each on free ports
+//! with a temporary data directory, all stopped and removed on drop.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::Process;
+
+/// Where Debian puts etcd.
+const ETCD: &str = "/usr/bin/etcd";
+
+/// One member.
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub process: Option<Process>,
+}
+
+/// The cluster; members stop on drop, their directories go.
+pub struct EtcdCluster {
+    pub members: Vec<Member>,
+    pub dir: PathBuf,
+}
+
+/// A port that was free a moment ago (the kernel picked it).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl EtcdCluster {
+    /// Starts `n` members named after `test` and waits until the cluster
+    /// answers (a leader is elected).
+    pub fn start(test: &str, n: usize) -> Self {
+        assert!(
+            Path::new(ETCD).exists(),
+            "{ETCD} missing: the fleet tests run a real etcd; install it with `cargo xtask setup` (Debian's etcd-server)"
+        );
+        let dir = std::env::temp_dir().join(format!("{}-etcd", crate::unique_name(test)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("etcd dir");
+        let token = crate::unique_name(test);
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.join(format!("m{i}.data")),
+                log: dir.join(format!("m{i}.log")),
+                process: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self { members, dir };
+        for i in 0..n {
+            cluster.spawn(i, &initial, &token);
+        }
+        cluster.wait_ready();
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize, initial: &str, token: &str) {
+        let member = &mut self.members[i];
+        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let peer = format!("http://127.0.0.1:{}", member.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&member.log)
+            .expect("etcd log");
+        let child = Command::new(ETCD)
+            .args(["--name", &member.name])
+            .arg("--data-dir")
+            .arg(&member.data_dir)
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", initial])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", token])
+            // Loopback: elections in a few hundred ms, not seconds.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {ETCD}: {e}"));
+        member.process = Some(Process {
+            child,
+            what: format!("etcd {}", member.name),
+        });
+    }
+
+    /// Stops every member (SIGTERM); their data stays.
+    pub fn stop_all(&mut self) {
+        for member in &mut self.members {
+            if let Some(mut process) = member.process.take() {
+                process.stop();
+            }
+        }
+    }
+
+    /// Starts every stopped member again on its data, and waits until the
+    /// cluster answers.
+    pub fn restart_all(&mut self) {
+        let initial = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for i in 0..self.members.len() {
+            if self.members[i].process.is_none() {
+                // The token and cluster state are read from the data dir now.
+                self.spawn(i, &initial, "restarted");
+            }
+        }
+        self.wait_ready();
+    }
+
+    /// `etcd://127.0.0.1:P0,127.0.0.1:P1,...`
+    pub fn url(&self) -> String {
+        format!(
+            "etcd://{}",
+            self.members
+                .iter()
+                .map(|m| format!("127.0.0.1:{}", m.client_port))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    }
+
+    /// Every member's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| {
+                format!(
+                    "--- {} ---\n{}",
+                    m.name,
+                    std::fs::read_to_string(&m.log).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .concat()
+    }
+
+    /// Waits (up to 30 s) until `traffic-shift get nodes` reaches the
+    /// cluster: a leader is elected and the members serve.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = self.url();
+        loop {
+            let out = crate::traffic_shift(&["get", "nodes", "--store", &url]);
+            if out.status.success() {
+                return;
+            }
+            let exited = self.members.iter_mut().find_map(|member| {
+                let status = member.process.as_mut()?.child.try_wait().ok()??;
+                Some(format!("etcd {} exited ({status})", member.name))
+            });
+            if let Some(exited) = exited {
+                panic!("{exited}:\n{}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd at {url} not ready after 30 s: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            drop(member.process.take());
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The fleet's store as a source of rules (`--store`): the store's
+//! resources are put in force together with the rules directory and the
+//! applied set, one etcd revision as one snapshot, all or nothing through
+//! [`install`](super::install); this node's status goes back to the store
+//! under a lease.
+//!
+//! Where the rules come from is behind [`RulesSource`] (list, then the
+//! changes after it) and where the status goes behind [`StatusSink`]:
+//! etcd implements both here; a Kubernetes source (Istio's CRDs) would be
+//! one more implementation of each.
+//!
+//! Two tasks talk to the store, so the agent loop never waits on it:
+//! [`follow`] lists, then watches, and sends each revision's whole set;
+//! when etcd cannot be reached it says so and tries again with backoff
+//! (the rules in force stay). [`report`] writes the status the loop
+//! publishes, about once a second.
+
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+
+use tokio::sync::{mpsc, watch};
+use traffic_shift_config::RulesFile;
+use traffic_shift_store::{Batch, Listing, NodeStatus, ResourceKey, Store, StoreError};
+
+use super::Agent;
+use crate::fleet;
+
+/// How long a node's status outlives its agent.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often the status is written (and the lease refreshed).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How long one status report may take.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Backoff between attempts to reach an unreachable store.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Where a fleet's rules come from.
+pub trait RulesSource: Send + 'static {
+    /// The whole set now; the next [`Self::next`] follows from there.
+    fn list(&mut self) -> impl Future<Output = Result<Listing, StoreError>> + Send;
+    /// The changes after the last list or batch. An error ends them: list again.
+    fn next(&mut self) -> impl Future<Output = Result<Batch, StoreError>> + Send;
+}
+
+/// Where a node's status goes.
+pub trait StatusSink: Send + 'static {
+    fn report(
+        &mut self,
+        status: &NodeStatus,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// etcd as a [`RulesSource`].
+pub struct Etcd {
+    store: Store,
+    watch: Option<traffic_shift_store::Watch>,
+}
+
+impl RulesSource for Etcd {
+    async fn list(&mut self) -> Result<Listing, StoreError> {
+        self.watch = None;
+        let listing = self.store.list().await?;
+        self.watch = Some(self.store.watch(listing.read_at + 1).await?);
+        Ok(listing)
+    }
+
+    async fn next(&mut self) -> Result<Batch, StoreError> {
+        match &mut self.watch {
+            Some(watch) => watch.next().await,
+            None => Err(StoreError::WatchEnded {
+                prefix: self.store.prefix().to_owned(),
+                reason: "not listed yet".into(),
+            }),
+        }
+    }
+}
+
+impl StatusSink for traffic_shift_store::NodeReporter {
+    async fn report(&mut self, status: &NodeStatus) -> Result<(), StoreError> {
+        traffic_shift_store::NodeReporter::report(self, status).await
+    }
+}
+
+/// What the follower tells the agent loop.
+#[derive(Debug)]
+pub enum StoreEvent {
+    /// The store's whole set at `revision`.
+    Snapshot {
+        revision: i64,
+        resources: Arc<BTreeMap<ResourceKey, String>>,
+    },
+    /// The store cannot be reached (or the watch broke); the rules in force stay.
+    Disconnected(String),
+}
+
+/// The agent's side of the store.
+pub struct Fleet {
+    pub url: String,
+    pub prefix: String,
+    /// The store's set in force (for `get`), as one rules file, and its revision.
+    pub entries: crate::applied::Entries,
+    pub file: RulesFile,
+    pub revision: i64,
+    /// The last revision refused, and why.
+    pub refused: Option<(i64, String)>,
+    /// Whether the follower is connected.
+    pub connected: bool,
+    /// Published to the reporter task.
+    pub status: watch::Sender<NodeStatus>,
+}
+
+/// With `--store`: connects (lazily) and starts the two tasks; the events
+/// come on the receiver.
+pub async fn open(
+    options: &super::AgentOptions,
+) -> Result<(Option<Fleet>, Option<mpsc::Receiver<StoreEvent>>), StoreError> {
+    let Some(url) = &options.store else {
+        return Ok((None, None));
+    };
+    let node = options.node.clone().unwrap_or_else(super::host_name);
+    let (fleet, events) = start(url, &options.store_prefix, &node).await?;
+    Ok((Some(fleet), Some(events)))
+}
+
+/// Connects (lazily) and starts the two tasks; the events come on the receiver.
+pub async fn start(
+    url: &traffic_shift_store::StoreUrl,
+    prefix: &str,
+    node: &str,
+) -> Result<(Fleet, mpsc::Receiver<StoreEvent>), StoreError> {
+    let store = Store::connect(url, prefix).await?;
+    let (events, rx) = mpsc::channel(16);
+    let initial = NodeStatus {
+        node: node.to_owned(),
+        state: "starting".into(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..NodeStatus::default()
+    };
+    let (status, status_rx) = watch::channel(initial);
+    tokio::spawn(follow(
+        Etcd {
+            store: store.clone(),
+            watch: None,
+        },
+        events,
+    ));
+    tokio::spawn(report(store.node_reporter(node, LEASE_TTL), status_rx));
+    tracing::info!(store = %url, %prefix, %node, "following the store");
+    Ok((
+        Fleet {
+            url: url.to_string(),
+            prefix: prefix.to_owned(),
+            entries: crate::applied::Entries::new(),
+            file: fleet::rules_file(prefix, &crate::applied::Entries::new()),
+            revision: 0,
+            refused: None,
+            connected: false,
+            status,
+        },
+        rx,
+    ))
+}
+
+/// Lists, then follows the changes, sending the whole set after each; on
+/// an error, says so and starts over with backoff.
+pub async fn follow(mut source: impl RulesSource, events: mpsc::Sender<StoreEvent>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let error = match source.list().await {
+            Ok(listing) => {
+                backoff = BACKOFF_MIN;
+                let mut resources = listing.resources;
+                let snapshot = |revision, resources: &BTreeMap<_, _>| StoreEvent::Snapshot {
+                    revision,
+                    resources: Arc::new(resources.clone()),
+                };
+                if events
+                    .send(snapshot(listing.revision, &resources))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                loop {
+                    match source.next().await {
+                        Ok(batch) => {
+                            for (key, document) in batch.changes {
+                                match document {
+                                    Some(document) => resources.insert(key, document),
+                                    None => resources.remove(&key),
+                                };
+                            }
+                            if events
+                                .send(snapshot(batch.revision, &resources))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(err) => break err,
+                    }
+                }
+            }
+            Err(err) => err,
+        };
+        // A compacted watch lists again at once; anything else waits a bit.
+        if matches!(error, StoreError::Compacted { .. }) {
+            tracing::warn!(%error, "listing the store again");
+            continue;
+        }
+        if events
+            .send(StoreEvent::Disconnected(error.to_string()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Writes the latest status about once a second, under the node's lease.
+pub async fn report(mut sink: impl StatusSink, mut status: watch::Receiver<NodeStatus>) {
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = status.changed() => if changed.is_err() { return },
+        }
+        let mut current = status.borrow_and_update().clone();
+        current.updated_ms = traffic_shift_store::now_ms();
+        // A stream to a member that died may hang until the transport's
+        // keep-alive notices: a report that takes this long failed.
+        let reported = tokio::time::timeout(REPORT_TIMEOUT, sink.report(&current))
+            .await
+            .unwrap_or(Err(StoreError::Timeout(REPORT_TIMEOUT)));
+        match (reported, failing) {
+            (Ok(()), true) => {
+                failing = false;
+                tracing::info!("node status written to the store again");
+            }
+            (Err(err), false) => {
+                failing = true;
+                tracing::warn!(%err, "cannot write the node status to the store; trying again every second");
+            }
+            (Ok(()), false) | (Err(_), true) => {}
+        }
+    }
+}
+
+impl Agent {
+    /// A store event: a new set put in force (or refused, the rules in
+    /// force staying), or the store gone.
+    pub(super) fn store_event(&mut self, event: StoreEvent) {
+        let Some(fleet) = &mut self.sources.fleet else {
+            return;
+        };
+        let (revision, resources) = match event {
+            StoreEvent::Disconnected(error) => {
+                if fleet.connected {
+                    tracing::warn!(%error, "the store is unreachable; the rules in force stay, reconnecting with backoff");
+                }
+                fleet.connected = false;
+                return;
+            }
+            StoreEvent::Snapshot {
+                revision,
+                resources,
+            } => (revision, resources),
+        };
+        if !fleet.connected {
+            tracing::info!(store = %fleet.url, revision, "store connected");
+        }
+        fleet.connected = true;
+        if revision == fleet.revision && fleet.refused.is_none() && revision != 0 {
+            return;
+        }
+        let prefix = fleet.prefix.clone();
+        let listing = Listing {
+            revision,
+            read_at: revision,
+            resources: (*resources).clone(),
+        };
+        let result = fleet::entries(&prefix, &listing)
+            .map_err(|errors| errors.join("; "))
+            .and_then(|entries| {
+                let file = fleet::rules_file(&prefix, &entries);
+                let mut files = vec![self.sources.applied.rules_file(), file.clone()];
+                // The directory's files after: one that repeats a stored
+                // resource makes the store's revision refused here.
+                files.extend(self.sources.accepted.values().map(|(_, f)| f.clone()));
+                let model = traffic_shift_config::resolve(&files).map_err(|e| e.to_string())?;
+                self.install(model, &format!("store revision {revision}"))
+                    .map_err(|e| e.to_string())?;
+                Ok((entries, file))
+            });
+        let fleet = self.sources.fleet.as_mut().expect("checked above");
+        match result {
+            Ok((entries, file)) => {
+                fleet.entries = entries;
+                fleet.file = file;
+                fleet.revision = revision;
+                fleet.refused = None;
+                tracing::info!(
+                    revision,
+                    resources = resources.len(),
+                    "store revision in force"
+                );
+                // Rules files refused before may go in now.
+                self.sources.refused.clear();
+                self.rescan();
+            }
+            Err(error) => {
+                tracing::error!(
+                    revision,
+                    "store revision refused: {error}; the rules in force stay"
+                );
+                self.observer.shared().apply_errors += 1;
+                fleet.refused = Some((revision, error));
+            }
+        }
+        self.publish_node_status();
+    }
+
+    /// The node's status, for the reporter task.
+    pub(super) fn publish_node_status(&self) {
+        let Some(fleet) = &self.sources.fleet else {
+            return;
+        };
+        let routes = self.model.routes.len() + self.model.http.len();
+        fleet.status.send_modify(|status| {
+            status.revision = fleet.revision;
+            status.refused_revision = fleet.refused.as_ref().map(|(r, _)| *r);
+            status.error = fleet.refused.as_ref().map(|(_, e)| e.clone());
+            status.state = if fleet.refused.is_some() {
+                "refused"
+            } else {
+                "accepted"
+            }
+            .into();
+            status.routes = routes;
+        });
+    }
+}

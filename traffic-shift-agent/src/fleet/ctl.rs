@@ -1,0 +1,424 @@
+//! `apply`, `delete` and `get` with `--store`: the store read and written
+//! directly, no agent needed. A change is checked exactly as an agent's
+//! `apply` checks it (the same planning, the same resolution, the same
+//! messages), then committed in one transaction guarded by the revision it
+//! was checked against; when another writer committed first, the change is
+//! checked again against the new set (so a change that is no longer valid
+//! together with the other is refused, naming the conflict).
+//!
+//! Exit codes as [`crate::ctl`]'s; 3 when the store cannot be reached.
+
+use std::{
+    io::{Read, Write},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use traffic_shift_config as config;
+use traffic_shift_store::{NodeStatus, Store, StoreError, StoreUrl};
+
+use crate::{
+    admin::{Change, FileText, Item, Response},
+    applied::{self, Plan},
+    ctl::{self, EXIT_NO_AGENT, EXIT_OK, EXIT_REFUSED, Output, Selector},
+};
+
+/// How many times a change is checked again after losing a race.
+const ATTEMPTS: usize = 5;
+
+/// Where the store is.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub url: StoreUrl,
+    pub prefix: String,
+}
+
+/// What `--store` changes.
+#[derive(Clone, Copy, Debug)]
+pub enum Op {
+    Apply {
+        dry_run: bool,
+    },
+    Delete {
+        ignore_not_found: bool,
+        dry_run: bool,
+    },
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Apply { .. } => "apply",
+            Self::Delete { .. } => "delete",
+        }
+    }
+
+    fn dry_run(self) -> bool {
+        match self {
+            Self::Apply { dry_run } | Self::Delete { dry_run, .. } => dry_run,
+        }
+    }
+}
+
+async fn connect(target: &Target, stderr: &mut dyn Write) -> std::io::Result<Option<Store>> {
+    match Store::connect(&target.url, &target.prefix).await {
+        Ok(store) => Ok(Some(store)),
+        Err(err) => {
+            writeln!(stderr, "error: {err}")?;
+            Ok(None)
+        }
+    }
+}
+
+fn store_error(err: &StoreError, stderr: &mut dyn Write) -> std::io::Result<u8> {
+    writeln!(stderr, "error: {err}")?;
+    Ok(match err {
+        StoreError::Unreachable { .. } => EXIT_NO_AGENT,
+        _ => EXIT_REFUSED,
+    })
+}
+
+/// `apply -f ... --store` / `delete -f ... --store`; with `wait`, returns
+/// once every live node has the new revision in force.
+#[allow(clippy::too_many_arguments)]
+pub async fn change(
+    target: &Target,
+    op: Op,
+    paths: &[PathBuf],
+    wait: Option<Duration>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> std::io::Result<u8> {
+    let files = match ctl::read_inputs(paths, stdin) {
+        Ok(files) => files,
+        Err(errors) => {
+            for error in errors {
+                writeln!(stderr, "error: {error}")?;
+            }
+            return Ok(EXIT_REFUSED);
+        }
+    };
+    let Some(store) = connect(target, stderr).await? else {
+        return Ok(EXIT_NO_AGENT);
+    };
+    for _ in 0..ATTEMPTS {
+        let listing = match store.list().await {
+            Ok(listing) => listing,
+            Err(err) => return store_error(&err, stderr),
+        };
+        let current = match super::entries(&target.prefix, &listing) {
+            Ok(entries) => entries,
+            Err(errors) => {
+                for error in &errors {
+                    writeln!(stderr, "error: {error}")?;
+                }
+                writeln!(
+                    stderr,
+                    "error: the store holds resources that cannot be read; fix or delete them (etcdctl) first"
+                )?;
+                return Ok(EXIT_REFUSED);
+            }
+        };
+        let plan = match op {
+            Op::Apply { .. } => {
+                applied::plan_apply(&current, &files, |_| None, crate::cli::now_ms())
+            }
+            Op::Delete {
+                ignore_not_found, ..
+            } => applied::plan_delete(&current, &files, |_| None, ignore_not_found),
+        };
+        let (plan, warnings) = match check(&target.prefix, plan, &files) {
+            Ok(checked) => checked,
+            Err(errors) => {
+                return ctl::refused(Response::Refused { errors }, op.name(), stderr);
+            }
+        };
+        for warning in &warnings {
+            writeln!(stderr, "warning: {warning}")?;
+        }
+        if op.dry_run() || !plan.changes_anything() {
+            print_changes(&plan.changes, op.dry_run(), stdout)?;
+            return Ok(EXIT_OK);
+        }
+        let writes = super::writes(&current, &plan.entries);
+        match store.commit(listing.revision, &writes, &author()).await {
+            Ok(revision) => {
+                print_changes(&plan.changes, false, stdout)?;
+                writeln!(stderr, "committed to {} at revision {revision}", target.url)?;
+                return match wait {
+                    Some(timeout) => wait_for(&store, revision, timeout, stderr).await,
+                    None => Ok(EXIT_OK),
+                };
+            }
+            Err(StoreError::Conflict { checked, now }) => {
+                writeln!(
+                    stderr,
+                    "the store changed while this {} was checked (revision {checked} -> {now}); checking it again against the new set",
+                    op.name()
+                )?;
+            }
+            Err(err) => return store_error(&err, stderr),
+        }
+    }
+    writeln!(
+        stderr,
+        "error: the store kept changing while this {} was checked ({ATTEMPTS} attempts); nothing was written, run it again",
+        op.name()
+    )?;
+    Ok(EXIT_REFUSED)
+}
+
+/// The whole resulting set resolved, as the agent's `apply` resolves it;
+/// the warnings about the given files.
+fn check(
+    prefix: &str,
+    plan: Result<Plan, Vec<String>>,
+    files: &[FileText],
+) -> Result<(Plan, Vec<String>), Vec<String>> {
+    let plan = plan?;
+    let (model, across) = config::resolve_all(&[super::rules_file(prefix, &plan.entries)]);
+    model.map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let mut warnings = plan.warnings.clone();
+    warnings.extend(
+        across
+            .iter()
+            .filter(|w| files.iter().any(|f| Path::new(&f.path) == w.file))
+            .map(ToString::to_string),
+    );
+    Ok((plan, warnings))
+}
+
+fn print_changes(changes: &[Change], dry_run: bool, stdout: &mut dyn Write) -> std::io::Result<()> {
+    for change in changes {
+        writeln!(
+            stdout,
+            "{} {}{}",
+            applied::display_name(&change.kind, &change.name),
+            change.action.as_str(),
+            if dry_run { " (dry run)" } else { "" }
+        )?;
+    }
+    Ok(())
+}
+
+/// Who commits, in the guard key: `user@host`.
+fn author() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    format!("{user}@{}", crate::agent::host_name())
+}
+
+/// `apply --wait`: until every live node has `revision` (or a later one)
+/// in force; refused, or still lagging at the timeout, names the nodes.
+async fn wait_for(
+    store: &Store,
+    revision: i64,
+    timeout: Duration,
+    stderr: &mut dyn Write,
+) -> std::io::Result<u8> {
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let nodes = match store.nodes().await {
+            Ok(nodes) => nodes,
+            Err(err) => return store_error(&err, stderr),
+        };
+        let refused: Vec<&NodeStatus> = nodes
+            .iter()
+            .filter(|n| n.refused_revision.is_some_and(|r| r >= revision))
+            .collect();
+        if !refused.is_empty() {
+            for node in &refused {
+                writeln!(
+                    stderr,
+                    "error: node {} refused revision {}: {}",
+                    node.node,
+                    node.refused_revision.unwrap_or(revision),
+                    node.error.as_deref().unwrap_or("no reason given")
+                )?;
+            }
+            return Ok(EXIT_REFUSED);
+        }
+        let lagging: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.revision < revision)
+            .map(|n| format!("{} (at {})", n.node, n.revision))
+            .collect();
+        if lagging.is_empty() {
+            writeln!(
+                stderr,
+                "revision {revision} in force on {} node{} after {} ms",
+                nodes.len(),
+                if nodes.len() == 1 { "" } else { "s" },
+                start.elapsed().as_millis()
+            )?;
+            return Ok(EXIT_OK);
+        }
+        if start.elapsed() >= timeout {
+            writeln!(
+                stderr,
+                "error: after {} s, revision {revision} is not in force on: {}",
+                timeout.as_secs_f64(),
+                lagging.join(", ")
+            )?;
+            return Ok(EXIT_REFUSED);
+        }
+    }
+}
+
+/// `get KIND [NAME] --store`.
+pub async fn get(
+    target: &Target,
+    selector: &Selector,
+    output: Output,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> std::io::Result<u8> {
+    let kind = match applied::parse_kind(&selector.kind) {
+        Ok(kind) => kind,
+        Err(err) => {
+            writeln!(stderr, "error: {err}")?;
+            return Ok(EXIT_REFUSED);
+        }
+    };
+    let Some(store) = connect(target, stderr).await? else {
+        return Ok(EXIT_NO_AGENT);
+    };
+    let listing = match store.list().await {
+        Ok(listing) => listing,
+        Err(err) => return store_error(&err, stderr),
+    };
+    let entries = match super::entries(&target.prefix, &listing) {
+        Ok(entries) => entries,
+        Err(errors) => {
+            for error in &errors {
+                writeln!(stderr, "error: {error}")?;
+            }
+            return Ok(EXIT_REFUSED);
+        }
+    };
+    let items = entries
+        .iter()
+        .map(|(key, entry)| Item {
+            kind: key.kind.to_owned(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            source: target.url.to_string(),
+            created_ms: Some(entry.created_ms),
+            document: entry.document.to_json(),
+        })
+        .collect();
+    ctl::show(
+        kind,
+        selector,
+        items,
+        output,
+        crate::cli::now_ms(),
+        stdout,
+        stderr,
+    )
+}
+
+/// `get nodes --store`: NAME, REVISION, STATE, LAST SEEN, ROUTES.
+pub async fn nodes(
+    target: &Target,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> std::io::Result<u8> {
+    let Some(store) = connect(target, stderr).await? else {
+        return Ok(EXIT_NO_AGENT);
+    };
+    let nodes = match store.nodes().await {
+        Ok(nodes) => nodes,
+        Err(err) => return store_error(&err, stderr),
+    };
+    if nodes.is_empty() {
+        writeln!(
+            stderr,
+            "No nodes found: no agent reports to {} under {}",
+            target.url, target.prefix
+        )?;
+        return Ok(EXIT_OK);
+    }
+    stdout.write_all(nodes_table(&nodes, crate::cli::now_ms()).as_bytes())?;
+    Ok(EXIT_OK)
+}
+
+/// The table of `get nodes`; a refused revision shows in STATE with why.
+pub fn nodes_table(nodes: &[NodeStatus], now_ms: u64) -> String {
+    let mut rows = vec![
+        ["NAME", "REVISION", "STATE", "LAST SEEN", "ROUTES"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for node in nodes {
+        let state = match (&node.refused_revision, &node.error) {
+            (Some(refused), Some(error)) => format!("refused {refused}: {error}"),
+            _ => node.state.clone(),
+        };
+        rows.push(vec![
+            node.node.clone(),
+            node.revision.to_string(),
+            state,
+            format!(
+                "{} ago",
+                ctl::human_duration(i128::from(now_ms) - i128::from(node.updated_ms))
+            ),
+            node.routes.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, text) in row.iter().enumerate() {
+            line.push_str(text);
+            if c + 1 < row.len() {
+                line.push_str(&" ".repeat(widths[c] - text.chars().count() + 3));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nodes_table_says_what_each_node_has_in_force() {
+        let node = |name: &str, revision, refused: Option<(i64, &str)>| NodeStatus {
+            node: name.into(),
+            revision,
+            state: if refused.is_some() {
+                "refused"
+            } else {
+                "accepted"
+            }
+            .into(),
+            refused_revision: refused.map(|r| r.0),
+            error: refused.map(|r| r.1.to_owned()),
+            version: "0.1.0".into(),
+            routes: 2,
+            updated_ms: 9_000,
+        };
+        let table = nodes_table(
+            &[
+                node("node-a", 7, None),
+                node("node-b", 5, Some((7, "port 31400 is taken"))),
+            ],
+            10_000,
+        );
+        assert_eq!(
+            table,
+            "NAME     REVISION   STATE                            LAST SEEN   ROUTES\n\
+             node-a   7          accepted                         1s ago      2\n\
+             node-b   5          refused 7: port 31400 is taken   1s ago      2\n"
+        );
+    }
+}

@@ -1,0 +1,578 @@
+//! The fleet's source of truth on etcd (v3, through the `etcd-client` crate).
+//!
+//! Key layout under a prefix (default [`DEFAULT_PREFIX`]):
+//!
+//! ```text
+//! PREFIX/resources                              the resources' guard: rewritten by every
+//!                                               commit, so its mod revision is the revision
+//!                                               of the last change to the resources
+//! PREFIX/resources/<Kind>/<namespace>/<name>    one resource: its normalized document (JSON)
+//! PREFIX/nodes/<node>                           a node's status (JSON), under the node's lease
+//! ```
+//!
+//! This crate knows keys, revisions and bytes; what a document means, and
+//! whether a set of them is valid, is the caller's (the agent's `applied`
+//! and `config`), so the CLI and every agent check a change with the same
+//! code.
+//!
+//! A change is committed in one transaction guarded by the guard key's
+//! mod revision as it was when the change was validated ([`Store::commit`]):
+//! two writers that validated against the same set cannot both commit.
+
+use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+use serde::{Deserialize, Serialize};
+
+/// The prefix of every key when `--store-prefix` is not given.
+pub const DEFAULT_PREFIX: &str = "/traffic-shift";
+
+/// How long one request may take before it counts as a failure.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to one member may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What can go wrong with the store. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "invalid store address {0:?}: write it as etcd://HOST:PORT[,HOST:PORT...] (e.g. etcd://127.0.0.1:2379)"
+    )]
+    Url(String),
+    #[error(
+        "invalid store prefix {0:?}: it must start with '/' and not end with '/' (e.g. /traffic-shift)"
+    )]
+    Prefix(String),
+    #[error(
+        "cannot reach etcd at {endpoints}: {source}; check that etcd runs there and that --store names its client URLs"
+    )]
+    Unreachable {
+        endpoints: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// The watch cannot resume: etcd compacted its history past the
+    /// revision it was at. List again.
+    #[error(
+        "etcd compacted its history past revision {from} (oldest kept: {compacted}): the watch cannot resume; list again"
+    )]
+    Compacted { from: i64, compacted: i64 },
+    #[error("etcd did not answer within {0:?}; check that its members run and are reachable")]
+    Timeout(Duration),
+    #[error("the watch on {prefix} ended ({reason}); list again")]
+    WatchEnded { prefix: String, reason: String },
+    /// Another writer committed between this change's validation and its
+    /// commit: nothing of this change was written.
+    #[error(
+        "the store changed while this change was checked (checked at revision {checked}, now at {now}): another writer committed first; nothing was written, check the change again against the new set"
+    )]
+    Conflict { checked: i64, now: i64 },
+    #[error("unexpected data in etcd at {key}: {reason}; remove or fix that key (etcdctl)")]
+    BadKey { key: String, reason: String },
+}
+
+impl StoreError {
+    fn unreachable(endpoints: &[String]) -> impl Fn(etcd_client::Error) -> Self + '_ {
+        move |source| Self::Unreachable {
+            endpoints: endpoints.join(","),
+            source,
+        }
+    }
+}
+
+/// `etcd://HOST:PORT[,HOST:PORT...]`: the members the client may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreUrl {
+    endpoints: Vec<String>,
+}
+
+impl StoreUrl {
+    /// The members as `HOST:PORT`.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+}
+
+impl FromStr for StoreUrl {
+    type Err = StoreError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || StoreError::Url(text.to_owned());
+        let rest = text.strip_prefix("etcd://").ok_or_else(bad)?;
+        let endpoints: Vec<String> = rest.split(',').map(str::to_owned).collect();
+        for endpoint in &endpoints {
+            let (host, port) = endpoint.rsplit_once(':').ok_or_else(bad)?;
+            if host.is_empty() || host.contains('/') || port.parse::<u16>().is_err() {
+                return Err(bad());
+            }
+        }
+        Ok(Self { endpoints })
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "etcd://{}", self.endpoints.join(","))
+    }
+}
+
+/// What identifies a resource in the store.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceKey {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// The resources with the revision they were read at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The revision of the last change to the resources (0: never changed).
+    /// A commit checked against this listing is guarded by it.
+    pub revision: i64,
+    /// The store's revision when it was read: a watch from `read_at + 1`
+    /// misses nothing.
+    pub read_at: i64,
+    /// Each resource's document (JSON text).
+    pub resources: BTreeMap<ResourceKey, String>,
+}
+
+/// One change of a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    Put(ResourceKey, String),
+    Delete(ResourceKey),
+}
+
+/// Changes seen by a watch: every change of one or more revisions, whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// The revision of the last change in the batch.
+    pub revision: i64,
+    /// `None`: deleted.
+    pub changes: Vec<(ResourceKey, Option<String>)>,
+}
+
+/// What a node reports about itself, at `PREFIX/nodes/<node>`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    /// The store revision in force on this node (0: none yet).
+    pub revision: i64,
+    /// `starting`: nothing from the store in force yet; `accepted`:
+    /// `revision` is in force; `refused`: a later revision,
+    /// `refused_revision`, could not be put in force (see `error`), and
+    /// the rules of `revision` stay.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_revision: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The agent's version.
+    pub version: String,
+    /// Routes in force (all sources).
+    pub routes: usize,
+    /// When the agent wrote this, Unix milliseconds.
+    pub updated_ms: u64,
+}
+
+/// A client of the store under one prefix. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    endpoints: Vec<String>,
+    prefix: String,
+}
+
+impl Store {
+    /// Connects (lazily: a member that does not answer fails the first
+    /// request, with [`StoreError::Unreachable`]).
+    pub async fn connect(url: &StoreUrl, prefix: &str) -> Result<Self, StoreError> {
+        if !prefix.starts_with('/') || prefix.ends_with('/') {
+            return Err(StoreError::Prefix(prefix.to_owned()));
+        }
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        let client = Client::connect(url.endpoints(), Some(options))
+            .await
+            .map_err(StoreError::unreachable(url.endpoints()))?;
+        Ok(Self {
+            client,
+            endpoints: url.endpoints().to_vec(),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The members, for messages.
+    pub fn endpoints(&self) -> String {
+        self.endpoints.join(",")
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn guard_key(&self) -> String {
+        format!("{}/resources", self.prefix)
+    }
+
+    fn resources_prefix(&self) -> String {
+        format!("{}/resources/", self.prefix)
+    }
+
+    fn resource_key(&self, key: &ResourceKey) -> String {
+        format!(
+            "{}{}/{}/{}",
+            self.resources_prefix(),
+            key.kind,
+            key.namespace,
+            key.name
+        )
+    }
+
+    fn node_key(&self, node: &str) -> String {
+        format!("{}/nodes/{node}", self.prefix)
+    }
+
+    /// `PREFIX/resources/<Kind>/<namespace>/<name>` back to its key.
+    fn parse_resource_key(&self, key: &str) -> Result<ResourceKey, StoreError> {
+        let bad = |reason: &str| StoreError::BadKey {
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = key
+            .strip_prefix(&self.resources_prefix())
+            .ok_or_else(|| bad("not under the resources prefix"))?;
+        let mut parts = rest.splitn(3, '/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(kind), Some(namespace), Some(name))
+                if !kind.is_empty() && !namespace.is_empty() && !name.is_empty() =>
+            {
+                Ok(ResourceKey {
+                    kind: kind.to_owned(),
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err(bad("expected resources/<Kind>/<namespace>/<name>")),
+        }
+    }
+
+    /// Every resource, and the revisions it was read at (one consistent read).
+    pub async fn list(&self) -> Result<Listing, StoreError> {
+        let mut client = self.client.clone();
+        let txn = Txn::new().and_then([
+            TxnOp::get(self.guard_key(), None),
+            TxnOp::get(
+                self.resources_prefix(),
+                Some(GetOptions::new().with_prefix()),
+            ),
+        ]);
+        let response = client
+            .txn(txn)
+            .await
+            .map_err(StoreError::unreachable(&self.endpoints))?;
+        let read_at = response
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
+        let mut listing = Listing {
+            read_at,
+            ..Listing::default()
+        };
+        for (i, op) in response.op_responses().into_iter().enumerate() {
+            let etcd_client::TxnOpResponse::Get(get) = op else {
+                continue;
+            };
+            for kv in get.kvs() {
+                if i == 0 {
+                    listing.revision = kv.mod_revision();
+                    continue;
+                }
+                let key = String::from_utf8_lossy(kv.key());
+                let value = kv.value_str().map_err(|_| StoreError::BadKey {
+                    key: key.clone().into_owned(),
+                    reason: "the value is not UTF-8".into(),
+                })?;
+                listing
+                    .resources
+                    .insert(self.parse_resource_key(&key)?, value.to_owned());
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Watches the resources from revision `from` (a listing's `read_at + 1`).
+    pub async fn watch(&self, from: i64) -> Result<Watch, StoreError> {
+        let mut client = self.client.clone();
+        // [PREFIX/resources, PREFIX/resources0): the guard key and every
+        // resource ('0' follows '/').
+        let guard = self.guard_key();
+        let end = format!("{guard}0");
+        let stream = client
+            .watch(
+                guard,
+                Some(
+                    WatchOptions::new()
+                        .with_range(end)
+                        .with_start_revision(from)
+                        .with_progress_notify(),
+                ),
+            )
+            .await
+            .map_err(StoreError::unreachable(&self.endpoints))?;
+        Ok(Watch {
+            store: self.clone(),
+            stream,
+            from,
+        })
+    }
+
+    /// Commits `writes` in one transaction, if the resources' last change
+    /// is still `checked` (a [`Listing::revision`]); returns the new
+    /// revision. Otherwise nothing is written: [`StoreError::Conflict`].
+    pub async fn commit(
+        &self,
+        checked: i64,
+        writes: &[Write],
+        author: &str,
+    ) -> Result<i64, StoreError> {
+        let mut client = self.client.clone();
+        let mut ops: Vec<TxnOp> = writes
+            .iter()
+            .map(|write| match write {
+                Write::Put(key, document) => {
+                    TxnOp::put(self.resource_key(key), document.as_str(), None)
+                }
+                Write::Delete(key) => TxnOp::delete(self.resource_key(key), None),
+            })
+            .collect();
+        let stamp = serde_json::json!({ "author": author, "at_ms": now_ms() }).to_string();
+        ops.push(TxnOp::put(self.guard_key(), stamp, None));
+        // A missing key compares as mod revision 0, the revision of a
+        // listing of an empty store.
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                self.guard_key(),
+                CompareOp::Equal,
+                checked,
+            )])
+            .and_then(ops)
+            .or_else([TxnOp::get(self.guard_key(), None)]);
+        let response = client
+            .txn(txn)
+            .await
+            .map_err(StoreError::unreachable(&self.endpoints))?;
+        let revision = response
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
+        if response.succeeded() {
+            return Ok(revision);
+        }
+        let now = response
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                etcd_client::TxnOpResponse::Get(get) => {
+                    get.kvs().first().map(etcd_client::KeyValue::mod_revision)
+                }
+                _ => None,
+            })
+            .unwrap_or(0);
+        Err(StoreError::Conflict { checked, now })
+    }
+
+    /// Every node's last status (nodes whose lease expired are gone).
+    pub async fn nodes(&self) -> Result<Vec<NodeStatus>, StoreError> {
+        let mut client = self.client.clone();
+        let prefix = format!("{}/nodes/", self.prefix);
+        let response = client
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(StoreError::unreachable(&self.endpoints))?;
+        response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                serde_json::from_slice(kv.value()).map_err(|err| StoreError::BadKey {
+                    key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    reason: format!("not a node status: {err}"),
+                })
+            })
+            .collect()
+    }
+
+    /// A writer of `node`'s status under a lease of `ttl`.
+    pub fn node_reporter(&self, node: &str, ttl: Duration) -> NodeReporter {
+        NodeReporter {
+            store: self.clone(),
+            key: self.node_key(node),
+            ttl: i64::try_from(ttl.as_secs()).unwrap_or(10).max(2),
+            lease: None,
+        }
+    }
+}
+
+/// The changes to the resources, in revision order.
+pub struct Watch {
+    store: Store,
+    stream: etcd_client::WatchStream,
+    /// The first revision not yet seen.
+    from: i64,
+}
+
+impl Watch {
+    /// The next changes (every change of each revision, whole). An error
+    /// ends the watch: list again (after [`StoreError::Compacted`]
+    /// certainly; after others, once etcd answers).
+    pub async fn next(&mut self) -> Result<Batch, StoreError> {
+        loop {
+            let response = self
+                .stream
+                .message()
+                .await
+                .map_err(StoreError::unreachable(&self.store.endpoints))?
+                .ok_or_else(|| StoreError::WatchEnded {
+                    prefix: self.store.prefix.clone(),
+                    reason: "etcd closed the stream".into(),
+                })?;
+            if response.compact_revision() > 0 {
+                return Err(StoreError::Compacted {
+                    from: self.from,
+                    compacted: response.compact_revision(),
+                });
+            }
+            if response.canceled() {
+                return Err(StoreError::WatchEnded {
+                    prefix: self.store.prefix.clone(),
+                    reason: format!("canceled: {}", response.cancel_reason()),
+                });
+            }
+            let mut batch = Batch::default();
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                batch.revision = batch.revision.max(kv.mod_revision());
+                let key = String::from_utf8_lossy(kv.key());
+                if key == self.store.guard_key() {
+                    continue;
+                }
+                let Ok(resource) = self.store.parse_resource_key(&key) else {
+                    tracing::warn!(%key, "ignoring a key under the resources prefix that names no resource");
+                    continue;
+                };
+                let document = match event.event_type() {
+                    EventType::Delete => None,
+                    EventType::Put => Some(String::from_utf8_lossy(kv.value()).into_owned()),
+                };
+                batch.changes.push((resource, document));
+            }
+            if batch.revision > 0 {
+                self.from = batch.revision + 1;
+                return Ok(batch);
+            }
+            // Created or progress notification: nothing changed.
+        }
+    }
+}
+
+/// Keeps a node's status key alive under a lease. A lease that etcd no
+/// longer knows (expired while etcd was unreachable) is granted anew.
+pub struct NodeReporter {
+    store: Store,
+    key: String,
+    ttl: i64,
+    lease: Option<(
+        i64,
+        etcd_client::LeaseKeeper,
+        etcd_client::LeaseKeepAliveStream,
+    )>,
+}
+
+impl NodeReporter {
+    /// Refreshes the lease and writes `status` under it.
+    pub async fn report(&mut self, status: &NodeStatus) -> Result<(), StoreError> {
+        let unreachable = StoreError::unreachable(&self.store.endpoints);
+        let mut client = self.store.client.clone();
+        // Refresh the lease; one that expired (TTL 0) is replaced.
+        let mut alive = false;
+        if let Some((_, keeper, stream)) = &mut self.lease {
+            let refreshed = async {
+                keeper.keep_alive().await?;
+                stream.message().await
+            }
+            .await;
+            match refreshed {
+                Ok(Some(response)) if response.ttl() > 0 => alive = true,
+                Ok(_) => {
+                    tracing::info!(key = %self.key, "the node's lease expired; granting a new one");
+                }
+                Err(err) => {
+                    self.lease = None;
+                    return Err(unreachable(err));
+                }
+            }
+        }
+        if !alive {
+            self.lease = None;
+            let granted = client
+                .lease_grant(self.ttl, None)
+                .await
+                .map_err(&unreachable)?;
+            let (keeper, stream) = client
+                .lease_keep_alive(granted.id())
+                .await
+                .map_err(&unreachable)?;
+            self.lease = Some((granted.id(), keeper, stream));
+        }
+        let lease = self.lease.as_ref().map_or(0, |(id, _, _)| *id);
+        let value = serde_json::to_string(status).expect("a node status serializes");
+        client
+            .put(
+                self.key.as_str(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .map_err(&unreachable)?;
+        Ok(())
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls() {
+        let url: StoreUrl = "etcd://127.0.0.1:2379,[::1]:2380".parse().unwrap();
+        assert_eq!(url.endpoints(), ["127.0.0.1:2379", "[::1]:2380"]);
+        assert_eq!(url.to_string(), "etcd://127.0.0.1:2379,[::1]:2380");
+        for bad in [
+            "127.0.0.1:2379",
+            "etcd://",
+            "etcd://host",
+            "etcd://h:99999",
+            "http://h:1",
+        ] {
+            let err = bad.parse::<StoreUrl>().unwrap_err().to_string();
+            assert!(err.contains("etcd://HOST:PORT"), "{bad}: {err}");
+        }
+    }
+}
