@@ -15,7 +15,8 @@
 //! the weight, requests in the last minute, their share, 5xx and 4xx
 //! answers in the last minute, p50 and p99 latency over it (`-` without
 //! requests), the total, and the bar; endpoints with their state. Their
-//! table shortens its headers and drops the raw weight before the bar.
+//! table drops the raw weight, the long headers and the total column (the
+//! endpoint lines keep the totals) before the bar.
 //!
 //! Width: no line is longer than `width` characters. When the table does
 //! not fit, long names are shortened in the middle (`tcp-ec…local`) to 20
@@ -249,9 +250,9 @@ const SHAPES: &[Shape] = {
     ]
 };
 
-/// The HTTP table's shapes, richest first: the raw weight and the long
-/// headers go before the bar, then the bar, then the total, the 4xx, the
-/// p50, the p99, the 5xx and the request count.
+/// The HTTP table's shapes, richest first: the raw weight, the long
+/// headers and the total go before the bar, then the bar, then the 4xx,
+/// the p50, the p99, the 5xx and the request count.
 const HTTP_SHAPES: &[Shape] = {
     use Col::{Err4, Err5, Name, P50, P99, Req, Share, Total, Weight, WeightShare};
     const ALL: &[Col] = &[Name, Weight, Req, Share, Err5, Err4, P50, P99, Total];
@@ -260,6 +261,12 @@ const HTTP_SHAPES: &[Shape] = {
         Shape::new(ALL, true, false),
         Shape::new(COMPACT, true, false),
         Shape::new(COMPACT, true, true),
+        // The endpoint lines still show each total.
+        Shape::new(
+            &[Name, WeightShare, Req, Share, Err5, Err4, P50, P99],
+            true,
+            true,
+        ),
         Shape::new(COMPACT, false, true),
         Shape::new(
             &[Name, WeightShare, Req, Share, Err5, Err4, P50, P99],
