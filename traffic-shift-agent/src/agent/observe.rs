@@ -471,6 +471,7 @@ impl Agent {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let stamped = serde_json::to_string(&status).expect("status serializes");
+        self.observer.shared().status = Arc::from(stamped.as_str());
         let tmp = self.observer.status_file.with_extension("tmp");
         let result = self
             .observer
