@@ -461,12 +461,12 @@ fn a_bar_shows_any_traffic_and_marks_the_configured_share() {
 
 #[test]
 fn latencies_are_short_and_never_0_without_requests() {
-    assert_eq!(latency(None), "-");
-    assert_eq!(latency(Some(0.004)), "<0.01ms");
-    assert_eq!(latency(Some(0.73)), "0.73ms");
-    assert_eq!(latency(Some(4.94)), "4.9ms");
-    assert_eq!(latency(Some(250.0)), "250ms");
-    assert_eq!(latency(Some(1500.0)), "1.5s");
+    assert_eq!(http::latency(None), "-");
+    assert_eq!(http::latency(Some(0.004)), "<0.01ms");
+    assert_eq!(http::latency(Some(0.73)), "0.73ms");
+    assert_eq!(http::latency(Some(4.94)), "4.9ms");
+    assert_eq!(http::latency(Some(250.0)), "250ms");
+    assert_eq!(http::latency(Some(1500.0)), "1.5s");
 }
 
 /// An older status file, without HTTP routes, still reads.
