@@ -175,7 +175,13 @@ pub struct Shared {
     /// (service, version, endpoint) -> healthy: not every connect of the
     /// last minute failed (passive: observed connections, no probes).
     pub healthy: BTreeMap<(String, String, String), bool>,
+    /// The status the agent last wrote (JSON, as its status file), for
+    /// the live page's `/ui/status.json`; empty before the first.
+    pub status: Arc<str>,
 }
+
+/// The live page served on `/ui`: self-contained (no external assets).
+const UI_PAGE: &str = include_str!("ui/index.html");
 
 /// The Prometheus collector: kernel counters at scrape time, labelled from
 /// [`Shared`].
@@ -535,10 +541,33 @@ fn respond(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             exporter.render(),
         ),
+        (&hyper::Method::GET, "/ui" | "/ui/") => (
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            UI_PAGE.to_owned(),
+        ),
+        (&hyper::Method::GET, "/ui/status.json") => {
+            let status = Arc::clone(
+                &exporter
+                    .shared
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .status,
+            );
+            if status.is_empty() {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "no status yet\n".to_owned(),
+                )
+            } else {
+                (StatusCode::OK, "application/json", status.to_string())
+            }
+        }
         (&hyper::Method::GET, _) => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: the metrics are at /metrics\n".to_owned(),
+            "not found: the metrics are at /metrics, the live page at /ui\n".to_owned(),
         ),
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,

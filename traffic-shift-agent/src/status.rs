@@ -1,6 +1,7 @@
 //! What the running agent reports about itself: the routes in force, each
-//! destination's configured weight and the connections observed for it,
-//! the gateway endpoints' sockets and the kernel's event counters.
+//! destination's configured weight and the connections (TCP) or requests
+//! (HTTP) observed for it, the gateway endpoints' sockets and the kernel's
+//! event counters.
 //!
 //! The agent writes it as JSON (`--status-file`, replaced whole); `traffic-shift
 //! status` reads it and renders it ([`render`]). The types are the contract
@@ -19,7 +20,7 @@ pub use self::render::{STALE_AFTER_MS, render, render_message};
 pub const HEARTBEAT_MS: u64 = 2_000;
 
 /// The agent's status at one moment.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// How many rule sets the agent applied since it started.
     pub generation: u64,
@@ -45,6 +46,78 @@ pub struct Status {
     /// names for `traffic-shift maps`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counter_slots: BTreeMap<u32, CounterSlot>,
+    /// The HTTP routes the L7 proxy serves, by listener in key order, then
+    /// in the order the rules are tried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_routes: Vec<HttpRouteStatus>,
+}
+
+/// One `http[]` rule of one L7 proxy listener, with the requests observed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpRouteStatus {
+    /// `HttpListener::key`: `mesh reviews.default.svc.cluster.local:9080`,
+    /// `gateway default/bookinfo-gateway port 8080`.
+    pub listener: String,
+    /// `mesh`, or `gateway <namespace>/<name>`.
+    pub kind: String,
+    /// Mesh: the service `host:port`; gateway: the VirtualService's hosts
+    /// and the server port, `bookinfo.example.com:8080`.
+    pub service: String,
+    /// `HttpRoute::key`, e.g. `default/reviews/http[0]`.
+    pub route: String,
+    /// The rule's `name`, if it has one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Its `match[]` in words, one per entry (any of them selects the
+    /// rule), e.g. `header end-user = jason`; empty: every request.
+    #[serde(default)]
+    pub matches: Vec<String>,
+    /// Requests the rule answered itself (fault abort, redirect, direct
+    /// response), over the last 60 seconds and in total.
+    #[serde(default)]
+    pub local_last_minute: u64,
+    #[serde(default)]
+    pub local_total: u64,
+    /// In the order the rule writes them; empty for a redirect or a direct
+    /// response.
+    pub destinations: Vec<HttpDestinationStatus>,
+}
+
+/// One weighted destination of an HTTP route, with the requests observed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpDestinationStatus {
+    pub host: String,
+    /// `None`: every endpoint of the host.
+    pub subset: Option<String>,
+    /// The weight as written (relative: its share is weight / sum).
+    pub weight: u32,
+    /// Requests sent to it over the last 60 seconds (retries count once).
+    pub requests_last_minute: u64,
+    /// Requests sent to it since its route entered the rules.
+    pub requests_total: u64,
+    /// Of `requests_last_minute`, answered 5xx (the endpoint's or the
+    /// proxy's own: no healthy upstream, connect failure, timeout) and 4xx.
+    pub errors_5xx_last_minute: u64,
+    pub errors_4xx_last_minute: u64,
+    /// Latency percentiles of the last minute's requests in milliseconds,
+    /// interpolated in Istio's buckets as Prometheus' `histogram_quantile`
+    /// does; `None` without requests.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub endpoints: Vec<HttpEndpointStatus>,
+}
+
+/// One endpoint of an HTTP destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpEndpointStatus {
+    /// `ip:port` (`[ip]:port` for IPv6).
+    pub address: String,
+    /// `ok`, `failing` (every request of the last minute got a 5xx),
+    /// `unhealthy` (failed probes) or `ejected` (outlier detection).
+    pub state: String,
+    pub requests_last_minute: u64,
+    pub requests_total: u64,
+    pub errors_5xx_last_minute: u64,
 }
 
 /// What a counter slot counts: one endpoint of one route's destination.

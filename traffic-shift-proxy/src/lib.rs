@@ -57,12 +57,20 @@ use hyper::body::Bytes;
 use tokio::sync::{Semaphore, watch};
 use traffic_shift_config::model::HttpListener;
 
-use self::{forward::Upstream, routes::Config, select::RouteState, stats::Outcomes};
+use self::{
+    forward::Upstream,
+    routes::Config,
+    select::RouteState,
+    stats::{AllRouteCounts, Outcomes, RouteCounts},
+};
 pub use self::{
     request::route_for,
     routes::RegexError,
     server::{Options, OriginalDst},
-    stats::{EndpointOutcomes, REQUEST_DURATION_MILLISECONDS, REQUESTS, RequestMetrics},
+    stats::{
+        BUCKETS, Counts, CountsKey, DURATION_BUCKETS, DestinationId, EndpointOutcomes,
+        REQUEST_DURATION_MILLISECONDS, REQUESTS, RequestMetrics, RouteStats,
+    },
 };
 
 /// A configuration built by [`Proxy::prepare`], served by [`Proxy::install`].
@@ -73,6 +81,8 @@ pub struct Prepared {
     states: HashMap<String, Arc<RouteState>>,
     /// Every endpoint it can send to.
     endpoints: HashSet<SocketAddr>,
+    /// The request counts of the routes in it, by listener and route key.
+    counts: HashMap<(String, String), Arc<RouteCounts>>,
 }
 
 /// The body of every response the proxy sends.
@@ -88,6 +98,8 @@ pub struct Proxy {
     upstream: Upstream,
     metrics: Arc<RequestMetrics>,
     outcomes: Outcomes,
+    /// Requests per route, destination and endpoint, for `status`.
+    counts: AllRouteCounts,
     connections: Arc<Semaphore>,
 }
 
@@ -109,6 +121,7 @@ impl Proxy {
             states: Mutex::new(HashMap::new()),
             metrics: Arc::new(RequestMetrics::default()),
             outcomes: Outcomes::default(),
+            counts: AllRouteCounts::default(),
             connections: Arc::new(Semaphore::new(options.max_connections)),
             options,
         })
@@ -145,15 +158,22 @@ impl Proxy {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut kept = HashMap::new();
-        let config = Config::build(listeners, |route| {
+        let mut counts = HashMap::new();
+        let config = Config::build(listeners, |listener, route| {
             let state = states.get(&route.key).cloned().unwrap_or_default();
             kept.insert(route.key.clone(), Arc::clone(&state));
-            state
+            let route_counts = self.counts.route(listener, &route.key);
+            counts.insert(
+                (listener.to_owned(), route.key.clone()),
+                Arc::clone(&route_counts),
+            );
+            (state, route_counts)
         })?;
         Ok(Prepared {
             config,
             states: kept,
             endpoints,
+            counts,
         })
     }
 
@@ -163,12 +183,14 @@ impl Proxy {
             config,
             states,
             endpoints,
+            counts,
         } = prepared;
         *self
             .states
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = states;
         self.outcomes.retain(&endpoints);
+        self.counts.replace(counts);
         tracing::info!(
             listeners = config.listeners.len(),
             "L7 proxy configuration updated"
@@ -188,5 +210,13 @@ impl Proxy {
     /// are dropped at the next update.
     pub fn endpoint_outcomes(&self) -> std::collections::BTreeMap<SocketAddr, EndpointOutcomes> {
         self.outcomes.snapshot()
+    }
+
+    /// Requests served per listener and route, then per destination and
+    /// endpoint: cumulative counts, 5xx, 4xx and latency buckets since the
+    /// route entered the rules (kept across rules changes while it stays),
+    /// for `traffic-shift status`. Only what had requests is in it.
+    pub fn route_stats(&self) -> RouteStats {
+        self.counts.snapshot()
     }
 }

@@ -39,7 +39,7 @@ pub fn route_for(
     key: &str,
     request: &Request<()>,
 ) -> Result<Option<(String, String)>, RegexError> {
-    let config = Config::build(listeners.to_vec(), |_| Arc::default())?;
+    let config = Config::build(listeners.to_vec(), |_, _| Default::default())?;
     let Some(listener) = config.by_key(key) else {
         return Ok(None);
     };
@@ -307,14 +307,23 @@ impl Proxy {
         flags: &'static str,
     ) -> Handles {
         let key = (dest, endpoint.map(|e| e.addr), code, flags);
-        cx.route.series.get(key, &self.metrics, || {
+        cx.route.series.get(key, || {
             let destinations = &cx.route.model.destinations;
             let host = destinations
                 .get(dest.unwrap_or(0))
                 .map(|d| d.destination.host.as_str());
             let no_labels = BTreeMap::new();
-            cx.reporter
-                .labels(host, endpoint.map_or(&no_labels, |e| &e.labels))
+            let labels = cx
+                .reporter
+                .labels(host, endpoint.map_or(&no_labels, |e| &e.labels));
+            let destination = dest
+                .and_then(|i| destinations.get(i))
+                .map(|d| (d.destination.host.clone(), d.destination.subset.clone()));
+            let counts = cx
+                .route
+                .counts
+                .series((destination, endpoint.map(|e| e.addr)));
+            self.metrics.handles(&labels, code, flags, Some(counts))
         })
     }
 }

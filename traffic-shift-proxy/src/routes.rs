@@ -9,7 +9,7 @@ use regex::{Regex, RegexBuilder};
 
 use super::{
     select::{RouteState, Slots},
-    stats::SeriesCache,
+    stats::{RouteCounts, SeriesCache},
 };
 use traffic_shift_config::model::{HttpListener, HttpRoute, StringMatch, VirtualHost};
 
@@ -37,11 +37,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Compiles `listeners`; `state` gives each route its selection state
-    /// (kept by route key across updates).
+    /// Compiles `listeners`; `state` gives each route (of the listener
+    /// whose key it is given) its selection state (kept by route key across
+    /// updates) and its counts for `status` (kept by listener and route).
     pub fn build(
         listeners: Vec<HttpListener>,
-        mut state: impl FnMut(&HttpRoute) -> Arc<RouteState>,
+        mut state: impl FnMut(&str, &HttpRoute) -> (Arc<RouteState>, Arc<RouteCounts>),
     ) -> Result<Self, RegexError> {
         let mut config = Self::default();
         for listener in listeners {
@@ -54,7 +55,8 @@ impl Config {
             for host in listener.virtual_hosts {
                 let mut routes = Vec::with_capacity(host.routes.len());
                 for route in &host.routes {
-                    routes.push(Route::build(route, state(route))?);
+                    let (state, counts) = state(&listener.key, route);
+                    routes.push(Route::build(route, state, counts)?);
                 }
                 hosts.push(Host {
                     routes,
@@ -112,10 +114,16 @@ pub struct Route {
     pub state: Arc<RouteState>,
     /// Its request metrics' series.
     pub series: SeriesCache,
+    /// Its requests by destination and endpoint, for `status`.
+    pub counts: Arc<RouteCounts>,
 }
 
 impl Route {
-    fn build(model: &HttpRoute, state: Arc<RouteState>) -> Result<Self, RegexError> {
+    fn build(
+        model: &HttpRoute,
+        state: Arc<RouteState>,
+        counts: Arc<RouteCounts>,
+    ) -> Result<Self, RegexError> {
         let regex = |pattern: &str| {
             compile_regex(pattern, false).map_err(|source| RegexError {
                 route: model.key.clone(),
@@ -172,6 +180,7 @@ impl Route {
             uri_regex,
             state,
             series: SeriesCache::default(),
+            counts,
         })
     }
 
@@ -468,7 +477,7 @@ mod tests {
                 listeners: vec!["127.100.0.9:8080".parse().unwrap()],
                 virtual_hosts: hosts,
             }],
-            |_| Arc::default(),
+            |_, _| Default::default(),
         )
         .unwrap()
     }

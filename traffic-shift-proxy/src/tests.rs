@@ -1070,3 +1070,85 @@ async fn sequential_versions(
     }
     out
 }
+
+#[tokio::test]
+async fn route_stats_count_per_destination_and_endpoint_across_updates() {
+    let (v1, v3) = (backend("v1").await, backend("v3").await);
+    let routes = |w1: u32, w3: u32| {
+        vec![route(
+            0,
+            vec![],
+            vec![destination("v1", w1, &[&v1]), destination("v3", w3, &[&v3])],
+        )]
+    };
+    let p = start(routes(50, 50)).await;
+    let c = client();
+    for _ in 0..10 {
+        get(&c, p.addr, "/", &[]).await;
+    }
+    get(&c, p.addr, "/status/503", &[]).await;
+    get(&c, p.addr, "/status/404", &[]).await;
+    // A rules change that reweighs the destinations keeps their counts.
+    p.proxy.update(vec![listener(routes(20, 80))]).unwrap();
+    let key = (KEY.to_owned(), "default/reviews/http[0]".to_owned());
+    let host = "reviews.default.svc.cluster.local".to_owned();
+    let of = |stats: &super::RouteStats, subset: &str, addr: SocketAddr| {
+        stats
+            .get(&key)
+            .and_then(|r| r.get(&(Some((host.clone(), Some(subset.to_owned()))), Some(addr))))
+            .copied()
+            .unwrap_or_default()
+    };
+    // Counted when the body has gone out: wait (bounded) for all 12.
+    let mut stats = p.proxy.route_stats();
+    for _ in 0..100 {
+        if of(&stats, "v1", v1.addr).requests + of(&stats, "v3", v3.addr).requests == 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stats = p.proxy.route_stats();
+    }
+    let (s1, s3) = (of(&stats, "v1", v1.addr), of(&stats, "v3", v3.addr));
+    assert_eq!((s1.requests, s3.requests), (6, 6), "{stats:?}");
+    assert_eq!(s1.errors_5xx + s3.errors_5xx, 1, "{stats:?}");
+    assert_eq!(s1.errors_4xx + s3.errors_4xx, 1, "{stats:?}");
+    assert_eq!(s1.buckets.iter().sum::<u64>(), 6, "{stats:?}");
+    assert!(s1.quantile(0.5).is_some_and(|ms| ms > 0.0), "{stats:?}");
+    // A route that leaves the rules loses its counts.
+    p.proxy
+        .update(vec![HttpListener {
+            key: "gateway default/other port 8081".into(),
+            ..listener(routes(1, 1))
+        }])
+        .unwrap();
+    assert!(!p.proxy.route_stats().contains_key(&key));
+}
+
+#[test]
+fn quantiles_interpolate_within_buckets_as_prometheus_does() {
+    use super::{BUCKETS, Counts};
+    let mut counts = Counts::default();
+    assert_eq!(counts.quantile(0.5), None, "no requests: no latency");
+    // 10 requests in (1, 5] ms, 10 in (5, 10] ms.
+    counts.buckets[2] = 10;
+    counts.buckets[3] = 10;
+    counts.requests = 20;
+    assert_eq!(counts.quantile(0.5), Some(5.0));
+    assert_eq!(counts.quantile(0.25), Some(3.0));
+    assert_eq!(counts.quantile(0.99), Some(9.9));
+    // In the first bucket: from 0.
+    let mut first = Counts::default();
+    first.buckets[0] = 4;
+    assert_eq!(first.quantile(0.5), Some(0.25));
+    // In +Inf: the last finite bound.
+    let mut slow = Counts::default();
+    slow.buckets[BUCKETS - 1] = 1;
+    assert_eq!(slow.quantile(0.99), Some(3_600_000.0));
+    // Differences: a counter that went down counts from zero.
+    let later = Counts {
+        requests: 25,
+        ..counts
+    };
+    assert_eq!(later.since(&counts).requests, 5);
+    assert_eq!(counts.since(&later).requests, 20);
+}

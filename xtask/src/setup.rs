@@ -72,6 +72,7 @@ pub fn setup(need: Need) -> Result<Option<PathBuf>> {
     if need == Need::Test {
         prometheus(&mut apt, &mut ok)?;
         etcd(&mut apt, &mut ok)?;
+        chromium(&mut apt, &mut ok)?;
     }
     println!("setup: ok: {}", ok.join(", "));
     Ok(cgroup)
@@ -345,6 +346,23 @@ fn etcd(apt: &mut Apt, ok: &mut Vec<String>) -> Result<()> {
         })
         .with_context(|| format!("`{ETCD} --version` failed: reinstall the etcd-server package"))?;
     ok.push(format!("etcd {version}"));
+    Ok(())
+}
+
+/// Headless Chromium for the live page's test (`tests/tests/ui.rs`): Debian's package,
+/// installed when missing.
+fn chromium(apt: &mut Apt, ok: &mut Vec<String>) -> Result<()> {
+    const CHROMIUM: &str = "/usr/bin/chromium";
+    if !Path::new(CHROMIUM).exists() {
+        ensure!(
+            is_root(),
+            "{CHROMIUM} missing and not root (the live page's test runs it): run `sudo cargo xtask \
+             setup`, or `sudo apt-get install -y --no-install-recommends chromium`"
+        );
+        println!("setup: installing Debian's chromium package with apt-get ({CHROMIUM} missing)");
+        apt.install(&["--no-install-recommends", "chromium"])?;
+    }
+    ok.push("chromium".into());
     Ok(())
 }
 

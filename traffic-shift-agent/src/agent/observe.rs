@@ -1,6 +1,7 @@
 //! What the agent tells operators: the per-second samples of the kernel's
-//! counters (for the last-minute figures), what the metrics exporter
-//! needs to label them, and the status file `traffic-shift status` reads.
+//! counters and of the L7 proxy's request counts (for the last-minute
+//! figures), what the metrics exporter needs to label them, and the status
+//! file `traffic-shift status` reads.
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -11,12 +12,19 @@ use std::{
 };
 
 use traffic_shift_common::EndpointStats;
-use traffic_shift_config::labels;
+use traffic_shift_config::{
+    labels,
+    model::{HttpListener, HttpMatch, HttpRoute, StringMatch},
+};
+use traffic_shift_proxy::{Counts, CountsKey, RouteStats};
 
 use super::{Agent, health::is_failing};
 use crate::{
     metrics::{Shared, SlotInfo},
-    status::{DestinationStatus, EndpointStatus, RouteStatus, Status},
+    status::{
+        DestinationStatus, EndpointStatus, HttpDestinationStatus, HttpEndpointStatus,
+        HttpRouteStatus, RouteStatus, Status,
+    },
 };
 
 /// The longest the counters' tick lets the status file wait (a large rule
@@ -26,6 +34,9 @@ const STATUS_MAX_WAIT: Duration = Duration::from_millis(crate::status::STALE_AFT
 pub struct Observer {
     /// Per-second samples of every slot's counters, the last minute of them.
     pub history: VecDeque<(Instant, BTreeMap<u32, EndpointStats>)>,
+    /// Per-second samples of the L7 proxy's request counts, the last minute
+    /// of them.
+    pub http_history: VecDeque<(Instant, RouteStats)>,
     /// What the metrics exporter needs from the agent.
     metrics: Arc<Mutex<Shared>>,
     metrics_addr: SocketAddr,
@@ -44,6 +55,7 @@ impl Observer {
     ) -> Self {
         Self {
             history: VecDeque::new(),
+            http_history: VecDeque::new(),
             metrics,
             metrics_addr,
             status_file,
@@ -80,6 +92,33 @@ impl Observer {
             ..EndpointStats::default()
         };
         (now, delta)
+    }
+
+    /// The requests of `route` on `listener` whose [`CountsKey`] `want`
+    /// admits, summed: since the route entered the rules, and over the last
+    /// minute (since the oldest sample kept).
+    pub fn http_observed(
+        &self,
+        listener: &str,
+        route: &str,
+        want: impl Fn(&CountsKey) -> bool,
+    ) -> (Counts, Counts) {
+        let key = (listener.to_owned(), route.to_owned());
+        let sum = |sample: Option<&(Instant, RouteStats)>| {
+            let mut sum = Counts::default();
+            for (_, counts) in sample
+                .and_then(|(_, s)| s.get(&key))
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| want(k))
+            {
+                sum.add(counts);
+            }
+            sum
+        };
+        let now = sum(self.http_history.back());
+        let then = sum(self.http_history.front());
+        (now, now.since(&then))
     }
 }
 
@@ -138,15 +177,21 @@ impl Agent {
             .filter_map(|(_, id)| counters.stats(id).ok().map(|s| (id, s)))
             .collect();
         self.observer.history.push_back((now, sample));
+        let requests = self.l7.proxy().route_stats();
+        self.observer.http_history.push_back((now, requests));
         self.detect_outliers(now);
         self.drain.run(now, &self.kernel);
+        let old = |t: &Instant| now.duration_since(*t) > Duration::from_mins(1);
+        while self.observer.history.front().is_some_and(|(t, _)| old(t)) {
+            self.observer.history.pop_front();
+        }
         while self
             .observer
-            .history
+            .http_history
             .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_mins(1))
+            .is_some_and(|(t, _)| old(t))
         {
-            self.observer.history.pop_front();
+            self.observer.http_history.pop_front();
         }
         let fill = self.kernel.datapath.fill();
         let mut healthy = BTreeMap::new();
@@ -253,6 +298,96 @@ impl Agent {
             metrics: Some(self.observer.metrics_addr.to_string()),
             kernel_routes,
             counter_slots,
+            http_routes: self.http_status(),
+        }
+    }
+
+    /// Every HTTP route of the rules in force (endpoints health took out
+    /// included), with the requests the L7 proxy counted.
+    fn http_status(&self) -> Vec<HttpRouteStatus> {
+        let mut out = Vec::new();
+        for listener in &self.model.http {
+            for host in &listener.virtual_hosts {
+                let service = match listener.gateway {
+                    None => listener
+                        .key
+                        .strip_prefix("mesh ")
+                        .unwrap_or(&listener.key)
+                        .to_owned(),
+                    Some(_) => format!("{}:{}", host.domains.join(","), listener.port),
+                };
+                for route in &host.routes {
+                    out.push(self.http_route_status(listener, &service, route));
+                }
+            }
+        }
+        out
+    }
+
+    fn http_route_status(
+        &self,
+        listener: &HttpListener,
+        service: &str,
+        route: &HttpRoute,
+    ) -> HttpRouteStatus {
+        let observed = |want: &dyn Fn(&CountsKey) -> bool| {
+            self.observer.http_observed(&listener.key, &route.key, want)
+        };
+        let (local_total, local_minute) = observed(&|(dest, _)| dest.is_none());
+        let destinations = route
+            .destinations
+            .iter()
+            .map(|d| {
+                let dest = &d.destination;
+                let id = Some((dest.host.clone(), dest.subset.clone()));
+                let (total, minute) = observed(&|(d, _)| *d == id);
+                let endpoints = dest
+                    .endpoints
+                    .iter()
+                    .map(|ep| {
+                        let (total, minute) = observed(&|(d, e)| *d == id && *e == Some(ep.addr));
+                        let failing = minute.requests > 0 && minute.errors_5xx == minute.requests;
+                        let state = self.health.state(ep.addr).unwrap_or(if failing {
+                            "failing"
+                        } else {
+                            "ok"
+                        });
+                        HttpEndpointStatus {
+                            address: ep.addr.to_string(),
+                            state: state.to_owned(),
+                            requests_last_minute: minute.requests,
+                            requests_total: total.requests,
+                            errors_5xx_last_minute: minute.errors_5xx,
+                        }
+                    })
+                    .collect();
+                HttpDestinationStatus {
+                    host: dest.host.clone(),
+                    subset: dest.subset.clone(),
+                    weight: dest.weight,
+                    requests_last_minute: minute.requests,
+                    requests_total: total.requests,
+                    errors_5xx_last_minute: minute.errors_5xx,
+                    errors_4xx_last_minute: minute.errors_4xx,
+                    p50_ms: minute.quantile(0.5),
+                    p99_ms: minute.quantile(0.99),
+                    endpoints,
+                }
+            })
+            .collect();
+        HttpRouteStatus {
+            listener: listener.key.clone(),
+            kind: listener
+                .gateway
+                .as_ref()
+                .map_or_else(|| "mesh".to_owned(), |g| format!("gateway {g}")),
+            service: service.to_owned(),
+            route: route.key.clone(),
+            name: route.name.clone(),
+            matches: route.matches.iter().map(match_words).collect(),
+            local_last_minute: local_minute.requests,
+            local_total: local_total.requests,
+            destinations,
         }
     }
 
@@ -336,6 +471,7 @@ impl Agent {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let stamped = serde_json::to_string(&status).expect("status serializes");
+        self.observer.shared().status = Arc::from(stamped.as_str());
         let tmp = self.observer.status_file.with_extension("tmp");
         let result = self
             .observer
@@ -374,5 +510,83 @@ impl Agent {
             ));
         }
         parts.join(" + ")
+    }
+}
+
+/// One `match[]` entry in words, its conditions joined by `and`:
+/// `header end-user = jason`, `uri prefix /api`, `query debug ~ 1|2`,
+/// `without header x-skip`.
+pub fn match_words(m: &HttpMatch) -> String {
+    fn test(what: &str, value: &StringMatch) -> String {
+        match value {
+            StringMatch::Exact(v) => format!("{what} = {v}"),
+            StringMatch::Prefix(v) => format!("{what} prefix {v}"),
+            StringMatch::Regex(v) => format!("{what} ~ {v}"),
+            StringMatch::Any => what.to_owned(),
+        }
+    }
+    let mut words = Vec::new();
+    if let Some(uri) = &m.uri {
+        let mut uri = test("uri", uri);
+        if m.ignore_uri_case {
+            uri.push_str(" (any case)");
+        }
+        words.push(uri);
+    }
+    for (what, value) in [
+        ("scheme", &m.scheme),
+        ("method", &m.method),
+        ("authority", &m.authority),
+    ] {
+        if let Some(value) = value {
+            words.push(test(what, value));
+        }
+    }
+    for (name, value) in &m.headers {
+        words.push(test(&format!("header {name}"), value));
+    }
+    for (name, value) in &m.query_params {
+        words.push(test(&format!("query {name}"), value));
+    }
+    for (name, value) in &m.without_headers {
+        words.push(test(&format!("without header {name}"), value));
+    }
+    if let Some(port) = m.port {
+        words.push(format!("port {port}"));
+    }
+    if words.is_empty() {
+        return "every request".to_owned();
+    }
+    words.join(" and ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn matches_in_words() {
+        let jason = HttpMatch {
+            headers: BTreeMap::from([("end-user".to_owned(), StringMatch::Exact("jason".into()))]),
+            ..HttpMatch::default()
+        };
+        assert_eq!(match_words(&jason), "header end-user = jason");
+        let many = HttpMatch {
+            uri: Some(StringMatch::Prefix("/api".into())),
+            ignore_uri_case: true,
+            method: Some(StringMatch::Regex("GET|HEAD".into())),
+            query_params: BTreeMap::from([("debug".to_owned(), StringMatch::Exact("1".into()))]),
+            without_headers: BTreeMap::from([("x-skip".to_owned(), StringMatch::Any)]),
+            port: Some(8080),
+            ..HttpMatch::default()
+        };
+        assert_eq!(
+            match_words(&many),
+            "uri prefix /api (any case) and method ~ GET|HEAD and query debug = 1 \
+             and without header x-skip and port 8080"
+        );
+        assert_eq!(match_words(&HttpMatch::default()), "every request");
     }
 }

@@ -9,6 +9,15 @@
 //! destination's endpoints below it; then the gateway endpoints' sockets and
 //! the kernel event counters.
 //!
+//! HTTP routes (the L7 proxy's, per listener and `http[]` rule, a rule
+//! selected by `match` with its match in words) follow the TCP routes in
+//! the same form, with requests in place of connections: per destination
+//! the weight, requests in the last minute, their share, 5xx and 4xx
+//! answers in the last minute, p50 and p99 latency over it (`-` without
+//! requests), the total, and the bar; endpoints with their state. Their
+//! table drops the raw weight, the long headers and the total column (the
+//! endpoint lines keep the totals) before the bar.
+//!
 //! Width: no line is longer than `width` characters. When the table does
 //! not fit, long names are shortened in the middle (`tcp-ec…local`) to 20
 //! characters; then the bar goes (names may shorten to 10); then the raw
@@ -23,7 +32,10 @@
 
 use std::io::{self, Write};
 
-use super::{DestinationStatus, EndpointStatus, GatewayEndpoint, RouteStatus, Status};
+use super::{
+    EndpointStatus, GatewayEndpoint, HttpDestinationStatus, HttpEndpointStatus, HttpRouteStatus,
+    RouteStatus, Status,
+};
 
 /// A status older than this was not refreshed by a running agent (it
 /// rewrites the file at least every [`super::HEARTBEAT_MS`]).
@@ -35,6 +47,8 @@ const BAR_MIN: usize = 10;
 const BAR_HEADER: &str = "OBSERVED, | WEIGHT";
 const BAR_LEGEND: &str = "OBSERVED: # the share of the last minute's connections, | the weight";
 const SHORT_LEGEND: &str = "CONN, FAIL: in the last minute";
+const HTTP_BAR_LEGEND: &str = "OBSERVED: # the share of the last minute's requests, | the weight";
+const HTTP_SHORT_LEGEND: &str = "REQ, 5XX, 4XX: in the last minute";
 /// With a bar, names keep at least this many characters (or their own
 /// length): the bar is dropped before names shorten further.
 const NAME_WITH_BAR: usize = 20;
@@ -77,6 +91,7 @@ fn render_lines(status: &Status, width: usize, now_ms: u64) -> (Vec<String>, usi
     let mut lines = Vec::new();
     header(status, width, now_ms, &mut lines);
     routes(&status.routes, width, &mut lines);
+    http::http_routes(&status.http_routes, width, &mut lines);
     gateway_endpoints(&status.gateway_endpoints, width, &mut lines);
     events(status, width, &mut lines);
     let mut clipped = 0;
@@ -159,8 +174,17 @@ enum Col {
     Share,
     /// Failed connections in the last minute.
     Fail,
-    /// Connections since the agent started.
+    /// Connections (requests) since the agent (the route) started.
     Total,
+    /// Requests in the last minute.
+    Req,
+    /// 5xx answers in the last minute.
+    Err5,
+    /// 4xx answers in the last minute.
+    Err4,
+    /// Latency percentiles over the last minute.
+    P50,
+    P99,
 }
 
 impl Col {
@@ -175,6 +199,14 @@ impl Col {
             Col::Fail if short => "FAIL",
             Col::Fail => "FAIL/MIN",
             Col::Total => "TOTAL",
+            Col::Req if short => "REQ",
+            Col::Req => "REQ/MIN",
+            Col::Err5 if short => "5XX",
+            Col::Err5 => "5XX/MIN",
+            Col::Err4 if short => "4XX",
+            Col::Err4 => "4XX/MIN",
+            Col::P50 => "P50",
+            Col::P99 => "P99",
         }
     }
 
@@ -220,13 +252,11 @@ const SHAPES: &[Shape] = {
 
 /// One destination row, its cells as text.
 struct Row<'a> {
-    dest: &'a DestinationStatus,
     name: &'a str,
+    weight: u32,
     weight_share: String,
-    conn: String,
-    share: String,
-    fail: String,
-    total: String,
+    /// The other columns' cells.
+    cells: Vec<(Col, String)>,
     /// Configured and observed shares as fractions, for the bar.
     configured: Option<(u64, u64)>,
     observed: Option<(u64, u64)>,
@@ -239,14 +269,16 @@ impl Row<'_> {
             Col::Weight => format!(
                 "{:>4} {:<w$}",
                 self.weight_share,
-                format!("({})", self.dest.weight),
+                format!("({})", self.weight),
                 w = raw_weight_width + 2
             ),
             Col::WeightShare => self.weight_share.clone(),
-            Col::Conn => self.conn.clone(),
-            Col::Share => self.share.clone(),
-            Col::Fail => self.fail.clone(),
-            Col::Total => self.total.clone(),
+            _ => self
+                .cells
+                .iter()
+                .find(|(c, _)| *c == col)
+                .map(|(_, cell)| cell.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -262,13 +294,15 @@ fn rows(route: &RouteStatus) -> Vec<Row<'_>> {
         .destinations
         .iter()
         .map(|dest| Row {
-            dest,
             name: dest.subset.as_deref().unwrap_or(&dest.host),
+            weight: dest.weight,
             weight_share: percent(u64::from(dest.weight), weights),
-            conn: dest.connections_last_minute.to_string(),
-            share: percent(dest.connections_last_minute, conns),
-            fail: dest.failed_last_minute.to_string(),
-            total: dest.connections_total.to_string(),
+            cells: vec![
+                (Col::Conn, dest.connections_last_minute.to_string()),
+                (Col::Share, percent(dest.connections_last_minute, conns)),
+                (Col::Fail, dest.failed_last_minute.to_string()),
+                (Col::Total, dest.connections_total.to_string()),
+            ],
             configured: (weights > 0).then_some((u64::from(dest.weight), weights)),
             observed: (conns > 0).then_some((dest.connections_last_minute, conns)),
         })
@@ -298,6 +332,8 @@ fn rounded_div(n: u128, d: u128) -> u128 {
 /// The chosen shape of the destination table, and its widths.
 struct Layout {
     shape: &'static Shape,
+    /// The legends of the short headers and of a narrow bar.
+    legends: (&'static str, &'static str),
     /// Spaces between columns.
     sep: usize,
     /// Width of each column of the shape.
@@ -310,10 +346,16 @@ impl Layout {
     /// The first shape that fits `avail` columns, with two spaces between
     /// columns or else one (not with a bar), and names no shorter than the
     /// shape allows.
-    fn choose(rows: &[&Row], raw_weight_width: usize, avail: usize) -> Layout {
+    fn choose(
+        shapes: &'static [Shape],
+        legends: (&'static str, &'static str),
+        rows: &[&Row],
+        raw_weight_width: usize,
+        avail: usize,
+    ) -> Layout {
         let longest_name = rows.iter().map(|r| columns(r.name)).max().unwrap_or(0);
-        for (i, shape) in SHAPES.iter().enumerate() {
-            let last = i + 1 == SHAPES.len();
+        for (i, shape) in shapes.iter().enumerate() {
+            let last = i + 1 == shapes.len();
             let widths: Vec<usize> = shape
                 .cols
                 .iter()
@@ -338,6 +380,7 @@ impl Layout {
                     widths[0] = name.max(1);
                     return Layout {
                         shape,
+                        legends,
                         sep,
                         bar: shape.bar.then(|| avail - fixed + BAR_MIN - name),
                         widths,
@@ -405,8 +448,8 @@ impl Layout {
     fn legends(&self) -> impl Iterator<Item = &'static str> {
         let bar = self.bar.is_some_and(|w| w < BAR_HEADER.len());
         [
-            self.shape.short_headers.then_some(SHORT_LEGEND),
-            bar.then_some(BAR_LEGEND),
+            self.shape.short_headers.then_some(self.legends.0),
+            bar.then_some(self.legends.1),
         ]
         .into_iter()
         .flatten()
@@ -418,18 +461,33 @@ fn routes(routes: &[RouteStatus], width: usize, lines: &mut Vec<String>) {
     let all: Vec<&Row> = rows.iter().flatten().collect();
     let raw_weight_width = all
         .iter()
-        .map(|r| r.dest.weight.to_string().len())
+        .map(|r| r.weight.to_string().len())
         .max()
         .unwrap_or(1);
     // Column widths are shared by every route, so the tables line up.
-    let layout = Layout::choose(&all, raw_weight_width, width.saturating_sub(TABLE_INDENT));
-    let endpoints: Vec<&EndpointStatus> = all.iter().flat_map(|r| &r.dest.endpoints).collect();
+    let layout = Layout::choose(
+        SHAPES,
+        (SHORT_LEGEND, BAR_LEGEND),
+        &all,
+        raw_weight_width,
+        width.saturating_sub(TABLE_INDENT),
+    );
+    let endpoints: Vec<EndpointLine> = routes
+        .iter()
+        .flat_map(|r| &r.destinations)
+        .flat_map(|d| &d.endpoints)
+        .map(EndpointLine::tcp)
+        .collect();
     let endpoints = EndpointColumns::new(&endpoints);
 
     for (route, rows) in routes.iter().zip(&rows) {
         lines.push(String::new());
         wrap(&format!("ROUTE {}", route.route), width, 0, lines);
-        let conns: u64 = rows.iter().map(|r| r.dest.connections_last_minute).sum();
+        let conns: u64 = route
+            .destinations
+            .iter()
+            .map(|d| d.connections_last_minute)
+            .sum();
         wrap(
             &format!(
                 "{}, {}, {}",
@@ -445,10 +503,10 @@ fn routes(routes: &[RouteStatus], width: usize, lines: &mut Vec<String>) {
             continue;
         }
         lines.push(layout.header());
-        for row in rows {
+        for (row, dest) in rows.iter().zip(&route.destinations) {
             lines.push(layout.row(row, raw_weight_width));
-            for endpoint in &row.dest.endpoints {
-                endpoints.line(endpoint, width, lines);
+            for endpoint in &dest.endpoints {
+                endpoints.line(&EndpointLine::tcp(endpoint), width, lines);
             }
         }
     }
@@ -487,37 +545,67 @@ fn bar(observed: Option<(u64, u64)>, configured: Option<(u64, u64)>, width: usiz
     bar.into_iter().collect()
 }
 
+/// One endpoint line's fields: its address, its state, and counts, each a
+/// number and what follows it (`/min`, ` total`, ` failed`).
+struct EndpointLine<'a> {
+    address: &'a str,
+    state: &'a str,
+    counts: [(u64, &'static str); 3],
+}
+
+impl<'a> EndpointLine<'a> {
+    fn tcp(e: &'a EndpointStatus) -> Self {
+        EndpointLine {
+            address: &e.address,
+            state: &e.state,
+            counts: [
+                (e.connections_last_minute, "/min"),
+                (e.connections_total, " total"),
+                (e.failed_total, " failed"),
+            ],
+        }
+    }
+
+    fn http(e: &'a HttpEndpointStatus) -> Self {
+        EndpointLine {
+            address: &e.address,
+            state: &e.state,
+            counts: [
+                (e.requests_last_minute, "/min"),
+                (e.requests_total, " total"),
+                (e.errors_5xx_last_minute, " 5xx/min"),
+            ],
+        }
+    }
+}
+
 /// Endpoint lines: `127.0.0.1:19001  ok  80/min  800 total  0 failed`,
-/// aligned over the whole status.
+/// aligned over the whole table.
 struct EndpointColumns {
     address: usize,
     state: usize,
-    conn: usize,
-    total: usize,
-    failed: usize,
+    counts: [usize; 3],
 }
 
 impl EndpointColumns {
-    fn new(endpoints: &[&EndpointStatus]) -> Self {
-        let max =
-            |f: fn(&EndpointStatus) -> usize| endpoints.iter().map(|&e| f(e)).max().unwrap_or(0);
+    fn new(endpoints: &[EndpointLine]) -> Self {
+        let max = |f: &dyn Fn(&EndpointLine) -> usize| endpoints.iter().map(f).max().unwrap_or(0);
         EndpointColumns {
-            address: max(|e| columns(&e.address)),
-            state: max(|e| columns(&e.state)),
-            conn: max(|e| e.connections_last_minute.to_string().len()),
-            total: max(|e| e.connections_total.to_string().len()),
-            failed: max(|e| e.failed_total.to_string().len()),
+            address: max(&|e| columns(e.address)),
+            state: max(&|e| columns(e.state)),
+            counts: std::array::from_fn(|i| max(&|e| e.counts[i].0.to_string().len())),
         }
     }
 
     /// One aligned line when it fits; else the address and state, and the
     /// counts aligned on the next line.
-    fn line(&self, e: &EndpointStatus, width: usize, lines: &mut Vec<String>) {
-        let counts = [
-            format!("{:>w$}/min", e.connections_last_minute, w = self.conn),
-            format!("{:>w$} total", e.connections_total, w = self.total),
-            format!("{:>w$} failed", e.failed_total, w = self.failed),
-        ];
+    fn line(&self, e: &EndpointLine, width: usize, lines: &mut Vec<String>) {
+        let counts: Vec<String> = e
+            .counts
+            .iter()
+            .zip(self.counts)
+            .map(|((n, what), w)| format!("{n:>w$}{what}"))
+            .collect();
         let one_line = ENDPOINT_INDENT
             + self.address
             + 2
@@ -532,7 +620,7 @@ impl EndpointColumns {
             wrap_fields(&fields, 2, width, ENDPOINT_INDENT, lines);
         } else {
             wrap_fields(
-                &[e.address.clone(), e.state.clone()],
+                &[e.address.to_owned(), e.state.to_owned()],
                 2,
                 width,
                 ENDPOINT_INDENT,
@@ -717,6 +805,8 @@ fn wrap_fields(
     }
     lines.push(line);
 }
+
+mod http;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use super::*;
+use crate::status::DestinationStatus;
 
 /// When [`sample`] was taken, and "now", two seconds later.
 const TAKEN_AT_MS: u64 = 1_795_000_000_000;
@@ -46,10 +47,124 @@ fn destination(
     }
 }
 
+fn http_endpoint(
+    address: &str,
+    state: &str,
+    last_minute: u64,
+    total: u64,
+    e5: u64,
+) -> HttpEndpointStatus {
+    HttpEndpointStatus {
+        address: address.to_owned(),
+        state: state.to_owned(),
+        requests_last_minute: last_minute,
+        requests_total: total,
+        errors_5xx_last_minute: e5,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn http_destination(
+    subset: &str,
+    weight: u32,
+    (last_minute, total): (u64, u64),
+    (e5, e4): (u64, u64),
+    (p50, p99): (Option<f64>, Option<f64>),
+    endpoints: Vec<HttpEndpointStatus>,
+) -> HttpDestinationStatus {
+    HttpDestinationStatus {
+        host: "reviews.default.svc.cluster.local".to_owned(),
+        subset: Some(subset.to_owned()),
+        weight,
+        requests_last_minute: last_minute,
+        requests_total: total,
+        errors_5xx_last_minute: e5,
+        errors_4xx_last_minute: e4,
+        p50_ms: p50,
+        p99_ms: p99,
+        endpoints,
+    }
+}
+
+/// Bookinfo's reviews half way to v3, jason on v2: the mesh listener's
+/// `end-user: jason` rule, its 50/50 rule (a v3 endpoint ejected after
+/// 5xx), and the gateway's rule, idle (no latency: `-`).
+fn http_sample() -> Vec<HttpRouteStatus> {
+    let mesh = |route: &str, matches: &[&str], destinations| HttpRouteStatus {
+        listener: "mesh reviews.default.svc.cluster.local:9080".to_owned(),
+        kind: "mesh".to_owned(),
+        service: "reviews.default.svc.cluster.local:9080".to_owned(),
+        route: route.to_owned(),
+        name: None,
+        matches: matches.iter().map(|m| (*m).to_owned()).collect(),
+        local_last_minute: 0,
+        local_total: 0,
+        destinations,
+    };
+    vec![
+        mesh(
+            "default/reviews/http[0]",
+            &["header end-user = jason"],
+            vec![http_destination(
+                "v2",
+                100,
+                (20, 20),
+                (0, 1),
+                (Some(0.73), Some(4.9)),
+                vec![http_endpoint("127.0.0.1:19082", "ok", 20, 20, 0)],
+            )],
+        ),
+        mesh(
+            "default/reviews/http[1]",
+            &[],
+            vec![
+                http_destination(
+                    "v1",
+                    50,
+                    (100, 1100),
+                    (0, 0),
+                    (Some(0.61), Some(2.3)),
+                    vec![http_endpoint("127.0.0.1:19081", "ok", 100, 1100, 0)],
+                ),
+                http_destination(
+                    "v3",
+                    50,
+                    (100, 300),
+                    (12, 0),
+                    (Some(1.2), Some(250.0)),
+                    vec![
+                        http_endpoint("127.0.0.1:19083", "ok", 88, 250, 0),
+                        http_endpoint("127.0.0.1:19084", "ejected", 12, 50, 12),
+                    ],
+                ),
+            ],
+        ),
+        HttpRouteStatus {
+            listener: "gateway default/bookinfo-gateway port 8080".to_owned(),
+            kind: "gateway default/bookinfo-gateway".to_owned(),
+            service: "*:8080".to_owned(),
+            route: "default/bookinfo/http[0]".to_owned(),
+            name: Some("reviews".to_owned()),
+            matches: vec!["uri prefix /reviews".to_owned(), "uri = /".to_owned()],
+            local_last_minute: 0,
+            local_total: 0,
+            destinations: vec![http_destination(
+                "v1",
+                1,
+                (0, 0),
+                (0, 0),
+                (None, None),
+                vec![http_endpoint("127.0.0.1:19081", "ok", 0, 0, 0)],
+            )],
+        },
+    ]
+}
+
 /// A node in the middle of a canary: the mesh route at 80/20 with traffic
 /// (v2 has a failing endpoint), and a gateway route (a long key) whose v1
 /// has an endpoint without a socket and whose canary, a host without
-/// subset, has had no connection yet.
+/// subset, has had no connection yet; and Bookinfo's HTTP routes
+/// ([`http_sample`]).
 fn sample() -> Status {
     let events = [
         ("rewritten", 2000),
@@ -147,6 +262,7 @@ fn sample() -> Status {
             },
         ],
         events: events.into_iter().map(|(n, c)| (n.to_owned(), c)).collect(),
+        http_routes: http_sample(),
         ..Status::default()
     }
 }
@@ -224,6 +340,7 @@ fn golden_idle_with_a_weight_0_destination() {
     let mut status = sample();
     status.routes.truncate(1);
     status.gateway_endpoints.clear();
+    status.http_routes.clear();
     for dest in &mut status.routes[0].destinations {
         dest.connections_last_minute = 0;
         dest.connections_total = 0;
@@ -261,6 +378,15 @@ fn no_line_is_wider_than_the_width() {
     let mut idle = sample();
     for dest in idle.routes.iter_mut().flat_map(|r| &mut r.destinations) {
         dest.connections_last_minute = 0;
+    }
+    for dest in idle
+        .http_routes
+        .iter_mut()
+        .flat_map(|r| &mut r.destinations)
+    {
+        dest.requests_last_minute = 0;
+        dest.p50_ms = None;
+        dest.p99_ms = None;
     }
     for status in [sample(), idle, Status::default()] {
         for width in 1..=160 {
@@ -331,6 +457,27 @@ fn a_bar_shows_any_traffic_and_marks_the_configured_share() {
     assert_eq!(bar(Some((999, 1000)), Some((1, 1)), 10), "#########|");
     assert_eq!(bar(None, Some((0, 1)), 10), "|.........");
     assert_eq!(bar(Some((0, 5)), None, 10), "..........");
+}
+
+#[test]
+fn latencies_are_short_and_never_0_without_requests() {
+    assert_eq!(http::latency(None), "-");
+    assert_eq!(http::latency(Some(0.004)), "<0.01ms");
+    assert_eq!(http::latency(Some(0.73)), "0.73ms");
+    assert_eq!(http::latency(Some(4.94)), "4.9ms");
+    assert_eq!(http::latency(Some(250.0)), "250ms");
+    assert_eq!(http::latency(Some(1500.0)), "1.5s");
+}
+
+/// An older status file, without HTTP routes, still reads.
+#[test]
+fn a_status_without_http_routes_parses() {
+    let mut old = serde_json::to_value(sample()).unwrap();
+    old.as_object_mut().unwrap().remove("http_routes");
+    let status: Status = serde_json::from_value(old).unwrap();
+    assert!(status.http_routes.is_empty());
+    let text = serde_json::to_string(&sample()).unwrap();
+    assert_eq!(serde_json::from_str::<Status>(&text).unwrap(), sample());
 }
 
 #[test]
