@@ -23,6 +23,12 @@ fn chromium() -> Command {
         "--no-sandbox",
         "--disable-gpu",
         "--no-first-run",
+        // Nothing but the page: no update checks, sync or QUIC probes on a
+        // machine without a way out.
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
         "--hide-scrollbars",
         // Runs the page's scripts (its first fetch of the status) before
         // dumping or drawing it.
