@@ -118,15 +118,20 @@ pub fn is_failing(period: &EndpointStats) -> bool {
 
 impl Agent {
     /// A probe verdict changed: the tables follow.
+    /// The log line comes after the tables changed: what it says is in
+    /// force when it is read (the tests wait for it).
     pub(super) fn health_changed(&mut self, verdict: Verdict) {
         if verdict.healthy {
             self.health.unhealthy.remove(&verdict.endpoint);
-            tracing::info!(endpoint = %verdict.endpoint, "endpoint healthy again: back in the selection");
         } else {
             self.health.unhealthy.insert(verdict.endpoint);
-            tracing::warn!(endpoint = %verdict.endpoint, "endpoint unhealthy (probes failed): out of the selection; its share goes to the others of its subset");
         }
         self.reapply();
+        if verdict.healthy {
+            tracing::info!(endpoint = %verdict.endpoint, "endpoint healthy again: back in the selection");
+        } else {
+            tracing::warn!(endpoint = %verdict.endpoint, "endpoint unhealthy (probes failed): out of the selection; its share goes to the others of its subset");
+        }
     }
 
     /// Outlier detection over the last second's counters: endpoints whose
@@ -197,7 +202,9 @@ impl Agent {
             observed.push((policy, deltas));
         }
         self.health.http_outcomes = outcomes;
-        let mut changed = false;
+        // Logged once the tables follow, so a line read means it is in force.
+        let mut ejections = Vec::new();
+        let mut returns = Vec::new();
         for (policy, deltas) in observed {
             let max = (deltas.len() * policy.max_ejection_percent as usize / 100).max(1);
             let mut ejected = deltas
@@ -214,17 +221,20 @@ impl Agent {
                     now,
                 ) {
                     ejected += 1;
-                    changed = true;
-                    tracing::warn!(%endpoint, consecutive_failures = policy.consecutive_failures, "outlier: endpoint ejected; its share goes to the others of its subset");
+                    ejections.push((endpoint, policy.consecutive_failures));
                 }
             }
         }
-        for endpoint in self.health.outliers.expire(now) {
-            changed = true;
-            tracing::info!(%endpoint, "outlier ejection over: back in the selection");
+        returns.extend(self.health.outliers.expire(now));
+        if ejections.is_empty() && returns.is_empty() {
+            return;
         }
-        if changed {
-            self.reapply();
+        self.reapply();
+        for (endpoint, consecutive_failures) in ejections {
+            tracing::warn!(%endpoint, consecutive_failures, "outlier: endpoint ejected; its share goes to the others of its subset");
+        }
+        for endpoint in returns {
+            tracing::info!(%endpoint, "outlier ejection over: back in the selection");
         }
     }
 }
