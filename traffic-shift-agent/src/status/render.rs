@@ -456,22 +456,34 @@ impl Layout {
     }
 }
 
-fn routes(routes: &[RouteStatus], width: usize, lines: &mut Vec<String>) {
-    let rows: Vec<Vec<Row>> = routes.iter().map(rows).collect();
+/// The layout every table of `rows` shares, so the tables line up, and the
+/// width of the raw weights.
+fn shared_layout(
+    shapes: &'static [Shape],
+    legends: (&'static str, &'static str),
+    rows: &[Vec<Row>],
+    width: usize,
+) -> (Layout, usize) {
     let all: Vec<&Row> = rows.iter().flatten().collect();
     let raw_weight_width = all
         .iter()
         .map(|r| r.weight.to_string().len())
         .max()
         .unwrap_or(1);
-    // Column widths are shared by every route, so the tables line up.
     let layout = Layout::choose(
-        SHAPES,
-        (SHORT_LEGEND, BAR_LEGEND),
+        shapes,
+        legends,
         &all,
         raw_weight_width,
         width.saturating_sub(TABLE_INDENT),
     );
+    (layout, raw_weight_width)
+}
+
+fn routes(routes: &[RouteStatus], width: usize, lines: &mut Vec<String>) {
+    let rows: Vec<Vec<Row>> = routes.iter().map(rows).collect();
+    let (layout, raw_weight_width) =
+        shared_layout(SHAPES, (SHORT_LEGEND, BAR_LEGEND), &rows, width);
     let endpoints: Vec<EndpointLine> = routes
         .iter()
         .flat_map(|r| &r.destinations)
@@ -510,7 +522,7 @@ fn routes(routes: &[RouteStatus], width: usize, lines: &mut Vec<String>) {
             }
         }
     }
-    if !all.is_empty() {
+    if rows.iter().any(|r| !r.is_empty()) {
         for legend in layout.legends() {
             lines.push(String::new());
             wrap(legend, width, 0, lines);

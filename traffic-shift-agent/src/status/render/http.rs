@@ -4,7 +4,7 @@
 
 use super::{
     Col, EndpointColumns, EndpointLine, HTTP_BAR_LEGEND, HTTP_SHORT_LEGEND, HttpDestinationStatus,
-    HttpRouteStatus, Layout, Row, Shape, TABLE_INDENT, percent, unbreakable, wrap,
+    HttpRouteStatus, Row, Shape, TABLE_INDENT, percent, unbreakable, wrap,
 };
 
 /// The HTTP table's shapes, richest first: the raw weight, the long
@@ -88,18 +88,11 @@ pub(super) fn latency(ms: Option<f64>) -> String {
 /// (and name), its matches in words, its listener, then the table.
 pub(super) fn http_routes(routes: &[HttpRouteStatus], width: usize, lines: &mut Vec<String>) {
     let rows: Vec<Vec<Row>> = routes.iter().map(http_rows).collect();
-    let all: Vec<&Row> = rows.iter().flatten().collect();
-    let raw_weight_width = all
-        .iter()
-        .map(|r| r.weight.to_string().len())
-        .max()
-        .unwrap_or(1);
-    let layout = Layout::choose(
+    let (layout, raw_weight_width) = super::shared_layout(
         HTTP_SHAPES,
         (HTTP_SHORT_LEGEND, HTTP_BAR_LEGEND),
-        &all,
-        raw_weight_width,
-        width.saturating_sub(TABLE_INDENT),
+        &rows,
+        width,
     );
     let endpoints: Vec<EndpointLine> = routes
         .iter()
@@ -150,7 +143,7 @@ pub(super) fn http_routes(routes: &[HttpRouteStatus], width: usize, lines: &mut 
             }
         }
     }
-    if !all.is_empty() {
+    if rows.iter().any(|r| !r.is_empty()) {
         for legend in layout.legends() {
             lines.push(String::new());
             wrap(legend, width, 0, lines);
