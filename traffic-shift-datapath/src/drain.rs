@@ -88,6 +88,21 @@ impl Routed {
 /// a value in `conns` (the `TS_CONNS` map): what `traffic-shift maps`
 /// lists, the map itself having no keys to walk.
 pub fn routed(netns: &Path, conns: BorrowedFd<'_>) -> io::Result<Vec<Routed>> {
+    with_diag_socket(netns, conns, |sock, map_fd| {
+        let mut all = dump(sock, AF_INET, 1, map_fd)?;
+        all.extend(dump(sock, AF_INET6, 2, map_fd)?);
+        Ok(all)
+    })
+}
+
+/// Runs `f` with a sock_diag socket made in the network namespace at
+/// `netns` (netlink sockets report on the namespace they were made in) and
+/// the `TS_CONNS` map's fd as sock_diag takes it.
+fn with_diag_socket<T: Send>(
+    netns: &Path,
+    conns: BorrowedFd<'_>,
+    f: impl FnOnce(&rustix::fd::OwnedFd, u32) -> io::Result<T> + Send,
+) -> io::Result<T> {
     let map_fd = u32::try_from(conns.as_raw_fd()).map_err(io::Error::other)?;
     crate::netns::run_in(netns, || {
         let sock = rustix::net::socket_with(
@@ -96,9 +111,7 @@ pub fn routed(netns: &Path, conns: BorrowedFd<'_>) -> io::Result<Vec<Routed>> {
             SocketFlags::CLOEXEC,
             Some(netlink::SOCK_DIAG),
         )?;
-        let mut all = dump(&sock, AF_INET, 1, map_fd)?;
-        all.extend(dump(&sock, AF_INET6, 2, map_fd)?);
-        Ok(all)
+        f(&sock, map_fd)
     })
 }
 
@@ -110,19 +123,11 @@ pub fn close_routed(
     conns: BorrowedFd<'_>,
     stat_ids: &BTreeSet<u32>,
 ) -> io::Result<usize> {
-    let map_fd = u32::try_from(conns.as_raw_fd()).map_err(io::Error::other)?;
-    // Netlink sockets report on the namespace they were made in.
-    crate::netns::run_in(netns, || {
-        let sock = rustix::net::socket_with(
-            AddressFamily::NETLINK,
-            SocketType::DGRAM,
-            SocketFlags::CLOEXEC,
-            Some(netlink::SOCK_DIAG),
-        )?;
+    with_diag_socket(netns, conns, |sock, map_fd| {
         let mut closed = 0;
         for (family, seq) in [(AF_INET, 1), (AF_INET6, 2)] {
-            for routed in dump(&sock, family, seq, map_fd)? {
-                if stat_ids.contains(&routed.stat_id) && destroy(&sock, &routed, seq + 10)? {
+            for routed in dump(sock, family, seq, map_fd)? {
+                if stat_ids.contains(&routed.stat_id) && destroy(sock, &routed, seq + 10)? {
                     closed += 1;
                 }
             }
