@@ -232,7 +232,13 @@ fn a_commit_checked_against_an_old_revision_writes_nothing() {
         .unwrap();
     runtime.block_on(async {
         let url = fleet.etcd.url().parse().unwrap();
-        let store = Store::connect(&url, &fleet.prefix).await.unwrap();
+        let store = Store::connect(
+            &url,
+            &fleet.prefix,
+            &traffic_shift_store::TlsFiles::default(),
+        )
+        .await
+        .unwrap();
         let key = |name: &str| ResourceKey {
             kind: "VirtualService".into(),
             namespace: "default".into(),
