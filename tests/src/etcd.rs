@@ -28,6 +28,134 @@ pub struct Member {
 pub struct EtcdCluster {
     pub members: Vec<Member>,
     pub dir: PathBuf,
+    /// With TLS: the members serve https on their client URLs and require
+    /// a client certificate signed by the CA.
+    pub tls: Option<Tls>,
+}
+
+/// PEM files for a TLS etcd ([`Tls::generate`]).
+#[derive(Clone, Debug)]
+pub struct Tls {
+    /// The CA of the server and of `client`.
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// A client certificate signed by `ca`.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A client certificate signed by another CA.
+    pub stranger_cert: PathBuf,
+    pub stranger_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Tls {
+    /// With `openssl` in `dir`: a CA, a server certificate for 127.0.0.1,
+    /// a client certificate from the CA, and one from another CA.
+    pub fn generate(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("tls dir");
+        let ca = |name: &str| {
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    &format!("/CN={name}"),
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.pem"),
+                ],
+            );
+        };
+        let signed = |name: &str, ca: &str, ext: &str| {
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-subj",
+                    &format!("/CN={name}"),
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                ],
+            );
+            std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext file");
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    &format!("{ca}.pem"),
+                    "-CAkey",
+                    &format!("{ca}.key"),
+                    "-CAcreateserial",
+                    "-days",
+                    "1",
+                    "-out",
+                    &format!("{name}.pem"),
+                    "-extfile",
+                    &format!("{name}.ext"),
+                ],
+            );
+        };
+        ca("ca");
+        ca("other-ca");
+        signed(
+            "server",
+            "ca",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        );
+        signed("client", "ca", "extendedKeyUsage=clientAuth\n");
+        signed("stranger", "other-ca", "extendedKeyUsage=clientAuth\n");
+        Self {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+            stranger_cert: dir.join("stranger.pem"),
+            stranger_key: dir.join("stranger.key"),
+        }
+    }
+
+    /// `--store-ca CA --store-cert CLIENT --store-key KEY`.
+    pub fn client_args(&self) -> Vec<String> {
+        [
+            ("--store-ca", &self.ca),
+            ("--store-cert", &self.client_cert),
+            ("--store-key", &self.client_key),
+        ]
+        .iter()
+        .flat_map(|(flag, path)| [(*flag).to_owned(), path.display().to_string()])
+        .collect()
+    }
 }
 
 /// A port that was free a moment ago (the kernel picked it).
@@ -42,6 +170,12 @@ impl EtcdCluster {
     /// Starts `n` members named after `test` and waits until the cluster
     /// answers (a leader is elected).
     pub fn start(test: &str, n: usize) -> Self {
+        Self::start_with(test, n, None)
+    }
+
+    /// [`EtcdCluster::start`], with TLS and client certificates required
+    /// on the client URLs when `tls` is given.
+    pub fn start_with(test: &str, n: usize, tls: Option<Tls>) -> Self {
         assert!(
             Path::new(ETCD).exists(),
             "{ETCD} missing: the fleet tests run a real etcd; install it with `cargo xtask setup` (Debian's etcd-server)"
@@ -65,7 +199,7 @@ impl EtcdCluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Self { members, dir };
+        let mut cluster = Self { members, dir, tls };
         for i in 0..n {
             cluster.spawn(i, &initial, &token);
         }
@@ -75,14 +209,26 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize, initial: &str, token: &str) {
         let member = &mut self.members[i];
-        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&member.log)
             .expect("etcd log");
-        let child = Command::new(ETCD)
+        let mut command = Command::new(ETCD);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key);
+        }
+        let child = command
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&member.data_dir)
@@ -133,10 +279,11 @@ impl EtcdCluster {
         self.wait_ready();
     }
 
-    /// `etcd://127.0.0.1:P0,127.0.0.1:P1,...`
+    /// `etcd://127.0.0.1:P0,127.0.0.1:P1,...` (`etcds://` with TLS)
     pub fn url(&self) -> String {
         format!(
-            "etcd://{}",
+            "{}://{}",
+            if self.tls.is_some() { "etcds" } else { "etcd" },
             self.members
                 .iter()
                 .map(|m| format!("127.0.0.1:{}", m.client_port))
@@ -165,8 +312,16 @@ impl EtcdCluster {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let url = self.url();
+        let mut args = vec![
+            "get".to_owned(),
+            "nodes".into(),
+            "--store".into(),
+            url.clone(),
+        ];
+        args.extend(self.tls.iter().flat_map(Tls::client_args));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         loop {
-            let out = crate::traffic_shift(&["get", "nodes", "--store", &url]);
+            let out = crate::traffic_shift(&args);
             if out.status.success() {
                 return;
             }

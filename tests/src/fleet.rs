@@ -8,7 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Scenario, etcd::EtcdCluster, traffic_shift_bin};
+use crate::{
+    Scenario,
+    etcd::{EtcdCluster, Tls},
+    traffic_shift_bin,
+};
 
 /// One line of `traffic-shift get nodes`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,16 +34,22 @@ impl Fleet {
     /// backends, empty rules directories), once every node has reported.
     pub fn start(test: &str, n: usize) -> Self {
         crate::require_root();
-        let etcd = EtcdCluster::start(test, 3);
+        Self::start_on(test, n, EtcdCluster::start(test, 3))
+    }
+
+    /// `n` agents on `etcd`; with a TLS etcd, they and [`Fleet::ctl`] use
+    /// the CA and the client certificate.
+    pub fn start_on(test: &str, n: usize, etcd: EtcdCluster) -> Self {
+        crate::require_root();
         let prefix = format!("/{}", crate::unique_name(test));
         let url = etcd.url();
+        let tls: Vec<String> = etcd.tls.iter().flat_map(Tls::client_args).collect();
         let nodes = (0..n)
             .map(|i| {
                 let node = format!("node-{i}");
-                Scenario::tcp_echo_backends(
-                    &format!("{test}-{i}"),
-                    &["--store", &url, "--store-prefix", &prefix, "--node", &node],
-                )
+                let mut args = vec!["--store", &url, "--store-prefix", &prefix, "--node", &node];
+                args.extend(tls.iter().map(String::as_str));
+                Scenario::tcp_echo_backends(&format!("{test}-{i}"), &args)
             })
             .collect();
         let fleet = Self {
@@ -66,7 +76,8 @@ impl Fleet {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(traffic_shift_bin());
         cmd.args(args)
-            .args(["--store", &self.etcd.url(), "--store-prefix", &self.prefix]);
+            .args(["--store", &self.etcd.url(), "--store-prefix", &self.prefix])
+            .args(self.etcd.tls.iter().flat_map(Tls::client_args));
         cmd
     }
 

@@ -232,7 +232,13 @@ fn a_commit_checked_against_an_old_revision_writes_nothing() {
         .unwrap();
     runtime.block_on(async {
         let url = fleet.etcd.url().parse().unwrap();
-        let store = Store::connect(&url, &fleet.prefix).await.unwrap();
+        let store = Store::connect(
+            &url,
+            &fleet.prefix,
+            &traffic_shift_store::TlsFiles::default(),
+        )
+        .await
+        .unwrap();
         let key = |name: &str| ResourceKey {
             kind: "VirtualService".into(),
             namespace: "default".into(),
@@ -344,4 +350,162 @@ fn with_etcd_down_the_node_keeps_its_rules_and_converges_when_etcd_returns() {
         "etcd down: 1000 connections, 0 failed, all to v1; after it returned: 80/20 in force {} ms after etcd answered ({converged} ms after the commit), 1000 connections split 800/200, 0 failed",
         returned.elapsed().as_millis()
     );
+}
+
+/// `traffic-shift get nodes --store URL ARGS`: its exit code and standard error.
+fn get_nodes(url: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(traffic_shift_tests::traffic_shift_bin())
+        .args(["get", "nodes", "--store", url])
+        .args(args)
+        .output()
+        .expect("run traffic-shift");
+    (out.status.code(), text(&out.stderr))
+}
+
+/// Test 6 of the issue: an etcd that requires client certificates. An
+/// agent with the CA, certificate and key connects and puts a rule in
+/// force; without a client certificate, or with one from another CA, etcd
+/// refuses and the CLI says so in one line naming the flags to fix.
+#[test]
+fn tls_etcd_requires_a_client_certificate() {
+    use traffic_shift_tests::etcd::{EtcdCluster, Tls};
+
+    traffic_shift_tests::require_root();
+    let dir = std::env::temp_dir().join(traffic_shift_tests::unique_name("fleet-tls-certs"));
+    let tls = Tls::generate(&dir);
+    let etcd = EtcdCluster::start_with("fleet-tls", 1, Some(tls.clone()));
+    let url = etcd.url();
+    assert!(url.starts_with("etcds://"), "{url}");
+    let mut fleet = Fleet::start_on("fleet-tls", 1, etcd);
+
+    let dir_rules = repo_rules().join("tcp-echo");
+    let files: Vec<String> = [
+        "service-entry.yaml",
+        "destination-rule.yaml",
+        "gateway.yaml",
+        "examples/vs-20-v2.yaml",
+    ]
+    .iter()
+    .map(|f| dir_rules.join(f).display().to_string())
+    .collect();
+    let mut args = vec!["apply"];
+    for file in &files {
+        args.extend(["-f", file.as_str()]);
+    }
+    args.extend(["--wait", "--timeout", "30s"]);
+    let out = fleet.ctl(&args);
+    let stderr = text(&out.stderr);
+    assert!(
+        out.status.success(),
+        "apply over TLS: {stderr}\n{}",
+        fleet.logs()
+    );
+    let revision = committed_revision(&stderr);
+    let (one, two, errors) = fleet.nodes[0].client.burst_with_errors(SERVICE_V4, 1000);
+    assert!(errors.is_empty(), "errors {errors:?}");
+    assert_eq!((one, two), (800, 200), "split of 1000 connections over TLS");
+    eprintln!(
+        "over TLS: revision {revision} in force on node-0; one {one} two {two} of 1000, 0 failed"
+    );
+
+    let ca = tls.ca.display().to_string();
+    let stranger_cert = tls.stranger_cert.display().to_string();
+    let stranger_key = tls.stranger_key.display().to_string();
+    let refused: [(&str, Vec<&str>); 2] = [
+        ("no client certificate", vec!["--store-ca", &ca]),
+        (
+            "a client certificate from another CA",
+            vec![
+                "--store-ca",
+                &ca,
+                "--store-cert",
+                &stranger_cert,
+                "--store-key",
+                &stranger_key,
+            ],
+        ),
+    ];
+    for (what, args) in refused {
+        let (code, stderr) = get_nodes(&url, &args);
+        eprintln!(
+            "get nodes with {what}: exit {code:?}: {}",
+            stderr.trim_end()
+        );
+        assert_eq!(code, Some(3), "get nodes with {what}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line with {what}: {stderr}");
+        assert!(
+            stderr.starts_with("error: TLS with etcd at ")
+                && stderr.contains("certificate")
+                && stderr.contains("--store-cert and --store-key"),
+            "get nodes with {what}: {stderr}"
+        );
+    }
+    // A file that cannot be read is named with its flag.
+    let (code, stderr) = get_nodes(
+        &url,
+        &[
+            "--store-ca",
+            &ca,
+            "--store-cert",
+            "/nonexistent/client.pem",
+            "--store-key",
+            &ca,
+        ],
+    );
+    eprintln!(
+        "get nodes with a missing file: exit {code:?}: {}",
+        stderr.trim_end()
+    );
+    assert_ne!(code, Some(0));
+    assert_eq!(
+        stderr.trim_end(),
+        "error: cannot read --store-cert file /nonexistent/client.pem: No such file or directory (os error 2)"
+    );
+    agent_without_a_client_certificate_says_why(&url, &fleet.prefix, &ca);
+    // The node still reports the revision, over TLS.
+    let rows = fleet.nodes_table();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].revision, rows[0].state.as_str()),
+        (revision, "accepted")
+    );
+    drop(fleet);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An agent with the CA but no client certificate: etcd refuses it, and
+/// it says so once, in one line naming the flags to fix.
+fn agent_without_a_client_certificate_says_why(url: &str, prefix: &str, ca: &str) {
+    let stranger = traffic_shift_tests::Scenario::tcp_echo_backends(
+        "fleet-tls-stranger",
+        &[
+            "--store",
+            url,
+            "--store-prefix",
+            prefix,
+            "--node",
+            "stranger",
+            "--store-ca",
+            ca,
+        ],
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let line = loop {
+        let log = stranger.agent.log_text();
+        if let Some(line) = log.lines().find(|l| l.contains("cannot use the store")) {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent without a client certificate never said why:\n{log}"
+        );
+        // Polling the agent's log for the line, as wait_nodes polls etcd.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    eprintln!("agent without a client certificate: {line}");
+    assert!(
+        line.contains("TLS with etcd at ") && line.contains("--store-cert and --store-key"),
+        "{line}"
+    );
+    drop(stranger);
 }

@@ -193,6 +193,8 @@ struct StoreArgs {
     /// The prefix of the fleet's keys in etcd.
     #[arg(long, value_name = "PREFIX", default_value = traffic_shift_store::DEFAULT_PREFIX)]
     store_prefix: String,
+    #[command(flatten)]
+    store_tls: agent::StoreTlsArgs,
 }
 
 impl AgentCommand {
@@ -212,6 +214,7 @@ impl StoreArgs {
         self.store.clone().map(|url| fleet::ctl::Target {
             url,
             prefix: self.store_prefix.clone(),
+            tls: self.store_tls.files(),
         })
     }
 }

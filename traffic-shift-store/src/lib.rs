@@ -18,12 +18,15 @@
 //! A change is committed in one transaction guarded by the guard key's
 //! mod revision as it was when the change was validated ([`Store::commit`]):
 //! two writers that validated against the same set cannot both commit.
+//!
+//! `etcd://` talks plain gRPC; `etcds://` talks TLS and needs the CA
+//! ([`TlsFiles`]), with a client certificate when etcd requires one.
 
-use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +42,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "invalid store address {0:?}: write it as etcd://HOST:PORT[,HOST:PORT...] (e.g. etcd://127.0.0.1:2379)"
+        "invalid store address {0:?}: write it as etcd://HOST:PORT[,HOST:PORT...], or etcds:// for TLS (e.g. etcd://127.0.0.1:2379)"
     )]
     Url(String),
     #[error(
@@ -54,6 +57,23 @@ pub enum StoreError {
         #[source]
         source: etcd_client::Error,
     },
+    /// A TLS file named by a flag cannot be read.
+    #[error("cannot read {flag} file {path}: {source}")]
+    TlsFile {
+        flag: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS flags do not fit together or with the address.
+    #[error("{0}")]
+    TlsOptions(String),
+    /// The TLS handshake with etcd failed: no client certificate, one etcd
+    /// does not trust, or a server certificate the CA does not vouch for.
+    #[error(
+        "TLS with etcd at {endpoints} failed: {detail}; if etcd requires client certificates (--client-cert-auth), give --store-cert and --store-key with one signed by its --trusted-ca-file (and --store-ca with the CA of its server certificate)"
+    )]
+    Tls { endpoints: String, detail: String },
     /// The watch cannot resume: etcd compacted its history past the
     /// revision it was at. List again.
     #[error(
@@ -75,24 +95,130 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn unreachable(endpoints: &[String]) -> impl Fn(etcd_client::Error) -> Self + '_ {
-        move |source| Self::Unreachable {
-            endpoints: endpoints.join(","),
-            source,
+    fn unreachable(endpoints: &[String], tls: bool) -> impl Fn(etcd_client::Error) -> Self + '_ {
+        move |source| {
+            let endpoints = endpoints.join(",");
+            match tls.then(|| tls_failure(&source)).flatten() {
+                Some(detail) => Self::Tls { endpoints, detail },
+                None => Self::Unreachable { endpoints, source },
+            }
         }
     }
 }
 
-/// `etcd://HOST:PORT[,HOST:PORT...]`: the members the client may use.
+/// Over TLS, the innermost cause of an error that came from the TLS layer,
+/// if it did. With TLS 1.3, etcd checks the client's certificate after the
+/// client has finished its handshake: a refused one shows as the connection
+/// closed before any answer, and the alert is lost on the way.
+fn tls_failure(err: &etcd_client::Error) -> Option<String> {
+    let mut messages = vec![err.to_string()];
+    let mut next: Option<&(dyn std::error::Error + 'static)> = match err {
+        etcd_client::Error::GRpcStatus(status) => std::error::Error::source(status),
+        etcd_client::Error::TransportError(transport) => std::error::Error::source(transport),
+        _ => None,
+    };
+    while let Some(cause) = next {
+        messages.push(cause.to_string());
+        next = cause.source();
+    }
+    let tls = messages.iter().any(|message| {
+        let message = message.to_ascii_lowercase();
+        [
+            "certificate",
+            "tls",
+            "handshake",
+            "alert",
+            "connection closed",
+        ]
+        .iter()
+        .any(|word| message.contains(word))
+    });
+    let innermost = messages.pop().unwrap_or_default();
+    tls.then(|| {
+        if innermost.to_ascii_lowercase().contains("connection closed") {
+            format!("etcd closed the connection after the handshake ({innermost})")
+        } else {
+            innermost
+        }
+    })
+}
+
+/// `--store-ca`, `--store-cert`, `--store-key`: the files for `etcds://`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA that signed etcd's server certificate (PEM).
+    pub ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for an etcd with `--client-cert-auth`.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+
+    /// The TLS options for `url`, or none for `etcd://`.
+    fn options(&self, url: &StoreUrl) -> Result<Option<TlsOptions>, StoreError> {
+        if !url.tls {
+            if self.is_empty() {
+                return Ok(None);
+            }
+            return Err(StoreError::TlsOptions(format!(
+                "--store-ca, --store-cert and --store-key are for TLS: write the address as etcds://{} (or leave them out for plain etcd://)",
+                url.endpoints.join(",")
+            )));
+        }
+        let read = |flag: &'static str, path: &PathBuf| {
+            std::fs::read(path).map_err(|source| StoreError::TlsFile {
+                flag,
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let Some(ca) = &self.ca else {
+            return Err(StoreError::TlsOptions(
+                "etcds:// needs --store-ca FILE: the CA (PEM) that signed etcd's server certificate".into(),
+            ));
+        };
+        let mut tls =
+            TlsOptions::new().ca_certificate(Certificate::from_pem(read("--store-ca", ca)?));
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(
+                    read("--store-cert", cert)?,
+                    read("--store-key", key)?,
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(StoreError::TlsOptions(
+                    "--store-cert and --store-key go together: give both (the client certificate and its key, PEM) or neither".into(),
+                ));
+            }
+        }
+        Ok(Some(tls))
+    }
+}
+
+/// `etcd://HOST:PORT[,HOST:PORT...]`: the members the client may use;
+/// `etcds://` for TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreUrl {
     endpoints: Vec<String>,
+    tls: bool,
 }
 
 impl StoreUrl {
     /// The members as `HOST:PORT`.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
+    }
+
+    /// Whether it is `etcds://`.
+    pub fn tls(&self) -> bool {
+        self.tls
     }
 }
 
@@ -101,7 +227,10 @@ impl FromStr for StoreUrl {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let bad = || StoreError::Url(text.to_owned());
-        let rest = text.strip_prefix("etcd://").ok_or_else(bad)?;
+        let (tls, rest) = match text.strip_prefix("etcds://") {
+            Some(rest) => (true, rest),
+            None => (false, text.strip_prefix("etcd://").ok_or_else(bad)?),
+        };
         let endpoints: Vec<String> = rest.split(',').map(str::to_owned).collect();
         for endpoint in &endpoints {
             let (host, port) = endpoint.rsplit_once(':').ok_or_else(bad)?;
@@ -109,13 +238,14 @@ impl FromStr for StoreUrl {
                 return Err(bad());
             }
         }
-        Ok(Self { endpoints })
+        Ok(Self { endpoints, tls })
     }
 }
 
 impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "etcd://{}", self.endpoints.join(","))
+        let scheme = if self.tls { "etcds" } else { "etcd" };
+        write!(f, "{scheme}://{}", self.endpoints.join(","))
     }
 }
 
@@ -190,26 +320,34 @@ pub struct NodeStatus {
 pub struct Store {
     client: Client,
     endpoints: Vec<String>,
+    /// `etcds://`: a closed connection may be a refused certificate.
+    tls: bool,
     prefix: String,
 }
 
 impl Store {
     /// Connects (lazily: a member that does not answer fails the first
     /// request, with [`StoreError::Unreachable`]).
-    pub async fn connect(url: &StoreUrl, prefix: &str) -> Result<Self, StoreError> {
+    /// With `etcds://`, `tls` gives the CA and the client certificate
+    /// (read here: a file that cannot be read is [`StoreError::TlsFile`]).
+    pub async fn connect(url: &StoreUrl, prefix: &str, tls: &TlsFiles) -> Result<Self, StoreError> {
         if !prefix.starts_with('/') || prefix.ends_with('/') {
             return Err(StoreError::Prefix(prefix.to_owned()));
         }
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        if let Some(tls) = tls.options(url)? {
+            options = options.with_tls(tls);
+        }
         let client = Client::connect(url.endpoints(), Some(options))
             .await
-            .map_err(StoreError::unreachable(url.endpoints()))?;
+            .map_err(StoreError::unreachable(url.endpoints(), url.tls()))?;
         Ok(Self {
             client,
             endpoints: url.endpoints().to_vec(),
+            tls: url.tls(),
             prefix: prefix.to_owned(),
         })
     }
@@ -282,7 +420,7 @@ impl Store {
         let response = client
             .txn(txn)
             .await
-            .map_err(StoreError::unreachable(&self.endpoints))?;
+            .map_err(StoreError::unreachable(&self.endpoints, self.tls))?;
         let read_at = response
             .header()
             .map_or(0, etcd_client::ResponseHeader::revision);
@@ -330,7 +468,7 @@ impl Store {
                 ),
             )
             .await
-            .map_err(StoreError::unreachable(&self.endpoints))?;
+            .map_err(StoreError::unreachable(&self.endpoints, self.tls))?;
         Ok(Watch {
             store: self.clone(),
             stream,
@@ -372,7 +510,7 @@ impl Store {
         let response = client
             .txn(txn)
             .await
-            .map_err(StoreError::unreachable(&self.endpoints))?;
+            .map_err(StoreError::unreachable(&self.endpoints, self.tls))?;
         let revision = response
             .header()
             .map_or(0, etcd_client::ResponseHeader::revision);
@@ -399,7 +537,7 @@ impl Store {
         let response = client
             .get(prefix, Some(GetOptions::new().with_prefix()))
             .await
-            .map_err(StoreError::unreachable(&self.endpoints))?;
+            .map_err(StoreError::unreachable(&self.endpoints, self.tls))?;
         response
             .kvs()
             .iter()
@@ -441,7 +579,10 @@ impl Watch {
                 .stream
                 .message()
                 .await
-                .map_err(StoreError::unreachable(&self.store.endpoints))?
+                .map_err(StoreError::unreachable(
+                    &self.store.endpoints,
+                    self.store.tls,
+                ))?
                 .ok_or_else(|| StoreError::WatchEnded {
                     prefix: self.store.prefix.clone(),
                     reason: "etcd closed the stream".into(),
@@ -501,7 +642,7 @@ pub struct NodeReporter {
 impl NodeReporter {
     /// Refreshes the lease and writes `status` under it.
     pub async fn report(&mut self, status: &NodeStatus) -> Result<(), StoreError> {
-        let unreachable = StoreError::unreachable(&self.store.endpoints);
+        let unreachable = StoreError::unreachable(&self.store.endpoints, self.store.tls);
         let mut client = self.store.client.clone();
         // Refresh the lease; one that expired (TTL 0) is replaced.
         let mut alive = false;
@@ -574,5 +715,48 @@ mod tests {
             let err = bad.parse::<StoreUrl>().unwrap_err().to_string();
             assert!(err.contains("etcd://HOST:PORT"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn tls_options() {
+        let tls: StoreUrl = "etcds://127.0.0.1:2379".parse().unwrap();
+        assert!(tls.tls());
+        assert_eq!(tls.to_string(), "etcds://127.0.0.1:2379");
+        let plain: StoreUrl = "etcd://127.0.0.1:2379".parse().unwrap();
+        let files = |ca: Option<&str>, cert: Option<&str>, key: Option<&str>| TlsFiles {
+            ca: ca.map(PathBuf::from),
+            cert: cert.map(PathBuf::from),
+            key: key.map(PathBuf::from),
+        };
+        assert!(TlsFiles::default().options(&plain).unwrap().is_none());
+        let err = files(Some("ca.pem"), None, None)
+            .options(&plain)
+            .unwrap_err();
+        assert!(err.to_string().contains("etcds://127.0.0.1:2379"), "{err}");
+        let err = TlsFiles::default().options(&tls).unwrap_err();
+        assert!(err.to_string().contains("needs --store-ca"), "{err}");
+        let err = files(Some("/nonexistent/ca.pem"), None, None)
+            .options(&tls)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot read --store-ca file /nonexistent/ca.pem: No such file or directory (os error 2)"
+        );
+        let err = files(Some("/dev/null"), Some("/dev/null"), None)
+            .options(&tls)
+            .unwrap_err();
+        assert!(err.to_string().contains("go together"), "{err}");
+        let err = files(
+            Some("/dev/null"),
+            Some("/nonexistent/c.pem"),
+            Some("/dev/null"),
+        )
+        .options(&tls)
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read --store-cert file /nonexistent/c.pem"),
+            "{err}"
+        );
     }
 }

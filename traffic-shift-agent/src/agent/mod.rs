@@ -44,7 +44,7 @@ use self::{
 };
 pub use self::{
     error::{AgentError, ApplyError, InstallError, L7Error},
-    options::{AgentOptions, DEFAULT_STATUS_FILE},
+    options::{AgentOptions, DEFAULT_STATUS_FILE, StoreTlsArgs},
 };
 use crate::metrics::{self, Exporter, Shared};
 

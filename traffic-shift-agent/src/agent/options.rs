@@ -29,6 +29,8 @@ pub struct AgentOptions {
     /// The prefix of the fleet's keys in etcd.
     #[arg(long, value_name = "PREFIX", default_value = traffic_shift_store::DEFAULT_PREFIX, requires = "store")]
     pub store_prefix: String,
+    #[command(flatten)]
+    pub store_tls: StoreTlsArgs,
     /// This node's name in the store (`traffic-shift get nodes`). Default: the host name.
     #[arg(long, value_name = "NAME", requires = "store")]
     pub node: Option<String>,
@@ -109,4 +111,44 @@ pub struct AgentOptions {
     #[cfg(feature = "failpoints")]
     #[arg(long, value_name = "NAME=ACTIONS", hide = true)]
     pub failpoint: Vec<String>,
+}
+
+/// `--store-ca`, `--store-cert`, `--store-key`: TLS to etcd (`etcds://`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct StoreTlsArgs {
+    /// With an `etcds://` store: the CA (PEM) that signed etcd's server certificate.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TRAFFIC_SHIFT_STORE_CA",
+        requires = "store"
+    )]
+    pub store_ca: Option<PathBuf>,
+    /// With an `etcds://` store: this client's certificate (PEM), for an
+    /// etcd started with --client-cert-auth. Goes with --store-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TRAFFIC_SHIFT_STORE_CERT",
+        requires = "store"
+    )]
+    pub store_cert: Option<PathBuf>,
+    /// The private key (PEM) of --store-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TRAFFIC_SHIFT_STORE_KEY",
+        requires = "store"
+    )]
+    pub store_key: Option<PathBuf>,
+}
+
+impl StoreTlsArgs {
+    pub fn files(&self) -> traffic_shift_store::TlsFiles {
+        traffic_shift_store::TlsFiles {
+            ca: self.store_ca.clone(),
+            cert: self.store_cert.clone(),
+            key: self.store_key.clone(),
+        }
+    }
 }

@@ -105,6 +105,9 @@ pub struct Fleet {
     pub refused: Option<(i64, String)>,
     /// Whether the follower is connected.
     pub connected: bool,
+    /// Before the first connection: the last error said, so that each new
+    /// one is said once (e.g. etcd refusing the TLS client certificate).
+    pub first_error: Option<String>,
     /// Published to the reporter task.
     pub status: watch::Sender<NodeStatus>,
 }
@@ -118,7 +121,13 @@ pub async fn open(
         return Ok((None, None));
     };
     let node = options.node.clone().unwrap_or_else(super::host_name);
-    let (fleet, events) = start(url, &options.store_prefix, &node).await?;
+    let (fleet, events) = start(
+        url,
+        &options.store_prefix,
+        &options.store_tls.files(),
+        &node,
+    )
+    .await?;
     Ok((Some(fleet), Some(events)))
 }
 
@@ -126,9 +135,10 @@ pub async fn open(
 pub async fn start(
     url: &traffic_shift_store::StoreUrl,
     prefix: &str,
+    tls: &traffic_shift_store::TlsFiles,
     node: &str,
 ) -> Result<(Fleet, mpsc::Receiver<StoreEvent>), StoreError> {
-    let store = Store::connect(url, prefix).await?;
+    let store = Store::connect(url, prefix, tls).await?;
     let (events, rx) = mpsc::channel(16);
     let initial = NodeStatus {
         node: node.to_owned(),
@@ -155,6 +165,7 @@ pub async fn start(
             revision: 0,
             refused: None,
             connected: false,
+            first_error: None,
             status,
         },
         rx,
@@ -262,6 +273,9 @@ impl Agent {
             StoreEvent::Disconnected(error) => {
                 if fleet.connected {
                     tracing::warn!(%error, "the store is unreachable; the rules in force stay, reconnecting with backoff");
+                } else if fleet.revision == 0 && fleet.first_error.as_ref() != Some(&error) {
+                    tracing::warn!(%error, "cannot use the store; trying again with backoff");
+                    fleet.first_error = Some(error);
                 }
                 fleet.connected = false;
                 return;

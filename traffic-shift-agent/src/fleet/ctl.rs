@@ -15,7 +15,7 @@ use std::{
 };
 
 use traffic_shift_config as config;
-use traffic_shift_store::{NodeStatus, Store, StoreError, StoreUrl};
+use traffic_shift_store::{NodeStatus, Store, StoreError, StoreUrl, TlsFiles};
 
 use crate::{
     admin::{Change, FileText, Item, Response},
@@ -31,6 +31,7 @@ const ATTEMPTS: usize = 5;
 pub struct Target {
     pub url: StoreUrl,
     pub prefix: String,
+    pub tls: TlsFiles,
 }
 
 /// What `--store` changes.
@@ -61,7 +62,7 @@ impl Op {
 }
 
 async fn connect(target: &Target, stderr: &mut dyn Write) -> std::io::Result<Option<Store>> {
-    match Store::connect(&target.url, &target.prefix).await {
+    match Store::connect(&target.url, &target.prefix, &target.tls).await {
         Ok(store) => Ok(Some(store)),
         Err(err) => {
             writeln!(stderr, "error: {err}")?;
@@ -73,7 +74,7 @@ async fn connect(target: &Target, stderr: &mut dyn Write) -> std::io::Result<Opt
 fn store_error(err: &StoreError, stderr: &mut dyn Write) -> std::io::Result<u8> {
     writeln!(stderr, "error: {err}")?;
     Ok(match err {
-        StoreError::Unreachable { .. } => EXIT_NO_AGENT,
+        StoreError::Unreachable { .. } | StoreError::Tls { .. } => EXIT_NO_AGENT,
         _ => EXIT_REFUSED,
     })
 }
