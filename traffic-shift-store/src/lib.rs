@@ -109,7 +109,8 @@ impl StoreError {
 /// Over TLS, the innermost cause of an error that came from the TLS layer,
 /// if it did. With TLS 1.3, etcd checks the client's certificate after the
 /// client has finished its handshake: a refused one shows as the connection
-/// closed before any answer, and the alert is lost on the way.
+/// closed (or, when the client was writing its first request, a broken
+/// pipe) before any answer, and the alert is lost on the way.
 fn tls_failure(err: &etcd_client::Error) -> Option<String> {
     let mut messages = vec![err.to_string()];
     let mut next: Option<&(dyn std::error::Error + 'static)> = match err {
@@ -129,13 +130,15 @@ fn tls_failure(err: &etcd_client::Error) -> Option<String> {
             "handshake",
             "alert",
             "connection closed",
+            "broken pipe",
         ]
         .iter()
         .any(|word| message.contains(word))
     });
     let innermost = messages.pop().unwrap_or_default();
     tls.then(|| {
-        if innermost.to_ascii_lowercase().contains("connection closed") {
+        let lower = innermost.to_ascii_lowercase();
+        if lower.contains("connection closed") || lower.contains("broken pipe") {
             format!("etcd closed the connection after the handshake ({innermost})")
         } else {
             innermost
