@@ -8,11 +8,14 @@
 //! `etcd:PREFIX/resources/<Kind>/<namespace>/<name>`, its lines those of
 //! the document as `get -o yaml` prints it.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use serde_json::Value as Json;
 use traffic_shift_config::{self as config, RulesFile};
-use traffic_shift_store::{Listing, ResourceKey, Write};
+use traffic_shift_store::{ResourceKey, Write};
 
 use crate::applied::{self, Document, Entries, Entry, Key};
 
@@ -77,11 +80,14 @@ pub fn entry(prefix: &str, key: &ResourceKey, text: &str) -> Result<(Key, Entry)
     ))
 }
 
-/// The store's resources as an applied set, or every error.
-pub fn entries(prefix: &str, listing: &Listing) -> Result<Entries, Vec<String>> {
+/// The store's resources (a `Listing`'s) as an applied set, or every error.
+pub fn entries(
+    prefix: &str,
+    resources: &BTreeMap<ResourceKey, String>,
+) -> Result<Entries, Vec<String>> {
     let mut entries = Entries::new();
     let mut errors = Vec::new();
-    for (key, text) in &listing.resources {
+    for (key, text) in resources {
         match entry(prefix, key, text) {
             Ok((key, entry)) => {
                 entries.insert(key, entry);
@@ -152,7 +158,7 @@ mod tests {
             assert_eq!(key.to_string(), "VirtualService default/tcp-echo");
             listing.resources.insert(key.clone(), text.clone());
         }
-        let back = entries("/ts", &listing).unwrap();
+        let back = entries("/ts", &listing.resources).unwrap();
         assert_eq!(back.len(), 1);
         let (key, entry) = back.iter().next().unwrap();
         assert_eq!(entry.created_ms, 1_000);
@@ -180,7 +186,7 @@ mod tests {
         )
         .unwrap();
         listing.resources.insert(key, json);
-        let errors = entries("/ts", &listing).unwrap_err();
+        let errors = entries("/ts", &listing.resources).unwrap_err();
         assert_eq!(
             errors,
             [

@@ -293,12 +293,7 @@ impl Agent {
             return;
         }
         let prefix = fleet.prefix.clone();
-        let listing = Listing {
-            revision,
-            read_at: revision,
-            resources: (*resources).clone(),
-        };
-        let result = fleet::entries(&prefix, &listing)
+        let result = fleet::entries(&prefix, &resources)
             .map_err(|errors| errors.join("; "))
             .and_then(|entries| {
                 let file = fleet::rules_file(&prefix, &entries);

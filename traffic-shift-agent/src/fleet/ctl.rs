@@ -108,7 +108,7 @@ pub async fn change(
             Ok(listing) => listing,
             Err(err) => return store_error(&err, stderr),
         };
-        let current = match super::entries(&target.prefix, &listing) {
+        let current = match super::entries(&target.prefix, &listing.resources) {
             Ok(entries) => entries,
             Err(errors) => {
                 for error in &errors {
@@ -290,7 +290,7 @@ pub async fn get(
         Ok(listing) => listing,
         Err(err) => return store_error(&err, stderr),
     };
-    let entries = match super::entries(&target.prefix, &listing) {
+    let entries = match super::entries(&target.prefix, &listing.resources) {
         Ok(entries) => entries,
         Err(errors) => {
             for error in &errors {
