@@ -101,14 +101,8 @@ impl Agent {
             Ok(plan) => plan,
             Err(errors) => return Response::Refused { errors },
         };
-        let mut rules = vec![applied::rules_file(
-            self.sources.applied.path(),
-            &plan.entries,
-        )];
-        if let Some(fleet) = &self.sources.fleet {
-            rules.push(fleet.file.clone());
-        }
-        rules.extend(self.sources.accepted.values().map(|(_, file)| file.clone()));
+        let applied = applied::rules_file(self.sources.applied.path(), &plan.entries);
+        let rules = self.sources.rule_set(Some(applied), None, None);
         let (model, across) = config::resolve_all(&rules);
         let mut warnings = plan.warnings.clone();
         // Only those about the files given: the rest of the rules' warnings
@@ -185,7 +179,8 @@ impl Agent {
         if self.sources.applied.entries().is_empty() || self.generation > 0 {
             return;
         }
-        let rules = self.sources.base_files();
+        // No rules file went in (generation 0): the directory adds nothing.
+        let rules = self.sources.rule_set(None, None, None);
         let result = config::resolve_all(&rules)
             .0
             .map_err(|errors| {

@@ -22,7 +22,7 @@ pub struct Sources {
     /// The rules directory (canonical), if any.
     pub rules: Option<PathBuf>,
     /// Files in force, with the text they were accepted from.
-    pub accepted: BTreeMap<PathBuf, (String, RulesFile)>,
+    pub accepted: Accepted,
     /// Last refused version of a file (`None`: its removal was refused), so a
     /// refusal is reported once, not on every rescan.
     pub refused: BTreeMap<PathBuf, Option<String>>,
@@ -34,15 +34,30 @@ pub struct Sources {
     pub fleet: Option<super::store::Fleet>,
 }
 
+/// The rules directory's files in force, with the text each was accepted from.
+pub type Accepted = BTreeMap<PathBuf, (String, RulesFile)>;
+
 impl Sources {
-    /// The rules in force that are not the directory's: the applied set
-    /// first (a rules file that repeats one of them is the one refused),
-    /// then the store's.
-    pub fn base_files(&self) -> Vec<RulesFile> {
-        let mut files = vec![self.applied.rules_file()];
-        if let Some(fleet) = &self.fleet {
-            files.push(fleet.file.clone());
+    /// The whole rule set in the order it is resolved in: the applied set,
+    /// the store's, then the directory's files (a file that repeats a
+    /// resource of the ones before it is the one refused). Each part is the
+    /// one in force unless the change being checked gives another.
+    pub fn rule_set(
+        &self,
+        applied: Option<RulesFile>,
+        store: Option<RulesFile>,
+        directory: Option<&Accepted>,
+    ) -> Vec<RulesFile> {
+        let mut files = vec![applied.unwrap_or_else(|| self.applied.rules_file())];
+        if let Some(store) = store.or_else(|| self.fleet.as_ref().map(|f| f.file.clone())) {
+            files.push(store);
         }
+        files.extend(
+            directory
+                .unwrap_or(&self.accepted)
+                .values()
+                .map(|(_, f)| f.clone()),
+        );
         files
     }
 }
@@ -177,11 +192,7 @@ impl Agent {
                 None => next.remove(path),
             };
         }
-        // The applied and stored resources first: a rules file that
-        // repeats one of them is the one refused.
-        let mut files: Vec<RulesFile> = self.sources.base_files();
-        files.extend(next.values().map(|(_, f)| f.clone()));
-        let model = config::resolve(&files)?;
+        let model = config::resolve(&self.sources.rule_set(None, None, Some(&next)))?;
         let names: Vec<String> = changes.iter().map(|(path, _)| file_name(path)).collect();
         self.install(model, &names.join(" "))?;
         self.sources.accepted = next;

@@ -297,10 +297,7 @@ impl Agent {
             .map_err(|errors| errors.join("; "))
             .and_then(|entries| {
                 let file = fleet::rules_file(&prefix, &entries);
-                let mut files = vec![self.sources.applied.rules_file(), file.clone()];
-                // The directory's files after: one that repeats a stored
-                // resource makes the store's revision refused here.
-                files.extend(self.sources.accepted.values().map(|(_, f)| f.clone()));
+                let files = self.sources.rule_set(None, Some(file.clone()), None);
                 let model = traffic_shift_config::resolve(&files).map_err(|e| e.to_string())?;
                 self.install(model, &format!("store revision {revision}"))
                     .map_err(|e| e.to_string())?;
