@@ -456,43 +456,23 @@ impl Layout {
     }
 }
 
-/// The layout every table of `rows` shares, so the tables line up, and the
-/// width of the raw weights.
-fn shared_layout(
-    shapes: &'static [Shape],
-    legends: (&'static str, &'static str),
-    rows: &[Vec<Row>],
-    width: usize,
-) -> (Layout, usize) {
-    let all: Vec<&Row> = rows.iter().flatten().collect();
-    let raw_weight_width = all
-        .iter()
-        .map(|r| r.weight.to_string().len())
-        .max()
-        .unwrap_or(1);
-    let layout = Layout::choose(
-        shapes,
-        legends,
-        &all,
-        raw_weight_width,
-        width.saturating_sub(TABLE_INDENT),
-    );
-    (layout, raw_weight_width)
-}
-
 fn routes(routes: &[RouteStatus], width: usize, lines: &mut Vec<String>) {
-    let rows: Vec<Vec<Row>> = routes.iter().map(rows).collect();
-    let (layout, raw_weight_width) =
-        shared_layout(SHAPES, (SHORT_LEGEND, BAR_LEGEND), &rows, width);
-    let endpoints: Vec<EndpointLine> = routes
-        .iter()
-        .flat_map(|r| &r.destinations)
-        .flat_map(|d| &d.endpoints)
-        .map(EndpointLine::tcp)
-        .collect();
-    let endpoints = EndpointColumns::new(&endpoints);
-
-    for (route, rows) in routes.iter().zip(&rows) {
+    let tables = Tables::new(
+        SHAPES,
+        (SHORT_LEGEND, BAR_LEGEND),
+        routes.iter().map(rows).collect(),
+        routes
+            .iter()
+            .map(|r| {
+                r.destinations
+                    .iter()
+                    .map(|d| d.endpoints.iter().map(EndpointLine::tcp).collect())
+                    .collect()
+            })
+            .collect(),
+        width,
+    );
+    for (i, route) in routes.iter().enumerate() {
         lines.push(String::new());
         wrap(&format!("ROUTE {}", route.route), width, 0, lines);
         let conns: u64 = route
@@ -511,23 +491,9 @@ fn routes(routes: &[RouteStatus], width: usize, lines: &mut Vec<String>) {
             TABLE_INDENT,
             lines,
         );
-        if rows.is_empty() {
-            continue;
-        }
-        lines.push(layout.header());
-        for (row, dest) in rows.iter().zip(&route.destinations) {
-            lines.push(layout.row(row, raw_weight_width));
-            for endpoint in &dest.endpoints {
-                endpoints.line(&EndpointLine::tcp(endpoint), width, lines);
-            }
-        }
+        tables.draw(i, width, lines);
     }
-    if rows.iter().any(|r| !r.is_empty()) {
-        for legend in layout.legends() {
-            lines.push(String::new());
-            wrap(legend, width, 0, lines);
-        }
-    }
+    tables.legends(width, lines);
 }
 
 /// `observed` as `#` over `width` cells, `.` for the rest, and `|` where
@@ -555,92 +521,6 @@ fn bar(observed: Option<(u64, u64)>, configured: Option<(u64, u64)>, width: usiz
         bar[cells(configured).min(width - 1)] = '|';
     }
     bar.into_iter().collect()
-}
-
-/// One endpoint line's fields: its address, its state, and counts, each a
-/// number and what follows it (`/min`, ` total`, ` failed`).
-struct EndpointLine<'a> {
-    address: &'a str,
-    state: &'a str,
-    counts: [(u64, &'static str); 3],
-}
-
-impl<'a> EndpointLine<'a> {
-    fn tcp(e: &'a EndpointStatus) -> Self {
-        EndpointLine {
-            address: &e.address,
-            state: &e.state,
-            counts: [
-                (e.connections_last_minute, "/min"),
-                (e.connections_total, " total"),
-                (e.failed_total, " failed"),
-            ],
-        }
-    }
-
-    fn http(e: &'a HttpEndpointStatus) -> Self {
-        EndpointLine {
-            address: &e.address,
-            state: &e.state,
-            counts: [
-                (e.requests_last_minute, "/min"),
-                (e.requests_total, " total"),
-                (e.errors_5xx_last_minute, " 5xx/min"),
-            ],
-        }
-    }
-}
-
-/// Endpoint lines: `127.0.0.1:19001  ok  80/min  800 total  0 failed`,
-/// aligned over the whole table.
-struct EndpointColumns {
-    address: usize,
-    state: usize,
-    counts: [usize; 3],
-}
-
-impl EndpointColumns {
-    fn new(endpoints: &[EndpointLine]) -> Self {
-        let max = |f: &dyn Fn(&EndpointLine) -> usize| endpoints.iter().map(f).max().unwrap_or(0);
-        EndpointColumns {
-            address: max(&|e| columns(e.address)),
-            state: max(&|e| columns(e.state)),
-            counts: std::array::from_fn(|i| max(&|e| e.counts[i].0.to_string().len())),
-        }
-    }
-
-    /// One aligned line when it fits; else the address and state, and the
-    /// counts aligned on the next line.
-    fn line(&self, e: &EndpointLine, width: usize, lines: &mut Vec<String>) {
-        let counts: Vec<String> = e
-            .counts
-            .iter()
-            .zip(self.counts)
-            .map(|((n, what), w)| format!("{n:>w$}{what}"))
-            .collect();
-        let one_line = ENDPOINT_INDENT
-            + self.address
-            + 2
-            + self.state
-            + counts.iter().map(|c| 2 + columns(c)).sum::<usize>();
-        if one_line <= width {
-            let mut fields = vec![
-                format!("{:<w$}", e.address, w = self.address),
-                format!("{:<w$}", e.state, w = self.state),
-            ];
-            fields.extend(counts);
-            wrap_fields(&fields, 2, width, ENDPOINT_INDENT, lines);
-        } else {
-            wrap_fields(
-                &[e.address.to_owned(), e.state.to_owned()],
-                2,
-                width,
-                ENDPOINT_INDENT,
-                lines,
-            );
-            wrap_fields(&counts, 2, width, ENDPOINT_INDENT + HANGING_INDENT, lines);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -819,6 +699,9 @@ fn wrap_fields(
 }
 
 mod http;
+mod tables;
+
+use self::tables::{EndpointLine, Tables};
 
 #[cfg(test)]
 mod tests;

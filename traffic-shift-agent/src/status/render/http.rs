@@ -3,8 +3,8 @@
 //! connections.
 
 use super::{
-    Col, EndpointColumns, EndpointLine, HTTP_BAR_LEGEND, HTTP_SHORT_LEGEND, HttpDestinationStatus,
-    HttpRouteStatus, Row, Shape, TABLE_INDENT, percent, unbreakable, wrap,
+    Col, EndpointLine, HTTP_BAR_LEGEND, HTTP_SHORT_LEGEND, HttpDestinationStatus, HttpRouteStatus,
+    Row, Shape, TABLE_INDENT, Tables, percent, unbreakable, wrap,
 };
 
 /// The HTTP table's shapes, richest first: the raw weight, the long
@@ -87,22 +87,22 @@ pub(super) fn latency(ms: Option<f64>) -> String {
 /// The HTTP routes, as [`super::routes`] draws the TCP ones: per route its key
 /// (and name), its matches in words, its listener, then the table.
 pub(super) fn http_routes(routes: &[HttpRouteStatus], width: usize, lines: &mut Vec<String>) {
-    let rows: Vec<Vec<Row>> = routes.iter().map(http_rows).collect();
-    let (layout, raw_weight_width) = super::shared_layout(
+    let tables = Tables::new(
         HTTP_SHAPES,
         (HTTP_SHORT_LEGEND, HTTP_BAR_LEGEND),
-        &rows,
+        routes.iter().map(http_rows).collect(),
+        routes
+            .iter()
+            .map(|r| {
+                r.destinations
+                    .iter()
+                    .map(|d| d.endpoints.iter().map(EndpointLine::http).collect())
+                    .collect()
+            })
+            .collect(),
         width,
     );
-    let endpoints: Vec<EndpointLine> = routes
-        .iter()
-        .flat_map(|r| &r.destinations)
-        .flat_map(|d| &d.endpoints)
-        .map(EndpointLine::http)
-        .collect();
-    let endpoints = EndpointColumns::new(&endpoints);
-
-    for (route, rows) in routes.iter().zip(&rows) {
+    for (i, route) in routes.iter().enumerate() {
         lines.push(String::new());
         let title = match &route.name {
             Some(name) => format!("HTTP ROUTE {} ({name})", route.route),
@@ -132,21 +132,7 @@ pub(super) fn http_routes(routes: &[HttpRouteStatus], width: usize, lines: &mut 
             )));
         }
         wrap(&info, width, TABLE_INDENT, lines);
-        if rows.is_empty() {
-            continue;
-        }
-        lines.push(layout.header());
-        for (row, dest) in rows.iter().zip(&route.destinations) {
-            lines.push(layout.row(row, raw_weight_width));
-            for endpoint in &dest.endpoints {
-                endpoints.line(&EndpointLine::http(endpoint), width, lines);
-            }
-        }
+        tables.draw(i, width, lines);
     }
-    if rows.iter().any(|r| !r.is_empty()) {
-        for legend in layout.legends() {
-            lines.push(String::new());
-            wrap(legend, width, 0, lines);
-        }
-    }
+    tables.legends(width, lines);
 }
