@@ -92,6 +92,9 @@ pub const FAMILY_LABELS: &[(&str, &[&str])] = &[
         "traffic_shift_route_weight",
         &["route", "destination_service", "destination_version"],
     ),
+    ("traffic_shift_store_connected", &[]),
+    ("traffic_shift_store_revision", &[]),
+    ("traffic_shift_store_reconnects", &[]),
 ];
 
 /// Istio's labels of its HTTP metrics: the TCP ones and the response code.

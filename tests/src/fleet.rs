@@ -41,24 +41,44 @@ impl Fleet {
     /// the CA and the client certificate.
     pub fn start_on(test: &str, n: usize, etcd: EtcdCluster) -> Self {
         crate::require_root();
-        let prefix = format!("/{}", crate::unique_name(test));
-        let url = etcd.url();
-        let tls: Vec<String> = etcd.tls.iter().flat_map(Tls::client_args).collect();
-        let nodes = (0..n)
+        let mut fleet = Self {
+            nodes: Vec::new(),
+            etcd,
+            prefix: format!("/{}", crate::unique_name(test)),
+        };
+        fleet.nodes = (0..n)
             .map(|i| {
-                let node = format!("node-{i}");
-                let mut args = vec!["--store", &url, "--store-prefix", &prefix, "--node", &node];
-                args.extend(tls.iter().map(String::as_str));
+                let args = fleet.agent_args(i);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 Scenario::tcp_echo_backends(&format!("{test}-{i}"), &args)
             })
             .collect();
-        let fleet = Self {
-            nodes,
-            etcd,
-            prefix,
-        };
         fleet.wait_nodes(n);
         fleet
+    }
+
+    /// The store arguments of node `i`'s agent (`--store`, `--store-prefix`,
+    /// `--node node-I`, and the TLS files of a TLS etcd).
+    pub fn agent_args(&self, i: usize) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--store",
+            &self.etcd.url(),
+            "--store-prefix",
+            &self.prefix,
+            "--node",
+            &format!("node-{i}"),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(self.etcd.tls.iter().flat_map(Tls::client_args));
+        args
+    }
+
+    /// Stops node `i`'s agent and starts it again with the same arguments.
+    pub fn restart_node(&mut self, i: usize) {
+        let args = self.agent_args(i);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.nodes[i].agent.restart(&args);
     }
 
     /// An etcd cluster alone (no agent): for what the CLI does with the store.

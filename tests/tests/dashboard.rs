@@ -285,6 +285,10 @@ fn exposition(n: u64) -> String {
     bare("traffic_shift_rules_applied_total", "", n);
     bare("traffic_shift_apply_errors_total", "", 1);
     bare("traffic_shift_rules_generation", "", n);
+    // A node of a fleet: connected, one more store revision per scrape, one reconnect.
+    bare("traffic_shift_store_connected", "", 1);
+    bare("traffic_shift_store_revision", "", 40 + n);
+    bare("traffic_shift_store_reconnects_total", "", 1);
     bare("traffic_shift_map_entries", r#"map="TS_ORIG_DST""#, 16384);
     bare(
         "traffic_shift_map_max_entries",

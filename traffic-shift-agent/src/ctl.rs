@@ -364,17 +364,29 @@ pub fn table(kind: KindNames, items: &[Item], wide: bool, namespaces: bool, now_
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+    aligned(&rows)
+}
+
+/// Rows as kubectl prints a table: each column as wide as its widest
+/// cell, three spaces apart, no trailing spaces. Rows may be shorter than
+/// the first.
+pub fn aligned(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
         for (c, text) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                line.push_str(text);
-            } else {
-                line.push_str(text);
+            line.push_str(text);
+            if c + 1 < row.len() {
                 line.push_str(&" ".repeat(widths[c] - text.chars().count() + 3));
             }
         }

@@ -20,6 +20,7 @@ use traffic_shift_store::{ResourceKey, Write};
 use crate::applied::{self, Document, Entries, Entry, Key};
 
 pub mod ctl;
+pub mod status;
 
 /// How messages name a stored resource.
 pub fn source_path(prefix: &str, key: &ResourceKey) -> PathBuf {

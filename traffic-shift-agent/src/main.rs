@@ -44,6 +44,13 @@ enum Command {
         /// $COLUMNS, else 80. Example: `--width 100`.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(20..))]
         width: Option<u16>,
+        /// The whole fleet instead of this node: per route, the split each
+        /// node observed and its sum, from the store (--store or
+        /// TRAFFIC_SHIFT_STORE).
+        #[arg(long, conflicts_with = "watch")]
+        fleet: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Remove everything the agent pinned (maps left by an agent that was
     /// killed). Refused while an agent runs on that directory.
@@ -258,10 +265,28 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status {
+            fleet: true, store, ..
+        } => {
+            let Some(target) = store.target() else {
+                anyhow::bail!(
+                    "status --fleet reads the fleet's store: give --store etcd://HOST:PORT (or set TRAFFIC_SHIFT_STORE)"
+                );
+            };
+            block_on(async {
+                fleet::ctl::status(
+                    &target,
+                    &mut std::io::stdout().lock(),
+                    &mut std::io::stderr().lock(),
+                )
+                .await
+            })
+        }
+        Command::Status {
             status_file,
             watch,
             interval,
             width,
+            ..
         } => {
             let width = width.map(usize::from);
             let mut stdout = std::io::stdout().lock();

@@ -123,6 +123,22 @@ pub const ROUTE_WEIGHT: Family = Family {
     help: "Configured weight of a route's destination (relative: its share is weight / sum)",
 };
 
+pub const STORE_CONNECTED: Family = Family {
+    name: "traffic_shift_store_connected",
+    kind: FamilyType::Gauge,
+    help: "With --store: 1 while the agent follows the store, 0 while it cannot reach it (the rules in force stay)",
+};
+pub const STORE_REVISION: Family = Family {
+    name: "traffic_shift_store_revision",
+    kind: FamilyType::Gauge,
+    help: "With --store: the store revision in force on this node",
+};
+pub const STORE_RECONNECTS: Family = Family {
+    name: "traffic_shift_store_reconnects",
+    kind: FamilyType::Counter,
+    help: "With --store: times the store answered again after it was lost",
+};
+
 /// Every family the agent exports, in the order of the exposition: the one
 /// list that the exporter names its families from and that the dashboard
 /// test checks the dashboard against.
@@ -144,6 +160,9 @@ pub const FAMILIES: &[Family] = &[
     ENDPOINT_HEALTHY,
     ENDPOINT_REGISTERED,
     ROUTE_WEIGHT,
+    STORE_CONNECTED,
+    STORE_REVISION,
+    STORE_RECONNECTS,
     REQUESTS,
     REQUEST_DURATION_MILLISECONDS,
 ];
@@ -175,9 +194,20 @@ pub struct Shared {
     /// (service, version, endpoint) -> healthy: not every connect of the
     /// last minute failed (passive: observed connections, no probes).
     pub healthy: BTreeMap<(String, String, String), bool>,
+    /// With `--store`: the store as this node sees it.
+    pub store: Option<StoreGauges>,
     /// The status the agent last wrote (JSON, as its status file), for
     /// the live page's `/ui/status.json`; empty before the first.
     pub status: Arc<str>,
+}
+
+/// The store as a node sees it (`--store`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreGauges {
+    pub connected: bool,
+    /// The revision in force.
+    pub revision: i64,
+    pub reconnects: u64,
 }
 
 /// The live page served on `/ui`: self-contained (no external assets).
@@ -470,6 +500,19 @@ fn encode_agent(encoder: &mut DescriptorEncoder, shared: &Shared) -> Result<(), 
         })
         .collect();
     gauges(encoder, &ROUTE_WEIGHT, &weights)?;
+    if let Some(store) = shared.store {
+        gauges(
+            encoder,
+            &STORE_CONNECTED,
+            &gauge(u64::from(store.connected)),
+        )?;
+        gauges(
+            encoder,
+            &STORE_REVISION,
+            &BTreeMap::from([(Labels::new(), store.revision)]),
+        )?;
+        counters(encoder, &STORE_RECONNECTS, &one(store.reconnects))?;
+    }
     Ok(())
 }
 

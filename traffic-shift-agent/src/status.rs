@@ -99,6 +99,9 @@ pub struct HttpDestinationStatus {
     /// proxy's own: no healthy upstream, connect failure, timeout) and 4xx.
     pub errors_5xx_last_minute: u64,
     pub errors_4xx_last_minute: u64,
+    /// Answered 5xx since its route entered the rules.
+    #[serde(default)]
+    pub errors_5xx_total: u64,
     /// Latency percentiles of the last minute's requests in milliseconds,
     /// interpolated in Istio's buckets as Prometheus' `histogram_quantile`
     /// does; `None` without requests.

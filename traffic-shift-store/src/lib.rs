@@ -316,6 +316,51 @@ pub struct NodeStatus {
     pub routes: usize,
     /// When the agent wrote this, Unix milliseconds.
     pub updated_ms: u64,
+    /// What this node observed on the routes in force that saw traffic
+    /// (routes without any are left out: a node with 10 000 idle routes
+    /// does not write them every second).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counters: Vec<RouteCounters>,
+    /// Routes with traffic left out of `counters` to keep the status
+    /// small (the ones with the fewest connections or requests).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub counters_left_out: usize,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// One route's counters on one node: connections (TCP routes, from the
+/// kernel's per-endpoint counters) or requests (HTTP routes, from the L7
+/// proxy), per destination, since the route went in on that node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteCounters {
+    /// The route's key, as `status` names it (e.g. `default/tcp-echo tcp[0]`).
+    pub route: String,
+    /// `mesh` or `gateway NAMESPACE/NAME`.
+    pub kind: String,
+    /// The service address or host the route serves.
+    pub service: String,
+    /// `connections` (TCP) or `requests` (HTTP).
+    pub unit: String,
+    pub destinations: Vec<DestinationCounters>,
+}
+
+/// One destination of a [`RouteCounters`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationCounters {
+    /// `host` or `host/subset`.
+    pub destination: String,
+    /// Its configured weight on this node.
+    pub weight: u32,
+    /// Connections opened (or requests) since the route went in.
+    pub total: u64,
+    /// Of the last minute.
+    pub last_minute: u64,
+    /// Failed connects (or 5xx responses) since the route went in.
+    pub failed: u64,
 }
 
 /// A client of the store under one prefix. Cheap to clone.

@@ -127,6 +127,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     // The first apply registers the gateway endpoints' sockets too.
     agent.rescan();
     agent.restore_applied(&admin_server);
+    agent.restore_store_snapshot();
     agent.sample();
     agent.write_status(true);
     agent.publish_node_status();

@@ -369,6 +369,7 @@ impl Agent {
                     requests_total: total.requests,
                     errors_5xx_last_minute: minute.errors_5xx,
                     errors_4xx_last_minute: minute.errors_4xx,
+                    errors_5xx_total: total.errors_5xx,
                     p50_ms: minute.quantile(0.5),
                     p99_ms: minute.quantile(0.99),
                     endpoints,
@@ -455,6 +456,7 @@ impl Agent {
             return;
         }
         let mut status = self.status();
+        self.publish_node_counters(&status);
         // Compared without the time, so an idle agent only rewrites it for the heartbeat.
         let text = serde_json::to_string(&status).expect("status serializes");
         self.observer.status_built = Some((now, now.elapsed()));

@@ -19,7 +19,9 @@ use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, watch};
 use traffic_shift_config::RulesFile;
-use traffic_shift_store::{Batch, Listing, NodeStatus, ResourceKey, Store, StoreError};
+use traffic_shift_store::{
+    Batch, DestinationCounters, Listing, NodeStatus, ResourceKey, RouteCounters, Store, StoreError,
+};
 
 use super::Agent;
 use crate::fleet;
@@ -110,6 +112,101 @@ pub struct Fleet {
     pub first_error: Option<String>,
     /// Published to the reporter task.
     pub status: watch::Sender<NodeStatus>,
+    /// Times the store came back after it was lost (`/metrics`).
+    pub reconnects: u64,
+    /// Whether the store answered once since the agent started.
+    pub ever_connected: bool,
+    /// The last revision in force, with its resources, kept here so that
+    /// an agent started while etcd is down serves it ([`SNAPSHOT_FILE`]).
+    pub snapshot_file: std::path::PathBuf,
+}
+
+/// The file of the state directory that keeps the last store revision in force.
+pub const SNAPSHOT_FILE: &str = "store-snapshot.json";
+
+/// What [`SNAPSHOT_FILE`] holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    /// The store's prefix: a snapshot of another fleet is not served.
+    prefix: String,
+    revision: i64,
+    /// `[kind, namespace, name, document]`.
+    resources: Vec<[String; 4]>,
+}
+
+/// Writes the snapshot atomically (a reader sees the old or the new file).
+fn save_snapshot(
+    path: &std::path::Path,
+    prefix: &str,
+    revision: i64,
+    resources: &BTreeMap<ResourceKey, String>,
+) -> std::io::Result<()> {
+    let saved = Saved {
+        prefix: prefix.to_owned(),
+        revision,
+        resources: resources
+            .iter()
+            .map(|(k, doc)| {
+                [
+                    k.kind.clone(),
+                    k.namespace.clone(),
+                    k.name.clone(),
+                    doc.clone(),
+                ]
+            })
+            .collect(),
+    };
+    let text = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut file, &text)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The snapshot saved for `prefix`, if any. One of another prefix, or one
+/// that cannot be read, is not served (and said why).
+fn load_snapshot(
+    path: &std::path::Path,
+    prefix: &str,
+) -> Option<(i64, BTreeMap<ResourceKey, String>)> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(err) => {
+            tracing::warn!(file = %path.display(), %err, "cannot read the saved store snapshot; waiting for the store");
+            return None;
+        }
+    };
+    let saved: Saved = match serde_json::from_slice(&text) {
+        Ok(saved) => saved,
+        Err(err) => {
+            tracing::warn!(file = %path.display(), %err, "the saved store snapshot is not valid JSON; waiting for the store");
+            return None;
+        }
+    };
+    if saved.prefix != prefix {
+        tracing::info!(file = %path.display(), saved = %saved.prefix, %prefix, "the saved store snapshot is of another prefix; not served");
+        return None;
+    }
+    let resources = saved
+        .resources
+        .into_iter()
+        .map(|[kind, namespace, name, document]| {
+            (
+                ResourceKey {
+                    kind,
+                    namespace,
+                    name,
+                },
+                document,
+            )
+        })
+        .collect();
+    Some((saved.revision, resources))
 }
 
 /// With `--store`: connects (lazily) and starts the two tasks; the events
@@ -121,13 +218,14 @@ pub async fn open(
         return Ok((None, None));
     };
     let node = options.node.clone().unwrap_or_else(super::host_name);
-    let (fleet, events) = start(
+    let (mut fleet, events) = start(
         url,
         &options.store_prefix,
         &options.store_tls.files(),
         &node,
     )
     .await?;
+    fleet.snapshot_file = options.state_dir.join(SNAPSHOT_FILE);
     Ok((Some(fleet), Some(events)))
 }
 
@@ -167,6 +265,9 @@ pub async fn start(
             connected: false,
             first_error: None,
             status,
+            reconnects: 0,
+            ever_connected: false,
+            snapshot_file: std::path::PathBuf::new(),
         },
         rx,
     ))
@@ -269,38 +370,83 @@ impl Agent {
         let Some(fleet) = &mut self.sources.fleet else {
             return;
         };
-        let (revision, resources) = match event {
+        match event {
             StoreEvent::Disconnected(error) => {
                 if fleet.connected {
                     tracing::warn!(%error, "the store is unreachable; the rules in force stay, reconnecting with backoff");
-                } else if fleet.revision == 0 && fleet.first_error.as_ref() != Some(&error) {
+                } else if !fleet.ever_connected && fleet.first_error.as_ref() != Some(&error) {
                     tracing::warn!(%error, "cannot use the store; trying again with backoff");
                     fleet.first_error = Some(error);
                 }
                 fleet.connected = false;
-                return;
             }
             StoreEvent::Snapshot {
                 revision,
                 resources,
-            } => (revision, resources),
-        };
-        if !fleet.connected {
-            tracing::info!(store = %fleet.url, revision, "store connected");
+            } => {
+                if !fleet.connected {
+                    tracing::info!(store = %fleet.url, revision, "store connected");
+                    if fleet.ever_connected {
+                        fleet.reconnects += 1;
+                    }
+                }
+                fleet.connected = true;
+                fleet.ever_connected = true;
+                let unchanged =
+                    revision == fleet.revision && fleet.refused.is_none() && revision != 0;
+                if !unchanged {
+                    self.put_store_set(revision, &resources, false);
+                }
+            }
         }
-        fleet.connected = true;
-        if revision == fleet.revision && fleet.refused.is_none() && revision != 0 {
+        self.publish_node_status();
+    }
+
+    /// At start: the last store revision this node had in force, from the
+    /// state directory, so that it serves it while etcd cannot be reached
+    /// (the store's own revisions replace it once it answers).
+    pub(super) fn restore_store_snapshot(&mut self) {
+        let Some(fleet) = &self.sources.fleet else {
             return;
-        }
+        };
+        let Some((revision, resources)) = load_snapshot(&fleet.snapshot_file, &fleet.prefix) else {
+            return;
+        };
+        tracing::info!(
+            file = %fleet.snapshot_file.display(),
+            revision,
+            resources = resources.len(),
+            "serving the last store revision saved, until the store answers"
+        );
+        self.put_store_set(revision, &resources, true);
+        self.publish_node_status();
+    }
+
+    /// Puts the store's set at `revision` in force with the other sources,
+    /// all or nothing; on success saves it (unless it was read from the
+    /// saved snapshot), else records why it was refused.
+    fn put_store_set(
+        &mut self,
+        revision: i64,
+        resources: &BTreeMap<ResourceKey, String>,
+        restored: bool,
+    ) {
+        let Some(fleet) = &self.sources.fleet else {
+            return;
+        };
         let prefix = fleet.prefix.clone();
-        let result = fleet::entries(&prefix, &resources)
+        let what = if restored {
+            format!("store revision {revision} (saved)")
+        } else {
+            format!("store revision {revision}")
+        };
+        let result = fleet::entries(&prefix, resources)
             .map_err(|errors| errors.join("; "))
             .and_then(|entries| {
                 let file = fleet::rules_file(&prefix, &entries);
                 let files = self.sources.rule_set(None, Some(file.clone()), None);
                 let model = traffic_shift_config::resolve(&files).map_err(|e| e.to_string())?;
-                self.install(model, &format!("store revision {revision}"))
-                    .map_err(|e| e.to_string())?;
+                self.install(model, &what).map_err(|e| e.to_string())?;
                 Ok((entries, file))
             });
         let fleet = self.sources.fleet.as_mut().expect("checked above");
@@ -315,20 +461,22 @@ impl Agent {
                     resources = resources.len(),
                     "store revision in force"
                 );
+                if !restored
+                    && let Err(err) =
+                        save_snapshot(&fleet.snapshot_file, &prefix, revision, resources)
+                {
+                    tracing::warn!(file = %fleet.snapshot_file.display(), %err, "cannot save the store snapshot; a restart while etcd is down would not serve this revision");
+                }
                 // Rules files refused before may go in now.
                 self.sources.refused.clear();
                 self.rescan();
             }
             Err(error) => {
-                tracing::error!(
-                    revision,
-                    "store revision refused: {error}; the rules in force stay"
-                );
+                tracing::error!("{what} refused: {error}; the rules in force stay");
                 self.observer.shared().apply_errors += 1;
                 fleet.refused = Some((revision, error));
             }
         }
-        self.publish_node_status();
     }
 
     /// The node's status, for the reporter task.
@@ -349,5 +497,83 @@ impl Agent {
             .into();
             status.routes = routes;
         });
+        let mut shared = self.observer.shared();
+        shared.store = Some(crate::metrics::StoreGauges {
+            connected: fleet.connected,
+            revision: fleet.revision,
+            reconnects: fleet.reconnects,
+        });
     }
+
+    /// The node's per-route counters (from the status just built), for
+    /// the reporter task: routes that saw traffic, at most
+    /// [`MAX_ROUTES_REPORTED`] of them (the busiest).
+    pub(super) fn publish_node_counters(&self, status: &crate::status::Status) {
+        let Some(fleet) = &self.sources.fleet else {
+            return;
+        };
+        let mut counters = node_counters(status);
+        let left_out = counters.len().saturating_sub(MAX_ROUTES_REPORTED);
+        if left_out > 0 {
+            let traffic = |r: &RouteCounters| r.destinations.iter().map(|d| d.total).sum::<u64>();
+            counters.sort_by_key(|r| std::cmp::Reverse(traffic(r)));
+            counters.truncate(MAX_ROUTES_REPORTED);
+            counters.sort_by(|a, b| a.route.cmp(&b.route));
+        }
+        fleet.status.send_if_modified(|node| {
+            let changed = node.counters != counters || node.counters_left_out != left_out;
+            node.counters = counters;
+            node.counters_left_out = left_out;
+            changed
+        });
+    }
+}
+
+/// The most routes a node status carries counters of: etcd refuses a
+/// request over 1.5 MiB, and every node writes its status every second.
+const MAX_ROUTES_REPORTED: usize = 500;
+
+/// Every route of `status` that saw traffic, with its counters.
+fn node_counters(status: &crate::status::Status) -> Vec<RouteCounters> {
+    let name = |host: &str, subset: &Option<String>| match subset {
+        Some(subset) => format!("{host}/{subset}"),
+        None => host.to_owned(),
+    };
+    let tcp = status.routes.iter().map(|route| RouteCounters {
+        route: route.route.clone(),
+        kind: route.kind.clone(),
+        service: route.service.clone(),
+        unit: "connections".into(),
+        destinations: route
+            .destinations
+            .iter()
+            .map(|d| DestinationCounters {
+                destination: name(&d.host, &d.subset),
+                weight: d.weight,
+                total: d.connections_total,
+                last_minute: d.connections_last_minute,
+                failed: d.endpoints.iter().map(|e| e.failed_total).sum(),
+            })
+            .collect(),
+    });
+    let http = status.http_routes.iter().map(|route| RouteCounters {
+        route: route.route.clone(),
+        kind: route.kind.clone(),
+        service: route.service.clone(),
+        unit: "requests".into(),
+        destinations: route
+            .destinations
+            .iter()
+            .map(|d| DestinationCounters {
+                destination: name(&d.host, &d.subset),
+                weight: d.weight,
+                total: d.requests_total,
+                last_minute: d.requests_last_minute,
+                failed: d.errors_5xx_total,
+            })
+            .collect(),
+    });
+    tcp.chain(http)
+        .filter(|r| r.destinations.iter().any(|d| d.total > 0))
+        .collect()
 }

@@ -346,6 +346,33 @@ pub async fn nodes(
     Ok(EXIT_OK)
 }
 
+/// `status --fleet`: the split per route, summed over the live nodes and
+/// per node ([`super::status::render`]).
+pub async fn status(
+    target: &Target,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> std::io::Result<u8> {
+    let Some(store) = connect(target, stderr).await? else {
+        return Ok(EXIT_NO_AGENT);
+    };
+    let nodes = match store.nodes().await {
+        Ok(nodes) => nodes,
+        Err(err) => return store_error(&err, stderr),
+    };
+    if nodes.is_empty() {
+        writeln!(
+            stderr,
+            "No nodes found: no agent reports to {} under {}",
+            target.url, target.prefix
+        )?;
+        return Ok(EXIT_OK);
+    }
+    let text = super::status::render(&target.url.to_string(), &target.prefix, &nodes);
+    stdout.write_all(text.as_bytes())?;
+    Ok(EXIT_OK)
+}
+
 /// The table of `get nodes`; a refused revision shows in STATE with why.
 pub fn nodes_table(nodes: &[NodeStatus], now_ms: u64) -> String {
     let mut rows = vec![
@@ -369,22 +396,7 @@ pub fn nodes_table(nodes: &[NodeStatus], now_ms: u64) -> String {
             node.routes.to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, text) in row.iter().enumerate() {
-            line.push_str(text);
-            if c + 1 < row.len() {
-                line.push_str(&" ".repeat(widths[c] - text.chars().count() + 3));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    ctl::aligned(&rows)
 }
 
 #[cfg(test)]
@@ -407,6 +419,7 @@ mod tests {
             version: "0.1.0".into(),
             routes: 2,
             updated_ms: 9_000,
+            ..NodeStatus::default()
         };
         let table = nodes_table(
             &[

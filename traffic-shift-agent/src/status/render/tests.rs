@@ -80,6 +80,7 @@ fn http_destination(
         requests_total: total,
         errors_5xx_last_minute: e5,
         errors_4xx_last_minute: e4,
+        errors_5xx_total: e5,
         p50_ms: p50,
         p99_ms: p99,
         endpoints,
