@@ -225,8 +225,8 @@ fn an_agent_restarted_while_etcd_is_down_serves_the_last_store_revision() {
     );
     let routes = status["routes"].as_array().map_or(0, Vec::len);
     assert_eq!(
-        routes, 1,
-        "the saved revision's route is in the agent's model (not only in the pinned maps): {status}"
+        routes, 2,
+        "the saved revision's routes (mesh and gateway) are in the agent's model, not only in the pinned maps: {status}"
     );
     let (one, two, errors) = node.client.burst_with_errors(SERVICE_V4, 1000);
     assert!(
