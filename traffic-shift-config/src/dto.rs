@@ -53,7 +53,8 @@ pub struct Metadata {
 pub struct ServiceEntrySpec {
     pub hosts: Option<Vec<String>>,
     pub addresses: Option<Vec<String>>,
-    pub ports: Option<Vec<ServicePort>>,
+    /// An item may be `null` (Istio: "service entry port may not be null").
+    pub ports: Option<Vec<Option<ServicePort>>>,
     pub location: Option<Location>,
     pub resolution: Option<Resolution>,
     pub endpoints: Option<Vec<WorkloadEntrySpec>>,

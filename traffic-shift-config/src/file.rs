@@ -54,6 +54,15 @@ pub fn parse_file_all_up_to(
     max_bytes: usize,
 ) -> Result<RulesFile, Vec<ConfigError>> {
     check_limits_up_to(path, text, max_bytes).map_err(|error| vec![error])?;
+    parse_text(path, text, MAX_FLOW_COLON_QUOTES)
+}
+
+/// At most this many plain scalars of a file quoted by
+/// [`quote_flow_colon_scalar`] (each costs a parse of the file again).
+const MAX_FLOW_COLON_QUOTES: usize = 32;
+
+/// The parse of [`parse_file_all_up_to`], the limits checked.
+fn parse_text(path: &Path, text: &str, quotes_left: usize) -> Result<RulesFile, Vec<ConfigError>> {
     let lines = lines::index_documents(text);
     let mut resources = Vec::new();
     let mut warnings = Vec::new();
@@ -76,6 +85,11 @@ pub fn parse_file_all_up_to(
         let value = match serde_yaml_ng::Value::deserialize(document) {
             Ok(value) => value,
             Err(error) => {
+                if quotes_left > 0
+                    && let Some(quoted) = quote_flow_colon_scalar(text, &error.to_string())
+                {
+                    return parse_text(path, &quoted, quotes_left - 1);
+                }
                 // The iterator keeps yielding the same error: stop at the first.
                 errors.push(ConfigError {
                     document: Some(number),
@@ -106,6 +120,62 @@ pub fn parse_file_all_up_to(
     } else {
         Err(errors)
     }
+}
+
+/// Go's YAML (which Istio reads with) takes a plain scalar of a flow
+/// collection with a `:` before its end (`[1.2.3.4, 001:db8::]`, in one of
+/// Istio's own fixtures) as a string; libyaml refuses it ("found unexpected
+/// ':'"). Given that error, `text` with the scalar double-quoted (same
+/// lines), or `None` when the error is another or the scalar spans lines.
+fn quote_flow_colon_scalar(text: &str, message: &str) -> Option<String> {
+    const CONTEXT: &str = "while scanning a plain scalar at line ";
+    if !message.starts_with("found unexpected ':'") {
+        return None;
+    }
+    let at = &message[message.find(CONTEXT)? + CONTEXT.len()..];
+    let (line, rest) = at.split_once(" column ")?;
+    let line: usize = line.parse().ok()?;
+    let column: usize = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    // The byte offset of the scalar: line and column are 1-based, the
+    // column in characters.
+    let line_start = if line == 1 {
+        0
+    } else {
+        text.match_indices('\n').nth(line - 2)?.0 + 1
+    };
+    let line_text = &text[line_start..];
+    let start = line_start
+        + line_text
+            .char_indices()
+            .nth(column.checked_sub(1)?)
+            .map(|(offset, _)| offset)?;
+    // Go ends it at a flow indicator, `: `, ` #` or the line's end; a
+    // scalar that goes on to the next line is left alone.
+    let bytes = text.as_bytes();
+    let mut end = start;
+    while end < bytes.len() {
+        match bytes[end] {
+            b',' | b'[' | b']' | b'{' | b'}' => break,
+            b'\n' | b'\r' => return None,
+            b':' if matches!(bytes.get(end + 1), Some(b' ' | b'\t')) => break,
+            b'#' if end > start && matches!(bytes[end - 1], b' ' | b'\t') => break,
+            _ => end += 1,
+        }
+    }
+    let scalar = text[start..end].trim_end();
+    if scalar.is_empty() {
+        return None;
+    }
+    let escaped = scalar.replace('\\', "\\\\").replace('"', "\\\"");
+    Some(format!(
+        "{}\"{escaped}\"{}",
+        &text[..start],
+        &text[start + scalar.len()..]
+    ))
 }
 
 /// Reads a rules file, at most `MAX_FILE_BYTES` (+1, to tell it is over)

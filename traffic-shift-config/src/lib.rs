@@ -58,6 +58,8 @@ mod dto;
 mod error;
 mod file;
 pub mod http;
+#[cfg(test)]
+mod istio_cases;
 pub mod labels;
 mod limits;
 mod lines;

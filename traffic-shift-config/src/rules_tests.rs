@@ -1221,3 +1221,30 @@ fn many_services_each_route_to_their_own() {
         assert_eq!(route.selection, expected, "{}", route.key);
     }
 }
+
+/// Go's YAML reads `001:db8::` in a flow list as a string (one of Istio's
+/// own fixtures); libyaml refuses the `:` before `]` unless the scalar is
+/// quoted, which the parse does for it, keeping the lines.
+#[test]
+fn flow_scalars_ending_in_a_colon_are_strings_as_in_go() {
+    let text = se(
+        "  hosts: [example.com]\n  addresses: [1.2.3.4, 001:db8::]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n  exportTo: [bad/ns]\n",
+    );
+    let errors = errors_of(&text);
+    assert_eq!(
+        errors.iter().map(|e| e.line).collect::<Vec<_>>(),
+        [Some(9)],
+        "the lines are those of the text as written: {errors:?}"
+    );
+    let file = accepted(&text.replace("  exportTo: [bad/ns]\n", ""));
+    match file.resources.as_slice() {
+        [Resource::ServiceEntry(entry)] => assert_eq!(
+            entry.addresses,
+            [
+                "1.2.3.4".parse::<std::net::IpAddr>().unwrap(),
+                "1:db8::".parse().unwrap()
+            ]
+        ),
+        other => panic!("expected one ServiceEntry, got {other:?}"),
+    }
+}

@@ -710,7 +710,7 @@ spec:
 }
 
 #[test]
-fn service_addresses_accept_single_address_cidrs_only() {
+fn service_addresses_route_single_address_cidrs_only() {
     let cases = [
         ("127.100.0.1/32", Ok(addr("127.100.0.1:9000"))),
         ("fd00::1/128", Ok(addr("[fd00::1]:9000"))),
@@ -733,6 +733,17 @@ fn service_addresses_accept_single_address_cidrs_only() {
                     only_route(&model).listeners,
                     [listener],
                     "listener of {address}"
+                );
+            }
+            // A wider CIDR is valid Istio, refused once routed.
+            (Ok(file), Err(message)) => {
+                let error = resolve(&[file]).expect_err(address);
+                assert_error(
+                    &error,
+                    1,
+                    "spec.addresses[0]",
+                    Some(line_of(&text, "addresses:")),
+                    message,
                 );
             }
             (Err(error), Err(message)) => {

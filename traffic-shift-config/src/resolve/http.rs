@@ -188,6 +188,13 @@ impl<'a> Catalog<'a> {
                     .iter()
                     .filter(|p| plain_http(p.effective_protocol()))
                     .collect();
+                if !http_ports.is_empty()
+                    && let Some(error) = service
+                        .entry
+                        .address_range_error(&format!("{} http", vs.source.describe()))
+                {
+                    sink.errors.push(error);
+                }
                 if !http_ports.is_empty() && service.entry.addresses.is_empty() {
                     sink.errors.push(service.entry.source.error(
                         fp!("spec.addresses"),

@@ -123,6 +123,12 @@ impl Catalog<'_> {
                 continue;
             }
             service_host.get_or_insert(*host);
+            if let Some(error) = service
+                .entry
+                .address_range_error(&format!("{} tcp[{i}]", vs.source.describe()))
+            {
+                return Err(vec![error]);
+            }
             for address in &service.entry.addresses {
                 let listener = SocketAddr::new(*address, port);
                 if !listeners.contains(&listener) {

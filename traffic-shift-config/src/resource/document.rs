@@ -183,3 +183,14 @@ fn serde_message(error: &serde_yaml_ng::Error) -> String {
         message
     }
 }
+
+/// Whether `metadata.labels` has Istio's `istio.io/use-waypoint` set to a
+/// waypoint (not empty, not `none`): Istio's `usesWaypoint`.
+pub(super) fn uses_waypoint(value: &Value) -> bool {
+    value
+        .get("metadata")
+        .and_then(|metadata| metadata.get("labels"))
+        .and_then(|labels| labels.get("istio.io/use-waypoint"))
+        .and_then(Value::as_str)
+        .is_some_and(|waypoint| !waypoint.is_empty() && !waypoint.eq_ignore_ascii_case("none"))
+}

@@ -76,8 +76,9 @@ pub(crate) fn parse_document(
     let (place, kind, value) = document::envelope(file, document, value, lines)?;
     match kind {
         "ServiceEntry" => {
+            let uses_waypoint = document::uses_waypoint(&value);
             let (source, spec) = document::typed(&place, kind, value, lines)?;
-            service_entry::validate(source, spec)
+            service_entry::validate(source, spec, uses_waypoint)
                 .map(|(r, warnings)| (Resource::ServiceEntry(r), warnings))
         }
         "DestinationRule" => {

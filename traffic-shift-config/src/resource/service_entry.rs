@@ -8,7 +8,7 @@ use crate::{
     check::{Check, Checked},
     common::{Labels, Protocol},
     dto::{self, Location, Resolution},
-    error::fp,
+    error::{ConfigError, fp},
     names::{
         is_dns1123_label_any_case, is_partial_wildcard, parse_cidr, validate_domain, validate_fqdn,
     },
@@ -22,6 +22,11 @@ pub struct ServiceEntry {
     pub hosts: Vec<String>,
     /// `/32` and `/128` CIDRs are read as their address.
     pub addresses: Vec<IpAddr>,
+    /// CIDRs of more than one address, as written, with their index in
+    /// `spec.addresses`: legal Istio (NONE and STATIC), refused by
+    /// `resolve` when a route would need them (the kernel path rewrites
+    /// connections to single service addresses).
+    pub address_ranges: Vec<(usize, String)>,
     pub ports: Vec<ServicePort>,
     pub location: Location,
     pub resolution: Resolution,
@@ -31,6 +36,21 @@ pub struct ServiceEntry {
     pub workload_selector: Option<Labels>,
     /// `exportTo`, checked; not applied (every resource is visible to all).
     pub export_to: Vec<String>,
+}
+
+impl ServiceEntry {
+    /// The error for a route that needs this service's addresses when one
+    /// is a CIDR of more than one address (`routed_by` names the route).
+    pub(crate) fn address_range_error(&self, routed_by: &str) -> Option<ConfigError> {
+        let (i, range) = self.address_ranges.first()?;
+        Some(self.source.error(
+            fp!("spec.addresses[{i}]"),
+            format!(
+                "CIDR {range} covers more than one address, which the kernel path does not \
+                 support yet: list the service addresses one by one (routed by {routed_by})"
+            ),
+        ))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,36 +75,19 @@ impl ServicePort {
 }
 
 /// Istio's `ValidateServiceEntry`.
-pub(super) fn validate(source: Source, spec: dto::ServiceEntrySpec) -> Checked<ServiceEntry> {
+/// `uses_waypoint`: `metadata.labels` has `istio.io/use-waypoint`.
+pub(super) fn validate(
+    source: Source,
+    spec: dto::ServiceEntrySpec,
+    uses_waypoint: bool,
+) -> Checked<ServiceEntry> {
     let mut cx = Check::new(&source);
     let resolution = spec.resolution.unwrap_or_default();
     let location = spec.location.unwrap_or_default();
 
-    let workload_selector = spec.workload_selector.map(|selector| {
-        let labels = selector.labels.unwrap_or_default();
-        for (key, value) in &labels {
-            let path = fp!("spec.workloadSelector.labels").key(key);
-            if key.is_empty() {
-                cx.error(
-                    path,
-                    format!("empty key is not supported in selector: \"{key}={value}\""),
-                );
-            } else if key.contains('*') || value.contains('*') {
-                cx.error(
-                    path,
-                    format!("wildcard is not supported in selector: \"{key}={value}\""),
-                );
-            }
-        }
-        if labels.is_empty() {
-            cx.warn(
-                fp!("spec.workloadSelector"),
-                "service entry: workload selector specified without labels, will be applied to \
-                 all services in namespace",
-            );
-        }
-        labels
-    });
+    let workload_selector = spec
+        .workload_selector
+        .map(|selector| workload_selector(&mut cx, selector));
     if workload_selector.is_some() && spec.endpoints.is_some() {
         cx.error(
             fp!("spec.workloadSelector"),
@@ -114,14 +117,26 @@ pub(super) fn validate(source: Source, spec: dto::ServiceEntrySpec) -> Checked<S
 
     let written_addresses = spec.addresses.unwrap_or_default();
     let mut addresses = Vec::new();
+    let mut address_ranges = Vec::new();
     for (i, address) in written_addresses.iter().enumerate() {
-        addresses.extend(cx.ok(
+        match cx.ok(
             fp!("spec.addresses[{i}]"),
             service_address(address, resolution),
-        ));
+        ) {
+            Some(ServiceAddress::One(ip)) => addresses.push(ip),
+            Some(ServiceAddress::Range) => address_ranges.push((i, address.clone())),
+            None => {}
+        }
     }
 
-    let ports = service_ports(&mut cx, spec.ports.unwrap_or_default());
+    let ports = service_ports(
+        &mut cx,
+        spec.ports.unwrap_or_default(),
+        written_addresses.is_empty(),
+    );
+    if resolution == Resolution::DynamicDns {
+        dynamic_dns_rules(&mut cx, &hosts, location, uses_waypoint);
+    }
 
     let endpoints = resolution_rules(
         &mut cx,
@@ -152,6 +167,7 @@ pub(super) fn validate(source: Source, spec: dto::ServiceEntrySpec) -> Checked<S
             source,
             hosts,
             addresses,
+            address_ranges,
             ports,
             location,
             resolution,
@@ -161,6 +177,52 @@ pub(super) fn validate(source: Source, spec: dto::ServiceEntrySpec) -> Checked<S
         },
         warnings,
     ))
+}
+
+/// `workloadSelector.labels`, checked (Istio's `ValidateAlphaWorkloadSelector`).
+fn workload_selector(cx: &mut Check, selector: dto::WorkloadSelector) -> Labels {
+    let labels = selector.labels.unwrap_or_default();
+    for (key, value) in &labels {
+        let path = fp!("spec.workloadSelector.labels").key(key);
+        if key.is_empty() {
+            cx.error(
+                path,
+                format!("empty key is not supported in selector: \"{key}={value}\""),
+            );
+        } else if key.contains('*') || value.contains('*') {
+            cx.error(
+                path,
+                format!("wildcard is not supported in selector: \"{key}={value}\""),
+            );
+        }
+    }
+    if labels.is_empty() {
+        cx.warn(
+            fp!("spec.workloadSelector"),
+            "service entry: workload selector specified without labels, will be applied to \
+             all services in namespace",
+        );
+    }
+    labels
+}
+
+/// Istio's DYNAMIC_DNS rules on the hosts and the location (those on
+/// addresses, endpoints and ports are in [`resolution_rules`]).
+fn dynamic_dns_rules(cx: &mut Check, hosts: &[String], location: Location, uses_waypoint: bool) {
+    if hosts.is_empty() {
+        cx.error(
+            fp!("spec.hosts"),
+            "at least one wildcard host must be provided for resolution type DYNAMIC_DNS",
+        );
+    }
+    if location == Location::MeshInternal && uses_waypoint {
+        cx.error(
+            fp!("spec.location"),
+            "location MESH_INTERNAL with resolution type DYNAMIC_DNS is not supported when \
+             using waypoints: set location: MESH_EXTERNAL, or remove the \
+             istio.io/use-waypoint label",
+        );
+    }
 }
 
 /// The rules that depend on `resolution` (Istio's switch on it), and the
@@ -287,19 +349,27 @@ pub enum ServiceAddressError {
          /{prefix}"
     )]
     CidrResolution { ip: IpAddr, prefix: u8 },
-    #[error(
-        "CIDR {address} covers more than one address, which the kernel path does not support \
-         yet: list the service addresses one by one (a /{full} is one address)"
-    )]
-    CidrRange { address: String, full: u8 },
 }
 
-/// A `ServiceEntry` address: an IP, or a CIDR that is one address.
-fn service_address(address: &str, resolution: Resolution) -> Result<IpAddr, ServiceAddressError> {
+/// A valid `ServiceEntry` address.
+enum ServiceAddress {
+    /// An IP, or a CIDR that is one address.
+    One(IpAddr),
+    /// A CIDR of more than one address.
+    Range,
+}
+
+fn service_address(
+    address: &str,
+    resolution: Resolution,
+) -> Result<ServiceAddress, ServiceAddressError> {
     let Some((ip, prefix)) = address.split_once('/') else {
-        return address.parse().map_err(|_| ServiceAddressError::Ip {
-            address: address.to_owned(),
-        });
+        return address
+            .parse()
+            .map(ServiceAddress::One)
+            .map_err(|_| ServiceAddressError::Ip {
+                address: address.to_owned(),
+            });
     };
     let (ip, prefix) = parse_cidr(ip, prefix).ok_or_else(|| ServiceAddressError::Cidr {
         address: address.to_owned(),
@@ -308,21 +378,30 @@ fn service_address(address: &str, resolution: Resolution) -> Result<IpAddr, Serv
         return Err(ServiceAddressError::CidrResolution { ip, prefix });
     }
     let full = if ip.is_ipv4() { 32 } else { 128 };
-    if prefix == full {
-        Ok(ip)
+    Ok(if prefix == full {
+        ServiceAddress::One(ip)
     } else {
-        Err(ServiceAddressError::CidrRange {
-            address: address.to_owned(),
-            full,
-        })
-    }
+        ServiceAddress::Range
+    })
 }
 
-fn service_ports(cx: &mut Check, ports: Vec<dto::ServicePort>) -> Vec<ServicePort> {
+/// `no_addresses`: `spec.addresses` is empty.
+fn service_ports(
+    cx: &mut Check,
+    ports: Vec<Option<dto::ServicePort>>,
+    no_addresses: bool,
+) -> Vec<ServicePort> {
     let mut names = BTreeSet::new();
     let mut numbers = BTreeSet::new();
     let mut valid = Vec::with_capacity(ports.len());
     for (i, port) in ports.into_iter().enumerate() {
+        let Some(port) = port else {
+            cx.error(
+                fp!("spec.ports[{i}]"),
+                "service entry port may not be null: give the port a number and a name",
+            );
+            continue;
+        };
         let number = cx.port(fp!("spec.ports[{i}].number"), port.number.unwrap_or(0));
         let name = port.name.unwrap_or_default();
         if !names.insert(name.clone()) {
@@ -348,6 +427,15 @@ fn service_ports(cx: &mut Check, ports: Vec<dto::ServicePort>) -> Vec<ServicePor
             );
         }
         let protocol_name = port.protocol.unwrap_or_default();
+        // Istio compares the protocol as written here (`TCP` or unset).
+        if no_addresses && (protocol_name.is_empty() || protocol_name == "TCP") {
+            cx.warn(
+                fp!("spec.ports[{i}]"),
+                "addresses are required for ports serving TCP (or unset) protocol when IP \
+                 Autoallocation is not enabled: add spec.addresses (there is no automatic \
+                 allocation here)",
+            );
+        }
         let protocol = Protocol::parse(&protocol_name);
         if protocol.is_none() {
             cx.error(

@@ -131,6 +131,27 @@ fn endpoint_address(
     service: Option<(Resolution, &[&str])>,
 ) -> Option<EndpointAddress> {
     let written = endpoint.address.clone().unwrap_or_default();
+    // Istio checks a DNS endpoint's address on its own: an IP or a name
+    // (not a unix socket, not empty).
+    if matches!(
+        service,
+        Some((Resolution::Dns | Resolution::DnsRoundRobin, _))
+    ) {
+        return if let Ok(ip) = written.parse() {
+            Some(EndpointAddress::Ip(ip))
+        } else if validate_fqdn(&written).is_ok() {
+            Some(EndpointAddress::Name(written))
+        } else {
+            cx.error(
+                base.key("address"),
+                format!(
+                    "endpoint address {written:?} is not a valid FQDN or an IP address: with \
+                     resolution DNS endpoints are host names or IP addresses"
+                ),
+            );
+            None
+        };
+    }
     if written.is_empty() {
         match &endpoint.network {
             Some(network) if !network.is_empty() => {
