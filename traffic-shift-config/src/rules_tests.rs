@@ -1248,3 +1248,114 @@ fn flow_scalars_ending_in_a_colon_are_strings_as_in_go() {
         other => panic!("expected one ServiceEntry, got {other:?}"),
     }
 }
+
+/// Resolves one file of these documents: the model's errors (`Err`) or the
+/// warnings (`Ok`), each as `field: message`.
+fn resolve_one(documents: &[String]) -> Result<Vec<String>, Vec<String>> {
+    let (model, warnings) = resolve_all(&[accepted(&documents.join("---\n"))]);
+    let render = |field: &dyn std::fmt::Display, message: &str| format!("{field}: {message}");
+    match model {
+        Ok(_) => Ok(warnings
+            .iter()
+            .map(|w| render(&w.field, &w.message))
+            .collect()),
+        Err(errors) => Err(errors
+            .iter()
+            .map(|e| render(&e.field, &e.message))
+            .collect()),
+    }
+}
+
+/// A tcp match whose port an earlier rule routes is never used: Istio's
+/// `istioctl analyze` says so (IST0131, or IST0130 for a rule none of whose
+/// matches is used) and applies the rules; so do we.
+#[test]
+fn shadowed_tcp_matches_warn_as_in_istio() {
+    let service = se(
+        "  hosts: [a.example.com]\n  addresses: [127.100.0.9]\n  ports: [{number: 9000, name: tcp-a, protocol: TCP}, {number: 9001, name: tcp-b, protocol: TCP}]\n  resolution: STATIC\n  endpoints: [{address: 10.0.0.1}]\n",
+    );
+    let dest = "{destination: {host: a.example.com, port: {number: 9000}}}";
+    let mesh = vs(&format!(
+        "  hosts: [a.example.com]\n  tcp:\n  - match: [{{port: 9000}}]\n    route: [{dest}]\n  - match: [{{port: 9000}}, {{port: 9001}}]\n    route: [{dest}]\n  - match: [{{port: 9001}}]\n    route: [{dest}]\n"
+    ));
+    assert_eq!(
+        resolve_one(&[service.clone(), mesh]),
+        Ok(vec![
+            "spec.tcp[1].match[0].port: VirtualService rule tcp[1] match 0 is not used \
+             (duplicate/overlapping match in rule tcp[0]) (IST0131): port 9000 is already routed \
+             by tcp[0] (first match wins)"
+                .to_owned(),
+            "spec.tcp[2]: virtualService rule #2 not used (IST0130): earlier rules route all its \
+             ports"
+                .to_owned(),
+        ])
+    );
+    let gateway = gw(
+        "  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n",
+    );
+    let bound = document(
+        "VirtualService",
+        &format!(
+            "  hosts: [\"*\"]\n  gateways: [r]\n  tcp:\n  - match: [{{port: 31400}}]\n    route: [{dest}]\n  - match: [{{port: 31400}}]\n    route: [{dest}]\n"
+        ),
+    )
+    .replace("name: r}", "name: bound}");
+    assert_eq!(
+        resolve_one(&[service, gateway, bound]),
+        Ok(vec![
+            "spec.tcp[1]: virtualService rule #1 not used on Gateway default/r (IST0130): \
+             earlier rules route all its ports"
+                .to_owned()
+        ])
+    );
+}
+
+/// A destination without a port, to a service of several ports: an error
+/// of `istioctl analyze` (IST0112), whatever port the rule routes.
+#[test]
+fn destinations_need_a_port_when_the_service_has_several() {
+    let service = se(
+        "  hosts: [a.example.com]\n  addresses: [127.100.0.9]\n  ports: [{number: 9000, name: tcp-a, protocol: TCP}, {number: 9001, name: tcp-b, protocol: TCP}]\n  resolution: STATIC\n  endpoints: [{address: 10.0.0.1}]\n",
+    );
+    let route = |destination: &str| {
+        vs(&format!(
+            "  hosts: [a.example.com]\n  tcp:\n  - match: [{{port: 9000}}]\n    route: [{{destination: {destination}}}]\n"
+        ))
+        .replace("name: r}", "name: route}")
+    };
+    assert_eq!(
+        resolve_one(&[service.clone(), route("{host: a.example.com}")]),
+        Err(vec![
+            "spec.tcp[0].route[0].destination: IST0112: This VirtualService routes to a service \
+             \"a.example.com\" that exposes multiple ports [9000 9001]. Specifying a port in the \
+             destination is required to disambiguate: set destination.port.number (this route's \
+             port is 9000)"
+                .to_owned()
+        ])
+    );
+    assert_eq!(
+        resolve_one(&[
+            service,
+            route("{host: a.example.com, port: {number: 9000}}")
+        ]),
+        Ok(vec![])
+    );
+}
+
+/// Servers of one Gateway on one port, one TCP and one HTTP: refused with
+/// Istio's code for conflicting gateway servers (IST0145).
+#[test]
+fn a_port_serves_tcp_or_http_not_both() {
+    let gateway = gw(
+        "  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 8080, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [a.example.com]\n",
+    );
+    assert_eq!(
+        resolve_one(&[gateway]),
+        Err(vec![
+            "spec.servers[1].port: IST0145: Conflict with spec.servers[0] of this gateway \
+             (workload selector istio=ingressgateway, port 8080): a port takes TCP or HTTP, not \
+             both (HTTP here, TCP there); use another port for one of them"
+                .to_owned()
+        ])
+    );
+}

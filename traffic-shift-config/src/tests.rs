@@ -1170,19 +1170,8 @@ fn gateway_match_ports_are_checked() {
             message,
         );
     }
-    // An earlier rule routes the port on this gateway: first match wins.
-    let text = TCP_ECHO_GATEWAY.replace(
-        "  tcp:\n",
-        "  tcp:\n  - route: [{destination: {host: tcp-echo.local, subset: v1}}]\n",
-    );
-    let error = resolve_error(&[tcp_echo_service(), &text]);
-    assert_error(
-        &error,
-        2,
-        "spec.tcp[1].match[0].port",
-        Some(line_of(&text, "{port: 31400}")),
-        "port 31400 of Gateway default/tcp-echo-gateway is already routed by tcp[0]",
-    );
+    // An earlier rule routing the port is a warning (IST0130): see
+    // rules_tests::shadowed_tcp_matches_warn_as_in_istio.
     // And the match fields the kernel path cannot honour.
     let text = TCP_ECHO_GATEWAY.replace(
         "[{port: 31400}]",
@@ -1365,21 +1354,38 @@ fn two_gateway_routes_on_one_port_are_refused() {
          VirtualService default/tcp-echo (rules/1.yaml document 2) tcp[0] (gateway \
          default/tcp-echo-gateway)",
     );
-    // Two gateways with a server on one port, each bound by a VirtualService.
-    let other = format!(
-        "{}---\n{}",
-        gateway_doc(
-            "other-gateway",
-            "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n",
-        ),
-        canary.replace("[tcp-echo-gateway]", "[other-gateway]")
-    );
+    // Two gateways with a server on one port, each bound by a VirtualService
+    // (hosts that differ as written: not Istio's IST0145).
+    let other_gateway = |hosts: &str| {
+        format!(
+            "{}---\n{}",
+            gateway_doc(
+                "other-gateway",
+                &format!(
+                    "  - port: {{number: 31400, name: tcp, protocol: TCP}}\n    hosts: {hosts}\n"
+                ),
+            ),
+            canary.replace("[tcp-echo-gateway]", "[other-gateway]")
+        )
+    };
+    let other = other_gateway("[tcp-echo.example.com]");
     let error = resolve_error(&[tcp_echo_service(), TCP_ECHO_GATEWAY, &other]);
     assert!(
         error
             .message
             .contains("gateway default/other-gateway listener 0.0.0.0:31400 is already routed by"),
         "another gateway on the same port: {error}"
+    );
+    // The same host too, on the same selector: Istio's IST0145, an error.
+    let other = other_gateway("[\"*\"]");
+    let error = resolve_error(&[tcp_echo_service(), TCP_ECHO_GATEWAY, &other]);
+    assert_error(
+        &error,
+        1,
+        "spec.servers[0]",
+        Some(line_of(&other, "  - port:")),
+        "IST0145: Conflict with gateways default/tcp-echo-gateway (workload selector \
+         istio=ingressgateway, port 31400, hosts *)",
     );
 }
 
@@ -1573,7 +1579,7 @@ spec:
   hosts: [db.local]
   tcp:
   - route:
-    - destination: {host: db.local}
+    - destination: {host: db.local, port: {number: 5432}}
 ";
     let model = resolve(&[parse(text)]).unwrap_or_else(|error| panic!("should resolve: {error}"));
     let route = only_route(&model);

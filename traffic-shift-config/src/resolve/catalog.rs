@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use super::{Sink, destination::find_subset, host_not_found, list, qualify};
+use super::{
+    Sink, destination::find_subset, gateway::conflicting_gateways, host_not_found, list, qualify,
+};
 use crate::{
     error::{ConfigError, FieldPath, fp},
     names::host_matches,
@@ -183,7 +185,10 @@ impl<'a> Catalog<'a> {
                         rules.push((rule, host));
                     }
                 }
-                Resource::Gateway(gateway) => gateways.push(gateway),
+                Resource::Gateway(gateway) => {
+                    sink.errors.extend(conflicting_gateways(gateway, &gateways));
+                    gateways.push(gateway);
+                }
                 _ => {}
             }
         }

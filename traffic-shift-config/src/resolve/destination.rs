@@ -89,7 +89,7 @@ impl<'a> Catalog<'a> {
             Some(name) => Some(find_subset(vs, &base, host, name, dr)?),
             None => None,
         };
-        let target = destination_port(vs, &base, service, destination.port, port)?;
+        let target = destination_port(vs, &base, service, destination, port)?;
 
         let wanted = subset.map(|subset| &subset.labels);
         let mut endpoints = Vec::new();
@@ -299,19 +299,20 @@ fn selection(
 }
 
 /// Which port of the destination service a connection to service port
-/// `service_port` goes to: the port the destination names, else
-/// `service_port` if the service has it, else the service's only port.
-/// `service_port` is `None` for a gateway route.
+/// `service_port` goes to: the port the destination names, else the
+/// service's only port. A service of several ports needs the port named,
+/// whatever the route's port (Istio: IST0112, an error of `istioctl
+/// analyze`). `service_port` is `None` for a gateway route.
 fn destination_port<'s>(
     vs: &VirtualService,
     base: &FieldPath,
     service: &Service<'s>,
-    written: Option<u16>,
+    destination: &RouteDestination,
     service_port: Option<u16>,
 ) -> Result<&'s ServicePort, ConfigError> {
     let ports = &service.entry.ports;
     let host = &service.entry.hosts[0];
-    if let Some(number) = written {
+    if let Some(number) = destination.port {
         return ports
             .iter()
             .find(|port| port.number == number)
@@ -325,9 +326,6 @@ fn destination_port<'s>(
                 )
             });
     }
-    if let Some(port) = service_port.and_then(|number| ports.iter().find(|p| p.number == number)) {
-        return Ok(port);
-    }
     match ports.as_slice() {
         [only] => Ok(only),
         [] => Err(vs.source.error(
@@ -337,10 +335,17 @@ fn destination_port<'s>(
         _ => Err(vs.source.error(
             base.clone(),
             format!(
-                "service {host} has several ports (ports: {}){}: set destination.port.number",
-                service.port_list(),
+                "IST0112: This VirtualService routes to a service {:?} that exposes multiple \
+                 ports [{}]. Specifying a port in the destination is required to disambiguate: \
+                 set destination.port.number{}",
+                destination.host,
+                ports
+                    .iter()
+                    .map(|port| port.number.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 service_port
-                    .map(|number| format!(" and none is {number}"))
+                    .map(|number| format!(" (this route's port is {number})"))
                     .unwrap_or_default()
             ),
         )),

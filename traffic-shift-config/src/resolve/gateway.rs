@@ -11,7 +11,7 @@ use super::{
     Sink,
     catalog::{Bindings, Catalog},
     list, qualify,
-    tcp::check_matches_supported,
+    tcp::{check_matches_supported, ineffective_match},
 };
 use crate::{
     error::{ConfigError, Warning, fp},
@@ -184,6 +184,7 @@ fn gateway_ports(
     }
 
     let mut ports = BTreeSet::new();
+    let mut shadowed = Vec::new();
     for (k, m) in matches {
         let Some(port) = m.port else { continue };
         let path = fp!("spec.tcp[{i}].match[{k}].port");
@@ -204,16 +205,29 @@ fn gateway_ports(
             return Err(vs.source.error(path, message));
         }
         if let Some(earlier) = claimed.get(&port) {
-            return Err(vs.source.error(
-                path,
-                format!(
-                    "port {port} of {gateway_id} is already routed by tcp[{earlier}] of \
-                     this VirtualService, so this match never applies (first match wins): \
-                     remove it"
-                ),
-            ));
+            shadowed.push((path, *k, port, *earlier));
+            continue;
         }
         ports.insert(port);
+    }
+    // A match never used is a warning, as in Istio (IST0131), and a rule
+    // none of whose matches is used too (IST0130).
+    if ports.is_empty() {
+        warnings.push(vs.source.warning(
+            fp!("spec.tcp[{i}]"),
+            format!(
+                "virtualService rule #{i} not used on {gateway_id} (IST0130): earlier rules \
+                 route all its ports"
+            ),
+        ));
+    } else {
+        let on = format!(" of {gateway_id}");
+        for (path, k, port, earlier) in shadowed {
+            warnings.push(
+                vs.source
+                    .warning(path, ineffective_match(i, k, port, earlier, &on)),
+            );
+        }
     }
     Ok(ports)
 }
@@ -239,4 +253,70 @@ pub(super) fn server_takes(server: &Server, gateway: &Gateway, vs: &VirtualServi
                 host_matches(&host, &name) || host_matches(&name, &host)
             })
     })
+}
+
+/// Istio's IST0145 (an error of `istioctl analyze`): a server of `gateway`
+/// on the port, bind address and a host of a server of an `earlier`
+/// Gateway with the same selector (both would take the same connections).
+/// Within `gateway` itself, two servers on one port and bind address whose
+/// protocols take different routes (TCP and HTTP): Istio keeps one of them
+/// and drops the other; refused here with the same code.
+pub(super) fn conflicting_gateways(gateway: &Gateway, earlier: &[&Gateway]) -> Vec<ConfigError> {
+    let selector = || {
+        gateway
+            .selector
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut errors = Vec::new();
+    for (i, server) in gateway.servers.iter().enumerate() {
+        let path = fp!("spec.servers[{i}]");
+        let same_place =
+            |other: &Server| other.port.number == server.port.number && other.bind == server.bind;
+        let others: Vec<String> = earlier
+            .iter()
+            .filter(|other| {
+                other.selector == gateway.selector
+                    && other.servers.iter().any(|o| {
+                        same_place(o) && o.hosts.iter().any(|host| server.hosts.contains(host))
+                    })
+            })
+            .map(|other| format!("{}/{}", other.source.namespace, other.source.name))
+            .collect();
+        if !others.is_empty() {
+            errors.push(gateway.source.error(
+                path.clone(),
+                format!(
+                    "IST0145: Conflict with gateways {} (workload selector {}, port {}, hosts \
+                     {}): one server per port and host on the same workloads; merge the \
+                     servers into one Gateway or change the port",
+                    others.join(","),
+                    selector(),
+                    server.port.number,
+                    server.hosts.join(",")
+                ),
+            ));
+        }
+        let tcp = server.port.protocol.takes_gateway_tcp_routes();
+        if let Some(j) = gateway.servers[..i].iter().position(|other| {
+            same_place(other) && other.port.protocol.takes_gateway_tcp_routes() != tcp
+        }) {
+            let other = &gateway.servers[j];
+            errors.push(gateway.source.error(
+                path.key("port"),
+                format!(
+                    "IST0145: Conflict with spec.servers[{j}] of this gateway (workload selector \
+                     {}, port {}): a port takes TCP or HTTP, not both ({} here, {} there); use \
+                     another port for one of them",
+                    selector(),
+                    server.port.number,
+                    server.port.protocol.name(),
+                    other.port.protocol.name()
+                ),
+            ));
+        }
+    }
+    errors
 }

@@ -56,9 +56,16 @@ impl Catalog<'_> {
             let Some(matches) = matches else {
                 continue;
             };
-            let Some(ports) = sink.take(
-                rule_ports(vs, i, rule, &matches, &selected, &claimed).map_err(|error| vec![error]),
-            ) else {
+            let ports = rule_ports(
+                vs,
+                i,
+                rule,
+                &matches,
+                &selected,
+                &claimed,
+                &mut sink.warnings,
+            );
+            let Some(ports) = sink.take(ports.map_err(|error| vec![error])) else {
                 continue;
             };
             if ports.is_empty() {
@@ -166,7 +173,8 @@ fn mesh_matches(rule: &TcpRule) -> Option<Vec<(usize, &L4Match)>> {
 }
 
 /// The service ports rule `i` routes, in order, leaving out those an
-/// earlier rule of the same `VirtualService` routes (first match wins).
+/// earlier rule of the same `VirtualService` routes (first match wins: a
+/// match that is never used is a warning, as in Istio).
 fn rule_ports(
     vs: &VirtualService,
     i: usize,
@@ -174,6 +182,7 @@ fn rule_ports(
     matches: &[(usize, &L4Match)],
     selected: &[(&Service, &str)],
     claimed: &BTreeMap<u16, usize>,
+    warnings: &mut Vec<Warning>,
 ) -> Result<BTreeSet<u16>, ConfigError> {
     check_matches_supported(vs, i, matches)?;
 
@@ -207,6 +216,7 @@ fn rule_ports(
     }
 
     let mut ports = BTreeSet::new();
+    let mut shadowed = Vec::new();
     for (k, m) in matches {
         let Some(port) = m.port else { continue };
         let path = fp!("spec.tcp[{i}].match[{k}].port");
@@ -240,17 +250,32 @@ fn rule_ports(
             return Err(vs.source.error(path, message));
         }
         if let Some(earlier) = claimed.get(&port) {
-            return Err(vs.source.error(
-                path,
-                format!(
-                    "port {port} is already routed by tcp[{earlier}] of this VirtualService, so \
-                     this match never applies (first match wins): remove it"
-                ),
-            ));
+            shadowed.push((path, *k, port, *earlier));
+            continue;
         }
         ports.insert(port);
     }
+    // Every match shadowed: the caller warns that the rule is not used.
+    if !ports.is_empty() {
+        for (path, k, port, earlier) in shadowed {
+            warnings.push(
+                vs.source
+                    .warning(path, ineffective_match(i, k, port, earlier, "")),
+            );
+        }
+    }
     Ok(ports)
+}
+
+/// Istio's IST0131 (an `istioctl analyze` info): match `k` of tcp rule `i`
+/// names port `port`, which rule `earlier` routes already. `on` names the
+/// gateway, if any (` on Gateway ns/name`).
+pub(super) fn ineffective_match(i: usize, k: usize, port: u16, earlier: usize, on: &str) -> String {
+    format!(
+        "VirtualService rule tcp[{i}] match {k} is not used (duplicate/overlapping match in rule \
+         tcp[{earlier}]) (IST0131): port {port}{on} is already routed by tcp[{earlier}] (first \
+         match wins)"
+    )
 }
 
 /// The match fields the kernel path cannot honour yet are refused, since
