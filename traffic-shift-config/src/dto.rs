@@ -389,14 +389,23 @@ pub struct ServerTls {
     pub credential_name: Option<String>,
     pub credential_names: Option<Vec<String>>,
     pub ca_cert_credential_name: Option<String>,
-    pub tls_certificates: Option<Vec<IgnoredAny>>,
+    pub tls_certificates: Option<Vec<TlsCertificate>>,
     pub subject_alt_names: Option<IgnoredAny>,
     pub verify_certificate_spki: Option<IgnoredAny>,
     pub verify_certificate_hash: Option<IgnoredAny>,
-    pub min_protocol_version: Option<IgnoredAny>,
+    pub min_protocol_version: Option<String>,
     pub max_protocol_version: Option<IgnoredAny>,
-    pub cipher_suites: Option<IgnoredAny>,
+    pub cipher_suites: Option<Vec<String>>,
     pub insecure_skip_verify: Option<IgnoredAny>,
+}
+
+/// An item of a server's `tls.tlsCertificates`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsCertificate {
+    pub server_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

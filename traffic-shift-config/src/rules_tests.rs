@@ -905,7 +905,8 @@ fn gateway_rules() {
                 "port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: ISTIO_MUTUAL, privateKey: /k}\n",
             ),
             "spec.servers[0].tls.privateKey",
-            "ISTIO_MUTUAL TLS cannot have associated privateKey",
+            "ISTIO_MUTUAL TLS cannot have associated private key: the mesh's certificates are used; \
+             remove privateKey",
         ),
     ]);
     accepted(&gw(

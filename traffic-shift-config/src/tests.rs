@@ -989,13 +989,27 @@ fn gateway_server_bind_is_the_only_listener() {
             "bind {address}: that address only"
         );
     }
-    let error = parse_error(&bound("unix:///var/run/gw.sock"));
+    // A unix socket: valid Istio with port 0 (not served here, a warning),
+    // refused with another port, as Istio does.
+    let unix = bound("unix:///var/run/gw.sock");
+    let error = parse_error(&unix);
     assert_error(
         &error,
         1,
-        "spec.servers[0].bind",
-        Some(line_of(&bound("unix:///var/run/gw.sock"), "bind:")),
-        "bind \"unix:///var/run/gw.sock\" is not an IP address",
+        "spec.servers[0].port.number",
+        Some(line_of(&unix, "- port:")),
+        "port number must be 0 for unix domain socket",
+    );
+    let file = parse(&unix.replace("number: 31400", "number: 0"));
+    assert_eq!(
+        file.warnings
+            .iter()
+            .map(|w| format!("{}: {}", w.field, w.message))
+            .collect::<Vec<_>>(),
+        [
+            "spec.servers[0].bind: bind \"unix:///var/run/gw.sock\": unix domain sockets are not \
+             supported by the kernel path, so this server is not served"
+        ]
     );
 
     // Another gateway on the same port, bound to an address: a different

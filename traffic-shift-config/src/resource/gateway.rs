@@ -16,6 +16,8 @@ use crate::{
     source::Source,
 };
 
+use super::{server_tls::server_tls, workload_entry::unix_address};
+
 #[derive(Clone, Debug)]
 pub struct Gateway {
     pub source: Source,
@@ -82,9 +84,18 @@ pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Checked<Gatewa
                 cx.error(fp!("spec.servers[{i}].hosts[{h}]"), message);
             }
         }
+        // Valid Istio, not served here (the kernel path accepts on IPs).
+        let unix = server
+            .bind
+            .as_deref()
+            .and_then(|b| b.strip_prefix("unix://"))
+            .map(str::to_owned);
+        if let Some(path) = &unix {
+            cx.ok(fp!("spec.servers[{i}].bind"), unix_address(path));
+        }
         let bind = server
             .bind
-            .filter(|bind| !bind.is_empty())
+            .filter(|bind| !bind.is_empty() && unix.is_none())
             .and_then(|bind| {
                 cx.ok(
                     fp!("spec.servers[{i}].bind"),
@@ -108,10 +119,17 @@ pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Checked<Gatewa
                 ),
             );
         }
-        let number = cx.port(
-            fp!("spec.servers[{i}].port.number"),
-            port.number.unwrap_or(0),
-        );
+        let number = match (&unix, port.number.unwrap_or(0)) {
+            (Some(_), 0) => None,
+            (Some(_), _) => {
+                cx.error(
+                    fp!("spec.servers[{i}].port.number"),
+                    "port number must be 0 for unix domain socket",
+                );
+                None
+            }
+            (None, number) => cx.port(fp!("spec.servers[{i}].port.number"), number),
+        };
         if port.target_port.is_some_and(|target| target > 0) {
             cx.error(
                 fp!("spec.servers[{i}].port.targetPort"),
@@ -128,6 +146,15 @@ pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Checked<Gatewa
             );
         }
         let tls_mode = server_tls(&mut cx, i, protocol, server.tls);
+        if let Some(path) = unix {
+            cx.warn(
+                fp!("spec.servers[{i}].bind"),
+                format!(
+                    "bind \"unix://{path}\": unix domain sockets are not supported by the kernel \
+                     path, so this server is not served"
+                ),
+            );
+        }
         if let (Some(number), Some(protocol)) = (number, protocol)
             && cx.errors.len() == errors_before
         {
@@ -156,106 +183,6 @@ pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Checked<Gatewa
     ))
 }
 
-/// A server's `tls` against its protocol (Istio's `validateServer` and the
-/// main rules of `validateTLSOptions`); its mode.
-fn server_tls(
-    cx: &mut Check,
-    i: usize,
-    protocol: Option<Protocol>,
-    tls: Option<dto::ServerTls>,
-) -> Option<ServerTlsMode> {
-    let path = fp!("spec.servers[{i}].tls");
-    let is_tls = matches!(protocol, Some(Protocol::Https | Protocol::Tls));
-    let is_http = protocol.is_some_and(Protocol::is_http);
-    let Some(tls) = tls else {
-        if is_tls {
-            cx.error(
-                path,
-                "server must have TLS settings for HTTPS/TLS protocols: add tls: {mode: ...}",
-            );
-        }
-        return None;
-    };
-    let mode = tls.mode.unwrap_or_default();
-    let set = |value: &Option<String>| value.as_deref().is_some_and(|value| !value.is_empty());
-    let has_certificates = set(&tls.server_certificate)
-        || set(&tls.private_key)
-        || set(&tls.ca_certificates)
-        || set(&tls.credential_name);
-    if protocol.is_some() && !is_tls {
-        let passthrough = matches!(
-            mode,
-            ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
-        );
-        if !is_http {
-            cx.error(
-                path.clone(),
-                "server cannot have TLS settings for non HTTPS/TLS ports",
-            );
-        } else if !passthrough || has_certificates {
-            cx.error(
-                path.clone(),
-                "server cannot have TLS settings for plain text HTTP ports",
-            );
-        }
-    }
-    if tls.https_redirect == Some(true) && !is_http {
-        cx.warn(
-            path.key("httpsRedirect"),
-            "tls.httpsRedirect should only be used with http servers",
-        );
-    }
-    let credential = set(&tls.credential_name)
-        || tls
-            .credential_names
-            .as_ref()
-            .is_some_and(|names| !names.is_empty());
-    let certificates_listed = tls
-        .tls_certificates
-        .as_ref()
-        .is_some_and(|certificates| !certificates.is_empty());
-    match mode {
-        ServerTlsMode::IstioMutual => {
-            for (field, value) in [
-                ("serverCertificate", &tls.server_certificate),
-                ("privateKey", &tls.private_key),
-                ("caCertificates", &tls.ca_certificates),
-                ("credentialName", &tls.credential_name),
-            ] {
-                if set(value) {
-                    cx.error(
-                        path.key(field),
-                        format!("ISTIO_MUTUAL TLS cannot have associated {field}"),
-                    );
-                }
-            }
-        }
-        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
-            if !credential && !certificates_listed =>
-        {
-            let prefix = if mode == ServerTlsMode::Simple {
-                "SIMPLE TLS"
-            } else {
-                "MUTUAL TLS"
-            };
-            if !set(&tls.server_certificate) {
-                cx.error(
-                    path.clone(),
-                    format!("{prefix} requires a server certificate"),
-                );
-            }
-            if !set(&tls.private_key) {
-                cx.error(path.clone(), format!("{prefix} requires a private key"));
-            }
-            if mode != ServerTlsMode::Simple && !set(&tls.ca_certificates) {
-                cx.error(path, format!("{prefix} requires a client CA bundle"));
-            }
-        }
-        _ => {}
-    }
-    Some(mode)
-}
-
 /// A Gateway server host Istio refuses (`validate_server_host`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ServerHostError {
@@ -279,12 +206,24 @@ pub enum ServerHostError {
 
 /// A `bind` that is no IP address.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "bind {bind:?} is not an IP address: the kernel path accepts on an IPv4 or IPv6 address \
-     (unix domain sockets are not supported); remove bind to accept on every local address"
-)]
+#[error("{}", bind_message(bind))]
 pub struct BindError {
     pub bind: String,
+}
+
+/// Istio's words for a bad IP; a unix socket is valid Istio, not supported.
+fn bind_message(bind: &str) -> String {
+    if bind.starts_with("unix://") {
+        format!(
+            "bind {bind:?}: unix domain sockets are not supported by the kernel path, which \
+             accepts on an IPv4 or IPv6 address; remove bind to accept on every local address"
+        )
+    } else {
+        format!(
+            "{bind} is not a valid IP: the kernel path accepts on an IPv4 or IPv6 address; \
+             remove bind to accept on every local address"
+        )
+    }
 }
 
 /// A Gateway server host: `[namespace/]dnsName` (Istio's

@@ -6,6 +6,7 @@
 mod destination_rule;
 mod document;
 mod gateway;
+mod server_tls;
 mod service_entry;
 mod virtual_service;
 mod workload_entry;

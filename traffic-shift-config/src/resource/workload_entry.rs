@@ -224,7 +224,7 @@ pub enum UnixAddressError {
 }
 
 /// Istio's `ValidateUnixAddress` (the part after `unix://`).
-fn unix_address(path: &str) -> Result<(), UnixAddressError> {
+pub(super) fn unix_address(path: &str) -> Result<(), UnixAddressError> {
     if path.is_empty() {
         return Err(UnixAddressError::Empty);
     }
