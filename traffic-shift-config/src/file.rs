@@ -54,12 +54,16 @@ pub fn parse_file_all_up_to(
     max_bytes: usize,
 ) -> Result<RulesFile, Vec<ConfigError>> {
     check_limits_up_to(path, text, max_bytes).map_err(|error| vec![error])?;
-    parse_text(path, text, MAX_FLOW_COLON_QUOTES)
+    let quotes = (FLOW_COLON_QUOTE_BYTES / text.len().max(1)).min(MAX_FLOW_COLON_QUOTES);
+    parse_text(path, text, quotes)
 }
 
-/// At most this many plain scalars of a file quoted by
-/// [`quote_flow_colon_scalar`] (each costs a parse of the file again).
-const MAX_FLOW_COLON_QUOTES: usize = 32;
+/// At most this many plain scalars of a file are quoted by
+/// [`quote_flow_colon_scalar`], each costing a parse of the file again:
+/// and at most this many bytes parsed again in all (a hostile file of
+/// such scalars costs a bounded time; a big one gets no second parse).
+const MAX_FLOW_COLON_QUOTES: usize = 16;
+const FLOW_COLON_QUOTE_BYTES: usize = 1 << 20;
 
 /// The parse of [`parse_file_all_up_to`], the limits checked.
 fn parse_text(path: &Path, text: &str, quotes_left: usize) -> Result<RulesFile, Vec<ConfigError>> {
