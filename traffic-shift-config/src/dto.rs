@@ -141,7 +141,30 @@ pub struct DestinationRuleSpec {
     pub traffic_policy: Option<TrafficPolicy>,
     pub subsets: Option<Vec<Subset>>,
     pub export_to: Option<Vec<String>>,
-    pub workload_selector: Option<IgnoredAny>,
+    pub workload_selector: Option<MatchLabelsSelector>,
+}
+
+/// A DestinationRule's `workloadSelector` (`matchLabels`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MatchLabelsSelector {
+    pub match_labels: Option<Labels>,
+}
+
+/// A `trafficPolicy.tls` (`ClientTLSSettings`): what the checks need is
+/// typed, the rest accepted and ignored (the kernel path does not
+/// originate TLS).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTls {
+    pub mode: Option<String>,
+    pub client_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
+    pub credential_name: Option<String>,
+    pub subject_alt_names: Option<Vec<String>>,
+    pub insecure_skip_verify: Option<bool>,
+    pub ca_crl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,7 +173,7 @@ pub struct TrafficPolicy {
     pub load_balancer: Option<LoadBalancer>,
     pub connection_pool: Option<ConnectionPool>,
     pub outlier_detection: Option<OutlierDetection>,
-    pub tls: Option<IgnoredAny>,
+    pub tls: Option<ClientTls>,
     pub port_level_settings: Option<Vec<PortTrafficPolicy>>,
     pub tunnel: Option<IgnoredAny>,
     pub proxy_protocol: Option<IgnoredAny>,
@@ -164,7 +187,7 @@ pub struct PortTrafficPolicy {
     pub load_balancer: Option<LoadBalancer>,
     pub connection_pool: Option<ConnectionPool>,
     pub outlier_detection: Option<OutlierDetection>,
-    pub tls: Option<IgnoredAny>,
+    pub tls: Option<ClientTls>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -166,6 +166,9 @@ pub(super) fn traffic_policy(
     {
         cx.error(path.clone(), "traffic policy must have at least one field");
     }
+    if let Some(tls) = &policy.tls {
+        client_tls(cx, &path.key("tls"), tls);
+    }
     if policy.tunnel.is_some() && policy.proxy_protocol.is_some() {
         cx.error(
             path.clone(),
@@ -215,6 +218,9 @@ pub(super) fn traffic_policy(
                 "port traffic policy must have at least one field",
             );
             continue;
+        }
+        if let Some(tls) = &settings.tls {
+            client_tls(cx, &base.key("tls"), tls);
         }
         let outlier_detection = parse_outlier_detection(
             cx,
@@ -611,6 +617,54 @@ fn parse_outlier_detection(
         min_health_percent,
         http_error_codes,
     })
+}
+
+/// A `tls` (`ClientTLSSettings`), checked as Istio's `ValidateTLS` does;
+/// not applied (the kernel path does not originate TLS).
+fn client_tls(cx: &mut Check, path: &FieldPath, tls: &dto::ClientTls) {
+    let set = |value: &Option<String>| value.as_deref().is_some_and(|value| !value.is_empty());
+    let mode = tls.mode.as_deref().unwrap_or("DISABLE");
+    let credential = set(&tls.credential_name);
+    if tls.insecure_skip_verify == Some(true) {
+        // Go's `SubjectAltNames != nil`: written, even empty.
+        let names = tls.subject_alt_names.is_some();
+        if mode == "SIMPLE" && (set(&tls.ca_certificates) || credential || names) {
+            cx.error(
+                path.key("insecureSkipVerify"),
+                "cannot specify CaCertificates or CredentialName or SubjectAltNames when \
+                 InsecureSkipVerify is set true",
+            );
+        }
+        if mode == "MUTUAL" && (set(&tls.ca_certificates) || names) {
+            cx.error(
+                path.key("insecureSkipVerify"),
+                "cannot specify CaCertificates or SubjectAltNames when InsecureSkipVerify is set \
+                 true",
+            );
+        }
+    }
+    if matches!(mode, "SIMPLE" | "MUTUAL") && credential {
+        if set(&tls.client_certificate)
+            || set(&tls.ca_certificates)
+            || set(&tls.private_key)
+            || set(&tls.ca_crl)
+        {
+            cx.error(
+                path.key("credentialName"),
+                "cannot specify client certificates or CA certificate or CA CRL If credentialName \
+                 is set",
+            );
+        }
+        return;
+    }
+    if mode == "MUTUAL" {
+        if !set(&tls.client_certificate) {
+            cx.error(path.clone(), "client certificate required for mutual tls");
+        }
+        if !set(&tls.private_key) {
+            cx.error(path.clone(), "private key required for mutual tls");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -82,6 +82,32 @@ pub(super) fn validate(source: Source, spec: dto::DestinationRuleSpec) -> Checke
     }
     let export_to = spec.export_to.unwrap_or_default();
     cx.export_to(&export_to, false);
+    // Checked as Istio's `validateWorkloadSelector`; not applied (the rule
+    // applies to every client here).
+    if let Some(selector) = spec.workload_selector {
+        let labels = selector.match_labels.unwrap_or_default();
+        for (key, value) in &labels {
+            let path = fp!("spec.workloadSelector.matchLabels").key(key);
+            if key.is_empty() {
+                cx.error(
+                    path.clone(),
+                    format!("empty key is not supported in selector: \"{key}={value}\""),
+                );
+            }
+            if key.contains('*') || value.contains('*') {
+                cx.error(
+                    path,
+                    format!("wildcard is not supported in selector: \"{key}={value}\""),
+                );
+            }
+        }
+        if labels.is_empty() {
+            cx.warn(
+                fp!("spec.workloadSelector"),
+                "workload selector specified without labels",
+            );
+        }
+    }
     let warnings = cx.finish()?;
     Ok((
         DestinationRule {
