@@ -198,7 +198,16 @@ pub struct LoadBalancer {
     pub locality_lb_setting: Option<IgnoredAny>,
     pub zone_aware_lb_setting: Option<IgnoredAny>,
     pub warmup_duration_secs: Option<IgnoredAny>,
-    pub warmup: Option<IgnoredAny>,
+    pub warmup: Option<Warmup>,
+}
+
+/// `loadBalancer.warmup`: checked, not applied.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Warmup {
+    pub duration: Option<String>,
+    pub minimum_percent: Option<f64>,
+    pub aggression: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -255,6 +255,9 @@ fn parse_load_balancer(
     lb: Option<dto::LoadBalancer>,
 ) -> Option<LoadBalancer> {
     let lb = lb?;
+    if let Some(warmup) = &lb.warmup {
+        check_warmup(cx, &base.key("warmup"), warmup);
+    }
     if lb.locality_lb_setting.is_some() && lb.zone_aware_lb_setting.is_some() {
         cx.error(
             base.clone(),
@@ -617,6 +620,39 @@ fn parse_outlier_detection(
         min_health_percent,
         http_error_codes,
     })
+}
+
+/// `loadBalancer.warmup`, checked as Istio does (its webhook, and the
+/// CRD's lower bound of `minimumPercent`); not applied.
+fn check_warmup(cx: &mut Check, base: &FieldPath, warmup: &dto::Warmup) {
+    match &warmup.duration {
+        None => cx.error(base.key("duration"), "duration is required"),
+        Some(text) => {
+            cx.ok(base.key("duration"), super::values::duration(text));
+        }
+    }
+    if let Some(percent) = warmup.minimum_percent {
+        if percent > 100.0 {
+            cx.error(
+                base.key("minimumPercent"),
+                "minimumPercent value should be less than or equal to 100",
+            );
+        } else if percent < 0.0 {
+            cx.error(
+                base.key("minimumPercent"),
+                "minimumPercent value should be at least 0",
+            );
+        }
+    }
+    if warmup
+        .aggression
+        .is_some_and(|aggression| aggression <= 0.0)
+    {
+        cx.error(
+            base.key("aggression"),
+            "aggression should be greater than 0",
+        );
+    }
 }
 
 /// A `tls` (`ClientTLSSettings`), checked as Istio's `ValidateTLS` does;

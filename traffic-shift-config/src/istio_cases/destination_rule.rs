@@ -148,3 +148,60 @@ fn istio_validate_destination_rule() {
     assert_eq!(cases.len(), 25, "every case of TestValidateDestinationRule");
     run(&cases);
 }
+
+/// `testdata/crds/destinationrule-{valid,invalid}.yaml`; `_err` is the
+/// CRD's message, ours carry the field and the bound (noted per case).
+#[test]
+fn istio_destination_rule_crd_fixtures() {
+    let ratings = |policy: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: bookinfo-ratings\nspec:\n  host: ratings.prod.svc.cluster.local\n  trafficPolicy:\n{policy}"
+        )
+    };
+    let warmup = |fields: &str| ratings(&format!("    loadBalancer:\n      warmup:\n{fields}"));
+    let cases = [
+        case(
+            "destinationrule-valid.yaml/warmup duration",
+            warmup("        duration: 300s\n"),
+            Valid,
+        ),
+        case(
+            "destinationrule-valid.yaml/warmup minimumPercent",
+            warmup("        duration: 300s\n        minimumPercent: 5.0\n"),
+            Valid,
+        ),
+        case(
+            "destinationrule-valid.yaml/warmup aggression",
+            warmup(
+                "        duration: 300s\n        minimumPercent: 5.0\n        aggression: 5.0\n",
+            ),
+            Valid,
+        ),
+        case(
+            "destinationrule-valid.yaml/bookinfo-ratings-http2-ping",
+            ratings(
+                "    connectionPool:\n      http:\n        http2KeepAlive:\n          interval: 15s\n          timeout: 5s\n",
+            ),
+            Valid,
+        ),
+        // CRD: "spec.trafficPolicy.loadBalancer.warmup.minimumPercent: Invalid value".
+        case(
+            "destinationrule-invalid.yaml/warmup minimumPercent 150",
+            warmup("        duration: 300s\n        minimumPercent: 150.0\n"),
+            Refused("minimumPercent value should be less than or equal to 100"),
+        ),
+        // CRD: "spec.trafficPolicy.loadBalancer.warmup.duration: Required value".
+        case(
+            "destinationrule-invalid.yaml/warmup without duration",
+            warmup("        minimumPercent: 5.0\n"),
+            Refused("duration is required"),
+        ),
+        // CRD: "spec.trafficPolicy.loadBalancer.warmup.aggression: Invalid value".
+        case(
+            "destinationrule-invalid.yaml/warmup aggression -0.1",
+            warmup("        duration: 300s\n        aggression: -0.1\n"),
+            Refused("aggression should be greater than 0"),
+        ),
+    ];
+    run(&cases);
+}
