@@ -174,6 +174,7 @@ pub(super) fn http_match(
 pub(crate) fn unreachable_http_rules(cx: &mut Check, rules: &[HttpRule]) {
     let mut empty_match_at: Option<usize> = None;
     let mut seen: Vec<(HttpMatch, usize)> = Vec::new();
+    let mut prefixes: Vec<PrefixMatch> = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         let path = FieldPath::parse(&format!("spec.http[{i}]"));
         let name = rule
@@ -227,6 +228,7 @@ pub(crate) fn unreachable_http_rules(cx: &mut Check, rules: &[HttpRule]) {
                 duplicates += 1;
             } else {
                 seen.push((unnamed, i));
+                prefixes.extend(PrefixMatch::new(m, &name, i, k));
             }
         }
         if duplicates == rule.matches.len() {
@@ -235,5 +237,106 @@ pub(crate) fn unreachable_http_rules(cx: &mut Check, rules: &[HttpRule]) {
                 format!("virtualService rule {name} not used (all matches used by prior rules)"),
             );
         }
+    }
+    // A prefix match an earlier one covers (its prefix starts the later
+    // one's, and its other fields are the same or wider).
+    for (a, earlier) in prefixes.iter().enumerate() {
+        for later in &prefixes[a + 1..] {
+            if later.prefix != earlier.prefix && earlier.covers(later) {
+                cx.warn(
+                    FieldPath::parse(&format!("spec.http[{}].match[{}]", later.rule, later.index)),
+                    format!(
+                        "virtualService rule {} match {} of prefix {} is not used \
+                         (duplicate/overlapping match in rule {} of prefix {} on {})",
+                        later.rule_name,
+                        later.match_name,
+                        later.prefix,
+                        earlier.match_name,
+                        earlier.prefix,
+                        earlier.rule_name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// A `uri: {prefix}` match, with what Istio compares of its other fields
+/// (`exact:` or `prefix:` and the value; a regex is not compared).
+struct PrefixMatch {
+    rule: usize,
+    index: usize,
+    rule_name: String,
+    match_name: String,
+    prefix: String,
+    port: Option<u16>,
+    method: String,
+    authority: String,
+    headers: BTreeMap<String, String>,
+    query_params: BTreeMap<String, String>,
+    without_headers: BTreeMap<String, String>,
+}
+
+impl PrefixMatch {
+    fn new(m: &HttpMatch, rule_name: &str, rule: usize, index: usize) -> Option<Self> {
+        let Some(StringMatch::Prefix(prefix)) = &m.uri else {
+            return None;
+        };
+        if prefix.is_empty() {
+            return None;
+        }
+        let method = match exact_or_prefix(m.method.as_ref()) {
+            method if method.is_empty() => "exact:GET".to_owned(),
+            method => method,
+        };
+        let values = |map: &BTreeMap<String, StringMatch>| {
+            map.iter()
+                .map(|(key, value)| (key.clone(), exact_or_prefix(Some(value))))
+                .collect()
+        };
+        Some(Self {
+            rule,
+            index,
+            rule_name: rule_name.to_owned(),
+            match_name: m
+                .name
+                .as_ref()
+                .map_or_else(|| format!("#{index}"), |name| format!("{name:?}")),
+            prefix: prefix.clone(),
+            port: m.port,
+            method,
+            authority: exact_or_prefix(m.authority.as_ref()),
+            headers: values(&m.headers),
+            query_params: values(&m.query_params),
+            without_headers: values(&m.without_headers),
+        })
+    }
+
+    /// Istio's `coveredValidation`: every request `later` admits, this one
+    /// admits first.
+    fn covers(&self, later: &Self) -> bool {
+        let wider = |mine: &str, theirs: &str| mine == theirs || mine.starts_with(theirs);
+        let maps = |mine: &BTreeMap<String, String>, theirs: &BTreeMap<String, String>| {
+            mine.len() == theirs.len()
+                && mine
+                    .iter()
+                    .all(|(key, value)| theirs.get(key).is_some_and(|t| wider(value, t)))
+        };
+        later.prefix.starts_with(&self.prefix)
+            && later.port == self.port
+            && wider(&self.method, &later.method)
+            && wider(&self.authority, &later.authority)
+            && maps(&self.headers, &later.headers)
+            && maps(&self.query_params, &later.query_params)
+            && maps(&self.without_headers, &later.without_headers)
+    }
+}
+
+/// Istio's `assignExactOrPrefix`.
+fn exact_or_prefix(m: Option<&StringMatch>) -> String {
+    match m {
+        Some(StringMatch::Exact(exact)) if !exact.is_empty() => format!("exact:{exact}"),
+        Some(StringMatch::Prefix(prefix)) if !prefix.is_empty() => format!("prefix:{prefix}"),
+        _ => String::new(),
     }
 }

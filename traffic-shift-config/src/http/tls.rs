@@ -73,7 +73,12 @@ pub(crate) fn tls_rule(
 /// Istio's `validateSniHost`: a domain (an IP is only a warning), covered
 /// by a host of the `VirtualService`.
 fn sni_host(cx: &mut Check, context: &Context, path: &FieldPath, sni: &str) {
-    if let Err(message) = validate_domain(sni) {
+    let checked = if context.gateway_only && sni.starts_with("outbound_") {
+        generated_sni(sni)
+    } else {
+        validate_domain(sni).map_err(|error| error.to_string())
+    };
+    if let Err(message) = checked {
         if sni.parse::<std::net::IpAddr>().is_ok() {
             cx.warn(
                 path.clone(),
@@ -97,6 +102,35 @@ fn sni_host(cx: &mut Check, context: &Context, path: &FieldPath, sni: &str) {
             ),
         );
     }
+}
+
+/// The SNI names AUTO_PASSTHROUGH generates, `outbound_.<PORT>_._.<HOSTNAME>`,
+/// legal in the SNI matches of gateway-bound rules (Istio's
+/// `ValidateWildcardDomainForVirtualServiceBoundToGateway`).
+fn generated_sni(sni: &str) -> Result<(), String> {
+    const FORMAT: &str = "outbound_.<PORT>_._.<HOSTNAME>";
+    if sni.len() > 255 {
+        return Err(format!("domain name {sni:?} too long (max 255)"));
+    }
+    let parts: Vec<&str> = sni.split('_').collect();
+    let [_, port, _, hostname, ..] = parts.as_slice() else {
+        return Err(format!(
+            "domain name {sni} invalid, should follow '{FORMAT}' format"
+        ));
+    };
+    let (port, hostname) = (port.trim_matches('.'), hostname.trim_matches('.'));
+    if !port.chars().any(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "domain name {sni:?} invalid (label {port:?} invalid). should follow {FORMAT} format"
+        ));
+    }
+    if !hostname.chars().any(|c| c.is_ascii_alphabetic()) {
+        return Err(format!(
+            "domain name {sni:?} invalid (label {hostname:?} invalid). should follow {FORMAT} \
+             format"
+        ));
+    }
+    Ok(())
 }
 
 /// Istio's `host.Name.SubsetOf`: every name `a` covers is covered by `b`.
