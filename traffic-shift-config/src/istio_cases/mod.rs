@@ -17,6 +17,7 @@
 mod destination_rule;
 mod gateway;
 mod service_entry;
+mod traffic_policy;
 mod virtual_service;
 mod workload_entry;
 
