@@ -16,6 +16,7 @@
 
 mod destination_rule;
 mod gateway;
+mod route_destination;
 mod service_entry;
 mod traffic_policy;
 mod virtual_service;
