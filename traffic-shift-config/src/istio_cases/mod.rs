@@ -14,6 +14,7 @@
     reason = "tables of cases: Istio's test cases, one entry each"
 )]
 
+mod delegate;
 mod destination_rule;
 mod gateway;
 mod route_destination;
