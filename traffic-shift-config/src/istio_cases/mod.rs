@@ -17,6 +17,7 @@
 mod delegate;
 mod destination_rule;
 mod gateway;
+mod http_fault;
 mod http_options;
 mod http_route;
 mod route_destination;
