@@ -51,6 +51,10 @@
 //! - [`labels`]: Istio's metric labels for a destination of the model.
 //! - `resolve`: the checks across resources -> the model (`catalog`, `tcp`,
 //!   `gateway`, `destination`, `http`).
+//!
+//! Tests only: `tests`, `rules_tests`, and `istio_cases`, Istio's own
+//! validation table tests and CRD fixtures for the five kinds, case by
+//! case, with Istio's verdict and words.
 
 mod check;
 mod common;
