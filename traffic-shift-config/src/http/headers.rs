@@ -157,14 +157,18 @@ pub(super) fn cors_policy(cx: &mut Check, base: &FieldPath, cors: dto::CorsPolic
         }
     }
     let max_age = cors.max_age.and_then(|text| {
-        let duration = cx.ok(base.key("maxAge"), values::duration(&text))?;
-        if duration.subsec_nanos() != 0 {
+        let parsed = values::duration(&text);
+        // Istio reports a fraction finer than a millisecond twice: as a
+        // duration, and as a max age.
+        let finer = matches!(parsed, Err(values::DurationError::SubMillisecond { .. }));
+        let duration = cx.ok(base.key("maxAge"), parsed);
+        if finer || duration.is_some_and(|duration| duration.subsec_nanos() != 0) {
             cx.error(
                 base.key("maxAge"),
                 "max_age duration is accurate only to seconds precision",
             );
         }
-        Some(duration)
+        duration
     });
     CorsPolicy {
         allow_origins,

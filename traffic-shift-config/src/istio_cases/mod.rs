@@ -18,6 +18,7 @@ mod delegate;
 mod destination_rule;
 mod gateway;
 mod http_fault;
+mod http_headers;
 mod http_options;
 mod http_route;
 mod route_destination;
