@@ -312,6 +312,10 @@ pub struct NodeStatus {
     pub error: Option<String>,
     /// The agent's version.
     pub version: String,
+    /// The node's labels (`--node-labels`), which Gateway selectors match;
+    /// `None`: not given, selectors not applied (every Gateway served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
     /// Routes in force (all sources).
     pub routes: usize,
     /// When the agent wrote this, Unix milliseconds.

@@ -128,6 +128,8 @@ pub async fn open(
         &node,
     )
     .await?;
+    let labels = options.node_labels.as_ref().map(|l| l.labels().clone());
+    fleet.status.send_modify(|status| status.labels = labels);
     Ok((Some(fleet), Some(events)))
 }
 
