@@ -40,15 +40,26 @@ impl Fleet {
     /// `n` agents on `etcd`; with a TLS etcd, they and [`Fleet::ctl`] use
     /// the CA and the client certificate.
     pub fn start_on(test: &str, n: usize, etcd: EtcdCluster) -> Self {
+        Self::start_nodes(test, etcd, &vec![&[][..]; n])
+    }
+
+    /// One agent per entry of `extra` on `etcd`, node-`i` with `extra[i]`
+    /// added to its `traffic-shift run` (e.g. `--node-labels zone=a`), as
+    /// [`Fleet::start_on`].
+    pub fn start_nodes(test: &str, etcd: EtcdCluster, extra: &[&[&str]]) -> Self {
         crate::require_root();
+        let n = extra.len();
         let prefix = format!("/{}", crate::unique_name(test));
         let url = etcd.url();
         let tls: Vec<String> = etcd.tls.iter().flat_map(Tls::client_args).collect();
-        let nodes = (0..n)
-            .map(|i| {
+        let nodes = extra
+            .iter()
+            .enumerate()
+            .map(|(i, extra)| {
                 let node = format!("node-{i}");
                 let mut args = vec!["--store", &url, "--store-prefix", &prefix, "--node", &node];
                 args.extend(tls.iter().map(String::as_str));
+                args.extend_from_slice(extra);
                 Scenario::tcp_echo_backends(&format!("{test}-{i}"), &args)
             })
             .collect();
