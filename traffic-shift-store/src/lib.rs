@@ -724,6 +724,27 @@ mod tests {
         }
     }
 
+    /// A status written before node labels existed still parses (no
+    /// labels: selectors not applied); one without labels writes none.
+    #[test]
+    fn node_status_labels_are_optional() {
+        let old = r#"{"node":"n","revision":3,"state":"accepted","version":"0.1.0","routes":2,"updated_ms":1}"#;
+        let status: NodeStatus = serde_json::from_str(old).unwrap();
+        assert_eq!((status.revision, status.labels), (3, None));
+        assert!(
+            !serde_json::to_string(&NodeStatus::default())
+                .unwrap()
+                .contains("labels")
+        );
+        let labelled = NodeStatus {
+            labels: Some(BTreeMap::from([("zone".to_owned(), "a".to_owned())])),
+            ..NodeStatus::default()
+        };
+        let json = serde_json::to_string(&labelled).unwrap();
+        assert!(json.contains(r#""labels":{"zone":"a"}"#), "{json}");
+        assert_eq!(serde_json::from_str::<NodeStatus>(&json).unwrap(), labelled);
+    }
+
     #[test]
     fn tls_options() {
         let tls: StoreUrl = "etcds://127.0.0.1:2379".parse().unwrap();
