@@ -40,20 +40,30 @@ impl Fleet {
     /// `n` agents on `etcd`; with a TLS etcd, they and [`Fleet::ctl`] use
     /// the CA and the client certificate.
     pub fn start_on(test: &str, n: usize, etcd: EtcdCluster) -> Self {
+        Self::start_nodes(test, etcd, &vec![&[][..]; n])
+    }
+
+    /// One agent per entry of `extra` on `etcd`, node-`i` with `extra[i]`
+    /// added to its `traffic-shift run` (e.g. `--node-labels zone=a`), as
+    /// [`Fleet::start_on`].
+    pub fn start_nodes(test: &str, etcd: EtcdCluster, extra: &[&[&str]]) -> Self {
         crate::require_root();
         let mut fleet = Self {
             nodes: Vec::new(),
             etcd,
             prefix: format!("/{}", crate::unique_name(test)),
         };
-        fleet.nodes = (0..n)
-            .map(|i| {
-                let args = fleet.agent_args(i);
+        fleet.nodes = extra
+            .iter()
+            .enumerate()
+            .map(|(i, extra)| {
+                let mut args = fleet.agent_args(i);
+                args.extend(extra.iter().map(|a| (*a).to_owned()));
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 Scenario::tcp_echo_backends(&format!("{test}-{i}"), &args)
             })
             .collect();
-        fleet.wait_nodes(n);
+        fleet.wait_nodes(extra.len());
         fleet
     }
 

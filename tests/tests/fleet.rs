@@ -509,3 +509,154 @@ fn agent_without_a_client_certificate_says_why(url: &str, prefix: &str, ca: &str
     );
     drop(stranger);
 }
+
+/// `ss -Hltn` in `netns`: the listening TCP sockets on `port`, one line each.
+fn listening_on(netns: &str, port: u16) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "ss", "-Hltn"])
+        .output()
+        .expect("run ss");
+    assert!(out.status.success(), "ss: {}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .is_some_and(|local| local.ends_with(&format!(":{port}")))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `node` does not serve the seed's Gateway: its status says so, its kernel
+/// has the mesh route only, nothing listens on 31400 and 200 connections
+/// to `gateway` are all refused.
+fn assert_not_served(node: &traffic_shift_tests::Scenario, gateway: &str) {
+    // The status file follows the node's report to the store at once.
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        let status = node.agent.status_json();
+        if status.get("gateways_not_served").is_some() || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(
+        status["gateways_not_served"],
+        serde_json::json!([
+            "gateway default/tcp-echo-gateway: not served here (selector istio=ingressgateway does not match node labels zone=b)"
+        ]),
+        "{status}"
+    );
+    let kernel_routes = status["kernel_routes"].to_string();
+    assert!(
+        !kernel_routes.contains("gateway") && kernel_routes.contains("port 9000"),
+        "the kernel routes: the mesh route only: {kernel_routes}"
+    );
+    assert_eq!(
+        listening_on(&node.netns.name, 31400),
+        Vec::<String>::new(),
+        "nothing listens on 31400"
+    );
+    let mut remote = traffic_shift_tests::RemoteClient::start(&node.netns);
+    let (one, two, errors) = remote.client.burst_with_errors(gateway, 200);
+    assert_eq!((one, two, errors.len()), (0, 0, 200), "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e.to_lowercase().contains("refused")),
+        "31400 is refused at once: {errors:?}"
+    );
+    eprintln!("node-1 31400: 200 of 200 refused (not served there)");
+}
+
+/// Test 7 of the issue: which node serves what. Two nodes with different
+/// labels; the seed's Gateway (port 31400, `selector: {istio:
+/// ingressgateway}`) selects node-0 only. Connections to 31400 are served
+/// on node-0 and refused on node-1, where no socket is bound and no gateway
+/// route is in the kernel; the mesh route (the connect-time path) works on
+/// both.
+#[test]
+fn a_gateway_is_served_only_on_the_nodes_its_selector_picks() {
+    let etcd = traffic_shift_tests::etcd::EtcdCluster::start("fleet-labels", 3);
+    let mut fleet = Fleet::start_nodes(
+        "fleet-labels",
+        etcd,
+        &[
+            &["--node-labels", "istio=ingressgateway,zone=a"],
+            &["--node-labels", "zone=b"],
+        ],
+    );
+    let dir = repo_rules().join("tcp-echo");
+    let path = |file: &str| dir.join(file).display().to_string();
+    let files = [
+        "service-entry.yaml",
+        "destination-rule.yaml",
+        "gateway.yaml",
+        "examples/vs-all-v1.yaml",
+    ]
+    .map(path);
+    let mut args = vec!["apply"];
+    for file in &files {
+        args.extend(["-f", file.as_str()]);
+    }
+    args.extend(["--wait", "--timeout", "30s"]);
+    let out = fleet.ctl(&args);
+    assert!(
+        out.status.success(),
+        "apply: {}{}\n{}",
+        text(&out.stderr),
+        text(&out.stdout),
+        fleet.logs()
+    );
+    let gateway = format!("{}:31400", traffic_shift_tests::NODE_ADDR);
+
+    // node-0: the selector matches; every connection is served by v1.
+    let mut remote = traffic_shift_tests::RemoteClient::start(&fleet.nodes[0].netns);
+    let (one, two, errors) = remote.client.burst_with_errors(&gateway, 200);
+    assert_eq!(
+        (one, two, errors.len()),
+        (200, 0, 0),
+        "node-0 serves 31400: {errors:?}\n{}",
+        fleet.logs()
+    );
+    eprintln!("node-0 31400: one {one} two {two} of 200, 0 failed");
+    drop(remote);
+
+    // node-1: not selected.
+    assert_not_served(&fleet.nodes[1], &gateway);
+    // node-0 has the gateway route in the kernel (sk_lookup hands the
+    // connections to the backend's socket: no socket on 31400 there either).
+    let status = fleet.nodes[0].agent.status_json();
+    assert!(
+        status["kernel_routes"]
+            .to_string()
+            .contains("gateway default/tcp-echo-gateway port 31400"),
+        "{status}"
+    );
+    assert!(status.get("gateways_not_served").is_none(), "{status}");
+
+    // Mesh routes apply on every node.
+    for (n, node) in fleet.nodes.iter_mut().enumerate() {
+        let (one, two, errors) = node.client.burst_with_errors(SERVICE_V4, 200);
+        assert_eq!(
+            (one, two, errors.len()),
+            (200, 0, 0),
+            "node-{n} mesh: {errors:?}"
+        );
+        eprintln!("node-{n} mesh {SERVICE_V4}: one {one} of 200, 0 failed");
+    }
+
+    // Each node reports its labels: `get nodes -o wide`.
+    let out = fleet.ctl(&["get", "nodes", "-o", "wide"]);
+    let table = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let labels: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(
+        labels,
+        ["istio=ingressgateway,zone=a", "zone=b"],
+        "get nodes -o wide:\n{table}"
+    );
+}

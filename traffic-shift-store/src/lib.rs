@@ -312,6 +312,10 @@ pub struct NodeStatus {
     pub error: Option<String>,
     /// The agent's version.
     pub version: String,
+    /// The node's labels (`--node-labels`), which Gateway selectors match;
+    /// `None`: not given, selectors not applied (every Gateway served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
     /// Routes in force (all sources).
     pub routes: usize,
     /// When the agent wrote this, Unix milliseconds.
@@ -763,6 +767,27 @@ mod tests {
             let err = bad.parse::<StoreUrl>().unwrap_err().to_string();
             assert!(err.contains("etcd://HOST:PORT"), "{bad}: {err}");
         }
+    }
+
+    /// A status written before node labels existed still parses (no
+    /// labels: selectors not applied); one without labels writes none.
+    #[test]
+    fn node_status_labels_are_optional() {
+        let old = r#"{"node":"n","revision":3,"state":"accepted","version":"0.1.0","routes":2,"updated_ms":1}"#;
+        let status: NodeStatus = serde_json::from_str(old).unwrap();
+        assert_eq!((status.revision, status.labels), (3, None));
+        assert!(
+            !serde_json::to_string(&NodeStatus::default())
+                .unwrap()
+                .contains("labels")
+        );
+        let labelled = NodeStatus {
+            labels: Some(BTreeMap::from([("zone".to_owned(), "a".to_owned())])),
+            ..NodeStatus::default()
+        };
+        let json = serde_json::to_string(&labelled).unwrap();
+        assert!(json.contains(r#""labels":{"zone":"a"}"#), "{json}");
+        assert_eq!(serde_json::from_str::<NodeStatus>(&json).unwrap(), labelled);
     }
 
     #[test]

@@ -226,6 +226,8 @@ pub async fn open(
     )
     .await?;
     fleet.snapshot_file = options.state_dir.join(SNAPSHOT_FILE);
+    let labels = options.node_labels.as_ref().map(|l| l.labels().clone());
+    fleet.status.send_modify(|status| status.labels = labels);
     Ok((Some(fleet), Some(events)))
 }
 

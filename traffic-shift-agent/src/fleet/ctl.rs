@@ -321,9 +321,11 @@ pub async fn get(
     )
 }
 
-/// `get nodes --store`: NAME, REVISION, STATE, LAST SEEN, ROUTES.
+/// `get nodes --store`: NAME, REVISION, STATE, LAST SEEN, ROUTES; `wide`
+/// adds LABELS.
 pub async fn nodes(
     target: &Target,
+    wide: bool,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> std::io::Result<u8> {
@@ -342,7 +344,7 @@ pub async fn nodes(
         )?;
         return Ok(EXIT_OK);
     }
-    stdout.write_all(nodes_table(&nodes, crate::cli::now_ms()).as_bytes())?;
+    stdout.write_all(nodes_table(&nodes, wide, crate::cli::now_ms()).as_bytes())?;
     Ok(EXIT_OK)
 }
 
@@ -374,12 +376,16 @@ pub async fn status(
 }
 
 /// The table of `get nodes`; a refused revision shows in STATE with why.
-pub fn nodes_table(nodes: &[NodeStatus], now_ms: u64) -> String {
-    let mut rows = vec![
-        ["NAME", "REVISION", "STATE", "LAST SEEN", "ROUTES"]
-            .map(str::to_owned)
-            .to_vec(),
-    ];
+/// `wide` adds LABELS, the node's `--node-labels` (`<none>`: none;
+/// `<not set>`: not given, so the node serves every Gateway).
+pub fn nodes_table(nodes: &[NodeStatus], wide: bool, now_ms: u64) -> String {
+    let mut header = ["NAME", "REVISION", "STATE", "LAST SEEN", "ROUTES"]
+        .map(str::to_owned)
+        .to_vec();
+    if wide {
+        header.push("LABELS".to_owned());
+    }
+    let mut rows = vec![header];
     for node in nodes {
         let state = match (&node.refused_revision, &node.error) {
             (Some(refused), Some(error)) => format!("refused {refused}: {error}"),
@@ -395,6 +401,13 @@ pub fn nodes_table(nodes: &[NodeStatus], now_ms: u64) -> String {
             ),
             node.routes.to_string(),
         ]);
+        if wide {
+            let labels = node
+                .labels
+                .as_ref()
+                .map_or_else(|| "<not set>".to_owned(), traffic_shift_config::labels_text);
+            rows.last_mut().expect("pushed above").push(labels);
+        }
     }
     ctl::aligned(&rows)
 }
@@ -426,6 +439,7 @@ mod tests {
                 node("node-a", 7, None),
                 node("node-b", 5, Some((7, "port 31400 is taken"))),
             ],
+            false,
             10_000,
         );
         assert_eq!(
@@ -434,5 +448,38 @@ mod tests {
              node-a   7          accepted                         1s ago      2\n\
              node-b   5          refused 7: port 31400 is taken   1s ago      2\n"
         );
+    }
+
+    #[test]
+    fn get_nodes_wide_shows_each_nodes_labels() {
+        let node = |name: &str, labels: Option<&[(&str, &str)]>| NodeStatus {
+            node: name.into(),
+            revision: 7,
+            state: "accepted".into(),
+            routes: 2,
+            updated_ms: 9_000,
+            labels: labels.map(|l| {
+                l.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect()
+            }),
+            ..NodeStatus::default()
+        };
+        let nodes = [
+            node(
+                "node-a",
+                Some(&[("zone", "a"), ("istio", "ingressgateway")]),
+            ),
+            node("node-b", Some(&[])),
+            node("node-c", None),
+        ];
+        assert_eq!(
+            nodes_table(&nodes, true, 10_000),
+            "NAME     REVISION   STATE      LAST SEEN   ROUTES   LABELS\n\
+             node-a   7          accepted   1s ago      2        istio=ingressgateway,zone=a\n\
+             node-b   7          accepted   1s ago      2        <none>\n\
+             node-c   7          accepted   1s ago      2        <not set>\n"
+        );
+        assert!(!nodes_table(&nodes, false, 10_000).contains("LABELS"));
     }
 }
