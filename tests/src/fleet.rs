@@ -11,6 +11,7 @@ use std::{
 use crate::{
     Scenario,
     etcd::{EtcdCluster, Tls},
+    forwarder::Forwarder,
     traffic_shift_bin,
 };
 
@@ -25,6 +26,9 @@ pub struct NodeRow {
 pub struct Fleet {
     /// Dropped first: the agents stop before etcd does.
     pub nodes: Vec<Scenario>,
+    /// With [`Fleet::start_forwarded`]: node `i` reaches etcd through
+    /// `forwarders[i]` only, so a test can cut it off alone.
+    pub forwarders: Vec<Forwarder>,
     pub etcd: EtcdCluster,
     pub prefix: String,
 }
@@ -40,13 +44,31 @@ impl Fleet {
     /// `n` agents on `etcd`; with a TLS etcd, they and [`Fleet::ctl`] use
     /// the CA and the client certificate.
     pub fn start_on(test: &str, n: usize, etcd: EtcdCluster) -> Self {
+        Self::start_with(test, n, etcd, false)
+    }
+
+    /// [`Fleet::start`], each agent reaching etcd through a [`Forwarder`]
+    /// of its own.
+    pub fn start_forwarded(test: &str, n: usize) -> Self {
+        crate::require_root();
+        Self::start_with(test, n, EtcdCluster::start(test, 3), true)
+    }
+
+    fn start_with(test: &str, n: usize, etcd: EtcdCluster, forwarded: bool) -> Self {
         crate::require_root();
         let prefix = format!("/{}", crate::unique_name(test));
-        let url = etcd.url();
+        let ports: Vec<u16> = etcd.members.iter().map(|m| m.client_port).collect();
+        let forwarders: Vec<Forwarder> = if forwarded {
+            assert!(etcd.tls.is_none(), "the forwarders are for a plain etcd");
+            (0..n).map(|_| Forwarder::start(&ports)).collect()
+        } else {
+            Vec::new()
+        };
         let tls: Vec<String> = etcd.tls.iter().flat_map(Tls::client_args).collect();
         let nodes = (0..n)
             .map(|i| {
                 let node = format!("node-{i}");
+                let url = forwarders.get(i).map_or_else(|| etcd.url(), Forwarder::url);
                 let mut args = vec!["--store", &url, "--store-prefix", &prefix, "--node", &node];
                 args.extend(tls.iter().map(String::as_str));
                 Scenario::tcp_echo_backends(&format!("{test}-{i}"), &args)
@@ -54,6 +76,7 @@ impl Fleet {
             .collect();
         let fleet = Self {
             nodes,
+            forwarders,
             etcd,
             prefix,
         };
@@ -67,6 +90,7 @@ impl Fleet {
         let etcd = EtcdCluster::start(test, 3);
         Self {
             nodes: Vec::new(),
+            forwarders: Vec::new(),
             etcd,
             prefix: format!("/{}", crate::unique_name(test)),
         }
