@@ -18,7 +18,7 @@
 
 use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use traffic_shift_config::RulesFile;
 use traffic_shift_store::{Batch, Listing, NodeStatus, ResourceKey, Store, StoreError};
 
@@ -160,14 +160,20 @@ pub async fn start(
         ..NodeStatus::default()
     };
     let (status, status_rx) = watch::channel(initial);
+    let reachable = Arc::new(Notify::new());
     tokio::spawn(follow(
         Etcd {
             store: store.clone(),
             watch: None,
         },
         events,
+        Arc::clone(&reachable),
     ));
-    tokio::spawn(report(store.node_reporter(node, LEASE_TTL), status_rx));
+    tokio::spawn(report(
+        store.node_reporter(node, LEASE_TTL),
+        status_rx,
+        reachable,
+    ));
     tracing::info!(store = %url, %prefix, %node, "following the store");
     Ok((
         Fleet {
@@ -190,7 +196,12 @@ pub async fn start(
 /// revision not yet seen (the deletions made meanwhile come as changes).
 /// When etcd compacted its history past that revision, the watch cannot
 /// resume: it lists again, and the listing replaces the whole set.
-pub async fn follow(mut source: impl RulesSource, events: mpsc::Sender<StoreEvent>) {
+/// `reachable` cuts a backoff short: the reporter reached the store again.
+pub async fn follow(
+    mut source: impl RulesSource,
+    events: mpsc::Sender<StoreEvent>,
+    reachable: Arc<Notify>,
+) {
     let mut backoff = BACKOFF_MIN;
     // The set as of the last revision seen, and the first revision not yet
     // seen: where a watch resumes.
@@ -269,13 +280,22 @@ pub async fn follow(mut source: impl RulesSource, events: mpsc::Sender<StoreEven
         {
             return;
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = reachable.notified() => {}
+        }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
-/// Writes the latest status about once a second, under the node's lease.
-pub async fn report(mut sink: impl StatusSink, mut status: watch::Receiver<NodeStatus>) {
+/// Writes the latest status about once a second, under the node's lease;
+/// once a write goes through after failing, wakes the follower waiting
+/// out its backoff (`reachable`): etcd is back.
+pub async fn report(
+    mut sink: impl StatusSink,
+    mut status: watch::Receiver<NodeStatus>,
+    reachable: Arc<Notify>,
+) {
     let mut tick = tokio::time::interval(REPORT_EVERY);
     let mut failing = false;
     loop {
@@ -293,6 +313,7 @@ pub async fn report(mut sink: impl StatusSink, mut status: watch::Receiver<NodeS
         match (reported, failing) {
             (Ok(()), true) => {
                 failing = false;
+                reachable.notify_one();
                 tracing::info!("node status written to the store again");
             }
             (Err(err), false) => {
