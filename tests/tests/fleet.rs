@@ -490,6 +490,13 @@ fn with_etcd_down_the_nodes_keep_their_rules_and_converge_when_etcd_returns() {
     let stderr = apply(&fleet, &[tcp_echo_path("examples/vs-20-v2.yaml")], true);
     let revision = committed_revision(&stderr);
     let converged = converged_ms(&stderr);
+    // The follower's backoff is at most 5 s, and the reporter's first
+    // write that goes through cuts it short; 15 s leaves room for a loaded
+    // two-core machine.
+    assert!(
+        converged <= 15_000,
+        "the change took {converged} ms to reach every node after etcd returned"
+    );
     let reconnected = wait_disconnected(&fleet, &[0, 1, 2], false, 30);
     let made = load.stop(&mut fleet);
     for (n, m) in made.iter().enumerate() {
