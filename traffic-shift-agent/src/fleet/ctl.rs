@@ -30,23 +30,25 @@ const ATTEMPTS: usize = 5;
 /// nothing, so trying again is safe. Commits are tried again by
 /// [`Store::commit`] itself, which first checks whether the lost one went in.
 const RETRY_FOR: Duration = Duration::from_secs(10);
-const FIRST_PAUSE: Duration = Duration::from_millis(100);
 
-/// `read` until a member answers, for up to [`RETRY_FOR`].
+/// `read` until a member answers, for up to [`RETRY_FOR`]: once at once
+/// (the client may pick a live member next), then with pauses from 100 ms
+/// to 1 s. The first failure of the command is said once.
 async fn retrying<T, F>(mut read: impl FnMut() -> F) -> Result<T, StoreError>
 where
     F: std::future::Future<Output = Result<T, StoreError>>,
 {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let deadline = Instant::now() + RETRY_FOR;
-    let mut pause = FIRST_PAUSE;
+    let mut pause = Duration::ZERO;
     loop {
         match read().await {
             Err(err) if err.is_unreachable() && Instant::now() + pause < deadline => {
-                if pause == FIRST_PAUSE {
-                    tracing::info!(%err, "no etcd member answered; trying again for up to {RETRY_FOR:?}");
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::info!(%err, "no etcd member answered; trying the members again for up to {RETRY_FOR:?}");
                 }
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
+                pause = (pause * 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
             }
             done => return done,
         }
