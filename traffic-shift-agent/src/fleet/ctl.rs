@@ -25,6 +25,35 @@ use crate::{
 
 /// How many times a change is checked again after losing a race.
 const ATTEMPTS: usize = 5;
+/// How long a read that no member answered (a member killed, a leader
+/// being elected) is tried again on the members left: reads change
+/// nothing, so trying again is safe. Commits are tried again by
+/// [`Store::commit`] itself, which first checks whether the lost one went in.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// `read` until a member answers, for up to [`RETRY_FOR`]: once at once
+/// (the client may pick a live member next), then with pauses from 100 ms
+/// to 1 s. The first failure of the command is said once.
+async fn retrying<T, F>(mut read: impl FnMut() -> F) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut pause = Duration::ZERO;
+    loop {
+        match read().await {
+            Err(err) if err.is_unreachable() && Instant::now() + pause < deadline => {
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::info!(%err, "no etcd member answered; trying the members again for up to {RETRY_FOR:?}");
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            }
+            done => return done,
+        }
+    }
+}
 
 /// Where the store is.
 #[derive(Clone, Debug)]
@@ -74,7 +103,10 @@ async fn connect(target: &Target, stderr: &mut dyn Write) -> std::io::Result<Opt
 fn store_error(err: &StoreError, stderr: &mut dyn Write) -> std::io::Result<u8> {
     writeln!(stderr, "error: {err}")?;
     Ok(match err {
-        StoreError::Unreachable { .. } | StoreError::Tls { .. } => EXIT_NO_AGENT,
+        StoreError::Unreachable { .. }
+        | StoreError::Timeout(_)
+        | StoreError::Tls { .. }
+        | StoreError::CommitUnknown { .. } => EXIT_NO_AGENT,
         _ => EXIT_REFUSED,
     })
 }
@@ -104,7 +136,7 @@ pub async fn change(
         return Ok(EXIT_NO_AGENT);
     };
     for _ in 0..ATTEMPTS {
-        let listing = match store.list().await {
+        let listing = match retrying(|| store.list()).await {
             Ok(listing) => listing,
             Err(err) => return store_error(&err, stderr),
         };
@@ -221,7 +253,7 @@ async fn wait_for(
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
         tick.tick().await;
-        let nodes = match store.nodes().await {
+        let nodes = match retrying(|| store.nodes()).await {
             Ok(nodes) => nodes,
             Err(err) => return store_error(&err, stderr),
         };
@@ -286,7 +318,7 @@ pub async fn get(
     let Some(store) = connect(target, stderr).await? else {
         return Ok(EXIT_NO_AGENT);
     };
-    let listing = match store.list().await {
+    let listing = match retrying(|| store.list()).await {
         Ok(listing) => listing,
         Err(err) => return store_error(&err, stderr),
     };
@@ -358,7 +390,7 @@ pub async fn status(
     let Some(store) = connect(target, stderr).await? else {
         return Ok(EXIT_NO_AGENT);
     };
-    let nodes = match store.nodes().await {
+    let nodes = match retrying(|| store.nodes()).await {
         Ok(nodes) => nodes,
         Err(err) => return store_error(&err, stderr),
     };
