@@ -125,6 +125,14 @@ impl Client {
         assert!(reply["started"].is_u64(), "stream_start: {reply}");
     }
 
+    /// `stream_start TARGET PAUSE_MS`: like [`Client::stream_start`], with
+    /// a pause of `pause_ms` between connections (a steady load that leaves
+    /// the CPU to etcd and the agents).
+    pub fn stream_start_paced(&mut self, target: &str, pause_ms: u64) {
+        let reply = self.call(&format!("stream_start {target} {pause_ms}"));
+        assert!(reply["started"].is_u64(), "stream_start: {reply}");
+    }
+
     /// `stream_count`: how many connections of the stream that started at or
     /// after `since_ns` (see [`monotonic_ns`]) are done so far.
     pub fn stream_count(&mut self, since_ns: u64) -> u64 {

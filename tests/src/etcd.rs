@@ -13,6 +13,8 @@ use crate::Process;
 
 /// Where Debian puts etcd.
 const ETCD: &str = "/usr/bin/etcd";
+/// And etcdctl (Debian's etcd-client), for what the tests do to etcd itself.
+const ETCDCTL: &str = "/usr/bin/etcdctl";
 
 /// One member.
 pub struct Member {
@@ -277,6 +279,99 @@ impl EtcdCluster {
             }
         }
         self.wait_ready();
+    }
+
+    /// `etcdctl ARGS` on every running member (plain etcd only): its
+    /// standard output; panics if it fails.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        assert!(self.tls.is_none(), "etcdctl here is for a plain etcd");
+        let endpoints = self
+            .members
+            .iter()
+            .filter(|m| m.process.is_some())
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let out = Command::new(ETCDCTL)
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(&endpoints)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {ETCDCTL}: {e}"));
+        assert!(
+            out.status.success(),
+            "etcdctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `etcdctl endpoint status` of the running members: (member index,
+    /// is leader, store revision) each.
+    fn statuses(&self) -> Vec<(usize, bool, i64)> {
+        let json: serde_json::Value =
+            serde_json::from_str(&self.etcdctl(&["endpoint", "status", "-w", "json"]))
+                .expect("endpoint status JSON");
+        json.as_array()
+            .expect("an array of statuses")
+            .iter()
+            .map(|entry| {
+                let endpoint = entry["Endpoint"].as_str().expect("Endpoint");
+                let port: u16 = endpoint
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("a port");
+                let index = self
+                    .members
+                    .iter()
+                    .position(|m| m.client_port == port)
+                    .expect("a member of ours");
+                let status = &entry["Status"];
+                let id = status["header"]["member_id"].as_u64().expect("member_id");
+                let leader = status["leader"].as_u64().expect("leader");
+                let revision = status["header"]["revision"].as_i64().expect("revision");
+                (index, id == leader, revision)
+            })
+            .collect()
+    }
+
+    /// The index of the leader, as the members say (waits up to 30 s for
+    /// one).
+    pub fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((index, _, _)) = self.statuses().into_iter().find(|s| s.1) {
+                return index;
+            }
+            assert!(Instant::now() < deadline, "no etcd leader after 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The store's revision now.
+    pub fn revision(&self) -> i64 {
+        self.statuses()
+            .iter()
+            .map(|s| s.2)
+            .max()
+            .expect("a running member")
+    }
+
+    /// Kills member `i` with SIGKILL (no goodbye to its peers or clients);
+    /// its data stays.
+    pub fn kill(&mut self, i: usize) {
+        let mut process = self.members[i].process.take().expect("member running");
+        let _ = process.child.kill();
+        let _ = process.child.wait();
+    }
+
+    /// `etcdctl compact REVISION`: the history before it is gone; a watch
+    /// from before it cannot resume.
+    pub fn compact(&self, revision: i64) {
+        self.etcdctl(&["compact", &revision.to_string(), "--physical"]);
     }
 
     /// `etcd://127.0.0.1:P0,127.0.0.1:P1,...` (`etcds://` with TLS)

@@ -11,6 +11,7 @@ use std::{
 use crate::{
     Scenario,
     etcd::{EtcdCluster, Tls},
+    forwarder::Forwarder,
     traffic_shift_bin,
 };
 
@@ -25,6 +26,9 @@ pub struct NodeRow {
 pub struct Fleet {
     /// Dropped first: the agents stop before etcd does.
     pub nodes: Vec<Scenario>,
+    /// With [`Fleet::start_forwarded`]: node `i` reaches etcd through
+    /// `forwarders[i]` only, so a test can cut it off alone.
+    pub forwarders: Vec<Forwarder>,
     pub etcd: EtcdCluster,
     pub prefix: String,
 }
@@ -40,29 +44,62 @@ impl Fleet {
     /// `n` agents on `etcd`; with a TLS etcd, they and [`Fleet::ctl`] use
     /// the CA and the client certificate.
     pub fn start_on(test: &str, n: usize, etcd: EtcdCluster) -> Self {
+        Self::start_with(test, etcd, &vec![&[][..]; n], false)
+    }
+
+    /// One agent per entry of `extra` on `etcd`, node-`i` with `extra[i]`
+    /// added to its `traffic-shift run` (e.g. `--node-labels zone=a`), as
+    /// [`Fleet::start_on`].
+    pub fn start_nodes(test: &str, etcd: EtcdCluster, extra: &[&[&str]]) -> Self {
+        Self::start_with(test, etcd, extra, false)
+    }
+
+    /// [`Fleet::start`], each agent reaching etcd through a [`Forwarder`]
+    /// of its own.
+    pub fn start_forwarded(test: &str, n: usize) -> Self {
         crate::require_root();
+        Self::start_with(test, EtcdCluster::start(test, 3), &vec![&[][..]; n], true)
+    }
+
+    fn start_with(test: &str, etcd: EtcdCluster, extra: &[&[&str]], forwarded: bool) -> Self {
+        crate::require_root();
+        let ports: Vec<u16> = etcd.members.iter().map(|m| m.client_port).collect();
+        let forwarders: Vec<Forwarder> = if forwarded {
+            assert!(etcd.tls.is_none(), "the forwarders are for a plain etcd");
+            extra.iter().map(|_| Forwarder::start(&ports)).collect()
+        } else {
+            Vec::new()
+        };
         let mut fleet = Self {
             nodes: Vec::new(),
+            forwarders,
             etcd,
             prefix: format!("/{}", crate::unique_name(test)),
         };
-        fleet.nodes = (0..n)
-            .map(|i| {
-                let args = fleet.agent_args(i);
+        fleet.nodes = extra
+            .iter()
+            .enumerate()
+            .map(|(i, extra)| {
+                let mut args = fleet.agent_args(i);
+                args.extend(extra.iter().map(|a| (*a).to_owned()));
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 Scenario::tcp_echo_backends(&format!("{test}-{i}"), &args)
             })
             .collect();
-        fleet.wait_nodes(n);
+        fleet.wait_nodes(extra.len());
         fleet
     }
 
     /// The store arguments of node `i`'s agent (`--store`, `--store-prefix`,
     /// `--node node-I`, and the TLS files of a TLS etcd).
     pub fn agent_args(&self, i: usize) -> Vec<String> {
+        let url = self
+            .forwarders
+            .get(i)
+            .map_or_else(|| self.etcd.url(), Forwarder::url);
         let mut args: Vec<String> = [
             "--store",
-            &self.etcd.url(),
+            &url,
             "--store-prefix",
             &self.prefix,
             "--node",
@@ -87,6 +124,7 @@ impl Fleet {
         let etcd = EtcdCluster::start(test, 3);
         Self {
             nodes: Vec::new(),
+            forwarders: Vec::new(),
             etcd,
             prefix: format!("/{}", crate::unique_name(test)),
         }

@@ -14,6 +14,7 @@
 //! - [`scenario`]: all of the above for one test, from the shipped examples;
 //! - [`exposition`]: reading samples from a `/metrics` page;
 //! - [`etcd`]: a real etcd cluster on loopback; [`fleet`]: etcd and several agents;
+//!   [`forwarder`]: a TCP forwarder that cuts one agent off from etcd;
 //! - [`prometheus`] runs a real Prometheus server for the metrics tests;
 //!   [`dashboard`] turns the Grafana dashboard into the queries it sends.
 
@@ -24,6 +25,7 @@ pub mod dashboard;
 pub mod etcd;
 pub mod exposition;
 pub mod fleet;
+pub mod forwarder;
 pub mod http_client;
 pub mod netns;
 pub mod process;

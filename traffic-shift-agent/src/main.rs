@@ -152,8 +152,8 @@ enum AgentCommand {
         #[arg(value_name = "NAME")]
         name: Option<String>,
         /// Output format: a table (default), `wide` (with each resource's
-        /// source: `apply` or its rules file), `yaml` (takes `apply -f -`),
-        /// `json`, `name`.
+        /// source: `apply` or its rules file; for `get nodes`, each node's
+        /// labels), `yaml` (takes `apply -f -`), `json`, `name`.
         #[arg(short, long, value_name = "FORMAT")]
         output: Option<ctl::Output>,
         /// The namespace to list.
@@ -476,6 +476,7 @@ fn store_command(command: AgentCommand, target: fleet::ctl::Target) -> anyhow::R
             if matches!(kind.to_ascii_lowercase().as_str(), "node" | "nodes") {
                 return fleet::ctl::nodes(
                     &target,
+                    output == Some(ctl::Output::Wide),
                     &mut std::io::stdout().lock(),
                     &mut std::io::stderr().lock(),
                 )

@@ -50,6 +50,12 @@ pub struct Status {
     /// in the order the rules are tried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_routes: Vec<HttpRouteStatus>,
+    /// The Gateways of the rules this node does not serve (`--node-labels`
+    /// not matching their selector), one line each: `gateway
+    /// default/gw: not served here (selector istio=ingressgateway does
+    /// not match node labels zone=b)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways_not_served: Vec<String>,
 }
 
 /// One `http[]` rule of one L7 proxy listener, with the requests observed.

@@ -49,6 +49,9 @@
 //! - [`model`]: the validated [`RoutingModel`] the datapath and the L7 proxy
 //!   consume.
 //! - [`labels`]: Istio's metric labels for a destination of the model.
+//! - `placement`: which node serves which Gateway (a Gateway's `selector`
+//!   against a node's labels, [`NodeLabels`]), and
+//!   [`RoutingModel::for_node`].
 //! - `resolve`: the checks across resources -> the model (`catalog`, `tcp`,
 //!   `gateway`, `destination`, `http`).
 //!
@@ -69,6 +72,7 @@ mod limits;
 mod lines;
 pub mod model;
 mod names;
+mod placement;
 mod policy;
 mod resolve;
 mod resource;
@@ -97,6 +101,7 @@ pub use self::{
         MAX_DEPTH, MAX_ERRORS, MAX_FILE_BYTES, MAX_NODES, MAX_STATE_BYTES, check_limits,
         check_limits_up_to,
     },
+    placement::{NodeLabels, NodeLabelsError, NotServed, labels_text, selector_matches},
     policy::{
         ConnectionPool, H2UpgradePolicy, HashKey, HttpCookie, HttpSettings, LbPolicy, LoadBalancer,
         OutlierDetection, PortTrafficPolicy, TcpKeepalive, TcpSettings, TrafficPolicy,

@@ -31,6 +31,9 @@ pub struct RoutingModel {
     /// What the L7 proxy serves (VirtualService `http` rules), sorted by
     /// `key`.
     pub http: Vec<HttpListener>,
+    /// Every Gateway of the rules with its `selector`, sorted by name:
+    /// [`RoutingModel::for_node`] keeps the routes of those a node serves.
+    pub gateways: Vec<GatewaySelector>,
 }
 
 impl RoutingModel {
@@ -75,6 +78,14 @@ impl RoutingModel {
             .flat_map(|r| &mut r.destinations)
             .chain(http)
     }
+}
+
+/// A Gateway of the rules and its `selector` (which nodes serve it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GatewaySelector {
+    /// `<namespace>/<name>`, as [`TcpRoute::gateway`] names it.
+    pub gateway: String,
+    pub selector: BTreeMap<String, String>,
 }
 
 /// One VirtualService `tcp[]` rule, for one service port. A rule that covers

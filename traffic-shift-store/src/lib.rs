@@ -37,6 +37,17 @@ pub const DEFAULT_PREFIX: &str = "/traffic-shift";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting to one member may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a commit whose answer was lost (a member killed, a leader
+/// being elected) is checked and tried again on the members left.
+const COMMIT_RETRY_FOR: Duration = Duration::from_secs(20);
+
+impl StoreError {
+    /// No member answered (it may answer again: a member lost, a leader
+    /// being elected); the request may be tried again.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Timeout(_))
+    }
+}
 
 /// What can go wrong with the store. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +101,16 @@ pub enum StoreError {
         "the store changed while this change was checked (checked at revision {checked}, now at {now}): another writer committed first; nothing was written, check the change again against the new set"
     )]
     Conflict { checked: i64, now: i64 },
+    /// A commit was sent, and etcd stopped answering before saying whether
+    /// it went in; it could not be checked afterwards either.
+    #[error(
+        "cannot reach etcd at {endpoints} to learn whether the commit went in ({source}); `get` shows what the store holds once etcd answers"
+    )]
+    CommitUnknown {
+        endpoints: String,
+        #[source]
+        source: Box<StoreError>,
+    },
     #[error("unexpected data in etcd at {key}: {reason}; remove or fix that key (etcdctl)")]
     BadKey { key: String, reason: String },
 }
@@ -312,6 +333,10 @@ pub struct NodeStatus {
     pub error: Option<String>,
     /// The agent's version.
     pub version: String,
+    /// The node's labels (`--node-labels`), which Gateway selectors match;
+    /// `None`: not given, selectors not applied (every Gateway served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
     /// Routes in force (all sources).
     pub routes: usize,
     /// When the agent wrote this, Unix milliseconds.
@@ -527,11 +552,109 @@ impl Store {
     /// Commits `writes` in one transaction, if the resources' last change
     /// is still `checked` (a [`Listing::revision`]); returns the new
     /// revision. Otherwise nothing is written: [`StoreError::Conflict`].
+    ///
+    /// When etcd stops answering after the transaction was sent (the
+    /// member killed, the leader lost), whether it went in is unknown, and
+    /// sending it again blindly could not double-apply it (the guard would
+    /// refuse the second) but could report a conflict with itself. So the
+    /// guard key is read first, for up to [`COMMIT_RETRY_FOR`], from
+    /// whichever member answers (a linearizable read: once it answers, a
+    /// transaction of the old leader is either in or never will be): it
+    /// holds this commit's stamp (a unique id) if the commit went in; it is
+    /// still at `checked` if nothing was written, and the transaction is
+    /// sent again, guarded as before; anything else is another writer's
+    /// commit, a [`StoreError::Conflict`].
     pub async fn commit(
         &self,
         checked: i64,
         writes: &[Write],
         author: &str,
+    ) -> Result<i64, StoreError> {
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let stamp =
+            serde_json::json!({ "author": author, "at_ms": now_ms(), "id": id }).to_string();
+        let deadline = tokio::time::Instant::now() + COMMIT_RETRY_FOR;
+        let mut pause = Duration::from_millis(100);
+        // Whether an attempt was sent and its answer lost.
+        let mut unknown = false;
+        loop {
+            let lost = match self.commit_once(checked, writes, &stamp).await {
+                Ok(revision) => return Ok(revision),
+                Err(err @ StoreError::Conflict { .. }) if !unknown => return Err(err),
+                // A conflict after a lost answer may be with this very
+                // commit: the guard says.
+                Err(err @ StoreError::Conflict { .. }) => err,
+                Err(err) if err.is_unreachable() => {
+                    unknown = true;
+                    err
+                }
+                Err(err) => return Err(err),
+            };
+            // Where the guard is now, read from a member that answers.
+            let guard = loop {
+                match self.guard().await {
+                    Ok(guard) => break guard,
+                    Err(err) if err.is_unreachable() && tokio::time::Instant::now() < deadline => {
+                        tracing::debug!(%err, "the commit's answer was lost; reading the guard again");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                    }
+                    Err(err) => {
+                        return Err(StoreError::CommitUnknown {
+                            endpoints: self.endpoints(),
+                            source: Box::new(if err.is_unreachable() { lost } else { err }),
+                        });
+                    }
+                }
+            };
+            match guard {
+                (revision, Some(found)) if found == id => {
+                    tracing::info!(%lost, revision, "etcd's answer to the commit was lost; the guard shows it went in");
+                    return Ok(revision);
+                }
+                // Nothing was written: the request failed, safe to say so
+                // once the time is up.
+                (revision, _) if revision == checked && lost.is_unreachable() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(lost);
+                    }
+                    tracing::info!(%lost, "the commit did not go in; sending it again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                (now, _) => return Err(StoreError::Conflict { checked, now }),
+            }
+        }
+    }
+
+    /// The guard key: its mod revision (the resources' last change, 0 for
+    /// none) and the id of the commit that wrote it.
+    async fn guard(&self) -> Result<(i64, Option<String>), StoreError> {
+        let mut client = self.client.clone();
+        let response = client
+            .get(self.guard_key(), None)
+            .await
+            .map_err(StoreError::unreachable(&self.endpoints, self.tls))?;
+        Ok(response.kvs().first().map_or((0, None), |kv| {
+            let id = serde_json::from_slice::<serde_json::Value>(kv.value())
+                .ok()
+                .and_then(|stamp| stamp["id"].as_str().map(str::to_owned));
+            (kv.mod_revision(), id)
+        }))
+    }
+
+    /// One attempt of [`Store::commit`].
+    async fn commit_once(
+        &self,
+        checked: i64,
+        writes: &[Write],
+        stamp: &str,
     ) -> Result<i64, StoreError> {
         let mut client = self.client.clone();
         let mut ops: Vec<TxnOp> = writes
@@ -543,7 +666,6 @@ impl Store {
                 Write::Delete(key) => TxnOp::delete(self.resource_key(key), None),
             })
             .collect();
-        let stamp = serde_json::json!({ "author": author, "at_ms": now_ms() }).to_string();
         ops.push(TxnOp::put(self.guard_key(), stamp, None));
         // A missing key compares as mod revision 0, the revision of a
         // listing of an empty store.
@@ -763,6 +885,27 @@ mod tests {
             let err = bad.parse::<StoreUrl>().unwrap_err().to_string();
             assert!(err.contains("etcd://HOST:PORT"), "{bad}: {err}");
         }
+    }
+
+    /// A status written before node labels existed still parses (no
+    /// labels: selectors not applied); one without labels writes none.
+    #[test]
+    fn node_status_labels_are_optional() {
+        let old = r#"{"node":"n","revision":3,"state":"accepted","version":"0.1.0","routes":2,"updated_ms":1}"#;
+        let status: NodeStatus = serde_json::from_str(old).unwrap();
+        assert_eq!((status.revision, status.labels), (3, None));
+        assert!(
+            !serde_json::to_string(&NodeStatus::default())
+                .unwrap()
+                .contains("labels")
+        );
+        let labelled = NodeStatus {
+            labels: Some(BTreeMap::from([("zone".to_owned(), "a".to_owned())])),
+            ..NodeStatus::default()
+        };
+        let json = serde_json::to_string(&labelled).unwrap();
+        assert!(json.contains(r#""labels":{"zone":"a"}"#), "{json}");
+        assert_eq!(serde_json::from_str::<NodeStatus>(&json).unwrap(), labelled);
     }
 
     #[test]

@@ -20,8 +20,9 @@ const PROMETHEUS: &str = "/usr/bin/prometheus";
 /// Debian's etcd (3.4): the fleet tests start their own three-member cluster
 /// (`tests/src/etcd.rs`), never the system service.
 const ETCD: &str = "/usr/bin/etcd";
-/// `etcdctl`, from Debian's `etcd-client`: not needed by the tests, but what an
-/// operator looks into the store with (docs/fleet.md).
+/// `etcdctl`, from Debian's `etcd-client`: what an operator looks into the
+/// store with (docs/fleet.md), and what the outage tests find etcd's leader
+/// and compact its history with.
 const ETCDCTL: &str = "/usr/bin/etcdctl";
 /// The protobuf compiler: the `etcd-client` crate generates its gRPC code with it
 /// when it builds (traffic-shift-store).

@@ -10,9 +10,10 @@
 //! - `held`: asks every held connection again.
 //! - `peer TARGET`: one connection: its getpeername and the backend's
 //!   `whoami` answer.
-//! - `stream_start TARGET`: starts opening connections back to back on a
-//!   thread of its own (each as in `burst`) until `stream_stop`; the other
-//!   commands keep working meanwhile. Answers at once.
+//! - `stream_start TARGET [PAUSE_MS]`: starts opening connections back to
+//!   back (or PAUSE_MS apart) on a thread of its own (each as in `burst`)
+//!   until `stream_stop`; the other commands keep working meanwhile.
+//!   Answers at once.
 //! - `stream_count SINCE_NS`: how many connections of the stream that
 //!   started at or after SINCE_NS (`CLOCK_MONOTONIC`) are done so far.
 //! - `http TARGET PATH N CONNS keepalive|close [NAME:VALUE ...]`: N GET
@@ -100,11 +101,14 @@ fn main() {
                 }
                 Err(e) => json!({ "error": e.to_string() }),
             },
-            ["stream_start", target] => {
+            ["stream_start", target, pause @ ..] if pause.len() <= 1 => {
                 if stream.is_some() {
                     json!({ "error": "a stream is already running" })
                 } else {
-                    stream = Some(Stream::start(parse(target)));
+                    let pause = pause.first().map_or(Duration::ZERO, |ms| {
+                        Duration::from_millis(ms.parse().expect("PAUSE_MS"))
+                    });
+                    stream = Some(Stream::start(parse(target), pause));
                     json!({ "started": monotonic_ns() })
                 }
             }
@@ -254,7 +258,7 @@ struct Streamed {
 }
 
 impl Stream {
-    fn start(target: SocketAddr) -> Self {
+    fn start(target: SocketAddr, pause: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let made = Arc::new(Mutex::new(Vec::new()));
         let thread = std::thread::spawn({
@@ -273,6 +277,9 @@ impl Stream {
                         connected_ns,
                         answer,
                     });
+                    if !pause.is_zero() {
+                        std::thread::sleep(pause);
+                    }
                 }
             }
         });

@@ -16,9 +16,12 @@ use traffic_shift_config::model::RoutingModel;
 use super::{Agent, error::InstallError};
 
 impl Agent {
-    /// Puts `model` in force; `what` names the change in the log. On error
-    /// the rules in force before stay, in the kernel and in the proxy.
+    /// Puts `model` (the fleet's, as resolved) in force as far as this
+    /// node serves it ([`RoutingModel::for_node`]); `what` names the change
+    /// in the log. On error the rules in force before stay, in the kernel
+    /// and in the proxy.
     pub(super) fn install(&mut self, model: RoutingModel, what: &str) -> Result<(), InstallError> {
+        let (model, not_served) = model.for_node(self.node_labels.as_ref());
         let usable = self.health.usable(&model);
         let kernel = self.kernel.plan(&model, &usable, &self.l7.addrs)?;
         let l7 = self.l7.prepare(&model, &usable)?;
@@ -40,6 +43,13 @@ impl Agent {
             tracing::info!(route = %key, "route removed");
         }
         self.kernel.adopt(kernel);
+        for gateway in not_served.iter().filter(|g| !self.not_served.contains(g)) {
+            tracing::info!("{gateway}: its ports are not bound, its routes not loaded");
+        }
+        for gateway in self.not_served.iter().filter(|g| !not_served.contains(g)) {
+            tracing::info!(gateway = %gateway.gateway, "gateway served here again, or gone from the rules");
+        }
+        self.not_served = not_served;
         self.model = model;
         self.drain.track_removed(&self.model, &self.kernel.stat_ids);
         self.publish();
@@ -52,7 +62,8 @@ impl Agent {
     /// [`Self::install`] checks before it writes to the kernel but binding
     /// sockets), for `apply --dry-run` and the admin socket's checks.
     pub(super) fn check(&self, model: &RoutingModel) -> Result<(), InstallError> {
-        let usable = self.health.usable(model);
+        let (model, _) = model.clone().for_node(self.node_labels.as_ref());
+        let usable = self.health.usable(&model);
         self.kernel.compile(&usable, &self.l7.addrs)?;
         Ok(())
     }

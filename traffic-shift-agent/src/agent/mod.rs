@@ -20,7 +20,7 @@ use std::{
 };
 
 use tokio::signal::unix::SignalKind;
-use traffic_shift_config::model::RoutingModel;
+use traffic_shift_config::{NodeLabels, NotServed, model::RoutingModel};
 use traffic_shift_datapath::Datapath;
 
 mod control;
@@ -56,7 +56,12 @@ struct Agent {
     health: Health,
     observer: Observer,
     drain: Drain,
-    /// The model in force.
+    /// `--node-labels`: which Gateways this node serves (`None`: every one,
+    /// selectors not applied).
+    node_labels: Option<NodeLabels>,
+    /// The Gateways of the rules in force that this node does not serve.
+    not_served: Vec<NotServed>,
+    /// The model in force: what this node serves of the rules.
     model: RoutingModel,
     /// Rules changes put in force so far.
     generation: u64,
@@ -118,9 +123,12 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         health: Health::start(&options)?,
         observer: Observer::new(shared, metrics_addr, options.status_file.clone()),
         drain: Drain::new(options.drain_timeout),
+        node_labels: options.node_labels.clone(),
+        not_served: Vec::new(),
         model: RoutingModel::default(),
         generation: 0,
     };
+    log_node_labels(options.node_labels.as_ref());
 
     let (_watcher, mut rx) = watch_rules(rules.as_deref())?;
 
@@ -189,6 +197,20 @@ pub fn host_name() -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Says once which Gateways this node serves.
+fn log_node_labels(labels: Option<&NodeLabels>) {
+    if let Some(labels) = labels {
+        tracing::info!(
+            node_labels = %labels,
+            "serving the Gateways whose selector matches the node labels"
+        );
+    } else {
+        tracing::info!(
+            "no --node-labels: Gateway selectors are not applied, this node serves every Gateway"
+        );
+    }
 }
 
 /// Says what stopping leaves behind.

@@ -299,6 +299,7 @@ impl Agent {
             kernel_routes,
             counter_slots,
             http_routes: self.http_status(),
+            gateways_not_served: self.not_served.iter().map(ToString::to_string).collect(),
         }
     }
 

@@ -34,6 +34,17 @@ pub struct AgentOptions {
     /// This node's name in the store (`traffic-shift get nodes`). Default: the host name.
     #[arg(long, value_name = "NAME", requires = "store")]
     pub node: Option<String>,
+    /// This node's labels, which Gateway `selector`s match (as Istio's pick
+    /// gateway pods): a Gateway whose selector is not among them is not
+    /// served here (its ports not bound, its routes not loaded); mesh
+    /// routes apply on every node. Without it selectors are not applied:
+    /// every Gateway is served. Example: `zone=a,istio=ingressgateway`.
+    #[arg(
+        long,
+        value_name = "KEY=VALUE[,...]",
+        env = "TRAFFIC_SHIFT_NODE_LABELS"
+    )]
+    pub node_labels: Option<traffic_shift_config::NodeLabels>,
     /// cgroup v2 directory whose processes get the routing (and all its
     /// descendants). Default: the cgroup v2 root, i.e. every process on the node.
     /// Example: `/sys/fs/cgroup/unified/my-app`.
@@ -150,5 +161,72 @@ impl StoreTlsArgs {
             cert: self.store_cert.clone(),
             key: self.store_key.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::Parser as _;
+
+    use super::AgentOptions;
+
+    #[derive(clap::Parser)]
+    struct Run {
+        #[command(flatten)]
+        options: AgentOptions,
+    }
+
+    fn parse(args: &[&str]) -> Result<AgentOptions, clap::Error> {
+        Run::try_parse_from(std::iter::once("run").chain(args.iter().copied())).map(|r| r.options)
+    }
+
+    /// The shipped tcp-echo rules (the Gateway selects
+    /// `istio: ingressgateway`) as a node with these options serves them:
+    /// its gateway routes.
+    fn gateway_routes(options: &AgentOptions) -> usize {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/tcp-echo");
+        let (files, errors) = traffic_shift_config::load_dir(&dir);
+        assert!(errors.is_empty(), "{errors:?}");
+        let model = traffic_shift_config::resolve(&files).expect("the seeds resolve");
+        let (model, _) = model.for_node(options.node_labels.as_ref());
+        model.routes.iter().filter(|r| r.gateway.is_some()).count()
+    }
+
+    /// Backward compatibility: a node run without `--node-labels` serves
+    /// the seeds' Gateway as before, whatever its selector.
+    #[test]
+    fn without_node_labels_every_gateway_is_served() {
+        let options = parse(&["--rules", "rules/tcp-echo"]).unwrap();
+        assert_eq!(options.node_labels, None);
+        assert_eq!(gateway_routes(&options), 1);
+    }
+
+    #[test]
+    fn with_node_labels_the_selector_decides() {
+        let unselected = parse(&["--rules", "r", "--node-labels", "zone=b"]).unwrap();
+        assert_eq!(gateway_routes(&unselected), 0);
+        let selected = parse(&[
+            "--rules",
+            "r",
+            "--node-labels",
+            "zone=a,istio=ingressgateway",
+        ])
+        .unwrap();
+        assert_eq!(gateway_routes(&selected), 1);
+    }
+
+    #[test]
+    fn bad_node_labels_are_refused_in_one_line() {
+        let error = parse(&["--rules", "r", "--node-labels", "zone"])
+            .unwrap_err()
+            .to_string();
+        let first = error.lines().next().unwrap();
+        assert!(
+            first.contains("--node-labels")
+                && first.contains("node label \"zone\" is not key=value"),
+            "{error}"
+        );
     }
 }

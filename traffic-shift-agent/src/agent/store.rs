@@ -12,12 +12,13 @@
 //! Two tasks talk to the store, so the agent loop never waits on it:
 //! [`follow`] lists, then watches, and sends each revision's whole set;
 //! when etcd cannot be reached it says so and tries again with backoff
-//! (the rules in force stay). [`report`] writes the status the loop
-//! publishes, about once a second.
+//! (the rules in force stay), resuming the watch where it stopped, or
+//! listing again when etcd compacted its history past that point.
+//! [`report`] writes the status the loop publishes, about once a second.
 
 use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use traffic_shift_config::RulesFile;
 use traffic_shift_store::{
     Batch, DestinationCounters, Listing, NodeStatus, ResourceKey, RouteCounters, Store, StoreError,
@@ -40,7 +41,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub trait RulesSource: Send + 'static {
     /// The whole set now; the next [`Self::next`] follows from there.
     fn list(&mut self) -> impl Future<Output = Result<Listing, StoreError>> + Send;
-    /// The changes after the last list or batch. An error ends them: list again.
+    /// Follows the changes from revision `from` on (after a disconnection,
+    /// from the first revision not yet seen); the next [`Self::next`]
+    /// returns them, or [`StoreError::Compacted`] when the store no longer
+    /// has them: list again.
+    fn resume(&mut self, from: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The changes after the last list, resume or batch. An error ends
+    /// them: resume, or list again.
     fn next(&mut self) -> impl Future<Output = Result<Batch, StoreError>> + Send;
 }
 
@@ -64,6 +71,12 @@ impl RulesSource for Etcd {
         let listing = self.store.list().await?;
         self.watch = Some(self.store.watch(listing.read_at + 1).await?);
         Ok(listing)
+    }
+
+    async fn resume(&mut self, from: i64) -> Result<(), StoreError> {
+        self.watch = None;
+        self.watch = Some(self.store.watch(from).await?);
+        Ok(())
     }
 
     async fn next(&mut self) -> Result<Batch, StoreError> {
@@ -226,6 +239,8 @@ pub async fn open(
     )
     .await?;
     fleet.snapshot_file = options.state_dir.join(SNAPSHOT_FILE);
+    let labels = options.node_labels.as_ref().map(|l| l.labels().clone());
+    fleet.status.send_modify(|status| status.labels = labels);
     Ok((Some(fleet), Some(events)))
 }
 
@@ -245,14 +260,20 @@ pub async fn start(
         ..NodeStatus::default()
     };
     let (status, status_rx) = watch::channel(initial);
+    let reachable = Arc::new(Notify::new());
     tokio::spawn(follow(
         Etcd {
             store: store.clone(),
             watch: None,
         },
         events,
+        Arc::clone(&reachable),
     ));
-    tokio::spawn(report(store.node_reporter(node, LEASE_TTL), status_rx));
+    tokio::spawn(report(
+        store.node_reporter(node, LEASE_TTL),
+        status_rx,
+        reachable,
+    ));
     tracing::info!(store = %url, %prefix, %node, "following the store");
     Ok((
         Fleet {
@@ -274,23 +295,51 @@ pub async fn start(
 }
 
 /// Lists, then follows the changes, sending the whole set after each; on
-/// an error, says so and starts over with backoff.
-pub async fn follow(mut source: impl RulesSource, events: mpsc::Sender<StoreEvent>) {
+/// an error, says so and, with backoff, resumes the watch from the first
+/// revision not yet seen (the deletions made meanwhile come as changes).
+/// When etcd compacted its history past that revision, the watch cannot
+/// resume: it lists again, and the listing replaces the whole set.
+/// `reachable` cuts a backoff short: the reporter reached the store again.
+pub async fn follow(
+    mut source: impl RulesSource,
+    events: mpsc::Sender<StoreEvent>,
+    reachable: Arc<Notify>,
+) {
     let mut backoff = BACKOFF_MIN;
+    // The set as of the last revision seen, and the first revision not yet
+    // seen: where a watch resumes.
+    let mut seen: Option<(BTreeMap<ResourceKey, String>, i64, i64)> = None;
+    let snapshot = |revision, resources: &BTreeMap<_, _>| StoreEvent::Snapshot {
+        revision,
+        resources: Arc::new(resources.clone()),
+    };
     loop {
-        let error = match source.list().await {
-            Ok(listing) => {
+        let started = match seen.take() {
+            Some((resources, revision, from)) => match source.resume(from).await {
+                Ok(()) => {
+                    tracing::info!(from, "watching the store again");
+                    Ok((resources, revision, from))
+                }
+                Err(err) => {
+                    seen = Some((resources, revision, from));
+                    Err(err)
+                }
+            },
+            None => source.list().await.map(|listing| {
+                tracing::info!(
+                    revision = listing.revision,
+                    resources = listing.resources.len(),
+                    "listed the store"
+                );
+                (listing.resources, listing.revision, listing.read_at + 1)
+            }),
+        };
+        let error = match started {
+            Ok((mut resources, mut revision, mut from)) => {
                 backoff = BACKOFF_MIN;
-                let mut resources = listing.resources;
-                let snapshot = |revision, resources: &BTreeMap<_, _>| StoreEvent::Snapshot {
-                    revision,
-                    resources: Arc::new(resources.clone()),
-                };
-                if events
-                    .send(snapshot(listing.revision, &resources))
-                    .await
-                    .is_err()
-                {
+                // Tells the agent it is connected (an unchanged revision
+                // changes nothing else).
+                if events.send(snapshot(revision, &resources)).await.is_err() {
                     return;
                 }
                 loop {
@@ -302,15 +351,21 @@ pub async fn follow(mut source: impl RulesSource, events: mpsc::Sender<StoreEven
                                     None => resources.remove(&key),
                                 };
                             }
-                            if events
-                                .send(snapshot(batch.revision, &resources))
-                                .await
-                                .is_err()
-                            {
+                            revision = batch.revision;
+                            from = batch.revision + 1;
+                            if events.send(snapshot(revision, &resources)).await.is_err() {
                                 return;
                             }
                         }
-                        Err(err) => break err,
+                        Err(err) => {
+                            // A watch etcd compacted past lists again;
+                            // anything else (a lost connection, a member
+                            // gone) resumes from where it stopped.
+                            if !matches!(err, StoreError::Compacted { .. }) {
+                                seen = Some((resources, revision, from));
+                            }
+                            break err;
+                        }
                     }
                 }
             }
@@ -328,13 +383,22 @@ pub async fn follow(mut source: impl RulesSource, events: mpsc::Sender<StoreEven
         {
             return;
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = reachable.notified() => {}
+        }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
-/// Writes the latest status about once a second, under the node's lease.
-pub async fn report(mut sink: impl StatusSink, mut status: watch::Receiver<NodeStatus>) {
+/// Writes the latest status about once a second, under the node's lease;
+/// once a write goes through after failing, wakes the follower waiting
+/// out its backoff (`reachable`): etcd is back.
+pub async fn report(
+    mut sink: impl StatusSink,
+    mut status: watch::Receiver<NodeStatus>,
+    reachable: Arc<Notify>,
+) {
     let mut tick = tokio::time::interval(REPORT_EVERY);
     let mut failing = false;
     loop {
@@ -352,6 +416,7 @@ pub async fn report(mut sink: impl StatusSink, mut status: watch::Receiver<NodeS
         match (reported, failing) {
             (Ok(()), true) => {
                 failing = false;
+                reachable.notify_one();
                 tracing::info!("node status written to the store again");
             }
             (Err(err), false) => {

@@ -25,6 +25,35 @@ use crate::{
 
 /// How many times a change is checked again after losing a race.
 const ATTEMPTS: usize = 5;
+/// How long a read that no member answered (a member killed, a leader
+/// being elected) is tried again on the members left: reads change
+/// nothing, so trying again is safe. Commits are tried again by
+/// [`Store::commit`] itself, which first checks whether the lost one went in.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// `read` until a member answers, for up to [`RETRY_FOR`]: once at once
+/// (the client may pick a live member next), then with pauses from 100 ms
+/// to 1 s. The first failure of the command is said once.
+async fn retrying<T, F>(mut read: impl FnMut() -> F) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut pause = Duration::ZERO;
+    loop {
+        match read().await {
+            Err(err) if err.is_unreachable() && Instant::now() + pause < deadline => {
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::info!(%err, "no etcd member answered; trying the members again for up to {RETRY_FOR:?}");
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            }
+            done => return done,
+        }
+    }
+}
 
 /// Where the store is.
 #[derive(Clone, Debug)]
@@ -74,7 +103,10 @@ async fn connect(target: &Target, stderr: &mut dyn Write) -> std::io::Result<Opt
 fn store_error(err: &StoreError, stderr: &mut dyn Write) -> std::io::Result<u8> {
     writeln!(stderr, "error: {err}")?;
     Ok(match err {
-        StoreError::Unreachable { .. } | StoreError::Tls { .. } => EXIT_NO_AGENT,
+        StoreError::Unreachable { .. }
+        | StoreError::Timeout(_)
+        | StoreError::Tls { .. }
+        | StoreError::CommitUnknown { .. } => EXIT_NO_AGENT,
         _ => EXIT_REFUSED,
     })
 }
@@ -104,7 +136,7 @@ pub async fn change(
         return Ok(EXIT_NO_AGENT);
     };
     for _ in 0..ATTEMPTS {
-        let listing = match store.list().await {
+        let listing = match retrying(|| store.list()).await {
             Ok(listing) => listing,
             Err(err) => return store_error(&err, stderr),
         };
@@ -221,7 +253,7 @@ async fn wait_for(
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
         tick.tick().await;
-        let nodes = match store.nodes().await {
+        let nodes = match retrying(|| store.nodes()).await {
             Ok(nodes) => nodes,
             Err(err) => return store_error(&err, stderr),
         };
@@ -286,7 +318,7 @@ pub async fn get(
     let Some(store) = connect(target, stderr).await? else {
         return Ok(EXIT_NO_AGENT);
     };
-    let listing = match store.list().await {
+    let listing = match retrying(|| store.list()).await {
         Ok(listing) => listing,
         Err(err) => return store_error(&err, stderr),
     };
@@ -321,9 +353,11 @@ pub async fn get(
     )
 }
 
-/// `get nodes --store`: NAME, REVISION, STATE, LAST SEEN, ROUTES.
+/// `get nodes --store`: NAME, REVISION, STATE, LAST SEEN, ROUTES; `wide`
+/// adds LABELS.
 pub async fn nodes(
     target: &Target,
+    wide: bool,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> std::io::Result<u8> {
@@ -342,7 +376,7 @@ pub async fn nodes(
         )?;
         return Ok(EXIT_OK);
     }
-    stdout.write_all(nodes_table(&nodes, crate::cli::now_ms()).as_bytes())?;
+    stdout.write_all(nodes_table(&nodes, wide, crate::cli::now_ms()).as_bytes())?;
     Ok(EXIT_OK)
 }
 
@@ -356,7 +390,7 @@ pub async fn status(
     let Some(store) = connect(target, stderr).await? else {
         return Ok(EXIT_NO_AGENT);
     };
-    let nodes = match store.nodes().await {
+    let nodes = match retrying(|| store.nodes()).await {
         Ok(nodes) => nodes,
         Err(err) => return store_error(&err, stderr),
     };
@@ -374,12 +408,16 @@ pub async fn status(
 }
 
 /// The table of `get nodes`; a refused revision shows in STATE with why.
-pub fn nodes_table(nodes: &[NodeStatus], now_ms: u64) -> String {
-    let mut rows = vec![
-        ["NAME", "REVISION", "STATE", "LAST SEEN", "ROUTES"]
-            .map(str::to_owned)
-            .to_vec(),
-    ];
+/// `wide` adds LABELS, the node's `--node-labels` (`<none>`: none;
+/// `<not set>`: not given, so the node serves every Gateway).
+pub fn nodes_table(nodes: &[NodeStatus], wide: bool, now_ms: u64) -> String {
+    let mut header = ["NAME", "REVISION", "STATE", "LAST SEEN", "ROUTES"]
+        .map(str::to_owned)
+        .to_vec();
+    if wide {
+        header.push("LABELS".to_owned());
+    }
+    let mut rows = vec![header];
     for node in nodes {
         let state = match (&node.refused_revision, &node.error) {
             (Some(refused), Some(error)) => format!("refused {refused}: {error}"),
@@ -395,6 +433,13 @@ pub fn nodes_table(nodes: &[NodeStatus], now_ms: u64) -> String {
             ),
             node.routes.to_string(),
         ]);
+        if wide {
+            let labels = node
+                .labels
+                .as_ref()
+                .map_or_else(|| "<not set>".to_owned(), traffic_shift_config::labels_text);
+            rows.last_mut().expect("pushed above").push(labels);
+        }
     }
     ctl::aligned(&rows)
 }
@@ -426,6 +471,7 @@ mod tests {
                 node("node-a", 7, None),
                 node("node-b", 5, Some((7, "port 31400 is taken"))),
             ],
+            false,
             10_000,
         );
         assert_eq!(
@@ -434,5 +480,38 @@ mod tests {
              node-a   7          accepted                         1s ago      2\n\
              node-b   5          refused 7: port 31400 is taken   1s ago      2\n"
         );
+    }
+
+    #[test]
+    fn get_nodes_wide_shows_each_nodes_labels() {
+        let node = |name: &str, labels: Option<&[(&str, &str)]>| NodeStatus {
+            node: name.into(),
+            revision: 7,
+            state: "accepted".into(),
+            routes: 2,
+            updated_ms: 9_000,
+            labels: labels.map(|l| {
+                l.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect()
+            }),
+            ..NodeStatus::default()
+        };
+        let nodes = [
+            node(
+                "node-a",
+                Some(&[("zone", "a"), ("istio", "ingressgateway")]),
+            ),
+            node("node-b", Some(&[])),
+            node("node-c", None),
+        ];
+        assert_eq!(
+            nodes_table(&nodes, true, 10_000),
+            "NAME     REVISION   STATE      LAST SEEN   ROUTES   LABELS\n\
+             node-a   7          accepted   1s ago      2        istio=ingressgateway,zone=a\n\
+             node-b   7          accepted   1s ago      2        <none>\n\
+             node-c   7          accepted   1s ago      2        <not set>\n"
+        );
+        assert!(!nodes_table(&nodes, false, 10_000).contains("LABELS"));
     }
 }

@@ -26,6 +26,9 @@
 //! connection count, in that order. Free text (route keys, paths, endpoint
 //! lines) wraps with a hanging indent.
 //!
+//! Under the header, one line per Gateway this node does not serve (its
+//! selector does not match `--node-labels`).
+//!
 //! The gateway endpoint lines start with the endpoint's address and its
 //! socket state, and each kernel counter is its name followed by its count,
 //! so scripts (and the end-to-end tests) can read both.
@@ -90,6 +93,9 @@ fn render_lines(status: &Status, width: usize, now_ms: u64) -> (Vec<String>, usi
     let width = width.max(1);
     let mut lines = Vec::new();
     header(status, width, now_ms, &mut lines);
+    for gateway in &status.gateways_not_served {
+        wrap(gateway, width, 0, &mut lines);
+    }
     routes(&status.routes, width, &mut lines);
     http::http_routes(&status.http_routes, width, &mut lines);
     gateway_endpoints(&status.gateway_endpoints, width, &mut lines);

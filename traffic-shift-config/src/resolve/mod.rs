@@ -23,7 +23,10 @@
 //! server is routed when one of its hosts admits the `VirtualService`;
 //! there, the `VirtualService` hosts need not be `ServiceEntry` hosts (they
 //! are the names clients use), only destination hosts must. The Gateway
-//! `selector` is not used: every Gateway is served on this node.
+//! `selector` is not applied here: the model is the fleet's, the same on
+//! every node, and carries each Gateway's selector
+//! ([`RoutingModel::gateways`]); [`RoutingModel::for_node`]
+//! (`placement`) keeps what one node serves.
 //!
 //! `http` rules become the L7 proxy's listeners ([`http`]); `tls` rules
 //! are refused.
@@ -48,7 +51,7 @@ use super::{
     resource::{Resource, VirtualService},
     source::Source,
 };
-use crate::model::{RoutingModel, TcpRoute};
+use crate::model::{GatewaySelector, RoutingModel, TcpRoute};
 
 mod catalog;
 mod destination;
@@ -77,6 +80,15 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
     let mut sink = Sink::default();
     check_unique_names(&resources, &mut sink);
     let catalog = Catalog::new(&resources, &mut sink);
+    let mut gateways: Vec<GatewaySelector> = catalog
+        .gateways
+        .iter()
+        .map(|g| GatewaySelector {
+            gateway: format!("{}/{}", g.source.namespace, g.source.name),
+            selector: g.selector.clone(),
+        })
+        .collect();
+    gateways.sort_by(|a, b| a.gateway.cmp(&b.gateway));
 
     let mut routes = Vec::new();
     let mut http = BTreeMap::new();
@@ -117,6 +129,7 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
             Ok(RoutingModel {
                 routes,
                 http: http.into_values().collect(),
+                gateways,
             }),
             warnings,
         )

@@ -29,6 +29,7 @@ fn gateway_route(endpoint: &str) -> RoutingModel {
             }],
         }],
         http: Vec::new(),
+        gateways: Vec::new(),
     }
 }
 

@@ -220,6 +220,7 @@ fn model(family: &Family, weights: [u32; 2]) -> RoutingModel {
             ],
         }],
         http: Vec::new(),
+        gateways: Vec::new(),
     }
 }
 

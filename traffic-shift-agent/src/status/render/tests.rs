@@ -358,6 +358,41 @@ fn golden_idle_with_a_weight_0_destination() {
     check_golden("idle-weight-0", &rendered(&status, 80, NOW_MS));
 }
 
+/// A Gateway this node does not serve is said under the header, one line
+/// each (wrapped with a hanging indent when narrow).
+#[test]
+fn gateways_not_served_here_are_said_under_the_header() {
+    let mut status = sample();
+    status.gateways_not_served = vec![
+        "gateway default/tcp-echo-gateway: not served here (selector istio=ingressgateway does \
+         not match node labels zone=b)"
+            .to_owned(),
+    ];
+    let text = rendered(&status, 120, NOW_MS);
+    let head: Vec<&str> = text.lines().take(2).collect();
+    assert_eq!(
+        head,
+        [
+            "rules /etc/traffic-shift/rules, generation 7, as of 2 s ago",
+            "gateway default/tcp-echo-gateway: not served here (selector istio=ingressgateway does \
+             not match node labels zone=b)",
+        ],
+        "{text}"
+    );
+    let narrow = rendered(&status, 40, NOW_MS);
+    assert!(narrow.lines().all(|l| l.chars().count() <= 40), "{narrow}");
+    assert!(
+        narrow
+            .lines()
+            .any(|l| l.starts_with("gateway default/tcp-echo-gateway: not")),
+        "{narrow}"
+    );
+    assert!(
+        !rendered(&sample(), 120, NOW_MS).contains("not served here"),
+        "nothing without them"
+    );
+}
+
 #[test]
 fn a_stale_status_says_the_agent_may_not_be_running() {
     let fresh = rendered(&sample(), 80, TAKEN_AT_MS + STALE_AFTER_MS);
