@@ -10,7 +10,8 @@ use std::{
 };
 
 use traffic_shift_agent::metrics::{
-    Family, REQUEST_DURATION_MILLISECONDS, REQUESTS, XDP_BYTES, XDP_FLOWS, XDP_PACKETS,
+    Family, REQUEST_DURATION_MILLISECONDS, REQUESTS, STORE_CONNECTED, STORE_RECONNECTS,
+    STORE_REVISION, XDP_BYTES, XDP_FLOWS, XDP_PACKETS,
 };
 use traffic_shift_tests::{
     RemoteClient, SERVICE_V4, Scenario,
@@ -21,14 +22,19 @@ use traffic_shift_tests::{
 
 /// Families this TCP scenario does not produce, so their panels are not
 /// asked for data here: the L7 proxy's (no HTTP rules; `http.rs` reads them
-/// from a real agent) and the XDP gateway's (no XDP interface; `xdp.rs`).
-/// `dashboard.rs` checks their panels on a scraped exposition.
-const OTHER_PATHS: [Family; 5] = [
+/// from a real agent), the XDP gateway's (no XDP interface; `xdp.rs`) and
+/// the fleet store's (no `--store`; `fleet_status.rs` reads them from
+/// agents on a real etcd). `dashboard.rs` checks their panels on a scraped
+/// exposition.
+const OTHER_PATHS: [Family; 8] = [
     REQUESTS,
     REQUEST_DURATION_MILLISECONDS,
     XDP_PACKETS,
     XDP_BYTES,
     XDP_FLOWS,
+    STORE_CONNECTED,
+    STORE_REVISION,
+    STORE_RECONNECTS,
 ];
 
 #[test]
