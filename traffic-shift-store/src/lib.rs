@@ -544,13 +544,47 @@ impl Store {
         response
             .kvs()
             .iter()
-            .map(|kv| {
-                serde_json::from_slice(kv.value()).map_err(|err| StoreError::BadKey {
-                    key: String::from_utf8_lossy(kv.key()).into_owned(),
-                    reason: format!("not a node status: {err}"),
-                })
-            })
+            .map(|kv| node_status(kv.key(), kv.value()))
             .collect()
+    }
+
+    /// Every node's status now, then every change to them (a watch on
+    /// `PREFIX/nodes/` from the revision of that read): for `apply --wait`
+    /// and the convergence bench, which follow the nodes without listing
+    /// them again and again.
+    pub async fn watch_nodes(&self) -> Result<NodesWatch, StoreError> {
+        let mut client = self.client.clone();
+        let prefix = format!("{}/nodes/", self.prefix);
+        let response = client
+            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(StoreError::unreachable(&self.endpoints, self.tls))?;
+        let read_at = response
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
+        let mut nodes = BTreeMap::new();
+        for kv in response.kvs() {
+            let status = node_status(kv.key(), kv.value())?;
+            nodes.insert(status.node.clone(), status);
+        }
+        let stream = client
+            .watch(
+                prefix.as_str(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(read_at + 1),
+                ),
+            )
+            .await
+            .map_err(StoreError::unreachable(&self.endpoints, self.tls))?;
+        Ok(NodesWatch {
+            store: self.clone(),
+            prefix,
+            stream,
+            from: read_at + 1,
+            nodes,
+        })
     }
 
     /// A writer of `node`'s status under a lease of `ttl`.
@@ -578,30 +612,9 @@ impl Watch {
     /// certainly; after others, once etcd answers).
     pub async fn next(&mut self) -> Result<Batch, StoreError> {
         loop {
-            let response = self
-                .stream
-                .message()
-                .await
-                .map_err(StoreError::unreachable(
-                    &self.store.endpoints,
-                    self.store.tls,
-                ))?
-                .ok_or_else(|| StoreError::WatchEnded {
-                    prefix: self.store.prefix.clone(),
-                    reason: "etcd closed the stream".into(),
-                })?;
-            if response.compact_revision() > 0 {
-                return Err(StoreError::Compacted {
-                    from: self.from,
-                    compacted: response.compact_revision(),
-                });
-            }
-            if response.canceled() {
-                return Err(StoreError::WatchEnded {
-                    prefix: self.store.prefix.clone(),
-                    reason: format!("canceled: {}", response.cancel_reason()),
-                });
-            }
+            let response =
+                watch_response(&mut self.stream, &self.store, &self.store.prefix, self.from)
+                    .await?;
             let mut batch = Batch::default();
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
@@ -625,6 +638,89 @@ impl Watch {
                 return Ok(batch);
             }
             // Created or progress notification: nothing changed.
+        }
+    }
+}
+
+/// The next response of a watch on `prefix` that was at revision `from`;
+/// an error when the watch ended (closed, canceled, or compacted past `from`).
+async fn watch_response(
+    stream: &mut etcd_client::WatchStream,
+    store: &Store,
+    prefix: &str,
+    from: i64,
+) -> Result<etcd_client::WatchResponse, StoreError> {
+    let response = stream
+        .message()
+        .await
+        .map_err(StoreError::unreachable(&store.endpoints, store.tls))?
+        .ok_or_else(|| StoreError::WatchEnded {
+            prefix: prefix.to_owned(),
+            reason: "etcd closed the stream".into(),
+        })?;
+    if response.compact_revision() > 0 {
+        return Err(StoreError::Compacted {
+            from,
+            compacted: response.compact_revision(),
+        });
+    }
+    if response.canceled() {
+        return Err(StoreError::WatchEnded {
+            prefix: prefix.to_owned(),
+            reason: format!("canceled: {}", response.cancel_reason()),
+        });
+    }
+    Ok(response)
+}
+
+/// A node status as stored at `key`.
+fn node_status(key: &[u8], value: &[u8]) -> Result<NodeStatus, StoreError> {
+    serde_json::from_slice(value).map_err(|err| StoreError::BadKey {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: format!("not a node status: {err}"),
+    })
+}
+
+/// The nodes' statuses, kept up to date by a watch ([`Store::watch_nodes`]).
+pub struct NodesWatch {
+    store: Store,
+    /// `PREFIX/nodes/`.
+    prefix: String,
+    stream: etcd_client::WatchStream,
+    /// The first revision not yet seen.
+    from: i64,
+    /// By node name: the live nodes' last statuses.
+    pub nodes: BTreeMap<String, NodeStatus>,
+}
+
+impl NodesWatch {
+    /// Waits for the next changes and puts them in [`Self::nodes`] (a node
+    /// whose key went, its lease expired, is removed); returns how many
+    /// writes they were. An error ends the watch.
+    pub async fn next(&mut self) -> Result<usize, StoreError> {
+        loop {
+            let response =
+                watch_response(&mut self.stream, &self.store, &self.prefix, self.from).await?;
+            if response.events().is_empty() {
+                continue;
+            }
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                self.from = self.from.max(kv.mod_revision() + 1);
+                match event.event_type() {
+                    EventType::Put => {
+                        let status = node_status(kv.key(), kv.value())?;
+                        self.nodes.insert(status.node.clone(), status);
+                    }
+                    EventType::Delete => {
+                        let key = String::from_utf8_lossy(kv.key());
+                        if let Some(node) = key.strip_prefix(self.prefix.as_str()) {
+                            self.nodes.remove(node);
+                        }
+                    }
+                }
+            }
+            return Ok(response.events().len());
         }
     }
 }
