@@ -19,6 +19,7 @@ use traffic_shift_store::{ResourceKey, Write};
 
 use crate::applied::{self, Document, Entries, Entry, Key};
 
+pub mod converge;
 pub mod ctl;
 
 /// How messages name a stored resource.

@@ -139,6 +139,14 @@ pub async fn start(
     node: &str,
 ) -> Result<(Fleet, mpsc::Receiver<StoreEvent>), StoreError> {
     let store = Store::connect(url, prefix, tls).await?;
+    tracing::info!(store = %url, %prefix, %node, "following the store");
+    Ok(start_on(store, &url.to_string(), node))
+}
+
+/// The two tasks started on `store` (named `url` in messages) for `node`;
+/// the events come on the receiver. (`fleet simulate` starts many nodes on
+/// one client.)
+pub fn start_on(store: Store, url: &str, node: &str) -> (Fleet, mpsc::Receiver<StoreEvent>) {
     let (events, rx) = mpsc::channel(16);
     let initial = NodeStatus {
         node: node.to_owned(),
@@ -147,21 +155,15 @@ pub async fn start(
         ..NodeStatus::default()
     };
     let (status, status_rx) = watch::channel(initial);
-    tokio::spawn(follow(
-        Etcd {
-            store: store.clone(),
-            watch: None,
-        },
-        events,
-    ));
+    let prefix = store.prefix().to_owned();
     tokio::spawn(report(store.node_reporter(node, LEASE_TTL), status_rx));
-    tracing::info!(store = %url, %prefix, %node, "following the store");
-    Ok((
+    tokio::spawn(follow(Etcd { store, watch: None }, events));
+    (
         Fleet {
-            url: url.to_string(),
-            prefix: prefix.to_owned(),
+            url: url.to_owned(),
+            file: fleet::rules_file(&prefix, &crate::applied::Entries::new()),
+            prefix,
             entries: crate::applied::Entries::new(),
-            file: fleet::rules_file(prefix, &crate::applied::Entries::new()),
             revision: 0,
             refused: None,
             connected: false,
@@ -169,7 +171,96 @@ pub async fn start(
             status,
         },
         rx,
-    ))
+    )
+}
+
+/// The store's set of one revision, read (as entries) and as one rules file.
+pub type Read = (crate::applied::Entries, RulesFile);
+
+impl Fleet {
+    /// A store event: the set to put in force, if there is a new one (the
+    /// connection's state followed and said here).
+    pub fn event(
+        &mut self,
+        event: StoreEvent,
+    ) -> Option<(i64, Arc<BTreeMap<ResourceKey, String>>)> {
+        let (revision, resources) = match event {
+            StoreEvent::Disconnected(error) => {
+                if self.connected {
+                    tracing::warn!(%error, "the store is unreachable; the rules in force stay, reconnecting with backoff");
+                } else if self.revision == 0 && self.first_error.as_ref() != Some(&error) {
+                    tracing::warn!(%error, "cannot use the store; trying again with backoff");
+                    self.first_error = Some(error);
+                }
+                self.connected = false;
+                return None;
+            }
+            StoreEvent::Snapshot {
+                revision,
+                resources,
+            } => (revision, resources),
+        };
+        if !self.connected {
+            tracing::info!(store = %self.url, revision, "store connected");
+        }
+        self.connected = true;
+        if revision == self.revision && self.refused.is_none() && revision != 0 {
+            return None;
+        }
+        Some((revision, resources))
+    }
+
+    /// The store's set read, or why it cannot be.
+    pub fn read(&self, resources: &BTreeMap<ResourceKey, String>) -> Result<Read, String> {
+        let entries =
+            fleet::entries(&self.prefix, resources).map_err(|errors| errors.join("; "))?;
+        let file = fleet::rules_file(&self.prefix, &entries);
+        Ok((entries, file))
+    }
+
+    /// `revision` (of `resources` resources) in force, or refused with
+    /// why (the rules in force stay); returns whether it went in.
+    pub fn settle(
+        &mut self,
+        revision: i64,
+        resources: usize,
+        result: Result<Read, String>,
+    ) -> bool {
+        match result {
+            Ok((entries, file)) => {
+                self.entries = entries;
+                self.file = file;
+                self.revision = revision;
+                self.refused = None;
+                tracing::info!(revision, resources, "store revision in force");
+                true
+            }
+            Err(error) => {
+                tracing::error!(
+                    revision,
+                    "store revision refused: {error}; the rules in force stay"
+                );
+                self.refused = Some((revision, error));
+                false
+            }
+        }
+    }
+
+    /// The node's status, for the reporter task: `routes` in force.
+    pub fn publish(&self, routes: usize) {
+        self.status.send_modify(|status| {
+            status.revision = self.revision;
+            status.refused_revision = self.refused.as_ref().map(|(r, _)| *r);
+            status.error = self.refused.as_ref().map(|(_, e)| e.clone());
+            status.state = if self.refused.is_some() {
+                "refused"
+            } else {
+                "accepted"
+            }
+            .into();
+            status.routes = routes;
+        });
+    }
 }
 
 /// Lists, then follows the changes, sending the whole set after each; on
@@ -269,85 +360,31 @@ impl Agent {
         let Some(fleet) = &mut self.sources.fleet else {
             return;
         };
-        let (revision, resources) = match event {
-            StoreEvent::Disconnected(error) => {
-                if fleet.connected {
-                    tracing::warn!(%error, "the store is unreachable; the rules in force stay, reconnecting with backoff");
-                } else if fleet.revision == 0 && fleet.first_error.as_ref() != Some(&error) {
-                    tracing::warn!(%error, "cannot use the store; trying again with backoff");
-                    fleet.first_error = Some(error);
-                }
-                fleet.connected = false;
-                return;
-            }
-            StoreEvent::Snapshot {
-                revision,
-                resources,
-            } => (revision, resources),
-        };
-        if !fleet.connected {
-            tracing::info!(store = %fleet.url, revision, "store connected");
-        }
-        fleet.connected = true;
-        if revision == fleet.revision && fleet.refused.is_none() && revision != 0 {
+        let Some((revision, resources)) = fleet.event(event) else {
             return;
-        }
-        let prefix = fleet.prefix.clone();
-        let result = fleet::entries(&prefix, &resources)
-            .map_err(|errors| errors.join("; "))
-            .and_then(|entries| {
-                let file = fleet::rules_file(&prefix, &entries);
-                let files = self.sources.rule_set(None, Some(file.clone()), None);
-                let model = traffic_shift_config::resolve(&files).map_err(|e| e.to_string())?;
-                self.install(model, &format!("store revision {revision}"))
-                    .map_err(|e| e.to_string())?;
-                Ok((entries, file))
-            });
+        };
+        let result = fleet.read(&resources).and_then(|(entries, file)| {
+            let files = self.sources.rule_set(None, Some(file.clone()), None);
+            let model = traffic_shift_config::resolve(&files).map_err(|e| e.to_string())?;
+            self.install(model, &format!("store revision {revision}"))
+                .map_err(|e| e.to_string())?;
+            Ok((entries, file))
+        });
         let fleet = self.sources.fleet.as_mut().expect("checked above");
-        match result {
-            Ok((entries, file)) => {
-                fleet.entries = entries;
-                fleet.file = file;
-                fleet.revision = revision;
-                fleet.refused = None;
-                tracing::info!(
-                    revision,
-                    resources = resources.len(),
-                    "store revision in force"
-                );
-                // Rules files refused before may go in now.
-                self.sources.refused.clear();
-                self.rescan();
-            }
-            Err(error) => {
-                tracing::error!(
-                    revision,
-                    "store revision refused: {error}; the rules in force stay"
-                );
-                self.observer.shared().apply_errors += 1;
-                fleet.refused = Some((revision, error));
-            }
+        if fleet.settle(revision, resources.len(), result) {
+            // Rules files refused before may go in now.
+            self.sources.refused.clear();
+            self.rescan();
+        } else {
+            self.observer.shared().apply_errors += 1;
         }
         self.publish_node_status();
     }
 
     /// The node's status, for the reporter task.
     pub(super) fn publish_node_status(&self) {
-        let Some(fleet) = &self.sources.fleet else {
-            return;
-        };
-        let routes = self.model.routes.len() + self.model.http.len();
-        fleet.status.send_modify(|status| {
-            status.revision = fleet.revision;
-            status.refused_revision = fleet.refused.as_ref().map(|(r, _)| *r);
-            status.error = fleet.refused.as_ref().map(|(_, e)| e.clone());
-            status.state = if fleet.refused.is_some() {
-                "refused"
-            } else {
-                "accepted"
-            }
-            .into();
-            status.routes = routes;
-        });
+        if let Some(fleet) = &self.sources.fleet {
+            fleet.publish(self.model.routes.len() + self.model.http.len());
+        }
     }
 }
