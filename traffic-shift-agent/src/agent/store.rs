@@ -13,7 +13,7 @@
 //! [`follow`] lists, then watches, and sends each revision's whole set;
 //! when etcd cannot be reached it says so and tries again with backoff
 //! (the rules in force stay). [`report`] writes the status the loop
-//! publishes, about once a second.
+//! publishes when it changes, and at least every [`REWRITE_AFTER`].
 
 use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
@@ -26,8 +26,11 @@ use crate::fleet;
 
 /// How long a node's status outlives its agent.
 const LEASE_TTL: Duration = Duration::from_secs(10);
-/// How often the status is written (and the lease refreshed).
+/// How often the reporter looks at the status.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// A status that did not change is written again after this long (LAST
+/// SEEN; the lease is refreshed with each write).
+const REWRITE_AFTER: Duration = Duration::from_secs(5);
 /// How long one status report may take.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Backoff between attempts to reach an unreachable store.
@@ -323,22 +326,37 @@ pub async fn follow(mut source: impl RulesSource, events: mpsc::Sender<StoreEven
     }
 }
 
-/// Writes the latest status about once a second, under the node's lease.
+/// Writes the status when it changes, and an unchanged one again after
+/// [`REWRITE_AFTER`] (a thousand nodes rewriting theirs every second are
+/// a thousand etcd writes a second), under the node's lease.
 pub async fn report(mut sink: impl StatusSink, mut status: watch::Receiver<NodeStatus>) {
     let mut tick = tokio::time::interval(REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    // The last status written, and when.
+    let mut written: Option<(NodeStatus, tokio::time::Instant)> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             changed = status.changed() => if changed.is_err() { return },
         }
         let mut current = status.borrow_and_update().clone();
+        if written
+            .as_ref()
+            .is_some_and(|(last, at)| *last == current && at.elapsed() < REWRITE_AFTER)
+        {
+            continue;
+        }
+        let unstamped = current.clone();
         current.updated_ms = traffic_shift_store::now_ms();
         // A stream to a member that died may hang until the transport's
         // keep-alive notices: a report that takes this long failed.
         let reported = tokio::time::timeout(REPORT_TIMEOUT, sink.report(&current))
             .await
             .unwrap_or(Err(StoreError::Timeout(REPORT_TIMEOUT)));
+        written = reported
+            .is_ok()
+            .then(|| (unstamped, tokio::time::Instant::now()));
         match (reported, failing) {
             (Ok(()), true) => {
                 failing = false;
@@ -388,3 +406,6 @@ impl Agent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
