@@ -22,7 +22,13 @@
 //! `etcd://` talks plain gRPC; `etcds://` talks TLS and needs the CA
 //! ([`TlsFiles`]), with a client certificate when etcd requires one.
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::PathBuf,
+    str::FromStr,
+    time::{Duration, Instant},
+};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
@@ -731,34 +737,46 @@ pub struct NodeReporter {
     store: Store,
     key: String,
     ttl: i64,
+    /// The lease, its keep-alive stream, and when it was last refreshed.
     lease: Option<(
         i64,
         etcd_client::LeaseKeeper,
         etcd_client::LeaseKeepAliveStream,
+        Instant,
     )>,
 }
 
 impl NodeReporter {
-    /// Refreshes the lease and writes `status` under it.
+    /// Writes `status` under the node's lease, refreshing the lease first
+    /// unless that was done within half its TTL (a status written on a
+    /// change then costs one request, not two).
     pub async fn report(&mut self, status: &NodeStatus) -> Result<(), StoreError> {
         let unreachable = StoreError::unreachable(&self.store.endpoints, self.store.tls);
         let mut client = self.store.client.clone();
+        let fresh = Duration::from_secs(self.ttl.unsigned_abs()) / 2;
         // Refresh the lease; one that expired (TTL 0) is replaced.
         let mut alive = false;
-        if let Some((_, keeper, stream)) = &mut self.lease {
-            let refreshed = async {
-                keeper.keep_alive().await?;
-                stream.message().await
-            }
-            .await;
-            match refreshed {
-                Ok(Some(response)) if response.ttl() > 0 => alive = true,
-                Ok(_) => {
-                    tracing::info!(key = %self.key, "the node's lease expired; granting a new one");
+        if let Some((_, keeper, stream, refreshed)) = &mut self.lease {
+            if refreshed.elapsed() < fresh {
+                alive = true;
+            } else {
+                let renewed = async {
+                    keeper.keep_alive().await?;
+                    stream.message().await
                 }
-                Err(err) => {
-                    self.lease = None;
-                    return Err(unreachable(err));
+                .await;
+                match renewed {
+                    Ok(Some(response)) if response.ttl() > 0 => {
+                        alive = true;
+                        *refreshed = Instant::now();
+                    }
+                    Ok(_) => {
+                        tracing::info!(key = %self.key, "the node's lease expired; granting a new one");
+                    }
+                    Err(err) => {
+                        self.lease = None;
+                        return Err(unreachable(err));
+                    }
                 }
             }
         }
@@ -772,18 +790,22 @@ impl NodeReporter {
                 .lease_keep_alive(granted.id())
                 .await
                 .map_err(&unreachable)?;
-            self.lease = Some((granted.id(), keeper, stream));
+            self.lease = Some((granted.id(), keeper, stream, Instant::now()));
         }
-        let lease = self.lease.as_ref().map_or(0, |(id, _, _)| *id);
+        let lease = self.lease.as_ref().map_or(0, |(id, ..)| *id);
         let value = serde_json::to_string(status).expect("a node status serializes");
-        client
+        let put = client
             .put(
                 self.key.as_str(),
                 value,
                 Some(PutOptions::new().with_lease(lease)),
             )
-            .await
-            .map_err(&unreachable)?;
+            .await;
+        if let Err(err) = put {
+            // The lease may be what is wrong: the next report grants a new one.
+            self.lease = None;
+            return Err(unreachable(err));
+        }
         Ok(())
     }
 }
