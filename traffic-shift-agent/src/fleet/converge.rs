@@ -50,6 +50,10 @@ pub struct Change {
     pub median_node_ms: f64,
     /// Until the last node did.
     pub last_node_ms: f64,
+    /// Until the last node stamped the status it then wrote (its
+    /// `updated_ms`, the same clock on one machine): the rest of
+    /// `last_node_ms` is the write and the watch's delivery.
+    pub last_stamp_ms: f64,
 }
 
 /// What `fleet converge` prints.
@@ -134,13 +138,14 @@ pub async fn converge(
             };
         writeln!(
             stderr,
-            "change {}/{}: revision {}, commit {:.1} ms, median node {:.1} ms, last node {:.1} ms",
+            "change {}/{}: revision {}, commit {:.1} ms, median node {:.1} ms, last node {:.1} ms (its status stamped at {:.0} ms)",
             k + 1,
             c.changes,
             change.revision,
             change.commit_ms,
             change.median_node_ms,
-            change.last_node_ms
+            change.last_node_ms,
+            change.last_stamp_ms
         )?;
         measured.push(change);
         tokio::time::sleep(c.pause).await;
@@ -218,13 +223,20 @@ async fn one_change(
             return Ok(Err(code));
         }
     };
-    let t0 = Instant::now();
+    let (t0, t0_ms) = (Instant::now(), traffic_shift_store::now_ms());
     match follow(watch, c, revision, t0).await {
         Ok(Some(median_node)) => Ok(Ok(Change {
             revision,
             commit_ms: ms(t0 - committing),
             median_node_ms: ms(median_node),
             last_node_ms: ms(t0.elapsed()),
+            #[expect(clippy::cast_precision_loss, reason = "milliseconds")]
+            last_stamp_ms: watch
+                .nodes
+                .values()
+                .map(|n| n.updated_ms.saturating_sub(t0_ms))
+                .max()
+                .unwrap_or(0) as f64,
         })),
         Ok(None) => {
             let now = progress(watch.nodes.values(), revision);
