@@ -110,7 +110,7 @@ async fn node(
             routes = model.routes.len() + model.http.len();
             Ok((entries, file))
         });
-        fleet.settle(revision, resources.len(), result);
+        fleet.settle(revision, &resources, result);
         fleet.publish(routes);
     }
 }

@@ -100,8 +100,10 @@ pub enum StoreEvent {
 pub struct Fleet {
     pub url: String,
     pub prefix: String,
-    /// The store's set in force (for `get`), as one rules file, and its revision.
+    /// The store's set in force (for `get`), its documents, as one rules
+    /// file, and its revision.
     pub entries: crate::applied::Entries,
+    pub texts: Arc<BTreeMap<ResourceKey, String>>,
     pub file: RulesFile,
     pub revision: i64,
     /// The last revision refused, and why.
@@ -167,6 +169,7 @@ pub fn start_on(store: Store, url: &str, node: &str) -> (Fleet, mpsc::Receiver<S
             file: fleet::rules_file(&prefix, &crate::applied::Entries::new()),
             prefix,
             entries: crate::applied::Entries::new(),
+            texts: Arc::default(),
             revision: 0,
             refused: None,
             connected: false,
@@ -213,24 +216,27 @@ impl Fleet {
         Some((revision, resources))
     }
 
-    /// The store's set read, or why it cannot be.
+    /// The store's set read, or why it cannot be (only the documents
+    /// that changed since the set in force are parsed).
     pub fn read(&self, resources: &BTreeMap<ResourceKey, String>) -> Result<Read, String> {
-        let entries =
-            fleet::entries(&self.prefix, resources).map_err(|errors| errors.join("; "))?;
+        let entries = fleet::entries_since(&self.prefix, resources, (&self.texts, &self.entries))
+            .map_err(|errors| errors.join("; "))?;
         let file = fleet::rules_file(&self.prefix, &entries);
         Ok((entries, file))
     }
 
-    /// `revision` (of `resources` resources) in force, or refused with
-    /// why (the rules in force stay); returns whether it went in.
+    /// `revision` (its `resources`) in force, or refused with why (the
+    /// rules in force stay); returns whether it went in.
     pub fn settle(
         &mut self,
         revision: i64,
-        resources: usize,
+        resources: &Arc<BTreeMap<ResourceKey, String>>,
         result: Result<Read, String>,
     ) -> bool {
         match result {
             Ok((entries, file)) => {
+                self.texts = Arc::clone(resources);
+                let resources = resources.len();
                 self.entries = entries;
                 self.file = file;
                 self.revision = revision;
@@ -389,7 +395,7 @@ impl Agent {
             Ok((entries, file))
         });
         let fleet = self.sources.fleet.as_mut().expect("checked above");
-        if fleet.settle(revision, resources.len(), result) {
+        if fleet.settle(revision, &resources, result) {
             // Rules files refused before may go in now.
             self.sources.refused.clear();
             self.rescan();
