@@ -488,53 +488,52 @@ impl Results {
         );
         for row in &self.rows {
             let p = |v: &[f64], q| percentile(v, q);
-            let _ = writeln!(
+            // Each figure: its JSON name, its value, the decimals of its table cell.
+            let figures = [
+                ("last_node_ms_p50", p(&row.last_ms, 50.0), 1),
+                ("last_node_ms_p99", p(&row.last_ms, 99.0), 1),
+                ("median_node_ms_p50", p(&row.median_ms, 50.0), 1),
+                ("median_node_ms_p99", p(&row.median_ms, 99.0), 1),
+                ("last_stamp_ms_p50", p(&row.stamp_ms, 50.0), 0),
+                ("last_stamp_ms_p99", p(&row.stamp_ms, 99.0), 0),
+                ("commit_ms_median", median(&row.commit_ms), 1),
+                ("idle_status_writes_per_s", row.idle_writes_per_s, 0),
+                ("etcd_cpu_pct_idle", row.etcd_cpu.0, 0),
+                ("etcd_cpu_pct_changes", row.etcd_cpu.1, 0),
+                ("nodes_cpu_pct_idle", row.nodes_cpu.0, 0),
+                ("nodes_cpu_pct_changes", row.nodes_cpu.1, 0),
+            ];
+            let _ = write!(
                 md,
-                "| {SCENARIO} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                "| {SCENARIO} | {} | {} |",
                 row.name(),
-                row.last_ms.len(),
-                p(&row.last_ms, 50.0),
-                p(&row.last_ms, 99.0),
-                p(&row.median_ms, 50.0),
-                p(&row.median_ms, 99.0),
-                p(&row.stamp_ms, 50.0),
-                p(&row.stamp_ms, 99.0),
-                median(&row.commit_ms),
-                row.idle_writes_per_s,
-                row.etcd_cpu.0,
-                row.etcd_cpu.1,
-                row.nodes_cpu.0,
-                row.nodes_cpu.1
+                row.last_ms.len()
             );
-            json_rows.push(format!(
+            for (_, value, decimals) in figures {
+                let _ = write!(md, " {value:.decimals$} |");
+            }
+            md.push('\n');
+            let mut json = format!(
                 "    {{\"scenario\": \"{SCENARIO}\", \"fleet\": \"{}\", \"nodes\": {}, \"real_agents\": {}, \
-                 \"simulated\": {}, \"processes\": {}, \"changes\": {}, \"last_node_ms_p50\": {:.3}, \
-                 \"last_node_ms_p99\": {:.3}, \"last_node_ms_reps\": {:?}, \"median_node_ms_p50\": {:.3}, \
-                 \"median_node_ms_p99\": {:.3}, \"last_stamp_ms_p50\": {:.1}, \"last_stamp_ms_p99\": {:.1}, \"commit_ms_median\": {:.3}, \"idle_status_writes_per_s\": {:.1}, \
-                 \"etcd_cpu_pct_idle\": {:.1}, \"etcd_cpu_pct_changes\": {:.1}, \"nodes_cpu_pct_idle\": {:.1}, \
-                 \"nodes_cpu_pct_changes\": {:.1}, \"etcd\": \"{}\", \"disk\": \"{}\"}}",
+                 \"simulated\": {}, \"processes\": {}, \"changes\": {}, \"last_node_ms_reps\": {:?}",
                 json_escape(&row.name()),
                 row.nodes(),
                 row.agents,
                 row.simulated,
                 row.processes,
                 row.last_ms.len(),
-                p(&row.last_ms, 50.0),
-                p(&row.last_ms, 99.0),
                 row.last_ms,
-                p(&row.median_ms, 50.0),
-                p(&row.median_ms, 99.0),
-                p(&row.stamp_ms, 50.0),
-                p(&row.stamp_ms, 99.0),
-                median(&row.commit_ms),
-                row.idle_writes_per_s,
-                row.etcd_cpu.0,
-                row.etcd_cpu.1,
-                row.nodes_cpu.0,
-                row.nodes_cpu.1,
+            );
+            for (name, value, _) in figures {
+                let _ = write!(json, ", \"{name}\": {value:.3}");
+            }
+            let _ = write!(
+                json,
+                ", \"etcd\": \"{}\", \"disk\": \"{}\"}}",
                 json_escape(&self.etcd),
                 json_escape(&self.disk)
-            ));
+            );
+            json_rows.push(json);
         }
         match self.rows.iter().find(|r| r.nodes() == GOAL_NODES) {
             Some(row) => {
@@ -557,7 +556,39 @@ impl Results {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::{Results, Row, percentile};
+
+    #[test]
+    fn a_row_is_one_table_line_and_one_json_object() {
+        let results = Results {
+            rows: vec![Row {
+                agents: 3,
+                simulated: 0,
+                processes: 0,
+                last_ms: vec![2.0, 4.0],
+                median_ms: vec![1.0, 3.0],
+                commit_ms: vec![5.0, 7.0],
+                stamp_ms: vec![1.0, 2.0],
+                idle_writes_per_s: 0.5,
+                etcd_cpu: (4.0, 9.0),
+                nodes_cpu: (1.0, 3.0),
+            }],
+            etcd: "etcd 3.4".into(),
+            disk: "ext4 \"vda\"".into(),
+        };
+        let (mut md, mut json, mut goals) = (String::new(), Vec::new(), String::new());
+        results.report(&mut md, &mut json, &mut goals);
+        assert!(
+            md.ends_with(
+                "| convergence | 3 real agents | 2 | 2.0 | 4.0 | 1.0 | 3.0 | 1 | 2 | 6.0 | 0 | 4 | 9 | 1 | 3 |\n"
+            ),
+            "{md}"
+        );
+        let row: serde_json::Value = serde_json::from_str(&json[0]).expect(&json[0]);
+        assert_eq!(row["last_node_ms_p99"], 4.0);
+        assert_eq!(row["disk"], "ext4 \"vda\"");
+        assert_eq!(goals, "goal: convergence at 1000 nodes: not measured\n");
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
