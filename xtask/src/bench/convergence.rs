@@ -265,7 +265,8 @@ fn start_nodes(
     prefix: &str,
     (agents, simulated, processes): (usize, usize, usize),
 ) -> Result<Nodes> {
-    let tmp = TempDir::new(std::env::temp_dir().join(format!("{}{prefix}", env.name)))?;
+    let n = agents + simulated;
+    let tmp = TempDir::new(std::env::temp_dir().join(format!("{}-nodes-{n}", env.name)))?;
     let mut nodes = Nodes {
         procs: Processes(Vec::new()),
         dir: tmp.0.clone(),
