@@ -1025,3 +1025,94 @@ fn a_gateway_is_served_only_on_the_nodes_its_selector_picks() {
         "get nodes -o wide:\n{table}"
     );
 }
+
+/// The convergence bench's two sides (`fleet simulate`, `fleet converge`,
+/// hidden commands): three simulated nodes in one process follow the store
+/// and report each revision in force (the agent's own follower, compile
+/// step and reporter, without a datapath); `apply --wait` (its watch on
+/// the nodes) returns once all three have a change; `fleet converge`
+/// measures two more.
+#[test]
+fn simulated_nodes_report_the_store_revision_in_force() {
+    use traffic_shift_tests::Process;
+
+    let fleet = Fleet::store_only("fleet-simulate");
+    let dir = repo_rules().join("tcp-echo");
+    let path = |file: &str| dir.join(file).display().to_string();
+    let apply = |files: &[&str]| {
+        let mut args = vec!["apply".to_owned()];
+        for file in files {
+            args.extend(["-f".to_owned(), path(file)]);
+        }
+        args.extend(["--wait", "--timeout", "30s"].map(str::to_owned));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = fleet.ctl(&args);
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "apply {files:?}: {stderr}");
+        stderr
+    };
+    let first = committed_revision(&apply(&[
+        "service-entry.yaml",
+        "destination-rule.yaml",
+        "gateway.yaml",
+        "examples/vs-all-v1.yaml",
+    ]));
+    let mut simulate =
+        fleet.command(&["fleet", "simulate", "--nodes", "3", "--name-prefix", "sim-"]);
+    let _simulator = Process {
+        child: simulate
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn fleet simulate"),
+        what: "fleet simulate".into(),
+    };
+    let rows = fleet.wait_nodes(3);
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["sim-0", "sim-1", "sim-2"]);
+    assert!(rows.iter().all(|r| r.revision == first), "{rows:?}");
+
+    let stderr = apply(&["examples/vs-20-v2.yaml"]);
+    let second = committed_revision(&stderr);
+    assert!(
+        stderr.contains(&format!("revision {second} in force on 3 nodes")),
+        "apply --wait: {stderr}"
+    );
+    let rows = fleet.nodes_table();
+    assert!(
+        rows.iter()
+            .all(|r| r.revision == second && r.state == "accepted"),
+        "get nodes after the change: {rows:?}"
+    );
+
+    let out = fleet.ctl(&[
+        "fleet",
+        "converge",
+        "--nodes",
+        "3",
+        "--changes",
+        "2",
+        "--idle",
+        "1s",
+        "-f",
+        &path("examples/vs-all-v2.yaml"),
+        "-f",
+        &path("examples/vs-20-v2.yaml"),
+    ]);
+    assert!(
+        out.status.success(),
+        "fleet converge: {}",
+        text(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("converge's JSON");
+    let changes = report["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 2, "{report}");
+    for change in changes {
+        assert!(change["revision"].as_i64() > Some(second), "{report}");
+        let (median, last) = (
+            change["median_node_ms"].as_f64().unwrap(),
+            change["last_node_ms"].as_f64().unwrap(),
+        );
+        assert!(0.0 <= median && median <= last, "{report}");
+    }
+    eprintln!("fleet converge, 3 simulated nodes: {report}");
+}

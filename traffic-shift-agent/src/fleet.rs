@@ -19,6 +19,7 @@ use traffic_shift_store::{ResourceKey, Write};
 
 use crate::applied::{self, Document, Entries, Entry, Key};
 
+pub mod converge;
 pub mod ctl;
 pub mod status;
 
@@ -86,9 +87,28 @@ pub fn entries(
     prefix: &str,
     resources: &BTreeMap<ResourceKey, String>,
 ) -> Result<Entries, Vec<String>> {
+    entries_since(prefix, resources, (&BTreeMap::new(), &Entries::new()))
+}
+
+/// [`entries`], taking from `before` (the texts of a set read earlier and
+/// its entries) each entry whose text did not change: a revision parses
+/// only the documents it changed.
+pub fn entries_since(
+    prefix: &str,
+    resources: &BTreeMap<ResourceKey, String>,
+    (texts, read): (&BTreeMap<ResourceKey, String>, &Entries),
+) -> Result<Entries, Vec<String>> {
+    let read: BTreeMap<ResourceKey, (&Key, &Entry)> =
+        read.iter().map(|(k, e)| (store_key(k), (k, e))).collect();
     let mut entries = Entries::new();
     let mut errors = Vec::new();
     for (key, text) in resources {
+        if let (Some(before), Some((k, e))) = (texts.get(key), read.get(key))
+            && before == text
+        {
+            entries.insert((*k).clone(), (*e).clone());
+            continue;
+        }
         match entry(prefix, key, text) {
             Ok((key, entry)) => {
                 entries.insert(key, entry);

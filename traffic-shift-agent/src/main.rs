@@ -91,6 +91,58 @@ enum Command {
     },
     #[command(flatten)]
     Agent(AgentCommand),
+    /// The convergence bench's tools (`cargo xtask bench`, scenario 8).
+    #[command(subcommand, hide = true)]
+    Fleet(FleetCommand),
+}
+
+/// `fleet simulate` and `fleet converge`: the convergence bench's two sides.
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Run N simulated nodes in this process, each the agent's own store
+    /// follower, compile step (no datapath) and status reporter, until
+    /// SIGTERM. Example: `fleet simulate --store etcd://127.0.0.1:2379
+    /// --nodes 250 --name-prefix sim-0-`.
+    Simulate {
+        /// How many nodes.
+        #[arg(long, value_name = "N")]
+        nodes: usize,
+        /// Node `i` is named PREFIXi.
+        #[arg(long, value_name = "PREFIX", default_value = "sim-")]
+        name_prefix: String,
+        /// One etcd client per node (as real agents have) instead of one
+        /// shared by the process's nodes.
+        #[arg(long)]
+        client_per_node: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Once N nodes report, commit the changes of the -f files in turn,
+    /// each timed from the commit's return until every node reports it in
+    /// force; prints JSON. Example: `fleet converge --store URL --nodes
+    /// 1000 --changes 20 -f vs-a.yaml -f vs-b.yaml`.
+    Converge {
+        /// The changes, applied in turn (change k applies the k-th modulo their number).
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+        /// How many changes.
+        #[arg(long, value_name = "K", default_value = "20")]
+        changes: usize,
+        /// How many nodes must have a change in force.
+        #[arg(long, value_name = "N")]
+        nodes: usize,
+        /// How long one change (and the nodes' first report) may take. Example: `--timeout 60s`.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = traffic_shift_agent::health::parse_duration)]
+        timeout: Duration,
+        /// The idle window before the changes, when status writes are counted. Example: `--idle 5s`.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = traffic_shift_agent::health::parse_duration)]
+        idle: Duration,
+        /// The pause between two changes. Example: `--pause 200ms`.
+        #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = traffic_shift_agent::health::parse_duration)]
+        pause: Duration,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// The commands that talk to the running agent over its admin socket.
@@ -355,6 +407,61 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Agent(command) => agent_command(command),
+        Command::Fleet(command) => fleet_command(command),
+    }
+}
+
+/// `fleet simulate` and `fleet converge`.
+fn fleet_command(command: FleetCommand) -> anyhow::Result<ExitCode> {
+    let (FleetCommand::Simulate { store, .. } | FleetCommand::Converge { store, .. }) = &command;
+    let target = store
+        .target()
+        .ok_or_else(|| anyhow::anyhow!("give the store with --store etcd://HOST:PORT[,...]"))?;
+    match command {
+        FleetCommand::Simulate {
+            nodes,
+            name_prefix,
+            client_per_node,
+            ..
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(agent::simulate::simulate(agent::simulate::Simulation {
+                url: target.url,
+                prefix: target.prefix,
+                tls: target.tls,
+                nodes,
+                name_prefix,
+                client_per_node,
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Converge {
+            paths,
+            changes,
+            nodes,
+            timeout,
+            idle,
+            pause,
+            ..
+        } => block_on(async move {
+            fleet::converge::converge(
+                &fleet::converge::Convergence {
+                    target,
+                    files: paths,
+                    changes,
+                    nodes,
+                    timeout,
+                    idle,
+                    pause,
+                },
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )
+            .await
+        }),
     }
 }
 
@@ -434,7 +541,8 @@ fn store_command(command: AgentCommand, target: fleet::ctl::Target) -> anyhow::R
             timeout,
             ..
         } => block_on(async move {
-            fleet::ctl::change(
+            // Boxed: the check, the commit and the wait make a large future.
+            Box::pin(fleet::ctl::change(
                 &target,
                 fleet::ctl::Op::Apply { dry_run },
                 &paths,
@@ -442,7 +550,7 @@ fn store_command(command: AgentCommand, target: fleet::ctl::Target) -> anyhow::R
                 &mut std::io::stdin().lock(),
                 &mut std::io::stdout().lock(),
                 &mut std::io::stderr().lock(),
-            )
+            ))
             .await
         }),
         AgentCommand::Delete {
@@ -451,7 +559,7 @@ fn store_command(command: AgentCommand, target: fleet::ctl::Target) -> anyhow::R
             dry_run,
             ..
         } => block_on(async move {
-            fleet::ctl::change(
+            Box::pin(fleet::ctl::change(
                 &target,
                 fleet::ctl::Op::Delete {
                     ignore_not_found,
@@ -462,7 +570,7 @@ fn store_command(command: AgentCommand, target: fleet::ctl::Target) -> anyhow::R
                 &mut std::io::stdin().lock(),
                 &mut std::io::stdout().lock(),
                 &mut std::io::stderr().lock(),
-            )
+            ))
             .await
         }),
         AgentCommand::Get {

@@ -22,7 +22,13 @@
 //! `etcd://` talks plain gRPC; `etcds://` talks TLS and needs the CA
 //! ([`TlsFiles`]), with a client certificate when etcd requires one.
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::PathBuf,
+    str::FromStr,
+    time::{Duration, Instant},
+};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
@@ -711,13 +717,47 @@ impl Store {
         response
             .kvs()
             .iter()
-            .map(|kv| {
-                serde_json::from_slice(kv.value()).map_err(|err| StoreError::BadKey {
-                    key: String::from_utf8_lossy(kv.key()).into_owned(),
-                    reason: format!("not a node status: {err}"),
-                })
-            })
+            .map(|kv| node_status(kv.key(), kv.value()))
             .collect()
+    }
+
+    /// Every node's status now, then every change to them (a watch on
+    /// `PREFIX/nodes/` from the revision of that read): for `apply --wait`
+    /// and the convergence bench, which follow the nodes without listing
+    /// them again and again.
+    pub async fn watch_nodes(&self) -> Result<NodesWatch, StoreError> {
+        let mut client = self.client.clone();
+        let prefix = format!("{}/nodes/", self.prefix);
+        let response = client
+            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(StoreError::unreachable(&self.endpoints, self.tls))?;
+        let read_at = response
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
+        let mut nodes = BTreeMap::new();
+        for kv in response.kvs() {
+            let status = node_status(kv.key(), kv.value())?;
+            nodes.insert(status.node.clone(), status);
+        }
+        let stream = client
+            .watch(
+                prefix.as_str(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(read_at + 1),
+                ),
+            )
+            .await
+            .map_err(StoreError::unreachable(&self.endpoints, self.tls))?;
+        Ok(NodesWatch {
+            store: self.clone(),
+            prefix,
+            stream,
+            from: read_at + 1,
+            nodes,
+        })
     }
 
     /// A writer of `node`'s status under a lease of `ttl`.
@@ -745,30 +785,9 @@ impl Watch {
     /// certainly; after others, once etcd answers).
     pub async fn next(&mut self) -> Result<Batch, StoreError> {
         loop {
-            let response = self
-                .stream
-                .message()
-                .await
-                .map_err(StoreError::unreachable(
-                    &self.store.endpoints,
-                    self.store.tls,
-                ))?
-                .ok_or_else(|| StoreError::WatchEnded {
-                    prefix: self.store.prefix.clone(),
-                    reason: "etcd closed the stream".into(),
-                })?;
-            if response.compact_revision() > 0 {
-                return Err(StoreError::Compacted {
-                    from: self.from,
-                    compacted: response.compact_revision(),
-                });
-            }
-            if response.canceled() {
-                return Err(StoreError::WatchEnded {
-                    prefix: self.store.prefix.clone(),
-                    reason: format!("canceled: {}", response.cancel_reason()),
-                });
-            }
+            let response =
+                watch_response(&mut self.stream, &self.store, &self.store.prefix, self.from)
+                    .await?;
             let mut batch = Batch::default();
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
@@ -796,40 +815,135 @@ impl Watch {
     }
 }
 
+/// The next response of a watch on `prefix` that was at revision `from`;
+/// an error when the watch ended (closed, canceled, or compacted past `from`).
+async fn watch_response(
+    stream: &mut etcd_client::WatchStream,
+    store: &Store,
+    prefix: &str,
+    from: i64,
+) -> Result<etcd_client::WatchResponse, StoreError> {
+    let response = stream
+        .message()
+        .await
+        .map_err(StoreError::unreachable(&store.endpoints, store.tls))?
+        .ok_or_else(|| StoreError::WatchEnded {
+            prefix: prefix.to_owned(),
+            reason: "etcd closed the stream".into(),
+        })?;
+    if response.compact_revision() > 0 {
+        return Err(StoreError::Compacted {
+            from,
+            compacted: response.compact_revision(),
+        });
+    }
+    if response.canceled() {
+        return Err(StoreError::WatchEnded {
+            prefix: prefix.to_owned(),
+            reason: format!("canceled: {}", response.cancel_reason()),
+        });
+    }
+    Ok(response)
+}
+
+/// A node status as stored at `key`.
+fn node_status(key: &[u8], value: &[u8]) -> Result<NodeStatus, StoreError> {
+    serde_json::from_slice(value).map_err(|err| StoreError::BadKey {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: format!("not a node status: {err}"),
+    })
+}
+
+/// The nodes' statuses, kept up to date by a watch ([`Store::watch_nodes`]).
+pub struct NodesWatch {
+    store: Store,
+    /// `PREFIX/nodes/`.
+    prefix: String,
+    stream: etcd_client::WatchStream,
+    /// The first revision not yet seen.
+    from: i64,
+    /// By node name: the live nodes' last statuses.
+    pub nodes: BTreeMap<String, NodeStatus>,
+}
+
+impl NodesWatch {
+    /// Waits for the next changes and puts them in [`Self::nodes`] (a node
+    /// whose key went, its lease expired, is removed); returns how many
+    /// writes they were. An error ends the watch.
+    pub async fn next(&mut self) -> Result<usize, StoreError> {
+        loop {
+            let response =
+                watch_response(&mut self.stream, &self.store, &self.prefix, self.from).await?;
+            if response.events().is_empty() {
+                continue;
+            }
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                self.from = self.from.max(kv.mod_revision() + 1);
+                match event.event_type() {
+                    EventType::Put => {
+                        let status = node_status(kv.key(), kv.value())?;
+                        self.nodes.insert(status.node.clone(), status);
+                    }
+                    EventType::Delete => {
+                        let key = String::from_utf8_lossy(kv.key());
+                        if let Some(node) = key.strip_prefix(self.prefix.as_str()) {
+                            self.nodes.remove(node);
+                        }
+                    }
+                }
+            }
+            return Ok(response.events().len());
+        }
+    }
+}
+
 /// Keeps a node's status key alive under a lease. A lease that etcd no
 /// longer knows (expired while etcd was unreachable) is granted anew.
 pub struct NodeReporter {
     store: Store,
     key: String,
     ttl: i64,
+    /// The lease, its keep-alive stream, and when it was last refreshed.
     lease: Option<(
         i64,
         etcd_client::LeaseKeeper,
         etcd_client::LeaseKeepAliveStream,
+        Instant,
     )>,
 }
 
 impl NodeReporter {
-    /// Refreshes the lease and writes `status` under it.
+    /// Writes `status` under the node's lease, refreshing the lease first
+    /// unless that was done within half its TTL (a status written on a
+    /// change then costs one request, not two).
     pub async fn report(&mut self, status: &NodeStatus) -> Result<(), StoreError> {
         let unreachable = StoreError::unreachable(&self.store.endpoints, self.store.tls);
         let mut client = self.store.client.clone();
+        let fresh = Duration::from_secs(self.ttl.unsigned_abs()) / 2;
         // Refresh the lease; one that expired (TTL 0) is replaced.
         let mut alive = false;
-        if let Some((_, keeper, stream)) = &mut self.lease {
-            let refreshed = async {
-                keeper.keep_alive().await?;
-                stream.message().await
-            }
-            .await;
-            match refreshed {
-                Ok(Some(response)) if response.ttl() > 0 => alive = true,
-                Ok(_) => {
-                    tracing::info!(key = %self.key, "the node's lease expired; granting a new one");
+        if let Some((_, keeper, stream, refreshed)) = &mut self.lease {
+            if refreshed.elapsed() < fresh {
+                alive = true;
+            } else {
+                let renewed = async {
+                    keeper.keep_alive().await?;
+                    stream.message().await
                 }
-                Err(err) => {
-                    self.lease = None;
-                    return Err(unreachable(err));
+                .await;
+                match renewed {
+                    Ok(Some(response)) if response.ttl() > 0 => {
+                        alive = true;
+                        *refreshed = Instant::now();
+                    }
+                    Ok(_) => {
+                        tracing::info!(key = %self.key, "the node's lease expired; granting a new one");
+                    }
+                    Err(err) => {
+                        self.lease = None;
+                        return Err(unreachable(err));
+                    }
                 }
             }
         }
@@ -843,18 +957,22 @@ impl NodeReporter {
                 .lease_keep_alive(granted.id())
                 .await
                 .map_err(&unreachable)?;
-            self.lease = Some((granted.id(), keeper, stream));
+            self.lease = Some((granted.id(), keeper, stream, Instant::now()));
         }
-        let lease = self.lease.as_ref().map_or(0, |(id, _, _)| *id);
+        let lease = self.lease.as_ref().map_or(0, |(id, ..)| *id);
         let value = serde_json::to_string(status).expect("a node status serializes");
-        client
+        let put = client
             .put(
                 self.key.as_str(),
                 value,
                 Some(PutOptions::new().with_lease(lease)),
             )
-            .await
-            .map_err(&unreachable)?;
+            .await;
+        if let Err(err) = put {
+            // The lease may be what is wrong: the next report grants a new one.
+            self.lease = None;
+            return Err(unreachable(err));
+        }
         Ok(())
     }
 }

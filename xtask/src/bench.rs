@@ -3,8 +3,8 @@
 //! two paths (connect-time rewrite, sk_lookup gateway) side by side with the
 //! backend reached directly and, when installable, haproxy, nginx and Envoy
 //! (configured as Istio configures it) as user-space proxies; HTTP requests through
-//! the L7 proxy (3), split accuracy (4), rule change (5), scale (6); and, with
-//! `--xdp`, the XDP gateway (7). Everything runs in a network namespace and a child
+//! the L7 proxy (3), split accuracy (4), rule change (5), scale (6), convergence of
+//! a fleet on etcd (8); and, with `--xdp`, the XDP gateway (7). Everything runs in a network namespace and a child
 //! cgroup of our own; timings are reported, never asserted.
 //!
 //! This file sets the run up and calls the scenarios in order; the modules:
@@ -20,6 +20,7 @@
 //! | `split` | scenario 4: split accuracy (the TCP half, the measuring and report) |
 //! | `rule_change` | scenario 5 |
 //! | `scale` | scenario 6 (and 5's apply of 10 000 services) |
+//! | `convergence` | scenario 8 (alone with `--only convergence`) |
 //! | `report` | what the reports share: left-out rows, JSON strings, median, header |
 //! | `xdp` | scenario 7 (`--xdp`), with the check of its `xdp` row (`xdp/check.rs`) |
 
@@ -48,6 +49,7 @@ use crate::setup;
 
 mod agent;
 mod client;
+mod convergence;
 mod guards;
 mod http;
 mod proxies;
@@ -58,7 +60,14 @@ mod split;
 mod tcp;
 mod xdp;
 
-pub fn bench(root: &Path, quick: bool, xdp: bool) -> Result<()> {
+/// What `--only` runs alone.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Only {
+    /// Scenario 8: printed, not written to `bench/results/` (a partial run).
+    Convergence,
+}
+
+pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<()> {
     ensure!(
         setup::is_root(),
         "xtask bench must run as root: it attaches eBPF programs and creates a network namespace \
@@ -69,6 +78,26 @@ pub fn bench(root: &Path, quick: bool, xdp: bool) -> Result<()> {
     let bin = crate::profile_dir(root, true);
     if xdp {
         return xdp::run(root, &bin, &cgroup_root, quick);
+    }
+    if let Some(Only::Convergence) = only {
+        let results = convergence::run(
+            &convergence::Env {
+                root,
+                bin: &bin,
+                cgroup_root: &cgroup_root,
+                name: &format!("ts-bench-{}", std::process::id()),
+                quick,
+            },
+            &|| Ok(()),
+        )?;
+        let (mut md, mut json_rows, mut goals) = (String::new(), Vec::new(), String::new());
+        results.report(&mut md, &mut json_rows, &mut goals);
+        println!(
+            "{md}
+{goals}"
+        );
+        println!("bench: scenario 8 alone; bench/results/ left as it was (a full run writes it)");
+        return Ok(());
     }
     let proxies = proxies::install(&bin);
 
@@ -88,6 +117,10 @@ pub fn bench(root: &Path, quick: bool, xdp: bool) -> Result<()> {
     result
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the setup, then each scenario in order, one call each"
+)]
 fn run(
     root: &Path,
     bin: &Path,
@@ -202,8 +235,21 @@ fn run(
         &check_interrupted,
     )?;
 
-    // Everything measured: stop the proxies, the agent and the backends now.
+    // Stop the proxies, the agent and the backends now.
     drop(procs);
+
+    // Scenario 8: a fleet on etcd, real agents then simulated nodes.
+    check_interrupted()?;
+    let convergence = convergence::run(
+        &convergence::Env {
+            root,
+            bin,
+            cgroup_root,
+            name: &name,
+            quick,
+        },
+        &check_interrupted,
+    )?;
 
     Measured {
         tcp: ((&ready, &rows), (&stream_ready, &stream_rows)),
@@ -211,6 +257,7 @@ fn run(
         http: &http_results,
         changes: &changes,
         scale: &scale_results,
+        convergence: &convergence,
     }
     .report(root, &header, &skipped)
 }
@@ -226,10 +273,11 @@ struct Measured<'a> {
     http: &'a http::Results,
     changes: &'a [rule_change::Change],
     scale: &'a scale::Results,
+    convergence: &'a convergence::Results,
 }
 
 impl Measured<'_> {
-    /// Prints the tables and goal lines of scenarios 1 to 6 and writes them to
+    /// Prints the tables and goal lines of scenarios 1 to 6 and 8 and writes them to
     /// `bench/results/` (the contenders left out, `skipped`, each get a row).
     fn report(&self, root: &Path, header: &str, skipped: &[Skipped]) -> Result<()> {
         let (splitters, split_cells) = self.split;
@@ -251,6 +299,7 @@ impl Measured<'_> {
                 self.http.report(skipped, md, json_rows, goals);
                 rule_change::report(self.changes, md, json_rows, goals);
                 self.scale.report(md, json_rows, goals);
+                self.convergence.report(md, json_rows, goals);
             },
         );
         report::write(root, &table, &json, &goals)

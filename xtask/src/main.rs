@@ -67,6 +67,11 @@ enum Cmd {
         /// `bench/results/xdp-latest.md`.
         #[arg(long)]
         xdp: bool,
+        /// One scenario alone, printed but not written to `bench/results/`:
+        /// `convergence` (scenario 8: a change through etcd to 3 real agents, then
+        /// 100 and 1 000 simulated nodes).
+        #[arg(long, value_name = "SCENARIO", conflicts_with = "xdp")]
+        only: Option<bench::Only>,
     },
     /// Fuzz the config parsing (and every other target in `fuzz/fuzz_targets/`)
     /// with cargo-fuzz and libFuzzer on nightly, a bounded time per target;
@@ -104,7 +109,7 @@ fn run(cli: Cli) -> Result<()> {
             demo::run(&root, &args, &rules)
         }
         Cmd::Test { cargo_test_args } => test(&root, &cargo_test_args),
-        Cmd::Bench { quick, xdp } => bench::bench(&root, quick, xdp),
+        Cmd::Bench { quick, xdp, only } => bench::bench(&root, quick, xdp, only),
         Cmd::Fuzz(args) => {
             setup::setup(Need::Build)?;
             fuzz::fuzz(&root, &args)

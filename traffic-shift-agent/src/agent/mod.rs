@@ -32,6 +32,7 @@ mod kernel;
 mod l7;
 mod observe;
 mod options;
+pub mod simulate;
 mod sources;
 mod store;
 

@@ -14,7 +14,8 @@
 //! when etcd cannot be reached it says so and tries again with backoff
 //! (the rules in force stay), resuming the watch where it stopped, or
 //! listing again when etcd compacted its history past that point.
-//! [`report`] writes the status the loop publishes, about once a second.
+//! [`report`] writes the status the loop publishes when it changes, and
+//! at least every [`REWRITE_AFTER`].
 
 use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
@@ -29,8 +30,11 @@ use crate::fleet;
 
 /// How long a node's status outlives its agent.
 const LEASE_TTL: Duration = Duration::from_secs(10);
-/// How often the status is written (and the lease refreshed).
+/// How often the reporter looks at the status.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// A status that did not change is written again after this long (LAST
+/// SEEN; the lease is refreshed with each write).
+const REWRITE_AFTER: Duration = Duration::from_secs(5);
 /// How long one status report may take.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Backoff between attempts to reach an unreachable store.
@@ -112,8 +116,10 @@ pub enum StoreEvent {
 pub struct Fleet {
     pub url: String,
     pub prefix: String,
-    /// The store's set in force (for `get`), as one rules file, and its revision.
+    /// The store's set in force (for `get`), its documents, as one rules
+    /// file, and its revision.
     pub entries: crate::applied::Entries,
+    pub texts: Arc<BTreeMap<ResourceKey, String>>,
     pub file: RulesFile,
     pub revision: i64,
     /// The last revision refused, and why.
@@ -252,6 +258,14 @@ pub async fn start(
     node: &str,
 ) -> Result<(Fleet, mpsc::Receiver<StoreEvent>), StoreError> {
     let store = Store::connect(url, prefix, tls).await?;
+    tracing::info!(store = %url, %prefix, %node, "following the store");
+    Ok(start_on(store, &url.to_string(), node))
+}
+
+/// The two tasks started on `store` (named `url` in messages) for `node`;
+/// the events come on the receiver. (`fleet simulate` starts many nodes on
+/// one client.)
+pub fn start_on(store: Store, url: &str, node: &str) -> (Fleet, mpsc::Receiver<StoreEvent>) {
     let (events, rx) = mpsc::channel(16);
     let initial = NodeStatus {
         node: node.to_owned(),
@@ -260,27 +274,21 @@ pub async fn start(
         ..NodeStatus::default()
     };
     let (status, status_rx) = watch::channel(initial);
+    let prefix = store.prefix().to_owned();
     let reachable = Arc::new(Notify::new());
-    tokio::spawn(follow(
-        Etcd {
-            store: store.clone(),
-            watch: None,
-        },
-        events,
-        Arc::clone(&reachable),
-    ));
     tokio::spawn(report(
         store.node_reporter(node, LEASE_TTL),
         status_rx,
-        reachable,
+        Arc::clone(&reachable),
     ));
-    tracing::info!(store = %url, %prefix, %node, "following the store");
-    Ok((
+    tokio::spawn(follow(Etcd { store, watch: None }, events, reachable));
+    (
         Fleet {
-            url: url.to_string(),
-            prefix: prefix.to_owned(),
+            url: url.to_owned(),
+            file: fleet::rules_file(&prefix, &crate::applied::Entries::new()),
+            prefix,
             entries: crate::applied::Entries::new(),
-            file: fleet::rules_file(prefix, &crate::applied::Entries::new()),
+            texts: Arc::default(),
             revision: 0,
             refused: None,
             connected: false,
@@ -291,7 +299,116 @@ pub async fn start(
             snapshot_file: std::path::PathBuf::new(),
         },
         rx,
-    ))
+    )
+}
+
+/// The store's set of one revision, read (as entries) and as one rules file.
+pub type Read = (crate::applied::Entries, RulesFile);
+
+impl Fleet {
+    /// A store event: the set to put in force, if there is a new one (the
+    /// connection's state followed and said here).
+    pub fn event(
+        &mut self,
+        event: StoreEvent,
+    ) -> Option<(i64, Arc<BTreeMap<ResourceKey, String>>)> {
+        let (revision, resources) = match event {
+            StoreEvent::Disconnected(error) => {
+                if self.connected {
+                    tracing::warn!(%error, "the store is unreachable; the rules in force stay, reconnecting with backoff");
+                } else if !self.ever_connected && self.first_error.as_ref() != Some(&error) {
+                    tracing::warn!(%error, "cannot use the store; trying again with backoff");
+                    self.first_error = Some(error);
+                }
+                self.connected = false;
+                return None;
+            }
+            StoreEvent::Snapshot {
+                revision,
+                resources,
+            } => (revision, resources),
+        };
+        if !self.connected {
+            tracing::info!(store = %self.url, revision, "store connected");
+            if self.ever_connected {
+                self.reconnects += 1;
+            }
+        }
+        self.connected = true;
+        self.ever_connected = true;
+        if revision == self.revision && self.refused.is_none() && revision != 0 {
+            return None;
+        }
+        Some((revision, resources))
+    }
+
+    /// The store's set read, or why it cannot be (only the documents
+    /// that changed since the set in force are parsed).
+    pub fn read(&self, resources: &BTreeMap<ResourceKey, String>) -> Result<Read, String> {
+        let entries = fleet::entries_since(&self.prefix, resources, (&self.texts, &self.entries))
+            .map_err(|errors| errors.join("; "))?;
+        let file = fleet::rules_file(&self.prefix, &entries);
+        Ok((entries, file))
+    }
+
+    /// `revision` (its `resources`) in force, or refused with why (the
+    /// rules in force stay); returns whether it went in. `what` names it
+    /// in the log.
+    pub fn settle(
+        &mut self,
+        revision: i64,
+        resources: &Arc<BTreeMap<ResourceKey, String>>,
+        result: Result<Read, String>,
+    ) -> bool {
+        match result {
+            Ok((entries, file)) => {
+                self.texts = Arc::clone(resources);
+                let resources = resources.len();
+                self.entries = entries;
+                self.file = file;
+                self.revision = revision;
+                self.refused = None;
+                tracing::info!(revision, resources, "store revision in force");
+                true
+            }
+            Err(error) => {
+                tracing::error!(
+                    revision,
+                    "store revision refused: {error}; the rules in force stay"
+                );
+                self.refused = Some((revision, error));
+                false
+            }
+        }
+    }
+
+    /// Saves the set in force in the state directory ([`SNAPSHOT_FILE`]).
+    pub fn save(&self) {
+        if let Err(err) = save_snapshot(
+            &self.snapshot_file,
+            &self.prefix,
+            self.revision,
+            &self.texts,
+        ) {
+            tracing::warn!(file = %self.snapshot_file.display(), %err, "cannot save the store snapshot; a restart while etcd is down would not serve this revision");
+        }
+    }
+
+    /// The node's status, for the reporter task: `routes` in force.
+    pub fn publish(&self, routes: usize) {
+        self.status.send_modify(|status| {
+            status.revision = self.revision;
+            status.refused_revision = self.refused.as_ref().map(|(r, _)| *r);
+            status.error = self.refused.as_ref().map(|(_, e)| e.clone());
+            status.state = if self.refused.is_some() {
+                "refused"
+            } else {
+                "accepted"
+            }
+            .into();
+            status.routes = routes;
+        });
+    }
 }
 
 /// Lists, then follows the changes, sending the whole set after each; on
@@ -391,28 +508,43 @@ pub async fn follow(
     }
 }
 
-/// Writes the latest status about once a second, under the node's lease;
-/// once a write goes through after failing, wakes the follower waiting
-/// out its backoff (`reachable`): etcd is back.
+/// Writes the status when it changes, and an unchanged one again after
+/// [`REWRITE_AFTER`] (a thousand nodes rewriting theirs every second are
+/// a thousand etcd writes a second), under the node's lease; once a write
+/// goes through after failing, wakes the follower waiting out its backoff
+/// (`reachable`): etcd is back.
 pub async fn report(
     mut sink: impl StatusSink,
     mut status: watch::Receiver<NodeStatus>,
     reachable: Arc<Notify>,
 ) {
     let mut tick = tokio::time::interval(REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    // The last status written, and when.
+    let mut written: Option<(NodeStatus, tokio::time::Instant)> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             changed = status.changed() => if changed.is_err() { return },
         }
         let mut current = status.borrow_and_update().clone();
+        if written
+            .as_ref()
+            .is_some_and(|(last, at)| *last == current && at.elapsed() < REWRITE_AFTER)
+        {
+            continue;
+        }
+        let unstamped = current.clone();
         current.updated_ms = traffic_shift_store::now_ms();
         // A stream to a member that died may hang until the transport's
         // keep-alive notices: a report that takes this long failed.
         let reported = tokio::time::timeout(REPORT_TIMEOUT, sink.report(&current))
             .await
             .unwrap_or(Err(StoreError::Timeout(REPORT_TIMEOUT)));
+        written = reported
+            .is_ok()
+            .then(|| (unstamped, tokio::time::Instant::now()));
         match (reported, failing) {
             (Ok(()), true) => {
                 failing = false;
@@ -435,34 +567,8 @@ impl Agent {
         let Some(fleet) = &mut self.sources.fleet else {
             return;
         };
-        match event {
-            StoreEvent::Disconnected(error) => {
-                if fleet.connected {
-                    tracing::warn!(%error, "the store is unreachable; the rules in force stay, reconnecting with backoff");
-                } else if !fleet.ever_connected && fleet.first_error.as_ref() != Some(&error) {
-                    tracing::warn!(%error, "cannot use the store; trying again with backoff");
-                    fleet.first_error = Some(error);
-                }
-                fleet.connected = false;
-            }
-            StoreEvent::Snapshot {
-                revision,
-                resources,
-            } => {
-                if !fleet.connected {
-                    tracing::info!(store = %fleet.url, revision, "store connected");
-                    if fleet.ever_connected {
-                        fleet.reconnects += 1;
-                    }
-                }
-                fleet.connected = true;
-                fleet.ever_connected = true;
-                let unchanged =
-                    revision == fleet.revision && fleet.refused.is_none() && revision != 0;
-                if !unchanged {
-                    self.put_store_set(revision, &resources, false);
-                }
-            }
+        if let Some((revision, resources)) = fleet.event(event) {
+            self.put_store_set(revision, &resources, false);
         }
         self.publish_node_status();
     }
@@ -483,7 +589,7 @@ impl Agent {
             resources = resources.len(),
             "serving the last store revision saved, until the store answers"
         );
-        self.put_store_set(revision, &resources, true);
+        self.put_store_set(revision, &Arc::new(resources), true);
         self.publish_node_status();
     }
 
@@ -493,54 +599,33 @@ impl Agent {
     fn put_store_set(
         &mut self,
         revision: i64,
-        resources: &BTreeMap<ResourceKey, String>,
+        resources: &Arc<BTreeMap<ResourceKey, String>>,
         restored: bool,
     ) {
         let Some(fleet) = &self.sources.fleet else {
             return;
         };
-        let prefix = fleet.prefix.clone();
         let what = if restored {
             format!("store revision {revision} (saved)")
         } else {
             format!("store revision {revision}")
         };
-        let result = fleet::entries(&prefix, resources)
-            .map_err(|errors| errors.join("; "))
-            .and_then(|entries| {
-                let file = fleet::rules_file(&prefix, &entries);
-                let files = self.sources.rule_set(None, Some(file.clone()), None);
-                let model = traffic_shift_config::resolve(&files).map_err(|e| e.to_string())?;
-                self.install(model, &what).map_err(|e| e.to_string())?;
-                Ok((entries, file))
-            });
+        let result = fleet.read(resources).and_then(|(entries, file)| {
+            let files = self.sources.rule_set(None, Some(file.clone()), None);
+            let model = traffic_shift_config::resolve(&files).map_err(|e| e.to_string())?;
+            self.install(model, &what).map_err(|e| e.to_string())?;
+            Ok((entries, file))
+        });
         let fleet = self.sources.fleet.as_mut().expect("checked above");
-        match result {
-            Ok((entries, file)) => {
-                fleet.entries = entries;
-                fleet.file = file;
-                fleet.revision = revision;
-                fleet.refused = None;
-                tracing::info!(
-                    revision,
-                    resources = resources.len(),
-                    "store revision in force"
-                );
-                if !restored
-                    && let Err(err) =
-                        save_snapshot(&fleet.snapshot_file, &prefix, revision, resources)
-                {
-                    tracing::warn!(file = %fleet.snapshot_file.display(), %err, "cannot save the store snapshot; a restart while etcd is down would not serve this revision");
-                }
-                // Rules files refused before may go in now.
-                self.sources.refused.clear();
-                self.rescan();
+        if fleet.settle(revision, resources, result) {
+            if !restored {
+                fleet.save();
             }
-            Err(error) => {
-                tracing::error!("{what} refused: {error}; the rules in force stay");
-                self.observer.shared().apply_errors += 1;
-                fleet.refused = Some((revision, error));
-            }
+            // Rules files refused before may go in now.
+            self.sources.refused.clear();
+            self.rescan();
+        } else {
+            self.observer.shared().apply_errors += 1;
         }
     }
 
@@ -549,19 +634,7 @@ impl Agent {
         let Some(fleet) = &self.sources.fleet else {
             return;
         };
-        let routes = self.model.routes.len() + self.model.http.len();
-        fleet.status.send_modify(|status| {
-            status.revision = fleet.revision;
-            status.refused_revision = fleet.refused.as_ref().map(|(r, _)| *r);
-            status.error = fleet.refused.as_ref().map(|(_, e)| e.clone());
-            status.state = if fleet.refused.is_some() {
-                "refused"
-            } else {
-                "accepted"
-            }
-            .into();
-            status.routes = routes;
-        });
+        fleet.publish(self.model.routes.len() + self.model.http.len());
         let mut shared = self.observer.shared();
         shared.store = Some(crate::metrics::StoreGauges {
             connected: fleet.connected,
@@ -642,3 +715,6 @@ fn node_counters(status: &crate::status::Status) -> Vec<RouteCounters> {
         .filter(|r| r.destinations.iter().any(|d| d.total > 0))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

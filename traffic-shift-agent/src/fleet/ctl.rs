@@ -135,10 +135,43 @@ pub async fn change(
     let Some(store) = connect(target, stderr).await? else {
         return Ok(EXIT_NO_AGENT);
     };
+    match commit(&store, target, op, &files, stdout, stderr).await? {
+        Committed::At(revision) => match wait {
+            Some(timeout) => wait_for(&store, revision, timeout, stderr).await,
+            None => Ok(EXIT_OK),
+        },
+        Committed::Nothing => Ok(EXIT_OK),
+        Committed::Failed(code) => Ok(code),
+    }
+}
+
+/// What [`commit`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// The change is in the store at this revision.
+    At(i64),
+    /// A dry run, or a change that changes nothing: nothing written.
+    Nothing,
+    /// Refused or failed (said on stderr), with the exit code.
+    Failed(u8),
+}
+
+/// The change of `files` checked against the store's set and committed
+/// (checked again when another writer committed first); what it changed
+/// on stdout, the revision on stderr.
+pub async fn commit(
+    store: &Store,
+    target: &Target,
+    op: Op,
+    files: &[FileText],
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> std::io::Result<Committed> {
+    let failed = |code: std::io::Result<u8>| code.map(Committed::Failed);
     for _ in 0..ATTEMPTS {
         let listing = match retrying(|| store.list()).await {
             Ok(listing) => listing,
-            Err(err) => return store_error(&err, stderr),
+            Err(err) => return failed(store_error(&err, stderr)),
         };
         let current = match super::entries(&target.prefix, &listing.resources) {
             Ok(entries) => entries,
@@ -150,21 +183,25 @@ pub async fn change(
                     stderr,
                     "error: the store holds resources that cannot be read; fix or delete them (etcdctl) first"
                 )?;
-                return Ok(EXIT_REFUSED);
+                return Ok(Committed::Failed(EXIT_REFUSED));
             }
         };
         let plan = match op {
             Op::Apply { .. } => {
-                applied::plan_apply(&current, &files, |_| None, crate::cli::now_ms())
+                applied::plan_apply(&current, files, |_| None, crate::cli::now_ms())
             }
             Op::Delete {
                 ignore_not_found, ..
-            } => applied::plan_delete(&current, &files, |_| None, ignore_not_found),
+            } => applied::plan_delete(&current, files, |_| None, ignore_not_found),
         };
-        let (plan, warnings) = match check(&target.prefix, plan, &files) {
+        let (plan, warnings) = match check(&target.prefix, plan, files) {
             Ok(checked) => checked,
             Err(errors) => {
-                return ctl::refused(Response::Refused { errors }, op.name(), stderr);
+                return failed(ctl::refused(
+                    Response::Refused { errors },
+                    op.name(),
+                    stderr,
+                ));
             }
         };
         for warning in &warnings {
@@ -172,17 +209,14 @@ pub async fn change(
         }
         if op.dry_run() || !plan.changes_anything() {
             print_changes(&plan.changes, op.dry_run(), stdout)?;
-            return Ok(EXIT_OK);
+            return Ok(Committed::Nothing);
         }
         let writes = super::writes(&current, &plan.entries);
         match store.commit(listing.revision, &writes, &author()).await {
             Ok(revision) => {
                 print_changes(&plan.changes, false, stdout)?;
                 writeln!(stderr, "committed to {} at revision {revision}", target.url)?;
-                return match wait {
-                    Some(timeout) => wait_for(&store, revision, timeout, stderr).await,
-                    None => Ok(EXIT_OK),
-                };
+                return Ok(Committed::At(revision));
             }
             Err(StoreError::Conflict { checked, now }) => {
                 writeln!(
@@ -191,7 +225,7 @@ pub async fn change(
                     op.name()
                 )?;
             }
-            Err(err) => return store_error(&err, stderr),
+            Err(err) => return failed(store_error(&err, stderr)),
         }
     }
     writeln!(
@@ -199,7 +233,7 @@ pub async fn change(
         "error: the store kept changing while this {} was checked ({ATTEMPTS} attempts); nothing was written, run it again",
         op.name()
     )?;
-    Ok(EXIT_REFUSED)
+    Ok(Committed::Failed(EXIT_REFUSED))
 }
 
 /// The whole resulting set resolved, as the agent's `apply` resolves it;
@@ -241,8 +275,39 @@ fn author() -> String {
     format!("{user}@{}", crate::agent::host_name())
 }
 
+/// Where the live nodes are with a revision.
+#[derive(Debug, Default)]
+pub struct Progress<'a> {
+    /// Nodes that refused it (or a later one).
+    pub refused: Vec<&'a NodeStatus>,
+    /// Nodes with an earlier revision in force.
+    pub lagging: Vec<&'a NodeStatus>,
+    /// Nodes with it (or a later one) in force.
+    pub in_force: usize,
+}
+
+/// Where `nodes` are with `revision`: in force there when a node reports
+/// it or a later one.
+pub fn progress<'a>(
+    nodes: impl IntoIterator<Item = &'a NodeStatus>,
+    revision: i64,
+) -> Progress<'a> {
+    let mut progress = Progress::default();
+    for node in nodes {
+        if node.refused_revision.is_some_and(|r| r >= revision) {
+            progress.refused.push(node);
+        } else if node.revision < revision {
+            progress.lagging.push(node);
+        } else {
+            progress.in_force += 1;
+        }
+    }
+    progress
+}
+
 /// `apply --wait`: until every live node has `revision` (or a later one)
-/// in force; refused, or still lagging at the timeout, names the nodes.
+/// in force, followed with a watch on the nodes' statuses; refused, or
+/// still lagging at the timeout, names the nodes.
 async fn wait_for(
     store: &Store,
     revision: i64,
@@ -250,19 +315,15 @@ async fn wait_for(
     stderr: &mut dyn Write,
 ) -> std::io::Result<u8> {
     let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut nodes = match retrying(|| store.watch_nodes()).await {
+        Ok(nodes) => nodes,
+        Err(err) => return store_error(&err, stderr),
+    };
     loop {
-        tick.tick().await;
-        let nodes = match retrying(|| store.nodes()).await {
-            Ok(nodes) => nodes,
-            Err(err) => return store_error(&err, stderr),
-        };
-        let refused: Vec<&NodeStatus> = nodes
-            .iter()
-            .filter(|n| n.refused_revision.is_some_and(|r| r >= revision))
-            .collect();
-        if !refused.is_empty() {
-            for node in &refused {
+        let now = progress(nodes.nodes.values(), revision);
+        if !now.refused.is_empty() {
+            for node in &now.refused {
                 writeln!(
                     stderr,
                     "error: node {} refused revision {}: {}",
@@ -273,29 +334,43 @@ async fn wait_for(
             }
             return Ok(EXIT_REFUSED);
         }
-        let lagging: Vec<String> = nodes
-            .iter()
-            .filter(|n| n.revision < revision)
-            .map(|n| format!("{} (at {})", n.node, n.revision))
-            .collect();
-        if lagging.is_empty() {
+        if now.lagging.is_empty() {
             writeln!(
                 stderr,
                 "revision {revision} in force on {} node{} after {} ms",
-                nodes.len(),
-                if nodes.len() == 1 { "" } else { "s" },
+                now.in_force,
+                if now.in_force == 1 { "" } else { "s" },
                 start.elapsed().as_millis()
             )?;
             return Ok(EXIT_OK);
         }
-        if start.elapsed() >= timeout {
-            writeln!(
-                stderr,
-                "error: after {} s, revision {revision} is not in force on: {}",
-                timeout.as_secs_f64(),
-                lagging.join(", ")
-            )?;
-            return Ok(EXIT_REFUSED);
+        let lagging: Vec<String> = now
+            .lagging
+            .iter()
+            .map(|n| format!("{} (at {})", n.node, n.revision))
+            .collect();
+        tokio::select! {
+            next = nodes.next() => match next {
+                Ok(_) => {}
+                // A member went away (a leader killed): read and watch
+                // again through the members left.
+                Err(err) if err.is_unreachable() || matches!(err, StoreError::WatchEnded { .. }) => {
+                    nodes = match retrying(|| store.watch_nodes()).await {
+                        Ok(nodes) => nodes,
+                        Err(err) => return store_error(&err, stderr),
+                    };
+                }
+                Err(err) => return store_error(&err, stderr),
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                writeln!(
+                    stderr,
+                    "error: after {} s, revision {revision} is not in force on: {}",
+                    timeout.as_secs_f64(),
+                    lagging.join(", ")
+                )?;
+                return Ok(EXIT_REFUSED);
+            }
         }
     }
 }
