@@ -63,7 +63,8 @@ mod xdp;
 /// What `--only` runs alone.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Only {
-    /// Scenario 8: printed, not written to `bench/results/` (a partial run).
+    /// Scenario 8: printed, and written to `bench/results/convergence-latest.md`
+    /// and `.json` (`latest.md` is left to full runs).
     Convergence,
 }
 
@@ -92,12 +93,14 @@ pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<
         )?;
         let (mut md, mut json_rows, mut goals) = (String::new(), Vec::new(), String::new());
         results.report(&mut md, &mut json_rows, &mut goals);
-        println!(
-            "{md}
-{goals}"
+        return report::write_alone(
+            root,
+            "convergence",
+            &report::alone_header("scenario 8 alone (--only convergence)", quick),
+            &md,
+            &json_rows,
+            &goals,
         );
-        println!("bench: scenario 8 alone; bench/results/ left as it was (a full run writes it)");
-        return Ok(());
     }
     let proxies = proxies::install(&bin);
 

@@ -49,6 +49,76 @@ pub fn write(root: &Path, table: &str, json: &str, goals: &str) -> Result<()> {
     Ok(())
 }
 
+/// A scenario run alone (`--only NAME`): prints its table and goal lines and
+/// writes them to `bench/results/NAME-latest.md`, its rows to `NAME-latest.json`;
+/// `latest.md` stays the full run's.
+pub fn write_alone(
+    root: &Path,
+    name: &str,
+    header: &str,
+    table: &str,
+    json_rows: &[String],
+    goals: &str,
+) -> Result<()> {
+    let md = format!("{header}\n\n{table}\n{goals}");
+    println!("\n{md}");
+    let out = root.join("bench/results");
+    fs::create_dir_all(&out)?;
+    let md_file = out.join(format!("{name}-latest.md"));
+    fs::write(&md_file, md)?;
+    let json = format!(
+        "{{\"header\": \"{}\", \"rows\": [\n  {}\n]}}\n",
+        json_escape(header),
+        json_rows.join(",\n  ")
+    );
+    fs::write(out.join(format!("{name}-latest.json")), json)?;
+    println!("bench: wrote {} and {name}-latest.json", md_file.display());
+    Ok(())
+}
+
+/// The header of a scenario run alone: the machine, the date, the mode.
+pub fn alone_header(what: &str, quick: bool) -> String {
+    let Machine {
+        date,
+        kernel,
+        cpus,
+        model,
+    } = Machine::probe();
+    format!(
+        "traffic-shift bench, {date}: kernel {kernel}, {cpus} CPUs ({model}); {what}, {} run",
+        if quick { "--quick" } else { "full" }
+    )
+}
+
+/// The machine and the time, for a report's header.
+struct Machine {
+    date: String,
+    kernel: String,
+    cpus: usize,
+    model: String,
+}
+
+impl Machine {
+    fn probe() -> Self {
+        let probe =
+            |c: &mut Command| cmd::probe(c).map_or_else(|| "?".into(), |s| s.trim().to_owned());
+        Self {
+            date: probe(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
+            kernel: probe(Command::new("uname").arg("-r")),
+            cpus: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            model: fs::read_to_string("/proc/cpuinfo")
+                .ok()
+                .and_then(|s| {
+                    s.lines().find_map(|l| {
+                        l.strip_prefix("model name")
+                            .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+                    })
+                })
+                .unwrap_or_else(|| "unknown CPU".into()),
+        }
+    }
+}
+
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -101,19 +171,13 @@ pub fn json_escape(s: &str) -> String {
 
 /// One line naming the machine, the date and the run's settings.
 pub fn machine_header(netns: &str, quick: bool, reps: u32, duration: f64) -> String {
+    let Machine {
+        date,
+        kernel,
+        cpus,
+        model,
+    } = Machine::probe();
     let probe = |c: &mut Command| cmd::probe(c).map_or_else(|| "?".into(), |s| s.trim().to_owned());
-    let kernel = probe(Command::new("uname").arg("-r"));
-    let date = probe(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
-    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    let model = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
     let ports = probe(Command::new("ip").args([
         "netns",
         "exec",
