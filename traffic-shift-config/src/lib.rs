@@ -78,6 +78,8 @@ mod resolve;
 mod resource;
 #[cfg(test)]
 mod rules_tests;
+#[cfg(test)]
+mod service_entry_tests;
 mod source;
 #[cfg(test)]
 mod tests;

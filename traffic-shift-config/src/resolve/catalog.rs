@@ -2,13 +2,13 @@
 //! services (each `ServiceEntry` with the `WorkloadEntries` it selects), the
 //! `DestinationRule` of a host, the Gateways a `VirtualService` binds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::{
     Sink, destination::find_subset, gateway::conflicting_gateways, host_not_found, list, qualify,
 };
 use crate::{
-    error::{ConfigError, FieldPath, fp},
+    error::{ConfigError, FieldPath, Warning, fp},
     names::host_matches,
     resource::{
         DestinationRule, Gateway, L4Match, Resource, ServiceEntry, ServicePort, TcpRule,
@@ -16,24 +16,36 @@ use crate::{
     },
 };
 
+#[derive(Clone)]
 pub(super) struct Service<'a> {
+    /// The oldest `ServiceEntry` of these hosts (by name: see
+    /// [`Service::merge`]): its addresses, resolution and location apply.
     pub(super) entry: &'a ServiceEntry,
     /// As written (Istio does not qualify ServiceEntry hosts), in order.
     pub(super) hosts: Vec<&'a str>,
-    /// The selected `WorkloadEntries`' endpoints, then its own.
-    pub(super) endpoints: Vec<&'a WorkloadEndpoint>,
+    /// The ports of every `ServiceEntry` merged here, once per number (the
+    /// oldest entry's first).
+    pub(super) ports: Vec<&'a ServicePort>,
+    /// The selected `WorkloadEntries`' endpoints, then its own; then those
+    /// of each `ServiceEntry` merged in. Each with the `ServiceEntry` that
+    /// brings it: an endpoint serves the ports of its own entry only (Istio
+    /// makes its instances per port of the entry).
+    pub(super) endpoints: Vec<(&'a WorkloadEndpoint, &'a ServiceEntry)>,
+    /// Whether one of the merged entries lists endpoints or selects
+    /// workloads.
+    pub(super) lists_endpoints: bool,
 }
 
 impl Service<'_> {
     pub(super) fn tcp_port(&self, number: u16) -> Option<&ServicePort> {
-        self.entry
-            .ports
+        self.ports
             .iter()
+            .copied()
             .find(|port| port.number == number && port.effective_protocol().takes_tcp_routes())
     }
 
     pub(super) fn port_list(&self) -> String {
-        list(self.entry.ports.iter().map(|port| port.number))
+        list(self.ports.iter().map(|port| port.number))
     }
 }
 
@@ -42,6 +54,9 @@ pub(super) struct Catalog<'a> {
     /// Each `services` host (as written) to its index: lookups by exact host
     /// stay constant-time with thousands of services.
     pub(super) by_host: HashMap<&'a str, usize>,
+    /// The `services` hosts that are wildcards (`*.suffix`, `*`), with
+    /// their index, in order.
+    pub(super) wildcard_hosts: Vec<(&'a str, usize)>,
     pub(super) rules: Vec<(&'a DestinationRule, String)>,
     /// Each `rules` host (qualified) to its index.
     pub(super) rule_by_host: HashMap<String, usize>,
@@ -92,7 +107,7 @@ impl Bindings<'_> {
 impl<'a> Service<'a> {
     pub(super) fn new(entry: &'a ServiceEntry, workloads: &[&'a WorkloadEntry]) -> Self {
         let hosts = entry.hosts.iter().map(String::as_str).collect();
-        let mut endpoints: Vec<&WorkloadEndpoint> = Vec::new();
+        let mut endpoints: Vec<(&WorkloadEndpoint, &ServiceEntry)> = Vec::new();
         if let Some(selector) = &entry.workload_selector {
             endpoints.extend(
                 workloads
@@ -103,15 +118,183 @@ impl<'a> Service<'a> {
                                 workload.endpoint.labels.get(key) == Some(value)
                             })
                     })
-                    .map(|workload| &workload.endpoint),
+                    .map(|workload| (&workload.endpoint, entry)),
             );
         }
-        endpoints.extend(&entry.endpoints);
+        endpoints.extend(entry.endpoints.iter().map(|endpoint| (endpoint, entry)));
         Self {
             entry,
             hosts,
+            ports: entry.ports.iter().collect(),
             endpoints,
+            lists_endpoints: !entry.endpoints.is_empty() || entry.workload_selector.is_some(),
         }
+    }
+
+    /// `self` and `incoming` (one `ServiceEntry` of the same hosts and
+    /// namespace) as Istio merges them: ports unioned, endpoints appended.
+    /// Where they conflict (resolution, addresses, location, a port number
+    /// with another name or protocol) the oldest entry wins, with a warning
+    /// on `incoming`. Istio orders by creation time, then name; files carry
+    /// no creation time, so the name decides.
+    pub(super) fn merge(&self, incoming: &Service<'a>, warnings: &mut Vec<Warning>) -> Self {
+        let new = incoming.entry;
+        let (older, newer) = if new.source.name < self.entry.source.name {
+            (incoming, self)
+        } else {
+            (self, incoming)
+        };
+        let (kept, lost) = (older.entry, newer.entry);
+        let host = new.hosts.first().map_or("", String::as_str);
+        let mut conflict = |path: FieldPath, what: &str, theirs: String, ours: String| {
+            let (kept_value, lost_value) = if std::ptr::eq(kept, new) {
+                (ours, theirs)
+            } else {
+                (theirs, ours)
+            };
+            warnings.push(new.source.warning(
+                path,
+                format!(
+                    "host {host} is also defined by {}, with another {what}: Istio merges the \
+                     ServiceEntries of a host and keeps the oldest one's {what} (creation time, \
+                     then name; files carry no creation time, so by name): {} {kept_value} \
+                     applies, not {} {lost_value}",
+                    self.entry.source.describe(),
+                    kept.source.id(),
+                    lost.source.id()
+                ),
+            ));
+        };
+        let other = self.entry;
+        if new.resolution != other.resolution {
+            conflict(
+                fp!("spec.resolution"),
+                "resolution",
+                other.resolution.name().to_owned(),
+                new.resolution.name().to_owned(),
+            );
+        }
+        let addresses = |entry: &ServiceEntry| {
+            let mut all: Vec<String> = entry.addresses.iter().map(ToString::to_string).collect();
+            all.extend(entry.address_ranges.iter().map(|(_, range)| range.clone()));
+            all.sort();
+            all
+        };
+        if addresses(new) != addresses(other) {
+            let show = |all: Vec<String>| format!("[{}]", all.join(", "));
+            conflict(
+                fp!("spec.addresses"),
+                "addresses",
+                show(addresses(other)),
+                show(addresses(new)),
+            );
+        }
+        if new.location != other.location {
+            conflict(
+                fp!("spec.location"),
+                "location",
+                format!("{:?}", other.location),
+                format!("{:?}", new.location),
+            );
+        }
+        let mut ports = older.ports.clone();
+        for port in &newer.ports {
+            match ports.iter().find(|p| p.number == port.number) {
+                None => ports.push(port),
+                Some(p)
+                    if p.name != port.name
+                        || p.effective_protocol() != port.effective_protocol() =>
+                {
+                    let at = new.ports.iter().position(|q| q.number == port.number);
+                    let show = |p: &ServicePort| {
+                        format!(
+                            "port {} {:?} {}",
+                            p.number,
+                            p.name,
+                            p.effective_protocol().name()
+                        )
+                    };
+                    let (theirs, ours) = match at {
+                        Some(_) if std::ptr::eq(kept, new) => (show(port), show(p)),
+                        _ => (show(p), show(port)),
+                    };
+                    conflict(
+                        at.map_or_else(|| fp!("spec.ports"), |i| fp!("spec.ports[{i}]")),
+                        "port definition",
+                        theirs,
+                        ours,
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        let mut endpoints = older.endpoints.clone();
+        endpoints.extend(&newer.endpoints);
+        Self {
+            entry: kept,
+            hosts: older.hosts.clone(),
+            ports,
+            endpoints,
+            lists_endpoints: self.lists_endpoints || incoming.lists_endpoints,
+        }
+    }
+}
+
+/// Adds the service of one `ServiceEntry`: merged into the service of its
+/// hosts when another `ServiceEntry` of the same namespace lists the same
+/// hosts (as Istio merges them); refused when it shares only some of them,
+/// or shares them across namespaces (where Istio picks one by `exportTo`,
+/// which is not applied here).
+fn add_service<'a>(
+    services: &mut Vec<Service<'a>>,
+    by_host: &mut HashMap<&'a str, usize>,
+    service: Service<'a>,
+    sink: &mut Sink,
+) {
+    let entry = service.entry;
+    let shared: Vec<(usize, usize)> = service
+        .hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, host)| by_host.get(host).map(|&k| (i, k)))
+        .collect();
+    let Some(&(_, k)) = shared.first() else {
+        for host in &service.hosts {
+            by_host.insert(*host, services.len());
+        }
+        services.push(service);
+        return;
+    };
+    let other = &services[k];
+    let set = |hosts: &[&'a str]| hosts.iter().copied().collect::<BTreeSet<_>>();
+    let same_namespace = other.entry.source.namespace == entry.source.namespace;
+    if same_namespace && set(&other.hosts) == set(&service.hosts) {
+        // Istio merges the ServiceEntries of a host in one namespace.
+        services[k] = other.merge(&service, &mut sink.warnings);
+        return;
+    }
+    for (i, k) in shared {
+        let other = &services[k];
+        let host = service.hosts[i];
+        let why = if same_namespace {
+            format!(
+                "whose hosts differ ({}): ServiceEntries of one host are merged when they list \
+                 the same hosts; give the shared host a ServiceEntry of its own, or list the \
+                 same hosts in both",
+                other.hosts.join(", ")
+            )
+        } else {
+            "in another namespace: Istio picks one per client namespace by exportTo, which is \
+             not applied here; define it in one namespace"
+                .to_owned()
+        };
+        sink.errors.push(entry.source.error(
+            fp!("spec.hosts[{i}]"),
+            format!(
+                "host {host} is also defined by {}, {why}",
+                other.entry.source.describe()
+            ),
+        ));
     }
 }
 
@@ -147,27 +330,12 @@ impl<'a> Catalog<'a> {
         for resource in resources {
             match resource {
                 Resource::ServiceEntry(entry) => {
-                    let service = Service::new(entry, &workloads);
-                    let mut duplicate = false;
-                    for (i, host) in service.hosts.iter().enumerate() {
-                        if let Some(other) = by_host.get(host).map(|&k| &services[k]) {
-                            sink.errors.push(entry.source.error(
-                                fp!("spec.hosts[{i}]"),
-                                format!(
-                                    "host {host} is also defined by {}: one ServiceEntry per \
-                                     host (exportTo is not applied); merge them",
-                                    other.entry.source.describe()
-                                ),
-                            ));
-                            duplicate = true;
-                        }
-                    }
-                    if !duplicate {
-                        for host in &service.hosts {
-                            by_host.insert(*host, services.len());
-                        }
-                        services.push(service);
-                    }
+                    add_service(
+                        &mut services,
+                        &mut by_host,
+                        Service::new(entry, &workloads),
+                        sink,
+                    );
                 }
                 Resource::DestinationRule(rule) => {
                     let host = qualify(&rule.host, &rule.source.namespace);
@@ -192,12 +360,24 @@ impl<'a> Catalog<'a> {
                 _ => {}
             }
         }
+        let wildcard_hosts = services
+            .iter()
+            .enumerate()
+            .flat_map(|(k, service)| {
+                service
+                    .hosts
+                    .iter()
+                    .filter(|host| host.starts_with('*'))
+                    .map(move |host| (*host, k))
+            })
+            .collect();
         let wildcard_rules = (0..rules.len())
             .filter(|&k| rules[k].1.starts_with('*'))
             .collect();
         Self {
             services,
             by_host,
+            wildcard_hosts,
             rules,
             rule_by_host,
             wildcard_rules,
@@ -337,22 +517,44 @@ impl<'a> Catalog<'a> {
     }
 
     /// The service of a destination host, with its host as the
-    /// `ServiceEntry` writes it.
+    /// `ServiceEntry` writes it: the one naming the host, else the most
+    /// specific wildcard host that covers it (Istio's `host.Name.Matches`:
+    /// `*.eu.bookinfo.com` covers `reviews.eu.bookinfo.com`, `*` covers
+    /// every host; the longest wins, the first written among equals).
     pub(super) fn service(&self, host: &str, namespace: &str) -> Option<(&Service<'a>, &'a str)> {
         let host = qualify(host, namespace);
-        let &k = self.by_host.get(host.as_str())?;
-        let service = &self.services[k];
-        let written = service.hosts.iter().find(|written| **written == host)?;
-        Some((service, *written))
+        if let Some(&k) = self.by_host.get(host.as_str()) {
+            let service = &self.services[k];
+            let written = service.hosts.iter().find(|written| **written == host)?;
+            return Some((service, *written));
+        }
+        self.wildcard_hosts
+            .iter()
+            .filter(|(pattern, _)| host_matches(pattern, &host))
+            .min_by_key(|(pattern, _)| std::cmp::Reverse(pattern.len()))
+            .map(|&(pattern, k)| (&self.services[k], pattern))
     }
 
-    /// The services a `VirtualService` host selects, each with its host
-    /// that matched.
-    pub(super) fn select(&self, pattern: &str, namespace: &str) -> Vec<(&Service<'a>, &'a str)> {
+    /// The services a `VirtualService` host selects, each with the host it
+    /// routes: a host (not a wildcard) selects its service (see
+    /// [`Catalog::service`]) under its own name, even when a wildcard
+    /// `ServiceEntry` host covers it; `*.suffix` selects every service with
+    /// a host it covers, under that host.
+    pub(super) fn select(&self, pattern: &str, namespace: &str) -> Vec<(&Service<'a>, String)> {
         let pattern = qualify(pattern, namespace);
         if !pattern.starts_with('*') {
-            // Not a wildcard: only the service with that very host matches.
-            return self.service(&pattern, namespace).into_iter().collect();
+            return self
+                .service(&pattern, namespace)
+                .map(|(service, written)| {
+                    let name = if written == pattern {
+                        written.to_owned()
+                    } else {
+                        pattern
+                    };
+                    (service, name)
+                })
+                .into_iter()
+                .collect();
         }
         self.services
             .iter()
@@ -361,7 +563,7 @@ impl<'a> Catalog<'a> {
                     .hosts
                     .iter()
                     .find(|host| host_matches(&pattern, host))
-                    .map(|host| (service, *host))
+                    .map(|host| (service, (*host).to_owned()))
             })
             .collect()
     }

@@ -15,7 +15,10 @@ use crate::{
     error::{ConfigError, FieldPath, Segment, Warning, fp},
     model::{Destination, Endpoint, Outlier, Selection},
     policy::{HashKey, LbPolicy, LoadBalancer},
-    resource::{DestinationRule, EndpointAddress, ServicePort, Subset, TcpRule, VirtualService},
+    resource::{
+        DestinationRule, EndpointAddress, ServiceEntry, ServicePort, Subset, TcpRule,
+        VirtualService,
+    },
 };
 
 impl<'a> Catalog<'a> {
@@ -93,13 +96,20 @@ impl<'a> Catalog<'a> {
 
         let wanted = subset.map(|subset| &subset.labels);
         let mut endpoints = Vec::new();
-        for endpoint in service.endpoints.iter().filter(|endpoint| {
-            wanted.is_none_or(|wanted| {
-                wanted
-                    .iter()
-                    .all(|(key, value)| endpoint.labels.get(key) == Some(value))
+        let serves = |entry: &ServiceEntry| entry.ports.iter().any(|p| p.number == target.number);
+        for endpoint in service
+            .endpoints
+            .iter()
+            .filter(|(_, entry)| serves(entry))
+            .map(|(endpoint, _)| *endpoint)
+            .filter(|endpoint| {
+                wanted.is_none_or(|wanted| {
+                    wanted
+                        .iter()
+                        .all(|(key, value)| endpoint.labels.get(key) == Some(value))
+                })
             })
-        }) {
+        {
             let EndpointAddress::Ip(address) = endpoint.address else {
                 return Err(vs.source.error(
                     base.key("host"),
@@ -201,7 +211,7 @@ fn check_endpoints_source(
              and the kernel path picks endpoints: use resolution: STATIC with endpoints",
         ),
         Resolution::Static => None,
-        _ if entry.endpoints.is_empty() && entry.workload_selector.is_none() => Some(
+        _ if !service.lists_endpoints => Some(
             "resolves its hosts by DNS, which the kernel path does not do: list IP endpoints, \
              with resolution: STATIC",
         ),
@@ -310,11 +320,12 @@ fn destination_port<'s>(
     destination: &RouteDestination,
     service_port: Option<u16>,
 ) -> Result<&'s ServicePort, ConfigError> {
-    let ports = &service.entry.ports;
+    let ports = &service.ports;
     let host = &service.entry.hosts[0];
     if let Some(number) = destination.port {
         return ports
             .iter()
+            .copied()
             .find(|port| port.number == number)
             .ok_or_else(|| {
                 vs.source.error(
@@ -327,7 +338,7 @@ fn destination_port<'s>(
             });
     }
     match ports.as_slice() {
-        [only] => Ok(only),
+        [only] => Ok(*only),
         [] => Err(vs.source.error(
             base.key("host"),
             format!("service {host} has no ports: add spec.ports to its ServiceEntry"),

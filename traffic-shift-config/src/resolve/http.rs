@@ -183,9 +183,9 @@ impl<'a> Catalog<'a> {
             }
             for (service, service_host) in found {
                 let http_ports: Vec<&ServicePort> = service
-                    .entry
                     .ports
                     .iter()
+                    .copied()
                     .filter(|p| plain_http(p.effective_protocol()))
                     .collect();
                 if !http_ports.is_empty()

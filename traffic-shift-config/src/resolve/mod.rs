@@ -12,9 +12,14 @@
 //! `ServiceEntry` hosts in full. A `VirtualService` host
 //! `*.suffix` selects every `ServiceEntry` host that ends in `.suffix`; a
 //! `DestinationRule` host `*.suffix` applies to a host when no rule names
-//! that host exactly. `exportTo` is checked, not applied: every resource is
-//! visible everywhere, so a host has one `ServiceEntry` and one
-//! `DestinationRule` at most.
+//! that host exactly. A host (of a `VirtualService` or a destination) that
+//! no `ServiceEntry` names is the service of the most specific wildcard
+//! `ServiceEntry` host that covers it (Istio's `host.Name.Matches`), with
+//! that entry's addresses, ports and endpoints. `ServiceEntries` of one
+//! namespace that list the same hosts are merged as Istio merges them
+//! (`catalog::Service::merge`). `exportTo` is checked, not applied: every
+//! resource is visible everywhere, so a host has `ServiceEntries` in one
+//! namespace and one `DestinationRule` at most.
 //!
 //! Gateway routes: a `tcp` rule applies to a Gateway the `VirtualService`'s
 //! `gateways` names (or, for one match, the match's `gateways`, which

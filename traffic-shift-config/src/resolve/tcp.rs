@@ -30,7 +30,7 @@ impl Catalog<'_> {
         }
 
         // The services the hosts select, once each, in the order written.
-        let mut selected: Vec<(&Service, &str)> = Vec::new();
+        let mut selected: Vec<(&Service, String)> = Vec::new();
         let mut missing = false;
         for (h, host) in vs.hosts.iter().enumerate() {
             let found = self.select(host, namespace);
@@ -120,7 +120,7 @@ impl Catalog<'_> {
         i: usize,
         rule: &TcpRule,
         port: u16,
-        selected: &[(&Service, &str)],
+        selected: &[(&Service, String)],
         warnings: &mut Vec<Warning>,
     ) -> Result<Option<TcpRoute>, Vec<ConfigError>> {
         let mut listeners = Vec::new();
@@ -129,7 +129,7 @@ impl Catalog<'_> {
             if service.tcp_port(port).is_none() {
                 continue;
             }
-            service_host.get_or_insert(*host);
+            service_host.get_or_insert(host.as_str());
             if let Some(error) = service
                 .entry
                 .address_range_error(&format!("{} tcp[{i}]", vs.source.describe()))
@@ -180,7 +180,7 @@ fn rule_ports(
     i: usize,
     rule: &TcpRule,
     matches: &[(usize, &L4Match)],
-    selected: &[(&Service, &str)],
+    selected: &[(&Service, String)],
     claimed: &BTreeMap<u16, usize>,
     warnings: &mut Vec<Warning>,
 ) -> Result<BTreeSet<u16>, ConfigError> {
@@ -188,7 +188,7 @@ fn rule_ports(
 
     let tcp_ports: BTreeSet<u16> = selected
         .iter()
-        .flat_map(|(service, ..)| &service.entry.ports)
+        .flat_map(|(service, ..)| &service.ports)
         .filter(|port| port.effective_protocol().takes_tcp_routes())
         .map(|port| port.number)
         .collect();
@@ -203,7 +203,7 @@ fn rule_ports(
                     list(
                         selected
                             .iter()
-                            .flat_map(|(s, ..)| &s.entry.ports)
+                            .flat_map(|(s, ..)| &s.ports)
                             .map(|p| format!("{} {}", p.number, p.effective_protocol().name()))
                     )
                 ),
@@ -224,11 +224,10 @@ fn rule_ports(
         if !tcp_ports.contains(&port) {
             let written = selected.iter().find_map(|(service, host)| {
                 service
-                    .entry
                     .ports
                     .iter()
                     .find(|p| p.number == port)
-                    .map(|p| (p, *host))
+                    .map(|p| (*p, host.as_str()))
             });
             let message = match written {
                 Some((p, host)) => format!(
@@ -242,7 +241,7 @@ fn rule_ports(
                     list(
                         selected
                             .iter()
-                            .flat_map(|(s, ..)| &s.entry.ports)
+                            .flat_map(|(s, ..)| &s.ports)
                             .map(|p| p.number)
                     )
                 ),

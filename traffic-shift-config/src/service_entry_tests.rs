@@ -1,0 +1,393 @@
+//! Table tests for how `ServiceEntry` hosts are found (wildcard hosts, as
+//! Istio's `host.Name.Matches`) and merged (one host in several
+//! `ServiceEntries` of a namespace), issue 18.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use crate::{
+    error::{ConfigError, Warning},
+    file::{RulesFile, parse_file},
+    model::RoutingModel,
+    resolve::resolve_all,
+};
+
+/// A `ServiceEntry` document: `name`, `hosts`, then the rest of its spec.
+fn entry(name: &str, hosts: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\n\
+         spec:\n  hosts: [{hosts}]\n{spec}"
+    )
+}
+
+/// A STATIC, TCP `ServiceEntry` on `address`, port 9000, one endpoint on
+/// `endpoint` (port 19000).
+fn tcp_entry(name: &str, hosts: &str, address: &str, endpoint: &str) -> String {
+    entry(
+        name,
+        hosts,
+        &format!(
+            "  addresses: [{address}]\n  ports: [{{number: 9000, name: tcp, protocol: TCP}}]\n  \
+             resolution: STATIC\n  endpoints: [{{address: {endpoint}, ports: {{tcp: 19000}}}}]\n"
+        ),
+    )
+}
+
+/// A mesh `VirtualService` of `host` routing every TCP port to `dest`.
+fn route_to(host: &str, dest: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\n\
+         spec:\n  hosts: [{host}]\n  tcp:\n  - route:\n    - destination: {{host: {dest}}}\n"
+    )
+}
+
+fn resolve_docs(docs: &[String]) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
+    let text = docs.join("---\n");
+    let file: RulesFile = parse_file(&PathBuf::from("rules/se.yaml"), &text)
+        .unwrap_or_else(|error| panic!("expected the file to parse: {error}\n{text}"));
+    resolve_all(&[file])
+}
+
+/// `(service_host, listeners, endpoints of every destination)` of each route.
+type Summary = Vec<(String, Vec<SocketAddr>, Vec<SocketAddr>)>;
+
+fn summary(model: &RoutingModel) -> Summary {
+    model
+        .routes
+        .iter()
+        .map(|route| {
+            (
+                route.service_host.clone(),
+                route.listeners.clone(),
+                route
+                    .destinations
+                    .iter()
+                    .flat_map(|d| d.endpoints.iter().map(|e| e.addr))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// A conflict case: name, documents, listener, the warning's document,
+/// field and message.
+type ConflictCase<'c> = (&'c str, Vec<String>, &'c str, usize, &'c str, String);
+
+fn sa(text: &str) -> SocketAddr {
+    text.parse().expect("a socket address")
+}
+
+#[test]
+fn wildcard_service_entry_hosts_resolve_as_istio_matches_them() {
+    let wildcard = tcp_entry("eu", "\"*.eu.bookinfo.com\"", "10.0.0.1", "10.1.0.1");
+    let broad = tcp_entry("all", "\"*.bookinfo.com\"", "10.0.0.2", "10.1.0.2");
+    let exact = tcp_entry("reviews", "reviews.eu.bookinfo.com", "10.0.0.4", "10.1.0.4");
+    let reviews = "reviews.eu.bookinfo.com";
+    // (name, documents, the route's service host, listener, endpoint)
+    let cases: Vec<(&str, Vec<String>, &str, &str, &str)> = vec![
+        (
+            "a wildcard covers the host: its addresses, ports and endpoints",
+            vec![wildcard.clone(), route_to(reviews, reviews)],
+            reviews,
+            "10.0.0.1:9000",
+            "10.1.0.1:19000",
+        ),
+        (
+            "the most specific wildcard wins",
+            vec![broad.clone(), wildcard.clone(), route_to(reviews, reviews)],
+            reviews,
+            "10.0.0.1:9000",
+            "10.1.0.1:19000",
+        ),
+        (
+            "the most specific wildcard wins, whatever the order",
+            vec![wildcard.clone(), broad.clone(), route_to(reviews, reviews)],
+            reviews,
+            "10.0.0.1:9000",
+            "10.1.0.1:19000",
+        ),
+        (
+            "an exact host beats a wildcard",
+            vec![
+                broad.clone(),
+                wildcard.clone(),
+                exact.clone(),
+                route_to(reviews, reviews),
+            ],
+            reviews,
+            "10.0.0.4:9000",
+            "10.1.0.4:19000",
+        ),
+        (
+            "a destination covered by a wildcard",
+            vec![
+                exact.clone(),
+                wildcard.clone(),
+                route_to(reviews, "ratings.eu.bookinfo.com"),
+            ],
+            reviews,
+            "10.0.0.4:9000",
+            "10.1.0.1:19000",
+        ),
+        (
+            "a wildcard VirtualService host selects the wildcard host",
+            vec![wildcard.clone(), route_to("\"*.eu.bookinfo.com\"", reviews)],
+            "*.eu.bookinfo.com",
+            "10.0.0.1:9000",
+            "10.1.0.1:19000",
+        ),
+    ];
+    for (name, docs, host, listener, endpoint) in cases {
+        let (model, warnings) = resolve_docs(&docs);
+        let model =
+            model.unwrap_or_else(|errors| panic!("{name}: expected a model, got {errors:?}"));
+        assert_eq!(
+            summary(&model),
+            vec![(host.to_owned(), vec![sa(listener)], vec![sa(endpoint)])],
+            "{name} (warnings: {warnings:?})"
+        );
+    }
+}
+
+#[test]
+fn hosts_no_service_entry_covers_are_not_found() {
+    // (name, documents, field, message)
+    let cases: Vec<(&str, Vec<String>, &str, &str)> = vec![
+        (
+            "a wildcard covers only names under it",
+            vec![
+                tcp_entry("eu", "\"*.eu.bookinfo.com\"", "10.0.0.1", "10.1.0.1"),
+                route_to("reviews.us.bookinfo.com", "reviews.us.bookinfo.com"),
+            ],
+            "spec.hosts[0]",
+            "referenced host not found: \"reviews.us.bookinfo.com\"; define a ServiceEntry with \
+             hosts: [reviews.us.bookinfo.com] or fix the host",
+        ),
+        (
+            "a wildcard does not cover its own suffix",
+            vec![
+                tcp_entry("eu", "\"*.eu.bookinfo.com\"", "10.0.0.1", "10.1.0.1"),
+                route_to("eu.bookinfo.com", "eu.bookinfo.com"),
+            ],
+            "spec.hosts[0]",
+            "referenced host not found: \"eu.bookinfo.com\"",
+        ),
+        (
+            "a destination no wildcard covers",
+            vec![
+                tcp_entry("eu", "\"*.eu.bookinfo.com\"", "10.0.0.1", "10.1.0.1"),
+                route_to("reviews.eu.bookinfo.com", "reviews.us.bookinfo.com"),
+            ],
+            "spec.tcp[0].route[0].destination.host",
+            "referenced host not found: \"reviews.us.bookinfo.com\"",
+        ),
+    ];
+    for (name, docs, field, message) in cases {
+        let (model, _) = resolve_docs(&docs);
+        let errors = model
+            .err()
+            .unwrap_or_else(|| panic!("{name}: expected errors"));
+        let error = &errors[0];
+        assert_eq!(error.document, Some(2), "{name}: {error}");
+        assert_eq!(error.field.to_string(), field, "{name}: {error}");
+        assert!(error.line.is_some(), "{name}: a line: {error}");
+        assert!(
+            error.to_string().contains(message),
+            "{name}: expected {message:?} in: {error}"
+        );
+    }
+}
+
+#[test]
+fn service_entries_of_one_host_are_merged_as_istio_merges_them() {
+    let host = "db.example.com";
+    let base = tcp_entry("a", host, "10.0.0.1", "10.1.0.1");
+    let port_9001 = entry(
+        "b",
+        host,
+        "  addresses: [10.0.0.1]\n  ports: [{number: 9001, name: tcp-admin, protocol: TCP}]\n  \
+         resolution: STATIC\n  endpoints: [{address: 10.1.0.2, ports: {tcp-admin: 19001}}]\n",
+    );
+    let more_endpoints = tcp_entry("b", host, "10.0.0.1", "10.1.0.2");
+    let route = |port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\n\
+             spec:\n  hosts: [{host}]\n  tcp:\n  - match: [{{port: {port}}}]\n    route:\n    - \
+             destination: {{host: {host}, port: {{number: {port}}}}}\n"
+        )
+    };
+    // (name, documents, routes)
+    let cases: Vec<(&str, Vec<String>, Summary)> = vec![
+        (
+            "ports are unioned: the second entry's port is routed, to its endpoints",
+            vec![base.clone(), port_9001.clone(), route(9001)],
+            vec![(
+                host.to_owned(),
+                vec![sa("10.0.0.1:9001")],
+                vec![sa("10.1.0.2:19001")],
+            )],
+        ),
+        (
+            "ports are unioned: the first entry's port stays",
+            vec![base.clone(), port_9001.clone(), route(9000)],
+            // An endpoint serves the ports of its own entry (Istio makes
+            // its instances per port of the entry).
+            vec![(
+                host.to_owned(),
+                vec![sa("10.0.0.1:9000")],
+                vec![sa("10.1.0.1:19000")],
+            )],
+        ),
+        (
+            "endpoints are appended",
+            vec![base.clone(), more_endpoints.clone(), route(9000)],
+            vec![(
+                host.to_owned(),
+                vec![sa("10.0.0.1:9000")],
+                vec![sa("10.1.0.1:19000"), sa("10.1.0.2:19000")],
+            )],
+        ),
+    ];
+    for (name, docs, routes) in cases {
+        let (model, warnings) = resolve_docs(&docs);
+        let model =
+            model.unwrap_or_else(|errors| panic!("{name}: expected a model, got {errors:?}"));
+        assert_eq!(summary(&model), routes, "{name}");
+        assert!(warnings.is_empty(), "{name}: no warning, got {warnings:?}");
+    }
+}
+
+#[test]
+fn conflicting_service_entries_of_one_host_keep_the_oldest_with_a_warning() {
+    let host = "db.example.com";
+    let dns = |name: &str, address: &str| {
+        entry(
+            name,
+            host,
+            &format!(
+                "  addresses: [{address}]\n  ports: [{{number: 9000, name: tcp, protocol: TCP}}]\n  \
+                 resolution: DNS\n  endpoints: [{{address: 10.1.0.9, ports: {{tcp: 19000}}}}]\n"
+            ),
+        )
+    };
+    let route = route_to(host, host);
+    // (name, documents, listener, warning's document, field, message)
+    let cases: Vec<ConflictCase> = vec![
+        (
+            "another resolution: the first by name wins (a before b)",
+            vec![
+                tcp_entry("a", host, "10.0.0.1", "10.1.0.1"),
+                dns("b", "10.0.0.1"),
+                route.clone(),
+            ],
+            "10.0.0.1:9000",
+            2,
+            "spec.resolution",
+            "host db.example.com is also defined by ServiceEntry default/a (rules/se.yaml \
+             document 1), with another resolution: Istio merges the ServiceEntries of a host and \
+             keeps the oldest one's resolution (creation time, then name; files carry no \
+             creation time, so by name): ServiceEntry default/a STATIC applies, not \
+             ServiceEntry default/b DNS"
+                .to_owned(),
+        ),
+        (
+            "another resolution: the first by name wins, whatever the file order",
+            vec![
+                dns("b", "10.0.0.1"),
+                tcp_entry("a", host, "10.0.0.1", "10.1.0.1"),
+                route.clone(),
+            ],
+            "10.0.0.1:9000",
+            2,
+            "spec.resolution",
+            "host db.example.com is also defined by ServiceEntry default/b (rules/se.yaml \
+             document 1), with another resolution: Istio merges the ServiceEntries of a host and \
+             keeps the oldest one's resolution (creation time, then name; files carry no \
+             creation time, so by name): ServiceEntry default/a STATIC applies, not \
+             ServiceEntry default/b DNS"
+                .to_owned(),
+        ),
+        (
+            "other addresses: the oldest's are the service's",
+            vec![
+                tcp_entry("a", host, "10.0.0.1", "10.1.0.1"),
+                tcp_entry("b", host, "10.0.0.2", "10.1.0.2"),
+                route.clone(),
+            ],
+            "10.0.0.1:9000",
+            2,
+            "spec.addresses",
+            "ServiceEntry default/a [10.0.0.1] applies, not ServiceEntry default/b [10.0.0.2]"
+                .to_owned(),
+        ),
+    ];
+    for (name, docs, listener, document, field, message) in cases {
+        let (model, warnings) = resolve_docs(&docs);
+        let model =
+            model.unwrap_or_else(|errors| panic!("{name}: expected a model, got {errors:?}"));
+        assert_eq!(model.routes.len(), 1, "{name}: {model:?}");
+        assert_eq!(model.routes[0].listeners, vec![sa(listener)], "{name}");
+        let warning = warnings
+            .iter()
+            .find(|w| w.field.to_string() == field)
+            .unwrap_or_else(|| panic!("{name}: expected a warning at {field}, got {warnings:?}"));
+        assert_eq!(warning.document, Some(document), "{name}: {warning}");
+        assert!(warning.line.is_some(), "{name}: a line: {warning}");
+        assert!(
+            warning.message.contains(&message),
+            "{name}: expected {message:?} in: {warning}"
+        );
+    }
+}
+
+#[test]
+fn service_entries_istio_does_not_merge_are_still_refused() {
+    let shared = "db.example.com";
+    let other_namespace = entry(
+        "b",
+        shared,
+        "  addresses: [10.0.0.2]\n  ports: [{number: 9000, name: tcp, protocol: TCP}]\n  \
+         resolution: STATIC\n  endpoints: [{address: 10.1.0.2, ports: {tcp: 19000}}]\n",
+    )
+    .replace(
+        "metadata: {name: b}",
+        "metadata: {name: b, namespace: other}",
+    );
+    // (name, documents, message)
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "another namespace",
+            vec![
+                tcp_entry("a", shared, "10.0.0.1", "10.1.0.1"),
+                other_namespace,
+            ],
+            "spec.hosts[0]: host db.example.com is also defined by ServiceEntry default/a \
+             (rules/se.yaml document 1), in another namespace",
+        ),
+        (
+            "hosts that overlap in part",
+            vec![
+                tcp_entry("a", shared, "10.0.0.1", "10.1.0.1"),
+                entry(
+                    "b",
+                    "db.example.com, cache.example.com",
+                    "  addresses: [10.0.0.2]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  \
+                     resolution: STATIC\n  endpoints: [{address: 10.1.0.2}]\n",
+                ),
+            ],
+            "spec.hosts[0]: host db.example.com is also defined by ServiceEntry default/a \
+             (rules/se.yaml document 1), whose hosts differ (db.example.com)",
+        ),
+    ];
+    for (name, docs, message) in cases {
+        let (model, _) = resolve_docs(&docs);
+        let errors = model
+            .err()
+            .unwrap_or_else(|| panic!("{name}: expected errors"));
+        assert_eq!(errors[0].document, Some(2), "{name}: {}", errors[0]);
+        assert!(
+            errors[0].to_string().contains(message),
+            "{name}: expected {message:?} in: {}",
+            errors[0]
+        );
+    }
+}
