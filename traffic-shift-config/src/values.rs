@@ -341,6 +341,22 @@ pub fn header_match_name(name: &str) -> Result<(), HeaderNameError> {
     Ok(())
 }
 
+/// A header name of `corsPolicy` `allowHeaders`/`exposeHeaders` (Istio's
+/// `ValidateCORSHTTPHeaderName`): `*`, or an RFC 7230 token (so no
+/// pseudo-header, no JWT claim).
+pub fn cors_header_name(name: &str) -> Result<(), HeaderNameError> {
+    if name.is_empty() {
+        return Err(HeaderNameError::Empty);
+    }
+    if name == "*" || name.bytes().all(is_tchar) {
+        Ok(())
+    } else {
+        Err(HeaderNameError::Invalid {
+            name: name.to_owned(),
+        })
+    }
+}
+
 /// `@request.auth.claims.<name>` (or `@request.auth.claims[<name>]`): only
 /// Istio gateways route on these.
 pub fn is_jwt_claim(name: &str) -> bool {

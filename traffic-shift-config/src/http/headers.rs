@@ -146,13 +146,8 @@ pub(super) fn cors_policy(cx: &mut Check, base: &FieldPath, cors: dto::CorsPolic
     ] {
         for (k, name) in names.iter().enumerate() {
             let path = base.key(field).index(k);
-            if name.is_empty() {
-                cx.error(path, "header name cannot be empty");
-            } else if name != "*" && values::header_match_name(name).is_err() {
-                cx.error(
-                    path,
-                    format!("header name {name} is not a valid header name"),
-                );
+            if let Err(message) = values::cors_header_name(name) {
+                cx.error(path, message);
             }
         }
     }

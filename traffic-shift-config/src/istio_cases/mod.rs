@@ -21,6 +21,7 @@ mod http_fault;
 mod http_headers;
 mod http_options;
 mod http_route;
+mod port_and_header_names;
 mod route_destination;
 mod service_entry;
 mod traffic_policy;
