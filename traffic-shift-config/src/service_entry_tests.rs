@@ -391,3 +391,46 @@ fn service_entries_istio_does_not_merge_are_still_refused() {
         );
     }
 }
+
+#[test]
+fn hosts_of_one_wildcard_service_entry_share_its_addresses() {
+    let wildcard = entry(
+        "eu",
+        "\"*.eu.bookinfo.com\"",
+        "  addresses: [10.0.0.1]\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  \
+         resolution: STATIC\n  endpoints: [{address: 10.1.0.1}]\n",
+    );
+    let http = |name: &str, host: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\n\
+             spec:\n  hosts: [{host}]\n  http:\n  - route:\n    - destination: {{host: {host}}}\n"
+        )
+    };
+    // One VirtualService: one listener on the wildcard's address.
+    let (model, _) = resolve_docs(&[wildcard.clone(), http("reviews", "reviews.eu.bookinfo.com")]);
+    let model = model.unwrap_or_else(|errors| panic!("expected a model, got {errors:?}"));
+    assert_eq!(model.http.len(), 1, "{model:?}");
+    assert_eq!(model.http[0].listeners, vec![sa("10.0.0.1:9080")]);
+    assert_eq!(
+        model.http[0].virtual_hosts[0].domains,
+        vec!["reviews.eu.bookinfo.com".to_owned()]
+    );
+    // Two: the second would take the same address, refused as two
+    // VirtualServices of one service port are.
+    let (model, _) = resolve_docs(&[
+        wildcard,
+        http("reviews", "reviews.eu.bookinfo.com"),
+        http("ratings", "ratings.eu.bookinfo.com"),
+    ]);
+    let errors = model.expect_err("two VirtualServices on one address");
+    assert_eq!(errors[0].document, Some(3), "{}", errors[0]);
+    assert!(
+        errors[0].to_string().contains(
+            "spec.hosts[0]: service ratings.eu.bookinfo.com port 9080 (the ServiceEntry host \
+             *.eu.bookinfo.com, whose addresses it shares) is already routed by VirtualService \
+             default/reviews (http)"
+        ),
+        "{}",
+        errors[0]
+    );
+}

@@ -535,24 +535,22 @@ impl<'a> Catalog<'a> {
             .map(|&(pattern, k)| (&self.services[k], pattern))
     }
 
-    /// The services a `VirtualService` host selects, each with the host it
-    /// routes: a host (not a wildcard) selects its service (see
-    /// [`Catalog::service`]) under its own name, even when a wildcard
-    /// `ServiceEntry` host covers it; `*.suffix` selects every service with
-    /// a host it covers, under that host.
-    pub(super) fn select(&self, pattern: &str, namespace: &str) -> Vec<(&Service<'a>, String)> {
+    /// The services a `VirtualService` host selects, each with its
+    /// `ServiceEntry` host that matched and the host it routes: a host (not
+    /// a wildcard) selects its service (see [`Catalog::service`]) under its
+    /// own name, even when a wildcard `ServiceEntry` host covers it;
+    /// `*.suffix` selects every service with a host it covers, under that
+    /// host.
+    pub(super) fn select(
+        &self,
+        pattern: &str,
+        namespace: &str,
+    ) -> Vec<(&Service<'a>, &'a str, String)> {
         let pattern = qualify(pattern, namespace);
         if !pattern.starts_with('*') {
             return self
                 .service(&pattern, namespace)
-                .map(|(service, written)| {
-                    let name = if written == pattern {
-                        written.to_owned()
-                    } else {
-                        pattern
-                    };
-                    (service, name)
-                })
+                .map(|(service, written)| (service, written, pattern))
                 .into_iter()
                 .collect();
         }
@@ -563,7 +561,7 @@ impl<'a> Catalog<'a> {
                     .hosts
                     .iter()
                     .find(|host| host_matches(&pattern, host))
-                    .map(|host| (service, (*host).to_owned()))
+                    .map(|host| (service, *host, (*host).to_owned()))
             })
             .collect()
     }

@@ -181,7 +181,7 @@ impl<'a> Catalog<'a> {
                 sink.errors
                     .push(host_not_found(vs, fp!("spec.hosts[{h}]"), host));
             }
-            for (service, service_host) in found {
+            for (service, entry_host, service_host) in found {
                 let http_ports: Vec<&ServicePort> = service
                     .ports
                     .iter()
@@ -208,7 +208,9 @@ impl<'a> Catalog<'a> {
                     continue;
                 }
                 for port in http_ports {
-                    let key = format!("mesh {service_host}:{}", port.number);
+                    // Keyed by the ServiceEntry host: the hosts one wildcard
+                    // entry covers share its addresses, so one listener.
+                    let key = format!("mesh {entry_host}:{}", port.number);
                     let Some(routes) =
                         self.http_routes(vs, Binding::Mesh, top, Some(port.number), sink)
                     else {
@@ -225,10 +227,18 @@ impl<'a> Catalog<'a> {
                             sink.errors.push(vs.source.error(
                                 fp!("spec.hosts[{h}]"),
                                 format!(
-                                    "service {service_host} port {} is already routed by \
+                                    "service {service_host} port {}{} is already routed by \
                                      VirtualService {} (http): one VirtualService per service \
                                      port; merge their http rules in the order they should apply",
                                     port.number,
+                                    if entry_host == service_host {
+                                        String::new()
+                                    } else {
+                                        format!(
+                                            " (the ServiceEntry host {entry_host}, whose \
+                                             addresses it shares)"
+                                        )
+                                    },
                                     entry.get().virtual_hosts[0].virtual_service
                                 ),
                             ));

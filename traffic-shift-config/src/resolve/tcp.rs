@@ -39,7 +39,7 @@ impl Catalog<'_> {
                     .push(host_not_found(vs, fp!("spec.hosts[{h}]"), host));
                 missing = true;
             }
-            for (service, matched) in found {
+            for (service, _, matched) in found {
                 if !selected.iter().any(|(s, ..)| std::ptr::eq(*s, service)) {
                     selected.push((service, matched));
                 }
