@@ -38,7 +38,8 @@ pub struct Metadata {
     pub uid: Option<IgnoredAny>,
     pub resource_version: Option<IgnoredAny>,
     pub generation: Option<IgnoredAny>,
-    pub creation_timestamp: Option<IgnoredAny>,
+    /// Orders `ServiceEntries` of one host (the oldest wins a conflict).
+    pub creation_timestamp: Option<serde_yaml_ng::Value>,
     pub deletion_timestamp: Option<IgnoredAny>,
     pub deletion_grace_period_seconds: Option<IgnoredAny>,
     pub managed_fields: Option<IgnoredAny>,

@@ -284,8 +284,8 @@ fn conflicting_service_entries_of_one_host_keep_the_oldest_with_a_warning() {
             "spec.resolution",
             "host db.example.com is also defined by ServiceEntry default/a (rules/se.yaml \
              document 1), with another resolution: Istio merges the ServiceEntries of a host and \
-             keeps the oldest one's resolution (creation time, then name; files carry no \
-             creation time, so by name): ServiceEntry default/a STATIC applies, not \
+             keeps the oldest one's resolution (metadata.creationTimestamp, then name): \
+             ServiceEntry default/a STATIC applies, not \
              ServiceEntry default/b DNS"
                 .to_owned(),
         ),
@@ -301,10 +301,28 @@ fn conflicting_service_entries_of_one_host_keep_the_oldest_with_a_warning() {
             "spec.resolution",
             "host db.example.com is also defined by ServiceEntry default/b (rules/se.yaml \
              document 1), with another resolution: Istio merges the ServiceEntries of a host and \
-             keeps the oldest one's resolution (creation time, then name; files carry no \
-             creation time, so by name): ServiceEntry default/a STATIC applies, not \
+             keeps the oldest one's resolution (metadata.creationTimestamp, then name): \
+             ServiceEntry default/a STATIC applies, not \
              ServiceEntry default/b DNS"
                 .to_owned(),
+        ),
+        (
+            "another resolution: the older by creationTimestamp wins over the name",
+            vec![
+                tcp_entry("a", host, "10.0.0.1", "10.1.0.1").replace(
+                    "metadata: {name: a}",
+                    "metadata: {name: a, creationTimestamp: \"2026-02-01T00:00:00Z\"}",
+                ),
+                dns("b", "10.0.0.1").replace(
+                    "metadata: {name: b}",
+                    "metadata: {name: b, creationTimestamp: \"2026-01-01T00:00:00Z\"}",
+                ),
+                route.clone(),
+            ],
+            "10.0.0.1:9000",
+            2,
+            "spec.resolution",
+            "ServiceEntry default/b DNS applies, not ServiceEntry default/a STATIC".to_owned(),
         ),
         (
             "other addresses: the oldest's are the service's",

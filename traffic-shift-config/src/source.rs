@@ -14,6 +14,9 @@ pub struct Source {
     pub kind: &'static str,
     pub name: String,
     pub namespace: String,
+    /// `metadata.creationTimestamp` as written (RFC 3339, as Kubernetes
+    /// writes it: `2026-01-02T03:04:05Z`), when given.
+    pub creation_timestamp: Option<String>,
     pub file: PathBuf,
     /// 1-based, empty documents included.
     pub document: usize,

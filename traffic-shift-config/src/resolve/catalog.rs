@@ -135,11 +135,15 @@ impl<'a> Service<'a> {
     /// namespace) as Istio merges them: ports unioned, endpoints appended.
     /// Where they conflict (resolution, addresses, location, a port number
     /// with another name or protocol) the oldest entry wins, with a warning
-    /// on `incoming`. Istio orders by creation time, then name; files carry
-    /// no creation time, so the name decides.
+    /// on `incoming`. Istio orders by creation time, then name:
+    /// `metadata.creationTimestamp` (RFC 3339, compared as written; none is
+    /// the oldest), then `metadata.name`.
     pub(super) fn merge(&self, incoming: &Service<'a>, warnings: &mut Vec<Warning>) -> Self {
         let new = incoming.entry;
-        let (older, newer) = if new.source.name < self.entry.source.name {
+        // Istio's order: creation time (none is the oldest, as Go's zero
+        // time), then name.
+        let age = |entry: &'a ServiceEntry| (&entry.source.creation_timestamp, &entry.source.name);
+        let (older, newer) = if age(new) < age(self.entry) {
             (incoming, self)
         } else {
             (self, incoming)
@@ -156,9 +160,9 @@ impl<'a> Service<'a> {
                 path,
                 format!(
                     "host {host} is also defined by {}, with another {what}: Istio merges the \
-                     ServiceEntries of a host and keeps the oldest one's {what} (creation time, \
-                     then name; files carry no creation time, so by name): {} {kept_value} \
-                     applies, not {} {lost_value}",
+                     ServiceEntries of a host and keeps the oldest one's {what} \
+                     (metadata.creationTimestamp, then name): {} {kept_value} applies, not {} \
+                     {lost_value}",
                     self.entry.source.describe(),
                     kept.source.id(),
                     lost.source.id()

@@ -149,6 +149,10 @@ pub(super) fn typed<S: DeserializeOwned>(
         ));
     }
     let namespace = metadata.namespace.unwrap_or_else(|| "default".to_owned());
+    let creation_timestamp = match metadata.creation_timestamp {
+        Some(serde_yaml_ng::Value::String(text)) => Some(text),
+        _ => None,
+    };
     if !is_dns1123_label(&namespace) {
         errors.push(place.error(
             fp!("metadata.namespace"),
@@ -165,6 +169,7 @@ pub(super) fn typed<S: DeserializeOwned>(
         kind,
         name,
         namespace,
+        creation_timestamp,
         file: place.file.to_owned(),
         document: place.document,
         lines: Arc::clone(lines),
