@@ -153,6 +153,7 @@ fn status_fleet_sums_the_split_each_node_observed() {
         "{out}"
     );
     assert!(out.contains("80.0%") && out.contains("20.0%"), "{out}");
+    watch_redraws(&fleet, revision);
     let page = fleet.nodes[0].agent.metrics();
     assert_eq!(metric(&page, "traffic_shift_store_connected", &[]), 1);
     assert_eq!(
@@ -163,6 +164,46 @@ fn status_fleet_sums_the_split_each_node_observed() {
         metric(&page, "traffic_shift_store_reconnects_total", &[]),
         0
     );
+}
+
+/// `status --fleet --watch` into a pipe: frame after frame (a blank line
+/// apart), each the whole view read from the store again; two frames with
+/// the summed split are waited for (15 s at most), then it is stopped.
+fn watch_redraws(fleet: &Fleet, revision: i64) {
+    use std::io::BufRead as _;
+    let mut child = fleet
+        .command(&["status", "--fleet", "--watch", "--interval", "0.2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run status --fleet --watch");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if line.map(|l| tx.send(l)).is_err() {
+                return;
+            }
+        }
+    });
+    let header = format!("2 nodes, 2 at revision {revision}, 0 refused");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut frames, mut sums, mut seen) = (0, 0, Vec::new());
+    while frames < 2 || sums < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!(
+                "status --fleet --watch drew {frames} frames in 15 s:\n{}",
+                seen.join("\n")
+            );
+        };
+        frames += usize::from(line.contains(&header));
+        sums += usize::from(line.trim_start().starts_with("all ") && line.contains(" 1200 "));
+        seen.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("status --fleet --watch: {frames} frames, each with the sum 1200/300");
 }
 
 /// `status --fleet` without a store says how to give one.

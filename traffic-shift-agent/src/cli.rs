@@ -309,6 +309,33 @@ pub fn watch(
     screen: &mut impl Screen,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
+    watch_frames(
+        interval,
+        in_place,
+        screen,
+        out,
+        |width, now_ms, frame| match read_status(path) {
+            Ok(status) => crate::status::render(&status, width, now_ms, frame),
+            Err(err) => crate::status::render_message(
+                &format!("{err}\nreading it again every {} s", interval.as_secs_f64()),
+                width,
+                frame,
+            ),
+        },
+    )
+}
+
+/// Draws what `draw` writes (for a width and the time) every `interval`
+/// until `screen.wait` says stop, as [`watch`] describes: in place on a
+/// terminal, else frames a blank line apart. `status --watch` draws the
+/// status file with it, `status --fleet --watch` the store's nodes.
+pub fn watch_frames(
+    interval: Duration,
+    in_place: bool,
+    screen: &mut impl Screen,
+    out: &mut impl Write,
+    mut draw: impl FnMut(usize, u64, &mut Vec<u8>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let screen_guard = AlternateScreen {
         out,
         active: in_place,
@@ -321,14 +348,7 @@ pub fn watch(
     loop {
         let (width, height) = screen.size();
         let mut frame = Vec::new();
-        match read_status(path) {
-            Ok(status) => crate::status::render(&status, width, screen.now_ms(), &mut frame)?,
-            Err(err) => crate::status::render_message(
-                &format!("{err}\nreading it again every {} s", interval.as_secs_f64()),
-                width,
-                &mut frame,
-            )?,
-        }
+        draw(width, screen.now_ms(), &mut frame)?;
         let frame = String::from_utf8(frame).expect("the renderer writes UTF-8");
         if in_place {
             let mut lines: Vec<&str> = frame.lines().collect();

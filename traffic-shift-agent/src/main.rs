@@ -47,7 +47,7 @@ enum Command {
         /// The whole fleet instead of this node: per route, the split each
         /// node observed and its sum, from the store (--store or
         /// TRAFFIC_SHIFT_STORE).
-        #[arg(long, conflicts_with = "watch")]
+        #[arg(long)]
         fleet: bool,
         #[command(flatten)]
         store: StoreArgs,
@@ -278,6 +278,37 @@ impl StoreArgs {
     }
 }
 
+/// `status --fleet [--watch]`: the store's nodes, once or redrawn every
+/// `watch` interval.
+fn fleet_status(
+    store: &StoreArgs,
+    watch: Option<Duration>,
+    width: Option<u16>,
+) -> anyhow::Result<ExitCode> {
+    let Some(target) = store.target() else {
+        anyhow::bail!(
+            "status --fleet reads the fleet's store: give --store etcd://HOST:PORT (or set TRAFFIC_SHIFT_STORE)"
+        );
+    };
+    if let Some(interval) = watch {
+        let mut stdout = std::io::stdout().lock();
+        let in_place = std::io::IsTerminal::is_terminal(&stdout);
+        let mut terminal = cli::Terminal::new(width.map(usize::from))?;
+        return match fleet::ctl::watch(&target, interval, in_place, &mut terminal, &mut stdout) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+            result => Ok(ExitCode::from(result?)),
+        };
+    }
+    block_on(async {
+        fleet::ctl::status(
+            &target,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )
+        .await
+    })
+}
+
 /// Runs a store command on a small runtime of its own.
 fn block_on<F: std::future::Future<Output = std::io::Result<u8>>>(
     future: F,
@@ -317,22 +348,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status {
-            fleet: true, store, ..
-        } => {
-            let Some(target) = store.target() else {
-                anyhow::bail!(
-                    "status --fleet reads the fleet's store: give --store etcd://HOST:PORT (or set TRAFFIC_SHIFT_STORE)"
-                );
-            };
-            block_on(async {
-                fleet::ctl::status(
-                    &target,
-                    &mut std::io::stdout().lock(),
-                    &mut std::io::stderr().lock(),
-                )
-                .await
-            })
-        }
+            fleet: true,
+            store,
+            watch,
+            interval,
+            width,
+            ..
+        } => fleet_status(&store, watch.then_some(interval), width),
         Command::Status {
             status_file,
             watch,

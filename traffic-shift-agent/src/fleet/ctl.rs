@@ -465,20 +465,68 @@ pub async fn status(
     let Some(store) = connect(target, stderr).await? else {
         return Ok(EXIT_NO_AGENT);
     };
-    let nodes = match retrying(|| store.nodes()).await {
-        Ok(nodes) => nodes,
-        Err(err) => return store_error(&err, stderr),
-    };
+    match status_text(&store, target).await {
+        Ok(text) => {
+            stdout.write_all(text.as_bytes())?;
+            Ok(EXIT_OK)
+        }
+        Err(Ok(none)) => {
+            writeln!(stderr, "{none}")?;
+            Ok(EXIT_OK)
+        }
+        Err(Err(err)) => store_error(&err, stderr),
+    }
+}
+
+/// What `status --fleet` shows; `Err(Ok(why))` when no node reports,
+/// `Err(Err(_))` when the store cannot be read.
+async fn status_text(store: &Store, target: &Target) -> Result<String, Result<String, StoreError>> {
+    let nodes = retrying(|| store.nodes()).await.map_err(Err)?;
     if nodes.is_empty() {
-        writeln!(
-            stderr,
+        return Err(Ok(format!(
             "No nodes found: no agent reports to {} under {}",
             target.url, target.prefix
-        )?;
-        return Ok(EXIT_OK);
+        )));
     }
-    let text = super::status::render(&target.url.to_string(), &target.prefix, &nodes);
-    stdout.write_all(text.as_bytes())?;
+    Ok(super::status::render(
+        &target.url.to_string(),
+        &target.prefix,
+        &nodes,
+    ))
+}
+
+/// `status --fleet --watch`: the store's nodes read and drawn every
+/// `interval` ([`crate::cli::watch_frames`]); a store that cannot be read
+/// is shown as its error and read again at the next frame.
+pub fn watch(
+    target: &Target,
+    interval: Duration,
+    in_place: bool,
+    screen: &mut impl crate::cli::Screen,
+    out: &mut impl Write,
+) -> std::io::Result<u8> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = match runtime.block_on(Store::connect(&target.url, &target.prefix, &target.tls)) {
+        Ok(store) => store,
+        Err(err) => return store_error(&err, &mut std::io::stderr()),
+    };
+    crate::cli::watch_frames(interval, in_place, screen, out, |width, _, frame| {
+        let text = match runtime.block_on(status_text(&store, target)) {
+            Ok(text) => return frame.write_all(text.as_bytes()),
+            Err(Ok(none)) => none,
+            Err(Err(err)) => err.to_string(),
+        };
+        crate::status::render_message(
+            &format!(
+                "{text}\nreading it again every {} s",
+                interval.as_secs_f64()
+            ),
+            width,
+            frame,
+        )
+    })?;
     Ok(EXIT_OK)
 }
 
