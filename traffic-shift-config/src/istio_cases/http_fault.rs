@@ -6,18 +6,11 @@
 use super::{
     Case, Verdict,
     Verdict::{Accepted, Refused, Valid, Warns},
-    case, document, run,
+    http_rule_case, run,
 };
 
 fn rule(name: &'static str, fields: &str, verdict: Verdict) -> Case {
-    case(
-        name,
-        document(
-            "VirtualService",
-            &format!("  hosts: [foo.bar]\n  http:\n  - {{{fields}}}\n"),
-        ),
-        verdict,
-    )
+    http_rule_case(name, fields, verdict)
 }
 
 /// Istio's test looks at errors and warnings: `Valid` is no warning.

@@ -6,18 +6,13 @@
 use super::{
     Case, Verdict,
     Verdict::{Accepted, Refused},
-    case, document, run,
+    http_rule_case, run,
 };
 
 fn rule(name: &'static str, fields: &str, verdict: Verdict) -> Case {
-    case(
+    http_rule_case(
         name,
-        document(
-            "VirtualService",
-            &format!(
-                "  hosts: [foo.bar]\n  http:\n  - {{{fields}, route: [{{destination: {{host: foo.baz}}}}]}}\n"
-            ),
-        ),
+        &format!("{fields}, route: [{{destination: {{host: foo.baz}}}}]"),
         verdict,
     )
 }

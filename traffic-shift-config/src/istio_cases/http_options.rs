@@ -8,7 +8,7 @@
 use super::{
     Case, Verdict,
     Verdict::{Accepted, Refused},
-    case, document, run,
+    http_rule_case, run,
 };
 
 /// The rule `{<fields>}` (`route` to `foo.baz` unless `fields` redirects).
@@ -23,14 +23,7 @@ fn rule(name: &'static str, fields: &str, verdict: Verdict) -> Case {
     } else {
         format!("{fields}{route}")
     };
-    case(
-        name,
-        document(
-            "VirtualService",
-            &format!("  hosts: [foo.bar]\n  http:\n  - {{{fields}}}\n"),
-        ),
-        verdict,
-    )
+    http_rule_case(name, &fields, verdict)
 }
 
 #[test]

@@ -69,6 +69,19 @@ pub(super) fn document(kind: &str, spec: &str) -> String {
     )
 }
 
+/// A `VirtualService` for `foo.bar` whose only `http` rule is
+/// `{<fields>}`: where Istio's HTTP route tests put the field under test.
+pub(super) fn http_rule_case(name: &'static str, fields: &str, verdict: Verdict) -> Case {
+    case(
+        name,
+        document(
+            "VirtualService",
+            &format!("  hosts: [foo.bar]\n  http:\n  - {{{fields}}}\n"),
+        ),
+        verdict,
+    )
+}
+
 fn render(file: &Result<RulesFile, Vec<crate::ConfigError>>) -> String {
     match file {
         Ok(file) => {
