@@ -92,17 +92,49 @@ pub(super) fn server_tls(
     Some(mode)
 }
 
+/// Which of a server's certificate sources are written.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one flag per field of the server's tls that may be written"
+)]
+struct Given {
+    /// `tlsCertificates` has entries.
+    certificates: bool,
+    /// `credentialNames` has entries.
+    credential_names: bool,
+    server_certificate: bool,
+    private_key: bool,
+    credential_name: bool,
+    ca_certificates: bool,
+}
+
+impl Given {
+    fn of(tls: &dto::ServerTls) -> Self {
+        Self {
+            certificates: tls.tls_certificates.as_ref().is_some_and(|c| !c.is_empty()),
+            credential_names: tls
+                .credential_names
+                .as_ref()
+                .is_some_and(|names| !names.is_empty()),
+            server_certificate: set(tls.server_certificate.as_ref()),
+            private_key: set(tls.private_key.as_ref()),
+            credential_name: set(tls.credential_name.as_ref()),
+            ca_certificates: set(tls.ca_certificates.as_ref()),
+        }
+    }
+}
+
 /// Istio's `validateTLSOptions`.
 fn tls_options(cx: &mut Check, path: &FieldPath, mode: ServerTlsMode, tls: &dto::ServerTls) {
     cipher_suites(cx, path, tls);
-    let certificates = tls.tls_certificates.as_deref().unwrap_or_default();
-    let credential_names = tls
-        .credential_names
-        .as_ref()
-        .is_some_and(|names| !names.is_empty());
-    let server_certificate = set(tls.server_certificate.as_ref());
-    let private_key = set(tls.private_key.as_ref());
-    let credential_name = set(tls.credential_name.as_ref());
+    let Given {
+        certificates,
+        credential_names,
+        server_certificate,
+        private_key,
+        credential_name,
+        ca_certificates,
+    } = Given::of(tls);
 
     if mode == ServerTlsMode::IstioMutual {
         istio_mutual(cx, path, tls);
@@ -114,8 +146,8 @@ fn tls_options(cx: &mut Check, path: &FieldPath, mode: ServerTlsMode, tls: &dto:
     ) && (set(tls.ca_crl.as_ref())
         || server_certificate
         || private_key
-        || set(tls.ca_certificates.as_ref())
-        || !certificates.is_empty()
+        || ca_certificates
+        || certificates
         || credential_name
         || credential_names)
     {
@@ -134,7 +166,7 @@ fn tls_options(cx: &mut Check, path: &FieldPath, mode: ServerTlsMode, tls: &dto:
         server_certificate && private_key,
         credential_name,
         credential_names,
-        !certificates.is_empty(),
+        certificates,
     ];
     if sources.iter().filter(|source| **source).count() > 1 {
         cx.error(
@@ -155,7 +187,7 @@ fn tls_options(cx: &mut Check, path: &FieldPath, mode: ServerTlsMode, tls: &dto:
         let prefix = if mode == ServerTlsMode::Simple {
             "SIMPLE TLS"
         } else {
-            if !set(tls.ca_certificates.as_ref()) {
+            if !ca_certificates {
                 cx.error(path.clone(), "MUTUAL TLS requires a client CA bundle");
             }
             "MUTUAL TLS"
@@ -178,14 +210,14 @@ fn tls_options(cx: &mut Check, path: &FieldPath, mode: ServerTlsMode, tls: &dto:
 
 /// ISTIO_MUTUAL uses the mesh's certificates: none may be given.
 fn istio_mutual(cx: &mut Check, path: &FieldPath, tls: &dto::ServerTls) {
-    let certificates = tls.tls_certificates.as_deref().unwrap_or_default();
-    let credential_names = tls
-        .credential_names
-        .as_ref()
-        .is_some_and(|names| !names.is_empty());
-    let server_certificate = set(tls.server_certificate.as_ref());
-    let private_key = set(tls.private_key.as_ref());
-    let credential_name = set(tls.credential_name.as_ref());
+    let Given {
+        certificates,
+        credential_names,
+        server_certificate,
+        private_key,
+        credential_name,
+        ca_certificates,
+    } = Given::of(tls);
     for (field, what, written) in [
         (
             "serverCertificate",
@@ -193,16 +225,8 @@ fn istio_mutual(cx: &mut Check, path: &FieldPath, tls: &dto::ServerTls) {
             server_certificate,
         ),
         ("privateKey", "private key", private_key),
-        (
-            "caCertificates",
-            "CA bundle",
-            set(tls.ca_certificates.as_ref()),
-        ),
-        (
-            "tlsCertificates",
-            "tlsCertificates",
-            !certificates.is_empty(),
-        ),
+        ("caCertificates", "CA bundle", ca_certificates),
+        ("tlsCertificates", "tlsCertificates", certificates),
         ("credentialName", "credentialName", credential_name),
         ("credentialNames", "credentialNames", credential_names),
     ] {
