@@ -439,7 +439,7 @@ pub async fn nodes(
     let Some(store) = connect(target, stderr).await? else {
         return Ok(EXIT_NO_AGENT);
     };
-    let nodes = match store.nodes().await {
+    let nodes = match retrying(|| store.nodes()).await {
         Ok(nodes) => nodes,
         Err(err) => return store_error(&err, stderr),
     };
