@@ -76,6 +76,7 @@ mod placement;
 mod policy;
 mod resolve;
 mod resource;
+pub mod rollout;
 #[cfg(test)]
 mod rules_tests;
 #[cfg(test)]

@@ -34,6 +34,9 @@ pub struct RoutingModel {
     /// Every Gateway of the rules with its `selector`, sorted by name:
     /// [`RoutingModel::for_node`] keeps the routes of those a node serves.
     pub gateways: Vec<GatewaySelector>,
+    /// The `Rollout`s of the rules, sorted by name: the controller's
+    /// targets ([`crate::rollout`]).
+    pub rollouts: Vec<crate::rollout::Rollout>,
 }
 
 impl RoutingModel {

@@ -135,6 +135,7 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
                 routes,
                 http: http.into_values().collect(),
                 gateways,
+                rollouts: Vec::new(),
             }),
             warnings,
         )

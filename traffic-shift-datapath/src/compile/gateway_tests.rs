@@ -30,6 +30,7 @@ fn gateway_route(endpoint: &str) -> RoutingModel {
         }],
         http: Vec::new(),
         gateways: Vec::new(),
+        rollouts: Vec::new(),
     }
 }
 

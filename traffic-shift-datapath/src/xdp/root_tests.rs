@@ -221,6 +221,7 @@ fn model(family: &Family, weights: [u32; 2]) -> RoutingModel {
         }],
         http: Vec::new(),
         gateways: Vec::new(),
+        rollouts: Vec::new(),
     }
 }
 
