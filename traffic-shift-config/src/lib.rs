@@ -78,6 +78,8 @@ mod resolve;
 mod resource;
 pub mod rollout;
 #[cfg(test)]
+mod rollout_tests;
+#[cfg(test)]
 mod rules_tests;
 #[cfg(test)]
 mod service_entry_tests;
@@ -87,7 +89,7 @@ mod tests;
 mod values;
 
 pub use self::{
-    common::{API_VERSIONS, KINDS, Labels, Protocol, RouteDestination},
+    common::{API_VERSIONS, KINDS, Labels, Protocol, RouteDestination, api_versions_of},
     dto::{Location, Resolution, SimpleLb},
     error::{ConfigError, FieldPath, ResourceId, Segment, Warning},
     file::{
@@ -111,9 +113,9 @@ pub use self::{
     },
     resolve::{resolve, resolve_all},
     resource::{
-        DestinationRule, EndpointAddress, Gateway, GatewayPort, L4Match, Resource, Server,
-        ServerTlsMode, ServiceEntry, ServicePort, Subset, TcpRule, VirtualService,
-        WorkloadEndpoint, WorkloadEntry,
+        DestinationRule, EndpointAddress, Gateway, GatewayPort, L4Match, Resource, RolloutResource,
+        RolloutTarget, Server, ServerTlsMode, ServiceEntry, ServicePort, Subset, TargetRoute,
+        TcpRule, VirtualService, WorkloadEndpoint, WorkloadEntry,
     },
     source::Source,
     values::GRPC_STATUS,
