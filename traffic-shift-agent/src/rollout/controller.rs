@@ -427,8 +427,12 @@ impl Controller {
                     "rollout {name} waits at a `pause: {{}}` step: `traffic-shift rollout promote {name}` goes on"
                 ));
             }
-            (Command::Abort, phase, _) if phase != Phase::Degraded => {
-                state.written_canary = model.written_canary_weight(rollout);
+            (Command::Abort, phase, cause) if phase != Phase::Degraded => {
+                // After a hand edit the model in force is the rules' own
+                // (no overlay): the edit is what the rollout takes over.
+                if cause == Some(PauseCause::HandEdit) {
+                    state.written_canary = model.written_canary_weight(rollout);
+                }
                 rollback(state, "aborted by hand", now_ms);
                 effects.weights_changed = true;
                 forget = true;
