@@ -8,12 +8,18 @@
 //! `rollout status` does) for the event it waits for; the rollouts' own
 //! intervals and pauses are the only clocks.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use serde_json::json;
 use traffic_shift_agent::rollout::{Phase, RolloutStatus, state::PauseCause};
 use traffic_shift_tests::{
-    SERVICE_V4, Scenario, bookinfo_rule, echo_backend, metric, prometheus::Prometheus,
+    SERVICE_V4, Scenario, bookinfo_rule,
+    dashboard::{ALL, load, raw_queries, repo_dashboard, substitute, variables},
+    echo_backend, metric,
+    prometheus::Prometheus,
     tcp_echo_rule,
 };
 
@@ -678,4 +684,24 @@ fn a_prometheus_query_decides_a_step() {
     assert_eq!(passed.metrics[0].name, "canary-opened");
     assert!(passed.metrics[0].value.unwrap() >= 10.0, "{passed:?}");
     assert_eq!(weights(&done), [(Some(0), 10), (Some(2), 100)]);
+
+    // The dashboard's rollout panels have data once Prometheus scraped the
+    // rollout's end.
+    prometheus.wait_for_next_scrape(s.agent.metrics_addr());
+    let dashboard = load(&repo_dashboard());
+    let vars = variables(&dashboard);
+    let values: BTreeMap<&str, &str> = vars.iter().map(|v| (v.as_str(), ALL)).collect();
+    let rollout_queries: Vec<_> = raw_queries(&dashboard)
+        .into_iter()
+        .filter(|q| q.panel.starts_with("Rollouts:"))
+        .collect();
+    assert_eq!(rollout_queries.len(), 4, "{rollout_queries:?}");
+    for q in &rollout_queries {
+        let expr = substitute(&q.expr, &values, "1m");
+        assert!(
+            !prometheus.query(&expr).is_empty(),
+            "{}: no data for {expr}",
+            q.panel
+        );
+    }
 }
