@@ -393,8 +393,9 @@ fn check_analysis(
                 cx.error(
                     base.key("count"),
                     format!(
-                        "count {count} is not at least 1: the number of successful intervals \
-                         the step needs to pass"
+                        "count {count} is not in range 1..{}: the number of successful intervals \
+                         the step needs to pass",
+                        u32::MAX
                     ),
                 );
             }
