@@ -196,8 +196,8 @@ enum AgentCommand {
     /// Example: `get vs`, `get virtualservice tcp-echo -o yaml`, `get dr -A -o wide`.
     Get {
         /// virtualservice (vs), destinationrule (dr), gateway (gw),
-        /// serviceentry (se) or workloadentry (we); plurals too; with
-        /// --store also `nodes`.
+        /// serviceentry (se), workloadentry (we) or rollout (ro); plurals
+        /// too; with --store also `nodes`.
         #[arg(value_name = "KIND")]
         kind: String,
         /// Only this resource (exit code 1 if there is none).

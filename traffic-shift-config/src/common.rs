@@ -5,12 +5,15 @@
 use std::collections::BTreeMap;
 
 /// The `apiVersion`s of the Istio kinds, newest first. A `Rollout` has
-/// its own, [`crate::rollout::API_VERSION`].
+/// its own, [`ROLLOUT_API_VERSION`].
 pub const API_VERSIONS: [&str; 3] = [
     "networking.istio.io/v1",
     "networking.istio.io/v1beta1",
     "networking.istio.io/v1alpha3",
 ];
+
+/// The `apiVersion` of a `Rollout` (also `rollout::API_VERSION`).
+pub const ROLLOUT_API_VERSION: &str = "rollouts.traffic-shift.io/v1alpha1";
 
 /// The kinds accepted: Istio's five, then our `Rollout`.
 pub const KINDS: [&str; 6] = [
@@ -26,7 +29,7 @@ pub const KINDS: [&str; 6] = [
 /// first: [`API_VERSIONS`] for the Istio kinds, the rollouts group for a
 /// `Rollout`.
 pub fn api_versions_of(kind: &str) -> &'static [&'static str] {
-    const ROLLOUT: [&str; 1] = [crate::rollout::API_VERSION];
+    const ROLLOUT: [&str; 1] = [ROLLOUT_API_VERSION];
     if kind == "Rollout" {
         &ROLLOUT
     } else {

@@ -626,7 +626,8 @@ fn each_check_refuses_with_its_message() {
         (
             with_steps("  - analysis: {count: 0, metrics: [{connectionSuccessRate: {min: 99}}]}\n"),
             "spec.steps[0].analysis.count",
-            "count 0 is not at least 1: the number of successful intervals the step needs to pass",
+            "count 0 is not in range 1..4294967295: the number of successful intervals the step \
+             needs to pass",
         ),
         (
             with_analysis(

@@ -183,11 +183,12 @@ fn resolve_one<'v>(
         .get(&(namespace, target.virtual_service.as_str()))
         .copied()
     else {
-        let elsewhere: Vec<String> = virtual_services
+        let mut elsewhere: Vec<String> = virtual_services
             .keys()
             .filter(|(_, name)| *name == target.virtual_service)
             .map(|(ns, name)| format!("{ns}/{name}"))
             .collect();
+        elsewhere.sort();
         let hint = if elsewhere.is_empty() {
             String::new()
         } else {

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use crate::{
-    common::{KINDS, api_versions_of},
+    common::{KINDS, ROLLOUT_API_VERSION, api_versions_of},
     dto,
     error::{ConfigError, FieldPath, ResourceId, fp, one_line},
     lines::LineIndex,
@@ -68,7 +68,7 @@ pub(super) fn envelope<'a>(
                 "unsupported apiVersion {api_version:?} for a {kind}: use {}",
                 versions[0]
             ),
-            Some(kind) if api_version == crate::rollout::API_VERSION => format!(
+            Some(kind) if api_version == ROLLOUT_API_VERSION => format!(
                 "unsupported apiVersion {api_version:?} for a {kind}: it is the Rollout's; \
                  use networking.istio.io/v1 (v1beta1 and v1alpha3 are accepted too)"
             ),

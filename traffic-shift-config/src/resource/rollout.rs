@@ -31,7 +31,8 @@ pub struct RolloutResource {
     pub steps: Vec<Step>,
     /// `spec.analysis`: the background analysis (`count` is `None`).
     pub analysis: Option<Analysis>,
-    /// See [`spec_digest`].
+    /// A digest of the spec as written (FNV-1a 128 of its canonical JSON,
+    /// hex): see `spec_digest` and docs/rollouts.md.
     pub spec_digest: String,
 }
 
@@ -392,8 +393,9 @@ fn check_analysis(
                 cx.error(
                     base.key("count"),
                     format!(
-                        "count {count} is not at least 1: the number of successful intervals \
-                         the step needs to pass"
+                        "count {count} is not in range 1..{}: the number of successful intervals \
+                         the step needs to pass",
+                        u32::MAX
                     ),
                 );
             }
