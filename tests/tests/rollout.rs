@@ -10,6 +10,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -36,6 +37,14 @@ fn now_ms() -> u64 {
             .as_millis(),
     )
     .unwrap()
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "connection counts, far below 2^52"
+)]
+fn float(n: impl TryInto<u64>) -> f64 {
+    n.try_into().unwrap_or(u64::MAX) as f64
 }
 
 /// A Rollout of tcp-echo's `tcp[0]`, v1 to v2, with `steps` (YAML, each
@@ -85,11 +94,11 @@ fn a_healthy_canary_is_promoted_step_by_step_and_each_step_splits_exactly() {
       minSamples: 5
       metrics:
       - connectionSuccessRate: {min: 99}";
-    let steps: String = [10, 20, 50]
-        .iter()
-        .map(|w| format!("  - setWeight: {w}\n  - analysis:\n{analysis}\n"))
-        .collect::<String>()
-        + "  - setWeight: 100\n";
+    let mut steps = String::new();
+    for w in [10, 20, 50] {
+        let _ = writeln!(steps, "  - setWeight: {w}\n  - analysis:\n{analysis}");
+    }
+    steps.push_str("  - setWeight: 100\n");
     s.agent
         .write_rules("rollout.yaml", tcp_echo_rollout(&steps));
     for weight in [10u64, 20, 50] {
@@ -269,7 +278,7 @@ fn a_canary_refusing_30_percent_is_rolled_back_within_two_intervals() {
     // within 3 (one for each refusing endpoint), so 70% to within 300/n.
     let failed_interval = rolled.history.last().expect("the failed interval");
     let rate = &failed_interval.metrics[0];
-    let samples = rate.samples.expect("samples") as f64;
+    let samples = float(rate.samples.expect("samples"));
     assert!(
         (rate.value.expect("a value") - 70.0).abs() <= 300.0 / samples + 0.01,
         "{rate:?}"
@@ -302,7 +311,7 @@ fn a_canary_refusing_30_percent_is_rolled_back_within_two_intervals() {
     );
     assert_eq!(failed_after, 0, "no failure once all traffic is on v1");
     assert!(
-        failed as f64 <= during.len() as f64 * 0.2 * 0.3 + 3.0,
+        float(failed) <= float(during.len()) * 0.2 * 0.3 + 3.0,
         "{failed} failed connections, more than the canary's 20% x 30% of {}",
         during.len()
     );
@@ -374,32 +383,35 @@ fn an_interval_without_traffic_is_inconclusive_and_never_promotes() {
     );
 }
 
-#[test]
-fn abort_pause_resume_promote_and_a_hand_edit_are_honoured() {
-    let mut s = Scenario::tcp_echo(
-        "rollout-commands",
-        &tcp_echo_rule("examples/vs-all-v1.yaml"),
+/// `traffic-shift ARGS` against the scenario's agent: its exit code, and
+/// its stdout and stderr together.
+fn ctl(s: &Scenario, args: &[&str]) -> (Option<i32>, String) {
+    let out = s.agent.ctl(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    s.agent.write_rules(
-        "rollout.yaml",
-        tcp_echo_rollout(
-            "  - setWeight: 20
+    (out.status.code(), text)
+}
+
+/// The steps of the command tests: 20%, wait for `promote`, 50%, an hour,
+/// 100%.
+const WAITING_STEPS: &str = "  - setWeight: 20
   - pause: {}
   - setWeight: 50
   - pause: {duration: 1h}
   - setWeight: 100
-",
-        ),
+";
+
+#[test]
+fn abort_pause_resume_promote_and_retry_are_honoured() {
+    let mut s = Scenario::tcp_echo(
+        "rollout-commands",
+        &tcp_echo_rule("examples/vs-all-v1.yaml"),
     );
-    let ctl = |s: &Scenario, args: &[&str]| {
-        let out = s.agent.ctl(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
-    };
+    s.agent
+        .write_rules("rollout.yaml", tcp_echo_rollout(WAITING_STEPS));
     let paused = s
         .agent
         .wait_rollout(NAME, "paused at the pause step", WAIT, |r| {
@@ -467,8 +479,21 @@ fn abort_pause_resume_promote_and_a_hand_edit_are_honoured() {
         "{listed}"
     );
 
-    // Retry starts over; then someone edits the route by hand.
-    ctl(&s, &["rollout", "retry", "tcp-echo"]);
+    // Retry starts over.
+    let (code, text) = ctl(&s, &["rollout", "retry", "tcp-echo"]);
+    assert_eq!(code, Some(0), "{text}");
+    s.agent.wait_canary(NAME, 20, WAIT);
+    assert_eq!(s.client.burst(SERVICE_V4, 100), (80, 20));
+}
+
+#[test]
+fn a_hand_edit_pauses_the_rollout_and_stays_in_force_until_resume() {
+    let mut s = Scenario::tcp_echo(
+        "rollout-hand-edit",
+        &tcp_echo_rule("examples/vs-all-v1.yaml"),
+    );
+    s.agent
+        .write_rules("rollout.yaml", tcp_echo_rollout(WAITING_STEPS));
     s.agent.wait_canary(NAME, 20, WAIT);
     let edit = tcp_echo_rule("examples/vs-20-v2.yaml")
         .replace("weight: 80", "weight: 70")
@@ -615,7 +640,7 @@ spec:
     // to within 100/n (and one in flight at each end of the interval).
     let rate = &rolled.history.last().expect("the failed interval").metrics[0];
     assert_eq!(rate.name, "requestSuccessRate");
-    let samples = rate.samples.expect("samples") as f64;
+    let samples = float(rate.samples.expect("samples"));
     assert!(
         (rate.value.expect("a value") - 70.0).abs() <= 300.0 / samples + 0.01,
         "{rate:?}"

@@ -92,12 +92,11 @@ impl Echo {
         {
             self.rated.store(0, Ordering::Relaxed);
             self.fail_rate.store(p.min(100), Ordering::Relaxed);
-        } else if self.fails_by_rate() {
-            status = StatusCode::SERVICE_UNAVAILABLE;
-        } else if self
-            .fail_next
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
+        } else if self.fails_by_rate()
+            || self
+                .fail_next
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
         {
             status = StatusCode::SERVICE_UNAVAILABLE;
         } else if let Some(code) = path.strip_prefix("/status/").and_then(|c| c.parse().ok()) {
