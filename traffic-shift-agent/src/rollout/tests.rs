@@ -356,3 +356,37 @@ fn the_state_is_saved_and_a_restart_resumes_at_the_same_step() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_background_analysis_rolls_back_during_a_pause() {
+    let mut r = rollout(vec![
+        Step::SetWeight(10),
+        Step::Pause(Some(Duration::from_hours(1))),
+        Step::SetWeight(100),
+    ]);
+    r.analysis = Some(analysis(None, 1, 0));
+    let m = model("examples/vs-20-v2.yaml", r);
+    let mut c = Controller::default();
+    let t0 = 1_000 * S;
+    c.sync(&m, t0);
+    let mut failing = canary((50, 50));
+    c.tick(&m, t0, &mut failing);
+    assert_eq!(phase(&c), (Phase::Progressing, 1, 10));
+    // One failed interval is tolerated (failureLimit 1), the second is not.
+    c.tick(&m, t0 + 10 * S, &mut failing);
+    assert_eq!(phase(&c), (Phase::Progressing, 1, 10));
+    assert_eq!(c.states()["default/tcp-echo"].background_tally.failed, 1);
+    let e = c.tick(&m, t0 + 20 * S, &mut failing);
+    assert!(e.weights_changed);
+    assert_eq!(phase(&c), (Phase::Degraded, 1, 0));
+    let s = &c.states()["default/tcp-echo"];
+    assert!(
+        s.message.starts_with(
+            "rolled back: background analysis: 2 failed interval(s), more than failureLimit 1"
+        ),
+        "{}",
+        s.message
+    );
+    // Nothing runs once rolled back.
+    assert_eq!(c.next_wake(&m), None);
+}
