@@ -70,8 +70,12 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
             }) {
             Ok(_) => {
                 for route in &model.routes {
-                    let listeners: Vec<String> =
-                        route.listeners.iter().map(ToString::to_string).collect();
+                    let listeners: Vec<String> = route
+                        .listeners
+                        .iter()
+                        .map(ToString::to_string)
+                        .chain(route.prefixes.iter().map(ToString::to_string))
+                        .collect();
                     writeln!(
                         out,
                         "route {} ({}): {} -> {:?}",

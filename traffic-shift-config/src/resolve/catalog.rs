@@ -178,12 +178,7 @@ impl<'a> Service<'a> {
                 new.resolution.name().to_owned(),
             );
         }
-        let addresses = |entry: &ServiceEntry| {
-            let mut all: Vec<String> = entry.addresses.iter().map(ToString::to_string).collect();
-            all.extend(entry.address_ranges.iter().map(|(_, range)| range.clone()));
-            all.sort();
-            all
-        };
+        let addresses = ServiceEntry::sorted_addresses;
         if addresses(new) != addresses(other) {
             let show = |all: Vec<String>| format!("[{}]", all.join(", "));
             conflict(
