@@ -26,7 +26,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use super::{At, Sink, catalog::Catalog, gateway::server_takes, host_not_found, qualify};
+use super::{At, Sink, catalog::Catalog, gateway::server_takes, qualify};
 use crate::{
     common::{Protocol, RouteDestination},
     dto::SimpleLb,
@@ -179,7 +179,7 @@ impl<'a> Catalog<'a> {
             let found = self.select(host, namespace);
             if found.is_empty() {
                 sink.errors
-                    .push(host_not_found(vs, fp!("spec.hosts[{h}]"), host));
+                    .push(self.host_not_found(vs, fp!("spec.hosts[{h}]"), host));
             }
             for (service, entry_host, service_host) in found {
                 let http_ports: Vec<&ServicePort> = service

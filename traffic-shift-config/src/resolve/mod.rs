@@ -17,9 +17,11 @@
 //! `ServiceEntry` host that covers it (Istio's `host.Name.Matches`), with
 //! that entry's addresses, ports and endpoints. `ServiceEntries` of one
 //! namespace that list the same hosts are merged as Istio merges them
-//! (`catalog::Service::merge`). `exportTo` is checked, not applied: every
-//! resource is visible everywhere, so a host has `ServiceEntries` in one
-//! namespace and one `DestinationRule` at most.
+//! (`catalog::Service::merge`). A host in `ServiceEntries` of several
+//! namespaces has a service per namespace: a resource sees those whose
+//! `exportTo` admits its namespace, the oldest first (`Catalog::service`).
+//! The `exportTo` of `VirtualServices` and `DestinationRules` is checked,
+//! not applied: a host has one `DestinationRule` at most.
 //!
 //! Gateway routes: a `tcp` rule applies to a Gateway the `VirtualService`'s
 //! `gateways` names (or, for one match, the match's `gateways`, which

@@ -10,7 +10,7 @@ use std::{
 use super::{
     Sink,
     catalog::{Catalog, Service},
-    host_not_found, list,
+    list,
 };
 use crate::{
     error::{ConfigError, Warning, fp},
@@ -36,7 +36,7 @@ impl Catalog<'_> {
             let found = self.select(host, namespace);
             if found.is_empty() {
                 sink.errors
-                    .push(host_not_found(vs, fp!("spec.hosts[{h}]"), host));
+                    .push(self.host_not_found(vs, fp!("spec.hosts[{h}]"), host));
                 missing = true;
             }
             for (service, _, matched) in found {

@@ -33,7 +33,7 @@ pub struct ServiceEntry {
     /// `workloadSelector.labels`: `WorkloadEntries` of the same namespace
     /// whose labels include these are endpoints too.
     pub workload_selector: Option<Labels>,
-    /// `exportTo`, checked; not applied (every resource is visible to all).
+    /// `exportTo`, checked; applied by `resolve` (which namespaces see it).
     pub export_to: Vec<String>,
 }
 
