@@ -218,6 +218,11 @@ pub struct HttpListener {
     /// server port): what `match[].port` compares.
     pub port: u16,
     pub listeners: Vec<SocketAddr>,
+    /// Mesh only: the service address ranges (ServiceEntry `addresses`
+    /// CIDRs) x the port. A connection to an address of a range that no
+    /// listener names exactly is this listener's when the range is the
+    /// longest that holds it, as on the TCP path ([`TcpRoute::prefixes`]).
+    pub prefixes: Vec<ServicePrefix>,
     /// Chosen by the request's authority (`Host` or `:authority`, port
     /// removed, case-insensitive) as Envoy does: a domain equal to it, else
     /// the longest `*.suffix` it ends with, else `*`; none: 404. A mesh

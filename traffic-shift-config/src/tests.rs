@@ -834,22 +834,23 @@ fn overlapping_service_ranges_resolve_and_the_same_range_twice_is_refused() {
 }
 
 #[test]
-fn http_routes_refuse_service_ranges() {
+fn http_routes_cover_service_ranges() {
     let text = TCP_ECHO
-        .replace("addresses: [127.100.0.1]", "addresses: [10.0.0.0/24]")
+        .replace(
+            "addresses: [127.100.0.1]",
+            "addresses: [127.100.0.1, 10.0.0.0/24]",
+        )
         .replace("protocol: TCP", "protocol: HTTP")
         .replace(
             "  tcp:\n  - match: [{port: 9000}]\n",
             "  http:\n  - match: [{port: 9000}]\n",
         );
-    let error = resolve_error(&[&text]);
-    assert_error(
-        &error,
-        1,
-        "spec.addresses[0]",
-        Some(line_of(&text, "addresses:")),
-        "CIDR 10.0.0.0/24 covers more than one address, which http routes do not support yet",
-    );
+    let model = resolve_ok(&[&text]);
+    assert_eq!(model.http.len(), 1, "{model:?}");
+    let listener = &model.http[0];
+    assert_eq!(listener.listeners, [addr("127.100.0.1:9000")]);
+    let prefixes: Vec<String> = listener.prefixes.iter().map(ToString::to_string).collect();
+    assert_eq!(prefixes, ["10.0.0.0/24:9000"]);
 }
 
 #[test]

@@ -269,14 +269,21 @@ pub fn compile(
     }
     for listener in model.http.iter().filter(|l| l.gateway.is_none()) {
         claim(&mut owner, false, &listener.listeners, &listener.key)?;
+        let prefixes: Vec<PrefixKey> = listener
+            .prefixes
+            .iter()
+            .map(|p| prefix_key(p.network, p.len, p.port))
+            .collect();
+        claim_prefixes(&mut prefix_owner, &prefixes, &listener.key)?;
         let next = u32::try_from(service_ids.len()).unwrap_or(u32::MAX);
         let service_id = *service_ids
             .entry((&listener.key, listener.port))
             .or_insert(next);
         for (family, to) in [(FAMILY_V4, proxy.v4), (FAMILY_V6, proxy.v6)] {
             let kernel = proxy_route(listener, family, to, service_id);
-            if !kernel.listeners.is_empty() {
+            if !kernel.listeners.is_empty() || !kernel.prefixes.is_empty() {
                 n_services += kernel.listeners.len();
+                n_prefixes += kernel.prefixes.len();
                 compiled.routes.insert(kernel.key.clone(), kernel);
             }
         }
@@ -513,7 +520,7 @@ fn kernel_route(
 }
 
 /// The kernel route of a mesh HTTP listener, for one family: its service
-/// addresses of that family all go to the proxy at `to`.
+/// addresses and address ranges of that family all go to the proxy at `to`.
 fn proxy_route(
     listener: &HttpListener,
     family: u8,
@@ -552,7 +559,12 @@ fn proxy_route(
             if family == FAMILY_V4 { "ipv4" } else { "ipv6" }
         ),
         listeners,
-        prefixes: Vec::new(),
+        prefixes: listener
+            .prefixes
+            .iter()
+            .map(|p| prefix_key(p.network, p.len, p.port))
+            .filter(|(_, data)| data.family == family)
+            .collect(),
         gateway: false,
         xdp: false,
         service_id,

@@ -8,7 +8,7 @@ use crate::{
     check::{Check, Checked},
     common::{Labels, Protocol},
     dto::{self, Location, Resolution},
-    error::{ConfigError, fp},
+    error::fp,
     names::{
         is_dns1123_label_any_case, is_partial_wildcard, parse_cidr, validate_domain, validate_fqdn,
     },
@@ -23,8 +23,8 @@ pub struct ServiceEntry {
     /// `/32` and `/128` CIDRs are read as their address.
     pub addresses: Vec<IpAddr>,
     /// CIDRs of more than one address (legal Istio for NONE and STATIC):
-    /// mesh `tcp` routes cover them (the kernel's prefix map); `http` routes
-    /// refuse them (the L7 proxy serves single service addresses).
+    /// mesh routes (`tcp`, and `http` through the L7 proxy) cover them (the
+    /// kernel's prefix map).
     pub address_ranges: Vec<AddressRange>,
     pub ports: Vec<ServicePort>,
     pub location: Location,
@@ -61,22 +61,6 @@ impl ServiceEntry {
         );
         all.sort();
         all
-    }
-
-    /// The error for an `http` route that needs this service's addresses
-    /// when one is a CIDR of more than one address (`routed_by` names the
-    /// route): the L7 proxy serves single service addresses.
-    pub(crate) fn address_range_error(&self, routed_by: &str) -> Option<ConfigError> {
-        let range = self.address_ranges.first()?;
-        Some(self.source.error(
-            fp!("spec.addresses[{}]", range.index),
-            format!(
-                "CIDR {} covers more than one address, which http routes do not support yet \
-                 (the L7 proxy serves single service addresses): list the service addresses \
-                 one by one, or route the port with a tcp rule (routed by {routed_by})",
-                range.written
-            ),
-        ))
     }
 }
 

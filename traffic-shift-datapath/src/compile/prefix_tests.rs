@@ -188,3 +188,43 @@ fn ranges_over_the_map_size_are_refused_naming_the_flag() {
     };
     compile_with(&m, &limits).expect("3 fit in 3");
 }
+
+#[test]
+fn an_http_mesh_listener_s_ranges_go_to_the_proxy_and_conflict_with_a_tcp_route_s() {
+    use traffic_shift_config::model::HttpListener;
+    let listener = HttpListener {
+        key: "mesh reviews.local:9000".into(),
+        gateway: None,
+        port: 9000,
+        listeners: Vec::new(),
+        prefixes: vec![prefix("198.18.9.0/24", 9000)],
+        virtual_hosts: Vec::new(),
+    };
+    let mut m = model(Vec::new());
+    m.http = vec![listener];
+    let compiled = compile_with(&m, &Limits::default()).expect("compiles");
+    let route = &compiled.routes["mesh reviews.local:9000 ipv4"];
+    assert_eq!(
+        route.prefixes,
+        [prefix_key("198.18.9.0".parse().unwrap(), 24, 9000)]
+    );
+    let table = route.table.to_table();
+    assert_eq!(
+        table.backends[0].flags,
+        traffic_shift_common::backend_flags::PROXY,
+        "to the L7 proxy"
+    );
+    assert_eq!(table.backends[0].addr[..4], [127, 0, 0, 1]);
+    assert!(
+        !compiled.routes.contains_key("mesh reviews.local:9000 ipv6"),
+        "no IPv6 range, no IPv6 route"
+    );
+    // A TCP route over the same range and port: refused.
+    m.routes = vec![mesh_route("tcp", &[], &[prefix("198.18.9.0/24", 9000)])];
+    let err = compile_with(&m, &Limits::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("service address range 198.18.9.0/24:9000 is covered by both"),
+        "{err}"
+    );
+}
