@@ -25,7 +25,8 @@ pub static TS_SERVICES: HashMap<ServiceKey, ServiceValue, { MAX_SERVICES as usiz
 /// consulted when `TS_SERVICES` has no exact entry. An LPM trie: a key is
 /// the prefix length in bits (`PREFIX_HEADER_BITS` + the address prefix),
 /// then `PrefixData` (port and family first, so they match whole); a
-/// lookup answers the longest stored prefix.
+/// lookup answers the longest stored prefix. LPM tries: kernel 4.11+
+/// (user space walks it with `get_next_key`: 4.16+).
 #[btf_map]
 pub static TS_SVC_PREFIXES: LpmTrie<PrefixData, ServiceValue, { MAX_SERVICE_PREFIXES as usize }> =
     LpmTrie::new();
