@@ -359,13 +359,13 @@ fn the_state_is_saved_and_a_restart_resumes_at_the_same_step() {
 
 #[test]
 fn the_background_analysis_rolls_back_during_a_pause() {
-    let mut r = rollout(vec![
+    let mut watched = rollout(vec![
         Step::SetWeight(10),
         Step::Pause(Some(Duration::from_hours(1))),
         Step::SetWeight(100),
     ]);
-    r.analysis = Some(analysis(None, 1, 0));
-    let m = model("examples/vs-20-v2.yaml", r);
+    watched.analysis = Some(analysis(None, 1, 0));
+    let m = model("examples/vs-20-v2.yaml", watched);
     let mut c = Controller::default();
     let t0 = 1_000 * S;
     c.sync(&m, t0);
