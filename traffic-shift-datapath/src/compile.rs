@@ -733,6 +733,7 @@ mod tests {
                         service_host: "tcp-echo.local".into(),
                         service_port: 9000,
                         listeners: vec!["127.100.0.1:9000".parse().unwrap()],
+                        prefixes: Vec::new(),
                         selection,
                         destinations: vec![
                             destination("v1", weights[0], 19001),
