@@ -8,6 +8,8 @@
 //!                                               of the last change to the resources
 //! PREFIX/resources/<Kind>/<namespace>/<name>    one resource: its normalized document (JSON)
 //! PREFIX/nodes/<node>                           a node's status (JSON), under the node's lease
+//! PREFIX/rollouts/...                           who drives the rollouts, their states and the
+//!                                               operators' commands (see [`rollouts`](crate::RolloutsView))
 //! ```
 //!
 //! This crate knows keys, revisions and bytes; what a document means, and
@@ -30,9 +32,11 @@ use etcd_client::{
 
 mod address;
 mod nodes;
+mod rollouts;
 
 pub use address::{StoreUrl, TlsFiles};
 pub use nodes::{DestinationCounters, NodeReporter, NodeStatus, NodesWatch, RouteCounters};
+pub use rollouts::{Campaign, LEADER_TTL, Lease, RolloutsView, RolloutsWatch, StateWrite};
 
 /// The prefix of every key when `--store-prefix` is not given.
 pub const DEFAULT_PREFIX: &str = "/traffic-shift";

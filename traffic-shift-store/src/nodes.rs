@@ -46,6 +46,11 @@ pub struct NodeStatus {
     /// small (the ones with the fewest connections or requests).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub counters_left_out: usize,
+    /// The canary weight (percent) each rollout (`<ns>/<name>`) has in
+    /// force on this node: the driver starts a step's clock once every
+    /// live node reports the step's weight.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollouts: BTreeMap<String, u32>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
