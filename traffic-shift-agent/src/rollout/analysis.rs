@@ -24,6 +24,13 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// Adds `other`'s counters (another node's, in a fleet).
+    pub fn add(&mut self, other: &Self) {
+        self.established += other.established;
+        self.failed += other.failed;
+        self.requests.add(&other.requests);
+    }
+
     /// What grew from `then` to `self` (a counter that went down counts
     /// from zero: its slot was made anew).
     #[must_use]
@@ -136,6 +143,15 @@ pub fn evaluate(
         }
         MetricSource::RequestDurationP99 => {
             let requests = delta.requests.requests;
+            if requests >= min_samples && delta.requests.buckets.iter().sum::<u64>() == 0 {
+                // In a fleet the nodes' statuses carry no latency histogram.
+                return result(
+                    None,
+                    Some(requests),
+                    "no latency histogram for these requests (a fleet's nodes report none)"
+                        .to_owned(),
+                );
+            }
             let p99 = delta.requests.quantile(0.99).unwrap_or(0.0);
             counted(requests, "requests", p99)
         }

@@ -133,6 +133,25 @@ pub struct Controller {
     clocks: BTreeMap<(String, Which), Clock>,
     pending: Vec<Pending>,
     next_query: u64,
+    /// In a fleet: every live node, with the canary weight each rollout
+    /// has in force there ([`Self::set_nodes_in_force`]); `None` on one
+    /// node (no gate).
+    nodes: Option<Vec<(String, BTreeMap<String, u32>)>>,
+}
+
+/// Puts each rollout's canary weight of `states` on its route in `model`
+/// (the rules as resolved), except where a hand edit is in force.
+pub fn overlay_states(states: &BTreeMap<String, RolloutState>, model: &mut RoutingModel) {
+    let rollouts = std::mem::take(&mut model.rollouts);
+    for rollout in &rollouts {
+        if let Some(state) = states.get(&rollout.name)
+            && state.spec_digest == rollout.spec_digest
+            && state.pause_cause != Some(PauseCause::HandEdit)
+        {
+            model.set_canary_weight(rollout, state.canary_weight);
+        }
+    }
+    model.rollouts = rollouts;
 }
 
 impl Controller {
@@ -160,6 +179,31 @@ impl Controller {
     /// Persists the states.
     pub fn save(&self) -> std::io::Result<()> {
         self.states.save()
+    }
+
+    /// In a fleet, every live node and the canary weight each rollout has
+    /// in force there: a step's clock (a timed pause, an analysis) starts
+    /// only once every one of them has the step's weight. `None`: one
+    /// node, no gate.
+    pub fn set_nodes_in_force(&mut self, nodes: Option<Vec<(String, BTreeMap<String, u32>)>>) {
+        self.nodes = nodes;
+    }
+
+    /// Records the operator's command the driver took from the store (in
+    /// the state, so that the node that wrote it answers).
+    pub fn record_command(&mut self, name: &str, command: super::state::AppliedCommand) -> bool {
+        match self.states.states.get_mut(name) {
+            Some(state) => {
+                state.last_command = Some(command);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The live nodes that do not have `weight` in force for `rollout`.
+    pub fn missing(&self, rollout: &str, weight: u32) -> Vec<&str> {
+        missing_in(self.nodes.as_ref(), rollout, weight)
     }
 
     /// Follows the rules as resolved (`model`, weights as written): see the
@@ -224,6 +268,7 @@ impl Controller {
                         step: 0,
                         canary_weight: written.unwrap_or(0),
                         step_started_ms: now_ms,
+                        clock_started: true,
                         paused_ms: None,
                         written_canary: written,
                         step_tally: Tally::default(),
@@ -232,6 +277,7 @@ impl Controller {
                         weights: Vec::new(),
                         started_ms: now_ms,
                         updated_ms: now_ms,
+                        last_command: None,
                     };
                     tracing::info!(
                         rollout = %rollout.name,
@@ -254,16 +300,7 @@ impl Controller {
     /// Puts each rollout's canary weight on its route in `model` (the rules
     /// as resolved), except where a hand edit is in force.
     pub fn overlay(&self, model: &mut RoutingModel) {
-        let rollouts = std::mem::take(&mut model.rollouts);
-        for rollout in &rollouts {
-            if let Some(state) = self.states.states.get(&rollout.name)
-                && state.spec_digest == rollout.spec_digest
-                && state.pause_cause != Some(PauseCause::HandEdit)
-            {
-                model.set_canary_weight(rollout, state.canary_weight);
-            }
-        }
-        model.rollouts = rollouts;
+        overlay_states(&self.states.states, model);
     }
 
     /// Runs what is due at `now_ms`; `observe` gives a rollout's canary
@@ -290,6 +327,7 @@ impl Controller {
                 continue;
             };
             if state.phase == Phase::Progressing
+                && state.clock_started
                 && let Some(Step::Pause(Some(d))) = rollout.steps.get(state.step)
             {
                 at(state.step_started_ms + duration_ms(*d));
@@ -441,6 +479,7 @@ impl Controller {
                 state.phase = Phase::Progressing;
                 state.pause_cause = None;
                 state.step = 0;
+                state.clock_started = false;
                 state.step_started_ms = now_ms;
                 state.step_tally = Tally::default();
                 state.background_tally = Tally::default();
@@ -467,9 +506,9 @@ impl Controller {
         observe: &mut dyn FnMut(&Rollout) -> Observation,
     ) -> Effects {
         let mut effects = Effects::default();
-        // Each pass either stops or moves a step on: at most one pass per
-        // step, and one more.
-        for _ in 0..=rollout.steps.len() + 1 {
+        // Each pass stops, starts a step's clock or moves a step on: at
+        // most two passes per step, and one more.
+        for _ in 0..=2 * rollout.steps.len() + 1 {
             let Some(state) = self.states.states.get_mut(&rollout.name) else {
                 return effects;
             };
@@ -484,6 +523,15 @@ impl Controller {
                 tracing::info!(rollout = %rollout.name, canary_weight = state.canary_weight, "rollout completed");
                 break;
             };
+            if matches!(step, Step::Pause(Some(_)) | Step::Analysis(_)) && !state.clock_started {
+                if start_clock(state, self.nodes.as_ref(), &rollout.name, now_ms) {
+                    effects.changed = true;
+                    continue;
+                }
+                // Waiting: changed only if the message did.
+                effects.changed |= state.updated_ms == now_ms;
+                break;
+            }
             match step {
                 Step::SetWeight(weight) => {
                     state.canary_weight = *weight;
@@ -792,8 +840,73 @@ fn which_step(which: Which) -> usize {
     }
 }
 
+/// Starts the step's clock if every live node has its weight in force
+/// (returns whether it did); else says which nodes it waits for.
+fn start_clock(
+    state: &mut RolloutState,
+    nodes: Option<&Vec<(String, BTreeMap<String, u32>)>>,
+    name: &str,
+    now_ms: u64,
+) -> bool {
+    let missing: Vec<String> = missing_in(nodes, name, state.canary_weight)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if let Some(message) = waiting_message(state, &missing) {
+        if state.message != message {
+            tracing::info!(rollout = %name, step = state.step + 1, "{message}");
+            state.message = message;
+            state.updated_ms = now_ms;
+        }
+        return false;
+    }
+    if state.message.contains("waiting for") {
+        state.message = format!(
+            "step {}: {}% in force on every node",
+            state.step + 1,
+            state.canary_weight
+        );
+        tracing::info!(rollout = %name, step = state.step + 1, canary_weight = state.canary_weight, "every live node has the step's weight in force: its clock starts");
+    }
+    state.clock_started = true;
+    state.step_started_ms = now_ms;
+    state.updated_ms = now_ms;
+    true
+}
+
+/// The nodes of `nodes` that do not have `weight` in force for `rollout`.
+fn missing_in<'a>(
+    nodes: Option<&'a Vec<(String, BTreeMap<String, u32>)>>,
+    rollout: &str,
+    weight: u32,
+) -> Vec<&'a str> {
+    nodes
+        .into_iter()
+        .flatten()
+        .filter(|(_, rollouts)| rollouts.get(rollout) != Some(&weight))
+        .map(|(node, _)| node.as_str())
+        .collect()
+}
+
+/// While live nodes do not have the step's weight in force: what the
+/// rollout says (`None`: every one has it).
+fn waiting_message(state: &RolloutState, missing: &[String]) -> Option<String> {
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "step {}: waiting for {} node{} to put {}% in force ({})",
+        state.step + 1,
+        missing.len(),
+        if missing.len() == 1 { "" } else { "s" },
+        state.canary_weight,
+        missing.join(", ")
+    ))
+}
+
 fn next_step(state: &mut RolloutState, now_ms: u64) {
     state.step += 1;
+    state.clock_started = false;
     state.step_started_ms = now_ms;
     state.step_tally = Tally::default();
     state.updated_ms = now_ms;

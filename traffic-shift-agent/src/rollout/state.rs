@@ -125,8 +125,14 @@ pub struct RolloutState {
     /// The canary's weight the controller puts in force (percent).
     pub canary_weight: u32,
     /// When the current step started (Unix ms): a pause's clock, moved on
-    /// by the time spent paused by hand.
+    /// by the time spent paused by hand. In a fleet, when every live node
+    /// had the step's weight in force (see `clock_started`).
     pub step_started_ms: u64,
+    /// Whether the current step's clock runs: in a fleet, a timed pause's
+    /// or an analysis step's clock starts only once every live node reports
+    /// the step's weight in force (on one node, at once).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub clock_started: bool,
     /// Since when the rollout is paused by hand or by a hand edit (the
     /// step's clock stands still).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +151,34 @@ pub struct RolloutState {
     pub weights: Vec<WeightChange>,
     pub started_ms: u64,
     pub updated_ms: u64,
+    /// In a fleet: the last operator's command the driver took from the
+    /// store, so that the node that wrote it answers the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command: Option<AppliedCommand>,
+}
+
+/// An operator's command as the driver applied (or refused) it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedCommand {
+    /// The id the node that wrote it gave it.
+    pub id: String,
+    pub command: super::Command,
+    /// Why it did not apply (`None`: applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde passes a reference"
+)]
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl RolloutState {

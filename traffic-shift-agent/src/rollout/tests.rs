@@ -390,3 +390,124 @@ fn the_background_analysis_rolls_back_during_a_pause() {
     // Nothing runs once rolled back.
     assert_eq!(c.next_wake(&m), None);
 }
+
+/// Every node with the canary weight `w` in force for the rollout (`None`:
+/// it has not got the rollout).
+fn nodes(
+    weights: &[(&str, Option<u32>)],
+) -> Vec<(String, std::collections::BTreeMap<String, u32>)> {
+    weights
+        .iter()
+        .map(|(node, w)| {
+            let map = w
+                .map(|w| std::collections::BTreeMap::from([("default/tcp-echo".to_owned(), w)]))
+                .unwrap_or_default();
+            ((*node).to_owned(), map)
+        })
+        .collect()
+}
+
+#[test]
+fn in_a_fleet_a_pause_starts_once_every_node_has_the_steps_weight() {
+    let m = model(
+        "examples/vs-20-v2.yaml",
+        rollout(vec![
+            Step::SetWeight(10),
+            Step::Pause(Some(Duration::from_secs(30))),
+            Step::SetWeight(50),
+        ]),
+    );
+    let mut c = Controller::default();
+    c.set_nodes_in_force(Some(nodes(&[("node-0", Some(20)), ("node-1", None)])));
+    let t0 = 1_000 * S;
+    c.sync(&m, t0);
+    assert!(c.tick(&m, t0, &mut canary((0, 0))).weights_changed);
+    assert_eq!(phase(&c), (Phase::Progressing, 1, 10));
+    let s = &c.states()["default/tcp-echo"];
+    assert!(!s.clock_started);
+    assert_eq!(
+        s.message,
+        "step 2: waiting for 2 nodes to put 10% in force (node-0, node-1)"
+    );
+    assert_eq!(c.next_wake(&m), None, "no clock runs");
+    // Long after the pause would have ended: one node has it.
+    c.set_nodes_in_force(Some(nodes(&[("node-0", Some(10)), ("node-1", Some(20))])));
+    c.tick(&m, t0 + 40 * S, &mut canary((0, 0)));
+    assert_eq!(phase(&c), (Phase::Progressing, 1, 10));
+    assert_eq!(
+        c.states()["default/tcp-echo"].message,
+        "step 2: waiting for 1 node to put 10% in force (node-1)"
+    );
+    // Both: the 30 s start now.
+    c.set_nodes_in_force(Some(nodes(&[("node-0", Some(10)), ("node-1", Some(10))])));
+    assert!(c.tick(&m, t0 + 50 * S, &mut canary((0, 0))).changed);
+    let s = &c.states()["default/tcp-echo"];
+    assert!(s.clock_started);
+    assert_eq!(s.step_started_ms, t0 + 50 * S);
+    assert_eq!(s.message, "step 2: 10% in force on every node");
+    assert_eq!(c.next_wake(&m), Some(t0 + 80 * S));
+    c.tick(&m, t0 + 79 * S, &mut canary((0, 0)));
+    assert_eq!(phase(&c), (Phase::Progressing, 1, 10));
+    assert!(c.tick(&m, t0 + 80 * S, &mut canary((0, 0))).weights_changed);
+    assert_eq!(phase(&c), (Phase::Healthy, 3, 50));
+    let steps: Vec<_> = c.states()["default/tcp-echo"]
+        .weights
+        .iter()
+        .map(|w| (w.step, w.canary_weight))
+        .collect();
+    assert_eq!(steps, [(Some(0), 10), (Some(2), 50)]);
+}
+
+#[test]
+fn in_a_fleet_an_analysis_interval_starts_once_every_node_has_the_steps_weight() {
+    let m = model(
+        "examples/vs-20-v2.yaml",
+        rollout(vec![
+            Step::SetWeight(10),
+            Step::Analysis(analysis(Some(1), 0, 0)),
+            Step::SetWeight(50),
+        ]),
+    );
+    let mut c = Controller::default();
+    c.set_nodes_in_force(Some(nodes(&[("node-0", Some(20))])));
+    let t0 = 1_000 * S;
+    c.sync(&m, t0);
+    // Counters that grow at every look: an interval would pass at once.
+    let mut counters = canary((20, 0));
+    c.tick(&m, t0, &mut counters);
+    c.tick(&m, t0 + 20 * S, &mut counters);
+    assert_eq!(phase(&c), (Phase::Progressing, 1, 10));
+    assert!(
+        c.states()["default/tcp-echo"].history.is_empty(),
+        "no interval ran"
+    );
+    assert_eq!(c.next_wake(&m), None);
+    c.set_nodes_in_force(Some(nodes(&[("node-0", Some(10))])));
+    c.tick(&m, t0 + 25 * S, &mut counters);
+    assert_eq!(
+        c.next_wake(&m),
+        Some(t0 + 35 * S),
+        "the interval starts now"
+    );
+    c.tick(&m, t0 + 35 * S, &mut counters);
+    assert_eq!(phase(&c), (Phase::Healthy, 3, 50));
+}
+
+#[test]
+fn on_one_node_the_clock_starts_with_the_step() {
+    let m = model(
+        "examples/vs-20-v2.yaml",
+        rollout(vec![
+            Step::SetWeight(10),
+            Step::Pause(Some(Duration::from_secs(30))),
+        ]),
+    );
+    let mut c = Controller::default();
+    let t0 = 1_000 * S;
+    c.sync(&m, t0);
+    c.tick(&m, t0, &mut canary((0, 0)));
+    let s = &c.states()["default/tcp-echo"];
+    assert!(s.clock_started);
+    assert_eq!(s.message, "step 1: canary at 10%");
+    assert_eq!(c.next_wake(&m), Some(t0 + 30 * S));
+}

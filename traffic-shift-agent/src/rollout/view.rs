@@ -59,11 +59,24 @@ pub struct RolloutStatus {
     pub weights: Vec<WeightChange>,
     pub started_ms: u64,
     pub updated_ms: u64,
+    /// In a fleet: the node that drives the rollouts (`None`: one node, or
+    /// no driver elected right now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// In a fleet: whether this status comes from the store as the driver
+    /// wrote it.
+    #[serde(default)]
+    pub fleet: bool,
 }
 
 impl RolloutStatus {
     pub fn of(rollout: &Rollout, state: &RolloutState, now_ms: u64) -> Self {
         let pause_left_ms = match (state.phase, rollout.steps.get(state.step)) {
+            (Phase::Progressing | Phase::Paused, Some(Step::Pause(Some(d))))
+                if !state.clock_started =>
+            {
+                Some(duration_ms(*d))
+            }
             (Phase::Progressing | Phase::Paused, Some(Step::Pause(Some(d)))) => {
                 let now = state.paused_ms.unwrap_or(now_ms);
                 Some((state.step_started_ms + duration_ms(*d)).saturating_sub(now))
@@ -126,6 +139,8 @@ impl RolloutStatus {
             weights: state.weights.clone(),
             started_ms: state.started_ms,
             updated_ms: state.updated_ms,
+            driver: None,
+            fleet: false,
         }
     }
 }
@@ -171,6 +186,16 @@ pub fn render(status: &RolloutStatus, now_ms: u64) -> String {
         "Target:     VirtualService {} {}: {} (stable) -> {} (canary)",
         status.virtual_service, status.route, status.stable, status.canary
     );
+    if status.fleet {
+        let _ = writeln!(
+            out,
+            "Driver:     {}",
+            status
+                .driver
+                .as_deref()
+                .unwrap_or("none elected (the weights in force stay)")
+        );
+    }
     let _ = writeln!(out, "Phase:      {}", status.phase.as_str());
     let _ = writeln!(out, "Message:    {}", status.message);
     let width = 30;
@@ -317,24 +342,33 @@ fn history_table(status: &RolloutStatus, now_ms: u64) -> String {
     out
 }
 
-/// `get rollouts`: NAME, PHASE, STEP, WEIGHT, AGE.
+/// `get rollouts`: NAME, PHASE, STEP, WEIGHT, AGE (and DRIVER in a fleet).
 pub fn table(statuses: &[RolloutStatus], now_ms: u64) -> String {
-    let mut rows = vec![vec![
+    let fleet = statuses.iter().any(|s| s.fleet);
+    let mut header: Vec<String> = vec![
         "NAME".into(),
         "PHASE".into(),
         "STEP".into(),
         "WEIGHT".into(),
         "AGE".into(),
-    ]];
+    ];
+    if fleet {
+        header.push("DRIVER".into());
+    }
+    let mut rows = vec![header];
     for s in statuses {
-        rows.push(vec![
+        let mut row: Vec<String> = vec![
             s.name.clone(),
             s.phase.as_str().to_owned(),
             format!("{}/{}", s.step.min(s.steps.len()), s.steps.len()),
             s.canary_in_force
                 .map_or_else(|| "-".to_owned(), |w| w.to_string()),
             crate::ctl::human_duration(i128::from(now_ms) - i128::from(s.started_ms)),
-        ]);
+        ];
+        if fleet {
+            row.push(s.driver.clone().unwrap_or_else(|| "-".into()));
+        }
+        rows.push(row);
     }
     crate::ctl::aligned(&rows)
 }
