@@ -39,6 +39,11 @@ pub(super) fn open(
 impl Agent {
     /// Answers one admin request.
     pub(super) fn serve_admin(&mut self, call: Call) {
+        // In a fleet, a rollout's command is answered once the driver
+        // applied it (see `fleet_rollouts`).
+        let Some(call) = self.fleet_rollout_command(call) else {
+            return;
+        };
         let response = match &call.request {
             Request::Apply { files, dry_run } => {
                 let plan = applied::plan_apply(

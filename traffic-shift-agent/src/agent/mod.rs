@@ -26,6 +26,7 @@ use traffic_shift_datapath::Datapath;
 mod control;
 mod drain;
 mod error;
+mod fleet_rollouts;
 mod health;
 mod install;
 mod kernel;
@@ -70,6 +71,9 @@ struct Agent {
     /// The rollouts' controller: its weights are laid over every model
     /// put in force.
     rollouts: rollouts::Rollouts,
+    /// With `--store`: the rollouts' states, driver and commands in the
+    /// store (the controller runs only while this node drives).
+    fleet_rollouts: Option<fleet_rollouts::FleetRollouts>,
 }
 
 /// Runs until SIGINT or SIGTERM; then leaves the datapath pinned (or, with
@@ -113,8 +117,10 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         pins = %datapath.pin_dir().display(),
         "programs attached"
     );
-    let (fleet, mut store_events) = store::open(&options).await.map_err(AgentError::Store)?;
-    let (rollouts, mut rollout_answers) = rollouts::Rollouts::open(&options.state_dir)?;
+    let (fleet, mut store_events, fleet_rollouts, mut rollouts_io) =
+        store::open(&options).await.map_err(AgentError::Store)?;
+    let (rollouts, mut rollout_answers) =
+        rollouts::Rollouts::for_agent(&options.state_dir, fleet_rollouts.is_some())?;
     let mut agent = Agent {
         sources: Sources {
             rules: rules.clone(),
@@ -134,6 +140,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         model: RoutingModel::default(),
         generation: 0,
         rollouts,
+        fleet_rollouts,
     };
     log_node_labels(options.node_labels.as_ref());
 
@@ -170,6 +177,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             Some(verdict) = agent.health.next_verdict() => { agent.health_changed(verdict); true }
             Some(call) = admin_calls.recv() => { agent.serve_admin(call); true }
             Some(event) = next_store_event(&mut store_events) => { agent.store_event(event); true }
+            Some(event) = next_rollouts_event(&mut rollouts_io) => { agent.fleet_rollouts_event(event); true }
         };
         agent.write_status(event);
         if event {
@@ -212,6 +220,22 @@ async fn next_store_event(
 ) -> Option<store::StoreEvent> {
     match events {
         Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next event of the fleet's rollouts (a view, an election, the
+/// nodes' statuses changed); never, without a store.
+async fn next_rollouts_event(
+    io: &mut Option<fleet_rollouts::RolloutsIo>,
+) -> Option<fleet_rollouts::RolloutsEvent> {
+    match io {
+        Some(io) => tokio::select! {
+            event = io.events.recv() => event,
+            Ok(()) = io.nodes.changed() => {
+                Some(fleet_rollouts::RolloutsEvent::Nodes(std::sync::Arc::clone(&io.nodes.borrow_and_update())))
+            }
+        },
         None => std::future::pending().await,
     }
 }

@@ -49,6 +49,32 @@ impl Rollouts {
             receiver,
         ))
     }
+
+    /// The controller of an agent: its states in `state_dir` on one node,
+    /// in the store in a fleet.
+    pub fn for_agent(
+        state_dir: &std::path::Path,
+        fleet: bool,
+    ) -> Result<(Self, mpsc::Receiver<Answer>), crate::rollout::state::StateFileError> {
+        if fleet {
+            Ok(Self::in_memory())
+        } else {
+            Self::open(state_dir)
+        }
+    }
+
+    /// The controller without a state file: in a fleet, the store keeps
+    /// the states.
+    pub fn in_memory() -> (Self, mpsc::Receiver<Answer>) {
+        let (answers, receiver) = mpsc::channel(64);
+        (
+            Self {
+                controller: Controller::default(),
+                answers,
+            },
+            receiver,
+        )
+    }
 }
 
 /// The canary's counters now, on this node: the kernel's per-endpoint
@@ -100,6 +126,9 @@ impl Agent {
         mut model: RoutingModel,
         what: &str,
     ) -> Result<(), InstallError> {
+        if self.fleet_rollouts.is_some() {
+            return self.install_in_fleet(model, what);
+        }
         let before = self.rollouts.controller.snapshot();
         let now = now_ms();
         let mut effects = self.rollouts.controller.sync(&model, now);
@@ -131,12 +160,28 @@ impl Agent {
 
     /// When the controller wants to run next.
     pub(super) fn rollout_wake(&self) -> Option<Instant> {
+        if !self.drives() {
+            return None;
+        }
         let at = self.rollouts.controller.next_wake(&self.model)?;
         Some(Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())))
     }
 
     /// Runs what is due.
     pub(super) fn rollout_tick(&mut self) {
+        if self.fleet_rollouts.is_some() {
+            self.expire_waiting_commands();
+            if self.drives() {
+                let model = &self.model;
+                let fleet = self.fleet_rollouts.as_mut().expect("checked");
+                let effects = self
+                    .rollouts
+                    .controller
+                    .tick(model, now_ms(), &mut |r| fleet.observe(r));
+                self.rollout_changed(effects, "rollout step");
+            }
+            return;
+        }
         let (kernel, l7, model) = (&self.kernel, &self.l7, &self.model);
         let effects = self
             .rollouts
@@ -147,6 +192,18 @@ impl Agent {
 
     /// A Prometheus query answered.
     pub(super) fn rollout_answer(&mut self, (id, value): Answer) {
+        if let Some(fleet) = &mut self.fleet_rollouts {
+            if fleet.epoch.is_none() {
+                return;
+            }
+            let model = &self.model;
+            let effects = self
+                .rollouts
+                .controller
+                .deliver(model, id, value, now_ms(), &mut |r| fleet.observe(r));
+            self.rollout_changed(effects, "rollout analysis");
+            return;
+        }
         let (kernel, l7, model) = (&self.kernel, &self.l7, &self.model);
         let effects = self
             .rollouts
@@ -163,8 +220,13 @@ impl Agent {
         let now = now_ms();
         let mut statuses = Vec::new();
         for rollout in &self.model.rollouts {
-            if let Some(state) = self.rollouts.controller.states().get(&rollout.name) {
-                statuses.push(RolloutStatus::of(rollout, state, now));
+            if let Some(state) = self.rollout_states().get(&rollout.name) {
+                let mut status = RolloutStatus::of(rollout, state, now);
+                if let Some(fleet) = &self.fleet_rollouts {
+                    status.fleet = true;
+                    status.driver.clone_from(&fleet.leader);
+                }
+                statuses.push(status);
             }
         }
         match name {
@@ -223,7 +285,7 @@ impl Agent {
     }
 
     /// The full name of the rollout `name` names.
-    fn find_rollout(&self, name: &str) -> Result<String, String> {
+    pub(super) fn find_rollout(&self, name: &str) -> Result<String, String> {
         let names: Vec<&str> = self
             .model
             .rollouts
@@ -257,7 +319,16 @@ impl Agent {
 
     /// Acts on what the controller did outside an install: saves, puts the
     /// new weights in force. Whether that went through.
-    fn rollout_changed(&mut self, effects: Effects, what: &str) -> bool {
+    pub(super) fn rollout_changed(&mut self, effects: Effects, what: &str) -> bool {
+        if let Some(fleet) = &mut self.fleet_rollouts {
+            // The weights go in force when the store has the states (on
+            // every node, this one too).
+            if effects.changed {
+                fleet.send_writes(self.rollouts.controller.states(), None);
+            }
+            self.rollout_effects(effects);
+            return true;
+        }
         self.save_rollouts(&effects);
         if effects.weights_changed {
             let mut model = self.model.clone();
@@ -280,7 +351,7 @@ impl Agent {
     }
 
     /// Sends the queries, counts the verdicts, tells the exporter.
-    fn rollout_effects(&mut self, effects: Effects) {
+    pub(super) fn rollout_effects(&mut self, effects: Effects) {
         for query in effects.queries {
             let answers = self.rollouts.answers.clone();
             tokio::spawn(async move {
@@ -296,9 +367,7 @@ impl Agent {
                 .or_default() += 1;
         }
         shared.rollouts = self
-            .rollouts
-            .controller
-            .states()
+            .rollout_states()
             .values()
             .map(|s| RolloutGauges {
                 name: s.name.clone(),

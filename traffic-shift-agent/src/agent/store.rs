@@ -228,38 +228,30 @@ fn load_snapshot(
     Some((saved.revision, resources))
 }
 
-/// With `--store`: connects (lazily) and starts the two tasks; the events
-/// come on the receiver.
-pub async fn open(
-    options: &super::AgentOptions,
-) -> Result<(Option<Fleet>, Option<mpsc::Receiver<StoreEvent>>), StoreError> {
+/// What [`open`] starts: the fleet's state, the follower's events, and
+/// the rollouts' side ([`super::fleet_rollouts`]).
+pub type Opened = (
+    Option<Fleet>,
+    Option<mpsc::Receiver<StoreEvent>>,
+    Option<super::fleet_rollouts::FleetRollouts>,
+    Option<super::fleet_rollouts::RolloutsIo>,
+);
+
+/// With `--store`: connects (lazily) and starts the two tasks, and the
+/// rollouts' follower and driver; the events come on the receivers.
+pub async fn open(options: &super::AgentOptions) -> Result<Opened, StoreError> {
     let Some(url) = &options.store else {
-        return Ok((None, None));
+        return Ok((None, None, None, None));
     };
     let node = options.node.clone().unwrap_or_else(super::host_name);
-    let (mut fleet, events) = start(
-        url,
-        &options.store_prefix,
-        &options.store_tls.files(),
-        &node,
-    )
-    .await?;
+    let store = Store::connect(url, &options.store_prefix, &options.store_tls.files()).await?;
+    tracing::info!(store = %url, prefix = %options.store_prefix, %node, "following the store");
+    let (rollouts, io) = super::fleet_rollouts::start(store.clone(), &node);
+    let (mut fleet, events) = start_on(store, &url.to_string(), &node);
     fleet.snapshot_file = options.state_dir.join(SNAPSHOT_FILE);
     let labels = options.node_labels.as_ref().map(|l| l.labels().clone());
     fleet.status.send_modify(|status| status.labels = labels);
-    Ok((Some(fleet), Some(events)))
-}
-
-/// Connects (lazily) and starts the two tasks; the events come on the receiver.
-pub async fn start(
-    url: &traffic_shift_store::StoreUrl,
-    prefix: &str,
-    tls: &traffic_shift_store::TlsFiles,
-    node: &str,
-) -> Result<(Fleet, mpsc::Receiver<StoreEvent>), StoreError> {
-    let store = Store::connect(url, prefix, tls).await?;
-    tracing::info!(store = %url, %prefix, %node, "following the store");
-    Ok(start_on(store, &url.to_string(), node))
+    Ok((Some(fleet), Some(events), Some(rollouts), Some(io)))
 }
 
 /// The two tasks started on `store` (named `url` in messages) for `node`;
@@ -620,6 +612,9 @@ impl Agent {
         if fleet.settle(revision, resources, result) {
             if !restored {
                 fleet.save();
+                if let Some(rollouts) = &self.fleet_rollouts {
+                    rollouts.ready.send_replace(true);
+                }
             }
             // Rules files refused before may go in now.
             self.sources.refused.clear();
@@ -635,6 +630,12 @@ impl Agent {
             return;
         };
         fleet.publish(self.model.routes.len() + self.model.http.len());
+        let in_force = self.rollouts_in_force();
+        fleet.status.send_if_modified(|status| {
+            let changed = status.rollouts != in_force;
+            status.rollouts = in_force;
+            changed
+        });
         let mut shared = self.observer.shared();
         shared.store = Some(crate::metrics::StoreGauges {
             connected: fleet.connected,

@@ -1,0 +1,328 @@
+//! Rollouts in a fleet (issue 16, test 8): three agents on a real etcd
+//! (three members), one drives the rollout under its lease, every node
+//! steers by the states the driver writes to the store; the driver killed
+//! with -9 mid-rollout, another takes over at the same step; the analysis
+//! sums every node's counters. Real connections through each node's
+//! connect-time path; every wait polls the state it waits for.
+
+use std::time::{Duration, Instant};
+
+use traffic_shift_agent::rollout::{Outcome, Phase, RolloutStatus};
+use traffic_shift_tests::{SERVICE_V4, fleet::Fleet, repo_rules};
+
+const NAME: &str = "default/tcp-echo";
+/// Long enough for any step on a loaded 2-core machine.
+const WAIT: Duration = Duration::from_secs(30);
+/// The driver's lease (`traffic_shift_store::LEADER_TTL`).
+const LEADER_TTL: Duration = Duration::from_secs(5);
+/// Stated slack over the lease for a takeover: the survivors see the key
+/// deleted (a watch event), one campaigns (a transaction), reads the states
+/// and writes the next step; plus the 20 ms poll of this test.
+const TAKEOVER_SLACK: Duration = Duration::from_secs(3);
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `apply -f FILES --wait` on the store.
+fn apply(fleet: &Fleet, paths: &[String]) {
+    let mut args = vec!["apply"];
+    for path in paths {
+        args.extend(["-f", path.as_str()]);
+    }
+    args.extend(["--wait", "--timeout", "30s"]);
+    let out = fleet.ctl(&args);
+    assert!(
+        out.status.success(),
+        "apply {paths:?}: {}\n{}",
+        text(&out.stderr),
+        fleet.logs()
+    );
+}
+
+fn tcp_echo(files: &[&str]) -> Vec<String> {
+    let dir = repo_rules().join("tcp-echo");
+    files
+        .iter()
+        .map(|f| dir.join(f).display().to_string())
+        .collect()
+}
+
+/// A Rollout of tcp-echo's `tcp[0]`, v1 to v2, written to a file to apply.
+fn rollout_file(test: &str, steps: &str) -> String {
+    let path = std::env::temp_dir().join(format!("{test}-rollout.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: rollouts.traffic-shift.io/v1alpha1
+kind: Rollout
+metadata:
+  name: tcp-echo
+spec:
+  target:
+    virtualService: tcp-echo
+    route: tcp[0]
+    stable: v1
+    canary: v2
+  steps:
+{steps}"
+        ),
+    )
+    .expect("write the rollout");
+    path.display().to_string()
+}
+
+fn weights(status: &RolloutStatus) -> Vec<(Option<usize>, u32)> {
+    status
+        .weights
+        .iter()
+        .map(|w| (w.step, w.canary_weight))
+        .collect()
+}
+
+/// The node index of `node-I`.
+fn index(node: &str) -> usize {
+    node.strip_prefix("node-")
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("not a node name: {node}"))
+}
+
+/// The tcp-echo rules and a rollout (20%, a 6 s pause, 50%, a pause until
+/// promoted, 100%) applied to the store; once every node has 20% in force:
+/// the driver as every node names it, and its index.
+fn start_at_20(fleet: &Fleet) -> (Vec<String>, usize) {
+    apply(
+        fleet,
+        &tcp_echo(&[
+            "service-entry.yaml",
+            "destination-rule.yaml",
+            "gateway.yaml",
+            "examples/vs-all-v1.yaml",
+        ]),
+    );
+    let rollout = rollout_file(
+        "fleetro-takeover",
+        "  - setWeight: 20
+  - pause: {duration: 6s}
+  - setWeight: 50
+  - pause: {}
+  - setWeight: 100
+",
+    );
+    apply(fleet, &[rollout]);
+    // Every node steers 20% to the canary, and says who drives.
+    let mut drivers = Vec::new();
+    for (i, node) in fleet.nodes.iter().enumerate() {
+        let status = node
+            .agent
+            .wait_rollout(NAME, "at 20% in its pause", WAIT, |s| {
+                s.canary_in_force == Some(20) && s.step == 1 && s.driver.is_some()
+            });
+        println!("node-{i}: driver {:?}, {}", status.driver, status.message);
+        drivers.push(status.driver.clone().expect("a driver"));
+    }
+    drivers.dedup();
+    assert_eq!(
+        drivers.len(),
+        1,
+        "one driver, as every node sees it: {drivers:?}"
+    );
+    let driver = index(&drivers[0]);
+    let won: Vec<usize> = (0..3)
+        .filter(|&i| {
+            fleet.nodes[i]
+                .agent
+                .log_text()
+                .contains("won the rollouts' leader key")
+        })
+        .collect();
+    assert_eq!(won, [driver], "exactly one node won the election");
+    (drivers, driver)
+}
+
+/// Node `i`'s client opens 100 connections to the service: `canary` of
+/// them reach v2, exactly (the kernel's smooth selection).
+fn exact_split(fleet: &mut Fleet, i: usize, canary: u64) {
+    let (one, two, errors) = fleet.nodes[i].client.burst_with_errors(SERVICE_V4, 100);
+    assert!(errors.is_empty(), "node-{i}: {errors:?}");
+    println!("node-{i} at {canary}%: {one} v1, {two} v2 of 100 connections");
+    assert_eq!(
+        (one, two),
+        (100 - canary, canary),
+        "node-{i}: the {canary}% step's split of 100"
+    );
+}
+
+#[test]
+fn the_driver_killed_mid_rollout_another_takes_over_at_the_same_step() {
+    let mut fleet = Fleet::start("fleetro-takeover", 3);
+    let (drivers, driver) = start_at_20(&fleet);
+    for i in 0..3 {
+        exact_split(&mut fleet, i, 20);
+    }
+    // Killed in the 6 s pause (its clock started once all three nodes had
+    // 20% in force).
+    let before = fleet.nodes[(driver + 1) % 3]
+        .agent
+        .rollout(NAME)
+        .expect("the rollout");
+    assert_eq!(
+        (before.step, before.phase),
+        (1, Phase::Progressing),
+        "{before:#?}"
+    );
+    fleet.nodes[driver]
+        .agent
+        .process
+        .signal_and_wait(libc::SIGKILL);
+    let killed = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != driver).collect();
+    // Another node takes over within the lease (plus the stated slack).
+    let follower = &fleet.nodes[survivors[0]].agent;
+    let taken = follower.wait_rollout(NAME, "driven by a survivor", WAIT, |s| {
+        s.driver.as_deref().is_some_and(|d| d != drivers[0])
+    });
+    let takeover = killed.elapsed();
+    let new_driver = index(taken.driver.as_deref().expect("a driver"));
+    println!(
+        "takeover: node-{new_driver} drives {} ms after node-{driver} was killed (lease {} s)",
+        takeover.as_millis(),
+        LEADER_TTL.as_secs()
+    );
+    assert!(
+        takeover <= LEADER_TTL + TAKEOVER_SLACK,
+        "took over after {takeover:?}\n{}",
+        fleet.logs()
+    );
+    // The same step, then 50% exactly once.
+    let at_50 = follower.wait_rollout(NAME, "at the pause until promoted", WAIT, |s| {
+        s.step == 3 && s.phase == Phase::Paused && s.canary_in_force == Some(50)
+    });
+    assert_eq!(
+        weights(&at_50),
+        [(Some(0), 20), (Some(2), 50)],
+        "each step once across the takeover: {at_50:#?}"
+    );
+    let pause = at_50.weights[1].at_ms - at_50.weights[0].at_ms;
+    println!("20% -> 50%: {pause} ms (a 6 s pause, across the takeover)");
+    assert!(pause >= 6_000, "the pause kept its clock: {pause} ms");
+    for &i in &survivors {
+        let status = fleet.nodes[i].agent.wait_canary(NAME, 50, WAIT);
+        assert_eq!(status.step, 3);
+        exact_split(&mut fleet, i, 50);
+    }
+    // `rollout promote` on a node that does not drive.
+    let other = *survivors
+        .iter()
+        .find(|&&i| i != new_driver)
+        .expect("a follower");
+    let out = fleet.nodes[other]
+        .agent
+        .ctl(&["rollout", "promote", "tcp-echo"]);
+    assert!(
+        out.status.success(),
+        "promote on node-{other}: {}\n{}",
+        text(&out.stderr),
+        fleet.logs()
+    );
+    println!("promote on node-{other}: {}", text(&out.stdout).trim());
+    let done = fleet.nodes[other]
+        .agent
+        .wait_rollout(NAME, "completed", WAIT, |s| s.phase == Phase::Healthy);
+    assert_eq!(
+        weights(&done),
+        [(Some(0), 20), (Some(2), 50), (Some(4), 100)],
+        "every step once"
+    );
+    for &i in &survivors {
+        fleet.nodes[i].agent.wait_canary(NAME, 100, WAIT);
+        exact_split(&mut fleet, i, 100);
+    }
+    // `get rollouts` names the driver.
+    let out = fleet.nodes[other].agent.ctl(&["get", "rollouts"]);
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("DRIVER") && table.contains(&format!("node-{new_driver}")),
+        "{table}"
+    );
+}
+
+#[test]
+fn the_analysis_counts_the_canary_on_every_node() {
+    let mut fleet = Fleet::start("fleetro-sum", 2);
+    apply(
+        &fleet,
+        &tcp_echo(&[
+            "service-entry.yaml",
+            "destination-rule.yaml",
+            "gateway.yaml",
+            "examples/vs-all-v1.yaml",
+        ]),
+    );
+    // 50%: each node's burst of 40 sends 20 to the canary, fewer than
+    // minSamples 30; the two together, 40, are enough.
+    let rollout = rollout_file(
+        "fleetro-sum",
+        "  - setWeight: 50
+  - analysis:
+      interval: 5s
+      minSamples: 30
+      inconclusiveLimit: 20
+      metrics:
+      - connectionSuccessRate: {min: 99}
+  - setWeight: 100
+",
+    );
+    apply(&fleet, &[rollout]);
+    for node in &fleet.nodes {
+        node.agent
+            .wait_rollout(NAME, "at 50% with its analysis running", WAIT, |s| {
+                s.canary_in_force == Some(50) && s.step == 1 && !s.message.contains("waiting for")
+            });
+    }
+    let deadline = Instant::now() + Duration::from_mins(1);
+    let mut rounds = 0;
+    let passed = loop {
+        rounds += 1;
+        let seen = fleet.nodes[0]
+            .agent
+            .rollout(NAME)
+            .expect("rollout")
+            .history
+            .len();
+        for (i, node) in fleet.nodes.iter_mut().enumerate() {
+            let (one, two, errors) = node.client.burst_with_errors(SERVICE_V4, 40);
+            assert!(errors.is_empty(), "node-{i}: {errors:?}");
+            assert_eq!((one, two), (20, 20), "node-{i}: 50% of 40");
+        }
+        let status = fleet.nodes[0]
+            .agent
+            .wait_rollout(NAME, "ended an interval", WAIT, |s| {
+                s.history.len() > seen || s.phase == Phase::Healthy
+            });
+        if let Some(record) = status
+            .history
+            .iter()
+            .find(|r| r.outcome == Outcome::Successful)
+        {
+            break record.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no successful interval after {rounds} rounds: {status:#?}\n{}",
+            fleet.logs()
+        );
+    };
+    let samples = passed.metrics[0].samples.expect("samples");
+    println!(
+        "the step passed after {rounds} round(s) of 2 x 40 connections: {samples} canary connections counted over the fleet"
+    );
+    assert!(
+        samples >= 30 && samples % 20 == 0,
+        "an interval passes only on both nodes' counters (20 each): {passed:#?}"
+    );
+    let done = fleet.nodes[1]
+        .agent
+        .wait_rollout(NAME, "completed", WAIT, |s| s.phase == Phase::Healthy);
+    assert_eq!(weights(&done), [(Some(0), 50), (Some(2), 100)]);
+}
