@@ -326,3 +326,123 @@ fn the_analysis_counts_the_canary_on_every_node() {
         .wait_rollout(NAME, "completed", WAIT, |s| s.phase == Phase::Healthy);
     assert_eq!(weights(&done), [(Some(0), 50), (Some(2), 100)]);
 }
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The store's side alone, on a real etcd: one campaign wins the leader
+/// key; only its holder writes a state, and only against the mod revision
+/// it last saw; a command is consumed only if it is the one the driver
+/// read; the key goes with its lease, and then another node's campaign wins
+/// and the old driver's writes are refused.
+#[test]
+fn the_rollouts_keys_are_guarded_in_the_store() {
+    use traffic_shift_store::{Campaign, LEADER_TTL, StateWrite, Store, TlsFiles};
+
+    let fleet = Fleet::store_only("fleetro-guard");
+    runtime().block_on(async {
+        let url = fleet.etcd.url().parse().unwrap();
+        let store = Store::connect(&url, &fleet.prefix, &TlsFiles::default())
+            .await
+            .unwrap();
+        let name = "default/tcp-echo";
+        let a = store.grant_lease(LEADER_TTL).await.unwrap();
+        let b = store.grant_lease(LEADER_TTL).await.unwrap();
+        assert!(matches!(
+            store.campaign("node-a", a.id).await.unwrap(),
+            Campaign::Won { .. }
+        ));
+        let Campaign::Lost { leader, .. } = store.campaign("node-b", b.id).await.unwrap() else {
+            panic!("two campaigns won the leader key");
+        };
+        assert_eq!(leader, "node-a");
+        // Only the driver writes.
+        assert_eq!(
+            store
+                .put_rollout_state("node-b", name, Some("b"), 0, None)
+                .await
+                .unwrap(),
+            StateWrite::NotDriver {
+                leader: Some("node-a".into())
+            }
+        );
+        let StateWrite::Written(first) = store
+            .put_rollout_state("node-a", name, Some("step 1"), 0, None)
+            .await
+            .unwrap()
+        else {
+            panic!("the driver's first write refused");
+        };
+        // Against a mod revision it has not seen: stale, nothing written.
+        assert_eq!(
+            store
+                .put_rollout_state("node-a", name, Some("step 1 again"), 0, None)
+                .await
+                .unwrap(),
+            StateWrite::Stale
+        );
+        // A command replaced after the driver read it is not consumed.
+        let read = store.put_rollout_command(name, "promote 1").await.unwrap();
+        let newer = store.put_rollout_command(name, "promote 2").await.unwrap();
+        assert_eq!(
+            store
+                .put_rollout_state("node-a", name, Some("step 2"), first, Some(read))
+                .await
+                .unwrap(),
+            StateWrite::Stale
+        );
+        let StateWrite::Written(second) = store
+            .put_rollout_state("node-a", name, Some("step 2"), first, Some(newer))
+            .await
+            .unwrap()
+        else {
+            panic!("the driver's write consuming the command refused");
+        };
+        let view = store.read_rollouts().await.unwrap();
+        assert_eq!(view.leader.as_deref(), Some("node-a"));
+        assert_eq!(view.states[name], ("step 2".to_owned(), second));
+        assert!(view.commands.is_empty(), "consumed: {view:?}");
+        // The driver dies (its lease revoked): the key goes, node-b wins,
+        // node-a's writes are refused.
+        store.revoke_lease(a.id).await;
+        assert!(
+            store
+                .wait_leader_gone(view.revision, LEADER_TTL)
+                .await
+                .unwrap()
+        );
+        let b = store.grant_lease(LEADER_TTL).await.unwrap();
+        let Campaign::Won { revision } = store.campaign("node-b", b.id).await.unwrap() else {
+            panic!("node-b lost to nobody");
+        };
+        assert_eq!(
+            store
+                .put_rollout_state("node-a", name, Some("step 3"), second, None)
+                .await
+                .unwrap(),
+            StateWrite::NotDriver {
+                leader: Some("node-b".into())
+            }
+        );
+        // node-b stops renewing: etcd deletes the key within the TTL.
+        let stopped = std::time::Instant::now();
+        assert!(
+            store
+                .wait_leader_gone(revision, LEADER_TTL * 2)
+                .await
+                .unwrap(),
+            "the leader key outlived its lease"
+        );
+        let gone = stopped.elapsed();
+        println!(
+            "the leader key went {} ms after its holder stopped renewing (TTL {} s)",
+            gone.as_millis(),
+            LEADER_TTL.as_secs()
+        );
+        assert!(gone <= LEADER_TTL + Duration::from_secs(1), "{gone:?}");
+    });
+}
