@@ -2,8 +2,9 @@
 //! (three members), one drives the rollout under its lease, every node
 //! steers by the states the driver writes to the store; the driver killed
 //! with -9 mid-rollout, another takes over at the same step; the analysis
-//! sums every node's counters. Real connections through each node's
-//! connect-time path; every wait polls the state it waits for.
+//! sums every node's counters; a driver cut off from etcd stops driving,
+//! every node keeping the weights it has in force. Real connections through
+//! each node's connect-time path; every wait polls the state it waits for.
 
 use std::time::{Duration, Instant};
 
@@ -445,4 +446,104 @@ fn the_rollouts_keys_are_guarded_in_the_store() {
         );
         assert!(gone <= LEADER_TTL + Duration::from_secs(1), "{gone:?}");
     });
+}
+
+#[test]
+fn a_driver_cut_off_from_etcd_stops_driving_and_every_node_keeps_its_weights() {
+    let mut fleet = Fleet::start_forwarded("fleetro-cut", 3);
+    apply(
+        &fleet,
+        &tcp_echo(&[
+            "service-entry.yaml",
+            "destination-rule.yaml",
+            "gateway.yaml",
+            "examples/vs-all-v1.yaml",
+        ]),
+    );
+    let rollout = rollout_file(
+        "fleetro-cut",
+        "  - setWeight: 20
+  - pause: {}
+  - setWeight: 50
+  - pause: {}
+  - setWeight: 100
+",
+    );
+    apply(&fleet, &[rollout]);
+    let mut driver = None;
+    for node in &fleet.nodes {
+        let status = node.agent.wait_rollout(NAME, "paused at 20%", WAIT, |s| {
+            s.step == 1
+                && s.phase == Phase::Paused
+                && s.canary_in_force == Some(20)
+                && s.driver.is_some()
+        });
+        driver = status.driver.as_deref().map(index);
+    }
+    let cut = driver.expect("a driver");
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != cut).collect();
+    fleet.forwarders[cut].cut();
+    let cut_at = Instant::now();
+    let taken =
+        fleet.nodes[survivors[0]]
+            .agent
+            .wait_rollout(NAME, "driven by another node", WAIT, |s| {
+                s.driver.as_deref().is_some_and(|d| index(d) != cut)
+            });
+    let takeover = cut_at.elapsed();
+    let new_driver = index(taken.driver.as_deref().expect("a driver"));
+    println!(
+        "node-{cut} cut off from etcd; node-{new_driver} drives {} ms later",
+        takeover.as_millis()
+    );
+    assert!(
+        takeover <= LEADER_TTL + TAKEOVER_SLACK,
+        "{takeover:?}\n{}",
+        fleet.logs()
+    );
+    // The node cut off stopped driving on its own (its lease not renewed
+    // for the TTL less a second) before etcd let another node win.
+    assert!(
+        fleet.nodes[cut]
+            .agent
+            .log_text()
+            .contains("no longer driving the rollouts"),
+        "node-{cut} still drives\n{}",
+        fleet.logs()
+    );
+    exact_split(&mut fleet, cut, 20);
+    // The survivors go on; the node cut off keeps what it has in force.
+    let out = fleet.nodes[new_driver]
+        .agent
+        .ctl(&["rollout", "promote", "tcp-echo"]);
+    assert!(
+        out.status.success(),
+        "promote: {}\n{}",
+        text(&out.stderr),
+        fleet.logs()
+    );
+    for &i in &survivors {
+        fleet.nodes[i].agent.wait_canary(NAME, 50, WAIT);
+        exact_split(&mut fleet, i, 50);
+    }
+    exact_split(&mut fleet, cut, 20);
+    // Back: it follows the store again, and does not drive.
+    fleet.forwarders[cut].heal();
+    let healed = Instant::now();
+    let back = fleet.nodes[cut]
+        .agent
+        .wait_rollout(NAME, "following the store again", WAIT, |s| {
+            s.canary_in_force == Some(50) && s.step == 3
+        });
+    println!(
+        "node-{cut} has 50% in force {} ms after etcd is reachable again",
+        healed.elapsed().as_millis()
+    );
+    assert_eq!(back.driver.as_deref().map(index), Some(new_driver));
+    assert_eq!(
+        weights(&back),
+        [(Some(0), 20), (Some(2), 50)],
+        "each step once"
+    );
+    exact_split(&mut fleet, cut, 50);
 }
