@@ -547,3 +547,91 @@ fn a_driver_cut_off_from_etcd_stops_driving_and_every_node_keeps_its_weights() {
     );
     exact_split(&mut fleet, cut, 50);
 }
+
+/// The canary refuses every connection on the node that does not drive
+/// (its v2 backend stopped there) and answers on the driver: the driver's
+/// own counters are clean, the fleet's are not, and the rollout rolls back.
+#[test]
+fn a_canary_failing_on_another_node_fails_the_fleets_analysis() {
+    let mut fleet = Fleet::start("fleetro-fail", 2);
+    apply(
+        &fleet,
+        &tcp_echo(&[
+            "service-entry.yaml",
+            "destination-rule.yaml",
+            "gateway.yaml",
+            "examples/vs-all-v1.yaml",
+        ]),
+    );
+    let rollout = rollout_file(
+        "fleetro-fail",
+        "  - setWeight: 50
+  - analysis:
+      interval: 5s
+      minSamples: 10
+      inconclusiveLimit: 20
+      metrics:
+      - connectionSuccessRate: {min: 99}
+  - setWeight: 100
+",
+    );
+    apply(&fleet, &[rollout]);
+    let mut driver = None;
+    for node in &fleet.nodes {
+        let status = node
+            .agent
+            .wait_rollout(NAME, "at 50% with its analysis running", WAIT, |s| {
+                s.canary_in_force == Some(50) && s.step == 1 && s.driver.is_some()
+            });
+        driver = status.driver.as_deref().map(index);
+    }
+    let driver = driver.expect("a driver");
+    let other = 1 - driver;
+    fleet.nodes[other].backends[1].stop();
+    let (one, two, errors) = fleet.nodes[driver].client.burst_with_errors(SERVICE_V4, 40);
+    assert_eq!(
+        (one, two, errors.len()),
+        (20, 20, 0),
+        "node-{driver}: {errors:?}"
+    );
+    let (one, two, errors) = fleet.nodes[other].client.burst_with_errors(SERVICE_V4, 40);
+    println!(
+        "node-{other}: {one} v1, {two} v2, {} refused of 40",
+        errors.len()
+    );
+    assert_eq!(
+        (one, two, errors.len()),
+        (20, 0, 20),
+        "node-{other}: {errors:?}"
+    );
+    let done = fleet.nodes[driver]
+        .agent
+        .wait_rollout(NAME, "rolled back", WAIT, |s| s.phase == Phase::Degraded);
+    let failed = done
+        .history
+        .iter()
+        .find(|r| r.outcome == Outcome::Failed)
+        .expect("a failed interval");
+    let metric = &failed.metrics[0];
+    println!(
+        "rolled back by the driver node-{driver}: connectionSuccessRate {:?} over {:?} canary connections counted over the fleet ({})",
+        metric.value, metric.samples, done.message
+    );
+    assert!(
+        metric.value.is_some_and(|v| v < 99.0) && metric.samples.is_some_and(|s| s >= 20),
+        "{done:#?}"
+    );
+    assert_eq!(
+        weights(&done),
+        [(Some(0), 50), (None, 0)],
+        "all back to stable"
+    );
+    for i in [driver, other] {
+        fleet.nodes[i]
+            .agent
+            .wait_rollout(NAME, "all on stable", WAIT, |s| {
+                s.phase == Phase::Degraded && s.canary_in_force == Some(0)
+            });
+        exact_split(&mut fleet, i, 0);
+    }
+}
