@@ -52,6 +52,9 @@
 //! - `placement`: which node serves which Gateway (a Gateway's `selector`
 //!   against a node's labels, [`NodeLabels`]), and
 //!   [`RoutingModel::for_node`].
+//! - `gateway_api`: core `v1` `Service` and the Gateway API kinds
+//!   (`Gateway`, `TCPRoute`, `HTTPRoute`), checked, and translated into
+//!   the Istio resources `resolve` reads (docs/gateway-api.md).
 //! - `resolve`: the checks across resources -> the model (`catalog`, `tcp`,
 //!   `gateway`, `destination`, `http`).
 //!
@@ -64,6 +67,7 @@ mod common;
 mod dto;
 mod error;
 mod file;
+mod gateway_api;
 pub mod http;
 #[cfg(test)]
 mod istio_cases;

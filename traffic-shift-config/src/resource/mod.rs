@@ -4,7 +4,7 @@
 //! `resolve`.
 
 mod destination_rule;
-mod document;
+pub(crate) mod document;
 mod gateway;
 mod server_tls;
 mod service_entry;
@@ -36,6 +36,8 @@ pub enum Resource {
     VirtualService(VirtualService),
     Gateway(Gateway),
     WorkloadEntry(WorkloadEntry),
+    /// A Kubernetes `Service` or a Gateway API kind (`gateway_api`).
+    GatewayApi(crate::gateway_api::GatewayApiResource),
 }
 
 impl Resource {
@@ -46,6 +48,7 @@ impl Resource {
             Self::VirtualService(r) => &r.source,
             Self::Gateway(r) => &r.source,
             Self::WorkloadEntry(r) => &r.source,
+            Self::GatewayApi(r) => r.source(),
         }
     }
 
@@ -74,6 +77,9 @@ pub(crate) fn parse_document(
     value: Value,
     lines: &Arc<LineIndex>,
 ) -> Parsed {
+    if let Some(parsed) = crate::gateway_api::parse_document(file, document, &value, lines) {
+        return parsed.map(|(r, warnings)| (Resource::GatewayApi(r), warnings));
+    }
     let (place, kind, value) = document::envelope(file, document, value, lines)?;
     match kind {
         "ServiceEntry" => {
