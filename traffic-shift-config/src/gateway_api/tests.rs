@@ -315,6 +315,104 @@ fn errors_of(text: &str) -> Vec<String> {
     }
 }
 
+/// Each file of a shipped directory, as `(path, text)`.
+fn texts(dir: &str, files: &[&str]) -> Vec<(PathBuf, String)> {
+    files
+        .iter()
+        .map(|f| {
+            let path = repo_rules().join(dir).join(f);
+            let text = std::fs::read_to_string(&path).expect("read");
+            (PathBuf::from(format!("rules/{dir}/{f}")), text)
+        })
+        .collect()
+}
+
+fn resolve_errors(texts: &[(PathBuf, String)]) -> Vec<String> {
+    let files: Vec<RulesFile> = texts
+        .iter()
+        .map(|(path, text)| parse_file(path, text).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    match resolve_all(&files).0 {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn the_istio_and_gateway_api_forms_of_one_service_are_refused_naming_the_istio_one() {
+    let istio = texts(
+        "tcp-echo",
+        &[
+            "service-entry.yaml",
+            "destination-rule.yaml",
+            "gateway.yaml",
+            "virtual-service.yaml",
+        ],
+    );
+    let mut gateway_api = texts(
+        "tcp-echo-gateway-api",
+        &[
+            "gateway.yaml",
+            "services.yaml",
+            "workload-entries.yaml",
+            "tcp-route.yaml",
+        ],
+    );
+    for (_, text) in &mut gateway_api {
+        *text = text.replace("name: tcp-echo-gateway\n", "name: tcp-echo-k8s-gateway\n");
+    }
+    // Whatever the order of the files, the Gateway API one is refused.
+    for texts in [
+        [istio.clone(), gateway_api.clone()].concat(),
+        [gateway_api.clone(), istio.clone()].concat(),
+    ] {
+        assert_eq!(
+            resolve_errors(&texts),
+            [
+                "rules/tcp-echo-gateway-api/tcp-route.yaml: document 1 (TCPRoute \
+                 default/tcp-echo): spec.rules[0]: gateway default/tcp-echo-k8s-gateway listener \
+                 0.0.0.0:31400 is already routed by VirtualService default/tcp-echo \
+                 (rules/tcp-echo/virtual-service.yaml document 1) tcp[0] (gateway \
+                 default/tcp-echo-gateway): an address and port where gateways accept takes one \
+                 TCP route; merge the two rules, remove one, or bind the servers to different \
+                 addresses (line 12)",
+                "rules/tcp-echo-gateway-api/services.yaml: document 1 (Service default/tcp-echo): \
+                 spec.ports[0]: service address 127.100.0.1:9000 is already routed by \
+                 VirtualService default/tcp-echo (rules/tcp-echo/virtual-service.yaml document 1) \
+                 tcp[0]: a service address and port takes one TCP route; merge the two rules or \
+                 remove one (line 14)",
+            ]
+        );
+    }
+
+    // The same Gateway name in both kinds.
+    let same_name = texts("tcp-echo-gateway-api", &["gateway.yaml"]);
+    assert_eq!(
+        resolve_errors(&[istio.clone(), same_name].concat()),
+        ["rules/tcp-echo-gateway-api/gateway.yaml: document 1 \
+          (Gateway.gateway.networking.k8s.io default/tcp-echo-gateway): metadata.name: \
+          Gateway.gateway.networking.k8s.io default/tcp-echo-gateway has the name of the Istio \
+          Gateway default/tcp-echo-gateway (rules/tcp-echo/gateway.yaml document 1): routes and \
+          metrics name a gateway by namespace/name, so the two kinds may not share one here; \
+          rename one (line 9)"]
+    );
+
+    // The same host: a Service reviews and Istio's ServiceEntry
+    // reviews.default.svc.cluster.local.
+    let bookinfo = texts("bookinfo", &["service-entry.yaml"]);
+    let services = texts("bookinfo-gateway-api", &["services.yaml"]);
+    assert_eq!(
+        resolve_errors(&[services, bookinfo].concat()),
+        [
+            "rules/bookinfo-gateway-api/services.yaml: document 1 (Service default/reviews): \
+          metadata.name: host reviews.default.svc.cluster.local is already defined by \
+          ServiceEntry default/reviews (rules/bookinfo/service-entry.yaml document 1): the \
+          Istio and Gateway API forms of one service cannot both be in force; remove one (line \
+          10)"
+        ]
+    );
+}
+
 #[test]
 fn smoke() {
     let _ = errors_of("");
