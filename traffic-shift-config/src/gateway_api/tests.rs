@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    ConfigError, RulesFile, load_dir,
+    RulesFile, load_dir,
     model::{HttpListener, HttpRoute, RoutingModel, TcpRoute},
     parse_file, parse_file_all, resolve, resolve_all,
 };
@@ -413,8 +413,487 @@ fn the_istio_and_gateway_api_forms_of_one_service_are_refused_naming_the_istio_o
     );
 }
 
+/// A valid set to change one thing of: a Gateway with a TCP and an HTTP
+/// listener, backend Services, a TCPRoute and an HTTPRoute.
+const BASE: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: 10.0.0.1
+  ports:
+  - {name: http, port: 80, appProtocol: http}
+  selector: {app: web}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-v1}
+spec:
+  ports:
+  - {name: http, port: 80, appProtocol: http}
+  selector: {app: web, version: v1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  ports:
+  - {name: tcp, port: 5432}
+  selector: {app: db}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: web-v1}
+spec: {address: 127.0.0.1, labels: {app: web, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: db}
+spec: {address: 127.0.0.1, labels: {app: db}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: tcp, port: 5432, protocol: TCP}
+  - {name: http, port: 8080, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db}
+spec:
+  parentRefs:
+  - {name: gw, sectionName: tcp}
+  rules:
+  - backendRefs:
+    - {name: db, port: 5432}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs:
+  - {group: \"\", kind: Service, name: web, port: 80}
+  rules:
+  - backendRefs:
+    - {name: web-v1, port: 80}
+";
+
+/// `BASE` with `from` replaced by `to` (which must be there).
+fn changed(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from:?} is in BASE");
+    BASE.replacen(from, to, 1)
+}
+
 #[test]
-fn smoke() {
-    let _ = errors_of("");
-    let _: Option<ConfigError> = None;
+fn the_base_set_resolves() {
+    assert_eq!(errors_of(BASE), Vec::<String>::new());
+}
+
+#[test]
+fn each_error_says_what_to_do() {
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        // Envelope.
+        (
+            "kind at the wrong version",
+            changed(
+                "gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute",
+                "gateway.networking.k8s.io/v1\nkind: TCPRoute",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): apiVersion: TCPRoute is not read at apiVersion gateway.networking.k8s.io/v1: use gateway.networking.k8s.io/v1alpha2 (line 45)",
+            ],
+        ),
+        (
+            "unknown kind",
+            changed(
+                "apiVersion: v1\nkind: Service\nmetadata: {name: db}",
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: db}",
+            ),
+            &[
+                "rules/r.yaml: document 3: kind: unsupported kind \"Pod\" at apiVersion v1: expected one of Service (line 19)",
+            ],
+        ),
+        (
+            "strict fields",
+            changed("clusterIP: 10.0.0.1", "clusterIp: 10.0.0.1"),
+            &[
+                "rules/r.yaml: document 1 (Service default/web): spec.clusterIp: unknown field `clusterIp`, expected one of `type`, `clusterIP`, `clusterIPs`, `ports`, `selector`, `externalIPs`, `externalName`, `sessionAffinity`, `sessionAffinityConfig`, `ipFamilies`, `ipFamilyPolicy`, `internalTrafficPolicy`, `externalTrafficPolicy`, `publishNotReadyAddresses`, `trafficDistribution`, `allocateLoadBalancerNodePorts`, `loadBalancerClass`, `loadBalancerIP`, `loadBalancerSourceRanges`, `healthCheckNodePort`: fix the spelling or remove the field (line 5)",
+            ],
+        ),
+        // Service.
+        (
+            "service type",
+            changed(
+                "clusterIP: 10.0.0.1",
+                "type: NodePort\n  clusterIP: 10.0.0.1",
+            ),
+            &[
+                "rules/r.yaml: document 1 (Service default/web): spec.type: Service type NodePort is not supported yet: only ClusterIP Services are read (their clusterIP is the service address on this node); use type: ClusterIP (line 5)",
+            ],
+        ),
+        (
+            "headless",
+            changed("clusterIP: 10.0.0.1", "clusterIP: None"),
+            &[
+                "rules/r.yaml: document 1 (Service default/web): spec.clusterIP: headless Services (clusterIP: None) are not supported yet: their endpoints come from EndpointSlices; give the Service a clusterIP (line 5)",
+            ],
+        ),
+        (
+            "bad clusterIP",
+            changed("clusterIP: 10.0.0.1", "clusterIP: ten"),
+            &[
+                "rules/r.yaml: document 1 (Service default/web): spec.clusterIP: clusterIP \"ten\" is not an IP address: write one, as 10.96.0.10 (line 5)",
+            ],
+        ),
+        (
+            "no selector",
+            changed("  selector: {app: db}\n", ""),
+            &[
+                "rules/r.yaml: document 3 (Service default/db): spec.selector: Services without a selector are not supported yet: their endpoints come from EndpointSlices; select the WorkloadEntries of the Service's namespace by label (line 21)",
+            ],
+        ),
+        (
+            "udp",
+            changed(
+                "{name: tcp, port: 5432}",
+                "{name: tcp, port: 5432, protocol: UDP}",
+            ),
+            &[
+                "rules/r.yaml: document 3 (Service default/db): spec.ports[0].protocol: protocol UDP is not supported: the kernel path routes TCP connections; use TCP (line 23)",
+            ],
+        ),
+        (
+            "appProtocol",
+            changed(
+                "{name: tcp, port: 5432}",
+                "{name: tcp, port: 5432, appProtocol: grpc}",
+            ),
+            &[
+                "rules/r.yaml: document 3 (Service default/db): spec.ports[0].appProtocol: appProtocol \"grpc\" is not supported yet: use http or kubernetes.io/h2c (the L7 proxy), or leave it out (TCP, the kernel path) (line 23)",
+            ],
+        ),
+        (
+            "unnamed ports",
+            changed(
+                "  - {name: tcp, port: 5432}",
+                "  - {port: 5432}\n  - {port: 5433}",
+            ),
+            &[
+                "rules/r.yaml: document 3 (Service default/db): spec.ports[0].name: a port name is required when a Service has several ports: name each port (line 23)",
+                "rules/r.yaml: document 3 (Service default/db): spec.ports[1].name: a port name is required when a Service has several ports: name each port (line 24)",
+            ],
+        ),
+        (
+            "targetPort",
+            changed(
+                "{name: tcp, port: 5432}",
+                "{name: tcp, port: 5432, targetPort: 70000}",
+            ),
+            &[
+                "rules/r.yaml: document 3 (Service default/db): spec.ports[0].targetPort: port number 70000 must be in the range 1..65535 (line 23)",
+            ],
+        ),
+        // Gateway.
+        (
+            "class",
+            changed("gatewayClassName: istio", "gatewayClassName: nginx"),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.gatewayClassName: gatewayClassName \"nginx\" is not served here: this agent serves the class istio (a flag to choose it is not there yet); use gatewayClassName: istio (line 40)",
+            ],
+        ),
+        (
+            "https",
+            changed(
+                "{name: http, port: 8080, protocol: HTTP}",
+                "{name: http, port: 8080, protocol: HTTPS}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].protocol: listener protocol HTTPS is not supported yet: use TCP (TCPRoute, the kernel path) or HTTP (HTTPRoute, the L7 proxy) (line 43)",
+            ],
+        ),
+        (
+            "listener tls",
+            changed(
+                "{name: http, port: 8080, protocol: HTTP}",
+                "{name: http, port: 8080, protocol: HTTP, tls: {mode: Terminate}}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].tls: listener tls is not supported yet: the L7 proxy does not terminate TLS and TLS passthrough is not read; remove it (line 43)",
+            ],
+        ),
+        (
+            "addresses",
+            changed(
+                "gatewayClassName: istio",
+                "gatewayClassName: istio\n  addresses: [{value: 10.0.0.9}]",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.addresses: addresses is not supported yet: the Gateway listens on every local address of the node; remove it (line 41)",
+            ],
+        ),
+        (
+            "selector namespaces",
+            changed(
+                "{name: tcp, port: 5432, protocol: TCP}",
+                "{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {namespaces: {from: Selector}}}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.namespaces.from: allowedRoutes.namespaces.from: Selector is not supported yet (Namespace documents are not read): use Same or All (line 42)",
+            ],
+        ),
+        (
+            "kinds",
+            changed(
+                "{name: tcp, port: 5432, protocol: TCP}",
+                "{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.kinds[0].kind: a TCP listener does not take HTTPRoute: allow TCPRoute (line 42)",
+            ],
+        ),
+        (
+            "listener names",
+            changed("{name: http, port: 8080", "{name: tcp, port: 8080"),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].name: listener name tcp is used twice: names are unique in a Gateway (line 43)",
+            ],
+        ),
+        (
+            "one port, two protocols",
+            changed("{name: http, port: 8080", "{name: http, port: 5432"),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].port: port 5432 is also spec.listeners[0]: a port takes one TCP listener, or HTTP listeners only; use another port (line 43)",
+            ],
+        ),
+        // TCPRoute.
+        (
+            "tcp mesh",
+            changed(
+                "  - {name: gw, sectionName: tcp}",
+                "  - {group: \"\", kind: Service, name: db}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.parentRefs[0].kind: a TCPRoute bound to a Service (GAMMA) is not supported yet: bind it to a Gateway listener (line 50)",
+            ],
+        ),
+        (
+            "two tcp rules",
+            changed(
+                "    - {name: db, port: 5432}\n",
+                "    - {name: db, port: 5432}\n  - backendRefs:\n    - {name: db, port: 5432}\n",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[1]: a TCPRoute with several rules is not supported: a TCP connection has nothing to choose a rule by; put every backendRef in one rule (line 54)",
+            ],
+        ),
+        (
+            "zero tcp weights",
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, port: 5432, weight: 0}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs: every backendRef has weight 0, so every connection would be refused, which is not supported yet: give one a weight, or remove the route (line 52)",
+            ],
+        ),
+        (
+            "weight range",
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, port: 5432, weight: 1000001}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].weight: weight 1000001 is out of range: 0..1000000 (line 53)",
+            ],
+        ),
+        (
+            "cross namespace",
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, namespace: other, port: 5432}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].namespace: a backend in another namespace (other) needs a ReferenceGrant, which is not supported yet: use a Service of the route's namespace (default) (line 53)",
+            ],
+        ),
+        (
+            "backend kind",
+            changed(
+                "{name: db, port: 5432}",
+                "{group: networking.istio.io, kind: ServiceEntry, name: db, port: 5432}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].kind: backendRef kind networking.istio.io/ServiceEntry is not supported: a backend is a Service (group \"\", kind Service) (line 53)",
+            ],
+        ),
+        (
+            "backend port missing",
+            changed("{name: db, port: 5432}", "{name: db}"),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].port: port is required when the backend is a Service: the Service port (line 53)",
+            ],
+        ),
+        (
+            "backend not found",
+            changed("{name: db, port: 5432}", "{name: dbx, port: 5432}"),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].name: backend Service default/dbx not found: define it (a Service selecting the WorkloadEntries of its version) or fix the name (line 53)",
+            ],
+        ),
+        (
+            "backend port not found",
+            changed("{name: db, port: 5432}", "{name: db, port: 5433}"),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].port: Service default/db has no port 5433: its ports are 5432 (line 53)",
+            ],
+        ),
+        (
+            "parent not found",
+            changed(
+                "{name: gw, sectionName: tcp}",
+                "{name: gwx, sectionName: tcp}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.parentRefs[0].name: parent Gateway default/gwx not found: define it (apiVersion gateway.networking.k8s.io/v1) or fix the name (line 50)",
+            ],
+        ),
+        (
+            "section not found",
+            changed(
+                "{name: gw, sectionName: tcp}",
+                "{name: gw, sectionName: tcpx}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.parentRefs[0]: Gateway default/gw has no listener named tcpx (NoMatchingParent): its listeners are tcp (TCP 5432), http (HTTP 8080) (line 50)",
+            ],
+        ),
+        (
+            "listener of another kind",
+            changed(
+                "{name: gw, sectionName: tcp}",
+                "{name: gw, sectionName: http}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.parentRefs[0]: no listener of Gateway default/gw takes this TCPRoute (NotAllowedByListeners): listener http allows HTTPRoute (allowedRoutes.kinds), not TCPRoute (line 50)",
+            ],
+        ),
+        (
+            "listener of another namespace",
+            format!(
+                "{}---\n{}",
+                changed(
+                    "kind: TCPRoute\nmetadata: {name: db}",
+                    "kind: TCPRoute\nmetadata: {name: db, namespace: other}"
+                )
+                .replace(
+                    "{name: gw, sectionName: tcp}",
+                    "{name: gw, namespace: default, sectionName: tcp}"
+                ),
+                "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: other}\nspec:\n  ports: [{name: tcp, port: 5432}]\n  selector: {app: db}\n"
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute other/db): spec.parentRefs[0]: no listener of Gateway default/gw takes this TCPRoute (NotAllowedByListeners): listener tcp takes routes of its own namespace default only (allowedRoutes.namespaces.from: Same); set from: All (line 50)",
+            ],
+        ),
+        // HTTPRoute.
+        (
+            "redirect",
+            changed(
+                "  - backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - filters:\n    - {type: RequestRedirect, requestRedirect: {statusCode: 302}}\n    backendRefs:\n    - {name: web-v1, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].type: filter RequestRedirect is not supported yet: only RequestHeaderModifier and ResponseHeaderModifier are; remove it (an Istio VirtualService can redirect, rewrite and mirror) (line 63)",
+            ],
+        ),
+        (
+            "timeouts",
+            changed(
+                "  - backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - timeouts: {request: 10s}\n    backendRefs:\n    - {name: web-v1, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].timeouts: timeouts is not supported yet: remove it (an Istio VirtualService has timeout and retries) (line 62)",
+            ],
+        ),
+        (
+            "parent service not found",
+            changed(
+                "kind: Service, name: web, port: 80}",
+                "kind: Service, name: webx, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.parentRefs[0].name: parent Service default/webx not found: define it or fix the name (line 60)",
+            ],
+        ),
+        (
+            "parent without clusterIP",
+            changed(
+                "kind: Service, name: web, port: 80}",
+                "kind: Service, name: web-v1, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.parentRefs[0].name: Service default/web-v1 has no clusterIP: clients reach the L7 proxy by connecting to the service address; give the Service a clusterIP (line 60)",
+            ],
+        ),
+        (
+            "parent port not HTTP",
+            changed(
+                "{name: http, port: 80, appProtocol: http}",
+                "{name: http, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.parentRefs[0].port: port 80 of Service default/web is not HTTP, so an HTTPRoute cannot route it: set appProtocol: http (or kubernetes.io/h2c) on it (line 60)",
+            ],
+        ),
+        (
+            "two routes on one service",
+            format!(
+                "{BASE}---\n{}",
+                &BASE[BASE
+                    .rfind("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute")
+                    .expect("route")..]
+                    .replace("name: web}", "name: web2}")
+            ),
+            &[
+                "rules/r.yaml: document 9 (HTTPRoute default/web2): spec.parentRefs[0].name: Service default/web is already the parent of HTTPRoute default/web (rules/r.yaml document 8): merging the rules of several HTTPRoutes on one Service is not supported yet; put the rules in one HTTPRoute (line 70)",
+            ],
+        ),
+        (
+            "path type",
+            changed(
+                "  - backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - matches: [{path: {type: Glob, value: /a}}]\n    backendRefs:\n    - {name: web-v1, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].matches[0].path.type: path type \"Glob\" is not known: use Exact, PathPrefix or RegularExpression (line 62)",
+            ],
+        ),
+        (
+            "regex",
+            changed(
+                "  - backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - matches: [{path: {type: RegularExpression, value: \"/a(\"}}]\n    backendRefs:\n    - {name: web-v1, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].matches[0].path.value: \"path\": regex parse error: /a( ^ error: unclosed group; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax) (line 62)",
+            ],
+        ),
+        (
+            "method",
+            changed(
+                "  - backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - matches: [{method: FETCH}]\n    backendRefs:\n    - {name: web-v1, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].matches[0].method: method \"FETCH\" is not one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH (line 62)",
+            ],
+        ),
+    ];
+    for (what, text, expected) in &cases {
+        assert_eq!(errors_of(text), *expected, "{what}");
+    }
 }

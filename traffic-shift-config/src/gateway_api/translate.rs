@@ -36,16 +36,34 @@ pub(crate) fn translate(resources: &[&Resource], errors: &mut Vec<ConfigError>) 
         }
     }
     let mut out = Vec::new();
+    // A refused Gateway or Service has its error; the routes that name it
+    // are left out without more (they would only repeat it).
+    let mut refused = Vec::new();
     for gateway in &index.gateways {
-        if let Some(gateway) = index.gateway(gateway, errors) {
-            out.push(Resource::Gateway(gateway));
+        match index.gateway(gateway, errors) {
+            Some(gateway) => out.push(Resource::Gateway(gateway)),
+            None => refused.push(gateway.source.id()),
         }
     }
     for service in &index.services {
-        if let Some(entry) = index.service_entry(service, errors) {
-            out.push(Resource::ServiceEntry(entry));
+        match index.service_entry(service, errors) {
+            Some(entry) => out.push(Resource::ServiceEntry(entry)),
+            None => refused.push(service.source.id()),
         }
     }
+    let (kept, refused_gateways): (Vec<&Gateway>, Vec<&Gateway>) = index
+        .gateways
+        .iter()
+        .partition(|g| !refused.contains(&g.source.id()));
+    index.gateways = kept;
+    index.refused_gateways = refused_gateways;
+    let refused_services: Vec<&Service> = index
+        .services
+        .iter()
+        .filter(|s| refused.contains(&s.source.id()))
+        .copied()
+        .collect();
+    index.refused_services = refused_services;
     for route in &index.tcp_routes {
         if let Some(vs) = index.tcp_route(route, errors) {
             out.push(Resource::VirtualService(vs));
@@ -81,6 +99,11 @@ struct Index<'a> {
     http_routes: Vec<&'a HttpRoute>,
     entries: Vec<&'a ServiceEntry>,
     istio_gateways: Vec<&'a resource::Gateway>,
+    /// Services refused (their error is recorded): a route that names one
+    /// is left out.
+    refused_services: Vec<&'a Service>,
+    /// Gateways refused likewise.
+    refused_gateways: Vec<&'a Gateway>,
 }
 
 /// `<namespace>/<name>`, as `VirtualService` `gateways` name a Gateway.
@@ -221,7 +244,16 @@ impl<'a> Index<'a> {
     ) -> Option<Vec<(RouteDestination, Headers)>> {
         let mut out = Vec::new();
         let before = errors.len();
+        let mut silent = false;
         for backend in backends {
+            if self
+                .refused_services
+                .iter()
+                .any(|s| s.source.namespace == backend.namespace && s.source.name == backend.name)
+            {
+                silent = true;
+                continue;
+            }
             let Some(service) = self.service(&backend.namespace, &backend.name) else {
                 errors.push(route.error(
                     backend.path.key("name"),
@@ -256,7 +288,7 @@ impl<'a> Index<'a> {
                 backend.headers.clone(),
             ));
         }
-        (errors.len() == before).then_some(out)
+        (errors.len() == before && !silent).then_some(out)
     }
 
     /// The listeners of a Gateway parent that take a route of `kind` in
@@ -270,6 +302,13 @@ impl<'a> Index<'a> {
         errors: &mut Vec<ConfigError>,
     ) -> Option<(String, Vec<&'a Listener>)> {
         let base = fp!("spec.parentRefs[{}]", parent.index);
+        if self
+            .refused_gateways
+            .iter()
+            .any(|g| g.source.namespace == parent.namespace && g.source.name == parent.name)
+        {
+            return None;
+        }
         let Some(gateway) = self
             .gateways
             .iter()
@@ -390,7 +429,7 @@ impl<'a> Index<'a> {
             }
         }
         let destinations = self.destinations(source, &route.backends, errors);
-        if errors.len() > before {
+        if errors.len() > before || matches.is_empty() {
             return None;
         }
         let route_destinations = destinations?.into_iter().map(|(d, _)| d).collect();
@@ -428,6 +467,8 @@ impl<'a> Index<'a> {
         let mut mesh_bindings: Vec<(String, Option<u16>)> = Vec::new();
         let mut gateways: Vec<String> = Vec::new();
         let mut gateway_bindings: Vec<(String, Option<u16>)> = Vec::new();
+        // A parent or backend refused on its own (its error is recorded).
+        let mut failed = false;
         for parent in &route.parents {
             let base = fp!("spec.parentRefs[{}]", parent.index);
             match parent.kind {
@@ -441,6 +482,12 @@ impl<'a> Index<'a> {
                                 parent.namespace
                             ),
                         ));
+                        continue;
+                    }
+                    if self.refused_services.iter().any(|s| {
+                        s.source.namespace == parent.namespace && s.source.name == parent.name
+                    }) {
+                        failed = true;
                         continue;
                     }
                     let Some(service) = self.service(&parent.namespace, &parent.name) else {
@@ -500,6 +547,7 @@ impl<'a> Index<'a> {
         let mut rules: Vec<(Precedence, String, FieldPath, HttpRule)> = Vec::new();
         for (i, rule) in route.rules.iter().enumerate() {
             let Some(destinations) = self.destinations(source, &rule.backends, errors) else {
+                failed = true;
                 continue;
             };
             let total: u64 = destinations
@@ -564,7 +612,7 @@ impl<'a> Index<'a> {
                 rules.push((m.precedence, label, path, http_rule(m.matches.clone())));
             }
         }
-        if errors.len() > before {
+        if errors.len() > before || failed {
             return Vec::new();
         }
         // The spec's precedence; equals keep the order written.
