@@ -897,3 +897,95 @@ fn each_error_says_what_to_do() {
         assert_eq!(errors_of(text), *expected, "{what}");
     }
 }
+
+/// The Gateway API's precedence across the rules of an `HTTPRoute`
+/// (Exact, then RegularExpression, then the longest PathPrefix; then a
+/// method, more headers, more query parameters; the order written among
+/// equals), what no backend or only weight 0 answers (500), and the
+/// `RequestHeaderModifier` filter.
+#[test]
+fn http_rules_follow_the_specs_precedence_and_zero_weights_answer_500() {
+    let route = "  rules:
+  - backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /a}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Set, value: s}]
+        add: [{name: x-add, value: a}]
+        remove: [X-Gone]
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {type: Exact, value: /a/b}}]
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {value: /a}, method: GET}]
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {value: /a/b}}]
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches:
+    - path: {type: RegularExpression, value: /r.*}
+    - headers: [{name: X, value: y}]
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {value: /a}, headers: [{name: x, value: y}]}]
+    backendRefs: [{name: web-v1, port: 80, weight: 0}]
+  - matches: [{path: {value: /z}}]
+";
+    let text = changed(
+        "  rules:\n  - backendRefs:\n    - {name: web-v1, port: 80}\n",
+        route,
+    );
+    let file = parse_file(Path::new(FILE), &text).unwrap_or_else(|e| panic!("{e}"));
+    let model = resolve(&[file]).unwrap_or_else(|e| panic!("{e}"));
+    let routes = &listener(&model, "mesh web.default.svc.cluster.local:80").virtual_hosts[0].routes;
+    let keys: Vec<&str> = routes.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "default/web/rules[2]",
+            "default/web/rules[5].matches[0]",
+            "default/web/rules[4]",
+            "default/web/rules[3]",
+            "default/web/rules[6]",
+            "default/web/rules[1]",
+            "default/web/rules[7]",
+            "default/web/rules[5].matches[1]",
+            "default/web/rules[0]",
+        ]
+    );
+    let by_key = |key: &str| routes.iter().find(|r| r.key == key).expect("route");
+    for key in ["default/web/rules[6]", "default/web/rules[7]"] {
+        let route = by_key(key);
+        assert_eq!(
+            (
+                route.destinations.len(),
+                route.direct_response.as_ref().map(|r| r.status)
+            ),
+            (0, Some(500)),
+            "{key}: no backend, or only weight 0: 500"
+        );
+    }
+    let prefix = by_key("default/web/rules[1]");
+    let uris: Vec<_> = prefix.matches.iter().map(|m| m.uri.clone()).collect();
+    assert_eq!(
+        uris,
+        [
+            Some(crate::StringMatch::Exact("/a".into())),
+            Some(crate::StringMatch::Prefix("/a/".into())),
+        ],
+        "PathPrefix /a: whole segments (/a, /a/...), not /ab"
+    );
+    let request = &prefix.headers.request;
+    assert_eq!(
+        (
+            request.set.get("x-set").map(String::as_str),
+            request.add.get("x-add").map(String::as_str),
+            request.remove.as_slice()
+        ),
+        (Some("s"), Some("a"), ["x-gone".to_owned()].as_slice())
+    );
+    let header = by_key("default/web/rules[5].matches[1]");
+    assert_eq!(
+        header.matches[0].headers.get("x"),
+        Some(&crate::StringMatch::Exact("y".into())),
+        "header names are lower case"
+    );
+}
