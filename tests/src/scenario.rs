@@ -55,14 +55,14 @@ fn shipped_with(dir: &str, files: &[(&str, &str)]) -> Vec<(String, String)> {
     let path = repo_rules().join(dir);
     let mut names: Vec<String> = std::fs::read_dir(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .map(|entry| {
-            entry
-                .expect("rules entry")
-                .file_name()
+        .map(|entry| entry.expect("rules entry").path())
+        .filter(|path| traffic_shift_config::is_rules_file(path))
+        .map(|path| {
+            path.file_name()
+                .expect("a file name")
                 .to_string_lossy()
                 .into_owned()
         })
-        .filter(|name| name.ends_with(".yaml"))
         .collect();
     names.sort();
     let mut all: Vec<(String, String)> = names

@@ -58,17 +58,62 @@ pub(super) fn service(source: Source, spec: dto::ServiceSpec) -> Checked<Service
             ),
         );
     }
+    let addresses = cluster_ips(
+        &mut cx,
+        spec.cluster_ip.as_deref(),
+        spec.cluster_ips.as_deref(),
+    );
+    let written_ports = spec.ports.unwrap_or_default();
+    if written_ports.is_empty() {
+        cx.error(
+            fp!("spec.ports"),
+            "a Service needs at least one port: add spec.ports",
+        );
+    }
+    let several = written_ports.len() > 1;
+    let mut ports: Vec<ServicePort> = Vec::new();
+    for (i, port) in written_ports.into_iter().enumerate() {
+        if let Some(port) = service_port(&mut cx, i, port, several, &ports) {
+            ports.push(port);
+        }
+    }
+    let selector = spec.selector.unwrap_or_default();
+    if selector.is_empty() {
+        cx.error(
+            fp!("spec.selector"),
+            "Services without a selector are not supported yet: their endpoints come from \
+             EndpointSlices; select the WorkloadEntries of the Service's namespace by label",
+        );
+    }
+    cx.labels(&fp!("spec.selector"), &selector);
+    let warnings = cx.finish()?;
+    Ok((
+        Service {
+            source,
+            addresses,
+            ports,
+            selector,
+        },
+        warnings,
+    ))
+}
+
+/// `clusterIP` and `clusterIPs`, each address once.
+fn cluster_ips(
+    cx: &mut Check,
+    cluster_ip: Option<&str>,
+    cluster_ips: Option<&[String]>,
+) -> Vec<IpAddr> {
     let mut addresses: Vec<IpAddr> = Vec::new();
-    let written = spec
-        .cluster_ip
-        .iter()
+    let written = cluster_ip
+        .into_iter()
         .map(|ip| (fp!("spec.clusterIP"), ip))
         .chain(
-            spec.cluster_ips
+            cluster_ips
+                .unwrap_or_default()
                 .iter()
-                .flatten()
                 .enumerate()
-                .map(|(i, ip)| (fp!("spec.clusterIPs[{i}]"), ip)),
+                .map(|(i, ip)| (fp!("spec.clusterIPs[{i}]"), ip.as_str())),
         );
     for (path, ip) in written {
         if ip.is_empty() {
@@ -91,126 +136,106 @@ pub(super) fn service(source: Source, spec: dto::ServiceSpec) -> Checked<Service
             ),
         }
     }
-    let written_ports = spec.ports.unwrap_or_default();
-    if written_ports.is_empty() {
+    addresses
+}
+
+/// `spec.ports[i]` of a Service (`several`: it has more than one;
+/// `earlier`: the ports before it).
+fn service_port(
+    cx: &mut Check,
+    i: usize,
+    port: dto::ServicePort,
+    several: bool,
+    earlier: &[ServicePort],
+) -> Option<ServicePort> {
+    let base = fp!("spec.ports[{i}]");
+    let name = port.name.unwrap_or_default();
+    if name.is_empty() && several {
         cx.error(
-            fp!("spec.ports"),
-            "a Service needs at least one port: add spec.ports",
+            base.key("name"),
+            "a port name is required when a Service has several ports: name each port",
+        );
+    } else if !name.is_empty() && !is_dns1123_label(&name) {
+        cx.error(
+            base.key("name"),
+            format!(
+                "port name {name:?} is not a valid name: use at most 63 lower-case letters, \
+                 digits and '-'"
+            ),
         );
     }
-    let several = written_ports.len() > 1;
-    let mut ports: Vec<ServicePort> = Vec::new();
-    for (i, port) in written_ports.into_iter().enumerate() {
-        let base = fp!("spec.ports[{i}]");
-        let name = port.name.unwrap_or_default();
-        if name.is_empty() && several {
-            cx.error(
-                base.key("name"),
-                "a port name is required when a Service has several ports: name each port",
-            );
-        } else if !name.is_empty() && !is_dns1123_label(&name) {
-            cx.error(
-                base.key("name"),
-                format!(
-                    "port name {name:?} is not a valid name: use at most 63 lower-case letters, \
-                     digits and '-'"
-                ),
-            );
-        }
-        let Some(number) = port.port else {
-            cx.error(
-                base.key("port"),
-                "port is required: the Service port number",
-            );
-            continue;
-        };
-        let Some(number) = cx.port(base.key("port"), number) else {
-            continue;
-        };
-        match port.protocol.as_deref() {
-            None | Some("TCP") => {}
-            Some(other) => cx.error(
-                base.key("protocol"),
-                format!(
-                    "protocol {other} is not supported: the kernel path routes TCP \
-                     connections; use TCP"
-                ),
+    let Some(number) = port.port else {
+        cx.error(
+            base.key("port"),
+            "port is required: the Service port number",
+        );
+        return None;
+    };
+    let number = cx.port(base.key("port"), number)?;
+    match port.protocol.as_deref() {
+        None | Some("TCP") => {}
+        Some(other) => cx.error(
+            base.key("protocol"),
+            format!(
+                "protocol {other} is not supported: the kernel path routes TCP \
+                 connections; use TCP"
             ),
+        ),
+    }
+    let protocol = match port.app_protocol.as_deref() {
+        None => Protocol::Tcp,
+        Some(p) if p.eq_ignore_ascii_case("http") => Protocol::Http,
+        Some("kubernetes.io/h2c") => Protocol::Http2,
+        Some(p) if p.eq_ignore_ascii_case("tcp") => Protocol::Tcp,
+        Some(other) => {
+            cx.error(
+                base.key("appProtocol"),
+                format!(
+                    "appProtocol {other:?} is not supported yet: use http or \
+                     kubernetes.io/h2c (the L7 proxy), or leave it out (TCP, the kernel \
+                     path)"
+                ),
+            );
+            Protocol::Tcp
         }
-        let protocol = match port.app_protocol.as_deref() {
-            None => Protocol::Tcp,
-            Some(p) if p.eq_ignore_ascii_case("http") => Protocol::Http,
-            Some("kubernetes.io/h2c") => Protocol::Http2,
-            Some(p) if p.eq_ignore_ascii_case("tcp") => Protocol::Tcp,
-            Some(other) => {
+    };
+    let target_port = match port.target_port {
+        None => TargetPort::Number(number),
+        Some(dto::IntOrString::Int(target)) => match cx.port(base.key("targetPort"), target) {
+            Some(target) => TargetPort::Number(target),
+            None => return None,
+        },
+        Some(dto::IntOrString::String(target)) => {
+            if !is_dns1123_label(&target) || target.len() > 15 {
                 cx.error(
-                    base.key("appProtocol"),
+                    base.key("targetPort"),
                     format!(
-                        "appProtocol {other:?} is not supported yet: use http or \
-                         kubernetes.io/h2c (the L7 proxy), or leave it out (TCP, the kernel \
-                         path)"
+                        "targetPort {target:?} is neither a port number nor a port name (at \
+                         most 15 lower-case letters, digits and '-')"
                     ),
                 );
-                Protocol::Tcp
             }
-        };
-        let target_port = match port.target_port {
-            None => TargetPort::Number(number),
-            Some(dto::IntOrString::Int(target)) => match cx.port(base.key("targetPort"), target) {
-                Some(target) => TargetPort::Number(target),
-                None => continue,
-            },
-            Some(dto::IntOrString::String(target)) => {
-                if !is_dns1123_label(&target) || target.len() > 15 {
-                    cx.error(
-                        base.key("targetPort"),
-                        format!(
-                            "targetPort {target:?} is neither a port number nor a port name (at \
-                             most 15 lower-case letters, digits and '-')"
-                        ),
-                    );
-                }
-                TargetPort::Name(target)
-            }
-        };
-        if let Some(j) = ports.iter().position(|p| p.port == number) {
-            cx.error(
-                base.key("port"),
-                format!("port {number} is also spec.ports[{j}]: each port once"),
-            );
+            TargetPort::Name(target)
         }
-        if !name.is_empty() && ports.iter().any(|p| p.name == name) {
-            cx.error(
-                base.key("name"),
-                format!("port name {name} is used twice: names are unique"),
-            );
-        }
-        ports.push(ServicePort {
-            name,
-            port: number,
-            target_port,
-            protocol,
-        });
-    }
-    let selector = spec.selector.unwrap_or_default();
-    if selector.is_empty() {
+    };
+    if let Some(j) = earlier.iter().position(|p| p.port == number) {
         cx.error(
-            fp!("spec.selector"),
-            "Services without a selector are not supported yet: their endpoints come from \
-             EndpointSlices; select the WorkloadEntries of the Service's namespace by label",
+            base.key("port"),
+            format!("port {number} is also spec.ports[{j}]: each port once"),
         );
     }
-    cx.labels(&fp!("spec.selector"), &selector);
-    let warnings = cx.finish()?;
-    Ok((
-        Service {
-            source,
-            addresses,
-            ports,
-            selector,
-        },
-        warnings,
-    ))
+    if !name.is_empty() && earlier.iter().any(|p| p.name == name) {
+        cx.error(
+            base.key("name"),
+            format!("port name {name} is used twice: names are unique"),
+        );
+    }
+    Some(ServicePort {
+        name,
+        port: number,
+        target_port,
+        protocol,
+    })
 }
 
 /// A `GatewayClass`.
@@ -381,56 +406,8 @@ fn listener(
     } else {
         "HTTPRoute"
     };
-    let mut kinds = Vec::new();
-    let mut all_namespaces = false;
-    if let Some(allowed) = listener.allowed_routes {
-        if let Some(namespaces) = allowed.namespaces {
-            let path = base.key("allowedRoutes").key("namespaces");
-            match namespaces.from.as_deref() {
-                None | Some("Same") => {}
-                Some("All") => all_namespaces = true,
-                Some("Selector") => cx.error(
-                    path.key("from"),
-                    "allowedRoutes.namespaces.from: Selector is not supported yet (Namespace \
-                     documents are not read): use Same or All",
-                ),
-                Some(other) => cx.error(
-                    path.key("from"),
-                    format!("from {other:?} is not known: use Same or All"),
-                ),
-            }
-            if namespaces.selector.is_some() {
-                cx.error(
-                    path.key("selector"),
-                    "allowedRoutes.namespaces.selector is not supported yet: use from: Same \
-                     or All",
-                );
-            }
-        }
-        for (k, kind) in allowed.kinds.unwrap_or_default().into_iter().enumerate() {
-            let path = base.key("allowedRoutes").key("kinds").index(k);
-            let group = kind.group.unwrap_or_else(|| GROUP.to_owned());
-            let name = kind.kind.unwrap_or_default();
-            match (group.as_str(), name.as_str()) {
-                (GROUP, "TCPRoute") if protocol == Protocol::Tcp => kinds.push("TCPRoute"),
-                (GROUP, "HTTPRoute") if protocol == Protocol::Http => kinds.push("HTTPRoute"),
-                (GROUP, "TCPRoute" | "HTTPRoute") => cx.error(
-                    path.key("kind"),
-                    format!(
-                        "a {} listener does not take {name}: allow {default_kind}",
-                        protocol.name()
-                    ),
-                ),
-                _ => cx.error(
-                    path.key("kind"),
-                    format!(
-                        "route kind {group}/{name} is not supported: allow {GROUP} \
-                         {default_kind}"
-                    ),
-                ),
-            }
-        }
-    }
+    let (mut kinds, all_namespaces) =
+        allowed_routes(cx, &base, listener.allowed_routes, protocol, default_kind);
     if kinds.is_empty() {
         kinds.push(default_kind);
     }
@@ -442,6 +419,69 @@ fn listener(
         kinds,
         all_namespaces,
     })
+}
+
+/// A listener's `allowedRoutes`: the route kinds it takes (none written:
+/// empty) and whether it takes routes of every namespace.
+fn allowed_routes(
+    cx: &mut Check,
+    base: &FieldPath,
+    allowed: Option<dto::AllowedRoutes>,
+    protocol: Protocol,
+    default_kind: &str,
+) -> (Vec<&'static str>, bool) {
+    let mut kinds = Vec::new();
+    let mut all_namespaces = false;
+    let Some(allowed) = allowed else {
+        return (kinds, all_namespaces);
+    };
+    if let Some(namespaces) = allowed.namespaces {
+        let path = base.key("allowedRoutes").key("namespaces");
+        match namespaces.from.as_deref() {
+            None | Some("Same") => {}
+            Some("All") => all_namespaces = true,
+            Some("Selector") => cx.error(
+                path.key("from"),
+                "allowedRoutes.namespaces.from: Selector is not supported yet (Namespace \
+                 documents are not read): use Same or All",
+            ),
+            Some(other) => cx.error(
+                path.key("from"),
+                format!("from {other:?} is not known: use Same or All"),
+            ),
+        }
+        if namespaces.selector.is_some() {
+            cx.error(
+                path.key("selector"),
+                "allowedRoutes.namespaces.selector is not supported yet: use from: Same \
+                 or All",
+            );
+        }
+    }
+    for (k, kind) in allowed.kinds.unwrap_or_default().into_iter().enumerate() {
+        let path = base.key("allowedRoutes").key("kinds").index(k);
+        let group = kind.group.unwrap_or_else(|| GROUP.to_owned());
+        let name = kind.kind.unwrap_or_default();
+        match (group.as_str(), name.as_str()) {
+            (GROUP, "TCPRoute") if protocol == Protocol::Tcp => kinds.push("TCPRoute"),
+            (GROUP, "HTTPRoute") if protocol == Protocol::Http => kinds.push("HTTPRoute"),
+            (GROUP, "TCPRoute" | "HTTPRoute") => cx.error(
+                path.key("kind"),
+                format!(
+                    "a {} listener does not take {name}: allow {default_kind}",
+                    protocol.name()
+                ),
+            ),
+            _ => cx.error(
+                path.key("kind"),
+                format!(
+                    "route kind {group}/{name} is not supported: allow {GROUP} \
+                     {default_kind}"
+                ),
+            ),
+        }
+    }
+    (kinds, all_namespaces)
 }
 
 /// A route's `parentRefs`.
@@ -856,7 +896,43 @@ fn route_match(cx: &mut Check, base: &FieldPath, m: dto::HttpRouteMatch) -> Opti
             );
         }
     }
-    let (kind, value) = match m.path {
+    let (kind, value, uris) = path_match(cx, base, m.path);
+    if cx.errors.len() > errors {
+        return None;
+    }
+    let rank = match kind.as_str() {
+        "Exact" => 3,
+        "RegularExpression" => 2,
+        _ => 1,
+    };
+    let precedence = Precedence {
+        path_rank: std::cmp::Reverse(rank),
+        path_length: std::cmp::Reverse(value.len()),
+        method: std::cmp::Reverse(common.method.is_some()),
+        headers: std::cmp::Reverse(common.headers.len()),
+        query_params: std::cmp::Reverse(common.query_params.len()),
+    };
+    let matches = uris
+        .into_iter()
+        .map(|uri| HttpMatch {
+            uri,
+            ..common.clone()
+        })
+        .collect();
+    Some(RouteMatch {
+        matches,
+        precedence,
+    })
+}
+
+/// A match's `path`: its type and value (absent: `PathPrefix /`), and the
+/// `uri` matches it stands for (errors recorded).
+fn path_match(
+    cx: &mut Check,
+    base: &FieldPath,
+    path: Option<dto::PathMatch>,
+) -> (String, String, Vec<Option<StringMatch>>) {
+    let (kind, value) = match path {
         Some(path) => (
             path.type_.unwrap_or_else(|| "PathPrefix".to_owned()),
             path.value.unwrap_or_else(|| "/".to_owned()),
@@ -902,32 +978,7 @@ fn route_match(cx: &mut Check, base: &FieldPath, m: dto::HttpRouteMatch) -> Opti
             Vec::new()
         }
     };
-    if cx.errors.len() > errors {
-        return None;
-    }
-    let rank = match kind.as_str() {
-        "Exact" => 3,
-        "RegularExpression" => 2,
-        _ => 1,
-    };
-    let precedence = Precedence {
-        path_rank: std::cmp::Reverse(rank),
-        path_length: std::cmp::Reverse(value.len()),
-        method: std::cmp::Reverse(common.method.is_some()),
-        headers: std::cmp::Reverse(common.headers.len()),
-        query_params: std::cmp::Reverse(common.query_params.len()),
-    };
-    let matches = uris
-        .into_iter()
-        .map(|uri| HttpMatch {
-            uri,
-            ..common.clone()
-        })
-        .collect();
-    Some(RouteMatch {
-        matches,
-        precedence,
-    })
+    (kind, value, uris)
 }
 
 /// The precedence of a rule without `matches`: `PathPrefix /`, nothing

@@ -493,6 +493,10 @@ fn the_base_set_resolves() {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "a table of cases: the change to the base set and its exact message each"
+)]
 fn each_error_says_what_to_do() {
     let cases: Vec<(&str, String, &[&str])> = vec![
         // Envelope.
@@ -514,6 +518,16 @@ fn each_error_says_what_to_do() {
             ),
             &[
                 "rules/r.yaml: document 3: kind: unsupported kind \"Pod\" at apiVersion v1: expected one of Service (line 19)",
+            ],
+        ),
+        (
+            "a kind not read yet",
+            changed(
+                "gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute",
+                "gateway.networking.k8s.io/v1\nkind: GRPCRoute",
+            ),
+            &[
+                "rules/r.yaml: document 7: kind: unsupported kind \"GRPCRoute\" at apiVersion gateway.networking.k8s.io/v1: expected one of GatewayClass, Gateway, HTTPRoute (line 46)",
             ],
         ),
         (

@@ -12,6 +12,7 @@ use crate::{
     dto::{Location, Resolution},
     error::{ConfigError, FieldPath, fp},
     http::{DirectResponse, Headers, HttpMatch, HttpRouteDestination, HttpRule},
+    names::host_matches,
     resource::{
         self, GatewayPort, L4Match, Resource, Server, ServiceEntry, TcpRule, VirtualService,
     },
@@ -192,7 +193,7 @@ impl<'a> Index<'a> {
         if let Some(other) = self
             .entries
             .iter()
-            .find(|entry| entry.hosts.iter().any(|h| *h == host))
+            .find(|entry| entry.hosts.contains(&host))
         {
             errors.push(service.source.error(
                 fp!("metadata.name"),
@@ -356,38 +357,12 @@ impl<'a> Index<'a> {
         let mut why = Vec::new();
         let taken: Vec<&Listener> = candidates
             .into_iter()
-            .filter(|l| {
-                if !l.kinds.contains(&kind) {
-                    why.push(format!(
-                        "listener {} allows {} (allowedRoutes.kinds), not {kind}",
-                        l.name,
-                        l.kinds.join(", ")
-                    ));
-                    return false;
+            .filter(|l| match refusal(l, gateway, route, kind, hostnames) {
+                Some(reason) => {
+                    why.push(reason);
+                    false
                 }
-                if !l.all_namespaces && gateway.source.namespace != route.namespace {
-                    why.push(format!(
-                        "listener {} takes routes of its own namespace {} only \
-                         (allowedRoutes.namespaces.from: Same); set from: All",
-                        l.name, gateway.source.namespace
-                    ));
-                    return false;
-                }
-                if let Some(hostname) = &l.hostname
-                    && !hostnames.is_empty()
-                    && !hostnames.iter().any(|h| {
-                        crate::names::host_matches(hostname, h)
-                            || crate::names::host_matches(h, hostname)
-                    })
-                {
-                    why.push(format!(
-                        "listener {} is for host {hostname}, which none of the route's \
-                         hostnames matches",
-                        l.name
-                    ));
-                    return false;
-                }
-                true
+                None => true,
             })
             .collect();
         if taken.is_empty() {
@@ -460,93 +435,138 @@ impl<'a> Index<'a> {
         meshed: &mut HashMap<(String, String), Source>,
         errors: &mut Vec<ConfigError>,
     ) -> Vec<VirtualService> {
-        let source = &route.source;
         let before = errors.len();
-        // (hosts, gateways, bindings: match-level gateways and port).
-        let mut mesh_hosts: Vec<String> = Vec::new();
-        let mut mesh_bindings: Vec<(String, Option<u16>)> = Vec::new();
-        let mut gateways: Vec<String> = Vec::new();
-        let mut gateway_bindings: Vec<(String, Option<u16>)> = Vec::new();
-        // A parent or backend refused on its own (its error is recorded).
+        let parents = self.http_parents(route, meshed, errors);
+        let rules = self.http_rules(route, errors);
+        let (Some(parents), Some(rules)) = (parents, rules) else {
+            return Vec::new();
+        };
+        if errors.len() > before {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if !parents.mesh.is_empty() {
+            out.push(bound(
+                route,
+                &rules,
+                parents.mesh_hosts,
+                vec!["mesh".to_owned()],
+                &parents.mesh,
+            ));
+        }
+        if !parents.gateway.is_empty() {
+            let hosts = if route.hostnames.is_empty() {
+                vec!["*".to_owned()]
+            } else {
+                route.hostnames.clone()
+            };
+            out.push(bound(
+                route,
+                &rules,
+                hosts,
+                parents.gateways,
+                &parents.gateway,
+            ));
+        }
+        out
+    }
+
+    /// Where an `HTTPRoute` applies; `None` when a parent was refused on
+    /// its own (its error is recorded), errors recorded for the others.
+    fn http_parents(
+        &self,
+        route: &HttpRoute,
+        meshed: &mut HashMap<(String, String), Source>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Parents> {
+        let source = &route.source;
+        let mut parents = Parents::default();
         let mut failed = false;
         for parent in &route.parents {
             let base = fp!("spec.parentRefs[{}]", parent.index);
-            match parent.kind {
-                ParentKind::Service => {
-                    if parent.namespace != source.namespace {
-                        errors.push(source.error(
-                            base.key("namespace"),
-                            format!(
-                                "a route bound to a Service of another namespace ({}) is not \
-                                 supported yet: put the HTTPRoute in the Service's namespace",
-                                parent.namespace
-                            ),
-                        ));
-                        continue;
-                    }
-                    if self.refused_services.iter().any(|s| {
-                        s.source.namespace == parent.namespace && s.source.name == parent.name
-                    }) {
-                        failed = true;
-                        continue;
-                    }
-                    let Some(service) = self.service(&parent.namespace, &parent.name) else {
-                        errors.push(source.error(
-                            base.key("name"),
-                            format!(
-                                "parent Service {}/{} not found: define it or fix the name",
-                                parent.namespace, parent.name
-                            ),
-                        ));
-                        continue;
-                    };
-                    if !mesh_service(source, &base, service, parent.port, errors) {
-                        continue;
-                    }
-                    let key = (
-                        service.source.namespace.clone(),
-                        service.source.name.clone(),
-                    );
-                    if let Some(first) = meshed.get(&key).filter(|first| first.id() != source.id())
-                    {
-                        errors.push(source.error(
-                            base.key("name"),
-                            format!(
-                                "Service {}/{} is already the parent of {}: merging the rules \
-                                 of several HTTPRoutes on one Service is not supported yet; \
-                                 put the rules in one HTTPRoute",
-                                parent.namespace,
-                                parent.name,
-                                first.describe()
-                            ),
-                        ));
-                        continue;
-                    }
-                    meshed.insert(key, source.clone());
-                    let host = service.host();
-                    if !mesh_hosts.contains(&host) {
-                        mesh_hosts.push(host);
-                    }
-                    mesh_bindings.push(("mesh".to_owned(), parent.port));
+            if parent.kind == ParentKind::Gateway {
+                let Some((id, listeners)) =
+                    self.listeners(source, "HTTPRoute", parent, &route.hostnames, errors)
+                else {
+                    continue;
+                };
+                for listener in listeners {
+                    parents.gateway.push((id.clone(), Some(listener.port)));
                 }
-                ParentKind::Gateway => {
-                    let Some((id, listeners)) =
-                        self.listeners(source, "HTTPRoute", parent, &route.hostnames, errors)
-                    else {
-                        continue;
-                    };
-                    for listener in listeners {
-                        gateway_bindings.push((id.clone(), Some(listener.port)));
-                    }
-                    if !gateways.contains(&id) {
-                        gateways.push(id);
-                    }
+                if !parents.gateways.contains(&id) {
+                    parents.gateways.push(id);
                 }
+                continue;
             }
+            if parent.namespace != source.namespace {
+                errors.push(source.error(
+                    base.key("namespace"),
+                    format!(
+                        "a route bound to a Service of another namespace ({}) is not supported \
+                         yet: put the HTTPRoute in the Service's namespace",
+                        parent.namespace
+                    ),
+                ));
+                continue;
+            }
+            if self
+                .refused_services
+                .iter()
+                .any(|s| s.source.namespace == parent.namespace && s.source.name == parent.name)
+            {
+                failed = true;
+                continue;
+            }
+            let Some(service) = self.service(&parent.namespace, &parent.name) else {
+                errors.push(source.error(
+                    base.key("name"),
+                    format!(
+                        "parent Service {}/{} not found: define it or fix the name",
+                        parent.namespace, parent.name
+                    ),
+                ));
+                continue;
+            };
+            if !mesh_service(source, &base, service, parent.port, errors) {
+                continue;
+            }
+            let key = (
+                service.source.namespace.clone(),
+                service.source.name.clone(),
+            );
+            if let Some(first) = meshed.get(&key).filter(|first| first.id() != source.id()) {
+                errors.push(source.error(
+                    base.key("name"),
+                    format!(
+                        "Service {}/{} is already the parent of {}: merging the rules of \
+                         several HTTPRoutes on one Service is not supported yet; put the rules \
+                         in one HTTPRoute",
+                        parent.namespace,
+                        parent.name,
+                        first.describe()
+                    ),
+                ));
+                continue;
+            }
+            meshed.insert(key, source.clone());
+            let host = service.host();
+            if !parents.mesh_hosts.contains(&host) {
+                parents.mesh_hosts.push(host);
+            }
+            parents.mesh.push(("mesh".to_owned(), parent.port));
         }
-        let mut rules: Vec<(Precedence, String, FieldPath, HttpRule)> = Vec::new();
+        (!failed).then_some(parents)
+    }
+
+    /// The rules of an `HTTPRoute`, one per match, in the spec's precedence
+    /// (equals in the order written), each with its label and path for
+    /// [`Origin`]; `None` when a backend was refused (errors recorded).
+    fn http_rules(&self, route: &HttpRoute, errors: &mut Vec<ConfigError>) -> Option<Vec<Rule>> {
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut failed = false;
         for (i, rule) in route.rules.iter().enumerate() {
-            let Some(destinations) = self.destinations(source, &rule.backends, errors) else {
+            let Some(destinations) = self.destinations(&route.source, &rule.backends, errors)
+            else {
                 failed = true;
                 continue;
             };
@@ -556,49 +576,35 @@ impl<'a> Index<'a> {
                 .sum();
             // The spec: no backendRef, or every weight 0: 500.
             let (route_to, direct_response) = if total == 0 {
-                (
-                    Vec::new(),
-                    Some(DirectResponse {
-                        status: 500,
-                        body: None,
-                    }),
-                )
+                let status = DirectResponse {
+                    status: 500,
+                    body: None,
+                };
+                (Vec::new(), Some(status))
             } else {
-                (
-                    destinations
-                        .into_iter()
-                        .map(|(destination, headers)| HttpRouteDestination {
-                            destination,
-                            headers,
-                        })
-                        .collect(),
-                    None,
-                )
+                let route_to = destinations
+                    .into_iter()
+                    .map(|(destination, headers)| HttpRouteDestination {
+                        destination,
+                        headers,
+                    })
+                    .collect();
+                (route_to, None)
             };
             let http_rule = |matches: Vec<HttpMatch>| HttpRule {
-                name: None,
                 matches,
                 route: route_to.clone(),
-                redirect: None,
                 direct_response: direct_response.clone(),
-                delegate: None,
-                rewrite: None,
-                timeout: None,
-                retries: None,
-                fault: None,
-                mirror: None,
-                mirrors: Vec::new(),
-                cors_policy: None,
                 headers: rule.headers.clone(),
+                ..empty_rule()
             };
             if rule.matches.is_empty() {
-                let everything = super::check::default_precedence();
-                rules.push((
-                    everything,
-                    format!("rules[{i}]"),
-                    fp!("spec.rules[{i}]"),
-                    http_rule(vec![HttpMatch::default()]),
-                ));
+                rules.push(Rule {
+                    precedence: super::check::default_precedence(),
+                    label: format!("rules[{i}]"),
+                    path: fp!("spec.rules[{i}]"),
+                    http: http_rule(vec![HttpMatch::default()]),
+                });
             }
             for (k, m) in rule.matches.iter().enumerate() {
                 let (label, path) = if rule.matches.len() == 1 {
@@ -609,63 +615,140 @@ impl<'a> Index<'a> {
                         fp!("spec.rules[{i}].matches[{k}]"),
                     )
                 };
-                rules.push((m.precedence, label, path, http_rule(m.matches.clone())));
+                rules.push(Rule {
+                    precedence: m.precedence,
+                    label,
+                    path,
+                    http: http_rule(m.matches.clone()),
+                });
             }
         }
-        if errors.len() > before || failed {
-            return Vec::new();
-        }
         // The spec's precedence; equals keep the order written.
-        rules.sort_by_key(|(precedence, ..)| *precedence);
-        let virtual_service =
-            |hosts: Vec<String>, gateways: Vec<String>, bindings: &[(String, Option<u16>)]| {
-                let mut origin = Origin::default();
-                let mut http = Vec::with_capacity(rules.len());
-                for (_, label, path, rule) in &rules {
-                    let mut rule = rule.clone();
-                    rule.matches = rule
-                        .matches
-                        .iter()
-                        .flat_map(|m| {
-                            bindings.iter().map(move |(gateway, port)| HttpMatch {
-                                gateways: vec![gateway.clone()],
-                                port: *port,
-                                ..m.clone()
-                            })
-                        })
-                        .collect();
-                    origin.http.push((label.clone(), path.clone()));
-                    http.push(rule);
-                }
-                VirtualService {
-                    source: source.clone(),
-                    hosts,
-                    gateways,
-                    tcp: Vec::new(),
-                    http,
-                    tls: Vec::new(),
-                    export_to: Vec::new(),
-                    origin: Some(Arc::new(origin)),
-                }
-            };
-        let mut out = Vec::new();
-        if !mesh_bindings.is_empty() {
-            out.push(virtual_service(
-                mesh_hosts,
-                vec!["mesh".to_owned()],
-                &mesh_bindings,
-            ));
-        }
-        if !gateway_bindings.is_empty() {
-            let hosts = if route.hostnames.is_empty() {
-                vec!["*".to_owned()]
-            } else {
-                route.hostnames.clone()
-            };
-            out.push(virtual_service(hosts, gateways, &gateway_bindings));
-        }
-        out
+        rules.sort_by_key(|rule| rule.precedence);
+        (!failed).then_some(rules)
     }
+}
+
+/// Where an `HTTPRoute` applies: `(gateway, port)` bindings of its matches
+/// (`mesh` or a Gateway id; a parent port or listener port).
+#[derive(Default)]
+struct Parents {
+    mesh_hosts: Vec<String>,
+    mesh: Vec<(String, Option<u16>)>,
+    gateways: Vec<String>,
+    gateway: Vec<(String, Option<u16>)>,
+}
+
+/// One rule of an `HTTPRoute` for one of its matches.
+struct Rule {
+    precedence: Precedence,
+    /// `rules[0]`, `rules[0].matches[1]`: in route keys.
+    label: String,
+    /// Where it is written: in messages.
+    path: FieldPath,
+    http: HttpRule,
+}
+
+/// An `http` rule with nothing set.
+fn empty_rule() -> HttpRule {
+    HttpRule {
+        name: None,
+        matches: Vec::new(),
+        route: Vec::new(),
+        redirect: None,
+        direct_response: None,
+        delegate: None,
+        rewrite: None,
+        timeout: None,
+        retries: None,
+        fault: None,
+        mirror: None,
+        mirrors: Vec::new(),
+        cors_policy: None,
+        headers: Headers::default(),
+    }
+}
+
+/// The `VirtualService` of `rules` for `hosts`, bound to `gateways`, each
+/// match repeated for each binding (its `gateways` and `port`).
+fn bound(
+    route: &HttpRoute,
+    rules: &[Rule],
+    hosts: Vec<String>,
+    gateways: Vec<String>,
+    bindings: &[(String, Option<u16>)],
+) -> VirtualService {
+    let mut origin = Origin::default();
+    let mut http = Vec::with_capacity(rules.len());
+    for Rule {
+        label,
+        path,
+        http: rule,
+        ..
+    } in rules
+    {
+        let mut rule = rule.clone();
+        rule.matches = rule
+            .matches
+            .iter()
+            .flat_map(|m| {
+                bindings.iter().map(move |(gateway, port)| HttpMatch {
+                    gateways: vec![gateway.clone()],
+                    port: *port,
+                    ..m.clone()
+                })
+            })
+            .collect();
+        origin.http.push((label.clone(), path.clone()));
+        http.push(rule);
+    }
+    VirtualService {
+        source: route.source.clone(),
+        hosts,
+        gateways,
+        tcp: Vec::new(),
+        http,
+        tls: Vec::new(),
+        export_to: Vec::new(),
+        origin: Some(Arc::new(origin)),
+    }
+}
+
+/// Why listener `l` of `gateway` does not take a route of `kind` (in
+/// `route`'s namespace, for `hostnames`); `None` when it does.
+fn refusal(
+    l: &Listener,
+    gateway: &Gateway,
+    route: &Source,
+    kind: &str,
+    hostnames: &[String],
+) -> Option<String> {
+    if !l.kinds.contains(&kind) {
+        return Some(format!(
+            "listener {} allows {} (allowedRoutes.kinds), not {kind}",
+            l.name,
+            l.kinds.join(", ")
+        ));
+    }
+    if !l.all_namespaces && gateway.source.namespace != route.namespace {
+        return Some(format!(
+            "listener {} takes routes of its own namespace {} only \
+             (allowedRoutes.namespaces.from: Same); set from: All",
+            l.name, gateway.source.namespace
+        ));
+    }
+    if let Some(hostname) = &l.hostname
+        && !hostnames.is_empty()
+        && !hostnames
+            .iter()
+            .any(|h| host_matches(hostname, h) || host_matches(h, hostname))
+    {
+        return Some(format!(
+            "listener {} is for host {hostname}, which none of the route's hostnames matches",
+            l.name
+        ));
+    }
+    None
 }
 
 /// Whether `service` can be the parent of a mesh `HTTPRoute` (on `port`,
@@ -762,7 +845,6 @@ fn default_route(service: &Service, meshed: bool) -> Option<VirtualService> {
                 continue;
             }
             http.push(HttpRule {
-                name: None,
                 matches: vec![HttpMatch {
                     port: Some(port.port),
                     ..HttpMatch::default()
@@ -771,17 +853,7 @@ fn default_route(service: &Service, meshed: bool) -> Option<VirtualService> {
                     destination,
                     headers: Headers::default(),
                 }],
-                redirect: None,
-                direct_response: None,
-                delegate: None,
-                rewrite: None,
-                timeout: None,
-                retries: None,
-                fault: None,
-                mirror: None,
-                mirrors: Vec::new(),
-                cors_policy: None,
-                headers: Headers::default(),
+                ..empty_rule()
             });
             origin.http.push(label);
         } else {
