@@ -400,7 +400,17 @@ fn the_istio_and_gateway_api_forms_of_one_service_are_refused_naming_the_istio_o
     // The same host: a Service reviews and Istio's ServiceEntry
     // reviews.default.svc.cluster.local.
     let bookinfo = texts("bookinfo", &["service-entry.yaml"]);
-    let services = texts("bookinfo-gateway-api", &["services.yaml"]);
+    // The whole Gateway API form: the routes that name the refused Service
+    // are left out, without errors of their own.
+    let services = texts(
+        "bookinfo-gateway-api",
+        &[
+            "services.yaml",
+            "workload-entries.yaml",
+            "gateway.yaml",
+            "http-route.yaml",
+        ],
+    );
     assert_eq!(
         resolve_errors(&[services, bookinfo].concat()),
         [
@@ -1001,5 +1011,55 @@ fn http_rules_follow_the_specs_precedence_and_zero_weights_answer_500() {
         header.matches[0].headers.get("x"),
         Some(&crate::StringMatch::Exact("y".into())),
         "header names are lower case"
+    );
+}
+
+/// Istio's own Bookinfo: Kubernetes Services, routed by an Istio
+/// VirtualService with DestinationRule subsets. The VirtualService takes
+/// the Service's clusterIPs; the Service has no default route of its own.
+#[test]
+fn an_istio_virtual_service_routes_a_kubernetes_service() {
+    let files = [
+        texts(
+            "bookinfo-gateway-api",
+            &["services.yaml", "workload-entries.yaml"],
+        ),
+        texts(
+            "bookinfo",
+            &["destination-rule.yaml", "examples/vs-reviews-50-v3.yaml"],
+        ),
+    ]
+    .concat();
+    let files: Vec<RulesFile> = files
+        .iter()
+        .map(|(path, text)| parse_file(path, text).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let model = resolve(&files).unwrap_or_else(|e| panic!("{e}"));
+    let keys: Vec<&str> = model.http.iter().map(|l| l.key.as_str()).collect();
+    assert_eq!(keys, ["mesh reviews.default.svc.cluster.local:9080"]);
+    let mesh = &model.http[0];
+    assert_eq!(
+        mesh.listeners,
+        addrs(&["127.101.0.1:9080", "[fd00:7473::2]:9080"])
+    );
+    let route = &mesh.virtual_hosts[0].routes[0];
+    assert_eq!(route.key, "default/reviews/http[0]");
+    let subsets: Vec<(Option<&str>, u32, Vec<SocketAddr>)> = route
+        .destinations
+        .iter()
+        .map(|d| {
+            (
+                d.destination.subset.as_deref(),
+                d.destination.weight,
+                d.destination.endpoints.iter().map(|e| e.addr).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        subsets,
+        [
+            (Some("v1"), 50, addrs(&["127.0.0.1:19081"])),
+            (Some("v3"), 50, addrs(&["127.0.0.1:19083"])),
+        ]
     );
 }

@@ -13,6 +13,7 @@ use crate::{
     error::{ConfigError, FieldPath, fp},
     http::{DirectResponse, Headers, HttpMatch, HttpRouteDestination, HttpRule},
     names::host_matches,
+    resolve::qualify,
     resource::{
         self, GatewayPort, L4Match, Resource, Server, ServiceEntry, TcpRule, VirtualService,
     },
@@ -33,6 +34,12 @@ pub(crate) fn translate(resources: &[&Resource], errors: &mut Vec<ConfigError>) 
             Resource::GatewayApi(GatewayApiResource::HttpRoute(r)) => index.http_routes.push(r),
             Resource::ServiceEntry(entry) => index.entries.push(entry),
             Resource::Gateway(gateway) => index.istio_gateways.push(gateway),
+            Resource::VirtualService(vs) if vs.binds_mesh() => {
+                let namespace = &vs.source.namespace;
+                index
+                    .istio_hosts
+                    .extend(vs.hosts.iter().map(|h| qualify(h, namespace)));
+            }
             _ => {}
         }
     }
@@ -81,6 +88,18 @@ pub(crate) fn translate(resources: &[&Resource], errors: &mut Vec<ConfigError>) 
         );
     }
     for service in &index.services {
+        if index
+            .refused_services
+            .iter()
+            .any(|refused| std::ptr::eq(*refused, *service))
+        {
+            continue;
+        }
+        if index.istio_hosts.contains(&service.host()) {
+            // An Istio VirtualService routes it, as in Istio's own Bookinfo
+            // (Kubernetes Services, Istio routes).
+            continue;
+        }
         let key = (
             service.source.namespace.clone(),
             service.source.name.clone(),
@@ -105,6 +124,9 @@ struct Index<'a> {
     refused_services: Vec<&'a Service>,
     /// Gateways refused likewise.
     refused_gateways: Vec<&'a Gateway>,
+    /// The hosts of the mesh-bound Istio `VirtualServices` (qualified):
+    /// a Service one of them routes has no default route.
+    istio_hosts: Vec<String>,
 }
 
 /// `<namespace>/<name>`, as `VirtualService` `gateways` name a Gateway.
