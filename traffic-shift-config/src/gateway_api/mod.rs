@@ -28,6 +28,7 @@
 
 mod check;
 mod dto;
+mod place;
 #[cfg(test)]
 mod tests;
 mod translate;
@@ -36,7 +37,7 @@ use std::{net::IpAddr, path::Path, sync::Arc};
 
 use serde_yaml_ng::Value;
 
-pub(crate) use self::translate::translate;
+pub(crate) use self::{place::place, translate::translate};
 use crate::{
     check::Checked,
     common::{Labels, Protocol},
@@ -269,6 +270,10 @@ pub struct Precedence {
 pub struct Origin {
     tcp: Vec<(String, FieldPath)>,
     http: Vec<(String, FieldPath)>,
+    /// Per rule, where each destination is written (a `backendRefs[]`
+    /// entry, or the Service port of a default route).
+    tcp_backends: Vec<Vec<FieldPath>>,
+    http_backends: Vec<Vec<FieldPath>>,
 }
 
 impl Origin {
@@ -286,6 +291,16 @@ impl Origin {
 
     pub(crate) fn path(&self, list: &str, i: usize) -> Option<FieldPath> {
         self.list(list).get(i).map(|(_, path)| path.clone())
+    }
+
+    /// Where destination `j` of rule `i` of `list` is written.
+    fn backend(&self, list: &str, i: usize, j: usize) -> Option<&FieldPath> {
+        let backends = match list {
+            "tcp" => &self.tcp_backends,
+            "http" => &self.http_backends,
+            _ => return None,
+        };
+        backends.get(i)?.get(j)
     }
 }
 

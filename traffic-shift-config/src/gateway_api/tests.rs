@@ -1063,3 +1063,32 @@ fn an_istio_virtual_service_routes_a_kubernetes_service() {
         ]
     );
 }
+
+/// What `resolve` finds about the Istio resources a document stands for
+/// is reported at the field as written, with its line.
+#[test]
+fn warnings_name_the_fields_as_written() {
+    let files: Vec<RulesFile> = texts(
+        "tcp-echo-gateway-api",
+        &["gateway.yaml", "services.yaml", "tcp-route.yaml"],
+    )
+    .iter()
+    .map(|(path, text)| parse_file(path, text).unwrap_or_else(|e| panic!("{e}")))
+    .collect();
+    let (model, warnings) = resolve_all(&files);
+    assert!(model.is_ok(), "no endpoint is a warning, not an error");
+    let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "rules/tcp-echo-gateway-api/tcp-route.yaml: document 1 (TCPRoute default/tcp-echo): \
+             spec.rules[0].backendRefs[0].name: service tcp-echo-v1.default.svc.cluster.local \
+             selects no endpoint (IST0173): its connections will be refused; check the subset's \
+             labels against the endpoints' (line 13)",
+            "rules/tcp-echo-gateway-api/services.yaml: document 1 (Service default/tcp-echo): \
+             spec.ports[0]: service tcp-echo.default.svc.cluster.local selects no endpoint \
+             (IST0173): its connections will be refused; check the subset's labels against the \
+             endpoints' (line 14)",
+        ]
+    );
+}

@@ -443,7 +443,8 @@ impl<'a> Index<'a> {
             export_to: Vec::new(),
             origin: Some(Arc::new(Origin {
                 tcp: vec![("rules[0]".to_owned(), fp!("spec.rules[0]"))],
-                http: Vec::new(),
+                tcp_backends: vec![route.backends.iter().map(|b| b.path.clone()).collect()],
+                ..Origin::default()
             })),
         })
     }
@@ -620,8 +621,14 @@ impl<'a> Index<'a> {
                 headers: rule.headers.clone(),
                 ..empty_rule()
             };
+            let backends: Vec<FieldPath> = if direct_response.is_some() {
+                Vec::new()
+            } else {
+                rule.backends.iter().map(|b| b.path.clone()).collect()
+            };
             if rule.matches.is_empty() {
                 rules.push(Rule {
+                    backends: backends.clone(),
                     precedence: super::check::default_precedence(),
                     label: format!("rules[{i}]"),
                     path: fp!("spec.rules[{i}]"),
@@ -638,6 +645,7 @@ impl<'a> Index<'a> {
                     )
                 };
                 rules.push(Rule {
+                    backends: backends.clone(),
                     precedence: m.precedence,
                     label,
                     path,
@@ -669,6 +677,8 @@ struct Rule {
     /// Where it is written: in messages.
     path: FieldPath,
     http: HttpRule,
+    /// Where each of its destinations is written.
+    backends: Vec<FieldPath>,
 }
 
 /// An `http` rule with nothing set.
@@ -706,9 +716,11 @@ fn bound(
         label,
         path,
         http: rule,
+        backends,
         ..
     } in rules
     {
+        origin.http_backends.push(backends.clone());
         let mut rule = rule.clone();
         rule.matches = rule
             .matches
@@ -878,6 +890,7 @@ fn default_route(service: &Service, meshed: bool) -> Option<VirtualService> {
                 ..empty_rule()
             });
             origin.http.push(label);
+            origin.http_backends.push(vec![fp!("spec.ports[{p}]")]);
         } else {
             tcp.push(TcpRule {
                 matches: vec![L4Match {
@@ -887,6 +900,7 @@ fn default_route(service: &Service, meshed: bool) -> Option<VirtualService> {
                 route: vec![destination],
             });
             origin.tcp.push(label);
+            origin.tcp_backends.push(vec![fp!("spec.ports[{p}]")]);
         }
     }
     if tcp.is_empty() && http.is_empty() {

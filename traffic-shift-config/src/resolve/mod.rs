@@ -131,7 +131,11 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
             routes.push(route);
         }
     }
-    let Sink { errors, warnings } = sink;
+    let Sink {
+        mut errors,
+        mut warnings,
+    } = sink;
+    crate::gateway_api::place(&translated, &mut errors, &mut warnings);
     let warnings = unique(warnings);
     if errors.is_empty() {
         routes.sort_by(|a, b| a.key.cmp(&b.key));
