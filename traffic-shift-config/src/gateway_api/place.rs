@@ -99,8 +99,10 @@ fn written(kind: &str, origin: Option<&Origin>, path: &FieldPath) -> FieldPath {
                 listener
             }
         }
-        (Some("resolution" | "location" | "endpoints" | "workloadSelector" | "exportTo"), _)
-        | (Some("tls"), _) => fp!("spec"),
+        (
+            Some("resolution" | "location" | "endpoints" | "workloadSelector" | "exportTo" | "tls"),
+            _,
+        ) => fp!("spec"),
         (Some("selector"), _) if kind == GATEWAY_KIND => fp!("spec"),
         // Already a field as written (`spec.rules[0]`, `spec.ports[0]`).
         _ => path.clone(),
