@@ -95,6 +95,13 @@ pub const FAMILY_LABELS: &[(&str, &[&str])] = &[
     ("traffic_shift_store_connected", &[]),
     ("traffic_shift_store_revision", &[]),
     ("traffic_shift_store_reconnects", &[]),
+    ("traffic_shift_rollout_phase", &["rollout", "phase"]),
+    ("traffic_shift_rollout_step", &["rollout"]),
+    ("traffic_shift_rollout_canary_weight", &["rollout"]),
+    (
+        "traffic_shift_rollout_analysis_runs",
+        &["rollout", "metric", "result"],
+    ),
 ];
 
 /// Istio's labels of its HTTP metrics: the TCP ones and the response code.

@@ -16,7 +16,8 @@
 //! - [`etcd`]: a real etcd cluster on loopback; [`fleet`]: etcd and several agents;
 //!   [`forwarder`]: a TCP forwarder that cuts one agent off from etcd;
 //! - [`prometheus`] runs a real Prometheus server for the metrics tests;
-//!   [`dashboard`] turns the Grafana dashboard into the queries it sends.
+//!   [`dashboard`] turns the Grafana dashboard into the queries it sends;
+//! - [`rollout`]: an agent's rollouts, and the wait on them.
 
 pub mod agent;
 pub mod cgroup;
@@ -30,6 +31,7 @@ pub mod http_client;
 pub mod netns;
 pub mod process;
 pub mod prometheus;
+pub mod rollout;
 pub mod scenario;
 
 use std::{

@@ -289,6 +289,22 @@ fn exposition(n: u64) -> String {
     bare("traffic_shift_store_connected", "", 1);
     bare("traffic_shift_store_revision", "", 40 + n);
     bare("traffic_shift_store_reconnects_total", "", 1);
+    // A rollout at its third step, 20% on the canary; an interval a scrape.
+    let rollout = r#"rollout="default/tcp-echo""#;
+    for phase in ["Progressing", "Paused", "Healthy", "Degraded"] {
+        bare(
+            "traffic_shift_rollout_phase",
+            &format!(r#"{rollout},phase="{phase}""#),
+            u64::from(phase == "Progressing"),
+        );
+    }
+    bare("traffic_shift_rollout_step", rollout, 2);
+    bare("traffic_shift_rollout_canary_weight", rollout, 20);
+    bare(
+        "traffic_shift_rollout_analysis_runs_total",
+        &format!(r#"{rollout},metric="connectionSuccessRate",result="successful""#),
+        n,
+    );
     bare("traffic_shift_map_entries", r#"map="TS_ORIG_DST""#, 16384);
     bare(
         "traffic_shift_map_max_entries",

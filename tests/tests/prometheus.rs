@@ -10,8 +10,9 @@ use std::{
 };
 
 use traffic_shift_agent::metrics::{
-    Family, REQUEST_DURATION_MILLISECONDS, REQUESTS, STORE_CONNECTED, STORE_RECONNECTS,
-    STORE_REVISION, XDP_BYTES, XDP_FLOWS, XDP_PACKETS,
+    Family, REQUEST_DURATION_MILLISECONDS, REQUESTS, ROLLOUT_ANALYSIS_RUNS, ROLLOUT_CANARY_WEIGHT,
+    ROLLOUT_PHASE, ROLLOUT_STEP, STORE_CONNECTED, STORE_RECONNECTS, STORE_REVISION, XDP_BYTES,
+    XDP_FLOWS, XDP_PACKETS,
 };
 use traffic_shift_tests::{
     RemoteClient, SERVICE_V4, Scenario,
@@ -24,9 +25,10 @@ use traffic_shift_tests::{
 /// asked for data here: the L7 proxy's (no HTTP rules; `http.rs` reads them
 /// from a real agent), the XDP gateway's (no XDP interface; `xdp.rs`) and
 /// the fleet store's (no `--store`; `fleet_status.rs` reads them from
-/// agents on a real etcd). `dashboard.rs` checks their panels on a scraped
-/// exposition.
-const OTHER_PATHS: [Family; 8] = [
+/// agents on a real etcd) and the rollouts' (no Rollout; `rollout.rs`
+/// asks Prometheus for the rollout panels' queries after a rollout).
+/// `dashboard.rs` checks their panels on a scraped exposition.
+const OTHER_PATHS: [Family; 12] = [
     REQUESTS,
     REQUEST_DURATION_MILLISECONDS,
     XDP_PACKETS,
@@ -35,6 +37,10 @@ const OTHER_PATHS: [Family; 8] = [
     STORE_CONNECTED,
     STORE_REVISION,
     STORE_RECONNECTS,
+    ROLLOUT_PHASE,
+    ROLLOUT_STEP,
+    ROLLOUT_CANARY_WEIGHT,
+    ROLLOUT_ANALYSIS_RUNS,
 ];
 
 #[test]

@@ -94,6 +94,17 @@ pub enum Request {
     },
     /// The agent's version.
     Version,
+    /// The rollouts as they stand (`rollout status`, `get rollouts`): one
+    /// (`NAMESPACE/NAME`, or a name one namespace has) or all.
+    Rollouts {
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// `rollout promote|pause|resume|abort|retry NAME`.
+    Rollout {
+        name: String,
+        action: crate::rollout::Command,
+    },
 }
 
 impl Request {
@@ -104,6 +115,8 @@ impl Request {
             Self::Delete { .. } => "delete",
             Self::Get { .. } => "get",
             Self::Version => "version",
+            Self::Rollouts { .. } => "rollout status",
+            Self::Rollout { action, .. } => action.as_str(),
         }
     }
 }
@@ -126,6 +139,11 @@ pub enum Response {
     Resources { items: Vec<Item> },
     /// `version`.
     Version { version: String },
+    /// `rollouts` and `rollout`: the rollouts as they stand (after the
+    /// command).
+    Rollouts {
+        rollouts: Vec<crate::rollout::RolloutStatus>,
+    },
     /// The request was understood and refused: every reason, one line
     /// each. Nothing changed.
     Refused { errors: Vec<String> },

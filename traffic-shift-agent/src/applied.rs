@@ -38,18 +38,18 @@ use crate::admin::{Action, Change, FileText};
 /// The names of a kind on the command line: `get vs`, `get virtualservices`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KindNames {
-    /// The Istio kind, as in `kind:`.
+    /// The kind, as in `kind:` (an Istio kind, or `Rollout`).
     pub kind: &'static str,
     /// kubectl's resource name, also how `apply` names a resource
     /// (`virtualservice/tcp-echo`).
     pub singular: &'static str,
     pub plural: &'static str,
-    /// Istio's short name.
+    /// Istio's short name (Argo Rollouts' for `Rollout`).
     pub short: &'static str,
 }
 
 /// Every kind, in the order `unknown kind` lists them.
-pub const KIND_NAMES: [KindNames; 5] = [
+pub const KIND_NAMES: [KindNames; 6] = [
     KindNames {
         kind: "VirtualService",
         singular: "virtualservice",
@@ -80,6 +80,12 @@ pub const KIND_NAMES: [KindNames; 5] = [
         plural: "workloadentries",
         short: "we",
     },
+    KindNames {
+        kind: "Rollout",
+        singular: "rollout",
+        plural: "rollouts",
+        short: "ro",
+    },
 ];
 
 /// A resource type the CLI does not know.
@@ -95,19 +101,27 @@ fn kind_list() -> String {
         .join(", ")
 }
 
-/// A kind as written on the command line, in any case: the Istio kind,
-/// kubectl's singular or plural, the short name, or any of these with
-/// `.networking.istio.io`.
+/// A kind as written on the command line, in any case: the kind,
+/// kubectl's singular or plural, the short name, or any of these with its
+/// API group (`.networking.istio.io`, `.rollouts.traffic-shift.io` for a
+/// `Rollout`).
 pub fn parse_kind(text: &str) -> Result<KindNames, UnknownKind> {
     let lower = text.to_ascii_lowercase();
-    let name = lower.strip_suffix(".networking.istio.io").unwrap_or(&lower);
+    let (name, rollouts_group) = match lower.strip_suffix(".networking.istio.io") {
+        Some(name) => (name, Some(false)),
+        None => match lower.strip_suffix(".rollouts.traffic-shift.io") {
+            Some(name) => (name, Some(true)),
+            None => (lower.as_str(), None),
+        },
+    };
     KIND_NAMES
         .into_iter()
         .find(|k| [k.singular, k.plural, k.short].contains(&name))
+        .filter(|k| rollouts_group.is_none_or(|rollouts| rollouts == (k.kind == "Rollout")))
         .ok_or_else(|| UnknownKind(text.to_owned()))
 }
 
-/// The names of an Istio kind (one of [`config::KINDS`]).
+/// The names of a kind (one of [`config::KINDS`]).
 pub fn names_of(kind: &str) -> Option<KindNames> {
     KIND_NAMES.into_iter().find(|k| k.kind == kind)
 }

@@ -506,6 +506,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_rollouts_validate_with_their_rules_and_their_canary_at_weight_0() {
+        for (dir, canary) in [
+            (
+                "tcp-echo",
+                "subset v2 weight 0: 127.0.0.1:19002 [::1]:19002",
+            ),
+            ("bookinfo", "subset v3 weight 0: 127.0.0.1:19083"),
+        ] {
+            let (ok, out) = run(&[rules(dir), rules(dir).join("examples/rollout.yaml")]);
+            assert!(ok, "rules/{dir} with examples/rollout.yaml:\n{out}");
+            assert!(out.contains(canary), "{out}");
+        }
+    }
+
+    #[test]
     fn each_example_virtual_service_is_valid_with_the_service_and_rule() {
         for example in ["vs-all-v1.yaml", "vs-20-v2.yaml", "vs-all-v2.yaml"] {
             let (ok, out) = run(&[

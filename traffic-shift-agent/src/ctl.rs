@@ -115,7 +115,7 @@ pub fn read_inputs(paths: &[PathBuf], stdin: &mut dyn Read) -> Result<Vec<FileTe
 }
 
 /// Prints a failure to reach the agent; its exit code.
-fn unreachable(err: &ClientError, stderr: &mut dyn Write) -> std::io::Result<u8> {
+pub(crate) fn unreachable(err: &ClientError, stderr: &mut dyn Write) -> std::io::Result<u8> {
     writeln!(stderr, "error: {err}")?;
     Ok(if err.is_not_running() {
         EXIT_NO_AGENT

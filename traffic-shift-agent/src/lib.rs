@@ -8,7 +8,8 @@
 //! probes endpoints, [`metrics`] exports Prometheus series, [`status`] is
 //! the status file and its rendering; [`cli`] holds the commands that need
 //! no agent, [`ctl`] those that talk to it; [`fleet`] the store's
-//! resources (`--store`) as the agent and the CLI read and write them.
+//! resources (`--store`) as the agent and the CLI read and write them;
+//! [`rollout`] the rollouts' controller (its agent side in `agent/rollouts.rs`).
 
 pub mod admin;
 pub mod agent;
@@ -19,4 +20,5 @@ pub mod fleet;
 pub mod fuzzing;
 pub mod health;
 pub mod metrics;
+pub mod rollout;
 pub mod status;

@@ -196,8 +196,8 @@ enum AgentCommand {
     /// Example: `get vs`, `get virtualservice tcp-echo -o yaml`, `get dr -A -o wide`.
     Get {
         /// virtualservice (vs), destinationrule (dr), gateway (gw),
-        /// serviceentry (se) or workloadentry (we); plurals too; with
-        /// --store also `nodes`.
+        /// serviceentry (se), workloadentry (we) or rollout (ro); plurals
+        /// too; with --store also `nodes`.
         #[arg(value_name = "KIND")]
         kind: String,
         /// Only this resource (exit code 1 if there is none).
@@ -219,6 +219,11 @@ enum AgentCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Follow and drive a Rollout of the running agent: `rollout status
+    /// NAME [--watch]`, `rollout promote|pause|resume|abort|retry NAME`.
+    /// NAME is `NAMESPACE/NAME`, or a name one namespace has.
+    #[command(subcommand)]
+    Rollout(RolloutAction),
     /// Print the client's version and the running agent's (exit code 3 if
     /// it is not running).
     Version {
@@ -228,6 +233,94 @@ enum AgentCommand {
         #[command(flatten)]
         socket: AdminSocket,
     },
+}
+
+/// `traffic-shift rollout ...`.
+#[derive(Subcommand)]
+enum RolloutAction {
+    /// The rollout's phase, steps, weight, pause, each metric's last value
+    /// against its threshold and the analysis history.
+    Status {
+        #[command(flatten)]
+        target: RolloutTarget,
+        /// Redraw it live until Ctrl-C.
+        #[arg(short, long)]
+        watch: bool,
+        /// Seconds between redraws with --watch. Example: `--interval 0.5`.
+        #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval, requires = "watch")]
+        interval: Duration,
+    },
+    /// Go past the current step: a `pause: {}` step, a timed pause or an
+    /// analysis.
+    Promote(RolloutTarget),
+    /// Stop where it is (the step's clock stands still) until `resume`.
+    Pause(RolloutTarget),
+    /// Go on after `pause`; after a hand edit of the route's weights, take
+    /// the route back at the current step.
+    Resume(RolloutTarget),
+    /// All traffic to the stable subset at once (phase Degraded).
+    Abort(RolloutTarget),
+    /// After a rollback or an abort: start over from the first step.
+    Retry(RolloutTarget),
+}
+
+#[derive(clap::Args)]
+struct RolloutTarget {
+    /// The rollout: `NAMESPACE/NAME`, or a name one namespace has.
+    #[arg(value_name = "NAME")]
+    name: String,
+    #[command(flatten)]
+    socket: AdminSocket,
+}
+
+/// `traffic-shift rollout ...` against the agent.
+fn rollout_command(action: RolloutAction) -> anyhow::Result<ExitCode> {
+    use traffic_shift_agent::rollout::{Command as Do, ctl as rollout};
+    let (stdout, stderr) = (&mut std::io::stdout().lock(), &mut std::io::stderr().lock());
+    let (target, action) = match action {
+        RolloutAction::Status {
+            target,
+            watch,
+            interval,
+        } => {
+            let code = if watch {
+                let in_place = std::io::IsTerminal::is_terminal(&std::io::stdout());
+                let mut terminal = cli::Terminal::new(None)?;
+                rollout::status(
+                    &target.socket.admin_socket,
+                    &target.name,
+                    Some((interval, in_place, &mut terminal)),
+                    stdout,
+                    stderr,
+                )
+            } else {
+                rollout::status(
+                    &target.socket.admin_socket,
+                    &target.name,
+                    None,
+                    stdout,
+                    stderr,
+                )
+            };
+            return match code {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                code => Ok(ExitCode::from(code?)),
+            };
+        }
+        RolloutAction::Promote(target) => (target, Do::Promote),
+        RolloutAction::Pause(target) => (target, Do::Pause),
+        RolloutAction::Resume(target) => (target, Do::Resume),
+        RolloutAction::Abort(target) => (target, Do::Abort),
+        RolloutAction::Retry(target) => (target, Do::Retry),
+    };
+    let code = rollout::command(
+        &target.socket.admin_socket,
+        &target.name,
+        action,
+        stdout,
+        stderr,
+    )?;
+    Ok(ExitCode::from(code))
 }
 
 /// Where the agent's admin socket is.
@@ -263,7 +356,7 @@ impl AgentCommand {
             Self::Apply { store, .. } | Self::Delete { store, .. } | Self::Get { store, .. } => {
                 store.target()
             }
-            Self::Version { .. } => None,
+            Self::Version { .. } | Self::Rollout(_) => None,
         }
     }
 }
@@ -520,6 +613,22 @@ fn agent_command(command: AgentCommand) -> anyhow::Result<ExitCode> {
         AgentCommand::Get {
             kind,
             name,
+            output: None,
+            socket,
+            ..
+        } if ["rollout", "rollouts", "ro"].contains(&kind.to_ascii_lowercase().as_str()) => {
+            let code = traffic_shift_agent::rollout::ctl::list(
+                &socket.admin_socket,
+                name.as_deref(),
+                cli::now_ms(),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )?;
+            Ok(ExitCode::from(code))
+        }
+        AgentCommand::Get {
+            kind,
+            name,
             output,
             namespace,
             all_namespaces,
@@ -541,6 +650,7 @@ fn agent_command(command: AgentCommand) -> anyhow::Result<ExitCode> {
             )?;
             Ok(ExitCode::from(code))
         }
+        AgentCommand::Rollout(action) => rollout_command(action),
         AgentCommand::Version { client, socket } => {
             let code = ctl::version(
                 &socket.admin_socket,
@@ -626,7 +736,9 @@ fn store_command(command: AgentCommand, target: fleet::ctl::Target) -> anyhow::R
             )
             .await
         }),
-        AgentCommand::Version { .. } => unreachable!("version takes no --store"),
+        AgentCommand::Version { .. } | AgentCommand::Rollout(_) => {
+            unreachable!("version and rollout take no --store")
+        }
     }
 }
 

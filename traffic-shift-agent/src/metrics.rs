@@ -123,6 +123,27 @@ pub const ROUTE_WEIGHT: Family = Family {
     help: "Configured weight of a route's destination (relative: its share is weight / sum)",
 };
 
+pub const ROLLOUT_PHASE: Family = Family {
+    name: "traffic_shift_rollout_phase",
+    kind: FamilyType::Gauge,
+    help: "A rollout's phase: 1 for the one it is in (Progressing, Paused, Healthy, Degraded), 0 for the others",
+};
+pub const ROLLOUT_STEP: Family = Family {
+    name: "traffic_shift_rollout_step",
+    kind: FamilyType::Gauge,
+    help: "A rollout's current step (0-based; the number of steps once completed)",
+};
+pub const ROLLOUT_CANARY_WEIGHT: Family = Family {
+    name: "traffic_shift_rollout_canary_weight",
+    kind: FamilyType::Gauge,
+    help: "The canary's weight (percent) a rollout puts in force",
+};
+pub const ROLLOUT_ANALYSIS_RUNS: Family = Family {
+    name: "traffic_shift_rollout_analysis_runs",
+    kind: FamilyType::Counter,
+    help: "Analysis intervals of a rollout, per metric, by result (successful, failed, inconclusive)",
+};
+
 pub const STORE_CONNECTED: Family = Family {
     name: "traffic_shift_store_connected",
     kind: FamilyType::Gauge,
@@ -163,6 +184,10 @@ pub const FAMILIES: &[Family] = &[
     STORE_CONNECTED,
     STORE_REVISION,
     STORE_RECONNECTS,
+    ROLLOUT_PHASE,
+    ROLLOUT_STEP,
+    ROLLOUT_CANARY_WEIGHT,
+    ROLLOUT_ANALYSIS_RUNS,
     REQUESTS,
     REQUEST_DURATION_MILLISECONDS,
 ];
@@ -196,6 +221,10 @@ pub struct Shared {
     pub healthy: BTreeMap<(String, String, String), bool>,
     /// With `--store`: the store as this node sees it.
     pub store: Option<StoreGauges>,
+    /// Every rollout's phase, step and canary weight.
+    pub rollouts: Vec<RolloutGauges>,
+    /// (rollout, metric, result) -> analysis intervals.
+    pub analysis_runs: BTreeMap<(String, String, &'static str), u64>,
     /// The status the agent last wrote (JSON, as its status file), for
     /// the live page's `/ui/status.json`; empty before the first.
     pub status: Arc<str>,
@@ -208,6 +237,15 @@ pub struct StoreGauges {
     /// The revision in force.
     pub revision: i64,
     pub reconnects: u64,
+}
+
+/// A rollout as the metrics show it.
+#[derive(Clone, Debug)]
+pub struct RolloutGauges {
+    pub name: String,
+    pub phase: crate::rollout::Phase,
+    pub step: usize,
+    pub canary_weight: u32,
 }
 
 /// The live page served on `/ui`: self-contained (no external assets).
@@ -513,7 +551,48 @@ fn encode_agent(encoder: &mut DescriptorEncoder, shared: &Shared) -> Result<(), 
         )?;
         counters(encoder, &STORE_RECONNECTS, &one(store.reconnects))?;
     }
-    Ok(())
+    encode_rollouts(encoder, shared)
+}
+
+/// Per rollout: its phase, step and canary weight; its analysis intervals.
+fn encode_rollouts(
+    encoder: &mut DescriptorEncoder,
+    shared: &Shared,
+) -> Result<(), std::fmt::Error> {
+    if shared.rollouts.is_empty() && shared.analysis_runs.is_empty() {
+        return Ok(());
+    }
+    let rollout = |r: &RolloutGauges| vec![("rollout", r.name.clone())];
+    let mut phases = BTreeMap::new();
+    let mut steps = BTreeMap::new();
+    let mut weights = BTreeMap::new();
+    for r in &shared.rollouts {
+        for phase in crate::rollout::Phase::ALL {
+            let mut labels = rollout(r);
+            labels.push(("phase", phase.as_str().to_owned()));
+            phases.insert(labels, i64::from(r.phase == phase));
+        }
+        steps.insert(rollout(r), i64::try_from(r.step).unwrap_or(i64::MAX));
+        weights.insert(rollout(r), i64::from(r.canary_weight));
+    }
+    gauges(encoder, &ROLLOUT_PHASE, &phases)?;
+    gauges(encoder, &ROLLOUT_STEP, &steps)?;
+    gauges(encoder, &ROLLOUT_CANARY_WEIGHT, &weights)?;
+    let runs = shared
+        .analysis_runs
+        .iter()
+        .map(|((rollout, metric, result), n)| {
+            (
+                vec![
+                    ("rollout", rollout.clone()),
+                    ("metric", metric.clone()),
+                    ("result", (*result).to_owned()),
+                ],
+                *n,
+            )
+        })
+        .collect();
+    counters(encoder, &ROLLOUT_ANALYSIS_RUNS, &runs)
 }
 
 /// Per gateway/route endpoint: health as observed, socket registration.

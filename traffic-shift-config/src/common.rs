@@ -1,24 +1,41 @@
 //! The names and types several kinds share: the `apiVersion`s and kinds
-//! accepted, port [`Protocol`]s, [`Labels`], and a route's
+//! accepted (and which `apiVersion`s a kind takes: [`api_versions_of`]), port [`Protocol`]s, [`Labels`], and a route's
 //! [`RouteDestination`].
 
 use std::collections::BTreeMap;
 
-/// The `apiVersion`s accepted, newest first.
+/// The `apiVersion`s of the Istio kinds, newest first. A `Rollout` has
+/// its own, [`ROLLOUT_API_VERSION`].
 pub const API_VERSIONS: [&str; 3] = [
     "networking.istio.io/v1",
     "networking.istio.io/v1beta1",
     "networking.istio.io/v1alpha3",
 ];
 
-/// The kinds accepted.
-pub const KINDS: [&str; 5] = [
+/// The `apiVersion` of a `Rollout` (also `rollout::API_VERSION`).
+pub const ROLLOUT_API_VERSION: &str = "rollouts.traffic-shift.io/v1alpha1";
+
+/// The kinds accepted: Istio's five, then our `Rollout`.
+pub const KINDS: [&str; 6] = [
     "ServiceEntry",
     "DestinationRule",
     "VirtualService",
     "Gateway",
     "WorkloadEntry",
+    "Rollout",
 ];
+
+/// The `apiVersion`s a kind (one of [`KINDS`]) is written with, newest
+/// first: [`API_VERSIONS`] for the Istio kinds, the rollouts group for a
+/// `Rollout`.
+pub fn api_versions_of(kind: &str) -> &'static [&'static str] {
+    const ROLLOUT: [&str; 1] = [ROLLOUT_API_VERSION];
+    if kind == "Rollout" {
+        &ROLLOUT
+    } else {
+        &API_VERSIONS
+    }
+}
 
 /// A port protocol, as Istio spells them (case-insensitive in the YAML).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,6 +3,9 @@
 //! fields we do not implement yet accepted and ignored (`IgnoredAny`).
 //! Numbers that have a range are read as `i64` so that validation, not
 //! serde, reports them, in Istio's words (`weight -5 < 0`).
+//!
+//! The `Rollout` (our own kind) is at the end: its DTOs also serialize, so
+//! that its spec as written has a digest (`resource::rollout`).
 
 #![expect(
     dead_code,
@@ -11,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, de::IgnoredAny};
+use serde::{Deserialize, Serialize, de::IgnoredAny};
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -663,4 +666,110 @@ pub struct TlsMatch {
     pub source_labels: Option<Labels>,
     pub gateways: Option<Vec<String>>,
     pub source_namespace: Option<String>,
+}
+
+// Rollout (`rollouts.traffic-shift.io/v1alpha1`). Every field is skipped
+// when absent, so that a field added later does not change the digest of
+// a spec that does not write it.
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RolloutSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<RolloutTarget>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<RolloutAnalysis>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<RolloutStep>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RolloutTarget {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtual_service: Option<String>,
+    /// `tcp[N]`, `http[N]`, an http route's name, or an integer: checked
+    /// by hand, for messages that say what to write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<serde_yaml_ng::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stable: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+}
+
+/// `spec.analysis` and a step's `analysis` (`count` is a step's only).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RolloutAnalysis {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inconclusive_limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<RolloutMetric>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RolloutMetric {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_success_rate: Option<Threshold>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_success_rate: Option<Threshold>,
+    #[serde(rename = "requestDurationP99", skip_serializing_if = "Option::is_none")]
+    pub request_duration_p99: Option<Threshold>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusMetric>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Threshold {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PrometheusMetric {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// One of `spec.steps`: exactly one field set (checked by hand).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RolloutStep {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_weight: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause: Option<RolloutPause>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<RolloutAnalysis>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RolloutPause {
+    /// Seconds (an integer) or a duration (`30s`), as Argo Rollouts takes
+    /// it: checked by hand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<serde_yaml_ng::Value>,
 }

@@ -1,4 +1,5 @@
-//! Istio networking YAML -> the validated [`RoutingModel`].
+//! Istio networking YAML (and our own `Rollout` kind) -> the validated
+//! [`RoutingModel`].
 //!
 //! Three steps, each with errors that name the file, the document, the
 //! resource, the field (`spec.tcp[0].route[1].weight`) and its line:
@@ -27,11 +28,13 @@
 //! declares and re-exports).
 //!
 //! - `dto`: the YAML as written (serde shapes, strict), and the enums the
-//!   DTOs deserialize (`Location`, `Resolution`, `SimpleLb`, ...).
+//!   DTOs deserialize (`Location`, `Resolution`, `SimpleLb`, ...); the
+//!   `Rollout`'s DTOs also serialize (its spec digest).
 //! - `error`: [`ConfigError`], [`Warning`], [`FieldPath`] and `fp!`.
 //! - `names`: checks of DNS labels and names, host patterns, subnets, ports.
 //! - `common`: names and types several kinds share ([`API_VERSIONS`],
-//!   [`KINDS`], [`Protocol`], [`Labels`], [`RouteDestination`]).
+//!   [`KINDS`], [`api_versions_of`], [`Protocol`], [`Labels`],
+//!   [`RouteDestination`]).
 //! - `lines`: field path -> line, per document (a second, event-level parse).
 //! - `source`: [`Source`], where a resource came from, for its messages.
 //! - `values`: checks of single values (durations, regexes, labels, headers,
@@ -43,11 +46,15 @@
 //!   `route`, `matches`, `headers`, `fault`, `reply`, `tls`).
 //! - `policy`: DestinationRule `trafficPolicy`, checked.
 //! - `resource`: [`Resource`], one module per kind (`service_entry`,
-//!   `workload_entry`, `destination_rule`, `virtual_service`, `gateway`),
-//!   the envelope in `document`.
+//!   `workload_entry`, `destination_rule`, `virtual_service`, `gateway`,
+//!   `rollout`), the envelope in `document`. The one use of a module below:
+//!   `resource::rollout` checks a `Rollout`'s steps and analyses into the
+//!   types of [`rollout`], which the model carries as they are.
 //! - `file`: one rules file read and parsed ([`RulesFile`]), a directory.
 //! - [`model`]: the validated [`RoutingModel`] the datapath and the L7 proxy
 //!   consume.
+//! - [`rollout`]: a resolved `Rollout`, which the agent's controller drives
+//!   ([`RoutingModel::set_canary_weight`], `written_canary_weight`).
 //! - [`labels`]: Istio's metric labels for a destination of the model.
 //! - `placement`: which node serves which Gateway (a Gateway's `selector`
 //!   against a node's labels, [`NodeLabels`]), and
@@ -56,9 +63,9 @@
 //!   (`Gateway`, `TCPRoute`, `HTTPRoute`), checked, and translated into
 //!   the Istio resources `resolve` reads (docs/gateway-api.md).
 //! - `resolve`: the checks across resources -> the model (`catalog`, `tcp`,
-//!   `gateway`, `destination`, `http`).
+//!   `gateway`, `destination`, `http`, `rollout`).
 //!
-//! Tests only: `tests`, `rules_tests`, and `istio_cases`, Istio's own
+//! Tests only: `tests`, `rules_tests`, `rollout_tests`, and `istio_cases`, Istio's own
 //! validation table tests and CRD fixtures for the five kinds, case by
 //! case, with Istio's verdict and words.
 
@@ -82,6 +89,8 @@ mod resolve;
 mod resource;
 pub mod rollout;
 #[cfg(test)]
+mod rollout_tests;
+#[cfg(test)]
 mod rules_tests;
 #[cfg(test)]
 mod service_entry_tests;
@@ -91,7 +100,10 @@ mod tests;
 mod values;
 
 pub use self::{
-    common::{API_VERSIONS, KINDS, Labels, Protocol, RouteDestination},
+    common::{
+        API_VERSIONS, KINDS, Labels, Protocol, ROLLOUT_API_VERSION, RouteDestination,
+        api_versions_of,
+    },
     dto::{Location, Resolution, SimpleLb},
     error::{ConfigError, FieldPath, ResourceId, Segment, Warning},
     file::{
@@ -115,9 +127,9 @@ pub use self::{
     },
     resolve::{resolve, resolve_all},
     resource::{
-        DestinationRule, EndpointAddress, Gateway, GatewayPort, L4Match, Resource, Server,
-        ServerTlsMode, ServiceEntry, ServicePort, Subset, TcpRule, VirtualService,
-        WorkloadEndpoint, WorkloadEntry,
+        DestinationRule, EndpointAddress, Gateway, GatewayPort, L4Match, Resource, RolloutResource,
+        RolloutTarget, Server, ServerTlsMode, ServiceEntry, ServicePort, Subset, TargetRoute,
+        TcpRule, VirtualService, WorkloadEndpoint, WorkloadEntry,
     },
     source::Source,
     values::GRPC_STATUS,

@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::model::{Destination, RoutingModel};
 
 /// The `apiVersion` of a `Rollout`.
-pub const API_VERSION: &str = "rollouts.traffic-shift.io/v1alpha1";
+pub const API_VERSION: &str = crate::common::ROLLOUT_API_VERSION;
 
 /// One `Rollout`, resolved against the rules.
 #[derive(Clone, Debug, PartialEq)]

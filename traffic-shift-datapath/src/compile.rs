@@ -624,6 +624,70 @@ mod tests {
         assert!(seq.iter().all(|&d| d == 1));
     }
 
+    /// A rollout's start: the canary added to the route with weight 0
+    /// (config `resolve::rollout`). It compiles with its backends (their
+    /// counters exist before the first shift), and no slot or hash bucket
+    /// ever picks it, whichever way the route selects.
+    #[test]
+    fn a_weight_0_destination_compiles_with_its_backends_and_no_slot() {
+        use std::collections::BTreeMap;
+
+        use traffic_shift_config::model::{Destination, Endpoint};
+
+        let destination = |subset: &str, weight: u32, port: u16| Destination {
+            host: "tcp-echo.local".into(),
+            subset: Some(subset.into()),
+            weight,
+            endpoint_selection: Selection::Smooth,
+            outlier: None,
+            endpoints: vec![Endpoint {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                labels: BTreeMap::new(),
+            }],
+        };
+        for selection in [Selection::Smooth, Selection::Random, Selection::SourceHash] {
+            for (weights, picked) in [([100, 0], 0u8), ([0, 100], 1)] {
+                let model = RoutingModel {
+                    routes: vec![TcpRoute {
+                        key: "default/tcp-echo/tcp[0]/port 9000".into(),
+                        source: "vs.yaml".into(),
+                        gateway: None,
+                        service_host: "tcp-echo.local".into(),
+                        service_port: 9000,
+                        listeners: vec!["127.100.0.1:9000".parse().unwrap()],
+                        selection,
+                        destinations: vec![
+                            destination("v1", weights[0], 19001),
+                            destination("v2", weights[1], 19002),
+                        ],
+                    }],
+                    ..RoutingModel::default()
+                };
+                let compiled = compile(
+                    &model,
+                    &|ip| ip.is_loopback(),
+                    false,
+                    &StatIds::default(),
+                    &Limits::default(),
+                    &ProxyAddrs::default(),
+                )
+                .unwrap_or_else(|e| panic!("{selection:?} {weights:?}: {e}"));
+                let route = compiled.routes.values().next().expect("one route");
+                let table = route.table.to_table();
+                assert_eq!((table.n_dests, table.n_backends), (2, 2), "{selection:?}");
+                let slots = &table.slots[..table.n_slots as usize];
+                assert!(
+                    !slots.is_empty() && slots.iter().all(|&d| d == picked),
+                    "{selection:?} {weights:?}: every slot to destination {picked}: {slots:?}"
+                );
+                assert_eq!(
+                    route.summary,
+                    format!("v1 {}, v2 {}", weights[0], weights[1])
+                );
+            }
+        }
+    }
+
     #[test]
     fn rendezvous_follows_weights_and_only_moves_to_the_grown_destination() {
         let ids = [

@@ -7,6 +7,9 @@
 //! - `/status/NNN`: answers status NNN;
 //! - `/delay/MS`: waits MS milliseconds, then answers;
 //! - `/fail/N`: the next N requests (of any path but `/count`) get 503;
+//! - `/failrate/P`: from now on P percent of the requests get 503, evenly
+//!   spread (request k of them fails when `k * P / 100` moves on): exactly
+//!   P of every 100 in a row;
 //! - `/count`: `{"count": N}`, the requests seen (`/count` itself excluded).
 
 use std::{
@@ -34,6 +37,9 @@ pub struct Echo {
     pub version: String,
     requests: AtomicU64,
     fail_next: AtomicU64,
+    /// `/failrate/P`: the percentage, and the requests counted since.
+    fail_rate: AtomicU64,
+    rated: AtomicU64,
 }
 
 impl Echo {
@@ -43,6 +49,8 @@ impl Echo {
             version: version.to_owned(),
             requests: AtomicU64::new(0),
             fail_next: AtomicU64::new(0),
+            fail_rate: AtomicU64::new(0),
+            rated: AtomicU64::new(0),
         })
     }
 
@@ -54,6 +62,16 @@ impl Echo {
     /// The next `n` requests get 503.
     pub fn fail_next(&self, n: u64) {
         self.fail_next.store(n, Ordering::Relaxed);
+    }
+
+    /// Whether this request is one of the `/failrate/P` share.
+    fn fails_by_rate(&self) -> bool {
+        let rate = self.fail_rate.load(Ordering::Relaxed);
+        if rate == 0 {
+            return false;
+        }
+        let k = self.rated.fetch_add(1, Ordering::Relaxed) + 1;
+        k * rate / 100 != (k - 1) * rate / 100
     }
 
     async fn answer(&self, request: &hyper::http::request::Parts) -> Response<Full<Bytes>> {
@@ -68,10 +86,17 @@ impl Echo {
         let mut status = StatusCode::OK;
         if let Some(n) = path.strip_prefix("/fail/").and_then(|n| n.parse().ok()) {
             self.fail_next(n);
-        } else if self
-            .fail_next
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
+        } else if let Some(p) = path
+            .strip_prefix("/failrate/")
+            .and_then(|p| p.parse::<u64>().ok())
+        {
+            self.rated.store(0, Ordering::Relaxed);
+            self.fail_rate.store(p.min(100), Ordering::Relaxed);
+        } else if self.fails_by_rate()
+            || self
+                .fail_next
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
         {
             status = StatusCode::SERVICE_UNAVAILABLE;
         } else if let Some(code) = path.strip_prefix("/status/").and_then(|c| c.parse().ok()) {
@@ -150,5 +175,21 @@ pub async fn serve(listener: TcpListener, echo: Arc<Echo>) {
                 tracing::debug!(%err, "http-echo: connection ended with an error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fail_rate_fails_exactly_that_share_of_every_hundred() {
+        let echo = Echo::new("reviews", "v3");
+        echo.fail_rate.store(30, Ordering::Relaxed);
+        let fails: Vec<bool> = (0..200).map(|_| echo.fails_by_rate()).collect();
+        assert_eq!(fails[..100].iter().filter(|f| **f).count(), 30);
+        assert_eq!(fails[100..].iter().filter(|f| **f).count(), 30);
+        // Spread: never two in a row at 30%.
+        assert!(!fails.windows(2).any(|w| w[0] && w[1]));
     }
 }

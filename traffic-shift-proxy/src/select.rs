@@ -215,6 +215,32 @@ mod tests {
         }
     }
 
+    /// A rollout's start: the canary added with weight 0 (config
+    /// `resolve::rollout`) is never picked, whichever way the route selects.
+    #[test]
+    fn a_weight_0_destination_is_never_picked() {
+        for selection in [
+            HttpSelection::Smooth,
+            HttpSelection::Random,
+            HttpSelection::SourceIp,
+            HttpSelection::Header("end-user".into()),
+        ] {
+            for (weights, picked) in [([100, 0], 0), ([0, 100], 1)] {
+                let route = route(&weights, selection.clone());
+                let slots = Slots::build(&route);
+                let state = RouteState::default();
+                for i in 0..1000 {
+                    let hash = value_hash(format!("user{i}").as_bytes());
+                    assert_eq!(
+                        slots.pick(&route.selection, &state, Some(hash)),
+                        picked,
+                        "{selection:?} {weights:?} request {i}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn smooth_state_survives_a_rebuild_of_the_table() {
         let state = RouteState::default();

@@ -66,6 +66,8 @@ impl Agent {
             Request::Version => Response::Version {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             },
+            Request::Rollouts { name } => self.rollout_statuses(name.as_deref()),
+            Request::Rollout { name, action } => self.rollout_command(name, *action),
         };
         if let Response::Refused { errors } = &response {
             tracing::warn!(

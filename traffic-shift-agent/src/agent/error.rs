@@ -62,6 +62,8 @@ pub enum AgentError {
     #[error(transparent)]
     State(#[from] applied::StateError),
     #[error(transparent)]
+    RolloutState(#[from] crate::rollout::state::StateFileError),
+    #[error(transparent)]
     Admin(#[from] admin::AdminError),
     /// `--failpoint` (builds with the `failpoints` feature only).
     #[cfg(feature = "failpoints")]

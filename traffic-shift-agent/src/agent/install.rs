@@ -16,11 +16,16 @@ use traffic_shift_config::model::RoutingModel;
 use super::{Agent, error::InstallError};
 
 impl Agent {
-    /// Puts `model` (the fleet's, as resolved) in force as far as this
-    /// node serves it ([`RoutingModel::for_node`]); `what` names the change
-    /// in the log. On error the rules in force before stay, in the kernel
-    /// and in the proxy.
-    pub(super) fn install(&mut self, model: RoutingModel, what: &str) -> Result<(), InstallError> {
+    /// Puts `model` (the fleet's, as resolved, with the rollouts' weights:
+    /// see [`Agent::install`]) in force as far as this node serves it
+    /// ([`RoutingModel::for_node`]); `what` names the change in the log. On
+    /// error the rules in force before stay, in the kernel and in the
+    /// proxy.
+    pub(super) fn put_in_force(
+        &mut self,
+        model: RoutingModel,
+        what: &str,
+    ) -> Result<(), InstallError> {
         let (model, not_served) = model.for_node(self.node_labels.as_ref());
         let usable = self.health.usable(&model);
         let kernel = self.kernel.plan(&model, &usable, &self.l7.addrs)?;

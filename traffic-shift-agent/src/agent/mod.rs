@@ -32,6 +32,7 @@ mod kernel;
 mod l7;
 mod observe;
 mod options;
+mod rollouts;
 pub mod simulate;
 mod sources;
 mod store;
@@ -66,6 +67,9 @@ struct Agent {
     model: RoutingModel,
     /// Rules changes put in force so far.
     generation: u64,
+    /// The rollouts' controller: its weights are laid over every model
+    /// put in force.
+    rollouts: rollouts::Rollouts,
 }
 
 /// Runs until SIGINT or SIGTERM; then leaves the datapath pinned (or, with
@@ -110,6 +114,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         "programs attached"
     );
     let (fleet, mut store_events) = store::open(&options).await.map_err(AgentError::Store)?;
+    let (rollouts, mut rollout_answers) = rollouts::Rollouts::open(&options.state_dir)?;
     let mut agent = Agent {
         sources: Sources {
             rules: rules.clone(),
@@ -128,19 +133,13 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         not_served: Vec::new(),
         model: RoutingModel::default(),
         generation: 0,
+        rollouts,
     };
     log_node_labels(options.node_labels.as_ref());
 
     let (_watcher, mut rx) = watch_rules(rules.as_deref())?;
 
-    // The first apply registers the gateway endpoints' sockets too.
-    agent.rescan();
-    agent.restore_applied(&admin_server);
-    agent.restore_store_snapshot();
-    agent.sample();
-    agent.write_status(true);
-    agent.publish_node_status();
-    tracing::info!(rules = %agent.rules_description(), files = agent.sources.accepted.len(), "serving; watching for changes");
+    agent.start(&admin_server);
 
     // Safety net for missed inotify events (e.g. a directory replaced whole).
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -161,8 +160,11 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             _ = tick.tick() => {
                 agent.rescan();
                 agent.sample();
+                agent.rollout_tick();
                 false
             }
+            () = sleep_until(agent.rollout_wake()) => { agent.rollout_tick(); true }
+            Some(answer) = rollout_answers.recv() => { agent.rollout_answer(answer); true }
             // No status to write unless a socket came or went (see there).
             _ = socket_tick.tick() => if agent.kernel.register_sockets_changed() { true } else { continue },
             Some(verdict) = agent.health.next_verdict() => { agent.health_changed(verdict); true }
@@ -179,6 +181,29 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     let _ = std::fs::remove_file(&agent.observer.status_file);
     drop(agent);
     Ok(())
+}
+
+impl Agent {
+    /// The rules in force at start: the directory's, the applied set, the
+    /// store's last snapshot; then the first status.
+    fn start(&mut self, admin_server: &crate::admin::AdminServer) {
+        // The first apply registers the gateway endpoints' sockets too.
+        self.rescan();
+        self.restore_applied(admin_server);
+        self.restore_store_snapshot();
+        self.sample();
+        self.write_status(true);
+        self.publish_node_status();
+        tracing::info!(rules = %self.rules_description(), files = self.sources.accepted.len(), "serving; watching for changes");
+    }
+}
+
+/// Until `at`; never, without one.
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next event of the store's follower; never, without a store.

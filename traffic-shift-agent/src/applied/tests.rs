@@ -66,6 +66,9 @@ fn kinds_by_istio_name_kubectl_names_and_short_names() {
         ("ServiceEntry", "ServiceEntry"),
         ("we", "WorkloadEntry"),
         ("workloadentries", "WorkloadEntry"),
+        ("ro", "Rollout"),
+        ("Rollouts", "Rollout"),
+        ("rollouts.rollouts.traffic-shift.io", "Rollout"),
     ] {
         assert_eq!(
             parse_kind(text).map(|k| k.kind),
@@ -77,9 +80,14 @@ fn kinds_by_istio_name_kubectl_names_and_short_names() {
     assert_eq!(
         err.to_string(),
         "unknown resource type \"pods\": use one of virtualservice (vs), destinationrule (dr), \
-         gateway (gw), serviceentry (se), workloadentry (we)"
+         gateway (gw), serviceentry (se), workloadentry (we), rollout (ro)"
     );
     assert!(parse_kind("v").is_err(), "no prefixes");
+    assert!(
+        parse_kind("rollouts.networking.istio.io").is_err()
+            && parse_kind("vs.rollouts.traffic-shift.io").is_err(),
+        "each kind with its own group"
+    );
     // Every kind config accepts has names.
     for kind in config::KINDS {
         assert!(names_of(kind).is_some(), "{kind} has CLI names");

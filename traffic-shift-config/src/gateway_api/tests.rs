@@ -18,7 +18,8 @@ fn repo_rules() -> PathBuf {
 }
 
 /// A shipped rules directory, with `replace` (an `examples/` file) in
-/// place of the file that defines the same resource.
+/// place of the file that defines the same resource, or added to them
+/// when none does (`rollout.yaml`).
 fn shipped(dir: &str, replace: Option<&str>) -> Vec<RulesFile> {
     let dir = repo_rules().join(dir);
     let (mut files, errors) = load_dir(&dir);
@@ -30,10 +31,9 @@ fn shipped(dir: &str, replace: Option<&str>) -> Vec<RulesFile> {
         let id = example.resources[0].source().id();
         let before = files.len();
         files.retain(|f| !f.resources.iter().any(|r| r.source().id() == id));
-        assert_eq!(
-            files.len(),
-            before - 1,
-            "{} replaces one file",
+        assert!(
+            files.len() + 1 >= before,
+            "{} replaces one file at most",
             path.display()
         );
         files.push(example);

@@ -19,6 +19,7 @@ use crate::{
         DestinationRule, EndpointAddress, ServiceEntry, ServicePort, Subset, TcpRule,
         VirtualService,
     },
+    source::Source,
 };
 
 impl<'a> Catalog<'a> {
@@ -237,9 +238,20 @@ pub(super) fn find_subset<'d>(
     name: &str,
     dr: Option<&'d DestinationRule>,
 ) -> Result<&'d Subset, ConfigError> {
-    let path = base.key("subset");
+    subset_of(&vs.source, base.key("subset"), host, name, dr)
+}
+
+/// Subset `name` of `host` in its `DestinationRule` `dr`, or the error of
+/// the resource `source` that names it at `path` (Istio's wording).
+pub(super) fn subset_of<'d>(
+    source: &Source,
+    path: FieldPath,
+    host: &str,
+    name: &str,
+    dr: Option<&'d DestinationRule>,
+) -> Result<&'d Subset, ConfigError> {
     let Some(dr) = dr else {
-        return Err(vs.source.error(
+        return Err(source.error(
             path,
             format!(
                 "subset {name:?} not found: there is no DestinationRule for host {host}; define \
@@ -256,7 +268,7 @@ pub(super) fn find_subset<'d>(
             } else {
                 list(dr.subsets.iter().map(|subset| &subset.name))
             };
-            vs.source.error(
+            source.error(
                 path,
                 format!(
                     "subset {name:?} not found in {} for host {host} (subsets: \

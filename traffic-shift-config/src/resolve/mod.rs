@@ -36,13 +36,18 @@
 //! `http` rules become the L7 proxy's listeners ([`http`]); `tls` rules
 //! are refused.
 //!
+//! `Rollout`s are resolved first ([`rollout`]): each target rule must exist
+//! and route only to the Rollout's stable and canary subsets of one host;
+//! a subset the rule does not name is added to it with weight 0 before
+//! the VirtualServices are resolved.
+//!
 //! Every error is collected (per destination, per rule, per resource), so
 //! `validate` lists them all.
 //!
 //! Here: the entry points, one route per listener, unique names. The
 //! lookups are in `catalog`, mesh `tcp` routes in `tcp`, Gateway `tcp`
 //! routes in `gateway`, a route's destinations in `destination`, `http`
-//! rules in `http`.
+//! rules in `http`, `Rollout` targets in `rollout`.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -62,6 +67,7 @@ mod catalog;
 mod destination;
 mod gateway;
 mod http;
+mod rollout;
 mod tcp;
 
 /// Cross-resource validation and resolution over the given files together:
@@ -100,6 +106,7 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
         .collect();
     gateways.sort_by(|a, b| a.gateway.cmp(&b.gateway));
 
+    let targets = rollout::targets(&resources, &catalog, &mut sink);
     let mut routes = Vec::new();
     let mut http = BTreeMap::new();
     // Mesh routes and gateway routes go to different kernel maps, so they
@@ -110,6 +117,8 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
         let Resource::VirtualService(vs) = resource else {
             continue;
         };
+        // With the subsets a Rollout adds, if any.
+        let vs = targets.virtual_service(vs);
         for i in 0..vs.tls.len() {
             sink.errors.push(vs.source.error(
                 fp!("spec.tls[{i}]"),
@@ -131,23 +140,22 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
             routes.push(route);
         }
     }
-    let Sink {
-        mut errors,
-        mut warnings,
-    } = sink;
-    crate::gateway_api::place(&translated, &mut errors, &mut warnings);
+    routes.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut model = RoutingModel {
+        routes,
+        http: http.into_values().collect(),
+        gateways,
+        rollouts: Vec::new(),
+    };
+    if sink.errors.is_empty() {
+        targets.warn_unrouted(&model, &mut sink);
+    }
+    model.rollouts = targets.into_rollouts();
+    crate::gateway_api::place(&translated, &mut sink.errors, &mut sink.warnings);
+    let Sink { errors, warnings } = sink;
     let warnings = unique(warnings);
     if errors.is_empty() {
-        routes.sort_by(|a, b| a.key.cmp(&b.key));
-        (
-            Ok(RoutingModel {
-                routes,
-                http: http.into_values().collect(),
-                gateways,
-                rollouts: Vec::new(),
-            }),
-            warnings,
-        )
+        (Ok(model), warnings)
     } else {
         (Err(crate::limits::capped(unique(errors))), warnings)
     }

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use crate::{
-    common::{API_VERSIONS, KINDS},
+    common::{KINDS, ROLLOUT_API_VERSION, api_versions_of},
     dto,
     error::{ConfigError, FieldPath, ResourceId, fp, one_line},
     lines::LineIndex,
@@ -34,8 +34,8 @@ pub(super) fn envelope<'a>(
     if !value.is_mapping() {
         return Err(vec![place.error(
             FieldPath::root(),
-            "a document must be a mapping: one Istio resource with apiVersion, kind, metadata \
-             and spec",
+            "a document must be a mapping: one resource (an Istio kind or a Rollout) with \
+             apiVersion, kind, metadata and spec",
         )]);
     }
     value.apply_merge().map_err(|error| {
@@ -61,14 +61,23 @@ pub(super) fn envelope<'a>(
         }));
     }
     let mut errors = Vec::new();
-    if !API_VERSIONS.contains(&api_version) {
-        errors.push(place.error(
-            fp!("apiVersion"),
-            format!(
-                "unsupported apiVersion {api_version:?}: use networking.istio.io/v1 \
-                 (v1beta1 and v1alpha3 are accepted too)"
+    let versions = api_versions_of(known_kind.unwrap_or_default());
+    if !versions.contains(&api_version) {
+        let message = match known_kind {
+            Some(kind @ "Rollout") => format!(
+                "unsupported apiVersion {api_version:?} for a {kind}: use {}",
+                versions[0]
             ),
-        ));
+            Some(kind) if api_version == ROLLOUT_API_VERSION => format!(
+                "unsupported apiVersion {api_version:?} for a {kind}: it is the Rollout's; \
+                 use networking.istio.io/v1 (v1beta1 and v1alpha3 are accepted too)"
+            ),
+            _ => format!(
+                "unsupported apiVersion {api_version:?}: use networking.istio.io/v1 (v1beta1 \
+                 and v1alpha3 are accepted too)"
+            ),
+        };
+        errors.push(place.error(fp!("apiVersion"), message));
     }
     let Some(kind) = known_kind else {
         errors.push(place.error(

@@ -1,11 +1,13 @@
 //! Validated resources: what one YAML document says, checked on its own.
-//! One module per kind; `document` reads the envelope every kind shares.
+//! One module per kind (the five Istio kinds, and our `Rollout`);
+//! `document` reads the envelope every kind shares.
 //! The checks that need other resources (hosts, subsets, listeners) are in
 //! `resolve`.
 
 mod destination_rule;
 pub(crate) mod document;
 mod gateway;
+mod rollout;
 mod server_tls;
 mod service_entry;
 mod virtual_service;
@@ -18,13 +20,14 @@ use serde_yaml_ng::Value;
 pub use self::{
     destination_rule::{DestinationRule, Subset},
     gateway::{Gateway, GatewayPort, Server, ServerTlsMode},
+    rollout::{RolloutResource, RolloutTarget, TargetRoute},
     service_entry::{ServiceEntry, ServicePort},
     virtual_service::{L4Match, TcpRule, VirtualService},
     workload_entry::{EndpointAddress, WorkloadEndpoint, WorkloadEntry},
 };
 use crate::{check::Checked, lines::LineIndex, source::Source};
 
-/// One validated Istio resource.
+/// One validated resource: an Istio kind, or a `Rollout`.
 #[derive(Clone, Debug)]
 #[expect(
     clippy::large_enum_variant,
@@ -38,6 +41,7 @@ pub enum Resource {
     WorkloadEntry(WorkloadEntry),
     /// A Kubernetes `Service` or a Gateway API kind (`gateway_api`).
     GatewayApi(crate::gateway_api::GatewayApiResource),
+    Rollout(RolloutResource),
 }
 
 impl Resource {
@@ -49,6 +53,7 @@ impl Resource {
             Self::Gateway(r) => &r.source,
             Self::WorkloadEntry(r) => &r.source,
             Self::GatewayApi(r) => r.source(),
+            Self::Rollout(r) => &r.source,
         }
     }
 
@@ -101,6 +106,10 @@ pub(crate) fn parse_document(
         "Gateway" => {
             let (source, spec) = document::typed(&place, kind, value, lines)?;
             gateway::validate(source, spec).map(|(r, warnings)| (Resource::Gateway(r), warnings))
+        }
+        "Rollout" => {
+            let (source, spec) = document::typed(&place, kind, value, lines)?;
+            rollout::validate(source, spec).map(|(r, warnings)| (Resource::Rollout(r), warnings))
         }
         _ => {
             let (source, spec) = document::typed(&place, kind, value, lines)?;

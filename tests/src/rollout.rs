@@ -1,0 +1,60 @@
+//! The rollouts of an [`Agent`] as its admin socket gives them (what
+//! `traffic-shift rollout status` shows), and the wait on them.
+
+use std::time::{Duration, Instant};
+
+use traffic_shift_agent::{
+    admin::{self, Request, Response},
+    rollout::{Phase, RolloutStatus},
+};
+
+use crate::Agent;
+
+impl Agent {
+    /// The rollout `name` (`NAMESPACE/NAME`) as it stands, if the agent has
+    /// it.
+    pub fn rollout(&self, name: &str) -> Option<RolloutStatus> {
+        let request = Request::Rollouts { name: None };
+        match admin::call(&self.admin_socket, &request) {
+            Ok(Response::Rollouts { rollouts }) => rollouts.into_iter().find(|r| r.name == name),
+            other => panic!("rollouts: {other:?}\nagent log:\n{}", self.log_text()),
+        }
+    }
+
+    /// Polls the rollout (every 20 ms, up to `timeout`) until `ready`.
+    pub fn wait_rollout(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        ready: impl Fn(&RolloutStatus) -> bool,
+    ) -> RolloutStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.rollout(name);
+            if let Some(status) = status.as_ref().filter(|s| ready(s)) {
+                return status.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rollout {name} never {what} within {timeout:?}: {status:#?}\nagent log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the rollout has `canary` percent in force (and is
+    /// Progressing or Paused).
+    pub fn wait_canary(&self, name: &str, canary: u32, timeout: Duration) -> RolloutStatus {
+        self.wait_rollout(
+            name,
+            &format!("put {canary}% on the canary"),
+            timeout,
+            |s| {
+                s.canary_in_force == Some(canary)
+                    && matches!(s.phase, Phase::Progressing | Phase::Paused | Phase::Healthy)
+            },
+        )
+    }
+}
