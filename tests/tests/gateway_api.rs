@@ -74,9 +74,15 @@ fn tcp_route_shifts_through_the_31400_gateway_and_held_connections_stay() {
 }
 
 fn requests(s: &mut Scenario, n: usize, conns: usize) -> Value {
-    let reply = s
-        .client
-        .call(&format!("http {REVIEWS} /reviews/1 {n} {conns} keepalive "));
+    requests_with(s, n, conns, "")
+}
+
+/// `n` requests over `conns` keep-alive connections, with `headers`
+/// (`name:value`), to the reviews Service; none may fail.
+fn requests_with(s: &mut Scenario, n: usize, conns: usize, headers: &str) -> Value {
+    let reply = s.client.call(&format!(
+        "http {REVIEWS} /reviews/1 {n} {conns} keepalive {headers}"
+    ));
     assert_eq!(reply["failed"], 0, "{reply}");
     reply
 }
@@ -87,7 +93,8 @@ fn count(reply: &Value, answer: &str) -> u64 {
 
 /// Istio's HTTP Traffic Shifting task with an HTTPRoute bound to the
 /// reviews Service (GAMMA): all to v1, 50/50 v1/v3 (exactly 500 of 1000
-/// requests, and as many on /metrics), then all to v3.
+/// requests, and as many on /metrics), then all to v3; then its Request
+/// Routing task (`end-user: jason` to v2).
 #[test]
 fn http_route_on_the_reviews_service_shifts_v1_to_v3() {
     let mut s = Scenario::bookinfo_dir("gwapi-http", BOOKINFO, &[]);
@@ -126,6 +133,17 @@ fn http_route_on_the_reviews_service_shifts_v1_to_v3() {
     assert_eq!(event["result"], "applied", "{event}");
     let reply = requests(&mut s, 100, 2);
     assert_eq!(count(&reply, "v3"), 100, "all v3: {reply}");
+
+    // Request routing: a header match before the catch-all rule.
+    let event = s.agent.write_rules(
+        "http-route.yaml",
+        rule(BOOKINFO, "examples/route-reviews-jason-v2.yaml"),
+    );
+    assert_eq!(event["result"], "applied", "{event}");
+    let jason = requests_with(&mut s, 100, 2, "end-user:jason");
+    assert_eq!(count(&jason, "v2"), 100, "jason: {jason}");
+    let others = requests_with(&mut s, 100, 2, "end-user:someone-else");
+    assert_eq!(count(&others, "v1"), 100, "others: {others}");
 }
 
 /// The Istio form of tcp-echo is in force; its Gateway API form on the same
