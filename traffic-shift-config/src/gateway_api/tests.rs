@@ -1092,3 +1092,49 @@ fn warnings_name_the_fields_as_written() {
         ]
     );
 }
+
+/// `targetPort` as a number is the endpoints' port unless a WorkloadEntry
+/// maps the Service port's name; as a name, it is the WorkloadEntry port of
+/// that name; absent, the Service port.
+#[test]
+fn target_ports_pick_the_endpoint_port() {
+    let text = "\
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: 10.0.0.1
+  ports:
+  - {name: numbered, port: 5432, targetPort: 6432}
+  - {name: named, port: 5433, targetPort: pg}
+  - {name: same, port: 5434}
+  - {name: mapped, port: 5435, targetPort: 6435}
+  selector: {app: db}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: db}
+spec: {address: 127.0.0.1, labels: {app: db}, ports: {pg: 7432, mapped: 7435}}
+";
+    let file = parse_file(Path::new(FILE), text).unwrap_or_else(|e| panic!("{e}"));
+    let model = resolve(&[file]).unwrap_or_else(|e| panic!("{e}"));
+    let endpoints: Vec<(u16, Vec<SocketAddr>)> = model
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.service_port,
+                r.destinations[0].endpoints.iter().map(|e| e.addr).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            (5432, addrs(&["127.0.0.1:6432"])),
+            (5433, addrs(&["127.0.0.1:7432"])),
+            (5434, addrs(&["127.0.0.1:5434"])),
+            (5435, addrs(&["127.0.0.1:7435"])),
+        ]
+    );
+}
