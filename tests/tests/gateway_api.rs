@@ -184,3 +184,45 @@ fn the_gateway_api_form_of_a_service_the_istio_form_routes_is_refused() {
     let (one, two, errors) = remote.client.burst_with_errors(&gateway(), 20);
     assert_eq!((one, two, errors.len()), (20, 0, 0), "{errors:?}");
 }
+
+/// The Gateway API form through the admin socket, as with kubectl:
+/// `traffic-shift apply -f rules/tcp-echo-gateway-api`, then a shift.
+#[test]
+fn apply_of_the_gateway_api_form() {
+    let s = Scenario::tcp_echo_backends("gwapi-apply", &[]);
+    let dir = traffic_shift_tests::repo_rules().join(TCP_ECHO);
+    let out = s.agent.ctl(&["apply", "-f", &dir.display().to_string()]);
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (
+            Some(0),
+            "gateway.gateway.networking.k8s.io/tcp-echo-gateway created\n\
+             service/tcp-echo created\n\
+             service/tcp-echo-v1 created\n\
+             service/tcp-echo-v2 created\n\
+             tcproute/tcp-echo created\n\
+             workloadentry/tcp-echo-v1 created\n\
+             workloadentry/tcp-echo-v1-ipv6 created\n\
+             workloadentry/tcp-echo-v2 created\n\
+             workloadentry/tcp-echo-v2-ipv6 created\n"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut remote = RemoteClient::start(&s.netns);
+    let (one, two, errors) = remote.client.burst_with_errors(&gateway(), 20);
+    assert_eq!((one, two, errors.len()), (20, 0, 0), "{errors:?}");
+    let example = dir.join("examples/tcp-route-20-v2.yaml");
+    let out = s
+        .agent
+        .ctl(&["apply", "-f", &example.display().to_string()]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "tcproute/tcp-echo configured\n"
+    );
+    let (one, two, errors) = remote.client.burst_with_errors(&gateway(), 100);
+    assert_eq!((one, two, errors.len()), (80, 20, 0), "{errors:?}");
+}
