@@ -12,6 +12,8 @@ const TCP_ECHO: &str = "tcp-echo-gateway-api";
 const BOOKINFO: &str = "bookinfo-gateway-api";
 /// The reviews Service's clusterIP and port.
 const REVIEWS: &str = "127.101.0.1:9080";
+/// The bookinfo Gateway's HTTP listener, on the node's loopback.
+const GATEWAY: &str = "127.0.0.1:8080";
 
 fn gateway() -> String {
     format!("{NODE_ADDR}:31400")
@@ -133,6 +135,26 @@ fn http_route_on_the_reviews_service_shifts_v1_to_v3() {
     assert_eq!(event["result"], "applied", "{event}");
     let reply = requests(&mut s, 100, 2);
     assert_eq!(count(&reply, "v3"), 100, "all v3: {reply}");
+
+    // The Gateway's HTTP listener: PathPrefix /reviews (whole segments) to
+    // the reviews Service, every version in turn; /reviewsx matches nothing.
+    let reply = s
+        .client
+        .call(&format!("http {GATEWAY} /reviews/1 300 3 keepalive "));
+    assert_eq!(reply["failed"], 0, "{reply}");
+    println!(
+        "gateway 8080 /reviews/1, 300 requests: {}",
+        reply["answers"]
+    );
+    assert_eq!(
+        ["v1", "v2", "v3"].map(|v| count(&reply, v)),
+        [100, 100, 100],
+        "{reply}"
+    );
+    let other = s
+        .client
+        .call(&format!("http {GATEWAY} /reviewsx 10 1 keepalive "));
+    assert_eq!(other["status"]["404"], 10, "no route: 404: {other}");
 
     // Request routing: a header match before the catch-all rule.
     let event = s.agent.write_rules(
