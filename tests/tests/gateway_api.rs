@@ -247,4 +247,35 @@ fn apply_of_the_gateway_api_form() {
     );
     let (one, two, errors) = remote.client.burst_with_errors(&gateway(), 100);
     assert_eq!((one, two, errors.len()), (80, 20, 0), "{errors:?}");
+
+    // `delete -f` names the resources by their Gateway API kind: the
+    // TCPRoute goes, the Istio kinds of the same names are not touched.
+    let out = s
+        .agent
+        .ctl(&["delete", "-f", &example.display().to_string()]);
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(0), "tcproute/tcp-echo deleted\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gateway_doc = dir.join("gateway.yaml");
+    let out = s
+        .agent
+        .ctl(&["delete", "-f", &gateway_doc.display().to_string()]);
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (
+            Some(0),
+            "gateway.gateway.networking.k8s.io/tcp-echo-gateway deleted\n"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

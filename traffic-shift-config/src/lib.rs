@@ -110,6 +110,7 @@ pub use self::{
         RulesFile, is_rules_file, load_dir, parse_file, parse_file_all, parse_file_all_up_to,
         read_file_up_to, read_rules_file, rules_text,
     },
+    gateway_api::kind_of,
     http::{
         AbortError, CorsPolicy, DelayKind, Delegate, DerivePort, DirectBody, DirectResponse, Fault,
         FaultAbort, FaultDelay, HeaderOperations, Headers, HttpMatch, HttpRedirect,

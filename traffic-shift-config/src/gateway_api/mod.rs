@@ -304,6 +304,27 @@ impl Origin {
     }
 }
 
+/// The kind a document of `api_version` and `kind` is known by
+/// (`Source::kind`, what `apply` and `delete` key resources by): for the
+/// kinds read here, as [`parse_document`] names them (a Gateway API
+/// `Gateway` is [`GATEWAY_KIND`]); for the others, one of
+/// [`crate::KINDS`] whatever the `apiVersion`, as before.
+pub fn kind_of(api_version: &str, kind: &str) -> Option<&'static str> {
+    if ours(api_version) {
+        return KINDS
+            .iter()
+            .find(|(known, versions)| *known == kind && versions.contains(&api_version))
+            .map(|(known, _)| {
+                if *known == "Gateway" {
+                    GATEWAY_KIND
+                } else {
+                    *known
+                }
+            });
+    }
+    crate::KINDS.into_iter().find(|known| *known == kind)
+}
+
 /// Whether a document's `apiVersion` is one read here (core `v1`, or the
 /// Gateway API group).
 fn ours(api_version: &str) -> bool {

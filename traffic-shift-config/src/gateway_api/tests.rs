@@ -1138,3 +1138,42 @@ spec: {address: 127.0.0.1, labels: {app: db}, ports: {pg: 7432, mapped: 7435}}
         ]
     );
 }
+
+/// What `apply` and `delete` key a document by: a Gateway API `Gateway` is
+/// not the Istio Gateway of the same name.
+#[test]
+fn kinds_are_known_by_api_version_and_kind() {
+    let cases = [
+        (
+            "gateway.networking.k8s.io/v1",
+            "Gateway",
+            Some(super::GATEWAY_KIND),
+        ),
+        ("networking.istio.io/v1", "Gateway", Some("Gateway")),
+        (
+            "gateway.networking.k8s.io/v1alpha2",
+            "TCPRoute",
+            Some("TCPRoute"),
+        ),
+        ("gateway.networking.k8s.io/v1", "TCPRoute", None),
+        (
+            "gateway.networking.k8s.io/v1beta1",
+            "HTTPRoute",
+            Some("HTTPRoute"),
+        ),
+        ("v1", "Service", Some("Service")),
+        ("v1", "Pod", None),
+        (
+            "networking.istio.io/v1",
+            "VirtualService",
+            Some("VirtualService"),
+        ),
+    ];
+    for (api_version, kind, want) in cases {
+        assert_eq!(
+            crate::kind_of(api_version, kind),
+            want,
+            "{api_version} {kind}"
+        );
+    }
+}
