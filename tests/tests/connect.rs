@@ -531,3 +531,180 @@ fn unload_removes_what_a_killed_agent_left_and_waits_for_a_running_one() {
         "{again:?}"
     );
 }
+
+/// The tcp-echo ServiceEntry with CIDR addresses: 198.18.7.0/24 and
+/// fd00:7473::/64 on port 9000 (addresses that exist nowhere: the connect
+/// hook rewrites before the kernel routes).
+fn range_service_entry() -> String {
+    let text = tcp_echo_rule("service-entry.yaml").replace(
+        "  - 127.100.0.1\n  - fd00:7473::1\n",
+        "  - 198.18.7.0/24\n  - fd00:7473::/64\n",
+    );
+    assert!(text.contains("198.18.7.0/24"), "{text}");
+    text
+}
+
+/// A ServiceEntry `name` (host `<name>.local`) with `addresses` on port
+/// 9000, whose one endpoint is the backend `one` (127.0.0.1:19001) or `two`
+/// (:19002), and a VirtualService sending all of it there.
+fn pinned_service(name: &str, addresses: &str, backend_port: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: {name}
+spec:
+  hosts: [{name}.local]
+  addresses: [{addresses}]
+  ports: [{{number: 9000, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{tcp: {backend_port}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: {name}
+spec:
+  hosts: [{name}.local]
+  tcp:
+  - route:
+    - destination: {{host: {name}.local}}
+"
+    )
+}
+
+/// `traffic-shift maps` and bpftool show the four ranges of
+/// [`service_address_ranges_split_exactly_and_the_most_specific_wins`].
+fn check_prefix_maps(s: &Scenario) {
+    let bpffs = s.agent.bpffs.display().to_string();
+    let maps = traffic_shift(&["maps", "--bpffs", &bpffs, "svc_prefixes"]);
+    let maps = String::from_utf8_lossy(&maps.stdout);
+    assert!(
+        maps.starts_with("TS_SVC_PREFIXES: ") && maps.contains(": 4 entries"),
+        "{maps}"
+    );
+    for range in [
+        "198.18.7.0/24:9000 -> route ",
+        "[fd00:7473::/64]:9000 -> route ",
+        "198.18.7.240/28:9000 -> route ",
+        "198.18.0.0/16:9000 -> route ",
+    ] {
+        assert!(
+            maps.contains(range),
+            "TS_SVC_PREFIXES shows {range}:\n{maps}"
+        );
+    }
+    // bpftool reads it with field names (a BTF map): the prefix length
+    // counts the 32 bits of port, family and pad, then the address's.
+    let dump = std::process::Command::new("bpftool")
+        .args(["map", "dump", "pinned"])
+        .arg(s.agent.bpffs.join("TS_SVC_PREFIXES"))
+        .arg("-j")
+        .output()
+        .expect("run bpftool (cargo xtask setup installs it)");
+    let dump: Value = serde_json::from_slice(&dump.stdout)
+        .unwrap_or_else(|e| panic!("bpftool -j: {e}: {}", String::from_utf8_lossy(&dump.stdout)));
+    let keys: Vec<&Value> = dump
+        .as_array()
+        .expect("a list of entries")
+        .iter()
+        .filter_map(|e| e.pointer("/formatted/key"))
+        .collect();
+    let slash_24 = keys
+        .iter()
+        .find(|k| k["prefix_len"] == 32 + 24)
+        .unwrap_or_else(|| panic!("a /24 in bpftool's dump: {dump:#}"));
+    assert_eq!(
+        slash_24["data"]["addr"],
+        serde_json::json!([198, 18, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        "{dump:#}"
+    );
+    assert_eq!(slash_24["data"]["family"], 4, "{dump:#}");
+}
+
+/// ServiceEntry `addresses` given as CIDR ranges, on the connect-time path:
+/// the route of the longest prefix that holds the address, an exact address
+/// first, and getpeername shows the address the client connected to.
+#[test]
+fn service_address_ranges_split_exactly_and_the_most_specific_wins() {
+    let mut s = Scenario::tcp_echo_with(
+        "ranges",
+        &[
+            ("service-entry.yaml", &range_service_entry()),
+            ("virtual-service.yaml", &tcp_echo_rule(V2_20)),
+            // Inside the /24: one exact address and a longer prefix, both
+            // to another backend than most of the /24's connections; around
+            // it, a shorter prefix.
+            ("exact.yaml", &pinned_service("exact", "198.18.7.77", 19002)),
+            (
+                "tail.yaml",
+                &pinned_service("tail", "198.18.7.240/28", 19001),
+            ),
+            ("wide.yaml", &pinned_service("wide", "198.18.0.0/16", 19002)),
+        ],
+    );
+    check_prefix_maps(&s);
+
+    // 1000 connections over the 160 addresses 198.18.7.78 ..= .237 (between
+    // the exact address and the /28): the /24's smooth 80/20, exact.
+    let reply = s.client.call("spread 198.18.7.78:9000 160 1000");
+    let count = |k: &str| reply["answers"][k].as_u64().unwrap_or(0);
+    println!(
+        "/24 at 80/20 over 1000 connections to {} addresses: one={} two={}",
+        reply["addresses"],
+        count("one"),
+        count("two")
+    );
+    assert_eq!(reply["errors"], serde_json::json!([]), "{reply}");
+    assert_eq!(
+        reply["peer_mismatches"],
+        serde_json::json!([]),
+        "getpeername is the address connected to: {reply}"
+    );
+    assert_eq!(reply["addresses"], 160, "{reply}");
+    assert_eq!(
+        (count("one"), count("two")),
+        (800, 200),
+        "1000 connections over the /24 at 80/20 (smooth: exact): {reply}"
+    );
+
+    // The exact address inside the /24 takes its own route (all `two`),
+    // the /28 inside it its own (all `one`), the /16 around it the rest.
+    for (target, answer, what) in [
+        ("198.18.7.77:9000", "two", "the exact address"),
+        ("198.18.7.240:9000", "one", "the /28's first address"),
+        ("198.18.7.255:9000", "one", "the /28's last address"),
+        ("198.18.9.5:9000", "two", "the /16 outside the /24"),
+    ] {
+        let reply = s.client.call(&format!("spread {target} 1 100"));
+        assert_eq!(
+            (
+                reply["answers"][answer].as_u64(),
+                &reply["errors"],
+                &reply["peer_mismatches"]
+            ),
+            (Some(100), &serde_json::json!([]), &serde_json::json!([])),
+            "{what} ({target}): 100 connections answer {answer}: {reply}"
+        );
+    }
+
+    // IPv6: an address of the /64, its getpeername that address.
+    let target = "[fd00:7473::abcd:1]:9000";
+    let peer = s.client.call(&format!("peer {target}"));
+    assert_eq!(peer["peername"], target, "getpeername6: {peer}");
+    assert!(
+        peer["whoami"]
+            .as_str()
+            .is_some_and(|w| w.contains("local=[::1]:1900")),
+        "an IPv6 endpoint answered: {peer}"
+    );
+    // Another port of a range is not covered: left alone (nothing routes
+    // 198.18.0.0/16 in the test's namespace).
+    let other_port = s.client.call("burst 198.18.7.100:9001 1");
+    assert_eq!(
+        other_port["errors"].as_array().map(Vec::len),
+        Some(1),
+        "198.18.7.100:9001 is not rewritten: {other_port}"
+    );
+}

@@ -299,3 +299,53 @@ fn faults_timeouts_rewrites_retries_and_mirrors_through_the_agent() {
         .call(&format!("http {REVIEWS} /nothing 3 1 keepalive"));
     assert_eq!(reply["status"]["404"], 3, "{reply}");
 }
+
+/// ServiceEntry `addresses` as CIDR ranges on an HTTP port: the connect
+/// hook sends a connection to any address of the range to the L7 proxy
+/// (`TS_SVC_PREFIXES`), and the proxy serves it with the range's listener
+/// (the address it learns from `TS_PROXY_FLOWS` is in no listener exactly).
+#[test]
+fn an_http_service_address_range_reaches_the_proxy_from_any_of_its_addresses() {
+    let service_entry = bookinfo_rule("service-entry.yaml").replace(
+        "  - 127.101.0.1\n  - fd00:7473::2\n",
+        "  - 198.18.9.0/24\n  - fd00:7473:9::/64\n",
+    );
+    assert!(service_entry.contains("198.18.9.0/24"), "{service_entry}");
+    let mut s = Scenario::bookinfo(
+        "http-range",
+        &[
+            ("service-entry.yaml", &service_entry),
+            (
+                "virtual-service.yaml",
+                &bookinfo_rule("examples/vs-reviews-50-v3.yaml"),
+            ),
+        ],
+        &[],
+    );
+    // 50/50 v1/v3 per request, over 4 connections to each of 5 addresses
+    // of the /24 and 2 of the /64 (each one listener, one route state).
+    let mut v1 = 0;
+    let mut v3 = 0;
+    for target in [
+        "198.18.9.1:9080",
+        "198.18.9.77:9080",
+        "198.18.9.128:9080",
+        "198.18.9.200:9080",
+        "198.18.9.255:9080",
+        "[fd00:7473:9::1]:9080",
+        "[fd00:7473:9::abcd]:9080",
+    ] {
+        let reply = requests(&mut s, target, 100, 4, "");
+        assert_no_failure(&reply, target);
+        assert_eq!(
+            count(&reply, "v1") + count(&reply, "v3"),
+            100,
+            "{target}: {reply}"
+        );
+        v1 += count(&reply, "v1");
+        v3 += count(&reply, "v3");
+    }
+    println!("http /24 and /64 at 50/50 over 700 requests: v1={v1} v3={v3}");
+    // One smooth sequence per route across all the addresses: 350 +- 1.
+    assert!(v3.abs_diff(350) <= 1, "50/50 over 700: v1 {v1}, v3 {v3}");
+}

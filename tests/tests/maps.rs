@@ -64,7 +64,9 @@ fn maps_prints_the_service_dotted_and_bpftool_prints_its_bytes_in_order() {
     let (code, _, stderr) = maps(&s, &["TS_NOPE"]);
     assert_eq!(code, Some(1));
     assert!(
-        stderr.contains("no map named TS_NOPE; the maps are: TS_SERVICES, TS_ROUTES"),
+        stderr.contains(
+            "no map named TS_NOPE; the maps are: TS_SERVICES, TS_SVC_PREFIXES, TS_ROUTES"
+        ),
         "{stderr}"
     );
 

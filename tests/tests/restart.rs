@@ -200,7 +200,7 @@ fn an_upgrade_to_another_build_swaps_the_programs_in_under_load_and_keeps_the_ma
     let maps_a = map_ids(&s.agent.bpffs);
     assert_eq!(
         maps_a.len(),
-        13,
+        traffic_shift_common::map_names::ALL.len(),
         "every pinned map (map_names::ALL): {maps_a:?}"
     );
     // Long enough to outlast a restart on a loaded 2-CPU machine (1.25 s was

@@ -70,8 +70,12 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
             }) {
             Ok(_) => {
                 for route in &model.routes {
-                    let listeners: Vec<String> =
-                        route.listeners.iter().map(ToString::to_string).collect();
+                    let listeners: Vec<String> = route
+                        .listeners
+                        .iter()
+                        .map(ToString::to_string)
+                        .chain(route.prefixes.iter().map(ToString::to_string))
+                        .collect();
                     writeln!(
                         out,
                         "route {} ({}): {} -> {:?}",
@@ -131,7 +135,12 @@ fn write_http_listener(
     out: &mut impl std::io::Write,
     listener: &traffic_shift_config::model::HttpListener,
 ) -> std::io::Result<()> {
-    let listeners: Vec<String> = listener.listeners.iter().map(ToString::to_string).collect();
+    let listeners: Vec<String> = listener
+        .listeners
+        .iter()
+        .map(ToString::to_string)
+        .chain(listener.prefixes.iter().map(ToString::to_string))
+        .collect();
     writeln!(
         out,
         "http {}: {} -> L7 proxy",

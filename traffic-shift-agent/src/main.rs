@@ -65,7 +65,7 @@ enum Command {
     /// per-CPU counters summed. Reads the pins: works with or without a
     /// running agent. Example: `traffic-shift maps services`.
     Maps {
-        /// Only this map: TS_SERVICES, TS_ROUTES, TS_CURSORS, TS_EVENTS,
+        /// Only this map: TS_SERVICES, TS_SVC_PREFIXES, TS_ROUTES, TS_CURSORS, TS_EVENTS,
         /// TS_GATEWAYS, TS_SOCKETS, TS_STATS, TS_GATEWAY_FLOWS, TS_CONNS,
         /// TS_PROXY_FLOWS, TS_XDP_GATEWAYS, TS_XDP_FLOWS, TS_XDP_STATS (any
         /// case, `TS_` optional). Default: all of them.

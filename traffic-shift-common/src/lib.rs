@@ -26,9 +26,12 @@ pub mod map_names {
     pub const XDP_GATEWAYS: &str = "TS_XDP_GATEWAYS";
     pub const XDP_FLOWS: &str = "TS_XDP_FLOWS";
     pub const XDP_STATS: &str = "TS_XDP_STATS";
+    /// Service address prefixes (`BPF_MAP_TYPE_LPM_TRIE`).
+    pub const SERVICE_PREFIXES: &str = "TS_SVC_PREFIXES";
     /// Every map the agent pins, in the order it pins them.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         SERVICES,
+        SERVICE_PREFIXES,
         ROUTES,
         CURSORS,
         EVENTS,
@@ -64,6 +67,8 @@ pub const MAX_SLOTS: usize = 1 << 12;
 pub const MAX_ROUTES: u32 = 1024;
 /// Service address:port entries (`TS_SERVICES` size).
 pub const MAX_SERVICES: u32 = 4096;
+/// Service address prefix:port entries (`TS_SVC_PREFIXES` size).
+pub const MAX_SERVICE_PREFIXES: u32 = 1024;
 /// Gateway address:port entries (`TS_GATEWAYS` size).
 pub const MAX_GATEWAYS: u32 = 1024;
 /// Endpoint listening sockets the gateway can hand connections to (`TS_SOCKETS` size).
@@ -156,7 +161,32 @@ pub struct ServiceKey {
 const _: () = assert!(size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::align_of::<ServiceKey>() == 4);
 
-/// Value of `TS_SERVICES`.
+/// The data of a `TS_SVC_PREFIXES` key (an LPM trie key is the prefix
+/// length in bits, then this): the port and family first, so that a prefix
+/// length of [`PREFIX_HEADER_BITS`] + the address prefix matches them
+/// whole and the address by its leading bits. A lookup gives the full
+/// length ([`PREFIX_HEADER_BITS`] + 32 or 128); the trie answers the
+/// longest prefix stored that matches, of the same port and family.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct PrefixData {
+    /// Port in network byte order.
+    pub port: u16,
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    /// Zero.
+    pub pad: u8,
+    /// Address, network byte order ([`Addr`]); bits past the prefix are zero.
+    pub addr: Addr,
+}
+const _: () = assert!(size_of::<PrefixData>() == 20);
+
+/// Bits of [`PrefixData`] before the address (port, family, pad): always
+/// part of a stored prefix, so the port and family match exactly.
+pub const PREFIX_HEADER_BITS: u32 = 32;
+
+/// Value of `TS_SERVICES` and `TS_SVC_PREFIXES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
@@ -602,6 +632,7 @@ mod user {
     // integers, and have no implicit padding (bytemuck::Pod derive checks it).
     unsafe impl aya::Pod for super::ServiceKey {}
     unsafe impl aya::Pod for super::ServiceValue {}
+    unsafe impl aya::Pod for super::PrefixData {}
     unsafe impl aya::Pod for super::RouteTable {}
     unsafe impl aya::Pod for super::RouteCursor {}
     unsafe impl aya::Pod for super::ConnState {}

@@ -9,7 +9,7 @@ use std::{
     vec::Vec,
 };
 
-use crate::{Addr, FAMILY_V4, FAMILY_V6, MAX_SLOTS, ServiceKey};
+use crate::{Addr, FAMILY_V4, FAMILY_V6, MAX_SLOTS, PREFIX_HEADER_BITS, PrefixData, ServiceKey};
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it maps.
 pub fn canonical(ip: IpAddr) -> IpAddr {
@@ -39,6 +39,50 @@ pub fn service_key(addr: SocketAddr) -> ServiceKey {
         family,
         pad: 0,
     }
+}
+
+/// The `TS_SVC_PREFIXES` key (prefix length in bits, data) of the service
+/// addresses `ip/len` on `port`: the address's bits past `len` cleared, an
+/// IPv4-mapped IPv6 prefix of at least 96 bits read as the IPv4 one (as
+/// [`service_key`] reads a mapped address). `len` beyond the family's
+/// width is cut to it.
+pub fn prefix_key(ip: IpAddr, len: u8, port: u16) -> (u32, PrefixData) {
+    let (ip, len) = match ip {
+        IpAddr::V6(v6) if len >= 96 => match v6.to_ipv4_mapped() {
+            Some(v4) => (IpAddr::V4(v4), len - 96),
+            None => (ip, len),
+        },
+        _ => (ip, len),
+    };
+    let key = service_key(SocketAddr::new(ip, port));
+    let width: u8 = if key.family == FAMILY_V4 { 32 } else { 128 };
+    let len = len.min(width);
+    let mut addr = key.addr;
+    for (i, byte) in addr.iter_mut().enumerate() {
+        let first_bit = u8::try_from(i * 8).unwrap_or(u8::MAX);
+        let keep = len.saturating_sub(first_bit).min(8);
+        *byte &= !(0xff_u8.checked_shr(u32::from(keep)).unwrap_or(0));
+    }
+    (
+        PREFIX_HEADER_BITS + u32::from(len),
+        PrefixData {
+            port: key.port,
+            family: key.family,
+            pad: 0,
+            addr,
+        },
+    )
+}
+
+/// The address prefix of a `TS_SVC_PREFIXES` key: (`ip`, its length in
+/// bits, port) ([`prefix_key`] undone).
+pub fn prefix_of(prefix_len: u32, data: &PrefixData) -> (IpAddr, u8, u16) {
+    let len = prefix_len.saturating_sub(PREFIX_HEADER_BITS);
+    (
+        ip_addr(&data.addr, data.family),
+        u8::try_from(len).unwrap_or(u8::MAX),
+        u16::from_be(data.port),
+    )
 }
 
 /// The address of key bytes `addr` in `family` (`FAMILY_V4`: the first 4

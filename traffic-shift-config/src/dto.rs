@@ -199,10 +199,37 @@ pub struct PortTrafficPolicy {
 pub struct LoadBalancer {
     pub simple: Option<SimpleLb>,
     pub consistent_hash: Option<ConsistentHash>,
-    pub locality_lb_setting: Option<IgnoredAny>,
+    pub locality_lb_setting: Option<LocalityLbSetting>,
     pub zone_aware_lb_setting: Option<IgnoredAny>,
     pub warmup_duration_secs: Option<IgnoredAny>,
     pub warmup: Option<Warmup>,
+}
+
+/// `loadBalancer.localityLbSetting`: checked, not applied (there is one
+/// locality here: the node).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LocalityLbSetting {
+    pub distribute: Option<Vec<LocalityDistribute>>,
+    pub failover: Option<Vec<LocalityFailover>>,
+    pub failover_priority: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+}
+
+/// `localityLbSetting.distribute[]`: from a locality, weights per locality.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LocalityDistribute {
+    pub from: Option<String>,
+    pub to: Option<BTreeMap<String, i64>>,
+}
+
+/// `localityLbSetting.failover[]`: from a region to another.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LocalityFailover {
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 /// `loadBalancer.warmup`: checked, not applied.

@@ -3,7 +3,12 @@
 //! proxy. Strings stay here; the kernel only ever sees the ids `compile`
 //! derives from them.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 pub use crate::http::{
     DirectResponse, Fault, Headers, HttpMatch, HttpRedirect, Retries, Rewrite, StringMatch,
@@ -117,12 +122,40 @@ pub struct TcpRoute {
     /// `addresses` x this port). All of one family or mixed; the compiler
     /// pairs each with endpoints of the same family.
     pub listeners: Vec<SocketAddr>,
+    /// Every service address range:port this route covers (ServiceEntry
+    /// `addresses` CIDRs of more than one address x this port): a
+    /// connection to an address of a range that no `listeners` entry (of
+    /// any route) names exactly takes the route of the longest range that
+    /// holds it. Mesh routes only.
+    pub prefixes: Vec<ServicePrefix>,
     /// How the destination (subset) is chosen: from the DestinationRule of
     /// the first destination's host, top-level `trafficPolicy.loadBalancer`.
     pub selection: Selection,
     /// Weighted destinations, in the order written. Weights are relative;
     /// a single destination with no weight gets weight 1 (all traffic).
     pub destinations: Vec<Destination>,
+}
+
+/// A range of service addresses (a ServiceEntry `addresses` CIDR of more
+/// than one address) on one port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServicePrefix {
+    /// The range's first address: the bits past `len` are zero.
+    pub network: IpAddr,
+    /// Prefix length in bits, less than the family's width (a `/32` or
+    /// `/128` is one address, in [`TcpRoute::listeners`]).
+    pub len: u8,
+    pub port: u16,
+}
+
+impl fmt::Display for ServicePrefix {
+    /// `198.18.7.0/24:9000`, `[fd00:7473::/64]:9000`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.network {
+            IpAddr::V4(ip) => write!(f, "{ip}/{}:{}", self.len, self.port),
+            IpAddr::V6(ip) => write!(f, "[{ip}/{}]:{}", self.len, self.port),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,6 +218,11 @@ pub struct HttpListener {
     /// server port): what `match[].port` compares.
     pub port: u16,
     pub listeners: Vec<SocketAddr>,
+    /// Mesh only: the service address ranges (ServiceEntry `addresses`
+    /// CIDRs) x the port. A connection to an address of a range that no
+    /// listener names exactly is this listener's when the range is the
+    /// longest that holds it, as on the TCP path ([`TcpRoute::prefixes`]).
+    pub prefixes: Vec<ServicePrefix>,
     /// Chosen by the request's authority (`Host` or `:authority`, port
     /// removed, case-insensitive) as Envoy does: a domain equal to it, else
     /// the longest `*.suffix` it ends with, else `*`; none: 404. A mesh

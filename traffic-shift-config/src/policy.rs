@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use super::{check::Check, dto, dto::SimpleLb, error::FieldPath};
 
+mod locality;
+
 pub use super::dto::H2UpgradePolicy;
 
 /// One `trafficPolicy`.
@@ -175,19 +177,36 @@ pub(super) fn traffic_policy(
             "tunnel and proxyProtocol must not be set together",
         );
     }
+    let has_outlier = policy.outlier_detection.is_some();
     let outlier_detection =
         parse_outlier_detection(cx, &path.key("outlierDetection"), policy.outlier_detection);
     let connection_pool =
         parse_connection_pool(cx, &path.key("connectionPool"), policy.connection_pool);
-    let load_balancer = parse_load_balancer(cx, &path.key("loadBalancer"), policy.load_balancer);
+    let load_balancer = parse_load_balancer(
+        cx,
+        &path.key("loadBalancer"),
+        policy.load_balancer,
+        has_outlier,
+    );
+    let port_level_settings =
+        port_level_settings(cx, path, policy.port_level_settings.unwrap_or_default());
+    TrafficPolicy {
+        load_balancer,
+        connection_pool,
+        outlier_detection,
+        port_level_settings,
+    }
+}
+
+/// `<path>.portLevelSettings`, checked; one policy per valid port.
+fn port_level_settings(
+    cx: &mut Check,
+    path: &FieldPath,
+    settings: Vec<dto::PortTrafficPolicy>,
+) -> Vec<PortTrafficPolicy> {
     let mut port_level_settings = Vec::new();
     let mut ports = Vec::new();
-    for (i, settings) in policy
-        .port_level_settings
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
+    for (i, settings) in settings.into_iter().enumerate() {
         let base = path.key("portLevelSettings").index(i);
         let port = match settings.port.and_then(|port| port.number) {
             None => {
@@ -222,6 +241,7 @@ pub(super) fn traffic_policy(
         if let Some(tls) = &settings.tls {
             client_tls(cx, &base.key("tls"), tls);
         }
+        let has_outlier = settings.outlier_detection.is_some();
         let outlier_detection = parse_outlier_detection(
             cx,
             &base.key("outlierDetection"),
@@ -229,8 +249,12 @@ pub(super) fn traffic_policy(
         );
         let connection_pool =
             parse_connection_pool(cx, &base.key("connectionPool"), settings.connection_pool);
-        let load_balancer =
-            parse_load_balancer(cx, &base.key("loadBalancer"), settings.load_balancer);
+        let load_balancer = parse_load_balancer(
+            cx,
+            &base.key("loadBalancer"),
+            settings.load_balancer,
+            has_outlier,
+        );
         if let Some(port) = port {
             port_level_settings.push(PortTrafficPolicy {
                 port,
@@ -240,21 +264,21 @@ pub(super) fn traffic_policy(
             });
         }
     }
-    TrafficPolicy {
-        load_balancer,
-        connection_pool,
-        outlier_detection,
-        port_level_settings,
-    }
+    port_level_settings
 }
 
 /// `loadBalancer`; whether a TCP route can use it is `resolve`'s call.
+/// `outlier`: the same traffic policy sets `outlierDetection`.
 fn parse_load_balancer(
     cx: &mut Check,
     base: &FieldPath,
     lb: Option<dto::LoadBalancer>,
+    outlier: bool,
 ) -> Option<LoadBalancer> {
     let lb = lb?;
+    if let Some(setting) = &lb.locality_lb_setting {
+        locality::check(cx, &base.key("localityLbSetting"), setting, outlier);
+    }
     if let Some(warmup) = &lb.warmup {
         check_warmup(cx, &base.key("warmup"), warmup);
     }

@@ -122,23 +122,11 @@ fn target(vs: &str, route: &str) -> String {
 const STEPS: &str = "  steps:\n  - setWeight: 100\n";
 
 fn errors_of(text: &str) -> Vec<ConfigError> {
-    match parse_file_all(Path::new(FILE), text) {
-        Ok(file) => panic!(
-            "expected errors, the document was accepted: {:?}\n{text}",
-            file.resources
-        ),
-        Err(errors) => errors,
-    }
+    crate::rules_tests::errors_in(FILE, text)
 }
 
 fn accepted(text: &str) -> RulesFile {
-    parse_file_all(Path::new(FILE), text).unwrap_or_else(|errors| {
-        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        panic!(
-            "expected the document to be accepted, got:\n{}\n{text}",
-            errors.join("\n")
-        )
-    })
+    crate::rules_tests::accepted_in(FILE, text)
 }
 
 fn checked(text: &str) -> RolloutResource {

@@ -43,7 +43,16 @@ fn we(spec: &str) -> String {
 }
 
 fn errors_of(text: &str) -> Vec<ConfigError> {
-    match parse_file_all(Path::new(FILE), text) {
+    errors_in(FILE, text)
+}
+
+fn accepted(text: &str) -> RulesFile {
+    accepted_in(FILE, text)
+}
+
+/// The errors of `text` as the rules file `file`; panics if it is accepted.
+pub(crate) fn errors_in(file: &str, text: &str) -> Vec<ConfigError> {
+    match parse_file_all(Path::new(file), text) {
         Ok(file) => panic!(
             "expected errors, the document was accepted: {:?}\n{text}",
             file.resources
@@ -52,8 +61,9 @@ fn errors_of(text: &str) -> Vec<ConfigError> {
     }
 }
 
-fn accepted(text: &str) -> RulesFile {
-    parse_file_all(Path::new(FILE), text).unwrap_or_else(|errors| {
+/// `text` parsed as the rules file `file`; panics with its errors if refused.
+pub(crate) fn accepted_in(file: &str, text: &str) -> RulesFile {
+    parse_file_all(Path::new(file), text).unwrap_or_else(|errors| {
         let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
         panic!(
             "expected the document to be accepted, got:\n{}\n{text}",

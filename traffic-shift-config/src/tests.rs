@@ -709,14 +709,31 @@ spec:
     );
 }
 
+/// A route's listeners and prefixes, as `(address or range:port)` text.
+fn route_addresses(route: &TcpRoute) -> (Vec<String>, Vec<String>) {
+    (
+        route.listeners.iter().map(ToString::to_string).collect(),
+        route.prefixes.iter().map(ToString::to_string).collect(),
+    )
+}
+
 #[test]
-fn service_addresses_route_single_address_cidrs_only() {
-    let cases = [
-        ("127.100.0.1/32", Ok(addr("127.100.0.1:9000"))),
-        ("fd00::1/128", Ok(addr("[fd00::1]:9000"))),
+fn service_address_cidrs_become_listeners_or_prefixes() {
+    /// The listeners and prefixes of the route, or the error.
+    type Expected = Result<(&'static [&'static str], &'static [&'static str]), &'static str>;
+    let cases: [(&str, Expected); 8] = [
+        ("127.100.0.1/32", Ok((&["127.100.0.1:9000"], &[]))),
+        ("fd00::1/128", Ok((&["[fd00::1]:9000"], &[]))),
+        ("10.0.0.0/24", Ok((&[], &["10.0.0.0/24:9000"]))),
+        // Host bits are cleared, as Go's net.ParseCIDR and Envoy read it.
+        ("10.1.2.3/8", Ok((&[], &["10.0.0.0/8:9000"]))),
+        ("fd00:7473::5/64", Ok((&[], &["[fd00:7473::/64]:9000"]))),
         (
-            "10.0.0.0/24",
-            Err("CIDR 10.0.0.0/24 covers more than one address"),
+            "198.18.7.0/24\", \"198.18.7.9\", \"198.18.0.0/16",
+            Ok((
+                &["198.18.7.9:9000"],
+                &["198.18.7.0/24:9000", "198.18.0.0/16:9000"],
+            )),
         ),
         ("10.0.0.0/33", Err("10.0.0.0/33 is not a valid CIDR block")),
         ("not-an-ip", Err("not-an-ip is not a valid IP")),
@@ -727,23 +744,15 @@ fn service_addresses_route_single_address_cidrs_only() {
             &format!("addresses: [\"{address}\"]"),
         );
         match (parse_file(Path::new(FILE), &text), expected) {
-            (Ok(file), Ok(listener)) => {
+            (Ok(file), Ok((listeners, prefixes))) => {
                 let model = resolve(&[file]).unwrap_or_else(|error| panic!("{address}: {error}"));
                 assert_eq!(
-                    only_route(&model).listeners,
-                    [listener],
-                    "listener of {address}"
-                );
-            }
-            // A wider CIDR is valid Istio, refused once routed.
-            (Ok(file), Err(message)) => {
-                let error = resolve(&[file]).expect_err(address);
-                assert_error(
-                    &error,
-                    1,
-                    "spec.addresses[0]",
-                    Some(line_of(&text, "addresses:")),
-                    message,
+                    route_addresses(only_route(&model)),
+                    (
+                        listeners.iter().map(ToString::to_string).collect(),
+                        prefixes.iter().map(ToString::to_string).collect()
+                    ),
+                    "listeners and prefixes of {address}"
                 );
             }
             (Err(error), Err(message)) => {
@@ -768,6 +777,80 @@ fn service_addresses_route_single_address_cidrs_only() {
             .contains("CIDR addresses are allowed only for NONE/STATIC resolution types"),
         "CIDR with DNS resolution: {error}"
     );
+}
+
+/// A second ServiceEntry (host `other.local`, `addresses`) and its
+/// VirtualService (all to `other.local`), beside [`TCP_ECHO`].
+fn other_service(addresses: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: other}}
+spec:
+  hosts: [other.local]
+  addresses: [{addresses}]
+  ports: [{{number: 9000, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{tcp: 19003}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: other}}
+spec:
+  hosts: [other.local]
+  tcp:
+  - route:
+    - destination: {{host: other.local}}
+"
+    )
+}
+
+#[test]
+fn overlapping_service_ranges_resolve_and_the_same_range_twice_is_refused() {
+    let echo = TCP_ECHO.replace("addresses: [127.100.0.1]", "addresses: [198.18.7.0/24]");
+    // An address inside the range, a longer range, a shorter one: all legal
+    // (the exact address, then the longest prefix, wins in the kernel).
+    for addresses in ["198.18.7.9", "198.18.7.128/25", "198.18.0.0/16"] {
+        let model = resolve_ok(&[&echo, &other_service(addresses)]);
+        assert_eq!(model.routes.len(), 2, "{addresses}: {model:?}");
+    }
+    // The same range and port, routed twice.
+    let other = other_service("198.18.7.0/24");
+    let error = resolve_error(&[&echo, &other]);
+    assert_error(
+        &error,
+        2,
+        "spec.tcp[0]",
+        Some(line_of(&other, "  - route:")),
+        "service address range 198.18.7.0/24:9000 is already routed by",
+    );
+    assert!(
+        error
+            .message
+            .contains("tcp[0]: a service address range and port takes one TCP route"),
+        "{error}"
+    );
+}
+
+#[test]
+fn http_routes_cover_service_ranges() {
+    let text = TCP_ECHO
+        .replace(
+            "addresses: [127.100.0.1]",
+            "addresses: [127.100.0.1, 10.0.0.0/24]",
+        )
+        .replace("protocol: TCP", "protocol: HTTP")
+        .replace(
+            "  tcp:\n  - match: [{port: 9000}]\n",
+            "  http:\n  - match: [{port: 9000}]\n",
+        );
+    let model = resolve_ok(&[&text]);
+    assert_eq!(model.http.len(), 1, "{model:?}");
+    let listener = &model.http[0];
+    assert_eq!(listener.listeners, [addr("127.100.0.1:9000")]);
+    let prefixes: Vec<String> = listener.prefixes.iter().map(ToString::to_string).collect();
+    assert_eq!(prefixes, ["10.0.0.0/24:9000"]);
 }
 
 #[test]

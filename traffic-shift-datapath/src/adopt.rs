@@ -4,8 +4,8 @@
 
 use std::{collections::BTreeMap, fmt, path::Path};
 
-use aya::maps::{HashMap, MapData, MapError};
-use traffic_shift_common::{RouteTable, ServiceKey, ServiceValue, map_names};
+use aya::maps::{HashMap, LpmTrie, MapData, MapError};
+use traffic_shift_common::{PrefixData, RouteTable, ServiceKey, ServiceValue, map_names};
 
 use crate::{Datapath, DatapathError, EBPF_OBJECT, apply::LoadedRoute};
 
@@ -148,6 +148,19 @@ pub(crate) fn read_keys(
         .map_err(|source| DatapathError::Map { name, source })
 }
 
+/// What the service prefix map holds, by (prefix length, data).
+pub(crate) fn read_prefixes(
+    map: &LpmTrie<MapData, PrefixData, ServiceValue>,
+) -> Result<BTreeMap<crate::compile::PrefixKey, ServiceValue>, DatapathError> {
+    map.iter()
+        .map(|entry| entry.map(|(key, value)| ((key.prefix_len(), key.data()), value)))
+        .collect::<Result<BTreeMap<_, _>, _>>()
+        .map_err(|source| DatapathError::Map {
+            name: map_names::SERVICE_PREFIXES,
+            source,
+        })
+}
+
 impl Datapath {
     /// A route a previous agent left in the kernel exactly as we would
     /// write it (its listeners point at a table with the same bytes) is
@@ -164,6 +177,12 @@ impl Datapath {
             .listeners
             .iter()
             .find_map(|l| loaded.get(l).map(|v| v.route_id))
+            .or_else(|| {
+                route
+                    .prefixes
+                    .iter()
+                    .find_map(|p| self.loaded_prefixes.get(p).map(|v| v.route_id))
+            })
         else {
             return;
         };

@@ -4,10 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aya::maps::{HashMap, MapData, MapError};
-use traffic_shift_common::{RouteTable, ServiceKey, ServiceValue, map_names};
+use aya::maps::{HashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
+use traffic_shift_common::{PrefixData, RouteTable, ServiceKey, ServiceValue, map_names};
 
-use crate::{Datapath, DatapathError, compile::Compiled};
+use crate::{
+    Datapath, DatapathError,
+    compile::{Compiled, PrefixKey},
+};
 
 /// Route ids to hand out: those below `max` not in `used`, lowest first.
 struct FreeRouteIds {
@@ -71,6 +74,8 @@ impl Datapath {
         }
         // Desired keys of TS_SERVICES, TS_GATEWAYS, TS_XDP_GATEWAYS.
         let mut desired: [BTreeMap<ServiceKey, ServiceValue>; 3] = Default::default();
+        // Desired keys of TS_SVC_PREFIXES.
+        let mut desired_prefixes: BTreeMap<PrefixKey, ServiceValue> = BTreeMap::new();
         let mut free_ids = None;
         // The one whole table written at a time (67 KB).
         let mut scratch: Option<Box<RouteTable>> = None;
@@ -109,14 +114,15 @@ impl Datapath {
             }
             // An XDP route is a gateway route: 0 mesh, 1 sk_lookup, 2 XDP.
             let map = usize::from(route.gateway) + usize::from(route.xdp);
+            let value = ServiceValue {
+                route_id: id,
+                service_id: route.service_id,
+            };
             for listener in &route.listeners {
-                desired[map].insert(
-                    *listener,
-                    ServiceValue {
-                        route_id: id,
-                        service_id: route.service_id,
-                    },
-                );
+                desired[map].insert(*listener, value);
+            }
+            for prefix in &route.prefixes {
+                desired_prefixes.insert(*prefix, value);
             }
         }
         for (map, loaded, desired, name) in [
@@ -143,6 +149,26 @@ impl Datapath {
             report.keys_written += written;
             report.keys_removed += removed;
         }
+        let (written, removed) = sync_prefixes(
+            &mut self.service_prefixes,
+            &mut self.loaded_prefixes,
+            &desired_prefixes,
+        )
+        .map_err(map_err(map_names::SERVICE_PREFIXES))?;
+        report.keys_written += written;
+        report.keys_removed += removed;
+        self.remove_routes(compiled, &mut report)?;
+        Ok(report)
+    }
+
+    /// Removes the route tables `compiled` no longer has, and a previous
+    /// agent's that no key points at any more (after the keys are gone).
+    fn remove_routes(
+        &mut self,
+        compiled: &Compiled,
+        report: &mut ApplyReport,
+    ) -> Result<(), DatapathError> {
+        let map_err = |name| move |source| DatapathError::Map { name, source };
         let gone: Vec<String> = self
             .loaded_routes
             .keys()
@@ -167,7 +193,7 @@ impl Datapath {
                 .routes_removed
                 .push(format!("route id {id} (from the previous agent)"));
         }
-        Ok(report)
+        Ok(())
     }
 
     /// The route ids no route holds now, handed out lowest first: built
@@ -222,6 +248,11 @@ impl Datapath {
                 map_names::SERVICES,
                 self.loaded_services.len(),
                 l.max_services,
+            ),
+            (
+                map_names::SERVICE_PREFIXES,
+                self.loaded_prefixes.len(),
+                l.max_service_prefixes,
             ),
             (
                 map_names::GATEWAYS,
@@ -279,6 +310,36 @@ fn sync_keys(
     }
     Ok((written, stale.len()))
 }
+
+/// [`sync_keys`] for the service prefix map (an LPM trie: a key is its
+/// prefix length and data).
+fn sync_prefixes(
+    map: &mut LpmTrie<MapData, PrefixData, ServiceValue>,
+    loaded: &mut BTreeMap<PrefixKey, ServiceValue>,
+    desired: &BTreeMap<PrefixKey, ServiceValue>,
+) -> Result<(usize, usize), MapError> {
+    let mut written = 0;
+    for (key, value) in desired {
+        if loaded.get(key) != Some(value) {
+            map.insert(&Key::new(key.0, key.1), value, 0)?;
+            loaded.insert(*key, *value);
+            written += 1;
+        }
+    }
+    let stale: Vec<PrefixKey> = loaded
+        .keys()
+        .filter(|k| !desired.contains_key(k))
+        .copied()
+        .collect();
+    for key in &stale {
+        map.remove(&Key::new(key.0, key.1))?;
+        loaded.remove(key);
+    }
+    Ok((written, stale.len()))
+}
+
+#[cfg(test)]
+mod root_tests;
 
 #[cfg(test)]
 mod tests {

@@ -12,13 +12,13 @@ use std::{
 };
 
 use traffic_shift_common::{
-    Backend, Dest, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_DESTS, RouteTable, ServiceKey,
-    backend_flags, select,
+    Backend, Dest, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_DESTS, PrefixData, RouteTable,
+    ServiceKey, backend_flags, select,
 };
 
 use traffic_shift_common::tables::canonical;
 pub use traffic_shift_common::tables::{
-    rendezvous_table, service_key, smooth_sequence, socket_addr,
+    prefix_key, prefix_of, rendezvous_table, service_key, smooth_sequence, socket_addr,
 };
 
 use traffic_shift_config::model::{HttpListener, RoutingModel, Selection, TcpRoute};
@@ -60,6 +60,15 @@ pub enum CompileError {
         second: String,
     },
     #[error(
+        "service address range {prefix} is covered by both {first} and {second}; keep one route per service address range and port"
+    )]
+    PrefixConflict {
+        /// `198.18.7.0/24:9000`.
+        prefix: String,
+        first: String,
+        second: String,
+    },
+    #[error(
         "{route} (from {source_file}): endpoint {endpoint} is not on this node; the sk_lookup gateway hands connections only to local listening sockets: pass --xdp-iface (traffic-shift run) to serve endpoints on other hosts with the XDP gateway, bind the route to mesh, or use a local endpoint"
     )]
     RemoteEndpoint {
@@ -78,6 +87,10 @@ pub enum CompileError {
     },
 }
 
+/// A `TS_SVC_PREFIXES` key: the prefix length in bits (of [`PrefixData`]:
+/// `PREFIX_HEADER_BITS` + the address prefix), then the data.
+pub type PrefixKey = (u32, PrefixData);
+
 /// What one kernel route holds.
 #[derive(Clone)]
 pub struct KernelRoute {
@@ -87,6 +100,9 @@ pub struct KernelRoute {
     /// `TS_SERVICES` for a mesh route, gateway addresses in `TS_GATEWAYS`
     /// (zero address: any) for a gateway route.
     pub listeners: Vec<ServiceKey>,
+    /// Service address ranges:port (`TS_SVC_PREFIXES` keys: prefix length
+    /// in bits, data) that point at this route; mesh routes only.
+    pub prefixes: Vec<PrefixKey>,
     /// A gateway route (the `sk_lookup` or XDP path) rather than a mesh one.
     pub gateway: bool,
     /// A gateway route to endpoints on other hosts: its listeners go to
@@ -103,6 +119,7 @@ impl fmt::Debug for KernelRoute {
         f.debug_struct("KernelRoute")
             .field("key", &self.key)
             .field("listeners", &self.listeners.len())
+            .field("prefixes", &self.prefixes.len())
             .field("summary", &self.summary)
             .finish_non_exhaustive()
     }
@@ -195,11 +212,13 @@ pub fn compile(
     let mut service_ids: BTreeMap<(&str, u16), u32> = BTreeMap::new();
     // Mesh and gateway listeners live in different maps: they never conflict.
     let mut owner: BTreeMap<(bool, SocketAddr), &str> = BTreeMap::new();
+    let mut prefix_owner: BTreeMap<PrefixKey, &str> = BTreeMap::new();
     let mut compiled = Compiled {
         routes: BTreeMap::new(),
         stat_ids,
     };
     let mut n_services = 0;
+    let mut n_prefixes = 0;
     let mut socket_endpoints = std::collections::BTreeSet::new();
     for route in &model.routes {
         let next = u32::try_from(service_ids.len()).unwrap_or(u32::MAX);
@@ -230,30 +249,46 @@ pub fn compile(
                 .filter(|l| family_of(l.ip()) == family)
                 .map(|l| service_key(*l))
                 .collect();
-            if listeners.is_empty() {
+            let prefixes: Vec<PrefixKey> = route
+                .prefixes
+                .iter()
+                .map(|p| prefix_key(p.network, p.len, p.port))
+                .filter(|(_, data)| data.family == family)
+                .collect();
+            if listeners.is_empty() && prefixes.is_empty() {
                 continue;
             }
+            claim_prefixes(&mut prefix_owner, &prefixes, &route.key)?;
             n_services += listeners.len();
+            n_prefixes += prefixes.len();
             let mut kernel = kernel_route(route, family, listeners, service_id, &endpoint_ids)?;
+            kernel.prefixes = prefixes;
             kernel.xdp = remote;
             compiled.routes.insert(kernel.key.clone(), kernel);
         }
     }
     for listener in model.http.iter().filter(|l| l.gateway.is_none()) {
         claim(&mut owner, false, &listener.listeners, &listener.key)?;
+        let prefixes: Vec<PrefixKey> = listener
+            .prefixes
+            .iter()
+            .map(|p| prefix_key(p.network, p.len, p.port))
+            .collect();
+        claim_prefixes(&mut prefix_owner, &prefixes, &listener.key)?;
         let next = u32::try_from(service_ids.len()).unwrap_or(u32::MAX);
         let service_id = *service_ids
             .entry((&listener.key, listener.port))
             .or_insert(next);
         for (family, to) in [(FAMILY_V4, proxy.v4), (FAMILY_V6, proxy.v6)] {
             let kernel = proxy_route(listener, family, to, service_id);
-            if !kernel.listeners.is_empty() {
+            if !kernel.listeners.is_empty() || !kernel.prefixes.is_empty() {
                 n_services += kernel.listeners.len();
+                n_prefixes += kernel.prefixes.len();
                 compiled.routes.insert(kernel.key.clone(), kernel);
             }
         }
     }
-    check_limits(&compiled, n_services, &socket_endpoints, limits)?;
+    check_limits(&compiled, n_services, n_prefixes, &socket_endpoints, limits)?;
     Ok(compiled)
 }
 
@@ -309,10 +344,40 @@ fn claim<'m>(
     Ok(())
 }
 
+/// Records that route `key` takes the address ranges `prefixes`: one route
+/// per range and port (ranges of different lengths may overlap).
+fn claim_prefixes<'m>(
+    owner: &mut BTreeMap<PrefixKey, &'m str>,
+    prefixes: &[PrefixKey],
+    key: &'m str,
+) -> Result<(), CompileError> {
+    for prefix in prefixes {
+        if let Some(first) = owner.insert(*prefix, key)
+            && first != key
+        {
+            return Err(CompileError::PrefixConflict {
+                prefix: show_prefix(prefix),
+                first: first.to_owned(),
+                second: key.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `198.18.7.0/24:9000`, `[fd00:7473::/64]:9000`.
+pub fn show_prefix((prefix_len, data): &PrefixKey) -> String {
+    match prefix_of(*prefix_len, data) {
+        (ip @ IpAddr::V4(_), len, port) => format!("{ip}/{len}:{port}"),
+        (ip @ IpAddr::V6(_), len, port) => format!("[{ip}/{len}]:{port}"),
+    }
+}
+
 /// Whether what the rules need fits the kernel maps' sizes.
 fn check_limits(
     compiled: &Compiled,
     n_services: usize,
+    n_prefixes: usize,
     gateway_endpoints: &std::collections::BTreeSet<SocketAddr>,
     limits: &Limits,
 ) -> Result<(), CompileError> {
@@ -334,6 +399,12 @@ fn check_limits(
             n_services - n_gateways,
             limits.max_services,
             "--max-services",
+        ),
+        (
+            "service address ranges",
+            n_prefixes,
+            limits.max_service_prefixes,
+            "--max-service-prefixes",
         ),
         (
             "gateway addresses",
@@ -441,6 +512,7 @@ fn kernel_route(
             if family == FAMILY_V4 { "ipv4" } else { "ipv6" }
         ),
         listeners,
+        prefixes: Vec::new(),
         service_id,
         table: TableBytes::new(&table),
         summary: summary.join(", "),
@@ -448,7 +520,7 @@ fn kernel_route(
 }
 
 /// The kernel route of a mesh HTTP listener, for one family: its service
-/// addresses of that family all go to the proxy at `to`.
+/// addresses and address ranges of that family all go to the proxy at `to`.
 fn proxy_route(
     listener: &HttpListener,
     family: u8,
@@ -487,6 +559,12 @@ fn proxy_route(
             if family == FAMILY_V4 { "ipv4" } else { "ipv6" }
         ),
         listeners,
+        prefixes: listener
+            .prefixes
+            .iter()
+            .map(|p| prefix_key(p.network, p.len, p.port))
+            .filter(|(_, data)| data.family == family)
+            .collect(),
         gateway: false,
         xdp: false,
         service_id,
@@ -655,6 +733,7 @@ mod tests {
                         service_host: "tcp-echo.local".into(),
                         service_port: 9000,
                         listeners: vec!["127.100.0.1:9000".parse().unwrap()],
+                        prefixes: Vec::new(),
                         selection,
                         destinations: vec![
                             destination("v1", weights[0], 19001),
@@ -758,3 +837,5 @@ mod key_tests {
 
 #[cfg(test)]
 mod gateway_tests;
+#[cfg(test)]
+mod prefix_tests;

@@ -16,17 +16,21 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, SockHash};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, SockHash};
 use bytemuck::Pod;
 use traffic_shift_common::{
     Addr, ConnState, EndpointStats, Event, FAMILY_V4, FAMILY_V6, FlowKey, NatEntry, NatKey,
-    RouteCursor, RouteTable, ServiceKey, ServiceValue, XdpStats, backend_flags, conn_flags,
-    map_names, nat_flags, select, tables::ip_addr,
+    PrefixData, RouteCursor, RouteTable, ServiceKey, ServiceValue, XdpStats, backend_flags,
+    conn_flags, map_names, nat_flags, select, tables::ip_addr,
 };
 
 /// What each map holds, one line, in the order the agent pins them.
-pub const MAPS: [(&str, &str); 13] = [
+pub const MAPS: [(&str, &str); 14] = [
     (map_names::SERVICES, "service address:port -> mesh route"),
+    (
+        map_names::SERVICE_PREFIXES,
+        "service address range:port -> mesh route (longest prefix, when no exact address is in TS_SERVICES)",
+    ),
     (
         map_names::ROUTES,
         "route id -> selection table: destinations, their share of the slots, endpoints",
@@ -199,6 +203,27 @@ pub fn service(key: &[u8], value: &[u8], names: &Names) -> Result<String, Layout
     Ok(format!(
         "{} -> {}, service {}",
         key_endpoint(&key),
+        names.route(value.route_id),
+        value.service_id
+    ))
+}
+
+/// A `TS_SVC_PREFIXES` entry (its key: prefix length in bits, then the
+/// data): `198.18.7.0/24:9000 -> route 0 (...), service 0`.
+pub fn service_prefix(
+    prefix_len: u32,
+    data: &[u8],
+    value: &[u8],
+    names: &Names,
+) -> Result<String, LayoutError> {
+    let data: PrefixData = pod(data, "a service prefix key")?;
+    let value: ServiceValue = pod(value, "a service value")?;
+    let shown = match data.family {
+        FAMILY_V4 | FAMILY_V6 => crate::compile::show_prefix(&(prefix_len, data)),
+        other => format!("family {other}?"),
+    };
+    Ok(format!(
+        "{shown} -> {}, service {}",
         names.route(value.route_id),
         value.service_id
     ))
@@ -537,6 +562,7 @@ fn open(pin_dir: &Path, name: &'static str) -> Result<Map, InspectError> {
 
 const SERVICE_KEY: usize = size_of::<ServiceKey>();
 const SERVICE_VALUE: usize = size_of::<ServiceValue>();
+const PREFIX_DATA: usize = size_of::<PrefixData>();
 const FLOW_KEY: usize = size_of::<FlowKey>();
 const NAT_KEY: usize = size_of::<NatKey>();
 const NAT_ENTRY: usize = size_of::<NatEntry>();
@@ -628,6 +654,22 @@ fn read(
                 .iter()
                 .map(|(k, v)| service(k, v, names).map(Some)),
         ),
+        map_names::SERVICE_PREFIXES => {
+            let read = |source| InspectError::Read { name, source };
+            let map: LpmTrie<MapData, [u8; PREFIX_DATA], [u8; SERVICE_VALUE]> =
+                LpmTrie::try_from(map).map_err(read)?;
+            let mut entries = map
+                .iter()
+                .map(|entry| entry.map(|(key, value)| ((key.data(), key.prefix_len()), value)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(read)?;
+            entries.sort_unstable();
+            entries_of(
+                entries
+                    .iter()
+                    .map(|((data, len), v)| service_prefix(*len, data, v, names).map(Some)),
+            )
+        }
         map_names::ROUTES => hash_entries::<4, ROUTE_TABLE>(map, name)?
             .iter()
             .map(|(k, v)| route(k, v, names).map_err(InspectError::from))

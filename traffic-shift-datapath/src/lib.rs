@@ -34,7 +34,7 @@
 //!
 //! Loading eBPF programs, taking other processes' sockets and entering
 //! network namespaces need root, so the unit tests that do so need it too.
-//! They are in modules named `root_tests` (`xdp::root_tests`,
+//! They are in modules named `root_tests` (`apply::root_tests`, `xdp::root_tests`,
 //! `sockets::root_tests`, `netns::root_tests`) and start with
 //! `test_root::require_root`: run as another user they fail with a message
 //! saying so, they never skip. `cargo xtask test` runs them as root; as
@@ -45,9 +45,9 @@ use std::{collections::BTreeMap, fs::File, path::PathBuf};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, SockHash},
+    maps::{HashMap, LpmTrie, MapData, SockHash},
 };
-use traffic_shift_common::{FlowKey, RouteTable, ServiceKey, ServiceValue};
+use traffic_shift_common::{FlowKey, PrefixData, RouteTable, ServiceKey, ServiceValue};
 
 pub mod compile;
 pub mod drain;
@@ -85,6 +85,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// what the maps hold. Methods by concern: see the module list above.
 pub struct Datapath {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
+    /// `TS_SVC_PREFIXES`: service address ranges of mesh routes.
+    service_prefixes: LpmTrie<MapData, PrefixData, ServiceValue>,
     gateways: HashMap<MapData, ServiceKey, ServiceValue>,
     /// `TS_XDP_GATEWAYS`: gateway keys of routes to endpoints on other hosts.
     xdp_gateways: HashMap<MapData, ServiceKey, ServiceValue>,
@@ -108,6 +110,7 @@ pub struct Datapath {
     /// Remove every pin (detaching the programs) when dropped.
     unload_on_drop: bool,
     loaded_services: BTreeMap<ServiceKey, ServiceValue>,
+    loaded_prefixes: BTreeMap<compile::PrefixKey, ServiceValue>,
     loaded_gateways: BTreeMap<ServiceKey, ServiceValue>,
     loaded_xdp_gateways: BTreeMap<ServiceKey, ServiceValue>,
     pin_dir: PathBuf,

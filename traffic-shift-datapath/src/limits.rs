@@ -3,8 +3,8 @@
 //! the flag that raises it.
 
 use traffic_shift_common::{
-    MAX_GATEWAY_FLOWS, MAX_GATEWAYS, MAX_ROUTES, MAX_SERVICES, MAX_SOCKETS, MAX_STATS,
-    MAX_XDP_FLOWS, map_names,
+    MAX_GATEWAY_FLOWS, MAX_GATEWAYS, MAX_ROUTES, MAX_SERVICE_PREFIXES, MAX_SERVICES, MAX_SOCKETS,
+    MAX_STATS, MAX_XDP_FLOWS, map_names,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::Args)]
@@ -15,6 +15,9 @@ pub struct Limits {
     /// Service address:port entries of mesh routes (TS_SERVICES).
     #[arg(long, value_name = "N", default_value_t = MAX_SERVICES, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_services: u32,
+    /// Service address ranges (ServiceEntry `addresses` CIDRs) x port of mesh routes (TS_SVC_PREFIXES).
+    #[arg(long, value_name = "N", default_value_t = MAX_SERVICE_PREFIXES, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_service_prefixes: u32,
     /// Gateway address:port entries (TS_GATEWAYS).
     #[arg(long, value_name = "N", default_value_t = MAX_GATEWAYS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_gateways: u32,
@@ -37,6 +40,7 @@ impl Default for Limits {
         Self {
             max_routes: MAX_ROUTES,
             max_services: MAX_SERVICES,
+            max_service_prefixes: MAX_SERVICE_PREFIXES,
             max_gateways: MAX_GATEWAYS,
             max_gateway_endpoints: MAX_SOCKETS,
             max_counters: MAX_STATS,
@@ -48,11 +52,12 @@ impl Default for Limits {
 
 impl Limits {
     /// Each sized map and its size.
-    pub fn map_sizes(&self) -> [(&'static str, u32); 10] {
+    pub fn map_sizes(&self) -> [(&'static str, u32); 11] {
         [
             (map_names::ROUTES, self.max_routes),
             (map_names::CURSORS, self.max_routes),
             (map_names::SERVICES, self.max_services),
+            (map_names::SERVICE_PREFIXES, self.max_service_prefixes),
             (map_names::GATEWAYS, self.max_gateways),
             (map_names::SOCKETS, self.max_gateway_endpoints),
             (map_names::STATS, self.max_counters),

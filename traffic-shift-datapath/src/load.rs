@@ -16,7 +16,7 @@ use traffic_shift_common::{RouteTable, ServiceKey, ServiceValue, map_names};
 
 use crate::{
     Datapath, DatapathError, EBPF_OBJECT, KernelCounters, SnatPorts,
-    adopt::{pinned_maps_compatible, read_back, read_keys, remove_map_pins},
+    adopt::{pinned_maps_compatible, read_back, read_keys, read_prefixes, remove_map_pins},
     attach::attach,
     xdp::{attach_xdp, set_snat_ports},
 };
@@ -112,6 +112,8 @@ impl Datapath {
             );
         }
         let services = take_map(&mut ebpf, map_names::SERVICES)?;
+        let service_prefixes = take_map(&mut ebpf, map_names::SERVICE_PREFIXES)?;
+        let loaded_prefixes = read_prefixes(&service_prefixes)?;
         let gateways = take_map(&mut ebpf, map_names::GATEWAYS)?;
         let xdp_gateways: HashMap<MapData, ServiceKey, ServiceValue> =
             take_map(&mut ebpf, map_names::XDP_GATEWAYS)?;
@@ -139,6 +141,8 @@ impl Datapath {
             n_cpus,
             logger,
             services,
+            service_prefixes,
+            loaded_prefixes,
             gateways,
             xdp_gateways,
             sockets,

@@ -9,18 +9,19 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::bpf_sock_addr,
+    btf_maps::lpm_trie::Key,
     helpers::generated::{bpf_get_netns_cookie, bpf_set_retval},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 use aya_log_ebpf::{debug, warn};
 use traffic_shift_common::{
-    ConnState, Event, FAMILY_V4, FAMILY_V6, ServiceKey, addr_from_ip4, addr_from_words, addr_words,
-    backend_flags, conn_flags,
+    ConnState, Event, FAMILY_V4, FAMILY_V6, PREFIX_HEADER_BITS, PrefixData, ServiceKey,
+    ServiceValue, addr_from_ip4, addr_from_words, addr_words, backend_flags, conn_flags,
 };
 
 use crate::{
-    maps::{TS_ROUTES, TS_SERVICES, conn_state, count},
+    maps::{TS_ROUTES, TS_SERVICES, TS_SVC_PREFIXES, conn_state, count},
     select::pick,
 };
 
@@ -136,11 +137,9 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<Event, Event> {
         return Ok(Event::NotTcp);
     }
     let (key, mapped) = unsafe { destination(sa, family) };
-    // SAFETY: entries are replaced, not written in place, by user space.
-    let Some(service) = (unsafe { TS_SERVICES.get(&key) }) else {
+    let Some(route_id) = service_route(&key) else {
         return Ok(Event::NotService);
     };
-    let route_id = service.route_id;
     // SAFETY: TS_ROUTES is BPF_F_NO_PREALLOC: a replaced value stays intact
     // until this program is done with it.
     let Some(route) = (unsafe { TS_ROUTES.get(&route_id) }) else {
@@ -218,6 +217,30 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<Event, Event> {
     } else {
         Event::ConnStateFull
     })
+}
+
+/// The route of a service address:port: its exact entry in `TS_SERVICES`,
+/// else the longest prefix of `TS_SVC_PREFIXES` that holds it (an exact
+/// address always wins over a prefix that contains it).
+#[inline(always)]
+fn service_route(key: &ServiceKey) -> Option<u32> {
+    // SAFETY: entries are replaced, not written in place, by user space.
+    if let Some(service) = unsafe { TS_SERVICES.get(key) } {
+        return Some(service.route_id);
+    }
+    let width = if key.family == FAMILY_V4 { 32 } else { 128 };
+    let prefix = Key::new(
+        PREFIX_HEADER_BITS + width,
+        PrefixData {
+            port: key.port,
+            family: key.family,
+            pad: 0,
+            addr: key.addr,
+        },
+    );
+    TS_SVC_PREFIXES
+        .get(&prefix)
+        .map(|service: &ServiceValue| service.route_id)
 }
 
 /// Who the client is, for `select::SOURCE_HASH`: its bound source address

@@ -6,20 +6,30 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_sock},
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, SkStorage, SockHash},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, SkStorage, SockHash},
     helpers::generated::bpf_sk_storage_get,
     macros::btf_map,
 };
 use traffic_shift_common::{
     ConnState, EndpointStats, Event, FlowKey, MAX_GATEWAY_FLOWS, MAX_GATEWAYS, MAX_PROXY_FLOWS,
-    MAX_ROUTES, MAX_SERVICES, MAX_SOCKETS, MAX_STATS, MAX_XDP_FLOWS, NatEntry, NatKey, RouteCursor,
-    RouteTable, ServiceKey, ServiceValue, XdpStats,
+    MAX_ROUTES, MAX_SERVICE_PREFIXES, MAX_SERVICES, MAX_SOCKETS, MAX_STATS, MAX_XDP_FLOWS,
+    NatEntry, NatKey, PrefixData, RouteCursor, RouteTable, ServiceKey, ServiceValue, XdpStats,
 };
 
 /// Service address:port -> the route that covers it.
 #[btf_map]
 pub static TS_SERVICES: HashMap<ServiceKey, ServiceValue, { MAX_SERVICES as usize }> =
     HashMap::new();
+
+/// Service address prefix (CIDR) + port -> the route that covers it;
+/// consulted when `TS_SERVICES` has no exact entry. An LPM trie: a key is
+/// the prefix length in bits (`PREFIX_HEADER_BITS` + the address prefix),
+/// then `PrefixData` (port and family first, so they match whole); a
+/// lookup answers the longest stored prefix. LPM tries: kernel 4.11+
+/// (user space walks it with `get_next_key`: 4.16+).
+#[btf_map]
+pub static TS_SVC_PREFIXES: LpmTrie<PrefixData, ServiceValue, { MAX_SERVICE_PREFIXES as usize }> =
+    LpmTrie::new();
 
 /// Route id -> its whole selection table, replaced by one update.
 /// `BPF_F_NO_PREALLOC`: a replaced element is freed after an RCU grace

@@ -2,7 +2,11 @@
 //! update, and the pure functions that pick a virtual host and a route for
 //! a request (no I/O here, so the rules are unit tested directly).
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use hyper::{HeaderMap, Method, Uri};
 use regex::{Regex, RegexBuilder};
@@ -34,6 +38,9 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     by_key: HashMap<String, usize>,
     by_addr: HashMap<SocketAddr, usize>,
+    /// Mesh service address ranges (network, length, port) and their
+    /// listener, longest first: what `by_addr` falls back to.
+    by_prefix: Vec<(IpAddr, u8, u16, usize)>,
 }
 
 impl Config {
@@ -50,6 +57,10 @@ impl Config {
             config.by_key.insert(listener.key.clone(), index);
             for addr in &listener.listeners {
                 config.by_addr.insert(*addr, index);
+            }
+            for prefix in &listener.prefixes {
+                let (network, len) = canonical_prefix(prefix.network, prefix.len);
+                config.by_prefix.push((network, len, prefix.port, index));
             }
             let mut hosts = Vec::with_capacity(listener.virtual_hosts.len());
             for host in listener.virtual_hosts {
@@ -72,6 +83,9 @@ impl Config {
                 hosts,
             });
         }
+        config
+            .by_prefix
+            .sort_by_key(|&(_, len, _, _)| std::cmp::Reverse(len));
         Ok(config)
     }
 
@@ -80,13 +94,52 @@ impl Config {
     }
 
     /// The listener serving connections to `addr` (a mesh service
-    /// address:port).
+    /// address:port): the one naming it exactly, else the one of the
+    /// longest address range that holds it, as the connect-time hook chose
+    /// (`TS_SERVICES`, then `TS_SVC_PREFIXES`).
     pub fn by_addr(&self, addr: SocketAddr) -> Option<&Listener> {
         let canonical = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         self.by_addr
             .get(&addr)
             .or_else(|| self.by_addr.get(&canonical))
+            .or_else(|| {
+                self.by_prefix
+                    .iter()
+                    .find(|&&(network, len, port, _)| {
+                        port == canonical.port() && in_prefix(network, len, canonical.ip())
+                    })
+                    .map(|(_, _, _, index)| index)
+            })
             .map(|&i| &self.listeners[i])
+    }
+}
+
+/// An IPv4-mapped IPv6 range of at least 96 bits as the IPv4 range.
+fn canonical_prefix(network: IpAddr, len: u8) -> (IpAddr, u8) {
+    match network {
+        IpAddr::V6(v6) if len >= 96 => v6
+            .to_ipv4_mapped()
+            .map_or((network, len), |v4| (IpAddr::V4(v4), len - 96)),
+        _ => (network, len),
+    }
+}
+
+/// Whether `ip` (canonical) is in `network/len` (canonical).
+fn in_prefix(network: IpAddr, len: u8, ip: IpAddr) -> bool {
+    match (network, ip) {
+        (IpAddr::V4(n), IpAddr::V4(ip)) => {
+            let mask = u32::MAX
+                .checked_shl(32_u32.saturating_sub(len.into()))
+                .unwrap_or(0);
+            u32::from(n) & mask == u32::from(ip) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(ip)) => {
+            let mask = u128::MAX
+                .checked_shl(128_u32.saturating_sub(len.into()))
+                .unwrap_or(0);
+            u128::from(n) & mask == u128::from(ip) & mask
+        }
+        _ => false,
     }
 }
 
@@ -475,6 +528,7 @@ mod tests {
                 gateway: gateway.map(str::to_owned),
                 port: 8080,
                 listeners: vec!["127.100.0.9:8080".parse().unwrap()],
+                prefixes: Vec::new(),
                 virtual_hosts: hosts,
             }],
             |_, _| Default::default(),
@@ -488,6 +542,48 @@ mod tests {
             .unwrap()
             .host(authority)
             .map(|h| h.model.virtual_service.as_str())
+    }
+
+    #[test]
+    fn a_mesh_address_takes_its_exact_listener_then_the_longest_range() {
+        use traffic_shift_config::model::ServicePrefix;
+        let mesh = |key: &str, listeners: &[&str], prefixes: &[(&str, u8)]| HttpListener {
+            key: key.into(),
+            gateway: None,
+            port: 9080,
+            listeners: listeners.iter().map(|l| l.parse().unwrap()).collect(),
+            prefixes: prefixes
+                .iter()
+                .map(|(network, len)| ServicePrefix {
+                    network: network.parse().unwrap(),
+                    len: *len,
+                    port: 9080,
+                })
+                .collect(),
+            virtual_hosts: vec![host(key, &["*"], vec![])],
+        };
+        let c = Config::build(
+            vec![
+                mesh("wide", &[], &[("198.18.0.0", 16)]),
+                mesh("exact", &["198.18.7.77:9080"], &[]),
+                mesh("narrow", &[], &[("198.18.7.0", 24), ("fd00:7473::", 64)]),
+                mesh("mapped", &[], &[("::ffff:10.1.0.0", 112)]),
+            ],
+            |_, _| Default::default(),
+        )
+        .unwrap();
+        let at = |addr: &str| {
+            c.by_addr(addr.parse().unwrap())
+                .map(|l| l.hosts[0].model.virtual_service.clone())
+        };
+        assert_eq!(at("198.18.7.77:9080").as_deref(), Some("exact"));
+        assert_eq!(at("198.18.7.5:9080").as_deref(), Some("narrow"));
+        assert_eq!(at("[::ffff:198.18.7.5]:9080").as_deref(), Some("narrow"));
+        assert_eq!(at("198.18.9.5:9080").as_deref(), Some("wide"));
+        assert_eq!(at("[fd00:7473::9]:9080").as_deref(), Some("narrow"));
+        assert_eq!(at("10.1.2.3:9080").as_deref(), Some("mapped"));
+        assert_eq!(at("198.18.7.5:9081"), None, "another port");
+        assert_eq!(at("198.19.0.1:9080"), None, "outside every range");
     }
 
     #[test]

@@ -110,6 +110,7 @@ fn listener(routes: Vec<HttpRoute>) -> HttpListener {
         gateway: Some("default/gw".into()),
         port: 8080,
         listeners: vec!["0.0.0.0:8080".parse().unwrap()],
+        prefixes: Vec::new(),
         virtual_hosts: vec![VirtualHost {
             virtual_service: "default/reviews".into(),
             source: "rules/reviews.yaml".into(),
@@ -904,6 +905,7 @@ async fn mesh_connections_are_served_by_their_original_destination() {
         gateway: None,
         port: 9080,
         listeners: vec![addr],
+        prefixes: Vec::new(),
         virtual_hosts: vec![VirtualHost {
             virtual_service: "default/reviews".into(),
             source: "rules/reviews.yaml".into(),

@@ -4,6 +4,10 @@
 //!
 //! - `burst TARGET N [SRC]`: N sequential connections; each sends `hello`
 //!   and reads the answer's first word (`one`, `two`). Optional source IP.
+//! - `spread FIRST_TARGET N_ADDRESSES N`: N sequential connections (as in
+//!   `burst`) to N_ADDRESSES consecutive IPv4 addresses from FIRST_TARGET's,
+//!   on its port, in turn; each also checks that getpeername is the address
+//!   it connected to (`peer_mismatches` lists those that are not).
 //! - `sources TARGET FIRST_SRC N_SOURCES REPEAT`: REPEAT connections from each
 //!   of N_SOURCES consecutive IPv4 source addresses starting at FIRST_SRC.
 //! - `hold TARGET N`: opens N connections, asks each once, keeps them open.
@@ -59,6 +63,11 @@ fn main() {
                 n.parse().expect("N"),
                 rest.first().map(|s| parse_ip(s)),
             ),
+            ["spread", first, n_addresses, n] => spread(
+                parse(first),
+                n_addresses.parse().expect("N_ADDRESSES"),
+                n.parse().expect("N"),
+            ),
             ["sources", target, first, n, repeat] => sources(
                 parse(target),
                 parse_ip(first),
@@ -90,17 +99,7 @@ fn main() {
                     .collect();
                 json!({ "answers": answers })
             }
-            ["peer", target] => match connect(parse(target), None) {
-                Ok(mut c) => {
-                    let peer = c
-                        .get_ref()
-                        .peer_addr()
-                        .map_or_else(|e| e.to_string(), |a| a.to_string());
-                    let whoami = ask_line(&mut c, "whoami").unwrap_or_else(|e| e.to_string());
-                    json!({ "peername": peer, "whoami": whoami })
-                }
-                Err(e) => json!({ "error": e.to_string() }),
-            },
+            ["peer", target] => peer(parse(target)),
             ["stream_start", target, pause @ ..] if pause.len() <= 1 => {
                 if stream.is_some() {
                     json!({ "error": "a stream is already running" })
@@ -211,6 +210,58 @@ fn burst(target: SocketAddr, n: usize, source: Option<IpAddr>) -> Value {
         }
     }
     json!({ "answers": answers, "sequence": sequence, "errors": errors })
+}
+
+/// One connection: its getpeername and the backend's `whoami` answer.
+fn peer(target: SocketAddr) -> Value {
+    match connect(target, None) {
+        Ok(mut c) => {
+            let peer = c
+                .get_ref()
+                .peer_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string());
+            let whoami = ask_line(&mut c, "whoami").unwrap_or_else(|e| e.to_string());
+            json!({ "peername": peer, "whoami": whoami })
+        }
+        Err(e) => json!({ "error": e.to_string() }),
+    }
+}
+
+fn spread(first: SocketAddr, n_addresses: u32, n: usize) -> Value {
+    let IpAddr::V4(first_ip) = first.ip() else {
+        panic!("spread takes an IPv4 first target")
+    };
+    let mut answers: BTreeMap<String, u64> = BTreeMap::new();
+    let mut errors = Vec::new();
+    let mut peer_mismatches = Vec::new();
+    let mut addresses = std::collections::BTreeSet::new();
+    for i in 0..n {
+        let offset = u32::try_from(i).expect("N fits u32") % n_addresses;
+        let target = SocketAddr::new(
+            Ipv4Addr::from(u32::from(first_ip) + offset).into(),
+            first.port(),
+        );
+        addresses.insert(target);
+        let result = connect(target, None).and_then(|mut c| {
+            let peer = c.get_ref().peer_addr()?;
+            ask(&mut c, "hello").map(|a| (peer, a))
+        });
+        match result {
+            Ok((peer, a)) => {
+                if peer != target {
+                    peer_mismatches.push(format!("connected to {target}, getpeername {peer}"));
+                }
+                *answers.entry(a).or_default() += 1;
+            }
+            Err(e) => errors.push(format!("{target}: {e}")),
+        }
+    }
+    json!({
+        "answers": answers,
+        "errors": errors,
+        "peer_mismatches": peer_mismatches,
+        "addresses": addresses.len(),
+    })
 }
 
 fn sources(target: SocketAddr, first: IpAddr, n: u32, repeat: usize) -> Value {

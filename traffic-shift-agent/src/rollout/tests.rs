@@ -107,6 +107,27 @@ fn canary(per_call: (u64, u64)) -> impl FnMut(&Rollout) -> Observation {
     }
 }
 
+/// The rollout of `steps` on the 80/20 rules, synced and ticked once at
+/// its start (the model, the controller, the start).
+fn started(steps: Vec<Step>) -> (RoutingModel, Controller, u64) {
+    let m = model("examples/vs-20-v2.yaml", rollout(steps));
+    let mut c = Controller::default();
+    let t0 = 1_000 * S;
+    c.sync(&m, t0);
+    c.tick(&m, t0, &mut canary((0, 0)));
+    (m, c, t0)
+}
+
+/// An operator's command on the rollout, with no traffic.
+fn command(
+    c: &mut Controller,
+    m: &RoutingModel,
+    command: Command,
+    at_ms: u64,
+) -> Result<super::Effects, String> {
+    c.command(m, "default/tcp-echo", command, at_ms, &mut canary((0, 0)))
+}
+
 fn phase(c: &Controller) -> (Phase, usize, u32) {
     let s = &c.states()["default/tcp-echo"];
     (s.phase, s.step, s.canary_weight)
@@ -243,120 +264,47 @@ fn a_hand_edit_pauses_and_its_weights_stay_until_resume() {
     );
     assert_eq!(in_force(&c, &edited), [50], "the edit is in force");
     // promote does not apply while the edit stands; resume takes it back.
-    let err = c
-        .command(
-            &edited,
-            "default/tcp-echo",
-            Command::Promote,
-            t0 + 2 * S,
-            &mut canary((0, 0)),
-        )
-        .unwrap_err();
+    let err = command(&mut c, &edited, Command::Promote, t0 + 2 * S).unwrap_err();
     assert!(err.contains("edited by hand"), "{err}");
-    c.command(
-        &edited,
-        "default/tcp-echo",
-        Command::Resume,
-        t0 + 3 * S,
-        &mut canary((0, 0)),
-    )
-    .unwrap();
+    command(&mut c, &edited, Command::Resume, t0 + 3 * S).unwrap();
     assert_eq!(in_force(&c, &edited), [10]);
     // Back at the pause step, waiting for promote.
     assert_eq!(phase(&c), (Phase::Paused, 1, 10));
-    c.command(
-        &edited,
-        "default/tcp-echo",
-        Command::Promote,
-        t0 + 4 * S,
-        &mut canary((0, 0)),
-    )
-    .unwrap();
+    command(&mut c, &edited, Command::Promote, t0 + 4 * S).unwrap();
     assert_eq!(phase(&c), (Phase::Healthy, 3, 100));
 }
 
 #[test]
 fn abort_sends_all_to_stable_and_retry_starts_over() {
-    let m = model(
-        "examples/vs-20-v2.yaml",
-        rollout(vec![
-            Step::SetWeight(50),
-            Step::Pause(Some(Duration::from_mins(1))),
-            Step::SetWeight(100),
-        ]),
-    );
-    let mut c = Controller::default();
-    let t0 = 1_000 * S;
-    c.sync(&m, t0);
-    c.tick(&m, t0, &mut canary((0, 0)));
+    let (m, mut c, t0) = started(vec![
+        Step::SetWeight(50),
+        Step::Pause(Some(Duration::from_mins(1))),
+        Step::SetWeight(100),
+    ]);
     assert_eq!(phase(&c), (Phase::Progressing, 1, 50));
-    let e = c
-        .command(
-            &m,
-            "default/tcp-echo",
-            Command::Abort,
-            t0 + S,
-            &mut canary((0, 0)),
-        )
-        .unwrap();
+    let e = command(&mut c, &m, Command::Abort, t0 + S).unwrap();
     assert!(e.weights_changed);
     assert_eq!(phase(&c), (Phase::Degraded, 1, 0));
-    let err = c
-        .command(
-            &m,
-            "default/tcp-echo",
-            Command::Promote,
-            t0 + S,
-            &mut canary((0, 0)),
-        )
-        .unwrap_err();
+    let err = command(&mut c, &m, Command::Promote, t0 + S).unwrap_err();
     assert_eq!(
         err,
         "rollout default/tcp-echo is Degraded: `promote` does not apply; `retry` starts it over"
     );
-    c.command(
-        &m,
-        "default/tcp-echo",
-        Command::Retry,
-        t0 + 2 * S,
-        &mut canary((0, 0)),
-    )
-    .unwrap();
+    command(&mut c, &m, Command::Retry, t0 + 2 * S).unwrap();
     assert_eq!(phase(&c), (Phase::Progressing, 1, 50));
 }
 
 #[test]
 fn pause_stops_the_clock_and_resume_keeps_the_time_left() {
-    let m = model(
-        "examples/vs-20-v2.yaml",
-        rollout(vec![
-            Step::SetWeight(50),
-            Step::Pause(Some(Duration::from_mins(1))),
-            Step::SetWeight(100),
-        ]),
-    );
-    let mut c = Controller::default();
-    let t0 = 1_000 * S;
-    c.sync(&m, t0);
-    c.tick(&m, t0, &mut canary((0, 0)));
-    c.command(
-        &m,
-        "default/tcp-echo",
-        Command::Pause,
-        t0 + 20 * S,
-        &mut canary((0, 0)),
-    )
-    .unwrap();
+    let (m, mut c, t0) = started(vec![
+        Step::SetWeight(50),
+        Step::Pause(Some(Duration::from_mins(1))),
+        Step::SetWeight(100),
+    ]);
+    command(&mut c, &m, Command::Pause, t0 + 20 * S).unwrap();
     c.tick(&m, t0 + 100 * S, &mut canary((0, 0)));
     assert_eq!(phase(&c), (Phase::Paused, 1, 50));
-    c.command(
-        &m,
-        "default/tcp-echo",
-        Command::Resume,
-        t0 + 100 * S,
-        &mut canary((0, 0)),
-    )
-    .unwrap();
+    command(&mut c, &m, Command::Resume, t0 + 100 * S).unwrap();
     // 40 s of the pause were left when it was paused.
     assert_eq!(c.next_wake(&m), Some(t0 + 140 * S));
     c.tick(&m, t0 + 139 * S, &mut canary((0, 0)));
@@ -407,4 +355,38 @@ fn the_state_is_saved_and_a_restart_resumes_at_the_same_step() {
         "from the weights as written"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_background_analysis_rolls_back_during_a_pause() {
+    let mut watched = rollout(vec![
+        Step::SetWeight(10),
+        Step::Pause(Some(Duration::from_hours(1))),
+        Step::SetWeight(100),
+    ]);
+    watched.analysis = Some(analysis(None, 1, 0));
+    let m = model("examples/vs-20-v2.yaml", watched);
+    let mut c = Controller::default();
+    let t0 = 1_000 * S;
+    c.sync(&m, t0);
+    let mut failing = canary((50, 50));
+    c.tick(&m, t0, &mut failing);
+    assert_eq!(phase(&c), (Phase::Progressing, 1, 10));
+    // One failed interval is tolerated (failureLimit 1), the second is not.
+    c.tick(&m, t0 + 10 * S, &mut failing);
+    assert_eq!(phase(&c), (Phase::Progressing, 1, 10));
+    assert_eq!(c.states()["default/tcp-echo"].background_tally.failed, 1);
+    let e = c.tick(&m, t0 + 20 * S, &mut failing);
+    assert!(e.weights_changed);
+    assert_eq!(phase(&c), (Phase::Degraded, 1, 0));
+    let s = &c.states()["default/tcp-echo"];
+    assert!(
+        s.message.starts_with(
+            "rolled back: background analysis: 2 failed interval(s), more than failureLimit 1"
+        ),
+        "{}",
+        s.message
+    );
+    // Nothing runs once rolled back.
+    assert_eq!(c.next_wake(&m), None);
 }

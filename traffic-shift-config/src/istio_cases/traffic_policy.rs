@@ -1,7 +1,8 @@
 //! `TestValidateTrafficPolicy`, `TestValidateConnectionPool`,
-//! `TestValidateLoadBalancer`, `TestValidateOutlierDetection` (Istio's
-//! `validateTrafficPolicy` and the functions it calls): each input as the
-//! `trafficPolicy` of a DestinationRule for host `reviews`.
+//! `TestValidateLoadBalancer`, `TestValidateOutlierDetection`,
+//! `TestValidateLocalityLbSetting` (Istio's `validateTrafficPolicy` and the
+//! functions it calls): each input as the `trafficPolicy` of a
+//! DestinationRule for host `reviews`.
 
 use super::{
     Case,
@@ -294,5 +295,132 @@ fn istio_validate_outlier_detection() {
         ),
     ];
     assert_eq!(cases.len(), 8, "every case of TestValidateOutlierDetection");
+    run(&cases);
+}
+
+/// `TestValidateLocalityLbSetting` (Istio's `pkg/config/validation/agent`):
+/// each case's setting as the `loadBalancer.localityLbSetting` of a
+/// traffic policy, with `outlierDetection: {}` where the case passes an
+/// outlier policy.
+#[test]
+fn istio_validate_locality_lb_setting() {
+    let t = |name: &'static str, setting: &str, outlier: bool, verdict| {
+        let outlier = if outlier {
+            ", outlierDetection: {}"
+        } else {
+            ""
+        };
+        policy_case(
+            name,
+            &format!("{{loadBalancer: {{localityLbSetting: {setting}}}{outlier}}}"),
+            verdict,
+        )
+    };
+    let cases = [
+        policy_case(
+            "TestValidateLocalityLbSetting/valid mesh config without LocalityLoadBalancerSetting",
+            "{loadBalancer: {simple: ROUND_ROBIN}}",
+            Valid,
+        ),
+        t(
+            "TestValidateLocalityLbSetting/invalid LocalityLoadBalancerSetting_Distribute total weight > 100",
+            "{distribute: [{from: a/b/c, to: {a/b/c: 80, a/b1: 25}}]}",
+            true,
+            Refused("total locality weight 105 != 100"),
+        ),
+        t(
+            "TestValidateLocalityLbSetting/invalid LocalityLoadBalancerSetting_Distribute total weight < 100",
+            "{distribute: [{from: a/b/c, to: {a/b/c: 80, a/b1: 15}}]}",
+            true,
+            Refused("total locality weight 95 != 100"),
+        ),
+        t(
+            "TestValidateLocalityLbSetting/invalid LocalityLoadBalancerSetting_Distribute weight = 0",
+            "{distribute: [{from: a/b/c, to: {a/b/c: 0, a/b1: 100}}]}",
+            true,
+            Refused("locality weight must be in range [1, 100]"),
+        ),
+        t(
+            "TestValidateLocalityLbSetting/invalid LocalityLoadBalancerSetting specify both distribute and failover",
+            "{distribute: [{from: a/b/c, to: {a/b/c: 80, a/b1: 20}}], failover: [{from: region1, to: region2}]}",
+            true,
+            Refused("can not simultaneously specify 'distribute' and 'failover'"),
+        ),
+        t(
+            "TestValidateLocalityLbSetting/invalid failover src and dst have same region",
+            "{failover: [{from: region1, to: region1}]}",
+            true,
+            Refused("locality lb failover settings must specify different regions"),
+        ),
+        t(
+            "TestValidateLocalityLbSetting/invalid failover src contain '*' wildcard",
+            "{failover: [{from: \"*\", to: region2}]}",
+            true,
+            Refused("locality lb failover region should not contain '*' wildcard"),
+        ),
+        t(
+            "TestValidateLocalityLbSetting/invalid failover dst contain '*' wildcard",
+            "{failover: [{from: region1, to: \"*\"}]}",
+            true,
+            Refused("locality lb failover region should not contain '*' wildcard"),
+        ),
+        t(
+            "TestValidateLocalityLbSetting/invalid failover src contain '/' separator",
+            "{failover: [{from: region1/zone1, to: region2}]}",
+            true,
+            Refused("locality lb failover only specify region"),
+        ),
+        t(
+            "TestValidateLocalityLbSetting/invalid failover dst contain '/' separator",
+            "{failover: [{from: region1, to: region2/zone1}]}",
+            true,
+            Refused("locality lb failover only specify region"),
+        ),
+        t(
+            "TestValidateLocalityLbSetting/failover priority provided without outlier detection policy",
+            "{failoverPriority: [topology.istio.io/network, topology.kubernetes.io/region, topology.kubernetes.io/zone, topology.istio.io/subzone]}",
+            false,
+            Warns("outlier detection policy must be provided for failover"),
+        ),
+        t(
+            "TestValidateLocalityLbSetting/failover provided without outlier detection policy",
+            "{failover: [{from: us-east, to: eu-west}, {from: us-west, to: eu-east}]}",
+            false,
+            Warns("outlier detection policy must be provided for failover"),
+        ),
+        t(
+            "TestValidateLocalityLbSetting/invalid LocalityLoadBalancerSetting specify both failoverPriority and region in failover",
+            "{failover: [{from: region1, to: region2}], failoverPriority: [topology.kubernetes.io/region]}",
+            true,
+            Refused(
+                "can not simultaneously set 'failover' and topology label 'topology.kubernetes.io/region' in 'failover_priority'",
+            ),
+        ),
+        // TestValidateLocalities, as the `from` of distribute rules (each
+        // to one locality at 100): the sources are checked in order.
+        t(
+            "TestValidateLocalities/explicit wildcard region overlap",
+            "{distribute: [{from: \"*\", to: {x: 100}}, {from: a/b/c, to: {x: 100}}]}",
+            true,
+            Refused("locality a/b/c overlap with previous specified ones"),
+        ),
+        t(
+            "TestValidateLocalities/wildcard not in suffix",
+            "{distribute: [{from: a/b/c, to: {\"*/zone\": 100}}]}",
+            true,
+            Refused("locality */zone wildcard '*' number can not exceed 1 and must be in the end"),
+        ),
+        t(
+            "TestValidateLocalities/valid localities",
+            "{distribute: [{from: a1/*, to: {a1/*: 50, a2/*: 50}}, {from: a3/b3/c3, to: {a3/b3/c3: 100}}, {from: a4/b4, to: {a4/b4: 100}}, {from: a5/b5/*, to: {a5/b5/*: 100}}]}",
+            true,
+            Valid,
+        ),
+    ];
+    assert_eq!(
+        cases.len(),
+        13 + 3,
+        "every case of TestValidateLocalityLbSetting, three of TestValidateLocalities"
+    );
     run(&cases);
 }

@@ -51,9 +51,11 @@ impl Service<'_> {
 
 pub(super) struct Catalog<'a> {
     pub(super) services: Vec<Service<'a>>,
-    /// Each `services` host (as written) to its index: lookups by exact host
-    /// stay constant-time with thousands of services.
-    pub(super) by_host: HashMap<&'a str, usize>,
+    /// Each `services` host (as written) to the indexes of its services,
+    /// one per namespace that defines it (the `ServiceEntries` of a host in
+    /// one namespace are merged): lookups by exact host stay constant-time
+    /// with thousands of services.
+    pub(super) by_host: HashMap<&'a str, Vec<usize>>,
     /// The `services` hosts that are wildcards (`*.suffix`, `*`), with
     /// their index, in order.
     pub(super) wildcard_hosts: Vec<(&'a str, usize)>,
@@ -178,12 +180,7 @@ impl<'a> Service<'a> {
                 new.resolution.name().to_owned(),
             );
         }
-        let addresses = |entry: &ServiceEntry| {
-            let mut all: Vec<String> = entry.addresses.iter().map(ToString::to_string).collect();
-            all.extend(entry.address_ranges.iter().map(|(_, range)| range.clone()));
-            all.sort();
-            all
-        };
+        let addresses = ServiceEntry::sorted_addresses;
         if addresses(new) != addresses(other) {
             let show = |all: Vec<String>| format!("[{}]", all.join(", "));
             conflict(
@@ -246,33 +243,39 @@ impl<'a> Service<'a> {
 
 /// Adds the service of one `ServiceEntry`: merged into the service of its
 /// hosts when another `ServiceEntry` of the same namespace lists the same
-/// hosts (as Istio merges them); refused when it shares only some of them,
-/// or shares them across namespaces (where Istio picks one by `exportTo`,
-/// which is not applied here).
+/// hosts (as Istio merges them); refused when it shares only some of them.
+/// A host defined in several namespaces has a service in each: which one a
+/// resource sees is [`Catalog::service`]'s choice (`exportTo`, then age).
 fn add_service<'a>(
     services: &mut Vec<Service<'a>>,
-    by_host: &mut HashMap<&'a str, usize>,
+    by_host: &mut HashMap<&'a str, Vec<usize>>,
     service: Service<'a>,
     sink: &mut Sink,
 ) {
     let entry = service.entry;
+    let namespace = &entry.source.namespace;
     let shared: Vec<(usize, usize)> = service
         .hosts
         .iter()
         .enumerate()
-        .filter_map(|(i, host)| by_host.get(host).map(|&k| (i, k)))
+        .filter_map(|(i, host)| {
+            by_host
+                .get(host)?
+                .iter()
+                .find(|&&k| services[k].entry.source.namespace == *namespace)
+                .map(|&k| (i, k))
+        })
         .collect();
     let Some(&(_, k)) = shared.first() else {
         for host in &service.hosts {
-            by_host.insert(*host, services.len());
+            by_host.entry(*host).or_default().push(services.len());
         }
         services.push(service);
         return;
     };
     let other = &services[k];
     let set = |hosts: &[&'a str]| hosts.iter().copied().collect::<BTreeSet<_>>();
-    let same_namespace = other.entry.source.namespace == entry.source.namespace;
-    if same_namespace && set(&other.hosts) == set(&service.hosts) {
+    if set(&other.hosts) == set(&service.hosts) {
         // Istio merges the ServiceEntries of a host in one namespace.
         services[k] = other.merge(&service, &mut sink.warnings);
         return;
@@ -280,26 +283,38 @@ fn add_service<'a>(
     for (i, k) in shared {
         let other = &services[k];
         let host = service.hosts[i];
-        let why = if same_namespace {
-            format!(
-                "whose hosts differ ({}): ServiceEntries of one host are merged when they list \
-                 the same hosts; give the shared host a ServiceEntry of its own, or list the \
-                 same hosts in both",
-                other.hosts.join(", ")
-            )
-        } else {
-            "in another namespace: Istio picks one per client namespace by exportTo, which is \
-             not applied here; define it in one namespace"
-                .to_owned()
-        };
         sink.errors.push(entry.source.error(
             fp!("spec.hosts[{i}]"),
             format!(
-                "host {host} is also defined by {}, {why}",
-                other.entry.source.describe()
+                "host {host} is also defined by {}, whose hosts differ ({}): ServiceEntries of \
+                 one host are merged when they list the same hosts; give the shared host a \
+                 ServiceEntry of its own, or list the same hosts in both",
+                other.entry.source.describe(),
+                other.hosts.join(", ")
             ),
         ));
     }
+}
+
+/// Whether `entry` is visible to resources of `namespace` (Istio's
+/// `IsServiceVisible`): `exportTo` absent or `*`, `.` from its own
+/// namespace, or `namespace` named; `~` hides it from all.
+fn visible(entry: &ServiceEntry, namespace: &str) -> bool {
+    let export_to = &entry.export_to;
+    export_to.is_empty()
+        || export_to.iter().any(|to| {
+            to == "*" || to == namespace || (to == "." && entry.source.namespace == namespace)
+        })
+}
+
+/// Istio's order among services of one host (`sortServicesByCreationTime`):
+/// creation time (none is the oldest), then name, then namespace.
+fn age(entry: &ServiceEntry) -> (&Option<String>, &str, &str) {
+    (
+        &entry.source.creation_timestamp,
+        &entry.source.name,
+        &entry.source.namespace,
+    )
 }
 
 /// `(namespace, name)` of a Gateway reference written in a
@@ -327,7 +342,7 @@ impl<'a> Catalog<'a> {
             .collect();
 
         let mut services: Vec<Service> = Vec::new();
-        let mut by_host: HashMap<&str, usize> = HashMap::new();
+        let mut by_host: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut rules: Vec<(&DestinationRule, String)> = Vec::new();
         let mut rule_by_host: HashMap<String, usize> = HashMap::new();
         let mut gateways: Vec<&Gateway> = Vec::new();
@@ -507,7 +522,8 @@ impl<'a> Catalog<'a> {
             for (base, destination) in destinations {
                 let host = &destination.host;
                 if self.service(host, namespace).is_none() {
-                    sink.errors.push(host_not_found(vs, base.key("host"), host));
+                    sink.errors
+                        .push(self.host_not_found(vs, base.key("host"), host));
                     continue;
                 }
                 if let Some(name) = &destination.subset
@@ -525,18 +541,74 @@ impl<'a> Catalog<'a> {
     /// specific wildcard host that covers it (Istio's `host.Name.Matches`:
     /// `*.eu.bookinfo.com` covers `reviews.eu.bookinfo.com`, `*` covers
     /// every host; the longest wins, the first written among equals).
+    ///
+    /// Only services visible to `namespace` count (`exportTo`); of a host
+    /// defined in several namespaces, the oldest `ServiceEntry` wins, as in
+    /// Istio (`appendSidecarServices` keeps the first by creation time;
+    /// ports are not merged across namespaces).
     pub(super) fn service(&self, host: &str, namespace: &str) -> Option<(&Service<'a>, &'a str)> {
         let host = qualify(host, namespace);
-        if let Some(&k) = self.by_host.get(host.as_str()) {
+        let visible_service = |k: usize| {
             let service = &self.services[k];
+            visible(service.entry, namespace).then_some(service)
+        };
+        if let Some(service) = self
+            .by_host
+            .get(host.as_str())
+            .into_iter()
+            .flatten()
+            .filter_map(|&k| visible_service(k))
+            .min_by_key(|service| age(service.entry))
+        {
             let written = service.hosts.iter().find(|written| **written == host)?;
             return Some((service, *written));
         }
         self.wildcard_hosts
             .iter()
             .filter(|(pattern, _)| host_matches(pattern, &host))
-            .min_by_key(|(pattern, _)| std::cmp::Reverse(pattern.len()))
-            .map(|&(pattern, k)| (&self.services[k], pattern))
+            .filter_map(|&(pattern, k)| visible_service(k).map(|service| (service, pattern)))
+            .min_by_key(|(service, pattern)| (std::cmp::Reverse(pattern.len()), age(service.entry)))
+    }
+
+    /// The error for a host no service visible to `vs` defines (IST0101),
+    /// saying which `ServiceEntries` define it but do not export it to the
+    /// `VirtualService`'s namespace.
+    pub(super) fn host_not_found(
+        &self,
+        vs: &VirtualService,
+        path: FieldPath,
+        host: &str,
+    ) -> ConfigError {
+        let mut error = host_not_found(vs, path, host);
+        let namespace = &vs.source.namespace;
+        let qualified = qualify(host, namespace);
+        let hidden: Vec<String> = self
+            .services
+            .iter()
+            .filter(|service| {
+                !visible(service.entry, namespace)
+                    && service
+                        .hosts
+                        .iter()
+                        .any(|h| host_matches(h, &qualified) || host_matches(&qualified, h))
+            })
+            .map(|service| {
+                format!(
+                    "{} (exportTo: [{}])",
+                    service.entry.source.describe(),
+                    service.entry.export_to.join(", ")
+                )
+            })
+            .collect();
+        if !hidden.is_empty() {
+            error.message = format!(
+                "{}; {} defines it but does not export it to namespace {namespace}: add \
+                 {namespace} (or \"*\") to its exportTo",
+                error.message,
+                hidden.join(", ")
+            );
+        }
+        error
     }
 
     /// The services a `VirtualService` host selects, each with its
@@ -558,14 +630,17 @@ impl<'a> Catalog<'a> {
                 .into_iter()
                 .collect();
         }
+        // Each host once, with the service `service` gives it (the visible
+        // one of the namespaces that define it).
         self.services
             .iter()
             .filter_map(|service| {
-                service
+                let host = service
                     .hosts
                     .iter()
-                    .find(|host| host_matches(&pattern, host))
-                    .map(|host| (service, *host, (*host).to_owned()))
+                    .find(|host| host_matches(&pattern, host))?;
+                let (chosen, _) = self.service(host, namespace)?;
+                std::ptr::eq(chosen, service).then(|| (service, *host, (*host).to_owned()))
             })
             .collect()
     }

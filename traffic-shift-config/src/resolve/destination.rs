@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use super::{
     At,
     catalog::{Catalog, Service},
-    host_not_found, list,
+    list,
 };
 use crate::{
     common::RouteDestination,
@@ -84,7 +84,7 @@ impl<'a> Catalog<'a> {
         let namespace = &vs.source.namespace;
         let host = &destination.host;
         let Some((service, service_host)) = self.service(host, namespace) else {
-            return Err(host_not_found(vs, base.key("host"), host));
+            return Err(self.host_not_found(vs, base.key("host"), host));
         };
         check_endpoints_source(vs, &base, service)?;
 

@@ -121,6 +121,7 @@ impl<'a> Catalog<'a> {
             service_host: destinations[0].host.clone(),
             service_port: port,
             listeners,
+            prefixes: Vec::new(),
             selection,
             destinations,
         }))

@@ -26,7 +26,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use super::{At, Sink, catalog::Catalog, gateway::server_takes, host_not_found, qualify};
+use super::{At, Sink, catalog::Catalog, gateway::server_takes, qualify};
 use crate::{
     common::{Protocol, RouteDestination},
     dto::SimpleLb,
@@ -34,7 +34,7 @@ use crate::{
     http::{HttpMatch, HttpRule, Retries},
     model::{
         Destination, HttpDestination, HttpListener, HttpMirror, HttpRoute, HttpSelection,
-        VirtualHost,
+        ServicePrefix, VirtualHost,
     },
     policy::{HashKey, LbPolicy, LoadBalancer},
     resource::{DestinationRule, Gateway, ServicePort, VirtualService},
@@ -179,7 +179,7 @@ impl<'a> Catalog<'a> {
             let found = self.select(host, namespace);
             if found.is_empty() {
                 sink.errors
-                    .push(host_not_found(vs, fp!("spec.hosts[{h}]"), host));
+                    .push(self.host_not_found(vs, fp!("spec.hosts[{h}]"), host));
             }
             for (service, entry_host, service_host) in found {
                 let http_ports: Vec<&ServicePort> = service
@@ -189,13 +189,9 @@ impl<'a> Catalog<'a> {
                     .filter(|p| plain_http(p.effective_protocol()))
                     .collect();
                 if !http_ports.is_empty()
-                    && let Some(error) = service
-                        .entry
-                        .address_range_error(&format!("{} http", vs.source.describe()))
+                    && service.entry.addresses.is_empty()
+                    && service.entry.address_ranges.is_empty()
                 {
-                    sink.errors.push(error);
-                }
-                if !http_ports.is_empty() && service.entry.addresses.is_empty() {
                     sink.errors.push(service.entry.source.error(
                         fp!("spec.addresses"),
                         format!(
@@ -254,6 +250,16 @@ impl<'a> Catalog<'a> {
                                     .addresses
                                     .iter()
                                     .map(|a| SocketAddr::new(*a, port.number))
+                                    .collect(),
+                                prefixes: service
+                                    .entry
+                                    .address_ranges
+                                    .iter()
+                                    .map(|range| ServicePrefix {
+                                        network: range.network,
+                                        len: range.len,
+                                        port: port.number,
+                                    })
                                     .collect(),
                                 virtual_hosts: vec![virtual_host],
                             });
@@ -324,6 +330,7 @@ impl<'a> Catalog<'a> {
                     gateway: Some(gateway_id.clone()),
                     port,
                     listeners: Vec::new(),
+                    prefixes: Vec::new(),
                     virtual_hosts: Vec::new(),
                 });
             for address in addresses {

@@ -17,9 +17,11 @@
 //! `ServiceEntry` host that covers it (Istio's `host.Name.Matches`), with
 //! that entry's addresses, ports and endpoints. `ServiceEntries` of one
 //! namespace that list the same hosts are merged as Istio merges them
-//! (`catalog::Service::merge`). `exportTo` is checked, not applied: every
-//! resource is visible everywhere, so a host has `ServiceEntries` in one
-//! namespace and one `DestinationRule` at most.
+//! (`catalog::Service::merge`). A host in `ServiceEntries` of several
+//! namespaces has a service per namespace: a resource sees those whose
+//! `exportTo` admits its namespace, the oldest first (`Catalog::service`).
+//! The `exportTo` of `VirtualServices` and `DestinationRules` is checked,
+//! not applied: a host has one `DestinationRule` at most.
 //!
 //! Gateway routes: a `tcp` rule applies to a Gateway the `VirtualService`'s
 //! `gateways` names (or, for one match, the match's `gateways`, which
@@ -61,7 +63,7 @@ use super::{
     resource::{Resource, VirtualService},
     source::Source,
 };
-use crate::model::{GatewaySelector, RoutingModel, TcpRoute};
+use crate::model::{GatewaySelector, RoutingModel, ServicePrefix, TcpRoute};
 
 mod catalog;
 mod destination;
@@ -111,8 +113,8 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
     let mut http = BTreeMap::new();
     // Mesh routes and gateway routes go to different kernel maps, so they
     // never conflict with each other.
-    let mut mesh_claims: HashMap<SocketAddr, Claim> = HashMap::new();
-    let mut gateway_claims: HashMap<SocketAddr, Claim> = HashMap::new();
+    let mut mesh_claims = Claims::default();
+    let mut gateway_claims = Claims::default();
     for resource in &resources {
         let Resource::VirtualService(vs) = resource else {
             continue;
@@ -195,23 +197,47 @@ struct Claim<'a> {
     gateway: Option<String>,
 }
 
+/// The claims of one kernel map: by address and port, and (mesh) by
+/// address range and port.
+#[derive(Default)]
+struct Claims<'a> {
+    listeners: HashMap<SocketAddr, Claim<'a>>,
+    prefixes: HashMap<ServicePrefix, Claim<'a>>,
+}
+
 /// Records that rule `rule` of `vs` routes the listeners of `route`; one
-/// route per address and port (per kernel map: `claims` is the mesh's or
-/// the gateways').
+/// route per address and port, and per address range and port (per kernel
+/// map: `claims` is the mesh's or the gateways'). Ranges of different
+/// lengths may overlap: the longest that holds an address takes it.
 fn claim<'a>(
-    claims: &mut HashMap<SocketAddr, Claim<'a>>,
+    claims: &mut Claims<'a>,
     vs: &'a VirtualService,
     rule: usize,
     route: &TcpRoute,
     sink: &mut Sink,
 ) {
+    let new_claim = || Claim {
+        source: &vs.source,
+        rule: vs.rule_label("tcp", rule),
+        gateway: route.gateway.clone(),
+    };
+    for prefix in &route.prefixes {
+        if let Some(other) = claims.prefixes.insert(*prefix, new_claim()) {
+            sink.errors.push(vs.source.error(
+                vs.rule_path("tcp", rule),
+                format!(
+                    "service address range {prefix} is already routed by {} {}: a service \
+                     address range and port takes one TCP route; merge the two rules or remove \
+                     one",
+                    other.source.describe(),
+                    other.rule
+                ),
+            ));
+            return;
+        }
+    }
     for listener in &route.listeners {
-        let claim = Claim {
-            source: &vs.source,
-            rule: vs.rule_label("tcp", rule),
-            gateway: route.gateway.clone(),
-        };
-        let Some(other) = claims.insert(*listener, claim) else {
+        let Some(other) = claims.listeners.insert(*listener, new_claim()) else {
             continue;
         };
         let message = match (&route.gateway, &other.gateway) {

@@ -10,11 +10,11 @@ use std::{
 use super::{
     Sink,
     catalog::{Catalog, Service},
-    host_not_found, list,
+    list,
 };
 use crate::{
     error::{ConfigError, Warning, fp},
-    model::TcpRoute,
+    model::{ServicePrefix, TcpRoute},
     resource::{L4Match, TcpRule, VirtualService},
 };
 
@@ -36,7 +36,7 @@ impl Catalog<'_> {
             let found = self.select(host, namespace);
             if found.is_empty() {
                 sink.errors
-                    .push(host_not_found(vs, fp!("spec.hosts[{h}]"), host));
+                    .push(self.host_not_found(vs, fp!("spec.hosts[{h}]"), host));
                 missing = true;
             }
             for (service, _, matched) in found {
@@ -124,26 +124,33 @@ impl Catalog<'_> {
         warnings: &mut Vec<Warning>,
     ) -> Result<Option<TcpRoute>, Vec<ConfigError>> {
         let mut listeners = Vec::new();
+        let mut prefixes = Vec::new();
         let mut service_host = None;
         for (service, host) in selected {
             if service.tcp_port(port).is_none() {
                 continue;
             }
             service_host.get_or_insert(host.as_str());
-            if let Some(error) = service
-                .entry
-                .address_range_error(&format!("{} tcp[{i}]", vs.source.describe()))
-            {
-                return Err(vec![error]);
-            }
             for address in &service.entry.addresses {
                 let listener = SocketAddr::new(*address, port);
                 if !listeners.contains(&listener) {
                     listeners.push(listener);
                 }
             }
+            for range in &service.entry.address_ranges {
+                let prefix = ServicePrefix {
+                    network: range.network,
+                    len: range.len,
+                    port,
+                };
+                if !prefixes.contains(&prefix) {
+                    prefixes.push(prefix);
+                }
+            }
         }
-        let Some(service_host) = service_host.filter(|_| !listeners.is_empty()) else {
+        let Some(service_host) =
+            service_host.filter(|_| !listeners.is_empty() || !prefixes.is_empty())
+        else {
             return Ok(None);
         };
 
@@ -160,6 +167,7 @@ impl Catalog<'_> {
             service_host: service_host.to_owned(),
             service_port: port,
             listeners,
+            prefixes,
             selection,
             destinations,
         }))

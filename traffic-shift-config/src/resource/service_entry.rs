@@ -8,7 +8,7 @@ use crate::{
     check::{Check, Checked},
     common::{Labels, Protocol},
     dto::{self, Location, Resolution},
-    error::{ConfigError, fp},
+    error::fp,
     names::{
         is_dns1123_label_any_case, is_partial_wildcard, parse_cidr, validate_domain, validate_fqdn,
     },
@@ -22,11 +22,10 @@ pub struct ServiceEntry {
     pub hosts: Vec<String>,
     /// `/32` and `/128` CIDRs are read as their address.
     pub addresses: Vec<IpAddr>,
-    /// CIDRs of more than one address, as written, with their index in
-    /// `spec.addresses`: legal Istio (NONE and STATIC), refused by
-    /// `resolve` when a route would need them (the kernel path rewrites
-    /// connections to single service addresses).
-    pub address_ranges: Vec<(usize, String)>,
+    /// CIDRs of more than one address (legal Istio for NONE and STATIC):
+    /// mesh routes (`tcp`, and `http` through the L7 proxy) cover them (the
+    /// kernel's prefix map).
+    pub address_ranges: Vec<AddressRange>,
     pub ports: Vec<ServicePort>,
     pub location: Location,
     pub resolution: Resolution,
@@ -34,22 +33,34 @@ pub struct ServiceEntry {
     /// `workloadSelector.labels`: `WorkloadEntries` of the same namespace
     /// whose labels include these are endpoints too.
     pub workload_selector: Option<Labels>,
-    /// `exportTo`, checked; not applied (every resource is visible to all).
+    /// `exportTo`, checked; applied by `resolve` (which namespaces see it).
     pub export_to: Vec<String>,
 }
 
+/// A ServiceEntry address that is a CIDR of more than one address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressRange {
+    /// Its index in `spec.addresses`.
+    pub index: usize,
+    /// As written (`10.0.0.1/8`).
+    pub written: String,
+    /// The range's first address (bits past `len` cleared: `10.0.0.0`).
+    pub network: IpAddr,
+    /// Prefix length, less than the family's width.
+    pub len: u8,
+}
+
 impl ServiceEntry {
-    /// The error for a route that needs this service's addresses when one
-    /// is a CIDR of more than one address (`routed_by` names the route).
-    pub(crate) fn address_range_error(&self, routed_by: &str) -> Option<ConfigError> {
-        let (i, range) = self.address_ranges.first()?;
-        Some(self.source.error(
-            fp!("spec.addresses[{i}]"),
-            format!(
-                "CIDR {range} covers more than one address, which the kernel path does not \
-                 support yet: list the service addresses one by one (routed by {routed_by})"
-            ),
-        ))
+    /// Every address, as written for ranges, sorted (to compare entries).
+    pub(crate) fn sorted_addresses(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.addresses.iter().map(ToString::to_string).collect();
+        all.extend(
+            self.address_ranges
+                .iter()
+                .map(|range| range.written.clone()),
+        );
+        all.sort();
+        all
     }
 }
 
@@ -124,7 +135,12 @@ pub(super) fn validate(
             service_address(address, resolution),
         ) {
             Some(ServiceAddress::One(ip)) => addresses.push(ip),
-            Some(ServiceAddress::Range) => address_ranges.push((i, address.clone())),
+            Some(ServiceAddress::Range { network, len }) => address_ranges.push(AddressRange {
+                index: i,
+                written: address.clone(),
+                network,
+                len,
+            }),
             None => {}
         }
     }
@@ -355,8 +371,8 @@ pub enum ServiceAddressError {
 enum ServiceAddress {
     /// An IP, or a CIDR that is one address.
     One(IpAddr),
-    /// A CIDR of more than one address.
-    Range,
+    /// A CIDR of more than one address: its first address and length.
+    Range { network: IpAddr, len: u8 },
 }
 
 fn service_address(
@@ -381,8 +397,26 @@ fn service_address(
     Ok(if prefix == full {
         ServiceAddress::One(ip)
     } else {
-        ServiceAddress::Range
+        ServiceAddress::Range {
+            network: network_of(ip, prefix),
+            len: prefix,
+        }
     })
+}
+
+/// The first address of `ip/len`: the bits past `len` cleared (as Go's
+/// `net.ParseCIDR` and Envoy's `CidrRange` read `10.0.0.1/8`).
+pub(crate) fn network_of(ip: IpAddr, len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
 }
 
 /// `no_addresses`: `spec.addresses` is empty.

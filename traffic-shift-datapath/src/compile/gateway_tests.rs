@@ -15,6 +15,7 @@ fn gateway_route(endpoint: &str) -> RoutingModel {
             service_host: "tcp-echo.local".into(),
             service_port: 31400,
             listeners: vec!["0.0.0.0:31400".parse().unwrap()],
+            prefixes: Vec::new(),
             selection: Selection::Smooth,
             destinations: vec![Destination {
                 outlier: None,

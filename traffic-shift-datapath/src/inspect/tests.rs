@@ -49,6 +49,44 @@ fn a_service_key_prints_dotted_with_the_port_in_host_order_and_the_route_by_name
 }
 
 #[test]
+fn a_service_prefix_prints_as_a_range_with_its_port_and_route() {
+    let (len, data) = crate::compile::prefix_key("198.18.7.0".parse().unwrap(), 24, 9000);
+    let v = ServiceValue {
+        route_id: 3,
+        service_id: 2,
+    };
+    assert_eq!(
+        service_prefix(
+            len,
+            bytemuck::bytes_of(&data),
+            bytemuck::bytes_of(&v),
+            &names()
+        )
+        .unwrap(),
+        "198.18.7.0/24:9000 -> route 3 (default/tcp-echo/tcp[0]/port 9000 ipv4), service 2"
+    );
+    let (len, data) = crate::compile::prefix_key("fd00:7473::".parse().unwrap(), 64, 9000);
+    assert_eq!(
+        service_prefix(
+            len,
+            bytemuck::bytes_of(&data),
+            bytemuck::bytes_of(&v),
+            &names()
+        )
+        .unwrap(),
+        "[fd00:7473::/64]:9000 -> route 3 (default/tcp-echo/tcp[0]/port 9000 ipv4), service 2"
+    );
+    assert_eq!(
+        service_prefix(len, &[0; 16], bytemuck::bytes_of(&v), &names()).unwrap_err(),
+        LayoutError {
+            what: "a service prefix key",
+            have: 16,
+            want: 20
+        }
+    );
+}
+
+#[test]
 fn bytes_of_another_layout_are_an_error_not_garbage() {
     let err = service(&[0; 16], &[0; 8], &names()).unwrap_err();
     assert_eq!(
@@ -250,7 +288,9 @@ fn an_unknown_map_names_the_known_ones() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.starts_with("no map named TS_NOPE; the maps are: TS_SERVICES, TS_ROUTES,"),
+        err.starts_with(
+            "no map named TS_NOPE; the maps are: TS_SERVICES, TS_SVC_PREFIXES, TS_ROUTES,"
+        ),
         "{err}"
     );
     assert!(err.ends_with("TS_XDP_STATS"), "{err}");

@@ -213,6 +213,7 @@ fn model(family: &Family, weights: [u32; 2]) -> RoutingModel {
             service_host: "tcp-echo.remote".into(),
             service_port: GW_PORT,
             listeners: vec![(family.gateway, GW_PORT).into()],
+            prefixes: Vec::new(),
             selection: Selection::Smooth,
             destinations: vec![
                 dest("v1", weights[0], family.v1),
