@@ -45,7 +45,9 @@ pub use client::{Client, Streamed, http_get};
 pub use exposition::{metric, try_metric};
 pub use netns::{NODE_ADDR, Netns, REMOTE_CLIENT_ADDR, RemoteClient};
 pub use process::{Process, echo_backend, http_backend};
-pub use scenario::{SERVICE_V4, SERVICE_V6, Scenario, bookinfo_rule, repo_rules, tcp_echo_rule};
+pub use scenario::{
+    SERVICE_V4, SERVICE_V6, Scenario, bookinfo_rule, repo_rules, rule, tcp_echo_rule,
+};
 
 /// Panics with a clear message unless running as root: these tests attach
 /// eBPF programs and create namespaces; they never skip.

@@ -42,7 +42,62 @@ pub fn bookinfo_rule(file: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A file of a shipped rules directory, e.g.
+/// `rule("tcp-echo-gateway-api", "examples/tcp-route-20-v2.yaml")`.
+pub fn rule(dir: &str, file: &str) -> String {
+    let path = repo_rules().join(dir).join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every rules file directly in the shipped `dir` (as the agent reads
+/// them), with `files` added or replacing them.
+fn shipped_with(dir: &str, files: &[(&str, &str)]) -> Vec<(String, String)> {
+    let path = repo_rules().join(dir);
+    let mut names: Vec<String> = std::fs::read_dir(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .map(|entry| entry.expect("rules entry").path())
+        .filter(|path| traffic_shift_config::is_rules_file(path))
+        .map(|path| {
+            path.file_name()
+                .expect("a file name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    let mut all: Vec<(String, String)> = names
+        .into_iter()
+        .map(|name| {
+            let text = rule(dir, &name);
+            (name, text)
+        })
+        .collect();
+    for (file, text) in files {
+        all.retain(|(f, _)| f != file);
+        all.push(((*file).to_owned(), (*text).to_owned()));
+    }
+    all
+}
+
 impl Scenario {
+    /// The tcp-echo backends (as [`Scenario::tcp_echo`]) and the shipped
+    /// rules directory `dir` (`tcp-echo-gateway-api`), with `files` added
+    /// or replacing its files.
+    pub fn tcp_echo_dir(test: &str, dir: &str, files: &[(&str, &str)]) -> Self {
+        let all = shipped_with(dir, files);
+        let all: Vec<(&str, String)> = all.iter().map(|(f, t)| (f.as_str(), t.clone())).collect();
+        Self::build(test, &all, &[])
+    }
+
+    /// The reviews backends (as [`Scenario::bookinfo`]) and the shipped
+    /// rules directory `dir` (`bookinfo-gateway-api`), with `files` added
+    /// or replacing its files.
+    pub fn bookinfo_dir(test: &str, dir: &str, files: &[(&str, &str)]) -> Self {
+        let all = shipped_with(dir, files);
+        let all: Vec<(&str, String)> = all.iter().map(|(f, t)| (f.as_str(), t.clone())).collect();
+        Self::build_with(test, &all, &[], reviews_backends)
+    }
+
     /// tcp-echo v1 on 127.0.0.1:19001 and [::1]:19001, v2 on :19002, the
     /// shipped ServiceEntry and DestinationRule, and `virtual_service` as
     /// `virtual-service.yaml`.
@@ -114,15 +169,7 @@ impl Scenario {
             all.retain(|(f, _)| f != file);
             all.push((file, (*text).to_owned()));
         }
-        Self::build_with(test, &all, agent_args, |netns, cgroup| {
-            ["v1", "v2", "v3"]
-                .into_iter()
-                .zip(["127.0.0.1:19081", "127.0.0.1:19082", "127.0.0.1:19083"])
-                .map(|(version, addr)| {
-                    http_backend(netns, Some(cgroup), "reviews", version, &[addr])
-                })
-                .collect()
-        })
+        Self::build_with(test, &all, agent_args, reviews_backends)
     }
 
     fn build_with(
@@ -153,6 +200,16 @@ impl Scenario {
             rules_dir,
         }
     }
+}
+
+/// Bookinfo's reviews: `http-echo` v1, v2 and v3 on 127.0.0.1:19081,
+/// :19082 and :19083.
+fn reviews_backends(netns: &Netns, cgroup: &Cgroup) -> Vec<Process> {
+    ["v1", "v2", "v3"]
+        .into_iter()
+        .zip(["127.0.0.1:19081", "127.0.0.1:19082", "127.0.0.1:19083"])
+        .map(|(version, addr)| http_backend(netns, Some(cgroup), "reviews", version, &[addr]))
+        .collect()
 }
 
 impl Drop for Scenario {

@@ -420,8 +420,8 @@ pub fn plan_delete(
                     .try_fold(&value, |v, key| v.get(*key))
                     .and_then(Yaml::as_str)
             };
-            let kind =
-                field(&["kind"]).and_then(|k| config::KINDS.into_iter().find(|known| *known == k));
+            let kind = field(&["kind"])
+                .and_then(|k| config::kind_of(field(&["apiVersion"]).unwrap_or_default(), k));
             let (Some(kind), Some(name)) = (kind, field(&["metadata", "name"])) else {
                 errors.push(at(
                     number,

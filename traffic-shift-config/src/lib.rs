@@ -59,6 +59,9 @@
 //! - `placement`: which node serves which Gateway (a Gateway's `selector`
 //!   against a node's labels, [`NodeLabels`]), and
 //!   [`RoutingModel::for_node`].
+//! - `gateway_api`: core `v1` `Service` and the Gateway API kinds
+//!   (`Gateway`, `TCPRoute`, `HTTPRoute`), checked, and translated into
+//!   the Istio resources `resolve` reads (docs/gateway-api.md).
 //! - `resolve`: the checks across resources -> the model (`catalog`, `tcp`,
 //!   `gateway`, `destination`, `http`, `rollout`).
 //!
@@ -71,6 +74,7 @@ mod common;
 mod dto;
 mod error;
 mod file;
+mod gateway_api;
 pub mod http;
 #[cfg(test)]
 mod istio_cases;
@@ -106,6 +110,7 @@ pub use self::{
         RulesFile, is_rules_file, load_dir, parse_file, parse_file_all, parse_file_all_up_to,
         read_file_up_to, read_rules_file, rules_text,
     },
+    gateway_api::kind_of,
     http::{
         AbortError, CorsPolicy, DelayKind, Delegate, DerivePort, DirectBody, DirectResponse, Fault,
         FaultAbort, FaultDelay, HeaderOperations, Headers, HttpMatch, HttpRedirect,

@@ -1,7 +1,9 @@
 //! `cargo xtask run`: the demo backends (tcp-echo v1 "one" and v2 "two", as
 //! Istio's TCP Traffic Shifting task; Bookinfo's reviews v1, v2, v3 as
 //! `http-echo`) and the agent in the foreground, on `rules/tcp-echo` or
-//! `--rules rules/bookinfo`.
+//! `--rules rules/bookinfo` (or their Gateway API forms,
+//! `rules/tcp-echo-gateway-api` and `rules/bookinfo-gateway-api`: the same
+//! backends, another how-to).
 
 use std::{
     ffi::OsString,
@@ -237,7 +239,15 @@ impl Drop for Backends {
 
 fn print_howto(root: &Path, bin: &Path, rules: &Path) {
     if rules.ends_with("bookinfo") {
-        print_bookinfo_howto(root, bin, rules);
+        print_bookinfo_howto(root, bin, rules, &BOOKINFO_ISTIO);
+        return;
+    }
+    if rules.ends_with("bookinfo-gateway-api") {
+        print_bookinfo_howto(root, bin, rules, &BOOKINFO_GATEWAY_API);
+        return;
+    }
+    if rules.ends_with("tcp-echo-gateway-api") {
+        print_tcp_echo_gateway_api_howto(root, bin, rules);
         return;
     }
     let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
@@ -272,15 +282,87 @@ Ctrl-C stops the agent, then the backends.
     );
 }
 
-fn print_bookinfo_howto(root: &Path, bin: &Path, rules: &Path) {
+/// The tcp-echo how-to for `rules/tcp-echo-gateway-api`: the TCPRoute
+/// shifts the gateway port; the Service's clusterIP balances its endpoints.
+fn print_tcp_echo_gateway_api_howto(root: &Path, bin: &Path, rules: &Path) {
     let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
     let (bin, rules) = (rel(bin), rel(rules));
+    let one = "exec 3<>/dev/tcp/127.0.0.1/31400; echo hello >&3; head -1 <&3; exec 3<&-";
     println!(
         r#"
-== traffic-shift demo: Bookinfo reviews (HTTP) =================================
+== traffic-shift demo: tcp-echo, Gateway API ===================================
+gateway  Gateway tcp-echo-gateway, listener tcp-31400: TCP port 31400 on any local address,
+         routed by the TCPRoute tcp-echo ({rules}/tcp-route.yaml; sk_lookup, no proxy)
+service  Service tcp-echo = 127.100.0.1:9000 and [fd00:7473::1]:9000: each new connection to
+         one of its endpoints, v1 and v2 in turn (as kube-proxy balances a Service)
+v1       {bin}/tcp-echo --prefix one on 127.0.0.1:19001, [::1]:19001 (Service tcp-echo-v1)
+v2       {bin}/tcp-echo --prefix two on 127.0.0.1:19002, [::1]:19002 (Service tcp-echo-v2)
+
+In another shell, in {root}:
+  # one connection through the gateway; all to v1 at first: "one hello"
+  {one}
+  # count the answers of 100 connections through the gateway
+  for i in $(seq 100); do exec 3<>/dev/tcp/127.0.0.1/31400; echo hi >&3; head -1 <&3; exec 3<&-; done | sort | uniq -c
+  # shift 20% to v2, then all of it, then back (the agent reloads {rules}/*.yaml)
+  cp {rules}/examples/tcp-route-20-v2.yaml {rules}/tcp-route.yaml
+  cp {rules}/examples/tcp-route-all-v2.yaml {rules}/tcp-route.yaml
+  cp {rules}/examples/tcp-route-all-v1.yaml {rules}/tcp-route.yaml
+  # what the agent has in force: routes, gateway endpoint sockets, kernel counters
+  {bin}/traffic-shift status
+Ctrl-C stops the agent, then the backends.
+================================================================================
+"#,
+        root = root.display()
+    );
+}
+
+/// What differs between the Istio and Gateway API forms of Bookinfo.
+struct BookinfoForm {
+    title: &'static str,
+    /// What routes the requests.
+    rules: &'static str,
+    /// The active route file, and the examples: 50/50, all v3, jason.
+    active: &'static str,
+    examples: [&'static str; 3],
+}
+
+const BOOKINFO_ISTIO: BookinfoForm = BookinfoForm {
+    title: "Bookinfo reviews (HTTP) ==============",
+    rules: "the VirtualService's http rules",
+    active: "virtual-service.yaml",
+    examples: [
+        "vs-reviews-50-v3.yaml",
+        "vs-reviews-v3.yaml",
+        "vs-reviews-jason-v2.yaml",
+    ],
+};
+
+const BOOKINFO_GATEWAY_API: BookinfoForm = BookinfoForm {
+    title: "Bookinfo reviews (HTTP), Gateway API =",
+    rules: "the HTTPRoute bound to the Service",
+    active: "http-route.yaml",
+    examples: [
+        "route-reviews-50-v3.yaml",
+        "route-reviews-v3.yaml",
+        "route-reviews-jason-v2.yaml",
+    ],
+};
+
+fn print_bookinfo_howto(root: &Path, bin: &Path, rules: &Path, form: &BookinfoForm) {
+    let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+    let (bin, rules) = (rel(bin), rel(rules));
+    let BookinfoForm {
+        title,
+        rules: routed_by,
+        active,
+        examples: [half, v3, jason],
+    } = form;
+    println!(
+        r#"
+== traffic-shift demo: {title}==================
 service  reviews.default.svc.cluster.local = http://127.101.0.1:9080 ({rules}/*.yaml)
          the kernel sends each connection to the agent's L7 proxy (127.0.0.1:15001),
-         which routes every request by the VirtualService's http rules
+         which routes every request by {routed_by}
 v1/v2/v3 {bin}/http-echo --name reviews --version vN on 127.0.0.1:19081/19082/19083
 gateway  http://127.0.0.1:8080/reviews/... (Gateway bookinfo-gateway, any local address)
 
@@ -289,10 +371,10 @@ In another shell, in {root}:
   # count the versions of 100 requests
   for i in $(seq 100); do curl -s http://127.101.0.1:9080/reviews/1 | grep -o '"version":"v[0-9]"'; done | sort | uniq -c
   # 50% to v3, then all of it (Istio's HTTP Traffic Shifting task)
-  cp {rules}/examples/vs-reviews-50-v3.yaml {rules}/virtual-service.yaml
-  cp {rules}/examples/vs-reviews-v3.yaml {rules}/virtual-service.yaml
+  cp {rules}/examples/{half} {rules}/{active}
+  cp {rules}/examples/{v3} {rules}/{active}
   # request routing: the user jason gets v2, everyone else v1
-  cp {rules}/examples/vs-reviews-jason-v2.yaml {rules}/virtual-service.yaml
+  cp {rules}/examples/{jason} {rules}/{active}
   curl -s -H 'end-user: jason' http://127.101.0.1:9080/reviews/1; echo
   # through the gateway port
   curl -s http://127.0.0.1:8080/reviews/1; echo

@@ -111,8 +111,10 @@ impl<'a> Catalog<'a> {
         let (selection, destinations) = self.destinations(vs, i, rule, None, warnings)?;
         Ok(Some(TcpRoute {
             key: format!(
-                "{}/{}/tcp[{i}]/gateway {gateway_id} port {port}",
-                vs.source.namespace, vs.source.name
+                "{}/{}/{}/gateway {gateway_id} port {port}",
+                vs.source.namespace,
+                vs.source.name,
+                vs.rule_label("tcp", i)
             ),
             source: vs.source.file.display().to_string(),
             gateway: Some(gateway_id),

@@ -468,7 +468,11 @@ impl<'a> Catalog<'a> {
             return Err(errors);
         }
         Ok(HttpRoute {
-            key: format!("{namespace}/{}/http[{i}]", vs.source.name),
+            key: format!(
+                "{namespace}/{}/{}",
+                vs.source.name,
+                vs.rule_label("http", i)
+            ),
             name: rule.name.clone(),
             matches,
             destinations,

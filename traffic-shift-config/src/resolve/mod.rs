@@ -92,6 +92,11 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
     let resources: Vec<&Resource> = files.iter().flat_map(|file| &file.resources).collect();
     let mut sink = Sink::default();
     check_unique_names(&resources, &mut sink);
+    // The Gateway API kinds as the Istio resources they stand for, after
+    // the Istio ones: where both claim something, the Gateway API one is
+    // refused, naming the Istio one.
+    let translated = crate::gateway_api::translate(&resources, &mut sink.errors);
+    let resources: Vec<&Resource> = resources.into_iter().chain(&translated).collect();
     let catalog = Catalog::new(&resources, &mut sink);
     let mut gateways: Vec<GatewaySelector> = catalog
         .gateways
@@ -148,6 +153,7 @@ pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError
         targets.warn_unrouted(&model, &mut sink);
     }
     model.rollouts = targets.into_rollouts();
+    crate::gateway_api::place(&translated, &mut sink.errors, &mut sink.warnings);
     let Sink { errors, warnings } = sink;
     let warnings = unique(warnings);
     if errors.is_empty() {
@@ -186,7 +192,8 @@ fn unique<T: PartialEq>(items: Vec<T>) -> Vec<T> {
 /// Which rule routes a service address (or gateway listener) already.
 struct Claim<'a> {
     source: &'a Source,
-    rule: usize,
+    /// `tcp[0]` (`rules[0]` for a translated Gateway API route).
+    rule: String,
     gateway: Option<String>,
 }
 
@@ -211,17 +218,17 @@ fn claim<'a>(
 ) {
     let new_claim = || Claim {
         source: &vs.source,
-        rule,
+        rule: vs.rule_label("tcp", rule),
         gateway: route.gateway.clone(),
     };
     for prefix in &route.prefixes {
         if let Some(other) = claims.prefixes.insert(*prefix, new_claim()) {
             sink.errors.push(vs.source.error(
-                fp!("spec.tcp[{rule}]"),
+                vs.rule_path("tcp", rule),
                 format!(
-                    "service address range {prefix} is already routed by {} tcp[{}]: a \
-                     service address range and port takes one TCP route; merge the two rules \
-                     or remove one",
+                    "service address range {prefix} is already routed by {} {}: a service \
+                     address range and port takes one TCP route; merge the two rules or remove \
+                     one",
                     other.source.describe(),
                     other.rule
                 ),
@@ -235,7 +242,7 @@ fn claim<'a>(
         };
         let message = match (&route.gateway, &other.gateway) {
             (Some(gateway), Some(other_gateway)) => format!(
-                "gateway {gateway} listener {listener} is already routed by {} tcp[{}] (gateway \
+                "gateway {gateway} listener {listener} is already routed by {} {} (gateway \
                  {other_gateway}): an address and port where gateways accept takes one TCP \
                  route; merge the two rules, remove one, or bind the servers to different \
                  addresses",
@@ -243,14 +250,14 @@ fn claim<'a>(
                 other.rule
             ),
             _ => format!(
-                "service address {listener} is already routed by {} tcp[{}]: a service address \
+                "service address {listener} is already routed by {} {}: a service address \
                  and port takes one TCP route; merge the two rules or remove one",
                 other.source.describe(),
                 other.rule
             ),
         };
         sink.errors
-            .push(vs.source.error(fp!("spec.tcp[{rule}]"), message));
+            .push(vs.source.error(vs.rule_path("tcp", rule), message));
         return;
     }
 }

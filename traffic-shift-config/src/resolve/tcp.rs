@@ -157,7 +157,11 @@ impl Catalog<'_> {
         let namespace = &vs.source.namespace;
         let (selection, destinations) = self.destinations(vs, i, rule, Some(port), warnings)?;
         Ok(Some(TcpRoute {
-            key: format!("{namespace}/{}/tcp[{i}]/port {port}", vs.source.name),
+            key: format!(
+                "{namespace}/{}/{}/port {port}",
+                vs.source.name,
+                vs.rule_label("tcp", i)
+            ),
             source: vs.source.file.display().to_string(),
             gateway: None,
             service_host: service_host.to_owned(),

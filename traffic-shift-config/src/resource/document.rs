@@ -97,15 +97,30 @@ pub(super) fn envelope<'a>(
 }
 
 /// Where a document is, before it is known to be a valid resource.
-pub(super) struct Place<'a> {
+pub(crate) struct Place<'a> {
     file: &'a Path,
     document: usize,
     resource: Option<Box<ResourceId>>,
     lines: &'a LineIndex,
 }
 
-impl Place<'_> {
-    fn error(&self, path: FieldPath, message: impl Into<String>) -> ConfigError {
+impl<'a> Place<'a> {
+    /// A document of a kind this module does not read (`gateway_api`).
+    pub(crate) fn new(
+        file: &'a Path,
+        document: usize,
+        resource: Option<ResourceId>,
+        lines: &'a LineIndex,
+    ) -> Self {
+        Self {
+            file,
+            document,
+            resource: resource.map(Box::new),
+            lines,
+        }
+    }
+
+    pub(crate) fn error(&self, path: FieldPath, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_owned(),
             document: Some(self.document),
@@ -130,7 +145,7 @@ fn required_str<'v>(place: &Place, value: &'v Value, key: &str) -> Result<&'v st
 }
 
 /// The serde pass over the document, then `metadata`.
-pub(super) fn typed<S: DeserializeOwned>(
+pub(crate) fn typed<S: DeserializeOwned>(
     place: &Place,
     kind: &'static str,
     value: Value,

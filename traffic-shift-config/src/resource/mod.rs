@@ -5,7 +5,7 @@
 //! `resolve`.
 
 mod destination_rule;
-mod document;
+pub(crate) mod document;
 mod gateway;
 mod rollout;
 mod server_tls;
@@ -39,6 +39,8 @@ pub enum Resource {
     VirtualService(VirtualService),
     Gateway(Gateway),
     WorkloadEntry(WorkloadEntry),
+    /// A Kubernetes `Service` or a Gateway API kind (`gateway_api`).
+    GatewayApi(crate::gateway_api::GatewayApiResource),
     Rollout(RolloutResource),
 }
 
@@ -50,6 +52,7 @@ impl Resource {
             Self::VirtualService(r) => &r.source,
             Self::Gateway(r) => &r.source,
             Self::WorkloadEntry(r) => &r.source,
+            Self::GatewayApi(r) => r.source(),
             Self::Rollout(r) => &r.source,
         }
     }
@@ -79,6 +82,9 @@ pub(crate) fn parse_document(
     value: Value,
     lines: &Arc<LineIndex>,
 ) -> Parsed {
+    if let Some(parsed) = crate::gateway_api::parse_document(file, document, &value, lines) {
+        return parsed.map(|(r, warnings)| (Resource::GatewayApi(r), warnings));
+    }
     let (place, kind, value) = document::envelope(file, document, value, lines)?;
     match kind {
         "ServiceEntry" => {

@@ -30,9 +30,30 @@ pub struct VirtualService {
     pub tls: Vec<TlsRule>,
     /// `exportTo`, checked; not applied (every resource is visible to all).
     pub export_to: Vec<String>,
+    /// Set when this `VirtualService` was translated from another kind
+    /// (`gateway_api`): how its rules are named in keys and messages.
+    pub(crate) origin: Option<std::sync::Arc<crate::gateway_api::Origin>>,
 }
 
 impl VirtualService {
+    /// How rule `i` of `tcp` (`"tcp"`) or `http` (`"http"`) is named in
+    /// route keys and messages: `tcp[0]`, or the translated resource's own
+    /// name for it (`rules[0]`).
+    pub(crate) fn rule_label(&self, list: &str, i: usize) -> String {
+        self.origin
+            .as_ref()
+            .and_then(|origin| origin.label(list, i))
+            .unwrap_or_else(|| format!("{list}[{i}]"))
+    }
+
+    /// The field path of rule `i` of `list`, in the document as written.
+    pub(crate) fn rule_path(&self, list: &str, i: usize) -> crate::error::FieldPath {
+        self.origin
+            .as_ref()
+            .and_then(|origin| origin.path(list, i))
+            .unwrap_or_else(|| crate::error::fp!("spec.{list}[{i}]"))
+    }
+
     /// Whether the rules apply to clients on this node (`gateways` absent
     /// or listing `mesh`).
     pub fn binds_mesh(&self) -> bool {
@@ -133,6 +154,7 @@ pub(super) fn validate(source: Source, spec: dto::VirtualServiceSpec) -> Checked
     let warnings = cx.finish()?;
     Ok((
         VirtualService {
+            origin: None,
             source,
             hosts,
             gateways,

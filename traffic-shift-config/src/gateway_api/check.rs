@@ -1,0 +1,1029 @@
+//! Each kind's checks on its own document: the shapes the Gateway API's
+//! CRD validation (and Kubernetes' for `Service`) enforces, and what is
+//! not supported yet, refused by name.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use super::{
+    BackendRef, GROUP, Gateway, GatewayClass, HttpRoute, HttpRouteRule, Listener, ParentKind,
+    ParentRef, Precedence, RouteMatch, Service, ServicePort, TargetPort, TcpRoute, dto,
+};
+use crate::{
+    check::{Check, Checked},
+    common::Protocol,
+    error::{FieldPath, fp},
+    http::{HeaderOperations, Headers, HttpMatch, StringMatch},
+    names::{is_dns1123_label, is_dns1123_subdomain, validate_domain},
+    source::Source,
+    values,
+};
+
+/// Gateway API weights: 0..=1,000,000.
+const MAX_WEIGHT: i64 = 1_000_000;
+
+/// A `Service`.
+pub(super) fn service(source: Source, spec: dto::ServiceSpec) -> Checked<Service> {
+    let mut cx = Check::new(&source);
+    if let Some(kind) = &spec.type_
+        && kind != "ClusterIP"
+    {
+        cx.error(
+            fp!("spec.type"),
+            format!(
+                "Service type {kind} is not supported yet: only ClusterIP Services are read \
+                 (their clusterIP is the service address on this node); use type: ClusterIP"
+            ),
+        );
+    }
+    for (field, set) in [
+        ("externalIPs", spec.external_ips.is_some()),
+        ("externalName", spec.external_name.is_some()),
+    ] {
+        if set {
+            cx.error(
+                fp!("spec.{field}"),
+                format!("{field} is not supported yet: remove it"),
+            );
+        }
+    }
+    if let Some(affinity) = &spec.session_affinity
+        && affinity != "None"
+    {
+        cx.error(
+            fp!("spec.sessionAffinity"),
+            format!(
+                "sessionAffinity {affinity} is not supported yet: a DestinationRule with \
+                 consistentHash useSourceIp for the Service's host keeps a client on one \
+                 endpoint"
+            ),
+        );
+    }
+    let addresses = cluster_ips(
+        &mut cx,
+        spec.cluster_ip.as_deref(),
+        spec.cluster_ips.as_deref(),
+    );
+    let written_ports = spec.ports.unwrap_or_default();
+    if written_ports.is_empty() {
+        cx.error(
+            fp!("spec.ports"),
+            "a Service needs at least one port: add spec.ports",
+        );
+    }
+    let several = written_ports.len() > 1;
+    let mut ports: Vec<ServicePort> = Vec::new();
+    for (i, port) in written_ports.into_iter().enumerate() {
+        if let Some(port) = service_port(&mut cx, i, port, several, &ports) {
+            ports.push(port);
+        }
+    }
+    let selector = spec.selector.unwrap_or_default();
+    if selector.is_empty() {
+        cx.error(
+            fp!("spec.selector"),
+            "Services without a selector are not supported yet: their endpoints come from \
+             EndpointSlices; select the WorkloadEntries of the Service's namespace by label",
+        );
+    }
+    cx.labels(&fp!("spec.selector"), &selector);
+    let warnings = cx.finish()?;
+    Ok((
+        Service {
+            source,
+            addresses,
+            ports,
+            selector,
+        },
+        warnings,
+    ))
+}
+
+/// `clusterIP` and `clusterIPs`, each address once.
+fn cluster_ips(
+    cx: &mut Check,
+    cluster_ip: Option<&str>,
+    cluster_ips: Option<&[String]>,
+) -> Vec<IpAddr> {
+    let mut addresses: Vec<IpAddr> = Vec::new();
+    let written = cluster_ip
+        .into_iter()
+        .map(|ip| (fp!("spec.clusterIP"), ip))
+        .chain(
+            cluster_ips
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| (fp!("spec.clusterIPs[{i}]"), ip.as_str())),
+        );
+    for (path, ip) in written {
+        if ip.is_empty() {
+            continue;
+        }
+        if ip == "None" {
+            cx.error(
+                path,
+                "headless Services (clusterIP: None) are not supported yet: their endpoints \
+                 come from EndpointSlices; give the Service a clusterIP",
+            );
+            continue;
+        }
+        match ip.parse::<IpAddr>() {
+            Ok(address) if !addresses.contains(&address) => addresses.push(address),
+            Ok(_) => {}
+            Err(_) => cx.error(
+                path,
+                format!("clusterIP {ip:?} is not an IP address: write one, as 10.96.0.10"),
+            ),
+        }
+    }
+    addresses
+}
+
+/// `spec.ports[i]` of a Service (`several`: it has more than one;
+/// `earlier`: the ports before it).
+fn service_port(
+    cx: &mut Check,
+    i: usize,
+    port: dto::ServicePort,
+    several: bool,
+    earlier: &[ServicePort],
+) -> Option<ServicePort> {
+    let base = fp!("spec.ports[{i}]");
+    let name = port.name.unwrap_or_default();
+    if name.is_empty() && several {
+        cx.error(
+            base.key("name"),
+            "a port name is required when a Service has several ports: name each port",
+        );
+    } else if !name.is_empty() && !is_dns1123_label(&name) {
+        cx.error(
+            base.key("name"),
+            format!(
+                "port name {name:?} is not a valid name: use at most 63 lower-case letters, \
+                 digits and '-'"
+            ),
+        );
+    }
+    let Some(number) = port.port else {
+        cx.error(
+            base.key("port"),
+            "port is required: the Service port number",
+        );
+        return None;
+    };
+    let number = cx.port(base.key("port"), number)?;
+    match port.protocol.as_deref() {
+        None | Some("TCP") => {}
+        Some(other) => cx.error(
+            base.key("protocol"),
+            format!(
+                "protocol {other} is not supported: the kernel path routes TCP \
+                 connections; use TCP"
+            ),
+        ),
+    }
+    let protocol = match port.app_protocol.as_deref() {
+        None => Protocol::Tcp,
+        Some(p) if p.eq_ignore_ascii_case("http") => Protocol::Http,
+        Some("kubernetes.io/h2c") => Protocol::Http2,
+        Some(p) if p.eq_ignore_ascii_case("tcp") => Protocol::Tcp,
+        Some(other) => {
+            cx.error(
+                base.key("appProtocol"),
+                format!(
+                    "appProtocol {other:?} is not supported yet: use http or \
+                     kubernetes.io/h2c (the L7 proxy), or leave it out (TCP, the kernel \
+                     path)"
+                ),
+            );
+            Protocol::Tcp
+        }
+    };
+    let target_port = match port.target_port {
+        None => TargetPort::Number(number),
+        Some(dto::IntOrString::Int(target)) => match cx.port(base.key("targetPort"), target) {
+            Some(target) => TargetPort::Number(target),
+            None => return None,
+        },
+        Some(dto::IntOrString::String(target)) => {
+            if !is_dns1123_label(&target) || target.len() > 15 {
+                cx.error(
+                    base.key("targetPort"),
+                    format!(
+                        "targetPort {target:?} is neither a port number nor a port name (at \
+                         most 15 lower-case letters, digits and '-')"
+                    ),
+                );
+            }
+            TargetPort::Name(target)
+        }
+    };
+    if let Some(j) = earlier.iter().position(|p| p.port == number) {
+        cx.error(
+            base.key("port"),
+            format!("port {number} is also spec.ports[{j}]: each port once"),
+        );
+    }
+    if !name.is_empty() && earlier.iter().any(|p| p.name == name) {
+        cx.error(
+            base.key("name"),
+            format!("port name {name} is used twice: names are unique"),
+        );
+    }
+    Some(ServicePort {
+        name,
+        port: number,
+        target_port,
+        protocol,
+    })
+}
+
+/// A `GatewayClass`.
+pub(super) fn gateway_class(source: Source, spec: dto::GatewayClassSpec) -> Checked<GatewayClass> {
+    let mut cx = Check::new(&source);
+    let controller_name = spec.controller_name.unwrap_or_default();
+    if controller_name.is_empty() {
+        cx.error(
+            fp!("spec.controllerName"),
+            "controllerName is required (Istio's is istio.io/gateway-controller)",
+        );
+    }
+    let warnings = cx.finish()?;
+    Ok((
+        GatewayClass {
+            source,
+            controller_name,
+        },
+        warnings,
+    ))
+}
+
+/// A Gateway API `Gateway`.
+pub(super) fn gateway(source: Source, spec: dto::GatewaySpec) -> Checked<Gateway> {
+    let mut cx = Check::new(&source);
+    let class_name = spec.gateway_class_name.unwrap_or_default();
+    if class_name.is_empty() {
+        cx.error(
+            fp!("spec.gatewayClassName"),
+            format!(
+                "gatewayClassName is required: the class this agent serves is {}",
+                super::SERVED_GATEWAY_CLASS
+            ),
+        );
+    }
+    for (field, set, why) in [
+        (
+            "addresses",
+            spec.addresses.is_some(),
+            "the Gateway listens on every local address of the node; remove it",
+        ),
+        (
+            "backendTLS",
+            spec.backend_tls.is_some(),
+            "the proxy does not originate TLS; remove it",
+        ),
+        (
+            "allowedListeners",
+            spec.allowed_listeners.is_some(),
+            "ListenerSets are not read; remove it",
+        ),
+    ] {
+        if set {
+            cx.error(
+                fp!("spec.{field}"),
+                format!("{field} is not supported yet: {why}"),
+            );
+        }
+    }
+    let written = spec.listeners.unwrap_or_default();
+    if written.is_empty() {
+        cx.error(
+            fp!("spec.listeners"),
+            "a Gateway needs at least one listener: add spec.listeners",
+        );
+    }
+    let mut listeners: Vec<Listener> = Vec::new();
+    for (i, listener) in written.into_iter().enumerate() {
+        if let Some(listener) = self::listener(&mut cx, i, listener, &listeners) {
+            listeners.push(listener);
+        }
+    }
+    let warnings = cx.finish()?;
+    Ok((
+        Gateway {
+            source,
+            class_name,
+            listeners,
+        },
+        warnings,
+    ))
+}
+
+fn listener(
+    cx: &mut Check,
+    i: usize,
+    listener: dto::Listener,
+    earlier: &[Listener],
+) -> Option<Listener> {
+    let base = fp!("spec.listeners[{i}]");
+    let name = listener.name.unwrap_or_default();
+    if name.is_empty() {
+        cx.error(base.key("name"), "listener name is required");
+    } else if !is_dns1123_subdomain(&name) {
+        cx.error(
+            base.key("name"),
+            format!("listener name {name:?} is not a valid name: use lower-case letters, digits, '-' and '.'"),
+        );
+    } else if earlier.iter().any(|l| l.name == name) {
+        cx.error(
+            base.key("name"),
+            format!("listener name {name} is used twice: names are unique in a Gateway"),
+        );
+    }
+    if listener.tls.is_some() {
+        cx.error(
+            base.key("tls"),
+            "listener tls is not supported yet: the L7 proxy does not terminate TLS and TLS \
+             passthrough is not read; remove it",
+        );
+    }
+    let hostname = listener.hostname.map(|h| h.to_ascii_lowercase());
+    if let Some(hostname) = &hostname
+        && let Err(message) = validate_domain(hostname)
+    {
+        cx.error(base.key("hostname"), message);
+    }
+    let Some(port) = listener.port else {
+        cx.error(base.key("port"), "port is required");
+        return None;
+    };
+    let port = cx.port(base.key("port"), port)?;
+    let protocol = match listener.protocol.as_deref() {
+        Some("TCP") => Protocol::Tcp,
+        Some("HTTP") => Protocol::Http,
+        Some(other @ ("HTTPS" | "TLS" | "UDP")) => {
+            cx.error(
+                base.key("protocol"),
+                format!(
+                    "listener protocol {other} is not supported yet: use TCP (TCPRoute, the \
+                     kernel path) or HTTP (HTTPRoute, the L7 proxy)"
+                ),
+            );
+            return None;
+        }
+        Some(other) => {
+            cx.error(
+                base.key("protocol"),
+                format!("listener protocol {other:?} is not known: use TCP or HTTP"),
+            );
+            return None;
+        }
+        None => {
+            cx.error(base.key("protocol"), "protocol is required: TCP or HTTP");
+            return None;
+        }
+    };
+    if protocol == Protocol::Tcp && hostname.is_some() {
+        cx.error(
+            base.key("hostname"),
+            "a TCP listener has no hostname (a TCP connection carries none): remove it",
+        );
+    }
+    if let Some(j) = earlier
+        .iter()
+        .position(|l| l.port == port && (l.protocol != protocol || protocol == Protocol::Tcp))
+    {
+        cx.error(
+            base.key("port"),
+            format!(
+                "port {port} is also spec.listeners[{j}]: a port takes one TCP listener, or \
+                 HTTP listeners only; use another port"
+            ),
+        );
+    }
+    let default_kind = if protocol == Protocol::Tcp {
+        "TCPRoute"
+    } else {
+        "HTTPRoute"
+    };
+    let (mut kinds, all_namespaces) =
+        allowed_routes(cx, &base, listener.allowed_routes, protocol, default_kind);
+    if kinds.is_empty() {
+        kinds.push(default_kind);
+    }
+    Some(Listener {
+        name,
+        hostname,
+        port,
+        protocol,
+        kinds,
+        all_namespaces,
+    })
+}
+
+/// A listener's `allowedRoutes`: the route kinds it takes (none written:
+/// empty) and whether it takes routes of every namespace.
+fn allowed_routes(
+    cx: &mut Check,
+    base: &FieldPath,
+    allowed: Option<dto::AllowedRoutes>,
+    protocol: Protocol,
+    default_kind: &str,
+) -> (Vec<&'static str>, bool) {
+    let mut kinds = Vec::new();
+    let mut all_namespaces = false;
+    let Some(allowed) = allowed else {
+        return (kinds, all_namespaces);
+    };
+    if let Some(namespaces) = allowed.namespaces {
+        let path = base.key("allowedRoutes").key("namespaces");
+        match namespaces.from.as_deref() {
+            None | Some("Same") => {}
+            Some("All") => all_namespaces = true,
+            Some("Selector") => cx.error(
+                path.key("from"),
+                "allowedRoutes.namespaces.from: Selector is not supported yet (Namespace \
+                 documents are not read): use Same or All",
+            ),
+            Some(other) => cx.error(
+                path.key("from"),
+                format!("from {other:?} is not known: use Same or All"),
+            ),
+        }
+        if namespaces.selector.is_some() {
+            cx.error(
+                path.key("selector"),
+                "allowedRoutes.namespaces.selector is not supported yet: use from: Same \
+                 or All",
+            );
+        }
+    }
+    for (k, kind) in allowed.kinds.unwrap_or_default().into_iter().enumerate() {
+        let path = base.key("allowedRoutes").key("kinds").index(k);
+        let group = kind.group.unwrap_or_else(|| GROUP.to_owned());
+        let name = kind.kind.unwrap_or_default();
+        match (group.as_str(), name.as_str()) {
+            (GROUP, "TCPRoute") if protocol == Protocol::Tcp => kinds.push("TCPRoute"),
+            (GROUP, "HTTPRoute") if protocol == Protocol::Http => kinds.push("HTTPRoute"),
+            (GROUP, "TCPRoute" | "HTTPRoute") => cx.error(
+                path.key("kind"),
+                format!(
+                    "a {} listener does not take {name}: allow {default_kind}",
+                    protocol.name()
+                ),
+            ),
+            _ => cx.error(
+                path.key("kind"),
+                format!(
+                    "route kind {group}/{name} is not supported: allow {GROUP} \
+                     {default_kind}"
+                ),
+            ),
+        }
+    }
+    (kinds, all_namespaces)
+}
+
+/// A route's `parentRefs`.
+fn parent_refs(
+    cx: &mut Check,
+    written: Option<Vec<dto::ParentRef>>,
+    namespace: &str,
+    mesh: bool,
+) -> Vec<ParentRef> {
+    let written = written.unwrap_or_default();
+    if written.is_empty() {
+        cx.error(
+            fp!("spec.parentRefs"),
+            "parentRefs is required: the Gateway (and listener, by sectionName) or the Service \
+             the route attaches to",
+        );
+    }
+    let mut parents: Vec<ParentRef> = Vec::new();
+    for (i, parent) in written.into_iter().enumerate() {
+        let base = fp!("spec.parentRefs[{i}]");
+        let group = parent.group.unwrap_or_else(|| GROUP.to_owned());
+        let kind_name = parent.kind.unwrap_or_else(|| "Gateway".to_owned());
+        let kind = match (group.as_str(), kind_name.as_str()) {
+            (GROUP, "Gateway") => ParentKind::Gateway,
+            ("" | "core", "Service") if mesh => ParentKind::Service,
+            ("" | "core", "Service") => {
+                cx.error(
+                    base.key("kind"),
+                    "a TCPRoute bound to a Service (GAMMA) is not supported yet: bind it to a \
+                     Gateway listener",
+                );
+                continue;
+            }
+            _ => {
+                cx.error(
+                    base.key("kind"),
+                    format!(
+                        "parentRef {group}/{kind_name} is not supported: use a Gateway \
+                         (group {GROUP}) or a Service (group \"\")"
+                    ),
+                );
+                continue;
+            }
+        };
+        let name = parent.name.unwrap_or_default();
+        if name.is_empty() {
+            cx.error(base.key("name"), "name is required");
+            continue;
+        }
+        let port = match parent.port {
+            Some(port) => match cx.port(base.key("port"), port) {
+                Some(port) => Some(port),
+                None => continue,
+            },
+            None => None,
+        };
+        if kind == ParentKind::Service && parent.section_name.is_some() {
+            cx.error(
+                base.key("sectionName"),
+                "sectionName of a Service parent is not supported yet: name the Service port \
+                 with port",
+            );
+        }
+        let parent = ParentRef {
+            index: i,
+            kind,
+            namespace: parent.namespace.unwrap_or_else(|| namespace.to_owned()),
+            name,
+            section_name: parent.section_name,
+            port,
+        };
+        if parents.iter().any(|p| {
+            p.kind == parent.kind
+                && p.namespace == parent.namespace
+                && p.name == parent.name
+                && p.section_name == parent.section_name
+                && p.port == parent.port
+        }) {
+            cx.error(base, "this parentRef is listed twice: list it once");
+            continue;
+        }
+        parents.push(parent);
+    }
+    parents
+}
+
+/// A rule's `backendRefs`.
+fn backend_refs(
+    cx: &mut Check,
+    base: &FieldPath,
+    written: Option<Vec<dto::BackendRef>>,
+    namespace: &str,
+) -> Vec<BackendRef> {
+    let mut backends = Vec::new();
+    for (j, backend) in written.unwrap_or_default().into_iter().enumerate() {
+        let path = base.key("backendRefs").index(j);
+        let group = backend.group.unwrap_or_default();
+        let kind = backend.kind.unwrap_or_else(|| "Service".to_owned());
+        if !matches!(group.as_str(), "" | "core") || kind != "Service" {
+            cx.error(
+                path.key("kind"),
+                format!(
+                    "backendRef kind {group}/{kind} is not supported: a backend is a Service \
+                     (group \"\", kind Service)"
+                ),
+            );
+            continue;
+        }
+        let name = backend.name.unwrap_or_default();
+        if name.is_empty() {
+            cx.error(path.key("name"), "name is required: the backend Service");
+            continue;
+        }
+        let backend_namespace = backend.namespace.unwrap_or_else(|| namespace.to_owned());
+        if backend_namespace != namespace {
+            cx.error(
+                path.key("namespace"),
+                format!(
+                    "a backend in another namespace ({backend_namespace}) needs a \
+                     ReferenceGrant, which is not supported yet: use a Service of the \
+                     route's namespace ({namespace})"
+                ),
+            );
+            continue;
+        }
+        let Some(port) = backend.port else {
+            cx.error(
+                path.key("port"),
+                "port is required when the backend is a Service: the Service port",
+            );
+            continue;
+        };
+        let Some(port) = cx.port(path.key("port"), port) else {
+            continue;
+        };
+        let weight = backend.weight.unwrap_or(1);
+        if !(0..=MAX_WEIGHT).contains(&weight) {
+            cx.error(
+                path.key("weight"),
+                format!("weight {weight} is out of range: 0..{MAX_WEIGHT}"),
+            );
+            continue;
+        }
+        let headers = filters(cx, &path, backend.filters.unwrap_or_default());
+        backends.push(BackendRef {
+            path,
+            namespace: backend_namespace,
+            name,
+            port,
+            weight: u32::try_from(weight).unwrap_or_default(),
+            headers,
+        });
+    }
+    backends
+}
+
+/// `filters` (of a rule or a backendRef): the header modifiers; the others
+/// are refused as not supported yet.
+fn filters(cx: &mut Check, base: &FieldPath, written: Vec<dto::HttpFilter>) -> Headers {
+    let mut headers = Headers::default();
+    for (f, filter) in written.into_iter().enumerate() {
+        let path = base.key("filters").index(f);
+        let kind = filter.type_.unwrap_or_default();
+        match kind.as_str() {
+            "RequestHeaderModifier" => match filter.request_header_modifier {
+                Some(modifier) => header_modifier(
+                    cx,
+                    &path.key("requestHeaderModifier"),
+                    modifier,
+                    &mut headers.request,
+                ),
+                None => cx.error(
+                    path.key("requestHeaderModifier"),
+                    "requestHeaderModifier is required with type RequestHeaderModifier",
+                ),
+            },
+            "ResponseHeaderModifier" => match filter.response_header_modifier {
+                Some(modifier) => header_modifier(
+                    cx,
+                    &path.key("responseHeaderModifier"),
+                    modifier,
+                    &mut headers.response,
+                ),
+                None => cx.error(
+                    path.key("responseHeaderModifier"),
+                    "responseHeaderModifier is required with type ResponseHeaderModifier",
+                ),
+            },
+            "RequestRedirect" | "URLRewrite" | "RequestMirror" | "ExtensionRef" | "CORS"
+            | "ExternalAuth" => cx.error(
+                path.key("type"),
+                format!(
+                    "filter {kind} is not supported yet: only RequestHeaderModifier and \
+                     ResponseHeaderModifier are; remove it (an Istio VirtualService can \
+                     redirect, rewrite and mirror)"
+                ),
+            ),
+            other => cx.error(
+                path.key("type"),
+                format!(
+                    "filter type {other:?} is not known: use RequestHeaderModifier or \
+                     ResponseHeaderModifier"
+                ),
+            ),
+        }
+    }
+    headers
+}
+
+fn header_modifier(
+    cx: &mut Check,
+    base: &FieldPath,
+    modifier: dto::HeaderModifier,
+    into: &mut HeaderOperations,
+) {
+    for (field, list) in [("set", modifier.set), ("add", modifier.add)] {
+        for (k, header) in list.unwrap_or_default().into_iter().enumerate() {
+            let path = base.key(field).index(k);
+            let name = header.name.unwrap_or_default().to_ascii_lowercase();
+            let value = header.value.unwrap_or_default();
+            if let Err(error) = values::header_operation(&name) {
+                cx.error(path.key("name"), error);
+                continue;
+            }
+            if let Err(error) = values::header_value(&value) {
+                cx.error(path.key("value"), error);
+                continue;
+            }
+            let map = if field == "set" {
+                &mut into.set
+            } else {
+                &mut into.add
+            };
+            if map.insert(name.clone(), value).is_some() {
+                cx.error(
+                    path.key("name"),
+                    format!("header {name} is listed twice in {field}: list it once"),
+                );
+            }
+        }
+    }
+    for (k, name) in modifier.remove.unwrap_or_default().into_iter().enumerate() {
+        let name = name.to_ascii_lowercase();
+        if let Err(error) = values::header_operation(&name) {
+            cx.error(base.key("remove").index(k), error);
+            continue;
+        }
+        into.remove.push(name);
+    }
+}
+
+/// A `TCPRoute`.
+pub(super) fn tcp_route(source: Source, spec: dto::TcpRouteSpec) -> Checked<TcpRoute> {
+    let mut cx = Check::new(&source);
+    let parents = parent_refs(&mut cx, spec.parent_refs, &source.namespace, false);
+    let rules = spec.rules.unwrap_or_default();
+    if rules.is_empty() {
+        cx.error(
+            fp!("spec.rules"),
+            "rules is required: one rule with backendRefs",
+        );
+    }
+    if rules.len() > 1 {
+        cx.error(
+            fp!("spec.rules[1]"),
+            "a TCPRoute with several rules is not supported: a TCP connection has nothing to \
+             choose a rule by; put every backendRef in one rule",
+        );
+    }
+    let mut backends = Vec::new();
+    if let Some(rule) = rules.into_iter().next() {
+        let base = fp!("spec.rules[0]");
+        backends = backend_refs(&mut cx, &base, rule.backend_refs, &source.namespace);
+        if backends.is_empty() && cx.errors.is_empty() {
+            cx.error(
+                base.key("backendRefs"),
+                "backendRefs is required: the Services that take the connections",
+            );
+        } else if !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
+            cx.error(
+                base.key("backendRefs"),
+                "every backendRef has weight 0, so every connection would be refused, which \
+                 is not supported yet: give one a weight, or remove the route",
+            );
+        }
+    }
+    let warnings = cx.finish()?;
+    Ok((
+        TcpRoute {
+            source,
+            parents,
+            backends,
+        },
+        warnings,
+    ))
+}
+
+/// An `HTTPRoute`.
+pub(super) fn http_route(source: Source, spec: dto::HttpRouteSpec) -> Checked<HttpRoute> {
+    let mut cx = Check::new(&source);
+    let parents = parent_refs(&mut cx, spec.parent_refs, &source.namespace, true);
+    let mut hostnames = Vec::new();
+    for (h, hostname) in spec.hostnames.unwrap_or_default().into_iter().enumerate() {
+        let hostname = hostname.to_ascii_lowercase();
+        if hostname == "*" {
+            cx.error(
+                fp!("spec.hostnames[{h}]"),
+                "hostname * is not valid: leave hostnames out to match every host",
+            );
+        } else if let Err(message) = validate_domain(&hostname) {
+            cx.error(fp!("spec.hostnames[{h}]"), message);
+        } else {
+            hostnames.push(hostname);
+        }
+    }
+    let mut rules = Vec::new();
+    let written = spec.rules.unwrap_or_default();
+    for (i, rule) in written.into_iter().enumerate() {
+        let base = fp!("spec.rules[{i}]");
+        for (field, set) in [
+            ("timeouts", rule.timeouts.is_some()),
+            ("retry", rule.retry.is_some()),
+            ("sessionPersistence", rule.session_persistence.is_some()),
+        ] {
+            if set {
+                cx.error(
+                    base.key(field),
+                    format!(
+                        "{field} is not supported yet: remove it (an Istio VirtualService has \
+                         timeout and retries)"
+                    ),
+                );
+            }
+        }
+        let mut matches = Vec::new();
+        for (k, m) in rule.matches.unwrap_or_default().into_iter().enumerate() {
+            if let Some(m) = route_match(&mut cx, &base.key("matches").index(k), m) {
+                matches.push(m);
+            }
+        }
+        let headers = filters(&mut cx, &base, rule.filters.unwrap_or_default());
+        let backends = backend_refs(&mut cx, &base, rule.backend_refs, &source.namespace);
+        rules.push(HttpRouteRule {
+            matches,
+            backends,
+            headers,
+        });
+    }
+    if rules.is_empty() {
+        // The spec's default: one rule, every request, no backend (500).
+        rules.push(HttpRouteRule {
+            matches: Vec::new(),
+            backends: Vec::new(),
+            headers: Headers::default(),
+        });
+    }
+    let warnings = cx.finish()?;
+    Ok((
+        HttpRoute {
+            source,
+            parents,
+            hostnames,
+            rules,
+        },
+        warnings,
+    ))
+}
+
+/// One `matches[]` entry.
+fn route_match(cx: &mut Check, base: &FieldPath, m: dto::HttpRouteMatch) -> Option<RouteMatch> {
+    let errors = cx.errors.len();
+    let mut common = HttpMatch::default();
+    let mut headers = BTreeMap::new();
+    for (h, header) in m.headers.unwrap_or_default().into_iter().enumerate() {
+        let path = base.key("headers").index(h);
+        if let Some((name, value)) = value_match(cx, &path, header, "header") {
+            let name = name.to_ascii_lowercase();
+            if let Err(error) = values::header_match_name(&name) {
+                cx.error(path.key("name"), error);
+            } else if headers.insert(name.clone(), value).is_some() {
+                cx.error(
+                    path.key("name"),
+                    format!("header {name} is matched twice: match it once"),
+                );
+            }
+        }
+    }
+    let mut query_params = BTreeMap::new();
+    for (q, param) in m.query_params.unwrap_or_default().into_iter().enumerate() {
+        let path = base.key("queryParams").index(q);
+        if let Some((name, value)) = value_match(cx, &path, param, "query parameter")
+            && query_params.insert(name.clone(), value).is_some()
+        {
+            cx.error(
+                path.key("name"),
+                format!("query parameter {name} is matched twice: match it once"),
+            );
+        }
+    }
+    common.headers = headers;
+    common.query_params = query_params;
+    if let Some(method) = m.method {
+        const METHODS: [&str; 9] = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ];
+        if METHODS.contains(&method.as_str()) {
+            common.method = Some(StringMatch::Exact(method));
+        } else {
+            cx.error(
+                base.key("method"),
+                format!("method {method:?} is not one of {}", METHODS.join(", ")),
+            );
+        }
+    }
+    let (kind, value, uris) = path_match(cx, base, m.path);
+    if cx.errors.len() > errors {
+        return None;
+    }
+    let rank = match kind.as_str() {
+        "Exact" => 3,
+        "RegularExpression" => 2,
+        _ => 1,
+    };
+    let precedence = Precedence {
+        path_rank: std::cmp::Reverse(rank),
+        path_length: std::cmp::Reverse(value.len()),
+        method: std::cmp::Reverse(common.method.is_some()),
+        headers: std::cmp::Reverse(common.headers.len()),
+        query_params: std::cmp::Reverse(common.query_params.len()),
+    };
+    let matches = uris
+        .into_iter()
+        .map(|uri| HttpMatch {
+            uri,
+            ..common.clone()
+        })
+        .collect();
+    Some(RouteMatch {
+        matches,
+        precedence,
+    })
+}
+
+/// A match's `path`: its type and value (absent: `PathPrefix /`), and the
+/// `uri` matches it stands for (errors recorded).
+fn path_match(
+    cx: &mut Check,
+    base: &FieldPath,
+    path: Option<dto::PathMatch>,
+) -> (String, String, Vec<Option<StringMatch>>) {
+    let (kind, value) = match path {
+        Some(path) => (
+            path.type_.unwrap_or_else(|| "PathPrefix".to_owned()),
+            path.value.unwrap_or_else(|| "/".to_owned()),
+        ),
+        None => ("PathPrefix".to_owned(), "/".to_owned()),
+    };
+    let path = base.key("path");
+    let uris: Vec<Option<StringMatch>> = match kind.as_str() {
+        "Exact" | "PathPrefix" if !value.starts_with('/') => {
+            cx.error(
+                path.key("value"),
+                format!("path {value:?} must start with /"),
+            );
+            Vec::new()
+        }
+        "Exact" => vec![Some(StringMatch::Exact(value.clone()))],
+        "PathPrefix" => {
+            // Whole path segments: `/a` matches `/a`, `/a/` and `/a/b`, not
+            // `/ab`; a trailing `/` is ignored.
+            let trimmed = value.trim_end_matches('/');
+            if trimmed.is_empty() {
+                vec![None]
+            } else {
+                vec![
+                    Some(StringMatch::Exact(trimmed.to_owned())),
+                    Some(StringMatch::Prefix(format!("{trimmed}/"))),
+                ]
+            }
+        }
+        "RegularExpression" => {
+            if let Err(error) = values::regex(&value, "path") {
+                cx.error(path.key("value"), error);
+            }
+            vec![Some(StringMatch::Regex(value.clone()))]
+        }
+        other => {
+            cx.error(
+                path.key("type"),
+                format!(
+                    "path type {other:?} is not known: use Exact, PathPrefix or RegularExpression"
+                ),
+            );
+            Vec::new()
+        }
+    };
+    (kind, value, uris)
+}
+
+/// The precedence of a rule without `matches`: `PathPrefix /`, nothing
+/// else.
+pub(super) fn default_precedence() -> Precedence {
+    Precedence {
+        path_rank: std::cmp::Reverse(1),
+        path_length: std::cmp::Reverse(1),
+        method: std::cmp::Reverse(false),
+        headers: std::cmp::Reverse(0),
+        query_params: std::cmp::Reverse(0),
+    }
+}
+
+/// A header or query parameter match: its name and how its value matches.
+fn value_match(
+    cx: &mut Check,
+    path: &FieldPath,
+    m: dto::ValueMatch,
+    what: &str,
+) -> Option<(String, StringMatch)> {
+    let name = m.name.unwrap_or_default();
+    if name.is_empty() {
+        cx.error(path.key("name"), format!("the {what} name is required"));
+        return None;
+    }
+    let Some(value) = m.value else {
+        cx.error(path.key("value"), "value is required");
+        return None;
+    };
+    match m.type_.as_deref() {
+        None | Some("Exact") => Some((name, StringMatch::Exact(value))),
+        Some("RegularExpression") => match values::regex(&value, what) {
+            Ok(()) => Some((name, StringMatch::Regex(value))),
+            Err(error) => {
+                cx.error(path.key("value"), error);
+                None
+            }
+        },
+        Some(other) => {
+            cx.error(
+                path.key("type"),
+                format!("match type {other:?} is not known: use Exact or RegularExpression"),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The Kubernetes Gateway API and core `v1` `Service` -> the Istio
+//! resources `resolve` already turns into the [`RoutingModel`], as Istio's
+//! own Gateway API controller does (it writes `VirtualService`s and
+//! `Gateway`s). So a `TCPRoute` through a Gateway listener takes the same
+//! kernel path (`sk_lookup`) as a `VirtualService` `tcp` rule bound to an
+//! Istio Gateway, an `HTTPRoute` bound to a Service the same L7 proxy
+//! listener as a mesh `VirtualService` `http` rule, with the same smooth
+//! splits and the same metrics.
+//!
+//! Two steps, as for the Istio kinds:
+//!
+//! 1. [`parse_document`] (`check`): one document through strict serde
+//!    (`dto`) into a [`GatewayApiResource`], checked on its own; errors in
+//!    the crate's format (file, document, resource, field path, line).
+//! 2. [`translate`] (`translate`), at the start of `resolve`: the checks
+//!    across resources (parents, listeners, backends, class names) and the
+//!    Istio resources they stand for: a `ServiceEntry` per `Service` (its
+//!    `clusterIP`s are the service addresses, its `selector` picks the
+//!    `WorkloadEntries` of its namespace), with a default mesh route to its
+//!    own endpoints (as kube-proxy balances a Service); an Istio `Gateway`
+//!    per `Gateway`; a `VirtualService` per route and kind of parent. Each
+//!    keeps the `Source` of the document it came from, so `resolve`'s
+//!    errors (one route per address and port) name it, and route keys read
+//!    `<ns>/<route>/rules[0]/...` ([`Origin`]).
+//!
+//! docs/gateway-api.md says what is read, how it maps, and what is refused
+//! as not supported yet.
+
+mod check;
+mod dto;
+mod place;
+#[cfg(test)]
+mod tests;
+mod translate;
+
+use std::{net::IpAddr, path::Path, sync::Arc};
+
+use serde_yaml_ng::Value;
+
+pub(crate) use self::{place::place, translate::translate};
+use crate::{
+    check::Checked,
+    common::{Labels, Protocol},
+    error::{FieldPath, ResourceId, fp},
+    http::{Headers, HttpMatch},
+    lines::LineIndex,
+    resource::document::{Place, typed},
+    source::Source,
+};
+
+/// The `gatewayClassName` this agent serves. A constant for now; a flag of
+/// `run` and `validate` to change it is still to come (issue 22).
+pub const SERVED_GATEWAY_CLASS: &str = "istio";
+
+/// `Source::kind` of a Gateway API `Gateway`: qualified, as kubectl names
+/// it, since Istio's `Gateway` is `Gateway`.
+pub const GATEWAY_KIND: &str = "Gateway.gateway.networking.k8s.io";
+
+const GROUP: &str = "gateway.networking.k8s.io";
+
+/// The kinds read here, with the `apiVersion`s each is read at (newest
+/// first).
+pub const KINDS: [(&str, &[&str]); 5] = [
+    ("Service", &["v1"]),
+    (
+        "GatewayClass",
+        &[
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1beta1",
+        ],
+    ),
+    (
+        "Gateway",
+        &[
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1beta1",
+        ],
+    ),
+    (
+        "HTTPRoute",
+        &[
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1beta1",
+        ],
+    ),
+    ("TCPRoute", &["gateway.networking.k8s.io/v1alpha2"]),
+];
+
+/// One checked document of a kind read here.
+#[derive(Clone, Debug)]
+pub enum GatewayApiResource {
+    Service(Service),
+    GatewayClass(GatewayClass),
+    Gateway(Gateway),
+    TcpRoute(TcpRoute),
+    HttpRoute(HttpRoute),
+}
+
+impl GatewayApiResource {
+    pub fn source(&self) -> &Source {
+        match self {
+            Self::Service(r) => &r.source,
+            Self::GatewayClass(r) => &r.source,
+            Self::Gateway(r) => &r.source,
+            Self::TcpRoute(r) => &r.source,
+            Self::HttpRoute(r) => &r.source,
+        }
+    }
+}
+
+/// A core `v1` `Service`.
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub source: Source,
+    /// `clusterIP` and `clusterIPs`, once each: the service addresses the
+    /// connect-time hook rewrites. Empty: reached only as a backend.
+    pub addresses: Vec<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    /// The `WorkloadEntries` of its namespace whose labels include these
+    /// are its endpoints.
+    pub selector: Labels,
+}
+
+impl Service {
+    /// `<name>.<namespace>.svc.cluster.local`.
+    pub fn host(&self) -> String {
+        format!(
+            "{}.{}.svc.cluster.local",
+            self.source.name, self.source.namespace
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Required when the Service has several ports (as Kubernetes says).
+    pub name: String,
+    pub port: u16,
+    pub target_port: TargetPort,
+    /// `TCP`, or from `appProtocol`: `HTTP` (`http`), `HTTP2`
+    /// (`kubernetes.io/h2c`); the L7 path for both.
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetPort {
+    Number(u16),
+    /// A port name of the endpoints: a `WorkloadEntry` `ports` key.
+    Name(String),
+}
+
+/// A `GatewayClass`: accepted; its name is what a Gateway's
+/// `gatewayClassName` refers to.
+#[derive(Clone, Debug)]
+pub struct GatewayClass {
+    pub source: Source,
+    pub controller_name: String,
+}
+
+/// A Gateway API `Gateway`.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    pub source: Source,
+    pub class_name: String,
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    /// Absent: every host name.
+    pub hostname: Option<String>,
+    pub port: u16,
+    /// `TCP` or `HTTP`.
+    pub protocol: Protocol,
+    /// `allowedRoutes.kinds`, or the listener protocol's default
+    /// (`TCPRoute` for TCP, `HTTPRoute` for HTTP).
+    pub kinds: Vec<&'static str>,
+    /// `allowedRoutes.namespaces.from: All`; else `Same`.
+    pub all_namespaces: bool,
+}
+
+/// A `parentRefs[]` entry, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentRef {
+    /// Its index in `spec.parentRefs`.
+    pub index: usize,
+    pub kind: ParentKind,
+    pub namespace: String,
+    pub name: String,
+    pub section_name: Option<String>,
+    pub port: Option<u16>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParentKind {
+    Gateway,
+    /// GAMMA: the route applies to clients of the Service (the mesh).
+    Service,
+}
+
+/// A `backendRefs[]` entry: a `Service` and one of its ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendRef {
+    /// `spec.rules[0].backendRefs[1]`.
+    pub path: FieldPath,
+    pub namespace: String,
+    pub name: String,
+    pub port: u16,
+    /// Default 1; 0 is allowed (no traffic).
+    pub weight: u32,
+    /// Its `RequestHeaderModifier` and `ResponseHeaderModifier` filters.
+    pub headers: Headers,
+}
+
+/// A `TCPRoute` (one rule: a TCP connection has nothing to match on).
+#[derive(Clone, Debug)]
+pub struct TcpRoute {
+    pub source: Source,
+    pub parents: Vec<ParentRef>,
+    pub backends: Vec<BackendRef>,
+}
+
+/// An `HTTPRoute`.
+#[derive(Clone, Debug)]
+pub struct HttpRoute {
+    pub source: Source,
+    pub parents: Vec<ParentRef>,
+    /// Lowercase, as written.
+    pub hostnames: Vec<String>,
+    pub rules: Vec<HttpRouteRule>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpRouteRule {
+    /// Each a [`RouteMatch`]; empty: every request.
+    pub matches: Vec<RouteMatch>,
+    pub backends: Vec<BackendRef>,
+    /// Its `RequestHeaderModifier` and `ResponseHeaderModifier` filters.
+    pub headers: Headers,
+}
+
+/// One `matches[]` entry: the `HttpMatch`es of the model it stands for
+/// (OR'ed: `PathPrefix /a` is `exact /a` or `prefix /a/`, whole path
+/// segments), and its precedence among the rules (the spec's order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteMatch {
+    pub matches: Vec<HttpMatch>,
+    pub precedence: Precedence,
+}
+
+/// The Gateway API's order of matches, most specific first, as Istio sorts
+/// them (`sortHTTPRoutes`): path type (`Exact`, then
+/// `RegularExpression`, then `PathPrefix`; no path is `PathPrefix /`),
+/// longer path value, a `method`, more `headers`, more `queryParams`.
+/// Sorting ascending puts the most specific first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Precedence {
+    path_rank: std::cmp::Reverse<u8>,
+    path_length: std::cmp::Reverse<usize>,
+    method: std::cmp::Reverse<bool>,
+    headers: std::cmp::Reverse<usize>,
+    query_params: std::cmp::Reverse<usize>,
+}
+
+/// How a `VirtualService` translated from a Gateway API kind names its
+/// rules: in route keys (`rules[0]` in `default/reviews/rules[0]`) and in
+/// messages (the field path of the rule as written).
+#[derive(Debug, Default)]
+pub struct Origin {
+    tcp: Vec<(String, FieldPath)>,
+    http: Vec<(String, FieldPath)>,
+    /// Per rule, where each destination is written (a `backendRefs[]`
+    /// entry, or the Service port of a default route).
+    tcp_backends: Vec<Vec<FieldPath>>,
+    http_backends: Vec<Vec<FieldPath>>,
+}
+
+impl Origin {
+    fn list(&self, list: &str) -> &[(String, FieldPath)] {
+        match list {
+            "tcp" => &self.tcp,
+            "http" => &self.http,
+            _ => &[],
+        }
+    }
+
+    pub(crate) fn label(&self, list: &str, i: usize) -> Option<String> {
+        self.list(list).get(i).map(|(label, _)| label.clone())
+    }
+
+    pub(crate) fn path(&self, list: &str, i: usize) -> Option<FieldPath> {
+        self.list(list).get(i).map(|(_, path)| path.clone())
+    }
+
+    /// Where destination `j` of rule `i` of `list` is written.
+    fn backend(&self, list: &str, i: usize, j: usize) -> Option<&FieldPath> {
+        let backends = match list {
+            "tcp" => &self.tcp_backends,
+            "http" => &self.http_backends,
+            _ => return None,
+        };
+        backends.get(i)?.get(j)
+    }
+}
+
+/// The kind a document of `api_version` and `kind` is known by
+/// (`Source::kind`, what `apply` and `delete` key resources by): for the
+/// kinds read here, as [`parse_document`] names them (a Gateway API
+/// `Gateway` is [`GATEWAY_KIND`]); for the others, one of
+/// [`crate::KINDS`] whatever the `apiVersion`, as before.
+pub fn kind_of(api_version: &str, kind: &str) -> Option<&'static str> {
+    if ours(api_version) {
+        return KINDS
+            .iter()
+            .find(|(known, versions)| *known == kind && versions.contains(&api_version))
+            .map(|(known, _)| {
+                if *known == "Gateway" {
+                    GATEWAY_KIND
+                } else {
+                    *known
+                }
+            });
+    }
+    crate::KINDS.into_iter().find(|known| *known == kind)
+}
+
+/// Whether a document's `apiVersion` is one read here (core `v1`, or the
+/// Gateway API group).
+fn ours(api_version: &str) -> bool {
+    api_version == "v1" || api_version.starts_with(&format!("{GROUP}/"))
+}
+
+/// One document of a kind read here, checked; `None` when its `apiVersion`
+/// is not core `v1` nor the Gateway API's (the Istio kinds').
+pub(crate) fn parse_document(
+    file: &Path,
+    document: usize,
+    value: &Value,
+    lines: &Arc<LineIndex>,
+) -> Option<Checked<GatewayApiResource>> {
+    let api_version = value.get("apiVersion").and_then(Value::as_str)?;
+    if !ours(api_version) {
+        return None;
+    }
+    let mut value = value.clone();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let known = KINDS.iter().find(|(known, _)| *known == kind);
+    let source_kind = match known {
+        Some(("Gateway", _)) => Some(GATEWAY_KIND),
+        Some((known, _)) => Some(*known),
+        None => None,
+    };
+    let resource = source_kind.and_then(|kind| {
+        let metadata = value.get("metadata")?;
+        Some(ResourceId {
+            kind,
+            namespace: metadata
+                .get("namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_owned(),
+            name: metadata.get("name").and_then(Value::as_str)?.to_owned(),
+        })
+    });
+    let place = Place::new(file, document, resource, lines);
+    let (Some((_, versions)), Some(kind)) = (known, source_kind) else {
+        let served: Vec<&str> = KINDS
+            .iter()
+            .filter(|(_, versions)| versions.contains(&api_version))
+            .map(|(kind, _)| *kind)
+            .collect();
+        return Some(Err(vec![place.error(
+            fp!("kind"),
+            format!(
+                "unsupported kind {kind:?} at apiVersion {api_version}: expected one of {}",
+                if served.is_empty() {
+                    "the Istio kinds (networking.istio.io), Service (v1), GatewayClass, \
+                     Gateway, HTTPRoute (gateway.networking.k8s.io/v1) or TCPRoute \
+                     (gateway.networking.k8s.io/v1alpha2)"
+                        .to_owned()
+                } else {
+                    served.join(", ")
+                }
+            ),
+        )]));
+    };
+    if !versions.contains(&api_version) {
+        return Some(Err(vec![place.error(
+            fp!("apiVersion"),
+            format!(
+                "{} is not read at apiVersion {api_version}: use {}",
+                known.map_or(kind, |(k, _)| *k),
+                versions.join(" or ")
+            ),
+        )]));
+    }
+    if let Err(error) = value.apply_merge() {
+        return Some(Err(vec![
+            place.error(FieldPath::root(), format!("invalid YAML merge: {error}")),
+        ]));
+    }
+    Some(match known.map_or("", |(k, _)| *k) {
+        "Service" => typed(&place, kind, value, lines)
+            .and_then(|(source, spec)| check::service(source, spec))
+            .map(|(r, w)| (GatewayApiResource::Service(r), w)),
+        "GatewayClass" => typed(&place, kind, value, lines)
+            .and_then(|(source, spec)| check::gateway_class(source, spec))
+            .map(|(r, w)| (GatewayApiResource::GatewayClass(r), w)),
+        "Gateway" => typed(&place, kind, value, lines)
+            .and_then(|(source, spec)| check::gateway(source, spec))
+            .map(|(r, w)| (GatewayApiResource::Gateway(r), w)),
+        "TCPRoute" => typed(&place, kind, value, lines)
+            .and_then(|(source, spec)| check::tcp_route(source, spec))
+            .map(|(r, w)| (GatewayApiResource::TcpRoute(r), w)),
+        _ => typed(&place, kind, value, lines)
+            .and_then(|(source, spec)| check::http_route(source, spec))
+            .map(|(r, w)| (GatewayApiResource::HttpRoute(r), w)),
+    })
+}

@@ -1,0 +1,1179 @@
+//! The Gateway API kinds: the seeds' shifts translated into the model (the
+//! same kernel paths as their Istio form), each error with its message,
+//! the spec's precedence, and every shipped rules directory resolving.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    RulesFile, load_dir,
+    model::{HttpListener, HttpRoute, RoutingModel, TcpRoute},
+    parse_file, parse_file_all, resolve, resolve_all,
+};
+
+fn repo_rules() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rules")
+}
+
+/// A shipped rules directory, with `replace` (an `examples/` file) in
+/// place of the file that defines the same resource, or added to them
+/// when none does (`rollout.yaml`).
+fn shipped(dir: &str, replace: Option<&str>) -> Vec<RulesFile> {
+    let dir = repo_rules().join(dir);
+    let (mut files, errors) = load_dir(&dir);
+    assert!(errors.is_empty(), "{}: {errors:?}", dir.display());
+    if let Some(example) = replace {
+        let path = dir.join(example);
+        let text = std::fs::read_to_string(&path).expect("read the example");
+        let example = parse_file(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+        let id = example.resources[0].source().id();
+        let before = files.len();
+        files.retain(|f| !f.resources.iter().any(|r| r.source().id() == id));
+        assert!(
+            files.len() + 1 >= before,
+            "{} replaces one file at most",
+            path.display()
+        );
+        files.push(example);
+    }
+    files
+}
+
+fn model(dir: &str, replace: Option<&str>) -> RoutingModel {
+    resolve(&shipped(dir, replace)).unwrap_or_else(|e| panic!("{dir} {replace:?}: {e}"))
+}
+
+fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+    list.iter().map(|a| a.parse().expect("address")).collect()
+}
+
+fn route<'m>(model: &'m RoutingModel, key: &str) -> &'m TcpRoute {
+    model
+        .routes
+        .iter()
+        .find(|r| r.key == key)
+        .unwrap_or_else(|| {
+            let keys: Vec<&str> = model.routes.iter().map(|r| r.key.as_str()).collect();
+            panic!("no route {key}: {keys:?}")
+        })
+}
+
+/// `(host, weight, endpoints)` of each destination.
+fn split(destinations: &[crate::model::Destination]) -> Vec<(String, u32, Vec<SocketAddr>)> {
+    destinations
+        .iter()
+        .map(|d| {
+            (
+                d.host.clone(),
+                d.weight,
+                d.endpoints.iter().map(|e| e.addr).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tcp_echo_through_the_gateway_is_the_istio_forms_kernel_route() {
+    let model = model(
+        "tcp-echo-gateway-api",
+        Some("examples/tcp-route-20-v2.yaml"),
+    );
+    let keys: Vec<&str> = model.routes.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "default/tcp-echo/ports[0]/port 9000",
+            "default/tcp-echo/rules[0]/gateway default/tcp-echo-gateway port 31400",
+        ],
+        "one gateway route per listener, the Service's own mesh route"
+    );
+    let gateway = route(
+        &model,
+        "default/tcp-echo/rules[0]/gateway default/tcp-echo-gateway port 31400",
+    );
+    assert_eq!(gateway.gateway.as_deref(), Some("default/tcp-echo-gateway"));
+    assert_eq!(gateway.listeners, addrs(&["0.0.0.0:31400", "[::]:31400"]));
+    let v1 = addrs(&["127.0.0.1:19001", "[::1]:19001"]);
+    let v2 = addrs(&["127.0.0.1:19002", "[::1]:19002"]);
+    assert_eq!(
+        split(&gateway.destinations),
+        [
+            (
+                "tcp-echo-v1.default.svc.cluster.local".into(),
+                80,
+                v1.clone()
+            ),
+            (
+                "tcp-echo-v2.default.svc.cluster.local".into(),
+                20,
+                v2.clone()
+            ),
+        ]
+    );
+    assert_eq!(
+        model.gateways,
+        [crate::model::GatewaySelector {
+            gateway: "default/tcp-echo-gateway".into(),
+            selector: crate::Labels::new(),
+        }],
+        "a Gateway API Gateway is served on every node"
+    );
+
+    // The Istio form of the same step: the same listeners, endpoints and
+    // weights, so the same kernel tables.
+    let istio = model_istio_tcp_echo();
+    let istio_gateway = istio
+        .routes
+        .iter()
+        .find(|r| r.gateway.is_some())
+        .expect("the Istio form's gateway route");
+    assert_eq!(gateway.listeners, istio_gateway.listeners);
+    let weights_and_endpoints = |r: &TcpRoute| -> Vec<(u32, Vec<SocketAddr>)> {
+        r.destinations
+            .iter()
+            .map(|d| (d.weight, d.endpoints.iter().map(|e| e.addr).collect()))
+            .collect()
+    };
+    assert_eq!(
+        weights_and_endpoints(gateway),
+        weights_and_endpoints(istio_gateway)
+    );
+    assert_eq!(gateway.selection, istio_gateway.selection);
+
+    // Clients on the node: the Service's clusterIPs, every endpoint.
+    let mesh = route(&model, "default/tcp-echo/ports[0]/port 9000");
+    assert_eq!(mesh.gateway, None);
+    assert_eq!(
+        mesh.listeners,
+        addrs(&["127.100.0.1:9000", "[fd00:7473::1]:9000"])
+    );
+    assert_eq!(mesh.service_host, "tcp-echo.default.svc.cluster.local");
+    let mut all: Vec<SocketAddr> = mesh.destinations[0]
+        .endpoints
+        .iter()
+        .map(|e| e.addr)
+        .collect();
+    all.sort();
+    let mut want = [v1, v2].concat();
+    want.sort();
+    assert_eq!(all, want);
+}
+
+fn model_istio_tcp_echo() -> RoutingModel {
+    let dir = repo_rules().join("tcp-echo");
+    let files: Vec<RulesFile> = [
+        "service-entry.yaml",
+        "destination-rule.yaml",
+        "gateway.yaml",
+        "examples/vs-20-v2.yaml",
+    ]
+    .iter()
+    .map(|f| {
+        let path = dir.join(f);
+        parse_file(&path, &std::fs::read_to_string(&path).expect("read")).expect("parses")
+    })
+    .collect();
+    resolve(&files).expect("the Istio form resolves")
+}
+
+fn listener<'m>(model: &'m RoutingModel, key: &str) -> &'m HttpListener {
+    model.http.iter().find(|l| l.key == key).unwrap_or_else(|| {
+        let keys: Vec<&str> = model.http.iter().map(|l| l.key.as_str()).collect();
+        panic!("no listener {key}: {keys:?}")
+    })
+}
+
+fn http_split(route: &HttpRoute) -> Vec<(String, u32, Vec<SocketAddr>)> {
+    let destinations: Vec<_> = route
+        .destinations
+        .iter()
+        .map(|d| d.destination.clone())
+        .collect();
+    split(&destinations)
+}
+
+#[test]
+fn bookinfo_reviews_bound_to_its_service_is_a_mesh_listener_of_the_proxy() {
+    let model = model(
+        "bookinfo-gateway-api",
+        Some("examples/route-reviews-50-v3.yaml"),
+    );
+    let mesh = listener(&model, "mesh reviews.default.svc.cluster.local:9080");
+    assert_eq!(mesh.gateway, None);
+    assert_eq!(mesh.port, 9080);
+    assert_eq!(
+        mesh.listeners,
+        addrs(&["127.101.0.1:9080", "[fd00:7473::2]:9080"])
+    );
+    assert_eq!(mesh.virtual_hosts.len(), 1);
+    let routes = &mesh.virtual_hosts[0].routes;
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(routes[0].key, "default/reviews/rules[0]");
+    assert_eq!(
+        http_split(&routes[0]),
+        [
+            (
+                "reviews-v1.default.svc.cluster.local".into(),
+                50,
+                addrs(&["127.0.0.1:19081"])
+            ),
+            (
+                "reviews-v3.default.svc.cluster.local".into(),
+                50,
+                addrs(&["127.0.0.1:19083"])
+            ),
+        ]
+    );
+    assert!(
+        routes[0].matches.iter().all(|m| m.port == Some(9080)),
+        "bound to port 9080: {:?}",
+        routes[0].matches
+    );
+
+    // The gateway: /reviews as whole path segments, to every version.
+    let gateway = listener(&model, "gateway default/bookinfo-gateway port 8080");
+    assert_eq!(gateway.listeners, addrs(&["0.0.0.0:8080", "[::]:8080"]));
+    let route = &gateway.virtual_hosts[0].routes[0];
+    assert_eq!(route.key, "default/bookinfo/rules[0]");
+    let uris: Vec<_> = route.matches.iter().map(|m| m.uri.clone()).collect();
+    assert_eq!(
+        uris,
+        [
+            Some(crate::StringMatch::Exact("/reviews".into())),
+            Some(crate::StringMatch::Prefix("/reviews/".into())),
+        ]
+    );
+    assert_eq!(http_split(route)[0].2.len(), 3, "reviews: every version");
+
+    // All to v3, and jason to v2 (a header match before the catch-all).
+    let model = self::model(
+        "bookinfo-gateway-api",
+        Some("examples/route-reviews-v3.yaml"),
+    );
+    let routes =
+        &listener(&model, "mesh reviews.default.svc.cluster.local:9080").virtual_hosts[0].routes;
+    assert_eq!(http_split(&routes[0])[0].1, 1);
+    assert_eq!(
+        http_split(&routes[0])[0].0,
+        "reviews-v3.default.svc.cluster.local"
+    );
+    let model = self::model(
+        "bookinfo-gateway-api",
+        Some("examples/route-reviews-jason-v2.yaml"),
+    );
+    let routes =
+        &listener(&model, "mesh reviews.default.svc.cluster.local:9080").virtual_hosts[0].routes;
+    let keys: Vec<&str> = routes.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["default/reviews/rules[0]", "default/reviews/rules[1]"]
+    );
+    assert_eq!(
+        routes[0].matches[0].headers.get("end-user"),
+        Some(&crate::StringMatch::Exact("jason".into()))
+    );
+}
+
+/// Every directory of `rules/` resolves as shipped, and with each of its
+/// `examples/` in place of the file it replaces.
+#[test]
+fn every_rules_directory_resolves_with_each_example() {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(repo_rules())
+        .expect("rules/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 4, "{dirs:?}");
+    for dir in dirs {
+        let name = dir.file_name().and_then(|n| n.to_str()).expect("name");
+        model(name, None);
+        let Ok(examples) = std::fs::read_dir(dir.join("examples")) else {
+            continue;
+        };
+        for example in examples {
+            let path = example.expect("entry").path();
+            let file = path.file_name().and_then(|n| n.to_str()).expect("name");
+            model(name, Some(&format!("examples/{file}")));
+        }
+    }
+}
+
+const FILE: &str = "rules/r.yaml";
+
+/// The errors of one file (parse, then resolve).
+fn errors_of(text: &str) -> Vec<String> {
+    let file = match parse_file_all(Path::new(FILE), text) {
+        Ok(file) => file,
+        Err(errors) => return errors.iter().map(ToString::to_string).collect(),
+    };
+    match resolve_all(&[file]).0 {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Each file of a shipped directory, as `(path, text)`.
+fn texts(dir: &str, files: &[&str]) -> Vec<(PathBuf, String)> {
+    files
+        .iter()
+        .map(|f| {
+            let path = repo_rules().join(dir).join(f);
+            let text = std::fs::read_to_string(&path).expect("read");
+            (PathBuf::from(format!("rules/{dir}/{f}")), text)
+        })
+        .collect()
+}
+
+fn resolve_errors(texts: &[(PathBuf, String)]) -> Vec<String> {
+    let files: Vec<RulesFile> = texts
+        .iter()
+        .map(|(path, text)| parse_file(path, text).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    match resolve_all(&files).0 {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn the_istio_and_gateway_api_forms_of_one_service_are_refused_naming_the_istio_one() {
+    let istio = texts(
+        "tcp-echo",
+        &[
+            "service-entry.yaml",
+            "destination-rule.yaml",
+            "gateway.yaml",
+            "virtual-service.yaml",
+        ],
+    );
+    let mut gateway_api = texts(
+        "tcp-echo-gateway-api",
+        &[
+            "gateway.yaml",
+            "services.yaml",
+            "workload-entries.yaml",
+            "tcp-route.yaml",
+        ],
+    );
+    for (_, text) in &mut gateway_api {
+        *text = text.replace("name: tcp-echo-gateway\n", "name: tcp-echo-k8s-gateway\n");
+    }
+    // Whatever the order of the files, the Gateway API one is refused.
+    for texts in [
+        [istio.clone(), gateway_api.clone()].concat(),
+        [gateway_api.clone(), istio.clone()].concat(),
+    ] {
+        assert_eq!(
+            resolve_errors(&texts),
+            [
+                "rules/tcp-echo-gateway-api/tcp-route.yaml: document 1 (TCPRoute \
+                 default/tcp-echo): spec.rules[0]: gateway default/tcp-echo-k8s-gateway listener \
+                 0.0.0.0:31400 is already routed by VirtualService default/tcp-echo \
+                 (rules/tcp-echo/virtual-service.yaml document 1) tcp[0] (gateway \
+                 default/tcp-echo-gateway): an address and port where gateways accept takes one \
+                 TCP route; merge the two rules, remove one, or bind the servers to different \
+                 addresses (line 12)",
+                "rules/tcp-echo-gateway-api/services.yaml: document 1 (Service default/tcp-echo): \
+                 spec.ports[0]: service address 127.100.0.1:9000 is already routed by \
+                 VirtualService default/tcp-echo (rules/tcp-echo/virtual-service.yaml document 1) \
+                 tcp[0]: a service address and port takes one TCP route; merge the two rules or \
+                 remove one (line 14)",
+            ]
+        );
+    }
+
+    // The same Gateway name in both kinds.
+    let same_name = texts("tcp-echo-gateway-api", &["gateway.yaml"]);
+    assert_eq!(
+        resolve_errors(&[istio.clone(), same_name].concat()),
+        ["rules/tcp-echo-gateway-api/gateway.yaml: document 1 \
+          (Gateway.gateway.networking.k8s.io default/tcp-echo-gateway): metadata.name: \
+          Gateway.gateway.networking.k8s.io default/tcp-echo-gateway has the name of the Istio \
+          Gateway default/tcp-echo-gateway (rules/tcp-echo/gateway.yaml document 1): routes and \
+          metrics name a gateway by namespace/name, so the two kinds may not share one here; \
+          rename one (line 9)"]
+    );
+
+    // The same host: a Service reviews and Istio's ServiceEntry
+    // reviews.default.svc.cluster.local.
+    let bookinfo = texts("bookinfo", &["service-entry.yaml"]);
+    // The whole Gateway API form: the routes that name the refused Service
+    // are left out, without errors of their own.
+    let services = texts(
+        "bookinfo-gateway-api",
+        &[
+            "services.yaml",
+            "workload-entries.yaml",
+            "gateway.yaml",
+            "http-route.yaml",
+        ],
+    );
+    assert_eq!(
+        resolve_errors(&[services, bookinfo].concat()),
+        [
+            "rules/bookinfo-gateway-api/services.yaml: document 1 (Service default/reviews): \
+          metadata.name: host reviews.default.svc.cluster.local is already defined by \
+          ServiceEntry default/reviews (rules/bookinfo/service-entry.yaml document 1): the \
+          Istio and Gateway API forms of one service cannot both be in force; remove one (line \
+          10)"
+        ]
+    );
+}
+
+/// A valid set to change one thing of: a Gateway with a TCP and an HTTP
+/// listener, backend Services, a TCPRoute and an HTTPRoute.
+const BASE: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: 10.0.0.1
+  ports:
+  - {name: http, port: 80, appProtocol: http}
+  selector: {app: web}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-v1}
+spec:
+  ports:
+  - {name: http, port: 80, appProtocol: http}
+  selector: {app: web, version: v1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  ports:
+  - {name: tcp, port: 5432}
+  selector: {app: db}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: web-v1}
+spec: {address: 127.0.0.1, labels: {app: web, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: db}
+spec: {address: 127.0.0.1, labels: {app: db}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: tcp, port: 5432, protocol: TCP}
+  - {name: http, port: 8080, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db}
+spec:
+  parentRefs:
+  - {name: gw, sectionName: tcp}
+  rules:
+  - backendRefs:
+    - {name: db, port: 5432}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs:
+  - {group: \"\", kind: Service, name: web, port: 80}
+  rules:
+  - backendRefs:
+    - {name: web-v1, port: 80}
+";
+
+/// `BASE` with `from` replaced by `to` (which must be there).
+fn changed(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from:?} is in BASE");
+    BASE.replacen(from, to, 1)
+}
+
+#[test]
+fn the_base_set_resolves() {
+    assert_eq!(errors_of(BASE), Vec::<String>::new());
+}
+
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "a table of cases: the change to the base set and its exact message each"
+)]
+fn each_error_says_what_to_do() {
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        // Envelope.
+        (
+            "kind at the wrong version",
+            changed(
+                "gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute",
+                "gateway.networking.k8s.io/v1\nkind: TCPRoute",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): apiVersion: TCPRoute is not read at apiVersion gateway.networking.k8s.io/v1: use gateway.networking.k8s.io/v1alpha2 (line 45)",
+            ],
+        ),
+        (
+            "unknown kind",
+            changed(
+                "apiVersion: v1\nkind: Service\nmetadata: {name: db}",
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: db}",
+            ),
+            &[
+                "rules/r.yaml: document 3: kind: unsupported kind \"Pod\" at apiVersion v1: expected one of Service (line 19)",
+            ],
+        ),
+        (
+            "a kind not read yet",
+            changed(
+                "gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute",
+                "gateway.networking.k8s.io/v1\nkind: GRPCRoute",
+            ),
+            &[
+                "rules/r.yaml: document 7: kind: unsupported kind \"GRPCRoute\" at apiVersion gateway.networking.k8s.io/v1: expected one of GatewayClass, Gateway, HTTPRoute (line 46)",
+            ],
+        ),
+        (
+            "strict fields",
+            changed("clusterIP: 10.0.0.1", "clusterIp: 10.0.0.1"),
+            &[
+                "rules/r.yaml: document 1 (Service default/web): spec.clusterIp: unknown field `clusterIp`, expected one of `type`, `clusterIP`, `clusterIPs`, `ports`, `selector`, `externalIPs`, `externalName`, `sessionAffinity`, `sessionAffinityConfig`, `ipFamilies`, `ipFamilyPolicy`, `internalTrafficPolicy`, `externalTrafficPolicy`, `publishNotReadyAddresses`, `trafficDistribution`, `allocateLoadBalancerNodePorts`, `loadBalancerClass`, `loadBalancerIP`, `loadBalancerSourceRanges`, `healthCheckNodePort`: fix the spelling or remove the field (line 5)",
+            ],
+        ),
+        // Service.
+        (
+            "service type",
+            changed(
+                "clusterIP: 10.0.0.1",
+                "type: NodePort\n  clusterIP: 10.0.0.1",
+            ),
+            &[
+                "rules/r.yaml: document 1 (Service default/web): spec.type: Service type NodePort is not supported yet: only ClusterIP Services are read (their clusterIP is the service address on this node); use type: ClusterIP (line 5)",
+            ],
+        ),
+        (
+            "headless",
+            changed("clusterIP: 10.0.0.1", "clusterIP: None"),
+            &[
+                "rules/r.yaml: document 1 (Service default/web): spec.clusterIP: headless Services (clusterIP: None) are not supported yet: their endpoints come from EndpointSlices; give the Service a clusterIP (line 5)",
+            ],
+        ),
+        (
+            "bad clusterIP",
+            changed("clusterIP: 10.0.0.1", "clusterIP: ten"),
+            &[
+                "rules/r.yaml: document 1 (Service default/web): spec.clusterIP: clusterIP \"ten\" is not an IP address: write one, as 10.96.0.10 (line 5)",
+            ],
+        ),
+        (
+            "no selector",
+            changed("  selector: {app: db}\n", ""),
+            &[
+                "rules/r.yaml: document 3 (Service default/db): spec.selector: Services without a selector are not supported yet: their endpoints come from EndpointSlices; select the WorkloadEntries of the Service's namespace by label (line 21)",
+            ],
+        ),
+        (
+            "udp",
+            changed(
+                "{name: tcp, port: 5432}",
+                "{name: tcp, port: 5432, protocol: UDP}",
+            ),
+            &[
+                "rules/r.yaml: document 3 (Service default/db): spec.ports[0].protocol: protocol UDP is not supported: the kernel path routes TCP connections; use TCP (line 23)",
+            ],
+        ),
+        (
+            "appProtocol",
+            changed(
+                "{name: tcp, port: 5432}",
+                "{name: tcp, port: 5432, appProtocol: grpc}",
+            ),
+            &[
+                "rules/r.yaml: document 3 (Service default/db): spec.ports[0].appProtocol: appProtocol \"grpc\" is not supported yet: use http or kubernetes.io/h2c (the L7 proxy), or leave it out (TCP, the kernel path) (line 23)",
+            ],
+        ),
+        (
+            "unnamed ports",
+            changed(
+                "  - {name: tcp, port: 5432}",
+                "  - {port: 5432}\n  - {port: 5433}",
+            ),
+            &[
+                "rules/r.yaml: document 3 (Service default/db): spec.ports[0].name: a port name is required when a Service has several ports: name each port (line 23)",
+                "rules/r.yaml: document 3 (Service default/db): spec.ports[1].name: a port name is required when a Service has several ports: name each port (line 24)",
+            ],
+        ),
+        (
+            "targetPort",
+            changed(
+                "{name: tcp, port: 5432}",
+                "{name: tcp, port: 5432, targetPort: 70000}",
+            ),
+            &[
+                "rules/r.yaml: document 3 (Service default/db): spec.ports[0].targetPort: port number 70000 must be in the range 1..65535 (line 23)",
+            ],
+        ),
+        // Gateway.
+        (
+            "class",
+            changed("gatewayClassName: istio", "gatewayClassName: nginx"),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.gatewayClassName: gatewayClassName \"nginx\" is not served here: this agent serves the class istio (a flag to choose it is not there yet); use gatewayClassName: istio (line 40)",
+            ],
+        ),
+        (
+            "https",
+            changed(
+                "{name: http, port: 8080, protocol: HTTP}",
+                "{name: http, port: 8080, protocol: HTTPS}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].protocol: listener protocol HTTPS is not supported yet: use TCP (TCPRoute, the kernel path) or HTTP (HTTPRoute, the L7 proxy) (line 43)",
+            ],
+        ),
+        (
+            "listener tls",
+            changed(
+                "{name: http, port: 8080, protocol: HTTP}",
+                "{name: http, port: 8080, protocol: HTTP, tls: {mode: Terminate}}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].tls: listener tls is not supported yet: the L7 proxy does not terminate TLS and TLS passthrough is not read; remove it (line 43)",
+            ],
+        ),
+        (
+            "addresses",
+            changed(
+                "gatewayClassName: istio",
+                "gatewayClassName: istio\n  addresses: [{value: 10.0.0.9}]",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.addresses: addresses is not supported yet: the Gateway listens on every local address of the node; remove it (line 41)",
+            ],
+        ),
+        (
+            "selector namespaces",
+            changed(
+                "{name: tcp, port: 5432, protocol: TCP}",
+                "{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {namespaces: {from: Selector}}}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.namespaces.from: allowedRoutes.namespaces.from: Selector is not supported yet (Namespace documents are not read): use Same or All (line 42)",
+            ],
+        ),
+        (
+            "kinds",
+            changed(
+                "{name: tcp, port: 5432, protocol: TCP}",
+                "{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.kinds[0].kind: a TCP listener does not take HTTPRoute: allow TCPRoute (line 42)",
+            ],
+        ),
+        (
+            "listener names",
+            changed("{name: http, port: 8080", "{name: tcp, port: 8080"),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].name: listener name tcp is used twice: names are unique in a Gateway (line 43)",
+            ],
+        ),
+        (
+            "one port, two protocols",
+            changed("{name: http, port: 8080", "{name: http, port: 5432"),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].port: port 5432 is also spec.listeners[0]: a port takes one TCP listener, or HTTP listeners only; use another port (line 43)",
+            ],
+        ),
+        // TCPRoute.
+        (
+            "tcp mesh",
+            changed(
+                "  - {name: gw, sectionName: tcp}",
+                "  - {group: \"\", kind: Service, name: db}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.parentRefs[0].kind: a TCPRoute bound to a Service (GAMMA) is not supported yet: bind it to a Gateway listener (line 50)",
+            ],
+        ),
+        (
+            "two tcp rules",
+            changed(
+                "    - {name: db, port: 5432}\n",
+                "    - {name: db, port: 5432}\n  - backendRefs:\n    - {name: db, port: 5432}\n",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[1]: a TCPRoute with several rules is not supported: a TCP connection has nothing to choose a rule by; put every backendRef in one rule (line 54)",
+            ],
+        ),
+        (
+            "zero tcp weights",
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, port: 5432, weight: 0}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs: every backendRef has weight 0, so every connection would be refused, which is not supported yet: give one a weight, or remove the route (line 52)",
+            ],
+        ),
+        (
+            "weight range",
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, port: 5432, weight: 1000001}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].weight: weight 1000001 is out of range: 0..1000000 (line 53)",
+            ],
+        ),
+        (
+            "cross namespace",
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, namespace: other, port: 5432}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].namespace: a backend in another namespace (other) needs a ReferenceGrant, which is not supported yet: use a Service of the route's namespace (default) (line 53)",
+            ],
+        ),
+        (
+            "backend kind",
+            changed(
+                "{name: db, port: 5432}",
+                "{group: networking.istio.io, kind: ServiceEntry, name: db, port: 5432}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].kind: backendRef kind networking.istio.io/ServiceEntry is not supported: a backend is a Service (group \"\", kind Service) (line 53)",
+            ],
+        ),
+        (
+            "backend port missing",
+            changed("{name: db, port: 5432}", "{name: db}"),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].port: port is required when the backend is a Service: the Service port (line 53)",
+            ],
+        ),
+        (
+            "backend not found",
+            changed("{name: db, port: 5432}", "{name: dbx, port: 5432}"),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].name: backend Service default/dbx not found: define it (a Service selecting the WorkloadEntries of its version) or fix the name (line 53)",
+            ],
+        ),
+        (
+            "backend port not found",
+            changed("{name: db, port: 5432}", "{name: db, port: 5433}"),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].port: Service default/db has no port 5433: its ports are 5432 (line 53)",
+            ],
+        ),
+        (
+            "parent not found",
+            changed(
+                "{name: gw, sectionName: tcp}",
+                "{name: gwx, sectionName: tcp}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.parentRefs[0].name: parent Gateway default/gwx not found: define it (apiVersion gateway.networking.k8s.io/v1) or fix the name (line 50)",
+            ],
+        ),
+        (
+            "section not found",
+            changed(
+                "{name: gw, sectionName: tcp}",
+                "{name: gw, sectionName: tcpx}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.parentRefs[0]: Gateway default/gw has no listener named tcpx (NoMatchingParent): its listeners are tcp (TCP 5432), http (HTTP 8080) (line 50)",
+            ],
+        ),
+        (
+            "listener of another kind",
+            changed(
+                "{name: gw, sectionName: tcp}",
+                "{name: gw, sectionName: http}",
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute default/db): spec.parentRefs[0]: no listener of Gateway default/gw takes this TCPRoute (NotAllowedByListeners): listener http allows HTTPRoute (allowedRoutes.kinds), not TCPRoute (line 50)",
+            ],
+        ),
+        (
+            "listener of another namespace",
+            format!(
+                "{}---\n{}",
+                changed(
+                    "kind: TCPRoute\nmetadata: {name: db}",
+                    "kind: TCPRoute\nmetadata: {name: db, namespace: other}"
+                )
+                .replace(
+                    "{name: gw, sectionName: tcp}",
+                    "{name: gw, namespace: default, sectionName: tcp}"
+                ),
+                "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: other}\nspec:\n  ports: [{name: tcp, port: 5432}]\n  selector: {app: db}\n"
+            ),
+            &[
+                "rules/r.yaml: document 7 (TCPRoute other/db): spec.parentRefs[0]: no listener of Gateway default/gw takes this TCPRoute (NotAllowedByListeners): listener tcp takes routes of its own namespace default only (allowedRoutes.namespaces.from: Same); set from: All (line 50)",
+            ],
+        ),
+        // HTTPRoute.
+        (
+            "redirect",
+            changed(
+                "  - backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - filters:\n    - {type: RequestRedirect, requestRedirect: {statusCode: 302}}\n    backendRefs:\n    - {name: web-v1, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].type: filter RequestRedirect is not supported yet: only RequestHeaderModifier and ResponseHeaderModifier are; remove it (an Istio VirtualService can redirect, rewrite and mirror) (line 63)",
+            ],
+        ),
+        (
+            "timeouts",
+            changed(
+                "  - backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - timeouts: {request: 10s}\n    backendRefs:\n    - {name: web-v1, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].timeouts: timeouts is not supported yet: remove it (an Istio VirtualService has timeout and retries) (line 62)",
+            ],
+        ),
+        (
+            "parent service not found",
+            changed(
+                "kind: Service, name: web, port: 80}",
+                "kind: Service, name: webx, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.parentRefs[0].name: parent Service default/webx not found: define it or fix the name (line 60)",
+            ],
+        ),
+        (
+            "parent without clusterIP",
+            changed(
+                "kind: Service, name: web, port: 80}",
+                "kind: Service, name: web-v1, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.parentRefs[0].name: Service default/web-v1 has no clusterIP: clients reach the L7 proxy by connecting to the service address; give the Service a clusterIP (line 60)",
+            ],
+        ),
+        (
+            "parent port not HTTP",
+            changed(
+                "{name: http, port: 80, appProtocol: http}",
+                "{name: http, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.parentRefs[0].port: port 80 of Service default/web is not HTTP, so an HTTPRoute cannot route it: set appProtocol: http (or kubernetes.io/h2c) on it (line 60)",
+            ],
+        ),
+        (
+            "two routes on one service",
+            format!(
+                "{BASE}---\n{}",
+                &BASE[BASE
+                    .rfind("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute")
+                    .expect("route")..]
+                    .replace("name: web}", "name: web2}")
+            ),
+            &[
+                "rules/r.yaml: document 9 (HTTPRoute default/web2): spec.parentRefs[0].name: Service default/web is already the parent of HTTPRoute default/web (rules/r.yaml document 8): merging the rules of several HTTPRoutes on one Service is not supported yet; put the rules in one HTTPRoute (line 70)",
+            ],
+        ),
+        (
+            "path type",
+            changed(
+                "  - backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - matches: [{path: {type: Glob, value: /a}}]\n    backendRefs:\n    - {name: web-v1, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].matches[0].path.type: path type \"Glob\" is not known: use Exact, PathPrefix or RegularExpression (line 62)",
+            ],
+        ),
+        (
+            "regex",
+            changed(
+                "  - backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - matches: [{path: {type: RegularExpression, value: \"/a(\"}}]\n    backendRefs:\n    - {name: web-v1, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].matches[0].path.value: \"path\": regex parse error: /a( ^ error: unclosed group; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax) (line 62)",
+            ],
+        ),
+        (
+            "method",
+            changed(
+                "  - backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - matches: [{method: FETCH}]\n    backendRefs:\n    - {name: web-v1, port: 80}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].matches[0].method: method \"FETCH\" is not one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH (line 62)",
+            ],
+        ),
+    ];
+    for (what, text, expected) in &cases {
+        assert_eq!(errors_of(text), *expected, "{what}");
+    }
+}
+
+/// The Gateway API's precedence across the rules of an `HTTPRoute`
+/// (Exact, then RegularExpression, then the longest PathPrefix; then a
+/// method, more headers, more query parameters; the order written among
+/// equals), what no backend or only weight 0 answers (500), and the
+/// `RequestHeaderModifier` filter.
+#[test]
+fn http_rules_follow_the_specs_precedence_and_zero_weights_answer_500() {
+    let route = "  rules:
+  - backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /a}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Set, value: s}]
+        add: [{name: x-add, value: a}]
+        remove: [X-Gone]
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {type: Exact, value: /a/b}}]
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {value: /a}, method: GET}]
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {value: /a/b}}]
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches:
+    - path: {type: RegularExpression, value: /r.*}
+    - headers: [{name: X, value: y}]
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {value: /a}, headers: [{name: x, value: y}]}]
+    backendRefs: [{name: web-v1, port: 80, weight: 0}]
+  - matches: [{path: {value: /z}}]
+";
+    let text = changed(
+        "  rules:\n  - backendRefs:\n    - {name: web-v1, port: 80}\n",
+        route,
+    );
+    let file = parse_file(Path::new(FILE), &text).unwrap_or_else(|e| panic!("{e}"));
+    let model = resolve(&[file]).unwrap_or_else(|e| panic!("{e}"));
+    let routes = &listener(&model, "mesh web.default.svc.cluster.local:80").virtual_hosts[0].routes;
+    let keys: Vec<&str> = routes.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "default/web/rules[2]",
+            "default/web/rules[5].matches[0]",
+            "default/web/rules[4]",
+            "default/web/rules[3]",
+            "default/web/rules[6]",
+            "default/web/rules[1]",
+            "default/web/rules[7]",
+            "default/web/rules[5].matches[1]",
+            "default/web/rules[0]",
+        ]
+    );
+    let by_key = |key: &str| routes.iter().find(|r| r.key == key).expect("route");
+    for key in ["default/web/rules[6]", "default/web/rules[7]"] {
+        let route = by_key(key);
+        assert_eq!(
+            (
+                route.destinations.len(),
+                route.direct_response.as_ref().map(|r| r.status)
+            ),
+            (0, Some(500)),
+            "{key}: no backend, or only weight 0: 500"
+        );
+    }
+    let prefix = by_key("default/web/rules[1]");
+    let uris: Vec<_> = prefix.matches.iter().map(|m| m.uri.clone()).collect();
+    assert_eq!(
+        uris,
+        [
+            Some(crate::StringMatch::Exact("/a".into())),
+            Some(crate::StringMatch::Prefix("/a/".into())),
+        ],
+        "PathPrefix /a: whole segments (/a, /a/...), not /ab"
+    );
+    let request = &prefix.headers.request;
+    assert_eq!(
+        (
+            request.set.get("x-set").map(String::as_str),
+            request.add.get("x-add").map(String::as_str),
+            request.remove.as_slice()
+        ),
+        (Some("s"), Some("a"), ["x-gone".to_owned()].as_slice())
+    );
+    let header = by_key("default/web/rules[5].matches[1]");
+    assert_eq!(
+        header.matches[0].headers.get("x"),
+        Some(&crate::StringMatch::Exact("y".into())),
+        "header names are lower case"
+    );
+}
+
+/// Istio's own Bookinfo: Kubernetes Services, routed by an Istio
+/// VirtualService with DestinationRule subsets. The VirtualService takes
+/// the Service's clusterIPs; the Service has no default route of its own.
+#[test]
+fn an_istio_virtual_service_routes_a_kubernetes_service() {
+    let files = [
+        texts(
+            "bookinfo-gateway-api",
+            &["services.yaml", "workload-entries.yaml"],
+        ),
+        texts(
+            "bookinfo",
+            &["destination-rule.yaml", "examples/vs-reviews-50-v3.yaml"],
+        ),
+    ]
+    .concat();
+    let files: Vec<RulesFile> = files
+        .iter()
+        .map(|(path, text)| parse_file(path, text).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let model = resolve(&files).unwrap_or_else(|e| panic!("{e}"));
+    let keys: Vec<&str> = model.http.iter().map(|l| l.key.as_str()).collect();
+    assert_eq!(keys, ["mesh reviews.default.svc.cluster.local:9080"]);
+    let mesh = &model.http[0];
+    assert_eq!(
+        mesh.listeners,
+        addrs(&["127.101.0.1:9080", "[fd00:7473::2]:9080"])
+    );
+    let route = &mesh.virtual_hosts[0].routes[0];
+    assert_eq!(route.key, "default/reviews/http[0]");
+    let subsets: Vec<(Option<&str>, u32, Vec<SocketAddr>)> = route
+        .destinations
+        .iter()
+        .map(|d| {
+            (
+                d.destination.subset.as_deref(),
+                d.destination.weight,
+                d.destination.endpoints.iter().map(|e| e.addr).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        subsets,
+        [
+            (Some("v1"), 50, addrs(&["127.0.0.1:19081"])),
+            (Some("v3"), 50, addrs(&["127.0.0.1:19083"])),
+        ]
+    );
+}
+
+/// What `resolve` finds about the Istio resources a document stands for
+/// is reported at the field as written, with its line.
+#[test]
+fn warnings_name_the_fields_as_written() {
+    let files: Vec<RulesFile> = texts(
+        "tcp-echo-gateway-api",
+        &["gateway.yaml", "services.yaml", "tcp-route.yaml"],
+    )
+    .iter()
+    .map(|(path, text)| parse_file(path, text).unwrap_or_else(|e| panic!("{e}")))
+    .collect();
+    let (model, warnings) = resolve_all(&files);
+    assert!(model.is_ok(), "no endpoint is a warning, not an error");
+    let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "rules/tcp-echo-gateway-api/tcp-route.yaml: document 1 (TCPRoute default/tcp-echo): \
+             spec.rules[0].backendRefs[0].name: service tcp-echo-v1.default.svc.cluster.local \
+             selects no endpoint (IST0173): its connections will be refused; check the subset's \
+             labels against the endpoints' (line 13)",
+            "rules/tcp-echo-gateway-api/services.yaml: document 1 (Service default/tcp-echo): \
+             spec.ports[0]: service tcp-echo.default.svc.cluster.local selects no endpoint \
+             (IST0173): its connections will be refused; check the subset's labels against the \
+             endpoints' (line 14)",
+        ]
+    );
+}
+
+/// `targetPort` as a number is the endpoints' port unless a WorkloadEntry
+/// maps the Service port's name; as a name, it is the WorkloadEntry port of
+/// that name; absent, the Service port.
+#[test]
+fn target_ports_pick_the_endpoint_port() {
+    let text = "\
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: 10.0.0.1
+  ports:
+  - {name: numbered, port: 5432, targetPort: 6432}
+  - {name: named, port: 5433, targetPort: pg}
+  - {name: same, port: 5434}
+  - {name: mapped, port: 5435, targetPort: 6435}
+  selector: {app: db}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: db}
+spec: {address: 127.0.0.1, labels: {app: db}, ports: {pg: 7432, mapped: 7435}}
+";
+    let file = parse_file(Path::new(FILE), text).unwrap_or_else(|e| panic!("{e}"));
+    let model = resolve(&[file]).unwrap_or_else(|e| panic!("{e}"));
+    let endpoints: Vec<(u16, Vec<SocketAddr>)> = model
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.service_port,
+                r.destinations[0].endpoints.iter().map(|e| e.addr).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            (5432, addrs(&["127.0.0.1:6432"])),
+            (5433, addrs(&["127.0.0.1:7432"])),
+            (5434, addrs(&["127.0.0.1:5434"])),
+            (5435, addrs(&["127.0.0.1:7435"])),
+        ]
+    );
+}
+
+/// What `apply` and `delete` key a document by: a Gateway API `Gateway` is
+/// not the Istio Gateway of the same name.
+#[test]
+fn kinds_are_known_by_api_version_and_kind() {
+    let cases = [
+        (
+            "gateway.networking.k8s.io/v1",
+            "Gateway",
+            Some(super::GATEWAY_KIND),
+        ),
+        ("networking.istio.io/v1", "Gateway", Some("Gateway")),
+        (
+            "gateway.networking.k8s.io/v1alpha2",
+            "TCPRoute",
+            Some("TCPRoute"),
+        ),
+        ("gateway.networking.k8s.io/v1", "TCPRoute", None),
+        (
+            "gateway.networking.k8s.io/v1beta1",
+            "HTTPRoute",
+            Some("HTTPRoute"),
+        ),
+        ("v1", "Service", Some("Service")),
+        ("v1", "Pod", None),
+        (
+            "networking.istio.io/v1",
+            "VirtualService",
+            Some("VirtualService"),
+        ),
+    ];
+    for (api_version, kind, want) in cases {
+        assert_eq!(
+            crate::kind_of(api_version, kind),
+            want,
+            "{api_version} {kind}"
+        );
+    }
+}

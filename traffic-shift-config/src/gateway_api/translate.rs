@@ -1,0 +1,919 @@
+//! The checks across Gateway API resources, and the Istio resources they
+//! stand for (see the module's documentation in `gateway_api`).
+
+use std::{collections::HashMap, sync::Arc};
+
+use super::{
+    BackendRef, Gateway, GatewayApiResource, HttpRoute, Listener, Origin, ParentKind, ParentRef,
+    Precedence, SERVED_GATEWAY_CLASS, Service, TargetPort, TcpRoute,
+};
+use crate::{
+    common::{Labels, Protocol, RouteDestination},
+    dto::{Location, Resolution},
+    error::{ConfigError, FieldPath, fp},
+    http::{DirectResponse, Headers, HttpMatch, HttpRouteDestination, HttpRule},
+    names::host_matches,
+    resolve::qualify,
+    resource::{
+        self, GatewayPort, L4Match, Resource, Server, ServiceEntry, TcpRule, VirtualService,
+    },
+    source::Source,
+};
+
+/// What the Gateway API resources among `resources` stand for, as Istio
+/// resources for `resolve`; the errors of the checks across them.
+/// `resources` are every resource of the rules (the Istio ones to check
+/// what may not be shared with them: hosts, Gateway names).
+pub(crate) fn translate(resources: &[&Resource], errors: &mut Vec<ConfigError>) -> Vec<Resource> {
+    let mut index = Index::default();
+    for resource in resources {
+        match resource {
+            Resource::GatewayApi(GatewayApiResource::Service(s)) => index.services.push(s),
+            Resource::GatewayApi(GatewayApiResource::Gateway(g)) => index.gateways.push(g),
+            Resource::GatewayApi(GatewayApiResource::TcpRoute(r)) => index.tcp_routes.push(r),
+            Resource::GatewayApi(GatewayApiResource::HttpRoute(r)) => index.http_routes.push(r),
+            Resource::ServiceEntry(entry) => index.entries.push(entry),
+            Resource::Gateway(gateway) => index.istio_gateways.push(gateway),
+            Resource::VirtualService(vs) if vs.binds_mesh() => {
+                let namespace = &vs.source.namespace;
+                index
+                    .istio_hosts
+                    .extend(vs.hosts.iter().map(|h| qualify(h, namespace)));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    // A refused Gateway or Service has its error; the routes that name it
+    // are left out without more (they would only repeat it).
+    let mut refused = Vec::new();
+    for gateway in &index.gateways {
+        match index.gateway(gateway, errors) {
+            Some(gateway) => out.push(Resource::Gateway(gateway)),
+            None => refused.push(gateway.source.id()),
+        }
+    }
+    for service in &index.services {
+        match index.service_entry(service, errors) {
+            Some(entry) => out.push(Resource::ServiceEntry(entry)),
+            None => refused.push(service.source.id()),
+        }
+    }
+    let (kept, refused_gateways): (Vec<&Gateway>, Vec<&Gateway>) = index
+        .gateways
+        .iter()
+        .partition(|g| !refused.contains(&g.source.id()));
+    index.gateways = kept;
+    index.refused_gateways = refused_gateways;
+    let refused_services: Vec<&Service> = index
+        .services
+        .iter()
+        .filter(|s| refused.contains(&s.source.id()))
+        .copied()
+        .collect();
+    index.refused_services = refused_services;
+    for route in &index.tcp_routes {
+        if let Some(vs) = index.tcp_route(route, errors) {
+            out.push(Resource::VirtualService(vs));
+        }
+    }
+    // The Service each mesh HTTPRoute takes, the first one per Service.
+    let mut meshed: HashMap<(String, String), Source> = HashMap::new();
+    for route in &index.http_routes {
+        out.extend(
+            index
+                .http_route(route, &mut meshed, errors)
+                .into_iter()
+                .map(Resource::VirtualService),
+        );
+    }
+    for service in &index.services {
+        if index
+            .refused_services
+            .iter()
+            .any(|refused| std::ptr::eq(*refused, *service))
+        {
+            continue;
+        }
+        if index.istio_hosts.contains(&service.host()) {
+            // An Istio VirtualService routes it, as in Istio's own Bookinfo
+            // (Kubernetes Services, Istio routes).
+            continue;
+        }
+        let key = (
+            service.source.namespace.clone(),
+            service.source.name.clone(),
+        );
+        if let Some(vs) = default_route(service, meshed.contains_key(&key)) {
+            out.push(Resource::VirtualService(vs));
+        }
+    }
+    out
+}
+
+#[derive(Default)]
+struct Index<'a> {
+    services: Vec<&'a Service>,
+    gateways: Vec<&'a Gateway>,
+    tcp_routes: Vec<&'a TcpRoute>,
+    http_routes: Vec<&'a HttpRoute>,
+    entries: Vec<&'a ServiceEntry>,
+    istio_gateways: Vec<&'a resource::Gateway>,
+    /// Services refused (their error is recorded): a route that names one
+    /// is left out.
+    refused_services: Vec<&'a Service>,
+    /// Gateways refused likewise.
+    refused_gateways: Vec<&'a Gateway>,
+    /// The hosts of the mesh-bound Istio `VirtualServices` (qualified):
+    /// a Service one of them routes has no default route.
+    istio_hosts: Vec<String>,
+}
+
+/// `<namespace>/<name>`, as `VirtualService` `gateways` name a Gateway.
+fn gateway_id(source: &Source) -> String {
+    format!("{}/{}", source.namespace, source.name)
+}
+
+impl<'a> Index<'a> {
+    fn service(&self, namespace: &str, name: &str) -> Option<&'a Service> {
+        self.services
+            .iter()
+            .find(|s| s.source.namespace == namespace && s.source.name == name)
+            .copied()
+    }
+
+    /// The Istio `Gateway` of a Gateway API `Gateway`: one server per
+    /// listener, on every local address, served on every node (no
+    /// selector).
+    fn gateway(
+        &self,
+        gateway: &Gateway,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<resource::Gateway> {
+        let source = &gateway.source;
+        if gateway.class_name != SERVED_GATEWAY_CLASS {
+            errors.push(source.error(
+                fp!("spec.gatewayClassName"),
+                format!(
+                    "gatewayClassName {:?} is not served here: this agent serves the class {} \
+                     (a flag to choose it is not there yet); use gatewayClassName: {}",
+                    gateway.class_name, SERVED_GATEWAY_CLASS, SERVED_GATEWAY_CLASS
+                ),
+            ));
+            return None;
+        }
+        if let Some(other) = self
+            .istio_gateways
+            .iter()
+            .find(|g| g.source.namespace == source.namespace && g.source.name == source.name)
+        {
+            errors.push(source.error(
+                fp!("metadata.name"),
+                format!(
+                    "{} has the name of the Istio {}: routes and metrics name a gateway by \
+                     namespace/name, so the two kinds may not share one here; rename one",
+                    source.id(),
+                    other.source.describe()
+                ),
+            ));
+            return None;
+        }
+        let servers = gateway
+            .listeners
+            .iter()
+            .map(|listener| Server {
+                port: GatewayPort {
+                    number: listener.port,
+                    name: listener.name.clone(),
+                    protocol: listener.protocol,
+                },
+                hosts: vec![listener.hostname.clone().unwrap_or_else(|| "*".to_owned())],
+                bind: None,
+                default_endpoint: None,
+                name: Some(listener.name.clone()),
+                tls_mode: None,
+            })
+            .collect();
+        Some(resource::Gateway {
+            source: source.clone(),
+            selector: Labels::new(),
+            servers,
+        })
+    }
+
+    /// The `ServiceEntry` of a `Service`: its host
+    /// `<name>.<namespace>.svc.cluster.local`, its `clusterIP`s, its ports
+    /// (a numeric `targetPort` as the entry's `targetPort`; a named one as
+    /// the port name the `WorkloadEntries`' `ports` give a number), the
+    /// `WorkloadEntries` its selector picks.
+    fn service_entry(
+        &self,
+        service: &Service,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<ServiceEntry> {
+        let host = service.host();
+        if let Some(other) = self
+            .entries
+            .iter()
+            .find(|entry| entry.hosts.contains(&host))
+        {
+            errors.push(service.source.error(
+                fp!("metadata.name"),
+                format!(
+                    "host {host} is already defined by {}: the Istio and Gateway API forms of \
+                     one service cannot both be in force; remove one",
+                    other.source.describe()
+                ),
+            ));
+            return None;
+        }
+        let ports = service
+            .ports
+            .iter()
+            .map(|port| resource::ServicePort {
+                number: port.port,
+                name: match &port.target_port {
+                    TargetPort::Name(name) => name.clone(),
+                    TargetPort::Number(_) => port.name.clone(),
+                },
+                protocol: port.protocol,
+                target_port: match port.target_port {
+                    TargetPort::Number(number) => Some(number),
+                    TargetPort::Name(_) => None,
+                },
+            })
+            .collect();
+        Some(ServiceEntry {
+            source: service.source.clone(),
+            hosts: vec![host],
+            addresses: service.addresses.clone(),
+            address_ranges: Vec::new(),
+            ports,
+            location: Location::MeshInternal,
+            resolution: Resolution::Static,
+            endpoints: Vec::new(),
+            workload_selector: Some(service.selector.clone()),
+            export_to: Vec::new(),
+        })
+    }
+
+    /// The backends of a rule, as destinations; `None` (errors recorded)
+    /// when one names no Service or no port of it.
+    fn destinations(
+        &self,
+        route: &Source,
+        backends: &[BackendRef],
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Vec<(RouteDestination, Headers)>> {
+        let mut out = Vec::new();
+        let before = errors.len();
+        let mut silent = false;
+        for backend in backends {
+            if self
+                .refused_services
+                .iter()
+                .any(|s| s.source.namespace == backend.namespace && s.source.name == backend.name)
+            {
+                silent = true;
+                continue;
+            }
+            let Some(service) = self.service(&backend.namespace, &backend.name) else {
+                errors.push(route.error(
+                    backend.path.key("name"),
+                    format!(
+                        "backend Service {}/{} not found: define it (a Service selecting the \
+                         WorkloadEntries of its version) or fix the name",
+                        backend.namespace, backend.name
+                    ),
+                ));
+                continue;
+            };
+            if !service.ports.iter().any(|p| p.port == backend.port) {
+                errors.push(route.error(
+                    backend.path.key("port"),
+                    format!(
+                        "Service {}/{} has no port {}: its ports are {}",
+                        backend.namespace,
+                        backend.name,
+                        backend.port,
+                        port_list(service)
+                    ),
+                ));
+                continue;
+            }
+            out.push((
+                RouteDestination {
+                    host: service.host(),
+                    subset: None,
+                    port: Some(backend.port),
+                    weight: Some(backend.weight),
+                },
+                backend.headers.clone(),
+            ));
+        }
+        (errors.len() == before && !silent).then_some(out)
+    }
+
+    /// The listeners of a Gateway parent that take a route of `kind` in
+    /// `namespace`, with the Gateway's id; errors recorded when none does.
+    fn listeners(
+        &self,
+        route: &Source,
+        kind: &str,
+        parent: &ParentRef,
+        hostnames: &[String],
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<(String, Vec<&'a Listener>)> {
+        let base = fp!("spec.parentRefs[{}]", parent.index);
+        if self
+            .refused_gateways
+            .iter()
+            .any(|g| g.source.namespace == parent.namespace && g.source.name == parent.name)
+        {
+            return None;
+        }
+        let Some(gateway) = self
+            .gateways
+            .iter()
+            .find(|g| g.source.namespace == parent.namespace && g.source.name == parent.name)
+        else {
+            errors.push(route.error(
+                base.key("name"),
+                format!(
+                    "parent Gateway {}/{} not found: define it (apiVersion \
+                     gateway.networking.k8s.io/v1) or fix the name",
+                    parent.namespace, parent.name
+                ),
+            ));
+            return None;
+        };
+        let candidates: Vec<&Listener> = gateway
+            .listeners
+            .iter()
+            .filter(|l| parent.section_name.as_ref().is_none_or(|s| *s == l.name))
+            .filter(|l| parent.port.is_none_or(|p| p == l.port))
+            .collect();
+        if candidates.is_empty() {
+            let wanted = match (&parent.section_name, parent.port) {
+                (Some(section), _) => format!("named {section}"),
+                (None, Some(port)) => format!("on port {port}"),
+                (None, None) => "at all".to_owned(),
+            };
+            errors.push(route.error(
+                base.clone(),
+                format!(
+                    "Gateway {}/{} has no listener {wanted} (NoMatchingParent): its listeners \
+                     are {}",
+                    parent.namespace,
+                    parent.name,
+                    gateway
+                        .listeners
+                        .iter()
+                        .map(|l| format!("{} ({} {})", l.name, l.protocol.name(), l.port))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+            return None;
+        }
+        let mut why = Vec::new();
+        let taken: Vec<&Listener> = candidates
+            .into_iter()
+            .filter(|l| match refusal(l, gateway, route, kind, hostnames) {
+                Some(reason) => {
+                    why.push(reason);
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        if taken.is_empty() {
+            errors.push(route.error(
+                base,
+                format!(
+                    "no listener of Gateway {}/{} takes this {kind} (NotAllowedByListeners): {}",
+                    parent.namespace,
+                    parent.name,
+                    why.join("; ")
+                ),
+            ));
+            return None;
+        }
+        Some((gateway_id(&gateway.source), taken))
+    }
+
+    /// The `VirtualService` of a `TCPRoute`: its one rule on the listeners
+    /// of its parents, each bound by a match on the listener's port.
+    fn tcp_route(&self, route: &TcpRoute, errors: &mut Vec<ConfigError>) -> Option<VirtualService> {
+        let source = &route.source;
+        let before = errors.len();
+        let mut gateways = Vec::new();
+        let mut matches = Vec::new();
+        for parent in &route.parents {
+            let Some((id, listeners)) = self.listeners(source, "TCPRoute", parent, &[], errors)
+            else {
+                continue;
+            };
+            for listener in listeners {
+                matches.push(L4Match {
+                    port: Some(listener.port),
+                    gateways: vec![id.clone()],
+                    ..L4Match::default()
+                });
+            }
+            if !gateways.contains(&id) {
+                gateways.push(id);
+            }
+        }
+        let destinations = self.destinations(source, &route.backends, errors);
+        if errors.len() > before || matches.is_empty() {
+            return None;
+        }
+        let route_destinations = destinations?.into_iter().map(|(d, _)| d).collect();
+        Some(VirtualService {
+            source: source.clone(),
+            hosts: vec!["*".to_owned()],
+            gateways,
+            tcp: vec![TcpRule {
+                matches,
+                route: route_destinations,
+            }],
+            http: Vec::new(),
+            tls: Vec::new(),
+            export_to: Vec::new(),
+            origin: Some(Arc::new(Origin {
+                tcp: vec![("rules[0]".to_owned(), fp!("spec.rules[0]"))],
+                tcp_backends: vec![route.backends.iter().map(|b| b.path.clone()).collect()],
+                ..Origin::default()
+            })),
+        })
+    }
+
+    /// The `VirtualService`s of an `HTTPRoute`: one for its Service parents
+    /// (the mesh), one for its Gateway parents. `meshed`: the first
+    /// `HTTPRoute` of each Service, to refuse a second.
+    fn http_route(
+        &self,
+        route: &HttpRoute,
+        meshed: &mut HashMap<(String, String), Source>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Vec<VirtualService> {
+        let before = errors.len();
+        let parents = self.http_parents(route, meshed, errors);
+        let rules = self.http_rules(route, errors);
+        let (Some(parents), Some(rules)) = (parents, rules) else {
+            return Vec::new();
+        };
+        if errors.len() > before {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if !parents.mesh.is_empty() {
+            out.push(bound(
+                route,
+                &rules,
+                parents.mesh_hosts,
+                vec!["mesh".to_owned()],
+                &parents.mesh,
+            ));
+        }
+        if !parents.gateway.is_empty() {
+            let hosts = if route.hostnames.is_empty() {
+                vec!["*".to_owned()]
+            } else {
+                route.hostnames.clone()
+            };
+            out.push(bound(
+                route,
+                &rules,
+                hosts,
+                parents.gateways,
+                &parents.gateway,
+            ));
+        }
+        out
+    }
+
+    /// Where an `HTTPRoute` applies; `None` when a parent was refused on
+    /// its own (its error is recorded), errors recorded for the others.
+    fn http_parents(
+        &self,
+        route: &HttpRoute,
+        meshed: &mut HashMap<(String, String), Source>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Parents> {
+        let source = &route.source;
+        let mut parents = Parents::default();
+        let mut failed = false;
+        for parent in &route.parents {
+            let base = fp!("spec.parentRefs[{}]", parent.index);
+            if parent.kind == ParentKind::Gateway {
+                let Some((id, listeners)) =
+                    self.listeners(source, "HTTPRoute", parent, &route.hostnames, errors)
+                else {
+                    continue;
+                };
+                for listener in listeners {
+                    parents.gateway.push((id.clone(), Some(listener.port)));
+                }
+                if !parents.gateways.contains(&id) {
+                    parents.gateways.push(id);
+                }
+                continue;
+            }
+            if parent.namespace != source.namespace {
+                errors.push(source.error(
+                    base.key("namespace"),
+                    format!(
+                        "a route bound to a Service of another namespace ({}) is not supported \
+                         yet: put the HTTPRoute in the Service's namespace",
+                        parent.namespace
+                    ),
+                ));
+                continue;
+            }
+            if self
+                .refused_services
+                .iter()
+                .any(|s| s.source.namespace == parent.namespace && s.source.name == parent.name)
+            {
+                failed = true;
+                continue;
+            }
+            let Some(service) = self.service(&parent.namespace, &parent.name) else {
+                errors.push(source.error(
+                    base.key("name"),
+                    format!(
+                        "parent Service {}/{} not found: define it or fix the name",
+                        parent.namespace, parent.name
+                    ),
+                ));
+                continue;
+            };
+            if !mesh_service(source, &base, service, parent.port, errors) {
+                continue;
+            }
+            let key = (
+                service.source.namespace.clone(),
+                service.source.name.clone(),
+            );
+            if let Some(first) = meshed.get(&key).filter(|first| first.id() != source.id()) {
+                errors.push(source.error(
+                    base.key("name"),
+                    format!(
+                        "Service {}/{} is already the parent of {}: merging the rules of \
+                         several HTTPRoutes on one Service is not supported yet; put the rules \
+                         in one HTTPRoute",
+                        parent.namespace,
+                        parent.name,
+                        first.describe()
+                    ),
+                ));
+                continue;
+            }
+            meshed.insert(key, source.clone());
+            let host = service.host();
+            if !parents.mesh_hosts.contains(&host) {
+                parents.mesh_hosts.push(host);
+            }
+            parents.mesh.push(("mesh".to_owned(), parent.port));
+        }
+        (!failed).then_some(parents)
+    }
+
+    /// The rules of an `HTTPRoute`, one per match, in the spec's precedence
+    /// (equals in the order written), each with its label and path for
+    /// [`Origin`]; `None` when a backend was refused (errors recorded).
+    fn http_rules(&self, route: &HttpRoute, errors: &mut Vec<ConfigError>) -> Option<Vec<Rule>> {
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut failed = false;
+        for (i, rule) in route.rules.iter().enumerate() {
+            let Some(destinations) = self.destinations(&route.source, &rule.backends, errors)
+            else {
+                failed = true;
+                continue;
+            };
+            let total: u64 = destinations
+                .iter()
+                .map(|(d, _)| u64::from(d.weight.unwrap_or(1)))
+                .sum();
+            // The spec: no backendRef, or every weight 0: 500.
+            let (route_to, direct_response) = if total == 0 {
+                let status = DirectResponse {
+                    status: 500,
+                    body: None,
+                };
+                (Vec::new(), Some(status))
+            } else {
+                let route_to = destinations
+                    .into_iter()
+                    .map(|(destination, headers)| HttpRouteDestination {
+                        destination,
+                        headers,
+                    })
+                    .collect();
+                (route_to, None)
+            };
+            let http_rule = |matches: Vec<HttpMatch>| HttpRule {
+                matches,
+                route: route_to.clone(),
+                direct_response: direct_response.clone(),
+                headers: rule.headers.clone(),
+                ..empty_rule()
+            };
+            let backends: Vec<FieldPath> = if direct_response.is_some() {
+                Vec::new()
+            } else {
+                rule.backends.iter().map(|b| b.path.clone()).collect()
+            };
+            if rule.matches.is_empty() {
+                rules.push(Rule {
+                    backends: backends.clone(),
+                    precedence: super::check::default_precedence(),
+                    label: format!("rules[{i}]"),
+                    path: fp!("spec.rules[{i}]"),
+                    http: http_rule(vec![HttpMatch::default()]),
+                });
+            }
+            for (k, m) in rule.matches.iter().enumerate() {
+                let (label, path) = if rule.matches.len() == 1 {
+                    (format!("rules[{i}]"), fp!("spec.rules[{i}]"))
+                } else {
+                    (
+                        format!("rules[{i}].matches[{k}]"),
+                        fp!("spec.rules[{i}].matches[{k}]"),
+                    )
+                };
+                rules.push(Rule {
+                    backends: backends.clone(),
+                    precedence: m.precedence,
+                    label,
+                    path,
+                    http: http_rule(m.matches.clone()),
+                });
+            }
+        }
+        // The spec's precedence; equals keep the order written.
+        rules.sort_by_key(|rule| rule.precedence);
+        (!failed).then_some(rules)
+    }
+}
+
+/// Where an `HTTPRoute` applies: `(gateway, port)` bindings of its matches
+/// (`mesh` or a Gateway id; a parent port or listener port).
+#[derive(Default)]
+struct Parents {
+    mesh_hosts: Vec<String>,
+    mesh: Vec<(String, Option<u16>)>,
+    gateways: Vec<String>,
+    gateway: Vec<(String, Option<u16>)>,
+}
+
+/// One rule of an `HTTPRoute` for one of its matches.
+struct Rule {
+    precedence: Precedence,
+    /// `rules[0]`, `rules[0].matches[1]`: in route keys.
+    label: String,
+    /// Where it is written: in messages.
+    path: FieldPath,
+    http: HttpRule,
+    /// Where each of its destinations is written.
+    backends: Vec<FieldPath>,
+}
+
+/// An `http` rule with nothing set.
+fn empty_rule() -> HttpRule {
+    HttpRule {
+        name: None,
+        matches: Vec::new(),
+        route: Vec::new(),
+        redirect: None,
+        direct_response: None,
+        delegate: None,
+        rewrite: None,
+        timeout: None,
+        retries: None,
+        fault: None,
+        mirror: None,
+        mirrors: Vec::new(),
+        cors_policy: None,
+        headers: Headers::default(),
+    }
+}
+
+/// The `VirtualService` of `rules` for `hosts`, bound to `gateways`, each
+/// match repeated for each binding (its `gateways` and `port`).
+fn bound(
+    route: &HttpRoute,
+    rules: &[Rule],
+    hosts: Vec<String>,
+    gateways: Vec<String>,
+    bindings: &[(String, Option<u16>)],
+) -> VirtualService {
+    let mut origin = Origin::default();
+    let mut http = Vec::with_capacity(rules.len());
+    for Rule {
+        label,
+        path,
+        http: rule,
+        backends,
+        ..
+    } in rules
+    {
+        origin.http_backends.push(backends.clone());
+        let mut rule = rule.clone();
+        rule.matches = rule
+            .matches
+            .iter()
+            .flat_map(|m| {
+                bindings.iter().map(move |(gateway, port)| HttpMatch {
+                    gateways: vec![gateway.clone()],
+                    port: *port,
+                    ..m.clone()
+                })
+            })
+            .collect();
+        origin.http.push((label.clone(), path.clone()));
+        http.push(rule);
+    }
+    VirtualService {
+        source: route.source.clone(),
+        hosts,
+        gateways,
+        tcp: Vec::new(),
+        http,
+        tls: Vec::new(),
+        export_to: Vec::new(),
+        origin: Some(Arc::new(origin)),
+    }
+}
+
+/// Why listener `l` of `gateway` does not take a route of `kind` (in
+/// `route`'s namespace, for `hostnames`); `None` when it does.
+fn refusal(
+    l: &Listener,
+    gateway: &Gateway,
+    route: &Source,
+    kind: &str,
+    hostnames: &[String],
+) -> Option<String> {
+    if !l.kinds.contains(&kind) {
+        return Some(format!(
+            "listener {} allows {} (allowedRoutes.kinds), not {kind}",
+            l.name,
+            l.kinds.join(", ")
+        ));
+    }
+    if !l.all_namespaces && gateway.source.namespace != route.namespace {
+        return Some(format!(
+            "listener {} takes routes of its own namespace {} only \
+             (allowedRoutes.namespaces.from: Same); set from: All",
+            l.name, gateway.source.namespace
+        ));
+    }
+    if let Some(hostname) = &l.hostname
+        && !hostnames.is_empty()
+        && !hostnames
+            .iter()
+            .any(|h| host_matches(hostname, h) || host_matches(h, hostname))
+    {
+        return Some(format!(
+            "listener {} is for host {hostname}, which none of the route's hostnames matches",
+            l.name
+        ));
+    }
+    None
+}
+
+/// Whether `service` can be the parent of a mesh `HTTPRoute` (on `port`,
+/// when given): it has a `clusterIP` and that port (or one port) is HTTP.
+fn mesh_service(
+    route: &Source,
+    base: &FieldPath,
+    service: &Service,
+    port: Option<u16>,
+    errors: &mut Vec<ConfigError>,
+) -> bool {
+    let id = format!("{}/{}", service.source.namespace, service.source.name);
+    if service.addresses.is_empty() {
+        errors.push(route.error(
+            base.key("name"),
+            format!(
+                "Service {id} has no clusterIP: clients reach the L7 proxy by connecting to the \
+                 service address; give the Service a clusterIP"
+            ),
+        ));
+        return false;
+    }
+    let http = |protocol: Protocol| matches!(protocol, Protocol::Http | Protocol::Http2);
+    match port {
+        Some(number) => match service.ports.iter().find(|p| p.port == number) {
+            None => {
+                errors.push(route.error(
+                    base.key("port"),
+                    format!(
+                        "Service {id} has no port {number}: its ports are {}",
+                        port_list(service)
+                    ),
+                ));
+                false
+            }
+            Some(p) if !http(p.protocol) => {
+                errors.push(route.error(
+                    base.key("port"),
+                    format!(
+                        "port {number} of Service {id} is not HTTP, so an HTTPRoute cannot \
+                         route it: set appProtocol: http (or kubernetes.io/h2c) on it"
+                    ),
+                ));
+                false
+            }
+            Some(_) => true,
+        },
+        None if service.ports.iter().any(|p| http(p.protocol)) => true,
+        None => {
+            errors.push(route.error(
+                base.key("name"),
+                format!(
+                    "Service {id} has no HTTP port, so an HTTPRoute cannot route it: set \
+                     appProtocol: http (or kubernetes.io/h2c) on its port"
+                ),
+            ));
+            false
+        }
+    }
+}
+
+fn port_list(service: &Service) -> String {
+    service
+        .ports
+        .iter()
+        .map(|p| p.port.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What Kubernetes does for a Service with a `clusterIP` and no route: a
+/// new connection to `clusterIP:port` goes to one of its endpoints (here
+/// smooth, as every split). One mesh rule per port: `tcp` for TCP ports,
+/// `http` for HTTP ones unless an `HTTPRoute` takes the Service
+/// (`meshed`). Keys read `<ns>/<service>/ports[0]/port 9000`.
+fn default_route(service: &Service, meshed: bool) -> Option<VirtualService> {
+    if service.addresses.is_empty() {
+        return None;
+    }
+    let host = service.host();
+    let mut origin = Origin::default();
+    let mut tcp = Vec::new();
+    let mut http = Vec::new();
+    for (p, port) in service.ports.iter().enumerate() {
+        let destination = RouteDestination {
+            host: host.clone(),
+            subset: None,
+            port: Some(port.port),
+            weight: None,
+        };
+        let label = (format!("ports[{p}]"), fp!("spec.ports[{p}]"));
+        if matches!(port.protocol, Protocol::Http | Protocol::Http2) {
+            if meshed {
+                continue;
+            }
+            http.push(HttpRule {
+                matches: vec![HttpMatch {
+                    port: Some(port.port),
+                    ..HttpMatch::default()
+                }],
+                route: vec![HttpRouteDestination {
+                    destination,
+                    headers: Headers::default(),
+                }],
+                ..empty_rule()
+            });
+            origin.http.push(label);
+            origin.http_backends.push(vec![fp!("spec.ports[{p}]")]);
+        } else {
+            tcp.push(TcpRule {
+                matches: vec![L4Match {
+                    port: Some(port.port),
+                    ..L4Match::default()
+                }],
+                route: vec![destination],
+            });
+            origin.tcp.push(label);
+            origin.tcp_backends.push(vec![fp!("spec.ports[{p}]")]);
+        }
+    }
+    if tcp.is_empty() && http.is_empty() {
+        return None;
+    }
+    Some(VirtualService {
+        source: service.source.clone(),
+        hosts: vec![host],
+        gateways: Vec::new(),
+        tcp,
+        http,
+        tls: Vec::new(),
+        export_to: Vec::new(),
+        origin: Some(Arc::new(origin)),
+    })
+}
