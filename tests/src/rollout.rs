@@ -10,6 +10,34 @@ use traffic_shift_agent::{
 
 use crate::Agent;
 
+/// A Rollout of tcp-echo's `tcp[0]`, v1 to v2 (the tcp-echo rules), with
+/// `steps` (YAML, each line indented by two spaces).
+pub fn tcp_echo_rollout(steps: &str) -> String {
+    format!(
+        "apiVersion: rollouts.traffic-shift.io/v1alpha1
+kind: Rollout
+metadata:
+  name: tcp-echo
+spec:
+  target:
+    virtualService: tcp-echo
+    route: tcp[0]
+    stable: v1
+    canary: v2
+  steps:
+{steps}"
+    )
+}
+
+/// The weights a rollout put in force, in order: `(step, canary %)`.
+pub fn weights(status: &RolloutStatus) -> Vec<(Option<usize>, u32)> {
+    status
+        .weights
+        .iter()
+        .map(|w| (w.step, w.canary_weight))
+        .collect()
+}
+
 impl Agent {
     /// The rollout `name` (`NAMESPACE/NAME`) as it stands, if the agent has
     /// it.

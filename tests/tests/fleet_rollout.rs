@@ -8,8 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use traffic_shift_agent::rollout::{Outcome, Phase, RolloutStatus};
-use traffic_shift_tests::{SERVICE_V4, fleet::Fleet, repo_rules};
+use traffic_shift_agent::rollout::{Outcome, Phase};
+use traffic_shift_tests::{
+    SERVICE_V4,
+    fleet::Fleet,
+    repo_rules,
+    rollout::{tcp_echo_rollout, weights},
+};
 
 const NAME: &str = "default/tcp-echo";
 /// Long enough for any step on a loaded 2-core machine.
@@ -52,33 +57,8 @@ fn tcp_echo(files: &[&str]) -> Vec<String> {
 /// A Rollout of tcp-echo's `tcp[0]`, v1 to v2, written to a file to apply.
 fn rollout_file(test: &str, steps: &str) -> String {
     let path = std::env::temp_dir().join(format!("{test}-rollout.yaml"));
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: rollouts.traffic-shift.io/v1alpha1
-kind: Rollout
-metadata:
-  name: tcp-echo
-spec:
-  target:
-    virtualService: tcp-echo
-    route: tcp[0]
-    stable: v1
-    canary: v2
-  steps:
-{steps}"
-        ),
-    )
-    .expect("write the rollout");
+    std::fs::write(&path, tcp_echo_rollout(steps)).expect("write the rollout");
     path.display().to_string()
-}
-
-fn weights(status: &RolloutStatus) -> Vec<(Option<usize>, u32)> {
-    status
-        .weights
-        .iter()
-        .map(|w| (w.step, w.canary_weight))
-        .collect()
 }
 
 /// The node index of `node-I`.

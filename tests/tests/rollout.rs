@@ -15,12 +15,13 @@ use std::{
 };
 
 use serde_json::json;
-use traffic_shift_agent::rollout::{Phase, RolloutStatus, state::PauseCause};
+use traffic_shift_agent::rollout::{Phase, state::PauseCause};
 use traffic_shift_tests::{
     SERVICE_V4, Scenario, bookinfo_rule,
     dashboard::{ALL, load, raw_queries, repo_dashboard, substitute, variables},
     echo_backend, metric,
     prometheus::Prometheus,
+    rollout::{tcp_echo_rollout, weights},
     tcp_echo_rule,
 };
 
@@ -45,34 +46,6 @@ fn now_ms() -> u64 {
 )]
 fn float(n: impl TryInto<u64>) -> f64 {
     n.try_into().unwrap_or(u64::MAX) as f64
-}
-
-/// A Rollout of tcp-echo's `tcp[0]`, v1 to v2, with `steps` (YAML, each
-/// line indented by two spaces) and, if given, a background `analysis`.
-fn tcp_echo_rollout(steps: &str) -> String {
-    format!(
-        "apiVersion: rollouts.traffic-shift.io/v1alpha1
-kind: Rollout
-metadata:
-  name: tcp-echo
-spec:
-  target:
-    virtualService: tcp-echo
-    route: tcp[0]
-    stable: v1
-    canary: v2
-  steps:
-{steps}"
-    )
-}
-
-/// The weights the rollout put in force, in order: `(step, canary %)`.
-fn weights(status: &RolloutStatus) -> Vec<(Option<usize>, u32)> {
-    status
-        .weights
-        .iter()
-        .map(|w| (w.step, w.canary_weight))
-        .collect()
 }
 
 /// `burst` of `n` connections, with the wall-clock times around it.

@@ -33,4 +33,4 @@ pub use self::{
 };
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

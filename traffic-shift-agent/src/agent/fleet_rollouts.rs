@@ -1089,19 +1089,7 @@ mod tests {
     use super::*;
 
     fn rollout() -> Rollout {
-        Rollout {
-            name: "default/tcp-echo".into(),
-            source: "rollout.yaml".into(),
-            virtual_service: "default/tcp-echo".into(),
-            route: "default/tcp-echo/tcp[0]".into(),
-            protocol: RolloutProtocol::Tcp,
-            host: "tcp-echo.local".into(),
-            stable: "v1".into(),
-            canary: "v2".into(),
-            steps: vec![Step::SetWeight(50)],
-            analysis: None,
-            spec_digest: "d".into(),
-        }
+        crate::rollout::tests::rollout(vec![Step::SetWeight(50)])
     }
 
     /// A node whose canary saw `opened` connects, `failed` of them failed

@@ -51,7 +51,8 @@ fn analysis(count: Option<u32>, failure_limit: u32, inconclusive_limit: u32) -> 
     }
 }
 
-fn rollout(steps: Vec<Step>) -> Rollout {
+/// tcp-echo's `tcp[0]`, v1 to v2, with `steps` (also the fleet's tests').
+pub(crate) fn rollout(steps: Vec<Step>) -> Rollout {
     Rollout {
         name: "default/tcp-echo".into(),
         source: "rollout.yaml".into(),
