@@ -715,6 +715,9 @@ pub struct RolloutSpec {
 pub struct RolloutTarget {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub virtual_service: Option<String>,
+    /// The VirtualService's namespace; absent: the Rollout's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// `tcp[N]`, `http[N]`, an http route's name, or an integer: checked
     /// by hand, for messages that say what to write.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -445,8 +445,8 @@ fn each_check_refuses_with_its_message() {
         (
             rollout("r", &t, STEPS).replace("canary: v2", "canary: v2\n    weight: 10"),
             "spec.target.weight",
-            "unknown field `weight`, expected one of `virtualService`, `route`, `stable`, \
-             `canary`: fix the spelling or remove the field",
+            "unknown field `weight`, expected one of `virtualService`, `namespace`, `route`, \
+             `stable`, `canary`: fix the spelling or remove the field",
         ),
         // The target.
         (
@@ -462,14 +462,13 @@ fn each_check_refuses_with_its_message() {
             rollout("r", "    stable: v1\n    canary: v2\n", STEPS),
             "spec.target.virtualService",
             "virtualService is required: the name of the VirtualService whose route the Rollout \
-             shifts, in the Rollout's namespace",
+             shifts (in spec.target.namespace, else the Rollout's namespace)",
         ),
         (
             rollout("r", &target("other/vs", ""), STEPS),
             "spec.target.virtualService",
-            "virtualService \"other/vs\" names a namespace (other): a Rollout targets a \
-             VirtualService of its own namespace; write its name alone and put the Rollout in \
-             that namespace",
+            "virtualService \"other/vs\" names a namespace (other): write the name alone here \
+             and the namespace in spec.target.namespace",
         ),
         (
             rollout("r", &target("Vs_1", ""), STEPS),
@@ -1100,9 +1099,19 @@ fn targets_that_do_not_resolve_are_refused() {
     resolve_refused(
         &[SERVICE, MULTI_VS, &elsewhere],
         "spec.target.virtualService",
-        "VirtualService shop/multi not found (there is default/multi: a Rollout targets a \
-         VirtualService of its own namespace): define it, or fix spec.target.virtualService",
+        "VirtualService shop/multi not found (there is default/multi: name its namespace in \
+         spec.target.namespace): define it, or fix spec.target.virtualService",
     );
+    // Named with its namespace, it resolves: the Rollout is shop's, the
+    // rule default's.
+    let across = elsewhere.replace(
+        "    virtualService: multi",
+        "    virtualService: multi\n    namespace: default",
+    );
+    let model = resolved(&[SERVICE, MULTI_VS, &across]);
+    assert_eq!(model.rollouts[0].name, "shop/r");
+    assert_eq!(model.rollouts[0].virtual_service, "default/multi");
+    assert_eq!(model.rollouts[0].route, "default/multi/tcp[0]");
     resolve_refused(
         &[SERVICE, MULTI_VS, &r(&target("multi", ""))],
         "spec.target",

@@ -179,8 +179,9 @@ fn resolve_one<'v>(
     let source = &rollout.source;
     let target = &rollout.target;
     let namespace = source.namespace.as_str();
+    let vs_namespace = target.namespace.as_deref().unwrap_or(namespace);
     let Some(vs) = virtual_services
-        .get(&(namespace, target.virtual_service.as_str()))
+        .get(&(vs_namespace, target.virtual_service.as_str()))
         .copied()
     else {
         let mut elsewhere: Vec<String> = virtual_services
@@ -193,14 +194,14 @@ fn resolve_one<'v>(
             String::new()
         } else {
             format!(
-                " (there is {}: a Rollout targets a VirtualService of its own namespace)",
+                " (there is {}: name its namespace in spec.target.namespace)",
                 elsewhere.join(", ")
             )
         };
         return Err(vec![source.error(
             fp!("spec.target.virtualService"),
             format!(
-                "VirtualService {namespace}/{} not found{hint}: define it, or fix \
+                "VirtualService {vs_namespace}/{} not found{hint}: define it, or fix \
                  spec.target.virtualService",
                 target.virtual_service
             ),

@@ -11,7 +11,7 @@ use crate::{
     check::{Check, Checked},
     dto,
     error::{FieldPath, fp},
-    names::{is_dns1123_label_any_case, is_dns1123_subdomain},
+    names::{is_dns1123_label, is_dns1123_label_any_case, is_dns1123_subdomain},
     rollout::{Analysis, Metric, MetricSource, Step},
     source::Source,
     values,
@@ -39,8 +39,10 @@ pub struct RolloutResource {
 /// `spec.target`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RolloutTarget {
-    /// A VirtualService of the Rollout's namespace.
+    /// The VirtualService's name.
     pub virtual_service: String,
+    /// Its namespace (`spec.target.namespace`); `None`: the Rollout's.
+    pub namespace: Option<String>,
     pub route: TargetRoute,
     pub stable: String,
     pub canary: String,
@@ -143,15 +145,14 @@ fn check_target(cx: &mut Check, target: dto::RolloutTarget) -> Option<RolloutTar
         cx.error(
             path,
             "virtualService is required: the name of the VirtualService whose route the \
-             Rollout shifts, in the Rollout's namespace",
+             Rollout shifts (in spec.target.namespace, else the Rollout's namespace)",
         );
     } else if let Some((namespace, _)) = virtual_service.split_once('/') {
         cx.error(
             path,
             format!(
-                "virtualService {virtual_service:?} names a namespace ({namespace}): a Rollout \
-                 targets a VirtualService of its own namespace; write its name alone and put \
-                 the Rollout in that namespace"
+                "virtualService {virtual_service:?} names a namespace ({namespace}): write \
+                 the name alone here and the namespace in spec.target.namespace"
             ),
         );
     } else if !is_dns1123_subdomain(&virtual_service) {
@@ -160,6 +161,17 @@ fn check_target(cx: &mut Check, target: dto::RolloutTarget) -> Option<RolloutTar
             format!(
                 "virtualService {virtual_service:?} is not a valid name: use lower-case \
                  letters, digits, '-' and '.', starting and ending with a letter or digit"
+            ),
+        );
+    }
+    if let Some(namespace) = &target.namespace
+        && !is_dns1123_label(namespace)
+    {
+        cx.error(
+            base.key("namespace"),
+            format!(
+                "namespace {namespace:?} is not a valid namespace: use lower-case letters, \
+                 digits and '-', at most 63, starting and ending with a letter or digit"
             ),
         );
     }
@@ -202,6 +214,7 @@ fn check_target(cx: &mut Check, target: dto::RolloutTarget) -> Option<RolloutTar
     let route = route?;
     (cx.errors.len() == errors_before).then_some(RolloutTarget {
         virtual_service,
+        namespace: target.namespace,
         route,
         stable,
         canary,
