@@ -113,6 +113,12 @@ pub struct HttpDestinationStatus {
     /// does; `None` without requests.
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Requests since its route entered the rules per latency bucket (not
+    /// cumulative; the proxy's buckets, the last one `+Inf`): what a
+    /// fleet's rollout sums for `requestDurationP99`. Empty without
+    /// requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duration_buckets: Vec<u64>,
     pub endpoints: Vec<HttpEndpointStatus>,
 }
 

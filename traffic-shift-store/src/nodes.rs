@@ -87,6 +87,11 @@ pub struct DestinationCounters {
     pub last_minute: u64,
     /// Failed connects (or 5xx responses) since the route went in.
     pub failed: u64,
+    /// Requests per latency bucket since the route went in (HTTP routes;
+    /// the L7 proxy's buckets, not cumulative, the last one `+Inf`): a
+    /// fleet's rollout sums them for `requestDurationP99`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duration_buckets: Vec<u64>,
 }
 
 impl Store {

@@ -290,8 +290,7 @@ impl FleetCounters {
 /// The canary's counters on one node, from its reported route counters:
 /// TCP routes' connections (established = opened - failed: a connect still
 /// in its handshake counts as established until it fails), HTTP routes'
-/// requests and 5xx answers (no latency histogram: a fleet's
-/// `requestDurationP99` is not summed, see docs/rollouts.md).
+/// requests, 5xx answers and latency buckets.
 fn node_observation(rollout: &Rollout, status: &NodeStatus) -> Observation {
     let mut seen = Observation::default();
     let canary = format!("{}/{}", rollout.host, rollout.canary);
@@ -318,6 +317,9 @@ fn node_observation(rollout: &Rollout, status: &NodeStatus) -> Observation {
                 RolloutProtocol::Http => {
                     seen.requests.requests += dest.total;
                     seen.requests.errors_5xx += dest.failed;
+                    for (sum, n) in seen.requests.buckets.iter_mut().zip(&dest.duration_buckets) {
+                        *sum += n;
+                    }
                 }
             }
         }
@@ -1101,6 +1103,7 @@ mod tests {
             total,
             last_minute: 0,
             failed,
+            duration_buckets: Vec::new(),
         };
         let route = |route: &str| RouteCounters {
             route: route.into(),
@@ -1142,5 +1145,44 @@ mod tests {
         assert_eq!(seen(&mut c, &[node("b", 15, 0)]), (28, 2));
         // b restarted (its counters went down): counted from zero.
         assert_eq!(seen(&mut c, &[node("b", 4, 1)]), (31, 3));
+    }
+
+    #[test]
+    fn an_http_canarys_requests_and_latency_buckets_are_summed_over_nodes() {
+        let mut r = rollout();
+        r.protocol = RolloutProtocol::Http;
+        r.route = "default/reviews/http[0]".into();
+        r.host = "reviews.default.svc.cluster.local".into();
+        r.canary = "v3".into();
+        // 99 requests in the first bucket, one in the fourth, per node.
+        let mut buckets = vec![0; traffic_shift_proxy::BUCKETS];
+        buckets[0] = 99;
+        buckets[3] = 1;
+        let status = NodeStatus {
+            counters: vec![RouteCounters {
+                route: "default/reviews/http[0]".into(),
+                kind: "mesh".into(),
+                service: "127.101.0.1:9080".into(),
+                unit: "requests".into(),
+                destinations: vec![DestinationCounters {
+                    destination: "reviews.default.svc.cluster.local/v3".into(),
+                    weight: 50,
+                    total: 100,
+                    last_minute: 100,
+                    failed: 30,
+                    duration_buckets: buckets.clone(),
+                }],
+            }],
+            ..NodeStatus::default()
+        };
+        let mut sum = node_observation(&r, &status);
+        sum.add(&node_observation(&r, &status));
+        assert_eq!(sum.requests.requests, 200);
+        assert_eq!(sum.requests.errors_5xx, 60);
+        assert_eq!(sum.requests.buckets[0], 198);
+        assert_eq!(sum.requests.buckets[3], 2);
+        // The 99th percentile of the 200: in the first bucket.
+        let p99 = sum.requests.quantile(0.99).unwrap();
+        assert!(p99 <= traffic_shift_proxy::DURATION_BUCKETS[0], "{p99}");
     }
 }

@@ -373,6 +373,11 @@ impl Agent {
                     errors_5xx_total: total.errors_5xx,
                     p50_ms: minute.quantile(0.5),
                     p99_ms: minute.quantile(0.99),
+                    duration_buckets: if total.requests == 0 {
+                        Vec::new()
+                    } else {
+                        total.buckets.to_vec()
+                    },
                     endpoints,
                 }
             })

@@ -692,6 +692,7 @@ fn node_counters(status: &crate::status::Status) -> Vec<RouteCounters> {
                 total: d.connections_total,
                 last_minute: d.connections_last_minute,
                 failed: d.endpoints.iter().map(|e| e.failed_total).sum(),
+                duration_buckets: Vec::new(),
             })
             .collect(),
     });
@@ -709,6 +710,7 @@ fn node_counters(status: &crate::status::Status) -> Vec<RouteCounters> {
                 total: d.requests_total,
                 last_minute: d.requests_last_minute,
                 failed: d.errors_5xx_total,
+                duration_buckets: d.duration_buckets.clone(),
             })
             .collect(),
     });

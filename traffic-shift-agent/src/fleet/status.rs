@@ -183,6 +183,7 @@ mod tests {
                 total: *total,
                 last_minute: *total,
                 failed: 0,
+                duration_buckets: Vec::new(),
             })
             .collect();
         NodeStatus {

@@ -144,11 +144,11 @@ pub fn evaluate(
         MetricSource::RequestDurationP99 => {
             let requests = delta.requests.requests;
             if requests >= min_samples && delta.requests.buckets.iter().sum::<u64>() == 0 {
-                // In a fleet the nodes' statuses carry no latency histogram.
+                // A node of an older version reports no latency histogram.
                 return result(
                     None,
                     Some(requests),
-                    "no latency histogram for these requests (a fleet's nodes report none)"
+                    "no latency histogram for these requests (a node that reports none)"
                         .to_owned(),
                 );
             }

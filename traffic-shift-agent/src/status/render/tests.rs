@@ -83,6 +83,7 @@ fn http_destination(
         errors_5xx_total: e5,
         p50_ms: p50,
         p99_ms: p99,
+        duration_buckets: Vec::new(),
         endpoints,
     }
 }
