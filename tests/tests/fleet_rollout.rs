@@ -261,6 +261,46 @@ fn the_driver_killed_mid_rollout_another_takes_over_at_the_same_step() {
 }
 
 #[test]
+fn a_driver_stopped_cleanly_hands_over_at_once() {
+    let mut fleet = Fleet::start("fleetro-handover", 3);
+    let (drivers, driver, _) = start_at_20(&fleet);
+    // SIGTERM: the agent gives its leader key up as it stops, so a
+    // survivor campaigns at once instead of waiting out the lease.
+    fleet.nodes[driver]
+        .agent
+        .process
+        .signal_and_wait(libc::SIGTERM);
+    let stopped = Instant::now();
+    let survivor = (driver + 1) % 3;
+    let taken = fleet.nodes[survivor]
+        .agent
+        .wait_rollout(NAME, "driven by a survivor", WAIT, |s| {
+            s.driver.as_deref().is_some_and(|d| d != drivers[0])
+        });
+    let handover = stopped.elapsed();
+    println!(
+        "handover: {:?} drives {} ms after node-{driver} stopped (lease {} s)",
+        taken.driver,
+        handover.as_millis(),
+        LEADER_TTL.as_secs()
+    );
+    assert!(
+        handover < LEADER_TTL / 2,
+        "{} ms: the stopped driver's lease was not given up",
+        handover.as_millis()
+    );
+    assert!(
+        fleet.nodes[driver]
+            .agent
+            .log_text()
+            .contains("gave the rollouts' leader key up"),
+        "the stop is logged"
+    );
+    assert_eq!(taken.step, 1, "the same step: {taken:#?}");
+    assert_eq!(weights(&taken), [(Some(0), 20)], "not applied again");
+}
+
+#[test]
 fn the_analysis_counts_the_canary_on_every_node() {
     let mut fleet = Fleet::start("fleetro-sum", 2);
     apply(

@@ -110,6 +110,10 @@ pub struct FleetRollouts {
     /// The revision of the last view laid over the model.
     pub revision: i64,
     requests: mpsc::UnboundedSender<DriverRequest>,
+    /// The leader lease while this node drives: revoked when the agent
+    /// stops ([`FleetRollouts::resign`]), so another node takes over at
+    /// once rather than when the lease expires.
+    held: Arc<std::sync::Mutex<Option<i64>>>,
     /// Tells [`drive`] that this node has the store's rules in force (it
     /// campaigns only then: a driver without the rules would forget every
     /// rollout).
@@ -154,10 +158,14 @@ pub fn start(store: Store, node: &str) -> (FleetRollouts, RolloutsIo) {
     let (requests, requests_rx) = mpsc::unbounded_channel();
     let (nodes, nodes_rx) = watch::channel(Nodes::default());
     let (ready, ready_rx) = watch::channel(false);
+    let held = Arc::new(std::sync::Mutex::new(None));
     tokio::spawn(follow(store.clone(), events.clone()));
     tokio::spawn(drive(
-        store.clone(),
-        node.to_owned(),
+        Driver {
+            store: store.clone(),
+            node: node.to_owned(),
+            held: Arc::clone(&held),
+        },
         ready_rx,
         requests_rx,
         events.clone(),
@@ -170,6 +178,7 @@ pub fn start(store: Store, node: &str) -> (FleetRollouts, RolloutsIo) {
             events,
             revision: 0,
             requests,
+            held,
             ready,
             epoch: None,
             leader: None,
@@ -191,6 +200,27 @@ pub fn start(store: Store, node: &str) -> (FleetRollouts, RolloutsIo) {
 }
 
 impl FleetRollouts {
+    /// The agent stops: if this node drives, it gives the leader key up
+    /// (its lease revoked; at most a second spent on it), so a node left
+    /// takes over now. Its states stay in the store: the next driver goes
+    /// on from them.
+    pub async fn resign(&self) {
+        let lease = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(lease) = lease {
+            let revoked =
+                tokio::time::timeout(Duration::from_secs(1), self.store.revoke_lease(lease)).await;
+            if revoked.is_ok() {
+                tracing::info!(
+                    "stopping: gave the rollouts' leader key up; another node drives now"
+                );
+            }
+        }
+    }
+
     /// Sends the states of `states` that differ from what was last sent
     /// (and deletes those gone), `consume` attached to its rollout's write.
     pub fn send_writes(
@@ -399,9 +429,25 @@ async fn follow(store: Store, events: mpsc::Sender<RolloutsEvent>) {
 
 /// Campaigns (once `ready`), drives while elected, and campaigns again
 /// when deposed: see the module doc.
-async fn drive(
+/// Who campaigns: the store, the node's name, and where the lease it
+/// drives under is kept for [`FleetRollouts::resign`].
+struct Driver {
     store: Store,
     node: String,
+    held: Arc<std::sync::Mutex<Option<i64>>>,
+}
+
+impl Driver {
+    fn hold(&self, lease: Option<i64>) {
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = lease;
+    }
+}
+
+async fn drive(
+    driver: Driver,
     mut ready: watch::Receiver<bool>,
     mut requests: mpsc::UnboundedReceiver<DriverRequest>,
     events: mpsc::Sender<RolloutsEvent>,
@@ -410,6 +456,7 @@ async fn drive(
     if ready.wait_for(|r| *r).await.is_err() {
         return;
     }
+    let (store, node) = (&driver.store, &driver.node);
     let mut epoch = 0;
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -424,8 +471,9 @@ async fn drive(
                 continue;
             }
         };
-        match store.campaign(&node, lease.id).await {
+        match store.campaign(node, lease.id).await {
             Ok(Campaign::Won { revision }) => {
+                driver.hold(Some(lease.id));
                 tracing::info!(
                     revision,
                     lease = lease.id,
@@ -452,8 +500,8 @@ async fn drive(
         }
         backoff = BACKOFF_MIN;
         let reason = lead(
-            &store,
-            &node,
+            store,
+            node,
             lease,
             &mut epoch,
             &mut requests,
@@ -461,6 +509,7 @@ async fn drive(
             &nodes,
         )
         .await;
+        driver.hold(None);
         let Some(reason) = reason else { return };
         tracing::warn!(%reason, "this node no longer drives the rollouts; the weights in force stay");
         if events

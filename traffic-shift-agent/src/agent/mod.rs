@@ -187,6 +187,9 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     metrics_server.abort();
     log_stop(&options);
     let _ = std::fs::remove_file(&agent.observer.status_file);
+    if let Some(rollouts) = &agent.fleet_rollouts {
+        rollouts.resign().await;
+    }
     drop(agent);
     Ok(())
 }

@@ -148,8 +148,7 @@ pub fn evaluate(
                 return result(
                     None,
                     Some(requests),
-                    "no latency histogram for these requests (a node that reports none)"
-                        .to_owned(),
+                    "no latency histogram for these requests (a node that reports none)".to_owned(),
                 );
             }
             let p99 = delta.requests.quantile(0.99).unwrap_or(0.0);
