@@ -186,15 +186,20 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     }
     metrics_server.abort();
     log_stop(&options);
-    let _ = std::fs::remove_file(&agent.observer.status_file);
-    if let Some(rollouts) = &agent.fleet_rollouts {
-        rollouts.resign().await;
-    }
-    drop(agent);
+    agent.stop().await;
     Ok(())
 }
 
 impl Agent {
+    /// After the loop: the status file removed; the rollouts' leader key
+    /// given up if this node drives.
+    async fn stop(self) {
+        let _ = std::fs::remove_file(&self.observer.status_file);
+        if let Some(rollouts) = &self.fleet_rollouts {
+            rollouts.resign().await;
+        }
+    }
+
     /// The rules in force at start: the directory's, the applied set, the
     /// store's last snapshot; then the first status.
     fn start(&mut self, admin_server: &crate::admin::AdminServer) {
