@@ -187,13 +187,14 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     metrics_server.abort();
     log_stop(&options);
     agent.stop().await;
+    drop(agent);
     Ok(())
 }
 
 impl Agent {
     /// After the loop: the status file removed; the rollouts' leader key
     /// given up if this node drives.
-    async fn stop(self) {
+    async fn stop(&self) {
         let _ = std::fs::remove_file(&self.observer.status_file);
         if let Some(rollouts) = &self.fleet_rollouts {
             rollouts.resign().await;
