@@ -275,6 +275,11 @@ In another shell, in {root}:
   cp {rules}/examples/vs-20-v2.yaml {rules}/virtual-service.yaml
   cp {rules}/examples/vs-all-v2.yaml {rules}/virtual-service.yaml
   cp {rules}/examples/vs-all-v1.yaml {rules}/virtual-service.yaml
+  # or let a Rollout shift it, 10% at a time, judged on v2's connections (docs/rollouts.md);
+  # keep traffic flowing: with fewer than 20 connections to v2 in 10 s it rolls back to v1
+  while :; do exec 3<>/dev/tcp/127.100.0.1/9000; echo hi >&3; head -1 <&3 >/dev/null; exec 3<&-; done &
+  {bin}/traffic-shift apply -f {rules}/examples/rollout.yaml
+  {bin}/traffic-shift rollout status tcp-echo --watch
 Ctrl-C stops the agent, then the backends.
 ================================================================================
 "#,
