@@ -139,7 +139,9 @@ impl StoreError {
 /// if it did. With TLS 1.3, etcd checks the client's certificate after the
 /// client has finished its handshake: a refused one shows as the connection
 /// closed (or, when the client was writing its first request, a broken
-/// pipe) before any answer, and the alert is lost on the way.
+/// pipe; or, when it was still waiting for the connection to be ready,
+/// hyper's "connection was not ready") before any answer, and the alert
+/// is lost on the way.
 fn tls_failure(err: &etcd_client::Error) -> Option<String> {
     let mut messages = vec![err.to_string()];
     let mut next: Option<&(dyn std::error::Error + 'static)> = match err {
@@ -160,6 +162,7 @@ fn tls_failure(err: &etcd_client::Error) -> Option<String> {
             "alert",
             "connection closed",
             "broken pipe",
+            "connection was not ready",
         ]
         .iter()
         .any(|word| message.contains(word))
@@ -167,7 +170,14 @@ fn tls_failure(err: &etcd_client::Error) -> Option<String> {
     let innermost = messages.pop().unwrap_or_default();
     tls.then(|| {
         let lower = innermost.to_ascii_lowercase();
-        if lower.contains("connection closed") || lower.contains("broken pipe") {
+        if [
+            "connection closed",
+            "broken pipe",
+            "connection was not ready",
+        ]
+        .iter()
+        .any(|word| lower.contains(word))
+        {
             format!("etcd closed the connection after the handshake ({innermost})")
         } else {
             innermost
