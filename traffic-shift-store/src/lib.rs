@@ -363,25 +363,29 @@ impl Store {
         Ok(listing)
     }
 
+    /// A watch of `key` with `options` (its range, progress notices) from
+    /// revision `from`: every watch of this crate opens through here.
+    async fn open_watch(
+        &self,
+        key: &str,
+        options: WatchOptions,
+        from: i64,
+    ) -> Result<etcd_client::WatchStream, StoreError> {
+        self.client
+            .clone()
+            .watch(key, Some(options.with_start_revision(from)))
+            .await
+            .map_err(StoreError::unreachable(&self.endpoints, self.tls))
+    }
+
     /// Watches the resources from revision `from` (a listing's `read_at + 1`).
     pub async fn watch(&self, from: i64) -> Result<Watch, StoreError> {
-        let mut client = self.client.clone();
         // [PREFIX/resources, PREFIX/resources0): the guard key and every
         // resource ('0' follows '/').
         let guard = self.guard_key();
         let end = format!("{guard}0");
-        let stream = client
-            .watch(
-                guard,
-                Some(
-                    WatchOptions::new()
-                        .with_range(end)
-                        .with_start_revision(from)
-                        .with_progress_notify(),
-                ),
-            )
-            .await
-            .map_err(StoreError::unreachable(&self.endpoints, self.tls))?;
+        let options = WatchOptions::new().with_range(end).with_progress_notify();
+        let stream = self.open_watch(&guard, options, from).await?;
         Ok(Watch {
             store: self.clone(),
             stream,

@@ -132,18 +132,8 @@ impl Store {
         let (read_at, nodes) = self.read_nodes().await?;
         let prefix = self.nodes_prefix();
         let stream = self
-            .client
-            .clone()
-            .watch(
-                prefix.as_str(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(read_at + 1),
-                ),
-            )
-            .await
-            .map_err(StoreError::unreachable(&self.endpoints, self.tls))?;
+            .open_watch(&prefix, WatchOptions::new().with_prefix(), read_at + 1)
+            .await?;
         Ok(NodesWatch {
             store: self.clone(),
             prefix,

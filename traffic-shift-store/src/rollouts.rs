@@ -155,20 +155,8 @@ impl Store {
     /// `revision + 1`).
     pub async fn watch_rollouts(&self, from: i64) -> Result<RolloutsWatch, StoreError> {
         let prefix = self.rollouts_prefix();
-        let stream = self
-            .client
-            .clone()
-            .watch(
-                prefix.as_str(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(from)
-                        .with_progress_notify(),
-                ),
-            )
-            .await
-            .map_err(StoreError::unreachable(&self.endpoints, self.tls))?;
+        let options = WatchOptions::new().with_prefix().with_progress_notify();
+        let stream = self.open_watch(&prefix, options, from).await?;
         Ok(RolloutsWatch {
             store: self.clone(),
             prefix,
@@ -234,14 +222,9 @@ impl Store {
         limit: Duration,
     ) -> Result<bool, StoreError> {
         let key = self.leader_key();
-        let mut client = self.client.clone();
-        let mut stream = client
-            .watch(
-                key.as_str(),
-                Some(WatchOptions::new().with_start_revision(revision + 1)),
-            )
-            .await
-            .map_err(StoreError::unreachable(&self.endpoints, self.tls))?;
+        let mut stream = self
+            .open_watch(&key, WatchOptions::new(), revision + 1)
+            .await?;
         let wait = async {
             loop {
                 let response = watch_response(&mut stream, self, &key, revision + 1).await?;
