@@ -207,7 +207,10 @@ impl Prometheus {
     /// Panics when the server cannot be reached or answers something that is not the
     /// API's JSON, or when the result is a range vector or a string (not samples).
     pub fn try_query(&self, promql: &str) -> Result<Vec<Sample>, QueryError> {
-        let body = format!("query={}", form_encode(promql));
+        let body = format!(
+            "query={}",
+            traffic_shift_agent::rollout::prometheus::encode(promql)
+        );
         let (status, text) = self
             .http("POST", "/api/v1/query", Some(&body))
             .unwrap_or_else(|e| panic!("prometheus at {} unreachable: {e}", self.addr));
@@ -405,19 +408,6 @@ pub fn free_loopback_addr() -> SocketAddr {
         .expect("bind 127.0.0.1:0")
 }
 
-/// `application/x-www-form-urlencoded`: every byte but the unreserved ones as %XX.
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
 /// `[<unix time>, "<value>"]`; the value may be "NaN", "+Inf" or "-Inf".
 fn parse_value(v: &Value) -> f64 {
     v[1].as_str()
@@ -443,7 +433,7 @@ mod tests {
     #[test]
     fn form_encoding_escapes_all_but_unreserved() {
         assert_eq!(
-            form_encode(r#"sum(rate(x{a=~".*"}[1m])) / 2"#),
+            traffic_shift_agent::rollout::prometheus::encode(r#"sum(rate(x{a=~".*"}[1m])) / 2"#),
             "sum%28rate%28x%7Ba%3D~%22.%2A%22%7D%5B1m%5D%29%29%20%2F%202"
         );
     }

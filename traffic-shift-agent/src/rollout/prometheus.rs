@@ -90,8 +90,9 @@ pub fn value_of(answer: &serde_json::Value) -> QueryValue {
         .ok_or_else(|| format!("cannot read the query's value from {sample}"))
 }
 
-/// `application/x-www-form-urlencoded` for a query parameter.
-fn encode(text: &str) -> String {
+/// `application/x-www-form-urlencoded` for a query parameter: every byte
+/// but the unreserved ones as `%XX` (the tests' Prometheus client too).
+pub fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3);
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
