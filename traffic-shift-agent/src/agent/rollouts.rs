@@ -320,6 +320,10 @@ impl Agent {
     /// Acts on what the controller did outside an install: saves, puts the
     /// new weights in force. Whether that went through.
     pub(super) fn rollout_changed(&mut self, effects: Effects, what: &str) -> bool {
+        // Every second's tick: nothing to save, write or publish.
+        if effects.is_empty() {
+            return true;
+        }
         if let Some(fleet) = &mut self.fleet_rollouts {
             // The weights go in force when the store has the states (on
             // every node, this one too).

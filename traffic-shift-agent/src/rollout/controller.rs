@@ -79,6 +79,11 @@ pub struct Effects {
 }
 
 impl Effects {
+    /// Nothing changed and nothing is to be done (most ticks).
+    pub fn is_empty(&self) -> bool {
+        !self.weights_changed && !self.changed && self.queries.is_empty() && self.runs.is_empty()
+    }
+
     pub fn merge(&mut self, other: Effects) {
         self.weights_changed |= other.weights_changed;
         self.changed |= other.changed;
