@@ -167,6 +167,12 @@ fn within(metric: &Metric, value: f64) -> bool {
     metric.min.is_none_or(|min| value >= min) && metric.max.is_none_or(|max| value <= max)
 }
 
+/// A metric's value as messages and `rollout status` show it: to two
+/// decimals.
+pub fn rounded(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
 /// `min 99` / `max 500` / `99..100`, as the status shows a threshold.
 pub fn threshold(metric: &Metric) -> String {
     match (metric.min, metric.max) {

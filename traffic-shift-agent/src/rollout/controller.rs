@@ -578,7 +578,7 @@ impl Controller {
                     let Some(state) = self.states.states.get(&rollout.name) else {
                         break;
                     };
-                    if state.phase != Phase::Progressing || state.step != which_step(which) {
+                    if state.phase != Phase::Progressing || which != Which::Step(state.step) {
                         continue;
                     }
                     break;
@@ -704,7 +704,7 @@ impl Controller {
             .iter()
             .filter(|r| r.outcome != Outcome::Successful)
             .map(|r| match r.value {
-                Some(v) => format!("{} = {} ({})", r.name, round(v), r.note),
+                Some(v) => format!("{} = {} ({})", r.name, analysis::rounded(v), r.note),
                 None => format!("{}: {}", r.name, r.note),
             })
             .collect();
@@ -838,13 +838,6 @@ fn analysis_of(rollout: &Rollout, which: Which) -> Option<&Analysis> {
     }
 }
 
-fn which_step(which: Which) -> usize {
-    match which {
-        Which::Step(i) => i,
-        Which::Background => usize::MAX,
-    }
-}
-
 /// Starts the step's clock if every live node has its weight in force
 /// (returns whether it did); else says which nodes it waits for.
 fn start_clock(
@@ -949,8 +942,4 @@ fn hand_edit_message(rollout: &Rollout, state: &RolloutState, before: Option<u32
 
 pub fn duration_ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn round(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
 }

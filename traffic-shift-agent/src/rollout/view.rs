@@ -170,7 +170,7 @@ fn seconds(ms: u64) -> String {
 
 fn value_text(result: &MetricResult) -> String {
     match result.value {
-        Some(v) => format!("{}", (v * 100.0).round() / 100.0),
+        Some(v) => format!("{}", super::analysis::rounded(v)),
         None => "-".to_owned(),
     }
 }
