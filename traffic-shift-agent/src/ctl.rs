@@ -223,6 +223,12 @@ pub fn get(
             return Ok(EXIT_REFUSED);
         }
     };
+    // Rollouts as a table are their state (NAME PHASE STEP WEIGHT AGE),
+    // not their documents: every name of the kind comes here.
+    if kind.kind == "Rollout" && matches!(output, Output::Table) {
+        let name = selector.name.as_deref();
+        return crate::rollout::ctl::list(socket, name, now_ms, stdout, stderr);
+    }
     let request = Request::Get {
         kind: Some(kind.kind.to_owned()),
     };

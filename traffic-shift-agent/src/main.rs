@@ -613,22 +613,6 @@ fn agent_command(command: AgentCommand) -> anyhow::Result<ExitCode> {
         AgentCommand::Get {
             kind,
             name,
-            output: None,
-            socket,
-            ..
-        } if ["rollout", "rollouts", "ro"].contains(&kind.to_ascii_lowercase().as_str()) => {
-            let code = traffic_shift_agent::rollout::ctl::list(
-                &socket.admin_socket,
-                name.as_deref(),
-                cli::now_ms(),
-                &mut std::io::stdout().lock(),
-                &mut std::io::stderr().lock(),
-            )?;
-            Ok(ExitCode::from(code))
-        }
-        AgentCommand::Get {
-            kind,
-            name,
             output,
             namespace,
             all_namespaces,
