@@ -311,10 +311,12 @@ fn the_gateway_path_is_counted_per_version() {
         assert_eq!(metric(&page, SENT, &labels), n * RESPONSE, "{v}:\n{page}");
     }
     // The mesh route saw none of them: the backends' sockets are not the
-    // client's, and nothing is counted twice.
-    assert_eq!(
-        metric(&page, OPENED, &[("source_workload", "unknown")]),
-        0,
+    // client's, and nothing is counted twice. As Istio's proxies, the agent
+    // has no series for what saw no traffic.
+    assert!(
+        !page
+            .lines()
+            .any(|l| l.starts_with(OPENED) && l.contains("source_workload=\"unknown\"")),
         "{page}"
     );
 }

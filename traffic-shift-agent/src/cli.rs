@@ -13,7 +13,7 @@ use traffic_shift_config as config;
 
 use traffic_shift_config::model::RoutingModel;
 
-use crate::status::Status;
+use crate::status::{Status, View};
 
 /// `validate -f PATH...`: parses, resolves and compiles the files together,
 /// as the agent would; prints each warning as a `warning: ` line, then the
@@ -196,7 +196,18 @@ pub enum StatusError {
         source: serde_json::Error,
     },
     #[error(transparent)]
+    NoSuchRoute(#[from] crate::status::view::NoSuchRoute),
+    #[error(transparent)]
     Write(#[from] std::io::Error),
+}
+
+impl From<crate::status::ViewError> for StatusError {
+    fn from(err: crate::status::ViewError) -> Self {
+        match err {
+            crate::status::ViewError::NoSuchRoute(e) => Self::NoSuchRoute(e),
+            crate::status::ViewError::Write(e) => Self::Write(e),
+        }
+    }
 }
 
 /// Reads and parses the agent's status file.
@@ -251,15 +262,30 @@ pub enum MapsError {
     Write(#[from] std::io::Error),
 }
 
+/// The status file: what it says holds as of the file's time (an idle
+/// agent touches it instead of writing the same status again).
 pub fn read_status(path: &Path) -> Result<Status, StatusError> {
-    let text = std::fs::read_to_string(path).map_err(|source| StatusError::Read {
+    let read = |source| StatusError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read)?;
+    let touched_ms = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(read)?;
+    let mut status: Status = serde_json::from_str(&text).map_err(|source| StatusError::Parse {
         path: path.to_owned(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|source| StatusError::Parse {
-        path: path.to_owned(),
-        source,
-    })
+    if status.taken_at_ms != 0 {
+        status.taken_at_ms = status.taken_at_ms.max(touched_ms);
+    }
+    Ok(status)
 }
 
 /// `status`: the agent's routes, gateway endpoints and kernel counters, as
@@ -267,12 +293,13 @@ pub fn read_status(path: &Path) -> Result<Status, StatusError> {
 /// [`crate::status::render`]).
 pub fn status(
     path: &Path,
+    view: &View,
     width: usize,
     now_ms: u64,
     out: &mut impl Write,
 ) -> Result<(), StatusError> {
     let status = read_status(path)?;
-    crate::status::render(&status, width, now_ms, out)?;
+    view.render(status, width, now_ms, out)?;
     Ok(())
 }
 
@@ -313,6 +340,7 @@ impl<W: Write> Drop for AlternateScreen<'_, W> {
 /// and read again at the next frame.
 pub fn watch(
     path: &Path,
+    view: &View,
     interval: Duration,
     in_place: bool,
     screen: &mut impl Screen,
@@ -323,8 +351,12 @@ pub fn watch(
         in_place,
         screen,
         out,
-        |width, now_ms, frame| match read_status(path) {
-            Ok(status) => crate::status::render(&status, width, now_ms, frame),
+        |width, now_ms, frame| match read_status(path).and_then(|s| {
+            view.render(s, width, now_ms, frame)
+                .map_err(StatusError::from)
+        }) {
+            Ok(()) => Ok(()),
+            Err(StatusError::Write(err)) => Err(err),
             Err(err) => crate::status::render_message(
                 &format!("{err}\nreading it again every {} s", interval.as_secs_f64()),
                 width,
@@ -641,9 +673,16 @@ mod tests {
             StatusFile { dir, path }
         }
 
+        /// Written as the agent writes it: at the time it took the status.
         fn write(&self, status: &Status) {
             let text = serde_json::to_string(status).expect("status serializes");
             std::fs::write(&self.path, text).expect("write the status file");
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(status.taken_at_ms);
+            std::fs::File::options()
+                .write(true)
+                .open(&self.path)
+                .and_then(|f| f.set_modified(at))
+                .expect("set the status file's time");
         }
     }
 
@@ -670,7 +709,7 @@ mod tests {
         let file = StatusFile::new("status-once");
         file.write(&status_at(3));
         let mut out = Vec::new();
-        status(&file.path, 80, NOW_MS, &mut out).expect("status");
+        status(&file.path, &View::default(), 80, NOW_MS, &mut out).expect("status");
         assert_eq!(
             String::from_utf8(out).expect("UTF-8"),
             "rules /srv/rules, generation 3, as of 1 s ago\n\nKERNEL EVENTS\nrewritten 5\n"
@@ -678,9 +717,35 @@ mod tests {
     }
 
     #[test]
+    fn a_status_file_touched_by_an_idle_agent_holds_as_of_the_touch() {
+        let file = StatusFile::new("status-touched");
+        let mut old = status_at(3);
+        old.taken_at_ms = NOW_MS - 60_000;
+        file.write(&old);
+        let touched = std::time::UNIX_EPOCH + std::time::Duration::from_millis(NOW_MS - 2_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&file.path)
+            .and_then(|f| f.set_modified(touched))
+            .expect("touch");
+        assert_eq!(
+            read_status(&file.path).expect("read").taken_at_ms,
+            NOW_MS - 2_000
+        );
+        let mut out = Vec::new();
+        status(&file.path, &View::default(), 80, NOW_MS, &mut out).expect("status");
+        let out = String::from_utf8(out).expect("UTF-8");
+        assert!(
+            out.starts_with("rules /srv/rules, generation 3, as of 2 s ago\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn status_without_a_file_asks_whether_the_agent_runs() {
         let file = StatusFile::new("status-missing");
-        let err = status(&file.path, 80, NOW_MS, &mut Vec::new()).expect_err("no file");
+        let err =
+            status(&file.path, &View::default(), 80, NOW_MS, &mut Vec::new()).expect_err("no file");
         let message = err.to_string();
         assert!(
             message.starts_with(&format!("cannot read {}: ", file.path.display()))
@@ -688,7 +753,8 @@ mod tests {
             "{message}"
         );
         std::fs::write(&file.path, "{").expect("write");
-        let err = status(&file.path, 80, NOW_MS, &mut Vec::new()).expect_err("not JSON");
+        let err = status(&file.path, &View::default(), 80, NOW_MS, &mut Vec::new())
+            .expect_err("not JSON");
         assert!(
             err.to_string().contains("is not an agent status file"),
             "{err}"
@@ -734,6 +800,7 @@ mod tests {
         let mut out = Vec::new();
         watch(
             &file.path,
+            &View::default(),
             Duration::from_millis(500),
             in_place,
             &mut script,

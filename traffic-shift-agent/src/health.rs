@@ -289,6 +289,10 @@ impl Outliers {
     pub fn is_ejected(&self, endpoint: &SocketAddr) -> bool {
         self.ejected.contains_key(endpoint)
     }
+
+    pub fn any_ejected(&self) -> bool {
+        !self.ejected.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use traffic_shift_agent::{admin, agent, cli, ctl, fleet};
+use traffic_shift_agent::{admin, agent, cli, ctl, fleet, status};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +29,14 @@ enum Command {
     /// total, its observed share and its endpoints' state; then the gateway
     /// endpoints (registered or missing) and the kernel's counters.
     Status {
+        /// One route in full: its key (`default/tcp-echo/tcp[0]/port 9000
+        /// ipv4`), a VirtualService (`default/tcp-echo`: every rule of it)
+        /// or a service (`tcp-echo.local`, `tcp-echo.local:9000`).
+        #[arg(value_name = "ROUTE")]
+        route: Option<String>,
+        /// Every route in full: without it, over 30 routes show a line each.
+        #[arg(long, conflicts_with = "route")]
+        full: bool,
         /// The agent's status file (its --status-file).
         #[arg(long, value_name = "FILE", default_value = agent::DEFAULT_STATUS_FILE)]
         status_file: PathBuf,
@@ -449,37 +457,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             ..
         } => fleet_status(&store, watch.then_some(interval), width),
         Command::Status {
+            route,
+            full,
             status_file,
             watch,
             interval,
             width,
             ..
-        } => {
-            let width = width.map(usize::from);
-            let mut stdout = std::io::stdout().lock();
-            let result = if watch {
-                let in_place = std::io::IsTerminal::is_terminal(&stdout);
-                let mut terminal = cli::Terminal::new(width)?;
-                cli::watch(&status_file, interval, in_place, &mut terminal, &mut stdout)
-                    .map_err(cli::StatusError::Write)
-            } else {
-                let columns = std::env::var("COLUMNS").ok();
-                let width = cli::resolve_width(width, cli::terminal_size().0, columns.as_deref());
-                cli::status(&status_file, width, cli::now_ms(), &mut stdout)
-            };
-            match result {
-                // `traffic-shift status | head`: the reader left; not an error.
-                Err(cli::StatusError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                    Ok(ExitCode::SUCCESS)
-                }
-                // Its message already names the cause: not `{:#}`, which repeats it.
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    Ok(ExitCode::FAILURE)
-                }
-                Ok(()) => Ok(ExitCode::SUCCESS),
-            }
-        }
+        } => node_status(
+            &status_file,
+            &status::View { route, full },
+            watch.then_some(interval),
+            width,
+        ),
         Command::Unload { bpffs } => {
             let removed = traffic_shift_datapath::unload(&bpffs)?;
             if removed.is_empty() {
@@ -761,4 +751,44 @@ fn parse_interval(text: &str) -> Result<Duration, IntervalError> {
         return Err(IntervalError::OutOfRange(secs));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// `status` of this node: its status file, once or `watch`ed.
+fn node_status(
+    status_file: &std::path::Path,
+    view: &status::View,
+    watch: Option<Duration>,
+    width: Option<u16>,
+) -> anyhow::Result<ExitCode> {
+    let width = width.map(usize::from);
+    let mut stdout = std::io::stdout().lock();
+    let result = if let Some(interval) = watch {
+        let in_place = std::io::IsTerminal::is_terminal(&stdout);
+        let mut terminal = cli::Terminal::new(width)?;
+        cli::watch(
+            status_file,
+            view,
+            interval,
+            in_place,
+            &mut terminal,
+            &mut stdout,
+        )
+        .map_err(cli::StatusError::Write)
+    } else {
+        let columns = std::env::var("COLUMNS").ok();
+        let width = cli::resolve_width(width, cli::terminal_size().0, columns.as_deref());
+        cli::status(status_file, view, width, cli::now_ms(), &mut stdout)
+    };
+    match result {
+        // `traffic-shift status | head`: the reader left; not an error.
+        Err(cli::StatusError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::SUCCESS)
+        }
+        // Its message already names the cause: not `{:#}`, which repeats it.
+        Err(err) => {
+            eprintln!("error: {err}");
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(()) => Ok(ExitCode::SUCCESS),
+    }
 }

@@ -12,7 +12,7 @@
 //! reads the list.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap, HashSet},
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
@@ -21,15 +21,18 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Bytes, service::service_fn};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
 use traffic_shift_common::{EndpointStats, Event, XdpStats};
 
 use traffic_shift_datapath::KernelCounters;
 
-use traffic_shift_config::labels::IstioLabels;
+use traffic_shift_config::{
+    labels::{self, IstioLabels},
+    model::RoutingModel,
+};
 
 use traffic_shift_proxy::RequestMetrics;
 
@@ -201,12 +204,43 @@ pub struct SlotInfo {
     pub route: String,
 }
 
+impl SlotInfo {
+    /// The labels of the endpoint at `at` in `model`.
+    pub fn of(model: &RoutingModel, at: SlotRef) -> Option<Self> {
+        let route = model.routes.get(at.route as usize)?;
+        let dest = route.destinations.get(at.dest as usize)?;
+        let ep = dest.endpoints.get(at.endpoint as usize)?;
+        Some(Self {
+            labels: labels::istio_labels(route, dest, ep),
+            endpoint: ep.addr,
+            route: route.key.clone(),
+        })
+    }
+}
+
+/// Where a counter slot's endpoint is in the model in force: indexes of
+/// its route, destination and endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotRef {
+    pub route: u32,
+    pub dest: u32,
+    pub endpoint: u32,
+}
+
 /// What the agent publishes for the exporter.
 #[derive(Debug, Default)]
 pub struct Shared {
-    /// Stat id -> its labels; slots of endpoints that left the rules stay
-    /// (their closing connections still count) until the slot is reused.
-    pub slots: BTreeMap<u32, SlotInfo>,
+    /// The rules in force: what labels the counter slots.
+    pub model: Arc<RoutingModel>,
+    /// Stat id -> its endpoint in `model`.
+    pub slots: HashMap<u32, SlotRef>,
+    /// Slots of endpoints that left the rules and had counted: their
+    /// labels, kept (their closing connections still count) until the slot
+    /// is reused.
+    pub retired: HashMap<u32, Arc<SlotInfo>>,
+    /// Slots that counted anything: the only ones with series, as Istio's
+    /// proxies export only what saw traffic.
+    pub counted: HashSet<u32>,
     pub rules_applied: u64,
     pub apply_errors: u64,
     pub generation: u64,
@@ -214,10 +248,13 @@ pub struct Shared {
     pub map_fill: Vec<(&'static str, usize, u32)>,
     /// Gateway endpoints: (service, version, endpoint) -> socket registered.
     pub registered: BTreeMap<(String, String, String), bool>,
-    /// (route, service, version) -> configured weight.
+    /// (route, service, version) -> configured weight, for routes that
+    /// split (more than one destination).
     pub weights: BTreeMap<(String, String, String), u32>,
     /// (service, version, endpoint) -> healthy: not every connect of the
     /// last minute failed (passive: observed connections, no probes).
+    /// Endpoints with connections in the last minute, and those health
+    /// took out.
     pub healthy: BTreeMap<(String, String, String), bool>,
     /// With `--store`: the store as this node sees it.
     pub store: Option<StoreGauges>,
@@ -228,6 +265,17 @@ pub struct Shared {
     /// The status the agent last wrote (JSON, as its status file), for
     /// the live page's `/ui/status.json`; empty before the first.
     pub status: Arc<str>,
+}
+
+impl Shared {
+    /// The labels of slot `id`: of the rules in force, or kept since its
+    /// endpoint left them.
+    fn slot_info(&self, id: u32) -> Option<Arc<SlotInfo>> {
+        match self.slots.get(&id) {
+            Some(at) => SlotInfo::of(&self.model, *at).map(Arc::new),
+            None => self.retired.get(&id).cloned(),
+        }
+    }
 }
 
 /// The store as a node sees it (`--store`).
@@ -256,6 +304,8 @@ const UI_PAGE: &str = include_str!("ui/index.html");
 pub struct Exporter {
     pub shared: Arc<Mutex<Shared>>,
     kernel: Mutex<KernelCounters>,
+    /// Label sets built once per slot (cleared when the rules change).
+    labels: Mutex<LabelCache>,
     /// The L7 proxy's request metrics, once [`Exporter::add_requests`] gave them.
     requests: Mutex<Option<Arc<RequestMetrics>>>,
 }
@@ -271,6 +321,7 @@ impl Exporter {
         Self {
             shared,
             kernel: Mutex::new(kernel),
+            labels: Mutex::new(LabelCache::default()),
             requests: Mutex::new(None),
         }
     }
@@ -349,81 +400,153 @@ impl Collector for Exporter {
             .kernel
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        encode_connections(&mut encoder, &shared, &kernel)?;
+        let slots = self.exported(&shared, &kernel);
+        encode_connections(&mut encoder, &slots, &kernel)?;
         encode_events(&mut encoder, &kernel)?;
-        encode_xdp(&mut encoder, &shared, &kernel)?;
+        encode_xdp(&mut encoder, &slots, &kernel)?;
         drop(kernel);
         encode_agent(&mut encoder, &shared)
     }
 }
 
+/// Slot labels, built once per slot while the rules stay.
+#[derive(Debug, Default)]
+struct LabelCache {
+    generation: u64,
+    slots: HashMap<u32, Option<Arc<SlotInfo>>>,
+}
+
+impl Exporter {
+    /// The slots with series, with their labels: those that counted, and
+    /// those the kernel marked since the agent last looked (a scrape is
+    /// never older than the kernel).
+    fn exported(&self, shared: &Shared, kernel: &KernelCounters) -> Vec<(u32, Arc<SlotInfo>)> {
+        let mut cache = self
+            .labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.generation != shared.generation {
+            cache.slots.clear();
+            cache.generation = shared.generation;
+        }
+        let mut ids: Vec<u32> = shared.counted.iter().copied().collect();
+        ids.extend(kernel.touched().peek());
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| {
+                let info = cache
+                    .slots
+                    .entry(id)
+                    .or_insert_with(|| shared.slot_info(id))
+                    .clone()?;
+                Some((id, info))
+            })
+            .collect()
+    }
+}
+
+/// One counter family, a sample per label set (none: the family is left out).
+fn series<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    exported: &Family,
+    values: impl IntoIterator<Item = (L, u64)>,
+) -> Result<(), std::fmt::Error> {
+    debug_assert_eq!(exported.kind, FamilyType::Counter, "{}", exported.name);
+    let mut values = values.into_iter().peekable();
+    if values.peek().is_none() {
+        return Ok(());
+    }
+    let mut family =
+        encoder.encode_descriptor(exported.name, exported.help, None, MetricType::Counter)?;
+    for (labels, value) in values {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A label set and one more label.
+type With<'a> = (&'a [(&'static str, String)], [(&'static str, &'a str); 1]);
+
+/// Istio's labels and `response_flags`.
+fn with<'a>(labels: &'a IstioLabels, flag: &'a str) -> With<'a> {
+    (&labels.0, [("response_flags", flag)])
+}
+
+/// Per Istio label set: what its slots counted.
+#[derive(Clone, Copy, Default)]
+struct TcpSums {
+    opened: u64,
+    closed: u64,
+    failed: u64,
+    sent: u64,
+    received: u64,
+}
+
 /// Istio's TCP metrics and the failed connects, from the per-slot counters.
 fn encode_connections(
     encoder: &mut DescriptorEncoder,
-    shared: &Shared,
+    slots: &[(u32, Arc<SlotInfo>)],
     kernel: &KernelCounters,
 ) -> Result<(), std::fmt::Error> {
-    let mut opened = BTreeMap::new();
-    let mut closed = BTreeMap::new();
-    let mut sent = BTreeMap::new();
-    let mut received = BTreeMap::new();
-    let mut failed = BTreeMap::new();
-    for (&id, slot) in &shared.slots {
-        let Ok(s) = kernel.stats(id) else { continue };
-        let EndpointStats {
-            opened: n_opened,
-            closed: n_closed,
-            failed_refused,
-            failed_timeout,
-            failed_other,
-            request_bytes,
-            response_bytes,
-            ..
-        } = s;
-        let n_failed = s.failed();
-        *opened
-            .entry(slot.labels.with("response_flags", "-"))
-            .or_default() += n_opened;
-        *closed
-            .entry(slot.labels.with("response_flags", "-"))
-            .or_default() += n_closed.saturating_sub(n_failed);
-        if n_failed > 0 {
-            // Envoy's flag for a failed upstream connect.
-            *closed
-                .entry(slot.labels.with("response_flags", "UF"))
-                .or_default() += n_failed;
+    let mut sums: BTreeMap<&IstioLabels, TcpSums> = BTreeMap::new();
+    let mut failed: BTreeMap<(&str, &str, SocketAddr), [u64; 3]> = BTreeMap::new();
+    for (id, slot) in slots {
+        let Ok(s) = kernel.stats(*id) else { continue };
+        if s == EndpointStats::default() {
+            continue;
         }
-        *sent
-            .entry(slot.labels.with("response_flags", "-"))
-            .or_default() += response_bytes;
-        *received
-            .entry(slot.labels.with("response_flags", "-"))
-            .or_default() += request_bytes;
-        for (reason, n) in [
-            ("refused", failed_refused),
-            ("timeout", failed_timeout),
-            ("other", failed_other),
-        ] {
-            let labels = vec![
-                (
-                    "destination_service",
-                    slot.labels.get("destination_service").to_owned(),
-                ),
-                (
-                    "destination_version",
-                    slot.labels.get("destination_version").to_owned(),
-                ),
-                ("endpoint", slot.endpoint.to_string()),
-                ("reason", reason.to_owned()),
-            ];
-            *failed.entry(labels).or_default() += n;
+        let sum = sums.entry(&slot.labels).or_default();
+        sum.opened += s.opened;
+        sum.closed += s.closed.saturating_sub(s.failed());
+        sum.failed += s.failed();
+        sum.sent += s.response_bytes;
+        sum.received += s.request_bytes;
+        let by_reason = failed
+            .entry((
+                slot.labels.get("destination_service"),
+                slot.labels.get("destination_version"),
+                slot.endpoint,
+            ))
+            .or_default();
+        for (n, add) in
+            by_reason
+                .iter_mut()
+                .zip([s.failed_refused, s.failed_timeout, s.failed_other])
+        {
+            *n += add;
         }
     }
-    counters(encoder, &TCP_CONNECTIONS_OPENED, &opened)?;
-    counters(encoder, &TCP_CONNECTIONS_CLOSED, &closed)?;
-    counters(encoder, &TCP_SENT_BYTES, &sent)?;
-    counters(encoder, &TCP_RECEIVED_BYTES, &received)?;
-    counters(encoder, &CONNECTIONS_FAILED, &failed)
+    let each = |f: fn(&TcpSums) -> u64| sums.iter().map(move |(l, s)| (with(l, "-"), f(s)));
+    series(encoder, &TCP_CONNECTIONS_OPENED, each(|s| s.opened))?;
+    // Envoy's flag for a failed upstream connect: UF.
+    let failed_connects = sums
+        .iter()
+        .filter(|(_, s)| s.failed > 0)
+        .map(|(l, s)| (with(l, "UF"), s.failed));
+    series(
+        encoder,
+        &TCP_CONNECTIONS_CLOSED,
+        each(|s| s.closed).chain(failed_connects),
+    )?;
+    series(encoder, &TCP_SENT_BYTES, each(|s| s.sent))?;
+    series(encoder, &TCP_RECEIVED_BYTES, each(|s| s.received))?;
+    let failed = failed.iter().flat_map(|((service, version, endpoint), n)| {
+        let endpoint = endpoint.to_string();
+        ["refused", "timeout", "other"]
+            .into_iter()
+            .zip(*n)
+            .map(move |(reason, n)| {
+                let labels = [
+                    ("destination_service", (*service).to_owned()),
+                    ("destination_version", (*version).to_owned()),
+                    ("endpoint", endpoint.clone()),
+                    ("reason", reason.to_owned()),
+                ];
+                (labels, n)
+            })
+    });
+    series(encoder, &CONNECTIONS_FAILED, failed)
 }
 
 /// The XDP gateway's packets, bytes (whole frames) and flows per route and
@@ -431,49 +554,66 @@ fn encode_connections(
 /// Its drops are `traffic_shift_kernel_events_total{program="xdp"}`.
 fn encode_xdp(
     encoder: &mut DescriptorEncoder,
-    shared: &Shared,
+    slots: &[(u32, Arc<SlotInfo>)],
     kernel: &KernelCounters,
 ) -> Result<(), std::fmt::Error> {
-    let mut packets = BTreeMap::new();
-    let mut bytes = BTreeMap::new();
-    let mut flows = BTreeMap::new();
-    for (&id, slot) in &shared.slots {
-        let Ok(x) = kernel.xdp_stats(id) else {
+    let mut sums: BTreeMap<(&str, &str, &str, SocketAddr), XdpStats> = BTreeMap::new();
+    for (id, slot) in slots {
+        let Ok(x) = kernel.xdp_stats(*id) else {
             continue;
         };
         if x == XdpStats::default() {
             continue;
         }
-        let labels = |direction: Option<&str>| {
-            let mut labels = vec![
-                ("route", slot.route.clone()),
-                (
-                    "destination_service",
-                    slot.labels.get("destination_service").to_owned(),
-                ),
-                (
-                    "destination_version",
-                    slot.labels.get("destination_version").to_owned(),
-                ),
-                ("endpoint", slot.endpoint.to_string()),
-            ];
-            if let Some(d) = direction {
-                labels.push(("direction", d.to_owned()));
-            }
-            labels
-        };
-        for (direction, n_packets, n_bytes) in [
-            ("request", x.request_packets, x.request_bytes),
-            ("response", x.response_packets, x.response_bytes),
-        ] {
-            *packets.entry(labels(Some(direction))).or_default() += n_packets;
-            *bytes.entry(labels(Some(direction))).or_default() += n_bytes;
-        }
-        *flows.entry(labels(None)).or_default() += x.flows;
+        let sum = sums
+            .entry((
+                slot.route.as_str(),
+                slot.labels.get("destination_service"),
+                slot.labels.get("destination_version"),
+                slot.endpoint,
+            ))
+            .or_default();
+        sum.request_packets += x.request_packets;
+        sum.request_bytes += x.request_bytes;
+        sum.response_packets += x.response_packets;
+        sum.response_bytes += x.response_bytes;
+        sum.flows += x.flows;
     }
-    counters(encoder, &XDP_PACKETS, &packets)?;
-    counters(encoder, &XDP_BYTES, &bytes)?;
-    counters(encoder, &XDP_FLOWS, &flows)
+    let labels = |(route, service, version, endpoint): &(&str, &str, &str, SocketAddr)| {
+        vec![
+            ("route", (*route).to_owned()),
+            ("destination_service", (*service).to_owned()),
+            ("destination_version", (*version).to_owned()),
+            ("endpoint", endpoint.to_string()),
+        ]
+    };
+    let directed = |f: fn(&XdpStats) -> [u64; 2]| {
+        sums.iter().flat_map(move |(key, x)| {
+            ["request", "response"]
+                .into_iter()
+                .zip(f(x))
+                .map(move |(direction, n)| {
+                    let mut labels = labels(key);
+                    labels.push(("direction", direction.to_owned()));
+                    (labels, n)
+                })
+        })
+    };
+    series(
+        encoder,
+        &XDP_PACKETS,
+        directed(|x| [x.request_packets, x.response_packets]),
+    )?;
+    series(
+        encoder,
+        &XDP_BYTES,
+        directed(|x| [x.request_bytes, x.response_bytes]),
+    )?;
+    series(
+        encoder,
+        &XDP_FLOWS,
+        sums.iter().map(|(key, x)| (labels(key), x.flows)),
+    )
 }
 
 /// The kernel programs' event counters (drops and fallbacks by reason).

@@ -8,12 +8,16 @@
 //! between the two.
 
 mod render;
+pub mod view;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::render::{STALE_AFTER_MS, render, render_message};
+pub use self::{
+    render::{STALE_AFTER_MS, render, render_message},
+    view::{SUMMARY_OVER, View, ViewError},
+};
 
 /// The agent rewrites the status file at least this often, changed or not,
 /// so a reader can tell a live agent from a file left behind.

@@ -28,8 +28,10 @@ pub mod map_names {
     pub const XDP_STATS: &str = "TS_XDP_STATS";
     /// Service address prefixes (`BPF_MAP_TYPE_LPM_TRIE`).
     pub const SERVICE_PREFIXES: &str = "TS_SVC_PREFIXES";
+    /// Counter slots touched since the agent last read them (mmapable).
+    pub const TOUCHED: &str = "TS_TOUCHED";
     /// Every map the agent pins, in the order it pins them.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         SERVICES,
         SERVICE_PREFIXES,
         ROUTES,
@@ -38,6 +40,7 @@ pub mod map_names {
         GATEWAYS,
         SOCKETS,
         STATS,
+        TOUCHED,
         GATEWAY_FLOWS,
         CONNS,
         PROXY_FLOWS,

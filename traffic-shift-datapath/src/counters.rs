@@ -1,7 +1,7 @@
 //! The kernel's per-CPU counters read (summed over CPUs) and counter
 //! slots zeroed.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use aya::{
     Ebpf,
@@ -9,7 +9,7 @@ use aya::{
 };
 use traffic_shift_common::{EndpointStats, Event, XdpStats, map_names};
 
-use crate::{Datapath, DatapathError, load::take_map};
+use crate::{Datapath, DatapathError, load::take_map, touched::Touched};
 
 /// The kernel's per-CPU counters: events by kind, connections and bytes by
 /// counter slot.
@@ -17,6 +17,8 @@ pub struct KernelCounters {
     events: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, EndpointStats>,
     xdp_stats: PerCpuArray<MapData, XdpStats>,
+    /// Which slots moved since the agent last looked (shared by readers).
+    touched: Arc<Touched>,
 }
 
 impl KernelCounters {
@@ -26,7 +28,13 @@ impl KernelCounters {
             events: take_map(ebpf, map_names::EVENTS)?,
             stats: take_map(ebpf, map_names::STATS)?,
             xdp_stats: take_map(ebpf, map_names::XDP_STATS)?,
+            touched: Arc::new(Touched::new(take_map(ebpf, map_names::TOUCHED)?)?),
         })
+    }
+
+    /// The marks of the slots the kernel touched.
+    pub fn touched(&self) -> &Touched {
+        &self.touched
     }
 
     /// Event counters summed over CPUs, in `Event::ALL` order.
@@ -131,6 +139,7 @@ impl Datapath {
             events: open(&self.pin_dir, map_names::EVENTS)?,
             stats: open(&self.pin_dir, map_names::STATS)?,
             xdp_stats: open(&self.pin_dir, map_names::XDP_STATS)?,
+            touched: Arc::clone(&self.counters.touched),
         })
     }
 }

@@ -50,6 +50,12 @@ pub enum DatapathError {
         #[source]
         source: MapError,
     },
+    #[error("map {name}: cannot map it into memory: {source}")]
+    Mmap {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pinned link of {name} at {path}: {source}")]
     Link {
         name: String,

@@ -25,7 +25,7 @@ use traffic_shift_common::{
 };
 
 /// What each map holds, one line, in the order the agent pins them.
-pub const MAPS: [(&str, &str); 14] = [
+pub const MAPS: [(&str, &str); 15] = [
     (map_names::SERVICES, "service address:port -> mesh route"),
     (
         map_names::SERVICE_PREFIXES,
@@ -51,6 +51,10 @@ pub const MAPS: [(&str, &str); 14] = [
     (
         map_names::STATS,
         "counter slot -> connections and bytes, summed over CPUs (slots in use)",
+    ),
+    (
+        map_names::TOUCHED,
+        "counter slots whose counters moved since the agent last read them",
     ),
     (
         map_names::GATEWAY_FLOWS,
@@ -707,6 +711,17 @@ fn read(
                     .enumerate()
                     .map(|(i, v)| xdp_stats(index(i), &slices(v), names)),
             )
+        }
+        map_names::TOUCHED => {
+            let read = |source| InspectError::Read { name, source };
+            let map: Array<MapData, u64> = Array::try_from(map).map_err(read)?;
+            let values = map.iter().collect::<Result<Vec<_>, _>>().map_err(read)?;
+            Ok(values
+                .iter()
+                .enumerate()
+                .filter(|(_, mark)| **mark != 0)
+                .map(|(i, _)| vec![format!("slot {i} touched")])
+                .collect())
         }
         map_names::SOCKETS => {
             let read = |source| InspectError::Read { name, source };

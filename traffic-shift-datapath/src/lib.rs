@@ -67,6 +67,7 @@ mod load;
 mod proxy_flows;
 #[cfg(test)]
 mod test_root;
+mod touched;
 mod unload;
 mod xdp;
 
@@ -75,6 +76,7 @@ pub use counters::KernelCounters;
 pub use error::DatapathError;
 pub use load::{BpfLogLevel, default_cgroup};
 pub use proxy_flows::ProxyFlows;
+pub use touched::Touched;
 pub use unload::unload;
 pub use xdp::{SnatPorts, SnatPortsError};
 

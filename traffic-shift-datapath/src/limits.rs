@@ -52,7 +52,7 @@ impl Default for Limits {
 
 impl Limits {
     /// Each sized map and its size.
-    pub fn map_sizes(&self) -> [(&'static str, u32); 11] {
+    pub fn map_sizes(&self) -> [(&'static str, u32); 12] {
         [
             (map_names::ROUTES, self.max_routes),
             (map_names::CURSORS, self.max_routes),
@@ -61,6 +61,7 @@ impl Limits {
             (map_names::GATEWAYS, self.max_gateways),
             (map_names::SOCKETS, self.max_gateway_endpoints),
             (map_names::STATS, self.max_counters),
+            (map_names::TOUCHED, self.max_counters),
             (
                 map_names::GATEWAY_FLOWS,
                 self.max_pending_gateway_connections,

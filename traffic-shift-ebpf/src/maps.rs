@@ -5,7 +5,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_sock},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_sock},
     btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, SkStorage, SockHash},
     helpers::generated::bpf_sk_storage_get,
     macros::btf_map,
@@ -77,6 +77,26 @@ pub fn conn_state(sk: *mut bpf_sock, init: Option<&ConnState>) -> *mut ConnState
 /// Stat id -> connections and bytes observed, per CPU.
 #[btf_map]
 pub static TS_STATS: PerCpuArray<EndpointStats, { MAX_STATS as usize }> = PerCpuArray::new();
+
+/// Stat id -> nonzero once its counters (`TS_STATS`, `TS_XDP_STATS`) were
+/// touched since the agent last looked. The agent maps it (`mmap`), swaps
+/// the marks to zero and reads only the slots marked: its work follows the
+/// traffic, not the number of slots.
+#[btf_map]
+pub static TS_TOUCHED: Array<u64, { MAX_STATS as usize }, { BPF_F_MMAPABLE as usize }> =
+    Array::new();
+
+/// Marks slot `id` touched. A plain store, no read-modify-write: marks
+/// from other CPUs or a softirq cannot be lost. Marked before the counter
+/// moves: the agent reads a slot marked in a tick once more in the next
+/// (a program finishes within microseconds, so the add has landed).
+#[inline(always)]
+pub fn touch(id: u32) {
+    if let Some(mark) = TS_TOUCHED.get_ptr_mut(id) {
+        // SAFETY: `mark` points into a map value, valid for the program run.
+        unsafe { core::ptr::write_volatile(mark, 1) };
+    }
+}
 
 /// Gateway 4-tuple -> the stat id `sk_lookup` picked, until `sock_ops`
 /// sees the accepted socket.

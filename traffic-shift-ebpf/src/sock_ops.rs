@@ -26,7 +26,7 @@ use traffic_shift_common::{
     conn_flags,
 };
 
-use crate::maps::{TS_GATEWAY_FLOWS, TS_PROXY_FLOWS, TS_STATS, add, conn_state, count};
+use crate::maps::{TS_GATEWAY_FLOWS, TS_PROXY_FLOWS, TS_STATS, add, conn_state, count, touch};
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -204,6 +204,7 @@ fn stats(state: *mut ConnState) -> Option<*mut EndpointStats> {
     let id = unsafe { (*state).stat_id };
     // The map's size is set at load time (--max-counters): it bounds the id.
     let stats = TS_STATS.get_ptr_mut(id);
+    touch(id);
     if stats.is_none() {
         count(Event::BadStatId);
     }

@@ -42,7 +42,7 @@ use traffic_shift_common::{
 };
 
 use crate::{
-    maps::{TS_ROUTES, TS_STATS, TS_XDP_FLOWS, TS_XDP_GATEWAYS, TS_XDP_STATS, add, count},
+    maps::{TS_ROUTES, TS_STATS, TS_XDP_FLOWS, TS_XDP_GATEWAYS, TS_XDP_STATS, add, count, touch},
     select::pick,
 };
 
@@ -579,11 +579,13 @@ fn stats(id: u32) -> Option<*mut EndpointStats> {
     if id >= MAX_STATS {
         return None;
     }
+    touch(id);
     TS_STATS.get_ptr_mut(id)
 }
 
 #[inline(always)]
 fn xdp_stats(id: u32) -> Option<*mut XdpStats> {
+    touch(id);
     TS_XDP_STATS.get_ptr_mut(id)
 }
 

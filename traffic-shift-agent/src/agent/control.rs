@@ -165,7 +165,7 @@ impl Agent {
         }
         // Rules files refused before may go in now (one may have waited
         // for a ServiceEntry just applied).
-        self.sources.refused.clear();
+        self.sources.retry_refused();
         self.rescan();
         Response::Changed {
             changes: plan.changes,

@@ -417,7 +417,7 @@ impl super::Agent {
                 self.fleet_view(view);
                 // The rules as this node has them now (new rollouts,
                 // rollouts gone, hand edits), then what is due.
-                let model = written.unwrap_or_else(|| self.model.clone());
+                let model = written.unwrap_or_else(|| (*self.model).clone());
                 let now = crate::cli::now_ms();
                 let fleet = self.fleet_rollouts.as_mut().expect("in a fleet");
                 let mut effects = self.rollouts.controller.sync(&model, now);

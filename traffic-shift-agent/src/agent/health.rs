@@ -58,6 +58,11 @@ impl Health {
         usable
     }
 
+    /// Whether health takes any endpoint out.
+    pub fn any_excluded(&self) -> bool {
+        !self.unhealthy.is_empty() || self.outliers.any_ejected()
+    }
+
     pub fn excluded(&self, endpoint: SocketAddr) -> bool {
         self.unhealthy.contains(&endpoint) || self.outliers.is_ejected(&endpoint)
     }
@@ -138,14 +143,6 @@ impl Agent {
     /// connects keep failing are ejected (within `maxEjectionPercent`),
     /// and come back when their ejection is over.
     pub(super) fn detect_outliers(&mut self, now: std::time::Instant) {
-        let n = self.observer.history.len();
-        if n < 2 {
-            return;
-        }
-        let (before, last) = (
-            &self.observer.history[n - 2].1,
-            &self.observer.history[n - 1].1,
-        );
         // (destination's endpoints, its policy, per endpoint: established, failed)
         let mut observed = Vec::new();
         for route in &self.model.routes {
@@ -155,16 +152,12 @@ impl Agent {
                     .endpoints
                     .iter()
                     .map(|ep| {
-                        let id = self.kernel.slot(route, dest, ep);
-                        let get = |s: &BTreeMap<u32, EndpointStats>| {
-                            id.and_then(|id| s.get(&id)).copied().unwrap_or_default()
-                        };
-                        let (a, b) = (get(before), get(last));
-                        (
-                            ep.addr,
-                            b.established.saturating_sub(a.established),
-                            b.failed().saturating_sub(a.failed()),
-                        )
+                        let moved = self
+                            .kernel
+                            .slot(route, dest, ep)
+                            .map(|id| self.observer.sampler.last_tick(id))
+                            .unwrap_or_default();
+                        (ep.addr, moved.established, moved.failed())
                     })
                     .collect();
                 observed.push((policy, deltas));

@@ -55,7 +55,7 @@ impl Agent {
             tracing::info!(gateway = %gateway.gateway, "gateway served here again, or gone from the rules");
         }
         self.not_served = not_served;
-        self.model = model;
+        self.model = std::sync::Arc::new(model);
         self.drain.track_removed(&self.model, &self.kernel.stat_ids);
         self.publish();
         self.publish_node_status();
@@ -77,6 +77,9 @@ impl Agent {
     /// the endpoints health took out, and what differs written; the proxy
     /// follows once the kernel did.
     pub(super) fn reapply(&mut self) {
+        self.observer.status.moved = true;
+        self.observer.endpoints_stale = true;
+        self.observer.status.all_routes_stale();
         let usable = self.health.usable(&self.model);
         let result = self
             .kernel

@@ -13,7 +13,6 @@
 //! - [`drain`]: closing connections to endpoints that left the rules.
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
@@ -34,8 +33,10 @@ mod l7;
 mod observe;
 mod options;
 mod rollouts;
+mod sampler;
 pub mod simulate;
 mod sources;
+mod status_file;
 mod store;
 
 use self::{
@@ -64,8 +65,9 @@ struct Agent {
     node_labels: Option<NodeLabels>,
     /// The Gateways of the rules in force that this node does not serve.
     not_served: Vec<NotServed>,
-    /// The model in force: what this node serves of the rules.
-    model: RoutingModel,
+    /// The model in force: what this node serves of the rules (shared
+    /// with the metrics exporter, whose counter slots it labels).
+    model: Arc<RoutingModel>,
     /// Rules changes put in force so far.
     generation: u64,
     /// The rollouts' controller: its weights are laid over every model
@@ -122,14 +124,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     let (rollouts, mut rollout_answers) =
         rollouts::Rollouts::for_agent(&options.state_dir, fleet_rollouts.is_some())?;
     let mut agent = Agent {
-        sources: Sources {
-            rules: rules.clone(),
-            accepted: BTreeMap::new(),
-            refused: BTreeMap::new(),
-            events,
-            applied,
-            fleet,
-        },
+        sources: Sources::new(rules.clone(), events, applied, fleet),
         kernel: Kernel::new(datapath, &options),
         l7,
         health: Health::start(&options)?,
@@ -137,7 +132,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         drain: Drain::new(options.drain_timeout),
         node_labels: options.node_labels.clone(),
         not_served: Vec::new(),
-        model: RoutingModel::default(),
+        model: Arc::default(),
         generation: 0,
         rollouts,
         fleet_rollouts,
@@ -173,9 +168,9 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             () = sleep_until(agent.rollout_wake()) => { agent.rollout_tick(); true }
             Some(answer) = rollout_answers.recv() => { agent.rollout_answer(answer); true }
             // No status to write unless a socket came or went (see there).
-            _ = socket_tick.tick() => if agent.kernel.register_sockets_changed() { true } else { continue },
+            _ = socket_tick.tick() => if agent.kernel.register_sockets_changed() { agent.observer.sockets_changed(); true } else { continue },
             Some(verdict) = agent.health.next_verdict() => { agent.health_changed(verdict); true }
-            Some(call) = admin_calls.recv() => { agent.serve_admin(call); true }
+            Some(call) = admin_calls.recv() => { agent.serve_admin(call); false }
             Some(event) = next_store_event(&mut store_events) => { agent.store_event(event); true }
             Some(event) = next_rollouts_event(&mut rollouts_io) => { agent.fleet_rollouts_event(event); true }
         };
@@ -195,7 +190,7 @@ impl Agent {
     /// After the loop: the status file removed; the rollouts' leader key
     /// given up if this node drives.
     async fn stop(&self) {
-        let _ = std::fs::remove_file(&self.observer.status_file);
+        let _ = std::fs::remove_file(self.observer.status.path());
         if let Some(rollouts) = &self.fleet_rollouts {
             rollouts.resign().await;
         }

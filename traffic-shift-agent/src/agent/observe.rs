@@ -4,7 +4,7 @@
 //! file `traffic-shift status` reads.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
@@ -14,37 +14,38 @@ use std::{
 use traffic_shift_common::EndpointStats;
 use traffic_shift_config::{
     labels,
-    model::{HttpListener, HttpMatch, HttpRoute, StringMatch},
+    model::{Destination, Endpoint, HttpListener, HttpMatch, HttpRoute, StringMatch, TcpRoute},
 };
 use traffic_shift_proxy::{Counts, CountsKey, RouteStats};
 
-use super::{Agent, health::is_failing};
+use super::{Agent, health::is_failing, sampler::Sampler, status_file::StatusFile};
 use crate::{
-    metrics::{Shared, SlotInfo},
+    metrics::{Shared, SlotInfo, SlotRef},
     status::{
-        DestinationStatus, EndpointStatus, HttpDestinationStatus, HttpEndpointStatus,
+        CounterSlot, DestinationStatus, EndpointStatus, HttpDestinationStatus, HttpEndpointStatus,
         HttpRouteStatus, RouteStatus, Status,
     },
 };
 
-/// The longest the counters' tick lets the status file wait (a large rule
-/// set's status is costly to build): half of what readers call stale.
-const STATUS_MAX_WAIT: Duration = Duration::from_millis(crate::status::STALE_AFTER_MS / 2);
-
 pub struct Observer {
-    /// Per-second samples of every slot's counters, the last minute of them.
-    pub history: VecDeque<(Instant, BTreeMap<u32, EndpointStats>)>,
+    /// The kernel's counters as last read, and their last minute.
+    pub sampler: Sampler,
     /// Per-second samples of the L7 proxy's request counts, the last minute
     /// of them.
     pub http_history: VecDeque<(Instant, RouteStats)>,
     /// What the metrics exporter needs from the agent.
     metrics: Arc<Mutex<Shared>>,
     metrics_addr: SocketAddr,
-    pub status_file: PathBuf,
-    /// The status last written, to write only changes.
-    last_status: String,
-    /// When the status was last built, and what building it cost.
-    status_built: Option<(Instant, Duration)>,
+    /// The status file, written from parts kept between writes.
+    pub status: StatusFile,
+    /// Whether the endpoints' health gauges are to be computed again: the
+    /// rules, the counters' last minute or health changed.
+    pub endpoints_stale: bool,
+    /// Whether the gateway endpoints' socket gauges are: the rules or the
+    /// sockets changed.
+    pub sockets_stale: bool,
+    /// The kernel's event counters as last read (the status shows them).
+    pub events: Vec<(traffic_shift_common::Event, u64)>,
 }
 
 impl Observer {
@@ -54,14 +55,21 @@ impl Observer {
         status_file: PathBuf,
     ) -> Self {
         Self {
-            history: VecDeque::new(),
+            sampler: Sampler::default(),
             http_history: VecDeque::new(),
             metrics,
             metrics_addr,
-            status_file,
-            last_status: String::new(),
-            status_built: None,
+            status: StatusFile::new(status_file),
+            endpoints_stale: true,
+            sockets_stale: true,
+            events: Vec::new(),
         }
+    }
+
+    /// The gateway endpoints' sockets came or went.
+    pub fn sockets_changed(&mut self) {
+        self.sockets_stale = true;
+        self.status.all_routes_stale();
     }
 
     pub fn shared(&self) -> MutexGuard<'_, Shared> {
@@ -70,28 +78,9 @@ impl Observer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A slot's counters now, and how much they grew over the last minute
-    /// (since the oldest sample kept).
+    /// A slot's counters now, and how much they grew over the last minute.
     pub fn observed(&self, id: Option<u32>) -> (EndpointStats, EndpointStats) {
-        let Some(id) = id else {
-            return Default::default();
-        };
-        let get = |sample: Option<&(Instant, BTreeMap<u32, EndpointStats>)>| {
-            sample
-                .and_then(|(_, s)| s.get(&id).copied())
-                .unwrap_or_default()
-        };
-        let now = get(self.history.back());
-        let then = get(self.history.front());
-        let delta = EndpointStats {
-            opened: now.opened.saturating_sub(then.opened),
-            established: now.established.saturating_sub(then.established),
-            failed_refused: now.failed_refused.saturating_sub(then.failed_refused),
-            failed_timeout: now.failed_timeout.saturating_sub(then.failed_timeout),
-            failed_other: now.failed_other.saturating_sub(then.failed_other),
-            ..EndpointStats::default()
-        };
-        (now, delta)
+        self.sampler.observed(id)
     }
 
     /// The requests of `route` on `listener` whose [`CountsKey`] `want`
@@ -123,32 +112,34 @@ impl Observer {
 }
 
 impl Agent {
-    /// Tells the metrics exporter about the rules just applied: the labels
-    /// of every counter slot, the configured weights.
+    /// Tells the metrics exporter about the rules just applied: where each
+    /// counter slot's endpoint is in the model (labels are built when a
+    /// slot is first exported), the weights of the routes that split.
     pub(super) fn publish(&mut self) {
-        let live: BTreeSet<u32> = self.kernel.stat_ids.iter().map(|(_, id)| id).collect();
-        let mut slots = std::mem::take(&mut self.observer.shared().slots);
-        // Slots reused for another endpoint lose their old labels.
-        slots.retain(|id, _| live.contains(id));
+        let model = Arc::clone(&self.model);
+        let mut slots = HashMap::new();
         let mut weights = BTreeMap::new();
-        for route in &self.model.routes {
-            for dest in &route.destinations {
-                let mut version = None;
-                for ep in &dest.endpoints {
-                    let labels = labels::istio_labels(route, dest, ep);
-                    version = Some(labels.get("destination_version").to_owned());
+        for (r, route) in model.routes.iter().enumerate() {
+            for (d, dest) in route.destinations.iter().enumerate() {
+                for (e, ep) in dest.endpoints.iter().enumerate() {
                     if let Some(id) = self.kernel.slot(route, dest, ep) {
-                        slots.insert(
-                            id,
-                            SlotInfo {
-                                labels,
-                                endpoint: ep.addr,
-                                route: route.key.clone(),
-                            },
-                        );
+                        let index = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+                        let at = SlotRef {
+                            route: index(r),
+                            dest: index(d),
+                            endpoint: index(e),
+                        };
+                        slots.insert(id, at);
                     }
                 }
-                let version = version
+                // A route that does not split has nothing to show.
+                if route.destinations.len() < 2 {
+                    continue;
+                }
+                let version = dest
+                    .endpoints
+                    .first()
+                    .map(labels::destination_version)
                     .or_else(|| dest.subset.clone())
                     .unwrap_or_else(|| "unknown".to_owned());
                 *weights
@@ -156,35 +147,55 @@ impl Agent {
                     .or_default() += dest.weight;
             }
         }
+        let recycled: HashSet<u32> = self.kernel.stat_ids.recycled().iter().copied().collect();
+        self.observer.sampler.forget(&recycled);
+        self.observer.status.moved = true;
+        self.observer.status.rules_changed();
+        self.observer.endpoints_stale = true;
+        self.observer.sockets_stale = true;
         let generation = self.generation;
         let mut shared = self.observer.shared();
-        shared.slots = slots;
+        let shared = &mut *shared;
+        // Endpoints that left the rules keep the labels of the slots that
+        // counted (their closing connections still count) until reused.
+        let old_model = std::mem::replace(&mut shared.model, model);
+        for (id, at) in std::mem::replace(&mut shared.slots, slots) {
+            if !shared.slots.contains_key(&id)
+                && shared.counted.contains(&id)
+                && let Some(info) = SlotInfo::of(&old_model, at)
+            {
+                shared.retired.insert(id, Arc::new(info));
+            }
+        }
+        shared
+            .retired
+            .retain(|id, _| !recycled.contains(id) && !shared.slots.contains_key(id));
+        shared.counted.retain(|id| !recycled.contains(id));
         shared.weights = weights;
         shared.generation = generation;
         shared.rules_applied += 1;
     }
 
-    /// Every second: takes a sample of the counters (for the last-minute
-    /// figures of `status`) and tells the exporter how full the maps are
-    /// and which gateway sockets are held.
+    /// Every second: reads the counters the kernel touched (for the
+    /// last-minute figures of `status`), and tells the exporter how full
+    /// the maps are and, when it changed, the endpoints' health.
     pub(super) fn sample(&mut self) {
         let now = Instant::now();
-        let counters = self.kernel.datapath.counters();
-        let sample: BTreeMap<u32, EndpointStats> = self
-            .kernel
-            .stat_ids
-            .iter()
-            .filter_map(|(_, id)| counters.stats(id).ok().map(|s| (id, s)))
-            .collect();
-        self.observer.history.push_back((now, sample));
+        let tick = self.observer.sampler.tick(
+            now,
+            self.kernel.datapath.counters(),
+            self.kernel.stat_ids.iter().map(|(_, id)| id),
+        );
         let requests = self.l7.proxy().route_stats();
+        let requests_moved = self
+            .observer
+            .http_history
+            .back()
+            .is_none_or(|(_, last)| *last != requests);
         self.observer.http_history.push_back((now, requests));
         self.detect_outliers(now);
         self.drain.run(now, &self.kernel);
         let old = |t: &Instant| now.duration_since(*t) > Duration::from_mins(1);
-        while self.observer.history.front().is_some_and(|(t, _)| old(t)) {
-            self.observer.history.pop_front();
-        }
         while self
             .observer
             .http_history
@@ -193,21 +204,87 @@ impl Agent {
         {
             self.observer.http_history.pop_front();
         }
+        match self.kernel.datapath.counters().events() {
+            Ok(events) => {
+                self.observer.status.events_moved |= events != self.observer.events;
+                self.observer.events = events;
+            }
+            Err(err) => tracing::warn!(%err, "cannot read the kernel event counters"),
+        }
+        self.observer.status.moved |= !tick.is_empty() || requests_moved;
+        if !tick.changed.is_empty() {
+            let shared = self.observer.shared();
+            let routes: Vec<usize> = tick
+                .changed
+                .iter()
+                .filter_map(|id| shared.slots.get(id).map(|at| at.route as usize))
+                .collect();
+            drop(shared);
+            self.observer.status.stale_routes(routes.into_iter());
+        }
+        self.observer.endpoints_stale |= !tick.is_empty();
         let fill = self.kernel.datapath.fill();
+        let mut shared = self.observer.shared();
+        shared.map_fill = fill;
+        shared.counted.extend(tick.new);
+        drop(shared);
+        if self.observer.endpoints_stale {
+            self.publish_health();
+        }
+        if self.observer.sockets_stale {
+            self.publish_sockets();
+        }
+    }
+
+    /// The endpoints' health gauges, as observed: endpoints with
+    /// connections in the last minute, and those health took out.
+    fn publish_health(&mut self) {
+        self.observer.endpoints_stale = false;
         let mut healthy = BTreeMap::new();
-        for route in &self.model.routes {
-            for dest in &route.destinations {
-                for ep in &dest.endpoints {
-                    let version = labels::destination_version(ep);
-                    let up =
-                        !is_failing(&self.observer.observed(self.kernel.slot(route, dest, ep)).1)
-                            && !self.health.excluded(ep.addr);
-                    *healthy
-                        .entry((dest.host.clone(), version, ep.addr.to_string()))
-                        .or_insert(true) &= up;
+        let mut set = |dest: &Destination, ep: &Endpoint, up: bool| {
+            let version = labels::destination_version(ep);
+            *healthy
+                .entry((dest.host.clone(), version, ep.addr.to_string()))
+                .or_insert(true) &= up;
+        };
+        let shared = self.observer.shared();
+        for id in self.observer.sampler.moving() {
+            let Some(at) = shared.slots.get(&id) else {
+                continue;
+            };
+            let Some(route) = self.model.routes.get(at.route as usize) else {
+                continue;
+            };
+            let Some(dest) = route.destinations.get(at.dest as usize) else {
+                continue;
+            };
+            let Some(ep) = dest.endpoints.get(at.endpoint as usize) else {
+                continue;
+            };
+            let up =
+                !is_failing(&self.observer.observed(Some(id)).1) && !self.health.excluded(ep.addr);
+            set(dest, ep, up);
+        }
+        drop(shared);
+        if self.health.any_excluded() {
+            for route in &self.model.routes {
+                for dest in &route.destinations {
+                    for ep in dest
+                        .endpoints
+                        .iter()
+                        .filter(|ep| self.health.excluded(ep.addr))
+                    {
+                        set(dest, ep, false);
+                    }
                 }
             }
         }
+        self.observer.shared().healthy = healthy;
+    }
+
+    /// The gateway endpoints' socket gauges.
+    fn publish_sockets(&mut self) {
+        self.observer.sockets_stale = false;
         let mut registered = BTreeMap::new();
         for route in self.model.routes.iter().filter(|r| r.gateway.is_some()) {
             for dest in &route.destinations {
@@ -228,43 +305,54 @@ impl Agent {
                 }
             }
         }
-        let mut shared = self.observer.shared();
-        shared.map_fill = fill;
-        shared.registered = registered;
-        shared.healthy = healthy;
+        self.observer.shared().registered = registered;
     }
 
-    /// The status as of now (see [`crate::status`]).
-    fn status(&self) -> Status {
+    /// The status as of now (see [`crate::status`]) but its TCP routes
+    /// and the kernel's names (see [`StatusFile`]).
+    pub(super) fn status_head(&self) -> Status {
         let gateway_endpoints = self.kernel.gateway_status();
-        let events = match self.kernel.datapath.counters().events() {
-            Ok(events) => events
-                .into_iter()
-                .map(|(e, n)| (e.name().to_owned(), n))
-                .collect(),
-            Err(err) => {
-                tracing::warn!(%err, "cannot read the kernel event counters");
-                BTreeMap::new()
-            }
-        };
-        let routes = self
-            .model
-            .routes
+        let events = self
+            .observer
+            .events
             .iter()
-            .map(|route| RouteStatus {
-                route: route.key.clone(),
-                kind: route
-                    .gateway
-                    .as_ref()
-                    .map_or_else(|| "mesh".to_owned(), |g| format!("gateway {g}")),
-                service: format!("{}:{}", route.service_host, route.service_port),
-                destinations: route
-                    .destinations
-                    .iter()
-                    .map(|dest| self.destination_status(route, dest))
-                    .collect(),
-            })
+            .map(|(e, n)| (e.name().to_owned(), *n))
             .collect();
+        Status {
+            generation: self.generation,
+            rules: self.rules_description(),
+            taken_at_ms: 0,
+            routes: Vec::new(),
+            gateway_endpoints,
+            events,
+            metrics: Some(self.observer.metrics_addr.to_string()),
+            kernel_routes: BTreeMap::new(),
+            counter_slots: BTreeMap::new(),
+            http_routes: self.http_status(),
+            gateways_not_served: self.not_served.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// One TCP route of the model in force, with what was observed.
+    pub(super) fn route_status(&self, route: &TcpRoute) -> RouteStatus {
+        RouteStatus {
+            route: route.key.clone(),
+            kind: route
+                .gateway
+                .as_ref()
+                .map_or_else(|| "mesh".to_owned(), |g| format!("gateway {g}")),
+            service: format!("{}:{}", route.service_host, route.service_port),
+            destinations: route
+                .destinations
+                .iter()
+                .map(|dest| self.destination_status(route, dest))
+                .collect(),
+        }
+    }
+
+    /// The kernel's names for `traffic-shift maps`: route ids and counter
+    /// slots in use (the status file's `kernel_routes`, `counter_slots`).
+    pub(super) fn kernel_names(&self) -> (BTreeMap<u32, String>, BTreeMap<u32, CounterSlot>) {
         let kernel_routes = self
             .kernel
             .datapath
@@ -280,7 +368,7 @@ impl Agent {
                     Some(subset) => format!("{}/{subset}", key.host),
                     None => key.host.clone(),
                 };
-                let slot = crate::status::CounterSlot {
+                let slot = CounterSlot {
                     route: key.route.clone(),
                     destination,
                     endpoint: key.endpoint.to_string(),
@@ -288,19 +376,7 @@ impl Agent {
                 (id, slot)
             })
             .collect();
-        Status {
-            generation: self.generation,
-            rules: self.rules_description(),
-            taken_at_ms: 0,
-            routes,
-            gateway_endpoints,
-            events,
-            metrics: Some(self.observer.metrics_addr.to_string()),
-            kernel_routes,
-            counter_slots,
-            http_routes: self.http_status(),
-            gateways_not_served: self.not_served.iter().map(ToString::to_string).collect(),
-        }
+        (kernel_routes, counter_slots)
     }
 
     /// Every HTTP route of the rules in force (endpoints health took out
@@ -399,11 +475,7 @@ impl Agent {
     }
 
     /// One destination of a route, with what was observed for it.
-    fn destination_status(
-        &self,
-        route: &traffic_shift_config::model::TcpRoute,
-        dest: &traffic_shift_config::model::Destination,
-    ) -> DestinationStatus {
+    fn destination_status(&self, route: &TcpRoute, dest: &Destination) -> DestinationStatus {
         let endpoints: Vec<EndpointStatus> = dest
             .endpoints
             .iter()
@@ -440,59 +512,6 @@ impl Agent {
             connections_total: endpoints.iter().map(|e| e.connections_total).sum(),
             failed_last_minute: endpoints.iter().map(|e| e.failed_last_minute).sum(),
             endpoints,
-        }
-    }
-
-    /// Writes the status file if anything in it changed, or every
-    /// [`HEARTBEAT_MS`](crate::status::HEARTBEAT_MS) anyway, so `status`
-    /// can tell a running agent from a file left behind (atomically: a
-    /// reader sees the old or the new file, never half of one).
-    ///
-    /// After an `event` (rules, health, sockets, an admin request) at once;
-    /// else (the counters' tick) when due: building it takes ~0.1 ms per
-    /// route (0.7 s at 10 000 routes, which took a whole CPU every second),
-    /// so it waits 20 times what it cost, at most `STATUS_MAX_WAIT`
-    /// (under the readers' stale mark).
-    pub(super) fn write_status(&mut self, event: bool) {
-        let now = Instant::now();
-        if let Some((built, cost)) = self.observer.status_built
-            && !event
-            && now.duration_since(built) < (cost * 20).min(STATUS_MAX_WAIT)
-        {
-            return;
-        }
-        let mut status = self.status();
-        self.publish_node_counters(&status);
-        // Compared without the time, so an idle agent only rewrites it for the heartbeat.
-        let text = serde_json::to_string(&status).expect("status serializes");
-        self.observer.status_built = Some((now, now.elapsed()));
-        let heartbeat = Duration::from_millis(crate::status::HEARTBEAT_MS);
-        let fresh = std::fs::metadata(&self.observer.status_file)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age < heartbeat);
-        if text == self.observer.last_status && fresh {
-            return;
-        }
-        status.taken_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let stamped = serde_json::to_string(&status).expect("status serializes");
-        self.observer.shared().status = Arc::from(stamped.as_str());
-        let tmp = self.observer.status_file.with_extension("tmp");
-        let result = self
-            .observer
-            .status_file
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&tmp, &stamped))
-            .and_then(|()| std::fs::rename(&tmp, &self.observer.status_file));
-        match result {
-            Ok(()) => self.observer.last_status = text,
-            Err(err) => {
-                tracing::warn!(file = %self.observer.status_file.display(), %err, "cannot write the status file");
-            }
         }
     }
 }

@@ -335,7 +335,7 @@ impl Agent {
         }
         self.save_rollouts(&effects);
         if effects.weights_changed {
-            let mut model = self.model.clone();
+            let mut model = (*self.model).clone();
             self.rollouts.controller.overlay(&mut model);
             if let Err(err) = self.put_in_force(model, what) {
                 tracing::error!(%err, "cannot put the rollout's weights in force; the weights before stay");

@@ -32,6 +32,71 @@ pub struct Sources {
     pub applied: applied::Store,
     /// The fleet's store (`--store`), its set in force with the others.
     pub fleet: Option<super::store::Fleet>,
+    /// The rules directory's files (inode, size, times) as of the last
+    /// rescan that read them: while they stay so, a rescan reads nothing.
+    /// `None` when the next must read (refused files to try again).
+    pub seen: Option<BTreeMap<PathBuf, Fingerprint>>,
+}
+
+/// What tells a file changed without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    inode: u64,
+    size: u64,
+    modified_ns: i64,
+    changed_ns: i64,
+}
+
+impl Sources {
+    pub fn new(
+        rules: Option<PathBuf>,
+        events: Option<std::fs::File>,
+        applied: applied::Store,
+        fleet: Option<super::store::Fleet>,
+    ) -> Self {
+        Self {
+            rules,
+            accepted: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            events,
+            applied,
+            fleet,
+            seen: None,
+        }
+    }
+
+    /// Refused files are to be tried again (something they may need came).
+    pub fn retry_refused(&mut self) {
+        self.refused.clear();
+        self.seen = None;
+    }
+}
+
+/// The rules files of `dir` and their fingerprints (one `stat` each).
+fn fingerprints(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, Fingerprint>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if !config::is_rules_file(&path) {
+            continue;
+        }
+        // Gone between read_dir and stat: gone.
+        let Ok(m) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let ns = |s: i64, ns: i64| s.saturating_mul(1_000_000_000).saturating_add(ns);
+        out.insert(
+            path,
+            Fingerprint {
+                inode: m.ino(),
+                size: m.size(),
+                modified_ns: ns(m.mtime(), m.mtime_nsec()),
+                changed_ns: ns(m.ctime(), m.ctime_nsec()),
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// The rules directory's files in force, with the text each was accepted from.
@@ -72,6 +137,7 @@ impl Agent {
             for path in refused_before {
                 self.sources.refused.remove(&path);
             }
+            self.sources.seen = None;
             self.rescan_once();
         }
     }
@@ -81,6 +147,13 @@ impl Agent {
         let Some(rules) = &self.sources.rules else {
             return false;
         };
+        // An idle agent stats its files, it does not read them.
+        let seen = fingerprints(rules).ok();
+        if seen.is_some() && seen == self.sources.seen {
+            return false;
+        }
+        // Taken before the read: a file changed after it is read again.
+        self.sources.seen = seen;
         let disk = match read_rules_dir(rules) {
             Ok(disk) => disk,
             Err(err) => {

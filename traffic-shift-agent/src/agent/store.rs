@@ -617,7 +617,7 @@ impl Agent {
                 }
             }
             // Rules files refused before may go in now.
-            self.sources.refused.clear();
+            self.sources.retry_refused();
             self.rescan();
         } else {
             self.observer.shared().apply_errors += 1;

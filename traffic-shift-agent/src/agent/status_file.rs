@@ -1,0 +1,267 @@
+//! The status file (`--status-file`), written from parts kept between
+//! writes, so its cost follows what changed, not the size of the rules:
+//! - each TCP route's JSON, built again only when its counters moved (or
+//!   the rules, health or sockets changed);
+//! - the kernel's names (route ids, counter slots), built at each rules
+//!   change;
+//! - the rest (generation, HTTP routes, gateway sockets, events), small,
+//!   built at each write.
+//!
+//! An idle agent writes nothing: it touches the file every
+//! [`HEARTBEAT_MS`](crate::status::HEARTBEAT_MS) (its time is the status'
+//! age for readers, see [`crate::cli::read_status`]).
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::Agent;
+use crate::status::Status;
+
+/// The longest moved counters let the file wait (a large rule set's status
+/// is costly to build): half of what readers call stale.
+const MAX_WAIT: Duration = Duration::from_millis(crate::status::STALE_AFTER_MS / 2);
+
+/// The most often the kernel's event counters alone rewrite the file (any
+/// SYN in the namespace moves them, a health probe's too).
+const EVENTS_EVERY: Duration = Duration::from_secs(10);
+
+pub struct StatusFile {
+    path: PathBuf,
+    /// Whether anything it shows moved since it was last built (counters,
+    /// requests, rules, health) but the kernel's event counters.
+    pub moved: bool,
+    /// Whether the kernel's event counters moved since then (every SYN in
+    /// the namespace moves them: they alone refresh the file seldom).
+    pub events_moved: bool,
+    /// Per route of the model in force (by index), its JSON; `None`: to build.
+    routes: Vec<Option<String>>,
+    /// Whether a route's JSON changed since the last write.
+    routes_changed: bool,
+    /// `,"kernel_routes":{..},"counter_slots":{..}`: `None`, to build.
+    names: Option<String>,
+    /// The rest as last written, without its time.
+    head: String,
+    /// When the file was last built, and what building it cost.
+    built: Option<(Instant, Duration)>,
+}
+
+impl StatusFile {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            moved: false,
+            events_moved: false,
+            routes: Vec::new(),
+            routes_changed: true,
+            names: None,
+            head: String::new(),
+            built: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The rules changed: every part is built again.
+    pub fn rules_changed(&mut self) {
+        self.routes.clear();
+        self.names = None;
+        self.routes_changed = true;
+    }
+
+    /// Every route's part is built again (health, sockets changed).
+    pub fn all_routes_stale(&mut self) {
+        self.routes.iter_mut().for_each(|r| *r = None);
+    }
+
+    /// These routes' counters moved.
+    pub fn stale_routes(&mut self, routes: impl Iterator<Item = usize>) {
+        for route in routes {
+            if let Some(part) = self.routes.get_mut(route) {
+                *part = None;
+            }
+        }
+    }
+}
+
+impl Agent {
+    /// Writes the status file if anything in it changed (atomically: a
+    /// reader sees the old or the new file, never half of one); else, every
+    /// [`HEARTBEAT_MS`](crate::status::HEARTBEAT_MS), only touches it.
+    ///
+    /// After an `event` (rules, health, sockets, the store) at once; else
+    /// (the counters' tick) if the counters or requests moved, when due: it
+    /// waits 20 times what the last write cost, at most `MAX_WAIT`; the
+    /// kernel's event counters alone, at most every `EVENTS_EVERY`.
+    pub(super) fn write_status(&mut self, event: bool) {
+        let now = Instant::now();
+        self.observer.status.moved |= event;
+        let since = |(built, _): (Instant, Duration)| now.duration_since(built);
+        let due = self
+            .observer
+            .status
+            .built
+            .is_none_or(|b| event || since(b) >= (b.1 * 20).min(MAX_WAIT))
+            && self.observer.status.moved;
+        let events_due = self.observer.status.events_moved
+            && self
+                .observer
+                .status
+                .built
+                .is_none_or(|b| since(b) >= (b.1 * 200).max(EVENTS_EVERY));
+        if !(due || events_due) {
+            self.status_heartbeat();
+            return;
+        }
+        self.observer.status.moved = false;
+        self.observer.status.events_moved = false;
+        let mut head = self.status_head();
+        self.refresh_parts();
+        if self.sources.fleet.is_some() {
+            self.publish_node_counters(&self.status_of_traffic(&head));
+        }
+        let file = &mut self.observer.status;
+        // Compared without the time, so an idle agent only touches it.
+        let text = serde_json::to_string(&head).expect("status serializes");
+        if text == file.head && !file.routes_changed {
+            file.built = Some((now, now.elapsed()));
+            self.status_heartbeat();
+            return;
+        }
+        head.taken_at_ms = crate::cli::now_ms();
+        let stamped = file.assemble(&head);
+        file.built = Some((now, now.elapsed()));
+        let result = file
+            .path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| write_atomically(&file.path, &stamped));
+        match result {
+            Ok(()) => {
+                file.head = text;
+                file.routes_changed = false;
+            }
+            Err(err) => {
+                tracing::warn!(file = %file.path.display(), %err, "cannot write the status file");
+            }
+        }
+        self.observer.shared().status = Arc::from(stamped);
+    }
+
+    /// Builds the parts that are not built.
+    fn refresh_parts(&mut self) {
+        let n = self.model.routes.len();
+        let mut routes = std::mem::take(&mut self.observer.status.routes);
+        routes.resize(n, None);
+        let mut changed = false;
+        for (part, route) in routes.iter_mut().zip(&self.model.routes) {
+            if part.is_none() {
+                let json =
+                    serde_json::to_string(&self.route_status(route)).expect("status serializes");
+                changed = true;
+                *part = Some(json);
+            }
+        }
+        let file = &mut self.observer.status;
+        file.routes = routes;
+        file.routes_changed |= changed;
+        if file.names.is_none() {
+            let (kernel_routes, counter_slots) = self.kernel_names();
+            let mut names = String::new();
+            if !kernel_routes.is_empty() {
+                names.push_str(",\"kernel_routes\":");
+                names.push_str(&serde_json::to_string(&kernel_routes).expect("serializes"));
+            }
+            if !counter_slots.is_empty() {
+                names.push_str(",\"counter_slots\":");
+                names.push_str(&serde_json::to_string(&counter_slots).expect("serializes"));
+            }
+            self.observer.status.names = Some(names);
+            self.observer.status.routes_changed = true;
+        }
+    }
+
+    /// `head` with the TCP routes that saw traffic, for the node's counters
+    /// in the store.
+    fn status_of_traffic(&self, head: &Status) -> Status {
+        let routes: BTreeSet<usize> = {
+            let shared = self.observer.shared();
+            shared
+                .counted
+                .iter()
+                .filter_map(|id| shared.slots.get(id).map(|at| at.route as usize))
+                .collect()
+        };
+        Status {
+            routes: routes
+                .into_iter()
+                .filter_map(|i| self.model.routes.get(i))
+                .map(|route| self.route_status(route))
+                .collect(),
+            ..head.clone()
+        }
+    }
+
+    /// Sets the status file's time to now if it is older than the heartbeat.
+    fn status_heartbeat(&self) {
+        let heartbeat = Duration::from_millis(crate::status::HEARTBEAT_MS);
+        let path = self.observer.status.path();
+        let fresh = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < heartbeat);
+        if fresh {
+            return;
+        }
+        let touched = std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        if let Err(err) = touched {
+            tracing::warn!(file = %path.display(), %err, "cannot touch the status file");
+        }
+    }
+}
+
+impl StatusFile {
+    /// The whole file: `head` with the routes and the names put in.
+    fn assemble(&self, head: &Status) -> String {
+        let head = serde_json::to_string(head).expect("status serializes");
+        let routes: usize = self.routes.iter().flatten().map(|r| r.len() + 1).sum();
+        let names = self.names.as_deref().unwrap_or("");
+        let mut out = String::with_capacity(head.len() + routes + names.len());
+        // `routes` is the first field that can be empty, after the rules'
+        // description, a JSON string (its quotes escaped): the first
+        // `"routes":[]` is the field.
+        let (before, after) = head
+            .split_once("\"routes\":[]")
+            .expect("the status has its routes field");
+        out.push_str(before);
+        out.push_str("\"routes\":[");
+        for (i, route) in self.routes.iter().flatten().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(route);
+        }
+        out.push(']');
+        let after = after.strip_suffix('}').expect("the status is an object");
+        out.push_str(after);
+        out.push_str(names);
+        out.push('}');
+        out
+    }
+}
+
+/// `text` to `path` through a temporary file renamed over it.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,319 @@
+//! Which part of the status `traffic-shift status` shows: every route in
+//! full while there are few; a line per route when there are many (over
+//! [`SUMMARY_OVER`]); one route (or every rule of a service) in full when
+//! named.
+//!
+//! The summary line of a route: its key, its split as configured
+//! (`v1 80% v2 20%`), its connections (requests) in the last minute with
+//! the observed split, and its total; a route with no traffic in the last
+//! minute shows `-`.
+
+use std::io::{self, Write};
+
+use super::{RouteStatus, Status, render};
+
+/// Routes (TCP and HTTP) over which `status` shows a line per route.
+pub const SUMMARY_OVER: usize = 30;
+
+/// What to show.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// One route: a route key (`default/reviews/http[0]`), a prefix of one
+    /// ending at a `/` (`default/reviews`: every rule of the
+    /// VirtualService), or a service (`reviews.default.svc.cluster.local`
+    /// or with its `:port`).
+    pub route: Option<String>,
+    /// Every route in full however many there are.
+    pub full: bool,
+}
+
+/// `route` not in the status.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no route {0} in force: name a route key (default/tcp-echo/tcp[0]/port 9000 ipv4), a \
+     VirtualService (default/tcp-echo) or a service (tcp-echo.local); `traffic-shift status` lists them"
+)]
+pub struct NoSuchRoute(pub String);
+
+impl View {
+    /// Writes `status` as this view shows it.
+    pub fn render(
+        &self,
+        mut status: Status,
+        width: usize,
+        now_ms: u64,
+        out: &mut impl Write,
+    ) -> Result<(), ViewError> {
+        if let Some(route) = &self.route {
+            let wanted = |key: &str, service: &str| names(route, key, service);
+            status.routes.retain(|r| wanted(&r.route, &r.service));
+            status.http_routes.retain(|r| wanted(&r.route, &r.service));
+            if status.routes.is_empty() && status.http_routes.is_empty() {
+                return Err(ViewError::NoSuchRoute(NoSuchRoute(route.clone())));
+            }
+            status.gateway_endpoints.clear();
+            status.events.clear();
+        } else if !self.full && status.routes.len() + status.http_routes.len() > SUMMARY_OVER {
+            return Ok(summary(&status, width, now_ms, out)?);
+        }
+        Ok(render(&status, width, now_ms, out)?)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error(transparent)]
+    NoSuchRoute(#[from] NoSuchRoute),
+    #[error(transparent)]
+    Write(#[from] io::Error),
+}
+
+/// Whether `query` names the route `key` of `service` (`host:port`).
+fn names(query: &str, key: &str, service: &str) -> bool {
+    let prefix = |whole: &str, sep: char| {
+        whole
+            .strip_prefix(query)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(sep))
+    };
+    prefix(key, '/') || prefix(service, ':')
+}
+
+/// A line per route under the status' header.
+fn summary(status: &Status, width: usize, now_ms: u64, out: &mut impl Write) -> io::Result<()> {
+    let mut head = status.clone();
+    head.routes.clear();
+    head.http_routes.clear();
+    let mut header = Vec::new();
+    render(&head, width, now_ms, &mut header)?;
+    let header = String::from_utf8_lossy(&header);
+    // The header's first lines (rules, staleness), then the table, then
+    // the rest (gateway sockets, kernel counters).
+    let (top, rest) = header.split_once("\n\n").unwrap_or((&header, ""));
+    writeln!(out, "{top}")?;
+    writeln!(out)?;
+    let n = status.routes.len() + status.http_routes.len();
+    let note = format!(
+        "{n} routes: a line each (`traffic-shift status ROUTE` shows one in full, --full every one)"
+    );
+    writeln!(out, "{}", cut(&note, width))?;
+    let mut rows = vec![[
+        "ROUTE".to_owned(),
+        "SPLIT".to_owned(),
+        "PER MIN".to_owned(),
+        "OBSERVED".to_owned(),
+        "TOTAL".to_owned(),
+    ]];
+    rows.extend(status.routes.iter().map(tcp_row));
+    rows.extend(status.http_routes.iter().map(|r| {
+        let split: Vec<_> = r
+            .destinations
+            .iter()
+            .map(|d| {
+                (
+                    name(&d.host, d.subset.as_deref()),
+                    d.weight,
+                    d.requests_last_minute,
+                )
+            })
+            .collect();
+        row(
+            &r.route,
+            &split,
+            r.destinations.iter().map(|d| d.requests_total).sum(),
+        )
+    }));
+    let widths: [usize; 5] =
+        std::array::from_fn(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0));
+    for r in &rows {
+        let line = format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {:>w4$}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+            w4 = widths[4],
+        );
+        writeln!(out, "{}", cut(line.trim_end(), width))?;
+    }
+    if !rest.is_empty() {
+        writeln!(out)?;
+        write!(out, "{rest}")?;
+    }
+    Ok(())
+}
+
+fn tcp_row(r: &RouteStatus) -> [String; 5] {
+    let split: Vec<_> = r
+        .destinations
+        .iter()
+        .map(|d| {
+            (
+                name(&d.host, d.subset.as_deref()),
+                d.weight,
+                d.connections_last_minute,
+            )
+        })
+        .collect();
+    row(
+        &r.route,
+        &split,
+        r.destinations.iter().map(|d| d.connections_total).sum(),
+    )
+}
+
+/// A destination's name in a split: its subset, else its host's first label.
+fn name<'a>(host: &'a str, subset: Option<&'a str>) -> &'a str {
+    subset.unwrap_or_else(|| host.split('.').next().unwrap_or(host))
+}
+
+/// The cells of a route: key, configured split, per minute, observed split, total.
+fn row(key: &str, split: &[(&str, u32, u64)], total: u64) -> [String; 5] {
+    let weights: u64 = split.iter().map(|(_, w, _)| u64::from(*w)).sum();
+    let minute: u64 = split.iter().map(|(_, _, n)| n).sum();
+    let shares = |part: fn(&(&str, u32, u64)) -> u64, whole: u64| {
+        if whole == 0 {
+            return "-".to_owned();
+        }
+        split
+            .iter()
+            .map(|d| format!("{} {}%", d.0, (part(d) * 100 + whole / 2) / whole))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    [
+        key.to_owned(),
+        shares(|d| u64::from(d.1), weights),
+        minute.to_string(),
+        shares(|d| d.2, minute),
+        total.to_string(),
+    ]
+}
+
+/// `line` cut to `width` characters, `…` last when cut.
+fn cut(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_owned();
+    }
+    let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::DestinationStatus;
+
+    fn route(i: usize, conns: [u64; 2]) -> RouteStatus {
+        RouteStatus {
+            route: format!("default/svc-{i:03}/tcp[0]/port 9000 ipv4"),
+            kind: "mesh".to_owned(),
+            service: format!("svc-{i:03}.local:9000"),
+            destinations: [("v1", 80, conns[0]), ("v2", 20, conns[1])]
+                .into_iter()
+                .map(|(subset, weight, n)| DestinationStatus {
+                    host: format!("svc-{i:03}.local"),
+                    subset: Some(subset.to_owned()),
+                    weight,
+                    connections_last_minute: n,
+                    connections_total: n * 10,
+                    ..DestinationStatus::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn status(n: usize) -> Status {
+        Status {
+            generation: 2,
+            rules: "/srv/rules".to_owned(),
+            taken_at_ms: 1_000,
+            routes: (0..n).map(|i| route(i, [8, 2])).collect(),
+            events: [("rewritten".to_owned(), 10)].into(),
+            ..Status::default()
+        }
+    }
+
+    fn shown(view: &View, status: Status) -> String {
+        let mut out = Vec::new();
+        view.render(status, 100, 2_000, &mut out).expect("renders");
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    #[test]
+    fn many_routes_show_a_line_each() {
+        let mut many = status(SUMMARY_OVER + 1);
+        many.routes[1] = route(1, [0, 0]);
+        let out = shown(&View::default(), many);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "rules /srv/rules, generation 2, as of 1 s ago");
+        assert_eq!(
+            lines[2],
+            "31 routes: a line each (`traffic-shift status ROUTE` shows one in full, --full every one)"
+        );
+        assert_eq!(
+            lines[3],
+            "ROUTE                                  SPLIT          PER MIN  OBSERVED       TOTAL"
+        );
+        assert_eq!(
+            lines[4],
+            "default/svc-000/tcp[0]/port 9000 ipv4  v1 80% v2 20%       10  v1 80% v2 20%    100"
+        );
+        assert!(
+            lines[5]
+                .starts_with("default/svc-001/tcp[0]/port 9000 ipv4  v1 80% v2 20%        0  -"),
+            "{}",
+            lines[5]
+        );
+        assert_eq!(lines.len(), 4 + 31 + 3, "{out}");
+        assert!(out.ends_with("KERNEL EVENTS\nrewritten 10\n"), "{out}");
+    }
+
+    #[test]
+    fn few_routes_or_full_show_every_route_whole() {
+        let few = shown(&View::default(), status(2));
+        assert!(few.contains("DESTINATION"), "{few}");
+        let full = View {
+            full: true,
+            ..View::default()
+        };
+        let all = shown(&full, status(SUMMARY_OVER + 1));
+        assert_eq!(all.matches("DESTINATION").count(), SUMMARY_OVER + 1);
+    }
+
+    #[test]
+    fn a_route_is_named_by_key_virtual_service_or_service() {
+        for query in [
+            "default/svc-007/tcp[0]/port 9000 ipv4",
+            "default/svc-007",
+            "svc-007.local",
+            "svc-007.local:9000",
+        ] {
+            let view = View {
+                route: Some(query.to_owned()),
+                full: false,
+            };
+            let out = shown(&view, status(100));
+            assert!(out.contains("svc-007"), "{query}: {out}");
+            assert_eq!(out.matches("DESTINATION").count(), 1, "{query}: {out}");
+        }
+        let view = View {
+            route: Some("default/svc-00".to_owned()),
+            full: false,
+        };
+        let mut out = Vec::new();
+        let err = view
+            .render(status(3), 100, 2_000, &mut out)
+            .expect_err("a prefix that does not end at a / names nothing");
+        assert!(
+            err.to_string()
+                .starts_with("no route default/svc-00 in force"),
+            "{err}"
+        );
+    }
+}
