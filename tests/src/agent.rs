@@ -224,8 +224,16 @@ impl Agent {
 
     /// `traffic-shift status` for this agent: its whole output.
     pub fn status(&self) -> String {
+        self.status_with(&[])
+    }
+
+    /// `traffic-shift status ARGS...` for this agent: its whole output.
+    pub fn status_with(&self, args: &[&str]) -> String {
         let out = Command::new(binary("TRAFFIC_SHIFT_BIN", "traffic-shift"))
             .arg("status")
+            .args(args)
+            .arg("--width")
+            .arg("200")
             .arg("--status-file")
             .arg(&self.status_file)
             .output()

@@ -372,3 +372,79 @@ fn every_family_served_is_in_the_agents_list() {
         );
     }
 }
+
+/// `n` services `svc-NN.scale.local` on 127.102.0.N:9000, each to both
+/// tcp-echo endpoints: routes nobody connects to.
+fn idle_services(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{i:02}}}\n\
+                 spec: {{hosts: [svc-{i:02}.scale.local], addresses: [127.102.0.{}], ports: [{{number: 9000, name: tcp, protocol: TCP}}], \
+                 resolution: STATIC, endpoints: [{{address: 127.0.0.1, ports: {{tcp: 19001}}}}]}}\n\
+                 ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc-{i:02}}}\n\
+                 spec: {{hosts: [svc-{i:02}.scale.local], tcp: [{{route: [{{destination: {{host: svc-{i:02}.scale.local}}}}]}}]}}\n",
+                i + 1
+            )
+        })
+        .collect()
+}
+
+/// Many services, traffic on one: `/metrics` has series for that one only
+/// (no zero series for idle services, as Istio's proxies), `status` shows a
+/// line per route with its observed split, and `status ROUTE` one in full.
+#[test]
+fn many_idle_services_add_no_series_and_status_shows_a_line_per_route() {
+    let mut s = Scenario::tcp_echo_with(
+        "metrics-many",
+        &[
+            (
+                "virtual-service.yaml",
+                &tcp_echo_rule("examples/vs-20-v2.yaml"),
+            ),
+            ("idle.yaml", &idle_services(40)),
+        ],
+    );
+    let (one, two) = s.client.burst(SERVICE_V4, 100);
+    assert_eq!((one, two), (80, 20));
+    let page = s.agent.wait_metrics("100 connections closed", |p| {
+        metric(p, CLOSED, &[("destination_service", "tcp-echo.local")]) >= 100
+    });
+    assert!(
+        !page.contains("scale.local"),
+        "no series for the 40 idle services:\n{page}"
+    );
+    let routes = s.agent.status_json()["routes"]
+        .as_array()
+        .expect("routes")
+        .len();
+    assert!(routes > 40, "{routes} routes");
+    let summary = s.agent.wait_status("the observed split", |st| {
+        st.lines().any(|l| {
+            l.starts_with("default/tcp-echo/tcp[0]/port 9000 ")
+                && l.contains(" 100  v1 80% v2 20% ")
+        })
+    });
+    assert!(
+        summary.contains(&format!("{routes} routes: a line each")),
+        "{summary}"
+    );
+    let idle = summary
+        .lines()
+        .find(|l| l.starts_with("default/svc-07/tcp[0]/port 9000 "))
+        .unwrap_or_else(|| panic!("a line for svc-07:\n{summary}"));
+    assert!(
+        idle.contains("svc-07 100%") && idle.contains(" 0  -"),
+        "{idle}"
+    );
+    assert!(
+        !summary.contains("DESTINATION"),
+        "no route in full:\n{summary}"
+    );
+    let one_route = s.agent.status_with(&["default/svc-07"]);
+    assert_eq!(one_route.matches("DESTINATION").count(), 1, "{one_route}");
+    assert!(one_route.contains("svc-07.scale.local"), "{one_route}");
+    assert!(!one_route.contains("tcp-echo"), "{one_route}");
+    let full = s.agent.status_with(&["--full"]);
+    assert_eq!(full.matches("DESTINATION").count(), routes, "{full}");
+}

@@ -150,6 +150,15 @@ pub struct CounterSlot {
     pub endpoint: String,
 }
 
+/// A counter left out of the file while zero (at 100 000 routes most are).
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One route of the model (both address families together).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteStatus {
@@ -172,11 +181,14 @@ pub struct DestinationStatus {
     /// Istio's weight as written (relative: its share is weight / sum).
     pub weight: u32,
     /// Connections opened to its endpoints over the last 60 seconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub connections_last_minute: u64,
     /// Connections opened to its endpoints since the agent started.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub connections_total: u64,
     /// Connections to its endpoints that failed to connect (refused, timed
     /// out), over the last 60 seconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub failed_last_minute: u64,
     pub endpoints: Vec<EndpointStatus>,
 }
@@ -189,12 +201,15 @@ pub struct EndpointStatus {
     /// `ok`, `failing` (its recent connections failed), and for gateway
     /// routes `registered` / `missing` (whether its listening socket is held).
     pub state: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub connections_last_minute: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub connections_total: u64,
     /// Failed connects since the agent started.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub failed_total: u64,
     /// Failed connects over the last 60 seconds.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub failed_last_minute: u64,
 }
 

@@ -204,13 +204,7 @@ impl Agent {
         {
             self.observer.http_history.pop_front();
         }
-        match self.kernel.datapath.counters().events() {
-            Ok(events) => {
-                self.observer.status.events_moved |= events != self.observer.events;
-                self.observer.events = events;
-            }
-            Err(err) => tracing::warn!(%err, "cannot read the kernel event counters"),
-        }
+        self.read_events();
         self.observer.status.moved |= !tick.is_empty() || requests_moved;
         if !tick.changed.is_empty() {
             let shared = self.observer.shared();
@@ -233,6 +227,17 @@ impl Agent {
         }
         if self.observer.sockets_stale {
             self.publish_sockets();
+        }
+    }
+
+    /// The kernel's event counters, read: whether they moved is noted.
+    fn read_events(&mut self) {
+        match self.kernel.datapath.counters().events() {
+            Ok(events) => {
+                self.observer.status.events_moved |= events != self.observer.events;
+                self.observer.events = events;
+            }
+            Err(err) => tracing::warn!(%err, "cannot read the kernel event counters"),
         }
     }
 
@@ -310,8 +315,10 @@ impl Agent {
 
     /// The status as of now (see [`crate::status`]) but its TCP routes
     /// and the kernel's names (see [`StatusFile`]).
-    pub(super) fn status_head(&self) -> Status {
+    pub(super) fn status_head(&mut self) -> Status {
         let gateway_endpoints = self.kernel.gateway_status();
+        // Read now: what happened since the last tick is in (a few syscalls).
+        self.read_events();
         let events = self
             .observer
             .events

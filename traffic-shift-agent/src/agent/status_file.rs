@@ -118,9 +118,9 @@ impl Agent {
             self.status_heartbeat();
             return;
         }
+        let mut head = self.status_head();
         self.observer.status.moved = false;
         self.observer.status.events_moved = false;
-        let mut head = self.status_head();
         self.refresh_parts();
         if self.sources.fleet.is_some() {
             self.publish_node_counters(&self.status_of_traffic(&head));
