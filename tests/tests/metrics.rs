@@ -376,18 +376,20 @@ fn every_family_served_is_in_the_agents_list() {
 /// `n` services `svc-NN.scale.local` on 127.102.0.N:9000, each to both
 /// tcp-echo endpoints: routes nobody connects to.
 fn idle_services(n: usize) -> String {
-    (0..n)
-        .map(|i| {
-            format!(
-                "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{i:02}}}\n\
-                 spec: {{hosts: [svc-{i:02}.scale.local], addresses: [127.102.0.{}], ports: [{{number: 9000, name: tcp, protocol: TCP}}], \
-                 resolution: STATIC, endpoints: [{{address: 127.0.0.1, ports: {{tcp: 19001}}}}]}}\n\
-                 ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc-{i:02}}}\n\
-                 spec: {{hosts: [svc-{i:02}.scale.local], tcp: [{{route: [{{destination: {{host: svc-{i:02}.scale.local}}}}]}}]}}\n",
-                i + 1
-            )
-        })
-        .collect()
+    use std::fmt::Write as _;
+    let mut rules = String::new();
+    for i in 0..n {
+        let address = i + 1;
+        let _ = write!(
+            rules,
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{i:02}}}\n\
+             spec: {{hosts: [svc-{i:02}.scale.local], addresses: [127.102.0.{address}], ports: [{{number: 9000, name: tcp, protocol: TCP}}], \
+             resolution: STATIC, endpoints: [{{address: 127.0.0.1, ports: {{tcp: 19001}}}}]}}\n\
+             ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc-{i:02}}}\n\
+             spec: {{hosts: [svc-{i:02}.scale.local], tcp: [{{route: [{{destination: {{host: svc-{i:02}.scale.local}}}}]}}]}}\n"
+        );
+    }
+    rules
 }
 
 /// Many services, traffic on one: `/metrics` has series for that one only
