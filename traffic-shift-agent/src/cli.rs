@@ -13,7 +13,7 @@ use traffic_shift_config as config;
 
 use traffic_shift_config::model::RoutingModel;
 
-use crate::status::{Status, View};
+use crate::status::{Status, Summary, View, summary_path};
 
 /// `validate -f PATH...`: parses, resolves and compiles the files together,
 /// as the agent would; prints each warning as a `warning: ` line, then the
@@ -265,6 +265,25 @@ pub enum MapsError {
 /// The status file: what it says holds as of the file's time (an idle
 /// agent touches it instead of writing the same status again).
 pub fn read_status(path: &Path) -> Result<Status, StatusError> {
+    let (mut status, touched_ms): (Status, u64) = read_json(path)?;
+    if status.taken_at_ms != 0 {
+        status.taken_at_ms = status.taken_at_ms.max(touched_ms);
+    }
+    Ok(status)
+}
+
+/// The summary of the status file `path` ([`crate::status::Summary`]), as
+/// of its time; `None` without one (an agent of an earlier version).
+fn read_summary(path: &Path) -> Option<Summary> {
+    let (mut summary, touched_ms): (Summary, u64) = read_json(&summary_path(path)).ok()?;
+    if summary.head.taken_at_ms != 0 {
+        summary.head.taken_at_ms = summary.head.taken_at_ms.max(touched_ms);
+    }
+    Some(summary)
+}
+
+/// A JSON file, and its time (Unix, milliseconds).
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, u64), StatusError> {
     let read = |source| StatusError::Read {
         path: path.to_owned(),
         source,
@@ -278,14 +297,32 @@ pub fn read_status(path: &Path) -> Result<Status, StatusError> {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let mut text = String::new();
     std::io::Read::read_to_string(&mut file, &mut text).map_err(read)?;
-    let mut status: Status = serde_json::from_str(&text).map_err(|source| StatusError::Parse {
+    let value = serde_json::from_str(&text).map_err(|source| StatusError::Parse {
         path: path.to_owned(),
         source,
     })?;
-    if status.taken_at_ms != 0 {
-        status.taken_at_ms = status.taken_at_ms.max(touched_ms);
+    Ok((value, touched_ms))
+}
+
+/// Writes the status of the file at `path` as `view` shows it: a line per
+/// route from its summary when there are many (a tenth of the reading).
+fn show(
+    path: &Path,
+    view: &View,
+    width: usize,
+    now_ms: u64,
+    out: &mut impl Write,
+) -> Result<(), StatusError> {
+    if view.route.is_none()
+        && !view.full
+        && let Some(summary) = read_summary(path)
+        && view.summarizes(summary.routes.len() + summary.head.http_routes.len())
+    {
+        View::render_summary(&summary, width, now_ms, out)?;
+        return Ok(());
     }
-    Ok(status)
+    view.render(read_status(path)?, width, now_ms, out)?;
+    Ok(())
 }
 
 /// `status`: the agent's routes, gateway endpoints and kernel counters, as
@@ -298,9 +335,7 @@ pub fn status(
     now_ms: u64,
     out: &mut impl Write,
 ) -> Result<(), StatusError> {
-    let status = read_status(path)?;
-    view.render(status, width, now_ms, out)?;
-    Ok(())
+    show(path, view, width, now_ms, out)
 }
 
 /// What `status --watch` draws for and waits on: the terminal
@@ -738,6 +773,56 @@ mod tests {
         assert!(
             out.starts_with("rules /srv/rules, generation 3, as of 2 s ago\n"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn many_routes_are_read_from_the_summary() {
+        let file = StatusFile::new("status-summary");
+        file.write(&status_at(4));
+        let summary = crate::status::Summary {
+            head: status_at(4),
+            routes: (0..31)
+                .map(|i| crate::status::RouteLine {
+                    route: format!("default/svc-{i:02}/tcp[0]/port 9000"),
+                    destinations: vec![("v1".to_owned(), 100, 3, 9)],
+                })
+                .collect(),
+        };
+        std::fs::write(
+            summary_path(&file.path),
+            serde_json::to_string(&summary).expect("serializes"),
+        )
+        .expect("write the summary");
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(summary.head.taken_at_ms);
+        std::fs::File::options()
+            .write(true)
+            .open(summary_path(&file.path))
+            .and_then(|f| f.set_modified(at))
+            .expect("set the summary's time");
+        let mut out = Vec::new();
+        status(&file.path, &View::default(), 80, NOW_MS, &mut out).expect("status");
+        let out = String::from_utf8(out).expect("UTF-8");
+        assert!(
+            out.starts_with(
+                "rules /srv/rules, generation 4, as of 1 s ago\n\n31 routes: a line each"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("\ndefault/svc-30/tcp[0]/port 9000  v1 100%        3  v1 100%       9\n"),
+            "{out}"
+        );
+        // One route: from the status file, which has none of them.
+        let one = View {
+            route: Some("default/svc-30".to_owned()),
+            full: false,
+        };
+        let err =
+            status(&file.path, &one, 80, NOW_MS, &mut Vec::new()).expect_err("not in the file");
+        assert!(
+            err.to_string().starts_with("no route default/svc-30"),
+            "{err}"
         );
     }
 

@@ -262,9 +262,10 @@ pub struct Shared {
     pub rollouts: Vec<RolloutGauges>,
     /// (rollout, metric, result) -> analysis intervals.
     pub analysis_runs: BTreeMap<(String, String, &'static str), u64>,
-    /// The status the agent last wrote (JSON, as its status file), for
-    /// the live page's `/ui/status.json`; empty before the first.
-    pub status: Arc<str>,
+    /// The agent's status file, for the live page's `/ui/status.json`.
+    pub status_file: std::path::PathBuf,
+    /// Whether the agent wrote it (else it may be another agent's, left).
+    pub status_written: bool,
 }
 
 impl Shared {
@@ -809,21 +810,25 @@ fn respond(
             UI_PAGE.to_owned(),
         ),
         (&hyper::Method::GET, "/ui/status.json") => {
-            let status = Arc::clone(
-                &exporter
+            let (path, written) = {
+                let shared = exporter
                     .shared
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .status,
-            );
-            if status.is_empty() {
-                (
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                (shared.status_file.clone(), shared.status_written)
+            };
+            // The file, as `traffic-shift status` reads it (with its time).
+            match crate::cli::read_status(&path) {
+                Ok(status) if written => (
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_string(&status).expect("status serializes"),
+                ),
+                _ => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
                     "no status yet\n".to_owned(),
-                )
-            } else {
-                (StatusCode::OK, "application/json", status.to_string())
+                ),
             }
         }
         (&hyper::Method::GET, _) => (

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     render::{STALE_AFTER_MS, render, render_message},
-    view::{SUMMARY_OVER, View, ViewError},
+    view::{RouteLine, SUMMARY_OVER, Summary, View, ViewError, summary_path},
 };
 
 /// The agent rewrites the status file at least this often, changed or not,

@@ -110,7 +110,10 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         None => traffic_shift_datapath::default_cgroup().ok_or(AgentError::NoCgroup2)?,
     };
     let datapath = kernel::load(&options, &cgroup)?;
-    let shared = Arc::new(Mutex::new(Shared::default()));
+    let shared = Arc::new(Mutex::new(Shared {
+        status_file: options.status_file.clone(),
+        ..Shared::default()
+    }));
     let (l7, metrics_server, metrics_addr) =
         start_l7_and_metrics(&options, &datapath, Arc::clone(&shared)).await?;
     tracing::info!(
@@ -191,6 +194,7 @@ impl Agent {
     /// given up if this node drives.
     async fn stop(&self) {
         let _ = std::fs::remove_file(self.observer.status.path());
+        let _ = std::fs::remove_file(crate::status::summary_path(self.observer.status.path()));
         if let Some(rollouts) = &self.fleet_rollouts {
             rollouts.resign().await;
         }

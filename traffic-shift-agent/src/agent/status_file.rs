@@ -14,12 +14,11 @@
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use super::Agent;
-use crate::status::Status;
+use crate::status::{RouteLine, Status, summary_path};
 
 /// The longest moved counters let the file wait (a large rule set's status
 /// is costly to build): half of what readers call stale.
@@ -40,8 +39,9 @@ pub struct StatusFile {
     /// Whether the kernel's event counters moved since then (every SYN in
     /// the namespace moves them: they alone refresh the file seldom).
     pub events_moved: bool,
-    /// Per route of the model in force (by index), its JSON; `None`: to build.
-    routes: Vec<Option<String>>,
+    /// Per route of the model in force (by index), its JSON and its line's
+    /// (`RouteLine`); `None`: to build.
+    routes: Vec<Option<(String, String)>>,
     /// Whether a route's JSON changed since the last write.
     routes_changed: bool,
     /// `,"kernel_routes":{..},"counter_slots":{..}`: `None`, to build.
@@ -138,11 +138,14 @@ impl Agent {
             return;
         }
         head.taken_at_ms = crate::cli::now_ms();
-        let stamped = file.assemble(&head);
+        let (stamped, summary) = file.assemble(&head);
+        // The summary first: a reader of both never sees a summary older
+        // than the status.
         let result = file
             .path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| write_atomically(&summary_path(&file.path), &summary))
             .and_then(|()| write_atomically(&file.path, &stamped));
         // What it cost, written: what sets how often it is written.
         file.built = Some((now, now.elapsed()));
@@ -155,7 +158,7 @@ impl Agent {
                 tracing::warn!(file = %file.path.display(), %err, "cannot write the status file");
             }
         }
-        self.observer.shared().status = Arc::from(stamped);
+        self.observer.shared().status_written = true;
     }
 
     /// Builds the parts that are not built.
@@ -166,10 +169,11 @@ impl Agent {
         let mut changed = false;
         for (part, route) in routes.iter_mut().zip(&self.model.routes) {
             if part.is_none() {
-                let json =
-                    serde_json::to_string(&self.route_status(route)).expect("status serializes");
+                let status = self.route_status(route);
+                let json = serde_json::to_string(&status).expect("status serializes");
+                let line = serde_json::to_string(&RouteLine::of(&status)).expect("serializes");
                 changed = true;
-                *part = Some(json);
+                *part = Some((json, line));
             }
         }
         let file = &mut self.observer.status;
@@ -212,7 +216,8 @@ impl Agent {
         }
     }
 
-    /// Sets the status file's time to now if it is older than the heartbeat.
+    /// Sets the status file's time (and its summary's) to now if it is
+    /// older than the heartbeat.
     fn status_heartbeat(&self) {
         let heartbeat = Duration::from_millis(crate::status::HEARTBEAT_MS);
         let path = self.observer.status.path();
@@ -224,21 +229,37 @@ impl Agent {
         if fresh {
             return;
         }
-        let touched = std::fs::File::options()
-            .write(true)
-            .open(path)
-            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-        if let Err(err) = touched {
-            tracing::warn!(file = %path.display(), %err, "cannot touch the status file");
+        let now = std::time::SystemTime::now();
+        for path in [summary_path(path), path.to_owned()] {
+            let touched = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(now));
+            if let Err(err) = touched {
+                tracing::warn!(file = %path.display(), %err, "cannot touch the status file");
+            }
         }
     }
 }
 
 impl StatusFile {
-    /// The whole file: `head` with the routes and the names put in.
-    fn assemble(&self, head: &Status) -> String {
+    /// The whole file, `head` with the routes and the names put in; and its
+    /// summary ([`crate::status::Summary`]).
+    fn assemble(&self, head: &Status) -> (String, String) {
         let head = serde_json::to_string(head).expect("status serializes");
-        let routes: usize = self.routes.iter().flatten().map(|r| r.len() + 1).sum();
+        let lines: usize = self.routes.iter().flatten().map(|r| r.1.len() + 1).sum();
+        let mut summary = String::with_capacity(head.len() + lines + 32);
+        summary.push_str("{\"head\":");
+        summary.push_str(&head);
+        summary.push_str(",\"routes\":[");
+        for (i, (_, line)) in self.routes.iter().flatten().enumerate() {
+            if i > 0 {
+                summary.push(',');
+            }
+            summary.push_str(line);
+        }
+        summary.push_str("]}");
+        let routes: usize = self.routes.iter().flatten().map(|r| r.0.len() + 1).sum();
         let names = self.names.as_deref().unwrap_or("");
         let mut out = String::with_capacity(head.len() + routes + names.len());
         // `routes` is the first field that can be empty, after the rules'
@@ -249,7 +270,7 @@ impl StatusFile {
             .expect("the status has its routes field");
         out.push_str(before);
         out.push_str("\"routes\":[");
-        for (i, route) in self.routes.iter().flatten().enumerate() {
+        for (i, (route, _)) in self.routes.iter().flatten().enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -260,7 +281,7 @@ impl StatusFile {
         out.push_str(after);
         out.push_str(names);
         out.push('}');
-        out
+        (out, summary)
     }
 }
 

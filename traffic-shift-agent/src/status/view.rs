@@ -10,7 +10,53 @@
 
 use std::io::{self, Write};
 
+use serde::{Deserialize, Serialize};
+
 use super::{RouteStatus, Status, render};
+
+/// The status file's companion (`summary_path`): the status but its TCP
+/// routes, and a line per TCP route; what `status` reads when there are
+/// many (a tenth of the status file's size).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The status, its `routes` empty.
+    pub head: Status,
+    pub routes: Vec<RouteLine>,
+}
+
+/// A TCP route in a line: its key and per destination its name, weight,
+/// connections in the last minute and in total.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteLine {
+    pub route: String,
+    pub destinations: Vec<(String, u32, u64, u64)>,
+}
+
+impl RouteLine {
+    pub fn of(route: &RouteStatus) -> Self {
+        Self {
+            route: route.route.clone(),
+            destinations: route
+                .destinations
+                .iter()
+                .map(|d| {
+                    (
+                        name(&d.host, d.subset.as_deref()).to_owned(),
+                        d.weight,
+                        d.connections_last_minute,
+                        d.connections_total,
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Where the summary of the status file `status` is: `status.json` ->
+/// `status.summary.json`.
+pub fn summary_path(status: &std::path::Path) -> std::path::PathBuf {
+    status.with_extension("summary.json")
+}
 
 /// Routes (TCP and HTTP) over which `status` shows a line per route.
 pub const SUMMARY_OVER: usize = 30;
@@ -53,10 +99,27 @@ impl View {
             }
             status.gateway_endpoints.clear();
             status.events.clear();
-        } else if !self.full && status.routes.len() + status.http_routes.len() > SUMMARY_OVER {
-            return Ok(summary(&status, width, now_ms, out)?);
+        } else if self.summarizes(status.routes.len() + status.http_routes.len()) {
+            let lines: Vec<RouteLine> = status.routes.iter().map(RouteLine::of).collect();
+            status.routes.clear();
+            return Ok(summary(&status, &lines, width, now_ms, out)?);
         }
         Ok(render(&status, width, now_ms, out)?)
+    }
+
+    /// Whether this view of `routes` routes is a line per route.
+    pub fn summarizes(&self, routes: usize) -> bool {
+        self.route.is_none() && !self.full && routes > SUMMARY_OVER
+    }
+
+    /// Writes `summary` (its lines: `summarizes` said so).
+    pub fn render_summary(
+        summary: &Summary,
+        width: usize,
+        now_ms: u64,
+        out: &mut impl Write,
+    ) -> io::Result<()> {
+        self::summary(&summary.head, &summary.routes, width, now_ms, out)
     }
 }
 
@@ -78,11 +141,19 @@ fn names(query: &str, key: &str, service: &str) -> bool {
     prefix(key, '/') || prefix(service, ':')
 }
 
-/// A line per route under the status' header.
-fn summary(status: &Status, width: usize, now_ms: u64, out: &mut impl Write) -> io::Result<()> {
-    let mut head = status.clone();
-    head.routes.clear();
-    head.http_routes.clear();
+/// A line per route under the status' header: `status` (its TCP routes
+/// are `lines`).
+fn summary(
+    status: &Status,
+    lines: &[RouteLine],
+    width: usize,
+    now_ms: u64,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let head = Status {
+        http_routes: Vec::new(),
+        ..status.clone()
+    };
     let mut header = Vec::new();
     render(&head, width, now_ms, &mut header)?;
     let header = String::from_utf8_lossy(&header);
@@ -91,7 +162,7 @@ fn summary(status: &Status, width: usize, now_ms: u64, out: &mut impl Write) -> 
     let (top, rest) = header.split_once("\n\n").unwrap_or((&header, ""));
     writeln!(out, "{top}")?;
     writeln!(out)?;
-    let n = status.routes.len() + status.http_routes.len();
+    let n = lines.len() + status.http_routes.len();
     let note = format!(
         "{n} routes: a line each (`traffic-shift status ROUTE` shows one in full, --full every one)"
     );
@@ -103,7 +174,18 @@ fn summary(status: &Status, width: usize, now_ms: u64, out: &mut impl Write) -> 
         "OBSERVED".to_owned(),
         "TOTAL".to_owned(),
     ]];
-    rows.extend(status.routes.iter().map(tcp_row));
+    rows.extend(lines.iter().map(|line| {
+        let split: Vec<_> = line
+            .destinations
+            .iter()
+            .map(|(name, weight, minute, _)| (name.as_str(), *weight, *minute))
+            .collect();
+        row(
+            &line.route,
+            &split,
+            line.destinations.iter().map(|d| d.3).sum(),
+        )
+    }));
     rows.extend(status.http_routes.iter().map(|r| {
         let split: Vec<_> = r
             .destinations
@@ -145,25 +227,6 @@ fn summary(status: &Status, width: usize, now_ms: u64, out: &mut impl Write) -> 
         write!(out, "{rest}")?;
     }
     Ok(())
-}
-
-fn tcp_row(r: &RouteStatus) -> [String; 5] {
-    let split: Vec<_> = r
-        .destinations
-        .iter()
-        .map(|d| {
-            (
-                name(&d.host, d.subset.as_deref()),
-                d.weight,
-                d.connections_last_minute,
-            )
-        })
-        .collect();
-    row(
-        &r.route,
-        &split,
-        r.destinations.iter().map(|d| d.connections_total).sum(),
-    )
 }
 
 /// A destination's name in a split: its subset, else its host's first label.
