@@ -318,7 +318,7 @@ fn show(
         && let Some(summary) = read_summary(path)
         && view.summarizes(summary.routes.len() + summary.head.http_routes.len())
     {
-        View::render_summary(&summary, width, now_ms, out)?;
+        view.render_summary(&summary, width, now_ms, out)?;
         return Ok(());
     }
     view.render(read_status(path)?, width, now_ms, out)?;
@@ -386,17 +386,21 @@ pub fn watch(
         in_place,
         screen,
         out,
-        |width, now_ms, frame| match read_status(path).and_then(|s| {
-            view.render(s, width, now_ms, frame)
-                .map_err(StatusError::from)
-        }) {
-            Ok(()) => Ok(()),
-            Err(StatusError::Write(err)) => Err(err),
-            Err(err) => crate::status::render_message(
-                &format!("{err}\nreading it again every {} s", interval.as_secs_f64()),
-                width,
-                frame,
-            ),
+        |width, height, now_ms, frame| {
+            // A screen's worth of the busiest routes (the rest would be cut).
+            let view = View {
+                busiest: height.map(|h| h.saturating_sub(6).max(1)),
+                ..view.clone()
+            };
+            match show(path, &view, width, now_ms, frame) {
+                Ok(()) => Ok(()),
+                Err(StatusError::Write(err)) => Err(err),
+                Err(err) => crate::status::render_message(
+                    &format!("{err}\nreading it again every {} s", interval.as_secs_f64()),
+                    width,
+                    frame,
+                ),
+            }
         },
     )
 }
@@ -410,7 +414,7 @@ pub fn watch_frames(
     in_place: bool,
     screen: &mut impl Screen,
     out: &mut impl Write,
-    mut draw: impl FnMut(usize, u64, &mut Vec<u8>) -> std::io::Result<()>,
+    mut draw: impl FnMut(usize, Option<usize>, u64, &mut Vec<u8>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let screen_guard = AlternateScreen {
         out,
@@ -424,7 +428,12 @@ pub fn watch_frames(
     loop {
         let (width, height) = screen.size();
         let mut frame = Vec::new();
-        draw(width, screen.now_ms(), &mut frame)?;
+        draw(
+            width,
+            height.filter(|_| in_place),
+            screen.now_ms(),
+            &mut frame,
+        )?;
         let frame = String::from_utf8(frame).expect("the renderer writes UTF-8");
         if in_place {
             let mut lines: Vec<&str> = frame.lines().collect();
@@ -816,7 +825,7 @@ mod tests {
         // One route: from the status file, which has none of them.
         let one = View {
             route: Some("default/svc-30".to_owned()),
-            full: false,
+            ..View::default()
         };
         let err =
             status(&file.path, &one, 80, NOW_MS, &mut Vec::new()).expect_err("not in the file");

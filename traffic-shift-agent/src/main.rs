@@ -466,7 +466,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             ..
         } => node_status(
             &status_file,
-            &status::View { route, full },
+            &status::View {
+                route,
+                full,
+                busiest: None,
+            },
             watch.then_some(interval),
             width,
         ),
@@ -777,7 +781,10 @@ fn node_status(
     } else {
         let columns = std::env::var("COLUMNS").ok();
         let width = cli::resolve_width(width, cli::terminal_size().0, columns.as_deref());
-        cli::status(status_file, view, width, cli::now_ms(), &mut stdout)
+        // One write for many lines (100 000 routes: a line each).
+        let mut out = std::io::BufWriter::new(&mut stdout);
+        cli::status(status_file, view, width, cli::now_ms(), &mut out)
+            .and_then(|()| std::io::Write::flush(&mut out).map_err(cli::StatusError::Write))
     };
     match result {
         // `traffic-shift status | head`: the reader left; not an error.

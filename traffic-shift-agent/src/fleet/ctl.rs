@@ -512,7 +512,7 @@ pub fn watch(
         Ok(store) => store,
         Err(err) => return store_error(&err, &mut std::io::stderr()),
     };
-    crate::cli::watch_frames(interval, in_place, screen, out, |width, _, frame| {
+    crate::cli::watch_frames(interval, in_place, screen, out, |width, _, _, frame| {
         let text = match runtime.block_on(status_text(&store, target)) {
             Ok(text) => return frame.write_all(text.as_bytes()),
             Err(Ok(none)) => none,

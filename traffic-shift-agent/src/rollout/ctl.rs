@@ -79,7 +79,7 @@ pub fn status(
         in_place,
         terminal,
         &mut stdout,
-        |_, now_ms, frame| {
+        |_, _, now_ms, frame| {
             out.clear();
             if let Ok(rollouts) = ask(socket, &request, "rollout status", &mut out)? {
                 for status in &rollouts {

@@ -71,6 +71,10 @@ pub struct View {
     pub route: Option<String>,
     /// Every route in full however many there are.
     pub full: bool,
+    /// With a line per route, only this many, the busiest in the last
+    /// minute (`--watch` fits its screen: a live view of the busiest, as
+    /// `top`).
+    pub busiest: Option<usize>,
 }
 
 /// `route` not in the status.
@@ -102,7 +106,7 @@ impl View {
         } else if self.summarizes(status.routes.len() + status.http_routes.len()) {
             let lines: Vec<RouteLine> = status.routes.iter().map(RouteLine::of).collect();
             status.routes.clear();
-            return Ok(summary(&status, &lines, width, now_ms, out)?);
+            return Ok(summary(&status, &lines, self.busiest, width, now_ms, out)?);
         }
         Ok(render(&status, width, now_ms, out)?)
     }
@@ -114,12 +118,20 @@ impl View {
 
     /// Writes `summary` (its lines: `summarizes` said so).
     pub fn render_summary(
+        &self,
         summary: &Summary,
         width: usize,
         now_ms: u64,
         out: &mut impl Write,
     ) -> io::Result<()> {
-        self::summary(&summary.head, &summary.routes, width, now_ms, out)
+        self::summary(
+            &summary.head,
+            &summary.routes,
+            self.busiest,
+            width,
+            now_ms,
+            out,
+        )
     }
 }
 
@@ -141,11 +153,26 @@ fn names(query: &str, key: &str, service: &str) -> bool {
     prefix(key, '/') || prefix(service, ':')
 }
 
+/// A route in the table: its key, per destination (name, weight, per
+/// minute), its total.
+struct Item<'a> {
+    key: &'a str,
+    split: Vec<(&'a str, u32, u64)>,
+    total: u64,
+}
+
+impl Item<'_> {
+    fn per_minute(&self) -> u64 {
+        self.split.iter().map(|d| d.2).sum()
+    }
+}
+
 /// A line per route under the status' header: `status` (its TCP routes
-/// are `lines`).
+/// are `lines`); only the `busiest` when given.
 fn summary(
     status: &Status,
     lines: &[RouteLine],
+    busiest: Option<usize>,
     width: usize,
     now_ms: u64,
     out: &mut impl Write,
@@ -162,32 +189,18 @@ fn summary(
     let (top, rest) = header.split_once("\n\n").unwrap_or((&header, ""));
     writeln!(out, "{top}")?;
     writeln!(out)?;
-    let n = lines.len() + status.http_routes.len();
-    let note = format!(
-        "{n} routes: a line each (`traffic-shift status ROUTE` shows one in full, --full every one)"
-    );
-    writeln!(out, "{}", cut(&note, width))?;
-    let mut rows = vec![[
-        "ROUTE".to_owned(),
-        "SPLIT".to_owned(),
-        "PER MIN".to_owned(),
-        "OBSERVED".to_owned(),
-        "TOTAL".to_owned(),
-    ]];
-    rows.extend(lines.iter().map(|line| {
-        let split: Vec<_> = line
+    let tcp = lines.iter().map(|line| Item {
+        key: &line.route,
+        split: line
             .destinations
             .iter()
             .map(|(name, weight, minute, _)| (name.as_str(), *weight, *minute))
-            .collect();
-        row(
-            &line.route,
-            &split,
-            line.destinations.iter().map(|d| d.3).sum(),
-        )
-    }));
-    rows.extend(status.http_routes.iter().map(|r| {
-        let split: Vec<_> = r
+            .collect(),
+        total: line.destinations.iter().map(|d| d.3).sum(),
+    });
+    let http = status.http_routes.iter().map(|r| Item {
+        key: &r.route,
+        split: r
             .destinations
             .iter()
             .map(|d| {
@@ -197,29 +210,61 @@ fn summary(
                     d.requests_last_minute,
                 )
             })
-            .collect();
-        row(
-            &r.route,
-            &split,
-            r.destinations.iter().map(|d| d.requests_total).sum(),
-        )
-    }));
+            .collect(),
+        total: r.destinations.iter().map(|d| d.requests_total).sum(),
+    });
+    let mut items: Vec<Item> = tcp.chain(http).collect();
+    let n = items.len();
+    let note = match busiest {
+        Some(k) if k < n => {
+            // The k busiest, in the rules' order.
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&i| (std::cmp::Reverse(items[i].per_minute()), i));
+            let mut keep = vec![false; n];
+            for &i in &order[..k] {
+                keep[i] = true;
+            }
+            let mut i = 0;
+            items.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+            format!(
+                "{n} routes: the {k} busiest in the last minute (`traffic-shift status` lists every one)"
+            )
+        }
+        _ => format!(
+            "{n} routes: a line each (`traffic-shift status ROUTE` shows one in full, --full every one)"
+        ),
+    };
+    writeln!(out, "{}", cut(&note, width))?;
+    let mut rows = vec![[
+        "ROUTE".to_owned(),
+        "SPLIT".to_owned(),
+        "PER MIN".to_owned(),
+        "OBSERVED".to_owned(),
+        "TOTAL".to_owned(),
+    ]];
+    rows.extend(items.iter().map(|it| row(it.key, &it.split, it.total)));
     let widths: [usize; 5] =
         std::array::from_fn(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0));
+    let mut line = String::new();
     for r in &rows {
-        let line = format!(
-            "{:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {:>w4$}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3],
-            w4 = widths[4],
-        );
+        line.clear();
+        for (c, cell) in r.iter().enumerate() {
+            if c > 0 {
+                line.push_str("  ");
+            }
+            let pad = widths[c].saturating_sub(cell.chars().count());
+            let right = matches!(c, 2 | 4);
+            if right {
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+            line.push_str(cell);
+            if !right {
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
         writeln!(out, "{}", cut(line.trim_end(), width))?;
     }
     if !rest.is_empty() {
@@ -258,13 +303,13 @@ fn row(key: &str, split: &[(&str, u32, u64)], total: u64) -> [String; 5] {
 }
 
 /// `line` cut to `width` characters, `…` last when cut.
-fn cut(line: &str, width: usize) -> String {
-    if line.chars().count() <= width {
-        return line.to_owned();
+fn cut(line: &str, width: usize) -> std::borrow::Cow<'_, str> {
+    if line.len() <= width || line.chars().count() <= width {
+        return line.into();
     }
     let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
     cut.push('…');
-    cut
+    cut.into()
 }
 
 #[cfg(test)]
@@ -338,6 +383,40 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_shows_the_busiest_routes_in_the_rules_order() {
+        let mut many = status(SUMMARY_OVER + 10);
+        for (i, r) in many.routes.iter_mut().enumerate() {
+            *r = route(i, [0, 0]);
+        }
+        many.routes[20] = route(20, [50, 0]);
+        many.routes[3] = route(3, [5, 5]);
+        many.routes[33] = route(33, [70, 30]);
+        let busiest = View {
+            busiest: Some(3),
+            ..View::default()
+        };
+        let out = shown(&busiest, many);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[2],
+            "40 routes: the 3 busiest in the last minute (`traffic-shift status` lists every one)"
+        );
+        let keys: Vec<&str> = lines[4..7]
+            .iter()
+            .map(|l| l.split_whitespace().next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "default/svc-003/tcp[0]/port",
+                "default/svc-020/tcp[0]/port",
+                "default/svc-033/tcp[0]/port"
+            ]
+        );
+        assert_eq!(lines[7], "");
+    }
+
+    #[test]
     fn few_routes_or_full_show_every_route_whole() {
         let few = shown(&View::default(), status(2));
         assert!(few.contains("DESTINATION"), "{few}");
@@ -359,7 +438,7 @@ mod tests {
         ] {
             let view = View {
                 route: Some(query.to_owned()),
-                full: false,
+                ..View::default()
             };
             let out = shown(&view, status(100));
             assert!(out.contains("svc-007"), "{query}: {out}");
@@ -367,7 +446,7 @@ mod tests {
         }
         let view = View {
             route: Some("default/svc-00".to_owned()),
-            full: false,
+            ..View::default()
         };
         let mut out = Vec::new();
         let err = view
