@@ -304,9 +304,11 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, u64), St
     Ok((value, touched_ms))
 }
 
-/// Writes the status of the file at `path` as `view` shows it: a line per
-/// route from its summary when there are many (a tenth of the reading).
-fn show(
+/// `status`: the agent's routes, gateway endpoints and kernel counters, as
+/// tables no wider than `width`, as seen at `now_ms` (see
+/// [`crate::status::render`]), as `view` shows them: a line per route from
+/// the status' summary when there are many (a tenth of the reading).
+pub fn status(
     path: &Path,
     view: &View,
     width: usize,
@@ -323,19 +325,6 @@ fn show(
     }
     view.render(read_status(path)?, width, now_ms, out)?;
     Ok(())
-}
-
-/// `status`: the agent's routes, gateway endpoints and kernel counters, as
-/// tables no wider than `width`, as seen at `now_ms` (see
-/// [`crate::status::render`]).
-pub fn status(
-    path: &Path,
-    view: &View,
-    width: usize,
-    now_ms: u64,
-    out: &mut impl Write,
-) -> Result<(), StatusError> {
-    show(path, view, width, now_ms, out)
 }
 
 /// What `status --watch` draws for and waits on: the terminal
@@ -392,7 +381,7 @@ pub fn watch(
                 busiest: height.map(|h| h.saturating_sub(6).max(1)),
                 ..view.clone()
             };
-            match show(path, &view, width, now_ms, frame) {
+            match status(path, &view, width, now_ms, frame) {
                 Ok(()) => Ok(()),
                 Err(StatusError::Write(err)) => Err(err),
                 Err(err) => crate::status::render_message(

@@ -178,40 +178,13 @@ fn grew(before: &EndpointStats, now: &EndpointStats) -> bool {
         .all(|(now, before)| *now >= before)
 }
 
+/// The counters of `s`, in their order (it is eight `u64`s, `Pod`).
 fn fields(s: &EndpointStats) -> [u64; 8] {
-    [
-        s.opened,
-        s.established,
-        s.closed,
-        s.failed_refused,
-        s.failed_timeout,
-        s.failed_other,
-        s.request_bytes,
-        s.response_bytes,
-    ]
+    bytemuck::cast(*s)
 }
 
 fn from_fields(f: [u64; 8]) -> EndpointStats {
-    let [
-        opened,
-        established,
-        closed,
-        failed_refused,
-        failed_timeout,
-        failed_other,
-        request_bytes,
-        response_bytes,
-    ] = f;
-    EndpointStats {
-        opened,
-        established,
-        closed,
-        failed_refused,
-        failed_timeout,
-        failed_other,
-        request_bytes,
-        response_bytes,
-    }
+    bytemuck::cast(f)
 }
 
 /// `a - b`, each counter (never below zero).

@@ -251,14 +251,9 @@ impl StatusFile {
         let mut summary = String::with_capacity(head.len() + lines + 32);
         summary.push_str("{\"head\":");
         summary.push_str(&head);
-        summary.push_str(",\"routes\":[");
-        for (i, (_, line)) in self.routes.iter().flatten().enumerate() {
-            if i > 0 {
-                summary.push(',');
-            }
-            summary.push_str(line);
-        }
-        summary.push_str("]}");
+        summary.push_str(",\"routes\":");
+        push_array(&mut summary, self.routes.iter().flatten().map(|r| &r.1));
+        summary.push('}');
         let routes: usize = self.routes.iter().flatten().map(|r| r.0.len() + 1).sum();
         let names = self.names.as_deref().unwrap_or("");
         let mut out = String::with_capacity(head.len() + routes + names.len());
@@ -269,20 +264,26 @@ impl StatusFile {
             .split_once("\"routes\":[]")
             .expect("the status has its routes field");
         out.push_str(before);
-        out.push_str("\"routes\":[");
-        for (i, (route, _)) in self.routes.iter().flatten().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(route);
-        }
-        out.push(']');
+        out.push_str("\"routes\":");
+        push_array(&mut out, self.routes.iter().flatten().map(|r| &r.0));
         let after = after.strip_suffix('}').expect("the status is an object");
         out.push_str(after);
         out.push_str(names);
         out.push('}');
         (out, summary)
     }
+}
+
+/// A JSON array of the JSON `items`, pushed to `out`.
+fn push_array<'a>(out: &mut String, items: impl Iterator<Item = &'a String>) {
+    out.push('[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    out.push(']');
 }
 
 /// `text` to `path` through a temporary file renamed over it.
