@@ -146,7 +146,8 @@ fn check_interrupted(interrupted: &AtomicBool) -> Result<()> {
 }
 
 /// What a run on the bench's agent sets up: the guards, and the agent with its
-/// backends. The fields drop in the order they are declared: processes first, then
+/// backends and scenario 5's service in force (so `--only scale` measures the agent
+/// of a full run). The fields drop in the order they are declared: processes first, then
 /// bpffs, cgroup, netns, temp dir.
 struct Setup {
     procs: Processes,
@@ -167,6 +168,7 @@ impl Setup {
         let bpffs = BpffsDir(PathBuf::from(format!("/sys/fs/bpf/{name}")));
         let mut procs = Processes(Vec::new());
         let agent = agent::setup(root, bin, &tmp.0, (&netns, &cgroup.0, &bpffs.0), &mut procs)?;
+        rule_change::put_in_force(bin, &agent.admin_socket, &change_rules(root))?;
         let largest = scale::levels(quick).iter().copied().max().unwrap_or(0);
         let scale_files = scale::generate(&tmp.0.join("scale"), largest)?;
         Ok(Self {
@@ -179,6 +181,11 @@ impl Setup {
             scale_files,
         })
     }
+}
+
+/// Scenario 5's rules.
+fn change_rules(root: &Path) -> PathBuf {
+    root.join("bench/rules/rule-change")
 }
 
 /// Scenario 6's environment on `setup`, the connect-time path being `connect_time`.
@@ -262,8 +269,7 @@ fn run(
     let (reps, duration, warmup) = timing(quick);
 
     let mut setup = Setup::new(root, bin, cgroup_root, &name, quick)?;
-    let change_rules = root.join("bench/rules/rule-change");
-    rule_change::put_in_force(bin, &setup.agent.admin_socket, &change_rules)?;
+    let change_rules = change_rules(root);
 
     let mut contenders = tcp::own_contenders();
     let envoy_log = setup.tmp.0.join("envoy.log");

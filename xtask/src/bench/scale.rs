@@ -313,8 +313,8 @@ pub struct Level {
     pub rss_idle: Measured<f64>,
     pub rss_traffic: Measured<f64>,
     pub rss_peak: Measured<f64>,
-    /// The kernel memory of the agent's maps (`bytes_memlock`), bytes, and how many maps.
-    pub kernel: Measured<(u64, usize)>,
+    /// The agent's maps, as bpftool shows them.
+    pub kernel: Measured<Vec<MapInfo>>,
     /// One `/metrics` scrape, ms and bytes: before and after the traffic on every service.
     pub scrape: Measured<(f64, usize)>,
     pub traffic: Measured<Traffic>,
@@ -501,10 +501,26 @@ fn cpu_percent<T>(pid: u32, f: impl FnOnce() -> Measured<T>) -> Measured<(f64, T
     ))
 }
 
-/// The kernel memory of the agent's maps: the sum of `bytes_memlock` (bpftool) over
-/// the maps pinned under `bpffs` and those of the programs whose links are pinned
-/// there; and how many maps.
-fn map_memory(bpffs: &Path) -> Measured<(u64, usize)> {
+/// One of the agent's maps, as `bpftool map show` gives it.
+pub struct MapInfo {
+    pub name: String,
+    pub kind: String,
+    pub max_entries: u64,
+    pub key: u64,
+    pub value: u64,
+    /// `bytes_memlock`: the kernel memory the map uses (kernel 6.4 on: as filled for
+    /// maps not preallocated).
+    pub memlock: u64,
+}
+
+/// The kernel memory of the agent's maps (`bytes_memlock`), bytes.
+fn kernel_bytes(maps: &[MapInfo]) -> u64 {
+    maps.iter().map(|m| m.memlock).sum()
+}
+
+/// The agent's maps: those pinned under `bpffs` and those of the programs whose
+/// links are pinned there, as bpftool shows them.
+fn map_memory(bpffs: &Path) -> Measured<Vec<MapInfo>> {
     let bpftool = cmd::find_program("bpftool").ok_or("bpftool is not installed")?;
     let list = |what: &str| -> Measured<Vec<Value>> {
         let out = Command::new(&bpftool)
@@ -557,12 +573,33 @@ fn map_memory(bpffs: &Path) -> Measured<(u64, usize)> {
             bpffs.display()
         ));
     }
-    let bytes = all
+    let field = |m: &Value, key: &str| m.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let text = |m: &Value, key: &str| m.get(key).and_then(Value::as_str).unwrap_or("?").to_owned();
+    Ok(all
         .iter()
         .filter(|m| ids(m, "id").iter().any(|id| maps.contains(id)))
-        .filter_map(|m| m.get("bytes_memlock")?.as_u64())
-        .sum();
-    Ok((bytes, maps.len()))
+        .map(|m| MapInfo {
+            // The pinned file has the whole name; bpftool's `name` is cut at 15 bytes.
+            name: pinned_name(m, bpffs).unwrap_or_else(|| text(m, "name")),
+            kind: text(m, "type"),
+            max_entries: field(m, "max_entries"),
+            key: field(m, "bytes_key"),
+            value: field(m, "bytes_value"),
+            memlock: field(m, "bytes_memlock"),
+        })
+        .collect())
+}
+
+/// The file name of `item` pinned under `bpffs`, if it is.
+fn pinned_name(item: &Value, bpffs: &Path) -> Option<String> {
+    item.get("pinned")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .map(Path::new)
+        .find(|p| p.starts_with(bpffs))?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
 }
 
 /// The address of generated service `i`: 127.101.0.1 on, 250 to a /24 (x.y.z.1 to
@@ -680,11 +717,11 @@ impl Results {
     #[expect(clippy::too_many_lines, reason = "one table, a cell per column")]
     pub fn report(&self, md: &mut String, json_rows: &mut Vec<String>, goals: &mut String) {
         let base = self.base_services;
-        let mut notes = Vec::new();
+        let mut notes: Vec<Note> = Vec::new();
         // A cell: the figure, or `n/m` with the reason in a note.
         let mut cell = |services: usize, what: &str, m: Result<String, &String>| {
             m.unwrap_or_else(|why| {
-                notes.push(format!("{services} services, {what}: {why}"));
+                notes.push((format!("{services} services"), what.to_owned(), why.clone()));
                 "n/m".to_owned()
             })
         };
@@ -752,7 +789,7 @@ impl Results {
                     level
                         .kernel
                         .as_ref()
-                        .map(|(b, _)| format!("{:.1}", mib(*b))),
+                        .map(|maps| format!("{:.1}", mib(kernel_bytes(maps)))),
                 ),
                 cell(
                     services,
@@ -809,8 +846,11 @@ impl Results {
                     "rss_mib_idle": num(level.rss_idle.as_ref().copied()),
                     "rss_mib_after_traffic": num(level.rss_traffic.as_ref().copied()),
                     "rss_mib_peak": num(level.rss_peak.as_ref().copied()),
-                    "kernel_map_bytes_memlock": num(level.kernel.as_ref().map(|k| k.0)),
-                    "kernel_maps": num(level.kernel.as_ref().map(|k| k.1)),
+                    "kernel_map_bytes_memlock": num(level.kernel.as_ref().map(|k| kernel_bytes(k))),
+                    "kernel_maps": level.kernel.as_ref().ok().map(|maps| maps.iter().map(|m| json!({
+                        "name": m.name, "type": m.kind, "max_entries": m.max_entries,
+                        "bytes_key": m.key, "bytes_value": m.value, "bytes_memlock": m.memlock,
+                    })).collect::<Vec<_>>()),
                     "scrape_ms": num(level.scrape.as_ref().map(|s| s.0)),
                     "scrape_bytes": num(level.scrape.as_ref().map(|s| s.1)),
                     "traffic_connections": num(level.traffic.as_ref().map(|t| t.connections)),
@@ -822,23 +862,69 @@ impl Results {
                 })
             ));
         }
+        self.report_maps(md);
         self.report_changes(md, json_rows, &mut notes);
-        if !notes.is_empty() {
-            let _ = writeln!(md, "\nnot measured (n/m):");
-            for note in &notes {
-                let _ = writeln!(md, "- {}", note.replace('|', "\\|"));
-            }
-        }
+        write_notes(md, &notes);
         self.goals(goals);
     }
 
+    /// The agent's maps, one row each: what bpftool says of them, and their
+    /// `bytes_memlock` at each level (the sizing guide, docs/sizing.md, reads it).
+    fn report_maps(&self, md: &mut String) {
+        let measured: Vec<(usize, &[MapInfo])> = self
+            .levels
+            .iter()
+            .filter_map(|l| {
+                Some((
+                    self.base_services + l.extra,
+                    l.kernel.as_ref().ok()?.as_slice(),
+                ))
+            })
+            .collect();
+        let Some((_, first)) = measured.first() else {
+            return;
+        };
+        let _ = write!(
+            md,
+            "\n| the agent's maps | type | max_entries | key bytes | value bytes | {} |\n|---|---|---:|---:|---:|{}\n",
+            measured
+                .iter()
+                .map(|(services, _)| format!("bytes_memlock with {services} services"))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            "---:|".repeat(measured.len())
+        );
+        for map in *first {
+            let memlock: Vec<String> = measured
+                .iter()
+                .map(|(_, maps)| {
+                    maps.iter()
+                        .find(|m| m.name == map.name && m.kind == map.kind)
+                        .map_or_else(|| "-".into(), |m| m.memlock.to_string())
+                })
+                .collect();
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} | {} | {} |",
+                map.name,
+                map.kind,
+                map.max_entries,
+                map.key,
+                map.value,
+                memlock.join(" | ")
+            );
+        }
+    }
+
     /// The table of the timed `apply` and `delete`.
-    fn report_changes(
-        &self,
-        md: &mut String,
-        json_rows: &mut Vec<String>,
-        notes: &mut Vec<String>,
-    ) {
+    fn report_changes(&self, md: &mut String, json_rows: &mut Vec<String>, notes: &mut Vec<Note>) {
+        if !self
+            .levels
+            .iter()
+            .any(|l| TIMED.iter().any(|(t, _)| *t == l.extra))
+        {
+            return;
+        }
         let _ = write!(
             md,
             "\n| scenario | what | seconds, end to end (command start to the last route in force) | commands |\n|---|---|---:|---:|\n"
@@ -868,7 +954,7 @@ impl Results {
                     ),
                 };
                 if let Some(why) = &why {
-                    notes.push(format!("`{verb}` of {n}: {why}"));
+                    notes.push((format!("`{verb}` of {n}"), String::new(), why.clone()));
                 }
                 let _ = writeln!(md, "| rule change | {what} | {secs} | {commands} |");
                 json_rows.push(format!(
@@ -992,7 +1078,7 @@ impl Results {
             .collect();
         let _ = writeln!(
             goals,
-            "goal: agent RSS <= {} MiB at {} and <= {} MiB at {} services: {} {}",
+            "goal: agent RSS <= {} MiB at {} and <= {} MiB at {} services: {}; {}",
             RSS_GOALS[0].1,
             base + RSS_GOALS[0].0,
             RSS_GOALS[1].1,
@@ -1004,6 +1090,38 @@ impl Results {
                 .join(", "),
             verdict(parts.iter().all(|(_, ok)| *ok))
         );
+    }
+}
+
+/// A figure not measured: the level (or the command), the figure, why.
+type Note = (String, String, String);
+
+/// The notes under the tables, one line per level and reason.
+fn write_notes(md: &mut String, notes: &[Note]) {
+    if notes.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "\nnot measured (n/m):");
+    let mut done = vec![false; notes.len()];
+    for (i, (subject, _, why)) in notes.iter().enumerate() {
+        if done[i] {
+            continue;
+        }
+        let mut whats: Vec<&str> = Vec::new();
+        for (j, (s, what, w)) in notes.iter().enumerate().skip(i) {
+            if s == subject && w == why {
+                done[j] = true;
+                if !what.is_empty() && !whats.contains(&what.as_str()) {
+                    whats.push(what);
+                }
+            }
+        }
+        let whats = if whats.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", whats.join(", "))
+        };
+        let _ = writeln!(md, "- {subject}{whats}: {}", why.replace('|', "\\|"));
     }
 }
 
