@@ -894,7 +894,9 @@ impl Results {
                 .join(" | "),
             "---:|".repeat(measured.len())
         );
-        for map in *first {
+        let mut rows: Vec<&MapInfo> = first.iter().collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        for map in rows {
             let memlock: Vec<String> = measured
                 .iter()
                 .map(|(_, maps)| {
