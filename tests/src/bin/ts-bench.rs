@@ -213,37 +213,19 @@ fn main() -> ExitCode {
         ),
     };
     let target = SockAddr::from(args.target);
-    // With --targets, the addresses and the index of the next one to connect to.
-    let targets: Arc<Vec<SockAddr>> = Arc::new(
-        args.targets
-            .iter()
-            .flatten()
-            .map(|a| SockAddr::from(*a))
-            .collect(),
-    );
-    let next_target = Arc::new(AtomicU64::new(0));
+    let targets = Targets::new(&args);
     let threads: Vec<_> = (0..args.concurrency)
         .map(|_| {
             let target = target.clone();
             let budget = budget.clone();
-            let (targets, next_target) = (Arc::clone(&targets), Arc::clone(&next_target));
+            let targets = targets.clone();
             std::thread::spawn(move || match http {
                 Some(close) => {
                     let mut conn = HttpConn::new(target, close);
                     worker(measure_from, &budget, |_| conn.request())
                 }
                 None => worker(measure_from, &budget, |buf| {
-                    // The budget counts the addresses: each index is taken once.
-                    let to = if targets.is_empty() {
-                        &target
-                    } else {
-                        let i = next_target.fetch_add(1, Ordering::Relaxed);
-                        usize::try_from(i)
-                            .ok()
-                            .and_then(|i| targets.get(i))
-                            .unwrap_or(&target)
-                    };
-                    one_connection(to, buf)?;
+                    one_connection(targets.next().unwrap_or(&target), buf)?;
                     Ok(Answer::from_first_word(buf))
                 }),
             })
@@ -301,6 +283,39 @@ fn main() -> ExitCode {
         })
     );
     ExitCode::SUCCESS
+}
+
+/// With `--targets`, the addresses, shared by the threads, and the index of the
+/// next one to connect to.
+#[derive(Clone)]
+struct Targets {
+    list: Arc<Vec<SockAddr>>,
+    next: Arc<AtomicU64>,
+}
+
+impl Targets {
+    fn new(args: &Args) -> Self {
+        Self {
+            list: Arc::new(
+                args.targets
+                    .iter()
+                    .flatten()
+                    .map(|a| SockAddr::from(*a))
+                    .collect(),
+            ),
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The next address (none without `--targets`). The budget counts the
+    /// addresses, so each is taken once.
+    fn next(&self) -> Option<&SockAddr> {
+        if self.list.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.list.get(usize::try_from(i).ok()?)
+    }
 }
 
 /// How long the workers go on: until a time, or until they made N connections together.
