@@ -19,26 +19,27 @@
 //! | `http` | scenario 3 and the HTTP half of 4 |
 //! | `split` | scenario 4: split accuracy (the TCP half, the measuring and report) |
 //! | `rule_change` | scenario 5 |
-//! | `scale` | scenario 6 (and 5's apply of 10 000 services) |
+//! | `scale` | scenario 6 (and 5's apply of 10 000 and 100 000 services; alone with `--only scale`) |
 //! | `convergence` | scenario 8 (alone with `--only convergence`) |
 //! | `report` | what the reports share: left-out rows, JSON strings, median, header |
 //! | `xdp` | scenario 7 (`--xdp`), with the check of its `xdp` row (`xdp/check.rs`) |
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
 };
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use signal_hook::{
     consts::{SIGHUP, SIGINT, SIGTERM},
     iterator::Signals,
 };
 
 use self::{
+    agent::Agent,
     client::Clients,
     guards::{BpffsDir, CgroupDir, Netns, Processes, TempDir},
     proxies::Proxies,
@@ -66,6 +67,9 @@ pub enum Only {
     /// Scenario 8: printed, and written to `bench/results/convergence-latest.md`
     /// and `.json` (`latest.md` is left to full runs).
     Convergence,
+    /// Scenario 6 (scale) on the bench's agent and backends, set up as in a full
+    /// run: printed, and written to `bench/results/scale-latest.md` and `.json`.
+    Scale,
 }
 
 pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<()> {
@@ -102,7 +106,11 @@ pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<
             &goals,
         );
     }
-    let proxies = proxies::install(&bin);
+    // Scenario 6 alone needs no proxies.
+    let proxies = match only {
+        Some(Only::Scale) => None,
+        _ => Some(proxies::install(&bin)),
+    };
 
     let interrupted = Arc::new(AtomicBool::new(false));
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot handle signals")?;
@@ -115,15 +123,140 @@ pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<
             }
         }
     });
-    let result = run(root, &bin, &cgroup_root, quick, proxies, &interrupted);
+    let result = match proxies {
+        Some(proxies) => run(root, &bin, &cgroup_root, quick, proxies, &interrupted),
+        None => scale_alone(root, &bin, &cgroup_root, quick, &interrupted),
+    };
     signal_handle.close();
     result
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "the setup, then each scenario in order, one call each"
-)]
+/// Repetitions, seconds per cell and warmup seconds.
+fn timing(quick: bool) -> (u32, f64, f64) {
+    if quick { (1, 1.0, 0.2) } else { (3, 3.0, 0.5) }
+}
+
+/// Fails once a signal came: the guards then clean up as they drop.
+fn check_interrupted(interrupted: &AtomicBool) -> Result<()> {
+    ensure!(
+        !interrupted.load(Ordering::SeqCst),
+        "interrupted; cleaned up"
+    );
+    Ok(())
+}
+
+/// What a run on the bench's agent sets up: the guards, and the agent with its
+/// backends and scenario 5's service in force (so `--only scale` measures the agent
+/// of a full run). The fields drop in the order they are declared: processes first, then
+/// bpffs, cgroup, netns, temp dir.
+struct Setup {
+    procs: Processes,
+    _bpffs: BpffsDir,
+    cgroup: CgroupDir,
+    netns: Netns,
+    tmp: TempDir,
+    agent: Agent,
+    /// Scenario 6's generated services (its largest level), in the temp dir.
+    scale_files: Vec<PathBuf>,
+}
+
+impl Setup {
+    fn new(root: &Path, bin: &Path, cgroup_root: &Path, name: &str, quick: bool) -> Result<Self> {
+        let tmp = TempDir::new(std::env::temp_dir().join(name))?;
+        let netns = Netns::new(name)?;
+        let cgroup = CgroupDir::new(cgroup_root.join(name))?;
+        let bpffs = BpffsDir(PathBuf::from(format!("/sys/fs/bpf/{name}")));
+        let mut procs = Processes(Vec::new());
+        let agent = agent::setup(root, bin, &tmp.0, (&netns, &cgroup.0, &bpffs.0), &mut procs)?;
+        rule_change::put_in_force(bin, &agent.admin_socket, &change_rules(root))?;
+        let largest = scale::levels(quick).iter().copied().max().unwrap_or(0);
+        let scale_files = scale::generate(&tmp.0.join("scale"), largest)?;
+        Ok(Self {
+            procs,
+            _bpffs: bpffs,
+            cgroup,
+            netns,
+            tmp,
+            agent,
+            scale_files,
+        })
+    }
+}
+
+/// Scenario 5's rules.
+fn change_rules(root: &Path) -> PathBuf {
+    root.join("bench/rules/rule-change")
+}
+
+/// Scenario 6's environment on `setup`, the connect-time path being `connect_time`.
+fn scale_env<'a>(
+    setup: &'a Setup,
+    clients: Clients<'a>,
+    connect_time: &'a tcp::Contender,
+    quick: bool,
+) -> scale::Env<'a> {
+    let (_, duration, warmup) = timing(quick);
+    scale::Env {
+        clients,
+        connect_time,
+        agent: &setup.agent,
+        files: &setup.scale_files,
+        work: &setup.tmp.0,
+        quick,
+        duration,
+        warmup,
+    }
+}
+
+/// `--only scale`: the bench's agent and backends as in a full run, then scenario 6
+/// alone, its tables written to `bench/results/scale-latest.md` (and `.json`).
+fn scale_alone(
+    root: &Path,
+    bin: &Path,
+    cgroup_root: &Path,
+    quick: bool,
+    interrupted: &AtomicBool,
+) -> Result<()> {
+    let name = format!("ts-bench-{}", std::process::id());
+    let mut setup = Setup::new(root, bin, cgroup_root, &name, quick)?;
+    let contenders = tcp::own_contenders();
+    let connect_time = contenders
+        .iter()
+        .find(|c| c.name == "connect-time")
+        .context("no connect-time contender")?;
+    let clients = Clients {
+        bin,
+        netns: &setup.netns.name,
+        cgroup: &setup.cgroup.0,
+    };
+    let procs = &mut setup.procs;
+    if let Some(why) = client::wait_answers(
+        || tcp::conn_check(clients, connect_time),
+        || procs.exited("agent").is_some(),
+    ) {
+        bail!(
+            "the connect-time path {} does not answer: {why}",
+            connect_time.target
+        );
+    }
+    let (_, duration, _) = timing(quick);
+    let header = report::alone_header(
+        &format!(
+            "scenario 6 alone (--only scale), {duration} s per cell, agent `--max-services {}`",
+            agent::MAX_SERVICES
+        ),
+        quick,
+    );
+    eprintln!("bench: {header}");
+    let results = scale::run(&scale_env(&setup, clients, connect_time, quick), &|| {
+        check_interrupted(interrupted)
+    })?;
+    drop(setup);
+    let (mut md, mut json_rows, mut goals) = (String::new(), Vec::new(), String::new());
+    results.report(&mut md, &mut json_rows, &mut goals);
+    report::write_alone(root, "scale", &header, &md, &json_rows, &goals)
+}
+
 fn run(
     root: &Path,
     bin: &Path,
@@ -133,35 +266,26 @@ fn run(
     interrupted: &AtomicBool,
 ) -> Result<()> {
     let name = format!("ts-bench-{}", std::process::id());
-    let (reps, duration, warmup) = if quick { (1, 1.0, 0.2) } else { (3, 3.0, 0.5) };
+    let (reps, duration, warmup) = timing(quick);
 
-    // Guards, dropped in reverse order: processes first, then bpffs, cgroup, netns, temp dir.
-    let tmp = TempDir::new(std::env::temp_dir().join(&name))?;
-    let netns = Netns::new(&name)?;
-    let cgroup = CgroupDir::new(cgroup_root.join(&name))?;
-    let bpffs = BpffsDir(std::path::PathBuf::from(format!("/sys/fs/bpf/{name}")));
-    let mut procs = Processes(Vec::new());
-
-    let agent = agent::setup(root, bin, &tmp.0, (&netns, &cgroup.0, &bpffs.0), &mut procs)?;
-    let change_rules = root.join("bench/rules/rule-change");
-    rule_change::put_in_force(bin, &agent.admin_socket, &change_rules)?;
-    let scale_files = scale::generate(&tmp.0.join("scale"), scale::LEVELS[2])?;
+    let mut setup = Setup::new(root, bin, cgroup_root, &name, quick)?;
+    let change_rules = change_rules(root);
 
     let mut contenders = tcp::own_contenders();
-    let envoy_log = tmp.0.join("envoy.log");
+    let envoy_log = setup.tmp.0.join("envoy.log");
     proxies::start(
         &proxies,
-        &tmp.0,
-        &netns,
+        &setup.tmp.0,
+        &setup.netns,
         &envoy_log,
-        &mut procs,
+        &mut setup.procs,
         &mut contenders,
     )?;
     let proxy_names = proxies::names(&contenders);
     let clients = Clients {
         bin,
-        netns: &netns.name,
-        cgroup: &cgroup.0,
+        netns: &setup.netns.name,
+        cgroup: &setup.cgroup.0,
     };
     let mut skipped = Skipped::of_every(
         proxies.skipped,
@@ -172,18 +296,17 @@ fn run(
             split::REQUESTS_SCENARIO,
         ],
     );
-    let (ready, stream_ready) =
-        tcp::ready(clients, &contenders, &mut procs, &envoy_log, &mut skipped)?;
+    let (ready, stream_ready) = tcp::ready(
+        clients,
+        &contenders,
+        &mut setup.procs,
+        &envoy_log,
+        &mut skipped,
+    )?;
 
-    let header = report::machine_header(&netns.name, quick, reps, duration);
+    let header = report::machine_header(&setup.netns.name, quick, reps, duration);
     eprintln!("bench: {header}");
-    let check_interrupted = || {
-        ensure!(
-            !interrupted.load(Ordering::SeqCst),
-            "interrupted; cleaned up"
-        );
-        Ok(())
-    };
+    let check_interrupted = || check_interrupted(interrupted);
     // Scenarios 1 and 2.
     let (rows, stream_rows) = tcp::measure(
         clients,
@@ -201,8 +324,8 @@ fn run(
     let http_results = http::run(
         &http::Env {
             bin,
-            netns: &netns.name,
-            cgroup: &cgroup.0,
+            netns: &setup.netns.name,
+            cgroup: &setup.cgroup.0,
             quick,
             envoy_log: &envoy_log,
         },
@@ -214,32 +337,24 @@ fn run(
     // Scenario 5: a rule change, seen by a client connecting back to back.
     let changes = rule_change::run(
         clients,
-        &agent.admin_socket,
+        &setup.agent.admin_socket,
         &change_rules,
         quick,
         &check_interrupted,
     )?;
 
-    // Scenario 6 (and 5's apply of 10 000 services): the maps filled in steps.
+    // Scenario 6 (and 5's apply of 10 000 and 100 000 services): the maps filled in steps.
     let connect_time = ready
         .iter()
         .find(|c| c.name == "connect-time")
         .context("the connect-time path did not answer")?;
     let scale_results = scale::run(
-        &scale::Env {
-            clients,
-            connect_time,
-            agent: &agent,
-            files: &scale_files,
-            quick,
-            duration,
-            warmup,
-        },
+        &scale_env(&setup, clients, connect_time, quick),
         &check_interrupted,
     )?;
 
     // Stop the proxies, the agent and the backends now.
-    drop(procs);
+    drop(setup.procs);
 
     // Scenario 8: a fleet on etcd, real agents then simulated nodes.
     check_interrupted()?;

@@ -67,9 +67,10 @@ enum Cmd {
         /// `bench/results/xdp-latest.md`.
         #[arg(long)]
         xdp: bool,
-        /// One scenario alone, printed but not written to `bench/results/`:
-        /// `convergence` (scenario 8: a change through etcd to 3 real agents, then
-        /// 100 and 1 000 simulated nodes).
+        /// One scenario alone, printed and written to `bench/results/SCENARIO-latest.md`
+        /// (and `.json`), `latest.md` left to full runs: `convergence` (scenario 8: a
+        /// change through etcd to 3 real agents, then 100 and 1 000 simulated nodes) or
+        /// `scale` (scenario 6: the agent with 1 000 to 100 000 more services).
         #[arg(long, value_name = "SCENARIO", conflicts_with = "xdp")]
         only: Option<bench::Only>,
     },

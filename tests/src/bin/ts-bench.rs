@@ -8,7 +8,9 @@
 //!   v1 answers `one ...`, v2 `two ...`).
 //!   `ts-bench --target ADDR --concurrency C --duration SECS [--warmup SECS]`, or
 //!   `--count N` instead of a duration: exactly N connections (the threads share them),
-//!   no warmup; for the split accuracy of a proxy or rule.
+//!   no warmup; for the split accuracy of a proxy or rule. `--targets FILE` instead of
+//!   `--target`: one connection to each address of FILE (one `ADDR:PORT` a line), the
+//!   threads sharing them; to put traffic on every service of a big rule set.
 //! - stream: one connection, written to in 128 KiB chunks for the whole run; prints
 //!   `{"target","mode","bytes","seconds","gbit_per_sec","errors"}` (bytes accepted by the
 //!   kernel after the warmup: at most the socket buffers, a few MB, more than delivered).
@@ -62,6 +64,8 @@ enum ClientMode {
 struct Args {
     mode: ClientMode,
     target: SocketAddr,
+    /// `--targets FILE`: one connection to each of these (`target` is the first).
+    targets: Option<Vec<SocketAddr>>,
     concurrency: usize,
     duration: Duration,
     warmup: Duration,
@@ -76,6 +80,7 @@ enum Mode {
 
 fn parse_args() -> Result<Mode, String> {
     let mut target = None;
+    let mut targets = None;
     let mut mode = ClientMode::Connections;
     let mut concurrency = 1;
     let mut duration = Duration::from_secs(3);
@@ -98,6 +103,23 @@ fn parse_args() -> Result<Mode, String> {
                         .parse()
                         .map_err(|e| format!("bad --target {value}: {e}"))?,
                 );
+            }
+            "--targets" => {
+                let text = std::fs::read_to_string(&value)
+                    .map_err(|e| format!("cannot read --targets {value}: {e}"))?;
+                let list = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| {
+                        l.parse()
+                            .map_err(|e| format!("bad address {l} in {value}: {e}"))
+                    })
+                    .collect::<Result<Vec<SocketAddr>, _>>()?;
+                if list.is_empty() {
+                    return Err(format!("--targets {value} lists no address"));
+                }
+                targets = Some(list);
             }
             "--concurrency" => {
                 concurrency = value
@@ -139,13 +161,24 @@ fn parse_args() -> Result<Mode, String> {
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
+    if targets.is_some() && (mode != ClientMode::Connections || count.is_some()) {
+        return Err("--targets goes with the connections mode, without --count".into());
+    }
+    let target = match (&targets, target) {
+        (Some(list), None) => list[0],
+        (None, Some(target)) => target,
+        (Some(_), Some(_)) => return Err("--target or --targets, not both".into()),
+        (None, None) => return Err("--target ADDR (or --targets FILE) is required".into()),
+    };
     Ok(Mode::Client(Args {
         mode,
-        target: target.ok_or("--target ADDR is required")?,
+        target,
+        // Each address once: the threads share their count.
+        count: targets.as_ref().map(|l| l.len() as u64).or(count),
+        targets,
         concurrency,
         duration,
         warmup,
-        count,
     }))
 }
 
@@ -156,6 +189,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "ts-bench: {e}\nusage: ts-bench [--mode connections|stream|http|http-close] --target ADDR \
                  [--concurrency C] (--duration SECS [--warmup SECS] | --count N)\n       \
+                 ts-bench --targets FILE [--concurrency C]\n       \
                  ts-bench --sink ADDR"
             );
             return ExitCode::from(2);
@@ -179,17 +213,19 @@ fn main() -> ExitCode {
         ),
     };
     let target = SockAddr::from(args.target);
+    let targets = Targets::new(&args);
     let threads: Vec<_> = (0..args.concurrency)
         .map(|_| {
             let target = target.clone();
             let budget = budget.clone();
+            let targets = targets.clone();
             std::thread::spawn(move || match http {
                 Some(close) => {
                     let mut conn = HttpConn::new(target, close);
                     worker(measure_from, &budget, |_| conn.request())
                 }
                 None => worker(measure_from, &budget, |buf| {
-                    one_connection(&target, buf)?;
+                    one_connection(targets.next().unwrap_or(&target), buf)?;
                     Ok(Answer::from_first_word(buf))
                 }),
             })
@@ -247,6 +283,39 @@ fn main() -> ExitCode {
         })
     );
     ExitCode::SUCCESS
+}
+
+/// With `--targets`, the addresses, shared by the threads, and the index of the
+/// next one to connect to.
+#[derive(Clone)]
+struct Targets {
+    list: Arc<Vec<SockAddr>>,
+    next: Arc<AtomicU64>,
+}
+
+impl Targets {
+    fn new(args: &Args) -> Self {
+        Self {
+            list: Arc::new(
+                args.targets
+                    .iter()
+                    .flatten()
+                    .map(|a| SockAddr::from(*a))
+                    .collect(),
+            ),
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The next address (none without `--targets`). The budget counts the
+    /// addresses, so each is taken once.
+    fn next(&self) -> Option<&SockAddr> {
+        if self.list.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.list.get(usize::try_from(i).ok()?)
+    }
 }
 
 /// How long the workers go on: until a time, or until they made N connections together.

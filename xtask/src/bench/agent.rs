@@ -17,12 +17,18 @@ use super::{
     proxies::SINK,
 };
 
+/// The agent's `--max-services` and `--max-routes`, and half its `--max-counters`:
+/// scenario 6's largest level and the bench's own services fit.
+pub const MAX_SERVICES: u32 = 1 << 17;
+
 /// The running agent, as the scenarios reach it.
 pub struct Agent {
     pub pid: u32,
     pub admin_socket: PathBuf,
     /// Its status file (it names the `/metrics` address).
     pub status: PathBuf,
+    /// Where it pins its maps and links (scenario 6 sums their kernel memory).
+    pub bpffs: PathBuf,
 }
 
 /// The rules (in `tmp`), the backends and the agent, started in this order; the agent
@@ -43,6 +49,7 @@ pub fn setup(
         pid: procs.pid("agent").context("the agent's pid")?,
         admin_socket: tmp.join("admin.sock"),
         status: tmp.join("status.json"),
+        bpffs: bpffs.to_owned(),
     })
 }
 
@@ -141,10 +148,12 @@ fn start(
         .arg("--state-dir")
         .arg(tmp.join("state"))
         .arg("--unload-on-exit")
-        // Room for scenario 6's 10 000 services (each a route, a service
-        // address and two counter slots) beside the bench's own.
-        .args(["--max-services", "16384", "--max-routes", "16384"])
-        .args(["--max-counters", "32768"])
+        // Room for scenario 6's 100 000 services (each a route, a service
+        // address and two counter slots) beside the bench's own
+        // (docs/sizing.md).
+        .args(["--max-services", &MAX_SERVICES.to_string()])
+        .args(["--max-routes", &MAX_SERVICES.to_string()])
+        .args(["--max-counters", &(2 * MAX_SERVICES).to_string()])
         .stdout(Stdio::null())
         .stderr(fs::File::create(&agent_log)?);
     procs.spawn("agent", &mut agent)?;

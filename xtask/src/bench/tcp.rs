@@ -74,6 +74,14 @@ pub fn own_contenders() -> Vec<Contender> {
     ]
 }
 
+/// Scenario 1's smoke check of `contender`: `None` when it answers, else why not.
+pub fn conn_check(clients: Clients<'_>, contender: &Contender) -> Result<Option<String>> {
+    clients.conn(contender, 1, 0.1, 0.0).map(|r| {
+        (r.connections == 0 || r.errors > 0)
+            .then(|| format!("{} connections, {} errors", r.connections, r.errors))
+    })
+}
+
 /// Smoke check per scenario (this also waits for the proxies to listen): the
 /// contenders that answer in scenario 1, and in scenario 2. One that does not answer
 /// is left out of that scenario with the reason (in `skipped`), the bench goes on;
@@ -87,12 +95,7 @@ pub fn ready<'c>(
 ) -> Result<(Vec<&'c Contender>, Vec<&'c Contender>)> {
     let (mut ready, mut stream_ready) = (Vec::new(), Vec::new());
     for contender in contenders {
-        let conn_check = || {
-            clients.conn(contender, 1, 0.1, 0.0).map(|r| {
-                (r.connections == 0 || r.errors > 0)
-                    .then(|| format!("{} connections, {} errors", r.connections, r.errors))
-            })
-        };
+        let conn_check = || conn_check(clients, contender);
         let stream_check = || {
             clients.stream(contender, 0.1, 0.0).map(|r| {
                 (r.bytes == 0 || r.errors > 0)
