@@ -127,7 +127,7 @@ pub use self::{
         ConnectionPool, H2UpgradePolicy, HashKey, HttpCookie, HttpSettings, LbPolicy, LoadBalancer,
         OutlierDetection, PortTrafficPolicy, TcpKeepalive, TcpSettings, TrafficPolicy,
     },
-    resolve::{resolve, resolve_all},
+    resolve::{resolve, resolve_all, resolve_resources},
     resource::{
         DestinationRule, EndpointAddress, Gateway, GatewayPort, L4Match, Resource, RolloutResource,
         RolloutTarget, Server, ServerTlsMode, ServiceEntry, ServicePort, Subset, TargetRoute,

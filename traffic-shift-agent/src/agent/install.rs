@@ -41,11 +41,23 @@ impl Agent {
             routes_removed = report.routes_removed.len(),
             "rules applied"
         );
-        for key in report.routes_added.iter().chain(&report.routes_changed) {
+        // One line per route, for the first few (10 000 lines for 10 000
+        // services told little and took time).
+        const LOGGED: usize = crate::applied::LOGGED;
+        let changed = report.routes_added.iter().chain(&report.routes_changed);
+        for key in changed.clone().take(LOGGED) {
             tracing::info!(route = %key, split = %kernel.compiled.routes[key].summary, "route in force");
         }
-        for key in &report.routes_removed {
+        for key in report.routes_removed.iter().take(LOGGED) {
             tracing::info!(route = %key, "route removed");
+        }
+        let (changed, removed) = (changed.count(), report.routes_removed.len());
+        if changed > LOGGED || removed > LOGGED {
+            tracing::info!(
+                "and {} more routes in force, {} more removed",
+                changed.saturating_sub(LOGGED),
+                removed.saturating_sub(LOGGED)
+            );
         }
         self.kernel.adopt(kernel);
         for gateway in not_served.iter().filter(|g| !self.not_served.contains(g)) {
