@@ -293,7 +293,7 @@ pub fn plan_apply(
     let mut seen: BTreeMap<Key, config::Source> = BTreeMap::new();
     // The files are parsed (and their documents made JSON) on every CPU;
     // what they change is then worked out in order.
-    for parsed in parallel(files, parse_for_apply) {
+    for parsed in parallel(files, |file| parse_for_apply(file, current, now_ms)) {
         let (resources, found) = match parsed {
             Ok(parsed) => parsed,
             Err(found) => {
@@ -341,19 +341,29 @@ pub fn plan_apply(
                     continue;
                 }
             };
-            let (action, created_ms) = match current.get(&key) {
-                None => (Action::Created, now_ms),
-                Some(old) if same_document(old.document.to_json(), &document) => {
+            let (action, created_ms, document) = match (current.get(&key), document) {
+                (None, Prepared::New(document)) => (Action::Created, now_ms, document),
+                // Not applied when the file was parsed, so it is not now.
+                (None, Prepared::Existing(_)) | (Some(_), Prepared::New(_)) => {
+                    unreachable!("parse_for_apply looked at the same applied set")
+                }
+                (Some(old), Prepared::Existing(document))
+                    if same_document(old.document.to_json(), &document) =>
+                {
                     changes.push(change(&key, Action::Unchanged));
                     continue;
                 }
-                Some(old) => (Action::Configured, old.created_ms),
+                (Some(old), Prepared::Existing(document)) => (
+                    Action::Configured,
+                    old.created_ms,
+                    Document::new(&with_timestamp(document, old.created_ms)),
+                ),
             };
             changes.push(change(&key, action));
             entries.insert(
                 key,
                 Entry {
-                    document: Document::new(&with_timestamp(document, created_ms)),
+                    document,
                     resource,
                     created_ms,
                 },
@@ -377,9 +387,18 @@ pub fn plan_apply(
 /// One file of an `apply`, parsed: each resource with its document as
 /// stored ([`normalize`]d) or why it cannot be; and the file's warnings. Or
 /// every error of the file.
-type ParsedForApply = Result<(Vec<(Resource, Result<Json, String>)>, Vec<String>), Vec<String>>;
+type ParsedForApply = Result<(Vec<(Resource, Result<Prepared, String>)>, Vec<String>), Vec<String>>;
 
-fn parse_for_apply(file: &FileText) -> ParsedForApply {
+/// A document of an `apply`, made ready where the files are parsed.
+#[derive(Debug)]
+enum Prepared {
+    /// Not applied yet: stored as it will be (created now).
+    New(Document),
+    /// Applied before: to compare with what is (its creation time stays).
+    Existing(Json),
+}
+
+fn parse_for_apply(file: &FileText, current: &Entries, now_ms: u64) -> ParsedForApply {
     let path = Path::new(&file.path);
     // Parsed once: the documents as written come with the resources.
     let (parsed, mut documents) =
@@ -396,6 +415,13 @@ fn parse_for_apply(file: &FileText) -> ParsedForApply {
                 .ok_or_else(|| "the document cannot be read again".to_owned())
                 .and_then(|document| {
                     normalize(document, resource.namespace()).map_err(|err| err.to_string())
+                })
+                .map(|document| {
+                    if current.contains_key(&Key::of(&resource)) {
+                        Prepared::Existing(document)
+                    } else {
+                        Prepared::New(Document::new(&with_timestamp(document, now_ms)))
+                    }
                 });
             (resource, document)
         })

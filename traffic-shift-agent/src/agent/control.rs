@@ -44,6 +44,7 @@ impl Agent {
         let Some(call) = self.fleet_rollout_command(call) else {
             return;
         };
+        let started = std::time::Instant::now();
         let response = match &call.request {
             Request::Apply { files, dry_run } => {
                 let plan = applied::plan_apply(
@@ -83,6 +84,19 @@ impl Agent {
                 errors.join("; ")
             );
             self.observer.shared().apply_errors += 1;
+        }
+        if let Response::Changed {
+            changes, dry_run, ..
+        } = &response
+        {
+            tracing::info!(
+                command = call.request.name(),
+                pid = call.pid,
+                resources = changes.len(),
+                dry_run,
+                took_ms = started.elapsed().as_millis(),
+                "admin request done"
+            );
         }
         call.reply(response);
     }
@@ -129,12 +143,16 @@ impl Agent {
                 };
             }
         };
-        if let Err(error) = self.check(&model) {
+        let install = !dry_run && plan.changes_anything();
+        // A change that goes in is checked by `install` itself, which
+        // compiles the tables and refuses before it writes anything (the
+        // state file is put back): compiled once, not twice.
+        if !install && let Err(error) = self.check(&model) {
             return Response::Refused {
                 errors: vec![error.to_string()],
             };
         }
-        if dry_run || !plan.changes_anything() {
+        if !install {
             return Response::Changed {
                 changes: plan.changes,
                 warnings,
