@@ -941,11 +941,12 @@ pub fn names(changes: &[Change]) -> String {
         .map(|c| display_name(&c.kind, &c.name))
         .collect();
     let more = set.len().saturating_sub(LOGGED);
-    let mut text = set.into_iter().take(LOGGED).collect::<Vec<_>>().join(" ");
+    let text = set.into_iter().take(LOGGED).collect::<Vec<_>>().join(" ");
     if more > 0 {
-        text.push_str(&format!(" and {more} more"));
+        format!("{text} and {more} more")
+    } else {
+        text
     }
-    text
 }
 
 #[cfg(test)]

@@ -365,7 +365,8 @@ fn write_tables(
                  scratch: &mut RouteTable,
                  (id, route, _): &(u32, &KernelRoute, bool)| {
         route.table.write_to(scratch);
-        map.insert(*id, &*scratch, 0)
+        let table: &RouteTable = scratch;
+        map.insert(*id, table, 0)
     };
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)

@@ -43,20 +43,20 @@ impl Agent {
         );
         // One line per route, for the first few (10 000 lines for 10 000
         // services told little and took time).
-        const LOGGED: usize = crate::applied::LOGGED;
         let changed = report.routes_added.iter().chain(&report.routes_changed);
-        for key in changed.clone().take(LOGGED) {
+        for key in changed.clone().take(crate::applied::LOGGED) {
             tracing::info!(route = %key, split = %kernel.compiled.routes[key].summary, "route in force");
         }
-        for key in report.routes_removed.iter().take(LOGGED) {
+        for key in report.routes_removed.iter().take(crate::applied::LOGGED) {
             tracing::info!(route = %key, "route removed");
         }
         let (changed, removed) = (changed.count(), report.routes_removed.len());
-        if changed > LOGGED || removed > LOGGED {
+        let logged = crate::applied::LOGGED;
+        if changed > logged || removed > logged {
             tracing::info!(
                 "and {} more routes in force, {} more removed",
-                changed.saturating_sub(LOGGED),
-                removed.saturating_sub(LOGGED)
+                changed.saturating_sub(logged),
+                removed.saturating_sub(logged)
             );
         }
         self.kernel.adopt(kernel);
