@@ -400,12 +400,12 @@ fn malformed_and_oversized_requests_get_an_error_and_the_agent_keeps_serving() {
         "{answer}"
     );
     let mut huge = b"{\"command\":\"apply\",\"files\":[{\"path\":\"x.yaml\",\"text\":\"".to_vec();
-    huge.resize(9 << 20, b'#');
+    huge.resize(129 << 20, b'#');
     huge.extend_from_slice(b"\"}]}\n");
     let answer = raw(&socket, &huge);
     assert_eq!(
         answer["message"],
-        "the request is more than 8388608 bytes, the most the agent reads; apply fewer files at once",
+        "the request is more than 134217728 bytes, the most the agent reads; apply fewer files at once",
         "{answer}"
     );
     let answer = raw(&socket, b"{\"command\":\"version\"}\n");

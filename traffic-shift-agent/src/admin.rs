@@ -38,12 +38,15 @@ use tokio::{
 pub const DEFAULT_SOCKET: &str = "/run/traffic-shift/admin.sock";
 
 /// The largest request the agent reads. A request carries rules files'
-/// texts; one file may have up to [`traffic_shift_config::MAX_FILE_BYTES`] (4 MiB),
-/// so this takes a big file and its neighbours, JSON escaping included.
-pub const MAX_REQUEST_BYTES: usize = 8 << 20;
+/// texts, all or nothing together; one file may have up to
+/// [`traffic_shift_config::MAX_FILE_BYTES`] (4 MiB), and 100 000 services
+/// (ServiceEntry and VirtualService each) in files of 1 000 are 55 MB,
+/// JSON escaping included.
+pub const MAX_REQUEST_BYTES: usize = 128 << 20;
 
-/// The largest answer the CLI reads (`get -o yaml` of many resources).
-pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+/// The largest answer the CLI reads (`get -o yaml` of many resources:
+/// 100 000 services are 90 MB).
+pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
 /// How long a client has to send its whole request (and to take the answer).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -55,7 +55,24 @@ pub fn parse_file_all_up_to(
 ) -> Result<RulesFile, Vec<ConfigError>> {
     check_limits_up_to(path, text, max_bytes).map_err(|error| vec![error])?;
     let quotes = (FLOW_COLON_QUOTE_BYTES / text.len().max(1)).min(MAX_FLOW_COLON_QUOTES);
-    parse_text(path, text, quotes)
+    parse_text(path, text, quotes, false).map(|(file, _)| file)
+}
+
+/// A YAML document of a file as parsed, by position: `documents[n - 1]` is
+/// document `n` as [`crate::Source::document`] numbers them (`None`: empty).
+pub type Documents = Vec<Option<serde_yaml_ng::Value>>;
+
+/// [`parse_file_all_up_to`], and each document's YAML value (up to a
+/// syntax error), for a caller that keeps the documents too: the text is
+/// parsed once.
+pub fn parse_file_documents(
+    path: &Path,
+    text: &str,
+    max_bytes: usize,
+) -> Result<(RulesFile, Documents), Vec<ConfigError>> {
+    check_limits_up_to(path, text, max_bytes).map_err(|error| vec![error])?;
+    let quotes = (FLOW_COLON_QUOTE_BYTES / text.len().max(1)).min(MAX_FLOW_COLON_QUOTES);
+    parse_text(path, text, quotes, true)
 }
 
 /// At most this many plain scalars of a file are quoted by
@@ -66,8 +83,15 @@ const MAX_FLOW_COLON_QUOTES: usize = 16;
 const FLOW_COLON_QUOTE_BYTES: usize = 1 << 20;
 
 /// The parse of [`parse_file_all_up_to`], the limits checked.
-fn parse_text(path: &Path, text: &str, quotes_left: usize) -> Result<RulesFile, Vec<ConfigError>> {
-    let lines = lines::index_documents(text);
+/// With `keep`, each document's value too.
+fn parse_text(
+    path: &Path,
+    text: &str,
+    quotes_left: usize,
+    keep: bool,
+) -> Result<(RulesFile, Documents), Vec<ConfigError>> {
+    let lines = lines::FileLines::text(text);
+    let mut documents = Documents::new();
     let mut resources = Vec::new();
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
@@ -92,7 +116,7 @@ fn parse_text(path: &Path, text: &str, quotes_left: usize) -> Result<RulesFile, 
                 if quotes_left > 0
                     && let Some(quoted) = quote_flow_colon_scalar(text, &error.to_string())
                 {
-                    return parse_text(path, &quoted, quotes_left - 1);
+                    return parse_text(path, &quoted, quotes_left - 1, keep);
                 }
                 // The iterator keeps yielding the same error: stop at the first.
                 errors.push(ConfigError {
@@ -104,9 +128,15 @@ fn parse_text(path: &Path, text: &str, quotes_left: usize) -> Result<RulesFile, 
             }
         };
         if value.is_null() {
+            if keep {
+                documents.push(None);
+            }
             continue;
         }
-        let index = Arc::new(lines.get(i).cloned().unwrap_or_default());
+        if keep {
+            documents.push(Some(value.clone()));
+        }
+        let index = Arc::new(lines::LineIndex::of(&lines, i));
         match resource::parse_document(path, number, value, &index) {
             Ok((resource, found)) => {
                 resources.push(resource);
@@ -116,11 +146,14 @@ fn parse_text(path: &Path, text: &str, quotes_left: usize) -> Result<RulesFile, 
         }
     }
     if errors.is_empty() {
-        Ok(RulesFile {
-            path: path.to_owned(),
-            resources,
-            warnings,
-        })
+        Ok((
+            RulesFile {
+                path: path.to_owned(),
+                resources,
+                warnings,
+            },
+            documents,
+        ))
     } else {
         Err(errors)
     }

@@ -107,8 +107,8 @@ pub use self::{
     dto::{Location, Resolution, SimpleLb},
     error::{ConfigError, FieldPath, ResourceId, Segment, Warning},
     file::{
-        RulesFile, is_rules_file, load_dir, parse_file, parse_file_all, parse_file_all_up_to,
-        read_file_up_to, read_rules_file, rules_text,
+        Documents, RulesFile, is_rules_file, load_dir, parse_file, parse_file_all,
+        parse_file_all_up_to, parse_file_documents, read_file_up_to, read_rules_file, rules_text,
     },
     gateway_api::kind_of,
     http::{
@@ -121,12 +121,13 @@ pub use self::{
         MAX_DEPTH, MAX_ERRORS, MAX_FILE_BYTES, MAX_NODES, MAX_STATE_BYTES, check_limits,
         check_limits_up_to,
     },
+    lines::{FileLines, LineIndex},
     placement::{NodeLabels, NodeLabelsError, NotServed, labels_text, selector_matches},
     policy::{
         ConnectionPool, H2UpgradePolicy, HashKey, HttpCookie, HttpSettings, LbPolicy, LoadBalancer,
         OutlierDetection, PortTrafficPolicy, TcpKeepalive, TcpSettings, TrafficPolicy,
     },
-    resolve::{resolve, resolve_all},
+    resolve::{resolve, resolve_all, resolve_resources},
     resource::{
         DestinationRule, EndpointAddress, Gateway, GatewayPort, L4Match, Resource, RolloutResource,
         RolloutTarget, Server, ServerTlsMode, ServiceEntry, ServicePort, Subset, TargetRoute,

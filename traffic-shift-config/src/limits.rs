@@ -19,10 +19,10 @@ use crate::error::ConfigError;
 /// is a mistake (or an attack), refused before it costs memory and time.
 pub const MAX_FILE_BYTES: usize = 4 << 20;
 /// The largest state file (the applied set) the agent reads back: it holds
-/// what many requests applied (each up to 8 MiB, in files up to
-/// `MAX_FILE_BYTES`), so 10 000 services take it past `MAX_FILE_BYTES`. Its
-/// node limit grows with it (`MAX_NODES` per `MAX_FILE_BYTES`).
-pub const MAX_STATE_BYTES: usize = 64 << 20;
+/// what many requests applied (in files up to `MAX_FILE_BYTES`), so 10 000
+/// services take it past `MAX_FILE_BYTES` (7 MB), and 100 000 past 64 MiB
+/// (72 MB). Its node limit grows with it (`MAX_NODES` per `MAX_FILE_BYTES`).
+pub const MAX_STATE_BYTES: usize = 256 << 20;
 /// The deepest nesting of mappings and sequences accepted. Istio resources
 /// nest about ten levels; past this, parsers recurse and paths grow without
 /// bound.

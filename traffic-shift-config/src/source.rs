@@ -5,7 +5,7 @@ use std::{fmt, path::PathBuf, sync::Arc};
 
 use crate::{
     error::{ConfigError, FieldPath, ResourceId, Warning, one_line},
-    lines::LineIndex,
+    lines::{FileLines, LineIndex},
 };
 
 /// Where a resource came from, to report errors at a field's line.
@@ -36,6 +36,16 @@ impl Source {
     /// field that is written there).
     pub fn line(&self, path: &FieldPath) -> Option<usize> {
         self.lines.line(path)
+    }
+
+    /// The same resource, now document `document` (1-based) of `file`,
+    /// whose lines are `lines` (the agent's state file, where it keeps what
+    /// was applied: messages then name the file it is in, not the one it
+    /// came from).
+    pub fn relocate(&mut self, file: PathBuf, document: usize, lines: &Arc<FileLines>) {
+        self.file = file;
+        self.document = document;
+        self.lines = Arc::new(LineIndex::of(lines, document.saturating_sub(1)));
     }
 
     /// An error about `path` of this resource.

@@ -44,6 +44,7 @@ impl Agent {
         let Some(call) = self.fleet_rollout_command(call) else {
             return;
         };
+        let started = std::time::Instant::now();
         let response = match &call.request {
             Request::Apply { files, dry_run } => {
                 let plan = applied::plan_apply(
@@ -84,6 +85,19 @@ impl Agent {
             );
             self.observer.shared().apply_errors += 1;
         }
+        if let Response::Changed {
+            changes, dry_run, ..
+        } = &response
+        {
+            tracing::info!(
+                command = call.request.name(),
+                pid = call.pid,
+                resources = changes.len(),
+                dry_run,
+                took_ms = started.elapsed().as_millis(),
+                "admin request done"
+            );
+        }
         call.reply(response);
     }
 
@@ -108,9 +122,10 @@ impl Agent {
             Ok(plan) => plan,
             Err(errors) => return Response::Refused { errors },
         };
-        let applied = applied::rules_file(self.sources.applied.path(), &plan.entries);
-        let rules = self.sources.rule_set(Some(applied), None, None);
-        let (model, across) = config::resolve_all(&rules);
+        let resources = self
+            .sources
+            .resources_with(plan.entries.values().map(|e| &e.resource));
+        let (model, across) = config::resolve_resources(resources);
         let mut warnings = plan.warnings.clone();
         // Only those about the files given: the rest of the rules' warnings
         // are the agent log's.
@@ -128,24 +143,30 @@ impl Agent {
                 };
             }
         };
-        if let Err(error) = self.check(&model) {
+        let install = !dry_run && plan.changes_anything();
+        // A change that goes in is checked by `install` itself, which
+        // compiles the tables and refuses before it writes anything (the
+        // state file is put back): compiled once, not twice.
+        if !install && let Err(error) = self.check(&model) {
             return Response::Refused {
                 errors: vec![error.to_string()],
             };
         }
-        if dry_run || !plan.changes_anything() {
+        if !install {
             return Response::Changed {
                 changes: plan.changes,
                 warnings,
                 dry_run,
             };
         }
-        let previous = self.sources.applied.entries().clone();
-        if let Err(err) = self.sources.applied.replace(plan.entries) {
-            return Response::Refused {
-                errors: vec![format!("{err}; nothing was applied")],
-            };
-        }
+        let previous = match self.sources.applied.replace(plan.entries) {
+            Ok(previous) => previous,
+            Err(err) => {
+                return Response::Refused {
+                    errors: vec![format!("{err}; nothing was applied")],
+                };
+            }
+        };
         let what = applied::names(&plan.changes);
         if let Err(error) = self.install(model, &what) {
             // The kernel keeps the rules in force before: so does the file.
@@ -156,11 +177,17 @@ impl Agent {
                 errors: vec![error.to_string()],
             };
         }
-        for change in &plan.changes {
+        for change in plan.changes.iter().take(applied::LOGGED) {
             tracing::info!(
                 resource = %applied::display_name(&change.kind, &change.name),
                 namespace = %change.namespace,
                 "{}", change.action.as_str()
+            );
+        }
+        if plan.changes.len() > applied::LOGGED {
+            tracing::info!(
+                "and {} more resources changed",
+                plan.changes.len() - applied::LOGGED
             );
         }
         // Rules files refused before may go in now (one may have waited

@@ -41,11 +41,23 @@ impl Agent {
             routes_removed = report.routes_removed.len(),
             "rules applied"
         );
-        for key in report.routes_added.iter().chain(&report.routes_changed) {
+        // One line per route, for the first few (10 000 lines for 10 000
+        // services told little and took time).
+        let changed = report.routes_added.iter().chain(&report.routes_changed);
+        for key in changed.clone().take(crate::applied::LOGGED) {
             tracing::info!(route = %key, split = %kernel.compiled.routes[key].summary, "route in force");
         }
-        for key in &report.routes_removed {
+        for key in report.routes_removed.iter().take(crate::applied::LOGGED) {
             tracing::info!(route = %key, "route removed");
+        }
+        let (changed, removed) = (changed.count(), report.routes_removed.len());
+        let logged = crate::applied::LOGGED;
+        if changed > logged || removed > logged {
+            tracing::info!(
+                "and {} more routes in force, {} more removed",
+                changed.saturating_sub(logged),
+                removed.saturating_sub(logged)
+            );
         }
         self.kernel.adopt(kernel);
         for gateway in not_served.iter().filter(|g| !self.not_served.contains(g)) {

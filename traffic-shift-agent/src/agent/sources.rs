@@ -127,6 +127,22 @@ impl Sources {
     }
 }
 
+impl Sources {
+    /// [`Self::rule_set`] with `applied` for the applied set, as references
+    /// (nothing copied).
+    pub fn resources_with<'a>(
+        &'a self,
+        applied: impl Iterator<Item = &'a traffic_shift_config::Resource>,
+    ) -> Vec<&'a traffic_shift_config::Resource> {
+        let mut resources: Vec<&traffic_shift_config::Resource> = applied.collect();
+        if let Some(fleet) = &self.fleet {
+            resources.extend(&fleet.file.resources);
+        }
+        resources.extend(self.accepted.values().flat_map(|(_, f)| &f.resources));
+        resources
+    }
+}
+
 impl Agent {
     /// Reads the directory and brings in every change it can. When something
     /// went in, files refused earlier get another chance (a VirtualService

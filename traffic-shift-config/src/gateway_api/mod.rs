@@ -106,6 +106,16 @@ impl GatewayApiResource {
             Self::HttpRoute(r) => &r.source,
         }
     }
+
+    pub fn source_mut(&mut self) -> &mut Source {
+        match self {
+            Self::Service(r) => &mut r.source,
+            Self::GatewayClass(r) => &mut r.source,
+            Self::Gateway(r) => &mut r.source,
+            Self::TcpRoute(r) => &mut r.source,
+            Self::HttpRoute(r) => &mut r.source,
+        }
+    }
 }
 
 /// A core `v1` `Service`.

@@ -89,7 +89,14 @@ pub fn resolve(files: &[RulesFile]) -> Result<RoutingModel, ConfigError> {
 /// reached), with or without errors. The files'
 /// own warnings are in [`RulesFile::warnings`].
 pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
-    let resources: Vec<&Resource> = files.iter().flat_map(|file| &file.resources).collect();
+    resolve_resources(files.iter().flat_map(|file| &file.resources).collect())
+}
+
+/// [`resolve_all`] of resources held elsewhere, in the order of their
+/// files (no copy of 20 000 resources into files to resolve them).
+pub fn resolve_resources(
+    resources: Vec<&Resource>,
+) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
     let mut sink = Sink::default();
     check_unique_names(&resources, &mut sink);
     // The Gateway API kinds as the Istio resources they stand for, after

@@ -57,6 +57,19 @@ impl Resource {
         }
     }
 
+    /// See [`Source::relocate`].
+    pub fn source_mut(&mut self) -> &mut Source {
+        match self {
+            Self::ServiceEntry(r) => &mut r.source,
+            Self::DestinationRule(r) => &mut r.source,
+            Self::VirtualService(r) => &mut r.source,
+            Self::Gateway(r) => &mut r.source,
+            Self::WorkloadEntry(r) => &mut r.source,
+            Self::GatewayApi(r) => r.source_mut(),
+            Self::Rollout(r) => &mut r.source,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         self.source().kind
     }
