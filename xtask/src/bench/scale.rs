@@ -57,8 +57,6 @@ const SCRAPE_GOAL: (usize, f64) = (10_000, 200.0);
 const GOAL_LEVEL: usize = 100_000;
 /// How long the agent's idle CPU is measured: no rule change, no traffic.
 const IDLE: Duration = Duration::from_secs(10);
-/// Before it: the agent's work after the change (status, first samples) settles.
-const SETTLE: Duration = Duration::from_secs(2);
 /// After the traffic on every service, before the scrape: the agent samples the
 /// kernel's counters every second.
 const SAMPLED: Duration = Duration::from_secs(2);
@@ -416,6 +414,38 @@ pub fn run(env: &Env<'_>, check_interrupted: &impl Fn() -> Result<()>) -> Result
     })
 }
 
+/// Waits until the agent's status file holds the rules generation in force (its
+/// `/metrics` says which): the work of the last change is done. At most 5 minutes.
+fn settled(status: &Path, metrics_addr: &str) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let (_, page) = get_metrics(metrics_addr)?;
+        let page = String::from_utf8_lossy(&page);
+        let in_force = page
+            .lines()
+            .find_map(|l| l.strip_prefix("traffic_shift_rules_generation "))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        // `{"generation":N,...`: the file's first field.
+        let mut head = [0u8; 64];
+        let written = fs::File::open(status)
+            .and_then(|mut f| f.read(&mut head))
+            .ok()
+            .and_then(|n| {
+                let head = std::str::from_utf8(&head[..n]).ok()?;
+                let rest = head.strip_prefix("{\"generation\":")?;
+                rest.split(',').next()?.parse::<u64>().ok()
+            });
+        if in_force.is_some() && written == in_force {
+            return Ok(());
+        }
+        ensure!(
+            start.elapsed() < Duration::from_mins(5),
+            "the status file never showed the rules generation in force ({in_force:?}, written {written:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The measurements of one level, in this order: the agent idle, its maps' kernel
 /// memory, the connect-time rate, a scrape, `status`, traffic on every generated
 /// service, a scrape again.
@@ -427,8 +457,11 @@ fn measure(
 ) -> Result<()> {
     let pid = env.agent.pid;
     let gone = || format!("the agent (pid {pid}) is gone");
-    // Idle: no rule change, no traffic.
-    std::thread::sleep(SETTLE);
+    // Idle: no rule change, no traffic; the change's own work (its status
+    // file, built again whole) done first.
+    if let Some(addr) = metrics_addr {
+        settled(&env.agent.status, addr)?;
+    }
     level.cpu_idle = cpu_percent(pid, || {
         std::thread::sleep(IDLE);
         Ok(())
