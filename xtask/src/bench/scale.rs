@@ -421,10 +421,15 @@ fn settled(status: &Path, metrics_addr: &str) -> Result<()> {
     loop {
         let (_, page) = get_metrics(metrics_addr)?;
         let page = String::from_utf8_lossy(&page);
+        // `traffic_shift_rules_generation 2`, or with `{}`.
         let in_force = page
             .lines()
-            .find_map(|l| l.strip_prefix("traffic_shift_rules_generation "))
-            .and_then(|n| n.trim().parse::<u64>().ok());
+            .find(|l| {
+                l.strip_prefix("traffic_shift_rules_generation")
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|n| n.parse::<u64>().ok());
         // `{"generation":N,...`: the file's first field.
         let mut head = [0u8; 64];
         let written = fs::File::open(status)
