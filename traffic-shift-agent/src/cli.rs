@@ -266,9 +266,7 @@ pub enum MapsError {
 /// agent touches it instead of writing the same status again).
 pub fn read_status(path: &Path) -> Result<Status, StatusError> {
     let (mut status, touched_ms): (Status, u64) = read_json(path)?;
-    if status.taken_at_ms != 0 {
-        status.taken_at_ms = status.taken_at_ms.max(touched_ms);
-    }
+    status.hold_until(touched_ms);
     Ok(status)
 }
 
@@ -276,9 +274,7 @@ pub fn read_status(path: &Path) -> Result<Status, StatusError> {
 /// of its time; `None` without one (an agent of an earlier version).
 fn read_summary(path: &Path) -> Option<Summary> {
     let (mut summary, touched_ms): (Summary, u64) = read_json(&summary_path(path)).ok()?;
-    if summary.head.taken_at_ms != 0 {
-        summary.head.taken_at_ms = summary.head.taken_at_ms.max(touched_ms);
-    }
+    summary.head.hold_until(touched_ms);
     Some(summary)
 }
 

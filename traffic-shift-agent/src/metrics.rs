@@ -31,7 +31,7 @@ use traffic_shift_datapath::KernelCounters;
 
 use traffic_shift_config::{
     labels::{self, IstioLabels},
-    model::RoutingModel,
+    model::{Destination, Endpoint, RoutingModel, TcpRoute},
 };
 
 use traffic_shift_proxy::RequestMetrics;
@@ -207,9 +207,7 @@ pub struct SlotInfo {
 impl SlotInfo {
     /// The labels of the endpoint at `at` in `model`.
     pub fn of(model: &RoutingModel, at: SlotRef) -> Option<Self> {
-        let route = model.routes.get(at.route as usize)?;
-        let dest = route.destinations.get(at.dest as usize)?;
-        let ep = dest.endpoints.get(at.endpoint as usize)?;
+        let (route, dest, ep) = at.resolve(model)?;
         Some(Self {
             labels: labels::istio_labels(route, dest, ep),
             endpoint: ep.addr,
@@ -225,6 +223,16 @@ pub struct SlotRef {
     pub route: u32,
     pub dest: u32,
     pub endpoint: u32,
+}
+
+impl SlotRef {
+    /// The route, destination and endpoint it points at in `model`.
+    pub fn resolve(self, model: &RoutingModel) -> Option<(&TcpRoute, &Destination, &Endpoint)> {
+        let route = model.routes.get(self.route as usize)?;
+        let dest = route.destinations.get(self.dest as usize)?;
+        let ep = dest.endpoints.get(self.endpoint as usize)?;
+        Some((route, dest, ep))
+    }
 }
 
 /// What the agent publishes for the exporter.
@@ -269,6 +277,13 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The indexes (in `model.routes`) of the routes of slots `ids`.
+    pub fn routes_of<'a>(&self, ids: impl IntoIterator<Item = &'a u32>) -> Vec<usize> {
+        ids.into_iter()
+            .filter_map(|id| self.slots.get(id).map(|at| at.route as usize))
+            .collect()
+    }
+
     /// The labels of slot `id`: of the rules in force, or kept since its
     /// endpoint left them.
     fn slot_info(&self, id: u32) -> Option<Arc<SlotInfo>> {

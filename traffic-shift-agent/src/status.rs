@@ -62,6 +62,16 @@ pub struct Status {
     pub gateways_not_served: Vec<String>,
 }
 
+impl Status {
+    /// The agent touched its file at `touched_ms` (Unix, milliseconds)
+    /// without changing it: the status holds as of then.
+    pub fn hold_until(&mut self, touched_ms: u64) {
+        if self.taken_at_ms != 0 {
+            self.taken_at_ms = self.taken_at_ms.max(touched_ms);
+        }
+    }
+}
+
 /// One `http[]` rule of one L7 proxy listener, with the requests observed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HttpRouteStatus {

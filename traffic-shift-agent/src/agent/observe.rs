@@ -207,13 +207,7 @@ impl Agent {
         self.read_events();
         self.observer.status.moved |= !tick.is_empty() || requests_moved;
         if !tick.changed.is_empty() {
-            let shared = self.observer.shared();
-            let routes: Vec<usize> = tick
-                .changed
-                .iter()
-                .filter_map(|id| shared.slots.get(id).map(|at| at.route as usize))
-                .collect();
-            drop(shared);
+            let routes = self.observer.shared().routes_of(&tick.changed);
             self.observer.status.stale_routes(routes.into_iter());
         }
         self.observer.endpoints_stale |= !tick.is_empty();
@@ -254,16 +248,8 @@ impl Agent {
         };
         let shared = self.observer.shared();
         for id in self.observer.sampler.moving() {
-            let Some(at) = shared.slots.get(&id) else {
-                continue;
-            };
-            let Some(route) = self.model.routes.get(at.route as usize) else {
-                continue;
-            };
-            let Some(dest) = route.destinations.get(at.dest as usize) else {
-                continue;
-            };
-            let Some(ep) = dest.endpoints.get(at.endpoint as usize) else {
+            let Some((_, dest, ep)) = shared.slots.get(&id).and_then(|at| at.resolve(&self.model))
+            else {
                 continue;
             };
             let up =

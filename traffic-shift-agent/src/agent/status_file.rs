@@ -122,7 +122,7 @@ impl Agent {
             self.status_heartbeat();
             return;
         }
-        let mut head = self.status_head();
+        let head = self.status_head();
         self.observer.status.moved = false;
         self.observer.status.events_moved = false;
         self.refresh_parts();
@@ -137,8 +137,7 @@ impl Agent {
             self.status_heartbeat();
             return;
         }
-        head.taken_at_ms = crate::cli::now_ms();
-        let (stamped, summary) = file.assemble(&head);
+        let (stamped, summary) = file.assemble(&text, crate::cli::now_ms());
         // The summary first: a reader of both never sees a summary older
         // than the status.
         let result = file
@@ -200,11 +199,7 @@ impl Agent {
     fn status_of_traffic(&self, head: &Status) -> Status {
         let routes: BTreeSet<usize> = {
             let shared = self.observer.shared();
-            shared
-                .counted
-                .iter()
-                .filter_map(|id| shared.slots.get(id).map(|at| at.route as usize))
-                .collect()
+            shared.routes_of(&shared.counted).into_iter().collect()
         };
         Status {
             routes: routes
@@ -243,10 +238,18 @@ impl Agent {
 }
 
 impl StatusFile {
-    /// The whole file, `head` with the routes and the names put in; and its
-    /// summary ([`crate::status::Summary`]).
-    fn assemble(&self, head: &Status) -> (String, String) {
-        let head = serde_json::to_string(head).expect("status serializes");
+    /// The whole file, `head` (JSON, taken at 0) stamped with the time and
+    /// with the routes and the names put in; and its summary
+    /// ([`crate::status::Summary`]).
+    fn assemble(&self, head: &str, taken_at_ms: u64) -> (String, String) {
+        // `taken_at_ms` follows the generation and the rules' description (a
+        // JSON string, its quotes escaped): its first `"taken_at_ms":0` is
+        // the field.
+        let head = head.replacen(
+            "\"taken_at_ms\":0,",
+            &format!("\"taken_at_ms\":{taken_at_ms},"),
+            1,
+        );
         let lines: usize = self.routes.iter().flatten().map(|r| r.1.len() + 1).sum();
         let mut summary = String::with_capacity(head.len() + lines + 32);
         summary.push_str("{\"head\":");
@@ -291,4 +294,47 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Summary;
+
+    #[test]
+    fn the_file_is_the_head_stamped_with_its_parts_put_in() {
+        let mut file = StatusFile::new(PathBuf::from("/nonexistent/status.json"));
+        let head = Status {
+            generation: 3,
+            // A description that holds the field's text is not the field.
+            rules: "\"taken_at_ms\":0,\"routes\":[]".to_owned(),
+            ..Status::default()
+        };
+        let route = crate::status::RouteStatus {
+            route: "default/a/tcp[0]/port 9000".to_owned(),
+            ..Default::default()
+        };
+        let part = |r: &crate::status::RouteStatus| {
+            Some((
+                serde_json::to_string(r).expect("serializes"),
+                serde_json::to_string(&RouteLine::of(r)).expect("serializes"),
+            ))
+        };
+        file.routes = vec![part(&route), part(&route)];
+        file.names =
+            Some(",\"kernel_routes\":{\"7\":\"default/a/tcp[0]/port 9000 ipv4\"}".to_owned());
+        let text = serde_json::to_string(&head).expect("serializes");
+        let (status, summary) = file.assemble(&text, 1234);
+        let status: Status = serde_json::from_str(&status).expect("the status parses");
+        assert_eq!(status.rules, head.rules);
+        assert_eq!(status.taken_at_ms, 1234);
+        assert_eq!(status.routes, [route.clone(), route.clone()]);
+        assert_eq!(status.kernel_routes[&7], "default/a/tcp[0]/port 9000 ipv4");
+        let summary: Summary = serde_json::from_str(&summary).expect("the summary parses");
+        assert_eq!(summary.head.taken_at_ms, 1234);
+        assert_eq!(
+            summary.routes,
+            [RouteLine::of(&route), RouteLine::of(&route)]
+        );
+    }
 }
