@@ -6,7 +6,13 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use traffic_shift_tests::{SERVICE_V4, Scenario, echo_backend, tcp_echo_rule};
+use traffic_shift_tests::{
+    SERVICE_V4, Scenario, echo_backend,
+    exposition::{metric, try_metric},
+    tcp_echo_rule,
+};
+
+const OPENED: &str = "istio_tcp_connections_opened_total";
 
 /// The shipped ServiceEntry with a second v1 endpoint, 127.0.0.1:19003.
 fn two_v1_endpoints() -> String {
@@ -136,6 +142,49 @@ fn a_dead_endpoint_leaves_the_selection_within_two_intervals_and_rejoins() {
         "round robin again: half of 20 to the endpoint back"
     );
     drop(second);
+}
+
+/// Rules applied while an endpoint is dead, then the endpoint comes back:
+/// its connections count in `status` and `/metrics` like the others' (the
+/// agent's index of counter slots follows health, not only rule changes).
+#[test]
+fn an_endpoint_dead_when_the_rules_changed_is_counted_once_it_rejoins() {
+    let mut s = Scenario::tcp_echo_opts(
+        "health-late",
+        &[
+            ("service-entry.yaml", &two_v1_endpoints()),
+            (
+                "virtual-service.yaml",
+                &tcp_echo_rule("examples/vs-all-v1.yaml"),
+            ),
+        ],
+        &["--health-interval", INTERVAL],
+    );
+    // 127.0.0.1:19003 has no backend yet.
+    wait_state(&s, "127.0.0.1:19003", "unhealthy", Duration::from_secs(3));
+    s.agent.write_rules(
+        "virtual-service.yaml",
+        tcp_echo_rule("examples/vs-20-v2.yaml"),
+    );
+    let third = echo_backend(&s.netns, Some(&s.cgroup), "one", &["127.0.0.1:19003"]);
+    wait_state(&s, "127.0.0.1:19003", "ok", Duration::from_secs(3));
+    // 80/20 exactly; v1's 80 round robin over its two endpoints.
+    assert_eq!(s.client.burst(SERVICE_V4, 100), (80, 20));
+    let status = wait_mesh_connections(&s, 100, Duration::from_secs(3));
+    assert_eq!(
+        endpoint(&status, "127.0.0.1:19003")["connections_total"],
+        40,
+        "{status}"
+    );
+    let page = s.agent.wait_metrics("v1's 80 connections", |p| {
+        try_metric(p, OPENED, &[("destination_version", "v1")]) == Some(80)
+    });
+    assert_eq!(
+        metric(&page, OPENED, &[("destination_version", "v2")]),
+        20,
+        "{page}"
+    );
+    drop(third);
 }
 
 #[test]

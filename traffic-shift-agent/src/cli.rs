@@ -13,7 +13,7 @@ use traffic_shift_config as config;
 
 use traffic_shift_config::model::RoutingModel;
 
-use crate::status::{Status, Summary, View, summary_path};
+use crate::status::{Status, View};
 
 /// `validate -f PATH...`: parses, resolves and compiles the files together,
 /// as the agent would; prints each warning as a `warning: ` line, then the
@@ -181,20 +181,8 @@ fn write_http_listener(
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error(
-        "cannot read {path}: {source}; is the agent running (`traffic-shift run`), with this --status-file?"
-    )]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not an agent status file: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    File(#[from] crate::status::files::ReadError),
     #[error(transparent)]
     NoSuchRoute(#[from] crate::status::view::NoSuchRoute),
     #[error(transparent)]
@@ -262,42 +250,11 @@ pub enum MapsError {
     Write(#[from] std::io::Error),
 }
 
-/// The status file: what it says holds as of the file's time (an idle
-/// agent touches it instead of writing the same status again).
+/// The status file with its delta (see [`crate::status::files`]): what it
+/// says holds as of the files' time (an idle agent touches them instead
+/// of writing the same status again).
 pub fn read_status(path: &Path) -> Result<Status, StatusError> {
-    let (mut status, touched_ms): (Status, u64) = read_json(path)?;
-    status.hold_until(touched_ms);
-    Ok(status)
-}
-
-/// The summary of the status file `path` ([`crate::status::Summary`]), as
-/// of its time; `None` without one (an agent of an earlier version).
-fn read_summary(path: &Path) -> Option<Summary> {
-    let (mut summary, touched_ms): (Summary, u64) = read_json(&summary_path(path)).ok()?;
-    summary.head.hold_until(touched_ms);
-    Some(summary)
-}
-
-/// A JSON file, and its time (Unix, milliseconds).
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, u64), StatusError> {
-    let read = |source| StatusError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(read)?;
-    let touched_ms = file
-        .metadata()
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut file, &mut text).map_err(read)?;
-    let value = serde_json::from_str(&text).map_err(|source| StatusError::Parse {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok((value, touched_ms))
+    Ok(crate::status::files::read_status(path)?)
 }
 
 /// `status`: the agent's routes, gateway endpoints and kernel counters, as
@@ -313,7 +270,8 @@ pub fn status(
 ) -> Result<(), StatusError> {
     if view.route.is_none()
         && !view.full
-        && let Some(summary) = read_summary(path)
+        // No summary: an agent of an earlier version.
+        && let Ok(summary) = crate::status::files::read_summary(path)
         && view.summarizes(summary.routes.len() + summary.head.http_routes.len())
     {
         view.render_summary(&summary, width, now_ms, out)?;
@@ -784,14 +742,14 @@ mod tests {
                 .collect(),
         };
         std::fs::write(
-            summary_path(&file.path),
+            crate::status::summary_path(&file.path),
             serde_json::to_string(&summary).expect("serializes"),
         )
         .expect("write the summary");
         let at = std::time::UNIX_EPOCH + Duration::from_millis(summary.head.taken_at_ms);
         std::fs::File::options()
             .write(true)
-            .open(summary_path(&file.path))
+            .open(crate::status::summary_path(&file.path))
             .and_then(|f| f.set_modified(at))
             .expect("set the summary's time");
         let mut out = Vec::new();

@@ -3,10 +3,12 @@
 //! (HTTP) observed for it, the gateway endpoints' sockets and the kernel's
 //! event counters.
 //!
-//! The agent writes it as JSON (`--status-file`, replaced whole); `traffic-shift
+//! The agent writes it as JSON (`--status-file`, with a summary and, for a
+//! large rule set, a delta of what changed since: [`files`]); `traffic-shift
 //! status` reads it and renders it ([`render`]). The types are the contract
 //! between the two.
 
+pub mod files;
 mod render;
 pub mod view;
 
@@ -32,6 +34,10 @@ pub struct Status {
     pub rules: String,
     /// When the agent took this status (Unix time, milliseconds).
     pub taken_at_ms: u64,
+    /// Which writing of the status file this is: its delta file names it
+    /// ([`files`]). Not 0 in a file the agent wrote.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub file_id: u64,
     /// In route-key order.
     pub routes: Vec<RouteStatus>,
     /// Endpoints of gateway routes and their listening sockets.

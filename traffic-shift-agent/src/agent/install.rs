@@ -105,8 +105,15 @@ impl Agent {
             Ok((compiled, report, proxy)) => {
                 self.kernel.stat_ids = compiled.stat_ids;
                 self.l7.install(proxy);
-                for key in &report.routes_changed {
+                let logged = crate::applied::LOGGED;
+                for key in report.routes_changed.iter().take(logged) {
                     tracing::info!(route = %key, split = %compiled.routes[key].summary, "route tables follow endpoint health");
+                }
+                if report.routes_changed.len() > logged {
+                    tracing::info!(
+                        "and {} more routes follow endpoint health",
+                        report.routes_changed.len() - logged
+                    );
                 }
             }
             Err(err) => tracing::warn!(%err, "cannot update the tables for the endpoints' health"),

@@ -193,8 +193,14 @@ impl Agent {
     /// After the loop: the status file removed; the rollouts' leader key
     /// given up if this node drives.
     async fn stop(&self) {
-        let _ = std::fs::remove_file(self.observer.status.path());
-        let _ = std::fs::remove_file(crate::status::summary_path(self.observer.status.path()));
+        let path = self.observer.status.path();
+        for file in [
+            crate::status::files::delta_path(path),
+            crate::status::summary_path(path),
+            path.to_owned(),
+        ] {
+            let _ = std::fs::remove_file(file);
+        }
         if let Some(rollouts) = &self.fleet_rollouts {
             rollouts.resign().await;
         }

@@ -315,6 +315,8 @@ impl Agent {
             generation: self.generation,
             rules: self.rules_description(),
             taken_at_ms: 0,
+            // Stamped as the file is written.
+            file_id: 0,
             routes: Vec::new(),
             gateway_endpoints,
             events,

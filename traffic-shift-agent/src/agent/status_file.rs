@@ -7,18 +7,24 @@
 //! - the rest (generation, HTTP routes, gateway sockets, events), small,
 //!   built at each write.
 //!
-//! An idle agent writes nothing: it touches the file every
-//! [`HEARTBEAT_MS`](crate::status::HEARTBEAT_MS) (its time is the status'
-//! age for readers, see [`crate::cli::read_status`]).
+//! A large file is not written whole for a few routes' sake: the routes
+//! whose JSON changed since it was, with the rest, go to its delta file
+//! ([`crate::status::files`]) until the delta grows to a quarter of the
+//! file, or the deltas written since it to its size.
+//!
+//! An idle agent writes nothing: it touches the files every
+//! [`HEARTBEAT_MS`](crate::status::HEARTBEAT_MS) (their time is the status'
+//! age for readers, see [`crate::status::files::read_status`]).
 
 use std::{
     collections::BTreeSet,
+    fmt::Write as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use super::Agent;
-use crate::status::{RouteLine, Status, summary_path};
+use crate::status::{RouteLine, Status, files::delta_path, summary_path};
 
 /// The longest moved counters let the file wait (a large rule set's status
 /// is costly to build): half of what readers call stale.
@@ -30,6 +36,10 @@ const EVENTS_EVERY: Duration = Duration::from_secs(10);
 /// ... and a large file less often: they take at most a thousandth of the
 /// time (at 100 000 routes writing it costs ~0.1 s: every ~100 s).
 const EVENTS_SHARE: u32 = 1000;
+
+/// A status file (with its summary) under this size is always written
+/// whole: its delta would save little.
+const WHOLE_UNDER: usize = 1 << 20;
 
 pub struct StatusFile {
     path: PathBuf,
@@ -50,6 +60,14 @@ pub struct StatusFile {
     head: String,
     /// When the file was last built, and what building it cost.
     built: Option<(Instant, Duration)>,
+    /// The id of the status file as last written whole (0: to write
+    /// whole), and its size with its summary's.
+    file_id: u64,
+    file_bytes: usize,
+    /// The routes whose part changed since (by index).
+    dirty: BTreeSet<usize>,
+    /// The bytes of the deltas written since.
+    delta_written: usize,
 }
 
 impl StatusFile {
@@ -63,6 +81,10 @@ impl StatusFile {
             names: None,
             head: String::new(),
             built: None,
+            file_id: 0,
+            file_bytes: 0,
+            dirty: BTreeSet::new(),
+            delta_written: 0,
         }
     }
 
@@ -75,6 +97,7 @@ impl StatusFile {
         self.routes.clear();
         self.names = None;
         self.routes_changed = true;
+        self.file_id = 0;
     }
 
     /// Every route's part is built again (health, sockets changed).
@@ -137,15 +160,11 @@ impl Agent {
             self.status_heartbeat();
             return;
         }
-        let (stamped, summary) = file.assemble(&text, crate::cli::now_ms());
-        // The summary first: a reader of both never sees a summary older
-        // than the status.
-        let result = file
-            .path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| write_atomically(&summary_path(&file.path), &summary))
-            .and_then(|()| write_atomically(&file.path, &stamped));
+        let result = if file.whole_due(text.len()) {
+            file.write_whole(&text, crate::cli::now_ms())
+        } else {
+            file.write_delta(&text, crate::cli::now_ms())
+        };
         // What it cost, written: what sets how often it is written.
         file.built = Some((now, now.elapsed()));
         match result {
@@ -166,8 +185,9 @@ impl Agent {
         let mut routes = std::mem::take(&mut self.observer.status.routes);
         routes.resize(n, None);
         let mut changed = false;
-        for (part, route) in routes.iter_mut().zip(&self.model.routes) {
+        for (i, (part, route)) in routes.iter_mut().zip(&self.model.routes).enumerate() {
             if part.is_none() {
+                self.observer.status.dirty.insert(i);
                 let status = self.route_status(route);
                 let json = serde_json::to_string(&status).expect("status serializes");
                 let line = serde_json::to_string(&RouteLine::of(&status)).expect("serializes");
@@ -216,21 +236,28 @@ impl Agent {
     fn status_heartbeat(&self) {
         let heartbeat = Duration::from_millis(crate::status::HEARTBEAT_MS);
         let path = self.observer.status.path();
-        let fresh = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age < heartbeat);
+        let delta = delta_path(path);
+        let fresh = [path, &delta]
+            .into_iter()
+            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .filter_map(|t| t.elapsed().ok())
+            .any(|age| age < heartbeat);
         if fresh {
             return;
         }
         let now = std::time::SystemTime::now();
-        for path in [summary_path(path), path.to_owned()] {
+        for path in [summary_path(path), path.to_owned(), delta] {
             let touched = std::fs::File::options()
                 .write(true)
                 .open(&path)
                 .and_then(|f| f.set_modified(now));
-            if let Err(err) = touched {
+            // No delta: the file is whole.
+            let no_delta = |err: &std::io::Error| {
+                err.kind() == std::io::ErrorKind::NotFound && path != self.observer.status.path
+            };
+            if let Err(err) = touched
+                && !no_delta(&err)
+            {
                 tracing::warn!(file = %path.display(), %err, "cannot touch the status file");
             }
         }
@@ -241,15 +268,8 @@ impl StatusFile {
     /// The whole file, `head` (JSON, taken at 0) stamped with the time and
     /// with the routes and the names put in; and its summary
     /// ([`crate::status::Summary`]).
-    fn assemble(&self, head: &str, taken_at_ms: u64) -> (String, String) {
-        // `taken_at_ms` follows the generation and the rules' description (a
-        // JSON string, its quotes escaped): its first `"taken_at_ms":0` is
-        // the field.
-        let head = head.replacen(
-            "\"taken_at_ms\":0,",
-            &format!("\"taken_at_ms\":{taken_at_ms},"),
-            1,
-        );
+    fn assemble(&self, head: &str, taken_at_ms: u64, file_id: u64) -> (String, String) {
+        let head = stamp(head, taken_at_ms, file_id);
         let lines: usize = self.routes.iter().flatten().map(|r| r.1.len() + 1).sum();
         let mut summary = String::with_capacity(head.len() + lines + 32);
         summary.push_str("{\"head\":");
@@ -275,6 +295,99 @@ impl StatusFile {
         out.push('}');
         (out, summary)
     }
+}
+
+impl StatusFile {
+    /// Whether the next write is whole: none yet, a small file, or a
+    /// delta (with a head of `head` bytes) grown to a quarter of it, or
+    /// the deltas since it to its size.
+    fn whole_due(&self, head: usize) -> bool {
+        if self.file_id == 0 || self.file_bytes < WHOLE_UNDER {
+            return true;
+        }
+        let delta = head
+            + self
+                .dirty
+                .iter()
+                .filter_map(|&i| self.routes.get(i)?.as_ref())
+                .map(|(json, line)| json.len() + line.len() + 24)
+                .sum::<usize>();
+        delta * 4 >= self.file_bytes || self.delta_written + delta >= self.file_bytes
+    }
+
+    /// Writes the status file and its summary whole, then removes the delta.
+    fn write_whole(&mut self, head: &str, taken_at_ms: u64) -> std::io::Result<()> {
+        // Ids grow, also across restarts (a reader holding a delta of the
+        // agent before must not take it for this file's).
+        let id = taken_at_ms.max(self.file_id + 1);
+        let (stamped, summary) = self.assemble(head, taken_at_ms, id);
+        // Written again whole next time, unless all of this lands.
+        self.file_id = 0;
+        // The summary first: a reader of both never sees a summary older
+        // than the status.
+        self.path.parent().map_or(Ok(()), std::fs::create_dir_all)?;
+        write_atomically(&summary_path(&self.path), &summary)?;
+        write_atomically(&self.path, &stamped)?;
+        match std::fs::remove_file(delta_path(&self.path)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+        self.file_id = id;
+        self.file_bytes = stamped.len() + summary.len();
+        self.dirty.clear();
+        self.delta_written = 0;
+        Ok(())
+    }
+
+    /// Writes the delta: `head` and the routes changed since the status
+    /// file was written whole.
+    fn write_delta(&mut self, head: &str, taken_at_ms: u64) -> std::io::Result<()> {
+        let head = stamp(head, taken_at_ms, 0);
+        let parts: Vec<(usize, &(String, String))> = self
+            .dirty
+            .iter()
+            .filter_map(|&i| Some((i, self.routes.get(i)?.as_ref()?)))
+            .collect();
+        let mut out = String::with_capacity(
+            head.len()
+                + parts
+                    .iter()
+                    .map(|(_, p)| p.0.len() + p.1.len() + 24)
+                    .sum::<usize>(),
+        );
+        let _ = write!(out, "{{\"base\":{},\"head\":{head}", self.file_id);
+        for (field, line) in [("routes", false), ("lines", true)] {
+            let _ = write!(out, ",\"{field}\":[");
+            for (n, (i, (json, summary))) in parts.iter().enumerate() {
+                let part = if line { summary } else { json };
+                let comma = if n > 0 { "," } else { "" };
+                let _ = write!(out, "{comma}[{i},{part}]");
+            }
+            out.push(']');
+        }
+        out.push('}');
+        write_atomically(&delta_path(&self.path), &out)?;
+        self.delta_written += out.len();
+        Ok(())
+    }
+}
+
+/// `head` (a status JSON, taken at 0) taken at `taken_at_ms`, with
+/// `file_id` (unless 0).
+fn stamp(head: &str, taken_at_ms: u64, file_id: u64) -> String {
+    // `taken_at_ms` follows the generation and the rules' description (a
+    // JSON string, its quotes escaped): its first `"taken_at_ms":0` is
+    // the field.
+    let id = if file_id == 0 {
+        String::new()
+    } else {
+        format!("\"file_id\":{file_id},")
+    };
+    head.replacen(
+        "\"taken_at_ms\":0,",
+        &format!("\"taken_at_ms\":{taken_at_ms},{id}"),
+        1,
+    )
 }
 
 /// A JSON array of the JSON `items`, pushed to `out`.
@@ -324,7 +437,7 @@ mod tests {
         file.names =
             Some(",\"kernel_routes\":{\"7\":\"default/a/tcp[0]/port 9000 ipv4\"}".to_owned());
         let text = serde_json::to_string(&head).expect("serializes");
-        let (status, summary) = file.assemble(&text, 1234);
+        let (status, summary) = file.assemble(&text, 1234, 5);
         let status: Status = serde_json::from_str(&status).expect("the status parses");
         assert_eq!(status.rules, head.rules);
         assert_eq!(status.taken_at_ms, 1234);
@@ -336,5 +449,100 @@ mod tests {
             summary.routes,
             [RouteLine::of(&route), RouteLine::of(&route)]
         );
+    }
+
+    /// A large file is written whole once, then only the routes that
+    /// changed, to its delta; readers see the status with the delta
+    /// applied; once the delta has grown to a quarter of the file, the
+    /// file is written whole again and the delta removed.
+    #[test]
+    fn a_large_file_gets_a_delta_of_the_routes_that_changed() {
+        let dir = std::env::temp_dir().join(format!("ts-status-delta-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("status.json");
+        let mut file = StatusFile::new(path.clone());
+        // 4 000 routes of ~300 bytes: over `WHOLE_UNDER`.
+        let route = |i: usize, total: u64| crate::status::RouteStatus {
+            route: format!("default/svc-{i:05}/tcp[0]/port 9000"),
+            kind: "mesh".to_owned(),
+            service: format!("svc-{i:05}.bench.local:9000"),
+            destinations: vec![crate::status::DestinationStatus {
+                host: format!("svc-{i:05}.bench.local"),
+                weight: 100,
+                connections_total: total,
+                endpoints: vec![crate::status::EndpointStatus {
+                    address: "127.0.0.1:19001".to_owned(),
+                    state: "ok".to_owned(),
+                    connections_total: total,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let part = |r: &crate::status::RouteStatus| {
+            Some((
+                serde_json::to_string(r).expect("serializes"),
+                serde_json::to_string(&RouteLine::of(r)).expect("serializes"),
+            ))
+        };
+        let mut routes: Vec<_> = (0..4000).map(|i| route(i, 0)).collect();
+        file.routes = routes.iter().map(part).collect();
+        file.names = Some(String::new());
+        let head = |generation| {
+            serde_json::to_string(&Status {
+                generation,
+                ..Status::default()
+            })
+            .expect("serializes")
+        };
+        assert!(file.whole_due(100), "the first write is whole");
+        file.write_whole(&head(1), 1000).expect("write whole");
+        assert!(file.file_bytes > WHOLE_UNDER);
+        let whole = std::fs::metadata(&path).expect("status file").len();
+
+        // Two routes moved: the delta holds them, the file is not written.
+        for i in [7, 3999] {
+            routes[i] = route(i, 5);
+            file.routes[i] = part(&routes[i]);
+            file.dirty.insert(i);
+        }
+        assert!(!file.whole_due(100));
+        file.write_delta(&head(2), 2000).expect("write the delta");
+        let delta = std::fs::metadata(delta_path(&path)).expect("delta").len();
+        assert!(delta * 100 < whole, "delta {delta} bytes, file {whole}");
+        let status = crate::status::files::read_status(&path).expect("read");
+        // (As of the files' time: just written.)
+        assert_eq!(status.generation, 2);
+        assert_eq!(status.routes, routes);
+        let summary = crate::status::files::read_summary(&path).expect("read the summary");
+        assert_eq!(summary.head.generation, 2);
+        let lines: Vec<RouteLine> = routes.iter().map(RouteLine::of).collect();
+        assert_eq!(summary.routes, lines);
+
+        // A delta naming another writing of the file is not applied to it:
+        // the reader tries again, then says so.
+        let text = std::fs::read_to_string(delta_path(&path)).expect("delta");
+        let other = text.replacen(&format!("\"base\":{}", file.file_id), "\"base\":1", 1);
+        std::fs::write(delta_path(&path), other).expect("write");
+        assert!(matches!(
+            crate::status::files::read_status(&path),
+            Err(crate::status::files::ReadError::Torn { .. })
+        ));
+        std::fs::write(delta_path(&path), text).expect("write");
+
+        // A quarter of the routes moved: written whole, the delta removed.
+        for (i, r) in routes.iter_mut().enumerate().take(1000) {
+            *r = route(i, 9);
+            file.routes[i] = part(r);
+            file.dirty.insert(i);
+        }
+        assert!(file.whole_due(100));
+        file.write_whole(&head(3), 3000).expect("write whole");
+        assert!(!delta_path(&path).exists());
+        let status = crate::status::files::read_status(&path).expect("read");
+        assert_eq!((status.generation, status.routes.len()), (3, 4000));
+        assert_eq!(status.routes, routes);
+        assert!(file.dirty.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
