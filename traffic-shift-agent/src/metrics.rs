@@ -11,10 +11,15 @@
 //! the exporter names each family from its constant, and the dashboard test
 //! reads the list.
 
+mod slots;
+
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use http_body_util::Full;
@@ -25,7 +30,7 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use traffic_shift_common::{EndpointStats, Event, XdpStats};
+use traffic_shift_common::{Event, XdpStats};
 
 use traffic_shift_datapath::KernelCounters;
 
@@ -199,19 +204,27 @@ pub const FAMILIES: &[Family] = &[
 #[derive(Clone, Debug)]
 pub struct SlotInfo {
     pub labels: IstioLabels,
+    /// `labels` as OpenMetrics text (`name="value",...`), built once.
+    pub text: Box<str>,
     pub endpoint: SocketAddr,
     /// `TcpRoute::key` of the route the slot belongs to.
     pub route: String,
+    /// Whether the route is a gateway's (only those can count XDP packets).
+    pub gateway: bool,
 }
 
 impl SlotInfo {
     /// The labels of the endpoint at `at` in `model`.
     pub fn of(model: &RoutingModel, at: SlotRef) -> Option<Self> {
         let (route, dest, ep) = at.resolve(model)?;
+        let labels = labels::istio_labels(route, dest, ep);
+        let text = slots::label_text(labels.0.iter().map(|(k, v)| (*k, v.as_str()))).into();
         Some(Self {
-            labels: labels::istio_labels(route, dest, ep),
+            labels,
+            text,
             endpoint: ep.addr,
             route: route.key.clone(),
+            gateway: route.gateway.is_some(),
         })
     }
 }
@@ -322,6 +335,8 @@ pub struct Exporter {
     kernel: Mutex<KernelCounters>,
     /// Label sets built once per slot (cleared when the rules change).
     labels: Mutex<LabelCache>,
+    /// The size of the last page: the next is about as big.
+    last_size: AtomicUsize,
     /// The L7 proxy's request metrics, once [`Exporter::add_requests`] gave them.
     requests: Mutex<Option<Arc<RequestMetrics>>>,
 }
@@ -339,6 +354,7 @@ impl Exporter {
             kernel: Mutex::new(kernel),
             labels: Mutex::new(LabelCache::default()),
             requests: Mutex::new(None),
+            last_size: AtomicUsize::new(0),
         }
     }
 
@@ -352,6 +368,19 @@ impl Exporter {
 
     /// The whole exposition, as served on `/metrics`.
     pub fn render(self: &Arc<Self>) -> String {
+        let mut out = String::with_capacity(self.last_size.load(Ordering::Relaxed) * 9 / 8);
+        {
+            let shared = self
+                .shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let kernel = self
+                .kernel
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let slots = self.exported(&shared, &kernel);
+            slots::encode_tcp(&mut out, &slots, &kernel);
+        }
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Arc::clone(self)));
         if let Some(requests) = &*self
@@ -361,9 +390,9 @@ impl Exporter {
         {
             requests.register(&mut registry);
         }
-        let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        self.last_size.store(out.len(), Ordering::Relaxed);
         out
     }
 }
@@ -416,8 +445,8 @@ impl Collector for Exporter {
             .kernel
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Istio's TCP metrics: written by `render`, from the slots' text.
         let slots = self.exported(&shared, &kernel);
-        encode_connections(&mut encoder, &slots, &kernel)?;
         encode_events(&mut encoder, &kernel)?;
         encode_xdp(&mut encoder, &slots, &kernel)?;
         drop(kernel);
@@ -481,90 +510,6 @@ fn series<L: EncodeLabelSet>(
     Ok(())
 }
 
-/// A label set and one more label.
-type With<'a> = (&'a [(&'static str, String)], [(&'static str, &'a str); 1]);
-
-/// Istio's labels and `response_flags`.
-fn with<'a>(labels: &'a IstioLabels, flag: &'a str) -> With<'a> {
-    (&labels.0, [("response_flags", flag)])
-}
-
-/// Per Istio label set: what its slots counted.
-#[derive(Clone, Copy, Default)]
-struct TcpSums {
-    opened: u64,
-    closed: u64,
-    failed: u64,
-    sent: u64,
-    received: u64,
-}
-
-/// Istio's TCP metrics and the failed connects, from the per-slot counters.
-fn encode_connections(
-    encoder: &mut DescriptorEncoder,
-    slots: &[(u32, Arc<SlotInfo>)],
-    kernel: &KernelCounters,
-) -> Result<(), std::fmt::Error> {
-    let mut sums: BTreeMap<&IstioLabels, TcpSums> = BTreeMap::new();
-    let mut failed: BTreeMap<(&str, &str, SocketAddr), [u64; 3]> = BTreeMap::new();
-    for (id, slot) in slots {
-        let Ok(s) = kernel.stats(*id) else { continue };
-        if s == EndpointStats::default() {
-            continue;
-        }
-        let sum = sums.entry(&slot.labels).or_default();
-        sum.opened += s.opened;
-        sum.closed += s.closed.saturating_sub(s.failed());
-        sum.failed += s.failed();
-        sum.sent += s.response_bytes;
-        sum.received += s.request_bytes;
-        let by_reason = failed
-            .entry((
-                slot.labels.get("destination_service"),
-                slot.labels.get("destination_version"),
-                slot.endpoint,
-            ))
-            .or_default();
-        for (n, add) in
-            by_reason
-                .iter_mut()
-                .zip([s.failed_refused, s.failed_timeout, s.failed_other])
-        {
-            *n += add;
-        }
-    }
-    let each = |f: fn(&TcpSums) -> u64| sums.iter().map(move |(l, s)| (with(l, "-"), f(s)));
-    series(encoder, &TCP_CONNECTIONS_OPENED, each(|s| s.opened))?;
-    // Envoy's flag for a failed upstream connect: UF.
-    let failed_connects = sums
-        .iter()
-        .filter(|(_, s)| s.failed > 0)
-        .map(|(l, s)| (with(l, "UF"), s.failed));
-    series(
-        encoder,
-        &TCP_CONNECTIONS_CLOSED,
-        each(|s| s.closed).chain(failed_connects),
-    )?;
-    series(encoder, &TCP_SENT_BYTES, each(|s| s.sent))?;
-    series(encoder, &TCP_RECEIVED_BYTES, each(|s| s.received))?;
-    let failed = failed.iter().flat_map(|((service, version, endpoint), n)| {
-        let endpoint = endpoint.to_string();
-        ["refused", "timeout", "other"]
-            .into_iter()
-            .zip(*n)
-            .map(move |(reason, n)| {
-                let labels = [
-                    ("destination_service", (*service).to_owned()),
-                    ("destination_version", (*version).to_owned()),
-                    ("endpoint", endpoint.clone()),
-                    ("reason", reason.to_owned()),
-                ];
-                (labels, n)
-            })
-    });
-    series(encoder, &CONNECTIONS_FAILED, failed)
-}
-
 /// The XDP gateway's packets, bytes (whole frames) and flows per route and
 /// endpoint, by direction. Slots the XDP gateway never used are left out.
 /// Its drops are `traffic_shift_kernel_events_total{program="xdp"}`.
@@ -574,7 +519,7 @@ fn encode_xdp(
     kernel: &KernelCounters,
 ) -> Result<(), std::fmt::Error> {
     let mut sums: BTreeMap<(&str, &str, &str, SocketAddr), XdpStats> = BTreeMap::new();
-    for (id, slot) in slots {
+    for (id, slot) in slots.iter().filter(|(_, slot)| slot.gateway) {
         let Ok(x) = kernel.xdp_stats(*id) else {
             continue;
         };

@@ -1,0 +1,243 @@
+//! The per-slot families (Istio's TCP metrics and the failed connects),
+//! written as OpenMetrics text straight from each slot's label text, built
+//! once per slot ([`SlotInfo::text`]): at 10 000 services with traffic they
+//! are 36 MB of series, and encoding each label pair at every scrape was
+//! most of a scrape.
+//!
+//! The format is prometheus-client's (the rest of the page): `# HELP`,
+//! `# TYPE`, then `name_total{labels} value` per series; label values
+//! escaped as it escapes them.
+
+use std::{collections::HashMap, fmt::Write as _, net::SocketAddr, sync::Arc};
+
+use traffic_shift_common::EndpointStats;
+use traffic_shift_datapath::KernelCounters;
+
+use super::{
+    CONNECTIONS_FAILED, Family, SlotInfo, TCP_CONNECTIONS_CLOSED, TCP_CONNECTIONS_OPENED,
+    TCP_RECEIVED_BYTES, TCP_SENT_BYTES,
+};
+
+/// `name="value"` pairs, comma-separated, values escaped: a label set as
+/// the text between `{` and `}`.
+pub fn label_text<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    for (i, (name, value)) in labels.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        escape_into(&mut out, value);
+        out.push('"');
+    }
+    out
+}
+
+/// A label value as OpenMetrics quotes it: `\`, `"` and newlines escaped.
+fn escape_into(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Per Istio label set: what its slots counted.
+#[derive(Clone, Copy, Default)]
+struct TcpSums {
+    opened: u64,
+    closed: u64,
+    failed: u64,
+    sent: u64,
+    received: u64,
+}
+
+/// Writes Istio's TCP metrics and the failed connects of `slots` to `out`.
+pub fn encode_tcp(out: &mut String, slots: &[(u32, Arc<SlotInfo>)], kernel: &KernelCounters) {
+    let mut sums: HashMap<&str, TcpSums> = HashMap::new();
+    let mut failed: HashMap<(&str, &str, SocketAddr), [u64; 3]> = HashMap::new();
+    for (id, slot) in slots {
+        let Ok(s) = kernel.stats(*id) else { continue };
+        if s == EndpointStats::default() {
+            continue;
+        }
+        let sum = sums.entry(&slot.text).or_default();
+        sum.opened += s.opened;
+        sum.closed += s.closed.saturating_sub(s.failed());
+        sum.failed += s.failed();
+        sum.sent += s.response_bytes;
+        sum.received += s.request_bytes;
+        let by_reason = failed
+            .entry((
+                slot.labels.get("destination_service"),
+                slot.labels.get("destination_version"),
+                slot.endpoint,
+            ))
+            .or_default();
+        for (n, add) in
+            by_reason
+                .iter_mut()
+                .zip([s.failed_refused, s.failed_timeout, s.failed_other])
+        {
+            *n += add;
+        }
+    }
+    let mut sums: Vec<(&str, TcpSums)> = sums.into_iter().collect();
+    sums.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let each = |f: fn(&TcpSums) -> u64| sums.iter().map(move |(l, s)| (*l, "-", f(s)));
+    family(out, &TCP_CONNECTIONS_OPENED, each(|s| s.opened));
+    // Envoy's flag for a failed upstream connect: UF.
+    let failed_connects = sums
+        .iter()
+        .filter(|(_, s)| s.failed > 0)
+        .map(|(l, s)| (*l, "UF", s.failed));
+    family(
+        out,
+        &TCP_CONNECTIONS_CLOSED,
+        each(|s| s.closed).chain(failed_connects),
+    );
+    family(out, &TCP_SENT_BYTES, each(|s| s.sent));
+    family(out, &TCP_RECEIVED_BYTES, each(|s| s.received));
+
+    let mut failed: Vec<_> = failed.into_iter().collect();
+    failed.sort_unstable();
+    if failed.is_empty() {
+        return;
+    }
+    descriptor(out, &CONNECTIONS_FAILED);
+    for ((service, version, endpoint), n) in failed {
+        let endpoint = endpoint.to_string();
+        let labels = label_text([
+            ("destination_service", service),
+            ("destination_version", version),
+            ("endpoint", &endpoint),
+        ]);
+        for (reason, n) in ["refused", "timeout", "other"].into_iter().zip(n) {
+            let _ = writeln!(
+                out,
+                "{}_total{{{labels},reason=\"{reason}\"}} {n}",
+                CONNECTIONS_FAILED.name
+            );
+        }
+    }
+}
+
+/// A counter family's descriptor lines.
+fn descriptor(out: &mut String, family: &Family) {
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n",
+        name = family.name,
+        help = family.help
+    );
+}
+
+/// A counter family: a sample per (label text, `response_flags`, value);
+/// none, the family is left out.
+fn family<'a>(
+    out: &mut String,
+    exported: &Family,
+    values: impl Iterator<Item = (&'a str, &'a str, u64)>,
+) {
+    let mut values = values.peekable();
+    if values.peek().is_none() {
+        return;
+    }
+    descriptor(out, exported);
+    for (labels, flags, value) in values {
+        out.push_str(exported.name);
+        out.push_str("_total{");
+        out.push_str(labels);
+        out.push_str(",response_flags=\"");
+        out.push_str(flags);
+        let _ = writeln!(out, "\"}} {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::{
+        collector::Collector,
+        encoding::{DescriptorEncoder, EncodeMetric as _},
+        metrics::{MetricType, counter::ConstCounter},
+        registry::Registry,
+    };
+
+    use super::*;
+
+    /// The family as prometheus-client writes it (the rest of the page).
+    #[derive(Debug)]
+    struct Reference(Vec<(Vec<(&'static str, String)>, u64)>);
+
+    impl Collector for Reference {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let f = &TCP_CONNECTIONS_OPENED;
+            let mut family =
+                encoder.encode_descriptor(f.name, f.help, None, MetricType::Counter)?;
+            for (labels, value) in &self.0 {
+                ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_family_is_written_as_prometheus_client_writes_it() {
+        let series = vec![
+            (
+                vec![
+                    ("destination_service", "a.b.local".to_owned()),
+                    ("destination_version", "v\"1\"".to_owned()),
+                    ("response_flags", "-".to_owned()),
+                ],
+                3,
+            ),
+            (
+                vec![
+                    ("destination_service", "c.local".to_owned()),
+                    ("destination_version", "v2".to_owned()),
+                    ("response_flags", "-".to_owned()),
+                ],
+                0,
+            ),
+        ];
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Reference(series.clone())));
+        let mut want = String::new();
+        prometheus_client::encoding::text::encode(&mut want, &registry).expect("encodes");
+        let texts: Vec<String> = series
+            .iter()
+            .map(|(labels, _)| {
+                label_text(
+                    labels
+                        .iter()
+                        .filter(|(k, _)| *k != "response_flags")
+                        .map(|(k, v)| (*k, v.as_str())),
+                )
+            })
+            .collect();
+        let mut got = String::new();
+        family(
+            &mut got,
+            &TCP_CONNECTIONS_OPENED,
+            texts
+                .iter()
+                .zip(&series)
+                .map(|(t, (_, v))| (t.as_str(), "-", *v)),
+        );
+        got.push_str("# EOF\n");
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn label_values_are_escaped_as_openmetrics_quotes_them() {
+        assert_eq!(
+            label_text([("a", "x"), ("b", "q\"\\\nz")]),
+            "a=\"x\",b=\"q\\\"\\\\\\nz\""
+        );
+    }
+}
