@@ -67,8 +67,11 @@ const COMMAND_TIMEOUT: Duration = Duration::from_mins(3);
 /// Clients of the traffic on every service.
 const TRAFFIC_CONCURRENCY: u32 = 8;
 
-/// Scenario 6 measures the connect-time rate at this concurrency.
+/// Scenario 6 measures the connect-time rate at this concurrency...
 pub const CONCURRENCY: u32 = 16;
+/// ... this many times per level, and reports the median and the spread: one
+/// 3-second run moved by ±10% from run to run on this machine.
+const RATE_RUNS: usize = 5;
 
 /// The levels of a run.
 pub fn levels(quick: bool) -> &'static [usize] {
@@ -303,8 +306,10 @@ pub struct Level {
     pub not_reached: Option<String>,
     pub apply: Option<Measured<Change>>,
     pub delete: Option<Measured<Change>>,
-    /// The connect-time rate to tcp-echo and its errors.
+    /// The connect-time rate to tcp-echo (the median of [`RATE_RUNS`]) and
+    /// the errors of all runs; the slowest and the fastest run.
     pub rate: Measured<(f64, u64)>,
+    pub rate_spread: Option<(f64, f64)>,
     /// The agent's CPU while the rate was measured, and with nothing to do, %.
     pub cpu_measured: Measured<f64>,
     pub cpu_idle: Measured<f64>,
@@ -333,6 +338,7 @@ impl Level {
             apply: None,
             delete: None,
             rate: none(),
+            rate_spread: None,
             cpu_measured: none(),
             cpu_idle: none(),
             rss_idle: none(),
@@ -477,12 +483,22 @@ fn measure(
     check_interrupted()?;
 
     let sample = cpu_percent(pid, || {
-        env.clients
-            .conn(env.connect_time, CONCURRENCY, env.duration, env.warmup)
-            .map_err(|e| format!("{e:#}"))
+        let mut rates = Vec::with_capacity(RATE_RUNS);
+        let mut errors = 0;
+        for _ in 0..RATE_RUNS {
+            let run = env
+                .clients
+                .conn(env.connect_time, CONCURRENCY, env.duration, env.warmup)
+                .map_err(|e| format!("{e:#}"))?;
+            rates.push(run.conn_per_sec);
+            errors += run.errors;
+        }
+        rates.sort_by(f64::total_cmp);
+        Ok((rates[RATE_RUNS / 2], errors, rates[0], rates[RATE_RUNS - 1]))
     });
     level.cpu_measured = sample.as_ref().map(|(p, _)| *p).map_err(Clone::clone);
-    level.rate = sample.map(|(_, r)| (r.conn_per_sec, r.errors));
+    level.rate_spread = sample.as_ref().ok().map(|(_, r)| (r.2, r.3));
+    level.rate = sample.map(|(_, r)| (r.0, r.1));
 
     let scrape_once = || -> Measured<(f64, usize)> {
         let addr = metrics_addr.ok_or("the status file names no /metrics address")?;
@@ -771,7 +787,7 @@ impl Results {
             .map(|r| r.0);
         let _ = write!(
             md,
-            "\n| scenario | services in the maps | connect-time conn/s (concurrency {CONCURRENCY}) | vs fewest | errors \
+            "\n| scenario | services in the maps | connect-time conn/s (concurrency {CONCURRENCY}), median of {RATE_RUNS} runs (slowest–fastest) | vs fewest | errors \
              | agent CPU % while measured | agent CPU % idle ({} s) | agent RSS MiB idle | after traffic | peak (VmHWM) \
              | kernel map memory MiB (bytes_memlock, not in RSS) | `/metrics` scrape ms | its bytes \
              | connections to every generated service (errors) | then `/metrics` scrape ms | its bytes \
@@ -802,7 +818,10 @@ impl Results {
                 cell(
                     services,
                     "rate",
-                    level.rate.as_ref().map(|r| format!("{:.0}", r.0)),
+                    level.rate.as_ref().map(|r| match level.rate_spread {
+                        Some((lo, hi)) => format!("{:.0} ({lo:.0}–{hi:.0})", r.0),
+                        None => format!("{:.0}", r.0),
+                    }),
                 ),
                 cell(
                     services,
@@ -877,6 +896,9 @@ impl Results {
                     "services": services,
                     "concurrency": CONCURRENCY,
                     "conn_per_sec": num(level.rate.as_ref().map(|r| r.0)),
+                    "conn_per_sec_runs": RATE_RUNS,
+                    "conn_per_sec_slowest": level.rate_spread.map(|r| r.0),
+                    "conn_per_sec_fastest": level.rate_spread.map(|r| r.1),
                     "ratio_to_fewest": num(ratio.as_ref().map(|r| r.1).map_err(|e| *e)),
                     "errors": num(level.rate.as_ref().map(|r| r.1)),
                     "agent_cpu_percent": num(level.cpu_measured.as_ref().copied()),
