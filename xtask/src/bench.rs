@@ -49,6 +49,7 @@ use self::{
 use crate::setup;
 
 mod agent;
+mod bpf_cost;
 mod client;
 mod convergence;
 mod guards;

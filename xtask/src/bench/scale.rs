@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 use super::{
     agent::Agent,
+    bpf_cost,
     client::{Clients, client_command, json_number},
     rule_change,
     tcp::Contender,
@@ -66,6 +67,9 @@ const CHANGE_TIMEOUT: Duration = Duration::from_mins(10);
 const COMMAND_TIMEOUT: Duration = Duration::from_mins(3);
 /// Clients of the traffic on every service.
 const TRAFFIC_CONCURRENCY: u32 = 8;
+
+/// Issue 21's goal: the kernel's time per connection, all programs, ns.
+const BPF_GOAL_NS: f64 = 500.0;
 
 /// Scenario 6 measures the connect-time rate at this concurrency...
 pub const CONCURRENCY: u32 = 16;
@@ -310,6 +314,9 @@ pub struct Level {
     /// the errors of all runs; the slowest and the fastest run.
     pub rate: Measured<(f64, u64)>,
     pub rate_spread: Option<(f64, f64)>,
+    /// The kernel's time per connection in each program, one more run with
+    /// `kernel.bpf_stats_enabled` on.
+    pub bpf: Measured<bpf_cost::Cost>,
     /// The agent's CPU while the rate was measured, and with nothing to do, %.
     pub cpu_measured: Measured<f64>,
     pub cpu_idle: Measured<f64>,
@@ -339,6 +346,7 @@ impl Level {
             delete: None,
             rate: none(),
             rate_spread: None,
+            bpf: none(),
             cpu_measured: none(),
             cpu_idle: none(),
             rss_idle: none(),
@@ -499,6 +507,17 @@ fn measure(
     level.cpu_measured = sample.as_ref().map(|(p, _)| *p).map_err(Clone::clone);
     level.rate_spread = sample.as_ref().ok().map(|(_, r)| (r.2, r.3));
     level.rate = sample.map(|(_, r)| (r.0, r.1));
+    // Apart from the rate: the statistics cost the programs time.
+    level.bpf = bpf_cost::Programs::of(&env.agent.bpffs)
+        .and_then(|programs| {
+            programs.measure(|| {
+                let run = env
+                    .clients
+                    .conn(env.connect_time, CONCURRENCY, env.duration, 0.0)?;
+                Ok(run.connections)
+            })
+        })
+        .map_err(|e| format!("{e:#}"));
 
     let scrape_once = || -> Measured<(f64, usize)> {
         let addr = metrics_addr.ok_or("the status file names no /metrics address")?;
@@ -923,10 +942,64 @@ impl Results {
                 })
             ));
         }
+        self.report_bpf(md, json_rows, &mut notes);
         self.report_maps(md);
         self.report_changes(md, json_rows, &mut notes);
         write_notes(md, &notes);
         self.goals(goals);
+    }
+
+    /// The kernel's time per connection in each program at each level
+    /// (issue 21: at most 500 ns in all; issue 17: flat as services grow).
+    fn report_bpf(&self, md: &mut String, json_rows: &mut Vec<String>, notes: &mut Vec<Note>) {
+        let _ = write!(
+            md,
+            "\n| scenario | services in the maps | connections (concurrency {CONCURRENCY}, `kernel.bpf_stats_enabled`) | {} | all programs, ns per connection |\n|---|---:|---:|{}---:|\n",
+            bpf_cost::PROGRAMS.map(|p| format!("`{p}` ns")).join(" | "),
+            "---:|".repeat(bpf_cost::PROGRAMS.len())
+        );
+        for level in &self.levels {
+            let services = self.base_services + level.extra;
+            match &level.bpf {
+                Ok(cost) => {
+                    let each: Vec<String> = cost.ns.iter().map(|n| format!("{n:.0}")).collect();
+                    let _ = writeln!(
+                        md,
+                        "| {SCENARIO} BPF cost | {services} | {} | {} | {:.0} |",
+                        cost.connections,
+                        each.join(" | "),
+                        cost.total()
+                    );
+                    let programs: serde_json::Map<String, Value> = bpf_cost::PROGRAMS
+                        .iter()
+                        .zip(cost.ns)
+                        .map(|(p, n)| ((*p).to_owned(), json!(n)))
+                        .collect();
+                    json_rows.push(format!(
+                        "    {}",
+                        json!({
+                            "scenario": format!("{SCENARIO} BPF cost"),
+                            "services": services,
+                            "connections": cost.connections,
+                            "ns_per_connection": programs,
+                            "total_ns_per_connection": cost.total(),
+                        })
+                    ));
+                }
+                Err(why) => {
+                    notes.push((
+                        format!("{services} services"),
+                        "BPF cost".to_owned(),
+                        why.clone(),
+                    ));
+                    let _ = writeln!(
+                        md,
+                        "| {SCENARIO} BPF cost | {services} | n/m |{}",
+                        " n/m |".repeat(bpf_cost::PROGRAMS.len() + 1)
+                    );
+                }
+            }
+        }
     }
 
     /// The agent's maps, one row each: what bpftool says of them, and their
@@ -1117,6 +1190,18 @@ impl Results {
             "goal: `/metrics` scrape after traffic on all {} services < {limit} ms: {}",
             base + n,
             self.judge(n, scrape, &|ms| format!("{ms:.1} ms"), &|ms| ms < limit)
+        );
+        // Issue 21's: the kernel's time per connect-time connection, all programs.
+        let bpf = self.levels.first().map(|l| {
+            l.bpf
+                .as_ref()
+                .map(bpf_cost::Cost::total)
+                .map_err(Clone::clone)
+        });
+        let _ = writeln!(
+            goals,
+            "goal: BPF time per connect-time connection <= {BPF_GOAL_NS} ns at {base} services: {}",
+            self.judge(0, bpf, &|ns| format!("{ns:.0} ns"), &|ns| ns <= BPF_GOAL_NS)
         );
     }
 

@@ -1,0 +1,122 @@
+//! The kernel's cost per connection of each traffic-shift program: run time
+//! over a run of connections, as the kernel counts it with
+//! `kernel.bpf_stats_enabled` (bpftool's `run_time_ns` / `run_cnt`), divided
+//! by the connections the client made. The programs are the agent's, found
+//! through the links it pins in its bpffs directory.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// The programs a connection can run, by the name of their pinned link
+/// (`link_ts_<name>`).
+pub const PROGRAMS: [&str; 4] = ["connect4", "sock_ops", "getpeername4", "sk_lookup"];
+
+const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// Nanoseconds of each of [`PROGRAMS`] per connection, over `connections`.
+#[derive(Clone, Debug)]
+pub struct Cost {
+    pub connections: u64,
+    pub ns: [f64; PROGRAMS.len()],
+}
+
+impl Cost {
+    pub fn total(&self) -> f64 {
+        self.ns.iter().sum()
+    }
+}
+
+/// `kernel.bpf_stats_enabled` on while it lives, as it was after.
+struct StatsOn(String);
+
+impl StatsOn {
+    fn new() -> Result<Self> {
+        let was =
+            fs::read_to_string(STATS_SYSCTL).with_context(|| format!("read {STATS_SYSCTL}"))?;
+        fs::write(STATS_SYSCTL, "1").with_context(|| format!("write {STATS_SYSCTL}"))?;
+        Ok(Self(was.trim().to_owned()))
+    }
+}
+
+impl Drop for StatsOn {
+    fn drop(&mut self) {
+        let _ = fs::write(STATS_SYSCTL, &self.0);
+    }
+}
+
+/// The agent's programs, by their pinned links in `bpffs`.
+pub struct Programs(Vec<u64>);
+
+impl Programs {
+    pub fn of(bpffs: &Path) -> Result<Self> {
+        let ids = PROGRAMS
+            .iter()
+            .map(|name| {
+                let link = bpffs.join(format!("link_ts_{name}"));
+                let show = bpftool(&["link", "show", "pinned"], &link)?;
+                show["prog_id"]
+                    .as_u64()
+                    .with_context(|| format!("no prog_id for {}: {show}", link.display()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self(ids))
+    }
+
+    /// Run time (ns) and runs of each program so far.
+    fn stats(&self) -> Result<Vec<(u64, u64)>> {
+        self.0
+            .iter()
+            .map(|id| {
+                let show = bpftool(&["prog", "show", "id"], &PathBuf::from(id.to_string()))?;
+                // Absent while the stats were never on: none counted.
+                let field = |f: &str| show[f].as_u64().unwrap_or(0);
+                Ok((field("run_time_ns"), field("run_cnt")))
+            })
+            .collect()
+    }
+
+    /// The cost per connection of the connections `run` makes (it returns
+    /// how many it made), the kernel's statistics on meanwhile.
+    pub fn measure(&self, run: impl FnOnce() -> Result<u64>) -> Result<Cost> {
+        let _on = StatsOn::new()?;
+        let before = self.stats()?;
+        let connections = run()?;
+        let after = self.stats()?;
+        if connections == 0 {
+            bail!("no connection was made");
+        }
+        let mut ns = [0.0; PROGRAMS.len()];
+        for (n, (b, a)) in ns.iter_mut().zip(before.iter().zip(&after)) {
+            #[allow(clippy::cast_precision_loss)]
+            let spent = a.0.saturating_sub(b.0) as f64;
+            #[allow(clippy::cast_precision_loss)]
+            let per = spent / connections as f64;
+            *n = per;
+        }
+        Ok(Cost { connections, ns })
+    }
+}
+
+/// `bpftool -j ARGS PATH`, parsed.
+fn bpftool(args: &[&str], path: &Path) -> Result<serde_json::Value> {
+    let out = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .arg(path)
+        .output()
+        .context("run bpftool")?;
+    if !out.status.success() {
+        bail!(
+            "bpftool {} {}: {}",
+            args.join(" "),
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("bpftool's JSON")
+}
