@@ -83,6 +83,28 @@ impl<'a> Catalog<'a> {
         let base = at.base.clone();
         let namespace = &vs.source.namespace;
         let host = &destination.host;
+        if host == crate::model::UNUSABLE_BACKEND {
+            // Gateway API backendRefs that cannot be used: no endpoints
+            // (see the constant).
+            static NO_PORT: ServicePort = ServicePort {
+                number: 0,
+                name: String::new(),
+                protocol: crate::common::Protocol::Tcp,
+                target_port: None,
+            };
+            return Ok((
+                Destination {
+                    host: host.clone(),
+                    subset: None,
+                    weight: destination.weight.unwrap_or(1),
+                    endpoint_selection: crate::model::Selection::default(),
+                    outlier: None,
+                    endpoints: Vec::new(),
+                },
+                &NO_PORT,
+                None,
+            ));
+        }
         let Some((service, service_host)) = self.service(host, namespace) else {
             return Err(self.host_not_found(vs, base.key("host"), host));
         };
