@@ -1078,3 +1078,295 @@ fn kinds_are_known_by_api_version_and_kind() {
         );
     }
 }
+
+/// The model of one file that must resolve.
+fn model_of(text: &str) -> RoutingModel {
+    let file = parse_file_all(Path::new(FILE), text).unwrap_or_else(|e| panic!("{e:?}"));
+    resolve_all(&[file])
+        .0
+        .unwrap_or_else(|e| panic!("{}", e[0]))
+}
+
+/// `(type, status, reason)` of each condition of each parent of a route's
+/// status.
+fn conditions(model: &RoutingModel, kind: &str, name: &str) -> Vec<Vec<(String, String, String)>> {
+    let key = crate::model::StatusKey {
+        kind: kind.to_owned(),
+        namespace: name.split_once('/').map_or("default", |(n, _)| n).to_owned(),
+        name: name.rsplit('/').next().unwrap_or(name).to_owned(),
+    };
+    let status = model
+        .gateway_api_status
+        .get(&key)
+        .unwrap_or_else(|| panic!("no status of {key:?}: {:?}", model.gateway_api_status.keys()));
+    status["parents"]
+        .as_array()
+        .expect("parents")
+        .iter()
+        .map(|p| {
+            assert_eq!(p["controllerName"], "istio.io/gateway-controller");
+            p["conditions"]
+                .as_array()
+                .expect("conditions")
+                .iter()
+                .map(|c| {
+                    assert_eq!(c["observedGeneration"], 1, "{c}");
+                    (
+                        c["type"].as_str().unwrap_or_default().to_owned(),
+                        c["status"].as_str().unwrap_or_default().to_owned(),
+                        c["reason"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn cond(accepted: &str, resolved: &str) -> Vec<(String, String, String)> {
+    let status = |reason: &str, ok: &str| if reason == ok { "True" } else { "False" };
+    vec![
+        (
+            "Accepted".into(),
+            status(accepted, "Accepted").into(),
+            accepted.into(),
+        ),
+        (
+            "ResolvedRefs".into(),
+            status(resolved, "ResolvedRefs").into(),
+            resolved.into(),
+        ),
+    ]
+}
+
+const OTHER_DB: &str = "---\napiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: other}\nspec:\n  ports: [{name: tcp, port: 5432}]\n  selector: {app: db}\n";
+
+const GRANT: &str = "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: db, namespace: other}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: TCPRoute, namespace: default}]\n  to: [{group: \"\", kind: Service}]\n";
+
+/// What the spec reports in status rather than refuses: a backendRef that
+/// cannot be used (its share of the traffic fails: refused connections on
+/// the kernel path, 500 on the proxy), a parent that does not take the
+/// route (not attached). Each case: the change to the base set, the
+/// TCPRoute's conditions, and its destinations.
+#[test]
+fn status_reports_what_the_spec_does_not_refuse() {
+    let unusable = crate::model::UNUSABLE_BACKEND;
+    let db = "db.default.svc.cluster.local";
+    let cases: Vec<(&str, String, Vec<Vec<(String, String, String)>>, Vec<(&str, u32)>)> = vec![
+        ("the base set", BASE.to_owned(), vec![cond("Accepted", "ResolvedRefs")], vec![(db, 1)]),
+        (
+            "backend not found",
+            changed("{name: db, port: 5432}", "{name: dbx, port: 5432}"),
+            vec![cond("Accepted", "BackendNotFound")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "backend port not found",
+            changed("{name: db, port: 5432}", "{name: db, port: 5433}"),
+            vec![cond("Accepted", "BackendNotFound")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "backend kind",
+            changed(
+                "{name: db, port: 5432}",
+                "{group: networking.istio.io, kind: ServiceEntry, name: db, port: 5432}",
+            ),
+            vec![cond("Accepted", "InvalidKind")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "another namespace without a ReferenceGrant",
+            changed("{name: db, port: 5432}", "{name: db, namespace: other, port: 5432}")
+                + OTHER_DB,
+            vec![cond("Accepted", "RefNotPermitted")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "another namespace with a ReferenceGrant",
+            changed("{name: db, port: 5432}", "{name: db, namespace: other, port: 5432}")
+                + OTHER_DB
+                + GRANT,
+            vec![cond("Accepted", "ResolvedRefs")],
+            vec![("db.other.svc.cluster.local", 1)],
+        ),
+        (
+            "a ReferenceGrant for another kind",
+            changed("{name: db, port: 5432}", "{name: db, namespace: other, port: 5432}")
+                + OTHER_DB
+                + &GRANT.replace("kind: TCPRoute", "kind: HTTPRoute"),
+            vec![cond("Accepted", "RefNotPermitted")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "a ReferenceGrant for another Service name",
+            changed("{name: db, port: 5432}", "{name: db, namespace: other, port: 5432}")
+                + OTHER_DB
+                + &GRANT.replace("kind: Service}", "kind: Service, name: dbx}"),
+            vec![cond("Accepted", "RefNotPermitted")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "a share that cannot be used",
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, port: 5432, weight: 80}\n    - {name: dbx, port: 5432, weight: 15}\n    - {name: dby, port: 5432, weight: 5}",
+            ),
+            vec![cond("Accepted", "BackendNotFound")],
+            vec![(db, 80), (unusable, 20)],
+        ),
+        (
+            "every weight 0: every connection refused",
+            changed("{name: db, port: 5432}", "{name: db, port: 5432, weight: 0}"),
+            vec![cond("Accepted", "ResolvedRefs")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "parent not found",
+            changed("{name: gw, sectionName: tcp}", "{name: gwx, sectionName: tcp}"),
+            vec![cond("NoMatchingParent", "ResolvedRefs")],
+            vec![],
+        ),
+        (
+            "section not found",
+            changed("{name: gw, sectionName: tcp}", "{name: gw, sectionName: tcpx}"),
+            vec![cond("NoMatchingParent", "ResolvedRefs")],
+            vec![],
+        ),
+        (
+            "listener of another kind",
+            changed("{name: gw, sectionName: tcp}", "{name: gw, sectionName: http}"),
+            vec![cond("NotAllowedByListeners", "ResolvedRefs")],
+            vec![],
+        ),
+        (
+            "a Gateway of another class: ignored, no status for it",
+            changed("gatewayClassName: istio", "gatewayClassName: nginx"),
+            vec![],
+            vec![],
+        ),
+    ];
+    for (what, text, expected, destinations) in cases {
+        let model = model_of(&text);
+        assert_eq!(conditions(&model, "TCPRoute", "db"), expected, "{what}");
+        let got: Vec<(&str, u32)> = model
+            .routes
+            .iter()
+            .filter(|r| r.key.starts_with("default/db/rules[0]"))
+            .flat_map(|r| &r.destinations)
+            .map(|d| (d.host.as_str(), d.weight))
+            .collect();
+        assert_eq!(got, destinations, "{what}");
+        assert!(
+            model
+                .routes
+                .iter()
+                .flat_map(|r| &r.destinations)
+                .filter(|d| d.is_unusable())
+                .all(|d| d.endpoints.is_empty()),
+            "{what}: an unusable share has no endpoint"
+        );
+    }
+}
+
+/// `allowedRoutes.namespaces.from: Selector` selects on the labels of
+/// `Namespace` documents (and Kubernetes' `kubernetes.io/metadata.name`),
+/// by `matchLabels` and `matchExpressions`; a route of a namespace it does
+/// not select is not attached (`NotAllowedByListeners`), and the
+/// Gateway's listener counts the routes attached.
+#[test]
+fn listener_selectors_select_namespaces_by_their_labels() {
+    let base = changed(
+        "kind: TCPRoute\nmetadata: {name: db}",
+        "kind: TCPRoute\nmetadata: {name: db, namespace: other}",
+    )
+    .replace(
+        "{name: gw, sectionName: tcp}",
+        "{name: gw, namespace: default, sectionName: tcp}",
+    )
+    .replace(
+        "  - backendRefs:\n    - {name: db, port: 5432}",
+        "  - backendRefs:\n    - {name: db, namespace: default, port: 5432}",
+    ) + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: db}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: TCPRoute, namespace: other}]\n  to: [{group: \"\", kind: Service}]\n";
+    let namespace = "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: other\n  labels: {team: a, tier: web}\n";
+    let selector = |s: &str| {
+        base.replace(
+            "{name: tcp, port: 5432, protocol: TCP}",
+            &format!(
+                "{{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {{namespaces: {{from: Selector, selector: {s}}}}}}}"
+            ),
+        )
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("from: Same", base.clone(), "NotAllowedByListeners"),
+        (
+            "from: All",
+            base.replace(
+                "{name: tcp, port: 5432, protocol: TCP}",
+                "{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {namespaces: {from: All}}}",
+            ),
+            "Accepted",
+        ),
+        ("matchLabels", selector("{matchLabels: {team: a}}") + namespace, "Accepted"),
+        (
+            "matchLabels, another value",
+            selector("{matchLabels: {team: b}}") + namespace,
+            "NotAllowedByListeners",
+        ),
+        (
+            "matchLabels without the Namespace document",
+            selector("{matchLabels: {team: a}}"),
+            "NotAllowedByListeners",
+        ),
+        (
+            "Kubernetes' own name label",
+            selector("{matchLabels: {kubernetes.io/metadata.name: other}}"),
+            "Accepted",
+        ),
+        (
+            "In",
+            selector("{matchExpressions: [{key: tier, operator: In, values: [api, web]}]}")
+                + namespace,
+            "Accepted",
+        ),
+        (
+            "NotIn",
+            selector("{matchExpressions: [{key: tier, operator: NotIn, values: [web]}]}")
+                + namespace,
+            "NotAllowedByListeners",
+        ),
+        (
+            "Exists and matchLabels",
+            selector("{matchLabels: {team: a}, matchExpressions: [{key: tier, operator: Exists}]}")
+                + namespace,
+            "Accepted",
+        ),
+        (
+            "DoesNotExist",
+            selector("{matchExpressions: [{key: tier, operator: DoesNotExist}]}") + namespace,
+            "NotAllowedByListeners",
+        ),
+    ];
+    for (what, text, reason) in cases {
+        let model = model_of(&text);
+        assert_eq!(
+            conditions(&model, "TCPRoute", "other/db"),
+            vec![cond(reason, "ResolvedRefs")],
+            "{what}"
+        );
+        let gateway = &model.gateway_api_status[&crate::model::StatusKey {
+            kind: super::GATEWAY_KIND.to_owned(),
+            namespace: "default".to_owned(),
+            name: "gw".to_owned(),
+        }];
+        assert_eq!(
+            gateway["listeners"][0]["attachedRoutes"],
+            u32::from(reason == "Accepted"),
+            "{what}: {gateway}"
+        );
+        assert_eq!(
+            model.routes.iter().any(|r| r.key.starts_with("other/db/")),
+            reason == "Accepted",
+            "{what}"
+        );
+    }
+}
