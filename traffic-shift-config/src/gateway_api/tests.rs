@@ -1370,3 +1370,56 @@ fn listener_selectors_select_namespaces_by_their_labels() {
         );
     }
 }
+
+/// An HTTPRoute's share of a backend that cannot be used is a destination
+/// of the proxy's route with no endpoint (answered 500), weighted as
+/// written; every share unusable: a 500 direct response.
+#[test]
+fn http_shares_that_cannot_be_used_are_unusable_destinations() {
+    let unusable = crate::model::UNUSABLE_BACKEND;
+    let cases: Vec<(&str, String, Vec<(&str, u32)>, bool, &str)> = vec![
+        (
+            "one share of four",
+            changed(
+                "    - {name: web-v1, port: 80}\n",
+                "    - {name: web-v1, port: 80, weight: 3}\n    - {name: nope, port: 80, weight: 1}\n",
+            ),
+            vec![("web-v1.default.svc.cluster.local", 3), (unusable, 1)],
+            false,
+            "BackendNotFound",
+        ),
+        (
+            "every share",
+            changed("    - {name: web-v1, port: 80}\n", "    - {name: nope, port: 80}\n"),
+            vec![],
+            true,
+            "BackendNotFound",
+        ),
+    ];
+    for (what, text, want, direct, reason) in cases {
+        let model = model_of(&text);
+        let route = model
+            .http
+            .iter()
+            .flat_map(|l| &l.virtual_hosts)
+            .flat_map(|v| &v.routes)
+            .find(|r| r.key.starts_with("default/web/"))
+            .unwrap_or_else(|| panic!("{what}: no route of default/web"));
+        let got: Vec<(&str, u32)> = route
+            .destinations
+            .iter()
+            .map(|d| (d.destination.host.as_str(), d.destination.weight))
+            .collect();
+        assert_eq!(got, want, "{what}");
+        assert_eq!(
+            route.direct_response.as_ref().map(|d| d.status),
+            direct.then_some(500),
+            "{what}"
+        );
+        assert_eq!(
+            conditions(&model, "HTTPRoute", "web"),
+            vec![cond("Accepted", reason)],
+            "{what}"
+        );
+    }
+}
