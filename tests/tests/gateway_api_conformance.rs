@@ -72,8 +72,7 @@ spec:
   gatewayClassName: not-ours
   listeners:
   - {name: http, port: 8090, protocol: HTTP}
-"
-;
+";
 
 /// A Service of `namespace` named `name` on port 8080 selecting the
 /// WorkloadEntry on reviews `version`.
@@ -246,13 +245,36 @@ spec:
         [700, 300, 0],
         "{reply}"
     );
-    let route = resource(&s, "httproute", "gateway-conformance-infra", "weighted-backends");
+    let route = resource(
+        &s,
+        "httproute",
+        "gateway-conformance-infra",
+        "weighted-backends",
+    );
     assert_eq!(
         conditions(&route, 0),
         [
             cond("Accepted", "True", "Accepted"),
             cond("ResolvedRefs", "True", "ResolvedRefs")
         ]
+    );
+    // -o yaml: the document as applied, then its status.
+    let out = s.agent.ctl(&[
+        "get",
+        "httproute",
+        "weighted-backends",
+        "-n",
+        "gateway-conformance-infra",
+        "-o",
+        "yaml",
+    ]);
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    println!("{yaml}");
+    assert!(
+        yaml.contains(
+            "status:\n  parents:\n  - conditions:\n    - message: attached\n      observedGeneration: 1\n      reason: Accepted\n      status: 'True'\n      type: Accepted\n"
+        ) && yaml.contains("    controllerName: istio.io/gateway-controller\n    parentRef:\n      group: gateway.networking.k8s.io\n      kind: Gateway\n      name: same-namespace\n      namespace: gateway-conformance-infra\n"),
+        "{yaml}"
     );
 }
 
@@ -287,7 +309,10 @@ spec:
         "gateway-conformance-web-backend",
         "cross-namespace",
     );
-    assert_eq!(conditions(&route, 0)[0], cond("Accepted", "True", "Accepted"));
+    assert_eq!(
+        conditions(&route, 0)[0],
+        cond("Accepted", "True", "Accepted")
+    );
 
     // HTTPRouteInvalidCrossNamespaceBackendRef: no ReferenceGrant.
     let invalid = "apiVersion: gateway.networking.k8s.io/v1
@@ -452,11 +477,16 @@ spec:
         ),
     ];
     for (case, name, backend, reason) in cases {
-        let event = s
-            .agent
-            .write_rules("conformance.yaml", format!("{}---\n{}", base(), route(name, backend)));
+        let event = s.agent.write_rules(
+            "conformance.yaml",
+            format!("{}---\n{}", base(), route(name, backend)),
+        );
         assert_eq!(event["result"], "applied", "{case}: {event}");
-        check_rows(&mut s, case, &[row(SAME_NAMESPACE, "example.com", "/", 500, None)]);
+        check_rows(
+            &mut s,
+            case,
+            &[row(SAME_NAMESPACE, "example.com", "/", 500, None)],
+        );
         let status = resource(&s, "httproute", "gateway-conformance-infra", name);
         assert_eq!(
             conditions(&status, 0),
@@ -483,7 +513,10 @@ spec:
     let reply = get(&mut s, SAME_NAMESPACE, "example.com", "/", 1000);
     println!("3:1 with a backend that does not exist, 1000 requests: {reply}");
     assert_eq!(
-        (count(&reply, "status", "200"), count(&reply, "status", "500")),
+        (
+            count(&reply, "status", "200"),
+            count(&reply, "status", "500")
+        ),
         (750, 250),
         "{reply}"
     );
@@ -566,15 +599,19 @@ spec:
         "all-namespaces",
     );
     println!("GatewayWithAttachedRoutes: {}", gateway["status"]);
-    assert_eq!(gateway["status"]["listeners"][0]["attachedRoutes"], 2, "{gateway}");
-    assert_eq!(gateway["status"]["conditions"][0]["status"], "True", "{gateway}");
-    let same = resource(
-        &s,
-        "gtw",
-        "gateway-conformance-infra",
-        "same-namespace",
+    assert_eq!(
+        gateway["status"]["listeners"][0]["attachedRoutes"], 2,
+        "{gateway}"
     );
-    assert_eq!(same["status"]["listeners"][0]["attachedRoutes"], 0, "{same}");
+    assert_eq!(
+        gateway["status"]["conditions"][0]["status"], "True",
+        "{gateway}"
+    );
+    let same = resource(&s, "gtw", "gateway-conformance-infra", "same-namespace");
+    assert_eq!(
+        same["status"]["listeners"][0]["attachedRoutes"], 0,
+        "{same}"
+    );
     // A Gateway of another class has no status from this controller, and
     // a route bound only to it none either.
     let other = resource(&s, "gtw", "gateway-conformance-infra", "other-class");
@@ -790,7 +827,10 @@ spec:
         Some(1),
         "only the parent of the class served is reported: {status}"
     );
-    assert_eq!(status["status"]["parents"][0]["parentRef"]["name"], "other-class");
+    assert_eq!(
+        status["status"]["parents"][0]["parentRef"]["name"],
+        "other-class"
+    );
     let same = resource(&s, "gtw", "gateway-conformance-infra", "same-namespace");
     assert!(same.get("status").is_none(), "{same}");
 
@@ -804,7 +844,12 @@ spec:
             .output()
             .expect("run traffic-shift validate");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{class}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{class}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(
             stdout.contains(&format!("gateway-conformance-infra/{served} port 8090")),
             "validate --gateway-class {class} routes the Gateway {served}: {stdout}"

@@ -6,9 +6,8 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{
     BackendRef, FromNamespaces, GROUP, Gateway, GatewayClass, GrantFrom, GrantTo, HttpRoute,
-    HttpRouteRule, LabelSelector, Listener, Namespace, Operator, ParentKind, ParentRef,
-    Precedence, ReferenceGrant, Requirement, RouteMatch, Service, ServicePort, TargetPort,
-    TcpRoute, dto,
+    HttpRouteRule, LabelSelector, Listener, Namespace, Operator, ParentKind, ParentRef, Precedence,
+    ReferenceGrant, Requirement, RouteMatch, Service, ServicePort, TargetPort, TcpRoute, dto,
 };
 use crate::{
     check::{Check, Checked},
@@ -268,7 +267,10 @@ pub(super) fn namespace(
 ) -> Checked<Namespace> {
     let mut cx = Check::new(&source);
     cx.labels(&fp!("metadata.labels"), &labels);
-    labels.insert("kubernetes.io/metadata.name".to_owned(), source.name.clone());
+    labels.insert(
+        "kubernetes.io/metadata.name".to_owned(),
+        source.name.clone(),
+    );
     let warnings = cx.finish()?;
     Ok((Namespace { source, labels }, warnings))
 }
@@ -294,18 +296,34 @@ pub(super) fn reference_grant(
         let kind = f.kind.unwrap_or_default();
         let namespace = f.namespace.unwrap_or_default();
         if kind.is_empty() {
-            cx.error(path.key("kind"), "kind is required: the kind that may refer (HTTPRoute)");
+            cx.error(
+                path.key("kind"),
+                "kind is required: the kind that may refer (HTTPRoute)",
+            );
         }
         if namespace.is_empty() {
-            cx.error(path.key("namespace"), "namespace is required: where the referring resources are");
+            cx.error(
+                path.key("namespace"),
+                "namespace is required: where the referring resources are",
+            );
         } else if !crate::names::is_dns1123_label(&namespace) {
-            cx.error(path.key("namespace"), format!("namespace {namespace:?} is not a valid namespace name"));
+            cx.error(
+                path.key("namespace"),
+                format!("namespace {namespace:?} is not a valid namespace name"),
+            );
         }
         let Some(group) = f.group else {
-            cx.error(path.key("group"), "group is required: gateway.networking.k8s.io for routes");
+            cx.error(
+                path.key("group"),
+                "group is required: gateway.networking.k8s.io for routes",
+            );
             continue;
         };
-        from.push(GrantFrom { group, kind, namespace });
+        from.push(GrantFrom {
+            group,
+            kind,
+            namespace,
+        });
     }
     let mut to = Vec::new();
     let written = spec.to.unwrap_or_default();
@@ -320,13 +338,20 @@ pub(super) fn reference_grant(
         let path = fp!("spec.to[{i}]");
         let kind = t.kind.unwrap_or_default();
         if kind.is_empty() {
-            cx.error(path.key("kind"), "kind is required: the kind that may be referred to (Service)");
+            cx.error(
+                path.key("kind"),
+                "kind is required: the kind that may be referred to (Service)",
+            );
         }
         let Some(group) = t.group else {
             cx.error(path.key("group"), "group is required: \"\" for a Service");
             continue;
         };
-        let group = if group == "core" { String::new() } else { group };
+        let group = if group == "core" {
+            String::new()
+        } else {
+            group
+        };
         to.push(GrantTo {
             group,
             kind,
@@ -335,7 +360,10 @@ pub(super) fn reference_grant(
     }
     for (field, n) in [("from", from.len()), ("to", to.len())] {
         if n > 16 {
-            cx.error(fp!("spec.{field}"), format!("{field} has {n} entries: at most 16"));
+            cx.error(
+                fp!("spec.{field}"),
+                format!("{field} has {n} entries: at most 16"),
+            );
         }
     }
     let warnings = cx.finish()?;
@@ -526,11 +554,8 @@ fn allowed_routes(
             (None | Some("Same"), None) => {}
             (Some("All"), None) => from = FromNamespaces::All,
             (Some("Selector"), Some(selector)) => {
-                from = FromNamespaces::Selector(label_selector(
-                    cx,
-                    &path.key("selector"),
-                    selector,
-                ));
+                from =
+                    FromNamespaces::Selector(label_selector(cx, &path.key("selector"), selector));
             }
             // The CRD's rule: a selector with from: Selector only.
             (Some("Selector"), None) => cx.error(
@@ -726,7 +751,11 @@ fn backend_refs(
     for (j, backend) in written.unwrap_or_default().into_iter().enumerate() {
         let path = base.key("backendRefs").index(j);
         let group = backend.group.unwrap_or_default();
-        let group = if group == "core" { String::new() } else { group };
+        let group = if group == "core" {
+            String::new()
+        } else {
+            group
+        };
         let kind = backend.kind.unwrap_or_else(|| "Service".to_owned());
         let service = group.is_empty() && kind == "Service";
         let name = backend.name.unwrap_or_default();

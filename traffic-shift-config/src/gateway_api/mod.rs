@@ -38,8 +38,8 @@ use std::{net::IpAddr, path::Path, sync::Arc};
 
 use serde_yaml_ng::Value;
 
-pub(crate) use self::{place::place, translate::translate};
 pub use self::status::STATUS_KINDS;
+pub(crate) use self::{place::place, translate::translate};
 use crate::{
     check::Checked,
     common::{Labels, Protocol},
@@ -70,7 +70,9 @@ pub fn set_gateway_class(name: &str) -> bool {
 /// The served `gatewayClassName`: [`set_gateway_class`]'s, else
 /// [`SERVED_GATEWAY_CLASS`].
 pub fn gateway_class() -> &'static str {
-    GATEWAY_CLASS.get().map_or(SERVED_GATEWAY_CLASS, String::as_str)
+    GATEWAY_CLASS
+        .get()
+        .map_or(SERVED_GATEWAY_CLASS, String::as_str)
 }
 
 /// `Source::kind` of a Gateway API `Gateway`: qualified, as kubectl names
@@ -230,12 +232,21 @@ pub struct GrantTo {
 impl ReferenceGrant {
     /// Whether a `kind` in `namespace` may refer to the `to_group`
     /// `to_kind` `name` of the grant's namespace.
-    pub fn allows(&self, kind: &str, namespace: &str, to_group: &str, to_kind: &str, name: &str) -> bool {
+    pub fn allows(
+        &self,
+        kind: &str,
+        namespace: &str,
+        to_group: &str,
+        to_kind: &str,
+        name: &str,
+    ) -> bool {
         self.from
             .iter()
             .any(|f| f.group == GROUP && f.kind == kind && f.namespace == namespace)
             && self.to.iter().any(|t| {
-                t.group == to_group && t.kind == to_kind && t.name.as_deref().is_none_or(|n| n == name)
+                t.group == to_group
+                    && t.kind == to_kind
+                    && t.name.as_deref().is_none_or(|n| n == name)
             })
     }
 }
@@ -580,7 +591,10 @@ pub(crate) fn parse_document(
         && !map.contains_key("spec")
     {
         // A Namespace's spec (finalizers) is optional.
-        map.insert(Value::from("spec"), Value::Mapping(serde_yaml_ng::Mapping::new()));
+        map.insert(
+            Value::from("spec"),
+            Value::Mapping(serde_yaml_ng::Mapping::new()),
+        );
     }
     Some(match known.map_or("", |(k, _)| *k) {
         "Namespace" => typed(&place, kind, value, lines)

@@ -1092,13 +1092,18 @@ fn model_of(text: &str) -> RoutingModel {
 fn conditions(model: &RoutingModel, kind: &str, name: &str) -> Vec<Vec<(String, String, String)>> {
     let key = crate::model::StatusKey {
         kind: kind.to_owned(),
-        namespace: name.split_once('/').map_or("default", |(n, _)| n).to_owned(),
+        namespace: name
+            .split_once('/')
+            .map_or("default", |(n, _)| n)
+            .to_owned(),
         name: name.rsplit('/').next().unwrap_or(name).to_owned(),
     };
-    let status = model
-        .gateway_api_status
-        .get(&key)
-        .unwrap_or_else(|| panic!("no status of {key:?}: {:?}", model.gateway_api_status.keys()));
+    let status = model.gateway_api_status.get(&key).unwrap_or_else(|| {
+        panic!(
+            "no status of {key:?}: {:?}",
+            model.gateway_api_status.keys()
+        )
+    });
     status["parents"]
         .as_array()
         .expect("parents")
@@ -1151,8 +1156,18 @@ const GRANT: &str = "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: R
 fn status_reports_what_the_spec_does_not_refuse() {
     let unusable = crate::model::UNUSABLE_BACKEND;
     let db = "db.default.svc.cluster.local";
-    let cases: Vec<(&str, String, Vec<Vec<(String, String, String)>>, Vec<(&str, u32)>)> = vec![
-        ("the base set", BASE.to_owned(), vec![cond("Accepted", "ResolvedRefs")], vec![(db, 1)]),
+    let cases: Vec<(
+        &str,
+        String,
+        Vec<Vec<(String, String, String)>>,
+        Vec<(&str, u32)>,
+    )> = vec![
+        (
+            "the base set",
+            BASE.to_owned(),
+            vec![cond("Accepted", "ResolvedRefs")],
+            vec![(db, 1)],
+        ),
         (
             "backend not found",
             changed("{name: db, port: 5432}", "{name: dbx, port: 5432}"),
@@ -1176,31 +1191,39 @@ fn status_reports_what_the_spec_does_not_refuse() {
         ),
         (
             "another namespace without a ReferenceGrant",
-            changed("{name: db, port: 5432}", "{name: db, namespace: other, port: 5432}")
-                + OTHER_DB,
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, namespace: other, port: 5432}",
+            ) + OTHER_DB,
             vec![cond("Accepted", "RefNotPermitted")],
             vec![(unusable, 1)],
         ),
         (
             "another namespace with a ReferenceGrant",
-            changed("{name: db, port: 5432}", "{name: db, namespace: other, port: 5432}")
-                + OTHER_DB
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, namespace: other, port: 5432}",
+            ) + OTHER_DB
                 + GRANT,
             vec![cond("Accepted", "ResolvedRefs")],
             vec![("db.other.svc.cluster.local", 1)],
         ),
         (
             "a ReferenceGrant for another kind",
-            changed("{name: db, port: 5432}", "{name: db, namespace: other, port: 5432}")
-                + OTHER_DB
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, namespace: other, port: 5432}",
+            ) + OTHER_DB
                 + &GRANT.replace("kind: TCPRoute", "kind: HTTPRoute"),
             vec![cond("Accepted", "RefNotPermitted")],
             vec![(unusable, 1)],
         ),
         (
             "a ReferenceGrant for another Service name",
-            changed("{name: db, port: 5432}", "{name: db, namespace: other, port: 5432}")
-                + OTHER_DB
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, namespace: other, port: 5432}",
+            ) + OTHER_DB
                 + &GRANT.replace("kind: Service}", "kind: Service, name: dbx}"),
             vec![cond("Accepted", "RefNotPermitted")],
             vec![(unusable, 1)],
@@ -1216,25 +1239,37 @@ fn status_reports_what_the_spec_does_not_refuse() {
         ),
         (
             "every weight 0: every connection refused",
-            changed("{name: db, port: 5432}", "{name: db, port: 5432, weight: 0}"),
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, port: 5432, weight: 0}",
+            ),
             vec![cond("Accepted", "ResolvedRefs")],
             vec![(unusable, 1)],
         ),
         (
             "parent not found",
-            changed("{name: gw, sectionName: tcp}", "{name: gwx, sectionName: tcp}"),
+            changed(
+                "{name: gw, sectionName: tcp}",
+                "{name: gwx, sectionName: tcp}",
+            ),
             vec![cond("NoMatchingParent", "ResolvedRefs")],
             vec![],
         ),
         (
             "section not found",
-            changed("{name: gw, sectionName: tcp}", "{name: gw, sectionName: tcpx}"),
+            changed(
+                "{name: gw, sectionName: tcp}",
+                "{name: gw, sectionName: tcpx}",
+            ),
             vec![cond("NoMatchingParent", "ResolvedRefs")],
             vec![],
         ),
         (
             "listener of another kind",
-            changed("{name: gw, sectionName: tcp}", "{name: gw, sectionName: http}"),
+            changed(
+                "{name: gw, sectionName: tcp}",
+                "{name: gw, sectionName: http}",
+            ),
             vec![cond("NotAllowedByListeners", "ResolvedRefs")],
             vec![],
         ),
@@ -1296,7 +1331,8 @@ fn listener_selectors_select_namespaces_by_their_labels() {
             ),
         )
     };
-    let cases: Vec<(&str, String, &str)> = vec![
+    let cases: Vec<(&str, String, &str)> =
+        vec![
         ("from: Same", base.clone(), "NotAllowedByListeners"),
         (
             "from: All",
@@ -1390,7 +1426,10 @@ fn http_shares_that_cannot_be_used_are_unusable_destinations() {
         ),
         (
             "every share",
-            changed("    - {name: web-v1, port: 80}\n", "    - {name: nope, port: 80}\n"),
+            changed(
+                "    - {name: web-v1, port: 80}\n",
+                "    - {name: nope, port: 80}\n",
+            ),
             vec![],
             true,
             "BackendNotFound",

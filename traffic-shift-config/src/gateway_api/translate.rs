@@ -368,13 +368,7 @@ impl<'a> Index<'a> {
         if backend.namespace != route.namespace
             && !self.grants.iter().any(|grant| {
                 grant.source.namespace == backend.namespace
-                    && grant.allows(
-                        route.kind,
-                        &route.namespace,
-                        "",
-                        "Service",
-                        &backend.name,
-                    )
+                    && grant.allows(route.kind, &route.namespace, "", "Service", &backend.name)
             })
         {
             return Err(Condition::resolved_refs(
@@ -383,11 +377,7 @@ impl<'a> Index<'a> {
                     "{field}: Service {}/{} is in another namespace, and no ReferenceGrant of \
                      namespace {} lets a {} of namespace {} refer to it; its share of the \
                      traffic fails",
-                    backend.namespace,
-                    backend.name,
-                    backend.namespace,
-                    route.kind,
-                    route.namespace
+                    backend.namespace, backend.name, backend.namespace, route.kind, route.namespace
                 ),
             ));
         }
@@ -428,9 +418,8 @@ impl<'a> Index<'a> {
         parent: &ParentRef,
         hostnames: &[String],
     ) -> Result<(&'a Gateway, Vec<&'a Listener>), Option<Condition>> {
-        let same = |g: &&&Gateway| {
-            g.source.namespace == parent.namespace && g.source.name == parent.name
-        };
+        let same =
+            |g: &&&Gateway| g.source.namespace == parent.namespace && g.source.name == parent.name;
         if self.refused_gateways.iter().any(|g| same(&g))
             || self.ignored_gateways.iter().any(|g| same(&g))
         {
@@ -598,16 +587,15 @@ impl<'a> Index<'a> {
         let mut gateways = Vec::new();
         let mut matches = Vec::new();
         for parent in &route.parents {
-            let (gateway, listeners) =
-                match self.listeners(source, "TCPRoute", parent, &[]) {
-                    Ok(found) => found,
-                    Err(condition) => {
-                        if let Some(condition) = condition {
-                            status.parent(parent, condition);
-                        }
-                        continue;
+            let (gateway, listeners) = match self.listeners(source, "TCPRoute", parent, &[]) {
+                Ok(found) => found,
+                Err(condition) => {
+                    if let Some(condition) = condition {
+                        status.parent(parent, condition);
                     }
-                };
+                    continue;
+                }
+            };
             let id = gateway_id(&gateway.source);
             for listener in &listeners {
                 matches.push(L4Match {
@@ -617,7 +605,10 @@ impl<'a> Index<'a> {
                 });
                 statuses.attach(&gateway.source, &listener.name, source);
             }
-            status.parent(parent, Condition::accepted("Accepted", "attached".to_owned()));
+            status.parent(
+                parent,
+                Condition::accepted("Accepted", "attached".to_owned()),
+            );
             if !gateways.contains(&id) {
                 gateways.push(id);
             }
@@ -750,7 +741,10 @@ impl<'a> Index<'a> {
                         }
                     }
                 }
-                status.parent(parent, Condition::accepted("Accepted", "attached".to_owned()));
+                status.parent(
+                    parent,
+                    Condition::accepted("Accepted", "attached".to_owned()),
+                );
                 if !parents.gateways.contains(&id) {
                     parents.gateways.push(id);
                 }
@@ -807,7 +801,10 @@ impl<'a> Index<'a> {
                 continue;
             }
             meshed.insert(key, source.clone());
-            status.parent(parent, Condition::accepted("Accepted", "attached".to_owned()));
+            status.parent(
+                parent,
+                Condition::accepted("Accepted", "attached".to_owned()),
+            );
             let host = service.host();
             if !parents.mesh_hosts.contains(&host) {
                 parents.mesh_hosts.push(host);
