@@ -14,6 +14,8 @@ use traffic_shift_tests::Scenario;
 
 const SAME_NAMESPACE: &str = "127.0.0.1:8090";
 const ALL_NAMESPACES: &str = "127.0.0.1:8091";
+/// The Gateway of HTTPRouteListenerHostnameMatching.
+const G: &str = "127.0.0.1:8092";
 
 /// The suite's base manifests (`conformance/base/manifests.yaml`), as
 /// far as these cases use them.
@@ -278,11 +280,10 @@ spec:
     );
 }
 
-/// HTTPRouteCrossNamespace, HTTPRouteReferenceGrant,
-/// HTTPRouteInvalidCrossNamespaceBackendRef and
-/// HTTPRoutePartiallyInvalidViaInvalidReferenceGrant: a backend of
-/// another namespace is used only with a ReferenceGrant there; without
-/// one its share answers 500 and ResolvedRefs is RefNotPermitted.
+/// HTTPRouteCrossNamespace, HTTPRouteReferenceGrant and
+/// HTTPRouteInvalidCrossNamespaceBackendRef: a backend of another
+/// namespace is used only with a ReferenceGrant there; without one its
+/// share answers 500 and ResolvedRefs is RefNotPermitted.
 #[test]
 fn httproute_cross_namespace_and_reference_grants() {
     // HTTPRouteCrossNamespace: a route of web-backend on the Gateway that
@@ -379,10 +380,13 @@ spec:
         conditions(&route, 0)[1],
         cond("ResolvedRefs", "True", "ResolvedRefs")
     );
+}
 
-    // HTTPRoutePartiallyInvalidViaInvalidReferenceGrant: the grant names
-    // app-backend-v1 only; /v2 goes to app-backend-v2 (500), the rest to
-    // app-backend-v1.
+/// HTTPRoutePartiallyInvalidViaInvalidReferenceGrant: the grant names
+/// app-backend-v1 only; /v2 goes to app-backend-v2 (500, RefNotPermitted),
+/// the rest to app-backend-v1.
+#[test]
+fn httproute_partially_invalid_via_invalid_reference_grant() {
     let partial = "apiVersion: gateway.networking.k8s.io/v1
 kind: ReferenceGrant
 metadata: {name: invalid-reference-grant, namespace: gateway-conformance-app-backend}
@@ -406,10 +410,7 @@ spec:
   - backendRefs:
     - {name: app-backend-v1, namespace: gateway-conformance-app-backend, port: 8080}
 ";
-    let event = s
-        .agent
-        .write_rules("conformance.yaml", format!("{}---\n{partial}", base()));
-    assert_eq!(event["result"], "applied", "{event}");
+    let mut s = start("gwc-partial", partial);
     check_rows(
         &mut s,
         "HTTPRoutePartiallyInvalidViaInvalidReferenceGrant",
@@ -669,7 +670,6 @@ spec:
     - {name: infra-backend-v3, port: 8080}
 ",
     );
-    const G: &str = "127.0.0.1:8092";
     check_rows(
         &mut s,
         "HTTPRouteListenerHostnameMatching",

@@ -571,21 +571,7 @@ pub(crate) fn parse_document(
             place.error(FieldPath::root(), format!("invalid YAML merge: {error}")),
         ]));
     }
-    let generation = value
-        .get("metadata")
-        .and_then(|m| m.get("generation"))
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    let labels = value
-        .get("metadata")
-        .and_then(|m| m.get("labels"))
-        .and_then(Value::as_mapping)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())))
-                .collect::<Labels>()
-        })
-        .unwrap_or_default();
+    let (generation, labels) = generation_and_labels(&value);
     if kind == "Namespace"
         && let Some(map) = value.as_mapping_mut()
         && !map.contains_key("spec")
@@ -619,4 +605,24 @@ pub(crate) fn parse_document(
             .and_then(|(source, spec)| check::http_route(source, spec, generation))
             .map(|(r, w)| (GatewayApiResource::HttpRoute(r), w)),
     })
+}
+
+/// A document's `metadata.generation` (1 when not written: status's
+/// `observedGeneration`) and `metadata.labels` (a `Namespace`'s).
+fn generation_and_labels(value: &Value) -> (i64, Labels) {
+    let metadata = value.get("metadata");
+    let generation = metadata
+        .and_then(|m| m.get("generation"))
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let labels = metadata
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())))
+                .collect::<Labels>()
+        })
+        .unwrap_or_default();
+    (generation, labels)
 }

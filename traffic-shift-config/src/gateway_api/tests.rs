@@ -1079,6 +1079,12 @@ fn kinds_are_known_by_api_version_and_kind() {
     }
 }
 
+/// `(type, status, reason)` of each condition of a parent.
+type Conditions = Vec<(String, String, String)>;
+
+/// `(host, weight)` of each destination of a route.
+type Split<'a> = Vec<(&'a str, u32)>;
+
 /// The model of one file that must resolve.
 fn model_of(text: &str) -> RoutingModel {
     let file = parse_file_all(Path::new(FILE), text).unwrap_or_else(|e| panic!("{e:?}"));
@@ -1089,7 +1095,7 @@ fn model_of(text: &str) -> RoutingModel {
 
 /// `(type, status, reason)` of each condition of each parent of a route's
 /// status.
-fn conditions(model: &RoutingModel, kind: &str, name: &str) -> Vec<Vec<(String, String, String)>> {
+fn conditions(model: &RoutingModel, kind: &str, name: &str) -> Vec<Conditions> {
     let key = crate::model::StatusKey {
         kind: kind.to_owned(),
         namespace: name
@@ -1127,7 +1133,7 @@ fn conditions(model: &RoutingModel, kind: &str, name: &str) -> Vec<Vec<(String, 
         .collect()
 }
 
-fn cond(accepted: &str, resolved: &str) -> Vec<(String, String, String)> {
+fn cond(accepted: &str, resolved: &str) -> Conditions {
     let status = |reason: &str, ok: &str| if reason == ok { "True" } else { "False" };
     vec![
         (
@@ -1153,15 +1159,14 @@ const GRANT: &str = "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: R
 /// route (not attached). Each case: the change to the base set, the
 /// TCPRoute's conditions, and its destinations.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "a table of cases: the change to the base set, its conditions and its split each"
+)]
 fn status_reports_what_the_spec_does_not_refuse() {
     let unusable = crate::model::UNUSABLE_BACKEND;
     let db = "db.default.svc.cluster.local";
-    let cases: Vec<(
-        &str,
-        String,
-        Vec<Vec<(String, String, String)>>,
-        Vec<(&str, u32)>,
-    )> = vec![
+    let cases: Vec<(&str, String, Vec<Conditions>, Split)> = vec![
         (
             "the base set",
             BASE.to_owned(),
@@ -1413,7 +1418,7 @@ fn listener_selectors_select_namespaces_by_their_labels() {
 #[test]
 fn http_shares_that_cannot_be_used_are_unusable_destinations() {
     let unusable = crate::model::UNUSABLE_BACKEND;
-    let cases: Vec<(&str, String, Vec<(&str, u32)>, bool, &str)> = vec![
+    let cases: Vec<(&str, String, Split, bool, &str)> = vec![
         (
             "one share of four",
             changed(

@@ -93,7 +93,7 @@ pub(crate) fn translate(
         .collect();
     index.refused_services = refused_services;
     for route in &index.tcp_routes {
-        if let Some(vs) = index.tcp_route(route, &mut statuses, errors) {
+        if let Some(vs) = index.tcp_route(route, &mut statuses) {
             out.push(Resource::VirtualService(vs));
         }
     }
@@ -304,24 +304,21 @@ impl<'a> Index<'a> {
                     if backend.weight == 0 {
                         continue;
                     }
-                    match unusable {
-                        Some(at) => {
-                            let weight = &mut out[at].0.weight;
-                            *weight = Some(weight.unwrap_or(0).saturating_add(backend.weight));
-                        }
-                        None => {
-                            unusable = Some(out.len());
-                            out.push((
-                                RouteDestination {
-                                    host: UNUSABLE_BACKEND.to_owned(),
-                                    subset: None,
-                                    port: None,
-                                    weight: Some(backend.weight),
-                                },
-                                Headers::default(),
-                                backend.path.clone(),
-                            ));
-                        }
+                    if let Some(at) = unusable {
+                        let weight = &mut out[at].0.weight;
+                        *weight = Some(weight.unwrap_or(0).saturating_add(backend.weight));
+                    } else {
+                        unusable = Some(out.len());
+                        out.push((
+                            RouteDestination {
+                                host: UNUSABLE_BACKEND.to_owned(),
+                                subset: None,
+                                port: None,
+                                weight: Some(backend.weight),
+                            },
+                            Headers::default(),
+                            backend.path.clone(),
+                        ));
                     }
                     continue;
                 }
@@ -575,14 +572,8 @@ impl<'a> Index<'a> {
 
     /// The `VirtualService` of a `TCPRoute`: its one rule on the listeners
     /// of its parents, each bound by a match on the listener's port.
-    fn tcp_route(
-        &self,
-        route: &TcpRoute,
-        statuses: &mut Statuses,
-        errors: &mut Vec<ConfigError>,
-    ) -> Option<VirtualService> {
+    fn tcp_route(&self, route: &TcpRoute, statuses: &mut Statuses) -> Option<VirtualService> {
         let source = &route.source;
-        let before = errors.len();
         let mut status = RouteStatus::new(source, route.generation);
         let mut gateways = Vec::new();
         let mut matches = Vec::new();
@@ -617,7 +608,7 @@ impl<'a> Index<'a> {
         let destinations = self.destinations(source, &route.backends, &mut resolved);
         status.resolved(resolved);
         statuses.route(status);
-        if errors.len() > before || matches.is_empty() {
+        if matches.is_empty() {
             return None;
         }
         let mut destinations = destinations?;
