@@ -525,8 +525,8 @@ spec:
 
 /// HTTPRouteInvalidCrossNamespaceParentRef: a route of web-backend on the
 /// Gateway that takes routes of its own namespace only is not attached
-/// (Accepted False NotAllowedByListeners, 0 routes on the Gateway); GatewayWithAttachedRoutes:
-/// the listener counts the routes attached; a Gateway of another class is
+/// (Accepted False NotAllowedByListeners, 0 routes on the Gateway); the
+/// listener that takes routes of every namespace counts the two attached; a Gateway of another class is
 /// ignored (its port is not served by it).
 #[test]
 fn httproute_parent_refs_and_attached_routes() {
@@ -599,7 +599,7 @@ spec:
         "gateway-conformance-infra",
         "all-namespaces",
     );
-    println!("GatewayWithAttachedRoutes: {}", gateway["status"]);
+    println!("all-namespaces: {}", gateway["status"]);
     assert_eq!(
         gateway["status"]["listeners"][0]["attachedRoutes"], 2,
         "{gateway}"
@@ -855,4 +855,110 @@ spec:
             "validate --gateway-class {class} routes the Gateway {served}: {stdout}"
         );
     }
+}
+
+/// GatewayWithAttachedRoutes, without `http-route-3` (a second HTTPRoute
+/// for the same host on one listener: merging HTTPRoutes is not done yet,
+/// the rules would be refused) and the `tls` Gateway (TLS listeners are
+/// not read): a listener whose namespace selector is Kubernetes' own name
+/// label counts its one route; a route whose hostnames miss the
+/// listener's is not attached (NoMatchingListenerHostname) and not
+/// counted.
+#[test]
+fn gateway_with_attached_routes() {
+    let listener = |name: &str, port: u16, hostname: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: {name}, namespace: gateway-conformance-infra}}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - name: http
+    port: {port}
+    protocol: HTTP
+{hostname}    allowedRoutes:
+      kinds:
+      - kind: HTTPRoute
+      namespaces:
+        from: Selector
+        selector:
+          matchLabels:
+            kubernetes.io/metadata.name: gateway-conformance-infra
+---
+"
+        )
+    };
+    let route = |name: &str, gateway: &str, hostnames: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: gateway-conformance-infra}}
+spec:
+{hostnames}  parentRefs:
+  - {{kind: Gateway, name: {gateway}, namespace: gateway-conformance-infra}}
+  rules:
+  - backendRefs:
+    - {{name: infra-backend-v1, port: 8080}}
+---
+"
+        )
+    };
+    let case = [
+        listener("gateway-with-one-attached-route", 8094, ""),
+        route("http-route-1", "gateway-with-one-attached-route", ""),
+        listener(
+            "gateway-with-two-attached-routes",
+            8095,
+            "    hostname: foo.example.com\n",
+        ),
+        route("http-route-2", "gateway-with-two-attached-routes", ""),
+        route(
+            "http-route-not-accepted",
+            "gateway-with-two-attached-routes",
+            "  hostnames: [not-accepted.test.com]\n",
+        ),
+    ]
+    .concat();
+    let mut s = start("gwc-attached", &case);
+    for (gateway, attached) in [
+        ("gateway-with-one-attached-route", 1),
+        ("gateway-with-two-attached-routes", 1),
+    ] {
+        let status = resource(&s, "gtw", "gateway-conformance-infra", gateway);
+        let listener = &status["status"]["listeners"][0];
+        assert_eq!(listener["name"], "http", "{status}");
+        assert_eq!(listener["attachedRoutes"], attached, "{gateway}: {status}");
+        assert_eq!(
+            listener["supportedKinds"],
+            serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}]),
+            "{status}"
+        );
+        for (k, condition) in ["Accepted", "Programmed", "ResolvedRefs"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(listener["conditions"][k]["type"], *condition, "{status}");
+            assert_eq!(listener["conditions"][k]["status"], "True", "{status}");
+        }
+    }
+    let not_accepted = resource(
+        &s,
+        "httproute",
+        "gateway-conformance-infra",
+        "http-route-not-accepted",
+    );
+    assert_eq!(
+        conditions(&not_accepted, 0)[0],
+        cond("Accepted", "False", "NoMatchingListenerHostname")
+    );
+    check_rows(
+        &mut s,
+        "GatewayWithAttachedRoutes",
+        &[
+            row("127.0.0.1:8094", "example.com", "/", 200, Some("v1")),
+            row("127.0.0.1:8095", "foo.example.com", "/", 200, Some("v1")),
+            row("127.0.0.1:8095", "not-accepted.test.com", "/", 404, None),
+        ],
+    );
 }
