@@ -23,6 +23,12 @@
 //!    errors (one route per address and port) name it, and route keys read
 //!    `<ns>/<route>/rules[0]/...` ([`Origin`]).
 //!
+//! What the spec reports in status rather than refuses (a parent that does
+//! not take a route, a backendRef that cannot be used) is not an error:
+//! the route is not attached, or the share of the backend fails (the
+//! [`crate::model::UNUSABLE_BACKEND`] destination), and `status` says why
+//! ([`crate::model::RoutingModel::gateway_api_status`]).
+//!
 //! docs/gateway-api.md says what is read, how it maps, and what is refused
 //! as not supported yet.
 
