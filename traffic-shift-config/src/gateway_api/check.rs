@@ -309,7 +309,10 @@ pub(super) fn reference_grant(
         } else if !crate::names::is_dns1123_label(&namespace) {
             cx.error(
                 path.key("namespace"),
-                format!("namespace {namespace:?} is not a valid namespace name"),
+                format!(
+                    "namespace {namespace:?} is not a valid namespace name: use at most 63 \
+                     lower-case letters, digits and '-'"
+                ),
             );
         }
         let Some(group) = f.group else {

@@ -662,6 +662,76 @@ fn each_error_says_what_to_do() {
             ],
         ),
         (
+            "a selector with from: Same",
+            changed(
+                "{name: tcp, port: 5432, protocol: TCP}",
+                "{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {namespaces: {from: Same, selector: {matchLabels: {a: b}}}}}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.namespaces.selector: selector is only read with from: Selector: set from: Selector, or remove the selector (line 42)",
+            ],
+        ),
+        (
+            "selector operator",
+            changed(
+                "{name: tcp, port: 5432, protocol: TCP}",
+                "{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {namespaces: {from: Selector, selector: {matchExpressions: [{key: a, operator: Equals, values: [b]}]}}}}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.namespaces.selector.matchExpressions[0].operator: operator \"Equals\" is not known: use In, NotIn, Exists or DoesNotExist (line 42)",
+            ],
+        ),
+        (
+            "selector values",
+            changed(
+                "{name: tcp, port: 5432, protocol: TCP}",
+                "{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {namespaces: {from: Selector, selector: {matchExpressions: [{key: a, operator: In}, {key: b, operator: Exists, values: [c]}]}}}}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.namespaces.selector.matchExpressions[0].values: values is required with In and NotIn: list at least one (line 42)",
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.namespaces.selector.matchExpressions[1].values: values must be empty with Exists and DoesNotExist: remove them (line 42)",
+            ],
+        ),
+        (
+            "ReferenceGrant without from and to",
+            format!(
+                "{BASE}---\napiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {{name: g}}\nspec: {{}}\n"
+            ),
+            &[
+                "rules/r.yaml: document 9 (ReferenceGrant default/g): spec.from: from is required: the kind and namespace of the resources that may refer here (group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: ...) (line 68)",
+                "rules/r.yaml: document 9 (ReferenceGrant default/g): spec.to: to is required: the kinds of this namespace that may be referred to (group: \"\", kind: Service) (line 68)",
+            ],
+        ),
+        (
+            "ReferenceGrant strict fields",
+            format!(
+                "{BASE}---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: g}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: other}}]\n  to: [{{group: \"\", kind: Service, names: x}}]\n"
+            ),
+            &[
+                "rules/r.yaml: document 9 (ReferenceGrant default/g): spec.to[0].names: unknown field `names`, expected one of `group`, `kind`, `name`: fix the spelling or remove the field (line 70)",
+            ],
+        ),
+        (
+            "ReferenceGrant fields",
+            format!(
+                "{BASE}---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: g}}\nspec:\n  from: [{{kind: HTTPRoute, namespace: Other}}]\n  to: [{{group: \"\"}}]\n"
+            ),
+            &[
+                "rules/r.yaml: document 9 (ReferenceGrant default/g): spec.from[0].namespace: namespace \"Other\" is not a valid namespace name: use at most 63 lower-case letters, digits and '-' (line 69)",
+                "rules/r.yaml: document 9 (ReferenceGrant default/g): spec.from[0].group: group is required: gateway.networking.k8s.io for routes (line 69)",
+                "rules/r.yaml: document 9 (ReferenceGrant default/g): spec.to[0].kind: kind is required: the kind that may be referred to (Service) (line 70)",
+            ],
+        ),
+        (
+            "Namespace labels",
+            format!(
+                "{BASE}---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: other\n  labels: {{\"bad label\": x}}\n"
+            ),
+            &[
+                "rules/r.yaml: document 9 (Namespace default/other): metadata.labels.bad label: invalid tag key: \"bad label\" (line 69)",
+            ],
+        ),
+        (
             "kinds",
             changed(
                 "{name: tcp, port: 5432, protocol: TCP}",
@@ -1466,4 +1536,62 @@ fn http_shares_that_cannot_be_used_are_unusable_destinations() {
             "{what}"
         );
     }
+}
+
+/// `observedGeneration` is the resource's `metadata.generation` as written
+/// (Kubernetes counts spec changes), on the route's conditions and the
+/// Gateway's; a route's parentRef is echoed as the spec writes it
+/// (group, kind, namespace defaulted).
+#[test]
+fn status_carries_the_generation_and_the_parent_ref() {
+    let text = changed(
+        "kind: TCPRoute\nmetadata: {name: db}",
+        "kind: TCPRoute\nmetadata: {name: db, generation: 3}",
+    )
+    .replace(
+        "kind: Gateway\nmetadata: {name: gw}",
+        "kind: Gateway\nmetadata: {name: gw, generation: 7}",
+    );
+    let model = model_of(&text);
+    let key = |kind: &str, name: &str| crate::model::StatusKey {
+        kind: kind.to_owned(),
+        namespace: "default".to_owned(),
+        name: name.to_owned(),
+    };
+    let route = &model.gateway_api_status[&key("TCPRoute", "db")];
+    assert_eq!(
+        route["parents"][0]["parentRef"],
+        serde_json::json!({
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "namespace": "default",
+            "name": "gw",
+            "sectionName": "tcp",
+        })
+    );
+    for condition in route["parents"][0]["conditions"]
+        .as_array()
+        .expect("conditions")
+    {
+        assert_eq!(condition["observedGeneration"], 3, "{condition}");
+    }
+    let gateway = &model.gateway_api_status[&key(super::GATEWAY_KIND, "gw")];
+    assert_eq!(
+        gateway["conditions"][0]["observedGeneration"], 7,
+        "{gateway}"
+    );
+    assert_eq!(gateway["listeners"][0]["attachedRoutes"], 1, "{gateway}");
+    assert_eq!(gateway["listeners"][1]["attachedRoutes"], 0, "{gateway}");
+    // The mesh HTTPRoute: its Service parent.
+    let web = &model.gateway_api_status[&key("HTTPRoute", "web")];
+    assert_eq!(
+        web["parents"][0]["parentRef"],
+        serde_json::json!({
+            "group": "",
+            "kind": "Service",
+            "namespace": "default",
+            "name": "web",
+            "port": 80,
+        })
+    );
 }
