@@ -579,6 +579,8 @@ spec:
         &mut s,
         "HTTPRouteInvalidCrossNamespaceParentRef",
         &[
+            // Not attached: the listener has no route (404).
+            row(SAME_NAMESPACE, "example.com", "/", 404, None),
             row(ALL_NAMESPACES, "one.example.com", "/", 200, Some("v1")),
             row(ALL_NAMESPACES, "two.example.com", "/", 200, Some("v2")),
         ],

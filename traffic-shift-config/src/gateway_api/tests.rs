@@ -1582,6 +1582,14 @@ fn status_carries_the_generation_and_the_parent_ref() {
     );
     assert_eq!(gateway["listeners"][0]["attachedRoutes"], 1, "{gateway}");
     assert_eq!(gateway["listeners"][1]["attachedRoutes"], 0, "{gateway}");
+    // The Gateway's HTTP listener has no route: it listens all the same,
+    // with no virtual host (404 to every request).
+    let listener = model
+        .http
+        .iter()
+        .find(|l| l.key == "gateway default/gw port 8080")
+        .expect("the HTTP listener without route listens");
+    assert!(listener.virtual_hosts.is_empty());
     // The mesh HTTPRoute: its Service parent.
     let web = &model.gateway_api_status[&key("HTTPRoute", "web")];
     assert_eq!(

@@ -150,6 +150,7 @@ pub fn resolve_resources(
             routes.push(route);
         }
     }
+    catalog.unrouted_gateway_api_listeners(&mut http);
     routes.sort_by(|a, b| a.key.cmp(&b.key));
     let mut model = RoutingModel {
         routes,
