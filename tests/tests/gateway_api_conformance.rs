@@ -964,3 +964,51 @@ spec:
         ],
     );
 }
+
+/// TCPRouteInvalidNonTCPListener: a TCPRoute bound by sectionName to an
+/// HTTP listener that allows HTTPRoute only is not attached
+/// (NotAllowedByListeners), and the Gateway counts no route.
+#[test]
+fn tcproute_invalid_non_tcp_listener() {
+    let s = start(
+        "gwc-nontcp",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tcp-mixed-protocol-gateway, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - name: only-allow-http-routes
+    protocol: HTTP
+    port: 5300
+    allowedRoutes:
+      kinds:
+      - kind: HTTPRoute
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: tcp-route, namespace: gateway-conformance-infra}
+spec:
+  parentRefs:
+  - {name: tcp-mixed-protocol-gateway, sectionName: only-allow-http-routes}
+  rules:
+  - backendRefs:
+    - {name: tcp-echo-backend, port: 8080}
+",
+    );
+    let route = resource(&s, "tcproute", "gateway-conformance-infra", "tcp-route");
+    assert_eq!(
+        conditions(&route, 0)[0],
+        cond("Accepted", "False", "NotAllowedByListeners")
+    );
+    let gateway = resource(
+        &s,
+        "gtw",
+        "gateway-conformance-infra",
+        "tcp-mixed-protocol-gateway",
+    );
+    assert_eq!(
+        gateway["status"]["listeners"][0]["attachedRoutes"], 0,
+        "{gateway}"
+    );
+}
