@@ -1012,3 +1012,96 @@ spec:
         "{gateway}"
     );
 }
+
+/// HTTPRouteInvalidParentRefNotMatchingListenerPort,
+/// HTTPRouteInvalidParentRefNotMatchingSectionName and
+/// HTTPRouteInvalidParentRefSectionNameNotMatchingPort (the suite's port 80
+/// is 8090 here, 81 is 8099): no listener matches the parentRef, so
+/// Accepted is False with NoMatchingParent, ResolvedRefs stays True, and
+/// the Gateways count no route (their listeners answer 404).
+#[test]
+fn httproute_invalid_parent_ref_ports_and_section_names() {
+    let route = |name: &str, gateway: &str, parent: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs:
+  - {{name: {gateway}, namespace: gateway-conformance-infra, {parent}}}
+  rules:
+  - backendRefs:
+    - {{name: infra-backend-v1, kind: Service, port: 8080}}
+---
+"
+        )
+    };
+    let case = [
+        route(
+            "httproute-listener-not-matching-route-port",
+            "same-namespace",
+            "port: 8099",
+        ),
+        route(
+            "httproute-listener-not-matching-section-name",
+            "same-namespace",
+            "port: 8090, sectionName: http1",
+        ),
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gateway-with-one-not-matching-port-and-section-name-route, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - name: http
+    port: 8096
+    protocol: HTTP
+    allowedRoutes:
+      kinds:
+      - kind: HTTPRoute
+      namespaces: {from: All}
+---
+"
+        .to_owned(),
+        route(
+            "httproute-listener-section-name-not-matching-port",
+            "gateway-with-one-not-matching-port-and-section-name-route",
+            "sectionName: http, port: 8099",
+        ),
+    ]
+    .concat();
+    let mut s = start("gwc-parentref", &case);
+    for name in [
+        "httproute-listener-not-matching-route-port",
+        "httproute-listener-not-matching-section-name",
+        "httproute-listener-section-name-not-matching-port",
+    ] {
+        let route = resource(&s, "httproute", "gateway-conformance-infra", name);
+        assert_eq!(
+            conditions(&route, 0),
+            [
+                cond("Accepted", "False", "NoMatchingParent"),
+                cond("ResolvedRefs", "True", "ResolvedRefs")
+            ],
+            "{name}"
+        );
+    }
+    for gateway in [
+        "same-namespace",
+        "gateway-with-one-not-matching-port-and-section-name-route",
+    ] {
+        let status = resource(&s, "gtw", "gateway-conformance-infra", gateway);
+        assert_eq!(
+            status["status"]["listeners"][0]["attachedRoutes"], 0,
+            "{gateway}: {status}"
+        );
+    }
+    check_rows(
+        &mut s,
+        "no route attached",
+        &[
+            row(SAME_NAMESPACE, "example.com", "/", 404, None),
+            row("127.0.0.1:8096", "example.com", "/", 404, None),
+        ],
+    );
+}
