@@ -213,6 +213,6 @@ fn key(source: &Source) -> StatusKey {
     }
 }
 
-/// The kind a `get` kind of a Gateway API resource with status is known by
-/// (`Source::kind`).
+/// The kinds (as `Source::kind`) whose resources have a status here: what
+/// `get` adds it to.
 pub const STATUS_KINDS: [&str; 3] = ["HTTPRoute", "TCPRoute", GATEWAY_KIND];
