@@ -274,7 +274,7 @@ spec:
     println!("{yaml}");
     assert!(
         yaml.contains(
-            "status:\n  parents:\n  - conditions:\n    - message: attached\n      observedGeneration: 1\n      reason: Accepted\n      status: 'True'\n      type: Accepted\n"
+            "status:\n  parents:\n  - conditions:\n    - message: attached to Gateway gateway-conformance-infra/same-namespace listener http (HTTP 8090)\n      observedGeneration: 1\n      reason: Accepted\n      status: 'True'\n      type: Accepted\n"
         ) && yaml.contains("    controllerName: istio.io/gateway-controller\n    parentRef:\n      group: gateway.networking.k8s.io\n      kind: Gateway\n      name: same-namespace\n      namespace: gateway-conformance-infra\n"),
         "{yaml}"
     );

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value as Json, json};
 
-use super::{CONTROLLER_NAME, GATEWAY_KIND, GROUP, Gateway, ParentKind, ParentRef};
+use super::{CONTROLLER_NAME, GATEWAY_KIND, GROUP, Gateway, Listener, ParentKind, ParentRef};
 use crate::{model::StatusKey, source::Source};
 
 /// One condition of the spec.
@@ -34,6 +34,23 @@ impl Condition {
             reason,
             message,
         }
+    }
+
+    /// `Accepted` true: attached to `listeners` of Gateway `gateway`
+    /// (`<ns>/<name>`).
+    pub fn attached(gateway: &str, listeners: &[&Listener]) -> Self {
+        let names: Vec<String> = listeners
+            .iter()
+            .map(|l| format!("{} ({} {})", l.name, l.protocol.name(), l.port))
+            .collect();
+        Self::accepted(
+            "Accepted",
+            format!(
+                "attached to Gateway {gateway} listener{} {}",
+                if names.len() == 1 { "" } else { "s" },
+                names.join(", ")
+            ),
+        )
     }
 
     /// `ResolvedRefs` false, with the reason (`BackendNotFound`,

@@ -588,6 +588,7 @@ impl<'a> Index<'a> {
                 }
             };
             let id = gateway_id(&gateway.source);
+            let attached = Condition::attached(&id, &listeners);
             for listener in &listeners {
                 matches.push(L4Match {
                     port: Some(listener.port),
@@ -596,10 +597,7 @@ impl<'a> Index<'a> {
                 });
                 statuses.attach(&gateway.source, &listener.name, source);
             }
-            status.parent(
-                parent,
-                Condition::accepted("Accepted", "attached".to_owned()),
-            );
+            status.parent(parent, attached);
             if !gateways.contains(&id) {
                 gateways.push(id);
             }
@@ -723,6 +721,7 @@ impl<'a> Index<'a> {
                         }
                     };
                 let id = gateway_id(&gateway.source);
+                let attached = Condition::attached(&id, &listeners);
                 for listener in listeners {
                     parents.gateway.push((id.clone(), Some(listener.port)));
                     statuses.attach(&gateway.source, &listener.name, source);
@@ -732,10 +731,7 @@ impl<'a> Index<'a> {
                         }
                     }
                 }
-                status.parent(
-                    parent,
-                    Condition::accepted("Accepted", "attached".to_owned()),
-                );
+                status.parent(parent, attached);
                 if !parents.gateways.contains(&id) {
                     parents.gateways.push(id);
                 }
@@ -794,7 +790,18 @@ impl<'a> Index<'a> {
             meshed.insert(key, source.clone());
             status.parent(
                 parent,
-                Condition::accepted("Accepted", "attached".to_owned()),
+                Condition::accepted(
+                    "Accepted",
+                    format!(
+                        "attached to Service {}/{}{}",
+                        parent.namespace,
+                        parent.name,
+                        parent
+                            .port
+                            .map(|p| format!(" port {p}"))
+                            .unwrap_or_default()
+                    ),
+                ),
             );
             let host = service.host();
             if !parents.mesh_hosts.contains(&host) {
