@@ -53,6 +53,22 @@ impl Condition {
         )
     }
 
+    /// `Accepted` true: attached to the Service of `parent` (GAMMA).
+    pub fn attached_to_service(parent: &ParentRef) -> Self {
+        Self::accepted(
+            "Accepted",
+            format!(
+                "attached to Service {}/{}{}",
+                parent.namespace,
+                parent.name,
+                parent
+                    .port
+                    .map(|p| format!(" port {p}"))
+                    .unwrap_or_default()
+            ),
+        )
+    }
+
     /// `ResolvedRefs` false, with the reason (`BackendNotFound`,
     /// `RefNotPermitted`, `InvalidKind`).
     pub fn resolved_refs(reason: &'static str, message: String) -> Self {

@@ -788,21 +788,7 @@ impl<'a> Index<'a> {
                 continue;
             }
             meshed.insert(key, source.clone());
-            status.parent(
-                parent,
-                Condition::accepted(
-                    "Accepted",
-                    format!(
-                        "attached to Service {}/{}{}",
-                        parent.namespace,
-                        parent.name,
-                        parent
-                            .port
-                            .map(|p| format!(" port {p}"))
-                            .unwrap_or_default()
-                    ),
-                ),
-            );
+            status.parent(parent, Condition::attached_to_service(parent));
             let host = service.host();
             if !parents.mesh_hosts.contains(&host) {
                 parents.mesh_hosts.push(host);
