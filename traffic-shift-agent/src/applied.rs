@@ -49,7 +49,7 @@ pub struct KindNames {
 }
 
 /// Every kind, in the order `unknown kind` lists them.
-pub const KIND_NAMES: [KindNames; 6] = [
+pub const KIND_NAMES: [KindNames; 9] = [
     KindNames {
         kind: "VirtualService",
         singular: "virtualservice",
@@ -86,6 +86,26 @@ pub const KIND_NAMES: [KindNames; 6] = [
         plural: "rollouts",
         short: "ro",
     },
+    // The Gateway API kinds with a status (their CRDs' names; `gateway`
+    // alone is Istio's).
+    KindNames {
+        kind: "HTTPRoute",
+        singular: "httproute",
+        plural: "httproutes",
+        short: "httproute",
+    },
+    KindNames {
+        kind: "TCPRoute",
+        singular: "tcproute",
+        plural: "tcproutes",
+        short: "tcproute",
+    },
+    KindNames {
+        kind: config::GATEWAY_KIND,
+        singular: "gateway.gateway.networking.k8s.io",
+        plural: "gateways.gateway.networking.k8s.io",
+        short: "gtw",
+    },
 ];
 
 /// A resource type the CLI does not know.
@@ -96,7 +116,13 @@ pub struct UnknownKind(pub String);
 fn kind_list() -> String {
     KIND_NAMES
         .iter()
-        .map(|k| format!("{} ({})", k.singular, k.short))
+        .map(|k| {
+            if k.short == k.singular {
+                k.singular.to_owned()
+            } else {
+                format!("{} ({})", k.singular, k.short)
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

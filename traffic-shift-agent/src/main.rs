@@ -96,6 +96,10 @@ enum Command {
         /// Files or directories (their *.yaml files) to check together. Example: `-f rules/tcp-echo`.
         #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
+        /// The Gateway API `gatewayClassName` served, as `run
+        /// --gateway-class`: Gateways of other classes are ignored.
+        #[arg(long, value_name = "NAME", default_value = traffic_shift_config::SERVED_GATEWAY_CLASS)]
+        gateway_class: String,
     },
     #[command(flatten)]
     Agent(AgentCommand),
@@ -204,8 +208,10 @@ enum AgentCommand {
     /// Example: `get vs`, `get virtualservice tcp-echo -o yaml`, `get dr -A -o wide`.
     Get {
         /// virtualservice (vs), destinationrule (dr), gateway (gw),
-        /// serviceentry (se), workloadentry (we) or rollout (ro); plurals
-        /// too; with --store also `nodes`.
+        /// serviceentry (se), workloadentry (we), rollout (ro), or the
+        /// Gateway API's httproute, tcproute and
+        /// gateway.gateway.networking.k8s.io (gtw), with their status;
+        /// plurals too; with --store also `nodes`.
         #[arg(value_name = "KIND")]
         kind: String,
         /// Only this resource (exit code 1 if there is none).
@@ -441,6 +447,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(options) => {
+            traffic_shift_config::set_gateway_class(&options.gateway_class);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -507,7 +514,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Validate { paths } => {
+        Command::Validate {
+            paths,
+            gateway_class,
+        } => {
+            traffic_shift_config::set_gateway_class(&gateway_class);
             let mut stdout = std::io::stdout().lock();
             Ok(if cli::validate(&paths, &mut stdout)? {
                 ExitCode::SUCCESS

@@ -110,7 +110,10 @@ pub use self::{
         Documents, RulesFile, is_rules_file, load_dir, parse_file, parse_file_all,
         parse_file_all_up_to, parse_file_documents, read_file_up_to, read_rules_file, rules_text,
     },
-    gateway_api::kind_of,
+    gateway_api::{
+        CONTROLLER_NAME, GATEWAY_KIND, SERVED_GATEWAY_CLASS, STATUS_KINDS, gateway_class, kind_of,
+        set_gateway_class,
+    },
     http::{
         AbortError, CorsPolicy, DelayKind, Delegate, DerivePort, DirectBody, DirectResponse, Fault,
         FaultAbort, FaultDelay, HeaderOperations, Headers, HttpMatch, HttpRedirect,

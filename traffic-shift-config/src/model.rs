@@ -42,7 +42,34 @@ pub struct RoutingModel {
     /// The `Rollout`s of the rules, sorted by name: the controller's
     /// targets ([`crate::rollout`]).
     pub rollouts: Vec<crate::rollout::Rollout>,
+    /// The `status` of the Gateway API resources the served class owns
+    /// (Gateways of the served class, the routes with a parent of it, and
+    /// mesh routes), as the spec defines it (`parents[].conditions` of a
+    /// route, `conditions` and `listeners[]` of a Gateway), keyed by
+    /// [`StatusKey`]. What `get -o yaml` shows.
+    pub gateway_api_status: BTreeMap<StatusKey, serde_json::Value>,
 }
+
+/// Which resource a status is of: its kind (as `Source::kind`:
+/// `HTTPRoute`, `TCPRoute`, `Gateway.gateway.networking.k8s.io`),
+/// namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StatusKey {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The host of the destination that stands for the backendRefs of a
+/// Gateway API rule that cannot be used (a Service that does not exist,
+/// a kind that is not a Service, a reference to another namespace that no
+/// `ReferenceGrant` permits), weighted by their weights, as Istio keeps
+/// such a backend as a destination no cluster serves: it has no endpoints,
+/// so the kernel path refuses the connections that pick it, and the L7
+/// proxy answers them 500 (Envoy's `cluster_not_found` with Istio's
+/// `INTERNAL_SERVER_ERROR`, flag `NC`), as the spec says. `.invalid` is
+/// reserved (RFC 2606): no Service can have this host.
+pub const UNUSABLE_BACKEND: &str = "unusable-backend.gateway-api.invalid";
 
 impl RoutingModel {
     /// Every destination: of the TCP routes, then of the HTTP routes and
@@ -174,6 +201,14 @@ pub struct Destination {
     /// this route's service port. Empty is legal (Istio warns, IST0173):
     /// connections that pick it are refused at once.
     pub endpoints: Vec<Endpoint>,
+}
+
+impl Destination {
+    /// Whether it stands for backendRefs that cannot be used
+    /// ([`UNUSABLE_BACKEND`]).
+    pub fn is_unusable(&self) -> bool {
+        self.host == UNUSABLE_BACKEND
+    }
 }
 
 /// Outlier detection as it applies to TCP: Envoy counts a failed connect

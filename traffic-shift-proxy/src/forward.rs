@@ -79,6 +79,19 @@ impl Proxy {
         let retries = &model.retries;
         let deadline = model.timeout.map(|timeout| start + timeout);
         let attempts = retries.attempts.saturating_add(1);
+        if dest.is_unusable() {
+            // Gateway API backendRefs that cannot be used: Envoy's
+            // cluster_not_found, which Istio answers 500.
+            return (
+                Err(LocalReply::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "NC",
+                    "the backend of this share of the route cannot be used\n",
+                )),
+                None,
+                "NC",
+            );
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -305,6 +305,23 @@ impl Agent {
                 });
             }
         }
+        // The Gateway API kinds' status, as the rules in force resolved it.
+        for item in &mut items {
+            if !config::STATUS_KINDS.contains(&item.kind.as_str()) {
+                continue;
+            }
+            let key = config::model::StatusKey {
+                kind: item.kind.clone(),
+                namespace: item.namespace.clone(),
+                name: item.name.clone(),
+            };
+            if let (Some(status), Some(document)) = (
+                self.model.gateway_api_status.get(&key),
+                item.document.as_object_mut(),
+            ) {
+                document.insert("status".to_owned(), status.clone());
+            }
+        }
         items.sort_by(|a, b| {
             (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind))
         });

@@ -17,6 +17,12 @@ pub struct AgentOptions {
     /// Required unless --store is given.
     #[arg(long, value_name = "DIR", required_unless_present = "store")]
     pub rules: Option<PathBuf>,
+    /// The Gateway API `gatewayClassName` this agent serves, as a
+    /// controller owns a GatewayClass: Gateways of other classes are
+    /// ignored (not refused), and so are routes' references to them.
+    /// Example: `--gateway-class istio`.
+    #[arg(long, value_name = "NAME", default_value = traffic_shift_config::SERVED_GATEWAY_CLASS)]
+    pub gateway_class: String,
     /// Take rules from the fleet's etcd too (list, then watch; each etcd
     /// revision put in force whole), and report this node's status there.
     /// Example: `etcd://10.0.0.1:2379,10.0.0.2:2379`.

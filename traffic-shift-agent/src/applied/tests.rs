@@ -69,6 +69,14 @@ fn kinds_by_istio_name_kubectl_names_and_short_names() {
         ("ro", "Rollout"),
         ("Rollouts", "Rollout"),
         ("rollouts.rollouts.traffic-shift.io", "Rollout"),
+        ("httproute", "HTTPRoute"),
+        ("HTTPRoutes", "HTTPRoute"),
+        ("tcproute", "TCPRoute"),
+        ("gtw", "Gateway.gateway.networking.k8s.io"),
+        (
+            "gateways.gateway.networking.k8s.io",
+            "Gateway.gateway.networking.k8s.io",
+        ),
     ] {
         assert_eq!(
             parse_kind(text).map(|k| k.kind),
@@ -80,7 +88,8 @@ fn kinds_by_istio_name_kubectl_names_and_short_names() {
     assert_eq!(
         err.to_string(),
         "unknown resource type \"pods\": use one of virtualservice (vs), destinationrule (dr), \
-         gateway (gw), serviceentry (se), workloadentry (we), rollout (ro)"
+         gateway (gw), serviceentry (se), workloadentry (we), rollout (ro), httproute, tcproute, \
+         gateway.gateway.networking.k8s.io (gtw)"
     );
     assert!(parse_kind("v").is_err(), "no prefixes");
     assert!(

@@ -5,12 +5,13 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{
-    BackendRef, GROUP, Gateway, GatewayClass, HttpRoute, HttpRouteRule, Listener, ParentKind,
-    ParentRef, Precedence, RouteMatch, Service, ServicePort, TargetPort, TcpRoute, dto,
+    BackendRef, FromNamespaces, GROUP, Gateway, GatewayClass, GrantFrom, GrantTo, HttpRoute,
+    HttpRouteRule, LabelSelector, Listener, Namespace, Operator, ParentKind, ParentRef, Precedence,
+    ReferenceGrant, Requirement, RouteMatch, Service, ServicePort, TargetPort, TcpRoute, dto,
 };
 use crate::{
     check::{Check, Checked},
-    common::Protocol,
+    common::{Labels, Protocol},
     error::{FieldPath, fp},
     http::{HeaderOperations, Headers, HttpMatch, StringMatch},
     names::{is_dns1123_label, is_dns1123_subdomain, validate_domain},
@@ -258,8 +259,122 @@ pub(super) fn gateway_class(source: Source, spec: dto::GatewayClassSpec) -> Chec
     ))
 }
 
+/// A core `v1` `Namespace` (`labels`: its `metadata.labels`).
+pub(super) fn namespace(
+    source: Source,
+    _spec: dto::NamespaceSpec,
+    mut labels: Labels,
+) -> Checked<Namespace> {
+    let mut cx = Check::new(&source);
+    cx.labels(&fp!("metadata.labels"), &labels);
+    labels.insert(
+        "kubernetes.io/metadata.name".to_owned(),
+        source.name.clone(),
+    );
+    let warnings = cx.finish()?;
+    Ok((Namespace { source, labels }, warnings))
+}
+
+/// A `ReferenceGrant`: the CRD's rules (`from` and `to` required, one to
+/// 16 entries each; `from` names a kind and a namespace).
+pub(super) fn reference_grant(
+    source: Source,
+    spec: dto::ReferenceGrantSpec,
+) -> Checked<ReferenceGrant> {
+    let mut cx = Check::new(&source);
+    let mut from = Vec::new();
+    let written = spec.from.unwrap_or_default();
+    if written.is_empty() {
+        cx.error(
+            fp!("spec.from"),
+            "from is required: the kind and namespace of the resources that may refer here \
+             (group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: ...)",
+        );
+    }
+    for (i, f) in written.into_iter().enumerate() {
+        let path = fp!("spec.from[{i}]");
+        let kind = f.kind.unwrap_or_default();
+        let namespace = f.namespace.unwrap_or_default();
+        if kind.is_empty() {
+            cx.error(
+                path.key("kind"),
+                "kind is required: the kind that may refer (HTTPRoute)",
+            );
+        }
+        if namespace.is_empty() {
+            cx.error(
+                path.key("namespace"),
+                "namespace is required: where the referring resources are",
+            );
+        } else if !crate::names::is_dns1123_label(&namespace) {
+            cx.error(
+                path.key("namespace"),
+                format!(
+                    "namespace {namespace:?} is not a valid namespace name: use at most 63 \
+                     lower-case letters, digits and '-'"
+                ),
+            );
+        }
+        let Some(group) = f.group else {
+            cx.error(
+                path.key("group"),
+                "group is required: gateway.networking.k8s.io for routes",
+            );
+            continue;
+        };
+        from.push(GrantFrom {
+            group,
+            kind,
+            namespace,
+        });
+    }
+    let mut to = Vec::new();
+    let written = spec.to.unwrap_or_default();
+    if written.is_empty() {
+        cx.error(
+            fp!("spec.to"),
+            "to is required: the kinds of this namespace that may be referred to (group: \"\", \
+             kind: Service)",
+        );
+    }
+    for (i, t) in written.into_iter().enumerate() {
+        let path = fp!("spec.to[{i}]");
+        let kind = t.kind.unwrap_or_default();
+        if kind.is_empty() {
+            cx.error(
+                path.key("kind"),
+                "kind is required: the kind that may be referred to (Service)",
+            );
+        }
+        let Some(group) = t.group else {
+            cx.error(path.key("group"), "group is required: \"\" for a Service");
+            continue;
+        };
+        let group = if group == "core" {
+            String::new()
+        } else {
+            group
+        };
+        to.push(GrantTo {
+            group,
+            kind,
+            name: t.name.filter(|n| !n.is_empty()),
+        });
+    }
+    for (field, n) in [("from", from.len()), ("to", to.len())] {
+        if n > 16 {
+            cx.error(
+                fp!("spec.{field}"),
+                format!("{field} has {n} entries: at most 16"),
+            );
+        }
+    }
+    let warnings = cx.finish()?;
+    Ok((ReferenceGrant { source, from, to }, warnings))
+}
+
 /// A Gateway API `Gateway`.
-pub(super) fn gateway(source: Source, spec: dto::GatewaySpec) -> Checked<Gateway> {
+pub(super) fn gateway(source: Source, spec: dto::GatewaySpec, generation: i64) -> Checked<Gateway> {
     let mut cx = Check::new(&source);
     let class_name = spec.gateway_class_name.unwrap_or_default();
     if class_name.is_empty() {
@@ -267,7 +382,7 @@ pub(super) fn gateway(source: Source, spec: dto::GatewaySpec) -> Checked<Gateway
             fp!("spec.gatewayClassName"),
             format!(
                 "gatewayClassName is required: the class this agent serves is {}",
-                super::SERVED_GATEWAY_CLASS
+                super::gateway_class()
             ),
         );
     }
@@ -312,6 +427,7 @@ pub(super) fn gateway(source: Source, spec: dto::GatewaySpec) -> Checked<Gateway
     Ok((
         Gateway {
             source,
+            generation,
             class_name,
             listeners,
         },
@@ -406,7 +522,7 @@ fn listener(
     } else {
         "HTTPRoute"
     };
-    let (mut kinds, all_namespaces) =
+    let (mut kinds, namespaces) =
         allowed_routes(cx, &base, listener.allowed_routes, protocol, default_kind);
     if kinds.is_empty() {
         kinds.push(default_kind);
@@ -417,45 +533,48 @@ fn listener(
         port,
         protocol,
         kinds,
-        all_namespaces,
+        namespaces,
     })
 }
 
 /// A listener's `allowedRoutes`: the route kinds it takes (none written:
-/// empty) and whether it takes routes of every namespace.
+/// empty) and the namespaces it takes routes from.
 fn allowed_routes(
     cx: &mut Check,
     base: &FieldPath,
     allowed: Option<dto::AllowedRoutes>,
     protocol: Protocol,
     default_kind: &str,
-) -> (Vec<&'static str>, bool) {
+) -> (Vec<&'static str>, FromNamespaces) {
     let mut kinds = Vec::new();
-    let mut all_namespaces = false;
+    let mut from = FromNamespaces::Same;
     let Some(allowed) = allowed else {
-        return (kinds, all_namespaces);
+        return (kinds, from);
     };
     if let Some(namespaces) = allowed.namespaces {
         let path = base.key("allowedRoutes").key("namespaces");
-        match namespaces.from.as_deref() {
-            None | Some("Same") => {}
-            Some("All") => all_namespaces = true,
-            Some("Selector") => cx.error(
-                path.key("from"),
-                "allowedRoutes.namespaces.from: Selector is not supported yet (Namespace \
-                 documents are not read): use Same or All",
-            ),
-            Some(other) => cx.error(
-                path.key("from"),
-                format!("from {other:?} is not known: use Same or All"),
-            ),
-        }
-        if namespaces.selector.is_some() {
-            cx.error(
+        match (namespaces.from.as_deref(), namespaces.selector) {
+            (None | Some("Same"), None) => {}
+            (Some("All"), None) => from = FromNamespaces::All,
+            (Some("Selector"), Some(selector)) => {
+                from =
+                    FromNamespaces::Selector(label_selector(cx, &path.key("selector"), selector));
+            }
+            // The CRD's rule: a selector with from: Selector only.
+            (Some("Selector"), None) => cx.error(
                 path.key("selector"),
-                "allowedRoutes.namespaces.selector is not supported yet: use from: Same \
-                 or All",
-            );
+                "selector is required with from: Selector (matchLabels and/or \
+                 matchExpressions on the labels of Namespace documents)",
+            ),
+            (None | Some("Same" | "All"), Some(_)) => cx.error(
+                path.key("selector"),
+                "selector is only read with from: Selector: set from: Selector, or remove \
+                 the selector",
+            ),
+            (Some(other), _) => cx.error(
+                path.key("from"),
+                format!("from {other:?} is not known: use Same, All or Selector"),
+            ),
         }
     }
     for (k, kind) in allowed.kinds.unwrap_or_default().into_iter().enumerate() {
@@ -481,7 +600,63 @@ fn allowed_routes(
             ),
         }
     }
-    (kinds, all_namespaces)
+    (kinds, from)
+}
+
+/// A Kubernetes `LabelSelector`, as the API server validates it.
+fn label_selector(cx: &mut Check, base: &FieldPath, written: dto::LabelSelector) -> LabelSelector {
+    let match_labels = written.match_labels.unwrap_or_default();
+    cx.labels(&base.key("matchLabels"), &match_labels);
+    let mut match_expressions = Vec::new();
+    for (e, expression) in written
+        .match_expressions
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let path = base.key("matchExpressions").index(e);
+        let key = expression.key.unwrap_or_default();
+        if key.is_empty() {
+            cx.error(path.key("key"), "key is required: the label name");
+            continue;
+        }
+        let values = expression.values.unwrap_or_default();
+        let operator = match expression.operator.as_deref() {
+            Some("In") => Operator::In,
+            Some("NotIn") => Operator::NotIn,
+            Some("Exists") => Operator::Exists,
+            Some("DoesNotExist") => Operator::DoesNotExist,
+            other => {
+                cx.error(
+                    path.key("operator"),
+                    format!(
+                        "operator {:?} is not known: use In, NotIn, Exists or DoesNotExist",
+                        other.unwrap_or_default()
+                    ),
+                );
+                continue;
+            }
+        };
+        match operator {
+            Operator::In | Operator::NotIn if values.is_empty() => cx.error(
+                path.key("values"),
+                "values is required with In and NotIn: list at least one",
+            ),
+            Operator::Exists | Operator::DoesNotExist if !values.is_empty() => cx.error(
+                path.key("values"),
+                "values must be empty with Exists and DoesNotExist: remove them",
+            ),
+            _ => match_expressions.push(Requirement {
+                key,
+                operator,
+                values,
+            }),
+        }
+    }
+    LabelSelector {
+        match_labels,
+        match_expressions,
+    }
 }
 
 /// A route's `parentRefs`.
@@ -579,43 +754,33 @@ fn backend_refs(
     for (j, backend) in written.unwrap_or_default().into_iter().enumerate() {
         let path = base.key("backendRefs").index(j);
         let group = backend.group.unwrap_or_default();
+        let group = if group == "core" {
+            String::new()
+        } else {
+            group
+        };
         let kind = backend.kind.unwrap_or_else(|| "Service".to_owned());
-        if !matches!(group.as_str(), "" | "core") || kind != "Service" {
-            cx.error(
-                path.key("kind"),
-                format!(
-                    "backendRef kind {group}/{kind} is not supported: a backend is a Service \
-                     (group \"\", kind Service)"
-                ),
-            );
-            continue;
-        }
+        let service = group.is_empty() && kind == "Service";
         let name = backend.name.unwrap_or_default();
         if name.is_empty() {
             cx.error(path.key("name"), "name is required: the backend Service");
             continue;
         }
         let backend_namespace = backend.namespace.unwrap_or_else(|| namespace.to_owned());
-        if backend_namespace != namespace {
-            cx.error(
-                path.key("namespace"),
-                format!(
-                    "a backend in another namespace ({backend_namespace}) needs a \
-                     ReferenceGrant, which is not supported yet: use a Service of the \
-                     route's namespace ({namespace})"
-                ),
-            );
-            continue;
-        }
-        let Some(port) = backend.port else {
-            cx.error(
-                path.key("port"),
-                "port is required when the backend is a Service: the Service port",
-            );
-            continue;
-        };
-        let Some(port) = cx.port(path.key("port"), port) else {
-            continue;
+        // The CRD's rule: a Service backendRef has a port.
+        let port = match backend.port {
+            None if service => {
+                cx.error(
+                    path.key("port"),
+                    "port is required when the backend is a Service: the Service port",
+                );
+                continue;
+            }
+            None => None,
+            Some(port) => match cx.port(path.key("port"), port) {
+                Some(port) => Some(port),
+                None => continue,
+            },
         };
         let weight = backend.weight.unwrap_or(1);
         if !(0..=MAX_WEIGHT).contains(&weight) {
@@ -628,6 +793,8 @@ fn backend_refs(
         let headers = filters(cx, &path, backend.filters.unwrap_or_default());
         backends.push(BackendRef {
             path,
+            group,
+            kind,
             namespace: backend_namespace,
             name,
             port,
@@ -734,7 +901,11 @@ fn header_modifier(
 }
 
 /// A `TCPRoute`.
-pub(super) fn tcp_route(source: Source, spec: dto::TcpRouteSpec) -> Checked<TcpRoute> {
+pub(super) fn tcp_route(
+    source: Source,
+    spec: dto::TcpRouteSpec,
+    generation: i64,
+) -> Checked<TcpRoute> {
     let mut cx = Check::new(&source);
     let parents = parent_refs(&mut cx, spec.parent_refs, &source.namespace, false);
     let rules = spec.rules.unwrap_or_default();
@@ -760,18 +931,13 @@ pub(super) fn tcp_route(source: Source, spec: dto::TcpRouteSpec) -> Checked<TcpR
                 base.key("backendRefs"),
                 "backendRefs is required: the Services that take the connections",
             );
-        } else if !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
-            cx.error(
-                base.key("backendRefs"),
-                "every backendRef has weight 0, so every connection would be refused, which \
-                 is not supported yet: give one a weight, or remove the route",
-            );
         }
     }
     let warnings = cx.finish()?;
     Ok((
         TcpRoute {
             source,
+            generation,
             parents,
             backends,
         },
@@ -780,7 +946,11 @@ pub(super) fn tcp_route(source: Source, spec: dto::TcpRouteSpec) -> Checked<TcpR
 }
 
 /// An `HTTPRoute`.
-pub(super) fn http_route(source: Source, spec: dto::HttpRouteSpec) -> Checked<HttpRoute> {
+pub(super) fn http_route(
+    source: Source,
+    spec: dto::HttpRouteSpec,
+    generation: i64,
+) -> Checked<HttpRoute> {
     let mut cx = Check::new(&source);
     let parents = parent_refs(&mut cx, spec.parent_refs, &source.namespace, true);
     let mut hostnames = Vec::new();
@@ -842,6 +1012,7 @@ pub(super) fn http_route(source: Source, spec: dto::HttpRouteSpec) -> Checked<Ht
     Ok((
         HttpRoute {
             source,
+            generation,
             parents,
             hostnames,
             rules,

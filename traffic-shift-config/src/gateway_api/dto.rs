@@ -112,7 +112,54 @@ pub struct AllowedRoutes {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteNamespaces {
     pub from: Option<String>,
-    pub selector: Option<IgnoredAny>,
+    pub selector: Option<LabelSelector>,
+}
+
+/// A Kubernetes `LabelSelector`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelector {
+    pub match_labels: Option<BTreeMap<String, String>>,
+    pub match_expressions: Option<Vec<LabelRequirement>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelRequirement {
+    pub key: Option<String>,
+    pub operator: Option<String>,
+    pub values: Option<Vec<String>>,
+}
+
+/// `ReferenceGrant` `spec`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReferenceGrantSpec {
+    pub from: Option<Vec<GrantFrom>>,
+    pub to: Option<Vec<GrantTo>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GrantFrom {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GrantTo {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub name: Option<String>,
+}
+
+/// Core `v1` `Namespace` `spec` (its labels are in `metadata`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NamespaceSpec {
+    pub finalizers: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

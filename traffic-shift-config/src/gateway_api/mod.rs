@@ -23,12 +23,19 @@
 //!    errors (one route per address and port) name it, and route keys read
 //!    `<ns>/<route>/rules[0]/...` ([`Origin`]).
 //!
+//! What the spec reports in status rather than refuses (a parent that does
+//! not take a route, a backendRef that cannot be used) is not an error:
+//! the route is not attached, or the share of the backend fails (the
+//! [`crate::model::UNUSABLE_BACKEND`] destination), and `status` says why
+//! ([`crate::model::RoutingModel::gateway_api_status`]).
+//!
 //! docs/gateway-api.md says what is read, how it maps, and what is refused
 //! as not supported yet.
 
 mod check;
 mod dto;
 mod place;
+mod status;
 #[cfg(test)]
 mod tests;
 mod translate;
@@ -37,6 +44,7 @@ use std::{net::IpAddr, path::Path, sync::Arc};
 
 use serde_yaml_ng::Value;
 
+pub use self::status::STATUS_KINDS;
 pub(crate) use self::{place::place, translate::translate};
 use crate::{
     check::Checked,
@@ -48,9 +56,30 @@ use crate::{
     source::Source,
 };
 
-/// The `gatewayClassName` this agent serves. A constant for now; a flag of
-/// `run` and `validate` to change it is still to come (issue 22).
+/// The `gatewayClassName` this agent serves by default (`--gateway-class`
+/// of `run` and `validate` changes it: [`set_gateway_class`]).
 pub const SERVED_GATEWAY_CLASS: &str = "istio";
+
+/// The `controllerName` written in status, Istio's.
+pub const CONTROLLER_NAME: &str = "istio.io/gateway-controller";
+
+static GATEWAY_CLASS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the served `gatewayClassName` for the process (`--gateway-class`),
+/// once, before anything is resolved; Gateways of other classes are
+/// ignored, as a controller ignores the classes it does not own. Returns
+/// `false` when it was already set to another name.
+pub fn set_gateway_class(name: &str) -> bool {
+    GATEWAY_CLASS.get_or_init(|| name.to_owned()) == name
+}
+
+/// The served `gatewayClassName`: [`set_gateway_class`]'s, else
+/// [`SERVED_GATEWAY_CLASS`].
+pub fn gateway_class() -> &'static str {
+    GATEWAY_CLASS
+        .get()
+        .map_or(SERVED_GATEWAY_CLASS, String::as_str)
+}
 
 /// `Source::kind` of a Gateway API `Gateway`: qualified, as kubectl names
 /// it, since Istio's `Gateway` is `Gateway`.
@@ -60,8 +89,16 @@ const GROUP: &str = "gateway.networking.k8s.io";
 
 /// The kinds read here, with the `apiVersion`s each is read at (newest
 /// first).
-pub const KINDS: [(&str, &[&str]); 5] = [
+pub const KINDS: [(&str, &[&str]); 7] = [
     ("Service", &["v1"]),
+    ("Namespace", &["v1"]),
+    (
+        "ReferenceGrant",
+        &[
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1beta1",
+        ],
+    ),
     (
         "GatewayClass",
         &[
@@ -94,6 +131,8 @@ pub enum GatewayApiResource {
     Gateway(Gateway),
     TcpRoute(TcpRoute),
     HttpRoute(HttpRoute),
+    ReferenceGrant(ReferenceGrant),
+    Namespace(Namespace),
 }
 
 impl GatewayApiResource {
@@ -104,6 +143,8 @@ impl GatewayApiResource {
             Self::Gateway(r) => &r.source,
             Self::TcpRoute(r) => &r.source,
             Self::HttpRoute(r) => &r.source,
+            Self::ReferenceGrant(r) => &r.source,
+            Self::Namespace(r) => &r.source,
         }
     }
 
@@ -114,6 +155,8 @@ impl GatewayApiResource {
             Self::Gateway(r) => &mut r.source,
             Self::TcpRoute(r) => &mut r.source,
             Self::HttpRoute(r) => &mut r.source,
+            Self::ReferenceGrant(r) => &mut r.source,
+            Self::Namespace(r) => &mut r.source,
         }
     }
 }
@@ -167,10 +210,121 @@ pub struct GatewayClass {
     pub controller_name: String,
 }
 
+/// A `ReferenceGrant`: the resources of `from` (kind and namespace) may
+/// refer to those of `to` in the grant's own namespace.
+#[derive(Clone, Debug)]
+pub struct ReferenceGrant {
+    pub source: Source,
+    pub from: Vec<GrantFrom>,
+    pub to: Vec<GrantTo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantFrom {
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantTo {
+    /// `""` for core kinds (`Service`).
+    pub group: String,
+    pub kind: String,
+    /// `None`: every resource of the kind.
+    pub name: Option<String>,
+}
+
+impl ReferenceGrant {
+    /// Whether a `kind` in `namespace` may refer to the `to_group`
+    /// `to_kind` `name` of the grant's namespace.
+    pub fn allows(
+        &self,
+        kind: &str,
+        namespace: &str,
+        to_group: &str,
+        to_kind: &str,
+        name: &str,
+    ) -> bool {
+        self.from
+            .iter()
+            .any(|f| f.group == GROUP && f.kind == kind && f.namespace == namespace)
+            && self.to.iter().any(|t| {
+                t.group == to_group
+                    && t.kind == to_kind
+                    && t.name.as_deref().is_none_or(|n| n == name)
+            })
+    }
+}
+
+/// A core `v1` `Namespace`: its labels, which a listener's
+/// `allowedRoutes.namespaces.selector` selects on. Kubernetes' own label
+/// `kubernetes.io/metadata.name: <name>` is added, as the API server does.
+#[derive(Clone, Debug)]
+pub struct Namespace {
+    pub source: Source,
+    pub labels: Labels,
+}
+
+/// A Kubernetes `LabelSelector`: `matchLabels` and `matchExpressions`,
+/// AND'ed; empty: everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LabelSelector {
+    pub match_labels: Labels,
+    pub match_expressions: Vec<Requirement>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requirement {
+    pub key: String,
+    pub operator: Operator,
+    pub values: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+impl LabelSelector {
+    /// As Kubernetes' `LabelSelectorAsSelector`: every label of
+    /// `matchLabels`, every expression.
+    pub fn matches(&self, labels: &Labels) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| {
+                let value = labels.get(&r.key);
+                match r.operator {
+                    Operator::In => value.is_some_and(|v| r.values.contains(v)),
+                    Operator::NotIn => value.is_none_or(|v| !r.values.contains(v)),
+                    Operator::Exists => value.is_some(),
+                    Operator::DoesNotExist => value.is_none(),
+                }
+            })
+    }
+}
+
+/// Which namespaces' routes a listener takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FromNamespaces {
+    Same,
+    All,
+    /// Those whose `Namespace` document's labels it matches (a namespace
+    /// without a document has only `kubernetes.io/metadata.name`).
+    Selector(LabelSelector),
+}
+
 /// A Gateway API `Gateway`.
 #[derive(Clone, Debug)]
 pub struct Gateway {
     pub source: Source,
+    /// `metadata.generation`, 1 when not written: status's
+    /// `observedGeneration`.
+    pub generation: i64,
     pub class_name: String,
     pub listeners: Vec<Listener>,
 }
@@ -186,8 +340,8 @@ pub struct Listener {
     /// `allowedRoutes.kinds`, or the listener protocol's default
     /// (`TCPRoute` for TCP, `HTTPRoute` for HTTP).
     pub kinds: Vec<&'static str>,
-    /// `allowedRoutes.namespaces.from: All`; else `Same`.
-    pub all_namespaces: bool,
+    /// `allowedRoutes.namespaces`.
+    pub namespaces: FromNamespaces,
 }
 
 /// A `parentRefs[]` entry, checked.
@@ -209,14 +363,19 @@ pub enum ParentKind {
     Service,
 }
 
-/// A `backendRefs[]` entry: a `Service` and one of its ports.
+/// A `backendRefs[]` entry: a `Service` and one of its ports (another
+/// kind is valid, and cannot be used: `InvalidKind`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendRef {
     /// `spec.rules[0].backendRefs[1]`.
     pub path: FieldPath,
+    /// `""` for core.
+    pub group: String,
+    pub kind: String,
     pub namespace: String,
     pub name: String,
-    pub port: u16,
+    /// Required for a Service.
+    pub port: Option<u16>,
     /// Default 1; 0 is allowed (no traffic).
     pub weight: u32,
     /// Its `RequestHeaderModifier` and `ResponseHeaderModifier` filters.
@@ -227,6 +386,8 @@ pub struct BackendRef {
 #[derive(Clone, Debug)]
 pub struct TcpRoute {
     pub source: Source,
+    /// `metadata.generation` (1 when not written).
+    pub generation: i64,
     pub parents: Vec<ParentRef>,
     pub backends: Vec<BackendRef>,
 }
@@ -235,6 +396,8 @@ pub struct TcpRoute {
 #[derive(Clone, Debug)]
 pub struct HttpRoute {
     pub source: Source,
+    /// `metadata.generation` (1 when not written).
+    pub generation: i64,
     pub parents: Vec<ParentRef>,
     /// Lowercase, as written.
     pub hostnames: Vec<String>,
@@ -388,8 +551,9 @@ pub(crate) fn parse_document(
             format!(
                 "unsupported kind {kind:?} at apiVersion {api_version}: expected one of {}",
                 if served.is_empty() {
-                    "the Istio kinds (networking.istio.io), Service (v1), GatewayClass, \
-                     Gateway, HTTPRoute (gateway.networking.k8s.io/v1) or TCPRoute \
+                    "the Istio kinds (networking.istio.io), Service or Namespace (v1), \
+                     GatewayClass, Gateway, HTTPRoute, ReferenceGrant \
+                     (gateway.networking.k8s.io/v1) or TCPRoute \
                      (gateway.networking.k8s.io/v1alpha2)"
                         .to_owned()
                 } else {
@@ -413,7 +577,24 @@ pub(crate) fn parse_document(
             place.error(FieldPath::root(), format!("invalid YAML merge: {error}")),
         ]));
     }
+    let (generation, labels) = generation_and_labels(&value);
+    if kind == "Namespace"
+        && let Some(map) = value.as_mapping_mut()
+        && !map.contains_key("spec")
+    {
+        // A Namespace's spec (finalizers) is optional.
+        map.insert(
+            Value::from("spec"),
+            Value::Mapping(serde_yaml_ng::Mapping::new()),
+        );
+    }
     Some(match known.map_or("", |(k, _)| *k) {
+        "Namespace" => typed(&place, kind, value, lines)
+            .and_then(|(source, spec)| check::namespace(source, spec, labels))
+            .map(|(r, w)| (GatewayApiResource::Namespace(r), w)),
+        "ReferenceGrant" => typed(&place, kind, value, lines)
+            .and_then(|(source, spec)| check::reference_grant(source, spec))
+            .map(|(r, w)| (GatewayApiResource::ReferenceGrant(r), w)),
         "Service" => typed(&place, kind, value, lines)
             .and_then(|(source, spec)| check::service(source, spec))
             .map(|(r, w)| (GatewayApiResource::Service(r), w)),
@@ -421,13 +602,33 @@ pub(crate) fn parse_document(
             .and_then(|(source, spec)| check::gateway_class(source, spec))
             .map(|(r, w)| (GatewayApiResource::GatewayClass(r), w)),
         "Gateway" => typed(&place, kind, value, lines)
-            .and_then(|(source, spec)| check::gateway(source, spec))
+            .and_then(|(source, spec)| check::gateway(source, spec, generation))
             .map(|(r, w)| (GatewayApiResource::Gateway(r), w)),
         "TCPRoute" => typed(&place, kind, value, lines)
-            .and_then(|(source, spec)| check::tcp_route(source, spec))
+            .and_then(|(source, spec)| check::tcp_route(source, spec, generation))
             .map(|(r, w)| (GatewayApiResource::TcpRoute(r), w)),
         _ => typed(&place, kind, value, lines)
-            .and_then(|(source, spec)| check::http_route(source, spec))
+            .and_then(|(source, spec)| check::http_route(source, spec, generation))
             .map(|(r, w)| (GatewayApiResource::HttpRoute(r), w)),
     })
+}
+
+/// A document's `metadata.generation` (1 when not written: status's
+/// `observedGeneration`) and `metadata.labels` (a `Namespace`'s).
+fn generation_and_labels(value: &Value) -> (i64, Labels) {
+    let metadata = value.get("metadata");
+    let generation = metadata
+        .and_then(|m| m.get("generation"))
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let labels = metadata
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())))
+                .collect::<Labels>()
+        })
+        .unwrap_or_default();
+    (generation, labels)
 }

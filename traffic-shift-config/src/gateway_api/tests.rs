@@ -527,7 +527,7 @@ fn each_error_says_what_to_do() {
                 "apiVersion: v1\nkind: Pod\nmetadata: {name: db}",
             ),
             &[
-                "rules/r.yaml: document 3: kind: unsupported kind \"Pod\" at apiVersion v1: expected one of Service (line 19)",
+                "rules/r.yaml: document 3: kind: unsupported kind \"Pod\" at apiVersion v1: expected one of Service, Namespace (line 19)",
             ],
         ),
         (
@@ -537,7 +537,7 @@ fn each_error_says_what_to_do() {
                 "gateway.networking.k8s.io/v1\nkind: GRPCRoute",
             ),
             &[
-                "rules/r.yaml: document 7: kind: unsupported kind \"GRPCRoute\" at apiVersion gateway.networking.k8s.io/v1: expected one of GatewayClass, Gateway, HTTPRoute (line 46)",
+                "rules/r.yaml: document 7: kind: unsupported kind \"GRPCRoute\" at apiVersion gateway.networking.k8s.io/v1: expected one of ReferenceGrant, GatewayClass, Gateway, HTTPRoute (line 46)",
             ],
         ),
         (
@@ -622,13 +622,6 @@ fn each_error_says_what_to_do() {
         ),
         // Gateway.
         (
-            "class",
-            changed("gatewayClassName: istio", "gatewayClassName: nginx"),
-            &[
-                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.gatewayClassName: gatewayClassName \"nginx\" is not served here: this agent serves the class istio (a flag to choose it is not there yet); use gatewayClassName: istio (line 40)",
-            ],
-        ),
-        (
             "https",
             changed(
                 "{name: http, port: 8080, protocol: HTTP}",
@@ -665,7 +658,77 @@ fn each_error_says_what_to_do() {
                 "{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {namespaces: {from: Selector}}}",
             ),
             &[
-                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.namespaces.from: allowedRoutes.namespaces.from: Selector is not supported yet (Namespace documents are not read): use Same or All (line 42)",
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.namespaces.selector: selector is required with from: Selector (matchLabels and/or matchExpressions on the labels of Namespace documents) (line 42)",
+            ],
+        ),
+        (
+            "a selector with from: Same",
+            changed(
+                "{name: tcp, port: 5432, protocol: TCP}",
+                "{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {namespaces: {from: Same, selector: {matchLabels: {a: b}}}}}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.namespaces.selector: selector is only read with from: Selector: set from: Selector, or remove the selector (line 42)",
+            ],
+        ),
+        (
+            "selector operator",
+            changed(
+                "{name: tcp, port: 5432, protocol: TCP}",
+                "{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {namespaces: {from: Selector, selector: {matchExpressions: [{key: a, operator: Equals, values: [b]}]}}}}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.namespaces.selector.matchExpressions[0].operator: operator \"Equals\" is not known: use In, NotIn, Exists or DoesNotExist (line 42)",
+            ],
+        ),
+        (
+            "selector values",
+            changed(
+                "{name: tcp, port: 5432, protocol: TCP}",
+                "{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {namespaces: {from: Selector, selector: {matchExpressions: [{key: a, operator: In}, {key: b, operator: Exists, values: [c]}]}}}}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.namespaces.selector.matchExpressions[0].values: values is required with In and NotIn: list at least one (line 42)",
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[0].allowedRoutes.namespaces.selector.matchExpressions[1].values: values must be empty with Exists and DoesNotExist: remove them (line 42)",
+            ],
+        ),
+        (
+            "ReferenceGrant without from and to",
+            format!(
+                "{BASE}---\napiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {{name: g}}\nspec: {{}}\n"
+            ),
+            &[
+                "rules/r.yaml: document 9 (ReferenceGrant default/g): spec.from: from is required: the kind and namespace of the resources that may refer here (group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: ...) (line 68)",
+                "rules/r.yaml: document 9 (ReferenceGrant default/g): spec.to: to is required: the kinds of this namespace that may be referred to (group: \"\", kind: Service) (line 68)",
+            ],
+        ),
+        (
+            "ReferenceGrant strict fields",
+            format!(
+                "{BASE}---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: g}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: other}}]\n  to: [{{group: \"\", kind: Service, names: x}}]\n"
+            ),
+            &[
+                "rules/r.yaml: document 9 (ReferenceGrant default/g): spec.to[0].names: unknown field `names`, expected one of `group`, `kind`, `name`: fix the spelling or remove the field (line 70)",
+            ],
+        ),
+        (
+            "ReferenceGrant fields",
+            format!(
+                "{BASE}---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: g}}\nspec:\n  from: [{{kind: HTTPRoute, namespace: Other}}]\n  to: [{{group: \"\"}}]\n"
+            ),
+            &[
+                "rules/r.yaml: document 9 (ReferenceGrant default/g): spec.from[0].namespace: namespace \"Other\" is not a valid namespace name: use at most 63 lower-case letters, digits and '-' (line 69)",
+                "rules/r.yaml: document 9 (ReferenceGrant default/g): spec.from[0].group: group is required: gateway.networking.k8s.io for routes (line 69)",
+                "rules/r.yaml: document 9 (ReferenceGrant default/g): spec.to[0].kind: kind is required: the kind that may be referred to (Service) (line 70)",
+            ],
+        ),
+        (
+            "Namespace labels",
+            format!(
+                "{BASE}---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: other\n  labels: {{\"bad label\": x}}\n"
+            ),
+            &[
+                "rules/r.yaml: document 9 (Namespace default/other): metadata.labels.bad label: invalid tag key: \"bad label\" (line 69)",
             ],
         ),
         (
@@ -714,16 +777,6 @@ fn each_error_says_what_to_do() {
             ],
         ),
         (
-            "zero tcp weights",
-            changed(
-                "{name: db, port: 5432}",
-                "{name: db, port: 5432, weight: 0}",
-            ),
-            &[
-                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs: every backendRef has weight 0, so every connection would be refused, which is not supported yet: give one a weight, or remove the route (line 52)",
-            ],
-        ),
-        (
             "weight range",
             changed(
                 "{name: db, port: 5432}",
@@ -734,92 +787,10 @@ fn each_error_says_what_to_do() {
             ],
         ),
         (
-            "cross namespace",
-            changed(
-                "{name: db, port: 5432}",
-                "{name: db, namespace: other, port: 5432}",
-            ),
-            &[
-                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].namespace: a backend in another namespace (other) needs a ReferenceGrant, which is not supported yet: use a Service of the route's namespace (default) (line 53)",
-            ],
-        ),
-        (
-            "backend kind",
-            changed(
-                "{name: db, port: 5432}",
-                "{group: networking.istio.io, kind: ServiceEntry, name: db, port: 5432}",
-            ),
-            &[
-                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].kind: backendRef kind networking.istio.io/ServiceEntry is not supported: a backend is a Service (group \"\", kind Service) (line 53)",
-            ],
-        ),
-        (
             "backend port missing",
             changed("{name: db, port: 5432}", "{name: db}"),
             &[
                 "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].port: port is required when the backend is a Service: the Service port (line 53)",
-            ],
-        ),
-        (
-            "backend not found",
-            changed("{name: db, port: 5432}", "{name: dbx, port: 5432}"),
-            &[
-                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].name: backend Service default/dbx not found: define it (a Service selecting the WorkloadEntries of its version) or fix the name (line 53)",
-            ],
-        ),
-        (
-            "backend port not found",
-            changed("{name: db, port: 5432}", "{name: db, port: 5433}"),
-            &[
-                "rules/r.yaml: document 7 (TCPRoute default/db): spec.rules[0].backendRefs[0].port: Service default/db has no port 5433: its ports are 5432 (line 53)",
-            ],
-        ),
-        (
-            "parent not found",
-            changed(
-                "{name: gw, sectionName: tcp}",
-                "{name: gwx, sectionName: tcp}",
-            ),
-            &[
-                "rules/r.yaml: document 7 (TCPRoute default/db): spec.parentRefs[0].name: parent Gateway default/gwx not found: define it (apiVersion gateway.networking.k8s.io/v1) or fix the name (line 50)",
-            ],
-        ),
-        (
-            "section not found",
-            changed(
-                "{name: gw, sectionName: tcp}",
-                "{name: gw, sectionName: tcpx}",
-            ),
-            &[
-                "rules/r.yaml: document 7 (TCPRoute default/db): spec.parentRefs[0]: Gateway default/gw has no listener named tcpx (NoMatchingParent): its listeners are tcp (TCP 5432), http (HTTP 8080) (line 50)",
-            ],
-        ),
-        (
-            "listener of another kind",
-            changed(
-                "{name: gw, sectionName: tcp}",
-                "{name: gw, sectionName: http}",
-            ),
-            &[
-                "rules/r.yaml: document 7 (TCPRoute default/db): spec.parentRefs[0]: no listener of Gateway default/gw takes this TCPRoute (NotAllowedByListeners): listener http allows HTTPRoute (allowedRoutes.kinds), not TCPRoute (line 50)",
-            ],
-        ),
-        (
-            "listener of another namespace",
-            format!(
-                "{}---\n{}",
-                changed(
-                    "kind: TCPRoute\nmetadata: {name: db}",
-                    "kind: TCPRoute\nmetadata: {name: db, namespace: other}"
-                )
-                .replace(
-                    "{name: gw, sectionName: tcp}",
-                    "{name: gw, namespace: default, sectionName: tcp}"
-                ),
-                "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: other}\nspec:\n  ports: [{name: tcp, port: 5432}]\n  selector: {app: db}\n"
-            ),
-            &[
-                "rules/r.yaml: document 7 (TCPRoute other/db): spec.parentRefs[0]: no listener of Gateway default/gw takes this TCPRoute (NotAllowedByListeners): listener tcp takes routes of its own namespace default only (allowedRoutes.namespaces.from: Same); set from: All (line 50)",
             ],
         ),
         // HTTPRoute.
@@ -1176,4 +1147,459 @@ fn kinds_are_known_by_api_version_and_kind() {
             "{api_version} {kind}"
         );
     }
+}
+
+/// `(type, status, reason)` of each condition of a parent.
+type Conditions = Vec<(String, String, String)>;
+
+/// `(host, weight)` of each destination of a route.
+type Split<'a> = Vec<(&'a str, u32)>;
+
+/// The model of one file that must resolve.
+fn model_of(text: &str) -> RoutingModel {
+    let file = parse_file_all(Path::new(FILE), text).unwrap_or_else(|e| panic!("{e:?}"));
+    resolve_all(&[file])
+        .0
+        .unwrap_or_else(|e| panic!("{}", e[0]))
+}
+
+/// `(type, status, reason)` of each condition of each parent of a route's
+/// status.
+fn conditions(model: &RoutingModel, kind: &str, name: &str) -> Vec<Conditions> {
+    let key = crate::model::StatusKey {
+        kind: kind.to_owned(),
+        namespace: name
+            .split_once('/')
+            .map_or("default", |(n, _)| n)
+            .to_owned(),
+        name: name.rsplit('/').next().unwrap_or(name).to_owned(),
+    };
+    let status = model.gateway_api_status.get(&key).unwrap_or_else(|| {
+        panic!(
+            "no status of {key:?}: {:?}",
+            model.gateway_api_status.keys()
+        )
+    });
+    status["parents"]
+        .as_array()
+        .expect("parents")
+        .iter()
+        .map(|p| {
+            assert_eq!(p["controllerName"], "istio.io/gateway-controller");
+            p["conditions"]
+                .as_array()
+                .expect("conditions")
+                .iter()
+                .map(|c| {
+                    assert_eq!(c["observedGeneration"], 1, "{c}");
+                    (
+                        c["type"].as_str().unwrap_or_default().to_owned(),
+                        c["status"].as_str().unwrap_or_default().to_owned(),
+                        c["reason"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn cond(accepted: &str, resolved: &str) -> Conditions {
+    let status = |reason: &str, ok: &str| if reason == ok { "True" } else { "False" };
+    vec![
+        (
+            "Accepted".into(),
+            status(accepted, "Accepted").into(),
+            accepted.into(),
+        ),
+        (
+            "ResolvedRefs".into(),
+            status(resolved, "ResolvedRefs").into(),
+            resolved.into(),
+        ),
+    ]
+}
+
+const OTHER_DB: &str = "---\napiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: other}\nspec:\n  ports: [{name: tcp, port: 5432}]\n  selector: {app: db}\n";
+
+const GRANT: &str = "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: db, namespace: other}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: TCPRoute, namespace: default}]\n  to: [{group: \"\", kind: Service}]\n";
+
+/// What the spec reports in status rather than refuses: a backendRef that
+/// cannot be used (its share of the traffic fails: refused connections on
+/// the kernel path, 500 on the proxy), a parent that does not take the
+/// route (not attached). Each case: the change to the base set, the
+/// TCPRoute's conditions, and its destinations.
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "a table of cases: the change to the base set, its conditions and its split each"
+)]
+fn status_reports_what_the_spec_does_not_refuse() {
+    let unusable = crate::model::UNUSABLE_BACKEND;
+    let db = "db.default.svc.cluster.local";
+    let cases: Vec<(&str, String, Vec<Conditions>, Split)> = vec![
+        (
+            "the base set",
+            BASE.to_owned(),
+            vec![cond("Accepted", "ResolvedRefs")],
+            vec![(db, 1)],
+        ),
+        (
+            "backend not found",
+            changed("{name: db, port: 5432}", "{name: dbx, port: 5432}"),
+            vec![cond("Accepted", "BackendNotFound")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "backend port not found",
+            changed("{name: db, port: 5432}", "{name: db, port: 5433}"),
+            vec![cond("Accepted", "BackendNotFound")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "backend kind",
+            changed(
+                "{name: db, port: 5432}",
+                "{group: networking.istio.io, kind: ServiceEntry, name: db, port: 5432}",
+            ),
+            vec![cond("Accepted", "InvalidKind")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "another namespace without a ReferenceGrant",
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, namespace: other, port: 5432}",
+            ) + OTHER_DB,
+            vec![cond("Accepted", "RefNotPermitted")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "another namespace with a ReferenceGrant",
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, namespace: other, port: 5432}",
+            ) + OTHER_DB
+                + GRANT,
+            vec![cond("Accepted", "ResolvedRefs")],
+            vec![("db.other.svc.cluster.local", 1)],
+        ),
+        (
+            "a ReferenceGrant for another kind",
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, namespace: other, port: 5432}",
+            ) + OTHER_DB
+                + &GRANT.replace("kind: TCPRoute", "kind: HTTPRoute"),
+            vec![cond("Accepted", "RefNotPermitted")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "a ReferenceGrant for another Service name",
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, namespace: other, port: 5432}",
+            ) + OTHER_DB
+                + &GRANT.replace("kind: Service}", "kind: Service, name: dbx}"),
+            vec![cond("Accepted", "RefNotPermitted")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "a share that cannot be used",
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, port: 5432, weight: 80}\n    - {name: dbx, port: 5432, weight: 15}\n    - {name: dby, port: 5432, weight: 5}",
+            ),
+            vec![cond("Accepted", "BackendNotFound")],
+            vec![(db, 80), (unusable, 20)],
+        ),
+        (
+            "every weight 0: every connection refused",
+            changed(
+                "{name: db, port: 5432}",
+                "{name: db, port: 5432, weight: 0}",
+            ),
+            vec![cond("Accepted", "ResolvedRefs")],
+            vec![(unusable, 1)],
+        ),
+        (
+            "parent not found",
+            changed(
+                "{name: gw, sectionName: tcp}",
+                "{name: gwx, sectionName: tcp}",
+            ),
+            vec![cond("NoMatchingParent", "ResolvedRefs")],
+            vec![],
+        ),
+        (
+            "section not found",
+            changed(
+                "{name: gw, sectionName: tcp}",
+                "{name: gw, sectionName: tcpx}",
+            ),
+            vec![cond("NoMatchingParent", "ResolvedRefs")],
+            vec![],
+        ),
+        (
+            "listener of another kind",
+            changed(
+                "{name: gw, sectionName: tcp}",
+                "{name: gw, sectionName: http}",
+            ),
+            vec![cond("NotAllowedByListeners", "ResolvedRefs")],
+            vec![],
+        ),
+        (
+            "a Gateway of another class: ignored, no status for it",
+            changed("gatewayClassName: istio", "gatewayClassName: nginx"),
+            vec![],
+            vec![],
+        ),
+    ];
+    for (what, text, expected, destinations) in cases {
+        let model = model_of(&text);
+        assert_eq!(conditions(&model, "TCPRoute", "db"), expected, "{what}");
+        let got: Vec<(&str, u32)> = model
+            .routes
+            .iter()
+            .filter(|r| r.key.starts_with("default/db/rules[0]"))
+            .flat_map(|r| &r.destinations)
+            .map(|d| (d.host.as_str(), d.weight))
+            .collect();
+        assert_eq!(got, destinations, "{what}");
+        assert!(
+            model
+                .routes
+                .iter()
+                .flat_map(|r| &r.destinations)
+                .filter(|d| d.is_unusable())
+                .all(|d| d.endpoints.is_empty()),
+            "{what}: an unusable share has no endpoint"
+        );
+    }
+}
+
+/// `allowedRoutes.namespaces.from: Selector` selects on the labels of
+/// `Namespace` documents (and Kubernetes' `kubernetes.io/metadata.name`),
+/// by `matchLabels` and `matchExpressions`; a route of a namespace it does
+/// not select is not attached (`NotAllowedByListeners`), and the
+/// Gateway's listener counts the routes attached.
+#[test]
+fn listener_selectors_select_namespaces_by_their_labels() {
+    let base = changed(
+        "kind: TCPRoute\nmetadata: {name: db}",
+        "kind: TCPRoute\nmetadata: {name: db, namespace: other}",
+    )
+    .replace(
+        "{name: gw, sectionName: tcp}",
+        "{name: gw, namespace: default, sectionName: tcp}",
+    )
+    .replace(
+        "  - backendRefs:\n    - {name: db, port: 5432}",
+        "  - backendRefs:\n    - {name: db, namespace: default, port: 5432}",
+    ) + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: db}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: TCPRoute, namespace: other}]\n  to: [{group: \"\", kind: Service}]\n";
+    let namespace = "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: other\n  labels: {team: a, tier: web}\n";
+    let selector = |s: &str| {
+        base.replace(
+            "{name: tcp, port: 5432, protocol: TCP}",
+            &format!(
+                "{{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {{namespaces: {{from: Selector, selector: {s}}}}}}}"
+            ),
+        )
+    };
+    let cases: Vec<(&str, String, &str)> =
+        vec![
+        ("from: Same", base.clone(), "NotAllowedByListeners"),
+        (
+            "from: All",
+            base.replace(
+                "{name: tcp, port: 5432, protocol: TCP}",
+                "{name: tcp, port: 5432, protocol: TCP, allowedRoutes: {namespaces: {from: All}}}",
+            ),
+            "Accepted",
+        ),
+        ("matchLabels", selector("{matchLabels: {team: a}}") + namespace, "Accepted"),
+        (
+            "matchLabels, another value",
+            selector("{matchLabels: {team: b}}") + namespace,
+            "NotAllowedByListeners",
+        ),
+        (
+            "matchLabels without the Namespace document",
+            selector("{matchLabels: {team: a}}"),
+            "NotAllowedByListeners",
+        ),
+        (
+            "Kubernetes' own name label",
+            selector("{matchLabels: {kubernetes.io/metadata.name: other}}"),
+            "Accepted",
+        ),
+        (
+            "In",
+            selector("{matchExpressions: [{key: tier, operator: In, values: [api, web]}]}")
+                + namespace,
+            "Accepted",
+        ),
+        (
+            "NotIn",
+            selector("{matchExpressions: [{key: tier, operator: NotIn, values: [web]}]}")
+                + namespace,
+            "NotAllowedByListeners",
+        ),
+        (
+            "Exists and matchLabels",
+            selector("{matchLabels: {team: a}, matchExpressions: [{key: tier, operator: Exists}]}")
+                + namespace,
+            "Accepted",
+        ),
+        (
+            "DoesNotExist",
+            selector("{matchExpressions: [{key: tier, operator: DoesNotExist}]}") + namespace,
+            "NotAllowedByListeners",
+        ),
+    ];
+    for (what, text, reason) in cases {
+        let model = model_of(&text);
+        assert_eq!(
+            conditions(&model, "TCPRoute", "other/db"),
+            vec![cond(reason, "ResolvedRefs")],
+            "{what}"
+        );
+        let gateway = &model.gateway_api_status[&crate::model::StatusKey {
+            kind: super::GATEWAY_KIND.to_owned(),
+            namespace: "default".to_owned(),
+            name: "gw".to_owned(),
+        }];
+        assert_eq!(
+            gateway["listeners"][0]["attachedRoutes"],
+            u32::from(reason == "Accepted"),
+            "{what}: {gateway}"
+        );
+        assert_eq!(
+            model.routes.iter().any(|r| r.key.starts_with("other/db/")),
+            reason == "Accepted",
+            "{what}"
+        );
+    }
+}
+
+/// An HTTPRoute's share of a backend that cannot be used is a destination
+/// of the proxy's route with no endpoint (answered 500), weighted as
+/// written; every share unusable: a 500 direct response.
+#[test]
+fn http_shares_that_cannot_be_used_are_unusable_destinations() {
+    let unusable = crate::model::UNUSABLE_BACKEND;
+    let cases: Vec<(&str, String, Split, bool, &str)> = vec![
+        (
+            "one share of four",
+            changed(
+                "    - {name: web-v1, port: 80}\n",
+                "    - {name: web-v1, port: 80, weight: 3}\n    - {name: nope, port: 80, weight: 1}\n",
+            ),
+            vec![("web-v1.default.svc.cluster.local", 3), (unusable, 1)],
+            false,
+            "BackendNotFound",
+        ),
+        (
+            "every share",
+            changed(
+                "    - {name: web-v1, port: 80}\n",
+                "    - {name: nope, port: 80}\n",
+            ),
+            vec![],
+            true,
+            "BackendNotFound",
+        ),
+    ];
+    for (what, text, want, direct, reason) in cases {
+        let model = model_of(&text);
+        let route = model
+            .http
+            .iter()
+            .flat_map(|l| &l.virtual_hosts)
+            .flat_map(|v| &v.routes)
+            .find(|r| r.key.starts_with("default/web/"))
+            .unwrap_or_else(|| panic!("{what}: no route of default/web"));
+        let got: Vec<(&str, u32)> = route
+            .destinations
+            .iter()
+            .map(|d| (d.destination.host.as_str(), d.destination.weight))
+            .collect();
+        assert_eq!(got, want, "{what}");
+        assert_eq!(
+            route.direct_response.as_ref().map(|d| d.status),
+            direct.then_some(500),
+            "{what}"
+        );
+        assert_eq!(
+            conditions(&model, "HTTPRoute", "web"),
+            vec![cond("Accepted", reason)],
+            "{what}"
+        );
+    }
+}
+
+/// `observedGeneration` is the resource's `metadata.generation` as written
+/// (Kubernetes counts spec changes), on the route's conditions and the
+/// Gateway's; a route's parentRef is echoed as the spec writes it
+/// (group, kind, namespace defaulted).
+#[test]
+fn status_carries_the_generation_and_the_parent_ref() {
+    let text = changed(
+        "kind: TCPRoute\nmetadata: {name: db}",
+        "kind: TCPRoute\nmetadata: {name: db, generation: 3}",
+    )
+    .replace(
+        "kind: Gateway\nmetadata: {name: gw}",
+        "kind: Gateway\nmetadata: {name: gw, generation: 7}",
+    );
+    let model = model_of(&text);
+    let key = |kind: &str, name: &str| crate::model::StatusKey {
+        kind: kind.to_owned(),
+        namespace: "default".to_owned(),
+        name: name.to_owned(),
+    };
+    let route = &model.gateway_api_status[&key("TCPRoute", "db")];
+    assert_eq!(
+        route["parents"][0]["parentRef"],
+        serde_json::json!({
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "namespace": "default",
+            "name": "gw",
+            "sectionName": "tcp",
+        })
+    );
+    for condition in route["parents"][0]["conditions"]
+        .as_array()
+        .expect("conditions")
+    {
+        assert_eq!(condition["observedGeneration"], 3, "{condition}");
+    }
+    let gateway = &model.gateway_api_status[&key(super::GATEWAY_KIND, "gw")];
+    assert_eq!(
+        gateway["conditions"][0]["observedGeneration"], 7,
+        "{gateway}"
+    );
+    assert_eq!(gateway["listeners"][0]["attachedRoutes"], 1, "{gateway}");
+    assert_eq!(gateway["listeners"][1]["attachedRoutes"], 0, "{gateway}");
+    // The Gateway's HTTP listener has no route: it listens all the same,
+    // with no virtual host (404 to every request).
+    let listener = model
+        .http
+        .iter()
+        .find(|l| l.key == "gateway default/gw port 8080")
+        .expect("the HTTP listener without route listens");
+    assert!(listener.virtual_hosts.is_empty());
+    // The mesh HTTPRoute: its Service parent.
+    let web = &model.gateway_api_status[&key("HTTPRoute", "web")];
+    assert_eq!(
+        web["parents"][0]["parentRef"],
+        serde_json::json!({
+            "group": "",
+            "kind": "Service",
+            "namespace": "default",
+            "name": "web",
+            "port": 80,
+        })
+    );
 }

@@ -1,17 +1,23 @@
 //! The checks across Gateway API resources, and the Istio resources they
 //! stand for (see the module's documentation in `gateway_api`).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use super::{
-    BackendRef, Gateway, GatewayApiResource, HttpRoute, Listener, Origin, ParentKind, ParentRef,
-    Precedence, SERVED_GATEWAY_CLASS, Service, TargetPort, TcpRoute,
+    BackendRef, FromNamespaces, Gateway, GatewayApiResource, HttpRoute, Listener, Namespace,
+    Origin, ParentKind, ParentRef, Precedence, ReferenceGrant, Service, TargetPort, TcpRoute,
+    gateway_class,
+    status::{Condition, RouteStatus, Statuses},
 };
 use crate::{
     common::{Labels, Protocol, RouteDestination},
     dto::{Location, Resolution},
     error::{ConfigError, FieldPath, fp},
     http::{DirectResponse, Headers, HttpMatch, HttpRouteDestination, HttpRule},
+    model::{StatusKey, UNUSABLE_BACKEND},
     names::host_matches,
     resolve::qualify,
     resource::{
@@ -21,15 +27,29 @@ use crate::{
 };
 
 /// What the Gateway API resources among `resources` stand for, as Istio
-/// resources for `resolve`; the errors of the checks across them.
-/// `resources` are every resource of the rules (the Istio ones to check
-/// what may not be shared with them: hosts, Gateway names).
-pub(crate) fn translate(resources: &[&Resource], errors: &mut Vec<ConfigError>) -> Vec<Resource> {
+/// resources for `resolve`; the errors of the checks across them; the
+/// status of each resource the served class owns. `resources` are every
+/// resource of the rules (the Istio ones to check what may not be shared
+/// with them: hosts, Gateway names).
+pub(crate) fn translate(
+    resources: &[&Resource],
+    errors: &mut Vec<ConfigError>,
+) -> (Vec<Resource>, BTreeMap<StatusKey, serde_json::Value>) {
     let mut index = Index::default();
+    let mut statuses = Statuses::default();
     for resource in resources {
         match resource {
             Resource::GatewayApi(GatewayApiResource::Service(s)) => index.services.push(s),
+            // A controller ignores the Gateways of the classes it does not
+            // own, and the routes' references to them.
+            Resource::GatewayApi(GatewayApiResource::Gateway(g))
+                if g.class_name != gateway_class() =>
+            {
+                index.ignored_gateways.push(g);
+            }
             Resource::GatewayApi(GatewayApiResource::Gateway(g)) => index.gateways.push(g),
+            Resource::GatewayApi(GatewayApiResource::ReferenceGrant(g)) => index.grants.push(g),
+            Resource::GatewayApi(GatewayApiResource::Namespace(n)) => index.namespaces.push(n),
             Resource::GatewayApi(GatewayApiResource::TcpRoute(r)) => index.tcp_routes.push(r),
             Resource::GatewayApi(GatewayApiResource::HttpRoute(r)) => index.http_routes.push(r),
             Resource::ServiceEntry(entry) => index.entries.push(entry),
@@ -73,7 +93,7 @@ pub(crate) fn translate(resources: &[&Resource], errors: &mut Vec<ConfigError>) 
         .collect();
     index.refused_services = refused_services;
     for route in &index.tcp_routes {
-        if let Some(vs) = index.tcp_route(route, errors) {
+        if let Some(vs) = index.tcp_route(route, &mut statuses) {
             out.push(Resource::VirtualService(vs));
         }
     }
@@ -82,10 +102,13 @@ pub(crate) fn translate(resources: &[&Resource], errors: &mut Vec<ConfigError>) 
     for route in &index.http_routes {
         out.extend(
             index
-                .http_route(route, &mut meshed, errors)
+                .http_route(route, &mut meshed, &mut statuses, errors)
                 .into_iter()
                 .map(Resource::VirtualService),
         );
+    }
+    for gateway in &index.gateways {
+        statuses.gateway(gateway);
     }
     for service in &index.services {
         if index
@@ -108,7 +131,7 @@ pub(crate) fn translate(resources: &[&Resource], errors: &mut Vec<ConfigError>) 
             out.push(Resource::VirtualService(vs));
         }
     }
-    out
+    (out, statuses.into_map())
 }
 
 #[derive(Default)]
@@ -124,6 +147,10 @@ struct Index<'a> {
     refused_services: Vec<&'a Service>,
     /// Gateways refused likewise.
     refused_gateways: Vec<&'a Gateway>,
+    /// Gateways of another class: not ours.
+    ignored_gateways: Vec<&'a Gateway>,
+    grants: Vec<&'a ReferenceGrant>,
+    namespaces: Vec<&'a Namespace>,
     /// The hosts of the mesh-bound Istio `VirtualServices` (qualified):
     /// a Service one of them routes has no default route.
     istio_hosts: Vec<String>,
@@ -151,17 +178,6 @@ impl<'a> Index<'a> {
         errors: &mut Vec<ConfigError>,
     ) -> Option<resource::Gateway> {
         let source = &gateway.source;
-        if gateway.class_name != SERVED_GATEWAY_CLASS {
-            errors.push(source.error(
-                fp!("spec.gatewayClassName"),
-                format!(
-                    "gatewayClassName {:?} is not served here: this agent serves the class {} \
-                     (a flag to choose it is not there yet); use gatewayClassName: {}",
-                    gateway.class_name, SERVED_GATEWAY_CLASS, SERVED_GATEWAY_CLASS
-                ),
-            ));
-            return None;
-        }
         if let Some(other) = self
             .istio_gateways
             .iter()
@@ -257,95 +273,163 @@ impl<'a> Index<'a> {
         })
     }
 
-    /// The backends of a rule, as destinations; `None` (errors recorded)
-    /// when one names no Service or no port of it.
+    /// The backends of a rule, as destinations, each with where it is
+    /// written; the backendRefs that cannot be used are one destination of
+    /// [`UNUSABLE_BACKEND`] weighted by their weights (placed where the
+    /// first of them is), and the first one's `ResolvedRefs` reason
+    /// (`resolved`). `None` when one names a Service refused on its own
+    /// (its error is recorded).
     fn destinations(
         &self,
         route: &Source,
         backends: &[BackendRef],
-        errors: &mut Vec<ConfigError>,
-    ) -> Option<Vec<(RouteDestination, Headers)>> {
-        let mut out = Vec::new();
-        let before = errors.len();
-        let mut silent = false;
+        resolved: &mut Option<Condition>,
+    ) -> Option<Vec<(RouteDestination, Headers, FieldPath)>> {
+        let mut out: Vec<(RouteDestination, Headers, FieldPath)> = Vec::new();
+        let mut unusable: Option<usize> = None;
         for backend in backends {
             if self
                 .refused_services
                 .iter()
                 .any(|s| s.source.namespace == backend.namespace && s.source.name == backend.name)
             {
-                silent = true;
-                continue;
+                return None;
             }
-            let Some(service) = self.service(&backend.namespace, &backend.name) else {
-                errors.push(route.error(
-                    backend.path.key("name"),
-                    format!(
-                        "backend Service {}/{} not found: define it (a Service selecting the \
-                         WorkloadEntries of its version) or fix the name",
-                        backend.namespace, backend.name
-                    ),
-                ));
-                continue;
+            let (service, port) = match self.backend(route, backend) {
+                Ok(found) => found,
+                Err(condition) => {
+                    if resolved.is_none() {
+                        *resolved = Some(condition);
+                    }
+                    if backend.weight == 0 {
+                        continue;
+                    }
+                    if let Some(at) = unusable {
+                        let weight = &mut out[at].0.weight;
+                        *weight = Some(weight.unwrap_or(0).saturating_add(backend.weight));
+                    } else {
+                        unusable = Some(out.len());
+                        out.push((
+                            RouteDestination {
+                                host: UNUSABLE_BACKEND.to_owned(),
+                                subset: None,
+                                port: None,
+                                weight: Some(backend.weight),
+                            },
+                            Headers::default(),
+                            backend.path.clone(),
+                        ));
+                    }
+                    continue;
+                }
             };
-            if !service.ports.iter().any(|p| p.port == backend.port) {
-                errors.push(route.error(
-                    backend.path.key("port"),
-                    format!(
-                        "Service {}/{} has no port {}: its ports are {}",
-                        backend.namespace,
-                        backend.name,
-                        backend.port,
-                        port_list(service)
-                    ),
-                ));
-                continue;
-            }
             out.push((
                 RouteDestination {
                     host: service.host(),
                     subset: None,
-                    port: Some(backend.port),
+                    port: Some(port),
                     weight: Some(backend.weight),
                 },
                 backend.headers.clone(),
+                backend.path.clone(),
             ));
         }
-        (errors.len() == before && !silent).then_some(out)
+        Some(out)
+    }
+
+    /// The Service and port a backendRef of `route` names, or why it
+    /// cannot be used (`ResolvedRefs` False), checked as Istio does: the
+    /// kind, then the `ReferenceGrant` for another namespace, then the
+    /// Service and its port.
+    fn backend(
+        &self,
+        route: &Source,
+        backend: &BackendRef,
+    ) -> Result<(&'a Service, u16), Condition> {
+        let field = backend.path.to_string();
+        if !(backend.group.is_empty() && backend.kind == "Service") {
+            let group = if backend.group.is_empty() {
+                "core"
+            } else {
+                backend.group.as_str()
+            };
+            return Err(Condition::resolved_refs(
+                "InvalidKind",
+                format!(
+                    "{field}: backendRef kind {group}/{} is not supported: a backend is a \
+                     Service (group \"\", kind Service); its share of the traffic fails",
+                    backend.kind
+                ),
+            ));
+        }
+        if backend.namespace != route.namespace
+            && !self.grants.iter().any(|grant| {
+                grant.source.namespace == backend.namespace
+                    && grant.allows(route.kind, &route.namespace, "", "Service", &backend.name)
+            })
+        {
+            return Err(Condition::resolved_refs(
+                "RefNotPermitted",
+                format!(
+                    "{field}: Service {}/{} is in another namespace, and no ReferenceGrant of \
+                     namespace {} lets a {} of namespace {} refer to it; its share of the \
+                     traffic fails",
+                    backend.namespace, backend.name, backend.namespace, route.kind, route.namespace
+                ),
+            ));
+        }
+        let Some(service) = self.service(&backend.namespace, &backend.name) else {
+            return Err(Condition::resolved_refs(
+                "BackendNotFound",
+                format!(
+                    "{field}: Service {}/{} not found; its share of the traffic fails",
+                    backend.namespace, backend.name
+                ),
+            ));
+        };
+        let port = backend.port.unwrap_or_default();
+        if !service.ports.iter().any(|p| p.port == port) {
+            return Err(Condition::resolved_refs(
+                "BackendNotFound",
+                format!(
+                    "{field}: Service {}/{} has no port {port} (its ports are {}); its share \
+                     of the traffic fails",
+                    backend.namespace,
+                    backend.name,
+                    port_list(service)
+                ),
+            ));
+        }
+        Ok((service, port))
     }
 
     /// The listeners of a Gateway parent that take a route of `kind` in
-    /// `namespace`, with the Gateway's id; errors recorded when none does.
+    /// `namespace`, with the Gateway; else why not, as the route's
+    /// `Accepted` condition (`None`: a Gateway refused on its own, whose
+    /// error is recorded, or of a class not served, which is not ours to
+    /// report on).
     fn listeners(
         &self,
         route: &Source,
         kind: &str,
         parent: &ParentRef,
         hostnames: &[String],
-        errors: &mut Vec<ConfigError>,
-    ) -> Option<(String, Vec<&'a Listener>)> {
-        let base = fp!("spec.parentRefs[{}]", parent.index);
-        if self
-            .refused_gateways
-            .iter()
-            .any(|g| g.source.namespace == parent.namespace && g.source.name == parent.name)
+    ) -> Result<(&'a Gateway, Vec<&'a Listener>), Option<Condition>> {
+        let same =
+            |g: &&&Gateway| g.source.namespace == parent.namespace && g.source.name == parent.name;
+        if self.refused_gateways.iter().any(|g| same(&g))
+            || self.ignored_gateways.iter().any(|g| same(&g))
         {
-            return None;
+            return Err(None);
         }
-        let Some(gateway) = self
-            .gateways
-            .iter()
-            .find(|g| g.source.namespace == parent.namespace && g.source.name == parent.name)
-        else {
-            errors.push(route.error(
-                base.key("name"),
+        let Some(gateway) = self.gateways.iter().find(|g| same(g)).copied() else {
+            return Err(Some(Condition::accepted(
+                "NoMatchingParent",
                 format!(
-                    "parent Gateway {}/{} not found: define it (apiVersion \
-                     gateway.networking.k8s.io/v1) or fix the name",
+                    "parent Gateway {}/{} not found",
                     parent.namespace, parent.name
                 ),
-            ));
-            return None;
+            )));
         };
         let candidates: Vec<&Listener> = gateway
             .listeners
@@ -359,11 +443,10 @@ impl<'a> Index<'a> {
                 (None, Some(port)) => format!("on port {port}"),
                 (None, None) => "at all".to_owned(),
             };
-            errors.push(route.error(
-                base.clone(),
+            return Err(Some(Condition::accepted(
+                "NoMatchingParent",
                 format!(
-                    "Gateway {}/{} has no listener {wanted} (NoMatchingParent): its listeners \
-                     are {}",
+                    "Gateway {}/{} has no listener {wanted}: its listeners are {}",
                     parent.namespace,
                     parent.name,
                     gateway
@@ -373,14 +456,15 @@ impl<'a> Index<'a> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-            ));
-            return None;
+            )));
         }
         let mut why = Vec::new();
+        let mut hostname_only = true;
         let taken: Vec<&Listener> = candidates
             .into_iter()
-            .filter(|l| match refusal(l, gateway, route, kind, hostnames) {
-                Some(reason) => {
+            .filter(|l| match self.refusal(l, gateway, route, kind, hostnames) {
+                Some((reason, hostname)) => {
+                    hostname_only &= hostname;
                     why.push(reason);
                     false
                 }
@@ -388,48 +472,165 @@ impl<'a> Index<'a> {
             })
             .collect();
         if taken.is_empty() {
-            errors.push(route.error(
-                base,
+            let reason = if hostname_only {
+                "NoMatchingListenerHostname"
+            } else {
+                "NotAllowedByListeners"
+            };
+            return Err(Some(Condition::accepted(
+                reason,
                 format!(
-                    "no listener of Gateway {}/{} takes this {kind} (NotAllowedByListeners): {}",
+                    "no listener of Gateway {}/{} takes this {kind}: {}",
                     parent.namespace,
                     parent.name,
                     why.join("; ")
                 ),
-            ));
-            return None;
+            )));
         }
-        Some((gateway_id(&gateway.source), taken))
+        Ok((gateway, taken))
+    }
+
+    /// The labels of `namespace`: its `Namespace` document's, else
+    /// Kubernetes' own `kubernetes.io/metadata.name` alone.
+    fn namespace_labels(&self, namespace: &str) -> Labels {
+        self.namespaces
+            .iter()
+            .find(|n| n.source.name == namespace)
+            .map_or_else(
+                || {
+                    Labels::from([(
+                        "kubernetes.io/metadata.name".to_owned(),
+                        namespace.to_owned(),
+                    )])
+                },
+                |n| n.labels.clone(),
+            )
+    }
+
+    /// Why listener `l` of `gateway` does not take a route of `kind` (in
+    /// `route`'s namespace, for `hostnames`), and whether only for its
+    /// hostname; `None` when it does.
+    fn refusal(
+        &self,
+        l: &Listener,
+        gateway: &Gateway,
+        route: &Source,
+        kind: &str,
+        hostnames: &[String],
+    ) -> Option<(String, bool)> {
+        if !l.kinds.contains(&kind) {
+            return Some((
+                format!(
+                    "listener {} allows {} (allowedRoutes.kinds), not {kind}",
+                    l.name,
+                    l.kinds.join(", ")
+                ),
+                false,
+            ));
+        }
+        let namespace = &route.namespace;
+        let why = match &l.namespaces {
+            FromNamespaces::All => None,
+            FromNamespaces::Same if gateway.source.namespace == *namespace => None,
+            FromNamespaces::Same => Some(format!(
+                "listener {} takes routes of its own namespace {} only \
+                 (allowedRoutes.namespaces.from: Same)",
+                l.name, gateway.source.namespace
+            )),
+            FromNamespaces::Selector(selector)
+                if selector.matches(&self.namespace_labels(namespace)) =>
+            {
+                None
+            }
+            FromNamespaces::Selector(_) => Some(format!(
+                "listener {} takes routes of the namespaces its selector matches \
+                 (allowedRoutes.namespaces.from: Selector), and the labels of namespace \
+                 {namespace} do not match",
+                l.name
+            )),
+        };
+        if let Some(why) = why {
+            return Some((why, false));
+        }
+        if let Some(hostname) = &l.hostname
+            && !hostnames.is_empty()
+            && !hostnames
+                .iter()
+                .any(|h| host_matches(hostname, h) || host_matches(h, hostname))
+        {
+            return Some((
+                format!(
+                    "listener {} is for host {hostname}, which none of the route's hostnames \
+                     matches",
+                    l.name
+                ),
+                true,
+            ));
+        }
+        None
     }
 
     /// The `VirtualService` of a `TCPRoute`: its one rule on the listeners
     /// of its parents, each bound by a match on the listener's port.
-    fn tcp_route(&self, route: &TcpRoute, errors: &mut Vec<ConfigError>) -> Option<VirtualService> {
+    fn tcp_route(&self, route: &TcpRoute, statuses: &mut Statuses) -> Option<VirtualService> {
         let source = &route.source;
-        let before = errors.len();
+        let mut status = RouteStatus::new(source, route.generation);
         let mut gateways = Vec::new();
         let mut matches = Vec::new();
         for parent in &route.parents {
-            let Some((id, listeners)) = self.listeners(source, "TCPRoute", parent, &[], errors)
-            else {
-                continue;
+            let (gateway, listeners) = match self.listeners(source, "TCPRoute", parent, &[]) {
+                Ok(found) => found,
+                Err(condition) => {
+                    if let Some(condition) = condition {
+                        status.parent(parent, condition);
+                    }
+                    continue;
+                }
             };
-            for listener in listeners {
+            let id = gateway_id(&gateway.source);
+            let attached = Condition::attached(&id, &listeners);
+            for listener in &listeners {
                 matches.push(L4Match {
                     port: Some(listener.port),
                     gateways: vec![id.clone()],
                     ..L4Match::default()
                 });
+                statuses.attach(&gateway.source, &listener.name, source);
             }
+            status.parent(parent, attached);
             if !gateways.contains(&id) {
                 gateways.push(id);
             }
         }
-        let destinations = self.destinations(source, &route.backends, errors);
-        if errors.len() > before || matches.is_empty() {
+        let mut resolved = None;
+        let destinations = self.destinations(source, &route.backends, &mut resolved);
+        status.resolved(resolved);
+        statuses.route(status);
+        if matches.is_empty() {
             return None;
         }
-        let route_destinations = destinations?.into_iter().map(|(d, _)| d).collect();
+        let mut destinations = destinations?;
+        // The spec: no backend that can be used (or every weight 0): every
+        // connection is refused.
+        let usable: u64 = destinations
+            .iter()
+            .filter(|(d, ..)| d.host != UNUSABLE_BACKEND)
+            .map(|(d, ..)| u64::from(d.weight.unwrap_or(1)))
+            .sum();
+        if usable == 0 {
+            destinations = vec![(
+                RouteDestination {
+                    host: UNUSABLE_BACKEND.to_owned(),
+                    subset: None,
+                    port: None,
+                    weight: Some(1),
+                },
+                Headers::default(),
+                fp!("spec.rules[0].backendRefs"),
+            )];
+        }
+        let paths = destinations.iter().map(|(.., p)| p.clone()).collect();
+        let route_destinations = destinations.into_iter().map(|(d, ..)| d).collect();
         Some(VirtualService {
             source: source.clone(),
             hosts: vec!["*".to_owned()],
@@ -443,7 +644,7 @@ impl<'a> Index<'a> {
             export_to: Vec::new(),
             origin: Some(Arc::new(Origin {
                 tcp: vec![("rules[0]".to_owned(), fp!("spec.rules[0]"))],
-                tcp_backends: vec![route.backends.iter().map(|b| b.path.clone()).collect()],
+                tcp_backends: vec![paths],
                 ..Origin::default()
             })),
         })
@@ -456,11 +657,16 @@ impl<'a> Index<'a> {
         &self,
         route: &HttpRoute,
         meshed: &mut HashMap<(String, String), Source>,
+        statuses: &mut Statuses,
         errors: &mut Vec<ConfigError>,
     ) -> Vec<VirtualService> {
         let before = errors.len();
-        let parents = self.http_parents(route, meshed, errors);
-        let rules = self.http_rules(route, errors);
+        let mut status = RouteStatus::new(&route.source, route.generation);
+        let parents = self.http_parents(route, meshed, &mut status, statuses, errors);
+        let mut resolved = None;
+        let rules = self.http_rules(route, &mut resolved);
+        status.resolved(resolved);
+        statuses.route(status);
         let (Some(parents), Some(rules)) = (parents, rules) else {
             return Vec::new();
         };
@@ -478,28 +684,24 @@ impl<'a> Index<'a> {
             ));
         }
         if !parents.gateway.is_empty() {
-            let hosts = if route.hostnames.is_empty() {
-                vec!["*".to_owned()]
-            } else {
-                route.hostnames.clone()
-            };
             out.push(bound(
                 route,
                 &rules,
-                hosts,
+                parents.gateway_hosts,
                 parents.gateways,
                 &parents.gateway,
             ));
         }
         out
     }
-
     /// Where an `HTTPRoute` applies; `None` when a parent was refused on
     /// its own (its error is recorded), errors recorded for the others.
     fn http_parents(
         &self,
         route: &HttpRoute,
         meshed: &mut HashMap<(String, String), Source>,
+        status: &mut RouteStatus,
+        statuses: &mut Statuses,
         errors: &mut Vec<ConfigError>,
     ) -> Option<Parents> {
         let source = &route.source;
@@ -508,14 +710,28 @@ impl<'a> Index<'a> {
         for parent in &route.parents {
             let base = fp!("spec.parentRefs[{}]", parent.index);
             if parent.kind == ParentKind::Gateway {
-                let Some((id, listeners)) =
-                    self.listeners(source, "HTTPRoute", parent, &route.hostnames, errors)
-                else {
-                    continue;
-                };
+                let (gateway, listeners) =
+                    match self.listeners(source, "HTTPRoute", parent, &route.hostnames) {
+                        Ok(found) => found,
+                        Err(condition) => {
+                            if let Some(condition) = condition {
+                                status.parent(parent, condition);
+                            }
+                            continue;
+                        }
+                    };
+                let id = gateway_id(&gateway.source);
+                let attached = Condition::attached(&id, &listeners);
                 for listener in listeners {
                     parents.gateway.push((id.clone(), Some(listener.port)));
+                    statuses.attach(&gateway.source, &listener.name, source);
+                    for host in intersection(listener.hostname.as_deref(), &route.hostnames) {
+                        if !parents.gateway_hosts.contains(&host) {
+                            parents.gateway_hosts.push(host);
+                        }
+                    }
                 }
+                status.parent(parent, attached);
                 if !parents.gateways.contains(&id) {
                     parents.gateways.push(id);
                 }
@@ -572,6 +788,7 @@ impl<'a> Index<'a> {
                 continue;
             }
             meshed.insert(key, source.clone());
+            status.parent(parent, Condition::attached_to_service(parent));
             let host = service.host();
             if !parents.mesh_hosts.contains(&host) {
                 parents.mesh_hosts.push(host);
@@ -584,47 +801,52 @@ impl<'a> Index<'a> {
     /// The rules of an `HTTPRoute`, one per match, in the spec's precedence
     /// (equals in the order written), each with its label and path for
     /// [`Origin`]; `None` when a backend was refused (errors recorded).
-    fn http_rules(&self, route: &HttpRoute, errors: &mut Vec<ConfigError>) -> Option<Vec<Rule>> {
+    fn http_rules(&self, route: &HttpRoute, resolved: &mut Option<Condition>) -> Option<Vec<Rule>> {
         let mut rules: Vec<Rule> = Vec::new();
         let mut failed = false;
         for (i, rule) in route.rules.iter().enumerate() {
-            let Some(destinations) = self.destinations(&route.source, &rule.backends, errors)
+            let Some(destinations) = self.destinations(&route.source, &rule.backends, resolved)
             else {
                 failed = true;
                 continue;
             };
-            let total: u64 = destinations
+            let usable: u64 = destinations
                 .iter()
-                .map(|(d, _)| u64::from(d.weight.unwrap_or(1)))
+                .filter(|(d, ..)| d.host != UNUSABLE_BACKEND)
+                .map(|(d, ..)| u64::from(d.weight.unwrap_or(1)))
                 .sum();
-            // The spec: no backendRef, or every weight 0: 500.
-            let (route_to, direct_response) = if total == 0 {
+            // The spec: no backendRef, every weight 0, or none that can be
+            // used: 500.
+            let (route_to, direct_response) = if usable == 0 {
                 let status = DirectResponse {
                     status: 500,
                     body: None,
                 };
                 (Vec::new(), Some(status))
             } else {
-                let route_to = destinations
+                let route_to: Vec<(HttpRouteDestination, FieldPath)> = destinations
                     .into_iter()
-                    .map(|(destination, headers)| HttpRouteDestination {
-                        destination,
-                        headers,
+                    .map(|(destination, headers, path)| {
+                        (
+                            HttpRouteDestination {
+                                destination,
+                                headers,
+                            },
+                            path,
+                        )
                     })
                     .collect();
                 (route_to, None)
             };
+            let backends: Vec<FieldPath> = route_to.iter().map(|(_, p)| p.clone()).collect();
+            let route_to: Vec<HttpRouteDestination> =
+                route_to.into_iter().map(|(d, _)| d).collect();
             let http_rule = |matches: Vec<HttpMatch>| HttpRule {
                 matches,
                 route: route_to.clone(),
                 direct_response: direct_response.clone(),
                 headers: rule.headers.clone(),
                 ..empty_rule()
-            };
-            let backends: Vec<FieldPath> = if direct_response.is_some() {
-                Vec::new()
-            } else {
-                rule.backends.iter().map(|b| b.path.clone()).collect()
             };
             if rule.matches.is_empty() {
                 rules.push(Rule {
@@ -665,6 +887,8 @@ impl<'a> Index<'a> {
 struct Parents {
     mesh_hosts: Vec<String>,
     mesh: Vec<(String, Option<u16>)>,
+    /// The intersections of the route's hostnames with its listeners'.
+    gateway_hosts: Vec<String>,
     gateways: Vec<String>,
     gateway: Vec<(String, Option<u16>)>,
 }
@@ -748,41 +972,27 @@ fn bound(
     }
 }
 
-/// Why listener `l` of `gateway` does not take a route of `kind` (in
-/// `route`'s namespace, for `hostnames`); `None` when it does.
-fn refusal(
-    l: &Listener,
-    gateway: &Gateway,
-    route: &Source,
-    kind: &str,
-    hostnames: &[String],
-) -> Option<String> {
-    if !l.kinds.contains(&kind) {
-        return Some(format!(
-            "listener {} allows {} (allowedRoutes.kinds), not {kind}",
-            l.name,
-            l.kinds.join(", ")
-        ));
-    }
-    if !l.all_namespaces && gateway.source.namespace != route.namespace {
-        return Some(format!(
-            "listener {} takes routes of its own namespace {} only \
-             (allowedRoutes.namespaces.from: Same); set from: All",
-            l.name, gateway.source.namespace
-        ));
-    }
-    if let Some(hostname) = &l.hostname
-        && !hostnames.is_empty()
-        && !hostnames
+/// The hosts of a route's `hostnames` (none: every host) that a listener
+/// of `hostname` (none: every host) takes, as the spec intersects them:
+/// the more specific of the two where one covers the other.
+fn intersection(hostname: Option<&str>, hostnames: &[String]) -> Vec<String> {
+    match (hostname, hostnames.is_empty()) {
+        (None, true) => vec!["*".to_owned()],
+        (Some(listener), true) => vec![listener.to_owned()],
+        (None, false) => hostnames.to_vec(),
+        (Some(listener), false) => hostnames
             .iter()
-            .any(|h| host_matches(hostname, h) || host_matches(h, hostname))
-    {
-        return Some(format!(
-            "listener {} is for host {hostname}, which none of the route's hostnames matches",
-            l.name
-        ));
+            .filter_map(|h| {
+                if host_matches(listener, h) {
+                    Some(h.clone())
+                } else if host_matches(h, listener) {
+                    Some(listener.to_owned())
+                } else {
+                    None
+                }
+            })
+            .collect(),
     }
-    None
 }
 
 /// Whether `service` can be the parent of a mesh `HTTPRoute` (on `port`,

@@ -521,6 +521,9 @@ impl<'a> Catalog<'a> {
                 }));
             for (base, destination) in destinations {
                 let host = &destination.host;
+                if host == crate::model::UNUSABLE_BACKEND {
+                    continue;
+                }
                 if self.service(host, namespace).is_none() {
                     sink.errors
                         .push(self.host_not_found(vs, base.key("host"), host));

@@ -83,6 +83,9 @@ impl<'a> Catalog<'a> {
         let base = at.base.clone();
         let namespace = &vs.source.namespace;
         let host = &destination.host;
+        if host == crate::model::UNUSABLE_BACKEND {
+            return Ok(unusable(destination));
+        }
         let Some((service, service_host)) = self.service(host, namespace) else {
             return Err(self.host_not_found(vs, base.key("host"), host));
         };
@@ -178,6 +181,35 @@ impl<'a> Catalog<'a> {
             lb,
         ))
     }
+}
+
+/// The destination of Gateway API backendRefs that cannot be used: no
+/// endpoints, no port (see [`crate::model::UNUSABLE_BACKEND`]).
+fn unusable(
+    destination: &RouteDestination,
+) -> (
+    Destination,
+    &'static ServicePort,
+    Option<&'static LoadBalancer>,
+) {
+    static NO_PORT: ServicePort = ServicePort {
+        number: 0,
+        name: String::new(),
+        protocol: crate::common::Protocol::Tcp,
+        target_port: None,
+    };
+    (
+        Destination {
+            host: destination.host.clone(),
+            subset: None,
+            weight: destination.weight.unwrap_or(1),
+            endpoint_selection: Selection::default(),
+            outlier: None,
+            endpoints: Vec::new(),
+        },
+        &NO_PORT,
+        None,
+    )
 }
 
 /// The `outlierDetection` in force for a destination (its subset's, else

@@ -270,6 +270,45 @@ impl<'a> Catalog<'a> {
         }
     }
 
+    /// The HTTP listeners of Gateway API Gateways that no route is
+    /// attached to: they listen all the same, with no virtual host, so
+    /// every request is answered 404, as a Gateway's listener is in
+    /// Kubernetes (Envoy with no route). Istio Gateways keep theirs closed
+    /// until a VirtualService binds them, as before.
+    pub(super) fn unrouted_gateway_api_listeners(
+        &self,
+        listeners: &mut BTreeMap<String, HttpListener>,
+    ) {
+        for gateway in self
+            .gateways
+            .iter()
+            .filter(|g| g.source.kind == crate::GATEWAY_KIND)
+        {
+            let gateway_id = format!("{}/{}", gateway.source.namespace, gateway.source.name);
+            for server in gateway
+                .servers
+                .iter()
+                .filter(|s| plain_http(s.port.protocol) && s.bind.is_none())
+            {
+                let port = server.port.number;
+                let key = format!("gateway {gateway_id} port {port}");
+                listeners
+                    .entry(key.clone())
+                    .or_insert_with(|| HttpListener {
+                        key,
+                        gateway: Some(gateway_id.clone()),
+                        port,
+                        listeners: vec![
+                            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+                            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+                        ],
+                        prefixes: Vec::new(),
+                        virtual_hosts: Vec::new(),
+                    });
+            }
+        }
+    }
+
     fn gateway_listeners(
         &self,
         vs: &VirtualService,

@@ -102,7 +102,8 @@ pub fn resolve_resources(
     // The Gateway API kinds as the Istio resources they stand for, after
     // the Istio ones: where both claim something, the Gateway API one is
     // refused, naming the Istio one.
-    let translated = crate::gateway_api::translate(&resources, &mut sink.errors);
+    let (translated, gateway_api_status) =
+        crate::gateway_api::translate(&resources, &mut sink.errors);
     let resources: Vec<&Resource> = resources.into_iter().chain(&translated).collect();
     let catalog = Catalog::new(&resources, &mut sink);
     let mut gateways: Vec<GatewaySelector> = catalog
@@ -149,12 +150,14 @@ pub fn resolve_resources(
             routes.push(route);
         }
     }
+    catalog.unrouted_gateway_api_listeners(&mut http);
     routes.sort_by(|a, b| a.key.cmp(&b.key));
     let mut model = RoutingModel {
         routes,
         http: http.into_values().collect(),
         gateways,
         rollouts: Vec::new(),
+        gateway_api_status,
     };
     if sink.errors.is_empty() {
         targets.warn_unrouted(&model, &mut sink);

@@ -32,6 +32,7 @@ fn gateway_route(endpoint: &str) -> RoutingModel {
         http: Vec::new(),
         gateways: Vec::new(),
         rollouts: Vec::new(),
+        gateway_api_status: std::collections::BTreeMap::new(),
     }
 }
 

@@ -54,6 +54,7 @@ fn model(routes: Vec<TcpRoute>) -> RoutingModel {
         http: Vec::new(),
         gateways: Vec::new(),
         rollouts: Vec::new(),
+        gateway_api_status: std::collections::BTreeMap::new(),
     }
 }
 

@@ -223,6 +223,7 @@ fn model(family: &Family, weights: [u32; 2]) -> RoutingModel {
         http: Vec::new(),
         gateways: Vec::new(),
         rollouts: Vec::new(),
+        gateway_api_status: std::collections::BTreeMap::new(),
     }
 }
 
