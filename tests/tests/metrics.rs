@@ -379,11 +379,11 @@ fn idle_services(n: usize) -> String {
     use std::fmt::Write as _;
     let mut rules = String::new();
     for i in 0..n {
-        let address = i + 1;
+        let address = format!("127.102.{}.{}", i / 250, i % 250 + 1);
         let _ = write!(
             rules,
             "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{i:02}}}\n\
-             spec: {{hosts: [svc-{i:02}.scale.local], addresses: [127.102.0.{address}], ports: [{{number: 9000, name: tcp, protocol: TCP}}], \
+             spec: {{hosts: [svc-{i:02}.scale.local], addresses: [{address}], ports: [{{number: 9000, name: tcp, protocol: TCP}}], \
              resolution: STATIC, endpoints: [{{address: 127.0.0.1, ports: {{tcp: 19001}}}}]}}\n\
              ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc-{i:02}}}\n\
              spec: {{hosts: [svc-{i:02}.scale.local], tcp: [{{route: [{{destination: {{host: svc-{i:02}.scale.local}}}}]}}]}}\n"
@@ -449,4 +449,67 @@ fn many_idle_services_add_no_series_and_status_shows_a_line_per_route() {
     assert!(!one_route.contains("tcp-echo"), "{one_route}");
     let full = s.agent.status_with(&["--full"]);
     assert_eq!(full.matches("DESTINATION").count(), routes, "{full}");
+}
+
+/// A large rule set (4 000 services, a status file over 1 MiB): traffic on
+/// one route goes to the status file's delta, not a rewrite of the whole
+/// file, and `status` reads the file with the delta applied.
+#[test]
+fn a_large_status_file_gets_a_delta_that_status_reads() {
+    let mut s = Scenario::tcp_echo_opts(
+        "metrics-delta",
+        &[
+            (
+                "virtual-service.yaml",
+                &tcp_echo_rule("examples/vs-20-v2.yaml"),
+            ),
+            ("idle.yaml", &idle_services(4000)),
+        ],
+        &[
+            "--max-routes",
+            "8192",
+            "--max-services",
+            "8192",
+            "--max-counters",
+            "16384",
+        ],
+    );
+    let status_file = s.agent.status_file.clone();
+    let delta = status_file.with_extension("delta.json");
+    let whole = std::fs::metadata(&status_file).expect("status file").len();
+    assert!(whole > 1 << 20, "the status file has {whole} bytes");
+    assert_eq!(s.client.burst(SERVICE_V4, 100), (80, 20));
+    let summary = s.agent.wait_status("the observed split", |st| {
+        st.lines().any(|l| {
+            l.starts_with("default/tcp-echo/tcp[0]/port 9000 ")
+                && l.contains(" 100  v1 80% v2 20% ")
+        })
+    });
+    assert!(summary.contains("routes: a line each"), "{summary}");
+    // The counts came through the delta: the file as last written whole
+    // still has none for tcp-echo.
+    let written = std::fs::metadata(&delta).expect("a delta file").len();
+    assert!(
+        written * 20 < whole,
+        "the delta ({written} bytes) is a small part of the file ({whole})"
+    );
+    let base = s.agent.status_json();
+    let tcp_echo = base["routes"]
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .find(|r| r["route"] == "default/tcp-echo/tcp[0]/port 9000")
+        })
+        .expect("tcp-echo's route in the file")
+        .clone();
+    assert!(
+        tcp_echo["destinations"]
+            .as_array()
+            .expect("destinations")
+            .iter()
+            .all(|d| d.get("connections_total").is_none()),
+        "the file as written whole predates the traffic: {tcp_echo}"
+    );
+    let one = s.agent.status_with(&["default/tcp-echo"]);
+    assert!(one.contains("100 conn/min"), "{one}");
 }
