@@ -7,7 +7,10 @@ use std::{collections::BTreeMap, fmt, path::Path};
 use aya::maps::{HashMap, LpmTrie, MapData, MapError};
 use traffic_shift_common::{PrefixData, RouteTable, ServiceKey, ServiceValue, map_names};
 
-use crate::{Datapath, DatapathError, EBPF_OBJECT, apply::LoadedRoute};
+use crate::{
+    Datapath, DatapathError, EBPF_OBJECT,
+    apply::{Digest, LoadedRoute},
+};
 
 /// Why the maps a previous agent pinned cannot be adopted (they are
 /// started over).
@@ -187,7 +190,8 @@ impl Datapath {
             return;
         };
         if self.adopted_routes.get(&id).map(Vec::as_slice) == Some(route.table.as_bytes()) {
-            let table = self.adopted_routes.remove(&id).unwrap_or_default();
+            self.adopted_routes.remove(&id);
+            let table = Digest::of(route.table.as_bytes());
             self.loaded_routes
                 .insert(key.to_owned(), LoadedRoute { id, table });
         }

@@ -34,11 +34,28 @@ impl FreeRouteIds {
     }
 }
 
-/// What one route holds in the kernel now: its id and the used bytes of its
-/// table (enough to tell a change, without a whole copy per route).
+/// What one route holds in the kernel now: its id and a digest of its
+/// table's used bytes (enough to tell a change: a copy was 1.7 KB a route,
+/// 170 MB of the agent's memory at 100 000 routes).
 pub(crate) struct LoadedRoute {
     pub(crate) id: u32,
-    pub(crate) table: Vec<u8>,
+    pub(crate) table: Digest,
+}
+
+/// 128 bits of a table's bytes: two SipHash-1-3 with keys drawn at start,
+/// so two different tables collide with odds of 2^-128, and no table can
+/// be made to collide with another on purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Digest(u64, u64);
+
+impl Digest {
+    pub(crate) fn of(bytes: &[u8]) -> Self {
+        use std::hash::BuildHasher as _;
+        static KEYS: std::sync::OnceLock<[std::collections::hash_map::RandomState; 2]> =
+            std::sync::OnceLock::new();
+        let [a, b] = KEYS.get_or_init(Default::default);
+        Self(a.hash_one(bytes), b.hash_one(bytes))
+    }
 }
 
 /// What an apply changed, by route key.
@@ -84,7 +101,7 @@ impl Datapath {
                 self.take_over_adopted(key, route);
             }
             let loaded = self.loaded_routes.get(key);
-            let unchanged = loaded.is_some_and(|l| l.table == route.table.as_bytes());
+            let unchanged = loaded.is_some_and(|l| l.table == Digest::of(route.table.as_bytes()));
             let id = match loaded {
                 Some(l) => l.id,
                 None => free_ids
@@ -126,7 +143,7 @@ impl Datapath {
                 route.key.clone(),
                 LoadedRoute {
                     id,
-                    table: route.table.as_bytes().to_vec(),
+                    table: Digest::of(route.table.as_bytes()),
                 },
             );
         }
@@ -448,5 +465,15 @@ mod tests {
         let taken: Vec<u32> = std::iter::from_fn(|| ids.take().ok()).collect();
         assert_eq!(taken, [2, 4, 5]);
         assert!(ids.take().is_err(), "all 7 in use");
+    }
+
+    #[test]
+    fn a_digest_tells_tables_apart() {
+        let table = [7u8; 1700];
+        let mut changed = table;
+        changed[1699] = 8;
+        assert_eq!(Digest::of(&table), Digest::of(&table.clone()));
+        assert_ne!(Digest::of(&table), Digest::of(&changed));
+        assert_ne!(Digest::of(&table), Digest::of(&table[..1699]));
     }
 }
