@@ -453,7 +453,7 @@ fn write_tables(
 
 #[cfg(test)]
 mod tests {
-    use super::FreeRouteIds;
+    use super::{Digest, FreeRouteIds};
 
     #[test]
     fn free_route_ids_are_the_unused_ones_lowest_first_up_to_the_limit() {
