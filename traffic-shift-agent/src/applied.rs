@@ -265,7 +265,9 @@ impl Document {
 pub struct Entry {
     /// As [`normalize`] makes it, with `metadata.creationTimestamp`.
     pub document: Document,
-    pub resource: Resource,
+    /// Boxed: the map's nodes hold 11 entries each, inline (a resource is ~600
+    /// bytes; half-full nodes of them were a third of what 10 000 services took).
+    pub resource: Box<Resource>,
     /// When it was first applied, Unix milliseconds.
     pub created_ms: u64,
 }
@@ -390,7 +392,7 @@ pub fn plan_apply(
                 key,
                 Entry {
                     document,
-                    resource,
+                    resource: Box::new(resource),
                     created_ms,
                 },
             );
@@ -628,7 +630,7 @@ fn with_timestamp(mut document: Json, created_ms: u64) -> Json {
 pub fn rules_file(path: &Path, entries: &Entries) -> RulesFile {
     RulesFile {
         path: path.to_owned(),
-        resources: entries.values().map(|e| e.resource.clone()).collect(),
+        resources: entries.values().map(|e| (*e.resource).clone()).collect(),
         warnings: Vec::new(),
     }
 }
@@ -715,7 +717,7 @@ pub fn parse_state(path: &Path, text: &str, mtime_ms: u64) -> Result<Entries, Ve
             key,
             Entry {
                 document,
-                resource,
+                resource: Box::new(resource),
                 created_ms,
             },
         );

@@ -76,7 +76,7 @@ pub fn entry(prefix: &str, key: &ResourceKey, text: &str) -> Result<(Key, Entry)
         found,
         Entry {
             document: Document::new(&json),
-            resource,
+            resource: Box::new(resource),
             created_ms,
         },
     ))

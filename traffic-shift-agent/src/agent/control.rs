@@ -124,7 +124,7 @@ impl Agent {
         };
         let resources = self
             .sources
-            .resources_with(plan.entries.values().map(|e| &e.resource));
+            .resources_with(plan.entries.values().map(|e| &*e.resource));
         let (model, across) = config::resolve_resources(resources);
         let mut warnings = plan.warnings.clone();
         // Only those about the files given: the rest of the rules' warnings
