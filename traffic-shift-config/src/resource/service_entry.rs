@@ -253,7 +253,9 @@ fn resolution_rules(
     has_selector: bool,
 ) -> Vec<WorkloadEndpoint> {
     let port_names: Vec<&str> = ports.iter().map(|port| port.name.as_str()).collect();
-    let mut endpoints = Vec::new();
+    // As many as written (a Vec grown by push holds at least 4: a
+    // ServiceEntry lives as long as it is applied).
+    let mut endpoints = Vec::with_capacity(written_endpoints.len());
     match resolution {
         Resolution::None => {
             if !written_endpoints.is_empty() {
