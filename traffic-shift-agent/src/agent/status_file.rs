@@ -189,8 +189,12 @@ impl Agent {
             if part.is_none() {
                 self.observer.status.dirty.insert(i);
                 let status = self.route_status(route);
-                let json = serde_json::to_string(&status).expect("status serializes");
-                let line = serde_json::to_string(&RouteLine::of(&status)).expect("serializes");
+                let mut json = serde_json::to_string(&status).expect("status serializes");
+                let mut line = serde_json::to_string(&RouteLine::of(&status)).expect("serializes");
+                // Kept until the route moves: without the room grown while
+                // writing (up to as much again).
+                json.shrink_to_fit();
+                line.shrink_to_fit();
                 changed = true;
                 *part = Some((json, line));
             }
