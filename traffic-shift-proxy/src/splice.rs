@@ -130,7 +130,7 @@ impl Splice {
 
     /// Serves the connections accepted on `listener` with the route of
     /// `key` (looked up for each connection). Runs until the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: UnixListener, key: String) {
+    pub async fn serve(self: Arc<Self>, listener: Arc<UnixListener>, key: String) {
         let key: Arc<str> = key.into();
         loop {
             let stream = match listener.accept().await {
@@ -296,7 +296,7 @@ mod tests {
         splice.update(std::slice::from_ref(&route));
         let path = socket_path("split");
         let listener = UnixListener::bind(&path).expect("bind the unix socket");
-        let task = tokio::spawn(Arc::clone(&splice).serve(listener, route.key.clone()));
+        let task = tokio::spawn(Arc::clone(&splice).serve(Arc::new(listener), route.key.clone()));
 
         let mut v2_count = 0;
         for _ in 0..1000 {

@@ -8,6 +8,8 @@
 //!   and proxy together;
 //! - [`kernel`]: the datapath and the gateway endpoints' sockets;
 //! - [`l7`]: the L7 proxy's listeners and configuration;
+//! - [`unix`]: Gateway servers on unix sockets (TCP routes spliced in user
+//!   space, HTTP listeners of the proxy);
 //! - [`health`]: endpoints out of the selection (probes, outlier detection);
 //! - [`observe`]: counter samples, the metrics exporter's labels, the status file;
 //! - [`drain`]: closing connections to endpoints that left the rules.
@@ -38,6 +40,7 @@ pub mod simulate;
 mod sources;
 mod status_file;
 mod store;
+mod unix;
 
 use self::{
     drain::Drain,

@@ -1,0 +1,217 @@
+//! End-to-end: a Gateway server bound to a unix socket (`bind:
+//! unix:///<path>`, port 0, as Istio allows). The agent listens on the
+//! socket; each connection picks a tcp-echo version with the weights of the
+//! VirtualService bound to the Gateway (exactly, as everywhere else) and is
+//! spliced to it. The socket file comes with the rules and goes with them.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::{fs::FileTypeExt as _, net::UnixStream},
+    path::{Path, PathBuf},
+};
+
+use traffic_shift_tests::{Scenario, tcp_echo_rule, unique_name};
+
+const ALL_V1: &str = "examples/vs-all-v1.yaml";
+
+/// A directory for the sockets, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("{}-sockets", unique_name(test)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("socket dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The Gateway `unix-gateway` with a TCP server on the unix socket `path`,
+/// and the VirtualService `tcp-echo-unix` bound to it, splitting v1/v2.
+fn unix_gateway(path: &Path, v1: u32, v2: u32) -> String {
+    format!(
+        "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: unix-gateway}}
+spec:
+  selector: {{app: unix-gateway}}
+  servers:
+  - port: {{number: 0, name: tcp-unix, protocol: TCP}}
+    hosts: [\"*\"]
+    bind: unix://{}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp-echo-unix}}
+spec:
+  hosts: [\"*\"]
+  gateways: [unix-gateway]
+  tcp:
+  - route:
+    - destination: {{host: tcp-echo.local, port: {{number: 9000}}, subset: v1}}
+      weight: {v1}
+    - destination: {{host: tcp-echo.local, port: {{number: 9000}}, subset: v2}}
+      weight: {v2}
+",
+        path.display()
+    )
+}
+
+/// One connection through the socket: who answers `hello`, and the
+/// connection, still open.
+fn connect(path: &Path) -> (String, BufReader<UnixStream>) {
+    let mut stream =
+        UnixStream::connect(path).unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
+    stream.write_all(b"hello\n").expect("write");
+    let mut reader = BufReader::new(stream);
+    let who = answer(&mut reader);
+    (who, reader)
+}
+
+/// The first word of the next line the backend answers.
+fn answer(reader: &mut BufReader<UnixStream>) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read an answer");
+    line.split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("an empty answer: {line:?}"))
+        .to_owned()
+}
+
+fn is_socket(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+#[test]
+fn a_unix_socket_gateway_splits_exactly_keeps_held_connections_and_goes_with_its_rules() {
+    let dir = TempDir::new("unix-gw");
+    let sock = dir.0.join("gw.sock");
+    let mut s = Scenario::tcp_echo("unix-gw", &tcp_echo_rule(ALL_V1));
+
+    let event = s
+        .agent
+        .write_rules("unix-gateway.yaml", unix_gateway(&sock, 80, 20));
+    assert_eq!(event["result"], "applied", "{event}");
+    assert!(is_socket(&sock), "the socket file is made on apply");
+
+    let (mut one, mut two) = (0, 0);
+    for i in 0..1000 {
+        match connect(&sock).0.as_str() {
+            "one" => one += 1,
+            "two" => two += 1,
+            other => panic!("connection {i}: answered by {other:?}"),
+        }
+    }
+    println!("unix gateway 80/20 over 1000 connections: one={one} two={two}");
+    assert_eq!(
+        (one, two),
+        (800, 200),
+        "80/20 through the unix socket is exact"
+    );
+
+    // Held connections keep their backend across a shift to all-v2.
+    let mut held: Vec<(String, BufReader<UnixStream>)> = (0..10).map(|_| connect(&sock)).collect();
+    let first: Vec<String> = held.iter().map(|(who, _)| who.clone()).collect();
+    assert!(
+        first.iter().any(|w| w == "one"),
+        "some held on v1: {first:?}"
+    );
+    let event = s
+        .agent
+        .write_rules("unix-gateway.yaml", unix_gateway(&sock, 0, 100));
+    assert_eq!(event["result"], "applied", "{event}");
+    for i in 0..20 {
+        assert_eq!(
+            connect(&sock).0,
+            "two",
+            "connection {i} after the shift to all-v2"
+        );
+    }
+    for (i, (who, reader)) in held.iter_mut().enumerate() {
+        reader
+            .get_mut()
+            .write_all(b"again\n")
+            .expect("a held connection is open");
+        assert_eq!(
+            &answer(reader),
+            who,
+            "held connection {i} keeps its backend"
+        );
+    }
+
+    // A change whose socket cannot be bound is refused whole, saying where
+    // and what to do; the socket in force keeps serving.
+    let plain = dir.0.join("plain-file");
+    std::fs::write(&plain, "not a socket").expect("write a plain file");
+    let bad = unix_gateway(&plain, 50, 50)
+        .replace("unix-gateway", "unix-gateway-2")
+        .replace("tcp-echo-unix", "tcp-echo-unix-2");
+    let event = s.agent.write_rules("bad-gateway.yaml", bad);
+    assert_eq!(event["result"], "refused", "{event}");
+    let error = event["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("unix socket {}", plain.display()))
+            && error.contains("is not a socket")
+            && error.contains("gateway default/unix-gateway-2"),
+        "the error names the socket, the route and what is wrong: {error}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&plain).expect("kept"),
+        "not a socket",
+        "a file that is not a socket is never replaced"
+    );
+    assert_eq!(connect(&sock).0, "two", "the previous rules stay in force");
+    // A refused file that is gone is forgotten, without an event.
+    std::fs::remove_file(s.agent.rules.join("bad-gateway.yaml")).expect("remove");
+
+    // Deleting the Gateway (and its VirtualService) removes the socket.
+    std::fs::remove_file(s.agent.rules.join("unix-gateway.yaml")).expect("remove");
+    let event = s.agent.wait_events(1).remove(0);
+    assert_eq!(event["result"], "removed", "{event}");
+    assert!(!sock.exists(), "the socket file goes with the Gateway");
+    for (i, (_, reader)) in held.iter_mut().enumerate() {
+        reader
+            .get_mut()
+            .write_all(b"still\n")
+            .expect("a held connection is open");
+        assert_eq!(
+            answer(reader),
+            first[i],
+            "held connection {i} outlives its Gateway"
+        );
+    }
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced_and_the_agent_removes_its_socket_when_it_stops() {
+    let dir = TempDir::new("unix-gw-stop");
+    let sock = dir.0.join("gw.sock");
+    // A stale socket (nobody listens) where the Gateway binds: replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("a stale socket"));
+    assert!(is_socket(&sock), "the stale socket file stays");
+    let mut s = Scenario::tcp_echo_with(
+        "unix-gw-stop",
+        &[
+            ("virtual-service.yaml", &tcp_echo_rule(ALL_V1)),
+            ("unix-gateway.yaml", &unix_gateway(&sock, 80, 20)),
+        ],
+    );
+    let two = (0..100).filter(|_| connect(&sock).0 == "two").count();
+    assert_eq!(two, 20, "80/20 over 100 connections");
+
+    s.agent.process.stop();
+    assert!(!sock.exists(), "the agent removes its socket when it stops");
+
+    // Started again on the same rules: the socket is back.
+    s.agent.restart(&[]);
+    assert!(is_socket(&sock), "bound again at start");
+    let two = (0..100).filter(|_| connect(&sock).0 == "two").count();
+    assert_eq!(two, 20, "80/20 over 100 connections after the restart");
+}
