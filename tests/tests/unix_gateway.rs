@@ -10,7 +10,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use traffic_shift_tests::{Scenario, tcp_echo_rule, unique_name};
+use traffic_shift_tests::{
+    Scenario, bookinfo_rule, http_client::read_response, tcp_echo_rule, unique_name,
+};
 
 const ALL_V1: &str = "examples/vs-all-v1.yaml";
 
@@ -214,4 +216,87 @@ fn a_stale_socket_file_is_replaced_and_the_agent_removes_its_socket_when_it_stop
     assert!(is_socket(&sock), "bound again at start");
     let two = (0..100).filter(|_| connect(&sock).0 == "two").count();
     assert_eq!(two, 20, "80/20 over 100 connections after the restart");
+}
+
+/// Bookinfo's reviews behind a Gateway HTTP server on the unix socket
+/// `path`, split 50/50 between v1 and v3.
+fn unix_http_gateway(path: &Path) -> String {
+    format!(
+        "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: unix-http-gateway}}
+spec:
+  selector: {{app: unix-http-gateway}}
+  servers:
+  - port: {{number: 0, name: http-unix, protocol: HTTP}}
+    hosts: [\"*\"]
+    bind: unix://{}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews-unix}}
+spec:
+  hosts: [\"*\"]
+  gateways: [unix-http-gateway]
+  http:
+  - match: [{{uri: {{prefix: /reviews}}}}]
+    route:
+    - destination: {{host: reviews, port: {{number: 9080}}, subset: v1}}
+      weight: 50
+    - destination: {{host: reviews, port: {{number: 9080}}, subset: v3}}
+      weight: 50
+",
+        path.display()
+    )
+}
+
+#[test]
+fn a_unix_socket_http_gateway_is_served_by_the_l7_proxy() {
+    let dir = TempDir::new("unix-http");
+    let sock = dir.0.join("http.sock");
+    let mut s = Scenario::bookinfo(
+        "unix-http",
+        &[(
+            "virtual-service.yaml",
+            &bookinfo_rule("virtual-service.yaml"),
+        )],
+        &[],
+    );
+    let event = s
+        .agent
+        .write_rules("unix-gateway.yaml", unix_http_gateway(&sock));
+    assert_eq!(event["result"], "applied", "{event}");
+    assert!(is_socket(&sock), "the socket file is made on apply");
+
+    // 100 requests on one kept-alive connection: exactly 50/50.
+    let stream = UnixStream::connect(&sock).expect("connect");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    let (mut v1, mut v3) = (0, 0);
+    for i in 0..100 {
+        writer
+            .write_all(b"GET /reviews/1 HTTP/1.1\r\nHost: bookinfo.example\r\n\r\n")
+            .expect("write a request");
+        let response = read_response(&mut reader, false).expect("a response");
+        assert_eq!(response.status, 200, "request {i}: {}", response.text());
+        match response.answer().as_str() {
+            "v1" => v1 += 1,
+            "v3" => v3 += 1,
+            other => panic!("request {i}: answered by {other:?}"),
+        }
+    }
+    assert_eq!((v1, v3), (50, 50), "50/50 through the unix socket is exact");
+
+    // Not a route of the gateway: the proxy's own 404.
+    writer
+        .write_all(b"GET /ratings/1 HTTP/1.1\r\nHost: bookinfo.example\r\n\r\n")
+        .expect("write a request");
+    let response = read_response(&mut reader, false).expect("a response");
+    assert_eq!(response.status, 404, "{}", response.text());
+
+    std::fs::remove_file(s.agent.rules.join("unix-gateway.yaml")).expect("remove");
+    let event = s.agent.wait_events(1).remove(0);
+    assert_eq!(event["result"], "removed", "{event}");
+    assert!(!sock.exists(), "the socket file goes with the Gateway");
 }
