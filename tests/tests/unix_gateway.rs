@@ -112,6 +112,14 @@ fn a_unix_socket_gateway_splits_exactly_keeps_held_connections_and_goes_with_its
         }
     }
     println!("unix gateway 80/20 over 1000 connections: one={one} two={two}");
+    let status = s.agent.status();
+    assert!(
+        status.contains(&format!(
+            "service tcp-echo.local on unix://{} (connections not counted)",
+            sock.display()
+        )),
+        "status names the socket and says its connections are not counted:\n{status}"
+    );
     assert_eq!(
         (one, two),
         (800, 200),

@@ -334,7 +334,18 @@ impl Agent {
                 .gateway
                 .as_ref()
                 .map_or_else(|| "mesh".to_owned(), |g| format!("gateway {g}")),
-            service: format!("{}:{}", route.service_host, route.service_port),
+            service: if route.is_unix() {
+                // Served in user space: not in the kernel's counters.
+                let sockets: Vec<String> =
+                    route.unix.iter().map(|p| format!("unix://{p}")).collect();
+                format!(
+                    "{} on {} (connections not counted)",
+                    route.service_host,
+                    sockets.join(",")
+                )
+            } else {
+                format!("{}:{}", route.service_host, route.service_port)
+            },
             destinations: route
                 .destinations
                 .iter()
