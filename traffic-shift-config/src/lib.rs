@@ -98,6 +98,7 @@ mod source;
 #[cfg(test)]
 mod tests;
 mod values;
+pub mod visibility;
 
 pub use self::{
     common::{
