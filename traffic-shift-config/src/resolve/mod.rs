@@ -76,7 +76,17 @@ mod tcp;
 /// the model, or the first error. Warnings are logged (`tracing`); see
 /// [`resolve_all`] to have them, and every error.
 pub fn resolve(files: &[RulesFile]) -> Result<RoutingModel, ConfigError> {
-    let (model, warnings) = resolve_all(files);
+    resolve_in(files, None)
+}
+
+/// [`resolve`] as a proxy in `namespace` sees the rules
+/// ([`crate::visibility`]: the `exportTo` of `VirtualServices` and
+/// `DestinationRules` applied); `None`: every rule applies.
+pub fn resolve_in(
+    files: &[RulesFile],
+    namespace: Option<&str>,
+) -> Result<RoutingModel, ConfigError> {
+    let (model, warnings) = resolve_all_in(files, namespace);
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
@@ -89,13 +99,34 @@ pub fn resolve(files: &[RulesFile]) -> Result<RoutingModel, ConfigError> {
 /// reached), with or without errors. The files'
 /// own warnings are in [`RulesFile::warnings`].
 pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
-    resolve_resources(files.iter().flat_map(|file| &file.resources).collect())
+    resolve_all_in(files, None)
+}
+
+/// [`resolve_all`] as a proxy in `namespace` sees the rules (see
+/// [`resolve_in`]).
+pub fn resolve_all_in(
+    files: &[RulesFile],
+    namespace: Option<&str>,
+) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
+    resolve_resources_in(
+        files.iter().flat_map(|file| &file.resources).collect(),
+        namespace,
+    )
 }
 
 /// [`resolve_all`] of resources held elsewhere, in the order of their
 /// files (no copy of 20 000 resources into files to resolve them).
 pub fn resolve_resources(
     resources: Vec<&Resource>,
+) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
+    resolve_resources_in(resources, None)
+}
+
+/// [`resolve_resources`] as a proxy in `namespace` sees them (see
+/// [`resolve_in`]). Names are checked across every resource, seen or not.
+pub fn resolve_resources_in(
+    resources: Vec<&Resource>,
+    namespace: Option<&str>,
 ) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
     let mut sink = Sink::default();
     check_unique_names(&resources, &mut sink);
@@ -104,6 +135,10 @@ pub fn resolve_resources(
     // refused, naming the Istio one.
     let translated = crate::gateway_api::translate(&resources, &mut sink.errors);
     let resources: Vec<&Resource> = resources.into_iter().chain(&translated).collect();
+    let resources = match namespace {
+        Some(namespace) => crate::visibility::VisibleTo { namespace }.filter(resources),
+        None => resources,
+    };
     let catalog = Catalog::new(&resources, &mut sink);
     let mut gateways: Vec<GatewaySelector> = catalog
         .gateways
