@@ -96,6 +96,11 @@ enum Command {
         /// Files or directories (their *.yaml files) to check together. Example: `-f rules/tcp-echo`.
         #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
+        /// Check the rules as the agent with `--namespace NAMESPACE` takes
+        /// them: the VirtualServices and DestinationRules a proxy in that
+        /// namespace sees (their `exportTo`). Example: `--namespace bookinfo`.
+        #[arg(long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
     },
     #[command(flatten)]
     Agent(AgentCommand),
@@ -507,13 +512,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Validate { paths } => {
+        Command::Validate { paths, namespace } => {
             let mut stdout = std::io::stdout().lock();
-            Ok(if cli::validate(&paths, &mut stdout)? {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(
+                if cli::validate(&paths, namespace.as_deref(), &mut stdout)? {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                },
+            )
         }
         Command::Agent(command) => agent_command(command),
         Command::Fleet(command) => fleet_command(command),

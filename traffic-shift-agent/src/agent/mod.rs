@@ -66,6 +66,9 @@ struct Agent {
     /// `--node-labels`: which Gateways this node serves (`None`: every one,
     /// selectors not applied).
     node_labels: Option<NodeLabels>,
+    /// `--namespace`: the namespace whose proxy this node is (`None`:
+    /// every VirtualService and DestinationRule applies).
+    namespace: Option<String>,
     /// The Gateways of the rules in force that this node does not serve.
     not_served: Vec<NotServed>,
     /// The model in force: what this node serves of the rules (shared
@@ -137,6 +140,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         observer: Observer::new(shared, metrics_addr, options.status_file.clone()),
         drain: Drain::new(options.drain_timeout),
         node_labels: options.node_labels.clone(),
+        namespace: options.namespace.clone(),
         not_served: Vec::new(),
         model: Arc::default(),
         generation: 0,
