@@ -20,8 +20,10 @@
 //! (`catalog::Service::merge`). A host in `ServiceEntries` of several
 //! namespaces has a service per namespace: a resource sees those whose
 //! `exportTo` admits its namespace, the oldest first (`Catalog::service`).
-//! The `exportTo` of `VirtualServices` and `DestinationRules` is checked,
-//! not applied: a host has one `DestinationRule` at most.
+//! The `exportTo` of `VirtualServices` and `DestinationRules` is applied
+//! when a namespace is given ([`resolve_in`]: the rules as a proxy there
+//! sees them, [`crate::visibility`]); without one every rule applies, and a
+//! host has one `DestinationRule` at most.
 //!
 //! Gateway routes: a `tcp` rule applies to a Gateway the `VirtualService`'s
 //! `gateways` names (or, for one match, the match's `gateways`, which
