@@ -2,7 +2,7 @@
 //! services (each `ServiceEntry` with the `WorkloadEntries` it selects), the
 //! `DestinationRule` of a host, the Gateways a `VirtualService` binds.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{
     Sink, destination::find_subset, gateway::conflicting_gateways, host_not_found, list, qualify,
@@ -151,7 +151,7 @@ impl<'a> Service<'a> {
             (self, incoming)
         };
         let (kept, lost) = (older.entry, newer.entry);
-        let host = new.hosts.first().map_or("", String::as_str);
+        let host = incoming.hosts.first().copied().unwrap_or_default();
         let mut conflict = |path: FieldPath, what: &str, theirs: String, ours: String| {
             let (kept_value, lost_value) = if std::ptr::eq(kept, new) {
                 (ours, theirs)
@@ -241,10 +241,13 @@ impl<'a> Service<'a> {
     }
 }
 
-/// Adds the service of one `ServiceEntry`: merged into the service of its
-/// hosts when another `ServiceEntry` of the same namespace lists the same
-/// hosts (as Istio merges them); refused when it shares only some of them.
-/// A host defined in several namespaces has a service in each: which one a
+/// Adds the service of one `ServiceEntry`, as Istio merges services per
+/// namespace and host (`mergeServicesInstancesByNamespaceHost`): a host
+/// that a `ServiceEntry` of the same namespace already defines is merged
+/// into that host's service. When the two entries share only some hosts,
+/// the shared ones become a service of their own (the older entry's, with
+/// the newer merged in) and each entry keeps its other hosts alone. A host
+/// defined in several namespaces has a service in each: which one a
 /// resource sees is [`Catalog::service`]'s choice (`exportTo`, then age).
 fn add_service<'a>(
     services: &mut Vec<Service<'a>>,
@@ -252,47 +255,53 @@ fn add_service<'a>(
     service: Service<'a>,
     sink: &mut Sink,
 ) {
-    let entry = service.entry;
-    let namespace = &entry.source.namespace;
-    let shared: Vec<(usize, usize)> = service
-        .hosts
-        .iter()
-        .enumerate()
-        .filter_map(|(i, host)| {
-            by_host
-                .get(host)?
+    let namespace = &service.entry.source.namespace;
+    // The hosts no service of this namespace has yet, and per existing
+    // service the hosts it shares with this one.
+    let mut fresh: Vec<&'a str> = Vec::new();
+    let mut shared: BTreeMap<usize, Vec<&'a str>> = BTreeMap::new();
+    for host in &service.hosts {
+        let existing = by_host.get(host).and_then(|indexes| {
+            indexes
                 .iter()
-                .find(|&&k| services[k].entry.source.namespace == *namespace)
-                .map(|&k| (i, k))
-        })
-        .collect();
-    let Some(&(_, k)) = shared.first() else {
-        for host in &service.hosts {
-            by_host.entry(*host).or_default().push(services.len());
+                .copied()
+                .find(|&k| services[k].entry.source.namespace == *namespace)
+        });
+        match existing {
+            Some(k) => shared.entry(k).or_default().push(host),
+            None => fresh.push(host),
         }
-        services.push(service);
-        return;
-    };
-    let other = &services[k];
-    let set = |hosts: &[&'a str]| hosts.iter().copied().collect::<BTreeSet<_>>();
-    if set(&other.hosts) == set(&service.hosts) {
-        // Istio merges the ServiceEntries of a host in one namespace.
-        services[k] = other.merge(&service, &mut sink.warnings);
-        return;
     }
-    for (i, k) in shared {
-        let other = &services[k];
-        let host = service.hosts[i];
-        sink.errors.push(entry.source.error(
-            fp!("spec.hosts[{i}]"),
-            format!(
-                "host {host} is also defined by {}, whose hosts differ ({}): ServiceEntries of \
-                 one host are merged when they list the same hosts; give the shared host a \
-                 ServiceEntry of its own, or list the same hosts in both",
-                other.entry.source.describe(),
-                other.hosts.join(", ")
-            ),
-        ));
+    let with_hosts = |service: &Service<'a>, hosts: &[&'a str]| Service {
+        hosts: hosts.to_vec(),
+        ..service.clone()
+    };
+    if !fresh.is_empty() {
+        let k = services.len();
+        for host in &fresh {
+            by_host.entry(*host).or_default().push(k);
+        }
+        services.push(with_hosts(&service, &fresh));
+    }
+    let set = |hosts: &[&'a str]| hosts.iter().copied().collect::<BTreeSet<_>>();
+    for (k, hosts) in shared {
+        let incoming = with_hosts(&service, &hosts);
+        if set(&services[k].hosts) == set(&hosts) {
+            services[k] = services[k].merge(&incoming, &mut sink.warnings);
+            continue;
+        }
+        // Only some of its hosts: those move to a service of their own.
+        let split = with_hosts(&services[k], &hosts).merge(&incoming, &mut sink.warnings);
+        services[k].hosts.retain(|host| !hosts.contains(host));
+        let n = services.len();
+        for host in &hosts {
+            if let Some(indexes) = by_host.get_mut(host) {
+                for index in indexes.iter_mut().filter(|index| **index == k) {
+                    *index = n;
+                }
+            }
+        }
+        services.push(split);
     }
 }
 

@@ -16,8 +16,8 @@
 //! no `ServiceEntry` names is the service of the most specific wildcard
 //! `ServiceEntry` host that covers it (Istio's `host.Name.Matches`), with
 //! that entry's addresses, ports and endpoints. `ServiceEntries` of one
-//! namespace that list the same hosts are merged as Istio merges them
-//! (`catalog::Service::merge`). A host in `ServiceEntries` of several
+//! namespace that list a host are merged for that host as Istio merges them
+//! (`catalog::Service::merge`), also when they share only some hosts. A host in `ServiceEntries` of several
 //! namespaces has a service per namespace: a resource sees those whose
 //! `exportTo` admits its namespace, the oldest first (`Catalog::service`).
 //! The `exportTo` of `VirtualServices` and `DestinationRules` is applied
