@@ -463,6 +463,55 @@ fn service_entries_that_share_some_hosts_are_merged_per_host() {
     }
 }
 
+/// The same entries in two namespaces: not merged (Istio merges within a
+/// namespace only). A `VirtualService` of `db` gets the oldest visible
+/// entry's service alone (a's: its TCP port, not b's HTTP one), one of
+/// `cache` b's.
+#[test]
+fn service_entries_that_share_some_hosts_across_namespaces_are_not_merged() {
+    let a = tcp_entry("a", "db.example.com", "10.0.0.1", "10.1.0.1");
+    let b = in_namespace(
+        &entry(
+            "b",
+            "db.example.com, cache.example.com",
+            "  addresses: [10.0.0.2]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  \
+             resolution: STATIC\n  endpoints: [{address: 10.1.0.2}]\n",
+        ),
+        "other",
+        "",
+        "",
+    );
+    let db = route_to("db.example.com", "db.example.com");
+    let cache = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: cache}\n\
+                 spec:\n  hosts: [cache.example.com]\n  http:\n  - route:\n    - destination: {host: cache.example.com}\n"
+        .to_owned();
+    let (model, warnings) = resolve_docs(&[a, b, db, cache]);
+    let model = model.unwrap_or_else(|errors| panic!("expected a model: {errors:#?}"));
+    assert_eq!(
+        summary(&model),
+        vec![(
+            "db.example.com".to_owned(),
+            vec![sa("10.0.0.1:9000")],
+            vec![sa("10.1.0.1:19000")]
+        )]
+    );
+    let http: Vec<(&str, &[SocketAddr])> = model
+        .http
+        .iter()
+        .map(|l| (l.key.as_str(), l.listeners.as_slice()))
+        .collect();
+    assert_eq!(
+        http,
+        [("mesh cache.example.com:80", &[sa("10.0.0.2:80")][..])]
+    );
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.field.to_string() != "spec.addresses"),
+        "nothing merged, nothing to warn about: {warnings:#?}"
+    );
+}
+
 /// `doc` (a `ServiceEntry` or `VirtualService` document) in `namespace`,
 /// with `extra` metadata (`, creationTimestamp: ...`) and `spec` lines.
 fn in_namespace(doc: &str, namespace: &str, extra: &str, spec: &str) -> String {
