@@ -251,6 +251,10 @@ mod tests {
     /// proxy's namespace, the service's and host, and the subsets of the
     /// rule Istio applies (`None`: no rule).
     #[test]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "Istio's ten rules and sixteen cases, as its test writes them"
+    )]
     fn istio_set_destination_rule_with_export_to() {
         let test_host = "httpbin.org";
         // (name, namespace, host, exportTo, its subsets)

@@ -272,6 +272,14 @@ fn add_service<'a>(
             None => fresh.push(host),
         }
     }
+    if shared.is_empty() {
+        let k = services.len();
+        for host in &service.hosts {
+            by_host.entry(*host).or_default().push(k);
+        }
+        services.push(service);
+        return;
+    }
     let with_hosts = |service: &Service<'a>, hosts: &[&'a str]| Service {
         hosts: hosts.to_vec(),
         ..service.clone()
