@@ -124,3 +124,29 @@ fn a_rule_of_the_service_namespace_exported_to_all_applies_elsewhere() {
         "the DestinationRule of the service's namespace (default) applies in c"
     );
 }
+
+/// The services a rule routes to are those the proxy's namespace sees, as
+/// Istio's sidecar there sees them: a ServiceEntry private to `a` serves
+/// a public VirtualService of `default` on a proxy in `a`, not elsewhere.
+#[test]
+fn services_are_those_the_proxy_namespace_sees() {
+    let private_service = SERVICE
+        .replace("namespace: default", "namespace: a")
+        .replace("spec:\n", "spec:\n  exportTo: [\".\"]\n");
+    let docs = vec![private_service, rule("a", ""), route("default", "", "v1")];
+    let model = resolve(&docs, Some("a")).expect("a proxy in a sees the service");
+    assert_eq!(
+        endpoints(&model),
+        ["10.1.0.1:9000".parse::<SocketAddr>().expect("addr")]
+    );
+    for namespace in [None, Some("b")] {
+        let errors = resolve(&docs, namespace).expect_err("not exported there");
+        let seen_from = namespace.unwrap_or("default");
+        assert!(
+            errors.iter().any(|e| e
+                .to_string()
+                .contains(&format!("does not export it to namespace {seen_from}"))),
+            "{namespace:?}: {errors:#?}"
+        );
+    }
+}

@@ -50,6 +50,10 @@ impl Service<'_> {
 }
 
 pub(super) struct Catalog<'a> {
+    /// The namespace of the proxy the rules are resolved for (`--namespace`):
+    /// the services a rule sees are those visible there, as Istio's sidecar
+    /// there sees them; `None`: those visible to the rule's own namespace.
+    pub(super) proxy: Option<String>,
     pub(super) services: Vec<Service<'a>>,
     /// Each `services` host (as written) to the indexes of its services,
     /// one per namespace that defines it (the `ServiceEntries` of a host in
@@ -411,6 +415,7 @@ impl<'a> Catalog<'a> {
             .filter(|&k| rules[k].1.starts_with('*'))
             .collect();
         Self {
+            proxy: None,
             services,
             by_host,
             wildcard_hosts,
@@ -565,9 +570,10 @@ impl<'a> Catalog<'a> {
     /// ports are not merged across namespaces).
     pub(super) fn service(&self, host: &str, namespace: &str) -> Option<(&Service<'a>, &'a str)> {
         let host = qualify(host, namespace);
+        let seen_from = self.proxy.as_deref().unwrap_or(namespace);
         let visible_service = |k: usize| {
             let service = &self.services[k];
-            visible(service.entry, namespace).then_some(service)
+            visible(service.entry, seen_from).then_some(service)
         };
         if let Some(service) = self
             .by_host
@@ -597,8 +603,8 @@ impl<'a> Catalog<'a> {
         host: &str,
     ) -> ConfigError {
         let mut error = host_not_found(vs, path, host);
-        let namespace = &vs.source.namespace;
-        let qualified = qualify(host, namespace);
+        let qualified = qualify(host, &vs.source.namespace);
+        let namespace = self.proxy.as_deref().unwrap_or(&vs.source.namespace);
         let hidden: Vec<String> = self
             .services
             .iter()

@@ -141,7 +141,8 @@ pub fn resolve_resources_in(
         Some(namespace) => crate::visibility::VisibleTo { namespace }.filter(resources),
         None => resources,
     };
-    let catalog = Catalog::new(&resources, &mut sink);
+    let mut catalog = Catalog::new(&resources, &mut sink);
+    catalog.proxy = namespace.map(str::to_owned);
     let mut gateways: Vec<GatewaySelector> = catalog
         .gateways
         .iter()
