@@ -120,6 +120,14 @@ fn a_unix_socket_gateway_splits_exactly_keeps_held_connections_and_goes_with_its
         )),
         "status names the socket and says its connections are not counted:\n{status}"
     );
+    let section = status
+        .split("\n\n")
+        .find(|part| part.starts_with("ROUTE default/tcp-echo-unix/"))
+        .unwrap_or_else(|| panic!("a section for the unix route:\n{status}"));
+    assert!(
+        section.contains("127.0.0.1:19001  ok") && !section.contains("missing"),
+        "its endpoints are reached in user space, not through sk_lookup sockets:\n{section}"
+    );
     assert_eq!(
         (one, two),
         (800, 200),

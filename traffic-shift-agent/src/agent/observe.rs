@@ -487,7 +487,9 @@ impl Agent {
                 let (total, minute) = self.observer.observed(self.kernel.slot(route, dest, ep));
                 let state = if let Some(state) = self.health.state(ep.addr) {
                     state
-                } else if route.gateway.is_some() {
+                } else if route.gateway.is_some() && !route.is_unix() {
+                    // The sk_lookup gateway hands connections to sockets;
+                    // a unix socket's route connects in user space.
                     if self.kernel.has_socket(ep.addr) {
                         "registered"
                     } else {
