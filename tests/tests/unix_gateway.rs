@@ -87,6 +87,29 @@ fn answer(reader: &mut BufReader<UnixStream>) -> String {
         .to_owned()
 }
 
+/// The status section of the route on the unix socket.
+fn unix_route_section(status: &str) -> &str {
+    status
+        .split("\n\n")
+        .find(|part| part.starts_with("ROUTE default/tcp-echo-unix/"))
+        .unwrap_or_else(|| panic!("a section for the unix route:\n{status}"))
+}
+
+/// Each endpoint of the unix route with its total connections, sorted.
+fn unix_route_totals(status: &str) -> Vec<(String, u64)> {
+    let mut totals: Vec<(String, u64)> = unix_route_section(status)
+        .lines()
+        .filter(|line| line.starts_with("    "))
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let total = words.iter().position(|w| *w == "total")?;
+            Some((words[0].to_owned(), words[total - 1].parse().ok()?))
+        })
+        .collect();
+    totals.sort();
+    totals
+}
+
 fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
@@ -112,18 +135,27 @@ fn a_unix_socket_gateway_splits_exactly_keeps_held_connections_and_goes_with_its
         }
     }
     println!("unix gateway 80/20 over 1000 connections: one={one} two={two}");
-    let status = s.agent.status();
+    // The agent counts the connections it makes: status shows them per
+    // endpoint (round robin over each version's two endpoints).
+    let want = [
+        ("127.0.0.1:19001".to_owned(), 400),
+        ("127.0.0.1:19002".to_owned(), 100),
+        ("[::1]:19001".to_owned(), 400),
+        ("[::1]:19002".to_owned(), 100),
+    ];
+    let status = s
+        .agent
+        .wait_status("the unix route's 1000 connections", |status| {
+            unix_route_totals(status) == want
+        });
     assert!(
         status.contains(&format!(
-            "service tcp-echo.local on unix://{} (connections not counted)",
+            "service tcp-echo.local on unix://{}",
             sock.display()
         )),
-        "status names the socket and says its connections are not counted:\n{status}"
+        "status names the socket:\n{status}"
     );
-    let section = status
-        .split("\n\n")
-        .find(|part| part.starts_with("ROUTE default/tcp-echo-unix/"))
-        .unwrap_or_else(|| panic!("a section for the unix route:\n{status}"));
+    let section = unix_route_section(&status);
     assert!(
         section.contains("127.0.0.1:19001  ok") && !section.contains("missing"),
         "its endpoints are reached in user space, not through sk_lookup sockets:\n{section}"

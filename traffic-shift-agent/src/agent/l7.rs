@@ -197,6 +197,11 @@ impl L7 {
         });
     }
 
+    /// Connections opened per unix-socket route and endpoint.
+    pub fn unix_connections(&self) -> super::observe::UnixConnections {
+        self.unix.connections()
+    }
+
     pub fn proxy(&self) -> &Arc<Proxy> {
         &self.proxy
     }

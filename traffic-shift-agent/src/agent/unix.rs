@@ -191,6 +191,14 @@ impl UnixSockets {
     }
 }
 
+impl UnixSockets {
+    /// Connections opened per TCP route and endpoint, since each route came
+    /// in (kept across changes while it stays).
+    pub fn connections(&self) -> BTreeMap<String, BTreeMap<std::net::SocketAddr, u64>> {
+        self.splice.connections()
+    }
+}
+
 impl Drop for UnixSockets {
     /// The agent stops: its socket files go with it.
     fn drop(&mut self) {
