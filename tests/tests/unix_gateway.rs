@@ -114,29 +114,10 @@ fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
-#[test]
-fn a_unix_socket_gateway_splits_exactly_keeps_held_connections_and_goes_with_its_rules() {
-    let dir = TempDir::new("unix-gw");
-    let sock = dir.0.join("gw.sock");
-    let mut s = Scenario::tcp_echo("unix-gw", &tcp_echo_rule(ALL_V1));
-
-    let event = s
-        .agent
-        .write_rules("unix-gateway.yaml", unix_gateway(&sock, 80, 20));
-    assert_eq!(event["result"], "applied", "{event}");
-    assert!(is_socket(&sock), "the socket file is made on apply");
-
-    let (mut one, mut two) = (0, 0);
-    for i in 0..1000 {
-        match connect(&sock).0.as_str() {
-            "one" => one += 1,
-            "two" => two += 1,
-            other => panic!("connection {i}: answered by {other:?}"),
-        }
-    }
-    println!("unix gateway 80/20 over 1000 connections: one={one} two={two}");
-    // The agent counts the connections it makes: status shows them per
-    // endpoint (round robin over each version's two endpoints).
+/// The agent counts the connections it makes: status shows the 1000 of
+/// the 80/20 per endpoint (round robin over each version's two endpoints),
+/// names the socket, and the endpoints' health rather than a socket state.
+fn status_shows_the_unix_route(s: &Scenario, sock: &Path) {
     let want = [
         ("127.0.0.1:19001".to_owned(), 400),
         ("127.0.0.1:19002".to_owned(), 100),
@@ -160,6 +141,30 @@ fn a_unix_socket_gateway_splits_exactly_keeps_held_connections_and_goes_with_its
         section.contains("127.0.0.1:19001  ok") && !section.contains("missing"),
         "its endpoints are reached in user space, not through sk_lookup sockets:\n{section}"
     );
+}
+
+#[test]
+fn a_unix_socket_gateway_splits_exactly_keeps_held_connections_and_goes_with_its_rules() {
+    let dir = TempDir::new("unix-gw");
+    let sock = dir.0.join("gw.sock");
+    let mut s = Scenario::tcp_echo("unix-gw", &tcp_echo_rule(ALL_V1));
+
+    let event = s
+        .agent
+        .write_rules("unix-gateway.yaml", unix_gateway(&sock, 80, 20));
+    assert_eq!(event["result"], "applied", "{event}");
+    assert!(is_socket(&sock), "the socket file is made on apply");
+
+    let (mut one, mut two) = (0, 0);
+    for i in 0..1000 {
+        match connect(&sock).0.as_str() {
+            "one" => one += 1,
+            "two" => two += 1,
+            other => panic!("connection {i}: answered by {other:?}"),
+        }
+    }
+    println!("unix gateway 80/20 over 1000 connections: one={one} two={two}");
+    status_shows_the_unix_route(&s, &sock);
     assert_eq!(
         (one, two),
         (800, 200),
