@@ -339,6 +339,62 @@ mod tests {
     }
 
     #[test]
+    fn an_abstract_socket_has_no_file() {
+        let name = format!("@ts-unix-abstract-{}", std::process::id());
+        let listener = bind(Path::new(NETNS), &name).expect("an abstract socket");
+        use std::os::linux::net::SocketAddrExt as _;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name.as_bytes()[1..])
+            .expect("an abstract address");
+        UnixStream::connect_addr(&addr).expect("connect to it");
+        assert!(!Path::new(&name).exists(), "no file named {name}");
+        remove_socket_file(&name);
+        drop(listener);
+    }
+
+    #[test]
+    fn two_owners_of_one_socket_are_refused() {
+        use traffic_shift_config::model::{HttpListener, TcpRoute};
+        let route = |key: &str, path: &str| TcpRoute {
+            key: key.into(),
+            source: "rules/gw.yaml".into(),
+            gateway: Some("default/gw".into()),
+            service_host: "tcp-echo.local".into(),
+            service_port: 0,
+            listeners: Vec::new(),
+            unix: vec![path.into()],
+            prefixes: Vec::new(),
+            selection: traffic_shift_config::model::Selection::Smooth,
+            destinations: Vec::new(),
+        };
+        let listener = |key: &str, path: &str| HttpListener {
+            key: key.into(),
+            gateway: Some("default/gw".into()),
+            port: 0,
+            listeners: Vec::new(),
+            unix: vec![path.into()],
+            prefixes: Vec::new(),
+            virtual_hosts: Vec::new(),
+        };
+        let model = RoutingModel {
+            routes: vec![route("tcp a", "/run/a.sock"), route("tcp b", "/run/b.sock")],
+            http: vec![listener("http c", "/run/c.sock")],
+            ..RoutingModel::default()
+        };
+        let owners = wanted(&model).expect("three sockets, three owners");
+        assert_eq!(owners["/run/c.sock"], Owner::Http("http c".into()));
+        let model = RoutingModel {
+            http: vec![listener("http c", "/run/a.sock")],
+            ..model
+        };
+        let err = wanted(&model).expect_err("two owners of /run/a.sock");
+        assert_eq!(
+            err.to_string(),
+            "tcp a and http c both listen on unix socket /run/a.sock: one server per socket; \
+             bind one of the Gateway servers to another path"
+        );
+    }
+
+    #[test]
     fn an_uncommitted_plan_leaves_no_file() {
         let dir = temp("plan");
         let path = dir.join("gw.sock");
