@@ -269,6 +269,14 @@ fn a_stale_socket_file_is_replaced_and_the_agent_removes_its_socket_when_it_stop
     assert!(is_socket(&sock), "bound again at start");
     let two = (0..100).filter(|_| connect(&sock).0 == "two").count();
     assert_eq!(two, 20, "80/20 over 100 connections after the restart");
+
+    // Another route takes the socket over (the VirtualService renamed, at
+    // 50/50): the socket stays and serves the new route's weights.
+    let renamed = unix_gateway(&sock, 50, 50).replace("tcp-echo-unix", "tcp-echo-unix-renamed");
+    let event = s.agent.write_rules("unix-gateway.yaml", renamed);
+    assert_eq!(event["result"], "applied", "{event}");
+    let two = (0..100).filter(|_| connect(&sock).0 == "two").count();
+    assert_eq!(two, 50, "the new route's 50/50 over 100 connections");
 }
 
 /// Bookinfo's reviews behind a Gateway HTTP server on the unix socket
