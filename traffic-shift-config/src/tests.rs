@@ -1487,6 +1487,68 @@ fn two_gateway_routes_on_one_port_are_refused() {
     );
 }
 
+/// Two Gateways of one selector on one unix socket and host: Istio's
+/// IST0145, as for a port; on two sockets, two routes, each on its own.
+#[test]
+fn gateway_servers_on_one_unix_socket_conflict() {
+    let unix_gateway = |name: &str, path: &str| {
+        gateway_doc(
+            name,
+            &format!(
+                "  - port: {{number: 0, name: tcp, protocol: TCP}}\n    hosts: [\"*\"]\n    \
+                 bind: unix://{path}\n"
+            ),
+        )
+    };
+    let vs = |name: &str, gateway: &str| {
+        virtual_service_doc(
+            name,
+            "[\"*\"]",
+            &format!("[{gateway}]"),
+            "  - route: [{destination: {host: tcp-echo.local, subset: v2}}]\n",
+        )
+    };
+    let one = format!(
+        "{}---\n{}",
+        unix_gateway("gw-a", "/run/a.sock"),
+        vs("vs-a", "gw-a")
+    );
+    let same = format!(
+        "{}---\n{}",
+        unix_gateway("gw-b", "/run/a.sock"),
+        vs("vs-b", "gw-b")
+    );
+    let error = resolve_error(&[tcp_echo_service(), &one, &same]);
+    assert_error(
+        &error,
+        1,
+        "spec.servers[0]",
+        Some(line_of(&same, "  - port:")),
+        "IST0145: Conflict with gateways default/gw-a (workload selector \
+         istio=ingressgateway, port 0, hosts *)",
+    );
+    let other = same.replace("/run/a.sock", "/run/b.sock");
+    let model = resolve_ok(&[tcp_echo_service(), &one, &other]);
+    let sockets: Vec<(&str, &[String])> = model
+        .routes
+        .iter()
+        .map(|r| (r.key.as_str(), r.unix.as_slice()))
+        .collect();
+    assert_eq!(
+        sockets,
+        [
+            (
+                "default/vs-a/tcp[0]/gateway default/gw-a port 0",
+                &["/run/a.sock".to_owned()][..]
+            ),
+            (
+                "default/vs-b/tcp[0]/gateway default/gw-b port 0",
+                &["/run/b.sock".to_owned()][..]
+            ),
+        ]
+    );
+}
+
 #[test]
 fn per_resource_validation_messages() {
     let cases = [
