@@ -340,9 +340,9 @@ mod tests {
 
     #[test]
     fn an_abstract_socket_has_no_file() {
+        use std::os::linux::net::SocketAddrExt as _;
         let name = format!("@ts-unix-abstract-{}", std::process::id());
         let listener = bind(Path::new(NETNS), &name).expect("an abstract socket");
-        use std::os::linux::net::SocketAddrExt as _;
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name.as_bytes()[1..])
             .expect("an abstract address");
         UnixStream::connect_addr(&addr).expect("connect to it");
