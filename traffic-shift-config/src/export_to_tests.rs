@@ -150,3 +150,18 @@ fn services_are_those_the_proxy_namespace_sees() {
         );
     }
 }
+
+/// A DestinationRule of a host a wildcard ServiceEntry covers applies (the
+/// service's namespace is the wildcard entry's).
+#[test]
+fn a_rule_of_a_host_a_wildcard_entry_covers_applies() {
+    let wildcard = SERVICE
+        .replace("hosts: [db.example.com]", "hosts: [\"*.example.com\"]")
+        .replace("spec:\n", "spec:\n  exportTo: [\"*\"]\n");
+    let docs = vec![wildcard, rule("default", ""), route("c", "", "v2")];
+    let model = resolve(&docs, Some("c")).unwrap_or_else(|e| panic!("resolves in c: {e:#?}"));
+    assert_eq!(
+        endpoints(&model),
+        ["10.1.0.2:9000".parse::<SocketAddr>().expect("addr")]
+    );
+}

@@ -187,9 +187,35 @@ impl VisibleTo<'_> {
                 }
             }
         }
-        let applied: Vec<*const DestinationRule> = services
+        // The hosts a rule may be for: every ServiceEntry host, and every
+        // host a DestinationRule names (a host a wildcard ServiceEntry
+        // covers, `reviews.eu.bookinfo.com` of `*.eu.bookinfo.com`), each
+        // with the namespace of its service (the exact host's, else the
+        // most specific wildcard's).
+        let rule_hosts = resources.iter().filter_map(|r| match r {
+            Resource::DestinationRule(rule) => Some(qualify(&rule.host, &rule.source.namespace)),
+            _ => None,
+        });
+        let hosts: Vec<String> = services
+            .keys()
+            .map(|h| (*h).to_owned())
+            .chain(rule_hosts.filter(|h| !h.starts_with('*')))
+            .collect();
+        let service_of = |host: &str| {
+            services.get(host).or_else(|| {
+                services
+                    .iter()
+                    .filter(|(pattern, _)| pattern.starts_with('*') && host_matches(pattern, host))
+                    .max_by_key(|(pattern, _)| pattern.len())
+                    .map(|(_, entry)| entry)
+            })
+        };
+        let applied: Vec<*const DestinationRule> = hosts
             .iter()
-            .filter_map(|(host, entry)| rules.lookup(proxy, &entry.source.namespace, host))
+            .filter_map(|host| {
+                let entry = service_of(host)?;
+                rules.lookup(proxy, &entry.source.namespace, host)
+            })
             .copied()
             .collect();
         resources
