@@ -11,7 +11,7 @@ use std::{
 };
 
 use traffic_shift_tests::{
-    Scenario, bookinfo_rule, http_client::read_response, tcp_echo_rule, unique_name,
+    Scenario, bookinfo_rule, http_client::read_response, metric, tcp_echo_rule, unique_name,
 };
 
 const ALL_V1: &str = "examples/vs-all-v1.yaml";
@@ -114,6 +114,38 @@ fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
+/// Istio's TCP metrics count the unix route's connections as the kernel
+/// path's: 800/200 opened, all 1000 closed, `hello\n` (6 bytes) received
+/// and `one hello\n` or `two hello\n` (10) sent per connection.
+fn metrics_show_the_unix_route(s: &Scenario) {
+    let gateway = ("source_workload", "unix-gateway");
+    let page = s
+        .agent
+        .wait_metrics("the unix route's 1000 closed connections", |page| {
+            traffic_shift_tests::try_metric(page, "istio_tcp_connections_closed_total", &[gateway])
+                == Some(1000)
+        });
+    for (version, n) in [("v1", 800), ("v2", 200)] {
+        assert_eq!(
+            metric(
+                &page,
+                "istio_tcp_connections_opened_total",
+                &[gateway, ("destination_version", version)]
+            ),
+            n,
+            "{version} opened"
+        );
+    }
+    assert_eq!(
+        metric(&page, "istio_tcp_received_bytes_total", &[gateway]),
+        6000
+    );
+    assert_eq!(
+        metric(&page, "istio_tcp_sent_bytes_total", &[gateway]),
+        10_000
+    );
+}
+
 /// The agent counts the connections it makes: status shows the 1000 of
 /// the 80/20 per endpoint (round robin over each version's two endpoints),
 /// names the socket, and the endpoints' health rather than a socket state.
@@ -165,6 +197,7 @@ fn a_unix_socket_gateway_splits_exactly_keeps_held_connections_and_goes_with_its
     }
     println!("unix gateway 80/20 over 1000 connections: one={one} two={two}");
     status_shows_the_unix_route(&s, &sock);
+    metrics_show_the_unix_route(&s);
     assert_eq!(
         (one, two),
         (800, 200),

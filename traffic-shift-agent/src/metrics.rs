@@ -34,7 +34,7 @@ use traffic_shift_config::{
     model::{Destination, Endpoint, RoutingModel, TcpRoute},
 };
 
-use traffic_shift_proxy::RequestMetrics;
+use traffic_shift_proxy::{EndpointCounts, RequestMetrics, Splice};
 
 pub use traffic_shift_config::labels::{Family, FamilyType};
 /// Registered by the L7 proxy, which names them from these constants.
@@ -324,6 +324,9 @@ pub struct Exporter {
     labels: Mutex<LabelCache>,
     /// The L7 proxy's request metrics, once [`Exporter::add_requests`] gave them.
     requests: Mutex<Option<Arc<RequestMetrics>>>,
+    /// The routes on unix sockets, counted in user space, once
+    /// [`Exporter::add_unix`] gave them.
+    unix: Mutex<Option<Arc<Splice>>>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -339,7 +342,46 @@ impl Exporter {
             kernel: Mutex::new(kernel),
             labels: Mutex::new(LabelCache::default()),
             requests: Mutex::new(None),
+            unix: Mutex::new(None),
         }
+    }
+
+    /// Counts the connections of the routes on unix sockets in Istio's TCP
+    /// families too.
+    pub fn add_unix(&self, splice: Arc<Splice>) {
+        *self
+            .unix
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(splice);
+    }
+
+    /// The counts of the routes on unix sockets, with the labels of their
+    /// endpoints in the model in force.
+    fn unix_counts(&self, shared: &Shared) -> Vec<(IstioLabels, EndpointCounts)> {
+        let Some(splice) = self
+            .unix
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, endpoints) in splice.counts() {
+            let Some(route) = shared.model.routes.iter().find(|r| r.key == key) else {
+                continue;
+            };
+            for (addr, counts) in endpoints {
+                let found = route.destinations.iter().find_map(|dest| {
+                    let ep = dest.endpoints.iter().find(|ep| ep.addr == addr)?;
+                    Some((dest, ep))
+                });
+                if let Some((dest, ep)) = found {
+                    out.push((labels::istio_labels(route, dest, ep), counts));
+                }
+            }
+        }
+        out
     }
 
     /// Serves the L7 proxy's request metrics on `/metrics` too.
@@ -417,7 +459,8 @@ impl Collector for Exporter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let slots = self.exported(&shared, &kernel);
-        encode_connections(&mut encoder, &slots, &kernel)?;
+        let unix = self.unix_counts(&shared);
+        encode_connections(&mut encoder, &slots, &kernel, &unix)?;
         encode_events(&mut encoder, &kernel)?;
         encode_xdp(&mut encoder, &slots, &kernel)?;
         drop(kernel);
@@ -499,13 +542,23 @@ struct TcpSums {
     received: u64,
 }
 
-/// Istio's TCP metrics and the failed connects, from the per-slot counters.
+/// Istio's TCP metrics and the failed connects, from the per-slot counters
+/// and the counts of the routes on unix sockets (`unix`).
 fn encode_connections(
     encoder: &mut DescriptorEncoder,
     slots: &[(u32, Arc<SlotInfo>)],
     kernel: &KernelCounters,
+    unix: &[(IstioLabels, EndpointCounts)],
 ) -> Result<(), std::fmt::Error> {
     let mut sums: BTreeMap<&IstioLabels, TcpSums> = BTreeMap::new();
+    for (labels, c) in unix.iter().filter(|(_, c)| c.opened > 0) {
+        let sum = sums.entry(labels).or_default();
+        sum.opened += c.opened;
+        sum.closed += c.closed.saturating_sub(c.failed);
+        sum.failed += c.failed;
+        sum.sent += c.sent;
+        sum.received += c.received;
+    }
     let mut failed: BTreeMap<(&str, &str, SocketAddr), [u64; 3]> = BTreeMap::new();
     for (id, slot) in slots {
         let Ok(s) = kernel.stats(*id) else { continue };

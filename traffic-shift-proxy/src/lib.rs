@@ -69,7 +69,7 @@ pub use self::{
     request::route_for,
     routes::RegexError,
     server::{Options, OriginalDst},
-    splice::Splice,
+    splice::{EndpointCounts, Splice},
     stats::{
         BUCKETS, Counts, CountsKey, DURATION_BUCKETS, DestinationId, EndpointOutcomes,
         REQUEST_DURATION_MILLISECONDS, REQUESTS, RequestMetrics, RouteStats,

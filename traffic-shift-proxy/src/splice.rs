@@ -40,13 +40,38 @@ struct Served {
     counts: Arc<RouteConnections>,
 }
 
-/// Connections a route opened, per endpoint (since the route entered the
-/// rules; kept across rules changes while it stays).
+/// What the connections of one endpoint of a route did, as Istio's TCP
+/// metrics count it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointCounts {
+    /// Connections given this endpoint.
+    pub opened: u64,
+    /// Of those, closed (both directions done), failed connects included.
+    pub closed: u64,
+    /// Of those, whose connect to the endpoint failed (Envoy's `UF`).
+    pub failed: u64,
+    /// Bytes from the endpoint to the client, of closed connections.
+    pub sent: u64,
+    /// Bytes from the client to the endpoint, of closed connections.
+    pub received: u64,
+}
+
 #[derive(Debug, Default)]
-pub struct RouteConnections(Mutex<BTreeMap<SocketAddr, Arc<AtomicU64>>>);
+struct Counters {
+    opened: AtomicU64,
+    closed: AtomicU64,
+    failed: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+/// The counts of a route, per endpoint (since the route entered the rules;
+/// kept across rules changes while it stays).
+#[derive(Debug, Default)]
+struct RouteConnections(Mutex<BTreeMap<SocketAddr, Arc<Counters>>>);
 
 impl RouteConnections {
-    fn endpoint(&self, addr: SocketAddr) -> Arc<AtomicU64> {
+    fn endpoint(&self, addr: SocketAddr) -> Arc<Counters> {
         let mut map = self
             .0
             .lock()
@@ -54,12 +79,22 @@ impl RouteConnections {
         Arc::clone(map.entry(addr).or_default())
     }
 
-    fn snapshot(&self) -> BTreeMap<SocketAddr, u64> {
+    fn snapshot(&self) -> BTreeMap<SocketAddr, EndpointCounts> {
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|(addr, n)| (*addr, n.load(Ordering::Relaxed)))
+            .map(|(addr, c)| {
+                let counts = EndpointCounts {
+                    opened: load(&c.opened),
+                    closed: load(&c.closed),
+                    failed: load(&c.failed),
+                    sent: load(&c.sent),
+                    received: load(&c.received),
+                };
+                (*addr, counts)
+            })
             .collect()
     }
 }
@@ -121,6 +156,18 @@ impl Splice {
     /// Connections opened per route key and endpoint, since each route
     /// entered the rules.
     pub fn connections(&self) -> BTreeMap<String, BTreeMap<SocketAddr, u64>> {
+        self.counts()
+            .into_iter()
+            .map(|(key, endpoints)| {
+                let opened = endpoints.into_iter().map(|(a, c)| (a, c.opened)).collect();
+                (key, opened)
+            })
+            .collect()
+    }
+
+    /// What each route's connections did, per route key and endpoint,
+    /// since each route entered the rules (for Istio's TCP metrics).
+    pub fn counts(&self) -> BTreeMap<String, BTreeMap<SocketAddr, EndpointCounts>> {
         self.routes
             .borrow()
             .iter()
@@ -147,7 +194,7 @@ impl Splice {
     }
 
     /// The endpoint for one new connection of route `key`, counted.
-    fn pick(&self, key: &str) -> Result<SocketAddr, &'static str> {
+    fn pick(&self, key: &str) -> Result<(SocketAddr, Arc<Counters>), &'static str> {
         let served = self
             .routes
             .borrow()
@@ -168,18 +215,16 @@ impl Splice {
             None,
         )
         .ok_or("the destination has no endpoint (IST0173)")?;
-        served
-            .counts
-            .endpoint(endpoint.addr)
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(endpoint.addr)
+        let counters = served.counts.endpoint(endpoint.addr);
+        counters.opened.fetch_add(1, Ordering::Relaxed);
+        Ok((endpoint.addr, counters))
     }
 
     /// One client connection: an endpoint picked, connected, bytes copied
     /// both ways until both directions are closed.
     async fn connection(self: Arc<Self>, mut client: UnixStream, key: Arc<str>) {
-        let endpoint = match self.pick(&key) {
-            Ok(endpoint) => endpoint,
+        let (endpoint, counters) = match self.pick(&key) {
+            Ok(picked) => picked,
             Err(why) => {
                 tracing::warn!(route = %key, "unix gateway: connection closed: {why}");
                 return;
@@ -187,21 +232,34 @@ impl Splice {
         };
         let upstream =
             tokio::time::timeout(self.connect_timeout, TcpStream::connect(endpoint)).await;
+        let failed = || {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            counters.closed.fetch_add(1, Ordering::Relaxed);
+        };
         let mut upstream = match upstream {
             Ok(Ok(upstream)) => upstream,
             Ok(Err(err)) => {
+                failed();
                 tracing::warn!(route = %key, %endpoint, %err, "unix gateway: connect to the endpoint failed, connection closed");
                 return;
             }
             Err(_) => {
+                failed();
                 tracing::warn!(route = %key, %endpoint, "unix gateway: connect to the endpoint timed out, connection closed");
                 return;
             }
         };
         let _ = upstream.set_nodelay(true);
-        if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(route = %key, %endpoint, %err, "unix gateway: connection ended with an error");
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((received, sent)) => {
+                counters.received.fetch_add(received, Ordering::Relaxed);
+                counters.sent.fetch_add(sent, Ordering::Relaxed);
+            }
+            Err(err) => {
+                tracing::debug!(route = %key, %endpoint, %err, "unix gateway: connection ended with an error");
+            }
         }
+        counters.closed.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -197,6 +197,11 @@ impl L7 {
         });
     }
 
+    /// The routes on unix sockets, for the metrics exporter.
+    pub fn splice(&self) -> Arc<traffic_shift_proxy::Splice> {
+        self.unix.splice()
+    }
+
     /// Connections opened per unix-socket route and endpoint.
     pub fn unix_connections(&self) -> super::observe::UnixConnections {
         self.unix.connections()

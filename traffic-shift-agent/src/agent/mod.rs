@@ -309,7 +309,14 @@ async fn start_l7_and_metrics(
         netns: options.netns.clone(),
         source,
     })?;
-    let (server, addr) = start_metrics(datapath, options.metrics_addr, shared, requests).await?;
+    let (server, addr) = start_metrics(
+        datapath,
+        options.metrics_addr,
+        shared,
+        requests,
+        l7.splice(),
+    )
+    .await?;
     tracing::info!(%addr, "serving /metrics");
     Ok((l7, server, addr))
 }
@@ -319,9 +326,11 @@ async fn start_metrics(
     addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
     requests: Arc<traffic_shift_proxy::RequestMetrics>,
+    unix: Arc<traffic_shift_proxy::Splice>,
 ) -> Result<(tokio::task::JoinHandle<()>, SocketAddr), AgentError> {
     let exporter = Arc::new(Exporter::new(datapath.counters_reader()?, shared));
     exporter.add_requests(requests);
+    exporter.add_unix(unix);
     let err = |source| AgentError::Metrics { addr, source };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
     let bound = listener.local_addr().map_err(err)?;

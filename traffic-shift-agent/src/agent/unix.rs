@@ -192,6 +192,11 @@ impl UnixSockets {
 }
 
 impl UnixSockets {
+    /// The TCP routes' splicer (its counts are the metrics').
+    pub fn splice(&self) -> Arc<Splice> {
+        Arc::clone(&self.splice)
+    }
+
     /// Connections opened per TCP route and endpoint, since each route came
     /// in (kept across changes while it stays).
     pub fn connections(&self) -> BTreeMap<String, BTreeMap<std::net::SocketAddr, u64>> {
