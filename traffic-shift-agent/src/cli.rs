@@ -21,7 +21,11 @@ use crate::status::{Status, View};
 /// document of every file, and those across files). The files that parse
 /// are resolved even when others do not, as the agent would apply them.
 /// Returns whether everything was valid (warnings do not count).
-pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool> {
+pub fn validate(
+    paths: &[PathBuf],
+    namespace: Option<&str>,
+    out: &mut impl Write,
+) -> std::io::Result<bool> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
@@ -39,7 +43,7 @@ pub fn validate(paths: &[PathBuf], out: &mut impl Write) -> std::io::Result<bool
             }
         }
     }
-    let (model, warnings) = config::resolve_all(&files);
+    let (model, warnings) = config::resolve_all_in(&files, namespace);
     for warning in files.iter().flat_map(|file| &file.warnings) {
         writeln!(out, "warning: {warning}")?;
     }
@@ -502,9 +506,57 @@ mod tests {
     }
 
     fn run(paths: &[PathBuf]) -> (bool, String) {
+        run_in(paths, None)
+    }
+
+    fn run_in(paths: &[PathBuf], namespace: Option<&str>) -> (bool, String) {
         let mut out = Vec::new();
-        let ok = validate(paths, &mut out).expect("writing to a Vec");
+        let ok = validate(paths, namespace, &mut out).expect("writing to a Vec");
         (ok, String::from_utf8(out).expect("UTF-8 output"))
+    }
+
+    /// `validate --namespace`: the rules as the agent with `--namespace`
+    /// takes them. Two VirtualServices of one service, each private to its
+    /// namespace, conflict when every rule applies, not in either namespace.
+    #[test]
+    fn validate_in_a_namespace_applies_export_to() {
+        let dir = std::env::temp_dir().join(format!("ts-validate-ns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let shipped = |file: &str| {
+            std::fs::read_to_string(rules("tcp-echo").join(file)).expect("the shipped rules")
+        };
+        let private = |namespace: &str, subset: &str| {
+            shipped("examples/vs-all-v1.yaml")
+                .replace(
+                    "  name: tcp-echo\n",
+                    &format!("  name: tcp-echo\n  namespace: {namespace}\n"),
+                )
+                .replace("spec:\n", "spec:\n  exportTo: [\".\"]\n")
+                .replace("subset: v1", &format!("subset: {subset}"))
+                .replace("  - tcp-echo-gateway", "  - default/tcp-echo-gateway")
+                .replace("[tcp-echo-gateway]", "[default/tcp-echo-gateway]")
+        };
+        let files = [
+            ("service-entry.yaml", shipped("service-entry.yaml")),
+            ("destination-rule.yaml", shipped("destination-rule.yaml")),
+            ("gateway.yaml", shipped("gateway.yaml")),
+            ("vs-a.yaml", private("a", "v1")),
+            ("vs-b.yaml", private("b", "v2")),
+        ];
+        for (name, text) in &files {
+            std::fs::write(dir.join(name), text).expect("write");
+        }
+        let (ok, out) = run_in(std::slice::from_ref(&dir), None);
+        assert!(
+            !ok,
+            "every rule applies: the two VirtualServices conflict:\n{out}"
+        );
+        for namespace in ["a", "b"] {
+            let (ok, out) = run_in(std::slice::from_ref(&dir), Some(namespace));
+            assert!(ok, "in {namespace}, its own VirtualService only:\n{out}");
+            assert!(out.contains(&format!("{namespace}/tcp-echo/")), "{out}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -100,6 +100,11 @@ enum Command {
         /// --gateway-class`: Gateways of other classes are ignored.
         #[arg(long, value_name = "NAME", default_value = traffic_shift_config::SERVED_GATEWAY_CLASS)]
         gateway_class: String,
+        /// Check the rules as the agent with `--namespace NAMESPACE` takes
+        /// them: the VirtualServices and DestinationRules a proxy in that
+        /// namespace sees (their `exportTo`). Example: `--namespace bookinfo`.
+        #[arg(long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
     },
     #[command(flatten)]
     Agent(AgentCommand),
@@ -517,14 +522,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Validate {
             paths,
             gateway_class,
+            namespace,
         } => {
             traffic_shift_config::set_gateway_class(&gateway_class);
             let mut stdout = std::io::stdout().lock();
-            Ok(if cli::validate(&paths, &mut stdout)? {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(
+                if cli::validate(&paths, namespace.as_deref(), &mut stdout)? {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                },
+            )
         }
         Command::Agent(command) => agent_command(command),
         Command::Fleet(command) => fleet_command(command),

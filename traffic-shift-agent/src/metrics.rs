@@ -39,7 +39,7 @@ use traffic_shift_config::{
     model::{Destination, Endpoint, RoutingModel, TcpRoute},
 };
 
-use traffic_shift_proxy::RequestMetrics;
+use traffic_shift_proxy::{EndpointCounts, RequestMetrics, Splice};
 
 pub use traffic_shift_config::labels::{Family, FamilyType};
 /// Registered by the L7 proxy, which names them from these constants.
@@ -339,6 +339,9 @@ pub struct Exporter {
     last_size: AtomicUsize,
     /// The L7 proxy's request metrics, once [`Exporter::add_requests`] gave them.
     requests: Mutex<Option<Arc<RequestMetrics>>>,
+    /// The routes on unix sockets, counted in user space, once
+    /// [`Exporter::add_unix`] gave them.
+    unix: Mutex<Option<Arc<Splice>>>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -355,7 +358,48 @@ impl Exporter {
             labels: Mutex::new(LabelCache::default()),
             requests: Mutex::new(None),
             last_size: AtomicUsize::new(0),
+            unix: Mutex::new(None),
         }
+    }
+
+    /// Counts the connections of the routes on unix sockets in Istio's TCP
+    /// families too.
+    pub fn add_unix(&self, splice: Arc<Splice>) {
+        *self
+            .unix
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(splice);
+    }
+
+    /// The counts of the routes on unix sockets, with the labels of their
+    /// endpoints in the model in force.
+    fn unix_counts(&self, shared: &Shared) -> Vec<(String, EndpointCounts)> {
+        let Some(splice) = self
+            .unix
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, endpoints) in splice.counts() {
+            let Some(route) = shared.model.routes.iter().find(|r| r.key == key) else {
+                continue;
+            };
+            for (addr, counts) in endpoints {
+                let found = route.destinations.iter().find_map(|dest| {
+                    let ep = dest.endpoints.iter().find(|ep| ep.addr == addr)?;
+                    Some((dest, ep))
+                });
+                if let Some((dest, ep)) = found {
+                    let labels = labels::istio_labels(route, dest, ep);
+                    let text = slots::label_text(labels.0.iter().map(|(k, v)| (*k, v.as_str())));
+                    out.push((text, counts));
+                }
+            }
+        }
+        out
     }
 
     /// Serves the L7 proxy's request metrics on `/metrics` too.
@@ -379,7 +423,8 @@ impl Exporter {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let slots = self.exported(&shared, &kernel);
-            slots::encode_tcp(&mut out, &slots, &kernel);
+            let unix = self.unix_counts(&shared);
+            slots::encode_tcp(&mut out, &slots, &kernel, &unix);
         }
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Arc::clone(self)));

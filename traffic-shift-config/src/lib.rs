@@ -73,6 +73,8 @@ mod check;
 mod common;
 mod dto;
 mod error;
+#[cfg(test)]
+mod export_to_tests;
 mod file;
 mod gateway_api;
 pub mod http;
@@ -98,6 +100,7 @@ mod source;
 #[cfg(test)]
 mod tests;
 mod values;
+pub mod visibility;
 
 pub use self::{
     common::{
@@ -130,7 +133,9 @@ pub use self::{
         ConnectionPool, H2UpgradePolicy, HashKey, HttpCookie, HttpSettings, LbPolicy, LoadBalancer,
         OutlierDetection, PortTrafficPolicy, TcpKeepalive, TcpSettings, TrafficPolicy,
     },
-    resolve::{resolve, resolve_all, resolve_resources},
+    resolve::{
+        resolve, resolve_all, resolve_all_in, resolve_in, resolve_resources, resolve_resources_in,
+    },
     resource::{
         DestinationRule, EndpointAddress, Gateway, GatewayPort, L4Match, Resource, RolloutResource,
         RolloutTarget, Server, ServerTlsMode, ServiceEntry, ServicePort, Subset, TargetRoute,

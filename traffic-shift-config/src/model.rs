@@ -149,6 +149,13 @@ pub struct TcpRoute {
     /// `addresses` x this port). All of one family or mixed; the compiler
     /// pairs each with endpoints of the same family.
     pub listeners: Vec<SocketAddr>,
+    /// Gateway routes only: the unix sockets of the Gateway's servers bound
+    /// to one (`bind: unix://<path>`, port 0), as written after `unix://`
+    /// (an absolute path, or `@name` in the abstract namespace). The kernel
+    /// does not see such a route (its `listeners` are empty): the agent
+    /// accepts on the socket and connects to the endpoint this route's
+    /// weights pick, in user space.
+    pub unix: Vec<String>,
     /// Every service address range:port this route covers (ServiceEntry
     /// `addresses` CIDRs of more than one address x this port): a
     /// connection to an address of a range that no `listeners` entry (of
@@ -161,6 +168,14 @@ pub struct TcpRoute {
     /// Weighted destinations, in the order written. Weights are relative;
     /// a single destination with no weight gets weight 1 (all traffic).
     pub destinations: Vec<Destination>,
+}
+
+impl TcpRoute {
+    /// A gateway route served on unix sockets by the agent in user space
+    /// ([`TcpRoute::unix`]), not by the kernel.
+    pub fn is_unix(&self) -> bool {
+        !self.unix.is_empty()
+    }
 }
 
 /// A range of service addresses (a ServiceEntry `addresses` CIDR of more
@@ -253,6 +268,9 @@ pub struct HttpListener {
     /// server port): what `match[].port` compares.
     pub port: u16,
     pub listeners: Vec<SocketAddr>,
+    /// Gateway only: the unix sockets the proxy accepts on (servers with
+    /// `bind: unix://<path>`, port 0), as [`TcpRoute::unix`].
+    pub unix: Vec<String>,
     /// Mesh only: the service address ranges (ServiceEntry `addresses`
     /// CIDRs) x the port. A connection to an address of a range that no
     /// listener names exactly is this listener's when the range is the

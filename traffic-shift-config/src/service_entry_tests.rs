@@ -357,35 +357,159 @@ fn conflicting_service_entries_of_one_host_keep_the_oldest_with_a_warning() {
     }
 }
 
+/// `ServiceEntries` of one namespace that share only some hosts: Istio
+/// merges per namespace and host (`mergeServicesInstancesByNamespaceHost`),
+/// so the shared host gets both entries' ports and endpoints (the oldest
+/// entry's addresses, with a warning), and each other host is its own
+/// entry's alone, whichever entry comes first in the files.
 #[test]
-fn service_entries_istio_does_not_merge_are_still_refused() {
-    let shared = "db.example.com";
-    let cases: Vec<(&str, Vec<String>, &str)> = vec![(
-        "hosts that overlap in part",
-        vec![
-            tcp_entry("a", shared, "10.0.0.1", "10.1.0.1"),
-            entry(
-                "b",
-                "db.example.com, cache.example.com",
-                "  addresses: [10.0.0.2]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  \
-                 resolution: STATIC\n  endpoints: [{address: 10.1.0.2}]\n",
-            ),
-        ],
-        "spec.hosts[0]: host db.example.com is also defined by ServiceEntry default/a \
-         (rules/se.yaml document 1), whose hosts differ (db.example.com)",
-    )];
-    for (name, docs, message) in cases {
-        let (model, _) = resolve_docs(&docs);
-        let errors = model
-            .err()
-            .unwrap_or_else(|| panic!("{name}: expected errors"));
-        assert_eq!(errors[0].document, Some(2), "{name}: {}", errors[0]);
+fn service_entries_that_share_some_hosts_are_merged_per_host() {
+    let a = tcp_entry("a", "db.example.com", "10.0.0.1", "10.1.0.1");
+    let b = entry(
+        "b",
+        "db.example.com, cache.example.com",
+        "  addresses: [10.0.0.2]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  \
+         resolution: STATIC\n  endpoints: [{address: 10.1.0.2}]\n",
+    );
+    let vs = |name: &str, host: &str, tcp: bool| {
+        let tcp = if tcp {
+            format!(
+                "  tcp:\n  - route:\n    - destination: {{host: {host}, port: {{number: 9000}}}}\n"
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\n\
+             spec:\n  hosts: [{host}]\n{tcp}  http:\n  - route:\n    - destination: {{host: {host}, port: {{number: 80}}}}\n"
+        )
+    };
+    let (db, cache) = (
+        vs("db", "db.example.com", true),
+        vs("cache", "cache.example.com", false),
+    );
+    for (name, docs) in [
+        (
+            "a first",
+            vec![a.clone(), b.clone(), db.clone(), cache.clone()],
+        ),
+        (
+            "b first",
+            vec![b.clone(), a.clone(), db.clone(), cache.clone()],
+        ),
+    ] {
+        let (model, warnings) = resolve_docs(&docs);
+        let model = model.unwrap_or_else(|errors| panic!("{name}: expected a model: {errors:#?}"));
+        // db: a's TCP port with a's endpoint, on a's address (the older).
+        assert_eq!(
+            summary(&model),
+            vec![(
+                "db.example.com".to_owned(),
+                vec![sa("10.0.0.1:9000")],
+                vec![sa("10.1.0.1:19000")]
+            )],
+            "{name}"
+        );
+        // db: b's HTTP port too, with b's endpoint, on a's address; cache:
+        // b's alone.
+        let http: Vec<(String, Vec<SocketAddr>, Vec<SocketAddr>)> = model
+            .http
+            .iter()
+            .map(|l| {
+                (
+                    l.key.clone(),
+                    l.listeners.clone(),
+                    l.virtual_hosts
+                        .iter()
+                        .flat_map(|h| &h.routes)
+                        .flat_map(|r| &r.destinations)
+                        .flat_map(|d| d.destination.endpoints.iter().map(|e| e.addr))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            http,
+            vec![
+                (
+                    "mesh cache.example.com:80".to_owned(),
+                    vec![sa("10.0.0.2:80")],
+                    vec![sa("10.1.0.2:80")]
+                ),
+                (
+                    "mesh db.example.com:80".to_owned(),
+                    vec![sa("10.0.0.1:80")],
+                    vec![sa("10.1.0.2:80")]
+                ),
+            ],
+            "{name}"
+        );
+        let addresses: Vec<String> = warnings
+            .iter()
+            .filter(|w| w.field.to_string() == "spec.addresses")
+            .map(|w| w.message.clone())
+            .collect();
+        assert_eq!(
+            addresses.len(),
+            1,
+            "{name}: one warning for the addresses: {warnings:#?}"
+        );
         assert!(
-            errors[0].to_string().contains(message),
-            "{name}: expected {message:?} in: {}",
-            errors[0]
+            addresses[0].contains("host db.example.com is also defined by")
+                && addresses[0].contains("ServiceEntry default/a [10.0.0.1] applies, not ServiceEntry default/b [10.0.0.2]"),
+            "{name}: {}",
+            addresses[0]
         );
     }
+}
+
+/// The same entries in two namespaces: not merged (Istio merges within a
+/// namespace only). A `VirtualService` of `db` gets the oldest visible
+/// entry's service alone (a's: its TCP port, not b's HTTP one), one of
+/// `cache` b's.
+#[test]
+fn service_entries_that_share_some_hosts_across_namespaces_are_not_merged() {
+    let a = tcp_entry("a", "db.example.com", "10.0.0.1", "10.1.0.1");
+    let b = in_namespace(
+        &entry(
+            "b",
+            "db.example.com, cache.example.com",
+            "  addresses: [10.0.0.2]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  \
+             resolution: STATIC\n  endpoints: [{address: 10.1.0.2}]\n",
+        ),
+        "other",
+        "",
+        "",
+    );
+    let db = route_to("db.example.com", "db.example.com");
+    let cache = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: cache}\n\
+                 spec:\n  hosts: [cache.example.com]\n  http:\n  - route:\n    - destination: {host: cache.example.com}\n"
+        .to_owned();
+    let (model, warnings) = resolve_docs(&[a, b, db, cache]);
+    let model = model.unwrap_or_else(|errors| panic!("expected a model: {errors:#?}"));
+    assert_eq!(
+        summary(&model),
+        vec![(
+            "db.example.com".to_owned(),
+            vec![sa("10.0.0.1:9000")],
+            vec![sa("10.1.0.1:19000")]
+        )]
+    );
+    let http: Vec<(&str, &[SocketAddr])> = model
+        .http
+        .iter()
+        .map(|l| (l.key.as_str(), l.listeners.as_slice()))
+        .collect();
+    assert_eq!(
+        http,
+        [("mesh cache.example.com:80", &[sa("10.0.0.2:80")][..])]
+    );
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.field.to_string() != "spec.addresses"),
+        "nothing merged, nothing to warn about: {warnings:#?}"
+    );
 }
 
 /// `doc` (a `ServiceEntry` or `VirtualService` document) in `namespace`,

@@ -1072,8 +1072,9 @@ fn gateway_server_bind_is_the_only_listener() {
             "bind {address}: that address only"
         );
     }
-    // A unix socket: valid Istio with port 0 (not served here, a warning),
-    // refused with another port, as Istio does.
+    // A unix socket: valid Istio with port 0 (served by the agent in user
+    // space: the route has no IP listener, only the socket), refused with
+    // another port, as Istio does.
     let unix = bound("unix:///var/run/gw.sock");
     let error = parse_error(&unix);
     assert_error(
@@ -1083,17 +1084,17 @@ fn gateway_server_bind_is_the_only_listener() {
         Some(line_of(&unix, "- port:")),
         "port number must be 0 for unix domain socket",
     );
-    let file = parse(&unix.replace("number: 31400", "number: 0"));
-    assert_eq!(
-        file.warnings
-            .iter()
-            .map(|w| format!("{}: {}", w.field, w.message))
-            .collect::<Vec<_>>(),
-        [
-            "spec.servers[0].bind: bind \"unix:///var/run/gw.sock\": unix domain sockets are not \
-             supported by the kernel path, so this server is not served"
-        ]
-    );
+    let unix = unix
+        .replace("number: 31400", "number: 0")
+        .replace("  - match: [{port: 31400}]\n    route:", "  - route:");
+    let file = parse(&unix);
+    assert!(file.warnings.is_empty(), "no warning: {:?}", file.warnings);
+    let model = resolve_ok(&[tcp_echo_service(), &unix]);
+    let route = only_route(&model);
+    assert!(route.listeners.is_empty(), "no IP listener: {route:?}");
+    assert_eq!(route.unix, ["/var/run/gw.sock"]);
+    assert_eq!(route.service_port, 0);
+    assert!(route.is_unix());
 
     // Another gateway on the same port, bound to an address: a different
     // listener, so legal (the kernel tries the exact address first).
@@ -1483,6 +1484,68 @@ fn two_gateway_routes_on_one_port_are_refused() {
         Some(line_of(&other, "  - port:")),
         "IST0145: Conflict with gateways default/tcp-echo-gateway (workload selector \
          istio=ingressgateway, port 31400, hosts *)",
+    );
+}
+
+/// Two Gateways of one selector on one unix socket and host: Istio's
+/// IST0145, as for a port; on two sockets, two routes, each on its own.
+#[test]
+fn gateway_servers_on_one_unix_socket_conflict() {
+    let unix_gateway = |name: &str, path: &str| {
+        gateway_doc(
+            name,
+            &format!(
+                "  - port: {{number: 0, name: tcp, protocol: TCP}}\n    hosts: [\"*\"]\n    \
+                 bind: unix://{path}\n"
+            ),
+        )
+    };
+    let vs = |name: &str, gateway: &str| {
+        virtual_service_doc(
+            name,
+            "[\"*\"]",
+            &format!("[{gateway}]"),
+            "  - route: [{destination: {host: tcp-echo.local, subset: v2}}]\n",
+        )
+    };
+    let one = format!(
+        "{}---\n{}",
+        unix_gateway("gw-a", "/run/a.sock"),
+        vs("vs-a", "gw-a")
+    );
+    let same = format!(
+        "{}---\n{}",
+        unix_gateway("gw-b", "/run/a.sock"),
+        vs("vs-b", "gw-b")
+    );
+    let error = resolve_error(&[tcp_echo_service(), &one, &same]);
+    assert_error(
+        &error,
+        1,
+        "spec.servers[0]",
+        Some(line_of(&same, "  - port:")),
+        "IST0145: Conflict with gateways default/gw-a (workload selector \
+         istio=ingressgateway, port 0, hosts *)",
+    );
+    let other = same.replace("/run/a.sock", "/run/b.sock");
+    let model = resolve_ok(&[tcp_echo_service(), &one, &other]);
+    let sockets: Vec<(&str, &[String])> = model
+        .routes
+        .iter()
+        .map(|r| (r.key.as_str(), r.unix.as_slice()))
+        .collect();
+    assert_eq!(
+        sockets,
+        [
+            (
+                "default/vs-a/tcp[0]/gateway default/gw-a port 0",
+                &["/run/a.sock".to_owned()][..]
+            ),
+            (
+                "default/vs-b/tcp[0]/gateway default/gw-b port 0",
+                &["/run/b.sock".to_owned()][..]
+            ),
+        ]
     );
 }
 

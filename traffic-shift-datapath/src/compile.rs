@@ -220,7 +220,8 @@ pub fn compile(
     let mut n_services = 0;
     let mut n_prefixes = 0;
     let mut socket_endpoints = std::collections::BTreeSet::new();
-    for route in &model.routes {
+    // Routes on unix sockets are served in user space (the agent's `unix`).
+    for route in model.routes.iter().filter(|r| !r.is_unix()) {
         let next = u32::try_from(service_ids.len()).unwrap_or(u32::MAX);
         let service_id = *service_ids
             .entry((&route.service_host, route.service_port))
@@ -592,6 +593,7 @@ pub fn stat_keys(model: &RoutingModel) -> std::collections::BTreeSet<StatKey> {
     model
         .routes
         .iter()
+        .filter(|r| !r.is_unix())
         .flat_map(|r| {
             r.destinations
                 .iter()
@@ -727,6 +729,7 @@ mod tests {
             for (weights, picked) in [([100, 0], 0u8), ([0, 100], 1)] {
                 let model = RoutingModel {
                     routes: vec![TcpRoute {
+                        unix: Vec::new(),
                         key: "default/tcp-echo/tcp[0]/port 9000".into(),
                         source: "vs.yaml".into(),
                         gateway: None,

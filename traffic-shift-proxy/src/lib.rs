@@ -30,6 +30,7 @@
 //! | `forward` | the upstream request, the HTTP/1.1 and h2c client pools, timeout and retries |
 //! | `mirror` | copies of a request to mirror destinations |
 //! | `stats` | request metrics (Istio's), upstream outcomes per endpoint |
+//! | [`splice`] | TCP routes of Gateway servers on unix sockets: the same picks, per connection, bytes copied both ways |
 //! | [`echo`] | the `http-echo` backend of the demo, tests and bench |
 
 pub mod echo;
@@ -41,6 +42,7 @@ mod rewrite;
 mod routes;
 mod select;
 mod server;
+pub mod splice;
 mod stats;
 
 #[cfg(test)]
@@ -67,6 +69,7 @@ pub use self::{
     request::route_for,
     routes::RegexError,
     server::{Options, OriginalDst},
+    splice::{EndpointCounts, Splice},
     stats::{
         BUCKETS, Counts, CountsKey, DURATION_BUCKETS, DestinationId, EndpointOutcomes,
         REQUEST_DURATION_MILLISECONDS, REQUESTS, RequestMetrics, RouteStats,

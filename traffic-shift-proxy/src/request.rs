@@ -388,7 +388,9 @@ fn request_hash(
 ) -> Option<u32> {
     match selection {
         HttpSelection::Smooth | HttpSelection::Random => None,
-        HttpSelection::SourceIp => Some(select::client_hash(peer)),
+        // A unix socket's client has no address (`0.0.0.0:0`): no key,
+        // so at random, as Envoy hashes no pipe address.
+        HttpSelection::SourceIp => (!peer.ip().is_unspecified()).then(|| select::client_hash(peer)),
         HttpSelection::Header(name) => {
             let values: Vec<&[u8]> = request
                 .headers()

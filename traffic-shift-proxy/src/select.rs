@@ -43,26 +43,27 @@ pub struct Slots {
 
 impl Slots {
     pub fn build(route: &HttpRoute) -> Self {
-        if route.destinations.is_empty() {
+        let destinations: Vec<&Destination> =
+            route.destinations.iter().map(|d| &d.destination).collect();
+        Self::weighted(&destinations, &route.selection)
+    }
+
+    /// The table of a route's weighted `destinations` (of an HTTP route, or
+    /// of a TCP route served in user space), for `selection`.
+    pub fn weighted(destinations: &[&Destination], selection: &HttpSelection) -> Self {
+        if destinations.is_empty() {
             return Self { table: Vec::new() };
         }
-        let weights: Vec<u32> = route
-            .destinations
-            .iter()
-            .map(|d| d.destination.weight)
-            .collect();
-        let table = match route.selection {
+        let weights: Vec<u32> = destinations.iter().map(|d| d.weight).collect();
+        let table = match selection {
             HttpSelection::Smooth | HttpSelection::Random => smooth_sequence(&weights),
             HttpSelection::SourceIp
             | HttpSelection::Header(_)
             | HttpSelection::Cookie(_)
             | HttpSelection::QueryParameter(_) => {
-                let ids: Vec<u64> = route
-                    .destinations
+                let ids: Vec<u64> = destinations
                     .iter()
-                    .map(|d| {
-                        tables::destination_id(&d.destination.host, d.destination.subset.as_deref())
-                    })
+                    .map(|d| tables::destination_id(&d.host, d.subset.as_deref()))
                     .collect();
                 rendezvous_table(&weights, &ids)
             }

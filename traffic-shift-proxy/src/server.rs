@@ -8,7 +8,10 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{Request, body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, Interest},
+    net::{TcpListener, TcpStream, UnixListener, UnixStream},
+};
 
 use crate::Proxy;
 
@@ -71,6 +74,26 @@ impl Proxy {
         }
     }
 
+    /// Serves connections accepted on a Gateway server's unix socket
+    /// (`bind: unix://<path>`) with the listener of `key`, as
+    /// [`Proxy::serve_gateway`]. A unix client has no IP address: the
+    /// requests' peer is `0.0.0.0:0`. Runs until the task is dropped.
+    pub async fn serve_gateway_unix(self: Arc<Self>, listener: Arc<UnixListener>, key: String) {
+        let target = Arc::new(Target::Gateway(key));
+        let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(Arc::clone(&self).connection(stream, peer, Arc::clone(&target)));
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "L7 proxy: accept failed on a unix socket");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
     /// Serves connections the kernel redirected to the proxy: each is
     /// served with the listener whose `listeners` hold the address
     /// `original_dst` says the client connected to. A connection whose
@@ -101,7 +124,12 @@ impl Proxy {
 
     /// One client connection: HTTP/2 if it opens with the h2 preface, else
     /// HTTP/1.1.
-    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, target: Arc<Target>) {
+    async fn connection<S: ClientStream>(
+        self: Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        target: Arc<Target>,
+    ) {
         let Ok(_permit) = Arc::clone(&self.connections).try_acquire_owned() else {
             tracing::warn!(
                 %peer,
@@ -110,7 +138,7 @@ impl Proxy {
             );
             return;
         };
-        let _ = stream.set_nodelay(true);
+        stream.no_delay();
         let h2 = match tokio::time::timeout(
             self.options.request_header_timeout,
             starts_with_h2_preface(&stream),
@@ -176,7 +204,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Waits for the first bytes of a connection and tells whether they are
 /// the HTTP/2 preface (without consuming them).
-async fn starts_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
+async fn starts_with_h2_preface(stream: &impl ClientStream) -> std::io::Result<bool> {
     let mut buf = [0u8; H2_PREFACE.len()];
     loop {
         let n = stream.peek(&mut buf).await?;
@@ -194,5 +222,40 @@ async fn starts_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
         }
         // A partial preface: wait for the rest.
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A client connection the proxy serves: TCP, or a unix socket's.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Sends small writes at once (TCP), where that applies.
+    fn no_delay(&self);
+    /// Reads what arrived without taking it from the stream.
+    fn peek(&self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<usize>> + Send;
+}
+
+impl ClientStream for TcpStream {
+    fn no_delay(&self) {
+        let _ = self.set_nodelay(true);
+    }
+
+    async fn peek(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        TcpStream::peek(self, buf).await
+    }
+}
+
+impl ClientStream for UnixStream {
+    fn no_delay(&self) {}
+
+    async fn peek(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // tokio has no peek for unix streams: recv(MSG_PEEK) once readable.
+        self.async_io(Interest::READABLE, || {
+            rustix::net::recv(
+                self,
+                buf,
+                rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+            )
+            .map_err(std::io::Error::from)
+        })
+        .await
     }
 }

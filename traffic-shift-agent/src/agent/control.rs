@@ -125,7 +125,7 @@ impl Agent {
         let resources = self
             .sources
             .resources_with(plan.entries.values().map(|e| &*e.resource));
-        let (model, across) = config::resolve_resources(resources);
+        let (model, across) = config::resolve_resources_in(resources, self.namespace.as_deref());
         let mut warnings = plan.warnings.clone();
         // Only those about the files given: the rest of the rules' warnings
         // are the agent log's.
@@ -215,7 +215,7 @@ impl Agent {
         }
         // No rules file went in (generation 0): the directory adds nothing.
         let rules = self.sources.rule_set(None, None, None);
-        let result = config::resolve_all(&rules)
+        let result = config::resolve_all_in(&rules, self.namespace.as_deref())
             .0
             .map_err(|errors| {
                 errors

@@ -115,6 +115,23 @@ pub enum L7Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{listener}: cannot listen on unix socket {path}: {source}; the Gateway server's bind is unix://{path}"
+    )]
+    Unix {
+        listener: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{first} and {second} both listen on unix socket {path}: one server per socket; bind one of the Gateway servers to another path"
+    )]
+    UnixConflict {
+        path: String,
+        first: String,
+        second: String,
+    },
     #[error("the L7 proxy refused the http rules: {0}")]
     Config(#[from] traffic_shift_proxy::RegexError),
     /// Injected by the `l7-prepare` failpoint (builds with `failpoints` only).

@@ -104,7 +104,7 @@ impl Agent {
         match result {
             Ok((compiled, report, proxy)) => {
                 self.kernel.stat_ids = compiled.stat_ids;
-                self.l7.install(proxy);
+                self.l7.install(proxy, &usable);
                 let logged = crate::applied::LOGGED;
                 for key in report.routes_changed.iter().take(logged) {
                     tracing::info!(route = %key, split = %compiled.routes[key].summary, "route tables follow endpoint health");

@@ -109,11 +109,12 @@ impl Kernel {
         let is_local = self.is_local()?;
         let compiled = self.compile_with(usable, proxy, &is_local)?;
         // Gateway endpoints on this node are handed sockets (sk_lookup);
-        // those on other hosts are the XDP gateway's.
+        // those on other hosts are the XDP gateway's. A route on a unix
+        // socket connects in user space: neither.
         let (local, remote): (Vec<SocketAddr>, Vec<SocketAddr>) = model
             .routes
             .iter()
-            .filter(|r| r.gateway.is_some())
+            .filter(|r| r.gateway.is_some() && !r.is_unix())
             .flat_map(|r| r.destinations.iter().flat_map(|d| &d.endpoints))
             .map(|e| e.addr)
             .partition(|addr| is_local(addr.ip()));

@@ -10,7 +10,8 @@
 //! each accepted connection was for. Gateway: one listener per address a
 //! Gateway HTTP server accepts on, bound before the rules that need it go
 //! in force (a port that cannot be bound refuses the rules, the previous
-//! ones stay), closed when no rule needs it any more.
+//! ones stay), closed when no rule needs it any more. Gateway servers on
+//! unix sockets, TCP and HTTP: [`unix`](super::unix).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -26,7 +27,10 @@ use traffic_shift_config::model::RoutingModel;
 use traffic_shift_datapath::{ProxyFlows, compile::ProxyAddrs, netns::listen_in};
 use traffic_shift_proxy::{OriginalDst, Prepared, Proxy};
 
-use super::error::L7Error;
+use super::{
+    error::L7Error,
+    unix::{UnixPlan, UnixSockets},
+};
 
 /// A rules change on the proxy's side, prepared but not served yet.
 pub struct Plan {
@@ -36,6 +40,8 @@ pub struct Plan {
     proxy: Prepared,
     /// The gateway listener addresses the rules need.
     wanted: BTreeSet<SocketAddr>,
+    /// The gateway servers on unix sockets.
+    unix: UnixPlan,
 }
 
 pub struct L7 {
@@ -48,6 +54,8 @@ pub struct L7 {
     mesh: Vec<JoinHandle<()>>,
     /// Gateway listener address -> its listener's key and the task serving it.
     gateways: BTreeMap<SocketAddr, (String, JoinHandle<()>)>,
+    /// Gateway servers on unix sockets (TCP and HTTP).
+    unix: UnixSockets,
 }
 
 impl L7 {
@@ -92,6 +100,10 @@ impl L7 {
             addrs,
             mesh,
             gateways: BTreeMap::new(),
+            unix: UnixSockets::new(
+                netns,
+                traffic_shift_proxy::Options::default().connect_timeout,
+            ),
         })
     }
 
@@ -114,6 +126,7 @@ impl L7 {
                 bound.push((*addr, listener.key.clone(), socket));
             }
         }
+        let unix = self.unix.prepare(model, usable)?;
         let proxy = self.prepare_update(usable)?;
         let wanted = usable
             .http
@@ -125,6 +138,7 @@ impl L7 {
             bound,
             proxy,
             wanted,
+            unix,
         })
     }
 
@@ -137,10 +151,12 @@ impl L7 {
         Ok(self.proxy.prepare(usable.http.clone())?)
     }
 
-    /// Serves a configuration [`Self::prepare_update`] built (endpoint
-    /// health changed). Requests in flight finish on the one they started with.
-    pub fn install(&self, prepared: Prepared) {
+    /// Serves a configuration [`Self::prepare_update`] built for `usable`
+    /// (endpoint health changed), and the unix sockets' TCP routes of it.
+    /// Requests in flight finish on the one they started with.
+    pub fn install(&self, prepared: Prepared, usable: &RoutingModel) {
         self.proxy.install(prepared);
+        self.unix.update(usable);
     }
 
     /// The rules in force changed: serves what [`Self::prepare`] made
@@ -151,9 +167,11 @@ impl L7 {
             bound,
             proxy,
             wanted,
+            unix,
         } = plan;
         self.proxy.install(proxy);
         let runtime = self.runtime.as_ref().expect("set until dropped");
+        self.unix.commit(unix, runtime, &self.proxy);
         for (addr, key, socket) in bound {
             let socket = {
                 let _runtime = runtime.enter();
@@ -177,6 +195,16 @@ impl L7 {
             }
             keep
         });
+    }
+
+    /// The routes on unix sockets, for the metrics exporter.
+    pub fn splice(&self) -> Arc<traffic_shift_proxy::Splice> {
+        self.unix.splice()
+    }
+
+    /// Connections opened per unix-socket route and endpoint.
+    pub fn unix_connections(&self) -> super::observe::UnixConnections {
+        self.unix.connections()
     }
 
     pub fn proxy(&self) -> &Arc<Proxy> {

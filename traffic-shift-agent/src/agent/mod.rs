@@ -8,6 +8,8 @@
 //!   and proxy together;
 //! - [`kernel`]: the datapath and the gateway endpoints' sockets;
 //! - [`l7`]: the L7 proxy's listeners and configuration;
+//! - [`unix`]: Gateway servers on unix sockets (TCP routes spliced in user
+//!   space, HTTP listeners of the proxy);
 //! - [`health`]: endpoints out of the selection (probes, outlier detection);
 //! - [`observe`]: counter samples, the metrics exporter's labels, the status file;
 //! - [`drain`]: closing connections to endpoints that left the rules.
@@ -38,6 +40,7 @@ pub mod simulate;
 mod sources;
 mod status_file;
 mod store;
+mod unix;
 
 use self::{
     drain::Drain,
@@ -63,6 +66,9 @@ struct Agent {
     /// `--node-labels`: which Gateways this node serves (`None`: every one,
     /// selectors not applied).
     node_labels: Option<NodeLabels>,
+    /// `--namespace`: the namespace whose proxy this node is (`None`:
+    /// every VirtualService and DestinationRule applies).
+    namespace: Option<String>,
     /// The Gateways of the rules in force that this node does not serve.
     not_served: Vec<NotServed>,
     /// The model in force: what this node serves of the rules (shared
@@ -134,6 +140,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         observer: Observer::new(shared, metrics_addr, options.status_file.clone()),
         drain: Drain::new(options.drain_timeout),
         node_labels: options.node_labels.clone(),
+        namespace: options.namespace.clone(),
         not_served: Vec::new(),
         model: Arc::default(),
         generation: 0,
@@ -308,7 +315,14 @@ async fn start_l7_and_metrics(
         netns: options.netns.clone(),
         source,
     })?;
-    let (server, addr) = start_metrics(datapath, options.metrics_addr, shared, requests).await?;
+    let (server, addr) = start_metrics(
+        datapath,
+        options.metrics_addr,
+        shared,
+        requests,
+        l7.splice(),
+    )
+    .await?;
     tracing::info!(%addr, "serving /metrics");
     Ok((l7, server, addr))
 }
@@ -318,9 +332,11 @@ async fn start_metrics(
     addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
     requests: Arc<traffic_shift_proxy::RequestMetrics>,
+    unix: Arc<traffic_shift_proxy::Splice>,
 ) -> Result<(tokio::task::JoinHandle<()>, SocketAddr), AgentError> {
     let exporter = Arc::new(Exporter::new(datapath.counters_reader()?, shared));
     exporter.add_requests(requests);
+    exporter.add_unix(unix);
     let err = |source| AgentError::Metrics { addr, source };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
     let bound = listener.local_addr().map_err(err)?;

@@ -27,12 +27,18 @@ use crate::{
     },
 };
 
+/// Connections opened per route key and endpoint (routes on unix sockets).
+pub type UnixConnections = BTreeMap<String, BTreeMap<SocketAddr, u64>>;
+
 pub struct Observer {
     /// The kernel's counters as last read, and their last minute.
     pub sampler: Sampler,
     /// Per-second samples of the L7 proxy's request counts, the last minute
     /// of them.
     pub http_history: VecDeque<(Instant, RouteStats)>,
+    /// Per-second samples of the connections the routes on unix sockets
+    /// opened (per route key and endpoint), the last minute of them.
+    pub unix_history: VecDeque<(Instant, UnixConnections)>,
     /// What the metrics exporter needs from the agent.
     metrics: Arc<Mutex<Shared>>,
     metrics_addr: SocketAddr,
@@ -57,6 +63,7 @@ impl Observer {
         Self {
             sampler: Sampler::default(),
             http_history: VecDeque::new(),
+            unix_history: VecDeque::new(),
             metrics,
             metrics_addr,
             status: StatusFile::new(status_file),
@@ -204,6 +211,7 @@ impl Agent {
         {
             self.observer.http_history.pop_front();
         }
+        self.sample_unix(now);
         self.read_events();
         self.observer.status.moved |= !tick.is_empty() || requests_moved;
         if !tick.changed.is_empty() {
@@ -329,6 +337,51 @@ impl Agent {
     }
 
     /// One TCP route of the model in force, with what was observed.
+    /// The connections of the routes on unix sockets, counted in user
+    /// space: a route whose counts moved is shown again.
+    fn sample_unix(&mut self, now: Instant) {
+        let counts = self.l7.unix_connections();
+        let last = self.observer.unix_history.back().map(|(_, c)| c);
+        let moved: Vec<usize> = self
+            .model
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_unix())
+            .filter(|(_, r)| last.and_then(|l| l.get(&r.key)) != counts.get(&r.key))
+            .map(|(i, _)| i)
+            .collect();
+        if !moved.is_empty() {
+            self.observer.status.moved = true;
+            self.observer.status.stale_routes(moved.into_iter());
+        }
+        self.observer.unix_history.push_back((now, counts));
+        while self
+            .observer
+            .unix_history
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_mins(1))
+        {
+            self.observer.unix_history.pop_front();
+        }
+    }
+
+    /// A unix-socket route's connections to `addr`: since the route came
+    /// in, and in the last minute.
+    fn unix_opened(&self, route: &str, addr: SocketAddr) -> (u64, u64) {
+        let at = |counts: &UnixConnections| {
+            counts
+                .get(route)
+                .and_then(|c| c.get(&addr))
+                .copied()
+                .unwrap_or(0)
+        };
+        let history = &self.observer.unix_history;
+        let total = history.back().map_or(0, |(_, c)| at(c));
+        let before = history.front().map_or(0, |(_, c)| at(c));
+        (total, total.saturating_sub(before))
+    }
+
     pub(super) fn route_status(&self, route: &TcpRoute) -> RouteStatus {
         RouteStatus {
             route: route.key.clone(),
@@ -336,7 +389,14 @@ impl Agent {
                 .gateway
                 .as_ref()
                 .map_or_else(|| "mesh".to_owned(), |g| format!("gateway {g}")),
-            service: format!("{}:{}", route.service_host, route.service_port),
+            service: if route.is_unix() {
+                // Served in user space, counted there (`unix_opened`).
+                let sockets: Vec<String> =
+                    route.unix.iter().map(|p| format!("unix://{p}")).collect();
+                format!("{} on {}", route.service_host, sockets.join(","))
+            } else {
+                format!("{}:{}", route.service_host, route.service_port)
+            },
             destinations: route
                 .destinations
                 .iter()
@@ -475,10 +535,17 @@ impl Agent {
             .endpoints
             .iter()
             .map(|ep| {
-                let (total, minute) = self.observer.observed(self.kernel.slot(route, dest, ep));
+                let (mut total, mut minute) =
+                    self.observer.observed(self.kernel.slot(route, dest, ep));
+                if route.is_unix() {
+                    // Counted by the agent, which makes the connections.
+                    (total.opened, minute.opened) = self.unix_opened(&route.key, ep.addr);
+                }
                 let state = if let Some(state) = self.health.state(ep.addr) {
                     state
-                } else if route.gateway.is_some() {
+                } else if route.gateway.is_some() && !route.is_unix() {
+                    // The sk_lookup gateway hands connections to sockets;
+                    // a unix socket's route connects in user space.
                     if self.kernel.has_socket(ep.addr) {
                         "registered"
                     } else {

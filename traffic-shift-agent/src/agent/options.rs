@@ -51,6 +51,13 @@ pub struct AgentOptions {
         env = "TRAFFIC_SHIFT_NODE_LABELS"
     )]
     pub node_labels: Option<traffic_shift_config::NodeLabels>,
+    /// The namespace of this node's workloads: the agent is their proxy,
+    /// and sees the VirtualServices and DestinationRules as Istio's proxy
+    /// in that namespace sees them (their `exportTo`: a rule private to
+    /// another namespace does not apply here). Without it every rule
+    /// applies. Example: `bookinfo`.
+    #[arg(long, value_name = "NAMESPACE", env = "TRAFFIC_SHIFT_NAMESPACE")]
+    pub namespace: Option<String>,
     /// cgroup v2 directory whose processes get the routing (and all its
     /// descendants). Default: the cgroup v2 root, i.e. every process on the node.
     /// Example: `/sys/fs/cgroup/unified/my-app`.

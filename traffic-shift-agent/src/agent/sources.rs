@@ -281,7 +281,10 @@ impl Agent {
                 None => next.remove(path),
             };
         }
-        let model = config::resolve(&self.sources.rule_set(None, None, Some(&next)))?;
+        let model = config::resolve_in(
+            &self.sources.rule_set(None, None, Some(&next)),
+            self.namespace.as_deref(),
+        )?;
         let names: Vec<String> = changes.iter().map(|(path, _)| file_name(path)).collect();
         self.install(model, &names.join(" "))?;
         self.sources.accepted = next;

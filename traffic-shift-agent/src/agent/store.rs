@@ -604,7 +604,8 @@ impl Agent {
         };
         let result = fleet.read(resources).and_then(|(entries, file)| {
             let files = self.sources.rule_set(None, Some(file.clone()), None);
-            let model = traffic_shift_config::resolve(&files).map_err(|e| e.to_string())?;
+            let model = traffic_shift_config::resolve_in(&files, self.namespace.as_deref())
+                .map_err(|e| e.to_string())?;
             self.install(model, &what).map_err(|e| e.to_string())?;
             Ok((entries, file))
         });

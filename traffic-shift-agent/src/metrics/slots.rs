@@ -12,6 +12,7 @@ use std::{collections::HashMap, fmt::Write as _, net::SocketAddr, sync::Arc};
 
 use traffic_shift_common::EndpointStats;
 use traffic_shift_datapath::KernelCounters;
+use traffic_shift_proxy::EndpointCounts;
 
 use super::{
     CONNECTIONS_FAILED, Family, SlotInfo, TCP_CONNECTIONS_CLOSED, TCP_CONNECTIONS_OPENED,
@@ -56,9 +57,24 @@ struct TcpSums {
     received: u64,
 }
 
-/// Writes Istio's TCP metrics and the failed connects of `slots` to `out`.
-pub fn encode_tcp(out: &mut String, slots: &[(u32, Arc<SlotInfo>)], kernel: &KernelCounters) {
+/// Writes Istio's TCP metrics and the failed connects of `slots` to `out`,
+/// with the counts of the routes on unix sockets (`unix`: label text and
+/// counts per endpoint, which the kernel does not see).
+pub fn encode_tcp(
+    out: &mut String,
+    slots: &[(u32, Arc<SlotInfo>)],
+    kernel: &KernelCounters,
+    unix: &[(String, EndpointCounts)],
+) {
     let mut sums: HashMap<&str, TcpSums> = HashMap::new();
+    for (labels, c) in unix.iter().filter(|(_, c)| c.opened > 0) {
+        let sum = sums.entry(labels).or_default();
+        sum.opened += c.opened;
+        sum.closed += c.closed.saturating_sub(c.failed);
+        sum.failed += c.failed;
+        sum.sent += c.sent;
+        sum.received += c.received;
+    }
     let mut failed: HashMap<(&str, &str, SocketAddr), [u64; 3]> = HashMap::new();
     for (id, slot) in slots {
         let Ok(s) = kernel.stats(*id) else { continue };

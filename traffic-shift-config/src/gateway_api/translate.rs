@@ -205,6 +205,7 @@ impl<'a> Index<'a> {
                 },
                 hosts: vec![listener.hostname.clone().unwrap_or_else(|| "*".to_owned())],
                 bind: None,
+                unix: None,
                 default_endpoint: None,
                 name: Some(listener.name.clone()),
                 tls_mode: None,

@@ -2,7 +2,7 @@
 //! services (each `ServiceEntry` with the `WorkloadEntries` it selects), the
 //! `DestinationRule` of a host, the Gateways a `VirtualService` binds.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{
     Sink, destination::find_subset, gateway::conflicting_gateways, host_not_found, list, qualify,
@@ -50,6 +50,10 @@ impl Service<'_> {
 }
 
 pub(super) struct Catalog<'a> {
+    /// The namespace of the proxy the rules are resolved for (`--namespace`):
+    /// the services a rule sees are those visible there, as Istio's sidecar
+    /// there sees them; `None`: those visible to the rule's own namespace.
+    pub(super) proxy: Option<String>,
     pub(super) services: Vec<Service<'a>>,
     /// Each `services` host (as written) to the indexes of its services,
     /// one per namespace that defines it (the `ServiceEntries` of a host in
@@ -151,7 +155,7 @@ impl<'a> Service<'a> {
             (self, incoming)
         };
         let (kept, lost) = (older.entry, newer.entry);
-        let host = new.hosts.first().map_or("", String::as_str);
+        let host = incoming.hosts.first().copied().unwrap_or_default();
         let mut conflict = |path: FieldPath, what: &str, theirs: String, ours: String| {
             let (kept_value, lost_value) = if std::ptr::eq(kept, new) {
                 (ours, theirs)
@@ -241,10 +245,13 @@ impl<'a> Service<'a> {
     }
 }
 
-/// Adds the service of one `ServiceEntry`: merged into the service of its
-/// hosts when another `ServiceEntry` of the same namespace lists the same
-/// hosts (as Istio merges them); refused when it shares only some of them.
-/// A host defined in several namespaces has a service in each: which one a
+/// Adds the service of one `ServiceEntry`, as Istio merges services per
+/// namespace and host (`mergeServicesInstancesByNamespaceHost`): a host
+/// that a `ServiceEntry` of the same namespace already defines is merged
+/// into that host's service. When the two entries share only some hosts,
+/// the shared ones become a service of their own (the older entry's, with
+/// the newer merged in) and each entry keeps its other hosts alone. A host
+/// defined in several namespaces has a service in each: which one a
 /// resource sees is [`Catalog::service`]'s choice (`exportTo`, then age).
 fn add_service<'a>(
     services: &mut Vec<Service<'a>>,
@@ -252,47 +259,61 @@ fn add_service<'a>(
     service: Service<'a>,
     sink: &mut Sink,
 ) {
-    let entry = service.entry;
-    let namespace = &entry.source.namespace;
-    let shared: Vec<(usize, usize)> = service
-        .hosts
-        .iter()
-        .enumerate()
-        .filter_map(|(i, host)| {
-            by_host
-                .get(host)?
+    let namespace = &service.entry.source.namespace;
+    // The hosts no service of this namespace has yet, and per existing
+    // service the hosts it shares with this one.
+    let mut fresh: Vec<&'a str> = Vec::new();
+    let mut shared: BTreeMap<usize, Vec<&'a str>> = BTreeMap::new();
+    for host in &service.hosts {
+        let existing = by_host.get(host).and_then(|indexes| {
+            indexes
                 .iter()
-                .find(|&&k| services[k].entry.source.namespace == *namespace)
-                .map(|&k| (i, k))
-        })
-        .collect();
-    let Some(&(_, k)) = shared.first() else {
+                .copied()
+                .find(|&k| services[k].entry.source.namespace == *namespace)
+        });
+        match existing {
+            Some(k) => shared.entry(k).or_default().push(host),
+            None => fresh.push(host),
+        }
+    }
+    if shared.is_empty() {
+        let k = services.len();
         for host in &service.hosts {
-            by_host.entry(*host).or_default().push(services.len());
+            by_host.entry(*host).or_default().push(k);
         }
         services.push(service);
         return;
-    };
-    let other = &services[k];
-    let set = |hosts: &[&'a str]| hosts.iter().copied().collect::<BTreeSet<_>>();
-    if set(&other.hosts) == set(&service.hosts) {
-        // Istio merges the ServiceEntries of a host in one namespace.
-        services[k] = other.merge(&service, &mut sink.warnings);
-        return;
     }
-    for (i, k) in shared {
-        let other = &services[k];
-        let host = service.hosts[i];
-        sink.errors.push(entry.source.error(
-            fp!("spec.hosts[{i}]"),
-            format!(
-                "host {host} is also defined by {}, whose hosts differ ({}): ServiceEntries of \
-                 one host are merged when they list the same hosts; give the shared host a \
-                 ServiceEntry of its own, or list the same hosts in both",
-                other.entry.source.describe(),
-                other.hosts.join(", ")
-            ),
-        ));
+    let with_hosts = |service: &Service<'a>, hosts: &[&'a str]| Service {
+        hosts: hosts.to_vec(),
+        ..service.clone()
+    };
+    if !fresh.is_empty() {
+        let k = services.len();
+        for host in &fresh {
+            by_host.entry(*host).or_default().push(k);
+        }
+        services.push(with_hosts(&service, &fresh));
+    }
+    let set = |hosts: &[&'a str]| hosts.iter().copied().collect::<BTreeSet<_>>();
+    for (k, hosts) in shared {
+        let incoming = with_hosts(&service, &hosts);
+        if set(&services[k].hosts) == set(&hosts) {
+            services[k] = services[k].merge(&incoming, &mut sink.warnings);
+            continue;
+        }
+        // Only some of its hosts: those move to a service of their own.
+        let split = with_hosts(&services[k], &hosts).merge(&incoming, &mut sink.warnings);
+        services[k].hosts.retain(|host| !hosts.contains(host));
+        let n = services.len();
+        for host in &hosts {
+            if let Some(indexes) = by_host.get_mut(host) {
+                for index in indexes.iter_mut().filter(|index| **index == k) {
+                    *index = n;
+                }
+            }
+        }
+        services.push(split);
     }
 }
 
@@ -394,6 +415,7 @@ impl<'a> Catalog<'a> {
             .filter(|&k| rules[k].1.starts_with('*'))
             .collect();
         Self {
+            proxy: None,
             services,
             by_host,
             wildcard_hosts,
@@ -551,9 +573,10 @@ impl<'a> Catalog<'a> {
     /// ports are not merged across namespaces).
     pub(super) fn service(&self, host: &str, namespace: &str) -> Option<(&Service<'a>, &'a str)> {
         let host = qualify(host, namespace);
+        let seen_from = self.proxy.as_deref().unwrap_or(namespace);
         let visible_service = |k: usize| {
             let service = &self.services[k];
-            visible(service.entry, namespace).then_some(service)
+            visible(service.entry, seen_from).then_some(service)
         };
         if let Some(service) = self
             .by_host
@@ -583,8 +606,8 @@ impl<'a> Catalog<'a> {
         host: &str,
     ) -> ConfigError {
         let mut error = host_not_found(vs, path, host);
-        let namespace = &vs.source.namespace;
-        let qualified = qualify(host, namespace);
+        let qualified = qualify(host, &vs.source.namespace);
+        let namespace = self.proxy.as_deref().unwrap_or(&vs.source.namespace);
         let hidden: Vec<String> = self
             .services
             .iter()

@@ -77,10 +77,17 @@ impl<'a> Catalog<'a> {
             })
             .collect();
         let mut listeners = Vec::new();
+        let mut unix = Vec::new();
         for server in servers
             .iter()
             .filter(|server| server_takes(server, gateway, vs))
         {
+            if let Some(path) = &server.unix {
+                if !unix.contains(path) {
+                    unix.push(path.clone());
+                }
+                continue;
+            }
             let addresses = match server.bind {
                 Some(bind) => vec![bind],
                 None => vec![
@@ -95,7 +102,7 @@ impl<'a> Catalog<'a> {
                 }
             }
         }
-        if listeners.is_empty() {
+        if listeners.is_empty() && unix.is_empty() {
             warnings.push(vs.source.warning(
                 fp!("spec.tcp[{i}]"),
                 format!(
@@ -121,6 +128,7 @@ impl<'a> Catalog<'a> {
             service_host: destinations[0].host.clone(),
             service_port: port,
             listeners,
+            unix,
             prefixes: Vec::new(),
             selection,
             destinations,
@@ -276,8 +284,11 @@ pub(super) fn conflicting_gateways(gateway: &Gateway, earlier: &[&Gateway]) -> V
     let mut errors = Vec::new();
     for (i, server) in gateway.servers.iter().enumerate() {
         let path = fp!("spec.servers[{i}]");
-        let same_place =
-            |other: &Server| other.port.number == server.port.number && other.bind == server.bind;
+        let same_place = |other: &Server| {
+            other.port.number == server.port.number
+                && other.bind == server.bind
+                && other.unix == server.unix
+        };
         let others: Vec<String> = earlier
             .iter()
             .filter(|other| {

@@ -245,6 +245,7 @@ impl<'a> Catalog<'a> {
                                 key,
                                 gateway: None,
                                 port: port.number,
+                                unix: Vec::new(),
                                 listeners: service
                                     .entry
                                     .addresses
@@ -303,6 +304,7 @@ impl<'a> Catalog<'a> {
                             SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
                         ],
                         prefixes: Vec::new(),
+                        unix: Vec::new(),
                         virtual_hosts: Vec::new(),
                     });
             }
@@ -319,11 +321,20 @@ impl<'a> Catalog<'a> {
     ) {
         let gateway_id = format!("{}/{}", gateway.source.namespace, gateway.source.name);
         let mut ports: BTreeMap<u16, Vec<SocketAddr>> = BTreeMap::new();
+        let mut unix: BTreeMap<u16, Vec<String>> = BTreeMap::new();
         for server in gateway
             .servers
             .iter()
             .filter(|s| plain_http(s.port.protocol) && server_takes(s, gateway, vs))
         {
+            if let Some(path) = &server.unix {
+                let entry = unix.entry(server.port.number).or_default();
+                if !entry.contains(path) {
+                    entry.push(path.clone());
+                }
+                ports.entry(server.port.number).or_default();
+                continue;
+            }
             let addresses = match server.bind {
                 Some(bind) => vec![bind],
                 None => vec![
@@ -369,12 +380,18 @@ impl<'a> Catalog<'a> {
                     gateway: Some(gateway_id.clone()),
                     port,
                     listeners: Vec::new(),
+                    unix: Vec::new(),
                     prefixes: Vec::new(),
                     virtual_hosts: Vec::new(),
                 });
             for address in addresses {
                 if !listener.listeners.contains(&address) {
                     listener.listeners.push(address);
+                }
+            }
+            for path in unix.remove(&port).unwrap_or_default() {
+                if !listener.unix.contains(&path) {
+                    listener.unix.push(path);
                 }
             }
             let taken = listener.virtual_hosts.iter().find_map(|other| {

@@ -16,12 +16,14 @@
 //! no `ServiceEntry` names is the service of the most specific wildcard
 //! `ServiceEntry` host that covers it (Istio's `host.Name.Matches`), with
 //! that entry's addresses, ports and endpoints. `ServiceEntries` of one
-//! namespace that list the same hosts are merged as Istio merges them
-//! (`catalog::Service::merge`). A host in `ServiceEntries` of several
+//! namespace that list a host are merged for that host as Istio merges them
+//! (`catalog::Service::merge`), also when they share only some hosts. A host in `ServiceEntries` of several
 //! namespaces has a service per namespace: a resource sees those whose
 //! `exportTo` admits its namespace, the oldest first (`Catalog::service`).
-//! The `exportTo` of `VirtualServices` and `DestinationRules` is checked,
-//! not applied: a host has one `DestinationRule` at most.
+//! The `exportTo` of `VirtualServices` and `DestinationRules` is applied
+//! when a namespace is given ([`resolve_in`]: the rules as a proxy there
+//! sees them, [`crate::visibility`]); without one every rule applies, and a
+//! host has one `DestinationRule` at most.
 //!
 //! Gateway routes: a `tcp` rule applies to a Gateway the `VirtualService`'s
 //! `gateways` names (or, for one match, the match's `gateways`, which
@@ -76,7 +78,17 @@ mod tcp;
 /// the model, or the first error. Warnings are logged (`tracing`); see
 /// [`resolve_all`] to have them, and every error.
 pub fn resolve(files: &[RulesFile]) -> Result<RoutingModel, ConfigError> {
-    let (model, warnings) = resolve_all(files);
+    resolve_in(files, None)
+}
+
+/// [`resolve`] as a proxy in `namespace` sees the rules
+/// ([`crate::visibility`]: the `exportTo` of `VirtualServices` and
+/// `DestinationRules` applied); `None`: every rule applies.
+pub fn resolve_in(
+    files: &[RulesFile],
+    namespace: Option<&str>,
+) -> Result<RoutingModel, ConfigError> {
+    let (model, warnings) = resolve_all_in(files, namespace);
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
@@ -89,13 +101,34 @@ pub fn resolve(files: &[RulesFile]) -> Result<RoutingModel, ConfigError> {
 /// reached), with or without errors. The files'
 /// own warnings are in [`RulesFile::warnings`].
 pub fn resolve_all(files: &[RulesFile]) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
-    resolve_resources(files.iter().flat_map(|file| &file.resources).collect())
+    resolve_all_in(files, None)
+}
+
+/// [`resolve_all`] as a proxy in `namespace` sees the rules (see
+/// [`resolve_in`]).
+pub fn resolve_all_in(
+    files: &[RulesFile],
+    namespace: Option<&str>,
+) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
+    resolve_resources_in(
+        files.iter().flat_map(|file| &file.resources).collect(),
+        namespace,
+    )
 }
 
 /// [`resolve_all`] of resources held elsewhere, in the order of their
 /// files (no copy of 20 000 resources into files to resolve them).
 pub fn resolve_resources(
     resources: Vec<&Resource>,
+) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
+    resolve_resources_in(resources, None)
+}
+
+/// [`resolve_resources`] as a proxy in `namespace` sees them (see
+/// [`resolve_in`]). Names are checked across every resource, seen or not.
+pub fn resolve_resources_in(
+    resources: Vec<&Resource>,
+    namespace: Option<&str>,
 ) -> (Result<RoutingModel, Vec<ConfigError>>, Vec<Warning>) {
     let mut sink = Sink::default();
     check_unique_names(&resources, &mut sink);
@@ -105,7 +138,12 @@ pub fn resolve_resources(
     let (translated, gateway_api_status) =
         crate::gateway_api::translate(&resources, &mut sink.errors);
     let resources: Vec<&Resource> = resources.into_iter().chain(&translated).collect();
-    let catalog = Catalog::new(&resources, &mut sink);
+    let resources = match namespace {
+        Some(namespace) => crate::visibility::VisibleTo { namespace }.filter(resources),
+        None => resources,
+    };
+    let mut catalog = Catalog::new(&resources, &mut sink);
+    catalog.proxy = namespace.map(str::to_owned);
     let mut gateways: Vec<GatewaySelector> = catalog
         .gateways
         .iter()

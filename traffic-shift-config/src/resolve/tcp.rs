@@ -167,6 +167,7 @@ impl Catalog<'_> {
             service_host: service_host.to_owned(),
             service_port: port,
             listeners,
+            unix: Vec::new(),
             prefixes,
             selection,
             destinations,

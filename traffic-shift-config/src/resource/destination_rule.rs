@@ -21,7 +21,7 @@ pub struct DestinationRule {
     /// `spec.trafficPolicy`.
     pub traffic_policy: TrafficPolicy,
     pub subsets: Vec<Subset>,
-    /// `exportTo`, checked; not applied (every resource is visible to all).
+    /// `exportTo`, checked; applied by `resolve_in` (`crate::visibility`).
     pub export_to: Vec<String>,
 }
 

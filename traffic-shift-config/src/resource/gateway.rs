@@ -31,8 +31,13 @@ pub struct Server {
     /// `[namespace/]dnsName`, as written (`namespace` is `*`, `.` or a
     /// namespace name).
     pub hosts: Vec<String>,
-    /// The address the server accepts on; `None`: any local address.
+    /// The address the server accepts on; `None`: any local address (or
+    /// the unix socket of `unix`).
     pub bind: Option<IpAddr>,
+    /// `bind: unix://<path>`: the unix socket the server accepts on, the
+    /// part after `unix://` (an absolute path, or `@name` in the abstract
+    /// namespace); its port number is 0, as Istio requires.
+    pub unix: Option<String>,
     pub default_endpoint: Option<String>,
     pub name: Option<String>,
     /// `tls.mode`, when `tls` is set.
@@ -84,7 +89,7 @@ pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Checked<Gatewa
                 cx.error(fp!("spec.servers[{i}].hosts[{h}]"), message);
             }
         }
-        // Valid Istio, not served here (the kernel path accepts on IPs).
+        // Served by the agent in user space (the kernel paths accept on IPs).
         let unix = server
             .bind
             .as_deref()
@@ -120,7 +125,7 @@ pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Checked<Gatewa
             );
         }
         let number = match (&unix, port.number.unwrap_or(0)) {
-            (Some(_), 0) => None,
+            (Some(_), 0) => Some(0),
             (Some(_), _) => {
                 cx.error(
                     fp!("spec.servers[{i}].port.number"),
@@ -146,15 +151,6 @@ pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Checked<Gatewa
             );
         }
         let tls_mode = server_tls(&mut cx, i, protocol, server.tls);
-        if let Some(path) = unix {
-            cx.warn(
-                fp!("spec.servers[{i}].bind"),
-                format!(
-                    "bind \"unix://{path}\": unix domain sockets are not supported by the kernel \
-                     path, so this server is not served"
-                ),
-            );
-        }
         if let (Some(number), Some(protocol)) = (number, protocol)
             && cx.errors.len() == errors_before
         {
@@ -166,6 +162,7 @@ pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Checked<Gatewa
                 },
                 hosts,
                 bind,
+                unix,
                 default_endpoint: server.default_endpoint,
                 name: server.name,
                 tls_mode,
@@ -211,19 +208,12 @@ pub struct BindError {
     pub bind: String,
 }
 
-/// Istio's words for a bad IP; a unix socket is valid Istio, not supported.
+/// Istio's words for a bad IP.
 fn bind_message(bind: &str) -> String {
-    if bind.starts_with("unix://") {
-        format!(
-            "bind {bind:?}: unix domain sockets are not supported by the kernel path, which \
-             accepts on an IPv4 or IPv6 address; remove bind to accept on every local address"
-        )
-    } else {
-        format!(
-            "{bind} is not a valid IP: the kernel path accepts on an IPv4 or IPv6 address; \
-             remove bind to accept on every local address"
-        )
-    }
+    format!(
+        "{bind} is not a valid IP: the kernel path accepts on an IPv4 or IPv6 address; remove \
+         bind to accept on every local address"
+    )
 }
 
 /// A Gateway server host: `[namespace/]dnsName` (Istio's

@@ -28,7 +28,7 @@ pub struct VirtualService {
     pub http: Vec<HttpRule>,
     /// Modelled and checked; refused by `resolve` (not supported yet).
     pub tls: Vec<TlsRule>,
-    /// `exportTo`, checked; not applied (every resource is visible to all).
+    /// `exportTo`, checked; applied by `resolve_in` (`crate::visibility`).
     pub export_to: Vec<String>,
     /// Set when this `VirtualService` was translated from another kind
     /// (`gateway_api`): how its rules are named in keys and messages.

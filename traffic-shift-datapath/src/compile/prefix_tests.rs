@@ -20,6 +20,7 @@ fn prefix(text: &str, port: u16) -> ServicePrefix {
 /// A mesh route `name` over `prefixes` (and `listeners`), to one endpoint.
 fn mesh_route(name: &str, listeners: &[&str], prefixes: &[ServicePrefix]) -> TcpRoute {
     TcpRoute {
+        unix: Vec::new(),
         key: format!("default/{name}/tcp[0]/port 9000"),
         source: format!("{name}.yaml"),
         gateway: None,
@@ -194,6 +195,7 @@ fn ranges_over_the_map_size_are_refused_naming_the_flag() {
 fn an_http_mesh_listener_s_ranges_go_to_the_proxy_and_conflict_with_a_tcp_route_s() {
     use traffic_shift_config::model::HttpListener;
     let listener = HttpListener {
+        unix: Vec::new(),
         key: "mesh reviews.local:9000".into(),
         gateway: None,
         port: 9000,
