@@ -17,7 +17,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicUsize, Ordering},
     },
 };
@@ -410,18 +410,24 @@ impl Exporter {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(metrics);
     }
 
+    /// The shared state and the kernel's counters, locked in this order.
+    fn locked(&self) -> (MutexGuard<'_, Shared>, MutexGuard<'_, KernelCounters>) {
+        let shared = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kernel = self
+            .kernel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (shared, kernel)
+    }
+
     /// The whole exposition, as served on `/metrics`.
     pub fn render(self: &Arc<Self>) -> String {
         let mut out = String::with_capacity(self.last_size.load(Ordering::Relaxed) * 9 / 8);
         {
-            let shared = self
-                .shared
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let kernel = self
-                .kernel
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (shared, kernel) = self.locked();
             let slots = self.exported(&shared, &kernel);
             let unix = self.unix_counts(&shared);
             slots::encode_tcp(&mut out, &slots, &kernel, &unix);
@@ -482,14 +488,7 @@ fn gauges(
 
 impl Collector for Exporter {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let shared = self
-            .shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let kernel = self
-            .kernel
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (shared, kernel) = self.locked();
         // Istio's TCP metrics: written by `render`, from the slots' text.
         let slots = self.exported(&shared, &kernel);
         encode_events(&mut encoder, &kernel)?;
