@@ -17,9 +17,11 @@
 //!   [`forwarder`]: a TCP forwarder that cuts one agent off from etcd;
 //! - [`prometheus`] runs a real Prometheus server for the metrics tests;
 //!   [`dashboard`] turns the Grafana dashboard into the queries it sends;
-//! - [`rollout`]: an agent's rollouts, and the wait on them.
+//! - [`rollout`]: an agent's rollouts, and the wait on them;
+//! - [`bpf`]: bpftool's view of the agent's programs and maps, the kernel's run counts.
 
 pub mod agent;
+pub mod bpf;
 pub mod cgroup;
 pub mod client;
 pub mod dashboard;
@@ -40,6 +42,7 @@ use std::{
 };
 
 pub use agent::{Agent, TimedWrite};
+pub use bpf::{BpfStats, bpftool};
 pub use cgroup::Cgroup;
 pub use client::{Client, Streamed, http_get};
 pub use exposition::{metric, try_metric};

@@ -5,7 +5,7 @@
 
 use traffic_shift_agent::metrics::{FAMILIES, FamilyType, REQUEST_DURATION_MILLISECONDS, REQUESTS};
 use traffic_shift_tests::{
-    RemoteClient, SERVICE_V4, Scenario, bookinfo_rule, metric, tcp_echo_rule,
+    BpfStats, RemoteClient, SERVICE_V4, Scenario, bookinfo_rule, metric, tcp_echo_rule,
 };
 
 const OPENED: &str = "istio_tcp_connections_opened_total";
@@ -220,29 +220,69 @@ fn a_backend_that_never_answers_shows_as_timed_out() {
     assert_eq!(metric(&page, failed, &[("reason", "refused")]), 0, "{page}");
 }
 
+/// The bytes of a connection still open are in every scrape, exactly: the
+/// scrape has the kernel add them (no program runs per ACK to report them).
 #[test]
-fn open_connections_report_their_bytes_about_every_second() {
+fn open_connections_report_their_bytes_exactly_at_every_scrape() {
     let mut s = Scenario::tcp_echo("metrics-long", &tcp_echo_rule("examples/vs-all-v1.yaml"));
     let held = s.client.call(&format!("hold {SERVICE_V4} 1"));
     assert_eq!(held["answers"][0], "one", "{held}");
-    // The next exchange more than a second later is reported while the
-    // connection stays open: `again\n` is 6 more request bytes.
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let page = s.agent.metrics();
+    assert_eq!(metric(&page, RECEIVED, &version("v1")), REQUEST, "{page}");
+    assert_eq!(metric(&page, SENT, &version("v1")), RESPONSE, "{page}");
+    // `again\n` asked, `one again\n` answered: as many bytes once more.
     let again = s.client.call("held");
     assert_eq!(again["answers"][0], "one", "{again}");
-    let page = s.agent.wait_metrics("the second request's bytes", |p| {
-        metric(p, RECEIVED, &version("v1")) >= 2 * REQUEST
-    });
+    let page = s.agent.metrics();
     assert_eq!(
         metric(&page, RECEIVED, &version("v1")),
         2 * REQUEST,
         "{page}"
     );
-    assert!(metric(&page, SENT, &version("v1")) >= RESPONSE, "{page}");
+    assert_eq!(metric(&page, SENT, &version("v1")), 2 * RESPONSE, "{page}");
     assert_eq!(
         metric(&page, CLOSED, &version("v1")),
         0,
         "still open:\n{page}"
+    );
+}
+
+/// A routed connection runs no program per packet or per ACK: exchanges on
+/// an open connection run the agent's sock_ops program not at all, as the
+/// kernel counts its runs, where the RTT callback it used ran on every ACK.
+#[test]
+fn an_open_routed_connection_runs_no_program_per_ack() {
+    const EXCHANGES: u64 = 100;
+    let mut s = Scenario::tcp_echo("metrics-per-ack", &tcp_echo_rule("examples/vs-all-v1.yaml"));
+    let stats = BpfStats::on();
+    let sock_ops = |s: &Scenario| stats.runs(&s.agent.bpffs, "link_ts_sock_ops");
+    let before = sock_ops(&s);
+    let held = s.client.call(&format!("hold {SERVICE_V4} 1"));
+    assert_eq!(held["answers"][0], "one", "{held}");
+    let connected = sock_ops(&s);
+    // The count works: a new connection's events (connect, established,
+    // its state changes) ran it.
+    assert!(
+        connected >= before + 3,
+        "sock_ops ran {} times for a new connection",
+        connected - before
+    );
+    for _ in 0..EXCHANGES {
+        let again = s.client.call("held");
+        assert_eq!(again["answers"][0], "one", "{again}");
+    }
+    // Per ACK it would run at least once an exchange; other sockets of the
+    // cgroup (a health probe) may run it a few times meanwhile.
+    let ran = sock_ops(&s) - connected;
+    assert!(
+        ran < 10,
+        "sock_ops ran {ran} times during {EXCHANGES} exchanges on an open connection"
+    );
+    let page = s.agent.metrics();
+    assert_eq!(
+        metric(&page, RECEIVED, &version("v1")),
+        (EXCHANGES + 1) * REQUEST,
+        "and every byte is counted:\n{page}"
     );
 }
 

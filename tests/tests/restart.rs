@@ -6,7 +6,7 @@ use std::path::Path;
 
 use traffic_shift_datapath::pins;
 use traffic_shift_tests::{
-    SERVICE_V4, Scenario, tcp_echo_rule, traffic_shift, traffic_shift_bin_b,
+    SERVICE_V4, Scenario, bpftool, tcp_echo_rule, traffic_shift, traffic_shift_bin_b,
 };
 
 const V2_20: &str = "examples/vs-20-v2.yaml";
@@ -151,19 +151,6 @@ fn kill_9_and_restart_under_load_loses_no_connection() {
     assert_eq!(one + two, u64::from(n));
     // The smooth cursor lives in a pinned map: the sequence goes on.
     assert_eq!((one, two), (4_000, 1_000), "80/20 exact across the restart");
-}
-
-/// `bpftool -j ARGS`, parsed.
-fn bpftool(args: &[&str], path: Option<&Path>) -> serde_json::Value {
-    let mut cmd = std::process::Command::new("bpftool");
-    cmd.arg("-j").args(args);
-    if let Some(path) = path {
-        cmd.arg(path);
-    }
-    let out = cmd
-        .output()
-        .expect("bpftool (cargo xtask setup installs it)");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?}: {out:?}: {e}"))
 }
 
 /// The ids of the agent's pinned maps, by pin name.

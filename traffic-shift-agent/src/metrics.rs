@@ -428,6 +428,7 @@ impl Exporter {
         let mut out = String::with_capacity(self.last_size.load(Ordering::Relaxed) * 9 / 8);
         {
             let (shared, kernel) = self.locked();
+            kernel.refresh_open_bytes();
             let slots = self.exported(&shared, &kernel);
             let unix = self.unix_counts(&shared);
             slots::encode_tcp(&mut out, &slots, &kernel, &unix);
@@ -520,6 +521,7 @@ impl Exporter {
         }
         let mut ids: Vec<u32> = shared.counted.iter().copied().collect();
         ids.extend(kernel.touched().peek());
+        ids.extend(kernel.open_slots());
         ids.sort_unstable();
         ids.dedup();
         ids.into_iter()

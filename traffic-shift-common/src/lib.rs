@@ -288,12 +288,14 @@ const _: () = assert!(size_of::<RouteCursor>() == 8 + 8 * MAX_DESTS);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct ConnState {
-    /// Request bytes (client to endpoint) already added to `TS_STATS`.
+    /// The request side's byte counter at the handshake (its SYN): the
+    /// bytes moved since are the request's (client to endpoint).
     pub reported_request: u64,
-    /// Response bytes (endpoint to client) already added to `TS_STATS`.
+    /// The response side's, likewise (endpoint to client).
     pub reported_response: u64,
-    /// When the bytes were last added (`bpf_ktime_get_ns`).
-    pub reported_at_ns: u64,
+    /// Unused (it held when the bytes were last added, while a program
+    /// added them per RTT); kept for the layout of pinned maps.
+    pub reserved: u64,
     /// The service address the client asked for, as `ServiceKey::addr`
     /// (zero for a gateway connection: nothing to restore).
     pub addr: Addr,

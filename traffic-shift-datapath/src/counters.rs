@@ -9,7 +9,7 @@ use aya::{
 };
 use traffic_shift_common::{EndpointStats, Event, XdpStats, map_names};
 
-use crate::{Datapath, DatapathError, load::take_map, touched::Touched};
+use crate::{Datapath, DatapathError, load::take_map, open_bytes::OpenBytes, touched::Touched};
 
 /// The kernel's per-CPU counters: events by kind, connections and bytes by
 /// counter slot.
@@ -19,17 +19,38 @@ pub struct KernelCounters {
     xdp_stats: PerCpuArray<MapData, XdpStats>,
     /// Which slots moved since the agent last looked (shared by readers).
     touched: Arc<Touched>,
+    /// Adds the bytes of open connections (shared by readers).
+    open_bytes: Arc<OpenBytes>,
 }
 
 impl KernelCounters {
     /// The counter maps of a freshly loaded object.
-    pub(crate) fn take(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
+    pub(crate) fn take(ebpf: &mut Ebpf, open_bytes: OpenBytes) -> Result<Self, DatapathError> {
         Ok(Self {
+            open_bytes: Arc::new(open_bytes),
             events: take_map(ebpf, map_names::EVENTS)?,
             stats: take_map(ebpf, map_names::STATS)?,
             xdp_stats: take_map(ebpf, map_names::XDP_STATS)?,
             touched: Arc::new(Touched::new(take_map(ebpf, map_names::TOUCHED)?)?),
         })
+    }
+
+    /// Reads the bytes of the routed connections still open, which
+    /// [`stats`](Self::stats) adds from then on: call before reading
+    /// bytes. Without it, only closed connections' bytes are in; a failure
+    /// says so in the log, once.
+    pub fn refresh_open_bytes(&self) {
+        self.open_bytes.refresh(self.touched.peek(), |id| {
+            self.closed_stats(id)
+                .ok()
+                .map(|s| (s.request_bytes, s.response_bytes))
+        });
+    }
+
+    /// Slots with routed connections open at the last refresh: their bytes
+    /// grow without the kernel marking them touched.
+    pub fn open_slots(&self) -> Vec<u32> {
+        self.open_bytes.open_slots()
     }
 
     /// The marks of the slots the kernel touched.
@@ -72,8 +93,14 @@ impl KernelCounters {
         }))
     }
 
-    /// The counters of slot `id`, summed over CPUs.
+    /// The counters of slot `id`, summed over CPUs, with the bytes of its
+    /// open connections as of the last [`refresh_open_bytes`](Self::refresh_open_bytes).
     pub fn stats(&self, id: u32) -> Result<EndpointStats, DatapathError> {
+        Ok(self.open_bytes.merge(id, self.closed_stats(id)?))
+    }
+
+    /// Slot `id` as `TS_STATS` has it: the bytes of closed connections.
+    fn closed_stats(&self, id: u32) -> Result<EndpointStats, DatapathError> {
         let per_cpu = self
             .stats
             .get(&id, 0)
@@ -115,7 +142,9 @@ impl Datapath {
         self.counters
             .xdp_stats
             .set(id, zero, 0)
-            .map_err(map_err(map_names::XDP_STATS))
+            .map_err(map_err(map_names::XDP_STATS))?;
+        self.counters.open_bytes.forget(id);
+        Ok(())
     }
 
     /// The kernel's counters.
@@ -140,6 +169,7 @@ impl Datapath {
             stats: open(&self.pin_dir, map_names::STATS)?,
             xdp_stats: open(&self.pin_dir, map_names::XDP_STATS)?,
             touched: Arc::clone(&self.counters.touched),
+            open_bytes: Arc::clone(&self.counters.open_bytes),
         })
     }
 }

@@ -35,6 +35,13 @@ const NLA_F_NESTED: u16 = 0x8000;
 /// Request attribute: the sk storage maps whose values to report.
 const INET_DIAG_REQ_SK_BPF_STORAGES: u16 = 2;
 const SK_DIAG_BPF_STORAGE_REQ_MAP_FD: u16 = 1;
+/// `idiag_ext` bit of `INET_DIAG_INFO` (`struct tcp_info`, read under the
+/// socket's lock), and the reply attribute.
+const INET_DIAG_INFO: u16 = 2;
+const EXT_INFO: u8 = 1 << (INET_DIAG_INFO - 1);
+/// `struct tcp_info`: `tcpi_bytes_acked` and `tcpi_bytes_received` (u64).
+const TCPI_BYTES_ACKED: usize = 120;
+const TCPI_BYTES_RECEIVED: usize = 128;
 /// Reply attributes.
 const INET_DIAG_SK_BPF_STORAGES: u16 = 20;
 const SK_DIAG_BPF_STORAGE: u16 = 1;
@@ -56,11 +63,48 @@ pub struct Routed {
     /// `struct inet_diag_sockid`, as the dump gave it (cookie included).
     id: [u8; 48],
     pub stat_id: u32,
-    /// The socket's `TS_CONNS` value.
+    /// The socket's `TS_CONNS` value, read after `bytes` (the kernel puts
+    /// it last in the reply).
     pub state: ConnState,
+    /// The socket's byte counters (`tcpi_bytes_acked`,
+    /// `tcpi_bytes_received`: sequence space, so a SYN and a FIN count one).
+    pub bytes: Option<(u64, u64)>,
 }
 
 impl Routed {
+    /// The (request, response) bytes this connection moved since its
+    /// handshake, as far as is certain; `None` before the handshake, once
+    /// its close was counted (then `TS_STATS` has them), for a connection
+    /// sent to the L7 proxy (it counts requests), or without counters.
+    ///
+    /// A FIN takes one byte of the counters. sock_ops notes ours and the
+    /// peer's under the socket's lock, in the same hold in which the kernel
+    /// counts them, and the kernel reads the counters under that lock
+    /// before it copies the flags: a FIN counted is always seen flagged.
+    /// A flagged one may not be counted yet: a byte is left out then, one
+    /// too few until the close adds them exactly, never one too many.
+    pub fn moved(&self) -> Option<(u64, u64)> {
+        use traffic_shift_common::conn_flags as f;
+        let flags = self.state.flags;
+        if flags & (f::ESTABLISHED | f::CLOSED | f::PROXIED) != f::ESTABLISHED {
+            return None;
+        }
+        let (acked, received) = self.bytes?;
+        let acked = acked.saturating_sub(u64::from(flags & f::OUR_FIN != 0));
+        let received = received.saturating_sub(u64::from(flags & f::PEER_FIN != 0));
+        // sock_ops' `moved`: the server side of a gateway connection
+        // receives the request.
+        let (request, response) = if flags & f::GATEWAY != 0 {
+            (received, acked)
+        } else {
+            (acked, received)
+        };
+        Some((
+            request.saturating_sub(self.state.reported_request),
+            response.saturating_sub(self.state.reported_response),
+        ))
+    }
+
     /// The socket's local address (`inet_diag_sockid`: ports in network
     /// order at 0 and 2, addresses at 4 and 20, IPv4 in the first 4 bytes).
     pub fn local(&self) -> SocketAddr {
@@ -167,6 +211,7 @@ fn dump(
     let mut body = [0_u8; REQ_LEN];
     body[0] = family;
     body[1] = IPPROTO_TCP;
+    body[2] = EXT_INFO;
     body[4..8].copy_from_slice(&OPEN_STATES.to_ne_bytes());
     req.extend_from_slice(&body);
     // INET_DIAG_REQ_SK_BPF_STORAGES { SK_DIAG_BPF_STORAGE_REQ_MAP_FD: fd }
@@ -211,16 +256,27 @@ fn parse(msg: &[u8]) -> Option<Routed> {
         return None;
     }
     let id: [u8; 48] = msg[4..52].try_into().ok()?;
-    let storages = attribute(&msg[MSG_LEN..], INET_DIAG_SK_BPF_STORAGES)?;
+    let attrs = &msg[MSG_LEN..];
+    let storages = attribute(attrs, INET_DIAG_SK_BPF_STORAGES)?;
     let storage = attribute(storages, SK_DIAG_BPF_STORAGE)?;
     let value = attribute(storage, SK_DIAG_BPF_STORAGE_MAP_VALUE)?;
     let state: ConnState =
         bytemuck::try_pod_read_unaligned(value.get(..size_of::<ConnState>())?).ok()?;
+    let u64_at = |info: &[u8], at: usize| -> Option<u64> {
+        Some(u64::from_ne_bytes(info.get(at..at + 8)?.try_into().ok()?))
+    };
+    let bytes = attribute(attrs, INET_DIAG_INFO).and_then(|info| {
+        Some((
+            u64_at(info, TCPI_BYTES_ACKED)?,
+            u64_at(info, TCPI_BYTES_RECEIVED)?,
+        ))
+    });
     Some(Routed {
         family: msg[0],
         id,
         stat_id: state.stat_id,
         state,
+        bytes,
     })
 }
 
@@ -271,4 +327,57 @@ fn destroy(sock: &impl rustix::fd::AsFd, routed: &Routed, seq: u32) -> io::Resul
 fn errno(payload: &[u8]) -> Option<io::Error> {
     let code = i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?);
     (code < 0).then(|| io::Error::from_raw_os_error(-code))
+}
+
+#[cfg(test)]
+mod tests {
+    use traffic_shift_common::conn_flags as f;
+
+    use super::*;
+
+    /// A client's connection whose handshake left counters (1, 1) (the
+    /// SYNs), now at `bytes`, with `flags`.
+    fn routed(flags: u8, bytes: Option<(u64, u64)>) -> Routed {
+        let mut state: ConnState = bytemuck::Zeroable::zeroed();
+        state.flags = flags;
+        state.reported_request = 1;
+        state.reported_response = 1;
+        Routed {
+            family: AF_INET,
+            id: [0; 48],
+            stat_id: 7,
+            state,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn an_open_connection_moved_its_counters_less_the_handshake() {
+        let conn = routed(f::ESTABLISHED, Some((1 + 600, 1 + 1000)));
+        assert_eq!(conn.moved(), Some((600, 1000)));
+    }
+
+    #[test]
+    fn a_gateway_connection_received_the_request() {
+        let conn = routed(f::ESTABLISHED | f::GATEWAY, Some((1 + 1000, 1 + 600)));
+        assert_eq!(conn.moved(), Some((600, 1000)));
+    }
+
+    /// A flagged FIN may be in the counters: a byte is left out, so the
+    /// figure is never over (the close adds the exact rest).
+    #[test]
+    fn a_flagged_fin_leaves_a_byte_out_each_way() {
+        let ours = routed(f::ESTABLISHED | f::OUR_FIN, Some((1 + 600 + 1, 1 + 1000)));
+        assert_eq!(ours.moved(), Some((600, 1000)));
+        let peer = routed(f::ESTABLISHED | f::PEER_FIN, Some((1 + 600, 1 + 1000 + 1)));
+        assert_eq!(peer.moved(), Some((600, 1000)));
+    }
+
+    #[test]
+    fn connections_counted_elsewhere_or_not_yet_open_have_no_bytes_here() {
+        for flags in [0, f::ESTABLISHED | f::CLOSED, f::ESTABLISHED | f::PROXIED] {
+            assert_eq!(routed(flags, Some((50, 50))).moved(), None, "flags {flags}");
+        }
+        assert_eq!(routed(f::ESTABLISHED, None).moved(), None);
+    }
 }

@@ -44,6 +44,11 @@ pub enum DatapathError {
         #[source]
         source: ProgramError,
     },
+    #[error("reading the open connections' bytes (sock_diag on the --netns namespace): {source}")]
+    OpenBytes {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,

@@ -20,6 +20,8 @@
 //!   [`compile::Compiled`], [`ApplyReport`]), gateway socket registration,
 //!   map fill.
 //! - `counters`: [`KernelCounters`] (per-CPU counters summed), counter slots zeroed.
+//! - `open_bytes`: [`OpenBytes`], the bytes of open connections read with
+//!   sock_diag when the counters are read (no program per ACK).
 //! - `proxy_flows`: [`ProxyFlows`], the L7 proxy's view of `TS_PROXY_FLOWS`.
 //! - `unload`: [`unload`] and `--unload-on-exit` (every pin removed).
 //! - `error`: [`DatapathError`].
@@ -64,6 +66,7 @@ mod attach;
 mod counters;
 mod error;
 mod load;
+mod open_bytes;
 mod proxy_flows;
 #[cfg(test)]
 mod test_root;
@@ -75,6 +78,7 @@ pub use apply::ApplyReport;
 pub use counters::KernelCounters;
 pub use error::DatapathError;
 pub use load::{BpfLogLevel, default_cgroup};
+pub use open_bytes::OpenBytes;
 pub use proxy_flows::ProxyFlows;
 pub use touched::Touched;
 pub use unload::unload;

@@ -18,6 +18,7 @@ use crate::{
     Datapath, DatapathError, EBPF_OBJECT, KernelCounters, SnatPorts,
     adopt::{pinned_maps_compatible, read_back, read_keys, read_prefixes, remove_map_pins},
     attach::attach,
+    open_bytes::OpenBytes,
     xdp::{attach_xdp, set_snat_ports},
 };
 
@@ -120,7 +121,6 @@ impl Datapath {
         let loaded_xdp_gateways = read_keys(&xdp_gateways, map_names::XDP_GATEWAYS)?;
         let sockets = take_map(&mut ebpf, map_names::SOCKETS)?;
         let routes: HashMap<MapData, u32, RouteTable> = take_map(&mut ebpf, map_names::ROUTES)?;
-        let counters = KernelCounters::take(&mut ebpf)?;
         let gateway_flows = take_map(&mut ebpf, map_names::GATEWAY_FLOWS)?;
         let (loaded_services, loaded_gateways, adopted_routes) =
             read_back(&services, &gateways, &routes)?;
@@ -130,6 +130,8 @@ impl Datapath {
                 source,
             }
         })?;
+        let open_bytes = OpenBytes::new(netns, conns.fd().as_fd())?;
+        let counters = KernelCounters::take(&mut ebpf, open_bytes)?;
         Ok(Self {
             conns,
             limits: *limits,

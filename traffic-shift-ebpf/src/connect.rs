@@ -173,7 +173,7 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<Event, Event> {
     let state = ConnState {
         reported_request: 0,
         reported_response: 0,
-        reported_at_ns: 0,
+        reserved: 0,
         addr: key.addr,
         port: key.port,
         family: key.family,

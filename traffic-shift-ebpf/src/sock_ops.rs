@@ -5,18 +5,19 @@
 //! Only routed connections are followed: connect4/6 leave a `ConnState` on
 //! the client's socket, and `sk_lookup` leaves the gateway flow's pick in
 //! `TS_GATEWAY_FLOWS`, moved onto the accepted socket here. The state and
-//! RTT callbacks are switched on for those sockets alone, so other sockets
-//! pay one program run per connection event and nothing per packet.
+//! RTO callbacks are switched on for those sockets alone, so other sockets
+//! pay one program run per connection event. Nothing runs per packet or
+//! per ACK: the bytes are added here at close; while a connection is open,
+//! the agent reads them with sock_diag when it reads the counters.
 
 use aya_ebpf::{
     bindings::{
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
-        BPF_SOCK_OPS_RTO_CB, BPF_SOCK_OPS_RTO_CB_FLAG, BPF_SOCK_OPS_RTT_CB,
-        BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
-        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE, BPF_TCP_CLOSE_WAIT, BPF_TCP_CLOSING,
-        BPF_TCP_FIN_WAIT1, BPF_TCP_FIN_WAIT2, BPF_TCP_LAST_ACK, BPF_TCP_SYN_SENT, bpf_sock_ops,
+        BPF_SOCK_OPS_RTO_CB, BPF_SOCK_OPS_RTO_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
+        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_TCP_CLOSE, BPF_TCP_CLOSE_WAIT,
+        BPF_TCP_CLOSING, BPF_TCP_FIN_WAIT1, BPF_TCP_FIN_WAIT2, BPF_TCP_LAST_ACK, BPF_TCP_SYN_SENT,
+        bpf_sock_ops,
     },
-    helpers::generated::bpf_ktime_get_ns,
     macros::sock_ops,
     programs::SockOpsContext,
 };
@@ -32,8 +33,6 @@ const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 /// `::ffff:0:0/96`, the IPv4-mapped prefix, word 2 in network order.
 const V4_MAPPED_WORD2: u32 = 0x0000_ffff_u32.to_be();
-/// Bytes of open connections are added to the counters at most this often.
-const REPORT_EVERY_NS: u64 = 1_000_000_000;
 
 #[sock_ops]
 pub fn ts_sock_ops(ctx: SockOpsContext) -> u32 {
@@ -76,7 +75,7 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Option<Event> {
             let init = ConnState {
                 reported_request: 0,
                 reported_response: 0,
-                reported_at_ns: 0,
+                reserved: 0,
                 addr: [0; 16],
                 port: 0,
                 family: 0,
@@ -101,14 +100,6 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Option<Event> {
             if ctx.arg(2) != 0 {
                 let state = routed(ops)?;
                 unsafe { (*state).flags |= conn_flags::TIMED_OUT };
-            }
-            None
-        }
-        BPF_SOCK_OPS_RTT_CB => {
-            let state = routed(ops)?;
-            let now = unsafe { bpf_ktime_get_ns() };
-            if now.wrapping_sub(unsafe { (*state).reported_at_ns }) >= REPORT_EVERY_NS {
-                report_bytes(ops, state, now);
             }
             None
         }
@@ -154,7 +145,7 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Option<Event> {
                     unsafe { (*state).stat_id }
                 );
             } else {
-                report_bytes(ops, state, unsafe { bpf_ktime_get_ns() });
+                report_bytes(ops, stats, state);
             }
             add(unsafe { &raw mut (*stats).closed }, 1);
             None
@@ -211,23 +202,21 @@ fn stats(state: *mut ConnState) -> Option<*mut EndpointStats> {
     stats
 }
 
-/// Counts the handshake and starts the per-RTT byte reports, from the
-/// byte counters as they are now: the SYNs they include are not data.
+/// Counts the handshake; the bytes are counted from the byte counters as
+/// they are now: the SYNs they include are not data. The baseline is
+/// written before the flag the agent's reading of open connections wants.
 #[inline(always)]
 fn established(ctx: &SockOpsContext, state: *mut ConnState) {
     let (request, response) = moved(ctx.ops, state);
     unsafe {
-        (*state).flags |= conn_flags::ESTABLISHED;
-        (*state).reported_at_ns = bpf_ktime_get_ns();
         (*state).reported_request = request;
         (*state).reported_response = response;
+        (*state).flags |= conn_flags::ESTABLISHED;
     }
     if let Some(stats) = stats(state) {
         add(unsafe { &raw mut (*stats).established }, 1);
     }
-    let _ = ctx.set_cb_flags(
-        (BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG) as i32,
-    );
+    let _ = ctx.set_cb_flags((BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG) as i32);
 }
 
 /// (request, response) sequence space moved so far: the client's bytes
@@ -260,21 +249,19 @@ fn moved(ops: *mut bpf_sock_ops, state: *mut ConnState) -> (u64, u64) {
     }
 }
 
-/// Adds the bytes moved since the last report.
+/// Adds the bytes moved since the handshake, at close.
 #[inline(always)]
-fn report_bytes(ops: *mut bpf_sock_ops, state: *mut ConnState, now: u64) {
-    let Some(stats) = stats(state) else {
-        return;
-    };
+fn report_bytes(ops: *mut bpf_sock_ops, stats: *mut EndpointStats, state: *mut ConnState) {
     let (request, response) = moved(ops, state);
     unsafe {
-        let new_request = request.saturating_sub((*state).reported_request);
-        let new_response = response.saturating_sub((*state).reported_response);
-        add(&raw mut (*stats).request_bytes, new_request);
-        add(&raw mut (*stats).response_bytes, new_response);
-        (*state).reported_request += new_request;
-        (*state).reported_response += new_response;
-        (*state).reported_at_ns = now;
+        add(
+            &raw mut (*stats).request_bytes,
+            request.saturating_sub((*state).reported_request),
+        );
+        add(
+            &raw mut (*stats).response_bytes,
+            response.saturating_sub((*state).reported_response),
+        );
     }
 }
 

@@ -49,14 +49,16 @@ impl Tick {
 }
 
 impl Sampler {
-    /// Reads the slots marked since the last tick (every slot of `in_use`
-    /// at the first tick: counts from before this agent started).
+    /// Reads the slots marked since the last tick and those with open
+    /// connections, whose bytes grow unmarked (every slot of `in_use` at
+    /// the first tick: counts from before this agent started).
     pub fn tick(
         &mut self,
         at: Instant,
         counters: &KernelCounters,
         in_use: impl Iterator<Item = u32>,
     ) -> Tick {
+        counters.refresh_open_bytes();
         let marked = counters.touched().take();
         let baseline = !self.started;
         let mut read: Vec<u32> = if baseline {
@@ -66,6 +68,7 @@ impl Sampler {
             Vec::new()
         };
         read.extend(marked.iter().copied());
+        read.extend(counters.open_slots());
         read.append(&mut std::mem::replace(&mut self.again, marked));
         read.sort_unstable();
         read.dedup();

@@ -239,7 +239,7 @@ fn a_routed_connection_shows_its_service_route_and_slot() {
     let state = ConnState {
         reported_request: 3,
         reported_response: 7,
-        reported_at_ns: 0,
+        reserved: 0,
         addr: service.addr,
         port: service.port,
         family: service.family,
