@@ -18,11 +18,13 @@ pub const PROGRAMS: [&str; 4] = ["connect4", "sock_ops", "getpeername4", "sk_loo
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
-/// Nanoseconds of each of [`PROGRAMS`] per connection, over `connections`.
+/// Nanoseconds and runs of each of [`PROGRAMS`] per connection, over
+/// `connections`.
 #[derive(Clone, Debug)]
 pub struct Cost {
     pub connections: u64,
     pub ns: [f64; PROGRAMS.len()],
+    pub runs: [f64; PROGRAMS.len()],
 }
 
 impl Cost {
@@ -91,14 +93,18 @@ impl Programs {
             bail!("no connection was made");
         }
         let mut ns = [0.0; PROGRAMS.len()];
-        for (n, (b, a)) in ns.iter_mut().zip(before.iter().zip(&after)) {
+        let mut runs = [0.0; PROGRAMS.len()];
+        for ((n, r), (b, a)) in ns.iter_mut().zip(&mut runs).zip(before.iter().zip(&after)) {
             #[allow(clippy::cast_precision_loss)]
-            let spent = a.0.saturating_sub(b.0) as f64;
-            #[allow(clippy::cast_precision_loss)]
-            let per = spent / connections as f64;
-            *n = per;
+            let per = |x: u64, y: u64| x.saturating_sub(y) as f64 / connections as f64;
+            *n = per(a.0, b.0);
+            *r = per(a.1, b.1);
         }
-        Ok(Cost { connections, ns })
+        Ok(Cost {
+            connections,
+            ns,
+            runs,
+        })
     }
 }
 

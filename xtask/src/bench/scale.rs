@@ -955,14 +955,21 @@ impl Results {
         let _ = write!(
             md,
             "\n| scenario | services in the maps | connections (concurrency {CONCURRENCY}, `kernel.bpf_stats_enabled`) | {} | all programs, ns per connection |\n|---|---:|---:|{}---:|\n",
-            bpf_cost::PROGRAMS.map(|p| format!("`{p}` ns")).join(" | "),
+            bpf_cost::PROGRAMS
+                .map(|p| format!("`{p}` ns (runs)"))
+                .join(" | "),
             "---:|".repeat(bpf_cost::PROGRAMS.len())
         );
         for level in &self.levels {
             let services = self.base_services + level.extra;
             match &level.bpf {
                 Ok(cost) => {
-                    let each: Vec<String> = cost.ns.iter().map(|n| format!("{n:.0}")).collect();
+                    let each: Vec<String> = cost
+                        .ns
+                        .iter()
+                        .zip(cost.runs)
+                        .map(|(n, r)| format!("{n:.0} ({r:.1})"))
+                        .collect();
                     let _ = writeln!(
                         md,
                         "| {SCENARIO} BPF cost | {services} | {} | {} | {:.0} |",
@@ -975,6 +982,11 @@ impl Results {
                         .zip(cost.ns)
                         .map(|(p, n)| ((*p).to_owned(), json!(n)))
                         .collect();
+                    let runs: serde_json::Map<String, Value> = bpf_cost::PROGRAMS
+                        .iter()
+                        .zip(cost.runs)
+                        .map(|(p, r)| ((*p).to_owned(), json!(r)))
+                        .collect();
                     json_rows.push(format!(
                         "    {}",
                         json!({
@@ -982,6 +994,7 @@ impl Results {
                             "services": services,
                             "connections": cost.connections,
                             "ns_per_connection": programs,
+                            "runs_per_connection": runs,
                             "total_ns_per_connection": cost.total(),
                         })
                     ));
