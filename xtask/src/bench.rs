@@ -15,11 +15,12 @@
 //! | `agent` | the bench's rules, the backends, the agent |
 //! | `proxies` | haproxy, nginx, Envoy: installed, configured (TCP), started |
 //! | `client` | the load clients (`ts-bench`, `ts-client`) in the namespace and cgroup |
-//! | `tcp` | scenarios 1 and 2: contenders, smoke checks, cells, their table and goals |
+//! | `tcp` | scenarios 1 and 2: contenders, smoke checks, cells, their table and goals (alone with `--only tcp`, with the BPF cost per path) |
 //! | `http` | scenario 3 and the HTTP half of 4 |
 //! | `split` | scenario 4: split accuracy (the TCP half, the measuring and report) |
 //! | `rule_change` | scenario 5 |
 //! | `scale` | scenario 6 (and 5's apply of 10 000 and 100 000 services; alone with `--only scale`) |
+//! | `bpf_cost` | the kernel's time and runs per connection of each program (`kernel.bpf_stats_enabled`) |
 //! | `convergence` | scenario 8 (alone with `--only convergence`) |
 //! | `report` | what the reports share: left-out rows, JSON strings, median, header |
 //! | `xdp` | scenario 7 (`--xdp`), with the check of its `xdp` row (`xdp/check.rs`) |
@@ -71,6 +72,10 @@ pub enum Only {
     /// Scenario 6 (scale) on the bench's agent and backends, set up as in a full
     /// run: printed, and written to `bench/results/scale-latest.md` and `.json`.
     Scale,
+    /// Scenarios 1 and 2 on traffic-shift's own paths and the backend directly
+    /// (no proxies), 5 repetitions a cell, with the kernel's cost per connection
+    /// of each program on each path: `bench/results/tcp-latest.md` and `.json`.
+    Tcp,
 }
 
 pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<()> {
@@ -107,9 +112,9 @@ pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<
             &goals,
         );
     }
-    // Scenario 6 alone needs no proxies.
+    // Scenarios 6 alone, and 1 and 2 alone, need no proxies.
     let proxies = match only {
-        Some(Only::Scale) => None,
+        Some(Only::Scale | Only::Tcp) => None,
         _ => Some(proxies::install(&bin)),
     };
 
@@ -124,9 +129,10 @@ pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<
             }
         }
     });
-    let result = match proxies {
-        Some(proxies) => run(root, &bin, &cgroup_root, quick, proxies, &interrupted),
-        None => scale_alone(root, &bin, &cgroup_root, quick, &interrupted),
+    let result = match (proxies, only) {
+        (Some(proxies), _) => run(root, &bin, &cgroup_root, quick, proxies, &interrupted),
+        (None, Some(Only::Tcp)) => tcp_alone(root, &bin, &cgroup_root, quick, &interrupted),
+        (None, _) => scale_alone(root, &bin, &cgroup_root, quick, &interrupted),
     };
     signal_handle.close();
     result
@@ -162,7 +168,15 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(root: &Path, bin: &Path, cgroup_root: &Path, name: &str, quick: bool) -> Result<Self> {
+    /// With `scale`, scenario 6's services are generated too.
+    fn new(
+        root: &Path,
+        bin: &Path,
+        cgroup_root: &Path,
+        name: &str,
+        quick: bool,
+        scale: bool,
+    ) -> Result<Self> {
         let tmp = TempDir::new(std::env::temp_dir().join(name))?;
         let netns = Netns::new(name)?;
         let cgroup = CgroupDir::new(cgroup_root.join(name))?;
@@ -170,8 +184,12 @@ impl Setup {
         let mut procs = Processes(Vec::new());
         let agent = agent::setup(root, bin, &tmp.0, (&netns, &cgroup.0, &bpffs.0), &mut procs)?;
         rule_change::put_in_force(bin, &agent.admin_socket, &change_rules(root))?;
-        let largest = scale::levels(quick).iter().copied().max().unwrap_or(0);
-        let scale_files = scale::generate(&tmp.0.join("scale"), largest)?;
+        let scale_files = if scale {
+            let largest = scale::levels(quick).iter().copied().max().unwrap_or(0);
+            scale::generate(&tmp.0.join("scale"), largest)?
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             procs,
             _bpffs: bpffs,
@@ -219,7 +237,7 @@ fn scale_alone(
     interrupted: &AtomicBool,
 ) -> Result<()> {
     let name = format!("ts-bench-{}", std::process::id());
-    let mut setup = Setup::new(root, bin, cgroup_root, &name, quick)?;
+    let mut setup = Setup::new(root, bin, cgroup_root, &name, quick, true)?;
     let contenders = tcp::own_contenders();
     let connect_time = contenders
         .iter()
@@ -258,6 +276,96 @@ fn scale_alone(
     report::write_alone(root, "scale", &header, &md, &json_rows, &goals)
 }
 
+/// Repetitions of `--only tcp`'s cells: more than a full run's three, for a
+/// stream ratio that one slow run does not move.
+const TCP_ALONE_REPS: u32 = 5;
+
+/// `--only tcp`: scenarios 1 and 2 on the bench's agent and backends, traffic-shift's
+/// paths beside the backend directly, then the kernel's cost per connection of each
+/// program on each path; written to `bench/results/tcp-latest.md` (and `.json`).
+fn tcp_alone(
+    root: &Path,
+    bin: &Path,
+    cgroup_root: &Path,
+    quick: bool,
+    interrupted: &AtomicBool,
+) -> Result<()> {
+    let name = format!("ts-bench-{}", std::process::id());
+    let (_, duration, warmup) = timing(quick);
+    let reps = if quick { 1 } else { TCP_ALONE_REPS };
+    let mut setup = Setup::new(root, bin, cgroup_root, &name, quick, false)?;
+    let contenders = tcp::own_contenders();
+    let clients = Clients {
+        bin,
+        netns: &setup.netns.name,
+        cgroup: &setup.cgroup.0,
+    };
+    let mut skipped = Vec::new();
+    let no_envoy = setup.tmp.0.join("envoy.log");
+    let (ready, stream_ready) = tcp::ready(
+        clients,
+        &contenders,
+        &mut setup.procs,
+        &no_envoy,
+        &mut skipped,
+    )?;
+    let header = report::alone_header(
+        &format!(
+            "scenarios 1 and 2 alone (--only tcp), {reps} runs of {duration} s per cell, median shown"
+        ),
+        quick,
+    );
+    eprintln!("bench: {header}");
+    let check_interrupted = || check_interrupted(interrupted);
+    let (rows, stream_rows) = tcp::measure(
+        clients,
+        (&ready, &stream_ready),
+        reps,
+        (duration, warmup),
+        &check_interrupted,
+    )?;
+    let programs = bpf_cost::Programs::of(&setup.agent.bpffs);
+    let costs: Vec<(&str, Result<bpf_cost::Cost, String>)> = ready
+        .iter()
+        .filter(|c| c.name != "direct")
+        .map(|contender| {
+            let cost = programs
+                .as_ref()
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|programs| {
+                    programs
+                        .measure(|| {
+                            let run = clients.conn(
+                                contender,
+                                tcp::BPF_COST_CONCURRENCY,
+                                duration,
+                                0.0,
+                            )?;
+                            Ok(run.connections)
+                        })
+                        .map_err(|e| format!("{e:#}"))
+                });
+            (contender.name, cost)
+        })
+        .collect();
+    drop(setup);
+    let (md, json, goals) = tcp::report(
+        &header,
+        (&ready, &rows),
+        (&stream_ready, &stream_rows),
+        &skipped,
+        |md, json_rows, goals| tcp::report_bpf(&costs, md, json_rows, goals),
+    );
+    let md = format!("{md}\n{goals}");
+    println!("\n{md}");
+    let out = root.join("bench/results");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("tcp-latest.md"), md)?;
+    std::fs::write(out.join("tcp-latest.json"), json)?;
+    eprintln!("bench: wrote {}", out.join("tcp-latest.md").display());
+    Ok(())
+}
+
 fn run(
     root: &Path,
     bin: &Path,
@@ -269,7 +377,7 @@ fn run(
     let name = format!("ts-bench-{}", std::process::id());
     let (reps, duration, warmup) = timing(quick);
 
-    let mut setup = Setup::new(root, bin, cgroup_root, &name, quick)?;
+    let mut setup = Setup::new(root, bin, cgroup_root, &name, quick, true)?;
     let change_rules = change_rules(root);
 
     let mut contenders = tcp::own_contenders();

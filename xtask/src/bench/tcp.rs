@@ -8,6 +8,7 @@ use std::{fmt::Write as _, fs, path::Path};
 use anyhow::{Result, ensure};
 
 use super::{
+    bpf_cost,
     client::Clients,
     client::wait_answers,
     guards::Processes,
@@ -17,6 +18,10 @@ use super::{
 pub const SCENARIO: &str = "new TCP connections";
 pub const STREAM_SCENARIO: &str = "one long TCP stream";
 pub const CONCURRENCY: [u32; 3] = [1, 16, 64];
+/// The concurrency of the run that measures the kernel's cost per connection.
+pub const BPF_COST_CONCURRENCY: u32 = 16;
+/// Issue 21's goal: the kernel's time per connection, all programs.
+pub const BPF_GOAL_NS: f64 = 500.0;
 
 /// For both scenarios: once connected, neither traffic-shift path touches the packets,
 /// so a stream should go as fast as to the backend directly.
@@ -256,7 +261,7 @@ pub fn report(
     );
     let _ = write!(
         md,
-        "\n| scenario | contender | Gbit/s | vs direct | errors |\n|---|---|---:|---:|---:|\n"
+        "\n| scenario | contender | Gbit/s, median (slowest–fastest) | vs direct | errors |\n|---|---|---:|---:|---:|\n"
     );
     let direct = stream_rows
         .first()
@@ -264,9 +269,15 @@ pub fn report(
     for (contender, row) in stream_contenders.iter().zip(stream_rows) {
         let gbit = median(&row.gbit_per_sec);
         let ratio = gbit / direct;
+        let low = row
+            .gbit_per_sec
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        let high = row.gbit_per_sec.iter().copied().fold(0.0, f64::max);
         let _ = writeln!(
             md,
-            "| {STREAM_SCENARIO} | {} | {gbit:.2} | {ratio:.3} | {} |",
+            "| {STREAM_SCENARIO} | {} | {gbit:.2} ({low:.2}–{high:.2}) | {ratio:.3} | {} |",
             contender.name, row.errors
         );
         json_rows.push(format!(
@@ -293,4 +304,73 @@ pub fn report(
         json_rows.join(",\n")
     );
     (md, json, goals)
+}
+
+/// The kernel's cost per connection of each program on each of traffic-shift's
+/// paths (`--only tcp`): a table, its JSON rows and the goal line per path.
+pub fn report_bpf(
+    costs: &[(&str, Result<bpf_cost::Cost, String>)],
+    md: &mut String,
+    json_rows: &mut Vec<String>,
+    goals: &mut String,
+) {
+    let _ = write!(
+        md,
+        "\n| scenario | contender | connections (concurrency {BPF_COST_CONCURRENCY}, `kernel.bpf_stats_enabled`) | {} | all programs, ns per connection |\n|---|---|---:|{}---:|\n",
+        bpf_cost::PROGRAMS
+            .map(|p| format!("`{p}` ns (runs)"))
+            .join(" | "),
+        "---:|".repeat(bpf_cost::PROGRAMS.len())
+    );
+    for (name, cost) in costs {
+        match cost {
+            Ok(cost) => {
+                let each: Vec<String> = cost
+                    .ns
+                    .iter()
+                    .zip(cost.runs)
+                    .map(|(n, r)| format!("{n:.0} ({r:.1})"))
+                    .collect();
+                let total = cost.total();
+                let _ = writeln!(
+                    md,
+                    "| {SCENARIO} BPF cost | {name} | {} | {} | {total:.0} |",
+                    cost.connections,
+                    each.join(" | ")
+                );
+                let per = |values: &[f64]| {
+                    bpf_cost::PROGRAMS
+                        .iter()
+                        .zip(values)
+                        .map(|(p, v)| format!("\"{p}\": {v:.1}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                json_rows.push(format!(
+                    "    {{\"scenario\": \"{SCENARIO} BPF cost\", \"contender\": \"{name}\", \"connections\": {}, \
+                     \"ns_per_connection\": {{{}}}, \"runs_per_connection\": {{{}}}, \"total_ns_per_connection\": {total:.1}}}",
+                    cost.connections,
+                    per(&cost.ns),
+                    per(&cost.runs)
+                ));
+                let met = if total <= BPF_GOAL_NS {
+                    "met"
+                } else {
+                    "not met"
+                };
+                let _ = writeln!(
+                    goals,
+                    "goal: BPF time per connection <= {BPF_GOAL_NS} ns: {name:<12} {total:.0} ns {met}"
+                );
+            }
+            Err(why) => {
+                let _ = writeln!(
+                    md,
+                    "| {SCENARIO} BPF cost | {name} | n/m |{}",
+                    " n/m |".repeat(bpf_cost::PROGRAMS.len() + 1)
+                );
+                let _ = writeln!(md, "\n{name}: BPF cost not measured: {why}");
+            }
+        }
+    }
 }
