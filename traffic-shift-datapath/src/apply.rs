@@ -266,6 +266,24 @@ impl Datapath {
 
     /// How full each map is: (name, entries, capacity). Counted from our
     /// own record where we write the map, from the kernel otherwise.
+    /// Entries of `TS_GATEWAY_FLOWS`: connections sk_lookup handed to an
+    /// endpoint that sock_ops has not seen accepted (yet, or ever: an
+    /// endpoint outside the agent's cgroup, a handshake that never ends).
+    fn pending_gateway_connections(&self) -> usize {
+        use std::os::fd::AsFd as _;
+
+        use aya::maps::IterableMap as _;
+        crate::pins::count_hash_entries(
+            self.gateway_flows.map().fd().as_fd(),
+            size_of::<traffic_shift_common::FlowKey>(),
+            size_of::<u32>(),
+        )
+        .unwrap_or_else(|err| {
+            tracing::debug!(%err, "cannot count TS_GATEWAY_FLOWS in batches: walking its keys");
+            self.gateway_flows.keys().count()
+        })
+    }
+
     pub fn fill(&self) -> Vec<(&'static str, usize, u32)> {
         let l = &self.limits;
         vec![
@@ -301,7 +319,7 @@ impl Datapath {
             ),
             (
                 map_names::GATEWAY_FLOWS,
-                self.gateway_flows.keys().count(),
+                self.pending_gateway_connections(),
                 l.max_pending_gateway_connections,
             ),
         ]

@@ -103,3 +103,46 @@ fn the_kernel_trie_answers_the_longest_range_of_the_same_port_and_family() {
     assert_eq!(lookup(&trie, "198.18.7.240:9000"), Some(1));
     assert_eq!(trie.keys().count(), 1, "one range left in the kernel");
 }
+
+/// `TS_GATEWAY_FLOWS` is counted in batches (a syscall per 4 096 entries,
+/// not one per entry): the count is what walking its keys finds, over
+/// several batches, and nothing when it is empty.
+#[test]
+fn the_pending_gateway_connections_are_counted_in_batches() {
+    use std::os::fd::AsFd as _;
+
+    use aya::maps::{HashMap, IterableMap as _};
+    use traffic_shift_common::FlowKey;
+
+    require_root("the map tests create BPF maps");
+    let mut ebpf = EbpfLoader::new()
+        .load(EBPF_OBJECT)
+        .expect("load the eBPF object's maps");
+    let mut flows: HashMap<MapData, FlowKey, u32> = HashMap::try_from(
+        ebpf.take_map(map_names::GATEWAY_FLOWS)
+            .expect("TS_GATEWAY_FLOWS"),
+    )
+    .expect("a hash map");
+    let count = |flows: &HashMap<MapData, FlowKey, u32>| {
+        crate::pins::count_hash_entries(
+            flows.map().fd().as_fd(),
+            size_of::<FlowKey>(),
+            size_of::<u32>(),
+        )
+        .expect("BPF_MAP_LOOKUP_BATCH")
+    };
+    assert_eq!(count(&flows), 0);
+    for i in 0..10_000_u32 {
+        let mut key: FlowKey = bytemuck::Zeroable::zeroed();
+        key.local[..4].copy_from_slice(&i.to_be_bytes());
+        key.family = FAMILY_V4;
+        flows.insert(key, i, 0).expect("insert");
+    }
+    // An LRU map may evict before it is full: the walk is the reference.
+    let walked = flows.keys().count();
+    assert!(
+        walked > 2 * 4096,
+        "{walked} entries kept: not several batches"
+    );
+    assert_eq!(count(&flows), walked);
+}
