@@ -31,6 +31,55 @@ impl Cost {
     pub fn total(&self) -> f64 {
         self.ns.iter().sum()
     }
+
+    /// A table row's cells after its first ones: the connections, each
+    /// program's `ns (runs)`, the total.
+    pub fn cells(&self) -> String {
+        let each: Vec<String> = self
+            .ns
+            .iter()
+            .zip(self.runs)
+            .map(|(n, r)| format!("{n:.0} ({r:.1})"))
+            .collect();
+        format!(
+            "{} | {} | {:.0} |",
+            self.connections,
+            each.join(" | "),
+            self.total()
+        )
+    }
+
+    /// Its JSON fields: connections, ns and runs per program, the total.
+    pub fn json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let per = |values: &[f64]| -> serde_json::Value {
+            PROGRAMS
+                .iter()
+                .zip(values)
+                .map(|(p, v)| ((*p).to_owned(), serde_json::json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        serde_json::Map::from_iter([
+            ("connections".to_owned(), self.connections.into()),
+            ("ns_per_connection".to_owned(), per(&self.ns)),
+            ("runs_per_connection".to_owned(), per(&self.runs)),
+            ("total_ns_per_connection".to_owned(), self.total().into()),
+        ])
+    }
+}
+
+/// The header of a table of costs, one row per `first` (a level, a path).
+pub fn table_header(first: &str, align: &str, concurrency: u32) -> String {
+    format!(
+        "\n| scenario | {first} | connections (concurrency {concurrency}, `kernel.bpf_stats_enabled`) | {} | all programs, ns per connection |\n|---|{align}|---:|{}---:|\n",
+        PROGRAMS.map(|p| format!("`{p}` ns (runs)")).join(" | "),
+        "---:|".repeat(PROGRAMS.len())
+    )
+}
+
+/// A row of a cost not measured.
+pub fn not_measured() -> String {
+    format!(" n/m |{}", " n/m |".repeat(PROGRAMS.len() + 1))
 }
 
 /// `kernel.bpf_stats_enabled` on while it lives, as it was after.
@@ -125,4 +174,38 @@ fn bpftool(args: &[&str], path: &Path) -> Result<serde_json::Value> {
         );
     }
     serde_json::from_slice(&out.stdout).context("bpftool's JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row has as many cells as the header has columns, and its JSON
+    /// names every program.
+    #[test]
+    fn a_cost_row_fits_its_table() {
+        let cost = Cost {
+            connections: 1000,
+            ns: [600.4, 700.0, 0.0, 175.0],
+            runs: [1.0, 7.0, 0.0, 1.0],
+        };
+        let header = table_header("contender", "---", 16);
+        let columns = header
+            .lines()
+            .nth(1)
+            .expect("header line")
+            .matches('|')
+            .count();
+        let row = format!("| scenario | connect-time | {}", cost.cells());
+        assert_eq!(row.matches('|').count(), columns, "{header}\n{row}");
+        assert!(
+            row.contains("| 600 (1.0) | 700 (7.0) | 0 (0.0) | 175 (1.0) | 1475 |"),
+            "{row}"
+        );
+        let missing = format!("| scenario | gateway |{}", not_measured());
+        assert_eq!(missing.matches('|').count(), columns, "{missing}");
+        let json = serde_json::Value::Object(cost.json());
+        assert_eq!(json["runs_per_connection"]["sock_ops"], 7.0);
+        assert_eq!(json["connections"], 1000);
+    }
 }

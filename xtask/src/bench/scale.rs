@@ -967,52 +967,20 @@ impl Results {
     /// The kernel's time per connection in each program at each level
     /// (issue 21: at most 500 ns in all; issue 17: flat as services grow).
     fn report_bpf(&self, md: &mut String, json_rows: &mut Vec<String>, notes: &mut Vec<Note>) {
-        let _ = write!(
-            md,
-            "\n| scenario | services in the maps | connections (concurrency {CONCURRENCY}, `kernel.bpf_stats_enabled`) | {} | all programs, ns per connection |\n|---|---:|---:|{}---:|\n",
-            bpf_cost::PROGRAMS
-                .map(|p| format!("`{p}` ns (runs)"))
-                .join(" | "),
-            "---:|".repeat(bpf_cost::PROGRAMS.len())
-        );
+        md.push_str(&bpf_cost::table_header(
+            "services in the maps",
+            "---:",
+            CONCURRENCY,
+        ));
         for level in &self.levels {
             let services = self.base_services + level.extra;
             match &level.bpf {
                 Ok(cost) => {
-                    let each: Vec<String> = cost
-                        .ns
-                        .iter()
-                        .zip(cost.runs)
-                        .map(|(n, r)| format!("{n:.0} ({r:.1})"))
-                        .collect();
-                    let _ = writeln!(
-                        md,
-                        "| {SCENARIO} BPF cost | {services} | {} | {} | {:.0} |",
-                        cost.connections,
-                        each.join(" | "),
-                        cost.total()
-                    );
-                    let programs: serde_json::Map<String, Value> = bpf_cost::PROGRAMS
-                        .iter()
-                        .zip(cost.ns)
-                        .map(|(p, n)| ((*p).to_owned(), json!(n)))
-                        .collect();
-                    let runs: serde_json::Map<String, Value> = bpf_cost::PROGRAMS
-                        .iter()
-                        .zip(cost.runs)
-                        .map(|(p, r)| ((*p).to_owned(), json!(r)))
-                        .collect();
-                    json_rows.push(format!(
-                        "    {}",
-                        json!({
-                            "scenario": format!("{SCENARIO} BPF cost"),
-                            "services": services,
-                            "connections": cost.connections,
-                            "ns_per_connection": programs,
-                            "runs_per_connection": runs,
-                            "total_ns_per_connection": cost.total(),
-                        })
-                    ));
+                    let _ = writeln!(md, "| {SCENARIO} BPF cost | {services} | {}", cost.cells());
+                    let mut row = cost.json();
+                    row.insert("scenario".into(), json!(format!("{SCENARIO} BPF cost")));
+                    row.insert("services".into(), json!(services));
+                    json_rows.push(format!("    {}", Value::Object(row)));
                 }
                 Err(why) => {
                     notes.push((
@@ -1022,8 +990,8 @@ impl Results {
                     ));
                     let _ = writeln!(
                         md,
-                        "| {SCENARIO} BPF cost | {services} | n/m |{}",
-                        " n/m |".repeat(bpf_cost::PROGRAMS.len() + 1)
+                        "| {SCENARIO} BPF cost | {services} |{}",
+                        bpf_cost::not_measured()
                     );
                 }
             }

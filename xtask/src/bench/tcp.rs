@@ -314,45 +314,20 @@ pub fn report_bpf(
     json_rows: &mut Vec<String>,
     goals: &mut String,
 ) {
-    let _ = write!(
-        md,
-        "\n| scenario | contender | connections (concurrency {BPF_COST_CONCURRENCY}, `kernel.bpf_stats_enabled`) | {} | all programs, ns per connection |\n|---|---|---:|{}---:|\n",
-        bpf_cost::PROGRAMS
-            .map(|p| format!("`{p}` ns (runs)"))
-            .join(" | "),
-        "---:|".repeat(bpf_cost::PROGRAMS.len())
-    );
+    md.push_str(&bpf_cost::table_header(
+        "contender",
+        "---",
+        BPF_COST_CONCURRENCY,
+    ));
     for (name, cost) in costs {
         match cost {
             Ok(cost) => {
-                let each: Vec<String> = cost
-                    .ns
-                    .iter()
-                    .zip(cost.runs)
-                    .map(|(n, r)| format!("{n:.0} ({r:.1})"))
-                    .collect();
                 let total = cost.total();
-                let _ = writeln!(
-                    md,
-                    "| {SCENARIO} BPF cost | {name} | {} | {} | {total:.0} |",
-                    cost.connections,
-                    each.join(" | ")
-                );
-                let per = |values: &[f64]| {
-                    bpf_cost::PROGRAMS
-                        .iter()
-                        .zip(values)
-                        .map(|(p, v)| format!("\"{p}\": {v:.1}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                json_rows.push(format!(
-                    "    {{\"scenario\": \"{SCENARIO} BPF cost\", \"contender\": \"{name}\", \"connections\": {}, \
-                     \"ns_per_connection\": {{{}}}, \"runs_per_connection\": {{{}}}, \"total_ns_per_connection\": {total:.1}}}",
-                    cost.connections,
-                    per(&cost.ns),
-                    per(&cost.runs)
-                ));
+                let _ = writeln!(md, "| {SCENARIO} BPF cost | {name} | {}", cost.cells());
+                let mut row = cost.json();
+                row.insert("scenario".into(), format!("{SCENARIO} BPF cost").into());
+                row.insert("contender".into(), (*name).into());
+                json_rows.push(format!("    {}", serde_json::Value::Object(row)));
                 let met = if total <= BPF_GOAL_NS {
                     "met"
                 } else {
@@ -366,8 +341,8 @@ pub fn report_bpf(
             Err(why) => {
                 let _ = writeln!(
                     md,
-                    "| {SCENARIO} BPF cost | {name} | n/m |{}",
-                    " n/m |".repeat(bpf_cost::PROGRAMS.len() + 1)
+                    "| {SCENARIO} BPF cost | {name} |{}",
+                    bpf_cost::not_measured()
                 );
                 let _ = writeln!(md, "\n{name}: BPF cost not measured: {why}");
             }
