@@ -1964,3 +1964,60 @@ fn filter_and_timeout_refusals_say_what_to_do() {
         assert_eq!(errors_of(text), *expected, "{what}");
     }
 }
+
+/// A `RequestMirror` backendRef is resolved as a backendRef: one that
+/// cannot be used (here another namespace's Service without a
+/// `ReferenceGrant`, then a Service that does not exist) is left out, the
+/// route keeps serving, and `ResolvedRefs` says why; with the grant, the
+/// mirror is there.
+#[test]
+fn mirrors_that_cannot_be_used_are_reported_and_left_out() {
+    let other_web = "---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: other}\nspec:\n  ports: [{name: http, port: 80, appProtocol: http}]\n  selector: {app: web}\n";
+    let grant = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: web, namespace: other}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]\n  to: [{group: \"\", kind: Service, name: web}]\n";
+    let route = |service: &str| {
+        changed(
+            "  rules:\n  - backendRefs:\n    - {name: web-v1, port: 80}\n",
+            &format!(
+                "  rules:\n  - filters:\n    - type: RequestMirror\n      requestMirror: {{backendRef: {{name: {service}, namespace: other, port: 80}}}}\n    backendRefs:\n    - {{name: web-v1, port: 80}}\n"
+            ),
+        )
+    };
+    let mirrors = |model: &RoutingModel| -> Vec<String> {
+        let routes =
+            &listener(model, "mesh web.default.svc.cluster.local:80").virtual_hosts[0].routes;
+        assert_eq!(routes[0].destinations.len(), 1, "the route still serves");
+        routes[0]
+            .mirrors
+            .iter()
+            .map(|m| m.destination.host.clone())
+            .collect()
+    };
+    let model = model_of(&format!("{}{other_web}", route("web")));
+    assert_eq!(mirrors(&model), Vec::<String>::new());
+    assert_eq!(
+        conditions(&model, "HTTPRoute", "web"),
+        [cond("Accepted", "RefNotPermitted")]
+    );
+    let model = model_of(&format!("{}{other_web}", route("nothing")));
+    assert_eq!(
+        conditions(&model, "HTTPRoute", "web"),
+        [cond("Accepted", "RefNotPermitted")],
+        "no grant names it either"
+    );
+    let model = model_of(&format!("{}{other_web}{grant}", route("web")));
+    assert_eq!(mirrors(&model), ["web.other.svc.cluster.local"]);
+    assert_eq!(
+        conditions(&model, "HTTPRoute", "web"),
+        [cond("Accepted", "ResolvedRefs")]
+    );
+    let model = model_of(&format!(
+        "{}{other_web}{}",
+        route("nothing"),
+        grant.replace("name: web}]", "}]")
+    ));
+    assert_eq!(mirrors(&model), Vec::<String>::new());
+    assert_eq!(
+        conditions(&model, "HTTPRoute", "web"),
+        [cond("Accepted", "BackendNotFound")]
+    );
+}
