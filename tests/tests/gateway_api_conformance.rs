@@ -1105,3 +1105,361 @@ spec:
         ],
     );
 }
+
+/// One request from the test's network namespace, not followed: its
+/// status and `Location`.
+fn redirect(s: &Scenario, target: &str, host: &str, path: &str) -> (u16, String) {
+    let addr: std::net::SocketAddr = target.parse().expect("address");
+    let response = s
+        .netns
+        .run_in(|| traffic_shift_tests::http_client::get(addr, path, &[("host", host)]))
+        .unwrap_or_else(|e| panic!("GET {target}{path}: {e}"));
+    (
+        response.status,
+        response.header("location").unwrap_or_default().to_owned(),
+    )
+}
+
+/// The routes of HTTPRouteRequestRedirect, HTTPRouteRedirectPortAndScheme
+/// and HTTPRouteRedirectPath, in one HTTPRoute.
+const REDIRECTS: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: request-redirect, namespace: gateway-conformance-infra}
+spec:
+  parentRefs:
+  - name: same-namespace
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /hostname-redirect}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: example.org}
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080}
+  - matches: [{path: {type: PathPrefix, value: /status-code-301}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {statusCode: 301}
+  - matches: [{path: {type: PathPrefix, value: /host-and-status}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {statusCode: 301, hostname: example.org}
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080}
+  - matches: [{path: {type: PathPrefix, value: /scheme-nil-and-port-nil}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: example.org}
+  - matches: [{path: {type: PathPrefix, value: /scheme-nil-and-port-80}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {port: 80, hostname: example.org}
+  - matches: [{path: {type: PathPrefix, value: /scheme-https-and-port-nil}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, hostname: example.org}
+  - matches: [{path: {type: PathPrefix, value: /scheme-https-and-port-8443}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, port: 8443, hostname: example.org}
+  - matches: [{path: {type: PathPrefix, value: /original-prefix}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}
+  - matches: [{path: {type: PathPrefix, value: /full-path-original}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        path: {type: ReplaceFullPath, replaceFullPath: /full-path-replacement}
+  - backendRefs:
+    - {name: infra-backend-v1, port: 8080}
+";
+
+/// HTTPRouteRequestRedirect, HTTPRouteRedirectPortAndScheme (the
+/// suite's listener on 8080 is 8090 here) and HTTPRouteRedirectPath: the
+/// status code and the `Location` of each redirect. With no port and no
+/// scheme the listener's port is kept; a scheme's well-known port is left
+/// out.
+#[test]
+fn httproute_request_redirect_port_scheme_and_path() {
+    let mut s = start("gwc-redirect", REDIRECTS);
+    let cases = [
+        (
+            "/hostname-redirect",
+            302,
+            "http://example.org:8090/hostname-redirect",
+        ),
+        (
+            "/status-code-301",
+            301,
+            "http://example.com:8090/status-code-301",
+        ),
+        (
+            "/host-and-status",
+            301,
+            "http://example.org:8090/host-and-status",
+        ),
+        (
+            "/scheme-nil-and-port-nil",
+            302,
+            "http://example.org:8090/scheme-nil-and-port-nil",
+        ),
+        (
+            "/scheme-nil-and-port-80",
+            302,
+            "http://example.org/scheme-nil-and-port-80",
+        ),
+        (
+            "/scheme-https-and-port-nil",
+            302,
+            "https://example.org/scheme-https-and-port-nil",
+        ),
+        (
+            "/scheme-https-and-port-8443",
+            302,
+            "https://example.org:8443/scheme-https-and-port-8443",
+        ),
+        (
+            "/original-prefix/lemon?x=1",
+            302,
+            "http://example.com:8090/replacement-prefix/lemon?x=1",
+        ),
+        (
+            "/original-prefix",
+            302,
+            "http://example.com:8090/replacement-prefix",
+        ),
+        (
+            "/full-path-original/lemon",
+            302,
+            "http://example.com:8090/full-path-replacement",
+        ),
+    ];
+    for (path, status, location) in cases {
+        assert_eq!(
+            redirect(&s, SAME_NAMESPACE, "example.com", path),
+            (status, location.to_owned()),
+            "{path}"
+        );
+    }
+    // The rules without a redirect still reach their backend.
+    check_rows(
+        &mut s,
+        "HTTPRouteRequestRedirect",
+        &[row(
+            SAME_NAMESPACE,
+            "example.com",
+            "/other",
+            200,
+            Some("v1"),
+        )],
+    );
+    let route = resource(
+        &s,
+        "httproute",
+        "gateway-conformance-infra",
+        "request-redirect",
+    );
+    assert_eq!(
+        conditions(&route, 0),
+        [
+            cond("Accepted", "True", "Accepted"),
+            cond("ResolvedRefs", "True", "ResolvedRefs")
+        ]
+    );
+}
+
+/// HTTPRouteRewritePath and HTTPRouteRewriteHost: the backend sees the
+/// rewritten path (prefix by whole segments, or the full path; the query
+/// kept) and host.
+#[test]
+fn httproute_rewrite_path_and_host() {
+    let mut s = start(
+        "gwc-rewrite",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: rewrite-path, namespace: gateway-conformance-infra}
+spec:
+  parentRefs:
+  - name: same-namespace
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /prefix/one}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080}
+  - matches: [{path: {type: PathPrefix, value: /strip-prefix}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /}
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080}
+  - matches: [{path: {type: PathPrefix, value: /full/one}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        path: {type: ReplaceFullPath, replaceFullPath: /one}
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080}
+  - matches: [{path: {type: PathPrefix, value: /host}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: one.example.org}
+    backendRefs:
+    - {name: infra-backend-v2, port: 8080}
+",
+    );
+    let cases = [
+        ("/prefix/one/two", "v1", "/one/two", "example.com"),
+        ("/prefix/one", "v1", "/one", "example.com"),
+        ("/strip-prefix/three", "v1", "/three", "example.com"),
+        ("/strip-prefix", "v1", "/", "example.com"),
+        ("/full/one/two?q=1", "v1", "/one?q=1", "example.com"),
+        ("/host/a", "v2", "/host/a", "one.example.org"),
+    ];
+    for (path, version, seen, authority) in cases {
+        let reply = get(&mut s, SAME_NAMESPACE, "example.com", path, 1);
+        assert_eq!(count(&reply, "answers", version), 1, "{path}: {reply}");
+        assert_eq!(
+            (
+                reply["last"]["path"].as_str(),
+                reply["last"]["authority"].as_str()
+            ),
+            (Some(seen), Some(authority)),
+            "{path}: {reply}"
+        );
+    }
+}
+
+/// The requests a reviews backend has seen (`/count` of `http-echo`).
+fn seen_by(s: &Scenario, backend: &str) -> u64 {
+    let addr: std::net::SocketAddr = backend.parse().expect("address");
+    s.netns
+        .run_in(|| traffic_shift_tests::http_client::get(addr, "/count", &[]))
+        .unwrap_or_else(|e| panic!("GET {backend}/count: {e}"))
+        .json()
+        .expect("json")["count"]
+        .as_u64()
+        .expect("count")
+}
+
+/// HTTPRouteRequestMirror: the client gets infra-backend-v1's answers,
+/// and infra-backend-v2 receives a copy of each request (fire and forget:
+/// waited for until a deadline).
+#[test]
+fn httproute_request_mirror() {
+    let mut s = start(
+        "gwc-mirror",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: request-mirror, namespace: gateway-conformance-infra}
+spec:
+  parentRefs:
+  - name: same-namespace
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /mirror}}]
+    filters:
+    - type: RequestMirror
+      requestMirror:
+        backendRef: {name: infra-backend-v2, namespace: gateway-conformance-infra, port: 8080}
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080}
+  - backendRefs:
+    - {name: infra-backend-v3, port: 8080}
+",
+    );
+    let mirrored = "127.0.0.1:19082";
+    let before = seen_by(&s, mirrored);
+    check_rows(
+        &mut s,
+        "HTTPRouteRequestMirror",
+        &[row(
+            SAME_NAMESPACE,
+            "example.com",
+            "/mirror",
+            200,
+            Some("v1"),
+        )],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while seen_by(&s, mirrored) < before + 10 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(seen_by(&s, mirrored), before + 10, "a copy of each request");
+    // Not mirrored: the other rule.
+    check_rows(
+        &mut s,
+        "HTTPRouteRequestMirror",
+        &[row(SAME_NAMESPACE, "example.com", "/", 200, Some("v3"))],
+    );
+    assert_eq!(seen_by(&s, mirrored), before + 10, "no copy of other rules");
+}
+
+/// HTTPRouteTimeoutRequest and HTTPRouteTimeoutBackendRequest: a backend
+/// slower than the timeout gets 504; `0s` has no timeout. The suite's
+/// `?delay=1s` is `http-echo`'s `/delay/1000`, reached by a rewrite.
+#[test]
+fn httproute_timeouts() {
+    let mut s = start(
+        "gwc-timeout",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: request-timeout, namespace: gateway-conformance-infra}
+spec:
+  parentRefs:
+  - name: same-namespace
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /request-timeout}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /delay}
+    timeouts: {request: 500ms}
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080}
+  - matches: [{path: {type: PathPrefix, value: /disable-request-timeout}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /delay}
+    timeouts: {request: 0s}
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080}
+  - matches: [{path: {type: PathPrefix, value: /backend-request-timeout}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /delay}
+    timeouts: {request: 10s, backendRequest: 500ms}
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080}
+",
+    );
+    check_rows(
+        &mut s,
+        "HTTPRouteTimeoutRequest",
+        &[row(
+            SAME_NAMESPACE,
+            "example.com",
+            "/request-timeout/0",
+            200,
+            Some("v1"),
+        )],
+    );
+    for (path, status) in [
+        ("/request-timeout/1000", 504),
+        ("/disable-request-timeout/1000", 200),
+        ("/backend-request-timeout/1000", 504),
+        ("/backend-request-timeout/0", 200),
+    ] {
+        let reply = get(&mut s, SAME_NAMESPACE, "example.com", path, 1);
+        assert_eq!(
+            count(&reply, "status", &status.to_string()),
+            1,
+            "{path}: {reply}"
+        );
+    }
+}

@@ -62,6 +62,7 @@ impl Proxy {
         let mut response = if let Some(redirect) = &model.redirect {
             let location = rewrite::redirect_location(
                 redirect,
+                cx.route.uri_regex.as_ref(),
                 &cx.matched,
                 &cx.authority,
                 cx.port,

@@ -95,9 +95,11 @@ pub fn re2_replacement(rewrite: &str) -> String {
     out
 }
 
-/// The `Location` of a redirect, from the request as the client sent it.
+/// The `Location` of a redirect, from the request as the client sent it
+/// (`uri_regex`: the redirect's own, compiled).
 pub fn redirect_location(
     redirect: &HttpRedirect,
+    uri_regex: Option<&(regex::Regex, String)>,
     matched: &MatchedUri,
     authority: &str,
     listener_port: u16,
@@ -121,6 +123,10 @@ pub fn redirect_location(
         if port != default_port {
             host = format!("{host}:{port}");
         }
+    }
+    if let Some((regex, replacement)) = uri_regex {
+        let path = regex.replace_all(path, replacement.as_str()).into_owned();
+        return format!("{scheme}://{host}{}", with_query(path, query));
     }
     let path_and_query = match (&redirect.uri, &redirect.prefix_rewrite) {
         // A path with its own query replaces the request's query.
@@ -257,6 +263,7 @@ mod tests {
         let mut redirect = HttpRedirect {
             uri: Some("/v1/bookRatings".into()),
             prefix_rewrite: None,
+            uri_regex: None,
             authority: Some("newratings.default.svc.cluster.local".into()),
             port: None,
             scheme: None,
@@ -265,6 +272,7 @@ mod tests {
         assert_eq!(
             redirect_location(
                 &redirect,
+                None,
                 &MatchedUri::Whole,
                 "ratings:9080",
                 9080,
@@ -281,6 +289,7 @@ mod tests {
         assert_eq!(
             redirect_location(
                 &redirect,
+                None,
                 &MatchedUri::Prefix(5),
                 "shop:8080",
                 8080,
@@ -294,6 +303,7 @@ mod tests {
         assert_eq!(
             redirect_location(
                 &redirect,
+                None,
                 &MatchedUri::Prefix(5),
                 "shop:8080",
                 8080,
@@ -301,6 +311,36 @@ mod tests {
                 None
             ),
             "http://shop:9000/new/x"
+        );
+        // A Gateway API ReplacePrefixMatch: the redirect's regex rewrites
+        // the path (whole segments); the query stays; the request's port
+        // kept (FROM_REQUEST_PORT), and left out when it is the scheme's.
+        redirect.prefix_rewrite = None;
+        redirect.port = Some(RedirectPort::Derive(DerivePort::FromRequestPort));
+        let regex = (regex::Regex::new("^/old").unwrap(), "/new".to_owned());
+        assert_eq!(
+            redirect_location(
+                &redirect,
+                Some(&regex),
+                &MatchedUri::Prefix(5),
+                "shop:8080",
+                8080,
+                "/old/x",
+                Some("q=1")
+            ),
+            "http://shop:8080/new/x?q=1"
+        );
+        assert_eq!(
+            redirect_location(
+                &redirect,
+                Some(&regex),
+                &MatchedUri::Whole,
+                "shop",
+                80,
+                "/old",
+                None
+            ),
+            "http://shop/new"
         );
     }
 

@@ -161,7 +161,8 @@ pub struct Host {
 pub struct Route {
     pub model: HttpRoute,
     matches: Vec<Match>,
-    /// `rewrite.uriRegexRewrite`, compiled.
+    /// `rewrite.uriRegexRewrite` (or the redirect's regex, a Gateway API
+    /// `ReplacePrefixMatch`), compiled.
     pub uri_regex: Option<(Regex, String)>,
     pub slots: Slots,
     pub state: Arc<RouteState>,
@@ -215,7 +216,12 @@ impl Route {
                 port: m.port,
             });
         }
-        let uri_regex = match model.rewrite.as_ref().and_then(|r| r.uri_regex.as_ref()) {
+        let uri_regex = match model
+            .rewrite
+            .as_ref()
+            .and_then(|r| r.uri_regex.as_ref())
+            .or_else(|| model.redirect.as_ref().and_then(|r| r.uri_regex.as_ref()))
+        {
             Some((pattern, replacement)) => Some((
                 compile_regex(pattern, true).map_err(|source| RegexError {
                     route: model.key.clone(),

@@ -812,6 +812,7 @@ async fn redirect_and_direct_response_as_istio() {
     redirect.redirect = Some(traffic_shift_config::model::HttpRedirect {
         uri: None,
         prefix_rewrite: Some("/new/".into()),
+        uri_regex: None,
         authority: Some("shop.example".into()),
         port: None,
         scheme: None,

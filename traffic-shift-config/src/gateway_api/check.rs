@@ -2,18 +2,22 @@
 //! CRD validation (and Kubernetes' for `Service`) enforces, and what is
 //! not supported yet, refused by name.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use super::{
     BackendRef, FromNamespaces, GROUP, Gateway, GatewayClass, GrantFrom, GrantTo, HttpRoute,
-    HttpRouteRule, LabelSelector, Listener, Namespace, Operator, ParentKind, ParentRef, Precedence,
-    ReferenceGrant, Requirement, RouteMatch, Service, ServicePort, TargetPort, TcpRoute, dto,
+    HttpRouteRule, LabelSelector, Listener, MirrorRef, Namespace, Operator, ParentKind, ParentRef,
+    Precedence, ReferenceGrant, Requirement, RouteMatch, Service, ServicePort, TargetPort,
+    TcpRoute, dto,
 };
 use crate::{
     check::{Check, Checked},
     common::{Labels, Protocol},
     error::{FieldPath, fp},
-    http::{HeaderOperations, Headers, HttpMatch, StringMatch},
+    http::{
+        DerivePort, HeaderOperations, Headers, HttpMatch, HttpRedirect, RedirectPort, Rewrite,
+        StringMatch,
+    },
     names::{is_dns1123_label, is_dns1123_subdomain, validate_domain},
     source::Source,
     values,
@@ -750,75 +754,150 @@ fn backend_refs(
     written: Option<Vec<dto::BackendRef>>,
     namespace: &str,
 ) -> Vec<BackendRef> {
-    let mut backends = Vec::new();
-    for (j, backend) in written.unwrap_or_default().into_iter().enumerate() {
-        let path = base.key("backendRefs").index(j);
-        let group = backend.group.unwrap_or_default();
-        let group = if group == "core" {
-            String::new()
-        } else {
-            group
-        };
-        let kind = backend.kind.unwrap_or_else(|| "Service".to_owned());
-        let service = group.is_empty() && kind == "Service";
-        let name = backend.name.unwrap_or_default();
-        if name.is_empty() {
-            cx.error(path.key("name"), "name is required: the backend Service");
-            continue;
+    written
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(j, backend)| {
+            backend_ref(cx, base.key("backendRefs").index(j), backend, namespace)
+        })
+        .collect()
+}
+
+/// One backendRef written at `path` (or a `RequestMirror`'s, without
+/// weight and filters).
+fn backend_ref(
+    cx: &mut Check,
+    path: FieldPath,
+    backend: dto::BackendRef,
+    namespace: &str,
+) -> Option<BackendRef> {
+    let group = backend.group.unwrap_or_default();
+    let group = if group == "core" {
+        String::new()
+    } else {
+        group
+    };
+    let kind = backend.kind.unwrap_or_else(|| "Service".to_owned());
+    let service = group.is_empty() && kind == "Service";
+    let name = backend.name.unwrap_or_default();
+    if name.is_empty() {
+        cx.error(path.key("name"), "name is required: the backend Service");
+        return None;
+    }
+    let backend_namespace = backend.namespace.unwrap_or_else(|| namespace.to_owned());
+    // The CRD's rule: a Service backendRef has a port.
+    let port = match backend.port {
+        None if service => {
+            cx.error(
+                path.key("port"),
+                "port is required when the backend is a Service: the Service port",
+            );
+            return None;
         }
-        let backend_namespace = backend.namespace.unwrap_or_else(|| namespace.to_owned());
-        // The CRD's rule: a Service backendRef has a port.
-        let port = match backend.port {
-            None if service => {
+        None => None,
+        Some(port) => Some(cx.port(path.key("port"), port)?),
+    };
+    let weight = backend.weight.unwrap_or(1);
+    if !(0..=MAX_WEIGHT).contains(&weight) {
+        cx.error(
+            path.key("weight"),
+            format!("weight {weight} is out of range: 0..{MAX_WEIGHT}"),
+        );
+        return None;
+    }
+    let headers = filters(
+        cx,
+        &path,
+        backend.filters.unwrap_or_default(),
+        FilterLevel::BackendRef,
+        namespace,
+    )
+    .headers;
+    Some(BackendRef {
+        path,
+        group,
+        kind,
+        namespace: backend_namespace,
+        name,
+        port,
+        weight: u32::try_from(weight).unwrap_or_default(),
+        headers,
+    })
+}
+
+/// What a rule's (or a backendRef's) `filters` stand for.
+#[derive(Default)]
+struct Filters {
+    headers: Headers,
+    redirect: Option<HttpRedirect>,
+    rewrite: Option<Rewrite>,
+    mirrors: Vec<MirrorRef>,
+}
+
+/// Where `filters` are written: a rule's (`prefix`: the value of its one
+/// `PathPrefix` match, for `ReplacePrefixMatch`), or a backendRef's.
+#[derive(Clone, Copy)]
+enum FilterLevel<'a> {
+    Rule { prefix: Option<&'a str> },
+    BackendRef,
+}
+
+/// `filters` (of a rule or a backendRef), with the CRD's CEL rules: each
+/// type's field set and no other, `RequestRedirect` and `URLRewrite` once
+/// each and not together. `ExtensionRef`, `CORS`, `ExternalAuth` are
+/// refused as not supported yet; so are redirect, rewrite and mirror in a
+/// backendRef (the proxy applies them to a whole rule).
+fn filters(
+    cx: &mut Check,
+    base: &FieldPath,
+    written: Vec<dto::HttpFilter>,
+    level: FilterLevel<'_>,
+    namespace: &str,
+) -> Filters {
+    let mut out = Filters::default();
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for (f, filter) in written.into_iter().enumerate() {
+        let path = base.key("filters").index(f);
+        let kind = filter.type_.clone().unwrap_or_default();
+        misplaced_fields(cx, &path, &kind, &filter);
+        if matches!(
+            kind.as_str(),
+            "RequestHeaderModifier" | "ResponseHeaderModifier" | "RequestRedirect" | "URLRewrite"
+        ) {
+            if let Some((_, first)) = seen.iter().find(|(k, _)| *k == kind) {
                 cx.error(
-                    path.key("port"),
-                    "port is required when the backend is a Service: the Service port",
+                    path.key("type"),
+                    format!(
+                        "{kind} filter cannot be repeated: it is also {}; merge the two",
+                        base.key("filters").index(*first)
+                    ),
                 );
                 continue;
             }
-            None => None,
-            Some(port) => match cx.port(path.key("port"), port) {
-                Some(port) => Some(port),
-                None => continue,
-            },
-        };
-        let weight = backend.weight.unwrap_or(1);
-        if !(0..=MAX_WEIGHT).contains(&weight) {
+            seen.push((kind.clone(), f));
+        }
+        if matches!(
+            kind.as_str(),
+            "RequestRedirect" | "URLRewrite" | "RequestMirror"
+        ) && matches!(level, FilterLevel::BackendRef)
+        {
             cx.error(
-                path.key("weight"),
-                format!("weight {weight} is out of range: 0..{MAX_WEIGHT}"),
+                path.key("type"),
+                format!(
+                    "filter {kind} in a backendRef is not supported: the proxy redirects, \
+                     rewrites and mirrors a whole rule; move it to the rule's filters"
+                ),
             );
             continue;
         }
-        let headers = filters(cx, &path, backend.filters.unwrap_or_default());
-        backends.push(BackendRef {
-            path,
-            group,
-            kind,
-            namespace: backend_namespace,
-            name,
-            port,
-            weight: u32::try_from(weight).unwrap_or_default(),
-            headers,
-        });
-    }
-    backends
-}
-
-/// `filters` (of a rule or a backendRef): the header modifiers; the others
-/// are refused as not supported yet.
-fn filters(cx: &mut Check, base: &FieldPath, written: Vec<dto::HttpFilter>) -> Headers {
-    let mut headers = Headers::default();
-    for (f, filter) in written.into_iter().enumerate() {
-        let path = base.key("filters").index(f);
-        let kind = filter.type_.unwrap_or_default();
         match kind.as_str() {
             "RequestHeaderModifier" => match filter.request_header_modifier {
                 Some(modifier) => header_modifier(
                     cx,
                     &path.key("requestHeaderModifier"),
                     modifier,
-                    &mut headers.request,
+                    &mut out.headers.request,
                 ),
                 None => cx.error(
                     path.key("requestHeaderModifier"),
@@ -830,32 +909,518 @@ fn filters(cx: &mut Check, base: &FieldPath, written: Vec<dto::HttpFilter>) -> H
                     cx,
                     &path.key("responseHeaderModifier"),
                     modifier,
-                    &mut headers.response,
+                    &mut out.headers.response,
                 ),
                 None => cx.error(
                     path.key("responseHeaderModifier"),
                     "responseHeaderModifier is required with type ResponseHeaderModifier",
                 ),
             },
-            "RequestRedirect" | "URLRewrite" | "RequestMirror" | "ExtensionRef" | "CORS"
-            | "ExternalAuth" => cx.error(
+            "RequestRedirect" | "URLRewrite" => {
+                let prefix = match level {
+                    FilterLevel::Rule { prefix } => prefix,
+                    FilterLevel::BackendRef => None,
+                };
+                path_filter(cx, &path, filter, prefix, &mut out);
+            }
+            "RequestMirror" => match filter.request_mirror {
+                Some(mirror) => {
+                    if let Some(mirror) =
+                        request_mirror(cx, &path.key("requestMirror"), mirror, namespace)
+                    {
+                        out.mirrors.push(mirror);
+                    }
+                }
+                None => cx.error(
+                    path.key("requestMirror"),
+                    "requestMirror is required with type RequestMirror",
+                ),
+            },
+            "ExtensionRef" | "CORS" | "ExternalAuth" => cx.error(
                 path.key("type"),
                 format!(
-                    "filter {kind} is not supported yet: only RequestHeaderModifier and \
-                     ResponseHeaderModifier are; remove it (an Istio VirtualService can \
-                     redirect, rewrite and mirror)"
+                    "filter {kind} is not supported yet: RequestHeaderModifier, \
+                     ResponseHeaderModifier, RequestRedirect, URLRewrite and RequestMirror are; \
+                     remove it"
                 ),
             ),
             other => cx.error(
                 path.key("type"),
                 format!(
-                    "filter type {other:?} is not known: use RequestHeaderModifier or \
-                     ResponseHeaderModifier"
+                    "filter type {other:?} is not known: use RequestHeaderModifier, \
+                     ResponseHeaderModifier, RequestRedirect, URLRewrite or RequestMirror"
                 ),
             ),
         }
     }
-    headers
+    both_redirect_and_rewrite(cx, base, &seen);
+    out
+}
+
+/// The CEL rule: a rule may specify either `RequestRedirect` or
+/// `URLRewrite`, not both (`seen`: the filter types and where).
+fn both_redirect_and_rewrite(cx: &mut Check, base: &FieldPath, seen: &[(String, usize)]) {
+    let redirect = seen.iter().find(|(k, _)| k == "RequestRedirect");
+    let rewrite = seen.iter().find(|(k, _)| k == "URLRewrite");
+    if let (Some((_, r)), Some((_, w))) = (redirect, rewrite) {
+        cx.error(
+            base.key("filters").index(*r.max(w)).key("type"),
+            format!(
+                "a rule may specify either RequestRedirect or URLRewrite, but not both (also \
+                 {}): a redirect answers the client, so nothing is rewritten; remove one",
+                base.key("filters").index(*r.min(w))
+            ),
+        );
+    }
+}
+
+/// The CEL rules: `filter.<field>` must be nil if the filter's `type` is
+/// not its type.
+fn misplaced_fields(cx: &mut Check, path: &FieldPath, kind: &str, filter: &dto::HttpFilter) {
+    for (field, of, set) in [
+        (
+            "requestHeaderModifier",
+            "RequestHeaderModifier",
+            filter.request_header_modifier.is_some(),
+        ),
+        (
+            "responseHeaderModifier",
+            "ResponseHeaderModifier",
+            filter.response_header_modifier.is_some(),
+        ),
+        (
+            "requestRedirect",
+            "RequestRedirect",
+            filter.request_redirect.is_some(),
+        ),
+        ("urlRewrite", "URLRewrite", filter.url_rewrite.is_some()),
+        (
+            "requestMirror",
+            "RequestMirror",
+            filter.request_mirror.is_some(),
+        ),
+    ] {
+        if set && kind != of {
+            cx.error(
+                path.key(field),
+                format!(
+                    "{field} is set with type {kind:?}: a filter's {field} must be nil if \
+                     the filter.type is not {of}; remove it or set type: {of}"
+                ),
+            );
+        }
+    }
+}
+
+/// A `RequestRedirect` or `URLRewrite` filter of a rule, into `out`.
+fn path_filter(
+    cx: &mut Check,
+    path: &FieldPath,
+    filter: dto::HttpFilter,
+    prefix: Option<&str>,
+    out: &mut Filters,
+) {
+    match (filter.request_redirect, filter.url_rewrite) {
+        (Some(redirect), _) if filter.type_.as_deref() == Some("RequestRedirect") => {
+            out.redirect = request_redirect(cx, &path.key("requestRedirect"), redirect, prefix);
+        }
+        (_, Some(rewrite)) if filter.type_.as_deref() == Some("URLRewrite") => {
+            out.rewrite = url_rewrite(cx, &path.key("urlRewrite"), rewrite, prefix);
+        }
+        _ if filter.type_.as_deref() == Some("RequestRedirect") => cx.error(
+            path.key("requestRedirect"),
+            "requestRedirect is required with type RequestRedirect",
+        ),
+        _ => cx.error(
+            path.key("urlRewrite"),
+            "urlRewrite is required with type URLRewrite",
+        ),
+    }
+}
+
+/// The value of a rule's one `PathPrefix` match, with the CRD's defaults
+/// (no matches: one match; no path: `PathPrefix /`); `None` when it has
+/// several matches, or one of another type. `ReplacePrefixMatch` needs it.
+fn single_prefix(matches: &[dto::HttpRouteMatch]) -> Option<String> {
+    match matches {
+        [] => Some("/".to_owned()),
+        [m] => match &m.path {
+            None => Some("/".to_owned()),
+            Some(path) if path.type_.as_deref().is_none_or(|t| t == "PathPrefix") => {
+                Some(path.value.clone().unwrap_or_else(|| "/".to_owned()))
+            }
+            Some(_) => None,
+        },
+        _ => None,
+    }
+}
+
+/// An `HTTPPathModifier` (`filter`: `RequestRedirect` or `URLRewrite`, in
+/// messages): the RE2 regex and rewrite of the new path (errors
+/// recorded). `ReplaceFullPath` replaces the whole path;
+/// `ReplacePrefixMatch` the rule's `PathPrefix` match (`prefix`), whole
+/// path segments, as the spec's table: `/foo` to `/xyz` makes `/foo/bar`
+/// `/xyz/bar` and `/foo` `/xyz`; to `/` (or empty) makes them `/bar` and
+/// `/`. The query string stays.
+fn path_modifier(
+    cx: &mut Check,
+    base: &FieldPath,
+    modifier: dto::PathModifier,
+    prefix: Option<&str>,
+    filter: &str,
+) -> Option<(String, String)> {
+    let kind = modifier.type_.unwrap_or_default();
+    for (field, of, set) in [
+        (
+            "replaceFullPath",
+            "ReplaceFullPath",
+            modifier.replace_full_path.is_some(),
+        ),
+        (
+            "replacePrefixMatch",
+            "ReplacePrefixMatch",
+            modifier.replace_prefix_match.is_some(),
+        ),
+    ] {
+        if set && kind != of {
+            cx.error(
+                base.key(field),
+                format!("type must be '{of}' when {field} is set; set type: {of}"),
+            );
+            return None;
+        }
+    }
+    let (field, value) = match kind.as_str() {
+        "ReplaceFullPath" => ("replaceFullPath", modifier.replace_full_path),
+        "ReplacePrefixMatch" => ("replacePrefixMatch", modifier.replace_prefix_match),
+        "" => {
+            cx.error(
+                base.key("type"),
+                "type is required: ReplaceFullPath or ReplacePrefixMatch",
+            );
+            return None;
+        }
+        other => {
+            cx.error(
+                base.key("type"),
+                format!(
+                    "path type {other:?} is not known: use ReplaceFullPath or ReplacePrefixMatch"
+                ),
+            );
+            return None;
+        }
+    };
+    let Some(value) = value else {
+        cx.error(
+            base.key(field),
+            format!("{field} must be specified when type is set to '{kind}'"),
+        );
+        return None;
+    };
+    if value.len() > 1024
+        || value
+            .chars()
+            .any(|c| c.is_ascii_control() || c == ' ' || c == '?' || c == '#')
+    {
+        cx.error(
+            base.key(field),
+            format!(
+                "{field} {value:?} is not a path: at most 1024 characters, without spaces, \
+                 control characters, '?' or '#'"
+            ),
+        );
+        return None;
+    }
+    let literal = value.replace('\\', "\\\\");
+    if kind == "ReplaceFullPath" {
+        let with = if literal.is_empty() {
+            "/".to_owned()
+        } else {
+            literal
+        };
+        return Some(("^/.*".to_owned(), with));
+    }
+    let Some(prefix) = prefix else {
+        cx.error(
+            base.key("type"),
+            format!(
+                "ReplacePrefixMatch needs exactly one match, of type PathPrefix (the spec: when \
+                 using {filter} filter with path.type ReplacePrefixMatch, exactly one PathPrefix \
+                 match must be specified); give the rule one PathPrefix match, or use \
+                 ReplaceFullPath"
+            ),
+        );
+        return None;
+    };
+    let prefix = regex::escape(prefix.trim_end_matches('/'));
+    let with = literal.trim_end_matches('/');
+    Some(if with.is_empty() {
+        (format!("^{prefix}/?"), "/".to_owned())
+    } else if prefix.is_empty() {
+        // `PathPrefix /`: `/` becomes the replacement, `/a` gets it in front.
+        ("^(?:/$|(/.+))".to_owned(), format!("{with}\\1"))
+    } else {
+        (format!("^{prefix}"), with.to_owned())
+    })
+}
+
+/// A `RequestRedirect` filter (`prefix`: see [`path_modifier`]). The port,
+/// as the spec derives it when absent: the scheme's well-known port when a
+/// scheme is given, else the port the request came to (the listener's, or
+/// the Service port for a mesh route); a well-known port is left out of
+/// `Location`.
+fn request_redirect(
+    cx: &mut Check,
+    base: &FieldPath,
+    redirect: dto::RequestRedirect,
+    prefix: Option<&str>,
+) -> Option<HttpRedirect> {
+    let errors = cx.errors.len();
+    if let Some(scheme) = &redirect.scheme
+        && scheme != "http"
+        && scheme != "https"
+    {
+        cx.error(
+            base.key("scheme"),
+            format!("scheme {scheme:?} is not supported: use http or https"),
+        );
+    }
+    let authority = redirect.hostname.map(|h| h.to_ascii_lowercase());
+    if let Some(hostname) = &authority {
+        if hostname.contains('*') {
+            cx.error(
+                base.key("hostname"),
+                format!("hostname {hostname:?} is not a precise hostname: remove the wildcard"),
+            );
+        } else if let Err(message) = validate_domain(hostname) {
+            cx.error(base.key("hostname"), message);
+        }
+    }
+    let port = match redirect.port {
+        Some(port) => cx.port(base.key("port"), port).map(RedirectPort::Number),
+        None if redirect.scheme.is_some() => {
+            Some(RedirectPort::Derive(DerivePort::FromProtocolDefault))
+        }
+        None => Some(RedirectPort::Derive(DerivePort::FromRequestPort)),
+    };
+    let redirect_code = match redirect.status_code {
+        None => 302,
+        Some(code @ (301 | 302)) => u16::try_from(code).unwrap_or(302),
+        Some(code) => {
+            cx.error(
+                base.key("statusCode"),
+                format!("statusCode {code} is not supported: use 301 or 302 (the default)"),
+            );
+            302
+        }
+    };
+    let uri_regex = match redirect.path {
+        Some(modifier) => path_modifier(cx, &base.key("path"), modifier, prefix, "RequestRedirect"),
+        None => None,
+    };
+    (cx.errors.len() == errors).then_some(HttpRedirect {
+        uri: None,
+        prefix_rewrite: None,
+        uri_regex,
+        authority,
+        port,
+        scheme: redirect.scheme,
+        redirect_code,
+    })
+}
+
+/// A `URLRewrite` filter (`prefix`: see [`path_modifier`]).
+fn url_rewrite(
+    cx: &mut Check,
+    base: &FieldPath,
+    rewrite: dto::UrlRewrite,
+    prefix: Option<&str>,
+) -> Option<Rewrite> {
+    let errors = cx.errors.len();
+    let authority = rewrite.hostname.map(|h| h.to_ascii_lowercase());
+    if let Some(hostname) = &authority {
+        if hostname.contains('*') {
+            cx.error(
+                base.key("hostname"),
+                format!("hostname {hostname:?} is not a precise hostname: remove the wildcard"),
+            );
+        } else if let Err(message) = validate_domain(hostname) {
+            cx.error(base.key("hostname"), message);
+        }
+    }
+    let uri_regex = match rewrite.path {
+        Some(modifier) => path_modifier(cx, &base.key("path"), modifier, prefix, "URLRewrite"),
+        None => None,
+    };
+    (cx.errors.len() == errors).then_some(Rewrite {
+        uri: None,
+        authority,
+        uri_regex,
+    })
+}
+
+/// A `RequestMirror` filter: its `backendRef` (a Service needs a port)
+/// and `percent` or `fraction` (not both).
+fn request_mirror(
+    cx: &mut Check,
+    base: &FieldPath,
+    mirror: dto::RequestMirror,
+    namespace: &str,
+) -> Option<MirrorRef> {
+    let errors = cx.errors.len();
+    let percentage = match (mirror.percent, mirror.fraction) {
+        (Some(_), Some(_)) => {
+            cx.error(
+                base.key("fraction"),
+                "only one of percent or fraction may be specified in HTTPRequestMirrorFilter: \
+                 remove one",
+            );
+            None
+        }
+        (Some(percent), None) if !(0..=100).contains(&percent) => {
+            cx.error(
+                base.key("percent"),
+                format!("percent {percent} is out of range: 0..100"),
+            );
+            None
+        }
+        #[allow(clippy::cast_precision_loss)]
+        (Some(percent), None) => Some(percent as f64),
+        (None, Some(fraction)) => {
+            let numerator = fraction.numerator.unwrap_or(-1);
+            let denominator = fraction.denominator.unwrap_or(100);
+            if numerator < 0 {
+                cx.error(
+                    base.key("fraction").key("numerator"),
+                    "numerator is required: 0 or more",
+                );
+                None
+            } else if denominator < 1 {
+                cx.error(
+                    base.key("fraction").key("denominator"),
+                    format!("denominator {denominator} is out of range: 1 or more"),
+                );
+                None
+            } else if numerator > denominator {
+                cx.error(
+                    base.key("fraction"),
+                    format!(
+                        "numerator {numerator} is greater than denominator {denominator}: \
+                         numerator must be less than or equal to denominator"
+                    ),
+                );
+                None
+            } else {
+                #[allow(clippy::cast_precision_loss)]
+                Some(numerator as f64 * 100.0 / denominator as f64)
+            }
+        }
+        (None, None) => None,
+    };
+    let Some(written) = mirror.backend_ref else {
+        cx.error(
+            base.key("backendRef"),
+            "backendRef is required: the Service the requests are copied to",
+        );
+        return None;
+    };
+    let written = dto::BackendRef {
+        group: written.group,
+        kind: written.kind,
+        namespace: written.namespace,
+        name: written.name,
+        port: written.port,
+        weight: None,
+        filters: None,
+    };
+    let path = base.key("backendRef");
+    let backend = backend_ref(cx, path, written, namespace)?;
+    (cx.errors.len() == errors).then_some(MirrorRef {
+        backend,
+        percentage,
+    })
+}
+
+/// `timeouts`: `request` and `backendRequest`, Gateway API durations
+/// (`0s`: none), `backendRequest` no longer than a `request` that is not
+/// `0s` (the CRD's CEL rule).
+fn timeouts(
+    cx: &mut Check,
+    base: &FieldPath,
+    timeouts: dto::Timeouts,
+) -> (Option<Duration>, Option<Duration>) {
+    let mut parse = |field: &str, value: Option<String>| {
+        let value = value?;
+        let parsed = duration(&value);
+        if parsed.is_none() {
+            cx.error(
+                base.key(field),
+                format!(
+                    "{field} {value:?} is not a Gateway API duration: one to four numbers of \
+                     at most 5 digits, each with a unit h, m, s or ms (1s, 500ms, 1m30s)"
+                ),
+            );
+        }
+        parsed
+    };
+    let request = parse("request", timeouts.request);
+    let backend = parse("backendRequest", timeouts.backend_request);
+    if let (Some(request), Some(backend)) = (request, backend)
+        && !request.is_zero()
+        && backend > request
+    {
+        cx.error(
+            base.key("backendRequest"),
+            format!(
+                "backendRequest timeout cannot be longer than request timeout ({} > {}): \
+                 shorten it, or set request to 0s (none)",
+                humantime(backend),
+                humantime(request)
+            ),
+        );
+    }
+    (
+        request.filter(|d| !d.is_zero()),
+        backend.filter(|d| !d.is_zero()),
+    )
+}
+
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// A Gateway API `Duration` (GEP-2257): `^([0-9]{1,5}(h|m|s|ms)){1,4}$`.
+fn duration(text: &str) -> Option<Duration> {
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if !(1..=5).contains(&digits) {
+            return None;
+        }
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(1), 2)
+        } else if rest.starts_with('h') {
+            (Duration::from_hours(1), 1)
+        } else if rest.starts_with('m') {
+            (Duration::from_mins(1), 1)
+        } else if rest.starts_with('s') {
+            (Duration::from_secs(1), 1)
+        } else {
+            return None;
+        };
+        rest = &rest[len..];
+        total += unit * u32::try_from(number).ok()?;
+        parts += 1;
+    }
+    (1..=4).contains(&parts).then_some(total)
 }
 
 fn header_modifier(
@@ -972,7 +1537,6 @@ pub(super) fn http_route(
     for (i, rule) in written.into_iter().enumerate() {
         let base = fp!("spec.rules[{i}]");
         for (field, set) in [
-            ("timeouts", rule.timeouts.is_some()),
             ("retry", rule.retry.is_some()),
             ("sessionPersistence", rule.session_persistence.is_some()),
         ] {
@@ -981,23 +1545,42 @@ pub(super) fn http_route(
                     base.key(field),
                     format!(
                         "{field} is not supported yet: remove it (an Istio VirtualService has \
-                         timeout and retries)"
+                         retries)"
                     ),
                 );
             }
         }
+        let (timeout, backend_timeout) = match rule.timeouts {
+            Some(written) => timeouts(&mut cx, &base.key("timeouts"), written),
+            None => (None, None),
+        };
+        let written_matches = rule.matches.unwrap_or_default();
+        let prefix = single_prefix(&written_matches);
         let mut matches = Vec::new();
-        for (k, m) in rule.matches.unwrap_or_default().into_iter().enumerate() {
+        for (k, m) in written_matches.into_iter().enumerate() {
             if let Some(m) = route_match(&mut cx, &base.key("matches").index(k), m) {
                 matches.push(m);
             }
         }
-        let headers = filters(&mut cx, &base, rule.filters.unwrap_or_default());
+        let filters = filters(
+            &mut cx,
+            &base,
+            rule.filters.unwrap_or_default(),
+            FilterLevel::Rule {
+                prefix: prefix.as_deref(),
+            },
+            &source.namespace,
+        );
         let backends = backend_refs(&mut cx, &base, rule.backend_refs, &source.namespace);
         rules.push(HttpRouteRule {
             matches,
             backends,
-            headers,
+            headers: filters.headers,
+            redirect: filters.redirect,
+            rewrite: filters.rewrite,
+            mirrors: filters.mirrors,
+            timeout,
+            backend_timeout,
         });
     }
     if rules.is_empty() {
@@ -1006,6 +1589,11 @@ pub(super) fn http_route(
             matches: Vec::new(),
             backends: Vec::new(),
             headers: Headers::default(),
+            redirect: None,
+            rewrite: None,
+            mirrors: Vec::new(),
+            timeout: None,
+            backend_timeout: None,
         });
     }
     let warnings = cx.finish()?;

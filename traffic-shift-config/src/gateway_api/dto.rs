@@ -225,8 +225,8 @@ pub struct HttpRouteRule {
     pub matches: Option<Vec<HttpRouteMatch>>,
     pub filters: Option<Vec<HttpFilter>>,
     pub backend_refs: Option<Vec<BackendRef>>,
+    pub timeouts: Option<Timeouts>,
     // Refused by `check`: not supported yet.
-    pub timeouts: Option<IgnoredAny>,
     pub retry: Option<IgnoredAny>,
     pub session_persistence: Option<IgnoredAny>,
 }
@@ -265,11 +265,11 @@ pub struct HttpFilter {
     pub type_: Option<String>,
     pub request_header_modifier: Option<HeaderModifier>,
     pub response_header_modifier: Option<HeaderModifier>,
-    // Refused by `check`: not supported yet.
-    pub request_redirect: Option<IgnoredAny>,
+    pub request_redirect: Option<RequestRedirect>,
     #[serde(rename = "urlRewrite")]
-    pub url_rewrite: Option<IgnoredAny>,
-    pub request_mirror: Option<IgnoredAny>,
+    pub url_rewrite: Option<UrlRewrite>,
+    pub request_mirror: Option<RequestMirror>,
+    // Refused by `check`: not supported yet.
     pub extension_ref: Option<IgnoredAny>,
     pub cors: Option<IgnoredAny>,
     pub external_auth: Option<IgnoredAny>,
@@ -288,4 +288,68 @@ pub struct HeaderModifier {
 pub struct HeaderValue {
     pub name: Option<String>,
     pub value: Option<String>,
+}
+
+/// `HTTPRouteTimeouts`: Gateway API durations (`1h2m3s4ms`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Timeouts {
+    pub request: Option<String>,
+    pub backend_request: Option<String>,
+}
+
+/// `HTTPRequestRedirectFilter`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestRedirect {
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    pub path: Option<PathModifier>,
+    pub port: Option<i64>,
+    pub status_code: Option<i64>,
+}
+
+/// `HTTPURLRewriteFilter`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UrlRewrite {
+    pub hostname: Option<String>,
+    pub path: Option<PathModifier>,
+}
+
+/// `HTTPPathModifier`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PathModifier {
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub replace_full_path: Option<String>,
+    pub replace_prefix_match: Option<String>,
+}
+
+/// `HTTPRequestMirrorFilter`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestMirror {
+    pub backend_ref: Option<MirrorBackendRef>,
+    pub percent: Option<i64>,
+    pub fraction: Option<Fraction>,
+}
+
+/// A `BackendObjectReference` (no weight, no filters).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MirrorBackendRef {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub port: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Fraction {
+    pub numerator: Option<i64>,
+    pub denominator: Option<i64>,
 }

@@ -40,7 +40,7 @@ mod status;
 mod tests;
 mod translate;
 
-use std::{net::IpAddr, path::Path, sync::Arc};
+use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
 
 use serde_yaml_ng::Value;
 
@@ -50,7 +50,7 @@ use crate::{
     check::Checked,
     common::{Labels, Protocol},
     error::{FieldPath, ResourceId, fp},
-    http::{Headers, HttpMatch},
+    http::{Headers, HttpMatch, HttpRedirect, Rewrite},
     lines::LineIndex,
     resource::document::{Place, typed},
     source::Source,
@@ -411,6 +411,26 @@ pub struct HttpRouteRule {
     pub backends: Vec<BackendRef>,
     /// Its `RequestHeaderModifier` and `ResponseHeaderModifier` filters.
     pub headers: Headers,
+    /// Its `RequestRedirect` filter: the proxy answers the redirect, and
+    /// the backendRefs take no traffic.
+    pub redirect: Option<HttpRedirect>,
+    /// Its `URLRewrite` filter.
+    pub rewrite: Option<Rewrite>,
+    /// Its `RequestMirror` filters, resolved as backendRefs are.
+    pub mirrors: Vec<MirrorRef>,
+    /// `timeouts.request`; `None`: absent or `0s` (no timeout).
+    pub timeout: Option<Duration>,
+    /// `timeouts.backendRequest`: each attempt's; `None`: absent or `0s`.
+    pub backend_timeout: Option<Duration>,
+}
+
+/// A `RequestMirror` filter: its `backendRef` (weight 1, no filters) and
+/// the share of the requests it copies (`None`: all).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MirrorRef {
+    pub backend: BackendRef,
+    /// Of the requests, 0.0..=100.0.
+    pub percentage: Option<f64>,
 }
 
 /// One `matches[]` entry: the `HttpMatch`es of the model it stands for

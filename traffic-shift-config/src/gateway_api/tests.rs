@@ -5,6 +5,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use crate::{
@@ -795,23 +796,23 @@ fn each_error_says_what_to_do() {
         ),
         // HTTPRoute.
         (
-            "redirect",
+            "extension ref",
             changed(
                 "  - backendRefs:\n    - {name: web-v1, port: 80}",
-                "  - filters:\n    - {type: RequestRedirect, requestRedirect: {statusCode: 302}}\n    backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - filters:\n    - {type: ExtensionRef, extensionRef: {group: x, kind: Y, name: z}}\n    backendRefs:\n    - {name: web-v1, port: 80}",
             ),
             &[
-                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].type: filter RequestRedirect is not supported yet: only RequestHeaderModifier and ResponseHeaderModifier are; remove it (an Istio VirtualService can redirect, rewrite and mirror) (line 63)",
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].type: filter ExtensionRef is not supported yet: RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite and RequestMirror are; remove it (line 63)",
             ],
         ),
         (
-            "timeouts",
+            "retry",
             changed(
                 "  - backendRefs:\n    - {name: web-v1, port: 80}",
-                "  - timeouts: {request: 10s}\n    backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - retry: {attempts: 2}\n    backendRefs:\n    - {name: web-v1, port: 80}",
             ),
             &[
-                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].timeouts: timeouts is not supported yet: remove it (an Istio VirtualService has timeout and retries) (line 62)",
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].retry: retry is not supported yet: remove it (an Istio VirtualService has retries) (line 62)",
             ],
         ),
         (
@@ -1601,5 +1602,422 @@ fn status_carries_the_generation_and_the_parent_ref() {
             "name": "web",
             "port": 80,
         })
+    );
+}
+
+/// `BASE` with the mesh HTTPRoute's rules replaced by `rules`, resolved:
+/// the routes of the `web` Service's mesh listener.
+fn mesh_routes(rules: &str) -> Vec<HttpRoute> {
+    let text = changed(
+        "  rules:\n  - backendRefs:\n    - {name: web-v1, port: 80}\n",
+        rules,
+    );
+    let file = parse_file(Path::new(FILE), &text).unwrap_or_else(|e| panic!("{e}"));
+    let model = resolve(&[file]).unwrap_or_else(|e| panic!("{e}"));
+    listener(&model, "mesh web.default.svc.cluster.local:80").virtual_hosts[0]
+        .routes
+        .clone()
+}
+
+/// The filters `RequestRedirect`, `URLRewrite`, `RequestMirror` and
+/// `timeouts`, as the model (and so the proxy) has them.
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one route per filter form, each with its exact model"
+)]
+fn filters_and_timeouts_translate_onto_the_model() {
+    use crate::http::{DerivePort, HttpRedirect, RedirectPort, Rewrite};
+    let routes = mesh_routes(
+        "  rules:
+  - matches: [{path: {value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}, statusCode: 301}
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {value: /scheme}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, hostname: Example.org}
+  - matches: [{path: {value: /port}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {port: 8443, path: {type: ReplaceFullPath, replaceFullPath: /full}}
+  - matches: [{path: {value: /rewrite}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: internal.example, path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    backendRefs: [{name: web-v1, port: 80}]
+  - matches: [{path: {value: /mirror}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: web-v1, port: 80}, fraction: {numerator: 1, denominator: 4}}
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: web, port: 80}}
+    backendRefs: [{name: web-v1, port: 80}]
+    timeouts: {request: 1m30s, backendRequest: 500ms}
+  - matches: [{path: {value: /none}}]
+    timeouts: {request: 0s}
+    backendRefs: [{name: web-v1, port: 80}]
+",
+    );
+    let by_key = |key: &str| {
+        routes
+            .iter()
+            .find(|r| r.key == format!("default/web/{key}"))
+            .unwrap_or_else(|| panic!("no route {key}"))
+    };
+    let old = by_key("rules[0]");
+    assert_eq!(
+        old.redirect,
+        Some(HttpRedirect {
+            uri: None,
+            prefix_rewrite: None,
+            uri_regex: Some(("^/old".into(), "/new".into())),
+            authority: None,
+            port: Some(RedirectPort::Derive(DerivePort::FromRequestPort)),
+            scheme: None,
+            redirect_code: 301,
+        }),
+        "no port, no scheme: the port the request came to (here the Service port)"
+    );
+    assert_eq!(
+        (old.destinations.len(), old.direct_response.as_ref()),
+        (0, None),
+        "the redirect answers; the backendRefs take nothing"
+    );
+    assert_eq!(
+        by_key("rules[1]").redirect,
+        Some(HttpRedirect {
+            uri: None,
+            prefix_rewrite: None,
+            uri_regex: None,
+            authority: Some("example.org".into()),
+            port: Some(RedirectPort::Derive(DerivePort::FromProtocolDefault)),
+            scheme: Some("https".into()),
+            redirect_code: 302,
+        }),
+        "a scheme without port: the scheme's well-known port; 302 by default"
+    );
+    assert_eq!(
+        by_key("rules[1]").direct_response,
+        None,
+        "a redirect without backendRefs answers the redirect, not 500"
+    );
+    let port = by_key("rules[2]").redirect.clone().expect("redirect");
+    assert_eq!(
+        (port.port, port.uri_regex),
+        (
+            Some(RedirectPort::Number(8443)),
+            Some(("^/.*".into(), "/full".into()))
+        )
+    );
+    let rewrite = by_key("rules[3]");
+    assert_eq!(
+        rewrite.rewrite,
+        Some(Rewrite {
+            uri: None,
+            authority: Some("internal.example".into()),
+            uri_regex: Some(("^/rewrite/?".into(), "/".into())),
+        })
+    );
+    assert_eq!(rewrite.destinations.len(), 1);
+    let mirror = by_key("rules[4]");
+    let mirrors: Vec<(&str, f64)> = mirror
+        .mirrors
+        .iter()
+        .map(|m| (m.destination.host.as_str(), m.percentage))
+        .collect();
+    assert_eq!(
+        mirrors,
+        [
+            ("web-v1.default.svc.cluster.local", 25.0),
+            ("web.default.svc.cluster.local", 100.0)
+        ],
+        "fraction 1/4 is 25%; no percent: every request"
+    );
+    assert_eq!(
+        (
+            mirror.timeout,
+            mirror.retries.per_try_timeout,
+            mirror.retries.attempts
+        ),
+        (
+            Some(Duration::from_secs(90)),
+            Some(Duration::from_millis(500)),
+            2
+        ),
+        "request: the route's timeout; backendRequest: each attempt's, with Istio's retries"
+    );
+    let none = by_key("rules[5]");
+    assert_eq!(
+        (none.timeout, none.retries.per_try_timeout),
+        (None, None),
+        "0s: no timeout"
+    );
+}
+
+/// `ReplacePrefixMatch`, in `URLRewrite` and `RequestRedirect` alike: the
+/// spec's table (`HTTPPathModifier`), whole path segments, applied as the
+/// proxy applies the model's regex.
+#[test]
+fn replace_prefix_match_follows_the_specs_table() {
+    // (request path, prefix match, replacePrefixMatch, modified path)
+    let table = [
+        ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
+        ("/foo/bar", "/foo", "/xyz/", "/xyz/bar"),
+        ("/foo/bar", "/foo/", "/xyz", "/xyz/bar"),
+        ("/foo/bar", "/foo/", "/xyz/", "/xyz/bar"),
+        ("/foo", "/foo", "/xyz", "/xyz"),
+        ("/foo/", "/foo", "/xyz", "/xyz/"),
+        ("/foo/bar", "/foo", "", "/bar"),
+        ("/foo/", "/foo", "", "/"),
+        ("/foo", "/foo", "", "/"),
+        ("/foo/", "/foo", "/", "/"),
+        ("/foo", "/foo", "/", "/"),
+        ("/a.b/c", "/a.b", "/x", "/x/c"),
+        ("/", "/", "/xyz", "/xyz"),
+        ("/a/b", "/", "/xyz", "/xyz/a/b"),
+        ("/a/b", "/", "/", "/a/b"),
+    ];
+    for (path, prefix, replacement, want) in table {
+        let routes = mesh_routes(&format!(
+            "  rules:
+  - matches: [{{path: {{type: PathPrefix, value: \"{prefix}\"}}}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: \"{replacement}\"}}}}
+    backendRefs: [{{name: web-v1, port: 80}}]
+  - matches: [{{path: {{type: PathPrefix, value: \"{prefix}\"}}}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: \"{replacement}\"}}}}
+"
+        ));
+        let rewrite = routes[0].rewrite.as_ref().and_then(|r| r.uri_regex.clone());
+        let redirect = routes[1]
+            .redirect
+            .as_ref()
+            .and_then(|r| r.uri_regex.clone());
+        assert_eq!(rewrite, redirect, "one rewrite for both filters");
+        let (pattern, with) = rewrite.expect("a regex rewrite");
+        // RE2's `\1` in the regex crate's syntax, as the proxy converts it.
+        let with = with.replace("\\1", "${1}");
+        let got = regex::Regex::new(&pattern)
+            .expect("regex")
+            .replace_all(path, with.as_str())
+            .into_owned();
+        assert_eq!(got, want, "{path} with prefix {prefix} to {replacement:?}");
+    }
+}
+
+/// What the CRDs' CEL rules refuse in filters and timeouts, and what the
+/// model cannot express (redirect, rewrite, mirror per backendRef).
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "a table of cases: the rule and its exact message each"
+)]
+fn filter_and_timeout_refusals_say_what_to_do() {
+    let rule = |body: &str| {
+        changed(
+            "  rules:\n  - backendRefs:\n    - {name: web-v1, port: 80}\n",
+            &format!("  rules:\n  - {body}\n    backendRefs:\n    - {{name: web-v1, port: 80}}\n"),
+        )
+    };
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        (
+            "redirect and rewrite",
+            rule(
+                "filters:\n    - {type: RequestRedirect, requestRedirect: {hostname: a.example}}\n    - {type: URLRewrite, urlRewrite: {hostname: b.example}}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[1].type: a rule may specify either RequestRedirect or URLRewrite, but not both (also spec.rules[0].filters[0]): a redirect answers the client, so nothing is rewritten; remove one (line 64)",
+            ],
+        ),
+        (
+            "prefix rewrite of an Exact match",
+            rule(
+                "matches: [{path: {type: Exact, value: /a}}]\n    filters:\n    - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].urlRewrite.path.type: ReplacePrefixMatch needs exactly one match, of type PathPrefix (the spec: when using URLRewrite filter with path.type ReplacePrefixMatch, exactly one PathPrefix match must be specified); give the rule one PathPrefix match, or use ReplaceFullPath (line 64)",
+            ],
+        ),
+        (
+            "prefix redirect with two matches",
+            rule(
+                "matches: [{path: {value: /a}}, {path: {value: /b}}]\n    filters:\n    - {type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /c}}}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].requestRedirect.path.type: ReplacePrefixMatch needs exactly one match, of type PathPrefix (the spec: when using RequestRedirect filter with path.type ReplacePrefixMatch, exactly one PathPrefix match must be specified); give the rule one PathPrefix match, or use ReplaceFullPath (line 64)",
+            ],
+        ),
+        (
+            "type without its field",
+            rule("filters:\n    - {type: RequestRedirect}"),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].requestRedirect: requestRedirect is required with type RequestRedirect (line 63)",
+            ],
+        ),
+        (
+            "field of another type",
+            rule(
+                "filters:\n    - {type: URLRewrite, urlRewrite: {hostname: a.example}, requestRedirect: {hostname: b.example}}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].requestRedirect: requestRedirect is set with type \"URLRewrite\": a filter's requestRedirect must be nil if the filter.type is not RequestRedirect; remove it or set type: RequestRedirect (line 63)",
+            ],
+        ),
+        (
+            "path field and type disagree",
+            rule(
+                "filters:\n    - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replaceFullPath: /x}}}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].urlRewrite.path.replaceFullPath: type must be 'ReplaceFullPath' when replaceFullPath is set; set type: ReplaceFullPath (line 63)",
+            ],
+        ),
+        (
+            "path value missing",
+            rule("filters:\n    - {type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath}}}"),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].urlRewrite.path.replaceFullPath: replaceFullPath must be specified when type is set to 'ReplaceFullPath' (line 63)",
+            ],
+        ),
+        (
+            "status code",
+            rule("filters:\n    - {type: RequestRedirect, requestRedirect: {statusCode: 307}}"),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].requestRedirect.statusCode: statusCode 307 is not supported: use 301 or 302 (the default) (line 63)",
+            ],
+        ),
+        (
+            "wildcard hostname",
+            rule(
+                "filters:\n    - {type: RequestRedirect, requestRedirect: {hostname: \"*.example\"}}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].requestRedirect.hostname: hostname \"*.example\" is not a precise hostname: remove the wildcard (line 63)",
+            ],
+        ),
+        (
+            "repeated redirect",
+            rule(
+                "filters:\n    - {type: RequestRedirect, requestRedirect: {statusCode: 301}}\n    - {type: RequestRedirect, requestRedirect: {statusCode: 302}}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[1].type: RequestRedirect filter cannot be repeated: it is also spec.rules[0].filters[0]; merge the two (line 64)",
+            ],
+        ),
+        (
+            "percent and fraction",
+            rule(
+                "filters:\n    - {type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}, percent: 10, fraction: {numerator: 1}}}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].requestMirror.fraction: only one of percent or fraction may be specified in HTTPRequestMirrorFilter: remove one (line 63)",
+            ],
+        ),
+        (
+            "fraction above 1",
+            rule(
+                "filters:\n    - {type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}, fraction: {numerator: 5, denominator: 4}}}",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].requestMirror.fraction: numerator 5 is greater than denominator 4: numerator must be less than or equal to denominator (line 63)",
+            ],
+        ),
+        (
+            "mirror without port",
+            rule("filters:\n    - {type: RequestMirror, requestMirror: {backendRef: {name: web}}}"),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].requestMirror.backendRef.port: port is required when the backend is a Service: the Service port (line 63)",
+            ],
+        ),
+        (
+            "redirect in a backendRef",
+            changed(
+                "    - {name: web-v1, port: 80}\n",
+                "    - name: web-v1\n      port: 80\n      filters:\n      - {type: RequestRedirect, requestRedirect: {statusCode: 301}}\n",
+            ),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].backendRefs[0].filters[0].type: filter RequestRedirect in a backendRef is not supported: the proxy redirects, rewrites and mirrors a whole rule; move it to the rule's filters (line 66)",
+            ],
+        ),
+        (
+            "backendRequest above request",
+            rule("timeouts: {request: 1s, backendRequest: 2s}"),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].timeouts.backendRequest: backendRequest timeout cannot be longer than request timeout (2s > 1s): shorten it, or set request to 0s (none) (line 62)",
+            ],
+        ),
+        (
+            "duration format",
+            rule("timeouts: {request: 1.5s}"),
+            &[
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].timeouts.request: request \"1.5s\" is not a Gateway API duration: one to four numbers of at most 5 digits, each with a unit h, m, s or ms (1s, 500ms, 1m30s) (line 62)",
+            ],
+        ),
+    ];
+    for (what, text, expected) in &cases {
+        assert_eq!(errors_of(text), *expected, "{what}");
+    }
+}
+
+/// A `RequestMirror` backendRef is resolved as a backendRef: one that
+/// cannot be used (here another namespace's Service without a
+/// `ReferenceGrant`, then a Service that does not exist) is left out, the
+/// route keeps serving, and `ResolvedRefs` says why; with the grant, the
+/// mirror is there.
+#[test]
+fn mirrors_that_cannot_be_used_are_reported_and_left_out() {
+    let other_web = "---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: other}\nspec:\n  ports: [{name: http, port: 80, appProtocol: http}]\n  selector: {app: web}\n";
+    let grant = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: web, namespace: other}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]\n  to: [{group: \"\", kind: Service, name: web}]\n";
+    let route = |service: &str| {
+        changed(
+            "  rules:\n  - backendRefs:\n    - {name: web-v1, port: 80}\n",
+            &format!(
+                "  rules:\n  - filters:\n    - type: RequestMirror\n      requestMirror: {{backendRef: {{name: {service}, namespace: other, port: 80}}}}\n    backendRefs:\n    - {{name: web-v1, port: 80}}\n"
+            ),
+        )
+    };
+    let mirrors = |model: &RoutingModel| -> Vec<String> {
+        let routes =
+            &listener(model, "mesh web.default.svc.cluster.local:80").virtual_hosts[0].routes;
+        assert_eq!(routes[0].destinations.len(), 1, "the route still serves");
+        routes[0]
+            .mirrors
+            .iter()
+            .map(|m| m.destination.host.clone())
+            .collect()
+    };
+    let model = model_of(&format!("{}{other_web}", route("web")));
+    assert_eq!(mirrors(&model), Vec::<String>::new());
+    assert_eq!(
+        conditions(&model, "HTTPRoute", "web"),
+        [cond("Accepted", "RefNotPermitted")]
+    );
+    let model = model_of(&format!("{}{other_web}", route("nothing")));
+    assert_eq!(
+        conditions(&model, "HTTPRoute", "web"),
+        [cond("Accepted", "RefNotPermitted")],
+        "no grant names it either"
+    );
+    let model = model_of(&format!("{}{other_web}{grant}", route("web")));
+    assert_eq!(mirrors(&model), ["web.other.svc.cluster.local"]);
+    assert_eq!(
+        conditions(&model, "HTTPRoute", "web"),
+        [cond("Accepted", "ResolvedRefs")]
+    );
+    let model = model_of(&format!(
+        "{}{other_web}{}",
+        route("nothing"),
+        grant.replace("name: web}]", "}]")
+    ));
+    assert_eq!(mirrors(&model), Vec::<String>::new());
+    assert_eq!(
+        conditions(&model, "HTTPRoute", "web"),
+        [cond("Accepted", "BackendNotFound")]
     );
 }

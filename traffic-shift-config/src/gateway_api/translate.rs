@@ -16,10 +16,10 @@ use crate::{
     common::{Labels, Protocol, RouteDestination},
     dto::{Location, Resolution},
     error::{ConfigError, FieldPath, fp},
-    http::{DirectResponse, Headers, HttpMatch, HttpRouteDestination, HttpRule},
+    http::{DirectResponse, Headers, HttpMatch, HttpRouteDestination, HttpRule, Mirror, Retries},
     model::{StatusKey, UNUSABLE_BACKEND},
     names::host_matches,
-    resolve::qualify,
+    resolve::{default_retries, qualify},
     resource::{
         self, GatewayPort, L4Match, Resource, Server, ServiceEntry, TcpRule, VirtualService,
     },
@@ -336,6 +336,38 @@ impl<'a> Index<'a> {
             ));
         }
         Some(out)
+    }
+
+    /// The mirrors of a rule that can be used. One that cannot (as a
+    /// backendRef: kind, grant, Service, port) is left out, and the first
+    /// one's reason is the route's `ResolvedRefs` (`resolved`, when no
+    /// backendRef set it).
+    fn mirrors(
+        &self,
+        route: &Source,
+        rule: &super::HttpRouteRule,
+        resolved: &mut Option<Condition>,
+    ) -> Vec<Mirror> {
+        let mut out = Vec::new();
+        for mirror in &rule.mirrors {
+            match self.backend(route, &mirror.backend) {
+                Ok((service, port)) => out.push(Mirror {
+                    destination: RouteDestination {
+                        host: service.host(),
+                        subset: None,
+                        port: Some(port),
+                        weight: None,
+                    },
+                    percentage: mirror.percentage,
+                }),
+                Err(condition) => {
+                    if resolved.is_none() {
+                        *resolved = Some(condition);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The Service and port a backendRef of `route` names, or why it
@@ -818,7 +850,11 @@ impl<'a> Index<'a> {
                 .sum();
             // The spec: no backendRef, every weight 0, or none that can be
             // used: 500.
-            let (route_to, direct_response) = if usable == 0 {
+            let mirrors = self.mirrors(&route.source, rule, resolved);
+            let (route_to, direct_response) = if rule.redirect.is_some() {
+                // The redirect answers: the backendRefs take no traffic.
+                (Vec::new(), None)
+            } else if usable == 0 {
                 let status = DirectResponse {
                     status: 500,
                     body: None,
@@ -847,6 +883,16 @@ impl<'a> Index<'a> {
                 route: route_to.clone(),
                 direct_response: direct_response.clone(),
                 headers: rule.headers.clone(),
+                redirect: rule.redirect.clone(),
+                rewrite: rule.rewrite.clone(),
+                timeout: rule.timeout,
+                // `backendRequest`: each attempt's timeout, with Istio's
+                // retries when a route has none.
+                retries: rule.backend_timeout.map(|timeout| Retries {
+                    per_try_timeout: Some(timeout),
+                    ..default_retries()
+                }),
+                mirrors: mirrors.clone(),
                 ..empty_rule()
             };
             if rule.matches.is_empty() {

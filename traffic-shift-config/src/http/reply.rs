@@ -82,6 +82,7 @@ pub(super) fn http_redirect(
     (cx.errors.len() == errors_before).then_some(HttpRedirect {
         uri,
         prefix_rewrite,
+        uri_regex: None,
         authority,
         port,
         scheme,

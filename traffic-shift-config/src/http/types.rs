@@ -84,6 +84,10 @@ pub struct HeaderOperations {
 pub struct HttpRedirect {
     pub uri: Option<String>,
     pub prefix_rewrite: Option<String>,
+    /// The path rewritten by an RE2 regex, `(match, rewrite)`: a Gateway
+    /// API `ReplacePrefixMatch` (whole path segments), never an Istio
+    /// field.
+    pub uri_regex: Option<(String, String)>,
     pub authority: Option<String>,
     pub port: Option<RedirectPort>,
     pub scheme: Option<String>,
