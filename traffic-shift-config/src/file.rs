@@ -2,6 +2,7 @@
 //! parsed (limits, line index, then `resource`), and a directory of them.
 
 use std::{
+    borrow::Cow,
     fs,
     path::{Path, PathBuf},
     sync::Arc,
@@ -133,11 +134,16 @@ fn parse_text(
             }
             continue;
         }
-        if keep {
-            documents.push(Some(value.clone()));
-        }
         let index = Arc::new(lines::LineIndex::of(&lines, i));
-        match resource::parse_document(path, number, value, &index) {
+        // Kept, the document is read in place: no copy of it is made.
+        let parsed = if keep {
+            let parsed = resource::parse_document(path, number, Cow::Borrowed(&value), &index);
+            documents.push(Some(value));
+            parsed
+        } else {
+            resource::parse_document(path, number, Cow::Owned(value), &index)
+        };
+        match parsed {
             Ok((resource, found)) => {
                 resources.push(resource);
                 warnings.extend(found);

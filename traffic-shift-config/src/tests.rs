@@ -2085,3 +2085,39 @@ fn two_virtual_services_for_one_http_service_port_are_refused() {
         "{text}"
     );
 }
+
+/// The agent's `apply` keeps each document and has it read in place (no
+/// copy); the rules directory moves it into the parse. Both readings give
+/// the same resources and the same errors, merge keys included.
+#[test]
+fn a_kept_document_parses_as_a_moved_one() {
+    let merge = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+                 metadata: {name: merged, labels: &l {app: x}}\nspec:\n  \
+                 <<: {hosts: [b.local], resolution: STATIC}\n  addresses: [127.100.0.10]\n  \
+                 ports: [{number: 9000, name: tcp, protocol: TCP}]\n  \
+                 endpoints: [{address: 127.0.0.1, labels: *l}]\n";
+    let wrong_type = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x}\n\
+                      spec: {hosts: [a.local], ports: [{number: many, name: tcp, protocol: TCP}]}\n";
+    let unknown_field = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\n\
+                         spec: {hosts: [a.local], tcpp: []}\n";
+    for text in [tcp_echo_service(), merge, wrong_type, unknown_field] {
+        let path = Path::new("rules/r.yaml");
+        let moved = crate::parse_file_all(path, text);
+        let kept = crate::parse_file_documents(path, text, crate::MAX_FILE_BYTES).map(|(f, _)| f);
+        let show = |r: &Result<RulesFile, Vec<ConfigError>>| match r {
+            Ok(file) => format!("{:?}", file.resources),
+            Err(errors) => errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        assert_eq!(show(&kept), show(&moved), "{text}");
+    }
+    // The merge took effect: its hosts and resolution are the entry's.
+    let file = parse(merge);
+    let Resource::ServiceEntry(entry) = &file.resources[0] else {
+        panic!("a ServiceEntry: {:?}", file.resources)
+    };
+    assert!(format!("{entry:?}").contains("b.local"), "{entry:?}");
+}

@@ -609,25 +609,25 @@ pub(crate) fn parse_document(
         );
     }
     Some(match known.map_or("", |(k, _)| *k) {
-        "Namespace" => typed(&place, kind, value, lines)
+        "Namespace" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::namespace(source, spec, labels))
             .map(|(r, w)| (GatewayApiResource::Namespace(r), w)),
-        "ReferenceGrant" => typed(&place, kind, value, lines)
+        "ReferenceGrant" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::reference_grant(source, spec))
             .map(|(r, w)| (GatewayApiResource::ReferenceGrant(r), w)),
-        "Service" => typed(&place, kind, value, lines)
+        "Service" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::service(source, spec))
             .map(|(r, w)| (GatewayApiResource::Service(r), w)),
-        "GatewayClass" => typed(&place, kind, value, lines)
+        "GatewayClass" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::gateway_class(source, spec))
             .map(|(r, w)| (GatewayApiResource::GatewayClass(r), w)),
-        "Gateway" => typed(&place, kind, value, lines)
+        "Gateway" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::gateway(source, spec, generation))
             .map(|(r, w)| (GatewayApiResource::Gateway(r), w)),
-        "TCPRoute" => typed(&place, kind, value, lines)
+        "TCPRoute" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::tcp_route(source, spec, generation))
             .map(|(r, w)| (GatewayApiResource::TcpRoute(r), w)),
-        _ => typed(&place, kind, value, lines)
+        _ => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::http_route(source, spec, generation))
             .map(|(r, w)| (GatewayApiResource::HttpRoute(r), w)),
     })

@@ -2,7 +2,7 @@
 //! `apiVersion` and `kind`; then the serde pass into the kind's spec, and
 //! `metadata` (name, namespace).
 
-use std::{path::Path, sync::Arc};
+use std::{borrow::Cow, path::Path, sync::Arc};
 
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
@@ -19,12 +19,12 @@ use crate::{
 /// The envelope of one non-empty YAML document: a mapping with a known
 /// `apiVersion` and `kind`. Its place (for messages), its kind, the
 /// document with its merges applied.
-pub(super) fn envelope<'a>(
+pub(super) fn envelope<'a, 'v>(
     file: &'a Path,
     document: usize,
-    mut value: Value,
+    mut value: Cow<'v, Value>,
     lines: &'a LineIndex,
-) -> Result<(Place<'a>, &'static str, Value), Vec<ConfigError>> {
+) -> Result<(Place<'a>, &'static str, Cow<'v, Value>), Vec<ConfigError>> {
     let mut place = Place {
         file,
         document,
@@ -38,9 +38,12 @@ pub(super) fn envelope<'a>(
              apiVersion, kind, metadata and spec",
         )]);
     }
-    value.apply_merge().map_err(|error| {
-        vec![place.error(FieldPath::root(), format!("invalid YAML merge: {error}"))]
-    })?;
+    // A borrowed document is copied only when it has merge keys to apply.
+    if matches!(value, Cow::Owned(_)) || has_merge_keys(&value) {
+        value.to_mut().apply_merge().map_err(|error| {
+            vec![place.error(FieldPath::root(), format!("invalid YAML merge: {error}"))]
+        })?;
+    }
 
     let api_version = required_str(&place, &value, "apiVersion").map_err(|error| vec![error])?;
     let kind = required_str(&place, &value, "kind").map_err(|error| vec![error])?;
@@ -144,14 +147,32 @@ fn required_str<'v>(place: &Place, value: &'v Value, key: &str) -> Result<&'v st
     }
 }
 
-/// The serde pass over the document, then `metadata`.
+/// Whether `value` has a YAML merge key (`<<`) anywhere: only then does
+/// `apply_merge` change it.
+fn has_merge_keys(value: &Value) -> bool {
+    match value {
+        Value::Mapping(map) => map
+            .iter()
+            .any(|(k, v)| k.as_str() == Some("<<") || has_merge_keys(v)),
+        Value::Sequence(items) => items.iter().any(has_merge_keys),
+        Value::Tagged(tagged) => has_merge_keys(&tagged.value),
+        _ => false,
+    }
+}
+
+/// The serde pass over the document, then `metadata`. A borrowed document
+/// is read in place (no copy of it is made).
 pub(crate) fn typed<S: DeserializeOwned>(
     place: &Place,
     kind: &'static str,
-    value: Value,
+    value: Cow<'_, Value>,
     lines: &Arc<LineIndex>,
 ) -> Result<(Source, S), Vec<ConfigError>> {
-    let document: dto::Document<S> = serde_path_to_error::deserialize(value).map_err(|error| {
+    let parsed: Result<dto::Document<S>, _> = match value {
+        Cow::Owned(value) => serde_path_to_error::deserialize(value),
+        Cow::Borrowed(value) => serde_path_to_error::deserialize(value),
+    };
+    let document = parsed.map_err(|error| {
         let path = FieldPath::from(error.path());
         vec![place.error(path, serde_message(&error.into_inner()))]
     })?;

@@ -13,7 +13,7 @@ mod service_entry;
 mod virtual_service;
 mod workload_entry;
 
-use std::{path::Path, sync::Arc};
+use std::{borrow::Cow, path::Path, sync::Arc};
 
 use serde_yaml_ng::Value;
 
@@ -92,7 +92,7 @@ pub(crate) type Parsed = Checked<Resource>;
 pub(crate) fn parse_document(
     file: &Path,
     document: usize,
-    value: Value,
+    value: Cow<'_, Value>,
     lines: &Arc<LineIndex>,
 ) -> Parsed {
     if let Some(parsed) = crate::gateway_api::parse_document(file, document, &value, lines) {
