@@ -428,8 +428,9 @@ impl Exporter {
         let mut out = String::with_capacity(self.last_size.load(Ordering::Relaxed) * 9 / 8);
         {
             let (shared, kernel) = self.locked();
-            kernel.refresh_open_bytes();
-            let slots = self.exported(&shared, &kernel);
+            let marked = kernel.touched().peek();
+            kernel.refresh_open_bytes(&marked);
+            let slots = self.exported(&shared, &kernel, marked);
             let unix = self.unix_counts(&shared);
             slots::encode_tcp(&mut out, &slots, &kernel, &unix);
         }
@@ -491,7 +492,7 @@ impl Collector for Exporter {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (shared, kernel) = self.locked();
         // Istio's TCP metrics: written by `render`, from the slots' text.
-        let slots = self.exported(&shared, &kernel);
+        let slots = self.exported(&shared, &kernel, kernel.touched().peek());
         encode_events(&mut encoder, &kernel)?;
         encode_xdp(&mut encoder, &slots, &kernel)?;
         drop(kernel);
@@ -510,7 +511,13 @@ impl Exporter {
     /// The slots with series, with their labels: those that counted, and
     /// those the kernel marked since the agent last looked (a scrape is
     /// never older than the kernel).
-    fn exported(&self, shared: &Shared, kernel: &KernelCounters) -> Vec<(u32, Arc<SlotInfo>)> {
+    /// `marked`: the kernel's marks, as the caller read them.
+    fn exported(
+        &self,
+        shared: &Shared,
+        kernel: &KernelCounters,
+        marked: Vec<u32>,
+    ) -> Vec<(u32, Arc<SlotInfo>)> {
         let mut cache = self
             .labels
             .lock()
@@ -520,7 +527,7 @@ impl Exporter {
             cache.generation = shared.generation;
         }
         let mut ids: Vec<u32> = shared.counted.iter().copied().collect();
-        ids.extend(kernel.touched().peek());
+        ids.extend(marked);
         ids.extend(kernel.open_slots());
         ids.sort_unstable();
         ids.dedup();

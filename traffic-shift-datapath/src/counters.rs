@@ -37,10 +37,11 @@ impl KernelCounters {
 
     /// Reads the bytes of the routed connections still open, which
     /// [`stats`](Self::stats) adds from then on: call before reading
-    /// bytes. Without it, only closed connections' bytes are in; a failure
-    /// says so in the log, once.
-    pub fn refresh_open_bytes(&self) {
-        self.open_bytes.refresh(self.touched.peek(), |id| {
+    /// bytes, with the slots the caller read marked in [`touched`](Self::touched)
+    /// (where new connections are). Without it, only closed connections'
+    /// bytes are in; a failure says so in the log, once.
+    pub fn refresh_open_bytes(&self, marked: &[u32]) {
+        self.open_bytes.refresh(marked.iter().copied(), |id| {
             self.closed_stats(id)
                 .ok()
                 .map(|s| (s.request_bytes, s.response_bytes))

@@ -133,8 +133,8 @@ impl Routed {
 /// lists, the map itself having no keys to walk.
 pub fn routed(netns: &Path, conns: BorrowedFd<'_>) -> io::Result<Vec<Routed>> {
     with_diag_socket(netns, conns, |sock, map_fd| {
-        let mut all = dump(sock, AF_INET, 1, map_fd)?;
-        all.extend(dump(sock, AF_INET6, 2, map_fd)?);
+        let mut all = dump(sock, AF_INET, 1, map_fd, true)?;
+        all.extend(dump(sock, AF_INET6, 2, map_fd, true)?);
         Ok(all)
     })
 }
@@ -170,7 +170,7 @@ pub fn close_routed(
     with_diag_socket(netns, conns, |sock, map_fd| {
         let mut closed = 0;
         for (family, seq) in [(AF_INET, 1), (AF_INET6, 2)] {
-            for routed in dump(sock, family, seq, map_fd)? {
+            for routed in dump(sock, family, seq, map_fd, false)? {
                 if stat_ids.contains(&routed.stat_id) && destroy(sock, &routed, seq + 10)? {
                     closed += 1;
                 }
@@ -194,12 +194,15 @@ fn finish(mut buf: Vec<u8>) -> Vec<u8> {
     buf
 }
 
-/// The open TCP sockets of `family` that have `TS_CONNS` storage.
+/// The open TCP sockets of `family` that have `TS_CONNS` storage; with
+/// `bytes`, their byte counters too (`tcp_info`, read under each socket's
+/// lock: only for who reads them).
 fn dump(
     sock: &impl rustix::fd::AsFd,
     family: u8,
     seq: u32,
     map_fd: u32,
+    bytes: bool,
 ) -> io::Result<Vec<Routed>> {
     let mut req = Vec::with_capacity(NLMSG_HDRLEN + REQ_LEN + 12);
     header(
@@ -211,7 +214,9 @@ fn dump(
     let mut body = [0_u8; REQ_LEN];
     body[0] = family;
     body[1] = IPPROTO_TCP;
-    body[2] = EXT_INFO;
+    if bytes {
+        body[2] = EXT_INFO;
+    }
     body[4..8].copy_from_slice(&OPEN_STATES.to_ne_bytes());
     req.extend_from_slice(&body);
     // INET_DIAG_REQ_SK_BPF_STORAGES { SK_DIAG_BPF_STORAGE_REQ_MAP_FD: fd }

@@ -58,8 +58,8 @@ impl Sampler {
         counters: &KernelCounters,
         in_use: impl Iterator<Item = u32>,
     ) -> Tick {
-        counters.refresh_open_bytes();
         let marked = counters.touched().take();
+        counters.refresh_open_bytes(&marked);
         let baseline = !self.started;
         let mut read: Vec<u32> = if baseline {
             self.started = true;
