@@ -18,7 +18,8 @@
 //! - [`prometheus`] runs a real Prometheus server for the metrics tests;
 //!   [`dashboard`] turns the Grafana dashboard into the queries it sends;
 //! - [`rollout`]: an agent's rollouts, and the wait on them;
-//! - [`bpf`]: bpftool's view of the agent's programs and maps, the kernel's run counts.
+//! - [`bpf`]: bpftool's view of the agent's programs and maps, the kernel's run counts;
+//! - [`xdp_cost`]: the XDP gateway's time per packet (`ts-xdp-cost`, for the bench).
 
 pub mod agent;
 pub mod bpf;
@@ -35,6 +36,7 @@ pub mod process;
 pub mod prometheus;
 pub mod rollout;
 pub mod scenario;
+pub mod xdp_cost;
 
 use std::{
     path::{Path, PathBuf},

@@ -45,6 +45,19 @@ pub fn run_in<T: Send>(
     })
 }
 
+/// The index of interface `name` in the calling thread's network namespace
+/// (call it inside [`run_in`] for another namespace's).
+pub fn ifindex(name: &str) -> std::io::Result<u32> {
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: a valid NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(index)
+}
+
 /// A TCP socket listening on `addr` in the network namespace at `netns`
 /// (close-on-exec, non-blocking, `SO_REUSEADDR`; an IPv6 one is IPv6-only,
 /// so `0.0.0.0:P` and `[::]:P` can both be bound).

@@ -142,13 +142,7 @@ pub(crate) fn attach_xdp(
             source,
         };
         let (ifindex, forwarding, forwarding6) = crate::netns::run_in(netns, || {
-            let c_name = std::ffi::CString::new(iface.as_str())
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            // SAFETY: a valid NUL-terminated name.
-            let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-            if index == 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            let index = crate::netns::ifindex(iface)?;
             let forwarding =
                 std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"))?;
             // Absent when IPv6 is disabled on the interface.

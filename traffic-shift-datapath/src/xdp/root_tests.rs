@@ -16,7 +16,7 @@
 use crate::compile::ProxyAddrs;
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::AsFd as _,
     process::Command,
 };
 
@@ -174,12 +174,7 @@ impl Topology {
     }
 
     fn ifindex(&self, dev: &str) -> u32 {
-        crate::netns::run_in(&self.path(), || {
-            let name = std::ffi::CString::new(dev).expect("name");
-            // SAFETY: a valid NUL-terminated name.
-            Ok(unsafe { libc::if_nametoindex(name.as_ptr()) })
-        })
-        .expect("ifindex")
+        crate::netns::run_in(&self.path(), || crate::netns::ifindex(dev)).expect("ifindex")
     }
 }
 
@@ -309,42 +304,9 @@ impl Loaded {
             .expect("program")
             .try_into()
             .unwrap();
-        let fd = prog.fd().expect("fd").as_fd().as_raw_fd();
-        let mut out = vec![0u8; packet.len() + 256];
-        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
-        let mut ctx = [0u32; 6];
-        ctx[1] = u32::try_from(packet.len()).unwrap();
-        ctx[3] = ingress;
-        // union bpf_attr, test: { u32 prog_fd, retval, data_size_in,
-        // data_size_out; u64 data_in, data_out; u32 repeat, duration,
-        // ctx_size_in, ctx_size_out; u64 ctx_in, ctx_out; u32 flags, cpu, batch_size }
-        let mut attr = [0u64; 10];
-        attr[0] = u64::try_from(fd).unwrap();
-        attr[1] = packet.len() as u64 | ((out.len() as u64) << 32);
-        attr[2] = packet.as_ptr() as u64;
-        attr[3] = out.as_mut_ptr() as u64;
-        attr[4] = 1;
-        attr[5] = std::mem::size_of_val(&ctx) as u64;
-        attr[6] = ctx.as_ptr() as u64;
-        // SAFETY: attr describes buffers that outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                10, // BPF_PROG_TEST_RUN
-                attr.as_mut_ptr(),
-                std::mem::size_of_val(&attr),
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "BPF_PROG_TEST_RUN: {}",
-            std::io::Error::last_os_error()
-        );
-        let retval = (attr[0] >> 32) as u32;
-        let size_out = (attr[1] >> 32) as usize;
-        out.truncate(size_out);
-        (retval, out)
+        let run = crate::pins::xdp_test_run(prog.fd().expect("fd").as_fd(), packet, ingress, 1)
+            .expect("BPF_PROG_TEST_RUN");
+        (run.retval, run.packet)
     }
 }
 

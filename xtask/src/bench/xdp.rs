@@ -34,6 +34,7 @@ use super::{
 use crate::cmd;
 
 mod check;
+mod cost;
 
 /// Clients of the connection cell.
 const CONCURRENCY: u32 = 16;
@@ -206,6 +207,7 @@ pub fn run(root: &Path, bin: &Path, cgroup_root: &Path, quick: bool) -> Result<(
         conn_cell(31500)?,
         31501,
     )?;
+    let cost = cost::measure(bin, &node, &bpffs.0, quick)?;
     stop_agent(&mut procs)?;
 
     let linux = measure("iptables DNAT", conn_cell(31500)?, 31501)?;
@@ -216,6 +218,7 @@ pub fn run(root: &Path, bin: &Path, cgroup_root: &Path, quick: bool) -> Result<(
         &mode,
         &[&xdp, &linux, &linux_xdp_pass],
         &checks,
+        &cost::table(&cost),
     )?;
     drop(procs);
     Ok(())
@@ -292,7 +295,14 @@ fn link_hosts(node: &Netns, hosts: [&Netns; 3]) -> Result<()> {
 }
 
 /// Prints the table and writes it to `bench/results/xdp-latest.md`.
-fn report(root: &Path, duration: f64, mode: &str, rows: &[&Row], checks: &str) -> Result<()> {
+fn report(
+    root: &Path,
+    duration: f64,
+    mode: &str,
+    rows: &[&Row],
+    checks: &str,
+    cost: &str,
+) -> Result<()> {
     let mut md = format!(
         "Scenario 7: XDP gateway vs Linux forwarding (iptables DNAT + MASQUERADE), one run, \
          {duration} s per cell; XDP {mode} mode on veth; kernel {}\n\n\
@@ -317,6 +327,8 @@ fn report(root: &Path, duration: f64, mode: &str, rows: &[&Row], checks: &str) -
     }
     md.push('\n');
     md.push_str(checks);
+    md.push('\n');
+    md.push_str(cost);
     println!("{md}");
     let out = root.join("bench/results/xdp-latest.md");
     fs::write(&out, &md).with_context(|| format!("write {}", out.display()))?;
