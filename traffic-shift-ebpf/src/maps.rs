@@ -89,12 +89,20 @@ pub static TS_TOUCHED: Array<u64, { MAX_STATS as usize }, { BPF_F_MMAPABLE as us
 /// Marks slot `id` touched. A plain store, no read-modify-write: marks
 /// from other CPUs or a softirq cannot be lost. Marked before the counter
 /// moves: the agent reads a slot marked in a tick once more in the next
-/// (a program finishes within microseconds, so the add has landed).
+/// (a program finishes within microseconds, so the add has landed). Only
+/// stored when not marked yet: a busy slot's packets then only read the
+/// shared line, instead of taking it from the other CPUs each time. A mark
+/// read just before the agent clears it is still safe: the slot was marked
+/// in that tick, so it is read again in the next.
 #[inline(always)]
 pub fn touch(id: u32) {
     if let Some(mark) = TS_TOUCHED.get_ptr_mut(id) {
         // SAFETY: `mark` points into a map value, valid for the program run.
-        unsafe { core::ptr::write_volatile(mark, 1) };
+        unsafe {
+            if core::ptr::read_volatile(mark) == 0 {
+                core::ptr::write_volatile(mark, 1);
+            }
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use aya_ebpf::{
         BPF_NOEXIST, bpf_fib_lookup, xdp_action,
     },
     helpers::generated::{
-        bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect,
+        bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect,
     },
     macros::{map, xdp},
     maps::PerCpuArray,
@@ -52,6 +52,8 @@ pub struct Scratch {
     fib: bpf_fib_lookup,
     forward: NatEntry,
     reply: NatEntry,
+    /// The reply entry's key while a source port is sought.
+    reply_key: NatKey,
 }
 
 /// One `Scratch` per CPU. Not pinned: nothing in it outlives a program run.
@@ -184,7 +186,9 @@ fn try_xdp(ctx: &XdpContext) -> Result<(u32, Event), Event> {
         Err(event) => return pass(event),
     }
     // SAFETY: the bpf helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The coarse clock (jiffies, a few ms) is precise enough for timeouts of
+    // seconds, and costs no clock-source read per packet.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let syn = packet.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if let Some(entry) = TS_XDP_FLOWS.get_ptr_mut(&packet.key) {
         // SAFETY: LRU values stay valid for the program run.
@@ -202,28 +206,42 @@ fn try_xdp(ctx: &XdpContext) -> Result<(u32, Event), Event> {
             return pass(Event::XdpUnknownFlow);
         }
     }
-    let addr = ServiceKey {
+    // One key on the stack, its address zeroed for the second lookup.
+    let mut key = ServiceKey {
         addr: packet.key.dst,
         port: packet.key.dport,
         family: packet.family,
         pad: 0,
     };
-    let any = ServiceKey {
-        addr: [0; 16],
-        ..addr
-    };
     // SAFETY: entries are replaced, not written in place, by user space.
-    let Some(gateway) = (unsafe {
-        TS_XDP_GATEWAYS
-            .get(&addr)
-            .or_else(|| TS_XDP_GATEWAYS.get(&any))
-    }) else {
-        return pass(Event::XdpPass);
+    let gateway = match unsafe { TS_XDP_GATEWAYS.get(&key) } {
+        Some(gateway) => gateway,
+        None => {
+            key.addr = [0; 16];
+            // SAFETY: as above.
+            match unsafe { TS_XDP_GATEWAYS.get(&key) } {
+                Some(gateway) => gateway,
+                None => return pass(Event::XdpPass),
+            }
+        }
     };
     if !syn {
         return pass(Event::XdpUnknownFlow);
     }
-    new_flow(ctx, &packet, gateway.route_id, now)
+    let hop = match new_flow(ctx, &packet, gateway.route_id, now)? {
+        NewFlow::Made(hop) => hop,
+        NewFlow::Pass(event) => return pass(event),
+    };
+    // Rewritten here, not in `new_flow`: the chain of calls through it to
+    // `rewrite` would pass the 512-byte stack.
+    let Some(scratch) = TS_XDP_SCRATCH.get_ptr_mut(0) else {
+        return Err(Event::XdpFlowFull);
+    };
+    // SAFETY: this CPU's value, filled by `new_flow` in this run.
+    let (forward, fib) = unsafe { (&(*scratch).forward, &(*scratch).fib) };
+    rewrite(ctx, &packet, forward, fib)?;
+    account(&packet, forward);
+    Ok((hop.action(ctx), Event::XdpNewFlow))
 }
 
 /// Parses Ethernet, IPv4 or IPv6, and TCP into `out`. `Ok(false)`: not TCP over IP;
@@ -335,16 +353,20 @@ fn expired(flags: u8, last_seen: u64, now: u64) -> bool {
     now.wrapping_sub(last_seen) > timeout
 }
 
-/// A SYN to a gateway: endpoint, source port, entries, then forward.
+/// What `new_flow` made of a SYN.
+enum NewFlow {
+    /// Entries made, the rewrite in the scratch: forward to the hop.
+    Made(Hop),
+    /// Nothing made: the packet goes to the stack, counted as this event.
+    Pass(Event),
+}
+
+/// A SYN to a gateway: endpoint, source port, entries; the rewrite and the
+/// next hop left in the per-CPU scratch for the caller to apply.
 /// Not inlined (nor is `follow`): each gets its own stack frame, where
 /// inlined together they exceed the 512-byte BPF stack.
 #[inline(never)]
-fn new_flow(
-    ctx: &XdpContext,
-    packet: &Packet,
-    route_id: u32,
-    now: u64,
-) -> Result<(u32, Event), Event> {
+fn new_flow(ctx: &XdpContext, packet: &Packet, route_id: u32, now: u64) -> Result<NewFlow, Event> {
     // Before anything is made for the flow (`rewrite` checks it too late):
     // the stack answers with the ICMP error.
     if packet.ttl <= 1 {
@@ -352,13 +374,13 @@ fn new_flow(
     }
     // SAFETY: TS_ROUTES is BPF_F_NO_PREALLOC (see connect.rs).
     let Some(route) = (unsafe { TS_ROUTES.get(&route_id) }) else {
-        return Ok((xdp_action::XDP_PASS, Event::XdpPass));
+        return Ok(NewFlow::Pass(Event::XdpPass));
     };
     // No endpoint (the subset has none, or none healthy; or none of the
     // packet's family): the node's stack answers the SYN with a reset (no
     // socket listens there), so the client fails at once, as on the other
     // paths, instead of retrying a dropped SYN.
-    let no_endpoint = Ok((xdp_action::XDP_PASS, Event::XdpNoEndpoint));
+    let no_endpoint = Ok(NewFlow::Pass(Event::XdpNoEndpoint));
     let Ok(picked) = pick(route, route_id, addr_words(packet.key.src)) else {
         return no_endpoint;
     };
@@ -378,6 +400,7 @@ fn new_flow(
         fib,
         forward,
         reply,
+        reply_key,
     } = unsafe { &mut *scratch };
     // The node's address toward the endpoint, and the next hop.
     fib_params(fib, packet.family, packet.key.src, backend.addr);
@@ -428,8 +451,9 @@ fn new_flow(
     for i in 0..PORT_TRIES {
         let port = first.wrapping_add((start.wrapping_add(i * 7919) % count) as u16);
         forward.sport = port.to_be();
-        let key = forward.reverse_key();
-        let flags = match TS_XDP_FLOWS.get_ptr(&key) {
+        *reply_key = forward.reverse_key();
+        let key = &*reply_key;
+        let flags = match TS_XDP_FLOWS.get_ptr(key) {
             None => u64::from(BPF_NOEXIST),
             // SAFETY: LRU values stay valid for the program run.
             Some(old) => {
@@ -442,7 +466,7 @@ fn new_flow(
                 u64::from(BPF_ANY)
             }
         };
-        if TS_XDP_FLOWS.insert(&key, &*reply, flags).is_ok() {
+        if TS_XDP_FLOWS.insert(key, &*reply, flags).is_ok() {
             found = true;
             break;
         }
@@ -454,7 +478,7 @@ fn new_flow(
         .insert(&packet.key, &*forward, u64::from(BPF_ANY))
         .is_err()
     {
-        let _ = TS_XDP_FLOWS.remove(&forward.reverse_key());
+        let _ = TS_XDP_FLOWS.remove(&*reply_key);
         return Err(Event::XdpFlowFull);
     }
     if let Some(s) = stats(stat_id) {
@@ -465,9 +489,7 @@ fn new_flow(
         // SAFETY: a per-CPU map value, valid for the run.
         unsafe { add(&raw mut (*x).flows, 1) };
     }
-    rewrite(ctx, packet, forward, fib)?;
-    account(packet, forward);
-    Ok((hop.action(ctx), Event::XdpNewFlow))
+    Ok(NewFlow::Made(hop))
 }
 
 /// A packet of a known flow: rewrite by its entry, keep the counters.
@@ -480,11 +502,16 @@ fn follow(
 ) -> Result<(u32, Event), Event> {
     // SAFETY: LRU values stay valid for the program run.
     let nat = unsafe { &*entry };
-    // SAFETY: an all-zero bpf_fib_lookup is valid (plain integers).
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    fib_params(&mut fib, nat.family, nat.src, nat.dst);
-    let hop = next_hop(ctx, &mut fib, 0)?;
-    rewrite(ctx, packet, nat, &fib)?;
+    // In the per-CPU scratch, as in `new_flow`: on the stack it takes the
+    // chain of calls past 512 bytes.
+    let Some(scratch) = TS_XDP_SCRATCH.get_ptr_mut(0) else {
+        return Err(Event::XdpFlowFull);
+    };
+    // SAFETY: this CPU's value, valid for the run; XDP does not nest on a CPU.
+    let fib = unsafe { &mut (*scratch).fib };
+    fib_params(fib, nat.family, nat.src, nat.dst);
+    let hop = next_hop(ctx, fib, 0)?;
+    rewrite(ctx, packet, nat, fib)?;
     let mut flags = nat.flags;
     let reply = flags & nat_flags::REPLY != 0;
     let stat = stats(nat.stat_id);
