@@ -323,7 +323,8 @@ impl PatternCheck {
     }
 }
 
-/// `left` bytes of [`pattern`], in frames of up to 64 KiB borrowed from it.
+/// `left` bytes of [`pattern`], in frames of up to a period (64 KiB)
+/// borrowed from it.
 pub struct PatternBody {
     left: u64,
     offset: usize,
@@ -343,7 +344,7 @@ impl Body for PatternBody {
         }
         let n = usize::try_from(this.left)
             .unwrap_or(usize::MAX)
-            .min(64 << 10);
+            .min(PATTERN_PERIOD);
         let chunk = Bytes::from_static(&pattern()[this.offset..this.offset + n]);
         this.offset = (this.offset + n) % PATTERN_PERIOD;
         this.left -= n as u64;
