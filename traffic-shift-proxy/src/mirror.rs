@@ -2,7 +2,8 @@
 //! picks (by the mirror's percentage), not waited for, its answer dropped.
 //! A request with a body is copied from the replay buffer once the request
 //! itself has been sent (as Envoy's shadows wait for the whole body); one
-//! whose body outgrew the buffer is not copied (counted as such).
+//! whose body outgrew the buffer is not copied (counted as such). An
+//! upgrade request's copy is a plain request (no `Upgrade`).
 
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ impl Proxy {
         if let Ok(value) = HeaderValue::from_str(&shadow) {
             copy.headers.insert(header::HOST, value);
         }
+        // A copy is a plain request: an upgrade goes to the primary only.
+        copy.headers.remove(header::UPGRADE);
+        copy.headers.remove(header::CONNECTION);
         let client = self.upstream.client(http2).clone();
         let timeout = timeout.unwrap_or(Duration::from_secs(30));
         tokio::spawn(async move {
