@@ -102,6 +102,7 @@ pub const FAMILY_LABELS: &[(&str, &[&str])] = &[
         "traffic_shift_rollout_analysis_runs",
         &["rollout", "metric", "result"],
     ),
+    ("traffic_shift_http_retry_buffer_overflow", &["route"]),
 ];
 
 /// Istio's labels of its HTTP metrics: the TCP ones and the response code.
@@ -143,7 +144,11 @@ pub const XDP_DIRECTION_LABELS: &[&str] = &[
 
 /// Exported families the dashboard deliberately does not show, with the
 /// reason. Every other family must be on it.
-pub const NOT_ON_DASHBOARD: &[(&str, &str)] = &[];
+pub const NOT_ON_DASHBOARD: &[(&str, &str)] = &[(
+    "traffic_shift_http_retry_buffer_overflow",
+    "a rare event to alert on (request bodies over the L7 proxy's replay buffer on routes \
+     that retry or mirror), not a rate to watch; read on /metrics",
+)];
 
 /// One sample name the agent exports, e.g. `istio_tcp_connections_opened_total`.
 #[derive(Clone, Debug)]

@@ -43,7 +43,9 @@ use traffic_shift_proxy::{EndpointCounts, RequestMetrics, Splice};
 
 pub use traffic_shift_config::labels::{Family, FamilyType};
 /// Registered by the L7 proxy, which names them from these constants.
-pub use traffic_shift_proxy::{REQUEST_DURATION_MILLISECONDS, REQUESTS};
+pub use traffic_shift_proxy::{
+    HTTP_RETRY_BUFFER_OVERFLOW, REQUEST_DURATION_MILLISECONDS, REQUESTS,
+};
 
 pub const TCP_CONNECTIONS_OPENED: Family = Family {
     name: "istio_tcp_connections_opened",
@@ -198,6 +200,7 @@ pub const FAMILIES: &[Family] = &[
     ROLLOUT_ANALYSIS_RUNS,
     REQUESTS,
     REQUEST_DURATION_MILLISECONDS,
+    HTTP_RETRY_BUFFER_OVERFLOW,
 ];
 
 /// One counter slot as the metrics see it.
@@ -892,7 +895,7 @@ mod tests {
         }
     }
 
-    /// The L7 proxy names its two families itself: they must be the list's.
+    /// The L7 proxy names its families itself: they must be the list's.
     #[test]
     fn the_proxy_registers_the_listed_request_families() {
         let mut registry = Registry::default();
@@ -900,18 +903,23 @@ mod tests {
         // A family shows once it has a series.
         let labels = IstioLabels(vec![("destination_version", "v1".to_owned())]);
         requests.record(&labels, 200, "-", std::time::Duration::from_millis(1));
+        requests.buffer_overflow("default/reviews/http[0]").inc();
         requests.register(&mut registry);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
-        let want: BTreeMap<String, (String, String)> = [REQUESTS, REQUEST_DURATION_MILLISECONDS]
-            .iter()
-            .map(|f| {
-                (
-                    f.name.to_owned(),
-                    (type_name(f.kind).to_owned(), f.help.to_owned()),
-                )
-            })
-            .collect();
+        let want: BTreeMap<String, (String, String)> = [
+            REQUESTS,
+            REQUEST_DURATION_MILLISECONDS,
+            HTTP_RETRY_BUFFER_OVERFLOW,
+        ]
+        .iter()
+        .map(|f| {
+            (
+                f.name.to_owned(),
+                (type_name(f.kind).to_owned(), f.help.to_owned()),
+            )
+        })
+        .collect();
         assert_eq!(descriptors(&text), want, "{text}");
     }
 

@@ -10,20 +10,35 @@
 //! - `/failrate/P`: from now on P percent of the requests get 503, evenly
 //!   spread (request k of them fails when `k * P / 100` moves on): exactly
 //!   P of every 100 in a row;
-//! - `/count`: `{"count": N}`, the requests seen (`/count` itself excluded).
+//! - `/count`: `{"count": N}`, the requests seen (`/count` itself excluded);
+//! - `/bytes/N`: answers N bytes of [`pattern`], streamed (never whole in
+//!   memory);
+//! - every answer's JSON has `body_bytes`, the request body's length, and
+//!   `body_pattern`, whether it was a non-empty run of [`pattern`] from its
+//!   start: the body is read as it streams in, counted and checked, not
+//!   kept;
+//! - a request with `Connection: upgrade` and `Upgrade: P` gets 101 and
+//!   then every byte it sends back (a WebSocket-style echo).
 
 use std::{
     collections::BTreeMap,
     convert::Infallible,
+    pin::Pin,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll},
     time::Duration,
 };
 
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response, StatusCode, body::Bytes, header, service::service_fn};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::{
+    Request, Response, StatusCode,
+    body::{Body, Bytes, Frame, SizeHint},
+    header,
+    service::service_fn,
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
@@ -40,6 +55,8 @@ pub struct Echo {
     /// `/failrate/P`: the percentage, and the requests counted since.
     fail_rate: AtomicU64,
     rated: AtomicU64,
+    /// Request body bytes received, all requests together.
+    body_bytes: AtomicU64,
 }
 
 impl Echo {
@@ -51,12 +68,18 @@ impl Echo {
             fail_next: AtomicU64::new(0),
             fail_rate: AtomicU64::new(0),
             rated: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
         })
     }
 
     /// Requests seen (`/count` excluded).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Request body bytes received, all requests together.
+    pub fn body_bytes(&self) -> u64 {
+        self.body_bytes.load(Ordering::Relaxed)
     }
 
     /// The next `n` requests get 503.
@@ -74,8 +97,16 @@ impl Echo {
         k * rate / 100 != (k - 1) * rate / 100
     }
 
-    async fn answer(&self, request: &hyper::http::request::Parts) -> Response<Full<Bytes>> {
+    async fn answer(
+        &self,
+        request: &hyper::http::request::Parts,
+        body: Received,
+    ) -> Response<EchoBody> {
         let path = request.uri.path().to_owned();
+        if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse().ok()) {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            return Response::new(Either::Right(PatternBody { left: n, offset: 0 }));
+        }
         if path == "/count" {
             return json(
                 StatusCode::OK,
@@ -130,13 +161,18 @@ impl Echo {
             "authority": authority,
             "protocol": format!("{:?}", request.version),
             "headers": headers,
+            "body_bytes": body.bytes,
+            "body_pattern": body.bytes > 0 && body.pattern.ok,
         });
         json(status, &body)
     }
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+/// What the echo answers with: JSON, or a run of [`pattern`].
+type EchoBody = Either<Full<Bytes>, PatternBody>;
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<EchoBody> {
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(format!("{body}\n")))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -158,23 +194,169 @@ pub async fn serve(listener: TcpListener, echo: Arc<Echo>) {
         };
         let echo = Arc::clone(&echo);
         tokio::spawn(async move {
-            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+            let service = service_fn(move |mut request: Request<hyper::body::Incoming>| {
                 let echo = Arc::clone(&echo);
                 async move {
-                    // Read the body, so keep-alive works after a POST.
-                    let (parts, body) = request.into_parts();
-                    let _ = body.collect().await;
-                    Ok::<_, Infallible>(echo.answer(&parts).await)
+                    if let Some(protocol) = upgrade(&request) {
+                        echo.requests.fetch_add(1, Ordering::Relaxed);
+                        let upgraded = hyper::upgrade::on(&mut request);
+                        tokio::spawn(echo_upgraded(upgraded));
+                        let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
+                        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                        let headers = response.headers_mut();
+                        headers.insert(
+                            header::CONNECTION,
+                            header::HeaderValue::from_static("upgrade"),
+                        );
+                        headers.insert(header::UPGRADE, protocol);
+                        return Ok::<_, Infallible>(response);
+                    }
+                    // Read the body as it comes (so keep-alive works after
+                    // a POST), counted and checked, not kept.
+                    let (parts, mut body) = request.into_parts();
+                    let mut received = Received::default();
+                    while let Some(Ok(frame)) = body.frame().await {
+                        if let Some(data) = frame.data_ref() {
+                            received.bytes += data.len() as u64;
+                            received.pattern.feed(data);
+                        }
+                    }
+                    echo.body_bytes.fetch_add(received.bytes, Ordering::Relaxed);
+                    Ok::<_, Infallible>(echo.answer(&parts, received).await)
                 }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             if let Err(err) = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await
             {
                 tracing::debug!(%err, "http-echo: connection ended with an error");
             }
         });
+    }
+}
+
+/// The protocol a request asks to switch to (`Connection: upgrade`,
+/// `Upgrade: P`).
+fn upgrade(request: &Request<hyper::body::Incoming>) -> Option<header::HeaderValue> {
+    let asks = request
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| request.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Sends back every byte of an upgraded connection until the client
+/// closes it.
+async fn echo_upgraded(upgraded: hyper::upgrade::OnUpgrade) {
+    let upgraded = match upgraded.await {
+        Ok(upgraded) => upgraded,
+        Err(err) => {
+            tracing::debug!(%err, "http-echo: upgrade failed");
+            return;
+        }
+    };
+    let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+    if let Err(err) = tokio::io::copy(&mut reader, &mut writer).await {
+        tracing::debug!(%err, "http-echo: upgraded connection ended with an error");
+    }
+}
+
+/// The request body as the echo saw it.
+#[derive(Default)]
+struct Received {
+    bytes: u64,
+    pattern: PatternCheck,
+}
+
+/// The period of [`pattern`]: a prime, so a body shifted, cut or repeated
+/// by anything but a multiple of it does not match.
+pub const PATTERN_PERIOD: usize = 65_521;
+
+/// Two periods of the test byte pattern: byte `i` of a pattern run is
+/// `pattern()[i % PATTERN_PERIOD]`, and any `PATTERN_PERIOD` bytes from an
+/// offset below it are contiguous here.
+pub fn pattern() -> &'static [u8] {
+    static PATTERN: OnceLock<Vec<u8>> = OnceLock::new();
+    PATTERN.get_or_init(|| {
+        (0..2 * PATTERN_PERIOD)
+            .map(|i| {
+                let i = i % PATTERN_PERIOD;
+                #[expect(clippy::cast_possible_truncation, reason = "a byte pattern")]
+                let byte = (i * 31 + i / 251) as u8;
+                byte
+            })
+            .collect()
+    })
+}
+
+/// Checks that bytes fed in pieces are a run of [`pattern`] from its start.
+#[derive(Debug)]
+pub struct PatternCheck {
+    /// Where the next byte falls in the period.
+    offset: usize,
+    pub ok: bool,
+}
+
+impl Default for PatternCheck {
+    fn default() -> Self {
+        Self {
+            offset: 0,
+            ok: true,
+        }
+    }
+}
+
+impl PatternCheck {
+    pub fn feed(&mut self, mut data: &[u8]) {
+        let pattern = pattern();
+        while !data.is_empty() && self.ok {
+            let n = data.len().min(PATTERN_PERIOD);
+            self.ok = data[..n] == pattern[self.offset..self.offset + n];
+            self.offset = (self.offset + n) % PATTERN_PERIOD;
+            data = &data[n..];
+        }
+    }
+}
+
+/// `left` bytes of [`pattern`], in frames of up to a period (64 KiB)
+/// borrowed from it.
+pub struct PatternBody {
+    left: u64,
+    offset: usize,
+}
+
+impl Body for PatternBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = usize::try_from(this.left)
+            .unwrap_or(usize::MAX)
+            .min(PATTERN_PERIOD);
+        let chunk = Bytes::from_static(&pattern()[this.offset..this.offset + n]);
+        this.offset = (this.offset + n) % PATTERN_PERIOD;
+        this.left -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
     }
 }
 
@@ -191,5 +373,20 @@ mod tests {
         assert_eq!(fails[100..].iter().filter(|f| **f).count(), 30);
         // Spread: never two in a row at 30%.
         assert!(!fails.windows(2).any(|w| w[0] && w[1]));
+    }
+
+    #[test]
+    fn a_pattern_run_checks_in_any_pieces_and_a_shifted_one_does_not() {
+        let run: Vec<u8> = (0..3 * PATTERN_PERIOD + 17)
+            .map(|i| pattern()[i % PATTERN_PERIOD])
+            .collect();
+        for piece in [1, 1000, PATTERN_PERIOD, 70_000] {
+            let mut check = PatternCheck::default();
+            run.chunks(piece).for_each(|c| check.feed(c));
+            assert!(check.ok, "in pieces of {piece}");
+        }
+        let mut shifted = PatternCheck::default();
+        shifted.feed(&run[1..]);
+        assert!(!shifted.ok, "a run from byte 1 is not one from the start");
     }
 }

@@ -9,10 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::{
     Request, Response, StatusCode, Uri, Version,
-    body::{Bytes, Incoming},
+    body::Incoming,
     header::{self, HeaderMap, HeaderName, HeaderValue},
 };
 use hyper_util::{
@@ -21,13 +21,25 @@ use hyper_util::{
 };
 use traffic_shift_config::model::{Endpoint, HttpDestination};
 
-use crate::{Proxy, ProxyBody, local::LocalReply, request::Routed, rewrite, routes::Route, select};
+use crate::{
+    Proxy, ProxyBody,
+    body::{BodyError, Outbound, RequestBody},
+    local::LocalReply,
+    request::Routed,
+    rewrite,
+    routes::Route,
+    select,
+};
+
+/// How long a retry waits for the attempt before it to let go of the
+/// request body (its connection drops it once the body is sent).
+const REPLAY_WAIT: Duration = Duration::from_secs(1);
 
 /// The upstream connection pools, HTTP/1.1 and h2c (prior knowledge), by
 /// endpoint; they outlive configuration updates.
 pub(crate) struct Upstream {
-    http1: Client<HttpConnector, Full<Bytes>>,
-    http2: Client<HttpConnector, Full<Bytes>>,
+    http1: Client<HttpConnector, RequestBody>,
+    http2: Client<HttpConnector, RequestBody>,
 }
 
 impl Upstream {
@@ -51,7 +63,7 @@ impl Upstream {
     }
 
     /// The pool of h2c connections if `http2`, else of HTTP/1.1 ones.
-    pub(crate) fn client(&self, http2: bool) -> &Client<HttpConnector, Full<Bytes>> {
+    pub(crate) fn client(&self, http2: bool) -> &Client<HttpConnector, RequestBody> {
         if http2 { &self.http2 } else { &self.http1 }
     }
 }
@@ -60,13 +72,16 @@ impl Proxy {
     /// Sends the request to an endpoint of destination `index` (picked by
     /// its `endpoint_selection`, `endpoint_hash` the request's key for it),
     /// with the route's timeout and retries. Returns the answer (or the local error
-    /// reply), the endpoint that gave it, and the response flags.
+    /// reply), the endpoint that gave it, and the response flags. A retry
+    /// needs the body again: one that outgrew the replay buffer is not
+    /// retried (the answer of the attempt that failed stands).
     pub(crate) async fn forward<'r>(
         &self,
         route: &'r Route,
         index: usize,
         endpoint_hash: Option<u32>,
         outgoing: &Outgoing,
+        body: &mut Outbound,
         start: Instant,
     ) -> (
         Result<Response<ProxyBody>, LocalReply>,
@@ -93,6 +108,7 @@ impl Proxy {
             );
         }
         let mut attempt = 0;
+        let mut next_body = body.first();
         loop {
             attempt += 1;
             let Some(endpoint) = select::endpoint(
@@ -119,7 +135,11 @@ impl Proxy {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let request = outgoing.to_request(endpoint.addr, http2);
+            let request = outgoing.to_request(
+                endpoint.addr,
+                http2,
+                next_body.take().unwrap_or(RequestBody::Empty),
+            );
             let client = self.upstream.client(http2);
             let sent = client.request(request);
             let result = match limit {
@@ -129,46 +149,45 @@ impl Proxy {
             let outcome = match result {
                 Ok(Ok(response)) => Attempt::Answer(response),
                 Ok(Err(err)) if err.is_connect() => Attempt::ConnectFailure(error_chain(&err)),
-                Ok(Err(err)) => Attempt::Reset(error_chain(&err)),
+                Ok(Err(err)) => match body_error(&err) {
+                    Some(BodyError::Idle(_)) => Attempt::BodyTimeout,
+                    Some(_) => Attempt::BadBody(error_chain(&err)),
+                    None => Attempt::Reset(error_chain(&err)),
+                },
                 Err(()) => Attempt::Timeout,
             };
-            self.outcomes.record(endpoint.addr, outcome.status());
+            if !matches!(outcome, Attempt::BodyTimeout | Attempt::BadBody(_)) {
+                // The client's body failed: no fault of the endpoint.
+                self.outcomes.record(endpoint.addr, outcome.status());
+            }
             let deadline_passed = deadline.is_some_and(|d| Instant::now() >= d);
             if attempt < attempts && !deadline_passed && outcome.retriable(&retries.retry_on) {
-                tracing::debug!(route = %model.key, endpoint = %endpoint.addr, status = outcome.status(), attempt, "L7 proxy: retrying");
                 let backoff = retries.backoff.unwrap_or(Duration::from_millis(25));
                 let backoff = deadline.map_or(backoff, |d| {
                     backoff.min(d.saturating_duration_since(Instant::now()))
                 });
                 tokio::time::sleep(backoff).await;
-                continue;
-            }
-            let result = match outcome {
-                Attempt::Answer(response) => {
-                    return (Ok(response.map(BodyExt::boxed)), Some(endpoint), "-");
+                let wait = deadline.map_or(REPLAY_WAIT, |d| {
+                    REPLAY_WAIT.min(d.saturating_duration_since(Instant::now()))
+                });
+                next_body = body.again(wait).await;
+                if next_body.is_some() {
+                    tracing::debug!(route = %model.key, endpoint = %endpoint.addr, status = outcome.status(), attempt, "L7 proxy: retrying");
+                    continue;
                 }
-                Attempt::ConnectFailure(why) => LocalReply::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UF",
-                    format!(
-                        "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: {why}\n"
-                    ),
-                ),
-                Attempt::Reset(why) => LocalReply::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UC",
-                    format!(
-                        "upstream connect error or disconnect/reset before headers. reset reason: connection termination ({why})\n"
-                    ),
-                ),
-                Attempt::Timeout => LocalReply::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "UT",
-                    "upstream request timeout\n",
-                ),
+                tracing::debug!(
+                    route = %model.key, endpoint = %endpoint.addr, status = outcome.status(), attempt,
+                    overflowed = body.overflowed(),
+                    "L7 proxy: not retried: the request body is not kept (it outgrew the replay buffer, or the attempt still holds it)"
+                );
+            }
+            return match outcome.into_answer() {
+                Ok(response) => (Ok(response), Some(endpoint), "-"),
+                Err(reply) => {
+                    let flags = reply.flags;
+                    (Err(reply), Some(endpoint), flags)
+                }
             };
-            let flags = result.flags;
-            return (Err(result), Some(endpoint), flags);
         }
     }
 }
@@ -181,7 +200,6 @@ pub(crate) fn outgoing(
     cx: &Routed<'_>,
     chosen: &HttpDestination,
     parts: hyper::http::request::Parts,
-    body: Bytes,
 ) -> (Outgoing, String) {
     let model = &cx.route.model;
     let mut headers = parts.headers;
@@ -222,7 +240,6 @@ pub(crate) fn outgoing(
         method: parts.method,
         path_and_query,
         headers,
-        body,
     };
     (outgoing, authority)
 }
@@ -233,15 +250,57 @@ enum Attempt {
     ConnectFailure(String),
     Reset(String),
     Timeout,
+    /// The client stalled mid-body (not retried).
+    BodyTimeout,
+    /// The client's body failed (not retried).
+    BadBody(String),
 }
 
 impl Attempt {
+    /// The answer to pass on, or the local reply (with Envoy's flag) that
+    /// stands for the failure.
+    fn into_answer(self) -> Result<Response<ProxyBody>, LocalReply> {
+        let reply = match self {
+            Self::Answer(response) => return Ok(response.map(BodyExt::boxed)),
+            Self::ConnectFailure(why) => LocalReply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UF",
+                format!(
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: {why}\n"
+                ),
+            ),
+            Self::Reset(why) => LocalReply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UC",
+                format!(
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination ({why})\n"
+                ),
+            ),
+            Self::Timeout => LocalReply::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "UT",
+                "upstream request timeout\n",
+            ),
+            Self::BodyTimeout => {
+                LocalReply::new(StatusCode::REQUEST_TIMEOUT, "DPE", "request body timeout\n")
+            }
+            Self::BadBody(why) => LocalReply::new(
+                StatusCode::BAD_REQUEST,
+                "DPE",
+                format!("bad request body: {why}\n"),
+            ),
+        };
+        Err(reply)
+    }
+
     /// The status it counts as (a local error as Envoy answers it).
     fn status(&self) -> u16 {
         match self {
             Self::Answer(response) => response.status().as_u16(),
             Self::ConnectFailure(_) | Self::Reset(_) => 503,
             Self::Timeout => 504,
+            Self::BodyTimeout => 408,
+            Self::BadBody(_) => 400,
         }
     }
 
@@ -257,6 +316,7 @@ impl Attempt {
                 has("reset") || has("5xx") || has("gateway-error") || has("refused-stream")
             }
             Self::Timeout => has("5xx") || has("gateway-error") || has("reset"),
+            Self::BodyTimeout | Self::BadBody(_) => false,
             Self::Answer(response) => {
                 let status = response.status().as_u16();
                 let grpc = response
@@ -291,21 +351,25 @@ fn retriable_status_codes(retry_on: &[String]) -> impl Iterator<Item = u16> + '_
     listed.chain(default)
 }
 
-/// The request as it goes upstream (body buffered, so it can be sent again
-/// on a retry and copied to mirrors).
+/// The head of the request as it goes upstream (its body streams:
+/// [`Outbound`]).
 #[derive(Clone)]
 pub(crate) struct Outgoing {
     pub(crate) method: hyper::Method,
     pub(crate) path_and_query: String,
     pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
 }
 
 impl Outgoing {
-    pub(crate) fn to_request(&self, endpoint: SocketAddr, http2: bool) -> Request<Full<Bytes>> {
+    pub(crate) fn to_request(
+        &self,
+        endpoint: SocketAddr,
+        http2: bool,
+        body: RequestBody,
+    ) -> Request<RequestBody> {
         let uri = Uri::try_from(format!("http://{endpoint}{}", self.path_and_query))
             .unwrap_or_else(|_| Uri::from_static("/"));
-        let mut request = Request::new(Full::new(self.body.clone()));
+        let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = uri;
         *request.version_mut() = if http2 {
@@ -360,6 +424,18 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert("x-forwarded-for", value);
     }
+}
+
+/// The request body's own error, when that is what failed an attempt.
+fn body_error<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e BodyError> {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        if let Some(body) = cause.downcast_ref::<BodyError>() {
+            return Some(body);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// An error and its causes on one line.

@@ -27,12 +27,14 @@
 //! | `select` | the destination and endpoint picks (smooth, random, consistent hash) |
 //! | `local` | local replies: fault injection (delay, abort), redirect, direct response, errors with Envoy's flags |
 //! | `rewrite` | header operations, uri and authority rewrite, redirect locations |
+//! | `body` | request bodies streamed upstream, the replay buffer of retries and mirrors |
 //! | `forward` | the upstream request, the HTTP/1.1 and h2c client pools, timeout and retries |
 //! | `mirror` | copies of a request to mirror destinations |
 //! | `stats` | request metrics (Istio's), upstream outcomes per endpoint |
 //! | [`splice`] | TCP routes of Gateway servers on unix sockets: the same picks, per connection, bytes copied both ways |
 //! | [`echo`] | the `http-echo` backend of the demo, tests and bench |
 
+mod body;
 pub mod echo;
 mod forward;
 mod local;
@@ -72,7 +74,8 @@ pub use self::{
     splice::{EndpointCounts, Splice},
     stats::{
         BUCKETS, Counts, CountsKey, DURATION_BUCKETS, DestinationId, EndpointOutcomes,
-        REQUEST_DURATION_MILLISECONDS, REQUESTS, RequestMetrics, RouteStats,
+        HTTP_RETRY_BUFFER_OVERFLOW, REQUEST_DURATION_MILLISECONDS, REQUESTS, RequestMetrics,
+        RouteStats,
     },
 };
 

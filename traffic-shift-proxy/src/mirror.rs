@@ -1,5 +1,9 @@
 //! Mirroring: a copy of a request sent to each mirror destination its route
 //! picks (by the mirror's percentage), not waited for, its answer dropped.
+//! A request with a body is copied from the replay buffer once the request
+//! itself has been sent (as Envoy's shadows wait for the whole body); one
+//! whose body outgrew the buffer is not copied (counted as such). An
+//! upgrade request's copy is a plain request (no `Upgrade`).
 
 use std::time::Duration;
 
@@ -7,12 +11,18 @@ use http_body_util::BodyExt;
 use hyper::header::{self, HeaderValue};
 use traffic_shift_config::model::Destination;
 
-use crate::{Proxy, forward::Outgoing, routes, select};
+use crate::{
+    Proxy,
+    body::{Replayable, RequestBody},
+    forward::Outgoing,
+    routes, select,
+};
 
 impl Proxy {
     /// Sends a copy of the request to a mirror destination, not waiting
     /// for it; its answer is dropped. The authority gets `-shadow`, as
-    /// Envoy marks mirrored requests.
+    /// Envoy marks mirrored requests. `body`: the request's replay buffer
+    /// (`None`: it has no body).
     pub(crate) fn mirror(
         &self,
         outgoing: &Outgoing,
@@ -20,6 +30,7 @@ impl Proxy {
         dest: &Destination,
         http2: bool,
         timeout: Option<Duration>,
+        body: Option<Replayable>,
     ) {
         let n = dest.endpoints.len();
         if n == 0 {
@@ -32,10 +43,23 @@ impl Proxy {
         if let Ok(value) = HeaderValue::from_str(&shadow) {
             copy.headers.insert(header::HOST, value);
         }
-        let request = copy.to_request(endpoint, http2);
+        // A copy is a plain request: an upgrade goes to the primary only.
+        copy.headers.remove(header::UPGRADE);
+        copy.headers.remove(header::CONNECTION);
         let client = self.upstream.client(http2).clone();
         let timeout = timeout.unwrap_or(Duration::from_secs(30));
         tokio::spawn(async move {
+            let body = match body {
+                None => RequestBody::Empty,
+                Some(replayable) => {
+                    let Some(body) = replayable.body(timeout).await else {
+                        tracing::debug!(%endpoint, overflowed = replayable.overflowed(), "L7 proxy: no mirror copy: the request body is not kept");
+                        return;
+                    };
+                    body
+                }
+            };
+            let request = copy.to_request(endpoint, http2, body);
             match tokio::time::timeout(timeout, client.request(request)).await {
                 Ok(Ok(response)) => {
                     // Read the answer so the connection goes back to the pool.

@@ -8,12 +8,14 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Instant};
 
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::{
     Request, Response, StatusCode,
-    body::{Bytes, Incoming},
+    body::Incoming,
     header::{self, HeaderValue},
+    upgrade::OnUpgrade,
 };
+use hyper_util::rt::TokioIo;
 use traffic_shift_config::{
     labels::{IstioLabels, Reporter},
     model::{Endpoint, HttpListener, HttpSelection},
@@ -21,6 +23,7 @@ use traffic_shift_config::{
 
 use crate::{
     Proxy, ProxyBody,
+    body::{Outbound, Replayable, Source},
     forward::{outgoing, strip_hop_by_hop},
     local::{LocalReply, reply_response},
     rewrite,
@@ -184,8 +187,10 @@ impl Proxy {
         self.routed(&cx, request).await
     }
 
-    /// A request that goes to a destination of its route.
-    async fn routed(&self, cx: &Routed<'_>, request: Request<Incoming>) -> Response<ProxyBody> {
+    /// A request that goes to a destination of its route. Its body streams
+    /// to the endpoint (kept for retries and mirrors up to the replay
+    /// buffer); an HTTP/1.1 upgrade answered 101 is spliced both ways.
+    async fn routed(&self, cx: &Routed<'_>, mut request: Request<Incoming>) -> Response<ProxyBody> {
         let model = &cx.route.model;
         let hash = request_hash(&model.selection, &request, cx.peer);
         let index = cx.route.slots.pick(&model.selection, &cx.route.state, hash);
@@ -193,51 +198,93 @@ impl Proxy {
         let chosen = &model.destinations[index];
 
         let endpoint_hash = request_hash(&chosen.endpoint_selection, &request, cx.peer);
+        // An upgrade goes on to an HTTP/1.1 endpoint only (h2c has none).
+        let upgrade = upgrade_protocol(&request)
+            .filter(|_| !chosen.http2)
+            .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
         let (parts, body) = request.into_parts();
-        let body = match self.read_body(body).await {
-            Ok(body) => body,
-            Err(reply) => return self.route_local(cx, Some(index), &reply),
+        let mut body = self.outbound(cx, body);
+        let (mut outgoing, authority) = outgoing(cx, chosen, parts);
+        if let Some((protocol, _)) = &upgrade {
+            set_upgrade(&mut outgoing.headers, protocol.clone());
+        }
+        let mirrors: Vec<_> = model
+            .mirrors
+            .iter()
+            .filter(|mirror| select::chance(mirror.percentage))
+            .collect();
+        let kept = match &body {
+            Outbound::Replayable(replayable) => Some(replayable.clone()),
+            Outbound::Empty | Outbound::Once(_) => None,
         };
-        let (outgoing, authority) = outgoing(cx, chosen, parts, body);
-        for mirror in &model.mirrors {
-            if select::chance(mirror.percentage) {
+        let send_mirrors = |kept: Option<Replayable>| {
+            for mirror in &mirrors {
                 self.mirror(
                     &outgoing,
                     &authority,
                     &mirror.destination,
                     mirror.http2,
                     model.timeout,
+                    kept.clone(),
                 );
             }
+        };
+        // Without a body, at once; with one, from the replay buffer once
+        // the request has been sent.
+        if kept.is_none() {
+            send_mirrors(None);
         }
-
         let (response, endpoint, flags) = self
-            .forward(cx.route, index, endpoint_hash, &outgoing, cx.start)
+            .forward(
+                cx.route,
+                index,
+                endpoint_hash,
+                &outgoing,
+                &mut body,
+                cx.start,
+            )
             .await;
+        if kept.is_some() {
+            send_mirrors(kept);
+        }
         let code = match &response {
             Ok(response) => response.status().as_u16(),
             Err(reply) => reply.status.as_u16(),
         };
         let handles = self.handles(cx, Some(index), endpoint, code, flags);
+        // Counted when the body has gone to the client (or the client
+        // left; an upgraded connection: when it closes): Istio's duration
+        // is the whole exchange.
+        let done = Recorded {
+            handles,
+            start: cx.start,
+        };
         let mut response = match response {
             Ok(mut response) => {
+                let upgraded = upgrade
+                    .filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS)
+                    .and_then(|(_, client)| {
+                        let protocol = response.headers().get(header::UPGRADE)?.clone();
+                        Some((protocol, client))
+                    });
                 strip_hop_by_hop(response.headers_mut());
-                // Counted when the body has gone to the client (or the
-                // client left): Istio's duration is the whole exchange.
-                let done = Recorded {
-                    handles,
-                    start: cx.start,
-                };
-                response.map(|body| {
-                    body.map_frame(move |frame| {
-                        let _ = &done;
-                        frame
+                if let Some((protocol, client)) = upgraded {
+                    set_upgrade(response.headers_mut(), protocol);
+                    let upstream = hyper::upgrade::on(&mut response);
+                    tokio::spawn(splice_upgraded(client, upstream, done));
+                    response.map(BodyExt::boxed)
+                } else {
+                    response.map(|body| {
+                        body.map_frame(move |frame| {
+                            let _ = &done;
+                            frame
+                        })
+                        .boxed()
                     })
-                    .boxed()
-                })
+                }
             }
             Err(reply) => {
-                handles.record(cx.start.elapsed());
+                drop(done);
                 reply_response(&reply)
             }
         };
@@ -246,53 +293,29 @@ impl Proxy {
         response
     }
 
-    /// The whole request body, bounded in size and in time between chunks.
-    async fn read_body(&self, body: Incoming) -> Result<Bytes, LocalReply> {
+    /// The request body as its attempts get it: nothing, streamed once, or
+    /// kept in a replay buffer when the route may send it again (it
+    /// retries or mirrors).
+    fn outbound(&self, cx: &Routed<'_>, body: Incoming) -> Outbound {
         use hyper::body::Body as _;
         if body.is_end_stream() {
-            return Ok(Bytes::new());
+            return Outbound::Empty;
         }
-        let mut limited = Limited::new(body, self.options.max_body_bytes);
-        let mut out = Vec::new();
-        loop {
-            let frame =
-                tokio::time::timeout(self.options.request_header_timeout, limited.frame()).await;
-            match frame {
-                Err(_) => {
-                    return Err(LocalReply::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "DPE",
-                        "request body timeout\n",
-                    ));
-                }
-                Ok(None) => return Ok(Bytes::from(out)),
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        out.extend_from_slice(&data);
-                    }
-                }
-                Ok(Some(Err(err))) => {
-                    if err
-                        .downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        return Err(LocalReply::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "-",
-                            format!(
-                                "request body larger than {} bytes\n",
-                                self.options.max_body_bytes
-                            ),
-                        ));
-                    }
-                    return Err(LocalReply::new(
-                        StatusCode::BAD_REQUEST,
-                        "DPE",
-                        format!("bad request body: {err}\n"),
-                    ));
-                }
-            }
+        let source = Source::new(body, self.options.request_header_timeout);
+        let model = &cx.route.model;
+        if model.retries.attempts == 0 && model.mirrors.is_empty() {
+            return Outbound::Once(Some(source));
         }
+        let overflow = cx
+            .route
+            .overflow
+            .get_or_init(|| self.metrics.buffer_overflow(&model.key))
+            .clone();
+        Outbound::Replayable(Replayable::new(
+            source,
+            self.options.buffer_limit_bytes,
+            overflow,
+        ))
     }
 
     /// The series of `cx`'s route a request counts in: destination `dest`
@@ -361,6 +384,50 @@ pub(crate) struct Routed<'a> {
     pub(crate) authority: String,
     pub(crate) reporter: Reporter<'a>,
     pub(crate) start: Instant,
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection:
+/// upgrade` and `Upgrade: <protocol>`, e.g. a WebSocket handshake).
+fn upgrade_protocol(request: &Request<Incoming>) -> Option<HeaderValue> {
+    if request.version() != hyper::Version::HTTP_11 {
+        return None;
+    }
+    let asks = request
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| request.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts back the headers of an upgrade that hop-by-hop stripping removed.
+fn set_upgrade(headers: &mut hyper::HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+/// Copies the bytes of an upgraded connection both ways, client and
+/// endpoint, until either side closes; then counts the request.
+async fn splice_upgraded(client: OnUpgrade, upstream: OnUpgrade, done: Recorded) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(err) => {
+            tracing::debug!(%err, "L7 proxy: an upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((sent, received)) => {
+            tracing::debug!(sent, received, "L7 proxy: upgraded connection closed");
+        }
+        Err(err) => tracing::debug!(%err, "L7 proxy: upgraded connection ended with an error"),
+    }
+    drop(done);
 }
 
 /// The authority as the client sent it: `:authority` (HTTP/2, or an

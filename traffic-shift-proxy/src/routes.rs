@@ -170,6 +170,9 @@ pub struct Route {
     pub series: SeriesCache,
     /// Its requests by destination and endpoint, for `status`.
     pub counts: Arc<RouteCounts>,
+    /// Its replay buffer overflow counter, made at its first request with
+    /// a body it could retry or mirror.
+    pub overflow: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Route {
@@ -240,6 +243,7 @@ impl Route {
             state,
             series: SeriesCache::default(),
             counts,
+            overflow: std::sync::OnceLock::new(),
         })
     }
 

@@ -27,9 +27,13 @@ pub struct Options {
     pub max_header_bytes: usize,
     /// The most request headers (Envoy's `max_request_headers_count`).
     pub max_headers: usize,
-    /// Request bodies are buffered (for retries and mirrors) up to this;
-    /// a longer one gets 413.
-    pub max_body_bytes: usize,
+    /// The replay buffer of a request whose route retries or mirrors
+    /// (Envoy's `per_request_buffer_limit_bytes`): its body is kept up to
+    /// this many bytes so it can be sent again. A longer body streams on,
+    /// is not retried nor mirrored, and is counted
+    /// (`traffic_shift_http_retry_buffer_overflow_total`). Bodies are never
+    /// refused for their size.
+    pub buffer_limit_bytes: usize,
     /// Client connections at once; more are closed when accepted.
     pub max_connections: usize,
     /// Upstream connect timeout (Istio's `connectTimeout` default, 10s).
@@ -42,7 +46,7 @@ impl Default for Options {
             request_header_timeout: Duration::from_secs(10),
             max_header_bytes: 60 << 10,
             max_headers: 100,
-            max_body_bytes: 1 << 20,
+            buffer_limit_bytes: 1 << 20,
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(10),
         }
@@ -179,6 +183,7 @@ impl Proxy {
                 .max_buf_size(self.options.max_header_bytes.max(8192))
                 .max_headers(self.options.max_headers)
                 .serve_connection(io, service)
+                .with_upgrades()
                 .await
         };
         if let Err(err) = result {

@@ -31,6 +31,15 @@ pub const REQUEST_DURATION_MILLISECONDS: labels::Family = labels::Family {
     help: "Request duration, until the response body was sent, in milliseconds (Istio standard metric)",
 };
 
+/// Requests whose body outgrew the replay buffer on a route that retries
+/// or mirrors: streamed on, but neither retried nor mirrored (Envoy's
+/// `retry_or_shadow_abandoned`), by route.
+pub const HTTP_RETRY_BUFFER_OVERFLOW: labels::Family = labels::Family {
+    name: "traffic_shift_http_retry_buffer_overflow",
+    kind: FamilyType::Counter,
+    help: "Requests whose body outgrew the L7 proxy's replay buffer on a route that retries or mirrors: not retried, not mirrored",
+};
+
 type Labels = Vec<(&'static str, String)>;
 
 /// Istio's `istio_request_duration_milliseconds` buckets (upper bounds,
@@ -68,6 +77,8 @@ fn duration_histogram() -> Histogram {
 pub struct RequestMetrics {
     requests: Family<Labels, Counter>,
     duration: Family<Labels, Histogram, fn() -> Histogram>,
+    /// [`HTTP_RETRY_BUFFER_OVERFLOW`], by `route`.
+    overflow: Family<Labels, Counter>,
 }
 
 impl Default for RequestMetrics {
@@ -75,6 +86,7 @@ impl Default for RequestMetrics {
         Self {
             requests: Family::default(),
             duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            overflow: Family::default(),
         }
     }
 }
@@ -88,6 +100,19 @@ impl RequestMetrics {
             REQUEST_DURATION_MILLISECONDS.help,
             self.duration.clone(),
         );
+        registry.register(
+            HTTP_RETRY_BUFFER_OVERFLOW.name,
+            HTTP_RETRY_BUFFER_OVERFLOW.help,
+            self.overflow.clone(),
+        );
+    }
+
+    /// The replay buffer overflow counter of route `route` (made at zero
+    /// the first time: once per route of a configuration, not per request).
+    pub fn buffer_overflow(&self, route: &str) -> Counter {
+        self.overflow
+            .get_or_create(&vec![("route", route.to_owned())])
+            .clone()
     }
 
     pub fn record(&self, labels: &IstioLabels, code: u16, flags: &str, elapsed: Duration) {

@@ -25,6 +25,9 @@ use traffic_shift_config::{
     },
 };
 
+/// Bodies streamed, the replay buffer, upgrades.
+mod stream;
+
 const KEY: &str = "gateway default/gw port 8080";
 
 struct Backend {
