@@ -34,6 +34,7 @@
 
 mod check;
 mod dto;
+mod merge;
 mod place;
 mod status;
 #[cfg(test)]
@@ -467,6 +468,10 @@ pub struct Origin {
     /// entry, or the Service port of a default route).
     tcp_backends: Vec<Vec<FieldPath>>,
     http_backends: Vec<Vec<FieldPath>>,
+    /// Per `http` rule, `<ns>/<name>` of the HTTPRoute it was written in,
+    /// when the rules of several are merged on one host (`merge`); empty:
+    /// the `VirtualService`'s own.
+    http_owners: Vec<String>,
 }
 
 impl Origin {
@@ -484,6 +489,15 @@ impl Origin {
 
     pub(crate) fn path(&self, list: &str, i: usize) -> Option<FieldPath> {
         self.list(list).get(i).map(|(_, path)| path.clone())
+    }
+
+    /// `<ns>/<name>` of the resource rule `i` of `list` was written in,
+    /// when not the `VirtualService`'s own.
+    pub(crate) fn owner(&self, list: &str, i: usize) -> Option<String> {
+        match list {
+            "http" => self.http_owners.get(i).cloned(),
+            _ => None,
+        }
     }
 
     /// Where destination `j` of rule `i` of `list` is written.

@@ -123,6 +123,7 @@ mod tests {
                 fp!("spec.rules[0].backendRefs[1]"),
             ]],
             http_backends: vec![vec![fp!("spec.rules[1].backendRefs[0]")]],
+            http_owners: Vec::new(),
         };
         let cases = [
             (
