@@ -143,7 +143,7 @@ pub use self::{
         TcpRule, VirtualService, WorkloadEndpoint, WorkloadEntry,
     },
     source::Source,
-    timestamp::{format_timestamp, parse_timestamp},
+    timestamp::{format_timestamp, format_timestamp_millis, parse_timestamp},
     values::GRPC_STATUS,
 };
 #[cfg(doc)]

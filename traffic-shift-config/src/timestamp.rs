@@ -15,6 +15,15 @@ pub fn format_timestamp(ms: u64) -> String {
     )
 }
 
+/// [`format_timestamp`] to the millisecond: `2026-11-23T15:32:07.123Z`
+/// (RFC 3339 allows the fraction; [`parse_timestamp`] reads it). Two
+/// routes the agent sees a moment apart are not the same age.
+pub fn format_timestamp_millis(ms: u64) -> String {
+    let seconds = format_timestamp(ms);
+    let seconds = seconds.strip_suffix('Z').unwrap_or(&seconds);
+    format!("{seconds}.{:03}Z", ms % 1000)
+}
+
 /// [`format_timestamp`]'s text (fractions of a second allowed) back to
 /// Unix milliseconds.
 pub fn parse_timestamp(text: &str) -> Option<u64> {

@@ -8,7 +8,8 @@
 //! have theirs in the applied set already.
 //!
 //! The file is one JSON object, `{"HTTPRoute default/web":
-//! "2026-11-23T15:32:07Z", ...}`, replaced whole (write, fsync, rename)
+//! "2026-11-23T15:32:07.123Z", ...}` (to the millisecond: routes seen a
+//! moment apart are not the same age), replaced whole (write, fsync, rename)
 //! when a route is first seen or leaves the rules. A file that cannot be
 //! read stops the agent, as the applied set does: starting without it
 //! would change which routes win, silently.
@@ -89,7 +90,7 @@ impl FirstSeen {
                 added = true;
                 now_ms
             });
-            resource.source_mut().creation_timestamp = Some(config::format_timestamp(ms));
+            resource.source_mut().creation_timestamp = Some(config::format_timestamp_millis(ms));
         }
         if added {
             self.save();
@@ -132,7 +133,7 @@ impl FirstSeen {
         let written: BTreeMap<&String, String> = self
             .times
             .iter()
-            .map(|(key, ms)| (key, config::format_timestamp(*ms)))
+            .map(|(key, ms)| (key, config::format_timestamp_millis(*ms)))
             .collect();
         let text = serde_json::to_string_pretty(&written).unwrap_or_default() + "\n";
         if let Err(err) = write_atomic(&self.path, &text) {
@@ -187,7 +188,7 @@ spec: {parentRefs: [{name: gw}]}
         assert_eq!(
             times(&first),
             [
-                Some("1970-01-01T00:00:01Z".to_owned()),
+                Some("1970-01-01T00:00:01.000Z".to_owned()),
                 Some("2020-01-01T00:00:00Z".to_owned())
             ]
         );
