@@ -279,3 +279,62 @@ fn apply_of_the_gateway_api_form() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An HTTPRoute `name` on the bookinfo Gateway for `merge.example`, every
+/// request to `reviews-<version>`, with no creationTimestamp.
+fn merge_route(name: &str, version: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}}}
+spec:
+  parentRefs: [{{name: bookinfo-gateway}}]
+  hostnames: [merge.example]
+  rules:
+  - backendRefs: [{{name: reviews-{version}, port: 9080}}]
+"
+    )
+}
+
+/// Two HTTPRoutes with the same match on one host: the older wins (the
+/// Gateway API's tie-break), not the first by name. Neither has a
+/// creationTimestamp, so their age is when the agent first saw each, kept
+/// in its state directory: after a restart, which reads both files at
+/// once, the same route wins.
+#[test]
+fn the_route_seen_first_wins_a_tie_and_still_does_after_a_restart() {
+    let mut s = Scenario::bookinfo_dir(
+        "gwapi-age",
+        BOOKINFO,
+        &[("z-first.yaml", &merge_route("z-first", "v1"))],
+    );
+    let ask = |s: &mut Scenario| {
+        let reply = s.client.call(&format!(
+            "http {GATEWAY} /reviews/1 20 1 keepalive host:merge.example"
+        ));
+        assert_eq!(reply["status"]["200"], 20, "{reply}");
+        reply
+    };
+    let reply = ask(&mut s);
+    assert_eq!(count(&reply, "v1"), 20, "z-first alone: {reply}");
+    let event = s
+        .agent
+        .write_rules("a-second.yaml", merge_route("a-second", "v2"));
+    assert_eq!(event["result"], "applied", "{event}");
+    let reply = ask(&mut s);
+    assert_eq!(
+        count(&reply, "v1"),
+        20,
+        "z-first was seen first, so it is older and wins (a-second would by name): {reply}"
+    );
+    let seen = std::fs::read_to_string(s.agent.state_dir().join("applied/first-seen.json"))
+        .expect("the agent keeps first-seen times in its state directory");
+    println!("first-seen.json: {seen}");
+    s.agent.restart(&[]);
+    let reply = ask(&mut s);
+    assert_eq!(
+        count(&reply, "v1"),
+        20,
+        "after a restart z-first is still the older: {reply}"
+    );
+}
