@@ -7,6 +7,8 @@
 //! path, headers, method) and the backend it expects (`v1` for
 //! infra-backend-v1, ...), or its 404.
 
+use std::fmt::Write as _;
+
 use traffic_shift_tests::Scenario;
 
 use super::{SAME_NAMESPACE, base, cond, conditions, count, resource, start};
@@ -558,4 +560,107 @@ spec:
             ("sub.third.com", "/", "", None),
         ],
     );
+}
+
+/// GatewayHTTPListenerIsolation: four listeners of one port (8094 here),
+/// without hostname, `*.example.com`, `*.foo.example.com` and
+/// `abc.foo.example.com`; a request is served only by the routes of the
+/// most specific listener its host matches. First with hostnames on the
+/// listeners only, then with routes whose hostnames name the other
+/// listeners' too (their intersections, less what a more specific
+/// listener takes).
+#[test]
+fn gateway_http_listener_isolation() {
+    const L: &str = "127.0.0.1:8094";
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: http-listener-isolation, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: empty-hostname, port: 8094, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+  - {name: wildcard-example-com, port: 8094, protocol: HTTP, hostname: \"*.example.com\", allowedRoutes: {namespaces: {from: All}}}
+  - {name: wildcard-foo-example-com, port: 8094, protocol: HTTP, hostname: \"*.foo.example.com\", allowedRoutes: {namespaces: {from: All}}}
+  - {name: abc-foo-example-com, port: 8094, protocol: HTTP, hostname: abc.foo.example.com, allowedRoutes: {namespaces: {from: All}}}
+";
+    let listeners = [
+        "empty-hostname",
+        "wildcard-example-com",
+        "wildcard-foo-example-com",
+        "abc-foo-example-com",
+    ];
+    let routes = |hostnames: &str| {
+        let mut out = String::new();
+        for listener in listeners {
+            let _ = write!(
+                out,
+                "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: attaches-to-{listener}, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs:
+  - {{name: http-listener-isolation, namespace: gateway-conformance-infra, sectionName: {listener}}}
+{hostnames}  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /{listener}}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+"
+            );
+        }
+        out
+    };
+    // Per host, the one path (of the listener it is isolated to) that
+    // answers; the other three answer 404.
+    let expected = [
+        ("bar.com", "empty-hostname"),
+        ("bar.example.com", "wildcard-example-com"),
+        ("bar.foo.example.com", "wildcard-foo-example-com"),
+        ("abc.foo.example.com", "abc-foo-example-com"),
+    ];
+    let rows: Vec<Request> = expected
+        .iter()
+        .flat_map(|(host, served)| {
+            listeners.iter().map(move |listener| {
+                let path: &'static str = match *listener {
+                    "empty-hostname" => "/empty-hostname",
+                    "wildcard-example-com" => "/wildcard-example-com",
+                    "wildcard-foo-example-com" => "/wildcard-foo-example-com",
+                    _ => "/abc-foo-example-com",
+                };
+                (*host, path, "", (listener == served).then_some("v1"))
+            })
+        })
+        .collect();
+    let mut s = start("gwc-isolation", &format!("{gateway}{}", routes("")));
+    check(
+        &mut s,
+        "GatewayHTTPListenerIsolation (hostnames on the listeners only)",
+        L,
+        &rows,
+    );
+    let hostnames =
+        "  hostnames: [bar.com, \"*.example.com\", \"*.foo.example.com\", abc.foo.example.com]\n";
+    let event = s.agent.write_rules(
+        "conformance.yaml",
+        format!("{}---\n{gateway}{}", base(), routes(hostnames)),
+    );
+    assert_eq!(event["result"], "applied", "{event}");
+    check(
+        &mut s,
+        "GatewayHTTPListenerIsolation (intersecting hostnames on the routes)",
+        L,
+        &rows,
+    );
+    let gateway = resource(
+        &s,
+        "gtw",
+        "gateway-conformance-infra",
+        "http-listener-isolation",
+    );
+    for (i, listener) in listeners.iter().enumerate() {
+        assert_eq!(
+            gateway["status"]["listeners"][i]["attachedRoutes"], 1,
+            "{listener}: {gateway}"
+        );
+    }
 }
