@@ -11,6 +11,8 @@
 
 #[path = "gateway_api_conformance/matching.rs"]
 mod matching;
+#[path = "gateway_api_conformance/ports.rs"]
+mod ports;
 
 use serde_json::Value;
 use traffic_shift_tests::Scenario;

@@ -15,7 +15,7 @@ use super::{SAME_NAMESPACE, base, cond, conditions, count, resource, start};
 
 /// One request row: host, path, the client's extra arguments (`Name:value`
 /// headers, `@METHOD`), and the backend that answers (`None`: 404).
-type Request = (
+pub(super) type Request = (
     &'static str,
     &'static str,
     &'static str,
@@ -25,7 +25,7 @@ type Request = (
 /// Requests per row: every one must be answered as the row says.
 const N: u64 = 4;
 
-fn check(s: &mut Scenario, case: &str, target: &str, rows: &[Request]) {
+pub(super) fn check(s: &mut Scenario, case: &str, target: &str, rows: &[Request]) {
     for (host, path, extra, want) in rows {
         let reply = s.client.call(&format!(
             "http {target} {path} {N} 1 keepalive host:{host} {extra}"
