@@ -570,9 +570,13 @@ spec:
 /// listeners' too (their intersections, less what a more specific
 /// listener takes).
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the case's manifests, its two parts and ours, as the suite has them"
+)]
 fn gateway_http_listener_isolation() {
     const L: &str = "127.0.0.1:8094";
-    let gateway = "apiVersion: gateway.networking.k8s.io/v1
+    let gateway_yaml = "apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: http-listener-isolation, namespace: gateway-conformance-infra}
 spec:
@@ -621,17 +625,16 @@ spec:
         .iter()
         .flat_map(|(host, served)| {
             listeners.iter().map(move |listener| {
-                let path: &'static str = match *listener {
-                    "empty-hostname" => "/empty-hostname",
-                    "wildcard-example-com" => "/wildcard-example-com",
-                    "wildcard-foo-example-com" => "/wildcard-foo-example-com",
-                    _ => "/abc-foo-example-com",
-                };
-                (*host, path, "", (listener == served).then_some("v1"))
+                (
+                    *host,
+                    rows_path(listener),
+                    "",
+                    (listener == served).then_some("v1"),
+                )
             })
         })
         .collect();
-    let mut s = start("gwc-isolation", &format!("{gateway}{}", routes("")));
+    let mut s = start("gwc-isolation", &format!("{gateway_yaml}{}", routes("")));
     check(
         &mut s,
         "GatewayHTTPListenerIsolation (hostnames on the listeners only)",
@@ -642,7 +645,7 @@ spec:
         "  hostnames: [bar.com, \"*.example.com\", \"*.foo.example.com\", abc.foo.example.com]\n";
     let event = s.agent.write_rules(
         "conformance.yaml",
-        format!("{}---\n{gateway}{}", base(), routes(hostnames)),
+        format!("{}---\n{gateway_yaml}{}", base(), routes(hostnames)),
     );
     assert_eq!(event["result"], "applied", "{event}");
     check(
@@ -662,5 +665,36 @@ spec:
             gateway["status"]["listeners"][i]["attachedRoutes"], 1,
             "{listener}: {gateway}"
         );
+    }
+    // Not the suite's: without a route, the listener abc-foo-example-com
+    // still isolates its host: 404, not the routes of *.foo.example.com.
+    let without_abc: String = routes(hostnames)
+        .split_inclusive("---\n")
+        .filter(|doc| !doc.contains("name: attaches-to-abc-foo-example-com,"))
+        .collect();
+    let event = s.agent.write_rules(
+        "conformance.yaml",
+        format!("{}---\n{gateway_yaml}{without_abc}", base()),
+    );
+    assert_eq!(event["result"], "applied", "{event}");
+    let abc: Vec<Request> = listeners
+        .iter()
+        .map(|listener| ("abc.foo.example.com", rows_path(listener), "", None))
+        .collect();
+    check(
+        &mut s,
+        "a listener without a route isolates its host",
+        L,
+        &abc,
+    );
+}
+
+/// The path a route of GatewayHTTPListenerIsolation serves: `/<listener>`.
+fn rows_path(listener: &str) -> &'static str {
+    match listener {
+        "empty-hostname" => "/empty-hostname",
+        "wildcard-example-com" => "/wildcard-example-com",
+        "wildcard-foo-example-com" => "/wildcard-foo-example-com",
+        _ => "/abc-foo-example-com",
     }
 }

@@ -14,10 +14,10 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use super::{HttpRoute, Listener, Origin, Precedence};
+use super::{Gateway, HttpRoute, Listener, Origin, Precedence};
 use crate::{
-    error::FieldPath,
-    http::{HttpMatch, HttpRule},
+    error::{FieldPath, fp},
+    http::{DirectResponse, HttpMatch, HttpRule},
     names::host_matches,
     resource::VirtualService,
     timestamp::parse_timestamp,
@@ -230,6 +230,76 @@ pub(super) fn listener_hosts(
         });
         if !isolated && !out.contains(&host) {
             out.push(host);
+        }
+    }
+    out
+}
+
+/// A listener whose host a less specific listener of the same port also
+/// matches, and that no route serves there, answers 404 for it: a request
+/// is served only by the routes of the most specific listener that
+/// matches its host (listener isolation), and that one has none. One
+/// `VirtualService` per Gateway and such host, its rules keyed
+/// `<ns>/<gateway>/listeners[i]`. `empty` is an `http` rule with nothing
+/// set.
+pub(super) fn unserved_listener_hosts(
+    gateways: &[&Gateway],
+    contributions: &[Contribution],
+    empty: &HttpRule,
+) -> Vec<VirtualService> {
+    let mut out = Vec::new();
+    for gateway in gateways {
+        let id = format!("{}/{}", gateway.source.namespace, gateway.source.name);
+        let mut hosts: BTreeMap<&str, (Origin, Vec<HttpRule>)> = BTreeMap::new();
+        for (i, listener) in gateway.listeners.iter().enumerate() {
+            let Some(hostname) = listener.hostname.as_deref() else {
+                continue;
+            };
+            let shadowed = gateway.listeners.iter().any(|other| {
+                other.name != listener.name
+                    && other.port == listener.port
+                    && other
+                        .hostname
+                        .as_deref()
+                        .is_none_or(|theirs| theirs != hostname && host_matches(theirs, hostname))
+            });
+            let served = contributions.iter().any(|c| {
+                c.gateway
+                    .iter()
+                    .any(|(g, h, p)| *g == id && h == hostname && *p == listener.port)
+            });
+            if !shadowed || served {
+                continue;
+            }
+            let (origin, rules) = hosts.entry(hostname).or_default();
+            origin
+                .http
+                .push((format!("listeners[{i}]"), fp!("spec.listeners[{i}]")));
+            origin.http_backends.push(Vec::new());
+            rules.push(HttpRule {
+                matches: vec![HttpMatch {
+                    gateways: vec![id.clone()],
+                    port: Some(listener.port),
+                    ..HttpMatch::default()
+                }],
+                direct_response: Some(DirectResponse {
+                    status: 404,
+                    body: None,
+                }),
+                ..empty.clone()
+            });
+        }
+        for (host, (origin, http)) in hosts {
+            out.push(VirtualService {
+                source: gateway.source.clone(),
+                hosts: vec![host.to_owned()],
+                gateways: vec![id.clone()],
+                tcp: Vec::new(),
+                http,
+                tls: Vec::new(),
+                export_to: Vec::new(),
+                origin: Some(Arc::new(origin)),
+            });
         }
     }
     out

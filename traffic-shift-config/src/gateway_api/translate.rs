@@ -9,7 +9,7 @@ use std::{
 use super::{
     BackendRef, FromNamespaces, Gateway, GatewayApiResource, HttpRoute, Listener, Namespace,
     Origin, ParentKind, ParentRef, ReferenceGrant, Service, TargetPort, TcpRoute, gateway_class,
-    merge::{Contribution, Rule, listener_hosts, merge},
+    merge::{Contribution, Rule, listener_hosts, merge, unserved_listener_hosts},
     status::{Condition, RouteStatus, Statuses},
 };
 use crate::{
@@ -107,6 +107,11 @@ pub(crate) fn translate(
     out.extend(
         merge(&contributions)
             .into_iter()
+            .chain(unserved_listener_hosts(
+                &index.gateways,
+                &contributions,
+                &empty_rule(),
+            ))
             .map(Resource::VirtualService),
     );
     for gateway in &index.gateways {

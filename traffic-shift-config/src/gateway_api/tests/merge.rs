@@ -240,7 +240,8 @@ fn a_host_of_a_more_specific_listener_is_served_by_its_routes_only() {
         "  - {name: http, port: 8080, protocol: HTTP}\n",
         "  - {name: http, port: 8080, protocol: HTTP}\n  \
          - {name: wild, port: 8081, protocol: HTTP, hostname: \"*.example.com\"}\n  \
-         - {name: foo, port: 8081, protocol: HTTP, hostname: foo.example.com}\n",
+         - {name: foo, port: 8081, protocol: HTTP, hostname: foo.example.com}\n  \
+         - {name: baz, port: 8081, protocol: HTTP, hostname: baz.example.com}\n",
     );
     let text = format!(
         "{text}{}{}",
@@ -267,7 +268,10 @@ fn a_host_of_a_more_specific_listener_is_served_by_its_routes_only() {
         .flat_map(|h| h.domains.clone())
         .collect();
     domains.sort();
-    assert_eq!(domains, ["bar.example.com", "foo.example.com"]);
+    assert_eq!(
+        domains,
+        ["bar.example.com", "baz.example.com", "foo.example.com"]
+    );
     assert_eq!(
         keys(&model, key, Some("foo.example.com")),
         ["default/foo/rules[0]"],
@@ -275,7 +279,22 @@ fn a_host_of_a_more_specific_listener_is_served_by_its_routes_only() {
     );
     assert_eq!(
         keys(&model, key, Some("bar.example.com")),
-        ["default/wild/rules[0]"]
+        ["default/wild/rules[0]"],
+        "bar.example.com: no listener for it but wild, whose route names it"
+    );
+    let listener = listener(&model, key);
+    let baz = listener
+        .virtual_hosts
+        .iter()
+        .find(|h| h.domains == ["baz.example.com"])
+        .expect("baz.example.com");
+    assert_eq!(
+        baz.routes
+            .iter()
+            .map(|r| (r.key.as_str(), r.direct_response.as_ref().map(|d| d.status)))
+            .collect::<Vec<_>>(),
+        [("default/gw/listeners[4]", Some(404))],
+        "baz.example.com: its listener has no route, so 404, not wild's routes"
     );
     assert_eq!(
         conditions(&model, "HTTPRoute", "wild"),
