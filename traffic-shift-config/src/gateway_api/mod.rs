@@ -18,10 +18,13 @@
 //!    `clusterIP`s are the service addresses, its `selector` picks the
 //!    `WorkloadEntries` of its namespace), with a default mesh route to its
 //!    own endpoints (as kube-proxy balances a Service); an Istio `Gateway`
-//!    per `Gateway`; a `VirtualService` per route and kind of parent. Each
-//!    keeps the `Source` of the document it came from, so `resolve`'s
-//!    errors (one route per address and port) name it, and route keys read
-//!    `<ns>/<route>/rules[0]/...` ([`Origin`]).
+//!    per `Gateway`; a `VirtualService` per `TCPRoute`, and per Service
+//!    and per host of a Gateway for the `HTTPRoute`s there, their rules
+//!    merged in the spec's order (`merge`). Each keeps the `Source` of a
+//!    document it came from (the oldest route's, for merged rules), so
+//!    `resolve`'s errors (one route per address and port) name it, and
+//!    route keys read `<ns>/<route>/rules[0]/...`, each rule with its own
+//!    route's name ([`Origin`]).
 //!
 //! What the spec reports in status rather than refuses (a parent that does
 //! not take a route, a backendRef that cannot be used) is not an error:
