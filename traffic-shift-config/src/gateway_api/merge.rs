@@ -167,9 +167,7 @@ fn merged(
         origin.http_backends.push(backends.clone());
         origin.http.push((label.clone(), path.clone()));
         if several {
-            origin
-                .http_owners
-                .push(format!("{}/{}", route.source.namespace, route.source.name));
+            origin.http_owners.push(route.source.clone());
         }
         http.push(rule);
     }

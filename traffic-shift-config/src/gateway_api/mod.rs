@@ -471,10 +471,11 @@ pub struct Origin {
     /// entry, or the Service port of a default route).
     tcp_backends: Vec<Vec<FieldPath>>,
     http_backends: Vec<Vec<FieldPath>>,
-    /// Per `http` rule, `<ns>/<name>` of the HTTPRoute it was written in,
-    /// when the rules of several are merged on one host (`merge`); empty:
-    /// the `VirtualService`'s own.
-    http_owners: Vec<String>,
+    /// Per `http` rule, the HTTPRoute it was written in, when the rules of
+    /// several are merged on one host (`merge`): its route key's name, and
+    /// where messages about the rule are placed. Empty: the
+    /// `VirtualService`'s own.
+    http_owners: Vec<Source>,
 }
 
 impl Origin {
@@ -497,8 +498,15 @@ impl Origin {
     /// `<ns>/<name>` of the resource rule `i` of `list` was written in,
     /// when not the `VirtualService`'s own.
     pub(crate) fn owner(&self, list: &str, i: usize) -> Option<String> {
+        self.owner_source(list, i)
+            .map(|owner| format!("{}/{}", owner.namespace, owner.name))
+    }
+
+    /// The resource rule `i` of `list` was written in, when not the
+    /// `VirtualService`'s own.
+    fn owner_source(&self, list: &str, i: usize) -> Option<&Source> {
         match list {
-            "http" => self.http_owners.get(i).cloned(),
+            "http" => self.http_owners.get(i),
             _ => None,
         }
     }

@@ -301,3 +301,43 @@ fn a_host_of_a_more_specific_listener_is_served_by_its_routes_only() {
         [cond("Accepted", "ResolvedRefs")]
     );
 }
+
+/// A message about a rule of merged routes names the route it was written
+/// in, its document and line, not the oldest route's: here a backend with
+/// no endpoint in the newer route.
+#[test]
+fn a_warning_about_a_merged_rule_names_its_own_route() {
+    let base = changed(
+        "metadata: {name: web}\nspec:\n  parentRefs:",
+        "metadata: {name: web, creationTimestamp: \"2020-01-01T00:00:00Z\"}\nspec:\n  parentRefs:",
+    );
+    let text = format!(
+        "{base}---\napiVersion: v1\nkind: Service\nmetadata: {{name: web-v2}}\nspec:\n  \
+         ports:\n  - {{name: http, port: 80, appProtocol: http}}\n  selector: {{app: web, \
+         version: v2}}\n{}",
+        http_route(
+            "web-b",
+            None,
+            MESH,
+            "",
+            "  - matches: [{path: {type: Exact, value: /b}}]\n    backendRefs: [{name: web-v2, port: 80}]\n",
+        )
+    );
+    let file = parse_file_all(Path::new(FILE), &text).unwrap_or_else(|e| panic!("{e:?}"));
+    let (model, warnings) = resolve_all(&[file]);
+    let model = model.unwrap_or_else(|e| panic!("{}", e[0]));
+    assert_eq!(
+        keys(&model, "mesh web.default.svc.cluster.local:80", None),
+        ["default/web-b/rules[0]", "default/web/rules[0]"]
+    );
+    let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "rules/r.yaml: document 10 (HTTPRoute default/web-b): spec.rules[0].backendRefs[0].name: \
+          service web-v2.default.svc.cluster.local selects no endpoint (IST0173): its \
+          connections will be refused; check the subset's labels against the endpoints' \
+          (line 81)"
+        ]
+    );
+}
