@@ -9,6 +9,8 @@
 //! (the suite's 80), `all-namespaces` on 8091. The expected backends and
 //! codes are the suite's; counts are exact where the split is.
 
+#[path = "gateway_api_conformance/grants.rs"]
+mod grants;
 #[path = "gateway_api_conformance/matching.rs"]
 mod matching;
 #[path = "gateway_api_conformance/ports.rs"]
