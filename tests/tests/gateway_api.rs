@@ -279,3 +279,122 @@ fn apply_of_the_gateway_api_form() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An HTTPRoute `name` on the bookinfo Gateway for `merge.example`, every
+/// request to `reviews-<version>`, with no creationTimestamp.
+fn merge_route(name: &str, version: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}}}
+spec:
+  parentRefs: [{{name: bookinfo-gateway}}]
+  hostnames: [merge.example]
+  rules:
+  - backendRefs: [{{name: reviews-{version}, port: 9080}}]
+"
+    )
+}
+
+/// Two HTTPRoutes with the same match on one host: the older wins (the
+/// Gateway API's tie-break), not the first by name. Neither has a
+/// creationTimestamp, so their age is when the agent first saw each, kept
+/// in its state directory: after a restart, which reads both files at
+/// once, the same route wins.
+#[test]
+fn the_route_seen_first_wins_a_tie_and_still_does_after_a_restart() {
+    let mut s = Scenario::bookinfo_dir(
+        "gwapi-age",
+        BOOKINFO,
+        &[("z-first.yaml", &merge_route("z-first", "v1"))],
+    );
+    let ask = |s: &mut Scenario| {
+        let reply = s.client.call(&format!(
+            "http {GATEWAY} /reviews/1 20 1 keepalive host:merge.example"
+        ));
+        assert_eq!(reply["status"]["200"], 20, "{reply}");
+        reply
+    };
+    let reply = ask(&mut s);
+    assert_eq!(count(&reply, "v1"), 20, "z-first alone: {reply}");
+    let event = s
+        .agent
+        .write_rules("a-second.yaml", merge_route("a-second", "v2"));
+    assert_eq!(event["result"], "applied", "{event}");
+    let reply = ask(&mut s);
+    assert_eq!(
+        count(&reply, "v1"),
+        20,
+        "z-first was seen first, so it is older and wins (a-second would by name): {reply}"
+    );
+    let seen = std::fs::read_to_string(s.agent.state_dir().join("applied/first-seen.json"))
+        .expect("the agent keeps first-seen times in its state directory");
+    println!("first-seen.json: {seen}");
+    s.agent.restart(&[]);
+    let reply = ask(&mut s);
+    assert_eq!(
+        count(&reply, "v1"),
+        20,
+        "after a restart z-first is still the older: {reply}"
+    );
+}
+
+/// An HTTPRoute `name` on the reviews Service (GAMMA), `created` at that
+/// time, with `rule` (its `matches`, if any, and its backend).
+fn mesh_route(name: &str, created: &str, rule: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, creationTimestamp: \"{created}\"}}
+spec:
+  parentRefs: [{{group: \"\", kind: Service, name: reviews, port: 9080}}]
+  rules:
+  - {rule}
+"
+    )
+}
+
+/// Several HTTPRoutes on the reviews Service are merged, as on a Gateway:
+/// a header match of one route comes before the catch-all of another, and
+/// of two catch-alls the older route's wins; each route is accepted.
+#[test]
+fn http_routes_on_one_service_are_merged() {
+    let jason = mesh_route(
+        "reviews-jason",
+        "2030-01-01T00:00:00Z",
+        "matches: [{headers: [{name: end-user, value: jason}]}]\n    backendRefs: [{name: reviews-v2, port: 9080}]",
+    );
+    let mut s = Scenario::bookinfo_dir("gwapi-mesh-merge", BOOKINFO, &[("jason.yaml", &jason)]);
+    let reply = requests(&mut s, 20, 1);
+    assert_eq!(count(&reply, "v1"), 20, "reviews (its catch-all): {reply}");
+    let reply = requests_with(&mut s, 20, 1, "end-user:jason");
+    assert_eq!(
+        count(&reply, "v2"),
+        20,
+        "reviews-jason's header match, though the newer route: {reply}"
+    );
+    // A catch-all older than reviews' (which the agent first saw now).
+    let older = mesh_route(
+        "reviews-v3-older",
+        "2020-01-01T00:00:00Z",
+        "backendRefs: [{name: reviews-v3, port: 9080}]",
+    );
+    let event = s.agent.write_rules("older.yaml", older);
+    assert_eq!(event["result"], "applied", "{event}");
+    let reply = requests(&mut s, 20, 1);
+    assert_eq!(count(&reply, "v3"), 20, "the older catch-all wins: {reply}");
+    let reply = requests_with(&mut s, 20, 1, "end-user:jason");
+    assert_eq!(
+        count(&reply, "v2"),
+        20,
+        "the header match still first: {reply}"
+    );
+    for name in ["reviews", "reviews-jason", "reviews-v3-older"] {
+        let out = s.agent.ctl(&["get", "httproute", name, "-o", "json"]);
+        let route: Value = serde_json::from_slice(&out.stdout).expect("get -o json");
+        assert_eq!(
+            route["status"]["parents"][0]["conditions"][0]["status"], "True",
+            "{name} is accepted: {route}"
+        );
+    }
+}

@@ -9,6 +9,13 @@
 //! (the suite's 80), `all-namespaces` on 8091. The expected backends and
 //! codes are the suite's; counts are exact where the split is.
 
+#[path = "gateway_api_conformance/grants.rs"]
+mod grants;
+#[path = "gateway_api_conformance/matching.rs"]
+mod matching;
+#[path = "gateway_api_conformance/ports.rs"]
+mod ports;
+
 use serde_json::Value;
 use traffic_shift_tests::Scenario;
 
@@ -859,13 +866,11 @@ spec:
     }
 }
 
-/// GatewayWithAttachedRoutes, without `http-route-3` (a second HTTPRoute
-/// for the same host on one listener: merging HTTPRoutes is not done yet,
-/// the rules would be refused) and the `tls` Gateway (TLS listeners are
-/// not read): a listener whose namespace selector is Kubernetes' own name
-/// label counts its one route; a route whose hostnames miss the
-/// listener's is not attached (NoMatchingListenerHostname) and not
-/// counted.
+/// GatewayWithAttachedRoutes, without the `tls` Gateway (TLS listeners
+/// are not read): a listener whose namespace selector is Kubernetes' own
+/// name label counts its routes, `http-route-2` and `http-route-3` on one
+/// host (their rules merged); a route whose hostnames miss the listener's
+/// is not attached (NoMatchingListenerHostname) and not counted.
 #[test]
 fn gateway_with_attached_routes() {
     let listener = |name: &str, port: u16, hostname: &str| {
@@ -915,6 +920,8 @@ spec:
             "    hostname: foo.example.com\n",
         ),
         route("http-route-2", "gateway-with-two-attached-routes", ""),
+        // Serves foo.example.com as http-route-2 does: their rules merge.
+        route("http-route-3", "gateway-with-two-attached-routes", ""),
         route(
             "http-route-not-accepted",
             "gateway-with-two-attached-routes",
@@ -925,7 +932,7 @@ spec:
     let mut s = start("gwc-attached", &case);
     for (gateway, attached) in [
         ("gateway-with-one-attached-route", 1),
-        ("gateway-with-two-attached-routes", 1),
+        ("gateway-with-two-attached-routes", 2),
     ] {
         let status = resource(&s, "gtw", "gateway-conformance-infra", gateway);
         let listener = &status["status"]["listeners"][0];

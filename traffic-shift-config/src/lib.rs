@@ -99,6 +99,7 @@ mod service_entry_tests;
 mod source;
 #[cfg(test)]
 mod tests;
+mod timestamp;
 mod values;
 pub mod visibility;
 
@@ -142,6 +143,7 @@ pub use self::{
         TcpRule, VirtualService, WorkloadEndpoint, WorkloadEntry,
     },
     source::Source,
+    timestamp::{format_timestamp, format_timestamp_millis, parse_timestamp},
     values::GRPC_STATUS,
 };
 #[cfg(doc)]

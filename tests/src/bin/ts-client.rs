@@ -20,8 +20,9 @@
 //!   Answers at once.
 //! - `stream_count SINCE_NS`: how many connections of the stream that
 //!   started at or after SINCE_NS (`CLOCK_MONOTONIC`) are done so far.
-//! - `http TARGET PATH N CONNS keepalive|close [NAME:VALUE ...]`: N GET
-//!   requests over CONNS connections in parallel (keep-alive: each
+//! - `http TARGET PATH N CONNS keepalive|close [NAME:VALUE ...] [@METHOD]`:
+//!   N GET (or METHOD: `@POST`) requests over CONNS connections in
+//!   parallel (keep-alive: each
 //!   connection reused; close: one per request); which backend answered
 //!   (`Response::answer`), status codes, errors.
 //! - `http_stream_start TARGET PATH CONNS`: CONNS keep-alive clients asking
@@ -424,8 +425,13 @@ fn http_client(
     stop: Option<&AtomicBool>,
 ) -> Tally {
     use traffic_shift_tests::http_client::Conn;
+    let method = headers
+        .iter()
+        .find(|(k, _)| k == ":method")
+        .map_or("GET", |(_, v)| v.as_str());
     let headers: Vec<(&str, &str)> = headers
         .iter()
+        .filter(|(k, _)| k != ":method")
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let mut tally = Tally::default();
@@ -447,7 +453,7 @@ fn http_client(
             }
         }
         let c = conn.as_mut().expect("connected above");
-        match c.request("GET", path, &headers, b"", keep_alive) {
+        match c.request(method, path, &headers, b"", keep_alive) {
             Ok(response) => {
                 *tally.status.entry(response.status).or_default() += 1;
                 *tally.answers.entry(response.answer()).or_default() += 1;
@@ -475,9 +481,13 @@ fn http(
     keep_alive: bool,
     headers: &[&str],
 ) -> Value {
+    // `@POST`: the method, carried as the pseudo-header `:method`.
     let headers: Vec<(String, String)> = headers
         .iter()
         .map(|h| {
+            if let Some(method) = h.strip_prefix('@') {
+                return (":method".to_owned(), method.to_owned());
+            }
             let (k, v) = h.split_once(':').expect("headers are NAME:VALUE");
             (k.to_owned(), v.to_owned())
         })

@@ -231,7 +231,8 @@ impl Agent {
             match text {
                 None => candidates.push((path, None)),
                 Some(text) => match config::parse_file(&path, &text) {
-                    Ok(file) => {
+                    Ok(mut file) => {
+                        self.sources.applied.first_seen().stamp_now(&mut file);
                         for warning in &file.warnings {
                             tracing::warn!(file = %file_name(&path), "{warning}");
                         }
@@ -287,6 +288,13 @@ impl Agent {
         )?;
         let names: Vec<String> = changes.iter().map(|(path, _)| file_name(path)).collect();
         self.install(model, &names.join(" "))?;
+        self.sources.applied.first_seen().forget_removed(
+            self.sources
+                .accepted
+                .values()
+                .flat_map(|(_, f)| &f.resources),
+            next.values().flat_map(|(_, f)| &f.resources),
+        );
         self.sources.accepted = next;
         for (path, change) in changes {
             self.sources.refused.remove(path);

@@ -18,10 +18,13 @@
 //!    `clusterIP`s are the service addresses, its `selector` picks the
 //!    `WorkloadEntries` of its namespace), with a default mesh route to its
 //!    own endpoints (as kube-proxy balances a Service); an Istio `Gateway`
-//!    per `Gateway`; a `VirtualService` per route and kind of parent. Each
-//!    keeps the `Source` of the document it came from, so `resolve`'s
-//!    errors (one route per address and port) name it, and route keys read
-//!    `<ns>/<route>/rules[0]/...` ([`Origin`]).
+//!    per `Gateway`; a `VirtualService` per `TCPRoute`, and per Service
+//!    and per host of a Gateway for the `HTTPRoute`s there, their rules
+//!    merged in the spec's order (`merge`). Each keeps the `Source` of a
+//!    document it came from (the oldest route's, for merged rules), so
+//!    `resolve`'s errors (one route per address and port) name it, and
+//!    route keys read `<ns>/<route>/rules[0]/...`, each rule with its own
+//!    route's name ([`Origin`]).
 //!
 //! What the spec reports in status rather than refuses (a parent that does
 //! not take a route, a backendRef that cannot be used) is not an error:
@@ -34,6 +37,7 @@
 
 mod check;
 mod dto;
+mod merge;
 mod place;
 mod status;
 #[cfg(test)]
@@ -467,6 +471,11 @@ pub struct Origin {
     /// entry, or the Service port of a default route).
     tcp_backends: Vec<Vec<FieldPath>>,
     http_backends: Vec<Vec<FieldPath>>,
+    /// Per `http` rule, the HTTPRoute it was written in, when the rules of
+    /// several are merged on one host (`merge`): its route key's name, and
+    /// where messages about the rule are placed. Empty: the
+    /// `VirtualService`'s own.
+    http_owners: Vec<Source>,
 }
 
 impl Origin {
@@ -484,6 +493,22 @@ impl Origin {
 
     pub(crate) fn path(&self, list: &str, i: usize) -> Option<FieldPath> {
         self.list(list).get(i).map(|(_, path)| path.clone())
+    }
+
+    /// `<ns>/<name>` of the resource rule `i` of `list` was written in,
+    /// when not the `VirtualService`'s own.
+    pub(crate) fn owner(&self, list: &str, i: usize) -> Option<String> {
+        self.owner_source(list, i)
+            .map(|owner| format!("{}/{}", owner.namespace, owner.name))
+    }
+
+    /// The resource rule `i` of `list` was written in, when not the
+    /// `VirtualService`'s own.
+    fn owner_source(&self, list: &str, i: usize) -> Option<&Source> {
+        match list {
+            "http" => self.http_owners.get(i),
+            _ => None,
+        }
     }
 
     /// Where destination `j` of rule `i` of `list` is written.

@@ -37,16 +37,41 @@ pub(crate) fn place(translated: &[Resource], errors: &mut [ConfigError], warning
     };
     for error in errors.iter_mut() {
         if let Some((source, origin)) = find(error.resource.as_deref()) {
+            let source = owner(source, origin, &error.field);
             error.field = written(source.kind, origin, &error.field);
             error.line = source.line(&error.field);
+            (error.file, error.document, error.resource) = at(source);
         }
     }
     for warning in warnings.iter_mut() {
         if let Some((source, origin)) = find(warning.resource.as_deref()) {
+            let source = owner(source, origin, &warning.field);
             warning.field = written(source.kind, origin, &warning.field);
             warning.line = source.line(&warning.field);
+            (warning.file, warning.document, warning.resource) = at(source);
         }
     }
+}
+
+/// The document a message about `path` of a translated resource belongs
+/// in: for a rule of HTTPRoutes merged on one host, the route it was
+/// written in; else `source`.
+fn owner<'a>(source: &'a Source, origin: Option<&'a Origin>, path: &FieldPath) -> &'a Source {
+    let rule = match (path.segments().get(1), path.segments().get(2)) {
+        (Some(Segment::Key(list)), Some(Segment::Index(i))) if list == "http" => Some(*i),
+        _ => None,
+    };
+    rule.and_then(|i| origin?.owner_source("http", i))
+        .unwrap_or(source)
+}
+
+/// Where a message about `source` is: its file, document and id.
+fn at(source: &Source) -> (std::path::PathBuf, Option<usize>, Option<Box<ResourceId>>) {
+    (
+        source.file.clone(),
+        Some(source.document),
+        Some(Box::new(source.id())),
+    )
 }
 
 /// The field as written of `path`, a path of the Istio resource a document
@@ -123,6 +148,7 @@ mod tests {
                 fp!("spec.rules[0].backendRefs[1]"),
             ]],
             http_backends: vec![vec![fp!("spec.rules[1].backendRefs[0]")]],
+            http_owners: Vec::new(),
         };
         let cases = [
             (

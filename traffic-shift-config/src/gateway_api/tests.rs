@@ -8,6 +8,8 @@ use std::{
     time::Duration,
 };
 
+mod merge;
+
 use crate::{
     RulesFile, load_dir,
     model::{HttpListener, HttpRoute, RoutingModel, TcpRoute},
@@ -843,19 +845,6 @@ fn each_error_says_what_to_do() {
             ),
             &[
                 "rules/r.yaml: document 8 (HTTPRoute default/web): spec.parentRefs[0].port: port 80 of Service default/web is not HTTP, so an HTTPRoute cannot route it: set appProtocol: http (or kubernetes.io/h2c) on it (line 60)",
-            ],
-        ),
-        (
-            "two routes on one service",
-            format!(
-                "{BASE}---\n{}",
-                &BASE[BASE
-                    .rfind("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute")
-                    .expect("route")..]
-                    .replace("name: web}", "name: web2}")
-            ),
-            &[
-                "rules/r.yaml: document 9 (HTTPRoute default/web2): spec.parentRefs[0].name: Service default/web is already the parent of HTTPRoute default/web (rules/r.yaml document 8): merging the rules of several HTTPRoutes on one Service is not supported yet; put the rules in one HTTPRoute (line 70)",
             ],
         ),
         (

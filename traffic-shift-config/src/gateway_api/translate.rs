@@ -2,14 +2,14 @@
 //! stand for (see the module's documentation in `gateway_api`).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashSet},
     sync::Arc,
 };
 
 use super::{
     BackendRef, FromNamespaces, Gateway, GatewayApiResource, HttpRoute, Listener, Namespace,
-    Origin, ParentKind, ParentRef, Precedence, ReferenceGrant, Service, TargetPort, TcpRoute,
-    gateway_class,
+    Origin, ParentKind, ParentRef, ReferenceGrant, Service, TargetPort, TcpRoute, gateway_class,
+    merge::{Contribution, Rule, listener_hosts, merge, unserved_listener_hosts},
     status::{Condition, RouteStatus, Statuses},
 };
 use crate::{
@@ -97,16 +97,23 @@ pub(crate) fn translate(
             out.push(Resource::VirtualService(vs));
         }
     }
-    // The Service each mesh HTTPRoute takes, the first one per Service.
-    let mut meshed: HashMap<(String, String), Source> = HashMap::new();
-    for route in &index.http_routes {
-        out.extend(
-            index
-                .http_route(route, &mut meshed, &mut statuses, errors)
-                .into_iter()
-                .map(Resource::VirtualService),
-        );
-    }
+    // The Services that HTTPRoutes are attached to: no default route.
+    let mut meshed: HashSet<(String, String)> = HashSet::new();
+    let contributions: Vec<Contribution> = index
+        .http_routes
+        .iter()
+        .filter_map(|route| index.http_route(route, &mut meshed, &mut statuses, errors))
+        .collect();
+    out.extend(
+        merge(&contributions)
+            .into_iter()
+            .chain(unserved_listener_hosts(
+                &index.gateways,
+                &contributions,
+                &empty_rule(),
+            ))
+            .map(Resource::VirtualService),
+    );
     for gateway in &index.gateways {
         statuses.gateway(gateway);
     }
@@ -127,7 +134,7 @@ pub(crate) fn translate(
             service.source.namespace.clone(),
             service.source.name.clone(),
         );
-        if let Some(vs) = default_route(service, meshed.contains_key(&key)) {
+        if let Some(vs) = default_route(service, meshed.contains(&key)) {
             out.push(Resource::VirtualService(vs));
         }
     }
@@ -683,16 +690,17 @@ impl<'a> Index<'a> {
         })
     }
 
-    /// The `VirtualService`s of an `HTTPRoute`: one for its Service parents
-    /// (the mesh), one for its Gateway parents. `meshed`: the first
-    /// `HTTPRoute` of each Service, to refuse a second.
+    /// What an `HTTPRoute` gives to the hosts it serves, to be merged with
+    /// the other routes there (`merge`); `None` when it serves none, or
+    /// something it names was refused (errors recorded). `meshed`: the
+    /// Services HTTPRoutes are attached to.
     fn http_route(
         &self,
-        route: &HttpRoute,
-        meshed: &mut HashMap<(String, String), Source>,
+        route: &'a HttpRoute,
+        meshed: &mut HashSet<(String, String)>,
         statuses: &mut Statuses,
         errors: &mut Vec<ConfigError>,
-    ) -> Vec<VirtualService> {
+    ) -> Option<Contribution<'a>> {
         let before = errors.len();
         let mut status = RouteStatus::new(&route.source, route.generation);
         let parents = self.http_parents(route, meshed, &mut status, statuses, errors);
@@ -701,38 +709,25 @@ impl<'a> Index<'a> {
         status.resolved(resolved);
         statuses.route(status);
         let (Some(parents), Some(rules)) = (parents, rules) else {
-            return Vec::new();
+            return None;
         };
-        if errors.len() > before {
-            return Vec::new();
+        if errors.len() > before || (parents.mesh.is_empty() && parents.gateway.is_empty()) {
+            return None;
         }
-        let mut out = Vec::new();
-        if !parents.mesh.is_empty() {
-            out.push(bound(
-                route,
-                &rules,
-                parents.mesh_hosts,
-                vec!["mesh".to_owned()],
-                &parents.mesh,
-            ));
-        }
-        if !parents.gateway.is_empty() {
-            out.push(bound(
-                route,
-                &rules,
-                parents.gateway_hosts,
-                parents.gateways,
-                &parents.gateway,
-            ));
-        }
-        out
+        Some(Contribution {
+            route,
+            rules,
+            mesh: parents.mesh,
+            gateway: parents.gateway,
+        })
     }
+
     /// Where an `HTTPRoute` applies; `None` when a parent was refused on
     /// its own (its error is recorded), errors recorded for the others.
     fn http_parents(
         &self,
         route: &HttpRoute,
-        meshed: &mut HashMap<(String, String), Source>,
+        meshed: &mut HashSet<(String, String)>,
         status: &mut RouteStatus,
         statuses: &mut Statuses,
         errors: &mut Vec<ConfigError>,
@@ -756,18 +751,15 @@ impl<'a> Index<'a> {
                 let id = gateway_id(&gateway.source);
                 let attached = Condition::attached(&id, &listeners);
                 for listener in listeners {
-                    parents.gateway.push((id.clone(), Some(listener.port)));
                     statuses.attach(&gateway.source, &listener.name, source);
-                    for host in intersection(listener.hostname.as_deref(), &route.hostnames) {
-                        if !parents.gateway_hosts.contains(&host) {
-                            parents.gateway_hosts.push(host);
+                    for host in listener_hosts(listener, &gateway.listeners, &route.hostnames) {
+                        let served = (id.clone(), host, listener.port);
+                        if !parents.gateway.contains(&served) {
+                            parents.gateway.push(served);
                         }
                     }
                 }
                 status.parent(parent, attached);
-                if !parents.gateways.contains(&id) {
-                    parents.gateways.push(id);
-                }
                 continue;
             }
             if parent.namespace != source.namespace {
@@ -802,31 +794,15 @@ impl<'a> Index<'a> {
             if !mesh_service(source, &base, service, parent.port, errors) {
                 continue;
             }
-            let key = (
+            meshed.insert((
                 service.source.namespace.clone(),
                 service.source.name.clone(),
-            );
-            if let Some(first) = meshed.get(&key).filter(|first| first.id() != source.id()) {
-                errors.push(source.error(
-                    base.key("name"),
-                    format!(
-                        "Service {}/{} is already the parent of {}: merging the rules of \
-                         several HTTPRoutes on one Service is not supported yet; put the rules \
-                         in one HTTPRoute",
-                        parent.namespace,
-                        parent.name,
-                        first.describe()
-                    ),
-                ));
-                continue;
-            }
-            meshed.insert(key, source.clone());
+            ));
             status.parent(parent, Condition::attached_to_service(parent));
-            let host = service.host();
-            if !parents.mesh_hosts.contains(&host) {
-                parents.mesh_hosts.push(host);
+            let served = (service.host(), parent.port);
+            if !parents.mesh.contains(&served) {
+                parents.mesh.push(served);
             }
-            parents.mesh.push(("mesh".to_owned(), parent.port));
         }
         (!failed).then_some(parents)
     }
@@ -928,28 +904,12 @@ impl<'a> Index<'a> {
     }
 }
 
-/// Where an `HTTPRoute` applies: `(gateway, port)` bindings of its matches
-/// (`mesh` or a Gateway id; a parent port or listener port).
+/// Where an `HTTPRoute` applies ([`Contribution`]'s `mesh` and
+/// `gateway`).
 #[derive(Default)]
 struct Parents {
-    mesh_hosts: Vec<String>,
     mesh: Vec<(String, Option<u16>)>,
-    /// The intersections of the route's hostnames with its listeners'.
-    gateway_hosts: Vec<String>,
-    gateways: Vec<String>,
-    gateway: Vec<(String, Option<u16>)>,
-}
-
-/// One rule of an `HTTPRoute` for one of its matches.
-struct Rule {
-    precedence: Precedence,
-    /// `rules[0]`, `rules[0].matches[1]`: in route keys.
-    label: String,
-    /// Where it is written: in messages.
-    path: FieldPath,
-    http: HttpRule,
-    /// Where each of its destinations is written.
-    backends: Vec<FieldPath>,
+    gateway: Vec<(String, String, u16)>,
 }
 
 /// An `http` rule with nothing set.
@@ -969,76 +929,6 @@ fn empty_rule() -> HttpRule {
         mirrors: Vec::new(),
         cors_policy: None,
         headers: Headers::default(),
-    }
-}
-
-/// The `VirtualService` of `rules` for `hosts`, bound to `gateways`, each
-/// match repeated for each binding (its `gateways` and `port`).
-fn bound(
-    route: &HttpRoute,
-    rules: &[Rule],
-    hosts: Vec<String>,
-    gateways: Vec<String>,
-    bindings: &[(String, Option<u16>)],
-) -> VirtualService {
-    let mut origin = Origin::default();
-    let mut http = Vec::with_capacity(rules.len());
-    for Rule {
-        label,
-        path,
-        http: rule,
-        backends,
-        ..
-    } in rules
-    {
-        origin.http_backends.push(backends.clone());
-        let mut rule = rule.clone();
-        rule.matches = rule
-            .matches
-            .iter()
-            .flat_map(|m| {
-                bindings.iter().map(move |(gateway, port)| HttpMatch {
-                    gateways: vec![gateway.clone()],
-                    port: *port,
-                    ..m.clone()
-                })
-            })
-            .collect();
-        origin.http.push((label.clone(), path.clone()));
-        http.push(rule);
-    }
-    VirtualService {
-        source: route.source.clone(),
-        hosts,
-        gateways,
-        tcp: Vec::new(),
-        http,
-        tls: Vec::new(),
-        export_to: Vec::new(),
-        origin: Some(Arc::new(origin)),
-    }
-}
-
-/// The hosts of a route's `hostnames` (none: every host) that a listener
-/// of `hostname` (none: every host) takes, as the spec intersects them:
-/// the more specific of the two where one covers the other.
-fn intersection(hostname: Option<&str>, hostnames: &[String]) -> Vec<String> {
-    match (hostname, hostnames.is_empty()) {
-        (None, true) => vec!["*".to_owned()],
-        (Some(listener), true) => vec![listener.to_owned()],
-        (None, false) => hostnames.to_vec(),
-        (Some(listener), false) => hostnames
-            .iter()
-            .filter_map(|h| {
-                if host_matches(listener, h) {
-                    Some(h.clone())
-                } else if host_matches(h, listener) {
-                    Some(listener.to_owned())
-                } else {
-                    None
-                }
-            })
-            .collect(),
     }
 }
 

@@ -311,6 +311,10 @@ impl<'a> Catalog<'a> {
         }
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one listener per port: its addresses, sockets, and the virtual host"
+    )]
     fn gateway_listeners(
         &self,
         vs: &VirtualService,
@@ -393,6 +397,10 @@ impl<'a> Catalog<'a> {
                 if !listener.unix.contains(&path) {
                     listener.unix.push(path);
                 }
+            }
+            let routes = serving(routes, port);
+            if routes.is_empty() {
+                continue;
             }
             let taken = listener.virtual_hosts.iter().find_map(|other| {
                 domains
@@ -524,11 +532,7 @@ impl<'a> Catalog<'a> {
             return Err(errors);
         }
         Ok(HttpRoute {
-            key: format!(
-                "{namespace}/{}/{}",
-                vs.source.name,
-                vs.rule_label("http", i)
-            ),
+            key: vs.rule_key("http", i),
             name: rule.name.clone(),
             matches,
             destinations,
@@ -563,6 +567,18 @@ impl<'a> Catalog<'a> {
         };
         Ok((resolved, speaks_http2(target), endpoint_selection))
     }
+}
+
+/// The routes that can serve gateway port `port`: rules bound to other
+/// ports only (`match.port`) never do. Without any left, the host is not
+/// served there, so it does not hide a wildcard host that is.
+fn serving(routes: Vec<HttpRoute>, port: u16) -> Vec<HttpRoute> {
+    routes
+        .into_iter()
+        .filter(|r| {
+            r.matches.is_empty() || r.matches.iter().any(|m| m.port.is_none_or(|p| p == port))
+        })
+        .collect()
 }
 
 /// What `http` rules may say that the proxy does not do: refused, naming

@@ -46,6 +46,19 @@ impl VirtualService {
             .unwrap_or_else(|| format!("{list}[{i}]"))
     }
 
+    /// The route key of rule `i` of `list`: `<ns>/<name>/<label>`, where
+    /// `<ns>/<name>` is this `VirtualService`'s, or the resource the rule
+    /// was written in when the rules of several are merged (HTTPRoutes on
+    /// one host).
+    pub(crate) fn rule_key(&self, list: &str, i: usize) -> String {
+        let owner = self
+            .origin
+            .as_ref()
+            .and_then(|origin| origin.owner(list, i))
+            .unwrap_or_else(|| format!("{}/{}", self.source.namespace, self.source.name));
+        format!("{owner}/{}", self.rule_label(list, i))
+    }
+
     /// The field path of rule `i` of `list`, in the document as written.
     pub(crate) fn rule_path(&self, list: &str, i: usize) -> crate::error::FieldPath {
         self.origin
