@@ -51,6 +51,7 @@ pub(crate) fn translate(
             Resource::GatewayApi(GatewayApiResource::ReferenceGrant(g)) => index.grants.push(g),
             Resource::GatewayApi(GatewayApiResource::Namespace(n)) => index.namespaces.push(n),
             Resource::GatewayApi(GatewayApiResource::TcpRoute(r)) => index.tcp_routes.push(r),
+            Resource::GatewayApi(GatewayApiResource::TlsRoute(r)) => index.tls_routes.push(r),
             Resource::GatewayApi(GatewayApiResource::HttpRoute(r)) => index.http_routes.push(r),
             Resource::ServiceEntry(entry) => index.entries.push(entry),
             Resource::Gateway(gateway) => index.istio_gateways.push(gateway),
@@ -97,6 +98,11 @@ pub(crate) fn translate(
             out.push(Resource::VirtualService(vs));
         }
     }
+    for route in &index.tls_routes {
+        if let Some(vs) = index.tls_route(route, &mut statuses) {
+            out.push(Resource::VirtualService(vs));
+        }
+    }
     // The Service each mesh HTTPRoute takes, the first one per Service.
     let mut meshed: HashMap<(String, String), Source> = HashMap::new();
     for route in &index.http_routes {
@@ -135,10 +141,11 @@ pub(crate) fn translate(
 }
 
 #[derive(Default)]
-struct Index<'a> {
+pub(super) struct Index<'a> {
     services: Vec<&'a Service>,
     gateways: Vec<&'a Gateway>,
     tcp_routes: Vec<&'a TcpRoute>,
+    tls_routes: Vec<&'a super::TlsRoute>,
     http_routes: Vec<&'a HttpRoute>,
     entries: Vec<&'a ServiceEntry>,
     istio_gateways: Vec<&'a resource::Gateway>,
@@ -157,7 +164,7 @@ struct Index<'a> {
 }
 
 /// `<namespace>/<name>`, as `VirtualService` `gateways` name a Gateway.
-fn gateway_id(source: &Source) -> String {
+pub(super) fn gateway_id(source: &Source) -> String {
     format!("{}/{}", source.namespace, source.name)
 }
 
@@ -208,7 +215,9 @@ impl<'a> Index<'a> {
                 unix: None,
                 default_endpoint: None,
                 name: Some(listener.name.clone()),
-                tls_mode: None,
+                // A TLS listener is checked to be `tls.mode: Passthrough`.
+                tls_mode: (listener.protocol == Protocol::Tls)
+                    .then_some(resource::ServerTlsMode::Passthrough),
             })
             .collect();
         Some(resource::Gateway {
@@ -280,7 +289,7 @@ impl<'a> Index<'a> {
     /// first of them is), and the first one's `ResolvedRefs` reason
     /// (`resolved`). `None` when one names a Service refused on its own
     /// (its error is recorded).
-    fn destinations(
+    pub(super) fn destinations(
         &self,
         route: &Source,
         backends: &[BackendRef],
@@ -441,7 +450,7 @@ impl<'a> Index<'a> {
     /// `Accepted` condition (`None`: a Gateway refused on its own, whose
     /// error is recorded, or of a class not served, which is not ours to
     /// report on).
-    fn listeners(
+    pub(super) fn listeners(
         &self,
         route: &Source,
         kind: &str,
@@ -1022,7 +1031,7 @@ fn bound(
 /// The hosts of a route's `hostnames` (none: every host) that a listener
 /// of `hostname` (none: every host) takes, as the spec intersects them:
 /// the more specific of the two where one covers the other.
-fn intersection(hostname: Option<&str>, hostnames: &[String]) -> Vec<String> {
+pub(super) fn intersection(hostname: Option<&str>, hostnames: &[String]) -> Vec<String> {
     match (hostname, hostnames.is_empty()) {
         (None, true) => vec!["*".to_owned()],
         (Some(listener), true) => vec![listener.to_owned()],
