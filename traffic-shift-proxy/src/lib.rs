@@ -37,11 +37,13 @@ pub mod echo;
 mod forward;
 mod local;
 mod mirror;
+pub mod passthrough;
 mod request;
 mod rewrite;
 mod routes;
 mod select;
 mod server;
+pub mod sni;
 pub mod splice;
 mod stats;
 
@@ -66,6 +68,7 @@ use self::{
     stats::{AllRouteCounts, Outcomes, RouteCounts},
 };
 pub use self::{
+    passthrough::Passthrough,
     request::route_for,
     routes::RegexError,
     server::{Options, OriginalDst},

@@ -23,7 +23,8 @@ use std::{
 };
 
 use tokio::{
-    net::{TcpStream, UnixListener, UnixStream},
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpStream, UnixListener},
     sync::watch,
 };
 use traffic_shift_config::model::{Destination, HttpSelection, Selection, TcpRoute};
@@ -220,13 +221,18 @@ impl Splice {
         Ok((endpoint.addr, counters))
     }
 
-    /// One client connection: an endpoint picked, connected, bytes copied
-    /// both ways until both directions are closed.
-    async fn connection(self: Arc<Self>, mut client: UnixStream, key: Arc<str>) {
+    /// One client connection of route `key` (accepted on a unix socket, or
+    /// by SNI on a TLS passthrough port): an endpoint picked, connected,
+    /// bytes copied both ways until both directions are closed. Bytes the
+    /// client sent and nobody read yet (a peeked ClientHello) go first.
+    pub async fn connection<S>(self: Arc<Self>, mut client: S, key: Arc<str>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (endpoint, counters) = match self.pick(&key) {
             Ok(picked) => picked,
             Err(why) => {
-                tracing::warn!(route = %key, "unix gateway: connection closed: {why}");
+                tracing::warn!(route = %key, "user-space gateway: connection closed: {why}");
                 return;
             }
         };
@@ -269,7 +275,7 @@ mod tests {
 
     use tokio::{
         io::{AsyncReadExt as _, AsyncWriteExt as _},
-        net::TcpListener,
+        net::{TcpListener, UnixStream},
     };
     use traffic_shift_config::model::Endpoint;
 
@@ -308,6 +314,7 @@ mod tests {
             service_port: 0,
             listeners: Vec::new(),
             unix: vec!["/test.sock".into()],
+            sni: Vec::new(),
             prefixes: Vec::new(),
             selection: Selection::Smooth,
             destinations: weights
