@@ -200,3 +200,7 @@ async fn peek_hello(stream: &TcpStream) -> Result<(Option<String>, usize), NoRou
         }
     }
 }
+
+#[cfg(test)]
+#[path = "passthrough_tests.rs"]
+mod tests;
