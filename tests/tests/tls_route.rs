@@ -357,6 +357,12 @@ fn a_tls_route_splits_by_sni_exactly_keeps_held_connections_and_splices_both_way
 
     let event = s.agent.write_rules("tls.yaml", rules(80, 20));
     assert_eq!(event["result"], "applied", "{event}");
+    assert!(
+        s.agent
+            .log_text()
+            .contains("TLS passthrough: spliced in the kernel (sk_skb socket map)"),
+        "the kernel splice is loaded (else the bytes would be copied in user space)"
+    );
 
     let c = connector.clone();
     let (v1, v2) = run(&rt, async move { burst(&c, "tls.example.com", 1000).await });
@@ -436,6 +442,11 @@ fn a_tls_route_splits_by_sni_exactly_keeps_held_connections_and_splices_both_way
     let c = connector.clone();
     let who = run(&rt, async move { echo_large(&c, 16 << 20).await });
     assert_eq!(who, "v2");
+    let log = s.agent.log_text();
+    assert!(
+        !log.contains("cannot splice in the kernel"),
+        "every connection was spliced in the kernel:\n{log}"
+    );
     drop(rt);
 }
 

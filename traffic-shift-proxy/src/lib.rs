@@ -72,7 +72,7 @@ pub use self::{
     request::route_for,
     routes::RegexError,
     server::{Options, OriginalDst},
-    splice::{EndpointCounts, Splice},
+    splice::{EndpointCounts, KernelSplicer, Splice},
     stats::{
         BUCKETS, Counts, CountsKey, DURATION_BUCKETS, DestinationId, EndpointOutcomes,
         REQUEST_DURATION_MILLISECONDS, REQUESTS, RequestMetrics, RouteStats,

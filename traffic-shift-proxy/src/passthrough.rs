@@ -8,8 +8,9 @@
 //! picks the route by SNI ([`sni::route_for`]: exact name, longest
 //! wildcard, `*`), and hands the connection to [`Splice`], which picks the
 //! endpoint with the route's weights (the same smooth, exact selection as
-//! every other path), connects, and copies the bytes both ways, the
-//! ClientHello first. A ClientHello whose SNI no route takes (or bytes that
+//! every other path) and connects. With a [`KernelSplicer`] (the agent's
+//! `sk_skb` socket map) the kernel then moves the bytes both ways; without,
+//! they are copied in user space, the ClientHello first. A ClientHello whose SNI no route takes (or bytes that
 //! are no ClientHello) is accepted and then closed.
 
 use std::{
@@ -32,6 +33,7 @@ use traffic_shift_config::model::TcpRoute;
 use crate::{
     Splice,
     sni::{self, Hello, MAX_CLIENT_HELLO},
+    splice::KernelSplicer,
 };
 
 /// A listener's routes: each route's SNI names and key.
@@ -45,6 +47,8 @@ pub struct Passthrough {
     /// By the address a listener is bound to (`0.0.0.0:8443`).
     routes: watch::Sender<Arc<HashMap<SocketAddr, SniRoutes>>>,
     hello_timeout: Duration,
+    /// Splices in the kernel when set.
+    kernel: Option<Arc<dyn KernelSplicer>>,
     /// Connections closed without a route: no ClientHello read in time,
     /// not a ClientHello, or an SNI no route takes.
     closed_unrouted: AtomicU64,
@@ -67,11 +71,16 @@ impl Passthrough {
     /// No routes yet: connections are closed until [`Passthrough::update`].
     /// The routes' connections are made by `splice` (which must serve the
     /// same routes: [`Splice::update`]).
-    pub fn new(splice: Arc<Splice>, hello_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        splice: Arc<Splice>,
+        hello_timeout: Duration,
+        kernel: Option<Arc<dyn KernelSplicer>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             splice,
             routes: watch::Sender::new(Arc::new(HashMap::new())),
             hello_timeout,
+            kernel,
             closed_unrouted: AtomicU64::new(0),
         })
     }
@@ -145,7 +154,16 @@ impl Passthrough {
             return self.close(stream, at, sni.as_deref(), why, peeked).await;
         };
         tracing::debug!(%at, sni = sni.as_deref().unwrap_or(""), route = %key, "TLS passthrough: routed");
-        Arc::clone(&self.splice).connection(stream, key).await;
+        match &self.kernel {
+            Some(kernel) => {
+                let kernel = Arc::clone(kernel);
+                let splice = Arc::clone(&self.splice);
+                splice
+                    .connection_in_kernel(stream, key, peeked, kernel)
+                    .await;
+            }
+            None => Arc::clone(&self.splice).connection(stream, key).await,
+        }
     }
 
     /// Closes a connection that got no route: the bytes peeked are read

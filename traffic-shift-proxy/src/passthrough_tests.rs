@@ -60,7 +60,10 @@ fn route(key: &str, sni: &[&str], listener: SocketAddr, weights: &[(u32, SocketA
     }
 }
 
-#[expect(deprecated, reason = "ring without post-quantum key exchange is enough for a ClientHello")]
+#[expect(
+    deprecated,
+    reason = "ring without post-quantum key exchange is enough for a ClientHello"
+)]
 fn client_hello(host: &str) -> Vec<u8> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -90,17 +93,24 @@ async fn through(gateway: SocketAddr, hello: &[u8], parts: usize) -> std::io::Re
     stream.read_exact(&mut name).await?;
     let mut echo = vec![0u8; hello.len()];
     stream.read_exact(&mut echo).await?;
-    assert!(echo == hello, "the ClientHello reached the backend byte for byte");
+    assert!(
+        echo == hello,
+        "the ClientHello reached the backend byte for byte"
+    );
     Ok(String::from_utf8_lossy(&name).into_owned())
 }
 
 #[tokio::test]
 async fn routes_by_sni_splits_exactly_and_closes_what_no_route_takes() {
-    let (v1, v2, other) = (backend("v1").await, backend("v2").await, backend("ot").await);
+    let (v1, v2, other) = (
+        backend("v1").await,
+        backend("v2").await,
+        backend("ot").await,
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let gateway = listener.local_addr().expect("addr");
     let splice = Splice::new(Duration::from_secs(5));
-    let passthrough = Passthrough::new(Arc::clone(&splice), Duration::from_millis(300));
+    let passthrough = Passthrough::new(Arc::clone(&splice), Duration::from_millis(300), None);
     let routes = [
         route("tls a", &["a.example.com"], gateway, &[(80, v1), (20, v2)]),
         route("tls wild", &["*.example.org"], gateway, &[(1, other)]),
@@ -113,7 +123,11 @@ async fn routes_by_sni_splits_exactly_and_closes_what_no_route_takes() {
     let (mut n1, mut n2) = (0, 0);
     for i in 0..100 {
         // Whole, and split over 2 to 7 segments.
-        match through(gateway, &hello, 1 + i % 7).await.expect("routed").as_str() {
+        match through(gateway, &hello, 1 + i % 7)
+            .await
+            .expect("routed")
+            .as_str()
+        {
             "v1" => n1 += 1,
             "v2" => n2 += 1,
             other => panic!("answered by {other}"),

@@ -4,7 +4,9 @@
 //! without terminating TLS; the route's endpoint picked and the bytes
 //! spliced by the same [`Splice`](traffic_shift_proxy::Splice) as the unix
 //! sockets' TCP routes, which [`unix`](super::unix) keeps up to date with
-//! the TLS routes too).
+//! the TLS routes too). After the pick, the bytes are spliced in the kernel
+//! ([`in_kernel`]: an `sk_skb` stream verdict program on a socket map), or
+//! copied in user space where this kernel refuses it.
 //!
 //! As for the L7 proxy's gateway listeners: an address the rules need is
 //! bound (in `--netns`) before they go in force, and a port that cannot be
@@ -14,6 +16,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
+    os::fd::{AsRawFd as _, BorrowedFd},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -22,7 +25,7 @@ use std::{
 use tokio::{runtime::Runtime, task::JoinHandle};
 use traffic_shift_config::model::{RoutingModel, TcpRoute};
 use traffic_shift_datapath::netns::listen_in;
-use traffic_shift_proxy::{Passthrough, Splice};
+use traffic_shift_proxy::{KernelSplicer, Passthrough, Splice};
 
 use super::error::L7Error;
 
@@ -46,9 +49,9 @@ pub struct TlsListeners {
 }
 
 impl TlsListeners {
-    pub fn new(netns: &Path, splice: Arc<Splice>) -> Self {
+    pub fn new(netns: &Path, splice: Arc<Splice>, kernel: Option<Arc<dyn KernelSplicer>>) -> Self {
         Self {
-            passthrough: Passthrough::new(splice, HELLO_TIMEOUT),
+            passthrough: Passthrough::new(splice, HELLO_TIMEOUT, kernel),
             netns: netns.to_owned(),
             open: BTreeMap::new(),
         }
@@ -121,6 +124,52 @@ impl Drop for TlsListeners {
     fn drop(&mut self) {
         for task in self.open.values() {
             task.abort();
+        }
+    }
+}
+
+/// The datapath's `sk_skb` socket map, as the proxy crate's splicer.
+#[derive(Debug)]
+pub struct InKernel(pub traffic_shift_datapath::kernel_splice::KernelSplice);
+
+impl KernelSplicer for InKernel {
+    fn pair(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> std::io::Result<(u64, u64)> {
+        self.0.pair(&a, &b)
+    }
+
+    fn unpair(&self, pair: (u64, u64)) {
+        self.0.unpair(pair);
+    }
+
+    fn bytes(&self, socket: BorrowedFd<'_>) -> Option<(u64, u64)> {
+        // SAFETY: an all-zero tcp_info is valid; getsockopt writes at most
+        // `len` bytes into it, on a socket the caller borrows.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tcp_info>()).ok()?;
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&raw mut info).cast(),
+                &raw mut len,
+            )
+        };
+        (rc == 0).then_some((info.tcpi_bytes_received, info.tcpi_bytes_acked))
+    }
+}
+
+/// The kernel splice, or `None` (with a warning) when this kernel refuses
+/// it: then the bytes are copied in user space.
+pub fn in_kernel() -> Option<Arc<dyn KernelSplicer>> {
+    match traffic_shift_datapath::kernel_splice::KernelSplice::load() {
+        Ok(splice) => {
+            tracing::info!("TLS passthrough: spliced in the kernel (sk_skb socket map)");
+            Some(Arc::new(InKernel(splice)))
+        }
+        Err(err) => {
+            tracing::warn!(%err, "TLS passthrough: the kernel splice is not available; bytes are copied in user space");
+            None
         }
     }
 }

@@ -543,6 +543,10 @@ fn ours(api_version: &str) -> bool {
 
 /// One document of a kind read here, checked; `None` when its `apiVersion`
 /// is not core `v1` nor the Gateway API's (the Istio kinds').
+#[expect(
+    clippy::too_many_lines,
+    reason = "the envelope's checks, then one arm per kind read here"
+)]
 pub(crate) fn parse_document(
     file: &Path,
     document: usize,

@@ -80,7 +80,7 @@ fn model_of(text: &str) -> RoutingModel {
 
 /// `(type, status, reason)` of the conditions of each parent of the
 /// TLSRoute `tls-echo`.
-fn conditions(model: &RoutingModel) -> Vec<Vec<(String, String, String)>> {
+fn conditions(model: &RoutingModel) -> Vec<Conditions> {
     let key = crate::model::StatusKey {
         kind: "TLSRoute".into(),
         namespace: "default".into(),
@@ -105,7 +105,10 @@ fn conditions(model: &RoutingModel) -> Vec<Vec<(String, String, String)>> {
         .collect()
 }
 
-fn cond(accepted: &str, resolved: &str) -> Vec<(String, String, String)> {
+/// `(type, status, reason)` of each condition of a parent.
+type Conditions = Vec<(String, String, String)>;
+
+fn cond(accepted: &str, resolved: &str) -> Conditions {
     let status = |reason: &str, ok: &str| if reason == ok { "True" } else { "False" };
     vec![
         (
@@ -221,7 +224,7 @@ fn status_reports_what_the_spec_does_not_refuse() {
         "{name: tls-v2, namespace: other, port: 443, weight: 20}",
     );
     let tcp_grant = grant.replace("kind: TLSRoute", "kind: TCPRoute");
-    let cases: Vec<(&str, String, Vec<Vec<(String, String, String)>>, bool)> = vec![
+    let cases: Vec<(&str, String, Vec<Conditions>, bool)> = vec![
         (
             "a backend that does not exist",
             changed("{name: tls-v2, port: 443", "{name: nope, port: 443"),
@@ -280,6 +283,10 @@ fn status_reports_what_the_spec_does_not_refuse() {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "a table of cases: the change to the base set and its message each"
+)]
 fn each_refusal_says_what_to_do() {
     let passthrough = "    tls: {mode: Passthrough}\n";
     let cases: Vec<(&str, String, &str)> = vec![

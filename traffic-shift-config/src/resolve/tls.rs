@@ -101,16 +101,14 @@ impl Catalog<'_> {
                         continue;
                     }
                     for port in ports {
-                        let names = match wanted
-                            .iter_mut()
-                            .find(|(g, p, _)| std::ptr::eq(*g, gateway) && *p == port)
-                        {
-                            Some((.., names)) => names,
-                            None => {
+                        let at = wanted
+                            .iter()
+                            .position(|(g, p, _)| std::ptr::eq(*g, gateway) && *p == port)
+                            .unwrap_or_else(|| {
                                 wanted.push((gateway, port, Vec::new()));
-                                &mut wanted.last_mut().expect("pushed").2
-                            }
-                        };
+                                wanted.len() - 1
+                            });
+                        let names = &mut wanted[at].2;
                         for sni in &m.sni_hosts {
                             let sni = sni.to_ascii_lowercase();
                             if !names.contains(&sni) {
