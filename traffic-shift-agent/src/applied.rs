@@ -51,7 +51,7 @@ pub struct KindNames {
 }
 
 /// Every kind, in the order `unknown kind` lists them.
-pub const KIND_NAMES: [KindNames; 9] = [
+pub const KIND_NAMES: [KindNames; 10] = [
     KindNames {
         kind: "VirtualService",
         singular: "virtualservice",
@@ -101,6 +101,12 @@ pub const KIND_NAMES: [KindNames; 9] = [
         singular: "tcproute",
         plural: "tcproutes",
         short: "tcproute",
+    },
+    KindNames {
+        kind: "TLSRoute",
+        singular: "tlsroute",
+        plural: "tlsroutes",
+        short: "tlsroute",
     },
     KindNames {
         kind: config::GATEWAY_KIND,

@@ -35,6 +35,11 @@ impl<'s> Check<'s> {
         }
     }
 
+    /// The document being checked.
+    pub fn source(&self) -> &'s Source {
+        self.source
+    }
+
     /// Records an error: a message, or a typed error's `Display`.
     pub fn error(&mut self, path: FieldPath, message: impl fmt::Display) {
         self.errors

@@ -156,6 +156,15 @@ pub struct TcpRoute {
     /// accepts on the socket and connects to the endpoint this route's
     /// weights pick, in user space.
     pub unix: Vec<String>,
+    /// Gateway TLS passthrough routes only (a `VirtualService` `tls` rule,
+    /// or a `TLSRoute`, on a `TLS` server in `PASSTHROUGH` mode): the SNI
+    /// names this route takes, lowercase, each a name or `*.suffix`
+    /// (`*` alone: every name). Not empty: the kernel does not see the
+    /// route (the choice needs the ClientHello, which comes after the
+    /// connect); the agent accepts on `listeners` in user space, reads the
+    /// SNI without terminating TLS, and splices the connection to the
+    /// endpoint this route's weights pick ([`TcpRoute::is_tls`]).
+    pub sni: Vec<String>,
     /// Every service address range:port this route covers (ServiceEntry
     /// `addresses` CIDRs of more than one address x this port): a
     /// connection to an address of a range that no `listeners` entry (of
@@ -175,6 +184,18 @@ impl TcpRoute {
     /// ([`TcpRoute::unix`]), not by the kernel.
     pub fn is_unix(&self) -> bool {
         !self.unix.is_empty()
+    }
+
+    /// A gateway TLS passthrough route, chosen by SNI ([`TcpRoute::sni`]):
+    /// served by the agent in user space on `listeners`, not by the kernel.
+    pub fn is_tls(&self) -> bool {
+        !self.sni.is_empty()
+    }
+
+    /// Served by the agent in user space (on a unix socket, or by SNI),
+    /// not by a kernel program.
+    pub fn is_user_space(&self) -> bool {
+        self.is_unix() || self.is_tls()
     }
 }
 

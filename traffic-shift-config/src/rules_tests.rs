@@ -660,7 +660,7 @@ fn unreachable_http_rules_warn() {
 }
 
 #[test]
-fn tls_rules_are_checked_then_refused_as_not_supported() {
+fn tls_rules_are_checked_and_mesh_ones_refused_as_not_supported() {
     refused(&[
         (
             vs(
@@ -695,13 +695,14 @@ fn tls_rules_are_checked_then_refused_as_not_supported() {
     );
     let file = accepted(&valid);
     let (model, _) = resolve_all(&[file]);
-    let errors = model.expect_err("tls rules are refused at resolve");
+    let errors = model.expect_err("mesh tls rules are refused at resolve");
     assert_eq!(
         errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
         [
-            "rules/r.yaml: document 1 (VirtualService default/r): spec.tls[0]: tls rules are not \
-          supported yet: the kernel path does not read the SNI of a connection; route the port \
-          with a tcp rule instead (line 7)"
+            "rules/r.yaml: document 1 (VirtualService default/r): spec.tls[0]: tls rules bound \
+             to the mesh are not supported yet: the connect-time hook does not read the SNI of a \
+             connection; bind the rule to a Gateway server with protocol TLS and tls.mode \
+             PASSTHROUGH, or route the port with a tcp rule (line 7)"
         ]
     );
 }

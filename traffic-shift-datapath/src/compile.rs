@@ -221,7 +221,7 @@ pub fn compile(
     let mut n_prefixes = 0;
     let mut socket_endpoints = std::collections::BTreeSet::new();
     // Routes on unix sockets are served in user space (the agent's `unix`).
-    for route in model.routes.iter().filter(|r| !r.is_unix()) {
+    for route in model.routes.iter().filter(|r| !r.is_user_space()) {
         let next = u32::try_from(service_ids.len()).unwrap_or(u32::MAX);
         let service_id = *service_ids
             .entry((&route.service_host, route.service_port))
@@ -593,7 +593,7 @@ pub fn stat_keys(model: &RoutingModel) -> std::collections::BTreeSet<StatKey> {
     model
         .routes
         .iter()
-        .filter(|r| !r.is_unix())
+        .filter(|r| !r.is_user_space())
         .flat_map(|r| {
             r.destinations
                 .iter()
@@ -730,6 +730,7 @@ mod tests {
                 let model = RoutingModel {
                     routes: vec![TcpRoute {
                         unix: Vec::new(),
+                        sni: Vec::new(),
                         key: "default/tcp-echo/tcp[0]/port 9000".into(),
                         source: "vs.yaml".into(),
                         gateway: None,

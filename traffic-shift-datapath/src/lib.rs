@@ -54,6 +54,7 @@ use traffic_shift_common::{FlowKey, PrefixData, RouteTable, ServiceKey, ServiceV
 pub mod compile;
 pub mod drain;
 pub mod inspect;
+pub mod kernel_splice;
 pub mod limits;
 pub mod netns;
 pub mod pins;

@@ -7,6 +7,7 @@
 //! | `sock_ops.rs` | `sock_ops` on the connect cgroup: per-endpoint connection and byte counters | 5.10 (`bpf_sk_storage_get` from sock_addr) |
 //! | `xdp.rs` | XDP on `--xdp-iface`: the gateway for endpoints on other hosts (conntrack, NAT, `bpf_fib_lookup`) | 6.7 (`BPF_FIB_LOOKUP_SRC`) |
 //! | `select.rs` | backend selection shared by both | 5.12 (atomic fetch-add) |
+//! | `splice.rs` (its own object, `traffic-shift-splice`) | `sk_skb` stream verdict on a `SOCKHASH`: TLS passthrough connections spliced | 4.18 |
 //!
 //! Every entry point is thin: it calls a `try_*` function that returns
 //! `Result<Event, Event>`, counts the event in `TS_EVENTS` and returns an

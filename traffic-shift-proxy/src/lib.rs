@@ -39,11 +39,13 @@ pub mod echo;
 mod forward;
 mod local;
 mod mirror;
+pub mod passthrough;
 mod request;
 mod rewrite;
 mod routes;
 mod select;
 mod server;
+pub mod sni;
 pub mod splice;
 mod stats;
 
@@ -68,10 +70,11 @@ use self::{
     stats::{AllRouteCounts, Outcomes, RouteCounts},
 };
 pub use self::{
+    passthrough::Passthrough,
     request::route_for,
     routes::RegexError,
     server::{Options, OriginalDst},
-    splice::{EndpointCounts, Splice},
+    splice::{EndpointCounts, KernelSplicer, Splice},
     stats::{
         BUCKETS, Counts, CountsKey, DURATION_BUCKETS, DestinationId, EndpointOutcomes,
         HTTP_RETRY_BUFFER_OVERFLOW, REQUEST_DURATION_MILLISECONDS, REQUESTS, RequestMetrics,

@@ -22,8 +22,11 @@ use std::{
     time::Duration,
 };
 
+use std::os::fd::{AsFd as _, BorrowedFd};
+
 use tokio::{
-    net::{TcpStream, UnixListener, UnixStream},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
+    net::{TcpStream, UnixListener},
     sync::watch,
 };
 use traffic_shift_config::model::{Destination, HttpSelection, Selection, TcpRoute};
@@ -220,14 +223,15 @@ impl Splice {
         Ok((endpoint.addr, counters))
     }
 
-    /// One client connection: an endpoint picked, connected, bytes copied
-    /// both ways until both directions are closed.
-    async fn connection(self: Arc<Self>, mut client: UnixStream, key: Arc<str>) {
-        let (endpoint, counters) = match self.pick(&key) {
+    /// The endpoint of a new connection of route `key`, picked (counted)
+    /// and connected; `None` when there is none, or the connect failed
+    /// (counted as Envoy's `UF`).
+    async fn upstream(&self, key: &str) -> Option<(TcpStream, SocketAddr, Arc<Counters>)> {
+        let (endpoint, counters) = match self.pick(key) {
             Ok(picked) => picked,
             Err(why) => {
-                tracing::warn!(route = %key, "unix gateway: connection closed: {why}");
-                return;
+                tracing::warn!(route = %key, "user-space gateway: connection closed: {why}");
+                return None;
             }
         };
         let upstream =
@@ -236,30 +240,156 @@ impl Splice {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             counters.closed.fetch_add(1, Ordering::Relaxed);
         };
-        let mut upstream = match upstream {
-            Ok(Ok(upstream)) => upstream,
+        match upstream {
+            Ok(Ok(upstream)) => {
+                let _ = upstream.set_nodelay(true);
+                Some((upstream, endpoint, counters))
+            }
             Ok(Err(err)) => {
                 failed();
-                tracing::warn!(route = %key, %endpoint, %err, "unix gateway: connect to the endpoint failed, connection closed");
-                return;
+                tracing::warn!(route = %key, %endpoint, %err, "user-space gateway: connect to the endpoint failed, connection closed");
+                None
             }
             Err(_) => {
                 failed();
-                tracing::warn!(route = %key, %endpoint, "unix gateway: connect to the endpoint timed out, connection closed");
+                tracing::warn!(route = %key, %endpoint, "user-space gateway: connect to the endpoint timed out, connection closed");
+                None
+            }
+        }
+    }
+
+    /// One client connection of route `key` (accepted on a unix socket, or
+    /// by SNI on a TLS passthrough port): an endpoint picked, connected,
+    /// bytes copied both ways until both directions are closed. Bytes the
+    /// client sent and nobody read yet (a peeked ClientHello) go first.
+    pub async fn connection<S>(self: Arc<Self>, mut client: S, key: Arc<str>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some((mut upstream, endpoint, counters)) = self.upstream(&key).await else {
+            return;
+        };
+        copy_both_ways(&mut client, &mut upstream, &counters, &key, endpoint).await;
+    }
+
+    /// One TLS passthrough connection of route `key`, spliced in the kernel
+    /// by `kernel`: the endpoint picked and connected as
+    /// [`Splice::connection`] does; the ClientHello the client sent
+    /// (`hello_len` bytes, peeked so far) read out and written to the
+    /// upstream once both sockets are in the kernel's socket map, so the
+    /// server's answer is redirected too; then each side's end (which the
+    /// kernel does not carry) passed to the other by a shutdown. Bytes are
+    /// counted from the client socket's `tcp_info`. When the sockets cannot
+    /// be put in the map, the bytes are copied in user space.
+    pub async fn connection_in_kernel(
+        self: Arc<Self>,
+        mut client: TcpStream,
+        key: Arc<str>,
+        hello_len: usize,
+        kernel: Arc<dyn KernelSplicer>,
+    ) {
+        let Some((mut upstream, endpoint, counters)) = self.upstream(&key).await else {
+            return;
+        };
+        let mut hello = vec![0u8; hello_len];
+        if let Err(err) = client.read_exact(&mut hello).await {
+            tracing::debug!(route = %key, %endpoint, %err, "TLS passthrough: the client went away");
+            counters.closed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let pair = match kernel.pair(client.as_fd(), upstream.as_fd()) {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::warn!(route = %key, %endpoint, %err, "TLS passthrough: cannot splice in the kernel, copying in user space");
+                if upstream.write_all(&hello).await.is_ok() {
+                    copy_both_ways(&mut client, &mut upstream, &counters, &key, endpoint).await;
+                } else {
+                    counters.closed.fetch_add(1, Ordering::Relaxed);
+                }
                 return;
             }
         };
-        let _ = upstream.set_nodelay(true);
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((received, sent)) => {
-                counters.received.fetch_add(received, Ordering::Relaxed);
-                counters.sent.fetch_add(sent, Ordering::Relaxed);
-            }
-            Err(err) => {
-                tracing::debug!(route = %key, %endpoint, %err, "unix gateway: connection ended with an error");
-            }
+        if let Err(err) = upstream.write_all(&hello).await {
+            tracing::debug!(route = %key, %endpoint, %err, "TLS passthrough: the upstream went away");
+        } else {
+            wait_for_both_ends(&mut client, &mut upstream).await;
         }
+        if let Some((received, sent)) = kernel.bytes(client.as_fd()) {
+            counters.received.fetch_add(received, Ordering::Relaxed);
+            counters.sent.fetch_add(sent, Ordering::Relaxed);
+        }
+        kernel.unpair(pair);
         counters.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Splices two connected TCP sockets in the kernel (the agent's
+/// `sk_skb` socket map): each one's data goes to the other.
+pub trait KernelSplicer: Send + Sync + std::fmt::Debug {
+    /// Puts `a` and `b` in the map, each the other's peer; returns what
+    /// [`KernelSplicer::unpair`] takes.
+    fn pair(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> std::io::Result<(u64, u64)>;
+    /// Takes a pair out of the map.
+    fn unpair(&self, pair: (u64, u64));
+    /// What a socket received and what the other side acknowledged
+    /// (`tcp_info` `bytes_received`, `bytes_acked`).
+    fn bytes(&self, socket: BorrowedFd<'_>) -> Option<(u64, u64)>;
+}
+
+/// Copies both ways until both directions are closed, counted.
+async fn copy_both_ways<S>(
+    client: &mut S,
+    upstream: &mut TcpStream,
+    counters: &Counters,
+    key: &str,
+    endpoint: SocketAddr,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::io::copy_bidirectional(client, upstream).await {
+        Ok((received, sent)) => {
+            counters.received.fetch_add(received, Ordering::Relaxed);
+            counters.sent.fetch_add(sent, Ordering::Relaxed);
+        }
+        Err(err) => {
+            tracing::debug!(route = %key, %endpoint, %err, "user-space gateway: connection ended with an error");
+        }
+    }
+    counters.closed.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Spliced sockets: the kernel moves the data, not the FIN. Each side's
+/// end (its read returns 0) is passed to the other by a shutdown; data
+/// that still reaches user space (it came before the socket entered the
+/// map) is forwarded.
+async fn wait_for_both_ends(client: &mut TcpStream, upstream: &mut TcpStream) {
+    let (mut client_done, mut upstream_done) = (false, false);
+    let (mut from_client, mut from_upstream) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    while !(client_done && upstream_done) {
+        tokio::select! {
+            read = client.read(&mut from_client), if !client_done => match read {
+                Ok(n) if n > 0 => {
+                    if upstream.write_all(&from_client[..n]).await.is_err() {
+                        return;
+                    }
+                }
+                _ => {
+                    client_done = true;
+                    let _ = upstream.shutdown().await;
+                }
+            },
+            read = upstream.read(&mut from_upstream), if !upstream_done => match read {
+                Ok(n) if n > 0 => {
+                    if client.write_all(&from_upstream[..n]).await.is_err() {
+                        return;
+                    }
+                }
+                _ => {
+                    upstream_done = true;
+                    let _ = client.shutdown().await;
+                }
+            },
+        }
     }
 }
 
@@ -269,7 +399,7 @@ mod tests {
 
     use tokio::{
         io::{AsyncReadExt as _, AsyncWriteExt as _},
-        net::TcpListener,
+        net::{TcpListener, UnixStream},
     };
     use traffic_shift_config::model::Endpoint;
 
@@ -308,6 +438,7 @@ mod tests {
             service_port: 0,
             listeners: Vec::new(),
             unix: vec!["/test.sock".into()],
+            sni: Vec::new(),
             prefixes: Vec::new(),
             selection: Selection::Smooth,
             destinations: weights

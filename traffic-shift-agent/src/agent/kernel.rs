@@ -114,7 +114,7 @@ impl Kernel {
         let (local, remote): (Vec<SocketAddr>, Vec<SocketAddr>) = model
             .routes
             .iter()
-            .filter(|r| r.gateway.is_some() && !r.is_unix())
+            .filter(|r| r.gateway.is_some() && !r.is_user_space())
             .flat_map(|r| r.destinations.iter().flat_map(|d| &d.endpoints))
             .map(|e| e.addr)
             .partition(|addr| is_local(addr.ip()));

@@ -29,6 +29,7 @@ use traffic_shift_proxy::{OriginalDst, Prepared, Proxy};
 
 use super::{
     error::L7Error,
+    tls::{TlsListeners, TlsPlan},
     unix::{UnixPlan, UnixSockets},
 };
 
@@ -42,6 +43,8 @@ pub struct Plan {
     wanted: BTreeSet<SocketAddr>,
     /// The gateway servers on unix sockets.
     unix: UnixPlan,
+    /// The TLS passthrough ports.
+    tls: TlsPlan,
 }
 
 pub struct L7 {
@@ -56,6 +59,9 @@ pub struct L7 {
     gateways: BTreeMap<SocketAddr, (String, JoinHandle<()>)>,
     /// Gateway servers on unix sockets (TCP and HTTP).
     unix: UnixSockets,
+    /// Gateway TLS passthrough ports (routes by SNI, spliced by the unix
+    /// sockets' splicer).
+    tls: TlsListeners,
 }
 
 impl L7 {
@@ -93,6 +99,11 @@ impl L7 {
             );
             tracing::info!(%addr, "L7 proxy: taking connections to HTTP service addresses");
         }
+        let unix = UnixSockets::new(
+            netns,
+            traffic_shift_proxy::Options::default().connect_timeout,
+        );
+        let tls = TlsListeners::new(netns, unix.splice(), super::tls::in_kernel());
         Ok(Self {
             runtime: Some(runtime),
             proxy,
@@ -100,10 +111,8 @@ impl L7 {
             addrs,
             mesh,
             gateways: BTreeMap::new(),
-            unix: UnixSockets::new(
-                netns,
-                traffic_shift_proxy::Options::default().connect_timeout,
-            ),
+            unix,
+            tls,
         })
     }
 
@@ -127,6 +136,7 @@ impl L7 {
             }
         }
         let unix = self.unix.prepare(model, usable)?;
+        let tls = self.tls.prepare(model)?;
         let proxy = self.prepare_update(usable)?;
         let wanted = usable
             .http
@@ -139,6 +149,7 @@ impl L7 {
             proxy,
             wanted,
             unix,
+            tls,
         })
     }
 
@@ -168,10 +179,12 @@ impl L7 {
             proxy,
             wanted,
             unix,
+            tls,
         } = plan;
         self.proxy.install(proxy);
         let runtime = self.runtime.as_ref().expect("set until dropped");
         self.unix.commit(unix, runtime, &self.proxy);
+        self.tls.commit(tls, runtime);
         for (addr, key, socket) in bound {
             let socket = {
                 let _runtime = runtime.enter();

@@ -40,6 +40,7 @@ pub mod simulate;
 mod sources;
 mod status_file;
 mod store;
+mod tls;
 mod unix;
 
 use self::{

@@ -347,7 +347,7 @@ impl Agent {
             .routes
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.is_unix())
+            .filter(|(_, r)| r.is_user_space())
             .filter(|(_, r)| last.and_then(|l| l.get(&r.key)) != counts.get(&r.key))
             .map(|(i, _)| i)
             .collect();
@@ -389,7 +389,15 @@ impl Agent {
                 .gateway
                 .as_ref()
                 .map_or_else(|| "mesh".to_owned(), |g| format!("gateway {g}")),
-            service: if route.is_unix() {
+            service: if route.is_tls() {
+                // Served in user space by SNI, counted there (`unix_opened`).
+                let port = route.listeners.first().map_or(0, SocketAddr::port);
+                format!(
+                    "{} on port {port} by SNI {}",
+                    route.service_host,
+                    route.sni.join(",")
+                )
+            } else if route.is_unix() {
                 // Served in user space, counted there (`unix_opened`).
                 let sockets: Vec<String> =
                     route.unix.iter().map(|p| format!("unix://{p}")).collect();
@@ -537,13 +545,13 @@ impl Agent {
             .map(|ep| {
                 let (mut total, mut minute) =
                     self.observer.observed(self.kernel.slot(route, dest, ep));
-                if route.is_unix() {
+                if route.is_user_space() {
                     // Counted by the agent, which makes the connections.
                     (total.opened, minute.opened) = self.unix_opened(&route.key, ep.addr);
                 }
                 let state = if let Some(state) = self.health.state(ep.addr) {
                     state
-                } else if route.gateway.is_some() && !route.is_unix() {
+                } else if route.gateway.is_some() && !route.is_user_space() {
                     // The sk_lookup gateway hands connections to sockets;
                     // a unix socket's route connects in user space.
                     if self.kernel.has_socket(ep.addr) {

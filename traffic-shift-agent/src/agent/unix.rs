@@ -214,12 +214,14 @@ impl Drop for UnixSockets {
     }
 }
 
-/// The TCP routes of `model` served on unix sockets.
+/// The TCP routes of `model` served in user space by the splicer: on unix
+/// sockets, and the TLS passthrough routes chosen by SNI
+/// ([`tls`](super::tls) accepts their connections).
 fn unix_routes(model: &RoutingModel) -> Vec<TcpRoute> {
     model
         .routes
         .iter()
-        .filter(|r| r.is_unix())
+        .filter(|r| r.is_user_space())
         .cloned()
         .collect()
 }
@@ -367,6 +369,7 @@ mod tests {
             service_port: 0,
             listeners: Vec::new(),
             unix: vec![path.into()],
+            sni: Vec::new(),
             prefixes: Vec::new(),
             selection: traffic_shift_config::model::Selection::Smooth,
             destinations: Vec::new(),

@@ -460,13 +460,7 @@ fn listener(
             format!("listener name {name} is used twice: names are unique in a Gateway"),
         );
     }
-    if listener.tls.is_some() {
-        cx.error(
-            base.key("tls"),
-            "listener tls is not supported yet: the L7 proxy does not terminate TLS and TLS \
-             passthrough is not read; remove it",
-        );
-    }
+    super::tls_route::listener_tls(cx, &base, listener.protocol.as_deref(), listener.tls);
     let hostname = listener.hostname.map(|h| h.to_ascii_lowercase());
     if let Some(hostname) = &hostname
         && let Err(message) = validate_domain(hostname)
@@ -481,12 +475,14 @@ fn listener(
     let protocol = match listener.protocol.as_deref() {
         Some("TCP") => Protocol::Tcp,
         Some("HTTP") => Protocol::Http,
-        Some(other @ ("HTTPS" | "TLS" | "UDP")) => {
+        Some("TLS") => Protocol::Tls,
+        Some(other @ ("HTTPS" | "UDP")) => {
             cx.error(
                 base.key("protocol"),
                 format!(
                     "listener protocol {other} is not supported yet: use TCP (TCPRoute, the \
-                     kernel path) or HTTP (HTTPRoute, the L7 proxy)"
+                     kernel path), TLS with tls.mode Passthrough (TLSRoute, by SNI) or HTTP \
+                     (HTTPRoute, the L7 proxy)"
                 ),
             );
             return None;
@@ -494,12 +490,15 @@ fn listener(
         Some(other) => {
             cx.error(
                 base.key("protocol"),
-                format!("listener protocol {other:?} is not known: use TCP or HTTP"),
+                format!("listener protocol {other:?} is not known: use TCP, TLS or HTTP"),
             );
             return None;
         }
         None => {
-            cx.error(base.key("protocol"), "protocol is required: TCP or HTTP");
+            cx.error(
+                base.key("protocol"),
+                "protocol is required: TCP, TLS or HTTP",
+            );
             return None;
         }
     };
@@ -521,10 +520,10 @@ fn listener(
             ),
         );
     }
-    let default_kind = if protocol == Protocol::Tcp {
-        "TCPRoute"
-    } else {
-        "HTTPRoute"
+    let default_kind = match protocol {
+        Protocol::Tcp => "TCPRoute",
+        Protocol::Tls => "TLSRoute",
+        _ => "HTTPRoute",
     };
     let (mut kinds, namespaces) =
         allowed_routes(cx, &base, listener.allowed_routes, protocol, default_kind);
@@ -588,7 +587,8 @@ fn allowed_routes(
         match (group.as_str(), name.as_str()) {
             (GROUP, "TCPRoute") if protocol == Protocol::Tcp => kinds.push("TCPRoute"),
             (GROUP, "HTTPRoute") if protocol == Protocol::Http => kinds.push("HTTPRoute"),
-            (GROUP, "TCPRoute" | "HTTPRoute") => cx.error(
+            (GROUP, "TLSRoute") if protocol == Protocol::Tls => kinds.push("TLSRoute"),
+            (GROUP, "TCPRoute" | "HTTPRoute" | "TLSRoute") => cx.error(
                 path.key("kind"),
                 format!(
                     "a {} listener does not take {name}: allow {default_kind}",
@@ -664,7 +664,7 @@ fn label_selector(cx: &mut Check, base: &FieldPath, written: dto::LabelSelector)
 }
 
 /// A route's `parentRefs`.
-fn parent_refs(
+pub(super) fn parent_refs(
     cx: &mut Check,
     written: Option<Vec<dto::ParentRef>>,
     namespace: &str,
@@ -689,8 +689,11 @@ fn parent_refs(
             ("" | "core", "Service") => {
                 cx.error(
                     base.key("kind"),
-                    "a TCPRoute bound to a Service (GAMMA) is not supported yet: bind it to a \
-                     Gateway listener",
+                    format!(
+                        "a {} bound to a Service (GAMMA) is not supported yet: bind it to a \
+                         Gateway listener",
+                        cx.source().kind
+                    ),
                 );
                 continue;
             }
@@ -748,7 +751,7 @@ fn parent_refs(
 }
 
 /// A rule's `backendRefs`.
-fn backend_refs(
+pub(super) fn backend_refs(
     cx: &mut Check,
     base: &FieldPath,
     written: Option<Vec<dto::BackendRef>>,

@@ -97,8 +97,8 @@ pub struct Listener {
     pub port: Option<i64>,
     pub protocol: Option<String>,
     pub allowed_routes: Option<AllowedRoutes>,
-    // Refused by `check`: not supported yet.
-    pub tls: Option<IgnoredAny>,
+    /// `mode: Passthrough` on a TLS listener; refused otherwise.
+    pub tls: Option<super::tls_route::ListenerTls>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -187,10 +187,32 @@ fn merged(
     }
 }
 
+/// The hosts of a route's `hostnames` (none: every host) that a listener
+/// of `hostname` (none: every host) takes, as the spec intersects them:
+/// the more specific of the two where one covers the other.
+pub(super) fn intersection(hostname: Option<&str>, hostnames: &[String]) -> Vec<String> {
+    match (hostname, hostnames.is_empty()) {
+        (None, true) => vec!["*".to_owned()],
+        (Some(listener), true) => vec![listener.to_owned()],
+        (None, false) => hostnames.to_vec(),
+        (Some(listener), false) => hostnames
+            .iter()
+            .filter_map(|h| {
+                if host_matches(listener, h) {
+                    Some(h.clone())
+                } else if host_matches(h, listener) {
+                    Some(listener.to_owned())
+                } else {
+                    None
+                }
+            })
+            .collect(),
+    }
+}
+
 /// The hosts a route attached to `listener` serves there: the
-/// intersections of its `hostnames` (none: every host) with the listener's
-/// `hostname` (none: every host), the more specific of the two where one
-/// covers the other; less those that a more specific listener of the same
+/// [`intersection`] of its `hostnames` with the listener's `hostname`;
+/// less those that a more specific listener of the same
 /// port of the Gateway (`others`) takes, as a request is served only by
 /// the routes of the most specific listener that matches it (listener
 /// isolation).
@@ -199,23 +221,7 @@ pub(super) fn listener_hosts(
     others: &[Listener],
     hostnames: &[String],
 ) -> Vec<String> {
-    let hosts: Vec<String> = match (listener.hostname.as_deref(), hostnames.is_empty()) {
-        (None, true) => vec!["*".to_owned()],
-        (Some(hostname), true) => vec![hostname.to_owned()],
-        (None, false) => hostnames.to_vec(),
-        (Some(hostname), false) => hostnames
-            .iter()
-            .filter_map(|h| {
-                if host_matches(hostname, h) {
-                    Some(h.clone())
-                } else if host_matches(h, hostname) {
-                    Some(hostname.to_owned())
-                } else {
-                    None
-                }
-            })
-            .collect(),
-    };
+    let hosts = intersection(listener.hostname.as_deref(), hostnames);
     let own = listener.hostname.as_deref().unwrap_or("*");
     let mut out: Vec<String> = Vec::new();
     for host in hosts {

@@ -42,14 +42,17 @@ mod place;
 mod status;
 #[cfg(test)]
 mod tests;
+mod tls_route;
+#[cfg(test)]
+mod tls_route_tests;
 mod translate;
 
 use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
 
 use serde_yaml_ng::Value;
 
-pub use self::status::STATUS_KINDS;
 pub(crate) use self::{place::place, translate::translate};
+pub use self::{status::STATUS_KINDS, tls_route::TlsRoute};
 use crate::{
     check::Checked,
     common::{Labels, Protocol},
@@ -93,7 +96,7 @@ const GROUP: &str = "gateway.networking.k8s.io";
 
 /// The kinds read here, with the `apiVersion`s each is read at (newest
 /// first).
-pub const KINDS: [(&str, &[&str]); 7] = [
+pub const KINDS: [(&str, &[&str]); 8] = [
     ("Service", &["v1"]),
     ("Namespace", &["v1"]),
     (
@@ -125,6 +128,13 @@ pub const KINDS: [(&str, &[&str]); 7] = [
         ],
     ),
     ("TCPRoute", &["gateway.networking.k8s.io/v1alpha2"]),
+    (
+        "TLSRoute",
+        &[
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1alpha2",
+        ],
+    ),
 ];
 
 /// One checked document of a kind read here.
@@ -134,6 +144,7 @@ pub enum GatewayApiResource {
     GatewayClass(GatewayClass),
     Gateway(Gateway),
     TcpRoute(TcpRoute),
+    TlsRoute(TlsRoute),
     HttpRoute(HttpRoute),
     ReferenceGrant(ReferenceGrant),
     Namespace(Namespace),
@@ -146,6 +157,7 @@ impl GatewayApiResource {
             Self::GatewayClass(r) => &r.source,
             Self::Gateway(r) => &r.source,
             Self::TcpRoute(r) => &r.source,
+            Self::TlsRoute(r) => &r.source,
             Self::HttpRoute(r) => &r.source,
             Self::ReferenceGrant(r) => &r.source,
             Self::Namespace(r) => &r.source,
@@ -158,6 +170,7 @@ impl GatewayApiResource {
             Self::GatewayClass(r) => &mut r.source,
             Self::Gateway(r) => &mut r.source,
             Self::TcpRoute(r) => &mut r.source,
+            Self::TlsRoute(r) => &mut r.source,
             Self::HttpRoute(r) => &mut r.source,
             Self::ReferenceGrant(r) => &mut r.source,
             Self::Namespace(r) => &mut r.source,
@@ -339,7 +352,7 @@ pub struct Listener {
     /// Absent: every host name.
     pub hostname: Option<String>,
     pub port: u16,
-    /// `TCP` or `HTTP`.
+    /// `TCP`, `HTTP`, or `TLS` (`tls.mode: Passthrough`: TLSRoute).
     pub protocol: Protocol,
     /// `allowedRoutes.kinds`, or the listener protocol's default
     /// (`TCPRoute` for TCP, `HTTPRoute` for HTTP).
@@ -467,6 +480,7 @@ pub struct Precedence {
 pub struct Origin {
     tcp: Vec<(String, FieldPath)>,
     http: Vec<(String, FieldPath)>,
+    tls: Vec<(String, FieldPath)>,
     /// Per rule, where each destination is written (a `backendRefs[]`
     /// entry, or the Service port of a default route).
     tcp_backends: Vec<Vec<FieldPath>>,
@@ -476,6 +490,7 @@ pub struct Origin {
     /// where messages about the rule are placed. Empty: the
     /// `VirtualService`'s own.
     http_owners: Vec<Source>,
+    tls_backends: Vec<Vec<FieldPath>>,
 }
 
 impl Origin {
@@ -483,6 +498,7 @@ impl Origin {
         match list {
             "tcp" => &self.tcp,
             "http" => &self.http,
+            "tls" => &self.tls,
             _ => &[],
         }
     }
@@ -516,6 +532,7 @@ impl Origin {
         let backends = match list {
             "tcp" => &self.tcp_backends,
             "http" => &self.http_backends,
+            "tls" => &self.tls_backends,
             _ => return None,
         };
         backends.get(i)?.get(j)
@@ -551,6 +568,10 @@ fn ours(api_version: &str) -> bool {
 
 /// One document of a kind read here, checked; `None` when its `apiVersion`
 /// is not core `v1` nor the Gateway API's (the Istio kinds').
+#[expect(
+    clippy::too_many_lines,
+    reason = "the envelope's checks, then one arm per kind read here"
+)]
 pub(crate) fn parse_document(
     file: &Path,
     document: usize,
@@ -598,7 +619,7 @@ pub(crate) fn parse_document(
                 if served.is_empty() {
                     "the Istio kinds (networking.istio.io), Service or Namespace (v1), \
                      GatewayClass, Gateway, HTTPRoute, ReferenceGrant \
-                     (gateway.networking.k8s.io/v1) or TCPRoute \
+                     (gateway.networking.k8s.io/v1), TLSRoute (v1 or v1alpha2) or TCPRoute \
                      (gateway.networking.k8s.io/v1alpha2)"
                         .to_owned()
                 } else {
@@ -652,6 +673,9 @@ pub(crate) fn parse_document(
         "TCPRoute" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::tcp_route(source, spec, generation))
             .map(|(r, w)| (GatewayApiResource::TcpRoute(r), w)),
+        "TLSRoute" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
+            .and_then(|(source, spec)| tls_route::tls_route(source, spec, generation))
+            .map(|(r, w)| (GatewayApiResource::TlsRoute(r), w)),
         _ => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::http_route(source, spec, generation))
             .map(|(r, w)| (GatewayApiResource::HttpRoute(r), w)),

@@ -90,7 +90,7 @@ fn written(kind: &str, origin: Option<&Origin>, path: &FieldPath) -> FieldPath {
     }
     let service = kind == "Service";
     match (key(1), index(2)) {
-        (Some(list @ ("tcp" | "http")), Some(i)) => {
+        (Some(list @ ("tcp" | "http" | "tls")), Some(i)) => {
             let Some(origin) = origin else {
                 return fp!("spec");
             };
@@ -109,7 +109,7 @@ fn written(kind: &str, origin: Option<&Origin>, path: &FieldPath) -> FieldPath {
             origin.path(list, i).unwrap_or_else(|| fp!("spec"))
         }
         (Some("tcp" | "http"), None) if service => fp!("spec.ports"),
-        (Some("tcp" | "http"), None) => fp!("spec.rules"),
+        (Some("tcp" | "http" | "tls"), None) => fp!("spec.rules"),
         (Some("hosts" | "gateways"), _) if !service && kind != GATEWAY_KIND => {
             fp!("spec.parentRefs")
         }
@@ -124,10 +124,9 @@ fn written(kind: &str, origin: Option<&Origin>, path: &FieldPath) -> FieldPath {
                 listener
             }
         }
-        (
-            Some("resolution" | "location" | "endpoints" | "workloadSelector" | "exportTo" | "tls"),
-            _,
-        ) => fp!("spec"),
+        (Some("resolution" | "location" | "endpoints" | "workloadSelector" | "exportTo"), _) => {
+            fp!("spec")
+        }
         (Some("selector"), _) if kind == GATEWAY_KIND => fp!("spec"),
         // Already a field as written (`spec.rules[0]`, `spec.ports[0]`).
         _ => path.clone(),
@@ -148,7 +147,7 @@ mod tests {
                 fp!("spec.rules[0].backendRefs[1]"),
             ]],
             http_backends: vec![vec![fp!("spec.rules[1].backendRefs[0]")]],
-            http_owners: Vec::new(),
+            ..Origin::default()
         };
         let cases = [
             (

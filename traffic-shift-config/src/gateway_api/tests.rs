@@ -540,7 +540,7 @@ fn each_error_says_what_to_do() {
                 "gateway.networking.k8s.io/v1\nkind: GRPCRoute",
             ),
             &[
-                "rules/r.yaml: document 7: kind: unsupported kind \"GRPCRoute\" at apiVersion gateway.networking.k8s.io/v1: expected one of ReferenceGrant, GatewayClass, Gateway, HTTPRoute (line 46)",
+                "rules/r.yaml: document 7: kind: unsupported kind \"GRPCRoute\" at apiVersion gateway.networking.k8s.io/v1: expected one of ReferenceGrant, GatewayClass, Gateway, HTTPRoute, TLSRoute (line 46)",
             ],
         ),
         (
@@ -631,7 +631,7 @@ fn each_error_says_what_to_do() {
                 "{name: http, port: 8080, protocol: HTTPS}",
             ),
             &[
-                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].protocol: listener protocol HTTPS is not supported yet: use TCP (TCPRoute, the kernel path) or HTTP (HTTPRoute, the L7 proxy) (line 43)",
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].protocol: listener protocol HTTPS is not supported yet: use TCP (TCPRoute, the kernel path), TLS with tls.mode Passthrough (TLSRoute, by SNI) or HTTP (HTTPRoute, the L7 proxy) (line 43)",
             ],
         ),
         (
@@ -641,7 +641,7 @@ fn each_error_says_what_to_do() {
                 "{name: http, port: 8080, protocol: HTTP, tls: {mode: Terminate}}",
             ),
             &[
-                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].tls: listener tls is not supported yet: the L7 proxy does not terminate TLS and TLS passthrough is not read; remove it (line 43)",
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].tls: listener tls is only read on a TLS listener (tls.mode: Passthrough): HTTPS is not supported yet (the L7 proxy does not terminate TLS); remove it (line 43)",
             ],
         ),
         (

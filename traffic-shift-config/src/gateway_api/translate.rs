@@ -26,6 +26,41 @@ use crate::{
     source::Source,
 };
 
+impl<'a> Index<'a> {
+    /// The resources of `resources` the translation reads, by kind.
+    fn of(resources: &[&'a Resource]) -> Self {
+        let mut index = Index::default();
+        for resource in resources {
+            match resource {
+                Resource::GatewayApi(GatewayApiResource::Service(s)) => index.services.push(s),
+                // A controller ignores the Gateways of the classes it does not
+                // own, and the routes' references to them.
+                Resource::GatewayApi(GatewayApiResource::Gateway(g))
+                    if g.class_name != gateway_class() =>
+                {
+                    index.ignored_gateways.push(g);
+                }
+                Resource::GatewayApi(GatewayApiResource::Gateway(g)) => index.gateways.push(g),
+                Resource::GatewayApi(GatewayApiResource::ReferenceGrant(g)) => index.grants.push(g),
+                Resource::GatewayApi(GatewayApiResource::Namespace(n)) => index.namespaces.push(n),
+                Resource::GatewayApi(GatewayApiResource::TcpRoute(r)) => index.tcp_routes.push(r),
+                Resource::GatewayApi(GatewayApiResource::TlsRoute(r)) => index.tls_routes.push(r),
+                Resource::GatewayApi(GatewayApiResource::HttpRoute(r)) => index.http_routes.push(r),
+                Resource::ServiceEntry(entry) => index.entries.push(entry),
+                Resource::Gateway(gateway) => index.istio_gateways.push(gateway),
+                Resource::VirtualService(vs) if vs.binds_mesh() => {
+                    let namespace = &vs.source.namespace;
+                    index
+                        .istio_hosts
+                        .extend(vs.hosts.iter().map(|h| qualify(h, namespace)));
+                }
+                _ => {}
+            }
+        }
+        index
+    }
+}
+
 /// What the Gateway API resources among `resources` stand for, as Istio
 /// resources for `resolve`; the errors of the checks across them; the
 /// status of each resource the served class owns. `resources` are every
@@ -35,34 +70,8 @@ pub(crate) fn translate(
     resources: &[&Resource],
     errors: &mut Vec<ConfigError>,
 ) -> (Vec<Resource>, BTreeMap<StatusKey, serde_json::Value>) {
-    let mut index = Index::default();
+    let mut index = Index::of(resources);
     let mut statuses = Statuses::default();
-    for resource in resources {
-        match resource {
-            Resource::GatewayApi(GatewayApiResource::Service(s)) => index.services.push(s),
-            // A controller ignores the Gateways of the classes it does not
-            // own, and the routes' references to them.
-            Resource::GatewayApi(GatewayApiResource::Gateway(g))
-                if g.class_name != gateway_class() =>
-            {
-                index.ignored_gateways.push(g);
-            }
-            Resource::GatewayApi(GatewayApiResource::Gateway(g)) => index.gateways.push(g),
-            Resource::GatewayApi(GatewayApiResource::ReferenceGrant(g)) => index.grants.push(g),
-            Resource::GatewayApi(GatewayApiResource::Namespace(n)) => index.namespaces.push(n),
-            Resource::GatewayApi(GatewayApiResource::TcpRoute(r)) => index.tcp_routes.push(r),
-            Resource::GatewayApi(GatewayApiResource::HttpRoute(r)) => index.http_routes.push(r),
-            Resource::ServiceEntry(entry) => index.entries.push(entry),
-            Resource::Gateway(gateway) => index.istio_gateways.push(gateway),
-            Resource::VirtualService(vs) if vs.binds_mesh() => {
-                let namespace = &vs.source.namespace;
-                index
-                    .istio_hosts
-                    .extend(vs.hosts.iter().map(|h| qualify(h, namespace)));
-            }
-            _ => {}
-        }
-    }
     let mut out = Vec::new();
     // A refused Gateway or Service has its error; the routes that name it
     // are left out without more (they would only repeat it).
@@ -94,6 +103,11 @@ pub(crate) fn translate(
     index.refused_services = refused_services;
     for route in &index.tcp_routes {
         if let Some(vs) = index.tcp_route(route, &mut statuses) {
+            out.push(Resource::VirtualService(vs));
+        }
+    }
+    for route in &index.tls_routes {
+        if let Some(vs) = index.tls_route(route, &mut statuses) {
             out.push(Resource::VirtualService(vs));
         }
     }
@@ -142,10 +156,11 @@ pub(crate) fn translate(
 }
 
 #[derive(Default)]
-struct Index<'a> {
+pub(super) struct Index<'a> {
     services: Vec<&'a Service>,
     gateways: Vec<&'a Gateway>,
     tcp_routes: Vec<&'a TcpRoute>,
+    tls_routes: Vec<&'a super::TlsRoute>,
     http_routes: Vec<&'a HttpRoute>,
     entries: Vec<&'a ServiceEntry>,
     istio_gateways: Vec<&'a resource::Gateway>,
@@ -164,7 +179,7 @@ struct Index<'a> {
 }
 
 /// `<namespace>/<name>`, as `VirtualService` `gateways` name a Gateway.
-fn gateway_id(source: &Source) -> String {
+pub(super) fn gateway_id(source: &Source) -> String {
     format!("{}/{}", source.namespace, source.name)
 }
 
@@ -215,7 +230,9 @@ impl<'a> Index<'a> {
                 unix: None,
                 default_endpoint: None,
                 name: Some(listener.name.clone()),
-                tls_mode: None,
+                // A TLS listener is checked to be `tls.mode: Passthrough`.
+                tls_mode: (listener.protocol == Protocol::Tls)
+                    .then_some(resource::ServerTlsMode::Passthrough),
             })
             .collect();
         Some(resource::Gateway {
@@ -287,7 +304,7 @@ impl<'a> Index<'a> {
     /// first of them is), and the first one's `ResolvedRefs` reason
     /// (`resolved`). `None` when one names a Service refused on its own
     /// (its error is recorded).
-    fn destinations(
+    pub(super) fn destinations(
         &self,
         route: &Source,
         backends: &[BackendRef],
@@ -448,7 +465,7 @@ impl<'a> Index<'a> {
     /// `Accepted` condition (`None`: a Gateway refused on its own, whose
     /// error is recorded, or of a class not served, which is not ours to
     /// report on).
-    fn listeners(
+    pub(super) fn listeners(
         &self,
         route: &Source,
         kind: &str,

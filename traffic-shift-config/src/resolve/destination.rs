@@ -16,45 +16,47 @@ use crate::{
     model::{Destination, Endpoint, Outlier, Selection},
     policy::{HashKey, LbPolicy, LoadBalancer},
     resource::{
-        DestinationRule, EndpointAddress, ServiceEntry, ServicePort, Subset, TcpRule,
-        VirtualService,
+        DestinationRule, EndpointAddress, ServiceEntry, ServicePort, Subset, VirtualService,
     },
     source::Source,
 };
 
 impl<'a> Catalog<'a> {
-    /// The selection and destinations of rule `i`, for service port
-    /// `service_port` (`None` for a gateway route: a gateway port is no port
-    /// of the destination service). Every destination's errors.
+    /// The selection and destinations of rule `i` of `list` (`tcp`, `tls`),
+    /// whose `route` is `route`, for service port `service_port` (`None`
+    /// for a gateway route: a gateway port is no port of the destination
+    /// service). Every destination's errors.
     pub(super) fn destinations(
         &self,
         vs: &VirtualService,
-        i: usize,
-        rule: &TcpRule,
+        (list, i): (&str, usize),
+        route: &[RouteDestination],
         service_port: Option<u16>,
         warnings: &mut Vec<Warning>,
     ) -> Result<(Selection, Vec<Destination>), Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let first = &rule.route[0];
+        let first = &route[0];
         let selection = match self.rule(&first.host, &vs.source.namespace) {
             Some(dr) => match dr
                 .traffic_policy
                 .load_balancer_for(first.port.or(service_port))
             {
-                Some(lb) => selection(lb, dr, vs, &format!("tcp[{i}]")).unwrap_or_else(|error| {
-                    errors.push(error);
-                    Selection::default()
-                }),
+                Some(lb) => {
+                    selection(lb, dr, vs, &format!("{list}[{i}]")).unwrap_or_else(|error| {
+                        errors.push(error);
+                        Selection::default()
+                    })
+                }
                 None => Selection::default(),
             },
             None => Selection::default(),
         };
-        let several = rule.route.len() > 1;
-        let mut destinations = Vec::with_capacity(rule.route.len());
-        for (j, destination) in rule.route.iter().enumerate() {
+        let several = route.len() > 1;
+        let mut destinations = Vec::with_capacity(route.len());
+        for (j, destination) in route.iter().enumerate() {
             let at = At {
-                base: fp!("spec.tcp[{i}].route[{j}].destination"),
-                rule: format!("tcp[{i}]"),
+                base: fp!("spec.{list}[{i}].route[{j}].destination"),
+                rule: format!("{list}[{i}]"),
             };
             match self.destination(vs, &at, destination, service_port, several, warnings) {
                 Ok((destination, ..)) => destinations.push(destination),

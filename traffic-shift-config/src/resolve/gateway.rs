@@ -115,7 +115,8 @@ impl<'a> Catalog<'a> {
             return Ok(None);
         }
 
-        let (selection, destinations) = self.destinations(vs, i, rule, None, warnings)?;
+        let (selection, destinations) =
+            self.destinations(vs, ("tcp", i), &rule.route, None, warnings)?;
         Ok(Some(TcpRoute {
             key: format!(
                 "{}/{}/{}/gateway {gateway_id} port {port}",
@@ -129,6 +130,7 @@ impl<'a> Catalog<'a> {
             service_port: port,
             listeners,
             unix,
+            sni: Vec::new(),
             prefixes: Vec::new(),
             selection,
             destinations,

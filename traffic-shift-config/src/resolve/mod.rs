@@ -74,6 +74,7 @@ mod http;
 pub(crate) use http::default_retries;
 mod rollout;
 mod tcp;
+mod tls;
 
 /// Cross-resource validation and resolution over the given files together:
 /// the model, or the first error. Warnings are logged (`tracing`); see
@@ -162,18 +163,17 @@ pub fn resolve_resources_in(
     // never conflict with each other.
     let mut mesh_claims = Claims::default();
     let mut gateway_claims = Claims::default();
+    // TLS passthrough routes, by SNI name, address and port.
+    let mut tls_claims = tls::TlsClaims::default();
     for resource in &resources {
         let Resource::VirtualService(vs) = resource else {
             continue;
         };
         // With the subsets a Rollout adds, if any.
         let vs = targets.virtual_service(vs);
-        for i in 0..vs.tls.len() {
-            sink.errors.push(vs.source.error(
-                fp!("spec.tls[{i}]"),
-                "tls rules are not supported yet: the kernel path does not read the SNI of a \
-                 connection; route the port with a tcp rule instead",
-            ));
+        for (rule, route) in catalog.tls_routes_of(vs, &mut sink) {
+            tls_claims.claim(vs, rule, &route, &mut sink);
+            routes.push(route);
         }
         catalog.check_http(vs, &mut sink);
         let bindings = catalog.bindings(vs, &mut sink);
@@ -189,6 +189,7 @@ pub fn resolve_resources_in(
             routes.push(route);
         }
     }
+    tls_claims.check_against(&gateway_claims, &mut sink);
     catalog.unrouted_gateway_api_listeners(&mut http);
     routes.sort_by(|a, b| a.key.cmp(&b.key));
     let mut model = RoutingModel {

@@ -155,7 +155,8 @@ impl Catalog<'_> {
         };
 
         let namespace = &vs.source.namespace;
-        let (selection, destinations) = self.destinations(vs, i, rule, Some(port), warnings)?;
+        let (selection, destinations) =
+            self.destinations(vs, ("tcp", i), &rule.route, Some(port), warnings)?;
         Ok(Some(TcpRoute {
             key: format!(
                 "{namespace}/{}/{}/port {port}",
@@ -168,6 +169,7 @@ impl Catalog<'_> {
             service_port: port,
             listeners,
             unix: Vec::new(),
+            sni: Vec::new(),
             prefixes,
             selection,
             destinations,

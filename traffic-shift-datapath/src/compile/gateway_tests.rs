@@ -10,6 +10,7 @@ fn gateway_route(endpoint: &str) -> RoutingModel {
     RoutingModel {
         routes: vec![TcpRoute {
             unix: Vec::new(),
+            sni: Vec::new(),
             key: "default/tcp-echo/tcp[0]/gateway default/gw port 31400".into(),
             source: "gw.yaml".into(),
             gateway: Some("default/gw".into()),

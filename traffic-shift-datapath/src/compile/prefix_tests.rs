@@ -21,6 +21,7 @@ fn prefix(text: &str, port: u16) -> ServicePrefix {
 fn mesh_route(name: &str, listeners: &[&str], prefixes: &[ServicePrefix]) -> TcpRoute {
     TcpRoute {
         unix: Vec::new(),
+        sni: Vec::new(),
         key: format!("default/{name}/tcp[0]/port 9000"),
         source: format!("{name}.yaml"),
         gateway: None,

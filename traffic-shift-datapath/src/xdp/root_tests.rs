@@ -203,6 +203,7 @@ fn model(family: &Family, weights: [u32; 2]) -> RoutingModel {
     RoutingModel {
         routes: vec![TcpRoute {
             unix: Vec::new(),
+            sni: Vec::new(),
             key: "default/tcp-echo/tcp[0]/gateway default/gw port 31400".into(),
             source: "xdp_tests".into(),
             gateway: Some("default/gw".into()),
