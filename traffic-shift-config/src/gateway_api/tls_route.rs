@@ -26,10 +26,9 @@ use super::{
 };
 use crate::{
     check::{Check, Checked},
-    common::{Protocol, RouteDestination},
+    common::Protocol,
     error::{FieldPath, fp},
     http::{TlsMatch, TlsRule},
-    model::UNUSABLE_BACKEND,
     names::validate_domain,
     resource::VirtualService,
     source::Source,
@@ -254,35 +253,12 @@ impl Index<'_> {
                 gateways.push(id);
             }
         }
-        let mut resolved = None;
-        let destinations = self.destinations(source, &route.backends, &mut resolved);
-        status.resolved(resolved);
-        statuses.route(status);
-        if matches.is_empty() {
-            return None;
-        }
-        let mut destinations = destinations?;
-        // As for a TCPRoute: no backend that can be used (or every weight
-        // 0): every connection is closed.
-        let usable: u64 = destinations
-            .iter()
-            .filter(|(d, ..)| d.host != UNUSABLE_BACKEND)
-            .map(|(d, ..)| u64::from(d.weight.unwrap_or(1)))
-            .sum();
-        if usable == 0 {
-            destinations = vec![(
-                RouteDestination {
-                    host: UNUSABLE_BACKEND.to_owned(),
-                    subset: None,
-                    port: None,
-                    weight: Some(1),
-                },
-                crate::http::Headers::default(),
-                fp!("spec.rules[0].backendRefs"),
-            )];
-        }
-        let paths = destinations.iter().map(|(.., p)| p.clone()).collect();
-        let route_destinations = destinations.into_iter().map(|(d, ..)| d).collect();
+        let (route_destinations, paths) = self.l4_destinations(
+            source,
+            &route.backends,
+            (status, statuses),
+            !matches.is_empty(),
+        )?;
         Some(VirtualService {
             source: source.clone(),
             hosts: vec!["*".to_owned()],

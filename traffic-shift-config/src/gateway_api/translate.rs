@@ -627,6 +627,47 @@ impl<'a> Index<'a> {
         None
     }
 
+    /// The destinations of the one rule of an L4 route (TCPRoute,
+    /// TLSRoute), and where each is written; the route's status recorded.
+    /// `None` when it is attached to no listener (`attached` false) or a
+    /// backend was refused. The spec: no backend that can be used (or every
+    /// weight 0), and every connection is refused: one unusable destination.
+    pub(super) fn l4_destinations(
+        &self,
+        source: &Source,
+        backends: &[BackendRef],
+        (mut status, statuses): (RouteStatus, &mut Statuses),
+        attached: bool,
+    ) -> Option<(Vec<RouteDestination>, Vec<FieldPath>)> {
+        let mut resolved = None;
+        let destinations = self.destinations(source, backends, &mut resolved);
+        status.resolved(resolved);
+        statuses.route(status);
+        if !attached {
+            return None;
+        }
+        let mut destinations = destinations?;
+        let usable: u64 = destinations
+            .iter()
+            .filter(|(d, ..)| d.host != UNUSABLE_BACKEND)
+            .map(|(d, ..)| u64::from(d.weight.unwrap_or(1)))
+            .sum();
+        if usable == 0 {
+            destinations = vec![(
+                RouteDestination {
+                    host: UNUSABLE_BACKEND.to_owned(),
+                    subset: None,
+                    port: None,
+                    weight: Some(1),
+                },
+                Headers::default(),
+                fp!("spec.rules[0].backendRefs"),
+            )];
+        }
+        let paths = destinations.iter().map(|(.., p)| p.clone()).collect();
+        Some((destinations.into_iter().map(|(d, ..)| d).collect(), paths))
+    }
+
     /// The `VirtualService` of a `TCPRoute`: its one rule on the listeners
     /// of its parents, each bound by a match on the listener's port.
     fn tcp_route(&self, route: &TcpRoute, statuses: &mut Statuses) -> Option<VirtualService> {
@@ -659,35 +700,12 @@ impl<'a> Index<'a> {
                 gateways.push(id);
             }
         }
-        let mut resolved = None;
-        let destinations = self.destinations(source, &route.backends, &mut resolved);
-        status.resolved(resolved);
-        statuses.route(status);
-        if matches.is_empty() {
-            return None;
-        }
-        let mut destinations = destinations?;
-        // The spec: no backend that can be used (or every weight 0): every
-        // connection is refused.
-        let usable: u64 = destinations
-            .iter()
-            .filter(|(d, ..)| d.host != UNUSABLE_BACKEND)
-            .map(|(d, ..)| u64::from(d.weight.unwrap_or(1)))
-            .sum();
-        if usable == 0 {
-            destinations = vec![(
-                RouteDestination {
-                    host: UNUSABLE_BACKEND.to_owned(),
-                    subset: None,
-                    port: None,
-                    weight: Some(1),
-                },
-                Headers::default(),
-                fp!("spec.rules[0].backendRefs"),
-            )];
-        }
-        let paths = destinations.iter().map(|(.., p)| p.clone()).collect();
-        let route_destinations = destinations.into_iter().map(|(d, ..)| d).collect();
+        let (route_destinations, paths) = self.l4_destinations(
+            source,
+            &route.backends,
+            (status, statuses),
+            !matches.is_empty(),
+        )?;
         Some(VirtualService {
             source: source.clone(),
             hosts: vec!["*".to_owned()],
