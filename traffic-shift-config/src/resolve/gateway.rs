@@ -88,19 +88,7 @@ impl<'a> Catalog<'a> {
                 }
                 continue;
             }
-            let addresses = match server.bind {
-                Some(bind) => vec![bind],
-                None => vec![
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                ],
-            };
-            for address in addresses {
-                let listener = SocketAddr::new(address, port);
-                if !listeners.contains(&listener) {
-                    listeners.push(listener);
-                }
-            }
+            add_listeners(server.bind, port, &mut listeners);
         }
         if listeners.is_empty() && unix.is_empty() {
             warnings.push(vs.source.warning(
@@ -335,4 +323,22 @@ pub(super) fn conflicting_gateways(gateway: &Gateway, earlier: &[&Gateway]) -> V
         }
     }
     errors
+}
+
+/// Adds the sockets a server of `port` listens on to `listeners`, once
+/// each: its `bind` address, else every address of both families.
+pub(super) fn add_listeners(bind: Option<IpAddr>, port: u16, listeners: &mut Vec<SocketAddr>) {
+    let addresses = match bind {
+        Some(bind) => vec![bind],
+        None => vec![
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ],
+    };
+    for address in addresses {
+        let listener = SocketAddr::new(address, port);
+        if !listeners.contains(&listener) {
+            listeners.push(listener);
+        }
+    }
 }

@@ -13,7 +13,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::SocketAddr,
 };
 
 use super::{Claim, Claims, Sink, catalog::Catalog, gateway::server_takes};
@@ -148,19 +148,7 @@ impl Catalog<'_> {
             .iter()
             .filter(|s| passthrough(s) && s.port.number == port && server_takes(s, gateway, vs))
         {
-            let addresses = match server.bind {
-                Some(bind) => vec![bind],
-                None => vec![
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                ],
-            };
-            for address in addresses {
-                let listener = SocketAddr::new(address, port);
-                if !listeners.contains(&listener) {
-                    listeners.push(listener);
-                }
-            }
+            super::gateway::add_listeners(server.bind, port, &mut listeners);
         }
         let (selection, destinations) =
             self.destinations(vs, ("tls", i), &rule.route, None, warnings)?;
