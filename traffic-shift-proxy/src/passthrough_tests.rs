@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use traffic_shift_config::model::{Destination, Endpoint, Selection};
 
 use super::*;
+use crate::sni::tests::rustls_hello;
 
 /// A backend that answers every connection with `name`, then echoes.
 async fn backend(name: &'static str) -> SocketAddr {
@@ -60,26 +61,6 @@ fn route(key: &str, sni: &[&str], listener: SocketAddr, weights: &[(u32, SocketA
     }
 }
 
-#[expect(
-    deprecated,
-    reason = "ring without post-quantum key exchange is enough for a ClientHello"
-)]
-fn client_hello(host: &str) -> Vec<u8> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS 1.2 and 1.3")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).expect("a DNS name");
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("a client");
-    let mut out = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut out).expect("write to a Vec");
-    }
-    out
-}
-
 /// Sends `hello` in `parts` writes (each its own segment: no delay), and
 /// reads the backend's two-byte name and the echo of the hello.
 async fn through(gateway: SocketAddr, hello: &[u8], parts: usize) -> std::io::Result<String> {
@@ -119,7 +100,7 @@ async fn routes_by_sni_splits_exactly_and_closes_what_no_route_takes() {
     passthrough.update(&routes);
     let task = tokio::spawn(Arc::clone(&passthrough).serve(listener));
 
-    let hello = client_hello("a.example.com");
+    let hello = rustls_hello("a.example.com");
     let (mut n1, mut n2) = (0, 0);
     for i in 0..100 {
         // Whole, and split over 2 to 7 segments.
@@ -134,13 +115,13 @@ async fn routes_by_sni_splits_exactly_and_closes_what_no_route_takes() {
         }
     }
     assert_eq!((n1, n2), (80, 20), "80/20 over 100 connections, exactly");
-    let wild = through(gateway, &client_hello("x.y.example.org"), 3).await;
+    let wild = through(gateway, &rustls_hello("x.y.example.org"), 3).await;
     assert_eq!(wild.expect("routed").as_str(), "ot", "*.example.org");
 
     // No route for the SNI, no ClientHello, nothing sent: accepted, then
     // closed (the read sees the end, nothing else).
     for (what, bytes) in [
-        ("an SNI no route takes", client_hello("b.example.com")),
+        ("an SNI no route takes", rustls_hello("b.example.com")),
         ("no TLS", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
         ("nothing within the hello timeout", Vec::new()),
     ] {

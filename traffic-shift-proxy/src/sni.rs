@@ -239,4 +239,4 @@ pub fn route_for<'r, R>(routes: &'r [(Vec<String>, R)], sni: Option<&str>) -> Op
 
 #[cfg(test)]
 #[path = "sni_tests.rs"]
-mod tests;
+pub(crate) mod tests;

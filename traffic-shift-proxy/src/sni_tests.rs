@@ -67,7 +67,7 @@ fn hello_for(host: &str) -> Vec<u8> {
     deprecated,
     reason = "ring without post-quantum key exchange is enough for a ClientHello"
 )]
-fn rustls_hello(host: &str) -> Vec<u8> {
+pub(crate) fn rustls_hello(host: &str) -> Vec<u8> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
