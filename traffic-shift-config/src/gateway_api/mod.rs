@@ -16,7 +16,8 @@
 //!    across resources (parents, listeners, backends, class names) and the
 //!    Istio resources they stand for: a `ServiceEntry` per `Service` (its
 //!    `clusterIP`s are the service addresses, its `selector` picks the
-//!    `WorkloadEntries` of its namespace), with a default mesh route to its
+//!    `WorkloadEntries` of its namespace, or the `EndpointSlice`s that name
+//!    it give its endpoints: `endpoint_slice`), with a default mesh route to its
 //!    own endpoints (as kube-proxy balances a Service); an Istio `Gateway`
 //!    per `Gateway`; a `VirtualService` per `TCPRoute`, and per Service
 //!    and per host of a Gateway for the `HTTPRoute`s there, their rules
