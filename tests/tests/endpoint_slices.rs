@@ -5,7 +5,7 @@
 //! (tests/gateway_api.rs).
 
 use serde_json::Value;
-use traffic_shift_tests::{NODE_ADDR, RemoteClient, Scenario};
+use traffic_shift_tests::{NODE_ADDR, RemoteClient, Scenario, rule};
 
 /// Two headless Services without a selector, for the tcp-echo backends.
 /// `echo-a`'s endpoints are v1's, `127.0.0.1` (in two slices, once) and
@@ -137,6 +137,79 @@ fn a_tcp_route_splits_exactly_between_services_of_endpoint_slices() {
     assert_eq!(event["result"], "applied", "{event}");
     let (one, two, errors) = remote.client.burst_with_errors(&gateway, 20);
     assert_eq!((one, two, errors.len()), (20, 0, 0), "{errors:?}");
+}
+
+/// `apply -f` of the Gateway, the slices and the TCPRoute 80/20 (an agent
+/// started without rules): exactly 80/20 of 100 connections; `delete -f`
+/// of `echo-b`'s slices leaves it without endpoints, so its 20 of 100
+/// connections are refused.
+#[test]
+fn endpoint_slices_are_applied_and_deleted() {
+    let s = Scenario::tcp_echo_backends("slices-apply", &[]);
+    let all = format!(
+        "{}\n---\n{TCP_SLICES}---\n{}",
+        rule("tcp-echo-gateway-api", "gateway.yaml"),
+        tcp_route(80, 20)
+    );
+    let out = s
+        .agent
+        .ctl_with_input(&["apply", "-f", "-"], all.as_bytes());
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (
+            Some(0),
+            "gateway.gateway.networking.k8s.io/tcp-echo-gateway created\n\
+             service/echo-a created\n\
+             service/echo-b created\n\
+             endpointslice/echo-a-draining created\n\
+             endpointslice/echo-a-ipv4 created\n\
+             endpointslice/echo-a-ipv6 created\n\
+             endpointslice/echo-a-again created\n\
+             endpointslice/echo-b-terminating created\n\
+             endpointslice/echo-b-1 created\n\
+             tcproute/tcp-echo created\n"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut remote = RemoteClient::start(&s.netns);
+    let gateway = format!("{NODE_ADDR}:31400");
+    let (one, two, errors) = remote.client.burst_with_errors(&gateway, 100);
+    assert_eq!((one, two, errors.len()), (80, 20, 0), "{errors:?}");
+
+    let slices_of_b = "\
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-b-1}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-b-terminating}
+";
+    let out = s
+        .agent
+        .ctl_with_input(&["delete", "-f", "-"], slices_of_b.as_bytes());
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (
+            Some(0),
+            "endpointslice/echo-b-1 deleted\nendpointslice/echo-b-terminating deleted\n"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (one, two, errors) = remote.client.burst_with_errors(&gateway, 100);
+    assert_eq!(
+        (one, two, errors.len()),
+        (80, 0, 20),
+        "echo-b without endpoints: its share refused: {errors:?}"
+    );
 }
 
 /// `ratings`, a Service without a selector with a clusterIP: its slice
