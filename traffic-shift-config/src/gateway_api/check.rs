@@ -63,7 +63,7 @@ pub(super) fn service(source: Source, spec: dto::ServiceSpec) -> Checked<Service
             ),
         );
     }
-    let addresses = cluster_ips(
+    let (addresses, headless) = cluster_ips(
         &mut cx,
         spec.cluster_ip.as_deref(),
         spec.cluster_ips.as_deref(),
@@ -82,34 +82,32 @@ pub(super) fn service(source: Source, spec: dto::ServiceSpec) -> Checked<Service
             ports.push(port);
         }
     }
+    // Without a selector, the endpoints are those of its EndpointSlices.
     let selector = spec.selector.unwrap_or_default();
-    if selector.is_empty() {
-        cx.error(
-            fp!("spec.selector"),
-            "Services without a selector are not supported yet: their endpoints come from \
-             EndpointSlices; select the WorkloadEntries of the Service's namespace by label",
-        );
-    }
     cx.labels(&fp!("spec.selector"), &selector);
     let warnings = cx.finish()?;
     Ok((
         Service {
             source,
             addresses,
+            headless,
             ports,
             selector,
+            slice_endpoints: None,
         },
         warnings,
     ))
 }
 
-/// `clusterIP` and `clusterIPs`, each address once.
+/// `clusterIP` and `clusterIPs`, each address once, and whether the
+/// Service is headless (`None`).
 fn cluster_ips(
     cx: &mut Check,
     cluster_ip: Option<&str>,
     cluster_ips: Option<&[String]>,
-) -> Vec<IpAddr> {
+) -> (Vec<IpAddr>, bool) {
     let mut addresses: Vec<IpAddr> = Vec::new();
+    let mut headless = None;
     let written = cluster_ip
         .into_iter()
         .map(|ip| (fp!("spec.clusterIP"), ip))
@@ -120,16 +118,14 @@ fn cluster_ips(
                 .enumerate()
                 .map(|(i, ip)| (fp!("spec.clusterIPs[{i}]"), ip.as_str())),
         );
+    let mut last = fp!("spec.clusterIP");
     for (path, ip) in written {
         if ip.is_empty() {
             continue;
         }
+        last = path.clone();
         if ip == "None" {
-            cx.error(
-                path,
-                "headless Services (clusterIP: None) are not supported yet: their endpoints \
-                 come from EndpointSlices; give the Service a clusterIP",
-            );
+            headless.get_or_insert(path);
             continue;
         }
         match ip.parse::<IpAddr>() {
@@ -141,7 +137,14 @@ fn cluster_ips(
             ),
         }
     }
-    addresses
+    if headless.is_some() && !addresses.is_empty() {
+        cx.error(
+            last,
+            "a headless Service (clusterIP: None) has no address: write None alone, or \
+             the Service's addresses without None",
+        );
+    }
+    (addresses, headless.is_some())
 }
 
 /// `spec.ports[i]` of a Service (`several`: it has more than one;
@@ -177,33 +180,8 @@ fn service_port(
         return None;
     };
     let number = cx.port(base.key("port"), number)?;
-    match port.protocol.as_deref() {
-        None | Some("TCP") => {}
-        Some(other) => cx.error(
-            base.key("protocol"),
-            format!(
-                "protocol {other} is not supported: the kernel path routes TCP \
-                 connections; use TCP"
-            ),
-        ),
-    }
-    let protocol = match port.app_protocol.as_deref() {
-        None => Protocol::Tcp,
-        Some(p) if p.eq_ignore_ascii_case("http") => Protocol::Http,
-        Some("kubernetes.io/h2c") => Protocol::Http2,
-        Some(p) if p.eq_ignore_ascii_case("tcp") => Protocol::Tcp,
-        Some(other) => {
-            cx.error(
-                base.key("appProtocol"),
-                format!(
-                    "appProtocol {other:?} is not supported yet: use http or \
-                     kubernetes.io/h2c (the L7 proxy), or leave it out (TCP, the kernel \
-                     path)"
-                ),
-            );
-            Protocol::Tcp
-        }
-    };
+    tcp_only(cx, base.key("protocol"), port.protocol.as_deref());
+    let protocol = app_protocol(cx, base.key("appProtocol"), port.app_protocol.as_deref());
     let target_port = match port.target_port {
         None => TargetPort::Number(number),
         Some(dto::IntOrString::Int(target)) => match cx.port(base.key("targetPort"), target) {
@@ -241,6 +219,44 @@ fn service_port(
         target_port,
         protocol,
     })
+}
+
+/// A port's `protocol` (of a Service or an EndpointSlice): `TCP`, or
+/// absent.
+pub(super) fn tcp_only(cx: &mut Check, path: FieldPath, protocol: Option<&str>) {
+    match protocol {
+        None | Some("TCP") => {}
+        Some(other) => cx.error(
+            path,
+            format!(
+                "protocol {other} is not supported: the kernel path routes TCP \
+                 connections; use TCP"
+            ),
+        ),
+    }
+}
+
+/// A port's `appProtocol` (of a Service or an EndpointSlice): `HTTP` for
+/// `http`, `HTTP2` for `kubernetes.io/h2c` (the L7 path for both, as an
+/// Istio port named `http-...`), `TCP` for `tcp` or absent.
+pub(super) fn app_protocol(cx: &mut Check, path: FieldPath, written: Option<&str>) -> Protocol {
+    match written {
+        None => Protocol::Tcp,
+        Some(p) if p.eq_ignore_ascii_case("http") => Protocol::Http,
+        Some("kubernetes.io/h2c") => Protocol::Http2,
+        Some(p) if p.eq_ignore_ascii_case("tcp") => Protocol::Tcp,
+        Some(other) => {
+            cx.error(
+                path,
+                format!(
+                    "appProtocol {other:?} is not supported yet: use http or \
+                     kubernetes.io/h2c (the L7 proxy), or leave it out (TCP, the kernel \
+                     path)"
+                ),
+            );
+            Protocol::Tcp
+        }
+    }
 }
 
 /// A `GatewayClass`.

@@ -353,3 +353,47 @@ pub struct Fraction {
     pub numerator: Option<i64>,
     pub denominator: Option<i64>,
 }
+
+/// A `discovery.k8s.io/v1` `EndpointSlice`: no `spec`, its fields are at
+/// the top of the document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EndpointSliceDocument {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: crate::dto::Metadata,
+    pub address_type: Option<String>,
+    pub endpoints: Option<Vec<SliceEndpoint>>,
+    pub ports: Option<Vec<SlicePort>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SliceEndpoint {
+    pub addresses: Option<Vec<String>>,
+    pub conditions: Option<SliceConditions>,
+    // Accepted and ignored: they change nothing on one node.
+    pub hostname: Option<IgnoredAny>,
+    pub target_ref: Option<IgnoredAny>,
+    pub node_name: Option<IgnoredAny>,
+    pub zone: Option<IgnoredAny>,
+    pub hints: Option<IgnoredAny>,
+    pub deprecated_topology: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SliceConditions {
+    pub ready: Option<bool>,
+    pub serving: Option<bool>,
+    pub terminating: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SlicePort {
+    pub name: Option<String>,
+    pub port: Option<i64>,
+    pub protocol: Option<String>,
+    pub app_protocol: Option<String>,
+}

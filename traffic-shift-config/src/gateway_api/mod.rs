@@ -16,7 +16,8 @@
 //!    across resources (parents, listeners, backends, class names) and the
 //!    Istio resources they stand for: a `ServiceEntry` per `Service` (its
 //!    `clusterIP`s are the service addresses, its `selector` picks the
-//!    `WorkloadEntries` of its namespace), with a default mesh route to its
+//!    `WorkloadEntries` of its namespace, or the `EndpointSlice`s that name
+//!    it give its endpoints: `endpoint_slice`), with a default mesh route to its
 //!    own endpoints (as kube-proxy balances a Service); an Istio `Gateway`
 //!    per `Gateway`; a `VirtualService` per `TCPRoute`, and per Service
 //!    and per host of a Gateway for the `HTTPRoute`s there, their rules
@@ -37,6 +38,7 @@
 
 mod check;
 mod dto;
+mod endpoint_slice;
 mod merge;
 mod place;
 mod status;
@@ -51,8 +53,8 @@ use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
 
 use serde_yaml_ng::Value;
 
+pub use self::{endpoint_slice::EndpointSlice, status::STATUS_KINDS, tls_route::TlsRoute};
 pub(crate) use self::{place::place, translate::translate};
-pub use self::{status::STATUS_KINDS, tls_route::TlsRoute};
 use crate::{
     check::Checked,
     common::{Labels, Protocol},
@@ -96,9 +98,10 @@ const GROUP: &str = "gateway.networking.k8s.io";
 
 /// The kinds read here, with the `apiVersion`s each is read at (newest
 /// first).
-pub const KINDS: [(&str, &[&str]); 8] = [
+pub const KINDS: [(&str, &[&str]); 9] = [
     ("Service", &["v1"]),
     ("Namespace", &["v1"]),
+    ("EndpointSlice", &["discovery.k8s.io/v1"]),
     (
         "ReferenceGrant",
         &[
@@ -148,6 +151,7 @@ pub enum GatewayApiResource {
     HttpRoute(HttpRoute),
     ReferenceGrant(ReferenceGrant),
     Namespace(Namespace),
+    EndpointSlice(EndpointSlice),
 }
 
 impl GatewayApiResource {
@@ -161,6 +165,7 @@ impl GatewayApiResource {
             Self::HttpRoute(r) => &r.source,
             Self::ReferenceGrant(r) => &r.source,
             Self::Namespace(r) => &r.source,
+            Self::EndpointSlice(r) => &r.source,
         }
     }
 
@@ -174,6 +179,7 @@ impl GatewayApiResource {
             Self::HttpRoute(r) => &mut r.source,
             Self::ReferenceGrant(r) => &mut r.source,
             Self::Namespace(r) => &mut r.source,
+            Self::EndpointSlice(r) => &mut r.source,
         }
     }
 }
@@ -185,10 +191,18 @@ pub struct Service {
     /// `clusterIP` and `clusterIPs`, once each: the service addresses the
     /// connect-time hook rewrites. Empty: reached only as a backend.
     pub addresses: Vec<IpAddr>,
+    /// `clusterIP: None`: no service address, reached only as a backend
+    /// (a mesh route on it is refused).
+    pub headless: bool,
     pub ports: Vec<ServicePort>,
     /// The `WorkloadEntries` of its namespace whose labels include these
-    /// are its endpoints.
+    /// are its endpoints, unless `EndpointSlice`s name the Service (then
+    /// theirs are). Empty: only its `EndpointSlice`s'.
     pub selector: Labels,
+    /// The endpoints of the `EndpointSlice`s that name it, merged (each
+    /// port name of the Service to the port of the slice port of that
+    /// name); `None` when no slice names it. Set by `translate`.
+    pub slice_endpoints: Option<Vec<crate::resource::WorkloadEndpoint>>,
 }
 
 impl Service {
@@ -560,10 +574,12 @@ pub fn kind_of(api_version: &str, kind: &str) -> Option<&'static str> {
     crate::KINDS.into_iter().find(|known| *known == kind)
 }
 
-/// Whether a document's `apiVersion` is one read here (core `v1`, or the
-/// Gateway API group).
+/// Whether a document's `apiVersion` is one read here (core `v1`,
+/// `discovery.k8s.io`, or the Gateway API group).
 fn ours(api_version: &str) -> bool {
-    api_version == "v1" || api_version.starts_with(&format!("{GROUP}/"))
+    api_version == "v1"
+        || api_version.starts_with(&format!("{GROUP}/"))
+        || api_version.starts_with("discovery.k8s.io/")
 }
 
 /// One document of a kind read here, checked; `None` when its `apiVersion`
@@ -618,7 +634,7 @@ pub(crate) fn parse_document(
                 "unsupported kind {kind:?} at apiVersion {api_version}: expected one of {}",
                 if served.is_empty() {
                     "the Istio kinds (networking.istio.io), Service or Namespace (v1), \
-                     GatewayClass, Gateway, HTTPRoute, ReferenceGrant \
+                     EndpointSlice (discovery.k8s.io/v1), GatewayClass, Gateway, HTTPRoute, ReferenceGrant \
                      (gateway.networking.k8s.io/v1), TLSRoute (v1 or v1alpha2) or TCPRoute \
                      (gateway.networking.k8s.io/v1alpha2)"
                         .to_owned()
@@ -655,6 +671,8 @@ pub(crate) fn parse_document(
         );
     }
     Some(match known.map_or("", |(k, _)| *k) {
+        "EndpointSlice" => endpoint_slice::endpoint_slice(&place, value, lines, &labels)
+            .map(|(r, w)| (GatewayApiResource::EndpointSlice(r), w)),
         "Namespace" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::namespace(source, spec, labels))
             .map(|(r, w)| (GatewayApiResource::Namespace(r), w)),

@@ -70,7 +70,10 @@ pub(crate) fn translate(
     resources: &[&Resource],
     errors: &mut Vec<ConfigError>,
 ) -> (Vec<Resource>, BTreeMap<StatusKey, serde_json::Value>) {
-    let mut index = Index::of(resources);
+    // A Service that EndpointSlices name takes their endpoints.
+    let mut sliced = Vec::new();
+    let resources = super::endpoint_slice::with_slices(resources, &mut sliced, errors);
+    let mut index = Index::of(&resources);
     let mut statuses = Statuses::default();
     let mut out = Vec::new();
     // A refused Gateway or Service has its error; the routes that name it
@@ -268,19 +271,22 @@ impl<'a> Index<'a> {
             ));
             return None;
         }
+        // With EndpointSlices, an endpoint's port is that of the slice port
+        // of the Service port's name (`targetPort` is the controller's).
+        let sliced = service.slice_endpoints.is_some();
         let ports = service
             .ports
             .iter()
             .map(|port| resource::ServicePort {
                 number: port.port,
                 name: match &port.target_port {
-                    TargetPort::Name(name) => name.clone(),
-                    TargetPort::Number(_) => port.name.clone(),
+                    TargetPort::Name(name) if !sliced => name.clone(),
+                    _ => port.name.clone(),
                 },
                 protocol: port.protocol,
                 target_port: match port.target_port {
-                    TargetPort::Number(number) => Some(number),
-                    TargetPort::Name(_) => None,
+                    TargetPort::Number(number) if !sliced => Some(number),
+                    _ => None,
                 },
             })
             .collect();
@@ -292,8 +298,11 @@ impl<'a> Index<'a> {
             ports,
             location: Location::MeshInternal,
             resolution: Resolution::Static,
-            endpoints: Vec::new(),
-            workload_selector: Some(service.selector.clone()),
+            endpoints: service.slice_endpoints.clone().unwrap_or_default(),
+            // A Service without a selector selects nothing (an empty
+            // selector would select every WorkloadEntry).
+            workload_selector: (service.slice_endpoints.is_none() && !service.selector.is_empty())
+                .then(|| service.selector.clone()),
             export_to: Vec::new(),
         })
     }
@@ -977,6 +986,18 @@ fn mesh_service(
     errors: &mut Vec<ConfigError>,
 ) -> bool {
     let id = format!("{}/{}", service.source.namespace, service.source.name);
+    if service.headless {
+        errors.push(route.error(
+            base.key("name"),
+            format!(
+                "Service {id} is headless (clusterIP: None): it has no service address for \
+                 the mesh to route, so a route cannot be bound to it; bind the route to a \
+                 Gateway listener (the Service can be its backendRef), or give the Service a \
+                 clusterIP"
+            ),
+        ));
+        return false;
+    }
     if service.addresses.is_empty() {
         errors.push(route.error(
             base.key("name"),

@@ -176,7 +176,19 @@ pub(crate) fn typed<S: DeserializeOwned>(
         let path = FieldPath::from(error.path());
         vec![place.error(path, serde_message(&error.into_inner()))]
     })?;
-    let metadata = document.metadata;
+    let source = source_of(place, kind, document.metadata, lines)?;
+    Ok((source, document.spec))
+}
+
+/// The [`Source`] of a document from its `metadata`, checked: the name
+/// and namespace Kubernetes would accept (for the kinds without `spec`,
+/// an `EndpointSlice`, which are read with their own document type).
+pub(crate) fn source_of(
+    place: &Place,
+    kind: &'static str,
+    metadata: dto::Metadata,
+    lines: &Arc<LineIndex>,
+) -> Result<Source, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let name = metadata.name.unwrap_or_default();
     if name.is_empty() {
@@ -219,11 +231,11 @@ pub(crate) fn typed<S: DeserializeOwned>(
         document: place.document,
         lines: Arc::clone(lines),
     };
-    Ok((source, document.spec))
+    Ok(source)
 }
 
 /// serde's message, with a hint where serde gives none.
-fn serde_message(error: &serde_yaml_ng::Error) -> String {
+pub(crate) fn serde_message(error: &serde_yaml_ng::Error) -> String {
     let message = error.to_string();
     if message.starts_with("unknown field") {
         format!("{message}: fix the spelling or remove the field")
