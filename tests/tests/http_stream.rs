@@ -235,7 +235,25 @@ fn a_1_gib_upload_and_a_1_gib_download_stream_with_the_agent_rss_bounded() {
 
 #[test]
 fn a_body_over_the_replay_buffer_is_not_retried_and_is_counted() {
-    let s = scenario("http-replay");
+    replay_buffer(&scenario("http-replay"), OVER_BUFFER, UNDER_BUFFER);
+}
+
+/// `--http-buffer-limit` sets the replay buffer: 64 KiB here, so 128 KiB is
+/// over it and 32 KiB under.
+#[test]
+fn the_replay_buffer_is_what_the_agent_is_told() {
+    let s = Scenario::bookinfo(
+        "http-replay-limit",
+        &[("gateway.yaml", GATEWAY_RULES)],
+        &["--http-buffer-limit", "65536"],
+    );
+    replay_buffer(&s, 128 << 10, 32 << 10);
+}
+
+/// A body of `over` bytes to the `/retry` rule, whose v3 backend fails
+/// once, gets the 503 (one attempt) and is counted; one of `under` bytes is
+/// retried whole.
+fn replay_buffer(s: &Scenario, over: u64, under: u64) {
     let v3_count = || {
         let addr = "127.0.0.1:19083".parse().expect("address");
         let reply = s
@@ -258,7 +276,7 @@ fn a_body_over_the_replay_buffer_is_not_retried_and_is_counted() {
     // Over the buffer: v3's 503 reaches the client, one attempt, counted.
     fail_next();
     let before = v3_count();
-    let (status, answer) = s.netns.run_in(|| post_pattern("/retry", OVER_BUFFER));
+    let (status, answer) = s.netns.run_in(|| post_pattern("/retry", over));
     assert_eq!(status, 503, "not retried: {answer}");
     assert_eq!(v3_count(), before + 1, "one attempt");
     let page = s.agent.metrics();
@@ -267,9 +285,9 @@ fn a_body_over_the_replay_buffer_is_not_retried_and_is_counted() {
     // Under it: retried with the whole body, not counted.
     fail_next();
     let before = v3_count();
-    let (status, answer) = s.netns.run_in(|| post_pattern("/retry", UNDER_BUFFER));
+    let (status, answer) = s.netns.run_in(|| post_pattern("/retry", under));
     assert_eq!(status, 200, "retried: {answer}");
-    assert_eq!(answer["body_bytes"], UNDER_BUFFER, "{answer}");
+    assert_eq!(answer["body_bytes"], under, "{answer}");
     assert_eq!(answer["body_pattern"], true, "{answer}");
     assert_eq!(v3_count(), before + 2, "the 503 and the retry");
     let page = s.agent.metrics();

@@ -303,7 +303,10 @@ async fn start_l7_and_metrics(
     datapath: &Datapath,
     shared: Arc<Mutex<Shared>>,
 ) -> Result<(l7::L7, tokio::task::JoinHandle<()>, SocketAddr), AgentError> {
-    let proxy = traffic_shift_proxy::Proxy::new(traffic_shift_proxy::Options::default());
+    let proxy = traffic_shift_proxy::Proxy::new(traffic_shift_proxy::Options {
+        buffer_limit_bytes: options.http_buffer_limit,
+        ..traffic_shift_proxy::Options::default()
+    });
     let requests = proxy.metrics();
     let l7 = l7::L7::start(
         proxy,

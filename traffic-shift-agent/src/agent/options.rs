@@ -129,6 +129,13 @@ pub struct AgentOptions {
     /// and ::1 in the --netns namespace. Default: Istio's outbound port.
     #[arg(long, value_name = "PORT", default_value_t = compile::ProxyAddrs::DEFAULT_PORT)]
     pub proxy_port: u16,
+    /// The L7 proxy's replay buffer per request, in bytes (Envoy's
+    /// `per_request_buffer_limit_bytes`): a request whose route retries or
+    /// mirrors keeps its body up to this to send it again. A longer body
+    /// still streams to its endpoint, but is neither retried nor mirrored,
+    /// and `traffic_shift_http_retry_buffer_overflow_total` counts it.
+    #[arg(long, value_name = "BYTES", default_value_t = traffic_shift_proxy::Options::default().buffer_limit_bytes)]
+    pub http_buffer_limit: usize,
     /// Fault injection for the tests (built with the `failpoints` feature
     /// only): `NAME=ACTIONS` in the `fail` crate's syntax, e.g.
     /// `l7-prepare=1*off->return` (the first L7 step passes, later ones fail).
