@@ -25,7 +25,7 @@ use std::{
 
 use aya::maps::{HashMap, Map, MapData};
 use etherparse::PacketBuilder;
-use traffic_shift_common::{Addr, FAMILY_V4, NatEntry, NatKey, map_names};
+use traffic_shift_common::{Addr, FAMILY_V4, NatEntry, NatKey, addr_from_ip4, map_names};
 use traffic_shift_datapath::{netns, pins};
 
 /// XDP verdicts (`enum xdp_action`).
@@ -103,7 +103,7 @@ fn measure_in(
     flows: &HashMap<MapData, NatKey, NatEntry>,
 ) -> Result<Vec<Row>, String> {
     let ingress = ifindex(setup.client_iface)?;
-    let run = Runner { program, ingress };
+    let run = Runner { program };
     let client = |sport: u16, flags: Flags, payload: &[u8]| {
         tcp(
             setup.client,
@@ -117,26 +117,26 @@ fn measure_in(
     let ports: Vec<u16> = (0..setup.flows).map(|i| 20_000 + i).collect();
 
     let mut rows = Vec::new();
-    let passed = client(ports[0], Flags::Ack, &PAYLOAD);
-    let passed = {
-        let mut p = passed;
-        // The same segment to a port no gateway takes.
-        let l4 = 14 + 20;
-        p[l4 + 2..l4 + 4].copy_from_slice(&setup.other_port.to_be_bytes());
-        fix_tcp_checksum(&mut p);
-        p
-    };
-    let once = run.repeated(&passed, REPEAT)?;
-    expect("a packet no gateway takes", XDP_PASS, once.retval)?;
+    // A client's segment to a port of the gateway address that no gateway takes.
+    let passed = tcp(
+        setup.client,
+        ports[0],
+        *setup.gateway.ip(),
+        setup.other_port,
+        Flags::Ack,
+        &PAYLOAD,
+    );
+    let what = "a packet no gateway takes";
+    let repeated = run.run(&passed, ingress, REPEAT, what, &[XDP_PASS])?;
     rows.push(Row {
         packet: "for the node, no gateway's (passed)",
         verdict: "XDP_PASS",
-        median_ns: once.duration_ns,
-        mean_ns: f64::from(once.duration_ns),
+        median_ns: repeated,
+        mean_ns: f64::from(repeated),
         how: format!("one call of {REPEAT} runs"),
     });
     let samples = (0..setup.samples)
-        .map(|_| run.once(&passed, ingress, "a packet no gateway takes", &[XDP_PASS]))
+        .map(|_| run.once(&passed, ingress, what, &[XDP_PASS]))
         .collect::<Result<Vec<_>, _>>()?;
     rows.push(row(
         "for the node, no gateway's (passed)",
@@ -215,8 +215,8 @@ fn replies(
     let mut replies = Vec::new();
     for &p in ports {
         let key = NatKey {
-            src: v4_addr(setup.client),
-            dst: v4_addr(*setup.gateway.ip()),
+            src: addr_from_ip4(u32::from_ne_bytes(setup.client.octets())),
+            dst: addr_from_ip4(u32::from_ne_bytes(setup.gateway.ip().octets())),
             sport: p.to_be(),
             dport: setup.gateway.port().to_be(),
             family: FAMILY_V4,
@@ -247,18 +247,20 @@ fn replies(
 
 struct Runner<'a> {
     program: &'a OwnedFd,
-    ingress: u32,
 }
 
 impl Runner<'_> {
-    fn repeated(&self, packet: &[u8], repeat: u32) -> Result<pins::TestRun, String> {
-        pins::xdp_test_run(self.program.as_fd(), packet, self.ingress, repeat)
-            .map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))
-    }
-
-    /// One run of a fresh copy of `packet`; its time, when its verdict is one of `want`.
-    fn once(&self, packet: &[u8], ingress: u32, what: &str, want: &[u32]) -> Result<u32, String> {
-        let run = pins::xdp_test_run(self.program.as_fd(), packet, ingress, 1)
+    /// `repeat` runs of `packet` in one call; the kernel's time per run,
+    /// when the verdict is one of `want`.
+    fn run(
+        &self,
+        packet: &[u8],
+        ingress: u32,
+        repeat: u32,
+        what: &str,
+        want: &[u32],
+    ) -> Result<u32, String> {
+        let run = pins::xdp_test_run(self.program.as_fd(), packet, ingress, repeat)
             .map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
         if !want.contains(&run.retval) {
             return Err(format!(
@@ -268,13 +270,10 @@ impl Runner<'_> {
         }
         Ok(run.duration_ns)
     }
-}
 
-fn expect(what: &str, want: u32, got: u32) -> Result<(), String> {
-    if want == got {
-        Ok(())
-    } else {
-        Err(format!("{what}: verdict {got}, expected {want}"))
+    /// One run of a fresh copy of `packet` (see [`Self::run`]).
+    fn once(&self, packet: &[u8], ingress: u32, what: &str, want: &[u32]) -> Result<u32, String> {
+        self.run(packet, ingress, 1, what, want)
     }
 }
 
@@ -320,24 +319,6 @@ fn tcp(
     let mut out = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut out, payload)
         .expect("a frame of fixed size is written to a Vec");
-    out
-}
-
-/// Recomputes the TCP checksum of a frame built by [`tcp`].
-fn fix_tcp_checksum(frame: &mut [u8]) {
-    let (ip, rest) = etherparse::Ipv4Header::from_slice(&frame[14..]).expect("built above");
-    let (mut header, payload) = etherparse::TcpHeader::from_slice(rest).expect("built above");
-    header.checksum = header
-        .calc_checksum_ipv4(&ip, payload)
-        .expect("a small payload");
-    let bytes = header.to_bytes();
-    frame[34..34 + bytes.len()].copy_from_slice(&bytes);
-}
-
-/// An IPv4 address as the maps hold it (its bytes first, the rest zero).
-fn v4_addr(addr: Ipv4Addr) -> Addr {
-    let mut out = [0; 16];
-    out[..4].copy_from_slice(&addr.octets());
     out
 }
 
