@@ -103,7 +103,7 @@ impl L7 {
             netns,
             traffic_shift_proxy::Options::default().connect_timeout,
         );
-        let tls = TlsListeners::new(netns, unix.splice(), super::tls::in_kernel());
+        let tls = TlsListeners::new(netns, unix.splice());
         Ok(Self {
             runtime: Some(runtime),
             proxy,

@@ -43,15 +43,19 @@ pub struct TlsPlan {
 
 /// The TLS passthrough listeners.
 pub struct TlsListeners {
-    passthrough: Arc<Passthrough>,
+    /// Made with the first TLS route, when the kernel splice is loaded: an
+    /// agent that serves none loads no program and makes no socket map.
+    passthrough: Option<Arc<Passthrough>>,
+    splice: Arc<Splice>,
     netns: PathBuf,
     open: BTreeMap<SocketAddr, JoinHandle<()>>,
 }
 
 impl TlsListeners {
-    pub fn new(netns: &Path, splice: Arc<Splice>, kernel: Option<Arc<dyn KernelSplicer>>) -> Self {
+    pub fn new(netns: &Path, splice: Arc<Splice>) -> Self {
         Self {
-            passthrough: Passthrough::new(splice, HELLO_TIMEOUT, kernel),
+            passthrough: None,
+            splice,
             netns: netns.to_owned(),
             open: BTreeMap::new(),
         }
@@ -94,7 +98,18 @@ impl TlsListeners {
     /// [`Self::prepare`] bound served, those no longer needed closed.
     /// Cannot fail: it runs after the kernel took the change.
     pub fn commit(&mut self, plan: TlsPlan, runtime: &Runtime) {
-        self.passthrough.update(&plan.routes);
+        if self.passthrough.is_none() && !plan.routes.is_empty() {
+            self.passthrough = Some(Passthrough::new(
+                Arc::clone(&self.splice),
+                HELLO_TIMEOUT,
+                in_kernel(),
+            ));
+        }
+        let Some(passthrough) = &self.passthrough else {
+            // No TLS route yet: nothing was bound, nothing is open.
+            return;
+        };
+        passthrough.update(&plan.routes);
         for (addr, key, socket) in plan.bound {
             let socket = {
                 let _runtime = runtime.enter();
@@ -103,7 +118,7 @@ impl TlsListeners {
             match socket {
                 Ok(socket) => {
                     tracing::info!(%addr, route = %key, "TLS passthrough listener open");
-                    let task = runtime.spawn(Arc::clone(&self.passthrough).serve(socket));
+                    let task = runtime.spawn(Arc::clone(passthrough).serve(socket));
                     self.open.insert(addr, task);
                 }
                 Err(err) => tracing::error!(%addr, %err, "cannot serve a TLS passthrough socket"),
@@ -161,7 +176,7 @@ impl KernelSplicer for InKernel {
 
 /// The kernel splice, or `None` (with a warning) when this kernel refuses
 /// it: then the bytes are copied in user space.
-pub fn in_kernel() -> Option<Arc<dyn KernelSplicer>> {
+fn in_kernel() -> Option<Arc<dyn KernelSplicer>> {
     match traffic_shift_datapath::kernel_splice::KernelSplice::load() {
         Ok(splice) => {
             tracing::info!("TLS passthrough: spliced in the kernel (sk_skb socket map)");
