@@ -114,8 +114,12 @@ pub(crate) fn translate(
             out.push(Resource::VirtualService(vs));
         }
     }
-    for route in &index.tls_routes {
-        if let Some(vs) = index.tls_route(route, &mut statuses) {
+    // Oldest first: an SNI name on a listener is the oldest route's.
+    let mut tls_routes = index.tls_routes.clone();
+    tls_routes.sort_by_cached_key(|route| super::merge::age(&route.source));
+    let mut sni_claims = super::tls_route::SniClaims::default();
+    for route in tls_routes {
+        if let Some(vs) = index.tls_route(route, &mut sni_claims, &mut statuses) {
             out.push(Resource::VirtualService(vs));
         }
     }
