@@ -87,12 +87,12 @@ fn burst(s: &mut Scenario, target: &str, n: usize) -> (u64, u64, usize) {
 #[test]
 fn two_tcp_gateways_on_one_port_each_take_their_own_address() {
     // The shipped Gateway tcp-echo-gateway on 127.0.0.20, its TCPRoute
-    // 80/20; tcp-echo-b on 127.0.0.21, all to v2.
+    // 80/20; tcp-echo-b on 127.0.0.21 and ::1, all to v2.
     let gateways = [
         shipped_gateway_on(TCP_ECHO, "127.0.0.20"),
         gateway(
             "tcp-echo-b",
-            Some("[{value: 127.0.0.21}]"),
+            Some("[{value: 127.0.0.21}, {value: '::1'}]"),
             TCP_LISTENER,
             "[{name: tcp-echo-v2, port: 9000}]",
         ),
@@ -119,6 +119,11 @@ fn two_tcp_gateways_on_one_port_each_take_their_own_address() {
             burst(s, "127.0.0.21:31400", 100),
             (0, 100, 0),
             "Gateway tcp-echo-b's all-v2 on its address"
+        );
+        assert_eq!(
+            burst(s, "[::1]:31400", 100),
+            (0, 100, 0),
+            "and on its other address, an IPv6 one"
         );
         assert_eq!(
             burst(s, "127.0.0.1:31400", 20),
@@ -163,7 +168,10 @@ fn two_tcp_gateways_on_one_port_each_take_their_own_address() {
     let gateway = s.agent.get_json("gtw", "default", "tcp-echo-b");
     assert_eq!(
         gateway["status"]["addresses"],
-        serde_json::json!([{"type": "IPAddress", "value": "127.0.0.21"}]),
+        serde_json::json!([
+            {"type": "IPAddress", "value": "127.0.0.21"},
+            {"type": "IPAddress", "value": "::1"},
+        ]),
         "{gateway}"
     );
 }
@@ -185,12 +193,12 @@ fn requests(s: &mut Scenario, target: &str, n: usize) -> (Value, u64) {
 fn two_http_gateways_on_one_port_each_take_their_own_address() {
     // The shipped Gateway bookinfo-gateway on 127.0.0.20 (its HTTPRoute:
     // /reviews to the reviews Service, each version in turn); bookinfo-b
-    // on 127.0.0.21, to reviews-v2.
+    // on 127.0.0.21 and ::1, to reviews-v2.
     let gateways = [
         shipped_gateway_on(BOOKINFO, "127.0.0.20"),
         gateway(
             "bookinfo-b",
-            Some("[{value: 127.0.0.21}]"),
+            Some("[{value: 127.0.0.21}, {value: '::1'}]"),
             HTTP_LISTENER,
             "[{name: reviews-v2, port: 9080}]",
         ),
@@ -207,6 +215,11 @@ fn two_http_gateways_on_one_port_each_take_their_own_address() {
             requests(s, "127.0.0.21:8080", 100),
             (serde_json::json!({"v2": 100}), 0),
             "bookinfo-b's on its address"
+        );
+        assert_eq!(
+            requests(s, "[::1]:8080", 100),
+            (serde_json::json!({"v2": 100}), 0),
+            "and on its other address, an IPv6 one"
         );
         let (answers, failed) = requests(s, "127.0.0.1:8080", 10);
         assert_eq!(

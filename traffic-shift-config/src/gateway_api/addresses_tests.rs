@@ -2,15 +2,15 @@
 //! (TCP, TLS and HTTP), `status.addresses`, each refusal of an address,
 //! and two Gateways on one address and port refused, naming both.
 
-use std::{net::SocketAddr, path::Path};
+use std::net::SocketAddr;
 
-use crate::{model::RoutingModel, model::StatusKey, parse_file_all, resolve_all};
-
-const FILE: &str = "rules/r.yaml";
+use super::tls_route_tests::{model_of, resolved};
+use crate::model::{RoutingModel, StatusKey};
 
 /// Two Services on the tcp-echo and reviews backends; Gateway `a` on
 /// 127.0.0.20 and fd00::20 (TCP 31400, HTTP 8080, HTTP 8081 without a
-/// route); a TCPRoute and an HTTPRoute on it.
+/// route, TLS passthrough 8443); a TCPRoute, an HTTPRoute and a TLSRoute
+/// on it.
 const BASE: &str = r"apiVersion: v1
 kind: Service
 metadata: {name: echo}
@@ -45,6 +45,7 @@ spec:
   - {name: tcp, port: 31400, protocol: TCP}
   - {name: http, port: 8080, protocol: HTTP}
   - {name: idle, port: 8081, protocol: HTTP}
+  - {name: tls, port: 8443, protocol: TLS, tls: {mode: Passthrough}}
 ---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
@@ -59,6 +60,13 @@ metadata: {name: web-a}
 spec:
   parentRefs: [{name: a, sectionName: http}]
   rules: [{backendRefs: [{name: web, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: tls-a}
+spec:
+  parentRefs: [{name: a, sectionName: tls}]
+  rules: [{backendRefs: [{name: echo, port: 9000}]}]
 ";
 
 /// Gateway `b` with `addresses` (a YAML list, or none) and a TCP listener
@@ -74,18 +82,6 @@ fn gateway_b(addresses: Option<&str>, port: u16) -> String {
          TCPRoute\nmetadata: {{name: echo-b}}\nspec:\n  parentRefs: [{{name: b}}]\n  rules: \
          [{{backendRefs: [{{name: echo, port: 9000}}]}}]\n"
     )
-}
-
-fn resolved(text: &str) -> Result<RoutingModel, Vec<String>> {
-    let file = parse_file_all(Path::new(FILE), text)
-        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    resolve_all(&[file])
-        .0
-        .map_err(|errors| errors.iter().map(ToString::to_string).collect())
-}
-
-fn model_of(text: &str) -> RoutingModel {
-    resolved(text).unwrap_or_else(|e| panic!("{e:#?}"))
 }
 
 fn addrs(list: &[&str]) -> Vec<SocketAddr> {
@@ -114,18 +110,24 @@ fn gateway_status(model: &RoutingModel, name: &str) -> serde_json::Value {
 }
 
 /// Each listener of a Gateway with addresses accepts on those addresses
-/// alone, on every path: the `sk_lookup` keys of its TCP routes, the L7
-/// proxy's sockets of its HTTP listeners (with and without a route);
-/// `status.addresses` lists them.
+/// alone, on every path: the `sk_lookup` keys of its TCP routes, the
+/// agent's TLS passthrough sockets, the L7 proxy's sockets of its HTTP
+/// listeners (with and without a route); `status.addresses` lists them.
 #[test]
 fn a_gateway_with_addresses_listens_on_them_alone() {
     let model = model_of(BASE);
     assert_eq!(
         tcp_listeners(&model),
-        [(
-            "default/echo-a/rules[0]/gateway default/a port 31400".to_owned(),
-            addrs(&["127.0.0.20:31400", "[fd00::20]:31400"])
-        )]
+        [
+            (
+                "default/echo-a/rules[0]/gateway default/a port 31400".to_owned(),
+                addrs(&["127.0.0.20:31400", "[fd00::20]:31400"])
+            ),
+            (
+                "default/tls-a/rules[0]/gateway default/a port 8443".to_owned(),
+                addrs(&["127.0.0.20:8443", "[fd00::20]:8443"])
+            ),
+        ]
     );
     let http: Vec<(String, Vec<SocketAddr>)> = model
         .http
@@ -196,10 +198,14 @@ fn two_gateways_on_one_address_and_port_are_refused_naming_both() {
                 "default/echo-b/rules[0]/gateway default/b port 31400".to_owned(),
                 addrs(&["127.0.0.21:31400"])
             ),
+            (
+                "default/tls-a/rules[0]/gateway default/a port 8443".to_owned(),
+                addrs(&["127.0.0.20:8443", "[fd00::20]:8443"])
+            ),
         ]
     );
     let model = model_of(&format!("{BASE}{}", gateway_b(None, 31401)));
-    assert_eq!(tcp_listeners(&model).len(), 2, "another port: no overlap");
+    assert_eq!(tcp_listeners(&model).len(), 3, "another port: no overlap");
 
     let without_a = BASE.replace(
         "  addresses: [{type: IPAddress, value: 127.0.0.20}, {value: 'fd00::20'}]\n",
@@ -243,7 +249,7 @@ fn two_gateways_on_one_address_and_port_are_refused_naming_both() {
         let error = &errors[0];
         assert!(
             error.starts_with(
-                "rules/r.yaml: document 8 (Gateway.gateway.networking.k8s.io default/b): \
+                "rules/r.yaml: document 9 (Gateway.gateway.networking.k8s.io default/b): \
                  spec.listeners[0].port: listener tcp-b (port 31400, on "
             ),
             "{what}: {error}"
