@@ -71,6 +71,16 @@ fn shipped_gateway_on(dir: &str, address: &str) -> String {
     on
 }
 
+/// Writes `text` as rules file `file`, which the agent must refuse: its
+/// error.
+fn refused(s: &mut Scenario, file: &str, text: &str) -> String {
+    let event = s.agent.write_rules(file, text);
+    assert_eq!(event["result"], "refused", "{event}");
+    let error = event["error"].as_str().unwrap_or_default().to_owned();
+    println!("{file} refused: {error}");
+    error
+}
+
 /// `(one, two, errors)` of `n` connections to `target`.
 fn burst(s: &mut Scenario, target: &str, n: usize) -> (u64, u64, usize) {
     let (one, two, errors) = s.client.burst_with_errors(target, n);
@@ -110,43 +120,49 @@ fn two_tcp_gateways_on_one_port_each_take_their_own_address() {
         ],
     );
     let served = |s: &mut Scenario| {
-        assert_eq!(
-            burst(s, "127.0.0.20:31400", 1000),
-            (800, 200, 0),
-            "Gateway tcp-echo-gateway's 80/20, exactly, on its address"
-        );
-        assert_eq!(
-            burst(s, "127.0.0.21:31400", 100),
-            (0, 100, 0),
-            "Gateway tcp-echo-b's all-v2 on its address"
-        );
-        assert_eq!(
-            burst(s, "[::1]:31400", 100),
-            (0, 100, 0),
-            "and on its other address, an IPv6 one"
-        );
-        assert_eq!(
-            burst(s, "127.0.0.1:31400", 20),
-            (0, 0, 20),
-            "another local address on the port is taken by neither Gateway: nothing listens"
-        );
+        for (target, n, expected, what) in [
+            (
+                "127.0.0.20:31400",
+                1000,
+                (800, 200, 0),
+                "Gateway tcp-echo-gateway's 80/20, exactly, on its address",
+            ),
+            (
+                "127.0.0.21:31400",
+                100,
+                (0, 100, 0),
+                "Gateway tcp-echo-b's all-v2 on its address",
+            ),
+            (
+                "[::1]:31400",
+                100,
+                (0, 100, 0),
+                "and on its other address, an IPv6 one",
+            ),
+            (
+                "127.0.0.1:31400",
+                20,
+                (0, 0, 20),
+                "another local address on the port is taken by neither Gateway: nothing listens",
+            ),
+        ] {
+            assert_eq!(burst(s, target, n), expected, "{what}");
+        }
     };
     served(&mut s);
 
     // A Gateway on every local address, on the same port: it would take
     // both Gateways' connections. Refused, naming both; nothing changes.
-    let event = s.agent.write_rules(
+    let error = refused(
+        &mut s,
         "zz-gateway.yaml",
-        gateway(
+        &gateway(
             "tcp-echo-c",
             None,
             TCP_LISTENER,
             "[{name: tcp-echo-v1, port: 9000}]",
         ),
     );
-    assert_eq!(event["result"], "refused", "{event}");
-    let error = event["error"].as_str().unwrap_or_default();
-    println!("refused: {error}");
     assert!(
         error.contains(
             "zz-gateway.yaml: document 1 (Gateway.gateway.networking.k8s.io default/tcp-echo-c): \
@@ -206,43 +222,48 @@ fn two_http_gateways_on_one_port_each_take_their_own_address() {
     .join("---\n");
     let mut s = Scenario::bookinfo_dir("gwaddr-http", BOOKINFO, &[("gateway.yaml", &gateways)]);
     let served = |s: &mut Scenario| {
-        assert_eq!(
-            requests(s, "127.0.0.20:8080", 300),
-            (serde_json::json!({"v1": 100, "v2": 100, "v3": 100}), 0),
-            "bookinfo-gateway's route on its address: each version in turn, exactly"
-        );
-        assert_eq!(
-            requests(s, "127.0.0.21:8080", 100),
-            (serde_json::json!({"v2": 100}), 0),
-            "bookinfo-b's on its address"
-        );
-        assert_eq!(
-            requests(s, "[::1]:8080", 100),
-            (serde_json::json!({"v2": 100}), 0),
-            "and on its other address, an IPv6 one"
-        );
-        let (answers, failed) = requests(s, "127.0.0.1:8080", 10);
-        assert_eq!(
-            (answers, failed),
-            (serde_json::json!({}), 10),
-            "another local address on the port: nothing listens there"
-        );
+        for (target, n, expected, what) in [
+            (
+                "127.0.0.20:8080",
+                300,
+                (serde_json::json!({"v1": 100, "v2": 100, "v3": 100}), 0),
+                "bookinfo-gateway's route on its address: each version in turn, exactly",
+            ),
+            (
+                "127.0.0.21:8080",
+                100,
+                (serde_json::json!({"v2": 100}), 0),
+                "bookinfo-b's on its address",
+            ),
+            (
+                "[::1]:8080",
+                100,
+                (serde_json::json!({"v2": 100}), 0),
+                "and on its other address, an IPv6 one",
+            ),
+            (
+                "127.0.0.1:8080",
+                10,
+                (serde_json::json!({}), 10),
+                "another local address on the port: nothing listens there",
+            ),
+        ] {
+            assert_eq!(requests(s, target, n), expected, "{what}");
+        }
     };
     served(&mut s);
 
     // On the same address as bookinfo-b: refused, naming both.
-    let event = s.agent.write_rules(
+    let error = refused(
+        &mut s,
         "zz-gateway.yaml",
-        gateway(
+        &gateway(
             "bookinfo-c",
             Some("[{value: 127.0.0.22}, {value: 127.0.0.21}]"),
             HTTP_LISTENER,
             "[{name: reviews-v1, port: 9080}]",
         ),
     );
-    assert_eq!(event["result"], "refused", "{event}");
-    let error = event["error"].as_str().unwrap_or_default();
-    println!("refused: {error}");
     assert!(
         error.contains(
             "spec.listeners[0].port: listener http (port 8080, on 127.0.0.22, 127.0.0.21) would \
@@ -280,13 +301,11 @@ fn conformance_gateway_static_addresses() {
     let unusable = "{type: IPAddress, value: 198.51.100.1}";
     let invalid = "{type: Hostname, value: gateway.example.com}";
 
-    let event = s.agent.write_rules(
+    let error = refused(
+        &mut s,
         "static.yaml",
-        manifest(&[invalid, unusable, usable].join(", ")),
+        &manifest(&[invalid, unusable, usable].join(", ")),
     );
-    assert_eq!(event["result"], "refused", "{event}");
-    let error = event["error"].as_str().unwrap_or_default();
-    println!("invalid: {error}");
     assert!(
         error.contains(
             "spec.addresses[0].type: address type Hostname is not supported: the agent accepts \
@@ -295,12 +314,11 @@ fn conformance_gateway_static_addresses() {
         "{error}"
     );
 
-    let event = s
-        .agent
-        .write_rules("static.yaml", manifest(&[unusable, usable].join(", ")));
-    assert_eq!(event["result"], "refused", "{event}");
-    let error = event["error"].as_str().unwrap_or_default();
-    println!("unusable: {error}");
+    let error = refused(
+        &mut s,
+        "static.yaml",
+        &manifest(&[unusable, usable].join(", ")),
+    );
     assert!(
         error.contains(
             "gateway gateway-conformance-infra/gateway-static-addresses port 8099: cannot listen \
