@@ -10,6 +10,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::Command, sync::Arc};
 
+use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{TcpListener, TcpStream},
@@ -455,8 +456,8 @@ fn a_tls_route_splits_by_sni_exactly_keeps_held_connections_and_splices_both_way
 /// other routes none of it and is reported `Accepted` `False`
 /// `Conflicted`. A route of the rules directory without a creation time
 /// is as old as when the agent first read it: `a-tls-echo`, written after
-/// `tls-echo`, loses though its name sorts first; given an older
-/// `creationTimestamp`, it wins.
+/// `tls-echo`, loses though its name sorts first, and still after a
+/// restart; given an older `creationTimestamp`, it wins.
 #[test]
 fn the_oldest_tls_route_takes_an_sni_name() {
     let certs = Certs::new("tls-oldest");
@@ -522,6 +523,18 @@ spec:
             "{who}: {condition}"
         );
         assert_eq!(accepted(&s, winner)["status"], "True", "{who}");
+        if loser == "a-tls-echo" {
+            // Its first-seen time is kept: a restart, which reads both
+            // files at once, does not make it the older by name.
+            s.agent.restart(&[]);
+            // The agent started on an empty directory, so `restart` waits
+            // for no file: wait for both, read at once.
+            let files: Vec<Value> = s.agent.wait_events(2);
+            assert!(files.iter().all(|e| e["result"] == "applied"), "{files:?}");
+            let c = connector.clone();
+            let got = run(&rt, async move { burst(&c, "tls.example.com", 100).await });
+            assert_eq!(got, (v1, v2), "{who}: after a restart, {winner} still");
+        }
     }
     drop(rt);
 }
