@@ -145,16 +145,7 @@ fn count(reply: &Value, field: &str, key: &str) -> u64 {
 
 /// `traffic-shift get KIND NAME -n NAMESPACE -o json`.
 fn resource(s: &Scenario, kind: &str, namespace: &str, name: &str) -> Value {
-    let out = s
-        .agent
-        .ctl(&["get", kind, name, "-n", namespace, "-o", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "get {kind} {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("get -o json prints JSON")
+    s.agent.get_json(kind, namespace, name)
 }
 
 /// `(type, status, reason)` of the conditions of a route's parent `i`.

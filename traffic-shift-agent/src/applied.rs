@@ -760,7 +760,7 @@ pub enum StateError {
     /// As for the applied set: starting without it would change which of
     /// several HTTPRoutes on one host wins, silently.
     #[error(
-        "the state file {path} cannot be used, so the agent does not start (it keeps when each HTTPRoute without a creationTimestamp was first seen, which decides between routes on one host): {error}; repair it, or move it away to have every such route seen anew"
+        "the state file {path} cannot be used, so the agent does not start (it keeps when each HTTPRoute and TLSRoute without a creationTimestamp was first seen, which decides between routes on one host or SNI name): {error}; repair it, or move it away to have every such route seen anew"
     )]
     FirstSeen { path: PathBuf, error: String },
     #[error("cannot write the state file {path}: {source}")]
@@ -776,7 +776,7 @@ pub enum StateError {
 pub struct Store {
     path: PathBuf,
     entries: Entries,
-    /// When the rules directory's HTTPRoutes were first seen.
+    /// When the rules directory's HTTPRoutes and TLSRoutes were first seen.
     first_seen: first_seen::FirstSeen,
     /// Holds the directory's lock (flock) while the agent runs.
     _lock: File,
@@ -846,7 +846,7 @@ impl Store {
         &self.entries
     }
 
-    /// When the rules directory's HTTPRoutes were first seen.
+    /// When the rules directory's HTTPRoutes and TLSRoutes were first seen.
     pub fn first_seen(&mut self) -> &mut first_seen::FirstSeen {
         &mut self.first_seen
     }

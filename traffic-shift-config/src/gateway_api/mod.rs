@@ -36,6 +36,9 @@
 //! docs/gateway-api.md says what is read, how it maps, and what is refused
 //! as not supported yet.
 
+mod addresses;
+#[cfg(test)]
+mod addresses_tests;
 mod check;
 mod dto;
 mod endpoint_slice;
@@ -358,6 +361,9 @@ pub struct Gateway {
     pub generation: i64,
     pub class_name: String,
     pub listeners: Vec<Listener>,
+    /// `spec.addresses`: the node's addresses its listeners accept on;
+    /// empty: every local address.
+    pub addresses: Vec<IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -223,13 +223,16 @@ impl Statuses {
                 })
             })
             .collect();
-        let status = json!({
+        let mut status = json!({
             "conditions": [
                 ok("Accepted", "Accepted", "served by this node"),
-                ok("Programmed", "Programmed", "its listeners accept on every local address"),
+                ok("Programmed", "Programmed", &super::addresses::programmed_message(gateway)),
             ],
             "listeners": listeners,
         });
+        if let Some(addresses) = super::addresses::status_addresses(gateway) {
+            status["addresses"] = addresses;
+        }
         self.map.insert(id, status);
     }
 

@@ -11,8 +11,13 @@
 //!
 //! The checks and the translation follow `TCPRoute`'s: the same
 //! `parentRefs`, `backendRefs` (weights, `ReferenceGrant`), status.
+//!
+//! Routes with the same SNI name on one listener port: the oldest takes
+//! it (the spec's tie-break: `creationTimestamp`, then `namespace/name`;
+//! [`SniClaims`]); a route left with no name on a parent is not accepted
+//! there (`Accepted` `False`, reason `Conflicted`).
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde::{Deserialize, de::IgnoredAny};
 
@@ -208,13 +213,53 @@ pub(super) fn tls_route(source: Source, spec: TlsRouteSpec, generation: i64) -> 
     ))
 }
 
+/// Which route takes each SNI name of each Gateway listener port. Routes
+/// are claimed oldest first ([`super::merge::age`]), so the first to claim
+/// a name keeps it, as the spec's tie-break says.
+#[derive(Default)]
+pub(super) struct SniClaims {
+    /// `(gateway, port, SNI name)` to the route that takes it.
+    taken: BTreeMap<(String, u16, String), Source>,
+}
+
+impl SniClaims {
+    /// The names of `names` that `route` takes on `port` of `gateway`;
+    /// those an older route took are pushed to `lost` with a message.
+    fn claim(
+        &mut self,
+        (gateway, port): (&str, u16),
+        route: &Source,
+        names: Vec<String>,
+        lost: &mut Vec<String>,
+    ) -> Vec<String> {
+        let mut kept = Vec::new();
+        for name in names {
+            let owner = self
+                .taken
+                .entry((gateway.to_owned(), port, name.clone()))
+                .or_insert_with(|| route.clone());
+            if owner.id() == route.id() {
+                kept.push(name);
+            } else {
+                lost.push(format!(
+                    "SNI {name} on Gateway {gateway} port {port} is taken by the older {}",
+                    owner.describe()
+                ));
+            }
+        }
+        kept
+    }
+}
+
 impl Index<'_> {
     /// The `VirtualService` of a `TLSRoute`: one `tls` rule, with a match
     /// per listener it is attached to (that listener's port and Gateway,
-    /// and the SNI names its hostname and the route's intersect to).
+    /// and the SNI names its hostname and the route's intersect to, less
+    /// those an older route takes there: `claims`).
     pub(super) fn tls_route(
         &self,
         route: &TlsRoute,
+        claims: &mut SniClaims,
         statuses: &mut Statuses,
     ) -> Option<VirtualService> {
         let source = &route.source;
@@ -233,14 +278,19 @@ impl Index<'_> {
                 }
             };
             let id = gateway_id(&gateway.source);
-            status.parent(parent, Condition::attached(&id, &listeners));
-            for listener in &listeners {
+            let mut attached = Vec::new();
+            let mut lost = Vec::new();
+            for listener in listeners {
                 debug_assert_eq!(
                     listener.protocol,
                     Protocol::Tls,
                     "TLSRoute on a TLS listener"
                 );
-                let sni_hosts = intersection(listener.hostname.as_deref(), &route.hostnames);
+                let names = intersection(listener.hostname.as_deref(), &route.hostnames);
+                let sni_hosts = claims.claim((&id, listener.port), source, names, &mut lost);
+                if sni_hosts.is_empty() {
+                    continue;
+                }
                 matches.push(TlsMatch {
                     sni_hosts,
                     port: Some(listener.port),
@@ -248,7 +298,13 @@ impl Index<'_> {
                     ..TlsMatch::default()
                 });
                 statuses.attach(&gateway.source, &listener.name, source);
+                attached.push(listener);
             }
+            if attached.is_empty() {
+                status.parent(parent, conflicted(&lost));
+                continue;
+            }
+            status.parent(parent, Condition::attached(&id, &attached));
             if !gateways.contains(&id) {
                 gateways.push(id);
             }
@@ -277,4 +333,19 @@ impl Index<'_> {
             })),
         })
     }
+}
+
+/// `Accepted` `False` for a parent where older routes take every SNI name
+/// of the route. The spec defines no reason for it; `Conflicted` is what
+/// implementations write.
+fn conflicted(lost: &[String]) -> Condition {
+    Condition::accepted(
+        "Conflicted",
+        format!(
+            "{}: of TLSRoutes with one SNI name on a listener, the oldest takes it \
+             (creationTimestamp, then namespace/name); give this route other hostnames, or \
+             remove one of them",
+            lost.join("; ")
+        ),
+    )
 }

@@ -78,8 +78,13 @@ pub(crate) fn translate(
     let mut out = Vec::new();
     // A refused Gateway or Service has its error; the routes that name it
     // are left out without more (they would only repeat it).
-    let mut refused = Vec::new();
-    for gateway in &index.gateways {
+    let overlapping = super::addresses::overlapping(&index.gateways, errors);
+    let mut refused = overlapping.clone();
+    for gateway in index
+        .gateways
+        .iter()
+        .filter(|g| !overlapping.contains(&g.source.id()))
+    {
         match index.gateway(gateway, errors) {
             Some(gateway) => out.push(Resource::Gateway(gateway)),
             None => refused.push(gateway.source.id()),
@@ -109,8 +114,12 @@ pub(crate) fn translate(
             out.push(Resource::VirtualService(vs));
         }
     }
-    for route in &index.tls_routes {
-        if let Some(vs) = index.tls_route(route, &mut statuses) {
+    // Oldest first: an SNI name on a listener is the oldest route's.
+    let mut tls_routes = index.tls_routes.clone();
+    tls_routes.sort_by_cached_key(|route| super::merge::age(&route.source));
+    let mut sni_claims = super::tls_route::SniClaims::default();
+    for route in tls_routes {
+        if let Some(vs) = index.tls_route(route, &mut sni_claims, &mut statuses) {
             out.push(Resource::VirtualService(vs));
         }
     }
@@ -195,8 +204,8 @@ impl<'a> Index<'a> {
     }
 
     /// The Istio `Gateway` of a Gateway API `Gateway`: one server per
-    /// listener, on every local address, served on every node (no
-    /// selector).
+    /// listener and address (`bind`; none: every local address), served
+    /// on every node (no selector).
     fn gateway(
         &self,
         gateway: &Gateway,
@@ -219,17 +228,19 @@ impl<'a> Index<'a> {
             ));
             return None;
         }
+        let binds = super::addresses::binds(gateway);
         let servers = gateway
             .listeners
             .iter()
-            .map(|listener| Server {
+            .flat_map(|listener| binds.iter().map(move |bind| (listener, *bind)))
+            .map(|(listener, bind)| Server {
                 port: GatewayPort {
                     number: listener.port,
                     name: listener.name.clone(),
                     protocol: listener.protocol,
                 },
                 hosts: vec![listener.hostname.clone().unwrap_or_else(|| "*".to_owned())],
-                bind: None,
+                bind,
                 unix: None,
                 default_endpoint: None,
                 name: Some(listener.name.clone()),
