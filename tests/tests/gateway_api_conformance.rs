@@ -16,6 +16,8 @@ mod matching;
 #[path = "gateway_api_conformance/ports.rs"]
 mod ports;
 
+use std::time::Duration;
+
 use serde_json::Value;
 use traffic_shift_tests::Scenario;
 
@@ -347,6 +349,16 @@ spec:
         ]
     );
 
+    // Each condition has the time it took its status (metav1.Condition's
+    // lastTransitionTime, to the second). The grant turns ResolvedRefs
+    // True and moves its time; Accepted's stays: wait for the clock to pass
+    // Accepted's second, so that a time reset by any change would show.
+    let before = transition_times(&route);
+    while now_ms() / 1000 <= before[0] / 1000 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let grant_applied_at = now_ms() / 1000 * 1000;
+
     // HTTPRouteReferenceGrant: the same route with the grant.
     let grant = "---
 apiVersion: gateway.networking.k8s.io/v1beta1
@@ -378,6 +390,33 @@ spec:
         conditions(&route, 0)[1],
         cond("ResolvedRefs", "True", "ResolvedRefs")
     );
+    let after = transition_times(&route);
+    assert_eq!(after[0], before[0], "Accepted did not change: {route}");
+    assert!(
+        after[1] >= grant_applied_at,
+        "ResolvedRefs turned True when the grant came: {route}"
+    );
+}
+
+/// The `lastTransitionTime` of each condition of the first parent, in Unix
+/// milliseconds.
+fn transition_times(route: &Value) -> Vec<u64> {
+    route["status"]["parents"][0]["conditions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no conditions: {route}"))
+        .iter()
+        .map(|c| {
+            c["lastTransitionTime"]
+                .as_str()
+                .and_then(traffic_shift_config::parse_timestamp)
+                .unwrap_or_else(|| panic!("no lastTransitionTime in {c}"))
+        })
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u64::try_from(since.expect("after 1970").as_millis()).expect("fits")
 }
 
 /// HTTPRoutePartiallyInvalidViaInvalidReferenceGrant: the grant names

@@ -36,6 +36,7 @@ use traffic_shift_config::{self as config, FieldPath, Resource, RulesFile};
 use crate::admin::{Action, Change, FileText};
 
 pub mod first_seen;
+pub mod transitions;
 
 /// The names of a kind on the command line: `get vs`, `get virtualservices`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -778,6 +779,8 @@ pub struct Store {
     entries: Entries,
     /// When the rules directory's HTTPRoutes and TLSRoutes were first seen.
     first_seen: first_seen::FirstSeen,
+    /// When the Gateway API status conditions last changed.
+    transitions: transitions::Transitions,
     /// Holds the directory's lock (flock) while the agent runs.
     _lock: File,
 }
@@ -833,6 +836,7 @@ impl Store {
             path,
             entries,
             first_seen: first_seen::FirstSeen::open(dir)?,
+            transitions: transitions::Transitions::open(dir),
             _lock: lock,
         })
     }
@@ -849,6 +853,15 @@ impl Store {
     /// When the rules directory's HTTPRoutes and TLSRoutes were first seen.
     pub fn first_seen(&mut self) -> &mut first_seen::FirstSeen {
         &mut self.first_seen
+    }
+
+    /// When the Gateway API status conditions last changed.
+    pub fn transitions(&self) -> &transitions::Transitions {
+        &self.transitions
+    }
+
+    pub fn transitions_mut(&mut self) -> &mut transitions::Transitions {
+        &mut self.transitions
     }
 
     /// The applied set as one rules file, for resolving with the rules directory.

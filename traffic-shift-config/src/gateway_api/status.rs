@@ -5,8 +5,8 @@
 //! `ResolvedRefs` conditions; a Gateway's `Accepted` and `Programmed`
 //! conditions and its `listeners[]` with `attachedRoutes`. Each condition
 //! has the resource's `observedGeneration` (`metadata.generation`, 1 when
-//! not written). `lastTransitionTime` is left out: the rules have no
-//! history of conditions.
+//! not written). `lastTransitionTime` is the agent's: the rules have no
+//! history of conditions (`applied::transitions` in the agent).
 
 use std::collections::BTreeMap;
 
