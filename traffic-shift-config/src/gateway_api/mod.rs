@@ -40,6 +40,7 @@ mod addresses;
 #[cfg(test)]
 mod addresses_tests;
 mod check;
+mod claims;
 mod dto;
 mod endpoint_slice;
 mod merge;

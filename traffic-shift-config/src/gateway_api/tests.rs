@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+mod claims;
 mod merge;
 
 use crate::{

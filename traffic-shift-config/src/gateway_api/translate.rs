@@ -8,7 +8,9 @@ use std::{
 
 use super::{
     BackendRef, FromNamespaces, Gateway, GatewayApiResource, HttpRoute, Listener, Namespace,
-    Origin, ParentKind, ParentRef, ReferenceGrant, Service, TargetPort, TcpRoute, gateway_class,
+    Origin, ParentKind, ParentRef, ReferenceGrant, Service, TargetPort, TcpRoute,
+    claims::{ListenerClaims, conflicted},
+    gateway_class,
     merge::{Contribution, Rule, listener_hosts, merge, unserved_listener_hosts},
     status::{Condition, RouteStatus, Statuses},
 };
@@ -109,17 +111,20 @@ pub(crate) fn translate(
         .copied()
         .collect();
     index.refused_services = refused_services;
-    for route in &index.tcp_routes {
-        if let Some(vs) = index.tcp_route(route, &mut statuses) {
+    // Oldest first: a TCP listener, or an SNI name on a TLS listener, is
+    // the oldest route's.
+    let mut tcp_routes = index.tcp_routes.clone();
+    tcp_routes.sort_by_cached_key(|route| super::merge::age(&route.source));
+    let mut claims = ListenerClaims::default();
+    for route in tcp_routes {
+        if let Some(vs) = index.tcp_route(route, &mut claims, &mut statuses) {
             out.push(Resource::VirtualService(vs));
         }
     }
-    // Oldest first: an SNI name on a listener is the oldest route's.
     let mut tls_routes = index.tls_routes.clone();
     tls_routes.sort_by_cached_key(|route| super::merge::age(&route.source));
-    let mut sni_claims = super::tls_route::SniClaims::default();
     for route in tls_routes {
-        if let Some(vs) = index.tls_route(route, &mut sni_claims, &mut statuses) {
+        if let Some(vs) = index.tls_route(route, &mut claims, &mut statuses) {
             out.push(Resource::VirtualService(vs));
         }
     }
@@ -690,7 +695,13 @@ impl<'a> Index<'a> {
 
     /// The `VirtualService` of a `TCPRoute`: its one rule on the listeners
     /// of its parents, each bound by a match on the listener's port.
-    fn tcp_route(&self, route: &TcpRoute, statuses: &mut Statuses) -> Option<VirtualService> {
+    /// A listener an older route took is not this route's ([`ListenerClaims`]).
+    fn tcp_route(
+        &self,
+        route: &TcpRoute,
+        claims: &mut ListenerClaims,
+        statuses: &mut Statuses,
+    ) -> Option<VirtualService> {
         let source = &route.source;
         let mut status = RouteStatus::new(source, route.generation);
         let mut gateways = Vec::new();
@@ -706,6 +717,19 @@ impl<'a> Index<'a> {
                 }
             };
             let id = gateway_id(&gateway.source);
+            let mut lost = Vec::new();
+            let listeners: Vec<_> = listeners
+                .into_iter()
+                .filter(|l| claims.take((&id, l.port), "", source, &mut lost))
+                .collect();
+            if listeners.is_empty() {
+                let among = "TCPRoutes on a listener (a TCP connection has nothing else to \
+                             choose a route by)";
+                let todo = "bind this route to another listener (sectionName or port), or \
+                            remove one of them";
+                status.parent(parent, conflicted(&lost, among, todo));
+                continue;
+            }
             let attached = Condition::attached(&id, &listeners);
             for listener in &listeners {
                 matches.push(L4Match {
