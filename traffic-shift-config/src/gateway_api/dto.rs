@@ -390,7 +390,7 @@ pub struct SliceEndpoint {
     pub deprecated_topology: Option<IgnoredAny>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SliceConditions {
     pub ready: Option<bool>,
