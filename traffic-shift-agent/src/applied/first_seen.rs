@@ -1,4 +1,4 @@
-//! When the agent first saw each `HTTPRoute` of the rules directory that
+//! When the agent first saw each `HTTPRoute` (and `GRPCRoute`) of the rules directory that
 //! has no `metadata.creationTimestamp`: its age, which breaks ties of
 //! precedence between HTTPRoutes on one host (the Gateway API: the oldest
 //! route wins). Kubernetes sets the creation time when a route is created;
@@ -23,8 +23,12 @@ use traffic_shift_config::{self as config, Resource, RulesFile};
 
 use super::{StateError, write_atomic};
 
-/// The kind whose resources are stamped.
+/// The kind `get` reads; GRPCRoutes (merged by the same age) are stamped
+/// too, under their kind.
 const KIND: &str = "HTTPRoute";
+
+/// The kinds whose resources are stamped.
+const KINDS: [&str; 2] = [KIND, "GRPCRoute"];
 
 /// The first-seen times, and their file.
 #[derive(Debug)]
@@ -37,7 +41,9 @@ pub struct FirstSeen {
 /// How a route is named in the file: `HTTPRoute default/web`.
 fn key(resource: &Resource) -> Option<String> {
     let source = resource.source();
-    (source.kind == KIND).then(|| format!("{KIND} {}/{}", source.namespace, source.name))
+    KINDS
+        .contains(&source.kind)
+        .then(|| format!("{} {}/{}", source.kind, source.namespace, source.name))
 }
 
 impl FirstSeen {
