@@ -91,6 +91,20 @@ impl Proxy {
         peer: SocketAddr,
         target: &Target,
     ) -> Response<ProxyBody> {
+        if crate::grpc::is_grpc(request.headers()) {
+            // The proxy's own answers to a gRPC call, as gRPC clients read them.
+            return crate::grpc::local_reply(self.answer(request, peer, target).await);
+        }
+        self.answer(request, peer, target).await
+    }
+
+    /// [`Self::handle`]'s answer, as HTTP.
+    async fn answer(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        target: &Target,
+    ) -> Response<ProxyBody> {
         let start = Instant::now();
         // hyper bounds what it buffers, but a head that arrived in one read
         // can exceed it: refuse it here too, as Envoy does (431).
@@ -138,7 +152,12 @@ impl Proxy {
         let reporter = Reporter {
             route_key: "",
             gateway: listener.gateway.as_deref(),
-            protocol: "http",
+            // Istio's request_protocol: grpc for a gRPC call.
+            protocol: if crate::grpc::is_grpc(request.headers()) {
+                "grpc"
+            } else {
+                "http"
+            },
         };
         let no_route = |why: String| {
             (
