@@ -11,6 +11,8 @@
 
 #[path = "gateway_api_conformance/grants.rs"]
 mod grants;
+#[path = "gateway_api_conformance/grpc.rs"]
+mod grpc;
 #[path = "gateway_api_conformance/matching.rs"]
 mod matching;
 #[path = "gateway_api_conformance/ports.rs"]
@@ -940,7 +942,10 @@ spec:
         assert_eq!(listener["attachedRoutes"], attached, "{gateway}: {status}");
         assert_eq!(
             listener["supportedKinds"],
-            serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}]),
+            serde_json::json!([
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+                {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}
+            ]),
             "{status}"
         );
         for (k, condition) in ["Accepted", "Programmed", "ResolvedRefs"]
