@@ -79,3 +79,50 @@ pub(crate) fn local_reply(mut response: Response<ProxyBody>) -> Response<ProxyBo
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, crate::local::empty_body())
 }
+
+#[cfg(test)]
+mod tests {
+    use hyper::header::HeaderValue;
+
+    use super::*;
+    use crate::local::{LocalReply, reply_response};
+
+    #[test]
+    fn a_local_reply_to_a_call_is_trailers_only_with_envoys_status() {
+        for (status, code) in [
+            (StatusCode::NOT_FOUND, "12"),
+            (StatusCode::SERVICE_UNAVAILABLE, "14"),
+            (StatusCode::GATEWAY_TIMEOUT, "14"),
+            (StatusCode::BAD_REQUEST, "13"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "2"),
+        ] {
+            let reply = LocalReply::new(status, "NR", "no route: 100% ü\n");
+            let response = local_reply(reply_response(&reply));
+            let headers = response.headers();
+            assert_eq!(response.status(), StatusCode::OK, "{status}");
+            assert_eq!(
+                headers.get("grpc-status"),
+                Some(&HeaderValue::from_static(code)),
+                "{status}"
+            );
+            assert_eq!(
+                headers.get("grpc-message"),
+                Some(&HeaderValue::from_static("no route: 100%25 %C3%BC")),
+                "percent-encoded, as gRPC says"
+            );
+            assert_eq!(
+                headers.get(header::CONTENT_TYPE),
+                Some(&HeaderValue::from_static("application/grpc"))
+            );
+        }
+    }
+
+    #[test]
+    fn an_upstream_answer_is_left_alone() {
+        let mut response = Response::new(crate::local::empty_body());
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        let response = local_reply(response);
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(response.headers().get("grpc-status").is_none());
+    }
+}

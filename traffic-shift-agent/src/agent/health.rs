@@ -105,16 +105,7 @@ fn probe_targets(model: &RoutingModel) -> BTreeMap<SocketAddr, Probe> {
         .map(|e| (e.addr, Probe::Tcp))
         .collect();
     let http1 = model
-        .http
-        .iter()
-        .flat_map(|l| &l.virtual_hosts)
-        .flat_map(|v| &v.routes)
-        .flat_map(|r| {
-            r.destinations
-                .iter()
-                .map(|d| (&d.destination, d.http2))
-                .chain(r.mirrors.iter().map(|m| (&m.destination, m.http2)))
-        })
+        .http_destinations_h2()
         .filter(|(_, http2)| !http2)
         .map(|(dest, _)| dest);
     for dest in http1 {

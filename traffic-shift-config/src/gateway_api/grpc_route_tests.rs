@@ -2,15 +2,11 @@
 //! Istio writes them, the spec's precedence), its listeners and status,
 //! and each refusal with its message.
 
-use std::path::Path;
-
+use super::tls_route_tests::{model_of, resolved};
 use crate::{
     http::StringMatch,
     model::{HttpListener, RoutingModel, StatusKey},
-    parse_file_all, resolve_all,
 };
-
-const FILE: &str = "rules/r.yaml";
 
 /// Two gRPC Services (h2c), a Gateway with an HTTP listener on 8080, and
 /// a GRPCRoute 80/20 on it; a mesh GRPCRoute on the `echo` Service.
@@ -76,18 +72,6 @@ spec:
 fn changed(from: &str, to: &str) -> String {
     assert!(BASE.contains(from), "{from:?} is in BASE");
     BASE.replacen(from, to, 1)
-}
-
-fn resolved(text: &str) -> Result<RoutingModel, Vec<String>> {
-    let file = parse_file_all(Path::new(FILE), text)
-        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    resolve_all(&[file])
-        .0
-        .map_err(|errors| errors.iter().map(ToString::to_string).collect())
-}
-
-fn model_of(text: &str) -> RoutingModel {
-    resolved(text).unwrap_or_else(|e| panic!("{e:#?}"))
 }
 
 fn listener<'m>(model: &'m RoutingModel, key: &str) -> &'m HttpListener {
@@ -434,37 +418,32 @@ spec:
             .flat_map(|v| v.routes.iter().map(|r| r.key.clone()))
             .collect()
     };
-    let older_http = model_of(&format!(
-        "{grpc}{}",
-        http_route("2026-01-01T00:00:00Z", "a.example.com")
-    ));
-    assert_eq!(
+    // (the HTTPRoute's creation time, then who is accepted, and what serves).
+    for (created, web, split, served) in [
         (
-            accepted(&older_http, "HTTPRoute", "web"),
-            accepted(&older_http, "GRPCRoute", "split")
+            "2026-01-01T00:00:00Z",
+            "Accepted",
+            "NotAllowedByListeners",
+            "default/web/rules[0]",
         ),
         (
-            ("True".into(), "Accepted".into()),
-            ("False".into(), "NotAllowedByListeners".into())
+            "2026-01-03T00:00:00Z",
+            "NotAllowedByListeners",
+            "Accepted",
+            "default/split/rules[0]",
         ),
-        "the older HTTPRoute is accepted, the GRPCRoute not"
-    );
-    assert_eq!(keys(&older_http), ["default/web/rules[0]"]);
-    let older_grpc = model_of(&format!(
-        "{grpc}{}",
-        http_route("2026-01-03T00:00:00Z", "a.example.com")
-    ));
-    assert_eq!(
-        (
-            accepted(&older_grpc, "HTTPRoute", "web"),
-            accepted(&older_grpc, "GRPCRoute", "split")
-        ),
-        (
-            ("False".into(), "NotAllowedByListeners".into()),
-            ("True".into(), "Accepted".into())
-        ),
-        "the older GRPCRoute is accepted, the HTTPRoute not"
-    );
+    ] {
+        let model = model_of(&format!("{grpc}{}", http_route(created, "a.example.com")));
+        assert_eq!(
+            (
+                accepted(&model, "HTTPRoute", "web").1,
+                accepted(&model, "GRPCRoute", "split").1
+            ),
+            (web.to_owned(), split.to_owned()),
+            "HTTPRoute created {created}, the GRPCRoute 2026-01-02: the older is accepted"
+        );
+        assert_eq!(keys(&model), [served], "only the older serves the host");
+    }
     let apart = model_of(&format!(
         "{grpc}{}",
         http_route("2026-01-01T00:00:00Z", "a.example.org")

@@ -66,7 +66,8 @@ fn changed(from: &str, to: &str) -> String {
     BASE.replacen(from, to, 1)
 }
 
-fn resolved(text: &str) -> Result<RoutingModel, Vec<String>> {
+/// `text` (as `rules/r.yaml`) resolved, or its errors as text.
+pub(super) fn resolved(text: &str) -> Result<RoutingModel, Vec<String>> {
     let file = parse_file_all(Path::new(FILE), text)
         .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     resolve_all(&[file])
@@ -74,7 +75,7 @@ fn resolved(text: &str) -> Result<RoutingModel, Vec<String>> {
         .map_err(|errors| errors.iter().map(ToString::to_string).collect())
 }
 
-fn model_of(text: &str) -> RoutingModel {
+pub(super) fn model_of(text: &str) -> RoutingModel {
     resolved(text).unwrap_or_else(|e| panic!("{e:#?}"))
 }
 
