@@ -942,10 +942,8 @@ spec:
         assert_eq!(listener["attachedRoutes"], attached, "{gateway}: {status}");
         assert_eq!(
             listener["supportedKinds"],
-            serde_json::json!([
-                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
-                {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}
-            ]),
+            // allowedRoutes.kinds names HTTPRoute alone.
+            serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}]),
             "{status}"
         );
         for (k, condition) in ["Accepted", "Programmed", "ResolvedRefs"]
