@@ -115,7 +115,7 @@ fn scenario(test: &str) -> Scenario {
 /// 1000 unary calls on one HTTP/2 connection through the Gateway's
 /// listener: exactly 800 to grpc-v1 and 200 to grpc-v2 (the agent's
 /// picks are per call and exact per 1000), as many on /metrics with
-/// `request_protocol="grpc"`; the 3:1 rule with a Service that does not
+/// `request_protocol="grpc"` and `grpc_response_status="0"`; the 3:1 rule with a Service that does not
 /// exist: exactly 250 of 1000 calls UNAVAILABLE (the spec's status for the
 /// share of an unusable backend); a method no rule routes: UNIMPLEMENTED.
 #[test]
@@ -152,6 +152,7 @@ fn grpc_route_splits_calls_80_20_through_the_gateway() {
             ("destination_service", host.as_str()),
             ("request_protocol", "grpc"),
             ("response_code", "200"),
+            ("grpc_response_status", "0"),
         ];
         assert_eq!(
             metric(&page, "istio_requests_total", &labels),
@@ -193,6 +194,22 @@ fn grpc_route_splits_calls_80_20_through_the_gateway() {
         1,
         "a host the route does not name: no route: {other_host:?}"
     );
+
+    // Istio's grpc_response_status: the backends' 0s (1000 Echo and 750
+    // EchoTwo), the unusable share's UNAVAILABLE, the unrouted calls'
+    // UNIMPLEMENTED (from the trailers, or from the proxy's own answer).
+    let page = s.agent.metrics();
+    for (status, want) in [("0", 1750), ("14", 250), ("12", 4)] {
+        let labels = [
+            ("request_protocol", "grpc"),
+            ("grpc_response_status", status),
+        ];
+        assert_eq!(
+            metric(&page, "istio_requests_total", &labels),
+            want,
+            "grpc_response_status {status} on /metrics: {page}"
+        );
+    }
 
     let status = s
         .agent

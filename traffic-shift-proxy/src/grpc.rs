@@ -29,6 +29,14 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
+/// The `grpc-status` in `headers` (a head, or trailers).
+pub(crate) fn status_in(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Envoy's `httpToGrpcStatus`.
 pub(crate) fn status_of_http(status: StatusCode) -> u32 {
     match status.as_u16() {

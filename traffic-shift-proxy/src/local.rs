@@ -122,8 +122,20 @@ impl Proxy {
         start: Instant,
         reply: &LocalReply,
     ) -> Response<ProxyBody> {
-        self.metrics
-            .record(labels, reply.status.as_u16(), reply.flags, start.elapsed());
+        if labels.get("request_protocol") == "grpc" {
+            self.metrics
+                .grpc_handles(
+                    labels,
+                    reply.status.as_u16(),
+                    reply.flags,
+                    None,
+                    crate::grpc::status_of_http(reply.status),
+                )
+                .record(start.elapsed());
+        } else {
+            self.metrics
+                .record(labels, reply.status.as_u16(), reply.flags, start.elapsed());
+        }
         reply_response(reply)
     }
 }
