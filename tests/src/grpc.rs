@@ -13,7 +13,15 @@
 //! answer names the backend, in the message and in the header
 //! `x-backend`, as the suite's `grpc-echo` does.
 
-use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr};
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use http_body_util::{BodyExt as _, Full};
 use hyper::{
@@ -57,6 +65,10 @@ pub struct EchoResponse {
     pub authority: String,
     #[prost(btree_map = "string, string", tag = "5")]
     pub headers: BTreeMap<String, String>,
+    /// The calls this backend answered before this one (mirrored copies
+    /// included).
+    #[prost(uint64, tag = "6")]
+    pub calls: u64,
 }
 
 /// One message, framed: flag 0 (not compressed), length, bytes.
@@ -87,15 +99,18 @@ fn unframe(body: &[u8]) -> Result<&[u8], String> {
 
 /// Serves the echo service as backend `name` on `listener`, h2c only.
 pub async fn serve(listener: TcpListener, name: String) {
+    let calls = Arc::new(AtomicU64::new(0));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let name = name.clone();
+        let calls = Arc::clone(&calls);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let name = name.clone();
-                async move { Ok::<_, Infallible>(answer(request, &name).await) }
+                let calls = Arc::clone(&calls);
+                async move { Ok::<_, Infallible>(answer(request, &name, &calls).await) }
             });
             let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -118,7 +133,7 @@ fn status_only(code: u32, message: &str) -> Response<Body> {
     response
 }
 
-async fn answer(request: Request<Incoming>, name: &str) -> Response<Body> {
+async fn answer(request: Request<Incoming>, name: &str, calls: &AtomicU64) -> Response<Body> {
     let grpc = request
         .headers()
         .get(CONTENT_TYPE)
@@ -171,6 +186,7 @@ async fn answer(request: Request<Incoming>, name: &str) -> Response<Body> {
         method,
         authority,
         headers,
+        calls: calls.fetch_add(1, Ordering::Relaxed),
     };
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from(0));

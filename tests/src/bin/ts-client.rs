@@ -655,6 +655,7 @@ impl Grpc {
                             "http_status": reply.http_status,
                             "grpc_message": reply.grpc_message,
                             "backend": reply.response.as_ref().map(|r| r.backend.clone()),
+                            "calls": reply.response.as_ref().map(|r| r.calls),
                             "request_headers": reply.response.as_ref().map(|r| r.headers.clone()),
                             "response_headers": reply.headers,
                         });

@@ -1,7 +1,8 @@
 //! The suite's GRPCRoute cases: GRPCExactMethodMatching,
 //! GRPCRouteHeaderMatching, GRPCRouteListenerHostnameMatching,
-//! GRPCRouteWeight, GRPCRouteAllBackendsWeightZero and
-//! GRPCRouteRequestHeaderModifier (its rows that agree with its manifest).
+//! GRPCRouteWeight, GRPCRouteAllBackendsWeightZero,
+//! GRPCRouteRequestHeaderModifier (its rows that agree with its manifest)
+//! and GRPCRouteRequestMirror.
 //! The backends are `grpc-echo` processes named as the suite's
 //! `grpc-infra-backend-vN` Services (each answer names its backend); the
 //! calls are unary `Echo`, `EchoTwo`, `EchoThree` over h2c, each row's
@@ -390,4 +391,103 @@ fn grpcroute_request_header_modifier() {
     ] {
         assert_eq!(multiple[name].as_str(), want, "EchoTwo: {name}: {multiple}");
     }
+}
+
+/// The calls grpc-infra-backend-v2 (127.0.0.1:19512) answered before,
+/// asked directly (`probes`: how many times this was asked before: each
+/// asking is a call).
+fn answered_by_v2(s: &mut Scenario, probes: u64) -> u64 {
+    let calls = s.client.grpc("127.0.0.1:19512", "direct", "Echo", 1, &[]);
+    calls.last["calls"].as_u64().expect("calls") - probes
+}
+
+/// GRPCRouteRequestMirror (its manifest with the `RequestMirror` filters
+/// it has commented out): the client gets grpc-infra-backend-v1's
+/// answers, with `EchoTwo`'s header changes, and grpc-infra-backend-v2
+/// receives a copy of each call (fire and forget: waited for until a
+/// deadline); a call no rule mirrors is not copied.
+#[test]
+fn grpcroute_request_mirror() {
+    let mirrored = |method: &str, modifier: &str| {
+        format!(
+            "  - matches: [{{method: {{service: {SVC}, method: {method}}}}}]
+    filters:
+{modifier}    - type: RequestMirror
+      requestMirror:
+        backendRef: {{name: grpc-infra-backend-v2, namespace: gateway-conformance-infra, port: 8080}}
+    backendRefs: [{{name: grpc-infra-backend-v1, port: 8080, namespace: gateway-conformance-infra}}]
+"
+        )
+    };
+    let case = route(
+        "grpc-request-mirror",
+        &[
+            mirrored("Echo", ""),
+            mirrored(
+                "EchoTwo",
+                "    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+        add: [{name: X-Header-Add, value: header-val-1}, {name: X-Header-Add-Append, value: header-val-2}]
+        remove: [X-Header-Remove]
+",
+            ),
+            "  - matches: [{method: {service: other.Service}}]\n    backendRefs: [{name: grpc-infra-backend-v3, port: 8080}]\n"
+                .to_owned(),
+        ]
+        .concat(),
+    );
+    let mut s = start("gwc-grpc-mirror", &case);
+    let host = "example.com";
+    check(
+        &mut s,
+        "GRPCRouteRequestMirror",
+        SAME_NAMESPACE,
+        &[
+            ("Echo", host, &[], Ok("v1")),
+            ("EchoTwo", host, &["X-Header-Remove:gone"], Ok("v1")),
+        ],
+    );
+    let seen = s.client.grpc(
+        SAME_NAMESPACE,
+        host,
+        "EchoTwo",
+        1,
+        &["X-Header-Remove:gone"],
+    );
+    let headers = &seen.last["request_headers"];
+    assert_eq!(
+        (
+            headers["x-header-set"].as_str(),
+            headers["x-header-add"].as_str(),
+            headers["x-header-remove"].as_str()
+        ),
+        (Some("set-overwrites-values"), Some("header-val-1"), None),
+        "EchoTwo's header changes: {seen:?}"
+    );
+    // 4 Echo, 4 + 1 EchoTwo: a copy of each.
+    let want = 2 * N as u64 + 1;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut probes = 0;
+    while answered_by_v2(&mut s, probes) < want && std::time::Instant::now() < deadline {
+        probes += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    probes += 1;
+    assert_eq!(answered_by_v2(&mut s, probes), want, "a copy of each call");
+    probes += 1;
+    // Not mirrored: the other rule.
+    let other = s
+        .client
+        .grpc(SAME_NAMESPACE, host, "/other.Service/Echo", N, &[]);
+    assert_eq!(
+        other.backend("grpc-infra-backend-v3"),
+        N as u64,
+        "{other:?}"
+    );
+    assert_eq!(
+        answered_by_v2(&mut s, probes),
+        want,
+        "no copy of another rule's calls"
+    );
 }
