@@ -19,7 +19,8 @@
 //! An HTTPRoute and a GRPCRoute whose hosts intersect on one listener: the
 //! spec accepts exactly one there, the older (creation time, then
 //! `<namespace>/<name>`); the other is not attached to that listener
-//! ([`Index::without_kind_conflicts`]).
+//! ([`Index::without_kind_conflicts`]). The same on one Service port
+//! (GAMMA).
 //!
 //! The filters are the spec's for GRPCRoute: `RequestHeaderModifier`,
 //! `ResponseHeaderModifier`, `RequestMirror` (rule level), the two header
@@ -29,7 +30,7 @@
 use serde::{Deserialize, de::IgnoredAny};
 
 use super::{
-    Gateway, HttpRoute, HttpRouteRule, Listener, ParentKind, Precedence, RouteMatch,
+    Gateway, HttpRoute, HttpRouteRule, Listener, ParentKind, ParentRef, Precedence, RouteMatch,
     check::{FilterLevel, backend_refs, filters, header_matches, parent_refs, route_hostnames},
     dto,
     merge::{age, listener_hosts},
@@ -410,6 +411,40 @@ impl<'a> Index<'a> {
             )
             .collect();
         (kept, conflict)
+    }
+
+    /// Why `route` is not attached to the Service of `parent` (GAMMA): an
+    /// older route of the other kind is, on an overlapping port (the
+    /// listeners' rule, applied to the Service's port).
+    pub(super) fn mesh_kind_conflict(
+        &self,
+        route: &HttpRoute,
+        parent: &ParentRef,
+    ) -> Option<Condition> {
+        let mine = age(route);
+        let older = self.http_routes.iter().find(|other| {
+            other.source.kind != route.source.kind
+                && age(other) < mine
+                && other.parents.iter().any(|p| {
+                    p.kind == ParentKind::Service
+                        && p.namespace == parent.namespace
+                        && p.name == parent.name
+                        && (p.port.is_none() || parent.port.is_none() || p.port == parent.port)
+                })
+        })?;
+        Some(Condition::accepted(
+            "NotAllowedByListeners",
+            format!(
+                "Service {}/{} is served by {} {}/{}, older, on this port: an HTTPRoute and a \
+                 GRPCRoute on one Service port, the older is accepted (the spec's rule for a \
+                 listener)",
+                parent.namespace,
+                parent.name,
+                older.source.kind,
+                older.source.namespace,
+                older.source.name
+            ),
+        ))
     }
 
     /// An older route of the other kind attached to `listener` of

@@ -457,3 +457,54 @@ spec:
         "hostnames that do not intersect: both"
     );
 }
+
+/// The same on one Service port (GAMMA): the older of an HTTPRoute and a
+/// GRPCRoute on the `echo` Service's port is attached, the other not.
+#[test]
+fn an_http_route_and_a_grpc_route_on_one_service_port_the_older_wins() {
+    let grpc = changed(
+        "kind: GRPCRoute\nmetadata: {name: echo}\n",
+        "kind: GRPCRoute\nmetadata: {name: echo, creationTimestamp: '2026-01-02T00:00:00Z'}\n",
+    );
+    for (created, web, echo, served) in [
+        (
+            "2026-01-01T00:00:00Z",
+            "Accepted",
+            "NotAllowedByListeners",
+            "default/web/rules[0]",
+        ),
+        (
+            "2026-01-03T00:00:00Z",
+            "NotAllowedByListeners",
+            "Accepted",
+            "default/echo/rules[0]",
+        ),
+    ] {
+        let text = format!(
+            "{grpc}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, creationTimestamp: '{created}'}}
+spec:
+  parentRefs: [{{group: '', kind: Service, name: echo, port: 9090}}]
+  rules:
+  - backendRefs: [{{name: grpc-v2, port: 8080}}]
+"
+        );
+        let model = model_of(&text);
+        assert_eq!(
+            (
+                accepted(&model, "HTTPRoute", "web").1,
+                accepted(&model, "GRPCRoute", "echo").1
+            ),
+            (web.to_owned(), echo.to_owned()),
+            "HTTPRoute created {created}, the GRPCRoute 2026-01-02"
+        );
+        let routes: Vec<&str> = listener(&model, "mesh echo.default.svc.cluster.local:9090")
+            .virtual_hosts
+            .iter()
+            .flat_map(|v| v.routes.iter().map(|r| r.key.as_str()))
+            .collect();
+        assert_eq!(routes, [served], "only the older serves the Service port");
+    }
+}

@@ -848,6 +848,10 @@ impl<'a> Index<'a> {
             if !mesh_service(source, &base, service, parent.port, errors) {
                 continue;
             }
+            if let Some(conflict) = self.mesh_kind_conflict(route, parent) {
+                status.parent(parent, conflict);
+                continue;
+            }
             meshed.insert((
                 service.source.namespace.clone(),
                 service.source.name.clone(),
