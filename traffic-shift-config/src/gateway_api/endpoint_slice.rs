@@ -15,7 +15,7 @@
 //! matches are not: in Kubernetes, kube-proxy reads the slices, which the
 //! controller writes from the selector.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
 use serde_yaml_ng::Value;
 
@@ -31,7 +31,7 @@ use crate::{
     lines::LineIndex,
     names::is_dns1123_label,
     resource::{
-        EndpointAddress, Resource, WorkloadEndpoint,
+        EndpointAddress, PortNames, Resource, WorkloadEndpoint,
         document::{Place, serde_message, source_of},
     },
     source::Source,
@@ -349,7 +349,7 @@ fn merge(service: &Service, slices: &[&EndpointSlice], errors: &mut Vec<ConfigEr
     // Per Service port, the first appProtocol a slice gives it.
     let mut protocols: Vec<Option<(Protocol, &Source, usize)>> = vec![None; service.ports.len()];
     for slice in slices {
-        let mut ports = BTreeMap::new();
+        let mut ports = Vec::new();
         for (k, service_port) in service.ports.iter().enumerate() {
             let Some(j) = slice.ports.iter().position(|p| p.name == service_port.name) else {
                 errors.push(slice.source.error(
@@ -368,7 +368,7 @@ fn merge(service: &Service, slices: &[&EndpointSlice], errors: &mut Vec<ConfigEr
                 continue;
             };
             let slice_port = &slice.ports[j];
-            ports.insert(service_port.name.clone(), slice_port.port);
+            ports.push((service_port.name.clone(), slice_port.port));
             let Some(protocol) = slice_port.protocol else {
                 continue;
             };
@@ -392,6 +392,7 @@ fn merge(service: &Service, slices: &[&EndpointSlice], errors: &mut Vec<ConfigEr
                 Some(_) => {}
             }
         }
+        let ports: PortNames = ports.into_iter().collect();
         for address in &slice.addresses {
             if endpoints.iter().any(|e| e.address.ip() == Some(*address)) {
                 continue;

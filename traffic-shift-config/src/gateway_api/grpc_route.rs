@@ -393,7 +393,7 @@ impl<'a> Index<'a> {
                 |listener| match self.older_of_other_kind(route, gateway, listener) {
                     Some(older) => {
                         conflict = Some(Condition::accepted(
-                            "NotAllowedByListeners",
+                            "Conflicted",
                             format!(
                                 "listener {} serves {} {}/{}, older, on a host of this route: an \
                              HTTPRoute and a GRPCRoute with intersecting hostnames on one \
@@ -421,10 +421,10 @@ impl<'a> Index<'a> {
         route: &HttpRoute,
         parent: &ParentRef,
     ) -> Option<Condition> {
-        let mine = age(route);
+        let mine = age(&route.source);
         let older = self.http_routes.iter().find(|other| {
             other.source.kind != route.source.kind
-                && age(other) < mine
+                && age(&other.source) < mine
                 && other.parents.iter().any(|p| {
                     p.kind == ParentKind::Service
                         && p.namespace == parent.namespace
@@ -433,7 +433,7 @@ impl<'a> Index<'a> {
                 })
         })?;
         Some(Condition::accepted(
-            "NotAllowedByListeners",
+            "Conflicted",
             format!(
                 "Service {}/{} is served by {} {}/{}, older, on this port: an HTTPRoute and a \
                  GRPCRoute on one Service port, the older is accepted (the spec's rule for a \
@@ -456,10 +456,10 @@ impl<'a> Index<'a> {
         listener: &Listener,
     ) -> Option<&'a HttpRoute> {
         let hosts = listener_hosts(listener, &gateway.listeners, &route.hostnames);
-        let mine = age(route);
+        let mine = age(&route.source);
         self.http_routes.iter().copied().find(|other| {
             other.source.kind != route.source.kind
-                && age(other) < mine
+                && age(&other.source) < mine
                 && other.parents.iter().any(|parent| {
                     parent.kind == ParentKind::Gateway
                         && self

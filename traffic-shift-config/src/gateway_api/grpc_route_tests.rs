@@ -423,12 +423,12 @@ spec:
         (
             "2026-01-01T00:00:00Z",
             "Accepted",
-            "NotAllowedByListeners",
+            "Conflicted",
             "default/web/rules[0]",
         ),
         (
             "2026-01-03T00:00:00Z",
-            "NotAllowedByListeners",
+            "Conflicted",
             "Accepted",
             "default/split/rules[0]",
         ),
@@ -470,12 +470,12 @@ fn an_http_route_and_a_grpc_route_on_one_service_port_the_older_wins() {
         (
             "2026-01-01T00:00:00Z",
             "Accepted",
-            "NotAllowedByListeners",
+            "Conflicted",
             "default/web/rules[0]",
         ),
         (
             "2026-01-03T00:00:00Z",
-            "NotAllowedByListeners",
+            "Conflicted",
             "Accepted",
             "default/echo/rules[0]",
         ),
