@@ -52,7 +52,7 @@ pub struct KindNames {
 }
 
 /// Every kind, in the order `unknown kind` lists them.
-pub const KIND_NAMES: [KindNames; 10] = [
+pub const KIND_NAMES: [KindNames; 11] = [
     KindNames {
         kind: "VirtualService",
         singular: "virtualservice",
@@ -96,6 +96,12 @@ pub const KIND_NAMES: [KindNames; 10] = [
         singular: "httproute",
         plural: "httproutes",
         short: "httproute",
+    },
+    KindNames {
+        kind: "GRPCRoute",
+        singular: "grpcroute",
+        plural: "grpcroutes",
+        short: "grpcroute",
     },
     KindNames {
         kind: "TCPRoute",

@@ -1,4 +1,4 @@
-//! When the agent first saw each `HTTPRoute`, `TLSRoute` and `TCPRoute` of
+//! When the agent first saw each `HTTPRoute`, `GRPCRoute`, `TLSRoute` and `TCPRoute` of
 //! the rules directory that has no `metadata.creationTimestamp`: its age,
 //! which breaks ties of precedence between HTTPRoutes on one host, and
 //! decides which TLSRoute takes an SNI name and which TCPRoute a listener
@@ -25,7 +25,7 @@ use traffic_shift_config::{self as config, Resource, RulesFile};
 use super::{StateError, write_atomic};
 
 /// The kinds whose resources are stamped.
-const KINDS: [&str; 3] = ["HTTPRoute", "TLSRoute", "TCPRoute"];
+const KINDS: [&str; 4] = ["HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"];
 
 /// The first-seen times, and their file.
 #[derive(Debug)]

@@ -71,6 +71,7 @@ fn kinds_by_istio_name_kubectl_names_and_short_names() {
         ("rollouts.rollouts.traffic-shift.io", "Rollout"),
         ("httproute", "HTTPRoute"),
         ("HTTPRoutes", "HTTPRoute"),
+        ("grpcroute", "GRPCRoute"),
         ("tcproute", "TCPRoute"),
         ("gtw", "Gateway.gateway.networking.k8s.io"),
         (
@@ -88,7 +89,7 @@ fn kinds_by_istio_name_kubectl_names_and_short_names() {
     assert_eq!(
         err.to_string(),
         "unknown resource type \"pods\": use one of virtualservice (vs), destinationrule (dr), \
-         gateway (gw), serviceentry (se), workloadentry (we), rollout (ro), httproute, tcproute, tlsroute, \
+         gateway (gw), serviceentry (se), workloadentry (we), rollout (ro), httproute, grpcroute, tcproute, tlsroute, \
          gateway.gateway.networking.k8s.io (gtw)"
     );
     assert!(parse_kind("v").is_err(), "no prefixes");

@@ -542,6 +542,11 @@ fn listener(
         allowed_routes(cx, &base, listener.allowed_routes, protocol, default_kind);
     if kinds.is_empty() {
         kinds.push(default_kind);
+        // An HTTP listener takes GRPCRoutes too (h2c, prior knowledge), as
+        // Istio's supportedKinds say.
+        if protocol == Protocol::Http {
+            kinds.push("GRPCRoute");
+        }
     }
     Some(Listener {
         name,
@@ -600,8 +605,9 @@ fn allowed_routes(
         match (group.as_str(), name.as_str()) {
             (GROUP, "TCPRoute") if protocol == Protocol::Tcp => kinds.push("TCPRoute"),
             (GROUP, "HTTPRoute") if protocol == Protocol::Http => kinds.push("HTTPRoute"),
+            (GROUP, "GRPCRoute") if protocol == Protocol::Http => kinds.push("GRPCRoute"),
             (GROUP, "TLSRoute") if protocol == Protocol::Tls => kinds.push("TLSRoute"),
-            (GROUP, "TCPRoute" | "HTTPRoute" | "TLSRoute") => cx.error(
+            (GROUP, "TCPRoute" | "HTTPRoute" | "GRPCRoute" | "TLSRoute") => cx.error(
                 path.key("kind"),
                 format!(
                     "a {} listener does not take {name}: allow {default_kind}",
@@ -844,17 +850,17 @@ fn backend_ref(
 
 /// What a rule's (or a backendRef's) `filters` stand for.
 #[derive(Default)]
-struct Filters {
-    headers: Headers,
-    redirect: Option<HttpRedirect>,
-    rewrite: Option<Rewrite>,
-    mirrors: Vec<MirrorRef>,
+pub(super) struct Filters {
+    pub headers: Headers,
+    pub redirect: Option<HttpRedirect>,
+    pub rewrite: Option<Rewrite>,
+    pub mirrors: Vec<MirrorRef>,
 }
 
 /// Where `filters` are written: a rule's (`prefix`: the value of its one
 /// `PathPrefix` match, for `ReplacePrefixMatch`), or a backendRef's.
 #[derive(Clone, Copy)]
-enum FilterLevel<'a> {
+pub(super) enum FilterLevel<'a> {
     Rule { prefix: Option<&'a str> },
     BackendRef,
 }
@@ -864,7 +870,7 @@ enum FilterLevel<'a> {
 /// each and not together. `ExtensionRef`, `CORS`, `ExternalAuth` are
 /// refused as not supported yet; so are redirect, rewrite and mirror in a
 /// backendRef (the proxy applies them to a whole rule).
-fn filters(
+pub(super) fn filters(
     cx: &mut Check,
     base: &FieldPath,
     written: Vec<dto::HttpFilter>,
@@ -1534,20 +1540,7 @@ pub(super) fn http_route(
 ) -> Checked<HttpRoute> {
     let mut cx = Check::new(&source);
     let parents = parent_refs(&mut cx, spec.parent_refs, &source.namespace, true);
-    let mut hostnames = Vec::new();
-    for (h, hostname) in spec.hostnames.unwrap_or_default().into_iter().enumerate() {
-        let hostname = hostname.to_ascii_lowercase();
-        if hostname == "*" {
-            cx.error(
-                fp!("spec.hostnames[{h}]"),
-                "hostname * is not valid: leave hostnames out to match every host",
-            );
-        } else if let Err(message) = validate_domain(&hostname) {
-            cx.error(fp!("spec.hostnames[{h}]"), message);
-        } else {
-            hostnames.push(hostname);
-        }
-    }
+    let hostnames = route_hostnames(&mut cx, spec.hostnames);
     let mut rules = Vec::new();
     let written = spec.rules.unwrap_or_default();
     for (i, rule) in written.into_iter().enumerate() {
@@ -1625,12 +1618,33 @@ pub(super) fn http_route(
     ))
 }
 
-/// One `matches[]` entry.
-fn route_match(cx: &mut Check, base: &FieldPath, m: dto::HttpRouteMatch) -> Option<RouteMatch> {
-    let errors = cx.errors.len();
-    let mut common = HttpMatch::default();
+/// An HTTPRoute's or a GRPCRoute's `hostnames`, lowercase.
+pub(super) fn route_hostnames(cx: &mut Check, written: Option<Vec<String>>) -> Vec<String> {
+    let mut hostnames = Vec::new();
+    for (h, hostname) in written.unwrap_or_default().into_iter().enumerate() {
+        let hostname = hostname.to_ascii_lowercase();
+        if hostname == "*" {
+            cx.error(
+                fp!("spec.hostnames[{h}]"),
+                "hostname * is not valid: leave hostnames out to match every host",
+            );
+        } else if let Err(message) = validate_domain(&hostname) {
+            cx.error(fp!("spec.hostnames[{h}]"), message);
+        } else {
+            hostnames.push(hostname);
+        }
+    }
+    hostnames
+}
+
+/// A match's `headers` (names lowercase, each once).
+pub(super) fn header_matches(
+    cx: &mut Check,
+    base: &FieldPath,
+    written: Option<Vec<dto::ValueMatch>>,
+) -> BTreeMap<String, StringMatch> {
     let mut headers = BTreeMap::new();
-    for (h, header) in m.headers.unwrap_or_default().into_iter().enumerate() {
+    for (h, header) in written.unwrap_or_default().into_iter().enumerate() {
         let path = base.key("headers").index(h);
         if let Some((name, value)) = value_match(cx, &path, header, "header") {
             let name = name.to_ascii_lowercase();
@@ -1644,6 +1658,14 @@ fn route_match(cx: &mut Check, base: &FieldPath, m: dto::HttpRouteMatch) -> Opti
             }
         }
     }
+    headers
+}
+
+/// One `matches[]` entry.
+fn route_match(cx: &mut Check, base: &FieldPath, m: dto::HttpRouteMatch) -> Option<RouteMatch> {
+    let errors = cx.errors.len();
+    let mut common = HttpMatch::default();
+    let headers = header_matches(cx, base, m.headers);
     let mut query_params = BTreeMap::new();
     for (q, param) in m.query_params.unwrap_or_default().into_iter().enumerate() {
         let path = base.key("queryParams").index(q);
@@ -1683,6 +1705,7 @@ fn route_match(cx: &mut Check, base: &FieldPath, m: dto::HttpRouteMatch) -> Opti
     let precedence = Precedence {
         path_rank: std::cmp::Reverse(rank),
         path_length: std::cmp::Reverse(value.len()),
+        grpc_method: std::cmp::Reverse(0),
         method: std::cmp::Reverse(common.method.is_some()),
         headers: std::cmp::Reverse(common.headers.len()),
         query_params: std::cmp::Reverse(common.query_params.len()),
@@ -1762,6 +1785,7 @@ pub(super) fn default_precedence() -> Precedence {
     Precedence {
         path_rank: std::cmp::Reverse(1),
         path_length: std::cmp::Reverse(1),
+        grpc_method: std::cmp::Reverse(0),
         method: std::cmp::Reverse(false),
         headers: std::cmp::Reverse(0),
         query_params: std::cmp::Reverse(0),

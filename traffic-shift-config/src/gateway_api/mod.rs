@@ -43,6 +43,9 @@ mod check;
 mod claims;
 mod dto;
 mod endpoint_slice;
+mod grpc_route;
+#[cfg(test)]
+mod grpc_route_tests;
 mod merge;
 mod place;
 mod status;
@@ -102,7 +105,7 @@ const GROUP: &str = "gateway.networking.k8s.io";
 
 /// The kinds read here, with the `apiVersion`s each is read at (newest
 /// first).
-pub const KINDS: [(&str, &[&str]); 9] = [
+pub const KINDS: [(&str, &[&str]); 10] = [
     ("Service", &["v1"]),
     ("Namespace", &["v1"]),
     ("EndpointSlice", &["discovery.k8s.io/v1"]),
@@ -132,6 +135,13 @@ pub const KINDS: [(&str, &[&str]); 9] = [
         &[
             "gateway.networking.k8s.io/v1",
             "gateway.networking.k8s.io/v1beta1",
+        ],
+    ),
+    (
+        "GRPCRoute",
+        &[
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1alpha2",
         ],
     ),
     ("TCPRoute", &["gateway.networking.k8s.io/v1alpha2"]),
@@ -430,7 +440,8 @@ pub struct TcpRoute {
     pub backends: Vec<BackendRef>,
 }
 
-/// An `HTTPRoute`.
+/// An `HTTPRoute`, or a `GRPCRoute` (`source.kind`), whose method matches
+/// are matches on the HTTP/2 path (`grpc_route`).
 #[derive(Clone, Debug)]
 pub struct HttpRoute {
     pub source: Source,
@@ -484,11 +495,15 @@ pub struct RouteMatch {
 /// them (`sortHTTPRoutes`): path type (`Exact`, then
 /// `RegularExpression`, then `PathPrefix`; no path is `PathPrefix /`),
 /// longer path value, a `method`, more `headers`, more `queryParams`.
+/// A `GRPCRoute`'s (the spec's, for its rules): the longer service, the
+/// longer gRPC method, more `headers` (its `path_length` is the service's,
+/// `grpc_method` the method's; the two kinds are never merged).
 /// Sorting ascending puts the most specific first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Precedence {
     path_rank: std::cmp::Reverse<u8>,
     path_length: std::cmp::Reverse<usize>,
+    grpc_method: std::cmp::Reverse<usize>,
     method: std::cmp::Reverse<bool>,
     headers: std::cmp::Reverse<usize>,
     query_params: std::cmp::Reverse<usize>,
@@ -642,7 +657,7 @@ pub(crate) fn parse_document(
                 if served.is_empty() {
                     "the Istio kinds (networking.istio.io), Service or Namespace (v1), \
                      EndpointSlice (discovery.k8s.io/v1), GatewayClass, Gateway, HTTPRoute, ReferenceGrant \
-                     (gateway.networking.k8s.io/v1), TLSRoute (v1 or v1alpha2) or TCPRoute \
+                     (gateway.networking.k8s.io/v1), GRPCRoute or TLSRoute (v1 or v1alpha2) or TCPRoute \
                      (gateway.networking.k8s.io/v1alpha2)"
                         .to_owned()
                 } else {
@@ -698,6 +713,9 @@ pub(crate) fn parse_document(
         "TCPRoute" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::tcp_route(source, spec, generation))
             .map(|(r, w)| (GatewayApiResource::TcpRoute(r), w)),
+        "GRPCRoute" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
+            .and_then(|(source, spec)| grpc_route::grpc_route(source, spec, generation))
+            .map(|(r, w)| (GatewayApiResource::HttpRoute(r), w)),
         "TLSRoute" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| tls_route::tls_route(source, spec, generation))
             .map(|(r, w)| (GatewayApiResource::TlsRoute(r), w)),

@@ -251,4 +251,10 @@ fn key(source: &Source) -> StatusKey {
 
 /// The kinds (as `Source::kind`) whose resources have a status here: what
 /// `get` adds it to.
-pub const STATUS_KINDS: [&str; 4] = ["HTTPRoute", "TCPRoute", "TLSRoute", GATEWAY_KIND];
+pub const STATUS_KINDS: [&str; 5] = [
+    "HTTPRoute",
+    "GRPCRoute",
+    "TCPRoute",
+    "TLSRoute",
+    GATEWAY_KIND,
+];

@@ -538,10 +538,10 @@ fn each_error_says_what_to_do() {
             "a kind not read yet",
             changed(
                 "gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute",
-                "gateway.networking.k8s.io/v1\nkind: GRPCRoute",
+                "gateway.networking.k8s.io/v1\nkind: ListenerSet",
             ),
             &[
-                "rules/r.yaml: document 7: kind: unsupported kind \"GRPCRoute\" at apiVersion gateway.networking.k8s.io/v1: expected one of ReferenceGrant, GatewayClass, Gateway, HTTPRoute, TLSRoute (line 46)",
+                "rules/r.yaml: document 7: kind: unsupported kind \"ListenerSet\" at apiVersion gateway.networking.k8s.io/v1: expected one of ReferenceGrant, GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute (line 46)",
             ],
         ),
         (

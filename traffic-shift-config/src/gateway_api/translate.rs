@@ -178,7 +178,8 @@ pub(super) struct Index<'a> {
     gateways: Vec<&'a Gateway>,
     tcp_routes: Vec<&'a TcpRoute>,
     tls_routes: Vec<&'a super::TlsRoute>,
-    http_routes: Vec<&'a HttpRoute>,
+    /// HTTPRoutes and GRPCRoutes (`source.kind`).
+    pub(super) http_routes: Vec<&'a HttpRoute>,
     entries: Vec<&'a ServiceEntry>,
     istio_gateways: Vec<&'a resource::Gateway>,
     /// Services refused (their error is recorded): a route that names one
@@ -818,7 +819,7 @@ impl<'a> Index<'a> {
             let base = fp!("spec.parentRefs[{}]", parent.index);
             if parent.kind == ParentKind::Gateway {
                 let (gateway, listeners) =
-                    match self.listeners(source, "HTTPRoute", parent, &route.hostnames) {
+                    match self.listeners(source, source.kind, parent, &route.hostnames) {
                         Ok(found) => found,
                         Err(condition) => {
                             if let Some(condition) = condition {
@@ -827,6 +828,15 @@ impl<'a> Index<'a> {
                             continue;
                         }
                     };
+                // The spec: an HTTPRoute and a GRPCRoute with intersecting
+                // hosts on one listener: the older is accepted there.
+                let (listeners, conflict) = self.without_kind_conflicts(route, gateway, listeners);
+                if listeners.is_empty() {
+                    if let Some(conflict) = conflict {
+                        status.parent(parent, conflict);
+                    }
+                    continue;
+                }
                 let id = gateway_id(&gateway.source);
                 let attached = Condition::attached(&id, &listeners);
                 for listener in listeners {
@@ -873,6 +883,10 @@ impl<'a> Index<'a> {
             if !mesh_service(source, &base, service, parent.port, errors) {
                 continue;
             }
+            if let Some(conflict) = self.mesh_kind_conflict(route, parent) {
+                status.parent(parent, conflict);
+                continue;
+            }
             meshed.insert((
                 service.source.namespace.clone(),
                 service.source.name.clone(),
@@ -904,14 +918,19 @@ impl<'a> Index<'a> {
                 .map(|(d, ..)| u64::from(d.weight.unwrap_or(1)))
                 .sum();
             // The spec: no backendRef, every weight 0, or none that can be
-            // used: 500.
+            // used: 500; for a GRPCRoute UNAVAILABLE, which a gRPC client
+            // reads from 503 (the proxy answers a gRPC call with it).
             let mirrors = self.mirrors(&route.source, rule, resolved);
             let (route_to, direct_response) = if rule.redirect.is_some() {
                 // The redirect answers: the backendRefs take no traffic.
                 (Vec::new(), None)
             } else if usable == 0 {
                 let status = DirectResponse {
-                    status: 500,
+                    status: if route.source.kind == "GRPCRoute" {
+                        503
+                    } else {
+                        500
+                    },
                     body: None,
                 };
                 (Vec::new(), Some(status))
