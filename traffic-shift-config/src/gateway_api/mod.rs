@@ -39,6 +39,8 @@
 mod check;
 mod dto;
 mod endpoint_slice;
+#[cfg(test)]
+mod kinds_tests;
 mod merge;
 mod place;
 mod status;
@@ -369,8 +371,12 @@ pub struct Listener {
     /// `TCP`, `HTTP`, or `TLS` (`tls.mode: Passthrough`: TLSRoute).
     pub protocol: Protocol,
     /// `allowedRoutes.kinds`, or the listener protocol's default
-    /// (`TCPRoute` for TCP, `HTTPRoute` for HTTP).
+    /// (`TCPRoute` for TCP, `HTTPRoute` for HTTP) when none is written.
     pub kinds: Vec<&'static str>,
+    /// The kinds of `allowedRoutes.kinds` that are no route kind
+    /// (`group/kind`): reported in status (`ResolvedRefs` False,
+    /// `InvalidRouteKinds`), as the spec says, not refused.
+    pub invalid_kinds: Vec<String>,
     /// `allowedRoutes.namespaces`.
     pub namespaces: FromNamespaces,
 }

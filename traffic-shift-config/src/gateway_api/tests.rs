@@ -602,7 +602,7 @@ fn each_error_says_what_to_do() {
                 "{name: tcp, port: 5432, appProtocol: grpc}",
             ),
             &[
-                "rules/r.yaml: document 3 (Service default/db): spec.ports[0].appProtocol: appProtocol \"grpc\" is not supported yet: use http or kubernetes.io/h2c (the L7 proxy), or leave it out (TCP, the kernel path) (line 23)",
+                "rules/r.yaml: document 3 (Service default/db): spec.ports[0].appProtocol: appProtocol \"grpc\" is not supported yet: use http, kubernetes.io/h2c or kubernetes.io/ws (the L7 proxy), or leave it out (TCP, the kernel path) (line 23)",
             ],
         ),
         (
@@ -1149,7 +1149,7 @@ type Conditions = Vec<(String, String, String)>;
 type Split<'a> = Vec<(&'a str, u32)>;
 
 /// The model of one file that must resolve.
-fn model_of(text: &str) -> RoutingModel {
+pub(super) fn model_of(text: &str) -> RoutingModel {
     let file = parse_file_all(Path::new(FILE), text).unwrap_or_else(|e| panic!("{e:?}"));
     resolve_all(&[file])
         .0
@@ -1879,9 +1879,9 @@ fn filter_and_timeout_refusals_say_what_to_do() {
         ),
         (
             "status code",
-            rule("filters:\n    - {type: RequestRedirect, requestRedirect: {statusCode: 307}}"),
+            rule("filters:\n    - {type: RequestRedirect, requestRedirect: {statusCode: 304}}"),
             &[
-                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].requestRedirect.statusCode: statusCode 307 is not supported: use 301 or 302 (the default) (line 63)",
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].requestRedirect.statusCode: statusCode 304 is not a redirect the spec allows: use 301, 302 (the default), 303, 307 or 308 (line 63)",
             ],
         ),
         (
