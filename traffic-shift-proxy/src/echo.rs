@@ -18,7 +18,11 @@
 //!   start: the body is read as it streams in, counted and checked, not
 //!   kept;
 //! - a request with `Connection: upgrade` and `Upgrade: P` gets 101 and
-//!   then every byte it sends back (a WebSocket-style echo).
+//!   then every byte it sends back (a WebSocket-style echo);
+//! - `X-Echo-Set-Header: Name:value,Name2:value2` on a request: the answer
+//!   carries those headers (the conformance suite's echo server does the
+//!   same, so response header filters can be tested against what a backend
+//!   sets).
 
 use std::{
     collections::BTreeMap,
@@ -164,7 +168,28 @@ impl Echo {
             "body_bytes": body.bytes,
             "body_pattern": body.bytes > 0 && body.pattern.ok,
         });
-        json(status, &body)
+        let mut response = json(status, &body);
+        set_asked_headers(&request.headers, response.headers_mut());
+        response
+    }
+}
+
+/// The headers a request asks the answer to carry (`X-Echo-Set-Header:
+/// Name:value,...`), appended in order; malformed entries are skipped.
+fn set_asked_headers(request: &header::HeaderMap, response: &mut header::HeaderMap) {
+    for asked in request.get_all("x-echo-set-header") {
+        let Ok(asked) = asked.to_str() else { continue };
+        for entry in asked.split(',') {
+            let Some((name, value)) = entry.split_once(':') else {
+                continue;
+            };
+            if let (Ok(name), Ok(value)) = (
+                header::HeaderName::from_bytes(name.trim().as_bytes()),
+                header::HeaderValue::from_str(value.trim()),
+            ) {
+                response.append(name, value);
+            }
+        }
     }
 }
 
