@@ -249,6 +249,37 @@ spec:
           set: [{name: Backend, value: infra-backend-v2}]
 ";
 
+/// Ours, not the suite's: response headers by backendRef, 1:1 over
+/// infra-backend-v1 and v3, and the rule's own, which wins where both set
+/// one header (as Envoy applies a route's after its weighted cluster's).
+const BACKEND_RESPONSE_HEADERS: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend-response-headers, namespace: gateway-conformance-infra}
+spec:
+  parentRefs:
+  - name: same-namespace
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /response}}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: X-Overridden, value: rule}]
+    backendRefs:
+    - name: infra-backend-v1
+      port: 8080
+      filters:
+      - type: ResponseHeaderModifier
+        responseHeaderModifier:
+          set: [{name: X-Backend, value: infra-backend-v1}, {name: X-Overridden, value: v1}]
+    - name: infra-backend-v3
+      port: 8080
+      filters:
+      - type: ResponseHeaderModifier
+        responseHeaderModifier:
+          add: [{name: X-Backend, value: infra-backend-v3}]
+          remove: [X-Overridden]
+";
+
 /// HTTPRouteRequestHeaderModifier and HTTPRouteBackendRequestHeaderModifier
 /// (the same rows, the filters on the rules, then on their backendRefs),
 /// then HTTPRouteRequestHeaderModifierBackendWeights: of 100 requests,
@@ -269,7 +300,10 @@ fn httproute_request_header_modifiers_at_rule_and_backend_level() {
 
     let event = s.agent.write_rules(
         "conformance.yaml",
-        format!("{}---\n{BACKEND_WEIGHTS}", base()),
+        format!(
+            "{}---\n{BACKEND_WEIGHTS}---\n{BACKEND_RESPONSE_HEADERS}",
+            base()
+        ),
     );
     assert_eq!(event["result"], "applied", "{event}");
     let mut answered = std::collections::BTreeMap::<String, u32>::new();
@@ -288,6 +322,35 @@ fn httproute_request_header_modifiers_at_rule_and_backend_level() {
         answered,
         [("v1".to_owned(), 50), ("v2".to_owned(), 50)].into(),
         "HTTPRouteRequestHeaderModifierBackendWeights: 10/10 is 50/50 exactly"
+    );
+    check_backend_response_headers(&s);
+}
+
+/// [`BACKEND_RESPONSE_HEADERS`]: each response carries the header of the
+/// backend that answered it, and the rule's `X-Overridden`.
+fn check_backend_response_headers(s: &Scenario) {
+    let mut answered = std::collections::BTreeMap::<String, u32>::new();
+    for i in 0..10 {
+        let response = send(s, "GET", "/response", &[]);
+        assert_eq!(response.status, 200, "request {i}: {}", response.text());
+        let answer = response.answer();
+        assert_eq!(
+            (
+                header(&response, "x-backend"),
+                header(&response, "x-overridden")
+            ),
+            (
+                Some(format!("infra-backend-{answer}")),
+                Some("rule".to_owned())
+            ),
+            "request {i}: {:?}",
+            response.headers
+        );
+        *answered.entry(answer).or_default() += 1;
+    }
+    assert_eq!(
+        answered,
+        [("v1".to_owned(), 5), ("v3".to_owned(), 5)].into()
     );
 }
 
