@@ -1,5 +1,5 @@
 //! The suite's cases about backends and route kinds:
-//! HTTPRouteOmittedBackendRefs, HTTPRouteNamedRule, HTTPRouteServiceTypes,
+//! HTTPRouteNoBackendRefs, HTTPRouteNamedRule, HTTPRouteServiceTypes,
 //! HTTPRouteBackendProtocolH2C, HTTPRouteBackendProtocolWebSocket,
 //! HTTPRouteDisallowedKind and GatewayInvalidRouteKind. The suite's
 //! backends listen on 3000 (HTTP/1.1) and 3001 (h2c); here one `http-echo`
@@ -18,7 +18,7 @@ use super::{
     SAME_NAMESPACE, accepted_and_resolved, base, cond, conditions, matching::check, resource, start,
 };
 
-/// HTTPRouteOmittedBackendRefs, HTTPRouteNamedRule and
+/// HTTPRouteNoBackendRefs, HTTPRouteNamedRule and
 /// HTTPRouteServiceTypes, one route each on same-namespace.
 const ROUTES: &str = "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -124,7 +124,7 @@ addressType: IPv6
 ports: [{name: first-port, port: 19081, protocol: TCP}]
 ";
 
-/// HTTPRouteOmittedBackendRefs (a rule without backendRefs, or with none,
+/// HTTPRouteNoBackendRefs (a rule without backendRefs, or with none,
 /// answers 500), HTTPRouteNamedRule (a rule's `name` is read) and
 /// HTTPRouteServiceTypes (a selector-less Service with EndpointSlices, a
 /// headless one with a selector, a headless one with EndpointSlices: each
@@ -155,7 +155,7 @@ fn httproute_omitted_backend_refs_named_rules_and_service_types() {
     );
     check(
         &mut s,
-        "HTTPRouteOmittedBackendRefs",
+        "HTTPRouteNoBackendRefs",
         SAME_NAMESPACE,
         &[(e, "/forward", "", Some("v1"))],
     );
@@ -166,7 +166,7 @@ fn httproute_omitted_backend_refs_named_rules_and_service_types() {
         assert_eq!(
             super::count(&reply, "status", "500"),
             4,
-            "HTTPRouteOmittedBackendRefs {path}: {reply}"
+            "HTTPRouteNoBackendRefs {path}: {reply}"
         );
     }
     for name in ["omitted-backendrefs", "http-named-rules", "service-types"] {

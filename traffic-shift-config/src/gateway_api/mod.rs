@@ -28,7 +28,8 @@
 //!    route's name ([`Origin`]).
 //!
 //! What the spec reports in status rather than refuses (a parent that does
-//! not take a route, a backendRef that cannot be used) is not an error:
+//! not take a route, a backendRef that cannot be used, a listener's
+//! `allowedRoutes.kinds` that are no route kind) is not an error:
 //! the route is not attached, or the share of the backend fails (the
 //! [`crate::model::UNUSABLE_BACKEND`] destination), and `status` says why
 //! ([`crate::model::RoutingModel::gateway_api_status`]).
