@@ -172,6 +172,19 @@ impl GatewayApiResource {
         }
     }
 
+    /// Sets `metadata.generation` (status's `observedGeneration`) of the
+    /// kinds that have a status, as the API server counts it: the agent's
+    /// `apply` bumps it when a resource changes. The other kinds have none.
+    pub fn set_generation(&mut self, generation: i64) {
+        match self {
+            Self::Gateway(r) => r.generation = generation,
+            Self::TcpRoute(r) => r.generation = generation,
+            Self::TlsRoute(r) => r.generation = generation,
+            Self::HttpRoute(r) => r.generation = generation,
+            _ => {}
+        }
+    }
+
     pub fn source_mut(&mut self) -> &mut Source {
         match self {
             Self::Service(r) => &mut r.source,
