@@ -401,3 +401,85 @@ fn httproute_disallowed_kind_and_gateway_invalid_route_kind() {
         assert_eq!(listener["attachedRoutes"], 0, "{gateway}");
     }
 }
+
+/// HTTPRouteObservedGenerationBump, the route applied with `traffic-shift
+/// apply` (the API server's part: `apply` bumps `metadata.generation` when
+/// a resource changes): generation 1 at first, then the backendRef changed
+/// to infra-backend-v2, generation 2 and every condition observes it;
+/// applied unchanged, it stays 2.
+#[test]
+fn httproute_observed_generation_bump() {
+    let mut s = start("gwc-generation", "");
+    let file = std::env::temp_dir().join(format!("gwc-generation-{}.yaml", std::process::id()));
+    let apply = |s: &Scenario, version: u8, expected: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: observed-generation-bump, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs:
+  - name: same-namespace
+  rules:
+  - backendRefs: [{{name: infra-backend-v{version}, port: 8080}}]
+"
+            ),
+        )
+        .expect("write the route");
+        let out = s.agent.ctl(&["apply", "-f", &file.display().to_string()]);
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).as_ref()
+            ),
+            (Some(0), expected),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let generations = |s: &Scenario| -> (i64, Vec<i64>) {
+        let route = resource(
+            s,
+            "httproute",
+            "gateway-conformance-infra",
+            "observed-generation-bump",
+        );
+        let observed = route["status"]["parents"][0]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .map(|c| {
+                c["observedGeneration"]
+                    .as_i64()
+                    .expect("observedGeneration")
+            })
+            .collect();
+        (
+            route["metadata"]["generation"].as_i64().unwrap_or(1),
+            observed,
+        )
+    };
+    let e = "example.com";
+    apply(&s, 1, "httproute/observed-generation-bump created\n");
+    assert_eq!(generations(&s), (1, vec![1, 1]));
+    check(
+        &mut s,
+        "before",
+        SAME_NAMESPACE,
+        &[(e, "/", "", Some("v1"))],
+    );
+
+    apply(&s, 2, "httproute/observed-generation-bump configured\n");
+    assert_eq!(
+        generations(&s),
+        (2, vec![2, 2]),
+        "HTTPRouteObservedGenerationBump"
+    );
+    accepted_and_resolved(&s, "observed-generation-bump");
+    check(&mut s, "after", SAME_NAMESPACE, &[(e, "/", "", Some("v2"))]);
+
+    apply(&s, 2, "httproute/observed-generation-bump unchanged\n");
+    assert_eq!(generations(&s), (2, vec![2, 2]), "unchanged: no bump");
+    let _ = std::fs::remove_file(&file);
+}
