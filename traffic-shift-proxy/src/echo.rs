@@ -7,6 +7,7 @@
 //! - `/status/NNN`: answers status NNN;
 //! - `/delay/MS`: waits MS milliseconds, then answers;
 //! - `/fail/N`: the next N requests (of any path but `/count`) get 503;
+//!   `/fail/N/CODE`: they get CODE (the conformance suite's retry cases);
 //! - `/failrate/P`: from now on P percent of the requests get 503, evenly
 //!   spread (request k of them fails when `k * P / 100` moves on): exactly
 //!   P of every 100 in a row;
@@ -56,6 +57,8 @@ pub struct Echo {
     pub version: String,
     requests: AtomicU64,
     fail_next: AtomicU64,
+    /// The status of the `fail_next` requests (503 unless `/fail/N/CODE`).
+    fail_code: AtomicU64,
     /// `/failrate/P`: the percentage, and the requests counted since.
     fail_rate: AtomicU64,
     rated: AtomicU64,
@@ -70,6 +73,7 @@ impl Echo {
             version: version.to_owned(),
             requests: AtomicU64::new(0),
             fail_next: AtomicU64::new(0),
+            fail_code: AtomicU64::new(503),
             fail_rate: AtomicU64::new(0),
             rated: AtomicU64::new(0),
             body_bytes: AtomicU64::new(0),
@@ -88,6 +92,12 @@ impl Echo {
 
     /// The next `n` requests get 503.
     pub fn fail_next(&self, n: u64) {
+        self.fail_with(n, 503);
+    }
+
+    /// The next `n` requests get `code`.
+    fn fail_with(&self, n: u64, code: u64) {
+        self.fail_code.store(code, Ordering::Relaxed);
         self.fail_next.store(n, Ordering::Relaxed);
     }
 
@@ -119,21 +129,23 @@ impl Echo {
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut status = StatusCode::OK;
-        if let Some(n) = path.strip_prefix("/fail/").and_then(|n| n.parse().ok()) {
-            self.fail_next(n);
+        if let Some((n, code)) = path.strip_prefix("/fail/").and_then(fail_args) {
+            self.fail_with(n, code);
         } else if let Some(p) = path
             .strip_prefix("/failrate/")
             .and_then(|p| p.parse::<u64>().ok())
         {
             self.rated.store(0, Ordering::Relaxed);
             self.fail_rate.store(p.min(100), Ordering::Relaxed);
-        } else if self.fails_by_rate()
-            || self
-                .fail_next
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-        {
+        } else if self.fails_by_rate() {
             status = StatusCode::SERVICE_UNAVAILABLE;
+        } else if self
+            .fail_next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let code = u16::try_from(self.fail_code.load(Ordering::Relaxed)).unwrap_or(503);
+            status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         } else if let Some(code) = path.strip_prefix("/status/").and_then(|c| c.parse().ok()) {
             status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
         } else if let Some(ms) = path.strip_prefix("/delay/").and_then(|ms| ms.parse().ok()) {
@@ -171,6 +183,15 @@ impl Echo {
         let mut response = json(status, &body);
         set_asked_headers(&request.headers, response.headers_mut());
         response
+    }
+}
+
+/// `N` or `N/CODE` of `/fail/`: how many requests fail, with which status
+/// (503 by default).
+fn fail_args(rest: &str) -> Option<(u64, u64)> {
+    match rest.split_once('/') {
+        None => Some((rest.parse().ok()?, 503)),
+        Some((n, code)) => Some((n.parse().ok()?, code.parse().ok()?)),
     }
 }
 

@@ -1421,7 +1421,7 @@ fn humantime(d: Duration) -> String {
 }
 
 /// A Gateway API `Duration` (GEP-2257): `^([0-9]{1,5}(h|m|s|ms)){1,4}$`.
-fn duration(text: &str) -> Option<Duration> {
+pub(super) fn duration(text: &str) -> Option<Duration> {
     let mut rest = text;
     let mut total = Duration::ZERO;
     let mut parts = 0;
@@ -1563,20 +1563,16 @@ pub(super) fn http_route(
     let written = spec.rules.unwrap_or_default();
     for (i, rule) in written.into_iter().enumerate() {
         let base = fp!("spec.rules[{i}]");
-        for (field, set) in [
-            ("retry", rule.retry.is_some()),
-            ("sessionPersistence", rule.session_persistence.is_some()),
-        ] {
-            if set {
-                cx.error(
-                    base.key(field),
-                    format!(
-                        "{field} is not supported yet: remove it (an Istio VirtualService has \
-                         retries)"
-                    ),
-                );
-            }
+        if rule.session_persistence.is_some() {
+            cx.error(
+                base.key("sessionPersistence"),
+                "sessionPersistence is not supported yet: remove it (a DestinationRule's \
+                 consistentHash keeps a client on one endpoint)",
+            );
         }
+        let retry = rule
+            .retry
+            .and_then(|written| super::retry::retry(&mut cx, &base.key("retry"), written));
         let (timeout, backend_timeout) = match rule.timeouts {
             Some(written) => timeouts(&mut cx, &base.key("timeouts"), written),
             None => (None, None),
@@ -1608,6 +1604,7 @@ pub(super) fn http_route(
             mirrors: filters.mirrors,
             timeout,
             backend_timeout,
+            retry,
         });
     }
     if rules.is_empty() {
@@ -1621,6 +1618,7 @@ pub(super) fn http_route(
             mirrors: Vec::new(),
             timeout: None,
             backend_timeout: None,
+            retry: None,
         });
     }
     let warnings = cx.finish()?;

@@ -44,6 +44,7 @@ mod endpoint_slice;
 mod kinds_tests;
 mod merge;
 mod place;
+mod retry;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -473,6 +474,8 @@ pub struct HttpRouteRule {
     pub timeout: Option<Duration>,
     /// `timeouts.backendRequest`: each attempt's; `None`: absent or `0s`.
     pub backend_timeout: Option<Duration>,
+    /// `retry` (`retry.rs`); `None`: absent (Istio's default retries).
+    pub retry: Option<retry::Retry>,
 }
 
 /// A `RequestMirror` filter: its `backendRef` (weight 1, no filters) and

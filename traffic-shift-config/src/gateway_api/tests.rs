@@ -814,10 +814,11 @@ fn each_error_says_what_to_do() {
             "retry",
             changed(
                 "  - backendRefs:\n    - {name: web-v1, port: 80}",
-                "  - retry: {attempts: 2}\n    backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - retry: {codes: [500, 302], backoff: 1 s}\n    backendRefs:\n    - {name: web-v1, port: 80}",
             ),
             &[
-                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].retry: retry is not supported yet: remove it (an Istio VirtualService has retries) (line 62)",
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].retry.codes[1]: code 302 is not an error status the spec retries: use 400 to 599 (line 62)",
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].retry.backoff: backoff \"1 s\" is not a Gateway API duration: one to four numbers of at most 5 digits, each with a unit h, m, s or ms (100ms, 1s) (line 62)",
             ],
         ),
         (
@@ -1599,7 +1600,7 @@ fn status_carries_the_generation_and_the_parent_ref() {
 
 /// `BASE` with the mesh HTTPRoute's rules replaced by `rules`, resolved:
 /// the routes of the `web` Service's mesh listener.
-fn mesh_routes(rules: &str) -> Vec<HttpRoute> {
+pub(super) fn mesh_routes(rules: &str) -> Vec<HttpRoute> {
     let text = changed(
         "  rules:\n  - backendRefs:\n    - {name: web-v1, port: 80}\n",
         rules,
