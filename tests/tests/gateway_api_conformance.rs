@@ -21,6 +21,8 @@ mod matching;
 mod ports;
 #[path = "gateway_api_conformance/redirects.rs"]
 mod redirects;
+#[path = "gateway_api_conformance/retry.rs"]
+mod retry;
 
 use serde_json::Value;
 use traffic_shift_tests::Scenario;
