@@ -8,6 +8,7 @@
 //! - `/delay/MS`: waits MS milliseconds, then answers;
 //! - `/fail/N`: the next N requests (of any path but `/count`) get 503;
 //!   `/fail/N/CODE`: they get CODE (the conformance suite's retry cases);
+//!   `/fail/N/0`: their connections are closed without an answer;
 //! - `/failrate/P`: from now on P percent of the requests get 503, evenly
 //!   spread (request k of them fails when `k * P / 100` moves on): exactly
 //!   P of every 100 in a row;
@@ -111,21 +112,26 @@ impl Echo {
         k * rate / 100 != (k - 1) * rate / 100
     }
 
+    /// The answer to a request; `None`: close the connection without one
+    /// (`/fail/N/0`).
     async fn answer(
         &self,
         request: &hyper::http::request::Parts,
         body: Received,
-    ) -> Response<EchoBody> {
+    ) -> Option<Response<EchoBody>> {
         let path = request.uri.path().to_owned();
         if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse().ok()) {
             self.requests.fetch_add(1, Ordering::Relaxed);
-            return Response::new(Either::Right(PatternBody { left: n, offset: 0 }));
+            return Some(Response::new(Either::Right(PatternBody {
+                left: n,
+                offset: 0,
+            })));
         }
         if path == "/count" {
-            return json(
+            return Some(json(
                 StatusCode::OK,
                 &serde_json::json!({ "count": self.requests(), "version": self.version }),
-            );
+            ));
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut status = StatusCode::OK;
@@ -145,6 +151,9 @@ impl Echo {
             .is_ok()
         {
             let code = u16::try_from(self.fail_code.load(Ordering::Relaxed)).unwrap_or(503);
+            if code == 0 {
+                return None;
+            }
             status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         } else if let Some(code) = path.strip_prefix("/status/").and_then(|c| c.parse().ok()) {
             status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
@@ -182,7 +191,7 @@ impl Echo {
         });
         let mut response = json(status, &body);
         set_asked_headers(&request.headers, response.headers_mut());
-        response
+        Some(response)
     }
 }
 
@@ -255,7 +264,7 @@ pub async fn serve(listener: TcpListener, echo: Arc<Echo>) {
                             header::HeaderValue::from_static("upgrade"),
                         );
                         headers.insert(header::UPGRADE, protocol);
-                        return Ok::<_, Infallible>(response);
+                        return Ok::<_, std::io::Error>(response);
                     }
                     // Read the body as it comes (so keep-alive works after
                     // a POST), counted and checked, not kept.
@@ -268,7 +277,9 @@ pub async fn serve(listener: TcpListener, echo: Arc<Echo>) {
                         }
                     }
                     echo.body_bytes.fetch_add(received.bytes, Ordering::Relaxed);
-                    Ok::<_, Infallible>(echo.answer(&parts, received).await)
+                    echo.answer(&parts, received).await.ok_or_else(|| {
+                        std::io::Error::other("closed without an answer, as /fail/N/0 asked")
+                    })
                 }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
