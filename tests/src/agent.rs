@@ -184,6 +184,19 @@ impl Agent {
         self.ctl_with_input(args, b"")
     }
 
+    /// `traffic-shift get KIND NAME -n NAMESPACE -o json`, parsed; it must
+    /// succeed.
+    pub fn get_json(&self, kind: &str, namespace: &str, name: &str) -> Value {
+        let out = self.ctl(&["get", kind, name, "-n", namespace, "-o", "json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "get {kind} {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("get -o json prints JSON")
+    }
+
     /// Where the agent serves `/metrics` (it picked a free port; the status
     /// file says which).
     pub fn metrics_addr(&self) -> std::net::SocketAddr {

@@ -24,6 +24,8 @@ mod redirects;
 #[path = "gateway_api_conformance/retry.rs"]
 mod retry;
 
+use std::time::Duration;
+
 use serde_json::Value;
 use traffic_shift_tests::Scenario;
 
@@ -158,16 +160,7 @@ fn count(reply: &Value, field: &str, key: &str) -> u64 {
 
 /// `traffic-shift get KIND NAME -n NAMESPACE -o json`.
 fn resource(s: &Scenario, kind: &str, namespace: &str, name: &str) -> Value {
-    let out = s
-        .agent
-        .ctl(&["get", kind, name, "-n", namespace, "-o", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "get {kind} {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("get -o json prints JSON")
+    s.agent.get_json(kind, namespace, name)
 }
 
 /// `(type, status, reason)` of the conditions of a route's parent `i`.
@@ -306,6 +299,16 @@ spec:
     ]);
     let yaml = String::from_utf8_lossy(&out.stdout);
     println!("{yaml}");
+    // Each condition's first line is its lastTransitionTime (a time of
+    // this run): the rest is compared.
+    let yaml = yaml
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("- lastTransitionTime: "))
+        .map(|l| match l.strip_prefix("      message:") {
+            Some(rest) => format!("    - message:{rest}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect::<String>();
     assert!(
         yaml.contains(
             "status:\n  parents:\n  - conditions:\n    - message: attached to Gateway gateway-conformance-infra/same-namespace listener http (HTTP 8090)\n      observedGeneration: 1\n      reason: Accepted\n      status: 'True'\n      type: Accepted\n"
@@ -383,6 +386,16 @@ spec:
         ]
     );
 
+    // Each condition has the time it took its status (metav1.Condition's
+    // lastTransitionTime, to the second). The grant turns ResolvedRefs
+    // True and moves its time; Accepted's stays: wait for the clock to pass
+    // Accepted's second, so that a time reset by any change would show.
+    let before = transition_times(&route);
+    while now_ms() / 1000 <= before[0] / 1000 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let grant_applied_at = now_ms() / 1000 * 1000;
+
     // HTTPRouteReferenceGrant: the same route with the grant.
     let grant = "---
 apiVersion: gateway.networking.k8s.io/v1beta1
@@ -414,6 +427,33 @@ spec:
         conditions(&route, 0)[1],
         cond("ResolvedRefs", "True", "ResolvedRefs")
     );
+    let after = transition_times(&route);
+    assert_eq!(after[0], before[0], "Accepted did not change: {route}");
+    assert!(
+        after[1] >= grant_applied_at,
+        "ResolvedRefs turned True when the grant came: {route}"
+    );
+}
+
+/// The `lastTransitionTime` of each condition of the first parent, in Unix
+/// milliseconds.
+fn transition_times(route: &Value) -> Vec<u64> {
+    route["status"]["parents"][0]["conditions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no conditions: {route}"))
+        .iter()
+        .map(|c| {
+            c["lastTransitionTime"]
+                .as_str()
+                .and_then(traffic_shift_config::parse_timestamp)
+                .unwrap_or_else(|| panic!("no lastTransitionTime in {c}"))
+        })
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u64::try_from(since.expect("after 1970").as_millis()).expect("fits")
 }
 
 /// HTTPRoutePartiallyInvalidViaInvalidReferenceGrant: the grant names

@@ -10,6 +10,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::Command, sync::Arc};
 
+use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{TcpListener, TcpStream},
@@ -447,6 +448,94 @@ fn a_tls_route_splits_by_sni_exactly_keeps_held_connections_and_splices_both_way
         !log.contains("cannot splice in the kernel"),
         "every connection was spliced in the kernel:\n{log}"
     );
+    drop(rt);
+}
+
+/// Two TLSRoutes with one SNI name on the listener: the older takes it
+/// (the spec's tie-break: `creationTimestamp`, then `namespace/name`), the
+/// other routes none of it and is reported `Accepted` `False`
+/// `Conflicted`. A route of the rules directory without a creation time
+/// is as old as when the agent first read it: `a-tls-echo`, written after
+/// `tls-echo`, loses though its name sorts first, and still after a
+/// restart; given an older `creationTimestamp`, it wins.
+#[test]
+fn the_oldest_tls_route_takes_an_sni_name() {
+    let certs = Certs::new("tls-oldest");
+    let mut s = Scenario::tcp_echo_backends("tls-oldest", &[]);
+    let rt = runtime_in(&s.netns);
+    tls_backend(&rt, "127.0.0.1:19441", "v1", certs.acceptor());
+    tls_backend(&rt, "127.0.0.1:19442", "v2", certs.acceptor());
+    let connector = certs.connector();
+    let event = s.agent.write_rules("tls.yaml", rules(100, 0));
+    assert_eq!(event["result"], "applied", "{event}");
+    let younger = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: a-tls-echo}
+spec:
+  parentRefs: [{name: tls-gateway, sectionName: tls}]
+  hostnames: [tls.example.com]
+  rules: [{backendRefs: [{name: tls-v2, port: 443}]}]
+";
+    let accepted = |s: &Scenario, name: &str| {
+        let route = s.agent.get_json("tlsroute", "default", name);
+        route["status"]["parents"][0]["conditions"][0].clone()
+    };
+    for (text, who, (v1, v2), loser, winner) in [
+        (
+            younger.to_owned(),
+            "first seen",
+            (100, 0),
+            "a-tls-echo",
+            "tls-echo",
+        ),
+        (
+            younger.replace(
+                "{name: a-tls-echo}",
+                "{name: a-tls-echo, creationTimestamp: '2020-01-01T00:00:00Z'}",
+            ),
+            "created in 2020",
+            (0, 100),
+            "tls-echo",
+            "a-tls-echo",
+        ),
+    ] {
+        let event = s.agent.write_rules("tls-2.yaml", &text);
+        assert_eq!(event["result"], "applied", "{who}: {event}");
+        let c = connector.clone();
+        let got = run(&rt, async move { burst(&c, "tls.example.com", 100).await });
+        assert_eq!(got, (v1, v2), "{who}: {winner} takes tls.example.com");
+        let condition = accepted(&s, loser);
+        println!("{who}: {loser}: {condition}");
+        assert_eq!(
+            (&condition["status"], &condition["reason"]),
+            (&"False".into(), &"Conflicted".into()),
+            "{who}: {condition}"
+        );
+        assert!(
+            condition["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(&format!(
+                    "SNI tls.example.com on Gateway default/tls-gateway port 8443 is taken by the \
+                 older TLSRoute default/{winner} ("
+                )),
+            "{who}: {condition}"
+        );
+        assert_eq!(accepted(&s, winner)["status"], "True", "{who}");
+        if loser == "a-tls-echo" {
+            // Its first-seen time is kept: a restart, which reads both
+            // files at once, does not make it the older by name.
+            s.agent.restart(&[]);
+            // The agent started on an empty directory, so `restart` waits
+            // for no file: wait for both, read at once.
+            let files: Vec<Value> = s.agent.wait_events(2);
+            assert!(files.iter().all(|e| e["result"] == "applied"), "{files:?}");
+            let c = connector.clone();
+            let got = run(&rt, async move { burst(&c, "tls.example.com", 100).await });
+            assert_eq!(got, (v1, v2), "{who}: after a restart, {winner} still");
+        }
+    }
     drop(rt);
 }
 

@@ -36,6 +36,7 @@ use traffic_shift_config::{self as config, FieldPath, Resource, RulesFile};
 use crate::admin::{Action, Change, FileText};
 
 pub mod first_seen;
+pub mod transitions;
 
 /// The names of a kind on the command line: `get vs`, `get virtualservices`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -800,7 +801,7 @@ pub enum StateError {
     /// As for the applied set: starting without it would change which of
     /// several HTTPRoutes on one host wins, silently.
     #[error(
-        "the state file {path} cannot be used, so the agent does not start (it keeps when each HTTPRoute without a creationTimestamp was first seen, which decides between routes on one host): {error}; repair it, or move it away to have every such route seen anew"
+        "the state file {path} cannot be used, so the agent does not start (it keeps when each HTTPRoute and TLSRoute without a creationTimestamp was first seen, which decides between routes on one host or SNI name): {error}; repair it, or move it away to have every such route seen anew"
     )]
     FirstSeen { path: PathBuf, error: String },
     #[error("cannot write the state file {path}: {source}")]
@@ -816,8 +817,10 @@ pub enum StateError {
 pub struct Store {
     path: PathBuf,
     entries: Entries,
-    /// When the rules directory's HTTPRoutes were first seen.
+    /// When the rules directory's HTTPRoutes and TLSRoutes were first seen.
     first_seen: first_seen::FirstSeen,
+    /// When the Gateway API status conditions last changed.
+    transitions: transitions::Transitions,
     /// Holds the directory's lock (flock) while the agent runs.
     _lock: File,
 }
@@ -873,6 +876,7 @@ impl Store {
             path,
             entries,
             first_seen: first_seen::FirstSeen::open(dir)?,
+            transitions: transitions::Transitions::open(dir),
             _lock: lock,
         })
     }
@@ -886,9 +890,18 @@ impl Store {
         &self.entries
     }
 
-    /// When the rules directory's HTTPRoutes were first seen.
+    /// When the rules directory's HTTPRoutes and TLSRoutes were first seen.
     pub fn first_seen(&mut self) -> &mut first_seen::FirstSeen {
         &mut self.first_seen
+    }
+
+    /// When the Gateway API status conditions last changed.
+    pub fn transitions(&self) -> &transitions::Transitions {
+        &self.transitions
+    }
+
+    pub fn transitions_mut(&mut self) -> &mut transitions::Transitions {
+        &mut self.transitions
     }
 
     /// The applied set as one rules file, for resolving with the rules directory.

@@ -131,7 +131,7 @@ fn accepted(text: &str) -> RulesFile {
 
 fn checked(text: &str) -> RolloutResource {
     match accepted(text).resources.as_slice() {
-        [Resource::Rollout(rollout)] => rollout.clone(),
+        [Resource::Rollout(rollout)] => (**rollout).clone(),
         other => panic!("expected one Rollout, got {other:?}"),
     }
 }

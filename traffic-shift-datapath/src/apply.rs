@@ -42,19 +42,20 @@ pub(crate) struct LoadedRoute {
     pub(crate) table: Digest,
 }
 
-/// 128 bits of a table's bytes: two SipHash-1-3 with keys drawn at start,
-/// so two different tables collide with odds of 2^-128, and no table can
-/// be made to collide with another on purpose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Digest(u64, u64);
+/// 128 bits of a value (a table's bytes, a counter slot's key): two
+/// SipHash-1-3 with keys drawn at start, so two different values collide
+/// with odds of 2^-128, and none can be made to collide with another on
+/// purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Digest(u64, u64);
 
 impl Digest {
-    pub(crate) fn of(bytes: &[u8]) -> Self {
+    pub fn of<T: std::hash::Hash + ?Sized>(value: &T) -> Self {
         use std::hash::BuildHasher as _;
         static KEYS: std::sync::OnceLock<[std::collections::hash_map::RandomState; 2]> =
             std::sync::OnceLock::new();
         let [a, b] = KEYS.get_or_init(Default::default);
-        Self(a.hash_one(bytes), b.hash_one(bytes))
+        Self(a.hash_one(value), b.hash_one(value))
     }
 }
 

@@ -15,6 +15,8 @@ use std::{
 
 use traffic_shift_common::MAX_STATS;
 
+pub use crate::apply::Digest;
+
 /// What one slot counts.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StatKey {
@@ -35,9 +37,26 @@ pub struct StatsFull {
     pub max: usize,
 }
 
+impl StatKey {
+    /// What [`StatIds`] keeps of the key.
+    pub fn digest(&self) -> Digest {
+        Digest::of(self)
+    }
+}
+
+/// A key's slot, and its endpoint (for the log of connections drained).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub id: u32,
+    pub endpoint: SocketAddr,
+}
+
 #[derive(Clone, Debug)]
 pub struct StatIds {
-    ids: BTreeMap<StatKey, u32>,
+    /// By the key's digest: the keys themselves (a route key, a host, a
+    /// subset) took 5 MB at 10 000 services, for nothing but telling them
+    /// apart.
+    ids: BTreeMap<Digest, Slot>,
     /// Retired id -> when it was retired (a sequence number), for reuse
     /// oldest first.
     retired: BTreeMap<u32, u64>,
@@ -77,26 +96,29 @@ impl StatIds {
         let mut next = self.clone();
         next.recycled.clear();
         next.sequence += 1;
+        let live_digests: BTreeSet<Digest> = live.iter().map(StatKey::digest).collect();
         let retiring: Vec<u32> = next
             .ids
             .iter()
-            .filter(|(k, id)| !live.contains(*k) && !next.retired.contains_key(id))
-            .map(|(_, &id)| id)
+            .filter(|(k, slot)| !live_digests.contains(*k) && !next.retired.contains_key(&slot.id))
+            .map(|(_, slot)| slot.id)
             .collect();
         for id in retiring {
             next.retired.insert(id, next.sequence);
         }
         let mut out = BTreeMap::new();
         for key in live {
-            let id = if let Some(&id) = next.ids.get(key) {
-                next.retired.remove(&id);
-                id
+            let digest = key.digest();
+            let id = if let Some(slot) = next.ids.get(&digest) {
+                next.retired.remove(&slot.id);
+                slot.id
             } else {
                 let id = next.take_id().ok_or(StatsFull {
                     wanted: live.len(),
                     max: self.capacity as usize,
                 })?;
-                next.ids.insert(key.clone(), id);
+                let endpoint = key.endpoint;
+                next.ids.insert(digest, Slot { id, endpoint });
                 id
             };
             out.insert(key.clone(), id);
@@ -112,7 +134,7 @@ impl StatIds {
         }
         let (&oldest, _) = self.retired.iter().min_by_key(|(id, seq)| (**seq, **id))?;
         self.retired.remove(&oldest);
-        self.ids.retain(|_, id| *id != oldest);
+        self.ids.retain(|_, slot| slot.id != oldest);
         self.recycled.push(oldest);
         Some(oldest)
     }
@@ -125,12 +147,12 @@ impl StatIds {
 
     /// The slot of `key`, if it has one (in force or retired).
     pub fn get(&self, key: &StatKey) -> Option<u32> {
-        self.ids.get(key).copied()
+        self.ids.get(&key.digest()).map(|slot| slot.id)
     }
 
-    /// Every key with a slot, in force or retired.
-    pub fn iter(&self) -> impl Iterator<Item = (&StatKey, u32)> {
-        self.ids.iter().map(|(k, &id)| (k, id))
+    /// Every key with a slot (by its digest), in force or retired.
+    pub fn iter(&self) -> impl Iterator<Item = (&Digest, &Slot)> {
+        self.ids.iter()
     }
 
     pub fn is_retired(&self, id: u32) -> bool {
@@ -185,9 +207,11 @@ mod tests {
         assert_eq!(third[&key("b", 3)], first[&key("a", 1)]);
         assert_eq!(ids.recycled(), &[first[&key("a", 1)]]);
         assert!(
-            ids.iter().all(|(k, _)| *k != key("a", 1)),
+            ids.iter().all(|(k, _)| *k != key("a", 1).digest()),
             "the old key lost its slot"
         );
+        assert_eq!(ids.get(&key("a", 1)), None);
+        assert_eq!(ids.get(&key("b", 3)), Some(first[&key("a", 1)]));
     }
 
     #[test]

@@ -319,7 +319,9 @@ impl Agent {
                 self.model.gateway_api_status.get(&key),
                 item.document.as_object_mut(),
             ) {
-                document.insert("status".to_owned(), status.clone());
+                let mut status = status.clone();
+                self.sources.applied.transitions().stamp(&key, &mut status);
+                document.insert("status".to_owned(), status);
             }
         }
         items.sort_by(|a, b| {

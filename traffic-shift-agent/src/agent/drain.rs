@@ -8,7 +8,10 @@ use std::{
 };
 
 use traffic_shift_config::model::RoutingModel;
-use traffic_shift_datapath::{compile, stats::StatIds};
+use traffic_shift_datapath::{
+    compile,
+    stats::{StatIds, StatKey},
+};
 
 use super::kernel::Kernel;
 
@@ -31,13 +34,16 @@ impl Drain {
         if self.timeout.is_none() {
             return;
         }
-        let live = compile::stat_keys(model);
+        let live: BTreeSet<_> = compile::stat_keys(model)
+            .iter()
+            .map(StatKey::digest)
+            .collect();
         let now = Instant::now();
-        for (key, id) in stat_ids.iter() {
+        for (key, slot) in stat_ids.iter() {
             if live.contains(key) {
-                self.draining.remove(&id);
+                self.draining.remove(&slot.id);
             } else {
-                self.draining.entry(id).or_insert(now);
+                self.draining.entry(slot.id).or_insert(now);
             }
         }
     }
@@ -60,8 +66,8 @@ impl Drain {
         let endpoints: Vec<String> = kernel
             .stat_ids
             .iter()
-            .filter(|(_, id)| due.contains(id))
-            .map(|(key, _)| key.endpoint.to_string())
+            .filter(|(_, slot)| due.contains(&slot.id))
+            .map(|(_, slot)| slot.endpoint.to_string())
             .collect();
         match traffic_shift_datapath::drain::close_routed(
             &kernel.netns,

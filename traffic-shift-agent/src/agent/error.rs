@@ -107,7 +107,7 @@ pub enum InstallError {
 #[derive(Debug, thiserror::Error)]
 pub enum L7Error {
     #[error(
-        "{listener}: cannot listen on {addr}: {source}; free the port or bind the Gateway server to another address"
+        "{listener}: cannot listen on {addr}: {source}; free the port, or bind the Gateway server (of a Gateway API Gateway: its spec.addresses) to another address, one of this node"
     )]
     Bind {
         listener: String,

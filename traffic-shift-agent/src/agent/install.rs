@@ -68,6 +68,10 @@ impl Agent {
         }
         self.not_served = not_served;
         self.model = std::sync::Arc::new(model);
+        self.sources
+            .applied
+            .transitions_mut()
+            .observe(&self.model.gateway_api_status, crate::cli::now_ms());
         self.drain.track_removed(&self.model, &self.kernel.stat_ids);
         self.publish();
         self.publish_node_status();

@@ -185,8 +185,10 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             Some(event) = next_store_event(&mut store_events) => { agent.store_event(event); true }
             Some(event) = next_rollouts_event(&mut rollouts_io) => { agent.fleet_rollouts_event(event); true }
         };
-        agent.write_status(event);
-        if event {
+        // An `apply` is not an event (it answers its caller first), and its
+        // status may be written a turn later: the memory is given back after
+        // whichever write follows a change of the rules.
+        if agent.write_status(event) || event {
             release_freed_memory();
         }
     }

@@ -191,7 +191,7 @@ impl Agent {
         let tick = self.observer.sampler.tick(
             now,
             self.kernel.datapath.counters(),
-            self.kernel.stat_ids.iter().map(|(_, id)| id),
+            self.kernel.stat_ids.iter().map(|(_, slot)| slot.id),
         );
         let requests = self.l7.proxy().route_stats();
         let requests_moved = self
@@ -422,21 +422,23 @@ impl Agent {
             .route_ids()
             .map(|(id, key)| (id, key.to_owned()))
             .collect();
+        // The slots in force are those of the rules in force: named from
+        // their keys (the slots keep only a digest of them).
         let stat_ids = &self.kernel.stat_ids;
-        let counter_slots = stat_ids
-            .iter()
-            .filter(|(_, id)| !stat_ids.is_retired(*id))
-            .map(|(key, id)| {
+        let counter_slots = traffic_shift_datapath::compile::stat_keys(&self.model)
+            .into_iter()
+            .filter_map(|key| {
+                let id = stat_ids.get(&key).filter(|id| !stat_ids.is_retired(*id))?;
                 let destination = match &key.subset {
                     Some(subset) => format!("{}/{subset}", key.host),
                     None => key.host.clone(),
                 };
                 let slot = CounterSlot {
-                    route: key.route.clone(),
+                    route: key.route,
                     destination,
                     endpoint: key.endpoint.to_string(),
                 };
-                (id, slot)
+                Some((id, slot))
             })
             .collect();
         (kernel_routes, counter_slots)

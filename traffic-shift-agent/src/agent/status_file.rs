@@ -125,7 +125,11 @@ impl Agent {
     /// waits 20 times what the last write cost, at most `MAX_WAIT`; the
     /// kernel's event counters alone, `EVENTS_SHARE` times, at least
     /// `EVENTS_EVERY`.
-    pub(super) fn write_status(&mut self, event: bool) {
+    ///
+    /// Returns whether it wrote a status whose routes changed: the rules
+    /// changed since the last write (the event that changed them may have
+    /// come before, its write deferred).
+    pub(super) fn write_status(&mut self, event: bool) -> bool {
         let now = Instant::now();
         self.observer.status.moved |= event;
         let since = |(built, _): (Instant, Duration)| now.duration_since(built);
@@ -143,7 +147,7 @@ impl Agent {
                 .is_none_or(|b| since(b) >= (b.1 * EVENTS_SHARE).max(EVENTS_EVERY));
         if !(due || events_due) {
             self.status_heartbeat();
-            return;
+            return false;
         }
         let head = self.status_head();
         self.observer.status.moved = false;
@@ -158,8 +162,9 @@ impl Agent {
         if text == file.head && !file.routes_changed {
             file.built = Some((now, now.elapsed()));
             self.status_heartbeat();
-            return;
+            return false;
         }
+        let routes_changed = file.routes_changed;
         let result = if file.whole_due(text.len()) {
             file.write_whole(&text, crate::cli::now_ms())
         } else {
@@ -177,6 +182,7 @@ impl Agent {
             }
         }
         self.observer.shared().status_written = true;
+        routes_changed
     }
 
     /// Builds the parts that are not built.

@@ -1,7 +1,8 @@
-//! When the agent first saw each `HTTPRoute` of the rules directory that
-//! has no `metadata.creationTimestamp`: its age, which breaks ties of
-//! precedence between HTTPRoutes on one host (the Gateway API: the oldest
-//! route wins). Kubernetes sets the creation time when a route is created;
+//! When the agent first saw each `HTTPRoute`, `TLSRoute` and `TCPRoute` of
+//! the rules directory that has no `metadata.creationTimestamp`: its age,
+//! which breaks ties of precedence between HTTPRoutes on one host, and
+//! decides which TLSRoute takes an SNI name and which TCPRoute a listener
+//! (the Gateway API: the oldest route wins). Kubernetes sets the creation time when a route is created;
 //! a rules file does not, so the agent keeps the time it first read the
 //! route, in `<state-dir>/first-seen.json`, so that a restart does not
 //! change which route wins. Resources applied with `traffic-shift apply`
@@ -23,21 +24,24 @@ use traffic_shift_config::{self as config, Resource, RulesFile};
 
 use super::{StateError, write_atomic};
 
-/// The kind whose resources are stamped.
-const KIND: &str = "HTTPRoute";
+/// The kinds whose resources are stamped.
+const KINDS: [&str; 3] = ["HTTPRoute", "TLSRoute", "TCPRoute"];
 
 /// The first-seen times, and their file.
 #[derive(Debug)]
 pub struct FirstSeen {
     path: PathBuf,
-    /// `HTTPRoute <namespace>/<name>` to Unix milliseconds.
+    /// `<kind> <namespace>/<name>` (`HTTPRoute default/web`) to Unix
+    /// milliseconds.
     times: BTreeMap<String, u64>,
 }
 
 /// How a route is named in the file: `HTTPRoute default/web`.
 fn key(resource: &Resource) -> Option<String> {
     let source = resource.source();
-    (source.kind == KIND).then(|| format!("{KIND} {}/{}", source.namespace, source.name))
+    KINDS
+        .contains(&source.kind)
+        .then(|| format!("{} {}/{}", source.kind, source.namespace, source.name))
 }
 
 impl FirstSeen {
@@ -73,7 +77,7 @@ impl FirstSeen {
         Ok(Self { path, times })
     }
 
-    /// Gives each `HTTPRoute` of `file` without a creation time the time
+    /// Gives each route of `file` (of [`KINDS`]) without a creation time the time
     /// it was first seen (`now_ms` for one not seen before), and keeps
     /// the new ones in the file. A file that cannot be written is logged:
     /// the times hold until the agent stops.
@@ -122,10 +126,10 @@ impl FirstSeen {
         }
     }
 
-    /// The time `HTTPRoute <namespace>/<name>` was first seen.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<u64> {
+    /// The time `<kind> <namespace>/<name>` was first seen.
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<u64> {
         self.times
-            .get(&format!("{KIND} {namespace}/{name}"))
+            .get(&format!("{kind} {namespace}/{name}"))
             .copied()
     }
 
@@ -140,7 +144,7 @@ impl FirstSeen {
             tracing::error!(
                 path = %self.path.display(),
                 %err,
-                "cannot keep when HTTPRoutes were first seen: after a restart, routes on one host \
+                "cannot keep when routes were first seen: after a restart, routes on one host or SNI name \
                  may be ordered by the time they are seen again"
             );
         }
@@ -165,6 +169,11 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: b, creationTimestamp: \"2020-01-01T00:00:00Z\"}
 spec: {parentRefs: [{name: gw}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: a}
+spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: tls, port: 443}]}]}
 ";
 
     fn times(file: &RulesFile) -> Vec<Option<String>> {
@@ -189,7 +198,8 @@ spec: {parentRefs: [{name: gw}]}
             times(&first),
             [
                 Some("1970-01-01T00:00:01.000Z".to_owned()),
-                Some("2020-01-01T00:00:00Z".to_owned())
+                Some("2020-01-01T00:00:00Z".to_owned()),
+                Some("1970-01-01T00:00:01.000Z".to_owned()),
             ]
         );
         drop(seen);
@@ -201,14 +211,24 @@ spec: {parentRefs: [{name: gw}]}
             times(&first),
             "the same times after a reopen"
         );
-        assert_eq!(seen.get("default", "b"), None, "a written time is not kept");
+        assert_eq!(
+            seen.get("HTTPRoute", "default", "b"),
+            None,
+            "a written time is not kept"
+        );
+        assert_eq!(
+            seen.get("TLSRoute", "default", "a"),
+            Some(1_000),
+            "TLSRoutes too"
+        );
         seen.forget_removed(first.resources.iter(), std::iter::empty());
         let seen = FirstSeen::open(&dir).expect("reopen");
         assert_eq!(
-            seen.get("default", "a"),
+            seen.get("HTTPRoute", "default", "a"),
             None,
             "a removed route is forgotten"
         );
+        assert_eq!(seen.get("TLSRoute", "default", "a"), None, "of each kind");
         std::fs::write(
             dir.join(FirstSeen::FILE),
             "{\"HTTPRoute default/a\": \"soon\"}",

@@ -353,10 +353,10 @@ fn delete_removes_applied_resources_and_refuses_others() {
 }
 
 /// A fresh state directory, removed on drop.
-struct StateDir(PathBuf);
+pub(crate) struct StateDir(pub(crate) PathBuf);
 
 impl StateDir {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("ts-state-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         Self(dir)

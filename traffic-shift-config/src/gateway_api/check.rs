@@ -409,12 +409,8 @@ pub(super) fn gateway(source: Source, spec: dto::GatewaySpec, generation: i64) -
             ),
         );
     }
+    let addresses = super::addresses::addresses(&mut cx, spec.addresses);
     for (field, set, why) in [
-        (
-            "addresses",
-            spec.addresses.is_some(),
-            "the Gateway listens on every local address of the node; remove it",
-        ),
         (
             "backendTLS",
             spec.backend_tls.is_some(),
@@ -453,6 +449,7 @@ pub(super) fn gateway(source: Source, spec: dto::GatewaySpec, generation: i64) -
             generation,
             class_name,
             listeners,
+            addresses,
         },
         warnings,
     ))

@@ -81,12 +81,21 @@ pub struct GatewayClassSpec {
 pub struct GatewaySpec {
     pub gateway_class_name: Option<String>,
     pub listeners: Option<Vec<Listener>>,
+    pub addresses: Option<Vec<GatewayAddress>>,
     // Refused by `check`: not supported yet.
-    pub addresses: Option<IgnoredAny>,
     pub backend_tls: Option<IgnoredAny>,
     pub allowed_listeners: Option<IgnoredAny>,
     // Accepted and ignored: how a cluster deploys the gateway.
     pub infrastructure: Option<IgnoredAny>,
+}
+
+/// A `spec.addresses` entry of a `Gateway`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayAddress {
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,7 +399,7 @@ pub struct SliceEndpoint {
     pub deprecated_topology: Option<IgnoredAny>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SliceConditions {
     pub ready: Option<bool>,

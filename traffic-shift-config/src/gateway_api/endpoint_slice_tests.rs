@@ -486,3 +486,64 @@ fn endpoint_slice_is_known_by_its_api_version() {
         ]
     );
 }
+
+/// Kubernetes' fallback: when no slice of a Service has a ready endpoint,
+/// its endpoints are those terminating and still serving (a Pod shutting
+/// down, rather than none); one that is not serving is never used. With a
+/// ready endpoint anywhere, the terminating ones are not used.
+#[test]
+fn terminating_serving_endpoints_are_used_only_when_none_is_ready() {
+    let slices = |other: &str| {
+        format!(
+            "\
+apiVersion: v1
+kind: Service
+metadata: {{name: db}}
+spec:
+  clusterIP: 10.0.0.1
+  ports:
+  - {{name: pg, port: 5432}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-abc
+  labels: {{kubernetes.io/service-name: db}}
+addressType: IPv4
+endpoints:
+- addresses: [127.0.0.1]
+  conditions: {{ready: false, serving: true, terminating: true}}
+- addresses: [127.0.0.2]
+  conditions: {{ready: false, serving: false, terminating: true}}
+- addresses: [127.0.0.3]
+  conditions: {{ready: false}}
+ports:
+- {{name: pg, port: 6432}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-def
+  labels: {{kubernetes.io/service-name: db}}
+addressType: IPv4
+endpoints:
+- addresses: [127.0.0.4]
+  conditions: {other}
+ports:
+- {{name: pg, port: 6432}}
+"
+        )
+    };
+    let model = model_of(&slices("{ready: false, serving: true, terminating: true}"));
+    assert_eq!(
+        tcp_endpoints(&model),
+        [(5432, addrs(&["127.0.0.1:6432", "127.0.0.4:6432"]))],
+        "none ready: the terminating endpoints that still serve, of every slice"
+    );
+    let model = model_of(&slices("{ready: true}"));
+    assert_eq!(
+        tcp_endpoints(&model),
+        [(5432, addrs(&["127.0.0.4:6432"]))],
+        "one ready (in another slice): it alone"
+    );
+}

@@ -20,6 +20,7 @@ use crate::{
     http::{DirectResponse, HttpMatch, HttpRule},
     names::host_matches,
     resource::VirtualService,
+    source::Source,
     timestamp::parse_timestamp,
 };
 
@@ -61,17 +62,16 @@ enum Scope {
 
 /// How old a route is, oldest first: its creation time (none: after every
 /// route that has one), then `<namespace>/<name>`.
-pub(super) fn age(route: &HttpRoute) -> (bool, u64, String, String) {
-    let created = route
-        .source
+pub(super) fn age(source: &Source) -> (bool, u64, String, String) {
+    let created = source
         .creation_timestamp
         .as_deref()
         .and_then(parse_timestamp);
     (
         created.is_none(),
         created.unwrap_or_default(),
-        route.source.namespace.clone(),
-        route.source.name.clone(),
+        source.namespace.clone(),
+        source.name.clone(),
     )
 }
 
@@ -120,7 +120,7 @@ fn merged(
 ) -> VirtualService {
     let ages: Vec<_> = routes
         .iter()
-        .map(|(c, _)| age(contributions[*c].route))
+        .map(|(c, _)| age(&contributions[*c].route.source))
         .collect();
     let mut order: Vec<(usize, usize)> = routes
         .iter()

@@ -37,7 +37,11 @@
 //! docs/gateway-api.md says what is read, how it maps, and what is refused
 //! as not supported yet.
 
+mod addresses;
+#[cfg(test)]
+mod addresses_tests;
 mod check;
+mod claims;
 mod dto;
 mod endpoint_slice;
 #[cfg(test)]
@@ -375,6 +379,9 @@ pub struct Gateway {
     pub generation: i64,
     pub class_name: String,
     pub listeners: Vec<Listener>,
+    /// `spec.addresses`: the node's addresses its listeners accept on;
+    /// empty: every local address.
+    pub addresses: Vec<IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

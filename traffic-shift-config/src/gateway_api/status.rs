@@ -5,8 +5,8 @@
 //! `ResolvedRefs` conditions; a Gateway's `Accepted` and `Programmed`
 //! conditions and its `listeners[]` with `attachedRoutes`. Each condition
 //! has the resource's `observedGeneration` (`metadata.generation`, 1 when
-//! not written). `lastTransitionTime` is left out: the rules have no
-//! history of conditions.
+//! not written). `lastTransitionTime` is the agent's: the rules have no
+//! history of conditions (`applied::transitions` in the agent).
 
 use std::collections::BTreeMap;
 
@@ -239,13 +239,16 @@ impl Statuses {
                 })
             })
             .collect();
-        let status = json!({
+        let mut status = json!({
             "conditions": [
                 ok("Accepted", "Accepted", "served by this node"),
-                ok("Programmed", "Programmed", "its listeners accept on every local address"),
+                ok("Programmed", "Programmed", &super::addresses::programmed_message(gateway)),
             ],
             "listeners": listeners,
         });
+        if let Some(addresses) = super::addresses::status_addresses(gateway) {
+            status["addresses"] = addresses;
+        }
         self.map.insert(id, status);
     }
 

@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+mod claims;
 mod merge;
 
 use crate::{
@@ -648,13 +649,13 @@ fn each_error_says_what_to_do() {
             ],
         ),
         (
-            "addresses",
+            "an address of type Hostname",
             changed(
                 "gatewayClassName: istio",
-                "gatewayClassName: istio\n  addresses: [{value: 10.0.0.9}]",
+                "gatewayClassName: istio\n  addresses: [{type: Hostname, value: gw.example.com}]",
             ),
             &[
-                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.addresses: addresses is not supported yet: the Gateway listens on every local address of the node; remove it (line 41)",
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.addresses[0].type: address type Hostname is not supported: the agent accepts on IP addresses of this node and does not resolve names; give an IP address of the node (type: IPAddress) (line 41)",
             ],
         ),
         (

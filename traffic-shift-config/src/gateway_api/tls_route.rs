@@ -11,6 +11,11 @@
 //!
 //! The checks and the translation follow `TCPRoute`'s: the same
 //! `parentRefs`, `backendRefs` (weights, `ReferenceGrant`), status.
+//!
+//! Routes with the same SNI name on one listener port: the oldest takes
+//! it (the spec's tie-break: `creationTimestamp`, then `namespace/name`;
+//! [`ListenerClaims`]); a route left with no name on a parent is not accepted
+//! there (`Accepted` `False`, reason `Conflicted`).
 
 use std::sync::Arc;
 
@@ -19,6 +24,7 @@ use serde::{Deserialize, de::IgnoredAny};
 use super::{
     BackendRef, Origin, ParentRef,
     check::{backend_refs, parent_refs},
+    claims::{ListenerClaims, conflicted},
     dto,
     merge::intersection,
     status::{Condition, RouteStatus, Statuses},
@@ -211,10 +217,12 @@ pub(super) fn tls_route(source: Source, spec: TlsRouteSpec, generation: i64) -> 
 impl Index<'_> {
     /// The `VirtualService` of a `TLSRoute`: one `tls` rule, with a match
     /// per listener it is attached to (that listener's port and Gateway,
-    /// and the SNI names its hostname and the route's intersect to).
+    /// and the SNI names its hostname and the route's intersect to, less
+    /// those an older route takes there: `claims`).
     pub(super) fn tls_route(
         &self,
         route: &TlsRoute,
+        claims: &mut ListenerClaims,
         statuses: &mut Statuses,
     ) -> Option<VirtualService> {
         let source = &route.source;
@@ -233,14 +241,22 @@ impl Index<'_> {
                 }
             };
             let id = gateway_id(&gateway.source);
-            status.parent(parent, Condition::attached(&id, &listeners));
-            for listener in &listeners {
+            let mut attached = Vec::new();
+            let mut lost = Vec::new();
+            for listener in listeners {
                 debug_assert_eq!(
                     listener.protocol,
                     Protocol::Tls,
                     "TLSRoute on a TLS listener"
                 );
-                let sni_hosts = intersection(listener.hostname.as_deref(), &route.hostnames);
+                let names = intersection(listener.hostname.as_deref(), &route.hostnames);
+                let sni_hosts: Vec<String> = names
+                    .into_iter()
+                    .filter(|name| claims.take((&id, listener.port), name, source, &mut lost))
+                    .collect();
+                if sni_hosts.is_empty() {
+                    continue;
+                }
                 matches.push(TlsMatch {
                     sni_hosts,
                     port: Some(listener.port),
@@ -248,7 +264,20 @@ impl Index<'_> {
                     ..TlsMatch::default()
                 });
                 statuses.attach(&gateway.source, &listener.name, source);
+                attached.push(listener);
             }
+            if attached.is_empty() {
+                status.parent(
+                    parent,
+                    conflicted(
+                        &lost,
+                        "TLSRoutes with one SNI name on a listener",
+                        "give this route other hostnames, or remove one of them",
+                    ),
+                );
+                continue;
+            }
+            status.parent(parent, Condition::attached(&id, &attached));
             if !gateways.contains(&id) {
                 gateways.push(id);
             }

@@ -66,7 +66,9 @@ fn changed(from: &str, to: &str) -> String {
     BASE.replacen(from, to, 1)
 }
 
-fn resolved(text: &str) -> Result<RoutingModel, Vec<String>> {
+/// The model of `text` (one file, `rules/r.yaml`), or its errors as
+/// printed. Shared with `addresses_tests`.
+pub(super) fn resolved(text: &str) -> Result<RoutingModel, Vec<String>> {
     let file = parse_file_all(Path::new(FILE), text)
         .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     resolve_all(&[file])
@@ -74,7 +76,7 @@ fn resolved(text: &str) -> Result<RoutingModel, Vec<String>> {
         .map_err(|errors| errors.iter().map(ToString::to_string).collect())
 }
 
-fn model_of(text: &str) -> RoutingModel {
+pub(super) fn model_of(text: &str) -> RoutingModel {
     resolved(text).unwrap_or_else(|e| panic!("{e:#?}"))
 }
 
@@ -372,17 +374,6 @@ fn each_refusal_says_what_to_do() {
             "spec.parentRefs[0].kind: a TLSRoute bound to a Service (GAMMA) is not supported yet",
         ),
         (
-            "one SNI name in two routes on one port",
-            format!(
-                "{BASE}---\n{}",
-                &BASE[BASE
-                    .find("apiVersion: gateway.networking.k8s.io/v1alpha2")
-                    .expect("the route")..]
-                    .replace("name: tls-echo", "name: tls-echo-2")
-            ),
-            "SNI tls.example.com on gateway listener 0.0.0.0:8443 is already routed by TLSRoute default/tls-echo",
-        ),
-        (
             "a TLS port that a TCP route takes too",
             format!(
                 "{}---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {{name: tcp}}\nspec:\n  parentRefs: [{{name: tls-gateway, sectionName: tcp}}]\n  rules: [{{backendRefs: [{{name: tls-v1, port: 443}}]}}]\n",
@@ -451,4 +442,152 @@ spec:
             .any(|e| e.contains("spec.tls[0]: tls rules bound to the mesh are not supported yet")),
         "{errors:#?}"
     );
+}
+
+/// BASE with a second TLSRoute `tls-echo-2`, all to `tls-v2`, for
+/// `hostnames`; each route with its `creationTimestamp` when given.
+fn two_routes(first: Option<&str>, second: Option<&str>, hostnames: &str) -> String {
+    let stamp = |time: Option<&str>| {
+        time.map(|t| format!(", creationTimestamp: '{t}'"))
+            .unwrap_or_default()
+    };
+    let route = &BASE[BASE
+        .find("apiVersion: gateway.networking.k8s.io/v1alpha2")
+        .expect("the route")..];
+    let second = route
+        .replace(
+            "metadata: {name: tls-echo}",
+            &format!("metadata: {{name: tls-echo-2{}}}", stamp(second)),
+        )
+        .replace("hostnames: [tls.example.com]", &format!("hostnames: {hostnames}"))
+        .replace(
+            "    - {name: tls-v1, port: 443, weight: 80}\n    - {name: tls-v2, port: 443, weight: 20}\n",
+            "    - {name: tls-v2, port: 443}\n",
+        );
+    let base = BASE.replace(
+        "metadata: {name: tls-echo}",
+        &format!("metadata: {{name: tls-echo{}}}", stamp(first)),
+    );
+    format!("{base}---\n{second}")
+}
+
+/// Each TLS route of `model`: its key's route name, SNI names and
+/// destination hosts.
+fn tls_routes(model: &RoutingModel) -> Vec<(String, Vec<String>, Vec<String>)> {
+    model
+        .routes
+        .iter()
+        .filter(|r| !r.sni.is_empty())
+        .map(|r| {
+            (
+                r.key.split('/').nth(1).unwrap_or_default().to_owned(),
+                r.sni.clone(),
+                r.destinations.iter().map(|d| d.host.clone()).collect(),
+            )
+        })
+        .collect()
+}
+
+/// The `Accepted` condition of TLSRoute `name`'s one parent: `(status,
+/// reason, message)`.
+fn accepted_of(model: &RoutingModel, name: &str) -> (String, String, String) {
+    let key = crate::model::StatusKey {
+        kind: "TLSRoute".into(),
+        namespace: "default".into(),
+        name: name.into(),
+    };
+    let condition = &model.gateway_api_status[&key]["parents"][0]["conditions"][0];
+    let text = |f: &str| condition[f].as_str().unwrap_or_default().to_owned();
+    assert_eq!(text("type"), "Accepted");
+    (text("status"), text("reason"), text("message"))
+}
+
+/// Two TLSRoutes with one SNI name on one listener: the spec's tie-break,
+/// the older (`creationTimestamp`, then `namespace/name`) takes the name;
+/// the other is `Accepted` `False`, `Conflicted`, naming the winner, or
+/// keeps the names nobody older takes.
+#[test]
+fn the_oldest_tls_route_takes_an_sni_name() {
+    let v1 = "tls-v1.default.svc.cluster.local".to_owned();
+    let v2 = "tls-v2.default.svc.cluster.local".to_owned();
+    let sni = vec!["tls.example.com".to_owned()];
+
+    // tls-echo-2 is older: it takes tls.example.com, tls-echo routes nothing.
+    let model = model_of(&two_routes(
+        Some("2026-06-01T00:00:00Z"),
+        Some("2026-01-01T00:00:00Z"),
+        "[tls.example.com]",
+    ));
+    assert_eq!(
+        tls_routes(&model),
+        [("tls-echo-2".to_owned(), sni.clone(), vec![v2.clone()])]
+    );
+    let (status, reason, message) = accepted_of(&model, "tls-echo");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Conflicted"));
+    assert!(
+        message.starts_with(
+            "SNI tls.example.com on Gateway default/tls-gateway port 8443 is taken by the older \
+             TLSRoute default/tls-echo-2 (rules/r.yaml document 7): of TLSRoutes with one SNI \
+             name on a listener, the oldest takes it"
+        ),
+        "{message}"
+    );
+    assert_eq!(accepted_of(&model, "tls-echo-2").0, "True");
+    let gateway = crate::model::StatusKey {
+        kind: super::GATEWAY_KIND.into(),
+        namespace: "default".into(),
+        name: "tls-gateway".into(),
+    };
+    assert_eq!(
+        model.gateway_api_status[&gateway]["listeners"][0]["attachedRoutes"], 1,
+        "the route that took no name is not attached"
+    );
+
+    // Younger by a millisecond: the other way round.
+    let model = model_of(&two_routes(
+        Some("2026-01-01T00:00:00.001Z"),
+        Some("2026-01-01T00:00:00.002Z"),
+        "[tls.example.com]",
+    ));
+    assert_eq!(
+        tls_routes(&model),
+        [(
+            "tls-echo".to_owned(),
+            sni.clone(),
+            vec![v1.clone(), v2.clone()]
+        )]
+    );
+    assert_eq!(accepted_of(&model, "tls-echo-2").1, "Conflicted");
+
+    // No creation time: the name decides (tls-echo before tls-echo-2); a
+    // route with a time is older than one without.
+    let model = model_of(&two_routes(None, None, "[tls.example.com]"));
+    assert_eq!(tls_routes(&model)[0].0, "tls-echo");
+    let model = model_of(&two_routes(
+        None,
+        Some("2026-01-01T00:00:00Z"),
+        "[tls.example.com]",
+    ));
+    assert_eq!(tls_routes(&model)[0].0, "tls-echo-2");
+
+    // The younger route keeps the names nobody older takes, and is accepted.
+    let model = model_of(&two_routes(
+        Some("2026-01-01T00:00:00Z"),
+        Some("2026-06-01T00:00:00Z"),
+        "[tls.example.com, b.example.com]",
+    ));
+    let mut routes = tls_routes(&model);
+    routes.sort();
+    assert_eq!(
+        routes,
+        [
+            ("tls-echo".to_owned(), sni, vec![v1, v2.clone()]),
+            (
+                "tls-echo-2".to_owned(),
+                vec!["b.example.com".to_owned()],
+                vec![v2]
+            ),
+        ]
+    );
+    assert_eq!(accepted_of(&model, "tls-echo-2").0, "True");
 }

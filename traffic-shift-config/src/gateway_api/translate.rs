@@ -8,7 +8,9 @@ use std::{
 
 use super::{
     BackendRef, FromNamespaces, Gateway, GatewayApiResource, HttpRoute, Listener, Namespace,
-    Origin, ParentKind, ParentRef, ReferenceGrant, Service, TargetPort, TcpRoute, gateway_class,
+    Origin, ParentKind, ParentRef, ReferenceGrant, Service, TargetPort, TcpRoute,
+    claims::{ListenerClaims, conflicted},
+    gateway_class,
     merge::{Contribution, Rule, listener_hosts, merge, unserved_listener_hosts},
     status::{Condition, RouteStatus, Statuses},
 };
@@ -78,8 +80,13 @@ pub(crate) fn translate(
     let mut out = Vec::new();
     // A refused Gateway or Service has its error; the routes that name it
     // are left out without more (they would only repeat it).
-    let mut refused = Vec::new();
-    for gateway in &index.gateways {
+    let overlapping = super::addresses::overlapping(&index.gateways, errors);
+    let mut refused = overlapping.clone();
+    for gateway in index
+        .gateways
+        .iter()
+        .filter(|g| !overlapping.contains(&g.source.id()))
+    {
         match index.gateway(gateway, errors) {
             Some(gateway) => out.push(Resource::Gateway(gateway)),
             None => refused.push(gateway.source.id()),
@@ -104,13 +111,20 @@ pub(crate) fn translate(
         .copied()
         .collect();
     index.refused_services = refused_services;
-    for route in &index.tcp_routes {
-        if let Some(vs) = index.tcp_route(route, &mut statuses) {
+    // Oldest first: a TCP listener, or an SNI name on a TLS listener, is
+    // the oldest route's.
+    let mut tcp_routes = index.tcp_routes.clone();
+    tcp_routes.sort_by_cached_key(|route| super::merge::age(&route.source));
+    let mut claims = ListenerClaims::default();
+    for route in tcp_routes {
+        if let Some(vs) = index.tcp_route(route, &mut claims, &mut statuses) {
             out.push(Resource::VirtualService(vs));
         }
     }
-    for route in &index.tls_routes {
-        if let Some(vs) = index.tls_route(route, &mut statuses) {
+    let mut tls_routes = index.tls_routes.clone();
+    tls_routes.sort_by_cached_key(|route| super::merge::age(&route.source));
+    for route in tls_routes {
+        if let Some(vs) = index.tls_route(route, &mut claims, &mut statuses) {
             out.push(Resource::VirtualService(vs));
         }
     }
@@ -195,8 +209,8 @@ impl<'a> Index<'a> {
     }
 
     /// The Istio `Gateway` of a Gateway API `Gateway`: one server per
-    /// listener, on every local address, served on every node (no
-    /// selector).
+    /// listener and address (`bind`; none: every local address), served
+    /// on every node (no selector).
     fn gateway(
         &self,
         gateway: &Gateway,
@@ -219,17 +233,19 @@ impl<'a> Index<'a> {
             ));
             return None;
         }
+        let binds = super::addresses::binds(gateway);
         let servers = gateway
             .listeners
             .iter()
-            .map(|listener| Server {
+            .flat_map(|listener| binds.iter().map(move |bind| (listener, *bind)))
+            .map(|(listener, bind)| Server {
                 port: GatewayPort {
                     number: listener.port,
                     name: listener.name.clone(),
                     protocol: listener.protocol,
                 },
                 hosts: vec![listener.hostname.clone().unwrap_or_else(|| "*".to_owned())],
-                bind: None,
+                bind,
                 unix: None,
                 default_endpoint: None,
                 name: Some(listener.name.clone()),
@@ -679,7 +695,13 @@ impl<'a> Index<'a> {
 
     /// The `VirtualService` of a `TCPRoute`: its one rule on the listeners
     /// of its parents, each bound by a match on the listener's port.
-    fn tcp_route(&self, route: &TcpRoute, statuses: &mut Statuses) -> Option<VirtualService> {
+    /// A listener an older route took is not this route's ([`ListenerClaims`]).
+    fn tcp_route(
+        &self,
+        route: &TcpRoute,
+        claims: &mut ListenerClaims,
+        statuses: &mut Statuses,
+    ) -> Option<VirtualService> {
         let source = &route.source;
         let mut status = RouteStatus::new(source, route.generation);
         let mut gateways = Vec::new();
@@ -695,6 +717,19 @@ impl<'a> Index<'a> {
                 }
             };
             let id = gateway_id(&gateway.source);
+            let mut lost = Vec::new();
+            let listeners: Vec<_> = listeners
+                .into_iter()
+                .filter(|l| claims.take((&id, l.port), "", source, &mut lost))
+                .collect();
+            if listeners.is_empty() {
+                let among = "TCPRoutes on a listener (a TCP connection has nothing else to \
+                             choose a route by)";
+                let todo = "bind this route to another listener (sectionName or port), or \
+                            remove one of them";
+                status.parent(parent, conflicted(&lost, among, todo));
+                continue;
+            }
             let attached = Condition::attached(&id, &listeners);
             for listener in &listeners {
                 matches.push(L4Match {

@@ -23,10 +23,15 @@
 
 use std::{
     collections::{BTreeMap, btree_map::Entry},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::SocketAddr,
 };
 
-use super::{At, Sink, catalog::Catalog, gateway::server_takes, qualify};
+use super::{
+    At, Sink,
+    catalog::Catalog,
+    gateway::{add_listeners, server_takes},
+    qualify,
+};
 use crate::{
     common::{Protocol, RouteDestination},
     dto::SimpleLb,
@@ -286,12 +291,18 @@ impl<'a> Catalog<'a> {
             .filter(|g| g.source.kind == crate::GATEWAY_KIND)
         {
             let gateway_id = format!("{}/{}", gateway.source.namespace, gateway.source.name);
+            // Per port, the addresses of its servers (a Gateway API
+            // Gateway's `spec.addresses`, each a server's `bind`).
+            let mut ports: BTreeMap<u16, Vec<SocketAddr>> = BTreeMap::new();
             for server in gateway
                 .servers
                 .iter()
-                .filter(|s| plain_http(s.port.protocol) && s.bind.is_none())
+                .filter(|s| plain_http(s.port.protocol))
             {
                 let port = server.port.number;
+                add_listeners(server.bind, port, ports.entry(port).or_default());
+            }
+            for (port, addresses) in ports {
                 let key = format!("gateway {gateway_id} port {port}");
                 listeners
                     .entry(key.clone())
@@ -299,10 +310,7 @@ impl<'a> Catalog<'a> {
                         key,
                         gateway: Some(gateway_id.clone()),
                         port,
-                        listeners: vec![
-                            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-                            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
-                        ],
+                        listeners: addresses,
                         prefixes: Vec::new(),
                         unix: Vec::new(),
                         virtual_hosts: Vec::new(),
@@ -311,10 +319,6 @@ impl<'a> Catalog<'a> {
         }
     }
 
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one listener per port: its addresses, sockets, and the virtual host"
-    )]
     fn gateway_listeners(
         &self,
         vs: &VirtualService,
@@ -339,20 +343,11 @@ impl<'a> Catalog<'a> {
                 ports.entry(server.port.number).or_default();
                 continue;
             }
-            let addresses = match server.bind {
-                Some(bind) => vec![bind],
-                None => vec![
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                ],
-            };
-            let entry = ports.entry(server.port.number).or_default();
-            for address in addresses {
-                let listener = SocketAddr::new(address, server.port.number);
-                if !entry.contains(&listener) {
-                    entry.push(listener);
-                }
-            }
+            add_listeners(
+                server.bind,
+                server.port.number,
+                ports.entry(server.port.number).or_default(),
+            );
         }
         if ports.is_empty() {
             sink.warnings.push(vs.source.warning(

@@ -113,7 +113,7 @@ pub(super) fn targets(resources: &[&Resource], catalog: &Catalog, sink: &mut Sin
     let mut rollouts: Vec<&RolloutResource> = resources
         .iter()
         .filter_map(|resource| match resource {
-            Resource::Rollout(rollout) => Some(rollout),
+            Resource::Rollout(rollout) => Some(&**rollout),
             _ => None,
         })
         .collect();

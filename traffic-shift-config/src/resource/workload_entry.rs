@@ -1,7 +1,7 @@
 //! `WorkloadEntry`, and the endpoints a `ServiceEntry` lists, which have
 //! the same shape (Istio's `validateWorkloadEntry`).
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+use std::{fmt, net::IpAddr};
 
 use crate::{
     check::{Check, Checked, weight_message},
@@ -52,13 +52,55 @@ impl fmt::Display for EndpointAddress {
 pub struct WorkloadEndpoint {
     pub address: EndpointAddress,
     /// Service port name -> this endpoint's port.
-    pub ports: BTreeMap<String, u16>,
+    pub ports: PortNames,
     pub labels: Labels,
     pub network: Option<String>,
     pub locality: Option<String>,
     /// Parsed, not used yet.
     pub weight: Option<u32>,
     pub service_account: Option<String>,
+}
+
+/// An endpoint's port numbers by service port name, sorted by name: a few
+/// entries, where a `BTreeMap` node took ~300 bytes per endpoint (6 MB of
+/// what 10 000 applied services held).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortNames(Box<[(String, u16)]>);
+
+impl PortNames {
+    /// The port of service port `name`.
+    pub fn get(&self, name: &str) -> Option<&u16> {
+        self.0
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Name and port, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &u16)> {
+        self.0.iter().map(|(n, p)| (n, p))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl FromIterator<(String, u16)> for PortNames {
+    /// The last port of a name wins, as a map's insert does.
+    fn from_iter<I: IntoIterator<Item = (String, u16)>>(iter: I) -> Self {
+        let mut ports: Vec<(String, u16)> = iter.into_iter().collect();
+        // Stable: of equal names the last written is kept by the dedup below.
+        ports.sort_by(|a, b| a.0.cmp(&b.0));
+        ports.reverse();
+        ports.dedup_by(|later, earlier| later.0 == earlier.0);
+        ports.reverse();
+        Self(ports.into_boxed_slice())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -79,7 +121,7 @@ pub(super) fn workload_endpoint(
     let errors_before = cx.errors.len();
     let address = endpoint_address(cx, base, &endpoint, service);
 
-    let mut ports = BTreeMap::new();
+    let mut ports = Vec::new();
     for (name, number) in endpoint.ports.unwrap_or_default() {
         let path = base.key("ports").key(&name);
         if let Some((_, names)) = service
@@ -98,9 +140,10 @@ pub(super) fn workload_endpoint(
             cx.error(path.clone(), format!("invalid port name: {name}"));
         }
         if let Some(number) = cx.port(path, number) {
-            ports.insert(name, number);
+            ports.push((name, number));
         }
     }
+    let ports: PortNames = ports.into_iter().collect();
     let labels = endpoint.labels.unwrap_or_default();
     cx.labels(&base.key("labels"), &labels);
 
@@ -245,4 +288,30 @@ pub(super) fn validate(source: Source, spec: dto::WorkloadEntrySpec) -> Checked<
     let endpoint = endpoint
         .ok_or_else(|| vec![source.error(fp!("spec"), "invalid WorkloadEntry: fix its address")])?;
     Ok((WorkloadEntry { source, endpoint }, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PortNames;
+
+    #[test]
+    fn port_names_are_found_by_name_and_the_last_of_a_name_wins() {
+        let ports: PortNames = [
+            ("tcp", 9000),
+            ("http", 8080),
+            ("tcp", 9001),
+            ("admin", 15000),
+        ]
+        .into_iter()
+        .map(|(n, p)| (n.to_owned(), p))
+        .collect();
+        assert_eq!(ports.len(), 3);
+        assert_eq!(ports.get("tcp"), Some(&9001));
+        assert_eq!(ports.get("http"), Some(&8080));
+        assert_eq!(ports.get("admin"), Some(&15000));
+        assert_eq!(ports.get("grpc"), None);
+        let names: Vec<&str> = ports.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["admin", "http", "tcp"]);
+        assert!(PortNames::default().is_empty());
+    }
 }

@@ -161,9 +161,13 @@ fn a_route_with_a_creation_time_is_older_than_one_without() {
     let stamped = route("z", Some("2030-01-01T00:00:00Z"));
     let unstamped = route("a", None);
     let unreadable = route("b", Some("yesterday"));
-    assert!(crate::gateway_api::merge::age(&stamped) < crate::gateway_api::merge::age(&unstamped));
     assert!(
-        crate::gateway_api::merge::age(&unstamped) < crate::gateway_api::merge::age(&unreadable)
+        crate::gateway_api::merge::age(&stamped.source)
+            < crate::gateway_api::merge::age(&unstamped.source)
+    );
+    assert!(
+        crate::gateway_api::merge::age(&unstamped.source)
+            < crate::gateway_api::merge::age(&unreadable.source)
     );
 }
 
