@@ -227,10 +227,12 @@ impl Proxy {
         if let Some((protocol, _)) = &upgrade {
             set_upgrade(&mut outgoing.headers, protocol.clone());
         }
+        // Each mirror's share is exact: one count per request of the route.
+        let turn = (!model.mirrors.is_empty()).then(|| cx.route.state.next_request());
         let mirrors: Vec<_> = model
             .mirrors
             .iter()
-            .filter(|mirror| select::chance(mirror.percentage))
+            .filter(|mirror| turn.is_some_and(|n| select::mirrored(n, mirror.percentage)))
             .collect();
         let kept = match &body {
             Outbound::Replayable(replayable) => Some(replayable.clone()),

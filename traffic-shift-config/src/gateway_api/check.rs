@@ -237,20 +237,23 @@ pub(super) fn tcp_only(cx: &mut Check, path: FieldPath, protocol: Option<&str>) 
 }
 
 /// A port's `appProtocol` (of a Service or an EndpointSlice): `HTTP` for
-/// `http`, `HTTP2` for `kubernetes.io/h2c` (the L7 path for both, as an
-/// Istio port named `http-...`), `TCP` for `tcp` or absent.
+/// `http` and `kubernetes.io/ws` (WebSocket over cleartext: HTTP/1.1 with
+/// an upgrade, which the proxy splices), `HTTP2` for `kubernetes.io/h2c`
+/// (the L7 path for all, as an Istio port named `http-...`), `TCP` for
+/// `tcp` or absent.
 pub(super) fn app_protocol(cx: &mut Check, path: FieldPath, written: Option<&str>) -> Protocol {
     match written {
         None => Protocol::Tcp,
         Some(p) if p.eq_ignore_ascii_case("http") => Protocol::Http,
+        Some("kubernetes.io/ws") => Protocol::Http,
         Some("kubernetes.io/h2c") => Protocol::Http2,
         Some(p) if p.eq_ignore_ascii_case("tcp") => Protocol::Tcp,
         Some(other) => {
             cx.error(
                 path,
                 format!(
-                    "appProtocol {other:?} is not supported yet: use http or \
-                     kubernetes.io/h2c (the L7 proxy), or leave it out (TCP, the kernel \
+                    "appProtocol {other:?} is not supported yet: use http, kubernetes.io/h2c \
+                     or kubernetes.io/ws (the L7 proxy), or leave it out (TCP, the kernel \
                      path)"
                 ),
             );
@@ -538,9 +541,9 @@ fn listener(
         Protocol::Tls => "TLSRoute",
         _ => "HTTPRoute",
     };
-    let (mut kinds, namespaces) =
+    let (mut kinds, invalid_kinds, namespaces) =
         allowed_routes(cx, &base, listener.allowed_routes, protocol, default_kind);
-    if kinds.is_empty() {
+    if kinds.is_empty() && invalid_kinds.is_empty() {
         kinds.push(default_kind);
         // An HTTP listener takes GRPCRoutes too (h2c, prior knowledge), as
         // Istio's supportedKinds say.
@@ -554,23 +557,27 @@ fn listener(
         port,
         protocol,
         kinds,
+        invalid_kinds,
         namespaces,
     })
 }
 
 /// A listener's `allowedRoutes`: the route kinds it takes (none written:
-/// empty) and the namespaces it takes routes from.
+/// empty), the kinds written that are no route kind (`group/kind`: the
+/// spec's `InvalidRouteKinds`, reported in status) and the namespaces it
+/// takes routes from.
 fn allowed_routes(
     cx: &mut Check,
     base: &FieldPath,
     allowed: Option<dto::AllowedRoutes>,
     protocol: Protocol,
     default_kind: &str,
-) -> (Vec<&'static str>, FromNamespaces) {
+) -> (Vec<&'static str>, Vec<String>, FromNamespaces) {
     let mut kinds = Vec::new();
+    let mut invalid = Vec::new();
     let mut from = FromNamespaces::Same;
     let Some(allowed) = allowed else {
-        return (kinds, from);
+        return (kinds, invalid, from);
     };
     if let Some(namespaces) = allowed.namespaces {
         let path = base.key("allowedRoutes").key("namespaces");
@@ -614,16 +621,13 @@ fn allowed_routes(
                     protocol.name()
                 ),
             ),
-            _ => cx.error(
-                path.key("kind"),
-                format!(
-                    "route kind {group}/{name} is not supported: allow {GROUP} \
-                     {default_kind}"
-                ),
-            ),
+            // Not a kind this listener's protocol could take: the spec
+            // reports it (InvalidRouteKinds), and the listener takes the
+            // valid kinds written, or none.
+            _ => invalid.push(format!("{group}/{name}")),
         }
     }
-    (kinds, from)
+    (kinds, invalid, from)
 }
 
 /// A Kubernetes `LabelSelector`, as the API server validates it.
@@ -1227,11 +1231,15 @@ fn request_redirect(
     };
     let redirect_code = match redirect.status_code {
         None => 302,
-        Some(code @ (301 | 302)) => u16::try_from(code).unwrap_or(302),
+        // The CRD's enum: 301 and 302 (core), 303, 307 and 308 (extended).
+        Some(code @ (301 | 302 | 303 | 307 | 308)) => u16::try_from(code).unwrap_or(302),
         Some(code) => {
             cx.error(
                 base.key("statusCode"),
-                format!("statusCode {code} is not supported: use 301 or 302 (the default)"),
+                format!(
+                    "statusCode {code} is not a redirect the spec allows: use 301, 302 (the \
+                     default), 303, 307 or 308"
+                ),
             );
             302
         }
@@ -1416,7 +1424,7 @@ fn humantime(d: Duration) -> String {
 }
 
 /// A Gateway API `Duration` (GEP-2257): `^([0-9]{1,5}(h|m|s|ms)){1,4}$`.
-fn duration(text: &str) -> Option<Duration> {
+pub(super) fn duration(text: &str) -> Option<Duration> {
     let mut rest = text;
     let mut total = Duration::ZERO;
     let mut parts = 0;
@@ -1545,20 +1553,16 @@ pub(super) fn http_route(
     let written = spec.rules.unwrap_or_default();
     for (i, rule) in written.into_iter().enumerate() {
         let base = fp!("spec.rules[{i}]");
-        for (field, set) in [
-            ("retry", rule.retry.is_some()),
-            ("sessionPersistence", rule.session_persistence.is_some()),
-        ] {
-            if set {
-                cx.error(
-                    base.key(field),
-                    format!(
-                        "{field} is not supported yet: remove it (an Istio VirtualService has \
-                         retries)"
-                    ),
-                );
-            }
+        if rule.session_persistence.is_some() {
+            cx.error(
+                base.key("sessionPersistence"),
+                "sessionPersistence is not supported yet: remove it (a DestinationRule's \
+                 consistentHash keeps a client on one endpoint)",
+            );
         }
+        let retry = rule
+            .retry
+            .and_then(|written| super::retry::retry(&mut cx, &base.key("retry"), written));
         let (timeout, backend_timeout) = match rule.timeouts {
             Some(written) => timeouts(&mut cx, &base.key("timeouts"), written),
             None => (None, None),
@@ -1590,6 +1594,7 @@ pub(super) fn http_route(
             mirrors: filters.mirrors,
             timeout,
             backend_timeout,
+            retry,
         });
     }
     if rules.is_empty() {
@@ -1603,6 +1608,7 @@ pub(super) fn http_route(
             mirrors: Vec::new(),
             timeout: None,
             backend_timeout: None,
+            retry: None,
         });
     }
     let warnings = cx.finish()?;

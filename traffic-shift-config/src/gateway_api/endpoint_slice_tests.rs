@@ -397,8 +397,8 @@ fn each_slice_error_says_what_to_do() {
                 "{name: pg, port: 6432}",
                 "{name: pg, port: 6432, appProtocol: grpc}",
             ),
-            "ports[0].appProtocol: appProtocol \"grpc\" is not supported yet: use http or \
-             kubernetes.io/h2c (the L7 proxy), or leave it out (TCP, the kernel path) \
+            "ports[0].appProtocol: appProtocol \"grpc\" is not supported yet: use http, \
+             kubernetes.io/h2c or kubernetes.io/ws (the L7 proxy), or leave it out (TCP, the kernel path) \
              (line 17)",
         ),
         (

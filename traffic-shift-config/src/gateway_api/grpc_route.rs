@@ -212,6 +212,8 @@ fn grpc_rule(
         mirrors: filters.mirrors,
         timeout: None,
         backend_timeout: None,
+        // GRPCRoute has no `retry`.
+        retry: None,
     }
 }
 

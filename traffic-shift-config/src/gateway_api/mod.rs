@@ -28,7 +28,8 @@
 //!    route's name ([`Origin`]).
 //!
 //! What the spec reports in status rather than refuses (a parent that does
-//! not take a route, a backendRef that cannot be used) is not an error:
+//! not take a route, a backendRef that cannot be used, a listener's
+//! `allowedRoutes.kinds` that are no route kind) is not an error:
 //! the route is not attached, or the share of the backend fails (the
 //! [`crate::model::UNUSABLE_BACKEND`] destination), and `status` says why
 //! ([`crate::model::RoutingModel::gateway_api_status`]).
@@ -46,8 +47,11 @@ mod endpoint_slice;
 mod grpc_route;
 #[cfg(test)]
 mod grpc_route_tests;
+#[cfg(test)]
+mod kinds_tests;
 mod merge;
 mod place;
+mod retry;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -180,6 +184,19 @@ impl GatewayApiResource {
             Self::ReferenceGrant(r) => &r.source,
             Self::Namespace(r) => &r.source,
             Self::EndpointSlice(r) => &r.source,
+        }
+    }
+
+    /// Sets `metadata.generation` (status's `observedGeneration`) of the
+    /// kinds that have a status, as the API server counts it: the agent's
+    /// `apply` bumps it when a resource changes. The other kinds have none.
+    pub fn set_generation(&mut self, generation: i64) {
+        match self {
+            Self::Gateway(r) => r.generation = generation,
+            Self::TcpRoute(r) => r.generation = generation,
+            Self::TlsRoute(r) => r.generation = generation,
+            Self::HttpRoute(r) => r.generation = generation,
+            _ => {}
         }
     }
 
@@ -386,8 +403,12 @@ pub struct Listener {
     /// `TCP`, `HTTP`, or `TLS` (`tls.mode: Passthrough`: TLSRoute).
     pub protocol: Protocol,
     /// `allowedRoutes.kinds`, or the listener protocol's default
-    /// (`TCPRoute` for TCP, `HTTPRoute` for HTTP).
+    /// (`TCPRoute` for TCP, `HTTPRoute` for HTTP) when none is written.
     pub kinds: Vec<&'static str>,
+    /// The kinds of `allowedRoutes.kinds` that are no route kind
+    /// (`group/kind`): reported in status (`ResolvedRefs` False,
+    /// `InvalidRouteKinds`), as the spec says, not refused.
+    pub invalid_kinds: Vec<String>,
     /// `allowedRoutes.namespaces`.
     pub namespaces: FromNamespaces,
 }
@@ -471,6 +492,8 @@ pub struct HttpRouteRule {
     pub timeout: Option<Duration>,
     /// `timeouts.backendRequest`: each attempt's; `None`: absent or `0s`.
     pub backend_timeout: Option<Duration>,
+    /// `retry` (`retry.rs`); `None`: absent (Istio's default retries).
+    pub retry: Option<retry::Retry>,
 }
 
 /// A `RequestMirror` filter: its `backendRef` (weight 1, no filters) and

@@ -211,6 +211,22 @@ impl Statuses {
                     .attached
                     .get(&(id.clone(), l.name.clone()))
                     .map_or(0, Vec::len);
+                let resolved = if l.invalid_kinds.is_empty() {
+                    ok("ResolvedRefs", "ResolvedRefs", "no references to resolve")
+                } else {
+                    Condition {
+                        type_: "ResolvedRefs",
+                        status: false,
+                        reason: "InvalidRouteKinds",
+                        message: format!(
+                            "allowedRoutes.kinds names {}, which is no route kind a {} \
+                             listener takes",
+                            l.invalid_kinds.join(", "),
+                            l.protocol.name()
+                        ),
+                    }
+                    .to_json(generation)
+                };
                 json!({
                     "name": l.name,
                     "supportedKinds": l.kinds.iter().map(|k| json!({"group": GROUP, "kind": k})).collect::<Vec<_>>(),
@@ -218,7 +234,7 @@ impl Statuses {
                     "conditions": [
                         ok("Accepted", "Accepted", "the listener is served"),
                         ok("Programmed", "Programmed", "the listener is served"),
-                        ok("ResolvedRefs", "ResolvedRefs", "no references to resolve"),
+                        resolved,
                     ],
                 })
             })

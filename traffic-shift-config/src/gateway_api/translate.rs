@@ -960,12 +960,15 @@ impl<'a> Index<'a> {
                 redirect: rule.redirect.clone(),
                 rewrite: rule.rewrite.clone(),
                 timeout: rule.timeout,
-                // `backendRequest`: each attempt's timeout, with Istio's
-                // retries when a route has none.
-                retries: rule.backend_timeout.map(|timeout| Retries {
-                    per_try_timeout: Some(timeout),
-                    ..default_retries()
-                }),
+                // `retry`, `backendRequest` each attempt's timeout (with
+                // Istio's retries when the rule has no `retry`).
+                retries: match &rule.retry {
+                    Some(retry) => Some(retry.retries(rule.backend_timeout)),
+                    None => rule.backend_timeout.map(|timeout| Retries {
+                        per_try_timeout: Some(timeout),
+                        ..default_retries()
+                    }),
+                },
                 mirrors: mirrors.clone(),
                 ..empty_rule()
             };
