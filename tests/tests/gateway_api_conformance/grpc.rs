@@ -491,3 +491,93 @@ fn grpcroute_request_mirror() {
         "no copy of another rule's calls"
     );
 }
+
+/// GRPCRouteMultipleRoutesAttachmentSameHostnameIntersection: of routes
+/// whose hostnames intersect a listener's to one host, the one whose own
+/// hostname is the more specific takes it, though it is newer: on the
+/// listener for `abc.example.com`, a route for `abc.example.com` over an
+/// older one for `*.example.com`; on the listener for `*.example.com`, a
+/// route for `*.example.com` over an older one for `*.com`. The suite's
+/// two Gateways on port 80 are on 8093 and 8094 here.
+#[test]
+fn grpcroute_multiple_routes_attachment_same_hostname_intersection() {
+    let gateway = |name: &str, port: u16, hostname: &str| {
+        format!(
+            "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: {name}, namespace: gateway-conformance-infra}}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {{name: listener, protocol: HTTP, port: {port}, hostname: '{hostname}', allowedRoutes: {{namespaces: {{from: Same}}, kinds: [{{kind: GRPCRoute}}]}}}}
+"
+        )
+    };
+    let grpc_route = |name: &str, created: &str, parent: &str, hostname: &str, v: u8| {
+        format!(
+            "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: {name}, namespace: gateway-conformance-infra, creationTimestamp: '{created}'}}
+spec:
+  parentRefs: [{{name: {parent}, namespace: gateway-conformance-infra}}]
+  hostnames: ['{hostname}']
+  rules:
+  - backendRefs: [{{name: grpc-infra-backend-v{v}, port: 8080}}]
+"
+        )
+    };
+    let (exact, wildcard) = (
+        "gw-grpcroute-exact-hostname-x",
+        "gw-grpcroute-wc-hostname-x",
+    );
+    let older = [
+        gateway(exact, 8093, "abc.example.com"),
+        gateway(wildcard, 8094, "*.example.com"),
+        grpc_route(
+            "grpcroute-wc-hostname-x-older",
+            "2026-01-01T00:00:00Z",
+            exact,
+            "*.example.com",
+            1,
+        ),
+        grpc_route(
+            "grpcroute-less-specific-wc-hostname-x-older",
+            "2026-01-01T00:00:00Z",
+            wildcard,
+            "*.com",
+            1,
+        ),
+    ]
+    .concat();
+    let case = "GRPCRouteMultipleRoutesAttachmentSameHostnameIntersection";
+    let mut s = start("gwc-grpc-intersection", &older);
+    let rows: &[Call] = &[("Echo", "abc.example.com", &[], Ok("v1"))];
+    check(&mut s, case, "127.0.0.1:8093", rows);
+    check(&mut s, case, "127.0.0.1:8094", rows);
+
+    let newer = [
+        grpc_route(
+            "grpcroute-exact-hostname-x-newer",
+            "2026-01-01T00:00:01Z",
+            exact,
+            "abc.example.com",
+            2,
+        ),
+        grpc_route(
+            "grpcroute-more-specific-wc-hostname-x-newer",
+            "2026-01-01T00:00:01Z",
+            wildcard,
+            "*.example.com",
+            2,
+        ),
+    ]
+    .concat();
+    let rules = format!("{BASE}{}---\n{older}{newer}", grpc_backends());
+    let event = s.agent.write_rules("conformance.yaml", rules);
+    assert_eq!(event["result"], "applied", "{event}");
+    let rows: &[Call] = &[("Echo", "abc.example.com", &[], Ok("v2"))];
+    check(&mut s, case, "127.0.0.1:8093", rows);
+    check(&mut s, case, "127.0.0.1:8094", rows);
+}
