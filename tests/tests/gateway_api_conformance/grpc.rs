@@ -1,8 +1,9 @@
 //! The suite's GRPCRoute cases: GRPCExactMethodMatching,
 //! GRPCRouteHeaderMatching, GRPCRouteListenerHostnameMatching,
 //! GRPCRouteWeight, GRPCRouteAllBackendsWeightZero,
-//! GRPCRouteRequestHeaderModifier (its rows that agree with its manifest)
-//! and GRPCRouteRequestMirror.
+//! GRPCRouteRequestHeaderModifier (its rows that agree with its manifest),
+//! GRPCRouteRequestMirror, GRPCRouteMultipleRoutesAttachmentSameHostnameIntersection,
+//! GRPCRouteNamedRule and GRPCRouteMultipleGateways.
 //! The backends are `grpc-echo` processes named as the suite's
 //! `grpc-infra-backend-vN` Services (each answer names its backend); the
 //! calls are unary `Echo`, `EchoTwo`, `EchoThree` over h2c, each row's
@@ -10,7 +11,7 @@
 
 use traffic_shift_tests::Scenario;
 
-use super::{BASE, SAME_NAMESPACE, cond, conditions, resource};
+use super::{ALL_NAMESPACES, BASE, SAME_NAMESPACE, cond, conditions, resource};
 
 /// The listener of GRPCRouteListenerHostnameMatching (the suite's 80).
 const HOSTNAMES: &str = "127.0.0.1:8093";
@@ -580,4 +581,106 @@ spec:
     let rows: &[Call] = &[("Echo", "abc.example.com", &[], Ok("v2"))];
     check(&mut s, case, "127.0.0.1:8093", rows);
     check(&mut s, case, "127.0.0.1:8094", rows);
+}
+
+/// GRPCRouteNamedRule: rules with a `name` route as without one (the
+/// suite's rows; its older GRPCExactPathMatching has the same rows as
+/// GRPCExactMethodMatching, above).
+#[test]
+fn grpcroute_named_rule() {
+    let named = route(
+        "grpc-named-rules",
+        &format!(
+            "  - name: named-rule-one
+    matches: [{{method: {{service: {SVC}, method: Echo}}}}]
+    backendRefs: [{{name: grpc-infra-backend-v1, port: 8080}}]
+  - name: named-rule-two
+    matches: [{{method: {{service: {SVC}, method: EchoTwo}}}}]
+    backendRefs: [{{name: grpc-infra-backend-v2, port: 8080}}]
+"
+        ),
+    );
+    let mut s = start("gwc-grpc-named", &named);
+    check(
+        &mut s,
+        "GRPCRouteNamedRule",
+        SAME_NAMESPACE,
+        &[
+            ("Echo", "example.com", &[], Ok("v1")),
+            ("EchoTwo", "example.com", &[], Ok("v2")),
+        ],
+    );
+    let status = resource(
+        &s,
+        "grpcroute",
+        "gateway-conformance-infra",
+        "grpc-named-rules",
+    );
+    assert_eq!(
+        conditions(&status, 0),
+        [
+            cond("Accepted", "True", "Accepted"),
+            cond("ResolvedRefs", "True", "ResolvedRefs")
+        ]
+    );
+}
+
+/// GRPCRouteMultipleGateways: a route on both Gateways serves `Echo` on
+/// each; each Gateway's own route serves `EchoTwo` there alone.
+#[test]
+fn grpcroute_multiple_gateways() {
+    let route_on = |name: &str, parents: &str, method: &str, v: u8| {
+        format!(
+            "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: {name}, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{parents}]
+  rules:
+  - matches: [{{method: {{service: {SVC}, method: {method}}}}}]
+    backendRefs: [{{name: grpc-infra-backend-v{v}, port: 8080}}]
+"
+        )
+    };
+    let case = [
+        route_on(
+            "multiple-gateways-shared-route",
+            "{name: same-namespace}, {name: all-namespaces}",
+            "Echo",
+            1,
+        ),
+        route_on(
+            "same-namespace-dedicated-route",
+            "{name: same-namespace}",
+            "EchoTwo",
+            2,
+        ),
+        route_on(
+            "all-namespaces-dedicated-route",
+            "{name: all-namespaces}",
+            "EchoTwo",
+            3,
+        ),
+    ]
+    .concat();
+    let mut s = start("gwc-grpc-gateways", &case);
+    let rows = |dedicated: &'static str| -> [Call; 2] {
+        [
+            ("Echo", "example.com", &[], Ok("v1")),
+            ("EchoTwo", "example.com", &[], Ok(dedicated)),
+        ]
+    };
+    check(
+        &mut s,
+        "GRPCRouteMultipleGateways",
+        SAME_NAMESPACE,
+        &rows("v2"),
+    );
+    check(
+        &mut s,
+        "GRPCRouteMultipleGateways",
+        ALL_NAMESPACES,
+        &rows("v3"),
+    );
 }
