@@ -22,6 +22,7 @@
 //! | module | what |
 //! |---|---|
 //! | `server` | listeners, accept, hyper connection serving (HTTP/1.1 or h2c), [`Options`] |
+//! | `terminate` | TLS termination on HTTPS gateway listeners: the certificate by SNI, ALPN |
 //! | `request` | one request: listener, virtual host, route; then a local answer or a destination, the body, metrics |
 //! | `routes` | the configuration snapshot: listeners, virtual hosts, routes and their matches |
 //! | `select` | the destination and endpoint picks (smooth, random, consistent hash) |
@@ -48,6 +49,7 @@ mod server;
 pub mod sni;
 pub mod splice;
 mod stats;
+mod terminate;
 
 #[cfg(test)]
 mod tests;
@@ -92,6 +94,8 @@ pub struct Prepared {
     endpoints: HashSet<SocketAddr>,
     /// The request counts of the routes in it, by listener and route key.
     counts: HashMap<(String, String), Arc<RouteCounts>>,
+    /// The TLS acceptors of its HTTPS listeners.
+    acceptors: terminate::Acceptors,
 }
 
 /// The body of every response the proxy sends.
@@ -110,6 +114,8 @@ pub struct Proxy {
     /// Requests per route, destination and endpoint, for `status`.
     counts: AllRouteCounts,
     connections: Arc<Semaphore>,
+    /// The TLS acceptors of the HTTPS listeners in force, by key.
+    acceptors: std::sync::RwLock<terminate::Acceptors>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -132,6 +138,7 @@ impl Proxy {
             outcomes: Outcomes::default(),
             counts: AllRouteCounts::default(),
             connections: Arc::new(Semaphore::new(options.max_connections)),
+            acceptors: std::sync::RwLock::default(),
             options,
         })
     }
@@ -162,6 +169,7 @@ impl Proxy {
             })
             .flat_map(|d| d.endpoints.iter().map(|e| e.addr))
             .collect();
+        let acceptors = terminate::acceptors(&listeners);
         let states = self
             .states
             .lock()
@@ -183,6 +191,7 @@ impl Proxy {
             states: kept,
             endpoints,
             counts,
+            acceptors,
         })
     }
 
@@ -193,7 +202,12 @@ impl Proxy {
             states,
             endpoints,
             counts,
+            acceptors,
         } = prepared;
+        *self
+            .acceptors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = acceptors;
         *self
             .states
             .lock()

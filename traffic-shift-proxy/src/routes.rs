@@ -534,6 +534,7 @@ mod tests {
     fn config(gateway: Option<&str>, hosts: Vec<VirtualHost>) -> Config {
         Config::build(
             vec![HttpListener {
+                tls: None,
                 unix: Vec::new(),
                 key: "l".into(),
                 gateway: gateway.map(str::to_owned),
@@ -559,6 +560,7 @@ mod tests {
     fn a_mesh_address_takes_its_exact_listener_then_the_longest_range() {
         use traffic_shift_config::model::ServicePrefix;
         let mesh = |key: &str, listeners: &[&str], prefixes: &[(&str, u8)]| HttpListener {
+            tls: None,
             unix: Vec::new(),
             key: key.into(),
             gateway: None,

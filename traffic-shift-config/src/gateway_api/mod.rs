@@ -42,8 +42,12 @@ mod addresses_tests;
 mod check;
 mod dto;
 mod endpoint_slice;
+mod https;
 mod merge;
 mod place;
+mod secret;
+#[cfg(test)]
+mod secret_tests;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -56,7 +60,12 @@ use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
 
 use serde_yaml_ng::Value;
 
-pub use self::{endpoint_slice::EndpointSlice, status::STATUS_KINDS, tls_route::TlsRoute};
+pub use self::{
+    endpoint_slice::EndpointSlice,
+    secret::{CertificateError, PrivateKeyPem, REDACTED, Secret, TlsCertificate, redact},
+    status::STATUS_KINDS,
+    tls_route::TlsRoute,
+};
 pub(crate) use self::{place::place, translate::translate};
 use crate::{
     check::Checked,
@@ -101,9 +110,10 @@ const GROUP: &str = "gateway.networking.k8s.io";
 
 /// The kinds read here, with the `apiVersion`s each is read at (newest
 /// first).
-pub const KINDS: [(&str, &[&str]); 9] = [
+pub const KINDS: [(&str, &[&str]); 10] = [
     ("Service", &["v1"]),
     ("Namespace", &["v1"]),
+    ("Secret", &["v1"]),
     ("EndpointSlice", &["discovery.k8s.io/v1"]),
     (
         "ReferenceGrant",
@@ -155,6 +165,7 @@ pub enum GatewayApiResource {
     ReferenceGrant(ReferenceGrant),
     Namespace(Namespace),
     EndpointSlice(EndpointSlice),
+    Secret(Secret),
 }
 
 impl GatewayApiResource {
@@ -169,6 +180,7 @@ impl GatewayApiResource {
             Self::ReferenceGrant(r) => &r.source,
             Self::Namespace(r) => &r.source,
             Self::EndpointSlice(r) => &r.source,
+            Self::Secret(r) => &r.source,
         }
     }
 
@@ -183,6 +195,7 @@ impl GatewayApiResource {
             Self::ReferenceGrant(r) => &mut r.source,
             Self::Namespace(r) => &mut r.source,
             Self::EndpointSlice(r) => &mut r.source,
+            Self::Secret(r) => &mut r.source,
         }
     }
 }
@@ -379,6 +392,8 @@ pub struct Listener {
     pub kinds: Vec<&'static str>,
     /// `allowedRoutes.namespaces`.
     pub namespaces: FromNamespaces,
+    /// HTTPS: `tls.certificateRefs` (the first is served).
+    pub certificate_refs: Vec<https::CertificateRef>,
 }
 
 /// A `parentRefs[]` entry, checked.
@@ -639,7 +654,7 @@ pub(crate) fn parse_document(
             format!(
                 "unsupported kind {kind:?} at apiVersion {api_version}: expected one of {}",
                 if served.is_empty() {
-                    "the Istio kinds (networking.istio.io), Service or Namespace (v1), \
+                    "the Istio kinds (networking.istio.io), Service, Namespace or Secret (v1), \
                      EndpointSlice (discovery.k8s.io/v1), GatewayClass, Gateway, HTTPRoute, ReferenceGrant \
                      (gateway.networking.k8s.io/v1), TLSRoute (v1 or v1alpha2) or TCPRoute \
                      (gateway.networking.k8s.io/v1alpha2)"
@@ -679,6 +694,9 @@ pub(crate) fn parse_document(
     Some(match known.map_or("", |(k, _)| *k) {
         "EndpointSlice" => endpoint_slice::endpoint_slice(&place, value, lines, &labels)
             .map(|(r, w)| (GatewayApiResource::EndpointSlice(r), w)),
+        "Secret" => {
+            secret::secret(&place, value, lines).map(|(r, w)| (GatewayApiResource::Secret(r), w))
+        }
         "Namespace" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::namespace(source, spec, labels))
             .map(|(r, w)| (GatewayApiResource::Namespace(r), w)),

@@ -190,8 +190,13 @@ impl Statuses {
         }
     }
 
-    /// A served Gateway's status (after its routes').
-    pub fn gateway(&mut self, gateway: &Gateway) {
+    /// A served Gateway's status (after its routes'); `unresolved`: why
+    /// a listener's certificate cannot be used, if it cannot.
+    pub fn gateway(
+        &mut self,
+        gateway: &Gateway,
+        unresolved: impl Fn(&Listener) -> Option<super::https::Unresolved>,
+    ) {
         let id = key(&gateway.source);
         let generation = gateway.generation;
         let ok = |type_: &'static str, reason: &'static str, message: &str| {
@@ -215,11 +220,7 @@ impl Statuses {
                     "name": l.name,
                     "supportedKinds": l.kinds.iter().map(|k| json!({"group": GROUP, "kind": k})).collect::<Vec<_>>(),
                     "attachedRoutes": attached,
-                    "conditions": [
-                        ok("Accepted", "Accepted", "the listener is served"),
-                        ok("Programmed", "Programmed", "the listener is served"),
-                        ok("ResolvedRefs", "ResolvedRefs", "no references to resolve"),
-                    ],
+                    "conditions": listener_conditions(l, unresolved(l), generation),
                 })
             })
             .collect();
@@ -238,6 +239,54 @@ impl Statuses {
 
     pub fn into_map(self) -> BTreeMap<StatusKey, Json> {
         self.map
+    }
+}
+
+/// A listener's `Accepted`, `Programmed` and `ResolvedRefs`: `Programmed`
+/// and `ResolvedRefs` `False` when its certificate cannot be used.
+fn listener_conditions(
+    listener: &Listener,
+    unresolved: Option<super::https::Unresolved>,
+    generation: i64,
+) -> Json {
+    let condition = |type_: &'static str, status: bool, reason: &'static str, message: &str| {
+        Condition {
+            type_,
+            status,
+            reason,
+            message: message.to_owned(),
+        }
+        .to_json(generation)
+    };
+    let accepted = condition("Accepted", true, "Accepted", "the listener is served");
+    match unresolved {
+        None => {
+            let refs = if listener.certificate_refs.is_empty() {
+                "no references to resolve"
+            } else {
+                "its certificate is served"
+            };
+            json!([
+                accepted,
+                condition("Programmed", true, "Programmed", "the listener is served"),
+                condition("ResolvedRefs", true, "ResolvedRefs", refs),
+            ])
+        }
+        Some(unresolved) => json!([
+            accepted,
+            condition(
+                "Programmed",
+                false,
+                "Invalid",
+                &format!("not served: {}", unresolved.message)
+            ),
+            condition(
+                "ResolvedRefs",
+                false,
+                unresolved.reason,
+                &unresolved.message
+            ),
+        ]),
     }
 }
 

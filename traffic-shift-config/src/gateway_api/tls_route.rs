@@ -61,8 +61,8 @@ pub struct TlsRouteRule {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListenerTls {
     pub mode: Option<String>,
-    // Read only in Terminate mode, which is refused.
-    pub certificate_refs: Option<IgnoredAny>,
+    /// Read on HTTPS listeners (Terminate mode); refused in Passthrough.
+    pub certificate_refs: Option<Vec<super::https::CertificateRefDto>>,
     #[expect(
         dead_code,
         reason = "accepted: implementation-specific options, none read"
@@ -131,8 +131,8 @@ pub(super) fn listener_tls(
         },
         (_, Some(_)) => cx.error(
             path,
-            "listener tls is only read on a TLS listener (tls.mode: Passthrough): HTTPS is not \
-             supported yet (the L7 proxy does not terminate TLS); remove it",
+            "listener tls is only read on a TLS listener (tls.mode: Passthrough) or an HTTPS \
+             listener (tls.mode: Terminate): remove it",
         ),
         (_, None) => {}
     }

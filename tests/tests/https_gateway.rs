@@ -1,0 +1,323 @@
+//! End-to-end: TLS terminated at the gateway. An HTTPS listener (Gateway
+//! API `protocol: HTTPS`, `certificateRefs`) or an Istio Gateway server
+//! (`protocol: HTTPS`, `tls.mode: SIMPLE`, `credentialName`) takes real
+//! TLS (a rustls client that trusts the test's CA alone, with SNI), the
+//! agent's L7 proxy terminates it with the Secret's certificate chosen by
+//! SNI, and serves the HTTP routes as on a plain HTTP listener: the
+//! weighted picks are exact, and counted on /metrics.
+
+use std::collections::BTreeMap;
+
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::TcpStream,
+};
+use tokio_rustls::{TlsConnector, rustls::pki_types::ServerName};
+use traffic_shift_tests::{
+    Scenario, metric,
+    tls::{Certs, run, runtime_in},
+    try_metric,
+};
+
+const BOOKINFO: &str = "bookinfo-gateway-api";
+
+/// A `kubernetes.io/tls` Secret of the leaf `leaf` of `certs`: the chain
+/// in `data` (base64, as Kubernetes stores it), the key in `stringData`.
+fn secret(certs: &Certs, name: &str, leaf: &str) -> String {
+    let out = std::process::Command::new("base64")
+        .args(["-w0"])
+        .arg(certs.file(&format!("{leaf}.pem")))
+        .output()
+        .expect("run base64");
+    assert!(out.status.success(), "base64");
+    let chain = String::from_utf8(out.stdout).expect("base64 is text");
+    let key = certs
+        .text(&format!("{leaf}.key"))
+        .lines()
+        .map(|line| format!("    {line}\n"))
+        .collect::<Vec<_>>()
+        .concat();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\n\
+         data:\n  tls.crt: {chain}\nstringData:\n  tls.key: |\n{key}"
+    )
+}
+
+/// `n` GET `/reviews/1` over `connections` TLS connections (keep-alive) to
+/// `addr` with SNI (and Host) `sni`: the answers by version (`status N`
+/// for another status than 200), and the DER of the certificate the
+/// gateway presented.
+async fn https_requests(
+    connector: TlsConnector,
+    addr: &'static str,
+    sni: &'static str,
+    n: usize,
+    connections: usize,
+) -> (BTreeMap<String, u64>, Vec<u8>) {
+    let mut answers = BTreeMap::new();
+    let mut presented = Vec::new();
+    for c in 0..connections {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        let name = ServerName::try_from(sni).expect("a DNS name");
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .unwrap_or_else(|e| panic!("TLS handshake with {addr} for {sni}: {e}"));
+        presented = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .expect("the gateway presents a certificate")
+            .to_vec();
+        let mut conn = BufReader::new(tls);
+        let share = n / connections + usize::from(c < n % connections);
+        for i in 0..share {
+            conn.get_mut()
+                .write_all(format!("GET /reviews/1 HTTP/1.1\r\nHost: {sni}\r\n\r\n").as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
+            let answer = response(&mut conn).await;
+            *answers.entry(answer).or_default() += 1;
+        }
+    }
+    (answers, presented)
+}
+
+/// One HTTP/1.1 response with a `content-length`: the `version` of the
+/// http-echo backend's JSON body when 200, else `status N`.
+async fn response<R: tokio::io::AsyncBufRead + Unpin>(conn: &mut R) -> String {
+    let mut status = String::new();
+    conn.read_line(&mut status).await.expect("status line");
+    let code = status.split_whitespace().nth(1).unwrap_or("?").to_owned();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).await.expect("header line");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().expect("content-length");
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body).await.expect("body");
+    if code != "200" {
+        return format!("status {code}");
+    }
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("a JSON body");
+    body["version"].as_str().expect("version").to_owned()
+}
+
+fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+/// A Gateway API Gateway `https-gateway` with `listeners` on 8443, the
+/// Secrets `a` (leaf `a`: `a.example.com`) and `b` (leaf `b`:
+/// `b.example.net`), and `routes`.
+fn gateway_api(certs: &Certs, listeners: &str, routes: &str) -> String {
+    format!(
+        "{}---\n{}---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {{name: https-gateway}}\nspec:\n  gatewayClassName: istio\n  listeners:\n\
+         {listeners}{routes}",
+        secret(certs, "a", "a"),
+        secret(certs, "b", "b"),
+    )
+}
+
+fn leaves(test: &str) -> Certs {
+    let certs = Certs::new(test);
+    certs.leaf("a", "a.example.com", &["a.example.com"]);
+    certs.leaf("b", "b.example.net", &["b.example.net", "*.b.example.net"]);
+    certs
+}
+
+/// An HTTPRoute 80/20 through an HTTPS listener: exactly 800/200 of 1000
+/// requests over real TLS, and as many on /metrics; then two listeners of
+/// one port with their own hostnames and Secrets: each SNI gets its own
+/// certificate and its own route.
+#[test]
+fn an_https_listener_terminates_tls_and_splits_exactly() {
+    let certs = leaves("https-gwapi");
+    let listener = "  - name: https\n    port: 8443\n    protocol: HTTPS\n    \
+                    tls: {certificateRefs: [{kind: Secret, group: '', name: a}]}\n";
+    let route = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+                 metadata: {name: reviews-https}\nspec:\n  parentRefs: [{name: https-gateway}]\n  \
+                 rules:\n  - backendRefs:\n    - {name: reviews-v1, port: 9080, weight: 80}\n    \
+                 - {name: reviews-v2, port: 9080, weight: 20}\n";
+    let mut s = Scenario::bookinfo_dir(
+        "https-gwapi",
+        BOOKINFO,
+        &[("https.yaml", &gateway_api(&certs, listener, route))],
+    );
+    let rt = runtime_in(&s.netns);
+    let connector = certs.connector();
+
+    let c = connector.clone();
+    let (answers, presented) = run(
+        &rt,
+        https_requests(c, "127.0.0.1:8443", "a.example.com", 1000, 4),
+    );
+    println!("HTTPS 80/20 over 1000 requests: {answers:?}");
+    assert_eq!(
+        answers,
+        counts(&[("v1", 800), ("v2", 200)]),
+        "80/20 over 1000 requests, exactly"
+    );
+    assert_eq!(presented, certs.der("a"), "the Secret's certificate");
+
+    let version = |v: &'static str| {
+        [
+            (
+                "destination_service",
+                if v == "v1" {
+                    "reviews-v1.default.svc.cluster.local"
+                } else {
+                    "reviews-v2.default.svc.cluster.local"
+                },
+            ),
+            ("destination_version", v),
+            ("response_code", "200"),
+        ]
+    };
+    let page = s.agent.wait_metrics("the 1000 HTTPS requests", |page| {
+        try_metric(page, "istio_requests_total", &version("v1")) == Some(800)
+    });
+    assert_eq!(
+        metric(&page, "istio_requests_total", &version("v2")),
+        200,
+        "{page}"
+    );
+
+    // Status: the listener's certificate resolved.
+    let gateway = s.agent.get_json("gtw", "default", "https-gateway");
+    let conditions = &gateway["status"]["listeners"][0]["conditions"];
+    for condition in conditions.as_array().expect("conditions") {
+        assert_eq!(condition["status"], "True", "{gateway}");
+    }
+    assert_eq!(
+        gateway["status"]["listeners"][0]["attachedRoutes"], 1,
+        "{gateway}"
+    );
+
+    // Two listeners on 8443, each with its hostname, Secret and route.
+    let listeners = "  - name: https-a\n    port: 8443\n    protocol: HTTPS\n    hostname: a.example.com\n    \
+                     tls: {certificateRefs: [{name: a}]}\n  - name: https-b\n    port: 8443\n    \
+                     protocol: HTTPS\n    hostname: '*.b.example.net'\n    tls: {certificateRefs: [{name: b}]}\n";
+    let routes = ["a", "b"]
+        .iter()
+        .map(|l| {
+            let backend = if *l == "a" { "reviews-v1" } else { "reviews-v2" };
+            format!(
+                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+                 metadata: {{name: route-{l}}}\nspec:\n  parentRefs: [{{name: https-gateway, sectionName: https-{l}}}]\n  \
+                 rules:\n  - backendRefs: [{{name: {backend}, port: 9080}}]\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .concat();
+    let event = s
+        .agent
+        .write_rules("https.yaml", gateway_api(&certs, listeners, &routes));
+    assert_eq!(event["result"], "applied", "{event}");
+    for (sni, leaf, version) in [("a.example.com", "a", "v1"), ("x.b.example.net", "b", "v2")] {
+        let c = connector.clone();
+        let (answers, presented) = run(&rt, https_requests(c, "127.0.0.1:8443", sni, 20, 2));
+        assert_eq!(
+            answers,
+            counts(&[(version, 20)]),
+            "{sni}: its listener's route"
+        );
+        assert_eq!(
+            presented,
+            certs.der(leaf),
+            "{sni}: the certificate of Secret {leaf}"
+        );
+    }
+}
+
+/// Istio's form: a Gateway with two HTTPS servers (`SIMPLE`,
+/// `credentialName`) on one port, and a VirtualService 80/20 bound to it.
+#[test]
+fn an_istio_simple_server_terminates_tls_by_sni() {
+    let certs = leaves("https-istio");
+    let rules = format!(
+        "{}---\n{}---\n\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: https-istio}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 9443, name: https-a, protocol: HTTPS}}
+    hosts: [a.example.com]
+    tls: {{mode: SIMPLE, credentialName: a}}
+  - port: {{number: 9443, name: https-b, protocol: HTTPS}}
+    hosts: ['*.b.example.net']
+    tls: {{mode: SIMPLE, credentialName: b}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews-https}}
+spec:
+  hosts: [a.example.com, '*.b.example.net']
+  gateways: [https-istio]
+  http:
+  - route:
+    - {{destination: {{host: reviews, subset: v1}}, weight: 80}}
+    - {{destination: {{host: reviews, subset: v2}}, weight: 20}}
+",
+        secret(&certs, "a", "a"),
+        secret(&certs, "b", "b"),
+    );
+    let mut s = Scenario::bookinfo("https-istio", &[("https.yaml", &rules)], &[]);
+    let rt = runtime_in(&s.netns);
+    let c = certs.connector();
+    let (answers, presented) = run(
+        &rt,
+        https_requests(c, "127.0.0.1:9443", "a.example.com", 1000, 4),
+    );
+    println!("Istio SIMPLE 80/20 over 1000 requests: {answers:?}");
+    assert_eq!(
+        answers,
+        counts(&[("v1", 800), ("v2", 200)]),
+        "80/20 over 1000 requests, exactly"
+    );
+    assert_eq!(
+        presented,
+        certs.der("a"),
+        "the certificate of credentialName a"
+    );
+    let c = certs.connector();
+    let (answers, presented) = run(
+        &rt,
+        https_requests(c, "127.0.0.1:9443", "x.b.example.net", 10, 1),
+    );
+    assert_eq!(answers.values().sum::<u64>(), 10, "{answers:?}");
+    assert_eq!(
+        presented,
+        certs.der("b"),
+        "the certificate of credentialName b"
+    );
+
+    // A credentialName that names no Secret is refused, naming the field.
+    let event = s.agent.write_rules(
+        "https.yaml",
+        rules.replace("credentialName: b", "credentialName: c"),
+    );
+    assert_eq!(event["result"], "refused", "{event}");
+    assert!(
+        event
+            .to_string()
+            .contains("spec.servers[1].tls.credentialName: Secret default/c is not defined"),
+        "{event}"
+    );
+    let _ = &mut s;
+}
