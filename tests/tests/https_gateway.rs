@@ -86,13 +86,15 @@ async fn https_requests(
     (answers, presented)
 }
 
-/// One HTTP/1.1 response with a `content-length`: the `version` of the
-/// http-echo backend's JSON body when 200, else `status N`.
-async fn response<R: tokio::io::AsyncBufRead + Unpin>(conn: &mut R) -> String {
+/// One HTTP/1.1 response with a `content-length`: its status code, its
+/// `location`, its body.
+async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(
+    conn: &mut R,
+) -> (String, String, Vec<u8>) {
     let mut status = String::new();
     conn.read_line(&mut status).await.expect("status line");
     let code = status.split_whitespace().nth(1).unwrap_or("?").to_owned();
-    let mut length = 0;
+    let (mut length, mut location) = (0, String::new());
     loop {
         let mut line = String::new();
         conn.read_line(&mut line).await.expect("header line");
@@ -100,19 +102,55 @@ async fn response<R: tokio::io::AsyncBufRead + Unpin>(conn: &mut R) -> String {
         if line.is_empty() {
             break;
         }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().expect("content-length");
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().expect("content-length");
+            } else if name.eq_ignore_ascii_case("location") {
+                value.trim().clone_into(&mut location);
+            }
         }
     }
     let mut body = vec![0; length];
     conn.read_exact(&mut body).await.expect("body");
+    (code, location, body)
+}
+
+/// One response: the `version` of the http-echo backend's JSON body when
+/// 200, else `status N`.
+async fn response<R: tokio::io::AsyncBufRead + Unpin>(conn: &mut R) -> String {
+    let (code, _, body) = read_response(conn).await;
     if code != "200" {
         return format!("status {code}");
     }
     let body: serde_json::Value = serde_json::from_slice(&body).expect("a JSON body");
     body["version"].as_str().expect("version").to_owned()
+}
+
+/// GET `path` over TLS to `addr`, with SNI `sni` and `Host: host`: the
+/// status, the `location`, and the version of the backend that answered
+/// 200 (else empty).
+async fn get_over_tls(
+    connector: TlsConnector,
+    addr: &'static str,
+    sni: &'static str,
+    host: &'static str,
+    path: &'static str,
+) -> (String, String, String) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(sni).expect("a DNS name");
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let mut conn = BufReader::new(tls);
+    conn.get_mut()
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let (code, location, body) = read_response(&mut conn).await;
+    let version = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|body| body["version"].as_str().map(str::to_owned))
+        .filter(|_| code == "200")
+        .unwrap_or_default();
+    (code, location, version)
 }
 
 fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
@@ -320,4 +358,157 @@ spec:
         "{event}"
     );
     let _ = &mut s;
+}
+
+/// The HTTPS listener's rows of `HTTPRouteRedirectPortAndScheme`: path,
+/// `requestRedirect`, `Location` without the path.
+const REDIRECT_ROWS: [(&str, &str, &str); 6] = [
+    (
+        "/scheme-nil-and-port-nil",
+        "{hostname: example.org}",
+        "https://example.org:8445",
+    ),
+    (
+        "/scheme-nil-and-port-443",
+        "{port: 443, hostname: example.org}",
+        "https://example.org",
+    ),
+    (
+        "/scheme-nil-and-port-8443",
+        "{port: 8443, hostname: example.org}",
+        "https://example.org:8443",
+    ),
+    (
+        "/scheme-http-and-port-nil",
+        "{scheme: http, hostname: example.org}",
+        "http://example.org",
+    ),
+    (
+        "/scheme-http-and-port-80",
+        "{scheme: http, port: 80, hostname: example.org}",
+        "http://example.org",
+    ),
+    (
+        "/scheme-http-and-port-8080",
+        "{scheme: http, port: 8080, hostname: example.org}",
+        "http://example.org:8080",
+    ),
+];
+
+/// The suite's Gateway `same-namespace-with-https-listener` with the
+/// routes of `HTTPRouteHTTPSListener` and `REDIRECT_ROWS`, and its Secret.
+fn conformance_manifest(certs: &Certs) -> String {
+    let rules: String = REDIRECT_ROWS
+        .iter()
+        .map(|(path, filter, _)| {
+            format!(
+                "  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    \
+                 filters: [{{type: RequestRedirect, requestRedirect: {filter}}}]\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .concat();
+    let route = |name: &str, parent: &str, hostnames: &str, rules: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}}}\n\
+             spec:\n  parentRefs: [{parent}]\n{hostnames}  rules:\n{rules}"
+        )
+    };
+    let to_v1 = "  - backendRefs: [{name: reviews-v1, port: 9080}]\n";
+    [
+        secret(certs, "tls-validity-checks-certificate", "org"),
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {name: same-namespace-with-https-listener}\nspec:\n  gatewayClassName: istio\n  \
+         listeners:\n  - {name: https, port: 8445, protocol: HTTPS, \
+         tls: {certificateRefs: [{name: tls-validity-checks-certificate}]}}\n  \
+         - {name: https-with-hostname, port: 8445, protocol: HTTPS, hostname: second-example.org, \
+         tls: {certificateRefs: [{name: tls-validity-checks-certificate}]}}\n"
+            .to_owned(),
+        route(
+            "httproute-https-test",
+            "{name: same-namespace-with-https-listener}",
+            "  hostnames: [example.org]\n",
+            to_v1,
+        ),
+        route(
+            "httproute-https-test-no-hostname",
+            "{name: same-namespace-with-https-listener, sectionName: https-with-hostname}",
+            "",
+            to_v1,
+        ),
+        route(
+            "http-route-for-listener-on-port-443",
+            "{name: same-namespace-with-https-listener}",
+            "  hostnames: [example.org]\n",
+            &rules,
+        ),
+    ]
+    .concat()
+}
+
+/// `HTTPRouteHTTPSListener` and the HTTPS rows of
+/// `HTTPRouteRedirectPortAndScheme`, on the suite's Gateway
+/// `same-namespace-with-https-listener` (its listeners on 443 are on 8445
+/// here; `infra-backend-v1` is reviews-v1). The client sends SNI
+/// `example.org` and trusts the CA of `tls-validity-checks-certificate`,
+/// as the suite's does. A redirect without a scheme keeps the request's,
+/// `https`, and without a port the listener's; a scheme's well-known port
+/// is left out of `Location`.
+#[test]
+fn conformance_httproute_https_listener_and_redirect_port_and_scheme() {
+    let certs = Certs::new("https-conformance");
+    certs.leaf(
+        "org",
+        "example.org",
+        &["example.org", "second-example.org", "unknown-example.org"],
+    );
+    let text = conformance_manifest(&certs);
+    let s = Scenario::bookinfo_dir("https-conformance", BOOKINFO, &[("https.yaml", &text)]);
+    let rt = runtime_in(&s.netns);
+    let get = |host: &'static str, path: &'static str| {
+        run(
+            &rt,
+            get_over_tls(
+                certs.connector(),
+                "127.0.0.1:8445",
+                "example.org",
+                host,
+                path,
+            ),
+        )
+    };
+    // HTTPRouteHTTPSListener.
+    for (host, code, version) in [
+        ("example.org", "200", "v1"),
+        ("unknown-example.org", "404", ""),
+        ("second-example.org", "200", "v1"),
+    ] {
+        let (got_code, _, got_version) = get(host, "/");
+        assert_eq!(
+            (got_code.as_str(), got_version.as_str()),
+            (code, version),
+            "{host}"
+        );
+    }
+    for route in ["httproute-https-test", "httproute-https-test-no-hostname"] {
+        let status = s.agent.get_json("httproute", "default", route);
+        let conditions = &status["status"]["parents"][0]["conditions"];
+        assert_eq!(
+            conditions[0]["status"], "True",
+            "{route} Accepted: {status}"
+        );
+        assert_eq!(
+            conditions[1]["status"], "True",
+            "{route} ResolvedRefs: {status}"
+        );
+    }
+    // HTTPRouteRedirectPortAndScheme, its HTTPS listener's rows.
+    for (path, _, location) in REDIRECT_ROWS {
+        let (code, got, _) = get("example.org", path);
+        assert_eq!(
+            (code.as_str(), got),
+            ("302", format!("{location}{path}")),
+            "{path}"
+        );
+    }
 }

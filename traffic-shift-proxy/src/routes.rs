@@ -80,6 +80,7 @@ impl Config {
             config.listeners.push(Listener {
                 gateway: listener.gateway,
                 port: listener.port,
+                https: listener.tls.is_some(),
                 hosts,
             });
         }
@@ -147,6 +148,9 @@ fn in_prefix(network: IpAddr, len: u8, ip: IpAddr) -> bool {
 pub struct Listener {
     pub gateway: Option<String>,
     pub port: u16,
+    /// It terminates TLS (an HTTPS server): its requests' scheme is
+    /// `https`.
+    pub https: bool,
     pub hosts: Vec<Host>,
 }
 
