@@ -98,8 +98,8 @@ pub(super) fn listener_tls(
         (Some("TLS"), None) => cx.error(
             path,
             "a TLS listener needs tls.mode: Passthrough (the spec's default mode is Terminate, \
-             which is not served: the agent does not terminate TLS); add tls: {mode: \
-             Passthrough}",
+             which a TLS listener does not serve: to terminate TLS and route HTTP, use protocol: \
+             HTTPS); add tls: {mode: Passthrough}",
         ),
         (Some("TLS"), Some(tls)) => match tls.mode.as_deref() {
             Some("Passthrough") => {
@@ -120,9 +120,9 @@ pub(super) fn listener_tls(
             }
             None | Some("Terminate") => cx.error(
                 path.key("mode"),
-                "tls.mode Terminate is not supported: only Passthrough is served (the agent \
-                 reads the SNI of the ClientHello and splices the connection; it does not \
-                 terminate TLS); set mode: Passthrough",
+                "tls.mode Terminate is not supported: only Passthrough is served on a TLS \
+                 listener (TLSRoute, by SNI); to terminate TLS and route HTTP, use protocol: \
+                 HTTPS (HTTPRoute); else set mode: Passthrough",
             ),
             Some(other) => cx.error(
                 path.key("mode"),
