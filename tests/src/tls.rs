@@ -2,18 +2,28 @@
 //! CA and the leaves it signs), rustls acceptors and connectors on them,
 //! and a tokio runtime whose threads are in a test's network namespace.
 
-use std::{path::PathBuf, process::Command, sync::Arc};
+use std::{
+    io::{BufReader, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    process::Command,
+    sync::Arc,
+};
 
 use tokio::runtime::Runtime;
 use tokio_rustls::{
     TlsAcceptor, TlsConnector,
     rustls::{
-        self, RootCertStore,
-        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
+        self, ClientConnection, RootCertStore, StreamOwned,
+        pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _},
     },
 };
 
-use crate::{Netns, unique_name};
+use crate::{
+    Netns,
+    http_client::{Response, read_response},
+    unique_name,
+};
 
 /// The test's certificates: a CA, and a leaf for `*.example.com` (and
 /// `tls.example.com`) it signed; [`Certs::leaf`] makes more.
@@ -150,6 +160,11 @@ impl Certs {
 
     /// A client that trusts the CA alone.
     pub fn connector(&self) -> TlsConnector {
+        TlsConnector::from(self.client_config())
+    }
+
+    /// The configuration of a client that trusts the CA alone.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = RootCertStore::empty();
         let ca = CertificateDer::from_pem_file(self.file("ca.pem")).expect("ca.pem");
         roots.add(ca).expect("the CA");
@@ -158,7 +173,7 @@ impl Certs {
             .expect("TLS 1.2 and 1.3")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        TlsConnector::from(Arc::new(config))
+        Arc::new(config)
     }
 }
 
@@ -199,4 +214,50 @@ pub fn runtime_in(netns: &Netns) -> Runtime {
 /// Runs `future` on a worker thread of `rt` (in its namespace).
 pub fn run<T: Send + 'static>(rt: &Runtime, future: impl Future<Output = T> + Send + 'static) -> T {
     rt.block_on(rt.spawn(future)).expect("the task")
+}
+
+/// A blocking HTTPS/1.1 client connection (keep-alive): the handshake
+/// done with SNI, then requests read with [`read_response`].
+pub struct HttpsConn {
+    reader: BufReader<StreamOwned<ClientConnection, TcpStream>>,
+}
+
+impl HttpsConn {
+    /// Connects to `addr` and completes the handshake for `sni`; the
+    /// server's certificate must chain to `config`'s roots and name `sni`.
+    pub fn connect(
+        config: &Arc<rustls::ClientConfig>,
+        addr: SocketAddr,
+        sni: &str,
+    ) -> std::io::Result<Self> {
+        let name = ServerName::try_from(sni.to_owned()).map_err(std::io::Error::other)?;
+        let mut tls =
+            ClientConnection::new(Arc::clone(config), name).map_err(std::io::Error::other)?;
+        let mut tcp = TcpStream::connect(addr)?;
+        while tls.is_handshaking() {
+            tls.complete_io(&mut tcp)?;
+        }
+        Ok(Self {
+            reader: BufReader::new(StreamOwned::new(tls, tcp)),
+        })
+    }
+
+    /// The DER of the certificate the server presented.
+    pub fn peer_certificate(&self) -> Vec<u8> {
+        self.reader
+            .get_ref()
+            .conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|certificate| certificate.to_vec())
+            .unwrap_or_default()
+    }
+
+    /// `GET path` with `Host: host`, and its response.
+    pub fn get(&mut self, host: &str, path: &str) -> std::io::Result<Response> {
+        let stream = self.reader.get_mut();
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())?;
+        stream.flush()?;
+        read_response(&mut self.reader, false)
+    }
 }

@@ -8,14 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
-    net::TcpStream,
-};
-use tokio_rustls::{TlsConnector, rustls::pki_types::ServerName};
 use traffic_shift_tests::{
-    Scenario, metric,
-    tls::{Certs, run, runtime_in},
+    Scenario,
+    http_client::Response,
+    metric,
+    tls::{Certs, HttpsConn},
     try_metric,
 };
 
@@ -44,113 +41,62 @@ fn secret(certs: &Certs, name: &str, leaf: &str) -> String {
 }
 
 /// `n` GET `/reviews/1` over `connections` TLS connections (keep-alive) to
-/// `addr` with SNI (and Host) `sni`: the answers by version (`status N`
-/// for another status than 200), and the DER of the certificate the
-/// gateway presented.
-async fn https_requests(
-    connector: TlsConnector,
-    addr: &'static str,
-    sni: &'static str,
+/// `addr` with SNI (and Host) `sni`, from the test's namespace: the
+/// answers by version (`status N` for another status than 200), and the
+/// DER of the certificate the gateway presented.
+fn https_requests(
+    s: &Scenario,
+    certs: &Certs,
+    addr: &str,
+    sni: &str,
     n: usize,
     connections: usize,
 ) -> (BTreeMap<String, u64>, Vec<u8>) {
-    let mut answers = BTreeMap::new();
-    let mut presented = Vec::new();
-    for c in 0..connections {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        let name = ServerName::try_from(sni).expect("a DNS name");
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .unwrap_or_else(|e| panic!("TLS handshake with {addr} for {sni}: {e}"));
-        presented = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .expect("the gateway presents a certificate")
-            .to_vec();
-        let mut conn = BufReader::new(tls);
-        let share = n / connections + usize::from(c < n % connections);
-        for i in 0..share {
-            conn.get_mut()
-                .write_all(format!("GET /reviews/1 HTTP/1.1\r\nHost: {sni}\r\n\r\n").as_bytes())
-                .await
-                .unwrap_or_else(|e| panic!("request {i}: {e}"));
-            let answer = response(&mut conn).await;
-            *answers.entry(answer).or_default() += 1;
-        }
-    }
-    (answers, presented)
-}
-
-/// One HTTP/1.1 response with a `content-length`: its status code, its
-/// `location`, its body.
-async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(
-    conn: &mut R,
-) -> (String, String, Vec<u8>) {
-    let mut status = String::new();
-    conn.read_line(&mut status).await.expect("status line");
-    let code = status.split_whitespace().nth(1).unwrap_or("?").to_owned();
-    let (mut length, mut location) = (0, String::new());
-    loop {
-        let mut line = String::new();
-        conn.read_line(&mut line).await.expect("header line");
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().expect("content-length");
-            } else if name.eq_ignore_ascii_case("location") {
-                value.trim().clone_into(&mut location);
+    let config = certs.client_config();
+    let addr = addr.parse().expect("an address");
+    s.netns.run_in(|| {
+        let mut answers = BTreeMap::new();
+        let mut presented = Vec::new();
+        for c in 0..connections {
+            let mut conn = HttpsConn::connect(&config, addr, sni)
+                .unwrap_or_else(|e| panic!("TLS handshake with {addr} for {sni}: {e}"));
+            presented = conn.peer_certificate();
+            for i in 0..n / connections + usize::from(c < n % connections) {
+                let response = conn
+                    .get(sni, "/reviews/1")
+                    .unwrap_or_else(|e| panic!("request {i}: {e}"));
+                *answers.entry(answer(&response)).or_default() += 1;
             }
         }
-    }
-    let mut body = vec![0; length];
-    conn.read_exact(&mut body).await.expect("body");
-    (code, location, body)
+        (answers, presented)
+    })
 }
 
-/// One response: the `version` of the http-echo backend's JSON body when
-/// 200, else `status N`.
-async fn response<R: tokio::io::AsyncBufRead + Unpin>(conn: &mut R) -> String {
-    let (code, _, body) = read_response(conn).await;
-    if code != "200" {
-        return format!("status {code}");
+/// The version of the backend that answered 200, else `status N`.
+fn answer(response: &Response) -> String {
+    if response.status == 200 {
+        response.answer()
+    } else {
+        format!("status {}", response.status)
     }
-    let body: serde_json::Value = serde_json::from_slice(&body).expect("a JSON body");
-    body["version"].as_str().expect("version").to_owned()
 }
 
-/// GET `path` over TLS to `addr`, with SNI `sni` and `Host: host`: the
-/// status, the `location`, and the version of the backend that answered
-/// 200 (else empty).
-async fn get_over_tls(
-    connector: TlsConnector,
-    addr: &'static str,
-    sni: &'static str,
-    host: &'static str,
-    path: &'static str,
-) -> (String, String, String) {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let name = ServerName::try_from(sni).expect("a DNS name");
-    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
-    let mut conn = BufReader::new(tls);
-    conn.get_mut()
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await
-        .expect("request");
-    let (code, location, body) = read_response(&mut conn).await;
-    let version = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|body| body["version"].as_str().map(str::to_owned))
-        .filter(|_| code == "200")
-        .unwrap_or_default();
-    (code, location, version)
+/// GET `path` over TLS to `addr`, with SNI `sni` and `Host: host`.
+fn get_over_tls(
+    s: &Scenario,
+    certs: &Certs,
+    addr: &str,
+    sni: &str,
+    host: &str,
+    path: &str,
+) -> Response {
+    let config = certs.client_config();
+    let addr = addr.parse().expect("an address");
+    s.netns.run_in(|| {
+        HttpsConn::connect(&config, addr, sni)
+            .and_then(|mut conn| conn.get(host, path))
+            .unwrap_or_else(|e| panic!("GET {path} for {host}: {e}"))
+    })
 }
 
 fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
@@ -195,14 +141,8 @@ fn an_https_listener_terminates_tls_and_splits_exactly() {
         BOOKINFO,
         &[("https.yaml", &gateway_api(&certs, listener, route))],
     );
-    let rt = runtime_in(&s.netns);
-    let connector = certs.connector();
-
-    let c = connector.clone();
-    let (answers, presented) = run(
-        &rt,
-        https_requests(c, "127.0.0.1:8443", "a.example.com", 1000, 4),
-    );
+    let (answers, presented) =
+        https_requests(&s, &certs, "127.0.0.1:8443", "a.example.com", 1000, 4);
     println!("HTTPS 80/20 over 1000 requests: {answers:?}");
     assert_eq!(
         answers,
@@ -266,8 +206,7 @@ fn an_https_listener_terminates_tls_and_splits_exactly() {
         .write_rules("https.yaml", gateway_api(&certs, listeners, &routes));
     assert_eq!(event["result"], "applied", "{event}");
     for (sni, leaf, version) in [("a.example.com", "a", "v1"), ("x.b.example.net", "b", "v2")] {
-        let c = connector.clone();
-        let (answers, presented) = run(&rt, https_requests(c, "127.0.0.1:8443", sni, 20, 2));
+        let (answers, presented) = https_requests(&s, &certs, "127.0.0.1:8443", sni, 20, 2);
         assert_eq!(
             answers,
             counts(&[(version, 20)]),
@@ -316,12 +255,8 @@ spec:
         secret(&certs, "b", "b"),
     );
     let mut s = Scenario::bookinfo("https-istio", &[("https.yaml", &rules)], &[]);
-    let rt = runtime_in(&s.netns);
-    let c = certs.connector();
-    let (answers, presented) = run(
-        &rt,
-        https_requests(c, "127.0.0.1:9443", "a.example.com", 1000, 4),
-    );
+    let (answers, presented) =
+        https_requests(&s, &certs, "127.0.0.1:9443", "a.example.com", 1000, 4);
     println!("Istio SIMPLE 80/20 over 1000 requests: {answers:?}");
     assert_eq!(
         answers,
@@ -333,11 +268,8 @@ spec:
         certs.der("a"),
         "the certificate of credentialName a"
     );
-    let c = certs.connector();
-    let (answers, presented) = run(
-        &rt,
-        https_requests(c, "127.0.0.1:9443", "x.b.example.net", 10, 1),
-    );
+    let (answers, presented) =
+        https_requests(&s, &certs, "127.0.0.1:9443", "x.b.example.net", 10, 1);
     assert_eq!(answers.values().sum::<u64>(), 10, "{answers:?}");
     assert_eq!(
         presented,
@@ -464,31 +396,16 @@ fn conformance_httproute_https_listener_and_redirect_port_and_scheme() {
     );
     let text = conformance_manifest(&certs);
     let s = Scenario::bookinfo_dir("https-conformance", BOOKINFO, &[("https.yaml", &text)]);
-    let rt = runtime_in(&s.netns);
-    let get = |host: &'static str, path: &'static str| {
-        run(
-            &rt,
-            get_over_tls(
-                certs.connector(),
-                "127.0.0.1:8445",
-                "example.org",
-                host,
-                path,
-            ),
-        )
+    let get = |host: &str, path: &str| {
+        get_over_tls(&s, &certs, "127.0.0.1:8445", "example.org", host, path)
     };
     // HTTPRouteHTTPSListener.
-    for (host, code, version) in [
-        ("example.org", "200", "v1"),
-        ("unknown-example.org", "404", ""),
-        ("second-example.org", "200", "v1"),
+    for (host, expected) in [
+        ("example.org", "v1"),
+        ("unknown-example.org", "status 404"),
+        ("second-example.org", "v1"),
     ] {
-        let (got_code, _, got_version) = get(host, "/");
-        assert_eq!(
-            (got_code.as_str(), got_version.as_str()),
-            (code, version),
-            "{host}"
-        );
+        assert_eq!(answer(&get(host, "/")), expected, "{host}");
     }
     for route in ["httproute-https-test", "httproute-https-test-no-hostname"] {
         let status = s.agent.get_json("httproute", "default", route);
@@ -504,11 +421,111 @@ fn conformance_httproute_https_listener_and_redirect_port_and_scheme() {
     }
     // HTTPRouteRedirectPortAndScheme, its HTTPS listener's rows.
     for (path, _, location) in REDIRECT_ROWS {
-        let (code, got, _) = get("example.org", path);
+        let response = get("example.org", path);
         assert_eq!(
-            (code.as_str(), got),
-            ("302", format!("{location}{path}")),
+            (response.status, response.header("location")),
+            (302, Some(format!("{location}{path}").as_str())),
             "{path}"
         );
     }
+}
+
+/// `GatewaySecretReferenceGrant` end to end, with
+/// `GatewaySecretInvalidReferenceGrant` and its `-all-in-namespace` form
+/// in turn: the listener's Secret is in `gateway-conformance-web-backend`;
+/// with a grant for it the listener serves its certificate; with a grant
+/// for another Secret it is `RefNotPermitted`, not programmed, and its port
+/// is closed; with a grant for every Secret of the namespace it serves
+/// again.
+#[test]
+fn conformance_gateway_secret_reference_grant() {
+    const NS: &str = "gateway-conformance-web-backend";
+    let certs = leaves("https-grant");
+    let grant = |to: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\n\
+             metadata: {{name: reference-grant, namespace: {NS}}}\nspec:\n  \
+             from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: default}}]\n  \
+             to: [{{group: '', kind: Secret{to}}}]\n"
+        )
+    };
+    let secret_there = secret(&certs, "certificate", "a").replace(
+        "metadata: {name: certificate}",
+        &format!("metadata: {{name: certificate, namespace: {NS}}}"),
+    );
+    let listener = format!(
+        "  - name: https\n    port: 8446\n    protocol: HTTPS\n    \
+         tls: {{certificateRefs: [{{name: certificate, namespace: {NS}}}]}}\n"
+    );
+    let route = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+                 metadata: {name: reviews-https}\nspec:\n  parentRefs: [{name: https-gateway}]\n  \
+                 rules: [{backendRefs: [{name: reviews-v1, port: 9080}]}]\n";
+    let gateway = format!(
+        "{secret_there}---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {{name: https-gateway}}\nspec:\n  gatewayClassName: istio\n  listeners:\n\
+         {listener}{route}"
+    );
+    let mut s = Scenario::bookinfo_dir(
+        "https-grant",
+        BOOKINFO,
+        &[
+            ("https.yaml", &gateway),
+            ("grant.yaml", &grant(", name: certificate")),
+        ],
+    );
+    let listener_status = |s: &Scenario| {
+        let gateway = s.agent.get_json("gtw", "default", "https-gateway");
+        let conditions = gateway["status"]["listeners"][0]["conditions"].clone();
+        conditions
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .map(|c| format!("{} {} {}", c["type"], c["status"], c["reason"]).replace('"', ""))
+            .collect::<Vec<_>>()
+    };
+    let served = |s: &Scenario| {
+        let (answers, presented) =
+            https_requests(s, &certs, "127.0.0.1:8446", "a.example.com", 10, 1);
+        assert_eq!(answers, counts(&[("v1", 10)]), "served through the grant");
+        assert_eq!(
+            presented,
+            certs.der("a"),
+            "the Secret of the other namespace"
+        );
+        assert_eq!(
+            listener_status(s),
+            [
+                "Accepted True Accepted",
+                "Programmed True Programmed",
+                "ResolvedRefs True ResolvedRefs"
+            ]
+        );
+    };
+    served(&s);
+
+    let event = s
+        .agent
+        .write_rules("grant.yaml", grant(", name: not-the-certificate"));
+    assert_eq!(event["result"], "applied", "{event}");
+    assert_eq!(
+        listener_status(&s),
+        [
+            "Accepted True Accepted",
+            "Programmed False Invalid",
+            "ResolvedRefs False RefNotPermitted"
+        ]
+    );
+    let refused = s
+        .netns
+        .run_in(|| std::net::TcpStream::connect("127.0.0.1:8446"));
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "the listener without its certificate is not served: {refused:?}"
+    );
+
+    let event = s.agent.write_rules("grant.yaml", grant(""));
+    assert_eq!(event["result"], "applied", "{event}");
+    served(&s);
 }
