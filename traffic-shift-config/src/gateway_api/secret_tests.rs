@@ -246,6 +246,26 @@ fn certificate_refs_that_cannot_be_used_are_reported() {
         );
         assert!(https_listener(&model).is_none(), "{what}: not served");
     }
+    // A plain HTTP listener has no certificate to resolve: its conditions
+    // stay true.
+    let model = model_of(&join(&[
+        &gateway("[{name: cert}]").replace(
+            "  listeners:\n",
+            "  listeners:\n  - {name: http, port: 8080, protocol: HTTP}\n",
+        ),
+        &secret("default", "cert", CERT, KEY),
+        ROUTE,
+    ]));
+    let status = &model.gateway_api_status[&StatusKey {
+        kind: super::GATEWAY_KIND.to_owned(),
+        namespace: "default".to_owned(),
+        name: "gw".to_owned(),
+    }];
+    for listener in status["listeners"].as_array().expect("listeners") {
+        for condition in listener["conditions"].as_array().expect("conditions") {
+            assert_eq!(condition["status"], "True", "{listener}");
+        }
+    }
 }
 
 #[test]

@@ -142,8 +142,11 @@ pub(crate) fn translate(
             .map(Resource::VirtualService),
     );
     for gateway in &index.gateways {
+        // An HTTPS listener's certificate that cannot be used.
         statuses.gateway(gateway, |listener| {
-            index.certificate(gateway, listener).err()
+            (listener.protocol == Protocol::Https)
+                .then(|| index.certificate(gateway, listener).err())
+                .flatten()
         });
     }
     for service in &index.services {
