@@ -166,6 +166,86 @@ impl Client {
     }
 }
 
+/// What `grpc` and `grpc_held` answer: per backend and per gRPC status
+/// code, how many calls; the connection errors; the last reply.
+#[derive(Debug, Clone)]
+pub struct GrpcCalls {
+    pub backends: std::collections::BTreeMap<String, u64>,
+    pub codes: std::collections::BTreeMap<u32, u64>,
+    pub errors: Vec<String>,
+    pub last: Value,
+}
+
+impl GrpcCalls {
+    fn of(reply: &Value) -> Self {
+        assert!(reply["error"].is_null(), "gRPC calls failed: {reply}");
+        let counts = |field: &str| -> Vec<(String, u64)> {
+            reply[field]
+                .as_object()
+                .unwrap_or_else(|| panic!("no {field}: {reply}"))
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        };
+        Self {
+            backends: counts("backends").into_iter().collect(),
+            codes: counts("codes")
+                .into_iter()
+                .map(|(k, v)| (k.parse().expect("a code"), v))
+                .collect(),
+            errors: reply["errors"]
+                .as_array()
+                .expect("errors")
+                .iter()
+                .map(|e| e.as_str().unwrap_or_default().to_owned())
+                .collect(),
+            last: reply["last"].clone(),
+        }
+    }
+
+    /// Calls that backend `name` answered.
+    pub fn backend(&self, name: &str) -> u64 {
+        self.backends.get(name).copied().unwrap_or(0)
+    }
+
+    /// Calls that ended with gRPC status `code`.
+    pub fn code(&self, code: u32) -> u64 {
+        self.codes.get(&code).copied().unwrap_or(0)
+    }
+}
+
+impl Client {
+    /// `grpc`: `n` unary calls of `method` on one new h2c connection to
+    /// `target`, with `:authority` `authority` and `headers`
+    /// (`name:value`).
+    pub fn grpc(
+        &mut self,
+        target: &str,
+        authority: &str,
+        method: &str,
+        n: usize,
+        headers: &[&str],
+    ) -> GrpcCalls {
+        let reply = self.call(&format!(
+            "grpc {target} {authority} {method} {n} {}",
+            headers.join(" ")
+        ));
+        GrpcCalls::of(&reply)
+    }
+
+    /// `grpc_open`: an h2c connection to `target`, kept for `grpc_held`.
+    pub fn grpc_open(&mut self, target: &str, authority: &str) {
+        let reply = self.call(&format!("grpc_open {target} {authority}"));
+        assert_eq!(reply["opened"], true, "grpc_open {target}: {reply}");
+    }
+
+    /// `grpc_held`: `n` calls on the connection `grpc_open` opened.
+    pub fn grpc_held(&mut self, method: &str, n: usize) -> GrpcCalls {
+        let reply = self.call(&format!("grpc_held {method} {n}"));
+        GrpcCalls::of(&reply)
+    }
+}
+
 /// One connection of a `stream`.
 #[derive(Debug, Clone)]
 pub struct Streamed {

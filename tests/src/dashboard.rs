@@ -105,7 +105,8 @@ pub const FAMILY_LABELS: &[(&str, &[&str])] = &[
     ("traffic_shift_http_retry_buffer_overflow", &["route"]),
 ];
 
-/// Istio's labels of its HTTP metrics: the TCP ones and the response code.
+/// Istio's labels of its HTTP metrics: the TCP ones and the response code
+/// (and `grpc_response_status`, on the series of gRPC calls only).
 pub const HTTP_LABELS: &[&str] = &[
     "reporter",
     "source_workload",
@@ -131,6 +132,7 @@ pub const HTTP_LABELS: &[&str] = &[
     "response_flags",
     "connection_security_policy",
     "response_code",
+    "grpc_response_status",
 ];
 
 /// The XDP gateway's packet and byte counters.

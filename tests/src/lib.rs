@@ -11,6 +11,7 @@
 //! - [`process`]: processes killed on drop, and the demo backends;
 //! - [`agent`]: the agent under test and the waits on its events, status and metrics;
 //! - [`client`]: the test client `ts-client`, and a plain HTTP GET;
+//! - [`grpc`]: the `grpc-echo` backend and the gRPC client of `ts-client`;
 //! - [`scenario`]: all of the above for one test, from the shipped examples;
 //! - [`exposition`]: reading samples from a `/metrics` page;
 //! - [`etcd`]: a real etcd cluster on loopback; [`fleet`]: etcd and several agents;
@@ -31,6 +32,7 @@ pub mod etcd;
 pub mod exposition;
 pub mod fleet;
 pub mod forwarder;
+pub mod grpc;
 pub mod http_client;
 pub mod netns;
 pub mod process;
@@ -48,10 +50,10 @@ use std::{
 pub use agent::{Agent, TimedWrite};
 pub use bpf::{BpfStats, bpftool};
 pub use cgroup::Cgroup;
-pub use client::{Client, Streamed, http_get};
+pub use client::{Client, GrpcCalls, Streamed, http_get};
 pub use exposition::{metric, try_metric};
 pub use netns::{NODE_ADDR, Netns, REMOTE_CLIENT_ADDR, RemoteClient};
-pub use process::{Process, echo_backend, http_backend};
+pub use process::{Process, echo_backend, grpc_backend, http_backend};
 pub use scenario::{
     SERVICE_V4, SERVICE_V6, Scenario, bookinfo_rule, repo_rules, rule, tcp_echo_rule,
 };

@@ -137,6 +137,24 @@ pub fn http_backend(
 
 /// Starts a demo backend (`program args --listen ADDR...`) and waits for the
 /// line it logs once every listener is bound.
+/// A `grpc-echo` backend named `name` (its answers say it), h2c on each
+/// address of `listen`.
+pub fn grpc_backend(
+    netns: &Netns,
+    cgroup: Option<&Cgroup>,
+    name: &str,
+    listen: &[&str],
+) -> Process {
+    demo_backend(
+        binary("GRPC_ECHO_BIN", "grpc-echo"),
+        &["--name", name],
+        listen,
+        netns,
+        cgroup,
+        format!("grpc-echo {name}"),
+    )
+}
+
 fn demo_backend(
     program: PathBuf,
     args: &[&str],

@@ -9,7 +9,7 @@ use crate::{
     cgroup::Cgroup,
     client::Client,
     netns::Netns,
-    process::{Process, echo_backend, http_backend},
+    process::{Process, echo_backend, grpc_backend, http_backend},
     require_root, unique_name,
 };
 
@@ -199,6 +199,20 @@ impl Scenario {
             netns,
             rules_dir,
         }
+    }
+}
+
+impl Scenario {
+    /// `grpc-echo` backends (each `(name, address)`) and the rules
+    /// `files`.
+    pub fn grpc(test: &str, files: &[(&str, &str)], backends: &[(&str, &str)]) -> Self {
+        let all: Vec<(&str, String)> = files.iter().map(|(f, t)| (*f, (*t).to_owned())).collect();
+        Self::build_with(test, &all, &[], |netns, cgroup| {
+            backends
+                .iter()
+                .map(|(name, addr)| grpc_backend(netns, Some(cgroup), name, &[addr]))
+                .collect()
+        })
     }
 }
 

@@ -357,9 +357,13 @@ fn conformance_gateway_static_addresses() {
     let listener = &status["listeners"][0];
     assert_eq!(listener["name"], "http");
     assert_eq!(listener["attachedRoutes"], 0);
+    // An HTTP listener without allowedRoutes.kinds takes both, as Istio's.
     assert_eq!(
         listener["supportedKinds"],
-        serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+        serde_json::json!([
+            {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+            {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}
+        ])
     );
     let conditions: Vec<(&str, &str)> = listener["conditions"]
         .as_array()

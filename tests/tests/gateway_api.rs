@@ -75,6 +75,47 @@ fn tcp_route_shifts_through_the_31400_gateway_and_held_connections_stay() {
     assert_eq!((one, two), (50, 50), "the Service balances its endpoints");
 }
 
+/// Two TCPRoutes on the 31400 listener: the older takes it (the Gateway
+/// API's tie-break), not the first by name; the other is not accepted
+/// there (`Conflicted`) and routes nothing. Neither has a
+/// creationTimestamp: their age is when the agent first saw each, kept
+/// across a restart.
+#[test]
+fn the_tcp_route_seen_first_takes_the_listener_and_still_does_after_a_restart() {
+    let mut s = Scenario::tcp_echo_dir("gwapi-tcp-age", TCP_ECHO, &[]);
+    let mut remote = RemoteClient::start(&s.netns);
+    let second = "apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: a-second}
+spec:
+  parentRefs: [{name: tcp-echo-gateway, sectionName: tcp-31400}]
+  rules:
+  - backendRefs: [{name: tcp-echo-v2, port: 9000}]
+";
+    let event = s.agent.write_rules("a-second.yaml", second);
+    assert_eq!(event["result"], "applied", "{event}");
+    let (one, two, errors) = remote.client.burst_with_errors(&gateway(), 100);
+    assert_eq!(
+        (one, two, errors.len()),
+        (100, 0, 0),
+        "tcp-echo was seen first: it keeps the listener (a-second would by name): {errors:?}"
+    );
+    let route = s.agent.get_json("tcproute", "default", "a-second");
+    let accepted = &route["status"]["parents"][0]["conditions"][0];
+    assert_eq!(
+        (&accepted["type"], &accepted["status"], &accepted["reason"]),
+        (&"Accepted".into(), &"False".into(), &"Conflicted".into()),
+        "{route}"
+    );
+    s.agent.restart(&[]);
+    let (one, two, errors) = remote.client.burst_with_errors(&gateway(), 100);
+    assert_eq!(
+        (one, two, errors.len()),
+        (100, 0, 0),
+        "after a restart tcp-echo is still the older: {errors:?}"
+    );
+}
+
 fn requests(s: &mut Scenario, n: usize, conns: usize) -> Value {
     requests_with(s, n, conns, "")
 }

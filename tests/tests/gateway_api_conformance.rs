@@ -9,12 +9,22 @@
 //! (the suite's 80), `all-namespaces` on 8091. The expected backends and
 //! codes are the suite's; counts are exact where the split is.
 
+#[path = "gateway_api_conformance/backends.rs"]
+mod backends;
+#[path = "gateway_api_conformance/filters.rs"]
+mod filters;
 #[path = "gateway_api_conformance/grants.rs"]
 mod grants;
+#[path = "gateway_api_conformance/grpc.rs"]
+mod grpc;
 #[path = "gateway_api_conformance/matching.rs"]
 mod matching;
 #[path = "gateway_api_conformance/ports.rs"]
 mod ports;
+#[path = "gateway_api_conformance/redirects.rs"]
+mod redirects;
+#[path = "gateway_api_conformance/retry.rs"]
+mod retry;
 
 use std::time::Duration;
 
@@ -85,8 +95,10 @@ spec:
   - {name: http, port: 8090, protocol: HTTP}
 ";
 
-/// A Service of `namespace` named `name` on port 8080 selecting the
-/// WorkloadEntry on reviews `version`.
+/// A Service of `namespace` named `name` selecting the WorkloadEntry on
+/// reviews `version`, with the suite's ports: 8080 (`http`), 8081
+/// (`appProtocol: kubernetes.io/h2c`) and 8082 (`kubernetes.io/ws`), all
+/// served by the one `http-echo` (HTTP/1.1, h2c and upgrades).
 fn backend(namespace: &str, name: &str, version: u16) -> String {
     format!(
         "---
@@ -94,7 +106,10 @@ apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: {namespace}}}
 spec:
-  ports: [{{name: http, port: 8080, appProtocol: http}}]
+  ports:
+  - {{name: http, port: 8080, appProtocol: http}}
+  - {{name: h2c, port: 8081, appProtocol: kubernetes.io/h2c}}
+  - {{name: ws, port: 8082, appProtocol: kubernetes.io/ws}}
   selector: {{app: {name}}}
 ---
 apiVersion: networking.istio.io/v1
@@ -103,7 +118,7 @@ metadata: {{name: {name}, namespace: {namespace}}}
 spec:
   address: 127.0.0.1
   labels: {{app: {name}}}
-  ports: {{http: {port}}}
+  ports: {{http: {port}, h2c: {port}, ws: {port}}}
 ",
         port = 19080 + version
     )
@@ -173,6 +188,20 @@ fn conditions(route: &Value, i: usize) -> Vec<(String, String, String)> {
 
 fn cond(kind: &str, status: &str, reason: &str) -> (String, String, String) {
     (kind.to_owned(), status.to_owned(), reason.to_owned())
+}
+
+/// HTTPRoute `name` of gateway-conformance-infra is accepted by its first
+/// parent, its references resolved.
+fn accepted_and_resolved(s: &Scenario, name: &str) {
+    let route = resource(s, "httproute", "gateway-conformance-infra", name);
+    assert_eq!(
+        conditions(&route, 0),
+        [
+            cond("Accepted", "True", "Accepted"),
+            cond("ResolvedRefs", "True", "ResolvedRefs")
+        ],
+        "{name}"
+    );
 }
 
 /// One request table row: to `target`, `host` and `path`, `n` requests,
@@ -272,6 +301,24 @@ spec:
     ]);
     let yaml = String::from_utf8_lossy(&out.stdout);
     println!("{yaml}");
+    // Each condition's lastTransitionTime (the time it took its status)
+    // is left out of the comparison: its line first, the next one takes
+    // its place in the list.
+    let yaml = yaml
+        .lines()
+        .scan(None::<String>, |marker, line| {
+            if let Some(at) = line.find("lastTransitionTime: ") {
+                *marker = Some(line[..at].to_owned());
+                return Some(None);
+            }
+            Some(Some(match marker.take() {
+                Some(prefix) => format!("{prefix}{}", line.trim_start()),
+                None => line.to_owned(),
+            }))
+        })
+        .flatten()
+        .map(|line| line + "\n")
+        .collect::<String>();
     assert!(
         yaml.contains(
             "status:\n  parents:\n  - conditions:\n    - message: attached to Gateway gateway-conformance-infra/same-namespace listener http (HTTP 8090)\n      observedGeneration: 1\n      reason: Accepted\n      status: 'True'\n      type: Accepted\n"
@@ -970,6 +1017,7 @@ spec:
         assert_eq!(listener["attachedRoutes"], attached, "{gateway}: {status}");
         assert_eq!(
             listener["supportedKinds"],
+            // allowedRoutes.kinds names HTTPRoute alone.
             serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}]),
             "{status}"
         );

@@ -52,7 +52,7 @@ pub struct KindNames {
 }
 
 /// Every kind, in the order `unknown kind` lists them.
-pub const KIND_NAMES: [KindNames; 11] = [
+pub const KIND_NAMES: [KindNames; 12] = [
     KindNames {
         kind: "VirtualService",
         singular: "virtualservice",
@@ -96,6 +96,12 @@ pub const KIND_NAMES: [KindNames; 11] = [
         singular: "httproute",
         plural: "httproutes",
         short: "httproute",
+    },
+    KindNames {
+        kind: "GRPCRoute",
+        singular: "grpcroute",
+        plural: "grpcroutes",
+        short: "grpcroute",
     },
     KindNames {
         kind: "TCPRoute",
@@ -346,7 +352,7 @@ pub fn plan_apply(
             }
         };
         warnings.extend(found);
-        for (resource, document) in resources {
+        for (mut resource, document) in resources {
             let source = resource.source();
             let key = Key::of(&resource);
             if let Some(first) = seen.get(&key) {
@@ -397,11 +403,19 @@ pub fn plan_apply(
                     changes.push(change(&key, Action::Unchanged));
                     continue;
                 }
-                (Some(old), Prepared::Existing(document)) => (
-                    Action::Configured,
-                    old.created_ms,
-                    Document::new(&with_timestamp(document, old.created_ms)),
-                ),
+                (Some(old), Prepared::Existing(document)) => {
+                    // A change bumps the generation, as the API server does.
+                    let generation = generation_of(&old.document.to_json()) + 1;
+                    resource.set_generation(generation);
+                    (
+                        Action::Configured,
+                        old.created_ms,
+                        Document::new(&with_generation(
+                            with_timestamp(document, old.created_ms),
+                            generation,
+                        )),
+                    )
+                }
             };
             changes.push(change(&key, action));
             entries.insert(
@@ -624,12 +638,35 @@ pub fn plan_delete(
     }
 }
 
-/// Whether two stored documents say the same, their creation time aside.
+/// Whether two stored documents say the same, their creation time and
+/// generation aside.
 fn same_document(mut stored: Json, new: &Json) -> bool {
     if let Some(metadata) = stored.get_mut("metadata").and_then(Json::as_object_mut) {
         metadata.remove("creationTimestamp");
+        metadata.remove("generation");
     }
     stored == *new
+}
+
+/// A stored document's `metadata.generation`: 1 when absent (a resource
+/// applied once and never changed).
+fn generation_of(document: &Json) -> i64 {
+    document
+        .get("metadata")
+        .and_then(|m| m.get("generation"))
+        .and_then(Json::as_i64)
+        .unwrap_or(1)
+}
+
+/// `document` with `metadata.generation` (left out while it is 1, so a
+/// resource never changed is stored as before).
+fn with_generation(mut document: Json, generation: i64) -> Json {
+    if generation > 1
+        && let Some(metadata) = document.get_mut("metadata").and_then(Json::as_object_mut)
+    {
+        metadata.insert("generation".into(), Json::from(generation));
+    }
+    document
 }
 
 fn with_timestamp(mut document: Json, created_ms: u64) -> Json {
@@ -708,11 +745,20 @@ pub fn parse_state(path: &Path, text: &str, mtime_ms: u64) -> Result<Entries, Ve
             .and_then(Yaml::as_str)
             .and_then(parse_timestamp)
             .unwrap_or(mtime_ms);
+        // Kept as stored (the resource has read it too).
+        let generation = raw
+            .get("metadata")
+            .and_then(|m| m.get("generation"))
+            .and_then(Yaml::as_i64)
+            .unwrap_or(1);
         resource
             .source_mut()
             .relocate(source.file.clone(), source.document, &lines);
         let document = match normalize(raw, &key.namespace) {
-            Ok(document) => Document::new(&with_timestamp(document, created_ms)),
+            Ok(document) => Document::new(&with_generation(
+                with_timestamp(document, created_ms),
+                generation,
+            )),
             Err(err) => {
                 errors.push(source.error(FieldPath::root(), err.to_string()).to_string());
                 continue;

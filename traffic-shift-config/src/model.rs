@@ -83,6 +83,12 @@ impl RoutingModel {
 
     /// The destinations of the HTTP routes and their mirrors.
     pub fn http_destinations(&self) -> impl Iterator<Item = &Destination> {
+        self.http_destinations_h2().map(|(d, _)| d)
+    }
+
+    /// [`RoutingModel::http_destinations`], each with whether it is spoken
+    /// to over h2c ([`HttpDestination::http2`]).
+    pub fn http_destinations_h2(&self) -> impl Iterator<Item = (&Destination, bool)> {
         self.http
             .iter()
             .flat_map(|l| &l.virtual_hosts)
@@ -90,8 +96,8 @@ impl RoutingModel {
             .flat_map(|r| {
                 r.destinations
                     .iter()
-                    .map(|d| &d.destination)
-                    .chain(r.mirrors.iter().map(|m| &m.destination))
+                    .map(|d| (&d.destination, d.http2))
+                    .chain(r.mirrors.iter().map(|m| (&m.destination, m.http2)))
             })
     }
 

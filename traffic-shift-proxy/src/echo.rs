@@ -7,6 +7,8 @@
 //! - `/status/NNN`: answers status NNN;
 //! - `/delay/MS`: waits MS milliseconds, then answers;
 //! - `/fail/N`: the next N requests (of any path but `/count`) get 503;
+//!   `/fail/N/CODE`: they get CODE (the conformance suite's retry cases);
+//!   `/fail/N/0`: their connections are closed without an answer;
 //! - `/failrate/P`: from now on P percent of the requests get 503, evenly
 //!   spread (request k of them fails when `k * P / 100` moves on): exactly
 //!   P of every 100 in a row;
@@ -18,7 +20,11 @@
 //!   start: the body is read as it streams in, counted and checked, not
 //!   kept;
 //! - a request with `Connection: upgrade` and `Upgrade: P` gets 101 and
-//!   then every byte it sends back (a WebSocket-style echo).
+//!   then every byte it sends back (a WebSocket-style echo);
+//! - `X-Echo-Set-Header: Name:value,Name2:value2` on a request: the answer
+//!   carries those headers (the conformance suite's echo server does the
+//!   same, so response header filters can be tested against what a backend
+//!   sets).
 
 use std::{
     collections::BTreeMap,
@@ -52,6 +58,8 @@ pub struct Echo {
     pub version: String,
     requests: AtomicU64,
     fail_next: AtomicU64,
+    /// The status of the `fail_next` requests (503 unless `/fail/N/CODE`).
+    fail_code: AtomicU64,
     /// `/failrate/P`: the percentage, and the requests counted since.
     fail_rate: AtomicU64,
     rated: AtomicU64,
@@ -66,6 +74,7 @@ impl Echo {
             version: version.to_owned(),
             requests: AtomicU64::new(0),
             fail_next: AtomicU64::new(0),
+            fail_code: AtomicU64::new(503),
             fail_rate: AtomicU64::new(0),
             rated: AtomicU64::new(0),
             body_bytes: AtomicU64::new(0),
@@ -84,6 +93,12 @@ impl Echo {
 
     /// The next `n` requests get 503.
     pub fn fail_next(&self, n: u64) {
+        self.fail_with(n, 503);
+    }
+
+    /// The next `n` requests get `code`.
+    fn fail_with(&self, n: u64, code: u64) {
+        self.fail_code.store(code, Ordering::Relaxed);
         self.fail_next.store(n, Ordering::Relaxed);
     }
 
@@ -97,39 +112,49 @@ impl Echo {
         k * rate / 100 != (k - 1) * rate / 100
     }
 
+    /// The answer to a request; `None`: close the connection without one
+    /// (`/fail/N/0`).
     async fn answer(
         &self,
         request: &hyper::http::request::Parts,
         body: Received,
-    ) -> Response<EchoBody> {
+    ) -> Option<Response<EchoBody>> {
         let path = request.uri.path().to_owned();
         if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse().ok()) {
             self.requests.fetch_add(1, Ordering::Relaxed);
-            return Response::new(Either::Right(PatternBody { left: n, offset: 0 }));
+            return Some(Response::new(Either::Right(PatternBody {
+                left: n,
+                offset: 0,
+            })));
         }
         if path == "/count" {
-            return json(
+            return Some(json(
                 StatusCode::OK,
                 &serde_json::json!({ "count": self.requests(), "version": self.version }),
-            );
+            ));
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut status = StatusCode::OK;
-        if let Some(n) = path.strip_prefix("/fail/").and_then(|n| n.parse().ok()) {
-            self.fail_next(n);
+        if let Some((n, code)) = path.strip_prefix("/fail/").and_then(fail_args) {
+            self.fail_with(n, code);
         } else if let Some(p) = path
             .strip_prefix("/failrate/")
             .and_then(|p| p.parse::<u64>().ok())
         {
             self.rated.store(0, Ordering::Relaxed);
             self.fail_rate.store(p.min(100), Ordering::Relaxed);
-        } else if self.fails_by_rate()
-            || self
-                .fail_next
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-        {
+        } else if self.fails_by_rate() {
             status = StatusCode::SERVICE_UNAVAILABLE;
+        } else if self
+            .fail_next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let code = u16::try_from(self.fail_code.load(Ordering::Relaxed)).unwrap_or(503);
+            if code == 0 {
+                return None;
+            }
+            status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         } else if let Some(code) = path.strip_prefix("/status/").and_then(|c| c.parse().ok()) {
             status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
         } else if let Some(ms) = path.strip_prefix("/delay/").and_then(|ms| ms.parse().ok()) {
@@ -164,7 +189,37 @@ impl Echo {
             "body_bytes": body.bytes,
             "body_pattern": body.bytes > 0 && body.pattern.ok,
         });
-        json(status, &body)
+        let mut response = json(status, &body);
+        set_asked_headers(&request.headers, response.headers_mut());
+        Some(response)
+    }
+}
+
+/// `N` or `N/CODE` of `/fail/`: how many requests fail, with which status
+/// (503 by default).
+fn fail_args(rest: &str) -> Option<(u64, u64)> {
+    match rest.split_once('/') {
+        None => Some((rest.parse().ok()?, 503)),
+        Some((n, code)) => Some((n.parse().ok()?, code.parse().ok()?)),
+    }
+}
+
+/// The headers a request asks the answer to carry (`X-Echo-Set-Header:
+/// Name:value,...`), appended in order; malformed entries are skipped.
+fn set_asked_headers(request: &header::HeaderMap, response: &mut header::HeaderMap) {
+    for asked in request.get_all("x-echo-set-header") {
+        let Ok(asked) = asked.to_str() else { continue };
+        for entry in asked.split(',') {
+            let Some((name, value)) = entry.split_once(':') else {
+                continue;
+            };
+            if let (Ok(name), Ok(value)) = (
+                header::HeaderName::from_bytes(name.trim().as_bytes()),
+                header::HeaderValue::from_str(value.trim()),
+            ) {
+                response.append(name, value);
+            }
+        }
     }
 }
 
@@ -209,7 +264,7 @@ pub async fn serve(listener: TcpListener, echo: Arc<Echo>) {
                             header::HeaderValue::from_static("upgrade"),
                         );
                         headers.insert(header::UPGRADE, protocol);
-                        return Ok::<_, Infallible>(response);
+                        return Ok::<_, std::io::Error>(response);
                     }
                     // Read the body as it comes (so keep-alive works after
                     // a POST), counted and checked, not kept.
@@ -222,7 +277,9 @@ pub async fn serve(listener: TcpListener, echo: Arc<Echo>) {
                         }
                     }
                     echo.body_bytes.fetch_add(received.bytes, Ordering::Relaxed);
-                    Ok::<_, Infallible>(echo.answer(&parts, received).await)
+                    echo.answer(&parts, received).await.ok_or_else(|| {
+                        std::io::Error::other("closed without an answer, as /fail/N/0 asked")
+                    })
                 }
             });
             let builder = auto::Builder::new(TokioExecutor::new());

@@ -90,22 +90,15 @@ impl Proxy {
     ) {
         let model = &route.model;
         let chosen = &model.destinations[index];
-        let (dest, http2) = (&chosen.destination, chosen.http2);
+        // A gRPC call goes over h2c whatever the port's protocol: it cannot
+        // be carried by HTTP/1.1 (Envoy's USE_DOWNSTREAM_PROTOCOL, which
+        // Istio sets for ports it does not know to be HTTP/2).
+        let (dest, http2) = (&chosen.destination, chosen.http2 || outgoing.is_grpc());
         let retries = &model.retries;
         let deadline = model.timeout.map(|timeout| start + timeout);
         let attempts = retries.attempts.saturating_add(1);
         if dest.is_unusable() {
-            // Gateway API backendRefs that cannot be used: Envoy's
-            // cluster_not_found, which Istio answers 500.
-            return (
-                Err(LocalReply::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "NC",
-                    "the backend of this share of the route cannot be used\n",
-                )),
-                None,
-                "NC",
-            );
+            return (Err(unusable(outgoing)), None, "NC");
         }
         let mut attempt = 0;
         let mut next_body = body.first();
@@ -361,6 +354,11 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
+    /// Whether it is a gRPC call (`content-type: application/grpc...`).
+    pub(crate) fn is_grpc(&self) -> bool {
+        crate::grpc::is_grpc(&self.headers)
+    }
+
     pub(crate) fn to_request(
         &self,
         endpoint: SocketAddr,
@@ -380,6 +378,21 @@ impl Outgoing {
         *request.headers_mut() = self.headers.clone();
         request
     }
+}
+
+/// The answer to the share of a Gateway API backendRef that cannot be
+/// used: Envoy's cluster_not_found, which Istio answers 500; to a gRPC call
+/// 503, which it reads as UNAVAILABLE, as GRPCRoute's spec says.
+fn unusable(outgoing: &Outgoing) -> LocalReply {
+    LocalReply::new(
+        if outgoing.is_grpc() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        },
+        "NC",
+        "the backend of this share of the route cannot be used\n",
+    )
 }
 
 /// Removes the headers that describe one connection (RFC 9110 7.6.1), and

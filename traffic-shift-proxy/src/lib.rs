@@ -27,6 +27,7 @@
 //! | `routes` | the configuration snapshot: listeners, virtual hosts, routes and their matches |
 //! | `select` | the destination and endpoint picks (smooth, random, consistent hash) |
 //! | `local` | local replies: fault injection (delay, abort), redirect, direct response, errors with Envoy's flags |
+//! | `grpc` | gRPC calls: h2c upstream, local replies as trailers-only gRPC answers (Envoy's HTTP to gRPC status table) |
 //! | `rewrite` | header operations, uri and authority rewrite, redirect locations |
 //! | `body` | request bodies streamed upstream, the replay buffer of retries and mirrors |
 //! | `forward` | the upstream request, the HTTP/1.1 and h2c client pools, timeout and retries |
@@ -38,6 +39,7 @@
 mod body;
 pub mod echo;
 mod forward;
+mod grpc;
 mod local;
 mod mirror;
 pub mod passthrough;

@@ -133,8 +133,20 @@ impl Proxy {
         start: Instant,
         reply: &LocalReply,
     ) -> Response<ProxyBody> {
-        self.metrics
-            .record(labels, reply.status.as_u16(), reply.flags, start.elapsed());
+        if labels.get("request_protocol") == "grpc" {
+            self.metrics
+                .grpc_handles(
+                    labels,
+                    reply.status.as_u16(),
+                    reply.flags,
+                    None,
+                    crate::grpc::status_of_http(reply.status),
+                )
+                .record(start.elapsed());
+        } else {
+            self.metrics
+                .record(labels, reply.status.as_u16(), reply.flags, start.elapsed());
+        }
         reply_response(reply)
     }
 }
@@ -160,10 +172,23 @@ fn fault_abort(error: &AbortError) -> LocalReply {
     }
 }
 
+/// A response of the proxy's own, marked as such (a gRPC call gets it as
+/// `grpc`'s trailers-only answer).
 fn full_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+    let message = String::from_utf8_lossy(&body).into_owned();
     let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
     *response.status_mut() = status;
     response
+        .extensions_mut()
+        .insert(crate::grpc::Local { message });
+    response
+}
+
+/// An empty body.
+pub(crate) fn empty_body() -> ProxyBody {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub(crate) fn reply_response(reply: &LocalReply) -> Response<ProxyBody> {

@@ -36,6 +36,7 @@ impl Proxy {
         if n == 0 {
             return;
         }
+        let http2 = http2 || outgoing.is_grpc();
         let endpoint = dest.endpoints[select::random_u32() as usize % n].addr;
         let mut copy = outgoing.clone();
         let host = routes::strip_port(authority);

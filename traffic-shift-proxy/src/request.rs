@@ -30,7 +30,7 @@ use crate::{
     routes::{self, Config, MatchedUri, RegexError, RequestView, Route},
     select,
     server::Target,
-    stats::Handles,
+    stats::{Handles, SeriesCounts},
 };
 
 /// Which route of `listeners` a request takes, as the proxy decides it
@@ -91,6 +91,20 @@ impl Proxy {
         peer: SocketAddr,
         target: &Target,
     ) -> Response<ProxyBody> {
+        if crate::grpc::is_grpc(request.headers()) {
+            // The proxy's own answers to a gRPC call, as gRPC clients read them.
+            return crate::grpc::local_reply(self.answer(request, peer, target).await);
+        }
+        self.answer(request, peer, target).await
+    }
+
+    /// [`Self::handle`]'s answer, as HTTP.
+    async fn answer(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        target: &Target,
+    ) -> Response<ProxyBody> {
         let start = Instant::now();
         // hyper bounds what it buffers, but a head that arrived in one read
         // can exceed it: refuse it here too, as Envoy does (431).
@@ -138,7 +152,12 @@ impl Proxy {
         let reporter = Reporter {
             route_key: "",
             gateway: listener.gateway.as_deref(),
-            protocol: "http",
+            // Istio's request_protocol: grpc for a gRPC call.
+            protocol: if crate::grpc::is_grpc(request.headers()) {
+                "grpc"
+            } else {
+                "http"
+            },
         };
         let no_route = |why: String| {
             (
@@ -209,10 +228,12 @@ impl Proxy {
         if let Some((protocol, _)) = &upgrade {
             set_upgrade(&mut outgoing.headers, protocol.clone());
         }
+        // Each mirror's share is exact: one count per request of the route.
+        let turn = (!model.mirrors.is_empty()).then(|| cx.route.state.next_request());
         let mirrors: Vec<_> = model
             .mirrors
             .iter()
-            .filter(|mirror| select::chance(mirror.percentage))
+            .filter(|mirror| turn.is_some_and(|n| select::mirrored(n, mirror.percentage)))
             .collect();
         let kept = match &body {
             Outbound::Replayable(replayable) => Some(replayable.clone()),
@@ -252,12 +273,13 @@ impl Proxy {
             Ok(response) => response.status().as_u16(),
             Err(reply) => reply.status.as_u16(),
         };
-        let handles = self.handles(cx, Some(index), endpoint, code, flags);
         // Counted when the body has gone to the client (or the client
         // left; an upgraded connection: when it closes): Istio's duration
         // is the whole exchange.
-        let done = Recorded {
-            handles,
+        let head = response.as_ref().ok().map(Response::headers);
+        let series = self.series(cx, (index, endpoint), code, flags, head);
+        let mut done = Recorded {
+            series,
             start: cx.start,
         };
         let mut response = match response {
@@ -277,7 +299,9 @@ impl Proxy {
                 } else {
                     response.map(|body| {
                         body.map_frame(move |frame| {
-                            let _ = &done;
+                            if let Some(trailers) = frame.trailers_ref() {
+                                done.trailers(trailers);
+                            }
                             frame
                         })
                         .boxed()
@@ -330,26 +354,75 @@ impl Proxy {
         code: u16,
         flags: &'static str,
     ) -> Handles {
+        if cx.reporter.protocol == "grpc" {
+            // The proxy's own answer to a gRPC call: its gRPC status is
+            // the HTTP one's (what `grpc::local_reply` sends).
+            let (labels, counts) = series_parts(cx, dest, endpoint);
+            let status = crate::grpc::status_of_http(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            );
+            return self
+                .metrics
+                .grpc_handles(&labels, code, flags, Some(counts), status);
+        }
         let key = (dest, endpoint.map(|e| e.addr), code, flags);
         cx.route.series.get(key, || {
-            let destinations = &cx.route.model.destinations;
-            let host = destinations
-                .get(dest.unwrap_or(0))
-                .map(|d| d.destination.host.as_str());
-            let no_labels = BTreeMap::new();
-            let labels = cx
-                .reporter
-                .labels(host, endpoint.map_or(&no_labels, |e| &e.labels));
-            let destination = dest
-                .and_then(|i| destinations.get(i))
-                .map(|d| (d.destination.host.clone(), d.destination.subset.clone()));
-            let counts = cx
-                .route
-                .counts
-                .series((destination, endpoint.map(|e| e.addr)));
+            let (labels, counts) = series_parts(cx, dest, endpoint);
             self.metrics.handles(&labels, code, flags, Some(counts))
         })
     }
+
+    /// The series an answer from an endpoint counts in: a gRPC call's
+    /// waits for the status of its trailers (`head`: the answer's headers,
+    /// `None` for the proxy's own).
+    fn series(
+        &self,
+        cx: &Routed<'_>,
+        (index, endpoint): (usize, Option<&Endpoint>),
+        code: u16,
+        flags: &'static str,
+        head: Option<&hyper::HeaderMap>,
+    ) -> Series {
+        match head {
+            Some(head) if cx.reporter.protocol == "grpc" => {
+                let (labels, counts) = series_parts(cx, Some(index), endpoint);
+                Series::Grpc(GrpcSeries {
+                    metrics: Arc::clone(&self.metrics),
+                    labels,
+                    code,
+                    flags,
+                    counts,
+                    status: crate::grpc::status_in(head),
+                })
+            }
+            _ => Series::Known(self.handles(cx, Some(index), endpoint, code, flags)),
+        }
+    }
+}
+
+/// The labels and `status` counts of `cx`'s route's series for
+/// destination `dest` and `endpoint` (see [`Proxy::handles`]).
+fn series_parts(
+    cx: &Routed<'_>,
+    dest: Option<usize>,
+    endpoint: Option<&Endpoint>,
+) -> (IstioLabels, Arc<SeriesCounts>) {
+    let destinations = &cx.route.model.destinations;
+    let host = destinations
+        .get(dest.unwrap_or(0))
+        .map(|d| d.destination.host.as_str());
+    let no_labels = BTreeMap::new();
+    let labels = cx
+        .reporter
+        .labels(host, endpoint.map_or(&no_labels, |e| &e.labels));
+    let destination = dest
+        .and_then(|i| destinations.get(i))
+        .map(|d| (d.destination.host.clone(), d.destination.subset.clone()));
+    let counts = cx
+        .route
+        .counts
+        .series((destination, endpoint.map(|e| e.addr)));
+    (labels, counts)
 }
 
 /// Istio's labels for a request refused before any rule applied to it.
@@ -364,13 +437,60 @@ fn unknown_labels() -> IstioLabels {
 
 /// Records a request in the metrics when dropped (with the response body).
 struct Recorded {
-    handles: Handles,
+    series: Series,
     start: Instant,
+}
+
+/// The series a request counts in: known when the answer's head came, or
+/// for a gRPC call, with the status of its trailers.
+enum Series {
+    Known(Handles),
+    Grpc(GrpcSeries),
+}
+
+/// A gRPC call's series but for its `grpc_response_status`.
+struct GrpcSeries {
+    metrics: Arc<crate::stats::RequestMetrics>,
+    labels: IstioLabels,
+    code: u16,
+    flags: &'static str,
+    counts: Arc<SeriesCounts>,
+    /// `grpc-status` of the head (trailers-only) or of the trailers.
+    status: Option<u32>,
+}
+
+impl Recorded {
+    /// The answer's trailers went by: a gRPC call's status.
+    fn trailers(&mut self, trailers: &hyper::HeaderMap) {
+        if let Series::Grpc(grpc) = &mut self.series
+            && let Some(status) = crate::grpc::status_in(trailers)
+        {
+            grpc.status = Some(status);
+        }
+    }
 }
 
 impl Drop for Recorded {
     fn drop(&mut self) {
-        self.handles.record(self.start.elapsed());
+        let elapsed = self.start.elapsed();
+        match &self.series {
+            Series::Known(handles) => handles.record(elapsed),
+            // No grpc-status: what a client makes of the HTTP status.
+            Series::Grpc(grpc) => grpc
+                .metrics
+                .grpc_handles(
+                    &grpc.labels,
+                    grpc.code,
+                    grpc.flags,
+                    Some(Arc::clone(&grpc.counts)),
+                    grpc.status.unwrap_or_else(|| {
+                        crate::grpc::status_of_http(
+                            StatusCode::from_u16(grpc.code).unwrap_or(StatusCode::OK),
+                        )
+                    }),
+                )
+                .record(elapsed),
+        }
     }
 }
 

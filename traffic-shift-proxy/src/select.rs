@@ -24,6 +24,8 @@ pub struct RouteState {
     next_slot: AtomicU64,
     /// Per destination index (modulo [`MAX_DESTS`]).
     next_endpoint: Box<[AtomicU64]>,
+    /// The route's requests counted for its mirrors' shares ([`mirrored`]).
+    mirror_turn: AtomicU64,
 }
 
 impl Default for RouteState {
@@ -31,8 +33,39 @@ impl Default for RouteState {
         Self {
             next_slot: AtomicU64::new(0),
             next_endpoint: (0..MAX_DESTS).map(|_| AtomicU64::new(0)).collect(),
+            mirror_turn: AtomicU64::new(0),
         }
     }
+}
+
+impl RouteState {
+    /// This request's turn among the route's requests (from 0), for
+    /// [`mirrored`].
+    pub fn next_request(&self) -> u64 {
+        self.mirror_turn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Whether request `n` of a route (its [`RouteState::next_request`]) is
+/// one of a mirror's `percentage` (0.0..=100.0, to a millionth): exactly
+/// that share of every run of requests, evenly spread (request `n` is
+/// mirrored when `(n + 1) * p` reaches the next whole number), as the
+/// weighted picks are exact: 20% is 200 of every 1000 requests in a row.
+pub fn mirrored(n: u64, percentage: f64) -> bool {
+    if percentage >= 100.0 {
+        return true;
+    }
+    if percentage.is_nan() || percentage <= 0.0 {
+        return false;
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "0 < percentage < 100: at most 100 000 000 millionths"
+    )]
+    let per_million = u128::from((percentage * 10_000.0).round() as u64);
+    let n = u128::from(n);
+    (n + 1) * per_million / 1_000_000 != n * per_million / 1_000_000
 }
 
 /// A route's slot table: destination index per slot.
@@ -140,7 +173,7 @@ thread_local! {
 }
 
 /// A fast thread-local xorshift64* generator: for `RANDOM` selection and
-/// percentages (fault, mirror), where no security is at stake.
+/// fault percentages, where no security is at stake.
 pub fn random_u32() -> u32 {
     RNG.with(|cell| {
         let mut x = cell.get();
@@ -167,6 +200,24 @@ pub fn chance(percentage: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirror_shares_are_exact_and_spread() {
+        for (percentage, per_thousand) in [(20.0, 200), (35.0, 350), (50.0, 500), (0.1, 1)] {
+            let n = (0..1000).filter(|&n| mirrored(n, percentage)).count();
+            assert_eq!(n, per_thousand, "{percentage}%");
+        }
+        // Spread: 20% is one request of every five.
+        let first: Vec<bool> = (0..10).map(|n| mirrored(n, 20.0)).collect();
+        assert_eq!(
+            first,
+            [
+                false, false, false, false, true, false, false, false, false, true
+            ]
+        );
+        assert!((0..100).all(|n| mirrored(n, 100.0)));
+        assert!(!(0..100).any(|n| mirrored(n, 0.0)));
+    }
     use traffic_shift_config::model::{HttpDestination, Retries, Selection};
 
     fn route(weights: &[u32], selection: HttpSelection) -> HttpRoute {

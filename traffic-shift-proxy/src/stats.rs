@@ -119,6 +119,21 @@ impl RequestMetrics {
         self.handles(labels, code, flags, None).record(elapsed);
     }
 
+    /// [`Self::handles`] of a gRPC call, with Istio's
+    /// `grpc_response_status` (its `grpc-status`).
+    pub fn grpc_handles(
+        &self,
+        labels: &IstioLabels,
+        code: u16,
+        flags: &str,
+        counts: Option<Arc<SeriesCounts>>,
+        status: u32,
+    ) -> Handles {
+        let mut labels = labels.clone();
+        labels.0.push(("grpc_response_status", status.to_string()));
+        self.handles(&labels, code, flags, counts)
+    }
+
     /// The series of `labels` with `response_code` and `response_flags`
     /// (created at zero if new), also counted in `counts` (for `status`)
     /// when given.

@@ -27,6 +27,13 @@
 //!   (`Response::answer`), status codes, errors.
 //! - `http_stream_start TARGET PATH CONNS`: CONNS keep-alive clients asking
 //!   back to back until `http_stream_stop`, which answers their totals.
+//! - `grpc TARGET AUTHORITY METHOD N [NAME:VALUE ...]`: one h2c connection,
+//!   N unary gRPC calls of METHOD (`Echo`, or a path `/svc/Method`) with
+//!   `:authority` AUTHORITY, one after the other: the backends that
+//!   answered, the gRPC status codes, errors, and the last reply
+//!   (`traffic_shift_tests::grpc`).
+//! - `grpc_open TARGET AUTHORITY`: opens an h2c connection and keeps it;
+//!   `grpc_held METHOD N [NAME:VALUE ...]`: N calls on it (as `grpc`).
 //! - `stream_stop`: stops the stream and answers every connection it made,
 //!   in order: `start_ns` just before `connect` and `connected_ns` just
 //!   after it returned (`CLOCK_MONOTONIC`, the clock of
@@ -50,6 +57,7 @@ use serde_json::{Value, json};
 use socket2::{Domain, Protocol, Socket, Type};
 
 fn main() {
+    let mut grpc = Grpc::default();
     let mut held: Vec<BufReader<TcpStream>> = Vec::new();
     let mut stream: Option<Stream> = None;
     let mut http_stream: Option<HttpStream> = None;
@@ -124,6 +132,7 @@ fn main() {
                 *mode == "keepalive",
                 headers,
             ),
+            [command, ..] if command.starts_with("grpc") => grpc.command(&args),
             ["http_stream_start", target, path, conns] => start_http_stream(
                 &mut http_stream,
                 parse(target),
@@ -551,4 +560,112 @@ fn start_http_stream(
     }
     *slot = Some(HttpStream::start(target, path, conns));
     json!({ "started": monotonic_ns() })
+}
+
+/// The gRPC calls: a runtime for the client, and the held connection.
+#[derive(Default)]
+struct Grpc {
+    runtime: Option<tokio::runtime::Runtime>,
+    held: Option<traffic_shift_tests::grpc::Connection>,
+}
+
+impl Grpc {
+    /// `grpc ...`, `grpc_open ...`, `grpc_held ...`.
+    fn command(&mut self, args: &[&str]) -> Value {
+        match args {
+            ["grpc", target, authority, method, n, headers @ ..] => self.calls(
+                Some((parse(target), authority)),
+                method,
+                n.parse().expect("N"),
+                headers,
+            ),
+            ["grpc_open", target, authority] => self.open(parse(target), authority),
+            ["grpc_held", method, n, headers @ ..] => {
+                self.calls(None, method, n.parse().expect("N"), headers)
+            }
+            _ => json!({ "error": format!("unknown command {args:?}") }),
+        }
+    }
+
+    fn runtime(&mut self) -> &tokio::runtime::Runtime {
+        self.runtime.get_or_insert_with(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("tokio runtime")
+        })
+    }
+
+    fn open(&mut self, target: SocketAddr, authority: &str) -> Value {
+        let opened = self
+            .runtime()
+            .block_on(traffic_shift_tests::grpc::Connection::open(
+                target, authority,
+            ));
+        match opened {
+            Ok(connection) => {
+                self.held = Some(connection);
+                json!({ "opened": true })
+            }
+            Err(e) => json!({ "error": e }),
+        }
+    }
+
+    /// N calls on a new connection to `to`, or on the held one.
+    fn calls(
+        &mut self,
+        to: Option<(SocketAddr, &str)>,
+        method: &str,
+        n: usize,
+        headers: &[&str],
+    ) -> Value {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|h| {
+                let (k, v) = h.split_once(':').expect("headers are NAME:VALUE");
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        let mut held = self.held.take();
+        let runtime = self.runtime();
+        let result = runtime.block_on(async {
+            let mut fresh = match to {
+                Some((target, authority)) => {
+                    Some(traffic_shift_tests::grpc::Connection::open(target, authority).await?)
+                }
+                None => None,
+            };
+            let ((Some(connection), _) | (None, Some(connection))) = (&mut fresh, &mut held) else {
+                return Err("no held connection: grpc_open first".to_owned());
+            };
+            let mut backends: BTreeMap<String, u64> = BTreeMap::new();
+            let mut codes: BTreeMap<String, u64> = BTreeMap::new();
+            let mut errors: Vec<String> = Vec::new();
+            let mut last = Value::Null;
+            for _ in 0..n {
+                match connection.call(method, &headers).await {
+                    Ok(reply) => {
+                        *codes.entry(reply.code.to_string()).or_default() += 1;
+                        if let Some(response) = &reply.response {
+                            *backends.entry(response.backend.clone()).or_default() += 1;
+                        }
+                        last = json!({
+                            "code": reply.code,
+                            "http_status": reply.http_status,
+                            "grpc_message": reply.grpc_message,
+                            "backend": reply.response.as_ref().map(|r| r.backend.clone()),
+                            "calls": reply.response.as_ref().map(|r| r.calls),
+                            "request_headers": reply.response.as_ref().map(|r| r.headers.clone()),
+                            "response_headers": reply.headers,
+                        });
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+            Ok(json!({ "backends": backends, "codes": codes, "errors": errors, "last": last }))
+        });
+        self.held = held;
+        result.unwrap_or_else(|e: String| json!({ "error": e }))
+    }
 }

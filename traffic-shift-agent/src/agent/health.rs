@@ -95,14 +95,20 @@ impl Health {
 }
 
 /// Every endpoint of `model`, and how to probe it: endpoints of HTTP
-/// routes with an HTTP GET.
+/// routes with an HTTP/1.1 GET; those spoken to over h2c only (gRPC
+/// servers: `appProtocol: kubernetes.io/h2c`, Istio's `HTTP2` and `GRPC`)
+/// answer no HTTP/1.1, so a TCP connect, as kubelet's `tcpSocket` probe.
 fn probe_targets(model: &RoutingModel) -> BTreeMap<SocketAddr, Probe> {
     let mut endpoints: BTreeMap<SocketAddr, Probe> = model
         .destinations()
         .flat_map(|d| &d.endpoints)
         .map(|e| (e.addr, Probe::Tcp))
         .collect();
-    for dest in model.http_destinations() {
+    let http1 = model
+        .http_destinations_h2()
+        .filter(|(_, http2)| !http2)
+        .map(|(dest, _)| dest);
+    for dest in http1 {
         for endpoint in &dest.endpoints {
             endpoints.insert(
                 endpoint.addr,

@@ -1,8 +1,8 @@
-//! When the agent first saw each `HTTPRoute` and `TLSRoute` of the rules
-//! directory that has no `metadata.creationTimestamp`: its age, which
-//! breaks ties of precedence between HTTPRoutes on one host, and between
-//! TLSRoutes with one SNI name on a listener (the Gateway API: the oldest
-//! route wins). Kubernetes sets the creation time when a route is created;
+//! When the agent first saw each `HTTPRoute`, `GRPCRoute`, `TLSRoute` and `TCPRoute` of
+//! the rules directory that has no `metadata.creationTimestamp`: its age,
+//! which breaks ties of precedence between HTTPRoutes on one host, and
+//! decides which TLSRoute takes an SNI name and which TCPRoute a listener
+//! (the Gateway API: the oldest route wins). Kubernetes sets the creation time when a route is created;
 //! a rules file does not, so the agent keeps the time it first read the
 //! route, in `<state-dir>/first-seen.json`, so that a restart does not
 //! change which route wins. Resources applied with `traffic-shift apply`
@@ -25,7 +25,7 @@ use traffic_shift_config::{self as config, Resource, RulesFile};
 use super::{StateError, write_atomic};
 
 /// The kinds whose resources are stamped.
-const KINDS: [&str; 2] = ["HTTPRoute", "TLSRoute"];
+const KINDS: [&str; 4] = ["HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"];
 
 /// The first-seen times, and their file.
 #[derive(Debug)]

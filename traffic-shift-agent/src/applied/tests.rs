@@ -71,6 +71,7 @@ fn kinds_by_istio_name_kubectl_names_and_short_names() {
         ("rollouts.rollouts.traffic-shift.io", "Rollout"),
         ("httproute", "HTTPRoute"),
         ("HTTPRoutes", "HTTPRoute"),
+        ("grpcroute", "GRPCRoute"),
         ("tcproute", "TCPRoute"),
         ("gtw", "Gateway.gateway.networking.k8s.io"),
         ("secrets", "Secret"),
@@ -89,7 +90,7 @@ fn kinds_by_istio_name_kubectl_names_and_short_names() {
     assert_eq!(
         err.to_string(),
         "unknown resource type \"pods\": use one of virtualservice (vs), destinationrule (dr), \
-         gateway (gw), serviceentry (se), workloadentry (we), rollout (ro), httproute, tcproute, tlsroute, \
+         gateway (gw), serviceentry (se), workloadentry (we), rollout (ro), httproute, grpcroute, tcproute, tlsroute, \
          gateway.gateway.networking.k8s.io (gtw), secret"
     );
     assert!(parse_kind("v").is_err(), "no prefixes");
@@ -574,4 +575,54 @@ fn a_state_file_over_the_rules_file_limit_reads_back() {
     drop(store);
     let store = Store::open(&dir.0).expect("the agent starts with it");
     assert_eq!(store.entries().len(), 1_200);
+}
+
+/// `apply` counts `metadata.generation` as the API server does: 1 when
+/// created (not stored), one more at each change, none when unchanged; the
+/// resource (status's `observedGeneration`) and the state file have it.
+#[test]
+fn a_change_bumps_the_generation_and_the_state_file_keeps_it() {
+    let route = |backend: &str| {
+        file(
+            "route.yaml",
+            &format!(
+                "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - backendRefs: [{{name: {backend}, port: 80}}]
+"
+            ),
+        )
+    };
+    // The stored document's, and the resource's (what status observes; the
+    // end-to-end HTTPRouteObservedGenerationBump reads it through `get`).
+    let generation = |entries: &Entries| {
+        let entry = entries.values().next().expect("the route");
+        let resource = format!("{:?}", entry.resource);
+        let stored = generation_of(&entry.document.to_json());
+        (stored, resource.contains(&format!("generation: {stored},")))
+    };
+    let mut entries = applied(&[route("web-v1")]);
+    assert_eq!(generation(&entries), (1, true));
+    for (backend, action, want) in [
+        ("web-v2", "configured", 2),
+        ("web-v2", "unchanged", 2),
+        ("web-v1", "configured", 3),
+    ] {
+        let plan = plan_apply(&entries, &[route(backend)], nobody, T0).expect("valid");
+        assert_eq!(actions(&plan), [format!("httproute/web {action}")]);
+        if action == "configured" {
+            entries = plan.entries;
+        }
+        assert_eq!(generation(&entries), (want, true), "{backend} {action}");
+    }
+    let dir = StateDir::new("generation");
+    let mut store = Store::open(&dir.0).expect("a new state directory");
+    store.replace(entries).expect("persist");
+    drop(store);
+    let store = Store::open(&dir.0).expect("reopen");
+    assert_eq!(generation(store.entries()), (3, true), "read back");
 }

@@ -237,20 +237,23 @@ pub(super) fn tcp_only(cx: &mut Check, path: FieldPath, protocol: Option<&str>) 
 }
 
 /// A port's `appProtocol` (of a Service or an EndpointSlice): `HTTP` for
-/// `http`, `HTTP2` for `kubernetes.io/h2c` (the L7 path for both, as an
-/// Istio port named `http-...`), `TCP` for `tcp` or absent.
+/// `http` and `kubernetes.io/ws` (WebSocket over cleartext: HTTP/1.1 with
+/// an upgrade, which the proxy splices), `HTTP2` for `kubernetes.io/h2c`
+/// (the L7 path for all, as an Istio port named `http-...`), `TCP` for
+/// `tcp` or absent.
 pub(super) fn app_protocol(cx: &mut Check, path: FieldPath, written: Option<&str>) -> Protocol {
     match written {
         None => Protocol::Tcp,
         Some(p) if p.eq_ignore_ascii_case("http") => Protocol::Http,
+        Some("kubernetes.io/ws") => Protocol::Http,
         Some("kubernetes.io/h2c") => Protocol::Http2,
         Some(p) if p.eq_ignore_ascii_case("tcp") => Protocol::Tcp,
         Some(other) => {
             cx.error(
                 path,
                 format!(
-                    "appProtocol {other:?} is not supported yet: use http or \
-                     kubernetes.io/h2c (the L7 proxy), or leave it out (TCP, the kernel \
+                    "appProtocol {other:?} is not supported yet: use http, kubernetes.io/h2c \
+                     or kubernetes.io/ws (the L7 proxy), or leave it out (TCP, the kernel \
                      path)"
                 ),
             );
@@ -517,10 +520,15 @@ fn listener(
         Protocol::Tls => "TLSRoute",
         _ => "HTTPRoute",
     };
-    let (mut kinds, namespaces) =
+    let (mut kinds, invalid_kinds, namespaces) =
         allowed_routes(cx, &base, listener.allowed_routes, protocol, default_kind);
-    if kinds.is_empty() {
+    if kinds.is_empty() && invalid_kinds.is_empty() {
         kinds.push(default_kind);
+        // An HTTP listener takes GRPCRoutes too (h2c, prior knowledge), as
+        // Istio's supportedKinds say; an HTTPS one too (h2 by ALPN).
+        if matches!(protocol, Protocol::Http | Protocol::Https) {
+            kinds.push("GRPCRoute");
+        }
     }
     Some(Listener {
         name,
@@ -528,6 +536,7 @@ fn listener(
         port,
         protocol,
         kinds,
+        invalid_kinds,
         namespaces,
         certificate_refs,
     })
@@ -569,18 +578,21 @@ fn listener_protocol(cx: &mut Check, base: &FieldPath, protocol: Option<&str>) -
 }
 
 /// A listener's `allowedRoutes`: the route kinds it takes (none written:
-/// empty) and the namespaces it takes routes from.
+/// empty), the kinds written that are no route kind (`group/kind`: the
+/// spec's `InvalidRouteKinds`, reported in status) and the namespaces it
+/// takes routes from.
 fn allowed_routes(
     cx: &mut Check,
     base: &FieldPath,
     allowed: Option<dto::AllowedRoutes>,
     protocol: Protocol,
     default_kind: &str,
-) -> (Vec<&'static str>, FromNamespaces) {
+) -> (Vec<&'static str>, Vec<String>, FromNamespaces) {
     let mut kinds = Vec::new();
+    let mut invalid = Vec::new();
     let mut from = FromNamespaces::Same;
     let Some(allowed) = allowed else {
-        return (kinds, from);
+        return (kinds, invalid, from);
     };
     if let Some(namespaces) = allowed.namespaces {
         let path = base.key("allowedRoutes").key("namespaces");
@@ -617,24 +629,24 @@ fn allowed_routes(
             (GROUP, "HTTPRoute") if matches!(protocol, Protocol::Http | Protocol::Https) => {
                 kinds.push("HTTPRoute");
             }
+            (GROUP, "GRPCRoute") if matches!(protocol, Protocol::Http | Protocol::Https) => {
+                kinds.push("GRPCRoute");
+            }
             (GROUP, "TLSRoute") if protocol == Protocol::Tls => kinds.push("TLSRoute"),
-            (GROUP, "TCPRoute" | "HTTPRoute" | "TLSRoute") => cx.error(
+            (GROUP, "TCPRoute" | "HTTPRoute" | "GRPCRoute" | "TLSRoute") => cx.error(
                 path.key("kind"),
                 format!(
                     "a {} listener does not take {name}: allow {default_kind}",
                     protocol.name()
                 ),
             ),
-            _ => cx.error(
-                path.key("kind"),
-                format!(
-                    "route kind {group}/{name} is not supported: allow {GROUP} \
-                     {default_kind}"
-                ),
-            ),
+            // Not a kind this listener's protocol could take: the spec
+            // reports it (InvalidRouteKinds), and the listener takes the
+            // valid kinds written, or none.
+            _ => invalid.push(format!("{group}/{name}")),
         }
     }
-    (kinds, from)
+    (kinds, invalid, from)
 }
 
 /// A Kubernetes `LabelSelector`, as the API server validates it.
@@ -861,17 +873,17 @@ fn backend_ref(
 
 /// What a rule's (or a backendRef's) `filters` stand for.
 #[derive(Default)]
-struct Filters {
-    headers: Headers,
-    redirect: Option<HttpRedirect>,
-    rewrite: Option<Rewrite>,
-    mirrors: Vec<MirrorRef>,
+pub(super) struct Filters {
+    pub headers: Headers,
+    pub redirect: Option<HttpRedirect>,
+    pub rewrite: Option<Rewrite>,
+    pub mirrors: Vec<MirrorRef>,
 }
 
 /// Where `filters` are written: a rule's (`prefix`: the value of its one
 /// `PathPrefix` match, for `ReplacePrefixMatch`), or a backendRef's.
 #[derive(Clone, Copy)]
-enum FilterLevel<'a> {
+pub(super) enum FilterLevel<'a> {
     Rule { prefix: Option<&'a str> },
     BackendRef,
 }
@@ -881,7 +893,7 @@ enum FilterLevel<'a> {
 /// each and not together. `ExtensionRef`, `CORS`, `ExternalAuth` are
 /// refused as not supported yet; so are redirect, rewrite and mirror in a
 /// backendRef (the proxy applies them to a whole rule).
-fn filters(
+pub(super) fn filters(
     cx: &mut Check,
     base: &FieldPath,
     written: Vec<dto::HttpFilter>,
@@ -1238,11 +1250,15 @@ fn request_redirect(
     };
     let redirect_code = match redirect.status_code {
         None => 302,
-        Some(code @ (301 | 302)) => u16::try_from(code).unwrap_or(302),
+        // The CRD's enum: 301 and 302 (core), 303, 307 and 308 (extended).
+        Some(code @ (301 | 302 | 303 | 307 | 308)) => u16::try_from(code).unwrap_or(302),
         Some(code) => {
             cx.error(
                 base.key("statusCode"),
-                format!("statusCode {code} is not supported: use 301 or 302 (the default)"),
+                format!(
+                    "statusCode {code} is not a redirect the spec allows: use 301, 302 (the \
+                     default), 303, 307 or 308"
+                ),
             );
             302
         }
@@ -1427,7 +1443,7 @@ fn humantime(d: Duration) -> String {
 }
 
 /// A Gateway API `Duration` (GEP-2257): `^([0-9]{1,5}(h|m|s|ms)){1,4}$`.
-fn duration(text: &str) -> Option<Duration> {
+pub(super) fn duration(text: &str) -> Option<Duration> {
     let mut rest = text;
     let mut total = Duration::ZERO;
     let mut parts = 0;
@@ -1551,38 +1567,21 @@ pub(super) fn http_route(
 ) -> Checked<HttpRoute> {
     let mut cx = Check::new(&source);
     let parents = parent_refs(&mut cx, spec.parent_refs, &source.namespace, true);
-    let mut hostnames = Vec::new();
-    for (h, hostname) in spec.hostnames.unwrap_or_default().into_iter().enumerate() {
-        let hostname = hostname.to_ascii_lowercase();
-        if hostname == "*" {
-            cx.error(
-                fp!("spec.hostnames[{h}]"),
-                "hostname * is not valid: leave hostnames out to match every host",
-            );
-        } else if let Err(message) = validate_domain(&hostname) {
-            cx.error(fp!("spec.hostnames[{h}]"), message);
-        } else {
-            hostnames.push(hostname);
-        }
-    }
+    let hostnames = route_hostnames(&mut cx, spec.hostnames);
     let mut rules = Vec::new();
     let written = spec.rules.unwrap_or_default();
     for (i, rule) in written.into_iter().enumerate() {
         let base = fp!("spec.rules[{i}]");
-        for (field, set) in [
-            ("retry", rule.retry.is_some()),
-            ("sessionPersistence", rule.session_persistence.is_some()),
-        ] {
-            if set {
-                cx.error(
-                    base.key(field),
-                    format!(
-                        "{field} is not supported yet: remove it (an Istio VirtualService has \
-                         retries)"
-                    ),
-                );
-            }
+        if rule.session_persistence.is_some() {
+            cx.error(
+                base.key("sessionPersistence"),
+                "sessionPersistence is not supported yet: remove it (a DestinationRule's \
+                 consistentHash keeps a client on one endpoint)",
+            );
         }
+        let retry = rule
+            .retry
+            .and_then(|written| super::retry::retry(&mut cx, &base.key("retry"), written));
         let (timeout, backend_timeout) = match rule.timeouts {
             Some(written) => timeouts(&mut cx, &base.key("timeouts"), written),
             None => (None, None),
@@ -1614,6 +1613,7 @@ pub(super) fn http_route(
             mirrors: filters.mirrors,
             timeout,
             backend_timeout,
+            retry,
         });
     }
     if rules.is_empty() {
@@ -1627,6 +1627,7 @@ pub(super) fn http_route(
             mirrors: Vec::new(),
             timeout: None,
             backend_timeout: None,
+            retry: None,
         });
     }
     let warnings = cx.finish()?;
@@ -1642,12 +1643,33 @@ pub(super) fn http_route(
     ))
 }
 
-/// One `matches[]` entry.
-fn route_match(cx: &mut Check, base: &FieldPath, m: dto::HttpRouteMatch) -> Option<RouteMatch> {
-    let errors = cx.errors.len();
-    let mut common = HttpMatch::default();
+/// An HTTPRoute's or a GRPCRoute's `hostnames`, lowercase.
+pub(super) fn route_hostnames(cx: &mut Check, written: Option<Vec<String>>) -> Vec<String> {
+    let mut hostnames = Vec::new();
+    for (h, hostname) in written.unwrap_or_default().into_iter().enumerate() {
+        let hostname = hostname.to_ascii_lowercase();
+        if hostname == "*" {
+            cx.error(
+                fp!("spec.hostnames[{h}]"),
+                "hostname * is not valid: leave hostnames out to match every host",
+            );
+        } else if let Err(message) = validate_domain(&hostname) {
+            cx.error(fp!("spec.hostnames[{h}]"), message);
+        } else {
+            hostnames.push(hostname);
+        }
+    }
+    hostnames
+}
+
+/// A match's `headers` (names lowercase, each once).
+pub(super) fn header_matches(
+    cx: &mut Check,
+    base: &FieldPath,
+    written: Option<Vec<dto::ValueMatch>>,
+) -> BTreeMap<String, StringMatch> {
     let mut headers = BTreeMap::new();
-    for (h, header) in m.headers.unwrap_or_default().into_iter().enumerate() {
+    for (h, header) in written.unwrap_or_default().into_iter().enumerate() {
         let path = base.key("headers").index(h);
         if let Some((name, value)) = value_match(cx, &path, header, "header") {
             let name = name.to_ascii_lowercase();
@@ -1661,6 +1683,14 @@ fn route_match(cx: &mut Check, base: &FieldPath, m: dto::HttpRouteMatch) -> Opti
             }
         }
     }
+    headers
+}
+
+/// One `matches[]` entry.
+fn route_match(cx: &mut Check, base: &FieldPath, m: dto::HttpRouteMatch) -> Option<RouteMatch> {
+    let errors = cx.errors.len();
+    let mut common = HttpMatch::default();
+    let headers = header_matches(cx, base, m.headers);
     let mut query_params = BTreeMap::new();
     for (q, param) in m.query_params.unwrap_or_default().into_iter().enumerate() {
         let path = base.key("queryParams").index(q);
@@ -1700,6 +1730,7 @@ fn route_match(cx: &mut Check, base: &FieldPath, m: dto::HttpRouteMatch) -> Opti
     let precedence = Precedence {
         path_rank: std::cmp::Reverse(rank),
         path_length: std::cmp::Reverse(value.len()),
+        grpc_method: std::cmp::Reverse(0),
         method: std::cmp::Reverse(common.method.is_some()),
         headers: std::cmp::Reverse(common.headers.len()),
         query_params: std::cmp::Reverse(common.query_params.len()),
@@ -1779,6 +1810,7 @@ pub(super) fn default_precedence() -> Precedence {
     Precedence {
         path_rank: std::cmp::Reverse(1),
         path_length: std::cmp::Reverse(1),
+        grpc_method: std::cmp::Reverse(0),
         method: std::cmp::Reverse(false),
         headers: std::cmp::Reverse(0),
         query_params: std::cmp::Reverse(0),

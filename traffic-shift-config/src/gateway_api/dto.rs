@@ -235,9 +235,18 @@ pub struct HttpRouteRule {
     pub filters: Option<Vec<HttpFilter>>,
     pub backend_refs: Option<Vec<BackendRef>>,
     pub timeouts: Option<Timeouts>,
+    pub retry: Option<HttpRouteRetry>,
     // Refused by `check`: not supported yet.
-    pub retry: Option<IgnoredAny>,
     pub session_persistence: Option<IgnoredAny>,
+}
+
+/// `HTTPRouteRetry` (`retry.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRouteRetry {
+    pub codes: Option<Vec<i64>>,
+    pub attempts: Option<i64>,
+    pub backoff: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,7 +399,7 @@ pub struct SliceEndpoint {
     pub deprecated_topology: Option<IgnoredAny>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SliceConditions {
     pub ready: Option<bool>,

@@ -51,6 +51,11 @@ pub struct EndpointSlice {
     /// addresses of one endpoint are one Pod's, and Kubernetes' consumers
     /// may use the first alone: kube-proxy does).
     pub addresses: Vec<IpAddr>,
+    /// Likewise, of the endpoints that are terminating but still serving:
+    /// a Service's endpoints when none of its slices has a ready one
+    /// (Kubernetes' fallback, which kube-proxy follows since 1.26: better a
+    /// Pod shutting down than no Pod).
+    pub terminating: Vec<IpAddr>,
     pub ports: Vec<SlicePort>,
 }
 
@@ -84,6 +89,7 @@ pub(super) fn endpoint_slice(
     let service = service_name(&mut cx, labels);
     let family = address_type(&mut cx, document.address_type.as_deref());
     let mut addresses: Vec<IpAddr> = Vec::new();
+    let mut terminating: Vec<IpAddr> = Vec::new();
     for (i, endpoint) in document
         .endpoints
         .unwrap_or_default()
@@ -104,15 +110,21 @@ pub(super) fn endpoint_slice(
             first = first.or(parsed);
         }
         // Kubernetes: ready absent means ready; an endpoint that is not
-        // serving (terminating) takes no new connections.
-        let conditions = endpoint.conditions;
-        let ready = conditions.as_ref().and_then(|c| c.ready) != Some(false)
-            && conditions.as_ref().and_then(|c| c.serving) != Some(false);
-        if ready
-            && let Some(address) = first
-            && !addresses.contains(&address)
+        // serving takes no new connections; one that is terminating and
+        // serving only when the Service has no ready endpoint.
+        let conditions = endpoint.conditions.unwrap_or_default();
+        let ready = conditions.ready != Some(false) && conditions.serving != Some(false);
+        let kept = if ready {
+            &mut addresses
+        } else if conditions.serving == Some(true) && conditions.terminating == Some(true) {
+            &mut terminating
+        } else {
+            continue;
+        };
+        if let Some(address) = first
+            && !kept.contains(&address)
         {
-            addresses.push(address);
+            kept.push(address);
         }
     }
     let mut ports: Vec<SlicePort> = Vec::new();
@@ -127,6 +139,7 @@ pub(super) fn endpoint_slice(
             source,
             service,
             addresses,
+            terminating,
             ports,
         },
         warnings,
@@ -346,6 +359,7 @@ pub(super) fn with_slices<'r>(
 fn merge(service: &Service, slices: &[&EndpointSlice], errors: &mut Vec<ConfigError>) -> Service {
     let mut service = service.clone();
     let mut endpoints: Vec<WorkloadEndpoint> = Vec::new();
+    let no_ready = slices.iter().all(|slice| slice.addresses.is_empty());
     // Per Service port, the first appProtocol a slice gives it.
     let mut protocols: Vec<Option<(Protocol, &Source, usize)>> = vec![None; service.ports.len()];
     for slice in slices {
@@ -393,7 +407,12 @@ fn merge(service: &Service, slices: &[&EndpointSlice], errors: &mut Vec<ConfigEr
             }
         }
         let ports: PortNames = ports.into_iter().collect();
-        for address in &slice.addresses {
+        let addresses = if no_ready {
+            &slice.terminating
+        } else {
+            &slice.addresses
+        };
+        for address in addresses {
             if endpoints.iter().any(|e| e.address.ip() == Some(*address)) {
                 continue;
             }

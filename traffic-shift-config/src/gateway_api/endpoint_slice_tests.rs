@@ -397,8 +397,8 @@ fn each_slice_error_says_what_to_do() {
                 "{name: pg, port: 6432}",
                 "{name: pg, port: 6432, appProtocol: grpc}",
             ),
-            "ports[0].appProtocol: appProtocol \"grpc\" is not supported yet: use http or \
-             kubernetes.io/h2c (the L7 proxy), or leave it out (TCP, the kernel path) \
+            "ports[0].appProtocol: appProtocol \"grpc\" is not supported yet: use http, \
+             kubernetes.io/h2c or kubernetes.io/ws (the L7 proxy), or leave it out (TCP, the kernel path) \
              (line 17)",
         ),
         (
@@ -484,5 +484,66 @@ fn endpoint_slice_is_known_by_its_api_version() {
              EndpointSlice is not read at apiVersion discovery.k8s.io/v1beta1: use \
              discovery.k8s.io/v1 (line 8)"
         ]
+    );
+}
+
+/// Kubernetes' fallback: when no slice of a Service has a ready endpoint,
+/// its endpoints are those terminating and still serving (a Pod shutting
+/// down, rather than none); one that is not serving is never used. With a
+/// ready endpoint anywhere, the terminating ones are not used.
+#[test]
+fn terminating_serving_endpoints_are_used_only_when_none_is_ready() {
+    let slices = |other: &str| {
+        format!(
+            "\
+apiVersion: v1
+kind: Service
+metadata: {{name: db}}
+spec:
+  clusterIP: 10.0.0.1
+  ports:
+  - {{name: pg, port: 5432}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-abc
+  labels: {{kubernetes.io/service-name: db}}
+addressType: IPv4
+endpoints:
+- addresses: [127.0.0.1]
+  conditions: {{ready: false, serving: true, terminating: true}}
+- addresses: [127.0.0.2]
+  conditions: {{ready: false, serving: false, terminating: true}}
+- addresses: [127.0.0.3]
+  conditions: {{ready: false}}
+ports:
+- {{name: pg, port: 6432}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-def
+  labels: {{kubernetes.io/service-name: db}}
+addressType: IPv4
+endpoints:
+- addresses: [127.0.0.4]
+  conditions: {other}
+ports:
+- {{name: pg, port: 6432}}
+"
+        )
+    };
+    let model = model_of(&slices("{ready: false, serving: true, terminating: true}"));
+    assert_eq!(
+        tcp_endpoints(&model),
+        [(5432, addrs(&["127.0.0.1:6432", "127.0.0.4:6432"]))],
+        "none ready: the terminating endpoints that still serve, of every slice"
+    );
+    let model = model_of(&slices("{ready: true}"));
+    assert_eq!(
+        tcp_endpoints(&model),
+        [(5432, addrs(&["127.0.0.4:6432"]))],
+        "one ready (in another slice): it alone"
     );
 }

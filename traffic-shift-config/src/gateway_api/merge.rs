@@ -1,8 +1,10 @@
 //! Several `HTTPRoute`s on one parent and host, merged as the spec says:
 //! every route attached to a listener (or to a Service, GAMMA) gives its
 //! rules, and per host (a listener's, after the intersection with the
-//! route's `hostnames`) the rules of all of them are in one order, the
-//! spec's precedence ([`Precedence`]: an `Exact` path, then the longer
+//! route's `hostnames`) the rules of all of them are in one order: first
+//! the routes whose own hostname for that host is the most specific
+//! ([`hostname_specificity`]), then the spec's precedence of matches
+//! ([`Precedence`]: an `Exact` path, then the longer
 //! prefix, a `method`, more `headers`, more `queryParams`), ties broken by
 //! the oldest route (`metadata.creationTimestamp`, which the agent sets to
 //! the time it first saw a route that has none), then `<namespace>/<name>`
@@ -127,11 +129,19 @@ fn merged(
         .enumerate()
         .flat_map(|(r, (c, _))| (0..contributions[*c].rules.len()).map(move |k| (r, k)))
         .collect();
+    let host = match scope {
+        Scope::Gateway { host, .. } => Some(host.as_str()),
+        Scope::Mesh(_) => None,
+    };
+    let specific: Vec<(usize, usize)> = routes
+        .iter()
+        .map(|(c, _)| hostname_specificity(&contributions[*c].route.hostnames, host))
+        .collect();
     order.sort_by(|&(ra, ka), &(rb, kb)| {
         let rule = |r: usize, k: usize| &contributions[routes[r].0].rules[k];
-        rule(ra, ka)
-            .precedence
-            .cmp(&rule(rb, kb).precedence)
+        specific[rb]
+            .cmp(&specific[ra])
+            .then_with(|| rule(ra, ka).precedence.cmp(&rule(rb, kb).precedence))
             .then_with(|| ages[ra].cmp(&ages[rb]))
             .then(ka.cmp(&kb))
     });
@@ -185,6 +195,24 @@ fn merged(
         export_to: Vec::new(),
         origin: Some(Arc::new(origin)),
     }
+}
+
+/// How specific the hostname is by which a route serves `host` (a
+/// Gateway's host; `None` on a Service, where `hostnames` do not apply):
+/// the characters of its matching non-wildcard hostname, then of its
+/// matching hostname. The spec gives precedence to the rules of the route
+/// with the most of each, before matches and age: a route written for
+/// `abc.example.com` comes before an older one for `*.example.com` there.
+fn hostname_specificity(hostnames: &[String], host: Option<&str>) -> (usize, usize) {
+    let Some(host) = host else {
+        return (0, 0);
+    };
+    hostnames
+        .iter()
+        .filter(|h| host_matches(h, host))
+        .map(|h| (if h.starts_with('*') { 0 } else { h.len() }, h.len()))
+        .max()
+        .unwrap_or((0, 0))
 }
 
 /// The hosts of a route's `hostnames` (none: every host) that a listener

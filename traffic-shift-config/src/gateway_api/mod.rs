@@ -28,7 +28,8 @@
 //!    route's name ([`Origin`]).
 //!
 //! What the spec reports in status rather than refuses (a parent that does
-//! not take a route, a backendRef that cannot be used) is not an error:
+//! not take a route, a backendRef that cannot be used, a listener's
+//! `allowedRoutes.kinds` that are no route kind) is not an error:
 //! the route is not attached, or the share of the backend fails (the
 //! [`crate::model::UNUSABLE_BACKEND`] destination), and `status` says why
 //! ([`crate::model::RoutingModel::gateway_api_status`]).
@@ -40,11 +41,18 @@ mod addresses;
 #[cfg(test)]
 mod addresses_tests;
 mod check;
+mod claims;
 mod dto;
 mod endpoint_slice;
+mod grpc_route;
+#[cfg(test)]
+mod grpc_route_tests;
 mod https;
+#[cfg(test)]
+mod kinds_tests;
 mod merge;
 mod place;
+mod retry;
 mod secret;
 #[cfg(test)]
 mod secret_tests;
@@ -110,7 +118,7 @@ const GROUP: &str = "gateway.networking.k8s.io";
 
 /// The kinds read here, with the `apiVersion`s each is read at (newest
 /// first).
-pub const KINDS: [(&str, &[&str]); 10] = [
+pub const KINDS: [(&str, &[&str]); 11] = [
     ("Service", &["v1"]),
     ("Namespace", &["v1"]),
     ("Secret", &["v1"]),
@@ -141,6 +149,13 @@ pub const KINDS: [(&str, &[&str]); 10] = [
         &[
             "gateway.networking.k8s.io/v1",
             "gateway.networking.k8s.io/v1beta1",
+        ],
+    ),
+    (
+        "GRPCRoute",
+        &[
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1alpha2",
         ],
     ),
     ("TCPRoute", &["gateway.networking.k8s.io/v1alpha2"]),
@@ -181,6 +196,19 @@ impl GatewayApiResource {
             Self::Namespace(r) => &r.source,
             Self::EndpointSlice(r) => &r.source,
             Self::Secret(r) => &r.source,
+        }
+    }
+
+    /// Sets `metadata.generation` (status's `observedGeneration`) of the
+    /// kinds that have a status, as the API server counts it: the agent's
+    /// `apply` bumps it when a resource changes. The other kinds have none.
+    pub fn set_generation(&mut self, generation: i64) {
+        match self {
+            Self::Gateway(r) => r.generation = generation,
+            Self::TcpRoute(r) => r.generation = generation,
+            Self::TlsRoute(r) => r.generation = generation,
+            Self::HttpRoute(r) => r.generation = generation,
+            _ => {}
         }
     }
 
@@ -388,8 +416,12 @@ pub struct Listener {
     /// `TCP`, `HTTP`, or `TLS` (`tls.mode: Passthrough`: TLSRoute).
     pub protocol: Protocol,
     /// `allowedRoutes.kinds`, or the listener protocol's default
-    /// (`TCPRoute` for TCP, `HTTPRoute` for HTTP).
+    /// (`TCPRoute` for TCP, `HTTPRoute` for HTTP) when none is written.
     pub kinds: Vec<&'static str>,
+    /// The kinds of `allowedRoutes.kinds` that are no route kind
+    /// (`group/kind`): reported in status (`ResolvedRefs` False,
+    /// `InvalidRouteKinds`), as the spec says, not refused.
+    pub invalid_kinds: Vec<String>,
     /// `allowedRoutes.namespaces`.
     pub namespaces: FromNamespaces,
     /// HTTPS: `tls.certificateRefs` (the first is served).
@@ -444,7 +476,8 @@ pub struct TcpRoute {
     pub backends: Vec<BackendRef>,
 }
 
-/// An `HTTPRoute`.
+/// An `HTTPRoute`, or a `GRPCRoute` (`source.kind`), whose method matches
+/// are matches on the HTTP/2 path (`grpc_route`).
 #[derive(Clone, Debug)]
 pub struct HttpRoute {
     pub source: Source,
@@ -474,6 +507,8 @@ pub struct HttpRouteRule {
     pub timeout: Option<Duration>,
     /// `timeouts.backendRequest`: each attempt's; `None`: absent or `0s`.
     pub backend_timeout: Option<Duration>,
+    /// `retry` (`retry.rs`); `None`: absent (Istio's default retries).
+    pub retry: Option<retry::Retry>,
 }
 
 /// A `RequestMirror` filter: its `backendRef` (weight 1, no filters) and
@@ -498,11 +533,15 @@ pub struct RouteMatch {
 /// them (`sortHTTPRoutes`): path type (`Exact`, then
 /// `RegularExpression`, then `PathPrefix`; no path is `PathPrefix /`),
 /// longer path value, a `method`, more `headers`, more `queryParams`.
+/// A `GRPCRoute`'s (the spec's, for its rules): the longer service, the
+/// longer gRPC method, more `headers` (its `path_length` is the service's,
+/// `grpc_method` the method's; the two kinds are never merged).
 /// Sorting ascending puts the most specific first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Precedence {
     path_rank: std::cmp::Reverse<u8>,
     path_length: std::cmp::Reverse<usize>,
+    grpc_method: std::cmp::Reverse<usize>,
     method: std::cmp::Reverse<bool>,
     headers: std::cmp::Reverse<usize>,
     query_params: std::cmp::Reverse<usize>,
@@ -656,7 +695,7 @@ pub(crate) fn parse_document(
                 if served.is_empty() {
                     "the Istio kinds (networking.istio.io), Service, Namespace or Secret (v1), \
                      EndpointSlice (discovery.k8s.io/v1), GatewayClass, Gateway, HTTPRoute, ReferenceGrant \
-                     (gateway.networking.k8s.io/v1), TLSRoute (v1 or v1alpha2) or TCPRoute \
+                     (gateway.networking.k8s.io/v1), GRPCRoute or TLSRoute (v1 or v1alpha2) or TCPRoute \
                      (gateway.networking.k8s.io/v1alpha2)"
                         .to_owned()
                 } else {
@@ -715,6 +754,9 @@ pub(crate) fn parse_document(
         "TCPRoute" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::tcp_route(source, spec, generation))
             .map(|(r, w)| (GatewayApiResource::TcpRoute(r), w)),
+        "GRPCRoute" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
+            .and_then(|(source, spec)| grpc_route::grpc_route(source, spec, generation))
+            .map(|(r, w)| (GatewayApiResource::HttpRoute(r), w)),
         "TLSRoute" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| tls_route::tls_route(source, spec, generation))
             .map(|(r, w)| (GatewayApiResource::TlsRoute(r), w)),

@@ -216,11 +216,39 @@ impl Statuses {
                     .attached
                     .get(&(id.clone(), l.name.clone()))
                     .map_or(0, Vec::len);
+                let resolved = if l.invalid_kinds.is_empty() {
+                    let refs = if l.certificate_refs.is_empty() {
+                        "no references to resolve"
+                    } else {
+                        "its certificate is served"
+                    };
+                    ok("ResolvedRefs", "ResolvedRefs", refs)
+                } else {
+                    Condition {
+                        type_: "ResolvedRefs",
+                        status: false,
+                        reason: "InvalidRouteKinds",
+                        message: format!(
+                            "allowedRoutes.kinds names {}, which is no route kind a {} \
+                             listener takes",
+                            l.invalid_kinds.join(", "),
+                            l.protocol.name()
+                        ),
+                    }
+                    .to_json(generation)
+                };
                 json!({
                     "name": l.name,
                     "supportedKinds": l.kinds.iter().map(|k| json!({"group": GROUP, "kind": k})).collect::<Vec<_>>(),
                     "attachedRoutes": attached,
-                    "conditions": listener_conditions(l, unresolved(l), generation),
+                    "conditions": match unresolved(l) {
+                        None => json!([
+                            ok("Accepted", "Accepted", "the listener is served"),
+                            ok("Programmed", "Programmed", "the listener is served"),
+                            resolved,
+                        ]),
+                        Some(unresolved) => unresolved_conditions(&unresolved, generation),
+                    },
                 })
             })
             .collect();
@@ -242,52 +270,38 @@ impl Statuses {
     }
 }
 
-/// A listener's `Accepted`, `Programmed` and `ResolvedRefs`: `Programmed`
-/// and `ResolvedRefs` `False` when its certificate cannot be used.
-fn listener_conditions(
-    listener: &Listener,
-    unresolved: Option<super::https::Unresolved>,
-    generation: i64,
-) -> Json {
-    let condition = |type_: &'static str, status: bool, reason: &'static str, message: &str| {
+/// The conditions of a listener whose certificate cannot be used:
+/// `Accepted`, then `Programmed` and `ResolvedRefs` `False`.
+fn unresolved_conditions(unresolved: &super::https::Unresolved, generation: i64) -> Json {
+    let condition = |type_: &'static str, status: bool, reason: &'static str, message: String| {
         Condition {
             type_,
             status,
             reason,
-            message: message.to_owned(),
+            message,
         }
         .to_json(generation)
     };
-    let accepted = condition("Accepted", true, "Accepted", "the listener is served");
-    match unresolved {
-        None => {
-            let refs = if listener.certificate_refs.is_empty() {
-                "no references to resolve"
-            } else {
-                "its certificate is served"
-            };
-            json!([
-                accepted,
-                condition("Programmed", true, "Programmed", "the listener is served"),
-                condition("ResolvedRefs", true, "ResolvedRefs", refs),
-            ])
-        }
-        Some(unresolved) => json!([
-            accepted,
-            condition(
-                "Programmed",
-                false,
-                "Invalid",
-                &format!("not served: {}", unresolved.message)
-            ),
-            condition(
-                "ResolvedRefs",
-                false,
-                unresolved.reason,
-                &unresolved.message
-            ),
-        ]),
-    }
+    json!([
+        condition(
+            "Accepted",
+            true,
+            "Accepted",
+            "the listener is served".to_owned()
+        ),
+        condition(
+            "Programmed",
+            false,
+            "Invalid",
+            format!("not served: {}", unresolved.message)
+        ),
+        condition(
+            "ResolvedRefs",
+            false,
+            unresolved.reason,
+            unresolved.message.clone()
+        ),
+    ])
 }
 
 fn key(source: &Source) -> StatusKey {
@@ -300,4 +314,10 @@ fn key(source: &Source) -> StatusKey {
 
 /// The kinds (as `Source::kind`) whose resources have a status here: what
 /// `get` adds it to.
-pub const STATUS_KINDS: [&str; 4] = ["HTTPRoute", "TCPRoute", "TLSRoute", GATEWAY_KIND];
+pub const STATUS_KINDS: [&str; 5] = [
+    "HTTPRoute",
+    "GRPCRoute",
+    "TCPRoute",
+    "TLSRoute",
+    GATEWAY_KIND,
+];

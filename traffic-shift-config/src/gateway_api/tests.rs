@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+mod claims;
 mod merge;
 
 use crate::{
@@ -537,10 +538,10 @@ fn each_error_says_what_to_do() {
             "a kind not read yet",
             changed(
                 "gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute",
-                "gateway.networking.k8s.io/v1\nkind: GRPCRoute",
+                "gateway.networking.k8s.io/v1\nkind: ListenerSet",
             ),
             &[
-                "rules/r.yaml: document 7: kind: unsupported kind \"GRPCRoute\" at apiVersion gateway.networking.k8s.io/v1: expected one of ReferenceGrant, GatewayClass, Gateway, HTTPRoute, TLSRoute (line 46)",
+                "rules/r.yaml: document 7: kind: unsupported kind \"ListenerSet\" at apiVersion gateway.networking.k8s.io/v1: expected one of ReferenceGrant, GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute (line 46)",
             ],
         ),
         (
@@ -602,7 +603,7 @@ fn each_error_says_what_to_do() {
                 "{name: tcp, port: 5432, appProtocol: grpc}",
             ),
             &[
-                "rules/r.yaml: document 3 (Service default/db): spec.ports[0].appProtocol: appProtocol \"grpc\" is not supported yet: use http or kubernetes.io/h2c (the L7 proxy), or leave it out (TCP, the kernel path) (line 23)",
+                "rules/r.yaml: document 3 (Service default/db): spec.ports[0].appProtocol: appProtocol \"grpc\" is not supported yet: use http, kubernetes.io/h2c or kubernetes.io/ws (the L7 proxy), or leave it out (TCP, the kernel path) (line 23)",
             ],
         ),
         (
@@ -824,10 +825,11 @@ fn each_error_says_what_to_do() {
             "retry",
             changed(
                 "  - backendRefs:\n    - {name: web-v1, port: 80}",
-                "  - retry: {attempts: 2}\n    backendRefs:\n    - {name: web-v1, port: 80}",
+                "  - retry: {codes: [500, 302], backoff: 1 s}\n    backendRefs:\n    - {name: web-v1, port: 80}",
             ),
             &[
-                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].retry: retry is not supported yet: remove it (an Istio VirtualService has retries) (line 62)",
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].retry.codes[1]: code 302 is not an error status the spec retries: use 400 to 599 (line 62)",
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].retry.backoff: backoff \"1 s\" is not a Gateway API duration: one to four numbers of at most 5 digits, each with a unit h, m, s or ms (100ms, 1s) (line 62)",
             ],
         ),
         (
@@ -1159,7 +1161,7 @@ type Conditions = Vec<(String, String, String)>;
 type Split<'a> = Vec<(&'a str, u32)>;
 
 /// The model of one file that must resolve.
-fn model_of(text: &str) -> RoutingModel {
+pub(super) fn model_of(text: &str) -> RoutingModel {
     let file = parse_file_all(Path::new(FILE), text).unwrap_or_else(|e| panic!("{e:?}"));
     resolve_all(&[file])
         .0
@@ -1609,7 +1611,7 @@ fn status_carries_the_generation_and_the_parent_ref() {
 
 /// `BASE` with the mesh HTTPRoute's rules replaced by `rules`, resolved:
 /// the routes of the `web` Service's mesh listener.
-fn mesh_routes(rules: &str) -> Vec<HttpRoute> {
+pub(super) fn mesh_routes(rules: &str) -> Vec<HttpRoute> {
     let text = changed(
         "  rules:\n  - backendRefs:\n    - {name: web-v1, port: 80}\n",
         rules,
@@ -1889,9 +1891,9 @@ fn filter_and_timeout_refusals_say_what_to_do() {
         ),
         (
             "status code",
-            rule("filters:\n    - {type: RequestRedirect, requestRedirect: {statusCode: 307}}"),
+            rule("filters:\n    - {type: RequestRedirect, requestRedirect: {statusCode: 304}}"),
             &[
-                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].requestRedirect.statusCode: statusCode 307 is not supported: use 301 or 302 (the default) (line 63)",
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].requestRedirect.statusCode: statusCode 304 is not a redirect the spec allows: use 301, 302 (the default), 303, 307 or 308 (line 63)",
             ],
         ),
         (

@@ -14,16 +14,17 @@
 //!
 //! Routes with the same SNI name on one listener port: the oldest takes
 //! it (the spec's tie-break: `creationTimestamp`, then `namespace/name`;
-//! [`SniClaims`]); a route left with no name on a parent is not accepted
+//! [`ListenerClaims`]); a route left with no name on a parent is not accepted
 //! there (`Accepted` `False`, reason `Conflicted`).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use serde::{Deserialize, de::IgnoredAny};
 
 use super::{
     BackendRef, Origin, ParentRef,
     check::{backend_refs, parent_refs},
+    claims::{ListenerClaims, conflicted},
     dto,
     merge::intersection,
     status::{Condition, RouteStatus, Statuses},
@@ -213,44 +214,6 @@ pub(super) fn tls_route(source: Source, spec: TlsRouteSpec, generation: i64) -> 
     ))
 }
 
-/// Which route takes each SNI name of each Gateway listener port. Routes
-/// are claimed oldest first ([`super::merge::age`]), so the first to claim
-/// a name keeps it, as the spec's tie-break says.
-#[derive(Default)]
-pub(super) struct SniClaims {
-    /// `(gateway, port, SNI name)` to the route that takes it.
-    taken: BTreeMap<(String, u16, String), Source>,
-}
-
-impl SniClaims {
-    /// The names of `names` that `route` takes on `port` of `gateway`;
-    /// those an older route took are pushed to `lost` with a message.
-    fn claim(
-        &mut self,
-        (gateway, port): (&str, u16),
-        route: &Source,
-        names: Vec<String>,
-        lost: &mut Vec<String>,
-    ) -> Vec<String> {
-        let mut kept = Vec::new();
-        for name in names {
-            let owner = self
-                .taken
-                .entry((gateway.to_owned(), port, name.clone()))
-                .or_insert_with(|| route.clone());
-            if owner.id() == route.id() {
-                kept.push(name);
-            } else {
-                lost.push(format!(
-                    "SNI {name} on Gateway {gateway} port {port} is taken by the older {}",
-                    owner.describe()
-                ));
-            }
-        }
-        kept
-    }
-}
-
 impl Index<'_> {
     /// The `VirtualService` of a `TLSRoute`: one `tls` rule, with a match
     /// per listener it is attached to (that listener's port and Gateway,
@@ -259,7 +222,7 @@ impl Index<'_> {
     pub(super) fn tls_route(
         &self,
         route: &TlsRoute,
-        claims: &mut SniClaims,
+        claims: &mut ListenerClaims,
         statuses: &mut Statuses,
     ) -> Option<VirtualService> {
         let source = &route.source;
@@ -287,7 +250,10 @@ impl Index<'_> {
                     "TLSRoute on a TLS listener"
                 );
                 let names = intersection(listener.hostname.as_deref(), &route.hostnames);
-                let sni_hosts = claims.claim((&id, listener.port), source, names, &mut lost);
+                let sni_hosts: Vec<String> = names
+                    .into_iter()
+                    .filter(|name| claims.take((&id, listener.port), name, source, &mut lost))
+                    .collect();
                 if sni_hosts.is_empty() {
                     continue;
                 }
@@ -301,7 +267,14 @@ impl Index<'_> {
                 attached.push(listener);
             }
             if attached.is_empty() {
-                status.parent(parent, conflicted(&lost));
+                status.parent(
+                    parent,
+                    conflicted(
+                        &lost,
+                        "TLSRoutes with one SNI name on a listener",
+                        "give this route other hostnames, or remove one of them",
+                    ),
+                );
                 continue;
             }
             status.parent(parent, Condition::attached(&id, &attached));
@@ -333,19 +306,4 @@ impl Index<'_> {
             })),
         })
     }
-}
-
-/// `Accepted` `False` for a parent where older routes take every SNI name
-/// of the route. The spec defines no reason for it; `Conflicted` is what
-/// implementations write.
-fn conflicted(lost: &[String]) -> Condition {
-    Condition::accepted(
-        "Conflicted",
-        format!(
-            "{}: of TLSRoutes with one SNI name on a listener, the oldest takes it \
-             (creationTimestamp, then namespace/name); give this route other hostnames, or \
-             remove one of them",
-            lost.join("; ")
-        ),
-    )
 }

@@ -67,7 +67,7 @@ fn changed(from: &str, to: &str) -> String {
 }
 
 /// The model of `text` (one file, `rules/r.yaml`), or its errors as
-/// printed. Shared with `addresses_tests`.
+/// printed. Shared with `addresses_tests` and `grpc_route_tests`.
 pub(super) fn resolved(text: &str) -> Result<RoutingModel, Vec<String>> {
     let file = parse_file_all(Path::new(FILE), text)
         .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;

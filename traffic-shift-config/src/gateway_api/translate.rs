@@ -8,7 +8,9 @@ use std::{
 
 use super::{
     BackendRef, FromNamespaces, Gateway, GatewayApiResource, HttpRoute, Listener, Namespace,
-    Origin, ParentKind, ParentRef, ReferenceGrant, Service, TargetPort, TcpRoute, gateway_class,
+    Origin, ParentKind, ParentRef, ReferenceGrant, Service, TargetPort, TcpRoute,
+    claims::{ListenerClaims, conflicted},
+    gateway_class,
     merge::{Contribution, Rule, listener_hosts, merge, unserved_listener_hosts},
     status::{Condition, RouteStatus, Statuses},
 };
@@ -110,17 +112,20 @@ pub(crate) fn translate(
         .copied()
         .collect();
     index.refused_services = refused_services;
-    for route in &index.tcp_routes {
-        if let Some(vs) = index.tcp_route(route, &mut statuses) {
+    // Oldest first: a TCP listener, or an SNI name on a TLS listener, is
+    // the oldest route's.
+    let mut tcp_routes = index.tcp_routes.clone();
+    tcp_routes.sort_by_cached_key(|route| super::merge::age(&route.source));
+    let mut claims = ListenerClaims::default();
+    for route in tcp_routes {
+        if let Some(vs) = index.tcp_route(route, &mut claims, &mut statuses) {
             out.push(Resource::VirtualService(vs));
         }
     }
-    // Oldest first: an SNI name on a listener is the oldest route's.
     let mut tls_routes = index.tls_routes.clone();
     tls_routes.sort_by_cached_key(|route| super::merge::age(&route.source));
-    let mut sni_claims = super::tls_route::SniClaims::default();
     for route in tls_routes {
-        if let Some(vs) = index.tls_route(route, &mut sni_claims, &mut statuses) {
+        if let Some(vs) = index.tls_route(route, &mut claims, &mut statuses) {
             out.push(Resource::VirtualService(vs));
         }
     }
@@ -179,7 +184,8 @@ pub(super) struct Index<'a> {
     gateways: Vec<&'a Gateway>,
     tcp_routes: Vec<&'a TcpRoute>,
     tls_routes: Vec<&'a super::TlsRoute>,
-    http_routes: Vec<&'a HttpRoute>,
+    /// HTTPRoutes and GRPCRoutes (`source.kind`).
+    pub(super) http_routes: Vec<&'a HttpRoute>,
     entries: Vec<&'a ServiceEntry>,
     istio_gateways: Vec<&'a resource::Gateway>,
     /// Services refused (their error is recorded): a route that names one
@@ -724,7 +730,13 @@ impl<'a> Index<'a> {
 
     /// The `VirtualService` of a `TCPRoute`: its one rule on the listeners
     /// of its parents, each bound by a match on the listener's port.
-    fn tcp_route(&self, route: &TcpRoute, statuses: &mut Statuses) -> Option<VirtualService> {
+    /// A listener an older route took is not this route's ([`ListenerClaims`]).
+    fn tcp_route(
+        &self,
+        route: &TcpRoute,
+        claims: &mut ListenerClaims,
+        statuses: &mut Statuses,
+    ) -> Option<VirtualService> {
         let source = &route.source;
         let mut status = RouteStatus::new(source, route.generation);
         let mut gateways = Vec::new();
@@ -740,6 +752,19 @@ impl<'a> Index<'a> {
                 }
             };
             let id = gateway_id(&gateway.source);
+            let mut lost = Vec::new();
+            let listeners: Vec<_> = listeners
+                .into_iter()
+                .filter(|l| claims.take((&id, l.port), "", source, &mut lost))
+                .collect();
+            if listeners.is_empty() {
+                let among = "TCPRoutes on a listener (a TCP connection has nothing else to \
+                             choose a route by)";
+                let todo = "bind this route to another listener (sectionName or port), or \
+                            remove one of them";
+                status.parent(parent, conflicted(&lost, among, todo));
+                continue;
+            }
             let attached = Condition::attached(&id, &listeners);
             for listener in &listeners {
                 matches.push(L4Match {
@@ -828,7 +853,7 @@ impl<'a> Index<'a> {
             let base = fp!("spec.parentRefs[{}]", parent.index);
             if parent.kind == ParentKind::Gateway {
                 let (gateway, listeners) =
-                    match self.listeners(source, "HTTPRoute", parent, &route.hostnames) {
+                    match self.listeners(source, source.kind, parent, &route.hostnames) {
                         Ok(found) => found,
                         Err(condition) => {
                             if let Some(condition) = condition {
@@ -837,6 +862,15 @@ impl<'a> Index<'a> {
                             continue;
                         }
                     };
+                // The spec: an HTTPRoute and a GRPCRoute with intersecting
+                // hosts on one listener: the older is accepted there.
+                let (listeners, conflict) = self.without_kind_conflicts(route, gateway, listeners);
+                if listeners.is_empty() {
+                    if let Some(conflict) = conflict {
+                        status.parent(parent, conflict);
+                    }
+                    continue;
+                }
                 let id = gateway_id(&gateway.source);
                 let attached = Condition::attached(&id, &listeners);
                 for listener in listeners {
@@ -883,6 +917,10 @@ impl<'a> Index<'a> {
             if !mesh_service(source, &base, service, parent.port, errors) {
                 continue;
             }
+            if let Some(conflict) = self.mesh_kind_conflict(route, parent) {
+                status.parent(parent, conflict);
+                continue;
+            }
             meshed.insert((
                 service.source.namespace.clone(),
                 service.source.name.clone(),
@@ -914,14 +952,19 @@ impl<'a> Index<'a> {
                 .map(|(d, ..)| u64::from(d.weight.unwrap_or(1)))
                 .sum();
             // The spec: no backendRef, every weight 0, or none that can be
-            // used: 500.
+            // used: 500; for a GRPCRoute UNAVAILABLE, which a gRPC client
+            // reads from 503 (the proxy answers a gRPC call with it).
             let mirrors = self.mirrors(&route.source, rule, resolved);
             let (route_to, direct_response) = if rule.redirect.is_some() {
                 // The redirect answers: the backendRefs take no traffic.
                 (Vec::new(), None)
             } else if usable == 0 {
                 let status = DirectResponse {
-                    status: 500,
+                    status: if route.source.kind == "GRPCRoute" {
+                        503
+                    } else {
+                        500
+                    },
                     body: None,
                 };
                 (Vec::new(), Some(status))
@@ -951,12 +994,15 @@ impl<'a> Index<'a> {
                 redirect: rule.redirect.clone(),
                 rewrite: rule.rewrite.clone(),
                 timeout: rule.timeout,
-                // `backendRequest`: each attempt's timeout, with Istio's
-                // retries when a route has none.
-                retries: rule.backend_timeout.map(|timeout| Retries {
-                    per_try_timeout: Some(timeout),
-                    ..default_retries()
-                }),
+                // `retry`, `backendRequest` each attempt's timeout (with
+                // Istio's retries when the rule has no `retry`).
+                retries: match &rule.retry {
+                    Some(retry) => Some(retry.retries(rule.backend_timeout)),
+                    None => rule.backend_timeout.map(|timeout| Retries {
+                        per_try_timeout: Some(timeout),
+                        ..default_retries()
+                    }),
+                },
                 mirrors: mirrors.clone(),
                 ..empty_rule()
             };

@@ -68,6 +68,14 @@ impl Resource {
         }
     }
 
+    /// See [`crate::gateway_api::GatewayApiResource::set_generation`]; the
+    /// Istio kinds have no generation.
+    pub fn set_generation(&mut self, generation: i64) {
+        if let Self::GatewayApi(r) = self {
+            r.set_generation(generation);
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         self.source().kind
     }

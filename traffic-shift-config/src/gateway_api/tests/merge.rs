@@ -345,3 +345,55 @@ fn a_warning_about_a_merged_rule_names_its_own_route() {
         ]
     );
 }
+
+/// On one host, the rules of the route whose own hostname for it is the
+/// most specific come first, before matches and age (the spec's hostname
+/// precedence; GRPCRouteMultipleRoutesAttachmentSameHostnameIntersection):
+/// on a listener for `abc.example.com`, a newer route for
+/// `abc.example.com` before an older one for `*.example.com`, which is
+/// before an older one for `*.com`.
+#[test]
+fn the_route_with_the_most_specific_hostname_comes_first_on_a_host() {
+    let listener = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+                    metadata: {name: abc}\nspec:\n  gatewayClassName: istio\n  listeners:\n  \
+                    - {name: http, port: 8081, protocol: HTTP, hostname: abc.example.com}\n";
+    let gateway = "{name: abc}";
+    let text = format!(
+        "{BASE}{listener}{}{}{}",
+        http_route(
+            "wild",
+            Some("2026-01-01T00:00:00Z"),
+            gateway,
+            "\"*.example.com\"",
+            &exact("/a")
+        ),
+        http_route(
+            "wider",
+            Some("2025-01-01T00:00:00Z"),
+            gateway,
+            "\"*.com\"",
+            &exact("/a")
+        ),
+        http_route(
+            "exact",
+            Some("2026-06-01T00:00:00Z"),
+            gateway,
+            "abc.example.com",
+            EVERYTHING
+        ),
+    );
+    let model = model_of(&text);
+    assert_eq!(
+        keys(
+            &model,
+            "gateway default/abc port 8081",
+            Some("abc.example.com")
+        ),
+        [
+            "default/exact/rules[0]",
+            "default/wild/rules[0]",
+            "default/wider/rules[0]",
+        ],
+        "the newer catch-all of the exact hostname before the older wildcards' Exact /a"
+    );
+}
