@@ -99,6 +99,19 @@ fn get_over_tls(
     })
 }
 
+/// 1000 requests for `a.example.com` over 4 connections to `addr`:
+/// exactly 800 to v1 and 200 to v2. The certificate presented.
+fn split_80_20(s: &Scenario, certs: &Certs, addr: &str, what: &str) -> Vec<u8> {
+    let (answers, presented) = https_requests(s, certs, addr, "a.example.com", 1000, 4);
+    println!("{what}: 80/20 over 1000 requests: {answers:?}");
+    assert_eq!(
+        answers,
+        counts(&[("v1", 800), ("v2", 200)]),
+        "{what}: 80/20 over 1000 requests, exactly"
+    );
+    presented
+}
+
 fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
@@ -141,14 +154,7 @@ fn an_https_listener_terminates_tls_and_splits_exactly() {
         BOOKINFO,
         &[("https.yaml", &gateway_api(&certs, listener, route))],
     );
-    let (answers, presented) =
-        https_requests(&s, &certs, "127.0.0.1:8443", "a.example.com", 1000, 4);
-    println!("HTTPS 80/20 over 1000 requests: {answers:?}");
-    assert_eq!(
-        answers,
-        counts(&[("v1", 800), ("v2", 200)]),
-        "80/20 over 1000 requests, exactly"
-    );
+    let presented = split_80_20(&s, &certs, "127.0.0.1:8443", "HTTPS listener");
     assert_eq!(presented, certs.der("a"), "the Secret's certificate");
 
     let version = |v: &'static str| {
@@ -255,14 +261,7 @@ spec:
         secret(&certs, "b", "b"),
     );
     let mut s = Scenario::bookinfo("https-istio", &[("https.yaml", &rules)], &[]);
-    let (answers, presented) =
-        https_requests(&s, &certs, "127.0.0.1:9443", "a.example.com", 1000, 4);
-    println!("Istio SIMPLE 80/20 over 1000 requests: {answers:?}");
-    assert_eq!(
-        answers,
-        counts(&[("v1", 800), ("v2", 200)]),
-        "80/20 over 1000 requests, exactly"
-    );
+    let presented = split_80_20(&s, &certs, "127.0.0.1:9443", "Istio SIMPLE server");
     assert_eq!(
         presented,
         certs.der("a"),
