@@ -19,6 +19,7 @@
 //! - [`prometheus`] runs a real Prometheus server for the metrics tests;
 //!   [`dashboard`] turns the Grafana dashboard into the queries it sends;
 //! - [`rollout`]: an agent's rollouts, and the wait on them;
+//! - [`tls`]: certificates made by openssl, rustls clients and servers on them;
 //! - [`bpf`]: bpftool's view of the agent's programs and maps, the kernel's run counts;
 //! - [`xdp_cost`]: the XDP gateway's time per packet (`ts-xdp-cost`, for the bench).
 
@@ -38,6 +39,7 @@ pub mod process;
 pub mod prometheus;
 pub mod rollout;
 pub mod scenario;
+pub mod tls;
 pub mod xdp_cost;
 
 use std::{

@@ -8,7 +8,7 @@
 //! the handshake itself proves that the ClientHello reached the backend
 //! untouched and that the server's answer came back.
 
-use std::{net::SocketAddr, path::PathBuf, process::Command, sync::Arc};
+use std::net::SocketAddr;
 
 use serde_json::Value;
 use tokio::{
@@ -16,174 +16,17 @@ use tokio::{
     net::{TcpListener, TcpStream},
     runtime::Runtime,
 };
-use tokio_rustls::{
-    TlsAcceptor, TlsConnector, client,
-    rustls::{
-        self, RootCertStore,
-        pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _},
-    },
+use tokio_rustls::{TlsAcceptor, TlsConnector, client, rustls::pki_types::ServerName};
+use traffic_shift_tests::{
+    Scenario, metric,
+    tls::{Certs, run, runtime_in},
+    try_metric,
 };
-use traffic_shift_tests::{Netns, Scenario, metric, try_metric, unique_name};
 
 /// The gateway listener, on every local address of the namespace.
 const GATEWAY: &str = "127.0.0.1:8443";
 /// The conformance case's listener (its port 443).
 const CONFORMANCE_GATEWAY: &str = "127.0.0.1:8444";
-
-/// The test's certificates: a CA, and a leaf for `*.example.com` it signed.
-struct Certs {
-    dir: PathBuf,
-}
-
-impl Certs {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("{}-certs", unique_name(test)));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("certs dir");
-        std::fs::write(
-            dir.join("ext.cnf"),
-            "subjectAltName=DNS:*.example.com,DNS:tls.example.com\n",
-        )
-        .expect("write ext.cnf");
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        for args in [
-            [
-                &["req", "-x509"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                    "-days",
-                    "1",
-                    "-subj",
-                    "/CN=traffic-shift test CA",
-                ],
-            ]
-            .concat(),
-            [
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "leaf.key",
-                    "-out",
-                    "leaf.csr",
-                    "-subj",
-                    "/CN=tls.example.com",
-                ],
-            ]
-            .concat(),
-            [
-                "x509",
-                "-req",
-                "-in",
-                "leaf.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "leaf.pem",
-                "-days",
-                "1",
-                "-extfile",
-                "ext.cnf",
-            ]
-            .to_vec(),
-        ] {
-            let out = Command::new("openssl")
-                .args(&args)
-                .current_dir(&dir)
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Self { dir }
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn acceptor(&self) -> TlsAcceptor {
-        let chain = CertificateDer::pem_file_iter(self.file("leaf.pem"))
-            .expect("leaf.pem")
-            .collect::<Result<Vec<_>, _>>()
-            .expect("parse leaf.pem");
-        let key = PrivateKeyDer::from_pem_file(self.file("leaf.key")).expect("leaf.key");
-        let config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("TLS 1.2 and 1.3")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("the leaf and its key");
-        TlsAcceptor::from(Arc::new(config))
-    }
-
-    fn connector(&self) -> TlsConnector {
-        let mut roots = RootCertStore::empty();
-        let ca = CertificateDer::from_pem_file(self.file("ca.pem")).expect("ca.pem");
-        roots.add(ca).expect("the CA");
-        let config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("TLS 1.2 and 1.3")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        TlsConnector::from(Arc::new(config))
-    }
-}
-
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-#[expect(
-    deprecated,
-    reason = "ring without post-quantum key exchange is enough here"
-)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A tokio runtime whose threads joined `netns`: the sockets its tasks
-/// make are in that namespace.
-fn runtime_in(netns: &Netns) -> Runtime {
-    use std::os::fd::AsRawFd as _;
-    let file = Arc::new(
-        std::fs::File::open(format!("/var/run/netns/{}", netns.name)).expect("open the netns"),
-    );
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .on_thread_start(move || {
-            // SAFETY: setns on this new thread only, with a netns fd the
-            // closure keeps open.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        })
-        .build()
-        .expect("a runtime")
-}
-
-/// Runs `future` on a worker thread of `rt` (in its namespace).
-fn run<T: Send + 'static>(rt: &Runtime, future: impl Future<Output = T> + Send + 'static) -> T {
-    rt.block_on(rt.spawn(future)).expect("the task")
-}
 
 /// A TLS backend on `addr`: after the handshake it says `name`, then
 /// echoes every byte until the client closes.

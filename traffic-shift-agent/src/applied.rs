@@ -52,7 +52,7 @@ pub struct KindNames {
 }
 
 /// Every kind, in the order `unknown kind` lists them.
-pub const KIND_NAMES: [KindNames; 11] = [
+pub const KIND_NAMES: [KindNames; 12] = [
     KindNames {
         kind: "VirtualService",
         singular: "virtualservice",
@@ -120,6 +120,13 @@ pub const KIND_NAMES: [KindNames; 11] = [
         singular: "gateway.gateway.networking.k8s.io",
         plural: "gateways.gateway.networking.k8s.io",
         short: "gtw",
+    },
+    // A gateway's certificate: `get` shows its data keys, never a value.
+    KindNames {
+        kind: "Secret",
+        singular: "secret",
+        plural: "secrets",
+        short: "secret",
     },
 ];
 

@@ -115,7 +115,8 @@ pub use self::{
         parse_file_all_up_to, parse_file_documents, read_file_up_to, read_rules_file, rules_text,
     },
     gateway_api::{
-        CONTROLLER_NAME, GATEWAY_KIND, SERVED_GATEWAY_CLASS, STATUS_KINDS, gateway_class, kind_of,
+        CONTROLLER_NAME, CertificateError, GATEWAY_KIND, PrivateKeyPem, REDACTED,
+        SERVED_GATEWAY_CLASS, STATUS_KINDS, Secret, TlsCertificate, gateway_class, kind_of, redact,
         set_gateway_class,
     },
     http::{
@@ -139,8 +140,8 @@ pub use self::{
     },
     resource::{
         DestinationRule, EndpointAddress, Gateway, GatewayPort, L4Match, Resource, RolloutResource,
-        RolloutTarget, Server, ServerTlsMode, ServiceEntry, ServicePort, Subset, TargetRoute,
-        TcpRule, VirtualService, WorkloadEndpoint, WorkloadEntry,
+        RolloutTarget, SecretRef, Server, ServerTlsMode, ServiceEntry, ServicePort, Subset,
+        TargetRoute, TcpRule, VirtualService, WorkloadEndpoint, WorkloadEntry,
     },
     source::Source,
     timestamp::{format_timestamp, format_timestamp_millis, parse_timestamp},

@@ -309,6 +309,31 @@ pub struct HttpListener {
     /// listener has exactly one, which takes every request whatever its
     /// authority (the client chose the service by its address).
     pub virtual_hosts: Vec<VirtualHost>,
+    /// Gateway only: the certificates of its HTTPS servers (`tls.mode:
+    /// SIMPLE`): the proxy terminates TLS on `listeners`, then serves the
+    /// requests as on a plain HTTP listener. `None`: plain HTTP.
+    pub tls: Option<ListenerTls>,
+}
+
+/// The certificates a gateway listener terminates TLS with, chosen by the
+/// ClientHello's SNI among the servers' hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// In the order of the servers: an SNI takes the certificate of the
+    /// server with a host equal to it, else the longest `*.suffix` it ends
+    /// with, else `*`; a ClientHello without SNI takes the first.
+    pub certificates: Vec<ServerCertificate>,
+}
+
+/// One HTTPS server's certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerCertificate {
+    /// The server's hosts, lowercase, without their namespace part (`*`,
+    /// `*.suffix` or a name).
+    pub hosts: Vec<String>,
+    /// `<namespace>/<name>` of the Secret.
+    pub secret: String,
+    pub certificate: crate::gateway_api::TlsCertificate,
 }
 
 /// The `http` rules of one VirtualService, for one listener.

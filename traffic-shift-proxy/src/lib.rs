@@ -22,6 +22,7 @@
 //! | module | what |
 //! |---|---|
 //! | `server` | listeners, accept, hyper connection serving (HTTP/1.1 or h2c), [`Options`] |
+//! | `terminate` | TLS termination on HTTPS gateway listeners: the certificate by SNI, ALPN |
 //! | `request` | one request: listener, virtual host, route; then a local answer or a destination, the body, metrics |
 //! | `routes` | the configuration snapshot: listeners, virtual hosts, routes and their matches |
 //! | `select` | the destination and endpoint picks (smooth, random, consistent hash) |
@@ -50,6 +51,7 @@ mod server;
 pub mod sni;
 pub mod splice;
 mod stats;
+mod terminate;
 
 #[cfg(test)]
 mod tests;
@@ -94,6 +96,8 @@ pub struct Prepared {
     endpoints: HashSet<SocketAddr>,
     /// The request counts of the routes in it, by listener and route key.
     counts: HashMap<(String, String), Arc<RouteCounts>>,
+    /// The TLS acceptors of its HTTPS listeners.
+    acceptors: terminate::Acceptors,
 }
 
 /// The body of every response the proxy sends.
@@ -112,6 +116,8 @@ pub struct Proxy {
     /// Requests per route, destination and endpoint, for `status`.
     counts: AllRouteCounts,
     connections: Arc<Semaphore>,
+    /// The TLS acceptors of the HTTPS listeners in force, by key.
+    acceptors: std::sync::RwLock<terminate::Acceptors>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -134,6 +140,7 @@ impl Proxy {
             outcomes: Outcomes::default(),
             counts: AllRouteCounts::default(),
             connections: Arc::new(Semaphore::new(options.max_connections)),
+            acceptors: std::sync::RwLock::default(),
             options,
         })
     }
@@ -164,6 +171,7 @@ impl Proxy {
             })
             .flat_map(|d| d.endpoints.iter().map(|e| e.addr))
             .collect();
+        let acceptors = terminate::acceptors(&listeners);
         let states = self
             .states
             .lock()
@@ -185,6 +193,7 @@ impl Proxy {
             states: kept,
             endpoints,
             counts,
+            acceptors,
         })
     }
 
@@ -195,7 +204,12 @@ impl Proxy {
             states,
             endpoints,
             counts,
+            acceptors,
         } = prepared;
+        *self
+            .acceptors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = acceptors;
         *self
             .states
             .lock()

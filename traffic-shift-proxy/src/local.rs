@@ -13,7 +13,7 @@ use hyper::{
     header::{self, HeaderValue},
 };
 use traffic_shift_config::{
-    http::{AbortError, DelayKind},
+    http::{AbortError, DelayKind, HttpRedirect},
     labels::IstioLabels,
 };
 
@@ -60,6 +60,17 @@ impl Proxy {
             }
         }
         let mut response = if let Some(redirect) = &model.redirect {
+            // Without a scheme, the request's: https on an HTTPS listener.
+            let from_https;
+            let redirect = if redirect.scheme.is_none() && cx.https {
+                from_https = HttpRedirect {
+                    scheme: Some("https".to_owned()),
+                    ..redirect.clone()
+                };
+                &from_https
+            } else {
+                redirect
+            };
             let location = rewrite::redirect_location(
                 redirect,
                 cx.route.uri_regex.as_ref(),

@@ -193,6 +193,7 @@ impl Proxy {
         let cx = Routed {
             peer,
             port: listener.port,
+            https: listener.https,
             route,
             matched,
             authority,
@@ -498,6 +499,8 @@ pub(crate) struct Routed<'a> {
     pub(crate) peer: SocketAddr,
     /// The listener's port.
     pub(crate) port: u16,
+    /// The listener terminates TLS: the request's scheme is `https`.
+    pub(crate) https: bool,
     pub(crate) route: &'a Route,
     pub(crate) matched: MatchedUri,
     /// As the client sent it.

@@ -80,6 +80,7 @@ impl Config {
             config.listeners.push(Listener {
                 gateway: listener.gateway,
                 port: listener.port,
+                https: listener.tls.is_some(),
                 hosts,
             });
         }
@@ -147,6 +148,9 @@ fn in_prefix(network: IpAddr, len: u8, ip: IpAddr) -> bool {
 pub struct Listener {
     pub gateway: Option<String>,
     pub port: u16,
+    /// It terminates TLS (an HTTPS server): its requests' scheme is
+    /// `https`.
+    pub https: bool,
     pub hosts: Vec<Host>,
 }
 
@@ -534,6 +538,7 @@ mod tests {
     fn config(gateway: Option<&str>, hosts: Vec<VirtualHost>) -> Config {
         Config::build(
             vec![HttpListener {
+                tls: None,
                 unix: Vec::new(),
                 key: "l".into(),
                 gateway: gateway.map(str::to_owned),
@@ -559,6 +564,7 @@ mod tests {
     fn a_mesh_address_takes_its_exact_listener_then_the_longest_range() {
         use traffic_shift_config::model::ServicePrefix;
         let mesh = |key: &str, listeners: &[&str], prefixes: &[(&str, u8)]| HttpListener {
+            tls: None,
             unix: Vec::new(),
             key: key.into(),
             gateway: None,

@@ -69,12 +69,21 @@ impl Proxy {
     /// listener of `key` (looked up in the configuration of each request).
     /// Runs until the task is dropped.
     pub async fn serve_gateway(self: Arc<Self>, listener: TcpListener, key: String) {
-        let target = Arc::new(Target::Gateway(key));
+        let target = Arc::new(Target::Gateway(key.clone()));
         loop {
             let Some((stream, peer)) = accept(&listener).await else {
                 continue;
             };
-            tokio::spawn(Arc::clone(&self).connection(stream, peer, Arc::clone(&target)));
+            // HTTPS servers: TLS first (`terminate`).
+            let target = Arc::clone(&target);
+            match self.acceptor(&key) {
+                Some(acceptor) => {
+                    tokio::spawn(Arc::clone(&self).tls_connection(stream, peer, target, acceptor));
+                }
+                None => {
+                    tokio::spawn(Arc::clone(&self).connection(stream, peer, target));
+                }
+            }
         }
     }
 
@@ -134,12 +143,7 @@ impl Proxy {
         peer: SocketAddr,
         target: Arc<Target>,
     ) {
-        let Ok(_permit) = Arc::clone(&self.connections).try_acquire_owned() else {
-            tracing::warn!(
-                %peer,
-                max = self.options.max_connections,
-                "L7 proxy: too many client connections, connection closed"
-            );
+        let Some(_permit) = self.permit(peer) else {
             return;
         };
         stream.no_delay();
@@ -159,6 +163,33 @@ impl Proxy {
                 return;
             }
         };
+        self.serve_http(stream, h2, peer, target).await;
+    }
+
+    /// A place among the client connections at once, or `None` (logged)
+    /// when there are `max_connections` already.
+    pub(crate) fn permit(&self, peer: SocketAddr) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = Arc::clone(&self.connections).try_acquire_owned().ok();
+        if permit.is_none() {
+            tracing::warn!(
+                %peer,
+                max = self.options.max_connections,
+                "L7 proxy: too many client connections, connection closed"
+            );
+        }
+        permit
+    }
+
+    /// Serves the requests of one client connection, HTTP/2 or HTTP/1.1.
+    pub(crate) async fn serve_http<S>(
+        self: Arc<Self>,
+        stream: S,
+        h2: bool,
+        peer: SocketAddr,
+        target: Arc<Target>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let proxy = Arc::clone(&self);
         let service = service_fn(move |request: Request<Incoming>| {
             let proxy = Arc::clone(&proxy);

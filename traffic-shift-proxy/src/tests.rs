@@ -109,6 +109,7 @@ fn uri(m: StringMatch) -> HttpMatch {
 
 fn listener(routes: Vec<HttpRoute>) -> HttpListener {
     HttpListener {
+        tls: None,
         unix: Vec::new(),
         key: KEY.into(),
         gateway: Some("default/gw".into()),
@@ -906,6 +907,7 @@ async fn mesh_connections_are_served_by_their_original_destination() {
     let service: SocketAddr = "10.96.0.10:9080".parse().unwrap();
     let other: SocketAddr = "10.96.0.11:9080".parse().unwrap();
     let mesh = |key: &str, addr: SocketAddr, dest: Destination| HttpListener {
+        tls: None,
         unix: Vec::new(),
         key: key.into(),
         gateway: None,
@@ -1125,6 +1127,7 @@ async fn route_stats_count_per_destination_and_endpoint_across_updates() {
     // A route that leaves the rules loses its counts.
     p.proxy
         .update(vec![HttpListener {
+            tls: None,
             unix: Vec::new(),
             key: "gateway default/other port 8081".into(),
             ..listener(routes(1, 1))

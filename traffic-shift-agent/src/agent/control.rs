@@ -305,6 +305,10 @@ impl Agent {
                 });
             }
         }
+        // A Secret's values are never shown: its data keys are, redacted.
+        for item in items.iter_mut().filter(|item| item.kind == "Secret") {
+            config::redact(&mut item.document);
+        }
         // The Gateway API kinds' status, as the rules in force resolved it.
         for item in &mut items {
             if !config::STATUS_KINDS.contains(&item.kind.as_str()) {

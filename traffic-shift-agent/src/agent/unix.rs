@@ -375,6 +375,7 @@ mod tests {
             destinations: Vec::new(),
         };
         let listener = |key: &str, path: &str| HttpListener {
+            tls: None,
             key: key.into(),
             gateway: Some("default/gw".into()),
             port: 0,

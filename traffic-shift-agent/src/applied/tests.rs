@@ -74,6 +74,7 @@ fn kinds_by_istio_name_kubectl_names_and_short_names() {
         ("grpcroute", "GRPCRoute"),
         ("tcproute", "TCPRoute"),
         ("gtw", "Gateway.gateway.networking.k8s.io"),
+        ("secrets", "Secret"),
         (
             "gateways.gateway.networking.k8s.io",
             "Gateway.gateway.networking.k8s.io",
@@ -90,7 +91,7 @@ fn kinds_by_istio_name_kubectl_names_and_short_names() {
         err.to_string(),
         "unknown resource type \"pods\": use one of virtualservice (vs), destinationrule (dr), \
          gateway (gw), serviceentry (se), workloadentry (we), rollout (ro), httproute, grpcroute, tcproute, tlsroute, \
-         gateway.gateway.networking.k8s.io (gtw)"
+         gateway.gateway.networking.k8s.io (gtw), secret"
     );
     assert!(parse_kind("v").is_err(), "no prefixes");
     assert!(

@@ -438,7 +438,8 @@ pub(super) fn gateway(source: Source, spec: dto::GatewaySpec, generation: i64) -
     }
     let mut listeners: Vec<Listener> = Vec::new();
     for (i, listener) in written.into_iter().enumerate() {
-        if let Some(listener) = self::listener(&mut cx, i, listener, &listeners) {
+        let namespace = source.namespace.clone();
+        if let Some(listener) = self::listener(&mut cx, i, listener, &listeners, &namespace) {
             listeners.push(listener);
         }
     }
@@ -460,6 +461,7 @@ fn listener(
     i: usize,
     listener: dto::Listener,
     earlier: &[Listener],
+    namespace: &str,
 ) -> Option<Listener> {
     let base = fp!("spec.listeners[{i}]");
     let name = listener.name.unwrap_or_default();
@@ -476,7 +478,13 @@ fn listener(
             format!("listener name {name} is used twice: names are unique in a Gateway"),
         );
     }
-    super::tls_route::listener_tls(cx, &base, listener.protocol.as_deref(), listener.tls);
+    let certificate_refs = super::https::listener_tls(
+        cx,
+        &base,
+        listener.protocol.as_deref(),
+        namespace,
+        listener.tls,
+    );
     let hostname = listener.hostname.map(|h| h.to_ascii_lowercase());
     if let Some(hostname) = &hostname
         && let Err(message) = validate_domain(hostname)
@@ -488,36 +496,7 @@ fn listener(
         return None;
     };
     let port = cx.port(base.key("port"), port)?;
-    let protocol = match listener.protocol.as_deref() {
-        Some("TCP") => Protocol::Tcp,
-        Some("HTTP") => Protocol::Http,
-        Some("TLS") => Protocol::Tls,
-        Some(other @ ("HTTPS" | "UDP")) => {
-            cx.error(
-                base.key("protocol"),
-                format!(
-                    "listener protocol {other} is not supported yet: use TCP (TCPRoute, the \
-                     kernel path), TLS with tls.mode Passthrough (TLSRoute, by SNI) or HTTP \
-                     (HTTPRoute, the L7 proxy)"
-                ),
-            );
-            return None;
-        }
-        Some(other) => {
-            cx.error(
-                base.key("protocol"),
-                format!("listener protocol {other:?} is not known: use TCP, TLS or HTTP"),
-            );
-            return None;
-        }
-        None => {
-            cx.error(
-                base.key("protocol"),
-                "protocol is required: TCP, TLS or HTTP",
-            );
-            return None;
-        }
-    };
+    let protocol = listener_protocol(cx, &base, listener.protocol.as_deref())?;
     if protocol == Protocol::Tcp && hostname.is_some() {
         cx.error(
             base.key("hostname"),
@@ -546,8 +525,8 @@ fn listener(
     if kinds.is_empty() && invalid_kinds.is_empty() {
         kinds.push(default_kind);
         // An HTTP listener takes GRPCRoutes too (h2c, prior knowledge), as
-        // Istio's supportedKinds say.
-        if protocol == Protocol::Http {
+        // Istio's supportedKinds say; an HTTPS one too (h2 by ALPN).
+        if matches!(protocol, Protocol::Http | Protocol::Https) {
             kinds.push("GRPCRoute");
         }
     }
@@ -559,6 +538,42 @@ fn listener(
         kinds,
         invalid_kinds,
         namespaces,
+        certificate_refs,
+    })
+}
+
+/// A listener's `protocol`: TCP, HTTP, HTTPS or TLS.
+fn listener_protocol(cx: &mut Check, base: &FieldPath, protocol: Option<&str>) -> Option<Protocol> {
+    Some(match protocol {
+        Some("TCP") => Protocol::Tcp,
+        Some("HTTP") => Protocol::Http,
+        Some("TLS") => Protocol::Tls,
+        Some("HTTPS") => Protocol::Https,
+        Some(other @ "UDP") => {
+            cx.error(
+                base.key("protocol"),
+                format!(
+                    "listener protocol {other} is not supported yet: use TCP (TCPRoute, the \
+                     kernel path), TLS with tls.mode Passthrough (TLSRoute, by SNI), HTTP or \
+                     HTTPS (HTTPRoute, the L7 proxy)"
+                ),
+            );
+            return None;
+        }
+        Some(other) => {
+            cx.error(
+                base.key("protocol"),
+                format!("listener protocol {other:?} is not known: use TCP, TLS, HTTP or HTTPS"),
+            );
+            return None;
+        }
+        None => {
+            cx.error(
+                base.key("protocol"),
+                "protocol is required: TCP, TLS, HTTP or HTTPS",
+            );
+            return None;
+        }
     })
 }
 
@@ -611,8 +626,12 @@ fn allowed_routes(
         let name = kind.kind.unwrap_or_default();
         match (group.as_str(), name.as_str()) {
             (GROUP, "TCPRoute") if protocol == Protocol::Tcp => kinds.push("TCPRoute"),
-            (GROUP, "HTTPRoute") if protocol == Protocol::Http => kinds.push("HTTPRoute"),
-            (GROUP, "GRPCRoute") if protocol == Protocol::Http => kinds.push("GRPCRoute"),
+            (GROUP, "HTTPRoute") if matches!(protocol, Protocol::Http | Protocol::Https) => {
+                kinds.push("HTTPRoute");
+            }
+            (GROUP, "GRPCRoute") if matches!(protocol, Protocol::Http | Protocol::Https) => {
+                kinds.push("GRPCRoute");
+            }
             (GROUP, "TLSRoute") if protocol == Protocol::Tls => kinds.push("TLSRoute"),
             (GROUP, "TCPRoute" | "HTTPRoute" | "GRPCRoute" | "TLSRoute") => cx.error(
                 path.key("kind"),

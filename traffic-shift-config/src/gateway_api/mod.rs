@@ -47,11 +47,15 @@ mod endpoint_slice;
 mod grpc_route;
 #[cfg(test)]
 mod grpc_route_tests;
+mod https;
 #[cfg(test)]
 mod kinds_tests;
 mod merge;
 mod place;
 mod retry;
+mod secret;
+#[cfg(test)]
+mod secret_tests;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -64,7 +68,12 @@ use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
 
 use serde_yaml_ng::Value;
 
-pub use self::{endpoint_slice::EndpointSlice, status::STATUS_KINDS, tls_route::TlsRoute};
+pub use self::{
+    endpoint_slice::EndpointSlice,
+    secret::{CertificateError, PrivateKeyPem, REDACTED, Secret, TlsCertificate, redact},
+    status::STATUS_KINDS,
+    tls_route::TlsRoute,
+};
 pub(crate) use self::{place::place, translate::translate};
 use crate::{
     check::Checked,
@@ -109,9 +118,10 @@ const GROUP: &str = "gateway.networking.k8s.io";
 
 /// The kinds read here, with the `apiVersion`s each is read at (newest
 /// first).
-pub const KINDS: [(&str, &[&str]); 10] = [
+pub const KINDS: [(&str, &[&str]); 11] = [
     ("Service", &["v1"]),
     ("Namespace", &["v1"]),
+    ("Secret", &["v1"]),
     ("EndpointSlice", &["discovery.k8s.io/v1"]),
     (
         "ReferenceGrant",
@@ -170,6 +180,7 @@ pub enum GatewayApiResource {
     ReferenceGrant(ReferenceGrant),
     Namespace(Namespace),
     EndpointSlice(EndpointSlice),
+    Secret(Secret),
 }
 
 impl GatewayApiResource {
@@ -184,6 +195,7 @@ impl GatewayApiResource {
             Self::ReferenceGrant(r) => &r.source,
             Self::Namespace(r) => &r.source,
             Self::EndpointSlice(r) => &r.source,
+            Self::Secret(r) => &r.source,
         }
     }
 
@@ -211,6 +223,7 @@ impl GatewayApiResource {
             Self::ReferenceGrant(r) => &mut r.source,
             Self::Namespace(r) => &mut r.source,
             Self::EndpointSlice(r) => &mut r.source,
+            Self::Secret(r) => &mut r.source,
         }
     }
 }
@@ -411,6 +424,8 @@ pub struct Listener {
     pub invalid_kinds: Vec<String>,
     /// `allowedRoutes.namespaces`.
     pub namespaces: FromNamespaces,
+    /// HTTPS: `tls.certificateRefs` (the first is served).
+    pub certificate_refs: Vec<https::CertificateRef>,
 }
 
 /// A `parentRefs[]` entry, checked.
@@ -678,7 +693,7 @@ pub(crate) fn parse_document(
             format!(
                 "unsupported kind {kind:?} at apiVersion {api_version}: expected one of {}",
                 if served.is_empty() {
-                    "the Istio kinds (networking.istio.io), Service or Namespace (v1), \
+                    "the Istio kinds (networking.istio.io), Service, Namespace or Secret (v1), \
                      EndpointSlice (discovery.k8s.io/v1), GatewayClass, Gateway, HTTPRoute, ReferenceGrant \
                      (gateway.networking.k8s.io/v1), GRPCRoute or TLSRoute (v1 or v1alpha2) or TCPRoute \
                      (gateway.networking.k8s.io/v1alpha2)"
@@ -718,6 +733,9 @@ pub(crate) fn parse_document(
     Some(match known.map_or("", |(k, _)| *k) {
         "EndpointSlice" => endpoint_slice::endpoint_slice(&place, value, lines, &labels)
             .map(|(r, w)| (GatewayApiResource::EndpointSlice(r), w)),
+        "Secret" => {
+            secret::secret(&place, value, lines).map(|(r, w)| (GatewayApiResource::Secret(r), w))
+        }
         "Namespace" => typed(&place, kind, std::borrow::Cow::Owned(value), lines)
             .and_then(|(source, spec)| check::namespace(source, spec, labels))
             .map(|(r, w)| (GatewayApiResource::Namespace(r), w)),

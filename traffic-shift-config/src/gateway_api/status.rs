@@ -190,8 +190,13 @@ impl Statuses {
         }
     }
 
-    /// A served Gateway's status (after its routes').
-    pub fn gateway(&mut self, gateway: &Gateway) {
+    /// A served Gateway's status (after its routes'); `unresolved`: why
+    /// a listener's certificate cannot be used, if it cannot.
+    pub fn gateway(
+        &mut self,
+        gateway: &Gateway,
+        unresolved: impl Fn(&Listener) -> Option<super::https::Unresolved>,
+    ) {
         let id = key(&gateway.source);
         let generation = gateway.generation;
         let ok = |type_: &'static str, reason: &'static str, message: &str| {
@@ -212,7 +217,12 @@ impl Statuses {
                     .get(&(id.clone(), l.name.clone()))
                     .map_or(0, Vec::len);
                 let resolved = if l.invalid_kinds.is_empty() {
-                    ok("ResolvedRefs", "ResolvedRefs", "no references to resolve")
+                    let refs = if l.certificate_refs.is_empty() {
+                        "no references to resolve"
+                    } else {
+                        "its certificate is served"
+                    };
+                    ok("ResolvedRefs", "ResolvedRefs", refs)
                 } else {
                     Condition {
                         type_: "ResolvedRefs",
@@ -231,11 +241,14 @@ impl Statuses {
                     "name": l.name,
                     "supportedKinds": l.kinds.iter().map(|k| json!({"group": GROUP, "kind": k})).collect::<Vec<_>>(),
                     "attachedRoutes": attached,
-                    "conditions": [
-                        ok("Accepted", "Accepted", "the listener is served"),
-                        ok("Programmed", "Programmed", "the listener is served"),
-                        resolved,
-                    ],
+                    "conditions": match unresolved(l) {
+                        None => json!([
+                            ok("Accepted", "Accepted", "the listener is served"),
+                            ok("Programmed", "Programmed", "the listener is served"),
+                            resolved,
+                        ]),
+                        Some(unresolved) => unresolved_conditions(&unresolved, generation),
+                    },
                 })
             })
             .collect();
@@ -255,6 +268,40 @@ impl Statuses {
     pub fn into_map(self) -> BTreeMap<StatusKey, Json> {
         self.map
     }
+}
+
+/// The conditions of a listener whose certificate cannot be used:
+/// `Accepted`, then `Programmed` and `ResolvedRefs` `False`.
+fn unresolved_conditions(unresolved: &super::https::Unresolved, generation: i64) -> Json {
+    let condition = |type_: &'static str, status: bool, reason: &'static str, message: String| {
+        Condition {
+            type_,
+            status,
+            reason,
+            message,
+        }
+        .to_json(generation)
+    };
+    json!([
+        condition(
+            "Accepted",
+            true,
+            "Accepted",
+            "the listener is served".to_owned()
+        ),
+        condition(
+            "Programmed",
+            false,
+            "Invalid",
+            format!("not served: {}", unresolved.message)
+        ),
+        condition(
+            "ResolvedRefs",
+            false,
+            unresolved.reason,
+            unresolved.message.clone()
+        ),
+    ])
 }
 
 fn key(source: &Source) -> StatusKey {

@@ -531,7 +531,7 @@ fn each_error_says_what_to_do() {
                 "apiVersion: v1\nkind: Pod\nmetadata: {name: db}",
             ),
             &[
-                "rules/r.yaml: document 3: kind: unsupported kind \"Pod\" at apiVersion v1: expected one of Service, Namespace (line 19)",
+                "rules/r.yaml: document 3: kind: unsupported kind \"Pod\" at apiVersion v1: expected one of Service, Namespace, Secret (line 19)",
             ],
         ),
         (
@@ -629,13 +629,23 @@ fn each_error_says_what_to_do() {
         ),
         // Gateway.
         (
-            "https",
+            "https without tls",
             changed(
                 "{name: http, port: 8080, protocol: HTTP}",
                 "{name: http, port: 8080, protocol: HTTPS}",
             ),
             &[
-                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].protocol: listener protocol HTTPS is not supported yet: use TCP (TCPRoute, the kernel path), TLS with tls.mode Passthrough (TLSRoute, by SNI) or HTTP (HTTPRoute, the L7 proxy) (line 43)",
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].tls: an HTTPS listener needs tls: {certificateRefs: [{name: <Secret>}]} (the spec's rule: tls must be specified for protocols HTTPS and TLS) (line 43)",
+            ],
+        ),
+        (
+            "udp",
+            changed(
+                "{name: http, port: 8080, protocol: HTTP}",
+                "{name: http, port: 8080, protocol: UDP}",
+            ),
+            &[
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].protocol: listener protocol UDP is not supported yet: use TCP (TCPRoute, the kernel path), TLS with tls.mode Passthrough (TLSRoute, by SNI), HTTP or HTTPS (HTTPRoute, the L7 proxy) (line 43)",
             ],
         ),
         (
@@ -645,7 +655,7 @@ fn each_error_says_what_to_do() {
                 "{name: http, port: 8080, protocol: HTTP, tls: {mode: Terminate}}",
             ),
             &[
-                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].tls: listener tls is only read on a TLS listener (tls.mode: Passthrough): HTTPS is not supported yet (the L7 proxy does not terminate TLS); remove it (line 43)",
+                "rules/r.yaml: document 6 (Gateway.gateway.networking.k8s.io default/gw): spec.listeners[1].tls: listener tls is only read on a TLS listener (tls.mode: Passthrough) or an HTTPS listener (tls.mode: Terminate): remove it (line 43)",
             ],
         ),
         (

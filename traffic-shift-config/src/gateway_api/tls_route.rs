@@ -62,8 +62,8 @@ pub struct TlsRouteRule {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListenerTls {
     pub mode: Option<String>,
-    // Read only in Terminate mode, which is refused.
-    pub certificate_refs: Option<IgnoredAny>,
+    /// Read on HTTPS listeners (Terminate mode); refused in Passthrough.
+    pub certificate_refs: Option<Vec<super::https::CertificateRefDto>>,
     #[expect(
         dead_code,
         reason = "accepted: implementation-specific options, none read"
@@ -99,8 +99,8 @@ pub(super) fn listener_tls(
         (Some("TLS"), None) => cx.error(
             path,
             "a TLS listener needs tls.mode: Passthrough (the spec's default mode is Terminate, \
-             which is not served: the agent does not terminate TLS); add tls: {mode: \
-             Passthrough}",
+             which a TLS listener does not serve: to terminate TLS and route HTTP, use protocol: \
+             HTTPS); add tls: {mode: Passthrough}",
         ),
         (Some("TLS"), Some(tls)) => match tls.mode.as_deref() {
             Some("Passthrough") => {
@@ -121,9 +121,9 @@ pub(super) fn listener_tls(
             }
             None | Some("Terminate") => cx.error(
                 path.key("mode"),
-                "tls.mode Terminate is not supported: only Passthrough is served (the agent \
-                 reads the SNI of the ClientHello and splices the connection; it does not \
-                 terminate TLS); set mode: Passthrough",
+                "tls.mode Terminate is not supported: only Passthrough is served on a TLS \
+                 listener (TLSRoute, by SNI); to terminate TLS and route HTTP, use protocol: \
+                 HTTPS (HTTPRoute); else set mode: Passthrough",
             ),
             Some(other) => cx.error(
                 path.key("mode"),
@@ -132,8 +132,8 @@ pub(super) fn listener_tls(
         },
         (_, Some(_)) => cx.error(
             path,
-            "listener tls is only read on a TLS listener (tls.mode: Passthrough): HTTPS is not \
-             supported yet (the L7 proxy does not terminate TLS); remove it",
+            "listener tls is only read on a TLS listener (tls.mode: Passthrough) or an HTTPS \
+             listener (tls.mode: Terminate): remove it",
         ),
         (_, None) => {}
     }

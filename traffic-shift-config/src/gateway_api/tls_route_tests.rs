@@ -329,7 +329,7 @@ fn each_refusal_says_what_to_do() {
         (
             "HTTPS",
             changed("protocol: TLS", "protocol: HTTPS"),
-            "spec.listeners[0].protocol: listener protocol HTTPS is not supported yet",
+            "spec.listeners[0].tls.mode: tls mode must be Terminate for protocol HTTPS",
         ),
         (
             "TLSRoute at v1beta1",

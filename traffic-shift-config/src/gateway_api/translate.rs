@@ -45,6 +45,7 @@ impl<'a> Index<'a> {
                 Resource::GatewayApi(GatewayApiResource::Gateway(g)) => index.gateways.push(g),
                 Resource::GatewayApi(GatewayApiResource::ReferenceGrant(g)) => index.grants.push(g),
                 Resource::GatewayApi(GatewayApiResource::Namespace(n)) => index.namespaces.push(n),
+                Resource::GatewayApi(GatewayApiResource::Secret(s)) => index.secrets.push(s),
                 Resource::GatewayApi(GatewayApiResource::TcpRoute(r)) => index.tcp_routes.push(r),
                 Resource::GatewayApi(GatewayApiResource::TlsRoute(r)) => index.tls_routes.push(r),
                 Resource::GatewayApi(GatewayApiResource::HttpRoute(r)) => index.http_routes.push(r),
@@ -146,7 +147,12 @@ pub(crate) fn translate(
             .map(Resource::VirtualService),
     );
     for gateway in &index.gateways {
-        statuses.gateway(gateway);
+        // An HTTPS listener's certificate that cannot be used.
+        statuses.gateway(gateway, |listener| {
+            (listener.protocol == Protocol::Https)
+                .then(|| index.certificate(gateway, listener).err())
+                .flatten()
+        });
     }
     for service in &index.services {
         if index
@@ -191,6 +197,7 @@ pub(super) struct Index<'a> {
     ignored_gateways: Vec<&'a Gateway>,
     grants: Vec<&'a ReferenceGrant>,
     namespaces: Vec<&'a Namespace>,
+    secrets: Vec<&'a super::Secret>,
     /// The hosts of the mesh-bound Istio `VirtualServices` (qualified):
     /// a Service one of them routes has no default route.
     istio_hosts: Vec<String>,
@@ -238,8 +245,21 @@ impl<'a> Index<'a> {
         let servers = gateway
             .listeners
             .iter()
-            .flat_map(|listener| binds.iter().map(move |bind| (listener, *bind)))
-            .map(|(listener, bind)| Server {
+            // An HTTPS listener whose certificate cannot be used is not
+            // served (its status says why).
+            .filter_map(|listener| match listener.protocol {
+                Protocol::Https => self
+                    .certificate(gateway, listener)
+                    .ok()
+                    .map(|credential| (listener, Some(credential))),
+                _ => Some((listener, None)),
+            })
+            .flat_map(|(listener, credential)| {
+                binds
+                    .iter()
+                    .map(move |bind| (listener, credential.clone(), *bind))
+            })
+            .map(|(listener, credential, bind)| Server {
                 port: GatewayPort {
                     number: listener.port,
                     name: listener.name.clone(),
@@ -251,8 +271,8 @@ impl<'a> Index<'a> {
                 default_endpoint: None,
                 name: Some(listener.name.clone()),
                 // A TLS listener is checked to be `tls.mode: Passthrough`.
-                tls_mode: (listener.protocol == Protocol::Tls)
-                    .then_some(resource::ServerTlsMode::Passthrough),
+                tls_mode: super::https::server_tls_mode(listener.protocol),
+                credential,
             })
             .collect();
         Some(resource::Gateway {
@@ -260,6 +280,20 @@ impl<'a> Index<'a> {
             selector: Labels::new(),
             servers,
         })
+    }
+
+    /// The Secret an HTTPS listener of `gateway` serves, or why not.
+    fn certificate(
+        &self,
+        gateway: &Gateway,
+        listener: &Listener,
+    ) -> Result<resource::SecretRef, super::https::Unresolved> {
+        super::https::certificate(
+            listener,
+            &gateway.source.namespace,
+            &self.secrets,
+            &self.grants,
+        )
     }
 
     /// The `ServiceEntry` of a `Service`: its host

@@ -69,6 +69,8 @@ pub(super) struct Catalog<'a> {
     /// The indexes of the `rules` whose host is a wildcard, in order.
     pub(super) wildcard_rules: Vec<usize>,
     pub(super) gateways: Vec<&'a Gateway>,
+    /// The `kubernetes.io/tls` Secrets: HTTPS servers' certificates.
+    pub(super) secrets: Vec<&'a crate::gateway_api::Secret>,
 }
 
 /// The gateways a `VirtualService` binds, resolved.
@@ -367,6 +369,7 @@ impl<'a> Catalog<'a> {
         let mut rules: Vec<(&DestinationRule, String)> = Vec::new();
         let mut rule_by_host: HashMap<String, usize> = HashMap::new();
         let mut gateways: Vec<&Gateway> = Vec::new();
+        let mut secrets = Vec::new();
         for resource in resources {
             match resource {
                 Resource::ServiceEntry(entry) => {
@@ -397,6 +400,9 @@ impl<'a> Catalog<'a> {
                     sink.errors.extend(conflicting_gateways(gateway, &gateways));
                     gateways.push(gateway);
                 }
+                Resource::GatewayApi(crate::gateway_api::GatewayApiResource::Secret(secret)) => {
+                    secrets.push(secret);
+                }
                 _ => {}
             }
         }
@@ -423,6 +429,7 @@ impl<'a> Catalog<'a> {
             rule_by_host,
             wildcard_rules,
             gateways,
+            secrets,
         }
     }
 

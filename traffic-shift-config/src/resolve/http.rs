@@ -70,8 +70,13 @@ pub fn default_retries() -> Retries {
     }
 }
 
-/// Whether an HTTP route may serve a port of this protocol (not HTTPS: the
-/// proxy does not terminate TLS).
+/// Whether an HTTP route may serve a server: plain HTTP, or HTTPS that
+/// the proxy terminates (`https`).
+fn serves_http(server: &crate::resource::Server) -> bool {
+    plain_http(server.port.protocol) || super::https::terminates(server)
+}
+
+/// Whether an HTTP route may serve a port of this protocol in plain text.
 fn plain_http(protocol: Protocol) -> bool {
     matches!(
         protocol,
@@ -268,6 +273,7 @@ impl<'a> Catalog<'a> {
                                     })
                                     .collect(),
                                 virtual_hosts: vec![virtual_host],
+                                tls: None,
                             });
                         }
                     }
@@ -294,11 +300,7 @@ impl<'a> Catalog<'a> {
             // Per port, the addresses of its servers (a Gateway API
             // Gateway's `spec.addresses`, each a server's `bind`).
             let mut ports: BTreeMap<u16, Vec<SocketAddr>> = BTreeMap::new();
-            for server in gateway
-                .servers
-                .iter()
-                .filter(|s| plain_http(s.port.protocol))
-            {
+            for server in gateway.servers.iter().filter(|s| serves_http(s)) {
                 let port = server.port.number;
                 add_listeners(server.bind, port, ports.entry(port).or_default());
             }
@@ -314,6 +316,8 @@ impl<'a> Catalog<'a> {
                         prefixes: Vec::new(),
                         unix: Vec::new(),
                         virtual_hosts: Vec::new(),
+                        // Its certificates were checked by the Gateway API translation.
+                        tls: self.listener_tls(gateway, port, &mut Sink::default()),
                     });
             }
         }
@@ -333,7 +337,7 @@ impl<'a> Catalog<'a> {
         for server in gateway
             .servers
             .iter()
-            .filter(|s| plain_http(s.port.protocol) && server_takes(s, gateway, vs))
+            .filter(|s| serves_http(s) && server_takes(s, gateway, vs))
         {
             if let Some(path) = &server.unix {
                 let entry = unix.entry(server.port.number).or_default();
@@ -382,6 +386,7 @@ impl<'a> Catalog<'a> {
                     unix: Vec::new(),
                     prefixes: Vec::new(),
                     virtual_hosts: Vec::new(),
+                    tls: self.listener_tls(gateway, port, sink),
                 });
             for address in addresses {
                 if !listener.listeners.contains(&address) {

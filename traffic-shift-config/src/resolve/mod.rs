@@ -71,6 +71,7 @@ mod catalog;
 mod destination;
 mod gateway;
 mod http;
+mod https;
 pub(crate) use http::default_retries;
 mod rollout;
 mod tcp;

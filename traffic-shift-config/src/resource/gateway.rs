@@ -42,6 +42,17 @@ pub struct Server {
     pub name: Option<String>,
     /// `tls.mode`, when `tls` is set.
     pub tls_mode: Option<ServerTlsMode>,
+    /// `tls.credentialName`: the Secret (`kubernetes.io/tls`) of the
+    /// Gateway's namespace an HTTPS server in `SIMPLE` mode serves; a
+    /// Gateway API listener's `certificateRefs[0]`, of any namespace.
+    pub credential: Option<SecretRef>,
+}
+
+/// A Secret, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +161,15 @@ pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Checked<Gatewa
                 format!("port names in servers must be unique: duplicate name {name}"),
             );
         }
+        let credential = server
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.credential_name.clone())
+            .filter(|name| !name.is_empty())
+            .map(|name| SecretRef {
+                namespace: source.namespace.clone(),
+                name,
+            });
         let tls_mode = server_tls(&mut cx, i, protocol, server.tls);
         if let (Some(number), Some(protocol)) = (number, protocol)
             && cx.errors.len() == errors_before
@@ -166,6 +186,7 @@ pub(super) fn validate(source: Source, spec: dto::GatewaySpec) -> Checked<Gatewa
                 default_endpoint: server.default_endpoint,
                 name: server.name,
                 tls_mode,
+                credential,
             });
         }
     }

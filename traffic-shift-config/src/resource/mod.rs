@@ -19,7 +19,7 @@ use serde_yaml_ng::Value;
 
 pub use self::{
     destination_rule::{DestinationRule, Subset},
-    gateway::{Gateway, GatewayPort, Server, ServerTlsMode},
+    gateway::{Gateway, GatewayPort, SecretRef, Server, ServerTlsMode},
     rollout::{RolloutResource, RolloutTarget, TargetRoute},
     service_entry::{ServiceEntry, ServicePort},
     virtual_service::{L4Match, TcpRule, VirtualService},

@@ -196,6 +196,7 @@ fn ranges_over_the_map_size_are_refused_naming_the_flag() {
 fn an_http_mesh_listener_s_ranges_go_to_the_proxy_and_conflict_with_a_tcp_route_s() {
     use traffic_shift_config::model::HttpListener;
     let listener = HttpListener {
+        tls: None,
         unix: Vec::new(),
         key: "mesh reviews.local:9000".into(),
         gateway: None,
