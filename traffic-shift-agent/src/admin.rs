@@ -205,6 +205,29 @@ pub struct Item {
     pub document: serde_json::Value,
 }
 
+impl Item {
+    /// One resource for `get`, a Secret's values redacted: `get` never
+    /// shows key material, whether it asks the agent or the store.
+    pub fn new(
+        (kind, namespace, name): (&str, &str, &str),
+        source: String,
+        created_ms: Option<u64>,
+        mut document: serde_json::Value,
+    ) -> Self {
+        if kind == "Secret" {
+            traffic_shift_config::redact(&mut document);
+        }
+        Self {
+            kind: kind.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            source,
+            created_ms,
+            document,
+        }
+    }
+}
+
 /// A request that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {

@@ -302,3 +302,29 @@ fn a_stale_socket_is_replaced_and_a_file_is_not() {
         "not a socket"
     );
 }
+
+/// `get` never carries key material, from the agent or from the store
+/// (both build their items with `Item::new`): a Secret's values are
+/// redacted, its keys kept; other kinds are shown as they are.
+#[test]
+fn an_item_of_a_secret_has_its_values_redacted() {
+    let secret = serde_json::json!({
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": "LS0tLS1CRUdJTg==", "tls.key": "LS0tLS1CRUdJTiBQUklWQVRF"},
+        "stringData": {"extra": "plain"},
+    });
+    let item = Item::new(("Secret", "default", "cert"), "apply".into(), None, secret);
+    assert_eq!(item.document["data"]["tls.crt"], "<redacted>");
+    assert_eq!(item.document["data"]["tls.key"], "<redacted>");
+    assert_eq!(item.document["stringData"]["extra"], "<redacted>");
+    assert_eq!(item.document["type"], "kubernetes.io/tls");
+    let vs = serde_json::json!({"kind": "VirtualService", "data": {"x": "kept"}});
+    let item = Item::new(
+        ("VirtualService", "default", "vs"),
+        "apply".into(),
+        None,
+        vs.clone(),
+    );
+    assert_eq!(item.document, vs);
+}

@@ -251,13 +251,13 @@ impl Agent {
             .entries()
             .iter()
             .filter(|(key, _)| wanted(key.kind))
-            .map(|(key, entry)| Item {
-                kind: key.kind.to_owned(),
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-                source: "apply".to_owned(),
-                created_ms: Some(entry.created_ms),
-                document: entry.document.to_json(),
+            .map(|(key, entry)| {
+                Item::new(
+                    (key.kind, &key.namespace, &key.name),
+                    "apply".to_owned(),
+                    Some(entry.created_ms),
+                    entry.document.to_json(),
+                )
             })
             .collect();
         if let Some(fleet) = &self.sources.fleet {
@@ -266,18 +266,15 @@ impl Agent {
                     .entries
                     .iter()
                     .filter(|(key, _)| wanted(key.kind))
-                    .map(|(key, entry)| Item {
-                        kind: key.kind.to_owned(),
-                        namespace: key.namespace.clone(),
-                        name: key.name.clone(),
-                        source: crate::fleet::source_path(
-                            &fleet.prefix,
-                            &crate::fleet::store_key(key),
+                    .map(|(key, entry)| {
+                        let source =
+                            crate::fleet::source_path(&fleet.prefix, &crate::fleet::store_key(key));
+                        Item::new(
+                            (key.kind, &key.namespace, &key.name),
+                            source.display().to_string(),
+                            Some(entry.created_ms),
+                            entry.document.to_json(),
                         )
-                        .display()
-                        .to_string(),
-                        created_ms: Some(entry.created_ms),
-                        document: entry.document.to_json(),
                     }),
             );
         }
@@ -295,19 +292,13 @@ impl Agent {
                     .flatten()
                     .and_then(|d| applied::normalize(d, resource.namespace()).ok())
                     .unwrap_or_default();
-                items.push(Item {
-                    kind: resource.kind().to_owned(),
-                    namespace: resource.namespace().to_owned(),
-                    name: resource.name().to_owned(),
-                    source: path.display().to_string(),
-                    created_ms: modified,
+                items.push(Item::new(
+                    (resource.kind(), resource.namespace(), resource.name()),
+                    path.display().to_string(),
+                    modified,
                     document,
-                });
+                ));
             }
-        }
-        // A Secret's values are never shown: its data keys are, redacted.
-        for item in items.iter_mut().filter(|item| item.kind == "Secret") {
-            config::redact(&mut item.document);
         }
         // The Gateway API kinds' status, as the rules in force resolved it.
         for item in &mut items {

@@ -408,13 +408,13 @@ pub async fn get(
     };
     let items = entries
         .iter()
-        .map(|(key, entry)| Item {
-            kind: key.kind.to_owned(),
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            source: target.url.to_string(),
-            created_ms: Some(entry.created_ms),
-            document: entry.document.to_json(),
+        .map(|(key, entry)| {
+            Item::new(
+                (key.kind, &key.namespace, &key.name),
+                target.url.to_string(),
+                Some(entry.created_ms),
+                entry.document.to_json(),
+            )
         })
         .collect();
     ctl::show(
