@@ -96,7 +96,9 @@ impl StatIds {
         let mut next = self.clone();
         next.recycled.clear();
         next.sequence += 1;
-        let live_digests: BTreeSet<Digest> = live.iter().map(StatKey::digest).collect();
+        // Each key hashed once: the set tells who retires, the list who stays.
+        let digests: Vec<Digest> = live.iter().map(StatKey::digest).collect();
+        let live_digests: BTreeSet<Digest> = digests.iter().copied().collect();
         let retiring: Vec<u32> = next
             .ids
             .iter()
@@ -107,8 +109,7 @@ impl StatIds {
             next.retired.insert(id, next.sequence);
         }
         let mut out = BTreeMap::new();
-        for key in live {
-            let digest = key.digest();
+        for (key, &digest) in live.iter().zip(&digests) {
             let id = if let Some(slot) = next.ids.get(&digest) {
                 next.retired.remove(&slot.id);
                 slot.id

@@ -60,15 +60,15 @@ impl Transitions {
     pub fn observe(&mut self, statuses: &BTreeMap<StatusKey, Json>, now_ms: u64) {
         let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
         for (key, status) in statuses {
-            each_condition(status, |at, condition| {
-                let name = condition_name(key, at, condition);
+            for (at, _, condition) in conditions(status) {
+                let name = condition_name(key, &at, condition);
                 let status = condition["status"].as_str().unwrap_or_default().to_owned();
                 let since = match self.times.get(&name) {
                     Some((was, since)) if *was == status => *since,
                     _ => now_ms,
                 };
                 seen.insert(name, (status, since));
-            });
+            }
         }
         if seen != self.times {
             self.times = seen;
@@ -79,17 +79,21 @@ impl Transitions {
     /// Writes `lastTransitionTime` into each condition of `status`, the
     /// status of `key` in force.
     pub fn stamp(&self, key: &StatusKey, status: &mut Json) {
-        each_condition_mut(status, |at, condition| {
-            let name = condition_name(key, at, condition);
-            if let (Some((_, ms)), Some(condition)) =
-                (self.times.get(&name), condition.as_object_mut())
-            {
+        let stamps: Vec<(String, u64)> = conditions(status)
+            .into_iter()
+            .filter_map(|(at, pointer, condition)| {
+                let (_, ms) = self.times.get(&condition_name(key, &at, condition))?;
+                Some((pointer, *ms))
+            })
+            .collect();
+        for (pointer, ms) in stamps {
+            if let Some(condition) = status.pointer_mut(&pointer).and_then(Json::as_object_mut) {
                 condition.insert(
                     "lastTransitionTime".to_owned(),
-                    Json::String(config::format_timestamp(*ms)),
+                    Json::String(config::format_timestamp(ms)),
                 );
             }
-        });
+        }
     }
 
     fn save(&self) {
@@ -133,31 +137,35 @@ fn condition_name(key: &StatusKey, at: &str, condition: &Json) -> String {
     format!("{} {}/{} {at} {type_}", key.kind, key.namespace, key.name)
 }
 
-/// Calls `f` with where each condition of `status` sits and the condition:
-/// `-` (the resource's own), `parent <parentRef>`, `listener <name>`.
-fn each_condition(status: &Json, mut f: impl FnMut(&str, &Json)) {
-    let mut status = status.clone();
-    each_condition_mut(&mut status, |at, condition| f(at, condition));
-}
-
-fn each_condition_mut(status: &mut Json, mut f: impl FnMut(&str, &mut Json)) {
-    let mut conditions = |at: &str, holder: &mut Json| {
-        if let Some(list) = holder.get_mut("conditions").and_then(Json::as_array_mut) {
-            for condition in list {
-                f(at, condition);
-            }
-        }
-    };
-    conditions("-", status);
-    for (list, name) in [("parents", "parentRef"), ("listeners", "name")] {
-        let Some(items) = status.get_mut(list).and_then(Json::as_array_mut) else {
-            continue;
-        };
-        for item in items {
-            let at = format!("{} {}", &list[..list.len() - 1], item[name]);
-            conditions(&at, item);
+/// Where each condition of `status` sits (`-`: the resource's own,
+/// `parent <parentRef>`, `listener <name>`), with the condition's JSON
+/// pointer, for [`Transitions::stamp`] to reach it without a second walk.
+fn conditions(status: &Json) -> Vec<(String, String, &Json)> {
+    fn of<'s>(
+        found: &mut Vec<(String, String, &'s Json)>,
+        at: &str,
+        pointer: &str,
+        holder: &'s Json,
+    ) {
+        let list = holder.get("conditions").and_then(Json::as_array);
+        for (i, condition) in list.into_iter().flatten().enumerate() {
+            found.push((
+                at.to_owned(),
+                format!("{pointer}/conditions/{i}"),
+                condition,
+            ));
         }
     }
+    let mut found = Vec::new();
+    of(&mut found, "-", "", status);
+    for (list, name) in [("parents", "parentRef"), ("listeners", "name")] {
+        let items = status.get(list).and_then(Json::as_array);
+        for (k, item) in items.into_iter().flatten().enumerate() {
+            let at = format!("{} {}", &list[..list.len() - 1], item[name]);
+            of(&mut found, &at, &format!("/{list}/{k}"), item);
+        }
+    }
+    found
 }
 
 #[cfg(test)]
