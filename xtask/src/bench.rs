@@ -24,6 +24,7 @@
 //! | `convergence` | scenario 8 (alone with `--only convergence`) |
 //! | `report` | what the reports share: left-out rows, JSON strings, median, header |
 //! | `xdp` | scenario 7 (`--xdp`), with the check of its `xdp` row (`xdp/check.rs`) |
+//! | `storm` | scenario 9, a new-connection storm (alone with `--only storm`) |
 
 use std::{
     path::{Path, PathBuf},
@@ -60,6 +61,7 @@ mod report;
 mod rule_change;
 mod scale;
 mod split;
+mod storm;
 mod tcp;
 mod xdp;
 
@@ -76,6 +78,10 @@ pub enum Only {
     /// (no proxies), 5 repetitions a cell, with the kernel's cost per connection
     /// of each program on each path: `bench/results/tcp-latest.md` and `.json`.
     Tcp,
+    /// Scenario 9: a new-connection storm at the rate iptables DNAT fills conntrack,
+    /// on DNAT, the XDP gateway and the connect-time and gateway paths:
+    /// `bench/results/storm-latest.md` and `.json`.
+    Storm,
 }
 
 pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<()> {
@@ -112,9 +118,9 @@ pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<
             &goals,
         );
     }
-    // Scenarios 6 alone, and 1 and 2 alone, need no proxies.
+    // Scenarios 6 alone, 1 and 2 alone, and 9 need no proxies.
     let proxies = match only {
-        Some(Only::Scale | Only::Tcp) => None,
+        Some(Only::Scale | Only::Tcp | Only::Storm) => None,
         _ => Some(proxies::install(&bin)),
     };
 
@@ -132,6 +138,7 @@ pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<
     let result = match (proxies, only) {
         (Some(proxies), _) => run(root, &bin, &cgroup_root, quick, proxies, &interrupted),
         (None, Some(Only::Tcp)) => tcp_alone(root, &bin, &cgroup_root, quick, &interrupted),
+        (None, Some(Only::Storm)) => storm::run(root, &bin, &cgroup_root, quick, &interrupted),
         (None, _) => scale_alone(root, &bin, &cgroup_root, quick, &interrupted),
     };
     signal_handle.close();

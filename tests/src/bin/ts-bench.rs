@@ -11,6 +11,18 @@
 //!   no warmup; for the split accuracy of a proxy or rule. `--targets FILE` instead of
 //!   `--target`: one connection to each address of FILE (one `ADDR:PORT` a line), the
 //!   threads sharing them; to put traffic on every service of a big rule set.
+//!   A storm (scenario 9) adds three flags: `--rate N` paces the connections at N new
+//!   ones a second (open loop: the k-th is due at k/N s, taken by whichever thread is
+//!   free; a late one goes at once), each connect then giving up after 5 s;
+//!   `--close fin` closes each connection with a FIN (shutdown, then the server's FIN
+//!   awaited) instead of a reset, so it ends in TIME_WAIT as a real client's does; and
+//!   `--sources FIRST-LAST` binds each connection to the next address of that IPv4
+//!   range and, per address, the next port of 20000-60999 (or of `--source-ports LO-HI`),
+//!   so no 4-tuple comes back before (LAST-FIRST+1) x 41 000
+//!   connections (the node's conntrack entries in TIME_WAIT are never reused). The line then also has `attempted` (connections plus
+//!   errors), `syn_retried` (connections that succeeded but whose connect took 1 s or
+//!   more: the first SYN retransmission is at 1 s), `target_rate`, `close` and
+//!   `client_cpu_s`.
 //! - stream: one connection, written to in 128 KiB chunks for the whole run; prints
 //!   `{"target","mode","bytes","seconds","gbit_per_sec","errors"}` (bytes accepted by the
 //!   kernel after the warmup: at most the socket buffers, a few MB, more than delivered).
@@ -36,7 +48,7 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream},
     process::ExitCode,
     sync::{
         Arc,
@@ -71,6 +83,78 @@ struct Args {
     warmup: Duration,
     /// `--count N`: N connections in all, rather than for `duration`.
     count: Option<u64>,
+    storm: StormFlags,
+}
+
+/// A storm's flags (scenario 9), for the connections mode with one target.
+#[derive(Default)]
+struct StormFlags {
+    /// `--rate N`: new connections a second, paced (open loop).
+    rate: Option<f64>,
+    /// `--close fin`: close with a FIN, not a reset.
+    close_fin: bool,
+    /// `--sources FIRST-LAST`: the client's source addresses (the first, how many).
+    sources: Option<(Ipv4Addr, u32)>,
+    /// `--source-ports LO-HI`: each source address's ports.
+    ports: Option<std::ops::Range<u16>>,
+}
+
+impl StormFlags {
+    /// Takes `flag` if it is one of the storm's: whether it was.
+    fn take(&mut self, flag: &str, value: &str) -> Result<bool, String> {
+        match flag {
+            "--rate" => {
+                self.rate = Some(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| r.is_finite() && *r > 0.0)
+                        .ok_or_else(|| format!("bad --rate {value}: connections a second > 0"))?,
+                );
+            }
+            "--close" => {
+                self.close_fin = match value {
+                    "fin" => true,
+                    "reset" => false,
+                    _ => return Err(format!("bad --close {value}: fin or reset")),
+                };
+            }
+            "--sources" => self.sources = Some(parse_sources(value)?),
+            "--source-ports" => {
+                let bad =
+                    || format!("bad --source-ports {value}: LO-HI expected, e.g. 20000-60999");
+                let (lo, hi) = value.split_once('-').ok_or_else(bad)?;
+                let (lo, hi): (u16, u16) = (
+                    lo.trim().parse().map_err(|_| bad())?,
+                    hi.trim().parse().map_err(|_| bad())?,
+                );
+                if lo == 0 || hi < lo || hi == u16::MAX {
+                    return Err(bad());
+                }
+                self.ports = Some(lo..hi + 1);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Refuses the flags where they do not apply.
+    fn check(&self, single_connections: bool, target: SocketAddr) -> Result<(), String> {
+        if (self.rate.is_some() || self.close_fin || self.sources.is_some()) && !single_connections
+        {
+            return Err(
+                "--rate, --close and --sources go with the connections mode, one --target, a duration"
+                    .into(),
+            );
+        }
+        if self.ports.is_some() && self.sources.is_none() {
+            return Err("--source-ports goes with --sources".into());
+        }
+        if self.sources.is_some() && !target.is_ipv4() {
+            return Err("--sources are IPv4 addresses: the --target must be IPv4 too".into());
+        }
+        Ok(())
+    }
 }
 
 enum Mode {
@@ -86,6 +170,7 @@ fn parse_args() -> Result<Mode, String> {
     let mut duration = Duration::from_secs(3);
     let mut warmup = Duration::ZERO;
     let mut count = None;
+    let mut storm = StormFlags::default();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -104,23 +189,7 @@ fn parse_args() -> Result<Mode, String> {
                         .map_err(|e| format!("bad --target {value}: {e}"))?,
                 );
             }
-            "--targets" => {
-                let text = std::fs::read_to_string(&value)
-                    .map_err(|e| format!("cannot read --targets {value}: {e}"))?;
-                let list = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(|l| {
-                        l.parse()
-                            .map_err(|e| format!("bad address {l} in {value}: {e}"))
-                    })
-                    .collect::<Result<Vec<SocketAddr>, _>>()?;
-                if list.is_empty() {
-                    return Err(format!("--targets {value} lists no address"));
-                }
-                targets = Some(list);
-            }
+            "--targets" => targets = Some(read_targets(&value)?),
             "--concurrency" => {
                 concurrency = value
                     .parse()
@@ -158,6 +227,7 @@ fn parse_args() -> Result<Mode, String> {
                     .map(Mode::Sink)
                     .map_err(|e| format!("bad --sink {value}: {e}"));
             }
+            _ if storm.take(&flag, &value)? => {}
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -170,9 +240,14 @@ fn parse_args() -> Result<Mode, String> {
         (Some(_), Some(_)) => return Err("--target or --targets, not both".into()),
         (None, None) => return Err("--target ADDR (or --targets FILE) is required".into()),
     };
+    storm.check(
+        mode == ClientMode::Connections && count.is_none() && targets.is_none(),
+        target,
+    )?;
     Ok(Mode::Client(Args {
         mode,
         target,
+        storm,
         // Each address once: the threads share their count.
         count: targets.as_ref().map(|l| l.len() as u64).or(count),
         targets,
@@ -182,6 +257,45 @@ fn parse_args() -> Result<Mode, String> {
     }))
 }
 
+/// `--targets FILE`: one `ADDR:PORT` a line.
+fn read_targets(value: &str) -> Result<Vec<SocketAddr>, String> {
+    let text = std::fs::read_to_string(value)
+        .map_err(|e| format!("cannot read --targets {value}: {e}"))?;
+    let list = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.parse()
+                .map_err(|e| format!("bad address {l} in {value}: {e}"))
+        })
+        .collect::<Result<Vec<SocketAddr>, _>>()?;
+    if list.is_empty() {
+        return Err(format!("--targets {value} lists no address"));
+    }
+    Ok(list)
+}
+
+/// `FIRST-LAST`, an IPv4 range: its first address and how many it has.
+fn parse_sources(value: &str) -> Result<(Ipv4Addr, u32), String> {
+    let bad = |why: &str| format!("bad --sources {value}: {why}, e.g. 198.18.0.16-198.18.0.239");
+    let (first, last) = value
+        .split_once('-')
+        .ok_or_else(|| bad("FIRST-LAST expected"))?;
+    let first: Ipv4Addr = first
+        .trim()
+        .parse()
+        .map_err(|_| bad("FIRST is no IPv4 address"))?;
+    let last: Ipv4Addr = last
+        .trim()
+        .parse()
+        .map_err(|_| bad("LAST is no IPv4 address"))?;
+    let count = u32::from(last)
+        .checked_sub(u32::from(first))
+        .ok_or_else(|| bad("LAST comes before FIRST"))?;
+    Ok((first, count + 1))
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -189,6 +303,8 @@ fn main() -> ExitCode {
             eprintln!(
                 "ts-bench: {e}\nusage: ts-bench [--mode connections|stream|http|http-close] --target ADDR \
                  [--concurrency C] (--duration SECS [--warmup SECS] | --count N)\n       \
+                 ts-bench --target ADDR [--concurrency C] --duration SECS [--rate N] [--close fin|reset] \
+                 [--sources FIRST-LAST [--source-ports LO-HI]]\n       \
                  ts-bench --targets FILE [--concurrency C]\n       \
                  ts-bench --sink ADDR"
             );
@@ -205,32 +321,8 @@ fn main() -> ExitCode {
         _ => None,
     };
     let start = Instant::now();
-    let (measure_from, budget) = match args.count {
-        Some(n) => (start, Budget::Count(Arc::new(AtomicU64::new(n)))),
-        None => (
-            start + args.warmup,
-            Budget::Until(start + args.warmup + args.duration),
-        ),
-    };
-    let target = SockAddr::from(args.target);
-    let targets = Targets::new(&args);
-    let threads: Vec<_> = (0..args.concurrency)
-        .map(|_| {
-            let target = target.clone();
-            let budget = budget.clone();
-            let targets = targets.clone();
-            std::thread::spawn(move || match http {
-                Some(close) => {
-                    let mut conn = HttpConn::new(target, close);
-                    worker(measure_from, &budget, |_| conn.request())
-                }
-                None => worker(measure_from, &budget, |buf| {
-                    one_connection(targets.next().unwrap_or(&target), buf)?;
-                    Ok(Answer::from_first_word(buf))
-                }),
-            })
-        })
-        .collect();
+    let (measure_from, budget) = Budget::of(&args, start);
+    let threads = spawn_workers(&args, http, measure_from, &budget);
     let mut total = Stats::new();
     for t in threads {
         total.merge(&t.join().expect("worker thread panicked"));
@@ -280,9 +372,61 @@ fn main() -> ExitCode {
             "errors": total.errors,
             "one": total.one,
             "two": total.two,
+            "attempted": total.connections + total.errors,
+            "syn_retried": total.syn_retried,
+            "target_rate": args.storm.rate,
+            "close": if args.storm.close_fin { "fin" } else { "reset" },
+            "client_cpu_s": cpu_seconds(),
         })
     );
     ExitCode::SUCCESS
+}
+
+/// The workers: HTTP clients (`http`: whether with `Connection: close`) or connection
+/// loops, shaped by the storm's flags.
+fn spawn_workers(
+    args: &Args,
+    http: Option<bool>,
+    measure_from: Instant,
+    budget: &Budget,
+) -> Vec<std::thread::JoinHandle<Stats>> {
+    let target = SockAddr::from(args.target);
+    let targets = Targets::new(args);
+    let shape = Shape {
+        close_fin: args.storm.close_fin,
+        // Paced: a connect whose SYNs are dropped must not hold its thread for the
+        // two minutes of the kernel's SYN retries.
+        connect_timeout: args.storm.rate.map(|_| Duration::from_secs(5)),
+        sources: args.storm.sources.map(|(first, count)| Sources {
+            first,
+            count,
+            ports: args.storm.ports.clone().unwrap_or(Sources::PORTS),
+            next: Arc::new(AtomicU64::new(0)),
+        }),
+    };
+    (0..args.concurrency)
+        .map(|_| {
+            let target = target.clone();
+            let budget = budget.clone();
+            let targets = targets.clone();
+            let shape = shape.clone();
+            std::thread::spawn(move || {
+                if let Some(close) = http {
+                    let mut conn = HttpConn::new(target, close);
+                    return worker(measure_from, &budget, |_| conn.request());
+                }
+                let mut syn_retried = 0;
+                let mut stats = worker(measure_from, &budget, |buf| {
+                    let connect_took =
+                        shape.one_connection(targets.next().unwrap_or(&target), buf)?;
+                    syn_retried += u64::from(connect_took >= Duration::from_secs(1));
+                    Ok(Answer::from_first_word(buf))
+                });
+                stats.syn_retried = syn_retried;
+                stats
+            })
+        })
+        .collect()
 }
 
 /// With `--targets`, the addresses, shared by the threads, and the index of the
@@ -318,22 +462,104 @@ impl Targets {
     }
 }
 
-/// How long the workers go on: until a time, or until they made N connections together.
+/// How long the workers go on: until a time, or until they made N connections
+/// together, or paced at a rate until a time.
 #[derive(Clone)]
 enum Budget {
     Until(Instant),
     Count(Arc<AtomicU64>),
+    /// The k-th connection (`next` hands out k) is due at `start` + k / `rate`.
+    Paced {
+        start: Instant,
+        rate: f64,
+        until: Instant,
+        next: Arc<AtomicU64>,
+    },
 }
 
 impl Budget {
-    /// Whether one more connection is to be made (and, for a count, takes it).
+    /// The budget of `args`'s run starting at `start`, and when its measuring starts.
+    fn of(args: &Args, start: Instant) -> (Instant, Self) {
+        let until = start + args.warmup + args.duration;
+        match (args.count, args.storm.rate) {
+            (Some(n), _) => (start, Self::Count(Arc::new(AtomicU64::new(n)))),
+            (None, Some(rate)) => (
+                start + args.warmup,
+                Self::Paced {
+                    start,
+                    rate,
+                    until,
+                    next: Arc::new(AtomicU64::new(0)),
+                },
+            ),
+            (None, None) => (start + args.warmup, Self::Until(until)),
+        }
+    }
+
+    /// Whether one more connection is to be made (and, for a count, takes it; paced,
+    /// waits until it is due).
     fn one_more(&self) -> bool {
         match self {
             Self::Until(until) => Instant::now() < *until,
             Self::Count(left) => left
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok(),
+            Self::Paced {
+                start,
+                rate,
+                until,
+                next,
+            } => {
+                #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+                let due = *start
+                    + Duration::from_secs_f64(next.fetch_add(1, Ordering::Relaxed) as f64 / rate);
+                if due >= *until {
+                    return false;
+                }
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                true
+            }
         }
+    }
+}
+
+/// How a short connection is made and closed (`--close`, `--sources`, and the connect
+/// timeout of a paced run).
+#[derive(Clone)]
+struct Shape {
+    close_fin: bool,
+    connect_timeout: Option<Duration>,
+    sources: Option<Sources>,
+}
+
+/// `--sources`: the n-th connection (`next` hands out n) comes from address n mod
+/// `count` after `first`, port `ports`'s (n / `count`) mod its length.
+#[derive(Clone)]
+struct Sources {
+    first: Ipv4Addr,
+    count: u32,
+    ports: std::ops::Range<u16>,
+    next: Arc<AtomicU64>,
+}
+
+impl Sources {
+    /// The source ports by default: below Linux's default ephemeral range's end, above
+    /// the well-known ports and the bench's own listeners (19001-19202). Runs one after
+    /// the other from one namespace give each its own part (`--source-ports`): a port
+    /// of the last run's is still held by its socket in TIME_WAIT for 60 s.
+    const PORTS: std::ops::Range<u16> = 20000..61000;
+
+    /// The next source address and port.
+    fn next(&self) -> SocketAddr {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let count = u64::from(self.count);
+        let span = u64::from(self.ports.end - self.ports.start);
+        let addr = u32::from(self.first) + u32::try_from(n % count).expect("below count");
+        let port = self.ports.start + u16::try_from((n / count) % span).expect("below span");
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(addr), port))
     }
 }
 
@@ -423,6 +649,8 @@ fn stream(args: &Args) -> ExitCode {
 struct Stats {
     connections: u64,
     errors: u64,
+    /// Connections whose connect took 1 s or more (a SYN retransmitted).
+    syn_retried: u64,
     /// Replies whose first word is `one` (tcp-echo v1) and `two` (v2).
     one: u64,
     two: u64,
@@ -435,6 +663,7 @@ impl Stats {
         Self {
             connections: 0,
             errors: 0,
+            syn_retried: 0,
             one: 0,
             two: 0,
             last_end: None,
@@ -445,6 +674,7 @@ impl Stats {
     fn merge(&mut self, other: &Self) {
         self.connections += other.connections;
         self.errors += other.errors;
+        self.syn_retried += other.syn_retried;
         self.one += other.one;
         self.two += other.two;
         self.last_end = self.last_end.max(other.last_end);
@@ -539,22 +769,74 @@ fn connect(target: &SockAddr) -> std::io::Result<TcpStream> {
     Ok(TcpStream::from(socket))
 }
 
-fn one_connection(target: &SockAddr, buf: &mut [u8]) -> std::io::Result<()> {
-    let mut stream = connect(target)?;
-    stream.write_all(b"hello\n")?;
-    let mut filled = 0;
-    loop {
-        let n = stream.read(&mut buf[filled..])?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+impl Shape {
+    /// One connection: connect, write `hello\n`, read the reply line, close. Returns
+    /// how long the connect took.
+    fn one_connection(&self, target: &SockAddr, buf: &mut [u8]) -> std::io::Result<Duration> {
+        let begin = Instant::now();
+        let mut stream =
+            if self.close_fin || self.connect_timeout.is_some() || self.sources.is_some() {
+                self.connect(target)?
+            } else {
+                connect(target)?
+            };
+        let connect_took = begin.elapsed();
+        stream.write_all(b"hello\n")?;
+        let mut filled = 0;
+        loop {
+            let n = stream.read(&mut buf[filled..])?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            filled += n;
+            if buf[..filled].contains(&b'\n') {
+                break;
+            }
+            if filled == buf.len() {
+                return Err(std::io::ErrorKind::InvalidData.into());
+            }
         }
-        filled += n;
-        if buf[..filled].contains(&b'\n') {
-            return Ok(());
+        if self.close_fin {
+            // Our FIN, then the server's: the close completed both ways (this
+            // socket is left in TIME_WAIT, the node's conntrack entry too).
+            stream.shutdown(Shutdown::Write)?;
+            let mut rest = [0u8; 64];
+            while stream.read(&mut rest)? > 0 {}
         }
-        if filled == buf.len() {
-            return Err(std::io::ErrorKind::InvalidData.into());
+        Ok(connect_took)
+    }
+
+    /// A connected socket shaped by `--close`, `--sources` and the connect timeout.
+    fn connect(&self, target: &SockAddr) -> std::io::Result<TcpStream> {
+        let domain = if target.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
+        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        if !self.close_fin {
+            socket.set_linger(Some(Duration::ZERO))?;
         }
+        socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+        socket.set_tcp_nodelay(true)?;
+        if let Some(sources) = &self.sources {
+            // A listener on the wildcard address holds its port on every source
+            // address: that port is skipped, not counted as a failed connection.
+            let mut tries = 0;
+            loop {
+                match socket.bind(&sources.next().into()) {
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 16 => {
+                        tries += 1;
+                    }
+                    result => break result?,
+                }
+            }
+        }
+        match self.connect_timeout {
+            Some(timeout) => socket.connect_timeout(target, timeout)?,
+            None => socket.connect(target)?,
+        }
+        Ok(TcpStream::from(socket))
     }
 }
 
@@ -764,7 +1046,39 @@ impl Histogram {
 
 #[cfg(test)]
 mod tests {
-    use super::{Answer, Histogram, parse_head};
+    use std::sync::{Arc, atomic::AtomicU64};
+
+    use super::{Answer, Histogram, Sources, parse_head, parse_sources};
+
+    #[test]
+    fn sources_go_round_the_addresses_then_the_ports() {
+        let (first, count) = parse_sources("198.18.0.16-198.18.0.18").unwrap();
+        assert_eq!((first.to_string().as_str(), count), ("198.18.0.16", 3));
+        assert!(parse_sources("198.18.0.18-198.18.0.16").is_err());
+        assert!(parse_sources("198.18.0.16").is_err());
+        let sources = Sources {
+            first,
+            count,
+            ports: Sources::PORTS,
+            next: Arc::new(AtomicU64::new(0)),
+        };
+        let seen: Vec<String> = (0..4).map(|_| sources.next().to_string()).collect();
+        assert_eq!(
+            seen,
+            [
+                "198.18.0.16:20000",
+                "198.18.0.17:20000",
+                "198.18.0.18:20000",
+                "198.18.0.16:20001"
+            ]
+        );
+        // The ports wrap after the last one: no 4-tuple before count x 41 000.
+        let span = u64::from(Sources::PORTS.end - Sources::PORTS.start);
+        sources
+            .next
+            .store(3 * span, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(sources.next().to_string(), "198.18.0.16:20000");
+    }
 
     #[test]
     fn http_answers_are_parsed_and_counted_by_version() {

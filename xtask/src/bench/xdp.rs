@@ -33,7 +33,7 @@ use super::{
 };
 use crate::cmd;
 
-mod check;
+pub(super) mod check;
 mod cost;
 
 /// Clients of the connection cell.
@@ -52,7 +52,7 @@ struct Row {
 }
 
 /// The client's count of retransmitted SYNs (`TcpExtTCPSynRetrans`).
-fn syn_retransmits(client: &Netns) -> Result<u64> {
+pub(super) fn syn_retransmits(client: &Netns) -> Result<u64> {
     let out = client
         .exec("nstat")
         .args(["-asz", "TcpExtTCPSynRetrans"])
@@ -71,12 +71,12 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 /// `sh -c SCRIPT` inside `netns` (sysctl, ethtool, iptables).
-fn sh_in(netns: &Netns, script: &str) -> Result<()> {
+pub(super) fn sh_in(netns: &Netns, script: &str) -> Result<()> {
     cmd::run(netns.exec("sh").args(["-c", script]))
 }
 
 /// Installs the Debian packages `programs` come from, if a program is missing.
-fn install(programs: &[(&str, &str)]) -> Result<()> {
+pub(super) fn install(programs: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = programs
         .iter()
         .filter(|(program, _)| cmd::find_program(program).is_none())
@@ -238,7 +238,7 @@ fn attach_mode(log: &Path) -> String {
 
 /// Stops the agent, the last process started. It unloads on SIGTERM
 /// (--unload-on-exit): XDP detached.
-fn stop_agent(procs: &mut Processes) -> Result<()> {
+pub(super) fn stop_agent(procs: &mut Processes) -> Result<()> {
     let (_, mut agent) = procs.0.pop().expect("the agent");
     if let Some(pid) = rustix::process::Pid::from_raw(i32::try_from(agent.id()).unwrap_or(0)) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::Term);
@@ -248,7 +248,7 @@ fn stop_agent(procs: &mut Processes) -> Result<()> {
 }
 
 /// Linux forwarding: iptables DNAT of 31500 (80/20 by nth) and 31501, and MASQUERADE.
-fn iptables_dnat(node: &Netns) -> Result<()> {
+pub(super) fn iptables_dnat(node: &Netns) -> Result<()> {
     sh_in(
         node,
         "iptables -t nat -A PREROUTING -p tcp -d 198.18.0.1 --dport 31500 \
@@ -262,7 +262,7 @@ fn iptables_dnat(node: &Netns) -> Result<()> {
 }
 
 /// Joins the client and the two backend hosts to the node, each by a veth pair.
-fn link_hosts(node: &Netns, hosts: [&Netns; 3]) -> Result<()> {
+pub(super) fn link_hosts(node: &Netns, hosts: [&Netns; 3]) -> Result<()> {
     // Links and addresses; on the hosts' ends transmit checksum offload off (XDP
     // cannot update a partial checksum) and GRO on (NAPI, which XDP_REDIRECT into a
     // veth needs).
@@ -337,7 +337,7 @@ fn report(
 
 /// Starts the agent with the XDP gateway on the node's three interfaces, on a copy of
 /// `bench/rules/xdp/`, and waits until it applied the rules; returns its log file.
-fn start_agent(
+pub(super) fn start_agent(
     root: &Path,
     bin: &Path,
     tmp: &TempDir,
@@ -380,7 +380,7 @@ fn start_agent(
 }
 
 /// tcp-echo (19001) and a byte sink (19100) on each backend host.
-fn start_backends(bin: &Path, hosts: [&Netns; 2], procs: &mut Processes) -> Result<()> {
+pub(super) fn start_backends(bin: &Path, hosts: [&Netns; 2], procs: &mut Processes) -> Result<()> {
     let [b1, b2] = hosts;
     for (host, prefix, addr) in [(b1, "one", "198.19.1.2"), (b2, "two", "198.19.2.2")] {
         let mut c = host.exec(bin.join("tcp-echo"));

@@ -122,7 +122,7 @@ pub fn checked<T: AsRef<str>, U>(
 
 /// The agent's `/metrics` address, from its status file (written within a second of
 /// its start).
-fn metrics_addr(status: &Path) -> Result<String> {
+pub fn metrics_addr(status: &Path) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let text = fs::read_to_string(status).unwrap_or_default();
