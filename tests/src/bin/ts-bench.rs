@@ -13,7 +13,8 @@
 //!   threads sharing them; to put traffic on every service of a big rule set.
 //!   A storm (scenario 9) adds three flags: `--rate N` paces the connections at N new
 //!   ones a second (open loop: the k-th is due at k/N s, taken by whichever thread is
-//!   free; a late one goes at once), each connect then giving up after 5 s;
+//!   free; a late one goes at once, and none starts after the duration), each
+//!   connect then giving up after 5 s;
 //!   `--close fin` closes each connection with a FIN (shutdown, then the server's FIN
 //!   awaited) instead of a reset, so it ends in TIME_WAIT as a real client's does; and
 //!   `--sources FIRST-LAST` binds each connection to the next address of that IPv4
@@ -513,10 +514,12 @@ impl Budget {
                 #[allow(clippy::cast_precision_loss)] // counts far below 2^52
                 let due = *start
                     + Duration::from_secs_f64(next.fetch_add(1, Ordering::Relaxed) as f64 / rate);
-                if due >= *until {
+                let now = Instant::now();
+                // A slot due after the end is not taken, nor one still waiting at the
+                // end (the clients were all busy): `attempted` below the target shows it.
+                if due >= *until || now >= *until {
                     return false;
                 }
-                let now = Instant::now();
                 if due > now {
                     std::thread::sleep(due - now);
                 }
