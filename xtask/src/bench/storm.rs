@@ -22,8 +22,8 @@
 //! table of the namespace that routes (entries sampled once a second, drops,
 //! early drops and failed inserts from `/proc/net/stat/nf_conntrack`), and, on
 //! traffic-shift's paths, the agent's own counters of the connections it routed:
-//! the XDP program's flows (and its `xdp_no_port` drops) or
-//! `istio_tcp_connections_opened_total`. A row whose counters say its connections did
+//! the XDP program's flows (and its `xdp_no_port` drops), the connect-time
+//! path's `istio_tcp_connections_opened_total`, or sk_lookup's `gateway_assigned`. A row whose counters say its connections did
 //! not go through its path fails the run.
 
 use std::{
@@ -346,14 +346,21 @@ fn metrics(addr: &str) -> Result<String> {
 }
 
 /// The check of a traffic-shift row: the path's counter of the routed connections
-/// grew by at least the connections made and at most those attempted plus one in
-/// flight per client thread.
-fn check_routed(path: &str, what: &str, grew: u64, client: &ClientLine) -> Result<String> {
-    let most = client.attempted + u64::from(STORM_CONCURRENCY);
+/// grew by at least the connections made and at most those attempted, plus the SYNs
+/// the client retransmitted (a kernel path may count a SYN again) and one in flight
+/// per client thread.
+fn check_routed(
+    path: &str,
+    what: &str,
+    grew: u64,
+    client: &ClientLine,
+    syn_retrans: u64,
+) -> Result<String> {
+    let most = client.attempted + syn_retrans + u64::from(STORM_CONCURRENCY);
     let ok = client.connections > 0 && (client.connections..=most).contains(&grew);
     let line = format!(
-        "check: {path} went through its path: {what} +{grew} for {} connections made, {} attempted: \
-         expected {}..={most}: {}",
+        "check: {path} went through its path: {what} +{grew} for {} connections made, {} attempted, \
+         {syn_retrans} SYNs retransmitted: expected {}..={most}: {}",
         client.connections,
         client.attempted,
         client.connections,
@@ -559,6 +566,7 @@ fn xdp_row(storm: &Storm<'_>, status: &Path, storm_rate: f64, storm_secs: f64) -
         &format!("XDP flows (v1 +{v1}, v2 +{v2})"),
         v1 + v2,
         &sampled.client,
+        sampled.syn_retrans,
     )?;
     let _ = match no_port_after {
         Some(n) => write!(
@@ -628,31 +636,40 @@ fn local_paths(
             sources: LOCAL_SOURCES,
             router: &setup.netns,
         };
-        let opened = |version: &str| -> Result<u64> {
-            Ok(sum_series(
-                &metrics(&metrics_addr)?,
+        // The path's own count of what it routed: the connect-time path's sock_ops
+        // counts each connect it rewrote by version; the gateway's is counted on the
+        // backend's socket only if the backend is in the agent's cgroup (the bench's
+        // are not), so there sk_lookup's count of SYNs it gave an endpoint's socket.
+        let (family, labels, what) = if contender.in_cgroup {
+            (
                 "istio_tcp_connections_opened_total",
-                &[
+                [
                     "destination_service=\"tcp-echo.local\"",
-                    &format!("destination_version=\"{version}\""),
+                    "reporter=\"source\"",
                 ],
-            )?
-            .unwrap_or_default())
+                "the agent's istio_tcp_connections_opened_total of tcp-echo.local",
+            )
+        } else {
+            (
+                "traffic_shift_kernel_events_total",
+                ["program=\"sk_lookup\"", "event=\"gateway_assigned\""],
+                "sk_lookup's gateway_assigned (SYNs given an endpoint's socket)",
+            )
         };
-        let before = (opened("v1")?, opened("v2")?);
+        let count =
+            || -> Result<Option<u64>> { sum_series(&metrics(&metrics_addr)?, family, &labels) };
+        // The smoke check above made connections: the series is there before too.
+        let before = count()?
+            .with_context(|| format!("no {family} series {labels:?} on the agent's /metrics"))?;
         let sampled = storm.run(contender.target, ports, Some(storm_rate), storm_secs)?;
-        let after = (opened("v1")?, opened("v2")?);
-        ensure!(
-            after.0 > 0 && after.1 > 0,
-            "the agent's /metrics has no istio_tcp_connections_opened_total series for \
-             tcp-echo.local v1 and v2 after the {path} storm"
-        );
-        let (v1, v2) = (after.0 - before.0, after.1 - before.1);
+        let after = count()?
+            .with_context(|| format!("no {family} series {labels:?} on the agent's /metrics"))?;
         let check = check_routed(
             path,
-            &format!("the agent's istio_tcp_connections_opened_total (v1 +{v1}, v2 +{v2})"),
-            v1 + v2,
+            what,
+            after - before,
             &sampled.client,
+            sampled.syn_retrans,
         )?;
         let row = sampled.row(path, storm_rate, check);
         eprintln!(
