@@ -296,16 +296,33 @@ struct Sampled {
 }
 
 impl Sampled {
-    fn row(self, path: &'static str, target_rate: f64, check: String) -> Row {
-        Row {
+    /// The row, its `check` line followed by the answers' one: every answer must come
+    /// from tcp-echo v1 or v2, or the run fails (the storm reached something else).
+    fn row(self, path: &'static str, target_rate: f64, check: &str) -> Result<Row> {
+        let c = &self.client;
+        let neither = c.connections.saturating_sub(c.one + c.two);
+        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+        let share = c.two as f64 / (c.one + c.two).max(1) as f64;
+        let answers = format!(
+            "check: {path} answered by version: v1 {} v2 {} (v2 share {share:.3}, the route's 0.2), \
+             {neither} by neither: {}",
+            c.one,
+            c.two,
+            if neither == 0 { "yes" } else { "NO" }
+        );
+        ensure!(
+            neither == 0,
+            "scenario 9: {neither} of the {path} row's answers came from neither tcp-echo v1 nor v2:\n{answers}"
+        );
+        Ok(Row {
             path,
             target_rate,
             client: self.client,
             syn_retrans: self.syn_retrans,
             conntrack: self.conntrack,
             samples: self.samples,
-            check,
-        }
+            check: format!("{check}\n{answers}"),
+        })
     }
 }
 
@@ -500,8 +517,8 @@ fn xdp_topology(
         .row(
             "iptables DNAT",
             storm_rate,
-            "(Linux's own forwarding: its conntrack columns are the comparison)".into(),
-        );
+            "(Linux's own forwarding: its conntrack columns are the comparison)",
+        )?;
     eprintln!(
         "bench: storm iptables DNAT: {} connections, {} failed",
         dnat.client.connections,
@@ -579,7 +596,7 @@ fn xdp_row(storm: &Storm<'_>, status: &Path, storm_rate: f64, storm_secs: f64) -
             "; no `xdp_no_port` series: no SYN dropped for want of a source port"
         ),
     };
-    let row = sampled.row("xdp", storm_rate, check);
+    let row = sampled.row("xdp", storm_rate, &check)?;
     eprintln!(
         "bench: storm xdp: {} connections, {} failed",
         row.client.connections,
@@ -671,7 +688,7 @@ fn local_paths(
             &sampled.client,
             sampled.syn_retrans,
         )?;
-        let row = sampled.row(path, storm_rate, check);
+        let row = sampled.row(path, storm_rate, &check)?;
         eprintln!(
             "bench: storm {path}: {} connections, {} failed",
             row.client.connections,
@@ -718,7 +735,7 @@ fn report(
     }
     md.push('\n');
     for r in rows {
-        let _ = writeln!(md, "{}: {}", r.path, r.check);
+        let _ = writeln!(md, "{}: {}", r.path, r.check.replace('\n', "  \n"));
     }
     for r in rows.iter().filter(|r| r.path != "iptables DNAT") {
         let _ = writeln!(
