@@ -11,6 +11,8 @@
 
 #[path = "gateway_api_conformance/backends.rs"]
 mod backends;
+#[path = "gateway_api_conformance/cors.rs"]
+mod cors;
 #[path = "gateway_api_conformance/filters.rs"]
 mod filters;
 #[path = "gateway_api_conformance/grants.rs"]

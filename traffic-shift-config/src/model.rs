@@ -11,7 +11,8 @@ use std::{
 };
 
 pub use crate::http::{
-    DirectResponse, Fault, Headers, HttpMatch, HttpRedirect, Retries, Rewrite, StringMatch,
+    CorsPolicy, DirectResponse, Fault, Headers, HttpMatch, HttpRedirect, Retries, Rewrite,
+    StringMatch, UnmatchedPreflights,
 };
 
 /// How one choice (a destination of a route, or an endpoint of a
@@ -384,6 +385,9 @@ pub struct HttpRoute {
     /// Applied to every request/response of the rule, after the
     /// destination's own.
     pub headers: Headers,
+    /// `corsPolicy`: checked before the rule's fault, redirect or
+    /// destination, as Envoy's CORS filter runs before its router.
+    pub cors: Option<CorsPolicy>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -24,6 +24,7 @@ use traffic_shift_config::{
 use crate::{
     Proxy, ProxyBody,
     body::{Outbound, Replayable, Source},
+    cors::Verdict,
     forward::{outgoing, strip_hop_by_hop},
     local::{LocalReply, reply_response},
     rewrite,
@@ -200,11 +201,33 @@ impl Proxy {
             reporter,
             start,
         };
-        let request = match self.answer_locally(&cx, request).await {
-            Ok(request) => request,
-            Err(response) => return response,
+        self.served(&cx, request).await
+    }
+
+    /// The answer of the request's route: its CORS preflight answer, its
+    /// local answer, or its destination's; an allowed origin's CORS headers
+    /// added to either of the last two.
+    async fn served(&self, cx: &Routed<'_>, request: Request<Incoming>) -> Response<ProxyBody> {
+        let mut allowed = None;
+        if let Some(cors) = &cx.route.cors {
+            match cors.verdict(request.method(), request.headers()) {
+                Verdict::Pass => {}
+                Verdict::Answer(response) => {
+                    self.handles(cx, None, None, response.status().as_u16(), "-")
+                        .record(cx.start.elapsed());
+                    return response;
+                }
+                Verdict::Allowed(origin) => allowed = Some((cors, origin)),
+            }
+        }
+        let mut response = match self.answer_locally(cx, request).await {
+            Ok(request) => self.routed(cx, request).await,
+            Err(response) => response,
         };
-        self.routed(&cx, request).await
+        if let Some((cors, origin)) = allowed {
+            cors.allowed(origin, response.headers_mut());
+        }
+        response
     }
 
     /// A request that goes to a destination of its route. Its body streams

@@ -12,6 +12,7 @@ use hyper::{HeaderMap, Method, Uri};
 use regex::{Regex, RegexBuilder};
 
 use super::{
+    cors::Cors,
     select::{RouteState, Slots},
     stats::{RouteCounts, SeriesCache},
 };
@@ -177,6 +178,8 @@ pub struct Route {
     /// Its replay buffer overflow counter, made at its first request with
     /// a body it could retry or mirror.
     pub overflow: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
+    /// Its `corsPolicy`, origins compiled.
+    pub(crate) cors: Option<Cors>,
 }
 
 impl Route {
@@ -239,7 +242,13 @@ impl Route {
             )),
             None => None,
         };
+        let cors = model
+            .cors
+            .as_ref()
+            .map(|policy| Cors::build(policy, &regex))
+            .transpose()?;
         Ok(Self {
+            cors,
             slots: Slots::build(model),
             model: model.clone(),
             matches,
@@ -364,7 +373,7 @@ impl Match {
 
 /// One `StringMatch`, regexes compiled and anchored.
 #[derive(Debug)]
-enum Matcher {
+pub(crate) enum Matcher {
     Exact {
         value: String,
         ignore_case: bool,
@@ -379,7 +388,7 @@ enum Matcher {
 }
 
 impl Matcher {
-    fn build(
+    pub(crate) fn build(
         value: &StringMatch,
         ignore_case: bool,
         regex: &impl Fn(&str) -> Result<Regex, RegexError>,
@@ -398,7 +407,7 @@ impl Matcher {
         })
     }
 
-    fn test(&self, value: &str) -> bool {
+    pub(crate) fn test(&self, value: &str) -> bool {
         match self {
             Self::Exact {
                 value: want,
@@ -523,6 +532,7 @@ mod tests {
             fault: None,
             mirrors: Vec::new(),
             headers: Headers::default(),
+            cors: None,
         }
     }
 

@@ -15,8 +15,8 @@ use crate::{
     common::{Labels, Protocol},
     error::{FieldPath, fp},
     http::{
-        DerivePort, HeaderOperations, Headers, HttpMatch, HttpRedirect, RedirectPort, Rewrite,
-        StringMatch,
+        CorsPolicy, DerivePort, HeaderOperations, Headers, HttpMatch, HttpRedirect, RedirectPort,
+        Rewrite, StringMatch,
     },
     names::{is_dns1123_label, is_dns1123_subdomain, validate_domain},
     source::Source,
@@ -878,7 +878,19 @@ pub(super) struct Filters {
     pub redirect: Option<HttpRedirect>,
     pub rewrite: Option<Rewrite>,
     pub mirrors: Vec<MirrorRef>,
+    /// Its `CORS` filter (`cors.rs`).
+    pub cors: Option<CorsPolicy>,
 }
+
+/// The filter types a rule (or a backendRef) has at most once (the CRD's
+/// CEL rules).
+const ONCE_PER_RULE: [&str; 5] = [
+    "RequestHeaderModifier",
+    "ResponseHeaderModifier",
+    "RequestRedirect",
+    "URLRewrite",
+    "CORS",
+];
 
 /// Where `filters` are written: a rule's (`prefix`: the value of its one
 /// `PathPrefix` match, for `ReplacePrefixMatch`), or a backendRef's.
@@ -890,9 +902,9 @@ pub(super) enum FilterLevel<'a> {
 
 /// `filters` (of a rule or a backendRef), with the CRD's CEL rules: each
 /// type's field set and no other, `RequestRedirect` and `URLRewrite` once
-/// each and not together. `ExtensionRef`, `CORS`, `ExternalAuth` are
-/// refused as not supported yet; so are redirect, rewrite and mirror in a
-/// backendRef (the proxy applies them to a whole rule).
+/// each and not together, `CORS` once. `ExtensionRef` and `ExternalAuth`
+/// are refused as not supported yet; so are redirect, rewrite, mirror and
+/// CORS in a backendRef (the proxy applies them to a whole rule).
 pub(super) fn filters(
     cx: &mut Check,
     base: &FieldPath,
@@ -906,10 +918,7 @@ pub(super) fn filters(
         let path = base.key("filters").index(f);
         let kind = filter.type_.clone().unwrap_or_default();
         misplaced_fields(cx, &path, &kind, &filter);
-        if matches!(
-            kind.as_str(),
-            "RequestHeaderModifier" | "ResponseHeaderModifier" | "RequestRedirect" | "URLRewrite"
-        ) {
+        if ONCE_PER_RULE.contains(&kind.as_str()) {
             if let Some((_, first)) = seen.iter().find(|(k, _)| *k == kind) {
                 cx.error(
                     path.key("type"),
@@ -981,19 +990,20 @@ pub(super) fn filters(
                     "requestMirror is required with type RequestMirror",
                 ),
             },
-            "ExtensionRef" | "CORS" | "ExternalAuth" => cx.error(
+            "CORS" => out.cors = super::cors::filter(cx, &path, filter.cors, level),
+            "ExtensionRef" | "ExternalAuth" => cx.error(
                 path.key("type"),
                 format!(
                     "filter {kind} is not supported yet: RequestHeaderModifier, \
-                     ResponseHeaderModifier, RequestRedirect, URLRewrite and RequestMirror are; \
-                     remove it"
+                     ResponseHeaderModifier, RequestRedirect, URLRewrite, RequestMirror and CORS \
+                     are; remove it"
                 ),
             ),
             other => cx.error(
                 path.key("type"),
                 format!(
                     "filter type {other:?} is not known: use RequestHeaderModifier, \
-                     ResponseHeaderModifier, RequestRedirect, URLRewrite or RequestMirror"
+                     ResponseHeaderModifier, RequestRedirect, URLRewrite, RequestMirror or CORS"
                 ),
             ),
         }
@@ -1044,6 +1054,7 @@ fn misplaced_fields(cx: &mut Check, path: &FieldPath, kind: &str, filter: &dto::
             "RequestMirror",
             filter.request_mirror.is_some(),
         ),
+        ("cors", "CORS", filter.cors.is_some()),
     ] {
         if set && kind != of {
             cx.error(
@@ -1611,6 +1622,7 @@ pub(super) fn http_route(
             redirect: filters.redirect,
             rewrite: filters.rewrite,
             mirrors: filters.mirrors,
+            cors: filters.cors,
             timeout,
             backend_timeout,
             retry,
@@ -1625,6 +1637,7 @@ pub(super) fn http_route(
             redirect: None,
             rewrite: None,
             mirrors: Vec::new(),
+            cors: None,
             timeout: None,
             backend_timeout: None,
             retry: None,
