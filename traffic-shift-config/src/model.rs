@@ -324,6 +324,12 @@ pub struct ListenerTls {
     /// server with a host equal to it, else the longest `*.suffix` it ends
     /// with, else `*`; a ClientHello without SNI takes the first.
     pub certificates: Vec<ServerCertificate>,
+    /// A Gateway API Gateway's listener: a request whose authority picks
+    /// another server than its connection's SNI did (by the same rule) is
+    /// misdirected, answered 421, as the spec requires of HTTPS listeners
+    /// (HTTP/2 clients reuse a connection for every name its certificate
+    /// covers). An Istio Gateway's servers route by authority alone.
+    pub misdirected: bool,
 }
 
 /// One HTTPS server's certificate.

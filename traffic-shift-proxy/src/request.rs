@@ -30,7 +30,7 @@ use crate::{
     rewrite,
     routes::{self, Config, MatchedUri, RegexError, RequestView, Route},
     select,
-    server::Target,
+    server::{ServerName, Target},
     stats::{Handles, SeriesCounts},
 };
 
@@ -99,6 +99,27 @@ impl Proxy {
         self.answer(request, peer, target).await
     }
 
+    /// hyper bounds what it buffers, but a head that arrived in one read
+    /// can exceed it: refused here too, as Envoy does (431).
+    fn head_too_large(&self, request: &Request<Incoming>) -> Option<LocalReply> {
+        let head: usize = request.uri().to_string().len()
+            + request
+                .headers()
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
+        (head > self.options.max_header_bytes).then(|| {
+            LocalReply::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "-",
+                format!(
+                    "request headers too large: {head} bytes, at most {}\n",
+                    self.options.max_header_bytes
+                ),
+            )
+        })
+    }
+
     /// [`Self::handle`]'s answer, as HTTP.
     async fn answer(
         &self,
@@ -107,27 +128,8 @@ impl Proxy {
         target: &Target,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
-        // hyper bounds what it buffers, but a head that arrived in one read
-        // can exceed it: refuse it here too, as Envoy does (431).
-        let head: usize = request.uri().to_string().len()
-            + request
-                .headers()
-                .iter()
-                .map(|(name, value)| name.as_str().len() + value.len() + 4)
-                .sum::<usize>();
-        if head > self.options.max_header_bytes {
-            return self.local(
-                &unknown_labels(),
-                start,
-                &LocalReply::new(
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "-",
-                    format!(
-                        "request headers too large: {head} bytes, at most {}\n",
-                        self.options.max_header_bytes
-                    ),
-                ),
-            );
+        if let Some(reply) = self.head_too_large(&request) {
+            return self.local(&unknown_labels(), start, &reply);
         }
         let config = Arc::clone(&self.config.borrow());
         let listener = match target {
@@ -167,6 +169,13 @@ impl Proxy {
             )
         };
         let authority = authority(&request);
+        if let Some(ServerName(sni)) = request.extensions().get()
+            && let Some(why) = listener.misdirected(sni, &authority)
+        {
+            let labels = reporter.labels(None, &BTreeMap::new());
+            let reply = LocalReply::new(StatusCode::MISDIRECTED_REQUEST, "-", why);
+            return self.local(&labels, start, &reply);
+        }
         let Some(host) = listener.host(&authority) else {
             let (labels, reply) = no_route(format!("no virtual host for authority {authority:?}"));
             return self.local(&labels, start, &reply);

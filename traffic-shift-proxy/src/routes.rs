@@ -78,10 +78,18 @@ impl Config {
                     },
                 });
             }
+            let servers = listener
+                .tls
+                .iter()
+                .filter(|tls| tls.misdirected)
+                .flat_map(|tls| tls.certificates.iter().map(|c| c.hosts.clone()))
+                .zip(0..)
+                .collect();
             config.listeners.push(Listener {
                 gateway: listener.gateway,
                 port: listener.port,
                 https: listener.tls.is_some(),
+                servers,
                 hosts,
             });
         }
@@ -152,6 +160,12 @@ pub struct Listener {
     /// It terminates TLS (an HTTPS server): its requests' scheme is
     /// `https`.
     pub https: bool,
+    /// The hosts of each HTTPS server (in order), when a request whose
+    /// authority picks another server than its SNI did is answered 421
+    /// ([`ListenerTls::misdirected`]); else empty.
+    ///
+    /// [`ListenerTls::misdirected`]: traffic_shift_config::model::ListenerTls::misdirected
+    servers: Vec<(Vec<String>, usize)>,
     pub hosts: Vec<Host>,
 }
 
@@ -454,6 +468,23 @@ impl Listener {
     /// to the host (port removed, case-insensitive), else the longest
     /// `*.suffix` it ends with, else `*`. A mesh listener's single virtual
     /// host takes every request.
+    /// Why a request for `authority` on a connection whose ClientHello
+    /// named `sni` is misdirected, when it is: the two names pick different
+    /// servers of the listener (as the certificate was picked: the name,
+    /// else the longest `*.suffix`, else `*`). An SNI no server takes
+    /// (the first certificate answered it) checks nothing.
+    pub fn misdirected(&self, sni: &str, authority: &str) -> Option<String> {
+        let by_sni = crate::sni::route_for(&self.servers, Some(sni))?;
+        let host = strip_port(authority).to_ascii_lowercase();
+        let by_host = crate::sni::route_for(&self.servers, Some(&host));
+        (by_host != Some(by_sni)).then(|| {
+            format!(
+                "misdirected request: the authority {authority:?} is not served by the \
+                 listener the connection's SNI {sni:?} chose; connect with that name as SNI\n"
+            )
+        })
+    }
+
     pub fn host(&self, authority: &str) -> Option<&Host> {
         if self.gateway.is_none() {
             return self.hosts.first();
