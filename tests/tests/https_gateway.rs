@@ -527,6 +527,54 @@ fn conformance_gateway_secret_reference_grant() {
     served(&s);
 }
 
+/// HTTPRouteHTTPSListenerDetectMisdirectedRequests's rows: SNI, `Host`,
+/// answer (the backend's version, or the status).
+const MISDIRECTED_ROWS: [(&str, &str, &str); 15] = [
+    ("example.org", "example.org", "v1"),
+    ("example.org", "second-example.org", "status 421"),
+    ("example.org", "unknown-example.org", "status 404"),
+    ("second-example.org", "second-example.org", "v2"),
+    ("second-example.org", "example.org", "status 421"),
+    ("second-example.org", "unknown-example.org", "status 421"),
+    (
+        "third-example.wildcard.org",
+        "third-example.wildcard.org",
+        "v3",
+    ),
+    (
+        "third-example.wildcard.org",
+        "fith-example.wildcard.org",
+        "v3",
+    ),
+    (
+        "third-example.wildcard.org",
+        "fourth-example.wildcard.org",
+        "status 421",
+    ),
+    (
+        "third-example.wildcard.org",
+        "second-example.org",
+        "status 421",
+    ),
+    (
+        "third-example.wildcard.org",
+        "unknown-example.org",
+        "status 421",
+    ),
+    (
+        "fourth-example.wildcard.org",
+        "fourth-example.wildcard.org",
+        "v1",
+    ),
+    (
+        "fourth-example.wildcard.org",
+        "fith-example.wildcard.org",
+        "status 421",
+    ),
+    ("unknown-example.org", "example.org", "v1"),
+    ("unknown-example.org", "unknown-example.org", "status 404"),
+];
+
 /// The suite's Gateway `same-namespace-with-https-listener` as
 /// HTTPRouteHTTPSListenerDetectMisdirectedRequests has it: four HTTPS
 /// listeners of one port (443, here 8445), without hostname,
@@ -575,8 +623,9 @@ fn misdirected_manifest(certs: &Certs) -> String {
 }
 
 /// HTTPRouteHTTPSListenerDetectMisdirectedRequests: every row of the
-/// suite, over real TLS (HTTP/1.1 here, where the suite speaks HTTP/2: the
-/// check is per request either way). A request whose `Host` picks another
+/// suite, over real TLS: each on a connection of its own over HTTP/1.1,
+/// then over HTTP/2 as the suite sends them, every row of one SNI on one
+/// connection. A request whose `Host` picks another
 /// listener than the connection's SNI did gets 421; one whose `Host` picks
 /// the same listener is routed by it (200 from its backend, or 404 when
 /// none of the listener's routes has the host).
@@ -605,52 +654,7 @@ fn conformance_httproute_https_listener_detect_misdirected_requests() {
             "{name} ResolvedRefs: {status}"
         );
     }
-    let rows = [
-        ("example.org", "example.org", "v1"),
-        ("example.org", "second-example.org", "status 421"),
-        ("example.org", "unknown-example.org", "status 404"),
-        ("second-example.org", "second-example.org", "v2"),
-        ("second-example.org", "example.org", "status 421"),
-        ("second-example.org", "unknown-example.org", "status 421"),
-        (
-            "third-example.wildcard.org",
-            "third-example.wildcard.org",
-            "v3",
-        ),
-        (
-            "third-example.wildcard.org",
-            "fith-example.wildcard.org",
-            "v3",
-        ),
-        (
-            "third-example.wildcard.org",
-            "fourth-example.wildcard.org",
-            "status 421",
-        ),
-        (
-            "third-example.wildcard.org",
-            "second-example.org",
-            "status 421",
-        ),
-        (
-            "third-example.wildcard.org",
-            "unknown-example.org",
-            "status 421",
-        ),
-        (
-            "fourth-example.wildcard.org",
-            "fourth-example.wildcard.org",
-            "v1",
-        ),
-        (
-            "fourth-example.wildcard.org",
-            "fith-example.wildcard.org",
-            "status 421",
-        ),
-        ("unknown-example.org", "example.org", "v1"),
-        ("unknown-example.org", "unknown-example.org", "status 404"),
-    ];
-    for (sni, host, expected) in rows {
+    for (sni, host, expected) in MISDIRECTED_ROWS {
         let response = get_over_tls(
             &s,
             &certs,
@@ -671,4 +675,44 @@ fn conformance_httproute_https_listener_detect_misdirected_requests() {
         "/detect-misdirected-requests",
     );
     assert_eq!(answer(&response), "v2", "a Host with its port");
+    misdirected_over_h2(&s, &certs);
+}
+
+/// The rows of [`MISDIRECTED_ROWS`] as the suite sends them, over HTTP/2,
+/// and here all on one connection per SNI (what a browser does for every
+/// name the certificate covers).
+fn misdirected_over_h2(s: &Scenario, certs: &Certs) {
+    let rt = traffic_shift_tests::tls::runtime_in(&s.netns);
+    let config = certs.client_config();
+    let addr = "127.0.0.1:8445".parse().expect("an address");
+    for sni in MISDIRECTED_ROWS
+        .iter()
+        .map(|(sni, ..)| *sni)
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let asked: Vec<(&str, &str)> = MISDIRECTED_ROWS
+            .iter()
+            .filter(|(name, ..)| *name == sni)
+            .map(|(_, host, _)| (*host, "/detect-misdirected-requests"))
+            .collect();
+        let answers = traffic_shift_tests::tls::h2_gets(&rt, &config, addr, sni, &asked)
+            .unwrap_or_else(|e| panic!("HTTP/2 over TLS for {sni}: {e}"));
+        assert_eq!(answers.len(), asked.len(), "an answer to each request");
+        for ((host, _), (status, body)) in asked.iter().zip(&answers) {
+            let response = Response {
+                status: *status,
+                headers: Vec::new(),
+                body: body.clone(),
+            };
+            let expected = MISDIRECTED_ROWS
+                .iter()
+                .find(|(name, h, _)| *name == sni && h == host)
+                .map(|(.., e)| *e);
+            assert_eq!(
+                Some(answer(&response).as_str()),
+                expected,
+                "HTTP/2: SNI {sni}, :authority {host}"
+            );
+        }
+    }
 }
