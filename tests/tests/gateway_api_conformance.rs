@@ -9,6 +9,8 @@
 //! (the suite's 80), `all-namespaces` on 8091. The expected backends and
 //! codes are the suite's; counts are exact where the split is.
 
+#[path = "gateway_api_conformance/backend_filters.rs"]
+mod backend_filters;
 #[path = "gateway_api_conformance/backends.rs"]
 mod backends;
 #[path = "gateway_api_conformance/cors.rs"]

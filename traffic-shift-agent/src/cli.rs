@@ -171,7 +171,7 @@ fn write_http_listener(
             for dest in &route.destinations {
                 write_destination(out, "      ", &dest.destination)?;
             }
-            for mirror in &route.mirrors {
+            for mirror in route.all_mirrors() {
                 write_destination(
                     out,
                     &format!("      mirror {}% ", mirror.percentage),

@@ -30,7 +30,11 @@ fn addresses_are_the_kernels_words_reinterpreted_not_swapped() {
         last_seen_ns: 0,
         flags: 0,
         family: FAMILY_V4,
-        pad: [0; 6],
+        hop_dmac: [0; 6],
+        hop_smac: [0; 6],
+        pad: [0; 2],
+        hop_ifindex: 0,
+        hop_checked: 0,
     };
     assert_eq!(entry.addr_words(), (&words, &[word, 0, 0, 0]));
 }

@@ -26,6 +26,40 @@ pub const XDP_IDLE_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
 /// silence (the last ACKs of the close still pass).
 pub const XDP_CLOSING_TIMEOUT_NS: u64 = 10 * 1_000_000_000;
 
+/// How long a flow direction's next hop ([`NatEntry::hop_dmac`]) is used
+/// before it is looked up again: a neighbour whose MAC address changes, or
+/// a route that moves, is followed by open flows within this time.
+pub const XDP_HOP_REFRESH_NS: u64 = 1_000_000_000;
+
+/// `now_ns` in the units of [`NatEntry::hop_checked`] (2^20 ns, about a
+/// millisecond), wrapping every 52 days.
+#[expect(
+    clippy::inline_always,
+    reason = "called from eBPF programs, where it must be inlined"
+)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "wraps by design: only differences are read"
+)]
+#[inline(always)]
+pub const fn hop_time(now_ns: u64) -> u32 {
+    (now_ns >> 20) as u32
+}
+
+impl NatEntry {
+    /// Whether its next hop was looked up less than `XDP_HOP_REFRESH_NS`
+    /// before `now_ns`.
+    #[expect(
+        clippy::inline_always,
+        reason = "called from eBPF programs, where it must be inlined"
+    )]
+    #[inline(always)]
+    pub const fn hop_fresh(&self, now_ns: u64) -> bool {
+        self.hop_ifindex != 0
+            && hop_time(now_ns).wrapping_sub(self.hop_checked) < hop_time(XDP_HOP_REFRESH_NS)
+    }
+}
+
 /// Key of `TS_XDP_FLOWS`: one direction of a flow, as its packets carry it
 /// (client -> gateway address, or endpoint -> node address).
 #[repr(C, align(4))]
@@ -95,9 +129,20 @@ pub struct NatEntry {
     /// `nat_flags::*`.
     pub flags: u8,
     pub family: u8,
-    pub pad: [u8; 6],
+    /// The next hop of this direction as the last `bpf_fib_lookup` found
+    /// it (destination and source MAC addresses, interface), kept so a
+    /// packet of an established flow needs no lookup of its own (as
+    /// Katran, whose next hop is fixed); looked up again once
+    /// `XDP_HOP_REFRESH_NS` old. `hop_ifindex` 0: not looked up yet.
+    pub hop_dmac: [u8; 6],
+    pub hop_smac: [u8; 6],
+    pub pad: [u8; 2],
+    pub hop_ifindex: u32,
+    /// When it was looked up: the coarse clock in units of 2^20 ns
+    /// ([`hop_time`]), wrapping.
+    pub hop_checked: u32,
 }
-const _: () = assert!(size_of::<NatEntry>() == 56);
+const _: () = assert!(size_of::<NatEntry>() == 72);
 
 const _: () = assert!(
     core::mem::align_of::<NatEntry>() >= 4

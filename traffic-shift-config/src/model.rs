@@ -98,7 +98,7 @@ impl RoutingModel {
                 r.destinations
                     .iter()
                     .map(|d| (&d.destination, d.http2))
-                    .chain(r.mirrors.iter().map(|m| (&m.destination, m.http2)))
+                    .chain(r.all_mirrors().map(|m| (&m.destination, m.http2)))
             })
     }
 
@@ -112,7 +112,11 @@ impl RoutingModel {
             .flat_map(|r| {
                 r.destinations
                     .iter_mut()
-                    .map(|d| &mut d.destination)
+                    .flat_map(|d| {
+                        let mirrors = d.actions.iter_mut().flat_map(|a| &mut a.mirrors);
+                        std::iter::once(&mut d.destination)
+                            .chain(mirrors.map(|m| &mut m.destination))
+                    })
                     .chain(r.mirrors.iter_mut().map(|m| &mut m.destination))
             });
         self.routes
@@ -396,6 +400,17 @@ pub struct HttpRoute {
     pub cors: Option<CorsPolicy>,
 }
 
+impl HttpRoute {
+    /// Its mirrors and those of its destinations.
+    pub fn all_mirrors(&self) -> impl Iterator<Item = &HttpMirror> {
+        self.mirrors.iter().chain(
+            self.destinations
+                .iter()
+                .flat_map(|d| d.actions.iter().flat_map(|a| &a.mirrors)),
+        )
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpDestination {
     pub destination: Destination,
@@ -408,6 +423,20 @@ pub struct HttpDestination {
     pub endpoint_selection: HttpSelection,
     /// Header changes for this destination only.
     pub headers: Headers,
+    /// Its own redirect, rewrite and mirrors (a Gateway API backendRef's
+    /// filters); `None` for nearly every destination.
+    pub actions: Option<Box<HttpDestinationActions>>,
+}
+
+/// What a destination does to the requests sent to it besides
+/// [`HttpDestination::headers`]: its redirect and rewrite take the place of
+/// the route's, its mirrors come beside the route's (each with its own
+/// exact share of this destination's requests).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HttpDestinationActions {
+    pub redirect: Option<HttpRedirect>,
+    pub rewrite: Option<Rewrite>,
+    pub mirrors: Vec<HttpMirror>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -15,7 +15,9 @@
 //!   `XDP_IDLE_TIMEOUT_NS` of silence.
 //! - The next hop (interface, MAC addresses, and the node's source address
 //!   toward the endpoint) comes from `bpf_fib_lookup`; the packet leaves by
-//!   `XDP_TX` (same interface) or `XDP_REDIRECT`.
+//!   `XDP_TX` (same interface) or `XDP_REDIRECT`. Each entry keeps its
+//!   direction's next hop, looked up again once `XDP_HOP_REFRESH_NS` old:
+//!   a packet of an established flow makes no lookup of its own.
 //!
 //! Everything else passes untouched: other protocols, other addresses,
 //! headers the program does not parse (IPv4 options, IPv6 extension
@@ -38,7 +40,7 @@ use aya_ebpf::{
 use traffic_shift_common::{
     EndpointStats, Event, FAMILY_V4, FAMILY_V6, MAX_STATS, NatEntry, NatKey, ServiceKey,
     XDP_CLOSING_TIMEOUT_NS, XDP_IDLE_TIMEOUT_NS, XDP_SNAT_PORT_MIN, XDP_SNAT_PORTS, XdpStats,
-    addr_from_words, addr_words, csum_replace, nat_flags,
+    addr_from_words, addr_words, csum_replace, hop_time, nat_flags,
 };
 
 use crate::{
@@ -238,9 +240,9 @@ fn try_xdp(ctx: &XdpContext) -> Result<(u32, Event), Event> {
         return Err(Event::XdpFlowFull);
     };
     // SAFETY: this CPU's value, filled by `new_flow` in this run.
-    let (forward, fib) = unsafe { (&(*scratch).forward, &(*scratch).fib) };
-    rewrite(ctx, &packet, forward, fib)?;
-    account(&packet, forward);
+    let forward = unsafe { &(*scratch).forward };
+    rewrite(ctx, &packet, forward, &forward.hop_dmac, &forward.hop_smac)?;
+    account(&packet, forward, stats(forward.stat_id));
     Ok((hop.action(ctx), Event::XdpNewFlow))
 }
 
@@ -421,8 +423,13 @@ fn new_flow(ctx: &XdpContext, packet: &Packet, route_id: u32, now: u64) -> Resul
         last_seen_ns: now,
         flags: 0,
         family: packet.family,
-        pad: [0; 6],
+        hop_dmac: fib.dmac,
+        hop_smac: fib.smac,
+        pad: [0; 2],
+        hop_ifindex: hop.ifindex,
+        hop_checked: hop_time(now),
     };
+    // The reply's next hop is looked up with its first packet.
     *reply = NatEntry {
         src: packet.key.dst,
         dst: packet.key.src,
@@ -432,7 +439,11 @@ fn new_flow(ctx: &XdpContext, packet: &Packet, route_id: u32, now: u64) -> Resul
         last_seen_ns: now,
         flags: nat_flags::REPLY,
         family: packet.family,
-        pad: [0; 6],
+        hop_dmac: [0; 6],
+        hop_smac: [0; 6],
+        pad: [0; 2],
+        hop_ifindex: 0,
+        hop_checked: 0,
     };
     // A source port toward this endpoint that no live flow holds: the
     // reply entry's key (endpoint -> node:port) must be free. Written
@@ -502,16 +513,30 @@ fn follow(
 ) -> Result<(u32, Event), Event> {
     // SAFETY: LRU values stay valid for the program run.
     let nat = unsafe { &*entry };
-    // In the per-CPU scratch, as in `new_flow`: on the stack it takes the
-    // chain of calls past 512 bytes.
-    let Some(scratch) = TS_XDP_SCRATCH.get_ptr_mut(0) else {
-        return Err(Event::XdpFlowFull);
+    // The next hop the entry keeps, or looked up (and kept) when it is
+    // stale. Another CPU may refresh it at the same time: both write
+    // what the lookup found.
+    let looked_up = !nat.hop_fresh(now);
+    let (hop, dmac, smac) = if looked_up {
+        // In the per-CPU scratch, as in `new_flow`: on the stack it takes
+        // the chain of calls past 512 bytes.
+        let Some(scratch) = TS_XDP_SCRATCH.get_ptr_mut(0) else {
+            return Err(Event::XdpFlowFull);
+        };
+        // SAFETY: this CPU's value, valid for the run; XDP does not nest on a CPU.
+        let fib = unsafe { &mut (*scratch).fib };
+        fib_params(fib, nat.family, nat.src, nat.dst);
+        (next_hop(ctx, fib, 0)?, fib.dmac, fib.smac)
+    } else {
+        (
+            Hop {
+                ifindex: nat.hop_ifindex,
+            },
+            nat.hop_dmac,
+            nat.hop_smac,
+        )
     };
-    // SAFETY: this CPU's value, valid for the run; XDP does not nest on a CPU.
-    let fib = unsafe { &mut (*scratch).fib };
-    fib_params(fib, nat.family, nat.src, nat.dst);
-    let hop = next_hop(ctx, fib, 0)?;
-    rewrite(ctx, packet, nat, fib)?;
+    rewrite(ctx, packet, nat, &dmac, &smac)?;
     let mut flags = nat.flags;
     let reply = flags & nat_flags::REPLY != 0;
     let stat = stats(nat.stat_id);
@@ -549,7 +574,7 @@ fn follow(
             }
         }
     }
-    account(packet, nat);
+    account(packet, nat, stat);
     if packet.tcp_flags & TCP_RST != 0 {
         // A reset ends the flow at once (the reset itself is forwarded):
         // its source port is free for the next flow.
@@ -562,6 +587,12 @@ fn follow(
         unsafe {
             (*entry).last_seen_ns = now;
             (*entry).flags = flags;
+            if looked_up {
+                (*entry).hop_dmac = dmac;
+                (*entry).hop_smac = smac;
+                (*entry).hop_ifindex = hop.ifindex;
+                (*entry).hop_checked = hop_time(now);
+            }
         }
     }
     let event = if reply {
@@ -572,11 +603,12 @@ fn follow(
     Ok((hop.action(ctx), event))
 }
 
-/// Counts the packet against its endpoint.
+/// Counts the packet against its endpoint (`stat`: its `TS_STATS` slot,
+/// already marked touched).
 #[inline(always)]
-fn account(packet: &Packet, nat: &NatEntry) {
+fn account(packet: &Packet, nat: &NatEntry, stat: Option<*mut EndpointStats>) {
     let reply = nat.flags & nat_flags::REPLY != 0;
-    if let Some(s) = stats(nat.stat_id) {
+    if let Some(s) = stat {
         // SAFETY: a per-CPU map value, valid for the run.
         let bytes = unsafe {
             if reply {
@@ -587,17 +619,19 @@ fn account(packet: &Packet, nat: &NatEntry) {
         };
         add(bytes, packet.payload_len);
     }
-    if let Some(x) = xdp_stats(nat.stat_id) {
-        // SAFETY: as above.
-        let (packets, bytes) = unsafe {
+    if let Some(x) = TS_XDP_STATS.get_ptr_mut(nat.stat_id) {
+        // SAFETY: a per-CPU map value, valid for the run. Only this program
+        // writes `TS_XDP_STATS`, and XDP does not nest on a CPU: plain adds
+        // (`TS_STATS` is shared with `sock_ops`, so its adds are atomic).
+        unsafe {
             if reply {
-                (&raw mut (*x).response_packets, &raw mut (*x).response_bytes)
+                (*x).response_packets += 1;
+                (*x).response_bytes += packet.frame_len;
             } else {
-                (&raw mut (*x).request_packets, &raw mut (*x).request_bytes)
+                (*x).request_packets += 1;
+                (*x).request_bytes += packet.frame_len;
             }
-        };
-        add(packets, 1);
-        add(bytes, packet.frame_len);
+        }
     }
 }
 
@@ -685,7 +719,8 @@ fn rewrite(
     ctx: &XdpContext,
     packet: &Packet,
     nat: &NatEntry,
-    fib: &bpf_fib_lookup,
+    dmac: &[u8; 6],
+    smac: &[u8; 6],
 ) -> Result<(), Event> {
     let l4 = packet.l4;
     let Some(tcp_check) = read::<u16>(ctx, l4 + 16) else {
@@ -736,7 +771,7 @@ fn rewrite(
     }
     write(ctx, l4, nat.sport);
     write(ctx, l4 + 2, nat.dport);
-    write(ctx, 0, fib.dmac);
-    write(ctx, 6, fib.smac);
+    write(ctx, 0, *dmac);
+    write(ctx, 6, *smac);
     Ok(())
 }

@@ -19,7 +19,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
-use traffic_shift_config::model::{Endpoint, HttpDestination};
+use traffic_shift_config::model::Endpoint;
 
 use crate::{
     Proxy, ProxyBody,
@@ -185,22 +185,23 @@ impl Proxy {
     }
 }
 
-/// The request as it goes to `chosen`: hop-by-hop headers removed,
-/// authority kept (or rewritten), `x-forwarded-*` set, header operations
-/// (the destination's, then the route's) and uri rewrite applied. Returns
-/// it with the authority it carries.
+/// The request as it goes to destination `index` of the route:
+/// hop-by-hop headers removed, authority kept (or rewritten),
+/// `x-forwarded-*` set, header operations (the destination's, then the
+/// route's) and uri rewrite (the destination's own, else the route's)
+/// applied. Returns it with the authority it carries.
 pub(crate) fn outgoing(
     cx: &Routed<'_>,
-    chosen: &HttpDestination,
+    index: usize,
     parts: hyper::http::request::Parts,
 ) -> (Outgoing, String) {
     let model = &cx.route.model;
+    let chosen = &model.destinations[index];
+    let rewrite = cx.route.rewrite_for(index);
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    let authority = model
-        .rewrite
-        .as_ref()
-        .and_then(|r| r.authority.clone())
+    let authority = rewrite
+        .and_then(|(r, _)| r.authority.clone())
         .unwrap_or_else(|| cx.authority.clone());
     if let Ok(value) = HeaderValue::from_str(&authority) {
         headers.insert(header::HOST, value);
@@ -211,13 +212,11 @@ pub(crate) fn outgoing(
     }
     rewrite::apply_headers(&mut headers, &chosen.headers.request);
     rewrite::apply_headers(&mut headers, &model.headers.request);
-    let path_and_query = model
-        .rewrite
-        .as_ref()
-        .and_then(|r| {
+    let path_and_query = rewrite
+        .and_then(|(r, uri_regex)| {
             rewrite::rewrite_path(
                 r,
-                cx.route.uri_regex.as_ref(),
+                uri_regex,
                 &cx.matched,
                 parts.uri.path(),
                 parts.uri.query(),

@@ -168,7 +168,7 @@ impl Proxy {
                 r.destinations
                     .iter()
                     .map(|d| &d.destination)
-                    .chain(r.mirrors.iter().map(|m| &m.destination))
+                    .chain(r.all_mirrors().map(|m| &m.destination))
             })
             .flat_map(|d| d.endpoints.iter().map(|e| e.addr))
             .collect();

@@ -60,33 +60,7 @@ impl Proxy {
             }
         }
         let mut response = if let Some(redirect) = &model.redirect {
-            // Without a scheme, the request's: https on an HTTPS listener.
-            let from_https;
-            let redirect = if redirect.scheme.is_none() && cx.https {
-                from_https = HttpRedirect {
-                    scheme: Some("https".to_owned()),
-                    ..redirect.clone()
-                };
-                &from_https
-            } else {
-                redirect
-            };
-            let location = rewrite::redirect_location(
-                redirect,
-                cx.route.uri_regex.as_ref(),
-                &cx.matched,
-                &cx.authority,
-                cx.port,
-                request.uri().path(),
-                request.uri().query(),
-            );
-            let status = StatusCode::from_u16(redirect.redirect_code)
-                .unwrap_or(StatusCode::MOVED_PERMANENTLY);
-            let mut response = full_response(status, Bytes::new());
-            if let Ok(location) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            response
+            redirect_response(cx, redirect, cx.route.uri_regex.as_ref(), request.uri())
         } else if let Some(direct) = &model.direct_response {
             let status = StatusCode::from_u16(direct.status).unwrap_or(StatusCode::OK);
             full_response(
@@ -110,6 +84,27 @@ impl Proxy {
         self.handles(cx, None, None, response.status().as_u16(), "-")
             .record(cx.start.elapsed());
         Err(response)
+    }
+
+    /// The redirect of destination `index` of `cx`'s route (a backendRef's
+    /// own `RequestRedirect`), when it has one: answered, with the
+    /// destination's and the route's response headers, and counted for
+    /// that destination.
+    pub(crate) fn destination_redirect(
+        &self,
+        cx: &Routed<'_>,
+        index: usize,
+        uri: &hyper::Uri,
+    ) -> Option<Response<ProxyBody>> {
+        let chosen = &cx.route.model.destinations[index];
+        let redirect = chosen.actions.as_deref()?.redirect.as_ref()?;
+        let uri_regex = cx.route.destination_uri_regex.get(index)?.as_ref();
+        let mut response = redirect_response(cx, redirect, uri_regex, uri);
+        rewrite::apply_headers(response.headers_mut(), &chosen.headers.response);
+        rewrite::apply_headers(response.headers_mut(), &cx.route.model.headers.response);
+        self.handles(cx, Some(index), None, response.status().as_u16(), "-")
+            .record(cx.start.elapsed());
+        Some(response)
     }
 
     /// A reply of the proxy's own to a request of `cx`'s route, counted in
@@ -149,6 +144,43 @@ impl Proxy {
         }
         reply_response(reply)
     }
+}
+
+/// The answer of `redirect` (the route's, or one destination's, with its
+/// compiled path regex) to a request for `uri`. Without a scheme, the
+/// request's: https on an HTTPS listener.
+fn redirect_response(
+    cx: &Routed<'_>,
+    redirect: &HttpRedirect,
+    uri_regex: Option<&(regex::Regex, String)>,
+    uri: &hyper::Uri,
+) -> Response<ProxyBody> {
+    let from_https;
+    let redirect = if redirect.scheme.is_none() && cx.https {
+        from_https = HttpRedirect {
+            scheme: Some("https".to_owned()),
+            ..redirect.clone()
+        };
+        &from_https
+    } else {
+        redirect
+    };
+    let location = rewrite::redirect_location(
+        redirect,
+        uri_regex,
+        &cx.matched,
+        &cx.authority,
+        cx.port,
+        uri.path(),
+        uri.query(),
+    );
+    let status =
+        StatusCode::from_u16(redirect.redirect_code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    let mut response = full_response(status, Bytes::new());
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 fn fault_abort(error: &AbortError) -> LocalReply {

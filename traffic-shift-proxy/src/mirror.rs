@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::header::{self, HeaderValue};
-use traffic_shift_config::model::Destination;
+use traffic_shift_config::model::{Destination, HttpMirror};
 
 use crate::{
     Proxy,
@@ -17,6 +17,29 @@ use crate::{
     forward::Outgoing,
     routes, select,
 };
+
+/// The mirrors a request of `route` sent to its destination `index` is
+/// copied to: the route's and the destination's own, each by its share.
+/// Each share is exact: one count per request of the route for the
+/// route's mirrors, per request sent to the destination for its own.
+pub(crate) fn picked(route: &routes::Route, index: usize) -> Vec<&HttpMirror> {
+    let model = &route.model;
+    let own = model.destinations[index]
+        .actions
+        .as_deref()
+        .map_or(&[][..], |actions| &actions.mirrors[..]);
+    let turn = (!model.mirrors.is_empty()).then(|| route.state.next_request());
+    let own_turn = (!own.is_empty()).then(|| route.state.next_request_to(index));
+    let by_share = |turn: Option<u64>| {
+        move |mirror: &&HttpMirror| turn.is_some_and(|n| select::mirrored(n, mirror.percentage))
+    };
+    model
+        .mirrors
+        .iter()
+        .filter(by_share(turn))
+        .chain(own.iter().filter(by_share(own_turn)))
+        .collect()
+}
 
 impl Proxy {
     /// Sends a copy of the request to a mirror destination, not waiting

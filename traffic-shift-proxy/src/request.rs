@@ -248,6 +248,9 @@ impl Proxy {
         let index = cx.route.slots.pick(&model.selection, &cx.route.state, hash);
         let index = index.min(model.destinations.len() - 1);
         let chosen = &model.destinations[index];
+        if let Some(response) = self.destination_redirect(cx, index, request.uri()) {
+            return response;
+        }
 
         let endpoint_hash = request_hash(&chosen.endpoint_selection, &request, cx.peer);
         // An upgrade goes on to an HTTP/1.1 endpoint only (h2c has none).
@@ -255,18 +258,12 @@ impl Proxy {
             .filter(|_| !chosen.http2)
             .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
         let (parts, body) = request.into_parts();
-        let mut body = self.outbound(cx, body);
-        let (mut outgoing, authority) = outgoing(cx, chosen, parts);
+        let mirrors = crate::mirror::picked(cx.route, index);
+        let mut body = self.outbound(cx, body, chosen.actions.is_some());
+        let (mut outgoing, authority) = outgoing(cx, index, parts);
         if let Some((protocol, _)) = &upgrade {
             set_upgrade(&mut outgoing.headers, protocol.clone());
         }
-        // Each mirror's share is exact: one count per request of the route.
-        let turn = (!model.mirrors.is_empty()).then(|| cx.route.state.next_request());
-        let mirrors: Vec<_> = model
-            .mirrors
-            .iter()
-            .filter(|mirror| turn.is_some_and(|n| select::mirrored(n, mirror.percentage)))
-            .collect();
         let kept = match &body {
             Outbound::Replayable(replayable) => Some(replayable.clone()),
             Outbound::Empty | Outbound::Once(_) => None,
@@ -352,15 +349,15 @@ impl Proxy {
 
     /// The request body as its attempts get it: nothing, streamed once, or
     /// kept in a replay buffer when the route may send it again (it
-    /// retries or mirrors).
-    fn outbound(&self, cx: &Routed<'_>, body: Incoming) -> Outbound {
+    /// retries or mirrors, or the destination picked may mirror: `mirrored`).
+    fn outbound(&self, cx: &Routed<'_>, body: Incoming, mirrored: bool) -> Outbound {
         use hyper::body::Body as _;
         if body.is_end_stream() {
             return Outbound::Empty;
         }
         let source = Source::new(body, self.options.request_header_timeout);
         let model = &cx.route.model;
-        if model.retries.attempts == 0 && model.mirrors.is_empty() {
+        if model.retries.attempts == 0 && model.mirrors.is_empty() && !mirrored {
             return Outbound::Once(Some(source));
         }
         let overflow = cx

@@ -16,7 +16,9 @@ use super::{
     select::{RouteState, Slots},
     stats::{RouteCounts, SeriesCache},
 };
-use traffic_shift_config::model::{HttpListener, HttpRoute, StringMatch, VirtualHost};
+use traffic_shift_config::model::{
+    HttpListener, HttpRedirect, HttpRoute, Rewrite, StringMatch, VirtualHost,
+};
 
 /// A bound on the compiled size of one regex (as `config` checks them).
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -183,6 +185,8 @@ pub struct Route {
     /// `rewrite.uriRegexRewrite` (or the redirect's regex, a Gateway API
     /// `ReplacePrefixMatch`), compiled.
     pub uri_regex: Option<(Regex, String)>,
+    /// The same of each destination's own rewrite or redirect, by index.
+    pub destination_uri_regex: Vec<Option<(Regex, String)>>,
     pub slots: Slots,
     pub state: Arc<RouteState>,
     /// Its request metrics' series.
@@ -240,22 +244,29 @@ impl Route {
                 port: m.port,
             });
         }
-        let uri_regex = match model
-            .rewrite
-            .as_ref()
+        let path_regex = |rewrite: Option<&Rewrite>, redirect: Option<&HttpRedirect>| match rewrite
             .and_then(|r| r.uri_regex.as_ref())
-            .or_else(|| model.redirect.as_ref().and_then(|r| r.uri_regex.as_ref()))
+            .or_else(|| redirect.and_then(|r| r.uri_regex.as_ref()))
         {
-            Some((pattern, replacement)) => Some((
+            Some((pattern, replacement)) => Ok(Some((
                 compile_regex(pattern, true).map_err(|source| RegexError {
                     route: model.key.clone(),
                     pattern: pattern.clone(),
                     source,
                 })?,
                 super::rewrite::re2_replacement(replacement),
-            )),
-            None => None,
+            ))),
+            None => Ok(None),
         };
+        let uri_regex = path_regex(model.rewrite.as_ref(), model.redirect.as_ref())?;
+        let destination_uri_regex = model
+            .destinations
+            .iter()
+            .map(|d| match d.actions.as_deref() {
+                Some(actions) => path_regex(actions.rewrite.as_ref(), actions.redirect.as_ref()),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>, RegexError>>()?;
         let cors = model
             .cors
             .as_ref()
@@ -267,11 +278,26 @@ impl Route {
             model: model.clone(),
             matches,
             uri_regex,
+            destination_uri_regex,
             state,
             series: SeriesCache::default(),
             counts,
             overflow: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The rewrite of the requests sent to destination `index`, with its
+    /// compiled regex: the destination's own, else the route's.
+    pub fn rewrite_for(&self, index: usize) -> Option<(&Rewrite, Option<&(Regex, String)>)> {
+        let own = self.model.destinations.get(index)?.actions.as_deref();
+        match own.and_then(|actions| actions.rewrite.as_ref()) {
+            Some(rewrite) => Some((rewrite, self.destination_uri_regex.get(index)?.as_ref())),
+            None => self
+                .model
+                .rewrite
+                .as_ref()
+                .map(|rewrite| (rewrite, self.uri_regex.as_ref())),
+        }
     }
 
     /// Whether the request is admitted (any match, or no matches at all).

@@ -8,7 +8,10 @@ use std::{
     cell::Cell,
     hash::{BuildHasher, RandomState},
     net::SocketAddr,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use traffic_shift_common::{MAX_DESTS, addr_words, source_hash};
@@ -26,6 +29,10 @@ pub struct RouteState {
     next_endpoint: Box<[AtomicU64]>,
     /// The route's requests counted for its mirrors' shares ([`mirrored`]).
     mirror_turn: AtomicU64,
+    /// Per destination index (modulo [`MAX_DESTS`]): its requests, counted
+    /// for its own mirrors' shares (made when one is first counted: few
+    /// destinations have mirrors of their own).
+    destination_mirror_turn: OnceLock<Box<[AtomicU64]>>,
 }
 
 impl Default for RouteState {
@@ -34,6 +41,7 @@ impl Default for RouteState {
             next_slot: AtomicU64::new(0),
             next_endpoint: (0..MAX_DESTS).map(|_| AtomicU64::new(0)).collect(),
             mirror_turn: AtomicU64::new(0),
+            destination_mirror_turn: OnceLock::new(),
         }
     }
 }
@@ -43,6 +51,15 @@ impl RouteState {
     /// [`mirrored`].
     pub fn next_request(&self) -> u64 {
         self.mirror_turn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// This request's turn among those sent to destination `index`, for
+    /// its own mirrors' [`mirrored`].
+    pub fn next_request_to(&self, index: usize) -> u64 {
+        let turns = self
+            .destination_mirror_turn
+            .get_or_init(|| (0..MAX_DESTS).map(|_| AtomicU64::new(0)).collect());
+        turns[index % MAX_DESTS].fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -240,6 +257,7 @@ mod tests {
                     http2: false,
                     endpoint_selection: HttpSelection::Smooth,
                     headers: traffic_shift_config::model::Headers::default(),
+                    actions: None,
                 })
                 .collect(),
             selection,

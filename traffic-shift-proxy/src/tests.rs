@@ -78,6 +78,7 @@ fn to(dests: Vec<Destination>) -> Vec<HttpDestination> {
             http2: false,
             endpoint_selection: HttpSelection::Smooth,
             headers: Headers::default(),
+            actions: None,
         })
         .collect()
 }

@@ -259,7 +259,7 @@ const V3: &str = "127.0.0.1:19083";
 
 /// Waits (up to 10 s: the copies are fire and forget) until `backend`
 /// has seen `want` requests, then checks it has seen exactly that many.
-fn wait_seen(s: &Scenario, backend: &str, want: u64, what: &str) {
+pub(super) fn wait_seen(s: &Scenario, backend: &str, want: u64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while seen_by(s, backend) < want && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -5,10 +5,10 @@
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use super::{
-    BackendRef, FromNamespaces, GROUP, Gateway, GatewayClass, GrantFrom, GrantTo, HttpRoute,
-    HttpRouteRule, LabelSelector, Listener, MirrorRef, Namespace, Operator, ParentKind, ParentRef,
-    Precedence, ReferenceGrant, Requirement, RouteMatch, Service, ServicePort, TargetPort,
-    TcpRoute, dto,
+    BackendActions, BackendRef, FromNamespaces, GROUP, Gateway, GatewayClass, GrantFrom, GrantTo,
+    HttpRoute, HttpRouteRule, LabelSelector, Listener, MirrorRef, Namespace, Operator, ParentKind,
+    ParentRef, Precedence, ReferenceGrant, Requirement, RouteMatch, Service, ServicePort,
+    TargetPort, TcpRoute, dto,
 };
 use crate::{
     check::{Check, Checked},
@@ -792,11 +792,12 @@ pub(super) fn parent_refs(
     parents
 }
 
-/// A rule's `backendRefs`.
+/// A rule's `backendRefs` (`prefix`: as [`filters`] takes it).
 pub(super) fn backend_refs(
     cx: &mut Check,
     base: &FieldPath,
     written: Option<Vec<dto::BackendRef>>,
+    prefix: Option<&str>,
     namespace: &str,
 ) -> Vec<BackendRef> {
     written
@@ -804,7 +805,13 @@ pub(super) fn backend_refs(
         .into_iter()
         .enumerate()
         .filter_map(|(j, backend)| {
-            backend_ref(cx, base.key("backendRefs").index(j), backend, namespace)
+            backend_ref(
+                cx,
+                base.key("backendRefs").index(j),
+                backend,
+                prefix,
+                namespace,
+            )
         })
         .collect()
 }
@@ -815,6 +822,7 @@ fn backend_ref(
     cx: &mut Check,
     path: FieldPath,
     backend: dto::BackendRef,
+    prefix: Option<&str>,
     namespace: &str,
 ) -> Option<BackendRef> {
     let group = backend.group.unwrap_or_default();
@@ -851,14 +859,18 @@ fn backend_ref(
         );
         return None;
     }
-    let headers = filters(
-        cx,
-        &path,
-        backend.filters.unwrap_or_default(),
-        FilterLevel::BackendRef,
-        namespace,
-    )
-    .headers;
+    let written_filters = backend.filters.unwrap_or_default();
+    super::cors::refused_in_backend_ref(cx, &path, &written_filters);
+    let filters = filters(cx, &path, written_filters, prefix, namespace);
+    let actions =
+        (filters.redirect.is_some() || filters.rewrite.is_some() || !filters.mirrors.is_empty())
+            .then(|| {
+                Box::new(BackendActions {
+                    redirect: filters.redirect,
+                    rewrite: filters.rewrite,
+                    mirrors: filters.mirrors,
+                })
+            });
     Some(BackendRef {
         path,
         group,
@@ -867,7 +879,8 @@ fn backend_ref(
         name,
         port,
         weight: u32::try_from(weight).unwrap_or_default(),
-        headers,
+        headers: filters.headers,
+        actions,
     })
 }
 
@@ -892,24 +905,18 @@ const ONCE_PER_RULE: [&str; 5] = [
     "CORS",
 ];
 
-/// Where `filters` are written: a rule's (`prefix`: the value of its one
-/// `PathPrefix` match, for `ReplacePrefixMatch`), or a backendRef's.
-#[derive(Clone, Copy)]
-pub(super) enum FilterLevel<'a> {
-    Rule { prefix: Option<&'a str> },
-    BackendRef,
-}
-
 /// `filters` (of a rule or a backendRef), with the CRD's CEL rules: each
 /// type's field set and no other, `RequestRedirect` and `URLRewrite` once
 /// each and not together, `CORS` once. `ExtensionRef` and `ExternalAuth`
-/// are refused as not supported yet; so are redirect, rewrite, mirror and
-/// CORS in a backendRef (the proxy applies them to a whole rule).
+/// are refused as not supported yet (`CORS` in a backendRef is refused by
+/// [`backend_ref`]). `prefix`: the value of the rule's one `PathPrefix`
+/// match, for `ReplacePrefixMatch` (a backendRef's filters replace the same
+/// prefix as its rule's would).
 pub(super) fn filters(
     cx: &mut Check,
     base: &FieldPath,
     written: Vec<dto::HttpFilter>,
-    level: FilterLevel<'_>,
+    prefix: Option<&str>,
     namespace: &str,
 ) -> Filters {
     let mut out = Filters::default();
@@ -930,20 +937,6 @@ pub(super) fn filters(
                 continue;
             }
             seen.push((kind.clone(), f));
-        }
-        if matches!(
-            kind.as_str(),
-            "RequestRedirect" | "URLRewrite" | "RequestMirror"
-        ) && matches!(level, FilterLevel::BackendRef)
-        {
-            cx.error(
-                path.key("type"),
-                format!(
-                    "filter {kind} in a backendRef is not supported: the proxy redirects, \
-                     rewrites and mirrors a whole rule; move it to the rule's filters"
-                ),
-            );
-            continue;
         }
         match kind.as_str() {
             "RequestHeaderModifier" => match filter.request_header_modifier {
@@ -970,13 +963,7 @@ pub(super) fn filters(
                     "responseHeaderModifier is required with type ResponseHeaderModifier",
                 ),
             },
-            "RequestRedirect" | "URLRewrite" => {
-                let prefix = match level {
-                    FilterLevel::Rule { prefix } => prefix,
-                    FilterLevel::BackendRef => None,
-                };
-                path_filter(cx, &path, filter, prefix, &mut out);
-            }
+            "RequestRedirect" | "URLRewrite" => path_filter(cx, &path, filter, prefix, &mut out),
             "RequestMirror" => match filter.request_mirror {
                 Some(mirror) => {
                     if let Some(mirror) =
@@ -990,7 +977,7 @@ pub(super) fn filters(
                     "requestMirror is required with type RequestMirror",
                 ),
             },
-            "CORS" => out.cors = super::cors::filter(cx, &path, filter.cors, level),
+            "CORS" => out.cors = super::cors::filter(cx, &path, filter.cors),
             "ExtensionRef" | "ExternalAuth" => cx.error(
                 path.key("type"),
                 format!(
@@ -1394,7 +1381,7 @@ fn request_mirror(
         filters: None,
     };
     let path = base.key("backendRef");
-    let backend = backend_ref(cx, path, written, namespace)?;
+    let backend = backend_ref(cx, path, written, None, namespace)?;
     (cx.errors.len() == errors).then_some(MirrorRef {
         backend,
         percentage,
@@ -1550,7 +1537,7 @@ pub(super) fn tcp_route(
     let mut backends = Vec::new();
     if let Some(rule) = rules.into_iter().next() {
         let base = fp!("spec.rules[0]");
-        backends = backend_refs(&mut cx, &base, rule.backend_refs, &source.namespace);
+        backends = backend_refs(&mut cx, &base, rule.backend_refs, None, &source.namespace);
         if backends.is_empty() && cx.errors.is_empty() {
             cx.error(
                 base.key("backendRefs"),
@@ -1609,12 +1596,16 @@ pub(super) fn http_route(
             &mut cx,
             &base,
             rule.filters.unwrap_or_default(),
-            FilterLevel::Rule {
-                prefix: prefix.as_deref(),
-            },
+            prefix.as_deref(),
             &source.namespace,
         );
-        let backends = backend_refs(&mut cx, &base, rule.backend_refs, &source.namespace);
+        let backends = backend_refs(
+            &mut cx,
+            &base,
+            rule.backend_refs,
+            prefix.as_deref(),
+            &source.namespace,
+        );
         rules.push(HttpRouteRule {
             matches,
             backends,

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::{check::FilterLevel, dto};
+use super::dto;
 use crate::{
     check::Check,
     error::FieldPath,
@@ -31,22 +31,12 @@ const DEFAULT_MAX_AGE: u64 = 5;
 pub(super) const ANY_ORIGIN: &str = "^[a-zA-Z][a-zA-Z0-9+.-]*://[^/\\s?#]+$";
 
 /// A `CORS` filter written at `path` (`filters[i]`): its `corsPolicy`, or
-/// `None` after errors. Refused in a backendRef: the proxy answers CORS
-/// for a whole rule.
+/// `None` after errors.
 pub(super) fn filter(
     cx: &mut Check,
     path: &FieldPath,
     written: Option<dto::CorsFilter>,
-    level: FilterLevel<'_>,
 ) -> Option<CorsPolicy> {
-    if matches!(level, FilterLevel::BackendRef) {
-        cx.error(
-            path.key("type"),
-            "filter CORS in a backendRef is not supported: the proxy answers CORS for a whole \
-             rule; move it to the rule's filters",
-        );
-        return None;
-    }
     let Some(written) = written else {
         cx.error(path.key("cors"), "cors is required with type CORS");
         return None;
@@ -238,4 +228,23 @@ pub(super) fn origin_match(origin: &str) -> StringMatch {
 
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A backendRef's `filters` may not have `CORS` (Istio refuses it there,
+/// `InvalidFilter`): the proxy answers CORS for a whole rule. `base`: the
+/// backendRef.
+pub(super) fn refused_in_backend_ref(
+    cx: &mut Check,
+    base: &FieldPath,
+    written: &[dto::HttpFilter],
+) {
+    for (f, filter) in written.iter().enumerate() {
+        if filter.type_.as_deref() == Some("CORS") {
+            cx.error(
+                base.key("filters").index(f).key("type"),
+                "filter CORS in a backendRef is not supported: the proxy answers CORS for a \
+                 whole rule; move it to the rule's filters",
+            );
+        }
+    }
 }

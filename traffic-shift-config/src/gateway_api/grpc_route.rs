@@ -31,7 +31,7 @@ use serde::{Deserialize, de::IgnoredAny};
 
 use super::{
     Gateway, HttpRoute, HttpRouteRule, Listener, ParentKind, ParentRef, Precedence, RouteMatch,
-    check::{FilterLevel, backend_refs, filters, header_matches, parent_refs, route_hostnames},
+    check::{backend_refs, filters, header_matches, parent_refs, route_hostnames},
     dto,
     merge::{age, listener_hosts},
     status::Condition,
@@ -195,14 +195,8 @@ fn grpc_rule(
             grpc_filter_types(cx, &base.key("backendRefs").index(j), filters);
         }
     }
-    let filters = filters(
-        cx,
-        base,
-        written_filters,
-        FilterLevel::Rule { prefix: None },
-        namespace,
-    );
-    let backends = backend_refs(cx, base, Some(backends_written), namespace);
+    let filters = filters(cx, base, written_filters, None, namespace);
+    let backends = backend_refs(cx, base, Some(backends_written), None, namespace);
     HttpRouteRule {
         matches,
         backends,

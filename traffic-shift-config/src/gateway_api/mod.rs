@@ -452,7 +452,7 @@ pub enum ParentKind {
 
 /// A `backendRefs[]` entry: a `Service` and one of its ports (another
 /// kind is valid, and cannot be used: `InvalidKind`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BackendRef {
     /// `spec.rules[0].backendRefs[1]`.
     pub path: FieldPath,
@@ -467,6 +467,19 @@ pub struct BackendRef {
     pub weight: u32,
     /// Its `RequestHeaderModifier` and `ResponseHeaderModifier` filters.
     pub headers: Headers,
+    /// Its `RequestRedirect`, `URLRewrite` and `RequestMirror` filters (an
+    /// HTTPRoute's or, mirrors only, a GRPCRoute's); `None`: none.
+    pub actions: Option<Box<BackendActions>>,
+}
+
+/// A backendRef's own `RequestRedirect`, `URLRewrite` and `RequestMirror`:
+/// for the requests sent to it only. Its redirect or rewrite takes the
+/// place of the rule's for them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackendActions {
+    pub redirect: Option<HttpRedirect>,
+    pub rewrite: Option<Rewrite>,
+    pub mirrors: Vec<MirrorRef>,
 }
 
 /// A `TCPRoute` (one rule: a TCP connection has nothing to match on).

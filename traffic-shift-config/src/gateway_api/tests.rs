@@ -1761,6 +1761,93 @@ fn filters_and_timeouts_translate_onto_the_model() {
     );
 }
 
+/// A backendRef's own `RequestRedirect`, `URLRewrite` and `RequestMirror`
+/// are its destination's in the model, beside its headers; its
+/// `ReplacePrefixMatch` replaces the rule's `PathPrefix` match, as the
+/// rule's own would; the rule's filters stay the rule's.
+#[test]
+fn backend_ref_filters_are_their_destinations_own() {
+    use crate::http::{DerivePort, HttpRedirect, RedirectPort, Rewrite};
+    let routes = mesh_routes(
+        "  rules:
+  - matches: [{path: {value: /split}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /rule}}
+    backendRefs:
+    - name: web-v1
+      port: 80
+      filters:
+      - type: RequestRedirect
+        requestRedirect: {scheme: https, hostname: moved.example, statusCode: 301}
+    - name: web-v1
+      port: 80
+      filters:
+      - type: URLRewrite
+        urlRewrite: {hostname: internal.example, path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: x-backend, value: two}]}
+      - type: RequestMirror
+        requestMirror: {backendRef: {name: web, port: 80}, percent: 50}
+    - {name: web-v1, port: 80}
+",
+    );
+    let route = &routes[0];
+    assert_eq!(
+        route.rewrite.as_ref().and_then(|r| r.uri_regex.clone()),
+        Some(("^/.*".into(), "/rule".into())),
+        "the rule's rewrite stays the rule's"
+    );
+    let actions: Vec<_> = route
+        .destinations
+        .iter()
+        .map(|d| d.actions.as_deref())
+        .collect();
+    let [Some(first), Some(second), None] = actions[..] else {
+        panic!("one destination per backendRef, the third without actions: {actions:?}");
+    };
+    assert_eq!(
+        (
+            first.redirect.clone(),
+            first.rewrite.clone(),
+            first.mirrors.len()
+        ),
+        (
+            Some(HttpRedirect {
+                uri: None,
+                prefix_rewrite: None,
+                uri_regex: None,
+                authority: Some("moved.example".into()),
+                port: Some(RedirectPort::Derive(DerivePort::FromProtocolDefault)),
+                scheme: Some("https".into()),
+                redirect_code: 301,
+            }),
+            None,
+            0
+        )
+    );
+    assert_eq!(
+        second.rewrite,
+        Some(Rewrite {
+            uri: None,
+            authority: Some("internal.example".into()),
+            uri_regex: Some(("^/split".into(), "/v2".into())),
+        }),
+        "ReplacePrefixMatch of the rule's PathPrefix /split"
+    );
+    let mirrors: Vec<(&str, f64)> = second
+        .mirrors
+        .iter()
+        .map(|m| (m.destination.host.as_str(), m.percentage))
+        .collect();
+    assert_eq!(mirrors, [("web.default.svc.cluster.local", 50.0)]);
+    assert_eq!(
+        route.destinations[1].headers.request.set.get("x-backend"),
+        Some(&"two".to_owned())
+    );
+    assert!(route.mirrors.is_empty(), "the rule itself mirrors nothing");
+}
+
 /// `ReplacePrefixMatch`, in `URLRewrite` and `RequestRedirect` alike: the
 /// spec's table (`HTTPPathModifier`), whole path segments, applied as the
 /// proxy applies the model's regex.
@@ -1940,13 +2027,13 @@ fn filter_and_timeout_refusals_say_what_to_do() {
             ],
         ),
         (
-            "redirect in a backendRef",
+            "redirect and rewrite in one backendRef",
             changed(
                 "    - {name: web-v1, port: 80}\n",
-                "    - name: web-v1\n      port: 80\n      filters:\n      - {type: RequestRedirect, requestRedirect: {statusCode: 301}}\n",
+                "    - name: web-v1\n      port: 80\n      filters:\n      - {type: RequestRedirect, requestRedirect: {statusCode: 301}}\n      - {type: URLRewrite, urlRewrite: {hostname: a.example}}\n",
             ),
             &[
-                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].backendRefs[0].filters[0].type: filter RequestRedirect in a backendRef is not supported: the proxy redirects, rewrites and mirrors a whole rule; move it to the rule's filters (line 66)",
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].backendRefs[0].filters[1].type: a rule may specify either RequestRedirect or URLRewrite, but not both (also spec.rules[0].backendRefs[0].filters[0]): a redirect answers the client, so nothing is rewritten; remove one (line 67)",
             ],
         ),
         (

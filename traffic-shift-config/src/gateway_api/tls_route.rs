@@ -193,7 +193,7 @@ pub(super) fn tls_route(source: Source, spec: TlsRouteSpec, generation: i64) -> 
                 );
             }
         }
-        backends = backend_refs(&mut cx, &base, Some(written), &source.namespace);
+        backends = backend_refs(&mut cx, &base, Some(written), None, &source.namespace);
         if backends.is_empty() && cx.errors.is_empty() {
             cx.error(
                 base.key("backendRefs"),

@@ -18,7 +18,10 @@ use crate::{
     common::{Labels, Protocol, RouteDestination},
     dto::{Location, Resolution},
     error::{ConfigError, FieldPath, fp},
-    http::{DirectResponse, Headers, HttpMatch, HttpRouteDestination, HttpRule, Mirror, Retries},
+    http::{
+        DestinationActions, DirectResponse, Headers, HttpMatch, HttpRouteDestination, HttpRule,
+        Mirror, Retries,
+    },
     model::{StatusKey, UNUSABLE_BACKEND},
     names::host_matches,
     resolve::{default_retries, qualify},
@@ -369,8 +372,8 @@ impl<'a> Index<'a> {
         route: &Source,
         backends: &[BackendRef],
         resolved: &mut Option<Condition>,
-    ) -> Option<Vec<(RouteDestination, Headers, FieldPath)>> {
-        let mut out: Vec<(RouteDestination, Headers, FieldPath)> = Vec::new();
+    ) -> Option<Vec<(HttpRouteDestination, FieldPath)>> {
+        let mut out: Vec<(HttpRouteDestination, FieldPath)> = Vec::new();
         let mut unusable: Option<usize> = None;
         for backend in backends {
             if self
@@ -390,50 +393,63 @@ impl<'a> Index<'a> {
                         continue;
                     }
                     if let Some(at) = unusable {
-                        let weight = &mut out[at].0.weight;
+                        let weight = &mut out[at].0.destination.weight;
                         *weight = Some(weight.unwrap_or(0).saturating_add(backend.weight));
                     } else {
                         unusable = Some(out.len());
                         out.push((
-                            RouteDestination {
-                                host: UNUSABLE_BACKEND.to_owned(),
-                                subset: None,
-                                port: None,
-                                weight: Some(backend.weight),
+                            HttpRouteDestination {
+                                destination: RouteDestination {
+                                    host: UNUSABLE_BACKEND.to_owned(),
+                                    subset: None,
+                                    port: None,
+                                    weight: Some(backend.weight),
+                                },
+                                headers: Headers::default(),
+                                actions: None,
                             },
-                            Headers::default(),
                             backend.path.clone(),
                         ));
                     }
                     continue;
                 }
             };
+            let actions = backend.actions.as_deref().map(|actions| {
+                Box::new(DestinationActions {
+                    redirect: actions.redirect.clone(),
+                    rewrite: actions.rewrite.clone(),
+                    mirrors: self.mirrors(route, &actions.mirrors, resolved),
+                })
+            });
             out.push((
-                RouteDestination {
-                    host: service.host(),
-                    subset: None,
-                    port: Some(port),
-                    weight: Some(backend.weight),
+                HttpRouteDestination {
+                    destination: RouteDestination {
+                        host: service.host(),
+                        subset: None,
+                        port: Some(port),
+                        weight: Some(backend.weight),
+                    },
+                    headers: backend.headers.clone(),
+                    actions,
                 },
-                backend.headers.clone(),
                 backend.path.clone(),
             ));
         }
         Some(out)
     }
 
-    /// The mirrors of a rule that can be used. One that cannot (as a
-    /// backendRef: kind, grant, Service, port) is left out, and the first
-    /// one's reason is the route's `ResolvedRefs` (`resolved`, when no
-    /// backendRef set it).
+    /// The mirrors of a rule (or of a backendRef) that can be used. One
+    /// that cannot (as a backendRef: kind, grant, Service, port) is left
+    /// out, and the first one's reason is the route's `ResolvedRefs`
+    /// (`resolved`, when no backendRef set it).
     fn mirrors(
         &self,
         route: &Source,
-        rule: &super::HttpRouteRule,
+        mirrors: &[super::MirrorRef],
         resolved: &mut Option<Condition>,
     ) -> Vec<Mirror> {
         let mut out = Vec::new();
-        for mirror in &rule.mirrors {
+        for mirror in mirrors {
             match self.backend(route, &mirror.backend) {
                 Ok((service, port)) => out.push(Mirror {
                     destination: RouteDestination {
@@ -709,23 +725,32 @@ impl<'a> Index<'a> {
         let mut destinations = destinations?;
         let usable: u64 = destinations
             .iter()
-            .filter(|(d, ..)| d.host != UNUSABLE_BACKEND)
-            .map(|(d, ..)| u64::from(d.weight.unwrap_or(1)))
+            .filter(|(d, ..)| d.destination.host != UNUSABLE_BACKEND)
+            .map(|(d, ..)| u64::from(d.destination.weight.unwrap_or(1)))
             .sum();
         if usable == 0 {
             destinations = vec![(
-                RouteDestination {
-                    host: UNUSABLE_BACKEND.to_owned(),
-                    subset: None,
-                    port: None,
-                    weight: Some(1),
+                HttpRouteDestination {
+                    destination: RouteDestination {
+                        host: UNUSABLE_BACKEND.to_owned(),
+                        subset: None,
+                        port: None,
+                        weight: Some(1),
+                    },
+                    headers: Headers::default(),
+                    actions: None,
                 },
-                Headers::default(),
                 fp!("spec.rules[0].backendRefs"),
             )];
         }
         let paths = destinations.iter().map(|(.., p)| p.clone()).collect();
-        Some((destinations.into_iter().map(|(d, ..)| d).collect(), paths))
+        Some((
+            destinations
+                .into_iter()
+                .map(|(d, _)| d.destination)
+                .collect(),
+            paths,
+        ))
     }
 
     /// The `VirtualService` of a `TCPRoute`: its one rule on the listeners
@@ -948,13 +973,14 @@ impl<'a> Index<'a> {
             };
             let usable: u64 = destinations
                 .iter()
-                .filter(|(d, ..)| d.host != UNUSABLE_BACKEND)
-                .map(|(d, ..)| u64::from(d.weight.unwrap_or(1)))
+                .map(|(d, _)| &d.destination)
+                .filter(|d| d.host != UNUSABLE_BACKEND)
+                .map(|d| u64::from(d.weight.unwrap_or(1)))
                 .sum();
             // The spec: no backendRef, every weight 0, or none that can be
             // used: 500; for a GRPCRoute UNAVAILABLE, which a gRPC client
             // reads from 503 (the proxy answers a gRPC call with it).
-            let mirrors = self.mirrors(&route.source, rule, resolved);
+            let mirrors = self.mirrors(&route.source, &rule.mirrors, resolved);
             let (route_to, direct_response) = if rule.redirect.is_some() {
                 // The redirect answers: the backendRefs take no traffic.
                 (Vec::new(), None)
@@ -969,19 +995,7 @@ impl<'a> Index<'a> {
                 };
                 (Vec::new(), Some(status))
             } else {
-                let route_to: Vec<(HttpRouteDestination, FieldPath)> = destinations
-                    .into_iter()
-                    .map(|(destination, headers, path)| {
-                        (
-                            HttpRouteDestination {
-                                destination,
-                                headers,
-                            },
-                            path,
-                        )
-                    })
-                    .collect();
-                (route_to, None)
+                (destinations, None)
             };
             let backends: Vec<FieldPath> = route_to.iter().map(|(_, p)| p.clone()).collect();
             let route_to: Vec<HttpRouteDestination> =
@@ -1181,6 +1195,7 @@ fn default_route(service: &Service, meshed: bool) -> Option<VirtualService> {
                 route: vec![HttpRouteDestination {
                     destination,
                     headers: Headers::default(),
+                    actions: None,
                 }],
                 ..empty_rule()
             });

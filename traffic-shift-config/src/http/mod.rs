@@ -14,10 +14,10 @@ mod tls;
 mod types;
 
 pub use self::types::{
-    AbortError, CorsPolicy, DelayKind, Delegate, DerivePort, DirectBody, DirectResponse, Fault,
-    FaultAbort, FaultDelay, HeaderOperations, Headers, HttpMatch, HttpRedirect,
-    HttpRouteDestination, HttpRule, Mirror, RedirectPort, Retries, Rewrite, StringMatch, TlsMatch,
-    TlsRule, UnmatchedPreflights,
+    AbortError, CorsPolicy, DelayKind, Delegate, DerivePort, DestinationActions, DirectBody,
+    DirectResponse, Fault, FaultAbort, FaultDelay, HeaderOperations, Headers, HttpMatch,
+    HttpRedirect, HttpRouteDestination, HttpRule, Mirror, RedirectPort, Retries, Rewrite,
+    StringMatch, TlsMatch, TlsRule, UnmatchedPreflights,
 };
 pub(crate) use self::{
     matches::unreachable_http_rules, route::http_rule, tls::tls_rule, types::Context,

@@ -78,6 +78,7 @@ pub(crate) fn http_rule(
             route.push(HttpRouteDestination {
                 destination,
                 headers,
+                actions: None,
             });
         }
     }

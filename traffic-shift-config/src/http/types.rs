@@ -60,11 +60,26 @@ pub struct HttpMatch {
     pub stat_prefix: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HttpRouteDestination {
     pub destination: RouteDestination,
     /// Header changes for requests to this destination only.
     pub headers: Headers,
+    /// What else is done to the requests this destination is picked for:
+    /// a Gateway API backendRef's own `RequestRedirect`, `URLRewrite` and
+    /// `RequestMirror` filters (a VirtualService has none of them).
+    pub actions: Option<Box<DestinationActions>>,
+}
+
+/// A destination's own redirect, rewrite and mirrors, in place of the
+/// rule's redirect and rewrite (a backendRef's filter is the more
+/// specific one) and beside the rule's mirrors.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DestinationActions {
+    /// The proxy answers the redirect when the destination is picked.
+    pub redirect: Option<HttpRedirect>,
+    pub rewrite: Option<Rewrite>,
+    pub mirrors: Vec<Mirror>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -36,10 +36,10 @@ use crate::{
     common::{Protocol, RouteDestination},
     dto::SimpleLb,
     error::{ConfigError, FieldPath, fp},
-    http::{HttpMatch, HttpRule, Retries},
+    http::{HttpMatch, HttpRule, Mirror, Retries},
     model::{
-        Destination, HttpDestination, HttpListener, HttpMirror, HttpRoute, HttpSelection,
-        ServicePrefix, VirtualHost,
+        Destination, HttpDestination, HttpDestinationActions, HttpListener, HttpMirror, HttpRoute,
+        HttpSelection, ServicePrefix, VirtualHost,
     },
     policy::{HashKey, LbPolicy, LoadBalancer},
     resource::{DestinationRule, Gateway, ServicePort, VirtualService},
@@ -475,6 +475,18 @@ impl<'a> Catalog<'a> {
                 base: fp!("spec.http[{i}].route[{j}].destination"),
                 rule: label.clone(),
             };
+            let actions = route.actions.as_deref().map(|actions| {
+                let written =
+                    actions.mirrors.iter().enumerate().map(|(k, m)| {
+                        (fp!("spec.http[{i}].route[{j}].mirrors[{k}].destination"), m)
+                    });
+                let mirrors = self.http_mirrors(vs, &label, written, port, warnings, &mut errors);
+                Box::new(HttpDestinationActions {
+                    redirect: actions.redirect.clone(),
+                    rewrite: actions.rewrite.clone(),
+                    mirrors,
+                })
+            });
             match self.http_destination(vs, &at, &route.destination, port, several, warnings) {
                 Ok((destination, http2, endpoint_selection)) => {
                     destinations.push(HttpDestination {
@@ -482,12 +494,12 @@ impl<'a> Catalog<'a> {
                         http2,
                         endpoint_selection,
                         headers: route.headers.clone(),
+                        actions,
                     });
                 }
                 Err(error) => errors.push(error),
             }
         }
-        let mut mirrors = Vec::new();
         let written = rule
             .mirror
             .iter()
@@ -498,20 +510,7 @@ impl<'a> Catalog<'a> {
                     .enumerate()
                     .map(|(j, m)| (fp!("spec.http[{i}].mirrors[{j}].destination"), m)),
             );
-        for (base, mirror) in written {
-            let at = At {
-                base,
-                rule: label.clone(),
-            };
-            match self.http_destination(vs, &at, &mirror.destination, port, false, warnings) {
-                Ok((destination, http2, _)) => mirrors.push(HttpMirror {
-                    destination,
-                    http2,
-                    percentage: mirror.percentage.unwrap_or(100.0),
-                }),
-                Err(error) => errors.push(error),
-            }
-        }
+        let mirrors = self.http_mirrors(vs, &label, written, port, warnings, &mut errors);
         let selection = match rule.route.first() {
             Some(first) => match self.rule(&first.destination.host, namespace) {
                 Some(dr) => match dr
@@ -547,6 +546,35 @@ impl<'a> Catalog<'a> {
             headers: rule.headers.clone(),
             cors: rule.cors_policy.clone(),
         })
+    }
+
+    /// Mirrors of an `http` rule (or of one of its destinations), each
+    /// with where it is written; errors into `errors`.
+    fn http_mirrors<'m>(
+        &self,
+        vs: &VirtualService,
+        label: &str,
+        written: impl Iterator<Item = (FieldPath, &'m Mirror)>,
+        port: Option<u16>,
+        warnings: &mut Vec<crate::error::Warning>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Vec<HttpMirror> {
+        let mut mirrors = Vec::new();
+        for (base, mirror) in written {
+            let at = At {
+                base,
+                rule: label.to_owned(),
+            };
+            match self.http_destination(vs, &at, &mirror.destination, port, false, warnings) {
+                Ok((destination, http2, _)) => mirrors.push(HttpMirror {
+                    destination,
+                    http2,
+                    percentage: mirror.percentage.unwrap_or(100.0),
+                }),
+                Err(error) => errors.push(error),
+            }
+        }
+        mirrors
     }
 
     /// A destination (or mirror) of an `http` rule: the destination, whether

@@ -469,6 +469,7 @@ fn add_subset(vs: &mut VirtualService, rule: Rule, subset: &str) {
             route.push(HttpRouteDestination {
                 destination,
                 headers: Headers::default(),
+                actions: None,
             });
         }
     }

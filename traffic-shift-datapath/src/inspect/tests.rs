@@ -220,7 +220,11 @@ fn flows_print_both_ends() {
         last_seen_ns: 1234,
         flags: nat_flags::ESTABLISHED,
         family: FAMILY_V4,
-        pad: [0; 6],
+        hop_dmac: [0; 6],
+        hop_smac: [0; 6],
+        pad: [0; 2],
+        hop_ifindex: 0,
+        hop_checked: 0,
     };
     assert_eq!(
         xdp_flow(

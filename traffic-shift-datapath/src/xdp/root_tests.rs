@@ -909,3 +909,106 @@ fn xdp_gateway_snat_port_range() {
         assert_eq!(loaded.flows().len(), before, "and makes no flow");
     });
 }
+
+#[test]
+fn xdp_gateway_keeps_each_flows_next_hop_ipv4() {
+    with_program("hop4", |loaded| next_hop_kept(loaded, &V4));
+}
+
+#[test]
+fn xdp_gateway_keeps_each_flows_next_hop_ipv6() {
+    with_program("hop6", |loaded| next_hop_kept(loaded, &V6));
+}
+
+/// The entry of the flow direction whose key has source `src`.
+fn entry_from(loaded: &Loaded, src: IpAddr) -> (NatKey, NatEntry) {
+    loaded
+        .flows()
+        .into_iter()
+        .find(|(k, _)| k.src == map_addr(src))
+        .expect("an entry for the flow")
+}
+
+/// Each direction of a flow keeps the next hop it was sent to: a packet
+/// of an established flow makes no `bpf_fib_lookup`, so a neighbour's new
+/// MAC address is not seen until the kept hop is `XDP_HOP_REFRESH_NS` old
+/// (aged here in the map, not waited for); then it is looked up, used and
+/// kept. The reply direction looks its hop up with its first packet.
+fn next_hop_kept(loaded: &mut Loaded, f: &Family) {
+    use traffic_shift_common::{XDP_HOP_REFRESH_NS, hop_time};
+    const MOVED_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0x99];
+    loaded.set_route(f, [100, 0]);
+    let port = expect_forwarded(
+        loaded,
+        f,
+        "SYN",
+        &client_seg(f, false, 40010, "S", b""),
+        (f.v1, V1_MAC),
+    );
+    let (_, forward) = entry_from(loaded, f.client);
+    assert_eq!(
+        (forward.hop_ifindex, forward.hop_dmac, forward.hop_smac),
+        (loaded.backend_side, V1_MAC, NODE_B_MAC),
+        "the SYN's lookup is kept in the forward entry"
+    );
+    let (reply_key, reply) = entry_from(loaded, f.v1);
+    assert_eq!(reply.hop_ifindex, 0, "no reply packet yet: no hop");
+
+    // v1's MAC address changes (this thread is in the test's namespace).
+    ip(&[
+        "neigh",
+        "replace",
+        &f.v1.to_string(),
+        "lladdr",
+        "02:00:00:00:02:99",
+        "dev",
+        "b0",
+        "nud",
+        "permanent",
+    ]);
+    let data = client_seg(f, false, 40010, "A", b"kept");
+    expect_forwarded(loaded, f, "data: the kept hop", &data, (f.v1, V1_MAC));
+
+    // The kept hop made older than the refresh time: looked up again.
+    {
+        let (key, mut entry) = entry_from(loaded, f.client);
+        let mut flows: HashMap<_, NatKey, NatEntry> = HashMap::try_from(self_map(loaded)).unwrap();
+        entry.hop_checked = entry
+            .hop_checked
+            .wrapping_sub(hop_time(XDP_HOP_REFRESH_NS) + 1);
+        flows.insert(key, entry, 0).unwrap();
+    }
+    expect_forwarded(
+        loaded,
+        f,
+        "data after the refresh time",
+        &data,
+        (f.v1, MOVED_MAC),
+    );
+    let (_, forward) = entry_from(loaded, f.client);
+    assert_eq!(forward.hop_dmac, MOVED_MAC, "the new hop is kept");
+
+    // The reply's first packet looks its hop up and keeps it.
+    let answer = Seg {
+        smac: V1_MAC,
+        dmac: NODE_B_MAC,
+        src: f.v1,
+        dst: f.node_b,
+        sport: EP_PORT,
+        dport: port,
+        flags: "SA",
+        payload: b"",
+    };
+    let (verdict, _) = loaded.run(&build(&answer), loaded.backend_side);
+    assert_eq!(verdict, XDP_REDIRECT, "the reply goes to the client side");
+    let reply = loaded
+        .flows()
+        .into_iter()
+        .find(|(k, _)| *k == reply_key)
+        .expect("the reply entry")
+        .1;
+    assert_eq!(
+        (reply.hop_ifindex, reply.hop_dmac, reply.hop_smac),
+        (loaded.client_side, CLIENT_MAC, NODE_C_MAC)
+    );
+}
