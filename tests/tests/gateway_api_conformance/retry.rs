@@ -114,8 +114,9 @@ spec:
 /// (`RetryStateImpl::wouldRetryFromReset`): the first try's timeout is the
 /// answer, 504 after one try, here as with Istio.
 ///
-/// The last row: 100 ms failures with Istio's 25 ms backoff put the fourth
-/// try's start at about 375 ms, so the 400 ms `request` timeout ends the
+/// The last row: 100 ms failures with the proxy's 25 ms backoff (Envoy's
+/// default base interval, without its jitter) put the fourth try's start
+/// at about 375 ms, so the 400 ms `request` timeout ends the
 /// request during it, or, on a slow run, before it starts: 3 or 4 tries,
 /// never the 6 the attempts allow.
 #[test]
