@@ -26,6 +26,7 @@
 //! | `xdp` | scenario 7 (`--xdp`), with the check of its `xdp` row (`xdp/check.rs`) |
 
 use std::{
+    fmt::Write as _,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -76,6 +77,10 @@ pub enum Only {
     /// (no proxies), 5 repetitions a cell, with the kernel's cost per connection
     /// of each program on each path: `bench/results/tcp-latest.md` and `.json`.
     Tcp,
+    /// The kernel's cost per connection alone: each program's time and runs per
+    /// connection on the connect-time and gateway paths, the median of 5 runs (3
+    /// with `--quick`): `bench/results/bpf-cost-latest.md` and `.json`.
+    BpfCost,
 }
 
 pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<()> {
@@ -114,7 +119,7 @@ pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<
     }
     // Scenarios 6 alone, and 1 and 2 alone, need no proxies.
     let proxies = match only {
-        Some(Only::Scale | Only::Tcp) => None,
+        Some(Only::Scale | Only::Tcp | Only::BpfCost) => None,
         _ => Some(proxies::install(&bin)),
     };
 
@@ -132,6 +137,9 @@ pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<
     let result = match (proxies, only) {
         (Some(proxies), _) => run(root, &bin, &cgroup_root, quick, proxies, &interrupted),
         (None, Some(Only::Tcp)) => tcp_alone(root, &bin, &cgroup_root, quick, &interrupted),
+        (None, Some(Only::BpfCost)) => {
+            bpf_cost_alone(root, &bin, &cgroup_root, quick, &interrupted)
+        }
         (None, _) => scale_alone(root, &bin, &cgroup_root, quick, &interrupted),
     };
     signal_handle.close();
@@ -364,6 +372,110 @@ fn tcp_alone(
     std::fs::write(out.join("tcp-latest.json"), json)?;
     eprintln!("bench: wrote {}", out.join("tcp-latest.md").display());
     Ok(())
+}
+
+/// Runs per path of `--only bpf-cost` (with `--quick`, and without).
+const BPF_COST_REPS: (u32, u32) = (3, 5);
+
+/// `--only bpf-cost`: the bench's agent and backends, then the kernel's cost per
+/// connection of each program on traffic-shift's two paths, `reps` runs of
+/// `duration` each at concurrency 16, interleaved; the median per program in
+/// `bench/results/bpf-cost-latest.md` (every run in the `.json`). A quick,
+/// repeatable view of what scenario 6 and `--only tcp` measure once.
+fn bpf_cost_alone(
+    root: &Path,
+    bin: &Path,
+    cgroup_root: &Path,
+    quick: bool,
+    interrupted: &AtomicBool,
+) -> Result<()> {
+    let name = format!("ts-bench-{}", std::process::id());
+    let (_, duration, _) = timing(quick);
+    let reps = if quick {
+        BPF_COST_REPS.0
+    } else {
+        BPF_COST_REPS.1
+    };
+    let mut setup = Setup::new(root, bin, cgroup_root, &name, quick, false)?;
+    let contenders: Vec<tcp::Contender> = tcp::own_contenders()
+        .into_iter()
+        .filter(|c| c.name != "direct")
+        .collect();
+    let clients = Clients {
+        bin,
+        netns: &setup.netns.name,
+        cgroup: &setup.cgroup.0,
+    };
+    for contender in &contenders {
+        let procs = &mut setup.procs;
+        if let Some(why) = client::wait_answers(
+            || tcp::conn_check(clients, contender),
+            || procs.exited("agent").is_some(),
+        ) {
+            bail!(
+                "{} {} does not answer: {why}",
+                contender.name,
+                contender.target
+            );
+        }
+    }
+    let header = report::alone_header(
+        &format!(
+            "the kernel's cost per connection alone (--only bpf-cost), {reps} runs of {duration} s \
+             per path at concurrency {}, median per program shown",
+            tcp::BPF_COST_CONCURRENCY
+        ),
+        quick,
+    );
+    eprintln!("bench: {header}");
+    let programs = bpf_cost::Programs::of(&setup.agent.bpffs)?;
+    let mut costs: Vec<Vec<bpf_cost::Cost>> = contenders.iter().map(|_| Vec::new()).collect();
+    for rep in 1..=reps {
+        for (contender, costs) in contenders.iter().zip(&mut costs) {
+            check_interrupted(interrupted)?;
+            let cost = programs.measure(|| {
+                let run = clients.conn(contender, tcp::BPF_COST_CONCURRENCY, duration, 0.0)?;
+                ensure!(run.errors == 0, "{} errors", run.errors);
+                Ok(run.connections)
+            })?;
+            eprintln!(
+                "bench: rep {rep}/{reps} {:<12} | {}",
+                contender.name,
+                cost.cells()
+            );
+            costs.push(cost);
+        }
+    }
+    drop(setup);
+    let (mut md, mut json_rows, mut goals) = (String::new(), Vec::new(), String::new());
+    let medians: Vec<(&str, Result<bpf_cost::Cost, String>)> = contenders
+        .iter()
+        .zip(&costs)
+        .map(|(c, costs)| {
+            (
+                c.name,
+                bpf_cost::Cost::median(costs).ok_or_else(|| "no run".to_owned()),
+            )
+        })
+        .collect();
+    tcp::report_bpf(&medians, &mut md, &mut json_rows, &mut goals);
+    for (contender, costs) in contenders.iter().zip(&costs) {
+        let totals: Vec<String> = costs.iter().map(|c| format!("{:.0}", c.total())).collect();
+        let _ = writeln!(
+            md,
+            "
+{}: all programs, ns per connection, run by run: {}",
+            contender.name,
+            totals.join(", ")
+        );
+        for cost in costs {
+            let mut row = cost.json();
+            row.insert("contender".into(), contender.name.into());
+            row.insert("run".into(), true.into());
+            json_rows.push(serde_json::Value::Object(row).to_string());
+        }
+    }
+    report::write_alone(root, "bpf-cost", &header, &md, &json_rows, &goals)
 }
 
 fn run(
