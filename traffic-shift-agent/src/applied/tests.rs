@@ -146,6 +146,49 @@ spec:
 }
 
 #[test]
+fn a_new_document_is_stored_as_the_json_tree_would_store_it() {
+    // Keys out of order at every depth, merge keys, what Kubernetes sets, a
+    // tag, numbers of each kind, escapes; then the documents that take the
+    // JSON tree's way (a key that is not a string, not a mapping).
+    let text = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: x, uid: 1234, generation: 3, labels: {z: \"1\", a: \"q\\\"\\n\"}}
+status: {conditions: []}
+spec:
+  <<: {hosts: [a.local]}
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  weights: [-1, 0.5, 1e3, .nan, 18446744073709551615]
+  tagged: !Thing {b: 1, a: [2]}
+  resolution: NONE
+---
+kind: VirtualService
+metadata: {name: y}
+spec: {1: one, true: yes}
+---
+kind: VirtualService
+metadata: y
+---
+- not a mapping
+";
+    for (i, document) in documents(text).into_iter().enumerate() {
+        let document = document.expect("a document");
+        let tree =
+            normalize(document.clone(), "ns").map(|json| Document::new(&with_timestamp(json, T0)));
+        let direct = normalize_new(document, "ns", T0);
+        match (tree, direct) {
+            (Ok(tree), Ok(direct)) => assert_eq!(direct, tree, "document {}", i + 1),
+            (tree, direct) => assert_eq!(
+                format!("{direct:?}"),
+                format!("{tree:?}"),
+                "document {}",
+                i + 1
+            ),
+        }
+    }
+}
+
+#[test]
 fn apply_creates_configures_and_leaves_unchanged() {
     let first = plan_apply(&Entries::new(), &tcp_echo(), nobody, T0).expect("valid");
     assert_eq!(
