@@ -415,6 +415,39 @@ impl Drop for StateDir {
 }
 
 #[test]
+fn a_change_written_in_the_background_is_undone_by_rewrite() {
+    let dir = StateDir::new("background");
+    let mut store = Store::open(&dir.0).expect("a new state directory");
+    let entries = applied(&tcp_echo());
+    store.replace(entries.clone()).expect("persist");
+    let path = dir.0.join("applied.yaml");
+    let before = std::fs::read_to_string(&path).expect("state file");
+    // A change written (as an apply does while it compiles), then refused.
+    store
+        .write_in_background(&Entries::new())
+        .wait()
+        .expect("written");
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("state file"),
+        render(&Entries::new()),
+        "the change is on disk once waited for"
+    );
+    assert_eq!(store.entries().len(), entries.len(), "not adopted");
+    store.rewrite().expect("put back");
+    assert_eq!(std::fs::read_to_string(&path).expect("state file"), before);
+    // A directory that is gone: the write says so.
+    std::fs::remove_dir_all(&dir.0).expect("remove");
+    let err = store
+        .write_in_background(&entries)
+        .wait()
+        .expect_err("no directory");
+    assert!(
+        err.to_string().starts_with("cannot write the state file"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_applied_set_persists_and_reads_back_the_same() {
     let dir = StateDir::new("persist");
     let mut store = Store::open(&dir.0).expect("a new state directory");
