@@ -261,3 +261,64 @@ impl HttpsConn {
         read_response(&mut self.reader, false)
     }
 }
+
+/// `GET` of each `(authority, path)` in turn on one HTTP/2 connection
+/// over TLS to `addr` (ALPN `h2`, handshake for `sni`), as a browser
+/// reuses one connection for every name the certificate covers: each
+/// answer's status and body. Runs on `rt` (a runtime in the test's
+/// namespace).
+pub fn h2_gets(
+    rt: &Runtime,
+    config: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    sni: &str,
+    requests: &[(&str, &str)],
+) -> std::io::Result<Vec<(u16, Vec<u8>)>> {
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let mut config = (**config).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = TlsConnector::from(Arc::new(config));
+    let name = ServerName::try_from(sni.to_owned()).map_err(std::io::Error::other)?;
+    let requests: Vec<(String, String)> = requests
+        .iter()
+        .map(|(authority, path)| ((*authority).to_owned(), (*path).to_owned()))
+        .collect();
+    run(rt, async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let tls = connector.connect(name, tcp).await?;
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(std::io::Error::other(
+                "the server did not choose h2 by ALPN",
+            ));
+        }
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(std::io::Error::other)?;
+        tokio::spawn(connection);
+        let mut answers = Vec::new();
+        for (authority, path) in requests {
+            let request = hyper::Request::get(format!("https://{authority}{path}"))
+                .body(Empty::<Bytes>::new())
+                .map_err(std::io::Error::other)?;
+            sender.ready().await.map_err(std::io::Error::other)?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(std::io::Error::other)?;
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(std::io::Error::other)?
+                .to_bytes()
+                .to_vec();
+            answers.push((status, body));
+        }
+        Ok(answers)
+    })
+}

@@ -13,6 +13,8 @@
 mod backend_filters;
 #[path = "gateway_api_conformance/backends.rs"]
 mod backends;
+#[path = "gateway_api_conformance/cors.rs"]
+mod cors;
 #[path = "gateway_api_conformance/filters.rs"]
 mod filters;
 #[path = "gateway_api_conformance/grants.rs"]

@@ -349,3 +349,122 @@ fn an_http_service_address_range_reaches_the_proxy_from_any_of_its_addresses() {
     // One smooth sequence per route across all the addresses: 350 +- 1.
     assert!(v3.abs_diff(350) <= 1, "50/50 over 700: v1 {v1}, v3 {v3}");
 }
+
+/// Bookinfo's gateway with a VirtualService whose rules have a
+/// `corsPolicy` (Istio's default `unmatchedPreflights: FORWARD`): one to
+/// reviews v1, one that aborts every request (418).
+const CORS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway}
+spec:
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo}
+spec:
+  hosts: ["*"]
+  gateways: [bookinfo-gateway]
+  http:
+  - match: [{uri: {prefix: /abort}}]
+    corsPolicy: {allowOrigins: [{exact: "https://a.example"}]}
+    fault: {abort: {percentage: {value: 100}, httpStatus: 418}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /reviews}}]
+    corsPolicy:
+      allowOrigins: [{prefix: "https://a."}]
+      allowMethods: [GET, PUT]
+      allowHeaders: [x-a]
+      exposeHeaders: [x-b]
+      maxAge: 60s
+      allowCredentials: true
+    route: [{destination: {host: reviews, subset: v1}}]
+"#;
+
+/// One request to the gateway port from the test's namespace.
+fn gateway_request(
+    s: &Scenario,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> traffic_shift_tests::http_client::Response {
+    let addr: std::net::SocketAddr = GATEWAY.parse().expect("address");
+    let mut all = vec![("host", "bookinfo.example")];
+    all.extend_from_slice(headers);
+    s.netns
+        .run_in(|| {
+            traffic_shift_tests::http_client::Conn::connect(addr)?
+                .request(method, path, &all, b"", false)
+        })
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// An Istio `corsPolicy`: the proxy answers a preflight of an allowed
+/// origin itself, sends one of another origin on to the backend
+/// (`FORWARD`), and adds the allowed origin's headers to the backend's
+/// answers and to its own (a fault's abort).
+#[test]
+fn an_istio_cors_policy_answers_preflights_and_forwards_the_others() {
+    let s = Scenario::bookinfo("http-cors", &[("gateway.yaml", CORS)], &[]);
+    let preflight = gateway_request(
+        &s,
+        "OPTIONS",
+        "/reviews/1",
+        &[
+            ("origin", "https://a.example"),
+            ("access-control-request-method", "PUT"),
+            ("access-control-request-headers", "x-a"),
+        ],
+    );
+    assert_eq!(preflight.status, 200, "{}", preflight.text());
+    assert_eq!(preflight.json(), None, "answered by the proxy, no body");
+    for (name, value) in [
+        ("access-control-allow-origin", "https://a.example"),
+        ("access-control-allow-methods", "GET,PUT"),
+        ("access-control-allow-headers", "x-a"),
+        ("access-control-expose-headers", "x-b"),
+        ("access-control-max-age", "60"),
+        ("access-control-allow-credentials", "true"),
+    ] {
+        assert_eq!(preflight.header(name), Some(value), "preflight {name}");
+    }
+    // Another origin's preflight is the backend's to answer (FORWARD).
+    let other = gateway_request(
+        &s,
+        "OPTIONS",
+        "/reviews/1",
+        &[
+            ("origin", "https://b.example"),
+            ("access-control-request-method", "PUT"),
+        ],
+    );
+    assert_eq!(other.answer(), "v1", "forwarded: {}", other.text());
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    // A simple request of an allowed origin: the backend's answer, with
+    // the origin's headers.
+    let simple = gateway_request(&s, "GET", "/reviews/1", &[("origin", "https://a.example")]);
+    assert_eq!(simple.answer(), "v1", "{}", simple.text());
+    assert_eq!(
+        simple.header("access-control-allow-origin"),
+        Some("https://a.example")
+    );
+    assert_eq!(
+        simple.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    assert_eq!(simple.header("access-control-expose-headers"), Some("x-b"));
+    // Without an Origin: no CORS headers.
+    let plain = gateway_request(&s, "GET", "/reviews/1", &[]);
+    assert_eq!(plain.answer(), "v1");
+    assert_eq!(plain.header("access-control-allow-origin"), None);
+    // The proxy's own answer (the fault's 418) gets them too.
+    let aborted = gateway_request(&s, "GET", "/abort", &[("origin", "https://a.example")]);
+    assert_eq!(aborted.status, 418, "{}", aborted.text());
+    assert_eq!(
+        aborted.header("access-control-allow-origin"),
+        Some("https://a.example")
+    );
+}

@@ -380,9 +380,9 @@ fn conformance_manifest(certs: &Certs) -> String {
 /// `HTTPRouteHTTPSListener` and the HTTPS rows of
 /// `HTTPRouteRedirectPortAndScheme`, on the suite's Gateway
 /// `same-namespace-with-https-listener` (its listeners on 443 are on 8445
-/// here; `infra-backend-v1` is reviews-v1). The client sends SNI
-/// `example.org` and trusts the CA of `tls-validity-checks-certificate`,
-/// as the suite's does. A redirect without a scheme keeps the request's,
+/// here; `infra-backend-v1` is reviews-v1). The client sends the row's
+/// host as SNI (`example.org` for the redirects) and trusts the CA of
+/// `tls-validity-checks-certificate`, as the suite's does. A redirect without a scheme keeps the request's,
 /// `https`, and without a port the listener's; a scheme's well-known port
 /// is left out of `Location`.
 #[test]
@@ -395,9 +395,7 @@ fn conformance_httproute_https_listener_and_redirect_port_and_scheme() {
     );
     let text = conformance_manifest(&certs);
     let s = Scenario::bookinfo_dir("https-conformance", BOOKINFO, &[("https.yaml", &text)]);
-    let get = |host: &str, path: &str| {
-        get_over_tls(&s, &certs, "127.0.0.1:8445", "example.org", host, path)
-    };
+    let get = |host: &str, path: &str| get_over_tls(&s, &certs, "127.0.0.1:8445", host, host, path);
     // HTTPRouteHTTPSListener.
     for (host, expected) in [
         ("example.org", "v1"),
@@ -527,4 +525,194 @@ fn conformance_gateway_secret_reference_grant() {
     let event = s.agent.write_rules("grant.yaml", grant(""));
     assert_eq!(event["result"], "applied", "{event}");
     served(&s);
+}
+
+/// HTTPRouteHTTPSListenerDetectMisdirectedRequests's rows: SNI, `Host`,
+/// answer (the backend's version, or the status).
+const MISDIRECTED_ROWS: [(&str, &str, &str); 15] = [
+    ("example.org", "example.org", "v1"),
+    ("example.org", "second-example.org", "status 421"),
+    ("example.org", "unknown-example.org", "status 404"),
+    ("second-example.org", "second-example.org", "v2"),
+    ("second-example.org", "example.org", "status 421"),
+    ("second-example.org", "unknown-example.org", "status 421"),
+    (
+        "third-example.wildcard.org",
+        "third-example.wildcard.org",
+        "v3",
+    ),
+    (
+        "third-example.wildcard.org",
+        "fith-example.wildcard.org",
+        "v3",
+    ),
+    (
+        "third-example.wildcard.org",
+        "fourth-example.wildcard.org",
+        "status 421",
+    ),
+    (
+        "third-example.wildcard.org",
+        "second-example.org",
+        "status 421",
+    ),
+    (
+        "third-example.wildcard.org",
+        "unknown-example.org",
+        "status 421",
+    ),
+    (
+        "fourth-example.wildcard.org",
+        "fourth-example.wildcard.org",
+        "v1",
+    ),
+    (
+        "fourth-example.wildcard.org",
+        "fith-example.wildcard.org",
+        "status 421",
+    ),
+    ("unknown-example.org", "example.org", "v1"),
+    ("unknown-example.org", "unknown-example.org", "status 404"),
+];
+
+/// The suite's Gateway `same-namespace-with-https-listener` as
+/// HTTPRouteHTTPSListenerDetectMisdirectedRequests has it: four HTTPS
+/// listeners of one port (443, here 8445), without hostname,
+/// `second-example.org`, `*.wildcard.org` and
+/// `fourth-example.wildcard.org`, and one route on each (the suite's
+/// infra-backend-v1, v2, v3, v1: reviews-v1, v2, v3, v1 here).
+fn misdirected_manifest(certs: &Certs) -> String {
+    let listener = |name: &str, hostname: &str| {
+        format!(
+            "  - {{name: {name}, port: 8445, protocol: HTTPS,{hostname} \
+             tls: {{certificateRefs: [{{name: tls-validity-checks-certificate}}]}}}}\n"
+        )
+    };
+    let route = |n: usize, section: &str, hostnames: &str, version: usize| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: https-listener-detect-misdirected-requests-test-{n}}}\nspec:\n  \
+             parentRefs: [{{name: same-namespace-with-https-listener, sectionName: {section}}}]\n\
+             {hostnames}  rules:\n  - matches: [{{path: {{type: PathPrefix, value: \
+             /detect-misdirected-requests}}}}]\n    \
+             backendRefs: [{{name: reviews-v{version}, port: 9080}}]\n"
+        )
+    };
+    [
+        secret(certs, "tls-validity-checks-certificate", "org"),
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {name: same-namespace-with-https-listener}\nspec:\n  gatewayClassName: istio\n  \
+         listeners:\n"
+            .to_owned(),
+        listener("https", ""),
+        listener("https-with-hostname", " hostname: second-example.org,"),
+        listener(
+            "https-with-wildcard-hostname",
+            " hostname: '*.wildcard.org',",
+        ),
+        listener(
+            "https-with-hostname-matching-wildcard",
+            " hostname: fourth-example.wildcard.org,",
+        ),
+        route(1, "https", "  hostnames: [example.org]\n", 1),
+        route(2, "https-with-hostname", "", 2),
+        route(3, "https-with-wildcard-hostname", "", 3),
+        route(4, "https-with-hostname-matching-wildcard", "", 1),
+    ]
+    .concat()
+}
+
+/// HTTPRouteHTTPSListenerDetectMisdirectedRequests: every row of the
+/// suite, over real TLS: each on a connection of its own over HTTP/1.1,
+/// then over HTTP/2 as the suite sends them, every row of one SNI on one
+/// connection. A request whose `Host` picks another
+/// listener than the connection's SNI did gets 421; one whose `Host` picks
+/// the same listener is routed by it (200 from its backend, or 404 when
+/// none of the listener's routes has the host).
+#[test]
+fn conformance_httproute_https_listener_detect_misdirected_requests() {
+    let certs = Certs::new("https-misdirected");
+    certs.leaf(
+        "org",
+        "example.org",
+        &[
+            "example.org",
+            "second-example.org",
+            "unknown-example.org",
+            "*.wildcard.org",
+        ],
+    );
+    let text = misdirected_manifest(&certs);
+    let s = Scenario::bookinfo_dir("https-misdirected", BOOKINFO, &[("https.yaml", &text)]);
+    for n in 1..=4 {
+        let name = format!("https-listener-detect-misdirected-requests-test-{n}");
+        let status = s.agent.get_json("httproute", "default", &name);
+        let conditions = &status["status"]["parents"][0]["conditions"];
+        assert_eq!(conditions[0]["status"], "True", "{name} Accepted: {status}");
+        assert_eq!(
+            conditions[1]["status"], "True",
+            "{name} ResolvedRefs: {status}"
+        );
+    }
+    for (sni, host, expected) in MISDIRECTED_ROWS {
+        let response = get_over_tls(
+            &s,
+            &certs,
+            "127.0.0.1:8445",
+            sni,
+            host,
+            "/detect-misdirected-requests",
+        );
+        assert_eq!(answer(&response), expected, "SNI {sni}, Host {host}");
+    }
+    // The port with the Host: still the listener's name.
+    let response = get_over_tls(
+        &s,
+        &certs,
+        "127.0.0.1:8445",
+        "second-example.org",
+        "second-example.org:8445",
+        "/detect-misdirected-requests",
+    );
+    assert_eq!(answer(&response), "v2", "a Host with its port");
+    misdirected_over_h2(&s, &certs);
+}
+
+/// The rows of [`MISDIRECTED_ROWS`] as the suite sends them, over HTTP/2,
+/// and here all on one connection per SNI (what a browser does for every
+/// name the certificate covers).
+fn misdirected_over_h2(s: &Scenario, certs: &Certs) {
+    let rt = traffic_shift_tests::tls::runtime_in(&s.netns);
+    let config = certs.client_config();
+    let addr = "127.0.0.1:8445".parse().expect("an address");
+    for sni in MISDIRECTED_ROWS
+        .iter()
+        .map(|(sni, ..)| *sni)
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let asked: Vec<(&str, &str)> = MISDIRECTED_ROWS
+            .iter()
+            .filter(|(name, ..)| *name == sni)
+            .map(|(_, host, _)| (*host, "/detect-misdirected-requests"))
+            .collect();
+        let answers = traffic_shift_tests::tls::h2_gets(&rt, &config, addr, sni, &asked)
+            .unwrap_or_else(|e| panic!("HTTP/2 over TLS for {sni}: {e}"));
+        assert_eq!(answers.len(), asked.len(), "an answer to each request");
+        for ((host, _), (status, body)) in asked.iter().zip(&answers) {
+            let response = Response {
+                status: *status,
+                headers: Vec::new(),
+                body: body.clone(),
+            };
+            let expected = MISDIRECTED_ROWS
+                .iter()
+                .find(|(name, h, _)| *name == sni && h == host)
+                .map(|(.., e)| *e);
+            assert_eq!(
+                Some(answer(&response).as_str()),
+                expected,
+                "HTTP/2: SNI {sni}, :authority {host}"
+            );
+        }
+    }
 }

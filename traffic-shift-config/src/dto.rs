@@ -673,7 +673,7 @@ pub struct CorsPolicy {
     pub expose_headers: Option<Vec<String>>,
     pub max_age: Option<String>,
     pub allow_credentials: Option<bool>,
-    pub unmatched_preflights: Option<IgnoredAny>,
+    pub unmatched_preflights: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

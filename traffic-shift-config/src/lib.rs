@@ -123,7 +123,7 @@ pub use self::{
         AbortError, CorsPolicy, DelayKind, Delegate, DerivePort, DestinationActions, DirectBody,
         DirectResponse, Fault, FaultAbort, FaultDelay, HeaderOperations, Headers, HttpMatch,
         HttpRedirect, HttpRouteDestination, HttpRule, Mirror, RedirectPort, Retries, Rewrite,
-        StringMatch, TlsMatch, TlsRule,
+        StringMatch, TlsMatch, TlsRule, UnmatchedPreflights,
     },
     limits::{
         MAX_DEPTH, MAX_ERRORS, MAX_FILE_BYTES, MAX_NODES, MAX_STATE_BYTES, check_limits,

@@ -11,7 +11,8 @@ use std::{
 };
 
 pub use crate::http::{
-    DirectResponse, Fault, Headers, HttpMatch, HttpRedirect, Retries, Rewrite, StringMatch,
+    CorsPolicy, DirectResponse, Fault, Headers, HttpMatch, HttpRedirect, Retries, Rewrite,
+    StringMatch, UnmatchedPreflights,
 };
 
 /// How one choice (a destination of a route, or an endpoint of a
@@ -327,6 +328,12 @@ pub struct ListenerTls {
     /// server with a host equal to it, else the longest `*.suffix` it ends
     /// with, else `*`; a ClientHello without SNI takes the first.
     pub certificates: Vec<ServerCertificate>,
+    /// A Gateway API Gateway's listener: a request whose authority picks
+    /// another server than its connection's SNI did (by the same rule) is
+    /// misdirected, answered 421, as the spec requires of HTTPS listeners
+    /// (HTTP/2 clients reuse a connection for every name its certificate
+    /// covers). An Istio Gateway's servers route by authority alone.
+    pub misdirected: bool,
 }
 
 /// One HTTPS server's certificate.
@@ -388,6 +395,9 @@ pub struct HttpRoute {
     /// Applied to every request/response of the rule, after the
     /// destination's own.
     pub headers: Headers,
+    /// `corsPolicy`: checked before the rule's fault, redirect or
+    /// destination, as Envoy's CORS filter runs before its router.
+    pub cors: Option<CorsPolicy>,
 }
 
 impl HttpRoute {

@@ -55,11 +55,13 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Option<Event> {
             if unsafe { (*state).flags } & conn_flags::PROXIED != 0 {
                 return proxy_handoff(ctx, state);
             }
-            let stats = stats(state)?;
-            add(unsafe { &raw mut (*stats).opened }, 1);
-            // Failures are seen at the state change, timeouts at the RTO.
+            // Failures are seen at the state change, timeouts at the RTO;
+            // set here once for the connection's whole life (the handshake
+            // does not set them again).
             let _ =
                 ctx.set_cb_flags((BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG) as i32);
+            let stats = stats(state)?;
+            add(unsafe { &raw mut (*stats).opened }, 1);
             Some(Event::ConnTracked)
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
@@ -93,6 +95,9 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Option<Event> {
             };
             add(unsafe { &raw mut (*stats).opened }, 1);
             established(ctx, state);
+            // The close (and the bytes then) is seen at the state change.
+            let _ =
+                ctx.set_cb_flags((BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG) as i32);
             Some(Event::ConnTracked)
         }
         BPF_SOCK_OPS_RTO_CB => {
@@ -107,19 +112,26 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Option<Event> {
             // args: old state, new state. Every socket ends in CLOSE (a
             // TIME_WAIT one on its way there), exactly once.
             let (old, new) = (ctx.arg(0), ctx.arg(1));
-            let state = routed(ops)?;
-            let mut flags = unsafe { (*state).flags };
+            let mut seen = 0;
             if new == BPF_TCP_CLOSE_WAIT
                 || new == BPF_TCP_CLOSING
                 // FIN_WAIT1/2 end in CLOSE through TIME_WAIT when the peer's
                 // FIN arrives (or, rarely, on a reset or the FIN_WAIT2 timeout).
                 || (new == BPF_TCP_CLOSE && (old == BPF_TCP_FIN_WAIT1 || old == BPF_TCP_FIN_WAIT2))
             {
-                flags |= conn_flags::PEER_FIN;
+                seen |= conn_flags::PEER_FIN;
             }
             if new == BPF_TCP_FIN_WAIT1 || new == BPF_TCP_LAST_ACK || new == BPF_TCP_CLOSING {
-                flags |= conn_flags::OUR_FIN;
+                seen |= conn_flags::OUR_FIN;
             }
+            // Any other change short of the close (to ESTABLISHED, to
+            // FIN_WAIT2) tells nothing: done before the socket's state is
+            // even looked up.
+            if seen == 0 && new != BPF_TCP_CLOSE {
+                return None;
+            }
+            let state = routed(ops)?;
+            let flags = unsafe { (*state).flags } | seen;
             unsafe { (*state).flags = flags };
             if new != BPF_TCP_CLOSE || flags & conn_flags::CLOSED != 0 {
                 return None;
@@ -216,7 +228,6 @@ fn established(ctx: &SockOpsContext, state: *mut ConnState) {
     if let Some(stats) = stats(state) {
         add(unsafe { &raw mut (*stats).established }, 1);
     }
-    let _ = ctx.set_cb_flags((BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG) as i32);
 }
 
 /// (request, response) sequence space moved so far: the client's bytes

@@ -9,6 +9,8 @@
 //! - `/fail/N`: the next N requests (of any path but `/count`) get 503;
 //!   `/fail/N/CODE`: they get CODE (the conformance suite's retry cases);
 //!   `/fail/N/0`: their connections are closed without an answer;
+//!   `/fail/N/CODE/MS`: each of them waits MS milliseconds first (the
+//!   suite's `delayRetry`: only the failing tries are slow);
 //! - `/failrate/P`: from now on P percent of the requests get 503, evenly
 //!   spread (request k of them fails when `k * P / 100` moves on): exactly
 //!   P of every 100 in a row;
@@ -60,6 +62,9 @@ pub struct Echo {
     fail_next: AtomicU64,
     /// The status of the `fail_next` requests (503 unless `/fail/N/CODE`).
     fail_code: AtomicU64,
+    /// How long each of the `fail_next` requests waits before it fails,
+    /// in milliseconds (`/fail/N/CODE/MS`).
+    fail_delay: AtomicU64,
     /// `/failrate/P`: the percentage, and the requests counted since.
     fail_rate: AtomicU64,
     rated: AtomicU64,
@@ -75,6 +80,7 @@ impl Echo {
             requests: AtomicU64::new(0),
             fail_next: AtomicU64::new(0),
             fail_code: AtomicU64::new(503),
+            fail_delay: AtomicU64::new(0),
             fail_rate: AtomicU64::new(0),
             rated: AtomicU64::new(0),
             body_bytes: AtomicU64::new(0),
@@ -93,13 +99,18 @@ impl Echo {
 
     /// The next `n` requests get 503.
     pub fn fail_next(&self, n: u64) {
-        self.fail_with(n, 503);
+        self.fail_with(Fail {
+            n,
+            code: 503,
+            delay_ms: 0,
+        });
     }
 
-    /// The next `n` requests get `code`.
-    fn fail_with(&self, n: u64, code: u64) {
-        self.fail_code.store(code, Ordering::Relaxed);
-        self.fail_next.store(n, Ordering::Relaxed);
+    /// The next `n` requests get `code`, each after `delay_ms`.
+    fn fail_with(&self, fail: Fail) {
+        self.fail_code.store(fail.code, Ordering::Relaxed);
+        self.fail_delay.store(fail.delay_ms, Ordering::Relaxed);
+        self.fail_next.store(fail.n, Ordering::Relaxed);
     }
 
     /// Whether this request is one of the `/failrate/P` share.
@@ -135,8 +146,8 @@ impl Echo {
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut status = StatusCode::OK;
-        if let Some((n, code)) = path.strip_prefix("/fail/").and_then(fail_args) {
-            self.fail_with(n, code);
+        if let Some(fail) = path.strip_prefix("/fail/").and_then(fail_args) {
+            self.fail_with(fail);
         } else if let Some(p) = path
             .strip_prefix("/failrate/")
             .and_then(|p| p.parse::<u64>().ok())
@@ -151,6 +162,10 @@ impl Echo {
             .is_ok()
         {
             let code = u16::try_from(self.fail_code.load(Ordering::Relaxed)).unwrap_or(503);
+            let delay = self.fail_delay.load(Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
             if code == 0 {
                 return None;
             }
@@ -195,13 +210,26 @@ impl Echo {
     }
 }
 
-/// `N` or `N/CODE` of `/fail/`: how many requests fail, with which status
-/// (503 by default).
-fn fail_args(rest: &str) -> Option<(u64, u64)> {
-    match rest.split_once('/') {
-        None => Some((rest.parse().ok()?, 503)),
-        Some((n, code)) => Some((n.parse().ok()?, code.parse().ok()?)),
+/// What `/fail/` asks: how many requests fail, with which status, after
+/// how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fail {
+    n: u64,
+    code: u64,
+    delay_ms: u64,
+}
+
+/// `N`, `N/CODE` or `N/CODE/MS` of `/fail/` (503 and no delay by
+/// default).
+fn fail_args(rest: &str) -> Option<Fail> {
+    let mut parts = rest.split('/');
+    let n = parts.next()?.parse().ok()?;
+    let code = parts.next().map_or(Some(503), |code| code.parse().ok())?;
+    let delay_ms = parts.next().map_or(Some(0), |ms| ms.parse().ok())?;
+    if parts.next().is_some() {
+        return None;
     }
+    Some(Fail { n, code, delay_ms })
 }
 
 /// The headers a request asks the answer to carry (`X-Echo-Set-Header:
@@ -420,6 +448,16 @@ impl Body for PatternBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fail_takes_a_count_a_code_and_a_delay() {
+        let fail = |n, code, delay_ms| Some(Fail { n, code, delay_ms });
+        assert_eq!(fail_args("2"), fail(2, 503, 0));
+        assert_eq!(fail_args("2/500"), fail(2, 500, 0));
+        assert_eq!(fail_args("2/500/300"), fail(2, 500, 300));
+        assert_eq!(fail_args("2/500/300/1"), None);
+        assert_eq!(fail_args("x"), None);
+    }
 
     #[test]
     fn a_fail_rate_fails_exactly_that_share_of_every_hundred() {

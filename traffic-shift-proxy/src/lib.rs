@@ -37,6 +37,7 @@
 //! | [`echo`] | the `http-echo` backend of the demo, tests and bench |
 
 mod body;
+mod cors;
 pub mod echo;
 mod forward;
 mod grpc;

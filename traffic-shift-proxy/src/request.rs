@@ -24,12 +24,13 @@ use traffic_shift_config::{
 use crate::{
     Proxy, ProxyBody,
     body::{Outbound, Replayable, Source},
+    cors::Verdict,
     forward::{outgoing, strip_hop_by_hop},
     local::{LocalReply, reply_response},
     rewrite,
     routes::{self, Config, MatchedUri, RegexError, RequestView, Route},
     select,
-    server::Target,
+    server::{ServerName, Target},
     stats::{Handles, SeriesCounts},
 };
 
@@ -98,6 +99,27 @@ impl Proxy {
         self.answer(request, peer, target).await
     }
 
+    /// hyper bounds what it buffers, but a head that arrived in one read
+    /// can exceed it: refused here too, as Envoy does (431).
+    fn head_too_large(&self, request: &Request<Incoming>) -> Option<LocalReply> {
+        let head: usize = request.uri().to_string().len()
+            + request
+                .headers()
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
+        (head > self.options.max_header_bytes).then(|| {
+            LocalReply::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "-",
+                format!(
+                    "request headers too large: {head} bytes, at most {}\n",
+                    self.options.max_header_bytes
+                ),
+            )
+        })
+    }
+
     /// [`Self::handle`]'s answer, as HTTP.
     async fn answer(
         &self,
@@ -106,27 +128,8 @@ impl Proxy {
         target: &Target,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
-        // hyper bounds what it buffers, but a head that arrived in one read
-        // can exceed it: refuse it here too, as Envoy does (431).
-        let head: usize = request.uri().to_string().len()
-            + request
-                .headers()
-                .iter()
-                .map(|(name, value)| name.as_str().len() + value.len() + 4)
-                .sum::<usize>();
-        if head > self.options.max_header_bytes {
-            return self.local(
-                &unknown_labels(),
-                start,
-                &LocalReply::new(
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "-",
-                    format!(
-                        "request headers too large: {head} bytes, at most {}\n",
-                        self.options.max_header_bytes
-                    ),
-                ),
-            );
+        if let Some(reply) = self.head_too_large(&request) {
+            return self.local(&unknown_labels(), start, &reply);
         }
         let config = Arc::clone(&self.config.borrow());
         let listener = match target {
@@ -166,6 +169,13 @@ impl Proxy {
             )
         };
         let authority = authority(&request);
+        if let Some(ServerName(sni)) = request.extensions().get()
+            && let Some(why) = listener.misdirected(sni, &authority)
+        {
+            let labels = reporter.labels(None, &BTreeMap::new());
+            let reply = LocalReply::new(StatusCode::MISDIRECTED_REQUEST, "-", why);
+            return self.local(&labels, start, &reply);
+        }
         let Some(host) = listener.host(&authority) else {
             let (labels, reply) = no_route(format!("no virtual host for authority {authority:?}"));
             return self.local(&labels, start, &reply);
@@ -200,11 +210,33 @@ impl Proxy {
             reporter,
             start,
         };
-        let request = match self.answer_locally(&cx, request).await {
-            Ok(request) => request,
-            Err(response) => return response,
+        self.served(&cx, request).await
+    }
+
+    /// The answer of the request's route: its CORS preflight answer, its
+    /// local answer, or its destination's; an allowed origin's CORS headers
+    /// added to either of the last two.
+    async fn served(&self, cx: &Routed<'_>, request: Request<Incoming>) -> Response<ProxyBody> {
+        let mut allowed = None;
+        if let Some(cors) = &cx.route.cors {
+            match cors.verdict(request.method(), request.headers()) {
+                Verdict::Pass => {}
+                Verdict::Answer(response) => {
+                    self.handles(cx, None, None, response.status().as_u16(), "-")
+                        .record(cx.start.elapsed());
+                    return response;
+                }
+                Verdict::Allowed(origin) => allowed = Some((cors, origin)),
+            }
+        }
+        let mut response = match self.answer_locally(cx, request).await {
+            Ok(request) => self.routed(cx, request).await,
+            Err(response) => response,
         };
-        self.routed(&cx, request).await
+        if let Some((cors, origin)) = allowed {
+            cors.allowed(origin, response.headers_mut());
+        }
+        response
     }
 
     /// A request that goes to a destination of its route. Its body streams

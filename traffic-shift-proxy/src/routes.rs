@@ -12,6 +12,7 @@ use hyper::{HeaderMap, Method, Uri};
 use regex::{Regex, RegexBuilder};
 
 use super::{
+    cors::Cors,
     select::{RouteState, Slots},
     stats::{RouteCounts, SeriesCache},
 };
@@ -79,10 +80,18 @@ impl Config {
                     },
                 });
             }
+            let servers = listener
+                .tls
+                .iter()
+                .filter(|tls| tls.misdirected)
+                .flat_map(|tls| tls.certificates.iter().map(|c| c.hosts.clone()))
+                .zip(0..)
+                .collect();
             config.listeners.push(Listener {
                 gateway: listener.gateway,
                 port: listener.port,
                 https: listener.tls.is_some(),
+                servers,
                 hosts,
             });
         }
@@ -153,6 +162,12 @@ pub struct Listener {
     /// It terminates TLS (an HTTPS server): its requests' scheme is
     /// `https`.
     pub https: bool,
+    /// The hosts of each HTTPS server (in order), when a request whose
+    /// authority picks another server than its SNI did is answered 421
+    /// ([`ListenerTls::misdirected`]); else empty.
+    ///
+    /// [`ListenerTls::misdirected`]: traffic_shift_config::model::ListenerTls::misdirected
+    servers: Vec<(Vec<String>, usize)>,
     pub hosts: Vec<Host>,
 }
 
@@ -181,6 +196,8 @@ pub struct Route {
     /// Its replay buffer overflow counter, made at its first request with
     /// a body it could retry or mirror.
     pub overflow: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
+    /// Its `corsPolicy`, origins compiled.
+    pub(crate) cors: Option<Cors>,
 }
 
 impl Route {
@@ -250,7 +267,13 @@ impl Route {
                 None => Ok(None),
             })
             .collect::<Result<Vec<_>, RegexError>>()?;
+        let cors = model
+            .cors
+            .as_ref()
+            .map(|policy| Cors::build(policy, &regex))
+            .transpose()?;
         Ok(Self {
+            cors,
             slots: Slots::build(model),
             model: model.clone(),
             matches,
@@ -390,7 +413,7 @@ impl Match {
 
 /// One `StringMatch`, regexes compiled and anchored.
 #[derive(Debug)]
-enum Matcher {
+pub(crate) enum Matcher {
     Exact {
         value: String,
         ignore_case: bool,
@@ -405,7 +428,7 @@ enum Matcher {
 }
 
 impl Matcher {
-    fn build(
+    pub(crate) fn build(
         value: &StringMatch,
         ignore_case: bool,
         regex: &impl Fn(&str) -> Result<Regex, RegexError>,
@@ -424,7 +447,7 @@ impl Matcher {
         })
     }
 
-    fn test(&self, value: &str) -> bool {
+    pub(crate) fn test(&self, value: &str) -> bool {
         match self {
             Self::Exact {
                 value: want,
@@ -471,6 +494,23 @@ impl Listener {
     /// to the host (port removed, case-insensitive), else the longest
     /// `*.suffix` it ends with, else `*`. A mesh listener's single virtual
     /// host takes every request.
+    /// Why a request for `authority` on a connection whose ClientHello
+    /// named `sni` is misdirected, when it is: the two names pick different
+    /// servers of the listener (as the certificate was picked: the name,
+    /// else the longest `*.suffix`, else `*`). An SNI no server takes
+    /// (the first certificate answered it) checks nothing.
+    pub fn misdirected(&self, sni: &str, authority: &str) -> Option<String> {
+        let by_sni = crate::sni::route_for(&self.servers, Some(sni))?;
+        let host = strip_port(authority).to_ascii_lowercase();
+        let by_host = crate::sni::route_for(&self.servers, Some(&host));
+        (by_host != Some(by_sni)).then(|| {
+            format!(
+                "misdirected request: the authority {authority:?} is not served by the \
+                 listener the connection's SNI {sni:?} chose; connect with that name as SNI\n"
+            )
+        })
+    }
+
     pub fn host(&self, authority: &str) -> Option<&Host> {
         if self.gateway.is_none() {
             return self.hosts.first();
@@ -549,6 +589,7 @@ mod tests {
             fault: None,
             mirrors: Vec::new(),
             headers: Headers::default(),
+            cors: None,
         }
     }
 

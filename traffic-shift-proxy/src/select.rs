@@ -269,6 +269,7 @@ mod tests {
             fault: None,
             mirrors: Vec::new(),
             headers: traffic_shift_config::model::Headers::default(),
+            cors: None,
         }
     }
 

@@ -57,6 +57,11 @@ impl Default for Options {
 /// (peer, local) addresses.
 pub type OriginalDst = Arc<dyn Fn(SocketAddr, SocketAddr) -> Option<SocketAddr> + Send + Sync>;
 
+/// The SNI of the ClientHello of a request's TLS connection (lower case),
+/// in the request's extensions.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerName(pub(crate) Arc<str>);
+
 /// Which listener serves a connection.
 #[derive(Debug)]
 pub(crate) enum Target {
@@ -163,7 +168,7 @@ impl Proxy {
                 return;
             }
         };
-        self.serve_http(stream, h2, peer, target).await;
+        self.serve_http(stream, h2, peer, target, None).await;
     }
 
     /// A place among the client connections at once, or `None` (logged)
@@ -187,13 +192,19 @@ impl Proxy {
         h2: bool,
         peer: SocketAddr,
         target: Arc<Target>,
+        sni: Option<Arc<str>>,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let proxy = Arc::clone(&self);
-        let service = service_fn(move |request: Request<Incoming>| {
+        let service = service_fn(move |mut request: Request<Incoming>| {
             let proxy = Arc::clone(&proxy);
             let target = Arc::clone(&target);
+            if let Some(name) = &sni {
+                request
+                    .extensions_mut()
+                    .insert(ServerName(Arc::clone(name)));
+            }
             async move { Ok::<_, Infallible>(proxy.handle(request, peer, &target).await) }
         });
         let io = TokioIo::new(stream);

@@ -135,6 +135,11 @@ impl Proxy {
             }
         };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        self.serve_http(stream, h2, peer, target).await;
+        let sni = stream
+            .get_ref()
+            .1
+            .server_name()
+            .map(|name| Arc::from(name.to_ascii_lowercase()));
+        self.serve_http(stream, h2, peer, target, sni).await;
     }
 }

@@ -98,6 +98,7 @@ fn route(i: usize, matches: Vec<HttpMatch>, dests: Vec<Destination>) -> HttpRout
         fault: None,
         mirrors: Vec::new(),
         headers: Headers::default(),
+        cors: None,
     }
 }
 

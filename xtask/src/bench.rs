@@ -27,6 +27,7 @@
 //! | `storm` | scenario 9, a new-connection storm (alone with `--only storm`) |
 
 use std::{
+    fmt::Write as _,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -82,6 +83,10 @@ pub enum Only {
     /// on DNAT, the XDP gateway and the connect-time and gateway paths:
     /// `bench/results/storm-latest.md` and `.json`.
     Storm,
+    /// The kernel's cost per connection alone: each program's time and runs per
+    /// connection on the connect-time and gateway paths, the median of 5 runs (3
+    /// with `--quick`): `bench/results/bpf-cost-latest.md` and `.json`.
+    BpfCost,
 }
 
 pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<()> {
@@ -118,9 +123,9 @@ pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<
             &goals,
         );
     }
-    // Scenarios 6 alone, 1 and 2 alone, and 9 need no proxies.
+    // Scenarios 6 alone, 1 and 2 alone, the BPF cost alone, and 9 need no proxies.
     let proxies = match only {
-        Some(Only::Scale | Only::Tcp | Only::Storm) => None,
+        Some(Only::Scale | Only::Tcp | Only::BpfCost | Only::Storm) => None,
         _ => Some(proxies::install(&bin)),
     };
 
@@ -139,6 +144,9 @@ pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<
         (Some(proxies), _) => run(root, &bin, &cgroup_root, quick, proxies, &interrupted),
         (None, Some(Only::Tcp)) => tcp_alone(root, &bin, &cgroup_root, quick, &interrupted),
         (None, Some(Only::Storm)) => storm::run(root, &bin, &cgroup_root, quick, &interrupted),
+        (None, Some(Only::BpfCost)) => {
+            bpf_cost_alone(root, &bin, &cgroup_root, quick, &interrupted)
+        }
         (None, _) => scale_alone(root, &bin, &cgroup_root, quick, &interrupted),
     };
     signal_handle.close();
@@ -371,6 +379,110 @@ fn tcp_alone(
     std::fs::write(out.join("tcp-latest.json"), json)?;
     eprintln!("bench: wrote {}", out.join("tcp-latest.md").display());
     Ok(())
+}
+
+/// Runs per path of `--only bpf-cost` (with `--quick`, and without).
+const BPF_COST_REPS: (u32, u32) = (3, 5);
+
+/// `--only bpf-cost`: the bench's agent and backends, then the kernel's cost per
+/// connection of each program on traffic-shift's two paths, `reps` runs of
+/// `duration` each at concurrency 16, interleaved; the median per program in
+/// `bench/results/bpf-cost-latest.md` (every run in the `.json`). A quick,
+/// repeatable view of what scenario 6 and `--only tcp` measure once.
+fn bpf_cost_alone(
+    root: &Path,
+    bin: &Path,
+    cgroup_root: &Path,
+    quick: bool,
+    interrupted: &AtomicBool,
+) -> Result<()> {
+    let name = format!("ts-bench-{}", std::process::id());
+    let (_, duration, _) = timing(quick);
+    let reps = if quick {
+        BPF_COST_REPS.0
+    } else {
+        BPF_COST_REPS.1
+    };
+    let mut setup = Setup::new(root, bin, cgroup_root, &name, quick, false)?;
+    let contenders: Vec<tcp::Contender> = tcp::own_contenders()
+        .into_iter()
+        .filter(|c| c.name != "direct")
+        .collect();
+    let clients = Clients {
+        bin,
+        netns: &setup.netns.name,
+        cgroup: &setup.cgroup.0,
+    };
+    for contender in &contenders {
+        let procs = &mut setup.procs;
+        if let Some(why) = client::wait_answers(
+            || tcp::conn_check(clients, contender),
+            || procs.exited("agent").is_some(),
+        ) {
+            bail!(
+                "{} {} does not answer: {why}",
+                contender.name,
+                contender.target
+            );
+        }
+    }
+    let header = report::alone_header(
+        &format!(
+            "the kernel's cost per connection alone (--only bpf-cost), {reps} runs of {duration} s \
+             per path at concurrency {}, median per program shown",
+            tcp::BPF_COST_CONCURRENCY
+        ),
+        quick,
+    );
+    eprintln!("bench: {header}");
+    let programs = bpf_cost::Programs::of(&setup.agent.bpffs)?;
+    let mut costs: Vec<Vec<bpf_cost::Cost>> = contenders.iter().map(|_| Vec::new()).collect();
+    for rep in 1..=reps {
+        for (contender, costs) in contenders.iter().zip(&mut costs) {
+            check_interrupted(interrupted)?;
+            let cost = programs.measure(|| {
+                let run = clients.conn(contender, tcp::BPF_COST_CONCURRENCY, duration, 0.0)?;
+                ensure!(run.errors == 0, "{} errors", run.errors);
+                Ok(run.connections)
+            })?;
+            eprintln!(
+                "bench: rep {rep}/{reps} {:<12} | {}",
+                contender.name,
+                cost.cells()
+            );
+            costs.push(cost);
+        }
+    }
+    drop(setup);
+    let (mut md, mut json_rows, mut goals) = (String::new(), Vec::new(), String::new());
+    let medians: Vec<(&str, Result<bpf_cost::Cost, String>)> = contenders
+        .iter()
+        .zip(&costs)
+        .map(|(c, costs)| {
+            (
+                c.name,
+                bpf_cost::Cost::median(costs).ok_or_else(|| "no run".to_owned()),
+            )
+        })
+        .collect();
+    tcp::report_bpf(&medians, &mut md, &mut json_rows, &mut goals);
+    for (contender, costs) in contenders.iter().zip(&costs) {
+        let totals: Vec<String> = costs.iter().map(|c| format!("{:.0}", c.total())).collect();
+        let _ = writeln!(
+            md,
+            "
+{}: all programs, ns per connection, run by run: {}",
+            contender.name,
+            totals.join(", ")
+        );
+        for cost in costs {
+            let mut row = cost.json();
+            row.insert("contender".into(), contender.name.into());
+            row.insert("run".into(), true.into());
+            json_rows.push(serde_json::Value::Object(row).to_string());
+        }
+    }
+    report::write_alone(root, "bpf-cost", &header, &md, &json_rows, &goals)
 }
 
 fn run(

@@ -70,7 +70,9 @@ enum Cmd {
         /// One scenario alone, printed and written to `bench/results/SCENARIO-latest.md`
         /// (and `.json`), `latest.md` left to full runs: `convergence` (scenario 8: a
         /// change through etcd to 3 real agents, then 100 and 1 000 simulated nodes) or
-        /// `scale` (scenario 6: the agent with 1 000 to 100 000 more services).
+        /// `scale` (scenario 6: the agent with 1 000 to 100 000 more services), `tcp`
+        /// (scenarios 1 and 2 on traffic-shift's paths) or `bpf-cost` (the kernel's
+        /// time per connection of each program, the median of 5 runs per path).
         #[arg(long, value_name = "SCENARIO", conflicts_with = "xdp")]
         only: Option<bench::Only>,
     },

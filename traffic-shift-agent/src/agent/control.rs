@@ -23,7 +23,7 @@ use crate::{
     applied::{self, Key, Plan},
 };
 
-use super::{Agent, AgentError, AgentOptions};
+use super::{Agent, AgentError, AgentOptions, InstallError};
 
 /// At start, before the kernel is touched (a state file that cannot be
 /// read stops the start there): the applied set from `--state-dir`, and
@@ -104,9 +104,13 @@ impl Agent {
     /// The rules file that defines `key`, if the rules directory does.
     fn directory_owner(&self, key: &Key) -> Option<String> {
         self.sources.accepted.iter().find_map(|(path, (_, file))| {
+            // Compared in place: a key made of each directory resource
+            // for each resource applied was two strings allocated per pair.
             file.resources
                 .iter()
-                .any(|r| Key::of(r) == *key)
+                .any(|r| {
+                    r.kind() == key.kind && r.namespace() == key.namespace && r.name() == key.name
+                })
                 .then(|| path.display().to_string())
         })
     }
@@ -159,24 +163,26 @@ impl Agent {
                 dry_run,
             };
         }
-        let previous = match self.sources.applied.replace(plan.entries) {
-            Ok(previous) => previous,
-            Err(err) => {
-                return Response::Refused {
-                    errors: vec![format!("{err}; nothing was applied")],
-                };
-            }
-        };
+        // Persisted, then in force: the state file is written while the
+        // change compiles, and `put_in_force` waits for it before it
+        // writes the kernel.
+        self.persisting = Some(self.sources.applied.write_in_background(&plan.entries));
         let what = applied::names(&plan.changes);
-        if let Err(error) = self.install(model, &what) {
-            // The kernel keeps the rules in force before: so does the file.
-            if let Err(err) = self.sources.applied.replace(previous) {
+        let installed = self.install(model, &what);
+        // Refused before the wait: the file may be written all the same.
+        let written = self.persisting.take().map(applied::PendingWrite::wait);
+        if let Err(error) = installed {
+            // The kernel keeps the rules in force before: so does the file
+            // (unless it was never written).
+            let undo = !matches!(error, InstallError::State(_)) && !matches!(written, Some(Err(_)));
+            if undo && let Err(err) = self.sources.applied.rewrite() {
                 tracing::error!(%err, "cannot put the state file back after a failed kernel update: it holds resources that are not in force");
             }
             return Response::Refused {
                 errors: vec![error.to_string()],
             };
         }
+        self.sources.applied.adopt(plan.entries);
         for change in plan.changes.iter().take(applied::LOGGED) {
             tracing::info!(
                 resource = %applied::display_name(&change.kind, &change.name),

@@ -101,6 +101,9 @@ pub enum InstallError {
     /// datapath's record of what it holds stays exact.
     #[error("kernel update failed: {0}")]
     Kernel(#[from] DatapathError),
+    /// The applied set's state file could not be written: nothing changed.
+    #[error("{0}; nothing was applied")]
+    State(#[from] crate::applied::StateError),
 }
 
 /// Why the L7 proxy cannot take a rules change.

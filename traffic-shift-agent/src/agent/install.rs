@@ -30,6 +30,11 @@ impl Agent {
         let usable = self.health.usable(&model);
         let kernel = self.kernel.plan(&model, &usable, &self.l7.addrs)?;
         let l7 = self.l7.prepare(&model, &usable)?;
+        // An apply's state file, written meanwhile, is on disk before the
+        // kernel changes (a change is persisted, then in force).
+        if let Some(write) = self.persisting.take() {
+            write.wait()?;
+        }
         let report = self.kernel.write(&kernel)?;
         self.l7.commit(l7);
         self.generation += 1;

@@ -83,6 +83,9 @@ struct Agent {
     /// With `--store`: the rollouts' states, driver and commands in the
     /// store (the controller runs only while this node drives).
     fleet_rollouts: Option<fleet_rollouts::FleetRollouts>,
+    /// The applied set's state file of the change being put in force,
+    /// written while it compiles: waited for before the kernel is written.
+    persisting: Option<crate::applied::PendingWrite>,
 }
 
 /// Runs until SIGINT or SIGTERM; then leaves the datapath pinned (or, with
@@ -147,6 +150,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         generation: 0,
         rollouts,
         fleet_rollouts,
+        persisting: None,
     };
     log_node_labels(options.node_labels.as_ref());
 

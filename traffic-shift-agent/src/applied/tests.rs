@@ -146,6 +146,49 @@ spec:
 }
 
 #[test]
+fn a_new_document_is_stored_as_the_json_tree_would_store_it() {
+    // Keys out of order at every depth, merge keys, what Kubernetes sets, a
+    // tag, numbers of each kind, escapes; then the documents that take the
+    // JSON tree's way (a key that is not a string, not a mapping).
+    let text = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: x, uid: 1234, generation: 3, labels: {z: \"1\", a: \"q\\\"\\n\"}}
+status: {conditions: []}
+spec:
+  <<: {hosts: [a.local]}
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  weights: [-1, 0.5, 1e3, .nan, 18446744073709551615]
+  tagged: !Thing {b: 1, a: [2]}
+  resolution: NONE
+---
+kind: VirtualService
+metadata: {name: y}
+spec: {1: one, true: yes}
+---
+kind: VirtualService
+metadata: y
+---
+- not a mapping
+";
+    for (i, document) in documents(text).into_iter().enumerate() {
+        let document = document.expect("a document");
+        let tree =
+            normalize(document.clone(), "ns").map(|json| Document::new(&with_timestamp(json, T0)));
+        let direct = normalize_new(document, "ns", T0);
+        match (tree, direct) {
+            (Ok(tree), Ok(direct)) => assert_eq!(direct, tree, "document {}", i + 1),
+            (tree, direct) => assert_eq!(
+                format!("{direct:?}"),
+                format!("{tree:?}"),
+                "document {}",
+                i + 1
+            ),
+        }
+    }
+}
+
+#[test]
 fn apply_creates_configures_and_leaves_unchanged() {
     let first = plan_apply(&Entries::new(), &tcp_echo(), nobody, T0).expect("valid");
     assert_eq!(
@@ -369,6 +412,39 @@ impl Drop for StateDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+#[test]
+fn a_change_written_in_the_background_is_undone_by_rewrite() {
+    let dir = StateDir::new("background");
+    let mut store = Store::open(&dir.0).expect("a new state directory");
+    let entries = applied(&tcp_echo());
+    store.replace(entries.clone()).expect("persist");
+    let path = dir.0.join("applied.yaml");
+    let before = std::fs::read_to_string(&path).expect("state file");
+    // A change written (as an apply does while it compiles), then refused.
+    store
+        .write_in_background(&Entries::new())
+        .wait()
+        .expect("written");
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("state file"),
+        render(&Entries::new()),
+        "the change is on disk once waited for"
+    );
+    assert_eq!(store.entries().len(), entries.len(), "not adopted");
+    store.rewrite().expect("put back");
+    assert_eq!(std::fs::read_to_string(&path).expect("state file"), before);
+    // A directory that is gone: the write says so.
+    std::fs::remove_dir_all(&dir.0).expect("remove");
+    let err = store
+        .write_in_background(&entries)
+        .wait()
+        .expect_err("no directory");
+    assert!(
+        err.to_string().starts_with("cannot write the state file"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -15,8 +15,8 @@ use crate::{
     common::{Labels, Protocol},
     error::{FieldPath, fp},
     http::{
-        DerivePort, HeaderOperations, Headers, HttpMatch, HttpRedirect, RedirectPort, Rewrite,
-        StringMatch,
+        CorsPolicy, DerivePort, HeaderOperations, Headers, HttpMatch, HttpRedirect, RedirectPort,
+        Rewrite, StringMatch,
     },
     names::{is_dns1123_label, is_dns1123_subdomain, validate_domain},
     source::Source,
@@ -859,13 +859,9 @@ fn backend_ref(
         );
         return None;
     }
-    let filters = filters(
-        cx,
-        &path,
-        backend.filters.unwrap_or_default(),
-        prefix,
-        namespace,
-    );
+    let written_filters = backend.filters.unwrap_or_default();
+    super::cors::refused_in_backend_ref(cx, &path, &written_filters);
+    let filters = filters(cx, &path, written_filters, prefix, namespace);
     let actions =
         (filters.redirect.is_some() || filters.rewrite.is_some() || !filters.mirrors.is_empty())
             .then(|| {
@@ -895,14 +891,27 @@ pub(super) struct Filters {
     pub redirect: Option<HttpRedirect>,
     pub rewrite: Option<Rewrite>,
     pub mirrors: Vec<MirrorRef>,
+    /// Its `CORS` filter (`cors.rs`).
+    pub cors: Option<CorsPolicy>,
 }
+
+/// The filter types a rule (or a backendRef) has at most once (the CRD's
+/// CEL rules).
+const ONCE_PER_RULE: [&str; 5] = [
+    "RequestHeaderModifier",
+    "ResponseHeaderModifier",
+    "RequestRedirect",
+    "URLRewrite",
+    "CORS",
+];
 
 /// `filters` (of a rule or a backendRef), with the CRD's CEL rules: each
 /// type's field set and no other, `RequestRedirect` and `URLRewrite` once
-/// each and not together. `ExtensionRef`, `CORS`, `ExternalAuth` are
-/// refused as not supported yet. `prefix`: the value of the rule's one
-/// `PathPrefix` match, for `ReplacePrefixMatch` (a backendRef's filters
-/// replace the same prefix as its rule's would).
+/// each and not together, `CORS` once. `ExtensionRef` and `ExternalAuth`
+/// are refused as not supported yet (`CORS` in a backendRef is refused by
+/// [`backend_ref`]). `prefix`: the value of the rule's one `PathPrefix`
+/// match, for `ReplacePrefixMatch` (a backendRef's filters replace the same
+/// prefix as its rule's would).
 pub(super) fn filters(
     cx: &mut Check,
     base: &FieldPath,
@@ -916,10 +925,7 @@ pub(super) fn filters(
         let path = base.key("filters").index(f);
         let kind = filter.type_.clone().unwrap_or_default();
         misplaced_fields(cx, &path, &kind, &filter);
-        if matches!(
-            kind.as_str(),
-            "RequestHeaderModifier" | "ResponseHeaderModifier" | "RequestRedirect" | "URLRewrite"
-        ) {
+        if ONCE_PER_RULE.contains(&kind.as_str()) {
             if let Some((_, first)) = seen.iter().find(|(k, _)| *k == kind) {
                 cx.error(
                     path.key("type"),
@@ -971,19 +977,20 @@ pub(super) fn filters(
                     "requestMirror is required with type RequestMirror",
                 ),
             },
-            "ExtensionRef" | "CORS" | "ExternalAuth" => cx.error(
+            "CORS" => out.cors = super::cors::filter(cx, &path, filter.cors),
+            "ExtensionRef" | "ExternalAuth" => cx.error(
                 path.key("type"),
                 format!(
                     "filter {kind} is not supported yet: RequestHeaderModifier, \
-                     ResponseHeaderModifier, RequestRedirect, URLRewrite and RequestMirror are; \
-                     remove it"
+                     ResponseHeaderModifier, RequestRedirect, URLRewrite, RequestMirror and CORS \
+                     are; remove it"
                 ),
             ),
             other => cx.error(
                 path.key("type"),
                 format!(
                     "filter type {other:?} is not known: use RequestHeaderModifier, \
-                     ResponseHeaderModifier, RequestRedirect, URLRewrite or RequestMirror"
+                     ResponseHeaderModifier, RequestRedirect, URLRewrite, RequestMirror or CORS"
                 ),
             ),
         }
@@ -1034,6 +1041,7 @@ fn misplaced_fields(cx: &mut Check, path: &FieldPath, kind: &str, filter: &dto::
             "RequestMirror",
             filter.request_mirror.is_some(),
         ),
+        ("cors", "CORS", filter.cors.is_some()),
     ] {
         if set && kind != of {
             cx.error(
@@ -1605,6 +1613,7 @@ pub(super) fn http_route(
             redirect: filters.redirect,
             rewrite: filters.rewrite,
             mirrors: filters.mirrors,
+            cors: filters.cors,
             timeout,
             backend_timeout,
             retry,
@@ -1619,6 +1628,7 @@ pub(super) fn http_route(
             redirect: None,
             rewrite: None,
             mirrors: Vec::new(),
+            cors: None,
             timeout: None,
             backend_timeout: None,
             retry: None,

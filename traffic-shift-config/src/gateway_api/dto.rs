@@ -289,8 +289,21 @@ pub struct HttpFilter {
     pub request_mirror: Option<RequestMirror>,
     // Refused by `check`: not supported yet.
     pub extension_ref: Option<IgnoredAny>,
-    pub cors: Option<IgnoredAny>,
     pub external_auth: Option<IgnoredAny>,
+    /// `cors.rs`.
+    pub cors: Option<CorsFilter>,
+}
+
+/// `HTTPCORSFilter` (`cors.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CorsFilter {
+    pub allow_origins: Option<Vec<String>>,
+    pub allow_credentials: Option<bool>,
+    pub allow_methods: Option<Vec<String>>,
+    pub allow_headers: Option<Vec<String>>,
+    pub expose_headers: Option<Vec<String>>,
+    pub max_age: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

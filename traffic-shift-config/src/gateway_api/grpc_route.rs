@@ -204,6 +204,8 @@ fn grpc_rule(
         redirect: None,
         rewrite: None,
         mirrors: filters.mirrors,
+        // GRPCRoute has no `CORS` filter.
+        cors: None,
         timeout: None,
         backend_timeout: None,
         // GRPCRoute has no `retry`.

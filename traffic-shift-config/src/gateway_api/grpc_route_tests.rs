@@ -508,3 +508,35 @@ spec:
         assert_eq!(routes, [served], "only the older serves the Service port");
     }
 }
+
+/// A GRPCRoute backendRef's own `RequestMirror` (the spec's
+/// `GRPCBackendRef` filters): its destination's, for the calls sent to it.
+#[test]
+fn a_backend_ref_mirror_is_its_destinations_own() {
+    let text = changed(
+        "    - {name: grpc-v2, port: 8080, weight: 20}\n",
+        "    - name: grpc-v2\n      port: 8080\n      weight: 20\n      filters:\n      - type: RequestMirror\n        requestMirror: {backendRef: {name: grpc-v1, port: 8080}, percent: 10}\n",
+    );
+    let model = model_of(&text);
+    let route = &listener(&model, "gateway default/gw port 8080").virtual_hosts[0].routes[0];
+    let mirrors: Vec<Option<Vec<(String, f64)>>> = route
+        .destinations
+        .iter()
+        .map(|d| {
+            d.actions.as_deref().map(|a| {
+                a.mirrors
+                    .iter()
+                    .map(|m| (m.destination.host.clone(), m.percentage))
+                    .collect()
+            })
+        })
+        .collect();
+    assert_eq!(
+        mirrors,
+        [
+            None,
+            Some(vec![("grpc-v1.default.svc.cluster.local".to_owned(), 10.0)])
+        ]
+    );
+    assert!(route.mirrors.is_empty(), "the rule itself mirrors nothing");
+}

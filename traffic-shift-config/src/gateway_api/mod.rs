@@ -42,6 +42,9 @@ mod addresses;
 mod addresses_tests;
 mod check;
 mod claims;
+mod cors;
+#[cfg(test)]
+mod cors_tests;
 mod dto;
 mod endpoint_slice;
 mod grpc_route;
@@ -79,7 +82,7 @@ use crate::{
     check::Checked,
     common::{Labels, Protocol},
     error::{FieldPath, ResourceId, fp},
-    http::{Headers, HttpMatch, HttpRedirect, Rewrite},
+    http::{CorsPolicy, Headers, HttpMatch, HttpRedirect, Rewrite},
     lines::LineIndex,
     resource::document::{Place, typed},
     source::Source,
@@ -516,6 +519,8 @@ pub struct HttpRouteRule {
     pub rewrite: Option<Rewrite>,
     /// Its `RequestMirror` filters, resolved as backendRefs are.
     pub mirrors: Vec<MirrorRef>,
+    /// Its `CORS` filter, as Istio writes it (`cors.rs`).
+    pub cors: Option<CorsPolicy>,
     /// `timeouts.request`; `None`: absent or `0s` (no timeout).
     pub timeout: Option<Duration>,
     /// `timeouts.backendRequest`: each attempt's; `None`: absent or `0s`.

@@ -156,6 +156,8 @@ fn an_https_listener_serves_its_secret_and_the_routes_attached() {
     assert_eq!(tls.certificates.len(), 1);
     assert_eq!(tls.certificates[0].secret, "default/cert");
     assert_eq!(tls.certificates[0].hosts, ["*"]);
+    // A Gateway API listener answers misdirected requests 421.
+    assert!(tls.misdirected);
     assert_eq!(tls.certificates[0].certificate.chain_pem.trim_end(), CERT);
     assert_eq!(
         listener.virtual_hosts.len(),
@@ -401,4 +403,48 @@ spec:
         errors.contains("spec.servers[1].tls.credentialName: Secret default/none is not defined"),
         "{errors}"
     );
+}
+
+/// An Istio `SIMPLE` server routes by authority alone (Envoy gives each
+/// server its own routes; no 421): only a Gateway API listener checks
+/// that the authority is its SNI's listener's.
+#[test]
+fn an_istio_simple_server_does_not_answer_misdirected_requests() {
+    let text = join(&[
+        &secret("default", "cert", CERT, KEY),
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web}
+spec:
+  hosts: [web.example]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+",
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: istio-gw}
+spec:
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, credentialName: cert}
+",
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: ['*']
+  gateways: [istio-gw]
+  http: [{route: [{destination: {host: web.example}}]}]
+",
+    ]);
+    let model = model_of(&text);
+    let listener = model
+        .http
+        .iter()
+        .find(|l| l.tls.is_some())
+        .expect("the HTTPS server's listener");
+    let tls = listener.tls.as_ref().expect("TLS terminated");
+    assert!(!tls.misdirected, "{:?}", listener.key);
 }

@@ -818,7 +818,7 @@ fn each_error_says_what_to_do() {
                 "  - filters:\n    - {type: ExtensionRef, extensionRef: {group: x, kind: Y, name: z}}\n    backendRefs:\n    - {name: web-v1, port: 80}",
             ),
             &[
-                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].type: filter ExtensionRef is not supported yet: RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite and RequestMirror are; remove it (line 63)",
+                "rules/r.yaml: document 8 (HTTPRoute default/web): spec.rules[0].filters[0].type: filter ExtensionRef is not supported yet: RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite, RequestMirror and CORS are; remove it (line 63)",
             ],
         ),
         (

@@ -1005,6 +1005,7 @@ impl<'a> Index<'a> {
                 route: route_to.clone(),
                 direct_response: direct_response.clone(),
                 headers: rule.headers.clone(),
+                cors_policy: rule.cors.clone(),
                 redirect: rule.redirect.clone(),
                 rewrite: rule.rewrite.clone(),
                 timeout: rule.timeout,

@@ -2,7 +2,9 @@
 //! `headers.response`), the authority rewritten once, and `corsPolicy`.
 
 use super::matches::string_match;
-use super::types::{CorsPolicy, HeaderOperations, Headers, Rewrite, StringMatch};
+use super::types::{
+    CorsPolicy, HeaderOperations, Headers, Rewrite, StringMatch, UnmatchedPreflights,
+};
 use crate::{check::Check, dto, error::FieldPath, values};
 
 /// `headers` of a rule or of a route destination.
@@ -165,6 +167,17 @@ pub(super) fn cors_policy(cx: &mut Check, base: &FieldPath, cors: dto::CorsPolic
         }
         duration
     });
+    let unmatched_preflights = match cors.unmatched_preflights.as_deref() {
+        None | Some("UNSPECIFIED" | "FORWARD") => UnmatchedPreflights::Forward,
+        Some("IGNORE") => UnmatchedPreflights::Ignore,
+        Some(other) => {
+            cx.error(
+                base.key("unmatchedPreflights"),
+                format!("unmatchedPreflights {other:?} is not known: use FORWARD or IGNORE"),
+            );
+            UnmatchedPreflights::Forward
+        }
+    };
     CorsPolicy {
         allow_origins,
         allow_methods,
@@ -172,5 +185,6 @@ pub(super) fn cors_policy(cx: &mut Check, base: &FieldPath, cors: dto::CorsPolic
         expose_headers,
         max_age,
         allow_credentials: cors.allow_credentials,
+        unmatched_preflights,
     }
 }

@@ -17,7 +17,7 @@ pub use self::types::{
     AbortError, CorsPolicy, DelayKind, Delegate, DerivePort, DestinationActions, DirectBody,
     DirectResponse, Fault, FaultAbort, FaultDelay, HeaderOperations, Headers, HttpMatch,
     HttpRedirect, HttpRouteDestination, HttpRule, Mirror, RedirectPort, Retries, Rewrite,
-    StringMatch, TlsMatch, TlsRule,
+    StringMatch, TlsMatch, TlsRule, UnmatchedPreflights,
 };
 pub(crate) use self::{
     matches::unreachable_http_rules, route::http_rule, tls::tls_rule, types::Context,

@@ -198,14 +198,35 @@ pub struct Mirror {
     pub percentage: Option<f64>,
 }
 
+/// `corsPolicy` (or a Gateway API `CORS` filter, translated as Istio
+/// translates it): the proxy answers a preflight of an allowed origin
+/// itself, and adds the allowed origin's headers to the other answers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CorsPolicy {
+    /// An `Origin` that matches one of these (as written, case-sensitive)
+    /// is allowed.
     pub allow_origins: Vec<StringMatch>,
+    /// `*` alone: any method (the Gateway API's wildcard).
     pub allow_methods: Vec<String>,
+    /// `*` alone: any header.
     pub allow_headers: Vec<String>,
     pub expose_headers: Vec<String>,
     pub max_age: Option<Duration>,
     pub allow_credentials: Option<bool>,
+    pub unmatched_preflights: UnmatchedPreflights,
+}
+
+/// What becomes of a preflight whose origin is not allowed
+/// (`unmatchedPreflights`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnmatchedPreflights {
+    /// Sent on to the route's destination, as any request (Istio's
+    /// default, `FORWARD`).
+    #[default]
+    Forward,
+    /// Answered 200 by the proxy, without CORS headers (`IGNORE`: what
+    /// Istio writes for a Gateway API `CORS` filter).
+    Ignore,
 }
 
 /// One `tls[]` rule. Modelled and checked; `resolve` refuses it (the

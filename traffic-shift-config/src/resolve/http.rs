@@ -19,7 +19,7 @@
 //! matches whose `gateways` (else the `VirtualService`'s) name it, and only
 //! those are kept. `sourceLabels` and `sourceNamespace` are refused (the
 //! node does not know a client's labels, and ignoring them would widen the
-//! rule), as are `delegate` and `corsPolicy` (not supported yet).
+//! rule), as is `delegate` (not supported yet).
 
 use std::{
     collections::{BTreeMap, btree_map::Entry},
@@ -544,6 +544,7 @@ impl<'a> Catalog<'a> {
             fault: rule.fault.clone(),
             mirrors,
             headers: rule.headers.clone(),
+            cors: rule.cors_policy.clone(),
         })
     }
 
@@ -616,13 +617,6 @@ fn unsupported(vs: &VirtualService, i: usize, rule: &HttpRule) -> Option<ConfigE
         return Some(vs.source.error(
             fp!("spec.http[{i}].delegate"),
             "delegate is not supported yet: write the delegate VirtualService's http rules here",
-        ));
-    }
-    if rule.cors_policy.is_some() {
-        return Some(vs.source.error(
-            fp!("spec.http[{i}].corsPolicy"),
-            "corsPolicy is not supported yet, and ignoring it would change what browsers may \
-             do: remove it, or answer CORS in the backend",
         ));
     }
     for (k, m) in rule.matches.iter().enumerate() {

@@ -69,7 +69,10 @@ impl Catalog<'_> {
                 certificate: found.certificate.clone(),
             });
         }
-        (!certificates.is_empty()).then_some(ListenerTls { certificates })
+        (!certificates.is_empty()).then_some(ListenerTls {
+            certificates,
+            misdirected: gateway.source.kind == crate::GATEWAY_KIND,
+        })
     }
 
     fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {

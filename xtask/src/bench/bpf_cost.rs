@@ -12,6 +12,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+use super::report::median;
+
 /// The programs a connection can run, by the name of their pinned link
 /// (`link_ts_<name>`).
 pub const PROGRAMS: [&str; 4] = ["connect4", "sock_ops", "getpeername4", "sk_lookup"];
@@ -30,6 +32,27 @@ pub struct Cost {
 impl Cost {
     pub fn total(&self) -> f64 {
         self.ns.iter().sum()
+    }
+
+    /// The median of `costs`, program by program (ns and runs each the median of
+    /// its own column, so the total is the sum of medians, not the median
+    /// total); the connections are all of theirs. `None` for no cost.
+    pub fn median(costs: &[Cost]) -> Option<Cost> {
+        if costs.is_empty() {
+            return None;
+        }
+        let column = |f: &dyn Fn(&Cost) -> f64| median(&costs.iter().map(f).collect::<Vec<_>>());
+        let mut ns = [0.0; PROGRAMS.len()];
+        let mut runs = [0.0; PROGRAMS.len()];
+        for i in 0..PROGRAMS.len() {
+            ns[i] = column(&|c| c.ns[i]);
+            runs[i] = column(&|c| c.runs[i]);
+        }
+        Some(Cost {
+            connections: costs.iter().map(|c| c.connections).sum(),
+            ns,
+            runs,
+        })
     }
 
     /// A table row's cells after its first ones: the connections, each
@@ -207,5 +230,22 @@ mod tests {
         let json = serde_json::Value::Object(cost.json());
         assert_eq!(json["runs_per_connection"]["sock_ops"], 7.0);
         assert_eq!(json["connections"], 1000);
+    }
+
+    /// The median is taken per program, over the runs; the connections add up.
+    #[test]
+    #[expect(clippy::float_cmp, reason = "medians of exact values are exact")]
+    fn the_median_cost_is_per_program() {
+        let cost = |connect4: f64, sock_ops: f64| Cost {
+            connections: 10,
+            ns: [connect4, sock_ops, 0.0, 100.0],
+            runs: [1.0, 7.0, 0.0, 1.0],
+        };
+        let m = Cost::median(&[cost(300.0, 900.0), cost(100.0, 700.0), cost(200.0, 800.0)])
+            .expect("a median");
+        assert_eq!(m.ns, [200.0, 800.0, 0.0, 100.0]);
+        assert_eq!(m.runs, [1.0, 7.0, 0.0, 1.0]);
+        assert_eq!(m.connections, 30);
+        assert!(Cost::median(&[]).is_none());
     }
 }
