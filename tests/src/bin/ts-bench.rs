@@ -19,9 +19,9 @@
 //!   awaited) instead of a reset, so it ends in TIME_WAIT as a real client's does; and
 //!   `--sources FIRST-LAST` binds each connection to the next address of that IPv4
 //!   range and, per address, the next port of 20000-60999 (or of `--source-ports LO-HI`),
-//!   so no 4-tuple comes back before (LAST-FIRST+1) x 41 000
-//!   connections (the node's conntrack entries in TIME_WAIT are never reused). The line then also has `attempted` (connections plus
-//!   errors), `syn_retried` (connections that succeeded but whose connect took 1 s or
+//!   so no 4-tuple comes back before (LAST-FIRST+1) x the ports' count connections
+//!   (the node's conntrack entries in TIME_WAIT are never reused). The line then also
+//!   has `attempted` (connections plus errors), `syn_retried` (connections that succeeded but whose connect took 1 s or
 //!   more: the first SYN retransmission is at 1 s), `target_rate`, `close` and
 //!   `client_cpu_s`.
 //! - stream: one connection, written to in 128 KiB chunks for the whole run; prints
