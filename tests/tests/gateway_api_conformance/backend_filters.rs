@@ -111,10 +111,12 @@ spec:
 /// infra-backend-v3: only mirrors reach it.
 const V3: &str = "127.0.0.1:19083";
 
-fn start() -> Scenario {
+/// The routes on an agent of its own (`test`: the name of its network
+/// namespace and cgroup, one per test, as the tests run in parallel).
+fn start(test: &str) -> Scenario {
     // Without the agent's active health checks, which would count on the
     // backends too (one request a second each).
-    start_with("gwc-backend-filters", ROUTES, &["--health-interval", "0"])
+    start_with(test, ROUTES, &["--health-interval", "0"])
 }
 
 /// `n` requests of `path` to same-namespace for `host`, one at a time,
@@ -158,7 +160,7 @@ fn seen(responses: &[Response]) -> Vec<(String, String, String)> {
 /// 80 with `http` are left out of `Location`; the path stays.
 #[test]
 fn httproute_backend_request_redirect() {
-    let s = start();
+    let s = start("gwc-backend-redirect");
     accepted_and_resolved(&s, "backend-request-redirect");
     let responses = each(&s, "redirect.example", "/a/path?q=1", 20);
     assert_eq!(
@@ -198,7 +200,7 @@ fn httproute_backend_request_redirect() {
 /// one (path and hostname), the other the rule's.
 #[test]
 fn httproute_backend_url_rewrite() {
-    let mut s = start();
+    let mut s = start("gwc-backend-rewrite");
     accepted_and_resolved(&s, "backend-url-rewrite");
     accepted_and_resolved(&s, "backend-split");
     for (path, want) in [
@@ -230,7 +232,7 @@ fn httproute_backend_url_rewrite() {
 /// none of infra-backend-v2's.
 #[test]
 fn httproute_backend_request_mirror() {
-    let mut s = start();
+    let mut s = start("gwc-backend-mirror");
     let before = seen_by(&s, V3);
     let reply = get(&mut s, SAME_NAMESPACE, "example.com", "/bmirror", 1000);
     assert_eq!(
