@@ -341,6 +341,25 @@ pub fn header_match_name(name: &str) -> Result<(), HeaderNameError> {
     Ok(())
 }
 
+/// Whether `method` may be listed in a CORS `allowMethods` (Istio's
+/// `corsPolicy` and the Gateway API `CORS` filter take the same set): a
+/// standard method in upper case, or `*`.
+pub fn cors_method(method: &str) -> bool {
+    matches!(
+        method,
+        "GET"
+            | "HEAD"
+            | "POST"
+            | "PUT"
+            | "PATCH"
+            | "DELETE"
+            | "CONNECT"
+            | "OPTIONS"
+            | "TRACE"
+            | "*"
+    )
+}
+
 /// A header name of `corsPolicy` `allowHeaders`/`exposeHeaders` (Istio's
 /// `ValidateCORSHTTPHeaderName`): `*`, or an RFC 7230 token (so no
 /// pseudo-header, no JWT claim).

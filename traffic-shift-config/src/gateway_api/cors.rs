@@ -60,19 +60,7 @@ pub(super) fn filter(
     let methods = written.allow_methods.unwrap_or_default();
     list(cx, &base, "allowMethods", &methods, MAX_METHODS, "methods");
     for (k, method) in methods.iter().enumerate() {
-        if !matches!(
-            method.as_str(),
-            "GET"
-                | "HEAD"
-                | "POST"
-                | "PUT"
-                | "DELETE"
-                | "CONNECT"
-                | "OPTIONS"
-                | "TRACE"
-                | "PATCH"
-                | "*"
-        ) {
+        if !crate::values::cors_method(method) {
             cx.error(
                 base.key("allowMethods").index(k),
                 format!(

@@ -121,19 +121,7 @@ pub(super) fn cors_policy(cx: &mut Check, base: &FieldPath, cors: dto::CorsPolic
     }
     let allow_methods = cors.allow_methods.unwrap_or_default();
     for (k, method) in allow_methods.iter().enumerate() {
-        if !matches!(
-            method.as_str(),
-            "GET"
-                | "HEAD"
-                | "POST"
-                | "PUT"
-                | "PATCH"
-                | "DELETE"
-                | "CONNECT"
-                | "OPTIONS"
-                | "TRACE"
-                | "*"
-        ) {
+        if !values::cors_method(method) {
             cx.error(
                 base.key("allowMethods").index(k),
                 format!("{method:?} is not a supported HTTP method"),
