@@ -6,14 +6,11 @@
 //! backend that redirects, rewrites or mirrors and one that does not is
 //! exact), and a backendRef's rewrite takes the place of its rule's.
 
-use traffic_shift_tests::{
-    Scenario,
-    http_client::{Conn, Response},
-};
+use traffic_shift_tests::{Scenario, http_client::Response};
 
 use super::{
-    SAME_NAMESPACE, accepted_and_resolved, cond, conditions, count, get, redirects::wait_seen,
-    resource, seen_by, start_with,
+    SAME_NAMESPACE, accepted_and_resolved, cond, conditions, count, filters::send_to, get,
+    redirects::wait_seen, resource, seen_by, start_with,
 };
 
 /// The suite's two manifests (`httproute-backend-request-redirect.yaml`,
@@ -122,14 +119,7 @@ fn start(test: &str) -> Scenario {
 /// `n` requests of `path` to same-namespace for `host`, one at a time,
 /// each on its own connection.
 fn each(s: &Scenario, host: &str, path: &str, n: usize) -> Vec<Response> {
-    let addr: std::net::SocketAddr = SAME_NAMESPACE.parse().expect("address");
-    (0..n)
-        .map(|_| {
-            s.netns
-                .run_in(|| Conn::connect(addr)?.request("GET", path, &[("host", host)], b"", false))
-                .unwrap_or_else(|e| panic!("GET {host}{path}: {e}"))
-        })
-        .collect()
+    (0..n).map(|_| send_to(s, host, "GET", path, &[])).collect()
 }
 
 /// How many of `responses` are `(status, Location)`.

@@ -20,12 +20,23 @@ use super::{SAME_NAMESPACE, accepted_and_resolved, base, start};
 /// One request on a connection of its own to the Gateway same-namespace,
 /// for `example.com`, with `headers`.
 pub(super) fn send(s: &Scenario, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    send_to(s, "example.com", method, path, headers)
+}
+
+/// [`send`] for `host`.
+pub(super) fn send_to(
+    s: &Scenario,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response {
     let addr: std::net::SocketAddr = SAME_NAMESPACE.parse().expect("address");
-    let mut all = vec![("host", "example.com")];
+    let mut all = vec![("host", host)];
     all.extend_from_slice(headers);
     s.netns
         .run_in(|| Conn::connect(addr)?.request(method, path, &all, b"", false))
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        .unwrap_or_else(|e| panic!("{method} {host}{path}: {e}"))
 }
 
 /// Every value of the response header `name` (lower case), in order,
