@@ -38,7 +38,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use super::{
     Setup, check_interrupted,
     client::{Clients, json_number, ts_bench, wait_answers},
-    guards::{BpffsDir, CgroupDir, Netns, Processes, TempDir},
+    guards::{Netns, Processes},
     report::{alone_header, json_escape, write_alone},
     scale, tcp, xdp,
 };
@@ -436,16 +436,16 @@ fn xdp_topology(
         ("ethtool", "ethtool"),
         ("conntrack", "conntrack"),
     ])?;
-    let name = format!("ts-bstorm-{}", std::process::id());
-    let tmp = TempDir::new(std::env::temp_dir().join(&name))?;
-    let node = Netns::new(&name)?;
-    let client = Netns::new(&format!("{name}-c"))?;
-    let b1 = Netns::new(&format!("{name}-b1"))?;
-    let b2 = Netns::new(&format!("{name}-b2"))?;
-    let cgroup = CgroupDir::new(cgroup_root.join(&name))?;
-    let bpffs = BpffsDir(std::path::PathBuf::from(format!("/sys/fs/bpf/{name}")));
+    let xdp::Topology {
+        tmp,
+        node,
+        client,
+        b1,
+        b2,
+        cgroup,
+        bpffs,
+    } = xdp::Topology::new(&format!("ts-bstorm-{}", std::process::id()), cgroup_root)?;
     let mut procs = Processes(Vec::new());
-    xdp::link_hosts(&node, [&client, &b1, &b2])?;
     add_sources(&node, &client)?;
     xdp::start_backends(bin, [&b1, &b2], &mut procs)?;
     xdp::iptables_dnat(&node)?;

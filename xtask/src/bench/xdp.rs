@@ -108,20 +108,56 @@ fn node_rx_packets(node: &Netns) -> Result<u64> {
     Ok(total)
 }
 
+/// Scenario 7's hosts, linked (`link_hosts`), with the agent's temp dir,
+/// cgroup and bpffs dir. Taken apart into locals by its users; they drop
+/// in the reverse of the order written here, as locals would.
+pub(super) struct Topology {
+    pub tmp: TempDir,
+    pub node: Netns,
+    pub client: Netns,
+    pub b1: Netns,
+    pub b2: Netns,
+    pub cgroup: CgroupDir,
+    pub bpffs: BpffsDir,
+}
+
+impl Topology {
+    /// The namespaces `name`, `name-c`, `name-b1`, `name-b2`, and the rest
+    /// named `name`.
+    pub(super) fn new(name: &str, cgroup_root: &Path) -> Result<Self> {
+        let tmp = TempDir::new(std::env::temp_dir().join(name))?;
+        let node = Netns::new(name)?;
+        let client = Netns::new(&format!("{name}-c"))?;
+        let b1 = Netns::new(&format!("{name}-b1"))?;
+        let b2 = Netns::new(&format!("{name}-b2"))?;
+        let cgroup = CgroupDir::new(cgroup_root.join(name))?;
+        let bpffs = BpffsDir(std::path::PathBuf::from(format!("/sys/fs/bpf/{name}")));
+        link_hosts(&node, [&client, &b1, &b2])?;
+        Ok(Self {
+            tmp,
+            node,
+            client,
+            b1,
+            b2,
+            cgroup,
+            bpffs,
+        })
+    }
+}
+
 pub fn run(root: &Path, bin: &Path, cgroup_root: &Path, quick: bool) -> Result<()> {
     install(&[("iptables", "iptables"), ("ethtool", "ethtool")])?;
-    let name = format!("ts-bxdp-{}", std::process::id());
     let (duration, warmup) = if quick { (1.0, 0.2) } else { (5.0, 0.5) };
-    let tmp = TempDir::new(std::env::temp_dir().join(&name))?;
-    let node = Netns::new(&name)?;
-    let client = Netns::new(&format!("{name}-c"))?;
-    let b1 = Netns::new(&format!("{name}-b1"))?;
-    let b2 = Netns::new(&format!("{name}-b2"))?;
-    let cgroup = CgroupDir::new(cgroup_root.join(&name))?;
-    let bpffs = BpffsDir(std::path::PathBuf::from(format!("/sys/fs/bpf/{name}")));
+    let Topology {
+        tmp,
+        node,
+        client,
+        b1,
+        b2,
+        cgroup,
+        bpffs,
+    } = Topology::new(&format!("ts-bxdp-{}", std::process::id()), cgroup_root)?;
     let mut procs = Processes(Vec::new());
-
-    link_hosts(&node, [&client, &b1, &b2])?;
 
     start_backends(bin, [&b1, &b2], &mut procs)?;
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -262,7 +298,7 @@ pub(super) fn iptables_dnat(node: &Netns) -> Result<()> {
 }
 
 /// Joins the client and the two backend hosts to the node, each by a veth pair.
-pub(super) fn link_hosts(node: &Netns, hosts: [&Netns; 3]) -> Result<()> {
+fn link_hosts(node: &Netns, hosts: [&Netns; 3]) -> Result<()> {
     // Links and addresses; on the hosts' ends transmit checksum offload off (XDP
     // cannot update a partial checksum) and GRO on (NAPI, which XDP_REDIRECT into a
     // veth needs).
