@@ -35,6 +35,8 @@ fn addresses_are_the_kernels_words_reinterpreted_not_swapped() {
         pad: [0; 2],
         hop_ifindex: 0,
         hop_checked: 0,
+        fin_end: 0,
+        pad_end: 0,
     };
     assert_eq!(entry.addr_words(), (&words, &[word, 0, 0, 0]));
 }

@@ -22,9 +22,16 @@ pub const XDP_SNAT_COUNT_GLOBAL: &str = "TS_XDP_SNAT_COUNT";
 /// A flow no packet has used for this long is over (its entries and
 /// source port are free to reuse).
 pub const XDP_IDLE_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
-/// Once a FIN or RST has been seen on a flow, it is over after this much
-/// silence (the last ACKs of the close still pass).
+/// Once a FIN has been seen on a flow, it is over after this much silence
+/// (the last ACKs of the close still pass).
 pub const XDP_CLOSING_TIMEOUT_NS: u64 = 10 * 1_000_000_000;
+/// A flow closed both ways whose endpoint closed first (or at the same
+/// time) keeps its source port this long after its last packet: the
+/// endpoint holds the 4-tuple in TIME_WAIT for Linux's `TCP_TIMEWAIT_LEN`
+/// (60 s), and a new SYN on it could be answered as the old connection's.
+/// A flow whose client closed first frees its port at the last ACK
+/// instead (`nat_flags::PASSIVE_CLOSE`).
+pub const XDP_TIME_WAIT_NS: u64 = 60 * 1_000_000_000;
 
 /// How long a flow direction's next hop ([`NatEntry::hop_dmac`]) is used
 /// before it is looked up again: a neighbour whose MAC address changes, or
@@ -141,8 +148,13 @@ pub struct NatEntry {
     /// When it was looked up: the coarse clock in units of 2^20 ns
     /// ([`hop_time`]), wrapping.
     pub hop_checked: u32,
+    /// Once a FIN went this way: the sequence number just past it (the
+    /// FIN's own plus its payload and one), host order; what the other
+    /// side's ACK of the FIN carries.
+    pub fin_end: u32,
+    pub pad_end: u32,
 }
-const _: () = assert!(size_of::<NatEntry>() == 72);
+const _: () = assert!(size_of::<NatEntry>() == 80);
 
 const _: () = assert!(
     core::mem::align_of::<NatEntry>() >= 4
@@ -185,6 +197,9 @@ pub mod nat_flags {
     pub const ESTABLISHED: u8 = 4;
     /// The flow was counted closed.
     pub const CLOSED: u8 = 8;
+    /// This way's FIN acknowledged the other way's: its sender closed
+    /// second, so it holds no TIME_WAIT once the last ACK reaches it.
+    pub const PASSIVE_CLOSE: u8 = 16;
 }
 
 /// Value of per-CPU `TS_XDP_STATS` (index: stat id): packets and bytes the

@@ -438,6 +438,7 @@ pub fn xdp_flow(key: &[u8], value: &[u8], names: &Names) -> Result<String, Layou
         (nat_flags::FIN, "fin"),
         (nat_flags::ESTABLISHED, "established"),
         (nat_flags::CLOSED, "closed"),
+        (nat_flags::PASSIVE_CLOSE, "closed-second"),
     ] {
         if nat.flags & bit != 0 {
             flags.push(name);

@@ -10,9 +10,12 @@
 //!   node become gateway -> client again.
 //! - Every later packet of either direction follows its entry, so a weight
 //!   change never moves an open connection. A RST ends the flow (after it
-//!   is forwarded); a FIN shortens its entries' life to
-//!   `XDP_CLOSING_TIMEOUT_NS` of silence; any entry ends after
-//!   `XDP_IDLE_TIMEOUT_NS` of silence.
+//!   is forwarded), and so does the last ACK of a close the client began
+//!   (the endpoint then holds no TIME_WAIT): its source port is free at
+//!   once. A flow the endpoint closed first keeps its port for
+//!   `XDP_TIME_WAIT_NS`, the endpoint's TIME_WAIT; a half-closed one ends
+//!   after `XDP_CLOSING_TIMEOUT_NS` of silence, any other after
+//!   `XDP_IDLE_TIMEOUT_NS`.
 //! - The next hop (interface, MAC addresses, and the node's source address
 //!   toward the endpoint) comes from `bpf_fib_lookup`; the packet leaves by
 //!   `XDP_TX` (same interface) or `XDP_REDIRECT`. Each entry keeps its
@@ -39,8 +42,8 @@ use aya_ebpf::{
 };
 use traffic_shift_common::{
     EndpointStats, Event, FAMILY_V4, FAMILY_V6, MAX_STATS, NatEntry, NatKey, ServiceKey,
-    XDP_CLOSING_TIMEOUT_NS, XDP_IDLE_TIMEOUT_NS, XDP_SNAT_PORT_MIN, XDP_SNAT_PORTS, XdpStats,
-    addr_from_words, addr_words, csum_replace, hop_time, nat_flags,
+    XDP_CLOSING_TIMEOUT_NS, XDP_IDLE_TIMEOUT_NS, XDP_SNAT_PORT_MIN, XDP_SNAT_PORTS,
+    XDP_TIME_WAIT_NS, XdpStats, addr_from_words, addr_words, csum_replace, hop_time, nat_flags,
 };
 
 use crate::{
@@ -114,6 +117,9 @@ struct Packet {
     family: u8,
     key: NatKey,
     tcp_flags: u8,
+    /// Sequence and acknowledgment numbers, host order.
+    seq: u32,
+    ack: u32,
     /// IPv4 TTL or IPv6 hop limit.
     ttl: u8,
     /// Whole frame length, for the packet/byte counters.
@@ -178,6 +184,8 @@ fn try_xdp(ctx: &XdpContext) -> Result<(u32, Event), Event> {
             pad: [0; 3],
         },
         tcp_flags: 0,
+        seq: 0,
+        ack: 0,
         ttl: 0,
         frame_len: 0,
         payload_len: 0,
@@ -337,6 +345,8 @@ fn parse(ctx: &XdpContext, out: &mut Packet) -> Result<bool, Event> {
             pad: [0; 3],
         },
         tcp_flags: tcp[13],
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
         ttl,
         frame_len,
         payload_len: ip_payload - data_offset,
@@ -347,12 +357,20 @@ fn parse(ctx: &XdpContext, out: &mut Packet) -> Result<bool, Event> {
 /// Whether an entry with `flags`, last used at `last_seen`, is over.
 #[inline(always)]
 fn expired(flags: u8, last_seen: u64, now: u64) -> bool {
-    let timeout = if flags & nat_flags::FIN != 0 {
+    let timeout = if flags & nat_flags::CLOSED != 0 {
+        XDP_TIME_WAIT_NS
+    } else if flags & nat_flags::FIN != 0 {
         XDP_CLOSING_TIMEOUT_NS
     } else {
         XDP_IDLE_TIMEOUT_NS
     };
     now.wrapping_sub(last_seen) > timeout
+}
+
+/// Whether sequence number `a` is at or after `b` (RFC 1982 arithmetic).
+#[inline(always)]
+fn seq_ge(a: u32, b: u32) -> bool {
+    a.wrapping_sub(b) as i32 >= 0
 }
 
 /// What `new_flow` made of a SYN.
@@ -428,6 +446,8 @@ fn new_flow(ctx: &XdpContext, packet: &Packet, route_id: u32, now: u64) -> Resul
         pad: [0; 2],
         hop_ifindex: hop.ifindex,
         hop_checked: hop_time(now),
+        fin_end: 0,
+        pad_end: 0,
     };
     // The reply's next hop is looked up with its first packet.
     *reply = NatEntry {
@@ -444,6 +464,8 @@ fn new_flow(ctx: &XdpContext, packet: &Packet, route_id: u32, now: u64) -> Resul
         pad: [0; 2],
         hop_ifindex: 0,
         hop_checked: 0,
+        fin_end: 0,
+        pad_end: 0,
     };
     // A source port toward this endpoint that no live flow holds: the
     // reply entry's key (endpoint -> node:port) must be free. Written
@@ -555,17 +577,41 @@ fn follow(
             }
         }
     }
-    if packet.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        flags |= nat_flags::FIN;
-        // Closed once both ways have sent a FIN, or at a reset.
+    let fin = packet.tcp_flags & TCP_FIN != 0;
+    let rst = packet.tcp_flags & TCP_RST != 0;
+    // Whether the flow is over for the endpoint, its entries (and source
+    // port) free at once: at a reset, or at the last ACK of a close the
+    // client began.
+    let mut release = rst;
+    let mut fin_end = nat.fin_end;
+    // The other way's entry is read only while the flow closes (a FIN or
+    // reset now, or a FIN this way before): an established flow's packet
+    // makes no second lookup.
+    if fin || rst || flags & nat_flags::FIN != 0 {
         let other = TS_XDP_FLOWS.get_ptr_mut(&nat.reverse_key());
-        let done = packet.tcp_flags & TCP_RST != 0
-            // SAFETY: LRU values stay valid for the program run.
-            || other.is_some_and(|o| unsafe { (*o).flags } & nat_flags::FIN != 0);
+        // SAFETY: LRU values stay valid for the program run.
+        let (other_flags, other_fin_end) =
+            other.map_or((0, 0), |o| unsafe { ((*o).flags, (*o).fin_end) });
+        let acks_other_fin = other_flags & nat_flags::FIN != 0
+            && packet.tcp_flags & TCP_ACK != 0
+            && seq_ge(packet.ack, other_fin_end);
+        if fin {
+            flags |= nat_flags::FIN;
+            // A retransmitted FIN writes the same.
+            fin_end = packet
+                .seq
+                .wrapping_add(packet.payload_len as u32)
+                .wrapping_add(1);
+            if acks_other_fin {
+                flags |= nat_flags::PASSIVE_CLOSE;
+            }
+        }
+        // Closed once both ways have sent a FIN, or at a reset.
+        let done = rst || (fin && other_flags & nat_flags::FIN != 0);
         if done && flags & nat_flags::CLOSED == 0 {
             flags |= nat_flags::CLOSED;
             if let Some(o) = other {
-                // SAFETY: as above; a racing writer only repeats the flag.
+                // SAFETY: as above; a racing writer only repeats the flags.
                 unsafe { (*o).flags |= nat_flags::CLOSED | nat_flags::FIN };
             }
             if let Some(s) = stat {
@@ -573,11 +619,22 @@ fn follow(
                 unsafe { add(&raw mut (*s).closed, 1) };
             }
         }
+        // The client acknowledges the FIN of an endpoint that closed
+        // second: the endpoint's socket goes from LAST_ACK to CLOSED, with
+        // no TIME_WAIT, so its 4-tuple, and the source port, can carry a
+        // new flow now (as Linux NAT reuses the tuple of a connection its
+        // original side closed first, `nf_nat_used_tuple_harder`). The
+        // client holds the TIME_WAIT, on its own 4-tuple. Should this ACK
+        // be lost, the endpoint's retransmitted FIN meets no entry and the
+        // node's stack answers it with a reset, which ends its socket.
+        if !reply && other_flags & nat_flags::PASSIVE_CLOSE != 0 && acks_other_fin {
+            release = true;
+        }
     }
     account(packet, nat, stat);
-    if packet.tcp_flags & TCP_RST != 0 {
-        // A reset ends the flow at once (the reset itself is forwarded):
-        // its source port is free for the next flow.
+    if release {
+        // The packet itself is forwarded; the entries go, and with them
+        // the source port.
         let reverse = nat.reverse_key();
         let _ = TS_XDP_FLOWS.remove(&reverse);
         let _ = TS_XDP_FLOWS.remove(&packet.key);
@@ -587,6 +644,7 @@ fn follow(
         unsafe {
             (*entry).last_seen_ns = now;
             (*entry).flags = flags;
+            (*entry).fin_end = fin_end;
             if looked_up {
                 (*entry).hop_dmac = dmac;
                 (*entry).hop_smac = smac;

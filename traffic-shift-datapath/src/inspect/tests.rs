@@ -225,6 +225,8 @@ fn flows_print_both_ends() {
         pad: [0; 2],
         hop_ifindex: 0,
         hop_checked: 0,
+        fin_end: 0,
+        pad_end: 0,
     };
     assert_eq!(
         xdp_flow(

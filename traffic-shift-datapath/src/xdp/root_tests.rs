@@ -366,19 +366,24 @@ struct Seg {
 }
 
 fn build(s: &Seg) -> Vec<u8> {
+    build_seq(s, 1000, 1001)
+}
+
+/// `build` with the segment's own sequence and acknowledgment numbers.
+fn build_seq(s: &Seg, seq: u32, ack: u32) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(s.smac, s.dmac);
     let b = match (s.src, s.dst) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => eth.ipv4(src.octets(), dst.octets(), 64),
         (IpAddr::V6(src), IpAddr::V6(dst)) => eth.ipv6(src.octets(), dst.octets(), 64),
         other => panic!("addresses of two families: {other:?}"),
     };
-    let b = b.tcp(s.sport, s.dport, 1000, 64240);
+    let b = b.tcp(s.sport, s.dport, seq, 64240);
     let b = match s.flags {
         "S" => b.syn(),
-        "SA" => b.syn().ack(1001),
-        "A" => b.ack(1001),
+        "SA" => b.syn().ack(ack),
+        "A" => b.ack(ack),
         "R" => b.rst(),
-        "FA" => b.fin().ack(1001),
+        "FA" => b.fin().ack(ack),
         other => panic!("flags {other}"),
     };
     let mut out = Vec::new();
@@ -1011,4 +1016,146 @@ fn next_hop_kept(loaded: &mut Loaded, f: &Family) {
         (reply.hop_ifindex, reply.hop_dmac, reply.hop_smac),
         (loaded.client_side, CLIENT_MAC, NODE_C_MAC)
     );
+}
+
+#[test]
+fn xdp_gateway_frees_a_port_when_the_endpoint_closed_second_ipv4() {
+    let ports: SnatPorts = "61000-61000".parse().expect("a range");
+    with_program_ports("close4", ports, |loaded| close_and_port(loaded, &V4));
+}
+
+#[test]
+fn xdp_gateway_frees_a_port_when_the_endpoint_closed_second_ipv6() {
+    let ports: SnatPorts = "61000-61000".parse().expect("a range");
+    with_program_ports("close6", ports, |loaded| close_and_port(loaded, &V6));
+}
+
+/// One packet of a flow through the gateway: `seg` with its sequence
+/// and acknowledgment numbers, from the client side (a client's segment)
+/// or the endpoint side (an endpoint's, `seg.src` is the endpoint).
+fn pass_seg(loaded: &mut Loaded, what: &str, seg: &Seg, seq: u32, ack: u32) {
+    let side = if seg.dport == GW_PORT {
+        loaded.client_side
+    } else {
+        loaded.backend_side
+    };
+    let (verdict, _) = loaded.run(&build_seq(seg, seq, ack), side);
+    assert_eq!(verdict, XDP_REDIRECT, "{what}: forwarded");
+}
+
+/// The endpoint's segment of the flow it knows as `port`.
+fn endpoint_seg(f: &Family, port: u16, flags: &'static str, payload: &'static [u8]) -> Seg {
+    Seg {
+        smac: V1_MAC,
+        dmac: NODE_B_MAC,
+        src: f.v1,
+        dst: f.node_b,
+        sport: EP_PORT,
+        dport: port,
+        flags,
+        payload,
+    }
+}
+
+/// Ages every entry by `by` nanoseconds (no waiting).
+fn age_flows(loaded: &mut Loaded, by: u64) {
+    let mut flows: HashMap<_, NatKey, NatEntry> = HashMap::try_from(self_map(loaded)).unwrap();
+    let entries: Vec<(NatKey, NatEntry)> = flows.iter().map(Result::unwrap).collect();
+    for (k, mut v) in entries {
+        v.last_seen_ns = v.last_seen_ns.wrapping_sub(by);
+        flows.insert(k, v, 0).unwrap();
+    }
+}
+
+/// With one source port (`--xdp-snat-ports 61000-61000`): a flow the
+/// client closes first frees the port at its last ACK, so the next flow
+/// to the same endpoint gets it at once; a flow the endpoint closes first
+/// keeps it for the endpoint's TIME_WAIT (`XDP_TIME_WAIT_NS`), past the
+/// half-close timeout, and then lets it go.
+fn close_and_port(loaded: &mut Loaded, f: &Family) {
+    use traffic_shift_common::{XDP_CLOSING_TIMEOUT_NS, XDP_TIME_WAIT_NS};
+    let stat_v1 = first_stat_id(&loaded.set_route(f, [100, 0]));
+
+    // The client closes first, with its last bytes on the FIN.
+    let c = |flags, payload| client_seg(f, false, 42000, flags, payload);
+    let port = expect_forwarded(loaded, f, "SYN", &c("S", b""), (f.v1, V1_MAC));
+    assert_eq!(port, 61000, "the one port");
+    pass_seg(
+        loaded,
+        "SYN-ACK",
+        &endpoint_seg(f, port, "SA", b""),
+        5000,
+        1001,
+    );
+    pass_seg(loaded, "ACK", &c("A", b""), 1001, 5001);
+    pass_seg(loaded, "client FIN", &c("FA", b"bye"), 1001, 5001);
+    pass_seg(loaded, "an ACK of old data", &c("A", b""), 1005, 5001);
+    assert_eq!(loaded.flows().len(), 2, "half-closed: the flow stays");
+    // The endpoint's FIN acknowledges the client's (1001 + 3 + 1).
+    pass_seg(
+        loaded,
+        "endpoint FIN",
+        &endpoint_seg(f, port, "FA", b""),
+        5001,
+        1005,
+    );
+    assert_eq!(loaded.stats(stat_v1).closed, 1, "closed both ways");
+    let (_, reply) = entry_from(loaded, f.v1);
+    assert!(
+        reply.flags & traffic_shift_common::nat_flags::PASSIVE_CLOSE != 0,
+        "the endpoint closed second"
+    );
+    pass_seg(loaded, "an ACK short of the FIN", &c("A", b""), 1005, 5001);
+    assert_eq!(
+        loaded.flows().len(),
+        2,
+        "the endpoint still waits for the last ACK"
+    );
+    pass_seg(loaded, "the last ACK", &c("A", b""), 1005, 5002);
+    assert!(loaded.flows().is_empty(), "the last ACK ends the flow");
+
+    // The port serves the next flow at once; its endpoint closes first.
+    let d = |flags| client_seg(f, true, 42001, flags, b"");
+    let again = expect_forwarded(loaded, f, "SYN of the next flow", &d("S"), (f.v1, V1_MAC));
+    assert_eq!(again, 61000, "the freed port");
+    pass_seg(
+        loaded,
+        "SYN-ACK",
+        &endpoint_seg(f, again, "SA", b""),
+        7000,
+        1001,
+    );
+    pass_seg(loaded, "ACK", &d("A"), 1001, 7001);
+    pass_seg(
+        loaded,
+        "endpoint FIN",
+        &endpoint_seg(f, again, "FA", b""),
+        7001,
+        1001,
+    );
+    pass_seg(loaded, "client FIN", &d("FA"), 1001, 7002);
+    pass_seg(
+        loaded,
+        "endpoint's last ACK",
+        &endpoint_seg(f, again, "A", b""),
+        7002,
+        1002,
+    );
+    assert_eq!(loaded.stats(stat_v1).closed, 2);
+    assert_eq!(
+        loaded.flows().len(),
+        2,
+        "the endpoint holds TIME_WAIT: the flow keeps its port"
+    );
+    let third = build(&client_seg(f, false, 42002, "S", b""));
+    age_flows(loaded, XDP_CLOSING_TIMEOUT_NS + 1_000_000_000);
+    let (verdict, _) = loaded.run(&third, loaded.client_side);
+    assert_eq!(
+        verdict, XDP_DROP,
+        "past the half-close timeout, still no port (xdp_no_port)"
+    );
+    age_flows(loaded, XDP_TIME_WAIT_NS);
+    let (verdict, out) = loaded.run(&third, loaded.client_side);
+    assert_eq!(verdict, XDP_REDIRECT, "after the endpoint's TIME_WAIT");
+    assert_eq!(tcp_ports(&out).0, 61000, "the port again");
 }
