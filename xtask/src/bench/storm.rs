@@ -50,6 +50,10 @@ const RATE_SECS: (f64, f64) = (5.0, 2.0);
 /// at most; a connect whose SYN is dropped holds one for a second or more).
 const STORM_SECS: (f64, f64) = (60.0, 10.0);
 const STORM_CONCURRENCY: u32 = 128;
+/// The goal's "sustained": the achieved rate at least this share of the rate (the
+/// open-loop client starts no connection after the duration, so a path slower than
+/// the rate shows as fewer attempted).
+const SUSTAINED: f64 = 0.99;
 /// The client's source addresses (`ts-bench --sources`): 224 of them. On the XDP
 /// topology they are in a network of their own, which the node routes via the
 /// client's address, as clients behind a router: one neighbour for the node, whose
@@ -738,14 +742,21 @@ fn report(
         let _ = writeln!(md, "{}: {}", r.path, r.check.replace('\n', "  \n"));
     }
     for r in rows.iter().filter(|r| r.path != "iptables DNAT") {
+        let sustained = r.client.conn_per_sec / r.target_rate;
         let _ = writeln!(
             goals,
-            "goal: storm 0 failed connections: {} {} failed of {} attempted at {:.0} conn/s: {}",
+            "goal: storm sustained (>= {SUSTAINED} of the rate) with 0 failed connections: {} \
+             {:.0} of {:.0} conn/s ({sustained:.3}), {} failed of {} attempted: {}",
             r.path,
+            r.client.conn_per_sec,
+            r.target_rate,
             r.failed(),
             r.client.attempted,
-            r.client.conn_per_sec,
-            if r.failed() == 0 { "met" } else { "not met" }
+            if r.failed() == 0 && sustained >= SUSTAINED {
+                "met"
+            } else {
+                "not met"
+            }
         );
     }
     if let Some(r) = rows.iter().find(|r| r.path == "iptables DNAT") {

@@ -23,9 +23,12 @@ pub const BPF_COST_CONCURRENCY: u32 = 16;
 /// Issue 21's goal: the kernel's time per connection, all programs.
 pub const BPF_GOAL_NS: f64 = 500.0;
 
-/// For both scenarios: once connected, neither traffic-shift path touches the packets,
-/// so a stream should go as fast as to the backend directly.
-pub const GOAL: f64 = 0.97;
+/// Issue 21's goals, as ratios to the backend reached directly: new connections (goal
+/// 4)...
+pub const CONN_GOAL: f64 = 0.97;
+/// ...and one long stream (goal 3): once connected, neither traffic-shift path touches
+/// the packets, so a stream should go as fast as to the backend directly.
+pub const STREAM_GOAL: f64 = 0.99;
 
 /// One thing a client connects to.
 pub struct Contender {
@@ -216,12 +219,12 @@ pub fn report(
     );
     let mut json_rows = Vec::new();
     let mut goals = String::new();
-    let mut goal = |what: &str, name: &str, cell: &str, ratio: f64| {
+    let mut goal = |what: &str, least: f64, name: &str, cell: &str, ratio: f64| {
         if name == "connect-time" || name == "gateway" {
-            let met = if ratio >= GOAL { "met" } else { "not met" };
+            let met = if ratio >= least { "met" } else { "not met" };
             let _ = writeln!(
                 goals,
-                "goal: {what} >= {GOAL} of direct: {name:<12} {cell}: {ratio:.3} {met}"
+                "goal: {what} >= {least} of direct: {name:<12} {cell}: {ratio:.3} {met}"
             );
         }
     };
@@ -245,6 +248,7 @@ pub fn report(
             ));
             goal(
                 "connection rate",
+                CONN_GOAL,
                 contender.name,
                 &format!("concurrency {concurrency:<2}"),
                 ratio,
@@ -286,7 +290,13 @@ pub fn report(
              \"gbit_per_sec_reps\": {:?}}}",
             contender.name, contender.stream_target, row.errors, row.gbit_per_sec
         ));
-        goal("stream throughput", contender.name, "one stream    ", ratio);
+        goal(
+            "stream throughput",
+            STREAM_GOAL,
+            contender.name,
+            "one stream    ",
+            ratio,
+        );
     }
     unavailable(
         &mut md,
@@ -299,7 +309,7 @@ pub fn report(
 
     more(&mut md, &mut json_rows, &mut goals);
     let json = format!(
-        "{{\n  \"header\": \"{}\",\n  \"goal_ratio_to_direct\": {GOAL},\n  \"results\": [\n{}\n  ]\n}}\n",
+        "{{\n  \"header\": \"{}\",\n  \"goal_ratio_to_direct\": {{ \"connections\": {CONN_GOAL}, \"stream\": {STREAM_GOAL} }},\n  \"results\": [\n{}\n  ]\n}}\n",
         json_escape(header),
         json_rows.join(",\n")
     );
