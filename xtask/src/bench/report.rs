@@ -83,9 +83,11 @@ pub fn alone_header(what: &str, quick: bool) -> String {
         kernel,
         cpus,
         model,
+        load,
     } = Machine::probe();
     format!(
-        "traffic-shift bench, {date}: kernel {kernel}, {cpus} CPUs ({model}); {what}, {} run",
+        "traffic-shift bench, {date}: kernel {kernel}, {cpus} CPUs ({model}), load average \
+         {load} (1, 5, 15 min); {what}, {} run",
         if quick { "--quick" } else { "full" }
     )
 }
@@ -96,6 +98,9 @@ struct Machine {
     kernel: String,
     cpus: usize,
     model: String,
+    /// `/proc/loadavg`'s 1, 5 and 15 minute figures when the header is written:
+    /// other work on the machine moves rates, and the reader should know.
+    load: String,
 }
 
 impl Machine {
@@ -115,6 +120,10 @@ impl Machine {
                     })
                 })
                 .unwrap_or_else(|| "unknown CPU".into()),
+            load: fs::read_to_string("/proc/loadavg").map_or_else(
+                |_| "?".into(),
+                |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+            ),
         }
     }
 }
@@ -176,6 +185,7 @@ pub fn machine_header(netns: &str, quick: bool, reps: u32, duration: f64) -> Str
         kernel,
         cpus,
         model,
+        load,
     } = Machine::probe();
     let probe = |c: &mut Command| cmd::probe(c).map_or_else(|| "?".into(), |s| s.trim().to_owned());
     let ports = probe(Command::new("ip").args([
@@ -187,7 +197,8 @@ pub fn machine_header(netns: &str, quick: bool, reps: u32, duration: f64) -> Str
     ]))
     .replace('\t', "-");
     format!(
-        "traffic-shift bench, {date}: kernel {kernel}, {cpus} CPUs ({model}); {} run: {reps} repetition(s) of \
+        "traffic-shift bench, {date}: kernel {kernel}, {cpus} CPUs ({model}), load average {load} (1, 5, \
+         15 min); {} run: {reps} repetition(s) of \
          {duration} s per cell, median shown; client ephemeral ports {ports} (SO_LINGER 0, no TIME_WAIT)",
         if quick { "--quick" } else { "full" }
     )

@@ -255,6 +255,7 @@ pub fn run(root: &Path, bin: &Path, cgroup_root: &Path, quick: bool) -> Result<(
         &[&xdp, &linux, &linux_xdp_pass],
         &checks,
         &cost::table(&cost),
+        quick,
     )?;
     drop(procs);
     Ok(())
@@ -338,12 +339,14 @@ fn report(
     rows: &[&Row],
     checks: &str,
     cost: &str,
+    quick: bool,
 ) -> Result<()> {
     let mut md = format!(
-        "Scenario 7: XDP gateway vs Linux forwarding (iptables DNAT + MASQUERADE), one run, \
+        "{}\n\nScenario 7: XDP gateway vs Linux forwarding (iptables DNAT + MASQUERADE), one run, \
          {duration} s per cell; XDP {mode} mode on veth; kernel {}\n\n\
          | contender | conn/s (c=16) | p99 µs | conn errors | SYN retransmits | stream Gbit/s | forwarded packets/s (stream) |\n\
          |---|---:|---:|---:|---:|---:|---:|\n",
+        super::report::alone_header("scenario 7 alone (--xdp)", quick),
         fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
