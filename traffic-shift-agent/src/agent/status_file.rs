@@ -2,8 +2,9 @@
 //! writes, so its cost follows what changed, not the size of the rules:
 //! - each TCP route's JSON, built again only when its counters moved (or
 //!   the rules, health or sockets changed);
-//! - the kernel's names (route ids, counter slots), built at each rules
-//!   change;
+//! - the kernel's names (route ids, counter slots), built for each write
+//!   of the whole file (not kept: 30 MB of text at 100 000 routes that
+//!   only a whole write, already proportional to the rules, needs);
 //! - the rest (generation, HTTP routes, gateway sockets, events), small,
 //!   built at each write.
 //!
@@ -54,8 +55,6 @@ pub struct StatusFile {
     routes: Vec<Option<(String, String)>>,
     /// Whether a route's JSON changed since the last write.
     routes_changed: bool,
-    /// `,"kernel_routes":{..},"counter_slots":{..}`: `None`, to build.
-    names: Option<String>,
     /// The rest as last written, without its time.
     head: String,
     /// When the file was last built, and what building it cost.
@@ -78,7 +77,6 @@ impl StatusFile {
             events_moved: false,
             routes: Vec::new(),
             routes_changed: true,
-            names: None,
             head: String::new(),
             built: None,
             file_id: 0,
@@ -95,7 +93,6 @@ impl StatusFile {
     /// The rules changed: every part is built again.
     pub fn rules_changed(&mut self) {
         self.routes.clear();
-        self.names = None;
         self.routes_changed = true;
         self.file_id = 0;
     }
@@ -166,10 +163,13 @@ impl Agent {
         }
         let routes_changed = file.routes_changed;
         let result = if file.whole_due(text.len()) {
-            file.write_whole(&text, crate::cli::now_ms())
+            let names = self.kernel_names_json();
+            let file = &mut self.observer.status;
+            file.write_whole(&text, &names, crate::cli::now_ms())
         } else {
             file.write_delta(&text, crate::cli::now_ms())
         };
+        let file = &mut self.observer.status;
         // What it cost, written: what sets how often it is written.
         file.built = Some((now, now.elapsed()));
         match result {
@@ -208,20 +208,22 @@ impl Agent {
         let file = &mut self.observer.status;
         file.routes = routes;
         file.routes_changed |= changed;
-        if file.names.is_none() {
-            let (kernel_routes, counter_slots) = self.kernel_names();
-            let mut names = String::new();
-            if !kernel_routes.is_empty() {
-                names.push_str(",\"kernel_routes\":");
-                names.push_str(&serde_json::to_string(&kernel_routes).expect("serializes"));
-            }
-            if !counter_slots.is_empty() {
-                names.push_str(",\"counter_slots\":");
-                names.push_str(&serde_json::to_string(&counter_slots).expect("serializes"));
-            }
-            self.observer.status.names = Some(names);
-            self.observer.status.routes_changed = true;
+    }
+
+    /// `,"kernel_routes":{..},"counter_slots":{..}`, as the whole file has
+    /// them (each left out when empty).
+    fn kernel_names_json(&self) -> String {
+        let (kernel_routes, counter_slots) = self.kernel_names();
+        let mut names = String::new();
+        if !kernel_routes.is_empty() {
+            names.push_str(",\"kernel_routes\":");
+            names.push_str(&serde_json::to_string(&kernel_routes).expect("serializes"));
         }
+        if !counter_slots.is_empty() {
+            names.push_str(",\"counter_slots\":");
+            names.push_str(&serde_json::to_string(&counter_slots).expect("serializes"));
+        }
+        names
     }
 
     /// `head` with the TCP routes that saw traffic, for the node's counters
@@ -276,9 +278,15 @@ impl Agent {
 
 impl StatusFile {
     /// The whole file, `head` (JSON, taken at 0) stamped with the time and
-    /// with the routes and the names put in; and its summary
-    /// ([`crate::status::Summary`]).
-    fn assemble(&self, head: &str, taken_at_ms: u64, file_id: u64) -> (String, String) {
+    /// with the routes and the kernel's `names` (see `kernel_names_json`)
+    /// put in; and its summary ([`crate::status::Summary`]).
+    fn assemble(
+        &self,
+        head: &str,
+        names: &str,
+        taken_at_ms: u64,
+        file_id: u64,
+    ) -> (String, String) {
         let head = stamp(head, taken_at_ms, file_id);
         let lines: usize = self.routes.iter().flatten().map(|r| r.1.len() + 1).sum();
         let mut summary = String::with_capacity(head.len() + lines + 32);
@@ -288,7 +296,6 @@ impl StatusFile {
         push_array(&mut summary, self.routes.iter().flatten().map(|r| &r.1));
         summary.push('}');
         let routes: usize = self.routes.iter().flatten().map(|r| r.0.len() + 1).sum();
-        let names = self.names.as_deref().unwrap_or("");
         let mut out = String::with_capacity(head.len() + routes + names.len());
         // `routes` is the first field that can be empty, after the rules'
         // description, a JSON string (its quotes escaped): the first
@@ -326,11 +333,11 @@ impl StatusFile {
     }
 
     /// Writes the status file and its summary whole, then removes the delta.
-    fn write_whole(&mut self, head: &str, taken_at_ms: u64) -> std::io::Result<()> {
+    fn write_whole(&mut self, head: &str, names: &str, taken_at_ms: u64) -> std::io::Result<()> {
         // Ids grow, also across restarts (a reader holding a delta of the
         // agent before must not take it for this file's).
         let id = taken_at_ms.max(self.file_id + 1);
-        let (stamped, summary) = self.assemble(head, taken_at_ms, id);
+        let (stamped, summary) = self.assemble(head, names, taken_at_ms, id);
         // Written again whole next time, unless all of this lands.
         self.file_id = 0;
         // The summary first: a reader of both never sees a summary older
@@ -444,10 +451,9 @@ mod tests {
             ))
         };
         file.routes = vec![part(&route), part(&route)];
-        file.names =
-            Some(",\"kernel_routes\":{\"7\":\"default/a/tcp[0]/port 9000 ipv4\"}".to_owned());
+        let names = ",\"kernel_routes\":{\"7\":\"default/a/tcp[0]/port 9000 ipv4\"}";
         let text = serde_json::to_string(&head).expect("serializes");
-        let (status, summary) = file.assemble(&text, 1234, 5);
+        let (status, summary) = file.assemble(&text, names, 1234, 5);
         let status: Status = serde_json::from_str(&status).expect("the status parses");
         assert_eq!(status.rules, head.rules);
         assert_eq!(status.taken_at_ms, 1234);
@@ -497,7 +503,6 @@ mod tests {
         };
         let mut routes: Vec<_> = (0..4000).map(|i| route(i, 0)).collect();
         file.routes = routes.iter().map(part).collect();
-        file.names = Some(String::new());
         let head = |generation| {
             serde_json::to_string(&Status {
                 generation,
@@ -506,7 +511,7 @@ mod tests {
             .expect("serializes")
         };
         assert!(file.whole_due(100), "the first write is whole");
-        file.write_whole(&head(1), 1000).expect("write whole");
+        file.write_whole(&head(1), "", 1000).expect("write whole");
         assert!(file.file_bytes > WHOLE_UNDER);
         let whole = std::fs::metadata(&path).expect("status file").len();
 
@@ -547,7 +552,7 @@ mod tests {
             file.dirty.insert(i);
         }
         assert!(file.whole_due(100));
-        file.write_whole(&head(3), 3000).expect("write whole");
+        file.write_whole(&head(3), "", 3000).expect("write whole");
         assert!(!delta_path(&path).exists());
         let status = crate::status::files::read_status(&path).expect("read");
         assert_eq!((status.generation, status.routes.len()), (3, 4000));
