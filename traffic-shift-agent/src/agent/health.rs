@@ -151,23 +151,27 @@ impl Agent {
     pub(super) fn detect_outliers(&mut self, now: std::time::Instant) {
         // (destination's endpoints, its policy, per endpoint: established, failed)
         let mut observed = Vec::new();
-        for route in &self.model.routes {
-            for dest in &route.destinations {
-                let Some(policy) = dest.outlier else { continue };
-                let deltas: Vec<(SocketAddr, u64, u64)> = dest
-                    .endpoints
-                    .iter()
-                    .map(|ep| {
-                        let moved = self
-                            .kernel
-                            .slot(route, dest, ep)
-                            .map(|id| self.observer.sampler.last_tick(id))
-                            .unwrap_or_default();
-                        (ep.addr, moved.established, moved.failed())
-                    })
-                    .collect();
-                observed.push((policy, deltas));
-            }
+        for &(r, d) in &self.observer.outlier_dests {
+            let Some(route) = self.model.routes.get(r) else {
+                continue;
+            };
+            let Some(dest) = route.destinations.get(d) else {
+                continue;
+            };
+            let Some(policy) = dest.outlier else { continue };
+            let deltas: Vec<(SocketAddr, u64, u64)> = dest
+                .endpoints
+                .iter()
+                .map(|ep| {
+                    let moved = self
+                        .kernel
+                        .slot(route, dest, ep)
+                        .map(|id| self.observer.sampler.last_tick(id))
+                        .unwrap_or_default();
+                    (ep.addr, moved.established, moved.failed())
+                })
+                .collect();
+            observed.push((policy, deltas));
         }
         // Requests the L7 proxy sent: a 5xx (or a failed connect, a reset,
         // a timeout) is a failure, any other answer a success.

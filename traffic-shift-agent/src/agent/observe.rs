@@ -52,6 +52,13 @@ pub struct Observer {
     pub sockets_stale: bool,
     /// The kernel's event counters as last read (the status shows them).
     pub events: Vec<(traffic_shift_common::Event, u64)>,
+    /// Of the model in force, by index: the routes served in user space
+    /// (their connections counted there) and the TCP destinations with
+    /// outlier detection. Found once per rules change, so a second's tick
+    /// looks at these, not at every route (100 000 routes walked twice a
+    /// second were most of an idle agent's CPU).
+    pub user_space: Vec<usize>,
+    pub outlier_dests: Vec<(usize, usize)>,
 }
 
 impl Observer {
@@ -70,6 +77,8 @@ impl Observer {
             endpoints_stale: true,
             sockets_stale: true,
             events: Vec::new(),
+            user_space: Vec::new(),
+            outlier_dests: Vec::new(),
         }
     }
 
@@ -154,6 +163,17 @@ impl Agent {
                     .or_default() += dest.weight;
             }
         }
+        self.observer.user_space = (model.routes.iter().enumerate())
+            .filter(|(_, r)| r.is_user_space())
+            .map(|(i, _)| i)
+            .collect();
+        self.observer.outlier_dests = (model.routes.iter().enumerate())
+            .flat_map(|(r, route)| {
+                (route.destinations.iter().enumerate())
+                    .filter(|(_, dest)| dest.outlier.is_some())
+                    .map(move |(d, _)| (r, d))
+            })
+            .collect();
         let recycled: HashSet<u32> = self.kernel.stat_ids.recycled().iter().copied().collect();
         self.observer.sampler.forget(&recycled);
         self.observer.status.moved = true;
@@ -342,14 +362,13 @@ impl Agent {
     fn sample_unix(&mut self, now: Instant) {
         let counts = self.l7.unix_connections();
         let last = self.observer.unix_history.back().map(|(_, c)| c);
-        let moved: Vec<usize> = self
-            .model
-            .routes
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.is_user_space())
-            .filter(|(_, r)| last.and_then(|l| l.get(&r.key)) != counts.get(&r.key))
-            .map(|(i, _)| i)
+        let moved: Vec<usize> = (self.observer.user_space.iter().copied())
+            .filter(|&i| {
+                self.model
+                    .routes
+                    .get(i)
+                    .is_some_and(|r| last.and_then(|l| l.get(&r.key)) != counts.get(&r.key))
+            })
             .collect();
         if !moved.is_empty() {
             self.observer.status.moved = true;
