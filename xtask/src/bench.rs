@@ -17,6 +17,8 @@
 //! | `client` | the load clients (`ts-bench`, `ts-client`) in the namespace and cgroup |
 //! | `tcp` | scenarios 1 and 2: contenders, smoke checks, cells, their table and goals (alone with `--only tcp`, with the BPF cost per path) |
 //! | `http` | scenario 3 and the HTTP half of 4 |
+//! | `l7` | scenario 3 alone (`--only l7`), on http-echo and on fast backends |
+//! | `cpu` | the CPU time of a process tree (`/proc`), for CPU per request |
 //! | `split` | scenario 4: split accuracy (the TCP half, the measuring and report) |
 //! | `rule_change` | scenario 5 |
 //! | `scale` | scenario 6 (and 5's apply of 10 000 and 100 000 services; alone with `--only scale`) |
@@ -55,8 +57,10 @@ mod agent;
 mod bpf_cost;
 mod client;
 mod convergence;
+mod cpu;
 mod guards;
 mod http;
+mod l7;
 mod proxies;
 mod report;
 mod rule_change;
@@ -87,6 +91,11 @@ pub enum Only {
     /// connection on the connect-time and gateway paths, the median of 5 runs (3
     /// with `--quick`): `bench/results/bpf-cost-latest.md` and `.json`.
     BpfCost,
+    /// Scenario 3 alone: HTTP requests (keep-alive and `Connection: close`) through
+    /// direct, the L7 proxy's mesh and gateway paths, Envoy, haproxy and nginx, on
+    /// http-echo and again on fast backends (nginx answering from memory), with each
+    /// proxy's and the backends' CPU per request: `bench/results/l7-latest.md` and `.json`.
+    L7,
 }
 
 pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<()> {
@@ -141,6 +150,9 @@ pub fn bench(root: &Path, quick: bool, xdp: bool, only: Option<Only>) -> Result<
         }
     });
     let result = match (proxies, only) {
+        (Some(proxies), Some(Only::L7)) => {
+            l7::run(root, &bin, &cgroup_root, quick, proxies, &interrupted)
+        }
         (Some(proxies), _) => run(root, &bin, &cgroup_root, quick, proxies, &interrupted),
         (None, Some(Only::Tcp)) => tcp_alone(root, &bin, &cgroup_root, quick, &interrupted),
         (None, Some(Only::Storm)) => storm::run(root, &bin, &cgroup_root, quick, &interrupted),
@@ -556,6 +568,8 @@ fn run(
             cgroup: &setup.cgroup.0,
             quick,
             envoy_log: &envoy_log,
+            pids: http::Pids::of(&setup.procs),
+            backends: "http-echo",
         },
         &proxy_names,
         &mut skipped,

@@ -34,10 +34,12 @@
 //!   (http-close). A request counts when a 200 answer with its whole `Content-Length`
 //!   body arrived; its latency is from the write of the request (from the connect in
 //!   http-close) to the body's last byte. Prints
-//!   `{"target","mode","concurrency","requests","seconds","req_per_sec","p50_us","p99_us",
-//!   "errors","one","two","client_cpu_s"}`, where `one` and `two` count the answers whose
-//!   JSON `version` is `v1` and `v2` (http-echo's), and `client_cpu_s` is this process's
-//!   CPU time (to show whether the client is the bottleneck).
+//!   `{"target","mode","concurrency","requests","all_requests","seconds","req_per_sec",
+//!   "p50_us","p99_us","errors","one","two","client_cpu_s"}`, where `one` and `two` count
+//!   the answers whose JSON `version` is `v1` and `v2` (http-echo's), `all_requests`
+//!   counts the warmup's too (what the target served over the whole run, for its CPU
+//!   time per request), and `client_cpu_s` is this process's CPU time (to show whether
+//!   the client is the bottleneck).
 //!   `ts-bench --mode http --target ADDR [--concurrency C] (--duration SECS [--warmup SECS] | --count N)`
 //! - sink: the receiving end of a stream. Accepts on ADDR, reads and discards each
 //!   connection's bytes until it closes, until killed. `ts-bench --sink ADDR`
@@ -348,6 +350,7 @@ fn main() -> ExitCode {
                 "mode": if close { "http-close" } else { "http" },
                 "concurrency": args.concurrency,
                 "requests": total.connections,
+                "all_requests": total.connections + total.warmup,
                 "seconds": (secs * 1000.0).round() / 1000.0,
                 "req_per_sec": rate.round(),
                 "p50_us": total.hist.percentile(0.50),
@@ -651,6 +654,10 @@ fn stream(args: &Args) -> ExitCode {
 
 struct Stats {
     connections: u64,
+    /// Connections (requests) completed during the warmup, not measured: with
+    /// `connections`, every one the target served (whose CPU per request the
+    /// bench works out from the target's CPU time over the whole run).
+    warmup: u64,
     errors: u64,
     /// Connections whose connect took 1 s or more (a SYN retransmitted).
     syn_retried: u64,
@@ -665,6 +672,7 @@ impl Stats {
     fn new() -> Self {
         Self {
             connections: 0,
+            warmup: 0,
             errors: 0,
             syn_retried: 0,
             one: 0,
@@ -676,6 +684,7 @@ impl Stats {
 
     fn merge(&mut self, other: &Self) {
         self.connections += other.connections;
+        self.warmup += other.warmup;
         self.errors += other.errors;
         self.syn_retried += other.syn_retried;
         self.one += other.one;
@@ -733,6 +742,7 @@ fn worker(
         let answer = one(&mut buf);
         let end = Instant::now();
         if begin < measure_from {
+            stats.warmup += u64::from(answer.is_ok());
             continue;
         }
         if let Ok(answer) = answer {

@@ -113,6 +113,12 @@ fn start_backends(bin: &Path, netns: &Netns, procs: &mut Processes) -> Result<()
     Ok(())
 }
 
+/// The agent the bench runs: `bin`'s, or the one `TS_BENCH_AGENT` names (an
+/// earlier build kept aside, to measure two builds run after run: A/B).
+pub fn agent_binary(bin: &Path) -> std::path::PathBuf {
+    std::env::var_os("TS_BENCH_AGENT").map_or_else(|| bin.join("traffic-shift"), Into::into)
+}
+
 /// Starts the agent on `rules` (its files in `tmp`) and waits until it applied the
 /// `rule_files`.
 fn start(
@@ -125,7 +131,7 @@ fn start(
 ) -> Result<()> {
     let events = tmp.join("events.jsonl");
     let agent_log = tmp.join("agent.log");
-    let mut agent = Command::new(bin.join("traffic-shift"));
+    let mut agent = Command::new(agent_binary(bin));
     agent
         .arg("run")
         .arg("--rules")

@@ -136,21 +136,36 @@ impl Processes {
     }
 }
 
+impl Processes {
+    /// Stops the process started as `what` now (as on drop), if there is one.
+    pub fn stop(&mut self, what: &str) {
+        if let Some(at) = self.0.iter().position(|(w, _)| w == what) {
+            let (what, child) = self.0.remove(at);
+            terminate(&what, child);
+        }
+    }
+}
+
+/// SIGTERM, up to 5 s, then SIGKILL; reaped.
+fn terminate(what: &str, mut child: Child) {
+    if let Some(pid) = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)) {
+        let _ = kill_process(pid, Signal::Term);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if matches!(child.try_wait(), Ok(None)) {
+        eprintln!("bench: {what} ignored SIGTERM for 5 s; killing it");
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
 impl Drop for Processes {
     fn drop(&mut self) {
-        while let Some((what, mut child)) = self.0.pop() {
-            if let Some(pid) = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)) {
-                let _ = kill_process(pid, Signal::Term);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                eprintln!("bench: {what} ignored SIGTERM for 5 s; killing it");
-                let _ = child.kill();
-            }
-            let _ = child.wait();
+        while let Some((what, child)) = self.0.pop() {
+            terminate(&what, child);
         }
     }
 }

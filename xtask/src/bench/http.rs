@@ -10,7 +10,12 @@
 //! proxy's runtime has 2). The load client is `ts-bench --mode http|http-close`, which
 //! also counts the answers by version: each contender's run must split 50/50.
 //! In the full run `wrk` (when installed) measures the direct backend too, as a check
-//! that ts-bench is not the bottleneck.
+//! that ts-bench is not the bottleneck. Every row also shows the CPU time per request
+//! of the proxy (its process and children: the agent for the L7 proxy) and of the
+//! backends, from `/proc` over the run (`cpu.rs`): the machine's cores are shared by
+//! the client, the backends and the proxy, so requests per second measure the set;
+//! CPU per request measures each. `--only l7` runs scenario 3 alone, on http-echo
+//! and again on fast backends (`l7.rs`).
 //!
 //! And the HTTP half of scenario 4 (split accuracy, 80/20, per request): the L7 proxy
 //! by default (smooth) selection and RANDOM, Envoy, haproxy roundrobin and random,
@@ -22,6 +27,7 @@ use anyhow::{Context as _, Result};
 
 use super::{
     client::{json_number, ts_bench, wait_answers},
+    cpu,
     proxies::{PROXY_THREADS, envoy_cluster},
     report::{Skipped, median, unavailable},
     split,
@@ -105,6 +111,39 @@ pub struct Env<'a> {
     pub cgroup: &'a Path,
     pub quick: bool,
     pub envoy_log: &'a Path,
+    /// The processes whose CPU time per request is shown.
+    pub pids: Pids,
+    /// What answers on the backends' ports (`http-echo`, or the fast ones).
+    pub backends: &'static str,
+}
+
+/// The processes whose CPU time per request the report shows.
+pub struct Pids {
+    /// Each contender's process (with its children), by contender name.
+    pub proxies: Vec<(&'static str, u32)>,
+    /// The processes answering on the backends' ports.
+    pub backends: Vec<u32>,
+}
+
+impl Pids {
+    /// The contenders' and http-echo's processes among those the bench started.
+    pub fn of(procs: &super::guards::Processes) -> Self {
+        let proxies = [
+            ("traffic-shift L7 mesh", "agent"),
+            ("traffic-shift L7 gateway", "agent"),
+            ("envoy", "envoy"),
+            ("haproxy", "haproxy"),
+            ("nginx", "nginx"),
+        ]
+        .into_iter()
+        .filter_map(|(name, what)| Some((name, procs.pid(what)?)))
+        .collect();
+        let backends = ["http-echo v1", "http-echo v2"]
+            .into_iter()
+            .filter_map(|what| procs.pid(what))
+            .collect();
+        Self { proxies, backends }
+    }
 }
 
 impl Env<'_> {
@@ -131,6 +170,11 @@ struct Sample {
     two: u64,
     /// The client's CPU time over the run's wall time, in % of one CPU.
     client_cpu: f64,
+    /// The proxy's CPU time per request served over the run (warmup included), µs;
+    /// NaN for direct.
+    proxy_cpu_us: f64,
+    /// The backends' likewise.
+    backend_cpu_us: f64,
 }
 
 /// The runs of one (mode, contender), one per repetition.
@@ -149,12 +193,14 @@ struct WrkSample {
 
 /// Everything measured, for the report.
 pub struct Results {
+    /// What answered on the backends' ports.
+    backends: &'static str,
     contenders: Vec<Contender>,
     /// `rows[m][k]`: `MODES[m]`, `contenders[k]`.
     rows: Vec<Vec<Row>>,
     wrk: Vec<WrkSample>,
-    splitters: Vec<split::Splitter>,
-    split_cells: split::Cells,
+    /// Scenario 4's HTTP half (the full run's).
+    split: Option<(Vec<split::Splitter>, split::Cells)>,
 }
 
 /// Runs scenario 3 and the HTTP half of scenario 4 through direct, the L7 proxy and
@@ -167,11 +213,27 @@ pub fn run(
     check_interrupted: &impl Fn() -> Result<()>,
 ) -> Result<Results> {
     // `--quick` stays under a minute with the other scenarios: short runs, no wrk.
-    let (reps, duration, warmup) = if env.quick {
+    let timing = if env.quick {
         (1, 0.3, 0.1)
     } else {
         (3, 3.0, 0.5)
     };
+    let mut results = speed(env, proxies, skipped, timing, check_interrupted)?;
+    let (splitters, split_cells) = split_half(env, proxies, skipped, check_interrupted)?;
+    results.split = Some((splitters, split_cells));
+    Ok(results)
+}
+
+/// Scenario 3 alone: `reps` runs of `duration` s (after `warmup` s) per mode and
+/// contender, interleaved; wrk on the direct backend once per repetition, unless
+/// `--quick`.
+pub fn speed(
+    env: &Env,
+    proxies: &[&str],
+    skipped: &mut Vec<Skipped>,
+    (reps, duration, warmup): (u32, f64, f64),
+    check_interrupted: &impl Fn() -> Result<()>,
+) -> Result<Results> {
     let began = Instant::now();
     let contenders = ready(env, proxies, skipped)?;
     let wrk = if env.quick {
@@ -196,7 +258,7 @@ pub fn run(
                 check_interrupted()?;
                 let s = http_run(env, c, mode.flag, CONCURRENCY, duration, warmup)?;
                 eprintln!(
-                    "bench: rep {rep}/{reps} http {:<17} {:<24} {:>7.0} req/s p50 {:>5} µs p99 {:>6} µs errors {} v1 {} v2 {} client CPU {:.0}%",
+                    "bench: rep {rep}/{reps} http {:<17} {:<24} {:>7.0} req/s p50 {:>5} µs p99 {:>6} µs errors {} v1 {} v2 {} client CPU {:.0}% proxy {:.1} µs/req backends {:.1} µs/req",
                     mode.name,
                     c.name,
                     s.req_per_sec,
@@ -205,7 +267,9 @@ pub fn run(
                     s.errors,
                     s.one,
                     s.two,
-                    s.client_cpu
+                    s.client_cpu,
+                    s.proxy_cpu_us,
+                    s.backend_cpu_us
                 );
                 rows[m][k].samples.push(s);
             }
@@ -221,17 +285,17 @@ pub fn run(
         }
     }
 
-    let (splitters, split_cells) = split_half(env, proxies, skipped, check_interrupted)?;
     eprintln!(
-        "bench: the HTTP scenarios took {:.1} s",
+        "bench: the HTTP requests ({}) took {:.1} s",
+        env.backends,
         began.elapsed().as_secs_f64()
     );
     Ok(Results {
+        backends: env.backends,
         contenders,
         rows,
         wrk: wrk_samples,
-        splitters,
-        split_cells,
+        split: None,
     })
 }
 
@@ -377,6 +441,15 @@ fn http_run(
     secs: f64,
     warmup: f64,
 ) -> Result<Sample> {
+    let proxy_pid = env
+        .pids
+        .proxies
+        .iter()
+        .find(|(name, _)| *name == c.name)
+        .map(|(_, pid)| *pid);
+    let proxy_cpu = || proxy_pid.and_then(|pid| cpu::seconds(&[pid]));
+    let backend_cpu = || cpu::seconds(&env.pids.backends);
+    let cpu_before = (proxy_cpu(), backend_cpu());
     let start = Instant::now();
     let line = env.ts_bench(
         c.in_cgroup,
@@ -394,8 +467,14 @@ fn http_run(
         ],
     )?;
     let wall = start.elapsed().as_secs_f64();
+    let cpu_after = (proxy_cpu(), backend_cpu());
     let field = |key: &str| {
         json_number(&line, key).with_context(|| format!("no {key} in ts-bench output {line}"))
+    };
+    let all_requests = field("all_requests")?;
+    let per_request = |before: Option<f64>, after: Option<f64>| match (before, after) {
+        (Some(before), Some(after)) if all_requests > 0.0 => (after - before) / all_requests * 1e6,
+        _ => f64::NAN,
     };
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     Ok(Sample {
@@ -407,6 +486,8 @@ fn http_run(
         one: field("one")? as u64,
         two: field("two")? as u64,
         client_cpu: field("client_cpu_s")? / wall * 100.0,
+        proxy_cpu_us: per_request(cpu_before.0, cpu_after.0),
+        backend_cpu_us: per_request(cpu_before.1, cpu_after.1),
     })
 }
 
@@ -488,10 +569,11 @@ impl Results {
         json_rows: &mut Vec<String>,
         goals: &mut String,
     ) {
+        let backends = self.backends;
         let _ = write!(
             md,
-            "\n| scenario | requests | contender | req/s | vs direct | p50 µs | p99 µs | v2 share | client CPU | errors |\n\
-             |---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+            "\n| scenario | requests | backends | contender | req/s | vs direct | p50 µs | p99 µs | v2 share | client CPU | proxy CPU µs/req | backends CPU µs/req | errors |\n\
+             |---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         );
         for (m, mode) in MODES.iter().enumerate() {
             let rows = &self.rows[m];
@@ -506,13 +588,22 @@ impl Results {
                 };
                 let _ = writeln!(
                     md,
-                    "| {SCENARIO} | {} | {} | {:.0} | {ratio:.3} | {:.0} | {:.0} | {share} | {:.0}% | {} |",
-                    mode.name, c.name, f.rate, f.p50, f.p99, f.client_cpu, f.errors
+                    "| {SCENARIO} | {} | {backends} | {} | {:.0} | {ratio:.3} | {:.0} | {:.0} | {share} | {:.0}% | {} | {} | {} |",
+                    mode.name,
+                    c.name,
+                    f.rate,
+                    f.p50,
+                    f.p99,
+                    f.client_cpu,
+                    cpu_cell(f.proxy_cpu),
+                    cpu_cell(f.backend_cpu),
+                    f.errors
                 );
                 json_rows.push(format!(
-                    "    {{\"scenario\": \"{SCENARIO}\", \"requests\": \"{}\", \"concurrency\": {CONCURRENCY}, \
+                    "    {{\"scenario\": \"{SCENARIO}\", \"requests\": \"{}\", \"backends\": \"{backends}\", \"concurrency\": {CONCURRENCY}, \
                      \"contender\": \"{}\", \"target\": \"{}\", \"req_per_sec\": {:.0}, \"ratio_to_direct\": {ratio:.4}, \
                      \"p50_us\": {:.0}, \"p99_us\": {:.0}, \"v2_share\": {:.4}, \"client_cpu_percent\": {:.0}, \
+                     \"proxy_cpu_us_per_request\": {}, \"backends_cpu_us_per_request\": {}, \
                      \"errors\": {}, \"req_per_sec_reps\": {:?}}}",
                     mode.name,
                     c.name,
@@ -522,6 +613,8 @@ impl Results {
                     f.p99,
                     f.share,
                     f.client_cpu,
+                    cpu_json(f.proxy_cpu),
+                    cpu_json(f.backend_cpu),
                     f.errors,
                     row.samples.iter().map(|s| s.req_per_sec).collect::<Vec<_>>()
                 ));
@@ -529,7 +622,7 @@ impl Results {
                     let ok = (f.share - 0.5).abs() <= SHARE_TOLERANCE && f.other == 0;
                     let _ = writeln!(
                         goals,
-                        "check: {:<24} splits 50/50 ({}): v2 share {:.3} of {} answers, {} by neither: {}",
+                        "check: {:<24} splits 50/50 ({}, {backends}): v2 share {:.3} of {} answers, {} by neither: {}",
                         c.name,
                         mode.name,
                         f.share,
@@ -553,11 +646,11 @@ impl Results {
             let direct = Figures::of(&self.rows[0][0]).rate;
             let _ = writeln!(
                 md,
-                "| {SCENARIO} | keep-alive | direct, measured by wrk | {rate:.0} | {:.3} | {p50:.0} | {p99:.0} | - | - | {errors} |",
+                "| {SCENARIO} | keep-alive | {backends} | direct, measured by wrk | {rate:.0} | {:.3} | {p50:.0} | {p99:.0} | - | - | - | - | {errors} |",
                 rate / direct
             );
             json_rows.push(format!(
-                "    {{\"scenario\": \"{SCENARIO}\", \"requests\": \"keep-alive\", \"concurrency\": {CONCURRENCY}, \
+                "    {{\"scenario\": \"{SCENARIO}\", \"requests\": \"keep-alive\", \"backends\": \"{backends}\", \"concurrency\": {CONCURRENCY}, \
                  \"contender\": \"direct, measured by wrk\", \"req_per_sec\": {rate:.0}, \"ratio_to_direct\": {:.4}, \
                  \"p50_us\": {p50:.0}, \"p99_us\": {p99:.0}, \"errors\": {errors}}}",
                 rate / direct
@@ -568,18 +661,20 @@ impl Results {
             json_rows,
             skipped,
             SCENARIO,
-            "both | ",
-            "- | - | - | - | - | - | - |",
+            &format!("both | {backends} | "),
+            "- | - | - | - | - | - | - | - | - |",
         );
-        split::report(
-            split::REQUESTS_SCENARIO,
-            &self.splitters,
-            &self.split_cells,
-            skipped,
-            md,
-            json_rows,
-            goals,
-        );
+        if let Some((splitters, cells)) = &self.split {
+            split::report(
+                split::REQUESTS_SCENARIO,
+                splitters,
+                cells,
+                skipped,
+                md,
+                json_rows,
+                goals,
+            );
+        }
     }
 
     /// The goal line of one mode: the L7 proxy against the best of the proxies.
@@ -593,8 +688,8 @@ impl Results {
         let Some(ours) = at("traffic-shift L7 mesh") else {
             let _ = writeln!(
                 goals,
-                "goal: L7 req/s >= {GOAL_VS_BEST}x the best proxy ({}): not met (the L7 path did not answer)",
-                mode.name
+                "goal: L7 req/s >= {GOAL_VS_BEST}x the best proxy ({}, {}): not met (the L7 path did not answer)",
+                mode.name, self.backends
             );
             return;
         };
@@ -605,8 +700,8 @@ impl Results {
         let Some((best_name, best)) = best else {
             let _ = writeln!(
                 goals,
-                "goal: L7 req/s >= {GOAL_VS_BEST}x the best proxy ({}): no proxy to compare with",
-                mode.name
+                "goal: L7 req/s >= {GOAL_VS_BEST}x the best proxy ({}, {}): no proxy to compare with",
+                mode.name, self.backends
             );
             return;
         };
@@ -614,13 +709,22 @@ impl Results {
         let met = ratio >= GOAL_VS_BEST && ours.p99 <= best.p99 && ours.errors == 0;
         let _ = writeln!(
             goals,
-            "goal: L7 req/s >= {GOAL_VS_BEST}x the best proxy, p99 no worse ({}): {:.0} vs {best_name} {:.0} req/s = {ratio:.2}x, p99 {:.0} vs {:.0} µs: {}",
+            "goal: L7 req/s >= {GOAL_VS_BEST}x the best proxy, p99 no worse ({}, {}): {:.0} vs {best_name} {:.0} req/s = {ratio:.2}x, p99 {:.0} vs {:.0} µs: {}",
             mode.name,
+            self.backends,
             ours.rate,
             best.rate,
             ours.p99,
             best.p99,
             if met { "met" } else { "not met" }
+        );
+        let _ = writeln!(
+            goals,
+            "comparison: proxy CPU per request ({}, {}): traffic-shift L7 mesh {} µs, {best_name} {} µs",
+            mode.name,
+            self.backends,
+            cpu_cell(ours.proxy_cpu),
+            cpu_cell(best.proxy_cpu),
         );
     }
 }
@@ -631,6 +735,9 @@ struct Figures {
     p50: f64,
     p99: f64,
     client_cpu: f64,
+    /// CPU µs per request of the proxy and of the backends; NaN when not measured.
+    proxy_cpu: f64,
+    backend_cpu: f64,
     errors: u64,
     /// Answers counted (by v1, v2, or neither) over every repetition.
     answers: u64,
@@ -650,11 +757,31 @@ impl Figures {
             p50: m(|s| s.p50_us),
             p99: m(|s| s.p99_us),
             client_cpu: m(|s| s.client_cpu),
+            proxy_cpu: m(|s| s.proxy_cpu_us),
+            backend_cpu: m(|s| s.backend_cpu_us),
             errors: sum(|s| s.errors),
             answers,
             other: answers - one - two,
             share,
         }
+    }
+}
+
+/// A CPU time per request in a table cell: `-` when not measured.
+fn cpu_cell(us: f64) -> String {
+    if us.is_nan() {
+        "-".to_owned()
+    } else {
+        format!("{us:.1}")
+    }
+}
+
+/// The same in JSON: `null` when not measured.
+fn cpu_json(us: f64) -> String {
+    if us.is_nan() {
+        "null".to_owned()
+    } else {
+        format!("{us:.2}")
     }
 }
 

@@ -17,9 +17,9 @@ pub struct Skipped {
 impl Skipped {
     /// The contenders left out before the run (not installable), each from every one
     /// of `scenarios`.
-    pub fn of_every(
+    pub fn of_every<const N: usize>(
         left_out: Vec<(&'static str, String)>,
-        scenarios: [&'static str; 4],
+        scenarios: [&'static str; N],
     ) -> Vec<Self> {
         left_out
             .into_iter()
@@ -92,6 +92,15 @@ pub fn alone_header(what: &str, quick: bool) -> String {
     )
 }
 
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`): the machine may be
+/// shared, and a figure is read beside the load it was measured under.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "?".to_owned(),
+        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
+}
+
 /// The machine and the time, for a report's header.
 struct Machine {
     date: String,
@@ -120,10 +129,7 @@ impl Machine {
                     })
                 })
                 .unwrap_or_else(|| "unknown CPU".into()),
-            load: fs::read_to_string("/proc/loadavg").map_or_else(
-                |_| "?".into(),
-                |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-            ),
+            load: load_average(),
         }
     }
 }
