@@ -32,8 +32,9 @@ pub fn seconds(roots: &[u32]) -> Option<f64> {
         .filter(|p| tree.contains(&p.pid))
         .map(|p| p.ticks)
         .sum();
-    #[allow(clippy::cast_precision_loss)] // ticks far below 2^52
-    Some(ticks as f64 / f64::from(rustix::param::clock_ticks_per_second().max(1) as u32))
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    #[allow(clippy::cast_precision_loss)] // ticks and their rate far below 2^52
+    Some(ticks as f64 / per_second as f64)
 }
 
 /// One process: its pid, its parent, its user and system time in clock ticks.

@@ -638,24 +638,7 @@ impl Results {
             }
             self.goal(mode, &figures, goals);
         }
-        if !self.wrk.is_empty() {
-            let rate = median(&self.wrk.iter().map(|s| s.req_per_sec).collect::<Vec<_>>());
-            let p50 = median(&self.wrk.iter().map(|s| s.p50_us).collect::<Vec<_>>());
-            let p99 = median(&self.wrk.iter().map(|s| s.p99_us).collect::<Vec<_>>());
-            let errors: u64 = self.wrk.iter().map(|s| s.errors).sum();
-            let direct = Figures::of(&self.rows[0][0]).rate;
-            let _ = writeln!(
-                md,
-                "| {SCENARIO} | keep-alive | {backends} | direct, measured by wrk | {rate:.0} | {:.3} | {p50:.0} | {p99:.0} | - | - | - | - | {errors} |",
-                rate / direct
-            );
-            json_rows.push(format!(
-                "    {{\"scenario\": \"{SCENARIO}\", \"requests\": \"keep-alive\", \"backends\": \"{backends}\", \"concurrency\": {CONCURRENCY}, \
-                 \"contender\": \"direct, measured by wrk\", \"req_per_sec\": {rate:.0}, \"ratio_to_direct\": {:.4}, \
-                 \"p50_us\": {p50:.0}, \"p99_us\": {p99:.0}, \"errors\": {errors}}}",
-                rate / direct
-            ));
-        }
+        self.wrk_row(md, json_rows);
         unavailable(
             md,
             json_rows,
@@ -675,6 +658,30 @@ impl Results {
                 goals,
             );
         }
+    }
+
+    /// The row of the direct backend measured by wrk, when it was.
+    fn wrk_row(&self, md: &mut String, json_rows: &mut Vec<String>) {
+        let backends = self.backends;
+        if self.wrk.is_empty() {
+            return;
+        }
+        let rate = median(&self.wrk.iter().map(|s| s.req_per_sec).collect::<Vec<_>>());
+        let p50 = median(&self.wrk.iter().map(|s| s.p50_us).collect::<Vec<_>>());
+        let p99 = median(&self.wrk.iter().map(|s| s.p99_us).collect::<Vec<_>>());
+        let errors: u64 = self.wrk.iter().map(|s| s.errors).sum();
+        let direct = Figures::of(&self.rows[0][0]).rate;
+        let _ = writeln!(
+            md,
+            "| {SCENARIO} | keep-alive | {backends} | direct, measured by wrk | {rate:.0} | {:.3} | {p50:.0} | {p99:.0} | - | - | - | - | {errors} |",
+            rate / direct
+        );
+        json_rows.push(format!(
+            "    {{\"scenario\": \"{SCENARIO}\", \"requests\": \"keep-alive\", \"backends\": \"{backends}\", \"concurrency\": {CONCURRENCY}, \
+             \"contender\": \"direct, measured by wrk\", \"req_per_sec\": {rate:.0}, \"ratio_to_direct\": {:.4}, \
+             \"p50_us\": {p50:.0}, \"p99_us\": {p99:.0}, \"errors\": {errors}}}",
+            rate / direct
+        ));
     }
 
     /// The goal line of one mode: the L7 proxy against the best of the proxies.
