@@ -378,22 +378,6 @@ impl<'de> DeserializeSeed<'de> for &mut Keys {
     }
 }
 
-/// serde_yaml_ng's message for a key given twice in a mapping.
-struct Duplicate<'a>(&'a Yaml);
-
-impl fmt::Display for Duplicate<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("duplicate entry ")?;
-        match self.0 {
-            Yaml::Null => f.write_str("with null key"),
-            Yaml::Bool(boolean) => write!(f, "with key `{boolean}`"),
-            Yaml::Number(number) => write!(f, "with key {number}"),
-            Yaml::String(string) => write!(f, "with key {string:?}"),
-            Yaml::Sequence(_) | Yaml::Mapping(_) | Yaml::Tagged(_) => f.write_str("in YAML map"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde::Deserialize as _;
