@@ -735,16 +735,19 @@ mod tests {
             "",
             "~\n",
         ] {
-            let counter = Counter::new(MAX_NODES);
-            let counted = serde_yaml_ng::Deserializer::from_str(text)
-                .map(|document| counter.document(document).map_err(|e| e.to_string()));
-            let built = serde_yaml_ng::Deserializer::from_str(text).map(|document| {
-                serde_yaml_ng::Value::deserialize(document).map_err(|e| e.to_string())
-            });
+            let limits = Counter::new(MAX_NODES);
             // A syntax error repeats: the first ten are enough.
-            let (counted, built): (Vec<_>, Vec<_>) =
-                (counted.take(10).collect(), built.take(10).collect());
-            assert_eq!(counted, built, "{text}");
+            let through_limits: Vec<_> = serde_yaml_ng::Deserializer::from_str(text)
+                .map(|document| limits.document(document).map_err(|e| e.to_string()))
+                .take(10)
+                .collect();
+            let as_serde: Vec<_> = serde_yaml_ng::Deserializer::from_str(text)
+                .map(|document| {
+                    serde_yaml_ng::Value::deserialize(document).map_err(|e| e.to_string())
+                })
+                .take(10)
+                .collect();
+            assert_eq!(through_limits, as_serde, "{text}");
         }
     }
 

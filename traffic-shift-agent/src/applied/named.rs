@@ -121,7 +121,7 @@ impl<'de> Visitor<'de> for Document {
         Ok(match content.newtype_variant_seed(DocumentSeed)? {
             // `!tag ~` is a tagged value, not an empty document.
             Named::Empty => Named::nothing(),
-            named => named,
+            named @ Named::Fields { .. } => named,
         })
     }
 }
