@@ -36,7 +36,10 @@ use traffic_shift_config::{self as config, FieldPath, Resource, RulesFile};
 use crate::admin::{Action, Change, FileText};
 
 pub mod first_seen;
+mod named;
 pub mod transitions;
+
+use named::Named;
 
 /// The names of a kind on the command line: `get vs`, `get virtualservices`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -643,22 +646,24 @@ fn names_for_delete(file: &FileText) -> Vec<Result<(Key, String), String>> {
     let mut named = Vec::new();
     for (i, document) in serde_yaml_ng::Deserializer::from_str(&file.text).enumerate() {
         let number = i + 1;
-        let value = match Yaml::deserialize(document) {
-            Ok(Yaml::Null) => continue,
-            Ok(value) => value,
+        // Only the names are read: the rest of the document is not built.
+        let (kind, api_version, name, namespace) = match Named::deserialize(document) {
+            Ok(Named::Empty) => continue,
+            Ok(Named::Fields {
+                kind,
+                api_version,
+                name,
+                namespace,
+            }) => (kind, api_version, name, namespace),
             Err(err) => {
                 named.push(Err(format!("{} invalid YAML: {err}", at(number))));
                 break;
             }
         };
-        let field = |path: &[&str]| {
-            path.iter()
-                .try_fold(&value, |v, key| v.get(*key))
-                .and_then(Yaml::as_str)
-        };
-        let kind = field(&["kind"])
-            .and_then(|k| config::kind_of(field(&["apiVersion"]).unwrap_or_default(), k));
-        let (Some(kind), Some(name)) = (kind, field(&["metadata", "name"])) else {
+        let kind = kind
+            .as_deref()
+            .and_then(|k| config::kind_of(api_version.as_deref().unwrap_or_default(), k));
+        let (Some(kind), Some(name)) = (kind, name) else {
             named.push(Err(format!(
                 "{} kind (one of {}) and metadata.name are needed to delete a resource",
                 at(number),
@@ -668,10 +673,8 @@ fn names_for_delete(file: &FileText) -> Vec<Result<(Key, String), String>> {
         };
         let key = Key {
             kind,
-            namespace: field(&["metadata", "namespace"])
-                .unwrap_or("default")
-                .to_owned(),
-            name: name.to_owned(),
+            namespace: namespace.unwrap_or_else(|| "default".to_owned()),
+            name,
         };
         named.push(Ok((key, at(number))));
     }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::limits::{MAX_STATE_BYTES, check_limits};
 use crate::{
     error::{ConfigError, Warning},
-    limits::{MAX_ERRORS, MAX_FILE_BYTES, check_limits_up_to},
+    limits::{Counter, MAX_ERRORS, MAX_FILE_BYTES, check_before_parse},
     lines,
     resource::{self, Resource},
 };
@@ -54,9 +54,7 @@ pub fn parse_file_all_up_to(
     text: &str,
     max_bytes: usize,
 ) -> Result<RulesFile, Vec<ConfigError>> {
-    check_limits_up_to(path, text, max_bytes).map_err(|error| vec![error])?;
-    let quotes = (FLOW_COLON_QUOTE_BYTES / text.len().max(1)).min(MAX_FLOW_COLON_QUOTES);
-    parse_text(path, text, quotes, false).map(|(file, _)| file)
+    parse_checked(path, text, max_bytes, false).map(|(file, _)| file)
 }
 
 /// A YAML document of a file as parsed, by position: `documents[n - 1]` is
@@ -71,9 +69,21 @@ pub fn parse_file_documents(
     text: &str,
     max_bytes: usize,
 ) -> Result<(RulesFile, Documents), Vec<ConfigError>> {
-    check_limits_up_to(path, text, max_bytes).map_err(|error| vec![error])?;
+    parse_checked(path, text, max_bytes, true)
+}
+
+/// The parse of a file of up to `max_bytes` within the limits (see
+/// [`crate::limits`]): those of the whole text checked first, those of
+/// each document counted as it is built.
+fn parse_checked(
+    path: &Path,
+    text: &str,
+    max_bytes: usize,
+    keep: bool,
+) -> Result<(RulesFile, Documents), Vec<ConfigError>> {
+    let counted = check_before_parse(path, text, max_bytes).map_err(|error| vec![error])?;
     let quotes = (FLOW_COLON_QUOTE_BYTES / text.len().max(1)).min(MAX_FLOW_COLON_QUOTES);
-    parse_text(path, text, quotes, true)
+    parse_text(path, text, quotes, keep, counted.as_ref())
 }
 
 /// At most this many plain scalars of a file are quoted by
@@ -83,22 +93,36 @@ pub fn parse_file_documents(
 const MAX_FLOW_COLON_QUOTES: usize = 16;
 const FLOW_COLON_QUOTE_BYTES: usize = 1 << 20;
 
-/// The parse of [`parse_file_all_up_to`], the limits checked.
-/// With `keep`, each document's value too.
+/// The parse of [`parse_file_all_up_to`], the limits checked (or, with a
+/// `counter`, counted as the documents are built). With `keep`, each
+/// document's value too.
 fn parse_text(
     path: &Path,
     text: &str,
     quotes_left: usize,
     keep: bool,
+    counter: Option<&Counter>,
 ) -> Result<(RulesFile, Documents), Vec<ConfigError>> {
     let lines = lines::FileLines::text(text);
     let mut documents = Documents::new();
     let mut resources = Vec::new();
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
-    for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+    let mut documents_left = serde_yaml_ng::Deserializer::from_str(text).enumerate();
+    for (i, document) in documents_left.by_ref() {
         let number = i + 1;
         if errors.len() >= MAX_ERRORS {
+            // Not checked, but counted: a file over a limit is refused
+            // for that alone, wherever the excess is.
+            if let Some(counter) = counter {
+                let limit = std::iter::once(document)
+                    .chain(documents_left.by_ref().map(|(_, document)| document))
+                    .find_map(|document| counter.document(document).err())
+                    .and_then(|error| counter.refused(path, text, &error));
+                if let Some(refused) = limit {
+                    return Err(vec![refused]);
+                }
+            }
             errors.truncate(MAX_ERRORS);
             errors.push(ConfigError {
                 document: Some(number),
@@ -111,13 +135,24 @@ fn parse_text(
             });
             break;
         }
-        let value = match serde_yaml_ng::Value::deserialize(document) {
+        let built = match counter {
+            Some(counter) => counter.document(document),
+            None => serde_yaml_ng::Value::deserialize(document),
+        };
+        let value = match built {
             Ok(value) => value,
             Err(error) => {
+                // A limit refuses the file alone, as it would have before
+                // the parse.
+                if let Some(refused) = counter.and_then(|c| c.refused(path, text, &error)) {
+                    return Err(vec![refused]);
+                }
                 if quotes_left > 0
                     && let Some(quoted) = quote_flow_colon_scalar(text, &error.to_string())
                 {
-                    return parse_text(path, &quoted, quotes_left - 1, keep);
+                    // The same text but two quotes: counted afresh.
+                    let counter = counter.map(Counter::again);
+                    return parse_text(path, &quoted, quotes_left - 1, keep, counter.as_ref());
                 }
                 // The iterator keeps yielding the same error: stop at the first.
                 errors.push(ConfigError {

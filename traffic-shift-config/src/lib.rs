@@ -126,8 +126,8 @@ pub use self::{
         StringMatch, TlsMatch, TlsRule, UnmatchedPreflights,
     },
     limits::{
-        MAX_DEPTH, MAX_ERRORS, MAX_FILE_BYTES, MAX_NODES, MAX_STATE_BYTES, check_limits,
-        check_limits_up_to,
+        DuplicateKey, MAX_DEPTH, MAX_ERRORS, MAX_FILE_BYTES, MAX_NODES, MAX_STATE_BYTES,
+        check_limits, check_limits_up_to,
     },
     lines::{FileLines, LineIndex},
     placement::{NodeLabels, NodeLabelsError, NotServed, labels_text, selector_matches},

@@ -4,14 +4,27 @@
 //! nodes once aliases are expanded (a 5 kB file of `*alias` references to a
 //! big anchor expands to millions of nodes: "billion laughs").
 //!
-//! One streaming pass over the YAML events (`yaml-rust2`, nothing kept but
-//! the size of each anchor) refuses at the first excess. Where that parser
+//! A file of small documents (the usual one: a resource each) is counted
+//! as it is parsed ([`Counter`]): each document is built by a seed that
+//! takes its nodes from the file's budget and refuses at the first excess,
+//! so the text is parsed once. A small document bounds what the parser
+//! holds before the seed sees it (`serde_yaml_ng` loads a document's events
+//! first), and the budget bounds what aliases expand to.
+//!
+//! A file with a bigger document is checked before it is parsed: one
+//! streaming pass over the YAML events (`yaml-rust2`, nothing kept but the
+//! size of each anchor) refuses at the first excess. Where that parser
 //! stops on a syntax error the real one (`serde_yaml_ng`, libyaml) might
 //! read on, so then the real one counts the nodes too, into nothing.
 
 use std::{cell::Cell, fmt, path::Path};
 
 use serde::de::{self, DeserializeSeed, Visitor};
+use serde_yaml_ng::{
+    Mapping, Value,
+    mapping::Entry,
+    value::{Tag, TaggedValue},
+};
 
 use crate::error::ConfigError;
 
@@ -45,6 +58,35 @@ pub fn check_limits(path: &Path, text: &str) -> Result<(), ConfigError> {
 /// [`check_limits`] for a file that may have up to `max_bytes` (the agent's
 /// own state file), and as many more nodes.
 pub fn check_limits_up_to(path: &Path, text: &str, max_bytes: usize) -> Result<(), ConfigError> {
+    let max_nodes = check_text(path, text, max_bytes)?;
+    match stream_events(path, text, max_nodes)? {
+        Streamed::Whole => Ok(()),
+        Streamed::SyntaxError => count_with_serde(path, text, max_nodes),
+    }
+}
+
+/// The limits of a file about to be parsed: its size and flow nesting
+/// checked here; then either its depth and nodes counted as it is parsed
+/// (`Some`: a file of small documents, see [`Counter`]), or checked here
+/// before (`None`, as [`check_limits_up_to`]).
+pub(crate) fn check_before_parse(
+    path: &Path,
+    text: &str,
+    max_bytes: usize,
+) -> Result<Option<Counter>, ConfigError> {
+    let max_nodes = check_text(path, text, max_bytes)?;
+    if documents_small(text) {
+        return Ok(Some(Counter::new(max_nodes)));
+    }
+    match stream_events(path, text, max_nodes)? {
+        Streamed::Whole => Ok(None),
+        Streamed::SyntaxError => count_with_serde(path, text, max_nodes).map(|()| None),
+    }
+}
+
+/// Size and flow nesting, on the text: the node limit of a file of up to
+/// `max_bytes`.
+fn check_text(path: &Path, text: &str, max_bytes: usize) -> Result<usize, ConfigError> {
     let max_nodes = MAX_NODES * (max_bytes / MAX_FILE_BYTES).max(1);
     if text.len() > max_bytes {
         return Err(ConfigError::file(
@@ -68,9 +110,258 @@ pub fn check_limits_up_to(path: &Path, text: &str, max_bytes: usize) -> Result<(
             )
         });
     }
-    match stream_events(path, text, max_nodes)? {
-        Streamed::Whole => Ok(()),
-        Streamed::SyntaxError => count_with_serde(path, text, max_nodes),
+    Ok(max_nodes)
+}
+
+/// A document of a file counted as it is parsed has at most this many
+/// bytes: its events (~130 bytes each, at most one per byte or two) are
+/// held at once before the first is counted.
+pub const MAX_COUNTED_DOCUMENT_BYTES: usize = 64 << 10;
+
+/// Whether every document of `text` has at most
+/// [`MAX_COUNTED_DOCUMENT_BYTES`]: the bytes between two document markers
+/// (`---` or `...` at the start of a line, then a blank or the end), which
+/// YAML reads as markers wherever they are (in a quoted or block scalar
+/// they are an error or its end).
+fn documents_small(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut line = 0;
+    loop {
+        if line - start > MAX_COUNTED_DOCUMENT_BYTES {
+            return false;
+        }
+        let rest = &bytes[line..];
+        if (rest.starts_with(b"---") || rest.starts_with(b"..."))
+            && rest
+                .get(3)
+                .is_none_or(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        {
+            start = line;
+        }
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => line += end + 1,
+            None => return bytes.len() - start <= MAX_COUNTED_DOCUMENT_BYTES,
+        }
+    }
+}
+
+/// The depth and node limits of one file, counted while its documents are
+/// built (see the module's doc): [`Counter::document`] builds each, and
+/// [`Counter::refused`] tells a parse error that is a limit.
+pub(crate) struct Counter {
+    left: Cell<usize>,
+    max_nodes: usize,
+    exceeded: Cell<Option<Exceeded>>,
+}
+
+#[derive(Clone, Copy)]
+enum Exceeded {
+    Nodes,
+    Depth,
+}
+
+impl Counter {
+    fn new(max_nodes: usize) -> Self {
+        Self {
+            left: Cell::new(max_nodes),
+            max_nodes,
+            exceeded: Cell::new(None),
+        }
+    }
+
+    /// A counter for the same file parsed again from its start.
+    pub(crate) fn again(&self) -> Self {
+        Self::new(self.max_nodes)
+    }
+
+    /// The next document of the file, built as `Value::deserialize` builds
+    /// it (the document itself a node, as [`count_with_serde`] counts).
+    pub(crate) fn document<'de, D: de::Deserializer<'de>>(
+        &self,
+        document: D,
+    ) -> Result<Value, D::Error> {
+        self.take::<D::Error>()?;
+        Build {
+            counter: self,
+            depth: 0,
+        }
+        .deserialize(document)
+    }
+
+    /// The limit a parse `error` of `text` is, as the error to report;
+    /// `None` for any other error. `serde_yaml_ng` has limits of its own
+    /// (on alias expansion, on depth) that may stop it first: on an error
+    /// not ours the whole text is checked as it is before a parse, so a
+    /// file is refused for the same reason either way.
+    pub(crate) fn refused(
+        &self,
+        path: &Path,
+        text: &str,
+        error: &serde_yaml_ng::Error,
+    ) -> Option<ConfigError> {
+        let line = error.location().map(|location| location.line());
+        match self.exceeded.get() {
+            Some(Exceeded::Nodes) => Some(too_many_nodes(path, line, self.max_nodes)),
+            Some(Exceeded::Depth) => Some(too_deep(path, line)),
+            None => match stream_events(path, text, self.max_nodes) {
+                Err(refused) => Some(refused),
+                Ok(Streamed::Whole) => None,
+                Ok(Streamed::SyntaxError) => count_with_serde(path, text, self.max_nodes).err(),
+            },
+        }
+    }
+
+    fn take<E: de::Error>(&self) -> Result<(), E> {
+        match self.left.get() {
+            0 => {
+                self.exceeded.set(Some(Exceeded::Nodes));
+                Err(E::custom("node limit"))
+            }
+            left => {
+                self.left.set(left - 1);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A node built, counted; mappings and sequences one level deeper.
+#[derive(Clone, Copy)]
+struct Build<'c> {
+    counter: &'c Counter,
+    depth: usize,
+}
+
+impl Build<'_> {
+    fn deeper<E: de::Error>(self) -> Result<Self, E> {
+        if self.depth >= MAX_DEPTH {
+            self.counter.exceeded.set(Some(Exceeded::Depth));
+            return Err(E::custom("depth limit"));
+        }
+        Ok(Self {
+            depth: self.depth + 1,
+            ..self
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Build<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// `serde_yaml_ng`'s own `Value` visitor, each node counted.
+impl<'de> Visitor<'de> for Build<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value, E> {
+        self.counter.take()?;
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E: de::Error>(self, i: i64) -> Result<Value, E> {
+        self.counter.take()?;
+        Ok(Value::Number(i.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, u: u64) -> Result<Value, E> {
+        self.counter.take()?;
+        Ok(Value::Number(u.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<Value, E> {
+        self.counter.take()?;
+        Ok(Value::Number(f.into()))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
+        self.counter.take()?;
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Value, E> {
+        self.counter.take()?;
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        self.counter.take()?;
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        self.counter.take()?;
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.counter.take()?;
+        let inner = self.deeper()?;
+        let mut sequence = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(value) = seq.next_element_seed(inner)? {
+            sequence.push(value);
+        }
+        Ok(Value::Sequence(sequence))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.counter.take()?;
+        let inner = self.deeper()?;
+        let mut mapping = Mapping::new();
+        while let Some(key) = map.next_key_seed(inner)? {
+            match mapping.entry(key) {
+                Entry::Occupied(entry) => {
+                    return Err(de::Error::custom(DuplicateKey(entry.key())));
+                }
+                Entry::Vacant(entry) => {
+                    entry.insert(map.next_value_seed(inner)?);
+                }
+            }
+        }
+        Ok(Value::Mapping(mapping))
+    }
+
+    /// A tagged value (`!tag value`).
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        use serde::de::VariantAccess as _;
+        self.counter.take()?;
+        let (tag, value) = data.variant::<String>()?;
+        if tag.is_empty() {
+            return Err(de::Error::custom("empty YAML tag is not allowed"));
+        }
+        let value = value.newtype_variant_seed(self)?;
+        Ok(Value::Tagged(Box::new(TaggedValue {
+            tag: Tag::new(tag),
+            value,
+        })))
+    }
+}
+
+/// `serde_yaml_ng`'s message for a key given twice in a mapping.
+pub struct DuplicateKey<'a>(pub &'a Value);
+
+impl fmt::Display for DuplicateKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("duplicate entry ")?;
+        match self.0 {
+            Value::Null => f.write_str("with null key"),
+            Value::Bool(boolean) => write!(f, "with key `{boolean}`"),
+            Value::Number(number) => write!(f, "with key {number}"),
+            Value::String(string) => write!(f, "with key {string:?}"),
+            Value::Sequence(_) | Value::Mapping(_) | Value::Tagged(_) => f.write_str("in YAML map"),
+        }
     }
 }
 
@@ -87,6 +378,18 @@ pub(super) fn capped(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
         ));
     }
     errors
+}
+
+fn too_deep(path: &Path, line: Option<usize>) -> ConfigError {
+    ConfigError {
+        line,
+        ..ConfigError::file(
+            path,
+            format!(
+                "mappings and lists nest deeper than {MAX_DEPTH} levels; no Istio resource does: this is not a rules file"
+            ),
+        )
+    }
 }
 
 fn too_many_nodes(path: &Path, line: Option<usize>, max_nodes: usize) -> ConfigError {
@@ -130,15 +433,7 @@ fn stream_events(path: &Path, text: &str, max_nodes: usize) -> Result<Streamed, 
                 nodes += 1;
                 open.push((before, anchor));
                 if open.len() > MAX_DEPTH {
-                    return Err(ConfigError {
-                        line: Some(mark.line()),
-                        ..ConfigError::file(
-                            path,
-                            format!(
-                                "mappings and lists nest deeper than {MAX_DEPTH} levels; no Istio resource does: this is not a rules file"
-                            ),
-                        )
-                    });
+                    return Err(too_deep(path, Some(mark.line())));
                 }
             }
             Event::MappingEnd | Event::SequenceEnd => {
@@ -326,7 +621,12 @@ fn flow_too_deep(text: &str) -> Option<usize> {
 mod tests {
     use std::path::Path;
 
-    use super::{MAX_ERRORS, MAX_NODES, count_with_serde};
+    use serde::Deserialize as _;
+
+    use super::{
+        Counter, MAX_COUNTED_DOCUMENT_BYTES, MAX_ERRORS, MAX_NODES, check_limits, count_with_serde,
+        documents_small,
+    };
     use crate::parse_file_all;
 
     /// The file's errors, as one line each.
@@ -413,5 +713,123 @@ mod tests {
             "{:?}",
             errors.last()
         );
+    }
+
+    #[test]
+    fn a_counted_document_is_the_value_serde_builds() {
+        for text in [
+            "kind: VirtualService\nmetadata: {name: a}\nspec: {hosts: [a, 'b', \"c\"], n: 1, f: 1.5, t: true, z: ~}\n",
+            "a: &x {b: [1, 2]}\nc: *x\nd: {<<: *x, e: 3}\n",
+            "a: !tag {b: !other [x]}\nc: !!str 5\nd: !!int '7'\n",
+            "? [a, b]\n: 1\n? {c: d}\n: 2\n1: one\ntrue: yes\n~: null\n",
+            "a: 99999999999999999999999\n",
+            "a: -99999999999999999999999\n",
+            "a: 1\na: 2\n",
+            "a: {[x]: 1, [x]: 2}\n",
+            "a: {1: x, 1: y}\n",
+            "a: {true: x, true: y}\n",
+            "a: {~: x, ~: y}\n",
+            "a: {!t b: x, !t b: y}\n",
+            "- [a, [b, [c]]]\n- {}\n- []\n- ''\n",
+            "a: [\n",
+            "",
+            "~\n",
+        ] {
+            let limits = Counter::new(MAX_NODES);
+            // A syntax error repeats: the first ten are enough.
+            let through_limits: Vec<_> = serde_yaml_ng::Deserializer::from_str(text)
+                .map(|document| limits.document(document).map_err(|e| e.to_string()))
+                .take(10)
+                .collect();
+            let as_serde: Vec<_> = serde_yaml_ng::Deserializer::from_str(text)
+                .map(|document| {
+                    serde_yaml_ng::Value::deserialize(document).map_err(|e| e.to_string())
+                })
+                .take(10)
+                .collect();
+            assert_eq!(through_limits, as_serde, "{text}");
+        }
+    }
+
+    #[test]
+    fn small_documents_are_counted_as_a_whole_file_is_checked() {
+        // The same excess, in a file of small documents (counted as it is
+        // parsed) and in one whose big document is checked first.
+        let small = |text: String| {
+            assert!(documents_small(&text));
+            text
+        };
+        let big = |text: String| {
+            let padded = format!("# {}\n{text}", "x".repeat(MAX_COUNTED_DOCUMENT_BYTES));
+            assert!(!documents_small(&padded));
+            (padded, 1)
+        };
+        let deep: String = (0..70).map(|i| " ".repeat(i) + "a:\n").collect();
+        let laughs = format!(
+            "a: &x [{}]\nb: [{}]\n",
+            "a,".repeat(1000),
+            "*x,".repeat(1000)
+        );
+        for (text, message, line) in [
+            (
+                deep,
+                "mappings and lists nest deeper than 64 levels",
+                Some(65),
+            ),
+            (laughs, "more than 262144 YAML nodes", None),
+        ] {
+            let counted = refused_one(&small(text.clone()));
+            assert!(counted.message.starts_with(message), "{counted}");
+            let (padded, padding) = big(text);
+            let checked = refused_one(&padded);
+            assert_eq!(counted.message, checked.message);
+            if let Some(line) = line {
+                assert_eq!(counted.line, Some(line), "{counted}");
+                assert_eq!(checked.line, Some(line + padding), "{checked}");
+            }
+            assert_eq!(
+                check_limits(Path::new("bomb.yaml"), &padded)
+                    .expect_err("refused")
+                    .message,
+                counted.message
+            );
+        }
+    }
+
+    #[test]
+    fn an_excess_after_many_errors_is_still_refused() {
+        // More than MAX_ERRORS bad documents, then a bomb: the bomb is the
+        // one error, as it is in a file checked before it is parsed.
+        let bad = "---\na: 1\n".repeat(MAX_ERRORS * 2);
+        let laughs = format!(
+            "---\na: &x [{}]\nb: [{}]\n",
+            "a,".repeat(1000),
+            "*x,".repeat(1000)
+        );
+        let errors = refused(&format!("{bad}{laughs}"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("YAML nodes"), "{errors:?}");
+    }
+
+    #[test]
+    fn documents_are_small_between_their_markers() {
+        let part = "a: b\n".repeat(MAX_COUNTED_DOCUMENT_BYTES / 5 - 1);
+        assert!(documents_small(&format!("{part}---\n{part}...\n{part}")));
+        assert!(documents_small(&format!(
+            "{part}--- \n{part}---\r\n{part}---"
+        )));
+        // Not markers: indented, or more than three, or text after them.
+        for not_a_marker in [" ---\n", "----\n", "---x\n", "a ---\n"] {
+            assert!(
+                !documents_small(&format!("{part}{not_a_marker}{part}")),
+                "{not_a_marker:?}"
+            );
+        }
+    }
+
+    fn refused_one(text: &str) -> crate::ConfigError {
+        let mut errors = parse_file_all(Path::new("bomb.yaml"), text).expect_err("refused");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        errors.remove(0)
     }
 }
