@@ -511,16 +511,7 @@ fn run(
     let mut setup = Setup::new(root, bin, cgroup_root, &name, quick, true)?;
     let change_rules = change_rules(root);
 
-    let mut contenders = tcp::own_contenders();
-    let envoy_log = setup.tmp.0.join("envoy.log");
-    proxies::start(
-        &proxies,
-        &setup.tmp.0,
-        &setup.netns,
-        &envoy_log,
-        &mut setup.procs,
-        &mut contenders,
-    )?;
+    let (contenders, envoy_log) = start_contenders(&mut setup, &proxies)?;
     let proxy_names = proxies::names(&contenders);
     let clients = Clients {
         bin,
@@ -620,6 +611,25 @@ fn run(
         convergence: &convergence,
     }
     .report(root, &header, &skipped)
+}
+
+/// traffic-shift's own paths and the proxies of `proxies`, started in `setup`'s
+/// namespace; with Envoy's log file.
+fn start_contenders(
+    setup: &mut Setup,
+    proxies: &Proxies,
+) -> Result<(Vec<tcp::Contender>, std::path::PathBuf)> {
+    let mut contenders = tcp::own_contenders();
+    let envoy_log = setup.tmp.0.join("envoy.log");
+    proxies::start(
+        proxies,
+        &setup.tmp.0,
+        &setup.netns,
+        &envoy_log,
+        &mut setup.procs,
+        &mut contenders,
+    )?;
+    Ok((contenders, envoy_log))
 }
 
 /// The contenders that answered in a scenario and their rows.

@@ -17,7 +17,6 @@ use super::{
     http, proxies,
     proxies::Proxies,
     report::{self, Skipped},
-    tcp,
 };
 
 /// What the fast pass's rows say answered on the backends' ports.
@@ -37,16 +36,7 @@ pub fn run(
     let timing = if quick { (1, 1.0, 0.2) } else { (3, 3.0, 0.5) };
     let (reps, duration, warmup) = timing;
     let mut setup = Setup::new(root, bin, cgroup_root, &name, quick, false)?;
-    let mut contenders = tcp::own_contenders();
-    let envoy_log = setup.tmp.0.join("envoy.log");
-    proxies::start(
-        &proxies,
-        &setup.tmp.0,
-        &setup.netns,
-        &envoy_log,
-        &mut setup.procs,
-        &mut contenders,
-    )?;
+    let (contenders, envoy_log) = super::start_contenders(&mut setup, &proxies)?;
     let proxy_names = proxies::names(&contenders);
     let mut skipped = Skipped::of_every(proxies.skipped, [http::SCENARIO]);
     let header = report::alone_header(
