@@ -33,7 +33,7 @@ pub fn run(
     interrupted: &AtomicBool,
 ) -> Result<()> {
     let name = format!("ts-bench-{}", std::process::id());
-    let timing = if quick { (1, 1.0, 0.2) } else { (3, 3.0, 0.5) };
+    let timing = super::timing(quick);
     let (reps, duration, warmup) = timing;
     let mut setup = Setup::new(root, bin, cgroup_root, &name, quick, false)?;
     let (contenders, envoy_log) = super::start_contenders(&mut setup, &proxies)?;
