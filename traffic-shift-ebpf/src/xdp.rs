@@ -583,7 +583,9 @@ fn follow(
     // port) free at once: at a reset, or at the last ACK of a close the
     // client began.
     let mut release = rst;
-    let mut fin_end = nat.fin_end;
+    // Where this way's FIN ends, once one passes (written only then: an
+    // established flow's packet stores nothing more).
+    let mut fin_end = None;
     // The other way's entry is read only while the flow closes (a FIN or
     // reset now, or a FIN this way before): an established flow's packet
     // makes no second lookup.
@@ -598,10 +600,12 @@ fn follow(
         if fin {
             flags |= nat_flags::FIN;
             // A retransmitted FIN writes the same.
-            fin_end = packet
-                .seq
-                .wrapping_add(packet.payload_len as u32)
-                .wrapping_add(1);
+            fin_end = Some(
+                packet
+                    .seq
+                    .wrapping_add(packet.payload_len as u32)
+                    .wrapping_add(1),
+            );
             if acks_other_fin {
                 flags |= nat_flags::PASSIVE_CLOSE;
             }
@@ -644,7 +648,9 @@ fn follow(
         unsafe {
             (*entry).last_seen_ns = now;
             (*entry).flags = flags;
-            (*entry).fin_end = fin_end;
+            if let Some(end) = fin_end {
+                (*entry).fin_end = end;
+            }
             if looked_up {
                 (*entry).hop_dmac = dmac;
                 (*entry).hop_smac = smac;
