@@ -162,6 +162,8 @@ fn consistent_hash_is_sticky_and_grows_without_moving_v2_clients() {
     }
     let on_v2 = |by: &[(String, Vec<String>)]| by.iter().filter(|(_, a)| a[0] == "two").count();
     let v2_before = on_v2(&before);
+    // A source-hash table is 4096 slots: apart from the route, in TS_SLOTS.
+    let slot_tables = check_slot_tables(&s, 0);
     // The shares follow the weights: Binomial(1000, 0.2), mean 200, sd 12.6; +-5 sd.
     assert!(
         (137..=263).contains(&v2_before),
@@ -186,6 +188,8 @@ fn consistent_hash_is_sticky_and_grows_without_moving_v2_clients() {
             "source {src} was on v2 at 20% and left it at 50%"
         );
     }
+    // Each changed route names a new version; the one it replaced is gone.
+    assert_eq!(check_slot_tables(&s, 1), slot_tables);
     let v2_after = on_v2(&after);
     let moved = v2_after - v2_before;
     println!("hash: v2 sources {v2_before} -> {v2_after} of {SOURCES}; moved {moved}");
@@ -199,6 +203,57 @@ fn consistent_hash_is_sticky_and_grows_without_moving_v2_clients() {
         (421..=579).contains(&v2_after),
         "hash 50/50: {v2_after} of {SOURCES} sources on v2, want 500 +- 79"
     );
+
+    // Back to the default mode: 50/50 is 2 slots, in the route; the slot
+    // tables go.
+    let event = s.agent.write_rules(
+        "destination-rule.yaml",
+        destination_rule("      simple: ROUND_ROBIN"),
+    );
+    assert_eq!(event["result"], "applied", "smooth again: {event}");
+    let slots = maps(&s, "slots");
+    assert!(
+        slots.starts_with("TS_SLOTS: ") && slots.contains(": 0 entries"),
+        "{slots}"
+    );
+    assert!(
+        !maps(&s, "routes").contains("TS_SLOTS"),
+        "{}",
+        maps(&s, "routes")
+    );
+}
+
+/// `traffic-shift maps NAME` of the scenario's agent.
+fn maps(s: &Scenario, name: &str) -> String {
+    let bpffs = s.agent.bpffs.display().to_string();
+    let out = traffic_shift(&["maps", "--bpffs", &bpffs, name]);
+    assert!(out.status.success(), "maps {name}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Checks that every route's slot table is in `TS_SLOTS` under `version`
+/// (and no other), that each route names it, and returns how many there are.
+fn check_slot_tables(s: &Scenario, version: u32) -> usize {
+    let slots = maps(s, "slots");
+    let tables: Vec<&str> = slots.lines().skip(1).collect();
+    assert!(
+        !tables.is_empty(),
+        "source-hash tables are in TS_SLOTS:\n{slots}"
+    );
+    for table in &tables {
+        assert!(
+            table.ends_with(&format!(", version {version}: 4096 slots")),
+            "only version {version}:\n{slots}"
+        );
+    }
+    let routes = maps(s, "routes");
+    let apart = format!("source hash, 4096 slots (in TS_SLOTS, version {version})");
+    assert_eq!(
+        routes.matches(&apart).count(),
+        tables.len(),
+        "every route names its table:\n{routes}\n{slots}"
+    );
+    tables.len()
 }
 
 #[test]

@@ -76,6 +76,66 @@ fn a_stopped_agent_leaves_the_datapath_steering_and_the_next_adopts_it() {
     );
 }
 
+/// A source-hash route's 4096 slots are apart from the route (in
+/// `TS_SLOTS`, under the version the route names): the next agent adopts
+/// them too, and rewrites nothing.
+#[test]
+fn a_restart_adopts_routes_whose_slots_are_apart_and_rewrites_nothing() {
+    let hash_rule = tcp_echo_rule("destination-rule.yaml").replace(
+        "  subsets:",
+        "  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        useSourceIp: true\n  subsets:",
+    );
+    let mut s = Scenario::tcp_echo_with(
+        "stop-keep-hash",
+        &[
+            ("destination-rule.yaml", &hash_rule),
+            ("virtual-service.yaml", &tcp_echo_rule(V2_20)),
+        ],
+    );
+    let slots = |s: &Scenario| {
+        let bpffs = s.agent.bpffs.display().to_string();
+        let out = traffic_shift(&["maps", "--bpffs", &bpffs, "slots"]);
+        assert!(out.status.success(), "maps slots: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = slots(&s);
+    assert!(
+        before.contains("version 0: 4096 slots") && !before.contains(": 0 entries"),
+        "source-hash tables in TS_SLOTS:\n{before}"
+    );
+    // Source -> the version that answered it.
+    let answers = |s: &mut Scenario| {
+        let reply = s
+            .client
+            .call(&format!("sources {SERVICE_V4} 127.1.0.1 50 1"));
+        let per_source = reply["per_source"].clone();
+        assert_eq!(
+            per_source.as_object().map(serde_json::Map::len),
+            Some(50),
+            "{reply}"
+        );
+        assert!(
+            per_source
+                .as_object()
+                .is_some_and(|o| o.values().all(|a| a[0].is_string())),
+            "every connection answered: {reply}"
+        );
+        per_source
+    };
+    let sticky = answers(&mut s);
+
+    let status = s.agent.process.signal_and_wait(libc::SIGINT);
+    assert!(status.success(), "Ctrl-C is a clean stop: {status}");
+    s.agent.restart(&[]);
+    let log = s.agent.log_text();
+    assert!(
+        log.contains("routes_added=0 routes_changed=0 routes_removed=0"),
+        "same rules: not one route table rewritten:\n{log}"
+    );
+    assert_eq!(slots(&s), before, "the same slot tables, same versions");
+    assert_eq!(answers(&mut s), sticky, "each source on the same endpoint");
+}
+
 #[test]
 fn ctrl_c_with_unload_on_exit_detaches_and_removes_every_pin() {
     let mut s = Scenario::tcp_echo_opts(

@@ -5,7 +5,9 @@
 use std::{collections::BTreeMap, fmt, path::Path};
 
 use aya::maps::{HashMap, LpmTrie, MapData, MapError};
-use traffic_shift_common::{PrefixData, RouteTable, ServiceKey, ServiceValue, map_names};
+use traffic_shift_common::{
+    MAX_SLOTS, PrefixData, RouteTable, ServiceKey, ServiceValue, SlotTable, SlotsKey, map_names,
+};
 
 use crate::{
     Datapath, DatapathError, EBPF_OBJECT,
@@ -109,9 +111,20 @@ pub(crate) fn remove_map_pins(pin_dir: &Path) {
     }
 }
 
+/// A route table a previous agent left: its bytes as [`TableBytes`] keeps
+/// them, and the version of its slot table in `TS_SLOTS` when apart.
+///
+/// [`TableBytes`]: crate::compile::TableBytes
+pub(crate) struct AdoptedRoute {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) slots_apart: Option<u32>,
+}
+
 /// What the maps hold already (adopted from a previous agent), so the first
 /// apply writes only what differs: service keys, gateway keys, and route
-/// tables by id (their used bytes).
+/// tables by id (their bytes, slots apart included). Slot tables no route
+/// names (a previous agent stopped between writing one and its route) are
+/// removed.
 #[expect(
     clippy::type_complexity,
     reason = "three plain maps, named at the call"
@@ -120,24 +133,63 @@ pub(crate) fn read_back(
     services: &HashMap<MapData, ServiceKey, ServiceValue>,
     gateways: &HashMap<MapData, ServiceKey, ServiceValue>,
     routes: &HashMap<MapData, u32, RouteTable>,
+    slots: &mut HashMap<MapData, SlotsKey, SlotTable>,
 ) -> Result<
     (
         BTreeMap<ServiceKey, ServiceValue>,
         BTreeMap<ServiceKey, ServiceValue>,
-        BTreeMap<u32, Vec<u8>>,
+        BTreeMap<u32, AdoptedRoute>,
     ),
     DatapathError,
 > {
     let loaded_services = read_keys(services, map_names::SERVICES)?;
     let loaded_gateways = read_keys(gateways, map_names::GATEWAYS)?;
-    let adopted_routes = routes
+    let slots_err = |source| DatapathError::Map {
+        name: map_names::SLOTS,
+        source,
+    };
+    let tables = routes
         .iter()
-        .map(|entry| entry.map(|(id, table): (u32, RouteTable)| (id, table.used_bytes().to_vec())))
-        .collect::<Result<BTreeMap<_, _>, _>>()
+        .collect::<Result<Vec<(u32, RouteTable)>, _>>()
         .map_err(|source| DatapathError::Map {
             name: map_names::ROUTES,
             source,
         })?;
+    let mut adopted_routes = BTreeMap::new();
+    for (id, table) in tables {
+        let (apart, slots_apart) = if table.slots_apart() {
+            let key = SlotsKey {
+                route_id: id,
+                version: table.slots_version,
+            };
+            // A missing table leaves the bytes short: never taken over.
+            let apart = match slots.get(&key, 0) {
+                Ok(apart) => apart.slots[..(table.n_slots as usize).min(MAX_SLOTS)].to_vec(),
+                Err(MapError::KeyNotFound) => Vec::new(),
+                Err(source) => return Err(slots_err(source)),
+            };
+            (apart, Some(table.slots_version))
+        } else {
+            (table.inline_slots().to_vec(), None)
+        };
+        let bytes = [table.head(), &apart].concat();
+        adopted_routes.insert(id, AdoptedRoute { bytes, slots_apart });
+    }
+    let named = |key: &SlotsKey| {
+        adopted_routes
+            .get(&key.route_id)
+            .is_some_and(|r: &AdoptedRoute| r.slots_apart == Some(key.version))
+    };
+    let orphans: Vec<SlotsKey> = slots
+        .keys()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(slots_err)?
+        .into_iter()
+        .filter(|key| !named(key))
+        .collect();
+    for key in orphans {
+        slots.remove(&key).map_err(slots_err)?;
+    }
     Ok((loaded_services, loaded_gateways, adopted_routes))
 }
 
@@ -189,11 +241,21 @@ impl Datapath {
         else {
             return;
         };
-        if self.adopted_routes.get(&id).map(Vec::as_slice) == Some(route.table.as_bytes()) {
-            self.adopted_routes.remove(&id);
+        if self
+            .adopted_routes
+            .get(&id)
+            .is_some_and(|a| a.bytes == route.table.as_bytes())
+            && let Some(adopted) = self.adopted_routes.remove(&id)
+        {
             let table = Digest::of(route.table.as_bytes());
-            self.loaded_routes
-                .insert(key.to_owned(), LoadedRoute { id, table });
+            self.loaded_routes.insert(
+                key.to_owned(),
+                LoadedRoute {
+                    id,
+                    table,
+                    slots_apart: adopted.slots_apart,
+                },
+            );
         }
     }
 }

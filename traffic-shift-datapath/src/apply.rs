@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aya::maps::{HashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
-use traffic_shift_common::{PrefixData, RouteTable, ServiceKey, ServiceValue, map_names};
+use traffic_shift_common::{
+    PrefixData, RouteTable, ServiceKey, ServiceValue, SlotTable, SlotsKey, map_names,
+};
 
 use crate::{
     Datapath, DatapathError,
@@ -35,11 +37,22 @@ impl FreeRouteIds {
 }
 
 /// What one route holds in the kernel now: its id and a digest of its
-/// table's used bytes (enough to tell a change: a copy was 1.7 KB a route,
+/// table's bytes (enough to tell a change: a copy was 1.7 KB a route,
 /// 170 MB of the agent's memory at 100 000 routes).
 pub(crate) struct LoadedRoute {
     pub(crate) id: u32,
     pub(crate) table: Digest,
+    /// The version of its slot table in `TS_SLOTS`, when its slots are there.
+    pub(crate) slots_apart: Option<u32>,
+}
+
+/// A route table to write: its id, the route, whether it replaces one we
+/// wrote, and the version of the replaced one's slot table when apart.
+struct TableWrite<'a> {
+    id: u32,
+    route: &'a KernelRoute,
+    was_loaded: bool,
+    old_slots: Option<u32>,
 }
 
 /// 128 bits of a value (a table's bytes, a counter slot's key): two
@@ -95,8 +108,8 @@ impl Datapath {
         // Desired keys of TS_SVC_PREFIXES.
         let mut desired_prefixes: BTreeMap<PrefixKey, ServiceValue> = BTreeMap::new();
         let mut free_ids = None;
-        // New and changed tables, written together below: (id, route, was loaded).
-        let mut tables: Vec<(u32, &KernelRoute, bool)> = Vec::new();
+        // New and changed tables, written together below.
+        let mut tables: Vec<TableWrite<'_>> = Vec::new();
         for (key, route) in &compiled.routes {
             if !self.loaded_routes.contains_key(key) {
                 self.take_over_adopted(key, route);
@@ -110,7 +123,12 @@ impl Datapath {
                     .take()?,
             };
             if !unchanged {
-                tables.push((id, route, loaded.is_some()));
+                tables.push(TableWrite {
+                    id,
+                    route,
+                    was_loaded: loaded.is_some(),
+                    old_slots: loaded.and_then(|l| l.slots_apart),
+                });
             }
             // An XDP route is a gateway route: 0 mesh, 1 sk_lookup, 2 XDP.
             let map = usize::from(route.gateway) + usize::from(route.xdp);
@@ -125,32 +143,10 @@ impl Datapath {
                 desired_prefixes.insert(*prefix, value);
             }
         }
-        // Each table in one update (by reference: it is 5.8 KB); the kernel's
-        // work (an 8 KB allocation and copy each, ~30 us) on every CPU.
-        let results = write_tables(&mut self.routes, &tables);
-        let mut failed = None;
-        for ((id, route, was_loaded), result) in tables.into_iter().zip(results) {
-            if let Err(err) = result {
-                failed.get_or_insert(err);
-                continue;
-            }
-            let list = if was_loaded {
-                &mut report.routes_changed
-            } else {
-                &mut report.routes_added
-            };
-            list.push(route.key.clone());
-            self.loaded_routes.insert(
-                route.key.clone(),
-                LoadedRoute {
-                    id,
-                    table: Digest::of(route.table.as_bytes()),
-                },
-            );
-        }
-        if let Some(err) = failed {
-            return Err(map_err(map_names::ROUTES)(err));
-        }
+        // Each table in one update (a 2 KB allocation and copy in the
+        // kernel, ~7 us), on every CPU.
+        let results = write_tables(&mut self.routes, &mut self.slots, &tables);
+        self.record_written(tables, results, &mut report)?;
         for (map, loaded, desired, name) in [
             (
                 &mut self.services,
@@ -187,6 +183,45 @@ impl Datapath {
         Ok(report)
     }
 
+    /// Records the tables written in our record of the map and in
+    /// `report`; the first failure, after every success is recorded.
+    fn record_written(
+        &mut self,
+        tables: Vec<TableWrite<'_>>,
+        results: Vec<Result<Option<u32>, (&'static str, MapError)>>,
+        report: &mut ApplyReport,
+    ) -> Result<(), DatapathError> {
+        let mut failed = None;
+        for (write, result) in tables.into_iter().zip(results) {
+            let slots_apart = match result {
+                Ok(slots_apart) => slots_apart,
+                Err(err) => {
+                    failed.get_or_insert(err);
+                    continue;
+                }
+            };
+            let route = write.route;
+            let list = if write.was_loaded {
+                &mut report.routes_changed
+            } else {
+                &mut report.routes_added
+            };
+            list.push(route.key.clone());
+            self.loaded_routes.insert(
+                route.key.clone(),
+                LoadedRoute {
+                    id: write.id,
+                    table: Digest::of(route.table.as_bytes()),
+                    slots_apart,
+                },
+            );
+        }
+        match failed {
+            Some((name, source)) => Err(DatapathError::Map { name, source }),
+            None => Ok(()),
+        }
+    }
+
     /// Removes the route tables `compiled` no longer has, and a previous
     /// agent's that no key points at any more (after the keys are gone).
     fn remove_routes(
@@ -202,19 +237,23 @@ impl Datapath {
             .cloned()
             .collect();
         for key in gone {
-            let id = self.loaded_routes[&key].id;
+            let loaded = &self.loaded_routes[&key];
+            let (id, slots_apart) = (loaded.id, loaded.slots_apart);
             self.routes
                 .remove(&id)
                 .map_err(map_err(map_names::ROUTES))?;
             self.loaded_routes.remove(&key);
+            remove_slots(&mut self.slots, id, slots_apart).map_err(map_err(map_names::SLOTS))?;
             report.routes_removed.push(key.clone());
         }
         // A previous agent's tables no key points at any more.
-        while let Some((&id, _)) = self.adopted_routes.first_key_value() {
+        while let Some((&id, adopted)) = self.adopted_routes.first_key_value() {
+            let slots_apart = adopted.slots_apart;
             self.routes
                 .remove(&id)
                 .map_err(map_err(map_names::ROUTES))?;
             self.adopted_routes.remove(&id);
+            remove_slots(&mut self.slots, id, slots_apart).map_err(map_err(map_names::SLOTS))?;
             report
                 .routes_removed
                 .push(format!("route id {id} (from the previous agent)"));
@@ -388,49 +427,116 @@ mod root_tests;
 /// Below this many tables, one thread writes them.
 const PARALLEL_TABLES: usize = 256;
 
-/// Writes `tables` (id, route) to `routes`, each in one update: from one
-/// thread per CPU when there are many (each thread with its own handle on
-/// the map). The result of each, in order.
-fn write_tables(
+/// Removes route `id`'s slot table of version `slots_apart`, if it has one
+/// (after the route that named it is gone or names another).
+fn remove_slots(
+    slots: &mut HashMap<MapData, SlotsKey, SlotTable>,
+    id: u32,
+    slots_apart: Option<u32>,
+) -> Result<(), MapError> {
+    let Some(version) = slots_apart else {
+        return Ok(());
+    };
+    match slots.remove(&SlotsKey {
+        route_id: id,
+        version,
+    }) {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Writes one route table: its slot table first when apart (under a
+/// version the route in force does not name), then the route, then the
+/// replaced slot table is removed. The version of its slots when apart.
+fn write_table(
     routes: &mut HashMap<MapData, u32, RouteTable>,
-    tables: &[(u32, &KernelRoute, bool)],
-) -> Vec<Result<(), MapError>> {
+    slots: &mut HashMap<MapData, SlotsKey, SlotTable>,
+    scratch: &mut Scratch,
+    write: &TableWrite<'_>,
+) -> Result<Option<u32>, (&'static str, MapError)> {
+    let version = write.old_slots.map_or(0, |v| v.wrapping_add(1));
+    let apart = write.route.table.write_to(&mut scratch.route, version);
+    if let Some(apart) = apart {
+        scratch.slots.slots[..apart.len()].copy_from_slice(apart);
+        scratch.slots.slots[apart.len()..].fill(0);
+        let key = SlotsKey {
+            route_id: write.id,
+            version,
+        };
+        let table: &SlotTable = &scratch.slots;
+        slots
+            .insert(key, table, 0)
+            .map_err(|e| (map_names::SLOTS, e))?;
+    }
+    let table: &RouteTable = &scratch.route;
+    routes
+        .insert(write.id, table, 0)
+        .map_err(|e| (map_names::ROUTES, e))?;
+    // The route in force names the new version now: a replaced table that
+    // cannot be removed costs only its memory (the next agent start
+    // removes it), so the write stands.
+    if let Err(err) = remove_slots(slots, write.id, write.old_slots) {
+        tracing::warn!(route_id = write.id, %err, "cannot remove a replaced slot table from TS_SLOTS");
+    }
+    Ok(apart.map(|_| version))
+}
+
+/// A thread's reusable values to write from.
+struct Scratch {
+    route: Box<RouteTable>,
+    slots: Box<SlotTable>,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Self {
+            route: bytemuck::zeroed_box(),
+            slots: bytemuck::zeroed_box(),
+        }
+    }
+}
+
+/// A handle of our own on the same map as `map`, for another thread.
+fn dup_handle<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+) -> Result<HashMap<MapData, K, V>, MapError> {
     use aya::maps::IterableMap as _;
     use std::os::fd::AsFd as _;
-    let write = |map: &mut HashMap<MapData, u32, RouteTable>,
-                 scratch: &mut RouteTable,
-                 (id, route, _): &(u32, &KernelRoute, bool)| {
-        route.table.write_to(scratch);
-        let table: &RouteTable = scratch;
-        map.insert(*id, table, 0)
-    };
+    let fd = map
+        .map()
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|io_error| {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "dup",
+                io_error,
+            })
+        })?;
+    HashMap::try_from(aya::maps::Map::HashMap(MapData::from_fd(fd)?))
+}
+
+/// Writes `tables` ([`write_table`] each): from one thread per CPU when
+/// there are many (each thread with its own handles on the maps). The
+/// result of each, in order.
+fn write_tables(
+    routes: &mut HashMap<MapData, u32, RouteTable>,
+    slots: &mut HashMap<MapData, SlotsKey, SlotTable>,
+    tables: &[TableWrite<'_>],
+) -> Vec<Result<Option<u32>, (&'static str, MapError)>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .min(tables.len() / PARALLEL_TABLES)
         .max(1);
     if threads == 1 {
-        let mut scratch: Box<RouteTable> = bytemuck::zeroed_box();
+        let mut scratch = Scratch::new();
         return tables
             .iter()
-            .map(|t| write(routes, &mut scratch, t))
+            .map(|t| write_table(routes, slots, &mut scratch, t))
             .collect();
     }
-    let routes = &*routes;
-    // A handle of our own on the same map, for another thread.
-    let handle = || -> Result<HashMap<MapData, u32, RouteTable>, MapError> {
-        let fd = routes
-            .map()
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|io_error| {
-                MapError::SyscallError(aya::sys::SyscallError {
-                    call: "dup",
-                    io_error,
-                })
-            })?;
-        HashMap::try_from(aya::maps::Map::HashMap(MapData::from_fd(fd)?))
-    };
+    let (routes, slots) = (&*routes, &*slots);
     let chunk = tables.len().div_ceil(threads).max(1);
     let mut results = Vec::with_capacity(tables.len());
     std::thread::scope(|scope| {
@@ -438,20 +544,30 @@ fn write_tables(
             .chunks(chunk)
             .map(|part| {
                 scope.spawn(move || {
-                    let mut scratch: Box<RouteTable> = bytemuck::zeroed_box();
-                    match handle() {
-                        Ok(mut map) => part
+                    let mut scratch = Scratch::new();
+                    let handles = dup_handle(routes)
+                        .map_err(|e| (map_names::ROUTES, e))
+                        .and_then(|r| {
+                            dup_handle(slots)
+                                .map(|s| (r, s))
+                                .map_err(|e| (map_names::SLOTS, e))
+                        });
+                    match handles {
+                        Ok((mut routes, mut slots)) => part
                             .iter()
-                            .map(|t| write(&mut map, &mut scratch, t))
+                            .map(|t| write_table(&mut routes, &mut slots, &mut scratch, t))
                             .collect::<Vec<_>>(),
-                        Err(err) => {
+                        Err((name, err)) => {
                             let message = err.to_string();
                             part.iter()
                                 .map(|_| {
-                                    Err(MapError::SyscallError(aya::sys::SyscallError {
-                                        call: "dup",
-                                        io_error: std::io::Error::other(message.clone()),
-                                    }))
+                                    Err((
+                                        name,
+                                        MapError::SyscallError(aya::sys::SyscallError {
+                                            call: "dup",
+                                            io_error: std::io::Error::other(message.clone()),
+                                        }),
+                                    ))
                                 })
                                 .collect()
                         }

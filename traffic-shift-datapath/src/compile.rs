@@ -12,8 +12,8 @@ use std::{
 };
 
 use traffic_shift_common::{
-    Backend, Dest, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_DESTS, PrefixData, RouteTable,
-    ServiceKey, backend_flags, select,
+    Backend, Dest, FAMILY_V4, FAMILY_V6, INLINE_SLOTS, MAX_BACKENDS, MAX_DESTS, PrefixData,
+    RouteTable, ServiceKey, backend_flags, select,
 };
 
 use traffic_shift_common::tables::canonical;
@@ -125,33 +125,54 @@ impl fmt::Debug for KernelRoute {
     }
 }
 
-/// A route's table as user space keeps it: the bytes in use
-/// ([`RouteTable::used_bytes`], 1.7 KB for a smooth 80/20 table), not the
-/// whole value the kernel's map holds (5.8 KB; it was 67 KB when 10 000
-/// routes held whole took 670 MB of the agent's memory).
+/// A route's table as user space keeps it: its head ([`RouteTable::HEAD`]
+/// bytes: mode, counts, destinations, endpoints) and its slots in use, not
+/// the whole value the kernel's map holds. Two routes with the same bytes
+/// act the same, wherever the kernel keeps their slots.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TableBytes(Box<[u8]>);
 
 impl TableBytes {
-    pub fn new(table: &RouteTable) -> Self {
-        Self(table.used_bytes().into())
+    /// `table`'s head, with `slots` (`table.n_slots` of them) as its slots.
+    pub fn new(table: &RouteTable, slots: &[u8]) -> Self {
+        debug_assert_eq!(slots.len(), table.n_slots as usize);
+        Self([table.head(), slots].concat().into())
     }
 
-    /// What `used_bytes` of the whole table are.
+    /// All of it: the head, then the slots.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
-    /// Fills `table` (a scratch value, reused across routes) with this one.
-    pub fn write_to(&self, table: &mut RouteTable) {
-        table.set_used_bytes(&self.0);
+    /// Its slots in use.
+    pub fn slots(&self) -> &[u8] {
+        &self.0[RouteTable::HEAD.min(self.0.len())..]
     }
 
-    /// The whole table, as the kernel's map holds it (tests look into it).
+    /// Fills `table` (a scratch value, reused across routes) with this
+    /// one. Slots that fit ([`INLINE_SLOTS`]) go in the table; more are
+    /// returned, for `TS_SLOTS` under `version`, which the table names.
+    pub fn write_to<'a>(&'a self, table: &mut RouteTable, version: u32) -> Option<&'a [u8]> {
+        let head = &self.0[..RouteTable::HEAD.min(self.0.len())];
+        let bytes = bytemuck::bytes_of_mut(table);
+        bytes[..head.len()].copy_from_slice(head);
+        bytes[head.len()..].fill(0);
+        let slots = self.slots();
+        if slots.len() > INLINE_SLOTS {
+            table.slots_version = version;
+            Some(slots)
+        } else {
+            table.slots[..slots.len()].copy_from_slice(slots);
+            None
+        }
+    }
+
+    /// The route's value as the kernel's map holds it, and its slot table
+    /// when apart (tests look into them).
     #[cfg(test)]
     pub fn to_table(&self) -> Box<RouteTable> {
         let mut table: Box<RouteTable> = bytemuck::zeroed_box();
-        self.write_to(&mut table);
+        self.write_to(&mut table, 0);
         table
     }
 }
@@ -503,7 +524,6 @@ fn kernel_route(
         }
     };
     table.n_slots = u32::try_from(slots.len()).expect("bounded by MAX_SLOTS");
-    table.slots[..slots.len()].copy_from_slice(&slots);
     Ok(KernelRoute {
         gateway: route.gateway.is_some(),
         xdp: false,
@@ -515,7 +535,7 @@ fn kernel_route(
         listeners,
         prefixes: Vec::new(),
         service_id,
-        table: TableBytes::new(&table),
+        table: TableBytes::new(&table, &slots),
         summary: summary.join(", "),
     })
 }
@@ -569,7 +589,7 @@ fn proxy_route(
         gateway: false,
         xdp: false,
         service_id,
-        table: TableBytes::new(&table),
+        table: TableBytes::new(&table, &[0]),
         summary: "L7 proxy".to_owned(),
     }
 }
@@ -758,7 +778,7 @@ mod tests {
                 let route = compiled.routes.values().next().expect("one route");
                 let table = route.table.to_table();
                 assert_eq!((table.n_dests, table.n_backends), (2, 2), "{selection:?}");
-                let slots = &table.slots[..table.n_slots as usize];
+                let slots = route.table.slots();
                 assert!(
                     !slots.is_empty() && slots.iter().all(|&d| d == picked),
                     "{selection:?} {weights:?}: every slot to destination {picked}: {slots:?}"

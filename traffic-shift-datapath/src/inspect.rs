@@ -19,13 +19,13 @@ use std::{
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, SockHash};
 use bytemuck::Pod;
 use traffic_shift_common::{
-    Addr, ConnState, EndpointStats, Event, FAMILY_V4, FAMILY_V6, FlowKey, NatEntry, NatKey,
-    PrefixData, RouteCursor, RouteTable, ServiceKey, ServiceValue, XdpStats, backend_flags,
-    conn_flags, map_names, nat_flags, select, tables::ip_addr,
+    Addr, ConnState, EndpointStats, Event, FAMILY_V4, FAMILY_V6, FlowKey, MAX_SLOTS, NatEntry,
+    NatKey, PrefixData, RouteCursor, RouteTable, ServiceKey, ServiceValue, SlotTable, SlotsKey,
+    XdpStats, backend_flags, conn_flags, map_names, nat_flags, select, tables::ip_addr,
 };
 
 /// What each map holds, one line, in the order the agent pins them.
-pub const MAPS: [(&str, &str); 15] = [
+pub const MAPS: [(&str, &str); 16] = [
     (map_names::SERVICES, "service address:port -> mesh route"),
     (
         map_names::SERVICE_PREFIXES,
@@ -34,6 +34,10 @@ pub const MAPS: [(&str, &str); 15] = [
     (
         map_names::ROUTES,
         "route id -> selection table: destinations, their share of the slots, endpoints",
+    ),
+    (
+        map_names::SLOTS,
+        "route id, version -> the slots of a route of more than 256 (the route names its version)",
     ),
     (
         map_names::CURSORS,
@@ -251,12 +255,36 @@ fn select_name(mode: u32) -> String {
 /// A `TS_ROUTES` entry: the route's line, then per destination its share of
 /// the slots in use (its weight as the kernel applies it), then its
 /// endpoints with their counter slots.
-pub fn route(id: &[u8], value: &[u8], names: &Names) -> Result<Vec<String>, LayoutError> {
+/// `apart` looks a slot table of `TS_SLOTS` up by its key.
+pub fn route(
+    id: &[u8],
+    value: &[u8],
+    apart: &dyn Fn(SlotsKey) -> Option<SlotTable>,
+    names: &Names,
+) -> Result<Vec<String>, LayoutError> {
     let id: u32 = pod(id, "a route id")?;
     let table: RouteTable = pod(value, "a route table")?;
-    let n_slots = (table.n_slots as usize).min(table.slots.len());
+    let key = SlotsKey {
+        route_id: id,
+        version: table.slots_version,
+    };
+    let (slots, from): (Vec<u8>, String) = if table.slots_apart() {
+        match apart(key) {
+            Some(t) => (
+                t.slots[..(table.n_slots as usize).min(MAX_SLOTS)].to_vec(),
+                format!(" (in TS_SLOTS, version {})", key.version),
+            ),
+            None => (
+                Vec::new(),
+                format!(" (TS_SLOTS has no version {}!)", key.version),
+            ),
+        }
+    } else {
+        (table.inline_slots().to_vec(), String::new())
+    };
+    let n_slots = slots.len();
     let mut lines = vec![format!(
-        "{}: {}, {}, {}, {}",
+        "{}: {}, {}{from}, {}, {}",
         names.route(id),
         select_name(table.mode),
         count(table.n_slots, "slot"),
@@ -264,7 +292,7 @@ pub fn route(id: &[u8], value: &[u8], names: &Names) -> Result<Vec<String>, Layo
         count(table.n_backends, "endpoint")
     )];
     let mut counts = [0usize; traffic_shift_common::MAX_DESTS];
-    for &slot in &table.slots[..n_slots] {
+    for &slot in &slots {
         if let Some(c) = counts.get_mut(usize::from(slot)) {
             *c += 1;
         }
@@ -312,6 +340,18 @@ pub fn route(id: &[u8], value: &[u8], names: &Names) -> Result<Vec<String>, Layo
 }
 
 /// A `TS_CURSORS` entry, `None` for a route that never picked.
+/// A `TS_SLOTS` entry: whose slot table it is (the route's line in
+/// `TS_ROUTES` gives the shares of the slots it uses).
+pub fn slot_table(key: &[u8], value: &[u8], names: &Names) -> Result<String, LayoutError> {
+    let key: SlotsKey = pod(key, "a slots key")?;
+    let _: SlotTable = pod(value, "a slot table")?;
+    Ok(format!(
+        "{}, version {}: {MAX_SLOTS} slots",
+        names.route(key.route_id),
+        key.version
+    ))
+}
+
 pub fn cursor(id: u32, value: &[u8], names: &Names) -> Result<Option<String>, LayoutError> {
     let cursor: RouteCursor = pod(value, "a route cursor")?;
     if cursor.next_slot == 0 && cursor.next_backend.iter().all(|&n| n == 0) {
@@ -572,6 +612,8 @@ const FLOW_KEY: usize = size_of::<FlowKey>();
 const NAT_KEY: usize = size_of::<NatKey>();
 const NAT_ENTRY: usize = size_of::<NatEntry>();
 const ROUTE_TABLE: usize = size_of::<RouteTable>();
+const SLOTS_KEY: usize = size_of::<SlotsKey>();
+const SLOT_TABLE: usize = size_of::<SlotTable>();
 const ROUTE_CURSOR: usize = size_of::<RouteCursor>();
 const ENDPOINT_STATS: usize = size_of::<EndpointStats>();
 const XDP_STATS: usize = size_of::<XdpStats>();
@@ -646,6 +688,32 @@ fn index(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(u32::MAX)
 }
 
+/// The decoded entries of `TS_ROUTES` (`map`), with the slot tables of
+/// `TS_SLOTS` of the routes whose slots are apart.
+fn routes(pin_dir: &Path, map: Map, names: &Names) -> Result<Vec<Vec<String>>, InspectError> {
+    let slots = open(pin_dir, map_names::SLOTS)?;
+    let apart: BTreeMap<SlotsKey, SlotTable> =
+        hash_entries::<SLOTS_KEY, SLOT_TABLE>(slots, map_names::SLOTS)?
+            .iter()
+            .map(|(k, v)| Ok((pod(k, "a slots key")?, pod(v, "a slot table")?)))
+            .collect::<Result<_, LayoutError>>()?;
+    hash_entries::<4, ROUTE_TABLE>(map, map_names::ROUTES)?
+        .iter()
+        .map(|(k, v)| {
+            route(k, v, &|key| apart.get(&key).copied(), names).map_err(InspectError::from)
+        })
+        .collect()
+}
+
+/// The decoded entries of `TS_SLOTS` (`map`).
+fn slot_tables(map: Map, names: &Names) -> Result<Vec<Vec<String>>, InspectError> {
+    entries_of(
+        hash_entries::<SLOTS_KEY, SLOT_TABLE>(map, map_names::SLOTS)?
+            .iter()
+            .map(|(k, v)| slot_table(k, v, names).map(Some)),
+    )
+}
+
 /// The decoded entries of map `name` (the lines of each), those in use.
 fn read(
     pin_dir: &Path,
@@ -675,10 +743,8 @@ fn read(
                     .map(|((data, len), v)| service_prefix(*len, data, v, names).map(Some)),
             )
         }
-        map_names::ROUTES => hash_entries::<4, ROUTE_TABLE>(map, name)?
-            .iter()
-            .map(|(k, v)| route(k, v, names).map_err(InspectError::from))
-            .collect(),
+        map_names::ROUTES => routes(pin_dir, map, names),
+        map_names::SLOTS => slot_tables(map, names),
         map_names::CURSORS => {
             let read = |source| InspectError::Read { name, source };
             let map: Array<MapData, [u8; ROUTE_CURSOR]> = Array::try_from(map).map_err(read)?;

@@ -49,7 +49,9 @@ use aya::{
     Ebpf,
     maps::{HashMap, LpmTrie, MapData, SockHash},
 };
-use traffic_shift_common::{FlowKey, PrefixData, RouteTable, ServiceKey, ServiceValue};
+use traffic_shift_common::{
+    FlowKey, PrefixData, RouteTable, ServiceKey, ServiceValue, SlotTable, SlotsKey,
+};
 
 pub mod compile;
 pub mod drain;
@@ -99,6 +101,8 @@ pub struct Datapath {
     xdp_gateways: HashMap<MapData, ServiceKey, ServiceValue>,
     sockets: SockHash<MapData, ServiceKey>,
     routes: HashMap<MapData, u32, RouteTable>,
+    /// `TS_SLOTS`: the slot tables of routes with more than `INLINE_SLOTS`.
+    slots: HashMap<MapData, SlotsKey, SlotTable>,
     counters: KernelCounters,
     gateway_flows: HashMap<MapData, FlowKey, u32>,
     /// Possible CPUs: the length of a per-CPU value.
@@ -106,9 +110,9 @@ pub struct Datapath {
     /// Kernel log lines (aya-log), until the agent takes the reader.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     loaded_routes: BTreeMap<String, apply::LoadedRoute>,
-    /// Route tables a previous agent left (id -> used bytes) that no route
-    /// of ours has taken over yet; removed once no key points at them.
-    adopted_routes: BTreeMap<u32, Vec<u8>>,
+    /// Route tables a previous agent left that no route of ours has taken
+    /// over yet; removed once no key points at them.
+    adopted_routes: BTreeMap<u32, adopt::AdoptedRoute>,
     /// Whether the maps were a previous agent's.
     adopted: bool,
     /// `TS_CONNS` (socket storage), for `--drain-timeout`'s sock_diag queries.

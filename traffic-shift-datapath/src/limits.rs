@@ -9,7 +9,7 @@ use traffic_shift_common::{
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::Args)]
 pub struct Limits {
-    /// Routes the kernel holds, counted per address family (TS_ROUTES, TS_CURSORS).
+    /// Routes the kernel holds, counted per address family (TS_ROUTES, TS_CURSORS, TS_SLOTS).
     #[arg(long, value_name = "N", default_value_t = MAX_ROUTES, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_routes: u32,
     /// Service address:port entries of mesh routes (TS_SERVICES).
@@ -52,9 +52,11 @@ impl Default for Limits {
 
 impl Limits {
     /// Each sized map and its size.
-    pub fn map_sizes(&self) -> [(&'static str, u32); 12] {
+    pub fn map_sizes(&self) -> [(&'static str, u32); 13] {
         [
             (map_names::ROUTES, self.max_routes),
+            // A route's slot table in force and the one replacing it.
+            (map_names::SLOTS, self.max_routes.saturating_mul(2)),
             (map_names::CURSORS, self.max_routes),
             (map_names::SERVICES, self.max_services),
             (map_names::SERVICE_PREFIXES, self.max_service_prefixes),

@@ -12,7 +12,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, MapError},
 };
-use traffic_shift_common::{RouteTable, ServiceKey, ServiceValue, map_names};
+use traffic_shift_common::{RouteTable, ServiceKey, ServiceValue, SlotTable, SlotsKey, map_names};
 
 use crate::{
     Datapath, DatapathError, EBPF_OBJECT, KernelCounters, SnatPorts,
@@ -93,13 +93,7 @@ impl Datapath {
             loader.map_max_entries(name, size);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
-        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
-            Ok(logger) => Some(logger),
-            Err(err) => {
-                tracing::warn!(%err, "kernel log lines will not be shown");
-                None
-            }
-        };
+        let logger = kernel_logger(&mut ebpf);
         let n_cpus =
             aya::util::nr_cpus().map_err(|(what, source)| DatapathError::Cpus { what, source })?;
         let mut links = attach(&mut ebpf, pin_dir, cgroup, netns)?;
@@ -121,9 +115,11 @@ impl Datapath {
         let loaded_xdp_gateways = read_keys(&xdp_gateways, map_names::XDP_GATEWAYS)?;
         let sockets = take_map(&mut ebpf, map_names::SOCKETS)?;
         let routes: HashMap<MapData, u32, RouteTable> = take_map(&mut ebpf, map_names::ROUTES)?;
+        let mut slots: HashMap<MapData, SlotsKey, SlotTable> =
+            take_map(&mut ebpf, map_names::SLOTS)?;
         let gateway_flows = take_map(&mut ebpf, map_names::GATEWAY_FLOWS)?;
         let (loaded_services, loaded_gateways, adopted_routes) =
-            read_back(&services, &gateways, &routes)?;
+            read_back(&services, &gateways, &routes, &mut slots)?;
         let conns = MapData::from_pin(pin_dir.join(map_names::CONNS)).map_err(|source| {
             DatapathError::Map {
                 name: map_names::CONNS,
@@ -151,6 +147,7 @@ impl Datapath {
             loaded_gateways,
             loaded_xdp_gateways,
             routes,
+            slots,
             loaded_routes: BTreeMap::new(),
             loaded_services,
             pin_dir: pin_dir.to_owned(),
@@ -231,4 +228,15 @@ pub fn default_cgroup() -> Option<PathBuf> {
         }
         left.split_whitespace().nth(4).map(PathBuf::from)
     })
+}
+
+/// The reader of the programs' log lines, if aya-log can set one up.
+fn kernel_logger(ebpf: &mut Ebpf) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+    match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => Some(logger),
+        Err(err) => {
+            tracing::warn!(%err, "kernel log lines will not be shown");
+            None
+        }
+    }
 }

@@ -21,8 +21,8 @@ use traffic_shift_common::{
 };
 
 use crate::{
-    maps::{TS_ROUTES, TS_SERVICES, TS_SVC_PREFIXES, conn_state, count},
-    select::pick,
+    maps::{TS_SERVICES, TS_SVC_PREFIXES, conn_state, count},
+    select::route_and_pick,
 };
 
 const IPPROTO_TCP: u32 = 6;
@@ -140,15 +140,11 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<Event, Event> {
     let Some(route_id) = service_route(&key) else {
         return Ok(Event::NotService);
     };
-    // SAFETY: TS_ROUTES is BPF_F_NO_PREALLOC: a replaced value stays intact
-    // until this program is done with it.
-    let Some(route) = (unsafe { TS_ROUTES.get(&route_id) }) else {
-        return Ok(Event::NoRoute);
-    };
     let client = client_identity(ctx, family);
-    let backend = match pick(route, route_id, client) {
-        Ok(picked) => picked.backend,
-        Err(event) => {
+    let backend = match route_and_pick(route_id, client) {
+        Ok((_, picked)) => picked.backend,
+        Err(None) => return Ok(Event::NoRoute),
+        Err(Some(event)) => {
             debug!(
                 ctx,
                 "connect: route {} refused, event {}", route_id, event as u32

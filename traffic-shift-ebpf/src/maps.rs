@@ -13,7 +13,8 @@ use aya_ebpf::{
 use traffic_shift_common::{
     ConnState, EndpointStats, Event, FlowKey, MAX_GATEWAY_FLOWS, MAX_GATEWAYS, MAX_PROXY_FLOWS,
     MAX_ROUTES, MAX_SERVICE_PREFIXES, MAX_SERVICES, MAX_SOCKETS, MAX_STATS, MAX_XDP_FLOWS,
-    NatEntry, NatKey, PrefixData, RouteCursor, RouteTable, ServiceKey, ServiceValue, XdpStats,
+    NatEntry, NatKey, PrefixData, RouteCursor, RouteTable, ServiceKey, ServiceValue, SlotTable,
+    SlotsKey, XdpStats,
 };
 
 /// Service address:port -> the route that covers it.
@@ -39,6 +40,17 @@ pub static TS_ROUTES: HashMap<
     u32,
     RouteTable,
     { MAX_ROUTES as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// (route id, version) -> the slot table of a route with more than
+/// `INLINE_SLOTS` slots (`RouteTable::slots_version` names the version in
+/// force). Two per route at most: the one in force and its replacement.
+#[btf_map]
+pub static TS_SLOTS: HashMap<
+    SlotsKey,
+    SlotTable,
+    { 2 * MAX_ROUTES as usize },
     { BPF_F_NO_PREALLOC as usize },
 > = HashMap::new();
 

@@ -3,10 +3,11 @@
 
 use aya_ebpf::helpers::generated::bpf_get_prandom_u32;
 use traffic_shift_common::{
-    Backend, Dest, Event, MAX_BACKENDS, MAX_DESTS, MAX_SLOTS, RouteTable, select, source_hash,
+    Backend, Dest, Event, INLINE_SLOTS, MAX_BACKENDS, MAX_DESTS, MAX_SLOTS, RouteTable, SlotTable,
+    SlotsKey, select, source_hash,
 };
 
-use crate::maps::TS_CURSORS;
+use crate::maps::{TS_CURSORS, TS_ROUTES, TS_SLOTS};
 
 /// Atomic fetch-and-add (`BPF_ATOMIC | BPF_FETCH`, kernel 5.12).
 ///
@@ -47,27 +48,85 @@ pub fn bound(value: u64, mask: u64) -> usize {
     (value & mask) as usize
 }
 
-/// Picks the backend: a destination from the slot table, then an endpoint
-/// of that destination.
+/// The route `route_id` and the backend it picks for `client`: `Err(None)`
+/// when the route is not in the map, `Err(Some(event))` when it picks
+/// none.
+///
+/// A route whose slots are in `TS_SLOTS` names their version; user space
+/// removes that version only after writing the route that names the next,
+/// so a version missing here means the route changed under us: read again.
 #[inline(always)]
-pub fn pick(route: &RouteTable, route_id: u32, client: [u32; 4]) -> Result<Picked<'_>, Event> {
+pub fn route_and_pick(
+    route_id: u32,
+    client: [u32; 4],
+) -> Result<(&'static RouteTable, Picked<'static>), Option<Event>> {
+    // SAFETY: TS_ROUTES is BPF_F_NO_PREALLOC: a replaced value stays intact
+    // until this program is done with it.
+    let mut route = unsafe { TS_ROUTES.get(&route_id) }.ok_or(None)?;
+    let mut slots = slot_table(route, route_id);
+    if slots.is_none() && route.n_slots as usize > INLINE_SLOTS {
+        route = unsafe { TS_ROUTES.get(&route_id) }.ok_or(None)?;
+        slots = slot_table(route, route_id);
+    }
+    let picked = pick(route, slots, route_id, client).map_err(Some)?;
+    Ok((route, picked))
+}
+
+/// The slot table of `route` in `TS_SLOTS`, when its slots are there.
+#[inline(always)]
+fn slot_table(route: &RouteTable, route_id: u32) -> Option<&'static SlotTable> {
+    if route.n_slots as usize <= INLINE_SLOTS {
+        return None;
+    }
+    let key = SlotsKey {
+        route_id,
+        version: route.slots_version,
+    };
+    // SAFETY: TS_SLOTS is BPF_F_NO_PREALLOC, like TS_ROUTES.
+    unsafe { TS_SLOTS.get(&key) }
+}
+
+/// Picks the backend: a destination from the slot table (the route's own
+/// slots, or `apart` when they are in `TS_SLOTS`), then an endpoint of that
+/// destination. A route of one destination reads no slot.
+#[inline(always)]
+fn pick<'a>(
+    route: &'a RouteTable,
+    apart: Option<&SlotTable>,
+    route_id: u32,
+    client: [u32; 4],
+) -> Result<Picked<'a>, Event> {
     let n_slots = route.n_slots;
     if n_slots == 0 || n_slots as usize > MAX_SLOTS {
         return Err(Event::BadTable);
     }
     let hash = source_hash(client);
     let cursor = TS_CURSORS.get_ptr_mut(route_id);
-    let slot = match route.mode {
-        select::RANDOM => (unsafe { bpf_get_prandom_u32() }) % n_slots,
-        select::SOURCE_HASH => hash % n_slots,
-        _ => match cursor {
-            // SAFETY: array values live as long as the map; the atomic add
-            // (BPF_ATOMIC | BPF_FETCH) makes every connection take its own slot.
-            Some(c) => (unsafe { fetch_add(&raw mut (*c).next_slot) } % u64::from(n_slots)) as u32,
+    let dest_index = if route.n_dests == 1 {
+        0
+    } else {
+        let slot = match route.mode {
+            select::RANDOM => (unsafe { bpf_get_prandom_u32() }) % n_slots,
+            select::SOURCE_HASH => hash % n_slots,
+            _ => match cursor {
+                // SAFETY: array values live as long as the map; the atomic add
+                // (BPF_ATOMIC | BPF_FETCH) makes every connection take its own slot.
+                Some(c) => {
+                    (unsafe { fetch_add(&raw mut (*c).next_slot) } % u64::from(n_slots)) as u32
+                }
+                None => return Err(Event::BadTable),
+            },
+        };
+        let slot = u64::from(slot);
+        match apart {
+            Some(table) => table.slots[bound(slot, MAX_SLOTS as u64 - 1)] as usize,
+            None if n_slots as usize <= INLINE_SLOTS => {
+                route.slots[bound(slot, INLINE_SLOTS as u64 - 1)] as usize
+            }
+            // Its version is gone twice over: changed twice under us.
             None => return Err(Event::BadTable),
-        },
+        }
     };
-    let dest_index = route.slots[bound(u64::from(slot), MAX_SLOTS as u64 - 1)] as usize;
     if dest_index >= route.n_dests as usize {
         return Err(Event::BadTable);
     }

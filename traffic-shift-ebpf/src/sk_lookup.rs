@@ -19,8 +19,8 @@ use traffic_shift_common::{
 };
 
 use crate::{
-    maps::{TS_GATEWAY_FLOWS, TS_GATEWAYS, TS_ROUTES, TS_SOCKETS, count},
-    select::{bound, pick},
+    maps::{TS_GATEWAY_FLOWS, TS_GATEWAYS, TS_SOCKETS, count},
+    select::{bound, route_and_pick},
 };
 
 const IPPROTO_TCP: u32 = 6;
@@ -108,10 +108,6 @@ fn try_sk_lookup(ctx: &SkLookupContext) -> Result<Event, Event> {
         return Ok(Event::GatewayPass);
     };
     let route_id = gateway.route_id;
-    // SAFETY: TS_ROUTES is BPF_F_NO_PREALLOC (see connect.rs).
-    let Some(route) = (unsafe { TS_ROUTES.get(&route_id) }) else {
-        return Ok(Event::GatewayNoRoute);
-    };
     // sock_ops counts the accepted connection against the endpoint it got.
     let flow = FlowKey {
         local: key.addr,
@@ -121,7 +117,11 @@ fn try_sk_lookup(ctx: &SkLookupContext) -> Result<Event, Event> {
         family: key.family,
         pad: [0; 3],
     };
-    let picked = pick(route, route_id, client).map_err(|_| Event::GatewayNoSocket)?;
+    let (route, picked) = match route_and_pick(route_id, client) {
+        Ok(found) => found,
+        Err(None) => return Ok(Event::GatewayNoRoute),
+        Err(Some(_)) => return Err(Event::GatewayNoSocket),
+    };
     if assign(ctx, picked.backend) {
         return Ok(remember(&flow, picked.backend, Event::GatewayAssigned));
     }

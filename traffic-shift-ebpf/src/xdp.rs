@@ -47,8 +47,8 @@ use traffic_shift_common::{
 };
 
 use crate::{
-    maps::{TS_ROUTES, TS_STATS, TS_XDP_FLOWS, TS_XDP_GATEWAYS, TS_XDP_STATS, add, count, touch},
-    select::pick,
+    maps::{TS_STATS, TS_XDP_FLOWS, TS_XDP_GATEWAYS, TS_XDP_STATS, add, count, touch},
+    select::route_and_pick,
 };
 
 /// `new_flow`'s working space (see there).
@@ -392,17 +392,15 @@ fn new_flow(ctx: &XdpContext, packet: &Packet, route_id: u32, now: u64) -> Resul
     if packet.ttl <= 1 {
         return Err(Event::XdpTtlExceeded);
     }
-    // SAFETY: TS_ROUTES is BPF_F_NO_PREALLOC (see connect.rs).
-    let Some(route) = (unsafe { TS_ROUTES.get(&route_id) }) else {
-        return Ok(NewFlow::Pass(Event::XdpPass));
-    };
     // No endpoint (the subset has none, or none healthy; or none of the
     // packet's family): the node's stack answers the SYN with a reset (no
     // socket listens there), so the client fails at once, as on the other
     // paths, instead of retrying a dropped SYN.
     let no_endpoint = Ok(NewFlow::Pass(Event::XdpNoEndpoint));
-    let Ok(picked) = pick(route, route_id, addr_words(packet.key.src)) else {
-        return no_endpoint;
+    let picked = match route_and_pick(route_id, addr_words(packet.key.src)) {
+        Ok((_, picked)) => picked,
+        Err(None) => return Ok(NewFlow::Pass(Event::XdpPass)),
+        Err(Some(_)) => return no_endpoint,
     };
     let backend = picked.backend;
     if backend.family != packet.family {

@@ -117,11 +117,44 @@ fn a_table_kept_as_its_used_bytes_writes_back_whole() {
     let whole = kept.to_table();
     assert_eq!((whole.n_slots, whole.n_dests), (5, 2));
     assert_eq!(&whole.slots[..5], &[0, 0, 1, 0, 0]);
+    assert_eq!(whole.slots_version, 0, "its slots are in the route");
     // A scratch table that held a longer one before comes out the same.
     let mut scratch: Box<RouteTable> = bytemuck::zeroed_box();
     scratch.slots.fill(7);
-    kept.write_to(&mut scratch);
+    scratch.slots_version = 9;
+    assert_eq!(kept.write_to(&mut scratch, 3), None);
     assert!(bytemuck::bytes_of(scratch.as_ref()) == bytemuck::bytes_of(whole.as_ref()));
+}
+
+#[test]
+fn a_table_of_more_than_256_slots_keeps_them_apart_under_its_version() {
+    let mut model = gateway_route("192.0.2.10:9000");
+    let route = &mut model.routes[0];
+    let mut v2 = route.destinations[0].clone();
+    v2.subset = Some("v2".into());
+    // 1:999 does not reduce: 1000 slots.
+    route.destinations[0].weight = 1;
+    v2.weight = 999;
+    route.destinations.push(v2);
+    let compiled = compile(
+        &model,
+        &|_| false,
+        true,
+        &StatIds::default(),
+        &Limits::default(),
+        &ProxyAddrs::default(),
+    )
+    .expect("compiles");
+    let kept = &compiled.routes.values().next().expect("one route").table;
+    assert_eq!(kept.slots().len(), 1000);
+    // 999 slots name destination 1, the one left destination 0.
+    assert_eq!(kept.slots().iter().map(|&d| u32::from(d)).sum::<u32>(), 999);
+    let mut scratch: Box<RouteTable> = bytemuck::zeroed_box();
+    scratch.slots.fill(7);
+    let apart = kept.write_to(&mut scratch, 3).expect("slots apart");
+    assert_eq!(apart, kept.slots());
+    assert_eq!((scratch.n_slots, scratch.slots_version), (1000, 3));
+    assert!(scratch.slots.iter().all(|&s| s == 0), "none in the route");
 }
 
 #[test]

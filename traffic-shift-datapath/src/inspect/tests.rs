@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::compile::service_key;
-use traffic_shift_common::{Backend, Dest, MAX_SLOTS};
+use traffic_shift_common::{Backend, Dest, INLINE_SLOTS, SlotTable, SlotsKey};
 
 fn names() -> Names {
     Names {
@@ -132,8 +132,14 @@ fn a_route_table_shows_each_destinations_share_of_the_slots_and_its_endpoints() 
     }
     // 80/20 as the smooth sequence lays it out.
     table.slots[..5].copy_from_slice(&[0, 0, 1, 0, 0]);
-    table.slots[5..MAX_SLOTS].fill(1); // unused slots are not counted
-    let lines = route(&3u32.to_ne_bytes(), bytemuck::bytes_of(&table), &names()).unwrap();
+    table.slots[5..INLINE_SLOTS].fill(1); // unused slots are not counted
+    let lines = route(
+        &3u32.to_ne_bytes(),
+        bytemuck::bytes_of(&table),
+        &|_| panic!("its slots are in the route"),
+        &names(),
+    )
+    .unwrap();
     assert_eq!(
         lines,
         [
@@ -143,6 +149,64 @@ fn a_route_table_shows_each_destinations_share_of_the_slots_and_its_endpoints() 
             "  dest 1: 1 of 5 slots (20.0%), 1 endpoint, random",
             "    127.0.0.1:9002 slot 8",
         ]
+    );
+}
+
+#[test]
+fn a_route_with_its_slots_apart_shows_them_from_its_version_in_ts_slots() {
+    let mut table: RouteTable = bytemuck::Zeroable::zeroed();
+    table.mode = select::SMOOTH;
+    table.n_slots = 1000;
+    table.n_dests = 2;
+    table.n_backends = 2;
+    table.slots_version = 4;
+    table.dests[1] = Dest {
+        first_backend: 1,
+        n_backends: 1,
+        endpoint_select: select::SMOOTH,
+    };
+    table.dests[0].n_backends = 1;
+    let mut apart: SlotTable = bytemuck::Zeroable::zeroed();
+    apart.slots[1..1000].fill(1);
+    apart.slots[1000..].fill(1); // past n_slots: not counted
+    let want = SlotsKey {
+        route_id: 3,
+        version: 4,
+    };
+    let lines = route(
+        &3u32.to_ne_bytes(),
+        bytemuck::bytes_of(&table),
+        &|key| (key == want).then_some(apart),
+        &names(),
+    )
+    .unwrap();
+    assert_eq!(
+        lines[0],
+        "route 3 (default/tcp-echo/tcp[0]/port 9000 ipv4): smooth, 1000 slots (in TS_SLOTS, version 4), 2 destinations, 2 endpoints"
+    );
+    assert!(
+        lines[1].contains(": 1 of 1000 slots (0.1%)"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(": 999 of 1000 slots (99.9%)")),
+        "{lines:?}"
+    );
+    // A version the map does not hold is said, not shown as no slots.
+    let lines = route(
+        &3u32.to_ne_bytes(),
+        bytemuck::bytes_of(&table),
+        &|_| None,
+        &names(),
+    )
+    .unwrap();
+    assert!(
+        lines[0].contains("1000 slots (TS_SLOTS has no version 4!)"),
+        "{}",
+        lines[0]
     );
 }
 
