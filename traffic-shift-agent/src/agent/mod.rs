@@ -355,11 +355,22 @@ async fn start_metrics(
 
 /// Gives the heap's free pages back to the kernel. An `apply` of 10 000
 /// services parses, resolves and compiles the whole rule set a few times
-/// over; glibc keeps what that freed (RSS stayed at the peak, ~2x what the
-/// agent holds), so the agent returns it once it has handled an event.
+/// over; what that freed goes back once the agent has handled an event,
+/// not a decay period later.
 fn release_freed_memory() {
-    // SAFETY: malloc_trim only walks and trims glibc's own arenas.
-    unsafe {
-        libc::malloc_trim(0);
+    // jemalloc's `MALLCTL_ARENAS_ALL`: every arena.
+    const PURGE_ALL: &std::ffi::CStr = c"arena.4096.purge";
+    // SAFETY: a void mallctl: no old or new value is read or written.
+    let failed = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            PURGE_ALL.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if failed != 0 {
+        tracing::debug!(errno = failed, "jemalloc did not purge its arenas");
     }
 }
