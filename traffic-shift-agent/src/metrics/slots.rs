@@ -141,11 +141,7 @@ pub fn encode_tcp(
             },
         ));
         failed.push((
-            (
-                slot.labels.get("destination_service"),
-                slot.labels.get("destination_version"),
-                slot.endpoint,
-            ),
+            (&slot.service, &slot.version, slot.endpoint),
             FailedBy([s.failed_refused, s.failed_timeout, s.failed_other]),
         ));
     }
