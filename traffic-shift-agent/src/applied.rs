@@ -305,7 +305,7 @@ fn normalize_new(
         );
     }
     let text = serde_json::to_string(&SortedKeys(&document)).map_err(NormalizeError::Json)?;
-    Ok(Document(text.into()))
+    Ok(Document(Text::Held(text.into())))
 }
 
 /// Merge keys (`<<`) expanded. Most documents have none: they are walked,
@@ -373,19 +373,143 @@ impl serde::Serialize for SortedKeys<'_> {
     }
 }
 
-/// A stored document, kept as compact JSON text: a few hundred bytes where
-/// the parsed tree took ~5 KB (10 000 applied services held 100 MB of trees).
-/// It is parsed again only to be shown or compared.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Document(Box<str>);
+/// A stored document: compact JSON text (a few hundred bytes where the
+/// parsed tree took ~5 KB; 10 000 applied services held 100 MB of trees),
+/// parsed again only to be shown or compared.
+///
+/// Once the state file holds it, the text is not kept in memory: the
+/// document is where it is in the file (7 MB at 10 000 services, 70 MB at
+/// 100 000, held for the few commands that show or compare documents).
+#[derive(Clone, Debug)]
+pub struct Document(Text);
+
+#[derive(Clone, Debug)]
+enum Text {
+    /// Not in a state file yet (or never: the fleet's documents).
+    Held(Box<str>),
+    /// Bytes `offset..offset + len` of a state file the agent wrote.
+    InFile {
+        file: std::sync::Arc<StateFile>,
+        offset: u64,
+        len: u32,
+    },
+}
+
+/// A state file the agent wrote (or read at start), open: its documents
+/// are read from this file even once another replaced it, as long as an
+/// applied set points at them (the one in force, or the one before it,
+/// put back when the kernel refuses a change).
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    file: File,
+    /// Its size and modification time when its documents were placed: a
+    /// file changed in place since is not read (its bytes moved).
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl StateFile {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let file = File::open(path)?;
+        let metadata = file.metadata()?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            size: metadata.len(),
+            modified: metadata.modified().ok(),
+        })
+    }
+
+    /// Whether the file is as it was when opened.
+    fn unchanged(&self) -> std::io::Result<bool> {
+        let metadata = self.file.metadata()?;
+        Ok(metadata.len() == self.size && metadata.modified().ok() == self.modified)
+    }
+
+    /// Its text whole (to write the next state file from).
+    fn read_all(&self) -> Result<String, ReadBackError> {
+        self.read(0, self.size)
+    }
+
+    fn read(&self, offset: u64, len: u64) -> Result<String, ReadBackError> {
+        use std::os::unix::fs::FileExt as _;
+        let error = |reason: String| ReadBackError {
+            path: self.path.clone(),
+            offset,
+            reason,
+        };
+        if !self.unchanged().map_err(|e| error(e.to_string()))? {
+            return Err(error(
+                "the file was changed in place while the agent ran".to_owned(),
+            ));
+        }
+        let len = usize::try_from(len).map_err(|e| error(e.to_string()))?;
+        let mut bytes = vec![0; len];
+        self.file
+            .read_exact_at(&mut bytes, offset)
+            .map_err(|e| error(e.to_string()))?;
+        String::from_utf8(bytes).map_err(|e| error(e.to_string()))
+    }
+}
+
+/// A document that cannot be read back from the state file.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot read an applied resource back from the state file {path} (at byte {offset}): {reason}; restart the agent to read the file again (do not edit it while the agent runs)"
+)]
+pub struct ReadBackError {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub reason: String,
+}
 
 impl Document {
     pub fn new(json: &Json) -> Self {
-        Self(json.to_string().into())
+        Self(Text::Held(json.to_string().into()))
     }
 
-    pub fn to_json(&self) -> Json {
-        serde_json::from_str(&self.0).expect("the text of a JSON value parses")
+    /// Its text, read from the state file if it is there.
+    pub fn text(&self) -> Result<std::borrow::Cow<'_, str>, ReadBackError> {
+        match &self.0 {
+            Text::Held(text) => Ok(std::borrow::Cow::Borrowed(text)),
+            Text::InFile { file, offset, len } => file
+                .read(*offset, u64::from(*len))
+                .map(std::borrow::Cow::Owned),
+        }
+    }
+
+    pub fn to_json(&self) -> Result<Json, ReadBackError> {
+        let text = self.text()?;
+        serde_json::from_str(&text).map_err(|err| {
+            let Text::InFile { file, offset, .. } = &self.0 else {
+                unreachable!("the text of a JSON value parses")
+            };
+            ReadBackError {
+                path: file.path.clone(),
+                offset: *offset,
+                reason: format!("not the document written there: {err}"),
+            }
+        })
+    }
+
+    /// The length of its text.
+    fn len(&self) -> usize {
+        match &self.0 {
+            Text::Held(text) => text.len(),
+            Text::InFile { len, .. } => *len as usize,
+        }
+    }
+}
+
+/// The same text (read from the state file if need be: a document that
+/// cannot be read equals none).
+impl PartialEq for Document {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Text::Held(a), Text::Held(b)) => a == b,
+            _ => matches!((self.text(), other.text()), (Ok(a), Ok(b)) if a == b),
+        }
     }
 }
 
@@ -504,25 +628,20 @@ pub fn plan_apply(
                 (None, Prepared::Existing(_)) | (Some(_), Prepared::New(_)) => {
                     unreachable!("parse_for_apply looked at the same applied set")
                 }
-                (Some(old), Prepared::Existing(document))
-                    if same_document(old.document.to_json(), &document) =>
-                {
-                    changes.push(change(&key, Action::Unchanged));
-                    continue;
-                }
-                (Some(old), Prepared::Existing(document)) => {
-                    // A change bumps the generation, as the API server does.
-                    let generation = generation_of(&old.document.to_json()) + 1;
-                    resource.set_generation(generation);
-                    (
-                        Action::Configured,
-                        old.created_ms,
-                        Document::new(&with_generation(
-                            with_timestamp(document, old.created_ms),
-                            generation,
-                        )),
-                    )
-                }
+                (Some(old), Prepared::Existing(document)) => match configured(old, document) {
+                    Ok(Some((generation, document))) => {
+                        resource.set_generation(generation);
+                        (Action::Configured, old.created_ms, document)
+                    }
+                    Ok(None) => {
+                        changes.push(change(&key, Action::Unchanged));
+                        continue;
+                    }
+                    Err(err) => {
+                        errors.push(err.to_string());
+                        continue;
+                    }
+                },
             };
             changes.push(change(&key, action));
             entries.insert(
@@ -547,6 +666,25 @@ pub fn plan_apply(
     } else {
         Err(errors)
     }
+}
+
+/// An applied resource given again: its new generation and document if it
+/// changed (`None`: unchanged), compared with the stored one (read back
+/// from the state file).
+fn configured(old: &Entry, document: Json) -> Result<Option<(i64, Document)>, ReadBackError> {
+    let stored = old.document.to_json()?;
+    // A change bumps the generation, as the API server does.
+    let generation = generation_of(&stored) + 1;
+    if same_document(stored, &document) {
+        return Ok(None);
+    }
+    Ok(Some((
+        generation,
+        Document::new(&with_generation(
+            with_timestamp(document, old.created_ms),
+            generation,
+        )),
+    )))
 }
 
 /// One file of an `apply`, parsed: each resource with its document as
@@ -801,22 +939,109 @@ const HEADER: &str = "# Istio resources applied with `traffic-shift apply`, in f
 /// The applied set as the state file's text: [`HEADER`], then each
 /// document, sorted by kind, namespace and name, as the compact JSON it is
 /// kept as (JSON is YAML: the file reads as any rules file). Writing it is a
-/// copy: YAML was slow to write (100 000 services took seconds).
-pub fn render(entries: &Entries) -> String {
+/// copy: YAML was slow to write (100 000 services took seconds). The
+/// documents already in a state file are copied from its text, read whole
+/// once.
+pub fn render(entries: &Entries) -> Result<String, ReadBackError> {
     let mut text = String::with_capacity(
         HEADER.len()
             + entries
                 .values()
-                .map(|e| e.document.0.len() + 5)
+                .map(|e| e.document.len() + 5)
                 .sum::<usize>(),
     );
     text.push_str(HEADER);
+    // The files read, by address: one, but for a set put back.
+    let mut files: Vec<(&std::sync::Arc<StateFile>, String)> = Vec::new();
     for entry in entries.values() {
         text.push_str("---\n");
-        text.push_str(&entry.document.0);
+        match &entry.document.0 {
+            Text::Held(document) => text.push_str(document),
+            Text::InFile { file, offset, len } => {
+                let read = files
+                    .iter()
+                    .position(|(f, _)| std::sync::Arc::ptr_eq(f, file));
+                let i = if let Some(i) = read {
+                    i
+                } else {
+                    files.push((file, file.read_all()?));
+                    files.len() - 1
+                };
+                let whole = &files[i].1;
+                let range = usize::try_from(*offset).unwrap_or(usize::MAX)..;
+                let document = whole
+                    .get(range)
+                    .and_then(|rest| rest.get(..*len as usize))
+                    .ok_or_else(|| ReadBackError {
+                        path: file.path.clone(),
+                        offset: *offset,
+                        reason: "the file is shorter than when it was written".to_owned(),
+                    })?;
+                text.push_str(document);
+            }
+        }
         text.push('\n');
     }
-    text
+    Ok(text)
+}
+
+/// Whether `text` is what [`render`] makes of `entries` (held in memory,
+/// as [`parse_state`] makes them), compared in place.
+fn is_rendered(text: &str, entries: &Entries) -> bool {
+    let Some(mut rest) = text.strip_prefix(HEADER) else {
+        return false;
+    };
+    for entry in entries.values() {
+        let Text::Held(document) = &entry.document.0 else {
+            return false;
+        };
+        let Some(after) = rest
+            .strip_prefix("---\n")
+            .and_then(|r| r.strip_prefix(&**document))
+            .and_then(|r| r.strip_prefix('\n'))
+        else {
+            return false;
+        };
+        rest = after;
+    }
+    rest.is_empty()
+}
+
+/// Points each document of `entries` at its place in the state file at
+/// `path`, whose text [`render`] made of them, if the file is that text
+/// (its size says so; else they stay as they are, in memory or in the file
+/// before).
+fn place_in_file(path: &Path, entries: &mut Entries) {
+    let size = HEADER.len()
+        + entries
+            .values()
+            .map(|e| e.document.len() + 5)
+            .sum::<usize>();
+    let file = match StateFile::open(path) {
+        Ok(file) if usize::try_from(file.size).is_ok_and(|s| s == size) => {
+            std::sync::Arc::new(file)
+        }
+        Ok(file) => {
+            tracing::warn!(file = %path.display(), size = file.size, expected = size, "the state file is not the text just written: the applied documents stay in memory");
+            return;
+        }
+        Err(err) => {
+            tracing::warn!(file = %path.display(), %err, "cannot open the state file again: the applied documents stay in memory");
+            return;
+        }
+    };
+    let mut offset = HEADER.len() + 4;
+    for entry in entries.values_mut() {
+        let len = entry.document.len();
+        if let Ok(len32) = u32::try_from(len) {
+            entry.document.0 = Text::InFile {
+                file: std::sync::Arc::clone(&file),
+                offset: offset as u64,
+                len: len32,
+            };
+        }
+        offset += len + 5;
+    }
 }
 
 /// The applied set from the state file's text (`path` for messages), or
@@ -985,7 +1210,12 @@ impl Store {
                 let mtime_ms = std::fs::metadata(&path)
                     .and_then(|m| m.modified())
                     .map_or(0, system_ms);
-                parse_state(&path, &text, mtime_ms).map_err(corrupt)?
+                let mut entries = parse_state(&path, &text, mtime_ms).map_err(corrupt)?;
+                // As the agent wrote it (else kept in memory until the next write).
+                if is_rendered(&text, &entries) {
+                    place_in_file(&path, &mut entries);
+                }
+                entries
             }
             Err(_) if !path.exists() => Entries::new(),
             Err(err) => return Err(corrupt(vec![err.to_string()])),
@@ -1046,8 +1276,16 @@ impl Store {
     /// applied set stays as it is until then.
     pub fn write_in_background(&self, entries: &Entries) -> PendingWrite {
         // Shared, not copied, with the fallback below.
-        let text = std::sync::Arc::new(render(entries));
         let path = self.path.clone();
+        let text = match render(entries) {
+            Ok(text) => std::sync::Arc::new(text),
+            Err(err) => {
+                return PendingWrite {
+                    path,
+                    written: Written::Done(Err(std::io::Error::other(err))),
+                };
+            }
+        };
         let write = {
             let path = path.clone();
             move || write_atomic(&path, &text)
@@ -1077,6 +1315,7 @@ impl Store {
             source.relocate(self.path.clone(), n + 1, &lines);
             source.creation_timestamp = Some(format_timestamp(entry.created_ms));
         }
+        place_in_file(&self.path, &mut entries);
         std::mem::replace(&mut self.entries, entries)
     }
 

@@ -139,7 +139,11 @@ pub fn writes(current: &Entries, next: &Entries) -> Vec<Write> {
         {
             writes.push(Write::Put(
                 store_key(key),
-                entry.document.to_json().to_string(),
+                entry
+                    .document
+                    .to_json()
+                    .expect("the store's documents are held in memory")
+                    .to_string(),
             ));
         }
     }

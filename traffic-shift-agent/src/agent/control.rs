@@ -251,21 +251,30 @@ impl Agent {
     /// namespace, name and kind.
     fn resources(&self, kind: Option<&str>) -> Response {
         let wanted = |k: &str| kind.is_none_or(|kind| kind == k);
-        let mut items: Vec<Item> = self
+        // Read back from the state file.
+        let applied: Result<Vec<Item>, applied::ReadBackError> = self
             .sources
             .applied
             .entries()
             .iter()
             .filter(|(key, _)| wanted(key.kind))
             .map(|(key, entry)| {
-                Item::new(
+                Ok(Item::new(
                     (key.kind, &key.namespace, &key.name),
                     "apply".to_owned(),
                     Some(entry.created_ms),
-                    entry.document.to_json(),
-                )
+                    entry.document.to_json()?,
+                ))
             })
             .collect();
+        let mut items = match applied {
+            Ok(items) => items,
+            Err(err) => {
+                return Response::Error {
+                    message: err.to_string(),
+                };
+            }
+        };
         if let Some(fleet) = &self.sources.fleet {
             items.extend(
                 fleet
@@ -279,7 +288,10 @@ impl Agent {
                             (key.kind, &key.namespace, &key.name),
                             source.display().to_string(),
                             Some(entry.created_ms),
-                            entry.document.to_json(),
+                            entry
+                                .document
+                                .to_json()
+                                .expect("the store's documents are held in memory"),
                         )
                     }),
             );

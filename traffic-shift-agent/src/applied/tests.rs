@@ -1,4 +1,4 @@
-use std::{fmt::Write as _, os::unix::fs::PermissionsExt as _};
+use std::{fmt::Write as _, io::Write as _, os::unix::fs::PermissionsExt as _};
 
 use super::*;
 
@@ -207,7 +207,7 @@ fn apply_creates_configures_and_leaves_unchanged() {
         name: "tcp-echo".into(),
     };
     assert_eq!(
-        first.entries[&vs_key].document.to_json()["metadata"]["creationTimestamp"],
+        first.entries[&vs_key].document.to_json().expect("held")["metadata"]["creationTimestamp"],
         "2026-11-18T11:06:40Z"
     );
 
@@ -235,7 +235,7 @@ fn apply_creates_configures_and_leaves_unchanged() {
     let vs = &shifted.entries[&vs_key];
     assert_eq!(vs.created_ms, T0, "configured keeps the creation time");
     assert_eq!(
-        vs.document.to_json()["spec"]["tcp"][0]["route"][1]["weight"],
+        vs.document.to_json().expect("held")["spec"]["tcp"][0]["route"][1]["weight"],
         20,
         "the new document is stored"
     );
@@ -247,7 +247,7 @@ fn what_get_prints_applies_back_as_unchanged() {
     // `get -o yaml` of everything, and kubectl's output with what the API server adds.
     let items: Vec<String> = entries
         .values()
-        .map(|e| serde_yaml_ng::to_string(&e.document.to_json()).expect("YAML"))
+        .map(|e| serde_yaml_ng::to_string(&e.document.to_json().expect("held")).expect("YAML"))
         .collect();
     let mut kubectl = items[3].replace(
         "metadata:\n",
@@ -429,7 +429,7 @@ fn a_change_written_in_the_background_is_undone_by_rewrite() {
         .expect("written");
     assert_eq!(
         std::fs::read_to_string(&path).expect("state file"),
-        render(&Entries::new()),
+        render(&Entries::new()).expect("nothing to read"),
         "the change is on disk once waited for"
     );
     assert_eq!(store.entries().len(), entries.len(), "not adopted");
@@ -445,6 +445,101 @@ fn a_change_written_in_the_background_is_undone_by_rewrite() {
         err.to_string().starts_with("cannot write the state file"),
         "{err}"
     );
+}
+
+/// Whether an entry's document is read from the state file, not held.
+fn in_file(entry: &Entry) -> bool {
+    matches!(entry.document.0, Text::InFile { .. })
+}
+
+#[test]
+fn documents_in_the_state_file_are_read_from_it_not_kept() {
+    let dir = StateDir::new("in-file");
+    let mut store = Store::open(&dir.0).expect("a new state directory");
+    let entries = applied(&tcp_echo());
+    assert!(!entries.values().any(in_file), "planned: held");
+    store.replace(entries.clone()).expect("persist");
+    for (key, entry) in &entries {
+        let stored = &store.entries()[key];
+        assert!(in_file(stored), "{key}: in the file once written");
+        assert_eq!(
+            stored.document.to_json().expect("reads back"),
+            entry.document.to_json().expect("held"),
+            "{key}"
+        );
+    }
+    // Applied again: compared with the file's documents, unchanged.
+    let again = plan_apply(store.entries(), &tcp_echo(), nobody, T0 + 5000).expect("valid");
+    assert!(!again.changes_anything(), "{:?}", actions(&again));
+    // A change writes the next file from the documents of this one.
+    let shifted = plan_apply(
+        store.entries(),
+        &[file("vs-20.yaml", &rule("examples/vs-20-v2.yaml"))],
+        nobody,
+        T0 + 9000,
+    )
+    .expect("valid");
+    let before = std::fs::read_to_string(store.path()).expect("state file");
+    let old = store.replace(shifted.entries.clone()).expect("persist");
+    let text = std::fs::read_to_string(store.path()).expect("state file");
+    let held: Entries = shifted
+        .entries
+        .iter()
+        .map(|(k, e)| {
+            let json = e.document.to_json().expect("reads");
+            let mut e = e.clone();
+            e.document = Document::new(&json);
+            (k.clone(), e)
+        })
+        .collect();
+    assert_eq!(text, render(&held).expect("held"), "the same text");
+    assert!(text.contains("\"weight\":20"), "the new document: {text}");
+    // The set before reads from the file it was in, replaced since (a set
+    // put back after the kernel refused a change is written from it).
+    assert_eq!(render(&old).expect("the replaced file"), before);
+    // And at start: the documents of the file the agent wrote stay there.
+    drop((store, old));
+    let store = Store::open(&dir.0).expect("reopen");
+    assert!(
+        store.entries().values().all(in_file),
+        "read at start: in the file"
+    );
+    assert_eq!(render(store.entries()).expect("reads"), text);
+}
+
+#[test]
+fn a_state_file_changed_in_place_is_not_read_as_the_documents() {
+    let dir = StateDir::new("in-place");
+    let mut store = Store::open(&dir.0).expect("a new state directory");
+    store.replace(applied(&tcp_echo())).expect("persist");
+    // Edited in place while the agent runs (not replaced): its bytes moved.
+    let path = dir.0.join("applied.yaml");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open");
+    file.write_all(b"# a comment\n").expect("append");
+    drop(file);
+    let vs = store.entries().values().last().expect("the VirtualService");
+    let err = vs.document.to_json().expect_err("changed");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "cannot read an applied resource back from the state file {}",
+            path.display()
+        )) && message.contains("changed in place")
+            && message.contains("restart the agent"),
+        "{message}"
+    );
+    // An apply that compares with it is refused with that reason, and the
+    // next file cannot be written from it.
+    let errors = plan_apply(store.entries(), &tcp_echo(), nobody, T0).expect_err("refused");
+    assert!(
+        errors.iter().all(|e| e.contains("changed in place")),
+        "{errors:?}"
+    );
+    let err = store.rewrite().expect_err("not written");
+    assert!(err.to_string().contains("changed in place"), "{err}");
 }
 
 #[test]
@@ -525,7 +620,7 @@ fn a_corrupt_state_file_stops_the_start_with_every_error() {
     let dir = StateDir::new("corrupt");
     std::fs::create_dir_all(&dir.0).expect("dir");
     let path = dir.0.join("applied.yaml");
-    let mut text = render(&applied(&tcp_echo()));
+    let mut text = render(&applied(&tcp_echo())).expect("held");
     // A half-written file (as a disk fault or a hand edit could leave it).
     text.truncate(text.len() - 40);
     text.push_str("\n  tcp: [\n");
@@ -678,7 +773,7 @@ spec:
     let generation = |entries: &Entries| {
         let entry = entries.values().next().expect("the route");
         let resource = format!("{:?}", entry.resource);
-        let stored = generation_of(&entry.document.to_json());
+        let stored = generation_of(&entry.document.to_json().expect("reads"));
         (stored, resource.contains(&format!("generation: {stored},")))
     };
     let mut entries = applied(&[route("web-v1")]);

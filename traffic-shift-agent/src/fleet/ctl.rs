@@ -413,7 +413,10 @@ pub async fn get(
                 (key.kind, &key.namespace, &key.name),
                 target.url.to_string(),
                 Some(entry.created_ms),
-                entry.document.to_json(),
+                entry
+                    .document
+                    .to_json()
+                    .expect("the store's documents are held in memory"),
             )
         })
         .collect();
