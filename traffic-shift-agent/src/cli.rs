@@ -264,7 +264,8 @@ pub fn read_status(path: &Path) -> Result<Status, StatusError> {
 /// `status`: the agent's routes, gateway endpoints and kernel counters, as
 /// tables no wider than `width`, as seen at `now_ms` (see
 /// [`crate::status::render`]), as `view` shows them: a line per route from
-/// the status' summary when there are many (a tenth of the reading).
+/// the status' summary when there are many (a tenth of the reading); one
+/// route with only it parsed of the status file.
 pub fn status(
     path: &Path,
     view: &View,
@@ -272,13 +273,25 @@ pub fn status(
     now_ms: u64,
     out: &mut impl Write,
 ) -> Result<(), StatusError> {
-    if view.route.is_none()
-        && !view.full
+    if view.route.is_some() {
+        let status =
+            crate::status::files::read_routes(path, |key, service| view.shows(key, service))?;
+        view.render(status, width, now_ms, out)?;
+        return Ok(());
+    }
+    if !view.full
         // No summary: an agent of an earlier version.
-        && let Ok(summary) = crate::status::files::read_summary(path)
-        && view.summarizes(summary.routes.len() + summary.head.http_routes.len())
+        && let Ok((summary, tcp_routes)) = match view.busiest {
+            // A screen's worth (`--watch`): only those lines built.
+            Some(k) => crate::status::files::read_busiest(path, k),
+            None => crate::status::files::read_summary(path).map(|s| {
+                let n = s.routes.len();
+                (s, n)
+            }),
+        }
+        && view.summarizes(tcp_routes + summary.head.http_routes.len())
     {
-        view.render_summary(&summary, width, now_ms, out)?;
+        view.render_summary(&summary, tcp_routes, width, now_ms, out)?;
         return Ok(());
     }
     view.render(read_status(path)?, width, now_ms, out)?;
@@ -828,6 +841,62 @@ mod tests {
             err.to_string().starts_with("no route default/svc-30"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_watch_builds_only_the_busiest_lines_and_shows_what_the_whole_summary_would() {
+        let file = StatusFile::new("status-busiest");
+        let head = Status {
+            file_id: 9,
+            ..status_at(4)
+        };
+        file.write(&head);
+        let line = |i: u64, minute: u64| crate::status::RouteLine {
+            route: format!("default/svc-{i:02}/tcp[0]/port 9000"),
+            destinations: vec![("v1".to_owned(), 100, minute, minute * 10)],
+        };
+        let summary = crate::status::Summary {
+            head: head.clone(),
+            routes: (0..40).map(|i| line(i, i % 4)).collect(),
+        };
+        std::fs::write(
+            crate::status::summary_path(&file.path),
+            serde_json::to_string(&summary).expect("serializes"),
+        )
+        .expect("write the summary");
+        // The delta: line 20 the busiest.
+        let delta = serde_json::json!({
+            "base": 9,
+            "head": Status { generation: 5, ..head.clone() },
+            "routes": [],
+            "lines": [[20, line(20, 50)]],
+        });
+        std::fs::write(
+            crate::status::files::delta_path(&file.path),
+            delta.to_string(),
+        )
+        .expect("write the delta");
+        let busiest = View {
+            busiest: Some(3),
+            ..View::default()
+        };
+        let mut out = Vec::new();
+        status(&file.path, &busiest, 80, NOW_MS, &mut out).expect("status");
+        let out = String::from_utf8(out).expect("UTF-8");
+        let whole = crate::status::files::read_summary(&file.path).expect("the whole summary");
+        let mut expected = Vec::new();
+        busiest
+            .render_summary(&whole, whole.routes.len(), 80, NOW_MS, &mut expected)
+            .expect("renders");
+        assert_eq!(out, String::from_utf8(expected).expect("UTF-8"));
+        assert!(out.contains("generation 5"), "the delta's head: {out}");
+        assert!(out.contains("40 routes: the 3 busiest"), "{out}");
+        let keys: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("default/svc-"))
+            .map(|l| &l[..2])
+            .collect();
+        assert_eq!(keys, ["03", "07", "20"], "{out}");
     }
 
     #[test]

@@ -38,7 +38,9 @@ pub struct Status {
     /// ([`files`]). Not 0 in a file the agent wrote.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub file_id: u64,
-    /// In route-key order.
+    /// In route-key order. (Default: `status ROUTE` reads the rest of the
+    /// status without them, [`files::read_routes`].)
+    #[serde(default)]
     pub routes: Vec<RouteStatus>,
     /// Endpoints of gateway routes and their listening sockets.
     pub gateway_endpoints: Vec<GatewayEndpoint>,

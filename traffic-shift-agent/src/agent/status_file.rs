@@ -533,6 +533,13 @@ mod tests {
         assert_eq!(summary.head.generation, 2);
         let lines: Vec<RouteLine> = routes.iter().map(RouteLine::of).collect();
         assert_eq!(summary.routes, lines);
+        // `status ROUTE`: the routes asked for, from the delta or the file.
+        let some = crate::status::files::read_routes(&path, |key, service| {
+            key.starts_with("default/svc-03999/") || service == "svc-00100.bench.local:9000"
+        })
+        .expect("read some routes");
+        assert_eq!(some.generation, 2);
+        assert_eq!(some.routes, [routes[100].clone(), routes[3999].clone()]);
 
         // A delta naming another writing of the file is not applied to it:
         // the reader tries again, then says so.
@@ -541,6 +548,10 @@ mod tests {
         std::fs::write(delta_path(&path), other).expect("write");
         assert!(matches!(
             crate::status::files::read_status(&path),
+            Err(crate::status::files::ReadError::Torn { .. })
+        ));
+        assert!(matches!(
+            crate::status::files::read_routes(&path, |_, _| true),
             Err(crate::status::files::ReadError::Torn { .. })
         ));
         std::fs::write(delta_path(&path), text).expect("write");

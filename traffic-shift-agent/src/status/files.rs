@@ -17,11 +17,16 @@
 //! the status file is the status.
 
 use std::{
+    borrow::Cow,
     io::Read,
     path::{Path, PathBuf},
 };
 
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::{
+    Deserialize,
+    de::{DeserializeOwned, IgnoredAny},
+};
+use serde_json::value::RawValue;
 
 use super::{RouteLine, RouteStatus, Status, Summary, summary_path};
 
@@ -48,6 +53,57 @@ struct SummaryDelta {
     base: u64,
     head: Status,
     lines: Vec<(usize, RouteLine)>,
+}
+
+/// The status file as [`read_routes`] reads it: each route's names, its
+/// destinations left as text; the kernel names skipped; the rest whole.
+#[derive(Deserialize)]
+struct StatusRoutes<'a> {
+    #[serde(borrow)]
+    routes: Vec<RouteRef<'a>>,
+    #[serde(default)]
+    #[expect(dead_code, reason = "read past, not kept")]
+    kernel_routes: IgnoredAny,
+    #[serde(default)]
+    #[expect(dead_code, reason = "read past, not kept")]
+    counter_slots: IgnoredAny,
+    /// Without routes and kernel names: small.
+    #[serde(flatten)]
+    head: Status,
+}
+
+/// The delta file as [`read_routes`] reads it.
+#[derive(Deserialize)]
+struct RoutesDelta<'a> {
+    base: u64,
+    head: Status,
+    #[serde(borrow)]
+    routes: Vec<(usize, RouteRef<'a>)>,
+}
+
+/// A route of the status file, its destinations not parsed: reading one
+/// allocates nothing (its strings are borrowed from the file's text).
+#[derive(Deserialize)]
+struct RouteRef<'a> {
+    #[serde(borrow)]
+    route: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    service: Cow<'a, str>,
+    #[serde(borrow)]
+    destinations: &'a RawValue,
+}
+
+impl RouteRef<'_> {
+    fn parse(self) -> serde_json::Result<RouteStatus> {
+        Ok(RouteStatus {
+            route: self.route.into_owned(),
+            kind: self.kind.into_owned(),
+            service: self.service.into_owned(),
+            destinations: serde_json::from_str(self.destinations.get())?,
+        })
+    }
 }
 
 /// A reader that tried this often and always found the agent between a
@@ -108,6 +164,178 @@ pub fn read_status(path: &Path) -> Result<Status, ReadError> {
     .map(|(mut status, touched_ms)| {
         status.hold_until(touched_ms);
         status
+    })
+}
+
+/// The status file `path` with its delta applied, as [`read_status`] reads
+/// it, but only the TCP routes `wanted` takes (by route key and service)
+/// and without the kernel names: what `status ROUTE` shows. The other
+/// routes are scanned, not built: at 100 000 routes that is most of the
+/// time and memory of reading them all.
+pub fn read_routes(path: &Path, wanted: impl Fn(&str, &str) -> bool) -> Result<Status, ReadError> {
+    let delta_path = delta_path(path);
+    let parse = |path: &Path, source| ReadError::Parse {
+        path: path.to_owned(),
+        source,
+    };
+    for _ in 0..TRIES {
+        let delta_text = match read_text(&delta_path) {
+            Ok(text) => Some(text),
+            Err(ReadError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(err) => return Err(err),
+        };
+        let (text, touched_ms) = read_text(path)?;
+        let file: StatusRoutes = serde_json::from_str(&text).map_err(|e| parse(path, e))?;
+        let (mut routes, mut head, mut touched_ms) = (file.routes, file.head, touched_ms);
+        // A status file of an earlier agent (no id) has no delta.
+        if let Some((delta_text, delta_ms)) = &delta_text
+            && head.file_id != 0
+        {
+            let delta: RoutesDelta =
+                serde_json::from_str(delta_text).map_err(|e| parse(&delta_path, e))?;
+            if delta.base != head.file_id {
+                continue;
+            }
+            for (i, route) in delta.routes {
+                if let Some(slot) = routes.get_mut(i) {
+                    *slot = route;
+                }
+            }
+            head = delta.head;
+            touched_ms = touched_ms.max(*delta_ms);
+        }
+        let routes = routes
+            .into_iter()
+            .filter(|r| wanted(&r.route, &r.service))
+            .map(RouteRef::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| parse(path, e))?;
+        let mut status = Status { routes, ..head };
+        status.hold_until(touched_ms);
+        return Ok(status);
+    }
+    Err(ReadError::Torn {
+        path: path.to_owned(),
+        delta: delta_path,
+    })
+}
+
+/// The summary file as [`read_busiest`] reads it: each line as text.
+#[derive(Deserialize)]
+struct SummaryLines<'a> {
+    head: Status,
+    #[serde(borrow)]
+    routes: Vec<&'a RawValue>,
+}
+
+/// A summary line read for its connections in the last minute alone.
+#[derive(Deserialize)]
+struct LineMinute {
+    destinations: MinuteSum,
+}
+
+/// The sum of the per-minute counts of a line's destinations (`[NAME,
+/// WEIGHT,MINUTE,TOTAL]` each), read without building them.
+struct MinuteSum(u64);
+
+impl<'de> Deserialize<'de> for MinuteSum {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Sum;
+        impl<'de> serde::de::Visitor<'de> for Sum {
+            type Value = MinuteSum;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of [name, weight, minute, total]")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<MinuteSum, A::Error> {
+                let mut sum = 0u64;
+                while let Some((IgnoredAny, IgnoredAny, minute, IgnoredAny)) =
+                    seq.next_element::<(IgnoredAny, IgnoredAny, u64, IgnoredAny)>()?
+                {
+                    sum = sum.saturating_add(minute);
+                }
+                Ok(MinuteSum(sum))
+            }
+        }
+        deserializer.deserialize_seq(Sum)
+    }
+}
+
+/// The summary of the status file `path` as [`read_summary`] reads it,
+/// but of its lines only the `k` busiest in the last minute (the first in
+/// the rules' order among equals), in the rules' order; and how many lines
+/// it has. What `status --watch` shows of 100 000 routes is a screen's
+/// worth: the others are scanned for their count, not built.
+pub fn read_busiest(path: &Path, k: usize) -> Result<(Summary, usize), ReadError> {
+    let file = summary_path(path);
+    let delta_path = delta_path(path);
+    let parse = |path: &Path, source| ReadError::Parse {
+        path: path.to_owned(),
+        source,
+    };
+    for _ in 0..TRIES {
+        let delta_text = match read_text(&delta_path) {
+            Ok(text) => Some(text),
+            Err(ReadError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(err) => return Err(err),
+        };
+        let (text, touched_ms) = read_text(&file)?;
+        let summary: SummaryLines = serde_json::from_str(&text).map_err(|e| parse(&file, e))?;
+        let (lines, mut head, mut touched_ms) = (summary.routes, summary.head, touched_ms);
+        let mut changed = std::collections::HashMap::new();
+        // A status file of an earlier agent (no id) has no delta.
+        if let Some((delta_text, delta_ms)) = &delta_text
+            && head.file_id != 0
+        {
+            let delta: SummaryDelta =
+                serde_json::from_str(delta_text).map_err(|e| parse(&delta_path, e))?;
+            if delta.base != head.file_id {
+                continue;
+            }
+            changed.extend(delta.lines.into_iter().filter(|(i, _)| *i < lines.len()));
+            head = delta.head;
+            touched_ms = touched_ms.max(*delta_ms);
+        }
+        let n = lines.len();
+        let mut minutes = Vec::with_capacity(n);
+        for (i, line) in lines.iter().enumerate() {
+            minutes.push(match changed.get(&i) {
+                Some(line) => line.destinations.iter().map(|d| d.2).sum(),
+                None => {
+                    serde_json::from_str::<LineMinute>(line.get())
+                        .map_err(|e| parse(&file, e))?
+                        .destinations
+                        .0
+                }
+            });
+        }
+        let kept = super::view::busiest_of(n, k, |i| minutes[i]);
+        let routes = kept
+            .into_iter()
+            .map(|i| match changed.remove(&i) {
+                Some(line) => Ok(line),
+                None => serde_json::from_str(lines[i].get()).map_err(|e| parse(&file, e)),
+            })
+            .collect::<Result<_, _>>()?;
+        let mut summary = Summary { head, routes };
+        summary.head.hold_until(touched_ms);
+        return Ok((summary, n));
+    }
+    Err(ReadError::Torn {
+        path: file,
+        delta: delta_path,
     })
 }
 
@@ -175,6 +403,16 @@ fn read_with_delta<T: DeserializeOwned, D: DeserializeOwned>(
 
 /// A JSON file, and its time (Unix, milliseconds).
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<(T, u64), ReadError> {
+    let (text, touched_ms) = read_text(path)?;
+    let value = serde_json::from_str(&text).map_err(|source| ReadError::Parse {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok((value, touched_ms))
+}
+
+/// A file's text, and its time (Unix, milliseconds).
+fn read_text(path: &Path) -> Result<(String, u64), ReadError> {
     let read = |source| ReadError::Read {
         path: path.to_owned(),
         source,
@@ -188,9 +426,5 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<(T, u64), ReadError> {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(read)?;
-    let value = serde_json::from_str(&text).map_err(|source| ReadError::Parse {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok((value, touched_ms))
+    Ok((text, touched_ms))
 }

@@ -12,7 +12,7 @@ use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
-use super::{RouteStatus, Status, render};
+use super::{HttpRouteStatus, RouteStatus, Status, render};
 
 /// The status file's companion (`summary_path`): the status but its TCP
 /// routes, and a line per TCP route; what `status` reads when there are
@@ -95,9 +95,10 @@ impl View {
         out: &mut impl Write,
     ) -> Result<(), ViewError> {
         if let Some(route) = &self.route {
-            let wanted = |key: &str, service: &str| names(route, key, service);
-            status.routes.retain(|r| wanted(&r.route, &r.service));
-            status.http_routes.retain(|r| wanted(&r.route, &r.service));
+            status.routes.retain(|r| self.shows(&r.route, &r.service));
+            status
+                .http_routes
+                .retain(|r| self.shows(&r.route, &r.service));
             if status.routes.is_empty() && status.http_routes.is_empty() {
                 return Err(ViewError::NoSuchRoute(NoSuchRoute(route.clone())));
             }
@@ -106,9 +107,25 @@ impl View {
         } else if self.summarizes(status.routes.len() + status.http_routes.len()) {
             let lines: Vec<RouteLine> = status.routes.iter().map(RouteLine::of).collect();
             status.routes.clear();
-            return Ok(summary(&status, &lines, self.busiest, width, now_ms, out)?);
+            return Ok(summary(
+                &status,
+                &lines,
+                lines.len(),
+                self.busiest,
+                width,
+                now_ms,
+                out,
+            )?);
         }
         Ok(render(&status, width, now_ms, out)?)
+    }
+
+    /// Whether this view shows the route `key` of `service` (`host:port`):
+    /// every route, or the one named.
+    pub fn shows(&self, key: &str, service: &str) -> bool {
+        self.route
+            .as_deref()
+            .is_none_or(|query| names(query, key, service))
     }
 
     /// Whether this view of `routes` routes is a line per route.
@@ -116,10 +133,13 @@ impl View {
         self.route.is_none() && !self.full && routes > SUMMARY_OVER
     }
 
-    /// Writes `summary` (its lines: `summarizes` said so).
+    /// Writes `summary` (its lines: `summarizes` said so), whose file has
+    /// `tcp_routes` lines: all of them, or at least the [`View::busiest`]
+    /// ([`super::files::read_busiest`]).
     pub fn render_summary(
         &self,
         summary: &Summary,
+        tcp_routes: usize,
         width: usize,
         now_ms: u64,
         out: &mut impl Write,
@@ -127,6 +147,7 @@ impl View {
         self::summary(
             &summary.head,
             &summary.routes,
+            tcp_routes,
             self.busiest,
             width,
             now_ms,
@@ -161,17 +182,13 @@ struct Item<'a> {
     total: u64,
 }
 
-impl Item<'_> {
-    fn per_minute(&self) -> u64 {
-        self.split.iter().map(|d| d.2).sum()
-    }
-}
-
-/// A line per route under the status' header: `status` (its TCP routes
-/// are `lines`); only the `busiest` when given.
-fn summary(
-    status: &Status,
-    lines: &[RouteLine],
+/// A line per route under the status' header: `status` (its
+/// `tcp_routes` TCP routes are `lines`, or the busiest of them in their
+/// order); only the `busiest` when given.
+fn summary<'a>(
+    status: &'a Status,
+    lines: &'a [RouteLine],
+    tcp_routes: usize,
     busiest: Option<usize>,
     width: usize,
     now_ms: u64,
@@ -189,7 +206,7 @@ fn summary(
     let (top, rest) = header.split_once("\n\n").unwrap_or((&header, ""));
     writeln!(out, "{top}")?;
     writeln!(out)?;
-    let tcp = lines.iter().map(|line| Item {
+    let tcp = |line: &'a RouteLine| Item {
         key: &line.route,
         split: line
             .destinations
@@ -197,8 +214,8 @@ fn summary(
             .map(|(name, weight, minute, _)| (name.as_str(), *weight, *minute))
             .collect(),
         total: line.destinations.iter().map(|d| d.3).sum(),
-    });
-    let http = status.http_routes.iter().map(|r| Item {
+    };
+    let http = |r: &'a HttpRouteStatus| Item {
         key: &r.route,
         split: r
             .destinations
@@ -212,32 +229,60 @@ fn summary(
             })
             .collect(),
         total: r.destinations.iter().map(|d| d.requests_total).sum(),
-    });
-    let mut items: Vec<Item> = tcp.chain(http).collect();
-    let n = items.len();
-    let note = match busiest {
+    };
+    let n = tcp_routes + status.http_routes.len();
+    // The routes at hand: the busiest of the TCP ones are among their
+    // busiest (HTTP routes come after them in the order).
+    let at_hand = lines.len() + status.http_routes.len();
+    let (items, note): (Vec<Item>, String) = match busiest {
         Some(k) if k < n => {
-            // The k busiest, in the rules' order.
-            let mut order: Vec<usize> = (0..n).collect();
-            order.sort_by_key(|&i| (std::cmp::Reverse(items[i].per_minute()), i));
-            let mut keep = vec![false; n];
-            for &i in &order[..k] {
-                keep[i] = true;
-            }
-            let mut i = 0;
-            items.retain(|_| {
-                i += 1;
-                keep[i - 1]
-            });
-            format!(
-                "{n} routes: the {k} busiest in the last minute (`traffic-shift status` lists every one)"
+            // The k busiest, in the rules' order; only they are built (at
+            // 100 000 routes a screen's worth is a two-thousandth).
+            let minute = |i: usize| match lines.get(i) {
+                Some(line) => line.destinations.iter().map(|d| d.2).sum(),
+                None => status.http_routes[i - lines.len()]
+                    .destinations
+                    .iter()
+                    .map(|d| d.requests_last_minute)
+                    .sum::<u64>(),
+            };
+            let items = busiest_of(at_hand, k, minute)
+                .into_iter()
+                .map(|i| match lines.get(i) {
+                    Some(line) => tcp(line),
+                    None => http(&status.http_routes[i - lines.len()]),
+                })
+                .collect();
+            (
+                items,
+                format!(
+                    "{n} routes: the {k} busiest in the last minute (`traffic-shift status` lists every one)"
+                ),
             )
         }
-        _ => format!(
-            "{n} routes: a line each (`traffic-shift status ROUTE` shows one in full, --full every one)"
+        _ => (
+            lines
+                .iter()
+                .map(tcp)
+                .chain(status.http_routes.iter().map(http))
+                .collect(),
+            format!(
+                "{n} routes: a line each (`traffic-shift status ROUTE` shows one in full, --full every one)"
+            ),
         ),
     };
     writeln!(out, "{}", cut(&note, width))?;
+    write_table(&items, width, out)?;
+    if !rest.is_empty() {
+        writeln!(out)?;
+        write!(out, "{rest}")?;
+    }
+    Ok(())
+}
+
+/// The summary's table: a header, then a line per item, its columns
+/// aligned, each line cut to `width`.
+fn write_table(items: &[Item], width: usize, out: &mut impl Write) -> io::Result<()> {
     let mut rows = vec![[
         "ROUTE".to_owned(),
         "SPLIT".to_owned(),
@@ -267,11 +312,20 @@ fn summary(
         }
         writeln!(out, "{}", cut(line.trim_end(), width))?;
     }
-    if !rest.is_empty() {
-        writeln!(out)?;
-        write!(out, "{rest}")?;
-    }
     Ok(())
+}
+
+/// The indexes of the `k` busiest of `n` (by `minute`; the first among
+/// equals), in order: a partial selection, not a sort of all `n`.
+pub(crate) fn busiest_of(n: usize, k: usize, minute: impl Fn(usize) -> u64) -> Vec<usize> {
+    let mut order: Vec<(std::cmp::Reverse<u64>, usize)> =
+        (0..n).map(|i| (std::cmp::Reverse(minute(i)), i)).collect();
+    if k > 0 && k < n {
+        order.select_nth_unstable(k - 1);
+    }
+    let mut kept: Vec<usize> = order[..k.min(n)].iter().map(|&(_, i)| i).collect();
+    kept.sort_unstable();
+    kept
 }
 
 /// A destination's name in a split: its subset, else its host's first label.
