@@ -27,6 +27,7 @@
 //! | `report` | what the reports share: left-out rows, JSON strings, median, header |
 //! | `xdp` | scenario 7 (`--xdp`), with the check of its `xdp` row (`xdp/check.rs`) |
 //! | `storm` | scenario 9, a new-connection storm (alone with `--only storm`) |
+//! | `watch` | `traffic-shift status --watch` on a pseudo-terminal, its redraws timed (scenario 6) |
 
 use std::{
     fmt::Write as _,
@@ -68,6 +69,7 @@ mod scale;
 mod split;
 mod storm;
 mod tcp;
+mod watch;
 mod xdp;
 
 /// What `--only` runs alone.

@@ -4,8 +4,10 @@
 //! removed with `traffic-shift delete`). At each level: the connect-time connection
 //! rate to tcp-echo and the agent's CPU meanwhile, its CPU with nothing to do, its RSS,
 //! the kernel memory of its maps, one `/metrics` scrape before and after a connection
-//! to every generated service, and one `traffic-shift status`. The `apply` and the
-//! `delete` of 10 000 and of 100 000 are timed end to end.
+//! to every generated service, one `traffic-shift status`, one `traffic-shift status
+//! ROUTE` and the redraws of a `traffic-shift status --watch` on a pseudo-terminal
+//! ([`watch`]). The `apply` and the `delete` of 10 000 and of 100 000 are timed end
+//! to end.
 //!
 //! A figure that could not be measured is never printed: its cell says `n/m` and a
 //! note under the table says why; a goal that depends on it is not met.
@@ -30,6 +32,7 @@ use super::{
     client::{Clients, client_command, json_number},
     rule_change,
     tcp::{self, Contender},
+    watch::{self, Watch},
 };
 use crate::cmd;
 
@@ -54,6 +57,8 @@ const IDLE_CPU_GOAL: f64 = 1.0;
 const RSS_GOALS: [(usize, f64); 2] = [(10_000, 30.0), (100_000, 250.0)];
 /// One `/metrics` scrape after traffic on every service at this level under this, ms.
 const SCRAPE_GOAL: (usize, f64) = (10_000, 200.0);
+/// The slowest `status --watch` redraw at the goals' largest level under this, ms.
+const WATCH_GOAL: f64 = 100.0;
 /// The goals' largest level (that of the rate and idle CPU goals).
 const GOAL_LEVEL: usize = 100_000;
 /// How long the agent's idle CPU is measured: no rule change, no traffic.
@@ -177,17 +182,38 @@ impl Env<'_> {
         }
     }
 
-    /// One `traffic-shift status` (the default view) of the agent's status file:
-    /// its time and the bytes it printed.
-    fn status(&self) -> Measured<(Duration, u64)> {
+    /// One `traffic-shift status` of the agent's status file, 120 columns: the
+    /// default view, or with `route` that route alone (its output must name it).
+    /// Its time and the bytes it printed.
+    fn status(&self, route: Option<&str>) -> Measured<(Duration, u64)> {
         let out = self.work.join("status.out");
+        let mut c = self.traffic_shift();
+        c.arg("status").args(route);
+        c.arg("--status-file")
+            .arg(&self.agent.status)
+            .args(["--width", "120"]);
+        let took = run_bounded(&mut c, &out, COMMAND_TIMEOUT)?;
+        let text = fs::read_to_string(&out).map_err(|e| format!("read {}: {e}", out.display()))?;
+        if let Some(route) = route
+            && !text.contains(route)
+        {
+            return Err(format!(
+                "`traffic-shift status {route}` does not show it: {:?}",
+                text.chars().take(300).collect::<String>()
+            ));
+        }
+        Ok((took, text.len() as u64))
+    }
+
+    /// The redraws of `traffic-shift status --watch` on a pseudo-terminal ([`watch`]).
+    fn watch(&self) -> Measured<Watch> {
         let mut c = self.traffic_shift();
         c.arg("status")
             .arg("--status-file")
             .arg(&self.agent.status)
-            .args(["--width", "120"]);
-        let took = run_bounded(&mut c, &out, COMMAND_TIMEOUT)?;
-        Ok((took, fs::metadata(&out).map_or(0, |m| m.len())))
+            .arg("--watch")
+            .args(["--interval", &watch::INTERVAL.as_secs_f64().to_string()]);
+        watch::run(c)
     }
 
     /// One connection (a line written, the echo read) to each of the first `n`
@@ -329,6 +355,10 @@ pub struct Level {
     pub scrape_traffic: Measured<(f64, usize)>,
     /// One `traffic-shift status`, ms and bytes printed.
     pub status: Measured<(f64, u64)>,
+    /// One `traffic-shift status ROUTE` of [`Level::route`], ms and bytes printed.
+    pub status_route: Measured<(f64, u64)>,
+    /// The redraws of a `traffic-shift status --watch`.
+    pub watch: Measured<Watch>,
 }
 
 impl Level {
@@ -354,6 +384,18 @@ impl Level {
             traffic: none(),
             scrape_traffic: none(),
             status: none(),
+            status_route: none(),
+            watch: none(),
+        }
+    }
+
+    /// The route `status ROUTE` shows at this level: the VirtualService of the middle
+    /// generated service, or with none the bench's own tcp-echo.
+    pub fn route(&self) -> String {
+        if self.extra == 0 {
+            "default/tcp-echo".to_owned()
+        } else {
+            format!("default/svc-{:05}", self.extra / 2)
         }
     }
 }
@@ -541,8 +583,24 @@ fn measure(
     };
     level.scrape = scrape_once();
     level.status = env
-        .status()
+        .status(None)
         .map(|(took, bytes)| (took.as_secs_f64() * 1e3, bytes));
+    level.status_route = env
+        .status(Some(&level.route()))
+        .map(|(took, bytes)| (took.as_secs_f64() * 1e3, bytes));
+    check_interrupted()?;
+    level.watch = env.watch();
+    match &level.watch {
+        Ok(w) => {
+            let (median, max) = w.median_max_ms();
+            eprintln!(
+                "bench: scale: status --watch redraw {median:.1} ms median, {max:.1} ms max of {}, {:.1} ms CPU each",
+                w.redraws.len(),
+                w.cpu_ms
+            );
+        }
+        Err(why) => eprintln!("bench: scale: status --watch: {why}"),
+    }
     check_interrupted()?;
 
     if level.extra == 0 {
@@ -825,9 +883,15 @@ impl Results {
              | agent CPU % while measured | agent CPU % idle ({} s) | agent RSS MiB idle | after traffic | peak (VmHWM) \
              | kernel map memory MiB (bytes_memlock, not in RSS) | `/metrics` scrape ms | its bytes \
              | connections to every generated service (errors) | then `/metrics` scrape ms | its bytes \
-             | `traffic-shift status` ms | its bytes |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-            IDLE.as_secs()
+             | `traffic-shift status` ms | its bytes | `status ROUTE` ms | its bytes \
+             | `status --watch` redraw ms, median (max) of {redraws}: {rows}x{columns} terminal, `--interval {interval}`, \
+             from a frame's end to the next's, less the interval | its CPU ms per redraw | its frame's bytes |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            IDLE.as_secs(),
+            redraws = watch::REDRAWS,
+            rows = watch::ROWS,
+            columns = watch::COLUMNS,
+            interval = watch::INTERVAL.as_secs_f64(),
         );
         for level in &self.levels {
             let services = base + level.extra;
@@ -836,7 +900,7 @@ impl Results {
                     md,
                     "| {SCENARIO} | {services} | not measured: {} |{}",
                     why.replace('|', "\\|"),
-                    " |".repeat(16)
+                    " |".repeat(21)
                 );
                 json_rows.push(format!(
                     "    {}",
@@ -921,6 +985,34 @@ impl Results {
                     "status",
                     level.status.as_ref().map(|s| s.1.to_string()),
                 ),
+                cell(
+                    services,
+                    "status ROUTE",
+                    level.status_route.as_ref().map(|s| format!("{:.1}", s.0)),
+                ),
+                cell(
+                    services,
+                    "status ROUTE",
+                    level.status_route.as_ref().map(|s| s.1.to_string()),
+                ),
+                cell(
+                    services,
+                    "status --watch",
+                    level.watch.as_ref().map(|w| {
+                        let (median, max) = w.median_max_ms();
+                        format!("{median:.1} ({max:.1})")
+                    }),
+                ),
+                cell(
+                    services,
+                    "status --watch",
+                    level.watch.as_ref().map(|w| format!("{:.1}", w.cpu_ms)),
+                ),
+                cell(
+                    services,
+                    "status --watch",
+                    level.watch.as_ref().map(|w| w.frame_bytes.to_string()),
+                ),
             ];
             let _ = writeln!(md, "| {SCENARIO} | {services} | {} |", cells.join(" | "));
             json_rows.push(format!(
@@ -954,6 +1046,18 @@ impl Results {
                     "scrape_after_traffic_bytes": num(level.scrape_traffic.as_ref().map(|s| s.1)),
                     "status_ms": num(level.status.as_ref().map(|s| s.0)),
                     "status_bytes": num(level.status.as_ref().map(|s| s.1)),
+                    "status_route": level.route(),
+                    "status_route_ms": num(level.status_route.as_ref().map(|s| s.0)),
+                    "status_route_bytes": num(level.status_route.as_ref().map(|s| s.1)),
+                    "watch_terminal_rows": watch::ROWS,
+                    "watch_terminal_columns": watch::COLUMNS,
+                    "watch_interval_ms": watch::INTERVAL.as_secs_f64() * 1e3,
+                    "watch_redraw_ms": level.watch.as_ref().ok().map(|w| w.redraws.clone()),
+                    "watch_cpu_ms_per_redraw": num(level.watch.as_ref().map(|w| w.cpu_ms)),
+                    "watch_redraw_ms_median": num(level.watch.as_ref().map(|w| w.median_max_ms().0)),
+                    "watch_redraw_ms_max": num(level.watch.as_ref().map(|w| w.median_max_ms().1)),
+                    "watch_frame_bytes": num(level.watch.as_ref().map(|w| w.frame_bytes)),
+                    "watch_frame_lines": num(level.watch.as_ref().map(|w| w.frame_lines)),
                 })
             ));
         }
@@ -1187,6 +1291,7 @@ impl Results {
             base + n,
             self.judge(n, scrape, &|ms| format!("{ms:.1} ms"), &|ms| ms < limit)
         );
+        self.watch_goal(goals);
         // Issue 21's: the kernel's time per connect-time connection, all programs.
         let bpf = self.levels.first().map(|l| {
             l.bpf
@@ -1200,6 +1305,39 @@ impl Results {
             tcp::BPF_GOAL_NS,
             self.judge(0, bpf, &|ns| format!("{ns:.0} ns"), &|ns| ns
                 <= tcp::BPF_GOAL_NS)
+        );
+    }
+
+    /// The `status --watch` goal: every redraw at the largest level, the slowest included.
+    fn watch_goal(&self, goals: &mut String) {
+        let base = self.base_services;
+        let median = self
+            .at(GOAL_LEVEL)
+            .and_then(|l| l.watch.as_ref().ok())
+            .map(|w| w.median_max_ms().0);
+        let redraw = self.at(GOAL_LEVEL).map(|l| {
+            reached(
+                l,
+                &l.watch
+                    .as_ref()
+                    .map(|w| w.median_max_ms().1)
+                    .map_err(Clone::clone),
+            )
+        });
+        let _ = writeln!(
+            goals,
+            "goal: status --watch redraw at {} services < {WATCH_GOAL} ms: {}",
+            base + GOAL_LEVEL,
+            self.judge(
+                GOAL_LEVEL,
+                redraw,
+                &|ms| format!(
+                    "the slowest of {} {ms:.1} ms (median {})",
+                    watch::REDRAWS,
+                    median.map_or_else(String::new, |m| format!("{m:.1} ms"))
+                ),
+                &|ms| ms < WATCH_GOAL
+            )
         );
     }
 
