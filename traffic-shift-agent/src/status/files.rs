@@ -179,15 +179,7 @@ pub fn read_routes(path: &Path, wanted: impl Fn(&str, &str) -> bool) -> Result<S
         source,
     };
     for _ in 0..TRIES {
-        let delta_text = match read_text(&delta_path) {
-            Ok(text) => Some(text),
-            Err(ReadError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                None
-            }
-            Err(err) => return Err(err),
-        };
+        let delta_text = absent_is_none(read_text(&delta_path))?;
         let (text, touched_ms) = read_text(path)?;
         let file: StatusRoutes = serde_json::from_str(&text).map_err(|e| parse(path, e))?;
         let (mut routes, mut head, mut touched_ms) = (file.routes, file.head, touched_ms);
@@ -282,15 +274,7 @@ pub fn read_busiest(path: &Path, k: usize) -> Result<(Summary, usize), ReadError
         source,
     };
     for _ in 0..TRIES {
-        let delta_text = match read_text(&delta_path) {
-            Ok(text) => Some(text),
-            Err(ReadError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                None
-            }
-            Err(err) => return Err(err),
-        };
+        let delta_text = absent_is_none(read_text(&delta_path))?;
         let (text, touched_ms) = read_text(&file)?;
         let summary: SummaryLines = serde_json::from_str(&text).map_err(|e| parse(&file, e))?;
         let (lines, mut head, mut touched_ms) = (summary.routes, summary.head, touched_ms);
@@ -374,15 +358,7 @@ fn read_with_delta<T: DeserializeOwned, D: DeserializeOwned>(
 ) -> Result<(T, u64), ReadError> {
     let delta_path = delta_path(status);
     for _ in 0..TRIES {
-        let delta = match read_json::<D>(&delta_path) {
-            Ok(delta) => Some(delta),
-            Err(ReadError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                None
-            }
-            Err(err) => return Err(err),
-        };
+        let delta = absent_is_none(read_json::<D>(&delta_path))?;
         let (mut value, touched_ms) = read_json::<T>(file)?;
         let Some((delta, delta_ms)) = delta else {
             return Ok((value, touched_ms));
@@ -412,6 +388,18 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<(T, u64), ReadError> {
 }
 
 /// A file's text, and its time (Unix, milliseconds).
+/// What a read of a file that may not be there (the delta) gave: `None`
+/// when there is no such file.
+fn absent_is_none<T>(read: Result<T, ReadError>) -> Result<Option<T>, ReadError> {
+    match read {
+        Ok(value) => Ok(Some(value)),
+        Err(ReadError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
+}
+
 fn read_text(path: &Path) -> Result<(String, u64), ReadError> {
     let read = |source| ReadError::Read {
         path: path.to_owned(),

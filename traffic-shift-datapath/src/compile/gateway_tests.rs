@@ -90,15 +90,15 @@ fn with_xdp_a_gateway_route_to_remote_endpoints_goes_to_the_xdp_gateway() {
     assert!(!local.routes.values().next().unwrap().xdp);
 }
 
-#[test]
-fn a_table_kept_as_its_used_bytes_writes_back_whole() {
+/// The table of the gateway route to subsets v1 and v2 weighted `v1`:`v2`.
+fn split_table(v1: u32, v2: u32) -> TableBytes {
     let mut model = gateway_route("192.0.2.10:9000");
     let route = &mut model.routes[0];
-    let mut v2 = route.destinations[0].clone();
-    v2.subset = Some("v2".into());
-    route.destinations[0].weight = 80;
-    v2.weight = 20;
-    route.destinations.push(v2);
+    let mut second = route.destinations[0].clone();
+    second.subset = Some("v2".into());
+    route.destinations[0].weight = v1;
+    second.weight = v2;
+    route.destinations.push(second);
     let compiled = compile(
         &model,
         &|_| false,
@@ -108,7 +108,17 @@ fn a_table_kept_as_its_used_bytes_writes_back_whole() {
         &ProxyAddrs::default(),
     )
     .expect("compiles");
-    let kept = &compiled.routes.values().next().expect("one route").table;
+    compiled
+        .routes
+        .into_values()
+        .next()
+        .expect("one route")
+        .table
+}
+
+#[test]
+fn a_table_kept_as_its_used_bytes_writes_back_whole() {
+    let kept = &split_table(80, 20);
     assert!(
         kept.as_bytes().len() < 2 * 1024,
         "an 80/20 table keeps {} bytes",
@@ -128,24 +138,8 @@ fn a_table_kept_as_its_used_bytes_writes_back_whole() {
 
 #[test]
 fn a_table_of_more_than_256_slots_keeps_them_apart_under_its_version() {
-    let mut model = gateway_route("192.0.2.10:9000");
-    let route = &mut model.routes[0];
-    let mut v2 = route.destinations[0].clone();
-    v2.subset = Some("v2".into());
     // 1:999 does not reduce: 1000 slots.
-    route.destinations[0].weight = 1;
-    v2.weight = 999;
-    route.destinations.push(v2);
-    let compiled = compile(
-        &model,
-        &|_| false,
-        true,
-        &StatIds::default(),
-        &Limits::default(),
-        &ProxyAddrs::default(),
-    )
-    .expect("compiles");
-    let kept = &compiled.routes.values().next().expect("one route").table;
+    let kept = &split_table(1, 999);
     assert_eq!(kept.slots().len(), 1000);
     // 999 slots name destination 1, the one left destination 0.
     assert_eq!(kept.slots().iter().map(|&d| u32::from(d)).sum::<u32>(), 999);
