@@ -691,17 +691,24 @@ fn index(i: usize) -> u32 {
 /// The decoded entries of `TS_ROUTES` (`map`), with the slot tables of
 /// `TS_SLOTS` of the routes whose slots are apart.
 fn routes(pin_dir: &Path, map: Map, names: &Names) -> Result<Vec<Vec<String>>, InspectError> {
-    let slots = open(pin_dir, map_names::SLOTS)?;
-    let apart: BTreeMap<SlotsKey, SlotTable> =
-        hash_entries::<SLOTS_KEY, SLOT_TABLE>(slots, map_names::SLOTS)?
-            .iter()
-            .map(|(k, v)| Ok((pod(k, "a slots key")?, pod(v, "a slot table")?)))
-            .collect::<Result<_, LayoutError>>()?;
+    // Looked up for the routes whose slots are apart, not read whole.
+    let slots: HashMap<MapData, [u8; SLOTS_KEY], [u8; SLOT_TABLE]> =
+        HashMap::try_from(open(pin_dir, map_names::SLOTS)?).map_err(|source| {
+            InspectError::Read {
+                name: map_names::SLOTS,
+                source,
+            }
+        })?;
+    let apart = |key: SlotsKey| {
+        let key: [u8; SLOTS_KEY] = bytemuck::cast(key);
+        slots
+            .get(&key, 0)
+            .ok()
+            .and_then(|v| pod(&v, "a slot table").ok())
+    };
     hash_entries::<4, ROUTE_TABLE>(map, map_names::ROUTES)?
         .iter()
-        .map(|(k, v)| {
-            route(k, v, &|key| apart.get(&key).copied(), names).map_err(InspectError::from)
-        })
+        .map(|(k, v)| route(k, v, &apart, names).map_err(InspectError::from))
         .collect()
 }
 
