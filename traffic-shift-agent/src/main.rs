@@ -436,7 +436,9 @@ fn block_on<F: std::future::Future<Output = std::io::Result<u8>>>(
 /// in it (`_int_malloc`, `malloc_consolidate`, `unlink_chunk`), and
 /// jemalloc took a quarter less CPU for the same apply, measured by hand
 /// side by side. What the agent frees goes back to the kernel within a
-/// second (`dirty_decay_ms`), at once after an event
+/// second (`dirty_decay_ms`, by jemalloc's background thread: without it
+/// pages are returned only when the agent next allocates, and an idle
+/// agent kept a scrape's freed pages), at once after an event
 /// (`agent::release_freed_memory`), and there are four arenas (jemalloc's
 /// default is four per CPU; the agent's busy threads are few).
 #[global_allocator]
@@ -446,7 +448,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// environment still overrides them).
 #[unsafe(export_name = "_rjem_malloc_conf")]
 #[used]
-static MALLOC_CONF: &[u8; 47] = b"dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:4\0";
+static MALLOC_CONF: &[u8; 70] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:4\0";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

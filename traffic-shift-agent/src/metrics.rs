@@ -16,13 +16,10 @@ mod slots;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::SocketAddr,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard},
 };
 
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::{Request, Response, StatusCode, body::Bytes, service::service_fn};
 use prometheus_client::{
     collector::Collector,
@@ -203,40 +200,59 @@ pub const FAMILIES: &[Family] = &[
     HTTP_RETRY_BUFFER_OVERFLOW,
 ];
 
-/// One counter slot as the metrics see it: its Istio labels as text, and
-/// the two of them the other families name. The labels themselves are not
-/// kept: 22 strings of their own per slot were half of what the metrics
-/// held at 10 000 services with traffic (~9 MB), and each its own small
-/// allocation, made during a scrape among the scrape's own.
+/// One counter slot as the metrics see it: its Istio labels' values as one
+/// text, and the two of them the other families name. The labels themselves
+/// are not kept: 22 strings of their own per slot were half of what the
+/// metrics held at 10 000 services with traffic (~9 MB), and each its own
+/// small allocation, made during a scrape among the scrape's own; nor their
+/// names, the same in every set (~600 of a set's ~750 bytes). The texts are
+/// shared ([`Texts`]): the endpoints of one subset have one label set, and
+/// the slots of a route one service and route.
 #[derive(Clone, Debug)]
 pub struct SlotInfo {
-    /// Istio's labels as OpenMetrics text (`name="value",...`), built once.
-    pub text: Box<str>,
+    /// Istio's labels as their values ([`slots::istio_values`]), built once.
+    pub values: Arc<str>,
     /// Its `destination_service` label.
-    pub service: Box<str>,
+    pub service: Arc<str>,
     /// Its `destination_version` label.
-    pub version: Box<str>,
+    pub version: Arc<str>,
     pub endpoint: SocketAddr,
     /// `TcpRoute::key` of the route the slot belongs to.
-    pub route: Box<str>,
+    pub route: Arc<str>,
     /// Whether the route is a gateway's (only those can count XDP packets).
     pub gateway: bool,
 }
 
 impl SlotInfo {
-    /// The labels of the endpoint at `at` in `model`.
-    pub fn of(model: &RoutingModel, at: SlotRef) -> Option<Self> {
+    /// The labels of the endpoint at `at` in `model`, their texts shared
+    /// through `texts`.
+    pub fn of(model: &RoutingModel, at: SlotRef, texts: &mut Texts) -> Option<Self> {
         let (route, dest, ep) = at.resolve(model)?;
         let labels = labels::istio_labels(route, dest, ep);
-        let text = slots::label_text(labels.0.iter().map(|(k, v)| (*k, v.as_str()))).into();
         Some(Self {
-            text,
-            service: labels.get("destination_service").into(),
-            version: labels.get("destination_version").into(),
+            values: texts.get(&slots::istio_values(&labels)),
+            service: texts.get(labels.get("destination_service")),
+            version: texts.get(labels.get("destination_version")),
             endpoint: ep.addr,
-            route: route.key.as_str().into(),
+            route: texts.get(&route.key),
             gateway: route.gateway.is_some(),
         })
+    }
+}
+
+/// Texts held once however many slots name them.
+#[derive(Debug, Default)]
+pub struct Texts(HashSet<Arc<str>>);
+
+impl Texts {
+    /// The one copy of `text`.
+    pub fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(held) = self.0.get(text) {
+            return Arc::clone(held);
+        }
+        let held: Arc<str> = text.into();
+        self.0.insert(Arc::clone(&held));
+        held
     }
 }
 
@@ -310,9 +326,9 @@ impl Shared {
 
     /// The labels of slot `id`: of the rules in force, or kept since its
     /// endpoint left them.
-    fn slot_info(&self, id: u32) -> Option<Arc<SlotInfo>> {
+    fn slot_info(&self, id: u32, texts: &mut Texts) -> Option<Arc<SlotInfo>> {
         match self.slots.get(&id) {
-            Some(at) => SlotInfo::of(&self.model, *at).map(Arc::new),
+            Some(at) => SlotInfo::of(&self.model, *at, texts).map(Arc::new),
             None => self.retired.get(&id).cloned(),
         }
     }
@@ -346,8 +362,6 @@ pub struct Exporter {
     kernel: Mutex<KernelCounters>,
     /// Label sets built once per slot (cleared when the rules change).
     labels: Mutex<LabelCache>,
-    /// The size of the last page: the next is about as big.
-    last_size: AtomicUsize,
     /// The L7 proxy's request metrics, once [`Exporter::add_requests`] gave them.
     requests: Mutex<Option<Arc<RequestMetrics>>>,
     /// The routes on unix sockets, counted in user space, once
@@ -368,7 +382,6 @@ impl Exporter {
             kernel: Mutex::new(kernel),
             labels: Mutex::new(LabelCache::default()),
             requests: Mutex::new(None),
-            last_size: AtomicUsize::new(0),
             unix: Mutex::new(None),
         }
     }
@@ -382,8 +395,8 @@ impl Exporter {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(splice);
     }
 
-    /// The counts of the routes on unix sockets, with the labels of their
-    /// endpoints in the model in force.
+    /// The counts of the routes on unix sockets, with the label values of
+    /// their endpoints in the model in force.
     fn unix_counts(&self, shared: &Shared) -> Vec<(String, EndpointCounts)> {
         let Some(splice) = self
             .unix
@@ -405,8 +418,7 @@ impl Exporter {
                 });
                 if let Some((dest, ep)) = found {
                     let labels = labels::istio_labels(route, dest, ep);
-                    let text = slots::label_text(labels.0.iter().map(|(k, v)| (*k, v.as_str())));
-                    out.push((text, counts));
+                    out.push((slots::istio_values(&labels), counts));
                 }
             }
         }
@@ -434,17 +446,18 @@ impl Exporter {
         (shared, kernel)
     }
 
-    /// The whole exposition, as served on `/metrics`.
-    pub fn render(self: &Arc<Self>) -> String {
-        let mut out = String::with_capacity(self.last_size.load(Ordering::Relaxed) * 9 / 8);
-        {
+    /// The exposition, as served on `/metrics`: taken now (the kernel's
+    /// counters read, the other families written), the per-slot families
+    /// written as it is sent.
+    pub fn page(self: &Arc<Self>) -> Page {
+        let tcp = {
             let (shared, kernel) = self.locked();
             let marked = kernel.touched().peek();
             kernel.refresh_open_bytes(&marked);
             let slots = self.exported(&shared, &kernel, marked);
             let unix = self.unix_counts(&shared);
-            slots::encode_tcp(&mut out, &slots, &kernel, &unix);
-        }
+            slots::TcpPage::new(&slots, &kernel, unix)
+        };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Arc::clone(self)));
         if let Some(requests) = &*self
@@ -454,10 +467,57 @@ impl Exporter {
         {
             requests.register(&mut registry);
         }
+        let mut rest = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        self.last_size.store(out.len(), Ordering::Relaxed);
-        out
+        let _ = prometheus_client::encoding::text::encode(&mut rest, &registry);
+        Page {
+            tcp: Some(tcp),
+            rest: Some(rest),
+        }
+    }
+}
+
+/// `/metrics` as it is sent: the per-slot families a piece at a time, then
+/// the rest of the page.
+pub struct Page {
+    tcp: Option<slots::TcpPage>,
+    rest: Option<String>,
+}
+
+impl Page {
+    /// Bytes written per piece of the per-slot families.
+    const PIECE: usize = 256 * 1024;
+
+    fn next_piece(&mut self) -> Option<String> {
+        if let Some(tcp) = &mut self.tcp {
+            let mut piece = String::with_capacity(Self::PIECE + 4096);
+            if !tcp.write_some(&mut piece, Self::PIECE) {
+                self.tcp = None;
+            }
+            if !piece.is_empty() {
+                return Some(piece);
+            }
+        }
+        self.rest.take()
+    }
+}
+
+impl hyper::body::Body for Page {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.next_piece()
+                .map(|piece| Ok(hyper::body::Frame::data(Bytes::from(piece)))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.tcp.is_none() && self.rest.is_none()
     }
 }
 
@@ -502,7 +562,7 @@ fn gauges(
 impl Collector for Exporter {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (shared, kernel) = self.locked();
-        // Istio's TCP metrics: written by `render`, from the slots' text.
+        // Istio's TCP metrics: written by `page`, from the slots' text.
         let slots = self.exported(&shared, &kernel, kernel.touched().peek());
         encode_events(&mut encoder, &kernel)?;
         encode_xdp(&mut encoder, &slots, &kernel)?;
@@ -516,6 +576,7 @@ impl Collector for Exporter {
 struct LabelCache {
     generation: u64,
     slots: HashMap<u32, Option<Arc<SlotInfo>>>,
+    texts: Texts,
 }
 
 impl Exporter {
@@ -535,6 +596,7 @@ impl Exporter {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.generation != shared.generation {
             cache.slots.clear();
+            cache.texts = Texts::default();
             cache.generation = shared.generation;
         }
         let mut ids: Vec<u32> = shared.counted.iter().copied().collect();
@@ -542,12 +604,12 @@ impl Exporter {
         ids.extend(kernel.open_slots());
         ids.sort_unstable();
         ids.dedup();
+        let LabelCache { slots, texts, .. } = &mut *cache;
         ids.into_iter()
             .filter_map(|id| {
-                let info = cache
-                    .slots
+                let info = slots
                     .entry(id)
-                    .or_insert_with(|| shared.slot_info(id))
+                    .or_insert_with(|| shared.slot_info(id, texts))
                     .clone()?;
                 Some((id, info))
             })
@@ -816,17 +878,18 @@ pub async fn serve(listener: tokio::net::TcpListener, exporter: Arc<Exporter>) {
 fn respond(
     request: &Request<hyper::body::Incoming>,
     exporter: &Arc<Exporter>,
-) -> Response<Full<Bytes>> {
+) -> Response<Either<Page, Full<Bytes>>> {
+    let text = |s: String| Either::Right(Full::new(Bytes::from(s)));
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&hyper::Method::GET, "/metrics" | "/stats/prometheus") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            exporter.render(),
+            Either::Left(exporter.page()),
         ),
         (&hyper::Method::GET, "/ui" | "/ui/") => (
             StatusCode::OK,
             "text/html; charset=utf-8",
-            UI_PAGE.to_owned(),
+            text(UI_PAGE.to_owned()),
         ),
         (&hyper::Method::GET, "/ui/status.json") => {
             let (path, written) = {
@@ -841,27 +904,27 @@ fn respond(
                 Ok(status) if written => (
                     StatusCode::OK,
                     "application/json",
-                    serde_json::to_string(&status).expect("status serializes"),
+                    text(serde_json::to_string(&status).expect("status serializes")),
                 ),
                 _ => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
-                    "no status yet\n".to_owned(),
+                    text("no status yet\n".to_owned()),
                 ),
             }
         }
         (&hyper::Method::GET, _) => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: the metrics are at /metrics, the live page at /ui\n".to_owned(),
+            text("not found: the metrics are at /metrics, the live page at /ui\n".to_owned()),
         ),
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "only GET\n".to_owned(),
+            text("only GET\n".to_owned()),
         ),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

@@ -76,35 +76,60 @@ impl Reporter<'_> {
             }
             None => (unknown(), unknown()),
         };
-        IstioLabels(vec![
-            ("reporter", "source".to_owned()),
-            ("source_workload", source_workload.clone()),
-            ("source_workload_namespace", source_namespace),
-            ("source_principal", unknown()),
-            ("source_app", unknown()),
-            ("source_version", unknown()),
-            ("source_canonical_service", source_workload),
-            ("source_canonical_revision", "latest".to_owned()),
-            ("source_cluster", unknown()),
-            ("destination_workload", workload),
-            ("destination_workload_namespace", namespace.clone()),
-            ("destination_principal", unknown()),
-            ("destination_app", app),
-            ("destination_version", version),
-            (
-                "destination_service",
-                host.map_or_else(unknown, str::to_owned),
-            ),
-            ("destination_service_name", name),
-            ("destination_service_namespace", namespace),
-            ("destination_canonical_service", canonical_service),
-            ("destination_canonical_revision", canonical_revision),
-            ("destination_cluster", unknown()),
-            ("request_protocol", self.protocol.to_owned()),
-            ("connection_security_policy", unknown()),
-        ])
+        let values = [
+            "source".to_owned(),
+            source_workload.clone(),
+            source_namespace,
+            unknown(),
+            unknown(),
+            unknown(),
+            source_workload,
+            "latest".to_owned(),
+            unknown(),
+            workload,
+            namespace.clone(),
+            unknown(),
+            app,
+            version,
+            host.map_or_else(unknown, str::to_owned),
+            name,
+            namespace,
+            canonical_service,
+            canonical_revision,
+            unknown(),
+            self.protocol.to_owned(),
+            unknown(),
+        ];
+        IstioLabels(ISTIO_LABEL_NAMES.into_iter().zip(values).collect())
     }
 }
+
+/// The names of Istio's standard labels, in the order [`Reporter::labels`]
+/// gives them.
+pub const ISTIO_LABEL_NAMES: [&str; 22] = [
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_cluster",
+    "request_protocol",
+    "connection_security_policy",
+];
 
 /// Istio's `destination_version` of an endpoint: its workload's `version`
 /// label (else `app.kubernetes.io/version`), else `unknown`.

@@ -186,10 +186,11 @@ impl Agent {
         // Endpoints that left the rules keep the labels of the slots that
         // counted (their closing connections still count) until reused.
         let old_model = std::mem::replace(&mut shared.model, model);
+        let mut texts = crate::metrics::Texts::default();
         for (id, at) in std::mem::replace(&mut shared.slots, slots) {
             if !shared.slots.contains_key(&id)
                 && shared.counted.contains(&id)
-                && let Some(info) = SlotInfo::of(&old_model, at)
+                && let Some(info) = SlotInfo::of(&old_model, at, &mut texts)
             {
                 shared.retired.insert(id, Arc::new(info));
             }
