@@ -1,7 +1,9 @@
 //! The status file (`--status-file`), written from parts kept between
 //! writes, so its cost follows what changed, not the size of the rules:
 //! - each TCP route's JSON, built again only when its counters moved (or
-//!   the rules, health or sockets changed);
+//!   the rules, health or sockets changed), and kept only until the file
+//!   is next written whole: a whole write builds the other routes' again
+//!   (kept, they were ~5 MB at 10 000 routes, all the time);
 //! - the kernel's names (route ids, counter slots), built for each write
 //!   of the whole file (not kept: 2.9 MB of text at 10 000 routes that
 //!   only a whole write, already proportional to the rules, needs);
@@ -18,7 +20,7 @@
 //! age for readers, see [`crate::status::files::read_status`]).
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -50,9 +52,12 @@ pub struct StatusFile {
     /// Whether the kernel's event counters moved since then (every SYN in
     /// the namespace moves them: they alone refresh the file seldom).
     pub events_moved: bool,
-    /// Per route of the model in force (by index), its JSON and its line's
-    /// (`RouteLine`); `None`: to build.
-    routes: Vec<Option<(String, String)>>,
+    /// Per route of the model in force (by index), whether its part is to
+    /// build again (shorter than the routes: the rest are).
+    stale: Vec<bool>,
+    /// The parts built since the file was last written whole (what its
+    /// delta holds), by route index: its JSON and its line's (`RouteLine`).
+    parts: BTreeMap<usize, (String, String)>,
     /// Whether a route's JSON changed since the last write.
     routes_changed: bool,
     /// The rest as last written, without its time.
@@ -63,8 +68,6 @@ pub struct StatusFile {
     /// whole), and its size with its summary's.
     file_id: u64,
     file_bytes: usize,
-    /// The routes whose part changed since (by index).
-    dirty: BTreeSet<usize>,
     /// The bytes of the deltas written since.
     delta_written: usize,
 }
@@ -75,13 +78,13 @@ impl StatusFile {
             path,
             moved: false,
             events_moved: false,
-            routes: Vec::new(),
+            stale: Vec::new(),
+            parts: BTreeMap::new(),
             routes_changed: true,
             head: String::new(),
             built: None,
             file_id: 0,
             file_bytes: 0,
-            dirty: BTreeSet::new(),
             delta_written: 0,
         }
     }
@@ -92,21 +95,22 @@ impl StatusFile {
 
     /// The rules changed: every part is built again.
     pub fn rules_changed(&mut self) {
-        self.routes.clear();
+        self.stale.clear();
+        self.parts.clear();
         self.routes_changed = true;
         self.file_id = 0;
     }
 
     /// Every route's part is built again (health, sockets changed).
     pub fn all_routes_stale(&mut self) {
-        self.routes.iter_mut().for_each(|r| *r = None);
+        self.stale.iter_mut().for_each(|r| *r = true);
     }
 
     /// These routes' counters moved.
     pub fn stale_routes(&mut self, routes: impl Iterator<Item = usize>) {
         for route in routes {
-            if let Some(part) = self.routes.get_mut(route) {
-                *part = None;
+            if let Some(stale) = self.stale.get_mut(route) {
+                *stale = true;
             }
         }
     }
@@ -164,8 +168,16 @@ impl Agent {
         let routes_changed = file.routes_changed;
         let result = if file.whole_due(text.len()) {
             let names = self.kernel_names_json();
-            let file = &mut self.observer.status;
-            file.write_whole(&text, &names, crate::cli::now_ms())
+            let taken_at_ms = crate::cli::now_ms();
+            let file = &self.observer.status;
+            let id = file.next_id(taken_at_ms);
+            let (stamped, summary) = file.assemble(&text, &names, taken_at_ms, id, |i| {
+                self.model
+                    .routes
+                    .get(i)
+                    .map(|route| route_part(&self.route_status(route)))
+            });
+            self.observer.status.write_whole(&stamped, &summary, id)
         } else {
             file.write_delta(&text, crate::cli::now_ms())
         };
@@ -185,28 +197,21 @@ impl Agent {
         routes_changed
     }
 
-    /// Builds the parts that are not built.
+    /// Builds the parts that are stale.
     fn refresh_parts(&mut self) {
         let n = self.model.routes.len();
-        let mut routes = std::mem::take(&mut self.observer.status.routes);
-        routes.resize(n, None);
+        let mut stale = std::mem::take(&mut self.observer.status.stale);
+        stale.resize(n, true);
         let mut changed = false;
-        for (i, (part, route)) in routes.iter_mut().zip(&self.model.routes).enumerate() {
-            if part.is_none() {
-                self.observer.status.dirty.insert(i);
-                let status = self.route_status(route);
-                let mut json = serde_json::to_string(&status).expect("status serializes");
-                let mut line = serde_json::to_string(&RouteLine::of(&status)).expect("serializes");
-                // Kept until the route moves: without the room grown while
-                // writing (up to as much again).
-                json.shrink_to_fit();
-                line.shrink_to_fit();
+        for (i, route) in self.model.routes.iter().enumerate() {
+            if std::mem::take(&mut stale[i]) {
+                let part = route_part(&self.route_status(route));
+                self.observer.status.parts.insert(i, part);
                 changed = true;
-                *part = Some((json, line));
             }
         }
         let file = &mut self.observer.status;
-        file.routes = routes;
+        file.stale = stale;
         file.routes_changed |= changed;
     }
 
@@ -276,27 +281,43 @@ impl Agent {
     }
 }
 
+/// A route's part: its JSON and its line's, kept without the room grown
+/// while writing them (up to as much again).
+fn route_part(status: &crate::status::RouteStatus) -> (String, String) {
+    let mut json = serde_json::to_string(status).expect("status serializes");
+    let mut line = serde_json::to_string(&RouteLine::of(status)).expect("serializes");
+    json.shrink_to_fit();
+    line.shrink_to_fit();
+    (json, line)
+}
+
 impl StatusFile {
+    /// The id of the file written whole at `taken_at_ms`: ids grow, also
+    /// across restarts (a reader holding a delta of the agent before must
+    /// not take it for this file's).
+    fn next_id(&self, taken_at_ms: u64) -> u64 {
+        taken_at_ms.max(self.file_id + 1)
+    }
+
     /// The whole file, `head` (JSON, taken at 0) stamped with the time and
     /// with the routes and the kernel's `names` (see `kernel_names_json`)
-    /// put in; and its summary ([`crate::status::Summary`]).
+    /// put in; and its summary ([`crate::status::Summary`]). The routes'
+    /// parts: those built since the last whole write, `build` the others
+    /// (by index, until it gives none).
     fn assemble(
         &self,
         head: &str,
         names: &str,
         taken_at_ms: u64,
         file_id: u64,
+        mut build: impl FnMut(usize) -> Option<(String, String)>,
     ) -> (String, String) {
         let head = stamp(head, taken_at_ms, file_id);
-        let lines: usize = self.routes.iter().flatten().map(|r| r.1.len() + 1).sum();
-        let mut summary = String::with_capacity(head.len() + lines + 32);
+        let mut summary = String::with_capacity(self.file_bytes / 4 + head.len());
         summary.push_str("{\"head\":");
         summary.push_str(&head);
-        summary.push_str(",\"routes\":");
-        push_array(&mut summary, self.routes.iter().flatten().map(|r| &r.1));
-        summary.push('}');
-        let routes: usize = self.routes.iter().flatten().map(|r| r.0.len() + 1).sum();
-        let mut out = String::with_capacity(head.len() + routes + names.len());
+        summary.push_str(",\"routes\":[");
+        let mut out = String::with_capacity(self.file_bytes + names.len());
         // `routes` is the first field that can be empty, after the rules'
         // description, a JSON string (its quotes escaped): the first
         // `"routes":[]` is the field.
@@ -304,8 +325,28 @@ impl StatusFile {
             .split_once("\"routes\":[]")
             .expect("the status has its routes field");
         out.push_str(before);
-        out.push_str("\"routes\":");
-        push_array(&mut out, self.routes.iter().flatten().map(|r| &r.0));
+        out.push_str("\"routes\":[");
+        for i in 0.. {
+            let now;
+            let (json, line) = match self.parts.get(&i) {
+                Some(part) => part,
+                None => match build(i) {
+                    Some(part) => {
+                        now = part;
+                        &now
+                    }
+                    None => break,
+                },
+            };
+            if i > 0 {
+                out.push(',');
+                summary.push(',');
+            }
+            out.push_str(json);
+            summary.push_str(line);
+        }
+        out.push(']');
+        summary.push_str("]}");
         let after = after.strip_suffix('}').expect("the status is an object");
         out.push_str(after);
         out.push_str(names);
@@ -324,34 +365,30 @@ impl StatusFile {
         }
         let delta = head
             + self
-                .dirty
-                .iter()
-                .filter_map(|&i| self.routes.get(i)?.as_ref())
+                .parts
+                .values()
                 .map(|(json, line)| json.len() + line.len() + 24)
                 .sum::<usize>();
         delta * 4 >= self.file_bytes || self.delta_written + delta >= self.file_bytes
     }
 
-    /// Writes the status file and its summary whole, then removes the delta.
-    fn write_whole(&mut self, head: &str, names: &str, taken_at_ms: u64) -> std::io::Result<()> {
-        // Ids grow, also across restarts (a reader holding a delta of the
-        // agent before must not take it for this file's).
-        let id = taken_at_ms.max(self.file_id + 1);
-        let (stamped, summary) = self.assemble(head, names, taken_at_ms, id);
+    /// Writes the status file and its summary whole (as [`Self::assemble`]
+    /// made them, as file `id`), then removes the delta.
+    fn write_whole(&mut self, stamped: &str, summary: &str, id: u64) -> std::io::Result<()> {
         // Written again whole next time, unless all of this lands.
         self.file_id = 0;
         // The summary first: a reader of both never sees a summary older
         // than the status.
         self.path.parent().map_or(Ok(()), std::fs::create_dir_all)?;
-        write_atomically(&summary_path(&self.path), &summary)?;
-        write_atomically(&self.path, &stamped)?;
+        write_atomically(&summary_path(&self.path), summary)?;
+        write_atomically(&self.path, stamped)?;
         match std::fs::remove_file(delta_path(&self.path)) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
             _ => {}
         }
         self.file_id = id;
         self.file_bytes = stamped.len() + summary.len();
-        self.dirty.clear();
+        self.parts.clear();
         self.delta_written = 0;
         Ok(())
     }
@@ -360,11 +397,7 @@ impl StatusFile {
     /// file was written whole.
     fn write_delta(&mut self, head: &str, taken_at_ms: u64) -> std::io::Result<()> {
         let head = stamp(head, taken_at_ms, 0);
-        let parts: Vec<(usize, &(String, String))> = self
-            .dirty
-            .iter()
-            .filter_map(|&i| Some((i, self.routes.get(i)?.as_ref()?)))
-            .collect();
+        let parts: Vec<(&usize, &(String, String))> = self.parts.iter().collect();
         let mut out = String::with_capacity(
             head.len()
                 + parts
@@ -407,18 +440,6 @@ fn stamp(head: &str, taken_at_ms: u64, file_id: u64) -> String {
     )
 }
 
-/// A JSON array of the JSON `items`, pushed to `out`.
-fn push_array<'a>(out: &mut String, items: impl Iterator<Item = &'a String>) {
-    out.push('[');
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(item);
-    }
-    out.push(']');
-}
-
 /// `text` to `path` through a temporary file renamed over it.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -444,26 +465,32 @@ mod tests {
             route: "default/a/tcp[0]/port 9000".to_owned(),
             ..Default::default()
         };
-        let part = |r: &crate::status::RouteStatus| {
-            Some((
-                serde_json::to_string(r).expect("serializes"),
-                serde_json::to_string(&RouteLine::of(r)).expect("serializes"),
-            ))
+        // Route 1's part was built since the last whole write: it is the
+        // one written, not built again.
+        let built = crate::status::RouteStatus {
+            route: "default/b/tcp[0]/port 9000".to_owned(),
+            ..Default::default()
         };
-        file.routes = vec![part(&route), part(&route)];
+        file.parts.insert(1, route_part(&built));
         let names = ",\"kernel_routes\":{\"7\":\"default/a/tcp[0]/port 9000 ipv4\"}";
         let text = serde_json::to_string(&head).expect("serializes");
-        let (status, summary) = file.assemble(&text, names, 1234, 5);
+        let (status, summary) = file.assemble(&text, names, 1234, 5, |i| {
+            (i < 3).then(|| route_part(&route))
+        });
         let status: Status = serde_json::from_str(&status).expect("the status parses");
         assert_eq!(status.rules, head.rules);
         assert_eq!(status.taken_at_ms, 1234);
-        assert_eq!(status.routes, [route.clone(), route.clone()]);
+        assert_eq!(status.routes, [route.clone(), built.clone(), route.clone()]);
         assert_eq!(status.kernel_routes[&7], "default/a/tcp[0]/port 9000 ipv4");
         let summary: Summary = serde_json::from_str(&summary).expect("the summary parses");
         assert_eq!(summary.head.taken_at_ms, 1234);
         assert_eq!(
             summary.routes,
-            [RouteLine::of(&route), RouteLine::of(&route)]
+            [
+                RouteLine::of(&route),
+                RouteLine::of(&built),
+                RouteLine::of(&route)
+            ]
         );
     }
 
@@ -495,14 +522,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let part = |r: &crate::status::RouteStatus| {
-            Some((
-                serde_json::to_string(r).expect("serializes"),
-                serde_json::to_string(&RouteLine::of(r)).expect("serializes"),
-            ))
-        };
         let mut routes: Vec<_> = (0..4000).map(|i| route(i, 0)).collect();
-        file.routes = routes.iter().map(part).collect();
         let head = |generation| {
             serde_json::to_string(&Status {
                 generation,
@@ -510,16 +530,24 @@ mod tests {
             })
             .expect("serializes")
         };
+        // As the agent writes it whole: the parts built since, the rest
+        // built now.
+        let write_whole = |file: &mut StatusFile, generation, at, routes: &[_]| {
+            let id = file.next_id(at);
+            let (stamped, summary) = file.assemble(&head(generation), "", at, id, |i| {
+                routes.get(i).map(route_part)
+            });
+            file.write_whole(&stamped, &summary, id)
+        };
         assert!(file.whole_due(100), "the first write is whole");
-        file.write_whole(&head(1), "", 1000).expect("write whole");
+        write_whole(&mut file, 1, 1000, &routes).expect("write whole");
         assert!(file.file_bytes > WHOLE_UNDER);
         let whole = std::fs::metadata(&path).expect("status file").len();
 
         // Two routes moved: the delta holds them, the file is not written.
         for i in [7, 3999] {
             routes[i] = route(i, 5);
-            file.routes[i] = part(&routes[i]);
-            file.dirty.insert(i);
+            file.parts.insert(i, route_part(&routes[i]));
         }
         assert!(!file.whole_due(100));
         file.write_delta(&head(2), 2000).expect("write the delta");
@@ -559,16 +587,25 @@ mod tests {
         // A quarter of the routes moved: written whole, the delta removed.
         for (i, r) in routes.iter_mut().enumerate().take(1000) {
             *r = route(i, 9);
-            file.routes[i] = part(r);
-            file.dirty.insert(i);
+            file.parts.insert(i, route_part(r));
         }
         assert!(file.whole_due(100));
-        file.write_whole(&head(3), "", 3000).expect("write whole");
+        // (The routes as they were built before, but for those parts.)
+        let before: Vec<_> = (0..4000)
+            .map(|i| {
+                if i < 1000 {
+                    route(i, 0)
+                } else {
+                    routes[i].clone()
+                }
+            })
+            .collect();
+        write_whole(&mut file, 3, 3000, &before).expect("write whole");
         assert!(!delta_path(&path).exists());
         let status = crate::status::files::read_status(&path).expect("read");
         assert_eq!((status.generation, status.routes.len()), (3, 4000));
         assert_eq!(status.routes, routes);
-        assert!(file.dirty.is_empty());
+        assert!(file.parts.is_empty(), "no part kept after a whole write");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
