@@ -272,7 +272,7 @@ impl Agent {
         let mut set = |dest: &Destination, ep: &Endpoint, up: bool| {
             let version = labels::destination_version(ep);
             *healthy
-                .entry((dest.host.clone(), version, ep.addr.to_string()))
+                .entry((dest.host.clone(), version, ep.addr))
                 .or_insert(true) &= up;
         };
         let shared = self.observer.shared();
@@ -315,11 +315,7 @@ impl Agent {
                     .filter(|ep| self.kernel.is_gateway_endpoint(ep.addr))
                 {
                     registered.insert(
-                        (
-                            dest.host.clone(),
-                            labels::destination_version(ep),
-                            ep.addr.to_string(),
-                        ),
+                        (dest.host.clone(), labels::destination_version(ep), ep.addr),
                         self.kernel.has_socket(ep.addr),
                     );
                 }
