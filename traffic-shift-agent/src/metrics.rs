@@ -202,42 +202,43 @@ pub const FAMILIES: &[Family] = &[
 ];
 
 /// One counter slot as the metrics see it: its Istio labels' values as one
-/// text, and the two of them the other families name. The labels themselves
-/// are not kept: 22 strings of their own per slot were half of what the
+/// text, its endpoint, its route if a gateway's. The labels themselves are
+/// not kept: 22 strings of their own per slot were half of what the
 /// metrics held at 10 000 services with traffic (~9 MB), and each its own
 /// small allocation, made during a scrape among the scrape's own; nor their
-/// names, the same in every set (~600 of a set's ~750 bytes). The texts are
-/// shared ([`Texts`]): the endpoints of one subset have one label set, and
-/// the slots of a route one service and route.
+/// names, the same in every set (~600 of a set's ~750 bytes). The values
+/// are shared ([`Texts`]): the endpoints of one subset have one label set.
 #[derive(Clone, Debug)]
 pub struct SlotInfo {
     /// Istio's labels as their values ([`slots::istio_values`]), built once.
     pub values: Arc<str>,
-    /// Its `destination_service` label.
-    pub service: Arc<str>,
-    /// Its `destination_version` label.
-    pub version: Arc<str>,
     pub endpoint: SocketAddr,
-    /// `TcpRoute::key` of the route the slot belongs to.
-    pub route: Arc<str>,
-    /// Whether the route is a gateway's (only those can count XDP packets).
-    pub gateway: bool,
+    /// `TcpRoute::key` of the route the slot belongs to, if a gateway's
+    /// (only those can count XDP packets).
+    pub gateway_route: Option<Box<str>>,
 }
 
 impl SlotInfo {
-    /// The labels of the endpoint at `at` in `model`, their texts shared
+    /// The labels of the endpoint at `at` in `model`, their values shared
     /// through `texts`.
     pub fn of(model: &RoutingModel, at: SlotRef, texts: &mut Texts) -> Option<Self> {
         let (route, dest, ep) = at.resolve(model)?;
         let labels = labels::istio_labels(route, dest, ep);
         Some(Self {
             values: texts.get(&slots::istio_values(&labels)),
-            service: texts.get(labels.get("destination_service")),
-            version: texts.get(labels.get("destination_version")),
             endpoint: ep.addr,
-            route: texts.get(&route.key),
-            gateway: route.gateway.is_some(),
+            gateway_route: route.gateway.is_some().then(|| route.key.as_str().into()),
         })
+    }
+
+    /// Its `destination_service` label, escaped as OpenMetrics writes it.
+    pub fn service(&self) -> &str {
+        slots::istio_value(&self.values, "destination_service")
+    }
+
+    /// Its `destination_version` label, escaped as OpenMetrics writes it.
+    pub fn version(&self) -> &str {
+        slots::istio_value(&self.values, "destination_version")
     }
 }
 
@@ -647,6 +648,9 @@ fn series<L: EncodeLabelSet>(
     )
 }
 
+/// The labels of the XDP families: route, service, version, endpoint.
+type XdpKey<'a> = (&'a str, Cow<'a, str>, Cow<'a, str>, SocketAddr);
+
 /// The XDP gateway's packets, bytes (whole frames) and flows per route and
 /// endpoint, by direction. Slots the XDP gateway never used are left out.
 /// Its drops are `traffic_shift_kernel_events_total{program="xdp"}`.
@@ -655,8 +659,11 @@ fn encode_xdp(
     slots: &[(u32, Arc<SlotInfo>)],
     kernel: &KernelCounters,
 ) -> Result<(), std::fmt::Error> {
-    let mut sums: BTreeMap<(&str, &str, &str, SocketAddr), XdpStats> = BTreeMap::new();
-    for (id, slot) in slots.iter().filter(|(_, slot)| slot.gateway) {
+    let mut sums: BTreeMap<XdpKey<'_>, XdpStats> = BTreeMap::new();
+    for (id, slot) in slots {
+        let Some(route) = &slot.gateway_route else {
+            continue;
+        };
         let Ok(x) = kernel.xdp_stats(*id) else {
             continue;
         };
@@ -664,7 +671,12 @@ fn encode_xdp(
             continue;
         }
         let sum = sums
-            .entry((&*slot.route, &*slot.service, &*slot.version, slot.endpoint))
+            .entry((
+                route,
+                slots::unescape(slot.service()),
+                slots::unescape(slot.version()),
+                slot.endpoint,
+            ))
             .or_default();
         sum.request_packets += x.request_packets;
         sum.request_bytes += x.request_bytes;
@@ -672,14 +684,15 @@ fn encode_xdp(
         sum.response_bytes += x.response_bytes;
         sum.flows += x.flows;
     }
-    let labels = |(route, service, version, endpoint): &(&str, &str, &str, SocketAddr)| {
-        vec![
-            ("route", (*route).to_owned()),
-            ("destination_service", (*service).to_owned()),
-            ("destination_version", (*version).to_owned()),
-            ("endpoint", endpoint.to_string()),
-        ]
-    };
+    let labels =
+        |(route, service, version, endpoint): &(&str, Cow<'_, str>, Cow<'_, str>, SocketAddr)| {
+            vec![
+                ("route", (*route).to_owned()),
+                ("destination_service", service.to_string()),
+                ("destination_version", version.to_string()),
+                ("endpoint", endpoint.to_string()),
+            ]
+        };
     let directed = |f: fn(&XdpStats) -> [u64; 2]| {
         sums.iter().flat_map(move |(key, x)| {
             ["request", "response"]

@@ -22,10 +22,12 @@ pub struct Sampler {
     now: HashMap<u32, EndpointStats>,
     /// Slot -> what moved over the last minute (nonzero only).
     minute: HashMap<u32, EndpointStats>,
-    /// Per tick, what moved: the last minute of ticks that moved anything.
+    /// Per tick, what moved (by slot, in slot order): the last minute of
+    /// ticks that moved anything.
     moves: VecDeque<(Instant, Vec<(u32, EndpointStats)>)>,
-    /// What moved in the last tick.
-    last: HashMap<u32, EndpointStats>,
+    /// Whether the last tick moved anything (the newest of `moves` is
+    /// what it moved).
+    last_moved: bool,
     /// Slots marked in the last tick, read once more in this one: a
     /// program marks a slot before its counter moves.
     again: Vec<u32>,
@@ -115,8 +117,10 @@ impl Sampler {
             moved.push((id, delta));
             tick.changed.push(id);
         }
-        self.last = moved.iter().copied().collect();
-        if !moved.is_empty() {
+        // (In slot order already when read by `tick`.)
+        moved.sort_unstable_by_key(|(id, _)| *id);
+        self.last_moved = !moved.is_empty();
+        if self.last_moved {
             self.moves.push_back((at, moved));
         }
         while let Some((when, _)) = self.moves.front()
@@ -151,7 +155,12 @@ impl Sampler {
 
     /// How much a slot's counters grew in the last tick.
     pub fn last_tick(&self, id: u32) -> EndpointStats {
-        self.last.get(&id).copied().unwrap_or_default()
+        let Some((_, moved)) = self.moves.back().filter(|_| self.last_moved) else {
+            return EndpointStats::default();
+        };
+        moved
+            .binary_search_by_key(&id, |(id, _)| *id)
+            .map_or_else(|_| EndpointStats::default(), |i| moved[i].1)
     }
 
     /// Slots that moved in the last minute.
@@ -166,7 +175,6 @@ impl Sampler {
         }
         self.now.retain(|id, _| !ids.contains(id));
         self.minute.retain(|id, _| !ids.contains(id));
-        self.last.retain(|id, _| !ids.contains(id));
         for (_, moved) in &mut self.moves {
             moved.retain(|(id, _)| !ids.contains(id));
         }

@@ -13,7 +13,7 @@
 //! slot's ~800 bytes of label text (and growing the table as it filled)
 //! was a third of a scrape at 10 000 services.
 
-use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
+use std::{borrow::Cow, fmt::Write as _, net::SocketAddr, sync::Arc};
 
 use traffic_shift_common::EndpointStats;
 use traffic_shift_datapath::KernelCounters;
@@ -25,22 +25,6 @@ use super::{
     CONNECTIONS_FAILED, Family, SlotInfo, TCP_CONNECTIONS_CLOSED, TCP_CONNECTIONS_OPENED,
     TCP_RECEIVED_BYTES, TCP_SENT_BYTES,
 };
-
-/// `name="value"` pairs, comma-separated, values escaped: a label set as
-/// the text between `{` and `}`.
-pub fn label_text<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut out = String::new();
-    for (i, (name, value)) in labels.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(name);
-        out.push_str("=\"");
-        escape_into(&mut out, value);
-        out.push('"');
-    }
-    out
-}
 
 /// Istio's label set as its values alone, escaped, one per line, in
 /// [`ISTIO_LABEL_NAMES`] order: ~150 bytes where the label text is ~750,
@@ -56,6 +40,36 @@ pub fn istio_values(labels: &IstioLabels) -> String {
         escape_into(&mut out, value);
     }
     out
+}
+
+/// The value of label `name` (of [`ISTIO_LABEL_NAMES`]) in `values`
+/// ([`istio_values`]), escaped.
+pub fn istio_value<'a>(values: &'a str, name: &str) -> &'a str {
+    ISTIO_LABEL_NAMES
+        .iter()
+        .zip(values.split('\n'))
+        .find_map(|(n, value)| (*n == name).then_some(value))
+        .unwrap_or_default()
+}
+
+/// A label value as it was before [`escape_into`].
+pub fn unescape(value: &str) -> Cow<'_, str> {
+    if !value.contains('\\') {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(c) => out.push(c),
+                None => out.push('\\'),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// A label value as OpenMetrics quotes it: `\`, `"` and newlines escaped.
@@ -108,8 +122,9 @@ fn summed<K: Ord, V: std::ops::AddAssign>(mut rows: Vec<(K, V)>) -> Vec<(K, V)> 
     out
 }
 
-/// The labels of the failed connects: service, version, endpoint.
-type FailedKey = (Arc<str>, Arc<str>, SocketAddr);
+/// The labels of the failed connects: service, version (escaped),
+/// endpoint.
+type FailedKey = (Box<str>, Box<str>, SocketAddr);
 
 /// The three reasons of a failed connect, in `reason` label order.
 #[derive(Clone, Copy, Default)]
@@ -187,11 +202,7 @@ impl TcpPage {
                 },
             ));
             failed.push((
-                (
-                    Arc::clone(&slot.service),
-                    Arc::clone(&slot.version),
-                    slot.endpoint,
-                ),
+                (slot.service().into(), slot.version().into(), slot.endpoint),
                 FailedBy([s.failed_refused, s.failed_timeout, s.failed_other]),
             ));
         }
@@ -239,16 +250,12 @@ impl TcpPage {
         if let Some(((service, version, endpoint), FailedBy(n))) =
             self.failed.get(row).filter(|_| part + 1 == PARTS.len())
         {
-            let endpoint = endpoint.to_string();
-            let labels = label_text([
-                ("destination_service", &**service),
-                ("destination_version", &**version),
-                ("endpoint", &endpoint),
-            ]);
+            // (The values escaped already.)
             for (reason, n) in ["refused", "timeout", "other"].into_iter().zip(n) {
                 let _ = writeln!(
                     out,
-                    "{}_total{{{labels},reason=\"{reason}\"}} {n}",
+                    "{}_total{{destination_service=\"{service}\",destination_version=\"{version}\",\
+                     endpoint=\"{endpoint}\",reason=\"{reason}\"}} {n}",
                     CONNECTIONS_FAILED.name
                 );
             }
@@ -369,12 +376,8 @@ mod tests {
         let mut sums = Vec::new();
         let mut failed = Vec::new();
         for i in 0..n {
-            let service: Arc<str> = format!("s{i}.local").into();
-            let version: Arc<str> = "v1".into();
-            let text = label_text([
-                ("destination_service", &*service),
-                ("destination_version", "v1"),
-            ]);
+            let service = format!("s{i}.local");
+            let text = istio_values(&istio(&service, "v1"));
             let i = i as u64;
             sums.push((
                 text.into(),
@@ -387,47 +390,59 @@ mod tests {
                 },
             ));
             let endpoint = SocketAddr::from(([127, 0, 0, 1], 9000));
-            failed.push(((service, version, endpoint), FailedBy([i % 2, 0, 0])));
+            failed.push((
+                (service.into(), "v1".into(), endpoint),
+                FailedBy([i % 2, 0, 0]),
+            ));
         }
         TcpPage::of(sums, failed)
     }
 
-    /// The whole page, written in pieces of at least `budget` bytes.
-    fn pieces(mut page: TcpPage, budget: usize) -> (String, usize) {
-        let (mut whole, mut n) = (String::new(), 0);
+    /// The whole page, written in pieces of at least `budget` bytes, and
+    /// the pieces' sizes.
+    fn pieces(mut page: TcpPage, budget: usize) -> (String, Vec<usize>) {
+        let (mut whole, mut sizes) = (String::new(), Vec::new());
         loop {
             let mut piece = String::new();
             let more = page.write_some(&mut piece, budget);
             whole.push_str(&piece);
-            n += 1;
+            sizes.push(piece.len());
             if !more {
-                return (whole, n);
+                return (whole, sizes);
             }
         }
     }
 
     #[test]
     fn a_page_written_in_pieces_is_the_page_written_whole() {
-        let (whole, n) = pieces(page(50), usize::MAX);
-        assert_eq!(n, 1);
+        let (whole, sizes) = pieces(page(50), usize::MAX);
+        assert_eq!(sizes, [whole.len()]);
         for family in PARTS.iter().flatten() {
             let help = format!("# HELP {} ", family.name);
             assert_eq!(whole.matches(&help).count(), 1, "{help} once:\n{whole}");
         }
         // 50 opened, closed, sent, received; 25 UF; 3 failed reasons each.
+        let rows = 4 * 50 + 25 + 50;
         assert_eq!(
             whole.lines().filter(|l| !l.starts_with('#')).count(),
-            4 * 50 + 25 + 3 * 50
+            rows + 2 * 50
         );
         for budget in [1, 100, 4096] {
-            let (got, n) = pieces(page(50), budget);
+            let (got, sizes) = pieces(page(50), budget);
             assert_eq!(got, whole, "in pieces of {budget} bytes");
+            // Each piece is rows up to the budget, at most one more (a row
+            // is under 1 KiB here, with its family's descriptor).
+            let (last, full) = sizes.split_last().expect("a piece");
+            assert!(*last < budget + 1024, "{sizes:?}");
             assert!(
-                n > whole.len() / (budget + 400),
-                "{n} pieces of {budget} bytes"
+                full.iter().all(|n| (budget..budget + 1024).contains(n)),
+                "{sizes:?}"
             );
+            if budget == 1 {
+                assert_eq!(sizes.len(), rows + 1, "a row a piece, then none");
+            }
         }
-        assert_eq!(pieces(page(0), 1), (String::new(), 1));
+        assert_eq!(pieces(page(0), 1), (String::new(), vec![0]));
     }
 
     #[test]
@@ -438,10 +453,15 @@ mod tests {
     }
 
     #[test]
-    fn label_values_are_escaped_as_openmetrics_quotes_them() {
-        assert_eq!(
-            label_text([("a", "x"), ("b", "q\"\\\nz")]),
-            "a=\"x\",b=\"q\\\"\\\\\\nz\""
-        );
+    fn label_values_are_escaped_as_openmetrics_quotes_them_and_read_back() {
+        let written = "q\"\\\nz";
+        let values = istio_values(&istio("a.local", written));
+        assert_eq!(values.lines().count(), ISTIO_LABEL_NAMES.len(), "{values}");
+        assert_eq!(istio_value(&values, "destination_service"), "a.local");
+        let escaped = istio_value(&values, "destination_version");
+        assert_eq!(escaped, "q\\\"\\\\\\nz");
+        assert_eq!(unescape(escaped), written);
+        assert_eq!(unescape("plain"), "plain");
+        assert_eq!(istio_value(&values, "no_such_label"), "");
     }
 }
