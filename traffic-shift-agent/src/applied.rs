@@ -1083,7 +1083,7 @@ pub fn parse_state(path: &Path, text: &str, mtime_ms: u64) -> Result<Entries, Ve
             .unwrap_or(1);
         resource
             .source_mut()
-            .relocate(source.file.clone(), source.document, &lines);
+            .relocate(&source.file, source.document, &lines);
         let document = match normalize(raw, &key.namespace) {
             Ok(document) => Document::new(&with_generation(
                 with_timestamp(document, created_ms),
@@ -1310,9 +1310,10 @@ impl Store {
         // document n + 1 of the file is entry n (the header is a comment),
         // with its creation time; lines are read from the file if needed.
         let lines = config::FileLines::on_disk(&self.path);
+        let file: std::sync::Arc<Path> = self.path.as_path().into();
         for (n, entry) in entries.values_mut().enumerate() {
             let source = entry.resource.source_mut();
-            source.relocate(self.path.clone(), n + 1, &lines);
+            source.relocate(&file, n + 1, &lines);
             source.creation_timestamp = Some(format_timestamp(entry.created_ms));
         }
         place_in_file(&self.path, &mut entries);

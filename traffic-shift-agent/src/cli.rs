@@ -84,7 +84,7 @@ pub fn validate(
                         out,
                         "route {} ({}): {} -> {:?}",
                         route.key,
-                        route.source,
+                        route.source.display(),
                         listeners.join(" "),
                         route.selection
                     )?;
@@ -157,7 +157,7 @@ fn write_http_listener(
             "  virtual host {} ({}, {})",
             vhost.domains.join(" "),
             vhost.virtual_service,
-            vhost.source
+            vhost.source.display()
         )?;
         for route in &vhost.routes {
             writeln!(

@@ -104,6 +104,7 @@ fn parse_text(
     counter: Option<&Counter>,
 ) -> Result<(RulesFile, Documents), Vec<ConfigError>> {
     let lines = lines::FileLines::text(text);
+    let file: Arc<Path> = path.into();
     let mut documents = Documents::new();
     let mut resources = Vec::new();
     let mut warnings = Vec::new();
@@ -169,7 +170,7 @@ fn parse_text(
             }
             continue;
         }
-        let index = Arc::new(lines::LineIndex::of(&lines, i));
+        let index = Arc::new(lines::LineIndex::of(&file, &lines, i));
         // Kept, the document is read in place: no copy of it is made.
         let parsed = if keep {
             let parsed = resource::parse_document(path, number, Cow::Borrowed(&value), &index);

@@ -13,7 +13,7 @@
 use std::{
     collections::HashMap,
     fmt,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, OnceLock},
 };
 
@@ -24,35 +24,40 @@ use yaml_rust2::{
 
 use super::error::FieldPath;
 
-/// The lines of one YAML document of a file, found when first asked for.
-#[derive(Clone, Debug, Default)]
+/// One YAML document of a file: the file's path (one for all its
+/// documents) and its lines, found when first asked for.
+#[derive(Clone, Debug)]
 pub struct LineIndex {
+    path: Arc<Path>,
     file: Arc<FileLines>,
     /// 0-based, empty documents included.
     document: usize,
 }
 
 impl LineIndex {
-    /// Document `document` (0-based, empty documents included) of `file`.
-    pub fn of(file: &Arc<FileLines>, document: usize) -> Self {
+    /// Document `document` (0-based, empty documents included) of `file`,
+    /// the file at `path`.
+    pub fn of(path: &Arc<Path>, file: &Arc<FileLines>, document: usize) -> Self {
         Self {
+            path: Arc::clone(path),
             file: Arc::clone(file),
             document,
         }
     }
 
-    /// The line of `path`; for a path the walk did not record (an aliased
-    /// or merged value, a field the document lacks), the line of the
-    /// nearest enclosing path that it did.
+    /// The line of `path`: see [`FileLines::line`].
     pub fn line(&self, path: &FieldPath) -> Option<usize> {
-        let lines = self.file.documents().get(self.document)?;
-        let mut path = path.clone();
-        loop {
-            if let Some(line) = lines.get(&path) {
-                return Some(*line);
-            }
-            path = path.parent()?;
-        }
+        self.file.line(self.document, path)
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Arc<Path> {
+        &self.path
+    }
+
+    /// The file's lines.
+    pub fn file(&self) -> &Arc<FileLines> {
+        &self.file
     }
 }
 
@@ -95,6 +100,21 @@ impl FileLines {
         })
     }
 
+    /// The line of `path` in document `document` (0-based, empty documents
+    /// included); for a path the walk did not record (an aliased or merged
+    /// value, a field the document lacks), the line of the nearest
+    /// enclosing path that it did.
+    pub fn line(&self, document: usize, path: &FieldPath) -> Option<usize> {
+        let lines = self.documents().get(document)?;
+        let mut path = path.clone();
+        loop {
+            if let Some(line) = lines.get(&path) {
+                return Some(*line);
+            }
+            path = path.parent()?;
+        }
+    }
+
     fn documents(&self) -> &[DocumentLines] {
         self.documents.get_or_init(|| match &self.text {
             Text::None => Vec::new(),
@@ -123,8 +143,9 @@ impl fmt::Debug for FileLines {
 #[cfg(test)]
 pub fn index_documents(text: &str) -> Vec<LineIndex> {
     let file = FileLines::text(text);
+    let path: Arc<Path> = Path::new("test.yaml").into();
     (0..file.documents().len())
-        .map(|document| LineIndex::of(&file, document))
+        .map(|document| LineIndex::of(&path, &file, document))
         .collect()
 }
 

@@ -7,6 +7,8 @@ use std::{
     collections::BTreeMap,
     fmt,
     net::{IpAddr, SocketAddr},
+    path::Path,
+    sync::Arc,
     time::Duration,
 };
 
@@ -142,8 +144,9 @@ pub struct TcpRoute {
     /// Stable identity across reloads, e.g. `default/tcp-echo/tcp[0]/port 9000`.
     /// A weight change keeps the key, so it is one atomic update of the same route.
     pub key: String,
-    /// Where it came from, for messages: `rules/tcp-echo/vs-20-v2.yaml`.
-    pub source: String,
+    /// Where it came from, for messages: `rules/tcp-echo/vs-20-v2.yaml`
+    /// (one for all the routes of a file).
+    pub source: Arc<Path>,
     /// `None`: a mesh route (clients on the node connecting to a service
     /// address; the connect-time path). `Some("<ns>/<gateway>")`: a gateway
     /// route (connections arriving on the node at a Gateway server port; the
@@ -352,8 +355,8 @@ pub struct ServerCertificate {
 pub struct VirtualHost {
     /// `<namespace>/<name>` of the VirtualService.
     pub virtual_service: String,
-    /// The file it came from, for messages.
-    pub source: String,
+    /// The file it came from, for messages (one for all its hosts).
+    pub source: Arc<Path>,
     /// The VirtualService `hosts` as authorities match them (lowercase;
     /// `*`, `*.suffix` or a name).
     pub domains: Vec<String>,

@@ -1,11 +1,11 @@
 //! Where a resource came from ([`Source`]): its kind, name and namespace,
 //! its file and document, to report errors and warnings at a field's line.
 
-use std::{fmt, path::PathBuf, sync::Arc};
+use std::{fmt, path::Path, sync::Arc};
 
 use crate::{
     error::{ConfigError, FieldPath, ResourceId, Warning, one_line},
-    lines::{FileLines, LineIndex},
+    lines::FileLines,
 };
 
 /// Where a resource came from, to report errors at a field's line.
@@ -17,10 +17,12 @@ pub struct Source {
     /// `metadata.creationTimestamp` as written (RFC 3339, as Kubernetes
     /// writes it: `2026-01-02T03:04:05Z`), when given.
     pub creation_timestamp: Option<String>,
-    pub file: PathBuf,
+    /// One for all the resources of a file.
+    pub file: Arc<Path>,
     /// 1-based, empty documents included.
     pub document: usize,
-    pub(crate) lines: Arc<LineIndex>,
+    /// The file's (one for all its resources).
+    pub(crate) lines: Arc<FileLines>,
 }
 
 impl Source {
@@ -35,23 +37,23 @@ impl Source {
     /// The 1-based line of `path` in the file (or of its nearest enclosing
     /// field that is written there).
     pub fn line(&self, path: &FieldPath) -> Option<usize> {
-        self.lines.line(path)
+        self.lines.line(self.document.saturating_sub(1), path)
     }
 
     /// The same resource, now document `document` (1-based) of `file`,
     /// whose lines are `lines` (the agent's state file, where it keeps what
     /// was applied: messages then name the file it is in, not the one it
     /// came from).
-    pub fn relocate(&mut self, file: PathBuf, document: usize, lines: &Arc<FileLines>) {
-        self.file = file;
+    pub fn relocate(&mut self, file: &Arc<Path>, document: usize, lines: &Arc<FileLines>) {
+        self.file = Arc::clone(file);
         self.document = document;
-        self.lines = Arc::new(LineIndex::of(lines, document.saturating_sub(1)));
+        self.lines = Arc::clone(lines);
     }
 
     /// An error about `path` of this resource.
     pub fn error(&self, path: FieldPath, message: impl Into<String>) -> ConfigError {
         ConfigError {
-            file: self.file.clone(),
+            file: self.file.to_path_buf(),
             document: Some(self.document),
             resource: Some(Box::new(self.id())),
             line: self.line(&path),
@@ -63,7 +65,7 @@ impl Source {
     /// A warning about `path` of this resource.
     pub fn warning(&self, path: FieldPath, message: impl Into<String>) -> Warning {
         Warning {
-            file: self.file.clone(),
+            file: self.file.to_path_buf(),
             document: Some(self.document),
             resource: Some(Box::new(self.id())),
             line: self.line(&path),

@@ -219,7 +219,11 @@ fn tcp_echo_example_resolves_to_one_weighted_route() {
         labels: labels(&[("app", "tcp-echo"), ("version", version)]),
     };
     assert_eq!(route.key, "default/tcp-echo/tcp[0]/port 9000", "route key");
-    assert_eq!(route.source, FILE, "route source is the file");
+    assert_eq!(
+        *route.source,
+        *std::path::Path::new(FILE),
+        "route source is the file"
+    );
     assert_eq!(route.service_host, "tcp-echo.local", "service host");
     assert_eq!(route.service_port, 9000, "service port");
     assert_eq!(route.listeners, [addr("127.100.0.1:9000")], "listeners");
@@ -930,7 +934,8 @@ fn tcp_traffic_shifting_gateway_resolves_to_one_gateway_route() {
         "route key"
     );
     assert_eq!(
-        route.source, "rules/1.yaml",
+        &*route.source,
+        std::path::Path::new("rules/1.yaml"),
         "route source is the VirtualService's file"
     );
     assert_eq!(

@@ -331,14 +331,14 @@ fn gateway_placement(
     if !xdp {
         return Err(CompileError::RemoteEndpoint {
             route: route.key.clone(),
-            source_file: route.source.clone(),
+            source_file: route.source.display().to_string(),
             endpoint: remote.addr,
         });
     }
     if let Some(local) = endpoints().find(|e| is_local(e.addr.ip())) {
         return Err(CompileError::MixedEndpoints {
             route: route.key.clone(),
-            source_file: route.source.clone(),
+            source_file: route.source.display().to_string(),
             local: local.addr,
             remote: remote.addr,
         });
@@ -462,7 +462,7 @@ fn kernel_route(
 ) -> Result<KernelRoute, CompileError> {
     let too_many = |what, count, max| CompileError::TooMany {
         route: route.key.clone(),
-        source_file: route.source.clone(),
+        source_file: route.source.display().to_string(),
         what,
         count,
         max,
@@ -752,7 +752,7 @@ mod tests {
                         unix: Vec::new(),
                         sni: Vec::new(),
                         key: "default/tcp-echo/tcp[0]/port 9000".into(),
-                        source: "vs.yaml".into(),
+                        source: std::path::Path::new("vs.yaml").into(),
                         gateway: None,
                         service_host: "tcp-echo.local".into(),
                         service_port: 9000,

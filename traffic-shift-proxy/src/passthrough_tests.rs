@@ -35,7 +35,7 @@ async fn backend(name: &'static str) -> SocketAddr {
 fn route(key: &str, sni: &[&str], listener: SocketAddr, weights: &[(u32, SocketAddr)]) -> TcpRoute {
     TcpRoute {
         key: key.into(),
-        source: "test".into(),
+        source: std::path::Path::new("test").into(),
         gateway: Some("default/gw".into()),
         service_host: "tls.local".into(),
         service_port: listener.port(),

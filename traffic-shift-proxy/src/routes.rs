@@ -596,7 +596,7 @@ mod tests {
     fn host(name: &str, domains: &[&str], routes: Vec<HttpRoute>) -> VirtualHost {
         VirtualHost {
             virtual_service: name.into(),
-            source: "test".into(),
+            source: std::path::Path::new("test").into(),
             domains: domains.iter().map(|d| (*d).to_owned()).collect(),
             routes,
         }

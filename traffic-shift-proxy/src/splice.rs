@@ -432,7 +432,7 @@ mod tests {
     fn route(weights: &[(u32, SocketAddr)]) -> TcpRoute {
         TcpRoute {
             key: "default/tcp-echo/tcp[0]/gateway default/gw port 0".into(),
-            source: "test".into(),
+            source: std::path::Path::new("test").into(),
             gateway: Some("default/gw".into()),
             service_host: "tcp-echo.local".into(),
             service_port: 0,

@@ -120,7 +120,7 @@ fn listener(routes: Vec<HttpRoute>) -> HttpListener {
         prefixes: Vec::new(),
         virtual_hosts: vec![VirtualHost {
             virtual_service: "default/reviews".into(),
-            source: "rules/reviews.yaml".into(),
+            source: std::path::Path::new("rules/reviews.yaml").into(),
             domains: vec!["*".into()],
             routes,
         }],
@@ -854,7 +854,7 @@ async fn virtual_host_by_authority_and_h2_upstream() {
     l.virtual_hosts[0].domains = vec!["reviews.example".into()];
     l.virtual_hosts.push(VirtualHost {
         virtual_service: "default/wild".into(),
-        source: "rules/wild.yaml".into(),
+        source: std::path::Path::new("rules/wild.yaml").into(),
         domains: vec!["*.example".into()],
         routes: vec![h2],
     });
@@ -918,7 +918,7 @@ async fn mesh_connections_are_served_by_their_original_destination() {
         prefixes: Vec::new(),
         virtual_hosts: vec![VirtualHost {
             virtual_service: "default/reviews".into(),
-            source: "rules/reviews.yaml".into(),
+            source: std::path::Path::new("rules/reviews.yaml").into(),
             domains: vec!["reviews".into()],
             routes: vec![route(0, vec![], vec![dest])],
         }],

@@ -363,7 +363,7 @@ mod tests {
         use traffic_shift_config::model::{HttpListener, TcpRoute};
         let route = |key: &str, path: &str| TcpRoute {
             key: key.into(),
-            source: "rules/gw.yaml".into(),
+            source: std::path::Path::new("rules/gw.yaml").into(),
             gateway: Some("default/gw".into()),
             service_host: "tcp-echo.local".into(),
             service_port: 0,

@@ -566,7 +566,7 @@ fn the_applied_set_persists_and_reads_back_the_same() {
     );
     // Messages about applied resources now name the state file.
     let vs = store.entries().values().last().expect("the VirtualService");
-    assert_eq!(vs.resource.source().file, path);
+    assert_eq!(*vs.resource.source().file, *path);
     assert_eq!(
         vs.resource.source().document,
         4,

@@ -68,7 +68,7 @@ fn owner<'a>(source: &'a Source, origin: Option<&'a Origin>, path: &FieldPath) -
 /// Where a message about `source` is: its file, document and id.
 fn at(source: &Source) -> (std::path::PathBuf, Option<usize>, Option<Box<ResourceId>>) {
     (
-        source.file.clone(),
+        source.file.to_path_buf(),
         Some(source.document),
         Some(Box::new(source.id())),
     )

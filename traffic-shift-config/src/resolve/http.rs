@@ -224,7 +224,7 @@ impl<'a> Catalog<'a> {
                     };
                     let virtual_host = VirtualHost {
                         virtual_service: format!("{namespace}/{}", vs.source.name),
-                        source: vs.source.file.display().to_string(),
+                        source: std::sync::Arc::clone(&vs.source.file),
                         domains: vec![service_host.to_ascii_lowercase()],
                         routes,
                     };
@@ -421,7 +421,7 @@ impl<'a> Catalog<'a> {
             }
             listener.virtual_hosts.push(VirtualHost {
                 virtual_service: format!("{namespace}/{}", vs.source.name),
-                source: vs.source.file.display().to_string(),
+                source: std::sync::Arc::clone(&vs.source.file),
                 domains: domains.clone(),
                 routes,
             });

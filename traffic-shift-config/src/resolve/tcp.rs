@@ -163,7 +163,7 @@ impl Catalog<'_> {
                 vs.source.name,
                 vs.rule_label("tcp", i)
             ),
-            source: vs.source.file.display().to_string(),
+            source: std::sync::Arc::clone(&vs.source.file),
             gateway: None,
             service_host: service_host.to_owned(),
             service_port: port,

@@ -159,7 +159,7 @@ impl Catalog<'_> {
                 vs.source.name,
                 vs.rule_label("tls", i)
             ),
-            source: vs.source.file.display().to_string(),
+            source: std::sync::Arc::clone(&vs.source.file),
             gateway: Some(gateway_id),
             service_host: destinations[0].host.clone(),
             service_port: port,

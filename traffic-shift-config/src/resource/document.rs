@@ -227,9 +227,9 @@ pub(crate) fn source_of(
         name,
         namespace,
         creation_timestamp,
-        file: place.file.to_owned(),
+        file: Arc::clone(lines.path()),
         document: place.document,
-        lines: Arc::clone(lines),
+        lines: Arc::clone(lines.file()),
     };
     Ok(source)
 }

@@ -12,7 +12,7 @@ fn gateway_route(endpoint: &str) -> RoutingModel {
             unix: Vec::new(),
             sni: Vec::new(),
             key: "default/tcp-echo/tcp[0]/gateway default/gw port 31400".into(),
-            source: "gw.yaml".into(),
+            source: std::path::Path::new("gw.yaml").into(),
             gateway: Some("default/gw".into()),
             service_host: "tcp-echo.local".into(),
             service_port: 31400,

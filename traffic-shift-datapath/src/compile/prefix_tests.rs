@@ -23,7 +23,7 @@ fn mesh_route(name: &str, listeners: &[&str], prefixes: &[ServicePrefix]) -> Tcp
         unix: Vec::new(),
         sni: Vec::new(),
         key: format!("default/{name}/tcp[0]/port 9000"),
-        source: format!("{name}.yaml"),
+        source: std::path::PathBuf::from(format!("{name}.yaml")).into(),
         gateway: None,
         service_host: format!("{name}.local"),
         service_port: 9000,

@@ -205,7 +205,7 @@ fn model(family: &Family, weights: [u32; 2]) -> RoutingModel {
             unix: Vec::new(),
             sni: Vec::new(),
             key: "default/tcp-echo/tcp[0]/gateway default/gw port 31400".into(),
-            source: "xdp_tests".into(),
+            source: std::path::Path::new("xdp_tests").into(),
             gateway: Some("default/gw".into()),
             service_host: "tcp-echo.remote".into(),
             service_port: GW_PORT,
