@@ -15,33 +15,27 @@ use std::{
 
 use serde_json::Value;
 use traffic_shift_agent::metrics::{FAMILIES, Family, FamilyType};
+use traffic_shift_config::labels::ISTIO_LABEL_NAMES;
 
-/// Istio's standard labels of its TCP metrics, as the agent sets them.
-pub const ISTIO_LABELS: &[&str] = &[
-    "reporter",
-    "source_workload",
-    "source_workload_namespace",
-    "source_principal",
-    "source_app",
-    "source_version",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "source_cluster",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "destination_app",
-    "destination_version",
-    "destination_service",
-    "destination_service_name",
-    "destination_service_namespace",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "destination_cluster",
-    "request_protocol",
-    "response_flags",
-    "connection_security_policy",
-];
+/// Istio's standard labels of its TCP metrics, as the agent sets them: its
+/// own list, and `response_flags`.
+pub const ISTIO_LABELS: &[&str] = &istio_labels_and::<23>(&["response_flags"]);
+
+/// The agent's list of Istio's labels, then `extra`: `M` names in all.
+const fn istio_labels_and<const M: usize>(extra: &[&'static str]) -> [&'static str; M] {
+    assert!(ISTIO_LABEL_NAMES.len() + extra.len() == M);
+    let mut out = [""; M];
+    let mut i = 0;
+    while i < M {
+        out[i] = if i < ISTIO_LABEL_NAMES.len() {
+            ISTIO_LABEL_NAMES[i]
+        } else {
+            extra[i - ISTIO_LABEL_NAMES.len()]
+        };
+        i += 1;
+    }
+    out
+}
 
 /// The labels of every family the agent exports, by family name (as in
 /// [`traffic_shift_agent::metrics::FAMILIES`], the one list of exported
@@ -107,33 +101,8 @@ pub const FAMILY_LABELS: &[(&str, &[&str])] = &[
 
 /// Istio's labels of its HTTP metrics: the TCP ones and the response code
 /// (and `grpc_response_status`, on the series of gRPC calls only).
-pub const HTTP_LABELS: &[&str] = &[
-    "reporter",
-    "source_workload",
-    "source_workload_namespace",
-    "source_principal",
-    "source_app",
-    "source_version",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "source_cluster",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "destination_app",
-    "destination_version",
-    "destination_service",
-    "destination_service_name",
-    "destination_service_namespace",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "destination_cluster",
-    "request_protocol",
-    "response_flags",
-    "connection_security_policy",
-    "response_code",
-    "grpc_response_status",
-];
+pub const HTTP_LABELS: &[&str] =
+    &istio_labels_and::<25>(&["response_flags", "response_code", "grpc_response_status"]);
 
 /// The XDP gateway's packet and byte counters.
 pub const XDP_DIRECTION_LABELS: &[&str] = &[
