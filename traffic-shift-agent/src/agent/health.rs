@@ -5,6 +5,7 @@
 //! without them ([`Health::usable`]); open connections are never cut.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
 };
@@ -49,13 +50,17 @@ impl Health {
     }
 
     /// `model` without the endpoints that are unhealthy or ejected: what
-    /// the selection tables may pick.
-    pub fn usable(&self, model: &RoutingModel) -> RoutingModel {
+    /// the selection tables may pick (`model` itself when health takes
+    /// none out: a copy of it was ~60 MB at 100 000 services).
+    pub fn usable<'a>(&self, model: &'a RoutingModel) -> Cow<'a, RoutingModel> {
+        if !self.any_excluded() {
+            return Cow::Borrowed(model);
+        }
         let mut usable = model.clone();
         for dest in usable.destinations_mut() {
             dest.endpoints.retain(|e| !self.excluded(e.addr));
         }
-        usable
+        Cow::Owned(usable)
     }
 
     /// Whether health takes any endpoint out.
