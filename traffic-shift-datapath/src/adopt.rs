@@ -9,10 +9,7 @@ use traffic_shift_common::{
     MAX_SLOTS, PrefixData, RouteTable, ServiceKey, ServiceValue, SlotTable, SlotsKey, map_names,
 };
 
-use crate::{
-    Datapath, DatapathError, EBPF_OBJECT,
-    apply::{Digest, LoadedRoute},
-};
+use crate::{Datapath, DatapathError, EBPF_OBJECT, apply::LoadedRoute, compile::TableBytes};
 
 /// Why the maps a previous agent pinned cannot be adopted (they are
 /// started over).
@@ -113,10 +110,8 @@ pub(crate) fn remove_map_pins(pin_dir: &Path) {
 
 /// A route table a previous agent left: its bytes as [`TableBytes`] keeps
 /// them, and the version of its slot table in `TS_SLOTS` when apart.
-///
-/// [`TableBytes`]: crate::compile::TableBytes
 pub(crate) struct AdoptedRoute {
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) bytes: TableBytes,
     pub(crate) slots_apart: Option<u32>,
 }
 
@@ -172,7 +167,7 @@ pub(crate) fn read_back(
         } else {
             (table.inline_slots().to_vec(), None)
         };
-        let bytes = [table.head(), &apart].concat();
+        let bytes = TableBytes::new(&table, &apart);
         adopted_routes.insert(id, AdoptedRoute { bytes, slots_apart });
     }
     let named = |key: &SlotsKey| {
@@ -244,10 +239,10 @@ impl Datapath {
         if self
             .adopted_routes
             .get(&id)
-            .is_some_and(|a| a.bytes == route.table.as_bytes())
+            .is_some_and(|a| a.bytes == route.table)
             && let Some(adopted) = self.adopted_routes.remove(&id)
         {
-            let table = Digest::of(route.table.as_bytes());
+            let table = route.table.digest();
             self.loaded_routes.insert(
                 key.to_owned(),
                 LoadedRoute {

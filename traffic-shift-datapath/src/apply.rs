@@ -115,7 +115,7 @@ impl Datapath {
                 self.take_over_adopted(key, route);
             }
             let loaded = self.loaded_routes.get(key);
-            let unchanged = loaded.is_some_and(|l| l.table == Digest::of(route.table.as_bytes()));
+            let unchanged = loaded.is_some_and(|l| l.table == route.table.digest());
             let id = match loaded {
                 Some(l) => l.id,
                 None => free_ids
@@ -211,7 +211,7 @@ impl Datapath {
                 route.key.clone(),
                 LoadedRoute {
                     id: write.id,
-                    table: Digest::of(route.table.as_bytes()),
+                    table: route.table.digest(),
                     slots_apart,
                 },
             );
