@@ -174,46 +174,36 @@ pub fn read_status(path: &Path) -> Result<Status, ReadError> {
 /// time and memory of reading them all.
 pub fn read_routes(path: &Path, wanted: impl Fn(&str, &str) -> bool) -> Result<Status, ReadError> {
     let delta_path = delta_path(path);
-    let parse = |path: &Path, source| ReadError::Parse {
-        path: path.to_owned(),
-        source,
-    };
-    for _ in 0..TRIES {
-        let delta_text = absent_is_none(read_text(&delta_path))?;
-        let (text, touched_ms) = read_text(path)?;
-        let file: StatusRoutes = serde_json::from_str(&text).map_err(|e| parse(path, e))?;
-        let (mut routes, mut head, mut touched_ms) = (file.routes, file.head, touched_ms);
+    let (mut status, touched_ms) = read_texts(path, path, |text, delta_text| {
+        let file: StatusRoutes = parse(path, text)?;
+        let (mut routes, mut head) = (file.routes, file.head);
         // A status file of an earlier agent (no id) has no delta.
-        if let Some((delta_text, delta_ms)) = &delta_text
-            && head.file_id != 0
-        {
-            let delta: RoutesDelta =
-                serde_json::from_str(delta_text).map_err(|e| parse(&delta_path, e))?;
-            if delta.base != head.file_id {
-                continue;
-            }
-            for (i, route) in delta.routes {
-                if let Some(slot) = routes.get_mut(i) {
-                    *slot = route;
+        let with_delta = match delta_text.filter(|_| head.file_id != 0) {
+            Some(delta_text) => {
+                let delta: RoutesDelta = parse(&delta_path, delta_text)?;
+                if delta.base != head.file_id {
+                    return Ok(Taken::Torn);
                 }
+                for (i, route) in delta.routes {
+                    if let Some(slot) = routes.get_mut(i) {
+                        *slot = route;
+                    }
+                }
+                head = delta.head;
+                true
             }
-            head = delta.head;
-            touched_ms = touched_ms.max(*delta_ms);
-        }
+            None => false,
+        };
         let routes = routes
             .into_iter()
             .filter(|r| wanted(&r.route, &r.service))
             .map(RouteRef::parse)
             .collect::<Result<_, _>>()
-            .map_err(|e| parse(path, e))?;
-        let mut status = Status { routes, ..head };
-        status.hold_until(touched_ms);
-        return Ok(status);
-    }
-    Err(ReadError::Torn {
-        path: path.to_owned(),
-        delta: delta_path,
-    })
+            .map_err(|source| parse_error(path, source))?;
+        Ok(Taken::of(Status { routes, ..head }, with_delta))
+    })?;
+    status.hold_until(touched_ms);
+    Ok(status)
 }
 
 /// The summary file as [`read_busiest`] reads it: each line as text.
@@ -269,40 +259,29 @@ impl<'de> Deserialize<'de> for MinuteSum {
 pub fn read_busiest(path: &Path, k: usize) -> Result<(Summary, usize), ReadError> {
     let file = summary_path(path);
     let delta_path = delta_path(path);
-    let parse = |path: &Path, source| ReadError::Parse {
-        path: path.to_owned(),
-        source,
-    };
-    for _ in 0..TRIES {
-        let delta_text = absent_is_none(read_text(&delta_path))?;
-        let (text, touched_ms) = read_text(&file)?;
-        let summary: SummaryLines = serde_json::from_str(&text).map_err(|e| parse(&file, e))?;
-        let (lines, mut head, mut touched_ms) = (summary.routes, summary.head, touched_ms);
+    let ((mut summary, n), touched_ms) = read_texts(path, &file, |text, delta_text| {
+        let summary: SummaryLines = parse(&file, text)?;
+        let (lines, mut head) = (summary.routes, summary.head);
         let mut changed = std::collections::HashMap::new();
         // A status file of an earlier agent (no id) has no delta.
-        if let Some((delta_text, delta_ms)) = &delta_text
-            && head.file_id != 0
-        {
-            let delta: SummaryDelta =
-                serde_json::from_str(delta_text).map_err(|e| parse(&delta_path, e))?;
-            if delta.base != head.file_id {
-                continue;
+        let with_delta = match delta_text.filter(|_| head.file_id != 0) {
+            Some(delta_text) => {
+                let delta: SummaryDelta = parse(&delta_path, delta_text)?;
+                if delta.base != head.file_id {
+                    return Ok(Taken::Torn);
+                }
+                changed.extend(delta.lines.into_iter().filter(|(i, _)| *i < lines.len()));
+                head = delta.head;
+                true
             }
-            changed.extend(delta.lines.into_iter().filter(|(i, _)| *i < lines.len()));
-            head = delta.head;
-            touched_ms = touched_ms.max(*delta_ms);
-        }
+            None => false,
+        };
         let n = lines.len();
         let mut minutes = Vec::with_capacity(n);
         for (i, line) in lines.iter().enumerate() {
             minutes.push(match changed.get(&i) {
                 Some(line) => line.destinations.iter().map(|d| d.2).sum(),
-                None => {
-                    serde_json::from_str::<LineMinute>(line.get())
-                        .map_err(|e| parse(&file, e))?
-                        .destinations
-                        .0
-                }
+                None => parse::<LineMinute>(&file, line.get())?.destinations.0,
             });
         }
         let kept = super::view::busiest_of(n, k, |i| minutes[i]);
@@ -310,17 +289,13 @@ pub fn read_busiest(path: &Path, k: usize) -> Result<(Summary, usize), ReadError
             .into_iter()
             .map(|i| match changed.remove(&i) {
                 Some(line) => Ok(line),
-                None => serde_json::from_str(lines[i].get()).map_err(|e| parse(&file, e)),
+                None => parse(&file, lines[i].get()),
             })
             .collect::<Result<_, _>>()?;
-        let mut summary = Summary { head, routes };
-        summary.head.hold_until(touched_ms);
-        return Ok((summary, n));
-    }
-    Err(ReadError::Torn {
-        path: file,
-        delta: delta_path,
-    })
+        Ok(Taken::of((Summary { head, routes }, n), with_delta))
+    })?;
+    summary.head.hold_until(touched_ms);
+    Ok((summary, n))
 }
 
 /// The summary of the status file `path`, with the delta applied, as of
@@ -357,18 +332,61 @@ fn read_with_delta<T: DeserializeOwned, D: DeserializeOwned>(
     apply: impl Fn(&mut T, D) -> Option<()>,
 ) -> Result<(T, u64), ReadError> {
     let delta_path = delta_path(status);
-    for _ in 0..TRIES {
-        let delta = absent_is_none(read_json::<D>(&delta_path))?;
-        let (mut value, touched_ms) = read_json::<T>(file)?;
-        let Some((delta, delta_ms)) = delta else {
-            return Ok((value, touched_ms));
-        };
-        // A status file of an earlier agent (no id) has no delta.
-        if id(&value) == 0 {
-            return Ok((value, touched_ms));
+    read_texts(status, file, |text, delta_text| {
+        let delta: Option<D> = delta_text
+            .map(|delta_text| parse(&delta_path, delta_text))
+            .transpose()?;
+        let mut value: T = parse(file, text)?;
+        Ok(match delta {
+            // A status file of an earlier agent (no id) has no delta.
+            Some(delta) if id(&value) != 0 => match apply(&mut value, delta) {
+                Some(()) => Taken::WithDelta(value),
+                None => Taken::Torn,
+            },
+            _ => Taken::Alone(value),
+        })
+    })
+}
+
+/// What a reader made of a file and its delta.
+enum Taken<T> {
+    /// The file alone (no delta, or one it does not take).
+    Alone(T),
+    /// The file with its delta applied.
+    WithDelta(T),
+    /// The delta names another writing of the file: both are read again.
+    Torn,
+}
+
+impl<T> Taken<T> {
+    fn of(value: T, with_delta: bool) -> Self {
+        if with_delta {
+            Self::WithDelta(value)
+        } else {
+            Self::Alone(value)
         }
-        if apply(&mut value, delta).is_some() {
-            return Ok((value, touched_ms.max(delta_ms)));
+    }
+}
+
+/// Reads the delta of status file `status` (if there is one), then
+/// `file`, and gives their texts to `take` until it takes them together;
+/// with the time of what it took (the newest of the files' times).
+fn read_texts<T>(
+    status: &Path,
+    file: &Path,
+    mut take: impl FnMut(&str, Option<&str>) -> Result<Taken<T>, ReadError>,
+) -> Result<(T, u64), ReadError> {
+    let delta_path = delta_path(status);
+    for _ in 0..TRIES {
+        let delta = absent_is_none(read_text(&delta_path))?;
+        let (text, touched_ms) = read_text(file)?;
+        match take(&text, delta.as_ref().map(|(text, _)| text.as_str()))? {
+            Taken::Alone(value) => return Ok((value, touched_ms)),
+            Taken::WithDelta(value) => {
+                let delta_ms = delta.map_or(0, |(_, ms)| ms);
+                return Ok((value, touched_ms.max(delta_ms)));
+            }
+            Taken::Torn => {}
         }
     }
     Err(ReadError::Torn {
@@ -377,17 +395,18 @@ fn read_with_delta<T: DeserializeOwned, D: DeserializeOwned>(
     })
 }
 
-/// A JSON file, and its time (Unix, milliseconds).
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<(T, u64), ReadError> {
-    let (text, touched_ms) = read_text(path)?;
-    let value = serde_json::from_str(&text).map_err(|source| ReadError::Parse {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok((value, touched_ms))
+/// `text`, the JSON of the file at `path`, parsed.
+fn parse<'a, T: Deserialize<'a>>(path: &Path, text: &'a str) -> Result<T, ReadError> {
+    serde_json::from_str(text).map_err(|source| parse_error(path, source))
 }
 
-/// A file's text, and its time (Unix, milliseconds).
+fn parse_error(path: &Path, source: serde_json::Error) -> ReadError {
+    ReadError::Parse {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// What a read of a file that may not be there (the delta) gave: `None`
 /// when there is no such file.
 fn absent_is_none<T>(read: Result<T, ReadError>) -> Result<Option<T>, ReadError> {
@@ -400,6 +419,7 @@ fn absent_is_none<T>(read: Result<T, ReadError>) -> Result<Option<T>, ReadError>
     }
 }
 
+/// A file's text, and its time (Unix, milliseconds).
 fn read_text(path: &Path) -> Result<(String, u64), ReadError> {
     let read = |source| ReadError::Read {
         path: path.to_owned(),
