@@ -455,16 +455,19 @@ impl Exporter {
     /// counters read, the other families written), the per-slot families
     /// written as it is sent.
     pub fn page(self: &Arc<Self>) -> Page {
-        let tcp = {
+        let (tcp, slots) = {
             let (shared, kernel) = self.locked();
             let marked = kernel.touched().peek();
             kernel.refresh_open_bytes(&marked);
             let slots = self.exported(&shared, &kernel, marked);
             let unix = self.unix_counts(&shared);
-            slots::TcpPage::new(&slots, &kernel, unix)
+            (slots::TcpPage::new(&slots, &kernel, unix), slots)
         };
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(Arc::clone(self)));
+        registry.register_collector(Box::new(Rest {
+            exporter: Arc::clone(self),
+            slots,
+        }));
         if let Some(requests) = &*self
             .requests
             .lock()
@@ -576,13 +579,19 @@ fn gauges(
     )
 }
 
-impl Collector for Exporter {
+/// The page's families but Istio's TCP metrics (which [`Exporter::page`]
+/// writes from the slots' label values): of the slots the page shows.
+#[derive(Debug)]
+struct Rest {
+    exporter: Arc<Exporter>,
+    slots: Vec<(u32, Arc<SlotInfo>)>,
+}
+
+impl Collector for Rest {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (shared, kernel) = self.locked();
-        // Istio's TCP metrics: written by `page`, from the slots' text.
-        let slots = self.exported(&shared, &kernel, kernel.touched().peek());
+        let (shared, kernel) = self.exporter.locked();
         encode_events(&mut encoder, &kernel)?;
-        encode_xdp(&mut encoder, &slots, &kernel)?;
+        encode_xdp(&mut encoder, &self.slots, &kernel)?;
         drop(kernel);
         encode_agent(&mut encoder, &shared)
     }
