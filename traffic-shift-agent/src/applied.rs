@@ -943,18 +943,12 @@ const HEADER: &str = "# Istio resources applied with `traffic-shift apply`, in f
 /// documents already in a state file are copied from its text, read whole
 /// once.
 pub fn render(entries: &Entries) -> Result<String, ReadBackError> {
-    let mut text = String::with_capacity(
-        HEADER.len()
-            + entries
-                .values()
-                .map(|e| e.document.len() + 5)
-                .sum::<usize>(),
-    );
+    let mut text = String::with_capacity(rendered_len(entries));
     text.push_str(HEADER);
     // The files read, by address: one, but for a set put back.
     let mut files: Vec<(&std::sync::Arc<StateFile>, String)> = Vec::new();
     for entry in entries.values() {
-        text.push_str("---\n");
+        text.push_str(SEPARATOR);
         match &entry.document.0 {
             Text::Held(document) => text.push_str(document),
             Text::InFile { file, offset, len } => {
@@ -985,6 +979,18 @@ pub fn render(entries: &Entries) -> Result<String, ReadBackError> {
     Ok(text)
 }
 
+/// What [`render`] writes before each document (and a newline after it).
+const SEPARATOR: &str = "---\n";
+
+/// The size of the text [`render`] makes of `entries`.
+fn rendered_len(entries: &Entries) -> usize {
+    HEADER.len()
+        + entries
+            .values()
+            .map(|e| SEPARATOR.len() + e.document.len() + 1)
+            .sum::<usize>()
+}
+
 /// Whether `text` is what [`render`] makes of `entries` (held in memory,
 /// as [`parse_state`] makes them), compared in place.
 fn is_rendered(text: &str, entries: &Entries) -> bool {
@@ -996,7 +1002,7 @@ fn is_rendered(text: &str, entries: &Entries) -> bool {
             return false;
         };
         let Some(after) = rest
-            .strip_prefix("---\n")
+            .strip_prefix(SEPARATOR)
             .and_then(|r| r.strip_prefix(&**document))
             .and_then(|r| r.strip_prefix('\n'))
         else {
@@ -1012,11 +1018,7 @@ fn is_rendered(text: &str, entries: &Entries) -> bool {
 /// (its size says so; else they stay as they are, in memory or in the file
 /// before).
 fn place_in_file(path: &Path, entries: &mut Entries) {
-    let size = HEADER.len()
-        + entries
-            .values()
-            .map(|e| e.document.len() + 5)
-            .sum::<usize>();
+    let size = rendered_len(entries);
     let file = match StateFile::open(path) {
         Ok(file) if usize::try_from(file.size).is_ok_and(|s| s == size) => {
             std::sync::Arc::new(file)
@@ -1030,7 +1032,7 @@ fn place_in_file(path: &Path, entries: &mut Entries) {
             return;
         }
     };
-    let mut offset = HEADER.len() + 4;
+    let mut offset = HEADER.len() + SEPARATOR.len();
     for entry in entries.values_mut() {
         let len = entry.document.len();
         if let Ok(len32) = u32::try_from(len) {
@@ -1040,7 +1042,7 @@ fn place_in_file(path: &Path, entries: &mut Entries) {
                 len: len32,
             };
         }
-        offset += len + 5;
+        offset += len + 1 + SEPARATOR.len();
     }
 }
 
