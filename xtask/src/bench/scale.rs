@@ -803,6 +803,24 @@ fn status_mib(pid: u32, field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// A command's two cells, by `cell`: its time (ms) and its output's bytes.
+fn took<'a>(
+    cell: &mut impl FnMut(usize, &str, Result<String, &'a String>) -> String,
+    services: usize,
+    what: &str,
+    m: Result<(f64, String), &'a String>,
+) -> [String; 2] {
+    [
+        cell(services, what, m.clone().map(|(ms, _)| format!("{ms:.1}"))),
+        cell(services, what, m.map(|(_, bytes)| bytes)),
+    ]
+}
+
+/// A command's time (ms) and its output's bytes, as [`took`] takes them.
+fn with_bytes<B: ToString>(m: &Measured<(f64, B)>) -> Result<(f64, String), &String> {
+    m.as_ref().map(|(ms, bytes)| (*ms, bytes.to_string()))
+}
+
 /// `VmRSS` of a process, in MiB.
 pub fn rss_mib(pid: u32) -> Option<f64> {
     status_mib(pid, "VmRSS:")
@@ -912,7 +930,7 @@ impl Results {
                 .rate
                 .as_ref()
                 .map(|r| (r.0, r.0 / rate_base.unwrap_or(f64::NAN)));
-            let cells = [
+            let mut cells = vec![
                 cell(
                     services,
                     "rate",
@@ -947,54 +965,35 @@ impl Results {
                         .as_ref()
                         .map(|maps| format!("{:.1}", mib(kernel_bytes(maps)))),
                 ),
-                cell(
-                    services,
-                    "scrape",
-                    level.scrape.as_ref().map(|s| format!("{:.1}", s.0)),
-                ),
-                cell(
-                    services,
-                    "scrape",
-                    level.scrape.as_ref().map(|s| s.1.to_string()),
-                ),
-                cell(
-                    services,
-                    "traffic on every service",
-                    level
-                        .traffic
-                        .as_ref()
-                        .map(|t| format!("{} ({}) in {:.1} s", t.connections, t.errors, t.secs)),
-                ),
-                cell(
-                    services,
-                    "scrape after traffic",
-                    level.scrape_traffic.as_ref().map(|s| format!("{:.1}", s.0)),
-                ),
-                cell(
-                    services,
-                    "scrape after traffic",
-                    level.scrape_traffic.as_ref().map(|s| s.1.to_string()),
-                ),
-                cell(
-                    services,
-                    "status",
-                    level.status.as_ref().map(|s| format!("{:.1}", s.0)),
-                ),
-                cell(
-                    services,
-                    "status",
-                    level.status.as_ref().map(|s| s.1.to_string()),
-                ),
-                cell(
-                    services,
-                    "status ROUTE",
-                    level.status_route.as_ref().map(|s| format!("{:.1}", s.0)),
-                ),
-                cell(
-                    services,
-                    "status ROUTE",
-                    level.status_route.as_ref().map(|s| s.1.to_string()),
-                ),
+            ];
+            cells.extend(took(
+                &mut cell,
+                services,
+                "scrape",
+                with_bytes(&level.scrape),
+            ));
+            cells.push(cell(
+                services,
+                "traffic on every service",
+                level
+                    .traffic
+                    .as_ref()
+                    .map(|t| format!("{} ({}) in {:.1} s", t.connections, t.errors, t.secs)),
+            ));
+            let scrape_traffic = with_bytes(&level.scrape_traffic);
+            cells.extend(took(
+                &mut cell,
+                services,
+                "scrape after traffic",
+                scrape_traffic,
+            ));
+            for (what, m) in [
+                ("status", &level.status),
+                ("status ROUTE", &level.status_route),
+            ] {
+                cells.extend(took(&mut cell, services, what, with_bytes(m)));
+            }
+            cells.extend([
                 cell(
                     services,
                     "status --watch",
@@ -1013,7 +1012,7 @@ impl Results {
                     "status --watch",
                     level.watch.as_ref().map(|w| w.frame_bytes.to_string()),
                 ),
-            ];
+            ]);
             let _ = writeln!(md, "| {SCENARIO} | {services} | {} |", cells.join(" | "));
             json_rows.push(format!(
                 "    {}",
